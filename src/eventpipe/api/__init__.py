@@ -1,0 +1,1 @@
+"""The HTTP API: FastAPI app over the store's read queries."""

@@ -1,0 +1,1 @@
+"""The MQTT broker: addresses, and the local Mosquitto that `eventpipe up` runs."""

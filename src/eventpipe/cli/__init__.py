@@ -1,0 +1,1 @@
+"""The `eventpipe` command: up | worker | api | migrate | publish."""

@@ -1,0 +1,66 @@
+"""Command-line entry point: parses arguments and hands them to a composition root."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from eventpipe import __version__
+from eventpipe.errors import EventpipeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventpipe", description="MQTT -> ClickHouse -> HTTP event pipeline.")
+    parser.add_argument("--version", action="version", version=f"eventpipe {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="run broker, worker and API natively on the embedded ClickHouse")
+    up.add_argument("--data-dir", help="where chDB and broker files live (default: ./.eventpipe)")
+    broker = up.add_mutually_exclusive_group()
+    broker.add_argument("--mqtt-url", help="use this running broker instead of starting mosquitto")
+    broker.add_argument("--mqtt-port", type=int, default=1883, help="port of the mosquitto it starts (default 1883)")
+    up.add_argument("--api-port", type=int, help="HTTP API port (default 8000)")
+    up.add_argument("--metrics-port", type=int, help="worker metrics port (default 9464)")
+
+    commands.add_parser("worker", help="run the ingest worker (settings from EVENTPIPE_* variables)")
+    commands.add_parser("api", help="run the HTTP API (settings from EVENTPIPE_* variables)")
+    commands.add_parser("migrate", help="apply pending ClickHouse schema migrations")
+
+    publish = commands.add_parser("publish", help="publish realistic demo events")
+    publish.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883", help="broker URL (default %(default)s)")
+    publish.add_argument("--count", type=_positive_int, required=True, help="how many events")
+    publish.add_argument("--rate", type=float, default=0.0, help="events per second (default: as fast as possible)")
+    publish.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default 1)")
+    publish.add_argument("--topic-prefix", default="events", help="topics are PREFIX/<event_type>")
+    publish.add_argument("--seed", type=int, help="random seed, for repeatable events")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Imported per command: `eventpipe publish` should not pay for chDB and FastAPI.
+    try:
+        if args.command == "up":
+            from eventpipe.cli.stack import run_up
+
+            return run_up(args)
+        from eventpipe.cli import service
+
+        return int(getattr(service, f"run_{args.command}")(args))
+    except (EventpipeError, ValidationError) as exc:
+        print(f"eventpipe {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Composition roots of the single-purpose commands: worker, api, migrate, publish."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from prometheus_client import CollectorRegistry
+
+from eventpipe.cli.runtime import Shutdown, serve_metrics, setup_logging
+from eventpipe.config import Settings
+from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.ingest.worker import Worker
+from eventpipe.producer.publisher import publish_demo
+from eventpipe.store.client import connect, redact
+from eventpipe.store.migration import migrate
+from eventpipe.store.writer import Writer
+
+log = logging.getLogger("eventpipe")
+
+
+def run_worker(_args: argparse.Namespace) -> int:
+    settings = Settings()
+    setup_logging(settings.log_level)
+    registry = CollectorRegistry()
+    metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
+    worker = Worker(settings, Writer(connect(settings.resolved_clickhouse_dsn)), IngestMetrics(registry))
+    shutdown = Shutdown()
+    shutdown.install()
+    worker.start()
+    log.info(
+        "worker consuming %s from %s into %s",
+        settings.subscription,
+        settings.mqtt_url,
+        redact(settings.resolved_clickhouse_dsn),
+    )
+    problem = shutdown.wait(lambda: None if worker.alive else f"flusher stopped: {worker.failure}")
+    clean = worker.stop()
+    metrics_server.shutdown()
+    return 0 if clean and problem is None else 1
+
+
+def run_api(_args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from eventpipe.api.app import create_app
+    from eventpipe.store.reader import Reader
+
+    settings = Settings()
+    setup_logging(settings.log_level)
+    app = create_app(Reader(connect(settings.resolved_clickhouse_dsn)), CollectorRegistry())
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level=settings.log_level.lower())
+    return 0
+
+
+def run_migrate(_args: argparse.Namespace) -> int:
+    settings = Settings()
+    setup_logging(settings.log_level)
+    applied = migrate(connect(settings.resolved_clickhouse_dsn), settings.retention_days)
+    print(f"migrations applied: {applied or 'none, schema is current'}")
+    return 0
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    setup_logging("WARNING")
+    report = publish_demo(
+        args.mqtt_url, args.count, rate=args.rate, qos=args.qos, topic_prefix=args.topic_prefix, seed=args.seed
+    )
+    print(
+        f"published {report.published} events to {args.mqtt_url} in {report.seconds:.2f}s "
+        f"({report.rate:.0f}/s), {report.acknowledged} acknowledged by the broker (QoS {args.qos})"
+    )
+    return 0 if report.acknowledged == report.published else 1

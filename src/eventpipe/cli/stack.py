@@ -1,0 +1,130 @@
+"""Composition root of `eventpipe up`: broker, worker and API in one process on chDB."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from eventpipe.api.app import create_app
+from eventpipe.broker.mosquitto import Mosquitto
+from eventpipe.cli.runtime import Shutdown, serve_metrics, setup_logging
+from eventpipe.config import Settings
+from eventpipe.errors import BrokerError, ConfigError
+from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.ingest.worker import Worker
+from eventpipe.store.client import connect
+from eventpipe.store.migration import migrate
+from eventpipe.store.reader import Reader
+from eventpipe.store.writer import Writer
+
+log = logging.getLogger("eventpipe")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {}
+    if args.data_dir:
+        overrides["data_dir"] = Path(args.data_dir)
+    if args.mqtt_url:
+        overrides["mqtt_url"] = args.mqtt_url
+    if args.api_port is not None:
+        overrides["api_port"] = args.api_port
+    if args.metrics_port is not None:
+        overrides["metrics_port"] = args.metrics_port
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def run_up(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    setup_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    generated_key = None
+    if not settings.api_keys:
+        generated_key = secrets.token_urlsafe(24)
+        settings = settings.model_copy(update={"api_keys": [generated_key]})
+    shutdown = Shutdown()
+    shutdown.install()
+
+    broker = None
+    if not args.mqtt_url:
+        broker = Mosquitto(args.mqtt_port, settings.data_dir / "mosquitto", settings.mqtt_receive_maximum)
+        broker.start()
+        settings = settings.model_copy(update={"mqtt_url": broker.url})
+    try:
+        return _serve(settings, broker, shutdown, generated_key)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _serve(settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, generated_key: str | None) -> int:
+    dsn = settings.resolved_clickhouse_dsn
+    migrate(connect(dsn), settings.retention_days)
+    registry = CollectorRegistry()
+    metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
+    worker = Worker(settings, Writer(connect(dsn)), IngestMetrics(registry))
+    api = uvicorn.Server(
+        uvicorn.Config(
+            create_app(Reader(connect(dsn)), registry),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+    api_thread = threading.Thread(target=api.run, name="eventpipe-api", daemon=True)
+    clean = False
+    try:
+        worker.start()
+        if not worker.consumer.wait_connected(15):
+            raise BrokerError(f"could not connect to the MQTT broker at {settings.mqtt_url} within 15s")
+        api_thread.start()
+        _wait_started(api, api_thread, settings)
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
+        print(
+            f"eventpipe ready: mqtt={settings.mqtt_url} api={api_url} "
+            f"metrics=http://{settings.metrics_host}:{settings.metrics_port}/metrics "
+            f"data={settings.data_dir.resolve()}",
+            flush=True,
+        )
+        if generated_key:
+            print(f"API key (generated, set EVENTPIPE_API_KEYS to choose your own): {generated_key}", flush=True)
+        problem = shutdown.wait(lambda: _health(worker, broker, api_thread))
+        if problem:
+            log.error("stopping: %s", problem)
+    finally:
+        api.should_exit = True
+        clean = worker.stop()
+        if api_thread.is_alive():
+            api_thread.join(10)
+        metrics_server.shutdown()
+    if clean and not problem:
+        log.info("stopped cleanly: everything received was committed and acknowledged")
+        return 0
+    return 1
+
+
+def _wait_started(api: uvicorn.Server, thread: threading.Thread, settings: Settings) -> None:
+    deadline = time.monotonic() + 15
+    while not api.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise ConfigError(
+                f"the API could not listen on {settings.api_host}:{settings.api_port}; pick another --api-port"
+            )
+        time.sleep(0.05)
+
+
+def _health(worker: Worker, broker: Mosquitto | None, api_thread: threading.Thread) -> str | None:
+    if not worker.alive:
+        return f"the worker's flusher stopped: {worker.failure}"
+    if broker is not None and not broker.running():
+        return f"mosquitto exited; see {broker.log_file}"
+    if not api_thread.is_alive():
+        return "the API server stopped"
+    return None

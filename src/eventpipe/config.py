@@ -1,0 +1,92 @@
+"""Settings: the one place configuration is read, always passed in, never global."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of eventpipe; environment variables carry the EVENTPIPE_ prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="EVENTPIPE_", extra="ignore")
+
+    # Where the native stack keeps its data (chDB files, broker persistence).
+    data_dir: Path = Path(".eventpipe")
+    # A ClickHouse server (http://user:pass@host:8123/db) or the embedded
+    # engine (chdb:///path); empty means chDB under data_dir.
+    clickhouse_dsn: str = ""
+    # Days to keep events and dead letters; 0 keeps them forever.
+    retention_days: int = Field(default=0, ge=0)
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_client_id: str = "eventpipe-ingest"
+    mqtt_topic: str = "events/#"
+    # Non-empty: subscribe as $share/<group>/<topic> so workers split the load.
+    mqtt_share_group: str = ""
+    mqtt_keepalive_s: int = Field(default=30, ge=5)
+    # How long the broker keeps the worker's session (and queues for it) while
+    # it is away. A week covers a long outage; the broker caps it too.
+    mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
+    # In-flight window: the broker sends at most this many unacknowledged
+    # messages. Must cover a batch being written plus the next one filling.
+    mqtt_receive_maximum: int = Field(default=10_000, ge=1, le=65_535)
+
+    batch_max_rows: int = Field(default=5_000, ge=1)
+    batch_max_ms: int = Field(default=200, ge=1)
+
+    max_payload_bytes: int = Field(default=64 * 1024, ge=256)
+    max_depth: int = Field(default=32, ge=1, le=512)
+    # Timestamps further ahead of the receive time than this are rejected:
+    # clock skew is tolerated, year 3000 is not (it would create partitions).
+    max_future_skew_s: int = Field(default=24 * 3600, ge=0)
+    # Objects whose fields are looked into when the top level lacks a contract
+    # field, for producers that wrap events, e.g. {"event_data": {...}}.
+    envelope_keys: Annotated[list[str], NoDecode] = ["event_data", "data"]
+
+    retry_initial_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65_535)
+    api_keys: Annotated[list[str], NoDecode] = []
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65_535)
+
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", "envelope_keys", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _window_holds_a_batch(self) -> Settings:
+        # With acks only after commit, a batch larger than the window can never
+        # fill: the broker stops sending and every batch waits for its timer.
+        if self.mqtt_receive_maximum < self.batch_max_rows:
+            raise ValueError(
+                f"mqtt_receive_maximum ({self.mqtt_receive_maximum}) must be at least "
+                f"batch_max_rows ({self.batch_max_rows}), or the worker stalls"
+            )
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError("retry_max_s must be at least retry_initial_s")
+        return self
+
+    @property
+    def resolved_clickhouse_dsn(self) -> str:
+        if self.clickhouse_dsn:
+            return self.clickhouse_dsn
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def subscription(self) -> str:
+        if self.mqtt_share_group:
+            return f"$share/{self.mqtt_share_group}/{self.mqtt_topic}"
+        return self.mqtt_topic

@@ -1,0 +1,31 @@
+"""The error hierarchy: what failed, and what the pipe should do about it."""
+
+from __future__ import annotations
+
+
+class EventpipeError(Exception):
+    """Base of every error eventpipe raises on purpose."""
+
+
+class ConfigError(EventpipeError):
+    """A setting or argument is unusable; the message says which and why."""
+
+
+class StorageError(EventpipeError):
+    """ClickHouse refused or failed; subclasses say how to react."""
+
+
+class RetryableStorageError(StorageError):
+    """Transient: network, timeout, overload, too many parts. Retry with backoff."""
+
+
+class RejectedDataError(StorageError):
+    """The table refuses this data. Isolate the rows and dead-letter them."""
+
+
+class HaltStorageError(StorageError):
+    """Needs an operator: auth, missing table or column. Stop acking, retry slowly."""
+
+
+class BrokerError(EventpipeError):
+    """The MQTT broker cannot be started or reached."""

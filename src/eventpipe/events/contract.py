@@ -1,0 +1,225 @@
+"""Parse, validate and normalise one MQTT payload into an event row or a rejection.
+
+Pure functions only: the worker calls `parse` once per message, so this is the
+hot path. Work that is rarely needed (depth walk, surrogate check) is guarded by
+cheap tests on the raw text.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from eventpipe.events.timestamp import EARLIEST_MS, to_epoch_ms
+
+# Namespace for ids derived from topic and payload; never change it, or
+# redeliveries of old messages would get new ids and be stored twice.
+ID_NAMESPACE = uuid.UUID("5d1c1f0e-7f4e-4c38-9a52-6b3f0e8f2a71")
+CONTRACT_FIELDS = ("event_type", "event_id", "timestamp", "user_id")
+MAX_ID_CHARS = 128
+MAX_TYPE_CHARS = 128
+MAX_USER_CHARS = 256
+
+
+class Reason(StrEnum):
+    """Why a message became a dead letter; a bounded set, safe as a metric label."""
+
+    OVERSIZE = "oversize"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    TOO_DEEP = "too_deep"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_EVENT_TYPE = "missing_event_type"
+    INVALID_EVENT_TYPE = "invalid_event_type"
+    INVALID_EVENT_ID = "invalid_event_id"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    INVALID_USER_ID = "invalid_user_id"
+    STORAGE_REJECTED = "storage_rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_payload_bytes: int = 64 * 1024
+    max_depth: int = 32
+    max_future_skew_ms: int = 24 * 3600 * 1000
+    envelope_keys: tuple[str, ...] = ("event_data", "data")
+
+
+class Event(NamedTuple):
+    event_id: str
+    event_type: str
+    timestamp_ms: int
+    received_ms: int
+    user_id: str | None
+    topic: str
+    properties: str  # JSON object text
+
+
+class Rejection(NamedTuple):
+    topic: str
+    payload: bytes  # as received, cut to the payload limit
+    payload_size: int
+    received_ms: int
+    reason: Reason
+    detail: str
+
+    @property
+    def dead_letter_id(self) -> str:
+        # Stable across redeliveries so the dead_letters table collapses them too.
+        return str(uuid.uuid5(ID_NAMESPACE, self.topic + "\n" + self.payload.decode("latin-1")))
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_loads = json.JSONDecoder(parse_constant=_no_constants).decode
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def parse(topic: str, payload: bytes, received_ms: int, limits: Limits) -> Event | Rejection:
+    """Turn one message into an `Event`, or a `Rejection` that says why not."""
+    try:
+        return _parse(topic, payload, received_ms, limits)
+    except _Invalid as invalid:
+        kept = payload[: limits.max_payload_bytes]
+        return Rejection(topic, kept, len(payload), received_ms, invalid.reason, invalid.detail)
+
+
+def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits) -> Event:
+    if len(payload) > limits.max_payload_bytes:
+        raise _Invalid(Reason.OVERSIZE, f"payload is {len(payload)} bytes, the limit is {limits.max_payload_bytes}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Invalid(Reason.INVALID_UTF8, f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        body = _loads(text)
+    except RecursionError:
+        raise _Invalid(Reason.TOO_DEEP, f"payload nests deeper than {limits.max_depth} levels") from None
+    except ValueError as exc:
+        raise _Invalid(Reason.INVALID_JSON, f"payload is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _Invalid(Reason.NOT_AN_OBJECT, f"payload is a JSON {_json_kind(body)}, not an object")
+    # Counting brackets is cheap and bounds the depth from above, so the walk
+    # only runs for payloads that could be too deep.
+    if text.count("{") + text.count("[") > limits.max_depth and _depth(body) > limits.max_depth:
+        raise _Invalid(Reason.TOO_DEEP, f"payload nests deeper than {limits.max_depth} levels")
+
+    found = _lookup(body, limits.envelope_keys)
+    event_type = _event_type(found.get("event_type"), topic)
+    event_id = _event_id(found.get("event_id"), topic, text)
+    timestamp_ms = _timestamp(found.get("timestamp"), received_ms, limits)
+    user_id = _user_id(found.get("user_id"))
+
+    properties = {key: value for key, value in body.items() if key not in CONTRACT_FIELDS}
+    props_text = _dumps(properties)
+    if "\\u" in text:
+        _check_encodable(props_text)
+    return Event(event_id, event_type, timestamp_ms, received_ms, user_id, topic, props_text)
+
+
+def _lookup(body: dict[str, Any], envelope_keys: tuple[str, ...]) -> dict[str, Any]:
+    """The contract fields present, from the top level first, else from an envelope object."""
+    found = {name: body[name] for name in CONTRACT_FIELDS if name in body}
+    if len(found) < len(CONTRACT_FIELDS):
+        for key in envelope_keys:
+            inner = body.get(key)
+            if isinstance(inner, dict):
+                for name in CONTRACT_FIELDS:
+                    if name not in found and name in inner:
+                        found[name] = inner[name]
+    return found
+
+
+def _event_type(value: object, topic: str) -> str:
+    if value is None:
+        value = topic.rsplit("/", 1)[-1]
+        if not value.strip() or value in ("#", "+"):
+            raise _Invalid(Reason.MISSING_EVENT_TYPE, f"no event_type in payload and none in topic {topic!r}")
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(Reason.INVALID_EVENT_TYPE, "event_type must be a non-empty string")
+    if len(value) > MAX_TYPE_CHARS:
+        raise _Invalid(Reason.INVALID_EVENT_TYPE, f"event_type is longer than {MAX_TYPE_CHARS} characters")
+    return value
+
+
+def _event_id(value: object, topic: str, text: str) -> str:
+    if value is None:
+        return str(uuid.uuid5(ID_NAMESPACE, topic + "\n" + text))
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(Reason.INVALID_EVENT_ID, "event_id must be a non-empty string")
+    if len(value) > MAX_ID_CHARS:
+        raise _Invalid(Reason.INVALID_EVENT_ID, f"event_id is longer than {MAX_ID_CHARS} characters")
+    return value
+
+
+def _timestamp(value: object, received_ms: int, limits: Limits) -> int:
+    if value is None:
+        return received_ms
+    try:
+        millis = to_epoch_ms(value)
+    except (ValueError, OverflowError) as exc:
+        raise _Invalid(Reason.INVALID_TIMESTAMP, str(exc)) from None
+    if millis < EARLIEST_MS:
+        raise _Invalid(Reason.INVALID_TIMESTAMP, f"timestamp {value!r} is before 2000-01-01")
+    if millis > received_ms + limits.max_future_skew_ms:
+        raise _Invalid(Reason.INVALID_TIMESTAMP, f"timestamp {value!r} is too far in the future")
+    return millis
+
+
+def _user_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _Invalid(Reason.INVALID_USER_ID, "user_id must be a string or an integer")
+    user = str(value)
+    if len(user) > MAX_USER_CHARS:
+        raise _Invalid(Reason.INVALID_USER_ID, f"user_id is longer than {MAX_USER_CHARS} characters")
+    return user
+
+
+def _depth(node: object) -> int:
+    deepest = 0
+    stack: list[tuple[object, int]] = [(node, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _check_encodable(props_text: str) -> None:
+    # JSON escapes can smuggle lone surrogates, which no UTF-8 column accepts.
+    try:
+        props_text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Invalid(Reason.INVALID_JSON, "payload holds an unpaired UTF-16 surrogate escape") from None
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number"

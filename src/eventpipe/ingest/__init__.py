@@ -1,0 +1,1 @@
+"""Ingest: MQTT consumer, batching policy, the worker loop that writes and acknowledges."""

@@ -1,0 +1,64 @@
+"""The worker's Prometheus metrics, on a registry that is passed in."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from eventpipe.events import Reason
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.received = Counter(
+            "eventpipe_messages_received_total", "MQTT messages handed to the worker.", registry=registry
+        )
+        self.redelivered = Counter(
+            "eventpipe_messages_redelivered_total", "Messages the broker sent again (DUP flag).", registry=registry
+        )
+        self.acked = Counter(
+            "eventpipe_messages_acked_total", "Messages acknowledged to the broker after commit.", registry=registry
+        )
+        self.stored = Counter("eventpipe_events_stored_total", "Event rows committed to ClickHouse.", registry=registry)
+        self.dead_lettered = Counter(
+            "eventpipe_dead_letters_total",
+            "Messages committed to dead_letters, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "eventpipe_messages_dropped_total",
+            "QoS 0 messages dropped because the worker's buffer was full (QoS 1 is never dropped).",
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "eventpipe_messages_in_flight", "Messages received and not yet acknowledged.", registry=registry
+        )
+        self.batch_rows = Histogram(
+            "eventpipe_batch_rows",
+            "Messages per committed batch.",
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000),
+            registry=registry,
+        )
+        self.insert_seconds = Histogram(
+            "eventpipe_insert_duration_seconds",
+            "Time to commit one batch, retries included.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.storage_errors = Counter(
+            "eventpipe_storage_errors_total", "Failed ClickHouse writes, by class.", ["class"], registry=registry
+        )
+        self.halted = Gauge(
+            "eventpipe_storage_halted", "1 while writes fail for a reason an operator must fix.", registry=registry
+        )
+        self.last_commit = Gauge(
+            "eventpipe_last_commit_timestamp_seconds", "Unix time of the last committed batch.", registry=registry
+        )
+        self.connected = Gauge("eventpipe_mqtt_connected", "1 while connected to the broker.", registry=registry)
+        self.reconnects = Counter(
+            "eventpipe_mqtt_reconnects_total", "Connections to the broker after the first.", registry=registry
+        )
+        for reason in Reason:
+            self.dead_lettered.labels(reason=str(reason))
+        for name in ("retry", "halt", "rejected"):
+            self.storage_errors.labels(**{"class": name})

@@ -1,0 +1,214 @@
+"""The worker loop: batch what the consumer delivers, commit it, then acknowledge it.
+
+Threads: paho's network thread calls `_deliver`; one flusher thread parses,
+writes and acks. Nothing is acked before the batch holding it is committed, so
+a crash at any point leaves every uncommitted message with the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from eventpipe.config import Settings
+from eventpipe.errors import RetryableStorageError, StorageError
+from eventpipe.events import Event, Limits, Reason, Rejection, parse
+from eventpipe.ingest.consumer import Consumer, Delivery
+from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.ingest.policy import Backoff, BatchPolicy
+from eventpipe.store.writer import Writer
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _Abandoned(Exception):
+    """Shutdown deadline passed while storage still failed; the batch stays unacked."""
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        max_payload_bytes=settings.max_payload_bytes,
+        max_depth=settings.max_depth,
+        max_future_skew_ms=settings.max_future_skew_s * 1000,
+        envelope_keys=tuple(settings.envelope_keys),
+    )
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        writer: Writer,
+        metrics: IngestMetrics,
+        consumer_factory: Callable[..., Consumer] = Consumer,
+    ) -> None:
+        self._settings = settings
+        self._writer = writer
+        self._metrics = metrics
+        self._limits = limits_from(settings)
+        self._policy = BatchPolicy(settings.batch_max_rows, settings.batch_max_ms / 1000)
+        self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
+        # QoS 1 is bounded by the broker's window; only QoS 0 can exceed this.
+        self._qos0_cap = 2 * settings.mqtt_receive_maximum
+        self._items: list[Delivery] = []
+        self._cond = threading.Condition()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._deadline = 0.0
+        self._clean = True
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="eventpipe-flusher", daemon=True)
+        self.consumer = consumer_factory(settings, self._deliver, metrics)
+
+    def start(self) -> None:
+        self._thread.start()
+        self.consumer.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failed
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Commit and ack what is held, then disconnect. True when nothing was left unacked."""
+        self.consumer.stop_accepting()
+        with self._cond:
+            self._stopping = True
+            self._deadline = time.monotonic() + (timeout or self._settings.shutdown_timeout_s)
+            self._cond.notify_all()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.consumer.stop()
+        return self._clean and self._failed is None
+
+    def _deliver(self, delivery: Delivery) -> None:
+        with self._cond:
+            if delivery.qos == 0 and len(self._items) >= self._qos0_cap:
+                self._metrics.dropped.inc()
+                return
+            self._items.append(delivery)
+            held = len(self._items)
+            if held == 1 or held == self._policy.max_rows:
+                self._cond.notify()
+        self._metrics.received.inc()
+        self._metrics.in_flight.inc()
+
+    def _run(self) -> None:
+        try:
+            while (batch := self._next_batch()) is not None:
+                self._commit(batch)
+        except _Abandoned:
+            with self._cond:
+                left = len(self._items)
+            self._clean = False
+            log.error(
+                "storage still failing at the shutdown deadline: the last batch and %d more messages stay "
+                "unacknowledged in the broker and will be redelivered",
+                left,
+            )
+        except BaseException as exc:
+            self._failed = exc
+            log.exception("the flusher stopped on an unexpected error; nothing after it was acknowledged")
+
+    def _next_batch(self) -> list[Delivery] | None:
+        with self._cond:
+            while True:
+                held = len(self._items)
+                if self._stopping:
+                    if held == 0:
+                        return None
+                    break
+                age = time.monotonic() - self._items[0].arrived if held else 0.0
+                wait = self._policy.wait_s(held, age)
+                if wait == 0.0:
+                    break
+                self._cond.wait(wait)
+            batch = self._items[: self._policy.max_rows]
+            del self._items[: self._policy.max_rows]
+            return batch
+
+    def _commit(self, batch: list[Delivery]) -> None:
+        started = time.monotonic()
+        events: list[Event] = []
+        sources: list[Delivery] = []
+        rejections: list[Rejection] = []
+        limits = self._limits
+        for delivery in batch:
+            result = parse(delivery.topic, delivery.payload, delivery.received_ms, limits)
+            if type(result) is Event:
+                events.append(result)
+                sources.append(delivery)
+            else:
+                rejections.append(result)  # type: ignore[arg-type]
+
+        refused = self._retrying(lambda: self._writer.insert_events(events)) if events else []
+        for index, detail in refused:
+            source = sources[index]
+            rejections.append(
+                Rejection(
+                    source.topic,
+                    source.payload[: limits.max_payload_bytes],
+                    len(source.payload),
+                    source.received_ms,
+                    Reason.STORAGE_REJECTED,
+                    detail[:1000],
+                )
+            )
+        if rejections:
+            self._retrying(lambda: self._writer.insert_dead_letters(rejections))
+
+        acked = self.consumer.ack(batch)
+        metrics = self._metrics
+        metrics.stored.inc(len(events) - len(refused))
+        for rejection in rejections:
+            metrics.dead_lettered.labels(reason=str(rejection.reason)).inc()
+        metrics.acked.inc(acked)
+        metrics.in_flight.dec(len(batch))
+        metrics.batch_rows.observe(len(batch))
+        metrics.insert_seconds.observe(time.monotonic() - started)
+        metrics.last_commit.set_to_current_time()
+
+    def _retrying(self, write: Callable[[], T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                result = write()
+            except StorageError as exc:
+                # RejectedDataError reaching here (dead letters refused) has no
+                # row left to isolate: it needs an operator, like a halt.
+                halt = not isinstance(exc, RetryableStorageError)
+                self._metrics.storage_errors.labels(**{"class": "halt" if halt else "retry"}).inc()
+                self._metrics.halted.set(1 if halt else 0)
+                delay = self._settings.retry_max_s if halt else self._backoff.delay_s(attempt, random.random())
+                log.warning(
+                    "write failed (%s, attempt %d), nothing acked, retrying in %.1fs: %s",
+                    "halt" if halt else "retry",
+                    attempt + 1,
+                    delay,
+                    exc,
+                )
+                attempt += 1
+                self._sleep(delay)
+                continue
+            if attempt:
+                log.info("write succeeded after %d failed attempts", attempt)
+            self._metrics.halted.set(0)
+            return result
+
+    def _sleep(self, delay: float) -> None:
+        if self._stopping:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Abandoned
+            delay = min(delay, remaining)
+        self._wake.wait(delay)
+        self._wake.clear()

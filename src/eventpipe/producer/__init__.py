@@ -1,0 +1,1 @@
+"""Producers: demo events and the publisher behind `eventpipe publish`."""

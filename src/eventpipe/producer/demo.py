@@ -1,0 +1,42 @@
+"""Realistic demo events, from a seeded random source so runs can be repeated."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+EVENT_TYPES = ("page_view", "click", "purchase", "login", "form_submit")
+# Rough shape of a web shop's traffic: many views, few purchases.
+WEIGHTS = (50, 25, 5, 10, 10)
+PAGES = ("/", "/products", "/products/42", "/cart", "/checkout", "/login", "/signup", "/blog/launch")
+BROWSERS = ("chrome", "firefox", "safari", "edge")
+COUNTRIES = ("US", "DE", "FR", "GB", "IN", "BR", "JP", "NG")
+DEVICES = ("desktop", "mobile", "tablet")
+
+
+def demo_event(rng: random.Random, now: datetime | None = None) -> tuple[str, dict[str, Any]]:
+    """Return (event_type, payload) for one plausible web event."""
+    moment = now or datetime.now(UTC)
+    event_type = rng.choices(EVENT_TYPES, WEIGHTS)[0]
+    payload: dict[str, Any] = {
+        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "event_type": event_type,
+        "timestamp": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "user_id": f"user-{rng.randrange(1, 5000):04d}",
+        "page": rng.choice(PAGES),
+        "browser": rng.choice(BROWSERS),
+        "country": rng.choice(COUNTRIES),
+        "device": rng.choice(DEVICES),
+    }
+    if event_type == "purchase":
+        payload["amount"] = round(rng.uniform(2, 400), 2)
+        payload["currency"] = "EUR"
+    elif event_type == "click":
+        payload["element"] = rng.choice(("buy-button", "nav-home", "banner", "search"))
+    elif event_type == "login":
+        payload["success"] = rng.random() > 0.1
+    elif event_type == "form_submit":
+        payload["form"] = rng.choice(("signup", "newsletter", "contact"))
+    return event_type, payload

@@ -1,0 +1,98 @@
+"""Publish demo events over MQTT at a steady rate and wait for the broker's acknowledgements."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+
+from eventpipe.broker.address import MqttAddress
+from eventpipe.broker.connection import make_client
+from eventpipe.errors import BrokerError
+from eventpipe.producer.demo import demo_event
+
+log = logging.getLogger(__name__)
+
+# Unacknowledged publishes held at once; bounds the publisher's memory for any --count.
+WINDOW = 1000
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    published: int
+    acknowledged: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.published / self.seconds if self.seconds > 0 else 0.0
+
+
+def publish_demo(
+    url: str,
+    count: int,
+    *,
+    rate: float = 0.0,
+    qos: int = 1,
+    topic_prefix: str = "events",
+    seed: int | None = None,
+    timeout: float = 30.0,
+) -> PublishReport:
+    """Publish `count` demo events to `<topic_prefix>/<event_type>`; rate 0 means as fast as possible."""
+    address = MqttAddress.parse(url)
+    client = make_client(address, f"eventpipe-publish-{uuid.uuid4().hex[:8]}")
+    client.max_inflight_messages_set(WINDOW)
+    connected = threading.Event()
+    client.on_connect = lambda *_args: connected.set()
+    try:
+        client.connect(address.host, address.port, keepalive=30)
+    except OSError as exc:
+        raise BrokerError(f"cannot reach the MQTT broker at {address}: {exc}") from exc
+    client.loop_start()
+    try:
+        if not connected.wait(timeout):
+            raise BrokerError(f"the MQTT broker at {address} did not accept the connection within {timeout:.0f}s")
+        return _send(client, count, rate, qos, topic_prefix, random.Random(seed), timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _send(
+    client: mqtt.Client, count: int, rate: float, qos: int, prefix: str, rng: random.Random, timeout: float
+) -> PublishReport:
+    pending: deque[mqtt.MQTTMessageInfo] = deque()
+    acknowledged = 0
+    started = time.monotonic()
+    for index in range(count):
+        if rate > 0:
+            # Pace against the start time, not the previous send, so the rate holds on average.
+            delay = started + index / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        event_type, payload = demo_event(rng)
+        info = client.publish(f"{prefix}/{event_type}", json.dumps(payload, separators=(",", ":")), qos=qos)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+            raise BrokerError(f"publish failed: {mqtt.error_string(info.rc)}")
+        pending.append(info)
+        while len(pending) > WINDOW:
+            acknowledged += _settle(pending.popleft(), timeout)
+    while pending:
+        acknowledged += _settle(pending.popleft(), timeout)
+    return PublishReport(count, acknowledged, time.monotonic() - started)
+
+
+def _settle(info: mqtt.MQTTMessageInfo, timeout: float) -> int:
+    try:
+        info.wait_for_publish(timeout)
+    except (RuntimeError, ValueError) as exc:
+        log.warning("message %d not acknowledged: %s", info.mid, exc)
+        return 0
+    return 1 if info.is_published() else 0

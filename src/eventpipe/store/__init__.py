@@ -1,0 +1,1 @@
+"""ClickHouse: connection, schema migrations, batch writer and read queries. All SQL lives here."""

@@ -1,0 +1,40 @@
+"""One way to reach ClickHouse: the DSN alone picks a server (http://) or chDB (chdb://)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from eventpipe.errors import ConfigError, StorageError
+from eventpipe.store.failure import classify
+
+SCHEMES = ("http", "https", "chdb")
+
+
+def connect(dsn: str) -> Client:
+    """Open a client for `dsn`, raising a classified StorageError if that fails."""
+    scheme = urlsplit(dsn).scheme
+    if scheme not in SCHEMES:
+        raise ConfigError(f"ClickHouse DSN must start with http://, https:// or chdb://, got {redact(dsn)!r}")
+    options: dict[str, object] = {}
+    if scheme != "chdb":
+        # No server session: each insert and query stands alone, so concurrent
+        # calls never trip over a locked session and read-only users work.
+        options = {"autogenerate_session_id": False, "connect_timeout": 5, "send_receive_timeout": 60}
+    try:
+        return clickhouse_connect.get_client(dsn=dsn, **options)
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise classify(exc) from exc
+
+
+def redact(dsn: str) -> str:
+    """The DSN with any password replaced, for logs and error messages."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

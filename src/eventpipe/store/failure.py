@@ -1,0 +1,91 @@
+"""Classify ClickHouse failures into retry, dead-letter or halt."""
+
+from __future__ import annotations
+
+from clickhouse_connect.driver.exceptions import DataError, Error, OperationalError, ProgrammingError
+
+from eventpipe.errors import HaltStorageError, RejectedDataError, RetryableStorageError, StorageError
+
+# ClickHouse error codes, by what the pipe should do. Unknown codes retry:
+# nothing is acked meanwhile, and the worker tells a poison batch from an
+# outage by probing the server (see ingest.worker).
+RETRY_CODES = frozenset(
+    {
+        3,  # UNEXPECTED_END_OF_FILE
+        32,  # ATTEMPT_TO_READ_AFTER_EOF
+        159,  # TIMEOUT_EXCEEDED
+        160,  # TOO_SLOW
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        203,  # NO_FREE_CONNECTION
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        236,  # ABORTED
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY (replica lost Keeper for a while)
+        252,  # TOO_MANY_PARTS
+        285,  # TOO_FEW_LIVE_REPLICAS
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        394,  # QUERY_WAS_CANCELLED
+        425,  # SYSTEM_ERROR
+        439,  # CANNOT_SCHEDULE_TASK
+        999,  # KEEPER_EXCEPTION
+        1000,  # POCO_EXCEPTION (network)
+    }
+)
+HALT_CODES = frozenset(
+    {
+        8,  # THERE_IS_NO_COLUMN
+        10,  # NOT_FOUND_COLUMN_IN_BLOCK
+        16,  # NO_SUCH_COLUMN_IN_TABLE
+        47,  # UNKNOWN_IDENTIFIER
+        60,  # UNKNOWN_TABLE
+        62,  # SYNTAX_ERROR
+        81,  # UNKNOWN_DATABASE
+        164,  # READONLY
+        192,  # UNKNOWN_USER
+        193,  # WRONG_PASSWORD
+        194,  # REQUIRED_PASSWORD
+        195,  # IP_ADDRESS_NOT_ALLOWED
+        243,  # NOT_ENOUGH_SPACE
+        291,  # DATABASE_ACCESS_DENIED
+        497,  # ACCESS_DENIED
+        516,  # AUTHENTICATION_FAILED
+    }
+)
+REJECT_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        26,  # CANNOT_PARSE_QUOTED_STRING
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH
+        69,  # ARGUMENT_OUT_OF_BOUND
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        131,  # TOO_LARGE_STRING_SIZE
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+    }
+)
+
+
+def classify(exc: BaseException) -> StorageError:
+    """Wrap `exc` in the StorageError subclass that says how to react to it."""
+    if isinstance(exc, StorageError):
+        return exc
+    message = f"{type(exc).__name__}: {exc}"
+    code = getattr(exc, "code", None) if isinstance(exc, Error) else None
+    if code in HALT_CODES:
+        return HaltStorageError(message)
+    if code in REJECT_CODES:
+        return RejectedDataError(message)
+    if code in RETRY_CODES or code is not None:
+        return RetryableStorageError(message)
+    if isinstance(exc, OperationalError | OSError | TimeoutError):
+        return RetryableStorageError(message)
+    if isinstance(exc, DataError | ProgrammingError | TypeError | ValueError | OverflowError):
+        # Raised while encoding the block on this side: the rows themselves are bad.
+        return RejectedDataError(message)
+    return RetryableStorageError(message)

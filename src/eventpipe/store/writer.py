@@ -1,0 +1,67 @@
+"""The batch writer: column-oriented inserts of events and dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from clickhouse_connect.driver.client import Client
+
+from eventpipe.errors import RejectedDataError, StorageError
+from eventpipe.events import Event, Rejection
+from eventpipe.store.failure import classify
+
+EVENT_COLUMNS = ("event_id", "event_type", "timestamp", "received_at", "user_id", "topic", "properties")
+DEAD_LETTER_COLUMNS = ("dead_letter_id", "received_at", "topic", "reason", "detail", "payload", "payload_size")
+# Explicit, because ClickHouse 26.2+ defaults async_insert on, and an async
+# insert returns before the rows are durable: acking then could lose them.
+INSERT_SETTINGS = {"async_insert": 0}
+
+
+class Writer:
+    """Writes whole batches; a refused batch is bisected to the rows that cause it."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def insert_events(self, events: Sequence[Event]) -> list[tuple[int, str]]:
+        """Insert `events`; return (index, reason) of rows the table refuses.
+
+        Raises RetryableStorageError or HaltStorageError when nothing can be
+        said about the rows: then nothing of this batch may be acknowledged.
+        """
+        refused: list[tuple[int, str]] = []
+        self._insert_isolating(list(range(len(events))), events, refused)
+        return refused
+
+    def insert_dead_letters(self, rejections: Sequence[Rejection]) -> None:
+        if not rejections:
+            return
+        rows = [
+            (r.dead_letter_id, r.received_ms, r.topic, str(r.reason), r.detail, r.payload, r.payload_size)
+            for r in rejections
+        ]
+        self._insert("dead_letters", DEAD_LETTER_COLUMNS, list(zip(*rows, strict=True)))
+
+    def _insert_isolating(self, indexes: list[int], events: Sequence[Event], refused: list[tuple[int, str]]) -> None:
+        if not indexes:
+            return
+        columns = list(zip(*(events[i] for i in indexes), strict=True))
+        try:
+            self._insert("events", EVENT_COLUMNS, columns)
+        except RejectedDataError as exc:
+            if len(indexes) == 1:
+                refused.append((indexes[0], str(exc)))
+                return
+            middle = len(indexes) // 2
+            self._insert_isolating(indexes[:middle], events, refused)
+            self._insert_isolating(indexes[middle:], events, refused)
+
+    def _insert(self, table: str, column_names: Sequence[str], columns: list[tuple[object, ...]]) -> None:
+        try:
+            self._client.insert(
+                table, columns, column_names=column_names, column_oriented=True, settings=INSERT_SETTINGS
+            )
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise classify(exc) from exc
