@@ -1,0 +1,1 @@
+"""Helpers the test suites share: free ports, waiting, and real services."""

@@ -1,0 +1,36 @@
+"""Settings: environment variables with the EVENTPIPE_ prefix, checked when read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from eventpipe.config import Settings
+
+
+def test_environment_variables_with_the_prefix_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTPIPE_BATCH_MAX_ROWS", "250")
+    monkeypatch.setenv("EVENTPIPE_API_KEYS", "alpha, beta,,gamma")
+    monkeypatch.setenv("EVENTPIPE_MQTT_SHARE_GROUP", "ingest")
+    settings = Settings()
+    assert settings.batch_max_rows == 250
+    assert settings.api_keys == ["alpha", "beta", "gamma"]
+    assert settings.subscription == "$share/ingest/events/#"
+
+
+def test_a_window_smaller_than_a_batch_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValidationError, match="stalls"):
+        Settings(batch_max_rows=20_000, mqtt_receive_maximum=10_000)
+
+
+def test_the_receive_maximum_cannot_exceed_what_mqtt_allows() -> None:
+    with pytest.raises(ValidationError):
+        Settings(mqtt_receive_maximum=70_000)
+
+
+def test_without_a_dsn_the_embedded_engine_lives_under_the_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert settings.resolved_clickhouse_dsn == f"chdb://{tmp_path.resolve() / 'clickhouse'}"
+    assert Settings(clickhouse_dsn="http://ch:8123/db").resolved_clickhouse_dsn == "http://ch:8123/db"

@@ -1,0 +1,176 @@
+"""The event contract of DESIGN.md: what becomes an event, and why anything else is a dead letter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eventpipe.events import Event, Limits, Reason, Rejection, parse
+
+RECEIVED_MS = 1_763_800_000_000  # 2025-11-22T08:26:40Z
+LIMITS = Limits()
+
+
+def event(topic: str, body: object, received_ms: int = RECEIVED_MS, limits: Limits = LIMITS) -> Event:
+    result = parse(topic, json.dumps(body).encode(), received_ms, limits)
+    assert isinstance(result, Event), result
+    return result
+
+
+def rejection(topic: str, payload: bytes, limits: Limits = LIMITS) -> Rejection:
+    result = parse(topic, payload, RECEIVED_MS, limits)
+    assert isinstance(result, Rejection), result
+    return result
+
+
+def test_a_full_event_is_normalised_and_the_rest_kept_as_properties() -> None:
+    row = event(
+        "events/purchase",
+        {
+            "event_id": "5b0c5a56-0f5e-4c38-8a52-000000000001",
+            "event_type": "purchase",
+            "timestamp": "2025-11-22T08:00:00.250Z",
+            "user_id": "user-7",
+            "amount": 19.99,
+            "cart": {"items": [{"sku": "A1", "qty": 2}]},
+        },
+    )
+    assert row.event_id == "5b0c5a56-0f5e-4c38-8a52-000000000001"
+    assert row.event_type == "purchase"
+    assert row.timestamp_ms == 1_763_798_400_250
+    assert row.received_ms == RECEIVED_MS
+    assert row.user_id == "user-7"
+    assert row.topic == "events/purchase"
+    assert json.loads(row.properties) == {"amount": 19.99, "cart": {"items": [{"sku": "A1", "qty": 2}]}}
+
+
+def test_event_type_falls_back_to_the_topics_last_level() -> None:
+    assert event("events/shop/checkout", {"x": 1}).event_type == "checkout"
+
+
+def test_event_type_in_the_payload_wins_over_the_topic() -> None:
+    assert event("events/anything", {"event_type": "login"}).event_type == "login"
+
+
+def test_fields_inside_an_envelope_object_are_found() -> None:
+    body = {"event_data": {"event_id": "abc-1", "timestamp": 1_763_798_400, "user_id": 42, "page": "/"}}
+    row = event("events/page_view", body)
+    assert (row.event_id, row.event_type, row.timestamp_ms, row.user_id) == (
+        "abc-1",
+        "page_view",
+        1_763_798_400_000,
+        "42",
+    )
+    # The envelope stays whole: nothing the producer sent is thrown away.
+    assert json.loads(row.properties) == body
+
+
+def test_top_level_fields_win_over_the_envelope() -> None:
+    row = event("events/x", {"event_id": "top", "event_data": {"event_id": "inner"}})
+    assert row.event_id == "top"
+
+
+def test_an_id_less_payload_gets_the_same_id_on_every_delivery() -> None:
+    first = parse("events/click", b'{"button": "buy"}', RECEIVED_MS, LIMITS)
+    again = parse("events/click", b'{"button": "buy"}', RECEIVED_MS + 5_000, LIMITS)
+    other = parse("events/click", b'{"button": "sell"}', RECEIVED_MS, LIMITS)
+    other_topic = parse("events/tap", b'{"button": "buy"}', RECEIVED_MS, LIMITS)
+    assert isinstance(first, Event) and isinstance(again, Event)
+    assert isinstance(other, Event) and isinstance(other_topic, Event)
+    assert first.event_id == again.event_id
+    assert len({first.event_id, other.event_id, other_topic.event_id}) == 3
+
+
+def test_missing_timestamp_means_time_received() -> None:
+    assert event("events/x", {"a": 1}).timestamp_ms == RECEIVED_MS
+
+
+@pytest.mark.parametrize(
+    ("value", "expected_ms"),
+    [
+        ("2025-11-22T08:00:00Z", 1_763_798_400_000),
+        ("2025-11-22T09:00:00+01:00", 1_763_798_400_000),
+        ("2025-11-22t08:00:00.5z", 1_763_798_400_500),
+        ("2025-11-22T08:00:00", 1_763_798_400_000),  # no offset: read as UTC
+        ("2025-11-22 08:00:00.123456+00:00", 1_763_798_400_123),
+        (1_763_798_400, 1_763_798_400_000),  # epoch seconds
+        (1_763_798_400.25, 1_763_798_400_250),
+        (1_763_798_400_000, 1_763_798_400_000),  # epoch milliseconds
+        ("1763798400000", 1_763_798_400_000),
+        (1_763_798_400_000_000, 1_763_798_400_000),  # microseconds
+    ],
+)
+def test_timestamps_in_every_accepted_form(value: object, expected_ms: int) -> None:
+    assert event("events/x", {"timestamp": value}).timestamp_ms == expected_ms
+
+
+def test_user_id_is_optional_and_numbers_become_strings() -> None:
+    assert event("events/x", {}).user_id is None
+    assert event("events/x", {"user_id": 1234}).user_id == "1234"
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        ("events/x", b"\xff\xfe{}", Reason.INVALID_UTF8),
+        ("events/x", b'{"a": ', Reason.INVALID_JSON),
+        ("events/x", b"", Reason.INVALID_JSON),
+        ("events/x", b'{"a": NaN}', Reason.INVALID_JSON),
+        ("events/x", b'{"a": "\\ud800"}', Reason.INVALID_JSON),
+        ("events/x", b"[1, 2]", Reason.NOT_AN_OBJECT),
+        ("events/x", b'"hello"', Reason.NOT_AN_OBJECT),
+        ("events/x", b"null", Reason.NOT_AN_OBJECT),
+        ("events/", b"{}", Reason.MISSING_EVENT_TYPE),
+        ("events/x", b'{"event_type": 7}', Reason.INVALID_EVENT_TYPE),
+        ("events/x", b'{"event_type": "  "}', Reason.INVALID_EVENT_TYPE),
+        ("events/x", b'{"event_type": "' + b"t" * 200 + b'"}', Reason.INVALID_EVENT_TYPE),
+        ("events/x", b'{"event_id": 17}', Reason.INVALID_EVENT_ID),
+        ("events/x", b'{"event_id": ""}', Reason.INVALID_EVENT_ID),
+        ("events/x", b'{"event_id": "' + b"i" * 200 + b'"}', Reason.INVALID_EVENT_ID),
+        ("events/x", b'{"timestamp": "yesterday"}', Reason.INVALID_TIMESTAMP),
+        ("events/x", b'{"timestamp": true}', Reason.INVALID_TIMESTAMP),
+        ("events/x", b'{"timestamp": {"s": 1}}', Reason.INVALID_TIMESTAMP),
+        ("events/x", b'{"timestamp": 0}', Reason.INVALID_TIMESTAMP),
+        ("events/x", b'{"timestamp": "3025-01-01T00:00:00Z"}', Reason.INVALID_TIMESTAMP),
+        ("events/x", b'{"timestamp": 1e300}', Reason.INVALID_TIMESTAMP),
+        ("events/x", b'{"user_id": {"id": 1}}', Reason.INVALID_USER_ID),
+        ("events/x", b'{"user_id": true}', Reason.INVALID_USER_ID),
+    ],
+)
+def test_every_unusable_payload_is_rejected_with_its_reason(topic: str, payload: bytes, reason: Reason) -> None:
+    result = rejection(topic, payload)
+    assert result.reason == reason
+    assert result.detail
+    assert result.payload == payload
+    assert result.topic == topic
+
+
+def test_too_deep_payloads_are_rejected_but_wide_ones_are_not() -> None:
+    limits = Limits(max_depth=8)
+    deep = b'{"a":' * 9 + b"1" + b"}" * 9
+    assert rejection("events/x", deep, limits).reason == Reason.TOO_DEEP
+    wide = json.dumps({"items": [{"k": [i]} for i in range(50)]}).encode()
+    assert isinstance(parse("events/x", wide, RECEIVED_MS, limits), Event)
+
+
+def test_pathologically_deep_payloads_do_not_crash_the_parser() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert rejection("events/x", deep, Limits(max_payload_bytes=1_000_000)).reason == Reason.TOO_DEEP
+
+
+def test_oversize_payloads_are_rejected_and_kept_cut_to_the_limit() -> None:
+    limits = Limits(max_payload_bytes=1024)
+    payload = json.dumps({"blob": "x" * 5000}).encode()
+    result = rejection("events/x", payload, limits)
+    assert result.reason == Reason.OVERSIZE
+    assert result.payload == payload[:1024]
+    assert result.payload_size == len(payload)
+
+
+def test_a_redelivered_rejection_keeps_its_dead_letter_id() -> None:
+    first = rejection("events/x", b"not json")
+    again = parse("events/x", b"not json", RECEIVED_MS + 10, LIMITS)
+    assert isinstance(again, Rejection)
+    assert first.dead_letter_id == again.dead_letter_id
+    assert first.dead_letter_id != rejection("events/y", b"not json").dead_letter_id
