@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=0, ge=0)
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    # The broker `eventpipe up` starts: a name looked up on PATH (and /usr/sbin), or a path.
+    mosquitto_binary: str = "mosquitto"
     mqtt_client_id: str = "eventpipe-ingest"
     mqtt_topic: str = "events/#"
     # Non-empty: subscribe as $share/<group>/<topic> so workers split the load.

@@ -7,7 +7,6 @@ fixture fails and says what to install.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from eventpipe.broker.mosquitto import Mosquitto, render_config
+from eventpipe.broker.mosquitto import Mosquitto, find_binary, render_config
 from tests.support.wait import free_port, wait_until
 
 MOSQUITTO_IMAGE = "eclipse-mosquitto:2.0.20"
@@ -88,7 +87,7 @@ class ContainerBroker:
 def running_broker(directory: Path) -> Iterator[LocalBroker | ContainerBroker]:
     if docker_reachable():
         broker: LocalBroker | ContainerBroker = ContainerBroker(directory)
-    elif shutil.which("mosquitto"):
+    elif find_binary():
         broker = LocalBroker(directory)
     else:
         pytest.fail(

@@ -97,7 +97,7 @@ class Mosquitto:
         return self._process.pid if self._process else None
 
     def start(self, timeout: float = 10.0) -> None:
-        path = shutil.which(self._binary)
+        path = find_binary(self._binary)
         if path is None:
             raise BrokerError(
                 f"{self._binary!r} is not on PATH: install Mosquitto (Debian/Ubuntu: apt-get install mosquitto) "
@@ -150,6 +150,11 @@ class Mosquitto:
                 text += handle.read().decode(errors="replace")
         lines = [line for line in text.splitlines() if line.strip()][-5:]
         return " | ".join(lines) or "no output"
+
+
+def find_binary(name: str = "mosquitto") -> str | None:
+    # Debian installs it in /usr/sbin, which is not on every user's PATH.
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
 
 
 def _accepts(port: int) -> bool:

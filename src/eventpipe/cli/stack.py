@@ -53,7 +53,9 @@ def run_up(args: argparse.Namespace) -> int:
 
     broker = None
     if not args.mqtt_url:
-        broker = Mosquitto(args.mqtt_port, settings.data_dir / "mosquitto", settings.mqtt_receive_maximum)
+        broker = Mosquitto(
+            args.mqtt_port, settings.data_dir / "mosquitto", settings.mqtt_receive_maximum, settings.mosquitto_binary
+        )
         broker.start()
         settings = settings.model_copy(update={"mqtt_url": broker.url})
     try:

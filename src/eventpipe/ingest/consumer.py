@@ -51,7 +51,7 @@ class Consumer:
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._settings.mqtt_session_expiry_s
         props.ReceiveMaximum = self._settings.mqtt_receive_maximum
         # clean_start=False on every connect, the first included: a restarted
@@ -133,7 +133,7 @@ class Consumer:
                 message.mid,
                 message.qos,
                 message.topic,
-                message.payload,
+                message.payload,  # type: ignore[arg-type]  # struct.unpack gives bytes
                 time.time_ns() // 1_000_000,
                 time.monotonic(),
                 self._generation,

@@ -37,5 +37,5 @@ class Backoff:
     max_s: float
 
     def delay_s(self, attempt: int, jitter: float = 0.0) -> float:
-        base = min(self.max_s, self.initial_s * 2 ** min(attempt, 32))
+        base: float = min(self.max_s, self.initial_s * 2.0 ** min(attempt, 32))
         return base * (1.0 - 0.5 * jitter)

@@ -18,13 +18,14 @@ def connect(dsn: str) -> Client:
     scheme = urlsplit(dsn).scheme
     if scheme not in SCHEMES:
         raise ConfigError(f"ClickHouse DSN must start with http://, https:// or chdb://, got {redact(dsn)!r}")
-    options: dict[str, object] = {}
-    if scheme != "chdb":
+    try:
+        if scheme == "chdb":
+            return clickhouse_connect.get_client(dsn=dsn)
         # No server session: each insert and query stands alone, so concurrent
         # calls never trip over a locked session and read-only users work.
-        options = {"autogenerate_session_id": False, "connect_timeout": 5, "send_receive_timeout": 60}
-    try:
-        return clickhouse_connect.get_client(dsn=dsn, **options)
+        return clickhouse_connect.get_client(
+            dsn=dsn, autogenerate_session_id=False, connect_timeout=5, send_receive_timeout=60
+        )
     except StorageError:
         raise
     except Exception as exc:

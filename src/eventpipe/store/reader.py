@@ -27,10 +27,10 @@ class Reader:
 
     def dead_letter_reasons(self) -> dict[str, int]:
         rows = self._rows("SELECT reason, count() FROM dead_letters FINAL GROUP BY reason ORDER BY reason")
-        return {reason: count for reason, count in rows}
+        return {str(reason): int(str(count)) for reason, count in rows}
 
     def _scalar(self, sql: str) -> int:
-        return int(self._rows(sql)[0][0])
+        return int(str(self._rows(sql)[0][0]))
 
     def _rows(self, sql: str) -> list[tuple[object, ...]]:
         try:

@@ -1,0 +1,87 @@
+"""`eventpipe up` and `eventpipe publish` as a new user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import ContainerBroker, LocalBroker
+from tests.support.stack import Up, count_rows, run_eventpipe
+from tests.support.wait import wait_until
+
+
+@pytest.fixture
+def stacks() -> Iterator[list[Up]]:
+    started: list[Up] = []
+    yield started
+    for up in started:
+        up.kill()
+
+
+def start(stacks: list[Up], data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Up:
+    up = Up(data_dir, *extra, env=env)
+    stacks.append(up)
+    up.wait_ready()
+    return up
+
+
+def test_up_ingests_published_events_and_ctrl_c_loses_nothing(tmp_path: Path, stacks: list[Up]) -> None:
+    up = start(stacks, tmp_path / "data")
+    assert any(line.startswith("API key") for line in up.lines), "no key was set, so one must be printed"
+    assert up.get("/healthz") == (200, b'{"status":"ok"}')
+    status, body = up.get("/readyz")
+    assert (status, json.loads(body)["status"]) == (200, "ready")
+
+    done = run_eventpipe("publish", "--mqtt-url", up.mqtt_url, "--count", "3000")
+    assert done.returncode == 0, done.stderr
+    assert "3000 acknowledged" in done.stdout
+
+    wait_until(lambda: up.metric("eventpipe_events_stored_total") == 3000, what="3000 stored")
+    assert up.stop(signal.SIGINT) == 0, up.output()
+    assert "stopped cleanly" in up.output()
+    assert count_rows(up.data_dir) == 3000
+
+
+def test_sigterm_commits_what_the_worker_holds(tmp_path: Path, stacks: list[Up]) -> None:
+    # A timer that never fires and batches that never fill: only the shutdown can commit.
+    env = {"EVENTPIPE_BATCH_MAX_MS": "600000", "EVENTPIPE_BATCH_MAX_ROWS": "5000"}
+    up = start(stacks, tmp_path / "data", env=env)
+    assert run_eventpipe("publish", "--mqtt-url", up.mqtt_url, "--count", "800").returncode == 0
+    wait_until(lambda: up.metric("eventpipe_messages_received_total") == 800, what="800 received")
+    assert up.metric("eventpipe_events_stored_total") == 0
+    assert up.stop(signal.SIGTERM) == 0, up.output()
+    assert count_rows(up.data_dir) == 800
+
+
+def test_with_an_external_broker_the_session_outlives_a_restart(
+    tmp_path: Path, stacks: list[Up], broker: LocalBroker | ContainerBroker
+) -> None:
+    data = tmp_path / "data"
+    first = start(stacks, data, "--mqtt-url", broker.url)
+    assert not (data / "mosquitto").exists(), "--mqtt-url must not start a broker"
+    assert first.stop() == 0
+    # Published while nothing consumes: the broker queues them for the session.
+    assert run_eventpipe("publish", "--mqtt-url", broker.url, "--count", "1200").returncode == 0
+    second = start(stacks, data, "--mqtt-url", broker.url)
+    wait_until(lambda: second.metric("eventpipe_events_stored_total") == 1200, what="the queued backlog")
+    assert second.stop() == 0
+    assert count_rows(data) == 1200
+
+
+def test_without_mosquitto_up_says_what_to_install(tmp_path: Path) -> None:
+    env = {**os.environ, "EVENTPIPE_MOSQUITTO_BINARY": "mosquitto-not-installed"}
+    done = run_eventpipe("up", "--data-dir", str(tmp_path), env=env, timeout=60)
+    assert done.returncode == 2
+    assert "apt-get install mosquitto" in done.stderr
+    assert "--mqtt-url" in done.stderr
+
+
+def test_publish_to_a_missing_broker_fails_clearly() -> None:
+    done = run_eventpipe("publish", "--mqtt-url", "mqtt://127.0.0.1:1", "--count", "5", timeout=60)
+    assert done.returncode == 2
+    assert "cannot reach the MQTT broker" in done.stderr

@@ -1,0 +1,107 @@
+"""The store against the real ClickHouse engine (chDB): migrations, writer, dedup, isolation of bad rows."""
+
+from __future__ import annotations
+
+import json
+
+import clickhouse_connect
+import pytest
+
+from eventpipe.errors import HaltStorageError
+from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.store.client import connect
+from eventpipe.store.migration import MIGRATIONS, migrate
+from eventpipe.store.reader import Reader
+from eventpipe.store.writer import Writer
+
+RECEIVED_MS = 1_763_800_000_000
+
+
+def sample(count: int, prefix: str = "e") -> list[Event]:
+    rows = []
+    for i in range(count):
+        body = {"event_id": f"{prefix}-{i}", "timestamp": RECEIVED_MS - i, "user_id": f"u{i % 7}", "n": i}
+        row = parse("events/click", json.dumps(body).encode(), RECEIVED_MS, Limits())
+        assert isinstance(row, Event)
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture
+def client(clickhouse_dsn: str) -> clickhouse_connect.driver.Client:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    return client
+
+
+def test_migrations_are_applied_once_and_in_order(clickhouse_dsn: str) -> None:
+    client = connect(clickhouse_dsn)
+    assert migrate(client) == [m.version for m in MIGRATIONS]
+    assert migrate(client) == []
+    tables = {row[0] for row in client.query("SHOW TABLES").result_rows}
+    assert {"events", "dead_letters", "schema_migrations"} <= tables
+
+
+def test_retention_is_set_and_removed_by_the_settings(client: clickhouse_connect.driver.Client) -> None:
+    def ttl() -> str:
+        return str(
+            client.command(
+                "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = 'events'"
+            )
+        )
+
+    migrate(client, retention_days=30)
+    assert "TTL toDateTime(timestamp) + toIntervalDay(30)" in ttl()
+    migrate(client, retention_days=0)
+    assert " TTL " not in ttl()
+
+
+def test_written_events_read_back_with_every_field(client: clickhouse_connect.driver.Client) -> None:
+    rows = sample(3)
+    assert Writer(client).insert_events(rows) == []
+    stored = client.query(
+        "SELECT event_id, event_type, toUnixTimestamp64Milli(timestamp), toUnixTimestamp64Milli(received_at), "
+        "user_id, topic, properties FROM events ORDER BY event_id"
+    ).result_rows
+    assert [tuple(r) for r in stored] == [
+        (r.event_id, r.event_type, r.timestamp_ms, r.received_ms, r.user_id, r.topic, r.properties) for r in rows
+    ]
+
+
+def test_a_batch_written_twice_counts_once(client: clickhouse_connect.driver.Client) -> None:
+    writer, reader = Writer(client), Reader(client)
+    rows = sample(500)
+    writer.insert_events(rows)
+    writer.insert_events(rows[:200])  # a redelivered part of the batch
+    assert client.command("SELECT count() FROM events") == 700  # before any merge
+    assert reader.count_events() == 500
+
+
+def test_rows_the_table_refuses_are_isolated_and_the_rest_stored(client: clickhouse_connect.driver.Client) -> None:
+    rows = sample(64)
+    # A lone surrogate cannot be encoded as UTF-8: the insert of any block holding it fails.
+    rows[5] = rows[5]._replace(properties='{"bad":"\ud800"}')
+    rows[40] = rows[40]._replace(properties='{"bad":"\udfff"}')
+    refused = Writer(client).insert_events(rows)
+    assert [index for index, _reason in refused] == [5, 40]
+    assert all("Unicode" in reason for _index, reason in refused)
+    assert Reader(client).count_events() == 62
+
+
+def test_dead_letters_keep_the_raw_bytes_and_reason(client: clickhouse_connect.driver.Client) -> None:
+    bad = parse("events/x", b"\xff\xfe not utf-8", RECEIVED_MS, Limits())
+    assert isinstance(bad, Rejection)
+    writer = Writer(client)
+    writer.insert_dead_letters([bad, bad])
+    row = client.query("SELECT topic, reason, detail, hex(payload), payload_size FROM dead_letters FINAL").result_rows
+    assert len(row) == 1
+    topic, reason, detail, payload_hex, size = row[0]
+    assert (topic, reason, size) == ("events/x", "invalid_utf8", 12)
+    assert bytes.fromhex(payload_hex) == b"\xff\xfe not utf-8"
+    assert "UTF-8" in detail
+    assert Reader(client).dead_letter_reasons() == {"invalid_utf8": 1}
+
+
+def test_writing_without_the_schema_halts_rather_than_dropping(clickhouse_dsn: str) -> None:
+    with pytest.raises(HaltStorageError, match=r"UNKNOWN_TABLE|Unknown table"):
+        Writer(connect(clickhouse_dsn)).insert_events(sample(1))

@@ -1,0 +1,129 @@
+"""The worker against a real Mosquitto and the real ClickHouse engine."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from eventpipe.ingest.consumer import Consumer, Delivery
+from eventpipe.producer.publisher import publish_demo
+from eventpipe.store.client import connect
+from eventpipe.store.migration import migrate
+from tests.support.mqtt import publish_raw
+from tests.support.pipeline import running_worker, settings_for
+from tests.support.services import ContainerBroker, LocalBroker
+from tests.support.wait import wait_until
+
+Broker = LocalBroker | ContainerBroker
+
+
+def migrated(dsn: str) -> str:
+    migrate(connect(dsn))
+    return dsn
+
+
+def test_published_events_are_stored_and_acknowledged(broker: Broker, clickhouse_dsn: str) -> None:
+    settings = settings_for(broker.url, migrated(clickhouse_dsn))
+    with running_worker(settings) as run:
+        report = publish_demo(broker.url, 2000, seed=1)
+        assert report.acknowledged == 2000
+        wait_until(lambda: run.reader.count_events() == 2000, what="2000 stored events")
+        wait_until(lambda: run.metric("eventpipe_messages_acked_total") == 2000, what="2000 acks")
+        assert run.metric("eventpipe_messages_in_flight") == 0
+        assert run.reader.count_dead_letters() == 0
+
+
+def test_bad_payloads_become_dead_letters_and_good_ones_flow_on(broker: Broker, clickhouse_dsn: str) -> None:
+    bad = [
+        ("events/x", b"\xff\xfe\xfd"),
+        ("events/x", b"{not json"),
+        ("events/x", b"[1, 2, 3]"),
+        ("events/", b'{"a": 1}'),
+        ("events/x", b'{"timestamp": "last tuesday"}'),
+        ("events/x", b'{"event_id": 12}'),
+        ("events/x", b'{"a":' * 40 + b"1" + b"}" * 40),
+        ("events/x", json.dumps({"blob": "x" * 70_000}).encode()),
+    ]
+    good = [("events/click", json.dumps({"event_id": f"g-{i}", "n": i}).encode()) for i in range(300)]
+    messages = good[:100] + bad + good[100:]
+    settings = settings_for(broker.url, migrated(clickhouse_dsn))
+    with running_worker(settings) as run:
+        assert publish_raw(broker.url, messages) == len(messages)
+        wait_until(lambda: run.reader.count_events() == 300, what="the 300 valid events")
+        wait_until(lambda: run.reader.count_dead_letters() == len(bad), what="a dead letter per bad payload")
+        assert run.reader.dead_letter_reasons() == {
+            "invalid_utf8": 1,
+            "invalid_json": 1,
+            "not_an_object": 1,
+            "missing_event_type": 1,
+            "invalid_timestamp": 1,
+            "invalid_event_id": 1,
+            "too_deep": 1,
+            "oversize": 1,
+        }
+        wait_until(lambda: run.metric("eventpipe_messages_acked_total") == len(messages), what="every message acked")
+        assert run.metric("eventpipe_dead_letters_total", reason="oversize") == 1
+        assert run.worker.alive
+
+
+class CrashBeforeAck(Consumer):
+    """Commits happen, acknowledgements never leave: a worker killed between the two."""
+
+    def ack(self, deliveries: Iterable[Delivery]) -> int:
+        return 0
+
+
+def test_a_message_redelivered_after_a_crash_is_stored_once(broker: Broker, clickhouse_dsn: str) -> None:
+    settings = settings_for(broker.url, migrated(clickhouse_dsn))
+    messages = [("events/login", json.dumps({"event_id": f"r-{i}"}).encode()) for i in range(300)]
+    with running_worker(settings, CrashBeforeAck) as first:
+        assert publish_raw(broker.url, messages) == 300
+        wait_until(lambda: first.reader.count_events() == 300, what="the first copies committed")
+    # Same client id, so the same broker session: everything unacked comes back.
+    with running_worker(settings) as second:
+        wait_until(lambda: second.metric("eventpipe_messages_acked_total") == 300, what="redeliveries acked")
+        assert second.metric("eventpipe_messages_redelivered_total") == 300
+        assert second.metric("eventpipe_events_stored_total") == 300
+        assert second.reader.count_events() == 300
+
+
+def test_messages_sent_while_the_worker_is_away_arrive_when_it_returns(broker: Broker, clickhouse_dsn: str) -> None:
+    settings = settings_for(broker.url, migrated(clickhouse_dsn))
+    with running_worker(settings):
+        pass  # creates the persistent session, then leaves
+    assert publish_demo(broker.url, 700, seed=2).acknowledged == 700
+    with running_worker(settings) as back:
+        wait_until(lambda: back.reader.count_events() == 700, what="the backlog")
+
+
+def test_stopping_commits_and_acknowledges_what_the_worker_holds(broker: Broker, clickhouse_dsn: str) -> None:
+    # Batches that never fill and a timer that never fires: only stop() can commit.
+    settings = settings_for(broker.url, migrated(clickhouse_dsn), batch_max_ms=600_000, batch_max_rows=1000)
+    with running_worker(settings) as run:
+        publish_demo(broker.url, 150, seed=3)
+        wait_until(lambda: run.metric("eventpipe_messages_received_total") == 150, what="150 received")
+        assert run.reader.count_events() == 0
+        assert run.worker.stop() is True
+        assert run.reader.count_events() == 150
+        assert run.metric("eventpipe_messages_acked_total") == 150
+    # All were acked: a new session on the same id gets nothing old back.
+    with running_worker(settings.model_copy(update={"batch_max_ms": 50})) as again:
+        publish_raw(broker.url, [("events/marker", b'{"event_id": "marker"}')])
+        wait_until(lambda: again.metric("eventpipe_messages_acked_total") == 1, what="the marker")
+        assert again.metric("eventpipe_messages_received_total") == 1
+        assert again.reader.count_events() == 151
+
+
+def test_while_storage_is_down_the_worker_holds_no_more_than_its_window(broker: Broker, clickhouse_dsn: str) -> None:
+    # No schema yet: every write fails with UNKNOWN_TABLE, a halt. Nothing may be acked.
+    settings = settings_for(broker.url, clickhouse_dsn, batch_max_rows=100, mqtt_receive_maximum=200)
+    with running_worker(settings) as run:
+        assert publish_demo(broker.url, 1000, seed=4).acknowledged == 1000
+        wait_until(lambda: run.metric("eventpipe_storage_halted") == 1, what="the halt to show")
+        wait_until(lambda: run.metric("eventpipe_messages_received_total") == 200, what="a full window")
+        wait_until(lambda: run.metric("eventpipe_storage_errors_total", **{"class": "halt"}) >= 3, what="retries")
+        assert run.metric("eventpipe_messages_received_total") == 200
+        assert run.metric("eventpipe_messages_acked_total") == 0
+        migrate(connect(clickhouse_dsn))  # the operator fixes it
+        wait_until(lambda: run.reader.count_events() == 1000, timeout=60, what="the whole backlog after recovery")
+        assert run.metric("eventpipe_storage_halted") == 0

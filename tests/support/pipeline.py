@@ -1,0 +1,60 @@
+"""An in-process worker wired as `eventpipe worker` wires it, for integration tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from eventpipe.config import Settings
+from eventpipe.ingest.consumer import Consumer
+from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.ingest.worker import Worker
+from eventpipe.store.client import connect
+from eventpipe.store.reader import Reader
+from eventpipe.store.writer import Writer
+
+
+@dataclass
+class Running:
+    worker: Worker
+    registry: CollectorRegistry
+    reader: Reader
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
+def settings_for(mqtt_url: str, dsn: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "mqtt_url": mqtt_url,
+        "clickhouse_dsn": dsn,
+        "mqtt_client_id": f"test-worker-{uuid.uuid4().hex[:8]}",
+        "batch_max_rows": 500,
+        "batch_max_ms": 50,
+        "mqtt_receive_maximum": 1000,
+        "retry_initial_s": 0.05,
+        "retry_max_s": 0.5,
+        "shutdown_timeout_s": 10,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextmanager
+def running_worker(settings: Settings, consumer_factory: type[Consumer] = Consumer) -> Iterator[Running]:
+    registry = CollectorRegistry()
+    worker = Worker(
+        settings, Writer(connect(settings.resolved_clickhouse_dsn)), IngestMetrics(registry), consumer_factory
+    )
+    worker.start()
+    assert worker.consumer.wait_connected(10), "worker did not connect to the broker"
+    try:
+        yield Running(worker, registry, Reader(connect(settings.resolved_clickhouse_dsn)))
+    finally:
+        if worker.alive:
+            worker.stop()

@@ -1,0 +1,113 @@
+"""`eventpipe` run as a user runs it: a child process, its output, its exit code."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+from tests.support.wait import free_port, wait_until
+
+
+def eventpipe_command() -> list[str]:
+    script = Path(sys.executable).parent / "eventpipe"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "eventpipe.cli.main"]
+
+
+def run_eventpipe(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*eventpipe_command(), *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
+COUNT_SQL = {
+    "events": "SELECT count() FROM events FINAL",
+    "dead_letters": "SELECT count() FROM dead_letters FINAL",
+}
+
+
+def count_rows(data_dir: Path, table: str = "events") -> int:
+    """Count through a child process: chDB opens one engine path per process."""
+    sql = COUNT_SQL[table]
+    code = "import sys, clickhouse_connect\nprint(clickhouse_connect.get_client(dsn=sys.argv[1]).command(sys.argv[2]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, f"chdb://{(data_dir / 'clickhouse').resolve()}", sql],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return int(done.stdout.strip())
+
+
+class Up:
+    """`eventpipe up` on free ports in `data_dir`, stopped by PID."""
+
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.mqtt_port, self.api_port, self.metrics_port = free_port(), free_port(), free_port()
+        ports = ["--api-port", str(self.api_port), "--metrics-port", str(self.metrics_port)]
+        if "--mqtt-url" not in extra:
+            ports += ["--mqtt-port", str(self.mqtt_port)]
+        self.process = subprocess.Popen(
+            [*eventpipe_command(), "up", "--data-dir", str(data_dir), *ports, *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.mqtt_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self, timeout: float = 60) -> str:
+        def ready_line() -> str | None:
+            if self.process.poll() is not None:
+                raise AssertionError(f"eventpipe up exited {self.process.returncode}:\n{self.output()}")
+            return next((line for line in self.lines if "ready" in line), None)
+
+        return wait_until(ready_line, timeout=timeout, what="the ready line")
+
+    def get(self, path: str, port: int | None = None) -> tuple[int, bytes]:
+        url = f"http://127.0.0.1:{port or self.api_port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+
+    def metric(self, name: str) -> float:
+        _status, body = self.get("/metrics", self.metrics_port)
+        for line in body.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+    def stop(self, signum: int = signal.SIGINT, timeout: float = 60) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
