@@ -127,3 +127,14 @@ def test_while_storage_is_down_the_worker_holds_no_more_than_its_window(broker: 
         migrate(connect(clickhouse_dsn))  # the operator fixes it
         wait_until(lambda: run.reader.count_events() == 1000, timeout=60, what="the whole backlog after recovery")
         assert run.metric("eventpipe_storage_halted") == 0
+
+
+def test_workers_in_a_share_group_split_the_stream_and_store_it_once(broker: Broker, clickhouse_dsn: str) -> None:
+    settings = settings_for(broker.url, migrated(clickhouse_dsn), mqtt_share_group="ingest")
+    other = settings.model_copy(update={"mqtt_client_id": settings.mqtt_client_id + "-b"})
+    with running_worker(settings) as first, running_worker(other) as second:
+        assert publish_demo(broker.url, 2000, seed=5).acknowledged == 2000
+        wait_until(lambda: first.reader.count_events() == 2000, what="2000 stored")
+        received = [run.metric("eventpipe_messages_received_total") for run in (first, second)]
+        assert sum(received) == 2000
+        assert min(received) > 0, f"one worker got nothing: {received}"

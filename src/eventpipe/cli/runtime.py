@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
@@ -65,3 +66,44 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> WSGIServ
             f"cannot serve metrics on {host}:{port}: {exc.strerror}; pick another --metrics-port"
         ) from exc
     return server
+
+
+class Progress:
+    """Logs what was committed since the last report, at most every `every` seconds, only when it moved."""
+
+    SERIES = ("eventpipe_events_stored_total", "eventpipe_messages_received_total")
+
+    def __init__(self, registry: CollectorRegistry, every: float = 10.0) -> None:
+        self._registry = registry
+        self._every = every
+        self._last_time = time.monotonic()
+        self._last = self._read()
+
+    def _read(self) -> tuple[float, float, float]:
+        stored, received = (self._registry.get_sample_value(name) or 0.0 for name in self.SERIES)
+        dead = sum(
+            sample.value
+            for metric in self._registry.collect()
+            if metric.name == "eventpipe_dead_letters"
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+        return stored, dead, received
+
+    def report(self) -> None:
+        now = time.monotonic()
+        if now - self._last_time < self._every:
+            return
+        current = self._read()
+        if current != self._last:
+            stored, dead, received = (c - p for c, p in zip(current, self._last, strict=True))
+            log.info(
+                "last %.0fs: %d received, %d events stored, %d dead letters (totals: %d stored, %d dead letters)",
+                now - self._last_time,
+                received,
+                stored,
+                dead,
+                current[0],
+                current[1],
+            )
+        self._last, self._last_time = current, now

@@ -7,7 +7,7 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
-from eventpipe.cli.runtime import Shutdown, serve_metrics, setup_logging
+from eventpipe.cli.runtime import Progress, Shutdown, serve_metrics, setup_logging
 from eventpipe.config import Settings
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.worker import Worker
@@ -34,7 +34,13 @@ def run_worker(_args: argparse.Namespace) -> int:
         settings.mqtt_url,
         redact(settings.resolved_clickhouse_dsn),
     )
-    problem = shutdown.wait(lambda: None if worker.alive else f"flusher stopped: {worker.failure}")
+    progress = Progress(registry)
+
+    def check() -> str | None:
+        progress.report()
+        return None if worker.alive else f"flusher stopped: {worker.failure}"
+
+    problem = shutdown.wait(check)
     clean = worker.stop()
     metrics_server.shutdown()
     return 0 if clean and problem is None else 1

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
 from eventpipe.broker.mosquitto import Mosquitto
-from eventpipe.cli.runtime import Shutdown, serve_metrics, setup_logging
+from eventpipe.cli.runtime import Progress, Shutdown, serve_metrics, setup_logging
 from eventpipe.config import Settings
 from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.ingest.metrics import IngestMetrics
@@ -81,7 +81,7 @@ def _serve(settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, gen
         )
     )
     api_thread = threading.Thread(target=api.run, name="eventpipe-api", daemon=True)
-    clean = False
+    problem: str | None = None
     try:
         worker.start()
         if not worker.consumer.wait_connected(15):
@@ -97,7 +97,13 @@ def _serve(settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, gen
         )
         if generated_key:
             print(f"API key (generated, set EVENTPIPE_API_KEYS to choose your own): {generated_key}", flush=True)
-        problem = shutdown.wait(lambda: _health(worker, broker, api_thread))
+        progress = Progress(registry)
+
+        def check() -> str | None:
+            progress.report()
+            return _health(worker, broker, api_thread)
+
+        problem = shutdown.wait(check)
         if problem:
             log.error("stopping: %s", problem)
     finally:
