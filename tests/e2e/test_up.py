@@ -85,3 +85,21 @@ def test_publish_to_a_missing_broker_fails_clearly() -> None:
     done = run_eventpipe("publish", "--mqtt-url", "mqtt://127.0.0.1:1", "--count", "5", timeout=60)
     assert done.returncode == 2
     assert "cannot reach the MQTT broker" in done.stderr
+
+
+def test_a_taken_mqtt_port_is_reported_not_mistaken_for_ours(
+    tmp_path: Path, broker: LocalBroker | ContainerBroker
+) -> None:
+    port = broker.url.rsplit(":", 1)[1]
+    done = run_eventpipe("up", "--data-dir", str(tmp_path), "--mqtt-port", port, timeout=60)
+    assert done.returncode == 2, done.stdout
+    assert f"port {port} is already in use" in done.stderr
+    assert "ready" not in done.stdout
+
+
+def test_a_second_up_on_the_same_data_dir_is_refused(tmp_path: Path, stacks: list[Up]) -> None:
+    first = start(stacks, tmp_path / "data")
+    done = run_eventpipe("up", "--data-dir", str(first.data_dir), "--mqtt-port", "1", timeout=60)
+    assert done.returncode == 2
+    assert "in use by another `eventpipe up`" in done.stderr
+    assert first.stop() == 0

@@ -30,24 +30,35 @@ def setup_logging(level: str) -> None:
 
 
 class Shutdown:
-    """Turns SIGTERM/SIGINT into an event; a second signal forces the exit."""
+    """Turns SIGTERM/SIGINT into an event; a second signal, later than a moment after the first, forces the exit."""
+
+    # Some supervisors deliver one stop twice at once (to the process and to
+    # its group); only a signal that comes later means "hurry up".
+    REPEAT_GRACE_S = 2.0
 
     def __init__(self) -> None:
         self.requested = threading.Event()
+        self.on_force: Callable[[], None] | None = None
+        self._first_at = 0.0
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self.requested.is_set():
-            # Safe to cut short: whatever was not acknowledged stays with the broker.
-            log.error(
-                "second %s: exiting now; unacknowledged messages will be redelivered", signal.Signals(signum).name
-            )
-            os._exit(1)
-        log.info("%s received: flushing, acknowledging and stopping", signal.Signals(signum).name)
-        self.requested.set()
+        name = signal.Signals(signum).name
+        if not self.requested.is_set():
+            log.info("%s received: flushing, acknowledging and stopping", name)
+            self._first_at = time.monotonic()
+            self.requested.set()
+            return
+        if time.monotonic() - self._first_at < self.REPEAT_GRACE_S:
+            return
+        # Safe to cut short: whatever was not acknowledged stays with the broker.
+        log.error("second %s: exiting now; unacknowledged messages will be redelivered", name)
+        if self.on_force is not None:
+            self.on_force()
+        os._exit(1)
 
     def wait(self, still_fine: Callable[[], str | None], interval: float = 0.5) -> str | None:
         """Block until a signal (returns None) or until `still_fine` reports a problem (returns it)."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import secrets
 import threading
 import time
 from pathlib import Path
+from typing import TextIO
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -44,6 +46,7 @@ def run_up(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     setup_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock(settings.data_dir)
     generated_key = None
     if not settings.api_keys:
         generated_key = secrets.token_urlsafe(24)
@@ -57,12 +60,27 @@ def run_up(args: argparse.Namespace) -> int:
             args.mqtt_port, settings.data_dir / "mosquitto", settings.mqtt_receive_maximum, settings.mosquitto_binary
         )
         broker.start()
+        shutdown.on_force = broker.terminate
         settings = settings.model_copy(update={"mqtt_url": broker.url})
     try:
         return _serve(settings, broker, shutdown, generated_key)
     finally:
         if broker is not None:
             broker.stop()
+        lock.close()
+
+
+def _lock(data_dir: Path) -> TextIO:
+    """Hold an exclusive lock on the data dir: chDB and the broker's files allow one user."""
+    handle = (data_dir / ".lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            f"{data_dir.resolve()} is in use by another `eventpipe up`: stop it, or pass another --data-dir"
+        ) from None
+    return handle
 
 
 def _serve(settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, generated_key: str | None) -> int:

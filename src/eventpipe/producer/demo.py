@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_right
-from itertools import accumulate
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any
 
 EVENT_TYPES = ("page_view", "click", "purchase", "login", "form_submit")
