@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,18 @@ from tests.support.services import ContainerBroker, LocalBroker, chdb_database_d
 def broker(tmp_path: Path) -> Iterator[LocalBroker | ContainerBroker]:
     with running_broker(tmp_path / "mosquitto") as running:
         yield running
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[Callable[[int], LocalBroker | ContainerBroker]]:
+    """Brokers with a given in-flight window, for tests whose worker uses another than the default."""
+    with ExitStack() as stack:
+
+        def make(receive_maximum: int) -> LocalBroker | ContainerBroker:
+            directory = tmp_path / f"mosquitto-{receive_maximum}"
+            return stack.enter_context(running_broker(directory, receive_maximum))
+
+        yield make
 
 
 @pytest.fixture(scope="session")

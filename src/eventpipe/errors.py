@@ -19,6 +19,11 @@ class RetryableStorageError(StorageError):
     """Transient: network, timeout, overload, too many parts. Retry with backoff."""
 
 
+class UnknownStorageError(RetryableStorageError):
+    """Not recognised. Retried; if it persists while the server answers, the batch is bisected
+    so a poison row cannot block the pipe forever."""
+
+
 class RejectedDataError(StorageError):
     """The table refuses this data. Isolate the rows and dead-letter them."""
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+import pytest
 
 from eventpipe.ingest.consumer import Consumer, Delivery
 from eventpipe.producer.publisher import publish_demo
@@ -138,3 +140,13 @@ def test_workers_in_a_share_group_split_the_stream_and_store_it_once(broker: Bro
         received = [run.metric("eventpipe_messages_received_total") for run in (first, second)]
         assert sum(received) == 2000
         assert min(received) > 0, f"one worker got nothing: {received}"
+
+
+def test_a_broker_window_that_disagrees_with_the_worker_is_reported(
+    broker_factory: Callable[[int], Broker], clickhouse_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = broker_factory(5000)
+    with running_worker(settings_for(broker.url, migrated(clickhouse_dsn))) as run:
+        assert run.metric("eventpipe_mqtt_broker_receive_maximum") == 5000
+    assert "max_inflight_messages" in caplog.text
+    assert "EVENTPIPE_MQTT_RECEIVE_MAXIMUM" in caplog.text

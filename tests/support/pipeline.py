@@ -17,6 +17,7 @@ from eventpipe.ingest.worker import Worker
 from eventpipe.store.client import connect
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
+from tests.support.services import RECEIVE_MAXIMUM
 
 
 @dataclass
@@ -28,6 +29,23 @@ class Running:
     def metric(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
 
+    def dead_letters(self) -> float:
+        return sum(
+            sample.value
+            for family in self.registry.collect()
+            if family.name == "eventpipe_dead_letters"
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+
+    def unreconciled(self) -> float:
+        """received - (stored + dead-lettered + in flight): any other value than 0 would be a loss."""
+        return self.metric("eventpipe_messages_received_total") - (
+            self.metric("eventpipe_events_stored_total")
+            + self.dead_letters()
+            + self.metric("eventpipe_messages_in_flight")
+        )
+
 
 def settings_for(mqtt_url: str, dsn: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
@@ -36,7 +54,7 @@ def settings_for(mqtt_url: str, dsn: str, **overrides: Any) -> Settings:
         "mqtt_client_id": f"test-worker-{uuid.uuid4().hex[:8]}",
         "batch_max_rows": 500,
         "batch_max_ms": 50,
-        "mqtt_receive_maximum": 1000,
+        "mqtt_receive_maximum": RECEIVE_MAXIMUM,
         "retry_initial_s": 0.05,
         "retry_max_s": 0.5,
         "shutdown_timeout_s": 10,
@@ -46,11 +64,12 @@ def settings_for(mqtt_url: str, dsn: str, **overrides: Any) -> Settings:
 
 
 @contextmanager
-def running_worker(settings: Settings, consumer_factory: type[Consumer] = Consumer) -> Iterator[Running]:
+def running_worker(
+    settings: Settings, consumer_factory: type[Consumer] = Consumer, writer: Writer | None = None
+) -> Iterator[Running]:
     registry = CollectorRegistry()
-    worker = Worker(
-        settings, Writer(connect(settings.resolved_clickhouse_dsn)), IngestMetrics(registry), consumer_factory
-    )
+    writer = writer or Writer(connect(settings.resolved_clickhouse_dsn))
+    worker = Worker(settings, writer, IngestMetrics(registry), consumer_factory)
     worker.start()
     assert worker.consumer.wait_connected(10), "worker did not connect to the broker"
     try:

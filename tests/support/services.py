@@ -18,7 +18,8 @@ from eventpipe.broker.mosquitto import Mosquitto, find_binary, render_config
 from tests.support.wait import free_port, wait_until
 
 MOSQUITTO_IMAGE = "eclipse-mosquitto:2.0.20"
-RECEIVE_MAXIMUM = 10_000
+# The broker's in-flight window; a worker under test must use the same (see settings_for).
+RECEIVE_MAXIMUM = 1_000
 
 
 def docker_reachable() -> bool:
@@ -36,8 +37,8 @@ def docker_reachable() -> bool:
 class LocalBroker:
     """A mosquitto process on a free port, stopped by PID; restartable on the same files."""
 
-    def __init__(self, directory: Path) -> None:
-        self.process = Mosquitto(free_port(), directory, RECEIVE_MAXIMUM)
+    def __init__(self, directory: Path, receive_maximum: int = RECEIVE_MAXIMUM) -> None:
+        self.process = Mosquitto(free_port(), directory, receive_maximum)
 
     @property
     def url(self) -> str:
@@ -57,11 +58,11 @@ class LocalBroker:
 class ContainerBroker:
     """eclipse-mosquitto with the same generated config, through testcontainers."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, receive_maximum: int = RECEIVE_MAXIMUM) -> None:
         from testcontainers.core.container import DockerContainer
 
         directory.mkdir(parents=True, exist_ok=True)
-        config = render_config(1883, Path("/mosquitto"), RECEIVE_MAXIMUM, host="0.0.0.0", user="", log_dest="stdout")
+        config = render_config(1883, Path("/mosquitto"), receive_maximum, host="0.0.0.0", user="", log_dest="stdout")
         (directory / "mosquitto.conf").write_text(config)
         self.container = (
             DockerContainer(MOSQUITTO_IMAGE)
@@ -84,11 +85,11 @@ class ContainerBroker:
 
 
 @contextmanager
-def running_broker(directory: Path) -> Iterator[LocalBroker | ContainerBroker]:
+def running_broker(directory: Path, receive_maximum: int = RECEIVE_MAXIMUM) -> Iterator[LocalBroker | ContainerBroker]:
     if docker_reachable():
-        broker: LocalBroker | ContainerBroker = ContainerBroker(directory)
+        broker: LocalBroker | ContainerBroker = ContainerBroker(directory, receive_maximum)
     elif find_binary():
-        broker = LocalBroker(directory)
+        broker = LocalBroker(directory, receive_maximum)
     else:
         pytest.fail(
             "no MQTT broker for the tests: start Docker (testcontainers runs eclipse-mosquitto) "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
-from eventpipe.errors import HaltStorageError, RejectedDataError, RetryableStorageError
+from eventpipe.errors import HaltStorageError, RejectedDataError, RetryableStorageError, UnknownStorageError
 from eventpipe.store.failure import classify
 
 
@@ -17,7 +17,9 @@ from eventpipe.store.failure import classify
         (DatabaseError("Memory limit", code=241), RetryableStorageError),
         (OperationalError("connection refused"), RetryableStorageError),
         (ConnectionResetError("reset by peer"), RetryableStorageError),
-        (DatabaseError("never seen before", code=123456), RetryableStorageError),
+        (DatabaseError("never seen before", code=123456), UnknownStorageError),
+        (RuntimeError("something odd in the driver"), UnknownStorageError),
+        (DatabaseError("Constraint violated", code=469), RejectedDataError),
         (DatabaseError("Authentication failed", code=516), HaltStorageError),
         (DatabaseError("Unknown table", code=60), HaltStorageError),
         (DatabaseError("Not enough privileges", code=497), HaltStorageError),

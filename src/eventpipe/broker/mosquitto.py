@@ -193,6 +193,9 @@ def _parent_death_signal() -> Callable[[], None] | None:
 
 def _free(port: int) -> bool:
     with socket.socket() as probe:
+        # As the broker binds: connections of a previous run in TIME_WAIT do
+        # not make the port taken, only a live listener does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

@@ -19,6 +19,8 @@ from eventpipe.config import Settings
 from eventpipe.ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
+# What MQTT v5 means by an absent Receive Maximum.
+MQTT_MAX_WINDOW = 65_535
 
 
 class Delivery(NamedTuple):
@@ -97,10 +99,11 @@ class Consumer:
         self._connected.clear()
         self._metrics.connected.set(0)
 
-    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             log.error("broker %s refused the connection: %s", self._address, reason)
             return
+        self._check_window(getattr(props, "ReceiveMaximum", MQTT_MAX_WINDOW))
         if self._generation:
             self._metrics.reconnects.inc()
         self._generation += 1
@@ -113,6 +116,21 @@ class Consumer:
         client.subscribe(self._settings.subscription, options=SubscribeOptions(qos=1))
         self._connected.set()
         self._metrics.connected.set(1)
+
+    def _check_window(self, broker_window: int) -> None:
+        # Mosquitto advertises max_inflight_messages as its Receive Maximum, and
+        # once acks flow it sends up to that many unacked messages, whatever
+        # the client asked for: the worker's memory bound is the broker's number.
+        self._metrics.broker_window.set(broker_window)
+        ours = self._settings.mqtt_receive_maximum
+        if broker_window != ours:
+            log.error(
+                "the broker's in-flight window is %d (Mosquitto: max_inflight_messages) but the worker's is %d "
+                "(EVENTPIPE_MQTT_RECEIVE_MAXIMUM): set both to the same value, or the worker %s",
+                broker_window,
+                ours,
+                "may hold that many more messages in memory" if broker_window > ours else "waits on its batch timer",
+            )
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._connected.clear()

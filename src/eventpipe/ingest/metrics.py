@@ -25,13 +25,10 @@ class IngestMetrics:
             ["reason"],
             registry=registry,
         )
-        self.dropped = Counter(
-            "eventpipe_messages_dropped_total",
-            "QoS 0 messages dropped because the worker's buffer was full (QoS 1 is never dropped).",
-            registry=registry,
-        )
         self.in_flight = Gauge(
-            "eventpipe_messages_in_flight", "Messages received and not yet acknowledged.", registry=registry
+            "eventpipe_messages_in_flight",
+            "Messages received and not yet committed (the worker holds them; the broker awaits their ack).",
+            registry=registry,
         )
         self.batch_rows = Histogram(
             "eventpipe_batch_rows",
@@ -46,7 +43,10 @@ class IngestMetrics:
             registry=registry,
         )
         self.storage_errors = Counter(
-            "eventpipe_storage_errors_total", "Failed ClickHouse writes, by class.", ["class"], registry=registry
+            "eventpipe_storage_errors_total",
+            "Failed ClickHouse writes, by class: retry, unknown (retried, then isolated), halt.",
+            ["class"],
+            registry=registry,
         )
         self.halted = Gauge(
             "eventpipe_storage_halted", "1 while writes fail for a reason an operator must fix.", registry=registry
@@ -54,11 +54,16 @@ class IngestMetrics:
         self.last_commit = Gauge(
             "eventpipe_last_commit_timestamp_seconds", "Unix time of the last committed batch.", registry=registry
         )
+        self.broker_window = Gauge(
+            "eventpipe_mqtt_broker_receive_maximum",
+            "In-flight window the broker advertised; should equal the worker's Receive Maximum.",
+            registry=registry,
+        )
         self.connected = Gauge("eventpipe_mqtt_connected", "1 while connected to the broker.", registry=registry)
         self.reconnects = Counter(
             "eventpipe_mqtt_reconnects_total", "Connections to the broker after the first.", registry=registry
         )
         for reason in Reason:
             self.dead_lettered.labels(reason=str(reason))
-        for name in ("retry", "halt", "rejected"):
+        for name in ("retry", "unknown", "halt"):
             self.storage_errors.labels(**{"class": name})

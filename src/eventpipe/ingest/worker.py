@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from eventpipe.config import Settings
-from eventpipe.errors import RetryableStorageError, StorageError
+from eventpipe.errors import RetryableStorageError, StorageError, UnknownStorageError
 from eventpipe.events import Event, Limits, Reason, Rejection, parse
 from eventpipe.ingest.consumer import Consumer, Delivery
 from eventpipe.ingest.metrics import IngestMetrics
@@ -28,6 +28,20 @@ T = TypeVar("T")
 
 class _Abandoned(Exception):
     """Shutdown deadline passed while storage still failed; the batch stays unacked."""
+
+
+# Consecutive unrecognised failures, with the server answering, before a batch
+# is bisected for poison rows: long enough to ride out a blip, short enough
+# that one bad row does not hold the pipe for minutes.
+POISON_AFTER = 5
+
+
+def _kind(exc: StorageError) -> str:
+    if isinstance(exc, UnknownStorageError):
+        return "unknown"
+    if isinstance(exc, RetryableStorageError):
+        return "retry"
+    return "halt"
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -53,8 +67,11 @@ class Worker:
         self._limits = limits_from(settings)
         self._policy = BatchPolicy(settings.batch_max_rows, settings.batch_max_ms / 1000)
         self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
-        # QoS 1 is bounded by the broker's window; only QoS 0 can exceed this.
-        self._qos0_cap = 2 * settings.mqtt_receive_maximum
+        # Messages held (queued plus being committed) never exceed the window,
+        # whatever the broker does: Mosquitto 2.0 was seen sending past the
+        # client's Receive Maximum once acks flow, so the worker enforces it.
+        self._capacity = settings.mqtt_receive_maximum
+        self._held = 0
         self._items: list[Delivery] = []
         self._cond = threading.Condition()
         self._wake = threading.Event()
@@ -91,14 +108,19 @@ class Worker:
         return self._clean and self._failed is None
 
     def _deliver(self, delivery: Delivery) -> None:
+        """Called on paho's network thread. When the window is full it waits for a
+        commit, which stops paho reading the socket: TCP backpressure to the
+        broker, which keeps the rest queued. Nothing is dropped, QoS 0 included."""
         with self._cond:
-            if delivery.qos == 0 and len(self._items) >= self._qos0_cap:
-                self._metrics.dropped.inc()
-                return
+            while self._held >= self._capacity and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return  # unacked: the broker redelivers it to the next session
             self._items.append(delivery)
-            held = len(self._items)
-            if held == 1 or held == self._policy.max_rows:
-                self._cond.notify()
+            self._held += 1
+            queued = len(self._items)
+            if queued == 1 or queued == self._policy.max_rows:
+                self._cond.notify_all()
         self._metrics.received.inc()
         self._metrics.in_flight.inc()
 
@@ -150,7 +172,7 @@ class Worker:
             else:
                 rejections.append(result)  # type: ignore[arg-type]
 
-        refused = self._retrying(lambda: self._writer.insert_events(events)) if events else []
+        refused = self._retrying(lambda isolate: self._writer.insert_events(events, isolate_unknown=isolate))
         for index, detail in refused:
             source = sources[index]
             rejections.append(
@@ -164,37 +186,49 @@ class Worker:
                 )
             )
         if rejections:
-            self._retrying(lambda: self._writer.insert_dead_letters(rejections))
+            self._retrying(lambda _isolate: self._writer.insert_dead_letters(rejections))
 
-        acked = self.consumer.ack(batch)
+        # Counted before the acks go out: an ack frees the broker to send more,
+        # and those must not be seen on top of a batch already committed.
         metrics = self._metrics
         metrics.stored.inc(len(events) - len(refused))
         for rejection in rejections:
             metrics.dead_lettered.labels(reason=str(rejection.reason)).inc()
-        metrics.acked.inc(acked)
         metrics.in_flight.dec(len(batch))
+        metrics.acked.inc(self.consumer.ack(batch))
+        with self._cond:
+            self._held -= len(batch)
+            self._cond.notify_all()
         metrics.batch_rows.observe(len(batch))
         metrics.insert_seconds.observe(time.monotonic() - started)
         metrics.last_commit.set_to_current_time()
 
-    def _retrying(self, write: Callable[[], T]) -> T:
-        attempt = 0
+    def _retrying(self, write: Callable[[bool], T]) -> T:
+        """Call write(isolate_unknown) until it succeeds; back off between failures.
+
+        An unrecognised error that repeats while the server answers pings is
+        taken for poison in the data, and the next attempts isolate it.
+        """
+        attempt = unknown = 0
+        isolate = False
         while True:
             try:
-                result = write()
+                result = write(isolate)
             except StorageError as exc:
                 # RejectedDataError reaching here (dead letters refused) has no
                 # row left to isolate: it needs an operator, like a halt.
-                halt = not isinstance(exc, RetryableStorageError)
-                self._metrics.storage_errors.labels(**{"class": "halt" if halt else "retry"}).inc()
-                self._metrics.halted.set(1 if halt else 0)
-                delay = self._settings.retry_max_s if halt else self._backoff.delay_s(attempt, random.random())
+                kind = _kind(exc)
+                self._metrics.storage_errors.labels(**{"class": kind}).inc()
+                self._metrics.halted.set(1 if kind == "halt" else 0)
+                unknown = unknown + 1 if kind == "unknown" else 0
+                if unknown >= POISON_AFTER and not isolate and self._writer.ping():
+                    log.error("the same unrecognised error %d times while ClickHouse answers: isolating rows", unknown)
+                    isolate = True
+                delay = (
+                    self._settings.retry_max_s if kind == "halt" else self._backoff.delay_s(attempt, random.random())
+                )
                 log.warning(
-                    "write failed (%s, attempt %d), nothing acked, retrying in %.1fs: %s",
-                    "halt" if halt else "retry",
-                    attempt + 1,
-                    delay,
-                    exc,
+                    "write failed (%s, attempt %d), nothing acked, retrying in %.1fs: %s", kind, attempt + 1, delay, exc
                 )
                 attempt += 1
                 self._sleep(delay)

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from clickhouse_connect.driver.exceptions import DataError, Error, OperationalError, ProgrammingError
 
-from eventpipe.errors import HaltStorageError, RejectedDataError, RetryableStorageError, StorageError
+from eventpipe.errors import (
+    HaltStorageError,
+    RejectedDataError,
+    RetryableStorageError,
+    StorageError,
+    UnknownStorageError,
+)
 
-# ClickHouse error codes, by what the pipe should do. Unknown codes retry:
-# nothing is acked meanwhile, and the worker tells a poison batch from an
-# outage by probing the server (see ingest.worker).
+# ClickHouse error codes, by what the pipe should do. Unknown codes retry as
+# UnknownStorageError: nothing is acked meanwhile, and if they persist while
+# the server answers, the worker bisects the batch (see ingest.worker).
 RETRY_CODES = frozenset(
     {
         3,  # UNEXPECTED_END_OF_FILE
@@ -81,11 +87,13 @@ def classify(exc: BaseException) -> StorageError:
         return HaltStorageError(message)
     if code in REJECT_CODES:
         return RejectedDataError(message)
-    if code in RETRY_CODES or code is not None:
+    if code in RETRY_CODES:
         return RetryableStorageError(message)
+    if code is not None:
+        return UnknownStorageError(message)
     if isinstance(exc, OperationalError | OSError | TimeoutError):
         return RetryableStorageError(message)
     if isinstance(exc, DataError | ProgrammingError | TypeError | ValueError | OverflowError):
         # Raised while encoding the block on this side: the rows themselves are bad.
         return RejectedDataError(message)
-    return RetryableStorageError(message)
+    return UnknownStorageError(message)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import RejectedDataError, StorageError
+from eventpipe.errors import RejectedDataError, StorageError, UnknownStorageError
 from eventpipe.events import Event, Rejection
 from eventpipe.store.failure import classify
 
@@ -23,14 +23,24 @@ class Writer:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def insert_events(self, events: Sequence[Event]) -> list[tuple[int, str]]:
+    def ping(self) -> bool:
+        """True when the server answers a trivial query."""
+        try:
+            return bool(self._client.command("SELECT 1") == 1)
+        except Exception:  # noqa: BLE001 - any failure is the answer "no"
+            return False
+
+    def insert_events(self, events: Sequence[Event], *, isolate_unknown: bool = False) -> list[tuple[int, str]]:
         """Insert `events`; return (index, reason) of rows the table refuses.
 
         Raises RetryableStorageError or HaltStorageError when nothing can be
         said about the rows: then nothing of this batch may be acknowledged.
+        With `isolate_unknown`, unrecognised errors are bisected like refusals,
+        and a single row failing so counts as refused only while the server
+        still answers (else it is an outage, and the error is raised).
         """
         refused: list[tuple[int, str]] = []
-        self._insert_isolating(list(range(len(events))), events, refused)
+        self._insert_isolating(list(range(len(events))), events, refused, isolate_unknown)
         return refused
 
     def insert_dead_letters(self, rejections: Sequence[Rejection]) -> None:
@@ -42,19 +52,25 @@ class Writer:
         ]
         self._insert("dead_letters", DEAD_LETTER_COLUMNS, list(zip(*rows, strict=True)))
 
-    def _insert_isolating(self, indexes: list[int], events: Sequence[Event], refused: list[tuple[int, str]]) -> None:
+    def _insert_isolating(
+        self, indexes: list[int], events: Sequence[Event], refused: list[tuple[int, str]], isolate_unknown: bool
+    ) -> None:
         if not indexes:
             return
         columns = list(zip(*(events[i] for i in indexes), strict=True))
         try:
             self._insert("events", EVENT_COLUMNS, columns)
-        except RejectedDataError as exc:
+        except (RejectedDataError, UnknownStorageError) as exc:
+            if isinstance(exc, UnknownStorageError) and not isolate_unknown:
+                raise
             if len(indexes) == 1:
+                if isinstance(exc, UnknownStorageError) and not self.ping():
+                    raise
                 refused.append((indexes[0], str(exc)))
                 return
             middle = len(indexes) // 2
-            self._insert_isolating(indexes[:middle], events, refused)
-            self._insert_isolating(indexes[middle:], events, refused)
+            self._insert_isolating(indexes[:middle], events, refused, isolate_unknown)
+            self._insert_isolating(indexes[middle:], events, refused, isolate_unknown)
 
     def _insert(self, table: str, column_names: Sequence[str], columns: list[tuple[object, ...]]) -> None:
         try:

@@ -1,0 +1,40 @@
+"""Fault injection at the store boundary: the real writer over the real engine, with a switch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from eventpipe.errors import StorageError
+from eventpipe.events import Event, Rejection
+from eventpipe.store.writer import Writer
+
+
+class FaultyWriter(Writer):
+    """Fails every write with `failure` while it is set; sleeps `delay_s` before each write."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.failure: type[StorageError] | None = None
+        self.delay_s = 0.0
+        self.failed_writes = 0
+
+    def ping(self) -> bool:
+        # An outage takes the whole server away, not just its inserts.
+        return self.failure is None and super().ping()
+
+    def insert_events(self, events: Sequence[Event], *, isolate_unknown: bool = False) -> list[tuple[int, str]]:
+        self._gate()
+        return super().insert_events(events, isolate_unknown=isolate_unknown)
+
+    def insert_dead_letters(self, rejections: Sequence[Rejection]) -> None:
+        self._gate()
+        super().insert_dead_letters(rejections)
+
+    def _gate(self) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        failure = self.failure
+        if failure is not None:
+            self.failed_writes += 1
+            raise failure("injected fault: ClickHouse is unreachable")

@@ -1,0 +1,56 @@
+"""A steady QoS 1 producer in a thread that remembers which event ids the broker acknowledged."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+
+from eventpipe.broker.address import MqttAddress
+from eventpipe.broker.connection import make_client
+
+
+class Stream(threading.Thread):
+    """Publishes `count` events at `rate`/s to events/stream; survives broker restarts (paho resends)."""
+
+    def __init__(self, url: str, count: int, rate: float, prefix: str | None = None) -> None:
+        super().__init__(name="test-stream", daemon=True)
+        self.count, self.rate = count, rate
+        self.prefix = prefix or uuid.uuid4().hex[:8]
+        self._address = MqttAddress.parse(url)
+        self._client = make_client(self._address, f"stream-{self.prefix}")
+        self._client.max_inflight_messages_set(100)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self._sent: list[tuple[str, mqtt.MQTTMessageInfo]] = []
+        self.published = 0
+
+    def ids(self) -> list[str]:
+        return [f"{self.prefix}-{i}" for i in range(self.count)]
+
+    def run(self) -> None:
+        self._client.connect(self._address.host, self._address.port, keepalive=10)
+        self._client.loop_start()
+        started = time.monotonic()
+        for index in range(self.count):
+            delay = started + index / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            event_id = f"{self.prefix}-{index}"
+            body = json.dumps({"event_id": event_id, "event_type": "stream", "seq": index})
+            self._sent.append((event_id, self._client.publish("events/stream", body, qos=1)))
+            self.published = index + 1
+
+    def acknowledged(self, timeout: float = 60) -> set[str]:
+        """Wait for the stream to end and its PUBACKs; return the ids the broker acknowledged."""
+        self.join(timeout)
+        deadline = time.monotonic() + timeout
+        for _event_id, info in self._sent:
+            while not info.is_published() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        self._client.disconnect()
+        self._client.loop_stop()
+        return {event_id for event_id, info in self._sent if info.is_published()}
