@@ -27,10 +27,39 @@ def run_eventpipe(
     )
 
 
+IDS_SQL = "SELECT event_id FROM events FINAL FORMAT TSV"
+RAW_STATS_SQL = "SELECT count(), uniqExact(event_id) FROM events FORMAT TSV"
+
 COUNT_SQL = {
     "events": "SELECT count() FROM events FINAL",
     "dead_letters": "SELECT count() FROM dead_letters FINAL",
 }
+
+
+def _query(data_dir: Path, sql: str) -> str:
+    code = (
+        "import sys, clickhouse_connect\n"
+        "print(clickhouse_connect.get_client(dsn=sys.argv[1]).raw_query(sys.argv[2]).decode())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, f"chdb://{(data_dir / 'clickhouse').resolve()}", sql],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
+def stored_ids(data_dir: Path) -> list[str]:
+    """Every event id as reads see it (FINAL), duplicates kept so a test can count them."""
+    return [line for line in _query(data_dir, IDS_SQL).splitlines() if line]
+
+
+def raw_stats(data_dir: Path) -> tuple[int, int]:
+    """(rows, distinct ids) before merges: rows above distinct show redeliveries were absorbed."""
+    rows, distinct = _query(data_dir, RAW_STATS_SQL).split()
+    return int(rows), int(distinct)
 
 
 def count_rows(data_dir: Path, table: str = "events") -> int:

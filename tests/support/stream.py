@@ -25,7 +25,11 @@ class Stream(threading.Thread):
         self._client.max_inflight_messages_set(100)
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(min_delay=1, max_delay=2)
-        self._sent: list[tuple[str, mqtt.MQTTMessageInfo]] = []
+        self._lock = threading.Lock()
+        self._pending: dict[int, str] = {}
+        self._acked: set[str] = set()
+        self._early: set[int] = set()
+        self._client.on_publish = self._on_publish
         self.published = 0
 
     def ids(self) -> list[str]:
@@ -41,16 +45,37 @@ class Stream(threading.Thread):
                 time.sleep(delay)
             event_id = f"{self.prefix}-{index}"
             body = json.dumps({"event_id": event_id, "event_type": "stream", "seq": index})
-            self._sent.append((event_id, self._client.publish("events/stream", body, qos=1)))
+            info = self._client.publish("events/stream", body, qos=1)
+            with self._lock:
+                # The PUBACK may have been handled before publish() returned.
+                if info.mid in self._early:
+                    self._early.discard(info.mid)
+                    self._acked.add(event_id)
+                else:
+                    self._pending[info.mid] = event_id
             self.published = index + 1
+
+    def _on_publish(self, _client: mqtt.Client, _userdata: object, mid: int, reason: object, _props: object) -> None:
+        with self._lock:
+            if getattr(reason, "is_failure", False):
+                self._pending.pop(mid, None)
+                return
+            event_id = self._pending.pop(mid, None)
+            if event_id is None:
+                self._early.add(mid)
+            else:
+                self._acked.add(event_id)
 
     def acknowledged(self, timeout: float = 60) -> set[str]:
         """Wait for the stream to end and its PUBACKs; return the ids the broker acknowledged."""
         self.join(timeout)
         deadline = time.monotonic() + timeout
-        for _event_id, info in self._sent:
-            while not info.is_published() and time.monotonic() < deadline:
-                time.sleep(0.01)
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._pending:
+                    break
+            time.sleep(0.01)
         self._client.disconnect()
         self._client.loop_stop()
-        return {event_id for event_id, info in self._sent if info.is_published()}
+        with self._lock:
+            return set(self._acked)

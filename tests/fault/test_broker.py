@@ -1,0 +1,42 @@
+"""Guarantee 1 across a broker restart: the worker reconnects by itself and nothing is lost."""
+
+from __future__ import annotations
+
+import time
+
+from eventpipe.store.client import connect
+from eventpipe.store.migration import migrate
+from tests.support.pipeline import running_worker, settings_for
+from tests.support.services import ContainerBroker, LocalBroker
+from tests.support.stream import Stream
+from tests.support.wait import wait_until
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(broker: LocalBroker | ContainerBroker, clickhouse_dsn: str) -> None:
+    migrate(connect(clickhouse_dsn))
+    with running_worker(settings_for(broker.url, clickhouse_dsn)) as run:
+        stream = Stream(broker.url, count=6000, rate=1000)
+        stream.start()
+        wait_until(lambda: run.metric("eventpipe_events_stored_total") > 1000, what="traffic flowing")
+        broker.restart()  # SIGTERM: Mosquitto saves sessions and queues, then starts again
+        wait_until(lambda: run.metric("eventpipe_mqtt_reconnects_total") >= 1, timeout=60, what="a reconnect")
+        acknowledged = stream.acknowledged()
+        client = connect(clickhouse_dsn)
+
+        def stored() -> set[str]:
+            rows = client.query(
+                "SELECT event_id FROM events FINAL WHERE startsWith(event_id, {p:String})",
+                parameters={"p": stream.prefix + "-"},
+            ).result_rows
+            return {row[0] for row in rows}
+
+        wait_until(lambda: acknowledged <= stored(), timeout=60, interval=0.5, what="every acknowledged event")
+        time.sleep(0.5)
+        assert (
+            client.command(
+                "SELECT count() - uniqExact(event_id) FROM events FINAL WHERE startsWith(event_id, {p:String})",
+                parameters={"p": stream.prefix + "-"},
+            )
+            == 0
+        )
+        assert run.unreconciled() == 0 or run.metric("eventpipe_messages_in_flight") > 0
