@@ -105,3 +105,15 @@ def test_dead_letters_keep_the_raw_bytes_and_reason(client: clickhouse_connect.d
 def test_writing_without_the_schema_halts_rather_than_dropping(clickhouse_dsn: str) -> None:
     with pytest.raises(HaltStorageError, match=r"UNKNOWN_TABLE|Unknown table"):
         Writer(connect(clickhouse_dsn)).insert_events(sample(1))
+
+
+def test_a_backfill_spanning_many_months_goes_in_as_one_batch(client: clickhouse_connect.driver.Client) -> None:
+    month_ms = 31 * 24 * 3600 * 1000
+    rows = []
+    for i in range(150):  # 150 monthly partitions, past the engine's default of 100 per block
+        body = {"event_id": f"old-{i}", "timestamp": 1_000_000_000_000 + i * month_ms}
+        row = parse("events/backfill", json.dumps(body).encode(), RECEIVED_MS, Limits())
+        assert isinstance(row, Event)
+        rows.append(row)
+    assert Writer(client).insert_events(rows) == []
+    assert Reader(client).count_events() == 150

@@ -39,11 +39,12 @@ class Running:
         )
 
     def unreconciled(self) -> float:
-        """received - (stored + dead-lettered + in flight): any other value than 0 would be a loss."""
+        """received - (stored + dead-lettered + in flight + released): anything but 0 would be a loss."""
         return self.metric("eventpipe_messages_received_total") - (
             self.metric("eventpipe_events_stored_total")
             + self.dead_letters()
             + self.metric("eventpipe_messages_in_flight")
+            + self.metric("eventpipe_messages_released_total")
         )
 
 

@@ -66,6 +66,10 @@ def test_fields_inside_an_envelope_object_are_found() -> None:
     assert json.loads(row.properties) == body
 
 
+def test_a_null_top_level_field_lets_the_envelope_supply_it() -> None:
+    assert event("events/x", {"event_id": None, "event_data": {"event_id": "inner"}}).event_id == "inner"
+
+
 def test_top_level_fields_win_over_the_envelope() -> None:
     row = event("events/x", {"event_id": "top", "event_data": {"event_id": "inner"}})
     assert row.event_id == "top"
@@ -118,6 +122,9 @@ def test_user_id_is_optional_and_numbers_become_strings() -> None:
         ("events/x", b"", Reason.INVALID_JSON),
         ("events/x", b'{"a": NaN}', Reason.INVALID_JSON),
         ("events/x", b'{"a": "\\ud800"}', Reason.INVALID_JSON),
+        ("events/x", b'{"user_id": "\\udfff"}', Reason.INVALID_JSON),
+        ("events/x", b'{"event_id": "a\\ud800"}', Reason.INVALID_JSON),
+        ("events/x", b'{"amount": 1e999}', Reason.INVALID_JSON),
         ("events/x", b"[1, 2]", Reason.NOT_AN_OBJECT),
         ("events/x", b'"hello"', Reason.NOT_AN_OBJECT),
         ("events/x", b"null", Reason.NOT_AN_OBJECT),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError, ProgrammingError
 
 from eventpipe.errors import HaltStorageError, RejectedDataError, RetryableStorageError, UnknownStorageError
 from eventpipe.store.failure import classify
@@ -18,7 +18,10 @@ from eventpipe.store.failure import classify
         (OperationalError("connection refused"), RetryableStorageError),
         (ConnectionResetError("reset by peer"), RetryableStorageError),
         (DatabaseError("never seen before", code=123456), UnknownStorageError),
-        (RuntimeError("something odd in the driver"), UnknownStorageError),
+        (RuntimeError("something odd in the driver"), HaltStorageError),
+        (ProgrammingError("Unrecognized column 'user_id' in table events"), HaltStorageError),
+        (DatabaseError("Setting async_insert should not be changed", code=452), HaltStorageError),
+        (DatabaseError("Quota exceeded", code=201), RetryableStorageError),
         (DatabaseError("Constraint violated", code=469), RejectedDataError),
         (DatabaseError("Authentication failed", code=516), HaltStorageError),
         (DatabaseError("Unknown table", code=60), HaltStorageError),

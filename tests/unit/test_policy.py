@@ -24,13 +24,6 @@ def test_a_partial_batch_is_due_when_its_oldest_message_is_old_enough() -> None:
     assert policy.wait_s(5, 3.0) == 0.0
 
 
-def test_the_window_must_hold_a_whole_batch() -> None:
-    policy = BatchPolicy(5000, 0.2)
-    assert policy.fits_window(10_000)
-    assert policy.fits_window(5000)
-    assert not policy.fits_window(4999)
-
-
 def test_a_policy_that_can_never_flush_is_refused() -> None:
     with pytest.raises(ValueError, match="max_rows"):
         BatchPolicy(0, 0.2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import getpass
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -101,7 +102,9 @@ class Mosquitto:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 10.0, inherit_fds: tuple[int, ...] = ()) -> None:
+        """Start it and wait until it listens. `inherit_fds` stay open in the broker
+        (the data-dir lock), so they are held until the broker itself is gone."""
         path = find_binary(self._binary)
         if path is None:
             raise BrokerError(
@@ -126,6 +129,7 @@ class Mosquitto:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 preexec_fn=_parent_death_signal(),
+                pass_fds=inherit_fds,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -184,9 +188,12 @@ def _parent_death_signal() -> Callable[[], None] | None:
     # Resolved here, in the parent: between fork and exec the hook only makes
     # one foreign call and takes no lock another thread could be holding.
     prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
 
     def hook() -> None:
         prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
 
     return hook
 

@@ -38,7 +38,9 @@ def run_worker(_args: argparse.Namespace) -> int:
 
     def check() -> str | None:
         progress.report()
-        return None if worker.alive else f"flusher stopped: {worker.failure}"
+        if not worker.alive:
+            return f"flusher stopped: {worker.failure}"
+        return worker.consumer.failure
 
     problem = shutdown.wait(check)
     clean = worker.stop()

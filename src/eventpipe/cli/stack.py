@@ -59,7 +59,7 @@ def run_up(args: argparse.Namespace) -> int:
         broker = Mosquitto(
             args.mqtt_port, settings.data_dir / "mosquitto", settings.mqtt_receive_maximum, settings.mosquitto_binary
         )
-        broker.start()
+        broker.start(inherit_fds=(lock.fileno(),))
         shutdown.on_force = broker.terminate
         settings = settings.model_copy(update={"mqtt_url": broker.url})
     try:
@@ -103,7 +103,10 @@ def _serve(settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, gen
     try:
         worker.start()
         if not worker.consumer.wait_connected(15):
-            raise BrokerError(f"could not connect to the MQTT broker at {settings.mqtt_url} within 15s")
+            raise BrokerError(
+                worker.consumer.failure
+                or f"could not connect and subscribe to the MQTT broker at {settings.mqtt_url} within 15s"
+            )
         api_thread.start()
         _wait_started(api, api_thread, settings)
         api_url = f"http://{settings.api_host}:{settings.api_port}"
@@ -149,6 +152,8 @@ def _wait_started(api: uvicorn.Server, thread: threading.Thread, settings: Setti
 def _health(worker: Worker, broker: Mosquitto | None, api_thread: threading.Thread) -> str | None:
     if not worker.alive:
         return f"the worker's flusher stopped: {worker.failure}"
+    if worker.consumer.failure:
+        return worker.consumer.failure
     if broker is not None and not broker.running():
         return f"mosquitto exited; see {broker.log_file}"
     if not api_thread.is_alive():

@@ -92,8 +92,11 @@ def parse(topic: str, payload: bytes, received_ms: int, limits: Limits) -> Event
     try:
         return _parse(topic, payload, received_ms, limits)
     except _Invalid as invalid:
-        kept = payload[: limits.max_payload_bytes]
-        return Rejection(topic, kept, len(payload), received_ms, invalid.reason, invalid.detail)
+        reason, detail = invalid.reason, invalid.detail
+    except (ValueError, TypeError, OverflowError) as exc:
+        # A case the checks above missed must cost one message, never the pipe.
+        reason, detail = Reason.INVALID_JSON, f"payload could not be normalised: {type(exc).__name__}: {exc}"
+    return Rejection(topic, payload[: limits.max_payload_bytes], len(payload), received_ms, reason, detail)
 
 
 def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits) -> Event:
@@ -123,21 +126,25 @@ def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits) -> Even
     user_id = _user_id(found.get("user_id"))
 
     properties = {key: value for key, value in body.items() if key not in CONTRACT_FIELDS}
-    props_text = _dumps(properties)
+    try:
+        props_text = _dumps(properties)
+    except ValueError:
+        # Out-of-range numbers such as 1e999 parse to inf, which JSON cannot hold.
+        raise _Invalid(Reason.INVALID_JSON, "payload holds a number out of range (inf)") from None
     if "\\u" in text:
-        _check_encodable(props_text)
+        _check_encodable(props_text, event_type, event_id, user_id or "")
     return Event(event_id, event_type, timestamp_ms, received_ms, user_id, topic, props_text)
 
 
 def _lookup(body: dict[str, Any], envelope_keys: tuple[str, ...]) -> dict[str, Any]:
     """The contract fields present, from the top level first, else from an envelope object."""
-    found = {name: body[name] for name in CONTRACT_FIELDS if name in body}
+    found = {name: body[name] for name in CONTRACT_FIELDS if body.get(name) is not None}
     if len(found) < len(CONTRACT_FIELDS):
         for key in envelope_keys:
             inner = body.get(key)
             if isinstance(inner, dict):
                 for name in CONTRACT_FIELDS:
-                    if name not in found and name in inner:
+                    if name not in found and inner.get(name) is not None:
                         found[name] = inner[name]
     return found
 
@@ -205,12 +212,13 @@ def _depth(node: object) -> int:
     return deepest
 
 
-def _check_encodable(props_text: str) -> None:
+def _check_encodable(*texts: str) -> None:
     # JSON escapes can smuggle lone surrogates, which no UTF-8 column accepts.
-    try:
-        props_text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _Invalid(Reason.INVALID_JSON, "payload holds an unpaired UTF-16 surrogate escape") from None
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Invalid(Reason.INVALID_JSON, "payload holds an unpaired UTF-16 surrogate escape") from None
 
 
 def _json_kind(value: object) -> str:

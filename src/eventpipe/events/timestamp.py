@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
-_NUMERIC = re.compile(r"-?\d+(\.\d+)?")
+_NUMERIC = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 # Below 2000-01-01 a timestamp is almost always a unit or default-value bug
 # (0, seconds read as ms), not a real event; rejecting it keeps it visible.

@@ -36,13 +36,27 @@ class Delivery(NamedTuple):
 class Consumer:
     """Receives messages into `deliver`; acknowledges them only when told to."""
 
-    def __init__(self, settings: Settings, deliver: Callable[[Delivery], None], metrics: IngestMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        deliver: Callable[[Delivery], None],
+        metrics: IngestMetrics,
+        resumed: Callable[[int], None] = lambda _generation: None,
+    ) -> None:
         self._settings = settings
         self._address = MqttAddress.parse(settings.mqtt_url)
         self._deliver = deliver
+        self._resumed = resumed
         self._metrics = metrics
-        self._generation = 0
+        # The generation changes when a connection ends, the link is up only
+        # between CONNACK and the drop: acks go out only for messages of the
+        # live connection, and never while paho reconnects (they would precede
+        # CONNECT, or hit packet ids of the next connection).
+        self._lock = threading.Lock()
+        self._generation = 1
+        self._link_up = False
         self._accepting = True
+        self.failure: str | None = None
         self._connected = threading.Event()
         self._client = make_client(self._address, settings.mqtt_client_id, manual_ack=True)
         self._client.on_connect = self._on_connect
@@ -85,12 +99,14 @@ class Consumer:
         on the new one (same session), and that copy gets acked instead. Acking
         the old packet id could hit a different message that reuses it.
         """
-        generation = self._generation
         sent = 0
-        for delivery in deliveries:
-            if delivery.qos and delivery.generation == generation:
-                self._client.ack(delivery.mid, delivery.qos)
-                sent += 1
+        with self._lock:
+            if not self._link_up:
+                return 0
+            for delivery in deliveries:
+                if delivery.qos and delivery.generation == self._generation:
+                    self._client.ack(delivery.mid, delivery.qos)
+                    sent += 1
         return sent
 
     def stop(self) -> None:
@@ -104,23 +120,30 @@ class Consumer:
             log.error("broker %s refused the connection: %s", self._address, reason)
             return
         self._check_window(getattr(props, "ReceiveMaximum", MQTT_MAX_WINDOW))
-        if self._generation:
+        with self._lock:
+            self._link_up = True
+            generation = self._generation
+        if generation > 1:
             self._metrics.reconnects.inc()
-        self._generation += 1
         log.info(
             "connected to %s as %s (session %s)",
             self._address,
             self._settings.mqtt_client_id,
             "resumed" if flags.session_present else "new",
         )
+        if flags.session_present:
+            # The broker resends everything unacknowledged: held copies from
+            # earlier connections that are not yet in a batch can go.
+            self._resumed(generation)
+        elif generation > 1:
+            log.warning("the broker lost this worker's session: messages queued for it meanwhile are gone")
         client.subscribe(self._settings.subscription, options=SubscribeOptions(qos=1))
-        self._connected.set()
         self._metrics.connected.set(1)
 
     def _check_window(self, broker_window: int) -> None:
-        # Mosquitto advertises max_inflight_messages as its Receive Maximum, and
-        # once acks flow it sends up to that many unacked messages, whatever
-        # the client asked for: the worker's memory bound is the broker's number.
+        # Mosquitto advertises max_inflight_messages as its Receive Maximum (for
+        # what clients send it) and sends subscribers up to about that many
+        # unacked messages; other brokers may mean only the first.
         self._metrics.broker_window.set(broker_window)
         ours = self._settings.mqtt_receive_maximum
         if broker_window != ours:
@@ -129,19 +152,31 @@ class Consumer:
                 "(EVENTPIPE_MQTT_RECEIVE_MAXIMUM): set both to the same value, or the worker %s",
                 broker_window,
                 ours,
-                "may hold that many more messages in memory" if broker_window > ours else "waits on its batch timer",
+                "stops reading the socket whenever it is full (slower)"
+                if broker_window > ours
+                else "cannot fill its batches and waits on its timer",
             )
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        with self._lock:
+            if self._link_up:
+                self._generation += 1
+            self._link_up = False
         self._connected.clear()
         self._metrics.connected.set(0)
         if reason.is_failure:
             log.warning("disconnected from %s: %s; reconnecting", self._address, reason)
 
     def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: Any, _props: Any) -> None:
-        for reason in reasons:
-            if reason.is_failure:
-                log.error("broker refused subscription %s: %s", self._settings.subscription, reason)
+        refused = [reason for reason in reasons if reason.is_failure]
+        if refused:
+            # Without the subscription the broker drops what producers send:
+            # fatal, so the process stops and says why instead of looking healthy.
+            self.failure = f"the broker refused subscription {self._settings.subscription!r}: {refused[0]}"
+            log.error("%s", self.failure)
+            return
+        # Ready only now: before SUBACK a new session's messages would find no subscriber.
+        self._connected.set()
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         if not self._accepting:

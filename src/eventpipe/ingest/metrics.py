@@ -15,6 +15,11 @@ class IngestMetrics:
         self.redelivered = Counter(
             "eventpipe_messages_redelivered_total", "Messages the broker sent again (DUP flag).", registry=registry
         )
+        self.released = Counter(
+            "eventpipe_messages_released_total",
+            "Held messages let go unacknowledged after a reconnect, because the broker resends them.",
+            registry=registry,
+        )
         self.acked = Counter(
             "eventpipe_messages_acked_total", "Messages acknowledged to the broker after commit.", registry=registry
         )

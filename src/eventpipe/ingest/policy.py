@@ -24,10 +24,6 @@ class BatchPolicy:
             return None
         return max(0.0, self.max_age_s - oldest_age_s)
 
-    def fits_window(self, receive_maximum: int) -> bool:
-        """Whether the broker's in-flight window can ever fill a batch (else it waits for the timer)."""
-        return receive_maximum >= self.max_rows
-
 
 @dataclass(frozen=True, slots=True)
 class Backoff:

@@ -80,7 +80,7 @@ class Worker:
         self._clean = True
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="eventpipe-flusher", daemon=True)
-        self.consumer = consumer_factory(settings, self._deliver, metrics)
+        self.consumer = consumer_factory(settings, self._deliver, metrics, self._release_stale)
 
     def start(self) -> None:
         self._thread.start()
@@ -103,9 +103,14 @@ class Worker:
             self._cond.notify_all()
         self._wake.set()
         if self._thread.is_alive():
-            self._thread.join()
+            # A hung insert must not hold the process past its deadline; what
+            # it held stays unacknowledged and comes back.
+            self._thread.join(max(0.0, self._deadline - time.monotonic()) + 5.0)
+        hung = self._thread.is_alive()
+        if hung:
+            log.error("the flusher did not finish by the shutdown deadline; its batch stays unacknowledged")
         self.consumer.stop()
-        return self._clean and self._failed is None
+        return self._clean and self._failed is None and not hung
 
     def _deliver(self, delivery: Delivery) -> None:
         """Called on paho's network thread. When the window is full it waits for a
@@ -123,6 +128,20 @@ class Worker:
                 self._cond.notify_all()
         self._metrics.received.inc()
         self._metrics.in_flight.inc()
+
+    def _release_stale(self, generation: int) -> None:
+        """Let go of queued copies from earlier connections: the resumed session resends them."""
+        with self._cond:
+            kept = [item for item in self._items if item.generation >= generation]
+            released = len(self._items) - len(kept)
+            if not released:
+                return
+            self._items = kept
+            self._held -= released
+            self._cond.notify_all()
+        self._metrics.in_flight.dec(released)
+        self._metrics.released.inc(released)
+        log.info("released %d messages of an earlier connection; the broker resends them", released)
 
     def _run(self) -> None:
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clickhouse_connect.driver.exceptions import DataError, Error, OperationalError, ProgrammingError
+from clickhouse_connect.driver.exceptions import DataError, Error, OperationalError
 
 from eventpipe.errors import (
     HaltStorageError,
@@ -15,66 +15,64 @@ from eventpipe.errors import (
 # ClickHouse error codes, by what the pipe should do. Unknown codes retry as
 # UnknownStorageError: nothing is acked meanwhile, and if they persist while
 # the server answers, the worker bisects the batch (see ingest.worker).
-RETRY_CODES = frozenset(
-    {
-        3,  # UNEXPECTED_END_OF_FILE
-        32,  # ATTEMPT_TO_READ_AFTER_EOF
-        159,  # TIMEOUT_EXCEEDED
-        160,  # TOO_SLOW
-        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
-        203,  # NO_FREE_CONNECTION
-        209,  # SOCKET_TIMEOUT
-        210,  # NETWORK_ERROR
-        236,  # ABORTED
-        241,  # MEMORY_LIMIT_EXCEEDED
-        242,  # TABLE_IS_READ_ONLY (replica lost Keeper for a while)
-        252,  # TOO_MANY_PARTS
-        285,  # TOO_FEW_LIVE_REPLICAS
-        319,  # UNKNOWN_STATUS_OF_INSERT
-        394,  # QUERY_WAS_CANCELLED
-        425,  # SYSTEM_ERROR
-        439,  # CANNOT_SCHEDULE_TASK
-        999,  # KEEPER_EXCEPTION
-        1000,  # POCO_EXCEPTION (network)
-    }
-)
-HALT_CODES = frozenset(
-    {
-        8,  # THERE_IS_NO_COLUMN
-        10,  # NOT_FOUND_COLUMN_IN_BLOCK
-        16,  # NO_SUCH_COLUMN_IN_TABLE
-        47,  # UNKNOWN_IDENTIFIER
-        60,  # UNKNOWN_TABLE
-        62,  # SYNTAX_ERROR
-        81,  # UNKNOWN_DATABASE
-        164,  # READONLY
-        192,  # UNKNOWN_USER
-        193,  # WRONG_PASSWORD
-        194,  # REQUIRED_PASSWORD
-        195,  # IP_ADDRESS_NOT_ALLOWED
-        243,  # NOT_ENOUGH_SPACE
-        291,  # DATABASE_ACCESS_DENIED
-        497,  # ACCESS_DENIED
-        516,  # AUTHENTICATION_FAILED
-    }
-)
-REJECT_CODES = frozenset(
-    {
-        6,  # CANNOT_PARSE_TEXT
-        26,  # CANNOT_PARSE_QUOTED_STRING
-        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
-        38,  # CANNOT_PARSE_DATE
-        41,  # CANNOT_PARSE_DATETIME
-        53,  # TYPE_MISMATCH
-        69,  # ARGUMENT_OUT_OF_BOUND
-        70,  # CANNOT_CONVERT_TYPE
-        72,  # CANNOT_PARSE_NUMBER
-        117,  # INCORRECT_DATA
-        131,  # TOO_LARGE_STRING_SIZE
-        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
-        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
-    }
-)
+RETRY_CODES = frozenset({
+    3,  # UNEXPECTED_END_OF_FILE
+    32,  # ATTEMPT_TO_READ_AFTER_EOF
+    159,  # TIMEOUT_EXCEEDED
+    160,  # TOO_SLOW
+    201,  # QUOTA_EXCEEDED (the quota window passes)
+    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    203,  # NO_FREE_CONNECTION
+    209,  # SOCKET_TIMEOUT
+    210,  # NETWORK_ERROR
+    236,  # ABORTED
+    241,  # MEMORY_LIMIT_EXCEEDED
+    242,  # TABLE_IS_READ_ONLY (replica lost Keeper for a while)
+    252,  # TOO_MANY_PARTS
+    285,  # TOO_FEW_LIVE_REPLICAS
+    319,  # UNKNOWN_STATUS_OF_INSERT
+    394,  # QUERY_WAS_CANCELLED
+    425,  # SYSTEM_ERROR
+    439,  # CANNOT_SCHEDULE_TASK
+    999,  # KEEPER_EXCEPTION
+    1000,  # POCO_EXCEPTION (network)
+})  # fmt: skip
+HALT_CODES = frozenset({
+    8,  # THERE_IS_NO_COLUMN
+    10,  # NOT_FOUND_COLUMN_IN_BLOCK
+    16,  # NO_SUCH_COLUMN_IN_TABLE
+    47,  # UNKNOWN_IDENTIFIER
+    60,  # UNKNOWN_TABLE
+    62,  # SYNTAX_ERROR
+    81,  # UNKNOWN_DATABASE
+    115,  # UNKNOWN_SETTING
+    164,  # READONLY
+    192,  # UNKNOWN_USER
+    193,  # WRONG_PASSWORD
+    194,  # REQUIRED_PASSWORD
+    195,  # IP_ADDRESS_NOT_ALLOWED
+    243,  # NOT_ENOUGH_SPACE
+    291,  # DATABASE_ACCESS_DENIED
+    452,  # SETTING_CONSTRAINT_VIOLATION (a profile forbids an insert setting)
+    497,  # ACCESS_DENIED
+    516,  # AUTHENTICATION_FAILED
+})  # fmt: skip
+REJECT_CODES = frozenset({
+    6,  # CANNOT_PARSE_TEXT
+    26,  # CANNOT_PARSE_QUOTED_STRING
+    27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    38,  # CANNOT_PARSE_DATE
+    41,  # CANNOT_PARSE_DATETIME
+    53,  # TYPE_MISMATCH
+    69,  # ARGUMENT_OUT_OF_BOUND
+    70,  # CANNOT_CONVERT_TYPE
+    72,  # CANNOT_PARSE_NUMBER
+    117,  # INCORRECT_DATA
+    131,  # TOO_LARGE_STRING_SIZE
+    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+    469,  # VIOLATED_CONSTRAINT
+})  # fmt: skip
 
 
 def classify(exc: BaseException) -> StorageError:
@@ -93,7 +91,9 @@ def classify(exc: BaseException) -> StorageError:
         return UnknownStorageError(message)
     if isinstance(exc, OperationalError | OSError | TimeoutError):
         return RetryableStorageError(message)
-    if isinstance(exc, DataError | ProgrammingError | TypeError | ValueError | OverflowError):
+    if isinstance(exc, DataError | UnicodeEncodeError | OverflowError):
         # Raised while encoding the block on this side: the rows themselves are bad.
         return RejectedDataError(message)
-    return UnknownStorageError(message)
+    # Anything else raised on this side (a closed client, a column the table
+    # lacks, a bug) says nothing about the rows: never dead-letter for it.
+    return HaltStorageError(message)

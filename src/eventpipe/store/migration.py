@@ -113,15 +113,18 @@ def migrate(client: Client, retention_days: int = 0) -> list[int]:
 
 def _apply_retention(client: Client, days: int) -> None:
     # Retention is configuration, not schema history, so it is set on every
-    # run to whatever the settings say now.
+    # run to whatever the settings say now; unchanged, it is left alone, since
+    # MODIFY TTL makes ClickHouse rewrite the table.
     days = int(days)
     for table, column in RETAINED.items():
-        has_ttl = client.query(
-            "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {t:String} "
-            "AND position(create_table_query, ' TTL ') > 0",
-            parameters={"t": table},
-        ).result_rows[0][0]
-        if days > 0:
-            client.command(f"ALTER TABLE {table} MODIFY TTL toDateTime({column}) + toIntervalDay({days})")
-        elif has_ttl:
+        current = str(
+            client.command(
+                "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
+                parameters={"t": table},
+            )
+        )
+        wanted = f"TTL toDateTime({column}) + toIntervalDay({days})"
+        if days > 0 and wanted not in current:
+            client.command(f"ALTER TABLE {table} MODIFY {wanted}")
+        elif days == 0 and " TTL " in current:
             client.command(f"ALTER TABLE {table} REMOVE TTL")

@@ -14,7 +14,10 @@ EVENT_COLUMNS = ("event_id", "event_type", "timestamp", "received_at", "user_id"
 DEAD_LETTER_COLUMNS = ("dead_letter_id", "received_at", "topic", "reason", "detail", "payload", "payload_size")
 # Explicit, because ClickHouse 26.2+ defaults async_insert on, and an async
 # insert returns before the rows are durable: acking then could lose them.
-INSERT_SETTINGS = {"async_insert": 0}
+# A backfill may span more than 100 months in one batch; the default limit
+# would refuse that block with TOO_MANY_PARTS (252), a code that otherwise
+# means "retry later", and the batch would never go through.
+INSERT_SETTINGS = {"async_insert": 0, "throw_on_max_partitions_per_insert_block": 0}
 
 
 class Writer:
@@ -40,7 +43,12 @@ class Writer:
         still answers (else it is an outage, and the error is raised).
         """
         refused: list[tuple[int, str]] = []
-        self._insert_isolating(list(range(len(events))), events, refused, isolate_unknown)
+        unknown: list[int] = []
+        self._insert_isolating(list(range(len(events))), events, refused, unknown if isolate_unknown else None)
+        if len(events) > 1 and len(unknown) == len(events):
+            # Every row failing alone is no poison row but a server or setup
+            # problem: dead-lettering them all would lose good data.
+            raise UnknownStorageError(f"every one of {len(events)} rows failed on its own: {refused[0][1]}")
         return refused
 
     def insert_dead_letters(self, rejections: Sequence[Rejection]) -> None:
@@ -53,24 +61,37 @@ class Writer:
         self._insert("dead_letters", DEAD_LETTER_COLUMNS, list(zip(*rows, strict=True)))
 
     def _insert_isolating(
-        self, indexes: list[int], events: Sequence[Event], refused: list[tuple[int, str]], isolate_unknown: bool
+        self,
+        indexes: list[int],
+        events: Sequence[Event],
+        refused: list[tuple[int, str]],
+        unknown: list[int] | None,
     ) -> None:
+        """Insert the rows at `indexes`, halving refused blocks down to single rows.
+
+        `unknown` is None unless unrecognised errors are to be isolated too; then
+        it collects the rows refused that way.
+        """
         if not indexes:
             return
         columns = list(zip(*(events[i] for i in indexes), strict=True))
         try:
             self._insert("events", EVENT_COLUMNS, columns)
         except (RejectedDataError, UnknownStorageError) as exc:
-            if isinstance(exc, UnknownStorageError) and not isolate_unknown:
+            is_unknown = isinstance(exc, UnknownStorageError)
+            if is_unknown and unknown is None:
                 raise
             if len(indexes) == 1:
-                if isinstance(exc, UnknownStorageError) and not self.ping():
-                    raise
+                if is_unknown:
+                    if not self.ping():
+                        raise  # the server went away: an outage, not a poison row
+                    if unknown is not None:
+                        unknown.append(indexes[0])
                 refused.append((indexes[0], str(exc)))
                 return
             middle = len(indexes) // 2
-            self._insert_isolating(indexes[:middle], events, refused, isolate_unknown)
-            self._insert_isolating(indexes[middle:], events, refused, isolate_unknown)
+            self._insert_isolating(indexes[:middle], events, refused, unknown)
+            self._insert_isolating(indexes[middle:], events, refused, unknown)
 
     def _insert(self, table: str, column_names: Sequence[str], columns: list[tuple[object, ...]]) -> None:
         try:
