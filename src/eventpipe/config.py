@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     # messages. Must cover a batch being written plus the next one filling.
     mqtt_receive_maximum: int = Field(default=10_000, ge=1, le=65_535)
 
+    # A probe event sent through the whole path (broker, worker, ClickHouse)
+    # every so often, so freshness is known when traffic is idle; 0 turns it off.
+    probe_interval_s: float = Field(default=10.0, ge=0)
+    probe_topic: str = "events/_probe"
+
     batch_max_rows: int = Field(default=5_000, ge=1)
     batch_max_ms: int = Field(default=200, ge=1)
 

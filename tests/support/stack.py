@@ -27,11 +27,12 @@ def run_eventpipe(
     )
 
 
-IDS_SQL = "SELECT event_id FROM events FINAL FORMAT TSV"
-RAW_STATS_SQL = "SELECT count(), uniqExact(event_id) FROM events FORMAT TSV"
+# eventpipe's own probe events are left out, as users' reads leave them out.
+IDS_SQL = "SELECT event_id FROM events FINAL WHERE event_type != '_probe' FORMAT TSV"
+RAW_STATS_SQL = "SELECT count(), uniqExact(event_id) FROM events WHERE event_type != '_probe' FORMAT TSV"
 
 COUNT_SQL = {
-    "events": "SELECT count() FROM events FINAL",
+    "events": "SELECT count() FROM events FINAL WHERE event_type != '_probe'",
     "dead_letters": "SELECT count() FROM dead_letters FINAL",
 }
 

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from eventpipe import __version__
+from eventpipe.api.metrics import instrument
 from eventpipe.store.reader import Reader
 
 
@@ -16,6 +17,7 @@ def create_app(reader: Reader, registry: CollectorRegistry) -> FastAPI:
         version=__version__,
         description="Events ingested over MQTT and stored in ClickHouse, served over HTTP.",
     )
+    instrument(app, registry)
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")
     def healthz() -> dict[str, str]:

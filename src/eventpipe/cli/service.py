@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from eventpipe.cli.runtime import Progress, Shutdown, serve_metrics, setup_logging
 from eventpipe.config import Settings
 from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.ingest.probe import Prober
 from eventpipe.ingest.worker import Worker
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.store.client import connect, redact
@@ -24,10 +25,13 @@ def run_worker(_args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     registry = CollectorRegistry()
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
-    worker = Worker(settings, Writer(connect(settings.resolved_clickhouse_dsn)), IngestMetrics(registry))
+    metrics = IngestMetrics(registry)
+    worker = Worker(settings, Writer(connect(settings.resolved_clickhouse_dsn)), metrics)
+    prober = Prober(settings, metrics)
     shutdown = Shutdown()
     shutdown.install()
     worker.start()
+    prober.start()
     log.info(
         "worker consuming %s from %s into %s",
         settings.subscription,
@@ -43,6 +47,7 @@ def run_worker(_args: argparse.Namespace) -> int:
         return worker.consumer.failure
 
     problem = shutdown.wait(check)
+    prober.stop()
     clean = worker.stop()
     metrics_server.shutdown()
     return 0 if clean and problem is None else 1

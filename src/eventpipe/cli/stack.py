@@ -20,6 +20,7 @@ from eventpipe.cli.runtime import Progress, Shutdown, serve_metrics, setup_loggi
 from eventpipe.config import Settings
 from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.ingest.probe import Prober
 from eventpipe.ingest.worker import Worker
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
@@ -86,12 +87,16 @@ def _lock(data_dir: Path) -> TextIO:
 def _serve(settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, generated_key: str | None) -> int:
     dsn = settings.resolved_clickhouse_dsn
     migrate(connect(dsn), settings.retention_days)
+    # Two registries, as in containers: the worker's on --metrics-port, the
+    # API's on its own /metrics, so rules and dashboards see the same jobs.
     registry = CollectorRegistry()
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
-    worker = Worker(settings, Writer(connect(dsn)), IngestMetrics(registry))
+    metrics = IngestMetrics(registry)
+    worker = Worker(settings, Writer(connect(dsn)), metrics)
+    prober = Prober(settings, metrics)
     api = uvicorn.Server(
         uvicorn.Config(
-            create_app(Reader(connect(dsn)), registry),
+            create_app(Reader(connect(dsn)), CollectorRegistry()),
             host=settings.api_host,
             port=settings.api_port,
             log_level="warning",
@@ -102,6 +107,7 @@ def _serve(settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, gen
     problem: str | None = None
     try:
         worker.start()
+        prober.start()
         if not worker.consumer.wait_connected(15):
             raise BrokerError(
                 worker.consumer.failure
@@ -129,6 +135,7 @@ def _serve(settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, gen
             log.error("stopping: %s", problem)
     finally:
         api.should_exit = True
+        prober.stop()
         clean = worker.stop()
         if api_thread.is_alive():
             api_thread.join(10)

@@ -19,6 +19,9 @@ from eventpipe.events.timestamp import EARLIEST_MS, to_epoch_ms
 # redeliveries of old messages would get new ids and be stored twice.
 ID_NAMESPACE = uuid.UUID("5d1c1f0e-7f4e-4c38-9a52-6b3f0e8f2a71")
 CONTRACT_FIELDS = ("event_type", "event_id", "timestamp", "user_id")
+# eventpipe's own probe events (see ingest.probe): stored like any event,
+# left out of what users count and list.
+PROBE_EVENT_TYPE = "_probe"
 MAX_ID_CHARS = 128
 MAX_TYPE_CHARS = 128
 MAX_USER_CHARS = 256

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from eventpipe.events import Reason
+from eventpipe.ingest.histogram import BatchHistogram
 
 
 class IngestMetrics:
@@ -45,6 +46,33 @@ class IngestMetrics:
             "eventpipe_insert_duration_seconds",
             "Time to commit one batch, retries included.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.freshness = BatchHistogram(
+            "eventpipe_event_freshness_seconds",
+            "From the event's own timestamp to its commit in ClickHouse (includes producer clock skew).",
+            (0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600),
+            registry,
+        )
+        self.ingest_latency = BatchHistogram(
+            "eventpipe_ingest_latency_seconds",
+            "From receipt by the worker to commit in ClickHouse.",
+            (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry,
+        )
+        self.probes_sent = Counter(
+            "eventpipe_probes_sent_total",
+            "Probe events this worker published to watch its own path.",
+            registry=registry,
+        )
+        self.probe_freshness = Gauge(
+            "eventpipe_probe_freshness_seconds",
+            "Publish-to-commit time of the last probe event: freshness even when traffic is idle.",
+            registry=registry,
+        )
+        self.probe_last_commit = Gauge(
+            "eventpipe_probe_last_commit_timestamp_seconds",
+            "Unix time a probe event was last committed.",
             registry=registry,
         )
         self.storage_errors = Counter(

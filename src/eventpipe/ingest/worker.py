@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from eventpipe.config import Settings
 from eventpipe.errors import RetryableStorageError, StorageError, UnknownStorageError
-from eventpipe.events import Event, Limits, Reason, Rejection, parse
+from eventpipe.events import PROBE_EVENT_TYPE, Event, Limits, Reason, Rejection, parse
 from eventpipe.ingest.consumer import Consumer, Delivery
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.policy import Backoff, BatchPolicy
@@ -210,6 +210,7 @@ class Worker:
         # Counted before the acks go out: an ack frees the broker to send more,
         # and those must not be seen on top of a batch already committed.
         metrics = self._metrics
+        self._observe_freshness(events, batch)
         metrics.stored.inc(len(events) - len(refused))
         for rejection in rejections:
             metrics.dead_lettered.labels(reason=str(rejection.reason)).inc()
@@ -221,6 +222,16 @@ class Worker:
         metrics.batch_rows.observe(len(batch))
         metrics.insert_seconds.observe(time.monotonic() - started)
         metrics.last_commit.set_to_current_time()
+
+    def _observe_freshness(self, events: list[Event], batch: list[Delivery]) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        metrics = self._metrics
+        metrics.freshness.observe_many([(now_ms - event.timestamp_ms) / 1000 for event in events])
+        metrics.ingest_latency.observe_many([(now_ms - delivery.received_ms) / 1000 for delivery in batch])
+        probes = [event.timestamp_ms for event in events if event.event_type == PROBE_EVENT_TYPE]
+        if probes:
+            metrics.probe_freshness.set((now_ms - max(probes)) / 1000)
+            metrics.probe_last_commit.set(now_ms / 1000)
 
     def _retrying(self, write: Callable[[bool], T]) -> T:
         """Call write(isolate_unknown) until it succeeds; back off between failures.

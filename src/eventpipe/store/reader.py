@@ -5,6 +5,7 @@ from __future__ import annotations
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import StorageError
+from eventpipe.events import PROBE_EVENT_TYPE
 from eventpipe.store.failure import classify
 
 
@@ -20,7 +21,10 @@ class Reader:
             return False
 
     def count_events(self) -> int:
-        return self._scalar("SELECT count() FROM events FINAL")
+        """Events as users see them: eventpipe's own probes left out."""
+        return self._scalar(
+            "SELECT count() FROM events FINAL WHERE event_type != {probe:String}", {"probe": PROBE_EVENT_TYPE}
+        )
 
     def count_dead_letters(self) -> int:
         return self._scalar("SELECT count() FROM dead_letters FINAL")
@@ -29,12 +33,12 @@ class Reader:
         rows = self._rows("SELECT reason, count() FROM dead_letters FINAL GROUP BY reason ORDER BY reason")
         return {str(reason): int(str(count)) for reason, count in rows}
 
-    def _scalar(self, sql: str) -> int:
-        return int(str(self._rows(sql)[0][0]))
+    def _scalar(self, sql: str, parameters: dict[str, object] | None = None) -> int:
+        return int(str(self._rows(sql, parameters)[0][0]))
 
-    def _rows(self, sql: str) -> list[tuple[object, ...]]:
+    def _rows(self, sql: str, parameters: dict[str, object] | None = None) -> list[tuple[object, ...]]:
         try:
-            return [tuple(row) for row in self._client.query(sql).result_rows]
+            return [tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows]
         except StorageError:
             raise
         except Exception as exc:

@@ -1,0 +1,40 @@
+"""RED metrics of the API per route template: bounded labels, whatever the URLs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
+    requests = Counter(
+        "eventpipe_http_requests_total",
+        "HTTP requests answered, by route template, method and status code.",
+        ["route", "method", "code"],
+        registry=registry,
+    )
+    duration = Histogram(
+        "eventpipe_http_request_duration_seconds",
+        "Time to answer an HTTP request, by route template and method.",
+        ["route", "method"],
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        registry=registry,
+    )
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        code = 500  # if the handler raises, the client gets a 500
+        try:
+            response = await call_next(request)
+            code = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            # Unmatched paths share one label, so scanners cannot blow up cardinality.
+            template = getattr(route, "path", "unmatched")
+            requests.labels(template, request.method, str(code)).inc()
+            duration.labels(template, request.method).observe(time.perf_counter() - started)

@@ -1,0 +1,136 @@
+"""Child processes of `eventpipe up` (Mosquitto, Prometheus): started, watched, stopped by PID."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
+
+
+class ChildProcess:
+    """One program listening on 127.0.0.1:port, its stderr and log files under `directory`."""
+
+    def __init__(self, name: str, port: int, directory: Path, log_file: Path | None = None) -> None:
+        self.name = name
+        self.port = port
+        self.directory = directory
+        self.log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, argv: Sequence[str], timeout: float = 15.0, inherit_fds: tuple[int, ...] = ()) -> str | None:
+        """Start it and wait until it listens; return None, or why it did not come up.
+
+        `inherit_fds` stay open in the child (the data-dir lock), so they are
+        held until the child itself is gone.
+        """
+        stderr_path = self.directory / f"{self.name}.stderr"
+        offset = self.log_file.stat().st_size if self.log_file and self.log_file.exists() else 0
+        # A file never fills up and blocks the child the way an unread pipe would.
+        with stderr_path.open("wb") as stderr:
+            self._process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                preexec_fn=_parent_death_signal(),
+                pass_fds=inherit_fds,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return f"{self.name} exited at start: {self._explain(stderr_path, offset)}"
+            if accepts(self.port):
+                log.info("%s %d listening on 127.0.0.1:%d", self.name, self._process.pid, self.port)
+                return None
+            time.sleep(0.05)
+        self.stop()
+        why = self._explain(stderr_path, offset)
+        return f"{self.name} did not listen on port {self.port} within {timeout:.0f}s: {why}"
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def terminate(self) -> None:
+        """Ask it to stop without waiting."""
+        if self.running():
+            assert self._process is not None
+            self._process.terminate()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (Mosquitto and Prometheus save their state on it), then wait; SIGKILL if it hangs."""
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("%s did not stop within %.0fs; killing it", self.name, timeout)
+            self._process.kill()
+            self._process.wait()
+
+    def _explain(self, stderr_path: Path, offset: int) -> str:
+        text = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
+        if self.log_file and self.log_file.exists():
+            with self.log_file.open("rb") as handle:
+                handle.seek(offset)
+                text += handle.read().decode(errors="replace")
+        lines = [line for line in text.splitlines() if line.strip()][-5:]
+        return " | ".join(lines) or "no output"
+
+
+def find_binary(name: str) -> str | None:
+    # Debian installs daemons in /usr/sbin, which is not on every user's PATH.
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        # As servers bind: connections of a previous run in TIME_WAIT do not
+        # make the port taken, only a live listener does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """On Linux, a hook that makes the kernel SIGTERM the child when eventpipe dies, even by kill -9,
+    so no orphan keeps a port or a data file."""
+    if not sys.platform.startswith("linux"):
+        return None
+    # Resolved here, in the parent: between fork and exec the hook only makes
+    # one foreign call and takes no lock another thread could be holding.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook

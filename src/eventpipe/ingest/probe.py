@@ -1,0 +1,61 @@
+"""Probe events: the worker publishes one now and then and watches it come back committed.
+
+They travel the real path (broker, subscription, batch, ClickHouse) as ordinary
+events of type `_probe`, so an idle pipe still reports its freshness and a
+stalled one shows even when no producer is sending.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+
+from eventpipe.broker.address import MqttAddress
+from eventpipe.broker.connection import make_client
+from eventpipe.config import Settings
+from eventpipe.events import PROBE_EVENT_TYPE
+from eventpipe.ingest.metrics import IngestMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Prober:
+    def __init__(self, settings: Settings, metrics: IngestMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._address = MqttAddress.parse(settings.mqtt_url)
+        self._client = make_client(self._address, f"{settings.mqtt_client_id}-probe")
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="eventpipe-probe", daemon=True)
+
+    def start(self) -> None:
+        if self._settings.probe_interval_s <= 0:
+            return
+        self._client.connect_async(self._address.host, self._address.port, keepalive=60)
+        self._client.loop_start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._settings.probe_interval_s):
+            body = {
+                "event_id": str(uuid.uuid4()),
+                "event_type": PROBE_EVENT_TYPE,
+                "timestamp": time.time_ns() // 1_000_000,
+                "worker": self._settings.mqtt_client_id,
+            }
+            info = self._client.publish(self._settings.probe_topic, json.dumps(body), qos=1)
+            if info.rc == 0:
+                self._metrics.probes_sent.inc()
+            else:
+                log.debug("probe not sent (rc %s); the next one will be", info.rc)
