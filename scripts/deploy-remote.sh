@@ -1,0 +1,35 @@
+#!/bin/sh
+# Runs on the deploy host, in the directory the pipeline copied the stack to
+# (compose.yaml and its config). Records which images to run in .env, pulls
+# them and (re)starts the stack, returning once every service is healthy.
+#
+#   scripts/deploy-remote.sh IMAGE_PREFIX IMAGE_TAG
+#
+# The host's .env holds the secrets and is never overwritten: create it once
+# on the host with scripts/init-secrets.sh. The registry login happens before
+# this script runs (the pipeline pipes its job token to `docker login`).
+set -eu
+
+prefix=${1:?usage: deploy-remote.sh IMAGE_PREFIX IMAGE_TAG}
+tag=${2:?usage: deploy-remote.sh IMAGE_PREFIX IMAGE_TAG}
+cd "$(dirname "$0")/.."
+umask 077
+
+if [ ! -f .env ]; then
+  echo "deploy: $(pwd)/.env is missing: run scripts/init-secrets.sh once on this host" >&2
+  exit 1
+fi
+
+# Keep the deployed image names in .env, so that plain `docker compose ...`
+# commands on this host (logs, ps, restart) refer to the same images.
+set_env() {
+  grep -v "^$1=" .env > .env.tmp || true
+  printf '%s=%s\n' "$1" "$2" >> .env.tmp
+  mv .env.tmp .env
+}
+set_env IMAGE_PREFIX "$prefix"
+set_env IMAGE_TAG "$tag"
+
+docker compose pull --quiet
+docker compose up -d --wait --remove-orphans
+docker compose ps
