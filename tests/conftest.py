@@ -8,7 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.services import ContainerBroker, LocalBroker, chdb_database_dsn, running_broker
+from tests.support.services import (
+    ClickHouseServer,
+    ContainerBroker,
+    LocalBroker,
+    chdb_database_dsn,
+    docker_available,
+    docker_required,
+    missing_docker_message,
+    running_broker,
+    use_docker,
+)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Where Docker is required (the GitLab pipeline), say so before any test runs, not test by test.
+    if docker_required() and not docker_available():
+        pytest.exit(missing_docker_message(), returncode=1)
 
 
 @pytest.fixture
@@ -36,6 +52,23 @@ def chdb_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("chdb")
 
 
+@pytest.fixture(scope="session")
+def clickhouse_server() -> Iterator[ClickHouseServer]:
+    """The compose ClickHouse service as a container, one for the session (it takes seconds to start)."""
+    server = ClickHouseServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def clickhouse_dsn(chdb_root: Path) -> str:
+def clickhouse_dsn(request: pytest.FixtureRequest, chdb_root: Path) -> str:
+    """A ClickHouse with an empty database: the session's container (its tables dropped) when Docker
+    answers, else a fresh database in the embedded engine."""
+    if use_docker():
+        server: ClickHouseServer = request.getfixturevalue("clickhouse_server")
+        server.reset()
+        return server.dsn("migrate")
     return chdb_database_dsn(chdb_root)

@@ -1,25 +1,54 @@
-"""Real services for tests: Mosquitto (a container when Docker answers, else the local binary) and chDB.
+"""Real services for tests: Mosquitto and ClickHouse as containers when Docker answers, else the local
+`mosquitto` binary and chDB.
+
+The containers are the compose.yaml services themselves: same image,
+entrypoint, environment, config files and healthcheck, with random passwords
+for the session (tests/support/compose.py reads the file).
 
 Never a silent skip: when neither Docker nor `mosquitto` is available the
-fixture fails and says what to install.
+fixture fails and says what to install, and EVENTPIPE_TEST_REQUIRE_DOCKER=1
+(the GitLab pipeline sets it) turns an unreachable Docker into a failure
+instead of the local fallback.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
+import secrets
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from eventpipe.broker.mosquitto import Mosquitto, find_binary, render_config
+from eventpipe.broker.mosquitto import Mosquitto, find_binary
+from tests.support import compose
 from tests.support.wait import free_port, wait_until
 
-MOSQUITTO_IMAGE = "eclipse-mosquitto:2.0.20"
+if TYPE_CHECKING:
+    from testcontainers.core.container import DockerContainer
+
 # The broker's in-flight window; a worker under test must use the same (see settings_for).
 RECEIVE_MAXIMUM = 1_000
+
+
+REQUIRE_DOCKER = "EVENTPIPE_TEST_REQUIRE_DOCKER"
+# A user of the test broker only: the tests publish and consume with one URL,
+# which the production ACL (producers write, the worker reads) rightly forbids.
+TEST_MQTT_USER = "eventpipe-test"
+TEST_ACL = f"""
+# Tests only: one user that both publishes and receives events.
+user {TEST_MQTT_USER}
+topic readwrite events/#
+"""
 
 
 def docker_reachable() -> bool:
@@ -32,6 +61,74 @@ def docker_reachable() -> bool:
         return True
     except Exception:  # noqa: BLE001 - any failure means: no usable Docker here
         return False
+
+
+def docker_required() -> bool:
+    return os.environ.get(REQUIRE_DOCKER) == "1"
+
+
+@cache
+def docker_available() -> bool:
+    """Whether the container path runs; when Docker is required, waits up to a minute for it (a dind service)."""
+    deadline = time.monotonic() + (60 if docker_required() else 0)
+    while not docker_reachable():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
+def missing_docker_message() -> str:
+    return (
+        f"{REQUIRE_DOCKER}=1 but Docker does not answer (DOCKER_HOST={os.environ.get('DOCKER_HOST', 'unset')}, "
+        f"EVENTPIPE_TEST_DOCKER={os.environ.get('EVENTPIPE_TEST_DOCKER', 'auto')}): the integration and fault "
+        "suites must run against the containers here"
+    )
+
+
+def use_docker() -> bool:
+    if docker_available():
+        return True
+    if docker_required():
+        pytest.fail(missing_docker_message(), pytrace=False)
+    return False
+
+
+@cache
+def session_secrets() -> dict[str, str]:
+    """A random value for every secret compose.yaml requires, the same for the whole session."""
+    names = set(compose.required_variables()) | {f"MQTT_{TEST_MQTT_USER.upper().replace('-', '_')}_PASSWORD"}
+    return {name: secrets.token_hex(16) for name in sorted(names)}
+
+
+def service_container(name: str, env: Mapping[str, str], replace: Mapping[str, bytes] | None = None) -> DockerContainer:
+    """The compose service `name` as a test container: image, entrypoint, command, environment, the
+    config files it mounts (copied in, so that a remote daemon such as dind gets them too; `replace`
+    swaps a file's content by its path in the container), ulimits, and its healthcheck, polled every
+    second, which the container must pass before start() returns."""
+    from docker.types import Ulimit
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import HealthcheckWaitStrategy
+
+    definition = compose.service(name)
+    container = DockerContainer(definition["image"])
+    for key, value in compose.environment(name, env).items():
+        container.with_env(key, value)
+    for source, target in compose.bind_mounts(name):
+        content = (replace or {}).get(target)
+        container.with_copy_into_container(content if content is not None else source.read_bytes(), target)
+    if "command" in definition:
+        container.with_command(definition["command"])
+    options: dict[str, Any] = {}
+    if "entrypoint" in definition:
+        options["entrypoint"] = definition["entrypoint"]
+    if "ulimits" in definition:
+        options["ulimits"] = [Ulimit(name=k, soft=v["soft"], hard=v["hard"]) for k, v in definition["ulimits"].items()]
+    test = [compose.interpolate(part, env) for part in definition["healthcheck"]["test"]]
+    second = 1_000_000_000
+    options["healthcheck"] = {"test": test, "interval": second, "timeout": 10 * second, "retries": 60}
+    container.with_kwargs(**options)
+    return container.waiting_for(HealthcheckWaitStrategy().with_startup_timeout(180).with_poll_interval(0.5))
 
 
 class LocalBroker:
@@ -56,23 +153,37 @@ class LocalBroker:
 
 
 class ContainerBroker:
-    """eclipse-mosquitto with the same generated config, through testcontainers."""
+    """The compose `mosquitto` service (eclipse-mosquitto, entrypoint, config, ACL, passwords, healthcheck),
+    one per test so that no session or queue leaks between tests. Two test-only changes: the in-flight
+    window is the test's, and the ACL has a user who may both publish and receive (`url`)."""
 
     def __init__(self, directory: Path, receive_maximum: int = RECEIVE_MAXIMUM) -> None:
-        from testcontainers.core.container import DockerContainer
+        # `directory` is unused: the broker's files live in the container, as in compose.
+        mounts = {target: source for source, target in compose.bind_mounts("mosquitto")}
+        config = mounts["/mosquitto/config/mosquitto.conf"].read_text()
+        window = f"max_inflight_messages {receive_maximum}"
+        config, replaced = re.subn(r"(?m)^max_inflight_messages \d+$", window, config)
+        assert replaced == 1, "mosquitto/mosquitto.conf has no max_inflight_messages line"
+        acl = mounts["/mosquitto/config/acl"].read_text() + TEST_ACL
+        self.env = session_secrets()
+        # A fixed host port, so that a restart keeps the URL the worker under test holds.
+        self.port = free_port()
+        self.container = service_container(
+            "mosquitto",
+            self.env,
+            {"/mosquitto/config/mosquitto.conf": config.encode(), "/mosquitto/config/acl": acl.encode()},
+        ).with_bind_ports(1883, self.port)
+        test_password = f"MQTT_{TEST_MQTT_USER.upper().replace('-', '_')}_PASSWORD"
+        self.container.with_env(test_password, self.env[test_password])
 
-        directory.mkdir(parents=True, exist_ok=True)
-        config = render_config(1883, Path("/mosquitto"), receive_maximum, host="0.0.0.0", user="", log_dest="stdout")
-        (directory / "mosquitto.conf").write_text(config)
-        self.container = (
-            DockerContainer(MOSQUITTO_IMAGE)
-            .with_exposed_ports(1883)
-            .with_volume_mapping(str(directory / "mosquitto.conf"), "/mosquitto/config/mosquitto.conf", "ro")
-        )
+    def url_for(self, user: str) -> str:
+        """mqtt://user:password@host:port for a user of the ACL (producer, ingest, exporter, eventpipe-test)."""
+        password = self.env[f"MQTT_{user.upper().replace('-', '_')}_PASSWORD"]
+        return f"mqtt://{user}:{password}@{self.container.get_container_host_ip()}:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.container.get_container_host_ip()}:{self.container.get_exposed_port(1883)}"
+        return self.url_for(TEST_MQTT_USER)
 
     def start(self) -> None:
         self.container.start()
@@ -81,12 +192,63 @@ class ContainerBroker:
         self.container.stop()
 
     def restart(self) -> None:
-        self.container.get_wrapped_container().restart()
+        """docker restart: SIGTERM (Mosquitto saves sessions and queues), start, wait until healthy again."""
+        wrapped = self.container.get_wrapped_container()
+        wrapped.restart(timeout=30)
+        wait_until(lambda: _health(wrapped) == "healthy", timeout=60, interval=0.2, what="the broker healthy again")
+
+
+def _health(wrapped: Any) -> str:
+    wrapped.reload()
+    return str(wrapped.attrs.get("State", {}).get("Health", {}).get("Status", ""))
+
+
+class ClickHouseServer:
+    """The compose `clickhouse` service (image, config.d, users.d, passwords, healthcheck) for the session,
+    with the eventpipe database created by the worker image's own `migrate` entrypoint code. Tests reach it
+    as the compose services do: dsn("migrate") is the migrator's DSN, dsn("ingest-worker") the insert-only
+    user's, dsn("api") the read-only user's."""
+
+    def __init__(self) -> None:
+        self.env = session_secrets()
+        self.container = service_container("clickhouse", self.env).with_exposed_ports(8123)
+
+    def dsn(self, service: str = "migrate") -> str:
+        parts = urlsplit(compose.environment(service, self.env)["EVENTPIPE_CLICKHOUSE_DSN"])
+        host = self.container.get_container_host_ip()
+        netloc = f"{parts.username}:{parts.password}@{host}:{self.container.get_exposed_port(8123)}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def start(self) -> None:
+        self.container.start()
+        worker_entrypoint().create_database(self.dsn("migrate"))
+
+    def reset(self) -> None:
+        """Drop every table of the eventpipe database (as the migrator), so that each test starts unmigrated."""
+        from eventpipe.store.client import connect
+
+        client = connect(self.dsn("migrate"))
+        for (table,) in client.query("SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows:
+            client.command(f"DROP TABLE IF EXISTS `{table}` SYNC")
+        client.close()
+
+    def stop(self) -> None:
+        self.container.stop()
+
+
+@cache
+def worker_entrypoint() -> ModuleType:
+    """ingest-worker/entrypoint.py, which is not a package module."""
+    spec = importlib.util.spec_from_file_location("worker_entrypoint", compose.REPO / "ingest-worker" / "entrypoint.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @contextmanager
 def running_broker(directory: Path, receive_maximum: int = RECEIVE_MAXIMUM) -> Iterator[LocalBroker | ContainerBroker]:
-    if docker_reachable():
+    if use_docker():
         broker: LocalBroker | ContainerBroker = ContainerBroker(directory, receive_maximum)
     elif find_binary():
         broker = LocalBroker(directory, receive_maximum)
@@ -113,4 +275,4 @@ def chdb_database_dsn(root: Path) -> str:
     return f"chdb://{root}?database={name}"
 
 
-__all__ = ["chdb_database_dsn", "free_port", "running_broker", "wait_until"]
+__all__ = ["ClickHouseServer", "chdb_database_dsn", "free_port", "running_broker", "use_docker", "wait_until"]

@@ -1,0 +1,95 @@
+"""compose.yaml as data: read by the static checks, and by the test containers that copy its services."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "compose.yaml"
+
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}; `$$` is a literal `$`.
+REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@cache
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def service(name: str) -> dict[str, Any]:
+    services: dict[str, dict[str, Any]] = compose()["services"]
+    return services[name]
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """What compose makes of `text` given `env`; a missing required variable raises KeyError."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1) or match.group(4)
+        operator, argument = match.group(2), match.group(3)
+        value = env.get(name)
+        empty_counts = operator is not None and operator.startswith(":")
+        missing = value is None or (empty_counts and value == "")
+        if operator and operator.endswith("?") and missing:
+            raise KeyError(f"{name}: {argument}")
+        if operator and operator.endswith("-") and missing:
+            return argument
+        return value or ""
+
+    return REFERENCE.sub(replace, text)
+
+
+def environment(name: str, env: Mapping[str, str]) -> dict[str, str]:
+    """A service's `environment:` after interpolation."""
+    raw = service(name).get("environment", {})
+    if isinstance(raw, list):
+        raw = dict(item.split("=", 1) for item in raw)
+    return {key: interpolate(str(value), env) for key, value in raw.items()}
+
+
+def bind_mounts(name: str) -> list[tuple[Path, str]]:
+    """(file or directory in the repository, path in the container) for each ./ volume of a service."""
+    mounts = []
+    for volume in service(name).get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            mounts.append((REPO / source, target))
+    return mounts
+
+
+def strings(node: object) -> Iterator[str]:
+    """Every string value in a YAML tree (keys excluded)."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from strings(value)
+
+
+def references() -> list[tuple[str, str | None, str | None]]:
+    """(name, operator, argument) of every variable reference in compose.yaml's values; operator is
+    None for a bare reference, else one of ':-', '-', ':?', '?'."""
+    found = []
+    for text in strings(compose()):
+        for match in REFERENCE.finditer(text):
+            if match.group(0) != "$$":
+                found.append((match.group(1) or match.group(4), match.group(2), match.group(3)))
+    return found
+
+
+def required_variables() -> list[str]:
+    """Variables compose refuses to start without (${VAR:?...})."""
+    return sorted({name for name, operator, _ in references() if operator in (":?", "?")})
