@@ -1,0 +1,96 @@
+"""ClickHouse users (clickhouse/users.d): one per role, least privilege, passwords only from the environment."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from urllib.parse import urlsplit
+
+import pytest
+
+from eventpipe.store.migration import RETAINED
+from tests.support import compose
+
+# The repository's own files, not untrusted input.
+USERS = ET.parse(compose.REPO / "clickhouse" / "users.d" / "eventpipe.xml").getroot()  # noqa: S314
+CONFIG = ET.parse(compose.REPO / "clickhouse" / "config.d" / "eventpipe.xml").getroot()  # noqa: S314
+# Each password variable gets a value of its own, so a DSN can be traced back to the variable it reads.
+MARKED = {name: f"value-of-{name}" for name in compose.required_variables()}
+ROLES = {"migrate": "eventpipe_migrator", "ingest-worker": "eventpipe_ingest", "api": "eventpipe_api"}
+
+
+def user(name: str) -> ET.Element:
+    element = USERS.find(f"users/{name}")
+    assert element is not None, f"no user {name} in users.d/eventpipe.xml"
+    return element
+
+
+def grants(name: str) -> list[str]:
+    return [" ".join((query.text or "").split()) for query in user(name).findall("grants/query")]
+
+
+def dsn(service: str) -> tuple[str, str, str]:
+    """(user, password, database) of a service's EVENTPIPE_CLICKHOUSE_DSN."""
+    parts = urlsplit(compose.environment(service, MARKED)["EVENTPIPE_CLICKHOUSE_DSN"])
+    return parts.username or "", parts.password or "", parts.path.strip("/")
+
+
+def test_the_images_passwordless_default_user_is_removed() -> None:
+    default = USERS.find("users/default")
+    assert default is not None and default.get("remove") == "remove"
+
+
+@pytest.mark.parametrize("service", sorted(ROLES))
+def test_each_service_connects_as_its_own_user_with_its_password(service: str) -> None:
+    name, password, database = dsn(service)
+    assert name == ROLES[service]
+    assert database == "eventpipe"
+    element = user(name).find("password")
+    assert element is not None and element.get("from_env"), f"{name}: the password must come from the environment"
+    variable = element.get("from_env")
+    assert password == f"value-of-{variable}", f"{service} connects with another password than {name}'s"
+    # The server reads it from its own environment, which compose fills from .env, required.
+    server_env = compose.service("clickhouse")["environment"]
+    assert str(server_env.get(variable, "")).startswith(f"${{{variable}:?"), f"clickhouse: {variable}"
+
+
+def test_no_user_has_a_password_or_hash_in_the_file() -> None:
+    for element in USERS.iter():
+        if element.tag.startswith("password"):
+            assert not (element.text or "").strip(), f"{element.tag} written in the file"
+
+
+def test_the_ingest_user_may_only_insert_into_the_tables_the_worker_writes() -> None:
+    tables = set(RETAINED)  # events and dead_letters: the tables the migrations create for data
+    assert sorted(grants("eventpipe_ingest")) == sorted(f"GRANT INSERT ON eventpipe.{table}" for table in tables)
+
+
+def test_the_api_user_may_only_read() -> None:
+    assert grants("eventpipe_api") == ["GRANT SELECT ON eventpipe.*"]
+    profile = user("eventpipe_api").findtext("profile")
+    readonly = USERS.findtext(f"profiles/{profile}/readonly")
+    # 2: no writes or DDL, but per-query settings, which clickhouse-connect sends with parameterised SELECTs.
+    assert readonly == "2"
+
+
+def test_the_migrator_owns_the_eventpipe_database_and_nothing_else() -> None:
+    assert grants("eventpipe_migrator") == ["GRANT ALL ON eventpipe.*"]
+
+
+def test_no_user_manages_access_or_reaches_other_databases() -> None:
+    for element in USERS.findall("users/*"):
+        if element.get("remove"):
+            continue
+        assert element.findtext("access_management") in (None, "0"), element.tag
+        for query in grants(element.tag):
+            assert re.fullmatch(r"GRANT [A-Z ]+ ON eventpipe\.(\*|[a-z_]+)", query), f"{element.tag}: {query}"
+
+
+def test_the_prometheus_endpoint_is_on() -> None:
+    prometheus = CONFIG.find("prometheus")
+    assert prometheus is not None
+    assert prometheus.findtext("endpoint") == "/metrics"
+    assert prometheus.findtext("metrics") == "true"
+    # Internal only: compose must not publish it.
+    port = prometheus.findtext("port")
+    assert not any(f":{port}" in str(p) for p in compose.service("clickhouse").get("ports", []))

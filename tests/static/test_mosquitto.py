@@ -1,0 +1,249 @@
+"""The container broker's config (mosquitto/): no anonymous access, one direction per user, and the same
+flow limits as the broker `eventpipe up` generates. The last tests run the real broker on these files."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shutil
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from eventpipe.broker.mosquitto import find_binary, render_config
+from eventpipe.config import Settings
+from tests.support import compose
+from tests.support.wait import free_port, wait_until
+
+MOSQUITTO = compose.REPO / "mosquitto"
+# Everything that decides whether a QoS 1 message is kept, queued or sent.
+FLOW_KEYS = ("persistence", "autosave_interval", "max_inflight_messages", "max_queued_messages", "max_queued_bytes")
+DUMMY = {name: "x" for name in compose.required_variables()}
+
+
+def directives(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            found.setdefault(key, []).append(value.strip())
+    return found
+
+
+def acl_rules() -> dict[str, list[tuple[str, str]]]:
+    """user -> [(access, topic)] from mosquitto/acl."""
+    rules: dict[str, list[tuple[str, str]]] = {}
+    user = ""
+    for line in (MOSQUITTO / "acl").read_text().splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "user":
+            user = words[1]
+            rules[user] = []
+        elif words[0] == "topic":
+            assert user, "topic rules before any user apply to anonymous clients"
+            access, topic = (words[1], words[2]) if len(words) == 3 else ("readwrite", words[1])
+            rules[user].append((access, topic))
+        else:
+            raise AssertionError(f"unexpected ACL line: {line}")
+    return rules
+
+
+CONFIG = directives((MOSQUITTO / "mosquitto.conf").read_text())
+
+
+def test_anonymous_access_is_off_and_every_client_is_authorised() -> None:
+    assert CONFIG["allow_anonymous"] == ["false"]
+    assert CONFIG["password_file"] and CONFIG["acl_file"]
+    assert "per_listener_settings" not in CONFIG
+
+
+def test_the_flow_limits_equal_those_of_the_native_broker() -> None:
+    native = directives(render_config(1883, Path("/x"), Settings().mqtt_receive_maximum))
+    for key in FLOW_KEYS:
+        assert CONFIG[key] == native[key], f"{key}: container {CONFIG[key]} vs native {native[key]}"
+
+
+def test_the_broker_window_equals_the_workers_receive_maximum() -> None:
+    worker = compose.environment("ingest-worker", DUMMY)
+    assert CONFIG["max_inflight_messages"] == [worker["EVENTPIPE_MQTT_RECEIVE_MAXIMUM"]]
+    assert int(worker["EVENTPIPE_BATCH_MAX_ROWS"]) <= int(worker["EVENTPIPE_MQTT_RECEIVE_MAXIMUM"])
+
+
+def test_the_queue_is_large_and_explicit() -> None:
+    # Mosquitto 2.0 drops QoS 1 messages silently beyond it, and 0 was seen dropping too.
+    assert int(CONFIG["max_queued_messages"][0]) >= 1_000_000
+    assert CONFIG["max_queued_bytes"] == ["0"]
+    assert CONFIG["persistence"] == ["true"]
+    persistence = CONFIG["persistence_location"][0].rstrip("/")
+    volumes = compose.service("mosquitto")["volumes"]
+    assert any(not v.startswith("./") and v.split(":")[1] == persistence for v in volumes), "not on a named volume"
+
+
+def test_producers_may_only_publish_and_the_worker_may_only_receive_events() -> None:
+    rules = acl_rules()
+    assert rules["producer"] == [("write", "events/#")]
+    assert rules["ingest"] == [("read", "events/#")]
+    assert rules["exporter"] == [("read", "$SYS/#")]
+
+
+def test_every_acl_user_gets_a_password_from_the_environment() -> None:
+    # entrypoint.sh refuses to start if one is missing; compose must therefore pass each one, required.
+    environment = compose.service("mosquitto")["environment"]
+    for user in acl_rules():
+        variable = f"MQTT_{user.upper().replace('-', '_')}_PASSWORD"
+        assert str(environment.get(variable, "")).startswith(f"${{{variable}:?"), f"{user}: {variable}"
+
+
+def test_the_clients_in_compose_use_the_users_meant_for_them() -> None:
+    worker = compose.environment("ingest-worker", DUMMY)["EVENTPIPE_MQTT_URL"]
+    assert worker.startswith("mqtt://ingest:")
+    exporter = compose.environment("mosquitto-exporter", DUMMY)
+    assert exporter["MQTT_USER"] == "exporter"
+    healthcheck = " ".join(compose.service("mosquitto")["healthcheck"]["test"])
+    assert "-u exporter" in healthcheck
+
+
+def run_entrypoint(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "config"
+    config.mkdir()
+    shutil.copy(MOSQUITTO / "acl", config)
+    variables = {"PATH": os.environ["PATH"], "MOSQUITTO_CONFIG_DIR": str(config), "MOSQUITTO_RUN_DIR": str(tmp_path)}
+    return subprocess.run(
+        ["sh", str(MOSQUITTO / "entrypoint.sh")],
+        env={**variables, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_broker_refuses_to_start_when_a_user_has_no_password(tmp_path: Path) -> None:
+    done = run_entrypoint(tmp_path, {"MQTT_PRODUCER_PASSWORD": "p", "MQTT_INGEST_PASSWORD": "i"})
+    assert done.returncode == 1
+    assert "MQTT_EXPORTER_PASSWORD is not set" in done.stderr
+
+
+# The files above, run by the local mosquitto (what the rest of the suite uses): only the listener,
+# the paths, the log destination and the user it runs as differ from the container.
+
+
+class Broker:
+    def __init__(self, directory: Path, passwords: dict[str, str]) -> None:
+        self.port = free_port()
+        passwd = directory / "passwd"
+        for user, password in passwords.items():
+            subprocess.run(
+                ["mosquitto_passwd", *([] if passwd.exists() else ["-c"]), "-b", str(passwd), user, password],
+                check=True,
+                capture_output=True,
+            )
+        shutil.copy(MOSQUITTO / "acl", directory / "acl")
+        text = (MOSQUITTO / "mosquitto.conf").read_text()
+        text = re.sub(r"(?m)^listener .*$", f"listener {self.port} 127.0.0.1", text)
+        text = text.replace("/mosquitto/run/", f"{directory}/").replace("/mosquitto/data/", f"{directory}/")
+        text = text.replace("log_dest stdout", f"log_dest file {directory}/mosquitto.log")
+        (directory / "mosquitto.conf").write_text(f"{text}\nuser {getpass.getuser()}\n")
+        self.process = subprocess.Popen(
+            [str(find_binary()), "-c", str(directory / "mosquitto.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: self.connect("", "").rc is not None or self.process.poll() is not None, timeout=10)
+
+    def connect(self, user: str, password: str) -> Session:
+        return Session(self.port, user, password)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+class Session:
+    """One MQTT v5 client: its CONNACK reason, what it received, the PUBACK reasons of what it sent."""
+
+    def __init__(self, port: int, user: str, password: str) -> None:
+        client_id = f"t-{uuid.uuid4().hex[:8]}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        if user:
+            self.client.username_pw_set(user, password)
+        self.rc: ReasonCode | None = None
+        self.received: list[str] = []
+        self.subscribed = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_message = lambda _c, _u, message: self.received.append(message.topic)
+        self.client.on_subscribe = lambda *_args: self.subscribed.set()
+        try:
+            self.client.connect("127.0.0.1", port, keepalive=10)
+        except OSError:
+            self.rc = None
+            return
+        self.client.loop_start()
+        wait_until(lambda: self.rc is not None, timeout=5, what="CONNACK")
+
+    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: Properties | None) -> None:
+        self.rc = rc
+
+    @property
+    def accepted(self) -> bool:
+        return self.rc is not None and not self.rc.is_failure
+
+    def subscribe(self, topic: str) -> None:
+        self.client.subscribe(topic, qos=1)
+        assert self.subscribed.wait(5)
+
+    def publish(self, topic: str) -> None:
+        # Acknowledged either way: a refused publish gets a PUBACK with "not authorized".
+        self.client.publish(topic, b'{"event_type": "probe"}', qos=1).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+PASSWORDS = {"producer": "producer-pw", "ingest": "ingest-pw", "exporter": "exporter-pw"}
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    if find_binary() is None or shutil.which("mosquitto_passwd") is None:
+        pytest.fail("these tests run mosquitto on mosquitto/'s files: apt-get install mosquitto", pytrace=False)
+    running = Broker(tmp_path_factory.mktemp("mosquitto"), PASSWORDS)
+    yield running
+    running.stop()
+
+
+def test_anonymous_and_wrong_passwords_are_refused(broker: Broker) -> None:
+    assert not broker.connect("", "").accepted
+    assert not broker.connect("producer", "wrong").accepted
+    assert broker.connect("producer", PASSWORDS["producer"]).accepted
+
+
+def test_events_flow_from_producer_to_worker_and_nowhere_else(broker: Broker) -> None:
+    worker = broker.connect("ingest", PASSWORDS["ingest"])
+    worker.subscribe("$share/eventpipe/events/#")
+    snoop = broker.connect("producer", PASSWORDS["producer"])
+    snoop.subscribe("#")
+    producer = broker.connect("producer", PASSWORDS["producer"])
+    producer.publish("events/purchase")
+    wait_until(lambda: worker.received == ["events/purchase"], timeout=5, what="the worker to get the event")
+    # The worker may not publish (its messages would be stored as events), producers may not read.
+    worker.publish("events/forged")
+    producer.publish("elsewhere/x")
+    producer.publish("events/marker")
+    wait_until(lambda: "events/marker" in worker.received, timeout=5, what="the marker")
+    assert worker.received == ["events/purchase", "events/marker"]
+    assert snoop.received == []
+    for session in (worker, snoop, producer):
+        session.close()
