@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65_535)
     api_keys: Annotated[list[str], NoDecode] = []
+    # `eventpipe up` only: the Prometheus it runs when the binary is there, and
+    # the rules it loads (default: prometheus/rules of this checkout).
+    prometheus_port: int = Field(default=9090, ge=0, le=65_535)
+    prometheus_rules_dir: Path | None = None
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65_535)
 

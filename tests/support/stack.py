@@ -83,7 +83,9 @@ class Up:
     def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.mqtt_port, self.api_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.prometheus_port = free_port()
         ports = ["--api-port", str(self.api_port), "--metrics-port", str(self.metrics_port)]
+        ports += ["--prometheus-port", str(self.prometheus_port)]
         if "--mqtt-url" not in extra:
             ports += ["--mqtt-port", str(self.mqtt_port)]
         self.process = subprocess.Popen(

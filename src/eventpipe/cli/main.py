@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--mqtt-port", type=int, default=1883, help="port of the mosquitto it starts (default 1883)")
     up.add_argument("--api-port", type=int, help="HTTP API port (default 8000)")
     up.add_argument("--metrics-port", type=int, help="worker metrics port (default 9464)")
+    up.add_argument(
+        "--prometheus-port", type=int, help="port of the Prometheus it starts when installed (default 9090)"
+    )
 
     commands.add_parser("worker", help="run the ingest worker (settings from EVENTPIPE_* variables)")
     commands.add_parser("api", help="run the HTTP API (settings from EVENTPIPE_* variables)")

@@ -22,6 +22,7 @@ from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.probe import Prober
 from eventpipe.ingest.worker import Worker
+from eventpipe.monitor.prometheus import Prometheus, default_rules_dir
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.reader import Reader
@@ -40,6 +41,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         overrides["api_port"] = args.api_port
     if args.metrics_port is not None:
         overrides["metrics_port"] = args.metrics_port
+    if args.prometheus_port is not None:
+        overrides["prometheus_port"] = args.prometheus_port
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
@@ -64,27 +67,37 @@ def run_up(args: argparse.Namespace) -> int:
         shutdown.on_force = broker.terminate
         settings = settings.model_copy(update={"mqtt_url": broker.url})
     try:
-        return _serve(settings, broker, shutdown, generated_key)
+        return _serve(settings, broker, shutdown, generated_key, lock)
     finally:
         if broker is not None:
             broker.stop()
         lock.close()
 
 
-def _lock(data_dir: Path) -> TextIO:
-    """Hold an exclusive lock on the data dir: chDB and the broker's files allow one user."""
+def _lock(data_dir: Path, wait_s: float = 10.0) -> TextIO:
+    """Hold an exclusive lock on the data dir: chDB and the broker's files allow one user.
+
+    The children inherit it, so after a crash it is free only once they are
+    gone too; a restart right after waits that long for them.
+    """
     handle = (data_dir / ".lock").open("w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise ConfigError(
-            f"{data_dir.resolve()} is in use by another `eventpipe up`: stop it, or pass another --data-dir"
-        ) from None
-    return handle
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                raise ConfigError(
+                    f"{data_dir.resolve()} is in use by another `eventpipe up`: stop it, or pass another --data-dir"
+                ) from None
+            time.sleep(0.1)
 
 
-def _serve(settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, generated_key: str | None) -> int:
+def _serve(
+    settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, generated_key: str | None, lock: TextIO
+) -> int:
     dsn = settings.resolved_clickhouse_dsn
     migrate(connect(dsn), settings.retention_days)
     # Two registries, as in containers: the worker's on --metrics-port, the
@@ -104,6 +117,13 @@ def _serve(settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, gen
         )
     )
     api_thread = threading.Thread(target=api.run, name="eventpipe-api", daemon=True)
+    prometheus = Prometheus(
+        settings.prometheus_port,
+        settings.data_dir / "prometheus",
+        settings.metrics_port,
+        settings.api_port,
+        settings.prometheus_rules_dir or default_rules_dir(),
+    )
     problem: str | None = None
     try:
         worker.start()
@@ -115,11 +135,15 @@ def _serve(settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, gen
             )
         api_thread.start()
         _wait_started(api, api_thread, settings)
+        skipped = prometheus.start(inherit_fds=(lock.fileno(),))
+        if skipped:
+            log.info("Prometheus not started: %s", skipped)
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         print(
             f"eventpipe ready: mqtt={settings.mqtt_url} api={api_url} "
             f"metrics=http://{settings.metrics_host}:{settings.metrics_port}/metrics "
-            f"data={settings.data_dir.resolve()}",
+            + ("" if skipped else f"prometheus={prometheus.url} ")
+            + f"data={settings.data_dir.resolve()}",
             flush=True,
         )
         if generated_key:
@@ -135,6 +159,7 @@ def _serve(settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, gen
             log.error("stopping: %s", problem)
     finally:
         api.should_exit = True
+        prometheus.stop()
         prober.stop()
         clean = worker.stop()
         if api_thread.is_alive():
