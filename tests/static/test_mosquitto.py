@@ -94,7 +94,9 @@ def test_the_queue_is_large_and_explicit() -> None:
 def test_producers_may_only_publish_and_the_worker_may_only_receive_events() -> None:
     rules = acl_rules()
     assert rules["producer"] == [("write", "events/#")]
-    assert rules["ingest"] == [("read", "events/#")]
+    # The worker's only write is its probe, on the topic it is configured to use.
+    probe_topic = compose.environment("ingest-worker", DUMMY).get("EVENTPIPE_PROBE_TOPIC", Settings().probe_topic)
+    assert rules["ingest"] == [("read", "events/#"), ("write", probe_topic)]
     assert rules["exporter"] == [("read", "$SYS/#")]
 
 
@@ -238,12 +240,13 @@ def test_events_flow_from_producer_to_worker_and_nowhere_else(broker: Broker) ->
     producer = broker.connect("producer", PASSWORDS["producer"])
     producer.publish("events/purchase")
     wait_until(lambda: worker.received == ["events/purchase"], timeout=5, what="the worker to get the event")
-    # The worker may not publish (its messages would be stored as events), producers may not read.
+    # The worker may not publish but its probe (its messages would be stored as events), producers may not read.
     worker.publish("events/forged")
+    worker.publish("events/_probe")
     producer.publish("elsewhere/x")
     producer.publish("events/marker")
     wait_until(lambda: "events/marker" in worker.received, timeout=5, what="the marker")
-    assert worker.received == ["events/purchase", "events/marker"]
+    assert worker.received == ["events/purchase", "events/_probe", "events/marker"]
     assert snoop.received == []
     for session in (worker, snoop, producer):
         session.close()
