@@ -12,7 +12,7 @@ from collections.abc import Callable
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, start_http_server
 
 from eventpipe.errors import ConfigError
 
@@ -67,6 +67,15 @@ class Shutdown:
             if problem:
                 return problem
         return None
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry with the process's CPU, memory, file descriptors and GC: one per OS process."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> WSGIServer:

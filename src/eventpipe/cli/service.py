@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from prometheus_client import CollectorRegistry
-
-from eventpipe.cli.runtime import Progress, Shutdown, serve_metrics, setup_logging
+from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.config import Settings
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.probe import Prober
@@ -23,7 +21,7 @@ log = logging.getLogger("eventpipe")
 def run_worker(_args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
-    registry = CollectorRegistry()
+    registry = process_registry()
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
     metrics = IngestMetrics(registry)
     worker = Worker(settings, Writer(connect(settings.resolved_clickhouse_dsn)), metrics)
@@ -61,7 +59,7 @@ def run_api(_args: argparse.Namespace) -> int:
 
     settings = Settings()
     setup_logging(settings.log_level)
-    app = create_app(Reader(connect(settings.resolved_clickhouse_dsn)), CollectorRegistry())
+    app = create_app(Reader(connect(settings.resolved_clickhouse_dsn)), process_registry())
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level=settings.log_level.lower())
     return 0
 

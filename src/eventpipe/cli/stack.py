@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
 from eventpipe.broker.mosquitto import Mosquitto
-from eventpipe.cli.runtime import Progress, Shutdown, serve_metrics, setup_logging
+from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.config import Settings
 from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.ingest.metrics import IngestMetrics
@@ -102,7 +102,7 @@ def _serve(
     migrate(connect(dsn), settings.retention_days)
     # Two registries, as in containers: the worker's on --metrics-port, the
     # API's on its own /metrics, so rules and dashboards see the same jobs.
-    registry = CollectorRegistry()
+    registry = process_registry()  # one process: its CPU and memory are reported once, here
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
     metrics = IngestMetrics(registry)
     worker = Worker(settings, Writer(connect(dsn)), metrics)
