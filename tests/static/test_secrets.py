@@ -114,3 +114,8 @@ def test_init_secrets_fills_a_secret_that_is_missing_or_emptied(checkout: Path) 
     after = read_env(env_file)
     assert after["GRAFANA_ADMIN_PASSWORD"] and after["EVENTPIPE_API_KEYS"]
     assert after["MQTT_INGEST_PASSWORD"] == before["MQTT_INGEST_PASSWORD"]
+
+
+def test_the_secrets_file_is_never_committed() -> None:
+    ignored = (compose.REPO / ".gitignore").read_text().splitlines()
+    assert ".env" in ignored
