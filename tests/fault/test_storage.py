@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 
+from eventpipe.config import Settings
 from eventpipe.errors import HaltStorageError, RetryableStorageError
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
@@ -38,14 +39,21 @@ def stored_ids(run: Running, prefix: str) -> set[str]:
     return {row[0] for row in rows}
 
 
+def faulty_setup(
+    broker_factory: BrokerFactory, dsn: str, window: int, batch_max_rows: int
+) -> tuple[Broker, Settings, FaultyWriter]:
+    """A migrated store behind a FaultyWriter, and a broker whose in-flight window matches the worker's."""
+    migrate(connect(dsn))
+    broker = broker_factory(window)
+    settings = settings_for(broker.url, dsn, batch_max_rows=batch_max_rows, mqtt_receive_maximum=window)
+    return broker, settings, FaultyWriter(connect(dsn))
+
+
 def test_an_outage_stops_acks_holds_no_more_than_the_window_and_drains_after(
     broker_factory: BrokerFactory, clickhouse_dsn: str
 ) -> None:
-    migrate(connect(clickhouse_dsn))
     window = 2000
-    broker = broker_factory(window)
-    settings = settings_for(broker.url, clickhouse_dsn, batch_max_rows=1000, mqtt_receive_maximum=window)
-    writer = FaultyWriter(connect(clickhouse_dsn))
+    broker, settings, writer = faulty_setup(broker_factory, clickhouse_dsn, window, batch_max_rows=1000)
     with running_worker(settings, writer=writer) as run:
         stream = Stream(broker.url, count=int(RATE * (OUTAGE_S + 3)), rate=RATE)
         stream.start()
@@ -123,11 +131,8 @@ def test_rows_the_table_refuses_are_dead_lettered_and_the_rest_stored(broker: Br
 def test_a_slow_store_neither_grows_memory_nor_makes_the_broker_drop(
     broker_factory: BrokerFactory, clickhouse_dsn: str
 ) -> None:
-    migrate(connect(clickhouse_dsn))
     window = 500
-    broker = broker_factory(window)
-    settings = settings_for(broker.url, clickhouse_dsn, batch_max_rows=250, mqtt_receive_maximum=window)
-    writer = FaultyWriter(connect(clickhouse_dsn))
+    broker, settings, writer = faulty_setup(broker_factory, clickhouse_dsn, window, batch_max_rows=250)
     writer.delay_s = 0.2  # about 1,250 msg/s at most, slower than the burst below
     with running_worker(settings, writer=writer) as run:
         # 20,000 at once: far past Mosquitto's default queue of 1,000 per session.

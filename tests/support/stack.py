@@ -38,6 +38,7 @@ COUNT_SQL = {
 
 
 def _query(data_dir: Path, sql: str) -> str:
+    """Run `sql` in a child process: chDB opens one engine path per process."""
     code = (
         "import sys, clickhouse_connect\n"
         "print(clickhouse_connect.get_client(dsn=sys.argv[1]).raw_query(sys.argv[2]).decode())"
@@ -64,17 +65,8 @@ def raw_stats(data_dir: Path) -> tuple[int, int]:
 
 
 def count_rows(data_dir: Path, table: str = "events") -> int:
-    """Count through a child process: chDB opens one engine path per process."""
-    sql = COUNT_SQL[table]
-    code = "import sys, clickhouse_connect\nprint(clickhouse_connect.get_client(dsn=sys.argv[1]).command(sys.argv[2]))"
-    done = subprocess.run(
-        [sys.executable, "-c", code, f"chdb://{(data_dir / 'clickhouse').resolve()}", sql],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return int(done.stdout.strip())
+    """Counted as reads see it (FINAL, no probes)."""
+    return int(_query(data_dir, COUNT_SQL[table]).strip())
 
 
 class Up:
