@@ -39,6 +39,16 @@ def stored_ids(run: Running, prefix: str) -> set[str]:
     return {row[0] for row in rows}
 
 
+def visible_duplicates(run: Running, prefix: str) -> int:
+    client = connect(run.worker._settings.resolved_clickhouse_dsn)
+    return int(
+        client.command(
+            "SELECT count() - uniqExact(event_id) FROM events FINAL WHERE startsWith(event_id, {p:String})",
+            parameters={"p": prefix + "-"},
+        )
+    )
+
+
 def faulty_setup(
     broker_factory: BrokerFactory, dsn: str, window: int, batch_max_rows: int
 ) -> tuple[Broker, Settings, FaultyWriter]:
@@ -85,10 +95,12 @@ def test_an_outage_stops_acks_holds_no_more_than_the_window_and_drains_after(
         )
         stored = stored_ids(run, stream.prefix)
         assert acknowledged <= stored, f"{len(acknowledged - stored)} acknowledged events are missing"
+        duplicates = visible_duplicates(run, stream.prefix)
+        assert duplicates == 0
         assert run.unreconciled() == 0
         print(
             f"\noutage {OUTAGE_S:.0f}s at {RATE:.0f} msg/s: published {stream.published}, "
-            f"acknowledged by broker {len(acknowledged)}, stored {len(stored)}, "
+            f"acknowledged by broker {len(acknowledged)}, stored {len(stored)}, duplicates {duplicates}, "
             f"failed writes {writer.failed_writes}, peak held {held:.0f} (window {window}), "
             f"process RSS {rss_start / 2**20:.0f} MiB at outage start, peak {rss_peak / 2**20:.0f} MiB"
         )
