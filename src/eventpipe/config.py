@@ -5,8 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+from paho.mqtt.client import topic_matches_sub
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _check_filter(topic: str) -> None:
+    """MQTT filter rules: '#' only as the whole last level, '+' only as a whole level."""
+    levels = topic.split("/")
+    for index, level in enumerate(levels):
+        if ("#" in level and (level != "#" or index != len(levels) - 1)) or ("+" in level and level != "+"):
+            raise ValueError(f"mqtt_topic {topic!r} is not a valid MQTT topic filter")
+    if not topic:
+        raise ValueError("mqtt_topic may not be empty")
 
 
 class Settings(BaseSettings):
@@ -88,6 +99,12 @@ class Settings(BaseSettings):
             )
         if self.retry_max_s < self.retry_initial_s:
             raise ValueError("retry_max_s must be at least retry_initial_s")
+        _check_filter(self.mqtt_topic)
+        if any(char in self.mqtt_share_group for char in "/+#"):
+            raise ValueError(f"mqtt_share_group {self.mqtt_share_group!r} may not contain '/', '+' or '#'")
+        if self.probe_interval_s > 0 and not topic_matches_sub(self.mqtt_topic, self.probe_topic):
+            # A probe the worker never receives would report the pipe stalled forever.
+            raise ValueError(f"probe_topic {self.probe_topic!r} is not under mqtt_topic {self.mqtt_topic!r}")
         return self
 
     @property

@@ -23,16 +23,19 @@ def stacks() -> Iterator[list[Up]]:
         up.kill()
 
 
-def start(stacks: list[Up], data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Up:
-    up = Up(data_dir, *extra, env=env)
+def start(
+    stacks: list[Up], data_dir: Path, *extra: str, env: dict[str, str] | None = None, prometheus: bool = False
+) -> Up:
+    up = Up(data_dir, *extra, env=env, prometheus=prometheus)
     stacks.append(up)
     up.wait_ready()
     return up
 
 
 def test_up_ingests_published_events_and_ctrl_c_loses_nothing(tmp_path: Path, stacks: list[Up]) -> None:
-    up = start(stacks, tmp_path / "data")
+    up = start(stacks, tmp_path / "data", prometheus=True)
     assert any(line.startswith("API key") for line in up.lines), "no key was set, so one must be printed"
+    assert f"prometheus=http://127.0.0.1:{up.prometheus_port}" in up.wait_ready()
     assert up.get("/healthz") == (200, b'{"status":"ok"}')
     status, body = up.get("/readyz")
     assert (status, json.loads(body)["status"]) == (200, "ready")

@@ -44,15 +44,14 @@ def test_a_paused_clickhouse_loses_nothing(
             container.unpause()
         acknowledged = stream.acknowledged()
         client = connect(clickhouse_dsn)
-        wait_until(
-            lambda: (
-                client.command(
-                    "SELECT count() FROM events FINAL WHERE startsWith(event_id, {p:String})",
-                    parameters={"p": stream.prefix + "-"},
-                )
-                >= len(acknowledged)
-            ),
-            timeout=120,
-            interval=0.5,
-            what="every acknowledged event stored",
-        )
+
+        def stored() -> list[str]:
+            rows = client.query(
+                "SELECT event_id FROM events FINAL WHERE startsWith(event_id, {p:String})",
+                parameters={"p": stream.prefix + "-"},
+            ).result_rows
+            return [row[0] for row in rows]
+
+        wait_until(lambda: acknowledged <= set(stored()), timeout=120, interval=0.5, what="every acknowledged event")
+        ids = stored()
+        assert len(ids) == len(set(ids)), "duplicates visible to reads"

@@ -26,7 +26,7 @@ RATE = 1500
 
 
 def start(data: Path, broker: Broker) -> Up:
-    up = Up(data, "--mqtt-url", broker.url, env=ENV)
+    up = Up(data, "--mqtt-url", broker.url, env=ENV, prometheus=False)
     up.wait_ready()
     return up
 

@@ -55,7 +55,11 @@ def test_api_metrics_use_route_templates_not_raw_paths(clickhouse_dsn: str) -> N
     assert client.get("/healthz").status_code == 200
     for path in ("/nope", "/wp-admin.php", "/../../etc/passwd"):
         assert client.get(path).status_code == 404
+    for method in ("FOO1", "BAR2"):
+        client.request(method, "/healthz")
     text = generate_latest(registry).decode()
     assert 'eventpipe_http_requests_total{code="200",method="GET",route="/healthz"} 1.0' in text
+    assert 'code="405",method="other",route="/healthz"} 2.0' in text
+    assert "FOO1" not in text
     assert 'eventpipe_http_requests_total{code="404",method="GET",route="unmatched"} 3.0' in text
     assert "wp-admin" not in text

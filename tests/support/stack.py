@@ -72,12 +72,13 @@ def count_rows(data_dir: Path, table: str = "events") -> int:
 class Up:
     """`eventpipe up` on free ports in `data_dir`, stopped by PID."""
 
-    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None, prometheus: bool = True) -> None:
         self.data_dir = data_dir
         self.mqtt_port, self.api_port, self.metrics_port = free_port(), free_port(), free_port()
         self.prometheus_port = free_port()
         ports = ["--api-port", str(self.api_port), "--metrics-port", str(self.metrics_port)]
-        ports += ["--prometheus-port", str(self.prometheus_port)]
+        # 0 starts none: tests that do not look at Prometheus skip its start and scrapes.
+        ports += ["--prometheus-port", str(self.prometheus_port if prometheus else 0)]
         if "--mqtt-url" not in extra:
             ports += ["--mqtt-port", str(self.mqtt_port)]
         self.process = subprocess.Popen(

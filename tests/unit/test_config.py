@@ -34,3 +34,22 @@ def test_without_a_dsn_the_embedded_engine_lives_under_the_data_dir(tmp_path: Pa
     settings = Settings(data_dir=tmp_path)
     assert settings.resolved_clickhouse_dsn == f"chdb://{tmp_path.resolve() / 'clickhouse'}"
     assert Settings(clickhouse_dsn="http://ch:8123/db").resolved_clickhouse_dsn == "http://ch:8123/db"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("mqtt_topic", "events/#/more", "not a valid MQTT topic filter"),
+        ("mqtt_topic", "events/a+b", "not a valid MQTT topic filter"),
+        ("mqtt_share_group", "a/b", "may not contain"),
+        ("mqtt_share_group", "a+b", "may not contain"),
+        ("mqtt_topic", "events/shop/#", "is not under mqtt_topic"),
+    ],
+)
+def test_a_subscription_the_broker_would_refuse_is_refused_at_start(field: str, value: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**{field: value})
+
+
+def test_probes_may_be_turned_off_for_a_narrow_subscription() -> None:
+    assert Settings(mqtt_topic="events/shop/#", probe_interval_s=0).subscription == "events/shop/#"

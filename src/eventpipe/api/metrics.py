@@ -8,6 +8,9 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+# HTTP parsers accept any token as a method; labels take only these.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
     requests = Counter(
@@ -36,5 +39,6 @@ def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
             route = request.scope.get("route")
             # Unmatched paths share one label, so scanners cannot blow up cardinality.
             template = getattr(route, "path", "unmatched")
-            requests.labels(template, request.method, str(code)).inc()
-            duration.labels(template, request.method).observe(time.perf_counter() - started)
+            method = request.method if request.method in METHODS else "other"
+            requests.labels(template, method, str(code)).inc()
+            duration.labels(template, method).observe(time.perf_counter() - started)

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--api-port", type=int, help="HTTP API port (default 8000)")
     up.add_argument("--metrics-port", type=int, help="worker metrics port (default 9464)")
     up.add_argument(
-        "--prometheus-port", type=int, help="port of the Prometheus it starts when installed (default 9090)"
+        "--prometheus-port", type=int, help="port of the Prometheus it starts when installed (default 9090; 0: none)"
     )
 
     commands.add_parser("worker", help="run the ingest worker (settings from EVENTPIPE_* variables)")

@@ -19,6 +19,8 @@ from eventpipe.config import Settings
 from eventpipe.ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
+# CONNACK reasons no retry can fix: bad credentials, not authorised, banned, bad client id.
+REFUSALS_NEEDING_AN_OPERATOR = frozenset({0x85, 0x86, 0x87, 0x8A})
 # What MQTT v5 means by an absent Receive Maximum.
 MQTT_MAX_WINDOW = 65_535
 
@@ -52,7 +54,9 @@ class Consumer:
         # between CONNACK and the drop: acks go out only for messages of the
         # live connection, and never while paho reconnects (they would precede
         # CONNECT, or hit packet ids of the next connection).
-        self._lock = threading.Lock()
+        # Re-entrant: if paho's loop thread is gone, ack() writes inline and a
+        # socket error calls _on_disconnect on this same thread.
+        self._lock = threading.RLock()
         self._generation = 1
         self._link_up = False
         self._accepting = True
@@ -118,6 +122,8 @@ class Consumer:
     def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             log.error("broker %s refused the connection: %s", self._address, reason)
+            if reason.value in REFUSALS_NEEDING_AN_OPERATOR:
+                self.failure = f"the broker at {self._address} refused the connection: {reason}"
             return
         self._check_window(getattr(props, "ReceiveMaximum", MQTT_MAX_WINDOW))
         with self._lock:
@@ -137,7 +143,13 @@ class Consumer:
             self._resumed(generation)
         elif generation > 1:
             log.warning("the broker lost this worker's session: messages queued for it meanwhile are gone")
-        client.subscribe(self._settings.subscription, options=SubscribeOptions(qos=1))
+        try:
+            client.subscribe(self._settings.subscription, options=SubscribeOptions(qos=1))
+        except ValueError as exc:
+            # An exception here would end paho's network thread without a word.
+            self.failure = f"cannot subscribe to {self._settings.subscription!r}: {exc}"
+            log.error("%s", self.failure)
+            return
         self._metrics.connected.set(1)
 
     def _check_window(self, broker_window: int) -> None:

@@ -115,7 +115,9 @@ class Worker:
     def _deliver(self, delivery: Delivery) -> None:
         """Called on paho's network thread. When the window is full it waits for a
         commit, which stops paho reading the socket: TCP backpressure to the
-        broker, which keeps the rest queued. Nothing is dropped, QoS 0 included."""
+        broker, which keeps the rest queued. Nothing received is dropped while
+        running; once stopping, QoS 1 stays with the broker and QoS 0 is gone,
+        as QoS 0 means."""
         with self._cond:
             while self._held >= self._capacity and not self._stopping:
                 self._cond.wait()
@@ -123,24 +125,26 @@ class Worker:
                 return  # unacked: the broker redelivers it to the next session
             self._items.append(delivery)
             self._held += 1
+            # Counted under the lock, so a scrape never sees the books unbalanced.
+            self._metrics.received.inc()
+            self._metrics.in_flight.inc()
             queued = len(self._items)
             if queued == 1 or queued == self._policy.max_rows:
                 self._cond.notify_all()
-        self._metrics.received.inc()
-        self._metrics.in_flight.inc()
 
     def _release_stale(self, generation: int) -> None:
-        """Let go of queued copies from earlier connections: the resumed session resends them."""
+        """Let go of queued QoS 1 copies from earlier connections: the resumed session resends
+        them. QoS 0 is kept: the broker never sends it twice."""
         with self._cond:
-            kept = [item for item in self._items if item.generation >= generation]
+            kept = [item for item in self._items if item.generation >= generation or item.qos == 0]
             released = len(self._items) - len(kept)
             if not released:
                 return
             self._items = kept
             self._held -= released
+            self._metrics.in_flight.dec(released)
+            self._metrics.released.inc(released)
             self._cond.notify_all()
-        self._metrics.in_flight.dec(released)
-        self._metrics.released.inc(released)
         log.info("released %d messages of an earlier connection; the broker resends them", released)
 
     def _run(self) -> None:
@@ -215,7 +219,14 @@ class Worker:
         for rejection in rejections:
             metrics.dead_lettered.labels(reason=str(rejection.reason)).inc()
         metrics.in_flight.dec(len(batch))
-        metrics.acked.inc(self.consumer.ack(batch))
+        acked = self.consumer.ack(batch)
+        metrics.acked.inc(acked)
+        unacked = sum(1 for delivery in batch if delivery.qos) - acked
+        if unacked and self._stopping:
+            # Committed, so nothing is lost: the broker redelivers them and the
+            # copies collapse. But the stop did not ack all it held: say so.
+            self._clean = False
+            log.warning("%d committed messages could not be acknowledged (no live connection)", unacked)
         with self._cond:
             self._held -= len(batch)
             self._cond.notify_all()
@@ -226,7 +237,9 @@ class Worker:
     def _observe_freshness(self, events: list[Event], batch: list[Delivery]) -> None:
         now_ms = time.time_ns() // 1_000_000
         metrics = self._metrics
-        metrics.freshness.observe_many([(now_ms - event.timestamp_ms) / 1000 for event in events])
+        # Clamped: an event stamped ahead (clock skew) is fresh, and a negative
+        # value would lower the histogram's sum, which Prometheus takes for a reset.
+        metrics.freshness.observe_many([max(0, now_ms - event.timestamp_ms) / 1000 for event in events])
         metrics.ingest_latency.observe_many([(now_ms - delivery.received_ms) / 1000 for delivery in batch])
         probes = [event.timestamp_ms for event in events if event.event_type == PROBE_EVENT_TYPE]
         if probes:
@@ -251,8 +264,12 @@ class Worker:
                 self._metrics.storage_errors.labels(**{"class": kind}).inc()
                 self._metrics.halted.set(1 if kind == "halt" else 0)
                 unknown = unknown + 1 if kind == "unknown" else 0
-                if unknown >= POISON_AFTER and not isolate and self._writer.ping():
-                    log.error("the same unrecognised error %d times while ClickHouse answers: isolating rows", unknown)
+                if isolate:
+                    # The isolation found no poison row (too many rows fail alone):
+                    # back to plain retries, and another isolation round later.
+                    isolate, unknown = False, 0
+                elif unknown >= POISON_AFTER and self._writer.ping():
+                    log.error("%d unrecognised errors in a row while ClickHouse answers: isolating rows", unknown)
                     isolate = True
                 delay = (
                     self._settings.retry_max_s if kind == "halt" else self._backoff.delay_s(attempt, random.random())

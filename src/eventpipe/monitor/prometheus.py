@@ -68,7 +68,9 @@ class Prometheus:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, inherit_fds: tuple[int, ...] = ()) -> str | None:
-        """Start it; return None, or why it was not started (never fatal)."""
+        """Start it; return None, or why it was not started (never fatal). Port 0 means: do not."""
+        if self.port == 0:
+            return "turned off (--prometheus-port 0)"
         binary = find_binary("prometheus")
         if binary is None:
             return "prometheus is not on PATH (Debian/Ubuntu: apt-get install prometheus)"

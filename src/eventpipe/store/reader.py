@@ -1,4 +1,4 @@
-"""Read queries: health and counts. Reads use FINAL so redeliveries never show twice."""
+"""Read queries: health and counts. Counts are of distinct ids, so redeliveries never show twice."""
 
 from __future__ import annotations
 
@@ -21,16 +21,20 @@ class Reader:
             return False
 
     def count_events(self) -> int:
-        """Events as users see them: eventpipe's own probes left out."""
+        """Events as users see them: each id once, eventpipe's own probes left out.
+
+        Distinct ids rather than FINAL alone: a redelivered event without a
+        timestamp gets another receive time, and across a month boundary its
+        copies sit in two partitions, which merges never collapse."""
         return self._scalar(
-            "SELECT count() FROM events FINAL WHERE event_type != {probe:String}", {"probe": PROBE_EVENT_TYPE}
+            "SELECT uniqExact(event_id) FROM events WHERE event_type != {probe:String}", {"probe": PROBE_EVENT_TYPE}
         )
 
     def count_dead_letters(self) -> int:
-        return self._scalar("SELECT count() FROM dead_letters FINAL")
+        return self._scalar("SELECT uniqExact(dead_letter_id) FROM dead_letters")
 
     def dead_letter_reasons(self) -> dict[str, int]:
-        rows = self._rows("SELECT reason, count() FROM dead_letters FINAL GROUP BY reason ORDER BY reason")
+        rows = self._rows("SELECT reason, uniqExact(dead_letter_id) FROM dead_letters GROUP BY reason ORDER BY reason")
         return {str(reason): int(str(count)) for reason, count in rows}
 
     def _scalar(self, sql: str, parameters: dict[str, object] | None = None) -> int:

@@ -10,6 +10,8 @@ from eventpipe.errors import RejectedDataError, StorageError, UnknownStorageErro
 from eventpipe.events import Event, Rejection
 from eventpipe.store.failure import classify
 
+# Rows an unrecognised error may dead-letter in one write; beyond it, it is not poison.
+MAX_POISON_ROWS = 8
 EVENT_COLUMNS = ("event_id", "event_type", "timestamp", "received_at", "user_id", "topic", "properties")
 DEAD_LETTER_COLUMNS = ("dead_letter_id", "received_at", "topic", "reason", "detail", "payload", "payload_size")
 # Explicit, because ClickHouse 26.2+ defaults async_insert on, and an async
@@ -45,10 +47,6 @@ class Writer:
         refused: list[tuple[int, str]] = []
         unknown: list[int] = []
         self._insert_isolating(list(range(len(events))), events, refused, unknown if isolate_unknown else None)
-        if len(events) > 1 and len(unknown) == len(events):
-            # Every row failing alone is no poison row but a server or setup
-            # problem: dead-lettering them all would lose good data.
-            raise UnknownStorageError(f"every one of {len(events)} rows failed on its own: {refused[0][1]}")
         return refused
 
     def insert_dead_letters(self, rejections: Sequence[Rejection]) -> None:
@@ -82,11 +80,17 @@ class Writer:
             if is_unknown and unknown is None:
                 raise
             if len(indexes) == 1:
-                if is_unknown:
+                if is_unknown and unknown is not None:
                     if not self.ping():
                         raise  # the server went away: an outage, not a poison row
-                    if unknown is not None:
-                        unknown.append(indexes[0])
+                    unknown.append(indexes[0])
+                    if len(unknown) > max(MAX_POISON_ROWS, 1) or (len(events) > 1 and len(unknown) == len(events)):
+                        # Poison is a row or two; many rows failing alone is a
+                        # server or setup problem, and dead-lettering them would
+                        # bury good data. Stop bisecting and let it retry.
+                        raise UnknownStorageError(
+                            f"{len(unknown)} rows of {len(events)} fail on their own: not a poison row; {exc}"
+                        ) from exc
                 refused.append((indexes[0], str(exc)))
                 return
             middle = len(indexes) // 2
