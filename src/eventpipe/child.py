@@ -49,6 +49,10 @@ class ChildProcess:
                 stderr=stderr,
                 preexec_fn=_parent_death_signal(),
                 pass_fds=inherit_fds,
+                # Its own session: Ctrl-C or a supervisor's signal to our process
+                # group must not stop the broker before the worker has acked. We
+                # stop children ourselves, in order; the death signal covers crashes.
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
