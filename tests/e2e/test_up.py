@@ -61,6 +61,23 @@ def test_sigterm_commits_what_the_worker_holds(tmp_path: Path, stacks: list[Up])
     assert count_rows(up.data_dir) == 800
 
 
+def test_ctrl_c_to_the_process_group_still_acks_everything_held(tmp_path: Path, stacks: list[Up]) -> None:
+    # A terminal's Ctrl-C signals the whole foreground group; the broker started
+    # by `up` must outlive the worker's final acks, or everything comes back.
+    env = {"EVENTPIPE_BATCH_MAX_MS": "600000"}
+    data = tmp_path / "data"
+    up = start(stacks, data, env=env)
+    assert run_eventpipe("publish", "--mqtt-url", up.mqtt_url, "--count", "500").returncode == 0
+    wait_until(lambda: up.metric("eventpipe_messages_received_total") == 500, what="500 received")
+    assert up.stop(signal.SIGINT, group=True) == 0, up.output()
+    again = start(stacks, data, env=env)
+    assert run_eventpipe("publish", "--mqtt-url", again.mqtt_url, "--count", "1").returncode == 0
+    wait_until(lambda: again.metric("eventpipe_messages_received_total") >= 1, what="the new event")
+    assert again.metric("eventpipe_messages_redelivered_total") == 0, "held messages were not acked"
+    assert again.stop() == 0
+    assert count_rows(data) == 501
+
+
 def test_with_an_external_broker_the_session_outlives_a_restart(
     tmp_path: Path, stacks: list[Up], broker: LocalBroker | ContainerBroker
 ) -> None:

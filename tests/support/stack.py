@@ -87,6 +87,8 @@ class Up:
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, **(env or {})},
+            # Its own process group, like a shell job: a test can signal the group as Ctrl-C does.
+            start_new_session=True,
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
@@ -128,8 +130,12 @@ class Up:
                 return float(line.split()[1])
         return 0.0
 
-    def stop(self, signum: int = signal.SIGINT, timeout: float = 60) -> int:
-        self.process.send_signal(signum)
+    def stop(self, signum: int = signal.SIGINT, timeout: float = 60, group: bool = False) -> int:
+        """Signal the process (or its whole group, as a terminal's Ctrl-C does) and wait for its exit code."""
+        if group:
+            os.killpg(self.process.pid, signum)
+        else:
+            self.process.send_signal(signum)
         return self.process.wait(timeout)
 
     def kill(self) -> None:

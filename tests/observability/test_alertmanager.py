@@ -1,0 +1,124 @@
+"""Alertmanager: pages and tickets routed apart, causes inhibit their symptoms, receivers from the environment."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import compose
+from tests.support import observability as obs
+
+CONFIG = obs.ALERTMANAGER / "alertmanager.yml"
+ENTRYPOINT = obs.ALERTMANAGER / "entrypoint.sh"
+URLS = {
+    "ALERTMANAGER_PAGE_WEBHOOK_URL": "https://pager.example.com/hook?token=a1b2&team=data",
+    "ALERTMANAGER_TICKET_WEBHOOK_URL": "http://tickets.internal:8080/alertmanager",
+}
+
+
+def render(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the entrypoint as the container does, with `true` standing in for Alertmanager."""
+    rendered = tmp_path / "alertmanager.yml"
+    variables = {key: value for key, value in os.environ.items() if not key.startswith("ALERTMANAGER_")}
+    variables |= {
+        "ALERTMANAGER_TEMPLATE": str(CONFIG),
+        "ALERTMANAGER_RENDERED": str(rendered),
+        "ALERTMANAGER_BINARY": "true",
+        **env,
+    }
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT), "--storage.path=/alertmanager"],
+        env=variables,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [obs.tool("amtool", "prometheus-alertmanager"), *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_with_urls_set_the_receivers_send_to_them(tmp_path: Path) -> None:
+    done = render(tmp_path, **URLS)
+    assert done.returncode == 0, done.stderr
+    rendered = tmp_path / "alertmanager.yml"
+    checked = amtool("check-config", str(rendered))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    receivers = {receiver["name"]: receiver for receiver in yaml.safe_load(rendered.read_text())["receivers"]}
+    assert receivers["page"]["webhook_configs"][0]["url"] == URLS["ALERTMANAGER_PAGE_WEBHOOK_URL"]
+    assert receivers["ticket"]["webhook_configs"][0]["url"] == URLS["ALERTMANAGER_TICKET_WEBHOOK_URL"]
+
+
+def test_without_urls_nothing_is_sent_and_the_config_is_the_committed_one(tmp_path: Path) -> None:
+    done = render(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "alertmanager.yml").read_text() == CONFIG.read_text()
+    receivers = yaml.safe_load(CONFIG.read_text())["receivers"]
+    assert {receiver["name"] for receiver in receivers} == {"page", "ticket"}
+    assert all(set(receiver) == {"name"} for receiver in receivers)
+
+
+@pytest.mark.parametrize("url", ["pager.example.com/hook", 'https://x/"evil', "https://a b", "ftp://files/x"])
+def test_a_value_that_is_not_a_plain_url_stops_the_start(tmp_path: Path, url: str) -> None:
+    done = render(tmp_path, ALERTMANAGER_PAGE_WEBHOOK_URL=url)
+    assert done.returncode != 0
+    assert "ALERTMANAGER_PAGE_WEBHOOK_URL" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["severity=page", "alertname=EventpipeWorkerDown"], "page"),
+        (["severity=ticket", "alertname=EventpipeTargetDown"], "ticket"),
+        (["alertname=SomethingWithoutSeverity"], "ticket"),
+    ],
+)
+def test_routes_by_severity(labels: list[str], receiver: str) -> None:
+    done = amtool("config", "routes", "test", f"--config.file={CONFIG}", *labels)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split() == [receiver]
+
+
+def test_every_severity_of_the_rules_has_a_route() -> None:
+    routes = yaml.safe_load(CONFIG.read_text())["route"]["routes"]
+    routed = {re.fullmatch(r'severity="(\w+)"', route["matchers"][0]).group(1) for route in routes}  # type: ignore[union-attr]
+    assert {rule["labels"]["severity"] for rule in obs.alert_rules()} <= routed
+
+
+def test_inhibition_names_only_alerts_that_exist() -> None:
+    names = {rule["alert"] for rule in obs.alert_rules()}
+    config = yaml.safe_load(CONFIG.read_text())
+    for inhibit in config["inhibit_rules"]:
+        for matcher in inhibit["source_matchers"] + inhibit["target_matchers"]:
+            match = re.fullmatch(r'alertname(=~?)"([^"]+)"', matcher)
+            if match:
+                for name in match.group(2).split("|"):
+                    assert name in names, f"inhibition names {name}, which is no alert"
+        assert "stack" in inhibit["equal"], "confined to one Prometheus's alerts"
+
+
+def test_worker_down_holds_back_what_follows_from_it() -> None:
+    config = yaml.safe_load(CONFIG.read_text())
+    held_back = set()
+    for inhibit in config["inhibit_rules"]:
+        if inhibit["source_matchers"] == ['alertname="EventpipeWorkerDown"']:
+            held_back |= set(re.findall(r"Eventpipe\w+", " ".join(inhibit["target_matchers"])))
+    assert {"EventpipeNoCommits", "EventpipeIngestStalled"} <= held_back
+
+
+def test_compose_runs_the_entrypoint_with_the_urls_from_env() -> None:
+    service = compose.service("alertmanager")
+    assert service["entrypoint"] == ["/bin/sh", "/etc/alertmanager/entrypoint.sh"]
+    mounts = dict((target, source) for source, target in compose.bind_mounts("alertmanager"))
+    assert mounts["/etc/alertmanager/entrypoint.sh"] == ENTRYPOINT
+    assert mounts["/etc/alertmanager/alertmanager.yml"] == CONFIG
+    for name in URLS:
+        assert service["environment"][name] == f"${{{name}:-}}", "optional: unset means alerts stay in the UI"

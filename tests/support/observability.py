@@ -1,0 +1,158 @@
+"""The monitoring as code, read as data: rules, promtool tests, runbooks, dashboards, their queries."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "prometheus" / "rules"
+RULE_TESTS = REPO / "prometheus" / "tests"
+DASHBOARDS = REPO / "grafana" / "dashboards"
+PROVISIONING = REPO / "grafana" / "provisioning"
+RUNBOOKS = REPO / "docs" / "runbooks.md"
+ALERTMANAGER = REPO / "alertmanager"
+
+# Metrics of the dependencies: their panels are empty where the dependency does not run (the native stack).
+DEPENDENCY_METRIC = re.compile(r"\b(ClickHouse\w+|broker_\w+|alertmanager_\w+)")
+
+
+def tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is needed to check the monitoring config: apt-get install {package}", pytrace=False)
+    return path
+
+
+def rule_files() -> list[Path]:
+    return sorted(RULES.glob("*.yml"))
+
+
+def rule_test_files() -> list[Path]:
+    return sorted(RULE_TESTS.glob("*.test.yml"))
+
+
+@cache
+def rule_groups() -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = []
+    for path in rule_files():
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            groups.append({**group, "file": path.name})
+    return groups
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in rule_groups() for rule in group["rules"] if "alert" in rule]
+
+
+def recording_rules() -> list[dict[str, Any]]:
+    return [rule for group in rule_groups() for rule in group["rules"] if "record" in rule]
+
+
+def seconds(duration: str) -> int:
+    """A Prometheus duration ("1h30m", "90s", "2d") in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"(\d+)(ms|[smhdwy])", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"not a duration: {duration!r}"
+    return round(sum(int(number) * units[unit] for number, unit in parts))
+
+
+def slug(heading: str) -> str:
+    """The anchor GitHub and GitLab give a Markdown heading."""
+    text = heading.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def runbook_anchors() -> dict[str, str]:
+    """Anchor -> heading text, for every level-2 heading of docs/runbooks.md."""
+    headings = re.findall(r"(?m)^## (.+)$", RUNBOOKS.read_text())
+    return {slug(heading): heading for heading in headings}
+
+
+@cache
+def dashboards() -> dict[str, dict[str, Any]]:
+    return {path.name: json.loads(path.read_text()) for path in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, those inside collapsed rows included."""
+    for panel in dashboard.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def datasource_variables(dashboard: dict[str, Any]) -> dict[str, str]:
+    """Variable name -> datasource type, for the dashboard's datasource variables."""
+    return {
+        variable["name"]: variable["query"]
+        for variable in dashboard.get("templating", {}).get("list", [])
+        if variable.get("type") == "datasource"
+    }
+
+
+def prometheus_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every Prometheus target."""
+    return [
+        (panel.get("title", ""), target["expr"])
+        for panel in panels(dashboard)
+        for target in panel.get("targets", [])
+        if "expr" in target
+    ]
+
+
+def clickhouse_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, SQL) of every ClickHouse target."""
+    return [
+        (panel.get("title", ""), target["rawSql"])
+        for panel in panels(dashboard)
+        for target in panel.get("targets", [])
+        if "rawSql" in target
+    ]
+
+
+def variable_queries(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(variable, metric, label) of every `label_values(metric, label)` query variable."""
+    found = []
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable.get("type") != "query":
+            continue
+        match = re.fullmatch(r"label_values\((\w+(?:\{[^}]*\})?),\s*(\w+)\)", variable["definition"])
+        assert match, f"{variable['name']}: only label_values(metric, label) queries are supported here"
+        found.append((variable["name"], match.group(1), match.group(2)))
+    return found
+
+
+def as_promql(expr: str, rate_interval: str = "1m") -> str:
+    """A panel's query as Grafana sends it: its interval macros resolved, every variable matching anything."""
+    expr = expr.replace("$__rate_interval", rate_interval).replace("${__rate_interval}", rate_interval)
+    expr = re.sub(r"\$__(interval|range)\b", rate_interval, expr)
+    return re.sub(r"\$\{\w+(?::\w+)?\}|\$\w+", ".+", expr)
+
+
+def as_clickhouse_sql(sql: str, start: int, end: int, interval_s: int = 60) -> str:
+    """A panel's SQL as grafana-clickhouse-datasource expands its macros, for the time range [start, end]."""
+    sql = re.sub(
+        r"\$__timeFilter\((\w+)\)", lambda m: f"{m[1]} >= toDateTime({start}) AND {m[1]} <= toDateTime({end})", sql
+    )
+    sql = re.sub(
+        r"\$__timeInterval\((\w+)\)",
+        lambda m: f"toStartOfInterval(toDateTime({m[1]}), INTERVAL {interval_s} second)",
+        sql,
+    )
+    sql = sql.replace("$__fromTime", f"toDateTime({start})").replace("$__toTime", f"toDateTime({end})")
+    assert "$" not in sql, f"a macro or variable left unexpanded: {sql}"
+    return sql
+
+
+def depends_on_a_dependency(expr: str) -> bool:
+    """Whether a query reads ClickHouse's, the broker's or Alertmanager's metrics (absent from the native stack)."""
+    return DEPENDENCY_METRIC.search(expr) is not None
