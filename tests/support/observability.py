@@ -125,7 +125,7 @@ def variable_queries(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
     for variable in dashboard.get("templating", {}).get("list", []):
         if variable.get("type") != "query":
             continue
-        match = re.fullmatch(r"label_values\((\w+(?:\{[^}]*\})?),\s*(\w+)\)", variable["definition"])
+        match = re.fullmatch(r"label_values\(([\w:]+(?:\{[^}]*\})?),\s*(\w+)\)", variable["definition"])
         assert match, f"{variable['name']}: only label_values(metric, label) queries are supported here"
         found.append((variable["name"], match.group(1), match.group(2)))
     return found
