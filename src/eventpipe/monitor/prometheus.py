@@ -87,7 +87,7 @@ class Prometheus:
                 f"--config.file={config}",
                 f"--storage.tsdb.path={self.directory / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
-                "--storage.tsdb.retention.time=7d",
+                "--storage.tsdb.retention.time=31d",  # the SLOs are computed over 30 days
                 "--web.enable-lifecycle",
             ],
             timeout=30,
