@@ -15,7 +15,7 @@ from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from tests.support.pipeline import running_worker, settings_for
 from tests.support.services import ClickHouseServer, ContainerBroker, LocalBroker, use_docker
-from tests.support.stream import Stream
+from tests.support.stream import Stream, stored_stream_ids
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.skipif(
@@ -43,15 +43,11 @@ def test_a_paused_clickhouse_loses_nothing(
         finally:
             container.unpause()
         acknowledged = stream.acknowledged()
-        client = connect(clickhouse_dsn)
-
-        def stored() -> list[str]:
-            rows = client.query(
-                "SELECT event_id FROM events FINAL WHERE startsWith(event_id, {p:String})",
-                parameters={"p": stream.prefix + "-"},
-            ).result_rows
-            return [row[0] for row in rows]
-
-        wait_until(lambda: acknowledged <= set(stored()), timeout=120, interval=0.5, what="every acknowledged event")
-        ids = stored()
+        wait_until(
+            lambda: acknowledged <= set(stored_stream_ids(clickhouse_dsn, stream.prefix)),
+            timeout=120,
+            interval=0.5,
+            what="every acknowledged event",
+        )
+        ids = stored_stream_ids(clickhouse_dsn, stream.prefix)
         assert len(ids) == len(set(ids)), "duplicates visible to reads"

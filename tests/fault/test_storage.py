@@ -20,33 +20,15 @@ from eventpipe.store.migration import migrate
 from tests.support.faults import FaultyWriter
 from tests.support.memory import rss_bytes
 from tests.support.mqtt import publish_raw
-from tests.support.pipeline import Running, running_worker, settings_for
+from tests.support.pipeline import running_worker, settings_for
 from tests.support.services import ContainerBroker, LocalBroker
-from tests.support.stream import Stream
+from tests.support.stream import Stream, stored_stream_ids
 from tests.support.wait import wait_until
 
 Broker = LocalBroker | ContainerBroker
 BrokerFactory = Callable[[int], Broker]
 OUTAGE_S = float(os.environ.get("EVENTPIPE_FAULT_OUTAGE_S", "5"))
 RATE = float(os.environ.get("EVENTPIPE_FAULT_RATE", "2000"))
-
-
-def stored_ids(run: Running, prefix: str) -> set[str]:
-    client = connect(run.worker._settings.resolved_clickhouse_dsn)
-    rows = client.query(
-        "SELECT event_id FROM events FINAL WHERE startsWith(event_id, {p:String})", parameters={"p": prefix + "-"}
-    ).result_rows
-    return {row[0] for row in rows}
-
-
-def visible_duplicates(run: Running, prefix: str) -> int:
-    client = connect(run.worker._settings.resolved_clickhouse_dsn)
-    return int(
-        client.command(
-            "SELECT count() - uniqExact(event_id) FROM events FINAL WHERE startsWith(event_id, {p:String})",
-            parameters={"p": prefix + "-"},
-        )
-    )
 
 
 def faulty_setup(
@@ -93,9 +75,10 @@ def test_an_outage_stops_acks_holds_no_more_than_the_window_and_drains_after(
             timeout=120,
             what="the backlog drained",
         )
-        stored = stored_ids(run, stream.prefix)
+        ids = stored_stream_ids(clickhouse_dsn, stream.prefix)
+        stored = set(ids)
         assert acknowledged <= stored, f"{len(acknowledged - stored)} acknowledged events are missing"
-        duplicates = visible_duplicates(run, stream.prefix)
+        duplicates = len(ids) - len(stored)
         assert duplicates == 0
         assert run.unreconciled() == 0
         print(

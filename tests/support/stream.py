@@ -79,3 +79,17 @@ class Stream(threading.Thread):
         self._client.loop_stop()
         with self._lock:
             return set(self._acked)
+
+
+def stored_stream_ids(dsn: str, prefix: str) -> list[str]:
+    """The stream's event ids as reads see them (FINAL), duplicates kept so a test can count them."""
+    from eventpipe.store.client import connect
+
+    rows = (
+        connect(dsn)
+        .query(
+            "SELECT event_id FROM events FINAL WHERE startsWith(event_id, {p:String})", parameters={"p": prefix + "-"}
+        )
+        .result_rows
+    )
+    return [row[0] for row in rows]
