@@ -93,3 +93,18 @@ def stored_stream_ids(dsn: str, prefix: str) -> list[str]:
         .result_rows
     )
     return [row[0] for row in rows]
+
+
+def wait_stored_once(dsn: str, prefix: str, acknowledged: set[str], timeout: float = 120) -> list[str]:
+    """Wait until every acknowledged id of the stream is stored; fail if reads show any twice."""
+    from tests.support.wait import wait_until
+
+    wait_until(
+        lambda: acknowledged <= set(stored_stream_ids(dsn, prefix)),
+        timeout=timeout,
+        interval=0.5,
+        what="every acknowledged event stored",
+    )
+    ids = stored_stream_ids(dsn, prefix)
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates visible to reads"
+    return ids
