@@ -123,3 +123,60 @@ def test_a_second_up_on_the_same_data_dir_is_refused(tmp_path: Path, stacks: lis
     assert done.returncode == 2
     assert "in use by another `eventpipe up`" in done.stderr
     assert first.stop() == 0
+
+
+def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker | ContainerBroker) -> None:
+    # migrate, worker and api are what the images run; here on the embedded engine.
+    import subprocess
+    import urllib.request
+
+    from tests.support.stack import eventpipe_command
+    from tests.support.wait import free_port
+
+    metrics_port, api_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "EVENTPIPE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}",
+        "EVENTPIPE_MQTT_URL": broker.url,
+        "EVENTPIPE_METRICS_PORT": str(metrics_port),
+        "EVENTPIPE_API_PORT": str(api_port),
+        "EVENTPIPE_PROBE_INTERVAL_S": "0",
+    }
+    migrated = run_eventpipe("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "migrations applied: [1, 2]" in migrated.stdout
+    assert "none, schema is current" in run_eventpipe("migrate", env=env).stdout
+
+    worker = subprocess.Popen([*eventpipe_command(), "worker"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def stored() -> float:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as response:
+                    text = response.read().decode()
+            except OSError:
+                return -1.0
+            line = next(line for line in text.splitlines() if line.startswith("eventpipe_events_stored_total "))
+            return float(line.split()[1])
+
+        wait_until(lambda: stored() == 0, what="the worker's metrics")
+        assert run_eventpipe("publish", "--mqtt-url", broker.url, "--count", "300").returncode == 0
+        wait_until(lambda: stored() == 300, what="300 stored by eventpipe worker")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, worker.stderr.read() if worker.stderr else ""
+
+    api = subprocess.Popen([*eventpipe_command(), "api"], env=env, stderr=subprocess.DEVNULL)
+    try:
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/readyz", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        wait_until(ready, what="eventpipe api ready")
+    finally:
+        api.send_signal(signal.SIGTERM)
+        assert api.wait(30) == 0

@@ -52,16 +52,21 @@ def run_worker(_args: argparse.Namespace) -> int:
 
 
 def run_api(_args: argparse.Namespace) -> int:
-    import uvicorn
-
     from eventpipe.api.app import create_app
+    from eventpipe.cli.server import ApiServer
     from eventpipe.store.reader import Reader
 
     settings = Settings()
     setup_logging(settings.log_level)
     app = create_app(Reader(connect(settings.resolved_clickhouse_dsn)), process_registry())
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level=settings.log_level.lower())
-    return 0
+    server = ApiServer(app, settings.api_host, settings.api_port)
+    shutdown = Shutdown()
+    shutdown.install()
+    server.start()
+    log.info("API serving on %s", server.url)
+    problem = shutdown.wait(lambda: None if server.alive else "the API server stopped")
+    server.stop()
+    return 0 if problem is None else 1
 
 
 def run_migrate(_args: argparse.Namespace) -> int:

@@ -6,17 +6,16 @@ import argparse
 import fcntl
 import logging
 import secrets
-import threading
 import time
 from pathlib import Path
 from typing import TextIO
 
-import uvicorn
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
 from eventpipe.broker.mosquitto import Mosquitto
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
+from eventpipe.cli.server import ApiServer
 from eventpipe.config import Settings
 from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.ingest.metrics import IngestMetrics
@@ -107,16 +106,7 @@ def _serve(
     metrics = IngestMetrics(registry)
     worker = Worker(settings, Writer(connect(dsn)), metrics)
     prober = Prober(settings, metrics)
-    api = uvicorn.Server(
-        uvicorn.Config(
-            create_app(Reader(connect(dsn)), CollectorRegistry()),
-            host=settings.api_host,
-            port=settings.api_port,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
-    api_thread = threading.Thread(target=api.run, name="eventpipe-api", daemon=True)
+    api = ApiServer(create_app(Reader(connect(dsn)), CollectorRegistry()), settings.api_host, settings.api_port)
     prometheus = Prometheus(
         settings.prometheus_port,
         settings.data_dir / "prometheus",
@@ -133,8 +123,7 @@ def _serve(
                 worker.consumer.failure
                 or f"could not connect and subscribe to the MQTT broker at {settings.mqtt_url} within 15s"
             )
-        api_thread.start()
-        _wait_started(api, api_thread, settings)
+        api.start()
         skipped = prometheus.start(inherit_fds=(lock.fileno(),))
         if skipped:
             log.info("Prometheus not started: %s", skipped)
@@ -152,18 +141,16 @@ def _serve(
 
         def check() -> str | None:
             progress.report()
-            return _health(worker, broker, api_thread)
+            return _health(worker, broker, api)
 
         problem = shutdown.wait(check)
         if problem:
             log.error("stopping: %s", problem)
     finally:
-        api.should_exit = True
+        api.stop()
         prometheus.stop()
         prober.stop()
         clean = worker.stop()
-        if api_thread.is_alive():
-            api_thread.join(10)
         metrics_server.shutdown()
     if clean and not problem:
         log.info("stopped cleanly: everything received was committed and acknowledged")
@@ -171,23 +158,13 @@ def _serve(
     return 1
 
 
-def _wait_started(api: uvicorn.Server, thread: threading.Thread, settings: Settings) -> None:
-    deadline = time.monotonic() + 15
-    while not api.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise ConfigError(
-                f"the API could not listen on {settings.api_host}:{settings.api_port}; pick another --api-port"
-            )
-        time.sleep(0.05)
-
-
-def _health(worker: Worker, broker: Mosquitto | None, api_thread: threading.Thread) -> str | None:
+def _health(worker: Worker, broker: Mosquitto | None, api: ApiServer) -> str | None:
     if not worker.alive:
         return f"the worker's flusher stopped: {worker.failure}"
     if worker.consumer.failure:
         return worker.consumer.failure
     if broker is not None and not broker.running():
         return f"mosquitto exited; see {broker.log_file}"
-    if not api_thread.is_alive():
+    if not api.alive:
         return "the API server stopped"
     return None
