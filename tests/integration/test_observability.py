@@ -61,5 +61,7 @@ def test_api_metrics_use_route_templates_not_raw_paths(clickhouse_dsn: str) -> N
     assert 'eventpipe_http_requests_total{code="200",method="GET",route="/healthz"} 1.0' in text
     assert 'code="405",method="other",route="/healthz"} 2.0' in text
     assert "FOO1" not in text
+    # Primed at 0 before any request, so rate() sees the first error of a route.
+    assert 'eventpipe_http_requests_total{code="500",method="GET",route="/readyz"} 0.0' in text
     assert 'eventpipe_http_requests_total{code="404",method="GET",route="unmatched"} 3.0' in text
     assert "wp-admin" not in text
