@@ -28,10 +28,6 @@ class ChildProcess:
         self.log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
     def start(self, argv: Sequence[str], timeout: float = 15.0, inherit_fds: tuple[int, ...] = ()) -> str | None:
         """Start it and wait until it listens; return None, or why it did not come up.
 

@@ -11,6 +11,7 @@ import random
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.services import ContainerBroker, LocalBroker
@@ -31,7 +32,7 @@ def start(data: Path, broker: Broker) -> Up:
     return up
 
 
-def drain_and_stop(up: Up, expected_at_least: int) -> None:
+def drain_and_stop(up: Up) -> None:
     """Wait until the worker holds nothing and the broker sends nothing more, then stop it cleanly."""
 
     def idle() -> bool:
@@ -56,26 +57,41 @@ def assert_exactly_once(data: Path, acknowledged: set[str], published: list[str]
     return len(ids), duplicates, raw_stats(data)[0]
 
 
+def under_stream(
+    data: Path, broker: Broker, count: int, pauses: list[float], interrupt: Callable[[Up], None]
+) -> tuple[Stream, set[str]]:
+    """Run `eventpipe up` under a steady stream; after each pause interrupt it and start it again.
+    Return the stream and the ids the broker acknowledged, once everything has drained."""
+    up = start(data, broker)
+    stream = Stream(broker.url, count=count, rate=RATE)
+    stream.start()
+    try:
+        for pause in pauses:
+            time.sleep(pause)
+            interrupt(up)
+            up = start(data, broker)
+        acknowledged = stream.acknowledged()
+        drain_and_stop(up)
+    finally:
+        up.kill()
+    return stream, acknowledged
+
+
 def test_kill_9_at_any_moment_loses_nothing_and_shows_no_duplicate(tmp_path: Path, broker_factory) -> None:  # type: ignore[no-untyped-def]
     broker = broker_factory(1000)
     data = tmp_path / "data"
     rng = random.Random(20261122)
-    up = start(data, broker)
-    stream = Stream(broker.url, count=RATE * 12, rate=RATE)
-    stream.start()
     kills = 0
-    try:
-        while kills < 4:
-            time.sleep(rng.uniform(0.4, 1.6))
-            held = up.metric("eventpipe_messages_in_flight")
-            up.kill()  # SIGKILL: no flush, no ack, no goodbye
-            kills += 1
-            print(f"kill -9 #{kills} with {held:.0f} messages held uncommitted")
-            up = start(data, broker)
-        acknowledged = stream.acknowledged()
-        drain_and_stop(up, len(acknowledged))
-    finally:
-        up.kill()
+
+    def kill(up: Up) -> None:
+        nonlocal kills
+        held = up.metric("eventpipe_messages_in_flight")
+        up.kill()  # SIGKILL: no flush, no ack, no goodbye
+        kills += 1
+        print(f"kill -9 #{kills} with {held:.0f} messages held uncommitted")
+
+    pauses = [rng.uniform(0.4, 1.6) for _ in range(4)]
+    stream, acknowledged = under_stream(data, broker, RATE * 12, pauses, kill)
     rows, duplicates, raw_rows = assert_exactly_once(data, acknowledged, stream.ids())
     assert kills == 4
     print(
@@ -87,18 +103,11 @@ def test_kill_9_at_any_moment_loses_nothing_and_shows_no_duplicate(tmp_path: Pat
 def test_sigterm_under_load_exits_0_and_loses_nothing(tmp_path: Path, broker_factory) -> None:  # type: ignore[no-untyped-def]
     broker = broker_factory(1000)
     data = tmp_path / "data"
-    up = start(data, broker)
-    stream = Stream(broker.url, count=RATE * 6, rate=RATE)
-    stream.start()
-    try:
-        for _ in range(2):
-            time.sleep(1.5)
-            assert up.stop(signal.SIGTERM) == 0, up.output()
-            assert "stopped cleanly" in up.output()
-            up = start(data, broker)
-        acknowledged = stream.acknowledged()
-        drain_and_stop(up, len(acknowledged))
-    finally:
-        up.kill()
+
+    def terminate(up: Up) -> None:
+        assert up.stop(signal.SIGTERM) == 0, up.output()
+        assert "stopped cleanly" in up.output()
+
+    stream, acknowledged = under_stream(data, broker, RATE * 6, [1.5, 1.5], terminate)
     rows, _duplicates, _raw = assert_exactly_once(data, acknowledged, stream.ids())
     assert rows == len(acknowledged)

@@ -99,24 +99,23 @@ def datasource_variables(dashboard: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def prometheus_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
-    """(panel title, PromQL) of every Prometheus target."""
+def _targets(dashboard: dict[str, Any], field: str) -> list[tuple[str, str]]:
     return [
-        (panel.get("title", ""), target["expr"])
+        (panel.get("title", ""), target[field])
         for panel in panels(dashboard)
         for target in panel.get("targets", [])
-        if "expr" in target
+        if field in target
     ]
+
+
+def prometheus_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every Prometheus target."""
+    return _targets(dashboard, "expr")
 
 
 def clickhouse_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     """(panel title, SQL) of every ClickHouse target."""
-    return [
-        (panel.get("title", ""), target["rawSql"])
-        for panel in panels(dashboard)
-        for target in panel.get("targets", [])
-        if "rawSql" in target
-    ]
+    return _targets(dashboard, "rawSql")
 
 
 def variable_queries(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:

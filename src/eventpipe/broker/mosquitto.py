@@ -90,10 +90,6 @@ class Mosquitto:
     def log_file(self) -> Path:
         return self.directory / "mosquitto.log"
 
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid
-
     def start(self, timeout: float = 10.0, inherit_fds: tuple[int, ...] = ()) -> None:
         """Start it and wait until it listens; `inherit_fds` stay open in the broker."""
         path = find_binary(self._binary)

@@ -40,9 +40,7 @@ def run_worker(_args: argparse.Namespace) -> int:
 
     def check() -> str | None:
         progress.report()
-        if not worker.alive:
-            return f"flusher stopped: {worker.failure}"
-        return worker.consumer.failure
+        return worker.problem()
 
     problem = shutdown.wait(check)
     prober.stop()

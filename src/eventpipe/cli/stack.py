@@ -98,7 +98,9 @@ def _serve(
     settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, generated_key: str | None, lock: TextIO
 ) -> int:
     dsn = settings.resolved_clickhouse_dsn
-    migrate(connect(dsn), settings.retention_days)
+    migrator = connect(dsn)
+    migrate(migrator, settings.retention_days)
+    migrator.close()
     # Two registries, as in containers: the worker's on --metrics-port, the
     # API's on its own /metrics, so rules and dashboards see the same jobs.
     registry = process_registry()  # one process: its CPU and memory are reported once, here
@@ -127,9 +129,8 @@ def _serve(
         skipped = prometheus.start(inherit_fds=(lock.fileno(),))
         if skipped:
             log.info("Prometheus not started: %s", skipped)
-        api_url = f"http://{settings.api_host}:{settings.api_port}"
         print(
-            f"eventpipe ready: mqtt={settings.mqtt_url} api={api_url} "
+            f"eventpipe ready: mqtt={settings.mqtt_url} api={api.url} "
             f"metrics=http://{settings.metrics_host}:{settings.metrics_port}/metrics "
             + ("" if skipped else f"prometheus={prometheus.url} ")
             + f"data={settings.data_dir.resolve()}",
@@ -159,10 +160,9 @@ def _serve(
 
 
 def _health(worker: Worker, broker: Mosquitto | None, api: ApiServer) -> str | None:
-    if not worker.alive:
-        return f"the worker's flusher stopped: {worker.failure}"
-    if worker.consumer.failure:
-        return worker.consumer.failure
+    problem = worker.problem()
+    if problem:
+        return problem
     if broker is not None and not broker.running():
         return f"mosquitto exited; see {broker.log_file}"
     if not api.alive:

@@ -88,10 +88,6 @@ class Consumer:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
     def stop_accepting(self) -> None:
         """From now on, messages stay unacknowledged in the broker for the next session."""
         self._accepting = False

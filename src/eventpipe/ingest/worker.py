@@ -90,9 +90,11 @@ class Worker:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    @property
-    def failure(self) -> BaseException | None:
-        return self._failed
+    def problem(self) -> str | None:
+        """Why the worker can no longer do its job (its flusher died, the broker refused it), or None."""
+        if not self._thread.is_alive():
+            return f"the worker's flusher stopped: {self._failed}"
+        return self.consumer.failure
 
     def stop(self, timeout: float | None = None) -> bool:
         """Commit and ack what is held, then disconnect. True when nothing was left unacked."""

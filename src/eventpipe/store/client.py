@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import ConfigError, StorageError
-from eventpipe.store.failure import classify
+from eventpipe.errors import ConfigError
+from eventpipe.store.failure import classified
 
 SCHEMES = ("http", "https", "chdb")
 
@@ -18,7 +18,7 @@ def connect(dsn: str) -> Client:
     scheme = urlsplit(dsn).scheme
     if scheme not in SCHEMES:
         raise ConfigError(f"ClickHouse DSN must start with http://, https:// or chdb://, got {redact(dsn)!r}")
-    try:
+    with classified():
         if scheme == "chdb":
             return clickhouse_connect.get_client(dsn=dsn)
         # No server session: each insert and query stands alone, so concurrent
@@ -26,10 +26,14 @@ def connect(dsn: str) -> Client:
         return clickhouse_connect.get_client(
             dsn=dsn, autogenerate_session_id=False, connect_timeout=5, send_receive_timeout=60
         )
-    except StorageError:
-        raise
-    except Exception as exc:
-        raise classify(exc) from exc
+
+
+def ping(client: Client) -> bool:
+    """True when the server answers a trivial query; any failure is the answer "no"."""
+    try:
+        return bool(client.command("SELECT 1") == 1)
+    except Exception:  # noqa: BLE001 - the caller reports "not ready"; nothing is lost here
+        return False
 
 
 def redact(dsn: str) -> str:

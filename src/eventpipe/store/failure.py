@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from clickhouse_connect.driver.exceptions import DataError, Error, OperationalError
 
 from eventpipe.errors import (
@@ -97,3 +100,14 @@ def classify(exc: BaseException) -> StorageError:
     # Anything else raised on this side (a closed client, a column the table
     # lacks, a bug) says nothing about the rows: never dead-letter for it.
     return HaltStorageError(message)
+
+
+@contextmanager
+def classified() -> Iterator[None]:
+    """Every failure inside leaves as a StorageError subclass; none is swallowed."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise classify(exc) from exc

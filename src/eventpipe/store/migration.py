@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import StorageError
-from eventpipe.store.failure import classify
+from eventpipe.store.failure import classified
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ RETAINED = {"events": "timestamp", "dead_letters": "received_at"}
 
 def migrate(client: Client, retention_days: int = 0) -> list[int]:
     """Apply pending migrations in order, then the retention TTL; return the versions applied."""
-    try:
+    with classified():
         client.command(LEDGER)
         done = {row[0] for row in client.query("SELECT version FROM schema_migrations FINAL").result_rows}
         applied = []
@@ -105,10 +104,6 @@ def migrate(client: Client, retention_days: int = 0) -> list[int]:
             applied.append(migration.version)
         _apply_retention(client, retention_days)
         return applied
-    except StorageError:
-        raise
-    except Exception as exc:
-        raise classify(exc) from exc
 
 
 def _apply_retention(client: Client, days: int) -> None:

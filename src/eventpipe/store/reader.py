@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import StorageError
 from eventpipe.events import PROBE_EVENT_TYPE
-from eventpipe.store.failure import classify
+from eventpipe.store.client import ping
+from eventpipe.store.failure import classified
 
 
 class Reader:
@@ -15,10 +15,7 @@ class Reader:
 
     def ping(self) -> bool:
         """True when ClickHouse answers a query."""
-        try:
-            return self._client.command("SELECT 1") == 1
-        except Exception:  # noqa: BLE001 - any failure means not ready; the caller reports it
-            return False
+        return ping(self._client)
 
     def count_events(self) -> int:
         """Events as users see them: each id once, eventpipe's own probes left out.
@@ -41,9 +38,5 @@ class Reader:
         return int(str(self._rows(sql, parameters)[0][0]))
 
     def _rows(self, sql: str, parameters: dict[str, object] | None = None) -> list[tuple[object, ...]]:
-        try:
+        with classified():
             return [tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows]
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise classify(exc) from exc

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import RejectedDataError, StorageError, UnknownStorageError
+from eventpipe.errors import RejectedDataError, UnknownStorageError
 from eventpipe.events import Event, Rejection
-from eventpipe.store.failure import classify
+from eventpipe.store.client import ping
+from eventpipe.store.failure import classified
 
 # Rows an unrecognised error may dead-letter in one write; beyond it, it is not poison.
 MAX_POISON_ROWS = 8
@@ -30,10 +31,7 @@ class Writer:
 
     def ping(self) -> bool:
         """True when the server answers a trivial query."""
-        try:
-            return bool(self._client.command("SELECT 1") == 1)
-        except Exception:  # noqa: BLE001 - any failure is the answer "no"
-            return False
+        return ping(self._client)
 
     def insert_events(self, events: Sequence[Event], *, isolate_unknown: bool = False) -> list[tuple[int, str]]:
         """Insert `events`; return (index, reason) of rows the table refuses.
@@ -98,11 +96,7 @@ class Writer:
             self._insert_isolating(indexes[middle:], events, refused, unknown)
 
     def _insert(self, table: str, column_names: Sequence[str], columns: list[tuple[object, ...]]) -> None:
-        try:
+        with classified():
             self._client.insert(
                 table, columns, column_names=column_names, column_oriented=True, settings=INSERT_SETTINGS
             )
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise classify(exc) from exc
