@@ -51,7 +51,7 @@ def test_probes_report_freshness_while_no_producer_sends(
 
 def test_api_metrics_use_route_templates_not_raw_paths(clickhouse_dsn: str) -> None:
     registry = CollectorRegistry()
-    client = TestClient(create_app(Reader(connect(clickhouse_dsn)), registry))
+    client = TestClient(create_app(Reader(connect(clickhouse_dsn)), registry, ["key"]))
     assert client.get("/healthz").status_code == 200
     for path in ("/nope", "/wp-admin.php", "/../../etc/passwd"):
         assert client.get(path).status_code == 404

@@ -7,6 +7,7 @@ import logging
 
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.config import Settings
+from eventpipe.errors import ConfigError
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.probe import Prober
 from eventpipe.ingest.worker import Worker
@@ -56,7 +57,11 @@ def run_api(_args: argparse.Namespace) -> int:
 
     settings = Settings()
     setup_logging(settings.log_level)
-    app = create_app(Reader(connect(settings.resolved_clickhouse_dsn)), process_registry())
+    if not settings.api_keys:
+        # An API that admits nobody is useless and one that admits everybody
+        # is a leak: refuse to start and say what to set.
+        raise ConfigError("EVENTPIPE_API_KEYS is empty: set it to one or more comma-separated keys")
+    app = create_app(Reader(connect(settings.resolved_clickhouse_dsn)), process_registry(), settings.api_keys)
     server = ApiServer(app, settings.api_host, settings.api_port)
     shutdown = Shutdown()
     shutdown.install()

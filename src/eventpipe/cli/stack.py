@@ -108,7 +108,8 @@ def _serve(
     metrics = IngestMetrics(registry)
     worker = Worker(settings, Writer(connect(dsn)), metrics)
     prober = Prober(settings, metrics)
-    api = ApiServer(create_app(Reader(connect(dsn)), CollectorRegistry()), settings.api_host, settings.api_port)
+    app = create_app(Reader(connect(dsn)), CollectorRegistry(), settings.api_keys)
+    api = ApiServer(app, settings.api_host, settings.api_port)
     prometheus = Prometheus(
         settings.prometheus_port,
         settings.data_dir / "prometheus",

@@ -1,12 +1,157 @@
-"""Read queries: health and counts. Counts are of distinct ids, so redeliveries never show twice."""
+"""Read queries: what the API serves and what health checks and tests count.
+
+Every read of a table goes through FINAL, so a redelivered event is one row
+before ClickHouse has merged its copies. FINAL also merges across partitions
+(do_not_merge_across_partitions_select_final is off by default, and the
+partition key is not in the sort key), which matters: an event without a
+timestamp gets its receive time, so a redelivery after a month boundary lands
+in another partition. WHERE runs after FINAL (FINAL queries are not moved to
+PREWHERE), so a filter never picks out a stale copy. Every value is a bound
+parameter; no SQL is ever formatted from input. No query sets a setting, so a
+readonly ClickHouse user can run them all.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.events import PROBE_EVENT_TYPE
 from eventpipe.store.client import ping
 from eventpipe.store.failure import classified
+
+EVENT_FIELDS = (
+    "event_id, event_type, toUnixTimestamp64Milli(timestamp), toUnixTimestamp64Milli(received_at),"
+    " user_id, topic, properties"
+)
+DEAD_LETTER_FIELDS = (
+    "dead_letter_id, toUnixTimestamp64Milli(received_at), topic, reason, detail, payload, payload_size"
+)
+# Each list is newest first, ties broken by id: the order keyset cursors walk.
+EVENT_ORDER = "ORDER BY timestamp DESC, event_id DESC"
+DEAD_LETTER_ORDER = "ORDER BY received_at DESC, dead_letter_id DESC"
+
+
+class Query(NamedTuple):
+    """One SQL statement and its bound parameters (exposed so benchmarks run the same SQL)."""
+
+    sql: str
+    parameters: dict[str, object]
+
+
+class EventFilter(NamedTuple):
+    event_type: str | None = None
+    user_id: str | None = None
+    since_ms: int | None = None  # inclusive
+    until_ms: int | None = None  # exclusive
+
+
+class Position(NamedTuple):
+    """Where a page ended: the sort key of its last row."""
+
+    time_ms: int
+    id: str
+
+
+class StoredEvent(NamedTuple):
+    event_id: str
+    event_type: str
+    timestamp_ms: int
+    received_ms: int
+    user_id: str | None
+    topic: str
+    properties: str  # JSON object text
+
+
+class StoredDeadLetter(NamedTuple):
+    dead_letter_id: str
+    received_ms: int
+    topic: str
+    reason: str
+    detail: str
+    payload: bytes
+    payload_size: int
+
+
+def events_query(where: EventFilter, limit: int, after: Position | None = None) -> Query:
+    conditions, parameters = _event_conditions(where)
+    if after is not None:
+        # Spelled out rather than as a tuple comparison so the timestamp
+        # minmax index can skip the granules past the cursor.
+        conditions.append(
+            "timestamp <= fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
+            " AND (timestamp < fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC') OR event_id < {after_id:String})"
+        )
+        parameters |= {"after_ms": after.time_ms, "after_id": after.id}
+    parameters["limit"] = limit
+    return Query(_statement(EVENT_FIELDS, "events", conditions, EVENT_ORDER + " LIMIT {limit:UInt32}"), parameters)
+
+
+def event_query(event_id: str) -> Query:
+    conditions = ["event_id = {id:String}", "event_type != {probe:String}"]
+    return Query(_statement(EVENT_FIELDS, "events", conditions, "LIMIT 1"), {"id": event_id, "probe": PROBE_EVENT_TYPE})
+
+
+def event_types_query(where: EventFilter) -> Query:
+    conditions, parameters = _event_conditions(where)
+    tail = "GROUP BY event_type ORDER BY n DESC, event_type"
+    return Query(_statement("event_type, count() AS n", "events", conditions, tail), parameters)
+
+
+def count_query() -> Query:
+    return Query("SELECT count() FROM events FINAL WHERE event_type != {probe:String}", {"probe": PROBE_EVENT_TYPE})
+
+
+def timeseries_query(where: EventFilter, step_ms: int) -> Query:
+    # Integer buckets from the epoch: no time zone can shift them, and day
+    # buckets start at midnight UTC.
+    conditions, parameters = _event_conditions(where)
+    parameters["step"] = step_ms
+    bucket = "intDiv(toUnixTimestamp64Milli(timestamp), {step:Int64}) * {step:Int64} AS bucket, count()"
+    return Query(_statement(bucket, "events", conditions, "GROUP BY bucket ORDER BY bucket"), parameters)
+
+
+def dead_letters_query(reason: str | None, limit: int, after: Position | None = None) -> Query:
+    conditions: list[str] = ["1"]
+    parameters: dict[str, object] = {}
+    if reason is not None:
+        conditions.append("reason = {reason:String}")
+        parameters["reason"] = reason
+    if after is not None:
+        conditions.append(
+            "received_at <= fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
+            " AND (received_at < fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
+            " OR dead_letter_id < {after_id:String})"
+        )
+        parameters |= {"after_ms": after.time_ms, "after_id": after.id}
+    parameters["limit"] = limit
+    tail = DEAD_LETTER_ORDER + " LIMIT {limit:UInt32}"
+    return Query(_statement(DEAD_LETTER_FIELDS, "dead_letters", conditions, tail), parameters)
+
+
+def _statement(fields: str, table: str, conditions: list[str], tail: str) -> str:
+    # Joins this module's constant fragments only; values travel as parameters.
+    return " ".join(("SELECT", fields, "FROM", table, "FINAL WHERE", " AND ".join(conditions), tail))
+
+
+def _event_conditions(where: EventFilter) -> tuple[list[str], dict[str, object]]:
+    # eventpipe's own probe events are plumbing, not data: never served.
+    conditions = ["event_type != {probe:String}"]
+    parameters: dict[str, object] = {"probe": PROBE_EVENT_TYPE}
+    if where.event_type is not None:
+        conditions.append("event_type = {event_type:String}")
+        parameters["event_type"] = where.event_type
+    if where.user_id is not None:
+        conditions.append("user_id = {user_id:String}")
+        parameters["user_id"] = where.user_id
+    if where.since_ms is not None:
+        conditions.append("timestamp >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')")
+        parameters["since_ms"] = where.since_ms
+    if where.until_ms is not None:
+        conditions.append("timestamp < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')")
+        parameters["until_ms"] = where.until_ms
+    return conditions, parameters
 
 
 class Reader:
@@ -17,26 +162,66 @@ class Reader:
         """True when ClickHouse answers a query."""
         return ping(self._client)
 
-    def count_events(self) -> int:
-        """Events as users see them: each id once, eventpipe's own probes left out.
+    def events(self, where: EventFilter, limit: int, after: Position | None = None) -> list[StoredEvent]:
+        return [_event(row) for row in self.run(events_query(where, limit, after))]
 
-        Distinct ids rather than FINAL alone: a redelivered event without a
-        timestamp gets another receive time, and across a month boundary its
-        copies sit in two partitions, which merges never collapse."""
-        return self._scalar(
-            "SELECT uniqExact(event_id) FROM events WHERE event_type != {probe:String}", {"probe": PROBE_EVENT_TYPE}
-        )
+    def event(self, event_id: str) -> StoredEvent | None:
+        rows = self.run(event_query(event_id))
+        return _event(rows[0]) if rows else None
+
+    def event_types(self, where: EventFilter) -> list[tuple[str, int]]:
+        return [(str(kind), int(str(n))) for kind, n in self.run(event_types_query(where))]
+
+    def timeseries(self, where: EventFilter, step_ms: int) -> list[tuple[int, int]]:
+        return [(int(str(start)), int(str(n))) for start, n in self.run(timeseries_query(where, step_ms))]
+
+    def dead_letters(self, reason: str | None, limit: int, after: Position | None = None) -> list[StoredDeadLetter]:
+        rows = self.run(dead_letters_query(reason, limit, after), binary=("payload",))
+        return [_dead_letter(row) for row in rows]
+
+    def count_events(self) -> int:
+        """Events as users see them: each id once, eventpipe's own probes left out."""
+        return self._scalar(count_query())
 
     def count_dead_letters(self) -> int:
-        return self._scalar("SELECT uniqExact(dead_letter_id) FROM dead_letters")
+        return self._scalar(Query("SELECT count() FROM dead_letters FINAL", {}))
 
     def dead_letter_reasons(self) -> dict[str, int]:
-        rows = self._rows("SELECT reason, uniqExact(dead_letter_id) FROM dead_letters GROUP BY reason ORDER BY reason")
+        rows = self.run(Query("SELECT reason, count() FROM dead_letters FINAL GROUP BY reason ORDER BY reason", {}))
         return {str(reason): int(str(count)) for reason, count in rows}
 
-    def _scalar(self, sql: str, parameters: dict[str, object] | None = None) -> int:
-        return int(str(self._rows(sql, parameters)[0][0]))
-
-    def _rows(self, sql: str, parameters: dict[str, object] | None = None) -> list[tuple[object, ...]]:
+    def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+        """Run `query`; columns named in `binary` come back as bytes, undecoded."""
+        formats: dict[str, str | dict[str, str]] | None = dict.fromkeys(binary, "bytes") if binary else None
         with classified():
-            return [tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows]
+            result = self._client.query(query.sql, parameters=query.parameters, column_formats=formats)
+            return [tuple(row) for row in result.result_rows]
+
+    def _scalar(self, query: Query) -> int:
+        return int(str(self.run(query)[0][0]))
+
+
+def _event(row: tuple[object, ...]) -> StoredEvent:
+    event_id, event_type, timestamp_ms, received_ms, user_id, topic, properties = row
+    return StoredEvent(
+        str(event_id),
+        str(event_type),
+        int(str(timestamp_ms)),
+        int(str(received_ms)),
+        None if user_id is None else str(user_id),
+        str(topic),
+        str(properties),
+    )
+
+
+def _dead_letter(row: tuple[object, ...]) -> StoredDeadLetter:
+    dead_letter_id, received_ms, topic, reason, detail, payload, payload_size = row
+    return StoredDeadLetter(
+        str(dead_letter_id),
+        int(str(received_ms)),
+        str(topic),
+        str(reason),
+        str(detail),
+        payload if isinstance(payload, bytes) else str(payload).encode(),
+        int(str(payload_size)),
+    )

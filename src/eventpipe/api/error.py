@@ -1,0 +1,84 @@
+"""The API's one error shape, {"error", "detail"}, for every 4xx and 5xx it sends."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from eventpipe.errors import RetryableStorageError, StorageError
+
+log = logging.getLogger(__name__)
+
+# The longest slice of a rejected value echoed back: enough to recognise it,
+# never a megabyte of someone's garbage.
+ECHO_CHARS = 60
+CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 422: "invalid_parameter"}
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Stable machine-readable code.", examples=["invalid_parameter"])
+    detail: str = Field(description="What was wrong, for a human.", examples=["limit: must be at most 1000"])
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI entries for the error statuses a route can answer."""
+    described = {
+        401: "No valid `Authorization: Bearer <key>` header.",
+        404: "No such item.",
+        422: "A parameter is invalid; `detail` says which and why.",
+        503: "ClickHouse cannot answer now; retry later.",
+    }
+    return {status: {"model": ErrorBody, "description": described[status]} for status in statuses}
+
+
+def install(app: FastAPI) -> None:
+    """Route every failure through ErrorBody."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _body(exc.status, exc.error, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _body(422, "invalid_parameter", "; ".join(_explain(error) for error in exc.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _body(exc.status_code, CODES.get(exc.status_code, "error"), str(exc.detail), exc.headers)
+
+    @app.exception_handler(StorageError)
+    async def storage(_request: Request, exc: StorageError) -> JSONResponse:
+        # An outage is worth a client retry; anything else (auth, a missing
+        # table, a refused query) needs an operator. Both are the server's
+        # fault, so 5xx, and the cause goes to the log, not to the client.
+        log.error("query failed: %s", exc)
+        if isinstance(exc, RetryableStorageError):
+            return _body(503, "unavailable", "ClickHouse cannot answer now; retry later", {"Retry-After": "5"})
+        return _body(500, "storage_error", "ClickHouse refused the query; the operator has to look at the logs")
+
+
+def _explain(error: dict[str, object]) -> str:
+    location = error.get("loc", ())
+    name = str(location[-1]) if isinstance(location, tuple | list) and location else "request"
+    message = str(error.get("msg", "invalid"))
+    value = error.get("input")
+    if isinstance(value, str):
+        shown = value if len(value) <= ECHO_CHARS else value[:ECHO_CHARS] + "…"
+        return f"{name}: {message} (got {shown!r})"
+    return f"{name}: {message}"
+
+
+def _body(status: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)

@@ -1,0 +1,119 @@
+"""What the API answers, with the examples its OpenAPI document shows."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from eventpipe.store.reader import StoredDeadLetter, StoredEvent
+
+EXAMPLE_EVENT: dict[str, Any] = {
+    "event_id": "0b7e6c1e-6a51-4c39-9a6e-2f1f0f7c8d10",
+    "event_type": "purchase",
+    "timestamp": "2026-11-22T09:30:12.345Z",
+    "received_at": "2026-11-22T09:30:12.401Z",
+    "user_id": "user-1042",
+    "topic": "events/purchase",
+    "properties": {"page": "/checkout", "amount": 42.5, "browser": "firefox", "country": "DE"},
+}
+
+
+def rfc3339(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Event(BaseModel):
+    model_config = {"json_schema_extra": {"examples": [EXAMPLE_EVENT]}}
+
+    event_id: str
+    event_type: str
+    timestamp: str = Field(description="When it happened (RFC 3339, UTC, milliseconds).")
+    received_at: str = Field(description="When the worker received it.")
+    user_id: str | None
+    topic: str = Field(description="The MQTT topic it was published to.")
+    properties: dict[str, Any] = Field(description="Every other field of the payload, nesting kept.")
+
+    @classmethod
+    def of(cls, stored: StoredEvent) -> Event:
+        return cls(
+            event_id=stored.event_id,
+            event_type=stored.event_type,
+            timestamp=rfc3339(stored.timestamp_ms),
+            received_at=rfc3339(stored.received_ms),
+            user_id=stored.user_id,
+            topic=stored.topic,
+            properties=json.loads(stored.properties),
+        )
+
+
+class EventPage(BaseModel):
+    items: list[Event]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
+
+
+class TypeCount(BaseModel):
+    event_type: str
+    count: int
+
+
+class TypeCounts(BaseModel):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"items": [{"event_type": "page_view", "count": 812}, {"event_type": "click", "count": 77}],
+                          "total": 889}]
+        }
+    }
+
+    items: list[TypeCount] = Field(description="Most frequent first.")
+    total: int
+
+
+class Bucket(BaseModel):
+    start: str = Field(description="Start of the bucket (RFC 3339, UTC); it spans one interval.")
+    count: int
+
+
+class Timeseries(BaseModel):
+    interval: str
+    since: str
+    until: str
+    items: list[Bucket] = Field(description="Every bucket of the window, oldest first; empty ones count 0.")
+
+
+class DeadLetter(BaseModel):
+    dead_letter_id: str
+    received_at: str
+    topic: str
+    reason: str = Field(examples=["invalid_json"])
+    detail: str = Field(examples=["Expecting ',' delimiter: line 1 column 17 (char 16)"])
+    payload: str = Field(description="The payload as received (cut at the size limit), in `payload_encoding`.")
+    payload_encoding: Literal["utf-8", "base64"] = Field(
+        description="utf-8 when the bytes are text, else base64 of the exact bytes."
+    )
+    payload_size: int = Field(description="Size of the whole payload in bytes.")
+
+    @classmethod
+    def of(cls, stored: StoredDeadLetter) -> DeadLetter:
+        try:
+            payload, encoding = stored.payload.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            payload, encoding = base64.b64encode(stored.payload).decode(), "base64"
+        return cls(
+            dead_letter_id=stored.dead_letter_id,
+            received_at=rfc3339(stored.received_ms),
+            topic=stored.topic,
+            reason=stored.reason,
+            detail=stored.detail,
+            payload=payload,
+            payload_encoding=encoding,  # type: ignore[arg-type]
+            payload_size=stored.payload_size,
+        )
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetter]
+    next_cursor: str | None

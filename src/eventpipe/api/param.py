@@ -1,0 +1,48 @@
+"""Query parameters shared by the data routes, and their checks beyond types."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Query
+
+from eventpipe.api.error import ApiError
+from eventpipe.events.timestamp import to_epoch_ms
+
+# DateTime64(3) ends in 2299; 10^13 ms (2286) keeps every bound well inside it.
+LATEST_MS = 10**13
+TIME_HELP = "RFC 3339 (2026-11-22T09:30:00Z) or epoch seconds or milliseconds"
+
+EventType = Annotated[str | None, Query(max_length=256, description="Only events of this type.", examples=["click"])]
+UserId = Annotated[str | None, Query(max_length=256, description="Only events of this user.", examples=["user-1042"])]
+Since = Annotated[str | None, Query(max_length=64, description=f"From this time on, inclusive: {TIME_HELP}.")]
+Until = Annotated[str | None, Query(max_length=64, description=f"Before this time, exclusive: {TIME_HELP}.")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page, 1 to 1000.")]
+Cursor = Annotated[
+    str | None, Query(max_length=1024, description="`next_cursor` of the previous page, with the same filters.")
+]
+
+
+def text(value: str | None) -> str | None:
+    """An empty filter (`?event_type=`) means no filter, as in an HTML form."""
+    return value or None
+
+
+def instant(name: str, value: str | None) -> int | None:
+    """`value` as epoch milliseconds, or a 422 naming the parameter."""
+    if not value:
+        return None
+    try:
+        epoch_ms = to_epoch_ms(value)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_parameter", f"{name}: {exc}") from None
+    if not 0 <= epoch_ms < LATEST_MS:
+        raise ApiError(422, "invalid_parameter", f"{name}: {value!r} is outside 1970 to 2286")
+    return epoch_ms
+
+
+def window(since: str | None, until: str | None) -> tuple[int | None, int | None]:
+    since_ms, until_ms = instant("since", since), instant("until", until)
+    if since_ms is not None and until_ms is not None and since_ms >= until_ms:
+        raise ApiError(422, "invalid_parameter", "since must be before until")
+    return since_ms, until_ms

@@ -1,0 +1,116 @@
+"""The data routes: events, their statistics, and dead letters. Every one needs a key."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from eventpipe.api import cursor as cursors
+from eventpipe.api.auth import KeyCheck
+from eventpipe.api.error import ApiError, responses
+from eventpipe.api.model import (
+    Bucket,
+    DeadLetter,
+    DeadLetterPage,
+    Event,
+    EventPage,
+    Timeseries,
+    TypeCount,
+    TypeCounts,
+    rfc3339,
+)
+from eventpipe.api.param import TIME_HELP, Cursor, EventType, Limit, Since, Until, UserId, instant, text, window
+from eventpipe.store.reader import EventFilter, Position, Reader
+
+INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "6h": 21_600_000, "1d": 86_400_000}
+DEFAULT_WINDOW_MS = 86_400_000
+# Beyond this a chart is unreadable and the answer large: ask for a wider interval.
+MAX_BUCKETS = 10_000
+SINCE_HELP = f"Window start: {TIME_HELP}. Default: a day before until."
+UNTIL_HELP = f"Window end, exclusive: {TIME_HELP}. Default: now."
+
+
+def router(reader: Reader, keys: KeyCheck) -> APIRouter:
+    api = APIRouter(dependencies=[Depends(keys)], responses=responses(401, 422, 503))
+
+    @api.get("/events", tags=["events"], summary="Stored events, newest first, one page at a time")
+    def list_events(
+        event_type: EventType = None,
+        user_id: UserId = None,
+        since: Since = None,
+        until: Until = None,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> EventPage:
+        where = EventFilter(text(event_type), text(user_id), *window(since, until))
+        query_scope = cursors.scope("events", *where)
+        after = cursors.decode(cursor, query_scope) if cursor else None
+        rows = reader.events(where, limit, after)
+        # A full page may have a successor; a short one is the last.
+        last = Position(rows[-1].timestamp_ms, rows[-1].event_id) if len(rows) == limit else None
+        return EventPage(
+            items=[Event.of(row) for row in rows],
+            next_cursor=cursors.encode(last, query_scope) if last else None,
+        )
+
+    @api.get("/events/{event_id}", tags=["events"], summary="One event by id", responses=responses(404))
+    def get_event(event_id: Annotated[str, Path(max_length=256)]) -> Event:
+        stored = reader.event(event_id)
+        if stored is None:
+            raise ApiError(404, "not_found", "no event has this id")
+        return Event.of(stored)
+
+    @api.get("/stats/event-types", tags=["stats"], summary="How many events of each type")
+    def event_types(since: Since = None, until: Until = None) -> TypeCounts:
+        counts = reader.event_types(EventFilter(None, None, *window(since, until)))
+        return TypeCounts(
+            items=[TypeCount(event_type=kind, count=n) for kind, n in counts], total=sum(n for _, n in counts)
+        )
+
+    @api.get("/stats/timeseries", tags=["stats"], summary="Events per time bucket, oldest first")
+    def timeseries(
+        interval: Annotated[Literal["1m", "5m", "15m", "1h", "6h", "1d"], Query(description="Bucket width.")] = "1h",
+        since: Annotated[str | None, Query(max_length=64, description=SINCE_HELP)] = None,
+        until: Annotated[str | None, Query(max_length=64, description=UNTIL_HELP)] = None,
+        event_type: EventType = None,
+    ) -> Timeseries:
+        step = INTERVALS_MS[interval]
+        until_ms = instant("until", until)
+        until_ms = time.time_ns() // 1_000_000 if until_ms is None else until_ms
+        since_ms = instant("since", since)
+        since_ms = max(0, until_ms - DEFAULT_WINDOW_MS) if since_ms is None else since_ms
+        if since_ms >= until_ms:
+            raise ApiError(422, "invalid_parameter", "since must be before until")
+        first, end = since_ms // step * step, -(-until_ms // step) * step
+        if (end - first) // step > MAX_BUCKETS:
+            raise ApiError(
+                422, "invalid_parameter", f"the window holds more than {MAX_BUCKETS} {interval} buckets: "
+                "choose a wider interval or a shorter window"
+            )
+        counts = dict(reader.timeseries(EventFilter(text(event_type), None, since_ms, until_ms), step))
+        return Timeseries(
+            interval=interval,
+            since=rfc3339(since_ms),
+            until=rfc3339(until_ms),
+            items=[Bucket(start=rfc3339(start), count=counts.get(start, 0)) for start in range(first, end, step)],
+        )
+
+    @api.get("/dead-letters", tags=["dead letters"], summary="Messages that could not be stored, newest first")
+    def dead_letters(
+        reason: Annotated[str | None, Query(max_length=64, description="Only this reason.", examples=["invalid_json"])]
+        = None,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> DeadLetterPage:
+        query_scope = cursors.scope("dead_letters", text(reason))
+        after = cursors.decode(cursor, query_scope) if cursor else None
+        rows = reader.dead_letters(text(reason), limit, after)
+        last = Position(rows[-1].received_ms, rows[-1].dead_letter_id) if len(rows) == limit else None
+        return DeadLetterPage(
+            items=[DeadLetter.of(row) for row in rows],
+            next_cursor=cursors.encode(last, query_scope) if last else None,
+        )
+
+    return api

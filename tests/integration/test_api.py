@@ -1,0 +1,282 @@
+"""The query API over the real engine, read as a read-only user: auth, pages, filters, dedup, errors."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+from eventpipe.store.client import connect
+from eventpipe.store.migration import migrate
+from eventpipe.store.writer import Writer
+from tests.support.api import AUTH, KEY, api_client, event, rejection, walk
+
+# 2026-03-01T00:00:00Z: the month boundary a redelivery crosses below.
+MARCH_MS = 1_772_323_200_000
+HOUR_MS = 3_600_000
+TYPES = ("page_view", "click", "purchase")
+
+
+@pytest.fixture
+def writer(clickhouse_dsn: str) -> Writer:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    return Writer(client)
+
+
+@pytest.fixture
+def api(clickhouse_dsn: str, writer: Writer) -> TestClient:
+    return api_client(clickhouse_dsn, keys=("another-key", KEY))
+
+
+def seed(writer: Writer, count: int, start_ms: int = MARCH_MS) -> list[str]:
+    """`count` events, three to a millisecond (so pages split ties), users u0..u9; return their ids."""
+    rows = [
+        event(
+            f"events/{TYPES[i % 3]}",
+            {"event_id": f"ev-{i:05d}", "timestamp": start_ms + i // 3, "user_id": f"u{i % 10}", "n": i},
+            start_ms + i,
+        )
+        for i in range(count)
+    ]
+    assert writer.insert_events(rows) == []
+    return [row.event_id for row in rows]
+
+
+def test_every_data_endpoint_needs_a_valid_key_and_health_stays_open(api: TestClient) -> None:
+    for path in ("/events", "/events/x", "/stats/event-types", "/stats/timeseries", "/dead-letters"):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": f"Basic {KEY}"},
+            {"Authorization": KEY},
+        ):
+            response = api.get(path, headers=headers)
+            assert response.status_code == 401, (path, headers)
+            assert response.json()["error"] == "unauthorized"
+            assert response.headers["www-authenticate"] == "Bearer"
+        assert api.get(path, headers={"Authorization": "Bearer another-key"}).status_code in (200, 404)
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
+        assert api.get(path).status_code == 200, path
+
+
+def test_pages_walk_every_event_once_newest_first(api: TestClient, writer: Writer) -> None:
+    ids = seed(writer, 2345)
+    for limit in (1000, 97):
+        items = list(walk(api, "/events", limit=limit))
+        assert sorted(item["event_id"] for item in items) == sorted(ids)
+        keys = [(item["timestamp"], item["event_id"]) for item in items]
+        assert keys == sorted(keys, reverse=True)
+    newest = api.get("/events", params={"limit": 1}, headers=AUTH).json()["items"][0]
+    assert newest == {
+        "event_id": "ev-02344",
+        "event_type": "click",
+        "timestamp": "2026-03-01T00:00:00.781Z",
+        "received_at": "2026-03-01T00:00:02.344Z",
+        "user_id": "u4",
+        "topic": "events/click",
+        "properties": {"n": 2344},
+    }
+
+
+def test_redelivered_copies_show_once_before_any_merge(api: TestClient, writer: Writer) -> None:
+    ids = seed(writer, 300)
+    seed(writer, 300)  # the same batch again, as after a crash before the ack: a second part, unmerged
+    # An event without id or timestamp, received before midnight and redelivered after it: the
+    # copies share the derived id but sit in two monthly partitions, which merges never join.
+    body = {"event_type": "click", "user_id": "u1", "cart": {"items": 2}}
+    first, again = event("events/click", body, MARCH_MS - 1), event("events/click", body, MARCH_MS + 5)
+    assert first.event_id == again.event_id and first.timestamp_ms != again.timestamp_ms
+    writer.insert_events([first])
+    writer.insert_events([again])
+
+    listed = [item["event_id"] for item in walk(api, "/events", limit=50)]
+    assert sorted(listed) == sorted([*ids, first.event_id])
+    assert len([i for i in walk(api, "/events", limit=50, since=MARCH_MS - HOUR_MS, until=MARCH_MS)]) == 0
+    stats = api.get("/stats/event-types", headers=AUTH).json()
+    assert stats == {
+        "items": [
+            {"event_type": "click", "count": 101},
+            {"event_type": "page_view", "count": 100},
+            {"event_type": "purchase", "count": 100},
+        ],
+        "total": 301,
+    }
+    series = api.get(
+        "/stats/timeseries", params={"interval": "1d", "since": "2026-02-28", "until": "2026-03-02"}, headers=AUTH
+    ).json()
+    assert [bucket["count"] for bucket in series["items"]] == [0, 301]
+    assert api.get(f"/events/{first.event_id}", headers=AUTH).json()["properties"] == {"cart": {"items": 2}}
+
+
+def test_filters_select_and_a_cursor_only_continues_its_own_query(api: TestClient, writer: Writer) -> None:
+    seed(writer, 600)
+    clicks = list(walk(api, "/events", event_type="click", limit=33))
+    assert len(clicks) == 200 and {item["event_type"] for item in clicks} == {"click"}
+    user = list(walk(api, "/events", user_id="u3", event_type="", limit=7))  # empty filter = no filter
+    assert len(user) == 60 and {item["user_id"] for item in user} == {"u3"}
+    # since inclusive, until exclusive; epoch ms, epoch seconds and RFC 3339 name the same instants.
+    for since, until in ((MARCH_MS + 10, MARCH_MS + 20), ("1772323200.010", "2026-03-01T00:00:00.020Z")):
+        window = list(walk(api, "/events", since=since, until=until))
+        assert len(window) == 30
+        assert min(item["timestamp"] for item in window) == "2026-03-01T00:00:00.010Z"
+        assert max(item["timestamp"] for item in window) == "2026-03-01T00:00:00.019Z"
+
+    page = api.get("/events", params={"event_type": "click", "limit": 5}, headers=AUTH).json()
+    other = api.get("/events", params={"event_type": "login", "cursor": page["next_cursor"]}, headers=AUTH)
+    assert other.status_code == 422
+    assert "other filters" in other.json()["detail"]
+
+
+def test_one_event_by_id_with_nested_fields_and_probes_never_served(api: TestClient, writer: Writer) -> None:
+    nested = event(
+        "events/signup",
+        {"event_data": {"event_id": "nested-1", "user_id": "u9", "plan": {"name": "pro", "seats": [1, 2]}}},
+        MARCH_MS,
+    )
+    probe = event("events/_probe", {"event_id": "probe-1"}, MARCH_MS)
+    writer.insert_events([nested, probe])
+    got = api.get("/events/nested-1", headers=AUTH)
+    assert got.status_code == 200
+    assert got.json()["event_type"] == "signup" and got.json()["user_id"] == "u9"
+    # The envelope is kept as sent: nothing of the producer's payload is dropped or reshaped.
+    assert got.json()["properties"]["event_data"]["plan"] == {"name": "pro", "seats": [1, 2]}
+    missing = api.get("/events/probe-1", headers=AUTH)
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert [item["event_id"] for item in walk(api, "/events")] == ["nested-1"]
+    assert api.get("/stats/event-types", headers=AUTH).json()["total"] == 1
+
+
+def test_timeseries_has_every_bucket_of_the_window(api: TestClient, writer: Writer) -> None:
+    writer.insert_events(
+        [
+            event("events/click", {"event_id": f"t{i}", "timestamp": MARCH_MS + i * HOUR_MS // 2}, MARCH_MS)
+            for i in range(6)
+        ]
+    )
+    series = api.get(
+        "/stats/timeseries",
+        params={"interval": "1h", "since": MARCH_MS - HOUR_MS, "until": MARCH_MS + 4 * HOUR_MS},
+        headers=AUTH,
+    ).json()
+    assert series["interval"] == "1h"
+    assert [(bucket["start"][11:16], bucket["count"]) for bucket in series["items"]] == [
+        ("23:00", 0),
+        ("00:00", 2),
+        ("01:00", 2),
+        ("02:00", 2),
+        ("03:00", 0),
+    ]
+    only = api.get("/stats/timeseries", params={"interval": "1d", "event_type": "none"}, headers=AUTH).json()
+    assert sum(bucket["count"] for bucket in only["items"]) == 0 and len(only["items"]) in (1, 2)
+    too_many = api.get("/stats/timeseries", params={"interval": "1m", "since": "2020-01-01"}, headers=AUTH)
+    assert too_many.status_code == 422 and "buckets" in too_many.json()["detail"]
+
+
+def test_dead_letters_show_what_was_refused_byte_for_byte(api: TestClient, writer: Writer) -> None:
+    payloads = [b"{not json", b"\xff\xfe binary", b"[1, 2]", b'{"event_type": 5}'] + [
+        b"{" * 3 + bytes([i]) for i in range(6)
+    ]
+    writer.insert_dead_letters([rejection("events/bad", p, MARCH_MS + i) for i, p in enumerate(payloads)])
+    items = list(walk(api, "/dead-letters", limit=3))
+    assert len(items) == len(payloads)
+    assert [item["received_at"] for item in items] == sorted((item["received_at"] for item in items), reverse=True)
+    got = {
+        base64.b64decode(item["payload"]) if item["payload_encoding"] == "base64" else item["payload"].encode()
+        for item in items
+    }
+    assert got == set(payloads)
+    binary = next(item for item in items if item["payload_encoding"] == "base64")
+    assert binary["reason"] == "invalid_utf8" and binary["payload_size"] == len(b"\xff\xfe binary")
+    only = list(walk(api, "/dead-letters", reason="not_an_object"))
+    assert [item["payload"] for item in only] == ["[1, 2]"]
+
+
+HOSTILE = [
+    "/events?limit=0",
+    "/events?limit=1001",
+    "/events?limit=-1",
+    "/events?limit=1e3",
+    "/events?limit=abc",
+    "/events?limit=" + "9" * 400,
+    "/events?since=yesterday",
+    "/events?since=1e999",
+    "/events?since=NaN",
+    "/events?until=99999999999999999999999999",
+    "/events?since=-5",
+    "/events?since=2026-13-45T99:99:99Z",
+    "/events?since=2026-03-02&until=2026-03-01",
+    "/events?cursor=garbage",
+    "/events?cursor=" + "A" * 5000,
+    "/events?cursor=" + base64.urlsafe_b64encode(b'[1, "x", "y", "z"]').decode(),
+    "/events?cursor=" + base64.urlsafe_b64encode(b"[1, 10, 5, null]").decode(),
+    "/events?cursor=%00%01%02",
+    "/events?event_type=" + "x" * 5000,
+    "/events?user_id=" + "%F0%9F%92%A9" * 300,
+    "/events/" + "y" * 5000,
+    "/events/does-not-exist",
+    "/events/'%20OR%201=1%20--",
+    "/stats/event-types?since=not-a-time",
+    "/stats/event-types?since=2026-03-02&until=2026-03-02",
+    "/stats/timeseries?interval=7m",
+    "/stats/timeseries?interval=1m&since=1970-01-01",
+    "/stats/timeseries?interval=",
+    "/stats/timeseries?until=0",
+    "/dead-letters?limit=100000",
+    "/dead-letters?reason=" + "r" * 1000,
+    "/dead-letters?cursor=e30",
+    "/nope",
+    "/events/../../etc/passwd",
+]
+# Hostile values that are valid requests: they must be answered as plain data, never as SQL.
+INJECTIONS = [
+    "/events?event_type=' OR 1=1 --",
+    "/events?event_type=click'); DROP TABLE events; --",
+    "/events?user_id=\\' UNION SELECT * FROM system.users --",
+    "/events?user_id={limit:UInt32}",
+    "/events?event_type=%00",
+    "/events?user_id=%E2%80%AE%F0%9F%92%A9",
+    "/dead-letters?reason=' OR ''='",
+]
+
+
+def test_hostile_requests_get_4xx_with_a_reason_and_never_touch_the_data(api: TestClient, writer: Writer) -> None:
+    ids = seed(writer, 50)
+    for path in HOSTILE:
+        response = api.get(path, headers=AUTH)
+        assert 400 <= response.status_code < 500, (path, response.status_code, response.text)
+        body = response.json()
+        assert body["error"] and body["detail"], path
+        assert len(response.content) < 2000, f"{path} echoed too much back"
+    for path in INJECTIONS:
+        response = api.get(path, headers=AUTH)
+        assert response.status_code == 200, (path, response.text)
+        assert response.json()["items"] == []
+    assert sorted(item["event_id"] for item in walk(api, "/events", limit=1000)) == sorted(ids)
+
+
+def test_openapi_documents_every_route_with_examples(api: TestClient) -> None:
+    document = api.get("/openapi.json").json()
+    assert set(document["paths"]) >= {
+        "/events",
+        "/events/{event_id}",
+        "/stats/event-types",
+        "/stats/timeseries",
+        "/dead-letters",
+        "/healthz",
+    }
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert document["components"]["schemas"]["Event"]["examples"]
+    assert "401" in document["paths"]["/events"]["get"]["responses"]
+    assert document["paths"]["/events"]["get"]["responses"]["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
+
+
+def test_times_are_rfc3339_utc_milliseconds(api: TestClient, writer: Writer) -> None:
+    seed(writer, 1)
+    item = api.get("/events", headers=AUTH).json()["items"][0]
+    assert datetime.fromisoformat(item["timestamp"]) == datetime(2026, 3, 1, tzinfo=UTC)
+    assert item["timestamp"].endswith(".000Z")
