@@ -227,6 +227,9 @@ HOSTILE = [
     "/dead-letters?limit=100000",
     "/dead-letters?reason=" + "r" * 1000,
     "/dead-letters?cursor=e30",
+    "/events?evnt_type=click",
+    "/stats/event-types?limit=5",
+    "/events?limit=5&limit=6",
     "/nope",
     "/events/../../etc/passwd",
 ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Query
+from fastapi import Query, Request
+from fastapi.routing import APIRoute
 
 from eventpipe.api.error import ApiError
 from eventpipe.events.timestamp import to_epoch_ms
@@ -46,3 +47,20 @@ def window(since: str | None, until: str | None) -> tuple[int | None, int | None
     if since_ms is not None and until_ms is not None and since_ms >= until_ms:
         raise ApiError(422, "invalid_parameter", "since must be before until")
     return since_ms, until_ms
+
+
+def only_known(request: Request) -> None:
+    """Refuse parameters the route does not take, or takes once but got twice: a
+    misspelt filter (`?evnt_type=`) would otherwise be ignored and the client
+    served everything, and of two values one would be silently dropped."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = {field.alias for field in route.dependant.query_params}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no parameters"
+        raise ApiError(422, "invalid_parameter", f"unknown parameter {unknown[0][:60]!r}; this endpoint takes {takes}")
+    repeated = sorted({name for name in request.query_params if len(request.query_params.getlist(name)) > 1})
+    if repeated:
+        raise ApiError(422, "invalid_parameter", f"{repeated[0]}: given more than once")

@@ -21,7 +21,19 @@ from eventpipe.api.model import (
     TypeCounts,
     rfc3339,
 )
-from eventpipe.api.param import TIME_HELP, Cursor, EventType, Limit, Since, Until, UserId, instant, text, window
+from eventpipe.api.param import (
+    TIME_HELP,
+    Cursor,
+    EventType,
+    Limit,
+    Since,
+    Until,
+    UserId,
+    instant,
+    only_known,
+    text,
+    window,
+)
 from eventpipe.store.reader import EventFilter, Position, Reader
 
 INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "6h": 21_600_000, "1d": 86_400_000}
@@ -33,7 +45,7 @@ UNTIL_HELP = f"Window end, exclusive: {TIME_HELP}. Default: now."
 
 
 def router(reader: Reader, keys: KeyCheck) -> APIRouter:
-    api = APIRouter(dependencies=[Depends(keys)], responses=responses(401, 422, 503))
+    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 503))
 
     @api.get("/events", tags=["events"], summary="Stored events, newest first, one page at a time")
     def list_events(
