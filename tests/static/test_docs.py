@@ -1,0 +1,158 @@
+"""The documentation cannot drift from the code: every setting in the README reference with its real
+default, no variable the code does not read, every relative link resolving, and the one test command.
+
+Every alert's runbook_url resolving to a heading of docs/runbooks.md is checked in
+tests/observability/test_rules.py; it is not repeated here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter
+
+from eventpipe.config import Settings
+from tests.support import compose
+from tests.support.observability import slug
+
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
+FENCE = re.compile(r"(?ms)^(`{3,}|~{3,})[^\n]*\n.*?^\1[ \t]*$")
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+VARIABLE = re.compile(r"\bEVENTPIPE_[A-Z0-9][A-Z0-9_]*")
+# What the "compose" column says for a setting compose.yaml does not set.
+NOT_SET = {"", "—", "-"}
+
+
+def variable(field: str) -> str:
+    return f"EVENTPIPE_{field.upper()}"
+
+
+def section(text: str, title: str) -> str:
+    """The body of the level-2 section `title`, up to the next level-2 heading."""
+    match = re.search(rf"(?ms)^## {re.escape(title)}[ \t]*\n(.*?)(?=^## |\Z)", text)
+    assert match, f"README.md has no section '## {title}'"
+    return match.group(1)
+
+
+@cache
+def reference() -> dict[str, list[str]]:
+    """Variable -> cells (variable, default, compose, meaning) of the README's configuration table."""
+    rows: dict[str, list[str]] = {}
+    for line in section(README.read_text(), "Configuration").splitlines():
+        match = re.match(r"\|\s*`(EVENTPIPE_\w+)`\s*\|", line)
+        if match:
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            assert len(cells) == 4, f"a row is | variable | default | compose | meaning |: {line}"
+            assert match.group(1) not in rows, f"{match.group(1)} is documented twice"
+            rows[match.group(1)] = cells
+    return rows
+
+
+def test_every_setting_is_in_the_readme_reference() -> None:
+    settings = {variable(name) for name in Settings.model_fields}
+    documented = set(reference())
+    assert not settings - documented, f"settings missing from README.md, Configuration: {sorted(settings - documented)}"
+    assert not documented - settings, f"README.md documents variables Settings lacks: {sorted(documented - settings)}"
+
+
+def documented_default(cell: str, field: Any) -> object:
+    """The default cell read as the setting would read it from the environment."""
+    values = re.findall(r"`([^`]*)`", cell)
+    if not values:
+        return None
+    if isinstance(field.get_default(call_default_factory=True), list):
+        return [part.strip() for part in values[0].split(",") if part.strip()]
+    return TypeAdapter(field.annotation).validate_python(values[0])
+
+
+@pytest.mark.parametrize("name", sorted(Settings.model_fields))
+def test_the_reference_gives_the_default_the_code_has(name: str) -> None:
+    field = Settings.model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    row = reference().get(variable(name))
+    assert row, f"{variable(name)} is missing from README.md's configuration table"
+    cell = row[1]
+    if default in ("", [], None):
+        # Nothing to write in backticks: the cell says "empty" or "none", then what that means.
+        assert re.match(r"(empty|none)\b", cell), f"{variable(name)}: the default is empty, README.md says {cell!r}"
+        return
+    assert documented_default(cell, field) == default, (
+        f"{variable(name)}: README.md gives {cell!r}, the code's default is {default!r} (first `value` in the cell)"
+    )
+
+
+def compose_settings() -> set[str]:
+    """EVENTPIPE_ variables some service of compose.yaml sets."""
+    found = set()
+    for definition in compose.compose()["services"].values():
+        environment = definition.get("environment") or {}
+        names = [item.split("=", 1)[0] for item in environment] if isinstance(environment, list) else environment
+        found |= {name for name in names if name.startswith("EVENTPIPE_")}
+    return found
+
+
+def test_the_reference_says_what_compose_sets() -> None:
+    rows = reference()
+    unmarked = [name for name in sorted(compose_settings()) if rows.get(name, ["", "", ""])[2] in NOT_SET]
+    assert not unmarked, f"compose.yaml sets these; README.md's compose column does not say so: {unmarked}"
+    marked = {name for name, cells in rows.items() if cells[2] not in NOT_SET}
+    stale = sorted(marked - compose_settings() - {"EVENTPIPE_MQTT_CLIENT_ID"})  # set by the worker image's entrypoint
+    assert not stale, f"README.md's compose column names variables compose.yaml does not set: {stale}"
+
+
+def prose(text: str) -> str:
+    """The text without fenced code blocks (links there are examples, not links)."""
+    return FENCE.sub("", text)
+
+
+def test_the_docs_name_no_variable_the_code_does_not_read() -> None:
+    known = {variable(name) for name in Settings.model_fields}
+    # The test suite's own switches (EVENTPIPE_FAULT_RATE, EVENTPIPE_TEST_REQUIRE_DOCKER, ...).
+    for path in (REPO / "tests").rglob("*.py"):
+        if path != Path(__file__).resolve():
+            known |= set(VARIABLE.findall(path.read_text()))
+    for page in PAGES:
+        unknown = sorted(set(VARIABLE.findall(page.read_text())) - known)
+        assert not unknown, f"{page.relative_to(REPO)} names variables nothing reads: {unknown}"
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors GitHub and GitLab give the headings of a Markdown page (repeats get -1, -2, ...)."""
+    seen: Counter[str] = Counter()
+    found = set()
+    for heading in re.findall(r"(?m)^#{1,6} (.+?)[ \t]*#*$", prose(page.read_text())):
+        anchor = slug(heading.replace("`", ""))
+        found.add(f"{anchor}-{seen[anchor]}" if seen[anchor] else anchor)
+        seen[anchor] += 1
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO)))
+def test_every_relative_link_resolves(page: Path) -> None:
+    broken = []
+    for target in LINK.findall(INLINE_CODE.sub("", prose(page.read_text()))):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):
+            continue  # http:, https:, mailto: are not files of this repository
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        if not resolved.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+            broken.append(f"{target}: no heading with that anchor in {resolved.relative_to(REPO)}")
+    assert not broken, f"{page.relative_to(REPO)}: {broken}"
+
+
+def test_the_readme_gives_the_test_command_ci_runs() -> None:
+    blocks = [block.strip() for block in re.findall(r"(?ms)^```[^\n]*\n(.*?)^```", README.read_text())]
+    assert "python -m pytest" in blocks, "README.md must give `python -m pytest` alone in a code block"
+    commands = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    commands = [line for line in commands if line and not line.startswith("#")]
+    assert commands[-1] == "python -m pytest", "CI runs the README's test command last"
