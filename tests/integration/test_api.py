@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
-from tests.support.api import AUTH, KEY, api_client, event, rejection, walk
+from tests.support.api import AUTH, HOSTILE, INJECTIONS, KEY, api_client, event, rejection, walk
 
 # 2026-03-01T00:00:00Z: the month boundary a redelivery crosses below.
 MARCH_MS = 1_772_323_200_000
@@ -192,57 +192,6 @@ def test_dead_letters_show_what_was_refused_byte_for_byte(api: TestClient, write
     assert binary["reason"] == "invalid_utf8" and binary["payload_size"] == len(b"\xff\xfe binary")
     only = list(walk(api, "/dead-letters", reason="not_an_object"))
     assert [item["payload"] for item in only] == ["[1, 2]"]
-
-
-HOSTILE = [
-    "/events?limit=0",
-    "/events?limit=1001",
-    "/events?limit=-1",
-    "/events?limit=1e3",
-    "/events?limit=abc",
-    "/events?limit=" + "9" * 400,
-    "/events?since=yesterday",
-    "/events?since=1e999",
-    "/events?since=NaN",
-    "/events?until=99999999999999999999999999",
-    "/events?since=-5",
-    "/events?since=2026-13-45T99:99:99Z",
-    "/events?since=2026-03-02&until=2026-03-01",
-    "/events?cursor=garbage",
-    "/events?cursor=" + "A" * 5000,
-    "/events?cursor=" + base64.urlsafe_b64encode(b'[1, "x", "y", "z"]').decode(),
-    "/events?cursor=" + base64.urlsafe_b64encode(b"[1, 10, 5, null]").decode(),
-    "/events?cursor=%00%01%02",
-    "/events?event_type=" + "x" * 5000,
-    "/events?user_id=" + "%F0%9F%92%A9" * 300,
-    "/events/" + "y" * 5000,
-    "/events/does-not-exist",
-    "/events/'%20OR%201=1%20--",
-    "/stats/event-types?since=not-a-time",
-    "/stats/event-types?since=2026-03-02&until=2026-03-02",
-    "/stats/timeseries?interval=7m",
-    "/stats/timeseries?interval=1m&since=1970-01-01",
-    "/stats/timeseries?interval=",
-    "/stats/timeseries?until=0",
-    "/dead-letters?limit=100000",
-    "/dead-letters?reason=" + "r" * 1000,
-    "/dead-letters?cursor=e30",
-    "/events?evnt_type=click",
-    "/stats/event-types?limit=5",
-    "/events?limit=5&limit=6",
-    "/nope",
-    "/events/../../etc/passwd",
-]
-# Hostile values that are valid requests: they must be answered as plain data, never as SQL.
-INJECTIONS = [
-    "/events?event_type=' OR 1=1 --",
-    "/events?event_type=click'); DROP TABLE events; --",
-    "/events?user_id=\\' UNION SELECT * FROM system.users --",
-    "/events?user_id={limit:UInt32}",
-    "/events?event_type=%00",
-    "/events?user_id=%E2%80%AE%F0%9F%92%A9",
-    "/dead-letters?reason=' OR ''='",
-]
 
 
 def test_hostile_requests_get_4xx_with_a_reason_and_never_touch_the_data(api: TestClient, writer: Writer) -> None:

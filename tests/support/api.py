@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -54,3 +55,55 @@ def walk(client: TestClient, path: str, **params: Any) -> Iterator[dict[str, Any
         cursor = page["next_cursor"]
         if cursor is None:
             return
+
+
+# Requests a hostile or careless client sends: each must get a 4xx with a reason, never a 5xx.
+HOSTILE = [
+    "/events?limit=0",
+    "/events?limit=1001",
+    "/events?limit=-1",
+    "/events?limit=1e3",
+    "/events?limit=abc",
+    "/events?limit=" + "9" * 400,
+    "/events?since=yesterday",
+    "/events?since=1e999",
+    "/events?since=NaN",
+    "/events?until=99999999999999999999999999",
+    "/events?since=-5",
+    "/events?since=2026-13-45T99:99:99Z",
+    "/events?since=2026-03-02&until=2026-03-01",
+    "/events?cursor=garbage",
+    "/events?cursor=" + "A" * 5000,
+    "/events?cursor=" + base64.urlsafe_b64encode(b'[1, "x", "y", "z"]').decode(),
+    "/events?cursor=" + base64.urlsafe_b64encode(b"[1, 10, 5, null]").decode(),
+    "/events?cursor=%00%01%02",
+    "/events?event_type=" + "x" * 5000,
+    "/events?user_id=" + "%F0%9F%92%A9" * 300,
+    "/events/" + "y" * 5000,
+    "/events/does-not-exist",
+    "/events/'%20OR%201=1%20--",
+    "/stats/event-types?since=not-a-time",
+    "/stats/event-types?since=2026-03-02&until=2026-03-02",
+    "/stats/timeseries?interval=7m",
+    "/stats/timeseries?interval=1m&since=1970-01-01",
+    "/stats/timeseries?interval=",
+    "/stats/timeseries?until=0",
+    "/dead-letters?limit=100000",
+    "/dead-letters?reason=" + "r" * 1000,
+    "/dead-letters?cursor=e30",
+    "/events?evnt_type=click",
+    "/stats/event-types?limit=5",
+    "/events?limit=5&limit=6",
+    "/nope",
+    "/events/../../etc/passwd",
+]
+# Hostile values that are valid requests: they must be answered as plain data, never as SQL.
+INJECTIONS = [
+    "/events?event_type=' OR 1=1 --",
+    "/events?event_type=click'); DROP TABLE events; --",
+    "/events?user_id=\\' UNION SELECT * FROM system.users --",
+    "/events?user_id={limit:UInt32}",
+    "/events?event_type=%00",
+    "/events?user_id=%E2%80%AE%F0%9F%92%A9",
+    "/dead-letters?reason=' OR ''='",
+]
