@@ -166,6 +166,10 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0, worker.stderr.read() if worker.stderr else ""
 
+    keyless = run_eventpipe("api", env=env, timeout=60)
+    assert keyless.returncode == 2 and "EVENTPIPE_API_KEYS is empty" in keyless.stderr
+
+    env["EVENTPIPE_API_KEYS"] = "container-key"
     api = subprocess.Popen([*eventpipe_command(), "api"], env=env, stderr=subprocess.DEVNULL)
     try:
 
@@ -177,6 +181,11 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
                 return False
 
         wait_until(ready, what="eventpipe api ready")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api_port}/stats/event-types", headers={"Authorization": "Bearer container-key"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - a fixed http URL
+            assert json.loads(response.read())["total"] == 300
     finally:
         api.send_signal(signal.SIGTERM)
         assert api.wait(30) == 0

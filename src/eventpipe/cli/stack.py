@@ -139,6 +139,9 @@ def _serve(
         )
         if generated_key:
             print(f"API key (generated, set EVENTPIPE_API_KEYS to choose your own): {generated_key}", flush=True)
+        # The user's own keys are never echoed; a generated one is theirs to copy.
+        shown = generated_key or "<one of EVENTPIPE_API_KEYS>"
+        print(f"try: curl -H 'Authorization: Bearer {shown}' '{api.url}/events?limit=5'", flush=True)
         progress = Progress(registry)
 
         def check() -> str | None:
