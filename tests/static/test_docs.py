@@ -113,12 +113,19 @@ def prose(text: str) -> str:
     return FENCE.sub("", text)
 
 
+def readers() -> list[Path]:
+    """Files that may read an EVENTPIPE_ variable besides Settings: the test suite's switches
+    (EVENTPIPE_FAULT_RATE, EVENTPIPE_TEST_REQUIRE_DOCKER, ...), other code, CI and the images."""
+    found = [REPO / ".gitlab-ci.yml", REPO / ".ci" / "run"]
+    for folder in ("src", "tests", "ingest-worker", "api", "scripts"):
+        found += [path for path in (REPO / folder).rglob("*") if path.suffix in {".py", ".sh", ""} and path.is_file()]
+    return [path for path in found if path.exists() and path != Path(__file__).resolve()]
+
+
 def test_the_docs_name_no_variable_the_code_does_not_read() -> None:
     known = {variable(name) for name in Settings.model_fields}
-    # The test suite's own switches (EVENTPIPE_FAULT_RATE, EVENTPIPE_TEST_REQUIRE_DOCKER, ...).
-    for path in (REPO / "tests").rglob("*.py"):
-        if path != Path(__file__).resolve():
-            known |= set(VARIABLE.findall(path.read_text()))
+    for path in readers():
+        known |= set(VARIABLE.findall(path.read_text(errors="replace")))
     for page in PAGES:
         unknown = sorted(set(VARIABLE.findall(page.read_text())) - known)
         assert not unknown, f"{page.relative_to(REPO)} names variables nothing reads: {unknown}"
