@@ -16,8 +16,13 @@ TIME_HELP = "RFC 3339 (2026-11-22T09:30:00Z) or epoch seconds or milliseconds"
 
 EventType = Annotated[str | None, Query(max_length=256, description="Only events of this type.", examples=["click"])]
 UserId = Annotated[str | None, Query(max_length=256, description="Only events of this user.", examples=["user-1042"])]
-Since = Annotated[str | None, Query(max_length=64, description=f"From this time on, inclusive: {TIME_HELP}.")]
-Until = Annotated[str | None, Query(max_length=64, description=f"Before this time, exclusive: {TIME_HELP}.")]
+Since = Annotated[
+    str | None,
+    Query(max_length=64, description=f"From this time on, inclusive: {TIME_HELP}.", examples=["2026-11-22T00:00:00Z"]),
+]
+Until = Annotated[
+    str | None, Query(max_length=64, description=f"Before this time, exclusive: {TIME_HELP}.", examples=["1763856000"])
+]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page, 1 to 1000.")]
 Cursor = Annotated[
     str | None, Query(max_length=1024, description="`next_cursor` of the previous page, with the same filters.")
