@@ -7,6 +7,7 @@ import json
 import pytest
 
 from eventpipe.events import Event, Limits, Reason, Rejection, parse
+from eventpipe.events.timestamp import to_epoch_ms
 
 RECEIVED_MS = 1_763_800_000_000  # 2025-11-22T08:26:40Z
 LIMITS = Limits()
@@ -102,11 +103,38 @@ def test_missing_timestamp_means_time_received() -> None:
         (1_763_798_400.25, 1_763_798_400_250),
         (1_763_798_400_000, 1_763_798_400_000),  # epoch milliseconds
         ("1763798400000", 1_763_798_400_000),
+        ("20251122T080000Z", 1_763_798_400_000),  # basic ISO 8601, no dashes
         (1_763_798_400_000_000, 1_763_798_400_000),  # microseconds
     ],
 )
 def test_timestamps_in_every_accepted_form(value: object, expected_ms: int) -> None:
     assert event("events/x", {"timestamp": value}).timestamp_ms == expected_ms
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'  {"a": 1}', b'{"a": 1}\n', b'\t{"a": 1} \r\n'],
+)
+def test_whitespace_around_the_object_is_json_too(payload: bytes) -> None:
+    result = parse("events/x", payload, RECEIVED_MS, LIMITS)
+    assert isinstance(result, Event)
+    assert json.loads(result.properties) == {"a": 1}
+
+
+@pytest.mark.parametrize("payload", [b'{"a": 1} {"b": 2}', b'{"a": 1}x', b' {"a": '])
+def test_anything_after_or_around_the_object_that_is_not_json_is_rejected(payload: bytes) -> None:
+    assert rejection("events/x", payload).reason == Reason.INVALID_JSON
+
+
+def test_properties_keep_text_as_sent_and_leave_out_null_contract_fields() -> None:
+    row = event("events/x", {"user_id": None, "city": "Zürich", "tags": ["ß", {"n": None}], "n": 1.5})
+    assert row.user_id is None
+    assert row.properties == '{"city":"Zürich","tags":["ß",{"n":null}],"n":1.5}'
+
+
+def test_numeric_strings_are_numbers_and_dashed_ones_dates() -> None:
+    assert to_epoch_ms(" -1763798400 ") == -1_763_798_400_000
+    assert to_epoch_ms("2025-11-22") == 1_763_769_600_000
 
 
 def test_user_id_is_optional_and_numbers_become_strings() -> None:

@@ -8,8 +8,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from eventpipe.broker.address import MqttAddress
 
 
-def make_client(address: MqttAddress, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
-    client = mqtt.Client(
+def make_client(
+    address: MqttAddress, client_id: str, *, manual_ack: bool = False, client_class: type[mqtt.Client] = mqtt.Client
+) -> mqtt.Client:
+    client = client_class(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,

@@ -86,8 +86,36 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_loads = json.JSONDecoder(parse_constant=_no_constants).decode
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_decoder = json.JSONDecoder(parse_constant=_no_constants)
+_scan = _decoder.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# The C encoder made once, not per call as JSONEncoder.encode does, and without
+# the circular-reference bookkeeping: what json parsing returns has no cycles.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_c_encode = (
+    _c_make_encoder(None, _encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    if _c_make_encoder is not None
+    else None
+)
+
+
+def _loads(text: str) -> Any:
+    """json.loads with NaN and Infinity refused; scans directly when the text is one bare value."""
+    try:
+        body, end = _scan(text, 0)
+    except StopIteration:
+        body, end = None, -1
+    if end != len(text):
+        # Leading or trailing whitespace, extra data, or not JSON: the full
+        # decoder accepts or refuses it exactly as json.loads would.
+        return _decoder.decode(text)
+    return body
+
+
+def _dumps(properties: dict[str, Any]) -> str:
+    if _c_encode is None:
+        return _encoder.encode(properties)
+    return "".join(_c_encode(properties, 0))
 
 
 def parse(topic: str, payload: bytes, received_ms: int, limits: Limits) -> Event | Rejection:
@@ -122,15 +150,22 @@ def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits) -> Even
     if text.count("{") + text.count("[") > limits.max_depth and _depth(body) > limits.max_depth:
         raise _Invalid(Reason.TOO_DEEP, f"payload nests deeper than {limits.max_depth} levels")
 
-    found = _lookup(body, limits.envelope_keys)
-    event_type = _event_type(found.get("event_type"), topic)
-    event_id = _event_id(found.get("event_id"), topic, text)
-    timestamp_ms = _timestamp(found.get("timestamp"), received_ms, limits)
-    user_id = _user_id(found.get("user_id"))
+    # The body is ours (just parsed): taking the contract fields out of it
+    # leaves the properties, without building a second dict.
+    take = body.pop
+    event_type, event_id = take("event_type", None), take("event_id", None)
+    timestamp, user_id = take("timestamp", None), take("user_id", None)
+    if event_type is None or event_id is None or timestamp is None or user_id is None:
+        event_type, event_id, timestamp, user_id = _from_envelope(
+            body, limits.envelope_keys, event_type, event_id, timestamp, user_id
+        )
+    event_type = _event_type(event_type, topic)
+    event_id = _event_id(event_id, topic, text)
+    timestamp_ms = _timestamp(timestamp, received_ms, limits)
+    user_id = _user_id(user_id)
 
-    properties = {key: value for key, value in body.items() if key not in CONTRACT_FIELDS}
     try:
-        props_text = _dumps(properties)
+        props_text = _dumps(body)
     except ValueError:
         # Out-of-range numbers such as 1e999 parse to inf, which JSON cannot hold.
         raise _Invalid(Reason.INVALID_JSON, "payload holds a number out of range (inf)") from None
@@ -139,17 +174,16 @@ def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits) -> Even
     return Event(event_id, event_type, timestamp_ms, received_ms, user_id, topic, props_text)
 
 
-def _lookup(body: dict[str, Any], envelope_keys: tuple[str, ...]) -> dict[str, Any]:
-    """The contract fields present, from the top level first, else from an envelope object."""
-    found = {name: body[name] for name in CONTRACT_FIELDS if body.get(name) is not None}
-    if len(found) < len(CONTRACT_FIELDS):
-        for key in envelope_keys:
-            inner = body.get(key)
-            if isinstance(inner, dict):
-                for name in CONTRACT_FIELDS:
-                    if name not in found and inner.get(name) is not None:
-                        found[name] = inner[name]
-    return found
+def _from_envelope(body: dict[str, Any], envelope_keys: tuple[str, ...], *values: Any) -> tuple[Any, ...]:
+    """Contract fields missing (or null) at the top level, taken from the first envelope object that has them."""
+    found = list(values)
+    for key in envelope_keys:
+        inner = body.get(key)
+        if isinstance(inner, dict):
+            for index, name in enumerate(CONTRACT_FIELDS):
+                if found[index] is None:
+                    found[index] = inner.get(name)
+    return tuple(found)
 
 
 def _event_type(value: object, topic: str) -> str:

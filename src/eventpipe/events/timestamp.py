@@ -22,7 +22,8 @@ def to_epoch_ms(value: object) -> int:
         return _from_number(float(value))
     if isinstance(value, str):
         text = value.strip()
-        if _NUMERIC.fullmatch(text):
+        # A "-" after four digits is a date: skip the number pattern (most strings are dates).
+        if text[4:5] != "-" and _NUMERIC.fullmatch(text):
             return _from_number(float(text))
         return _from_rfc3339(text)
     raise ValueError(f"timestamp must be a string or a number, not {type(value).__name__}")

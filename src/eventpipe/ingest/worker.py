@@ -114,25 +114,33 @@ class Worker:
         self.consumer.stop()
         return self._clean and self._failed is None and not hung
 
-    def _deliver(self, delivery: Delivery) -> None:
-        """Called on paho's network thread. When the window is full it waits for a
-        commit, which stops paho reading the socket: TCP backpressure to the
-        broker, which keeps the rest queued. Nothing received is dropped while
-        running; once stopping, QoS 1 stays with the broker and QoS 0 is gone,
-        as QoS 0 means."""
+    def _deliver(self, deliveries: list[Delivery]) -> None:
+        """Called on paho's network thread with the messages of one read. When the
+        window is full it waits for a commit, which stops paho reading the socket:
+        TCP backpressure to the broker, which keeps the rest queued. Nothing
+        received is dropped while running; once stopping, QoS 1 stays with the
+        broker and QoS 0 is gone, as QoS 0 means."""
+        metrics = self._metrics
+        max_rows = self._policy.max_rows
         with self._cond:
-            while self._held >= self._capacity and not self._stopping:
-                self._cond.wait()
-            if self._stopping:
-                return  # unacked: the broker redelivers it to the next session
-            self._items.append(delivery)
-            self._held += 1
-            # Counted under the lock, so a scrape never sees the books unbalanced.
-            self._metrics.received.inc()
-            self._metrics.in_flight.inc()
-            queued = len(self._items)
-            if queued == 1 or queued == self._policy.max_rows:
-                self._cond.notify_all()
+            start, total = 0, len(deliveries)
+            while start < total:
+                while self._held >= self._capacity and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return  # unacked: the broker redelivers it to the next session
+                taken = min(total - start, self._capacity - self._held)
+                before = len(self._items)
+                self._items.extend(deliveries[start : start + taken] if taken < total else deliveries)
+                self._held += taken
+                start += taken
+                # Counted under the lock, so a scrape never sees the books unbalanced.
+                metrics.received.inc(taken)
+                metrics.in_flight.inc(taken)
+                # Wake the flusher when it may be waiting: for a first message
+                # (to start the batch timer) or for a full batch.
+                if before == 0 or before < max_rows <= before + taken:
+                    self._cond.notify_all()
 
     def _release_stale(self, generation: int) -> None:
         """Let go of queued QoS 1 copies from earlier connections: the resumed session resends
