@@ -10,9 +10,9 @@ import pytest
 from eventpipe.errors import HaltStorageError
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store.client import connect
-from eventpipe.store.migration import MIGRATIONS, migrate
+from eventpipe.store.migration import LEDGER, MIGRATIONS, migrate
 from eventpipe.store.reader import Reader
-from eventpipe.store.writer import Writer
+from eventpipe.store.writer import EVENT_COLUMNS, Writer
 
 RECEIVED_MS = 1_763_800_000_000
 
@@ -40,6 +40,55 @@ def test_migrations_are_applied_once_and_in_order(clickhouse_dsn: str) -> None:
     assert migrate(client) == []
     tables = {row[0] for row in client.query("SHOW TABLES").result_rows}
     assert {"events", "dead_letters", "schema_migrations"} <= tables
+
+
+def at_version_2(client: clickhouse_connect.driver.Client) -> None:
+    """The schema as eventpipe before migration 3 left it."""
+    client.command(LEDGER)
+    for migration in MIGRATIONS[:2]:
+        for statement in migration.statements:
+            client.command(statement)
+        client.insert("schema_migrations", [[migration.version, migration.name]], column_names=["version", "name"])
+
+
+def redelivered(received_ms: int) -> Event:
+    """An event with neither id nor timestamp: each copy is stamped with its own receive time."""
+    row = parse("events/click", b'{"user_id": "u1"}', received_ms, Limits())
+    assert isinstance(row, Event)
+    return row
+
+
+@pytest.mark.parametrize("crash", ["none", "before the swap", "after the swap"])
+def test_migration_3_keeps_every_row_and_the_first_copy_wins_even_after_a_crash(
+    clickhouse_dsn: str, crash: str
+) -> None:
+    client = connect(clickhouse_dsn)
+    at_version_2(client)
+    writer = Writer(client)
+    first, later = redelivered(RECEIVED_MS), redelivered(RECEIVED_MS + 40 * 86_400_000)  # next month
+    writer.insert_events(sample(500))
+    writer.insert_events([first])
+    writer.insert_events([later])
+    writer.insert_dead_letters([parse("events/x", b"{oops", RECEIVED_MS, Limits())])  # type: ignore[list-item]
+    create = MIGRATIONS[2].rebuilds[0].create
+    if crash == "before the swap":  # died while copying: a half-filled new table is left
+        client.command(create.format(table="events_rebuild"))
+        client.command("INSERT INTO events_rebuild SELECT * FROM events LIMIT 100")
+    elif crash == "after the swap":  # died after the swap, while a worker still wrote to the old table
+        client.command(create.format(table="events_rebuild"))
+        client.command("INSERT INTO events_rebuild SELECT * FROM events")
+        client.command("EXCHANGE TABLES events AND events_rebuild")
+        writer_of_old = sample(1, prefix="late")[0]
+        client.insert("events_rebuild", [list(writer_of_old)], column_names=list(EVENT_COLUMNS))
+
+    assert migrate(client) == [3]
+    reader = Reader(client)
+    assert reader.count_events() == 501 + int(crash == "after the swap")
+    assert reader.count_dead_letters() == 1
+    assert reader.event(first.event_id) == first, "the first copy, not the redelivery, is the event"
+    tables = {row[0] for row in client.query("SHOW TABLES").result_rows}
+    assert "events_rebuild" not in tables and "dead_letters_rebuild" not in tables
+    assert migrate(client) == []
 
 
 def test_retention_is_set_and_removed_by_the_settings(client: clickhouse_connect.driver.Client) -> None:

@@ -46,7 +46,7 @@ def rejection(topic: str, payload: bytes, received_ms: int) -> Rejection:
 
 def walk(client: TestClient, path: str, **params: Any) -> Iterator[dict[str, Any]]:
     """Every item of a paginated list, following next_cursor as a client would."""
-    cursor = None
+    cursor = params.pop("cursor", None)
     while True:
         response = client.get(path, params={**params, **({"cursor": cursor} if cursor else {})}, headers=AUTH)
         assert response.status_code == 200, response.text

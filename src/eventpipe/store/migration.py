@@ -13,10 +13,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Rebuild:
+    """Recreate a table under a new definition (ClickHouse cannot ALTER an engine) and copy its rows.
+
+    `create` names the table {table}; the step is done once `marker` is one of
+    the table's columns, so a rerun after a crash at any point is safe."""
+
+    table: str
+    create: str
+    marker: str
+
+
+@dataclass(frozen=True)
 class Migration:
     version: int
     name: str
-    statements: tuple[str, ...]
+    statements: tuple[str, ...] = ()
+    rebuilds: tuple[Rebuild, ...] = ()
 
 
 LEDGER = """
@@ -85,6 +98,65 @@ ORDER BY dead_letter_id
     ),
 )
 
+# Copies of one message (redeliveries) must keep the first one's row: an
+# event without a timestamp is stamped with its receive time, so a later copy
+# would move it in time under a client paging through it, or into another
+# month's partition, which a server before 26.3 prunes before FINAL. The
+# version is the receive time reversed, and ReplacingMergeTree keeps the
+# highest version, so the earliest copy wins whatever order merges run in.
+FIRST_COPY_WINS = "first_copy UInt64 MATERIALIZED 18446744073709551615 - toUInt64(toUnixTimestamp64Milli(received_at))"
+
+MIGRATIONS += (
+    Migration(
+        3,
+        "keep the first copy of a redelivered event or dead letter",
+        rebuilds=(
+            Rebuild(
+                "events",
+                """
+CREATE TABLE {table}
+(
+    event_id String,
+    event_type LowCardinality(String),
+    timestamp DateTime64(3, 'UTC'),
+    received_at DateTime64(3, 'UTC'),
+    user_id Nullable(String),
+    topic LowCardinality(String),
+    properties String CODEC(ZSTD(3)),
+    FIRST_COPY_WINS,
+    INDEX timestamp_minmax timestamp TYPE minmax GRANULARITY 1,
+    INDEX user_bloom user_id TYPE bloom_filter(0.01) GRANULARITY 4
+)
+ENGINE = ReplacingMergeTree(first_copy)
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (event_type, event_id)
+""".replace("FIRST_COPY_WINS", FIRST_COPY_WINS),
+                "first_copy",
+            ),
+            Rebuild(
+                "dead_letters",
+                """
+CREATE TABLE {table}
+(
+    dead_letter_id String,
+    received_at DateTime64(3, 'UTC'),
+    topic String,
+    reason LowCardinality(String),
+    detail String,
+    payload String CODEC(ZSTD(3)),
+    payload_size UInt32,
+    FIRST_COPY_WINS
+)
+ENGINE = ReplacingMergeTree(first_copy)
+PARTITION BY toYYYYMM(received_at)
+ORDER BY dead_letter_id
+""".replace("FIRST_COPY_WINS", FIRST_COPY_WINS),
+                "first_copy",
+            ),
+        ),
+    ),
+)
+
 RETAINED = {"events": "timestamp", "dead_letters": "received_at"}
 
 
@@ -99,11 +171,36 @@ def migrate(client: Client, retention_days: int = 0) -> list[int]:
                 continue
             for statement in migration.statements:
                 client.command(statement)
+            for rebuild in migration.rebuilds:
+                _rebuild(client, rebuild)
             client.insert("schema_migrations", [[migration.version, migration.name]], column_names=["version", "name"])
             log.info("applied migration %d: %s", migration.version, migration.name)
             applied.append(migration.version)
         _apply_retention(client, retention_days)
         return applied
+
+
+def _rebuild(client: Client, rebuild: Rebuild) -> None:
+    # Copy, swap, copy again, drop. The second copy takes rows a worker still
+    # running the old version wrote to the old table during the first; copies
+    # of a row collapse, so copying twice is harmless. Stop workers for this
+    # migration anyway: an insert in flight across the swap could be missed.
+    table, scratch = rebuild.table, f"{rebuild.table}_rebuild"
+    if rebuild.marker not in _names("system.columns", "table = {t:String}", table, client):
+        client.command(f"DROP TABLE IF EXISTS {scratch}")  # a half-filled copy from a crashed run
+        client.command(rebuild.create.format(table=scratch))
+        client.command(f"INSERT INTO {scratch} SELECT * FROM {table}")  # noqa: S608 - names are constants
+        client.command(f"EXCHANGE TABLES {table} AND {scratch}")
+    # From here on `scratch`, if it is there, is the old table.
+    if scratch in _names("system.tables", "name = {t:String}", scratch, client):
+        client.command(f"INSERT INTO {table} SELECT * FROM {scratch}")  # noqa: S608 - names are constants
+        client.command(f"DROP TABLE {scratch}")
+        log.info("rebuilt table %s", table)
+
+
+def _names(source: str, condition: str, value: str, client: Client) -> set[str]:
+    sql = f"SELECT name FROM {source} WHERE database = currentDatabase() AND {condition}"  # noqa: S608 - constants
+    return {str(row[0]) for row in client.query(sql, parameters={"t": value}).result_rows}
 
 
 def _apply_retention(client: Client, days: int) -> None:
