@@ -39,6 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default 1)")
     publish.add_argument("--topic-prefix", default="events", help="topics are PREFIX/<event_type>")
     publish.add_argument("--seed", type=int, help="random seed, for repeatable events")
+
+    bench = commands.add_parser(
+        "bench",
+        help="measure drain, latency, API and cost as ratios in one run (starts its own broker and chDB)",
+        description="Prints figures; asserts none. Each scenario compares with a baseline taken in the same run.",
+    )
+    bench.add_argument("--quick", action="store_true", help="a smoke run of every scenario: small and short")
+    bench.add_argument("--count", type=_positive_int, help="backlog per consumer (default 50000; quick 3000)")
+    bench.add_argument("--rates", help="latency rates, msg/s, comma-separated (default 500,2000,5000; quick 500,2000)")
+    bench.add_argument("--latency-seconds", type=float, help="publishing time per rate (default 15; quick 2)")
+    bench.add_argument("--api-events", type=_positive_int, help="events stored for the API (default 1000000)")
+    bench.add_argument("--api-seconds", type=float, help="time per endpoint and side (default 6; quick 1)")
+    bench.add_argument("--scale", help="worker process counts for the scale-out (default 1,2)")
+    bench.add_argument("--only", help="scenarios to run, comma-separated: drain,latency,api,scale (default all)")
+    bench.add_argument("--work-dir", help="where the run's directory goes (default: the system's temporary dir)")
+    bench.add_argument("--keep", action="store_true", help="keep the run's directory (broker and chDB files, logs)")
+    bench.add_argument("--json", help="also write every figure to this JSON file")
     return parser
 
 
@@ -57,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from eventpipe.cli.stack import run_up
 
             return run_up(args)
+        if args.command == "bench":
+            from eventpipe.bench.command import run_bench
+
+            return run_bench(args)
         from eventpipe.cli import service
 
         return int(getattr(service, f"run_{args.command}")(args))

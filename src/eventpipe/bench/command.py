@@ -1,0 +1,169 @@
+"""`eventpipe bench`: runs the scenarios in turn and prints their figures as they come.
+
+Nothing here asserts a figure: on a shared machine absolute numbers drift, so
+every scenario is a comparison taken in the same run (worker against bare
+paho, API against its own SQL), and the load average is printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from eventpipe.bench import drain, endpoint, latency, machine, report, service
+from eventpipe.bench.client import ApiClient
+from eventpipe.bench.service import free_port
+from eventpipe.broker.mosquitto import Mosquitto
+from eventpipe.config import Settings
+
+SCENARIOS = ("drain", "latency", "api", "scale")
+POLL_S = 0.02
+SAMPLES_PER_S = 10.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much each scenario does; --quick shrinks everything to a smoke run."""
+
+    count: int
+    rates: tuple[float, ...]
+    latency_seconds: float
+    api_events: int
+    api_seconds: float
+    scale: tuple[int, ...]
+    scenarios: tuple[str, ...]
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Plan:
+        quick = args.quick
+        rates = args.rates or ("500,2000" if quick else "500,2000,5000")
+        return cls(
+            count=args.count or (3_000 if quick else 50_000),
+            rates=tuple(float(rate) for rate in rates.split(",") if rate),
+            latency_seconds=args.latency_seconds or (2.0 if quick else 15.0),
+            api_events=args.api_events or (20_000 if quick else 1_000_000),
+            api_seconds=args.api_seconds or (1.0 if quick else 6.0),
+            scale=tuple(int(n) for n in (args.scale or "1,2").split(",") if n),
+            scenarios=tuple(args.only.split(",")) if args.only else SCENARIOS,
+        )
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    plan = Plan.of(args)
+    unknown = set(plan.scenarios) - set(SCENARIOS)
+    if unknown:
+        print(f"eventpipe bench: unknown scenario {sorted(unknown)[0]!r}; choose from {', '.join(SCENARIOS)}")
+        return 2
+    window = Settings().mqtt_receive_maximum
+    # A fresh directory of our own, inside --work-dir if given: only it is removed afterwards.
+    if args.work_dir:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="eventpipe-bench-", dir=args.work_dir))
+    figures: dict[str, Any] = {"machine": machine.describe(), "load_start": machine.load(), "plan": asdict(plan)}
+    say = _printer()
+    say("eventpipe bench: figures from one run on one machine; compare the ratios, not the absolutes")
+    say(f"machine: {figures['machine']}")
+    say(f"load average at start: {figures['load_start']}; work dir: {work}")
+    if args.quick:
+        say("quick run: small and short, a smoke test; the targets are meant for the default sizes")
+    started = time.monotonic()
+    try:
+        if "drain" in plan.scenarios or "scale" in plan.scenarios:
+            figures |= _drains(plan, work, window, say)
+        if "latency" in plan.scenarios:
+            figures["latency"] = _latency(plan, work, window, say)
+        if "api" in plan.scenarios:
+            figures["api"] = _api(plan, work, say)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    figures["load_end"] = machine.load()
+    say("")
+    say(f"load average at end: {figures['load_end']}; {time.monotonic() - started:.0f}s in all")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
+    return 0
+
+
+def _printer() -> Callable[[str], None]:
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    return say
+
+
+def _drains(plan: Plan, work: Path, window: int, say: Callable[[str], None]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    broker = Mosquitto(free_port(), work / "mosquitto", window, Settings().mosquitto_binary)
+    broker.start()
+    config = str(broker.directory / "mosquitto.conf")
+    pid = machine.pid_running("-c", config)
+
+    def broker_cpu() -> float:
+        return machine.cpu_seconds(pid) if pid else 0.0
+
+    try:
+        if "drain" in plan.scenarios:
+            results = drain.compare(broker.url, plan.count, window, work, ("bare", "parse", "worker"), broker_cpu)
+            say("")
+            for line in report.drain(results, plan.count) + report.cost(results):
+                say(line)
+            out["drain"] = [asdict(result) | {"rate": result.rate} for result in results]
+        if "scale" in plan.scenarios:
+            scaled = [
+                drain.scale(broker.url, plan.count, window, work, kind, processes, broker_cpu)
+                for kind in ("worker", "bare")
+                for processes in plan.scale
+            ]
+            say("")
+            for line in report.scale(scaled, plan.count):
+                say(line)
+            out["scale"] = [asdict(result) | {"rate": result.rate} for result in scaled]
+    finally:
+        broker.stop()
+    return out
+
+
+def _latency(plan: Plan, work: Path, window: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    key = secrets.token_urlsafe(16)
+    stack, mqtt_port, api_port = service.up(work / "up", key, window)
+    client = ApiClient(api_port, key)
+    url = f"mqtt://127.0.0.1:{mqtt_port}"
+    try:
+        client.wait_ready()
+        broker_config = (work / "up" / "mosquitto" / "mosquitto.conf").resolve()
+        pids = (stack.process.pid, machine.pid_running("-c", str(broker_config)) or 0)
+        # Warm-up, not reported: first queries, first inserts, first parts.
+        latency.measure(url, client, 200.0, 1.0, SAMPLES_PER_S, POLL_S)
+        results = []
+        for rate in plan.rates:
+            before = [machine.cpu_seconds(pid) for pid in pids]
+            result = latency.measure(url, client, rate, plan.latency_seconds, SAMPLES_PER_S, POLL_S)
+            stack_cpu, broker_cpu = (machine.cpu_seconds(pid) - cpu for pid, cpu in zip(pids, before, strict=True))
+            results.append(replace(result, stack_cpu_s=stack_cpu, broker_cpu_s=broker_cpu))
+    finally:
+        client.close()
+        stack.stop()
+    say("")
+    for line in report.latency(results, POLL_S):
+        say(line)
+    return [asdict(result) for result in results]
+
+
+def _api(plan: Plan, work: Path, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    data_dir = work / "api-chdb"
+    seconds = endpoint.fill(data_dir, plan.api_events)
+    results = endpoint.compare(data_dir, plan.api_events, plan.api_seconds)
+    say("")
+    for line in report.api(results, plan.api_events):
+        say(line)
+    say(f"   ({plan.api_events:,} events stored through the worker's Writer in {seconds:.1f}s)")
+    return [asdict(result) | {"ratio": result.ratio} for result in results]

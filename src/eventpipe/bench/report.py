@@ -1,0 +1,132 @@
+"""The benchmark's printed figures: one block per scenario, and how each compares with its target."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from eventpipe.bench.drain import Drain
+from eventpipe.bench.endpoint import Comparison
+from eventpipe.bench.latency import Latency
+from eventpipe.bench.stats import percentile
+
+LABELS = {
+    "bare": "bare paho-mqtt, counts only",
+    "parse": "bare paho-mqtt + json.loads",
+    "worker": "eventpipe worker, into chDB",
+}
+DRAIN_TARGET, DRAIN_FLOOR = 0.9, 0.7
+LATENCY_RATE, LATENCY_TARGET_S = 2_000.0, 1.0
+API_TARGET = 1.5
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.0f} MiB"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms"
+
+
+def _verdict(met: bool, floor_met: bool | None = None) -> str:
+    if met:
+        return "met"
+    return "missed (floor met)" if floor_met else "missed"
+
+
+def drain(results: Sequence[Drain], count: int) -> list[str]:
+    lines = [
+        f"1. Backlog drain: {count:,} QoS 1 demo events queued for each consumer's persistent session,",
+        "   then drained by that consumer alone, one process (time: connect to last message counted/committed)",
+        f"   {'consumer':<30} {'msg/s':>9} {'seconds':>8} {'CPU s/10k':>10} {'RSS before, peak':>21} "
+        f"{'broker CPU s/10k':>17}",
+    ]
+    for result in results:
+        memory = f"{_mib(result.rss_start)}, {_mib(result.rss_peak)}"
+        lines.append(
+            f"   {LABELS.get(result.kind, result.kind):<30} {result.rate:>9,.0f} {result.seconds:>8.2f} "
+            f"{result.cpu_per_10k:>10.2f} {memory:>21} {result.broker_cpu_per_10k:>17.2f}"
+        )
+    by_kind = {result.kind: result for result in results}
+    if "bare" in by_kind and "worker" in by_kind:
+        ratio = by_kind["worker"].rate / by_kind["bare"].rate
+        verdict = _verdict(ratio >= DRAIN_TARGET, ratio >= DRAIN_FLOOR)
+        lines.append(
+            f"   worker / bare paho: {ratio:.2f}x (target >= {DRAIN_TARGET}x, at least {DRAIN_FLOOR}x: {verdict})"
+        )
+    return lines
+
+
+def cost(results: Sequence[Drain]) -> list[str]:
+    worker = next((result for result in results if result.kind == "worker"), None)
+    if worker is None:
+        return []
+    return [
+        f"4. Worker cost, from the drain above: {worker.cpu_per_10k:.2f} CPU seconds per 10,000 events "
+        f"(whole process: paho, parsing, chDB's insert work); peak RSS {_mib(worker.rss_peak)} "
+        f"({_mib(worker.rss_start)} before draining, most of it the embedded ClickHouse engine)",
+    ]
+
+
+def latency(results: Sequence[Latency], poll_s: float) -> list[str]:
+    lines = [
+        "2. Publish -> queryable: eventpipe up (broker, worker, API on chDB); QoS 1 demo events at a fixed rate,",
+        f"   samples polled with GET /events/{{id}} every {poll_s * 1000:.0f} ms until 200 (an upper bound)",
+        f"   {'rate':>8} {'achieved':>9} {'samples':>8} {'p50':>10} {'p99':>10} {'max':>10} {'lost':>5} "
+        f"{'up CPU s/10k':>13} {'broker CPU s/10k':>17}",
+    ]
+    for result in results:
+        found = result.latencies
+        lines.append(
+            f"   {result.rate:>8,.0f} {result.achieved:>9,.0f} {len(found):>8} {_ms(percentile(found, 50)):>10} "
+            f"{_ms(percentile(found, 99)):>10} {_ms(max(found, default=float('nan'))):>10} {result.lost:>5} "
+            f"{result.per_10k(result.stack_cpu_s):>13.2f} {result.per_10k(result.broker_cpu_s):>17.2f}"
+        )
+    lines.append("   (up CPU: the one process of worker and API, the API answering the polls too)")
+    at_target = next((result for result in results if result.rate == LATENCY_RATE), None)
+    if at_target is not None and at_target.latencies:
+        p99 = percentile(at_target.latencies, 99)
+        met = p99 <= LATENCY_TARGET_S and at_target.lost == 0
+        lines.append(
+            f"   p99 at {LATENCY_RATE:,.0f} msg/s: {p99:.3f} s (target <= {LATENCY_TARGET_S:.0f} s: {_verdict(met)})"
+        )
+    return lines
+
+
+def api(results: Sequence[Comparison], count: int) -> list[str]:
+    lines = [
+        f"3. API over {count:,} stored events, one client, one request at a time; direct = the same SQL",
+        "   (the Reader's query builders) through clickhouse-connect in a process of its own",
+        f"   {'endpoint':<24} {'API p50':>10} {'API p99':>10} {'req/s':>7} {'direct p50':>11} {'direct p99':>11} "
+        f"{'q/s':>7} {'p50 ratio':>10}",
+    ]
+    for result in results:
+        lines.append(
+            f"   GET {result.path:<20} {_ms(result.api.p50):>10} {_ms(result.api.p99):>10} "
+            f"{result.api.per_second:>7.1f} {_ms(result.direct.p50):>11} {_ms(result.direct.p99):>11} "
+            f"{result.direct.per_second:>7.1f} {result.ratio:>9.2f}x"
+        )
+    if results:
+        worst = max(result.ratio for result in results)
+        lines.append(
+            f"   API p50 / direct p50, worst: {worst:.2f}x (target <= {API_TARGET}x: {_verdict(worst <= API_TARGET)})"
+        )
+    return lines
+
+
+def scale(results: Sequence[Drain], count: int) -> list[str]:
+    lines = [
+        f"Scale-out: {count:,} events queued for a shared subscription ($share/...), split round-robin by",
+        "   Mosquitto between the group's sessions; N processes start together, each worker on its own chDB",
+        f"   {'consumer':<30} {'processes':>9} {'msg/s':>9} {'vs 1':>6} {'CPU s/10k':>10} {'broker CPU s/10k':>17}",
+    ]
+    single: dict[str, float] = {}
+    for result in results:
+        if result.processes == 1:
+            single[result.kind] = result.rate
+        base = single.get(result.kind)
+        speedup = f"{result.rate / base:.2f}x" if base else "-"
+        lines.append(
+            f"   {LABELS.get(result.kind, result.kind):<30} {result.processes:>9} {result.rate:>9,.0f} {speedup:>6} "
+            f"{result.cpu_per_10k:>10.2f} {result.broker_cpu_per_10k:>17.2f}"
+        )
+    return lines

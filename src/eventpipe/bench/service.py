@@ -1,0 +1,78 @@
+"""`eventpipe up` and `eventpipe api` as child processes on free ports, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from eventpipe.errors import EventpipeError
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Service:
+    """One `eventpipe` command; its output goes to a log file beside its data."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._handle = log.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "eventpipe.cli.main", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=self._handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            text=True,
+        )
+
+    def wait_for(self, text: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text():
+            if self.process.poll() is not None:
+                raise EventpipeError(f"eventpipe exited {self.process.returncode}: {self.tail()}")
+            if time.monotonic() > deadline:
+                raise EventpipeError(f"eventpipe did not print {text!r} within {timeout:.0f}s: {self.tail()}")
+            time.sleep(0.1)
+
+    def tail(self, lines: int = 10) -> str:
+        return " | ".join(self.log.read_text().splitlines()[-lines:])
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, as a supervisor stops it: it commits and acks what it holds. SIGKILL if it hangs."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._handle.close()
+        return self.process.returncode
+
+
+def up(data_dir: Path, key: str, window: int) -> tuple[Service, int, int]:
+    """The native stack (broker, worker, API) on free ports; returns it, its MQTT port and its API port."""
+    mqtt_port, api_port, metrics_port = free_port(), free_port(), free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = ["up", "--data-dir", str(data_dir), "--mqtt-port", str(mqtt_port), "--api-port", str(api_port)]
+    args += ["--metrics-port", str(metrics_port), "--prometheus-port", "0"]
+    env = {"EVENTPIPE_API_KEYS": key, "EVENTPIPE_MQTT_RECEIVE_MAXIMUM": str(window)}
+    service = Service(args, env, data_dir.parent / f"{data_dir.name}-up.log")
+    service.wait_for("eventpipe ready")
+    return service, mqtt_port, api_port
+
+
+def api(dsn: str, key: str, log: Path) -> tuple[Service, int]:
+    """`eventpipe api` on a free port over `dsn`; returns it and its port."""
+    port = free_port()
+    env = {"EVENTPIPE_CLICKHOUSE_DSN": dsn, "EVENTPIPE_API_KEYS": key, "EVENTPIPE_API_PORT": str(port)}
+    return Service(["api"], env, log), port

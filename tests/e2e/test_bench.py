@@ -1,0 +1,41 @@
+"""`eventpipe bench --quick` as a user runs it: it completes and prints every figure. No timing is asserted:
+the figures are for people to read, and this machine is shared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.stack import run_eventpipe
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_quick_benchmark_runs_every_scenario_and_prints_its_figures(tmp_path: Path) -> None:
+    figures_file = tmp_path / "figures.json"
+    done = run_eventpipe(
+        "bench", "--quick", "--work-dir", str(tmp_path / "work"), "--json", str(figures_file), timeout=280
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for heading in ("1. Backlog drain", "2. Publish -> queryable", "3. API over", "4. Worker cost", "Scale-out"):
+        assert heading in out, out
+    assert "worker / bare paho:" in out
+    assert "p99 at 2,000 msg/s:" in out
+    assert "API p50 / direct p50" in out
+
+    figures = json.loads(figures_file.read_text())
+    assert {row["kind"] for row in figures["drain"]} == {"bare", "parse", "worker"}
+    assert all(row["count"] == 3_000 and row["seconds"] > 0 for row in figures["drain"])
+    assert [row["rate"] for row in figures["latency"]] == [500.0, 2000.0]
+    assert all(row["lost"] == 0 and row["latencies"] for row in figures["latency"])
+    assert {row["name"] for row in figures["api"]} == {"events", "event_types"}
+    assert sorted((row["kind"], row["processes"]) for row in figures["scale"]) == [
+        ("bare", 1),
+        ("bare", 2),
+        ("worker", 1),
+        ("worker", 2),
+    ]
+    assert list((tmp_path / "work").iterdir()) == [], "the run's directory is removed unless --keep"
