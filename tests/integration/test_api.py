@@ -7,15 +7,20 @@ from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
+from eventpipe.api.app import create_app
+from eventpipe.errors import HaltStorageError, RetryableStorageError
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 from tests.support.api import AUTH, HOSTILE, INJECTIONS, KEY, api_client, event, rejection, walk
+from tests.support.faults import FailingReader
 
 # 2026-03-01T00:00:00Z: the month boundary a redelivery crosses below.
 MARCH_MS = 1_772_323_200_000
 HOUR_MS = 3_600_000
+KIB = 1024
 TYPES = ("page_view", "click", "purchase")
 
 
@@ -188,8 +193,11 @@ def test_timeseries_has_every_bucket_of_the_window(api: TestClient, writer: Writ
         ("02:00", 2),
         ("03:00", 0),
     ]
-    only = api.get("/stats/timeseries", params={"interval": "1d", "event_type": "none"}, headers=AUTH).json()
-    assert sum(bucket["count"] for bucket in only["items"]) == 0 and len(only["items"]) in (1, 2)
+    writer.insert_events([event("events/view", {"event_id": "v1", "timestamp": MARCH_MS}, MARCH_MS)])
+    day = {"interval": "1d", "since": "2026-03-01", "until": "2026-03-02"}
+    assert api.get("/stats/timeseries", params=day, headers=AUTH).json()["items"][0]["count"] == 7
+    only = api.get("/stats/timeseries", params={**day, "event_type": "view"}, headers=AUTH).json()
+    assert [(bucket["start"], bucket["count"]) for bucket in only["items"]] == [("2026-03-01T00:00:00.000Z", 1)]
     too_many = api.get("/stats/timeseries", params={"interval": "1m", "since": "2020-01-01"}, headers=AUTH)
     assert too_many.status_code == 422 and "buckets" in too_many.json()["detail"]
 
@@ -244,6 +252,53 @@ def test_openapi_documents_every_route_with_examples(api: TestClient) -> None:
     assert document["paths"]["/events"]["get"]["responses"]["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"
     }
+
+
+def test_ids_with_slashes_are_served_and_a_trailing_slash_is_not_another_event(api: TestClient, writer: Writer) -> None:
+    writer.insert_events(
+        [event("events/a", {"event_id": eid, "timestamp": MARCH_MS}, MARCH_MS) for eid in ("a/b", "tenant/7/42", "x")]
+    )
+    for eid, path in (("a/b", "/events/a%2Fb"), ("tenant/7/42", "/events/tenant/7/42")):
+        got = api.get(path, headers=AUTH, follow_redirects=False)
+        assert got.status_code == 200 and got.json()["event_id"] == eid, path
+    trailing = api.get("/events/x/", headers=AUTH, follow_redirects=False)
+    assert trailing.status_code == 404
+
+
+def test_a_page_of_big_events_ends_early_and_its_cursor_goes_on(api: TestClient, writer: Writer) -> None:
+    filler = "x" * (50 * KIB)
+    writer.insert_events(
+        [
+            event("events/big", {"event_id": f"b{i:03d}", "timestamp": MARCH_MS + i, "blob": filler}, MARCH_MS)
+            for i in range(200)
+        ]
+    )
+    first = api.get("/events", params={"limit": 1000}, headers=AUTH)
+    assert len(first.content) <= 8 * 1024 * KIB + 64 * KIB
+    assert 100 < len(first.json()["items"]) < 200 and first.json()["next_cursor"]
+    assert sorted(item["event_id"] for item in walk(api, "/events", limit=1000)) == [f"b{i:03d}" for i in range(200)]
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "error"),
+    [
+        (RetryableStorageError, 503, "unavailable"),
+        (HaltStorageError, 500, "storage_error"),
+        (KeyError, 500, "internal_error"),
+    ],
+)
+def test_server_failures_answer_in_the_same_shape(
+    clickhouse_dsn: str, failure: type[Exception], status: int, error: str
+) -> None:
+    reader = FailingReader(connect(clickhouse_dsn))
+    client = TestClient(create_app(reader, CollectorRegistry(), [KEY]), raise_server_exceptions=False)
+    reader.failure = failure
+    for path in ("/events", "/events/x", "/stats/event-types", "/stats/timeseries", "/dead-letters"):
+        response = client.get(path, headers=AUTH)
+        assert (response.status_code, response.json()["error"]) == (status, error), path
+        assert "injected" not in response.text, "internals stay in the log"
+    assert client.get("/events", headers=AUTH).headers.get("retry-after") == ("5" if status == 503 else None)
+    assert client.get("/healthz").status_code == 200
 
 
 def test_times_are_rfc3339_utc_milliseconds(api: TestClient, writer: Writer) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from eventpipe.errors import StorageError
 from eventpipe.events import Event, Rejection
+from eventpipe.store.reader import Query, Reader
 from eventpipe.store.writer import Writer
 
 
@@ -38,3 +39,16 @@ class FaultyWriter(Writer):
         if failure is not None:
             self.failed_writes += 1
             raise failure("injected fault: ClickHouse is unreachable")
+
+
+class FailingReader(Reader):
+    """The real reader, except that every query raises `failure` while it is set."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.failure: type[Exception] | None = None
+
+    def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+        if self.failure is not None:
+            raise self.failure("injected fault")
+        return super().run(query, binary)

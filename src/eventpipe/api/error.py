@@ -38,7 +38,8 @@ def responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         401: "No valid `Authorization: Bearer <key>` header.",
         404: "No such item.",
         422: "A parameter is invalid; `detail` says which and why.",
-        503: "ClickHouse cannot answer now; retry later.",
+        500: "The server failed (`storage_error`: ClickHouse refused the query); the operator must look.",
+        503: "ClickHouse cannot answer now (`unavailable`); retry after `Retry-After` seconds.",
     }
     return {status: {"model": ErrorBody, "description": described[status]} for status in statuses}
 
@@ -67,6 +68,12 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, RetryableStorageError):
             return _body(503, "unavailable", "ClickHouse cannot answer now; retry later", {"Retry-After": "5"})
         return _body(500, "storage_error", "ClickHouse refused the query; the operator has to look at the logs")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        # A bug: the client still gets the one error shape; the traceback goes to the log.
+        log.error("unhandled error answering a request", exc_info=exc)
+        return _body(500, "internal_error", "the server failed; the operator has to look at the logs")
 
 
 def _explain(error: dict[str, object]) -> str:

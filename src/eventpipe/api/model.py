@@ -37,17 +37,26 @@ class Event(BaseModel):
     topic: str = Field(description="The MQTT topic it was published to.")
     properties: dict[str, Any] = Field(description="Every other field of the payload, nesting kept.")
 
-    @classmethod
-    def of(cls, stored: StoredEvent) -> Event:
-        return cls(
-            event_id=stored.event_id,
-            event_type=stored.event_type,
-            timestamp=rfc3339(stored.timestamp_ms),
-            received_at=rfc3339(stored.received_ms),
-            user_id=stored.user_id,
-            topic=stored.topic,
-            properties=json.loads(stored.properties),
-        )
+
+def event_json(stored: StoredEvent) -> bytes:
+    """The Event of `stored` as JSON, its properties spliced in as stored.
+
+    The column holds the JSON text the worker wrote; parsing it into Python
+    objects and encoding them again cost more time and memory than the query
+    itself (a 1000-event page of 50 KiB payloads grew the process by 500 MiB)."""
+    head = json.dumps(
+        {
+            "event_id": stored.event_id,
+            "event_type": stored.event_type,
+            "timestamp": rfc3339(stored.timestamp_ms),
+            "received_at": rfc3339(stored.received_ms),
+            "user_id": stored.user_id,
+            "topic": stored.topic,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return f'{head[:-1]},"properties":{stored.properties}}}'.encode()
 
 
 class EventPage(BaseModel):

@@ -21,7 +21,7 @@ Since = Annotated[
     Query(max_length=64, description=f"From this time on, inclusive: {TIME_HELP}.", examples=["2026-11-22T00:00:00Z"]),
 ]
 Until = Annotated[
-    str | None, Query(max_length=64, description=f"Before this time, exclusive: {TIME_HELP}.", examples=["1763856000"])
+    str | None, Query(max_length=64, description=f"Before this time, exclusive: {TIME_HELP}.", examples=["1795392000"])
 ]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page, 1 to 1000.")]
 Cursor = Annotated[
@@ -41,7 +41,9 @@ def instant(name: str, value: str | None) -> int | None:
     try:
         epoch_ms = to_epoch_ms(value)
     except ValueError as exc:
-        raise ApiError(422, "invalid_parameter", f"{name}: {exc}") from None
+        # An unencoded '+' of an offset reaches us as a space.
+        hint = "; encode '+' as %2B in a URL" if " " in value.strip() else ""
+        raise ApiError(422, "invalid_parameter", f"{name}: {exc}{hint}") from None
     if not 0 <= epoch_ms < LATEST_MS:
         raise ApiError(422, "invalid_parameter", f"{name}: {value!r} is outside 1970 to 2286")
     return epoch_ms

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from eventpipe.api import cursor as cursors
 from eventpipe.api.auth import KeyCheck
@@ -19,6 +20,7 @@ from eventpipe.api.model import (
     Timeseries,
     TypeCount,
     TypeCounts,
+    event_json,
     rfc3339,
 )
 from eventpipe.api.param import (
@@ -40,14 +42,19 @@ INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "6
 DEFAULT_WINDOW_MS = 86_400_000
 # Beyond this a chart is unreadable and the answer large: ask for a wider interval.
 MAX_BUCKETS = 10_000
+# A page ends early past this size (its cursor continues from there): 1000
+# events of 64 KiB would otherwise make a 64 MiB answer.
+MAX_PAGE_BYTES = 8 * 1024 * 1024
 SINCE_HELP = f"Window start: {TIME_HELP}. Default: a day before until."
 UNTIL_HELP = f"Window end, exclusive: {TIME_HELP}. Default: now."
 
 
 def router(reader: Reader, keys: KeyCheck) -> APIRouter:
-    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 503))
+    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 500, 503))
 
-    @api.get("/events", tags=["events"], summary="Stored events, newest first, one page at a time")
+    @api.get(
+        "/events", tags=["events"], summary="Stored events, newest first, one page at a time", response_model=EventPage
+    )
     def list_events(
         event_type: EventType = None,
         user_id: UserId = None,
@@ -55,24 +62,39 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
         until: Until = None,
         limit: Limit = 100,
         cursor: Cursor = None,
-    ) -> EventPage:
+    ) -> Response:
         where = EventFilter(text(event_type), text(user_id), *window(since, until))
         query_scope = cursors.scope("events", *where)
         after = cursors.decode(cursor, query_scope) if cursor else None
         rows = reader.events(where, limit, after)
+        items: list[bytes] = []
+        size = 0
+        for row in rows:
+            item = event_json(row)
+            if items and size + len(item) > MAX_PAGE_BYTES:
+                break  # a shorter page, and the cursor continues from here
+            items.append(item)
+            size += len(item)
         # A full page may have a successor; a short one is the last.
-        last = Position(rows[-1].timestamp_ms, rows[-1].event_id) if len(rows) == limit else None
-        return EventPage(
-            items=[Event.of(row) for row in rows],
-            next_cursor=cursors.encode(last, query_scope) if last else None,
-        )
+        more = len(items) < len(rows) or len(rows) == limit
+        last = rows[len(items) - 1] if more else None
+        next_cursor = cursors.encode(Position(last.timestamp_ms, last.event_id), query_scope) if last else None
+        body = b'{"items":[' + b",".join(items) + b'],"next_cursor":' + json.dumps(next_cursor).encode() + b"}"
+        return Response(body, media_type="application/json")
 
-    @api.get("/events/{event_id}", tags=["events"], summary="One event by id", responses=responses(404))
-    def get_event(event_id: Annotated[str, Path(max_length=256)]) -> Event:
+    # `:path`, because an id may hold a slash (ids are any string up to 128 characters).
+    @api.get(
+        "/events/{event_id:path}",
+        tags=["events"],
+        summary="One event by id",
+        response_model=Event,
+        responses=responses(404),
+    )
+    def get_event(event_id: Annotated[str, Path(max_length=256)]) -> Response:
         stored = reader.event(event_id)
         if stored is None:
             raise ApiError(404, "not_found", "no event has this id")
-        return Event.of(stored)
+        return Response(event_json(stored), media_type="application/json")
 
     @api.get("/stats/event-types", tags=["stats"], summary="How many events of each type")
     def event_types(since: Since = None, until: Until = None) -> TypeCounts:
@@ -92,7 +114,9 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
         until_ms = instant("until", until)
         until_ms = time.time_ns() // 1_000_000 if until_ms is None else until_ms
         since_ms = instant("since", since)
-        since_ms = max(0, until_ms - DEFAULT_WINDOW_MS) if since_ms is None else since_ms
+        if since_ms is None:
+            # Whole buckets by default: a partial first bucket would chart as a dip.
+            since_ms = max(0, until_ms - DEFAULT_WINDOW_MS) // step * step
         if since_ms >= until_ms:
             raise ApiError(422, "invalid_parameter", "since must be before until")
         first, end = since_ms // step * step, -(-until_ms // step) * step

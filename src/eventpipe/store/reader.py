@@ -89,8 +89,10 @@ def events_query(where: EventFilter, limit: int, after: Position | None = None) 
 
 
 def event_query(event_id: str) -> Query:
+    # An id reused under two types is two events; the newest answers, every time.
     conditions = ["event_id = {id:String}", "event_type != {probe:String}"]
-    return Query(_statement(EVENT_FIELDS, "events", conditions, "LIMIT 1"), {"id": event_id, "probe": PROBE_EVENT_TYPE})
+    tail = "ORDER BY timestamp DESC, event_type LIMIT 1"
+    return Query(_statement(EVENT_FIELDS, "events", conditions, tail), {"id": event_id, "probe": PROBE_EVENT_TYPE})
 
 
 def event_types_query(where: EventFilter) -> Query:
