@@ -166,3 +166,21 @@ def test_a_backfill_spanning_many_months_goes_in_as_one_batch(client: clickhouse
         rows.append(row)
     assert Writer(client).insert_events(rows) == []
     assert Reader(client).count_events() == 150
+
+
+def test_a_writer_goes_on_writing_into_a_table_rebuilt_under_it(client: clickhouse_connect.driver.Client) -> None:
+    # The writer remembers a table's columns between inserts; a failed insert
+    # makes it ask again, so a table dropped and made anew takes the next one.
+    writer, reader = Writer(client), Reader(client)
+    create = client.query(
+        "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = 'events'"
+    ).result_rows[0][0]
+    assert writer.insert_events(sample(10, "a")) == []
+    assert writer.insert_events(sample(10, "b")) == []
+    client.command("DROP TABLE events SYNC")
+    with pytest.raises(HaltStorageError):
+        writer.insert_events(sample(10, "c"))
+    client.command(create)
+    client.command("ALTER TABLE events ADD COLUMN added String DEFAULT 'new'")
+    assert writer.insert_events(sample(10, "d")) == []
+    assert reader.count_events() == 10

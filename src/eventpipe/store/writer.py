@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.insert import InsertContext
 
 from eventpipe.errors import RejectedDataError, UnknownStorageError
 from eventpipe.events import Event, Rejection
@@ -28,6 +29,11 @@ class Writer:
 
     def __init__(self, client: Client) -> None:
         self._client = client
+        # One insert context per table, made on first use: without it every
+        # insert first asks the server for the table's column types (a
+        # DESCRIBE round trip per batch). Dropped on any failure, so a schema
+        # that changed under a running worker is read again.
+        self._contexts: dict[str, InsertContext] = {}
 
     def ping(self) -> bool:
         """True when the server answers a trivial query."""
@@ -97,6 +103,10 @@ class Writer:
 
     def _insert(self, table: str, column_names: Sequence[str], columns: list[tuple[object, ...]]) -> None:
         with classified():
-            self._client.insert(
-                table, columns, column_names=column_names, column_oriented=True, settings=INSERT_SETTINGS
-            )
+            context = self._contexts.pop(table, None)
+            if context is None:
+                context = self._client.create_insert_context(
+                    table, column_names, column_oriented=True, settings=INSERT_SETTINGS
+                )
+            self._client.insert(data=columns, context=context)
+            self._contexts[table] = context  # kept only after a success
