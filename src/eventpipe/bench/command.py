@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class Plan:
     count: int
     rates: tuple[float, ...]
     latency_seconds: float
+    quiet_seconds: float
     api_events: int
     api_seconds: float
     scale: tuple[int, ...]
@@ -49,6 +50,7 @@ class Plan:
             count=args.count or (3_000 if quick else 50_000),
             rates=tuple(float(rate) for rate in rates.split(",") if rate),
             latency_seconds=args.latency_seconds or (2.0 if quick else 15.0),
+            quiet_seconds=1.0 if quick else 5.0,
             api_events=args.api_events or (20_000 if quick else 1_000_000),
             api_seconds=args.api_seconds or (1.0 if quick else 6.0),
             scale=tuple(int(n) for n in (args.scale or "1,2").split(",") if n),
@@ -141,14 +143,11 @@ def _latency(plan: Plan, work: Path, window: int, say: Callable[[str], None]) ->
         client.wait_ready()
         broker_config = (work / "up" / "mosquitto" / "mosquitto.conf").resolve()
         pids = (stack.process.pid, machine.pid_running("-c", str(broker_config)) or 0)
+        cpu = (lambda: machine.cpu_seconds(pids[0]), lambda: machine.cpu_seconds(pids[1]))
         # Warm-up, not reported: first queries, first inserts, first parts.
-        latency.measure(url, client, 200.0, 1.0, SAMPLES_PER_S, POLL_S)
-        results = []
-        for rate in plan.rates:
-            before = [machine.cpu_seconds(pid) for pid in pids]
-            result = latency.measure(url, client, rate, plan.latency_seconds, SAMPLES_PER_S, POLL_S)
-            stack_cpu, broker_cpu = (machine.cpu_seconds(pid) - cpu for pid, cpu in zip(pids, before, strict=True))
-            results.append(replace(result, stack_cpu_s=stack_cpu, broker_cpu_s=broker_cpu))
+        latency.measure(url, client, 200.0, (0.5, 1.0), SAMPLES_PER_S, POLL_S, cpu)
+        phases = (plan.quiet_seconds, plan.latency_seconds)
+        results = [latency.measure(url, client, rate, phases, SAMPLES_PER_S, POLL_S, cpu) for rate in plan.rates]
     finally:
         client.close()
         stack.stop()

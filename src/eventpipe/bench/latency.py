@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from eventpipe.bench.backlog import demo_messages
@@ -38,39 +39,39 @@ class Latency:
     achieved: float  # published per second, as sent
     latencies: list[float]  # seconds, one per sample found
     lost: int  # samples never seen within GIVE_UP_S
-    count: int = 0  # events published
-    stack_cpu_s: float = 0.0  # eventpipe up's process (worker and API) meanwhile
-    broker_cpu_s: float = 0.0
-
-    def per_10k(self, cpu_s: float) -> float:
-        return cpu_s / self.count * 10_000 if self.count else 0.0
+    ingest_cpu_per_10k: float  # the stack's CPU per 10k events while nothing polled it
+    polls_per_s: float  # API requests the measurement made, while it did
+    stack_cores: float  # the stack's CPU seconds per second, polls included
+    broker_cores: float
 
 
 class _Load(threading.Thread):
-    """Publishes `messages` at `rate`, noting (event id, publish time) of every `every`-th one in `samples`."""
+    """Publishes `messages` at `rate`; from index `sample_from` on, notes (event id, publish time) of
+    every `every`-th one in `samples`."""
 
-    def __init__(self, url: str, messages: list[tuple[str, bytes]], rate: float, every: int) -> None:
+    def __init__(self, url: str, messages: list[tuple[str, bytes]], rate: float, every: int, sample_from: int) -> None:
         super().__init__(name="bench-load", daemon=True)
         self._publisher = Publisher(url, f"bench-load-{uuid.uuid4().hex[:8]}")
-        self._messages, self._rate, self._every = messages, rate, every
+        self._messages, self._rate, self._every, self._sample_from = messages, rate, every, sample_from
         self.samples: deque[tuple[str, float]] = deque()
+        self.sent = 0
         self.elapsed = 0.0
         self.failure: BaseException | None = None
 
     def run(self) -> None:
         try:
-            sent, total = 0, len(self._messages)
+            total = len(self._messages)
             started = time.perf_counter()
-            while sent < total:
+            while self.sent < total:
                 due = min(total, int((time.perf_counter() - started) * self._rate) + 1)
-                if due > sent:
-                    chunk = self._messages[sent:due]
-                    marks = [i for i in range(sent, due) if i % self._every == 0]
+                if due > self.sent:
+                    first = max(self.sent, self._sample_from)
+                    marks = [i for i in range(first, due) if i % self._every == 0]
                     published = time.perf_counter()
-                    self._publisher.send(chunk)
+                    self._publisher.send(self._messages[self.sent : due])
                     for index in marks:
                         self.samples.append((json.loads(self._messages[index][1])["event_id"], published))
-                    sent = due
+                    self.sent = due
                 time.sleep(TICK_S)
             self.elapsed = time.perf_counter() - started
             self._publisher.wait_acked(total)
@@ -80,27 +81,47 @@ class _Load(threading.Thread):
             self._publisher.close()
 
 
-def _find(api: ApiClient, event_id: str, published: float, poll_s: float) -> float | None:
-    """Poll until the event is served; return its latency, or None after GIVE_UP_S."""
+def _find(api: ApiClient, event_id: str, published: float, poll_s: float) -> tuple[float | None, int]:
+    """Poll until the event is served; return its latency (None after GIVE_UP_S) and the requests made."""
+    polls = 0
     while True:
         status, body, _seconds = api.get(f"/events/{event_id}")
+        polls += 1
         now = time.perf_counter()
         if status == 200:
-            return now - published
+            return now - published, polls
         if status != 404:
             raise EventpipeError(f"GET /events/{event_id} answered {status}: {body[:200]!r}")
         if now - published > GIVE_UP_S:
-            return None
+            return None, polls
         time.sleep(poll_s)
 
 
-def measure(url: str, api: ApiClient, rate: float, seconds: float, samples_per_s: float, poll_s: float) -> Latency:
-    count = max(1, int(rate * seconds))
-    every = max(1, round(rate / samples_per_s))
-    load = _Load(url, demo_messages(count, seed=int(rate)), rate, every)
+def measure(
+    url: str,
+    api: ApiClient,
+    rate: float,
+    phases: tuple[float, float],
+    samples_per_s: float,
+    poll_s: float,
+    cpu: tuple[Callable[[], float], Callable[[], float]],
+) -> Latency:
+    """Publish at `rate` for quiet + polled seconds (`phases`): the stack's CPU (cpu[0]) is read while
+    nothing polls it, the latency afterwards. cpu[1] reads the broker's."""
+    quiet_s, polled_s = phases
+    stack_cpu, broker_cpu = cpu
+    total = max(1, int(rate * (quiet_s + polled_s)))
+    sample_from = int(rate * quiet_s)
+    load = _Load(url, demo_messages(total, seed=int(rate)), rate, max(1, round(rate / samples_per_s)), sample_from)
     load.start()
+    # The quiet phase: a moment to settle, then the stack's CPU over the rest of it.
+    time.sleep(min(0.5, quiet_s / 2))
+    quiet = (stack_cpu(), load.sent)
+    time.sleep(max(0.0, quiet_s - min(0.5, quiet_s / 2)))
+    ingest_cpu, ingested = stack_cpu() - quiet[0], load.sent - quiet[1]
+    started, before = time.perf_counter(), (stack_cpu(), broker_cpu())
     latencies: list[float] = []
-    lost = 0
+    lost = polls = 0
     while load.is_alive() or load.samples:
         if not load.samples:
             time.sleep(poll_s)
@@ -108,7 +129,8 @@ def measure(url: str, api: ApiClient, rate: float, seconds: float, samples_per_s
         event_id, published = load.samples.popleft()
         # Not before a poll interval has passed: nothing is queryable that fast.
         time.sleep(max(0.0, published + poll_s - time.perf_counter()))
-        found = _find(api, event_id, published, poll_s)
+        found, made = _find(api, event_id, published, poll_s)
+        polls += made
         if found is None:
             lost += 1
         else:
@@ -116,4 +138,14 @@ def measure(url: str, api: ApiClient, rate: float, seconds: float, samples_per_s
     load.join()
     if load.failure is not None:
         raise EventpipeError(f"the load publisher failed: {load.failure}")
-    return Latency(rate, count / load.elapsed if load.elapsed else 0.0, latencies, lost, count)
+    seconds = time.perf_counter() - started
+    return Latency(
+        rate,
+        total / load.elapsed if load.elapsed else 0.0,
+        latencies,
+        lost,
+        ingest_cpu / ingested * 10_000 if ingested else 0.0,
+        polls / seconds,
+        (stack_cpu() - before[0]) / seconds,
+        (broker_cpu() - before[1]) / seconds,
+    )
