@@ -31,5 +31,10 @@ set_env IMAGE_PREFIX "$prefix"
 set_env IMAGE_TAG "$tag"
 
 docker compose pull --quiet
+# Workers stop before migrate runs: a migration may rebuild a table (copy and
+# swap), and an insert racing the swap could be missed. Stopping is graceful
+# (commit, ack, disconnect); the broker queues new events in their sessions
+# meanwhile, and `up` starts them again once migrate has succeeded.
+docker compose stop ingest-worker
 docker compose up -d --wait --remove-orphans
 docker compose ps
