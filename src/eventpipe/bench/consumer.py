@@ -27,6 +27,7 @@ from typing import Any
 
 KINDS = ("bare", "parse", "worker")
 IDLE_S = 1.5
+NOTHING_S = 30.0
 POLL_S = 0.005
 
 
@@ -56,6 +57,8 @@ def _wait(progress: Callable[[], int], count: int, started: float, timeout: floa
             seen, moved = current, now
         if (count and seen >= count) or (not count and seen and now - moved >= IDLE_S):
             return seen, moved - started
+        if not count and not seen and now - started > NOTHING_S:
+            return 0, 0.0  # this session's share never came: the caller's total shows it
         if now - started > timeout:
             raise SystemExit(f"only {seen} of {count or 'the backlog'} within {timeout:.0f}s")
         time.sleep(POLL_S)

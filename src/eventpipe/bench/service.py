@@ -67,7 +67,11 @@ def up(data_dir: Path, key: str, window: int) -> tuple[Service, int, int]:
     args += ["--metrics-port", str(metrics_port), "--prometheus-port", "0"]
     env = {"EVENTPIPE_API_KEYS": key, "EVENTPIPE_MQTT_RECEIVE_MAXIMUM": str(window)}
     service = Service(args, env, data_dir.parent / f"{data_dir.name}-up.log")
-    service.wait_for("eventpipe ready")
+    try:
+        service.wait_for("eventpipe ready")
+    except BaseException:
+        service.stop()
+        raise
     return service, mqtt_port, api_port
 
 

@@ -120,26 +120,21 @@ class Worker:
         TCP backpressure to the broker, which keeps the rest queued. Nothing
         received is dropped while running; once stopping, QoS 1 stays with the
         broker and QoS 0 is gone, as QoS 0 means."""
-        metrics = self._metrics
-        max_rows = self._policy.max_rows
         with self._cond:
-            start, total = 0, len(deliveries)
-            while start < total:
+            while deliveries:
                 while self._held >= self._capacity and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     return  # unacked: the broker redelivers it to the next session
-                taken = min(total - start, self._capacity - self._held)
+                taken, deliveries = deliveries[: self._capacity - self._held], deliveries[self._capacity - self._held :]
                 before = len(self._items)
-                self._items.extend(deliveries[start : start + taken] if taken < total else deliveries)
-                self._held += taken
-                start += taken
+                self._items.extend(taken)
+                self._held += len(taken)
                 # Counted under the lock, so a scrape never sees the books unbalanced.
-                metrics.received.inc(taken)
-                metrics.in_flight.inc(taken)
-                # Wake the flusher when it may be waiting: for a first message
-                # (to start the batch timer) or for a full batch.
-                if before == 0 or before < max_rows <= before + taken:
+                self._metrics.received.inc(len(taken))
+                self._metrics.in_flight.inc(len(taken))
+                # Wake the flusher when it may wait: for a first message (its batch timer) or a full batch.
+                if before == 0 or before < self._policy.max_rows <= len(self._items):
                     self._cond.notify_all()
 
     def _release_stale(self, generation: int) -> None:
