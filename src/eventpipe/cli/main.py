@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from eventpipe import __version__
+from eventpipe.bench import SCENARIOS
 from eventpipe.errors import EventpipeError
 
 
@@ -47,20 +48,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--quick", action="store_true", help="a smoke run of every scenario: small and short")
     bench.add_argument("--count", type=_positive_int, help="backlog per consumer (default 50000; quick 3000)")
-    bench.add_argument("--rates", help="latency rates, msg/s, comma-separated (default 500,2000,5000; quick 500,2000)")
+    bench.add_argument(
+        "--rates", type=_rates, help="latency rates, msg/s, comma-separated (default 500,2000,5000; quick 500,2000)"
+    )
     bench.add_argument("--latency-seconds", type=float, help="publishing time per rate (default 15; quick 2)")
     bench.add_argument("--api-events", type=_positive_int, help="events stored for the API (default 1000000)")
     bench.add_argument("--api-seconds", type=float, help="time per endpoint and side (default 6; quick 1)")
-    bench.add_argument("--scale", help="worker process counts for the scale-out (default 1,2)")
-    bench.add_argument("--only", help="scenarios to run, comma-separated: drain,latency,api,scale (default all)")
+    bench.add_argument("--scale", type=_counts, help="worker process counts for the scale-out (default 1,2)")
+    bench.add_argument(
+        "--only", type=_scenarios, help=f"scenarios to run, comma-separated: {','.join(SCENARIOS)} (default all)"
+    )
     bench.add_argument("--work-dir", help="where the run's directory goes (default: the system's temporary dir)")
     bench.add_argument("--keep", action="store_true", help="keep the run's directory (broker and chDB files, logs)")
     bench.add_argument("--json", help="also write every figure to this JSON file")
     return parser
 
 
+def _rates(text: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected numbers separated by commas, e.g. 500,2000") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError("expected positive rates separated by commas, e.g. 500,2000")
+    return rates
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    counts = tuple(_positive_int(part) for part in text.split(",") if part.strip())
+    if not counts:
+        raise argparse.ArgumentTypeError("expected process counts separated by commas, e.g. 1,2")
+    return counts
+
+
+def _scenarios(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in chosen if name not in SCENARIOS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(SCENARIOS)}")
+    return chosen
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
