@@ -15,19 +15,11 @@ from paho.mqtt.client import MQTTMessage, MQTTv5
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from eventpipe.bench.wire import varint
 from eventpipe.broker.address import MqttAddress
 from eventpipe.broker.connection import make_client
 from eventpipe.ingest import receiver
 from eventpipe.ingest.receiver import Received, Receiver, puback_packets
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def publish(topic: str, payload: bytes, qos: int = 1, mid: int = 1, dup: bool = False, props: bytes = b"\x00") -> bytes:

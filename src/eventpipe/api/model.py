@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from eventpipe.store.reader import StoredDeadLetter, StoredEvent
+from eventpipe.events import Event as StoredEvent
+from eventpipe.store.reader import StoredDeadLetter
 
 EXAMPLE_EVENT: dict[str, Any] = {
     "event_id": "0b7e6c1e-6a51-4c39-9a6e-2f1f0f7c8d10",
@@ -72,8 +73,12 @@ class TypeCount(BaseModel):
 class TypeCounts(BaseModel):
     model_config = {
         "json_schema_extra": {
-            "examples": [{"items": [{"event_type": "page_view", "count": 812}, {"event_type": "click", "count": 77}],
-                          "total": 889}]
+            "examples": [
+                {
+                    "items": [{"event_type": "page_view", "count": 812}, {"event_type": "click", "count": 77}],
+                    "total": 889,
+                }
+            ]
         }
     }
 

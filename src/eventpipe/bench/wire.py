@@ -24,7 +24,8 @@ CONNECT, CONNACK, PUBLISH_QOS1, PUBACK, DISCONNECT = 0x10, 0x20, 0x32, 0x40, 0xE
 WINDOW = 1_000
 
 
-def _length(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """An MQTT variable byte integer."""
     out = bytearray()
     while True:
         byte, value = value & 0x7F, value >> 7
@@ -40,7 +41,7 @@ def _string(text: str) -> bytes:
 
 def publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
     body = _string(topic) + struct.pack("!H", packet_id) + b"\x00" + payload  # \x00: no properties
-    return bytes((PUBLISH_QOS1,)) + _length(len(body)) + body
+    return bytes((PUBLISH_QOS1,)) + varint(len(body)) + body
 
 
 class Publisher:
@@ -58,7 +59,7 @@ class Publisher:
         if address.username:
             payload += _string(address.username) + _string(address.password or "")
         body = variable + payload
-        self._sock.sendall(bytes((CONNECT,)) + _length(len(body)) + body)
+        self._sock.sendall(bytes((CONNECT,)) + varint(len(body)) + body)
         header = self._read_exact(2)
         rest = self._read_exact(header[1]) if header[1] < 128 else b""
         if header[0] != CONNACK or len(rest) < 2 or rest[1] != 0:

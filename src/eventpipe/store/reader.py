@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.events import PROBE_EVENT_TYPE
+from eventpipe.events import PROBE_EVENT_TYPE, Event
 from eventpipe.store.client import ping
 from eventpipe.store.failure import classified
 
@@ -25,9 +25,7 @@ EVENT_FIELDS = (
     "event_id, event_type, toUnixTimestamp64Milli(timestamp), toUnixTimestamp64Milli(received_at),"
     " user_id, topic, properties"
 )
-DEAD_LETTER_FIELDS = (
-    "dead_letter_id, toUnixTimestamp64Milli(received_at), topic, reason, detail, payload, payload_size"
-)
+DEAD_LETTER_FIELDS = "dead_letter_id, toUnixTimestamp64Milli(received_at), topic, reason, detail, payload, payload_size"
 # Each list is newest first, ties broken by id: the order keyset cursors walk.
 EVENT_ORDER = "ORDER BY timestamp DESC, event_id DESC"
 DEAD_LETTER_ORDER = "ORDER BY received_at DESC, dead_letter_id DESC"
@@ -52,16 +50,6 @@ class Position(NamedTuple):
 
     time_ms: int
     id: str
-
-
-class StoredEvent(NamedTuple):
-    event_id: str
-    event_type: str
-    timestamp_ms: int
-    received_ms: int
-    user_id: str | None
-    topic: str
-    properties: str  # JSON object text
 
 
 class StoredDeadLetter(NamedTuple):
@@ -164,10 +152,10 @@ class Reader:
         """True when ClickHouse answers a query."""
         return ping(self._client)
 
-    def events(self, where: EventFilter, limit: int, after: Position | None = None) -> list[StoredEvent]:
+    def events(self, where: EventFilter, limit: int, after: Position | None = None) -> list[Event]:
         return [_event(row) for row in self.run(events_query(where, limit, after))]
 
-    def event(self, event_id: str) -> StoredEvent | None:
+    def event(self, event_id: str) -> Event | None:
         rows = self.run(event_query(event_id))
         return _event(rows[0]) if rows else None
 
@@ -203,9 +191,9 @@ class Reader:
         return int(str(self.run(query)[0][0]))
 
 
-def _event(row: tuple[object, ...]) -> StoredEvent:
+def _event(row: tuple[object, ...]) -> Event:
     event_id, event_type, timestamp_ms, received_ms, user_id, topic, properties = row
-    return StoredEvent(
+    return Event(
         str(event_id),
         str(event_type),
         int(str(timestamp_ms)),
