@@ -122,8 +122,10 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
         first, end = since_ms // step * step, -(-until_ms // step) * step
         if (end - first) // step > MAX_BUCKETS:
             raise ApiError(
-                422, "invalid_parameter", f"the window holds more than {MAX_BUCKETS} {interval} buckets: "
-                "choose a wider interval or a shorter window"
+                422,
+                "invalid_parameter",
+                f"the window holds more than {MAX_BUCKETS} {interval} buckets: "
+                "choose a wider interval or a shorter window",
             )
         counts = dict(reader.timeseries(EventFilter(text(event_type), None, since_ms, until_ms), step))
         return Timeseries(
@@ -135,8 +137,9 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
 
     @api.get("/dead-letters", tags=["dead letters"], summary="Messages that could not be stored, newest first")
     def dead_letters(
-        reason: Annotated[str | None, Query(max_length=64, description="Only this reason.", examples=["invalid_json"])]
-        = None,
+        reason: Annotated[
+            str | None, Query(max_length=64, description="Only this reason.", examples=["invalid_json"])
+        ] = None,
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> DeadLetterPage:
