@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -177,3 +179,33 @@ def test_an_error_every_row_hits_is_no_poison_and_dead_letters_nothing(broker: B
         client.command("ALTER TABLE events DROP CONSTRAINT broken")
         wait_until(lambda: run.reader.count_events() == 50, timeout=60, what="all stored once fixed")
         assert run.reader.count_dead_letters() == 0
+
+
+def test_huge_payloads_held_through_an_outage_cost_their_dead_letter_size_only(
+    broker: Broker, clickhouse_dsn: str
+) -> None:
+    # A faulty producer floods 2 MiB payloads (the limit is 64 KiB) while storage is down, so the
+    # worker holds them all: it must keep only what their dead letters keep, or a flood of garbage
+    # held up to the window would exhaust its memory, and after each restart again.
+    migrate(connect(clickhouse_dsn))
+    settings = settings_for(broker.url, clickhouse_dsn)
+    writer = FaultyWriter(connect(clickhouse_dsn))
+    writer.failure = RetryableStorageError
+    count, size = 150, 2 * 1024 * 1024
+    with running_worker(settings, writer=writer) as run:
+        before = rss_bytes()
+        # Published from another process, so this one's memory is the worker's alone.
+        code = (
+            "import sys; from tests.support.mqtt import publish_raw\n"
+            f"blob = b'x' * {size}\n"
+            f"sys.exit(0 if publish_raw(sys.argv[1], [('events/huge', blob)] * {count}) == {count} else 1)"
+        )
+        subprocess.run([sys.executable, "-c", code, broker.url], check=True, timeout=120)
+        wait_until(lambda: run.metric("eventpipe_messages_in_flight") == count, what="all held, none stored")
+        grown = rss_bytes() - before
+        assert grown < 100 * 1024 * 1024, f"holding {count} oversize messages grew the worker by {grown >> 20} MiB"
+        writer.failure = None
+        wait_until(lambda: run.reader.count_dead_letters() == 1, what="the dead letter (the copies are one)")
+        (letter,) = run.reader.dead_letters(None, 10)
+        assert (letter.reason, letter.payload_size, len(letter.payload)) == ("oversize", size, 64 * 1024)
+        wait_until(lambda: run.metric("eventpipe_messages_acked_total") == count, what="every copy acknowledged")

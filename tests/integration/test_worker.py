@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import pytest
 
@@ -150,3 +151,22 @@ def test_a_broker_window_that_disagrees_with_the_worker_is_reported(
         assert run.metric("eventpipe_mqtt_broker_receive_maximum") == 5000
     assert "max_inflight_messages" in caplog.text
     assert "EVENTPIPE_MQTT_RECEIVE_MAXIMUM" in caplog.text
+
+
+class BuggyConsumer(Consumer):
+    """A bug in a receive callback: paho's network thread dies of the exception."""
+
+    def _on_burst(self, burst: list[Any]) -> None:
+        raise RuntimeError("injected bug in a receive callback")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the injected bug's traceback
+def test_a_dead_network_thread_is_reported_not_hidden(broker: Broker, clickhouse_dsn: str) -> None:
+    # Nothing would read the socket or send acks again, while every gauge looks healthy:
+    # the composition roots stop (and the container restarts) on any problem().
+    settings = settings_for(broker.url, migrated(clickhouse_dsn))
+    with running_worker(settings, consumer_factory=BuggyConsumer) as run:
+        assert run.worker.problem() is None
+        assert publish_raw(broker.url, [("events/x", b'{"event_id": "a"}')]) == 1
+        wait_until(lambda: run.worker.problem() is not None, what="the problem reported")
+        assert "network thread stopped" in str(run.worker.problem())

@@ -203,6 +203,15 @@ def test_oversize_payloads_are_rejected_and_kept_cut_to_the_limit() -> None:
     assert result.payload_size == len(payload)
 
 
+def test_a_payload_cut_on_receipt_is_judged_and_reported_by_its_size_as_sent() -> None:
+    # The consumer keeps only limit + 1 bytes of a huge payload; the size sent travels beside it.
+    limits = Limits(max_payload_bytes=1024)
+    result = parse("events/x", b"{" * 1025, RECEIVED_MS, limits, size=50_000_000)
+    assert isinstance(result, Rejection)
+    assert (result.reason, result.payload_size, len(result.payload)) == (Reason.OVERSIZE, 50_000_000, 1024)
+    assert "50000000 bytes" in result.detail
+
+
 def test_a_redelivered_rejection_keeps_its_dead_letter_id() -> None:
     first = rejection("events/x", b"not json")
     again = parse("events/x", b"not json", RECEIVED_MS + 10, LIMITS)

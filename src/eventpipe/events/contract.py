@@ -118,21 +118,24 @@ def _dumps(properties: dict[str, Any]) -> str:
     return "".join(_c_encode(properties, 0))
 
 
-def parse(topic: str, payload: bytes, received_ms: int, limits: Limits) -> Event | Rejection:
-    """Turn one message into an `Event`, or a `Rejection` that says why not."""
+def parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: int | None = None) -> Event | Rejection:
+    """Turn one message into an `Event`, or a `Rejection` that says why not.
+
+    `size` is the payload's size as sent, when `payload` is only its start."""
+    size = len(payload) if size is None else size
     try:
-        return _parse(topic, payload, received_ms, limits)
+        return _parse(topic, payload, received_ms, limits, size)
     except _Invalid as invalid:
         reason, detail = invalid.reason, invalid.detail
     except (ValueError, TypeError, OverflowError) as exc:
         # A case the checks above missed must cost one message, never the pipe.
         reason, detail = Reason.INVALID_JSON, f"payload could not be normalised: {type(exc).__name__}: {exc}"
-    return Rejection(topic, payload[: limits.max_payload_bytes], len(payload), received_ms, reason, detail)
+    return Rejection(topic, payload[: limits.max_payload_bytes], size, received_ms, reason, detail)
 
 
-def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits) -> Event:
-    if len(payload) > limits.max_payload_bytes:
-        raise _Invalid(Reason.OVERSIZE, f"payload is {len(payload)} bytes, the limit is {limits.max_payload_bytes}")
+def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: int) -> Event:
+    if size > limits.max_payload_bytes or len(payload) > limits.max_payload_bytes:
+        raise _Invalid(Reason.OVERSIZE, f"payload is {size} bytes, the limit is {limits.max_payload_bytes}")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -34,6 +34,7 @@ class Delivery(NamedTuple):
     received_ms: int  # wall clock, stored as received_at
     arrived: float  # monotonic, for batch age
     generation: int  # which connection it came on; acks go only to the current one
+    size: int  # bytes the payload had; `payload` holds at most max_payload_bytes + 1 of them
 
 
 class Consumer:
@@ -63,6 +64,7 @@ class Consumer:
         self._accepting = True
         self.failure: str | None = None
         self._connected = threading.Event()
+        self._looping = False
         self._receiver: receiver.Receiver | None = None
         if receiver.supported():
             self._receiver = cast(
@@ -94,9 +96,19 @@ class Consumer:
             properties=props,
         )
         self._client.loop_start()
+        self._looping = True
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
+
+    @property
+    def network_alive(self) -> bool:
+        """False once paho's network thread has died (an exception in a callback ends it):
+        then nothing reads the socket or sends acks, while every gauge still looks healthy."""
+        if not self._looping:
+            return True  # not started, or stopped on purpose
+        thread = getattr(self._client, "_thread", None)  # paho sets it to None when its thread ends
+        return thread is not None and thread.is_alive()
 
     def stop_accepting(self) -> None:
         """From now on, messages stay unacknowledged in the broker for the next session."""
@@ -122,6 +134,7 @@ class Consumer:
         return len(mids)
 
     def stop(self) -> None:
+        self._looping = False
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -211,9 +224,13 @@ class Consumer:
         received_ms = time.time_ns() // 1_000_000
         arrived = time.monotonic()
         generation = self._generation
+        # An oversize payload is kept only as far as its dead letter keeps it
+        # (plus one byte, so it still reads as oversize): the window bounds
+        # messages, and only this bounds their bytes, whatever producers send.
+        keep = self._settings.max_payload_bytes + 1
         self._deliver(
             [
-                Delivery(mid, qos, topic, payload, received_ms, arrived, generation)
+                Delivery(mid, qos, topic, payload[:keep], received_ms, arrived, generation, len(payload))
                 for mid, qos, topic, payload, _ in burst
             ]
         )

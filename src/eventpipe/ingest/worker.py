@@ -94,6 +94,8 @@ class Worker:
         """Why the worker can no longer do its job (its flusher died, the broker refused it), or None."""
         if not self._thread.is_alive():
             return f"the worker's flusher stopped: {self._failed}"
+        if not self.consumer.network_alive:
+            return "the MQTT network thread stopped (see the traceback above)"
         return self.consumer.failure
 
     def stop(self, timeout: float | None = None) -> bool:
@@ -193,7 +195,7 @@ class Worker:
         rejections: list[Rejection] = []
         limits = self._limits
         for delivery in batch:
-            result = parse(delivery.topic, delivery.payload, delivery.received_ms, limits)
+            result = parse(delivery.topic, delivery.payload, delivery.received_ms, limits, delivery.size)
             if type(result) is Event:
                 events.append(result)
                 sources.append(delivery)
@@ -207,7 +209,7 @@ class Worker:
                 Rejection(
                     source.topic,
                     source.payload[: limits.max_payload_bytes],
-                    len(source.payload),
+                    source.size,
                     source.received_ms,
                     Reason.STORAGE_REJECTED,
                     detail[:1000],
