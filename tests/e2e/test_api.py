@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from eventpipe.events import Event, Limits, parse
-from tests.support.api import HOSTILE, INJECTIONS
+from tests.support.api import HOSTILE, INJECTIONS, walk
 from tests.support.mqtt import publish_raw
 from tests.support.stack import Up, run_eventpipe
 from tests.support.wait import wait_until
@@ -57,15 +57,8 @@ def our_events() -> list[tuple[str, bytes]]:
     return messages
 
 
-def walk(client: httpx.Client, path: str, **params: Any) -> list[dict[str, Any]]:
-    items, cursor = [], None
-    while True:
-        page = client.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
-        assert page.status_code == 200, page.text
-        items += page.json()["items"]
-        cursor = page.json()["next_cursor"]
-        if cursor is None:
-            return items
+def walk_all(client: httpx.Client, path: str, **params: Any) -> list[dict[str, Any]]:
+    return list(walk(client, path, headers={}, **params))  # the client sends its own key
 
 
 def test_published_events_come_back_through_the_api_once_each(up: Up) -> None:
@@ -92,23 +85,23 @@ def test_published_events_come_back_through_the_api_once_each(up: Up) -> None:
     wait_until(stored, timeout=60, what=f"{total} events counted by the API")
 
     for limit in (1000, 333):
-        items = walk(api, "/events", limit=limit)
+        items = walk_all(api, "/events", limit=limit)
         ids = [item["event_id"] for item in items]
         assert len(ids) == total and len(set(ids)) == total, f"limit {limit}: duplicates or gaps"
         assert expected_ids <= set(ids)
     stats = {row["event_type"]: row["count"] for row in api.get("/stats/event-types").json()["items"]}
     assert stats["step0"] + stats["step1"] + stats["step2"] == 600
     assert sum(stats.values()) == total
-    listed = Counter(item["event_type"] for item in walk(api, "/events", limit=1000))
+    listed = Counter(item["event_type"] for item in walk_all(api, "/events", limit=1000))
     assert listed == stats
 
     one = api.get("/events/nested-1").json()
     assert one["user_id"] == "user-1" and one["event_type"] == "step1" and one["topic"] == "events/checkout/step1"
     sent = next(json.loads(payload) for _topic, payload in mine if b'"nested-1"' in payload)
     assert one["properties"] == sent  # the payload as sent, envelope and nesting kept
-    assert len(walk(api, "/events", user_id="user-7", event_type="step1")) == 5
+    assert len(walk_all(api, "/events", user_id="user-7", event_type="step1")) == 5
 
-    dead = walk(api, "/dead-letters", limit=2)
+    dead = walk_all(api, "/dead-letters", limit=2)
     assert sorted(item["reason"] for item in dead) == sorted(reason for _t, _p, reason in MALFORMED)
     day = api.get("/stats/timeseries", params={"interval": "1h"}).json()
     assert sum(bucket["count"] for bucket in day["items"]) == total

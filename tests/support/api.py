@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import clickhouse_connect
+import httpx
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
@@ -44,11 +45,11 @@ def rejection(topic: str, payload: bytes, received_ms: int) -> Rejection:
     return parsed
 
 
-def walk(client: TestClient, path: str, **params: Any) -> Iterator[dict[str, Any]]:
+def walk(client: httpx.Client, path: str, headers: dict[str, str] = AUTH, **params: Any) -> Iterator[dict[str, Any]]:
     """Every item of a paginated list, following next_cursor as a client would."""
     cursor = params.pop("cursor", None)
     while True:
-        response = client.get(path, params={**params, **({"cursor": cursor} if cursor else {})}, headers=AUTH)
+        response = client.get(path, params={**params, **({"cursor": cursor} if cursor else {})}, headers=headers)
         assert response.status_code == 200, response.text
         page = response.json()
         yield from page["items"]

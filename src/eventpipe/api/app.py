@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from eventpipe import __version__
@@ -34,10 +34,10 @@ def create_app(reader: Reader, registry: CollectorRegistry, api_keys: Sequence[s
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], summary="ClickHouse answers queries", responses=error.responses(503))
-    def readyz() -> JSONResponse:
-        if reader.ping():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"error": "unavailable", "detail": "ClickHouse does not answer"}, status_code=503)
+    def readyz() -> dict[str, str]:
+        if not reader.ping():
+            raise error.ApiError(503, "unavailable", "ClickHouse does not answer")
+        return {"status": "ready"}
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -65,12 +65,7 @@ class StoredDeadLetter(NamedTuple):
 def events_query(where: EventFilter, limit: int, after: Position | None = None) -> Query:
     conditions, parameters = _event_conditions(where)
     if after is not None:
-        # Spelled out rather than as a tuple comparison so the timestamp
-        # minmax index can skip the granules past the cursor.
-        conditions.append(
-            "timestamp <= fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
-            " AND (timestamp < fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC') OR event_id < {after_id:String})"
-        )
+        conditions.append(_past("timestamp", "event_id"))
         parameters |= {"after_ms": after.time_ms, "after_id": after.id}
     parameters["limit"] = limit
     return Query(_statement(EVENT_FIELDS, "events", conditions, EVENT_ORDER + " LIMIT {limit:UInt32}"), parameters)
@@ -109,15 +104,18 @@ def dead_letters_query(reason: str | None, limit: int, after: Position | None = 
         conditions.append("reason = {reason:String}")
         parameters["reason"] = reason
     if after is not None:
-        conditions.append(
-            "received_at <= fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
-            " AND (received_at < fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
-            " OR dead_letter_id < {after_id:String})"
-        )
+        conditions.append(_past("received_at", "dead_letter_id"))
         parameters |= {"after_ms": after.time_ms, "after_id": after.id}
     parameters["limit"] = limit
     tail = DEAD_LETTER_ORDER + " LIMIT {limit:UInt32}"
     return Query(_statement(DEAD_LETTER_FIELDS, "dead_letters", conditions, tail), parameters)
+
+
+def _past(time_column: str, id_column: str) -> str:
+    """Rows after the cursor in newest-first order. Spelled out rather than as a
+    tuple comparison so the time column's minmax index can skip granules."""
+    bound = "fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
+    return f"{time_column} <= {bound} AND ({time_column} < {bound} OR {id_column} < {{after_id:String}})"
 
 
 def _statement(fields: str, table: str, conditions: list[str], tail: str) -> str:
