@@ -46,20 +46,24 @@ def _child(module: str, *args: str) -> str:
 
 
 def fill(data_dir: Path, count: int) -> float:
-    """Store `count` events in `data_dir`; return the seconds it took."""
-    return float(
-        json.loads(_child("eventpipe.bench.fill", "--data-dir", str(data_dir), "--count", str(count)))["seconds"]
-    )
+    """Append `count` events to the store of `data_dir` (`eventpipe bench fill`); return the seconds it took."""
+    out = _child("eventpipe.cli.main", "bench", "fill", "--data-dir", str(data_dir), "--count", str(count))
+    return float(json.loads(out)["seconds"])
+
+
+def engine(data_dir: Path) -> Path:
+    """The chDB directory inside an `eventpipe up` data dir."""
+    return data_dir / "clickhouse"
 
 
 def _direct(data_dir: Path, seconds: float) -> dict[str, list[float]]:
-    out = _child("eventpipe.bench.query", "--data-dir", str(data_dir), "--seconds", str(seconds))
+    out = _child("eventpipe.bench.query", "--data-dir", str(engine(data_dir)), "--seconds", str(seconds))
     return {name: list(samples) for name, samples in json.loads(out).items()}
 
 
 def _through_api(data_dir: Path, seconds: float, expected: int) -> dict[str, list[float]]:
     key = secrets.token_urlsafe(16)
-    api, port = service.api(f"chdb://{data_dir.resolve()}", key, data_dir.parent / "api.log")
+    api, port = service.api(f"chdb://{engine(data_dir).resolve()}", key, data_dir.parent / "api.log")
     client = ApiClient(port, key)
     try:
         client.wait_ready()

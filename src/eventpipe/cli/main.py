@@ -61,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--work-dir", help="where the run's directory goes (default: the system's temporary dir)")
     bench.add_argument("--keep", action="store_true", help="keep the run's directory (broker and chDB files, logs)")
     bench.add_argument("--json", help="also write every figure to this JSON file")
+    bench_commands = bench.add_subparsers(dest="bench_command", metavar="[fill]")
+    fill = bench_commands.add_parser(
+        "fill",
+        help="append realistic events to the data dir that `eventpipe up --data-dir DIR` serves",
+        description="Demo events over the last 90 days, about 100,000 users, new ids on every call; "
+        "written through the worker's Writer in batches. Stop `eventpipe up` on that directory first.",
+    )
+    fill.add_argument("--data-dir", required=True, help="the data dir of `eventpipe up` (its chdb/ is filled)")
+    fill.add_argument("--count", type=_positive_int, required=True, help="how many events to append")
     return parser
 
 
@@ -107,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from eventpipe.cli.stack import run_up
 
             return run_up(args)
+        if args.command == "bench" and args.bench_command == "fill":
+            from eventpipe.bench.fill import run_fill
+
+            return run_fill(args.data_dir, args.count)
         if args.command == "bench":
             from eventpipe.bench.command import run_bench
 

@@ -17,11 +17,13 @@ class Rebuild:
     """Recreate a table under a new definition (ClickHouse cannot ALTER an engine) and copy its rows.
 
     `create` names the table {table}; the step is done once `marker` is one of
-    the table's columns, so a rerun after a crash at any point is safe."""
+    the table's columns (or, with `sorting_key`, once the table is sorted by
+    `marker`), so a rerun after a crash at any point is safe."""
 
     table: str
     create: str
     marker: str
+    sorting_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,113 @@ MIGRATIONS += (
     ),
 )
 
-RETAINED = {"events": "timestamp", "dead_letters": "received_at"}
+# Reads cost what their window holds only if the table is sorted by time:
+# streaming inserts then make parts that cover the last seconds and overlap
+# nothing older, and FINAL merges just the granules a query's time range
+# selects (measured at 10M events: newest page 1,038 -> 24 ms, last-hour page
+# 540 -> 4 ms). Copies of an event keep one sort key (timestamp, type, id),
+# so they still collapse under FINAL; the store makes that hold for events
+# without their own timestamp too (undated_events below). The partition is a
+# function of the sort key's first column, so copies never sit in two
+# partitions.
+EVENTS_BY_TIME = """
+CREATE TABLE {table}
+(
+    event_id String,
+    event_type LowCardinality(String),
+    timestamp DateTime64(3, 'UTC'),
+    received_at DateTime64(3, 'UTC'),
+    user_id Nullable(String),
+    topic LowCardinality(String),
+    properties String CODEC(ZSTD(3)),
+    FIRST_COPY_WINS,
+    INDEX user_bloom user_id TYPE bloom_filter(0.01) GRANULARITY 4,
+    INDEX event_id_bloom event_id TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX received_minmax received_at TYPE minmax GRANULARITY 1
+)
+ENGINE = ReplacingMergeTree(first_copy)
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (timestamp, event_type, event_id)
+""".replace("FIRST_COPY_WINS", FIRST_COPY_WINS)
+
+# A user's events sorted by user, then time: a page of one user reads that
+# user's rows only, where the time-sorted table would scan until it found
+# 100 of them (194 ms at 10M events, growing with the table). Fed by a
+# materialized view in the same insert, so it holds exactly what `events`
+# holds, copies included, and collapses them the same way.
+EVENTS_BY_USER = """
+CREATE TABLE IF NOT EXISTS events_by_user
+(
+    event_id String,
+    event_type LowCardinality(String),
+    timestamp DateTime64(3, 'UTC'),
+    received_at DateTime64(3, 'UTC'),
+    user_id String,
+    topic LowCardinality(String),
+    properties String CODEC(ZSTD(3)),
+    first_copy UInt64
+)
+ENGINE = ReplacingMergeTree(first_copy)
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (user_id, timestamp, event_type, event_id)
+"""
+BY_USER_ROWS = (
+    "SELECT event_id, event_type, timestamp, received_at, assumeNotNull(user_id) AS user_id, topic, properties,"
+    " first_copy FROM events WHERE user_id IS NOT NULL"
+)
+
+# An event without its own timestamp is stamped with its receive time, so a
+# later copy of it (a redelivery, a producer's re-send) would get another
+# sort key and show twice. The writer looks its id up here first and gives
+# the copy the first copy's time. Keyed by id alone, so a lookup reads a few
+# granules whatever the time; it holds only such events (timestamp equal to
+# receive time), a small share of the traffic.
+UNDATED_EVENTS = """
+CREATE TABLE IF NOT EXISTS undated_events
+(
+    event_type LowCardinality(String),
+    event_id String,
+    timestamp DateTime64(3, 'UTC'),
+    first_copy UInt64
+)
+ENGINE = ReplacingMergeTree(first_copy)
+ORDER BY (event_type, event_id)
+SETTINGS index_granularity = 1024
+"""
+# Explicit, not the server's default: the worker only has INSERT on events,
+# and the views write on with the rights of whoever created them (the migrator).
+DEFINER = "DEFINER = CURRENT_USER SQL SECURITY DEFINER"
+UNDATED_ROWS = "SELECT event_type, event_id, timestamp, first_copy FROM events WHERE timestamp = received_at"
+
+MIGRATIONS += (
+    Migration(
+        5,
+        "sort events by time",
+        rebuilds=(Rebuild("events", EVENTS_BY_TIME, "timestamp, event_type, event_id", sorting_key=True),),
+    ),
+    # Views first, then the copy of what is already stored: a row inserted
+    # in between is in both, and its two copies collapse. A rerun after a
+    # crash copies again, harmlessly for the same reason.
+    Migration(
+        6,
+        "index events by user and undated events by id",
+        (
+            EVENTS_BY_USER,
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS events_by_user_feed TO events_by_user {DEFINER} AS {BY_USER_ROWS}",
+            UNDATED_EVENTS,
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS undated_events_feed TO undated_events {DEFINER} AS {UNDATED_ROWS}",
+            f"INSERT INTO events_by_user {BY_USER_ROWS}",
+            f"INSERT INTO undated_events {UNDATED_ROWS}",
+        ),
+    ),
+)
+
+RETAINED = {
+    "events": "timestamp",
+    "events_by_user": "timestamp",
+    "undated_events": "timestamp",
+    "dead_letters": "received_at",
+}
 
 
 def migrate(client: Client, retention_days: int = 0) -> list[int]:
@@ -201,7 +309,7 @@ def _rebuild(client: Client, rebuild: Rebuild) -> None:
     # of a row collapse, so copying twice is harmless. Stop workers for this
     # migration anyway: an insert in flight across the swap could be missed.
     table, scratch = rebuild.table, f"{rebuild.table}_rebuild"
-    if rebuild.marker not in _names("system.columns", "table = {t:String}", table, client):
+    if not _rebuilt(client, rebuild):
         client.command(f"DROP TABLE IF EXISTS {scratch}")  # a half-filled copy from a crashed run
         client.command(rebuild.create.format(table=scratch))
         client.command(f"INSERT INTO {scratch} SELECT * FROM {table}")  # noqa: S608 - names are constants
@@ -211,6 +319,14 @@ def _rebuild(client: Client, rebuild: Rebuild) -> None:
         client.command(f"INSERT INTO {table} SELECT * FROM {scratch}")  # noqa: S608 - names are constants
         client.command(f"DROP TABLE {scratch}")
         log.info("rebuilt table %s", table)
+
+
+def _rebuilt(client: Client, rebuild: Rebuild) -> bool:
+    if rebuild.sorting_key:
+        sql = "SELECT sorting_key FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
+        keys = {str(row[0]) for row in client.query(sql, parameters={"t": rebuild.table}).result_rows}
+        return rebuild.marker in keys
+    return rebuild.marker in _names("system.columns", "table = {t:String}", rebuild.table, client)
 
 
 def _names(source: str, condition: str, value: str, client: Client) -> set[str]:

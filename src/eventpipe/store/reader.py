@@ -1,12 +1,14 @@
 """Read queries: what the API serves and what health checks and tests count.
 
 Every read of a table goes through FINAL, so a redelivered event is one row
-before ClickHouse has merged its copies. FINAL also merges across partitions
-(do_not_merge_across_partitions_select_final is off by default, and the
-partition key is not in the sort key), which matters: an event without a
-timestamp gets its receive time, so a redelivery after a month boundary lands
-in another partition. WHERE runs after FINAL (FINAL queries are not moved to
-PREWHERE), so a filter never picks out a stale copy. Every value is a bound
+before ClickHouse has merged its copies. The tables are sorted by time first
+(by user, then time, for events_by_user), so a query's time range or user
+selects granules through the primary key before FINAL, and FINAL merges only
+those: a read costs what its window holds. Copies of an event share the whole
+sort key (the writer gives copies of an undated event the first copy's time),
+so pruning by key never separates a copy from the one FINAL keeps. WHERE runs
+after FINAL (FINAL queries are not moved to PREWHERE), so a filter never picks
+out a stale copy. Every value is a bound
 parameter; no SQL is ever formatted from input. No query sets a setting, so a
 readonly ClickHouse user can run them all.
 """
@@ -68,7 +70,14 @@ def events_query(where: EventFilter, limit: int, after: Position | None = None) 
         conditions.append(_past("timestamp", "event_id"))
         parameters |= {"after_ms": after.time_ms, "after_id": after.id}
     parameters["limit"] = limit
-    return Query(_statement(EVENT_FIELDS, "events", conditions, EVENT_ORDER + " LIMIT {limit:UInt32}"), parameters)
+    tail = EVENT_ORDER + " LIMIT {limit:UInt32}"
+    return Query(_statement(EVENT_FIELDS, _events_table(where), conditions, tail), parameters)
+
+
+def _events_table(where: EventFilter) -> str:
+    # One user's events are contiguous in events_by_user; in the time-sorted
+    # table they are scattered, and a page of them would scan until found.
+    return "events_by_user" if where.user_id is not None else "events"
 
 
 def event_query(event_id: str) -> Query:
@@ -81,7 +90,7 @@ def event_query(event_id: str) -> Query:
 def event_types_query(where: EventFilter) -> Query:
     conditions, parameters = _event_conditions(where)
     tail = "GROUP BY event_type ORDER BY n DESC, event_type"
-    return Query(_statement("event_type, count() AS n", "events", conditions, tail), parameters)
+    return Query(_statement("event_type, count() AS n", _events_table(where), conditions, tail), parameters)
 
 
 def count_query() -> Query:
@@ -94,7 +103,8 @@ def timeseries_query(where: EventFilter, step_ms: int) -> Query:
     conditions, parameters = _event_conditions(where)
     parameters["step"] = step_ms
     bucket = "intDiv(toUnixTimestamp64Milli(timestamp), {step:Int64}) * {step:Int64} AS bucket, count()"
-    return Query(_statement(bucket, "events", conditions, "GROUP BY bucket ORDER BY bucket"), parameters)
+    tail = "GROUP BY bucket ORDER BY bucket"
+    return Query(_statement(bucket, _events_table(where), conditions, tail), parameters)
 
 
 def dead_letters_query(reason: str | None, limit: int, after: Position | None = None) -> Query:

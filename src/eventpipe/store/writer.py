@@ -21,6 +21,11 @@ DEAD_LETTER_COLUMNS = ("dead_letter_id", "received_at", "topic", "reason", "deta
 # A backfill may span more than 100 months in one batch; the default limit
 # would refuse that block with TOO_MANY_PARTS (252), a code that otherwise
 # means "retry later", and the batch would never go through.
+# The first copy's time of events stored without their own timestamp, by id.
+UNDATED_LOOKUP = (
+    "SELECT event_type, event_id, toUnixTimestamp64Milli(argMax(timestamp, first_copy)) FROM undated_events"
+    " WHERE event_id IN {ids:Array(String)} GROUP BY event_type, event_id"
+)
 INSERT_SETTINGS = {"async_insert": 0, "throw_on_max_partitions_per_insert_block": 0}
 
 
@@ -48,10 +53,43 @@ class Writer:
         and a single row failing so counts as refused only while the server
         still answers (else it is an outage, and the error is raised).
         """
+        events = self._first_times(events)
         refused: list[tuple[int, str]] = []
         unknown: list[int] = []
         self._insert_isolating(list(range(len(events))), events, refused, unknown if isolate_unknown else None)
         return refused
+
+    def insert_event_columns(self, columns: Sequence[Sequence[object]]) -> None:
+        """Insert rows given column by column, in EVENT_COLUMNS order, as the worker's batches go in.
+
+        For bulk loads of new events (`eventpipe bench fill`): no copy lookup
+        and no bisection, so a refusal fails the whole call.
+        """
+        self._insert("events", EVENT_COLUMNS, list(columns))
+
+    def _first_times(self, events: Sequence[Event]) -> Sequence[Event]:
+        """`events`, each copy of an event without its own timestamp given the first copy's time.
+
+        Such an event is stamped with its receive time (timestamp equal to
+        received_at), which differs between copies; the sort key holds the
+        timestamp, so a copy with its own stamp would be a second row. The
+        first copy's time is looked up among those stored (undated_events) and,
+        failing that, taken from the first copy in this batch.
+        """
+        undated = {event.event_id for event in events if event.timestamp_ms == event.received_ms}
+        if not undated:
+            return events
+        with classified():
+            rows = self._client.query(UNDATED_LOOKUP, parameters={"ids": sorted(undated)}).result_rows
+        first = {(str(kind), str(event_id)): int(str(millis)) for kind, event_id, millis in rows}
+        out = []
+        for event in events:
+            if event.timestamp_ms == event.received_ms:
+                millis = first.setdefault((event.event_type, event.event_id), event.timestamp_ms)
+                if millis != event.timestamp_ms:
+                    event = event._replace(timestamp_ms=millis)
+            out.append(event)
+        return out
 
     def insert_dead_letters(self, rejections: Sequence[Rejection]) -> None:
         if not rejections:
@@ -101,7 +139,7 @@ class Writer:
             self._insert_isolating(indexes[:middle], events, refused, unknown)
             self._insert_isolating(indexes[middle:], events, refused, unknown)
 
-    def _insert(self, table: str, column_names: Sequence[str], columns: list[tuple[object, ...]]) -> None:
+    def _insert(self, table: str, column_names: Sequence[str], columns: Sequence[Sequence[object]]) -> None:
         with classified():
             context = self._contexts.pop(table, None)
             if context is None:
