@@ -66,9 +66,9 @@ def test_migration_3_keeps_every_row_and_the_first_copy_wins_even_after_a_crash(
     at_version_2(client)
     writer = Writer(client)
     first, later = redelivered(RECEIVED_MS), redelivered(RECEIVED_MS + 40 * 86_400_000)  # next month
-    writer.insert_events(sample(500))
-    writer.insert_events([first])
-    writer.insert_events([later])
+    # As the writer of that version did: each copy with its own receive time.
+    for rows in (sample(500), [first], [later]):
+        client.insert("events", [list(row) for row in rows], column_names=list(EVENT_COLUMNS))
     writer.insert_dead_letters([parse("events/x", b"{oops", RECEIVED_MS, Limits())])  # type: ignore[list-item]
     create = MIGRATIONS[2].rebuilds[0].create
     if crash == "before the swap":  # died while copying: a half-filled new table is left
@@ -81,7 +81,7 @@ def test_migration_3_keeps_every_row_and_the_first_copy_wins_even_after_a_crash(
         writer_of_old = sample(1, prefix="late")[0]
         client.insert("events_rebuild", [list(writer_of_old)], column_names=list(EVENT_COLUMNS))
 
-    assert migrate(client) == [3, 4]
+    assert migrate(client) == [3, 4, 5, 6]
     reader = Reader(client)
     assert reader.count_events() == 501 + int(crash == "after the swap")
     assert reader.count_dead_letters() == 1

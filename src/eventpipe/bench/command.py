@@ -36,7 +36,7 @@ class Plan:
     rates: tuple[float, ...]
     latency_seconds: float
     quiet_seconds: float
-    api_events: int
+    sizes: tuple[int, ...]
     api_seconds: float
     scale: tuple[int, ...]
     scenarios: tuple[str, ...]
@@ -49,7 +49,7 @@ class Plan:
             rates=args.rates or ((500.0, 2_000.0) if quick else (500.0, 2_000.0, 5_000.0)),
             latency_seconds=args.latency_seconds or (2.0 if quick else 15.0),
             quiet_seconds=1.0 if quick else 5.0,
-            api_events=args.api_events or (20_000 if quick else 1_000_000),
+            sizes=args.sizes or ((20_000, 60_000) if quick else (1_000_000, 10_000_000, 100_000_000)),
             api_seconds=args.api_seconds or (1.0 if quick else 6.0),
             scale=args.scale or (1, 2),
             scenarios=args.only or SCENARIOS,
@@ -77,7 +77,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if "latency" in plan.scenarios:
             figures["latency"] = _latency(plan, work, window, say)
         if "api" in plan.scenarios:
-            figures["api"] = _api(plan, work, say)
+            figures["api"] = _api(plan, work, window, say)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -151,12 +151,19 @@ def _latency(plan: Plan, work: Path, window: int, say: Callable[[str], None]) ->
     return [asdict(result) for result in results]
 
 
-def _api(plan: Plan, work: Path, say: Callable[[str], None]) -> list[dict[str, Any]]:
-    data_dir = work / "api-chdb"
-    seconds = endpoint.fill(data_dir, plan.api_events)
-    results = endpoint.compare(data_dir, plan.api_events, plan.api_seconds)
-    say("")
-    for line in report.api(results, plan.api_events):
-        say(line)
-    say(f"   ({plan.api_events:,} events stored through the worker's Writer in {seconds:.1f}s)")
+def _api(plan: Plan, work: Path, window: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    data_dir = work / "reads"
+    stored = 0
+    results: list[endpoint.Comparison] = []
+    for size in sorted(plan.sizes):
+        seconds = endpoint.fill(data_dir, size - stored)
+        say(
+            f"   (filled to {size:,} events: {size - stored:,} appended in {seconds:.1f}s, "
+            f"{(size - stored) / seconds if seconds else 0:,.0f}/s)"
+        )
+        stored = size
+        results += endpoint.compare(data_dir, size, plan.api_seconds, window)
+        say("")
+        for line in report.api(results):
+            say(line)
     return [asdict(result) | {"ratio": result.ratio} for result in results]

@@ -1,10 +1,12 @@
-"""Scenario 3: API endpoints over many stored events, against their own SQL run directly.
+"""Scenario 3: every read endpoint as the store grows (1M, 10M, 100M events), under a live stream.
 
-One chDB directory is filled (bench.fill), then read in turn by three
-processes, never two at once (chDB allows one process per directory): the
-direct SQL (bench.query), `eventpipe api` answering this process's requests,
-and the direct SQL again. The two direct runs are pooled, so merges that
-ClickHouse finishes in between weigh on both sides alike.
+One `eventpipe up` data dir is filled (`eventpipe bench fill`) to each size in
+turn. At each size the Reader's own SQL is timed directly (bench.query), then
+`eventpipe up` serves the same reads over HTTP while a stream of demo events
+arrives over MQTT (fresh small parts, as in production), then the direct SQL
+again. Never two processes on the directory at once: chDB allows one. The two
+direct runs are pooled, so merges ClickHouse finishes in between weigh on both
+sides alike.
 """
 
 from __future__ import annotations
@@ -14,31 +16,39 @@ import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from eventpipe.bench import service
+from eventpipe.bench.backlog import demo_messages
 from eventpipe.bench.client import ApiClient
-from eventpipe.bench.query import ENDPOINTS, timed
+from eventpipe.bench.latency import Load
+from eventpipe.bench.query import endpoints, timed
 from eventpipe.bench.stats import Timing
 from eventpipe.errors import EventpipeError
+
+# A steady production-like stream on top of the stored events while the API is timed.
+STREAM_RATE = 500.0
 
 
 @dataclass(frozen=True)
 class Comparison:
+    size: int
     name: str
     path: str
-    api: Timing
+    api: Timing | None
     direct: Timing
 
     @property
     def ratio(self) -> float:
         """API p50 over direct p50."""
-        return self.api.p50 / self.direct.p50 if self.direct.p50 else 0.0
+        return self.api.p50 / self.direct.p50 if self.api and self.direct.p50 else 0.0
 
 
 def _child(module: str, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False, timeout=1800
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False, timeout=3600
     )
     if done.returncode != 0:
         raise EventpipeError(f"{module} failed: {done.stderr.strip()[-2000:]}")
@@ -56,49 +66,53 @@ def engine(data_dir: Path) -> Path:
     return data_dir / "clickhouse"
 
 
-def _direct(data_dir: Path, seconds: float) -> dict[str, list[float]]:
-    out = _child("eventpipe.bench.query", "--data-dir", str(engine(data_dir)), "--seconds", str(seconds))
-    return {name: list(samples) for name, samples in json.loads(out).items()}
+def _direct(
+    data_dir: Path, seconds: float, spec: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    args = ["--data-dir", str(engine(data_dir)), "--seconds", str(seconds)]
+    if spec is not None:
+        args += ["--spec", json.dumps(spec)]
+    out = json.loads(_child("eventpipe.bench.query", *args))
+    return out["spec"], {name: list(samples) for name, samples in out["samples"].items()}
 
 
-def _through_api(data_dir: Path, seconds: float, expected: int) -> dict[str, list[float]]:
+def _through_api(data_dir: Path, seconds: float, spec: dict[str, Any], window: int) -> dict[str, list[float]]:
     key = secrets.token_urlsafe(16)
-    api, port = service.api(f"chdb://{engine(data_dir).resolve()}", key, data_dir.parent / "api.log")
-    client = ApiClient(port, key)
+    stack, mqtt_port, api_port = service.up(data_dir, key, window)
+    client = ApiClient(api_port, key)
+    # Enough stream for the whole measurement; it stops by itself when sent.
+    paths = [path for path, _query in endpoints(spec).values() if path]
+    budget = int(STREAM_RATE * (seconds + 5) * (len(paths) + 2))
+    messages = demo_messages(budget, start=datetime.now(UTC))
+    stream = Load(f"mqtt://127.0.0.1:{mqtt_port}", messages, STREAM_RATE, budget + 1, budget)
     try:
         client.wait_ready()
+        stream.start()
         results = {}
-        for name, (path, _query) in ENDPOINTS.items():
-            _check(name, *client.get(path)[:2], expected)
+        for name, (path, _query) in endpoints(spec).items():
+            if path is None:
+                continue
 
             def run(path: str = path) -> None:
                 status, body, _seconds = client.get(path)
                 if status != 200:
                     raise EventpipeError(f"GET {path} answered {status}: {body[:200]!r}")
 
-            results[name] = timed(run, seconds, 20, 2_000)
+            results[name] = timed(run, seconds, 10, 2_000)
+        if stream.failure is not None:
+            raise EventpipeError(f"the live stream failed: {stream.failure}")
         return results
     finally:
         client.close()
-        api.stop()
+        stack.stop()
 
 
-def _check(name: str, status: int, body: bytes, expected: int) -> None:
-    """The API must answer what the SQL would: a full page, every stored event counted."""
-    if status != 200:
-        raise EventpipeError(f"{name} answered {status}: {body[:200]!r}")
-    answer = json.loads(body)
-    got = len(answer["items"]) if name == "events" else answer["total"]
-    want = min(100, expected) if name == "events" else expected
-    if got != want:
-        raise EventpipeError(f"{name} answered {got} where {want} were expected")
-
-
-def compare(data_dir: Path, count: int, seconds: float) -> list[Comparison]:
-    before = _direct(data_dir, seconds / 2)
-    through_api = _through_api(data_dir, seconds, count)
-    after = _direct(data_dir, seconds / 2)
-    return [
-        Comparison(name, path, Timing.of(through_api[name]), Timing.of(before[name] + after[name]))
-        for name, (path, _query) in ENDPOINTS.items()
-    ]
+def compare(data_dir: Path, size: int, seconds: float, window: int) -> list[Comparison]:
+    spec, before = _direct(data_dir, seconds / 2, None)
+    through_api = _through_api(data_dir, seconds, spec, window)
+    _spec, after = _direct(data_dir, seconds / 2, spec)
+    out = []
+    for name, (path, _query) in endpoints(spec).items():
+        api = Timing.of(through_api[name]) if name in through_api else None
+        out.append(Comparison(size, name, path or "(direct only)", api, Timing.of(before[name] + after[name])))
+    return out

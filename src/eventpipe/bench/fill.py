@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from eventpipe.bench.backlog import demo_messages
@@ -31,7 +31,7 @@ SPAN_MS = 90 * 86_400_000
 USER_STRIDE = 7_919
 
 
-def batches(count: int, now_ms: int, batch: int = BATCH) -> Iterator[list[list[object]]]:
+def batches(count: int, now_ms: int, batch: int = BATCH) -> Iterator[list[Sequence[object]]]:
     """`count` events as column lists (EVENT_COLUMNS order) of `batch` rows, oldest first, ids new on every call.
 
     Built column by column, not as Event tuples: at 100M rows the Python side

@@ -45,7 +45,7 @@ class Latency:
     broker_cores: float
 
 
-class _Load(threading.Thread):
+class Load(threading.Thread):
     """Publishes `messages` at `rate`; from index `sample_from` on, notes (event id, publish time) of
     every `every`-th one in `samples`."""
 
@@ -112,7 +112,7 @@ def measure(
     stack_cpu, broker_cpu = cpu
     total = max(1, int(rate * (quiet_s + polled_s)))
     sample_from = int(rate * quiet_s)
-    load = _Load(url, demo_messages(total, seed=int(rate)), rate, max(1, round(rate / samples_per_s)), sample_from)
+    load = Load(url, demo_messages(total, seed=int(rate)), rate, max(1, round(rate / samples_per_s)), sample_from)
     load.start()
     # The quiet phase: a moment to settle, then the stack's CPU over the rest of it.
     time.sleep(min(0.5, quiet_s / 2))

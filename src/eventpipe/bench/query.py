@@ -1,9 +1,10 @@
 """The API's SQL run directly through clickhouse-connect: `python -m eventpipe.bench.query --data-dir D`.
 
-The baseline of the API benchmark. The statements come from the Reader's own
-query builders, with the parameters the routes pass for `GET /events?limit=100`
-and `GET /stats/event-types`, so both sides run the very same SQL. Prints one
-JSON line: the latency of every timed run, per endpoint, in seconds.
+The baseline of the read benchmark. The statements come from the Reader's own
+query builders, with the parameters the routes pass for each path, so both
+sides run the very same SQL. Without --spec it first picks the sample it
+reads (an event id and a user of the newest event, and "now"). Prints one JSON
+line: the spec, and the latency of every timed run per endpoint, in seconds.
 """
 
 from __future__ import annotations
@@ -13,16 +14,45 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from eventpipe.store.client import connect
-from eventpipe.store.reader import EventFilter, Query, event_types_query, events_query
+from eventpipe.store.reader import (
+    EventFilter,
+    Query,
+    count_query,
+    event_query,
+    event_types_query,
+    events_query,
+    timeseries_query,
+)
 
-# Path and query string as a client sends them, with the query the route builds for them.
-ENDPOINTS: dict[str, tuple[str, Query]] = {
-    "events": ("/events?limit=100", events_query(EventFilter(), 100)),
-    "event_types": ("/stats/event-types", event_types_query(EventFilter())),
-}
 WARMUP = 3
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+
+def endpoints(spec: dict[str, Any]) -> dict[str, tuple[str | None, Query]]:
+    """Name -> (path and query string as a client sends them, the query the route builds for them).
+
+    A None path is a read with no endpoint of its own (the total count is
+    /stats/event-types' total), timed directly only."""
+    now, event_id, user = int(spec["now_ms"]), str(spec["event_id"]), str(spec["user_id"])
+    hour, day = now - HOUR_MS, now - DAY_MS
+    return {
+        "newest page": ("/events?limit=100", events_query(EventFilter(), 100)),
+        "one event_type": ("/events?event_type=purchase&limit=100", events_query(EventFilter("purchase"), 100)),
+        "one user_id": (f"/events?user_id={user}&limit=100", events_query(EventFilter(None, user), 100)),
+        "last hour": (f"/events?since={hour}&limit=100", events_query(EventFilter(None, None, hour), 100)),
+        "by id": (f"/events/{event_id}", event_query(event_id)),
+        "types, 24 h": (f"/stats/event-types?since={day}", event_types_query(EventFilter(None, None, day))),
+        "timeseries 1h, 24 h": (
+            f"/stats/timeseries?interval=1h&since={day}&until={now}",
+            timeseries_query(EventFilter(None, None, day, now), HOUR_MS),
+        ),
+        "types, all time": ("/stats/event-types", event_types_query(EventFilter())),
+        "total count": (None, count_query()),
+    }
 
 
 def timed(run: object, seconds: float, at_least: int, at_most: int) -> list[float]:
@@ -41,20 +71,27 @@ def timed(run: object, seconds: float, at_least: int, at_most: int) -> list[floa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eventpipe.bench.query")
-    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--data-dir", type=Path, required=True, help="the chDB directory")
     parser.add_argument("--seconds", type=float, default=5.0, help="per endpoint")
-    parser.add_argument("--at-least", type=int, default=20)
+    parser.add_argument("--at-least", type=int, default=10)
     parser.add_argument("--at-most", type=int, default=2_000)
+    parser.add_argument("--spec", help="JSON: now_ms, event_id, user_id (default: picked from the newest event)")
     args = parser.parse_args(argv)
     client = connect(f"chdb://{args.data_dir.resolve()}")
+    if args.spec:
+        spec = json.loads(args.spec)
+    else:
+        newest = client.query(events_query(EventFilter(), 1).sql, parameters=events_query(EventFilter(), 1).parameters)
+        event_id, user_id = newest.result_rows[0][0], newest.result_rows[0][4]
+        spec = {"now_ms": time.time_ns() // 1_000_000, "event_id": event_id, "user_id": user_id}
     results = {}
-    for name, (_path, query) in ENDPOINTS.items():
+    for name, (_path, query) in endpoints(spec).items():
 
         def run(query: Query = query) -> None:
             client.query(query.sql, parameters=query.parameters).result_rows  # noqa: B018 - rows as Python values
 
         results[name] = timed(run, args.seconds, args.at_least, args.at_most)
-    print(json.dumps(results), flush=True)
+    print(json.dumps({"spec": spec, "samples": results}), flush=True)
     return 0
 
 

@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--rates", type=_rates, help="latency rates, msg/s, comma-separated (default 500,2000,5000; quick 500,2000)"
     )
     bench.add_argument("--latency-seconds", type=float, help="publishing time per rate (default 15; quick 2)")
-    bench.add_argument("--api-events", type=_positive_int, help="events stored for the API (default 1000000)")
+    bench.add_argument(
+        "--sizes",
+        type=_counts,
+        help="stored events at which every read is timed, comma-separated (default 1000000,10000000,100000000)",
+    )
     bench.add_argument("--api-seconds", type=float, help="time per endpoint and side (default 6; quick 1)")
     bench.add_argument("--scale", type=_counts, help="worker process counts for the scale-out (default 1,2)")
     bench.add_argument(

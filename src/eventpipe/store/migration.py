@@ -24,6 +24,9 @@ class Rebuild:
     create: str
     marker: str
     sorting_key: bool = False
+    # Copy what FINAL shows, not every stored row: for a new sort key under
+    # which copies the old key collapsed would no longer meet.
+    collapse: bool = False
 
 
 @dataclass(frozen=True)
@@ -256,7 +259,12 @@ MIGRATIONS += (
     Migration(
         5,
         "sort events by time",
-        rebuilds=(Rebuild("events", EVENTS_BY_TIME, "timestamp, event_type, event_id", sorting_key=True),),
+        # Copies of an undated event stored before this version carry their own
+        # receive times; the old key collapsed them, the new one would not,
+        # so the copy takes the first copy only (what every read showed).
+        rebuilds=(
+            Rebuild("events", EVENTS_BY_TIME, "timestamp, event_type, event_id", sorting_key=True, collapse=True),
+        ),
     ),
     # Views first, then the copy of what is already stored: a row inserted
     # in between is in both, and its two copies collapse. A rerun after a
@@ -309,14 +317,15 @@ def _rebuild(client: Client, rebuild: Rebuild) -> None:
     # of a row collapse, so copying twice is harmless. Stop workers for this
     # migration anyway: an insert in flight across the swap could be missed.
     table, scratch = rebuild.table, f"{rebuild.table}_rebuild"
+    final = " FINAL" if rebuild.collapse else ""
     if not _rebuilt(client, rebuild):
         client.command(f"DROP TABLE IF EXISTS {scratch}")  # a half-filled copy from a crashed run
         client.command(rebuild.create.format(table=scratch))
-        client.command(f"INSERT INTO {scratch} SELECT * FROM {table}")  # noqa: S608 - names are constants
+        client.command(f"INSERT INTO {scratch} SELECT * FROM {table}{final}")  # noqa: S608 - names are constants
         client.command(f"EXCHANGE TABLES {table} AND {scratch}")
     # From here on `scratch`, if it is there, is the old table.
     if scratch in _names("system.tables", "name = {t:String}", scratch, client):
-        client.command(f"INSERT INTO {table} SELECT * FROM {scratch}")  # noqa: S608 - names are constants
+        client.command(f"INSERT INTO {table} SELECT * FROM {scratch}{final}")  # noqa: S608 - names are constants
         client.command(f"DROP TABLE {scratch}")
         log.info("rebuilt table %s", table)
 
