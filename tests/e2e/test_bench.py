@@ -20,18 +20,22 @@ def test_the_quick_benchmark_runs_every_scenario_and_prints_its_figures(tmp_path
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    for heading in ("1. Backlog drain", "2. Publish -> queryable", "3. API over", "4. Worker cost", "Scale-out"):
+    for heading in ("1. Backlog drain", "2. Publish -> queryable", "3. Reads as the store grows", "4. Worker cost"):
         assert heading in out, out
     assert "worker / bare paho:" in out
     assert "p99 at 2,000 msg/s:" in out
-    assert "API p50 / direct p50" in out
+    assert "Scale-out" in out
+    assert "slowest windowed read" in out and "(filled to 60,000 events" in out
 
     figures = json.loads(figures_file.read_text())
     assert {row["kind"] for row in figures["drain"]} == {"bare", "parse", "worker"}
     assert all(row["count"] == 3_000 and row["seconds"] > 0 for row in figures["drain"])
     assert [row["rate"] for row in figures["latency"]] == [500.0, 2000.0]
     assert all(row["lost"] == 0 and row["latencies"] for row in figures["latency"])
-    assert {row["name"] for row in figures["api"]} == {"events", "event_types"}
+    assert {row["size"] for row in figures["api"]} == {20_000, 60_000}
+    reads = {row["name"] for row in figures["api"]}
+    assert {"newest page", "one user_id", "last hour", "by id", "types, all time", "total count"} <= reads
+    assert all(row["api"] for row in figures["api"] if row["name"] != "total count")
     assert sorted((row["kind"], row["processes"]) for row in figures["scale"]) == [
         ("bare", 1),
         ("bare", 2),
