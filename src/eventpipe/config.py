@@ -20,6 +20,11 @@ def _check_filter(topic: str) -> None:
         raise ValueError("mqtt_topic may not be empty")
 
 
+def embedded_dsn(data_dir: Path) -> str:
+    """The embedded engine's DSN inside a data dir: where `eventpipe up --data-dir` keeps its events."""
+    return f"chdb://{(data_dir / 'clickhouse').resolve()}"
+
+
 class Settings(BaseSettings):
     """Every knob of eventpipe; environment variables carry the EVENTPIPE_ prefix."""
 
@@ -109,9 +114,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_clickhouse_dsn(self) -> str:
-        if self.clickhouse_dsn:
-            return self.clickhouse_dsn
-        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+        return self.clickhouse_dsn or embedded_dsn(self.data_dir)
 
     @property
     def subscription(self) -> str:

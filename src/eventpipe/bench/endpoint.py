@@ -26,6 +26,7 @@ from eventpipe.bench.client import ApiClient
 from eventpipe.bench.latency import Load
 from eventpipe.bench.query import endpoints, timed
 from eventpipe.bench.stats import Timing
+from eventpipe.config import embedded_dsn
 from eventpipe.errors import EventpipeError
 
 # A steady production-like stream on top of the stored events while the API is timed.
@@ -39,6 +40,11 @@ class Comparison:
     path: str
     api: Timing | None
     direct: Timing
+
+    @property
+    def p50(self) -> float:
+        """The API's p50, or the direct one for a read with no endpoint of its own."""
+        return self.api.p50 if self.api else self.direct.p50
 
     @property
     def ratio(self) -> float:
@@ -61,15 +67,10 @@ def fill(data_dir: Path, count: int) -> float:
     return float(json.loads(out)["seconds"])
 
 
-def engine(data_dir: Path) -> Path:
-    """The chDB directory inside an `eventpipe up` data dir."""
-    return data_dir / "clickhouse"
-
-
 def _direct(
     data_dir: Path, seconds: float, spec: dict[str, Any] | None
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    args = ["--data-dir", str(engine(data_dir)), "--seconds", str(seconds)]
+    args = ["--dsn", embedded_dsn(data_dir), "--seconds", str(seconds)]
     if spec is not None:
         args += ["--spec", json.dumps(spec)]
     out = json.loads(_child("eventpipe.bench.query", *args))
@@ -80,16 +81,16 @@ def _through_api(data_dir: Path, seconds: float, spec: dict[str, Any], window: i
     key = secrets.token_urlsafe(16)
     stack, mqtt_port, api_port = service.up(data_dir, key, window)
     client = ApiClient(api_port, key)
+    reads = endpoints(spec)
     # Enough stream for the whole measurement; it stops by itself when sent.
-    paths = [path for path, _query in endpoints(spec).values() if path]
-    budget = int(STREAM_RATE * (seconds + 5) * (len(paths) + 2))
+    budget = int(STREAM_RATE * (seconds + 5) * (len(reads) + 1))
     messages = demo_messages(budget, start=datetime.now(UTC))
     stream = Load(f"mqtt://127.0.0.1:{mqtt_port}", messages, STREAM_RATE, budget + 1, budget)
     try:
         client.wait_ready()
         stream.start()
         results = {}
-        for name, (path, _query) in endpoints(spec).items():
+        for name, (path, _query) in reads.items():
             if path is None:
                 continue
 

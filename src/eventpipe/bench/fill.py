@@ -15,7 +15,6 @@ import json
 import secrets
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 from eventpipe.bench.backlog import demo_messages
 from eventpipe.events import Event, Limits, parse
@@ -39,7 +38,6 @@ def batches(count: int, now_ms: int, batch: int = BATCH) -> Iterator[list[Sequen
     """
     templates = [parse(topic, payload, now_ms, Limits()) for topic, payload in demo_messages(TEMPLATES)]
     rows = [row for row in templates if isinstance(row, Event)]
-    kinds, topics, props = ([getattr(row, name) for row in rows] for name in ("event_type", "topic", "properties"))
     run = secrets.token_hex(9)  # 18 hex digits: ids never repeat across calls
     tail = f"-4{run[:3]}-8{run[3:6]}-{run[6:18]}"
     users = [f"user-{number:05d}" for number in range(USERS)]
@@ -47,27 +45,21 @@ def batches(count: int, now_ms: int, batch: int = BATCH) -> Iterator[list[Sequen
     for start in range(0, count, batch):
         indexes = range(start, min(count, start + batch))
         times = [first + index * SPAN_MS // count for index in indexes]
-        offset = start % len(rows)
-        reps = -(-(len(indexes) + offset) // len(rows))
-
-        def cycle(values: list[str], offset: int = offset, reps: int = reps, size: int = len(indexes)) -> list[str]:
-            return (values * reps)[offset : offset + size]
-
+        bases = [rows[index % len(rows)] for index in indexes]
         yield [
             [f"{index >> 16:08x}-{index & 0xFFFF:04x}{tail}" for index in indexes],
-            cycle(kinds),
+            [base.event_type for base in bases],
             times,
             [moment + 150 for moment in times],
             [users[index * USER_STRIDE % USERS] for index in indexes],
-            cycle(topics),
-            cycle(props),
+            [base.topic for base in bases],
+            [base.properties for base in bases],
         ]
 
 
-def fill(data_dir: Path, count: int) -> dict[str, float]:
-    """Append `count` events to the chDB store in `data_dir`; return what it took."""
-    # Where `eventpipe up --data-dir` keeps its engine (Settings.resolved_clickhouse_dsn).
-    client = connect(f"chdb://{(data_dir / 'clickhouse').resolve()}")
+def fill(dsn: str, count: int) -> dict[str, float]:
+    """Append `count` events to the store at `dsn`; return what it took."""
+    client = connect(dsn)
     try:
         migrate(client)
         writer = Writer(client)
@@ -82,6 +74,6 @@ def fill(data_dir: Path, count: int) -> dict[str, float]:
     return {"count": stored, "seconds": seconds, "per_second": stored / seconds if seconds else 0.0}
 
 
-def run_fill(data_dir: str, count: int) -> int:
-    print(json.dumps(fill(Path(data_dir), count)), flush=True)
+def run_fill(dsn: str, count: int) -> int:
+    print(json.dumps(fill(dsn, count)), flush=True)
     return 0

@@ -1,4 +1,4 @@
-"""The API's SQL run directly through clickhouse-connect: `python -m eventpipe.bench.query --data-dir D`.
+"""The API's SQL run directly through clickhouse-connect: `python -m eventpipe.bench.query --dsn DSN`.
 
 The baseline of the read benchmark. The statements come from the Reader's own
 query builders, with the parameters the routes pass for each path, so both
@@ -13,13 +13,13 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from eventpipe.store.client import connect
 from eventpipe.store.reader import (
     EventFilter,
     Query,
+    Reader,
     count_query,
     event_query,
     event_types_query,
@@ -71,19 +71,18 @@ def timed(run: object, seconds: float, at_least: int, at_most: int) -> list[floa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eventpipe.bench.query")
-    parser.add_argument("--data-dir", type=Path, required=True, help="the chDB directory")
+    parser.add_argument("--dsn", required=True, help="the store, e.g. chdb:///path/to/data/clickhouse")
     parser.add_argument("--seconds", type=float, default=5.0, help="per endpoint")
     parser.add_argument("--at-least", type=int, default=10)
     parser.add_argument("--at-most", type=int, default=2_000)
     parser.add_argument("--spec", help="JSON: now_ms, event_id, user_id (default: picked from the newest event)")
     args = parser.parse_args(argv)
-    client = connect(f"chdb://{args.data_dir.resolve()}")
+    client = connect(args.dsn)
     if args.spec:
         spec = json.loads(args.spec)
     else:
-        newest = client.query(events_query(EventFilter(), 1).sql, parameters=events_query(EventFilter(), 1).parameters)
-        event_id, user_id = newest.result_rows[0][0], newest.result_rows[0][4]
-        spec = {"now_ms": time.time_ns() // 1_000_000, "event_id": event_id, "user_id": user_id}
+        newest = Reader(client).events(EventFilter(), 1)[0]
+        spec = {"now_ms": time.time_ns() // 1_000_000, "event_id": newest.event_id, "user_id": newest.user_id}
     results = {}
     for name, (_path, query) in endpoints(spec).items():
 

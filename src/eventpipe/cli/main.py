@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Demo events over the last 90 days, about 100,000 users, new ids on every call; "
         "written through the worker's Writer in batches. Stop `eventpipe up` on that directory first.",
     )
-    fill.add_argument("--data-dir", required=True, help="the data dir of `eventpipe up` (its chdb/ is filled)")
+    fill.add_argument("--data-dir", required=True, help="the data dir of `eventpipe up` (its clickhouse/ is filled)")
     fill.add_argument("--count", type=_positive_int, required=True, help="how many events to append")
     return parser
 
@@ -122,8 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_up(args)
         if args.command == "bench" and args.bench_command == "fill":
             from eventpipe.bench.fill import run_fill
+            from eventpipe.config import Settings
 
-            return run_fill(args.data_dir, args.count)
+            # The store `eventpipe up --data-dir` serves, resolved the way it resolves it.
+            return run_fill(Settings(data_dir=args.data_dir).resolved_clickhouse_dsn, args.count)
         if args.command == "bench":
             from eventpipe.bench.command import run_bench
 

@@ -21,12 +21,12 @@ DEAD_LETTER_COLUMNS = ("dead_letter_id", "received_at", "topic", "reason", "deta
 # A backfill may span more than 100 months in one batch; the default limit
 # would refuse that block with TOO_MANY_PARTS (252), a code that otherwise
 # means "retry later", and the batch would never go through.
+INSERT_SETTINGS = {"async_insert": 0, "throw_on_max_partitions_per_insert_block": 0}
 # The first copy's time of events stored without their own timestamp, by id.
 UNDATED_LOOKUP = (
     "SELECT event_type, event_id, toUnixTimestamp64Milli(argMax(timestamp, first_copy)) FROM undated_events"
     " WHERE event_id IN {ids:Array(String)} GROUP BY event_type, event_id"
 )
-INSERT_SETTINGS = {"async_insert": 0, "throw_on_max_partitions_per_insert_block": 0}
 
 
 class Writer:
