@@ -25,7 +25,7 @@ def test_the_quick_benchmark_runs_every_scenario_and_prints_its_figures(tmp_path
     assert "worker / bare paho:" in out
     assert "p99 at 2,000 msg/s:" in out
     assert "Scale-out" in out
-    assert "slowest windowed read" in out and "(filled to 60,000 events" in out
+    assert "slowest windowed read" in out and "(filled 60,000 events" in out
 
     figures = json.loads(figures_file.read_text())
     assert {row["kind"] for row in figures["drain"]} == {"bare", "parse", "worker"}

@@ -81,7 +81,7 @@ def test_migration_3_keeps_every_row_and_the_first_copy_wins_even_after_a_crash(
         writer_of_old = sample(1, prefix="late")[0]
         client.insert("events_rebuild", [list(writer_of_old)], column_names=list(EVENT_COLUMNS))
 
-    assert migrate(client) == [3, 4, 5, 6]
+    assert migrate(client) == [3, 4, 5, 6, 7]
     reader = Reader(client)
     assert reader.count_events() == 501 + int(crash == "after the swap")
     assert reader.count_dead_letters() == 1
@@ -184,3 +184,17 @@ def test_a_writer_goes_on_writing_into_a_table_rebuilt_under_it(client: clickhou
     client.command("ALTER TABLE events ADD COLUMN added String DEFAULT 'new'")
     assert writer.insert_events(sample(10, "d")) == []
     assert reader.count_events() == 10
+
+
+def test_migration_7_run_again_after_a_crash_still_finds_every_event_by_id_once(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    rows = sample(50)
+    Writer(client).insert_events(rows)
+    # As if it died after its copy into event_ids, before it was recorded.
+    client.command("ALTER TABLE schema_migrations DELETE WHERE version = 7", settings={"mutations_sync": 2})
+    assert migrate(client) == [7]
+    reader = Reader(client)
+    assert [reader.event(row.event_id) for row in rows] == rows
+    assert reader.count_events() == 50
+    assert client.command("SELECT count() FROM event_ids FINAL") == 50

@@ -66,7 +66,7 @@ def test_the_ingest_user_may_only_insert_into_the_tables_the_worker_writes() -> 
     expected = ["GRANT INSERT ON eventpipe.events", "GRANT INSERT ON eventpipe.dead_letters"]
     expected.append("GRANT SELECT ON eventpipe.undated_events")
     assert sorted(grants("eventpipe_ingest")) == sorted(expected)
-    assert {"events", "dead_letters", "undated_events"} <= set(RETAINED)
+    assert {"events", "dead_letters", "undated_events", "event_ids", "events_by_user"} <= set(RETAINED)
 
 
 def test_the_api_user_may_only_read() -> None:

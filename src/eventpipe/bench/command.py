@@ -40,6 +40,7 @@ class Plan:
     api_seconds: float
     scale: tuple[int, ...]
     scenarios: tuple[str, ...]
+    keep: bool = False  # each size's store is kept for a look afterwards (it can be large)
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> Plan:
@@ -53,6 +54,7 @@ class Plan:
             api_seconds=args.api_seconds or (1.0 if quick else 6.0),
             scale=args.scale or (1, 2),
             scenarios=args.only or SCENARIOS,
+            keep=args.keep,
         )
 
 
@@ -152,17 +154,20 @@ def _latency(plan: Plan, work: Path, window: int, say: Callable[[str], None]) ->
 
 
 def _api(plan: Plan, work: Path, window: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
-    data_dir = work / "reads"
-    stored = 0
     results: list[endpoint.Comparison] = []
     for size in sorted(plan.sizes):
-        seconds = endpoint.fill(data_dir, size - stored)
-        say(
-            f"   (filled to {size:,} events: {size - stored:,} appended in {seconds:.1f}s, "
-            f"{(size - stored) / seconds if seconds else 0:,.0f}/s)"
-        )
-        stored = size
-        results += endpoint.compare(data_dir, size, plan.api_seconds, window)
+        # A store of its own per size, filled oldest first, as that many events
+        # arriving over 90 days would have left it. Appending to the previous
+        # size instead would lay a second 90 days over the first: a backfill,
+        # whose overlapping parts FINAL must merge until ClickHouse has.
+        data_dir = work / f"reads-{size}"
+        seconds = endpoint.fill(data_dir, size)
+        say(f"   (filled {size:,} events in {seconds:.1f}s, {size / seconds if seconds else 0:,.0f}/s)")
+        try:
+            results += endpoint.compare(data_dir, size, plan.api_seconds, window)
+        finally:
+            if not plan.keep:
+                shutil.rmtree(data_dir, ignore_errors=True)
         say("")
         for line in report.api(results):
             say(line)

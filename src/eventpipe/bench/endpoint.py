@@ -90,7 +90,7 @@ def _through_api(data_dir: Path, seconds: float, spec: dict[str, Any], window: i
         client.wait_ready()
         stream.start()
         results = {}
-        for name, (path, _query) in reads.items():
+        for name, (path, _read) in reads.items():
             if path is None:
                 continue
 
@@ -113,7 +113,7 @@ def compare(data_dir: Path, size: int, seconds: float, window: int) -> list[Comp
     through_api = _through_api(data_dir, seconds, spec, window)
     _spec, after = _direct(data_dir, seconds / 2, spec)
     out = []
-    for name, (path, _query) in endpoints(spec).items():
+    for name, (path, _read) in endpoints(spec).items():
         api = Timing.of(through_api[name]) if name in through_api else None
         out.append(Comparison(size, name, path or "(direct only)", api, Timing.of(before[name] + after[name])))
     return out

@@ -1,10 +1,11 @@
-"""The API's SQL run directly through clickhouse-connect: `python -m eventpipe.bench.query --dsn DSN`.
+"""The API's reads run directly through the Reader: `python -m eventpipe.bench.query --dsn DSN`.
 
-The baseline of the read benchmark. The statements come from the Reader's own
-query builders, with the parameters the routes pass for each path, so both
-sides run the very same SQL. Without --spec it first picks the sample it
-reads (an event id and a user of the newest event, and "now"). Prints one JSON
-line: the spec, and the latency of every timed run per endpoint, in seconds.
+The baseline of the read benchmark: the Reader methods the routes call, with
+the filters the routes pass for each path, so both sides run the very same SQL
+(and the same tally for all-time counts), without HTTP. Without --spec it
+first picks the sample it reads (an event id and a user of the newest event,
+and "now"). Prints one JSON line: the spec, and the latency of every timed run
+per endpoint, in seconds.
 """
 
 from __future__ import annotations
@@ -13,45 +14,40 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from eventpipe.store.client import connect
-from eventpipe.store.reader import (
-    EventFilter,
-    Query,
-    Reader,
-    count_query,
-    event_query,
-    event_types_query,
-    events_query,
-    timeseries_query,
-)
+from eventpipe.store.reader import EventFilter, Reader
 
 WARMUP = 3
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
 
-def endpoints(spec: dict[str, Any]) -> dict[str, tuple[str | None, Query]]:
-    """Name -> (path and query string as a client sends them, the query the route builds for them).
+Read = Callable[[Reader], object]
+
+
+def endpoints(spec: dict[str, Any]) -> dict[str, tuple[str | None, Read]]:
+    """Name -> (path and query string as a client sends them, the Reader call the route makes for them).
 
     A None path is a read with no endpoint of its own (the total count is
     /stats/event-types' total), timed directly only."""
     now, event_id, user = int(spec["now_ms"]), str(spec["event_id"]), str(spec["user_id"])
     hour, day = now - HOUR_MS, now - DAY_MS
     return {
-        "newest page": ("/events?limit=100", events_query(EventFilter(), 100)),
-        "one event_type": ("/events?event_type=purchase&limit=100", events_query(EventFilter("purchase"), 100)),
-        "one user_id": (f"/events?user_id={user}&limit=100", events_query(EventFilter(None, user), 100)),
-        "last hour": (f"/events?since={hour}&limit=100", events_query(EventFilter(None, None, hour), 100)),
-        "by id": (f"/events/{event_id}", event_query(event_id)),
-        "types, 24 h": (f"/stats/event-types?since={day}", event_types_query(EventFilter(None, None, day))),
+        "newest page": ("/events?limit=100", lambda r: r.events(EventFilter(), 100)),
+        "one event_type": ("/events?event_type=purchase&limit=100", lambda r: r.events(EventFilter("purchase"), 100)),
+        "one user_id": (f"/events?user_id={user}&limit=100", lambda r: r.events(EventFilter(None, user), 100)),
+        "last hour": (f"/events?since={hour}&limit=100", lambda r: r.events(EventFilter(None, None, hour), 100)),
+        "by id": (f"/events/{event_id}", lambda r: r.event(event_id)),
+        "types, 24 h": (f"/stats/event-types?since={day}", lambda r: r.event_types(EventFilter(None, None, day))),
         "timeseries 1h, 24 h": (
             f"/stats/timeseries?interval=1h&since={day}&until={now}",
-            timeseries_query(EventFilter(None, None, day, now), HOUR_MS),
+            lambda r: r.timeseries(EventFilter(None, None, day, now), HOUR_MS),
         ),
-        "types, all time": ("/stats/event-types", event_types_query(EventFilter())),
-        "total count": (None, count_query()),
+        "types, all time": ("/stats/event-types", lambda r: r.event_types(EventFilter())),
+        "total count": (None, lambda r: r.count_events()),
     }
 
 
@@ -77,17 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--at-most", type=int, default=2_000)
     parser.add_argument("--spec", help="JSON: now_ms, event_id, user_id (default: picked from the newest event)")
     args = parser.parse_args(argv)
-    client = connect(args.dsn)
+    reader = Reader(connect(args.dsn))
     if args.spec:
         spec = json.loads(args.spec)
     else:
-        newest = Reader(client).events(EventFilter(), 1)[0]
+        newest = reader.events(EventFilter(), 1)[0]
         spec = {"now_ms": time.time_ns() // 1_000_000, "event_id": newest.event_id, "user_id": newest.user_id}
     results = {}
-    for name, (_path, query) in endpoints(spec).items():
+    for name, (_path, read) in endpoints(spec).items():
 
-        def run(query: Query = query) -> None:
-            client.query(query.sql, parameters=query.parameters).result_rows  # noqa: B018 - rows as Python values
+        def run(read: Read = read) -> None:
+            read(reader)
 
         results[name] = timed(run, args.seconds, args.at_least, args.at_most)
     print(json.dumps({"spec": spec, "samples": results}), flush=True)

@@ -283,10 +283,45 @@ MIGRATIONS += (
     ),
 )
 
+# By id, the time-sorted `events` could only test a bloom filter in every
+# granule: 107 ms at 100M events, 9x its own figure at 1M, and the filter
+# cost every insert. event_ids is sorted by id, so a lookup reads one granule
+# whatever the table holds, then the row is fetched by its sort key. Fed in
+# the same insert; copies hold the same key and are harmless in a lookup.
+# The user filter has had events_by_user since migration 6: its bloom filter
+# only slowed inserts.
+EVENT_IDS = """
+CREATE TABLE IF NOT EXISTS event_ids
+(
+    event_id String,
+    event_type LowCardinality(String),
+    timestamp DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (event_id, event_type, timestamp)
+SETTINGS index_granularity = 1024
+"""
+ID_ROWS = "SELECT event_id, event_type, timestamp FROM events"
+
+MIGRATIONS += (
+    Migration(
+        7,
+        "index events by id instead of bloom filters",
+        (
+            EVENT_IDS,
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS event_ids_feed TO event_ids {DEFINER} AS {ID_ROWS}",
+            f"INSERT INTO event_ids {ID_ROWS}",
+            "ALTER TABLE events DROP INDEX IF EXISTS event_id_bloom",
+            "ALTER TABLE events DROP INDEX IF EXISTS user_bloom",
+        ),
+    ),
+)
+
 RETAINED = {
     "events": "timestamp",
     "events_by_user": "timestamp",
     "undated_events": "timestamp",
+    "event_ids": "timestamp",
     "dead_letters": "received_at",
 }
 

@@ -22,6 +22,7 @@ from clickhouse_connect.driver.client import Client
 from eventpipe.events import PROBE_EVENT_TYPE, Event
 from eventpipe.store.client import ping
 from eventpipe.store.failure import classified
+from eventpipe.store.tally import Counts, Part, Tally, added, coverable, day_signatures
 
 EVENT_FIELDS = (
     "event_id, event_type, toUnixTimestamp64Milli(timestamp), toUnixTimestamp64Milli(received_at),"
@@ -81,8 +82,11 @@ def _events_table(where: EventFilter) -> str:
 
 
 def event_query(event_id: str) -> Query:
-    # An id reused under two types is two events; the newest answers, every time.
-    conditions = ["event_id = {id:String}", "event_type != {probe:String}"]
+    # The id's sort keys come from event_ids (sorted by id), so events reads
+    # the granule of each key, not every granule. An id reused under two types
+    # is two events; the newest answers, every time.
+    keys = "(timestamp, event_type, event_id) IN (SELECT timestamp, event_type, event_id FROM event_ids"
+    conditions = [keys + " WHERE event_id = {id:String})", "event_type != {probe:String}"]
     tail = "ORDER BY timestamp DESC, event_type LIMIT 1"
     return Query(_statement(EVENT_FIELDS, "events", conditions, tail), {"id": event_id, "probe": PROBE_EVENT_TYPE})
 
@@ -95,6 +99,28 @@ def event_types_query(where: EventFilter) -> Query:
 
 def count_query() -> Query:
     return Query("SELECT count() FROM events FINAL WHERE event_type != {probe:String}", {"probe": PROBE_EVENT_TYPE})
+
+
+# The time range of every active part of events (its partition minmax index),
+# which tells the tally which days changed since they were counted.
+PARTS_QUERY = Query(
+    "SELECT name, toUnixTimestamp(min_time), toUnixTimestamp(max_time) FROM system.parts"
+    " WHERE database = currentDatabase() AND table = 'events' AND active",
+    {},
+)
+
+
+def day_counts_query(days: list[int]) -> Query:
+    """Counts by UTC day and event type over the given days (days since the epoch).
+
+    The day is a monotonic function of the sort key's first column, so the
+    primary key selects those days' granules, and copies (one sort key) are
+    counted once."""
+    sql = (
+        "SELECT toInt32(toDate32(timestamp)) AS day, event_type, count() FROM events FINAL"
+        " WHERE event_type != {probe:String} AND day IN {days:Array(Int32)} GROUP BY day, event_type"
+    )
+    return Query(sql, {"probe": PROBE_EVENT_TYPE, "days": days})
 
 
 def timeseries_query(where: EventFilter, step_ms: int) -> Query:
@@ -155,6 +181,8 @@ def _event_conditions(where: EventFilter) -> tuple[list[str], dict[str, object]]
 class Reader:
     def __init__(self, client: Client) -> None:
         self._client = client
+        # All-time counts by day, kept across requests: one Reader per process.
+        self._tally = Tally()
 
     def ping(self) -> bool:
         """True when ClickHouse answers a query."""
@@ -168,6 +196,9 @@ class Reader:
         return _event(rows[0]) if rows else None
 
     def event_types(self, where: EventFilter) -> list[tuple[str, int]]:
+        """Events per type, most first, ties by type (as event_types_query orders them)."""
+        if where == EventFilter():
+            return sorted(self._all_time().items(), key=lambda item: (-item[1], item[0]))
         return [(str(kind), int(str(n))) for kind, n in self.run(event_types_query(where))]
 
     def timeseries(self, where: EventFilter, step_ms: int) -> list[tuple[int, int]]:
@@ -179,7 +210,7 @@ class Reader:
 
     def count_events(self) -> int:
         """Events as users see them: each id once, eventpipe's own probes left out."""
-        return self._scalar(count_query())
+        return sum(self._all_time().values())
 
     def count_dead_letters(self) -> int:
         return self._scalar(Query("SELECT count() FROM dead_letters FINAL", {}))
@@ -194,6 +225,32 @@ class Reader:
         with classified():
             result = self._client.query(query.sql, parameters=query.parameters, column_formats=formats)
             return [tuple(row) for row in result.result_rows]
+
+    def _all_time(self) -> Counts:
+        """Counts by event type over all time: kept days from the tally, changed days through FINAL.
+
+        The parts are listed again after the count, and a day is kept only if
+        its parts did not change meanwhile: a count the query took from
+        another set of parts than the signature says is used once, never kept.
+        """
+        before = self._parts()
+        if not coverable(before):
+            return {str(kind): int(str(n)) for kind, n in self.run(event_types_query(EventFilter()))}
+        signatures = day_signatures(before)
+        kept = self._tally.kept(signatures)
+        stale = sorted(day for day in signatures if day not in kept)
+        fresh: dict[int, Counts] = {day: {} for day in stale}
+        if stale:
+            for day, kind, n in self.run(day_counts_query(stale)):
+                fresh[int(str(day))][str(kind)] = int(str(n))
+            after = day_signatures(self._parts())
+            for day in stale:
+                if after.get(day) == signatures[day]:
+                    self._tally.keep(day, signatures[day], fresh[day])
+        return added([*kept.values(), *fresh.values()])
+
+    def _parts(self) -> list[Part]:
+        return [Part(str(name), int(str(low)), int(str(high))) for name, low, high in self.run(PARTS_QUERY)]
 
     def _scalar(self, query: Query) -> int:
         return int(str(self.run(query)[0][0]))

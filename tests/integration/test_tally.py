@@ -1,0 +1,74 @@
+"""All-time counts through the tally against the real engine: every answer equals FINAL's, whatever changed."""
+
+from __future__ import annotations
+
+import json
+
+import clickhouse_connect
+import pytest
+
+from eventpipe.events import Event, Limits, parse
+from eventpipe.store.client import connect
+from eventpipe.store.migration import migrate
+from eventpipe.store.reader import EventFilter, Reader, count_query, event_types_query
+from eventpipe.store.writer import Writer
+
+NOW_MS = 1_763_800_000_000
+DAY_MS = 86_400_000
+
+
+def event(event_id: str, at_ms: int, kind: str = "click") -> Event:
+    body = {"event_id": event_id, "timestamp": at_ms, "user_id": "u1"}
+    row = parse(f"events/{kind}", json.dumps(body).encode(), NOW_MS, Limits())
+    assert isinstance(row, Event)
+    return row
+
+
+@pytest.fixture
+def client(clickhouse_dsn: str) -> clickhouse_connect.driver.Client:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    return client
+
+
+def assert_as_final(reader: Reader, expected_total: int) -> None:
+    """The tallied answers equal the plain FINAL queries, and the expected total."""
+    types = sorted(
+        ((str(k), int(str(n))) for k, n in reader.run(event_types_query(EventFilter()))), key=lambda i: (-i[1], i[0])
+    )
+    assert reader.event_types(EventFilter()) == types
+    assert reader.count_events() == int(str(reader.run(count_query())[0][0])) == expected_total
+
+
+def test_all_time_counts_stay_exact_as_inserts_copies_merges_and_deletes_change_counted_days(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    reader, writer = Reader(client), Writer(client)
+    old = [event(f"e{i}", NOW_MS - (i % 3) * DAY_MS - 40 * DAY_MS) for i in range(300)]
+    writer.insert_events(old)
+    assert_as_final(reader, 300)
+    assert_as_final(reader, 300)  # the days are kept now; the answer is the same
+
+    writer.insert_events(old[:50])  # a redelivery into days already counted
+    assert_as_final(reader, 300)
+    writer.insert_events([event("late", old[0].timestamp_ms + 1, "purchase")])  # a late event on a counted day
+    assert_as_final(reader, 301)
+    client.command("OPTIMIZE TABLE events FINAL")  # the parts of those days merge into one
+    assert_as_final(reader, 301)
+    writer.insert_events([event("2001", 978_307_200_000, "signup")])  # a day never seen
+    assert_as_final(reader, 302)
+    client.command("ALTER TABLE events DELETE WHERE event_id = 'late'", settings={"mutations_sync": 2})
+    assert_as_final(reader, 301)
+
+
+def test_a_reader_that_kept_days_agrees_with_a_new_one_after_another_process_wrote(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    kept, writer = Reader(client), Writer(client)
+    writer.insert_events([event(f"a{i}", NOW_MS - i * 3_600_000) for i in range(100)])
+    assert kept.count_events() == 100
+    writer.insert_events([event(f"b{i}", NOW_MS - i * 7_200_000, "view") for i in range(100)])
+    writer.insert_events([event(f"a{i}", NOW_MS - i * 3_600_000) for i in range(0, 100, 2)])
+    fresh = Reader(client)
+    assert kept.event_types(EventFilter()) == fresh.event_types(EventFilter()) == [("click", 100), ("view", 100)]
+    assert kept.count_events() == fresh.count_events() == 200
