@@ -13,7 +13,8 @@ from eventpipe.bench.fill import batches
 from eventpipe.events import Event, Limits, parse
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
-from eventpipe.store.reader import EventFilter, Reader
+from eventpipe.store.query import EventFilter
+from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
 from tests.support.services import chdb_database_dsn
 

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from eventpipe.errors import StorageError
 from eventpipe.events import Event, Rejection
-from eventpipe.store.reader import Query, Reader
+from eventpipe.store.query import Query
+from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from eventpipe.api import cursor
 from eventpipe.api.error import ApiError
-from eventpipe.store.reader import Position
+from eventpipe.store.query import Position
 
 SCOPE = cursor.scope("events", "click", None, 1, None)
 

@@ -8,7 +8,7 @@ import hashlib
 import json
 
 from eventpipe.api.error import ApiError
-from eventpipe.store.reader import Position
+from eventpipe.store.query import Position
 
 VERSION = 1
 MAX_CHARS = 1024

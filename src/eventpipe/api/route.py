@@ -36,7 +36,8 @@ from eventpipe.api.param import (
     text,
     window,
 )
-from eventpipe.store.reader import EventFilter, Position, Reader
+from eventpipe.store.query import EventFilter, Position
+from eventpipe.store.reader import Reader
 
 INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "6h": 21_600_000, "1d": 86_400_000}
 DEFAULT_WINDOW_MS = 86_400_000

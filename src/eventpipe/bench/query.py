@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from eventpipe.store.client import connect
-from eventpipe.store.reader import EventFilter, Reader
+from eventpipe.store.query import EventFilter
+from eventpipe.store.reader import Reader
 
 WARMUP = 3
 HOUR_MS = 3_600_000

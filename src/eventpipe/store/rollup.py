@@ -1,0 +1,118 @@
+"""Counts by event type and time through the tally: kept buckets from memory, changed ones through FINAL.
+
+All time is counted by day; a window (the statistics' `since`/`until`) by its
+whole hours, plus its ragged ends counted live with the window's own query.
+A window of more whole hours than MAX_HOURS, a user filter, or parts without
+a known time range, go to the plain query instead (None here). One Rollup per
+process, shared by its requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from eventpipe.store.query import (
+    PARTS_QUERY,
+    EventFilter,
+    Query,
+    bucket_counts_query,
+    event_types_query,
+    timeseries_query,
+)
+from eventpipe.store.tally import DAY_MS, HOUR_MS, Counts, Part, Tally, added, coverable, signatures
+
+Run = Callable[[Query], Sequence[tuple[object, ...]]]
+# A month of hours: past it, listing every hour's parts costs more than it saves.
+MAX_HOURS = 31 * 24
+
+
+class Rollup:
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._days = Tally()
+        self._hours = Tally()
+
+    def event_types(self, where: EventFilter) -> Counts | None:
+        """Events per type in `where`, or None when the plain query must answer."""
+        if where.user_id is not None:
+            return None
+        parts = self._parts()
+        if not coverable(parts):
+            return None
+        if where.since_ms is None and where.until_ms is None:
+            counts = added(self._counted(self._days, DAY_MS, parts, signatures(parts, DAY_MS)).values())
+        else:
+            split = self._window(where, parts)
+            if split is None:
+                return None
+            hours, edges = split
+            live = [self._run(event_types_query(edge)) for edge in edges]
+            counts = added([*hours.values(), *({str(k): int(str(n)) for k, n in rows} for rows in live)])
+        return _only(counts, where.event_type)
+
+    def timeseries(self, where: EventFilter, step_ms: int) -> dict[int, int] | None:
+        """Events per bucket start in `where`, or None when the plain query must answer."""
+        if where.user_id is not None or step_ms % HOUR_MS:
+            return None
+        parts = self._parts()
+        split = self._window(where, parts) if coverable(parts) else None
+        if split is None:
+            return None
+        hours, edges = split
+        out: dict[int, int] = {}
+        for hour, counts in hours.items():
+            start = hour * HOUR_MS // step_ms * step_ms
+            out[start] = out.get(start, 0) + sum(_only(counts, where.event_type).values())
+        for edge in edges:
+            for edge_start, n in self._run(timeseries_query(edge, step_ms)):
+                out[int(str(edge_start))] = out.get(int(str(edge_start)), 0) + int(str(n))
+        return {start: n for start, n in out.items() if n}
+
+    def _window(self, where: EventFilter, parts: list[Part]) -> tuple[dict[int, Counts], list[EventFilter]] | None:
+        """Counts of the whole hours inside the window, and the filters of its ends outside them."""
+        if where.since_ms is None:
+            return None  # a window open to the past spans all history: the plain query
+        first = -(-where.since_ms // HOUR_MS)
+        if where.until_ms is not None:
+            end = where.until_ms // HOUR_MS
+        else:
+            end = max(((part.max_s * 1000 + 999) // HOUR_MS for part in parts), default=first - 1) + 1
+        if end - first > MAX_HOURS:
+            return None
+        if end <= first:
+            return {}, [where]
+        edges = []
+        if where.since_ms is not None and where.since_ms < first * HOUR_MS:
+            edges.append(where._replace(until_ms=first * HOUR_MS))
+        if where.until_ms is not None and end * HOUR_MS < where.until_ms:
+            edges.append(where._replace(since_ms=end * HOUR_MS))
+        return self._counted(self._hours, HOUR_MS, parts, signatures(parts, HOUR_MS, first, end)), edges
+
+    def _counted(
+        self, tally: Tally, width_ms: int, parts: list[Part], wanted: dict[int, tuple[str, ...]]
+    ) -> dict[int, Counts]:
+        """Counts of every bucket in `wanted`: kept ones from `tally`, the others through FINAL.
+
+        The parts are listed again after the count, and a bucket is kept only
+        if its parts did not change meanwhile: a count the query took from
+        other parts than the signature says is used once, never kept.
+        """
+        kept = tally.kept(wanted)
+        stale = sorted(bucket for bucket in wanted if bucket not in kept)
+        if not stale:
+            return kept
+        fresh: dict[int, Counts] = {bucket: {} for bucket in stale}
+        for bucket, kind, n in self._run(bucket_counts_query(width_ms, stale)):
+            fresh[int(str(bucket))][str(kind)] = int(str(n))
+        after = signatures(self._parts(), width_ms, stale[0], stale[-1] + 1)
+        for bucket in stale:
+            if after.get(bucket) == wanted[bucket]:
+                tally.keep(bucket, wanted[bucket], fresh[bucket])
+        return kept | fresh
+
+    def _parts(self) -> list[Part]:
+        return [Part(str(name), int(str(low)), int(str(high))) for name, low, high in self._run(PARTS_QUERY)]
+
+
+def _only(counts: Counts, event_type: str | None) -> Counts:
+    return counts if event_type is None else {k: n for k, n in counts.items() if k == event_type}
