@@ -1,12 +1,12 @@
 """Scenario 3: every read endpoint as the store grows (1M, 10M, 100M events), under a live stream.
 
-One `eventpipe up` data dir is filled (`eventpipe bench fill`) to each size in
-turn. At each size the Reader's own SQL is timed directly (bench.query), then
-`eventpipe up` serves the same reads over HTTP while a stream of demo events
-arrives over MQTT (fresh small parts, as in production), then the direct SQL
-again. Never two processes on the directory at once: chDB allows one. The two
-direct runs are pooled, so merges ClickHouse finishes in between weigh on both
-sides alike.
+At each size a fresh `eventpipe up` data dir is filled (`eventpipe bench
+fill`). The Reader's own calls are timed directly (bench.query) while the same
+rate of demo events is written through the Writer, then `eventpipe up` serves
+the same reads over HTTP while that stream arrives over MQTT (fresh small
+parts, as in production), then the direct calls again. Never two processes on
+the directory at once: chDB allows one. The two direct runs are pooled, so
+merges ClickHouse finishes in between weigh on both sides alike.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def fill(data_dir: Path, count: int) -> float:
 def _direct(
     data_dir: Path, seconds: float, spec: dict[str, Any] | None
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    args = ["--dsn", embedded_dsn(data_dir), "--seconds", str(seconds)]
+    args = ["--dsn", embedded_dsn(data_dir), "--seconds", str(seconds), "--stream-rate", str(STREAM_RATE)]
     if spec is not None:
         args += ["--spec", json.dumps(spec)]
     out = json.loads(_child("eventpipe.bench.query", *args))

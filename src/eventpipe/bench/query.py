@@ -11,12 +11,14 @@ per endpoint, in seconds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from eventpipe.bench.trickle import Trickle
 from eventpipe.store.client import connect
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
@@ -73,20 +75,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--at-least", type=int, default=10)
     parser.add_argument("--at-most", type=int, default=2_000)
     parser.add_argument("--spec", help="JSON: now_ms, event_id, user_id (default: picked from the newest event)")
+    parser.add_argument("--stream-rate", type=float, default=0.0, help="demo events/s written while timing")
     args = parser.parse_args(argv)
-    reader = Reader(connect(args.dsn))
+    client = connect(args.dsn)
+    reader = Reader(client)
     if args.spec:
         spec = json.loads(args.spec)
     else:
         newest = reader.events(EventFilter(), 1)[0]
         spec = {"now_ms": time.time_ns() // 1_000_000, "event_id": newest.event_id, "user_id": newest.user_id}
     results = {}
-    for name, (_path, read) in endpoints(spec).items():
+    with contextlib.ExitStack() as stack:
+        if args.stream_rate > 0:
+            stack.enter_context(Trickle(client, args.stream_rate))
+        for name, (_path, read) in endpoints(spec).items():
 
-        def run(read: Read = read) -> None:
-            read(reader)
+            def run(read: Read = read) -> None:
+                read(reader)
 
-        results[name] = timed(run, args.seconds, args.at_least, args.at_most)
+            results[name] = timed(run, args.seconds, args.at_least, args.at_most)
     print(json.dumps({"spec": spec, "samples": results}), flush=True)
     return 0
 

@@ -104,7 +104,7 @@ def api(results: Sequence[Comparison]) -> list[str]:
     smallest = {result.name: result for result in results if result.size == sizes[0]}
     lines = [
         "3. Reads as the store grows: one client, one request at a time, through HTTP while a stream of",
-        "   demo events arrives over MQTT; direct = the same SQL (the Reader's builders) with no API and no stream",
+        "   demo events arrives over MQTT; direct = the same Reader calls, no HTTP, the same stream written directly",
         f"   {'events':>11} {'read':<20} {'API p50':>9} {'API p99':>9} {'direct p50':>10} {'ratio':>6} {'growth':>7}",
     ]
     for result in results:
