@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from eventpipe.api import cursor as cursors
 from eventpipe.api.auth import KeyCheck
+from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import ApiError, responses
 from eventpipe.api.model import (
     Bucket,
@@ -50,7 +50,7 @@ SINCE_HELP = f"Window start: {TIME_HELP}. Default: a day before until."
 UNTIL_HELP = f"Window end, exclusive: {TIME_HELP}. Default: now."
 
 
-def router(reader: Reader, keys: KeyCheck) -> APIRouter:
+def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
     api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 500, 503))
 
     @api.get(
