@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = []
     # Signs pagination cursors so clients cannot forge them. Empty: a random
     # key per process, so cursors die with a restart and every API replica
-    # behind one address needs the same value (the API checks its length).
+    # behind one address needs the same value (at least 32 characters, checked
+    # by the API without echoing it).
     cursor_secret: SecretStr | None = None
     # `eventpipe up` only: the Prometheus it runs when the binary is there, and
     # the rules it loads (default: prometheus/rules of this checkout).

@@ -54,7 +54,7 @@ class Cursors:
     a restart and one replica refuses another's (see EVENTPIPE_CURSOR_SECRET).
     """
 
-    scope = staticmethod(scope)
+    scope = staticmethod(scope)  # routes reach everything about cursors through the instance they are given
 
     def __init__(self, secret: str = "") -> None:
         if secret and len(secret) < MIN_SECRET_CHARS:
