@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 from eventpipe.api.model import DeadLetter, event_json
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
-from eventpipe.store.query import PAGE_BYTES, EventFilter
+from eventpipe.store.query import PAGE_BYTES, EventFilter, Query
+from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
 from tests.support.api import AUTH, api_client, event, readonly_reader, rejection, walk
 from tests.support.memory import rss_bytes
@@ -76,6 +77,40 @@ def test_the_byte_bound_holds_for_whatever_a_client_sent(clickhouse_dsn: str) ->
     # The whole store fits: one page, no cursor.
     assert reader.dead_letter_page(None, 1000, None, max_bytes=PAGE_BYTES).next is None
     assert len(reader.event_page(EventFilter(), 1000, None, max_bytes=PAGE_BYTES).rows) == 40
+
+
+def test_rows_stored_between_a_pages_two_queries_are_neither_skipped_nor_repeated(clickhouse_dsn: str) -> None:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    writer = Writer(client)
+
+    def store(eid: str, time_ms: int) -> None:
+        assert writer.insert_events([event("events/x", {"event_id": eid, "timestamp": time_ms}, MARCH_MS)]) == []
+        ids.append(eid)
+
+    ids = [f"e{i:03d}" for i in range(0, 200, 2)]
+    rows = [event("events/x", {"event_id": eid, "timestamp": MARCH_MS + int(eid[1:])}, MARCH_MS) for eid in ids]
+    assert writer.insert_events(rows) == []
+
+    class LateWrites(Reader):
+        """Stores an event inside the page being read, after its extent is known and before it is fetched."""
+
+        def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+            rows = super().run(query, binary)
+            if "OVER" in query.sql and rows[0][1] and len(ids) < 108:  # an extent that kept rows
+                # At the time of its last row, ordered newer than it ("l" > "e") and older than earlier ones.
+                end_ms, _ = rows[0][2]  # type: ignore[misc]
+                store(f"late-{1000 - len(ids)}", int(str(end_ms)))
+            return rows
+
+    reader, seen, after = LateWrites(connect(clickhouse_dsn)), [], None
+    while True:
+        rows, after = reader.event_page(EventFilter(), 10, after)
+        seen += [row.event_id for row in rows]
+        if after is None:
+            break
+    assert sum(eid.startswith("late") for eid in seen) == 8
+    assert sorted(seen) == sorted(ids)
 
 
 def payload(i: int) -> bytes:
