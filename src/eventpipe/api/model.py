@@ -112,6 +112,9 @@ class Timeseries(BaseModel):
 
 
 class DeadLetter(BaseModel):
+    # Pages are cut in the store by an upper bound of this JSON
+    # (store.query.DEAD_LETTER_BYTES, EVENT_BYTES for Event): a new field must
+    # fit its 256 spare bytes or be counted there.
     dead_letter_id: str
     received_at: str
     topic: str
