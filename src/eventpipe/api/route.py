@@ -65,9 +65,8 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
         query_scope = cursors.scope("events", *where)
         after = cursors.decode(cursor, query_scope) if cursor else None
         # The store ends a page early at its byte cap (PAGE_BYTES) before reading it.
-        # The store ends a page at its byte cap (PAGE_BYTES) before reading it.
-        rows, last = reader.event_page(where, limit, after)
-        next_cursor = cursors.encode(last, query_scope) if last else None
+        rows, resume = reader.event_page(where, limit, after)
+        next_cursor = cursors.encode(resume, query_scope) if resume else None
         return Response(event_page_json(rows, next_cursor), media_type="application/json")
 
     # `:path`, because an id may hold a slash (ids are any string up to 128 characters).
