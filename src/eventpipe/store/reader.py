@@ -8,6 +8,7 @@ No query sets a setting, so a readonly ClickHouse user can run them all.
 
 from __future__ import annotations
 
+import time
 from typing import Generic, NamedTuple, TypeVar
 
 from clickhouse_connect.driver.client import Client
@@ -67,10 +68,13 @@ class Reader:
         self, where: EventFilter, limit: int, after: Position | None = None, max_bytes: int = PAGE_BYTES
     ) -> Page[Event]:
         """Up to `limit` events after `after` whose JSON fits in `max_bytes` (at least one)."""
-        extent = self._extent(events_extent_query(where, limit, after, max_bytes))
+        for window in _windows(where, after, time.time_ns() // 1_000_000):
+            extent = self._extent(events_extent_query(window, limit, after, max_bytes))
+            if extent.candidates == limit:
+                break  # this window fills the page: every row of it comes before any older one
         if extent.last is None:
             return Page([], None)
-        rows = [_event(row) for row in self.run(events_query(where, extent.kept, after, extent.last))]
+        rows = [_event(row) for row in self.run(events_query(window, extent.kept, after, extent.last))]
         last = Position(rows[-1].timestamp_ms, rows[-1].event_id) if rows else extent.last
         return Page(rows, _next(extent, limit, len(rows), last))
 
@@ -137,6 +141,26 @@ class Reader:
         time_ms, last_id = end if isinstance(end, tuple) else (0, "")
         last = Position(int(str(time_ms)), str(last_id)) if int(str(kept)) else None
         return Extent(int(str(candidates)), int(str(kept)), last)
+
+
+# A page of events reads the day before its upper end first, then 32 days,
+# then everything its filter allows. Rows of a newer window all come before
+# any older row in the page order, so a window that fills the page is the page.
+# Without this, the page's FINAL opens every part of every partition: 100k
+# events a producer spread over 25 years (about 300 monthly partitions) made
+# the newest page of 1M events 10x slower (20 -> 196 ms).
+WINDOWS_MS = (86_400_000, 32 * 86_400_000)
+
+
+def _windows(where: EventFilter, after: Position | None, now_ms: int) -> list[EventFilter]:
+    """The filters to try in turn: `where` narrowed to the newest day and month before its upper end, then `where`."""
+    upper = after.time_ms if after else where.until_ms if where.until_ms is not None else now_ms
+    narrower = [
+        where._replace(since_ms=upper - span)
+        for span in WINDOWS_MS
+        if where.since_ms is None or upper - span > where.since_ms
+    ]
+    return [*narrower, where]
 
 
 def _next(extent: Extent, limit: int, served: int, last: Position) -> Position | None:

@@ -1,0 +1,75 @@
+"""Pages of events read the newest day, then month, then everything: the same pages as one query over all."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import clickhouse_connect
+import pytest
+
+from eventpipe.events import Event, Limits, parse
+from eventpipe.store.client import connect
+from eventpipe.store.migration import migrate
+from eventpipe.store.query import EventFilter, Position
+from eventpipe.store.reader import Reader
+from eventpipe.store.writer import Writer
+
+DAY_MS = 86_400_000
+
+
+@pytest.fixture
+def client(clickhouse_dsn: str) -> clickhouse_connect.driver.Client:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    return client
+
+
+def event(event_id: str, at_ms: int, kind: str, now_ms: int) -> Event:
+    body = {"event_id": event_id, "timestamp": at_ms, "user_id": f"u{int(event_id[1:]) % 3}"}
+    row = parse(f"events/{kind}", json.dumps(body).encode(), now_ms, Limits())
+    assert isinstance(row, Event)
+    return row
+
+
+def walk(reader: Reader, where: EventFilter, limit: int) -> list[tuple[int, str]]:
+    seen: list[tuple[int, str]] = []
+    after: Position | None = None
+    while True:
+        page = reader.event_page(where, limit, after)
+        seen += [(row.timestamp_ms, row.event_id) for row in page.rows]
+        if page.next is None:
+            return seen
+        after = page.next
+
+
+def test_pages_walk_events_spread_over_decades_newest_first_each_once(client: clickhouse_connect.driver.Client) -> None:
+    now = time.time_ns() // 1_000_000
+    rng = random.Random(5)
+    # Dense recent traffic, a sparse type whose events are years old, and a few an hour in the future.
+    times = [now - rng.randrange(3 * DAY_MS) for _ in range(300)]
+    times += [now - rng.randrange(25 * 365 * DAY_MS) for _ in range(150)]
+    times += [now + rng.randrange(3_600_000) for _ in range(5)]
+    rows = [event(f"e{i}", at, "rare" if i % 9 == 0 else "click", now) for i, at in enumerate(times)]
+    Writer(client).insert_events(rows)
+    reader = Reader(client)
+    for where in (
+        EventFilter(),
+        EventFilter("rare"),
+        EventFilter(None, "u1"),
+        EventFilter(None, None, now - 400 * DAY_MS, now - 2 * DAY_MS),
+    ):
+        expected = sorted(
+            (
+                (e.timestamp_ms, e.event_id)
+                for e in rows
+                if (where.event_type is None or e.event_type == where.event_type)
+                and (where.user_id is None or e.user_id == where.user_id)
+                and (where.since_ms is None or e.timestamp_ms >= where.since_ms)
+                and (where.until_ms is None or e.timestamp_ms < where.until_ms)
+            ),
+            reverse=True,
+        )
+        for limit in (5, 100, 1_000):
+            assert walk(reader, where, limit) == expected, (where, limit)
