@@ -22,6 +22,7 @@ from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.probe import Prober
 from eventpipe.ingest.worker import Worker
 from eventpipe.monitor.prometheus import Prometheus, default_rules_dir
+from eventpipe.redaction import redact
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.reader import Reader
@@ -124,14 +125,14 @@ def _serve(
         if not worker.consumer.wait_connected(15):
             raise BrokerError(
                 worker.consumer.failure
-                or f"could not connect and subscribe to the MQTT broker at {settings.mqtt_url} within 15s"
+                or f"could not connect and subscribe to the MQTT broker at {redact(settings.mqtt_url)} within 15s"
             )
         api.start()
         skipped = prometheus.start(inherit_fds=(lock.fileno(),))
         if skipped:
             log.info("Prometheus not started: %s", skipped)
         print(
-            f"eventpipe ready: mqtt={settings.mqtt_url} api={api.url} "
+            f"eventpipe ready: mqtt={redact(settings.mqtt_url)} api={api.url} "
             f"metrics=http://{settings.metrics_host}:{settings.metrics_port}/metrics "
             + ("" if skipped else f"prometheus={prometheus.url} ")
             + f"data={settings.data_dir.resolve()}",
