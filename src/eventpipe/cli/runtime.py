@@ -10,11 +10,11 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from eventpipe.errors import ConfigError
+from eventpipe.monitor.exporter import Exporter
 from eventpipe.redaction import RedactingFormatter
 
 log = logging.getLogger("eventpipe")
@@ -88,9 +88,10 @@ def process_registry() -> CollectorRegistry:
     return registry
 
 
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> WSGIServer:
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> Exporter:
+    server = Exporter(registry, host, port)
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        server.start()
     except OSError as exc:
         raise ConfigError(
             f"cannot serve metrics on {host}:{port}: {exc.strerror}; pick another --metrics-port"
