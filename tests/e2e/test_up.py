@@ -150,16 +150,20 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
     worker = subprocess.Popen([*eventpipe_command(), "worker"], env=env, stderr=subprocess.PIPE, text=True)
     try:
 
-        def stored() -> float:
+        def metric(name: str) -> float:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as response:
                     text = response.read().decode()
             except OSError:
                 return -1.0
-            line = next(line for line in text.splitlines() if line.startswith("eventpipe_events_stored_total "))
+            line = next(line for line in text.splitlines() if line.startswith(f"{name} "))
             return float(line.split()[1])
 
-        wait_until(lambda: stored() == 0, what="the worker's metrics")
+        def stored() -> float:
+            return metric("eventpipe_events_stored_total")
+
+        # Subscribed, not merely serving metrics: a new session gets nothing published before its subscription.
+        wait_until(lambda: metric("eventpipe_mqtt_connected") == 1, what="the worker subscribed")
         assert run_eventpipe("publish", "--mqtt-url", broker.url, "--count", "300").returncode == 0
         wait_until(lambda: stored() == 300, what="300 stored by eventpipe worker")
     finally:
