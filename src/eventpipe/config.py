@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 from paho.mqtt.client import topic_matches_sub
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65_535)
     api_keys: Annotated[list[str], NoDecode] = []
+    # Signs pagination cursors so clients cannot forge them. Empty: a random
+    # key per process, so cursors die with a restart and every API replica
+    # behind one address needs the same value (at least 32 characters, checked
+    # by the API without echoing it).
+    cursor_secret: SecretStr | None = None
     # `eventpipe up` only: the Prometheus it runs when the binary is there, and
     # the rules it loads (default: prometheus/rules of this checkout).
     prometheus_port: int = Field(default=9090, ge=0, le=65_535)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 from datetime import UTC, datetime
 
 import pytest
@@ -10,11 +11,12 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
+from eventpipe.cli.server import ApiServer
 from eventpipe.errors import HaltStorageError, RetryableStorageError
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
-from tests.support.api import AUTH, HOSTILE, INJECTIONS, KEY, api_client, event, rejection, walk
+from tests.support.api import AUTH, HOSTILE, INJECTIONS, KEY, api_client, event, readonly_reader, rejection, walk
 from tests.support.faults import FailingReader
 
 # 2026-03-01T00:00:00Z: the month boundary a redelivery crosses below.
@@ -306,3 +308,89 @@ def test_times_are_rfc3339_utc_milliseconds(api: TestClient, writer: Writer) -> 
     item = api.get("/events", headers=AUTH).json()["items"][0]
     assert datetime.fromisoformat(item["timestamp"]) == datetime(2026, 3, 1, tzinfo=UTC)
     assert item["timestamp"].endswith(".000Z")
+
+
+def test_ids_of_the_longest_kind_page_on(api: TestClient, writer: Writer) -> None:
+    # 128 four-byte characters, or control characters: JSON escapes made such a cursor too long to send back.
+    ids = [f"{i:02d}" + char * 126 for i, char in enumerate(("💩", "\x01", "é", "💩", "\x01"))]
+    writer.insert_events([event("events/long", {"event_id": eid, "timestamp": MARCH_MS}, MARCH_MS) for eid in ids])
+    assert sorted(item["event_id"] for item in walk(api, "/events", limit=1)) == sorted(ids)
+
+
+def test_a_cursor_continues_on_any_replica_with_the_same_secret_only(clickhouse_dsn: str, writer: Writer) -> None:
+    ids = seed(writer, 10)
+    shared = "replicas-share-this-cursor-secret-0123456789"
+    first, second, stranger = (
+        TestClient(create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), [KEY], key))
+        for key in (shared, shared, "another-deployment-cursor-secret-0123456789")
+    )
+    page = first.get("/events", params={"limit": 4}, headers=AUTH).json()
+    rest = list(walk(second, "/events", limit=4, cursor=page["next_cursor"]))
+    assert sorted(item["event_id"] for item in page["items"] + rest) == sorted(ids)
+    refused = stranger.get("/events", params={"limit": 4, "cursor": page["next_cursor"]}, headers=AUTH)
+    assert refused.status_code == 422 and refused.json() == {
+        "error": "invalid_parameter",
+        "detail": "cursor: it is not one this API issued, or the API's cursor key changed since; "
+        "start again from the first page",
+    }
+
+
+GET_ROUTES = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/events",
+    "/events/ev-00001",
+    "/stats/event-types",
+    "/stats/timeseries",
+    "/dead-letters",
+]
+
+
+def test_head_answers_every_get_route_as_get_does_without_a_body(api: TestClient, writer: Writer) -> None:
+    seed(writer, 3)
+    for path in GET_ROUTES:
+        got, head = api.get(path, headers=AUTH), api.head(path, headers=AUTH)
+        assert (head.status_code, head.content) == (200, b""), path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        if path not in ("/metrics", "/stats/timeseries"):  # their bodies change between two requests
+            assert head.headers["content-length"] == got.headers["content-length"], path
+    # The same checks as GET: a key, known parameters, known paths.
+    assert api.head("/events").status_code == 401
+    assert api.head("/events", params={"limit": 0}, headers=AUTH).status_code == 422
+    assert api.head("/events/nope", headers=AUTH).status_code == 404
+    assert api.head("/nope").status_code == 404
+    assert api.post("/healthz").status_code == 405
+    # The document still lists one operation per route.
+    assert {method for item in api.get("/openapi.json").json()["paths"].values() for method in item} == {"get"}
+
+
+def test_head_sends_no_body_on_the_wire(clickhouse_dsn: str, writer: Writer) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ApiServer(create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), [KEY]), "127.0.0.1", port)
+    server.start()
+    try:
+        for path in ("/healthz", "/events"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+                request = f"HEAD {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
+                connection.sendall(request.encode())
+                answer = b""
+                while chunk := connection.recv(65536):
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), answer
+            assert b"content-length: " in head.lower() and body == b"", answer
+    finally:
+        server.stop()
+
+
+def test_head_is_counted_as_head_of_its_route(api: TestClient) -> None:
+    api.head("/healthz")
+    api.head("/events")
+    text = api.get("/metrics").text
+    assert 'eventpipe_http_requests_total{code="200",method="HEAD",route="/healthz"} 1.0' in text
+    assert 'eventpipe_http_requests_total{code="401",method="HEAD",route="/events"} 1.0' in text

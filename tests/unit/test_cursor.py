@@ -1,28 +1,76 @@
-"""Keyset cursors: they round-trip, and anything not issued for this query is refused with a reason."""
+"""Keyset cursors: they round-trip, are signed, and anything not issued for this query is refused
+with a 422 and a reason, whatever bytes or JSON a client puts in one."""
 
 from __future__ import annotations
 
 import base64
 import json
+import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eventpipe.api import cursor
+from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import ApiError
+from eventpipe.errors import ConfigError
 from eventpipe.store.query import Position
 
+CURSOR_KEY = "unit-test-cursor-secret-0123456789abcdef"
 SCOPE = cursor.scope("events", "click", None, 1, None)
+CURSORS = Cursors(CURSOR_KEY)
+# The documented layout behind the tag: version, scope, time (big-endian), then the id as UTF-8.
+HEADER = struct.Struct(">B8sQ")
+# Any character, lone surrogates included (hypothesis leaves them out unless asked).
+ANY_TEXT = st.text(st.characters() | st.characters(categories=["Cs"]), max_size=140)
 
 
-def forged(*fields: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(fields)).encode()).decode().rstrip("=")
+def body(version: int = cursor.VERSION, scope: str = SCOPE, time_ms: int = 10, last_id: bytes = b"id") -> bytes:
+    return HEADER.pack(version, bytes.fromhex(scope), time_ms) + last_id
 
 
-def test_a_cursor_round_trips_and_is_url_safe() -> None:
-    position = Position(1_772_323_200_123, "id with spaces/and+plus=and-é")
-    text = cursor.encode(position, SCOPE)
+def unsigned(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def refusal(text: str, cursors: Cursors = CURSORS) -> str:
+    with pytest.raises(ApiError) as refused:
+        cursors.decode(text, SCOPE)
+    assert refused.value.status == 422 and refused.value.error == "invalid_parameter"
+    assert refused.value.detail.startswith("cursor: ")
+    return refused.value.detail
+
+
+@pytest.mark.parametrize(
+    "last_id",
+    [
+        "id with spaces/and+plus=and-é",
+        "💩" * 128,  # the longest id, 4 bytes a character: as JSON escapes its cursor was too long
+        "\x01" * 128,
+        "\x00",
+    ],
+)
+def test_a_cursor_round_trips_is_url_safe_and_fits_the_parameter(last_id: str) -> None:
+    position = Position(1_772_323_200_123, last_id)
+    text = CURSORS.encode(position, SCOPE)
     assert set(text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-    assert cursor.decode(text, SCOPE) == position
+    assert len(text) <= cursor.MAX_CHARS
+    assert CURSORS.decode(text, SCOPE) == position
+
+
+def test_replicas_with_one_secret_read_each_others_cursors_and_others_do_not() -> None:
+    text = CURSORS.encode(Position(10, "id"), SCOPE)
+    assert Cursors(CURSOR_KEY).decode(text, SCOPE) == Position(10, "id")
+    assert "start again from the first page" in refusal(text, Cursors(CURSOR_KEY + "x"))
+    # Without a secret each instance has its own key, as a restarted process does.
+    assert "start again from the first page" in refusal(Cursors().encode(Position(10, "id"), SCOPE), Cursors())
+
+
+def test_a_short_secret_is_refused_naming_the_variable_without_echoing_it() -> None:
+    with pytest.raises(ConfigError, match="EVENTPIPE_CURSOR_SECRET") as refused:
+        Cursors("hunter2")
+    assert "hunter2" not in str(refused.value)
 
 
 def test_filters_change_the_scope() -> None:
@@ -36,25 +84,82 @@ def test_filters_change_the_scope() -> None:
         "",
         "garbage!",
         "A" * 2000,
-        forged(1, 10),
-        forged(2, 10, "id", SCOPE),  # another version
-        forged(1, "10", "id", SCOPE),
-        forged(1, True, "id", SCOPE),
-        forged(1, -1, "id", SCOPE),
-        forged(1, 10**13, "id", SCOPE),
-        forged(1, 10, 5, SCOPE),
-        forged(1, 10, "id", None),
+        "AAAAA",  # no base64 has this length
+        "AAAA====",
+        "%00%01",
+        "é",
+        "\ud800",
+        unsigned([1, 10]),
+        unsigned([1, 10, "id", SCOPE]),  # the old format: valid-looking, unsigned
+        unsigned([1, 10, "\ud800", SCOPE]),  # the id that answered 500
+        unsigned([2, 10, "id", SCOPE]),
+        unsigned({"a": 1}),
         base64.urlsafe_b64encode(b"\xff\xfe").decode(),
-        base64.urlsafe_b64encode(b'{"a": 1}').decode(),
+        base64.urlsafe_b64encode(body()).decode(),  # a valid body without its tag
+        base64.urlsafe_b64encode(bytes(16) + body()).decode(),  # with a zero tag
     ],
 )
-def test_anything_else_is_refused_with_a_422(text: str) -> None:
-    with pytest.raises(ApiError) as refused:
-        cursor.decode(text, SCOPE)
-    assert refused.value.status == 422 and refused.value.detail.startswith("cursor: ")
+def test_anything_unsigned_is_refused_with_a_422(text: str) -> None:
+    refusal(text)
+
+
+@pytest.mark.parametrize(
+    "signed",
+    [
+        b"",
+        body()[:-3],  # shorter than the header
+        body(version=1),
+        body(version=255),
+        body(time_ms=10**13),
+        body(time_ms=2**64 - 1),
+        body(last_id=b""),
+        body(last_id="\ud800".encode("utf-8", "surrogatepass")),  # a lone surrogate
+        body(last_id=b"\xed\xb0\x80\xed\xa0\x80"),  # a reversed surrogate pair
+        body(last_id=b"\xc0\xaf"),  # an overlong '/'
+        body(last_id=b"\xff"),
+        body(last_id=b"x" * 129),
+        json.dumps([2, 10, "id", SCOPE]).encode(),
+    ],
+)
+def test_fields_are_checked_even_behind_a_valid_signature(signed: bytes) -> None:
+    # Only the key's holder can make these; a leaked key must still not reach a query with them.
+    assert "pass next_cursor from the previous page unchanged" in refusal(CURSORS.seal(signed))
+
+
+def test_every_flipped_bit_of_a_signed_cursor_is_refused() -> None:
+    raw = bytearray(base64.urlsafe_b64decode(CURSORS.encode(Position(1_772_323_200_123, "ev-1"), SCOPE) + "=="))
+    for bit in range(len(raw) * 8):
+        flipped = raw.copy()
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        refusal(base64.urlsafe_b64encode(bytes(flipped)).decode().rstrip("="))
 
 
 def test_a_cursor_of_another_query_is_refused() -> None:
-    text = cursor.encode(Position(10, "id"), SCOPE)
+    text = CURSORS.encode(Position(10, "id"), SCOPE)
     with pytest.raises(ApiError, match="other filters"):
-        cursor.decode(text, cursor.scope("events", "login", None, 1, None))
+        CURSORS.decode(text, cursor.scope("events", "login", None, 1, None))
+
+
+@given(ANY_TEXT | st.text(max_size=1100))
+@settings(max_examples=300, deadline=None)
+def test_no_text_gets_anything_but_a_422(text: str) -> None:
+    refusal(text)
+
+
+@given(
+    version=st.integers(0, 255),
+    time_ms=st.integers(0, 2**64 - 1),
+    last_id=st.one_of(
+        st.binary(max_size=600), st.text(max_size=140).map(lambda text: text.encode("utf-8", "surrogatepass"))
+    ),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_signed_body_is_a_valid_position_or_a_422(version: int, time_ms: int, last_id: bytes) -> None:
+    text = CURSORS.seal(body(version, SCOPE, time_ms, last_id))
+    try:
+        position = CURSORS.decode(text, SCOPE)
+    except ApiError as refused:
+        assert refused.status == 422
+        return
+    assert version == cursor.VERSION and 0 <= position.time_ms < 10**13
+    assert 0 < len(position.id) <= 128 and position.id.encode() == last_id

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe import __version__
 from eventpipe.api import error
 from eventpipe.api.auth import KeyCheck
+from eventpipe.api.cursor import Cursors
 from eventpipe.api.metrics import instrument
 from eventpipe.api.route import router
 from eventpipe.store.reader import Reader
@@ -25,7 +27,10 @@ Every error answers `{"error": code, "detail": message}`.
 """
 
 
-def create_app(reader: Reader, registry: CollectorRegistry, api_keys: Sequence[str]) -> FastAPI:
+def create_app(
+    reader: Reader, registry: CollectorRegistry, api_keys: Sequence[str], cursor_secret: str = ""
+) -> FastAPI:
+    """The API; `cursor_secret` signs its cursors (empty: a key of this process only)."""
     app = FastAPI(title="eventpipe", version=__version__, description=DESCRIPTION)
     error.install(app)
 
@@ -43,6 +48,37 @@ def create_app(reader: Reader, registry: CollectorRegistry, api_keys: Sequence[s
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(router(reader, KeyCheck(api_keys)))
+    app.include_router(router(reader, KeyCheck(api_keys), Cursors(cursor_secret)))
+    app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD
     instrument(app, registry)  # last: it primes a series for every route defined above
     return app
+
+
+class HeadAsGet:
+    """HEAD on every GET route, as HTTP wants (monitors and link checkers send it):
+    answered by the GET handler, with its checks and headers, and without its body.
+
+    ASGI middleware rather than HEAD in each route's methods: FastAPI would
+    list every HEAD in the OpenAPI document, and it keeps included routes in
+    its own structures. The body is dropped here, not left to the server."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        # A copy: the server reads the method in its own scope to know a body is not due.
+        as_get = {**scope, "method": "GET"}
+
+        async def headers_only(message: Message) -> None:
+            if "route" in as_get:
+                scope["route"] = as_get["route"]  # so the metrics around this layer name the route
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app(as_get, receive, headers_only)

@@ -1,52 +1,117 @@
-"""Opaque keyset cursors: where the last page ended, bound to the query that made it."""
+"""Opaque keyset cursors: where the last page ended, bound to the query that made it, signed.
+
+A cursor is base64url (no padding) of a 16-byte HMAC-SHA256 tag followed by
+what it signs: a version byte, the query's 8-byte scope, the position's time
+as 8 big-endian bytes and its id as UTF-8. Binary rather than JSON so that no
+id escapes into a cursor longer than the API accepts (128 emoji are 512 bytes
+of UTF-8 but 1,536 of JSON escapes), and so that there is no parser to attack.
+
+The tag is checked before anything is read, and every field is checked after
+it anyway: a cursor is a client's input, and a leaked key must not turn a
+forged id into a 5xx.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
+import hmac
 import json
+import re
+import secrets
+import struct
 
 from eventpipe.api.error import ApiError
+from eventpipe.errors import ConfigError
+from eventpipe.events.contract import MAX_ID_CHARS
 from eventpipe.store.query import Position
 
-VERSION = 1
+VERSION = 2
 MAX_CHARS = 1024
+# Half of SHA-256 (RFC 2104 allows truncation to half): 2^128 guesses to forge one.
+TAG_BYTES = 16
+SCOPE_BYTES = 8
+_HEADER = struct.Struct(f">B{SCOPE_BYTES}sQ")
+# The same bound as the API's time parameters: DateTime64(3) ends in 2299.
+LATEST_MS = 10**13
+_ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
+# Short secrets can be guessed offline from one cursor: 32 characters is `openssl rand -hex 16`.
+MIN_SECRET_CHARS = 32
+# A key signs only cursors: domain separation from any other use of the secret.
+_CONTEXT = b"eventpipe cursor key\x00"
 
 
 def scope(*filters: object) -> str:
     """A short fingerprint of a query's filters: a cursor only continues the query it came from."""
-    return hashlib.sha256(json.dumps(filters, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(filters, default=str).encode()).hexdigest()[: SCOPE_BYTES * 2]
 
 
-def encode(position: Position, query_scope: str) -> str:
-    raw = json.dumps([VERSION, position.time_ms, position.id, query_scope], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+class Cursors:
+    """Issues and reads the cursors of one deployment: those signed with its secret.
 
+    Without a secret the key is random per instance, so cursors do not survive
+    a restart and one replica refuses another's (see EVENTPIPE_CURSOR_SECRET).
+    """
 
-def decode(text: str, query_scope: str) -> Position:
-    """The position in `text`, or a 422 saying why the cursor is unusable."""
-    if len(text) > MAX_CHARS:
-        raise _invalid("it is too long")
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        version, time_ms, last_id, made_for = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError):
-        raise _invalid("it is not one this API issued") from None
-    valid = (
-        version == VERSION
-        and type(time_ms) is int
-        and 0 <= time_ms < 10**13
-        and isinstance(last_id, str)
-        and isinstance(made_for, str)
-    )
-    if not valid:
-        raise _invalid("it is not one this API issued")
-    if made_for != query_scope:
-        raise ApiError(
-            422, "invalid_parameter", "cursor: it belongs to a query with other filters; keep the first page's filters"
-        )
-    return Position(time_ms, last_id)
+    scope = staticmethod(scope)  # routes reach everything about cursors through the instance they are given
+
+    def __init__(self, secret: str = "") -> None:
+        if secret and len(secret) < MIN_SECRET_CHARS:
+            # Not echoed: the message goes to logs and terminals.
+            raise ConfigError(
+                f"EVENTPIPE_CURSOR_SECRET is shorter than {MIN_SECRET_CHARS} characters: "
+                "set it to a random value, e.g. from `openssl rand -hex 32`, or leave it empty"
+            )
+        material = secret.encode() if secret else secrets.token_bytes(32)
+        self._key = hashlib.sha256(_CONTEXT + material).digest()
+
+    def encode(self, position: Position, query_scope: str) -> str:
+        return self.seal(_HEADER.pack(VERSION, bytes.fromhex(query_scope), position.time_ms) + position.id.encode())
+
+    def seal(self, body: bytes) -> str:
+        """`body` signed, as cursor text. Public for tests, which sign bodies the API would never issue."""
+        return base64.urlsafe_b64encode(self._tag(body) + body).decode().rstrip("=")
+
+    def decode(self, text: str, query_scope: str) -> Position:
+        """The position in `text`, or a 422 saying why the cursor is unusable."""
+        if len(text) > MAX_CHARS:
+            raise _invalid("it is too long")
+        # Checked first: the decoder would otherwise skip characters outside the alphabet.
+        if not _ALPHABET.fullmatch(text):
+            raise _invalid("it is not one this API issued")
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            raise _invalid("it is not one this API issued") from None
+        tag, body = raw[:TAG_BYTES], raw[TAG_BYTES:]
+        if not hmac.compare_digest(tag, self._tag(body)):
+            raise ApiError(
+                422,
+                "invalid_parameter",
+                "cursor: it is not one this API issued, or the API's cursor key changed since; "
+                "start again from the first page",
+            )
+        if len(body) < _HEADER.size:
+            raise _invalid("it is not one this API issued")
+        version, made_for, time_ms = _HEADER.unpack_from(body)
+        try:
+            # Strict UTF-8: no lone surrogates (ClickHouse's driver cannot send them), no overlong forms.
+            last_id = body[_HEADER.size :].decode()
+        except UnicodeDecodeError:
+            raise _invalid("it is not one this API issued") from None
+        if version != VERSION or not 0 <= time_ms < LATEST_MS or not 0 < len(last_id) <= MAX_ID_CHARS:
+            raise _invalid("it is not one this API issued")
+        if made_for != bytes.fromhex(query_scope):
+            raise ApiError(
+                422,
+                "invalid_parameter",
+                "cursor: it belongs to a query with other filters; keep the first page's filters",
+            )
+        return Position(time_ms, last_id)
+
+    def _tag(self, body: bytes) -> bytes:
+        return hmac.new(self._key, body, hashlib.sha256).digest()[:TAG_BYTES]
 
 
 def _invalid(why: str) -> ApiError:

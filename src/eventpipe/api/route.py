@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from eventpipe.api import cursor as cursors
 from eventpipe.api.auth import KeyCheck
+from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import ApiError, responses
 from eventpipe.api.model import (
     Bucket,
@@ -21,6 +20,7 @@ from eventpipe.api.model import (
     TypeCount,
     TypeCounts,
     event_json,
+    event_page_json,
     rfc3339,
 )
 from eventpipe.api.param import (
@@ -36,21 +36,18 @@ from eventpipe.api.param import (
     text,
     window,
 )
-from eventpipe.store.query import EventFilter, Position
+from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 
 INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "6h": 21_600_000, "1d": 86_400_000}
 DEFAULT_WINDOW_MS = 86_400_000
 # Beyond this a chart is unreadable and the answer large: ask for a wider interval.
 MAX_BUCKETS = 10_000
-# A page ends early past this size (its cursor continues from there): 1000
-# events of 64 KiB would otherwise make a 64 MiB answer.
-MAX_PAGE_BYTES = 8 * 1024 * 1024
 SINCE_HELP = f"Window start: {TIME_HELP}. Default: a day before until."
 UNTIL_HELP = f"Window end, exclusive: {TIME_HELP}. Default: now."
 
 
-def router(reader: Reader, keys: KeyCheck) -> APIRouter:
+def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
     api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 500, 503))
 
     @api.get(
@@ -67,21 +64,10 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
         where = EventFilter(text(event_type), text(user_id), *window(since, until))
         query_scope = cursors.scope("events", *where)
         after = cursors.decode(cursor, query_scope) if cursor else None
-        rows = reader.events(where, limit, after)
-        items: list[bytes] = []
-        size = 0
-        for row in rows:
-            item = event_json(row)
-            if items and size + len(item) > MAX_PAGE_BYTES:
-                break  # a shorter page, and the cursor continues from here
-            items.append(item)
-            size += len(item)
-        # A full page may have a successor; a short one is the last.
-        more = len(items) < len(rows) or len(rows) == limit
-        last = rows[len(items) - 1] if more else None
-        next_cursor = cursors.encode(Position(last.timestamp_ms, last.event_id), query_scope) if last else None
-        body = b'{"items":[' + b",".join(items) + b'],"next_cursor":' + json.dumps(next_cursor).encode() + b"}"
-        return Response(body, media_type="application/json")
+        # The store ends a page early at its byte cap (PAGE_BYTES) before reading it.
+        rows, resume = reader.event_page(where, limit, after)
+        next_cursor = cursors.encode(resume, query_scope) if resume else None
+        return Response(event_page_json(rows, next_cursor), media_type="application/json")
 
     # `:path`, because an id may hold a slash (ids are any string up to 128 characters).
     @api.get(
@@ -146,11 +132,10 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
     ) -> DeadLetterPage:
         query_scope = cursors.scope("dead_letters", text(reason))
         after = cursors.decode(cursor, query_scope) if cursor else None
-        rows = reader.dead_letters(text(reason), limit, after)
-        last = Position(rows[-1].received_ms, rows[-1].dead_letter_id) if len(rows) == limit else None
+        page = reader.dead_letter_page(text(reason), limit, after)
         return DeadLetterPage(
-            items=[DeadLetter.of(row) for row in rows],
-            next_cursor=cursors.encode(last, query_scope) if last else None,
+            items=[DeadLetter.of(row) for row in page.rows],
+            next_cursor=cursors.encode(page.next, query_scope) if page.next else None,
         )
 
     return api

@@ -62,7 +62,12 @@ def run_api(_args: argparse.Namespace) -> int:
         # An API that admits nobody is useless and one that admits everybody
         # is a leak: refuse to start and say what to set.
         raise ConfigError("EVENTPIPE_API_KEYS is empty: set it to one or more comma-separated keys")
-    app = create_app(Reader(connect(settings.resolved_clickhouse_dsn)), process_registry(), settings.api_keys)
+    app = create_app(
+        Reader(connect(settings.resolved_clickhouse_dsn)),
+        process_registry(),
+        settings.api_keys,
+        settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
+    )
     server = ApiServer(app, settings.api_host, settings.api_port)
     shutdown = Shutdown()
     shutdown.install()

@@ -109,7 +109,12 @@ def _serve(
     metrics = IngestMetrics(registry)
     worker = Worker(settings, Writer(connect(dsn)), metrics)
     prober = Prober(settings, metrics)
-    app = create_app(Reader(connect(dsn)), CollectorRegistry(), settings.api_keys)
+    app = create_app(
+        Reader(connect(dsn)),
+        CollectorRegistry(),
+        settings.api_keys,
+        settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
+    )
     api = ApiServer(app, settings.api_host, settings.api_port)
     prometheus = Prometheus(
         settings.prometheus_port,

@@ -11,6 +11,11 @@ after FINAL (FINAL queries are not moved to PREWHERE), so a filter never picks
 out a stale copy. Every value is a bound
 parameter; no SQL is ever formatted from input. No query sets a setting, so a
 readonly ClickHouse user can run them all.
+
+A page is bounded in bytes before any of it is read: its extent query sums an
+upper bound of each row's JSON (from string lengths alone, which ClickHouse
+reads without the strings) over the page's order and keeps the rows within
+PAGE_BYTES; only then does the page query read those rows whole.
 """
 
 from __future__ import annotations
@@ -27,6 +32,20 @@ DEAD_LETTER_FIELDS = "dead_letter_id, toUnixTimestamp64Milli(received_at), topic
 # Each list is newest first, ties broken by id: the order keyset cursors walk.
 EVENT_ORDER = "ORDER BY timestamp DESC, event_id DESC"
 DEAD_LETTER_ORDER = "ORDER BY received_at DESC, dead_letter_id DESC"
+# The most a page's items may take as the API's JSON: 1000 events of 64 KiB
+# would make a 64 MiB answer, 1000 dead letters of control characters 384 MiB.
+PAGE_BYTES = 8 * 1024 * 1024
+# Upper bounds of one row's JSON as the API writes it (api.model). A string
+# byte takes at most 6 as JSON (a control character is \u00XX) and 4/3 as
+# base64; properties are spliced in as stored; 256 covers the keys, the two
+# timestamps, payload_size and the comma between items. Big strings are
+# measured by their .size subcolumn: under FINAL, length() reads the whole
+# string (measured +306 MiB for three pages over 64 KiB dead letters).
+EVENT_BYTES = (
+    "properties.size + 6 * (length(event_id) + length(event_type) + length(topic)"
+    " + length(assumeNotNull(user_id))) + 256"
+)
+DEAD_LETTER_BYTES = "6 * (payload.size + detail.size + length(dead_letter_id) + length(topic) + length(reason)) + 256"
 
 
 class Query(NamedTuple):
@@ -50,11 +69,30 @@ class Position(NamedTuple):
     id: str
 
 
-def events_query(where: EventFilter, limit: int, after: Position | None = None) -> Query:
+class Extent(NamedTuple):
+    """What an extent query found: of the first `candidates` rows after the
+    cursor (at most the limit), the first `kept` fit in the byte cap, and
+    `last` is where they end (None when none are kept)."""
+
+    candidates: int
+    kept: int
+    last: Position | None
+
+
+def events_extent_query(where: EventFilter, limit: int, after: Position | None, max_bytes: int) -> Query:
     conditions, parameters = _event_conditions(where)
-    if after is not None:
-        conditions.append(_past("timestamp", "event_id"))
-        parameters |= {"after_ms": after.time_ms, "after_id": after.id}
+    _after(conditions, parameters, after, "timestamp", "event_id")
+    key = ("timestamp", "event_id", EVENT_ORDER)
+    return _extent(key, EVENT_BYTES, _events_table(where), conditions, parameters, limit, max_bytes)
+
+
+def events_query(
+    where: EventFilter, limit: int, after: Position | None = None, through: Position | None = None
+) -> Query:
+    """The first `limit` events after `after`, up to and including `through`."""
+    conditions, parameters = _event_conditions(where)
+    _after(conditions, parameters, after, "timestamp", "event_id")
+    _through(conditions, parameters, through, "timestamp", "event_id")
     parameters["limit"] = limit
     tail = EVENT_ORDER + " LIMIT {limit:UInt32}"
     return Query(_statement(EVENT_FIELDS, _events_table(where), conditions, tail), parameters)
@@ -119,25 +157,85 @@ def timeseries_query(where: EventFilter, step_ms: int) -> Query:
     return Query(_statement(bucket, _events_table(where), conditions, tail), parameters)
 
 
-def dead_letters_query(reason: str | None, limit: int, after: Position | None = None) -> Query:
-    conditions: list[str] = ["1"]
-    parameters: dict[str, object] = {}
-    if reason is not None:
-        conditions.append("reason = {reason:String}")
-        parameters["reason"] = reason
-    if after is not None:
-        conditions.append(_past("received_at", "dead_letter_id"))
-        parameters |= {"after_ms": after.time_ms, "after_id": after.id}
+def dead_letters_extent_query(reason: str | None, limit: int, after: Position | None, max_bytes: int) -> Query:
+    conditions, parameters = _dead_letter_conditions(reason)
+    _after(conditions, parameters, after, "received_at", "dead_letter_id")
+    key = ("received_at", "dead_letter_id", DEAD_LETTER_ORDER)
+    return _extent(key, DEAD_LETTER_BYTES, "dead_letters", conditions, parameters, limit, max_bytes)
+
+
+def dead_letters_query(
+    reason: str | None, limit: int, after: Position | None = None, through: Position | None = None
+) -> Query:
+    """The first `limit` dead letters after `after`, up to and including `through`."""
+    conditions, parameters = _dead_letter_conditions(reason)
+    _after(conditions, parameters, after, "received_at", "dead_letter_id")
+    _through(conditions, parameters, through, "received_at", "dead_letter_id")
     parameters["limit"] = limit
     tail = DEAD_LETTER_ORDER + " LIMIT {limit:UInt32}"
     return Query(_statement(DEAD_LETTER_FIELDS, "dead_letters", conditions, tail), parameters)
 
 
-def _past(time_column: str, id_column: str) -> str:
+def _dead_letter_conditions(reason: str | None) -> tuple[list[str], dict[str, object]]:
+    if reason is None:
+        return ["1"], {}
+    return ["reason = {reason:String}"], {"reason": reason}
+
+
+def _extent(
+    key: tuple[str, str, str],
+    row_bytes: str,
+    table: str,
+    conditions: list[str],
+    parameters: dict[str, object],
+    limit: int,
+    max_bytes: int,
+) -> Query:
+    """One row: how many of the first `limit` rows there are, how many fit in
+    `max_bytes` (at least one, so a page always moves on), and where those end.
+
+    Reads the sort key and string lengths only, never a payload: the running
+    sum of row bounds in page order stops the page before it is fetched."""
+    time_column, id_column, order = key
+    candidates = _statement(", ".join((time_column, id_column, row_bytes + " AS size")), table, conditions, order)
+    fields = ", ".join(
+        (
+            f"toUnixTimestamp64Milli({time_column}) AS time_ms",
+            f"{id_column} AS id",
+            "size",
+            f"sum(size) OVER ({order} ROWS UNBOUNDED PRECEDING) AS running",
+        )
+    )
+    # Sizes are positive, so running = size on the first row only.
+    kept = "running <= {max_bytes:UInt64} OR running = size"
+    outer = f"count(), countIf({kept}), argMinIf((time_ms, id), (time_ms, id), {kept})"
+    running = " ".join(("SELECT", fields, "FROM (", candidates, "LIMIT {limit:UInt32} )"))
+    return Query(
+        " ".join(("SELECT", outer, "FROM (", running, ")")), parameters | {"limit": limit, "max_bytes": max_bytes}
+    )
+
+
+def _after(
+    conditions: list[str], parameters: dict[str, object], after: Position | None, time_column: str, id_column: str
+) -> None:
     """Rows after the cursor in newest-first order. Spelled out rather than as a
     tuple comparison so the time column's minmax index can skip granules."""
+    if after is None:
+        return
     bound = "fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
-    return f"{time_column} <= {bound} AND ({time_column} < {bound} OR {id_column} < {{after_id:String}})"
+    conditions.append(f"{time_column} <= {bound} AND ({time_column} < {bound} OR {id_column} < {{after_id:String}})")
+    parameters |= {"after_ms": after.time_ms, "after_id": after.id}
+
+
+def _through(
+    conditions: list[str], parameters: dict[str, object], through: Position | None, time_column: str, id_column: str
+) -> None:
+    """Rows up to and including `through` in newest-first order (the end of a page's extent)."""
+    if through is None:
+        return
+    bound = "fromUnixTimestamp64Milli({through_ms:Int64}, 'UTC')"
+    conditions.append(f"{time_column} >= {bound} AND ({time_column} > {bound} OR {id_column} >= {{through_id:String}})")
+    parameters |= {"through_ms": through.time_ms, "through_id": through.id}
 
 
 def _statement(fields: str, table: str, conditions: list[str], tail: str) -> str:

@@ -8,7 +8,7 @@ No query sets a setting, so a readonly ClickHouse user can run them all.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from clickhouse_connect.driver.client import Client
 
@@ -16,13 +16,17 @@ from eventpipe.events import Event
 from eventpipe.store.client import ping
 from eventpipe.store.failure import classified
 from eventpipe.store.query import (
+    PAGE_BYTES,
     EventFilter,
+    Extent,
     Position,
     Query,
     count_query,
+    dead_letters_extent_query,
     dead_letters_query,
     event_query,
     event_types_query,
+    events_extent_query,
     events_query,
     timeseries_query,
 )
@@ -39,6 +43,16 @@ class StoredDeadLetter(NamedTuple):
     payload_size: int
 
 
+Row = TypeVar("Row")
+
+
+class Page(NamedTuple, Generic[Row]):
+    """A page's rows, and where the next page starts (None when this is the last)."""
+
+    rows: list[Row]
+    next: Position | None
+
+
 class Reader:
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -49,8 +63,19 @@ class Reader:
         """True when ClickHouse answers a query."""
         return ping(self._client)
 
+    def event_page(
+        self, where: EventFilter, limit: int, after: Position | None = None, max_bytes: int = PAGE_BYTES
+    ) -> Page[Event]:
+        """Up to `limit` events after `after` whose JSON fits in `max_bytes` (at least one)."""
+        extent = self._extent(events_extent_query(where, limit, after, max_bytes))
+        if extent.last is None:
+            return Page([], None)
+        rows = [_event(row) for row in self.run(events_query(where, extent.kept, after, extent.last))]
+        last = Position(rows[-1].timestamp_ms, rows[-1].event_id) if rows else extent.last
+        return Page(rows, _next(extent, limit, len(rows), last))
+
     def events(self, where: EventFilter, limit: int, after: Position | None = None) -> list[Event]:
-        return [_event(row) for row in self.run(events_query(where, limit, after))]
+        return self.event_page(where, limit, after).rows
 
     def event(self, event_id: str) -> Event | None:
         rows = self.run(event_query(event_id))
@@ -70,9 +95,20 @@ class Reader:
             return sorted(counts.items())
         return [(int(str(start)), int(str(n))) for start, n in self.run(timeseries_query(where, step_ms))]
 
+    def dead_letter_page(
+        self, reason: str | None, limit: int, after: Position | None = None, max_bytes: int = PAGE_BYTES
+    ) -> Page[StoredDeadLetter]:
+        """Up to `limit` dead letters after `after` whose JSON fits in `max_bytes` (at least one)."""
+        extent = self._extent(dead_letters_extent_query(reason, limit, after, max_bytes))
+        if extent.last is None:
+            return Page([], None)
+        query = dead_letters_query(reason, extent.kept, after, extent.last)
+        rows = [_dead_letter(row) for row in self.run(query, binary=("payload",))]
+        last = Position(rows[-1].received_ms, rows[-1].dead_letter_id) if rows else extent.last
+        return Page(rows, _next(extent, limit, len(rows), last))
+
     def dead_letters(self, reason: str | None, limit: int, after: Position | None = None) -> list[StoredDeadLetter]:
-        rows = self.run(dead_letters_query(reason, limit, after), binary=("payload",))
-        return [_dead_letter(row) for row in rows]
+        return self.dead_letter_page(reason, limit, after).rows
 
     def count_events(self) -> int:
         """Events as users see them: each id once, eventpipe's own probes left out."""
@@ -95,6 +131,23 @@ class Reader:
 
     def _scalar(self, query: Query) -> int:
         return int(str(self.run(query)[0][0]))
+
+    def _extent(self, query: Query) -> Extent:
+        candidates, kept, end = self.run(query)[0]
+        time_ms, last_id = end if isinstance(end, tuple) else (0, "")
+        last = Position(int(str(time_ms)), str(last_id)) if int(str(kept)) else None
+        return Extent(int(str(candidates)), int(str(kept)), last)
+
+
+def _next(extent: Extent, limit: int, served: int, last: Position) -> Position | None:
+    """Where the page after `extent` starts, given how many rows were served and the last one.
+
+    The page query reads the extent's range again: rows stored in it since (a
+    late event, a redelivery) push rows out past its limit, and the next page
+    must then go on from the last row served, not skip them."""
+    resume = last if served == extent.kept else extent.last
+    more = extent.kept < extent.candidates or extent.candidates == limit
+    return resume if more or resume != extent.last else None
 
 
 def _event(row: tuple[object, ...]) -> Event:

@@ -1,0 +1,176 @@
+"""A page's memory is bounded before it is read: the hostile-client case of issue 13, over the real engine.
+
+Before: one `/dead-letters?limit=1000` over 64 KiB control-character payloads built a 393 MB body and grew
+the process by 1.3 GB; `/events` cut its pages at 8 MiB only after reading all 1,000 rows. The engine runs
+in this process (chDB, as under `eventpipe up`), so its memory counts too.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi.testclient import TestClient
+
+from eventpipe.api.model import DeadLetter, event_json
+from eventpipe.store.client import connect
+from eventpipe.store.migration import migrate
+from eventpipe.store.query import PAGE_BYTES, EventFilter, Query
+from eventpipe.store.reader import Reader
+from eventpipe.store.writer import Writer
+from tests.support.api import AUTH, api_client, event, readonly_reader, rejection, walk
+from tests.support.memory import rss_bytes
+
+MARCH_MS = 1_772_323_200_000
+MIB = 1024 * 1024
+ROWS = 1000
+# Every byte a control character: the worst case of JSON escaping (\u00XX, six bytes for one).
+CONTROL = bytes(range(1, 32)) * 2114  # 65,534 bytes
+
+
+def test_three_maximal_pages_at_once_grow_the_process_by_less_than_100_mib(clickhouse_dsn: str) -> None:
+    writer = seeded(clickhouse_dsn)
+    api = api_client(clickhouse_dsn)
+    for path in ("/dead-letters", "/events"):
+        assert api.get(path, params={"limit": 1}, headers=AUTH).status_code == 200  # first-query setup
+        with peak_growth() as grown:
+            sizes = concurrently(api, path, 3)
+        assert all(PAGE_BYTES // 2 < size <= PAGE_BYTES + 4096 for size in sizes), (path, sizes)
+        assert grown[0] <= 100 * MIB, f"{path}: three pages at once grew the process by {grown[0] / MIB:.0f} MiB"
+        print(f"{path}: 3 x limit=1000, bodies {sizes}, peak growth {grown[0] / MIB:.1f} MiB")
+
+    # Pages end at the cap, shorter than asked, and their cursors walk every row exactly once.
+    letters = list(walk(api, "/dead-letters", limit=1000))
+    assert sorted(item["dead_letter_id"] for item in letters) == writer["dead_letters"]
+    assert {item["payload"].encode() for item in letters[:3]} <= {payload(i) for i in range(ROWS)}
+    events = list(walk(api, "/events", limit=1000))
+    assert sorted(item["event_id"] for item in events) == writer["events"]
+    first = api.get("/events", params={"limit": 1000}, headers=AUTH).json()
+    assert 100 < len(first["items"]) < ROWS and first["next_cursor"]
+
+
+def test_the_byte_bound_holds_for_whatever_a_client_sent(clickhouse_dsn: str) -> None:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    writer = Writer(client)
+    nasty = [CONTROL[:5000], b'"\\' * 2500, "é🙂\u2028".encode() * 600, b"\xff\xfe" * 2500, b"\x00" * 4000]
+    writer.insert_dead_letters(
+        [rejection(f'events/{"q" * 50}"', p + bytes([i]), MARCH_MS + i) for i, p in enumerate(nasty * 8)]
+    )
+    bodies = [{"event_id": f'e"{i}\\\x01', "user_id": "\x02" * 100, "blob": '\x03"\\é' * 1000} for i in range(40)]
+    writer.insert_events(
+        [event("events/x", {**body, "timestamp": MARCH_MS + i}, MARCH_MS) for i, body in enumerate(bodies)]
+    )
+    reader = readonly_reader(clickhouse_dsn)
+    for cap in (1, 20_000, 60_000, 200_000):
+        letters, letters_next = reader.dead_letter_page(None, 1000, None, max_bytes=cap)
+        sizes = [len(DeadLetter.of(row).model_dump_json()) + 1 for row in letters]
+        assert len(letters) == 1 or sum(sizes) <= cap, (cap, sizes)
+        assert letters_next is not None
+        events, events_next = reader.event_page(EventFilter(), 1000, None, max_bytes=cap)
+        sizes = [len(event_json(row)) + 1 for row in events]
+        assert len(events) == 1 or sum(sizes) <= cap, (cap, sizes)
+        assert events_next is not None
+    # The whole store fits: one page, no cursor.
+    assert reader.dead_letter_page(None, 1000, None, max_bytes=PAGE_BYTES).next is None
+    assert len(reader.event_page(EventFilter(), 1000, None, max_bytes=PAGE_BYTES).rows) == 40
+
+
+def test_rows_stored_between_a_pages_two_queries_are_neither_skipped_nor_repeated(clickhouse_dsn: str) -> None:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    writer = Writer(client)
+
+    def store(eid: str, time_ms: int) -> None:
+        assert writer.insert_events([event("events/x", {"event_id": eid, "timestamp": time_ms}, MARCH_MS)]) == []
+        ids.append(eid)
+
+    ids = [f"e{i:03d}" for i in range(0, 200, 2)]
+    rows = [event("events/x", {"event_id": eid, "timestamp": MARCH_MS + int(eid[1:])}, MARCH_MS) for eid in ids]
+    assert writer.insert_events(rows) == []
+
+    class LateWrites(Reader):
+        """Stores an event inside the page being read, after its extent is known and before it is fetched."""
+
+        def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+            rows = super().run(query, binary)
+            if "OVER" in query.sql and rows[0][1] and len(ids) < 108:  # an extent that kept rows
+                # At the time of its last row, ordered newer than it ("l" > "e") and older than earlier ones.
+                end_ms, _ = rows[0][2]  # type: ignore[misc]
+                store(f"late-{1000 - len(ids)}", int(str(end_ms)))
+            return rows
+
+    reader, seen, after = LateWrites(connect(clickhouse_dsn)), [], None
+    while True:
+        rows, after = reader.event_page(EventFilter(), 10, after)
+        seen += [row.event_id for row in rows]
+        if after is None:
+            break
+    assert sum(eid.startswith("late") for eid in seen) == 8
+    assert sorted(seen) == sorted(ids)
+
+
+def payload(i: int) -> bytes:
+    return CONTROL[:-4] + f"{i:04d}".encode()
+
+
+def seeded(dsn: str) -> dict[str, list[str]]:
+    """ROWS dead letters of 64 KiB control characters and ROWS events of about 64 KiB; their ids, sorted."""
+    client = connect(dsn)
+    migrate(client)
+    writer = Writer(client)
+    letters, events = [], []
+    blob = "x" * 60_000 + "\x01" * 500  # as stored JSON, 63 KiB
+    for start in range(0, ROWS, 100):
+        batch = [rejection("events/bad", payload(i), MARCH_MS + i) for i in range(start, start + 100)]
+        writer.insert_dead_letters(batch)
+        letters += [row.dead_letter_id for row in batch]
+        rows = [
+            event("events/big", {"event_id": f"b{i:04d}", "timestamp": MARCH_MS + i, "blob": blob}, MARCH_MS)
+            for i in range(start, start + 100)
+        ]
+        assert writer.insert_events(rows) == []
+        events += [row.event_id for row in rows]
+    return {"dead_letters": sorted(letters), "events": sorted(events)}
+
+
+def concurrently(api: TestClient, path: str, count: int) -> list[int]:
+    """Body sizes of `count` maximal requests sent at once (only counted here: parsing would cost this process)."""
+    sizes: list[int] = []
+
+    def one() -> None:
+        response = api.get(path, params={"limit": 1000}, headers=AUTH)
+        assert response.status_code == 200
+        sizes.append(len(response.content))
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(sizes) == count
+    return sizes
+
+
+@contextmanager
+def peak_growth() -> Iterator[list[int]]:
+    """The most this process's resident memory grew over the block, sampled every 2 ms."""
+    gc.collect()
+    base, peak, done = rss_bytes(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_bytes() - base)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+        peak[0] = max(peak[0], rss_bytes() - base)
