@@ -1,4 +1,4 @@
-"""No command prints a password: `migrate`, `worker`, `api`, `publish` and `up`, when they work and when they fail."""
+"""No command prints a secret: `migrate`, `worker`, `api`, `publish` and `up`, when they work and when they fail."""
 
 from __future__ import annotations
 
@@ -86,10 +86,14 @@ def test_no_command_prints_a_password(
     dsn = request.getfixturevalue("clickhouse_dsn") if use_docker() else f"chdb://{tmp_path / 'clickhouse'}"
     unreachable_dsn = f"http://migrate:{secrets.token_hex(8)}@127.0.0.1:{free_port()}/eventpipe"
     api_key = secrets.token_urlsafe(16)
+    cursor_secret = secrets.token_hex(20)
+    short_cursor_secret = secrets.token_hex(8)  # refused as too short: the refusal must not quote it
     passwords = {
         "the MQTT password": urlsplit(mqtt_url).password or "",
         "the unreachable DSN's password": urlsplit(unreachable_dsn).password or "",
         "the API key": api_key,
+        "the cursor secret": cursor_secret,
+        "the short cursor secret": short_cursor_secret,
     }
     if urlsplit(dsn).password:
         passwords["the ClickHouse password"] = urlsplit(dsn).password or ""
@@ -99,6 +103,7 @@ def test_no_command_prints_a_password(
         "EVENTPIPE_CLICKHOUSE_DSN": dsn,
         "EVENTPIPE_MQTT_URL": mqtt_url,
         "EVENTPIPE_API_KEYS": api_key,
+        "EVENTPIPE_CURSOR_SECRET": cursor_secret,
         "EVENTPIPE_METRICS_PORT": str(metrics_port),
         "EVENTPIPE_API_PORT": str(api_port),
         "EVENTPIPE_PROBE_INTERVAL_S": "0",
@@ -148,6 +153,9 @@ def test_no_command_prints_a_password(
     bad_scheme = mqtt_url.replace("mqtt://", "mqtx://", 1)
     assert out.run("publish-bad-url", "publish", "--mqtt-url", bad_scheme, "--count", "1", env=env).returncode == 2
     assert out.run("worker-bad-url", "worker", env={**env, "EVENTPIPE_MQTT_URL": bad_scheme}).returncode == 2
+    short = {**env, "EVENTPIPE_CURSOR_SECRET": short_cursor_secret}
+    assert out.run("api-short-cursor-secret", "api", env=short).returncode == 2
+    assert "EVENTPIPE_CURSOR_SECRET is shorter" in out.texts["api-short-cursor-secret"]
     invalid = {**env, "EVENTPIPE_BATCH_MAX_ROWS": "100000"}
     assert out.run("migrate-invalid-settings", "migrate", env=invalid).returncode == 2
     assert "batch_max_rows" in out.texts["migrate-invalid-settings"], "the problem is still named"
