@@ -150,16 +150,20 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
     worker = subprocess.Popen([*eventpipe_command(), "worker"], env=env, stderr=subprocess.PIPE, text=True)
     try:
 
-        def stored() -> float:
+        def metric(name: str) -> float:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as response:
                     text = response.read().decode()
             except OSError:
                 return -1.0
-            line = next(line for line in text.splitlines() if line.startswith("eventpipe_events_stored_total "))
+            line = next(line for line in text.splitlines() if line.startswith(f"{name} "))
             return float(line.split()[1])
 
-        wait_until(lambda: stored() == 0, what="the worker's metrics")
+        def stored() -> float:
+            return metric("eventpipe_events_stored_total")
+
+        # Subscribed, not merely serving metrics: a new session gets nothing published before its subscription.
+        wait_until(lambda: metric("eventpipe_mqtt_connected") == 1, what="the worker subscribed")
         assert run_eventpipe("publish", "--mqtt-url", broker.url, "--count", "300").returncode == 0
         wait_until(lambda: stored() == 300, what="300 stored by eventpipe worker")
     finally:
@@ -189,3 +193,29 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
     finally:
         api.send_signal(signal.SIGTERM)
         assert api.wait(30) == 0
+
+
+def test_idle_sockets_on_the_metrics_port_take_no_threads(tmp_path: Path, stacks: list[Up]) -> None:
+    # 500 connections that never send a request once made 500 threads in the worker.
+    import socket
+
+    up = start(stacks, tmp_path / "data")
+    pid = up.process.pid
+
+    def threads() -> int:
+        return len(os.listdir(f"/proc/{pid}/task"))
+
+    def descriptors() -> int:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+
+    before_threads, before_descriptors = threads(), descriptors()
+    idlers = [socket.create_connection(("127.0.0.1", up.metrics_port), timeout=10) for _ in range(500)]
+    try:
+        assert up.metric("eventpipe_mqtt_connected") == 1, "the metrics endpoint stopped answering"
+        # Slack for the threads chDB and the API come and go with; one per socket would be 500.
+        assert threads() - before_threads < 50
+        assert descriptors() - before_descriptors < 100
+    finally:
+        for sock in idlers:
+            sock.close()
+    assert up.stop() == 0

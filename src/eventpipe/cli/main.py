@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
 from pydantic import ValidationError
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 from eventpipe import __version__
 from eventpipe.bench import SCENARIOS
 from eventpipe.errors import EventpipeError
+from eventpipe.redaction import redact
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,9 +135,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         from eventpipe.cli import service
 
         return int(getattr(service, f"run_{args.command}")(args))
-    except (EventpipeError, ValidationError) as exc:
-        print(f"eventpipe {args.command}: error: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        print(f"eventpipe {args.command}: error: {_settings_problem(exc)}", file=sys.stderr)
         return 2
+    except EventpipeError as exc:
+        print(f"eventpipe {args.command}: error: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except Exception:  # noqa: BLE001 - reported like a crash, but redacted
+        # Python's own report of a crash would print the message unredacted.
+        print(redact(traceback.format_exc()), file=sys.stderr)
+        return 1
+
+
+def _settings_problem(exc: ValidationError) -> str:
+    """What is wrong with which setting, without the values: pydantic would echo every input, keys included."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{field} (EVENTPIPE_{field.upper()}): {message}" if field else message)
+    return "invalid settings: " + "; ".join(problems)
 
 
 if __name__ == "__main__":

@@ -10,23 +10,33 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from eventpipe.errors import ConfigError
+from eventpipe.monitor.exporter import Exporter
+from eventpipe.redaction import RedactingFormatter
 
 log = logging.getLogger("eventpipe")
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Every line passes through redaction: a URL or DSN logged by eventpipe,
+    # a library or a traceback never shows its password.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    threading.excepthook = _log_thread_crash
     # paho and uvicorn are chatty at INFO about things eventpipe already reports.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
+    # Through the logging handler rather than straight to stderr, so it is redacted too.
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    log.error("%s stopped on an unexpected error: %s", name, args.exc_type.__name__, exc_info=args.exc_value)
 
 
 class Shutdown:
@@ -78,9 +88,10 @@ def process_registry() -> CollectorRegistry:
     return registry
 
 
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> WSGIServer:
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> Exporter:
+    server = Exporter(registry, host, port)
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        server.start()
     except OSError as exc:
         raise ConfigError(
             f"cannot serve metrics on {host}:{port}: {exc.strerror}; pick another --metrics-port"

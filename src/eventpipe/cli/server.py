@@ -15,7 +15,9 @@ class ApiServer:
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         self._host, self._port = host, port
         # lifespan off: the app has no startup work; logs at warning: eventpipe logs its own lines.
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        # No log_config: uvicorn's lines go through eventpipe's handler, which redacts them.
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None, lifespan="off")
+        self._server = uvicorn.Server(config)
         # On a thread uvicorn installs no signal handlers of its own (it would
         # re-raise SIGTERM after shutdown and the process would not exit 0).
         self._thread = threading.Thread(target=self._server.run, name="eventpipe-api", daemon=True)

@@ -12,7 +12,8 @@ from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.probe import Prober
 from eventpipe.ingest.worker import Worker
 from eventpipe.producer.publisher import publish_demo
-from eventpipe.store.client import connect, redact
+from eventpipe.redaction import redact
+from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 
@@ -34,7 +35,7 @@ def run_worker(_args: argparse.Namespace) -> int:
     log.info(
         "worker consuming %s from %s into %s",
         settings.subscription,
-        settings.mqtt_url,
+        redact(settings.mqtt_url),
         redact(settings.resolved_clickhouse_dsn),
     )
     progress = Progress(registry)
@@ -91,7 +92,7 @@ def run_publish(args: argparse.Namespace) -> int:
         args.mqtt_url, args.count, rate=args.rate, qos=args.qos, topic_prefix=args.topic_prefix, seed=args.seed
     )
     print(
-        f"published {report.published} events to {args.mqtt_url} in {report.seconds:.2f}s "
+        f"published {report.published} events to {redact(args.mqtt_url)} in {report.seconds:.2f}s "
         f"({report.rate:.0f}/s), {report.acknowledged} acknowledged by the broker (QoS {args.qos})"
     )
     return 0 if report.acknowledged == report.published else 1

@@ -22,6 +22,7 @@ from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.probe import Prober
 from eventpipe.ingest.worker import Worker
 from eventpipe.monitor.prometheus import Prometheus, default_rules_dir
+from eventpipe.redaction import redact
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.reader import Reader
@@ -58,19 +59,45 @@ def run_up(args: argparse.Namespace) -> int:
     shutdown.install()
 
     broker = None
+    log_start = 0
     if not args.mqtt_url:
         broker = Mosquitto(
             args.mqtt_port, settings.data_dir / "mosquitto", settings.mqtt_receive_maximum, settings.mosquitto_binary
         )
         broker.start(inherit_fds=(lock.fileno(),))
+        # The log is kept across restarts: only what this run writes counts.
+        log_start = broker.log_file.stat().st_size if broker.log_file.exists() else 0
         shutdown.on_force = broker.terminate
         settings = settings.model_copy(update={"mqtt_url": broker.url})
     try:
         return _serve(settings, broker, shutdown, generated_key, lock)
     finally:
         if broker is not None:
+            _await_goodbye(broker, settings.mqtt_client_id, log_start)
             broker.stop()
         lock.close()
+
+
+def _await_goodbye(broker: Mosquitto, client_id: str, log_start: int, timeout: float = 3.0) -> None:
+    """Wait, briefly, until the broker has read the worker's DISCONNECT, and so every ack before it.
+
+    The worker's last acks leave its socket just before the broker is told to
+    stop, and Mosquitto can exit on SIGTERM before it has handled them (seen
+    even after answering a connection opened later): their messages would come
+    back on the next start. Its log line is the one sign that it has.
+    """
+    goodbye = f"Client {client_id} disconnected".encode()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and broker.running():
+        try:
+            with broker.log_file.open("rb") as handle:
+                handle.seek(log_start)
+                if goodbye in handle.read():
+                    return
+        except OSError:
+            return
+        time.sleep(0.02)
+    log.debug("the broker did not log %s's disconnect within %.0fs; stopping it anyway", client_id, timeout)
 
 
 def _lock(data_dir: Path, wait_s: float = 10.0) -> TextIO:
@@ -129,14 +156,14 @@ def _serve(
         if not worker.consumer.wait_connected(15):
             raise BrokerError(
                 worker.consumer.failure
-                or f"could not connect and subscribe to the MQTT broker at {settings.mqtt_url} within 15s"
+                or f"could not connect and subscribe to the MQTT broker at {redact(settings.mqtt_url)} within 15s"
             )
         api.start()
         skipped = prometheus.start(inherit_fds=(lock.fileno(),))
         if skipped:
             log.info("Prometheus not started: %s", skipped)
         print(
-            f"eventpipe ready: mqtt={settings.mqtt_url} api={api.url} "
+            f"eventpipe ready: mqtt={redact(settings.mqtt_url)} api={api.url} "
             f"metrics=http://{settings.metrics_host}:{settings.metrics_port}/metrics "
             + ("" if skipped else f"prometheus={prometheus.url} ")
             + f"data={settings.data_dir.resolve()}",

@@ -1,1 +1,1 @@
-"""Monitoring of the native stack: the Prometheus that `eventpipe up` runs beside it."""
+"""Monitoring: the worker's /metrics endpoint, and the Prometheus that `eventpipe up` runs beside the stack."""

@@ -1,0 +1,144 @@
+"""The metrics endpoint against clients that connect and say nothing: bounded threads and sockets, still answering."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from eventpipe.monitor.exporter import Exporter
+from tests.support.wait import wait_until
+
+IDLERS = 500
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    Counter("eventpipe_test_things", "Things counted by the test.", registry=registry).inc(3)
+    return registry
+
+
+@pytest.fixture
+def serve(registry: CollectorRegistry) -> Iterator[Callable[[float], Exporter]]:
+    started: list[Exporter] = []
+
+    def start(read_timeout_s: float) -> Exporter:
+        server = Exporter(registry, "127.0.0.1", 0, max_connections=16, read_timeout_s=read_timeout_s)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.shutdown()
+
+
+@pytest.fixture
+def exporter(serve: Callable[[float], Exporter]) -> Exporter:
+    return serve(1.0)
+
+
+def threads() -> int:
+    """Every thread of this process, Python's or not."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def sockets() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+def scrape(port: int, path: str = "/metrics", **headers: str) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - a fixed http URL
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), b""
+
+
+def closed(sock: socket.socket) -> bool:
+    sock.settimeout(0)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_idle_connections_take_no_threads_and_metrics_still_answer(serve: Callable[[float], Exporter]) -> None:
+    # Idlers are never timed out during the test: the scrape must get through while they all wait.
+    exporter = serve(60.0)
+    scrape(exporter.port)
+    before_threads, before_sockets = threads(), sockets()
+    idlers = [socket.create_connection(("127.0.0.1", exporter.port)) for _ in range(IDLERS)]
+    try:
+        started = time.monotonic()
+        status, _headers, body = scrape(exporter.port)
+        assert status == 200 and b"eventpipe_test_things_total 3.0" in body
+        assert time.monotonic() - started < 5.0, "a scrape waited behind the idle connections"
+        assert threads() == before_threads, "idle connections made threads"
+        # The server holds at most its 16 slots; the rest of the idlers it has closed.
+        wait_until(lambda: sum(not closed(sock) for sock in idlers) <= 16, what="connections past the limit closed")
+        assert sockets() - before_sockets <= IDLERS + 16
+    finally:
+        for sock in idlers:
+            sock.close()
+
+
+def test_a_silent_connection_is_closed_after_the_read_timeout(exporter: Exporter) -> None:
+    with (
+        socket.create_connection(("127.0.0.1", exporter.port)) as silent,
+        socket.create_connection(("127.0.0.1", exporter.port)) as slow,
+    ):
+        started = time.monotonic()
+        # One byte at a time would keep a per-read timeout waiting forever; the deadline is for the whole request.
+        while time.monotonic() - started < 2.0 and not closed(slow):
+            try:
+                slow.send(b"G")
+            except OSError:
+                break  # reset by the server: closed
+            time.sleep(0.2)
+        waited = time.monotonic() - started
+        assert closed(silent) and closed(slow)
+    assert 0.9 < waited < 2.0, f"closed after {waited:.1f}s, the read timeout is 1s"
+
+
+def test_oversized_requests_are_dropped(exporter: Exporter) -> None:
+    with socket.create_connection(("127.0.0.1", exporter.port)) as sock:
+        with contextlib.suppress(OSError):  # the server may reset it before all is sent
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nX-Pad: " + b"a" * 64 * 1024)
+        wait_until(lambda: closed(sock), what="the oversized request dropped")
+    assert scrape(exporter.port)[0] == 200
+
+
+def test_it_speaks_what_prometheus_and_the_healthcheck_ask(exporter: Exporter) -> None:
+    status, headers, body = scrape(exporter.port, **{"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert b"eventpipe_test_things_total 3.0" in gzip.decompress(body)
+    status, headers, body = scrape(exporter.port, Accept="application/openmetrics-text; version=1.0.0")
+    assert headers["Content-Type"].startswith("application/openmetrics-text") and body.endswith(b"# EOF\n")
+    status, _headers, body = scrape(exporter.port, "/metrics?name[]=eventpipe_test_things_total")
+    assert status == 200 and b"eventpipe_test_things_total" in body
+    assert scrape(exporter.port, "/elsewhere")[0] == 404
+    head = urllib.request.Request(f"http://127.0.0.1:{exporter.port}/metrics", method="HEAD")
+    with urllib.request.urlopen(head, timeout=2) as response:  # noqa: S310 - a fixed http URL
+        assert response.status == 200 and response.read() == b""
+
+
+def test_a_taken_port_fails_at_start(exporter: Exporter, registry: CollectorRegistry) -> None:
+    with pytest.raises(OSError):
+        Exporter(registry, "127.0.0.1", exporter.port).start()

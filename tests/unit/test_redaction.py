@@ -1,0 +1,57 @@
+"""Redaction: the password of every URL or DSN in a text is masked, and nothing else changes."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from eventpipe.redaction import RedactingFormatter, redact
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mqtt://ingest:s3cret@broker:1883", "mqtt://ingest:***@broker:1883"),
+        ("http://api:s3cret@clickhouse:8123/eventpipe", "http://api:***@clickhouse:8123/eventpipe"),
+        ("mqtts://:s3cret@broker", "mqtts://:***@broker"),
+        # Unescaped "@" in a password: urlsplit reads to the last one, and so does redaction.
+        ("mqtt://ingest:p@ss@broker:1883", "mqtt://ingest:***@broker:1883"),
+        (
+            "http://clickhouse:8123/eventpipe?user=api&password=s3cret",
+            "http://clickhouse:8123/eventpipe?user=api&password=***",
+        ),
+        (
+            "could not reach 'mqtt://a:one@h:1' nor http://b:two@h:2/db, giving up",
+            "could not reach 'mqtt://a:***@h:1' nor http://b:***@h:2/db, giving up",
+        ),
+    ],
+)
+def test_passwords_are_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mqtt://ingest@broker:1883",
+        "http://127.0.0.1:8123/eventpipe",
+        "chdb:///var/lib/eventpipe/clickhouse?database=eventpipe",
+        "user@example.com at 12:30",
+    ],
+)
+def test_text_without_passwords_is_unchanged(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_log_records_are_redacted_with_their_arguments_and_tracebacks() -> None:
+    formatter = RedactingFormatter("%(message)s")
+    try:
+        raise ValueError("cannot open http://migrate:s3cret@clickhouse:8123")
+    except ValueError as exc:
+        record = logging.LogRecord(
+            "t", logging.ERROR, __file__, 1, "from %s", ("mqtt://w:s3cret@b",), (type(exc), exc, exc.__traceback__)
+        )
+    text = formatter.format(record)
+    assert "s3cret" not in text
+    assert "from mqtt://w:***@b" in text and "http://migrate:***@clickhouse:8123" in text
