@@ -8,6 +8,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import ConfigError
+from eventpipe.redaction import redact
 from eventpipe.store.failure import classified
 
 SCHEMES = ("http", "https", "chdb")
@@ -35,11 +36,3 @@ def ping(client: Client) -> bool:
     except Exception:  # noqa: BLE001 - the caller reports "not ready"; nothing is lost here
         return False
 
-
-def redact(dsn: str) -> str:
-    """The DSN with any password replaced, for logs and error messages."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
