@@ -35,4 +35,3 @@ def ping(client: Client) -> bool:
         return bool(client.command("SELECT 1") == 1)
     except Exception:  # noqa: BLE001 - the caller reports "not ready"; nothing is lost here
         return False
-
