@@ -7,23 +7,13 @@ import random
 import time
 
 import clickhouse_connect
-import pytest
 
 from eventpipe.events import Event, Limits, parse
-from eventpipe.store.client import connect
-from eventpipe.store.migration import migrate
 from eventpipe.store.query import EventFilter, Position
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
 
 DAY_MS = 86_400_000
-
-
-@pytest.fixture
-def client(clickhouse_dsn: str) -> clickhouse_connect.driver.Client:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    return client
 
 
 def event(event_id: str, at_ms: int, kind: str, now_ms: int) -> Event:

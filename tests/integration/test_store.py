@@ -27,13 +27,6 @@ def sample(count: int, prefix: str = "e") -> list[Event]:
     return rows
 
 
-@pytest.fixture
-def client(clickhouse_dsn: str) -> clickhouse_connect.driver.Client:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    return client
-
-
 def test_migrations_are_applied_once_and_in_order(clickhouse_dsn: str) -> None:
     client = connect(clickhouse_dsn)
     assert migrate(client) == [m.version for m in MIGRATIONS]

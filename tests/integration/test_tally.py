@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 
 import clickhouse_connect
-import pytest
 
 from eventpipe.events import Event, Limits, parse
-from eventpipe.store.client import connect
-from eventpipe.store.migration import migrate
 from eventpipe.store.query import EventFilter, count_query, event_types_query, timeseries_query
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
@@ -23,13 +20,6 @@ def event(event_id: str, at_ms: int, kind: str = "click") -> Event:
     row = parse(f"events/{kind}", json.dumps(body).encode(), NOW_MS, Limits())
     assert isinstance(row, Event)
     return row
-
-
-@pytest.fixture
-def client(clickhouse_dsn: str) -> clickhouse_connect.driver.Client:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    return client
 
 
 def assert_as_final(reader: Reader, expected_total: int) -> None:

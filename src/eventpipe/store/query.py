@@ -91,11 +91,8 @@ def events_query(
 ) -> Query:
     """The first `limit` events after `after`, up to and including `through`."""
     conditions, parameters = _event_conditions(where)
-    _after(conditions, parameters, after, "timestamp", "event_id")
-    _through(conditions, parameters, through, "timestamp", "event_id")
-    parameters["limit"] = limit
-    tail = EVENT_ORDER + " LIMIT {limit:UInt32}"
-    return Query(_statement(EVENT_FIELDS, _events_table(where), conditions, tail), parameters)
+    key = ("timestamp", "event_id", EVENT_ORDER)
+    return _page(EVENT_FIELDS, _events_table(where), key, conditions, parameters, limit, after, through)
 
 
 def _events_table(where: EventFilter) -> str:
@@ -169,11 +166,26 @@ def dead_letters_query(
 ) -> Query:
     """The first `limit` dead letters after `after`, up to and including `through`."""
     conditions, parameters = _dead_letter_conditions(reason)
-    _after(conditions, parameters, after, "received_at", "dead_letter_id")
-    _through(conditions, parameters, through, "received_at", "dead_letter_id")
+    key = ("received_at", "dead_letter_id", DEAD_LETTER_ORDER)
+    return _page(DEAD_LETTER_FIELDS, "dead_letters", key, conditions, parameters, limit, after, through)
+
+
+def _page(
+    fields: str,
+    table: str,
+    key: tuple[str, str, str],
+    conditions: list[str],
+    parameters: dict[str, object],
+    limit: int,
+    after: Position | None,
+    through: Position | None,
+) -> Query:
+    """A page of `table` in the order `key` names (time column, id column, ORDER BY), between two positions."""
+    time_column, id_column, order = key
+    _after(conditions, parameters, after, time_column, id_column)
+    _through(conditions, parameters, through, time_column, id_column)
     parameters["limit"] = limit
-    tail = DEAD_LETTER_ORDER + " LIMIT {limit:UInt32}"
-    return Query(_statement(DEAD_LETTER_FIELDS, "dead_letters", conditions, tail), parameters)
+    return Query(_statement(fields, table, conditions, order + " LIMIT {limit:UInt32}"), parameters)
 
 
 def _dead_letter_conditions(reason: str | None) -> tuple[list[str], dict[str, object]]:
