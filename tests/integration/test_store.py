@@ -11,6 +11,7 @@ from eventpipe.errors import HaltStorageError
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store.client import connect
 from eventpipe.store.migration import LEDGER, MIGRATIONS, migrate
+from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import EVENT_COLUMNS, Writer
 
@@ -74,7 +75,7 @@ def test_migration_3_keeps_every_row_and_the_first_copy_wins_even_after_a_crash(
         writer_of_old = sample(1, prefix="late")[0]
         client.insert("events_rebuild", [list(writer_of_old)], column_names=list(EVENT_COLUMNS))
 
-    assert migrate(client) == [3, 4, 5, 6, 7]
+    assert migrate(client) == [3, 4, 5, 6, 7, 8]
     reader = Reader(client)
     assert reader.count_events() == 501 + int(crash == "after the swap")
     assert reader.count_dead_letters() == 1
@@ -191,3 +192,17 @@ def test_migration_7_run_again_after_a_crash_still_finds_every_event_by_id_once(
     assert [reader.event(row.event_id) for row in rows] == rows
     assert reader.count_events() == 50
     assert client.command("SELECT count() FROM event_ids FINAL") == 50
+
+
+def test_an_undated_event_is_recorded_before_it_is_stored_so_a_copy_after_a_crash_finds_its_time(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    writer, reader = Writer(client), Reader(client)
+    first = redelivered(RECEIVED_MS)
+    # Killed between the two inserts: the first copy's time recorded, the event not stored.
+    writer._record_undated([first])
+    assert reader.count_events() == 0
+    writer.insert_events([redelivered(RECEIVED_MS + 5_000)])  # the broker's redelivery, received later
+    writer.insert_events([redelivered(RECEIVED_MS + 9_000)])  # and once more
+    assert reader.count_events() == 1
+    assert [e.timestamp_ms for e in reader.events(EventFilter(), 10)] == [RECEIVED_MS]

@@ -64,7 +64,7 @@ def test_the_ingest_user_may_only_insert_into_the_tables_the_worker_writes() -> 
     # The views feeding events_by_user and undated_events write with their definer's rights; the
     # worker itself only reads the first-copy times of undated events.
     expected = ["GRANT INSERT ON eventpipe.events", "GRANT INSERT ON eventpipe.dead_letters"]
-    expected.append("GRANT SELECT ON eventpipe.undated_events")
+    expected += ["GRANT SELECT ON eventpipe.undated_events", "GRANT INSERT ON eventpipe.undated_events"]
     assert sorted(grants("eventpipe_ingest")) == sorted(expected)
     assert {"events", "dead_letters", "undated_events", "event_ids", "events_by_user"} <= set(RETAINED)
 

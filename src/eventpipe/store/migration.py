@@ -317,6 +317,11 @@ MIGRATIONS += (
     ),
 )
 
+# undated_events is written by the writer itself, before the events of a
+# batch (Writer._record_undated): its view wrote after the events part was
+# committed, and a worker killed in between lost the first copy's time.
+MIGRATIONS += (Migration(8, "record undated events before storing them", ("DROP VIEW IF EXISTS undated_events_feed",)),)
+
 RETAINED = {
     "events": "timestamp",
     "events_by_user": "timestamp",
