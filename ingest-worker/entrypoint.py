@@ -124,7 +124,9 @@ def main(argv: list[str]) -> int:
         try:
             create_database(os.environ.get("EVENTPIPE_CLICKHOUSE_DSN", ""))
         except Exception as exc:  # noqa: BLE001 - whatever stops it, the migration cannot go on: say so plainly
-            print(f"entrypoint: could not create the ClickHouse database: {exc}", file=sys.stderr)
+            from eventpipe.redaction import redact  # an error may quote the DSN, password included
+
+            print(f"entrypoint: could not create the ClickHouse database: {redact(str(exc))}", file=sys.stderr)
             return 2
     os.execvp("eventpipe", ["eventpipe", *args])  # noqa: S606 - exec, so that eventpipe is PID 1 and gets SIGTERM
     return 0  # not reached: exec replaces this process
