@@ -109,7 +109,9 @@ ORDER BY dead_letter_id
 # month's partition, which a server before 26.3 prunes before FINAL. The
 # version is the receive time reversed, and ReplacingMergeTree keeps the
 # highest version, so the earliest copy wins whatever order merges run in.
-FIRST_COPY_WINS = "first_copy UInt64 MATERIALIZED 18446744073709551615 - toUInt64(toUnixTimestamp64Milli(received_at))"
+# first_copy ranks the earliest receipt highest; the writer computes the same for undated_events.
+FIRST_COPY_BASE = 2**64 - 1
+FIRST_COPY_WINS = f"first_copy UInt64 MATERIALIZED {FIRST_COPY_BASE} - toUInt64(toUnixTimestamp64Milli(received_at))"
 
 MIGRATIONS += (
     Migration(

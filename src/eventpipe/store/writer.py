@@ -11,6 +11,7 @@ from eventpipe.errors import RejectedDataError, UnknownStorageError
 from eventpipe.events import Event, Rejection
 from eventpipe.store.client import ping
 from eventpipe.store.failure import classified
+from eventpipe.store.migration import FIRST_COPY_BASE
 
 # Rows an unrecognised error may dead-letter in one write; beyond it, it is not poison.
 MAX_POISON_ROWS = 8
@@ -23,8 +24,6 @@ DEAD_LETTER_COLUMNS = ("dead_letter_id", "received_at", "topic", "reason", "deta
 # means "retry later", and the batch would never go through.
 INSERT_SETTINGS = {"async_insert": 0, "throw_on_max_partitions_per_insert_block": 0}
 UNDATED_COLUMNS = ("event_type", "event_id", "timestamp", "first_copy")
-# first_copy as the tables compute it (migration 3): the earliest receipt ranks highest.
-FIRST_COPY_BASE = 18_446_744_073_709_551_615
 # The first copy's time of events stored without their own timestamp, by id.
 UNDATED_LOOKUP = (
     "SELECT event_type, event_id, toUnixTimestamp64Milli(argMax(timestamp, first_copy)) FROM undated_events"
