@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     # Timestamps further ahead of the receive time than this are rejected:
     # clock skew is tolerated, year 3000 is not (it would create partitions).
     max_future_skew_s: int = Field(default=24 * 3600, ge=0)
+    # ... and timestamps further behind it than this many days: a producer
+    # spreading events over decades would otherwise add a partition (and a
+    # part per batch) per month it touches, slowing every insert and read.
+    # 0: no bound, for a backfill of old events.
+    max_past_days: int = Field(default=90, ge=0)
     # Objects whose fields are looked into when the top level lacks a contract
     # field, for producers that wrap events, e.g. {"event_data": {...}}.
     envelope_keys: Annotated[list[str], NoDecode] = ["event_data", "data"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -170,3 +171,38 @@ def test_a_dead_network_thread_is_reported_not_hidden(broker: Broker, clickhouse
         assert publish_raw(broker.url, [("events/x", b'{"event_id": "a"}')]) == 1
         wait_until(lambda: run.worker.problem() is not None, what="the problem reported")
         assert "network thread stopped" in str(run.worker.problem())
+
+
+def test_events_spread_over_decades_cannot_spread_the_store_over_decades(broker: Broker, clickhouse_dsn: str) -> None:
+    """The hostile producer of issue 13: 100k valid events with timestamps from 25 years ago to now.
+
+    Before the past bound each batch wrote a part into each of ~300 monthly
+    partitions (1.1 s a batch instead of 0.04 s) and every read slowed for
+    good. Now those older than EVENTPIPE_MAX_PAST_DAYS are dead letters, and
+    the store keeps the partitions the bounded window can reach."""
+    now_ms = int(time.time() * 1000)
+    span_ms = 25 * 365 * 86_400_000
+    count = 100_000
+    stamps = [now_ms - span_ms + span_ms * i // count for i in range(count)]
+    messages = [
+        ("events/click", json.dumps({"event_id": f"d-{i}", "timestamp": stamp, "user_id": f"u{i % 97}"}).encode())
+        for i, stamp in enumerate(stamps)
+    ]
+    settings = settings_for(broker.url, migrated(clickhouse_dsn))
+    recent = sum(1 for stamp in stamps if stamp >= now_ms - settings.max_past_days * 86_400_000 + 60_000)
+    with running_worker(settings) as run:
+        assert sum(publish_raw(broker.url, messages[i : i + 5000]) for i in range(0, count, 5000)) == count
+        wait_until(lambda: run.metric("eventpipe_messages_acked_total") == count, timeout=120, what="every message")
+        stored, dead = run.reader.count_events(), run.reader.count_dead_letters()
+        assert recent <= stored <= recent + 2  # a minute's slack at the window's edge
+        assert stored + dead == count
+        assert run.reader.dead_letter_reasons() == {"invalid_timestamp": dead}
+        assert "EVENTPIPE_MAX_PAST_DAYS" in run.reader.dead_letters(None, 1)[0].detail
+    client = connect(clickhouse_dsn)
+    for table in ("events", "events_by_user", "event_ids"):
+        partitions = client.query(
+            "SELECT uniqExact(partition) FROM system.parts WHERE active AND database = currentDatabase()"
+            " AND table = {table:String}",
+            parameters={"table": table},
+        ).result_rows[0][0]
+        assert partitions <= 5, f"{table} spans {partitions} partitions"  # 90 days touch at most 5 months

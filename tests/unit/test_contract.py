@@ -218,3 +218,26 @@ def test_a_redelivered_rejection_keeps_its_dead_letter_id() -> None:
     assert isinstance(again, Rejection)
     assert first.dead_letter_id == again.dead_letter_id
     assert first.dead_letter_id != rejection("events/y", b"not json").dead_letter_id
+
+
+def test_timestamps_further_back_than_the_past_bound_are_rejected_and_the_reason_names_the_setting() -> None:
+    day_ms = 86_400_000
+    bounded = Limits(max_past_ms=90 * day_ms)
+    assert event("events/x", {"timestamp": RECEIVED_MS - 90 * day_ms}, limits=bounded).timestamp_ms == (
+        RECEIVED_MS - 90 * day_ms
+    )
+    old = parse("events/x", json.dumps({"timestamp": RECEIVED_MS - 90 * day_ms - 1}).encode(), RECEIVED_MS, bounded)
+    assert isinstance(old, Rejection)
+    assert old.reason is Reason.INVALID_TIMESTAMP
+    assert "more than 90 days before its receipt (EVENTPIPE_MAX_PAST_DAYS)" in old.detail
+    # No bound (0): a backfill of events from 2001 goes in.
+    assert event("events/x", {"timestamp": "2001-01-01T00:00:00Z"}).timestamp_ms == 978_307_200_000
+
+
+def test_the_past_bound_comes_from_the_settings_and_zero_lifts_it() -> None:
+    from eventpipe.config import Settings
+    from eventpipe.ingest.worker import limits_from
+
+    base = {"mqtt_url": "mqtt://127.0.0.1:1883", "clickhouse_dsn": "chdb:///tmp/x"}
+    assert limits_from(Settings(**base)).max_past_ms == 90 * 86_400_000  # type: ignore[arg-type]
+    assert limits_from(Settings(**base, max_past_days=0)).max_past_ms == 0  # type: ignore[arg-type]

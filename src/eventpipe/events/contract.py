@@ -48,6 +48,7 @@ class Limits:
     max_payload_bytes: int = 64 * 1024
     max_depth: int = 32
     max_future_skew_ms: int = 24 * 3600 * 1000
+    max_past_ms: int = 0  # 0: no bound
     envelope_keys: tuple[str, ...] = ("event_data", "data")
 
 
@@ -222,6 +223,12 @@ def _timestamp(value: object, received_ms: int, limits: Limits) -> int:
         raise _Invalid(Reason.INVALID_TIMESTAMP, f"timestamp {value!r} is before 2000-01-01")
     if millis > received_ms + limits.max_future_skew_ms:
         raise _Invalid(Reason.INVALID_TIMESTAMP, f"timestamp {value!r} is too far in the future")
+    if limits.max_past_ms and millis < received_ms - limits.max_past_ms:
+        days = limits.max_past_ms / 86_400_000
+        raise _Invalid(
+            Reason.INVALID_TIMESTAMP,
+            f"timestamp {value!r} is more than {days:g} days before its receipt (EVENTPIPE_MAX_PAST_DAYS)",
+        )
     return millis
 
 

@@ -49,6 +49,7 @@ def limits_from(settings: Settings) -> Limits:
         max_payload_bytes=settings.max_payload_bytes,
         max_depth=settings.max_depth,
         max_future_skew_ms=settings.max_future_skew_s * 1000,
+        max_past_ms=settings.max_past_days * 86_400_000,
         envelope_keys=tuple(settings.envelope_keys),
     )
 
