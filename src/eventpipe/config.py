@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from paho.mqtt.client import topic_matches_sub
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -39,6 +40,9 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=0, ge=0)
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    # For an mqtts:// URL: the CA that signed the broker's certificate (PEM).
+    # Empty trusts the system's CAs, as for any public certificate.
+    mqtt_ca_file: Path | None = None
     # The broker `eventpipe up` starts: a name looked up on PATH (and /usr/sbin), or a path.
     mosquitto_binary: str = "mosquitto"
     mqtt_client_id: str = "eventpipe-ingest"
@@ -82,6 +86,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65_535)
     api_keys: Annotated[list[str], NoDecode] = []
+    # HTTPS: the API's certificate (PEM, chain included) and its private key,
+    # both or neither; without them the API speaks plain HTTP.
+    api_tls_cert_file: Path | None = None
+    api_tls_key_file: Path | None = None
     # Signs pagination cursors so clients cannot forge them. Empty: a random
     # key per process, so cursors die with a restart and every API replica
     # behind one address needs the same value (at least 32 characters, checked
@@ -102,6 +110,23 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("mqtt_ca_file", "api_tls_cert_file", "api_tls_key_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # compose passes an unset ${VAR:-} as "", which would otherwise be the path ".".
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_settings_agree(self) -> Settings:
+        if (self.api_tls_cert_file is None) != (self.api_tls_key_file is None):
+            raise ValueError(
+                "EVENTPIPE_API_TLS_CERT_FILE and EVENTPIPE_API_TLS_KEY_FILE go together: set both for HTTPS, or neither"
+            )
+        if self.mqtt_ca_file is not None and urlsplit(self.mqtt_url).scheme not in ("mqtts", "ssl"):
+            # A CA for a plain connection would be ignored: the operator believes in a TLS that is not there.
+            raise ValueError("EVENTPIPE_MQTT_CA_FILE is set, so EVENTPIPE_MQTT_URL must be mqtts://, not plain mqtt://")
+        return self
 
     @model_validator(mode="after")
     def _window_holds_a_batch(self) -> Settings:

@@ -7,6 +7,7 @@ import getpass
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import uuid
@@ -20,6 +21,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from eventpipe.broker.mosquitto import find_binary, render_config
+from eventpipe.certificate import local_authority
 from eventpipe.config import Settings
 from tests.support import compose
 from tests.support.wait import free_port, wait_until
@@ -144,6 +146,9 @@ def test_the_broker_refuses_to_start_when_a_user_has_no_password(tmp_path: Path)
 class Broker:
     def __init__(self, directory: Path, passwords: dict[str, str]) -> None:
         self.port = free_port()
+        # The TLS listener, with a certificate from a local CA as scripts/init-secrets.sh makes one.
+        self.tls_port = free_port()
+        self.tls = local_authority(directory / "certs")
         passwd = directory / "passwd"
         for user, password in passwords.items():
             subprocess.run(
@@ -153,8 +158,10 @@ class Broker:
             )
         shutil.copy(MOSQUITTO / "acl", directory / "acl")
         text = (MOSQUITTO / "mosquitto.conf").read_text()
-        text = re.sub(r"(?m)^listener .*$", f"listener {self.port} 127.0.0.1", text)
+        text = re.sub(r"(?m)^listener 1883 .*$", f"listener {self.port} 127.0.0.1", text)
+        text = re.sub(r"(?m)^listener 8883 .*$", f"listener {self.tls_port} 127.0.0.1", text)
         text = text.replace("/mosquitto/run/", f"{directory}/").replace("/mosquitto/data/", f"{directory}/")
+        text = text.replace("/mosquitto/certs/", f"{directory / 'certs'}/")
         text = text.replace("log_dest stdout", f"log_dest file {directory}/mosquitto.log")
         (directory / "mosquitto.conf").write_text(f"{text}\nuser {getpass.getuser()}\n")
         self.process = subprocess.Popen(
@@ -164,8 +171,9 @@ class Broker:
         )
         wait_until(lambda: self.connect("", "").rc is not None or self.process.poll() is not None, timeout=10)
 
-    def connect(self, user: str, password: str) -> Session:
-        return Session(self.port, user, password)
+    def connect(self, user: str, password: str, *, tls: bool = False, ca: Path | None = None) -> Session:
+        """On the plain listener, or on the TLS one trusting `ca` (None: the system's CAs)."""
+        return Session(self.tls_port if tls else self.port, user, password, tls=tls, ca=ca)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -175,11 +183,13 @@ class Broker:
 class Session:
     """One MQTT v5 client: its CONNACK reason, what it received, the PUBACK reasons of what it sent."""
 
-    def __init__(self, port: int, user: str, password: str) -> None:
+    def __init__(self, port: int, user: str, password: str, *, tls: bool = False, ca: Path | None = None) -> None:
         client_id = f"t-{uuid.uuid4().hex[:8]}"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if user:
             self.client.username_pw_set(user, password)
+        if tls:
+            self.client.tls_set(ca_certs=str(ca) if ca else None)
         self.rc: ReasonCode | None = None
         self.received: list[str] = []
         self.subscribed = threading.Event()
@@ -250,3 +260,32 @@ def test_events_flow_from_producer_to_worker_and_nowhere_else(broker: Broker) ->
     assert snoop.received == []
     for session in (worker, snoop, producer):
         session.close()
+
+
+def test_producers_reach_the_tls_listener_only_over_tls_with_the_ca(broker: Broker) -> None:
+    # 8883 is the listener compose publishes; the same users and ACL hold there.
+    worker = broker.connect("ingest", PASSWORDS["ingest"])
+    worker.subscribe("$share/eventpipe/events/#")
+    producer = broker.connect("producer", PASSWORDS["producer"], tls=True, ca=broker.tls.ca)
+    assert producer.accepted
+    producer.publish("events/over-tls")
+    wait_until(lambda: "events/over-tls" in worker.received, timeout=5, what="the event sent over TLS")
+    assert not broker.connect("producer", PASSWORDS["producer"], tls=True, ca=None).accepted, "no CA, no trust"
+    # The same plain CONNECT gets a CONNACK (refusing the anonymous) on 1883, and no answer at all on 8883.
+    assert plain_answer(broker.port).startswith(b"\x20")
+    assert plain_answer(broker.tls_port) == b"", "plain MQTT on the TLS listener"
+    assert not broker.connect("", "", tls=True, ca=broker.tls.ca).accepted, "anonymous over TLS"
+    assert not broker.connect("producer", "wrong", tls=True, ca=broker.tls.ca).accepted
+    for session in (worker, producer):
+        session.close()
+
+
+def plain_answer(port: int) -> bytes:
+    """What a broker answers a plain MQTT 3.1.1 CONNECT (clean session, empty client id) with."""
+    connect = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(connect)
+        try:
+            return sock.recv(16)
+        except ConnectionResetError:
+            return b""

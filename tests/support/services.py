@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from eventpipe.broker.mosquitto import Mosquitto, find_binary
+from eventpipe.certificate import local_authority
 from tests.support import compose
 from tests.support.wait import free_port, wait_until
 
@@ -158,7 +159,8 @@ class ContainerBroker:
     window is the test's, and the ACL has a user who may both publish and receive (`url`)."""
 
     def __init__(self, directory: Path, receive_maximum: int = RECEIVE_MAXIMUM) -> None:
-        # `directory` is unused: the broker's files live in the container, as in compose.
+        # The broker's files live in the container, as in compose; `directory` only holds the TLS
+        # listener's certificate, which compose's tls service would put in /mosquitto/certs.
         mounts = {target: source for source, target in compose.bind_mounts("mosquitto")}
         config = mounts["/mosquitto/config/mosquitto.conf"].read_text()
         window = f"max_inflight_messages {receive_maximum}"
@@ -175,6 +177,10 @@ class ContainerBroker:
         ).with_bind_ports(1883, self.port)
         test_password = f"MQTT_{TEST_MQTT_USER.upper().replace('-', '_')}_PASSWORD"
         self.container.with_env(test_password, self.env[test_password])
+        tls = local_authority(directory / "tls")
+        for source in (tls.cert, tls.key):
+            # Readable by the user Mosquitto drops to: a throwaway key, for the tests only.
+            self.container.with_copy_into_container(source.read_bytes(), f"/mosquitto/certs/{source.name}", 0o644)
 
     def url_for(self, user: str) -> str:
         """mqtt://user:password@host:port for a user of the ACL (producer, ingest, exporter, eventpipe-test)."""

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from eventpipe import child
+from eventpipe.certificate import TlsFiles
 from eventpipe.child import ChildProcess, port_free
 from eventpipe.errors import BrokerError
 
@@ -22,7 +23,7 @@ CONFIG = """\
 
 # Listener: loopback only, so anonymous access reaches no one but this machine.
 listener {port} {host}
-allow_anonymous true
+{tls_block}allow_anonymous true
 {user_block}
 # Persistence: queued and unacknowledged QoS 1 messages survive a restart.
 persistence true
@@ -54,16 +55,24 @@ def render_config(
     host: str = "127.0.0.1",
     user: str | None = None,
     log_dest: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> str:
     """The broker config. `user` None means whoever runs eventpipe, "" omits it (containers);
-    `log_dest` None means a file beside the config."""
+    `log_dest` None means a file beside the config; `tls` makes the listener take MQTT over TLS only."""
     user = getpass.getuser() if user is None else user
     user_block = (
         f"# When started as root Mosquitto drops to this user; it must own the data dir.\nuser {user}\n" if user else ""
     )
+    tls_block = (
+        f"# TLS only (`eventpipe up --tls`): clients verify this certificate against the local CA.\n"
+        f"certfile {tls.cert}\nkeyfile {tls.key}\n"
+        if tls
+        else ""
+    )
     return CONFIG.format(
         port=port,
         host=host,
+        tls_block=tls_block,
         user_block=user_block,
         persistence_dir=directory / "data",
         receive_maximum=receive_maximum,
@@ -75,8 +84,11 @@ def render_config(
 class Mosquitto:
     """A mosquitto child process on 127.0.0.1:port, with its files under `directory`."""
 
-    def __init__(self, port: int, directory: Path, receive_maximum: int, binary: str = "mosquitto") -> None:
+    def __init__(
+        self, port: int, directory: Path, receive_maximum: int, binary: str = "mosquitto", tls: TlsFiles | None = None
+    ) -> None:
         self.port = port
+        self._tls = tls
         self.directory = directory.resolve()
         self._receive_maximum = receive_maximum
         self._binary = binary
@@ -84,7 +96,7 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self._tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     @property
     def log_file(self) -> Path:
@@ -105,7 +117,7 @@ class Mosquitto:
             )
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         config = self.directory / "mosquitto.conf"
-        config.write_text(render_config(self.port, self.directory, self._receive_maximum))
+        config.write_text(render_config(self.port, self.directory, self._receive_maximum, tls=self._tls))
         problem = self._child.start([path, "-c", str(config)], timeout, inherit_fds)
         if problem:
             raise BrokerError(problem)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.config import Settings
@@ -68,7 +69,7 @@ def run_api(_args: argparse.Namespace) -> int:
         settings.api_keys,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
     )
-    server = ApiServer(app, settings.api_host, settings.api_port)
+    server = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
     shutdown = Shutdown()
     shutdown.install()
     server.start()
@@ -89,7 +90,13 @@ def run_migrate(_args: argparse.Namespace) -> int:
 def run_publish(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
     report = publish_demo(
-        args.mqtt_url, args.count, rate=args.rate, qos=args.qos, topic_prefix=args.topic_prefix, seed=args.seed
+        args.mqtt_url,
+        args.count,
+        rate=args.rate,
+        qos=args.qos,
+        topic_prefix=args.topic_prefix,
+        seed=args.seed,
+        ca_file=Path(args.ca_file) if args.ca_file else None,
     )
     print(
         f"published {report.published} events to {redact(args.mqtt_url)} in {report.seconds:.2f}s "

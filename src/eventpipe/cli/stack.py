@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
 from eventpipe.broker.mosquitto import Mosquitto
+from eventpipe.certificate import TlsFiles, local_authority
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.cli.server import ApiServer
 from eventpipe.config import Settings
@@ -58,19 +59,28 @@ def run_up(args: argparse.Namespace) -> int:
     shutdown = Shutdown()
     shutdown.install()
 
+    tls = None
+    if args.tls:
+        # Made or renewed under the lock, so two starts never write them at once.
+        tls = local_authority(settings.data_dir / "tls")
+        settings = settings.model_copy(update={"api_tls_cert_file": tls.cert, "api_tls_key_file": tls.key})
     broker = None
     log_start = 0
     if not args.mqtt_url:
         broker = Mosquitto(
-            args.mqtt_port, settings.data_dir / "mosquitto", settings.mqtt_receive_maximum, settings.mosquitto_binary
+            args.mqtt_port,
+            settings.data_dir / "mosquitto",
+            settings.mqtt_receive_maximum,
+            settings.mosquitto_binary,
+            tls=tls,
         )
         broker.start(inherit_fds=(lock.fileno(),))
         # The log is kept across restarts: only what this run writes counts.
         log_start = broker.log_file.stat().st_size if broker.log_file.exists() else 0
         shutdown.on_force = broker.terminate
-        settings = settings.model_copy(update={"mqtt_url": broker.url})
+        settings = settings.model_copy(update={"mqtt_url": broker.url, "mqtt_ca_file": tls.ca if tls else None})
     try:
-        return _serve(settings, broker, shutdown, generated_key, lock)
+        return _serve(settings, broker, shutdown, generated_key, lock, tls)
     finally:
         if broker is not None:
             _await_goodbye(broker, settings.mqtt_client_id, log_start)
@@ -122,7 +132,12 @@ def _lock(data_dir: Path, wait_s: float = 10.0) -> TextIO:
 
 
 def _serve(
-    settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, generated_key: str | None, lock: TextIO
+    settings: Settings,
+    broker: Mosquitto | None,
+    shutdown: Shutdown,
+    generated_key: str | None,
+    lock: TextIO,
+    tls: TlsFiles | None,
 ) -> int:
     dsn = settings.resolved_clickhouse_dsn
     migrator = connect(dsn)
@@ -141,13 +156,14 @@ def _serve(
         settings.api_keys,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
     )
-    api = ApiServer(app, settings.api_host, settings.api_port)
+    api = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
     prometheus = Prometheus(
         settings.prometheus_port,
         settings.data_dir / "prometheus",
         settings.metrics_port,
         settings.api_port,
         settings.prometheus_rules_dir or default_rules_dir(),
+        tls.ca if tls else None,
     )
     problem: str | None = None
     try:
@@ -171,9 +187,13 @@ def _serve(
         )
         if generated_key:
             print(f"API key (generated, set EVENTPIPE_API_KEYS to choose your own): {generated_key}", flush=True)
+        trust = ""
+        if tls:
+            print(f"TLS: clients trust the local CA {tls.ca.resolve()}", flush=True)
+            trust = f"--cacert '{tls.ca.resolve()}' "
         # The user's own keys are never echoed; a generated one is theirs to copy.
         shown = generated_key or "<one of EVENTPIPE_API_KEYS>"
-        print(f"try: curl -H 'Authorization: Bearer {shown}' '{api.url}/events?limit=5'", flush=True)
+        print(f"try: curl {trust}-H 'Authorization: Bearer {shown}' '{api.url}/events?limit=5'", flush=True)
         progress = Progress(registry)
 
         def check() -> str | None:

@@ -69,12 +69,20 @@ class Consumer:
         if receiver.supported():
             self._receiver = cast(
                 receiver.Receiver,
-                make_client(self._address, settings.mqtt_client_id, manual_ack=True, client_class=receiver.Receiver),
+                make_client(
+                    self._address,
+                    settings.mqtt_client_id,
+                    manual_ack=True,
+                    client_class=receiver.Receiver,
+                    ca_file=settings.mqtt_ca_file,
+                ),
             )
             self._receiver.on_burst = self._on_burst
             self._client: mqtt.Client = self._receiver
         else:
-            self._client = make_client(self._address, settings.mqtt_client_id, manual_ack=True)
+            self._client = make_client(
+                self._address, settings.mqtt_client_id, manual_ack=True, ca_file=settings.mqtt_ca_file
+            )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message

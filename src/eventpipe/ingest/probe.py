@@ -27,7 +27,7 @@ class Prober:
         self._settings = settings
         self._metrics = metrics
         self._address = MqttAddress.parse(settings.mqtt_url)
-        self._client = make_client(self._address, f"{settings.mqtt_client_id}-probe")
+        self._client = make_client(self._address, f"{settings.mqtt_client_id}-probe", ca_file=settings.mqtt_ca_file)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="eventpipe-probe", daemon=True)
