@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Codes every route starts with at 0 (others appear when they first happen).
 PRIMED_CODES = ("200", "400", "401", "404", "422", "500", "503")
@@ -41,18 +41,41 @@ def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
     for code in ("404", "405"):
         requests.labels("unmatched", "GET", code)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    app.add_middleware(Measure, requests=requests, duration=duration)
+
+
+class Measure:
+    """Counts and times every request, to the last byte of its answer.
+
+    Plain ASGI, not @app.middleware("http"): Starlette's BaseHTTPMiddleware
+    runs each request in a task group behind a memory stream, which cost
+    about a third of the API's own CPU per request in a profile of
+    /stats/event-types (about 1 ms here)."""
+
+    def __init__(self, app: ASGIApp, requests: Counter, duration: Histogram) -> None:
+        self.app = app
+        self._requests = requests
+        self._duration = duration
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        code = 500  # if the handler raises, the client gets a 500
+        code = 500  # if the handler raises before answering, the client gets a 500
+
+        async def noting_status(message: Message) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            code = response.status_code
-            return response
+            await self.app(scope, receive, noting_status)
         finally:
-            route = request.scope.get("route")
+            route = scope.get("route")
             # Unmatched paths share one label, so scanners cannot blow up cardinality.
             template = getattr(route, "path", "unmatched")
-            method = request.method if request.method in METHODS else "other"
-            requests.labels(template, method, str(code)).inc()
-            duration.labels(template, method).observe(time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self._requests.labels(template, method, str(code)).inc()
+            self._duration.labels(template, method).observe(time.perf_counter() - started)
