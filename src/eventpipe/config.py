@@ -10,6 +10,8 @@ from paho.mqtt.client import topic_matches_sub
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from eventpipe.broker.session import MIN_SECRET_CHARS, session_id
+
 
 def _check_filter(topic: str) -> None:
     """MQTT filter rules: '#' only as the whole last level, '+' only as a whole level."""
@@ -45,7 +47,13 @@ class Settings(BaseSettings):
     mqtt_ca_file: Path | None = None
     # The broker `eventpipe up` starts: a name looked up on PATH (and /usr/sbin), or a path.
     mosquitto_binary: str = "mosquitto"
+    # The worker's name; its MQTT client id, which names its broker session, is
+    # this name plus an HMAC of it under mqtt_session_secret (see broker/session.py).
     mqtt_client_id: str = "eventpipe-ingest"
+    # Makes that id unguessable, so no other client can take the session over.
+    # The same value at every start, or the broker keeps the old session's
+    # queue. Empty: `eventpipe up` keeps one in data_dir, `eventpipe worker` refuses to start.
+    mqtt_session_secret: SecretStr | None = None
     mqtt_topic: str = "events/#"
     # Non-empty: subscribe as $share/<group>/<topic> so workers split the load.
     mqtt_share_group: str = ""
@@ -128,6 +136,19 @@ class Settings(BaseSettings):
             raise ValueError("EVENTPIPE_MQTT_CA_FILE is set, so EVENTPIPE_MQTT_URL must be mqtts://, not plain mqtt://")
         return self
 
+    @field_validator("mqtt_session_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("mqtt_session_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message names the setting (by the caller) and never the value.
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"shorter than {MIN_SECRET_CHARS} characters: use `openssl rand -hex 32`")
+        return value
+
     @model_validator(mode="after")
     def _window_holds_a_batch(self) -> Settings:
         # With acks only after commit, a batch larger than the window can never
@@ -150,6 +171,13 @@ class Settings(BaseSettings):
     @property
     def resolved_clickhouse_dsn(self) -> str:
         return self.clickhouse_dsn or embedded_dsn(self.data_dir)
+
+    @property
+    def mqtt_session_id(self) -> str:
+        """The worker's MQTT client id: its name alone only when no secret is set (tests, benchmarks)."""
+        if self.mqtt_session_secret is None:
+            return self.mqtt_client_id
+        return session_id(self.mqtt_client_id, self.mqtt_session_secret.get_secret_value())
 
     @property
     def subscription(self) -> str:

@@ -141,6 +141,7 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
         "EVENTPIPE_METRICS_PORT": str(metrics_port),
         "EVENTPIPE_API_PORT": str(api_port),
         "EVENTPIPE_PROBE_INTERVAL_S": "0",
+        "EVENTPIPE_MQTT_SESSION_SECRET": "container-commands-session-secret-0123",
     }
     migrated = run_eventpipe("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr

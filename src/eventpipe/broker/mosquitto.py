@@ -116,6 +116,8 @@ class Mosquitto:
                 f"or --mqtt-url mqtt://127.0.0.1:{self.port} to use the broker that is there"
             )
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        # Its log and persistence name the worker's session id, which must stay unknown to other local users.
+        self.directory.chmod(0o700)
         config = self.directory / "mosquitto.conf"
         config.write_text(render_config(self.port, self.directory, self._receive_maximum, tls=self._tls))
         problem = self._child.start([path, "-c", str(config)], timeout, inherit_fds)

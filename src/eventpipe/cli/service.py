@@ -24,6 +24,12 @@ log = logging.getLogger("eventpipe")
 def run_worker(_args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
+    if settings.mqtt_session_secret is None:
+        raise ConfigError(
+            "EVENTPIPE_MQTT_SESSION_SECRET is not set: without it any client that knows the worker's name "
+            "can take over its broker session; set 32+ random characters (openssl rand -hex 32), the same at "
+            "every start (scripts/init-secrets.sh makes one for compose)"
+        )
     registry = process_registry()
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
     metrics = IngestMetrics(registry)

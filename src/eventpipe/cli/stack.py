@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from eventpipe.api.app import create_app
 from eventpipe.broker.mosquitto import Mosquitto
+from eventpipe.broker.session import kept_secret
 from eventpipe.certificate import TlsFiles, local_authority
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.cli.server import ApiServer
@@ -30,6 +32,8 @@ from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
 
 log = logging.getLogger("eventpipe")
+# Under the data dir, when EVENTPIPE_MQTT_SESSION_SECRET is not set.
+SESSION_KEY_FILE = "mqtt-session-secret"
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -52,6 +56,10 @@ def run_up(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(settings.data_dir)
+    if settings.mqtt_session_secret is None:
+        # Kept beside the broker's persistence: the session and the secret that names it live and go together.
+        secret = kept_secret(settings.data_dir / SESSION_KEY_FILE)
+        settings = settings.model_copy(update={"mqtt_session_secret": SecretStr(secret)})
     generated_key = None
     if not settings.api_keys:
         generated_key = secrets.token_urlsafe(24)
@@ -83,7 +91,7 @@ def run_up(args: argparse.Namespace) -> int:
         return _serve(settings, broker, shutdown, generated_key, lock, tls)
     finally:
         if broker is not None:
-            _await_goodbye(broker, settings.mqtt_client_id, log_start)
+            _await_goodbye(broker, settings.mqtt_session_id, log_start)
             broker.stop()
         lock.close()
 
@@ -107,7 +115,7 @@ def _await_goodbye(broker: Mosquitto, client_id: str, log_start: int, timeout: f
         except OSError:
             return
         time.sleep(0.02)
-    log.debug("the broker did not log %s's disconnect within %.0fs; stopping it anyway", client_id, timeout)
+    log.debug("the broker did not log the worker's disconnect within %.0fs; stopping it anyway", timeout)
 
 
 def _lock(data_dir: Path, wait_s: float = 10.0) -> TextIO:

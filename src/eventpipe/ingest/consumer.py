@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 REFUSALS_NEEDING_AN_OPERATOR = frozenset({0x85, 0x86, 0x87, 0x8A})
 # What MQTT v5 means by an absent Receive Maximum.
 MQTT_MAX_WINDOW = 65_535
+# DISCONNECT reason: another client connected with this client id (Mosquitto sends it from 2.0.15 on).
+SESSION_TAKEN_OVER = 0x8E
 
 
 class Delivery(NamedTuple):
@@ -71,7 +73,7 @@ class Consumer:
                 receiver.Receiver,
                 make_client(
                     self._address,
-                    settings.mqtt_client_id,
+                    settings.mqtt_session_id,
                     manual_ack=True,
                     client_class=receiver.Receiver,
                     ca_file=settings.mqtt_ca_file,
@@ -81,7 +83,7 @@ class Consumer:
             self._client: mqtt.Client = self._receiver
         else:
             self._client = make_client(
-                self._address, settings.mqtt_client_id, manual_ack=True, ca_file=settings.mqtt_ca_file
+                self._address, settings.mqtt_session_id, manual_ack=True, ca_file=settings.mqtt_ca_file
             )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -171,7 +173,12 @@ class Consumer:
             # earlier connections that are not yet in a batch can go.
             self._resumed(generation)
         elif generation > 1:
-            log.warning("the broker lost this worker's session: messages queued for it meanwhile are gone")
+            self._metrics.sessions_lost.inc()
+            log.error(
+                "the broker had no session for this worker on reconnecting: what it queued for it meanwhile is gone "
+                "(a client that took the session with a clean start, a broker restarted without its persistence, "
+                "or an expired session)"
+            )
         try:
             client.subscribe(self._settings.subscription, options=SubscribeOptions(qos=1))
         except ValueError as exc:
@@ -205,7 +212,16 @@ class Consumer:
             self._link_up = False
         self._connected.clear()
         self._metrics.connected.set(0)
-        if reason.is_failure:
+        if getattr(reason, "value", None) == SESSION_TAKEN_OVER:
+            # The id is the secret's, so whoever did this holds EVENTPIPE_MQTT_SESSION_SECRET or runs a twin
+            # of this worker; reconnecting takes the session back, but what they received meanwhile is gone.
+            self._metrics.session_takeovers.inc()
+            log.error(
+                "another client connected to %s with this worker's session id and was given its session "
+                "(MQTT reason 0x8E); reconnecting to take it back",
+                self._address,
+            )
+        elif reason.is_failure:
             log.warning("disconnected from %s: %s; reconnecting", self._address, reason)
 
     def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: Any, _props: Any) -> None:

@@ -96,6 +96,17 @@ class IngestMetrics:
         self.reconnects = Counter(
             "eventpipe_mqtt_reconnects_total", "Connections to the broker after the first.", registry=registry
         )
+        self.session_takeovers = Counter(
+            "eventpipe_mqtt_session_takeovers_total",
+            "Times another client connected with this worker's session id and the broker handed it the session "
+            "(MQTT v5 DISCONNECT 0x8E, sent by Mosquitto 2.0.15 and later).",
+            registry=registry,
+        )
+        self.sessions_lost = Counter(
+            "eventpipe_mqtt_sessions_lost_total",
+            "Reconnects on which the broker had no session for this worker: what it had queued for it is gone.",
+            registry=registry,
+        )
         for reason in Reason:
             self.dead_lettered.labels(reason=str(reason))
         for name in ("retry", "unknown", "halt"):
