@@ -81,8 +81,9 @@ class Settings(BaseSettings):
     # ... and timestamps further behind it than this many days: a producer
     # spreading events over decades would otherwise add a partition (and a
     # part per batch) per month it touches, slowing every insert and read.
-    # 0: no bound, for a backfill of old events.
-    max_past_days: int = Field(default=90, ge=0)
+    # Two years keep a device's late upload or a year-old export; 25 monthly
+    # partitions at most. 0: no bound, for a backfill of older events.
+    max_past_days: int = Field(default=730, ge=0)
     # Objects whose fields are looked into when the top level lacks a contract
     # field, for producers that wrap events, e.g. {"event_data": {...}}.
     envelope_keys: Annotated[list[str], NoDecode] = ["event_data", "data"]

@@ -205,4 +205,4 @@ def test_events_spread_over_decades_cannot_spread_the_store_over_decades(broker:
             " AND table = {table:String}",
             parameters={"table": table},
         ).result_rows[0][0]
-        assert partitions <= 5, f"{table} spans {partitions} partitions"  # 90 days touch at most 5 months
+        assert partitions <= 26, f"{table} spans {partitions} partitions"  # 730 days touch at most 26 months

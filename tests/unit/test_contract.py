@@ -239,5 +239,5 @@ def test_the_past_bound_comes_from_the_settings_and_zero_lifts_it() -> None:
     from eventpipe.ingest.worker import limits_from
 
     base = {"mqtt_url": "mqtt://127.0.0.1:1883", "clickhouse_dsn": "chdb:///tmp/x"}
-    assert limits_from(Settings(**base)).max_past_ms == 90 * 86_400_000  # type: ignore[arg-type]
+    assert limits_from(Settings(**base)).max_past_ms == 730 * 86_400_000  # type: ignore[arg-type]
     assert limits_from(Settings(**base, max_past_days=0)).max_past_ms == 0  # type: ignore[arg-type]
