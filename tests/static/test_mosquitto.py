@@ -20,15 +20,24 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from eventpipe.broker import packet
 from eventpipe.broker.mosquitto import find_binary, render_config
 from eventpipe.certificate import local_authority
 from eventpipe.config import Settings
 from tests.support import compose
+from tests.support.mqtt import connect_packet, stream_publish
 from tests.support.wait import free_port, wait_until
 
 MOSQUITTO = compose.REPO / "mosquitto"
 # Everything that decides whether a QoS 1 message is kept, queued or sent.
-FLOW_KEYS = ("persistence", "autosave_interval", "max_inflight_messages", "max_queued_messages", "max_queued_bytes")
+FLOW_KEYS = (
+    "persistence",
+    "autosave_interval",
+    "max_inflight_messages",
+    "max_queued_messages",
+    "max_queued_bytes",
+    "max_packet_size",
+)
 DUMMY = {name: "x" for name in compose.required_variables()}
 
 
@@ -72,9 +81,23 @@ def test_anonymous_access_is_off_and_every_client_is_authorised() -> None:
 
 
 def test_the_flow_limits_equal_those_of_the_native_broker() -> None:
-    native = directives(render_config(1883, Path("/x"), Settings().mqtt_receive_maximum))
+    defaults = Settings()
+    native = directives(
+        render_config(1883, Path("/x"), defaults.mqtt_receive_maximum, max_payload_bytes=defaults.max_payload_bytes)
+    )
     for key in FLOW_KEYS:
         assert CONFIG[key] == native[key], f"{key}: container {CONFIG[key]} vs native {native[key]}"
+
+
+def test_the_packet_limit_is_the_workers_payload_limit_and_a_little_more() -> None:
+    # Lower than the worker's limit, producers are refused payloads the worker would store; higher, the
+    # broker acknowledges what it must then drop for the worker (the worker asks for no larger packets).
+    worker = compose.environment("ingest-worker", DUMMY)
+    payload = int(worker.get("EVENTPIPE_MAX_PAYLOAD_BYTES", Settings().max_payload_bytes))
+    assert CONFIG["max_packet_size"] == [str(packet.broker_limit(payload))]
+    assert payload < packet.broker_limit(payload) <= payload + 4096
+    native = directives(render_config(1883, Path("/x"), 100, max_payload_bytes=1000))
+    assert native["max_packet_size"] == [str(packet.broker_limit(1000))]
 
 
 def test_the_broker_window_equals_the_workers_receive_maximum() -> None:
@@ -289,3 +312,39 @@ def plain_answer(port: int) -> bytes:
             return sock.recv(16)
         except ConnectionResetError:
             return b""
+
+
+LIMIT = int(CONFIG["max_packet_size"][0])
+
+
+def closes_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass  # a DISCONNECT first, for an MQTT 5 client
+        return True
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_connect_over_the_limit_is_refused_on_its_header_before_any_password(broker: Broker) -> None:
+    # Without the limit, an anonymous socket could make the broker take up to 256 MiB of CONNECT.
+    with socket.create_connection(("127.0.0.1", broker.port)) as sock:
+        sock.sendall(connect_packet("big", None, None, declared=LIMIT)[:5])
+        assert closes_within(sock, 5), "the broker waits for the rest of an oversize CONNECT"
+
+
+def test_a_publish_over_the_limit_is_refused_and_one_under_it_is_delivered(broker: Broker) -> None:
+    worker = broker.connect("ingest", PASSWORDS["ingest"])
+    worker.subscribe("$share/eventpipe/events/#")
+    url = f"mqtt://producer:{PASSWORDS['producer']}@127.0.0.1:{broker.port}"
+    # The limit counts the type byte and the rest after the length: topic, packet id, property length, payload.
+    largest = LIMIT - 1 - (2 + len("events/big")) - 2 - 1
+    over = stream_publish(url, "events/big", largest + 1)
+    assert (over.packet, over.reason) == ("disconnect", 0x95), over  # Packet too large
+    under = stream_publish(url, "events/big", largest)
+    assert (under.packet, under.reason) == ("puback", 0), under
+    wait_until(lambda: worker.received == ["events/big"], timeout=5, what="the message under the limit")
+    worker.close()
