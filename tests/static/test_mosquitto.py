@@ -167,7 +167,7 @@ def test_the_broker_refuses_to_start_when_a_user_has_no_password(tmp_path: Path)
 
 
 class Broker:
-    def __init__(self, directory: Path, passwords: dict[str, str]) -> None:
+    def __init__(self, directory: Path, passwords: dict[str, str], max_connections: int | None = None) -> None:
         self.port = free_port()
         # The TLS listener, with a certificate from a local CA as scripts/init-secrets.sh makes one.
         self.tls_port = free_port()
@@ -186,6 +186,9 @@ class Broker:
         text = text.replace("/mosquitto/run/", f"{directory}/").replace("/mosquitto/data/", f"{directory}/")
         text = text.replace("/mosquitto/certs/", f"{directory / 'certs'}/")
         text = text.replace("log_dest stdout", f"log_dest file {directory}/mosquitto.log")
+        if max_connections is not None:
+            text, replaced = re.subn(r"(?m)^max_connections \d+$", f"max_connections {max_connections}", text)
+            assert replaced == 1, "mosquitto/mosquitto.conf has no max_connections line"
         (directory / "mosquitto.conf").write_text(f"{text}\nuser {getpass.getuser()}\n")
         self.process = subprocess.Popen(
             [str(find_binary()), "-c", str(directory / "mosquitto.conf")],
@@ -348,3 +351,46 @@ def test_a_publish_over_the_limit_is_refused_and_one_under_it_is_delivered(broke
     assert (under.packet, under.reason) == ("puback", 0), under
     wait_until(lambda: worker.received == ["events/big"], timeout=5, what="the message under the limit")
     worker.close()
+
+
+def listener_options() -> dict[str, dict[str, str]]:
+    """port -> the options that follow its `listener` line, up to the next listener or global option."""
+    found: dict[str, dict[str, str]] = {}
+    port = ""
+    for line in (MOSQUITTO / "mosquitto.conf").read_text().splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key == "listener":
+            port = value.split()[0]
+            found[port] = {}
+        elif key in ("certfile", "keyfile", "max_connections") and port:
+            found[port][key] = value
+        elif key and not key.startswith("#"):
+            port = ""
+    return found
+
+
+def test_only_the_producers_listener_caps_its_sockets_and_the_broker_has_files_for_more() -> None:
+    # A cap on 1883 would let anyone who fills it lock the workers out; none on 8883, idle sockets
+    # (which Mosquitto keeps for 90 s, longer if they trickle) could fill the broker's memory.
+    options = listener_options()
+    assert "max_connections" not in options["1883"]
+    cap = int(options["8883"]["max_connections"])
+    assert 0 < cap <= 10_000
+    nofile = compose.service("mosquitto")["ulimits"]["nofile"]
+    assert cap + 1_000 <= min(nofile["soft"], nofile["hard"])
+
+
+def test_idle_sockets_fill_the_producers_listener_not_the_workers(tmp_path: Path) -> None:
+    capped = Broker(tmp_path, PASSWORDS, max_connections=3)
+    idle: list[socket.socket] = []
+    try:
+        idle = [socket.create_connection(("127.0.0.1", capped.tls_port)) for _ in range(3)]
+        with socket.create_connection(("127.0.0.1", capped.tls_port)) as extra:
+            assert closes_within(extra, 5), "a socket past max_connections was kept"
+        worker = capped.connect("ingest", PASSWORDS["ingest"])
+        assert worker.accepted, "the workers' listener refused the worker"
+        worker.close()
+    finally:
+        for sock in idle:
+            sock.close()
+        capped.stop()
