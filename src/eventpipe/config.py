@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(default=5_000, ge=1)
     batch_max_ms: int = Field(default=200, ge=1)
 
-    max_payload_bytes: int = Field(default=64 * 1024, ge=256)
+    # Larger payloads are dead letters; the broker refuses packets over this
+    # plus 4 KiB (broker/packet.py). MQTT carries at most 256 MiB in a packet.
+    max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=256 * 1024 * 1024)
     max_depth: int = Field(default=32, ge=1, le=512)
     # Timestamps further ahead of the receive time than this are rejected:
     # clock skew is tolerated, year 3000 is not (it would create partitions).

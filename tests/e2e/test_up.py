@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.mqtt import stream_publish
 from tests.support.services import ContainerBroker, LocalBroker
 from tests.support.stack import Up, count_rows, run_eventpipe
 from tests.support.wait import wait_until
@@ -220,3 +221,16 @@ def test_idle_sockets_on_the_metrics_port_take_no_threads(tmp_path: Path, stacks
         for sock in idlers:
             sock.close()
     assert up.stop() == 0
+
+
+def test_up_counts_the_packets_its_broker_refuses_for_size(tmp_path: Path, stacks: list[Up]) -> None:
+    # Mosquitto keeps no such count; `up` reads its broker's log, from where this run's part begins.
+    refused = 'eventpipe_broker_oversize_packets_total{action="refused"}'
+    up = start(stacks, tmp_path / "data")
+    answer = stream_publish(up.mqtt_url, "events/huge", 16 * 1024 * 1024)
+    assert (answer.packet, answer.reason) == ("disconnect", 0x95), answer
+    wait_until(lambda: up.metric(refused) == 1, what="the refusal counted")
+    assert up.stop() == 0
+    again = start(stacks, tmp_path / "data")
+    assert again.metric(refused) == 0, "the last run's refusals were counted again"
+    assert again.stop() == 0

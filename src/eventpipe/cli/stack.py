@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from eventpipe.api.app import create_app
+from eventpipe.broker.journal import Journal
 from eventpipe.broker.mosquitto import Mosquitto
 from eventpipe.broker.session import kept_secret
 from eventpipe.certificate import TlsFiles, local_authority
@@ -81,6 +82,7 @@ def run_up(args: argparse.Namespace) -> int:
             settings.mqtt_receive_maximum,
             settings.mosquitto_binary,
             tls=tls,
+            max_payload_bytes=settings.max_payload_bytes,
         )
         broker.start(inherit_fds=(lock.fileno(),))
         # The log is kept across restarts: only what this run writes counts.
@@ -88,7 +90,7 @@ def run_up(args: argparse.Namespace) -> int:
         shutdown.on_force = broker.terminate
         settings = settings.model_copy(update={"mqtt_url": broker.url, "mqtt_ca_file": tls.ca if tls else None})
     try:
-        return _serve(settings, broker, shutdown, generated_key, lock, tls)
+        return _serve(settings, broker, shutdown, generated_key, lock, tls, log_start)
     finally:
         if broker is not None:
             _await_goodbye(broker, settings.mqtt_session_id, log_start)
@@ -146,6 +148,7 @@ def _serve(
     generated_key: str | None,
     lock: TextIO,
     tls: TlsFiles | None,
+    log_start: int,
 ) -> int:
     dsn = settings.resolved_clickhouse_dsn
     migrator = connect(dsn)
@@ -156,6 +159,8 @@ def _serve(
     registry = process_registry()  # one process: its CPU and memory are reported once, here
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
     metrics = IngestMetrics(registry)
+    if broker is not None:
+        registry.register(Journal(broker.log_file, log_start))
     worker = Worker(settings, Writer(connect(dsn)), metrics)
     prober = Prober(settings, metrics)
     app = create_app(
