@@ -324,12 +324,53 @@ MIGRATIONS += (
 # committed, and a worker killed in between lost the first copy's time.
 MIGRATIONS += (Migration(8, "record undated events before storing them", ("DROP VIEW IF EXISTS undated_events_feed",)),)
 
+# What became of each dead letter a replay tried (POST /admin/dead-letters/replay):
+# appended, never updated, so a replay costs an insert and no mutation, and a
+# letter's payload is not copied into a new row version. A letter is replayed
+# when a row says so, failed when only others exist, pending without any. Keyed
+# by (letter, status), the newest attempt of each kept. `contract` names the
+# parser and limits an attempt ran under: a failed letter is tried again only
+# under others (ingest.replay).
+DEAD_LETTER_OUTCOMES = """
+CREATE TABLE IF NOT EXISTS dead_letter_outcomes
+(
+    dead_letter_id String,
+    attempted_at DateTime64(3, 'UTC'),
+    status LowCardinality(String),
+    contract String,
+    reason LowCardinality(String),
+    detail String
+)
+ENGINE = ReplacingMergeTree(attempted_at)
+ORDER BY (dead_letter_id, status)
+"""
+
+# One row per erasure (POST /admin/erase), for the audit: no user id, only its
+# keyed hash (store.erasure). Append only: no TTL, no admin grant to delete.
+ERASURES = """
+CREATE TABLE IF NOT EXISTS erasures
+(
+    erasure_id String,
+    erased_at DateTime64(3, 'UTC'),
+    key_name String,
+    user_hash String,
+    events UInt64,
+    dead_letters UInt64
+)
+ENGINE = MergeTree
+ORDER BY (erased_at, erasure_id)
+"""
+
+# Numbered 10: 9 is the arrival feed's.
+MIGRATIONS += (Migration(10, "record replay outcomes and erasures", (DEAD_LETTER_OUTCOMES, ERASURES)),)
+
 RETAINED = {
     "events": "timestamp",
     "events_by_user": "timestamp",
     "undated_events": "timestamp",
     "event_ids": "timestamp",
     "dead_letters": "received_at",
+    "dead_letter_outcomes": "attempted_at",
 }
 
 
