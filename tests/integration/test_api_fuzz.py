@@ -21,15 +21,29 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 
 from eventpipe.api.app import create_app
 from eventpipe.api.cursor import Cursors
+from eventpipe.api.maintenance import admin
+from eventpipe.config import Settings
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
-from tests.support.api import AUTH, KEY, event, readonly_reader, rejection
+from tests.support.api import AUTH, ERASURE_SECRET, KEY, event, readonly_reader, rejection
 
 MARCH_MS = 1_772_323_200_000
 
 
-OPERATIONS = ("/events", "/events/{event_id}", "/stats/event-types", "/stats/timeseries", "/dead-letters", "/readyz")
+OPERATIONS = (
+    ("/events", "GET"),
+    ("/events/{event_id}", "GET"),
+    ("/stats/event-types", "GET"),
+    ("/stats/timeseries", "GET"),
+    ("/dead-letters", "GET"),
+    ("/readyz", "GET"),
+    ("/admin/dead-letters/replay", "POST"),
+    ("/admin/erase", "POST"),
+    ("/admin/erasures", "GET"),
+)
+# An erasure waits for several deletes: fewer of them keep the run short.
+EXAMPLES = {"/admin/erase": 25}
 
 
 def fuzz_schema(clickhouse_dsn: str) -> BaseSchema:
@@ -44,26 +58,32 @@ def fuzz_schema(clickhouse_dsn: str) -> BaseSchema:
         ]
     )
     writer.insert_dead_letters([rejection("events/bad", b"\xff" + bytes([i]), MARCH_MS + i) for i in range(5)])
-    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), [KEY])
+    # The one key is an admin key, so that requests reach the admin routes' handlers.
+    operations = admin(Settings(clickhouse_dsn=clickhouse_dsn, erasure_secret=ERASURE_SECRET))
+    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), [KEY], "", operations, {KEY: "fuzz"})
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
 # Hypothesis inside the test, not schemathesis' pytest plugin, whose lazy
 # fixture loading does not work with pytest 9.
 @pytest.mark.parametrize(
-    ("path", "mode"),
+    ("path", "method", "mode"),
     [
-        (path, mode)
-        for path in OPERATIONS
+        (path, method, mode)
+        for path, method in OPERATIONS
         for mode in GenerationMode
         if not (path == "/readyz" and mode is GenerationMode.NEGATIVE)  # it takes nothing to get wrong
     ],
 )
-def test_no_generated_request_gets_a_server_error(clickhouse_dsn: str, path: str, mode: GenerationMode) -> None:
-    operation = fuzz_schema(clickhouse_dsn)[path]["GET"]
+def test_no_generated_request_gets_a_server_error(
+    clickhouse_dsn: str, path: str, method: str, mode: GenerationMode
+) -> None:
+    operation = fuzz_schema(clickhouse_dsn)[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(
+        max_examples=EXAMPLES.get(path, 80), deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
     def check(case: Case) -> None:
         # Status, content type and body are validated against the document; any 5xx fails.
         # Two checks are off. A schema-valid value may still be refused with a

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fastapi import FastAPI
 from fastapi.responses import Response
@@ -10,8 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe import __version__
-from eventpipe.api import error
+from eventpipe.api import error, maintenance
+from eventpipe.api.admin import AdminKeys
 from eventpipe.api.auth import KeyCheck
+from eventpipe.api.backlog import Backlog
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.metrics import instrument
 from eventpipe.api.route import router
@@ -24,13 +26,22 @@ Data endpoints need `Authorization: Bearer <key>`, a key from `EVENTPIPE_API_KEY
 Lists are newest first and paginated with an opaque `next_cursor`; lists and counts
 show each event once, also while ClickHouse still holds redelivered copies.
 Every error answers `{"error": code, "detail": message}`.
+
+The `/admin/` endpoints (dead-letter replay, erasure by user and its audit) need an admin key;
+any other key gets 403 `forbidden`.
 """
 
 
 def create_app(
-    reader: Reader, registry: CollectorRegistry, api_keys: Sequence[str], cursor_secret: str = ""
+    reader: Reader,
+    registry: CollectorRegistry,
+    api_keys: Sequence[str],
+    cursor_secret: str = "",
+    admin: maintenance.Admin | None = None,
+    admin_keys: Mapping[str, str] | None = None,
 ) -> FastAPI:
-    """The API; `cursor_secret` signs its cursors (empty: a key of this process only)."""
+    """The API; `cursor_secret` signs its cursors (empty: a key of this process only); with `admin`,
+    the /admin/ routes too, for the keys in `admin_keys` (key -> the name the log gives it)."""
     app = FastAPI(title="eventpipe", version=__version__, description=DESCRIPTION)
     error.install(app)
 
@@ -48,7 +59,12 @@ def create_app(
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(router(reader, KeyCheck(api_keys), Cursors(cursor_secret)))
+    keys, cursors = KeyCheck(api_keys), Cursors(cursor_secret)
+    app.include_router(router(reader, keys, cursors))
+    if admin is not None:
+        app.state.admin_keys = AdminKeys(admin_keys or {})
+        app.include_router(maintenance.router(admin, keys, cursors))
+    registry.register(Backlog(reader.dead_letter_statuses))
     app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD
     instrument(app, registry)  # last: it primes a series for every route defined above
     return app

@@ -60,6 +60,7 @@ def run_worker(_args: argparse.Namespace) -> int:
 
 def run_api(_args: argparse.Namespace) -> int:
     from eventpipe.api.app import create_app
+    from eventpipe.api.maintenance import admin
     from eventpipe.cli.server import ApiServer
     from eventpipe.store.reader import Reader
 
@@ -74,6 +75,7 @@ def run_api(_args: argparse.Namespace) -> int:
         process_registry(),
         settings.api_keys,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
+        admin(settings),
     )
     server = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
     shutdown = Shutdown()

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from eventpipe.api.app import create_app
+from eventpipe.api.maintenance import admin
 from eventpipe.broker.journal import Journal
 from eventpipe.broker.mosquitto import Mosquitto
 from eventpipe.broker.session import kept_secret
@@ -35,6 +36,8 @@ from eventpipe.store.writer import Writer
 log = logging.getLogger("eventpipe")
 # Under the data dir, when EVENTPIPE_MQTT_SESSION_SECRET is not set.
 SESSION_KEY_FILE = "mqtt-session-secret"
+# Under the data dir, when EVENTPIPE_ERASURE_SECRET is not set: the audit's hashes need the same key at every start.
+ERASURE_KEY_FILE = "erasure-secret"
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -61,6 +64,9 @@ def run_up(args: argparse.Namespace) -> int:
         # Kept beside the broker's persistence: the session and the secret that names it live and go together.
         secret = kept_secret(settings.data_dir / SESSION_KEY_FILE)
         settings = settings.model_copy(update={"mqtt_session_secret": SecretStr(secret)})
+    if settings.erasure_secret is None:
+        secret = kept_secret(settings.data_dir / ERASURE_KEY_FILE)
+        settings = settings.model_copy(update={"erasure_secret": SecretStr(secret)})
     generated_key = None
     if not settings.api_keys:
         generated_key = secrets.token_urlsafe(24)
@@ -168,6 +174,9 @@ def _serve(
         CollectorRegistry(),
         settings.api_keys,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
+        admin(settings),
+        # The key generated for the operator is the admin key; the user's own keys are not.
+        {generated_key: "operator"} if generated_key else {},
     )
     api = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
     prometheus = Prometheus(
