@@ -161,7 +161,24 @@ def test_the_window_is_the_last_day_unless_given(seeded: tuple[TestClient, list[
 def test_keys_of_every_json_kind_long_keys_cut_and_ties_sorted_by_key(clickhouse_dsn: str) -> None:
     now_ms = time.time_ns() // 1_000_000
     long_a, long_b = "é" * 200 + "a", "é" * 200 + "b"  # differ after 200 characters: one key
-    values: list[Any] = [42.5, 100.0, 100, 7, "7", True, None, {"b": 1}, [1, "x"], long_a, long_b, "zz", "a", "b"]
+    values: list[Any] = [
+        42.5,
+        100.0,
+        100,
+        7,
+        "7",
+        True,
+        None,
+        {"b": 1},
+        [1, "x"],
+        long_a,
+        long_b,
+        "zz",
+        "a",
+        "b",
+        'say "hi"',
+        "a\\b",
+    ]
     client = connect(clickhouse_dsn)
     migrate(client)
     rows = [
@@ -179,7 +196,9 @@ def test_keys_of_every_json_kind_long_keys_cut_and_ties_sorted_by_key(clickhouse
         {"key": "42.5", "value": 1},
         {"key": '[1,"x"]', "value": 1},
         {"key": "a", "value": 1},
+        {"key": "a\\b", "value": 1},
         {"key": "b", "value": 1},
+        {"key": 'say "hi"', "value": 1},
         {"key": "true", "value": 1},
         {"key": "zz", "value": 1},
         {"key": '{"b":1}', "value": 1},

@@ -21,11 +21,12 @@ PUBLISHED: dict[str, dict[str, Any]] = {
     "text100": {"user_id": "u2", "amount": "100", "country": "DE", "ok": False},
     "float": {"amount": 42.5, "country": "FR", "ok": "true", "zip": "01234"},
     "exp": {"user_id": "u1", "amount": 1e2, "country": None, "ok": None},
-    "neg": {"user_id": "u3", "amount": -7, "cart": {"items": 1}, "tags": ["FR"]},
+    "neg": {"user_id": "u3", "amount": -7, "cart": {"items": 1}, "tags": ["FR"], "z": 0},
     "big": {"user_id": "u3", "amount": 9007199254740993, "country": {"code": "FR"}},
     "huge": {"user_id": "u4", "amount": 18446744073709551615, "country": "fr"},
-    "none": {"note": "no amount, no country"},
+    "none": {"note": "no amount, no country", "z": -0.0, "long": 123456789012345678901234567890},
     "odd": {"user_id": "null", "amount": 0.1, "country": "' OR 1=1 --", "ok": "null", "q": "{limit:UInt32}"},
+    "esc": {"note": 'say "hi" \\o/', "city": "Zürich", "tab": "a\tb", "slash": "a/b", "emoji": "💩"},
 }
 EVERY = sorted(PUBLISHED)
 
@@ -62,6 +63,11 @@ EXPECTED = [
     ("properties.amount=9007199254740993", ["big"]),  # exact, not 2^53 as a double would have it
     ("properties.amount=9007199254740992", []),
     ("properties.amount=18446744073709551615", ["huge"]),
+    ("properties.z=0", ["neg", "none"]),  # -0.0 equals 0
+    ("properties.z=-0.0", ["neg", "none"]),
+    ("properties.z=1e-400", ["neg", "none"]),  # a double too small to be anything but 0
+    ("properties.z!=0", [n for n in EVERY if n not in ("neg", "none")]),
+    ("properties.long=123456789012345678901234567890", ["none"]),
     # = on strings: exactly, case and leading zeros kept; JSON null and objects equal no string.
     ("properties.country=FR", ["float", "int"]),
     ("properties.country=fr", ["huge"]),
@@ -71,15 +77,23 @@ EXPECTED = [
     ("properties.q={limit:UInt32}", ["odd"]),
     ('properties.country={"code":"FR"}', []),
     ("properties.tags=FR", []),
+    # Strings that JSON escapes, or may: each compares as its decoded text.
+    ('properties.note=say "hi" \\o/', ["esc"]),
+    ('properties.note=say "hi" \\\\o/', []),  # the escaped spelling is not the string
+    ("properties.city=Zürich", ["esc"]),
+    ("properties.tab=a\tb", ["esc"]),
+    ("properties.tab=a\\tb", []),
+    ("properties.slash=a/b", ["esc"]),
+    ("properties.emoji=💩", ["esc"]),
     # Booleans and null: the JSON value, or the string that spells it.
     ("properties.ok=true", ["float", "int"]),
     ("properties.ok=false", ["text100"]),
     ("properties.ok=null", ["exp", "odd"]),
     ("properties.country=null", ["exp"]),
     # != is exactly not =: a missing property is != anything.
-    ("properties.amount!=100", ["big", "float", "huge", "neg", "none", "odd"]),
-    ("properties.country!=FR", ["big", "exp", "huge", "neg", "none", "odd", "text100"]),
-    ("properties.ok!=true", ["big", "exp", "huge", "neg", "none", "odd", "text100"]),
+    ("properties.amount!=100", ["big", "esc", "float", "huge", "neg", "none", "odd"]),
+    ("properties.country!=FR", ["big", "esc", "exp", "huge", "neg", "none", "odd", "text100"]),
+    ("properties.ok!=true", ["big", "esc", "exp", "huge", "neg", "none", "odd", "text100"]),
     ("properties.missing!=x", EVERY),
     ("properties.missing=x", []),
     ("properties.missing=", []),
@@ -98,11 +112,11 @@ EXPECTED = [
     ("properties.cart.sku=A-1", ["int"]),
     ("properties.cart.items.x=3", []),
     # The event's own columns; a null user is != any user.
-    ("event_type=purchase", ["big", "exp", "none", "text100"]),
+    ("event_type=purchase", ["big", "esc", "exp", "none", "text100"]),
     ("event_type!=purchase", ["float", "huge", "int", "neg", "odd"]),
     ("topic=events/view", ["float", "huge", "int", "neg", "odd"]),
     ("user_id=u1", ["exp", "int"]),
-    ("user_id!=u1", ["big", "float", "huge", "neg", "none", "odd", "text100"]),
+    ("user_id!=u1", ["big", "esc", "float", "huge", "neg", "none", "odd", "text100"]),
     ("user_id=null", ["odd"]),
 ]
 
