@@ -5,23 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support.mqtt import stream_publish
 from tests.support.services import ContainerBroker, LocalBroker
 from tests.support.stack import Up, count_rows, run_eventpipe
 from tests.support.wait import wait_until
-
-
-@pytest.fixture
-def stacks() -> Iterator[list[Up]]:
-    started: list[Up] = []
-    yield started
-    for up in started:
-        up.kill()
 
 
 def start(
