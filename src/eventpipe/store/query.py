@@ -60,6 +60,9 @@ class EventFilter(NamedTuple):
     user_id: str | None = None
     since_ms: int | None = None  # inclusive
     until_ms: int | None = None  # exclusive
+    # An API key's scope (api.grant): only these types, in every query built
+    # from this filter; None is every type. Set by the key, never by a client.
+    event_types: tuple[str, ...] | None = None
 
 
 class Position(NamedTuple):
@@ -101,14 +104,15 @@ def _events_table(where: EventFilter) -> str:
     return "events_by_user" if where.user_id is not None else "events"
 
 
-def event_query(event_id: str) -> Query:
+def event_query(event_id: str, where: EventFilter = EventFilter()) -> Query:  # noqa: B008 - an immutable tuple
     # The id's sort keys come from event_ids (sorted by id), so events reads
     # the granule of each key, not every granule. An id reused under two types
-    # is two events; the newest answers, every time.
+    # is two events; the newest that `where` (a key's scope) allows answers.
+    conditions, parameters = _event_conditions(where)
     keys = "(timestamp, event_type, event_id) IN (SELECT timestamp, event_type, event_id FROM event_ids"
-    conditions = [keys + " WHERE event_id = {id:String})", "event_type != {probe:String}"]
+    conditions.insert(0, keys + " WHERE event_id = {id:String})")
     tail = "ORDER BY timestamp DESC, event_type LIMIT 1"
-    return Query(_statement(EVENT_FIELDS, "events", conditions, tail), {"id": event_id, "probe": PROBE_EVENT_TYPE})
+    return Query(_statement(EVENT_FIELDS, "events", conditions, tail), parameters | {"id": event_id})
 
 
 def event_types_query(where: EventFilter) -> Query:
@@ -262,6 +266,9 @@ def _event_conditions(where: EventFilter) -> tuple[list[str], dict[str, object]]
     if where.event_type is not None:
         conditions.append("event_type = {event_type:String}")
         parameters["event_type"] = where.event_type
+    if where.event_types is not None:
+        conditions.append("event_type IN {event_types:Array(String)}")
+        parameters["event_types"] = list(where.event_types)
     if where.user_id is not None:
         conditions.append("user_id = {user_id:String}")
         parameters["user_id"] = where.user_id
