@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65_535)
     api_keys: Annotated[list[str], NoDecode] = []
+    # A JSON file of named keys (their SHA-256 only), each optionally limited
+    # to event types and a rate (api.keyfile); read again when it changes.
+    api_keys_file: Path | None = None
     # Signs pagination cursors so clients cannot forge them. Empty: a random
     # key per process, so cursors die with a restart and every API replica
     # behind one address needs the same value (at least 32 characters, checked
@@ -102,6 +105,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # An empty variable (compose's `${VAR:-}`) means no file, not the current directory.
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _window_holds_a_batch(self) -> Settings:
