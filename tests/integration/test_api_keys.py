@@ -87,7 +87,8 @@ def api(clickhouse_dsn: str, keys_file: Path, clock: Clock) -> TestClient:
     ]
     assert writer.insert_events(rows) == []
     writer.insert_dead_letters([rejection(f"events/{HIDDEN}", b"{" + HIDDEN.encode(), MARCH_MS)])
-    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), Keyring([KEY], keys_file), "", Throttle(clock))
+    keyring = Keyring([KEY], keys_file)
+    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), keyring, "", Throttle(clock))
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -112,7 +113,8 @@ def test_a_scoped_key_sees_only_its_types_on_every_route(api: TestClient) -> Non
         series = api.get("/stats/timeseries", params={**window, "interval": interval}, headers=AS_PARTNER).json()
         assert sum(bucket["count"] for bucket in series["items"]) == PURCHASES, interval
         hidden = {**window, "interval": interval, "event_type": f"{HIDDEN}_view"}
-        assert sum(b["count"] for b in api.get("/stats/timeseries", params=hidden, headers=AS_PARTNER).json()["items"]) == 0
+        none = api.get("/stats/timeseries", params=hidden, headers=AS_PARTNER).json()["items"]
+        assert sum(bucket["count"] for bucket in none) == 0
 
     refused = api.get("/dead-letters", headers=AS_PARTNER)
     assert refused.status_code == 403
@@ -192,7 +194,8 @@ def test_over_its_rate_a_key_gets_429_with_retry_after(api: TestClient, clock: C
     clock.now = 5030.5
     limited = api.get("/stats/event-types", headers=AS_LIMITED)
     assert limited.status_code == 429
-    assert limited.json() == {"error": "rate_limited", "detail": "this key may make 3 requests per minute; retry in 30 s"}
+    detail = "this key may make 3 requests per minute; retry in 30 s"
+    assert limited.json() == {"error": "rate_limited", "detail": detail}
     assert limited.headers["retry-after"] == "30"
     assert api.head("/events", headers=AS_LIMITED).headers["retry-after"] == "30"
     # Bad requests count too (they cost as much to refuse); other keys and open routes are not limited.

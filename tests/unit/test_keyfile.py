@@ -10,7 +10,7 @@ import pytest
 from eventpipe.api.grant import Grant
 from eventpipe.api.keyfile import KeyFileError, parse
 
-SECRET = "partner-a-secret-0123456789"
+SECRET = "partner-a-secret-0123456789"  # noqa: S105 - a test key
 HASH = hashlib.sha256(SECRET.encode()).hexdigest()
 OTHER = hashlib.sha256(b"another").hexdigest()
 

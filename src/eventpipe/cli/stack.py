@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import logging
-import secrets
 import time
 from pathlib import Path
 from typing import TextIO
@@ -13,7 +12,9 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
+from eventpipe.api.keyring import Keyring
 from eventpipe.broker.mosquitto import Mosquitto
+from eventpipe.cli.credential import FILE_NAME, generated_key
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.cli.server import ApiServer
 from eventpipe.config import Settings
@@ -51,10 +52,11 @@ def run_up(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(settings.data_dir)
-    generated_key = None
-    if not settings.api_keys:
-        generated_key = secrets.token_urlsafe(24)
-        settings = settings.model_copy(update={"api_keys": [generated_key]})
+    generated = None
+    if not settings.api_keys and settings.api_keys_file is None:
+        generated = generated_key(settings.data_dir)
+    # Before anything starts: a keys file that cannot be used stops `up` here, naming it and why.
+    keyring = Keyring(settings.api_keys, settings.api_keys_file, generated[0] if generated else None)
     shutdown = Shutdown()
     shutdown.install()
 
@@ -70,7 +72,7 @@ def run_up(args: argparse.Namespace) -> int:
         shutdown.on_force = broker.terminate
         settings = settings.model_copy(update={"mqtt_url": broker.url})
     try:
-        return _serve(settings, broker, shutdown, generated_key, lock)
+        return _serve(settings, broker, shutdown, keyring, generated, lock)
     finally:
         if broker is not None:
             _await_goodbye(broker, settings.mqtt_client_id, log_start)
@@ -122,7 +124,12 @@ def _lock(data_dir: Path, wait_s: float = 10.0) -> TextIO:
 
 
 def _serve(
-    settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, generated_key: str | None, lock: TextIO
+    settings: Settings,
+    broker: Mosquitto | None,
+    shutdown: Shutdown,
+    keyring: Keyring,
+    generated: tuple[str, bool] | None,
+    lock: TextIO,
 ) -> int:
     dsn = settings.resolved_clickhouse_dsn
     migrator = connect(dsn)
@@ -138,7 +145,7 @@ def _serve(
     app = create_app(
         Reader(connect(dsn)),
         CollectorRegistry(),
-        settings.api_keys,
+        keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
     )
     api = ApiServer(app, settings.api_host, settings.api_port)
@@ -169,10 +176,13 @@ def _serve(
             + f"data={settings.data_dir.resolve()}",
             flush=True,
         )
-        if generated_key:
-            print(f"API key (generated, set EVENTPIPE_API_KEYS to choose your own): {generated_key}", flush=True)
-        # The user's own keys are never echoed; a generated one is theirs to copy.
-        shown = generated_key or "<one of EVENTPIPE_API_KEYS>"
+        shown = "<a key of EVENTPIPE_API_KEYS or EVENTPIPE_API_KEYS_FILE>"
+        if generated:
+            # The user's own keys are never echoed; a generated one is theirs to copy, and the same at every start.
+            shown, made = generated
+            kept = settings.data_dir.resolve() / FILE_NAME
+            origin = f"generated, kept in {kept}" if made else f"kept in {kept} since an earlier start"
+            print(f"API key ({origin}; set EVENTPIPE_API_KEYS to choose your own): {shown}", flush=True)
         print(f"try: curl -H 'Authorization: Bearer {shown}' '{api.url}/events?limit=5'", flush=True)
         progress = Progress(registry)
 
