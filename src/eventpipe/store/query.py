@@ -8,7 +8,9 @@ those: a read costs what its window holds. Copies of an event share the whole
 sort key (the writer gives copies of an undated event the first copy's time),
 so pruning by key never separates a copy from the one FINAL keeps. WHERE runs
 after FINAL (FINAL queries are not moved to PREWHERE), so a filter never picks
-out a stale copy. Every value is a bound
+out a stale copy. An API key's scope (EventFilter.event_types) is one of
+those filters, added by _event_conditions: every query of events starts from
+it, so a key limited to some types sees no other anywhere. Every value is a bound
 parameter; no SQL is ever formatted from input. No query sets a setting, so a
 readonly ClickHouse user can run them all.
 
