@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65_535)
     api_keys: Annotated[list[str], NoDecode] = []
+    # A JSON file of named keys (their SHA-256 only), each optionally limited
+    # to event types and a rate (api.keyfile); read again when it changes.
+    api_keys_file: Path | None = None
     # HTTPS: the API's certificate (PEM, chain included) and its private key,
     # both or neither; without them the API speaks plain HTTP.
     api_tls_cert_file: Path | None = None
@@ -122,7 +125,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("mqtt_ca_file", "api_tls_cert_file", "api_tls_key_file", mode="before")
+    @field_validator("mqtt_ca_file", "api_tls_cert_file", "api_tls_key_file", "api_keys_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         # compose passes an unset ${VAR:-} as "", which would otherwise be the path ".".
