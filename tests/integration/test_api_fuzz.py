@@ -4,8 +4,11 @@ JSON and bytes: no input earns a 5xx."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import struct
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +24,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 
 from eventpipe.api.app import create_app
 from eventpipe.api.cursor import Cursors
+from eventpipe.api.keyring import Keyring
 from eventpipe.events.condition import parse_condition, parse_field
 from eventpipe.events.metric import parse_metric
 from eventpipe.store.client import connect
@@ -42,7 +46,7 @@ OPERATIONS = (
 )
 
 
-def fuzz_schema(clickhouse_dsn: str) -> BaseSchema:
+def fuzz_schema(clickhouse_dsn: str, keys: Sequence[str] | Keyring = (KEY,)) -> BaseSchema:
     client = connect(clickhouse_dsn)
     migrate(client)
     writer = Writer(client)
@@ -54,7 +58,7 @@ def fuzz_schema(clickhouse_dsn: str) -> BaseSchema:
         ]
     )
     writer.insert_dead_letters([rejection("events/bad", b"\xff" + bytes([i]), MARCH_MS + i) for i in range(5)])
-    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), [KEY])
+    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), keys)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
@@ -80,6 +84,22 @@ def test_no_generated_request_gets_a_server_error(clickhouse_dsn: str, path: str
         # 422 that says why (a 13th month, since after until, a forged cursor);
         # and a "schema-violating" null reaches a query string as an empty
         # value, which the API reads as "no filter", as forms send it.
+        case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance, negative_data_rejection])
+
+    check()
+
+
+@pytest.mark.parametrize("path", OPERATIONS)
+def test_a_scoped_and_limited_key_gets_documented_answers_only(clickhouse_dsn: str, tmp_path: Path, path: str) -> None:
+    # Its 403s (dead letters) and 429s (past 30 requests) must be in the document as well, and never a 5xx.
+    keys_file = tmp_path / "keys.json"
+    scoped = {"name": "scoped", "sha256": hashlib.sha256(KEY.encode()).hexdigest(), "event_types": ["t1", "t3"]}
+    keys_file.write_text(json.dumps({"keys": [{**scoped, "requests_per_minute": 30}]}))
+    operation = fuzz_schema(clickhouse_dsn, Keyring((), keys_file))[path]["GET"]
+
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def check(case: Case) -> None:
         case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance, negative_data_rejection])
 
     check()

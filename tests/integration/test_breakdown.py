@@ -3,20 +3,25 @@ against what was published, with filters, limits, the default window, long keys 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
+from eventpipe.api.app import create_app
+from eventpipe.api.keyring import Keyring
 from eventpipe.producer.demo import demo_event
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
-from tests.support.api import AUTH, api_client, event
+from tests.support.api import AUTH, KEY, api_client, event, readonly_reader
 
 HOUR_MS = 3_600_000
 Body = dict[str, Any]
@@ -257,3 +262,33 @@ def test_openapi_documents_where_everywhere_and_the_breakdown_with_examples(clic
     answer = document["components"]["schemas"]["BreakdownAnswer"]
     assert answer["required"] == ["by", "metric", "items", "total"] and answer["examples"]
     assert "422" in breakdown_get["responses"] and "401" in breakdown_get["responses"]
+
+
+def test_a_key_limited_to_some_types_breaks_down_those_only(clickhouse_dsn: str, tmp_path: Path) -> None:
+    now_ms = time.time_ns() // 1_000_000
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    rows = [
+        event(
+            f"events/{kind}",
+            {"event_id": f"{kind}-{i}", "timestamp": now_ms - i, "user_id": f"{kind}-u", "n": i},
+            now_ms,
+        )
+        for kind in ("purchase", "secret")
+        for i in range(10)
+    ]
+    assert Writer(client).insert_events(rows) == []
+    partner = "partner-secret-0123456789"
+    keys_file = tmp_path / "keys.json"
+    digest = hashlib.sha256(partner.encode()).hexdigest()
+    keys_file.write_text(json.dumps({"keys": [{"name": "partner", "sha256": digest, "event_types": ["purchase"]}]}))
+    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), Keyring([KEY], keys_file))
+    api = TestClient(app, raise_server_exceptions=False)
+    as_partner = {"Authorization": f"Bearer {partner}"}
+    for by, metric in (("event_type", "count"), ("user_id", "users"), ("topic", "sum:properties.n")):
+        for headers, types in ((as_partner, 1), (AUTH, 2)):
+            answer = api.get("/stats/breakdown", params={"by": by, "metric": metric}, headers=headers).json()
+            assert len(answer["items"]) == types, (by, answer)
+            assert ("secret" in json.dumps(answer)) == (types == 2), (by, answer)
+    answer = api.get("/stats/breakdown", params={"by": "event_type", "where": "properties.n>=5"}, headers=as_partner)
+    assert answer.json()["items"] == [{"key": "purchase", "value": 5}] and answer.json()["total"] == 5

@@ -10,7 +10,7 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from eventpipe.api.auth import KeyCheck
+from eventpipe.api.auth import Granted, KeyCheck
 from eventpipe.api.error import ApiError, responses
 from eventpipe.api.param import TIME_HELP, EventType, instant, only_known, text
 from eventpipe.api.where import Where, conditions
@@ -64,10 +64,11 @@ class BreakdownAnswer(BaseModel):
 
 
 def router(reader: Reader, keys: KeyCheck) -> APIRouter:
-    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 500, 503))
+    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 429, 500, 503))
 
     @api.get("/stats/breakdown", tags=["stats"], summary="A metric per value of a field, largest first")
     def breakdown(
+        grant: Granted,
         by: Annotated[str, Query(max_length=256, description=BY_HELP, examples=["properties.browser"])],
         metric: Annotated[
             str, Query(max_length=256, description=METRIC_DOC, examples=["count", "users", "sum:properties.amount"])
@@ -85,7 +86,8 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
         since_ms = max(0, until_ms - DEFAULT_WINDOW_MS) if since_ms is None else since_ms
         if since_ms >= until_ms:
             raise ApiError(422, "invalid_parameter", "since must be before until")
-        only = EventFilter(text(event_type), None, since_ms, until_ms, where=conditions(where))
+        # A key limited to some event types breaks down those only (api.grant).
+        only = grant.narrow(EventFilter(text(event_type), None, since_ms, until_ms, where=conditions(where)))
         found = reader.breakdown(only, field, measured, limit)
         if not all(math.isfinite(value) for value in (found.total, *(value for _, value in found.items))):
             # JSON has no infinity: say why rather than answer a wrong number.

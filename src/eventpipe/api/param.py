@@ -13,7 +13,10 @@ from eventpipe.events.timestamp import to_epoch_ms
 
 # DateTime64(3) ends in 2299; 10^13 ms (2286) keeps every bound well inside it.
 LATEST_MS = 10**13
-TIME_HELP = "RFC 3339 (2026-11-22T09:30:00Z) or epoch seconds or milliseconds"
+TIME_HELP = (
+    "RFC 3339 (2026-11-22T09:30:00Z), an HTTP or RFC 2822 date with its zone (Sun, 22 Nov 2026 09:30:00 GMT),"
+    " or epoch seconds or milliseconds"
+)
 
 EventType = Annotated[str | None, Query(max_length=256, description="Only events of this type.", examples=["click"])]
 UserId = Annotated[str | None, Query(max_length=256, description="Only events of this user.", examples=["user-1042"])]

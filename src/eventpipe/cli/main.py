@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--prometheus-port", type=int, help="port of the Prometheus it starts when installed (default 9090; 0: none)"
     )
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="MQTT over TLS and HTTPS only, with a local CA kept in <data dir>/tls/ (clients trust its ca.pem)",
+    )
 
     commands.add_parser("worker", help="run the ingest worker (settings from EVENTPIPE_* variables)")
     commands.add_parser("api", help="run the HTTP API (settings from EVENTPIPE_* variables)")
@@ -37,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     publish = commands.add_parser("publish", help="publish realistic demo events")
     publish.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883", help="broker URL (default %(default)s)")
+    publish.add_argument(
+        "--ca-file", help="for mqtts://: the CA that signed the broker's certificate (default: the system's CAs)"
+    )
     publish.add_argument("--count", type=_positive_int, required=True, help="how many events")
     publish.add_argument("--rate", type=float, default=0.0, help="events per second (default: as fast as possible)")
     publish.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default 1)")

@@ -8,7 +8,9 @@ those: a read costs what its window holds. Copies of an event share the whole
 sort key (the writer gives copies of an undated event the first copy's time),
 so pruning by key never separates a copy from the one FINAL keeps. WHERE runs
 after FINAL (FINAL queries are not moved to PREWHERE), so a filter never picks
-out a stale copy. Every value is a bound
+out a stale copy. An API key's scope (EventFilter.event_types) is one of
+those filters, added by _event_conditions: every query of events starts from
+it, so a key limited to some types sees no other anywhere. Every value is a bound
 parameter; no SQL is ever formatted from input. No query sets a setting, so a
 readonly ClickHouse user can run them all.
 
@@ -62,6 +64,9 @@ class EventFilter(NamedTuple):
     user_id: str | None = None
     since_ms: int | None = None  # inclusive
     until_ms: int | None = None  # exclusive
+    # An API key's scope (api.grant): only these types, in every query built
+    # from this filter; None is every type. Set by the key, never by a client.
+    event_types: tuple[str, ...] | None = None
     where: tuple[Condition, ...] = ()  # AND-ed property filters (events.condition, SQL in store.predicate)
 
 
@@ -116,14 +121,15 @@ def event_source(where: EventFilter) -> tuple[str, list[str], dict[str, object]]
     return _events_table(where), conditions, parameters
 
 
-def event_query(event_id: str) -> Query:
+def event_query(event_id: str, where: EventFilter = EventFilter()) -> Query:  # noqa: B008 - an immutable tuple
     # The id's sort keys come from event_ids (sorted by id), so events reads
     # the granule of each key, not every granule. An id reused under two types
-    # is two events; the newest answers, every time.
+    # is two events; the newest that `where` (a key's scope) allows answers.
+    conditions, parameters = _event_conditions(where)
     keys = "(timestamp, event_type, event_id) IN (SELECT timestamp, event_type, event_id FROM event_ids"
-    conditions = [keys + " WHERE event_id = {id:String})", "event_type != {probe:String}"]
+    conditions.insert(0, keys + " WHERE event_id = {id:String})")
     tail = "ORDER BY timestamp DESC, event_type LIMIT 1"
-    return Query(_statement(EVENT_FIELDS, "events", conditions, tail), {"id": event_id, "probe": PROBE_EVENT_TYPE})
+    return Query(_statement(EVENT_FIELDS, "events", conditions, tail), parameters | {"id": event_id})
 
 
 def event_types_query(where: EventFilter) -> Query:
@@ -277,6 +283,9 @@ def _event_conditions(where: EventFilter) -> tuple[list[str], dict[str, object]]
     if where.event_type is not None:
         conditions.append("event_type = {event_type:String}")
         parameters["event_type"] = where.event_type
+    if where.event_types is not None:
+        conditions.append("event_type IN {event_types:Array(String)}")
+        parameters["event_types"] = list(where.event_types)
     if where.user_id is not None:
         conditions.append("user_id = {user_id:String}")
         parameters["user_id"] = where.user_id

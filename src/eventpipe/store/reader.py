@@ -85,8 +85,9 @@ class Reader:
     def events(self, where: EventFilter, limit: int, after: Position | None = None) -> list[Event]:
         return self.event_page(where, limit, after).rows
 
-    def event(self, event_id: str) -> Event | None:
-        rows = self.run(event_query(event_id))
+    def event(self, event_id: str, where: EventFilter = EventFilter()) -> Event | None:  # noqa: B008 - immutable
+        """The event with this id that `where` allows (its scope: a key's event types), or None."""
+        rows = self.run(event_query(event_id, where))
         return _event(rows[0]) if rows else None
 
     def event_types(self, where: EventFilter) -> list[tuple[str, int]]:
