@@ -25,6 +25,8 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 from eventpipe.api.app import create_app
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.keyring import Keyring
+from eventpipe.events.condition import parse_condition, parse_field
+from eventpipe.events.metric import parse_metric
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
@@ -33,7 +35,15 @@ from tests.support.api import AUTH, KEY, event, readonly_reader, rejection
 MARCH_MS = 1_772_323_200_000
 
 
-OPERATIONS = ("/events", "/events/{event_id}", "/stats/event-types", "/stats/timeseries", "/dead-letters", "/readyz")
+OPERATIONS = (
+    "/events",
+    "/events/{event_id}",
+    "/stats/event-types",
+    "/stats/timeseries",
+    "/stats/breakdown",
+    "/dead-letters",
+    "/readyz",
+)
 
 
 def fuzz_schema(clickhouse_dsn: str, keys: Sequence[str] | Keyring = (KEY,)) -> BaseSchema:
@@ -204,3 +214,87 @@ def test_cursors_from_arbitrary_json_and_bytes_get_a_422_never_a_5xx(clickhouse_
 
     forgeries_are_refused()
     signed_fields_are_checked()
+
+
+# Filters built from the grammar's own parts, and breakdowns of any field by any metric, over properties of
+# every JSON kind: a condition the grammar accepts is answered, any other gets a 422, none a 5xx.
+TEXT = st.text(max_size=40)  # any character a URL can carry (no lone surrogates)
+SEGMENTS = st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,6}", fullmatch=True) | st.sampled_from(["a", "b", "n", "x", "y"])
+PATHS = st.lists(SEGMENTS, min_size=1, max_size=3) | st.lists(SEGMENTS | TEXT, min_size=1, max_size=10)
+PROPERTY_PATHS = PATHS.map(lambda path: "properties." + ".".join(path))
+FIELDS = st.one_of(
+    st.sampled_from(["event_type", "user_id", "topic"]),
+    PROPERTY_PATHS,
+    PROPERTY_PATHS,
+    st.sampled_from(["properties", "country", ""]),
+)
+NUMBER_TEXT = st.one_of(
+    HUGE_INTS.map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(json.dumps),
+    st.sampled_from(
+        ["1e308", "1e309", "-1e400", "1e-400", "-0", "0.1", "1E+2", "170141183460469231731687303715884105728"]
+    ),
+)
+VALUES = (
+    TEXT | NUMBER_TEXT | NUMBER_TEXT | st.sampled_from(["true", "false", "null", "", "' OR 1=1 --", "{limit:UInt32}"])
+)
+VALID_OPERATORS = st.sampled_from(["=", "!=", ">", ">=", "<", "<="])
+OPERATORS = st.one_of(VALID_OPERATORS, VALID_OPERATORS, VALID_OPERATORS, st.sampled_from(["!", "==", "=>", "<>"]))
+BUILT = st.builds(lambda field, op, value: field + op + value, FIELDS, OPERATORS, VALUES)
+CONDITIONS = st.one_of(BUILT, BUILT, BUILT, TEXT)
+METRICS = st.sampled_from(["count", "users", "sum:", "avg:", "min:", "max:", "median:"]).flatmap(
+    lambda kind: st.just(kind) if not kind.endswith(":") else FIELDS.map(lambda field: kind + field)
+)
+
+
+def test_any_filter_or_breakdown_is_answered_or_refused_never_a_5xx(clickhouse_dsn: str) -> None:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    kinds: list[Any] = [0, -1, 2**63, 2**64 - 1, 1.5, 1e308, "x", "", "\u0000", True, False, None, [1], {"y": 2}]
+    bodies = [
+        {"event_id": f"p{i}", "timestamp": MARCH_MS + i, "user_id": f"u{i % 3}" if i % 4 else None}
+        | {"a": kinds[i % len(kinds)], "b": {"n": kinds[(i * 5) % len(kinds)]}, "x": {"y": [i, None]}}
+        for i in range(60)
+    ]
+    Writer(client).insert_events([event(f"events/t{i % 3}", body, MARCH_MS) for i, body in enumerate(bodies)])
+    api = TestClient(
+        create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), [KEY]), raise_server_exceptions=False
+    )
+    window = {"since": MARCH_MS, "until": MARCH_MS + 60_000}
+
+    def accepted(parse: Any, *texts: str) -> bool:
+        try:
+            for text in texts:
+                parse(text)
+        except ValueError:
+            return False
+        return True
+
+    @given(where=st.lists(CONDITIONS, min_size=1, max_size=3), by=FIELDS, metric=METRICS)
+    @example(
+        where=["properties.a>=170141183460469231731687303715884105727"], by="properties.a", metric="sum:properties.a"
+    )
+    @example(where=["properties.b.n!=1e-400"], by="properties.b.n", metric="max:properties.b.n")
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def check(where: list[str], by: str, metric: str) -> None:
+        valid = all(not text or accepted(parse_condition, text) for text in where) and all(
+            len(t) <= 1024 for t in where
+        )
+        listed = api.get("/events", params={"where": where, "limit": 5}, headers=AUTH)
+        assert listed.status_code == (200 if valid else 422), (where, listed.text)
+        counted = api.get("/stats/event-types", params={"where": where, **window}, headers=AUTH)
+        assert counted.status_code == (200 if valid else 422), (where, counted.text)
+        broken_down = api.get(
+            "/stats/breakdown", params={"where": where, "by": by, "metric": metric, **window}, headers=AUTH
+        )
+        ok = valid and accepted(parse_field, by) and accepted(parse_metric, metric)
+        if ok and broken_down.status_code == 422:  # 1e308 + 1e308: JSON has no number for it
+            assert "overflows a double" in broken_down.json()["detail"], broken_down.text
+            return
+        assert broken_down.status_code == (200 if ok else 422), (where, by, metric, broken_down.text)
+        if ok:
+            answer = broken_down.json()
+            assert isinstance(answer["total"], int | float) and len(answer["items"]) <= 100
+            assert all(isinstance(item["value"], int | float) for item in answer["items"])
+
+    check()

@@ -97,6 +97,23 @@ HOSTILE = [
     "/events?limit=5&limit=6",
     "/nope",
     "/events/../../etc/passwd",
+    "/events?where=country=FR",
+    "/events?where=properties.amount>abc",
+    "/events?where=properties.amount>=1e999",
+    "/events?where=properties.a.b.c.d.e.f.g.h.i=1",
+    "/events?where=properties.a'b=1",
+    "/events?where=properties.country",
+    "/events?where=user_id>5",
+    "/events?where=" + "properties.x=" + "y" * 5000,
+    "/stats/event-types?where=properties..x=1",
+    "/stats/timeseries?where=properties.x!1",
+    "/stats/breakdown",
+    "/stats/breakdown?by=country",
+    "/stats/breakdown?by=properties",
+    "/stats/breakdown?by=event_type&metric=median:properties.amount",
+    "/stats/breakdown?by=event_type&metric=sum:user_id",
+    "/stats/breakdown?by=event_type&limit=1001",
+    "/stats/breakdown?by=event_type&by=topic",
 ]
 # Hostile values that are valid requests: they must be answered as plain data, never as SQL.
 INJECTIONS = [
@@ -107,4 +124,9 @@ INJECTIONS = [
     "/events?event_type=%00",
     "/events?user_id=%E2%80%AE%F0%9F%92%A9",
     "/dead-letters?reason=' OR ''='",
+    "/events?where=properties.country=' OR 1=1 --",
+    "/events?where=properties.x={limit:UInt32}",
+    "/events?where=user_id=\\' UNION SELECT * FROM system.users --",
+    "/events?where=properties.x=1&where=properties.x=') OR 1=1 --",
+    "/stats/breakdown?by=properties.country&where=event_type=' OR ''='",
 ]

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe import __version__
-from eventpipe.api import docs, error
+from eventpipe.api import breakdown, docs, error
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.keyring import Keyring
@@ -61,7 +61,9 @@ def create_app(
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(router(reader, KeyCheck(keyring, throttle), Cursors(cursor_secret)))
+    keys = KeyCheck(keyring, throttle)
+    app.include_router(router(reader, keys, Cursors(cursor_secret)))
+    app.include_router(breakdown.router(reader, keys))
     app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD
     instrument(app, registry, keyring)  # last: it primes a series for every route defined above
     return app

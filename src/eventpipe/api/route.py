@@ -36,6 +36,7 @@ from eventpipe.api.param import (
     text,
     window,
 )
+from eventpipe.api.where import Where, conditions
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 
@@ -62,12 +63,15 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         until: Until = None,
         limit: Limit = 100,
         cursor: Cursor = None,
+        where: Where = None,
     ) -> Response:
-        where = grant.narrow(EventFilter(text(event_type), text(user_id), *window(since, until)))
-        query_scope = cursors.scope("events", *where)
+        only = grant.narrow(
+            EventFilter(text(event_type), text(user_id), *window(since, until), where=conditions(where))
+        )
+        query_scope = cursors.scope("events", *only)
         after = cursors.decode(cursor, query_scope) if cursor else None
         # The store ends a page early at its byte cap (PAGE_BYTES) before reading it.
-        rows, resume = reader.event_page(where, limit, after)
+        rows, resume = reader.event_page(only, limit, after)
         next_cursor = cursors.encode(resume, query_scope) if resume else None
         return Response(event_page_json(rows, next_cursor), media_type="application/json")
 
@@ -86,8 +90,10 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         return Response(event_json(stored), media_type="application/json")
 
     @api.get("/stats/event-types", tags=["stats"], summary="How many events of each type")
-    def event_types(grant: Granted, since: Since = None, until: Until = None) -> TypeCounts:
-        counts = reader.event_types(grant.narrow(EventFilter(None, None, *window(since, until))))
+    def event_types(grant: Granted, since: Since = None, until: Until = None, where: Where = None) -> TypeCounts:
+        counts = reader.event_types(
+            grant.narrow(EventFilter(None, None, *window(since, until), where=conditions(where)))
+        )
         return TypeCounts(
             items=[TypeCount(event_type=kind, count=n) for kind, n in counts], total=sum(n for _, n in counts)
         )
@@ -99,6 +105,7 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         since: Annotated[str | None, Query(max_length=64, description=SINCE_HELP)] = None,
         until: Annotated[str | None, Query(max_length=64, description=UNTIL_HELP)] = None,
         event_type: EventType = None,
+        where: Where = None,
     ) -> Timeseries:
         step = INTERVALS_MS[interval]
         until_ms = instant("until", until)
@@ -117,7 +124,8 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
                 f"the window holds more than {MAX_BUCKETS} {interval} buckets: "
                 "choose a wider interval or a shorter window",
             )
-        counts = dict(reader.timeseries(grant.narrow(EventFilter(text(event_type), None, since_ms, until_ms)), step))
+        only = grant.narrow(EventFilter(text(event_type), None, since_ms, until_ms, where=conditions(where)))
+        counts = dict(reader.timeseries(only, step))
         return Timeseries(
             interval=interval,
             since=rfc3339(since_ms),

@@ -25,6 +25,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from eventpipe.events import PROBE_EVENT_TYPE
+from eventpipe.events.condition import Condition
+from eventpipe.store.predicate import where_sql
 
 EVENT_FIELDS = (
     "event_id, event_type, toUnixTimestamp64Milli(timestamp), toUnixTimestamp64Milli(received_at),"
@@ -65,6 +67,7 @@ class EventFilter(NamedTuple):
     # An API key's scope (api.grant): only these types, in every query built
     # from this filter; None is every type. Set by the key, never by a client.
     event_types: tuple[str, ...] | None = None
+    where: tuple[Condition, ...] = ()  # AND-ed property filters (events.condition, SQL in store.predicate)
 
 
 class Position(NamedTuple):
@@ -103,7 +106,19 @@ def events_query(
 def _events_table(where: EventFilter) -> str:
     # One user's events are contiguous in events_by_user; in the time-sorted
     # table they are scattered, and a page of them would scan until found.
-    return "events_by_user" if where.user_id is not None else "events"
+    return "events_by_user" if one_user(where) else "events"
+
+
+def one_user(where: EventFilter) -> bool:
+    """True when `where` selects one user's events (user_id, or where=user_id=...), whose rows events_by_user holds."""
+    named = any(c.field.name == "user_id" and c.operator == "=" for c in where.where)
+    return where.user_id is not None or named
+
+
+def event_source(where: EventFilter) -> tuple[str, list[str], dict[str, object]]:
+    """The table a read of `where` takes, and its conditions and parameters, for queries built elsewhere."""
+    conditions, parameters = _event_conditions(where)
+    return _events_table(where), conditions, parameters
 
 
 def event_query(event_id: str, where: EventFilter = EventFilter()) -> Query:  # noqa: B008 - an immutable tuple
@@ -280,4 +295,5 @@ def _event_conditions(where: EventFilter) -> tuple[list[str], dict[str, object]]
     if where.until_ms is not None:
         conditions.append("timestamp < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')")
         parameters["until_ms"] = where.until_ms
+    conditions += where_sql(where.where, parameters)
     return conditions, parameters

@@ -14,6 +14,9 @@ from typing import Generic, NamedTuple, TypeVar
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.events import Event
+from eventpipe.events.condition import Field
+from eventpipe.events.metric import Metric
+from eventpipe.store.breakdown import Breakdown, breakdown
 from eventpipe.store.client import ping
 from eventpipe.store.failure import classified
 from eventpipe.store.query import (
@@ -29,6 +32,7 @@ from eventpipe.store.query import (
     event_types_query,
     events_extent_query,
     events_query,
+    one_user,
     timeseries_query,
 )
 from eventpipe.store.rollup import Rollup
@@ -100,6 +104,10 @@ class Reader:
             return sorted(counts.items())
         return [(int(str(start)), int(str(n))) for start, n in self.run(timeseries_query(where, step_ms))]
 
+    def breakdown(self, where: EventFilter, by: Field, metric: Metric, limit: int) -> Breakdown:
+        """`metric` per value of `by` (the `limit` largest) and over all of `where`, live through FINAL."""
+        return breakdown(self.run, where, by, metric, limit)
+
     def dead_letter_page(
         self, reason: str | None, limit: int, after: Position | None = None, max_bytes: int = PAGE_BYTES
     ) -> Page[StoredDeadLetter]:
@@ -158,7 +166,7 @@ def _windows(where: EventFilter, after: Position | None, now_ms: int) -> list[Ev
 
     Not for one user's page: a user's newest events may be months old, and
     each window tried would be a query more."""
-    if where.user_id is not None:
+    if one_user(where):
         return [where]  # the primary key finds a user's rows in every part of events_by_user
     upper = after.time_ms if after else where.until_ms if where.until_ms is not None else now_ms
     narrower = [

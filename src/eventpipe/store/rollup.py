@@ -2,9 +2,10 @@
 
 All time is counted by day; a window (the statistics' `since`/`until`) by its
 whole hours, plus its ragged ends counted live with the window's own query.
-A window of more whole hours than MAX_HOURS, a user filter, or parts without
-a known time range, go to the plain query instead (None here). One Rollup per
-process, shared by its requests.
+A window of more whole hours than MAX_HOURS, a user filter, property filters
+(`where`: the tally counts by type and time only), or parts without a known
+time range, go to the plain query instead (None here), which counts the
+window through FINAL. One Rollup per process, shared by its requests.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Rollup:
 
     def event_types(self, where: EventFilter) -> Counts | None:
         """Events per type in `where`, or None when the plain query must answer."""
-        if where.user_id is not None:
+        if where.user_id is not None or where.where:
             return None
         parts = self._parts()
         if not coverable(parts):
@@ -52,7 +53,7 @@ class Rollup:
 
     def timeseries(self, where: EventFilter, step_ms: int) -> dict[int, int] | None:
         """Events per bucket start in `where`, or None when the plain query must answer."""
-        if where.user_id is not None or step_ms % HOUR_MS:
+        if where.user_id is not None or where.where or step_ms % HOUR_MS:
             return None
         parts = self._parts()
         split = self._window(where, parts) if coverable(parts) else None
