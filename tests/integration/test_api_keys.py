@@ -105,7 +105,7 @@ def test_a_scoped_key_sees_only_its_types_on_every_route(api: TestClient) -> Non
     assert api.head(f"/events/{HIDDEN}-click-3", headers=AS_PARTNER).status_code == 404
 
     # All time (the tally by day), a window (by hour, ends counted live), and a user (the plain query).
-    purchases = {"items": [{"event_type": "purchase", "count": PURCHASES}], "total": PURCHASES}
+    purchases = {"items": [{"event_type": "purchase", "count": PURCHASES}], "total": PURCHASES, "types": 1}
     assert api.get("/stats/event-types", headers=AS_PARTNER).json() == purchases
     window = {"since": MARCH_MS - HOUR_MS // 2, "until": MARCH_MS + 2 * HOUR_MS + 1}
     assert api.get("/stats/event-types", params=window, headers=AS_PARTNER).json() == purchases

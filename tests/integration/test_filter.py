@@ -171,6 +171,7 @@ def test_statistics_with_a_filter_count_only_what_it_selects(api: TestClient) ->
     assert types == {
         "items": [{"event_type": "purchase", "count": 2}, {"event_type": "view", "count": 2}],
         "total": 4,
+        "types": 2,
     }
     all_time = api.get("/stats/event-types", params={"where": ["properties.country=FR"]}, headers=AUTH).json()
     assert all_time["total"] == 2

@@ -38,7 +38,7 @@ from eventpipe.api.param import (
 )
 from eventpipe.api.where import Where, conditions
 from eventpipe.store.query import EventFilter
-from eventpipe.store.reader import Reader
+from eventpipe.store.reader import MAX_TYPES, Reader
 
 INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "6h": 21_600_000, "1d": 86_400_000}
 DEFAULT_WINDOW_MS = 86_400_000
@@ -90,12 +90,20 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         return Response(event_json(stored), media_type="application/json")
 
     @api.get("/stats/event-types", tags=["stats"], summary="How many events of each type")
-    def event_types(grant: Granted, since: Since = None, until: Until = None, where: Where = None) -> TypeCounts:
-        counts = reader.event_types(
-            grant.narrow(EventFilter(None, None, *window(since, until), where=conditions(where)))
+    def event_types(
+        grant: Granted,
+        since: Since = None,
+        until: Until = None,
+        where: Where = None,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_TYPES, description=f"Types listed, most frequent first: 1 to {MAX_TYPES}.")
+        ] = MAX_TYPES,
+    ) -> TypeCounts:
+        tally = reader.event_types(
+            grant.narrow(EventFilter(None, None, *window(since, until), where=conditions(where))), limit
         )
         return TypeCounts(
-            items=[TypeCount(event_type=kind, count=n) for kind, n in counts], total=sum(n for _, n in counts)
+            items=[TypeCount(event_type=kind, count=n) for kind, n in tally.items], total=tally.total, types=tally.types
         )
 
     @api.get("/stats/timeseries", tags=["stats"], summary="Events per time bucket, oldest first")

@@ -132,10 +132,16 @@ def event_query(event_id: str, where: EventFilter = EventFilter()) -> Query:  # 
     return Query(_statement(EVENT_FIELDS, "events", conditions, tail), parameters | {"id": event_id})
 
 
-def event_types_query(where: EventFilter) -> Query:
+def event_types_query(where: EventFilter, limit: int | None = None) -> Query:
+    """(type, events) for every type; with `limit`, the `limit` most frequent, each row also
+    carrying the events and the number of types over all."""
     conditions, parameters = _event_conditions(where)
     tail = "GROUP BY event_type ORDER BY n DESC, event_type"
-    return Query(_statement("event_type, count() AS n", _events_table(where), conditions, tail), parameters)
+    if limit is None:
+        return Query(_statement("event_type, count() AS n", _events_table(where), conditions, tail), parameters)
+    fields = "event_type, count() AS n, sum(n) OVER () AS total, count() OVER () AS types"
+    tail += " LIMIT {limit:UInt32}"
+    return Query(_statement(fields, _events_table(where), conditions, tail), {**parameters, "limit": limit})
 
 
 def count_query() -> Query:

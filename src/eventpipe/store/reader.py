@@ -8,6 +8,7 @@ No query sets a setting, so a readonly ClickHouse user can run them all.
 
 from __future__ import annotations
 
+import heapq
 import time
 from typing import Generic, NamedTuple, TypeVar
 
@@ -38,6 +39,12 @@ from eventpipe.store.query import (
 from eventpipe.store.rollup import Rollup
 
 
+class TypeTally(NamedTuple):
+    items: list[tuple[str, int]]  # (type, events), most first
+    total: int  # events of every type
+    types: int  # types in all, listed or not
+
+
 class StoredDeadLetter(NamedTuple):
     dead_letter_id: str
     received_ms: int
@@ -48,6 +55,8 @@ class StoredDeadLetter(NamedTuple):
     payload_size: int
 
 
+# The most types an answer lists: 1,000 types of 128 characters stay under 1 MiB of JSON.
+MAX_TYPES = 1_000
 Row = TypeVar("Row")
 
 
@@ -90,12 +99,19 @@ class Reader:
         rows = self.run(event_query(event_id, where))
         return _event(rows[0]) if rows else None
 
-    def event_types(self, where: EventFilter) -> list[tuple[str, int]]:
-        """Events per type, most first, ties by type (as event_types_query orders them)."""
+    def event_types(self, where: EventFilter, limit: int = MAX_TYPES) -> TypeTally:
+        """Events per type, most first, ties by type (as event_types_query orders them): the `limit`
+        first, and the total and the number of types over all. A producer can make any number of
+        types, so the answer is cut before it is read, not after."""
         counts = self._rollup.event_types(where)
         if counts is not None:
-            return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-        return [(str(kind), int(str(n))) for kind, n in self.run(event_types_query(where))]
+            ranked = heapq.nsmallest(limit, counts.items(), key=lambda item: (-item[1], item[0]))
+            return TypeTally(ranked, sum(counts.values()), len(counts))
+        rows = self.run(event_types_query(where, limit))
+        if not rows:
+            return TypeTally([], 0, 0)
+        total, types = int(str(rows[0][2])), int(str(rows[0][3]))
+        return TypeTally([(str(kind), int(str(n))) for kind, n, _, _ in rows], total, types)
 
     def timeseries(self, where: EventFilter, step_ms: int) -> list[tuple[int, int]]:
         """Events per bucket start, oldest first, empty buckets left out (as timeseries_query groups them)."""
