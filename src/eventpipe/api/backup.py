@@ -9,9 +9,10 @@ from pydantic import BaseModel, Field
 
 from eventpipe.api.admin import FORBIDDEN, AdminKey
 from eventpipe.api.auth import KeyCheck
-from eventpipe.api.error import responses
+from eventpipe.api.error import ApiError, responses
 from eventpipe.api.model import rfc3339
 from eventpipe.api.param import only_known
+from eventpipe.errors import BackupError
 from eventpipe.store.backup import EXAMPLE_NAME, Backups
 from eventpipe.store.backup import Backup as StoredBackup
 
@@ -62,7 +63,12 @@ def router(backups: Backups, keys: KeyCheck) -> APIRouter:
         "Takes as long as copying the store takes; one at a time per API process.",
     )
     def take(key: AdminKey) -> Backup:
-        taken = backups.take(key)
+        try:
+            taken = backups.take(key)
+        except BackupError as exc:
+            # ClickHouse's reason (a full disk, a missing disk in its config) is the operator's to read.
+            log.error("admin %s: backup failed: %s", key, exc)
+            raise ApiError(500, "backup_failed", "the backup failed; the operator has to look at the logs") from exc
         log.info(
             "admin %s: took backup %s (%d events, %d dead letters, %d bytes)",
             key,

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error
 
-from eventpipe.errors import BackupError
+from eventpipe.errors import BackupError, EventpipeError
 from eventpipe.events.contract import PROBE_EVENT_TYPE
 from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.failure import classified
@@ -116,18 +116,23 @@ class Backups:
         with self._lock:
             database = self._rows("SELECT currentDatabase()")[0][0]
             self._held(name, database)  # refuses a missing or foreign backup before anything changes
-            replaced = self._take(taken_by) if self._holds_data() else None
-            self._drop_all(database)
-            self._wait(
-                f"RESTORE DATABASE {_ident(database)} FROM {_disk(name)} SETTINGS allow_different_database_def = 1"
-            )
             with classified():
                 for table in KEPT.values():
-                    self._client.command(table)  # IF NOT EXISTS: onto an empty server, the catalog starts again
-                migrate(self._client, retention_days)
-                for table, rows in DERIVED.items():
-                    self._client.command(f"TRUNCATE TABLE {_ident(table)}")
-                    self._client.command(f"INSERT INTO {_ident(table)} {rows}")
+                    self._client.command(table)  # IF NOT EXISTS: onto an empty server, the catalog starts here
+            replaced = self._take(taken_by) if self._holds_data() else None
+            self._drop_all(database)
+            try:
+                self._wait(
+                    f"RESTORE DATABASE {_ident(database)} FROM {_disk(name)} SETTINGS allow_different_database_def = 1"
+                )
+                with classified():
+                    migrate(self._client, retention_days)
+                    for table, rows in DERIVED.items():
+                        self._client.command(f"TRUNCATE TABLE {_ident(table)}")
+                        self._client.command(f"INSERT INTO {_ident(table)} {rows}")
+            except EventpipeError as exc:
+                before = f", or restore {replaced.name} (what the store held before)" if replaced else ""
+                raise BackupError(f"{exc}; the store is incomplete: run this restore again{before}") from exc
             events, dead_letters = (
                 self._rows(query.format(db=_ident(database)))[0][0] for query in (EVENTS_HELD, DEAD_LETTERS_HELD)
             )
