@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # A ClickHouse server (http://user:pass@host:8123/db) or the embedded
     # engine (chdb:///path); empty means chDB under data_dir.
     clickhouse_dsn: str = ""
+    # The ClickHouse user the API's /admin/ routes act as: backups need rights
+    # its read-only user lacks. Empty: clickhouse_dsn's.
+    admin_clickhouse_dsn: str = ""
     # Days to keep events and dead letters; 0 keeps them forever.
     retention_days: int = Field(default=0, ge=0)
 
@@ -177,6 +180,10 @@ class Settings(BaseSettings):
     @property
     def resolved_clickhouse_dsn(self) -> str:
         return self.clickhouse_dsn or embedded_dsn(self.data_dir)
+
+    @property
+    def resolved_admin_clickhouse_dsn(self) -> str:
+        return self.admin_clickhouse_dsn or self.resolved_clickhouse_dsn
 
     @property
     def mqtt_session_id(self) -> str:

@@ -27,6 +27,7 @@ from eventpipe.api.cursor import Cursors
 from eventpipe.api.keyring import Keyring
 from eventpipe.events.condition import parse_condition, parse_field
 from eventpipe.events.metric import parse_metric
+from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
@@ -58,7 +59,7 @@ def fuzz_schema(clickhouse_dsn: str, keys: Sequence[str] | Keyring = (KEY,)) -> 
         ]
     )
     writer.insert_dead_letters([rejection("events/bad", b"\xff" + bytes([i]), MARCH_MS + i) for i in range(5)])
-    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), keys)
+    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), keys, backups=Backups(client))
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
@@ -101,6 +102,22 @@ def test_a_scoped_and_limited_key_gets_documented_answers_only(clickhouse_dsn: s
     @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def check(case: Case) -> None:
         case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance, negative_data_rejection])
+
+    check()
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("admin", [True, False], ids=["admin", "not-admin"])
+def test_the_admin_routes_answer_documented_statuses_only(clickhouse_dsn: str, method: str, admin: bool) -> None:
+    # Each POST takes a real backup: few examples, for routes that take no parameters but unknown ones.
+    keys = Keyring((), generated=KEY) if admin else Keyring([KEY])
+    operation = fuzz_schema(clickhouse_dsn, keys)["/admin/backups"][method]
+
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def check(case: Case) -> None:
+        response = case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance])
+        assert response.status_code == (200 if admin else 403), response.text
 
     check()
 

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
 from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.store.client import engine_options
 from eventpipe.store.reader import Reader
 
 KEY = "test-key-1"
@@ -23,7 +24,8 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 def readonly_reader(dsn: str) -> Reader:
     """A reader whose every query runs with readonly=1: ClickHouse refuses writes and any SET or
     per-query setting, so a query the API's read-only user could not run fails the test."""
-    extra = {} if dsn.startswith("chdb") else {"autogenerate_session_id": False}
+    # The same engine options as eventpipe's own clients: chDB takes those of the first one.
+    extra = {"chdb_options": engine_options(dsn)} if dsn.startswith("chdb") else {"autogenerate_session_id": False}
     return Reader(clickhouse_connect.get_client(dsn=dsn, settings={"readonly": 1}, **extra))
 
 

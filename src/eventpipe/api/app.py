@@ -10,13 +10,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe import __version__
-from eventpipe.api import breakdown, docs, error
+from eventpipe.api import backup, breakdown, docs, error
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.metrics import instrument
 from eventpipe.api.route import router
 from eventpipe.api.throttle import Throttle
+from eventpipe.store.backup import Backups
 from eventpipe.store.reader import Reader
 
 DESCRIPTION = """\
@@ -38,9 +39,11 @@ def create_app(
     api_keys: Sequence[str] | Keyring,
     cursor_secret: str = "",
     throttle: Throttle | None = None,
+    backups: Backups | None = None,
 ) -> FastAPI:
     """The API; `api_keys` are full-access keys, or a Keyring; `cursor_secret` signs its cursors
-    (empty: a key of this process only); `throttle` keeps the keys' request rates (one per process)."""
+    (empty: a key of this process only); `throttle` keeps the keys' request rates (one per process);
+    with `backups`, the /admin/backups routes too, for admin keys."""
     keyring = api_keys if isinstance(api_keys, Keyring) else Keyring(api_keys)
     # Swagger UI and ReDoc served from this process (api.docs), not FastAPI's CDN pages.
     app = FastAPI(title="eventpipe", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None)
@@ -64,6 +67,8 @@ def create_app(
     keys = KeyCheck(keyring, throttle)
     app.include_router(router(reader, keys, Cursors(cursor_secret)))
     app.include_router(breakdown.router(reader, keys))
+    if backups is not None:
+        app.include_router(backup.router(backups, keys))
     app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD
     instrument(app, registry, keyring)  # last: it primes a series for every route defined above
     return app

@@ -62,6 +62,7 @@ def run_api(_args: argparse.Namespace) -> int:
     from eventpipe.api.app import create_app
     from eventpipe.api.keyring import Keyring
     from eventpipe.cli.server import ApiServer
+    from eventpipe.store.backup import Backups
     from eventpipe.store.reader import Reader
 
     settings = Settings()
@@ -79,6 +80,7 @@ def run_api(_args: argparse.Namespace) -> int:
         process_registry(),
         keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
+        backups=Backups(connect(settings.resolved_admin_clickhouse_dsn)),
     )
     server = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
     shutdown = Shutdown()

@@ -28,6 +28,7 @@ from eventpipe.ingest.probe import Prober
 from eventpipe.ingest.worker import Worker
 from eventpipe.monitor.prometheus import Prometheus, default_rules_dir
 from eventpipe.redaction import redact
+from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.reader import Reader
@@ -171,6 +172,7 @@ def _serve(
         CollectorRegistry(),
         keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
+        backups=Backups(connect(dsn)),
     )
     api = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
     prometheus = Prometheus(
