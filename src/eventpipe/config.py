@@ -38,8 +38,8 @@ class Settings(BaseSettings):
     # A ClickHouse server (http://user:pass@host:8123/db) or the embedded
     # engine (chdb:///path); empty means chDB under data_dir.
     clickhouse_dsn: str = ""
-    # The API's writes for the /admin/ routes (replay, erasure): a user that may
-    # insert and delete where the API user may only read; empty: clickhouse_dsn.
+    # The ClickHouse user the API's /admin/ routes act as: backups, replays and
+    # erasures need rights its read-only user lacks. Empty: clickhouse_dsn's.
     admin_clickhouse_dsn: str = ""
     # Days to keep events and dead letters; 0 keeps them forever.
     retention_days: int = Field(default=0, ge=0)
@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65_535)
     api_keys: Annotated[list[str], NoDecode] = []
+    # A JSON file of named keys (their SHA-256 only), each optionally limited
+    # to event types and a rate (api.keyfile); read again when it changes.
+    api_keys_file: Path | None = None
     # HTTPS: the API's certificate (PEM, chain included) and its private key,
     # both or neither; without them the API speaks plain HTTP.
     api_tls_cert_file: Path | None = None
@@ -129,7 +132,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("mqtt_ca_file", "api_tls_cert_file", "api_tls_key_file", mode="before")
+    @field_validator("mqtt_ca_file", "api_tls_cert_file", "api_tls_key_file", "api_keys_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         # compose passes an unset ${VAR:-} as "", which would otherwise be the path ".".

@@ -33,7 +33,7 @@ def start(stacks: list[Up], data: Path, env: dict[str, str] | None = None) -> tu
     up = Up(data, env=env, prometheus=False)
     stacks.append(up)
     up.wait_ready()
-    key = next(line.rsplit(": ", 1)[1] for line in up.lines if line.startswith("API key (generated"))
+    key = next(line.rsplit(": ", 1)[1] for line in up.lines if line.startswith("API key ("))
     return up, httpx.Client(base_url=up.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
 
@@ -85,7 +85,7 @@ def test_replay_after_relaxing_a_setting_then_erase_a_user(tmp_path: Path, stack
     assert all(ALICE not in item["payload"] for item in walk(api, "/dead-letters", headers={}))
     audit = api.get("/admin/erasures", params={"user_id": ALICE}).json()["items"]
     assert [(record["key_name"], record["events"], record["dead_letters"]) for record in audit] == [
-        ("operator", 40, 11)
+        ("up#generated", 40, 11)
     ]
 
     # The pipe goes on: Bob's next event is stored and read as usual.

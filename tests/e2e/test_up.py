@@ -5,23 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support.mqtt import stream_publish
 from tests.support.services import ContainerBroker, LocalBroker
 from tests.support.stack import Up, count_rows, run_eventpipe
 from tests.support.wait import wait_until
-
-
-@pytest.fixture
-def stacks() -> Iterator[list[Up]]:
-    started: list[Up] = []
-    yield started
-    for up in started:
-        up.kill()
 
 
 def start(
@@ -147,7 +136,7 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
     }
     migrated = run_eventpipe("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert f"migrations applied: {[migration.version for migration in MIGRATIONS]}" in migrated.stdout
+    assert f"migrations applied: {[m.version for m in MIGRATIONS]}" in migrated.stdout
     assert "none, schema is current" in run_eventpipe("migrate", env=env).stdout
 
     worker = subprocess.Popen([*eventpipe_command(), "worker"], env=env, stderr=subprocess.PIPE, text=True)

@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from eventpipe.api.model import rfc3339
 from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.erasure import user_hash
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
-from tests.support.api import ADMIN, AUTH, ERASURE_SECRET, admin_client, walk
+from tests.support.api import ADMIN, ADMIN_NAME, AUTH, ERASURE_SECRET, admin_client, walk
 from tests.support.mqtt import publish_raw
 from tests.support.pipeline import running_worker, settings_for
 from tests.support.services import ContainerBroker, LocalBroker
@@ -111,7 +113,7 @@ def test_an_erased_user_is_gone_from_every_read_and_the_others_stay(api: TestCli
     records = api.get("/admin/erasures", headers=ADMIN).json()["items"]
     assert len(records) == 1
     record = records[0]
-    assert (record["key_name"], record["events"], record["dead_letters"]) == ("ops", 40, len(NAMING))
+    assert (record["key_name"], record["events"], record["dead_letters"]) == (ADMIN_NAME, 40, len(NAMING))
     assert record["user_hash"] == user_hash(ERASED, ERASURE_SECRET) != user_hash(ERASED, "another secret" * 3)
     assert ERASED not in json.dumps(records, ensure_ascii=False)
     found = api.get("/admin/erasures", params={"user_id": ERASED}, headers=ADMIN).json()["items"]
@@ -164,3 +166,16 @@ def test_erasures_while_a_worker_stores_a_stream_finish_and_lose_nothing_of_it(
     # Erased once more now that nothing is on its way: every event of the user is gone, none of the other's.
     api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN)
     assert reads(api)["users"] == {ERASED: 0, KEPT: 2250}
+
+
+def test_the_audit_outlives_a_restore_that_brings_an_erased_user_back(api: TestClient, clickhouse_dsn: str) -> None:
+    backups = Backups(connect(clickhouse_dsn))
+    before = backups.take("test")
+    assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).status_code == 200
+    backups.restore(before.name, 0, "test")
+    # The backup's rows are back (operations.md: erase again after a restore), and the audit says who to erase.
+    assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
+    audit = api.get("/admin/erasures", params={"user_id": ERASED}, headers=ADMIN).json()["items"]
+    assert len(audit) == 1 and audit[0]["erased_at"] > rfc3339(before.taken_ms)
+    assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).json()["events"] == 40
+    assert reads(api)["users"] == {ERASED: 0, KEPT: 40}

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -20,7 +19,7 @@ from eventpipe.broker import journal, packet
 from eventpipe.broker.address import MqttAddress
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
-from tests.support.memory import rss_bytes
+from tests.support.memory import peak_growth, rss_bytes
 from tests.support.mqtt import publish_raw, stream_publish
 from tests.support.pipeline import Running, running_worker, settings_for
 from tests.support.services import MAX_PAYLOAD_BYTES, ContainerBroker, LocalBroker, running_broker
@@ -68,28 +67,6 @@ def publish_with(url: str, protocol: MQTTProtocolVersion, payload: bytes) -> tup
         client.disconnect()
 
 
-@contextmanager
-def peak_growth(*readers: tuple[str, Callable[[], int]]) -> Iterator[dict[str, int]]:
-    """The most each memory reader (name, callable returning bytes) grew above its start while the block ran."""
-    start = {name: read() for name, read in readers}
-    peak = dict.fromkeys(start, 0)
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            for name, read in readers:
-                peak[name] = max(peak[name], read() - start[name])
-            done.wait(0.05)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        yield peak
-    finally:
-        done.set()
-        sampler.join()
-
-
 def counts(broker: Broker) -> dict[str, int]:
     return journal.count(broker.log().splitlines())
 
@@ -108,7 +85,7 @@ def test_a_message_over_the_packet_limit_is_refused_at_the_broker_and_counted(br
     assert not acknowledged
     assert reasons[:1] == [PACKET_TOO_LARGE]
     # The attack: 200 MiB in one message. Refused on its header, so neither process reads it.
-    with peak_growth(("worker", rss_bytes), ("broker", broker.memory)) as grown:
+    with peak_growth(("worker", rss_bytes), ("broker", broker.memory), interval=0.05) as grown:
         answer = stream_publish(broker.url, TOPIC, 200 * MiB)
     assert answer.packet != "puback"
     assert answer.sent < 32 * MiB, f"the broker read {answer.sent >> 20} MiB of it"

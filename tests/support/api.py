@@ -13,9 +13,11 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
+from eventpipe.api.keyring import Keyring
 from eventpipe.api.maintenance import admin
 from eventpipe.config import Settings
 from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.store.client import engine_options
 from eventpipe.store.reader import Reader
 
 KEY = "test-key-1"
@@ -25,7 +27,8 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 def readonly_reader(dsn: str) -> Reader:
     """A reader whose every query runs with readonly=1: ClickHouse refuses writes and any SET or
     per-query setting, so a query the API's read-only user could not run fails the test."""
-    extra = {} if dsn.startswith("chdb") else {"autogenerate_session_id": False}
+    # The same engine options as eventpipe's own clients: chDB takes those of the first one.
+    extra = {"chdb_options": engine_options(dsn)} if dsn.startswith("chdb") else {"autogenerate_session_id": False}
     return Reader(clickhouse_connect.get_client(dsn=dsn, settings={"readonly": 1}, **extra))
 
 
@@ -37,16 +40,17 @@ def api_client(dsn: str, keys: Iterable[str] = (KEY,)) -> TestClient:
 
 ADMIN_KEY = "test-admin-key"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+ADMIN_NAME = "up#generated"
 ERASURE_SECRET = "test-erasure-secret-0123456789abcdef"  # noqa: S105 - a test value
 
 
 def admin_client(dsn: str, **settings: Any) -> TestClient:
-    """The API with its /admin/ routes: KEY is a plain key, ADMIN_KEY the admin key named "ops".
-    Reads go as a read-only user, admin writes through `dsn`, parsing under `settings`."""
+    """The API with its /admin/ routes: KEY is a plain key, ADMIN_KEY the admin key `eventpipe up`
+    would generate (named ADMIN_NAME). Reads go as a read-only user, admin writes through `dsn`,
+    parsing under `settings`."""
     configured = Settings(clickhouse_dsn=dsn, erasure_secret=ERASURE_SECRET, **settings)
-    app = create_app(
-        readonly_reader(dsn), CollectorRegistry(), [KEY, ADMIN_KEY], "", admin(configured), {ADMIN_KEY: "ops"}
-    )
+    keys = Keyring([KEY], generated=ADMIN_KEY)
+    app = create_app(readonly_reader(dsn), CollectorRegistry(), keys, admin=admin(configured))
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -112,10 +116,28 @@ HOSTILE = [
     "/dead-letters?status=done",
     "/dead-letters?status=",
     "/events?evnt_type=click",
-    "/stats/event-types?limit=5",
+    "/stats/event-types?limit=0",
+    "/stats/event-types?limit=1001",
     "/events?limit=5&limit=6",
     "/nope",
     "/events/../../etc/passwd",
+    "/events?where=country=FR",
+    "/events?where=properties.amount>abc",
+    "/events?where=properties.amount>=1e999",
+    "/events?where=properties.a.b.c.d.e.f.g.h.i=1",
+    "/events?where=properties.a'b=1",
+    "/events?where=properties.country",
+    "/events?where=user_id>5",
+    "/events?where=" + "properties.x=" + "y" * 5000,
+    "/stats/event-types?where=properties..x=1",
+    "/stats/timeseries?where=properties.x!1",
+    "/stats/breakdown",
+    "/stats/breakdown?by=country",
+    "/stats/breakdown?by=properties",
+    "/stats/breakdown?by=event_type&metric=median:properties.amount",
+    "/stats/breakdown?by=event_type&metric=sum:user_id",
+    "/stats/breakdown?by=event_type&limit=1001",
+    "/stats/breakdown?by=event_type&by=topic",
 ]
 # Hostile values that are valid requests: they must be answered as plain data, never as SQL.
 INJECTIONS = [
@@ -126,4 +148,9 @@ INJECTIONS = [
     "/events?event_type=%00",
     "/events?user_id=%E2%80%AE%F0%9F%92%A9",
     "/dead-letters?reason=' OR ''='",
+    "/events?where=properties.country=' OR 1=1 --",
+    "/events?where=properties.x={limit:UInt32}",
+    "/events?where=user_id=\\' UNION SELECT * FROM system.users --",
+    "/events?where=properties.x=1&where=properties.x=') OR 1=1 --",
+    "/stats/breakdown?by=properties.country&where=event_type=' OR ''='",
 ]

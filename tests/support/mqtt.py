@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from eventpipe.bench.wire import varint
 from eventpipe.broker.address import MqttAddress
 from eventpipe.broker.connection import make_client
 
@@ -106,12 +107,3 @@ def receive(sock: socket.socket, size: int) -> bytes:
 def utf8(text: str) -> bytes:
     encoded = text.encode()
     return struct.pack("!H", len(encoded)) + encoded
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)

@@ -308,10 +308,12 @@ def running_broker(
 
 def chdb_database_dsn(root: Path) -> str:
     """A fresh database in the process's one chDB engine: isolation without a second engine path."""
-    import clickhouse_connect
+    from eventpipe.store.client import connect
 
     name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = clickhouse_connect.get_client(dsn=f"chdb://{root}")
+    # Through eventpipe's connect: whichever client opens the engine first gives it its startup
+    # options (the backups disk among them), and this one is usually the first.
+    admin = connect(f"chdb://{root}")
     admin.command(f"CREATE DATABASE {name}")
     admin.close()
     return f"chdb://{root}?database={name}"

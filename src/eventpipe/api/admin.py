@@ -1,48 +1,35 @@
-"""Admin keys: the /admin/ routes serve only a key marked admin, and name it in the log.
+"""Who may call the /admin/ routes: one dependency, `admin_key`, which answers the calling key's name.
 
-One dependency, `admin_key`, answers the key's name or 403. Today the admin
-keys are those the composition root gives `create_app` (the key `eventpipe up`
-generates for its operator, named "operator"); keys with their own names and
-rights (a keys file) replace that set, and this dependency, without the routes
-changing.
+An admin key is one with `"admin": true` in EVENTPIPE_API_KEYS_FILE, or the
+key `eventpipe up` generates for its operator (api.keyring). Any other valid
+key gets 403 `{"error": "forbidden", ...}`. Routes log every action with the
+name this answers, never the key.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Mapping
+from typing import Annotated, Any
 
-from fastapi import Request
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi import Depends
 
-from eventpipe.api.auth import Credentials
-from eventpipe.api.error import ApiError
+from eventpipe.api.auth import Granted, admin_only
+from eventpipe.api.error import ErrorBody
 
-
-class AdminKeys:
-    """The keys that may call /admin/, by name; compared as digests, like every key."""
-
-    def __init__(self, keys: Mapping[str, str]) -> None:
-        self._digests = [(hashlib.sha256(key.encode()).digest(), name) for key, name in keys.items()]
-
-    def name(self, credentials: HTTPAuthorizationCredentials | None) -> str | None:
-        if credentials is None:
-            return None
-        offered = hashlib.sha256(credentials.credentials.encode()).digest()
-        found = None
-        for digest, name in self._digests:  # every key, every time: no early exit to time
-            if hmac.compare_digest(digest, offered):
-                found = name
-        return found
+# The 403 of the /admin/ routes, as their OpenAPI document shows it.
+REFUSED = {"error": "forbidden", "detail": "this endpoint needs an admin key"}
+FORBIDDEN: dict[int | str, dict[str, Any]] = {
+    403: {
+        "model": ErrorBody,
+        "description": "The key is valid, but not an admin key (`forbidden`).",
+        "content": {"application/json": {"example": REFUSED}},
+    }
+}
 
 
-def admin_key(request: Request, credentials: Credentials) -> str:
-    """The name of the admin key the request carries, or 403 `forbidden`.
+def admin_key(grant: Granted) -> str:
+    """The calling key's name, if it is an admin key; else 403. Needs the router's KeyCheck before it."""
+    admin_only(grant)
+    return grant.name
 
-    Runs after the router's KeyCheck, which answers 401 to a missing or unknown key."""
-    keys: AdminKeys = request.app.state.admin_keys
-    name = keys.name(credentials)
-    if name is None:
-        raise ApiError(403, "forbidden", "this endpoint needs an admin key")
-    return name
+
+AdminKey = Annotated[str, Depends(admin_key)]

@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from eventpipe.api.admin import admin_key
+from eventpipe.api.admin import FORBIDDEN, AdminKey
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import ApiError, ErrorBody, responses
@@ -32,7 +32,6 @@ from eventpipe.store.outcome import Outcomes, Selection
 from eventpipe.store.writer import Writer
 
 log = logging.getLogger(__name__)
-AdminKey = Annotated[str, Depends(admin_key)]
 MAX_IDS = 1000
 ERASE_TIMEOUT_S = 900
 
@@ -140,7 +139,7 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         prefix="/admin",
         tags=["admin"],
         dependencies=[Depends(keys), Depends(only_known)],
-        responses=responses(400, 401, 403, 422, 500, 503),
+        responses={**responses(400, 401, 422, 429, 500, 503), **FORBIDDEN},
     )
 
     @api.post("/dead-letters/replay", summary="Parse pending dead letters again and store those that pass now")
