@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe import __version__
-from eventpipe.api import error
+from eventpipe.api import error, feed
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.metrics import instrument
@@ -48,7 +48,9 @@ def create_app(
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(router(reader, KeyCheck(api_keys), Cursors(cursor_secret)))
+    keys, cursors = KeyCheck(api_keys), Cursors(cursor_secret)
+    app.include_router(router(reader, keys, cursors))
+    app.include_router(feed.router(reader, keys, cursors))
     app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD
     instrument(app, registry)  # last: it primes a series for every route defined above
     return app

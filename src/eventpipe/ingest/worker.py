@@ -18,6 +18,7 @@ from eventpipe.config import Settings
 from eventpipe.errors import RetryableStorageError, StorageError, UnknownStorageError
 from eventpipe.events import PROBE_EVENT_TYPE, Event, Limits, Reason, Rejection, parse
 from eventpipe.ingest.consumer import Consumer, Delivery
+from eventpipe.ingest.mark import Marker
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.policy import Backoff, BatchPolicy
 from eventpipe.store.writer import Writer
@@ -80,10 +81,13 @@ class Worker:
         self._deadline = 0.0
         self._clean = True
         self._failed: BaseException | None = None
+        self._marker = Marker(settings.mqtt_client_id, settings.probe_topic)
         self._thread = threading.Thread(target=self._run, name="eventpipe-flusher", daemon=True)
         self.consumer = consumer_factory(settings, self._deliver, metrics, self._release_stale)
 
     def start(self) -> None:
+        # Before subscribing, so that the feed knows this worker before it has received anything.
+        self._retrying(lambda isolate: self._writer.insert_events([self._marker.start()], isolate_unknown=isolate))
         self._thread.start()
         self.consumer.start()
 
@@ -115,7 +119,14 @@ class Worker:
         if hung:
             log.error("the flusher did not finish by the shutdown deadline; its batch stays unacknowledged")
         self.consumer.stop()
-        return self._clean and self._failed is None and not hung
+        clean = self._clean and self._failed is None and not hung
+        # Only after a clean stop: an insert still hanging could commit after the retirement.
+        try:
+            if clean:
+                self._writer.insert_events([self._marker.retired()])
+        except StorageError as exc:
+            log.warning("could not store this worker's retirement; the feed's complete_until waits for it: %s", exc)
+        return clean
 
     def _deliver(self, deliveries: list[Delivery]) -> None:
         """Called on paho's network thread with the messages of one read. When the
@@ -203,7 +214,11 @@ class Worker:
             else:
                 rejections.append(result)  # type: ignore[arg-type]
 
-        refused = self._retrying(lambda isolate: self._writer.insert_events(events, isolate_unknown=isolate))
+        # Batches hold the oldest messages in receive order, so what came before
+        # this batch's first message is committed: the mark says so (ingest.mark).
+        stored = events + self._marker.due(batch[0].received_ms)
+        refused = self._retrying(lambda isolate: self._writer.insert_events(stored, isolate_unknown=isolate))
+        refused = [(index, detail) for index, detail in refused if index < len(events)]
         for index, detail in refused:
             source = sources[index]
             rejections.append(

@@ -272,3 +272,7 @@ def _event_conditions(where: EventFilter) -> tuple[list[str], dict[str, object]]
         conditions.append("timestamp < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')")
         parameters["until_ms"] = where.until_ms
     return conditions, parameters
+
+
+# The arrival feed (store.feed) admits events by the same filter as every list.
+event_conditions = _event_conditions
