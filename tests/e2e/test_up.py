@@ -144,7 +144,7 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
     }
     migrated = run_eventpipe("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert "migrations applied: [1, 2, 3, 4, 5, 6, 7, 8]" in migrated.stdout
+    assert "migrations applied: [1, 2, 3, 4, 5, 6, 7, 8, 9]" in migrated.stdout
     assert "none, schema is current" in run_eventpipe("migrate", env=env).stdout
 
     worker = subprocess.Popen([*eventpipe_command(), "worker"], env=env, stderr=subprocess.PIPE, text=True)

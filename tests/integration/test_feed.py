@@ -3,6 +3,7 @@ writers commit at once: late events, old timestamps, redeliveries and re-sends i
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -12,10 +13,18 @@ import clickhouse_connect
 import pytest
 
 from eventpipe.events import Event
+from eventpipe.store.client import connect
 from eventpipe.store.feed import Feed, FeedPage, Place
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
+from tests.support.faults import FaultyWriter
+from tests.support.mqtt import publish_raw
+from tests.support.pipeline import running_worker, settings_for
+from tests.support.services import ContainerBroker, LocalBroker
+from tests.support.wait import wait_until
+
+Broker = LocalBroker | ContainerBroker
 
 DAY_MS = 86_400_000
 Ident = tuple[int, str, str]
@@ -179,3 +188,76 @@ def test_filtered_feed_and_byte_cap(client: clickhouse_connect.driver.Client) ->
 def test_an_empty_store_answers_a_page_with_a_next(client: clickhouse_connect.driver.Client, limit: int) -> None:
     page = Feed(Reader(client).run).page(EventFilter(), limit, Place())
     assert page.rows == [] and page.next.hi is None and page.next.lo == 0
+
+
+def test_two_workers_marks_make_complete_until_true_and_it_reaches_the_last_event(
+    broker: Broker, client: clickhouse_connect.driver.Client, clickhouse_dsn: str
+) -> None:
+    # Two workers of one share group, with probes (so an idle worker still moves its marks on).
+    settings = settings_for(broker.url, clickhouse_dsn, mqtt_share_group="feed", probe_interval_s=0.3)
+    other = settings.model_copy(update={"mqtt_client_id": settings.mqtt_client_id + "-b"})
+    now = time.time_ns() // 1_000_000
+    sent = [
+        # Some stamped weeks ago, some sent twice (a producer's re-send lands on either worker).
+        (f"events/t{i % 3}", json.dumps({"event_id": f"m{i}", "timestamp": now - (i % 7 == 0) * 30 * DAY_MS}))
+        for i in range(1500)
+    ]
+    sent += sent[::50]
+    follower = Follower(Feed(Reader(client).run), limit=400)
+
+    def checked_poll() -> FeedPage:
+        page = follower.poll()
+        # The guarantee itself: whatever was received before complete_until has been served.
+        sql = (
+            "SELECT toUnixTimestamp64Milli(timestamp), event_type, event_id FROM events"
+            " WHERE received_at < fromUnixTimestamp64Milli({t:Int64}, 'UTC') AND event_type != '_probe'"
+        )
+        before = client.query(sql, parameters={"t": page.complete_until_ms}).result_rows
+        missing = {(int(t), str(kind), str(eid)) for t, kind, eid in before} - set(follower.served)
+        assert not missing, f"{len(missing)} received before complete_until but not served"
+        return page
+
+    with running_worker(settings) as first, running_worker(other) as second:
+        half = len(sent) // 2
+        assert publish_raw(broker.url, [(t, p.encode()) for t, p in sent[:half]]) == half
+        checked_poll()
+        assert publish_raw(broker.url, [(t, p.encode()) for t, p in sent[half:]]) == len(sent) - half
+        wait_until(lambda: first.reader.count_events() == 1500, what="1500 stored")
+        sql = "SELECT toUnixTimestamp64Milli(max(received_at)) FROM events WHERE event_type != '_probe'"
+        last_received = int(client.command(sql))
+        wait_until(lambda: checked_poll().complete_until_ms > last_received, what="complete_until past the last")
+        assert min(run.metric("eventpipe_messages_received_total") for run in (first, second)) > 0
+    assert sorted(key[2] for key in follower.served) == sorted(f"m{i}" for i in range(1500))
+    assert len(follower.served) == len(set(follower.served))
+    # Both stopped cleanly and retired: complete_until is no longer held back by them.
+    stopped = time.time_ns() // 1_000_000
+    follower.catch_up(highest_block(client))
+    assert checked_poll().complete_until_ms >= stopped
+
+
+def test_complete_until_stays_below_messages_held_or_being_committed(
+    broker: Broker, client: clickhouse_connect.driver.Client, clickhouse_dsn: str
+) -> None:
+    # A slow store and small batches (a mark rides with at most one a second): while the first
+    # batches commit, the rest is held, received but not stored, and the client reads the feed.
+    writer = FaultyWriter(connect(clickhouse_dsn))
+    settings = settings_for(broker.url, clickhouse_dsn, batch_max_rows=10, batch_max_ms=5000)
+    follower = Follower(Feed(Reader(client).run), limit=1000)
+    with running_worker(settings, writer=writer) as run:
+        time.sleep(2.5)  # idle marks: complete_until is near now before anything is sent
+        follower.catch_up(highest_block(client))
+        idle = follower.pages[-1].complete_until_ms
+        writer.delay_s = 0.5
+        sent = [("events/slow", json.dumps({"event_id": f"s{i}"}).encode()) for i in range(50)]
+        assert publish_raw(broker.url, sent) == 50
+        wait_until(lambda: 30 <= run.metric("eventpipe_events_stored_total") < 50, what="three batches stored")
+        follower.catch_up(highest_block(client))
+        during, served = follower.pages[-1].complete_until_ms, set(follower.served)
+        wait_until(lambda: run.metric("eventpipe_events_stored_total") == 50, what="50 stored")
+    sql = (
+        "SELECT toUnixTimestamp64Milli(timestamp), event_type, event_id FROM events"
+        " WHERE received_at < fromUnixTimestamp64Milli({t:Int64}, 'UTC') AND event_type != '_probe'"
+    )
+    before = {(int(t), str(k), str(i)) for t, k, i in client.query(sql, parameters={"t": during}).result_rows}
+    assert before <= served, f"{len(before - served)} received before complete_until were not committed yet"
+    assert idle > time.time_ns() // 1_000_000 - 60_000, "complete_until did not move while idle"

@@ -83,11 +83,13 @@ class Worker:
         self._failed: BaseException | None = None
         self._marker = Marker(settings.mqtt_client_id, settings.probe_topic)
         self._thread = threading.Thread(target=self._run, name="eventpipe-flusher", daemon=True)
-        self.consumer = consumer_factory(settings, self._deliver, metrics, self._release_stale)
+        # The receive time of the burst the network thread is handing over, until it is held.
+        self._handing_ms: int | None = None
+        self._idle_before_ms = 0
+        self.consumer = consumer_factory(settings, self._deliver, metrics, self._release_stale, clock=self._stamp)
 
     def start(self) -> None:
-        # Before subscribing, so that the feed knows this worker before it has received anything.
-        self._retrying(lambda isolate: self._writer.insert_events([self._marker.start()], isolate_unknown=isolate))
+        self._store([self._marker.start()])  # before subscribing: the feed knows it before it receives
         self._thread.start()
         self.consumer.start()
 
@@ -128,6 +130,13 @@ class Worker:
             log.warning("could not store this worker's retirement; the feed's complete_until waits for it: %s", exc)
         return clean
 
+    def _stamp(self) -> int:
+        """A burst's receive time, taken under the lock, so the flusher knows what may still come:
+        nothing received before a moment it reads here is missing from what it holds (ingest.mark)."""
+        with self._cond:
+            self._handing_ms = time.time_ns() // 1_000_000
+            return self._handing_ms
+
     def _deliver(self, deliveries: list[Delivery]) -> None:
         """Called on paho's network thread with the messages of one read. When the
         window is full it waits for a commit, which stops paho reading the socket:
@@ -150,6 +159,10 @@ class Worker:
                 # Wake the flusher when it may wait: for a first message (its batch timer) or a full batch.
                 if before == 0 or before < self._policy.max_rows <= len(self._items):
                     self._cond.notify_all()
+            self._handing_ms = None
+
+    def _store(self, marks: list[Event]) -> None:
+        self._retrying(lambda isolate: self._writer.insert_events(marks, isolate_unknown=isolate))
 
     def _release_stale(self, generation: int) -> None:
         """Let go of queued QoS 1 copies from earlier connections: the resumed session resends
@@ -169,7 +182,10 @@ class Worker:
     def _run(self) -> None:
         try:
             while (batch := self._next_batch()) is not None:
-                self._commit(batch)
+                if batch:
+                    self._commit(batch)
+                else:  # idle: a mark alone, so complete_until moves on without traffic (ingest.mark)
+                    self._store(self._marker.due(self._idle_before_ms))
         except _Abandoned:
             with self._cond:
                 left = len(self._items)
@@ -195,7 +211,11 @@ class Worker:
                 wait = self._policy.wait_s(held, age)
                 if wait == 0.0:
                     break
-                self._cond.wait(wait)
+                if not held and self._marker.idle():
+                    # Nothing held and nothing being handed over: all received before now is committed.
+                    self._idle_before_ms = self._handing_ms or time.time_ns() // 1_000_000
+                    return []
+                self._cond.wait(wait if wait is not None else self._marker.idle_wait_s())
             batch = self._items[: self._policy.max_rows]
             del self._items[: self._policy.max_rows]
             return batch
