@@ -89,7 +89,14 @@ class Worker:
         self.consumer = consumer_factory(settings, self._deliver, metrics, self._release_stale, clock=self._stamp)
 
     def start(self) -> None:
-        self._store([self._marker.start()])  # before subscribing: the feed knows it before it receives
+        # Before subscribing, so the feed knows this worker before it receives. A worker must
+        # start while ClickHouse refuses it too: then its flusher stores the mark before any batch.
+        self._start_mark: list[Event] = [self._marker.start()]
+        try:
+            self._writer.insert_events(self._start_mark)
+            self._start_mark = []
+        except StorageError as exc:
+            log.warning("could not store this worker's start mark; retried before its first batch: %s", exc)
         self._thread.start()
         self.consumer.start()
 
@@ -162,7 +169,8 @@ class Worker:
             self._handing_ms = None
 
     def _store(self, marks: list[Event]) -> None:
-        self._retrying(lambda isolate: self._writer.insert_events(marks, isolate_unknown=isolate))
+        if marks:
+            self._retrying(lambda isolate: self._writer.insert_events(marks, isolate_unknown=isolate))
 
     def _release_stale(self, generation: int) -> None:
         """Let go of queued QoS 1 copies from earlier connections: the resumed session resends
@@ -181,6 +189,7 @@ class Worker:
 
     def _run(self) -> None:
         try:
+            self._store(self._start_mark)
             while (batch := self._next_batch()) is not None:
                 if batch:
                     self._commit(batch)
