@@ -15,6 +15,7 @@ import pytest
 from eventpipe.events import Event
 from eventpipe.store.client import connect
 from eventpipe.store.feed import Feed, FeedPage, Place
+from eventpipe.store.migration import MIGRATIONS, migrate
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
@@ -261,3 +262,23 @@ def test_complete_until_stays_below_messages_held_or_being_committed(
     before = {(int(t), str(k), str(i)) for t, k, i in client.query(sql, parameters={"t": during}).result_rows}
     assert before <= served, f"{len(before - served)} received before complete_until were not committed yet"
     assert idle > time.time_ns() // 1_000_000 - 60_000, "complete_until did not move while idle"
+
+
+def test_migration_9_feeds_what_was_stored_before_it_once_even_when_run_twice(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # A store at version 8 with events in it, then migration 9; then a crash after its copy,
+    # before its ledger row, so the copy runs again: every event is served once all the same.
+    for statement in ("DROP VIEW arrivals_feed", "DROP VIEW worker_marks_feed", "DROP TABLE arrivals"):
+        client.command(statement)
+    client.command("DELETE FROM schema_migrations WHERE version = 9")
+    now = time.time_ns() // 1_000_000
+    before = [event(f"old{i:03}", now - i * 3_600_000, now) for i in range(300)]
+    Writer(client).insert_events(before)
+    assert migrate(client) == [9]
+    client.command(next(m for m in MIGRATIONS if m.version == 9).statements[-1])  # the copy, again
+    client.command("DELETE FROM schema_migrations WHERE version = 9")
+    assert migrate(client) == [9]
+    follower = Follower(Feed(Reader(client).run), limit=100)
+    follower.catch_up(highest_block(client))
+    assert sorted(follower.served) == sorted(map(ident, before))
