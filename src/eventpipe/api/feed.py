@@ -45,9 +45,10 @@ After = Annotated[
     Query(
         max_length=MAX_CHARS,
         description="`next` of the previous answer, unchanged, with the same filters. Absent: from the beginning.",
+        examples=["mVq1G2dJZ0t3bYbF0nF9skYp2Q0AAAAAAAAAAAAAAAAAAGMAAAAAAAAAAA"],
     ),
 ]
-FeedLimit = Annotated[int, Query(ge=1, le=10_000, description="Events per page, 1 to 10000.")]
+FeedLimit = Annotated[int, Query(ge=1, le=10_000, description="Events per page, 1 to 10000.", examples=[1000])]
 
 
 class FeedPage(BaseModel):
