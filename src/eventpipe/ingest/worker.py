@@ -86,12 +86,13 @@ class Worker:
         # The receive time of the burst the network thread is handing over, until it is held.
         self._handing_ms: int | None = None
         self._idle_before_ms = 0
+        self._start_mark: list[Event] = []
         self.consumer = consumer_factory(settings, self._deliver, metrics, self._release_stale, clock=self._stamp)
 
     def start(self) -> None:
         # Before subscribing, so the feed knows this worker before it receives. A worker must
         # start while ClickHouse refuses it too: then its flusher stores the mark before any batch.
-        self._start_mark: list[Event] = [self._marker.start()]
+        self._start_mark = [self._marker.start()]
         try:
             self._writer.insert_events(self._start_mark)
             self._start_mark = []
