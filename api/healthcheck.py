@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
 
 
 def main() -> int:
-    url = f"http://127.0.0.1:{os.environ.get('EVENTPIPE_API_PORT', '8000')}/readyz"
+    port = os.environ.get("EVENTPIPE_API_PORT", "8000")
+    context = None
+    if os.environ.get("EVENTPIPE_API_TLS_CERT_FILE"):
+        # HTTPS, as the API serves it. The certificate is not verified: this is
+        # the container talking to itself on loopback, and an operator's own
+        # certificate need not name 127.0.0.1. Prometheus does verify it.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    url = f"{'https' if context else 'http'}://127.0.0.1:{port}/readyz"
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:
+        with urllib.request.urlopen(url, timeout=3, context=context) as response:  # noqa: S310 - loopback http(s)
             print(f"healthy: {url} answered {response.status}")
             return 0
     except urllib.error.HTTPError as exc:

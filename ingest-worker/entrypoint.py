@@ -1,13 +1,14 @@
 """Entrypoint of the ingest-worker image: `worker` (the default), `migrate`, or any other eventpipe command.
 
-worker: the MQTT client id names the broker's persistent session, so it must
-differ between the replicas of `docker compose up --scale ingest-worker=N` and
-stay the same when one replica is restarted or re-created (a new image, a
-changed setting). A replica's container name (eventpipe-ingest-worker-2) has
-both properties, and Docker's embedded DNS returns it for a reverse lookup of
-the container's own address. A random or hostname-based id would instead leave
-a session behind at every re-creation, and Mosquitto keeps handing such a
-session its share of the shared subscription until the session expires.
+worker: the worker's name (EVENTPIPE_MQTT_CLIENT_ID), from which the id of its
+broker session derives (with EVENTPIPE_MQTT_SESSION_SECRET), must differ
+between the replicas of `docker compose up --scale ingest-worker=N` and stay
+the same when one replica is restarted or re-created (a new image, a changed
+setting). A replica's container name (eventpipe-ingest-worker-2) has both
+properties, and Docker's embedded DNS returns it for a reverse lookup of the
+container's own address. A random or hostname-based id would instead leave a
+session behind at every re-creation, and Mosquitto keeps handing such a session
+its share of the shared subscription until the session expires.
 An explicit EVENTPIPE_MQTT_CLIENT_ID is used as it is (one replica only).
 
 migrate: the migrations create tables inside the DSN's database, so the

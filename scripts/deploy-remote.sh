@@ -5,8 +5,8 @@
 #
 #   scripts/deploy-remote.sh IMAGE_PREFIX IMAGE_TAG
 #
-# The host's .env holds the secrets and is never overwritten: create it once
-# on the host with scripts/init-secrets.sh. The registry login happens before
+# The host's .env and secrets/tls/ hold the secrets and are never overwritten:
+# create them once on the host with scripts/init-secrets.sh. The registry login happens before
 # this script runs (the pipeline pipes its job token to `docker login`).
 set -eu
 
@@ -17,6 +17,11 @@ umask 077
 
 if [ ! -f .env ]; then
   echo "deploy: $(pwd)/.env is missing: run scripts/init-secrets.sh once on this host" >&2
+  exit 1
+fi
+# The TLS certificate, like .env, is made on the host and never copied by the pipeline.
+if [ ! -s secrets/tls/server.pem ] || [ ! -s secrets/tls/server-key.pem ]; then
+  echo "deploy: $(pwd)/secrets/tls/ has no server.pem and server-key.pem: run scripts/init-secrets.sh on this host" >&2
   exit 1
 fi
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from paho.mqtt.client import topic_matches_sub
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from eventpipe.broker.session import MIN_SECRET_CHARS, session_id
 
 
 def _check_filter(topic: str) -> None:
@@ -35,13 +38,25 @@ class Settings(BaseSettings):
     # A ClickHouse server (http://user:pass@host:8123/db) or the embedded
     # engine (chdb:///path); empty means chDB under data_dir.
     clickhouse_dsn: str = ""
+    # The ClickHouse user the API's /admin/ routes act as: backups need rights
+    # its read-only user lacks. Empty: clickhouse_dsn's.
+    admin_clickhouse_dsn: str = ""
     # Days to keep events and dead letters; 0 keeps them forever.
     retention_days: int = Field(default=0, ge=0)
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    # For an mqtts:// URL: the CA that signed the broker's certificate (PEM).
+    # Empty trusts the system's CAs, as for any public certificate.
+    mqtt_ca_file: Path | None = None
     # The broker `eventpipe up` starts: a name looked up on PATH (and /usr/sbin), or a path.
     mosquitto_binary: str = "mosquitto"
+    # The worker's name; its MQTT client id, which names its broker session, is
+    # this name plus an HMAC of it under mqtt_session_secret (see broker/session.py).
     mqtt_client_id: str = "eventpipe-ingest"
+    # Makes that id unguessable, so no other client can take the session over.
+    # The same value at every start, or the broker keeps the old session's
+    # queue. Empty: `eventpipe up` keeps one in data_dir, `eventpipe worker` refuses to start.
+    mqtt_session_secret: SecretStr | None = None
     mqtt_topic: str = "events/#"
     # Non-empty: subscribe as $share/<group>/<topic> so workers split the load.
     mqtt_share_group: str = ""
@@ -61,7 +76,9 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(default=5_000, ge=1)
     batch_max_ms: int = Field(default=200, ge=1)
 
-    max_payload_bytes: int = Field(default=64 * 1024, ge=256)
+    # Larger payloads are dead letters; the broker refuses packets over this
+    # plus 4 KiB (broker/packet.py). MQTT carries at most 256 MiB in a packet.
+    max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=256 * 1024 * 1024)
     max_depth: int = Field(default=32, ge=1, le=512)
     # Timestamps further ahead of the receive time than this are rejected:
     # clock skew is tolerated, year 3000 is not (it would create partitions).
@@ -69,8 +86,9 @@ class Settings(BaseSettings):
     # ... and timestamps further behind it than this many days: a producer
     # spreading events over decades would otherwise add a partition (and a
     # part per batch) per month it touches, slowing every insert and read.
-    # 0: no bound, for a backfill of old events.
-    max_past_days: int = Field(default=90, ge=0)
+    # Two years keep a device's late upload or a year-old export; 25 monthly
+    # partitions at most. 0: no bound, for a backfill of older events.
+    max_past_days: int = Field(default=730, ge=0)
     # Objects whose fields are looked into when the top level lacks a contract
     # field, for producers that wrap events, e.g. {"event_data": {...}}.
     envelope_keys: Annotated[list[str], NoDecode] = ["event_data", "data"]
@@ -82,6 +100,13 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65_535)
     api_keys: Annotated[list[str], NoDecode] = []
+    # A JSON file of named keys (their SHA-256 only), each optionally limited
+    # to event types and a rate (api.keyfile); read again when it changes.
+    api_keys_file: Path | None = None
+    # HTTPS: the API's certificate (PEM, chain included) and its private key,
+    # both or neither; without them the API speaks plain HTTP.
+    api_tls_cert_file: Path | None = None
+    api_tls_key_file: Path | None = None
     # Signs pagination cursors so clients cannot forge them. Empty: a random
     # key per process, so cursors die with a restart and every API replica
     # behind one address needs the same value (at least 32 characters, checked
@@ -101,6 +126,36 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("mqtt_ca_file", "api_tls_cert_file", "api_tls_key_file", "api_keys_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # compose passes an unset ${VAR:-} as "", which would otherwise be the path ".".
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_settings_agree(self) -> Settings:
+        if (self.api_tls_cert_file is None) != (self.api_tls_key_file is None):
+            raise ValueError(
+                "EVENTPIPE_API_TLS_CERT_FILE and EVENTPIPE_API_TLS_KEY_FILE go together: set both for HTTPS, or neither"
+            )
+        if self.mqtt_ca_file is not None and urlsplit(self.mqtt_url).scheme not in ("mqtts", "ssl"):
+            # A CA for a plain connection would be ignored: the operator believes in a TLS that is not there.
+            raise ValueError("EVENTPIPE_MQTT_CA_FILE is set, so EVENTPIPE_MQTT_URL must be mqtts://, not plain mqtt://")
+        return self
+
+    @field_validator("mqtt_session_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("mqtt_session_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message names the setting (by the caller) and never the value.
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"shorter than {MIN_SECRET_CHARS} characters: use `openssl rand -hex 32`")
         return value
 
     @model_validator(mode="after")
@@ -125,6 +180,17 @@ class Settings(BaseSettings):
     @property
     def resolved_clickhouse_dsn(self) -> str:
         return self.clickhouse_dsn or embedded_dsn(self.data_dir)
+
+    @property
+    def resolved_admin_clickhouse_dsn(self) -> str:
+        return self.admin_clickhouse_dsn or self.resolved_clickhouse_dsn
+
+    @property
+    def mqtt_session_id(self) -> str:
+        """The worker's MQTT client id: its name alone only when no secret is set (tests, benchmarks)."""
+        if self.mqtt_session_secret is None:
+            return self.mqtt_client_id
+        return session_id(self.mqtt_client_id, self.mqtt_session_secret.get_secret_value())
 
     @property
     def subscription(self) -> str:

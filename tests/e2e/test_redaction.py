@@ -88,12 +88,16 @@ def test_no_command_prints_a_password(
     api_key = secrets.token_urlsafe(16)
     cursor_secret = secrets.token_hex(20)
     short_cursor_secret = secrets.token_hex(8)  # refused as too short: the refusal must not quote it
+    session_secret = secrets.token_hex(20)
+    short_session_secret = secrets.token_hex(8)
     passwords = {
         "the MQTT password": urlsplit(mqtt_url).password or "",
         "the unreachable DSN's password": urlsplit(unreachable_dsn).password or "",
         "the API key": api_key,
         "the cursor secret": cursor_secret,
         "the short cursor secret": short_cursor_secret,
+        "the MQTT session secret": session_secret,
+        "the short MQTT session secret": short_session_secret,
     }
     if urlsplit(dsn).password:
         passwords["the ClickHouse password"] = urlsplit(dsn).password or ""
@@ -104,6 +108,7 @@ def test_no_command_prints_a_password(
         "EVENTPIPE_MQTT_URL": mqtt_url,
         "EVENTPIPE_API_KEYS": api_key,
         "EVENTPIPE_CURSOR_SECRET": cursor_secret,
+        "EVENTPIPE_MQTT_SESSION_SECRET": session_secret,
         "EVENTPIPE_METRICS_PORT": str(metrics_port),
         "EVENTPIPE_API_PORT": str(api_port),
         "EVENTPIPE_PROBE_INTERVAL_S": "0",
@@ -156,6 +161,9 @@ def test_no_command_prints_a_password(
     short = {**env, "EVENTPIPE_CURSOR_SECRET": short_cursor_secret}
     assert out.run("api-short-cursor-secret", "api", env=short).returncode == 2
     assert "EVENTPIPE_CURSOR_SECRET is shorter" in out.texts["api-short-cursor-secret"]
+    short_session = {**env, "EVENTPIPE_MQTT_SESSION_SECRET": short_session_secret}
+    assert out.run("worker-short-session-secret", "worker", env=short_session).returncode == 2
+    assert "EVENTPIPE_MQTT_SESSION_SECRET" in out.texts["worker-short-session-secret"]
     invalid = {**env, "EVENTPIPE_BATCH_MAX_ROWS": "100000"}
     assert out.run("migrate-invalid-settings", "migrate", env=invalid).returncode == 2
     assert "batch_max_rows" in out.texts["migrate-invalid-settings"], "the problem is still named"

@@ -4,7 +4,10 @@ tokens survive a restart with the same secret, and anything else in `after` gets
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
 from eventpipe.api.cursor import Cursors
+from eventpipe.api.keyring import Keyring
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
@@ -158,7 +162,7 @@ def test_the_feed_needs_a_key_and_is_documented(clickhouse_dsn: str, writer: Wri
     assert client.get("/feed").status_code == 401
     schema = client.get("/openapi.json").json()
     operation = schema["paths"]["/feed"]["get"]
-    assert {p["name"] for p in operation["parameters"]} == {"after", "limit", "event_type"}
+    assert {p["name"] for p in operation["parameters"]} == {"after", "limit", "event_type", "where"}
     answer = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     assert schema["components"]["schemas"][answer]["examples"][0]["next"]
     # since/until say they filter on the event's own timestamp, wherever they are taken.
@@ -166,3 +170,19 @@ def test_the_feed_needs_a_key_and_is_documented(clickhouse_dsn: str, writer: Wri
         for parameter in schema["paths"][path]["get"]["parameters"]:
             if parameter["name"] in ("since", "until"):
                 assert "own timestamp" in parameter["description"], (path, parameter["description"])
+
+
+def test_a_key_limited_to_types_follows_only_those(clickhouse_dsn: str, writer: Writer, tmp_path: Path) -> None:
+    now = time.time_ns() // 1_000_000
+    purchases = stored(writer, "q", 15, now, "purchase")
+    stored(writer, "w", 25, now, "page_view")
+    keys_file = tmp_path / "keys.json"
+    scoped = {"name": "partner", "sha256": hashlib.sha256(KEY.encode()).hexdigest(), "event_types": ["purchase"]}
+    keys_file.write_text(json.dumps({"keys": [scoped]}))
+    made = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), Keyring((), keys_file), SECRET)
+    client = TestClient(made, raise_server_exceptions=False)
+    ids, after = follow(client, None, limit=4)
+    assert sorted(ids) == sorted(purchases)
+    # Its token is bound to its types: a full-access key cannot continue it.
+    other = app(clickhouse_dsn).get("/feed", params={"after": after}, headers=AUTH)
+    assert other.status_code == 422

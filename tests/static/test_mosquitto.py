@@ -7,6 +7,7 @@ import getpass
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import uuid
@@ -19,14 +20,24 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from eventpipe.broker import packet
 from eventpipe.broker.mosquitto import find_binary, render_config
+from eventpipe.certificate import local_authority
 from eventpipe.config import Settings
 from tests.support import compose
+from tests.support.mqtt import connect_packet, stream_publish
 from tests.support.wait import free_port, wait_until
 
 MOSQUITTO = compose.REPO / "mosquitto"
 # Everything that decides whether a QoS 1 message is kept, queued or sent.
-FLOW_KEYS = ("persistence", "autosave_interval", "max_inflight_messages", "max_queued_messages", "max_queued_bytes")
+FLOW_KEYS = (
+    "persistence",
+    "autosave_interval",
+    "max_inflight_messages",
+    "max_queued_messages",
+    "max_queued_bytes",
+    "max_packet_size",
+)
 DUMMY = {name: "x" for name in compose.required_variables()}
 
 
@@ -70,9 +81,23 @@ def test_anonymous_access_is_off_and_every_client_is_authorised() -> None:
 
 
 def test_the_flow_limits_equal_those_of_the_native_broker() -> None:
-    native = directives(render_config(1883, Path("/x"), Settings().mqtt_receive_maximum))
+    defaults = Settings()
+    native = directives(
+        render_config(1883, Path("/x"), defaults.mqtt_receive_maximum, max_payload_bytes=defaults.max_payload_bytes)
+    )
     for key in FLOW_KEYS:
         assert CONFIG[key] == native[key], f"{key}: container {CONFIG[key]} vs native {native[key]}"
+
+
+def test_the_packet_limit_is_the_workers_payload_limit_and_a_little_more() -> None:
+    # Lower than the worker's limit, producers are refused payloads the worker would store; higher, the
+    # broker acknowledges what it must then drop for the worker (the worker asks for no larger packets).
+    worker = compose.environment("ingest-worker", DUMMY)
+    payload = int(worker.get("EVENTPIPE_MAX_PAYLOAD_BYTES", Settings().max_payload_bytes))
+    assert CONFIG["max_packet_size"] == [str(packet.broker_limit(payload))]
+    assert payload < packet.broker_limit(payload) <= payload + 4096
+    native = directives(render_config(1883, Path("/x"), 100, max_payload_bytes=1000))
+    assert native["max_packet_size"] == [str(packet.broker_limit(1000))]
 
 
 def test_the_broker_window_equals_the_workers_receive_maximum() -> None:
@@ -142,8 +167,11 @@ def test_the_broker_refuses_to_start_when_a_user_has_no_password(tmp_path: Path)
 
 
 class Broker:
-    def __init__(self, directory: Path, passwords: dict[str, str]) -> None:
+    def __init__(self, directory: Path, passwords: dict[str, str], max_connections: int | None = None) -> None:
         self.port = free_port()
+        # The TLS listener, with a certificate from a local CA as scripts/init-secrets.sh makes one.
+        self.tls_port = free_port()
+        self.tls = local_authority(directory / "certs")
         passwd = directory / "passwd"
         for user, password in passwords.items():
             subprocess.run(
@@ -153,9 +181,14 @@ class Broker:
             )
         shutil.copy(MOSQUITTO / "acl", directory / "acl")
         text = (MOSQUITTO / "mosquitto.conf").read_text()
-        text = re.sub(r"(?m)^listener .*$", f"listener {self.port} 127.0.0.1", text)
+        text = re.sub(r"(?m)^listener 1883 .*$", f"listener {self.port} 127.0.0.1", text)
+        text = re.sub(r"(?m)^listener 8883 .*$", f"listener {self.tls_port} 127.0.0.1", text)
         text = text.replace("/mosquitto/run/", f"{directory}/").replace("/mosquitto/data/", f"{directory}/")
+        text = text.replace("/mosquitto/certs/", f"{directory / 'certs'}/")
         text = text.replace("log_dest stdout", f"log_dest file {directory}/mosquitto.log")
+        if max_connections is not None:
+            text, replaced = re.subn(r"(?m)^max_connections \d+$", f"max_connections {max_connections}", text)
+            assert replaced == 1, "mosquitto/mosquitto.conf has no max_connections line"
         (directory / "mosquitto.conf").write_text(f"{text}\nuser {getpass.getuser()}\n")
         self.process = subprocess.Popen(
             [str(find_binary()), "-c", str(directory / "mosquitto.conf")],
@@ -164,8 +197,9 @@ class Broker:
         )
         wait_until(lambda: self.connect("", "").rc is not None or self.process.poll() is not None, timeout=10)
 
-    def connect(self, user: str, password: str) -> Session:
-        return Session(self.port, user, password)
+    def connect(self, user: str, password: str, *, tls: bool = False, ca: Path | None = None) -> Session:
+        """On the plain listener, or on the TLS one trusting `ca` (None: the system's CAs)."""
+        return Session(self.tls_port if tls else self.port, user, password, tls=tls, ca=ca)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -175,11 +209,13 @@ class Broker:
 class Session:
     """One MQTT v5 client: its CONNACK reason, what it received, the PUBACK reasons of what it sent."""
 
-    def __init__(self, port: int, user: str, password: str) -> None:
+    def __init__(self, port: int, user: str, password: str, *, tls: bool = False, ca: Path | None = None) -> None:
         client_id = f"t-{uuid.uuid4().hex[:8]}"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if user:
             self.client.username_pw_set(user, password)
+        if tls:
+            self.client.tls_set(ca_certs=str(ca) if ca else None)
         self.rc: ReasonCode | None = None
         self.received: list[str] = []
         self.subscribed = threading.Event()
@@ -250,3 +286,111 @@ def test_events_flow_from_producer_to_worker_and_nowhere_else(broker: Broker) ->
     assert snoop.received == []
     for session in (worker, snoop, producer):
         session.close()
+
+
+def test_producers_reach_the_tls_listener_only_over_tls_with_the_ca(broker: Broker) -> None:
+    # 8883 is the listener compose publishes; the same users and ACL hold there.
+    worker = broker.connect("ingest", PASSWORDS["ingest"])
+    worker.subscribe("$share/eventpipe/events/#")
+    producer = broker.connect("producer", PASSWORDS["producer"], tls=True, ca=broker.tls.ca)
+    assert producer.accepted
+    producer.publish("events/over-tls")
+    wait_until(lambda: "events/over-tls" in worker.received, timeout=5, what="the event sent over TLS")
+    assert not broker.connect("producer", PASSWORDS["producer"], tls=True, ca=None).accepted, "no CA, no trust"
+    # The same plain CONNECT gets a CONNACK (refusing the anonymous) on 1883, and no answer at all on 8883.
+    assert plain_answer(broker.port).startswith(b"\x20")
+    assert plain_answer(broker.tls_port) == b"", "plain MQTT on the TLS listener"
+    assert not broker.connect("", "", tls=True, ca=broker.tls.ca).accepted, "anonymous over TLS"
+    assert not broker.connect("producer", "wrong", tls=True, ca=broker.tls.ca).accepted
+    for session in (worker, producer):
+        session.close()
+
+
+def plain_answer(port: int) -> bytes:
+    """What a broker answers a plain MQTT 3.1.1 CONNECT (clean session, empty client id) with."""
+    connect = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(connect)
+        try:
+            return sock.recv(16)
+        except ConnectionResetError:
+            return b""
+
+
+LIMIT = int(CONFIG["max_packet_size"][0])
+
+
+def closes_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass  # a DISCONNECT first, for an MQTT 5 client
+        return True
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_connect_over_the_limit_is_refused_on_its_header_before_any_password(broker: Broker) -> None:
+    # Without the limit, an anonymous socket could make the broker take up to 256 MiB of CONNECT.
+    with socket.create_connection(("127.0.0.1", broker.port)) as sock:
+        sock.sendall(connect_packet("big", None, None, declared=LIMIT)[:5])
+        assert closes_within(sock, 5), "the broker waits for the rest of an oversize CONNECT"
+
+
+def test_a_publish_over_the_limit_is_refused_and_one_under_it_is_delivered(broker: Broker) -> None:
+    worker = broker.connect("ingest", PASSWORDS["ingest"])
+    worker.subscribe("$share/eventpipe/events/#")
+    url = f"mqtt://producer:{PASSWORDS['producer']}@127.0.0.1:{broker.port}"
+    # The limit counts the type byte and the rest after the length: topic, packet id, property length, payload.
+    largest = LIMIT - 1 - (2 + len("events/big")) - 2 - 1
+    over = stream_publish(url, "events/big", largest + 1)
+    assert (over.packet, over.reason) == ("disconnect", 0x95), over  # Packet too large
+    under = stream_publish(url, "events/big", largest)
+    assert (under.packet, under.reason) == ("puback", 0), under
+    wait_until(lambda: worker.received == ["events/big"], timeout=5, what="the message under the limit")
+    worker.close()
+
+
+def listener_options() -> dict[str, dict[str, str]]:
+    """port -> the options that follow its `listener` line, up to the next listener or global option."""
+    found: dict[str, dict[str, str]] = {}
+    port = ""
+    for line in (MOSQUITTO / "mosquitto.conf").read_text().splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key == "listener":
+            port = value.split()[0]
+            found[port] = {}
+        elif key in ("certfile", "keyfile", "max_connections") and port:
+            found[port][key] = value
+        elif key and not key.startswith("#"):
+            port = ""
+    return found
+
+
+def test_only_the_producers_listener_caps_its_sockets_and_the_broker_has_files_for_more() -> None:
+    # A cap on 1883 would let anyone who fills it lock the workers out; none on 8883, idle sockets
+    # (which Mosquitto keeps for 90 s, longer if they trickle) could fill the broker's memory.
+    options = listener_options()
+    assert "max_connections" not in options["1883"]
+    cap = int(options["8883"]["max_connections"])
+    assert 0 < cap <= 10_000
+    nofile = compose.service("mosquitto")["ulimits"]["nofile"]
+    assert cap + 1_000 <= min(nofile["soft"], nofile["hard"])
+
+
+def test_idle_sockets_fill_the_producers_listener_not_the_workers(tmp_path: Path) -> None:
+    capped = Broker(tmp_path, PASSWORDS, max_connections=3)
+    idle: list[socket.socket] = []
+    try:
+        idle = [socket.create_connection(("127.0.0.1", capped.tls_port)) for _ in range(3)]
+        with socket.create_connection(("127.0.0.1", capped.tls_port)) as extra:
+            assert closes_within(extra, 5), "a socket past max_connections was kept"
+        worker = capped.connect("ingest", PASSWORDS["ingest"])
+        assert worker.accepted, "the workers' listener refused the worker"
+        worker.close()
+    finally:
+        for sock in idle:
+            sock.close()
+        capped.stop()

@@ -53,3 +53,26 @@ def test_a_subscription_the_broker_would_refuse_is_refused_at_start(field: str, 
 
 def test_probes_may_be_turned_off_for_a_narrow_subscription() -> None:
     assert Settings(mqtt_topic="events/shop/#", probe_interval_s=0).subscription == "events/shop/#"
+
+
+def test_tls_settings_that_cannot_work_are_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTPIPE_API_TLS_CERT_FILE", "/tls/server.pem")
+    with pytest.raises(ValidationError, match="EVENTPIPE_API_TLS_KEY_FILE"):
+        Settings()
+    monkeypatch.setenv("EVENTPIPE_API_TLS_KEY_FILE", "/tls/server-key.pem")
+    # A CA for a plain connection would be ignored while the operator believes the link encrypted.
+    monkeypatch.setenv("EVENTPIPE_MQTT_CA_FILE", "/tls/ca.pem")
+    monkeypatch.setenv("EVENTPIPE_MQTT_URL", "mqtt://broker:1883")
+    with pytest.raises(ValidationError, match="EVENTPIPE_MQTT_CA_FILE is set, so EVENTPIPE_MQTT_URL must be mqtts://"):
+        Settings()
+    monkeypatch.setenv("EVENTPIPE_MQTT_URL", "mqtts://broker:8883")
+    settings = Settings()
+    assert (settings.mqtt_ca_file, settings.api_tls_key_file) == (Path("/tls/ca.pem"), Path("/tls/server-key.pem"))
+
+
+def test_an_empty_tls_variable_is_unset_not_the_current_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    # compose passes an unset ${VAR:-} as an empty string.
+    for name in ("EVENTPIPE_MQTT_CA_FILE", "EVENTPIPE_API_TLS_CERT_FILE", "EVENTPIPE_API_TLS_KEY_FILE"):
+        monkeypatch.setenv(name, "")
+    settings = Settings()
+    assert (settings.mqtt_ca_file, settings.api_tls_cert_file, settings.api_tls_key_file) == (None, None, None)

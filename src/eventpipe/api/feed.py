@@ -8,14 +8,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
-from eventpipe.api.auth import KeyCheck
+from eventpipe.api.auth import Granted, KeyCheck
 from eventpipe.api.bookmark import MAX_CHARS, Bookmarks
 from eventpipe.api.cursor import Cursors
-from eventpipe.api.error import responses
+from eventpipe.api.error import ApiError, responses
 from eventpipe.api.model import EXAMPLE_EVENT, Event, event_json, rfc3339
 from eventpipe.api.param import EventType, only_known, text
+from eventpipe.api.where import Where, conditions
 from eventpipe.events import Event as StoredEvent
-from eventpipe.store.feed import Feed, Place
+from eventpipe.store.feed import Feed, FeedRewound, Place
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 
@@ -36,7 +37,8 @@ epoch or a later one. Inside an epoch, events come by `timestamp`, then type and
 earlier one. It advances when an epoch has been served completely, as far as every ingest worker
 has committed what it received.
 
-Tokens are signed and bound to the filters; they stay valid across restarts of the API when
+`where` filters as on `/events`; a key limited to some event types gets only those.
+Tokens are signed and bound to the filters and the key's types; they stay valid across restarts of the API when
 `EVENTPIPE_CURSOR_SECRET` is set. Unlike `/events`, `since` and `until` do not apply here: those
 filter on the event's own timestamp, which says nothing about when it was stored.
 """
@@ -72,15 +74,22 @@ class FeedPage(BaseModel):
 
 
 def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
-    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 500, 503))
+    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 429, 500, 503))
     feed, bookmarks = Feed(reader.run), Bookmarks(cursors)
 
     @api.get("/feed", tags=["events"], summary=SUMMARY, description=DESCRIPTION, response_model=FeedPage)
-    def arrivals(after: After = None, limit: FeedLimit = 1000, event_type: EventType = None) -> Response:
-        where = EventFilter(text(event_type))
-        query_scope = cursors.scope("feed", *where)
+    def arrivals(
+        grant: Granted, after: After = None, limit: FeedLimit = 1000, event_type: EventType = None, where: Where = None
+    ) -> Response:
+        # A scoped key's types narrow the feed like every read, and its token is bound to them.
+        only = grant.narrow(EventFilter(text(event_type), where=conditions(where)))
+        query_scope = cursors.scope("feed", *only)
         place = bookmarks.decode(after, query_scope) if after else Place()
-        page = feed.page(where, limit, place)
+        try:
+            page = feed.page(only, limit, place)
+        except FeedRewound:
+            detail = "after: the store was restored from a backup since it was issued; start again from the first page"
+            raise ApiError(422, "invalid_parameter", detail) from None
         token = bookmarks.encode(page.next, query_scope)
         return Response(_page_json(page.rows, token, page.complete_until_ms), media_type="application/json")
 

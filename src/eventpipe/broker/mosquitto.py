@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 
 from eventpipe import child
+from eventpipe.broker import packet
+from eventpipe.certificate import TlsFiles
 from eventpipe.child import ChildProcess, port_free
 from eventpipe.errors import BrokerError
 
@@ -22,7 +24,7 @@ CONFIG = """\
 
 # Listener: loopback only, so anonymous access reaches no one but this machine.
 listener {port} {host}
-allow_anonymous true
+{tls_block}allow_anonymous true
 {user_block}
 # Persistence: queued and unacknowledged QoS 1 messages survive a restart.
 persistence true
@@ -35,6 +37,14 @@ autosave_interval 10
 max_inflight_messages {receive_maximum}
 max_queued_messages {max_queued}
 max_queued_bytes 0
+
+# Packet limit: EVENTPIPE_MAX_PAYLOAD_BYTES ({max_payload}) plus 4 KiB for topic and
+# headers. A larger packet gets its client disconnected as soon as its header
+# arrives (MQTT 5: reason 0x95), before any of it is read, stored or acknowledged;
+# a CONNECT too, so no unauthenticated socket makes the broker hold more. There is
+# no CONNECT timeout to set in Mosquitto 2.0: it closes a socket that sends nothing
+# for 90 s (docs/architecture.md, "Hostile clients").
+max_packet_size {max_packet}
 
 # Logging: connections included, so a reconnecting worker shows.
 log_dest {log_dest}
@@ -51,23 +61,34 @@ def render_config(
     directory: Path,
     receive_maximum: int,
     *,
+    max_payload_bytes: int,
     host: str = "127.0.0.1",
     user: str | None = None,
     log_dest: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> str:
     """The broker config. `user` None means whoever runs eventpipe, "" omits it (containers);
-    `log_dest` None means a file beside the config."""
+    `log_dest` None means a file beside the config; `tls` makes the listener take MQTT over TLS only."""
     user = getpass.getuser() if user is None else user
     user_block = (
         f"# When started as root Mosquitto drops to this user; it must own the data dir.\nuser {user}\n" if user else ""
     )
+    tls_block = (
+        f"# TLS only (`eventpipe up --tls`): clients verify this certificate against the local CA.\n"
+        f"certfile {tls.cert}\nkeyfile {tls.key}\n"
+        if tls
+        else ""
+    )
     return CONFIG.format(
         port=port,
         host=host,
+        tls_block=tls_block,
         user_block=user_block,
         persistence_dir=directory / "data",
         receive_maximum=receive_maximum,
         max_queued=MAX_QUEUED_MESSAGES,
+        max_payload=max_payload_bytes,
+        max_packet=packet.broker_limit(max_payload_bytes),
         log_dest=log_dest or f"file {directory / 'mosquitto.log'}",
     )
 
@@ -75,16 +96,27 @@ def render_config(
 class Mosquitto:
     """A mosquitto child process on 127.0.0.1:port, with its files under `directory`."""
 
-    def __init__(self, port: int, directory: Path, receive_maximum: int, binary: str = "mosquitto") -> None:
+    def __init__(
+        self,
+        port: int,
+        directory: Path,
+        receive_maximum: int,
+        binary: str = "mosquitto",
+        tls: TlsFiles | None = None,
+        *,
+        max_payload_bytes: int,
+    ) -> None:
         self.port = port
+        self._tls = tls
         self.directory = directory.resolve()
         self._receive_maximum = receive_maximum
+        self._max_payload_bytes = max_payload_bytes
         self._binary = binary
         self._child = ChildProcess("mosquitto", port, self.directory, self.directory / "mosquitto.log")
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self._tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     @property
     def log_file(self) -> Path:
@@ -104,8 +136,18 @@ class Mosquitto:
                 f"or --mqtt-url mqtt://127.0.0.1:{self.port} to use the broker that is there"
             )
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        # Its log and persistence name the worker's session id, which must stay unknown to other local users.
+        self.directory.chmod(0o700)
         config = self.directory / "mosquitto.conf"
-        config.write_text(render_config(self.port, self.directory, self._receive_maximum))
+        config.write_text(
+            render_config(
+                self.port,
+                self.directory,
+                self._receive_maximum,
+                max_payload_bytes=self._max_payload_bytes,
+                tls=self._tls,
+            )
+        )
         problem = self._child.start([path, "-c", str(config)], timeout, inherit_fds)
         if problem:
             raise BrokerError(problem)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -12,11 +14,27 @@ from eventpipe.errors import ConfigError
 
 
 class ApiServer:
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    """HTTPS only when given a certificate and its key; plain HTTP otherwise."""
+
+    def __init__(
+        self, app: FastAPI, host: str, port: int, cert_file: Path | None = None, key_file: Path | None = None
+    ) -> None:
         self._host, self._port = host, port
+        self._tls = cert_file is not None and key_file is not None
+        if self._tls:
+            _check_pair(cert_file, key_file)
         # lifespan off: the app has no startup work; logs at warning: eventpipe logs its own lines.
         # No log_config: uvicorn's lines go through eventpipe's handler, which redacts them.
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None, lifespan="off")
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            log_config=None,
+            lifespan="off",
+            ssl_certfile=cert_file if self._tls else None,
+            ssl_keyfile=key_file if self._tls else None,
+        )
         self._server = uvicorn.Server(config)
         # On a thread uvicorn installs no signal handlers of its own (it would
         # re-raise SIGTERM after shutdown and the process would not exit 0).
@@ -24,7 +42,7 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        return f"{'https' if self._tls else 'http'}://{self._host}:{self._port}"
 
     @property
     def alive(self) -> bool:
@@ -43,3 +61,14 @@ class ApiServer:
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+
+def _check_pair(cert_file: Path | None, key_file: Path | None) -> None:
+    """Load them now: uvicorn would fail on its own thread, and only say that it could not listen."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert_file), str(key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot serve HTTPS with {cert_file} and {key_file} (EVENTPIPE_API_TLS_CERT_FILE, "
+            f"EVENTPIPE_API_TLS_KEY_FILE): {exc}"
+        ) from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.config import Settings
@@ -23,6 +24,12 @@ log = logging.getLogger("eventpipe")
 def run_worker(_args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
+    if settings.mqtt_session_secret is None:
+        raise ConfigError(
+            "EVENTPIPE_MQTT_SESSION_SECRET is not set: without it any client that knows the worker's name "
+            "can take over its broker session; set 32+ random characters (openssl rand -hex 32), the same at "
+            "every start (scripts/init-secrets.sh makes one for compose)"
+        )
     registry = process_registry()
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
     metrics = IngestMetrics(registry)
@@ -53,22 +60,29 @@ def run_worker(_args: argparse.Namespace) -> int:
 
 def run_api(_args: argparse.Namespace) -> int:
     from eventpipe.api.app import create_app
+    from eventpipe.api.keyring import Keyring
     from eventpipe.cli.server import ApiServer
+    from eventpipe.store.backup import Backups
     from eventpipe.store.reader import Reader
 
     settings = Settings()
     setup_logging(settings.log_level)
-    if not settings.api_keys:
+    if not settings.api_keys and settings.api_keys_file is None:
         # An API that admits nobody is useless and one that admits everybody
         # is a leak: refuse to start and say what to set.
-        raise ConfigError("EVENTPIPE_API_KEYS is empty: set it to one or more comma-separated keys")
+        raise ConfigError(
+            "EVENTPIPE_API_KEYS is empty and EVENTPIPE_API_KEYS_FILE is not set: "
+            "set one or more comma-separated keys, or a keys file"
+        )
+    keyring = Keyring(settings.api_keys, settings.api_keys_file)  # a file that cannot be used stops it here
     app = create_app(
         Reader(connect(settings.resolved_clickhouse_dsn)),
         process_registry(),
-        settings.api_keys,
+        keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
+        backups=Backups(connect(settings.resolved_admin_clickhouse_dsn)),
     )
-    server = ApiServer(app, settings.api_host, settings.api_port)
+    server = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
     shutdown = Shutdown()
     shutdown.install()
     server.start()
@@ -89,7 +103,13 @@ def run_migrate(_args: argparse.Namespace) -> int:
 def run_publish(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
     report = publish_demo(
-        args.mqtt_url, args.count, rate=args.rate, qos=args.qos, topic_prefix=args.topic_prefix, seed=args.seed
+        args.mqtt_url,
+        args.count,
+        rate=args.rate,
+        qos=args.qos,
+        topic_prefix=args.topic_prefix,
+        seed=args.seed,
+        ca_file=Path(args.ca_file) if args.ca_file else None,
     )
     print(
         f"published {report.published} events to {redact(args.mqtt_url)} in {report.seconds:.2f}s "

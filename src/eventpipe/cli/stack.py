@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import fcntl
 import logging
-import secrets
 import time
 from pathlib import Path
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from eventpipe.api.app import create_app
+from eventpipe.api.keyring import Keyring
+from eventpipe.broker.journal import Journal
 from eventpipe.broker.mosquitto import Mosquitto
+from eventpipe.broker.session import kept_secret
+from eventpipe.certificate import TlsFiles, local_authority
+from eventpipe.cli.credential import FILE_NAME, generated_key
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.cli.server import ApiServer
 from eventpipe.config import Settings
@@ -23,12 +28,15 @@ from eventpipe.ingest.probe import Prober
 from eventpipe.ingest.worker import Worker
 from eventpipe.monitor.prometheus import Prometheus, default_rules_dir
 from eventpipe.redaction import redact
+from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
 
 log = logging.getLogger("eventpipe")
+# Under the data dir, when EVENTPIPE_MQTT_SESSION_SECRET is not set.
+SESSION_KEY_FILE = "mqtt-session-secret"
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -51,29 +59,44 @@ def run_up(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(settings.data_dir)
-    generated_key = None
-    if not settings.api_keys:
-        generated_key = secrets.token_urlsafe(24)
-        settings = settings.model_copy(update={"api_keys": [generated_key]})
+    if settings.mqtt_session_secret is None:
+        # Kept beside the broker's persistence: the session and the secret that names it live and go together.
+        secret = kept_secret(settings.data_dir / SESSION_KEY_FILE)
+        settings = settings.model_copy(update={"mqtt_session_secret": SecretStr(secret)})
+    generated = None
+    if not settings.api_keys and settings.api_keys_file is None:
+        generated = generated_key(settings.data_dir)
+    # Before anything starts: a keys file that cannot be used stops `up` here, naming it and why.
+    keyring = Keyring(settings.api_keys, settings.api_keys_file, generated[0] if generated else None)
     shutdown = Shutdown()
     shutdown.install()
 
+    tls = None
+    if args.tls:
+        # Made or renewed under the lock, so two starts never write them at once.
+        tls = local_authority(settings.data_dir / "tls")
+        settings = settings.model_copy(update={"api_tls_cert_file": tls.cert, "api_tls_key_file": tls.key})
     broker = None
     log_start = 0
     if not args.mqtt_url:
         broker = Mosquitto(
-            args.mqtt_port, settings.data_dir / "mosquitto", settings.mqtt_receive_maximum, settings.mosquitto_binary
+            args.mqtt_port,
+            settings.data_dir / "mosquitto",
+            settings.mqtt_receive_maximum,
+            settings.mosquitto_binary,
+            tls=tls,
+            max_payload_bytes=settings.max_payload_bytes,
         )
         broker.start(inherit_fds=(lock.fileno(),))
         # The log is kept across restarts: only what this run writes counts.
         log_start = broker.log_file.stat().st_size if broker.log_file.exists() else 0
         shutdown.on_force = broker.terminate
-        settings = settings.model_copy(update={"mqtt_url": broker.url})
+        settings = settings.model_copy(update={"mqtt_url": broker.url, "mqtt_ca_file": tls.ca if tls else None})
     try:
-        return _serve(settings, broker, shutdown, generated_key, lock)
+        return _serve(settings, broker, shutdown, keyring, generated, lock, tls, log_start)
     finally:
         if broker is not None:
-            _await_goodbye(broker, settings.mqtt_client_id, log_start)
+            _await_goodbye(broker, settings.mqtt_session_id, log_start)
             broker.stop()
         lock.close()
 
@@ -97,7 +120,7 @@ def _await_goodbye(broker: Mosquitto, client_id: str, log_start: int, timeout: f
         except OSError:
             return
         time.sleep(0.02)
-    log.debug("the broker did not log %s's disconnect within %.0fs; stopping it anyway", client_id, timeout)
+    log.debug("the broker did not log the worker's disconnect within %.0fs; stopping it anyway", timeout)
 
 
 def _lock(data_dir: Path, wait_s: float = 10.0) -> TextIO:
@@ -122,7 +145,14 @@ def _lock(data_dir: Path, wait_s: float = 10.0) -> TextIO:
 
 
 def _serve(
-    settings: Settings, broker: Mosquitto | None, shutdown: Shutdown, generated_key: str | None, lock: TextIO
+    settings: Settings,
+    broker: Mosquitto | None,
+    shutdown: Shutdown,
+    keyring: Keyring,
+    generated: tuple[str, bool] | None,
+    lock: TextIO,
+    tls: TlsFiles | None,
+    log_start: int,
 ) -> int:
     dsn = settings.resolved_clickhouse_dsn
     migrator = connect(dsn)
@@ -133,21 +163,25 @@ def _serve(
     registry = process_registry()  # one process: its CPU and memory are reported once, here
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
     metrics = IngestMetrics(registry)
+    if broker is not None:
+        registry.register(Journal(broker.log_file, log_start))
     worker = Worker(settings, Writer(connect(dsn)), metrics)
     prober = Prober(settings, metrics)
     app = create_app(
         Reader(connect(dsn)),
         CollectorRegistry(),
-        settings.api_keys,
+        keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
+        backups=Backups(connect(dsn)),
     )
-    api = ApiServer(app, settings.api_host, settings.api_port)
+    api = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
     prometheus = Prometheus(
         settings.prometheus_port,
         settings.data_dir / "prometheus",
         settings.metrics_port,
         settings.api_port,
         settings.prometheus_rules_dir or default_rules_dir(),
+        tls.ca if tls else None,
     )
     problem: str | None = None
     try:
@@ -169,11 +203,18 @@ def _serve(
             + f"data={settings.data_dir.resolve()}",
             flush=True,
         )
-        if generated_key:
-            print(f"API key (generated, set EVENTPIPE_API_KEYS to choose your own): {generated_key}", flush=True)
-        # The user's own keys are never echoed; a generated one is theirs to copy.
-        shown = generated_key or "<one of EVENTPIPE_API_KEYS>"
-        print(f"try: curl -H 'Authorization: Bearer {shown}' '{api.url}/events?limit=5'", flush=True)
+        shown = "<a key of EVENTPIPE_API_KEYS or EVENTPIPE_API_KEYS_FILE>"
+        if generated:
+            # The user's own keys are never echoed; a generated one is theirs to copy, and the same at every start.
+            shown, made = generated
+            kept = settings.data_dir.resolve() / FILE_NAME
+            origin = f"generated, kept in {kept}" if made else f"kept in {kept} since an earlier start"
+            print(f"API key ({origin}; set EVENTPIPE_API_KEYS to choose your own): {shown}", flush=True)
+        trust = ""
+        if tls:
+            print(f"TLS: clients trust the local CA {tls.ca.resolve()}", flush=True)
+            trust = f"--cacert '{tls.ca.resolve()}' "
+        print(f"try: curl {trust}-H 'Authorization: Bearer {shown}' '{api.url}/events?limit=5'", flush=True)
         progress = Progress(registry)
 
         def check() -> str | None:

@@ -13,6 +13,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from eventpipe.broker import packet
 from eventpipe.broker.address import MqttAddress
 from eventpipe.broker.connection import make_client
 from eventpipe.config import Settings
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 REFUSALS_NEEDING_AN_OPERATOR = frozenset({0x85, 0x86, 0x87, 0x8A})
 # What MQTT v5 means by an absent Receive Maximum.
 MQTT_MAX_WINDOW = 65_535
+# DISCONNECT reason: another client connected with this client id (Mosquitto sends it from 2.0.15 on).
+SESSION_TAKEN_OVER = 0x8E
 
 
 class Delivery(NamedTuple):
@@ -72,12 +75,20 @@ class Consumer:
         if receiver.supported():
             self._receiver = cast(
                 receiver.Receiver,
-                make_client(self._address, settings.mqtt_client_id, manual_ack=True, client_class=receiver.Receiver),
+                make_client(
+                    self._address,
+                    settings.mqtt_session_id,
+                    manual_ack=True,
+                    client_class=receiver.Receiver,
+                    ca_file=settings.mqtt_ca_file,
+                ),
             )
             self._receiver.on_burst = self._on_burst
             self._client: mqtt.Client = self._receiver
         else:
-            self._client = make_client(self._address, settings.mqtt_client_id, manual_ack=True)
+            self._client = make_client(
+                self._address, settings.mqtt_session_id, manual_ack=True, ca_file=settings.mqtt_ca_file
+            )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -89,6 +100,10 @@ class Consumer:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._settings.mqtt_session_expiry_s
         props.ReceiveMaximum = self._settings.mqtt_receive_maximum
+        # MQTT 5 3.1.2.25: the broker may not send the worker a larger packet, so
+        # no broker makes it read one whole, whatever producers send.
+        props.MaximumPacketSize = limit = packet.worker_limit(self._settings.max_payload_bytes)
+        self._metrics.max_packet.set(limit)
         # clean_start=False on every connect, the first included: a restarted
         # worker must resume its session and get what was not acknowledged.
         self._client.connect_async(
@@ -150,6 +165,7 @@ class Consumer:
                 self.failure = f"the broker at {self._address} refused the connection: {reason}"
             return
         self._check_window(getattr(props, "ReceiveMaximum", MQTT_MAX_WINDOW))
+        self._check_packet_limit(getattr(props, "MaximumPacketSize", None))
         with self._lock:
             self._link_up = True
             generation = self._generation
@@ -166,7 +182,12 @@ class Consumer:
             # earlier connections that are not yet in a batch can go.
             self._resumed(generation)
         elif generation > 1:
-            log.warning("the broker lost this worker's session: messages queued for it meanwhile are gone")
+            self._metrics.sessions_lost.inc()
+            log.error(
+                "the broker had no session for this worker on reconnecting: what it queued for it meanwhile is gone "
+                "(a client that took the session with a clean start, a broker restarted without its persistence, "
+                "or an expired session)"
+            )
         try:
             client.subscribe(self._settings.subscription, options=SubscribeOptions(qos=1))
         except ValueError as exc:
@@ -193,6 +214,19 @@ class Consumer:
                 else "cannot fill its batches and waits on its timer",
             )
 
+    def _check_packet_limit(self, broker_maximum: int | None) -> None:
+        self._metrics.broker_max_packet.set(float("inf") if broker_maximum is None else broker_maximum)
+        if packet.loses_messages(broker_maximum, self._settings.max_payload_bytes):
+            log.error(
+                "the broker accepts packets up to %s (Mosquitto: max_packet_size) but the worker takes at most %d "
+                "bytes (EVENTPIPE_MAX_PAYLOAD_BYTES + %d): the broker acknowledges larger messages, then drops them "
+                "for this worker without a trace; set max_packet_size %d",
+                "any size" if broker_maximum is None else f"{broker_maximum} bytes",
+                packet.worker_limit(self._settings.max_payload_bytes),
+                packet.HEADROOM + packet.WAY_OUT,
+                packet.broker_limit(self._settings.max_payload_bytes),
+            )
+
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         with self._lock:
             if self._link_up:
@@ -200,7 +234,16 @@ class Consumer:
             self._link_up = False
         self._connected.clear()
         self._metrics.connected.set(0)
-        if reason.is_failure:
+        if getattr(reason, "value", None) == SESSION_TAKEN_OVER:
+            # The id is the secret's, so whoever did this holds EVENTPIPE_MQTT_SESSION_SECRET or runs a twin
+            # of this worker; reconnecting takes the session back, but what they received meanwhile is gone.
+            self._metrics.session_takeovers.inc()
+            log.error(
+                "another client connected to %s with this worker's session id and was given its session "
+                "(MQTT reason 0x8E); reconnecting to take it back",
+                self._address,
+            )
+        elif reason.is_failure:
             log.warning("disconnected from %s: %s; reconnecting", self._address, reason)
 
     def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: Any, _props: Any) -> None:

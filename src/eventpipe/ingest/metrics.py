@@ -92,9 +92,31 @@ class IngestMetrics:
             "In-flight window the broker advertised; should equal the worker's Receive Maximum.",
             registry=registry,
         )
+        self.max_packet = Gauge(
+            "eventpipe_mqtt_maximum_packet_size_bytes",
+            "Maximum Packet Size the worker announces: the broker may not send it a larger packet.",
+            registry=registry,
+        )
+        self.broker_max_packet = Gauge(
+            "eventpipe_mqtt_broker_maximum_packet_size_bytes",
+            "Maximum Packet Size the broker advertised (+Inf: none; 0 before the first connection). Above "
+            "EVENTPIPE_MAX_PAYLOAD_BYTES + 4096, it can acknowledge messages it must then drop for the worker.",
+            registry=registry,
+        )
         self.connected = Gauge("eventpipe_mqtt_connected", "1 while connected to the broker.", registry=registry)
         self.reconnects = Counter(
             "eventpipe_mqtt_reconnects_total", "Connections to the broker after the first.", registry=registry
+        )
+        self.session_takeovers = Counter(
+            "eventpipe_mqtt_session_takeovers_total",
+            "Times another client connected with this worker's session id and the broker handed it the session "
+            "(MQTT v5 DISCONNECT 0x8E, sent by Mosquitto 2.0.15 and later).",
+            registry=registry,
+        )
+        self.sessions_lost = Counter(
+            "eventpipe_mqtt_sessions_lost_total",
+            "Reconnects on which the broker had no session for this worker: what it had queued for it is gone.",
+            registry=registry,
         )
         for reason in Reason:
             self.dead_lettered.labels(reason=str(reason))

@@ -27,7 +27,8 @@ class Prober:
         self._settings = settings
         self._metrics = metrics
         self._address = MqttAddress.parse(settings.mqtt_url)
-        self._client = make_client(self._address, f"{settings.mqtt_client_id}-probe")
+        # Derived from the session id, as unguessable: a known one could be kept off the broker at will.
+        self._client = make_client(self._address, f"{settings.mqtt_session_id}-probe", ca_file=settings.mqtt_ca_file)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="eventpipe-probe", daemon=True)

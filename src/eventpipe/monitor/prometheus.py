@@ -33,7 +33,7 @@ scrape_configs:
 
   # The HTTP API's /metrics (--api-port).
   - job_name: api
-    static_configs:
+{api_tls}    static_configs:
       - targets: ["127.0.0.1:{api_port}"]
 
   # Prometheus itself, for rule evaluation failures.
@@ -48,15 +48,20 @@ def default_rules_dir() -> Path:
     return Path(eventpipe.__file__).resolve().parents[2] / "prometheus" / "rules"
 
 
-def render_config(port: int, metrics_port: int, api_port: int, rules: Path) -> str:
-    return CONFIG.format(port=port, metrics_port=metrics_port, api_port=api_port, rules=rules)
+def render_config(port: int, metrics_port: int, api_port: int, rules: Path, api_ca: Path | None = None) -> str:
+    """`api_ca`: the API serves HTTPS with a certificate this CA signed (`eventpipe up --tls`)."""
+    api_tls = f"    scheme: https\n    tls_config:\n      ca_file: {api_ca}\n" if api_ca else ""
+    return CONFIG.format(port=port, metrics_port=metrics_port, api_port=api_port, rules=rules, api_tls=api_tls)
 
 
 class Prometheus:
     """Started only when the binary is there: the native stack runs without it."""
 
-    def __init__(self, port: int, directory: Path, metrics_port: int, api_port: int, rules: Path) -> None:
+    def __init__(
+        self, port: int, directory: Path, metrics_port: int, api_port: int, rules: Path, api_ca: Path | None = None
+    ) -> None:
         self.port = port
+        self._api_ca = api_ca
         self.directory = directory.resolve()
         self._metrics_port = metrics_port
         self._api_port = api_port
@@ -80,7 +85,7 @@ class Prometheus:
             log.warning("no rules directory at %s: Prometheus runs without rules", self._rules)
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         config = self.directory / "prometheus.yml"
-        config.write_text(render_config(self.port, self._metrics_port, self._api_port, self._rules))
+        config.write_text(render_config(self.port, self._metrics_port, self._api_port, self._rules, self._api_ca))
         return self._child.start(
             [
                 binary,

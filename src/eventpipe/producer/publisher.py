@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import random
+import ssl
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -46,21 +48,35 @@ def publish_demo(
     topic_prefix: str = "events",
     seed: int | None = None,
     timeout: float = 30.0,
+    ca_file: Path | None = None,
 ) -> PublishReport:
-    """Publish `count` demo events to `<topic_prefix>/<event_type>`; rate 0 means as fast as possible."""
+    """Publish `count` demo events to `<topic_prefix>/<event_type>`; rate 0 means as fast as possible.
+    Over mqtts:// the broker's certificate must be signed by `ca_file`, or by a CA the system trusts."""
     address = MqttAddress.parse(url)
-    client = make_client(address, f"eventpipe-publish-{uuid.uuid4().hex[:8]}")
+    client = make_client(address, f"eventpipe-publish-{uuid.uuid4().hex[:8]}", ca_file=ca_file)
     client.max_inflight_messages_set(WINDOW)
     connected = threading.Event()
+    # A broker that drops the connection before CONNACK (a TLS port spoken to in
+    # plain MQTT does) would otherwise be waited for until the timeout.
+    closed = threading.Event()
     client.on_connect = lambda *_args: connected.set()
+    client.on_disconnect = lambda *_args: closed.set()
     try:
         client.connect(address.host, address.port, keepalive=30)
+    except ssl.SSLError as exc:
+        hint = "; pass --ca-file with the CA that signed its certificate" if ca_file is None else ""
+        raise BrokerError(f"TLS with the MQTT broker at {address} failed: {exc}{hint}") from exc
     except OSError as exc:
         raise BrokerError(f"cannot reach the MQTT broker at {address}: {exc}") from exc
     client.loop_start()
     try:
-        if not connected.wait(timeout):
-            raise BrokerError(f"the MQTT broker at {address} did not accept the connection within {timeout:.0f}s")
+        deadline = time.monotonic() + timeout
+        while not connected.wait(0.05):
+            if closed.is_set():
+                hint = " (a TLS port? then use mqtts:// and --ca-file)" if not address.tls else ""
+                raise BrokerError(f"the MQTT broker at {address} closed the connection before accepting it{hint}")
+            if time.monotonic() > deadline:
+                raise BrokerError(f"the MQTT broker at {address} did not accept the connection within {timeout:.0f}s")
         return _send(client, count, rate, qos, topic_prefix, random.Random(seed), timeout)
     finally:
         client.disconnect()

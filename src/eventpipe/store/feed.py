@@ -81,6 +81,11 @@ class FeedPage(NamedTuple):
     complete_until_ms: int
 
 
+class FeedRewound(Exception):
+    """The store numbers below where the client is: it was restored (its derived tables
+    rebuilt, migration.DERIVED) since the client's place was taken. Serving on would skip."""
+
+
 class Part(NamedTuple):
     name: str
     min_block: int
@@ -99,8 +104,11 @@ class Feed:
         if place.hi is None:
             place = self._begin(place)
         assert place.hi is not None
+        parts = self._parts()
+        if max((p.max_block for p in parts), default=0) < place.hi:
+            raise FeedRewound(f"arrivals numbers below {place.hi} now")
         # Rows of the epoch are in parts that hold its numbers; their time ranges bound the rows' keys.
-        epoch = [p for p in self._parts() if p.max_block > place.lo and p.min_block <= place.hi]
+        epoch = [p for p in parts if p.max_block > place.lo and p.min_block <= place.hi]
         if not epoch:
             return self._finish(place, [])
         since_ms = min(p.min_time_s for p in epoch) * 1000
@@ -122,7 +130,9 @@ class Feed:
             if not int(str(retired)):
                 before = min(before, int(str(complete_before)))
         hi = max((p.max_block for p in self._parts()), default=0)
-        return place._replace(hi=max(hi, place.lo), epoch_before_ms=before, after=None)
+        if hi < place.lo:
+            raise FeedRewound(f"arrivals numbers below {place.lo} now")
+        return place._replace(hi=hi, epoch_before_ms=before, after=None)
 
     def _finish(self, place: Place, events: list[Event]) -> FeedPage:
         """The last page of the epoch: the next one starts after its hi."""

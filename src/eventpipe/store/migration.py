@@ -398,6 +398,51 @@ MIGRATIONS += (
         ),
     ),
 )
+# The backups taken (store.backup), so that GET /admin/backups can list them
+# with what each holds: a server's backups disk cannot be listed through SQL.
+BACKUP_CATALOG = """
+CREATE TABLE IF NOT EXISTS backups
+(
+    name String,
+    taken_at DateTime64(3, 'UTC'),
+    events UInt64,
+    dead_letters UInt64,
+    bytes UInt64,
+    taken_by String
+)
+ENGINE = ReplacingMergeTree
+ORDER BY name
+"""
+
+MIGRATIONS += (Migration(10, "record backups", (BACKUP_CATALOG,)),)
+
+# What a backup and a restore do with each table (store.backup). Every table
+# a migration creates is in one of these three, or a test fails: a new table
+# needs that decision.
+# - SOURCE: written by the pipe or by operators; a restore brings back what
+#   the backup holds. BACKUP snapshots each table at its own moment, so these
+#   are only each consistent in itself, which is all they need: a batch's
+#   events and its dead letters are two inserts already (a crash between them
+#   is absorbed by redelivery), and schema_migrations changes only while
+#   `migrate` runs.
+# - DERIVED: fed from events inserts (views, the writer), so a snapshot taken
+#   a moment before or after events' own would disagree with it: an event
+#   missing from event_ids is missing from GET /events/{id}. A restore rebuilds
+#   each from the restored events with these queries, as migrations 6 and 7
+#   filled them.
+# - KEPT: about backups themselves; left out of every backup, untouched by a
+#   restore (created again if a restore finds it missing), so that a restore
+#   does not forget the backups taken after the one it brings back.
+SOURCE = ("schema_migrations", "events", "dead_letters")
+DERIVED = {
+    "events_by_user": BY_USER_ROWS,
+    "event_ids": ID_ROWS,
+    "undated_events": UNDATED_ROWS,
+    # Rebuilt, so numbered afresh: a feed token from before the restore is refused (store.feed).
+    "arrivals": ARRIVAL_ROWS,
+    "worker_marks": MARK_ROWS,
+}
+KEPT = {"backups": BACKUP_CATALOG}
 
 RETAINED = {
     "events": "timestamp",

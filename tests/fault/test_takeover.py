@@ -1,0 +1,259 @@
+"""Issue 13, item 1: a client that presents the worker's MQTT client id takes its broker session.
+
+The attack as the issue ran it: a producer publishes 3,000 QoS 1 events at 1,000/s, and a third of the way
+in an intruder connects with the worker's id for 1.5 s, once with a clean start (the broker ends the
+session, subscription and all) and once resuming it (the broker hands it what was queued for the worker).
+When worker ids were their plain names it lost, of the 3,000 acknowledged events: against `eventpipe up`,
+1,008 (clean start) and 1,004 (resumed); against the compose config with one worker 1,003 and 1,003, and
+with two workers on the shared subscription 0 (the other worker took the stream) and 504. The session id is
+now the name plus an HMAC of it under EVENTPIPE_MQTT_SESSION_SECRET: the intruder still gets in with the
+name, and nothing is lost. The tests that give the intruder the real id show that the attack itself still
+works, and that the worker counts it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from eventpipe.broker.session import session_id
+from eventpipe.cli.stack import SESSION_KEY_FILE
+from eventpipe.ingest.consumer import Consumer
+from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.store.client import connect
+from eventpipe.store.migration import migrate
+from tests.support.mqtt import read_packet
+from tests.support.pipeline import Running, running_worker, settings_for
+from tests.support.stack import Up, run_eventpipe, stored_ids
+from tests.support.stream import stored_stream_ids
+from tests.support.takeover import ComposeBroker, attack, settle
+from tests.support.wait import free_port, wait_until
+
+VARIANTS = {"clean start": True, "resumed": False}
+# A secret and passwords of this run, as scripts/init-secrets.sh makes them.
+SECRET = secrets.token_hex(16)
+PASSWORDS = {user: secrets.token_hex(16) for user in ("producer", "ingest", "exporter")}
+# compose.yaml's worker: its replicas' names, its share group, and the broker's in-flight window.
+REPLICAS = ("eventpipe-ingest-worker-1", "eventpipe-ingest-worker-2")
+COMPOSE_WINDOW = 10_000
+
+
+# ---- eventpipe up: its own Mosquitto, anonymous on loopback, so any local process can try ----
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    stack = Up(tmp_path / "data", env={"EVENTPIPE_PROBE_INTERVAL_S": "0"}, prometheus=False)
+    try:
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.kill()
+
+
+def lost_by_up(up: Up, intruder_id: str, clean_start: bool) -> tuple[int, bool, float]:
+    """(acknowledged events not stored after the attack, whether the broker let the intruder in,
+    sessions the worker found lost), `up` stopped."""
+    stream, acknowledged, intruder = attack(up.mqtt_url, up.mqtt_url, intruder_id, clean_start)
+    settle(
+        lambda: up.metric("eventpipe_events_stored_total"),
+        lambda: up.metric("eventpipe_messages_in_flight"),
+        len(acknowledged),
+    )
+    sessions_lost = up.metric("eventpipe_mqtt_sessions_lost_total")
+    assert up.stop(signal.SIGTERM) == 0, up.output()
+    stored = {event_id for event_id in stored_ids(up.data_dir) if event_id.startswith(f"{stream.prefix}-")}
+    return len(acknowledged - stored), intruder.accepted, sessions_lost
+
+
+@pytest.mark.parametrize("clean_start", VARIANTS.values(), ids=VARIANTS.keys())
+def test_an_intruder_with_the_workers_name_takes_nothing_from_eventpipe_up(up: Up, clean_start: bool) -> None:
+    lost, let_in, sessions_lost = lost_by_up(up, "eventpipe-ingest", clean_start)
+    assert let_in, "the broker refused the intruder: the attack did not run"
+    assert lost == 0, f"{lost} acknowledged events lost"
+    assert sessions_lost == 0
+
+
+def test_eventpipe_worker_refuses_to_start_with_a_guessable_session_id(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("EVENTPIPE_")}
+    env |= {"EVENTPIPE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}", "EVENTPIPE_METRICS_PORT": str(free_port())}
+    done = run_eventpipe("worker", env=env)
+    assert done.returncode == 2
+    assert "EVENTPIPE_MQTT_SESSION_SECRET is not set" in done.stderr
+
+
+def test_the_session_id_stays_out_of_what_other_local_users_can_read(up: Up) -> None:
+    secret_file = up.data_dir / SESSION_KEY_FILE
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    # The broker's log and persistence name the session id.
+    assert stat.S_IMODE((up.data_dir / "mosquitto").stat().st_mode) == 0o700
+    session = session_id("eventpipe-ingest", secret_file.read_text().strip())
+    assert session in (up.data_dir / "mosquitto" / "mosquitto.log").read_text(), "not the id the worker uses"
+    assert up.stop(signal.SIGTERM) == 0
+    assert session not in up.output(), "eventpipe up printed the worker's session id"
+
+
+def test_with_the_real_session_id_the_attack_loses_events_and_the_worker_counts_it(up: Up) -> None:
+    # The guarantee broken on purpose: whoever holds the secret can compute the id, and then it is the old attack.
+    session = session_id("eventpipe-ingest", (up.data_dir / SESSION_KEY_FILE).read_text().strip())
+    lost, let_in, sessions_lost = lost_by_up(up, session, clean_start=True)
+    assert let_in
+    assert lost > 100, "the intruder took the session, so the test should see events lost"
+    # Mosquitto 2.0.11 closes the taken session's socket without DISCONNECT 0x8E: the worker learns of it when it
+    # reconnects and the broker has no session for it.
+    assert sessions_lost >= 1
+
+
+# ---- The compose config: passwords and ACLs, two workers on the shared subscription ----
+
+
+@pytest.fixture
+def compose_broker(tmp_path: Path) -> Iterator[ComposeBroker]:
+    broker = ComposeBroker(tmp_path / "mosquitto", PASSWORDS)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@contextmanager
+def running_replicas(broker: ComposeBroker, dsn: str, count: int) -> Iterator[list[Running]]:
+    """`count` workers as compose runs them: user `ingest`, the share group, replica names, one secret."""
+    migrate(connect(dsn))
+    with ExitStack() as stack:
+        yield [
+            stack.enter_context(
+                running_worker(
+                    settings_for(
+                        broker.url_for("ingest"),
+                        dsn,
+                        mqtt_client_id=name,
+                        mqtt_session_secret=SECRET,
+                        mqtt_share_group="eventpipe",
+                        mqtt_receive_maximum=COMPOSE_WINDOW,
+                    )
+                )
+            )
+            for name in REPLICAS[:count]
+        ]
+
+
+def lost_by_replicas(
+    broker: ComposeBroker, dsn: str, replicas: list[Running], intruder_id: str, clean_start: bool
+) -> tuple[int, bool]:
+    producer = broker.url_for("producer")
+    # The intruder is a producer: the least privileged user, the one third parties hold.
+    stream, acknowledged, intruder = attack(producer, producer, intruder_id, clean_start)
+    settle(
+        lambda: sum(run.metric("eventpipe_events_stored_total") for run in replicas),
+        lambda: sum(run.metric("eventpipe_messages_in_flight") for run in replicas),
+        len(acknowledged),
+    )
+    return len(acknowledged - set(stored_stream_ids(dsn, stream.prefix))), intruder.accepted
+
+
+# Each with the worker count at which the old ids lost most: a clean start cost a lone worker its
+# subscription (1,003 lost), while a second worker took the whole stream (0); resuming stole a share (504).
+COMPOSE_CASES = {"clean start, one worker": (True, 1), "resumed, two workers": (False, 2)}
+
+
+@pytest.mark.parametrize(("clean_start", "count"), COMPOSE_CASES.values(), ids=COMPOSE_CASES.keys())
+def test_a_producer_with_a_replicas_name_takes_nothing_from_the_compose_broker(
+    compose_broker: ComposeBroker, clickhouse_dsn: str, clean_start: bool, count: int
+) -> None:
+    with running_replicas(compose_broker, clickhouse_dsn, count) as replicas:
+        lost, let_in = lost_by_replicas(compose_broker, clickhouse_dsn, replicas, REPLICAS[0], clean_start)
+        assert let_in, "the broker refused the intruder: the attack did not run"
+        assert lost == 0, f"{lost} acknowledged events lost"
+        for run in replicas:
+            assert run.metric("eventpipe_mqtt_sessions_lost_total") == 0
+            assert run.unreconciled() == 0
+
+
+def test_with_a_replicas_real_session_id_a_producer_steals_its_share(
+    compose_broker: ComposeBroker, clickhouse_dsn: str
+) -> None:
+    # Broken on purpose, resuming: the queue of the replica's session goes to the intruder, whose ACL drops it.
+    with running_replicas(compose_broker, clickhouse_dsn, 2) as replicas:
+        stolen = session_id(REPLICAS[0], SECRET)
+        lost, let_in = lost_by_replicas(compose_broker, clickhouse_dsn, replicas, stolen, clean_start=False)
+        assert let_in
+        assert lost > 100, "the intruder took the session, so the test should see events lost"
+        assert replicas[0].metric("eventpipe_mqtt_sessions_lost_total") >= 1
+        assert replicas[1].metric("eventpipe_mqtt_sessions_lost_total") == 0
+
+
+# ---- DISCONNECT 0x8E: what Mosquitto 2.0.15 and later (compose's eclipse-mosquitto:2.0.22) send ----
+
+
+class TakingOverBroker(threading.Thread):
+    """Just enough MQTT v5 for the worker to connect and subscribe; on the first connection it then sends
+    the DISCONNECT with reason 0x8E that Mosquitto 2.0.15+ sends to a client whose session another took
+    (e0 01 8e, lib/send_disconnect.c) and closes it. It stands in for that broker only because the one
+    that runs here, Debian's 2.0.11, closes the socket without a word and no newer one can be installed."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__(name="taking-over-broker", daemon=True)
+        self._server = socket.create_server(("127.0.0.1", free_port()))
+        self.port = self._server.getsockname()[1]
+        self._window = window
+        self.connections = 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                sock, _ = self._server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(sock, self.connections == 1), daemon=True).start()
+
+    def _serve(self, sock: socket.socket, take_over: bool) -> None:
+        with sock:
+            try:
+                while True:
+                    header, body = read_packet(sock)
+                    kind = header & 0xF0
+                    if kind == 0x10:  # CONNECT: accepted, no session, the worker's window as Receive Maximum
+                        sock.sendall(bytes([0x20, 6, 0, 0, 3, 0x21]) + self._window.to_bytes(2, "big"))
+                    elif kind == 0x80:  # SUBSCRIBE: granted QoS 1
+                        sock.sendall(bytes([0x90, 4]) + body[:2] + bytes([0, 1]))
+                        if take_over:
+                            sock.sendall(bytes([0xE0, 1, 0x8E]))
+                            return
+                    elif kind == 0xC0:  # PINGREQ
+                        sock.sendall(bytes([0xD0, 0]))
+            except (OSError, ConnectionError):
+                return
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def test_a_disconnect_for_a_session_taken_over_is_counted_and_the_worker_takes_it_back() -> None:
+    broker = TakingOverBroker(window=1_000)
+    broker.start()
+    registry = CollectorRegistry()
+    settings = settings_for(f"mqtt://127.0.0.1:{broker.port}", "chdb:///unused", mqtt_session_secret=SECRET)
+    consumer = Consumer(settings, lambda _batch: None, IngestMetrics(registry))
+    consumer.start()
+    try:
+        value = registry.get_sample_value
+        wait_until(lambda: value("eventpipe_mqtt_session_takeovers_total") == 1, timeout=10, what="the takeover")
+        # Its reconnect (a second after) claims the session again.
+        wait_until(lambda: broker.connections == 2 and consumer.wait_connected(0), timeout=10, what="reconnected")
+        assert value("eventpipe_mqtt_session_takeovers_total") == 1
+        assert value("eventpipe_mqtt_connected") == 1
+    finally:
+        consumer.stop()
+        broker.close()
