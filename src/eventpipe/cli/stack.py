@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import logging
+import secrets
 import time
 from pathlib import Path
 from typing import TextIO
@@ -16,7 +17,7 @@ from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.broker.journal import Journal
 from eventpipe.broker.mosquitto import Mosquitto
-from eventpipe.broker.session import kept_secret
+from eventpipe.broker.session import kept_file, kept_secret
 from eventpipe.certificate import TlsFiles, local_authority
 from eventpipe.cli.credential import FILE_NAME, generated_key
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
@@ -37,6 +38,7 @@ from eventpipe.store.writer import Writer
 log = logging.getLogger("eventpipe")
 # Under the data dir, when EVENTPIPE_MQTT_SESSION_SECRET is not set.
 SESSION_KEY_FILE = "mqtt-session-secret"
+CURSOR_KEY_FILE = "cursor-secret"
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -63,6 +65,10 @@ def run_up(args: argparse.Namespace) -> int:
         # Kept beside the broker's persistence: the session and the secret that names it live and go together.
         secret = kept_secret(settings.data_dir / SESSION_KEY_FILE)
         settings = settings.model_copy(update={"mqtt_session_secret": SecretStr(secret)})
+    if settings.cursor_secret is None:
+        # Kept too, so a restart does not end every cursor walk and feed sync in progress with a 422.
+        cursor_secret = kept_file(settings.data_dir / CURSOR_KEY_FILE, secrets.token_hex(32))
+        settings = settings.model_copy(update={"cursor_secret": SecretStr(cursor_secret)})
     generated = None
     if not settings.api_keys and settings.api_keys_file is None:
         generated = generated_key(settings.data_dir)
