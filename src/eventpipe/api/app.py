@@ -10,11 +10,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe import __version__
-from eventpipe.api import error
+from eventpipe.api import error, export
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.metrics import instrument
 from eventpipe.api.route import router
+from eventpipe.api.stream import HEAD_ONLY
 from eventpipe.store.reader import Reader
 
 DESCRIPTION = """\
@@ -48,7 +49,9 @@ def create_app(
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(router(reader, KeyCheck(api_keys), Cursors(cursor_secret)))
+    keys = KeyCheck(api_keys)
+    app.include_router(router(reader, keys, Cursors(cursor_secret)))
+    app.include_router(export.router(reader, keys))
     app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD
     instrument(app, registry)  # last: it primes a series for every route defined above
     return app
@@ -70,7 +73,8 @@ class HeadAsGet:
             await self.app(scope, receive, send)
             return
         # A copy: the server reads the method in its own scope to know a body is not due.
-        as_get = {**scope, "method": "GET"}
+        # HEAD_ONLY tells a streamed answer not to produce the body at all.
+        as_get = {**scope, "method": "GET", HEAD_ONLY: True}
 
         async def headers_only(message: Message) -> None:
             if "route" in as_get:
