@@ -29,7 +29,15 @@ from tests.support.api import AUTH, KEY, event, readonly_reader, rejection
 MARCH_MS = 1_772_323_200_000
 
 
-OPERATIONS = ("/events", "/events/{event_id}", "/stats/event-types", "/stats/timeseries", "/dead-letters", "/readyz")
+OPERATIONS = (
+    "/events",
+    "/events/{event_id}",
+    "/stats/event-types",
+    "/stats/timeseries",
+    "/dead-letters",
+    "/export",
+    "/readyz",
+)
 
 
 def fuzz_schema(clickhouse_dsn: str) -> BaseSchema:

@@ -7,11 +7,7 @@ in this process (chDB, as under `eventpipe up`), so its memory counts too.
 
 from __future__ import annotations
 
-import gc
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from fastapi.testclient import TestClient
 
@@ -22,7 +18,7 @@ from eventpipe.store.query import PAGE_BYTES, EventFilter, Query
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
 from tests.support.api import AUTH, api_client, event, readonly_reader, rejection, walk
-from tests.support.memory import rss_bytes
+from tests.support.memory import peak_growth
 
 MARCH_MS = 1_772_323_200_000
 MIB = 1024 * 1024
@@ -153,24 +149,3 @@ def concurrently(api: TestClient, path: str, count: int) -> list[int]:
         thread.join()
     assert len(sizes) == count
     return sizes
-
-
-@contextmanager
-def peak_growth() -> Iterator[list[int]]:
-    """The most this process's resident memory grew over the block, sampled every 2 ms."""
-    gc.collect()
-    base, peak, done = rss_bytes(), [0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], rss_bytes() - base)
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        yield peak
-    finally:
-        done.set()
-        sampler.join()
-        peak[0] = max(peak[0], rss_bytes() - base)
