@@ -398,6 +398,7 @@ def test_a_client_that_leaves_midway_stops_the_export(clickhouse_dsn: str) -> No
         assert reader.events == settled, "the export went on reading after its client left"
         assert settled < EXPORTED / 3, f"{settled} events read: the export ran ahead of the client"
         print(f"client left after one chunk: the export had read {settled} of {EXPORTED} events")
+        wait_until(lambda: not export_threads(), timeout=10, what="the export's reading thread to end")
         assert client.get("/events", params={"limit": 1}).status_code == 200
 
 
@@ -421,6 +422,11 @@ def test_a_slow_client_holds_no_query_and_blocks_no_other_request(clickhouse_dsn
             assert answers and answers[0].status_code == 200 and time.monotonic() - started < 5
             received += sum(chunk.count(b"\n") for chunk in chunks)
         assert received == EXPORTED
+        wait_until(lambda: not export_threads(), timeout=10, what="the export's reading thread to end")
+
+
+def export_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("eventpipe-export")]
 
 
 def _steady(reader: Counting) -> bool:

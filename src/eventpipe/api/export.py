@@ -2,9 +2,10 @@
 
 The store walks the events a page at a time (store.export); each page becomes
 one chunk of the answer, made only when the one before has been handed to
-the server (api.stream). So the API holds about one page whatever the
-export's size, a slow client holds no query open in ClickHouse, a client that
-goes away stops the walk, and a failure midway cuts the answer off.
+the server (api.stream), with the next page read meanwhile. So the API holds
+about two pages whatever the export's size, a slow client holds no query open
+in ClickHouse, a client that goes away stops the walk, and a failure midway
+cuts the answer off.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from typing import Annotated, Any, Literal
 
@@ -136,10 +138,19 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
 
 
 def _chunks(head: str, pages: Iterator[list[Event]], encode: Callable[[list[Event]], str]) -> Iterator[bytes]:
-    """One chunk a page; each page is let go before the next is read."""
-    for page in pages:
-        chunk = (head + encode(page)).encode()
-        head = ""
-        del page
-        if chunk:
-            yield chunk
+    """One chunk a page, the next page read on a thread of its own meanwhile: the
+    engine (chDB runs without the GIL) reads while Python formats. One page ahead
+    at most, and only while the client takes what it is sent."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="eventpipe-export")
+    try:
+        ahead = pool.submit(next, pages, None)
+        while (page := ahead.result()) is not None:
+            ahead = pool.submit(next, pages, None)
+            chunk = (head + encode(page)).encode()
+            head = ""
+            del page
+            if chunk:
+                yield chunk
+    finally:
+        # A client that left: the page being read is let finish on its own, unwaited.
+        pool.shutdown(wait=False, cancel_futures=True)
