@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # A ClickHouse server (http://user:pass@host:8123/db) or the embedded
     # engine (chdb:///path); empty means chDB under data_dir.
     clickhouse_dsn: str = ""
+    # The ClickHouse user the API's /admin/ routes act as: backups need rights
+    # its read-only user lacks. Empty: clickhouse_dsn's.
+    admin_clickhouse_dsn: str = ""
     # Days to keep events and dead letters; 0 keeps them forever.
     retention_days: int = Field(default=0, ge=0)
 
@@ -73,7 +76,9 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(default=5_000, ge=1)
     batch_max_ms: int = Field(default=200, ge=1)
 
-    max_payload_bytes: int = Field(default=64 * 1024, ge=256)
+    # Larger payloads are dead letters; the broker refuses packets over this
+    # plus 4 KiB (broker/packet.py). MQTT carries at most 256 MiB in a packet.
+    max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=256 * 1024 * 1024)
     max_depth: int = Field(default=32, ge=1, le=512)
     # Timestamps further ahead of the receive time than this are rejected:
     # clock skew is tolerated, year 3000 is not (it would create partitions).
@@ -81,8 +86,9 @@ class Settings(BaseSettings):
     # ... and timestamps further behind it than this many days: a producer
     # spreading events over decades would otherwise add a partition (and a
     # part per batch) per month it touches, slowing every insert and read.
-    # 0: no bound, for a backfill of old events.
-    max_past_days: int = Field(default=90, ge=0)
+    # Two years keep a device's late upload or a year-old export; 25 monthly
+    # partitions at most. 0: no bound, for a backfill of older events.
+    max_past_days: int = Field(default=730, ge=0)
     # Objects whose fields are looked into when the top level lacks a contract
     # field, for producers that wrap events, e.g. {"event_data": {...}}.
     envelope_keys: Annotated[list[str], NoDecode] = ["event_data", "data"]
@@ -94,6 +100,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65_535)
     api_keys: Annotated[list[str], NoDecode] = []
+    # A JSON file of named keys (their SHA-256 only), each optionally limited
+    # to event types and a rate (api.keyfile); read again when it changes.
+    api_keys_file: Path | None = None
     # HTTPS: the API's certificate (PEM, chain included) and its private key,
     # both or neither; without them the API speaks plain HTTP.
     api_tls_cert_file: Path | None = None
@@ -119,7 +128,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("mqtt_ca_file", "api_tls_cert_file", "api_tls_key_file", mode="before")
+    @field_validator("mqtt_ca_file", "api_tls_cert_file", "api_tls_key_file", "api_keys_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         # compose passes an unset ${VAR:-} as "", which would otherwise be the path ".".
@@ -171,6 +180,10 @@ class Settings(BaseSettings):
     @property
     def resolved_clickhouse_dsn(self) -> str:
         return self.clickhouse_dsn or embedded_dsn(self.data_dir)
+
+    @property
+    def resolved_admin_clickhouse_dsn(self) -> str:
+        return self.admin_clickhouse_dsn or self.resolved_clickhouse_dsn
 
     @property
     def mqtt_session_id(self) -> str:

@@ -32,5 +32,9 @@ class HaltStorageError(StorageError):
     """Needs an operator: auth, missing table or column. Stop acking, retry slowly."""
 
 
+class BackupError(EventpipeError):
+    """A backup cannot be found, read or restored; the message says which and why."""
+
+
 class BrokerError(EventpipeError):
     """The MQTT broker cannot be started or reached."""

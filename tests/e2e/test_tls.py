@@ -13,7 +13,6 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,14 +54,6 @@ class Relay:
 
     def close(self) -> None:
         self._server.close()
-
-
-@pytest.fixture
-def stacks() -> Iterator[list[Up]]:
-    started: list[Up] = []
-    yield started
-    for up in started:
-        up.kill()
 
 
 def start_tls(stacks: list[Up], data_dir: Path, prometheus: bool = False) -> tuple[Up, str]:

@@ -32,6 +32,7 @@ from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
+from tests.support.mqtt import read_packet
 from tests.support.pipeline import Running, running_worker, settings_for
 from tests.support.stack import Up, run_eventpipe, stored_ids
 from tests.support.stream import stored_stream_ids
@@ -221,7 +222,8 @@ class TakingOverBroker(threading.Thread):
         with sock:
             try:
                 while True:
-                    kind, body = self._packet(sock)
+                    header, body = read_packet(sock)
+                    kind = header & 0xF0
                     if kind == 0x10:  # CONNECT: accepted, no session, the worker's window as Receive Maximum
                         sock.sendall(bytes([0x20, 6, 0, 0, 3, 0x21]) + self._window.to_bytes(2, "big"))
                     elif kind == 0x80:  # SUBSCRIBE: granted QoS 1
@@ -233,27 +235,6 @@ class TakingOverBroker(threading.Thread):
                         sock.sendall(bytes([0xD0, 0]))
             except (OSError, ConnectionError):
                 return
-
-    @staticmethod
-    def _packet(sock: socket.socket) -> tuple[int, bytes]:
-        def read(count: int) -> bytes:
-            data = b""
-            while len(data) < count:
-                chunk = sock.recv(count - len(data))
-                if not chunk:
-                    raise ConnectionError("closed")
-                data += chunk
-            return data
-
-        header = read(1)[0]
-        length, shift = 0, 0
-        while True:
-            byte = read(1)[0]
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        return header & 0xF0, read(length)
 
     def close(self) -> None:
         self._server.close()

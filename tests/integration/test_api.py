@@ -112,6 +112,7 @@ def test_redelivered_copies_show_once_before_any_merge(api: TestClient, writer: 
             {"event_type": "purchase", "count": 100},
         ],
         "total": 301,
+        "types": 3,
     }
     series = api.get(
         "/stats/timeseries", params={"interval": "1d", "since": "2026-02-28", "until": "2026-03-02"}, headers=AUTH

@@ -4,8 +4,11 @@ JSON and bytes: no input earns a 5xx."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import struct
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +24,10 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 
 from eventpipe.api.app import create_app
 from eventpipe.api.cursor import Cursors
+from eventpipe.api.keyring import Keyring
+from eventpipe.events.condition import parse_condition, parse_field
+from eventpipe.events.metric import parse_metric
+from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
@@ -34,13 +41,14 @@ OPERATIONS = (
     "/events/{event_id}",
     "/stats/event-types",
     "/stats/timeseries",
+    "/stats/breakdown",
     "/dead-letters",
     "/export",
     "/readyz",
 )
 
 
-def fuzz_schema(clickhouse_dsn: str) -> BaseSchema:
+def fuzz_schema(clickhouse_dsn: str, keys: Sequence[str] | Keyring = (KEY,)) -> BaseSchema:
     client = connect(clickhouse_dsn)
     migrate(client)
     writer = Writer(client)
@@ -52,7 +60,7 @@ def fuzz_schema(clickhouse_dsn: str) -> BaseSchema:
         ]
     )
     writer.insert_dead_letters([rejection("events/bad", b"\xff" + bytes([i]), MARCH_MS + i) for i in range(5)])
-    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), [KEY])
+    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), keys, backups=Backups(client))
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
@@ -79,6 +87,38 @@ def test_no_generated_request_gets_a_server_error(clickhouse_dsn: str, path: str
         # and a "schema-violating" null reaches a query string as an empty
         # value, which the API reads as "no filter", as forms send it.
         case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance, negative_data_rejection])
+
+    check()
+
+
+@pytest.mark.parametrize("path", OPERATIONS)
+def test_a_scoped_and_limited_key_gets_documented_answers_only(clickhouse_dsn: str, tmp_path: Path, path: str) -> None:
+    # Its 403s (dead letters) and 429s (past 30 requests) must be in the document as well, and never a 5xx.
+    keys_file = tmp_path / "keys.json"
+    scoped = {"name": "scoped", "sha256": hashlib.sha256(KEY.encode()).hexdigest(), "event_types": ["t1", "t3"]}
+    keys_file.write_text(json.dumps({"keys": [{**scoped, "requests_per_minute": 30}]}))
+    operation = fuzz_schema(clickhouse_dsn, Keyring((), keys_file))[path]["GET"]
+
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def check(case: Case) -> None:
+        case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance, negative_data_rejection])
+
+    check()
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("admin", [True, False], ids=["admin", "not-admin"])
+def test_the_admin_routes_answer_documented_statuses_only(clickhouse_dsn: str, method: str, admin: bool) -> None:
+    # Each POST takes a real backup: few examples, for routes that take no parameters but unknown ones.
+    keys = Keyring((), generated=KEY) if admin else Keyring([KEY])
+    operation = fuzz_schema(clickhouse_dsn, keys)["/admin/backups"][method]
+
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def check(case: Case) -> None:
+        response = case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance])
+        assert response.status_code == (200 if admin else 403), response.text
 
     check()
 
@@ -192,3 +232,87 @@ def test_cursors_from_arbitrary_json_and_bytes_get_a_422_never_a_5xx(clickhouse_
 
     forgeries_are_refused()
     signed_fields_are_checked()
+
+
+# Filters built from the grammar's own parts, and breakdowns of any field by any metric, over properties of
+# every JSON kind: a condition the grammar accepts is answered, any other gets a 422, none a 5xx.
+TEXT = st.text(max_size=40)  # any character a URL can carry (no lone surrogates)
+SEGMENTS = st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,6}", fullmatch=True) | st.sampled_from(["a", "b", "n", "x", "y"])
+PATHS = st.lists(SEGMENTS, min_size=1, max_size=3) | st.lists(SEGMENTS | TEXT, min_size=1, max_size=10)
+PROPERTY_PATHS = PATHS.map(lambda path: "properties." + ".".join(path))
+FIELDS = st.one_of(
+    st.sampled_from(["event_type", "user_id", "topic"]),
+    PROPERTY_PATHS,
+    PROPERTY_PATHS,
+    st.sampled_from(["properties", "country", ""]),
+)
+NUMBER_TEXT = st.one_of(
+    HUGE_INTS.map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(json.dumps),
+    st.sampled_from(
+        ["1e308", "1e309", "-1e400", "1e-400", "-0", "0.1", "1E+2", "170141183460469231731687303715884105728"]
+    ),
+)
+VALUES = (
+    TEXT | NUMBER_TEXT | NUMBER_TEXT | st.sampled_from(["true", "false", "null", "", "' OR 1=1 --", "{limit:UInt32}"])
+)
+VALID_OPERATORS = st.sampled_from(["=", "!=", ">", ">=", "<", "<="])
+OPERATORS = st.one_of(VALID_OPERATORS, VALID_OPERATORS, VALID_OPERATORS, st.sampled_from(["!", "==", "=>", "<>"]))
+BUILT = st.builds(lambda field, op, value: field + op + value, FIELDS, OPERATORS, VALUES)
+CONDITIONS = st.one_of(BUILT, BUILT, BUILT, TEXT)
+METRICS = st.sampled_from(["count", "users", "sum:", "avg:", "min:", "max:", "median:"]).flatmap(
+    lambda kind: st.just(kind) if not kind.endswith(":") else FIELDS.map(lambda field: kind + field)
+)
+
+
+def test_any_filter_or_breakdown_is_answered_or_refused_never_a_5xx(clickhouse_dsn: str) -> None:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    kinds: list[Any] = [0, -1, 2**63, 2**64 - 1, 1.5, 1e308, "x", "", "\u0000", True, False, None, [1], {"y": 2}]
+    bodies = [
+        {"event_id": f"p{i}", "timestamp": MARCH_MS + i, "user_id": f"u{i % 3}" if i % 4 else None}
+        | {"a": kinds[i % len(kinds)], "b": {"n": kinds[(i * 5) % len(kinds)]}, "x": {"y": [i, None]}}
+        for i in range(60)
+    ]
+    Writer(client).insert_events([event(f"events/t{i % 3}", body, MARCH_MS) for i, body in enumerate(bodies)])
+    api = TestClient(
+        create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), [KEY]), raise_server_exceptions=False
+    )
+    window = {"since": MARCH_MS, "until": MARCH_MS + 60_000}
+
+    def accepted(parse: Any, *texts: str) -> bool:
+        try:
+            for text in texts:
+                parse(text)
+        except ValueError:
+            return False
+        return True
+
+    @given(where=st.lists(CONDITIONS, min_size=1, max_size=3), by=FIELDS, metric=METRICS)
+    @example(
+        where=["properties.a>=170141183460469231731687303715884105727"], by="properties.a", metric="sum:properties.a"
+    )
+    @example(where=["properties.b.n!=1e-400"], by="properties.b.n", metric="max:properties.b.n")
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def check(where: list[str], by: str, metric: str) -> None:
+        valid = all(not text or accepted(parse_condition, text) for text in where) and all(
+            len(t) <= 1024 for t in where
+        )
+        listed = api.get("/events", params={"where": where, "limit": 5}, headers=AUTH)
+        assert listed.status_code == (200 if valid else 422), (where, listed.text)
+        counted = api.get("/stats/event-types", params={"where": where, **window}, headers=AUTH)
+        assert counted.status_code == (200 if valid else 422), (where, counted.text)
+        broken_down = api.get(
+            "/stats/breakdown", params={"where": where, "by": by, "metric": metric, **window}, headers=AUTH
+        )
+        ok = valid and accepted(parse_field, by) and accepted(parse_metric, metric)
+        if ok and broken_down.status_code == 422:  # 1e308 + 1e308: JSON has no number for it
+            assert "overflows a double" in broken_down.json()["detail"], broken_down.text
+            return
+        assert broken_down.status_code == (200 if ok else 422), (where, by, metric, broken_down.text)
+        if ok:
+            answer = broken_down.json()
+            assert isinstance(answer["total"], int | float) and len(answer["items"]) <= 100
+            assert all(isinstance(item["value"], int | float) for item in answer["items"])
+
+    check()

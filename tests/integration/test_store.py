@@ -10,10 +10,11 @@ import pytest
 from eventpipe.errors import HaltStorageError
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store.client import connect
-from eventpipe.store.migration import LEDGER, MIGRATIONS, migrate
+from eventpipe.store.migration import BY_USER_ROWS, LEDGER, MIGRATIONS, migrate
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import EVENT_COLUMNS, Writer
+from tests.support.wait import wait_until
 
 RECEIVED_MS = 1_763_800_000_000
 
@@ -75,7 +76,7 @@ def test_migration_3_keeps_every_row_and_the_first_copy_wins_even_after_a_crash(
         writer_of_old = sample(1, prefix="late")[0]
         client.insert("events_rebuild", [list(writer_of_old)], column_names=list(EVENT_COLUMNS))
 
-    assert migrate(client) == [3, 4, 5, 6, 7, 8]
+    assert migrate(client) == [m.version for m in MIGRATIONS[2:]]
     reader = Reader(client)
     assert reader.count_events() == 501 + int(crash == "after the swap")
     assert reader.count_dead_letters() == 1
@@ -206,3 +207,34 @@ def test_an_undated_event_is_recorded_before_it_is_stored_so_a_copy_after_a_cras
     writer.insert_events([redelivered(RECEIVED_MS + 9_000)])  # and once more
     assert reader.count_events() == 1
     assert [e.timestamp_ms for e in reader.events(EventFilter(), 10)] == [RECEIVED_MS]
+
+
+def test_migration_11_keeps_events_without_a_user_out_of_the_user_index_and_drops_those_put_there(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # The store as migration 6 left it: its view, which let events without a user in as user ''.
+    client.command("DROP VIEW events_by_user_feed_v2")
+    client.command(f"CREATE MATERIALIZED VIEW events_by_user_feed TO events_by_user AS {BY_USER_ROWS}")
+    client.command("ALTER TABLE schema_migrations DELETE WHERE version = 11", settings={"mutations_sync": 2})
+    writer = Writer(client)
+
+    def stored(prefix: str, user: str | None) -> list[Event]:
+        body = {} if user is None else {"user_id": user}
+        rows = [
+            parse("events/x", json.dumps({"event_id": f"{prefix}{i}", **body}).encode(), RECEIVED_MS + i, Limits())
+            for i in range(20)
+        ]
+        assert writer.insert_events(rows) == []  # type: ignore[arg-type]
+        return rows  # type: ignore[return-value]
+
+    stored("anonymous-", None)
+    stored("known-", "u1")
+    assert client.command("SELECT count() FROM events_by_user WHERE user_id = ''") == 20
+    assert migrate(client) == [11]
+    assert migrate(client) == []
+    wait_until(lambda: client.command("SELECT count() FROM events_by_user WHERE user_id = ''") == 0, what="'' gone")
+    stored("later-", None)
+    stored("later-known-", "u1")
+    assert client.command("SELECT count() FROM events_by_user WHERE user_id = ''") == 0
+    assert client.command("SELECT count() FROM events_by_user FINAL") == 40
+    assert len(Reader(client).events(EventFilter(None, "u1"), 100)) == 40

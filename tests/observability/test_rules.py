@@ -6,6 +6,7 @@ import re
 import subprocess
 from collections import defaultdict
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import yaml
 from fastapi import FastAPI
 
 from eventpipe.api.metrics import instrument
+from eventpipe.broker.journal import Journal
 from eventpipe.cli.runtime import process_registry
 from eventpipe.ingest.metrics import IngestMetrics
 from tests.support import observability as obs
@@ -196,6 +198,7 @@ def exported_metrics() -> set[str]:
     """Every metric name the worker and the API can expose (samples or not yet)."""
     registry = process_registry()
     IngestMetrics(registry)
+    registry.register(Journal(Path("/nonexistent/mosquitto.log")))  # `eventpipe up`'s broker log
     instrument(FastAPI(), registry)
     names = set()
     for family in registry.collect():

@@ -8,7 +8,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from eventpipe.store.migration import RETAINED
+from eventpipe.store.backup import SCRATCH_PREFIX
+from eventpipe.store.client import BACKUP_DISK
+from eventpipe.store.migration import KEPT, RETAINED
 from tests.support import compose
 
 # The repository's own files, not untrusted input.
@@ -29,9 +31,15 @@ def grants(name: str) -> list[str]:
     return [" ".join((query.text or "").split()) for query in user(name).findall("grants/query")]
 
 
-def dsn(service: str) -> tuple[str, str, str]:
-    """(user, password, database) of a service's EVENTPIPE_CLICKHOUSE_DSN."""
-    parts = urlsplit(compose.environment(service, MARKED)["EVENTPIPE_CLICKHOUSE_DSN"])
+# The API's /admin/ routes connect as a user of their own (EVENTPIPE_ADMIN_CLICKHOUSE_DSN).
+ADMIN = ("api", "EVENTPIPE_ADMIN_CLICKHOUSE_DSN", "eventpipe_admin")
+# A backup is read by attaching it as a database of this prefix (store/backup.py).
+READ_BACKUP = f"GRANT CREATE DATABASE, DROP DATABASE, SELECT ON {SCRATCH_PREFIX}*.*"
+
+
+def dsn(service: str, variable: str = "EVENTPIPE_CLICKHOUSE_DSN") -> tuple[str, str, str]:
+    """(user, password, database) of a service's EVENTPIPE_CLICKHOUSE_DSN (or another DSN variable)."""
+    parts = urlsplit(compose.environment(service, MARKED)[variable])
     return parts.username or "", parts.password or "", parts.path.strip("/")
 
 
@@ -40,10 +48,13 @@ def test_the_images_passwordless_default_user_is_removed() -> None:
     assert default is not None and default.get("remove") == "remove"
 
 
-@pytest.mark.parametrize("service", sorted(ROLES))
-def test_each_service_connects_as_its_own_user_with_its_password(service: str) -> None:
-    name, password, database = dsn(service)
-    assert name == ROLES[service]
+@pytest.mark.parametrize(
+    ("service", "variable", "expected"),
+    [(service, "EVENTPIPE_CLICKHOUSE_DSN", role) for service, role in sorted(ROLES.items())] + [ADMIN],
+)
+def test_each_service_connects_as_its_own_user_with_its_password(service: str, variable: str, expected: str) -> None:
+    name, password, database = dsn(service, variable)
+    assert name == expected
     assert database == "eventpipe"
     element = user(name).find("password")
     assert element is not None and element.get("from_env"), f"{name}: the password must come from the environment"
@@ -77,8 +88,15 @@ def test_the_api_user_may_only_read() -> None:
     assert readonly == "2"
 
 
-def test_the_migrator_owns_the_eventpipe_database_and_nothing_else() -> None:
-    assert grants("eventpipe_migrator") == ["GRANT ALL ON eventpipe.*"]
+def test_the_migrator_owns_the_eventpipe_database_and_reads_backups() -> None:
+    # eventpipe restore runs as the migrator: it drops and restores tables, and reads the backup first.
+    assert grants("eventpipe_migrator") == ["GRANT ALL ON eventpipe.*", READ_BACKUP]
+
+
+def test_the_admin_user_may_back_up_read_and_record_backups_only() -> None:
+    expected = ["GRANT SELECT, BACKUP ON eventpipe.*", READ_BACKUP]
+    expected += [f"GRANT INSERT ON eventpipe.{table}" for table in KEPT]
+    assert sorted(grants("eventpipe_admin")) == sorted(expected)
 
 
 def test_no_user_manages_access_or_reaches_other_databases() -> None:
@@ -87,7 +105,30 @@ def test_no_user_manages_access_or_reaches_other_databases() -> None:
             continue
         assert element.findtext("access_management") in (None, "0"), element.tag
         for query in grants(element.tag):
-            assert re.fullmatch(r"GRANT [A-Z ]+ ON eventpipe\.(\*|[a-z_]+)", query), f"{element.tag}: {query}"
+            if query == READ_BACKUP:
+                continue  # read-only databases of that prefix: attached backups
+            assert re.fullmatch(r"GRANT [A-Z, ]+ ON eventpipe\.(\*|[a-z_]+)", query), f"{element.tag}: {query}"
+
+
+def test_backups_go_to_a_disk_of_their_own_on_a_volume_of_their_own() -> None:
+    path = CONFIG.findtext(f"storage_configuration/disks/{BACKUP_DISK}/path")
+    assert CONFIG.findtext(f"storage_configuration/disks/{BACKUP_DISK}/type") == "local"
+    assert CONFIG.findtext("backups/allowed_disk") == BACKUP_DISK
+    assert path and path.endswith("/")
+    volumes = {target.rstrip("/"): source for source, _, target in _volumes("clickhouse")}
+    assert path.rstrip("/") in volumes, f"nothing is mounted at {path}: backups would stay inside the container"
+    source = volumes[path.rstrip("/")]
+    assert source in compose.compose()["volumes"], f"{source} is not a named volume"
+    assert source != volumes["/var/lib/clickhouse"], "backups on the data's own volume are lost with it"
+
+
+def _volumes(service: str) -> list[tuple[str, str, str]]:
+    found = []
+    for entry in compose.service(service).get("volumes", []):
+        source, _, rest = str(entry).partition(":")
+        target, _, mode = rest.partition(":")
+        found.append((source, mode, target))
+    return found
 
 
 def test_the_prometheus_endpoint_is_on() -> None:

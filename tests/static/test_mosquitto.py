@@ -20,15 +20,24 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from eventpipe.broker import packet
 from eventpipe.broker.mosquitto import find_binary, render_config
 from eventpipe.certificate import local_authority
 from eventpipe.config import Settings
 from tests.support import compose
+from tests.support.mqtt import connect_packet, stream_publish
 from tests.support.wait import free_port, wait_until
 
 MOSQUITTO = compose.REPO / "mosquitto"
 # Everything that decides whether a QoS 1 message is kept, queued or sent.
-FLOW_KEYS = ("persistence", "autosave_interval", "max_inflight_messages", "max_queued_messages", "max_queued_bytes")
+FLOW_KEYS = (
+    "persistence",
+    "autosave_interval",
+    "max_inflight_messages",
+    "max_queued_messages",
+    "max_queued_bytes",
+    "max_packet_size",
+)
 DUMMY = {name: "x" for name in compose.required_variables()}
 
 
@@ -72,9 +81,23 @@ def test_anonymous_access_is_off_and_every_client_is_authorised() -> None:
 
 
 def test_the_flow_limits_equal_those_of_the_native_broker() -> None:
-    native = directives(render_config(1883, Path("/x"), Settings().mqtt_receive_maximum))
+    defaults = Settings()
+    native = directives(
+        render_config(1883, Path("/x"), defaults.mqtt_receive_maximum, max_payload_bytes=defaults.max_payload_bytes)
+    )
     for key in FLOW_KEYS:
         assert CONFIG[key] == native[key], f"{key}: container {CONFIG[key]} vs native {native[key]}"
+
+
+def test_the_packet_limit_is_the_workers_payload_limit_and_a_little_more() -> None:
+    # Lower than the worker's limit, producers are refused payloads the worker would store; higher, the
+    # broker acknowledges what it must then drop for the worker (the worker asks for no larger packets).
+    worker = compose.environment("ingest-worker", DUMMY)
+    payload = int(worker.get("EVENTPIPE_MAX_PAYLOAD_BYTES", Settings().max_payload_bytes))
+    assert CONFIG["max_packet_size"] == [str(packet.broker_limit(payload))]
+    assert payload < packet.broker_limit(payload) <= payload + 4096
+    native = directives(render_config(1883, Path("/x"), 100, max_payload_bytes=1000))
+    assert native["max_packet_size"] == [str(packet.broker_limit(1000))]
 
 
 def test_the_broker_window_equals_the_workers_receive_maximum() -> None:
@@ -144,7 +167,7 @@ def test_the_broker_refuses_to_start_when_a_user_has_no_password(tmp_path: Path)
 
 
 class Broker:
-    def __init__(self, directory: Path, passwords: dict[str, str]) -> None:
+    def __init__(self, directory: Path, passwords: dict[str, str], max_connections: int | None = None) -> None:
         self.port = free_port()
         # The TLS listener, with a certificate from a local CA as scripts/init-secrets.sh makes one.
         self.tls_port = free_port()
@@ -163,6 +186,9 @@ class Broker:
         text = text.replace("/mosquitto/run/", f"{directory}/").replace("/mosquitto/data/", f"{directory}/")
         text = text.replace("/mosquitto/certs/", f"{directory / 'certs'}/")
         text = text.replace("log_dest stdout", f"log_dest file {directory}/mosquitto.log")
+        if max_connections is not None:
+            text, replaced = re.subn(r"(?m)^max_connections \d+$", f"max_connections {max_connections}", text)
+            assert replaced == 1, "mosquitto/mosquitto.conf has no max_connections line"
         (directory / "mosquitto.conf").write_text(f"{text}\nuser {getpass.getuser()}\n")
         self.process = subprocess.Popen(
             [str(find_binary()), "-c", str(directory / "mosquitto.conf")],
@@ -289,3 +315,82 @@ def plain_answer(port: int) -> bytes:
             return sock.recv(16)
         except ConnectionResetError:
             return b""
+
+
+LIMIT = int(CONFIG["max_packet_size"][0])
+
+
+def closes_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass  # a DISCONNECT first, for an MQTT 5 client
+        return True
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_connect_over_the_limit_is_refused_on_its_header_before_any_password(broker: Broker) -> None:
+    # Without the limit, an anonymous socket could make the broker take up to 256 MiB of CONNECT.
+    with socket.create_connection(("127.0.0.1", broker.port)) as sock:
+        sock.sendall(connect_packet("big", None, None, declared=LIMIT)[:5])
+        assert closes_within(sock, 5), "the broker waits for the rest of an oversize CONNECT"
+
+
+def test_a_publish_over_the_limit_is_refused_and_one_under_it_is_delivered(broker: Broker) -> None:
+    worker = broker.connect("ingest", PASSWORDS["ingest"])
+    worker.subscribe("$share/eventpipe/events/#")
+    url = f"mqtt://producer:{PASSWORDS['producer']}@127.0.0.1:{broker.port}"
+    # The limit counts the type byte and the rest after the length: topic, packet id, property length, payload.
+    largest = LIMIT - 1 - (2 + len("events/big")) - 2 - 1
+    over = stream_publish(url, "events/big", largest + 1)
+    assert (over.packet, over.reason) == ("disconnect", 0x95), over  # Packet too large
+    under = stream_publish(url, "events/big", largest)
+    assert (under.packet, under.reason) == ("puback", 0), under
+    wait_until(lambda: worker.received == ["events/big"], timeout=5, what="the message under the limit")
+    worker.close()
+
+
+def listener_options() -> dict[str, dict[str, str]]:
+    """port -> the options that follow its `listener` line, up to the next listener or global option."""
+    found: dict[str, dict[str, str]] = {}
+    port = ""
+    for line in (MOSQUITTO / "mosquitto.conf").read_text().splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key == "listener":
+            port = value.split()[0]
+            found[port] = {}
+        elif key in ("certfile", "keyfile", "max_connections") and port:
+            found[port][key] = value
+        elif key and not key.startswith("#"):
+            port = ""
+    return found
+
+
+def test_only_the_producers_listener_caps_its_sockets_and_the_broker_has_files_for_more() -> None:
+    # A cap on 1883 would let anyone who fills it lock the workers out; none on 8883, idle sockets
+    # (which Mosquitto keeps for 90 s, longer if they trickle) could fill the broker's memory.
+    options = listener_options()
+    assert "max_connections" not in options["1883"]
+    cap = int(options["8883"]["max_connections"])
+    assert 0 < cap <= 10_000
+    nofile = compose.service("mosquitto")["ulimits"]["nofile"]
+    assert cap + 1_000 <= min(nofile["soft"], nofile["hard"])
+
+
+def test_idle_sockets_fill_the_producers_listener_not_the_workers(tmp_path: Path) -> None:
+    capped = Broker(tmp_path, PASSWORDS, max_connections=3)
+    idle: list[socket.socket] = []
+    try:
+        idle = [socket.create_connection(("127.0.0.1", capped.tls_port)) for _ in range(3)]
+        with socket.create_connection(("127.0.0.1", capped.tls_port)) as extra:
+            assert closes_within(extra, 5), "a socket past max_connections was kept"
+        worker = capped.connect("ingest", PASSWORDS["ingest"])
+        assert worker.accepted, "the workers' listener refused the worker"
+        worker.close()
+    finally:
+        for sock in idle:
+            sock.close()
+        capped.stop()

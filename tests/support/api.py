@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
 from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.store.client import engine_options
 from eventpipe.store.reader import Reader
 
 KEY = "test-key-1"
@@ -23,7 +24,8 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 def readonly_reader(dsn: str) -> Reader:
     """A reader whose every query runs with readonly=1: ClickHouse refuses writes and any SET or
     per-query setting, so a query the API's read-only user could not run fails the test."""
-    extra = {} if dsn.startswith("chdb") else {"autogenerate_session_id": False}
+    # The same engine options as eventpipe's own clients: chDB takes those of the first one.
+    extra = {"chdb_options": engine_options(dsn)} if dsn.startswith("chdb") else {"autogenerate_session_id": False}
     return Reader(clickhouse_connect.get_client(dsn=dsn, settings={"readonly": 1}, **extra))
 
 
@@ -93,10 +95,28 @@ HOSTILE = [
     "/dead-letters?reason=" + "r" * 1000,
     "/dead-letters?cursor=e30",
     "/events?evnt_type=click",
-    "/stats/event-types?limit=5",
+    "/stats/event-types?limit=0",
+    "/stats/event-types?limit=1001",
     "/events?limit=5&limit=6",
     "/nope",
     "/events/../../etc/passwd",
+    "/events?where=country=FR",
+    "/events?where=properties.amount>abc",
+    "/events?where=properties.amount>=1e999",
+    "/events?where=properties.a.b.c.d.e.f.g.h.i=1",
+    "/events?where=properties.a'b=1",
+    "/events?where=properties.country",
+    "/events?where=user_id>5",
+    "/events?where=" + "properties.x=" + "y" * 5000,
+    "/stats/event-types?where=properties..x=1",
+    "/stats/timeseries?where=properties.x!1",
+    "/stats/breakdown",
+    "/stats/breakdown?by=country",
+    "/stats/breakdown?by=properties",
+    "/stats/breakdown?by=event_type&metric=median:properties.amount",
+    "/stats/breakdown?by=event_type&metric=sum:user_id",
+    "/stats/breakdown?by=event_type&limit=1001",
+    "/stats/breakdown?by=event_type&by=topic",
 ]
 # Hostile values that are valid requests: they must be answered as plain data, never as SQL.
 INJECTIONS = [
@@ -107,4 +127,9 @@ INJECTIONS = [
     "/events?event_type=%00",
     "/events?user_id=%E2%80%AE%F0%9F%92%A9",
     "/dead-letters?reason=' OR ''='",
+    "/events?where=properties.country=' OR 1=1 --",
+    "/events?where=properties.x={limit:UInt32}",
+    "/events?where=user_id=\\' UNION SELECT * FROM system.users --",
+    "/events?where=properties.x=1&where=properties.x=') OR 1=1 --",
+    "/stats/breakdown?by=properties.country&where=event_type=' OR ''='",
 ]

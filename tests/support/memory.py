@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,15 +17,21 @@ def rss_bytes(pid: int | str = "self") -> int:
 
 
 @contextmanager
-def peak_growth() -> Iterator[list[int]]:
-    """The most this process's resident memory grew over the block, sampled every 2 ms."""
+def peak_growth(*readers: tuple[str, Callable[[], int]], interval: float = 0.002) -> Iterator[dict[str, int]]:
+    """The most each memory reader (name, callable returning bytes; this process's RSS by default)
+    grew above its start while the block ran, sampled every `interval` seconds and once at the end."""
+    readers = readers or (("process", rss_bytes),)
     gc.collect()
-    base, peak, done = rss_bytes(), [0], threading.Event()
+    start = {name: read() for name, read in readers}
+    peak = dict.fromkeys(start, 0)
+    done = threading.Event()
 
     def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], rss_bytes() - base)
-            time.sleep(0.002)
+        while True:
+            for name, read in readers:
+                peak[name] = max(peak[name], read() - start[name])
+            if done.wait(interval):
+                return
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -35,4 +40,5 @@ def peak_growth() -> Iterator[list[int]]:
     finally:
         done.set()
         sampler.join()
-        peak[0] = max(peak[0], rss_bytes() - base)
+        for name, read in readers:
+            peak[name] = max(peak[name], read() - start[name])

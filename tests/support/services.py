@@ -29,9 +29,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from eventpipe.bench.machine import pid_running
+from eventpipe.broker import packet
 from eventpipe.broker.mosquitto import Mosquitto, find_binary
 from eventpipe.certificate import local_authority
+from eventpipe.config import Settings
 from tests.support import compose
+from tests.support.memory import rss_bytes
 from tests.support.wait import free_port, wait_until
 
 if TYPE_CHECKING:
@@ -39,6 +43,8 @@ if TYPE_CHECKING:
 
 # The broker's in-flight window; a worker under test must use the same (see settings_for).
 RECEIVE_MAXIMUM = 1_000
+# The payload limit the broker's packet limit is derived from: the worker's default.
+MAX_PAYLOAD_BYTES = Settings.model_fields["max_payload_bytes"].default
 
 
 REQUIRE_DOCKER = "EVENTPIPE_TEST_REQUIRE_DOCKER"
@@ -135,12 +141,23 @@ def service_container(name: str, env: Mapping[str, str], replace: Mapping[str, b
 class LocalBroker:
     """A mosquitto process on a free port, stopped by PID; restartable on the same files."""
 
-    def __init__(self, directory: Path, receive_maximum: int = RECEIVE_MAXIMUM) -> None:
-        self.process = Mosquitto(free_port(), directory, receive_maximum)
+    def __init__(
+        self, directory: Path, receive_maximum: int = RECEIVE_MAXIMUM, max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    ) -> None:
+        self.process = Mosquitto(free_port(), directory, receive_maximum, max_payload_bytes=max_payload_bytes)
 
     @property
     def url(self) -> str:
         return self.process.url
+
+    def log(self) -> bytes:
+        return self.process.log_file.read_bytes()
+
+    def memory(self) -> int:
+        """The broker's resident memory in bytes."""
+        pid = pid_running("-c", str(self.process.directory / "mosquitto.conf"))
+        assert pid is not None, "the broker is not running"
+        return rss_bytes(pid)
 
     def start(self) -> None:
         self.process.start()
@@ -156,9 +173,12 @@ class LocalBroker:
 class ContainerBroker:
     """The compose `mosquitto` service (eclipse-mosquitto, entrypoint, config, ACL, passwords, healthcheck),
     one per test so that no session or queue leaks between tests. Two test-only changes: the in-flight
-    window is the test's, and the ACL has a user who may both publish and receive (`url`)."""
+    window is the test's, and the ACL has a user who may both publish and receive (`url`); a test may also
+    derive the packet limit from another payload limit than compose's."""
 
-    def __init__(self, directory: Path, receive_maximum: int = RECEIVE_MAXIMUM) -> None:
+    def __init__(
+        self, directory: Path, receive_maximum: int = RECEIVE_MAXIMUM, max_payload_bytes: int | None = None
+    ) -> None:
         # The broker's files live in the container, as in compose; `directory` only holds the TLS
         # listener's certificate, which compose's tls service would put in /mosquitto/certs.
         mounts = {target: source for source, target in compose.bind_mounts("mosquitto")}
@@ -166,6 +186,10 @@ class ContainerBroker:
         window = f"max_inflight_messages {receive_maximum}"
         config, replaced = re.subn(r"(?m)^max_inflight_messages \d+$", window, config)
         assert replaced == 1, "mosquitto/mosquitto.conf has no max_inflight_messages line"
+        if max_payload_bytes is not None:
+            limit = f"max_packet_size {packet.broker_limit(max_payload_bytes)}"
+            config, replaced = re.subn(r"(?m)^max_packet_size \d+$", limit, config)
+            assert replaced == 1, "mosquitto/mosquitto.conf has no max_packet_size line"
         acl = mounts["/mosquitto/config/acl"].read_text() + TEST_ACL
         self.env = session_secrets()
         # A fixed host port, so that a restart keeps the URL the worker under test holds.
@@ -190,6 +214,15 @@ class ContainerBroker:
     @property
     def url(self) -> str:
         return self.url_for(TEST_MQTT_USER)
+
+    def log(self) -> bytes:
+        stdout, stderr = self.container.get_logs()
+        return bytes(stdout) + bytes(stderr)
+
+    def memory(self) -> int:
+        """The container's memory use in bytes, as `docker stats` reports it."""
+        stats = self.container.get_wrapped_container().stats(stream=False)
+        return int(stats["memory_stats"]["usage"])
 
     def start(self) -> None:
         self.container.start()
@@ -253,11 +286,14 @@ def worker_entrypoint() -> ModuleType:
 
 
 @contextmanager
-def running_broker(directory: Path, receive_maximum: int = RECEIVE_MAXIMUM) -> Iterator[LocalBroker | ContainerBroker]:
+def running_broker(
+    directory: Path, receive_maximum: int = RECEIVE_MAXIMUM, max_payload_bytes: int | None = None
+) -> Iterator[LocalBroker | ContainerBroker]:
+    """`max_payload_bytes`: the payload limit the broker's packet limit is derived from, if not the worker's default."""
     if use_docker():
-        broker: LocalBroker | ContainerBroker = ContainerBroker(directory, receive_maximum)
+        broker: LocalBroker | ContainerBroker = ContainerBroker(directory, receive_maximum, max_payload_bytes)
     elif find_binary():
-        broker = LocalBroker(directory, receive_maximum)
+        broker = LocalBroker(directory, receive_maximum, max_payload_bytes or MAX_PAYLOAD_BYTES)
     else:
         pytest.fail(
             "no MQTT broker for the tests: start Docker (testcontainers runs eclipse-mosquitto) "
@@ -272,10 +308,12 @@ def running_broker(directory: Path, receive_maximum: int = RECEIVE_MAXIMUM) -> I
 
 def chdb_database_dsn(root: Path) -> str:
     """A fresh database in the process's one chDB engine: isolation without a second engine path."""
-    import clickhouse_connect
+    from eventpipe.store.client import connect
 
     name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = clickhouse_connect.get_client(dsn=f"chdb://{root}")
+    # Through eventpipe's connect: whichever client opens the engine first gives it its startup
+    # options (the backups disk among them), and this one is usually the first.
+    admin = connect(f"chdb://{root}")
     admin.command(f"CREATE DATABASE {name}")
     admin.close()
     return f"chdb://{root}?database={name}"

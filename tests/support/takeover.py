@@ -118,8 +118,11 @@ class ComposeBroker:
         text, listeners = re.subn(r"(?m)^listener 1883 .*$", f"listener {self.port} 127.0.0.1", text)
         assert listeners == 1, "mosquitto/mosquitto.conf has no plain listener on 1883"
         # The TLS listener takes the same users and ACL (tests/static/test_mosquitto.py runs it);
-        # the attack needs one listener, so its lines go, certificate and key included.
-        text, tls = re.subn(r"(?m)^listener 8883 .*\n(?:(?:certfile|keyfile|cafile|tls_version) .*\n)*", "", text)
+        # the attack needs one listener, so its lines go, certificate, key and connection cap included
+        # (left behind, an option of that listener would apply to the one before it).
+        text, tls = re.subn(
+            r"(?m)^listener 8883 .*\n(?:(?:#|(?:certfile|keyfile|cafile|tls_version|max_connections) ).*\n)*", "", text
+        )
         assert tls == 1, "mosquitto/mosquitto.conf has no TLS listener on 8883"
         text = text.replace("/mosquitto/run/", f"{run}/").replace("/mosquitto/data/", f"{data}/")
         text = text.replace("log_dest stdout", f"log_dest file {directory}/mosquitto.log")

@@ -105,6 +105,14 @@ def test_missing_timestamp_means_time_received() -> None:
         ("1763798400000", 1_763_798_400_000),
         ("20251122T080000Z", 1_763_798_400_000),  # basic ISO 8601, no dashes
         (1_763_798_400_000_000, 1_763_798_400_000),  # microseconds
+        ("Sat, 22 Nov 2025 08:00:00 GMT", 1_763_798_400_000),  # an HTTP date, as the seed system sends
+        ("Sat, 22 Nov 2025 10:00:00 +0200", 1_763_798_400_000),  # RFC 2822 with a numeric zone
+        ("Fri, 21 Nov 2025 23:30:00 -0830", 1_763_798_400_000),
+        ("22 Nov 2025 08:00 UT", 1_763_798_400_000),  # no weekday, no seconds
+        ("sat, 22 nov 2025 08:00:00 gmt", 1_763_798_400_000),
+        ("Sat, 22 Nov 2025 08:00:00 -0000", 1_763_798_400_000),  # RFC 2822: UTC, local zone unknown
+        ("2025-11-22 08:00:00Z", 1_763_798_400_000),  # RFC 3339 with a space for the T
+        ("2025-11-22 10:00:00+02:00", 1_763_798_400_000),
     ],
 )
 def test_timestamps_in_every_accepted_form(value: object, expected_ms: int) -> None:
@@ -239,5 +247,26 @@ def test_the_past_bound_comes_from_the_settings_and_zero_lifts_it() -> None:
     from eventpipe.ingest.worker import limits_from
 
     base = {"mqtt_url": "mqtt://127.0.0.1:1883", "clickhouse_dsn": "chdb:///tmp/x"}
-    assert limits_from(Settings(**base)).max_past_ms == 90 * 86_400_000  # type: ignore[arg-type]
+    assert limits_from(Settings(**base)).max_past_ms == 730 * 86_400_000  # type: ignore[arg-type]
     assert limits_from(Settings(**base, max_past_days=0)).max_past_ms == 0  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("Sat, 22 Nov 2025 08:00:00", "no accepted form"),  # no zone: local time of where?
+        ("Sat, 22 Nov 2025 08:00:00 CST", "no accepted form"),  # China or Central?
+        ("11/22/2025 08:00:00", "no accepted form"),  # 22 November or, elsewhere, nonsense
+        ("22/11/2025 08:00:00", "no accepted form"),
+        ("Mon, 22 Nov 2025 08:00:00 GMT", "22 Nov 2025 is a Sat, not a Mon"),
+        ("Sat, 31 Feb 2025 08:00:00 GMT", "not a real date"),
+        ("Sat, 22 Noe 2025 08:00:00 GMT", "not a month name"),
+        ("Sat, 22 Nov 2025 08:00:00 +2400", "not an offset"),
+    ],
+)
+def test_ambiguous_or_impossible_dates_are_dead_letters_that_name_the_accepted_forms(value: str, says: str) -> None:
+    result = rejection("events/x", json.dumps({"timestamp": value}).encode())
+    assert result.reason is Reason.INVALID_TIMESTAMP
+    assert says in result.detail
+    if says == "no accepted form":
+        assert "RFC 3339" in result.detail and "HTTP or RFC 2822" in result.detail and "epoch" in result.detail

@@ -10,18 +10,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe import __version__
-from eventpipe.api import error, export
+from eventpipe.api import backup, breakdown, docs, error, export
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
+from eventpipe.api.keyring import Keyring
 from eventpipe.api.metrics import instrument
 from eventpipe.api.route import router
 from eventpipe.api.stream import HEAD_ONLY
+from eventpipe.api.throttle import Throttle
+from eventpipe.store.backup import Backups
 from eventpipe.store.reader import Reader
 
 DESCRIPTION = """\
 Events ingested over MQTT and stored in ClickHouse, served over HTTP.
 
-Data endpoints need `Authorization: Bearer <key>`, a key from `EVENTPIPE_API_KEYS`.
+Data endpoints need `Authorization: Bearer <key>`: a key from `EVENTPIPE_API_KEYS`, or one
+whose SHA-256 is in the keys file (`EVENTPIPE_API_KEYS_FILE`). A key of that file may be limited
+to some event types (it sees no other, anywhere; `/dead-letters` answers it 403) and to a number
+of requests per minute, counted by each API process (beyond it: 429 with `Retry-After`).
 Lists are newest first and paginated with an opaque `next_cursor`; lists and counts
 show each event once, also while ClickHouse still holds redelivered copies.
 Every error answers `{"error": code, "detail": message}`.
@@ -29,11 +35,21 @@ Every error answers `{"error": code, "detail": message}`.
 
 
 def create_app(
-    reader: Reader, registry: CollectorRegistry, api_keys: Sequence[str], cursor_secret: str = ""
+    reader: Reader,
+    registry: CollectorRegistry,
+    api_keys: Sequence[str] | Keyring,
+    cursor_secret: str = "",
+    throttle: Throttle | None = None,
+    backups: Backups | None = None,
 ) -> FastAPI:
-    """The API; `cursor_secret` signs its cursors (empty: a key of this process only)."""
-    app = FastAPI(title="eventpipe", version=__version__, description=DESCRIPTION)
+    """The API; `api_keys` are full-access keys, or a Keyring; `cursor_secret` signs its cursors
+    (empty: a key of this process only); `throttle` keeps the keys' request rates (one per process);
+    with `backups`, the /admin/backups routes too, for admin keys."""
+    keyring = api_keys if isinstance(api_keys, Keyring) else Keyring(api_keys)
+    # Swagger UI and ReDoc served from this process (api.docs), not FastAPI's CDN pages.
+    app = FastAPI(title="eventpipe", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None)
     error.install(app)
+    docs.install(app)
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")
     def healthz() -> dict[str, str]:
@@ -49,11 +65,14 @@ def create_app(
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    keys = KeyCheck(api_keys)
+    keys = KeyCheck(keyring, throttle)
     app.include_router(router(reader, keys, Cursors(cursor_secret)))
+    app.include_router(breakdown.router(reader, keys))
     app.include_router(export.router(reader, keys))
+    if backups is not None:
+        app.include_router(backup.router(backups, keys))
     app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD
-    instrument(app, registry)  # last: it primes a series for every route defined above
+    instrument(app, registry, keyring)  # last: it primes a series for every route defined above
     return app
 
 

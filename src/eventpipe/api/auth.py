@@ -1,37 +1,78 @@
-"""Bearer keys: every data endpoint needs one of EVENTPIPE_API_KEYS."""
+"""Bearer keys: every data endpoint needs a known key (api.keyring), within its rate (api.throttle).
+
+The key's grant is recorded on the request: routes narrow their reads to its
+event types (`Granted`, then `grant.narrow(filter)`), and the metrics count the
+request under its name.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from eventpipe.api.error import ApiError
+from eventpipe.api.grant import Grant
+from eventpipe.api.keyring import Keyring
+from eventpipe.api.throttle import Throttle, retry_after
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 # auto_error off: a missing header gets our error shape, not FastAPI's 403.
-bearer = HTTPBearer(auto_error=False, description="One of the keys in EVENTPIPE_API_KEYS.")
+bearer = HTTPBearer(
+    auto_error=False, description="A key from EVENTPIPE_API_KEYS, or one whose SHA-256 is in EVENTPIPE_API_KEYS_FILE."
+)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 class KeyCheck:
-    """A FastAPI dependency that admits a request only with a known key."""
+    """A FastAPI dependency that admits a request only with a known key, within the key's rate."""
 
-    def __init__(self, keys: Sequence[str]) -> None:
-        # Compared as digests: equal lengths, so the comparison time says
-        # nothing about a key's length or its first matching characters.
-        self._digests = [hashlib.sha256(key.encode()).digest() for key in keys]
+    def __init__(self, keyring: Keyring, throttle: Throttle | None = None) -> None:
+        self.keyring = keyring
+        self._throttle = throttle or Throttle()
+        self._generation = keyring.generation
 
-    def __call__(self, credentials: Credentials) -> None:
+    def __call__(self, request: Request, credentials: Credentials) -> Grant:
         if credentials is None:
             raise ApiError(401, "unauthorized", "send the header 'Authorization: Bearer <key>'", CHALLENGE)
-        offered = hashlib.sha256(credentials.credentials.encode()).digest()
-        matched = False
-        for digest in self._digests:  # every key, every time: no early exit to time
-            matched |= hmac.compare_digest(digest, offered)
-        if not matched:
+        grant = self.keyring.grant(credentials.credentials)
+        if grant is None:
             raise ApiError(401, "unauthorized", "the API key is not valid", CHALLENGE)
+        request.state.grant = grant  # before the rate check: a refusal is counted under the key too
+        if self._generation != self.keyring.generation:
+            self._generation = self.keyring.generation
+            self._throttle.keep_only([known.name for known in self.keyring.grants()])
+        wait = self._throttle.admit(grant.name, grant.requests_per_minute)
+        if wait:
+            seconds = retry_after(wait)
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"this key may make {grant.requests_per_minute} requests per minute; retry in {seconds} s",
+                {"Retry-After": str(seconds)},
+            )
+        return grant
+
+
+def granted(request: Request) -> Grant:
+    """The grant KeyCheck recorded; a route outside the keyed router has none and answers 401."""
+    grant = getattr(request.state, "grant", None)
+    if not isinstance(grant, Grant):
+        raise ApiError(401, "unauthorized", "send the header 'Authorization: Bearer <key>'", CHALLENGE)
+    return grant
+
+
+Granted = Annotated[Grant, Depends(granted)]
+
+
+def every_type(grant: Granted) -> None:
+    """For routes that serve data of every event type (dead letters): a key limited to some types gets 403."""
+    if grant.scoped:
+        raise ApiError(403, "forbidden", "this key sees only some event types, and this endpoint serves all of them")
+
+
+def admin_only(grant: Granted) -> None:
+    """For the /admin/ routes: a key without `"admin": true` gets 403."""
+    if not grant.admin:
+        raise ApiError(403, "forbidden", "this endpoint needs an admin key")

@@ -18,7 +18,15 @@ log = logging.getLogger(__name__)
 # The longest slice of a rejected value echoed back: enough to recognise it,
 # never a megabyte of someone's garbage.
 ECHO_CHARS = 60
-CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 422: "invalid_parameter"}
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    422: "invalid_parameter",
+    429: "rate_limited",
+}
 
 
 class ErrorBody(BaseModel):
@@ -36,12 +44,30 @@ def responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     """OpenAPI entries for the error statuses a route can answer."""
     described = {
         401: "No valid `Authorization: Bearer <key>` header.",
+        403: "The key may not use this endpoint (`forbidden`): it is limited to some event types, or not an admin key.",
         404: "No such item.",
         422: "A parameter is invalid; `detail` says which and why.",
+        429: "The key made its `requests_per_minute` in the last 60 s (`rate_limited`); retry after `Retry-After` "
+        "seconds. Limits are counted by each API process.",
         500: "The server failed (`storage_error`: ClickHouse refused the query); the operator must look.",
         503: "ClickHouse cannot answer now (`unavailable`); retry after `Retry-After` seconds.",
     }
-    return {status: {"model": ErrorBody, "description": described[status]} for status in statuses}
+    out: dict[int | str, dict[str, object]] = {}
+    for status in statuses:
+        entry: dict[str, object] = {"model": ErrorBody, "description": described[status]}
+        if status in EXAMPLES:
+            entry["content"] = {"application/json": {"example": {"error": CODES[status], "detail": EXAMPLES[status]}}}
+        if status in (429, 503):
+            entry["headers"] = {"Retry-After": RETRY_AFTER}
+        out[status] = entry
+    return out
+
+
+EXAMPLES = {
+    403: "this key sees only some event types, and this endpoint serves all of them",
+    429: "this key may make 120 requests per minute; retry in 7 s",
+}
+RETRY_AFTER = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "example": 7}}
 
 
 def install(app: FastAPI) -> None:

@@ -1,21 +1,35 @@
-"""RED metrics of the API per route template: bounded labels, whatever the URLs."""
+"""RED metrics of the API per route template, requests per key name, and the keys file's state.
+
+Labels stay bounded whatever clients send: route templates, and the names of
+the keys the operator configured (never a key itself, nor what a client sent
+as one: a request without a valid key is counted under its route only).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from eventpipe.api.grant import Grant
+from eventpipe.api.keyring import Keyring
+
 # Codes every route starts with at 0 (others appear when they first happen).
-PRIMED_CODES = ("200", "400", "401", "404", "422", "500", "503")
+PRIMED_CODES = ("200", "400", "401", "403", "404", "422", "429", "500", "503")
+# Per key, what an operator watches for: served, refused for its scope, over its rate.
+PRIMED_KEY_CODES = ("200", "403", "429")
 # HTTP parsers accept any token as a method; labels take only these.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
+def instrument(app: FastAPI, registry: CollectorRegistry, keyring: Keyring | None = None) -> None:
+    keyring = keyring or Keyring()
     requests = Counter(
         "eventpipe_http_requests_total",
         "HTTP requests answered, by route template, method and status code.",
@@ -40,8 +54,9 @@ def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
                 duration.labels(route.path, method)
     for code in ("404", "405"):
         requests.labels("unmatched", "GET", code)
+    registry.register(KeysCollector(keyring))
 
-    app.add_middleware(Measure, requests=requests, duration=duration)
+    app.add_middleware(Measure, requests=requests, duration=duration, by_key=KeyRequests(registry, keyring))
 
 
 class Measure:
@@ -52,10 +67,11 @@ class Measure:
     about a third of the API's own CPU per request in a profile of
     /stats/event-types (about 1 ms here)."""
 
-    def __init__(self, app: ASGIApp, requests: Counter, duration: Histogram) -> None:
+    def __init__(self, app: ASGIApp, requests: Counter, duration: Histogram, by_key: KeyRequests) -> None:
         self.app = app
         self._requests = requests
         self._duration = duration
+        self._by_key = by_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,6 +79,8 @@ class Measure:
             return
         started = time.perf_counter()
         code = 500  # if the handler raises before answering, the client gets a 500
+        # Made here, so that HEAD's copy of the scope (api.app.HeadAsGet) shares it: auth records the key in it.
+        state = scope.setdefault("state", {})
 
         async def noting_status(message: Message) -> None:
             nonlocal code
@@ -79,3 +97,61 @@ class Measure:
             method = scope["method"] if scope["method"] in METHODS else "other"
             self._requests.labels(template, method, str(code)).inc()
             self._duration.labels(template, method).observe(time.perf_counter() - started)
+            grant = state.get("grant")
+            if isinstance(grant, Grant):
+                self._by_key.count(grant.name, code)
+
+
+class KeyRequests:
+    """Requests per key name and code, every key's series made at 0 as soon as the key is admitted."""
+
+    def __init__(self, registry: CollectorRegistry, keyring: Keyring) -> None:
+        self._keyring = keyring
+        self._counter = Counter(
+            "eventpipe_api_key_requests_total",
+            "HTTP requests made with a valid key, by the key's name and status code.",
+            ["key", "code"],
+            registry=registry,
+        )
+        self._primed = -1
+        self._prime()
+
+    def count(self, name: str, code: int) -> None:
+        self._prime()
+        self._counter.labels(name, str(code)).inc()
+
+    def _prime(self) -> None:
+        if self._primed != self._keyring.generation:  # a reloaded keys file may name new keys
+            self._primed = self._keyring.generation
+            for grant in self._keyring.grants():
+                for code in PRIMED_KEY_CODES:
+                    self._counter.labels(grant.name, code)
+
+
+class KeysCollector(Collector):
+    """The keys admitted and the keys file's state, read at each scrape (which also looks for a changed file)."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self._keyring = keyring
+
+    def collect(self) -> Iterator[Metric]:
+        self._keyring.refresh()
+        keys = GaugeMetricFamily("eventpipe_api_keys", "Keys the API admits, by where they are set.", labels=["source"])
+        counted = {"env": 0, "generated": 0, "file": 0}
+        for grant in self._keyring.grants():
+            source = grant.name.split("#", 1)[0] if "#" in grant.name else "file"
+            counted["generated" if source == "up" else source] += 1
+        for source, count in counted.items():
+            keys.add_metric([source], count)
+        yield keys
+        yield GaugeMetricFamily(
+            "eventpipe_api_keys_file_invalid",
+            "1 while EVENTPIPE_API_KEYS_FILE cannot be loaded: the keys of its last good version are admitted.",
+            value=1 if self._keyring.problem else 0,
+        )
+        loads = CounterMetricFamily(
+            "eventpipe_api_keys_file_loads", "Reads of a changed EVENTPIPE_API_KEYS_FILE, by result.", labels=["result"]
+        )
+        for result, count in self._keyring.loads.items():
+            loads.add_metric([result], count)
+        yield loads

@@ -110,13 +110,15 @@ class TypeCounts(BaseModel):
                 {
                     "items": [{"event_type": "page_view", "count": 812}, {"event_type": "click", "count": 77}],
                     "total": 889,
+                    "types": 2,
                 }
             ]
         }
     }
 
-    items: list[TypeCount] = Field(description="Most frequent first.")
-    total: int
+    items: list[TypeCount] = Field(description="Most frequent first, at most `limit` of them.")
+    total: int = Field(description="Events of every type, listed or not.")
+    types: int = Field(description="Types in all; more than the items when `limit` cut the list.")
 
 
 class Bucket(BaseModel):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import types
+from typing import Annotated, Union, get_args, get_origin
 
 from fastapi import Query, Request
 from fastapi.routing import APIRoute
@@ -12,7 +13,10 @@ from eventpipe.events.timestamp import to_epoch_ms
 
 # DateTime64(3) ends in 2299; 10^13 ms (2286) keeps every bound well inside it.
 LATEST_MS = 10**13
-TIME_HELP = "RFC 3339 (2026-11-22T09:30:00Z) or epoch seconds or milliseconds"
+TIME_HELP = (
+    "RFC 3339 (2026-11-22T09:30:00Z), an HTTP or RFC 2822 date with its zone (Sun, 22 Nov 2026 09:30:00 GMT),"
+    " or epoch seconds or milliseconds"
+)
 
 EventType = Annotated[str | None, Query(max_length=256, description="Only events of this type.", examples=["click"])]
 UserId = Annotated[str | None, Query(max_length=256, description="Only events of this user.", examples=["user-1042"])]
@@ -68,6 +72,13 @@ def only_known(request: Request) -> None:
     if unknown:
         takes = ", ".join(sorted(known)) or "no parameters"
         raise ApiError(422, "invalid_parameter", f"unknown parameter {unknown[0][:60]!r}; this endpoint takes {takes}")
-    repeated = sorted({name for name in request.query_params if len(request.query_params.getlist(name)) > 1})
+    # A list parameter (`where`) is repeated by design.
+    once = known - {field.alias for field in route.dependant.query_params if _is_list(field.field_info.annotation)}
+    repeated = sorted({name for name in once if len(request.query_params.getlist(name)) > 1})
     if repeated:
         raise ApiError(422, "invalid_parameter", f"{repeated[0]}: given more than once")
+
+
+def _is_list(annotation: object) -> bool:
+    kinds = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    return any(get_origin(kind) is list for kind in kinds)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from eventpipe.api.auth import KeyCheck
+from eventpipe.api.auth import Granted, KeyCheck, every_type
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import ApiError, responses
 from eventpipe.api.model import (
@@ -36,8 +36,9 @@ from eventpipe.api.param import (
     text,
     window,
 )
+from eventpipe.api.where import Where, conditions
 from eventpipe.store.query import EventFilter
-from eventpipe.store.reader import Reader
+from eventpipe.store.reader import MAX_TYPES, Reader
 
 INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "6h": 21_600_000, "1d": 86_400_000}
 DEFAULT_WINDOW_MS = 86_400_000
@@ -48,24 +49,29 @@ UNTIL_HELP = f"Window end, exclusive: {TIME_HELP}. Default: now."
 
 
 def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
-    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 500, 503))
+    # A key's event types narrow every read of events: `grant.narrow(filter)` in each route that reads them.
+    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 429, 500, 503))
 
     @api.get(
         "/events", tags=["events"], summary="Stored events, newest first, one page at a time", response_model=EventPage
     )
     def list_events(
+        grant: Granted,
         event_type: EventType = None,
         user_id: UserId = None,
         since: Since = None,
         until: Until = None,
         limit: Limit = 100,
         cursor: Cursor = None,
+        where: Where = None,
     ) -> Response:
-        where = EventFilter(text(event_type), text(user_id), *window(since, until))
-        query_scope = cursors.scope("events", *where)
+        only = grant.narrow(
+            EventFilter(text(event_type), text(user_id), *window(since, until), where=conditions(where))
+        )
+        query_scope = cursors.scope("events", *only)
         after = cursors.decode(cursor, query_scope) if cursor else None
         # The store ends a page early at its byte cap (PAGE_BYTES) before reading it.
-        rows, resume = reader.event_page(where, limit, after)
+        rows, resume = reader.event_page(only, limit, after)
         next_cursor = cursors.encode(resume, query_scope) if resume else None
         return Response(event_page_json(rows, next_cursor), media_type="application/json")
 
@@ -77,25 +83,37 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         response_model=Event,
         responses=responses(404),
     )
-    def get_event(event_id: Annotated[str, Path(max_length=256)]) -> Response:
-        stored = reader.event(event_id)
+    def get_event(event_id: Annotated[str, Path(max_length=256)], grant: Granted) -> Response:
+        stored = reader.event(event_id, grant.narrow(EventFilter()))
         if stored is None:
             raise ApiError(404, "not_found", "no event has this id")
         return Response(event_json(stored), media_type="application/json")
 
     @api.get("/stats/event-types", tags=["stats"], summary="How many events of each type")
-    def event_types(since: Since = None, until: Until = None) -> TypeCounts:
-        counts = reader.event_types(EventFilter(None, None, *window(since, until)))
+    def event_types(
+        grant: Granted,
+        since: Since = None,
+        until: Until = None,
+        where: Where = None,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_TYPES, description=f"Types listed, most frequent first: 1 to {MAX_TYPES}.")
+        ] = MAX_TYPES,
+    ) -> TypeCounts:
+        tally = reader.event_types(
+            grant.narrow(EventFilter(None, None, *window(since, until), where=conditions(where))), limit
+        )
         return TypeCounts(
-            items=[TypeCount(event_type=kind, count=n) for kind, n in counts], total=sum(n for _, n in counts)
+            items=[TypeCount(event_type=kind, count=n) for kind, n in tally.items], total=tally.total, types=tally.types
         )
 
     @api.get("/stats/timeseries", tags=["stats"], summary="Events per time bucket, oldest first")
     def timeseries(
+        grant: Granted,
         interval: Annotated[Literal["1m", "5m", "15m", "1h", "6h", "1d"], Query(description="Bucket width.")] = "1h",
         since: Annotated[str | None, Query(max_length=64, description=SINCE_HELP)] = None,
         until: Annotated[str | None, Query(max_length=64, description=UNTIL_HELP)] = None,
         event_type: EventType = None,
+        where: Where = None,
     ) -> Timeseries:
         step = INTERVALS_MS[interval]
         until_ms = instant("until", until)
@@ -114,7 +132,8 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
                 f"the window holds more than {MAX_BUCKETS} {interval} buckets: "
                 "choose a wider interval or a shorter window",
             )
-        counts = dict(reader.timeseries(EventFilter(text(event_type), None, since_ms, until_ms), step))
+        only = grant.narrow(EventFilter(text(event_type), None, since_ms, until_ms, where=conditions(where)))
+        counts = dict(reader.timeseries(only, step))
         return Timeseries(
             interval=interval,
             since=rfc3339(since_ms),
@@ -122,7 +141,14 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
             items=[Bucket(start=rfc3339(start), count=counts.get(start, 0)) for start in range(first, end, step)],
         )
 
-    @api.get("/dead-letters", tags=["dead letters"], summary="Messages that could not be stored, newest first")
+    @api.get(
+        "/dead-letters",
+        tags=["dead letters"],
+        summary="Messages that could not be stored, newest first",
+        # Not for a key limited to some event types: a message that failed may have no type at all.
+        dependencies=[Depends(every_type)],
+        responses=responses(403),
+    )
     def dead_letters(
         reason: Annotated[
             str | None, Query(max_length=64, description="Only this reason.", examples=["invalid_json"])

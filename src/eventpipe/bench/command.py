@@ -100,7 +100,14 @@ def _printer() -> Callable[[str], None]:
 
 def _drains(plan: Plan, work: Path, window: int, say: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    broker = Mosquitto(free_port(), work / "mosquitto", window, Settings().mosquitto_binary)
+    settings = Settings()
+    broker = Mosquitto(
+        free_port(),
+        work / "mosquitto",
+        window,
+        settings.mosquitto_binary,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
     broker.start()
     config = str(broker.directory / "mosquitto.conf")
     pid = machine.pid_running("-c", config)

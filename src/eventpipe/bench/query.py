@@ -19,11 +19,15 @@ from collections.abc import Callable
 from typing import Any
 
 from eventpipe.bench.trickle import Trickle
+from eventpipe.events.condition import parse_condition, parse_field
+from eventpipe.events.metric import parse_metric
 from eventpipe.store.client import connect
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 
 WARMUP = 3
+FRANCE = parse_condition("properties.country=FR")
+BROWSER, COUNT = parse_field("properties.browser"), parse_metric("count")
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
@@ -50,6 +54,14 @@ def endpoints(spec: dict[str, Any]) -> dict[str, tuple[str | None, Read]]:
             lambda r: r.timeseries(EventFilter(None, None, day, now), HOUR_MS),
         ),
         "types, all time": ("/stats/event-types", lambda r: r.event_types(EventFilter())),
+        "one property, last hour": (
+            f"/events?since={hour}&where=properties.country%3DFR&limit=100",
+            lambda r: r.events(EventFilter(None, None, hour, where=(FRANCE,)), 100),
+        ),
+        "breakdown by browser, 24 h": (
+            f"/stats/breakdown?by=properties.browser&since={day}&until={now}",
+            lambda r: r.breakdown(EventFilter(None, None, day, now), BROWSER, COUNT, 100),
+        ),
         "total count": (None, lambda r: r.count_events()),
     }
 

@@ -1,1 +1,1 @@
-"""The MQTT broker: addresses, and the local Mosquitto that `eventpipe up` runs."""
+"""The MQTT broker: addresses, clients, packet limits, and the local Mosquitto of `eventpipe up`."""

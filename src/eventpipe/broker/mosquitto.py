@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from eventpipe import child
+from eventpipe.broker import packet
 from eventpipe.certificate import TlsFiles
 from eventpipe.child import ChildProcess, port_free
 from eventpipe.errors import BrokerError
@@ -37,6 +38,14 @@ max_inflight_messages {receive_maximum}
 max_queued_messages {max_queued}
 max_queued_bytes 0
 
+# Packet limit: EVENTPIPE_MAX_PAYLOAD_BYTES ({max_payload}) plus 4 KiB for topic and
+# headers. A larger packet gets its client disconnected as soon as its header
+# arrives (MQTT 5: reason 0x95), before any of it is read, stored or acknowledged;
+# a CONNECT too, so no unauthenticated socket makes the broker hold more. There is
+# no CONNECT timeout to set in Mosquitto 2.0: it closes a socket that sends nothing
+# for 90 s (docs/architecture.md, "Hostile clients").
+max_packet_size {max_packet}
+
 # Logging: connections included, so a reconnecting worker shows.
 log_dest {log_dest}
 log_type error
@@ -52,6 +61,7 @@ def render_config(
     directory: Path,
     receive_maximum: int,
     *,
+    max_payload_bytes: int,
     host: str = "127.0.0.1",
     user: str | None = None,
     log_dest: str | None = None,
@@ -77,6 +87,8 @@ def render_config(
         persistence_dir=directory / "data",
         receive_maximum=receive_maximum,
         max_queued=MAX_QUEUED_MESSAGES,
+        max_payload=max_payload_bytes,
+        max_packet=packet.broker_limit(max_payload_bytes),
         log_dest=log_dest or f"file {directory / 'mosquitto.log'}",
     )
 
@@ -85,12 +97,20 @@ class Mosquitto:
     """A mosquitto child process on 127.0.0.1:port, with its files under `directory`."""
 
     def __init__(
-        self, port: int, directory: Path, receive_maximum: int, binary: str = "mosquitto", tls: TlsFiles | None = None
+        self,
+        port: int,
+        directory: Path,
+        receive_maximum: int,
+        binary: str = "mosquitto",
+        tls: TlsFiles | None = None,
+        *,
+        max_payload_bytes: int,
     ) -> None:
         self.port = port
         self._tls = tls
         self.directory = directory.resolve()
         self._receive_maximum = receive_maximum
+        self._max_payload_bytes = max_payload_bytes
         self._binary = binary
         self._child = ChildProcess("mosquitto", port, self.directory, self.directory / "mosquitto.log")
 
@@ -119,7 +139,15 @@ class Mosquitto:
         # Its log and persistence name the worker's session id, which must stay unknown to other local users.
         self.directory.chmod(0o700)
         config = self.directory / "mosquitto.conf"
-        config.write_text(render_config(self.port, self.directory, self._receive_maximum, tls=self._tls))
+        config.write_text(
+            render_config(
+                self.port,
+                self.directory,
+                self._receive_maximum,
+                max_payload_bytes=self._max_payload_bytes,
+                tls=self._tls,
+            )
+        )
         problem = self._child.start([path, "-c", str(config)], timeout, inherit_fds)
         if problem:
             raise BrokerError(problem)

@@ -40,6 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("api", help="run the HTTP API (settings from EVENTPIPE_* variables)")
     commands.add_parser("migrate", help="apply pending ClickHouse schema migrations")
 
+    restore = commands.add_parser(
+        "restore",
+        help="bring a backup back (POST /admin/backups takes them): onto a stopped `eventpipe up`, or a server",
+        description="Replaces every table with the backup's, after backing up what it replaces; then migrates "
+        "and rebuilds the tables derived from events. Stop the workers and the API (or `eventpipe up`) first.",
+    )
+    target = restore.add_mutually_exclusive_group()
+    target.add_argument("--data-dir", help="the data dir of a stopped `eventpipe up`; its backups are in DIR/backups")
+    target.add_argument(
+        "--clickhouse-dsn", help="a ClickHouse server, from its backups disk (default: EVENTPIPE_CLICKHOUSE_DSN)"
+    )
+    restore.add_argument("--backup", type=_backup_name, required=True, help="the name GET /admin/backups lists")
+
     publish = commands.add_parser("publish", help="publish realistic demo events")
     publish.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883", help="broker URL (default %(default)s)")
     publish.add_argument(
@@ -112,6 +125,15 @@ def _scenarios(text: str) -> tuple[str, ...]:
     return chosen
 
 
+def _backup_name(text: str) -> str:
+    from eventpipe.store.backup import EXAMPLE_NAME, NAME
+
+    # Checked before anything opens: a name never reaches a path or a statement unless it is one.
+    if not NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a backup name: {text[:80]!r} (they look like {EXAMPLE_NAME})")
+    return text
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -130,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from eventpipe.cli.stack import run_up
 
             return run_up(args)
+        if args.command == "restore":
+            from eventpipe.cli.restore import run_restore
+
+            return run_restore(args)
         if args.command == "bench" and args.bench_command == "fill":
             from eventpipe.bench.fill import run_fill
             from eventpipe.config import Settings

@@ -60,20 +60,27 @@ def run_worker(_args: argparse.Namespace) -> int:
 
 def run_api(_args: argparse.Namespace) -> int:
     from eventpipe.api.app import create_app
+    from eventpipe.api.keyring import Keyring
     from eventpipe.cli.server import ApiServer
+    from eventpipe.store.backup import Backups
     from eventpipe.store.reader import Reader
 
     settings = Settings()
     setup_logging(settings.log_level)
-    if not settings.api_keys:
+    if not settings.api_keys and settings.api_keys_file is None:
         # An API that admits nobody is useless and one that admits everybody
         # is a leak: refuse to start and say what to set.
-        raise ConfigError("EVENTPIPE_API_KEYS is empty: set it to one or more comma-separated keys")
+        raise ConfigError(
+            "EVENTPIPE_API_KEYS is empty and EVENTPIPE_API_KEYS_FILE is not set: "
+            "set one or more comma-separated keys, or a keys file"
+        )
+    keyring = Keyring(settings.api_keys, settings.api_keys_file)  # a file that cannot be used stops it here
     app = create_app(
         Reader(connect(settings.resolved_clickhouse_dsn)),
         process_registry(),
-        settings.api_keys,
+        keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
+        backups=Backups(connect(settings.resolved_admin_clickhouse_dsn)),
     )
     server = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
     shutdown = Shutdown()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import logging
-import secrets
 import time
 from pathlib import Path
 from typing import TextIO
@@ -14,9 +13,12 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from eventpipe.api.app import create_app
+from eventpipe.api.keyring import Keyring
+from eventpipe.broker.journal import Journal
 from eventpipe.broker.mosquitto import Mosquitto
 from eventpipe.broker.session import kept_secret
 from eventpipe.certificate import TlsFiles, local_authority
+from eventpipe.cli.credential import FILE_NAME, generated_key
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.cli.server import ApiServer
 from eventpipe.config import Settings
@@ -26,6 +28,7 @@ from eventpipe.ingest.probe import Prober
 from eventpipe.ingest.worker import Worker
 from eventpipe.monitor.prometheus import Prometheus, default_rules_dir
 from eventpipe.redaction import redact
+from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.reader import Reader
@@ -60,10 +63,11 @@ def run_up(args: argparse.Namespace) -> int:
         # Kept beside the broker's persistence: the session and the secret that names it live and go together.
         secret = kept_secret(settings.data_dir / SESSION_KEY_FILE)
         settings = settings.model_copy(update={"mqtt_session_secret": SecretStr(secret)})
-    generated_key = None
-    if not settings.api_keys:
-        generated_key = secrets.token_urlsafe(24)
-        settings = settings.model_copy(update={"api_keys": [generated_key]})
+    generated = None
+    if not settings.api_keys and settings.api_keys_file is None:
+        generated = generated_key(settings.data_dir)
+    # Before anything starts: a keys file that cannot be used stops `up` here, naming it and why.
+    keyring = Keyring(settings.api_keys, settings.api_keys_file, generated[0] if generated else None)
     shutdown = Shutdown()
     shutdown.install()
 
@@ -81,6 +85,7 @@ def run_up(args: argparse.Namespace) -> int:
             settings.mqtt_receive_maximum,
             settings.mosquitto_binary,
             tls=tls,
+            max_payload_bytes=settings.max_payload_bytes,
         )
         broker.start(inherit_fds=(lock.fileno(),))
         # The log is kept across restarts: only what this run writes counts.
@@ -88,7 +93,7 @@ def run_up(args: argparse.Namespace) -> int:
         shutdown.on_force = broker.terminate
         settings = settings.model_copy(update={"mqtt_url": broker.url, "mqtt_ca_file": tls.ca if tls else None})
     try:
-        return _serve(settings, broker, shutdown, generated_key, lock, tls)
+        return _serve(settings, broker, shutdown, keyring, generated, lock, tls, log_start)
     finally:
         if broker is not None:
             _await_goodbye(broker, settings.mqtt_session_id, log_start)
@@ -143,9 +148,11 @@ def _serve(
     settings: Settings,
     broker: Mosquitto | None,
     shutdown: Shutdown,
-    generated_key: str | None,
+    keyring: Keyring,
+    generated: tuple[str, bool] | None,
     lock: TextIO,
     tls: TlsFiles | None,
+    log_start: int,
 ) -> int:
     dsn = settings.resolved_clickhouse_dsn
     migrator = connect(dsn)
@@ -156,13 +163,16 @@ def _serve(
     registry = process_registry()  # one process: its CPU and memory are reported once, here
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
     metrics = IngestMetrics(registry)
+    if broker is not None:
+        registry.register(Journal(broker.log_file, log_start))
     worker = Worker(settings, Writer(connect(dsn)), metrics)
     prober = Prober(settings, metrics)
     app = create_app(
         Reader(connect(dsn)),
         CollectorRegistry(),
-        settings.api_keys,
+        keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
+        backups=Backups(connect(dsn)),
     )
     api = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
     prometheus = Prometheus(
@@ -193,14 +203,17 @@ def _serve(
             + f"data={settings.data_dir.resolve()}",
             flush=True,
         )
-        if generated_key:
-            print(f"API key (generated, set EVENTPIPE_API_KEYS to choose your own): {generated_key}", flush=True)
+        shown = "<a key of EVENTPIPE_API_KEYS or EVENTPIPE_API_KEYS_FILE>"
+        if generated:
+            # The user's own keys are never echoed; a generated one is theirs to copy, and the same at every start.
+            shown, made = generated
+            kept = settings.data_dir.resolve() / FILE_NAME
+            origin = f"generated, kept in {kept}" if made else f"kept in {kept} since an earlier start"
+            print(f"API key ({origin}; set EVENTPIPE_API_KEYS to choose your own): {shown}", flush=True)
         trust = ""
         if tls:
             print(f"TLS: clients trust the local CA {tls.ca.resolve()}", flush=True)
             trust = f"--cacert '{tls.ca.resolve()}' "
-        # The user's own keys are never echoed; a generated one is theirs to copy.
-        shown = generated_key or "<one of EVENTPIPE_API_KEYS>"
         print(f"try: curl {trust}-H 'Authorization: Bearer {shown}' '{api.url}/events?limit=5'", flush=True)
         progress = Progress(registry)
 

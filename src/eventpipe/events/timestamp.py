@@ -1,13 +1,28 @@
-"""Event times: RFC 3339 strings or epoch numbers, to integer UTC milliseconds."""
+"""Event times: RFC 3339 strings, HTTP and RFC 2822 dates, or epoch numbers, to integer UTC milliseconds."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 _NUMERIC = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# An HTTP date (IMF-fixdate, "Wed, 07 May 2025 08:25:14 GMT") is an RFC 2822
+# date in GMT. The zone is required and must be numeric or GMT/UT/UTC/Z:
+# without one, or with a name such as CST (China or Central?), the instant is
+# a guess, and a guess is a dead letter rather than a wrong time.
+_RFC2822 = re.compile(
+    r"(?:(?P<weekday>[A-Za-z]{3}),\s*)?(?P<day>\d{1,2})\s+(?P<month>[A-Za-z]{3})\s+(?P<year>\d{4})\s+"
+    r"(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2}))?\s+(?P<zone>[+-]\d{4}|GMT|UTC|UT|Z)",
+    re.IGNORECASE,
+)
+ACCEPTED = (
+    "RFC 3339 (2025-05-07T08:25:14Z, or with a space for the T), an HTTP or RFC 2822 date with its zone"
+    " (Wed, 07 May 2025 08:25:14 GMT; Wed, 07 May 2025 10:25:14 +0200), or epoch seconds or milliseconds"
+)
 
 # Below 2000-01-01 a timestamp is almost always a unit or default-value bug
 # (0, seconds read as ms), not a real event; rejecting it keeps it visible.
@@ -49,9 +64,45 @@ def _from_rfc3339(text: str) -> int:
     try:
         moment = datetime.fromisoformat(text.replace("t", "T", 1))
     except ValueError:
-        raise ValueError(f"timestamp {text!r} is neither RFC 3339 nor epoch seconds/milliseconds") from None
+        # Tried second: most producers send RFC 3339, and this keeps their path short.
+        return _from_rfc2822(text)
     if moment.tzinfo is None:
         # No offset given: UTC is the only reading that does not depend on
         # where the worker happens to run.
         moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _ONE_MS
+
+
+def _from_rfc2822(text: str) -> int:
+    match = _RFC2822.fullmatch(text)
+    if match is None:
+        raise ValueError(f"timestamp {text!r} is in no accepted form: {ACCEPTED}")
+    fields = match.groupdict()
+    month = fields["month"].lower()
+    if month not in _MONTHS:
+        raise ValueError(f"timestamp {text!r}: {fields['month']!r} is not a month name (Jan to Dec)")
+    zone = fields["zone"]
+    offset = timedelta(0)
+    if zone[0] in "+-":
+        hours, minutes = int(zone[1:3]), int(zone[3:5])
+        if hours > 23 or minutes > 59:
+            raise ValueError(f"timestamp {text!r}: zone {zone} is not an offset")
+        offset = timedelta(hours=hours, minutes=minutes) * (-1 if zone[0] == "-" else 1)
+    try:
+        moment = datetime(
+            int(fields["year"]),
+            _MONTHS.index(month) + 1,
+            int(fields["day"]),
+            int(fields["hour"]),
+            int(fields["minute"]),
+            int(fields["second"] or 0),
+            tzinfo=timezone(offset),
+        )
+    except ValueError as exc:
+        raise ValueError(f"timestamp {text!r} is not a real date: {exc}") from None
+    weekday = fields["weekday"]
+    if weekday is not None and weekday.lower() != _WEEKDAYS[moment.weekday()]:
+        # Two fields that disagree: which one the producer meant is a guess.
+        day = f"{moment.day:02d} {_MONTHS[moment.month - 1].title()} {moment.year}"
+        raise ValueError(f"timestamp {text!r}: {day} is a {_WEEKDAYS[moment.weekday()].title()}, not a {weekday}")
     return (moment - _EPOCH) // _ONE_MS

@@ -13,6 +13,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from eventpipe.broker import packet
 from eventpipe.broker.address import MqttAddress
 from eventpipe.broker.connection import make_client
 from eventpipe.config import Settings
@@ -96,6 +97,10 @@ class Consumer:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._settings.mqtt_session_expiry_s
         props.ReceiveMaximum = self._settings.mqtt_receive_maximum
+        # MQTT 5 3.1.2.25: the broker may not send the worker a larger packet, so
+        # no broker makes it read one whole, whatever producers send.
+        props.MaximumPacketSize = limit = packet.worker_limit(self._settings.max_payload_bytes)
+        self._metrics.max_packet.set(limit)
         # clean_start=False on every connect, the first included: a restarted
         # worker must resume its session and get what was not acknowledged.
         self._client.connect_async(
@@ -157,6 +162,7 @@ class Consumer:
                 self.failure = f"the broker at {self._address} refused the connection: {reason}"
             return
         self._check_window(getattr(props, "ReceiveMaximum", MQTT_MAX_WINDOW))
+        self._check_packet_limit(getattr(props, "MaximumPacketSize", None))
         with self._lock:
             self._link_up = True
             generation = self._generation
@@ -203,6 +209,19 @@ class Consumer:
                 "stops reading the socket whenever it is full (slower)"
                 if broker_window > ours
                 else "cannot fill its batches and waits on its timer",
+            )
+
+    def _check_packet_limit(self, broker_maximum: int | None) -> None:
+        self._metrics.broker_max_packet.set(float("inf") if broker_maximum is None else broker_maximum)
+        if packet.loses_messages(broker_maximum, self._settings.max_payload_bytes):
+            log.error(
+                "the broker accepts packets up to %s (Mosquitto: max_packet_size) but the worker takes at most %d "
+                "bytes (EVENTPIPE_MAX_PAYLOAD_BYTES + %d): the broker acknowledges larger messages, then drops them "
+                "for this worker without a trace; set max_packet_size %d",
+                "any size" if broker_maximum is None else f"{broker_maximum} bytes",
+                packet.worker_limit(self._settings.max_payload_bytes),
+                packet.HEADROOM + packet.WAY_OUT,
+                packet.broker_limit(self._settings.max_payload_bytes),
             )
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:

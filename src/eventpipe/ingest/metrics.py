@@ -92,6 +92,17 @@ class IngestMetrics:
             "In-flight window the broker advertised; should equal the worker's Receive Maximum.",
             registry=registry,
         )
+        self.max_packet = Gauge(
+            "eventpipe_mqtt_maximum_packet_size_bytes",
+            "Maximum Packet Size the worker announces: the broker may not send it a larger packet.",
+            registry=registry,
+        )
+        self.broker_max_packet = Gauge(
+            "eventpipe_mqtt_broker_maximum_packet_size_bytes",
+            "Maximum Packet Size the broker advertised (+Inf: none; 0 before the first connection). Above "
+            "EVENTPIPE_MAX_PAYLOAD_BYTES + 4096, it can acknowledge messages it must then drop for the worker.",
+            registry=registry,
+        )
         self.connected = Gauge("eventpipe_mqtt_connected", "1 while connected to the broker.", registry=registry)
         self.reconnects = Counter(
             "eventpipe_mqtt_reconnects_total", "Connections to the broker after the first.", registry=registry

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import clickhouse_connect
@@ -12,6 +14,9 @@ from eventpipe.redaction import redact
 from eventpipe.store.failure import classified
 
 SCHEMES = ("http", "https", "chdb")
+# The disk BACKUP and RESTORE write to and read from (store.backup): on a
+# server, clickhouse/config.d declares it; the embedded engine gets it below.
+BACKUP_DISK = "backups"
 
 
 def connect(dsn: str) -> Client:
@@ -21,7 +26,7 @@ def connect(dsn: str) -> Client:
         raise ConfigError(f"ClickHouse DSN must start with http://, https:// or chdb://, got {redact(dsn)!r}")
     with classified():
         if scheme == "chdb":
-            return clickhouse_connect.get_client(dsn=dsn)
+            return clickhouse_connect.get_client(dsn=dsn, chdb_options=engine_options(dsn))
         # No server session: each insert and query stands alone, so concurrent
         # calls never trip over a locked session and read-only users work.
         return clickhouse_connect.get_client(
@@ -35,3 +40,33 @@ def ping(client: Client) -> bool:
         return bool(client.command("SELECT 1") == 1)
     except Exception:  # noqa: BLE001 - the caller reports "not ready"; nothing is lost here
         return False
+
+
+def backup_dir(dsn: str) -> Path | None:
+    """Where the embedded engine of a chdb:// DSN keeps its backups: `backups/` beside its directory,
+    so `<data dir>/backups` for `eventpipe up`'s `<data dir>/clickhouse`. None for a server or memory."""
+    parts = urlsplit(dsn)
+    if parts.scheme != "chdb":
+        return None
+    # Read as clickhouse-connect reads it: chdb://memory/db names a location, chdb:///abs/path a path.
+    location = parts.netloc.rpartition("@")[2] if parts.netloc else parts.path
+    if location in ("", "memory", ":memory:"):
+        return None
+    return Path(os.path.realpath(location)).parent / BACKUP_DISK
+
+
+def engine_options(dsn: str) -> dict[str, str]:
+    """Startup options of the embedded engine: the backups disk a server gets from its config.d.
+
+    chDB starts its one engine per process with the options of the first
+    connection and ignores those of later ones, so every connection passes the
+    same options, derived from the DSN alone.
+    """
+    directory = backup_dir(dsn)
+    if directory is None:
+        return {}
+    return {
+        f"storage_configuration.disks.{BACKUP_DISK}.type": "local",
+        f"storage_configuration.disks.{BACKUP_DISK}.path": f"{directory}/",
+        "backups.allowed_disk": BACKUP_DISK,
+    }

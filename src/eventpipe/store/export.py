@@ -42,10 +42,7 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from eventpipe.events import Event
-from eventpipe.store.query import EVENT_BYTES, EVENT_FIELDS, EventFilter, Query
-from eventpipe.store.query import _event_conditions as event_conditions
-from eventpipe.store.query import _events_table as events_table
-from eventpipe.store.query import _statement as statement
+from eventpipe.store.query import EVENT_BYTES, EVENT_FIELDS, EventFilter, Query, event_source
 
 SORT_KEY = "timestamp, event_type, event_id"
 ORDER = f"ORDER BY {SORT_KEY}"
@@ -85,7 +82,7 @@ def parts_query(where: EventFilter) -> Query:
         "SELECT toUnixTimestamp(min_time), toUnixTimestamp(max_time), rows FROM system.parts"
         " WHERE database = currentDatabase() AND table = {table:String} AND active"
     )
-    return Query(sql, {"table": events_table(where)})
+    return Query(sql, {"table": event_source(where)[0]})
 
 
 class Windows:
@@ -126,9 +123,9 @@ def extent_query(where: EventFilter, after: Key | None, rows: int, max_bytes: in
     """One row: the rows of the next page, how many fit in `max_bytes` (at least
     one, so the walk always moves on), and the key the fitting ones end at.
     Reads the sort key and string sizes only, never properties."""
-    conditions, parameters = event_conditions(where)
+    table, conditions, parameters = event_source(where)
     _after(conditions, parameters, after)
-    candidates = statement(f"{SORT_KEY}, {EVENT_BYTES} AS size", events_table(where), conditions, ORDER)
+    candidates = _statement(f"{SORT_KEY}, {EVENT_BYTES} AS size", table, conditions, ORDER)
     fields = (
         "toUnixTimestamp64Milli(timestamp) AS time_ms, event_type AS type, event_id AS id, size,"
         f" sum(size) OVER ({ORDER} ROWS UNBOUNDED PRECEDING) AS running"
@@ -143,7 +140,7 @@ def extent_query(where: EventFilter, after: Key | None, rows: int, max_bytes: in
 
 def page_query(where: EventFilter, after: Key | None, through: Key, rows: int) -> Query:
     """The first `rows` events after `after`, up to and including `through`, oldest first."""
-    conditions, parameters = event_conditions(where)
+    table, conditions, parameters = event_source(where)
     _after(conditions, parameters, after)
     bound = "fromUnixTimestamp64Milli({through_ms:Int64}, 'UTC')"
     conditions.append(
@@ -151,7 +148,7 @@ def page_query(where: EventFilter, after: Key | None, through: Key, rows: int) -
     )
     parameters |= {"through_ms": through.time_ms, "through_type": through.event_type, "through_id": through.event_id}
     parameters["rows"] = rows
-    return Query(statement(EVENT_FIELDS, events_table(where), conditions, f"{ORDER} LIMIT {{rows:UInt32}}"), parameters)
+    return Query(_statement(EVENT_FIELDS, table, conditions, f"{ORDER} LIMIT {{rows:UInt32}}"), parameters)
 
 
 def _after(conditions: list[str], parameters: dict[str, object], after: Key | None) -> None:
@@ -163,6 +160,11 @@ def _after(conditions: list[str], parameters: dict[str, object], after: Key | No
     bound = "fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
     conditions.append(f"timestamp >= {bound} AND ({SORT_KEY}) > ({bound}, {{after_type:String}}, {{after_id:String}})")
     parameters |= {"after_ms": after.time_ms, "after_type": after.event_type, "after_id": after.event_id}
+
+
+def _statement(fields: str, table: str, conditions: list[str], tail: str) -> str:
+    # Joins this module's constant fragments only; values travel as parameters.
+    return " ".join(("SELECT", fields, "FROM", table, "FINAL WHERE", " AND ".join(conditions), tail))
 
 
 class Export:
@@ -203,7 +205,7 @@ class Export:
                 start, after = end, None
 
     def _windows(self, where: EventFilter) -> Windows:
-        if events_table(where) != "events":
+        if event_source(where)[0] != "events":
             return Windows([], self._window_rows)  # one user's rows: one window
         parts = [
             (int(str(low)) * 1000, (int(str(high)) + 1) * 1000, int(str(count)))

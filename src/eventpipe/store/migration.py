@@ -324,6 +324,68 @@ MIGRATIONS += (
 # committed, and a worker killed in between lost the first copy's time.
 MIGRATIONS += (Migration(8, "record undated events before storing them", ("DROP VIEW IF EXISTS undated_events_feed",)),)
 
+# The backups taken (store.backup), so that GET /admin/backups can list them
+# with what each holds: a server's backups disk cannot be listed through SQL.
+BACKUP_CATALOG = """
+CREATE TABLE IF NOT EXISTS backups
+(
+    name String,
+    taken_at DateTime64(3, 'UTC'),
+    events UInt64,
+    dead_letters UInt64,
+    bytes UInt64,
+    taken_by String
+)
+ENGINE = ReplacingMergeTree
+ORDER BY name
+"""
+
+MIGRATIONS += (Migration(10, "record backups", (BACKUP_CATALOG,)),)
+
+# Migration 6's view named its assumeNotNull(user_id) "user_id", and WHERE
+# resolved that alias, not the column: every event without a user went into
+# events_by_user as user ''. That doubled the index for such traffic, and a
+# filter on user_id = '' found them there but not in events. The new view
+# goes in before the old one goes out, so no insert misses both (one caught
+# by both stores two copies, which collapse); the rows already there are
+# deleted in the background.
+USER_ROWS = (
+    "SELECT event_id, event_type, timestamp, received_at, user_id, topic, properties, first_copy"
+    " FROM events WHERE user_id IS NOT NULL"
+)
+MIGRATIONS += (
+    Migration(
+        11,
+        "index only events that have a user",
+        (
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS events_by_user_feed_v2 TO events_by_user {DEFINER} AS {USER_ROWS}",
+            "DROP VIEW IF EXISTS events_by_user_feed",
+            "ALTER TABLE events_by_user DELETE WHERE user_id = ''",
+        ),
+    ),
+)
+
+# What a backup and a restore do with each table (store.backup). Every table
+# a migration creates is in one of these three, or a test fails: a new table
+# needs that decision.
+# - SOURCE: written by the pipe or by operators; a restore brings back what
+#   the backup holds. BACKUP snapshots each table at its own moment, so these
+#   are only each consistent in itself, which is all they need: a batch's
+#   events and its dead letters are two inserts already (a crash between them
+#   is absorbed by redelivery), and schema_migrations changes only while
+#   `migrate` runs.
+# - DERIVED: fed from events inserts (views, the writer), so a snapshot taken
+#   a moment before or after events' own would disagree with it: an event
+#   missing from event_ids is missing from GET /events/{id}. A restore rebuilds
+#   each from the restored events with these queries, as migrations 6 and 7
+#   filled them.
+# - KEPT: about backups themselves; left out of every backup, untouched by a
+#   restore (created again if a restore finds it missing), so that a restore
+#   does not forget the backups taken after the one it brings back.
+SOURCE = ("schema_migrations", "events", "dead_letters")
+DERIVED = {"events_by_user": USER_ROWS, "event_ids": ID_ROWS, "undated_events": UNDATED_ROWS}
+KEPT = {"backups": BACKUP_CATALOG}
+
 RETAINED = {
     "events": "timestamp",
     "events_by_user": "timestamp",

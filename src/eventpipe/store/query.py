@@ -8,7 +8,9 @@ those: a read costs what its window holds. Copies of an event share the whole
 sort key (the writer gives copies of an undated event the first copy's time),
 so pruning by key never separates a copy from the one FINAL keeps. WHERE runs
 after FINAL (FINAL queries are not moved to PREWHERE), so a filter never picks
-out a stale copy. Every value is a bound
+out a stale copy. An API key's scope (EventFilter.event_types) is one of
+those filters, added by _event_conditions: every query of events starts from
+it, so a key limited to some types sees no other anywhere. Every value is a bound
 parameter; no SQL is ever formatted from input. No query sets a setting, so a
 readonly ClickHouse user can run them all.
 
@@ -23,6 +25,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from eventpipe.events import PROBE_EVENT_TYPE
+from eventpipe.events.condition import Condition
+from eventpipe.store.predicate import where_sql
 
 EVENT_FIELDS = (
     "event_id, event_type, toUnixTimestamp64Milli(timestamp), toUnixTimestamp64Milli(received_at),"
@@ -60,6 +64,10 @@ class EventFilter(NamedTuple):
     user_id: str | None = None
     since_ms: int | None = None  # inclusive
     until_ms: int | None = None  # exclusive
+    # An API key's scope (api.grant): only these types, in every query built
+    # from this filter; None is every type. Set by the key, never by a client.
+    event_types: tuple[str, ...] | None = None
+    where: tuple[Condition, ...] = ()  # AND-ed property filters (events.condition, SQL in store.predicate)
 
 
 class Position(NamedTuple):
@@ -98,23 +106,42 @@ def events_query(
 def _events_table(where: EventFilter) -> str:
     # One user's events are contiguous in events_by_user; in the time-sorted
     # table they are scattered, and a page of them would scan until found.
-    return "events_by_user" if where.user_id is not None else "events"
+    return "events_by_user" if one_user(where) else "events"
 
 
-def event_query(event_id: str) -> Query:
+def one_user(where: EventFilter) -> bool:
+    """True when `where` selects one user's events (user_id, or where=user_id=...), whose rows events_by_user holds."""
+    named = any(c.field.name == "user_id" and c.operator == "=" for c in where.where)
+    return where.user_id is not None or named
+
+
+def event_source(where: EventFilter) -> tuple[str, list[str], dict[str, object]]:
+    """The table a read of `where` takes, and its conditions and parameters, for queries built elsewhere."""
+    conditions, parameters = _event_conditions(where)
+    return _events_table(where), conditions, parameters
+
+
+def event_query(event_id: str, where: EventFilter = EventFilter()) -> Query:  # noqa: B008 - an immutable tuple
     # The id's sort keys come from event_ids (sorted by id), so events reads
     # the granule of each key, not every granule. An id reused under two types
-    # is two events; the newest answers, every time.
+    # is two events; the newest that `where` (a key's scope) allows answers.
+    conditions, parameters = _event_conditions(where)
     keys = "(timestamp, event_type, event_id) IN (SELECT timestamp, event_type, event_id FROM event_ids"
-    conditions = [keys + " WHERE event_id = {id:String})", "event_type != {probe:String}"]
+    conditions.insert(0, keys + " WHERE event_id = {id:String})")
     tail = "ORDER BY timestamp DESC, event_type LIMIT 1"
-    return Query(_statement(EVENT_FIELDS, "events", conditions, tail), {"id": event_id, "probe": PROBE_EVENT_TYPE})
+    return Query(_statement(EVENT_FIELDS, "events", conditions, tail), parameters | {"id": event_id})
 
 
-def event_types_query(where: EventFilter) -> Query:
+def event_types_query(where: EventFilter, limit: int | None = None) -> Query:
+    """(type, events) for every type; with `limit`, the `limit` most frequent, each row also
+    carrying the events and the number of types over all."""
     conditions, parameters = _event_conditions(where)
     tail = "GROUP BY event_type ORDER BY n DESC, event_type"
-    return Query(_statement("event_type, count() AS n", _events_table(where), conditions, tail), parameters)
+    if limit is None:
+        return Query(_statement("event_type, count() AS n", _events_table(where), conditions, tail), parameters)
+    fields = "event_type, count() AS n, sum(n) OVER () AS total, count() OVER () AS types"
+    tail += " LIMIT {limit:UInt32}"
+    return Query(_statement(fields, _events_table(where), conditions, tail), {**parameters, "limit": limit})
 
 
 def count_query() -> Query:
@@ -262,6 +289,9 @@ def _event_conditions(where: EventFilter) -> tuple[list[str], dict[str, object]]
     if where.event_type is not None:
         conditions.append("event_type = {event_type:String}")
         parameters["event_type"] = where.event_type
+    if where.event_types is not None:
+        conditions.append("event_type IN {event_types:Array(String)}")
+        parameters["event_types"] = list(where.event_types)
     if where.user_id is not None:
         conditions.append("user_id = {user_id:String}")
         parameters["user_id"] = where.user_id
@@ -271,4 +301,5 @@ def _event_conditions(where: EventFilter) -> tuple[list[str], dict[str, object]]
     if where.until_ms is not None:
         conditions.append("timestamp < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')")
         parameters["until_ms"] = where.until_ms
+    conditions += where_sql(where.where, parameters)
     return conditions, parameters

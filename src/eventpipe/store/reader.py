@@ -8,12 +8,16 @@ No query sets a setting, so a readonly ClickHouse user can run them all.
 
 from __future__ import annotations
 
+import heapq
 import time
 from typing import Generic, NamedTuple, TypeVar
 
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.events import Event
+from eventpipe.events.condition import Field
+from eventpipe.events.metric import Metric
+from eventpipe.store.breakdown import Breakdown, breakdown
 from eventpipe.store.client import ping
 from eventpipe.store.failure import classified
 from eventpipe.store.query import (
@@ -29,9 +33,16 @@ from eventpipe.store.query import (
     event_types_query,
     events_extent_query,
     events_query,
+    one_user,
     timeseries_query,
 )
 from eventpipe.store.rollup import Rollup
+
+
+class TypeTally(NamedTuple):
+    items: list[tuple[str, int]]  # (type, events), most first
+    total: int  # events of every type
+    types: int  # types in all, listed or not
 
 
 class StoredDeadLetter(NamedTuple):
@@ -44,6 +55,8 @@ class StoredDeadLetter(NamedTuple):
     payload_size: int
 
 
+# The most types an answer lists: 1,000 types of 128 characters stay under 1 MiB of JSON.
+MAX_TYPES = 1_000
 Row = TypeVar("Row")
 
 
@@ -81,16 +94,24 @@ class Reader:
     def events(self, where: EventFilter, limit: int, after: Position | None = None) -> list[Event]:
         return self.event_page(where, limit, after).rows
 
-    def event(self, event_id: str) -> Event | None:
-        rows = self.run(event_query(event_id))
+    def event(self, event_id: str, where: EventFilter = EventFilter()) -> Event | None:  # noqa: B008 - immutable
+        """The event with this id that `where` allows (its scope: a key's event types), or None."""
+        rows = self.run(event_query(event_id, where))
         return _event(rows[0]) if rows else None
 
-    def event_types(self, where: EventFilter) -> list[tuple[str, int]]:
-        """Events per type, most first, ties by type (as event_types_query orders them)."""
+    def event_types(self, where: EventFilter, limit: int = MAX_TYPES) -> TypeTally:
+        """Events per type, most first, ties by type (as event_types_query orders them): the `limit`
+        first, and the total and the number of types over all. A producer can make any number of
+        types, so the answer is cut before it is read, not after."""
         counts = self._rollup.event_types(where)
         if counts is not None:
-            return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-        return [(str(kind), int(str(n))) for kind, n in self.run(event_types_query(where))]
+            ranked = heapq.nsmallest(limit, counts.items(), key=lambda item: (-item[1], item[0]))
+            return TypeTally(ranked, sum(counts.values()), len(counts))
+        rows = self.run(event_types_query(where, limit))
+        if not rows:
+            return TypeTally([], 0, 0)
+        total, types = int(str(rows[0][2])), int(str(rows[0][3]))
+        return TypeTally([(str(kind), int(str(n))) for kind, n, _, _ in rows], total, types)
 
     def timeseries(self, where: EventFilter, step_ms: int) -> list[tuple[int, int]]:
         """Events per bucket start, oldest first, empty buckets left out (as timeseries_query groups them)."""
@@ -98,6 +119,10 @@ class Reader:
         if counts is not None:
             return sorted(counts.items())
         return [(int(str(start)), int(str(n))) for start, n in self.run(timeseries_query(where, step_ms))]
+
+    def breakdown(self, where: EventFilter, by: Field, metric: Metric, limit: int) -> Breakdown:
+        """`metric` per value of `by` (the `limit` largest) and over all of `where`, live through FINAL."""
+        return breakdown(self.run, where, by, metric, limit)
 
     def dead_letter_page(
         self, reason: str | None, limit: int, after: Position | None = None, max_bytes: int = PAGE_BYTES
@@ -157,7 +182,7 @@ def _windows(where: EventFilter, after: Position | None, now_ms: int) -> list[Ev
 
     Not for one user's page: a user's newest events may be months old, and
     each window tried would be a query more."""
-    if where.user_id is not None:
+    if one_user(where):
         return [where]  # the primary key finds a user's rows in every part of events_by_user
     upper = after.time_ms if after else where.until_ms if where.until_ms is not None else now_ms
     narrower = [

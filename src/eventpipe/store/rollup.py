@@ -2,9 +2,10 @@
 
 All time is counted by day; a window (the statistics' `since`/`until`) by its
 whole hours, plus its ragged ends counted live with the window's own query.
-A window of more whole hours than MAX_HOURS, a user filter, or parts without
-a known time range, go to the plain query instead (None here). One Rollup per
-process, shared by its requests.
+A window of more whole hours than MAX_HOURS, a user filter, property filters
+(`where`: the tally counts by type and time only), or parts without a known
+time range, go to the plain query instead (None here), which counts the
+window through FINAL. One Rollup per process, shared by its requests.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Rollup:
 
     def event_types(self, where: EventFilter) -> Counts | None:
         """Events per type in `where`, or None when the plain query must answer."""
-        if where.user_id is not None:
+        if where.user_id is not None or where.where:
             return None
         parts = self._parts()
         if not coverable(parts):
@@ -48,11 +49,11 @@ class Rollup:
             hours, edges = split
             live = [self._run(event_types_query(edge)) for edge in edges]
             counts = added([*hours.values(), *({str(k): int(str(n)) for k, n in rows} for rows in live)])
-        return _only(counts, where.event_type)
+        return _only(counts, where)
 
     def timeseries(self, where: EventFilter, step_ms: int) -> dict[int, int] | None:
         """Events per bucket start in `where`, or None when the plain query must answer."""
-        if where.user_id is not None or step_ms % HOUR_MS:
+        if where.user_id is not None or where.where or step_ms % HOUR_MS:
             return None
         parts = self._parts()
         split = self._window(where, parts) if coverable(parts) else None
@@ -62,7 +63,7 @@ class Rollup:
         out: dict[int, int] = {}
         for hour, counts in hours.items():
             start = hour * HOUR_MS // step_ms * step_ms
-            out[start] = out.get(start, 0) + sum(_only(counts, where.event_type).values())
+            out[start] = out.get(start, 0) + sum(_only(counts, where).values())
         for edge in edges:
             for edge_start, n in self._run(timeseries_query(edge, step_ms)):
                 out[int(str(edge_start))] = out.get(int(str(edge_start)), 0) + int(str(n))
@@ -114,5 +115,10 @@ class Rollup:
         return [Part(str(name), int(str(low)), int(str(high))) for name, low, high in self._run(PARTS_QUERY)]
 
 
-def _only(counts: Counts, event_type: str | None) -> Counts:
-    return counts if event_type is None else {k: n for k, n in counts.items() if k == event_type}
+def _only(counts: Counts, where: EventFilter) -> Counts:
+    """The counts of the types `where` allows: its event_type, and its scope (a key's event types)."""
+    if where.event_type is not None:
+        counts = {k: n for k, n in counts.items() if k == where.event_type}
+    if where.event_types is not None:
+        counts = {k: n for k, n in counts.items() if k in where.event_types}
+    return counts

@@ -1,0 +1,88 @@
+"""The backup routes under /admin/: take a backup while ingest runs, list the backups. Admin keys only."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from eventpipe.api.admin import FORBIDDEN, AdminKey
+from eventpipe.api.auth import KeyCheck
+from eventpipe.api.error import ApiError, responses
+from eventpipe.api.model import rfc3339
+from eventpipe.api.param import only_known
+from eventpipe.errors import BackupError
+from eventpipe.store.backup import EXAMPLE_NAME, Backups
+from eventpipe.store.backup import Backup as StoredBackup
+
+log = logging.getLogger(__name__)
+
+
+class Backup(BaseModel):
+    name: str = Field(
+        description="Its name, to give to `eventpipe restore --backup NAME`: the UTC time it was taken and a "
+        "random suffix. Native: `<data dir>/backups/NAME`; compose: the `clickhouse-backups` volume.",
+        examples=[EXAMPLE_NAME],
+    )
+    taken_at: str = Field(description="When it was taken (RFC 3339, UTC).", examples=["2026-05-01T03:00:00.412Z"])
+    events: int = Field(
+        description="Events it holds, as reads count them (each once, probes left out): what a restore brings back.",
+        examples=[1250000],
+    )
+    dead_letters: int = Field(description="Dead letters it holds.", examples=[37])
+    bytes: int = Field(description="Its size on the backups disk.", examples=[73400320])
+
+    @classmethod
+    def of(cls, stored: StoredBackup) -> Backup:
+        return cls(
+            name=stored.name,
+            taken_at=rfc3339(stored.taken_ms),
+            events=stored.events,
+            dead_letters=stored.dead_letters,
+            bytes=stored.bytes,
+        )
+
+
+class BackupList(BaseModel):
+    items: list[Backup] = Field(description="Newest first; a backup removed from the disk is not listed.")
+
+
+def router(backups: Backups, keys: KeyCheck) -> APIRouter:
+    api = APIRouter(
+        prefix="/admin",
+        tags=["admin"],
+        dependencies=[Depends(keys), Depends(only_known)],
+        responses={**responses(401, 422, 429, 500, 503), **FORBIDDEN},
+    )
+
+    @api.post(
+        "/backups",
+        summary="Take a backup now, while ingest goes on",
+        description="ClickHouse's own BACKUP of every table, read back to count what it holds. "
+        "Takes as long as copying the store takes; one at a time per API process.",
+    )
+    def take(key: AdminKey) -> Backup:
+        try:
+            taken = backups.take(key)
+        except BackupError as exc:
+            # ClickHouse's reason (a full disk, a missing disk in its config) is the operator's to read.
+            log.error("admin %s: backup failed: %s", key, exc)
+            raise ApiError(500, "backup_failed", "the backup failed; the operator has to look at the logs") from exc
+        log.info(
+            "admin %s: took backup %s (%d events, %d dead letters, %d bytes)",
+            key,
+            taken.name,
+            taken.events,
+            taken.dead_letters,
+            taken.bytes,
+        )
+        return Backup.of(taken)
+
+    @api.get("/backups", summary="The backups that can be restored, newest first")
+    def listing(key: AdminKey) -> BackupList:
+        found = backups.listing()
+        log.info("admin %s: listed %d backups", key, len(found))
+        return BackupList(items=[Backup.of(backup) for backup in found])
+
+    return api

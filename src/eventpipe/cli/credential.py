@@ -1,0 +1,50 @@
+"""The API key `eventpipe up` generates when none is set, kept in its data dir for the next start.
+
+A restart must not revoke the key a partner was given: the key is written
+once, readable by its owner only (0600), and read back on every start after.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from eventpipe.errors import ConfigError
+
+log = logging.getLogger("eventpipe")
+FILE_NAME = "api-key"
+
+
+def generated_key(data_dir: Path) -> tuple[str, bool]:
+    """The key kept in `data_dir`, made now if there is none; and whether it was made now."""
+    path = data_dir / FILE_NAME
+    try:
+        return _read(path), False
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(24)
+    temporary = path.with_name(f".{FILE_NAME}.{os.getpid()}")
+    # Created 0600 rather than chmod-ed after: the key is never readable by others, not even for a moment.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(key + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    # Whole or absent, even after a crash mid-write.
+    os.replace(temporary, path)
+    return key, True
+
+
+def _read(path: Path) -> str:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        # Others could read it: close that, and say so, since they may have.
+        path.chmod(0o600)
+        log.warning("%s was readable by other users (mode %o): now 0600", path, mode)
+    key = path.read_text().strip()
+    if not key or any(char.isspace() for char in key):
+        raise ConfigError(f"{path} does not hold one API key: delete it to have a new one generated")
+    return key

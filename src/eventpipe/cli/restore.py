@@ -1,0 +1,84 @@
+"""Composition root of `eventpipe restore`: a backup back into a stopped native stack's store, or a server's."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+from pathlib import Path
+from typing import TextIO
+
+from eventpipe.cli.runtime import setup_logging
+from eventpipe.config import Settings, embedded_dsn
+from eventpipe.errors import BackupError, ConfigError, StorageError
+from eventpipe.redaction import redact
+from eventpipe.store.backup import Backups
+from eventpipe.store.client import backup_dir, connect
+
+log = logging.getLogger("eventpipe")
+TAKEN_BY = "eventpipe restore"
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    settings = Settings()
+    setup_logging(settings.log_level)
+    # A DSN given or set restores onto that server; otherwise a data dir, as `eventpipe up` resolves it.
+    server = args.clickhouse_dsn or ("" if args.data_dir else settings.clickhouse_dsn)
+    data_dir = None if server else Path(args.data_dir or settings.data_dir)
+    lock = None
+    if data_dir is None:
+        dsn, where = server, redact(server)
+    else:
+        if not data_dir.is_dir():
+            raise ConfigError(f"{data_dir.resolve()} is no directory: give the --data-dir of `eventpipe up`")
+        lock = _stopped(data_dir)
+        dsn, where = embedded_dsn(data_dir), str(data_dir.resolve())
+        _check_present(dsn, args.backup)
+    try:
+        try:
+            client = connect(dsn)
+        except StorageError as exc:
+            raise type(exc)(f"cannot reach ClickHouse at {where}: {exc}") from exc
+        restored = Backups(client).restore(args.backup, settings.retention_days, TAKEN_BY)
+    finally:
+        if lock is not None:
+            lock.close()
+    print(
+        f"restored backup {restored.name} into {where}: {restored.events} events, "
+        f"{restored.dead_letters} dead letters; tables derived from events rebuilt from them",
+        flush=True,
+    )
+    if restored.replaced is not None:
+        again = f"--data-dir '{where}'" if data_dir is not None else "--clickhouse-dsn DSN"
+        print(
+            f"what it replaced ({restored.replaced.events} events, {restored.replaced.dead_letters} dead letters) "
+            f"is backup {restored.replaced.name}: `eventpipe restore {again} --backup {restored.replaced.name}` "
+            "brings it back",
+            flush=True,
+        )
+    log.info("restored backup %s into %s", restored.name, where)
+    return 0
+
+
+def _stopped(data_dir: Path) -> TextIO:
+    """The data dir's lock, which `eventpipe up` holds while it runs: held through the restore, so that
+    no `up` starts on a half-restored store."""
+    handle = (data_dir / ".lock").open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            f"{data_dir.resolve()} is in use by a running `eventpipe up`: stop it (Ctrl-C or SIGTERM), then restore"
+        ) from None
+    return handle
+
+
+def _check_present(dsn: str, name: str) -> None:
+    """On the native stack, say which backups there are when the one asked for is not."""
+    directory = backup_dir(dsn)
+    if directory is None or (directory / name / ".backup").is_file():
+        return
+    there = sorted(path.name for path in directory.glob("*") if (path / ".backup").is_file())
+    listed = ", ".join(there[-5:]) if there else "none"
+    raise BackupError(f"no backup {name} in {directory}; the newest there: {listed}")

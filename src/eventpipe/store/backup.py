@@ -1,0 +1,245 @@
+"""Backups and restores with ClickHouse's own BACKUP and RESTORE, on the disk named `backups`.
+
+A server declares that disk in clickhouse/config.d (compose puts it on a
+volume of its own); the embedded engine gets it from its startup options, in
+`backups/` beside its directory (store.client). The statements are the same.
+
+A backup is `BACKUP DATABASE` of everything but migration.KEPT, taken while
+ingest runs. ClickHouse takes each table's parts when it reaches that table:
+every table is consistent in itself (a part is immutable, and an insert's part
+is in or out whole), but the tables are not frozen at one instant, so a batch
+landing meanwhile can be in `events` and not in `event_ids`. migration.SOURCE,
+DERIVED and KEPT say what that means for each table, and a restore rebuilds
+the derived ones from the restored events so that they agree again.
+
+What a backup holds is read back from the backup itself, attached read-only
+through the Backup database engine, never counted on the live tables that
+ingest keeps changing: `events` is what a restore brings back, counted as
+reads count (FINAL, without eventpipe's probes).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import Error
+
+from eventpipe.errors import BackupError, EventpipeError
+from eventpipe.events.contract import PROBE_EVENT_TYPE
+from eventpipe.store.client import BACKUP_DISK
+from eventpipe.store.failure import classified
+from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate
+
+# A UTC time to the second and a random suffix: sorts by age, never collides,
+# and is safe in a path and in SQL. Anything else is refused before use.
+NAME = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
+NAME_TIME = "%Y%m%dT%H%M%SZ"
+EXAMPLE_NAME = "20260501T030000Z-1a2b3c"
+# A backup is attached read-only under this prefix to be read; on a server the
+# backup users may create and drop databases of this prefix only (users.d).
+SCRATCH_PREFIX = "eventpipe_backup_"
+BACKUP_NOT_FOUND = 599
+POLL_S = 0.1
+EVENTS_HELD = f"SELECT count() FROM {{db}}.events FINAL WHERE event_type != '{PROBE_EVENT_TYPE}'"  # noqa: S608
+DEAD_LETTERS_HELD = "SELECT count() FROM {db}.dead_letters FINAL"
+
+
+class Backup(NamedTuple):
+    name: str
+    taken_ms: int
+    events: int
+    dead_letters: int
+    bytes: int
+
+
+class Restored(NamedTuple):
+    """What a restore brought back, counted on the restored store; and the backup of what it replaced."""
+
+    name: str
+    events: int
+    dead_letters: int
+    replaced: Backup | None
+
+
+def check_name(name: str) -> str:
+    """`name` if it is a backup name; anything else (a path, a quote) is refused here."""
+    if not NAME.fullmatch(name):
+        raise BackupError(f"{name[:80]!r} is not a backup name: they look like {EXAMPLE_NAME}")
+    return name
+
+
+def new_name(now_ms: int) -> str:
+    return f"{datetime.fromtimestamp(now_ms / 1000, UTC).strftime(NAME_TIME)}-{secrets.token_hex(3)}"
+
+
+class Backups:
+    """Takes, lists and restores backups of the client's database; one operation at a time per process."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def take(self, taken_by: str) -> Backup:
+        """A backup of everything but migration.KEPT, recorded in the catalog, with what it holds."""
+        with self._lock:
+            return self._take(taken_by)
+
+    def listing(self) -> list[Backup]:
+        """The recorded backups still on the disk, newest first (one removed from the disk is left out)."""
+        with self._lock:
+            rows = self._rows(
+                "SELECT name, toUnixTimestamp64Milli(taken_at), events, dead_letters, bytes FROM backups FINAL"
+                " ORDER BY taken_at DESC, name DESC"
+            )
+            found = [Backup(*row) for row in rows]
+            database = self._rows("SELECT currentDatabase()")[0][0]
+            return [backup for backup in found if self._present(backup.name, database)]
+
+    def restore(self, name: str, retention_days: int, taken_by: str) -> Restored:
+        """Replace every table but migration.KEPT with the backup's, migrate, rebuild migration.DERIVED.
+
+        The stack must be stopped: an insert during the restore would be lost
+        or half-derived. What the store held before is backed up first (unless
+        empty), so a restore is undone by restoring that backup; a failure
+        before the drop changes nothing, and after it, running the restore
+        again finishes it.
+        """
+        check_name(name)
+        with self._lock:
+            database = self._rows("SELECT currentDatabase()")[0][0]
+            self._held(name, database)  # refuses a missing or foreign backup before anything changes
+            with classified():
+                for table in KEPT.values():
+                    self._client.command(table)  # IF NOT EXISTS: onto an empty server, the catalog starts here
+            replaced = self._take(taken_by) if self._holds_data() else None
+            self._drop_all(database)
+            try:
+                self._wait(
+                    f"RESTORE DATABASE {_ident(database)} FROM {_disk(name)} SETTINGS allow_different_database_def = 1"
+                )
+                with classified():
+                    migrate(self._client, retention_days)
+                    for table, rows in DERIVED.items():
+                        self._client.command(f"TRUNCATE TABLE {_ident(table)}")
+                        self._client.command(f"INSERT INTO {_ident(table)} {rows}")
+            except EventpipeError as exc:
+                before = f", or restore {replaced.name} (what the store held before)" if replaced else ""
+                raise BackupError(f"{exc}; the store is incomplete: run this restore again{before}") from exc
+            events, dead_letters = (
+                self._rows(query.format(db=_ident(database)))[0][0] for query in (EVENTS_HELD, DEAD_LETTERS_HELD)
+            )
+            return Restored(name, events, dead_letters, replaced)
+
+    def _take(self, taken_by: str) -> Backup:
+        now_ms = time.time_ns() // 1_000_000
+        name = new_name(now_ms)
+        database = self._rows("SELECT currentDatabase()")[0][0]
+        kept = ", ".join(f"{_ident(database)}.{_ident(table)}" for table in KEPT)
+        backup_id = self._wait(f"BACKUP DATABASE {_ident(database)} EXCEPT TABLES {kept} TO {_disk(name)}")
+        size = self._rows("SELECT total_size FROM system.backups WHERE id = {id:String}", {"id": backup_id})
+        events, dead_letters = self._held(name, database)
+        taken = Backup(name, now_ms, events, dead_letters, int(size[0][0]) if size else 0)
+        at = datetime.fromtimestamp(now_ms / 1000, UTC)
+        with classified():
+            self._client.insert(
+                "backups",
+                [[name, at, events, dead_letters, taken.bytes, taken_by]],
+                column_names=["name", "taken_at", "events", "dead_letters", "bytes", "taken_by"],
+            )
+        return taken
+
+    def _held(self, name: str, database: str) -> tuple[int, int]:
+        """(events, dead letters) in the backup; BackupError if it is not there or holds another database."""
+        with self._opened(name, database) as scratch:
+            listed = self._rows("SELECT name FROM system.tables WHERE database = {d:String}", {"d": scratch})
+            tables = {row[0] for row in listed}
+            if not {"events", "dead_letters"} <= tables:
+                raise BackupError(
+                    f"backup {name} holds no eventpipe tables of the database {database!r}: "
+                    "a backup restores into a database of the name it was taken from"
+                )
+            counts = [self._rows(query.format(db=_ident(scratch)))[0][0] for query in (EVENTS_HELD, DEAD_LETTERS_HELD)]
+            return int(counts[0]), int(counts[1])
+
+    def _present(self, name: str, database: str) -> bool:
+        try:
+            with self._opened(name, database):
+                return True
+        except BackupError:
+            return False
+
+    @contextmanager
+    def _opened(self, name: str, database: str) -> Iterator[str]:
+        """The backup attached read-only as a database of its own, dropped afterwards."""
+        scratch = f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
+        engine = f"Backup({_literal(database)}, {_disk(name)})"
+        try:
+            self._client.command(f"CREATE DATABASE {_ident(scratch)} ENGINE = {engine}")
+        except Error as exc:
+            if getattr(exc, "code", None) == BACKUP_NOT_FOUND:
+                raise BackupError(f"no backup named {name} on the backups disk") from exc
+            with classified():
+                raise
+        try:
+            yield scratch
+        finally:
+            with classified():
+                self._client.command(f"DROP DATABASE IF EXISTS {_ident(scratch)}")
+
+    def _holds_data(self) -> bool:
+        sql = (
+            "SELECT sum(total_rows) FROM system.tables WHERE database = currentDatabase()"
+            " AND name IN {tables:Array(String)}"
+        )
+        held = self._rows(sql, {"tables": [table for table in SOURCE if table != "schema_migrations"]})
+        return bool(held and held[0][0])
+
+    def _drop_all(self, database: str) -> None:
+        # Views first, so that no view is left writing into a table that is gone.
+        sql = (
+            "SELECT name FROM system.tables WHERE database = currentDatabase() AND name NOT IN {kept:Array(String)}"
+            " ORDER BY engine != 'MaterializedView'"
+        )
+        with classified():
+            for (table,) in self._rows(sql, {"kept": list(KEPT)}):
+                self._client.command(f"DROP TABLE IF EXISTS {_ident(database)}.{_ident(table)} SYNC")
+
+    def _wait(self, statement: str) -> str:
+        """Run a BACKUP or RESTORE in the background and wait for its end; its id.
+
+        ASYNC, so that a backup lasting longer than an HTTP read timeout still
+        completes, and its failure still reaches the caller with ClickHouse's reason.
+        """
+        backup_id = str(self._rows(f"{statement} ASYNC")[0][0])
+        while True:
+            rows = self._rows("SELECT status, error FROM system.backups WHERE id = {id:String}", {"id": backup_id})
+            status, error = (str(rows[0][0]), str(rows[0][1])) if rows else ("", "")
+            if status in ("BACKUP_CREATED", "RESTORED"):
+                return backup_id
+            if status.endswith(("FAILED", "CANCELLED")):
+                raise BackupError(f"{statement.split(' ', 1)[0]} failed: {error or status}")
+            time.sleep(POLL_S)
+
+    def _rows(self, sql: str, parameters: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
+        with classified():
+            return self._client.query(sql, parameters=parameters).result_rows
+
+
+def _disk(name: str) -> str:
+    return f"Disk({_literal(BACKUP_DISK)}, {_literal(check_name(name))})"
+
+
+def _ident(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -1,0 +1,138 @@
+"""The restore drill as an operator runs it: back up `eventpipe up` while events stream in, ingest more,
+stop, `eventpipe restore`, start again. Exactly the backed-up events come back, and ingest goes on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.stack import Up, count_rows, run_eventpipe, stored_ids
+from tests.support.stream import Stream
+from tests.support.wait import free_port, wait_until
+
+NO_KEYS = {"EVENTPIPE_API_KEYS": "", "EVENTPIPE_API_KEYS_FILE": ""}
+UNKNOWN = "20990101T000000Z-abcdef"
+# Read by ClickHouse from the backup's own files (the Backup database engine), in a process of its own.
+READ_BACKUP = """
+import sys
+from eventpipe.store.client import connect
+client = connect(sys.argv[1])
+client.command(f"CREATE DATABASE drill_read ENGINE = Backup('default', Disk('backups', '{sys.argv[2]}'))")
+rows = client.query("SELECT event_id FROM drill_read.events FINAL WHERE event_type != '_probe'").result_rows
+client.command("DROP DATABASE drill_read")
+print("\\n".join(row[0] for row in rows))
+"""
+
+
+def start(stacks: list[Up], data_dir: Path) -> tuple[Up, httpx.Client]:
+    """`eventpipe up` with no key set, and a client holding the admin key it generates for its operator."""
+    up = Up(data_dir, env=NO_KEYS, prometheus=False)
+    stacks.append(up)
+    up.wait_ready()
+    key = next(line for line in up.lines if line.startswith("API key")).rsplit(" ", 1)[1]
+    return up, httpx.Client(base_url=up.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+
+
+def stored(api: httpx.Client, event_type: str = "stream") -> int:
+    counts = api.get("/stats/event-types").json()["items"]
+    return next((item["count"] for item in counts if item["event_type"] == event_type), 0)
+
+
+def ids_in_backup(data_dir: Path, name: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", READ_BACKUP, f"chdb://{(data_dir / 'clickhouse').resolve()}", name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=os.environ,
+    )
+    return [line for line in done.stdout.splitlines() if line]
+
+
+def test_restore_drill_gives_back_exactly_what_was_backed_up_while_ingesting(tmp_path: Path, stacks: list[Up]) -> None:
+    data = tmp_path / "data"
+    up, api = start(stacks, data)
+    stream = Stream(up.mqtt_url, count=3000, rate=600, prefix="drill")
+    stream.start()
+    wait_until(lambda: stored(api) >= 400, timeout=60, what="the stream flowing in")
+
+    before = stored(api)
+    answer = api.post("/admin/backups")
+    after = stored(api)
+    assert answer.status_code == 200, answer.text
+    taken: dict[str, Any] = answer.json()
+    assert stream.published < stream.count, "the backup must be taken while the stream still arrives"
+
+    acknowledged = stream.acknowledged()
+    assert len(acknowledged) == stream.count
+    wait_until(lambda: stored(api) == stream.count, timeout=60, what="the whole stream stored")
+    more = Stream(up.mqtt_url, count=500, rate=2000, prefix="more")
+    more.start()
+    assert len(more.acknowledged()) == more.count
+    wait_until(lambda: stored(api) == stream.count + more.count, timeout=60, what="the events after the backup")
+    assert taken["name"] in [item["name"] for item in api.get("/admin/backups").json()["items"]]
+    assert up.stop(signal.SIGINT) == 0, up.output()
+
+    in_backup = ids_in_backup(data, taken["name"])
+    assert len(in_backup) == len(set(in_backup)) == taken["events"]
+    assert before <= taken["events"] <= after, "what the backup holds is what was stored while it was taken"
+    # One producer, one worker, batches committed in order: a consistent backup holds a prefix of the
+    # stream, never a batch in part, nor one without those before it.
+    assert set(in_backup) == {f"drill-{i}" for i in range(taken["events"])}
+
+    done = run_eventpipe("restore", "--data-dir", str(data), "--backup", taken["name"])
+    assert done.returncode == 0, done.stderr
+    assert f"restored backup {taken['name']} into {data.resolve()}: {taken['events']} events" in done.stdout
+    restored = stored_ids(data)
+    assert len(restored) == len(set(restored)), "a restored event shows twice"
+    assert set(restored) == set(in_backup), "exactly the backed-up events, none stored after the backup"
+
+    again, api = start(stacks, data)
+    assert api.get(f"/events/drill-{taken['events'] - 1}").status_code == 200, "found by id: event_ids rebuilt"
+    assert api.get("/events/more-0").status_code == 404
+    resumed = Stream(again.mqtt_url, count=200, rate=1000, prefix="resume")
+    resumed.start()
+    assert len(resumed.acknowledged()) == resumed.count
+    wait_until(lambda: stored(api) == taken["events"] + resumed.count, timeout=60, what="ingest resumed")
+    listed = [item["name"] for item in api.get("/admin/backups").json()["items"]]
+    assert taken["name"] in listed and len(listed) == 2, f"the drill's backup and the one of what it replaced: {listed}"
+    assert again.stop(signal.SIGINT) == 0, again.output()
+
+
+def test_restore_refuses_a_running_stack_and_a_backup_it_does_not_have(tmp_path: Path, stacks: list[Up]) -> None:
+    data = tmp_path / "data"
+    up, api = start(stacks, data)
+    assert api.post("/admin/backups").status_code == 200
+    name = api.get("/admin/backups").json()["items"][0]["name"]
+
+    running = run_eventpipe("restore", "--data-dir", str(data), "--backup", name)
+    assert running.returncode == 2
+    assert f"{data.resolve()} is in use by a running `eventpipe up`: stop it" in running.stderr
+    assert up.stop(signal.SIGINT) == 0, up.output()
+
+    unknown = run_eventpipe("restore", "--data-dir", str(data), "--backup", UNKNOWN)
+    assert unknown.returncode == 2
+    assert f"no backup {UNKNOWN} in {(data / 'backups').resolve()}; the newest there: {name}" in unknown.stderr
+    for hostile in ("../../etc", f"{name}/..", f"{name}' --"):
+        refused = run_eventpipe("restore", "--data-dir", str(data), "--backup", hostile)
+        assert refused.returncode == 2 and "not a backup name" in refused.stderr, refused.stderr
+    assert count_rows(data) == 0 and not (data / "backups" / "etc").exists()
+
+
+def test_restore_onto_a_server_never_prints_its_password() -> None:
+    dsn = f"http://eventpipe_migrator:s3cret-pw@127.0.0.1:{free_port()}/eventpipe"
+    for args, env in (
+        (["--clickhouse-dsn", dsn], None),
+        ([], {**os.environ, "EVENTPIPE_CLICKHOUSE_DSN": dsn}),  # as compose's migrate service runs it
+    ):
+        done = run_eventpipe("restore", *args, "--backup", UNKNOWN, env=env)
+        assert done.returncode == 2
+        assert "s3cret-pw" not in done.stdout + done.stderr
+        assert "cannot reach ClickHouse at http://eventpipe_migrator:***@127.0.0.1" in done.stderr, done.stderr

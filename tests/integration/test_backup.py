@@ -1,0 +1,195 @@
+"""Backups and restores on the real engine: what a restore brings back, what it rebuilds, what it refuses."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import clickhouse_connect
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from eventpipe.api.app import create_app
+from eventpipe.api.keyring import Keyring
+from eventpipe.errors import BackupError
+from eventpipe.store.backup import Backups
+from eventpipe.store.client import backup_dir
+from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate
+from eventpipe.store.reader import Reader
+from eventpipe.store.writer import Writer
+from tests.support.api import AUTH, KEY, event, readonly_reader, rejection
+
+MARCH_MS = 1_772_323_200_000
+ADMIN = "admin-key-0123456789abcdef"
+AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def seed(client: clickhouse_connect.driver.Client, prefix: str, count: int) -> set[str]:
+    """`count` events, every third with a user and every fifth without its own timestamp; their ids."""
+    events = []
+    for i in range(count):
+        body: dict[str, object] = {"event_id": f"{prefix}{i}", "n": i}
+        if i % 3 == 0:
+            body["user_id"] = f"u{i % 4}"
+        if i % 5:
+            body["timestamp"] = MARCH_MS + i
+        events.append(event(f"events/t{i % 2}", body, MARCH_MS + 10_000 + i))
+    Writer(client).insert_events(events)
+    return {f"{prefix}{i}" for i in range(count)}
+
+
+def ids(client: clickhouse_connect.driver.Client, table: str = "events", where: str = "") -> list[str]:
+    sql = f"SELECT event_id FROM {table} FINAL {where}"  # noqa: S608 - the test's own constants
+    return [row[0] for row in client.query(sql).result_rows]
+
+
+def test_every_table_the_migrations_create_has_a_backup_rule(client: clickhouse_connect.driver.Client) -> None:
+    # A new table must be declared: restored as the backup holds it, derived from events, or kept.
+    sql = "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine NOT LIKE '%View'"
+    tables = {row[0] for row in client.query(sql).result_rows}
+    rules = [set(SOURCE), set(DERIVED), set(KEPT)]
+    assert tables == set.union(*rules), f"tables without a rule: {tables - set.union(*rules)}"
+    assert sum(len(rule) for rule in rules) == len(tables), "a table has two rules"
+
+
+def test_a_restore_brings_back_the_backup_and_rebuilds_what_derives_from_events(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    kept = seed(client, "a", 60)
+    Writer(client).insert_dead_letters([rejection("events/bad", b"\xff", MARCH_MS)])
+    # Derived tables out of step with events, as a backup taken between two tables' snapshots finds them:
+    # a0 lost from the id index and the user index, a ghost in both.
+    client.command("DELETE FROM event_ids WHERE event_id = 'a0'")
+    client.command("DELETE FROM events_by_user WHERE event_id = 'a0'")
+    client.command("INSERT INTO event_ids SELECT 'ghost', 't0', timestamp FROM events LIMIT 1")
+    client.command("INSERT INTO events_by_user SELECT 'ghost', event_type, timestamp, received_at, 'u0', topic,"
+                   " properties, first_copy FROM events_by_user LIMIT 1")  # fmt: skip
+    backups = Backups(client)
+    taken = backups.take("test")
+    assert (taken.events, taken.dead_letters) == (60, 1)
+
+    later = seed(client, "b", 25)
+    restored = backups.restore(taken.name, 0, "test")
+
+    assert (restored.events, restored.dead_letters) == (60, 1)
+    assert sorted(ids(client)) == sorted(kept), "exactly the backed-up events, none of those stored after"
+    assert not later & set(ids(client))
+    # Each derived table is what its feed makes of the restored events, the ghost gone and a0 back.
+    for table, rows in DERIVED.items():
+        fed = [row[0] for row in client.query(f"SELECT event_id FROM ({rows})").result_rows]  # noqa: S608
+        assert sorted(ids(client, table)) == sorted(fed), table
+    assert sorted(ids(client, "event_ids")) == sorted(kept)
+    assert "a0" in ids(client, "events_by_user") and "ghost" not in ids(client, "events_by_user")
+    assert sorted(ids(client, "undated_events")) == sorted(f"a{i}" for i in range(0, 60, 5))
+    reader = Reader(client)
+    assert reader.event("a0") is not None, "GET /events/a0 must find it: event_ids holds it again"
+    assert reader.event("ghost") is None
+    # The store goes on: the views feed the derived tables again.
+    seed(client, "c", 3)
+    assert {"c0", "c1", "c2"} <= set(ids(client, "event_ids"))
+
+
+def test_a_restore_keeps_what_it_replaced_as_a_backup_that_undoes_it(client: clickhouse_connect.driver.Client) -> None:
+    first = seed(client, "a", 10)
+    backups = Backups(client)
+    taken = backups.take("test")
+    both = first | seed(client, "b", 7)
+
+    replaced = backups.restore(taken.name, 0, "test").replaced
+    assert replaced is not None and replaced.events == 17
+    assert set(ids(client)) == first
+
+    undone = backups.restore(replaced.name, 0, "test")
+    assert undone.events == 17 and set(ids(client)) == both
+
+
+def test_a_restore_onto_an_empty_store_takes_no_backup_of_it(clickhouse_dsn: str) -> None:
+    source = seed(_migrated(clickhouse_dsn), "a", 5)
+    client = _migrated(clickhouse_dsn)
+    backups = Backups(client)
+    taken = backups.take("test")
+    for table in ("events", "dead_letters"):
+        client.command(f"TRUNCATE TABLE {table}")
+    restored = backups.restore(taken.name, 0, "test")
+    assert restored.replaced is None and set(ids(client)) == source
+
+
+def test_a_missing_or_malformed_backup_changes_nothing(client: clickhouse_connect.driver.Client) -> None:
+    stored = seed(client, "a", 8)
+    backups = Backups(client)
+    with pytest.raises(BackupError, match="no backup named 20990101T000000Z-abcdef"):
+        backups.restore("20990101T000000Z-abcdef", 0, "test")
+    for name in ("../../etc/passwd", "20990101T000000Z-abcdef') SETTINGS x=1 --", ""):
+        with pytest.raises(BackupError, match="is not a backup name"):
+            backups.restore(name, 0, "test")
+    assert set(ids(client)) == stored
+    assert backups.listing() == [], "a refused restore backed nothing up"
+
+
+def test_what_a_backup_counts_is_what_reads_count(client: clickhouse_connect.driver.Client) -> None:
+    writer = Writer(client)
+    copy = event("events/t", {"event_id": "same", "timestamp": MARCH_MS}, MARCH_MS)
+    writer.insert_events([copy])
+    writer.insert_events([copy])  # a redelivery: a second row until a merge
+    writer.insert_events([event("events/_probe", {"event_id": "probe-1"}, MARCH_MS)])
+    seed(client, "a", 4)
+    assert client.command("SELECT count() FROM events") == 7
+    assert Backups(client).take("test").events == 5
+
+
+def test_the_list_outlives_a_restore_and_leaves_out_a_backup_removed_from_the_disk(clickhouse_dsn: str) -> None:
+    client = _migrated(clickhouse_dsn)
+    seed(client, "a", 3)
+    backups = Backups(client)
+    first = backups.take("test")
+    seed(client, "b", 3)
+    second = backups.take("test")
+    safety = backups.restore(first.name, 0, "test").replaced
+    assert safety is not None
+    assert [backup.name for backup in backups.listing()] == [safety.name, second.name, first.name]
+
+    directory = backup_dir(clickhouse_dsn)
+    if directory is None:
+        pytest.skip("the server's backups disk is not on this machine")  # the container path
+    shutil.rmtree(directory / second.name)
+    assert [backup.name for backup in backups.listing()] == [safety.name, first.name]
+
+
+def test_the_admin_routes_need_an_admin_key_and_log_its_name(
+    clickhouse_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = _migrated(clickhouse_dsn)
+    seed(client, "a", 12)
+    app = create_app(
+        readonly_reader(clickhouse_dsn), CollectorRegistry(), Keyring([KEY], generated=ADMIN), backups=Backups(client)
+    )
+    api = TestClient(app, raise_server_exceptions=False)
+
+    for method in ("GET", "POST"):
+        refused = api.request(method, "/admin/backups", headers=AUTH)
+        assert refused.status_code == 403, refused.text
+        assert refused.json() == {"error": "forbidden", "detail": "this endpoint needs an admin key"}
+        assert api.request(method, "/admin/backups").status_code == 401
+        assert api.request(method, "/admin/backups", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert Backups(client).listing() == [], "a refused request took a backup"
+
+    with caplog.at_level(logging.INFO, logger="eventpipe.api.backup"):
+        taken = api.post("/admin/backups", headers=AS_ADMIN)
+        assert taken.status_code == 200, taken.text
+        body = taken.json()
+        assert body["events"] == 12 and body["dead_letters"] == 0 and body["bytes"] > 0
+        listed = api.get("/admin/backups", headers=AS_ADMIN)
+    assert listed.status_code == 200 and listed.json()["items"] == [body]
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("up#generated" in line and body["name"] in line for line in logged), logged
+    assert not any(ADMIN in line for line in logged)
+    assert api.post("/admin/backups?x=1", headers=AS_ADMIN).status_code == 422
+
+
+def _migrated(dsn: str) -> clickhouse_connect.driver.Client:
+    from eventpipe.store.client import connect
+
+    client = connect(dsn)
+    migrate(client)
+    return client

@@ -1,0 +1,51 @@
+"""The broker log counter: Mosquitto's own lines counted once each, a client's words never."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eventpipe.broker.journal import Journal, count
+
+# In the wording of Mosquitto 2.0.11 to 2.0.22 (src/loop.c, lib/send_publish.c).
+REFUSED = b"1796018637: Client p5-69619 disconnected due to oversize packet."
+DROPPED = b"1796019102: Dropping too large outgoing PUBLISH for test-worker-1a2b3c4d (524303 bytes)"
+OTHER = [
+    b"1796018637: New connection from 127.0.0.1:59511 on port 18941.",
+    # A client id chosen to look like a refusal is quoted inside other lines, never at their end.
+    b"1796018637: New client connected from 127.0.0.1:59511 as Client x disconnected due to oversize packet. "
+    b"(p5, c1, k60).",
+    b"1796018640: Client Dropping too large outgoing PUBLISH for y (1 bytes) closed its connection.",
+]
+
+
+def totals(journal: Journal) -> dict[str, float]:
+    (family,) = journal.collect()
+    return {sample.labels["action"]: sample.value for sample in family.samples if sample.name.endswith("_total")}
+
+
+def test_only_the_brokers_own_lines_count() -> None:
+    assert count([*OTHER, REFUSED, DROPPED, REFUSED + b"\r"]) == {"refused": 2, "dropped": 1}
+
+
+def test_each_line_is_counted_once_from_where_this_run_began(tmp_path: Path) -> None:
+    log = tmp_path / "mosquitto.log"
+    log.write_bytes(REFUSED + b"\n")  # an earlier run's
+    journal = Journal(log, start=log.stat().st_size)
+    assert totals(journal) == {"refused": 0, "dropped": 0}
+    with log.open("ab") as handle:
+        handle.write(REFUSED + b"\n" + DROPPED[:20])  # a line half written when scraped
+    assert totals(journal) == {"refused": 1, "dropped": 0}
+    with log.open("ab") as handle:
+        handle.write(DROPPED[20:] + b"\n")
+    assert totals(journal) == {"refused": 1, "dropped": 1}
+    assert totals(journal) == {"refused": 1, "dropped": 1}
+
+
+def test_a_log_started_anew_is_read_from_its_beginning(tmp_path: Path) -> None:
+    log = tmp_path / "mosquitto.log"
+    journal = Journal(log)
+    assert totals(journal) == {"refused": 0, "dropped": 0}  # not there yet
+    log.write_bytes(b"\n".join([*OTHER, REFUSED, REFUSED]) + b"\n")
+    assert totals(journal) == {"refused": 2, "dropped": 0}
+    log.write_bytes(REFUSED + b"\n")  # rotated: shorter than what was read
+    assert totals(journal) == {"refused": 3, "dropped": 0}

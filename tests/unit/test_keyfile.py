@@ -1,0 +1,82 @@
+"""The keys file's format: what it grants, and every mistake refused with where and why, never with the value."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from eventpipe.api.grant import Grant
+from eventpipe.api.keyfile import KeyFileError, parse
+
+SECRET = "partner-a-secret-0123456789"  # noqa: S105 - a test key
+HASH = hashlib.sha256(SECRET.encode()).hexdigest()
+OTHER = hashlib.sha256(b"another").hexdigest()
+
+
+def raw(*keys: dict[str, object]) -> bytes:
+    return json.dumps({"keys": list(keys)}).encode()
+
+
+def test_every_right_as_written_and_absent_means_all_types_no_limit_not_admin() -> None:
+    entries = parse(
+        raw(
+            {
+                "name": "partner-a",
+                "sha256": HASH.upper(),
+                "event_types": ["purchase", "click", "purchase"],
+                "requests_per_minute": 120,
+                "admin": False,
+            },
+            {"name": "ops.team_1", "sha256": OTHER, "admin": True},
+        )
+    )
+    assert [entry.digest for entry in entries] == [bytes.fromhex(HASH), bytes.fromhex(OTHER)]
+    assert [entry.grant for entry in entries] == [
+        Grant("partner-a", ("click", "purchase"), 120, False),
+        Grant("ops.team_1", None, None, True),
+    ]
+    assert parse(b'{"keys": []}') == []
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"{not json", "Invalid JSON"),
+        (b"[]", "the file: Input should be an object"),
+        (b"{}", "keys: Field required"),
+        (b'{"keys": [], "admins": []}', "admins: unknown field (the fields are keys)"),
+        # A misspelt right read as absent would widen what the key sees.
+        (raw({"name": "a", "sha256": HASH, "event_type": ["purchase"]}), "keys[0].event_type: unknown field"),
+        (raw({"name": "a", "sha256": HASH, "event_types": []}), "keys[0].event_types: name one type at least"),
+        (raw({"name": "a", "sha256": HASH, "event_types": "purchase"}), "keys[0].event_types: Input should be"),
+        (raw({"name": "a", "sha256": HASH, "event_types": [""]}), "keys[0].event_types: each type is 1 to 256"),
+        (raw({"name": "a", "sha256": HASH, "requests_per_minute": 0}), "keys[0].requests_per_minute: Input should"),
+        (raw({"name": "a", "sha256": HASH, "requests_per_minute": "120"}), "keys[0].requests_per_minute: Input"),
+        (raw({"name": "a", "sha256": HASH, "requests_per_minute": 10**6}), "less than or equal to 100000"),
+        (raw({"name": "a", "sha256": HASH, "admin": "yes"}), "keys[0].admin: Input should be a valid boolean"),
+        (raw({"name": "a b", "sha256": HASH}), "keys[0].name: 1 to 64 of A-Z a-z 0-9"),
+        (raw({"name": "env#1", "sha256": HASH}), "keys[0].name: 1 to 64"),
+        (raw({"sha256": HASH}), "keys[0].name: Field required"),
+        (raw({"name": "a", "sha256": HASH}, {"name": "a", "sha256": OTHER}), "two keys are named 'a'"),
+        (raw({"name": "a", "sha256": HASH}, {"name": "b", "sha256": HASH.upper()}), "'a' and 'b' have the same"),
+    ],
+)
+def test_a_mistake_is_refused_with_where_and_why(content: bytes, problem: str) -> None:
+    with pytest.raises(KeyFileError) as refused:
+        parse(content)
+    assert problem in str(refused.value)
+
+
+def test_a_key_pasted_where_its_hash_goes_is_refused_without_being_echoed() -> None:
+    with pytest.raises(KeyFileError) as refused:
+        parse(raw({"name": "a", "sha256": SECRET}))
+    assert "keys[0].sha256: 64 hex digits, the SHA-256 of the key" in str(refused.value)
+    assert SECRET not in str(refused.value)
+
+
+def test_many_mistakes_are_summed_up() -> None:
+    content = raw(*({"name": f"k{i}", "sha256": "x"} for i in range(10)))
+    with pytest.raises(KeyFileError, match=r"and 7 more$"):
+        parse(content)
