@@ -4,6 +4,7 @@ format, and how it behaves when the client is slow, leaves, or ClickHouse fails 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import socket
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +21,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
+from eventpipe.api.keyring import Keyring
 from eventpipe.api.model import event_json
 from eventpipe.bench.fill import fill
 from eventpipe.cli.server import ApiServer
@@ -151,6 +154,9 @@ def test_filters_select_what_they_select_on_events(api: TestClient, writer: Writ
         {"event_type": "purchase", "user_id": "u5", "since": str(MARCH_MS + 30)},
         {"event_type": "nothing-of-this-type"},
         {"event_type": "", "user_id": ""},  # empty filters are no filters, as on /events
+        {"where": ["properties.n>=500", "properties.n<620"]},
+        {"where": "user_id=u3", "since": str(MARCH_MS + 50)},  # one user's table, through where=
+        {"where": "properties.tags!=x", "event_type": "click"},
     ):
         listed = sorted(item["event_id"] for item in walk(api, "/events", limit=1000, **params))
         for fmt in ("ndjson", "csv"):
@@ -160,6 +166,23 @@ def test_filters_select_what_they_select_on_events(api: TestClient, writer: Writ
             else:
                 exported = [record[0] for record in list(csv.reader(io.StringIO(response.text, newline="")))[1:]]
             assert sorted(exported) == listed, (params, fmt)
+
+
+def test_a_key_limited_to_some_types_exports_those_only(clickhouse_dsn: str, writer: Writer, tmp_path: Path) -> None:
+    seed(writer, 300)
+    partner = "partner-secret-0123456789"
+    keys_file = tmp_path / "keys.json"
+    digest = hashlib.sha256(partner.encode()).hexdigest()
+    keys_file.write_text(json.dumps({"keys": [{"name": "partner", "sha256": digest, "event_types": ["click"]}]}))
+    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), Keyring([KEY], keys_file))
+    api = TestClient(app, raise_server_exceptions=False)
+    as_partner = {"Authorization": f"Bearer {partner}"}
+    for fmt in ("ndjson", "csv"):
+        text = api.get("/export", params={"format": fmt}, headers=as_partner).text
+        assert text.count("events/click") == 100 and "purchase" not in text and "page_view" not in text, fmt
+        other = api.get("/export", params={"format": fmt, "event_type": "purchase"}, headers=as_partner)
+        assert other.status_code == 200 and "purchase" not in other.text, fmt
+    assert len(lines(export(api))) == 300, "a key without a scope exports every type"
 
 
 def test_redelivered_copies_are_exported_once(api: TestClient, writer: Writer) -> None:

@@ -20,11 +20,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from eventpipe.api.auth import KeyCheck
+from eventpipe.api.auth import Granted, KeyCheck
 from eventpipe.api.error import responses
 from eventpipe.api.model import EXAMPLE_EVENT, event_text, rfc3339
 from eventpipe.api.param import EventType, Since, Until, UserId, only_known, text, window
 from eventpipe.api.stream import Stream
+from eventpipe.api.where import Where, conditions
 from eventpipe.events import Event
 from eventpipe.events.timestamp import to_epoch_ms
 from eventpipe.store.export import Export
@@ -102,27 +103,31 @@ OPENAPI_200: dict[int | str, dict[str, Any]] = {
 
 
 def router(reader: Reader, keys: KeyCheck) -> APIRouter:
-    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 500, 503))
+    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 429, 500, 503))
     export = Export(reader.run)
 
     @api.get(
         "/export",
         tags=["events"],
         summary="Every matching event, oldest first, as NDJSON or CSV",
-        description="The filters of `/events`, without a row limit or pages: the whole answer is one stream. "
-        "`since` and `until` filter on the event's own timestamp.",
+        description="The filters of `/events`, `where` included, without a row limit or pages: the whole answer "
+        "is one stream. `since` and `until` filter on the event's own timestamp. A key limited to some event "
+        "types exports those only.",
         status_code=200,
         response_class=Stream,
         responses=OPENAPI_200,
     )
     def export_events(
+        grant: Granted,
         export_format: Format = "ndjson",
         event_type: EventType = None,
         user_id: UserId = None,
         since: Since = None,
         until: Until = None,
+        where: Where = None,
     ) -> Stream:
-        pages = export.pages(EventFilter(text(event_type), text(user_id), *window(since, until)))
+        only = EventFilter(text(event_type), text(user_id), *window(since, until), where=conditions(where))
+        pages = export.pages(grant.narrow(only))
         # The first page is read before the answer starts, so a ClickHouse that
         # does not answer gets its 503 (or 500) as on any route.
         first = next(pages, [])
