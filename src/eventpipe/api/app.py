@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe import __version__
-from eventpipe.api import backup, breakdown, docs, error, export
+from eventpipe.api import backup, breakdown, docs, error, export, feed
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.keyring import Keyring
@@ -65,10 +65,11 @@ def create_app(
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    keys = KeyCheck(keyring, throttle)
-    app.include_router(router(reader, keys, Cursors(cursor_secret)))
+    keys, cursors = KeyCheck(keyring, throttle), Cursors(cursor_secret)
+    app.include_router(router(reader, keys, cursors))
     app.include_router(breakdown.router(reader, keys))
     app.include_router(export.router(reader, keys))
+    app.include_router(feed.router(reader, keys, cursors))
     if backups is not None:
         app.include_router(backup.router(backups, keys))
     app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD
