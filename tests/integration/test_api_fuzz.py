@@ -43,6 +43,7 @@ OPERATIONS = (
     "/stats/timeseries",
     "/stats/breakdown",
     "/dead-letters",
+    "/export",
     "/feed",
     "/readyz",
 )
