@@ -56,6 +56,9 @@ def test_the_generated_key_is_kept_and_still_works_after_a_restart(tmp_path: Pat
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600, "only its owner may read it"
     assert kept.read_text().strip() == key
     assert status(first, "/events?limit=1", key) == 200
+    # The feed token and cursors are signed with a secret kept beside the key: a sync survives the restart.
+    token = httpx.get(f"{first.api_url}/feed", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()["next"]
+    assert stat.S_IMODE((data / "cursor-secret").stat().st_mode) == 0o600
     assert first.stop(signal.SIGINT) == 0, first.output()
 
     again = start(stacks, data, no_keys)
@@ -63,6 +66,7 @@ def test_the_generated_key_is_kept_and_still_works_after_a_restart(tmp_path: Pat
     assert same == key, "a restart must not revoke the key a partner was given"
     assert "since an earlier start" in line
     assert status(again, "/events?limit=1", key) == 200
+    assert status(again, f"/feed?after={token}", key) == 200, "a sync must not start over after a restart"
     assert again.stop(signal.SIGINT) == 0, again.output()
 
 

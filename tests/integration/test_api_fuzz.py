@@ -45,6 +45,8 @@ OPERATIONS = (
     "/stats/timeseries",
     "/stats/breakdown",
     "/dead-letters",
+    "/export",
+    "/feed",
     "/readyz",
 )
 
@@ -344,3 +346,74 @@ def test_any_filter_or_breakdown_is_answered_or_refused_never_a_5xx(clickhouse_d
             assert all(isinstance(item["value"], int | float) for item in answer["items"])
 
     check()
+
+
+# The feed's tokens: the cursor's sealing around the layout api.bookmark documents.
+FEED_HEADER, FEED_KEY = struct.Struct(">B8sQQQQB"), struct.Struct(">QH")
+FEED_VERSION = 0x46
+
+
+def test_feed_tokens_from_arbitrary_bytes_get_a_422_and_signed_fields_never_a_5xx(clickhouse_dsn: str) -> None:
+    client = cursor_client(clickhouse_dsn)
+    first = client.get("/feed", params={"limit": 2}, headers=AUTH).json()["next"]
+    real = base64.urlsafe_b64decode(first + "=" * (-len(first) % 4))
+    scope = real[TAG_BYTES + 1 : TAG_BYTES + 9]
+
+    def answer(text: str) -> int:
+        response = client.get("/feed", params={"after": text, "limit": 2}, headers=AUTH)
+        if response.status_code == 422:
+            assert response.json()["detail"].startswith("after: "), response.text
+        return response.status_code
+
+    flipped = st.integers(0, len(real) * 8 - 1).map(
+        lambda bit: b64(bytes(byte ^ (1 << bit % 8) if i == bit // 8 else byte for i, byte in enumerate(real)))
+    )
+    forged = st.one_of(st.binary(max_size=700).map(b64), flipped, st.text(max_size=80)).filter(bool)
+
+    @given(text=forged)
+    @example(text=b64(real[:TAG_BYTES]))
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def forgeries_are_refused(text: str) -> None:
+        assert answer(text) == 422
+
+    # What only the key's holder can make: every field is checked, and what passes runs as a query.
+    block = st.integers(0, 2**64 - 1) | st.sampled_from([0, 1, 2**63 - 1, 2**63])
+    instant = st.integers(0, 2**64 - 1) | st.sampled_from([0, MARCH_MS, 10**13 - 1, 10**13])
+    text_bytes = st.binary(max_size=300) | ANY_TEXT.map(lambda text: text.encode("utf-8", "surrogatepass"))
+
+    @given(
+        version=st.sampled_from([0, VERSION, FEED_VERSION, 255]),
+        made_for=st.just(scope) | st.binary(min_size=8, max_size=8),
+        blocks=st.tuples(block, block),
+        instants=st.tuples(instant, instant),
+        has_key=st.sampled_from([0, 1, 2]),
+        key=st.tuples(instant, st.integers(0, 2**16 - 1), text_bytes, text_bytes),
+    )
+    @example(  # an odd key inside an epoch: bound as a parameter, answered as data
+        version=FEED_VERSION,
+        made_for=scope,
+        blocks=(0, 5),
+        instants=(0, MARCH_MS),
+        has_key=1,
+        key=(MARCH_MS, 1, b"t", "\x00💩' OR 1=1".encode()),
+    )
+    @example(
+        version=FEED_VERSION, made_for=scope, blocks=(2**63 - 1, 0), instants=(0, 0), has_key=0, key=(0, 0, b"", b"")
+    )
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def signed_fields_are_checked(
+        version: int,
+        made_for: bytes,
+        blocks: tuple[int, int],
+        instants: tuple[int, int],
+        has_key: int,
+        key: tuple[int, int, bytes, bytes],
+    ) -> None:
+        body = FEED_HEADER.pack(version, made_for, *blocks, *instants, has_key)
+        if has_key:
+            time_ms, type_length, kind, event_id = key
+            body += FEED_KEY.pack(time_ms, min(type_length, len(kind))) + kind + event_id
+        assert answer(SIGNER.seal(body)) in (200, 422)
+
+    forgeries_are_refused()
+    signed_fields_are_checked()

@@ -82,12 +82,30 @@ def reads(api: TestClient) -> dict[str, Any]:
         "window": get("/stats/event-types", params=window, headers=AUTH).json()["total"],
         "series": sum(bucket["count"] for bucket in series.json()["items"]),
         "dead_letters": sorted(item["payload"] for item in walk(api, "/dead-letters")),
+        "breakdown": get("/stats/breakdown", params={"by": "user_id", **window}, headers=AUTH).json()["items"],
+        "export": sorted(json.loads(line)["event_id"] for line in get("/export", headers=AUTH).text.splitlines()),
+        "feed": sorted(item["event_id"] for item in feed(api)),
     }
+
+
+def feed(api: TestClient) -> list[dict[str, Any]]:
+    """Every item of the arrival feed, from the beginning until a page comes back empty (a page of
+    the first epoch can come back short with more to follow)."""
+    items: list[dict[str, Any]] = []
+    after: dict[str, str] = {}
+    for _ in range(100):
+        page = api.get("/feed", params={"limit": 25, **after}, headers=AUTH).json()
+        items += page["items"]
+        after = {"after": page["next"]}
+        if not page["items"]:
+            return items
+    raise AssertionError("the feed did not come to an end")
 
 
 def test_an_erased_user_is_gone_from_every_read_and_the_others_stay(api: TestClient, clickhouse_dsn: str) -> None:
     before = reads(api)  # the tally keeps its counts now: the erasure must make it count again
     assert before["users"] == {ERASED: 40, KEPT: 40} and before["total"] == 80
+    assert before["events"] == before["export"] == before["feed"] and len(before["feed"]) == 80
     erased_ids = [f"{ERASED}/{i}" for i in range(40)]
     assert api.get(f"/events/{erased_ids[0]}", headers=AUTH).status_code == 200
 
@@ -97,7 +115,9 @@ def test_an_erased_user_is_gone_from_every_read_and_the_others_stay(api: TestCli
 
     after = reads(api)
     assert after["users"] == {ERASED: 0, KEPT: 40}
-    assert after["events"] == sorted(f"{KEPT}/{i}" for i in range(40))
+    assert after["events"] == after["export"] == after["feed"] == sorted(f"{KEPT}/{i}" for i in range(40))
+    assert {item["key"] for item in before["breakdown"]} == {ERASED, KEPT}
+    assert [(item["key"], item["value"]) for item in after["breakdown"]] == [(KEPT, 40)]
     assert (after["total"], after["window"], after["series"]) == (40, before["window"] - 40, before["series"] - 40)
     assert len(after["dead_letters"]) == len(OTHERS)
     assert not any(ERASED in payload and KEPT not in payload for payload in after["dead_letters"])

@@ -95,7 +95,7 @@ def test_the_migrator_owns_the_eventpipe_database_and_reads_backups() -> None:
 
 # What a replay writes (events through the worker's path, its outcomes) and an erasure deletes.
 REPLAY_INSERTS = ("events", "undated_events", "dead_letter_outcomes")
-ERASED = ("events", "events_by_user", "event_ids", "undated_events", "dead_letters", "dead_letter_outcomes")
+ERASED = ("events", "events_by_user", "arrivals", "event_ids", "undated_events", "dead_letters", "dead_letter_outcomes")
 
 
 def test_the_admin_user_may_back_up_read_record_replay_and_erase_only() -> None:

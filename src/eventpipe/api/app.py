@@ -10,13 +10,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe import __version__
-from eventpipe.api import backup, breakdown, docs, error, maintenance
+from eventpipe.api import backup, breakdown, docs, error, export, feed, maintenance
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.backlog import Backlog
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.metrics import instrument
 from eventpipe.api.route import router
+from eventpipe.api.stream import HEAD_ONLY
 from eventpipe.api.throttle import Throttle
 from eventpipe.store.backup import Backups
 from eventpipe.store.reader import Reader
@@ -73,6 +74,8 @@ def create_app(
     keys, cursors = KeyCheck(keyring, throttle), Cursors(cursor_secret)
     app.include_router(router(reader, keys, cursors))
     app.include_router(breakdown.router(reader, keys))
+    app.include_router(export.router(reader, keys))
+    app.include_router(feed.router(reader, keys, cursors))
     if backups is not None:
         app.include_router(backup.router(backups, keys))
     if admin is not None:
@@ -99,7 +102,8 @@ class HeadAsGet:
             await self.app(scope, receive, send)
             return
         # A copy: the server reads the method in its own scope to know a body is not due.
-        as_get = {**scope, "method": "GET"}
+        # HEAD_ONLY tells a streamed answer not to produce the body at all.
+        as_get = {**scope, "method": "GET", HEAD_ONLY: True}
 
         async def headers_only(message: Message) -> None:
             if "route" in as_get:

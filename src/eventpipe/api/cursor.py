@@ -75,23 +75,7 @@ class Cursors:
 
     def decode(self, text: str, query_scope: str) -> Position:
         """The position in `text`, or a 422 saying why the cursor is unusable."""
-        if len(text) > MAX_CHARS:
-            raise _invalid("it is too long")
-        # Checked first: the decoder would otherwise skip characters outside the alphabet.
-        if not _ALPHABET.fullmatch(text):
-            raise _invalid("it is not one this API issued")
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        except (binascii.Error, ValueError):
-            raise _invalid("it is not one this API issued") from None
-        tag, body = raw[:TAG_BYTES], raw[TAG_BYTES:]
-        if not hmac.compare_digest(tag, self._tag(body)):
-            raise ApiError(
-                422,
-                "invalid_parameter",
-                "cursor: it is not one this API issued, or the API's cursor key changed since; "
-                "start again from the first page",
-            )
+        body = self.unseal(text)
         if len(body) < _HEADER.size:
             raise _invalid("it is not one this API issued")
         version, made_for, time_ms = _HEADER.unpack_from(body)
@@ -110,9 +94,32 @@ class Cursors:
             )
         return Position(time_ms, last_id)
 
+    def unseal(self, text: str, name: str = "cursor", max_chars: int = MAX_CHARS) -> bytes:
+        """What `text` signs, once its tag checks out; else a 422 naming parameter `name`.
+        Public for the feed's tokens (api.feed), signed with the same key."""
+        if len(text) > max_chars:
+            raise _invalid("it is too long", name)
+        # Checked first: the decoder would otherwise skip characters outside the alphabet.
+        if not _ALPHABET.fullmatch(text):
+            raise _invalid("it is not one this API issued", name)
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            raise _invalid("it is not one this API issued", name) from None
+        tag, body = raw[:TAG_BYTES], raw[TAG_BYTES:]
+        if not hmac.compare_digest(tag, self._tag(body)):
+            raise ApiError(
+                422,
+                "invalid_parameter",
+                f"{name}: it is not one this API issued, or the API's cursor key changed since; "
+                "start again from the first page",
+            )
+        return body
+
     def _tag(self, body: bytes) -> bytes:
         return hmac.new(self._key, body, hashlib.sha256).digest()[:TAG_BYTES]
 
 
-def _invalid(why: str) -> ApiError:
-    return ApiError(422, "invalid_parameter", f"cursor: {why}; pass next_cursor from the previous page unchanged")
+def _invalid(why: str, name: str = "cursor") -> ApiError:
+    given = "next_cursor" if name == "cursor" else "next"
+    return ApiError(422, "invalid_parameter", f"{name}: {why}; pass {given} from the previous page unchanged")

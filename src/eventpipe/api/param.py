@@ -20,12 +20,24 @@ TIME_HELP = (
 
 EventType = Annotated[str | None, Query(max_length=256, description="Only events of this type.", examples=["click"])]
 UserId = Annotated[str | None, Query(max_length=256, description="Only events of this user.", examples=["user-1042"])]
+# Both filter on the event's own timestamp, not on when it was stored: a late event
+# never enters a window already read. GET /feed is the arrival order.
+OWN_TIME = "the event's own timestamp, not when it was stored (GET /feed follows that)"
 Since = Annotated[
     str | None,
-    Query(max_length=64, description=f"From this time on, inclusive: {TIME_HELP}.", examples=["2026-11-22T00:00:00Z"]),
+    Query(
+        max_length=64,
+        description=f"Events whose own timestamp is at or after this time ({OWN_TIME}): {TIME_HELP}.",
+        examples=["2026-11-22T00:00:00Z"],
+    ),
 ]
 Until = Annotated[
-    str | None, Query(max_length=64, description=f"Before this time, exclusive: {TIME_HELP}.", examples=["1795392000"])
+    str | None,
+    Query(
+        max_length=64,
+        description=f"Events whose own timestamp is before this time ({OWN_TIME}): {TIME_HELP}.",
+        examples=["1795392000"],
+    ),
 ]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page, 1 to 1000.")]
 Cursor = Annotated[

@@ -24,6 +24,7 @@ from eventpipe.api.model import (
     rfc3339,
 )
 from eventpipe.api.param import (
+    OWN_TIME,
     TIME_HELP,
     Cursor,
     EventType,
@@ -44,8 +45,8 @@ INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "6
 DEFAULT_WINDOW_MS = 86_400_000
 # Beyond this a chart is unreadable and the answer large: ask for a wider interval.
 MAX_BUCKETS = 10_000
-SINCE_HELP = f"Window start: {TIME_HELP}. Default: a day before until."
-UNTIL_HELP = f"Window end, exclusive: {TIME_HELP}. Default: now."
+SINCE_HELP = f"Window start, on {OWN_TIME}: {TIME_HELP}. Default: a day before until."
+UNTIL_HELP = f"Window end, exclusive, on {OWN_TIME}: {TIME_HELP}. Default: now."
 
 
 def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:

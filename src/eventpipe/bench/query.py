@@ -22,6 +22,7 @@ from eventpipe.bench.trickle import Trickle
 from eventpipe.events.condition import parse_condition, parse_field
 from eventpipe.events.metric import parse_metric
 from eventpipe.store.client import connect
+from eventpipe.store.feed import Feed, Place
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 
@@ -58,6 +59,7 @@ def endpoints(spec: dict[str, Any]) -> dict[str, tuple[str | None, Read]]:
             f"/events?since={hour}&where=properties.country%3DFR&limit=100",
             lambda r: r.events(EventFilter(None, None, hour, where=(FRANCE,)), 100),
         ),
+        "feed, first page of 1000": ("/feed?limit=1000", lambda r: Feed(r.run).page(EventFilter(), 1000, Place())),
         "breakdown by browser, 24 h": (
             f"/stats/breakdown?by=properties.browser&since={day}&until={now}",
             lambda r: r.breakdown(EventFilter(None, None, day, now), BROWSER, COUNT, 100),

@@ -37,10 +37,26 @@ def kept_secret(path: Path) -> str:
     It must outlive restarts: another secret is another session id, and the
     broker would keep what it queued for the old one until that expires.
     """
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(secrets.token_hex(32) + "\n")
+    return kept_file(path, secrets.token_hex(32))
+
+
+def kept_file(path: Path, fresh: str) -> str:
+    """What `path` holds, stripped; on first use it is made to hold `fresh`, readable by its owner only.
+
+    Written whole or not at all: a temporary file, synced, then linked into
+    place, which fails if another process got there first (its value wins).
+    A crash mid-write leaves no empty file to be taken for a secret."""
+    if not path.exists():
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(fresh + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
     return path.read_text().strip()

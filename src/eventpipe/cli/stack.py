@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import logging
+import secrets
 import time
 from pathlib import Path
 from typing import TextIO
@@ -17,7 +18,7 @@ from eventpipe.api.keyring import Keyring
 from eventpipe.api.maintenance import admin
 from eventpipe.broker.journal import Journal
 from eventpipe.broker.mosquitto import Mosquitto
-from eventpipe.broker.session import kept_secret
+from eventpipe.broker.session import kept_file, kept_secret
 from eventpipe.certificate import TlsFiles, local_authority
 from eventpipe.cli.credential import FILE_NAME, generated_key
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
@@ -38,6 +39,7 @@ from eventpipe.store.writer import Writer
 log = logging.getLogger("eventpipe")
 # Under the data dir, when EVENTPIPE_MQTT_SESSION_SECRET is not set.
 SESSION_KEY_FILE = "mqtt-session-secret"
+CURSOR_KEY_FILE = "cursor-secret"
 # Under the data dir, when EVENTPIPE_ERASURE_SECRET is not set: the audit's hashes need the same key at every start.
 ERASURE_KEY_FILE = "erasure-secret"
 
@@ -66,6 +68,10 @@ def run_up(args: argparse.Namespace) -> int:
         # Kept beside the broker's persistence: the session and the secret that names it live and go together.
         secret = kept_secret(settings.data_dir / SESSION_KEY_FILE)
         settings = settings.model_copy(update={"mqtt_session_secret": SecretStr(secret)})
+    if settings.cursor_secret is None:
+        # Kept too, so a restart does not end every cursor walk and feed sync in progress with a 422.
+        cursor_secret = kept_file(settings.data_dir / CURSOR_KEY_FILE, secrets.token_hex(32))
+        settings = settings.model_copy(update={"cursor_secret": SecretStr(cursor_secret)})
     if settings.erasure_secret is None:
         secret = kept_secret(settings.data_dir / ERASURE_KEY_FILE)
         settings = settings.model_copy(update={"erasure_secret": SecretStr(secret)})

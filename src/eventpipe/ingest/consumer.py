@@ -49,8 +49,11 @@ class Consumer:
         deliver: Callable[[list[Delivery]], None],
         metrics: IngestMetrics,
         resumed: Callable[[int], None] = lambda _generation: None,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._settings = settings
+        # The receive time of a burst; the worker's clock also knows a burst is on its way (ingest.worker).
+        self._clock = clock
         self._address = MqttAddress.parse(settings.mqtt_url)
         self._deliver = deliver
         self._resumed = resumed
@@ -264,7 +267,7 @@ class Consumer:
         if not self._accepting:
             return
         # One clock reading for the burst: its messages came in one read.
-        received_ms = time.time_ns() // 1_000_000
+        received_ms = self._clock()
         arrived = time.monotonic()
         generation = self._generation
         # An oversize payload is kept only as far as its dead letter keeps it

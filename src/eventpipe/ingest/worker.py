@@ -18,6 +18,7 @@ from eventpipe.config import Settings
 from eventpipe.errors import RetryableStorageError, StorageError, UnknownStorageError
 from eventpipe.events import PROBE_EVENT_TYPE, Event, Limits, Reason, Rejection, parse
 from eventpipe.ingest.consumer import Consumer, Delivery
+from eventpipe.ingest.mark import Marker
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.policy import Backoff, BatchPolicy
 from eventpipe.store.writer import Writer
@@ -80,10 +81,23 @@ class Worker:
         self._deadline = 0.0
         self._clean = True
         self._failed: BaseException | None = None
+        self._marker = Marker(settings.mqtt_client_id, settings.probe_topic)
         self._thread = threading.Thread(target=self._run, name="eventpipe-flusher", daemon=True)
-        self.consumer = consumer_factory(settings, self._deliver, metrics, self._release_stale)
+        # The receive time of the burst the network thread is handing over, until it is held.
+        self._handing_ms: int | None = None
+        self._idle_before_ms = 0
+        self._start_mark: list[Event] = []
+        self.consumer = consumer_factory(settings, self._deliver, metrics, self._release_stale, clock=self._stamp)
 
     def start(self) -> None:
+        # Before subscribing, so the feed knows this worker before it receives. A worker must
+        # start while ClickHouse refuses it too: then its flusher stores the mark before any batch.
+        self._start_mark = [self._marker.start()]
+        try:
+            self._writer.insert_events(self._start_mark)
+            self._start_mark = []
+        except StorageError as exc:
+            log.warning("could not store this worker's start mark; retried before its first batch: %s", exc)
         self._thread.start()
         self.consumer.start()
 
@@ -115,7 +129,21 @@ class Worker:
         if hung:
             log.error("the flusher did not finish by the shutdown deadline; its batch stays unacknowledged")
         self.consumer.stop()
-        return self._clean and self._failed is None and not hung
+        clean = self._clean and self._failed is None and not hung
+        # Only after a clean stop: an insert still hanging could commit after the retirement.
+        try:
+            if clean:
+                self._writer.insert_events([self._marker.retired()])
+        except StorageError as exc:
+            log.warning("could not store this worker's retirement; the feed's complete_until waits for it: %s", exc)
+        return clean
+
+    def _stamp(self) -> int:
+        """A burst's receive time, taken under the lock, so the flusher knows what may still come:
+        nothing received before a moment it reads here is missing from what it holds (ingest.mark)."""
+        with self._cond:
+            self._handing_ms = time.time_ns() // 1_000_000
+            return self._handing_ms
 
     def _deliver(self, deliveries: list[Delivery]) -> None:
         """Called on paho's network thread with the messages of one read. When the
@@ -139,6 +167,11 @@ class Worker:
                 # Wake the flusher when it may wait: for a first message (its batch timer) or a full batch.
                 if before == 0 or before < self._policy.max_rows <= len(self._items):
                     self._cond.notify_all()
+            self._handing_ms = None
+
+    def _store(self, marks: list[Event]) -> None:
+        if marks:
+            self._retrying(lambda isolate: self._writer.insert_events(marks, isolate_unknown=isolate))
 
     def _release_stale(self, generation: int) -> None:
         """Let go of queued QoS 1 copies from earlier connections: the resumed session resends
@@ -157,8 +190,12 @@ class Worker:
 
     def _run(self) -> None:
         try:
+            self._store(self._start_mark)
             while (batch := self._next_batch()) is not None:
-                self._commit(batch)
+                if batch:
+                    self._commit(batch)
+                else:  # idle: a mark alone, so complete_until moves on without traffic (ingest.mark)
+                    self._store(self._marker.due(self._idle_before_ms))
         except _Abandoned:
             with self._cond:
                 left = len(self._items)
@@ -184,7 +221,11 @@ class Worker:
                 wait = self._policy.wait_s(held, age)
                 if wait == 0.0:
                     break
-                self._cond.wait(wait)
+                if not held and self._marker.idle():
+                    # Nothing held and nothing being handed over: all received before now is committed.
+                    self._idle_before_ms = self._handing_ms or time.time_ns() // 1_000_000
+                    return []
+                self._cond.wait(wait if wait is not None else self._marker.idle_wait_s())
             batch = self._items[: self._policy.max_rows]
             del self._items[: self._policy.max_rows]
             return batch
@@ -203,7 +244,11 @@ class Worker:
             else:
                 rejections.append(result)  # type: ignore[arg-type]
 
-        refused = self._retrying(lambda isolate: self._writer.insert_events(events, isolate_unknown=isolate))
+        # Batches hold the oldest messages in receive order, so what came before
+        # this batch's first message is committed: the mark says so (ingest.mark).
+        stored = events + self._marker.due(batch[0].received_ms)
+        refused = self._retrying(lambda isolate: self._writer.insert_events(stored, isolate_unknown=isolate))
+        refused = [(index, detail) for index, detail in refused if index < len(events)]
         for index, detail in refused:
             source = sources[index]
             rejections.append(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
+from eventpipe.events import PROBE_EVENT_TYPE
 from eventpipe.store.failure import classified
 
 log = logging.getLogger(__name__)
@@ -324,6 +325,79 @@ MIGRATIONS += (
 # committed, and a worker killed in between lost the first copy's time.
 MIGRATIONS += (Migration(8, "record undated events before storing them", ("DROP VIEW IF EXISTS undated_events_feed",)),)
 
+# The arrival feed (GET /feed) needs an order that a client can follow without
+# missing an event committed late or twice by a redelivery. ClickHouse gives
+# every part a block number, taken and committed under one lock in a
+# non-replicated MergeTree, so numbers follow commit order: once a part is
+# visible, every part with a lower number is too. `arrivals` keeps every copy
+# of every stored event (a plain MergeTree collapses nothing), and with
+# enable_block_number_column each row keeps its part's number through merges
+# (set here, not left to a default the server might not share). An event's
+# place in the feed is the lowest number among its copies, which never changes
+# once it is visible. Sorted like `events`, so copies of an event sit together
+# and a page reads a key range. Fed in the same insert; copies made by a rerun
+# of the copy below are copies like any other (store.feed).
+ARRIVALS = """
+CREATE TABLE IF NOT EXISTS arrivals
+(
+    event_id String,
+    event_type LowCardinality(String),
+    timestamp DateTime64(3, 'UTC'),
+    received_at DateTime64(3, 'UTC'),
+    user_id Nullable(String),
+    topic LowCardinality(String),
+    properties String CODEC(ZSTD(3))
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (timestamp, event_type, event_id)
+SETTINGS enable_block_number_column = 1
+"""
+ARRIVAL_ROWS = "SELECT event_id, event_type, timestamp, received_at, user_id, topic, properties FROM events"
+
+# What each worker has committed: a mark it stores in a batch says that every
+# message it received before `complete_before` is in an earlier batch, so
+# committed before the mark was written (ingest.mark). GET /feed reads the
+# newest mark of every worker for its complete_until; `retired` is a worker
+# that stopped with nothing held. Keyed by worker, newest mark kept.
+MARK_WORKER, MARK_COMPLETE_BEFORE, MARK_RETIRED = "worker", "complete_before", "retired"
+WORKER_MARKS = """
+CREATE TABLE IF NOT EXISTS worker_marks
+(
+    worker String,
+    complete_before Int64,
+    retired UInt8,
+    written Int64
+)
+ENGINE = ReplacingMergeTree(written)
+ORDER BY worker
+"""
+MARK_ROWS = (
+    f"SELECT JSONExtractString(properties, '{MARK_WORKER}') AS worker,"  # noqa: S608 - constants
+    f" JSONExtractInt(properties, '{MARK_COMPLETE_BEFORE}') AS complete_before,"
+    f" toUInt8(JSONExtractBool(properties, '{MARK_RETIRED}')) AS retired,"
+    " toUnixTimestamp64Milli(received_at) AS written FROM events"
+    f" WHERE event_type = '{PROBE_EVENT_TYPE}' AND JSONHas(properties, '{MARK_WORKER}')"
+    f" AND (JSONHas(properties, '{MARK_COMPLETE_BEFORE}') OR JSONHas(properties, '{MARK_RETIRED}'))"
+)
+
+MIGRATIONS += (
+    # Numbered 9 by the arrival feed; views first, then the copy of what is
+    # stored, so a row inserted in between is in arrivals twice, which the
+    # feed reads as two copies of one event. A rerun after a crash copies again,
+    # harmlessly for the same reason.
+    Migration(
+        9,
+        "keep every stored copy in arrival order for the feed",
+        (
+            ARRIVALS,
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS arrivals_feed TO arrivals {DEFINER} AS {ARRIVAL_ROWS}",
+            WORKER_MARKS,
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS worker_marks_feed TO worker_marks {DEFINER} AS {MARK_ROWS}",
+            f"INSERT INTO arrivals {ARRIVAL_ROWS}",
+        ),
+    ),
+)
 # The backups taken (store.backup), so that GET /admin/backups can list them
 # with what each holds: a server's backups disk cannot be listed through SQL.
 BACKUP_CATALOG = """
@@ -425,7 +499,14 @@ MIGRATIONS += (Migration(12, "record replay outcomes and erasures", (DEAD_LETTER
 #   one it brings back, nor the erasures made since (operations.md, "Erasure:
 #   what it cannot reach").
 SOURCE = ("schema_migrations", "events", "dead_letters", "dead_letter_outcomes")
-DERIVED = {"events_by_user": USER_ROWS, "event_ids": ID_ROWS, "undated_events": UNDATED_ROWS}
+DERIVED = {
+    "events_by_user": USER_ROWS,
+    "event_ids": ID_ROWS,
+    "undated_events": UNDATED_ROWS,
+    # Rebuilt, so numbered afresh: a feed token from before the restore is refused (store.feed).
+    "arrivals": ARRIVAL_ROWS,
+    "worker_marks": MARK_ROWS,
+}
 KEPT = {"backups": BACKUP_CATALOG, "erasures": ERASURES}
 
 RETAINED = {
@@ -433,6 +514,7 @@ RETAINED = {
     "events_by_user": "timestamp",
     "undated_events": "timestamp",
     "event_ids": "timestamp",
+    "arrivals": "timestamp",
     "dead_letters": "received_at",
     "dead_letter_outcomes": "attempted_at",
 }

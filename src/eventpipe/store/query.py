@@ -313,3 +313,7 @@ def _event_conditions(where: EventFilter) -> tuple[list[str], dict[str, object]]
         parameters["until_ms"] = where.until_ms
     conditions += where_sql(where.where, parameters)
     return conditions, parameters
+
+
+# The arrival feed (store.feed) admits events by the same filter as every list.
+event_conditions = _event_conditions

@@ -1,0 +1,161 @@
+"""GET /export: every event the filters of /events select, oldest first, as NDJSON or CSV, streamed.
+
+The store walks the events a page at a time (store.export); each page becomes
+one chunk of the answer, made only when the one before has been handed to
+the server (api.stream), with the next page read meanwhile. So the API holds
+about two pages whatever the export's size, a slow client holds no query open
+in ClickHouse, a client that goes away stops the walk, and a failure midway
+cuts the answer off.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+
+from eventpipe.api.auth import Granted, KeyCheck
+from eventpipe.api.error import responses
+from eventpipe.api.model import EXAMPLE_EVENT, event_text, rfc3339
+from eventpipe.api.param import EventType, Since, Until, UserId, only_known, text, window
+from eventpipe.api.stream import Stream
+from eventpipe.api.where import Where, conditions
+from eventpipe.events import Event
+from eventpipe.events.timestamp import to_epoch_ms
+from eventpipe.store.export import Export
+from eventpipe.store.query import EventFilter
+from eventpipe.store.reader import Reader
+
+CSV_HEADER = "event_id,event_type,timestamp,received_at,user_id,topic,properties\r\n"
+MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8; header=present"}
+# RFC 4180: a field holding a quote, a comma or a line break is quoted, its quotes doubled.
+NEEDS_QUOTES = re.compile('[",\r\n]')
+
+Format = Annotated[
+    Literal["ndjson", "csv"],
+    Query(
+        alias="format",
+        description="`ndjson`: one event per line, as the items of `/events`. `csv`: a header line, then one "
+        "event per line, `properties` as JSON text.",
+        examples=["csv"],
+    ),
+]
+
+
+def ndjson(page: list[Event]) -> str:
+    return "".join([event_text(event) + "\n" for event in page])
+
+
+def csv(page: list[Event]) -> str:
+    return "".join([_csv_row(event) for event in page])
+
+
+def _csv_row(event: Event) -> str:
+    # A null user_id is an empty field, an empty one a quoted empty string (as PostgreSQL's COPY writes them).
+    user = "" if event.user_id is None else _field(event.user_id)
+    return (
+        f"{_field(event.event_id)},{_field(event.event_type)},{rfc3339(event.timestamp_ms)},"
+        f"{rfc3339(event.received_ms)},{user},{_field(event.topic)},{_field(event.properties)}\r\n"
+    )
+
+
+def _field(value: str) -> str:
+    if value and NEEDS_QUOTES.search(value) is None:
+        return value
+    return '"' + value.replace('"', '""') + '"'
+
+
+ENCODERS: dict[str, tuple[str, Callable[[list[Event]], str]]] = {"ndjson": ("", ndjson), "csv": (CSV_HEADER, csv)}
+
+
+def _example(fmt: str) -> str:
+    sample = {**EXAMPLE_EVENT, "properties": json.dumps(EXAMPLE_EVENT["properties"], separators=(",", ":"))}
+    sample["timestamp_ms"], sample["received_ms"] = map(to_epoch_ms, (sample["timestamp"], sample["received_at"]))
+    event = Event(**{field: sample[field] for field in Event._fields})
+    head, encode = ENCODERS[fmt]
+    return head + encode([event, event._replace(event_id="5f0e8a77-02c4-4f3b-b1de-7a4b1b2f4e01", user_id=None)])
+
+
+OPENAPI_200: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Every matching event, oldest first (ties by type, then id), streamed with chunked "
+        "encoding. An export that fails midway is cut off without the last chunk, which HTTP clients report "
+        "as an error (curl exits 18): an answer that ends cleanly is complete.",
+        "content": {
+            media.split(";")[0]: {"schema": {"type": "string"}, "example": _example(fmt)}
+            for fmt, media in MEDIA_TYPES.items()
+        },
+        "headers": {
+            "Content-Disposition": {
+                "description": "A file name for the download.",
+                "schema": {"type": "string", "example": 'attachment; filename="events-20261122T093000Z.csv"'},
+            },
+            "Cache-Control": {"description": "`no-store`.", "schema": {"type": "string"}},
+        },
+    }
+}
+
+
+def router(reader: Reader, keys: KeyCheck) -> APIRouter:
+    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 429, 500, 503))
+    export = Export(reader.run)
+
+    @api.get(
+        "/export",
+        tags=["events"],
+        summary="Every matching event, oldest first, as NDJSON or CSV",
+        description="The filters of `/events`, `where` included, without a row limit or pages: the whole answer "
+        "is one stream. `since` and `until` filter on the event's own timestamp. A key limited to some event "
+        "types exports those only.",
+        status_code=200,
+        response_class=Stream,
+        responses=OPENAPI_200,
+    )
+    def export_events(
+        grant: Granted,
+        export_format: Format = "ndjson",
+        event_type: EventType = None,
+        user_id: UserId = None,
+        since: Since = None,
+        until: Until = None,
+        where: Where = None,
+    ) -> Stream:
+        only = EventFilter(text(event_type), text(user_id), *window(since, until), where=conditions(where))
+        pages = export.pages(grant.narrow(only))
+        # The first page is read before the answer starts, so a ClickHouse that
+        # does not answer gets its 503 (or 500) as on any route.
+        first = next(pages, [])
+        head, encode = ENCODERS[export_format]
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        headers = {
+            "Content-Disposition": f'attachment; filename="events-{stamp}.{export_format}"',
+            "Cache-Control": "no-store",
+        }
+        return Stream(_chunks(head, chain([first], pages), encode), MEDIA_TYPES[export_format], headers, "export")
+
+    return api
+
+
+def _chunks(head: str, pages: Iterator[list[Event]], encode: Callable[[list[Event]], str]) -> Iterator[bytes]:
+    """One chunk a page, the next page read on a thread of its own meanwhile: the
+    engine (chDB runs without the GIL) reads while Python formats. One page ahead
+    at most, and only while the client takes what it is sent."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="eventpipe-export")
+    try:
+        ahead = pool.submit(next, pages, None)
+        while (page := ahead.result()) is not None:
+            ahead = pool.submit(next, pages, None)
+            chunk = (head + encode(page)).encode()
+            head = ""
+            del page
+            if chunk:
+                yield chunk
+    finally:
+        # A client that left: the page being read is let finish on its own, unwaited.
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,62 @@
+"""An answer streamed as it is produced: complete, or visibly cut off.
+
+The body is sent with HTTP/1.1 chunked encoding. When producing it fails
+midway (ClickHouse stops answering in the middle of an export), the status
+line has long been sent, so there is no error status to give: the answer is
+cut off instead. The connection closes without the chunked encoding's last
+chunk, which every HTTP client reports as an error (curl exits 18, httpx and
+requests raise), so a failed export never looks complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from eventpipe.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+# Set in the scope by app.HeadAsGet on a HEAD answered by a GET route: its
+# body would be thrown away, so a stream does not produce it.
+HEAD_ONLY = "eventpipe.head_only"
+
+
+class Stream(StreamingResponse):
+    """Chunks from a sync iterator, each made on a worker thread only when the
+    one before has been handed to the server: a client that reads slowly
+    holds the producer at its next chunk (the server's write buffer pauses
+    the send), and one that goes away stops it at that chunk (Starlette
+    cancels the stream on the client's disconnect)."""
+
+    def __init__(self, chunks: Iterator[bytes], media_type: str, headers: dict[str, str], what: str) -> None:
+        super().__init__(chunks, media_type=media_type, headers=headers)
+        self._what = what  # names the answer in the log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get(HEAD_ONLY):
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        await super().__call__(scope, receive, send)
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        sent = 0
+        try:
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent += len(chunk)
+        except Exception as exc:  # whatever failed, the answer must end incomplete
+            # No last chunk: the server closes the connection and the client sees a cut-off transfer.
+            log.error("%s cut off after %d bytes: %s", self._what, sent, exc, exc_info=not _expected(exc))
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _expected(exc: Exception) -> bool:
+    """A storage failure is logged by its message, as the other routes log it; anything else is a bug."""
+    return isinstance(exc, StorageError)

@@ -1,0 +1,212 @@
+"""The arrival feed: every stored event once, in the order the store committed it, resumable from a token.
+
+Positions are ClickHouse block numbers of `arrivals` (migration 9): a
+non-replicated MergeTree takes a part's number and makes the part visible
+under one lock, so once a part is visible every part with a lower number is
+visible too, and no part can later appear below it. `arrivals` keeps every
+copy of every event (it collapses nothing) and each row keeps its part's
+number through merges, so an event's first position, the lowest number among
+its copies, is fixed from the moment the event is visible.
+
+A client walks epochs. An epoch is a range of numbers (lo, hi], where hi is the
+highest number when the epoch began; it serves, in key order (timestamp,
+type, id), every event whose first position falls in it. Everything up to
+`lo` was served by earlier epochs, a part committed later gets a number above
+`hi` and goes to a later epoch, and a redelivered copy of an event served
+before has a first position at or below `lo`: it is left out. So each event
+comes exactly once, however late it was committed and however old its own
+timestamp.
+
+A page reads only the parts whose block range meets its epoch (chosen by part
+name inside the query, so a merge cannot race it), from the lowest time those
+parts hold and from its cursor on, in key order: the candidates first (keys
+and sizes, cut at PAGE_BYTES), then the first copy of each, found by key among
+all parts. Reading in the sort key's order, ClickHouse stops once it has enough.
+
+complete_until comes from the workers' marks (worker_marks): read before an
+epoch's hi is taken, the newest mark of each worker says that everything it
+received before that instant was committed before the mark, so below hi.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from eventpipe.events import Event
+from eventpipe.store.query import EVENT_BYTES, EVENT_FIELDS, PAGE_BYTES, EventFilter, Query, event_conditions
+
+Run = Callable[[Query], list[tuple[object, ...]]]
+
+KEY = "timestamp, event_type, event_id"
+# Parts of `arrivals` as the page relies on them: their block ranges say which
+# epoch numbers they hold, their time range bounds the keys of those rows.
+PARTS_QUERY = Query(
+    "SELECT name, min_block_number, max_block_number, toUnixTimestamp(min_time) FROM system.parts"
+    " WHERE database = currentDatabase() AND table = 'arrivals' AND active",
+    {},
+)
+# The newest mark of each worker, and the server's clock for workers that have none yet.
+MARKS_QUERY = Query(
+    "SELECT toUnixTimestamp64Milli(now64(3)), groupArray((complete_before, retired)) FROM"
+    " (SELECT argMax(complete_before, written) AS complete_before, argMax(retired, written) AS retired"
+    " FROM worker_marks GROUP BY worker)",
+    {},
+)
+
+
+class Key(NamedTuple):
+    """An event's place inside an epoch: its sort key."""
+
+    time_ms: int
+    event_type: str
+    event_id: str
+
+
+class Place(NamedTuple):
+    """Where a client is: every event whose first position is at most `lo` was served,
+    and of the epoch (lo, hi] those up to `after`. `hi` is None between epochs.
+    `served_before_ms` is complete_until once `lo` is served, `epoch_before_ms` once `hi` is."""
+
+    lo: int = 0
+    hi: int | None = None
+    served_before_ms: int = 0
+    epoch_before_ms: int = 0
+    after: Key | None = None
+
+
+class FeedPage(NamedTuple):
+    rows: list[Event]
+    next: Place
+    complete_until_ms: int
+
+
+class FeedRewound(Exception):
+    """The store numbers below where the client is: it was restored (its derived tables
+    rebuilt, migration.DERIVED) since the client's place was taken. Serving on would skip."""
+
+
+class Part(NamedTuple):
+    name: str
+    min_block: int
+    max_block: int
+    min_time_s: int
+
+
+class Feed:
+    """Pages of the arrival feed, read through `run` (a Reader's)."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    def page(self, where: EventFilter, limit: int, place: Place, max_bytes: int = PAGE_BYTES) -> FeedPage:
+        """Up to `limit` events after `place` that `where` admits, whose JSON fits in `max_bytes` (at least one)."""
+        if place.hi is None:
+            place = self._begin(place)
+        assert place.hi is not None
+        parts = self._parts()
+        if max((p.max_block for p in parts), default=0) < place.hi:
+            raise FeedRewound(f"arrivals numbers below {place.hi} now")
+        # Rows of the epoch are in parts that hold its numbers; their time ranges bound the rows' keys.
+        epoch = [p for p in parts if p.max_block > place.lo and p.min_block <= place.hi]
+        if not epoch:
+            return self._finish(place, [])
+        since_ms = min(p.min_time_s for p in epoch) * 1000
+        sizes = self._run(_candidates(where, place, since_ms, limit, sized=True))
+        kept = _fitting([int(str(row[-1])) for row in sizes], max_bytes)
+        rows = self._run(_first_copies(where, place, since_ms, kept)) if kept else []
+        events = [_event(row) for row in rows if row[-1]]
+        if len(sizes) < limit and kept == len(sizes):
+            return self._finish(place, events)
+        last = rows[-1]
+        after = Key(int(str(last[2])), str(last[1]), str(last[0]))
+        return FeedPage(events, place._replace(after=after), place.served_before_ms)
+
+    def _begin(self, place: Place) -> Place:
+        """Start the epoch after `lo`: its complete_until from the marks, then its hi (in that order)."""
+        now_ms, marks = self._run(MARKS_QUERY)[0]
+        before = int(str(now_ms))
+        for complete_before, retired in marks:  # type: ignore[attr-defined]
+            if not int(str(retired)):
+                before = min(before, int(str(complete_before)))
+        hi = max((p.max_block for p in self._parts()), default=0)
+        if hi < place.lo:
+            raise FeedRewound(f"arrivals numbers below {place.lo} now")
+        return place._replace(hi=hi, epoch_before_ms=before, after=None)
+
+    def _finish(self, place: Place, events: list[Event]) -> FeedPage:
+        """The last page of the epoch: the next one starts after its hi."""
+        assert place.hi is not None
+        nxt = Place(lo=place.hi, served_before_ms=place.epoch_before_ms)
+        return FeedPage(events, nxt, place.epoch_before_ms)
+
+    def _parts(self) -> list[Part]:
+        return [Part(str(n), int(str(lo)), int(str(hi)), int(str(t))) for n, lo, hi, t in self._run(PARTS_QUERY)]
+
+
+def _fitting(sizes: list[int], max_bytes: int) -> int:
+    """How many rows from the start fit in `max_bytes`: at least one, so a page always moves on."""
+    total = 0
+    for count, size in enumerate(sizes):
+        total += size
+        if total > max_bytes and count:
+            return count
+    return len(sizes)
+
+
+def _candidates(where: EventFilter, place: Place, since_ms: int, limit: int, sized: bool = False) -> Query:
+    """The first `limit` rows of the epoch after the place, in key order: copies whose number is in
+    (lo, hi], so every event whose first copy is there has at least one row among them."""
+    conditions, parameters = event_conditions(where)
+    conditions += [
+        # Whole parts whose block range misses the epoch are left out before any is read, by the
+        # names of the parts the query sees (partition_min_max_level): no merge can race it.
+        "toUInt64(splitByChar('_', _part)[3]) > {lo:UInt64}",
+        "toUInt64(splitByChar('_', _part)[2]) <= {hi:UInt64}",
+        "_block_number > {lo:UInt64}",
+        "_block_number <= {hi:UInt64}",
+        "timestamp >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')",
+    ]
+    parameters |= {"lo": place.lo, "hi": place.hi, "since_ms": since_ms, "limit": limit}
+    if place.after is not None:
+        # Spelled out so the sort key's first column bounds the read.
+        conditions.append(
+            "timestamp >= fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
+            " AND (timestamp > fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
+            " OR (event_type, event_id) > ({after_type:String}, {after_id:String}))"
+        )
+        parameters |= {"after_ms": place.after.time_ms, "after_type": place.after.event_type}
+        parameters["after_id"] = place.after.event_id
+    fields = f"toUnixTimestamp64Milli(timestamp), event_type, event_id, {EVENT_BYTES} AS size" if sized else KEY
+    sql = (
+        f"SELECT {fields} FROM arrivals WHERE {' AND '.join(conditions)}"  # noqa: S608 - constant fragments
+        f" ORDER BY {KEY} LIMIT {{limit:UInt32}}"
+    )
+    return Query(sql, parameters)
+
+
+def _first_copies(where: EventFilter, place: Place, since_ms: int, kept: int) -> Query:
+    """For each event among the first `kept` candidates, its first copy (lowest number) over all parts,
+    and whether to serve it: its first number is in this epoch and the copy passes the filter."""
+    candidates = _candidates(where, place, since_ms, kept)
+    conditions, parameters = event_conditions(where)
+    first = (
+        "SELECT event_id, event_type, timestamp, received_at, user_id, topic, properties, _block_number AS first"  # noqa: S608 - constant fragments
+        f" FROM arrivals WHERE ({KEY}) IN ({candidates.sql}) ORDER BY {KEY}, first LIMIT 1 BY {KEY}"
+    )
+    keep = " AND ".join(["first > {lo:UInt64}", *conditions])
+    sql = f"SELECT {EVENT_FIELDS}, {keep} AS keep FROM ({first}) ORDER BY {KEY}"  # noqa: S608 - constant fragments
+    return Query(sql, candidates.parameters | parameters)
+
+
+def _event(row: tuple[object, ...]) -> Event:
+    event_id, event_type, timestamp_ms, received_ms, user_id, topic, properties, _keep = row
+    return Event(
+        str(event_id),
+        str(event_type),
+        int(str(timestamp_ms)),
+        int(str(received_ms)),
+        None if user_id is None else str(user_id),
+        str(topic),
+        str(properties),
+    )

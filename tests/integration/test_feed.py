@@ -1,0 +1,284 @@
+"""The arrival feed serves every stored event exactly once to a client that follows it while several
+writers commit at once: late events, old timestamps, redeliveries and re-sends included."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+
+import clickhouse_connect
+import pytest
+
+from eventpipe.events import Event
+from eventpipe.store.client import connect
+from eventpipe.store.feed import Feed, FeedPage, Place
+from eventpipe.store.migration import MIGRATIONS, migrate
+from eventpipe.store.query import EventFilter
+from eventpipe.store.reader import Reader
+from eventpipe.store.writer import Writer
+from tests.support.faults import FaultyWriter
+from tests.support.mqtt import publish_raw
+from tests.support.pipeline import running_worker, settings_for
+from tests.support.services import ContainerBroker, LocalBroker
+from tests.support.wait import wait_until
+
+Broker = LocalBroker | ContainerBroker
+
+DAY_MS = 86_400_000
+Ident = tuple[int, str, str]
+
+
+def ident(event: Event) -> Ident:
+    return event.timestamp_ms, event.event_type, event.event_id
+
+
+def stored(client: clickhouse_connect.driver.Client) -> set[Ident]:
+    """Every event the store holds, as /events would list it (probes and worker marks left out)."""
+    sql = "SELECT DISTINCT toUnixTimestamp64Milli(timestamp), event_type, event_id FROM events"
+    rows = client.query(sql + " WHERE event_type != '_probe'").result_rows
+    return {(int(t), str(kind), str(event_id)) for t, kind, event_id in rows}
+
+
+def highest_block(client: clickhouse_connect.driver.Client) -> int:
+    sql = "SELECT max(max_block_number) FROM system.parts WHERE database = currentDatabase() AND table = 'arrivals'"
+    return int(client.command(sql + " AND active"))
+
+
+class Follower:
+    """A client of the feed: follows `next` for ever, as the docs tell a sync to."""
+
+    def __init__(self, feed: Feed, limit: int, where: EventFilter | None = None) -> None:
+        self.feed, self.limit, self.where = feed, limit, where or EventFilter()
+        self.place = Place()
+        self.served: list[Ident] = []
+        self.pages: list[FeedPage] = []
+
+    def poll(self) -> FeedPage:
+        page = self.feed.page(self.where, self.limit, self.place)
+        self.served += [ident(event) for event in page.rows]
+        self.pages.append(page)
+        self.place = page.next
+        return page
+
+    def catch_up(self, through_block: int) -> None:
+        """Poll until an epoch that began after `through_block` was committed has been served whole."""
+        while not (self.place.hi is None and self.place.lo >= through_block):
+            self.poll()
+
+
+def event(event_id: str, timestamp_ms: int, received_ms: int, kind: str = "click") -> Event:
+    return Event(event_id, kind, timestamp_ms, received_ms, f"user-{event_id[-2:]}", f"events/{kind}", "{}")
+
+
+def test_concurrent_writers_late_events_and_copies_are_served_exactly_once(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    now = time.time_ns() // 1_000_000
+    follower = Follower(Feed(Reader(client).run), limit=137)
+    done = threading.Event()
+
+    def follow() -> None:
+        while not done.is_set():
+            follower.poll()
+
+    def write(worker: int) -> None:
+        # One Writer per worker on the shared connection, as several workers commit into one server.
+        writer, rng = Writer(client), random.Random(worker)
+        mine: list[Event] = []
+        for batch in range(40):
+            received = now + batch * 10 + worker
+            fresh = [
+                # Late events too: a quarter are stamped up to 80 days before their receipt.
+                event(f"w{worker}-{batch}-{i}", received - (rng.randrange(80 * DAY_MS) if i % 4 == 0 else i), received)
+                for i in range(50)
+            ]
+            # Redeliveries of this worker's own events from any earlier batch (a crash, a broker
+            # restart), and re-sends of events another worker stored (a producer retry).
+            again = [copy._replace(received_ms=received) for copy in rng.sample(mine, min(len(mine), 10))]
+            other = (worker + 1) % 4
+            resent = [
+                event(f"w{other}-{rng.randrange(batch + 1)}-{i}", received - i, received)
+                for i in range(1, 50, 4)  # the undelayed ones, whose timestamp the test can know
+            ]
+            writer.insert_events([*fresh, *again, *resent])
+            mine += fresh
+
+    follower_thread = threading.Thread(target=follow)
+    follower_thread.start()
+    writers = [threading.Thread(target=write, args=(worker,)) for worker in range(4)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    done.set()
+    follower_thread.join()
+    follower.catch_up(highest_block(client))
+
+    counts = Counter(follower.served)
+    assert not [key for key, n in counts.items() if n > 1], "served twice"
+    expected = stored(client)
+    assert len(expected) >= 4 * 40 * 50
+    assert set(counts) == expected, f"missed {len(expected - set(counts))}, extra {len(set(counts) - expected)}"
+    # It was followed while the writers ran: several epochs, not one read at the end.
+    assert len({page.next.lo for page in follower.pages}) > 3
+
+
+def test_a_late_event_or_copy_committed_after_the_client_caught_up(client: clickhouse_connect.driver.Client) -> None:
+    now = time.time_ns() // 1_000_000
+    writer = Writer(client)
+    follower = Follower(Feed(Reader(client).run), limit=1000)
+    first = [event(f"a{i:02}", now - i, now) for i in range(20)]
+    writer.insert_events(first)
+    follower.catch_up(highest_block(client))
+    assert sorted(follower.served) == sorted(map(ident, first))
+
+    # A sync built on /events?since=<its last run> asks for timestamps after `now`: an event
+    # stamped 60 days ago that arrives now is never in its window. The feed serves it, and
+    # leaves out a redelivered copy of an event it served already.
+    late = event("late", now - 60 * DAY_MS, now + 1000)
+    writer.insert_events([late, first[3]._replace(received_ms=now + 1000)])
+    follower.catch_up(highest_block(client))
+    assert follower.served[20:] == [ident(late)]
+    assert ident(late) not in {ident(row) for row in Reader(client).events(EventFilter(since_ms=now), 1000)}
+
+
+def test_a_copy_received_first_but_committed_last_is_not_served_again(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # Worker A receives an event, worker B a re-send of it; B commits first, A's slower batch later.
+    # /events keeps A's copy (received first); the feed served the event at B's commit and must
+    # not serve it again at A's, whichever copy merges keep.
+    now = time.time_ns() // 1_000_000
+    writer = Writer(client)
+    follower = Follower(Feed(Reader(client).run), limit=10)
+    resend = event("e1", now - 5, now + 200)
+    writer.insert_events([resend])
+    follower.catch_up(highest_block(client))
+    writer.insert_events([resend._replace(received_ms=now)])
+    client.command("OPTIMIZE TABLE events FINAL")
+    client.command("OPTIMIZE TABLE arrivals FINAL")
+    follower.catch_up(highest_block(client))
+    assert follower.served == [ident(resend)]
+    kept = Reader(client).event("e1")
+    assert kept is not None and kept.received_ms == now
+
+
+def test_filtered_feed_and_byte_cap(client: clickhouse_connect.driver.Client) -> None:
+    now = time.time_ns() // 1_000_000
+    writer = Writer(client)
+    rows = [event(f"b{i:03}", now - i, now, "purchase" if i % 3 == 0 else "click") for i in range(300)]
+    # The 40 oldest (the feed's first in an epoch) carry 60 KB each.
+    big = [r._replace(properties='{"blob": "' + "x" * 60_000 + '"}') for r in rows[-40:]]
+    writer.insert_events(rows[:-40] + big)
+    feed = Feed(Reader(client).run)
+
+    purchases = Follower(feed, limit=7, where=EventFilter(event_type="purchase"))
+    purchases.catch_up(highest_block(client))
+    assert sorted(purchases.served) == sorted(ident(r) for r in rows if r.event_type == "purchase")
+
+    # 40 events of 60 KB: a page stops at the byte cap, never before its first event.
+    page = feed.page(EventFilter(), 40, Place(), max_bytes=200_000)
+    assert 1 <= len(page.rows) <= 4 and page.next.after is not None
+    assert len(feed.page(EventFilter(), 40, Place(), max_bytes=1).rows) == 1
+
+
+@pytest.mark.parametrize("limit", [1, 1000])
+def test_an_empty_store_answers_a_page_with_a_next(client: clickhouse_connect.driver.Client, limit: int) -> None:
+    page = Feed(Reader(client).run).page(EventFilter(), limit, Place())
+    assert page.rows == [] and page.next.hi is None and page.next.lo == 0
+
+
+def test_two_workers_marks_make_complete_until_true_and_it_reaches_the_last_event(
+    broker: Broker, client: clickhouse_connect.driver.Client, clickhouse_dsn: str
+) -> None:
+    # Two workers of one share group, with probes (so an idle worker still moves its marks on).
+    settings = settings_for(broker.url, clickhouse_dsn, mqtt_share_group="feed", probe_interval_s=0.3)
+    other = settings.model_copy(update={"mqtt_client_id": settings.mqtt_client_id + "-b"})
+    now = time.time_ns() // 1_000_000
+    sent = [
+        # Some stamped weeks ago, some sent twice (a producer's re-send lands on either worker).
+        (f"events/t{i % 3}", json.dumps({"event_id": f"m{i}", "timestamp": now - (i % 7 == 0) * 30 * DAY_MS}))
+        for i in range(1500)
+    ]
+    sent += sent[::50]
+    follower = Follower(Feed(Reader(client).run), limit=400)
+
+    def checked_poll() -> FeedPage:
+        page = follower.poll()
+        # The guarantee itself: whatever was received before complete_until has been served.
+        sql = (
+            "SELECT toUnixTimestamp64Milli(timestamp), event_type, event_id FROM events"
+            " WHERE received_at < fromUnixTimestamp64Milli({t:Int64}, 'UTC') AND event_type != '_probe'"
+        )
+        before = client.query(sql, parameters={"t": page.complete_until_ms}).result_rows
+        missing = {(int(t), str(kind), str(eid)) for t, kind, eid in before} - set(follower.served)
+        assert not missing, f"{len(missing)} received before complete_until but not served"
+        return page
+
+    with running_worker(settings) as first, running_worker(other) as second:
+        half = len(sent) // 2
+        assert publish_raw(broker.url, [(t, p.encode()) for t, p in sent[:half]]) == half
+        checked_poll()
+        assert publish_raw(broker.url, [(t, p.encode()) for t, p in sent[half:]]) == len(sent) - half
+        wait_until(lambda: first.reader.count_events() == 1500, what="1500 stored")
+        sql = "SELECT toUnixTimestamp64Milli(max(received_at)) FROM events WHERE event_type != '_probe'"
+        last_received = int(client.command(sql))
+        wait_until(lambda: checked_poll().complete_until_ms > last_received, what="complete_until past the last")
+        assert min(run.metric("eventpipe_messages_received_total") for run in (first, second)) > 0
+    assert sorted(key[2] for key in follower.served) == sorted(f"m{i}" for i in range(1500))
+    assert len(follower.served) == len(set(follower.served))
+    # Both stopped cleanly and retired: complete_until is no longer held back by them.
+    stopped = time.time_ns() // 1_000_000
+    follower.catch_up(highest_block(client))
+    assert checked_poll().complete_until_ms >= stopped
+
+
+def test_complete_until_stays_below_messages_held_or_being_committed(
+    broker: Broker, client: clickhouse_connect.driver.Client, clickhouse_dsn: str
+) -> None:
+    # A slow store and small batches (a mark rides with at most one a second): while the first
+    # batches commit, the rest is held, received but not stored, and the client reads the feed.
+    writer = FaultyWriter(connect(clickhouse_dsn))
+    settings = settings_for(broker.url, clickhouse_dsn, batch_max_rows=10, batch_max_ms=5000)
+    follower = Follower(Feed(Reader(client).run), limit=1000)
+    with running_worker(settings, writer=writer) as run:
+        time.sleep(2.5)  # idle marks: complete_until is near now before anything is sent
+        follower.catch_up(highest_block(client))
+        idle = follower.pages[-1].complete_until_ms
+        writer.delay_s = 0.5
+        sent = [("events/slow", json.dumps({"event_id": f"s{i}"}).encode()) for i in range(50)]
+        assert publish_raw(broker.url, sent) == 50
+        wait_until(lambda: 30 <= run.metric("eventpipe_events_stored_total") < 50, what="three batches stored")
+        follower.catch_up(highest_block(client))
+        during, served = follower.pages[-1].complete_until_ms, set(follower.served)
+        wait_until(lambda: run.metric("eventpipe_events_stored_total") == 50, what="50 stored")
+    sql = (
+        "SELECT toUnixTimestamp64Milli(timestamp), event_type, event_id FROM events"
+        " WHERE received_at < fromUnixTimestamp64Milli({t:Int64}, 'UTC') AND event_type != '_probe'"
+    )
+    before = {(int(t), str(k), str(i)) for t, k, i in client.query(sql, parameters={"t": during}).result_rows}
+    assert before <= served, f"{len(before - served)} received before complete_until were not committed yet"
+    assert idle > time.time_ns() // 1_000_000 - 60_000, "complete_until did not move while idle"
+
+
+def test_migration_9_feeds_what_was_stored_before_it_once_even_when_run_twice(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # A store at version 8 with events in it, then migration 9; then a crash after its copy,
+    # before its ledger row, so the copy runs again: every event is served once all the same.
+    for statement in ("DROP VIEW arrivals_feed", "DROP VIEW worker_marks_feed", "DROP TABLE arrivals"):
+        client.command(statement)
+    client.command("DELETE FROM schema_migrations WHERE version = 9")
+    now = time.time_ns() // 1_000_000
+    before = [event(f"old{i:03}", now - i * 3_600_000, now) for i in range(300)]
+    Writer(client).insert_events(before)
+    assert migrate(client) == [9]
+    client.command(next(m for m in MIGRATIONS if m.version == 9).statements[-1])  # the copy, again
+    client.command("DELETE FROM schema_migrations WHERE version = 9")
+    assert migrate(client) == [9]
+    follower = Follower(Feed(Reader(client).run), limit=100)
+    follower.catch_up(highest_block(client))
+    assert sorted(follower.served) == sorted(map(ident, before))

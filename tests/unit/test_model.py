@@ -1,0 +1,48 @@
+"""The API's JSON of an event, written by hand for speed: the same text json.dumps writes, for any value."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from eventpipe.api.model import event_text, rfc3339
+from eventpipe.events import Event
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The API's time range: 1970 up to 10^13 ms (2286), DateTime64(3)'s end well beyond.
+INSTANTS = st.integers(min_value=0, max_value=10**13 - 1)
+# Any text a column can hold: every control character, quotes, backslashes, U+2028, astral characters.
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+
+
+@given(INSTANTS)
+@example(0)
+@example(951_782_400_000)  # 2000-02-29, a leap day
+@example(9_694_097_089_522)  # 2277: a float of seconds made this .521
+@example(10**13 - 1)
+def test_times_are_rfc3339_utc_to_the_millisecond(epoch_ms: int) -> None:
+    moment = EPOCH + timedelta(milliseconds=epoch_ms)
+    assert rfc3339(epoch_ms) == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+    assert datetime.fromisoformat(rfc3339(epoch_ms)) == moment
+
+
+@given(TEXT, TEXT, INSTANTS, INSTANTS, st.none() | TEXT, TEXT)
+@example('\x00\x1f"\\/', "é🙂\u2028\u2029\x7f", 0, 1, None, "events/a")
+def test_an_event_is_what_json_dumps_writes(
+    event_id: str, event_type: str, timestamp_ms: int, received_ms: int, user_id: str | None, topic: str
+) -> None:
+    properties = json.dumps({"note": event_id, "n": [1, None]}, separators=(",", ":"), ensure_ascii=False)
+    stored = Event(event_id, event_type, timestamp_ms, received_ms, user_id, topic, properties)
+    fields = {
+        "event_id": event_id,
+        "event_type": event_type,
+        "timestamp": rfc3339(timestamp_ms),
+        "received_at": rfc3339(received_ms),
+        "user_id": user_id,
+        "topic": topic,
+        "properties": json.loads(properties),
+    }
+    assert event_text(stored) == json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
