@@ -38,8 +38,8 @@ class Settings(BaseSettings):
     # A ClickHouse server (http://user:pass@host:8123/db) or the embedded
     # engine (chdb:///path); empty means chDB under data_dir.
     clickhouse_dsn: str = ""
-    # The ClickHouse user the API's /admin/ routes act as: backups need rights
-    # its read-only user lacks. Empty: clickhouse_dsn's.
+    # The ClickHouse user the API's /admin/ routes act as: backups, replays and
+    # erasures need rights its read-only user lacks. Empty: clickhouse_dsn's.
     admin_clickhouse_dsn: str = ""
     # Days to keep events and dead letters; 0 keeps them forever.
     retention_days: int = Field(default=0, ge=0)
@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     # behind one address needs the same value (at least 32 characters, checked
     # by the API without echoing it).
     cursor_secret: SecretStr | None = None
+    # Keys the hash of a user id in the erasure audit, so that the audit alone
+    # cannot tell whose data went. Empty: `eventpipe up` keeps one in data_dir,
+    # `eventpipe api` answers erasure requests 503.
+    erasure_secret: SecretStr | None = None
     # `eventpipe up` only: the Prometheus it runs when the binary is there, and
     # the rules it loads (default: prometheus/rules of this checkout).
     prometheus_port: int = Field(default=9090, ge=0, le=65_535)
@@ -145,12 +149,12 @@ class Settings(BaseSettings):
             raise ValueError("EVENTPIPE_MQTT_CA_FILE is set, so EVENTPIPE_MQTT_URL must be mqtts://, not plain mqtt://")
         return self
 
-    @field_validator("mqtt_session_secret", mode="before")
+    @field_validator("mqtt_session_secret", "erasure_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("mqtt_session_secret")
+    @field_validator("mqtt_session_secret", "erasure_secret")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         # The message names the setting (by the caller) and never the value.

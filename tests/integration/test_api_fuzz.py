@@ -25,13 +25,15 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 from eventpipe.api.app import create_app
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.keyring import Keyring
+from eventpipe.api.maintenance import admin
+from eventpipe.config import Settings
 from eventpipe.events.condition import parse_condition, parse_field
 from eventpipe.events.metric import parse_metric
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
-from tests.support.api import AUTH, KEY, event, readonly_reader, rejection
+from tests.support.api import AUTH, ERASURE_SECRET, KEY, event, readonly_reader, rejection
 
 MARCH_MS = 1_772_323_200_000
 
@@ -61,7 +63,10 @@ def fuzz_schema(clickhouse_dsn: str, keys: Sequence[str] | Keyring = (KEY,)) -> 
         ]
     )
     writer.insert_dead_letters([rejection("events/bad", b"\xff" + bytes([i]), MARCH_MS + i) for i in range(5)])
-    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), keys, backups=Backups(client))
+    operations = admin(Settings(clickhouse_dsn=clickhouse_dsn, erasure_secret=ERASURE_SECRET))
+    app = create_app(
+        readonly_reader(clickhouse_dsn), CollectorRegistry(), keys, backups=Backups(client), admin=operations
+    )
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
@@ -120,6 +125,30 @@ def test_the_admin_routes_answer_documented_statuses_only(clickhouse_dsn: str, m
     def check(case: Case) -> None:
         response = case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance])
         assert response.status_code == (200 if admin else 403), response.text
+
+    check()
+
+
+# Replay and erasure, as an admin key: whatever the body or parameters, a documented answer, never a 5xx.
+# An erasure waits for several deletes: fewer examples of it keep the run short.
+ADMIN_OPERATIONS = (
+    ("/admin/dead-letters/replay", "POST", 80),
+    ("/admin/erase", "POST", 25),
+    ("/admin/erasures", "GET", 80),
+)
+
+
+@pytest.mark.parametrize("mode", list(GenerationMode))
+@pytest.mark.parametrize(("path", "method", "examples"), ADMIN_OPERATIONS)
+def test_replay_and_erasure_get_no_server_error(
+    clickhouse_dsn: str, path: str, method: str, examples: int, mode: GenerationMode
+) -> None:
+    operation = fuzz_schema(clickhouse_dsn, Keyring((), generated=KEY))[path][method]
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def check(case: Case) -> None:
+        case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance, negative_data_rejection])
 
     check()
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from fastapi import FastAPI
 
+from eventpipe.api.backlog import Backlog
 from eventpipe.api.metrics import instrument
 from eventpipe.broker.journal import Journal
 from eventpipe.cli.runtime import process_registry
@@ -200,6 +201,7 @@ def exported_metrics() -> set[str]:
     IngestMetrics(registry)
     registry.register(Journal(Path("/nonexistent/mosquitto.log")))  # `eventpipe up`'s broker log
     instrument(FastAPI(), registry)
+    registry.register(Backlog(dict))  # the API's dead letters by status
     names = set()
     for family in registry.collect():
         names |= {sample.name for sample in family.samples}

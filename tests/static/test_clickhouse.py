@@ -10,7 +10,7 @@ import pytest
 
 from eventpipe.store.backup import SCRATCH_PREFIX
 from eventpipe.store.client import BACKUP_DISK
-from eventpipe.store.migration import KEPT, RETAINED
+from eventpipe.store.migration import KEPT, MIGRATIONS, RETAINED
 from tests.support import compose
 
 # The repository's own files, not untrusted input.
@@ -93,9 +93,15 @@ def test_the_migrator_owns_the_eventpipe_database_and_reads_backups() -> None:
     assert grants("eventpipe_migrator") == ["GRANT ALL ON eventpipe.*", READ_BACKUP]
 
 
-def test_the_admin_user_may_back_up_read_and_record_backups_only() -> None:
+# What a replay writes (events through the worker's path, its outcomes) and an erasure deletes.
+REPLAY_INSERTS = ("events", "undated_events", "dead_letter_outcomes")
+ERASED = ("events", "events_by_user", "arrivals", "event_ids", "undated_events", "dead_letters", "dead_letter_outcomes")
+
+
+def test_the_admin_user_may_back_up_read_record_replay_and_erase_only() -> None:
     expected = ["GRANT SELECT, BACKUP ON eventpipe.*", READ_BACKUP]
-    expected += [f"GRANT INSERT ON eventpipe.{table}" for table in KEPT]
+    expected += [f"GRANT INSERT ON eventpipe.{table}" for table in (*KEPT, *REPLAY_INSERTS)]
+    expected += [f"GRANT ALTER DELETE ON eventpipe.{table}" for table in ERASED]
     assert sorted(grants("eventpipe_admin")) == sorted(expected)
 
 
@@ -139,3 +145,41 @@ def test_the_prometheus_endpoint_is_on() -> None:
     # Internal only: compose must not publish it.
     port = prometheus.findtext("port")
     assert not any(f":{port}" in str(p) for p in compose.service("clickhouse").get("ports", []))
+
+
+def migrated_tables() -> dict[str, str]:
+    """Table name -> its column definitions, as the migrations create them (their last definition)."""
+    tables = {}
+    texts = [(statement, None) for migration in MIGRATIONS for statement in migration.statements]
+    texts += [(rebuild.create, rebuild.table) for migration in MIGRATIONS for rebuild in migration.rebuilds]
+    for text, rebuilt in texts:
+        match = re.search(r"CREATE TABLE (?:IF NOT EXISTS )?(\{table\}|\w+)\s*\((.*?)\)\s*ENGINE", text, re.S)
+        if match:
+            tables[rebuilt or match.group(1)] = match.group(2)
+    return tables
+
+
+def test_the_api_writes_as_the_admin_user_and_reads_as_the_read_only_one() -> None:
+    env = compose.environment("api", MARKED)
+    parts = urlsplit(env["EVENTPIPE_ADMIN_CLICKHOUSE_DSN"])
+    element = user("eventpipe_admin").find("password")
+    assert element is not None and element.get("from_env") == "CLICKHOUSE_ADMIN_PASSWORD"
+    assert (parts.username, parts.password, parts.path) == (
+        "eventpipe_admin",
+        "value-of-CLICKHOUSE_ADMIN_PASSWORD",
+        "/eventpipe",
+    )
+    server_env = compose.service("clickhouse")["environment"]
+    assert str(server_env["CLICKHOUSE_ADMIN_PASSWORD"]).startswith("${CLICKHOUSE_ADMIN_PASSWORD:?")
+    assert dsn("api")[0] == "eventpipe_api"
+
+
+def test_the_admin_user_may_erase_every_table_that_holds_a_user_and_never_the_audit() -> None:
+    granted = grants("eventpipe_admin")
+    deletable = {query.rsplit(".", 1)[1] for query in granted if query.startswith("GRANT ALTER DELETE ON")}
+    holding_users = {name for name, columns in migrated_tables().items() if re.search(r"\buser_id\b", columns)}
+    assert {"events", "events_by_user"} <= holding_users
+    # Those, the indexes found through them, and the dead letters (with their outcomes) that name a user.
+    assert deletable == holding_users | {"event_ids", "undated_events", "dead_letters", "dead_letter_outcomes"}
+    assert "erasures" in migrated_tables() and "erasures" not in deletable
+    assert user("eventpipe_admin").findtext("profile") == "default"  # may write, unlike the API's profile

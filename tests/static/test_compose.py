@@ -189,3 +189,15 @@ def test_app_containers_do_not_run_with_extra_privileges() -> None:
         assert definition.get("read_only") is True, name
         assert definition.get("cap_drop") == ["ALL"], name
         assert "no-new-privileges:true" in definition.get("security_opt", []), name
+
+
+# What the contract parses with: a replay in the API must parse as the worker did.
+CONTRACT_SETTINGS = ("max_payload_bytes", "max_depth", "max_future_skew_s", "max_past_days", "envelope_keys")
+
+
+def test_the_api_replays_dead_letters_under_the_settings_the_worker_parses_with() -> None:
+    worker = compose.environment("ingest-worker", DUMMY_SECRETS)
+    api = compose.environment("api", DUMMY_SECRETS)
+    for name in CONTRACT_SETTINGS:
+        variable = f"EVENTPIPE_{name.upper()}"
+        assert worker.get(variable) == api.get(variable), f"{variable}: the worker and the API parse differently"

@@ -13,6 +13,9 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
+from eventpipe.api.keyring import Keyring
+from eventpipe.api.maintenance import admin
+from eventpipe.config import Settings
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store.client import engine_options
 from eventpipe.store.reader import Reader
@@ -32,6 +35,22 @@ def readonly_reader(dsn: str) -> Reader:
 def api_client(dsn: str, keys: Iterable[str] = (KEY,)) -> TestClient:
     # raise_server_exceptions off: a 500 must reach the assertion as a status, as a client sees it.
     app = create_app(readonly_reader(dsn), CollectorRegistry(), list(keys))
+    return TestClient(app, raise_server_exceptions=False)
+
+
+ADMIN_KEY = "test-admin-key"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+ADMIN_NAME = "up#generated"
+ERASURE_SECRET = "test-erasure-secret-0123456789abcdef"  # noqa: S105 - a test value
+
+
+def admin_client(dsn: str, **settings: Any) -> TestClient:
+    """The API with its /admin/ routes: KEY is a plain key, ADMIN_KEY the admin key `eventpipe up`
+    would generate (named ADMIN_NAME). Reads go as a read-only user, admin writes through `dsn`,
+    parsing under `settings`."""
+    configured = Settings(clickhouse_dsn=dsn, erasure_secret=ERASURE_SECRET, **settings)
+    keys = Keyring([KEY], generated=ADMIN_KEY)
+    app = create_app(readonly_reader(dsn), CollectorRegistry(), keys, admin=admin(configured))
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -94,6 +113,8 @@ HOSTILE = [
     "/dead-letters?limit=100000",
     "/dead-letters?reason=" + "r" * 1000,
     "/dead-letters?cursor=e30",
+    "/dead-letters?status=done",
+    "/dead-letters?status=",
     "/events?evnt_type=click",
     "/stats/event-types?limit=0",
     "/stats/event-types?limit=1001",

@@ -10,8 +10,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe import __version__
-from eventpipe.api import backup, breakdown, docs, error, export, feed
+from eventpipe.api import backup, breakdown, docs, error, export, feed, maintenance
 from eventpipe.api.auth import KeyCheck
+from eventpipe.api.backlog import Backlog
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.metrics import instrument
@@ -31,6 +32,9 @@ of requests per minute, counted by each API process (beyond it: 429 with `Retry-
 Lists are newest first and paginated with an opaque `next_cursor`; lists and counts
 show each event once, also while ClickHouse still holds redelivered copies.
 Every error answers `{"error": code, "detail": message}`.
+
+The `/admin/` endpoints (backups, dead-letter replay, erasure by user and its audit) need an
+admin key; any other key gets 403 `forbidden`.
 """
 
 
@@ -41,10 +45,12 @@ def create_app(
     cursor_secret: str = "",
     throttle: Throttle | None = None,
     backups: Backups | None = None,
+    admin: maintenance.Admin | None = None,
 ) -> FastAPI:
     """The API; `api_keys` are full-access keys, or a Keyring; `cursor_secret` signs its cursors
     (empty: a key of this process only); `throttle` keeps the keys' request rates (one per process);
-    with `backups`, the /admin/backups routes too, for admin keys."""
+    with `backups`, the /admin/backups routes too, and with `admin` the dead-letter replay and
+    erasure routes, for admin keys."""
     keyring = api_keys if isinstance(api_keys, Keyring) else Keyring(api_keys)
     # Swagger UI and ReDoc served from this process (api.docs), not FastAPI's CDN pages.
     app = FastAPI(title="eventpipe", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None)
@@ -72,6 +78,9 @@ def create_app(
     app.include_router(feed.router(reader, keys, cursors))
     if backups is not None:
         app.include_router(backup.router(backups, keys))
+    if admin is not None:
+        app.include_router(maintenance.router(admin, keys, cursors))
+    registry.register(Backlog(reader.dead_letter_statuses))
     app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD
     instrument(app, registry, keyring)  # last: it primes a series for every route defined above
     return app

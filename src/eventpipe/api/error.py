@@ -43,6 +43,7 @@ class ApiError(Exception):
 def responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     """OpenAPI entries for the error statuses a route can answer."""
     described = {
+        400: "The body could not be read as JSON (`bad_request`).",
         401: "No valid `Authorization: Bearer <key>` header.",
         403: "The key may not use this endpoint (`forbidden`): it is limited to some event types, or not an admin key.",
         404: "No such item.",

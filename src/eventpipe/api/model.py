@@ -147,6 +147,11 @@ class DeadLetter(BaseModel):
         description="utf-8 when the bytes are text, else base64 of the exact bytes."
     )
     payload_size: int = Field(description="Size of the whole payload in bytes.")
+    # At most 20 bytes of JSON: within the spare 256.
+    status: Literal["pending", "failed", "replayed"] = Field(
+        description="Of its replay (POST /admin/dead-letters/replay): not tried yet, still refused, or stored.",
+        examples=["pending"],
+    )
 
     @classmethod
     def of(cls, stored: StoredDeadLetter) -> DeadLetter:
@@ -163,6 +168,7 @@ class DeadLetter(BaseModel):
             payload=payload,
             payload_encoding=encoding,  # type: ignore[arg-type]
             payload_size=stored.payload_size,
+            status=stored.status,  # type: ignore[arg-type]
         )
 
 

@@ -156,10 +156,15 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         ] = None,
         limit: Limit = 100,
         cursor: Cursor = None,
+        status: Annotated[
+            Literal["pending", "failed", "replayed"] | None,
+            Query(description="Only letters of this replay status.", examples=["pending"]),
+        ] = None,
     ) -> DeadLetterPage:
-        query_scope = cursors.scope("dead_letters", text(reason))
+        # A status joins the scope only when given: cursors issued before it existed stay valid.
+        query_scope = cursors.scope("dead_letters", text(reason), *([status] if status else []))
         after = cursors.decode(cursor, query_scope) if cursor else None
-        page = reader.dead_letter_page(text(reason), limit, after)
+        page = reader.dead_letter_page(text(reason), limit, after, status=status)
         return DeadLetterPage(
             items=[DeadLetter.of(row) for row in page.rows],
             next_cursor=cursors.encode(page.next, query_scope) if page.next else None,

@@ -61,6 +61,7 @@ def run_worker(_args: argparse.Namespace) -> int:
 def run_api(_args: argparse.Namespace) -> int:
     from eventpipe.api.app import create_app
     from eventpipe.api.keyring import Keyring
+    from eventpipe.api.maintenance import admin
     from eventpipe.cli.server import ApiServer
     from eventpipe.store.backup import Backups
     from eventpipe.store.reader import Reader
@@ -81,6 +82,7 @@ def run_api(_args: argparse.Namespace) -> int:
         keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
         backups=Backups(connect(settings.resolved_admin_clickhouse_dsn)),
+        admin=admin(settings),
     )
     server = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
     shutdown = Shutdown()

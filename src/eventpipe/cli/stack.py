@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
+from eventpipe.api.maintenance import admin
 from eventpipe.broker.journal import Journal
 from eventpipe.broker.mosquitto import Mosquitto
 from eventpipe.broker.session import kept_file, kept_secret
@@ -39,6 +40,8 @@ log = logging.getLogger("eventpipe")
 # Under the data dir, when EVENTPIPE_MQTT_SESSION_SECRET is not set.
 SESSION_KEY_FILE = "mqtt-session-secret"
 CURSOR_KEY_FILE = "cursor-secret"
+# Under the data dir, when EVENTPIPE_ERASURE_SECRET is not set: the audit's hashes need the same key at every start.
+ERASURE_KEY_FILE = "erasure-secret"
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -69,6 +72,9 @@ def run_up(args: argparse.Namespace) -> int:
         # Kept too, so a restart does not end every cursor walk and feed sync in progress with a 422.
         cursor_secret = kept_file(settings.data_dir / CURSOR_KEY_FILE, secrets.token_hex(32))
         settings = settings.model_copy(update={"cursor_secret": SecretStr(cursor_secret)})
+    if settings.erasure_secret is None:
+        secret = kept_secret(settings.data_dir / ERASURE_KEY_FILE)
+        settings = settings.model_copy(update={"erasure_secret": SecretStr(secret)})
     generated = None
     if not settings.api_keys and settings.api_keys_file is None:
         generated = generated_key(settings.data_dir)
@@ -179,6 +185,7 @@ def _serve(
         keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
         backups=Backups(connect(dsn)),
+        admin=admin(settings),
     )
     api = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
     prometheus = Prometheus(

@@ -19,8 +19,9 @@ SCHEMES = ("http", "https", "chdb")
 BACKUP_DISK = "backups"
 
 
-def connect(dsn: str) -> Client:
-    """Open a client for `dsn`, raising a classified StorageError if that fails."""
+def connect(dsn: str, timeout_s: int = 60) -> Client:
+    """Open a client for `dsn`, raising a classified StorageError if that fails; a server's answer is
+    waited for `timeout_s` at most."""
     scheme = urlsplit(dsn).scheme
     if scheme not in SCHEMES:
         raise ConfigError(f"ClickHouse DSN must start with http://, https:// or chdb://, got {redact(dsn)!r}")
@@ -30,7 +31,7 @@ def connect(dsn: str) -> Client:
         # No server session: each insert and query stands alone, so concurrent
         # calls never trip over a locked session and read-only users work.
         return clickhouse_connect.get_client(
-            dsn=dsn, autogenerate_session_id=False, connect_timeout=5, send_receive_timeout=60
+            dsn=dsn, autogenerate_session_id=False, connect_timeout=5, send_receive_timeout=timeout_s
         )
 
 

@@ -439,6 +439,46 @@ MIGRATIONS += (
     ),
 )
 
+# What became of each dead letter a replay tried (POST /admin/dead-letters/replay):
+# appended, never updated, so a replay costs an insert and no mutation, and a
+# letter's payload is not copied into a new row version. A letter is replayed
+# when a row says so, failed when only others exist, pending without any. Keyed
+# by (letter, status), the newest attempt of each kept. `contract` names the
+# parser and limits an attempt ran under: a failed letter is tried again only
+# under others (ingest.replay).
+DEAD_LETTER_OUTCOMES = """
+CREATE TABLE IF NOT EXISTS dead_letter_outcomes
+(
+    dead_letter_id String,
+    attempted_at DateTime64(3, 'UTC'),
+    status LowCardinality(String),
+    contract String,
+    reason LowCardinality(String),
+    detail String
+)
+ENGINE = ReplacingMergeTree(attempted_at)
+ORDER BY (dead_letter_id, status)
+"""
+
+# One row per erasure (POST /admin/erase), for the audit: no user id, only its
+# keyed hash (store.erasure). Append only: no TTL, no admin grant to delete.
+ERASURES = """
+CREATE TABLE IF NOT EXISTS erasures
+(
+    erasure_id String,
+    erased_at DateTime64(3, 'UTC'),
+    key_name String,
+    user_hash String,
+    events UInt64,
+    dead_letters UInt64
+)
+ENGINE = MergeTree
+ORDER BY (erased_at, erasure_id)
+"""
+
+# Numbered 12: 9 is the arrival feed's, 10 and 11 are above.
+MIGRATIONS += (Migration(12, "record replay outcomes and erasures", (DEAD_LETTER_OUTCOMES, ERASURES)),)
+
 # What a backup and a restore do with each table (store.backup). Every table
 # a migration creates is in one of these three, or a test fails: a new table
 # needs that decision.
@@ -453,10 +493,12 @@ MIGRATIONS += (
 #   missing from event_ids is missing from GET /events/{id}. A restore rebuilds
 #   each from the restored events with these queries, as migrations 6 and 7
 #   filled them.
-# - KEPT: about backups themselves; left out of every backup, untouched by a
-#   restore (created again if a restore finds it missing), so that a restore
-#   does not forget the backups taken after the one it brings back.
-SOURCE = ("schema_migrations", "events", "dead_letters")
+# - KEPT: about backups themselves, and the erasure audit; left out of every
+#   backup, untouched by a restore (created again if a restore finds it
+#   missing), so that a restore does not forget the backups taken after the
+#   one it brings back, nor the erasures made since (operations.md, "Erasure:
+#   what it cannot reach").
+SOURCE = ("schema_migrations", "events", "dead_letters", "dead_letter_outcomes")
 DERIVED = {
     "events_by_user": USER_ROWS,
     "event_ids": ID_ROWS,
@@ -465,7 +507,7 @@ DERIVED = {
     "arrivals": ARRIVAL_ROWS,
     "worker_marks": MARK_ROWS,
 }
-KEPT = {"backups": BACKUP_CATALOG}
+KEPT = {"backups": BACKUP_CATALOG, "erasures": ERASURES}
 
 RETAINED = {
     "events": "timestamp",
@@ -474,6 +516,7 @@ RETAINED = {
     "event_ids": "timestamp",
     "arrivals": "timestamp",
     "dead_letters": "received_at",
+    "dead_letter_outcomes": "attempted_at",
 }
 
 

@@ -27,6 +27,7 @@ from typing import NamedTuple
 from eventpipe.events import PROBE_EVENT_TYPE
 from eventpipe.events.condition import Condition
 from eventpipe.store.predicate import where_sql
+from eventpipe.store.status import CONDITIONS as STATUS_CONDITIONS
 
 EVENT_FIELDS = (
     "event_id, event_type, toUnixTimestamp64Milli(timestamp), toUnixTimestamp64Milli(received_at),"
@@ -181,18 +182,24 @@ def timeseries_query(where: EventFilter, step_ms: int) -> Query:
     return Query(_statement(bucket, _events_table(where), conditions, tail), parameters)
 
 
-def dead_letters_extent_query(reason: str | None, limit: int, after: Position | None, max_bytes: int) -> Query:
-    conditions, parameters = _dead_letter_conditions(reason)
+def dead_letters_extent_query(
+    reason: str | None, limit: int, after: Position | None, max_bytes: int, status: str | None = None
+) -> Query:
+    conditions, parameters = _dead_letter_conditions(reason, status)
     _after(conditions, parameters, after, "received_at", "dead_letter_id")
     key = ("received_at", "dead_letter_id", DEAD_LETTER_ORDER)
     return _extent(key, DEAD_LETTER_BYTES, "dead_letters", conditions, parameters, limit, max_bytes)
 
 
 def dead_letters_query(
-    reason: str | None, limit: int, after: Position | None = None, through: Position | None = None
+    reason: str | None,
+    limit: int,
+    after: Position | None = None,
+    through: Position | None = None,
+    status: str | None = None,
 ) -> Query:
     """The first `limit` dead letters after `after`, up to and including `through`."""
-    conditions, parameters = _dead_letter_conditions(reason)
+    conditions, parameters = _dead_letter_conditions(reason, status)
     key = ("received_at", "dead_letter_id", DEAD_LETTER_ORDER)
     return _page(DEAD_LETTER_FIELDS, "dead_letters", key, conditions, parameters, limit, after, through)
 
@@ -215,10 +222,13 @@ def _page(
     return Query(_statement(fields, table, conditions, order + " LIMIT {limit:UInt32}"), parameters)
 
 
-def _dead_letter_conditions(reason: str | None) -> tuple[list[str], dict[str, object]]:
-    if reason is None:
-        return ["1"], {}
-    return ["reason = {reason:String}"], {"reason": reason}
+def _dead_letter_conditions(reason: str | None, status: str | None = None) -> tuple[list[str], dict[str, object]]:
+    conditions, parameters = ["1"], dict[str, object]()
+    if reason is not None:
+        conditions, parameters = ["reason = {reason:String}"], {"reason": reason}
+    if status is not None:
+        conditions.append(STATUS_CONDITIONS[status])
+    return conditions, parameters
 
 
 def _extent(

@@ -37,6 +37,7 @@ from eventpipe.store.query import (
     timeseries_query,
 )
 from eventpipe.store.rollup import Rollup
+from eventpipe.store.status import BY_IDS, COUNTS
 
 
 class TypeTally(NamedTuple):
@@ -53,6 +54,7 @@ class StoredDeadLetter(NamedTuple):
     detail: str
     payload: bytes
     payload_size: int
+    status: str = "pending"  # of its replay: pending, replayed or failed
 
 
 # The most types an answer lists: 1,000 types of 128 characters stay under 1 MiB of JSON.
@@ -125,19 +127,37 @@ class Reader:
         return breakdown(self.run, where, by, metric, limit)
 
     def dead_letter_page(
-        self, reason: str | None, limit: int, after: Position | None = None, max_bytes: int = PAGE_BYTES
+        self,
+        reason: str | None,
+        limit: int,
+        after: Position | None = None,
+        max_bytes: int = PAGE_BYTES,
+        status: str | None = None,
     ) -> Page[StoredDeadLetter]:
-        """Up to `limit` dead letters after `after` whose JSON fits in `max_bytes` (at least one)."""
-        extent = self._extent(dead_letters_extent_query(reason, limit, after, max_bytes))
+        """Up to `limit` dead letters after `after` whose JSON fits in `max_bytes` (at least one),
+        only those of a replay `status` when given."""
+        extent = self._extent(dead_letters_extent_query(reason, limit, after, max_bytes, status))
         if extent.last is None:
             return Page([], None)
-        query = dead_letters_query(reason, extent.kept, after, extent.last)
-        rows = [_dead_letter(row) for row in self.run(query, binary=("payload",))]
+        query = dead_letters_query(reason, extent.kept, after, extent.last, status)
+        rows = self._with_status([_dead_letter(row) for row in self.run(query, binary=("payload",))])
         last = Position(rows[-1].received_ms, rows[-1].dead_letter_id) if rows else extent.last
         return Page(rows, _next(extent, limit, len(rows), last))
 
     def dead_letters(self, reason: str | None, limit: int, after: Position | None = None) -> list[StoredDeadLetter]:
         return self.dead_letter_page(reason, limit, after).rows
+
+    def _with_status(self, rows: list[StoredDeadLetter]) -> list[StoredDeadLetter]:
+        """`rows` with the status of their replay, looked up by id (a few granules of the outcomes)."""
+        if not rows:
+            return rows
+        tried = self.run(Query(BY_IDS, {"ids": [row.dead_letter_id for row in rows]}))
+        status = {str(key): "replayed" if int(str(replayed)) else "failed" for key, replayed in tried}
+        return [row._replace(status=status.get(row.dead_letter_id, "pending")) for row in rows]
+
+    def dead_letter_statuses(self) -> dict[str, int]:
+        """Stored dead letters by replay status (pending, failed, replayed), each letter once."""
+        return {str(status): int(str(n)) for status, n in self.run(Query(COUNTS, {}))}
 
     def count_events(self) -> int:
         """Events as users see them: each id once, eventpipe's own probes left out."""

@@ -1,0 +1,223 @@
+"""The /admin/ routes that operate on stored data: dead-letter replay, erasure by user, the erasure audit.
+
+Each needs an admin key (api.admin) and logs what it did under the key's name,
+never a user id. They write through the admin ClickHouse client
+(EVENTPIPE_ADMIN_CLICKHOUSE_DSN), not the API's read-only one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from eventpipe.api.admin import FORBIDDEN, AdminKey
+from eventpipe.api.auth import KeyCheck
+from eventpipe.api.cursor import Cursors
+from eventpipe.api.error import ApiError, ErrorBody, responses
+from eventpipe.api.model import rfc3339
+from eventpipe.api.param import TIME_HELP, Cursor, Limit, instant, only_known, text
+from eventpipe.config import Settings
+from eventpipe.ingest.replay import MAX_EXAMINED, MAX_FAILURES_SHOWN, Replayer
+from eventpipe.ingest.worker import limits_from
+from eventpipe.store.client import connect
+from eventpipe.store.erasure import Eraser, Erasure, user_hash
+from eventpipe.store.outcome import Outcomes, Selection
+from eventpipe.store.writer import Writer
+
+log = logging.getLogger(__name__)
+MAX_IDS = 1000
+ERASE_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class Admin:
+    """What the admin routes act through: a replayer and an eraser on the admin client, and the audit's hash key."""
+
+    replayer: Replayer
+    eraser: Eraser
+    # Keys the audit's hashes of user ids; None: erasure answers 503 until it is set.
+    erasure_secret: str | None
+    # One write at a time: a replay running beside an erasure could store an erased user's event after its delete.
+    writing: threading.Lock = field(default_factory=threading.Lock)
+
+
+def admin(settings: Settings) -> Admin:
+    """The admin routes' means, writing as EVENTPIPE_ADMIN_CLICKHOUSE_DSN's user, parsing under the
+    limits the settings give (as the worker does with the same settings)."""
+    # An erasure waits for deletes that rewrite each part's row mask: seconds per 10M events stored.
+    client = connect(settings.resolved_admin_clickhouse_dsn, timeout_s=ERASE_TIMEOUT_S)
+    secret = settings.erasure_secret.get_secret_value() if settings.erasure_secret else None
+    return Admin(Replayer(Outcomes(client), Writer(client), limits_from(settings)), Eraser(client), secret)
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"reason": "invalid_timestamp", "since": "2026-11-22T00:00:00Z"}]},
+    )
+
+    reason: str | None = Field(None, max_length=64, description="Only letters of this reason.")
+    since: str | None = Field(None, max_length=64, description=f"Only letters received from then on: {TIME_HELP}.")
+    until: str | None = Field(None, max_length=64, description=f"Only letters received before then: {TIME_HELP}.")
+    ids: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None,
+        max_length=MAX_IDS,
+        description="Only these letters (`dead_letter_id`), failed ones included even under unchanged settings.",
+    )
+
+
+class ReplayFailure(BaseModel):
+    dead_letter_id: str
+    reason: str = Field(description="Why it still fails: a dead-letter reason, or `cut`.", examples=["cut"])
+    detail: str
+
+
+class Replayed(BaseModel):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"examined": 120, "stored": 117, "still_failing": 3, "remaining": 0, "failures": []}]
+        }
+    }
+
+    examined: int = Field(description=f"Letters parsed again by this call, at most {MAX_EXAMINED:,}.")
+    stored: int = Field(description="Of those, the ones that pass now and were stored as events.")
+    still_failing: int = Field(description="Of those, the ones that still fail; each is marked `failed`.")
+    remaining: int = Field(description="Letters of the selection still due: call again while above 0.")
+    failures: list[ReplayFailure] = Field(
+        description=f"The first {MAX_FAILURES_SHOWN} that still fail, with why. A payload cut at the size limit "
+        "when it was received (`cut`) can never be replayed."
+    )
+
+
+class EraseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"user_id": "user-1042"}]})
+
+    user_id: str = Field(min_length=1, max_length=256, description="The user whose data goes.")
+
+
+class Erased(BaseModel):
+    model_config = {"json_schema_extra": {"examples": [{"events": 812, "dead_letters": 2}]}}
+
+    events: int = Field(description="The user's events deleted, each counted once.")
+    dead_letters: int = Field(description="Dead letters deleted because their payload names the user id.")
+
+
+class ErasureRecord(BaseModel):
+    erasure_id: str
+    erased_at: str
+    key_name: str = Field(description="The name of the admin key that asked for it.", examples=["operator"])
+    user_hash: str = Field(description="HMAC-SHA256 of the user id under EVENTPIPE_ERASURE_SECRET, hex.")
+    events: int
+    dead_letters: int
+
+
+class ErasurePage(BaseModel):
+    items: list[ErasureRecord]
+    next_cursor: str | None
+
+
+NOT_CONFIGURED = {
+    "model": ErrorBody,
+    "description": "ClickHouse cannot answer now (`unavailable`; retry after `Retry-After` seconds), or erasure "
+    "is not set up (`not_configured`: EVENTPIPE_ERASURE_SECRET is empty).",
+}
+ErasedUser = Annotated[
+    str | None,
+    Query(max_length=256, description="Only the erasures of this user (found by its hash).", examples=["user-1042"]),
+]
+
+
+def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
+    api = APIRouter(
+        prefix="/admin",
+        tags=["admin"],
+        dependencies=[Depends(keys), Depends(only_known)],
+        responses={**responses(400, 401, 422, 429, 500, 503), **FORBIDDEN},
+    )
+
+    @api.post("/dead-letters/replay", summary="Parse pending dead letters again and store those that pass now")
+    def replay(key: AdminKey, body: Annotated[ReplayRequest | None, Body()] = None) -> Replayed:
+        asked = body or ReplayRequest.model_validate({})
+        since_ms, until_ms = instant("since", asked.since), instant("until", asked.until)
+        if since_ms is not None and until_ms is not None and since_ms >= until_ms:
+            raise ApiError(422, "invalid_parameter", "since must be before until")
+        ids = tuple(asked.ids) if asked.ids is not None else None
+        with admin.writing:
+            report = admin.replayer.replay(Selection(text(asked.reason), since_ms, until_ms, ids))
+        log.info(
+            "dead-letter replay by key %r: %d examined, %d stored, %d still failing, %d remaining",
+            key,
+            report.examined,
+            report.stored,
+            report.still_failing,
+            report.remaining,
+        )
+        return Replayed(
+            examined=report.examined,
+            stored=report.stored,
+            still_failing=report.still_failing,
+            remaining=report.remaining,
+            failures=[ReplayFailure(**vars(failure)) for failure in report.failures],
+        )
+
+    @api.post(
+        "/erase",
+        summary="Delete a user's events and the dead letters that name them",
+        responses={503: NOT_CONFIGURED},
+    )
+    def erase(key: AdminKey, body: EraseRequest) -> Erased:
+        if admin.erasure_secret is None:
+            raise ApiError(503, "not_configured", "erasure needs EVENTPIPE_ERASURE_SECRET (32+ random characters)")
+        digest = user_hash(body.user_id, admin.erasure_secret)
+        with admin.writing:
+            erased = admin.eraser.erase(body.user_id)
+            erasure_id, erased_ms = str(uuid.uuid4()), time.time_ns() // 1_000_000
+            admin.eraser.record(Erasure(erasure_id, erased_ms, key, digest, erased.events, erased.dead_letters))
+        log.info(
+            "erasure %s by key %r: user hash %s..., %d events, %d dead letters",
+            erasure_id,
+            key,
+            digest[:12],
+            erased.events,
+            erased.dead_letters,
+        )
+        return Erased(events=erased.events, dead_letters=erased.dead_letters)
+
+    @api.get(
+        "/erasures",
+        summary="The erasure audit, newest first",
+        responses={503: NOT_CONFIGURED},
+    )
+    def erasures(key: AdminKey, user_id: ErasedUser = None, limit: Limit = 100, cursor: Cursor = None) -> ErasurePage:
+        wanted = None
+        if text(user_id) is not None:
+            if admin.erasure_secret is None:
+                raise ApiError(503, "not_configured", "finding a user's erasures needs EVENTPIPE_ERASURE_SECRET")
+            wanted = user_hash(str(user_id), admin.erasure_secret)
+        query_scope = cursors.scope("erasures", wanted)
+        after = cursors.decode(cursor, query_scope) if cursor else None
+        found, resume = admin.eraser.records(wanted, limit, after)
+        log.info("erasure audit read by key %r%s", key, " for one user" if wanted else "")
+        return ErasurePage(
+            items=[
+                ErasureRecord(
+                    erasure_id=record.erasure_id,
+                    erased_at=rfc3339(record.erased_ms),
+                    key_name=record.key_name,
+                    user_hash=record.user_hash,
+                    events=record.events,
+                    dead_letters=record.dead_letters,
+                )
+                for record in found
+            ],
+            next_cursor=cursors.encode(resume, query_scope) if resume else None,
+        )
+
+    return api

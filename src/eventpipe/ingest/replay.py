@@ -1,0 +1,137 @@
+"""Dead-letter replay: stored payloads parsed again under today's contract, and stored if they pass now.
+
+A letter goes the worker's way again: `parse` with the limits the process runs
+with, under its original topic, receive time and size, then the Writer. So a
+replayed event is the event the worker would have stored: the same id (given,
+or derived from topic and payload) and the same time (given, or the first
+copy's: the Writer looks undated events up), and a replay run twice, or one
+meeting the same message over MQTT, stores one event. Events are written
+before outcomes are recorded: a replay cut short is done again, and its
+copies collapse.
+
+Work per call is bounded: at most MAX_EXAMINED letters, their payloads read in
+chunks of at most CHUNK_BYTES; the answer says how many are still due.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eventpipe import __version__
+from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.events import contract as contract_module
+from eventpipe.events import timestamp as timestamp_module
+from eventpipe.store.outcome import Candidate, Outcome, Outcomes, Selection
+from eventpipe.store.reader import StoredDeadLetter
+from eventpipe.store.writer import Writer
+
+MAX_EXAMINED = 10_000
+CHUNK_BYTES = 8 * 1024 * 1024
+# Failures named in an answer; the rest are counted.
+MAX_FAILURES_SHOWN = 100
+# A detail may quote the payload (a timestamp's text): kept short in answers and outcomes.
+MAX_DETAIL_CHARS = 1000
+CUT = "cut"
+
+
+@dataclass
+class Failure:
+    dead_letter_id: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class Report:
+    examined: int = 0
+    stored: int = 0
+    still_failing: int = 0
+    remaining: int = 0
+    failures: list[Failure] = field(default_factory=list)
+
+
+def contract_of(limits: Limits) -> str:
+    """What a failure depends on: the parser's code and the limits. A letter that failed
+    is due again once either changed (a setting relaxed, a format accepted)."""
+    digest = hashlib.sha256(repr(limits).encode())
+    for module in (contract_module, timestamp_module):
+        try:
+            digest.update(Path(str(module.__file__)).read_bytes())
+        except OSError:  # no source beside the code: the release names it
+            digest.update(__version__.encode())
+    return digest.hexdigest()[:16]
+
+
+class Replayer:
+    def __init__(self, outcomes: Outcomes, writer: Writer, limits: Limits) -> None:
+        self._outcomes = outcomes
+        self._writer = writer
+        self._limits = limits
+        self.contract = contract_of(limits)
+        # One replay at a time per process: two would parse and store the same letters twice.
+        self._lock = threading.Lock()
+
+    def replay(self, selection: Selection) -> Report:
+        with self._lock:
+            report = Report()
+            candidates = self._outcomes.candidates(selection, self.contract, MAX_EXAMINED)
+            for chunk in _chunks(candidates, CHUNK_BYTES):
+                self._replay(self._outcomes.letters(chunk), report)
+            report.remaining = self._outcomes.due(selection, self.contract)
+            return report
+
+    def _replay(self, letters: list[StoredDeadLetter], report: Report) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        events: list[Event] = []
+        sources: list[StoredDeadLetter] = []
+        failed: list[tuple[StoredDeadLetter, str, str]] = []
+        for letter in letters:
+            if len(letter.payload) < letter.payload_size:
+                failed.append((letter, CUT, _cut(letter)))
+                continue
+            result = parse(letter.topic, letter.payload, letter.received_ms, self._limits, letter.payload_size)
+            if isinstance(result, Rejection):
+                failed.append((letter, str(result.reason), result.detail[:MAX_DETAIL_CHARS]))
+            else:
+                events.append(result)
+                sources.append(letter)
+        refused = dict(self._writer.insert_events(events))
+        outcomes = []
+        for index, letter in enumerate(sources):
+            if index in refused:
+                failed.append((letter, "storage_rejected", refused[index][:MAX_DETAIL_CHARS]))
+            else:
+                outcomes.append(Outcome(letter.dead_letter_id, now_ms, "replayed", self.contract, "", ""))
+        for letter, reason, detail in failed:
+            outcomes.append(Outcome(letter.dead_letter_id, now_ms, "failed", self.contract, reason, detail))
+            if len(report.failures) < MAX_FAILURES_SHOWN:
+                report.failures.append(Failure(letter.dead_letter_id, reason, detail))
+        self._outcomes.record(outcomes)
+        report.examined += len(letters)
+        report.stored += len(sources) - len(refused)
+        report.still_failing += len(failed)
+
+
+def _cut(letter: StoredDeadLetter) -> str:
+    return (
+        f"the payload was cut to its first {len(letter.payload)} of {letter.payload_size} bytes when it was"
+        " received (the size limit then): what is stored is not the message, so it cannot be replayed;"
+        " have its producer publish it again"
+    )
+
+
+def _chunks(candidates: list[Candidate], max_bytes: int) -> list[list[str]]:
+    """Ids in order, grouped so that each group's payloads hold at most `max_bytes` (one letter at least)."""
+    chunks: list[list[str]] = []
+    size = 0
+    for candidate in candidates:
+        if not chunks or size + candidate.stored_bytes > max_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(candidate.dead_letter_id)
+        size += candidate.stored_bytes
+    return chunks

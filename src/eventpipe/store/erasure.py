@@ -1,0 +1,147 @@
+"""Erasure by user: every stored row of one user's events, the dead letters naming them, and the audit.
+
+Rows go by lightweight DELETE, each waited for (lightweight_deletes_sync=2),
+so every read that follows shows none of them: a deleted row is masked at
+once, and the delete gives every part of the table a new name, so the tally
+counts its buckets again (store.tally). Tables are emptied in an order that
+keeps what finds the rest until last: the id and first-time indexes (no user
+column) by the keys events_by_user holds, then every table with a user_id
+column, events_by_user itself last, so a call cut short is finished by calling
+again. The dead letters that go are those whose payload names the user id as a
+whole word: written as is or JSON-escaped, not inside a longer id (erasing u1
+leaves the letters of u10). Every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import NamedTuple
+
+from clickhouse_connect.driver.client import Client
+
+from eventpipe.store.failure import classified
+from eventpipe.store.query import Position
+from eventpipe.store.writer import INSERT_SETTINGS
+
+# Waited for: the answer must not come before every read shows the rows gone.
+DELETE_SETTINGS = {"lightweight_deletes_sync": 2}
+KEYS = "SELECT event_id, event_type, timestamp FROM events_by_user WHERE user_id = {user:String}"
+# Indexes without a user column, emptied by key before the rows that give the keys.
+BY_KEY = (
+    f"DELETE FROM event_ids WHERE (event_id, event_type, timestamp) IN ({KEYS})",  # noqa: S608 - constants
+    "DELETE FROM undated_events WHERE (event_id, event_type) IN"
+    " (SELECT event_id, event_type FROM events_by_user WHERE user_id = {user:String})",
+)
+# Found, not listed: a table added later with a user_id column is erased too.
+USER_TABLES = (
+    "SELECT table FROM system.columns WHERE database = currentDatabase() AND name = 'user_id' AND table IN"
+    " (SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree')"
+    " ORDER BY table"
+)
+# The user id as a whole word of a payload: not preceded or followed by an id's
+# characters. toValidUTF8 first: the regular expression engine reads UTF-8, and
+# an invalid byte beside the id would hide it.
+MENTIONS = (
+    "match(toValidUTF8(payload), concat('(^|[^0-9A-Za-z_-])(',"
+    " arrayStringConcat(arrayMap(s -> regexpQuoteMeta(s), {spellings:Array(String)}), '|'), ')($|[^0-9A-Za-z_-])'))"
+)
+ERASURE_COLUMNS = ("erasure_id", "erased_at", "key_name", "user_hash", "events", "dead_letters")
+# A key makes the audit's hashes unrecognisable to whoever reads the table
+# without it: an unkeyed hash of a short id is found by hashing every likely id.
+_CONTEXT = b"eventpipe erasure key\x00"
+
+
+class Erased(NamedTuple):
+    events: int
+    dead_letters: int
+
+
+class Erasure(NamedTuple):
+    """One audit record."""
+
+    erasure_id: str
+    erased_ms: int
+    key_name: str
+    user_hash: str
+    events: int
+    dead_letters: int
+
+
+def user_hash(user_id: str, secret: str) -> str:
+    """The keyed hash the audit keeps of a user id (HMAC-SHA256, hex)."""
+    key = hashlib.sha256(_CONTEXT + secret.encode()).digest()
+    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def spellings(user_id: str) -> list[str]:
+    """How a JSON payload may hold `user_id`: as is, and escaped as encoders write it."""
+    return list(dict.fromkeys((user_id, json.dumps(user_id, ensure_ascii=False)[1:-1], json.dumps(user_id)[1:-1])))
+
+
+class Eraser:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def erase(self, user_id: str) -> Erased:
+        """Delete every row of `user_id`'s events and the dead letters naming it; count them as reads showed them."""
+        user: dict[str, object] = {"user": user_id}
+        mentions: dict[str, object] = {"spellings": spellings(user_id)}
+        events = self._count("SELECT count() FROM events_by_user FINAL WHERE user_id = {user:String}", user)
+        dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {MENTIONS}", mentions)  # noqa: S608
+        for statement in BY_KEY:
+            self._delete(statement, user)
+        for table in self._user_tables():
+            if table != "`events_by_user`":
+                self._delete(f"DELETE FROM {table} WHERE user_id = {{user:String}}", user)  # noqa: S608 - quoted
+        self._delete("DELETE FROM events_by_user WHERE user_id = {user:String}", user)
+        outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {MENTIONS})"  # noqa: E501, S608
+        self._delete(outcomes, mentions)
+        self._delete(f"DELETE FROM dead_letters WHERE {MENTIONS}", mentions)  # noqa: S608 - constants
+        return Erased(events, dead_letters)
+
+    def record(self, erasure: Erasure) -> None:
+        with classified():
+            self._client.insert("erasures", [list(erasure)], column_names=ERASURE_COLUMNS, settings=INSERT_SETTINGS)
+
+    def records(
+        self, user_hash: str | None, limit: int, after: Position | None = None
+    ) -> tuple[list[Erasure], Position | None]:
+        """Audit records newest first, only those of one user's hash when given, and where the next page starts."""
+        conditions, parameters = ["1"], dict[str, object](limit=limit + 1)
+        if user_hash is not None:
+            conditions.append("user_hash = {hash:String}")
+            parameters["hash"] = user_hash
+        if after is not None:
+            bound = "fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
+            conditions.append(f"erased_at <= {bound} AND (erased_at < {bound} OR erasure_id < {{after_id:String}})")
+            parameters |= {"after_ms": after.time_ms, "after_id": after.id}
+        sql = (
+            "SELECT erasure_id, toUnixTimestamp64Milli(erased_at), key_name, user_hash, events, dead_letters"  # noqa: S608
+            f" FROM erasures WHERE {' AND '.join(conditions)}"
+            " ORDER BY erased_at DESC, erasure_id DESC LIMIT {limit:UInt32}"
+        )
+        with classified():
+            rows = self._client.query(sql, parameters=parameters).result_rows
+        found = [
+            Erasure(str(key), int(str(at)), str(name), str(digest), int(str(n)), int(str(m)))
+            for key, at, name, digest, n, m in rows
+        ]
+        page = found[:limit]
+        more = len(found) > limit
+        return page, Position(page[-1].erased_ms, page[-1].erasure_id) if more else None
+
+    def _user_tables(self) -> list[str]:
+        with classified():
+            names = [str(row[0]) for row in self._client.query(USER_TABLES).result_rows]
+        # Names from the server's catalogue, spliced into DELETE: quoted, whatever they hold.
+        return ["`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`" for name in names]
+
+    def _count(self, sql: str, parameters: dict[str, object]) -> int:
+        with classified():
+            return int(str(self._client.query(sql, parameters=parameters).result_rows[0][0]))
+
+    def _delete(self, sql: str, parameters: dict[str, object]) -> None:
+        with classified():
+            self._client.command(sql, parameters=parameters, settings=DELETE_SETTINGS)

@@ -1,0 +1,201 @@
+"""Erasure by user over the real engine: every read forgets the user at once, other users keep everything."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from eventpipe.api.model import rfc3339
+from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.store.backup import Backups
+from eventpipe.store.client import connect
+from eventpipe.store.erasure import user_hash
+from eventpipe.store.migration import migrate
+from eventpipe.store.writer import Writer
+from tests.support.api import ADMIN, ADMIN_NAME, AUTH, ERASURE_SECRET, admin_client, walk
+from tests.support.mqtt import publish_raw
+from tests.support.pipeline import running_worker, settings_for
+from tests.support.services import ContainerBroker, LocalBroker
+from tests.support.wait import wait_until
+
+MARCH_MS = 1_772_323_200_000  # 2026-03-01: the events straddle the month boundary
+HOUR_MS = 3_600_000
+ERASED, KEPT = "user-é1", "user-é10"  # the kept id holds the erased one: a substring match would take it too
+
+
+def event(i: int, user: str, dated: bool) -> Event:
+    body: dict[str, Any] = {"event_id": f"{user}/{i}", "user_id": user, "n": i}
+    if dated:
+        body["timestamp"] = MARCH_MS + (i - 20) * HOUR_MS
+    parsed = parse(f"events/t{i % 3}", json.dumps(body).encode(), MARCH_MS + i * 1000, Limits())
+    assert isinstance(parsed, Event), parsed
+    return parsed
+
+
+def dead_letter(payload: bytes, i: int) -> Rejection:
+    parsed = parse("events/bad", payload, MARCH_MS + i, Limits())
+    assert isinstance(parsed, Rejection), parsed
+    return parsed
+
+
+# Dead letters that name the erased user: raw, JSON-escaped, beside invalid bytes, in text that is no JSON.
+NAMING = [
+    json.dumps({"user_id": ERASED, "timestamp": "yesterday"}, ensure_ascii=False).encode(),
+    json.dumps({"user_id": ERASED, "timestamp": "yesterday"}).encode(),  # \u00e9
+    b"\xff\xfe" + ERASED.encode() + b"\xff",
+    f"user {ERASED}, not json".encode(),
+]
+# Dead letters of the other user only, among them one holding the erased id inside a longer one.
+OTHERS = [
+    json.dumps({"user_id": KEPT, "timestamp": "yesterday"}, ensure_ascii=False).encode(),
+    f"{KEPT}x{ERASED}z".encode(),
+    b"[1, 2, 3]",
+]
+
+
+@pytest.fixture
+def api(clickhouse_dsn: str) -> TestClient:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    writer = Writer(client)
+    for user in (ERASED, KEPT):
+        writer.insert_events([event(i, user, dated=i % 4 != 0) for i in range(40)])
+    writer.insert_events([event(i, ERASED, dated=i % 4 != 0) for i in range(10)])  # redelivered copies
+    writer.insert_dead_letters([dead_letter(payload, i) for i, payload in enumerate(NAMING + OTHERS)])
+    return admin_client(clickhouse_dsn)
+
+
+def reads(api: TestClient) -> dict[str, Any]:
+    """What a client sees: every list, count and series it can ask for."""
+    get = api.get
+    # A window the tally counts by the hour (a month at most), as well as all time by the day.
+    window = {"since": MARCH_MS - 86_400_000, "until": MARCH_MS + 2 * 86_400_000}
+    series = get("/stats/timeseries", params={"interval": "1h", **window}, headers=AUTH)
+    return {
+        "events": sorted(item["event_id"] for item in walk(api, "/events", limit=7)),
+        "users": {user: len(list(walk(api, "/events", user_id=user))) for user in (ERASED, KEPT)},
+        "total": get("/stats/event-types", headers=AUTH).json()["total"],
+        "window": get("/stats/event-types", params=window, headers=AUTH).json()["total"],
+        "series": sum(bucket["count"] for bucket in series.json()["items"]),
+        "dead_letters": sorted(item["payload"] for item in walk(api, "/dead-letters")),
+        "breakdown": get("/stats/breakdown", params={"by": "user_id", **window}, headers=AUTH).json()["items"],
+        "export": sorted(json.loads(line)["event_id"] for line in get("/export", headers=AUTH).text.splitlines()),
+        "feed": sorted(item["event_id"] for item in feed(api)),
+    }
+
+
+def feed(api: TestClient) -> list[dict[str, Any]]:
+    """Every item of the arrival feed, from the beginning until a page comes back empty (a page of
+    the first epoch can come back short with more to follow)."""
+    items: list[dict[str, Any]] = []
+    after: dict[str, str] = {}
+    for _ in range(100):
+        page = api.get("/feed", params={"limit": 25, **after}, headers=AUTH).json()
+        items += page["items"]
+        after = {"after": page["next"]}
+        if not page["items"]:
+            return items
+    raise AssertionError("the feed did not come to an end")
+
+
+def test_an_erased_user_is_gone_from_every_read_and_the_others_stay(api: TestClient, clickhouse_dsn: str) -> None:
+    before = reads(api)  # the tally keeps its counts now: the erasure must make it count again
+    assert before["users"] == {ERASED: 40, KEPT: 40} and before["total"] == 80
+    assert before["events"] == before["export"] == before["feed"] and len(before["feed"]) == 80
+    erased_ids = [f"{ERASED}/{i}" for i in range(40)]
+    assert api.get(f"/events/{erased_ids[0]}", headers=AUTH).status_code == 200
+
+    response = api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"events": 40, "dead_letters": len(NAMING)}
+
+    after = reads(api)
+    assert after["users"] == {ERASED: 0, KEPT: 40}
+    assert after["events"] == after["export"] == after["feed"] == sorted(f"{KEPT}/{i}" for i in range(40))
+    assert {item["key"] for item in before["breakdown"]} == {ERASED, KEPT}
+    assert [(item["key"], item["value"]) for item in after["breakdown"]] == [(KEPT, 40)]
+    assert (after["total"], after["window"], after["series"]) == (40, before["window"] - 40, before["series"] - 40)
+    assert len(after["dead_letters"]) == len(OTHERS)
+    assert not any(ERASED in payload and KEPT not in payload for payload in after["dead_letters"])
+    for event_id in erased_ids:
+        assert api.get(f"/events/{event_id}", headers=AUTH).status_code == 404
+    # Nor in the indexes reads go through, which hold no user column.
+    client = connect(clickhouse_dsn)
+    for table in ("events", "events_by_user", "event_ids", "undated_events"):
+        sql = f"SELECT count() FROM {table} WHERE startsWith(event_id, {{prefix:String}})"  # noqa: S608 - constants
+        left = client.query(sql, parameters={"prefix": ERASED + "/"})
+        assert left.result_rows[0][0] == 0, table
+
+    records = api.get("/admin/erasures", headers=ADMIN).json()["items"]
+    assert len(records) == 1
+    record = records[0]
+    assert (record["key_name"], record["events"], record["dead_letters"]) == (ADMIN_NAME, 40, len(NAMING))
+    assert record["user_hash"] == user_hash(ERASED, ERASURE_SECRET) != user_hash(ERASED, "another secret" * 3)
+    assert ERASED not in json.dumps(records, ensure_ascii=False)
+    found = api.get("/admin/erasures", params={"user_id": ERASED}, headers=ADMIN).json()["items"]
+    assert [item["erasure_id"] for item in found] == [record["erasure_id"]]
+    assert api.get("/admin/erasures", params={"user_id": KEPT}, headers=ADMIN).json()["items"] == []
+
+    # Again: nothing left to erase, and a second record says so.
+    assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).json() == {"events": 0, "dead_letters": 0}
+    assert len(list(walk(api, "/admin/erasures", headers=ADMIN, limit=1))) == 2
+    assert reads(api) == after
+
+
+def test_only_an_admin_key_may_erase_or_read_the_audit(api: TestClient) -> None:
+    for method, path, body in (
+        ("POST", "/admin/erase", {"user_id": ERASED}),
+        ("GET", "/admin/erasures", None),
+    ):
+        refused = api.request(method, path, json=body, headers=AUTH)
+        assert (refused.status_code, refused.json()["error"]) == (403, "forbidden"), path
+        assert api.request(method, path, json=body).status_code == 401
+    assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
+
+
+@pytest.mark.parametrize("body", [{}, {"user_id": ""}, {"user_id": "x" * 257}, {"user_id": 5}, {"user": "a"}])
+def test_a_bad_erasure_request_is_refused_and_erases_nothing(api: TestClient, body: dict[str, Any]) -> None:
+    response = api.post("/admin/erase", json=body, headers=ADMIN)
+    assert (response.status_code, response.json()["error"]) == (422, "invalid_parameter"), response.text
+    assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
+
+
+def test_erasures_while_a_worker_stores_a_stream_finish_and_lose_nothing_of_it(
+    broker: LocalBroker | ContainerBroker, clickhouse_dsn: str
+) -> None:
+    migrate(connect(clickhouse_dsn))
+    api = admin_client(clickhouse_dsn)
+    stream = [
+        (f"events/t{i % 3}", json.dumps({"event_id": f"s-{i}", "user_id": KEPT if i % 4 else ERASED}).encode())
+        for i in range(3000)
+    ]
+    with running_worker(settings_for(broker.url, clickhouse_dsn)) as run:
+        assert publish_raw(broker.url, stream[:1000]) == 1000
+        wait_until(lambda: run.reader.count_events() == 1000, what="the first 1000 events")
+        publisher = threading.Thread(target=publish_raw, args=(broker.url, stream[1000:]))
+        publisher.start()
+        answers = [api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN) for _ in range(3)]
+        publisher.join()
+        wait_until(lambda: run.metric("eventpipe_events_stored_total") == 3000, what="the whole stream stored")
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert answers[0].json()["events"] >= 250  # the erased user's first 1000, and what arrived before the delete
+    # Erased once more now that nothing is on its way: every event of the user is gone, none of the other's.
+    api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN)
+    assert reads(api)["users"] == {ERASED: 0, KEPT: 2250}
+
+
+def test_the_audit_outlives_a_restore_that_brings_an_erased_user_back(api: TestClient, clickhouse_dsn: str) -> None:
+    backups = Backups(connect(clickhouse_dsn))
+    before = backups.take("test")
+    assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).status_code == 200
+    backups.restore(before.name, 0, "test")
+    # The backup's rows are back (operations.md: erase again after a restore), and the audit says who to erase.
+    assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
+    audit = api.get("/admin/erasures", params={"user_id": ERASED}, headers=ADMIN).json()["items"]
+    assert len(audit) == 1 and audit[0]["erased_at"] > rfc3339(before.taken_ms)
+    assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).json()["events"] == 40
+    assert reads(api)["users"] == {ERASED: 0, KEPT: 40}

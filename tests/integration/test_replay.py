@@ -1,0 +1,201 @@
+"""Dead-letter replay over the real engine: letters stored under strict settings, replayed under relaxed ones."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from eventpipe.events import Limits, Rejection, parse
+from eventpipe.ingest import replay
+from eventpipe.store.client import connect
+from eventpipe.store.migration import migrate
+from eventpipe.store.reader import Reader
+from eventpipe.store.writer import Writer
+from tests.support.api import ADMIN, AUTH, admin_client, walk
+from tests.support.mqtt import publish_raw
+from tests.support.pipeline import running_worker, settings_for
+from tests.support.services import ContainerBroker, LocalBroker
+from tests.support.wait import wait_until
+
+DAY_MS = 86_400_000
+RECEIVED_MS = 1_772_323_200_000  # 2026-03-01
+DEFAULTS = Limits(max_past_ms=730 * DAY_MS)  # as the worker parses with the default settings
+# What an operator relaxes: the past bound lifted, a producer's envelope key, a larger payload limit.
+RELAXED = {"max_past_days": 0, "envelope_keys": ["event_data", "data", "payload"], "max_payload_bytes": 1 << 20}
+# Over a 256-byte limit when received: only its first 256 bytes were kept.
+BIG = json.dumps({"event_type": "upload", "blob": "x" * 400}).encode()
+
+
+def letter(topic: str, payload: bytes, received_ms: int, limits: Limits = DEFAULTS) -> Rejection:
+    parsed = parse(topic, payload, received_ms, limits)
+    assert isinstance(parsed, Rejection), parsed
+    return parsed
+
+
+def late(i: int) -> bytes:
+    """Three years old at its receipt: over the default past bound (730 days)."""
+    body = {"event_id": f"late-{i}", "timestamp": RECEIVED_MS - 3 * 365 * DAY_MS + i, "user_id": f"u{i}"}
+    return json.dumps(body).encode()
+
+
+def wrapped(i: int) -> bytes:
+    """No id, no time, and its type inside an envelope key the defaults do not read."""
+    return json.dumps({"payload": {"event_type": "signup", "user_id": f"w{i}"}, "plan": "pro", "n": i}).encode()
+
+
+@pytest.fixture
+def writer(clickhouse_dsn: str) -> Writer:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    return Writer(client)
+
+
+def seed(writer: Writer) -> None:
+    letters = [letter("events/purchase", late(i), RECEIVED_MS + i) for i in range(5)]
+    letters += [letter("events/", wrapped(i), RECEIVED_MS + 10 + i) for i in range(5)]
+    letters.append(letter("events/x", b"{not json", RECEIVED_MS + 20))
+    letters.append(letter("events/upload", BIG, RECEIVED_MS + 21, Limits(max_payload_bytes=256)))
+    writer.insert_dead_letters(letters)
+
+
+def post(api: TestClient, body: dict[str, Any] | None = None, headers: dict[str, str] = ADMIN) -> dict[str, Any]:
+    response = api.post("/admin/dead-letters/replay", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def statuses(api: TestClient) -> dict[str, int]:
+    counts = {}
+    for status in ("pending", "failed", "replayed"):
+        counts[status] = len(list(walk(api, "/dead-letters", status=status, limit=3)))
+    return counts
+
+
+def test_letters_replayed_after_settings_are_relaxed_are_stored_once(clickhouse_dsn: str, writer: Writer) -> None:
+    seed(writer)
+    strict = admin_client(clickhouse_dsn)
+    assert statuses(strict) == {"pending": 12, "failed": 0, "replayed": 0}
+
+    # Under the settings they failed with, nothing passes; failing again, they are not taken again.
+    first = post(strict)
+    assert (first["examined"], first["stored"], first["still_failing"], first["remaining"]) == (12, 0, 12, 0)
+    assert post(strict)["examined"] == 0
+    assert statuses(strict) == {"pending": 0, "failed": 12, "replayed": 0}
+
+    relaxed = admin_client(clickhouse_dsn, **RELAXED)
+    answer = post(relaxed)
+    assert (answer["examined"], answer["stored"], answer["still_failing"], answer["remaining"]) == (12, 10, 2, 0)
+    why = {failure["reason"]: failure["detail"] for failure in answer["failures"]}
+    assert set(why) == {"invalid_json", "cut"}
+    assert f"cut to its first 256 of {len(BIG)} bytes" in why["cut"] and "cannot be replayed" in why["cut"]
+
+    events = list(walk(relaxed, "/events", limit=4))
+    assert sorted(item["event_id"] for item in events if item["event_type"] == "purchase") == [
+        f"late-{i}" for i in range(5)
+    ]
+    signups = [item for item in events if item["event_type"] == "signup"]
+    assert sorted(item["user_id"] for item in signups) == [f"w{i}" for i in range(5)]
+    # Undated: stamped with the time the letter was received, as the worker would have.
+    assert sorted(item["timestamp"] for item in signups)[0] == "2026-03-01T00:00:00.010Z"
+    assert statuses(relaxed) == {"pending": 0, "failed": 2, "replayed": 10}
+    items = list(walk(relaxed, "/dead-letters"))
+    assert {item["reason"]: item["status"] for item in items if item["status"] == "failed"} == {
+        "invalid_json": "failed",
+        "oversize": "failed",
+    }
+
+    # A second replay stores nothing; named by id, the failed ones are tried again, the replayed ones never.
+    again = post(relaxed)
+    assert (again["examined"], again["stored"], again["still_failing"]) == (0, 0, 0)
+    failed_ids = [item["dead_letter_id"] for item in items if item["status"] == "failed"]
+    replayed_ids = [item["dead_letter_id"] for item in items if item["status"] == "replayed"]
+    assert post(relaxed, {"ids": failed_ids})["still_failing"] == 2
+    assert post(relaxed, {"ids": replayed_ids})["examined"] == 0
+    assert relaxed.get("/stats/event-types", headers=AUTH).json()["total"] == 10
+
+
+def test_a_replay_cut_short_and_done_again_leaves_each_event_once(clickhouse_dsn: str, writer: Writer) -> None:
+    seed(writer)
+    relaxed = admin_client(clickhouse_dsn, **RELAXED)
+    assert post(relaxed)["stored"] == 10
+    # Stored, but its outcomes never recorded: as if the API died between the two writes.
+    connect(clickhouse_dsn).command("TRUNCATE TABLE dead_letter_outcomes")
+    assert post(relaxed)["stored"] == 10
+    assert len(list(walk(relaxed, "/events", limit=3))) == 10
+    assert relaxed.get("/stats/event-types", headers=AUTH).json()["total"] == 10
+    assert Reader(connect(clickhouse_dsn)).count_events() == 10
+
+
+def test_each_call_examines_a_bounded_number_and_says_how_many_are_left(
+    clickhouse_dsn: str, writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(writer)
+    monkeypatch.setattr(replay, "MAX_EXAMINED", 5)
+    monkeypatch.setattr(replay, "CHUNK_BYTES", 100)  # several chunks per call
+    relaxed = admin_client(clickhouse_dsn, **RELAXED)
+    answers = []
+    while not answers or answers[-1]["remaining"]:
+        answers.append(post(relaxed))
+        assert len(answers) < 5, answers
+    assert [answer["examined"] for answer in answers] == [5, 5, 2]
+    assert [answer["remaining"] for answer in answers] == [7, 2, 0]
+    assert sum(answer["stored"] for answer in answers) == 10
+
+
+def test_a_selection_replays_only_what_it_names(clickhouse_dsn: str, writer: Writer) -> None:
+    seed(writer)
+    relaxed = admin_client(clickhouse_dsn, **RELAXED)
+    assert post(relaxed, {"reason": "missing_event_type", "until": str(RECEIVED_MS + 12)})["stored"] == 2
+    assert post(relaxed, {"reason": "invalid_timestamp", "since": "2026-03-01T00:00:00.003Z"})["stored"] == 2
+    assert statuses(relaxed)["replayed"] == 4
+    for body in (
+        {"since": "2026-03-02", "until": "2026-03-01"},
+        {"since": "last week"},
+        {"reason": "x", "status": "pending"},
+        {"ids": ["x"] * 1001},
+        {"ids": "not-a-list"},
+    ):
+        response = relaxed.post("/admin/dead-letters/replay", json=body, headers=ADMIN)
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["error"] == "invalid_parameter"
+
+
+def test_only_an_admin_key_may_replay(clickhouse_dsn: str, writer: Writer) -> None:
+    seed(writer)
+    api = admin_client(clickhouse_dsn, **RELAXED)
+    refused = api.post("/admin/dead-letters/replay", headers=AUTH)
+    assert (refused.status_code, refused.json()["error"]) == (403, "forbidden")
+    assert api.post("/admin/dead-letters/replay", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert api.post("/admin/dead-letters/replay").status_code == 401
+    assert statuses(api)["pending"] == 12  # nothing was touched
+
+
+def test_a_replay_and_the_same_message_over_mqtt_store_one_event(
+    broker: LocalBroker | ContainerBroker, clickhouse_dsn: str
+) -> None:
+    migrate(connect(clickhouse_dsn))
+    dated = json.dumps({"event_type": "old", "timestamp": RECEIVED_MS - 3 * 365 * DAY_MS}).encode()  # id derived
+    first, second = wrapped(1), wrapped(2)  # no id, no time
+    messages = [("events/", first), ("events/", second), ("events/old", dated)]
+    with running_worker(settings_for(broker.url, clickhouse_dsn)) as run:
+        assert publish_raw(broker.url, messages) == 3
+        wait_until(lambda: run.reader.count_dead_letters() == 3, what="three dead letters")
+    api = admin_client(clickhouse_dsn, **RELAXED)
+    ids = {item["payload"]: item["dead_letter_id"] for item in walk(api, "/dead-letters")}
+
+    with running_worker(settings_for(broker.url, clickhouse_dsn, **RELAXED)) as run:
+        # The message again over MQTT first, then the replay of its letter; then the other way round.
+        assert publish_raw(broker.url, [("events/", first), ("events/old", dated)]) == 2
+        wait_until(lambda: run.reader.count_events() == 2, what="the two messages stored by the worker")
+        assert post(api, {"ids": [ids[first.decode()], ids[dated.decode()]]})["stored"] == 2
+        assert post(api, {"ids": [ids[second.decode()]]})["stored"] == 1
+        assert publish_raw(broker.url, [("events/", second)]) == 1
+        wait_until(lambda: run.metric("eventpipe_events_stored_total") == 3, what="the last message stored")
+
+    listed = list(walk(api, "/events"))
+    assert len(listed) == len({item["event_id"] for item in listed}) == 3, listed
+    assert api.get("/stats/event-types", headers=AUTH).json()["total"] == 3
