@@ -16,7 +16,7 @@ from clickhouse_connect.driver.client import Client
 
 from eventpipe.store.failure import classified
 from eventpipe.store.query import Query
-from eventpipe.store.reader import StoredDeadLetter
+from eventpipe.store.reader import StoredDeadLetter, dead_letter_row
 from eventpipe.store.writer import INSERT_SETTINGS
 
 OUTCOME_COLUMNS = ("dead_letter_id", "attempted_at", "status", "contract", "reason", "detail")
@@ -74,7 +74,7 @@ class Outcomes:
             " ORDER BY dead_letter_id",
             {"ids": list(ids)},
         )
-        return [_letter(row) for row in self._run(query, binary=("payload",))]
+        return [dead_letter_row(row) for row in self._run(query, binary=("payload",))]
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         if not outcomes:
@@ -117,16 +117,3 @@ def _due(selection: Selection, contract: str) -> tuple[str, dict[str, object]]:
         conditions.append("dead_letter_id IN {ids:Array(String)}")
         parameters["ids"] = list(selection.ids)
     return " AND ".join(conditions), parameters
-
-
-def _letter(row: tuple[object, ...]) -> StoredDeadLetter:
-    dead_letter_id, received_ms, topic, reason, detail, payload, payload_size = row
-    return StoredDeadLetter(
-        str(dead_letter_id),
-        int(str(received_ms)),
-        str(topic),
-        str(reason),
-        str(detail),
-        payload if isinstance(payload, bytes) else str(payload).encode(),
-        int(str(payload_size)),
-    )

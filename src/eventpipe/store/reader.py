@@ -140,7 +140,7 @@ class Reader:
         if extent.last is None:
             return Page([], None)
         query = dead_letters_query(reason, extent.kept, after, extent.last, status)
-        rows = self._with_status([_dead_letter(row) for row in self.run(query, binary=("payload",))])
+        rows = self._with_status([dead_letter_row(row) for row in self.run(query, binary=("payload",))])
         last = Position(rows[-1].received_ms, rows[-1].dead_letter_id) if rows else extent.last
         return Page(rows, _next(extent, limit, len(rows), last))
 
@@ -237,7 +237,8 @@ def _event(row: tuple[object, ...]) -> Event:
     )
 
 
-def _dead_letter(row: tuple[object, ...]) -> StoredDeadLetter:
+def dead_letter_row(row: tuple[object, ...]) -> StoredDeadLetter:
+    """A row of DEAD_LETTER_FIELDS as a StoredDeadLetter."""
     dead_letter_id, received_ms, topic, reason, detail, payload, payload_size = row
     return StoredDeadLetter(
         str(dead_letter_id),
