@@ -24,6 +24,8 @@ SUMMARY = "Every stored event once, in arrival order, resumable"
 DESCRIPTION = """\
 For clients that keep a copy of the events. Start without `after`, then pass each answer's `next`
 as `after`, for ever: once caught up, poll with the last `next` (an empty page still has one).
+Caught up means an empty page: a page can hold fewer than `limit` events while more follow (it
+ends with its epoch, below).
 
 **Guarantee.** A client that follows `next` from the first page receives every stored event exactly
 once: events stored late, events whose own `timestamp` is old, events stored at the same time by
@@ -39,7 +41,7 @@ has committed what it received.
 
 `where` filters as on `/events`; a key limited to some event types gets only those.
 Tokens are signed and bound to the filters and the key's types; they stay valid across restarts of the API when
-`EVENTPIPE_CURSOR_SECRET` is set. Unlike `/events`, `since` and `until` do not apply here: those
+`EVENTPIPE_CURSOR_SECRET` is set (`eventpipe up` keeps one in its data dir). Unlike `/events`, `since` and `until` do not apply here: those
 filter on the event's own timestamp, which says nothing about when it was stored.
 """
 After = Annotated[
