@@ -40,9 +40,10 @@ earlier one. It advances when an epoch has been served completely, as far as eve
 has committed what it received.
 
 `where` filters as on `/events`; a key limited to some event types gets only those.
-Tokens are signed and bound to the filters and the key's types; they stay valid across restarts of the API when
-`EVENTPIPE_CURSOR_SECRET` is set (`eventpipe up` keeps one in its data dir). Unlike `/events`, `since` and `until` do not apply here: those
-filter on the event's own timestamp, which says nothing about when it was stored.
+Tokens are signed and bound to the filters and the key's types; they stay valid across restarts of the
+API when `EVENTPIPE_CURSOR_SECRET` is set (`eventpipe up` keeps one in its data dir). Unlike `/events`,
+`since` and `until` do not apply here: those filter on the event's own timestamp, which says nothing
+about when it was stored.
 """
 After = Annotated[
     str | None,
