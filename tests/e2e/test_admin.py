@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.support.api import walk
 from tests.support.mqtt import publish_raw
@@ -19,14 +17,6 @@ from tests.support.wait import wait_until
 
 DAY_MS = 86_400_000
 ALICE, BOB = "alice", "bob"
-
-
-@pytest.fixture
-def stacks() -> Iterator[list[Up]]:
-    started: list[Up] = []
-    yield started
-    for up in started:
-        up.kill()
 
 
 def start(stacks: list[Up], data: Path, env: dict[str, str] | None = None) -> tuple[Up, httpx.Client]:

@@ -7,12 +7,10 @@ import json
 import os
 import signal
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.support.api import walk
 from tests.support.stack import Up, run_eventpipe
@@ -20,14 +18,6 @@ from tests.support.wait import wait_until
 
 PARTNER = "partner-key-0123456789abcdef"
 ADMIN = "e2e-full-key"
-
-
-@pytest.fixture
-def stacks() -> Iterator[list[Up]]:
-    started: list[Up] = []
-    yield started
-    for up in started:
-        up.kill()
 
 
 def start(stacks: list[Up], data_dir: Path, env: dict[str, str]) -> Up:

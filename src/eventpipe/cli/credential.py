@@ -7,11 +7,11 @@ once, readable by its owner only (0600), and read back on every start after.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import stat
 from pathlib import Path
 
+from eventpipe.broker.session import kept_file
 from eventpipe.errors import ConfigError
 
 log = logging.getLogger("eventpipe")
@@ -21,21 +21,11 @@ FILE_NAME = "api-key"
 def generated_key(data_dir: Path) -> tuple[str, bool]:
     """The key kept in `data_dir`, made now if there is none; and whether it was made now."""
     path = data_dir / FILE_NAME
-    try:
-        return _read(path), False
-    except FileNotFoundError:
-        pass
-    key = secrets.token_urlsafe(24)
-    temporary = path.with_name(f".{FILE_NAME}.{os.getpid()}")
-    # Created 0600 rather than chmod-ed after: the key is never readable by others, not even for a moment.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(key + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    # Whole or absent, even after a crash mid-write.
-    os.replace(temporary, path)
-    return key, True
+    made = not path.exists()
+    if made:
+        # Whole or absent, even after a crash mid-write, and never readable by others.
+        kept_file(path, secrets.token_urlsafe(24))
+    return _read(path), made
 
 
 def _read(path: Path) -> str:

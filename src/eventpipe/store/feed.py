@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 from eventpipe.events import Event
 from eventpipe.store.query import EVENT_BYTES, EVENT_FIELDS, PAGE_BYTES, EventFilter, Query, event_conditions
+from eventpipe.store.reader import event_row
 
 Run = Callable[[Query], list[tuple[object, ...]]]
 
@@ -200,13 +201,4 @@ def _first_copies(where: EventFilter, place: Place, since_ms: int, kept: int) ->
 
 
 def _event(row: tuple[object, ...]) -> Event:
-    event_id, event_type, timestamp_ms, received_ms, user_id, topic, properties, _keep = row
-    return Event(
-        str(event_id),
-        str(event_type),
-        int(str(timestamp_ms)),
-        int(str(received_ms)),
-        None if user_id is None else str(user_id),
-        str(topic),
-        str(properties),
-    )
+    return event_row(row[:-1])  # the last column says which copy is kept

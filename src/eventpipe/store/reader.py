@@ -89,7 +89,7 @@ class Reader:
                 break  # this window fills the page: every row of it comes before any older one
         if extent.last is None:
             return Page([], None)
-        rows = [_event(row) for row in self.run(events_query(window, extent.kept, after, extent.last))]
+        rows = [event_row(row) for row in self.run(events_query(window, extent.kept, after, extent.last))]
         last = Position(rows[-1].timestamp_ms, rows[-1].event_id) if rows else extent.last
         return Page(rows, _next(extent, limit, len(rows), last))
 
@@ -99,7 +99,7 @@ class Reader:
     def event(self, event_id: str, where: EventFilter = EventFilter()) -> Event | None:  # noqa: B008 - immutable
         """The event with this id that `where` allows (its scope: a key's event types), or None."""
         rows = self.run(event_query(event_id, where))
-        return _event(rows[0]) if rows else None
+        return event_row(rows[0]) if rows else None
 
     def event_types(self, where: EventFilter, limit: int = MAX_TYPES) -> TypeTally:
         """Events per type, most first, ties by type (as event_types_query orders them): the `limit`
@@ -224,7 +224,8 @@ def _next(extent: Extent, limit: int, served: int, last: Position) -> Position |
     return resume if more or resume != extent.last else None
 
 
-def _event(row: tuple[object, ...]) -> Event:
+def event_row(row: tuple[object, ...]) -> Event:
+    """A row of EVENT_FIELDS as an Event."""
     event_id, event_type, timestamp_ms, received_ms, user_id, topic, properties = row
     return Event(
         str(event_id),
