@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from eventpipe.host import rss_bytes
+
 KINDS = ("bare", "parse", "worker")
 IDLE_S = 1.5
 NOTHING_S = 30.0
@@ -34,13 +36,6 @@ POLL_S = 0.005
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def _peak_rss_bytes() -> int:
@@ -75,8 +70,8 @@ def drain_bare(args: argparse.Namespace) -> tuple[int, float, float, int]:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from eventpipe.broker.address import MqttAddress
-    from eventpipe.broker.connection import make_client
+    from eventpipe.mqtt.address import MqttAddress
+    from eventpipe.mqtt.connection import make_client
 
     address = MqttAddress.parse(args.url)
     client = make_client(address, args.client_id)
@@ -94,7 +89,7 @@ def drain_bare(args: argparse.Namespace) -> tuple[int, float, float, int]:
     props.SessionExpiryInterval = 3600
     props.ReceiveMaximum = args.receive_maximum
     _go(args.go)
-    rss_start = _rss_bytes()
+    rss_start = rss_bytes()
     cpu_start = _cpu_s()
     started = time.perf_counter()
     client.connect(address.host, address.port, clean_start=False, properties=props)
@@ -136,7 +131,7 @@ def drain_worker(args: argparse.Namespace) -> tuple[int, float, float, int]:
         return int(registry.get_sample_value("eventpipe_events_stored_total") or 0)
 
     _go(args.go)
-    rss_start = _rss_bytes()
+    rss_start = rss_bytes()
     cpu_start = _cpu_s()
     started = time.perf_counter()
     worker.start()

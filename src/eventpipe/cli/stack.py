@@ -18,9 +18,8 @@ from eventpipe.api.keyring import Keyring
 from eventpipe.api.maintenance import admin
 from eventpipe.broker.journal import Journal
 from eventpipe.broker.mosquitto import Mosquitto
-from eventpipe.broker.session import kept_file, kept_secret
 from eventpipe.certificate import TlsFiles, local_authority
-from eventpipe.cli.credential import FILE_NAME, generated_key
+from eventpipe.cli.credential import FILE_NAME, generated_key, kept_file, kept_secret
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.cli.server import ApiServer
 from eventpipe.config import Settings
