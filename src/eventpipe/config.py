@@ -10,7 +10,7 @@ from paho.mqtt.client import topic_matches_sub
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from eventpipe.broker.session import MIN_SECRET_CHARS, session_id
+from eventpipe.mqtt.session import MIN_SECRET_CHARS, session_id
 
 
 def _check_filter(topic: str) -> None:
@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     # The broker `eventpipe up` starts: a name looked up on PATH (and /usr/sbin), or a path.
     mosquitto_binary: str = "mosquitto"
     # The worker's name; its MQTT client id, which names its broker session, is
-    # this name plus an HMAC of it under mqtt_session_secret (see broker/session.py).
+    # this name plus an HMAC of it under mqtt_session_secret (see mqtt/session.py).
     mqtt_client_id: str = "eventpipe-ingest"
     # Makes that id unguessable, so no other client can take the session over.
     # The same value at every start, or the broker keeps the old session's
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     batch_max_ms: int = Field(default=200, ge=1)
 
     # Larger payloads are dead letters; the broker refuses packets over this
-    # plus 4 KiB (broker/packet.py). MQTT carries at most 256 MiB in a packet.
+    # plus 4 KiB (mqtt/packet.py). MQTT carries at most 256 MiB in a packet.
     max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=256 * 1024 * 1024)
     max_depth: int = Field(default=32, ge=1, le=512)
     # Timestamps further ahead of the receive time than this are rejected:

@@ -11,6 +11,10 @@ class ConfigError(EventpipeError):
     """A setting or argument is unusable; the message says which and why."""
 
 
+class DependencyError(EventpipeError):
+    """An installed package lacks what eventpipe builds on; the message names what, its version, and what to install."""
+
+
 class StorageError(EventpipeError):
     """ClickHouse refused or failed; subclasses say how to react."""
 

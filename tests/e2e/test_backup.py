@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 
+from eventpipe.host import free_port
 from tests.support.stack import Up, count_rows, run_eventpipe, stored_ids
 from tests.support.stream import Stream
-from tests.support.wait import free_port, wait_until
+from tests.support.wait import wait_until
 
 NO_KEYS = {"EVENTPIPE_API_KEYS": "", "EVENTPIPE_API_KEYS_FILE": ""}
 UNKNOWN = "20990101T000000Z-abcdef"

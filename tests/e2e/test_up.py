@@ -120,9 +120,9 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
     import subprocess
     import urllib.request
 
+    from eventpipe.host import free_port
     from eventpipe.store.migration import MIGRATIONS
     from tests.support.stack import eventpipe_command
-    from tests.support.wait import free_port
 
     metrics_port, api_port = free_port(), free_port()
     env = {

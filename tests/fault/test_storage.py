@@ -13,13 +13,13 @@ import os
 import time
 from collections.abc import Callable
 
-from eventpipe.broker import packet
 from eventpipe.config import Settings
 from eventpipe.errors import HaltStorageError, RetryableStorageError
+from eventpipe.host import rss_bytes
+from eventpipe.mqtt import packet
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from tests.support.faults import FaultyWriter
-from tests.support.memory import rss_bytes
 from tests.support.mqtt import publish_raw
 from tests.support.pipeline import running_worker, settings_for
 from tests.support.services import ContainerBroker, LocalBroker

@@ -26,18 +26,19 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from eventpipe.broker.session import session_id
 from eventpipe.cli.stack import SESSION_KEY_FILE
+from eventpipe.host import free_port
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.mqtt.session import session_id
+from eventpipe.mqtt.wire import read_packet
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
-from tests.support.mqtt import read_packet
 from tests.support.pipeline import Running, running_worker, settings_for
 from tests.support.stack import Up, run_eventpipe, stored_ids
 from tests.support.stream import stored_stream_ids
 from tests.support.takeover import ComposeBroker, attack, settle
-from tests.support.wait import free_port, wait_until
+from tests.support.wait import wait_until
 
 VARIANTS = {"clean start": True, "resumed": False}
 # A secret and passwords of this run, as scripts/init-secrets.sh makes them.

@@ -26,6 +26,7 @@ from eventpipe.api.model import event_json
 from eventpipe.bench.fill import fill
 from eventpipe.cli.server import ApiServer
 from eventpipe.errors import HaltStorageError, RetryableStorageError
+from eventpipe.host import free_port
 from eventpipe.store.client import connect
 from eventpipe.store.export import ORDER, Export
 from eventpipe.store.migration import migrate
@@ -35,7 +36,7 @@ from eventpipe.store.writer import Writer
 from tests.support.api import AUTH, KEY, api_client, event, readonly_reader, walk
 from tests.support.faults import FailingReader
 from tests.support.memory import peak_growth
-from tests.support.wait import free_port, wait_until
+from tests.support.wait import wait_until
 
 MARCH_MS = 1_772_323_200_000
 HOUR_MS = 3_600_000

@@ -9,7 +9,6 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 
 from eventpipe.api.app import create_app
-from eventpipe.ingest.probe import Prober
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.reader import Reader
@@ -36,17 +35,13 @@ def test_probes_report_freshness_while_no_producer_sends(
     broker: LocalBroker | ContainerBroker, clickhouse_dsn: str
 ) -> None:
     migrate(connect(clickhouse_dsn))
+    # The worker's own prober, as every entry point assembles it.
     settings = settings_for(broker.url, clickhouse_dsn, probe_interval_s=0.2)
     with running_worker(settings) as run:
-        prober = Prober(settings, run.worker._metrics)
-        prober.start()
-        try:
-            wait_until(lambda: run.metric("eventpipe_probe_last_commit_timestamp_seconds") > 0, what="a probe")
-            assert 0 <= run.metric("eventpipe_probe_freshness_seconds") < 5
-            assert run.metric("eventpipe_probes_sent_total") >= 1
-            assert run.reader.count_events() == 0, "probes are not users' events"
-        finally:
-            prober.stop()
+        wait_until(lambda: run.metric("eventpipe_probe_last_commit_timestamp_seconds") > 0, what="a probe")
+        assert 0 <= run.metric("eventpipe_probe_freshness_seconds") < 5
+        assert run.metric("eventpipe_probes_sent_total") >= 1
+        assert run.reader.count_events() == 0, "probes are not users' events"
 
 
 def test_api_metrics_use_route_templates_not_raw_paths(clickhouse_dsn: str) -> None:

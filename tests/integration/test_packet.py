@@ -15,11 +15,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from eventpipe.broker import journal, packet
-from eventpipe.broker.address import MqttAddress
+from eventpipe.broker import journal
+from eventpipe.host import rss_bytes
+from eventpipe.mqtt import packet
+from eventpipe.mqtt.address import MqttAddress
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
-from tests.support.memory import peak_growth, rss_bytes
+from tests.support.memory import peak_growth
 from tests.support.mqtt import publish_raw, stream_publish
 from tests.support.pipeline import Running, running_worker, settings_for
 from tests.support.services import MAX_PAYLOAD_BYTES, ContainerBroker, LocalBroker, running_broker

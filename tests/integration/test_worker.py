@@ -6,11 +6,14 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
+from paho.mqtt.enums import MQTTErrorCode
 
 from eventpipe.ingest.consumer import Consumer, Delivery
+from eventpipe.mqtt.receiver import Receiver
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
@@ -36,6 +39,25 @@ def test_published_events_are_stored_and_acknowledged(broker: Broker, clickhouse
         wait_until(lambda: run.metric("eventpipe_messages_acked_total") == 2000, what="2000 acks")
         assert run.metric("eventpipe_messages_in_flight") == 0
         assert run.reader.count_dead_letters() == 0
+
+
+def test_on_paho_s_own_receive_path_events_are_stored_and_acknowledged_too(
+    broker: Broker, clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fallback of eventpipe.mqtt.receiver, which only a caller that asks gets. The fast path is broken
+    # here on purpose: every event that arrives came through paho's stock client.
+    def broken(_receiver: Receiver) -> MQTTErrorCode:
+        raise AssertionError("the fast receive path ran")
+
+    monkeypatch.setattr(Receiver, "_packet_read", broken)
+    settings = settings_for(broker.url, migrated(clickhouse_dsn))
+    with running_worker(settings, consumer_factory=partial(Consumer, stock_paho=True)) as run:
+        report = publish_demo(broker.url, 2000, seed=2)
+        assert report.acknowledged == 2000
+        wait_until(lambda: run.reader.count_events() == 2000, what="2000 stored events")
+        wait_until(lambda: run.metric("eventpipe_messages_acked_total") == 2000, what="2000 acks")
+        assert run.metric("eventpipe_messages_in_flight") == 0
+        assert run.worker.problem() is None
 
 
 def test_bad_payloads_become_dead_letters_and_good_ones_flow_on(broker: Broker, clickhouse_dsn: str) -> None:

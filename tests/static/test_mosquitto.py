@@ -20,13 +20,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from eventpipe.broker import packet
 from eventpipe.broker.mosquitto import find_binary, render_config
 from eventpipe.certificate import local_authority
 from eventpipe.config import Settings
+from eventpipe.host import free_port
+from eventpipe.mqtt import packet
+from eventpipe.mqtt.wire import connect_packet
 from tests.support import compose
-from tests.support.mqtt import connect_packet, stream_publish
-from tests.support.wait import free_port, wait_until
+from tests.support.mqtt import stream_publish
+from tests.support.wait import wait_until
 
 MOSQUITTO = compose.REPO / "mosquitto"
 # Everything that decides whether a QoS 1 message is kept, queued or sent.

@@ -17,9 +17,9 @@ from types import ModuleType
 import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
+from eventpipe.host import free_port
 from eventpipe.ingest.metrics import IngestMetrics
 from tests.support import compose
-from tests.support.wait import free_port
 
 
 def load(path: Path) -> ModuleType:

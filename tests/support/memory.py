@@ -1,4 +1,4 @@
-"""Resident memory of this process, read the way `ps` does, and its peak growth over a block."""
+"""The peak growth of resident memory over a block (eventpipe.host reads it)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,8 @@ import gc
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-
-def rss_bytes(pid: int | str = "self") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc status")
+from eventpipe.host import rss_bytes
 
 
 @contextmanager

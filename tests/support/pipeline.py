@@ -1,9 +1,9 @@
-"""An in-process worker wired as `eventpipe worker` wires it, for integration tests."""
+"""An in-process worker assembled as `eventpipe worker` assembles it (ingest.assembly), for integration tests."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +11,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from eventpipe.config import Settings
+from eventpipe.ingest.assembly import assemble
 from eventpipe.ingest.consumer import Consumer
-from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.worker import Worker
 from eventpipe.store.client import connect
 from eventpipe.store.reader import Reader
@@ -59,6 +59,8 @@ def settings_for(mqtt_url: str, dsn: str, **overrides: Any) -> Settings:
         "retry_initial_s": 0.05,
         "retry_max_s": 0.5,
         "shutdown_timeout_s": 10,
+        # Probes only where a test asks for them: they are messages and events of their own.
+        "probe_interval_s": 0,
     }
     values.update(overrides)
     return Settings(**values)
@@ -66,15 +68,15 @@ def settings_for(mqtt_url: str, dsn: str, **overrides: Any) -> Settings:
 
 @contextmanager
 def running_worker(
-    settings: Settings, consumer_factory: type[Consumer] = Consumer, writer: Writer | None = None
+    settings: Settings, consumer_factory: Callable[..., Consumer] = Consumer, writer: Writer | None = None
 ) -> Iterator[Running]:
     registry = CollectorRegistry()
-    writer = writer or Writer(connect(settings.resolved_clickhouse_dsn))
-    worker = Worker(settings, writer, IngestMetrics(registry), consumer_factory)
-    worker.start()
-    assert worker.consumer.wait_connected(10), "worker did not connect to the broker"
+    ingest = assemble(settings, registry, writer=writer, consumer_factory=consumer_factory)
+    ingest.start()
+    assert ingest.worker.consumer.wait_connected(10), "worker did not connect to the broker"
     try:
-        yield Running(worker, registry, Reader(connect(settings.resolved_clickhouse_dsn)))
+        yield Running(ingest.worker, registry, Reader(connect(settings.resolved_clickhouse_dsn)))
     finally:
-        if worker.alive:
-            worker.stop()
+        ingest.prober.stop()
+        if ingest.worker.alive:
+            ingest.worker.stop()

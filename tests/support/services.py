@@ -29,14 +29,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from eventpipe.bench.machine import pid_running
-from eventpipe.broker import packet
 from eventpipe.broker.mosquitto import Mosquitto, find_binary
 from eventpipe.certificate import local_authority
 from eventpipe.config import Settings
+from eventpipe.host import free_port, pid_running, rss_bytes
+from eventpipe.mqtt import packet
 from tests.support import compose
-from tests.support.memory import rss_bytes
-from tests.support.wait import free_port, wait_until
+from tests.support.wait import wait_until
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer

@@ -11,7 +11,8 @@ import threading
 import urllib.request
 from pathlib import Path
 
-from tests.support.wait import free_port, wait_until
+from eventpipe.host import free_port
+from tests.support.wait import wait_until
 
 
 def eventpipe_command() -> list[str]:

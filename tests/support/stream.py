@@ -9,8 +9,8 @@ import uuid
 
 import paho.mqtt.client as mqtt
 
-from eventpipe.broker.address import MqttAddress
-from eventpipe.broker.connection import make_client
+from eventpipe.mqtt.address import MqttAddress
+from eventpipe.mqtt.connection import make_client
 
 
 class Stream(threading.Thread):

@@ -22,11 +22,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from eventpipe.broker.address import MqttAddress
-from eventpipe.broker.connection import make_client
+from eventpipe.host import free_port
+from eventpipe.mqtt.address import MqttAddress
+from eventpipe.mqtt.connection import make_client
 from tests.support import compose
 from tests.support.stream import Stream
-from tests.support.wait import free_port, wait_until
+from tests.support.wait import wait_until
 
 MOSQUITTO = compose.REPO / "mosquitto"
 # The stream: at 1,000 events/s, a second without the worker's subscription is about 1,000 lost.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from eventpipe.broker.address import MqttAddress
 from eventpipe.errors import ConfigError
+from eventpipe.mqtt.address import MqttAddress
 
 
 def test_a_plain_url_gets_the_default_port() -> None:

@@ -6,28 +6,30 @@ from __future__ import annotations
 import random
 import select
 import socket
-import struct
 from collections.abc import Iterator
 
+import paho.mqtt
+import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt import _packet
 from paho.mqtt.client import MQTTMessage, MQTTv5
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from prometheus_client import CollectorRegistry
 
-from eventpipe.bench.wire import varint
-from eventpipe.broker.address import MqttAddress
-from eventpipe.broker.connection import make_client
-from eventpipe.ingest import receiver
-from eventpipe.ingest.receiver import Received, Receiver, puback_packets
+from eventpipe.config import Settings
+from eventpipe.errors import DependencyError
+from eventpipe.ingest.consumer import Consumer
+from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.mqtt import receiver
+from eventpipe.mqtt.address import MqttAddress
+from eventpipe.mqtt.connection import make_client
+from eventpipe.mqtt.receiver import Received, Receiver
+from eventpipe.mqtt.wire import puback_packets, publish_packet
 
 
 def publish(topic: str, payload: bytes, qos: int = 1, mid: int = 1, dup: bool = False, props: bytes = b"\x00") -> bytes:
-    body = struct.pack("!H", len(topic.encode())) + topic.encode()
-    if qos:
-        body += struct.pack("!H", mid)
-    body += props + payload
-    return bytes((0x30 | (qos << 1) | (0x08 if dup else 0),)) + varint(len(body)) + body
+    return publish_packet(topic, payload, mid, qos=qos, dup=dup, properties=props)
 
 
 def properties() -> bytes:
@@ -39,7 +41,8 @@ def properties() -> bytes:
 
 
 def paho_reads(packet: bytes) -> Received:
-    """The oracle: paho's own decoder."""
+    """The oracle: paho's own decoder. The remaining length is skipped here, not read with eventpipe's
+    decoder, which the receiver under test uses."""
     header, rest = packet[0], packet[1:]
     while rest[0] & 0x80:
         rest = rest[1:]
@@ -72,7 +75,52 @@ def read_all(client: Receiver) -> None:
 
 
 def test_paho_has_the_internals_the_receiver_builds_on() -> None:
-    assert receiver.supported()
+    address = MqttAddress("127.0.0.1", 1883)
+    assert receiver.missing(make_client(address, "test", manual_ack=True, client_class=Receiver)) == []
+    assert receiver.missing(make_client(address, "test", manual_ack=True)) == []
+
+
+def test_an_internal_missing_from_paho_is_named() -> None:
+    client = make_client(MqttAddress("127.0.0.1", 1883), "test", manual_ack=True, client_class=Receiver)
+    del client._in_packet
+    assert receiver.missing(client) == [
+        "paho.mqtt.client.Client._in_packet",
+        "paho.mqtt.client.Client._in_packet['command']",
+        "paho.mqtt.client.Client._in_packet['packet']",
+    ]
+    client._in_packet = {"command": 0}
+    assert receiver.missing(client) == ["paho.mqtt.client.Client._in_packet['packet']"]
+
+
+def consumer(stock_paho: bool = False) -> Consumer:
+    return Consumer(Settings(), lambda _batch: None, IngestMetrics(CollectorRegistry()), stock_paho=stock_paho)
+
+
+def test_a_paho_without_them_stops_the_worker_naming_what_it_lacks_and_its_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr(mqtt.Client, "_loop_rc_handle")
+    with pytest.raises(DependencyError) as refused:
+        consumer()
+    message = str(refused.value)
+    assert "paho.mqtt.client.Client._loop_rc_handle()" in message
+    assert f"paho-mqtt {paho.mqtt.__version__} " in message
+    assert "install paho-mqtt" in message
+    # Unless paho's own client is asked for, as a test of that fallback does: it reads none of them.
+    consumer(stock_paho=True)
+
+
+def test_the_network_thread_is_read_on_either_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = mqtt.Client.__init__
+
+    def without_thread(self: mqtt.Client, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        del self._thread
+
+    monkeypatch.setattr(mqtt.Client, "__init__", without_thread)
+    for stock_paho in (False, True):
+        with pytest.raises(DependencyError, match=r"Client\._thread"):
+            consumer(stock_paho)
 
 
 @pytest.mark.parametrize("read_size", [1, 2, 7, 100, 64 * 1024])

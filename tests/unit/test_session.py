@@ -1,17 +1,15 @@
 """The worker's session id: stable for one name and secret, different for anything else, unguessable without
-the secret; the secret `eventpipe up` keeps survives restarts and only its owner can read it."""
+the secret."""
 
 from __future__ import annotations
 
 import secrets
-import stat
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from eventpipe.broker.session import kept_secret, session_id
 from eventpipe.config import Settings
+from eventpipe.mqtt.session import session_id
 
 SECRET = secrets.token_hex(16)
 
@@ -39,11 +37,3 @@ def test_a_short_secret_is_refused_without_being_quoted() -> None:
     problem = str(caught.value.errors(include_input=False))
     assert "mqtt_session_secret" in problem and "32" in problem
     assert short not in problem
-
-
-def test_the_kept_secret_is_made_once_and_private(tmp_path: Path) -> None:
-    path = tmp_path / "mqtt-session-secret"
-    first = kept_secret(path)
-    assert len(first) >= 32
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert kept_secret(path) == first, "another secret would be another session"

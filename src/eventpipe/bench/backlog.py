@@ -18,10 +18,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from eventpipe.bench.wire import Publisher
-from eventpipe.broker.address import MqttAddress
-from eventpipe.broker.connection import make_client
+from eventpipe.bench.publisher import Publisher
 from eventpipe.errors import BrokerError
+from eventpipe.mqtt.address import MqttAddress
+from eventpipe.mqtt.connection import make_client
 from eventpipe.producer.demo import demo_event
 
 TOPIC_FILTER = "events/#"

@@ -20,9 +20,9 @@ from typing import Any
 
 from eventpipe.bench import SCENARIOS, drain, endpoint, latency, machine, report, service
 from eventpipe.bench.client import ApiClient
-from eventpipe.bench.service import free_port
 from eventpipe.broker.mosquitto import Mosquitto
 from eventpipe.config import Settings
+from eventpipe.host import cpu_seconds, free_port, pid_running
 
 POLL_S = 0.02
 SAMPLES_PER_S = 10.0
@@ -110,10 +110,10 @@ def _drains(plan: Plan, work: Path, window: int, say: Callable[[str], None]) -> 
     )
     broker.start()
     config = str(broker.directory / "mosquitto.conf")
-    pid = machine.pid_running("-c", config)
+    pid = pid_running("-c", config)
 
     def broker_cpu() -> float:
-        return machine.cpu_seconds(pid) if pid else 0.0
+        return cpu_seconds(pid) if pid else 0.0
 
     try:
         if "drain" in plan.scenarios:
@@ -145,8 +145,8 @@ def _latency(plan: Plan, work: Path, window: int, say: Callable[[str], None]) ->
     try:
         client.wait_ready()
         broker_config = (work / "up" / "mosquitto" / "mosquitto.conf").resolve()
-        pids = (stack.process.pid, machine.pid_running("-c", str(broker_config)) or 0)
-        cpu = (lambda: machine.cpu_seconds(pids[0]), lambda: machine.cpu_seconds(pids[1]))
+        pids = (stack.process.pid, pid_running("-c", str(broker_config)) or 0)
+        cpu = (lambda: cpu_seconds(pids[0]), lambda: cpu_seconds(pids[1]))
         # Warm-up, not reported: first queries, first inserts, first parts.
         latency.measure(url, client, 200.0, (0.5, 1.0), SAMPLES_PER_S, POLL_S, cpu)
         phases = (plan.quiet_seconds, plan.latency_seconds)

@@ -2,7 +2,7 @@
 
 Kinds: `bare` (paho-mqtt that only counts, acking as paho does by default:
 the reference), `parse` (bare plus json.loads, for context), `worker`
-(eventpipe's worker as `eventpipe worker` wires it, onto chDB in --data-dir).
+(eventpipe's worker as `eventpipe worker` assembles it, onto chDB in --data-dir, without probes).
 With --go it sets up, prints "ready" and starts on a line from stdin, so that
 several start together. It stops at --count messages counted (bare, parse) or
 committed (worker), or with --count 0 once nothing more came for IDLE_S.
@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from eventpipe.host import rss_bytes
+
 KINDS = ("bare", "parse", "worker")
 IDLE_S = 1.5
 NOTHING_S = 30.0
@@ -34,13 +36,6 @@ POLL_S = 0.005
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def _peak_rss_bytes() -> int:
@@ -75,8 +70,8 @@ def drain_bare(args: argparse.Namespace) -> tuple[int, float, float, int]:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from eventpipe.broker.address import MqttAddress
-    from eventpipe.broker.connection import make_client
+    from eventpipe.mqtt.address import MqttAddress
+    from eventpipe.mqtt.connection import make_client
 
     address = MqttAddress.parse(args.url)
     client = make_client(address, args.client_id)
@@ -94,7 +89,7 @@ def drain_bare(args: argparse.Namespace) -> tuple[int, float, float, int]:
     props.SessionExpiryInterval = 3600
     props.ReceiveMaximum = args.receive_maximum
     _go(args.go)
-    rss_start = _rss_bytes()
+    rss_start = rss_bytes()
     cpu_start = _cpu_s()
     started = time.perf_counter()
     client.connect(address.host, address.port, clean_start=False, properties=props)
@@ -113,11 +108,9 @@ def drain_worker(args: argparse.Namespace) -> tuple[int, float, float, int]:
     from prometheus_client import CollectorRegistry
 
     from eventpipe.config import Settings
-    from eventpipe.ingest.metrics import IngestMetrics
-    from eventpipe.ingest.worker import Worker
+    from eventpipe.ingest.assembly import assemble
     from eventpipe.store.client import connect
     from eventpipe.store.migration import migrate
-    from eventpipe.store.writer import Writer
 
     settings = Settings(
         mqtt_url=args.url,
@@ -125,28 +118,31 @@ def drain_worker(args: argparse.Namespace) -> tuple[int, float, float, int]:
         mqtt_client_id=args.client_id,
         mqtt_receive_maximum=args.receive_maximum,
         mqtt_share_group=args.share_group,
+        # No probes: the figures count the backlog's messages, and only them.
+        probe_interval_s=0,
     )
-    client = connect(settings.resolved_clickhouse_dsn)
-    migrate(client)
+    migrator = connect(settings.resolved_clickhouse_dsn)
+    migrate(migrator)
+    migrator.close()
     registry = CollectorRegistry()
-    worker = Worker(settings, Writer(client), IngestMetrics(registry))
+    ingest = assemble(settings, registry)
 
     def stored() -> int:
         # Polled, not hooked: the worker runs exactly as in production.
         return int(registry.get_sample_value("eventpipe_events_stored_total") or 0)
 
     _go(args.go)
-    rss_start = _rss_bytes()
+    rss_start = rss_bytes()
     cpu_start = _cpu_s()
     started = time.perf_counter()
-    worker.start()
+    ingest.start()
     try:
         count, seconds = _wait(stored, args.count, started, args.timeout)
         cpu = _cpu_s() - cpu_start
         # Not timed: the last acks, so the broker's queue is really empty afterwards.
         _wait(lambda: int(registry.get_sample_value("eventpipe_messages_acked_total") or 0), count, started, 60)
     finally:
-        worker.stop()
+        ingest.stop()
     return count, seconds, cpu, rss_start
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from eventpipe.bench.backlog import demo_messages
 from eventpipe.bench.client import ApiClient
-from eventpipe.bench.wire import Publisher
+from eventpipe.bench.publisher import Publisher
 from eventpipe.errors import EventpipeError
 
 TICK_S = 0.005

@@ -1,1 +1,1 @@
-"""The MQTT broker: addresses, clients, packet limits, and the local Mosquitto of `eventpipe up`."""
+"""The local Mosquitto of `eventpipe up`: its config and process, and its log read as a metric."""

@@ -7,10 +7,10 @@ import logging
 from pathlib import Path
 
 from eventpipe import child
-from eventpipe.broker import packet
 from eventpipe.certificate import TlsFiles
 from eventpipe.child import ChildProcess, port_free
 from eventpipe.errors import BrokerError
+from eventpipe.mqtt import packet
 
 log = logging.getLogger(__name__)
 

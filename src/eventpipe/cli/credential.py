@@ -1,17 +1,18 @@
-"""The API key `eventpipe up` generates when none is set, kept in its data dir for the next start.
+"""Credentials `eventpipe up` makes when none is set, kept in its data dir for the next start.
 
-A restart must not revoke the key a partner was given: the key is written
-once, readable by its owner only (0600), and read back on every start after.
+A restart must not revoke the key a partner was given, nor change a secret
+that names a broker session or keys a hash: each is written once, whole,
+readable by its owner only (0600), and read back on every start after.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import stat
 from pathlib import Path
 
-from eventpipe.broker.session import kept_file
 from eventpipe.errors import ConfigError
 
 log = logging.getLogger("eventpipe")
@@ -38,3 +39,34 @@ def _read(path: Path) -> str:
     if not key or any(char.isspace() for char in key):
         raise ConfigError(f"{path} does not hold one API key: delete it to have a new one generated")
     return key
+
+
+def kept_secret(path: Path) -> str:
+    """The secret stored at `path`, created (random, readable by its owner only) on first use.
+
+    It must outlive restarts: another secret is another session id, and the
+    broker would keep what it queued for the old one until that expires.
+    """
+    return kept_file(path, secrets.token_hex(32))
+
+
+def kept_file(path: Path, fresh: str) -> str:
+    """What `path` holds, stripped; on first use it is made to hold `fresh`, readable by its owner only.
+
+    Written whole or not at all: a temporary file, synced, then linked into
+    place, which fails if another process got there first (its value wins).
+    A crash mid-write leaves no empty file to be taken for a secret."""
+    if not path.exists():
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(fresh + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    return path.read_text().strip()

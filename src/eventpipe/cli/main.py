@@ -168,7 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_bench(args)
         from eventpipe.cli import service
 
-        return int(getattr(service, f"run_{args.command}")(args))
+        run = {
+            "worker": service.run_worker,
+            "api": service.run_api,
+            "migrate": service.run_migrate,
+            "publish": service.run_publish,
+        }[args.command]
+        return run(args)
     except ValidationError as exc:
         print(f"eventpipe {args.command}: error: {_settings_problem(exc)}", file=sys.stderr)
         return 2

@@ -9,14 +9,11 @@ from pathlib import Path
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.config import Settings
 from eventpipe.errors import ConfigError
-from eventpipe.ingest.metrics import IngestMetrics
-from eventpipe.ingest.probe import Prober
-from eventpipe.ingest.worker import Worker
+from eventpipe.ingest.assembly import assemble
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.redaction import redact
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
-from eventpipe.store.writer import Writer
 
 log = logging.getLogger("eventpipe")
 
@@ -32,13 +29,10 @@ def run_worker(_args: argparse.Namespace) -> int:
         )
     registry = process_registry()
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
-    metrics = IngestMetrics(registry)
-    worker = Worker(settings, Writer(connect(settings.resolved_clickhouse_dsn)), metrics)
-    prober = Prober(settings, metrics)
+    ingest = assemble(settings, registry)
     shutdown = Shutdown()
     shutdown.install()
-    worker.start()
-    prober.start()
+    ingest.start()
     log.info(
         "worker consuming %s from %s into %s",
         settings.subscription,
@@ -49,11 +43,10 @@ def run_worker(_args: argparse.Namespace) -> int:
 
     def check() -> str | None:
         progress.report()
-        return worker.problem()
+        return ingest.worker.problem()
 
     problem = shutdown.wait(check)
-    prober.stop()
-    clean = worker.stop()
+    clean = ingest.stop()
     metrics_server.shutdown()
     return 0 if clean and problem is None else 1
 

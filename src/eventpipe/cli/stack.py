@@ -18,15 +18,13 @@ from eventpipe.api.keyring import Keyring
 from eventpipe.api.maintenance import admin
 from eventpipe.broker.journal import Journal
 from eventpipe.broker.mosquitto import Mosquitto
-from eventpipe.broker.session import kept_file, kept_secret
 from eventpipe.certificate import TlsFiles, local_authority
-from eventpipe.cli.credential import FILE_NAME, generated_key
+from eventpipe.cli.credential import FILE_NAME, generated_key, kept_file, kept_secret
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.cli.server import ApiServer
 from eventpipe.config import Settings
 from eventpipe.errors import BrokerError, ConfigError
-from eventpipe.ingest.metrics import IngestMetrics
-from eventpipe.ingest.probe import Prober
+from eventpipe.ingest.assembly import assemble
 from eventpipe.ingest.worker import Worker
 from eventpipe.monitor.prometheus import Prometheus, default_rules_dir
 from eventpipe.redaction import redact
@@ -34,7 +32,6 @@ from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.reader import Reader
-from eventpipe.store.writer import Writer
 
 log = logging.getLogger("eventpipe")
 # Under the data dir, when EVENTPIPE_MQTT_SESSION_SECRET is not set.
@@ -174,11 +171,9 @@ def _serve(
     # API's on its own /metrics, so rules and dashboards see the same jobs.
     registry = process_registry()  # one process: its CPU and memory are reported once, here
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
-    metrics = IngestMetrics(registry)
     if broker is not None:
         registry.register(Journal(broker.log_file, log_start))
-    worker = Worker(settings, Writer(connect(dsn)), metrics)
-    prober = Prober(settings, metrics)
+    worker, prober = assemble(settings, registry)
     app = create_app(
         Reader(connect(dsn)),
         CollectorRegistry(),

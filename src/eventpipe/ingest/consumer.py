@@ -6,19 +6,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from eventpipe.broker import packet
-from eventpipe.broker.address import MqttAddress
-from eventpipe.broker.connection import make_client
 from eventpipe.config import Settings
-from eventpipe.ingest import receiver
 from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.mqtt import packet, receiver
+from eventpipe.mqtt.address import MqttAddress
 
 log = logging.getLogger(__name__)
 # CONNACK reasons no retry can fix: bad credentials, not authorised, banned, bad client id.
@@ -41,7 +39,11 @@ class Delivery(NamedTuple):
 
 
 class Consumer:
-    """Receives messages into `deliver`, a list at a time; acknowledges them only when told to."""
+    """Receives messages into `deliver`, a list at a time; acknowledges them only when told to.
+
+    `stock_paho` receives through paho's own client instead of eventpipe's receive path
+    (eventpipe.mqtt.receiver): slower, for a test of that fallback; a paho that the receive
+    path cannot build on raises at construction otherwise."""
 
     def __init__(
         self,
@@ -50,6 +52,8 @@ class Consumer:
         metrics: IngestMetrics,
         resumed: Callable[[int], None] = lambda _generation: None,
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        *,
+        stock_paho: bool = False,
     ) -> None:
         self._settings = settings
         # The receive time of a burst; the worker's clock also knows a burst is on its way (ingest.worker).
@@ -71,24 +75,13 @@ class Consumer:
         self.failure: str | None = None
         self._connected = threading.Event()
         self._looping = False
-        self._receiver: receiver.Receiver | None = None
-        if receiver.supported():
-            self._receiver = cast(
-                receiver.Receiver,
-                make_client(
-                    self._address,
-                    settings.mqtt_session_id,
-                    manual_ack=True,
-                    client_class=receiver.Receiver,
-                    ca_file=settings.mqtt_ca_file,
-                ),
-            )
-            self._receiver.on_burst = self._on_burst
-            self._client: mqtt.Client = self._receiver
-        else:
-            self._client = make_client(
-                self._address, settings.mqtt_session_id, manual_ack=True, ca_file=settings.mqtt_ca_file
-            )
+        self._client = receiver.receiving_client(
+            self._address,
+            settings.mqtt_session_id,
+            self._on_burst,
+            ca_file=settings.mqtt_ca_file,
+            stock=stock_paho,
+        )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -125,8 +118,7 @@ class Consumer:
         then nothing reads the socket or sends acks, while every gauge still looks healthy."""
         if not self._looping:
             return True  # not started, or stopped on purpose
-        thread = getattr(self._client, "_thread", None)  # paho sets it to None when its thread ends
-        return thread is not None and thread.is_alive()
+        return receiver.network_alive(self._client)
 
     def stop_accepting(self) -> None:
         """From now on, messages stay unacknowledged in the broker for the next session."""
@@ -144,11 +136,7 @@ class Consumer:
                 return 0
             generation = self._generation
             mids = [delivery.mid for delivery in deliveries if delivery.qos and delivery.generation == generation]
-            if self._receiver is not None:
-                self._receiver.ack_many(mids)
-            else:
-                for mid in mids:
-                    self._client.ack(mid, 1)
+            receiver.acknowledge(self._client, mids)
         return len(mids)
 
     def stop(self) -> None:
@@ -258,7 +246,7 @@ class Consumer:
         self._connected.set()
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        # Only what the receiver leaves to paho (or every message, on a paho it cannot speed up).
+        # Only what the receiver leaves to paho (or every message, on paho's own client: `stock_paho`).
         payload: bytes = message.payload  # type: ignore[assignment]  # struct.unpack gives bytes
         self._on_burst([(message.mid, message.qos, message.topic, payload, bool(message.dup))])
 

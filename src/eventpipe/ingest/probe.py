@@ -13,11 +13,11 @@ import threading
 import time
 import uuid
 
-from eventpipe.broker.address import MqttAddress
-from eventpipe.broker.connection import make_client
 from eventpipe.config import Settings
 from eventpipe.events import PROBE_EVENT_TYPE
 from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.mqtt.address import MqttAddress
+from eventpipe.mqtt.connection import make_client
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from eventpipe.broker.address import MqttAddress
-from eventpipe.broker.connection import make_client
 from eventpipe.errors import BrokerError
+from eventpipe.mqtt.address import MqttAddress
+from eventpipe.mqtt.connection import make_client
 from eventpipe.producer.demo import demo_event
 
 log = logging.getLogger(__name__)

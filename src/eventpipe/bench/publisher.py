@@ -11,37 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import struct
 import threading
 import time
 
-from eventpipe.broker.address import MqttAddress
 from eventpipe.errors import BrokerError
+from eventpipe.mqtt.address import MqttAddress
+from eventpipe.mqtt.wire import CONNACK, DISCONNECT, PUBACK, connect_packet, decode_length, publish_packet, read_packet
 
-CONNECT, CONNACK, PUBLISH_QOS1, PUBACK, DISCONNECT = 0x10, 0x20, 0x32, 0x40, 0xE0
 # Unacknowledged publishes at once; far below Mosquitto's in-flight limit and
 # the 65,535 packet ids, so an id is always free again before it is reused.
 WINDOW = 1_000
-
-
-def varint(value: int) -> bytes:
-    """An MQTT variable byte integer."""
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _string(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack("!H", len(raw)) + raw
-
-
-def publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
-    body = _string(topic) + struct.pack("!H", packet_id) + b"\x00" + payload  # \x00: no properties
-    return bytes((PUBLISH_QOS1,)) + varint(len(body)) + body
 
 
 class Publisher:
@@ -52,18 +31,14 @@ class Publisher:
         self._timeout = timeout
         self._sock = socket.create_connection((address.host, address.port), timeout=timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # Clean start (0x02), user and password flags when given, keepalive 0 (no pings), no properties.
-        flags = 0x02 | (0xC0 if address.username else 0)
-        variable = _string("MQTT") + bytes((5, flags)) + struct.pack("!H", 0) + b"\x00"
-        payload = _string(client_id)
-        if address.username:
-            payload += _string(address.username) + _string(address.password or "")
-        body = variable + payload
-        self._sock.sendall(bytes((CONNECT,)) + varint(len(body)) + body)
-        header = self._read_exact(2)
-        rest = self._read_exact(header[1]) if header[1] < 128 else b""
-        if header[0] != CONNACK or len(rest) < 2 or rest[1] != 0:
-            raise BrokerError(f"the broker at {address} refused the benchmark publisher: {header + rest!r}")
+        # Keepalive 0: no pings to answer while it publishes.
+        self._sock.sendall(connect_packet(client_id, address.username, address.password, keepalive=0))
+        try:
+            header, body = read_packet(self._sock)
+        except ConnectionError:
+            raise BrokerError("the broker closed the benchmark publisher's connection") from None
+        if header != CONNACK or len(body) < 2 or body[1] != 0:
+            raise BrokerError(f"the broker at {address} refused the benchmark publisher: {header:#x} {body!r}")
         self._free = threading.Semaphore(WINDOW)
         self._lock = threading.Lock()
         self._next_id = 0
@@ -101,15 +76,6 @@ class Publisher:
         self._sock.close()
         self._reader.join(2)
 
-    def _read_exact(self, size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            piece = self._sock.recv(size - len(data))
-            if not piece:
-                raise BrokerError("the broker closed the benchmark publisher's connection")
-            data += piece
-        return data
-
     def _read_acks(self) -> None:
         buffer = b""
         self._sock.settimeout(None)
@@ -122,20 +88,12 @@ class Publisher:
                 return
             buffer += data
             position = 0
-            while True:
-                if len(buffer) - position < 2:
-                    break
+            while len(buffer) - position >= 2:
                 kind = buffer[position]
-                length, shift, cursor = 0, 0, position + 1
-                while cursor < len(buffer):
-                    byte = buffer[cursor]
-                    length |= (byte & 0x7F) << shift
-                    shift += 7
-                    cursor += 1
-                    if not byte & 0x80:
-                        break
-                else:
+                remaining = decode_length(buffer, position + 1, len(buffer))
+                if remaining is None:
                     break
+                length, cursor = remaining
                 if len(buffer) - cursor < length:
                     break
                 if kind & 0xF0 == PUBACK:

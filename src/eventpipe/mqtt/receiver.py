@@ -21,36 +21,102 @@ other packet types) to paho:
   burst never mixes two connections;
 - `ack_many` queues the PUBACKs of a whole batch as one write.
 
-Anything unusual (QoS 2, MQTT 3, a packet that does not decode, a paho
-without the internals relied on here) goes through paho's stock code.
+Anything unusual (QoS 2, MQTT 3, a packet that does not decode) goes through
+paho's stock code. The paho internals all this builds on are read here and
+nowhere else, and checked when the worker's client is made: a paho that lacks
+one stops the worker, naming it, rather than running a broken fast path. Only a
+caller that asks for paho's own client (`stock`, as a test does) gets that.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
+from eventpipe.errors import DependencyError
+from eventpipe.mqtt.address import MqttAddress
+from eventpipe.mqtt.connection import make_client
+from eventpipe.mqtt.wire import PUBACK, PUBLISH, decode_length, puback_packets
+
 READ_SIZE = 64 * 1024
-PUBLISH = 0x30
-PUBACK = 0x40
 # (packet id, qos, topic, payload, dup) as read from the wire.
 Received = tuple[int, int, str, bytes, bool]
-# paho internals this class builds on; checked once, so a paho that lacks them
-# gets its stock behaviour instead of a broken fast path.
-_INTERNALS = ("_sock_recv", "_packet_read", "_packet_handle", "_handle_publish", "_packet_queue", "_loop_rc_handle")
+# paho internals the Receiver builds on: methods of paho's Client it overrides or calls,
+METHODS = ("_sock_recv", "_packet_read", "_packet_handle", "_handle_publish", "_packet_queue", "_loop_rc_handle")
+# the attributes it reads, which paho's constructor sets,
+ATTRIBUTES = ("_sock", "_in_packet", "_manual_ack", "_protocol")
+# and what it reads of `_in_packet`, the packet paho is reading.
+IN_PACKET = ("command", "packet")
+# paho's network thread, None once it has ended: read on either client (`network_alive`).
+THREAD = "_thread"
+PAHO = "paho.mqtt.client.Client"
 
 
-def supported() -> bool:
-    return all(callable(getattr(mqtt.Client, name, None)) for name in _INTERNALS)
+def receiving_client(
+    address: MqttAddress,
+    client_id: str,
+    on_burst: Callable[[list[Received]], None],
+    *,
+    ca_file: Path | None = None,
+    stock: bool = False,
+) -> mqtt.Client:
+    """The worker's client, for manual acks: a Receiver handing bursts to `on_burst`, or with `stock`
+    paho's own Client, which hands each message to its on_message. Checked for every paho internal
+    this module reads: a paho that lacks one raises here, at the worker's start."""
+    client = make_client(
+        address, client_id, manual_ack=True, client_class=mqtt.Client if stock else Receiver, ca_file=ca_file
+    )
+    lacking = missing(client)
+    if lacking:
+        raise DependencyError(
+            f"paho-mqtt {paho.mqtt.__version__} lacks {', '.join(lacking)}, which eventpipe's MQTT receive path "
+            f"(eventpipe.mqtt.receiver) builds on: install {_required_paho()}"
+        )
+    if isinstance(client, Receiver):
+        client.on_burst = on_burst
+    return client
 
 
-def puback_packets(mids: list[int]) -> bytes:
-    """PUBACKs for `mids`, back to back: each is 0x40, length 2, the packet id (success needs no reason code)."""
-    return struct.pack(f"!{len(mids)}I", *[0x40020000 | mid for mid in mids])
+def missing(client: mqtt.Client) -> list[str]:
+    """The internals read here that `client` lacks: the network thread on any client, every one on a Receiver."""
+    lacking = [] if hasattr(client, THREAD) else [THREAD]
+    if isinstance(client, Receiver):
+        # Looked up on paho's class: the Receiver defines most of them itself.
+        lacking += [f"{name}()" for name in METHODS if not callable(getattr(mqtt.Client, name, None))]
+        lacking += [name for name in ATTRIBUTES if not hasattr(client, name)]
+        in_packet = getattr(client, "_in_packet", None)
+        keys = in_packet.keys() if isinstance(in_packet, dict) else ()
+        lacking += [f"_in_packet[{key!r}]" for key in IN_PACKET if key not in keys]
+    return [f"{PAHO}.{name}" for name in lacking]
+
+
+def _required_paho() -> str:
+    """eventpipe's requirement on paho-mqtt, as installed (pyproject.toml's)."""
+    try:
+        return next(item for item in metadata.requires("eventpipe") or () if item.startswith("paho-mqtt"))
+    except (metadata.PackageNotFoundError, StopIteration):
+        return "the paho-mqtt version eventpipe's pyproject.toml names"
+
+
+def network_alive(client: mqtt.Client) -> bool:
+    """False once paho's network thread has ended (an exception in a callback ends it)."""
+    thread = getattr(client, THREAD)
+    return thread is not None and bool(thread.is_alive())
+
+
+def acknowledge(client: mqtt.Client, packet_ids: list[int]) -> None:
+    """PUBACKs for QoS 1 messages: one queued write on a Receiver, one paho ack() each on paho's own client."""
+    if isinstance(client, Receiver):
+        client.ack_many(packet_ids)
+        return
+    for packet_id in packet_ids:
+        client.ack(packet_id, 1)
 
 
 class Receiver(mqtt.Client):
@@ -121,22 +187,16 @@ class Receiver(mqtt.Client):
             and self._read_sock is self._sock
             and start + 1 < len(buffer)
             and buffer[start] & 0xF0 == PUBLISH
+            and (remaining := decode_length(buffer, start + 1, len(buffer))) is not None
         ):
-            length, shift, cursor = 0, 0, start + 1
-            while cursor < len(buffer) and shift <= 21:
-                byte = buffer[cursor]
-                cursor += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    end = cursor + length
-                    if end <= len(buffer):
-                        received = self._decode(buffer[start], buffer, cursor, end)
-                        if received is not None:
-                            self._read_pos = end
-                            self._burst.append(received)
-                            return MQTTErrorCode.MQTT_ERR_SUCCESS
-                    break
+            length, cursor = remaining
+            end = cursor + length
+            if end <= len(buffer):
+                received = self._decode(buffer[start], buffer, cursor, end)
+                if received is not None:
+                    self._read_pos = end
+                    self._burst.append(received)
+                    return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._packet_read()
 
     def _handle_publish(self) -> MQTTErrorCode:
@@ -165,17 +225,11 @@ class Receiver(mqtt.Client):
         if qos:
             mid = (data[position] << 8) | data[position + 1]
             position += 2
-        # Property length, an MQTT variable byte integer; the properties are skipped.
-        skip, shift = 0, 0
-        while True:
-            if position >= end or shift > 21:
-                return None
-            byte = data[position]
-            position += 1
-            skip |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
+        # The properties are skipped, never decoded: their length, then them.
+        properties = decode_length(data, position, end)
+        if properties is None:
+            return None
+        skip, position = properties
         position += skip
         if position > end:
             return None

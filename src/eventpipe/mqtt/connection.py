@@ -8,8 +8,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from eventpipe.broker.address import MqttAddress
 from eventpipe.errors import ConfigError
+from eventpipe.mqtt.address import MqttAddress
 
 
 def make_client(
