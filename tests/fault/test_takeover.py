@@ -27,9 +27,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from eventpipe.broker.session import session_id
-from eventpipe.cli.stack import SESSION_KEY_FILE
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.stack.command import SESSION_KEY_FILE
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from tests.support.mqtt import read_packet

@@ -15,8 +15,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from eventpipe.broker import journal, packet
+from eventpipe.broker import packet
 from eventpipe.broker.address import MqttAddress
+from eventpipe.stack import journal
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from tests.support.memory import peak_growth, rss_bytes

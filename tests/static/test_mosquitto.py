@@ -21,9 +21,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from eventpipe.broker import packet
-from eventpipe.broker.mosquitto import find_binary, render_config
-from eventpipe.certificate import local_authority
 from eventpipe.config import Settings
+from eventpipe.stack.certificate import local_authority
+from eventpipe.stack.mosquitto import find_binary, render_config
 from tests.support import compose
 from tests.support.mqtt import connect_packet, stream_publish
 from tests.support.wait import free_port, wait_until

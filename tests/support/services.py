@@ -31,9 +31,9 @@ import pytest
 
 from eventpipe.bench.machine import pid_running
 from eventpipe.broker import packet
-from eventpipe.broker.mosquitto import Mosquitto, find_binary
-from eventpipe.certificate import local_authority
 from eventpipe.config import Settings
+from eventpipe.stack.certificate import local_authority
+from eventpipe.stack.mosquitto import Mosquitto, find_binary
 from tests.support import compose
 from tests.support.memory import rss_bytes
 from tests.support.wait import free_port, wait_until

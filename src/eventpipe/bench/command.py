@@ -21,8 +21,8 @@ from typing import Any
 from eventpipe.bench import SCENARIOS, drain, endpoint, latency, machine, report, service
 from eventpipe.bench.client import ApiClient
 from eventpipe.bench.service import free_port
-from eventpipe.broker.mosquitto import Mosquitto
 from eventpipe.config import Settings
+from eventpipe.stack.mosquitto import Mosquitto
 
 POLL_S = 0.02
 SAMPLES_PER_S = 10.0

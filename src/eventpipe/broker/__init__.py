@@ -1,1 +1,1 @@
-"""The MQTT broker: addresses, clients, packet limits, and the local Mosquitto of `eventpipe up`."""
+"""The MQTT broker: addresses, clients, packet limits."""

@@ -16,20 +16,20 @@ from pydantic import SecretStr
 from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.maintenance import admin
-from eventpipe.broker.journal import Journal
-from eventpipe.broker.mosquitto import Mosquitto
+from eventpipe.api.server import ApiServer
 from eventpipe.broker.session import kept_file, kept_secret
-from eventpipe.certificate import TlsFiles, local_authority
-from eventpipe.cli.credential import FILE_NAME, generated_key
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
-from eventpipe.cli.server import ApiServer
 from eventpipe.config import Settings
 from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.probe import Prober
 from eventpipe.ingest.worker import Worker
-from eventpipe.monitor.prometheus import Prometheus, default_rules_dir
 from eventpipe.redaction import redact
+from eventpipe.stack.certificate import TlsFiles, local_authority
+from eventpipe.stack.credential import FILE_NAME, generated_key
+from eventpipe.stack.journal import Journal
+from eventpipe.stack.mosquitto import Mosquitto
+from eventpipe.stack.prometheus import Prometheus, default_rules_dir
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate

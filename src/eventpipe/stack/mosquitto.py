@@ -6,11 +6,11 @@ import getpass
 import logging
 from pathlib import Path
 
-from eventpipe import child
 from eventpipe.broker import packet
-from eventpipe.certificate import TlsFiles
-from eventpipe.child import ChildProcess, port_free
 from eventpipe.errors import BrokerError
+from eventpipe.stack import child
+from eventpipe.stack.certificate import TlsFiles
+from eventpipe.stack.child import ChildProcess, port_free
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import eventpipe
-from eventpipe.child import ChildProcess, find_binary, port_free
+from eventpipe.stack.child import ChildProcess, find_binary, port_free
 
 log = logging.getLogger(__name__)
 
