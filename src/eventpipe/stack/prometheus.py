@@ -99,11 +99,5 @@ class Prometheus:
             inherit_fds=inherit_fds,
         )
 
-    def running(self) -> bool:
-        return self._child.running()
-
-    def terminate(self) -> None:
-        self._child.terminate()
-
     def stop(self) -> None:
         self._child.stop()
