@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from eventpipe.broker.session import session_id
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.metrics import IngestMetrics
-from eventpipe.stack.credential import SESSION_KEY_FILE
+from eventpipe.stack.secret import SESSION_KEY_FILE
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from tests.support.mqtt import read_packet

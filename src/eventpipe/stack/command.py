@@ -22,11 +22,12 @@ from eventpipe.ingest.worker import Worker
 from eventpipe.redaction import redact
 from eventpipe.stack.banner import announce
 from eventpipe.stack.certificate import TlsFiles, local_authority
-from eventpipe.stack.credential import generated_key, kept_secrets
+from eventpipe.stack.credential import generated_key
 from eventpipe.stack.journal import Journal
 from eventpipe.stack.lock import hold
 from eventpipe.stack.mosquitto import Mosquitto
 from eventpipe.stack.prometheus import Prometheus, default_rules_dir
+from eventpipe.stack.secret import kept_secrets
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate

@@ -1,8 +1,7 @@
-"""The secrets and the API key `eventpipe up` makes when none is set, kept in its data dir for the next start.
+"""The API key `eventpipe up` generates when none is set, kept in its data dir for the next start.
 
-A restart must not revoke the key a partner was given, nor change a secret
-that outlives a run: each is written once, readable by its owner only (0600),
-and read back on every start after.
+A restart must not revoke the key a partner was given: the key is written
+once, readable by its owner only (0600), and read back on every start after.
 """
 
 from __future__ import annotations
@@ -12,35 +11,11 @@ import secrets
 import stat
 from pathlib import Path
 
-from pydantic import SecretStr
-
-from eventpipe.broker.session import kept_file, kept_secret
-from eventpipe.config import Settings
+from eventpipe.broker.session import kept_file
 from eventpipe.errors import ConfigError
 
 log = logging.getLogger("eventpipe")
 FILE_NAME = "api-key"
-# Under the data dir, when EVENTPIPE_MQTT_SESSION_SECRET is not set.
-SESSION_KEY_FILE = "mqtt-session-secret"
-CURSOR_KEY_FILE = "cursor-secret"
-# Under the data dir, when EVENTPIPE_ERASURE_SECRET is not set: the audit's hashes need the same key at every start.
-ERASURE_KEY_FILE = "erasure-secret"
-
-
-def kept_secrets(settings: Settings) -> Settings:
-    """`settings` with each secret it leaves unset read from the data dir, made there on the first start."""
-    if settings.mqtt_session_secret is None:
-        # Kept beside the broker's persistence: the session and the secret that names it live and go together.
-        secret = kept_secret(settings.data_dir / SESSION_KEY_FILE)
-        settings = settings.model_copy(update={"mqtt_session_secret": SecretStr(secret)})
-    if settings.cursor_secret is None:
-        # Kept too, so a restart does not end every cursor walk and feed sync in progress with a 422.
-        cursor_secret = kept_file(settings.data_dir / CURSOR_KEY_FILE, secrets.token_hex(32))
-        settings = settings.model_copy(update={"cursor_secret": SecretStr(cursor_secret)})
-    if settings.erasure_secret is None:
-        secret = kept_secret(settings.data_dir / ERASURE_KEY_FILE)
-        settings = settings.model_copy(update={"erasure_secret": SecretStr(secret)})
-    return settings
 
 
 def generated_key(data_dir: Path) -> tuple[str, bool]:

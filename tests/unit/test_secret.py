@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from eventpipe.config import Settings
-from eventpipe.stack.credential import CURSOR_KEY_FILE, ERASURE_KEY_FILE, SESSION_KEY_FILE, kept_secrets
+from eventpipe.stack.secret import CURSOR_KEY_FILE, ERASURE_KEY_FILE, SESSION_KEY_FILE, kept_secrets
 
 FILES = (SESSION_KEY_FILE, CURSOR_KEY_FILE, ERASURE_KEY_FILE)
 
