@@ -89,7 +89,7 @@ if [ ! -e "$tls/server.pem" ]; then
       *) names="$names,IP:$name" ;;             # IPv4
     esac
   done
-  # The extensions strict verifiers (Python 3.13, Go) require, as src/eventpipe/certificate.py writes them.
+  # The extensions strict verifiers (Python 3.13, Go) require, as src/eventpipe/stack/certificate.py writes them.
   config=$(mktemp)
   trap 'rm -f "$config" "$config.err"' EXIT
   printf '%s\n' \

@@ -26,12 +26,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from eventpipe.cli.stack import SESSION_KEY_FILE
 from eventpipe.host import free_port
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.mqtt.session import session_id
 from eventpipe.mqtt.wire import read_packet
+from eventpipe.stack.secret import SESSION_KEY_FILE
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from tests.support.pipeline import Running, running_worker, settings_for

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
-from eventpipe.cli.server import ApiServer
+from eventpipe.api.server import ApiServer
 from eventpipe.errors import HaltStorageError, RetryableStorageError
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate

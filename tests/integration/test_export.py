@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry
 from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.model import event_json
+from eventpipe.api.server import ApiServer
 from eventpipe.bench.fill import fill
-from eventpipe.cli.server import ApiServer
 from eventpipe.errors import HaltStorageError, RetryableStorageError
 from eventpipe.host import free_port
 from eventpipe.store.client import connect

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from eventpipe.monitor.exporter import Exporter
+from eventpipe.ingest.exporter import Exporter
 from tests.support.wait import wait_until
 
 IDLERS = 500

@@ -15,10 +15,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from eventpipe.broker import journal
 from eventpipe.host import rss_bytes
 from eventpipe.mqtt import packet
 from eventpipe.mqtt.address import MqttAddress
+from eventpipe.stack import journal
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from tests.support.memory import peak_growth

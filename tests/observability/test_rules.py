@@ -15,9 +15,9 @@ from fastapi import FastAPI
 
 from eventpipe.api.backlog import Backlog
 from eventpipe.api.metrics import instrument
-from eventpipe.broker.journal import Journal
 from eventpipe.cli.runtime import process_registry
 from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.stack.journal import Journal
 from tests.support import observability as obs
 
 SEVERITIES = {"page", "ticket"}

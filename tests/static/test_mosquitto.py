@@ -20,12 +20,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from eventpipe.broker.mosquitto import find_binary, render_config
-from eventpipe.certificate import local_authority
 from eventpipe.config import Settings
 from eventpipe.host import free_port
 from eventpipe.mqtt import packet
 from eventpipe.mqtt.wire import connect_packet
+from eventpipe.stack.certificate import local_authority
+from eventpipe.stack.mosquitto import find_binary, render_config
 from tests.support import compose
 from tests.support.mqtt import stream_publish
 from tests.support.wait import wait_until

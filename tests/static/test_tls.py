@@ -18,8 +18,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from eventpipe import certificate
-from eventpipe.certificate import TlsFiles, local_authority, server_usable
+from eventpipe.stack import certificate
+from eventpipe.stack.certificate import TlsFiles, local_authority, server_usable
 from tests.support import compose
 
 DUMMY = {name: "x" for name in compose.required_variables()}

@@ -29,11 +29,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from eventpipe.broker.mosquitto import Mosquitto, find_binary
-from eventpipe.certificate import local_authority
 from eventpipe.config import Settings
 from eventpipe.host import free_port, pid_running, rss_bytes
 from eventpipe.mqtt import packet
+from eventpipe.stack.certificate import local_authority
+from eventpipe.stack.mosquitto import Mosquitto, find_binary
 from tests.support import compose
 from tests.support.wait import wait_until
 

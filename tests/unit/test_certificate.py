@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from eventpipe import certificate
-from eventpipe.certificate import NAMES, TlsFiles, local_authority, server_usable
+from eventpipe.stack import certificate
+from eventpipe.stack.certificate import NAMES, TlsFiles, local_authority, server_usable
 
 
 def days_left(cert: Path) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from eventpipe.cli.credential import kept_secret
+from eventpipe.stack.credential import kept_secret
 
 
 def test_the_kept_secret_is_made_once_and_private(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eventpipe.broker.journal import Journal, count
+from eventpipe.stack.journal import Journal, count
 
 # In the wording of Mosquitto 2.0.11 to 2.0.22 (src/loop.c, lib/send_publish.c).
 REFUSED = b"1796018637: Client p5-69619 disconnected due to oversize packet."

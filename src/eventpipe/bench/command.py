@@ -20,9 +20,9 @@ from typing import Any
 
 from eventpipe.bench import SCENARIOS, drain, endpoint, latency, machine, report, service
 from eventpipe.bench.client import ApiClient
-from eventpipe.broker.mosquitto import Mosquitto
 from eventpipe.config import Settings
 from eventpipe.host import cpu_seconds, free_port, pid_running
+from eventpipe.stack.mosquitto import Mosquitto
 
 POLL_S = 0.02
 SAMPLES_PER_S = 10.0

@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported per command: `eventpipe publish` should not pay for chDB and FastAPI.
     try:
         if args.command == "up":
-            from eventpipe.cli.stack import run_up
+            from eventpipe.stack.command import run_up
 
             return run_up(args)
         if args.command == "restore":

@@ -14,7 +14,7 @@ from types import FrameType
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from eventpipe.errors import ConfigError
-from eventpipe.monitor.exporter import Exporter
+from eventpipe.ingest.exporter import Exporter
 from eventpipe.redaction import RedactingFormatter
 
 log = logging.getLogger("eventpipe")

@@ -55,7 +55,7 @@ def run_api(_args: argparse.Namespace) -> int:
     from eventpipe.api.app import create_app
     from eventpipe.api.keyring import Keyring
     from eventpipe.api.maintenance import admin
-    from eventpipe.cli.server import ApiServer
+    from eventpipe.api.server import ApiServer
     from eventpipe.store.backup import Backups
     from eventpipe.store.reader import Reader
 

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import eventpipe
-from eventpipe.child import ChildProcess, find_binary, port_free
+from eventpipe.stack.child import ChildProcess, find_binary, port_free
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,6 @@ class Prometheus:
             timeout=30,
             inherit_fds=inherit_fds,
         )
-
-    def running(self) -> bool:
-        return self._child.running()
-
-    def terminate(self) -> None:
-        self._child.terminate()
 
     def stop(self) -> None:
         self._child.stop()

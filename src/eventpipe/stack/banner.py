@@ -1,0 +1,37 @@
+"""What `eventpipe up` prints once it accepts MQTT and HTTP: the `ready` line scripts wait for, and how to try it."""
+
+from __future__ import annotations
+
+from eventpipe.config import Settings
+from eventpipe.redaction import redact
+from eventpipe.stack.certificate import TlsFiles
+from eventpipe.stack.credential import FILE_NAME
+
+
+def announce(
+    settings: Settings,
+    api_url: str,
+    prometheus_url: str | None,
+    generated: tuple[str, bool] | None,
+    tls: TlsFiles | None,
+) -> None:
+    """`generated`: the key `up` made (and whether it made it at this start), when the user set none."""
+    print(
+        f"eventpipe ready: mqtt={redact(settings.mqtt_url)} api={api_url} "
+        f"metrics=http://{settings.metrics_host}:{settings.metrics_port}/metrics "
+        + (f"prometheus={prometheus_url} " if prometheus_url else "")
+        + f"data={settings.data_dir.resolve()}",
+        flush=True,
+    )
+    shown = "<a key of EVENTPIPE_API_KEYS or EVENTPIPE_API_KEYS_FILE>"
+    if generated:
+        # The user's own keys are never echoed; a generated one is theirs to copy, and the same at every start.
+        shown, made = generated
+        kept = settings.data_dir.resolve() / FILE_NAME
+        origin = f"generated, kept in {kept}" if made else f"kept in {kept} since an earlier start"
+        print(f"API key ({origin}; set EVENTPIPE_API_KEYS to choose your own): {shown}", flush=True)
+    trust = ""
+    if tls:
+        print(f"TLS: clients trust the local CA {tls.ca.resolve()}", flush=True)
+        trust = f"--cacert '{tls.ca.resolve()}' "
+    print(f"try: curl {trust}-H 'Authorization: Bearer {shown}' '{api_url}/events?limit=5'", flush=True)

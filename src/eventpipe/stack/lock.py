@@ -1,0 +1,33 @@
+"""One `eventpipe up` per data dir: chDB and the broker's files allow one user."""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from pathlib import Path
+from typing import TextIO
+
+from eventpipe.errors import ConfigError
+
+FILE_NAME = ".lock"
+
+
+def hold(data_dir: Path, wait_s: float = 10.0) -> TextIO:
+    """An exclusive lock on `data_dir`, held until the returned file and every child that inherits it close.
+
+    The children inherit it, so after a crash it is free only once they are
+    gone too; a restart right after waits that long for them.
+    """
+    handle = (data_dir / FILE_NAME).open("w")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                raise ConfigError(
+                    f"{data_dir.resolve()} is in use by another `eventpipe up`: stop it, or pass another --data-dir"
+                ) from None
+            time.sleep(0.1)
