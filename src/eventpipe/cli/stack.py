@@ -30,6 +30,7 @@ from eventpipe.ingest.probe import Prober
 from eventpipe.ingest.worker import Worker
 from eventpipe.monitor.prometheus import Prometheus, default_rules_dir
 from eventpipe.redaction import redact
+from eventpipe.runbook import filled_rules
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
@@ -193,7 +194,12 @@ def _serve(
         settings.data_dir / "prometheus",
         settings.metrics_port,
         settings.api_port,
-        settings.prometheus_rules_dir or default_rules_dir(),
+        # A copy of the rules whose runbook links open (EVENTPIPE_RUNBOOK_URL), beside Prometheus' data.
+        filled_rules(
+            settings.prometheus_rules_dir or default_rules_dir(),
+            settings.data_dir / "prometheus" / "rules",
+            settings.runbook_url,
+        ),
         tls.ca if tls else None,
     )
     problem: str | None = None
