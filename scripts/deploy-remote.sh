@@ -3,7 +3,10 @@
 # (compose.yaml and its config). Records which images to run in .env, pulls
 # them and (re)starts the stack, returning once every service is healthy.
 #
-#   scripts/deploy-remote.sh IMAGE_PREFIX IMAGE_TAG
+#   scripts/deploy-remote.sh IMAGE_PREFIX IMAGE_TAG [RUNBOOK_URL]
+#
+# RUNBOOK_URL, where docs/runbooks.md of the deployed commit opens, becomes
+# EVENTPIPE_RUNBOOK_URL: the alerts' runbook links (the pipeline passes its page in the repository).
 #
 # The host's .env and secrets/tls/ hold the secrets and are never overwritten:
 # create them once on the host with scripts/init-secrets.sh. The registry login happens before
@@ -34,6 +37,9 @@ set_env() {
 }
 set_env IMAGE_PREFIX "$prefix"
 set_env IMAGE_TAG "$tag"
+if [ -n "${3:-}" ]; then
+  set_env EVENTPIPE_RUNBOOK_URL "$3"
+fi
 
 docker compose pull --quiet
 # Workers stop before migrate runs: a migration may rebuild a table (copy and

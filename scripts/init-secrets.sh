@@ -38,6 +38,20 @@ random() {
 }
 
 filled=""
+# Not a secret: where the alerts' runbook links point. Unless one is set, this
+# checkout's docs/runbooks.md, which a browser on this machine opens.
+if grep -q '^EVENTPIPE_RUNBOOK_URL=$' "$target"; then
+  case "$root" in
+    *[!A-Za-z0-9._/-]*)
+      echo "init-secrets: set EVENTPIPE_RUNBOOK_URL in $target yourself ($root would need escaping in a URL)" >&2
+      ;;
+    *)
+      sed "s|^EVENTPIPE_RUNBOOK_URL=\$|EVENTPIPE_RUNBOOK_URL=file://$root/docs/runbooks.md|" "$target" > "$target.tmp"
+      mv "$target.tmp" "$target"
+      filled="$filled EVENTPIPE_RUNBOOK_URL"
+      ;;
+  esac
+fi
 for name in $(sed -n 's/^\([A-Z][A-Z0-9_]*\)=$/\1/p' "$target"); do
   value=$(random)
   sed "s/^$name=\$/$name=$value/" "$target" > "$target.tmp"
@@ -120,7 +134,7 @@ if [ ! -e "$tls/server.pem" ]; then
 fi
 
 if [ "$created" = 1 ]; then
-  echo "created $target with random secrets:$filled"
+  echo "created $target with random secrets and the runbooks' address:$filled"
 elif [ -n "$filled" ]; then
   echo "filled in $target:$filled"
 else

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -10,6 +11,7 @@ from paho.mqtt.client import topic_matches_sub
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES
 from eventpipe.mqtt.session import MIN_SECRET_CHARS, session_id
 
 
@@ -21,6 +23,10 @@ def _check_filter(topic: str) -> None:
             raise ValueError(f"mqtt_topic {topic!r} is not a valid MQTT topic filter")
     if not topic:
         raise ValueError("mqtt_topic may not be empty")
+
+
+# What a runbook URL may be: absolute, and safe inside YAML and a sed replacement.
+RUNBOOK_URL = re.compile(r"(https?|file)://[^\s#\"'\\|&]+")
 
 
 def embedded_dsn(data_dir: Path) -> str:
@@ -53,6 +59,10 @@ class Settings(BaseSettings):
     # The worker's name; its MQTT client id, which names its broker session, is
     # this name plus an HMAC of it under mqtt_session_secret (see mqtt/session.py).
     mqtt_client_id: str = "eventpipe-ingest"
+    # `eventpipe worker` only: when mqtt_client_id is not set, the worker's name
+    # is the first label of its own address's name in DNS: in compose, the
+    # replica's container name (see replica.py). The worker image turns it on.
+    mqtt_client_id_from_dns: bool = False
     # Makes that id unguessable, so no other client can take the session over.
     # The same value at every start, or the broker keeps the old session's
     # queue. Empty: `eventpipe up` keeps one in data_dir, `eventpipe worker` refuses to start.
@@ -78,11 +88,11 @@ class Settings(BaseSettings):
 
     # Larger payloads are dead letters; the broker refuses packets over this
     # plus 4 KiB (mqtt/packet.py). MQTT carries at most 256 MiB in a packet.
-    max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=256 * 1024 * 1024)
-    max_depth: int = Field(default=32, ge=1, le=512)
+    max_payload_bytes: int = Field(default=MAX_PAYLOAD_BYTES, ge=256, le=256 * 1024 * 1024)
+    max_depth: int = Field(default=MAX_DEPTH, ge=1, le=512)
     # Timestamps further ahead of the receive time than this are rejected:
     # clock skew is tolerated, year 3000 is not (it would create partitions).
-    max_future_skew_s: int = Field(default=24 * 3600, ge=0)
+    max_future_skew_s: int = Field(default=MAX_FUTURE_SKEW_S, ge=0)
     # ... and timestamps further behind it than this many days: a producer
     # spreading events over decades would otherwise add a partition (and a
     # part per batch) per month it touches, slowing every insert and read.
@@ -91,7 +101,7 @@ class Settings(BaseSettings):
     max_past_days: int = Field(default=730, ge=0)
     # Objects whose fields are looked into when the top level lacks a contract
     # field, for producers that wrap events, e.g. {"event_data": {...}}.
-    envelope_keys: Annotated[list[str], NoDecode] = ["event_data", "data"]
+    envelope_keys: Annotated[list[str], NoDecode] = list(ENVELOPE_KEYS)
 
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
@@ -120,6 +130,9 @@ class Settings(BaseSettings):
     # the rules it loads (default: prometheus/rules of this checkout).
     prometheus_port: int = Field(default=9090, ge=0, le=65_535)
     prometheus_rules_dir: Path | None = None
+    # Where docs/runbooks.md opens in a browser: the rules Prometheus loads link
+    # each alert to <this>#<alert>. Empty: this checkout's copy, as a file:// URL.
+    runbook_url: str = ""
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65_535)
 
@@ -148,6 +161,17 @@ class Settings(BaseSettings):
             # A CA for a plain connection would be ignored: the operator believes in a TLS that is not there.
             raise ValueError("EVENTPIPE_MQTT_CA_FILE is set, so EVENTPIPE_MQTT_URL must be mqtts://, not plain mqtt://")
         return self
+
+    @field_validator("runbook_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        # It is written into YAML and a sed replacement (prometheus/entrypoint.sh checks the same).
+        if value and not RUNBOOK_URL.fullmatch(value):
+            raise ValueError(
+                "an absolute http://, https:// or file:// URL of docs/runbooks.md, without '#', spaces, quotes, "
+                "backslashes, '|' or '&'"
+            )
+        return value
 
     @field_validator("mqtt_session_secret", "erasure_secret", mode="before")
     @classmethod

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import urllib.request
 from pathlib import Path
+from typing import Any
 
+from tests.support import observability as obs
 from tests.support.mqtt import stream_publish
 from tests.support.services import ContainerBroker, LocalBroker
 from tests.support.stack import Up, count_rows, run_eventpipe
@@ -38,6 +41,29 @@ def test_up_ingests_published_events_and_ctrl_c_loses_nothing(tmp_path: Path, st
     assert up.stop(signal.SIGINT) == 0, up.output()
     assert "stopped cleanly" in up.output()
     assert count_rows(up.data_dir) == 3000
+
+
+def test_every_alert_prometheus_loads_links_to_its_runbook(tmp_path: Path, stacks: list[Up]) -> None:
+    url = "https://gitlab.example.com/team/eventpipe/-/blob/0123abc/docs/runbooks.md"
+    up = start(stacks, tmp_path / "data", env={"EVENTPIPE_RUNBOOK_URL": url}, prometheus=True)
+
+    def alerts() -> list[dict[str, Any]] | None:
+        address = f"http://127.0.0.1:{up.prometheus_port}/api/v1/rules?type=alert"
+        try:
+            with urllib.request.urlopen(address, timeout=10) as response:
+                groups = json.load(response)["data"]["groups"]
+        except OSError:  # 503 until it has started
+            return None
+        return [rule for group in groups for rule in group["rules"]] or None
+
+    loaded = wait_until(alerts, what="the alert rules in Prometheus")
+    assert len(loaded) == len(obs.alert_rules())
+    anchors = obs.runbook_anchors()
+    for rule in loaded:
+        base, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert base == url, f"{rule['name']}: {rule['annotations']['runbook_url']}"
+        assert anchors.get(anchor) == rule["name"], f"{rule['name']}: docs/runbooks.md has no heading #{anchor}"
+    assert up.stop() == 0
 
 
 def test_sigterm_commits_what_the_worker_holds(tmp_path: Path, stacks: list[Up]) -> None:

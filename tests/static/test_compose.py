@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from eventpipe.api.keyfile import KeyFileError, parse
 from eventpipe.config import Settings
-from tests.support import compose
+from tests.support import compose, dockerfile
 
 SERVICES: dict[str, dict[str, Any]] = compose.compose()["services"]
 # As long as init-secrets.sh makes them: some settings refuse shorter secrets.
@@ -80,9 +82,8 @@ def test_every_long_running_service_has_a_healthcheck(name: str) -> None:
         assert check.get("test"), f"{name}: healthcheck without a test"
         return
     assert "build" in definition, f"{name}: no healthcheck, and its image is not built here to provide one"
-    dockerfile = dockerfile_of(definition).read_text()
-    final_stage = dockerfile.rsplit("\nFROM ", 1)[-1]
-    assert "\nHEALTHCHECK " in final_stage, f"{name}: neither compose nor {dockerfile_of(definition)} has a healthcheck"
+    built = dockerfile.instructions(dockerfile_of(definition), definition["build"].get("target"))
+    assert "\nHEALTHCHECK " in built, f"{name}: neither compose nor {dockerfile_of(definition)} has a healthcheck"
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -141,8 +142,28 @@ def test_the_worker_publishes_no_port_so_that_it_can_be_scaled() -> None:
 def test_the_worker_keeps_the_shared_subscription_and_names_sessions_per_replica() -> None:
     env = compose.environment("ingest-worker", DUMMY_SECRETS)
     assert env.get("EVENTPIPE_MQTT_SHARE_GROUP"), "without a share group every replica would store every event"
-    # A fixed client id would make the replicas take over each other's session; the entrypoint names them.
+    # A fixed client id would make the replicas take over each other's session; the image names them.
     assert "EVENTPIPE_MQTT_CLIENT_ID" not in env
+    assert SERVICES["ingest-worker"]["build"]["target"] == "ingest-worker"
+    image = dockerfile.instructions(dockerfile_of(SERVICES["ingest-worker"]), "ingest-worker")
+    assert "EVENTPIPE_MQTT_CLIENT_ID_FROM_DNS=true" in image
+    assert env.get("EVENTPIPE_MQTT_CLIENT_ID_FROM_DNS", "true") == "true"
+
+
+def test_the_api_reads_its_keys_file_from_the_api_folder_read_only() -> None:
+    # The folder, not the file: `mv` of a new version over the old one is seen; a file mount keeps the old inode.
+    mounts = {target: (source, options) for source, target, *options in map(volume_parts, SERVICES["api"]["volumes"])}
+    assert mounts["/etc/eventpipe/api"] == ("./api", ["ro"])
+    unset = compose.environment("api", DUMMY_SECRETS)["EVENTPIPE_API_KEYS_FILE"]
+    assert unset == "", "no keys file unless .env names one"
+    chosen = compose.environment("api", {**DUMMY_SECRETS, "EVENTPIPE_API_KEYS_FILE": "/etc/eventpipe/api/keys.json"})
+    assert chosen["EVENTPIPE_API_KEYS_FILE"] == "/etc/eventpipe/api/keys.json"
+    example = (compose.REPO / ".env.example").read_text()
+    assert "# EVENTPIPE_API_KEYS_FILE=/etc/eventpipe/api/keys.json" in example
+
+
+def volume_parts(volume: str) -> list[str]:
+    return volume.split(":")
 
 
 APP_SERVICES = ("migrate", "ingest-worker", "api")
@@ -152,8 +173,8 @@ def eventpipe_variables() -> set[str]:
     names = {key for name in SERVICES for key in compose.environment(name, DUMMY_SECRETS)}
     names = {name for name in names if name.startswith("EVENTPIPE_")}
     names |= {name for name, _, _ in compose.references() if name.startswith("EVENTPIPE_")}
-    for dockerfile in compose.REPO.glob("*/Dockerfile"):
-        names |= set(re.findall(r"\b(EVENTPIPE_[A-Z0-9_]+)=", dockerfile.read_text()))
+    for path in dockerfile.DOCKERFILES:
+        names |= set(re.findall(r"\b(EVENTPIPE_[A-Z0-9_]+)=", path.read_text()))
     return names
 
 
@@ -201,3 +222,14 @@ def test_the_api_replays_dead_letters_under_the_settings_the_worker_parses_with(
     for name in CONTRACT_SETTINGS:
         variable = f"EVENTPIPE_{name.upper()}"
         assert worker.get(variable) == api.get(variable), f"{variable}: the worker and the API parse differently"
+
+
+def test_the_keys_file_example_shows_the_shape_the_api_reads_and_admits_no_key_as_it_is() -> None:
+    example = (compose.REPO / "api" / "keys.example.json").read_text()
+    with pytest.raises(KeyFileError, match=r"keys\[0\]\.sha256"):
+        parse(example.encode())  # mounted by mistake, it stops the API, naming the line to fill in
+    keys = json.loads(example)
+    for number, key in enumerate(keys["keys"]):
+        key["sha256"] = f"{number:064x}"
+    entries = parse(json.dumps(keys).encode())
+    assert len(entries) == 2 and any(entry.grant.admin for entry in entries)

@@ -104,8 +104,14 @@ def test_the_reference_says_what_compose_sets() -> None:
     unmarked = [name for name in sorted(compose_settings()) if rows.get(name, ["", "", ""])[2] in NOT_SET]
     assert not unmarked, f"compose.yaml sets these; README.md's compose column does not say so: {unmarked}"
     marked = {name for name, cells in rows.items() if cells[2] not in NOT_SET}
-    stale = sorted(marked - compose_settings() - {"EVENTPIPE_MQTT_CLIENT_ID"})  # set by the worker image's entrypoint
+    # What the images set, and the worker's name, which the worker image derives (the replica's).
+    stale = sorted(marked - compose_settings() - image_settings() - {"EVENTPIPE_MQTT_CLIENT_ID"})
     assert not stale, f"README.md's compose column names variables compose.yaml does not set: {stale}"
+
+
+def image_settings() -> set[str]:
+    """EVENTPIPE_ variables the app images set (ENV in the Dockerfile)."""
+    return set(re.findall(r"\b(EVENTPIPE_[A-Z0-9_]+)=", (REPO / "Dockerfile").read_text()))
 
 
 def prose(text: str) -> str:
@@ -116,8 +122,8 @@ def prose(text: str) -> str:
 def readers() -> list[Path]:
     """Files that may read an EVENTPIPE_ variable besides Settings: the test suite's switches
     (EVENTPIPE_FAULT_RATE, EVENTPIPE_TEST_REQUIRE_DOCKER, ...), other code, CI and the images."""
-    found = [REPO / ".gitlab-ci.yml", REPO / ".ci" / "run"]
-    for folder in ("src", "tests", "ingest-worker", "api", "scripts"):
+    found = [REPO / ".gitlab-ci.yml", REPO / ".ci" / "run", REPO / "Dockerfile"]
+    for folder in ("src", "tests", "scripts", "prometheus", "alertmanager"):
         found += [path for path in (REPO / folder).rglob("*") if path.suffix in {".py", ".sh", ""} and path.is_file()]
     return [path for path in found if path.exists() and path != Path(__file__).resolve()]
 

@@ -52,10 +52,20 @@ def test_stages_run_in_order() -> None:
     assert PIPELINE["stages"] == ["lint", "test", "build", "deploy"]
 
 
+LINT_SCRIPT = compose.REPO / ".ci" / "lint"
+
+
 def test_lint_checks_code_schemas_and_monitoring_configs() -> None:
-    text = script("lint")
+    assert job("lint")["script"] == ["sh .ci/lint"], "the lint job runs the one lint script"
+    text = LINT_SCRIPT.read_text()
     for command in ("ruff check", "mypy", "vendor.compose-spec", "vendor.gitlab-ci", "promtool check config", "amtool"):
         assert command in text, command
+
+
+def test_ci_run_lints_what_the_lint_job_lints() -> None:
+    # One script both call: .ci/run (the machines' CI) cannot lint less than the GitLab lint job.
+    commands = [line.strip() for line in (compose.REPO / ".ci" / "run").read_text().splitlines()]
+    assert "sh .ci/lint" in commands
 
 
 def test_tests_run_against_containers_and_fail_without_docker() -> None:
@@ -74,14 +84,23 @@ def test_every_image_compose_builds_is_built_and_pushed() -> None:
         if "build" in definition:
             image = definition["image"].split("}/", 1)[1].split(":", 1)[0]
             build = definition["build"]
-            built[image] = ((compose.REPO / build["context"]).resolve(), build.get("dockerfile", "Dockerfile"))
+            built[image] = (
+                (compose.REPO / build["context"]).resolve(),
+                build.get("dockerfile", "Dockerfile"),
+                build.get("target"),
+            )
     matrix = job("build")["parallel"]["matrix"]
-    pipeline = {entry["IMAGE"]: ((compose.REPO / entry["CONTEXT"]).resolve(), entry["DOCKERFILE"]) for entry in matrix}
+    pipeline = {
+        entry["IMAGE"]: ((compose.REPO / entry["CONTEXT"]).resolve(), entry["DOCKERFILE"], entry.get("TARGET"))
+        for entry in matrix
+    }
     assert set(pipeline) == set(built)
-    for image, (context, dockerfile) in built.items():
+    for image, (context, dockerfile, target) in built.items():
         assert pipeline[image][0] == context, image
         assert (compose.REPO / pipeline[image][1]).resolve() == (context / dockerfile).resolve(), image
+        assert pipeline[image][2] == target, f"{image}: compose builds target {target}, the pipeline another"
     text = script("build")
+    assert '${TARGET:+--target "$TARGET"}' in text
     assert 'docker push "$CI_REGISTRY_IMAGE/$IMAGE:$CI_COMMIT_SHORT_SHA"' in text
 
 

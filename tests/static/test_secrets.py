@@ -13,6 +13,8 @@ import pytest
 from tests.support import compose
 
 ENV_EXAMPLE = compose.REPO / ".env.example"
+# Required but not secret: where the alerts' runbook links point, which init-secrets.sh sets to this checkout's.
+LINKS = {"EVENTPIPE_RUNBOOK_URL"}
 SCRIPT = compose.REPO / "scripts" / "init-secrets.sh"
 
 
@@ -40,7 +42,8 @@ def test_every_reference_either_is_required_or_has_a_default() -> None:
 def test_every_secret_is_required_and_none_has_a_default() -> None:
     secret = re.compile(r"PASSWORD|KEY|TOKEN|SECRET")
     for name, operator, _ in compose.references():
-        if secret.search(name):
+        # A *_FILE variable names where something is (a path), not a secret.
+        if secret.search(name) and not name.endswith("_FILE"):
             assert operator == ":?", f"{name} must be ${{{name}:?...}}: compose refuses to start without it"
 
 
@@ -89,12 +92,23 @@ def init_secrets(checkout: Path) -> str:
 def test_init_secrets_creates_every_required_secret(checkout: Path) -> None:
     init_secrets(checkout)
     env = read_env(checkout / ".env")
-    values = [env.get(name, "") for name in compose.required_variables()]
+    values = [env.get(name, "") for name in compose.required_variables() if name not in LINKS]
     assert all(re.fullmatch(r"[0-9a-f]{32}", value) for value in values), env
     assert len(set(values)) == len(values), "two secrets got the same value"
     assert stat.S_IMODE((checkout / ".env").stat().st_mode) == 0o600
     for text in compose.strings(compose.compose()):
         compose.interpolate(text, env)  # raises KeyError if compose would refuse
+
+
+def test_init_secrets_links_the_alerts_to_this_checkouts_runbooks_unless_set(checkout: Path) -> None:
+    init_secrets(checkout)
+    assert read_env(checkout / ".env")["EVENTPIPE_RUNBOOK_URL"] == (checkout / "docs" / "runbooks.md").as_uri()
+    chosen = "https://gitlab.example.com/team/eventpipe/-/blob/main/docs/runbooks.md"
+    env_file = checkout / ".env"
+    text = re.sub(r"(?m)^EVENTPIPE_RUNBOOK_URL=.*$", f"EVENTPIPE_RUNBOOK_URL={chosen}", env_file.read_text())
+    env_file.write_text(text)
+    init_secrets(checkout)
+    assert read_env(env_file)["EVENTPIPE_RUNBOOK_URL"] == chosen
 
 
 def test_init_secrets_never_changes_a_secret_already_set(checkout: Path) -> None:

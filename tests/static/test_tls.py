@@ -4,12 +4,12 @@ The broker's TLS listener itself is run on mosquitto/'s files in test_mosquitto.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import ssl
 import stat
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -21,6 +21,8 @@ import yaml
 from eventpipe.stack import certificate
 from eventpipe.stack.certificate import TlsFiles, local_authority, server_usable
 from tests.support import compose
+from tests.support.dockerfile import APP_DOCKERFILE, instructions
+from tests.support.stack import run_eventpipe
 
 DUMMY = {name: "x" for name in compose.required_variables()}
 TLS_SCRIPT = compose.service("tls")["command"][0]
@@ -81,8 +83,8 @@ def test_the_api_serves_https_with_the_copy_the_tls_service_made_for_its_user() 
     cert, key = PurePosixPath(env["EVENTPIPE_API_TLS_CERT_FILE"]), PurePosixPath(env["EVENTPIPE_API_TLS_KEY_FILE"])
     assert (cert.name, key.name, cert.parent) == ("server.pem", "server-key.pem", key.parent)
     volume = mounts("api")[str(cert.parent)]
-    dockerfile = (compose.REPO / "api" / "Dockerfile").read_text()
-    user = re.findall(r"(?m)^USER (\d+)", dockerfile)[-1]
+    image = instructions(APP_DOCKERFILE, compose.service("api")["build"]["target"])
+    user = re.findall(r"(?m)^USER (\d+)", image)[-1]
     mode, target = installed(user)
     assert mode == "0600"
     assert mounts("tls")[target] == volume, "the API reads a volume the tls service does not write"
@@ -190,11 +192,12 @@ def https_readyz(tmp_path: Path) -> Iterator[tuple[int, TlsFiles]]:
 
 def test_the_api_healthcheck_speaks_https_when_the_api_does(https_readyz: tuple[int, TlsFiles]) -> None:
     port, files = https_readyz
-    script = str(compose.REPO / "api" / "healthcheck.py")
 
     def check(env: dict[str, str]) -> int:
-        done = subprocess.run([sys.executable, script], env=env, capture_output=True, timeout=30, check=False)
-        return done.returncode
+        outside = {key: value for key, value in os.environ.items() if not key.startswith("EVENTPIPE_")}
+        return run_eventpipe("healthcheck", "api", env={**outside, **env}, timeout=30).returncode
 
-    assert check({"EVENTPIPE_API_PORT": str(port), "EVENTPIPE_API_TLS_CERT_FILE": str(files.cert)}) == 0
+    # As the API's container has them: the certificate and its key.
+    tls = {"EVENTPIPE_API_TLS_CERT_FILE": str(files.cert), "EVENTPIPE_API_TLS_KEY_FILE": str(files.key)}
+    assert check({"EVENTPIPE_API_PORT": str(port), **tls}) == 0
     assert check({"EVENTPIPE_API_PORT": str(port)}) == 1, "plain HTTP to an HTTPS API is no answer"

@@ -13,7 +13,6 @@ instead of the local fallback.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import secrets
@@ -23,7 +22,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -243,7 +241,7 @@ def _health(wrapped: Any) -> str:
 
 class ClickHouseServer:
     """The compose `clickhouse` service (image, config.d, users.d, passwords, healthcheck) for the session,
-    with the eventpipe database created by the worker image's own `migrate` entrypoint code. Tests reach it
+    with the eventpipe database created as `eventpipe migrate` creates it. Tests reach it
     as the compose services do: dsn("migrate") is the migrator's DSN, dsn("ingest-worker") the insert-only
     user's, dsn("api") the read-only user's."""
 
@@ -259,7 +257,9 @@ class ClickHouseServer:
 
     def start(self) -> None:
         self.container.start()
-        worker_entrypoint().create_database(self.dsn("migrate"))
+        from eventpipe.store.database import create_database
+
+        create_database(self.dsn("migrate"))
 
     def reset(self) -> None:
         """Drop every table of the eventpipe database (as the migrator), so that each test starts unmigrated."""
@@ -272,16 +272,6 @@ class ClickHouseServer:
 
     def stop(self) -> None:
         self.container.stop()
-
-
-@cache
-def worker_entrypoint() -> ModuleType:
-    """ingest-worker/entrypoint.py, which is not a package module."""
-    spec = importlib.util.spec_from_file_location("worker_entrypoint", compose.REPO / "ingest-worker" / "entrypoint.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @contextmanager

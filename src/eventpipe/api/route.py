@@ -32,7 +32,6 @@ from eventpipe.api.param import (
     Since,
     Until,
     UserId,
-    instant,
     only_known,
     text,
     window,
@@ -117,13 +116,12 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         where: Where = None,
     ) -> Timeseries:
         step = INTERVALS_MS[interval]
-        until_ms = instant("until", until)
+        since_ms, until_ms = window(since, until)
         until_ms = time.time_ns() // 1_000_000 if until_ms is None else until_ms
-        since_ms = instant("since", since)
         if since_ms is None:
             # Whole buckets by default: a partial first bucket would chart as a dip.
             since_ms = max(0, until_ms - DEFAULT_WINDOW_MS) // step * step
-        if since_ms >= until_ms:
+        if since_ms >= until_ms:  # a since after now, with until left out
             raise ApiError(422, "invalid_parameter", "since must be before until")
         first, end = since_ms // step * step, -(-until_ms // step) * step
         if (end - first) // step > MAX_BUCKETS:

@@ -38,7 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("worker", help="run the ingest worker (settings from EVENTPIPE_* variables)")
     commands.add_parser("api", help="run the HTTP API (settings from EVENTPIPE_* variables)")
-    commands.add_parser("migrate", help="apply pending ClickHouse schema migrations")
+    commands.add_parser("migrate", help="create the DSN's database if need be, then apply pending schema migrations")
+    healthcheck = commands.add_parser(
+        "healthcheck",
+        help="exit 0 while the worker or the API on this host is healthy (the images' HEALTHCHECK)",
+        description="worker: connected to the broker (its metrics endpoint says so); api: /readyz answers 200. "
+        "Settings from EVENTPIPE_* variables, as the service reads them.",
+    )
+    healthcheck.add_argument("service", choices=("worker", "api"), help="which service of this host to ask")
 
     restore = commands.add_parser(
         "restore",
@@ -152,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from eventpipe.stack.command import run_up
 
             return run_up(args)
+        if args.command == "healthcheck":
+            from eventpipe.cli.healthcheck import run_healthcheck
+
+            return run_healthcheck(args)
         if args.command == "restore":
             from eventpipe.cli.restore import run_restore
 

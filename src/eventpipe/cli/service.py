@@ -12,7 +12,9 @@ from eventpipe.errors import ConfigError
 from eventpipe.ingest.assembly import assemble
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.redaction import redact
+from eventpipe.replica import named
 from eventpipe.store.client import connect
+from eventpipe.store.database import create_database
 from eventpipe.store.migration import migrate
 
 log = logging.getLogger("eventpipe")
@@ -21,6 +23,7 @@ log = logging.getLogger("eventpipe")
 def run_worker(_args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
+    settings = named(settings)  # in a compose replica, its container's name
     if settings.mqtt_session_secret is None:
         raise ConfigError(
             "EVENTPIPE_MQTT_SESSION_SECRET is not set: without it any client that knows the worker's name "
@@ -90,6 +93,7 @@ def run_api(_args: argparse.Namespace) -> int:
 def run_migrate(_args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
+    create_database(settings.resolved_clickhouse_dsn)  # the migrations make their tables inside it
     applied = migrate(connect(settings.resolved_clickhouse_dsn), settings.retention_days)
     print(f"migrations applied: {applied or 'none, schema is current'}")
     return 0

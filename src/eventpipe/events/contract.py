@@ -43,13 +43,21 @@ class Reason(StrEnum):
     STORAGE_REJECTED = "storage_rejected"
 
 
+# The contract's defaults, in one place: Settings offers them as its own (EVENTPIPE_MAX_PAYLOAD_BYTES, ...).
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_DEPTH = 32
+MAX_FUTURE_SKEW_S = 24 * 3600
+ENVELOPE_KEYS = ("event_data", "data")
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_payload_bytes: int = 64 * 1024
-    max_depth: int = 32
-    max_future_skew_ms: int = 24 * 3600 * 1000
-    max_past_ms: int = 0  # 0: no bound
-    envelope_keys: tuple[str, ...] = ("event_data", "data")
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    max_depth: int = MAX_DEPTH
+    max_future_skew_ms: int = MAX_FUTURE_SKEW_S * 1000
+    # 0: no bound, for a backfill; the worker's bound is a setting (EVENTPIPE_MAX_PAST_DAYS).
+    max_past_ms: int = 0
+    envelope_keys: tuple[str, ...] = ENVELOPE_KEYS
 
 
 class Event(NamedTuple):

@@ -19,6 +19,7 @@ from eventpipe.errors import BrokerError
 from eventpipe.ingest.assembly import assemble
 from eventpipe.ingest.worker import Worker
 from eventpipe.redaction import redact
+from eventpipe.runbook import filled_rules
 from eventpipe.stack.banner import announce
 from eventpipe.stack.certificate import TlsFiles, local_authority
 from eventpipe.stack.credential import generated_key
@@ -129,7 +130,12 @@ def _serve(
         settings.data_dir / "prometheus",
         settings.metrics_port,
         settings.api_port,
-        settings.prometheus_rules_dir or default_rules_dir(),
+        # A copy of the rules whose runbook links open (EVENTPIPE_RUNBOOK_URL), beside Prometheus' data.
+        filled_rules(
+            settings.prometheus_rules_dir or default_rules_dir(),
+            settings.data_dir / "prometheus" / "rules",
+            settings.runbook_url,
+        ),
         tls.ca if tls else None,
     )
     problem: str | None = None

@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
-# The HTTP API. Build from the repository root:
-#   docker build -f api/Dockerfile .
+# The two app images, one build: target `ingest-worker` (the worker, and the
+# one-shot `migrate`) and target `api` (the HTTP API). Build from the repository root:
+#   docker build --target ingest-worker .
+#   docker build --target api .
+# compose.yaml and the pipeline's build job name the target.
 
 # Build stage: a virtualenv with eventpipe and its runtime dependencies only,
 # no extras: containers talk to a ClickHouse server, so no embedded chDB.
@@ -20,20 +23,39 @@ COPY src ./src
 RUN pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
  && /opt/venv/bin/pip install --no-deps --no-index /tmp/dist/eventpipe-*.whl
 
-# Runtime stage: the virtualenv, the healthcheck, an unprivileged user.
-FROM python:3.12.11-slim-bookworm
+# What both images run on: the virtualenv and an unprivileged user; `eventpipe` is PID 1, so it gets SIGTERM.
+FROM python:3.12.11-slim-bookworm AS runtime
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin eventpipe
 COPY --from=build /opt/venv /opt/venv
-COPY api/healthcheck.py /opt/eventpipe/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    EVENTPIPE_API_HOST=0.0.0.0 \
+    PYTHONDONTWRITEBYTECODE=1
+ENTRYPOINT ["eventpipe"]
+
+# The ingest worker. Each replica names its broker session after its compose
+# container (eventpipe-ingest-worker-2), which only Docker's DNS knows:
+# /etc/hosts maps the container's address to its random hostname, so reverse
+# lookups ask DNS first here (see src/eventpipe/replica.py).
+FROM runtime AS ingest-worker
+RUN sed -i 's/^hosts:.*/hosts: dns files/' /etc/nsswitch.conf \
+ && grep -qx 'hosts: dns files' /etc/nsswitch.conf
+ENV EVENTPIPE_MQTT_CLIENT_ID_FROM_DNS=true \
+    EVENTPIPE_METRICS_HOST=0.0.0.0 \
+    EVENTPIPE_METRICS_PORT=9464
+USER 10001:10001
+EXPOSE 9464
+# Healthy while connected to the broker (eventpipe_mqtt_connected on its metrics endpoint).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["eventpipe", "healthcheck", "worker"]
+CMD ["worker"]
+
+# The HTTP API.
+FROM runtime AS api
+ENV EVENTPIPE_API_HOST=0.0.0.0 \
     EVENTPIPE_API_PORT=8000
 USER 10001:10001
 EXPOSE 8000
 # Healthy while /readyz answers: the API runs and ClickHouse answers it.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["python", "/opt/eventpipe/healthcheck.py"]
-ENTRYPOINT ["eventpipe"]
+  CMD ["eventpipe", "healthcheck", "api"]
 CMD ["api"]

@@ -1,0 +1,66 @@
+"""`eventpipe healthcheck worker|api`: the images' HEALTHCHECK, which `docker compose up --wait` relies on.
+
+worker: healthy while connected to the broker, read from its own metrics
+endpoint (eventpipe_mqtt_connected), so a worker whose flusher died (it then
+exits) or whose broker is gone shows as unhealthy.
+api: healthy while /readyz answers 200: the API runs and ClickHouse answers it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ssl
+import urllib.error
+import urllib.request
+
+from eventpipe.config import Settings
+
+CONNECTED = "eventpipe_mqtt_connected"
+TIMEOUT_S = 3
+# A server listening on every interface is asked on loopback.
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def run_healthcheck(args: argparse.Namespace) -> int:
+    settings = Settings()
+    healthy, why = worker_health(settings) if args.service == "worker" else api_health(settings)
+    print(f"{'healthy' if healthy else 'unhealthy'}: {why}")
+    return 0 if healthy else 1
+
+
+def _local(host: str, port: int, scheme: str = "http") -> str:
+    host = "127.0.0.1" if host in WILDCARDS else host
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def worker_health(settings: Settings) -> tuple[bool, str]:
+    url = _local(settings.metrics_host, settings.metrics_port) + "/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:  # noqa: S310 - http to this host
+            body = response.read().decode()
+    except OSError as exc:
+        return False, f"{url} does not answer: {exc}"
+    for line in body.splitlines():
+        if line.startswith(CONNECTED + " "):
+            connected = float(line.split()[1]) == 1.0
+            return connected, "connected to the broker" if connected else "not connected to the broker"
+    return False, f"{CONNECTED} missing from {url}"
+
+
+def api_health(settings: Settings) -> tuple[bool, str]:
+    context = None
+    if settings.api_tls_cert_file is not None:
+        # HTTPS, as the API serves it. The certificate is not verified: this is
+        # the container talking to itself on loopback, and an operator's own
+        # certificate need not name 127.0.0.1. Prometheus does verify it.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    url = _local(settings.api_host, settings.api_port, "https" if context else "http") + "/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S, context=context) as response:  # noqa: S310 - this host
+            return True, f"{url} answered {response.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"{url} answered {exc.code}: {exc.read().decode(errors='replace')[:200]}"
+    except OSError as exc:
+        return False, f"{url} does not answer: {exc}"

@@ -1,0 +1,51 @@
+"""Runbook links that open: the rules Prometheus loads get an absolute URL for each alert's runbook.
+
+The rules in prometheus/rules/ name a runbook as `docs/runbooks.md#<alert>`,
+a path inside the repository, which their promtool tests expect and which is a
+dead link in Alertmanager, Grafana or a pager. What Prometheus loads is a copy
+with that path replaced by one URL (EVENTPIPE_RUNBOOK_URL), as kubernetes-mixin
+builds its links from one runbookURLPattern. `eventpipe up` writes the copy
+here; compose's Prometheus writes it in prometheus/entrypoint.sh, the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import eventpipe
+from eventpipe.errors import ConfigError
+
+SOURCE = "docs/runbooks.md"
+LINK = re.compile(r"(?m)^([ \t]*runbook_url:[ \t]*)docs/runbooks\.md#")
+
+
+def checkout_runbooks() -> str:
+    """docs/runbooks.md of the checkout eventpipe runs from (an editable install), as a file:// URL."""
+    path = Path(eventpipe.__file__).resolve().parents[2] / SOURCE
+    if not path.is_file():
+        raise ConfigError(
+            f"no {SOURCE} at {path} to link the alerts to: set EVENTPIPE_RUNBOOK_URL to where it opens "
+            "in a browser (https://.../docs/runbooks.md)"
+        )
+    return path.as_uri()
+
+
+def fill(rules: str, url: str) -> str:
+    """`rules` (YAML text) with every runbook_url `docs/runbooks.md#<anchor>` made `<url>#<anchor>`."""
+    return LINK.sub(lambda match: f"{match.group(1)}{url}#", rules)
+
+
+def filled_rules(source: Path, target: Path, url: str) -> Path:
+    """The rule files of `source` written to `target` with absolute runbook links, and `target`; `url` empty
+    means this checkout's docs/runbooks.md. Without a `source` directory, `source` itself: Prometheus then
+    runs without rules, and says so."""
+    if not source.is_dir():
+        return source
+    url = url or checkout_runbooks()
+    target.mkdir(parents=True, exist_ok=True)
+    for stale in target.glob("*.yml"):
+        stale.unlink()  # a rule file since removed from the source must not stay loaded
+    for path in sorted(source.glob("*.yml")):
+        (target / path.name).write_text(fill(path.read_text(), url))
+    return target

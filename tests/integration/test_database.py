@@ -1,0 +1,62 @@
+"""`eventpipe migrate` creates the database its DSN names before the tables inside it, as the compose
+`migrate` service needs on a new ClickHouse server. On a server (when Docker answers) the session's
+ClickHouse container gets its database that way too (tests/support/services.py)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from eventpipe.errors import ConfigError
+from eventpipe.host import free_port
+from eventpipe.store.client import connect
+from eventpipe.store.database import create, named_database
+from tests.support.stack import run_eventpipe
+
+
+def test_a_server_dsn_names_its_database_and_the_embedded_engine_none() -> None:
+    assert named_database("http://u:p@clickhouse:8123/eventpipe") == ("http://u:p@clickhouse:8123", "eventpipe")
+    assert named_database("https://u:p@db.example.com:8443/events_2?secure=1") == (
+        "https://u:p@db.example.com:8443?secure=1",
+        "events_2",
+    )
+    assert named_database("http://u:p@clickhouse:8123") is None
+    assert named_database("chdb:///var/lib/eventpipe/clickhouse") is None
+
+
+@pytest.mark.parametrize("name", ["bad`name", "1st", "events-2", "db;DROP"])
+def test_a_name_that_would_need_quoting_is_refused_naming_the_setting(name: str) -> None:
+    with pytest.raises(ConfigError, match="EVENTPIPE_CLICKHOUSE_DSN"):
+        named_database(f"http://u:p@127.0.0.1:1/{name}")
+
+
+def test_the_database_is_created_once_and_again_is_no_error(chdb_root: Path) -> None:
+    client = connect(f"chdb://{chdb_root}")
+    name = f"created_{uuid.uuid4().hex[:8]}"
+    create(client, name)
+    create(client, name)
+    assert client.command(f"EXISTS DATABASE {name}") == 1
+    client.close()
+
+
+def outside() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if not key.startswith("EVENTPIPE_")}
+
+
+def test_migrate_stops_on_a_bad_name_before_connecting_and_names_the_setting() -> None:
+    env = {**outside(), "EVENTPIPE_CLICKHOUSE_DSN": "http://u:hunter2pw@127.0.0.1:1/bad`name"}
+    done = run_eventpipe("migrate", env=env, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "EVENTPIPE_CLICKHOUSE_DSN" in done.stderr
+    assert "hunter2pw" not in done.stdout + done.stderr
+
+
+def test_migrate_says_it_cannot_reach_the_server_without_its_password() -> None:
+    env = {**outside(), "EVENTPIPE_CLICKHOUSE_DSN": f"http://u:hunter2pw@127.0.0.1:{free_port()}/eventpipe"}
+    done = run_eventpipe("migrate", env=env, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "migrations applied" not in done.stdout
+    assert "hunter2pw" not in done.stdout + done.stderr

@@ -1,0 +1,68 @@
+"""`eventpipe healthcheck worker|api`, the images' HEALTHCHECK that `docker compose up --wait` relies on,
+run as Docker runs it: the command, its exit status, against real endpoints on this host."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from prometheus_client import CollectorRegistry, start_http_server
+
+from eventpipe.host import free_port
+from eventpipe.ingest.metrics import IngestMetrics
+from tests.support.stack import run_eventpipe
+
+
+def healthcheck(service: str, env: dict[str, str]) -> int:
+    outside = {key: value for key, value in os.environ.items() if not key.startswith("EVENTPIPE_")}
+    return run_eventpipe("healthcheck", service, env={**outside, **env}, timeout=30).returncode
+
+
+@pytest.fixture
+def worker_metrics() -> Iterator[tuple[int, IngestMetrics]]:
+    registry = CollectorRegistry()
+    metrics = IngestMetrics(registry)
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    yield port, metrics
+    server.shutdown()
+    thread.join(5)
+
+
+def test_the_worker_is_healthy_only_while_connected_to_the_broker(worker_metrics: tuple[int, IngestMetrics]) -> None:
+    port, metrics = worker_metrics
+    # As in the image: the worker listens on every interface, the check asks on loopback.
+    env = {"EVENTPIPE_METRICS_HOST": "0.0.0.0", "EVENTPIPE_METRICS_PORT": str(port)}
+    metrics.connected.set(0)
+    assert healthcheck("worker", env) == 1
+    metrics.connected.set(1)
+    assert healthcheck("worker", env) == 0
+    assert healthcheck("worker", {"EVENTPIPE_METRICS_PORT": str(free_port())}) == 1
+
+
+class Readyz(BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(self.status if self.path == "/readyz" else 404)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_the_api_is_healthy_only_while_ready() -> None:
+    server = HTTPServer(("127.0.0.1", 0), Readyz)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"EVENTPIPE_API_HOST": "0.0.0.0", "EVENTPIPE_API_PORT": str(server.server_address[1])}
+    try:
+        assert healthcheck("api", env) == 0
+        Readyz.status = 503
+        assert healthcheck("api", env) == 1
+    finally:
+        Readyz.status = 200
+        server.shutdown()
+    assert healthcheck("api", env) == 1, "an API that does not answer is not healthy"
