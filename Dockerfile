@@ -35,7 +35,7 @@ ENTRYPOINT ["eventpipe"]
 # The ingest worker. Each replica names its broker session after its compose
 # container (eventpipe-ingest-worker-2), which only Docker's DNS knows:
 # /etc/hosts maps the container's address to its random hostname, so reverse
-# lookups ask DNS first here (see src/eventpipe/replica.py).
+# lookups ask DNS first here (see src/eventpipe/mqtt/replica.py).
 FROM runtime AS ingest-worker
 RUN sed -i 's/^hosts:.*/hosts: dns files/' /etc/nsswitch.conf \
  && grep -qx 'hosts: dns files' /etc/nsswitch.conf

@@ -4,7 +4,7 @@
 # repository (what their promtool tests expect), which is a dead link in
 # Alertmanager, Grafana or a pager. This copies them to the directory
 # prometheus.yml loads, with that path replaced by EVENTPIPE_RUNBOOK_URL (.env),
-# then runs Prometheus. `eventpipe up` fills its copy the same way (src/eventpipe/runbook.py).
+# then runs Prometheus. `eventpipe up` fills its copy the same way (src/eventpipe/stack/runbook.py).
 set -eu
 
 # The paths and the binary are variables only so that the tests can run this script outside the image.

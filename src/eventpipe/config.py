@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     mqtt_client_id: str = "eventpipe-ingest"
     # `eventpipe worker` only: when mqtt_client_id is not set, the worker's name
     # is the first label of its own address's name in DNS: in compose, the
-    # replica's container name (see replica.py). The worker image turns it on.
+    # replica's container name (see mqtt/replica.py). The worker image turns it on.
     mqtt_client_id_from_dns: bool = False
     # Makes that id unguessable, so no other client can take the session over.
     # The same value at every start, or the broker keeps the old session's

@@ -2,7 +2,7 @@
 NSSWITCH PTR_NAME`, it gives this process a container's hostname, /etc/hosts and resolv.conf (Docker's DNS
 at 127.0.0.1:53 in the new network namespace), the nsswitch.conf given, and a stand-in for Docker's embedded
 DNS server that answers every reverse lookup with PTR_NAME, as Docker's does for a container's own address.
-It prints what eventpipe.replica.replica_name() gives, or its error."""
+It prints what eventpipe.mqtt.replica.replica_name() gives, or its error."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def main(nsswitch: str, ptr_name: str) -> None:
     sock.bind(("127.0.0.1", 53))
     threading.Thread(target=serve_ptr, args=(sock, ptr_name), daemon=True).start()
 
-    from eventpipe.replica import replica_name
+    from eventpipe.mqtt.replica import replica_name
 
     try:
         print(f"name {replica_name()}")

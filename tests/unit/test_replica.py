@@ -9,7 +9,7 @@ import pytest
 
 from eventpipe.config import Settings
 from eventpipe.errors import ConfigError
-from eventpipe.replica import named, replica_name
+from eventpipe.mqtt.replica import named, replica_name
 
 
 def test_the_name_is_the_first_label_the_resolver_gives_the_address() -> None:

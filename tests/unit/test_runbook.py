@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from eventpipe.config import Settings
-from eventpipe.runbook import checkout_runbooks, filled_rules
+from eventpipe.stack.runbook import checkout_runbooks, filled_rules
 from tests.support import observability as obs
 
 URL = "https://gitlab.example.com/team/eventpipe/-/blob/0123abc/docs/runbooks.md"

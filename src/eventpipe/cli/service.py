@@ -10,9 +10,9 @@ from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_me
 from eventpipe.config import Settings
 from eventpipe.errors import ConfigError
 from eventpipe.ingest.assembly import assemble
+from eventpipe.mqtt.replica import named
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.redaction import redact
-from eventpipe.replica import named
 from eventpipe.store.client import connect
 from eventpipe.store.database import create_database
 from eventpipe.store.migration import migrate

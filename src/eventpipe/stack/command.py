@@ -19,7 +19,6 @@ from eventpipe.errors import BrokerError
 from eventpipe.ingest.assembly import assemble
 from eventpipe.ingest.worker import Worker
 from eventpipe.redaction import redact
-from eventpipe.runbook import filled_rules
 from eventpipe.stack.banner import announce
 from eventpipe.stack.certificate import TlsFiles, local_authority
 from eventpipe.stack.credential import generated_key
@@ -27,6 +26,7 @@ from eventpipe.stack.journal import Journal
 from eventpipe.stack.lock import hold
 from eventpipe.stack.mosquitto import Mosquitto
 from eventpipe.stack.prometheus import Prometheus, default_rules_dir
+from eventpipe.stack.runbook import filled_rules
 from eventpipe.stack.secret import kept_secrets
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
