@@ -180,3 +180,11 @@ def test_deploy_copies_everything_compose_mounts_or_builds_from() -> None:
     needed.discard("secrets")
     assert "secrets" not in copied
     assert needed <= copied, f"not copied to the host: {sorted(needed - copied)}"
+
+
+def test_deploy_keeps_the_hosts_keys_file_in_the_api_folder() -> None:
+    # api/ goes to the host with --delete (its Dockerfile, the keys file's example); the keys file compose
+    # mounts from there is the host's own, never committed, and must survive every deploy.
+    rsync = shlex.split(next(line for line in script("deploy").splitlines() if line.startswith("rsync")))
+    assert "api" in rsync and "--delete" in rsync
+    assert "--filter=P /api/*.json" in rsync, "a deploy would delete the host's api/keys.json"
