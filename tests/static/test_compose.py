@@ -144,10 +144,26 @@ def test_the_worker_keeps_the_shared_subscription_and_names_sessions_per_replica
     assert env.get("EVENTPIPE_MQTT_SHARE_GROUP"), "without a share group every replica would store every event"
     # A fixed client id would make the replicas take over each other's session; the image names them.
     assert "EVENTPIPE_MQTT_CLIENT_ID" not in env
-    assert SERVICES["ingest-worker"]["build"]["target"] == "ingest-worker"
-    image = dockerfile.instructions(dockerfile_of(SERVICES["ingest-worker"]), "ingest-worker")
+    assert dockerfile_of(SERVICES["ingest-worker"]) == dockerfile.WORKER_DOCKERFILE
+    image = dockerfile.instructions(dockerfile_of(SERVICES["ingest-worker"]))
     assert "EVENTPIPE_MQTT_CLIENT_ID_FROM_DNS=true" in image
     assert env.get("EVENTPIPE_MQTT_CLIENT_ID_FROM_DNS", "true") == "true"
+
+
+def test_the_app_services_build_the_dockerfiles_of_their_folders() -> None:
+    # The worker's image builds eventpipe; the API's is FROM it, by a name compose must fill with the
+    # image it builds for a service (api/Dockerfile pulls no image of that name).
+    for name, path in (("migrate", "ingest-worker"), ("ingest-worker", "ingest-worker"), ("api", "api")):
+        assert SERVICES[name]["build"]["context"] == ".", f"{name}: the root .dockerignore applies to `.` only"
+        assert dockerfile_of(SERVICES[name]) == compose.REPO / path / "Dockerfile", name
+        assert "target" not in SERVICES[name]["build"], f"{name}: the image is its Dockerfile's last stage"
+    given = SERVICES["api"]["build"]["additional_contexts"]
+    assert set(given) == set(dockerfile.NAMED_CONTEXTS[dockerfile.API_DOCKERFILE])
+    for context, value in given.items():
+        service = value.removeprefix("service:")
+        assert value.startswith("service:"), f"api: {context}={value} is not an image compose builds"
+        assert dockerfile_of(SERVICES[service]) == dockerfile.NAMED_CONTEXTS[dockerfile.API_DOCKERFILE][context]
+        assert SERVICES[service]["image"] == SERVICES["migrate"]["image"], "migrate runs the worker image"
 
 
 def test_the_api_reads_its_keys_file_from_the_api_folder_read_only() -> None:

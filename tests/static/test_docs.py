@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 
 from eventpipe.config import Settings
 from tests.support import compose
+from tests.support.dockerfile import APP_DOCKERFILES
 from tests.support.observability import slug
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,8 +111,8 @@ def test_the_reference_says_what_compose_sets() -> None:
 
 
 def image_settings() -> set[str]:
-    """EVENTPIPE_ variables the app images set (ENV in the Dockerfile)."""
-    return set(re.findall(r"\b(EVENTPIPE_[A-Z0-9_]+)=", (REPO / "Dockerfile").read_text()))
+    """EVENTPIPE_ variables the app images set (ENV in their Dockerfiles)."""
+    return {name for path in APP_DOCKERFILES for name in re.findall(r"\b(EVENTPIPE_[A-Z0-9_]+)=", path.read_text())}
 
 
 def prose(text: str) -> str:
@@ -122,7 +123,7 @@ def prose(text: str) -> str:
 def readers() -> list[Path]:
     """Files that may read an EVENTPIPE_ variable besides Settings: the test suite's switches
     (EVENTPIPE_FAULT_RATE, EVENTPIPE_TEST_REQUIRE_DOCKER, ...), other code, CI and the images."""
-    found = [REPO / ".gitlab-ci.yml", REPO / ".ci" / "run", REPO / "Dockerfile"]
+    found = [REPO / ".gitlab-ci.yml", REPO / ".ci" / "run", *APP_DOCKERFILES]
     for folder in ("src", "tests", "scripts", "prometheus", "alertmanager"):
         found += [path for path in (REPO / folder).rglob("*") if path.suffix in {".py", ".sh", ""} and path.is_file()]
     return [path for path in found if path.exists() and path != Path(__file__).resolve()]

@@ -21,14 +21,15 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from tests.support import compose
-from tests.support.dockerfile import APP_DOCKERFILE, DOCKERFILES
+from tests.support.dockerfile import DOCKERFILES, WORKER_DOCKERFILE
 
 REPO = compose.REPO
 LOCKS = REPO / "requirements"
 DEV, RUNTIME, BUILD = LOCKS / "dev.txt", LOCKS / "runtime.txt", LOCKS / "build.txt"
 LOCK_SCRIPT = REPO / "scripts" / "lock.sh"
 PYPROJECT: dict[str, Any] = tomllib.loads((REPO / "pyproject.toml").read_text())
-APP_DOCKERFILES = [APP_DOCKERFILE]
+# The one Dockerfile that installs: api/Dockerfile is FROM its image (tests/static/test_images.py).
+APP_DOCKERFILES = [WORKER_DOCKERFILE]
 CI_FILES = [REPO / ".ci" / "run", REPO / ".gitlab-ci.yml"]
 # Where the locks are used: .ci/run on this machine's Python, the GitLab jobs and the images on 3.12.
 PYTHONS = {"3.11": "3.11.7", "3.12": "3.12.11"}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -78,30 +81,80 @@ def test_tests_run_against_containers_and_fail_without_docker() -> None:
     assert "python -m pytest" in script("test")
 
 
-def test_every_image_compose_builds_is_built_and_pushed() -> None:
+class Build(NamedTuple):
+    context: Path
+    dockerfile: Path
+    target: str | None
+    # Named build context -> what fills it: for compose `service:<name>`, for the job the image it built.
+    contexts: dict[str, str]
+    pull: bool
+
+
+def compose_builds() -> dict[str, Build]:
+    """image name -> how compose builds it."""
     built = {}
     for definition in compose.compose()["services"].values():
         if "build" in definition:
             image = definition["image"].split("}/", 1)[1].split(":", 1)[0]
             build = definition["build"]
-            built[image] = (
-                (compose.REPO / build["context"]).resolve(),
-                build.get("dockerfile", "Dockerfile"),
-                build.get("target"),
-            )
-    matrix = job("build")["parallel"]["matrix"]
-    pipeline = {
-        entry["IMAGE"]: ((compose.REPO / entry["CONTEXT"]).resolve(), entry["DOCKERFILE"], entry.get("TARGET"))
-        for entry in matrix
-    }
+            context = (compose.REPO / build["context"]).resolve()
+            dockerfile = (context / build.get("dockerfile", "Dockerfile")).resolve()
+            built[image] = Build(context, dockerfile, build.get("target"), build.get("additional_contexts", {}), False)
+    return built
+
+
+def pipeline_builds() -> dict[str, Build]:
+    """image name -> how the build job builds it, in the job's order; its images named REGISTRY/<name>:SHA."""
+    built = {}
+    for line in job("build")["script"]:
+        if not line.startswith("docker build "):
+            continue
+        line = line.replace("$CI_REGISTRY_IMAGE", "REGISTRY").replace("$CI_COMMIT_SHORT_SHA", "SHA")
+        words, options, contexts, pull = shlex.split(line)[2:], {}, {}, False
+        while words[0].startswith("-"):
+            option = words.pop(0)
+            if option == "--pull":
+                pull = True
+            elif option == "--build-context":
+                name, value = words.pop(0).split("=", 1)
+                contexts[name] = value
+            else:
+                options[option] = words.pop(0)
+        (context,) = words
+        image = options["-t"].removeprefix("REGISTRY/").removesuffix(":SHA")
+        dockerfile = (compose.REPO / options.get("-f", f"{context}/Dockerfile")).resolve()
+        built[image] = Build((compose.REPO / context).resolve(), dockerfile, options.get("--target"), contexts, pull)
+    return built
+
+
+def test_every_image_compose_builds_is_built_and_pushed() -> None:
+    built, pipeline = compose_builds(), pipeline_builds()
     assert set(pipeline) == set(built)
-    for image, (context, dockerfile, target) in built.items():
-        assert pipeline[image][0] == context, image
-        assert (compose.REPO / pipeline[image][1]).resolve() == (context / dockerfile).resolve(), image
-        assert pipeline[image][2] == target, f"{image}: compose builds target {target}, the pipeline another"
+    for image, build in built.items():
+        assert pipeline[image][:3] == build[:3], f"{image}: compose builds {build[:3]}, the pipeline another"
     text = script("build")
-    assert '${TARGET:+--target "$TARGET"}' in text
+    (pushed,) = re.findall(r"for IMAGE in ([^;]+); do", text)
+    assert sorted(pushed.split()) == sorted(built)
     assert 'docker push "$CI_REGISTRY_IMAGE/$IMAGE:$CI_COMMIT_SHORT_SHA"' in text
+
+
+def test_an_image_built_on_another_is_handed_the_one_this_job_built() -> None:
+    # As compose does (service:<name>): the job builds that service's image first and hands it over from
+    # its own daemon. A merge request's images are pushed nowhere, so such a build cannot --pull.
+    built, pipeline = compose_builds(), pipeline_builds()
+    order = list(pipeline)
+    services = compose.compose()["services"]
+    handed = 0
+    for image, build in built.items():
+        expected = {}
+        for name, value in build.contexts.items():
+            base = services[value.removeprefix("service:")]["image"].split("}/", 1)[1].split(":", 1)[0]
+            assert order.index(base) < order.index(image), f"{image} is built before {base}, its base"
+            expected[name] = f"docker-image://REGISTRY/{base}:SHA"
+        assert pipeline[image].contexts == expected, image
+        assert pipeline[image].pull == (not expected), f"{image}: --pull {'missing' if not expected else 'set'}"
+        handed += len(expected)
+    assert handed, "the API's image is built FROM the worker's"
 
 
 def test_deploy_is_manual_with_an_environment_and_waits_for_health() -> None:
@@ -121,7 +174,17 @@ def test_deploy_copies_everything_compose_mounts_or_builds_from() -> None:
     needed = {"compose.yaml", "scripts"}
     for name in compose.compose()["services"]:
         needed |= {source.relative_to(compose.REPO).parts[0] for source, _ in compose.bind_mounts(name)}
+    # And the Dockerfiles compose.yaml names (each in its image's folder): the host's copy is the stack as committed.
+    needed |= {build.dockerfile.relative_to(compose.REPO).parts[0] for build in compose_builds().values()}
     # Made on the host by scripts/init-secrets.sh, like .env: the pipeline never holds them.
     needed.discard("secrets")
     assert "secrets" not in copied
     assert needed <= copied, f"not copied to the host: {sorted(needed - copied)}"
+
+
+def test_deploy_keeps_the_hosts_keys_file_in_the_api_folder() -> None:
+    # api/ goes to the host with --delete (its Dockerfile, the keys file's example); the keys file compose
+    # mounts from there is the host's own, never committed, and must survive every deploy.
+    rsync = shlex.split(next(line for line in script("deploy").splitlines() if line.startswith("rsync")))
+    assert "api" in rsync and "--delete" in rsync
+    assert "--filter=P /api/*.json" in rsync, "a deploy would delete the host's api/keys.json"

@@ -21,7 +21,7 @@ import yaml
 from eventpipe.stack import certificate
 from eventpipe.stack.certificate import TlsFiles, local_authority, server_usable
 from tests.support import compose
-from tests.support.dockerfile import APP_DOCKERFILE, instructions
+from tests.support.dockerfile import API_DOCKERFILE, instructions
 from tests.support.stack import run_eventpipe
 
 DUMMY = {name: "x" for name in compose.required_variables()}
@@ -83,7 +83,7 @@ def test_the_api_serves_https_with_the_copy_the_tls_service_made_for_its_user() 
     cert, key = PurePosixPath(env["EVENTPIPE_API_TLS_CERT_FILE"]), PurePosixPath(env["EVENTPIPE_API_TLS_KEY_FILE"])
     assert (cert.name, key.name, cert.parent) == ("server.pem", "server-key.pem", key.parent)
     volume = mounts("api")[str(cert.parent)]
-    image = instructions(APP_DOCKERFILE, compose.service("api")["build"]["target"])
+    image = instructions(API_DOCKERFILE)
     user = re.findall(r"(?m)^USER (\d+)", image)[-1]
     mode, target = installed(user)
     assert mode == "0600"

@@ -1,7 +1,8 @@
 """The worker image names each replica's broker session after its compose container: its resolver, set up
-as the Dockerfile sets it, finds the name Docker's DNS gives, where Debian's default would find the random
-hostname of /etc/hosts (and the worker would refuse to start). Run in namespaces of this machine
-(tests/support/dns.py): no image can be pulled here."""
+as ingest-worker/Dockerfile sets it, finds the name Docker's DNS gives, where Debian's default would find the
+random hostname of /etc/hosts (and the worker would refuse to start). Run in namespaces of this machine
+(tests/support/dns.py): no image can be pulled here. The API's image, built on the worker's, puts Debian's
+order back."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import compose
-from tests.support.dockerfile import APP_DOCKERFILE, image
+from tests.support.dockerfile import API_DOCKERFILE, WORKER_DOCKERFILE, image
 
 # Debian's own (the python:*-slim-bookworm base image's) name service switch.
 DEBIAN_NSSWITCH = """\
@@ -37,12 +38,19 @@ netgroup:       nis
 COMPOSE_NAME = "eventpipe-ingest-worker-2.eventpipe_default"
 
 
+def image_nsswitch(dockerfile: Path) -> str:
+    """Debian's nsswitch.conf after an image's own RUN lines that change it, in order."""
+    body = "".join(stage.body for stage in image(dockerfile)[1:])
+    expressions = re.findall(r"sed -i '([^']+)' /etc/nsswitch\.conf", body)
+    assert expressions, f"{dockerfile}: the resolver order is Debian's"
+    text = DEBIAN_NSSWITCH
+    for expression in expressions:
+        text = subprocess.run(["sed", expression], input=text, capture_output=True, text=True, check=True).stdout
+    return text
+
+
 def worker_image_nsswitch() -> str:
-    """Debian's nsswitch.conf after the worker image's own RUN lines that change it."""
-    body = "".join(stage.body for stage in image(APP_DOCKERFILE, "ingest-worker")[1:])
-    (expression,) = re.findall(r"sed -i '([^']+)' /etc/nsswitch\.conf", body)
-    done = subprocess.run(["sed", expression], input=DEBIAN_NSSWITCH, capture_output=True, text=True, check=True)
-    return done.stdout
+    return image_nsswitch(WORKER_DOCKERFILE)
 
 
 def resolve_in_a_container(nsswitch: str, tmp_path: Path) -> str:
@@ -70,3 +78,9 @@ def test_a_replica_is_named_after_its_compose_container(tmp_path: Path) -> None:
 def test_with_debians_resolver_order_the_worker_would_refuse_to_start(tmp_path: Path) -> None:
     # /etc/hosts answers first with the container's id, which is new at every re-creation.
     assert resolve_in_a_container(DEBIAN_NSSWITCH, tmp_path).startswith("refused ")
+
+
+def test_the_api_image_built_on_the_worker_image_keeps_debians_resolver_order() -> None:
+    # Only the worker names itself from DNS; the API image resolves as an image of its own would.
+    hosts = [line.split() for line in image_nsswitch(API_DOCKERFILE).splitlines() if line.startswith("hosts:")]
+    assert hosts == [["hosts:", "files", "dns"]]

@@ -11,7 +11,7 @@ handing such a session its share of the shared subscription until it expires.
 
 Docker's /etc/hosts maps the container's address to its hostname (the
 container id, new at every re-creation), and the resolver reads that file
-first unless told otherwise: the worker image asks DNS first (Dockerfile). An
+first unless told otherwise: the worker image asks DNS first (ingest-worker/Dockerfile). An
 answer that is the hostname is refused, so a resolver that read /etc/hosts
 after all stops the worker instead of stranding sessions.
 """
