@@ -1,10 +1,9 @@
 """The worker loop: batch what the consumer delivers, commit it, then acknowledge it.
 
-Threads: paho's network thread calls `_deliver`; one flusher thread parses,
-writes and acks. Nothing is acked before the batch holding it is committed, so
-a crash at any point leaves every uncommitted message with the broker. A write
-that fails is retried until it succeeds or the stop's deadline passes
-(ingest.retry).
+Threads: paho's network thread calls `_deliver`; one flusher thread commits
+(ingest.commit: parse, write, retry) and acks. Nothing is acked before the
+batch holding it is committed, so a crash at any point leaves every uncommitted
+message with the broker.
 """
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ from collections.abc import Callable
 
 from eventpipe.config import Settings
 from eventpipe.errors import StorageError
-from eventpipe.events import PROBE_EVENT_TYPE, Event, Limits, Reason, Rejection, parse
+from eventpipe.events import PROBE_EVENT_TYPE, Event, Limits
+from eventpipe.ingest.commit import commit
 from eventpipe.ingest.consumer import Consumer, Delivery
 from eventpipe.ingest.mark import Marker
 from eventpipe.ingest.metrics import IngestMetrics
@@ -212,44 +212,14 @@ class Worker:
 
     def _commit(self, batch: list[Delivery]) -> None:
         started = time.monotonic()
-        events: list[Event] = []
-        sources: list[Delivery] = []
-        rejections: list[Rejection] = []
-        limits = self._limits
-        for delivery in batch:
-            result = parse(delivery.topic, delivery.payload, delivery.received_ms, limits, delivery.size)
-            if type(result) is Event:
-                events.append(result)
-                sources.append(delivery)
-            else:
-                rejections.append(result)  # type: ignore[arg-type]
-
-        # Batches hold the oldest messages in receive order, so what came before
-        # this batch's first message is committed: the mark says so (ingest.mark).
-        stored = events + self._marker.due(batch[0].received_ms)
-        refused = self._retrier.run(lambda isolate: self._writer.insert_events(stored, isolate_unknown=isolate))
-        refused = [(index, detail) for index, detail in refused if index < len(events)]
-        for index, detail in refused:
-            source = sources[index]
-            rejections.append(
-                Rejection(
-                    source.topic,
-                    source.payload[: limits.max_payload_bytes],
-                    source.size,
-                    source.received_ms,
-                    Reason.STORAGE_REJECTED,
-                    detail[:1000],
-                )
-            )
-        if rejections:
-            self._retrier.run(lambda _isolate: self._writer.insert_dead_letters(rejections))
+        committed = commit(batch, self._limits, self._marker, self._writer, self._retrier)
 
         # Counted before the acks go out: an ack frees the broker to send more,
         # and those must not be seen on top of a batch already committed.
         metrics = self._metrics
-        self._observe_freshness(events, batch)
-        metrics.stored.inc(len(events) - len(refused))
-        for rejection in rejections:
+        self._observe_freshness(committed.events, batch)
+        metrics.stored.inc(len(committed.events) - committed.refused)
+        for rejection in committed.rejections:
             metrics.dead_lettered.labels(reason=str(rejection.reason)).inc()
         metrics.in_flight.dec(len(batch))
         acked = self.consumer.ack(batch)
