@@ -9,7 +9,8 @@ import time
 import clickhouse_connect
 
 from eventpipe.events import Event, Limits, parse
-from eventpipe.store.query import EventFilter, Position
+from eventpipe.store.page import Position
+from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
 

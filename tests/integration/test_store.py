@@ -10,9 +10,10 @@ import pytest
 from eventpipe.errors import HaltStorageError
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store.client import connect
-from eventpipe.store.migration import BY_USER_ROWS, LEDGER, MIGRATIONS, migrate
+from eventpipe.store.migration import LEDGER, MIGRATIONS, migrate
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
+from eventpipe.store.schema.index import BY_USER_ROWS
 from eventpipe.store.writer import EVENT_COLUMNS, Writer
 from tests.support.wait import wait_until
 

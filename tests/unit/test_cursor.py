@@ -15,7 +15,7 @@ from eventpipe.api import cursor
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import ApiError
 from eventpipe.errors import ConfigError
-from eventpipe.store.query import Position
+from eventpipe.store.page import Position
 
 CURSOR_KEY = "unit-test-cursor-secret-0123456789abcdef"
 SCOPE = cursor.scope("events", "click", None, 1, None)

@@ -25,7 +25,7 @@ import struct
 from eventpipe.api.error import ApiError
 from eventpipe.errors import ConfigError
 from eventpipe.events.contract import MAX_ID_CHARS
-from eventpipe.store.query import Position
+from eventpipe.store.page import Position
 
 VERSION = 2
 MAX_CHARS = 1024

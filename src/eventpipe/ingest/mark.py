@@ -20,7 +20,7 @@ import time
 import uuid
 
 from eventpipe.events import PROBE_EVENT_TYPE, Event
-from eventpipe.store.migration import MARK_COMPLETE_BEFORE, MARK_RETIRED, MARK_WORKER
+from eventpipe.store.schema.arrival import MARK_COMPLETE_BEFORE, MARK_RETIRED, MARK_WORKER
 
 # At most one mark a second: enough for complete_until, and a batch's insert is not made larger for it.
 EVERY_MS = 1000

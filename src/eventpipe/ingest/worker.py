@@ -1,48 +1,30 @@
 """The worker loop: batch what the consumer delivers, commit it, then acknowledge it.
 
-Threads: paho's network thread calls `_deliver`; one flusher thread parses,
-writes and acks. Nothing is acked before the batch holding it is committed, so
-a crash at any point leaves every uncommitted message with the broker.
+Threads: paho's network thread calls `_deliver`; one flusher thread commits
+(ingest.commit: parse, write, retry) and acks. Nothing is acked before the
+batch holding it is committed, so a crash at any point leaves every uncommitted
+message with the broker.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
 from eventpipe.config import Settings
-from eventpipe.errors import RetryableStorageError, StorageError, UnknownStorageError
-from eventpipe.events import PROBE_EVENT_TYPE, Event, Limits, Reason, Rejection, parse
+from eventpipe.errors import StorageError
+from eventpipe.events import PROBE_EVENT_TYPE, Event, Limits
+from eventpipe.ingest.commit import commit
 from eventpipe.ingest.consumer import Consumer, Delivery
 from eventpipe.ingest.mark import Marker
 from eventpipe.ingest.metrics import IngestMetrics
-from eventpipe.ingest.policy import Backoff, BatchPolicy
+from eventpipe.ingest.policy import BatchPolicy
+from eventpipe.ingest.retry import Abandoned, Retrier
 from eventpipe.store.writer import Writer
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-class _Abandoned(Exception):
-    """Shutdown deadline passed while storage still failed; the batch stays unacked."""
-
-
-# Consecutive unrecognised failures, with the server answering, before a batch
-# is bisected for poison rows: long enough to ride out a blip, short enough
-# that one bad row does not hold the pipe for minutes.
-POISON_AFTER = 5
-
-
-def _kind(exc: StorageError) -> str:
-    if isinstance(exc, UnknownStorageError):
-        return "unknown"
-    if isinstance(exc, RetryableStorageError):
-        return "retry"
-    return "halt"
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -68,7 +50,7 @@ class Worker:
         self._metrics = metrics
         self._limits = limits_from(settings)
         self._policy = BatchPolicy(settings.batch_max_rows, settings.batch_max_ms / 1000)
-        self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
+        self._retrier = Retrier(settings, writer.ping, metrics)
         # Messages held (queued plus being committed) never exceed the window,
         # whatever the broker does: Mosquitto 2.0 was seen sending past the
         # client's Receive Maximum once acks flow, so the worker enforces it.
@@ -76,9 +58,7 @@ class Worker:
         self._held = 0
         self._items: list[Delivery] = []
         self._cond = threading.Condition()
-        self._wake = threading.Event()
         self._stopping = False
-        self._deadline = 0.0
         self._clean = True
         self._failed: BaseException | None = None
         self._marker = Marker(settings.mqtt_client_id, settings.probe_topic)
@@ -118,13 +98,13 @@ class Worker:
         self.consumer.stop_accepting()
         with self._cond:
             self._stopping = True
-            self._deadline = time.monotonic() + (timeout or self._settings.shutdown_timeout_s)
+            deadline = time.monotonic() + (timeout or self._settings.shutdown_timeout_s)
             self._cond.notify_all()
-        self._wake.set()
+        self._retrier.stop_by(deadline)
         if self._thread.is_alive():
             # A hung insert must not hold the process past its deadline; what
             # it held stays unacknowledged and comes back.
-            self._thread.join(max(0.0, self._deadline - time.monotonic()) + 5.0)
+            self._thread.join(max(0.0, deadline - time.monotonic()) + 5.0)
         hung = self._thread.is_alive()
         if hung:
             log.error("the flusher did not finish by the shutdown deadline; its batch stays unacknowledged")
@@ -171,7 +151,7 @@ class Worker:
 
     def _store(self, marks: list[Event]) -> None:
         if marks:
-            self._retrying(lambda isolate: self._writer.insert_events(marks, isolate_unknown=isolate))
+            self._retrier.run(lambda isolate: self._writer.insert_events(marks, isolate_unknown=isolate))
 
     def _release_stale(self, generation: int) -> None:
         """Let go of queued QoS 1 copies from earlier connections: the resumed session resends
@@ -196,7 +176,7 @@ class Worker:
                     self._commit(batch)
                 else:  # idle: a mark alone, so complete_until moves on without traffic (ingest.mark)
                     self._store(self._marker.due(self._idle_before_ms))
-        except _Abandoned:
+        except Abandoned:
             with self._cond:
                 left = len(self._items)
             self._clean = False
@@ -232,44 +212,14 @@ class Worker:
 
     def _commit(self, batch: list[Delivery]) -> None:
         started = time.monotonic()
-        events: list[Event] = []
-        sources: list[Delivery] = []
-        rejections: list[Rejection] = []
-        limits = self._limits
-        for delivery in batch:
-            result = parse(delivery.topic, delivery.payload, delivery.received_ms, limits, delivery.size)
-            if type(result) is Event:
-                events.append(result)
-                sources.append(delivery)
-            else:
-                rejections.append(result)  # type: ignore[arg-type]
-
-        # Batches hold the oldest messages in receive order, so what came before
-        # this batch's first message is committed: the mark says so (ingest.mark).
-        stored = events + self._marker.due(batch[0].received_ms)
-        refused = self._retrying(lambda isolate: self._writer.insert_events(stored, isolate_unknown=isolate))
-        refused = [(index, detail) for index, detail in refused if index < len(events)]
-        for index, detail in refused:
-            source = sources[index]
-            rejections.append(
-                Rejection(
-                    source.topic,
-                    source.payload[: limits.max_payload_bytes],
-                    source.size,
-                    source.received_ms,
-                    Reason.STORAGE_REJECTED,
-                    detail[:1000],
-                )
-            )
-        if rejections:
-            self._retrying(lambda _isolate: self._writer.insert_dead_letters(rejections))
+        committed = commit(batch, self._limits, self._marker, self._writer, self._retrier)
 
         # Counted before the acks go out: an ack frees the broker to send more,
         # and those must not be seen on top of a batch already committed.
         metrics = self._metrics
-        self._observe_freshness(events, batch)
-        metrics.stored.inc(len(events) - len(refused))
-        for rejection in rejections:
+        self._observe_freshness(committed.events, batch)
+        metrics.stored.inc(len(committed.events) - committed.refused)
+        for rejection in committed.rejections:
             metrics.dead_lettered.labels(reason=str(rejection.reason)).inc()
         metrics.in_flight.dec(len(batch))
         acked = self.consumer.ack(batch)
@@ -298,51 +248,3 @@ class Worker:
         if probes:
             metrics.probe_freshness.set((now_ms - max(probes)) / 1000)
             metrics.probe_last_commit.set(now_ms / 1000)
-
-    def _retrying(self, write: Callable[[bool], T]) -> T:
-        """Call write(isolate_unknown) until it succeeds; back off between failures.
-
-        An unrecognised error that repeats while the server answers pings is
-        taken for poison in the data, and the next attempts isolate it.
-        """
-        attempt = unknown = 0
-        isolate = False
-        while True:
-            try:
-                result = write(isolate)
-            except StorageError as exc:
-                # RejectedDataError reaching here (dead letters refused) has no
-                # row left to isolate: it needs an operator, like a halt.
-                kind = _kind(exc)
-                self._metrics.storage_errors.labels(**{"class": kind}).inc()
-                self._metrics.halted.set(1 if kind == "halt" else 0)
-                unknown = unknown + 1 if kind == "unknown" else 0
-                if isolate:
-                    # The isolation found no poison row (too many rows fail alone):
-                    # back to plain retries, and another isolation round later.
-                    isolate, unknown = False, 0
-                elif unknown >= POISON_AFTER and self._writer.ping():
-                    log.error("%d unrecognised errors in a row while ClickHouse answers: isolating rows", unknown)
-                    isolate = True
-                delay = (
-                    self._settings.retry_max_s if kind == "halt" else self._backoff.delay_s(attempt, random.random())
-                )
-                log.warning(
-                    "write failed (%s, attempt %d), nothing acked, retrying in %.1fs: %s", kind, attempt + 1, delay, exc
-                )
-                attempt += 1
-                self._sleep(delay)
-                continue
-            if attempt:
-                log.info("write succeeded after %d failed attempts", attempt)
-            self._metrics.halted.set(0)
-            return result
-
-    def _sleep(self, delay: float) -> None:
-        if self._stopping:
-            remaining = self._deadline - time.monotonic()
-            if remaining <= 0:
-                raise _Abandoned
-            delay = min(delay, remaining)
-        self._wake.wait(delay)
-        self._wake.clear()

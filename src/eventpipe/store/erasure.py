@@ -22,7 +22,7 @@ from typing import NamedTuple
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.store.failure import classified
-from eventpipe.store.query import Position
+from eventpipe.store.page import Position
 from eventpipe.store.writer import INSERT_SETTINGS
 
 # Waited for: the answer must not come before every read shows the rows gone.

@@ -3,7 +3,7 @@
 A replay takes letters oldest first and never one already replayed; a letter
 that failed is taken again only under another contract (the parser and limits
 the attempt ran under), unless named by id. Outcomes are appended to
-dead_letter_outcomes, never written over the letter (store.migration). Every
+dead_letter_outcomes, never written over the letter (store.schema.record). Every
 value is a bound parameter.
 """
 

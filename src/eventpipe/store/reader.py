@@ -1,4 +1,4 @@
-"""The Reader: runs the read queries (store.query) and turns rows into values.
+"""The Reader: runs the read queries (store.query, store.page) and turns rows into values.
 
 Every read of a table goes through FINAL, so a redelivered event is one row
 before ClickHouse has merged its copies; how the queries keep that cheap is
@@ -20,19 +20,21 @@ from eventpipe.events.metric import Metric
 from eventpipe.store.breakdown import Breakdown, breakdown
 from eventpipe.store.client import ping
 from eventpipe.store.failure import classified
+from eventpipe.store.page import (
+    Extent,
+    Position,
+    dead_letters_extent_query,
+    dead_letters_query,
+    events_extent_query,
+    events_query,
+)
 from eventpipe.store.query import (
     PAGE_BYTES,
     EventFilter,
-    Extent,
-    Position,
     Query,
     count_query,
-    dead_letters_extent_query,
-    dead_letters_query,
     event_query,
     event_types_query,
-    events_extent_query,
-    events_query,
     one_user,
     timeseries_query,
 )

@@ -2,7 +2,7 @@
 
 Replayed when an outcome says so, failed when only others exist, pending
 without any. Each query reads the outcomes' ids and statuses, never a letter's
-payload; the letters' pages and extents (store.query) take CONDITIONS as they
+payload; the letters' pages and extents (store.page) take CONDITIONS as they
 take a reason.
 """
 

@@ -11,7 +11,7 @@ from eventpipe.errors import RejectedDataError, UnknownStorageError
 from eventpipe.events import Event, Rejection
 from eventpipe.store.client import ping
 from eventpipe.store.failure import classified
-from eventpipe.store.migration import FIRST_COPY_BASE
+from eventpipe.store.schema.event import FIRST_COPY_BASE
 
 # Rows an unrecognised error may dead-letter in one write; beyond it, it is not poison.
 MAX_POISON_ROWS = 8

@@ -1,0 +1,59 @@
+"""A batch committed to ClickHouse, before the worker acknowledges any of it (ingest.worker).
+
+Each message is parsed against the contract into an event or a rejection. The
+events go in with the worker's mark in one insert; rows the table refuses join
+the rejections, which go to dead_letters. Every write is retried until it
+succeeds (ingest.retry), so when `commit` returns, the whole batch is stored.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from eventpipe.events import Event, Limits, Reason, Rejection, parse
+from eventpipe.ingest.consumer import Delivery
+from eventpipe.ingest.mark import Marker
+from eventpipe.ingest.retry import Retrier
+from eventpipe.store.writer import Writer
+
+
+class Committed(NamedTuple):
+    """What a batch became: its events (those the table refused among them), and its dead letters."""
+
+    events: list[Event]
+    refused: int
+    rejections: list[Rejection]
+
+
+def commit(batch: list[Delivery], limits: Limits, marker: Marker, writer: Writer, retrier: Retrier) -> Committed:
+    events: list[Event] = []
+    sources: list[Delivery] = []
+    rejections: list[Rejection] = []
+    for delivery in batch:
+        result = parse(delivery.topic, delivery.payload, delivery.received_ms, limits, delivery.size)
+        if type(result) is Event:
+            events.append(result)
+            sources.append(delivery)
+        else:
+            rejections.append(result)  # type: ignore[arg-type]
+
+    # Batches hold the oldest messages in receive order, so what came before
+    # this batch's first message is committed: the mark says so (ingest.mark).
+    stored = events + marker.due(batch[0].received_ms)
+    refused = retrier.run(lambda isolate: writer.insert_events(stored, isolate_unknown=isolate))
+    refused = [(index, detail) for index, detail in refused if index < len(events)]
+    for index, detail in refused:
+        source = sources[index]
+        rejections.append(
+            Rejection(
+                source.topic,
+                source.payload[: limits.max_payload_bytes],
+                source.size,
+                source.received_ms,
+                Reason.STORAGE_REJECTED,
+                detail[:1000],
+            )
+        )
+    if rejections:
+        retrier.run(lambda _isolate: writer.insert_dead_letters(rejections))
+    return Committed(events, len(refused), rejections)

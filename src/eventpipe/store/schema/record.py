@@ -1,0 +1,63 @@
+"""What operators' actions leave behind: backups taken, replay outcomes, erasures (migrations 10 and 12)."""
+
+from __future__ import annotations
+
+from eventpipe.store.schema.version import Migration
+
+# The backups taken (store.backup), so that GET /admin/backups can list them
+# with what each holds: a server's backups disk cannot be listed through SQL.
+BACKUP_CATALOG = """
+CREATE TABLE IF NOT EXISTS backups
+(
+    name String,
+    taken_at DateTime64(3, 'UTC'),
+    events UInt64,
+    dead_letters UInt64,
+    bytes UInt64,
+    taken_by String
+)
+ENGINE = ReplacingMergeTree
+ORDER BY name
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(10, "record backups", (BACKUP_CATALOG,)),)
+
+# What became of each dead letter a replay tried (POST /admin/dead-letters/replay):
+# appended, never updated, so a replay costs an insert and no mutation, and a
+# letter's payload is not copied into a new row version. A letter is replayed
+# when a row says so, failed when only others exist, pending without any. Keyed
+# by (letter, status), the newest attempt of each kept. `contract` names the
+# parser and limits an attempt ran under: a failed letter is tried again only
+# under others (ingest.replay).
+DEAD_LETTER_OUTCOMES = """
+CREATE TABLE IF NOT EXISTS dead_letter_outcomes
+(
+    dead_letter_id String,
+    attempted_at DateTime64(3, 'UTC'),
+    status LowCardinality(String),
+    contract String,
+    reason LowCardinality(String),
+    detail String
+)
+ENGINE = ReplacingMergeTree(attempted_at)
+ORDER BY (dead_letter_id, status)
+"""
+
+# One row per erasure (POST /admin/erase), for the audit: no user id, only its
+# keyed hash (store.erasure). Append only: no TTL, no admin grant to delete.
+ERASURES = """
+CREATE TABLE IF NOT EXISTS erasures
+(
+    erasure_id String,
+    erased_at DateTime64(3, 'UTC'),
+    key_name String,
+    user_hash String,
+    events UInt64,
+    dead_letters UInt64
+)
+ENGINE = MergeTree
+ORDER BY (erased_at, erasure_id)
+"""
+
+# Numbered 12: 9 is the arrival feed's, 10 is above, 11 is the user index's (store.schema.index).
+MIGRATIONS += (Migration(12, "record replay outcomes and erasures", (DEAD_LETTER_OUTCOMES, ERASURES)),)

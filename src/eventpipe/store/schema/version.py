@@ -1,0 +1,35 @@
+"""What one version of the schema is: its statements, the tables it rebuilds, and how its views write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """Recreate a table under a new definition (ClickHouse cannot ALTER an engine) and copy its rows.
+
+    `create` names the table {table}; the step is done once `marker` is one of
+    the table's columns (or, with `sorting_key`, once the table is sorted by
+    `marker`), so a rerun after a crash at any point is safe."""
+
+    table: str
+    create: str
+    marker: str
+    sorting_key: bool = False
+    # Copy what FINAL shows, not every stored row: for a new sort key under
+    # which copies the old key collapsed would no longer meet.
+    collapse: bool = False
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...] = ()
+    rebuilds: tuple[Rebuild, ...] = ()
+
+
+# Explicit, not the server's default: the worker only has INSERT on events,
+# and the views write on with the rights of whoever created them (the migrator).
+DEFINER = "DEFINER = CURRENT_USER SQL SECURITY DEFINER"
