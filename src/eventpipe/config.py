@@ -76,14 +76,16 @@ class Settings(BaseSettings):
     mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
     # In-flight window: the broker sends at most this many unacknowledged
     # messages. Must cover a batch being written plus the next one filling.
-    mqtt_receive_maximum: int = Field(default=10_000, ge=1, le=65_535)
+    mqtt_receive_maximum: int = Field(default=40_000, ge=1, le=65_535)
 
     # A probe event sent through the whole path (broker, worker, ClickHouse)
     # every so often, so freshness is known when traffic is idle; 0 turns it off.
     probe_interval_s: float = Field(default=10.0, ge=0)
     probe_topic: str = "events/_probe"
 
-    batch_max_rows: int = Field(default=5_000, ge=1)
+    # Each insert writes a part per table it feeds, at a fixed cost of its own:
+    # a large batch spreads that over more rows when traffic fills it.
+    batch_max_rows: int = Field(default=20_000, ge=1)
     batch_max_ms: int = Field(default=200, ge=1)
 
     # Larger payloads are dead letters; the broker refuses packets over this
