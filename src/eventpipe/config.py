@@ -76,19 +76,25 @@ class Settings(BaseSettings):
     mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
     # In-flight window: the broker sends at most this many unacknowledged
     # messages. Must cover a batch being written plus the next one filling.
-    mqtt_receive_maximum: int = Field(default=10_000, ge=1, le=65_535)
+    mqtt_receive_maximum: int = Field(default=40_000, ge=1, le=65_535)
 
     # A probe event sent through the whole path (broker, worker, ClickHouse)
     # every so often, so freshness is known when traffic is idle; 0 turns it off.
     probe_interval_s: float = Field(default=10.0, ge=0)
     probe_topic: str = "events/_probe"
 
-    batch_max_rows: int = Field(default=5_000, ge=1)
+    # Each insert writes a part per table it feeds, at a fixed cost of its own:
+    # a large batch spreads that over more rows when traffic fills it.
+    batch_max_rows: int = Field(default=20_000, ge=1)
     batch_max_ms: int = Field(default=200, ge=1)
 
     # Larger payloads are dead letters; the broker refuses packets over this
     # plus 4 KiB (mqtt/packet.py). MQTT carries at most 256 MiB in a packet.
     max_payload_bytes: int = Field(default=MAX_PAYLOAD_BYTES, ge=256, le=256 * 1024 * 1024)
+    # The payload bytes a worker holds uncommitted, whatever the window: past
+    # it the worker stops reading the socket, as when the window is full. A
+    # batch closes at half of it, so the next one can fill while it is written.
+    max_held_bytes: int = Field(default=128 * 1024 * 1024, ge=1)
     max_depth: int = Field(default=MAX_DEPTH, ge=1, le=512)
     # Timestamps further ahead of the receive time than this are rejected:
     # clock skew is tolerated, year 3000 is not (it would create partitions).
@@ -194,6 +200,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"mqtt_receive_maximum ({self.mqtt_receive_maximum}) must be at least "
                 f"batch_max_rows ({self.batch_max_rows}), or the worker stalls"
+            )
+        if self.max_held_bytes <= self.max_payload_bytes:
+            # A payload is held cut to max_payload_bytes + 1 (oversize, for its dead letter): one must fit.
+            raise ValueError(
+                f"EVENTPIPE_MAX_HELD_BYTES ({self.max_held_bytes}) must be at least EVENTPIPE_MAX_PAYLOAD_BYTES + 1 "
+                f"({self.max_payload_bytes + 1}), or the worker could not hold a single message"
             )
         if self.retry_max_s < self.retry_initial_s:
             raise ValueError("retry_max_s must be at least retry_initial_s")

@@ -140,6 +140,72 @@ def test_a_slow_store_neither_grows_memory_nor_makes_the_broker_drop(
         assert run.unreconciled() == 0
 
 
+def test_large_messages_hold_no_more_than_the_byte_budget_and_batch_by_bytes(
+    broker_factory: BrokerFactory, clickhouse_dsn: str
+) -> None:
+    # 3,000 events of 60 KiB (176 MiB) through the default window, which alone would let the worker hold them
+    # all: only EVENTPIPE_MAX_HELD_BYTES keeps it to 16 MiB. Batches close at half of that, well before 20,000
+    # rows or the two-minute timer: only the byte rule lets them flow.
+    window, budget, count, pad = 40_000, 16 * 2**20, 3_000, 60 * 1024
+    migrate(connect(clickhouse_dsn))
+    broker = broker_factory(window)
+    settings = settings_for(
+        broker.url,
+        clickhouse_dsn,
+        mqtt_receive_maximum=window,
+        batch_max_rows=20_000,
+        batch_max_ms=120_000,
+        max_held_bytes=budget,
+    )
+    writer = FaultyWriter(connect(clickhouse_dsn))
+    writer.failure = RetryableStorageError
+    peak, rss_peak = 0.0, 0
+
+    def sample() -> float:
+        nonlocal peak, rss_peak
+        held = run.metric("eventpipe_messages_in_flight_bytes")
+        peak, rss_peak = max(peak, held), max(rss_peak, rss_bytes())
+        assert held <= budget, f"held {held / 2**20:.1f} MiB of payloads with a budget of {budget / 2**20:.0f} MiB"
+        return held
+
+    with running_worker(settings, writer=writer) as run:
+        rss_start = rss_bytes()
+        for chunk in range(0, count, 500):  # a chunk at a time, so the producer's copies stay small too
+            messages = [
+                ("events/big", json.dumps({"event_id": f"big-{i}", "pad": "x" * pad}).encode())
+                for i in range(chunk, chunk + 500)
+            ]
+            assert publish_raw(broker.url, messages) == 500
+        # The store is down: the worker fills its budget, then stops reading.
+        wait_until(lambda: sample() > budget - 2 * pad, interval=0.02, what="the byte budget filled")
+        for _ in range(100):
+            sample()
+            time.sleep(0.02)
+        assert run.metric("eventpipe_messages_acked_total") == 0
+        assert run.metric("eventpipe_messages_in_flight") < budget / pad
+
+        writer.failure, writer.delay_s = None, 0.1  # back, and slow: the budget stays full while it drains
+        per_batch = budget // 2 // len(messages[0][1])
+
+        def full_batches_stored() -> bool:
+            sample()
+            return run.metric("eventpipe_events_stored_total") >= count - per_batch
+
+        wait_until(full_batches_stored, timeout=90, interval=0.02, what="every full batch stored before its timer")
+    # The stop commits the last batch, short of max_bytes; each event was stored once, none lost.
+    ids = stored_stream_ids(clickhouse_dsn, "big")
+    assert sorted(ids) == sorted(f"big-{i}" for i in range(count))
+    assert run.metric("eventpipe_events_stored_total") == count
+    assert run.metric("eventpipe_messages_acked_total") == count
+    assert run.metric("eventpipe_messages_in_flight_bytes") == 0
+    assert run.reader.count_dead_letters() == 0
+    assert run.unreconciled() == 0
+    print(
+        f"\n{count} x {pad // 1024} KiB: peak held {peak / 2**20:.1f} MiB (budget {budget / 2**20:.0f} MiB), "
+        f"process RSS {rss_start / 2**20:.0f} MiB at start, peak {rss_peak / 2**20:.0f} MiB"
+    )
+
+
 def test_a_poison_row_with_an_unrecognised_error_cannot_block_the_pipe(broker: Broker, clickhouse_dsn: str) -> None:
     client = connect(clickhouse_dsn)
     migrate(client)

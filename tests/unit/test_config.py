@@ -25,6 +25,18 @@ def test_a_window_smaller_than_a_batch_is_refused_with_the_reason() -> None:
         Settings(batch_max_rows=20_000, mqtt_receive_maximum=10_000)
 
 
+def test_a_held_bytes_budget_too_small_for_one_message_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A payload is held cut to EVENTPIPE_MAX_PAYLOAD_BYTES + 1: a smaller budget would stall the worker for ever.
+    monkeypatch.setenv("EVENTPIPE_MAX_PAYLOAD_BYTES", "65536")
+    monkeypatch.setenv("EVENTPIPE_MAX_HELD_BYTES", "65536")
+    with pytest.raises(ValidationError, match=r"EVENTPIPE_MAX_HELD_BYTES \(65536\) must be at least EVENTPIPE_MAX_PAY"):
+        Settings()
+    monkeypatch.setenv("EVENTPIPE_MAX_HELD_BYTES", "65537")
+    assert Settings().max_held_bytes == 65537
+
+
 def test_the_receive_maximum_cannot_exceed_what_mqtt_allows() -> None:
     with pytest.raises(ValidationError):
         Settings(mqtt_receive_maximum=70_000)

@@ -260,7 +260,8 @@ class Consumer:
         generation = self._generation
         # An oversize payload is kept only as far as its dead letter keeps it
         # (plus one byte, so it still reads as oversize): the window bounds
-        # messages, and only this bounds their bytes, whatever producers send.
+        # messages, EVENTPIPE_MAX_HELD_BYTES their bytes together, and this
+        # each one's, so one always fits in that budget, whatever producers send.
         keep = self._settings.max_payload_bytes + 1
         self._deliver(
             [

@@ -36,6 +36,16 @@ class IngestMetrics:
             "Messages received and not yet committed (the worker holds them; the broker awaits their ack).",
             registry=registry,
         )
+        self.in_flight_bytes = Gauge(
+            "eventpipe_messages_in_flight_bytes",
+            "Payload bytes of the messages in flight; at most EVENTPIPE_MAX_HELD_BYTES (eventpipe_max_held_bytes).",
+            registry=registry,
+        )
+        self.max_held_bytes = Gauge(
+            "eventpipe_max_held_bytes",
+            "EVENTPIPE_MAX_HELD_BYTES: held payloads reaching it stop the worker reading, as a full window does.",
+            registry=registry,
+        )
         self.batch_rows = Histogram(
             "eventpipe_batch_rows",
             "Messages per committed batch.",

@@ -20,7 +20,7 @@ from eventpipe.ingest.commit import commit
 from eventpipe.ingest.consumer import Consumer, Delivery
 from eventpipe.ingest.mark import Marker
 from eventpipe.ingest.metrics import IngestMetrics
-from eventpipe.ingest.policy import BatchPolicy
+from eventpipe.ingest.policy import BatchPolicy, leading
 from eventpipe.ingest.retry import Abandoned, Retrier
 from eventpipe.store.writer import Writer
 
@@ -49,13 +49,17 @@ class Worker:
         self._writer = writer
         self._metrics = metrics
         self._limits = limits_from(settings)
-        self._policy = BatchPolicy(settings.batch_max_rows, settings.batch_max_ms / 1000)
+        self._policy = BatchPolicy(settings.batch_max_rows, settings.batch_max_ms / 1000, settings.max_held_bytes // 2)
         self._retrier = Retrier(settings, writer.ping, metrics)
         # Messages held (queued plus being committed) never exceed the window,
         # whatever the broker does: Mosquitto 2.0 was seen sending past the
         # client's Receive Maximum once acks flow, so the worker enforces it.
         self._capacity = settings.mqtt_receive_maximum
         self._held = 0
+        # ... nor their payloads these many bytes, however large they are.
+        self._max_held_bytes = settings.max_held_bytes
+        self._held_bytes = 0
+        metrics.max_held_bytes.set(settings.max_held_bytes)
         self._items: list[Delivery] = []
         self._cond = threading.Condition()
         self._stopping = False
@@ -127,25 +131,41 @@ class Worker:
 
     def _deliver(self, deliveries: list[Delivery]) -> None:
         """Called on paho's network thread with the messages of one read. When the
-        window is full it waits for a commit, which stops paho reading the socket:
-        TCP backpressure to the broker, which keeps the rest queued. Nothing
-        received is dropped while running; once stopping, QoS 1 stays with the
-        broker and QoS 0 is gone, as QoS 0 means."""
+        window or the held-bytes budget is full it waits for a commit, which stops
+        paho reading the socket: TCP backpressure to the broker, which keeps the
+        rest queued. Nothing received is dropped while running; once stopping,
+        QoS 1 stays with the broker and QoS 0 is gone, as QoS 0 means."""
         with self._cond:
             while deliveries:
-                while self._held >= self._capacity and not self._stopping:
+                while not self._stopping and (
+                    self._held >= self._capacity or self._held_bytes + len(deliveries[0].payload) > self._max_held_bytes
+                ):
                     self._cond.wait()
                 if self._stopping:
                     return  # unacked: the broker redelivers it to the next session
-                taken, deliveries = deliveries[: self._capacity - self._held], deliveries[self._capacity - self._held :]
-                before = len(self._items)
+                taken = deliveries[: self._capacity - self._held]
+                size = sum([len(item.payload) for item in taken])
+                if self._held_bytes + size > self._max_held_bytes:  # large payloads: the bytes run out first
+                    rows, size = leading(
+                        [len(item.payload) for item in taken], len(taken), self._max_held_bytes - self._held_bytes
+                    )
+                    taken = taken[:rows]
+                deliveries = deliveries[len(taken) :]
+                before, bytes_before = len(self._items), self._held_bytes
                 self._items.extend(taken)
                 self._held += len(taken)
+                self._held_bytes += size
                 # Counted under the lock, so a scrape never sees the books unbalanced.
                 self._metrics.received.inc(len(taken))
                 self._metrics.in_flight.inc(len(taken))
-                # Wake the flusher when it may wait: for a first message (its batch timer) or a full batch.
-                if before == 0 or before < self._policy.max_rows <= len(self._items):
+                self._metrics.in_flight_bytes.inc(size)
+                # Wake the flusher when it may wait: for a first message (its timer) or a full batch (rows or bytes).
+                policy = self._policy
+                if (
+                    before == 0
+                    or before < policy.max_rows <= len(self._items)
+                    or bytes_before < policy.max_bytes <= self._held_bytes
+                ):
                     self._cond.notify_all()
             self._handing_ms = None
 
@@ -161,9 +181,12 @@ class Worker:
             released = len(self._items) - len(kept)
             if not released:
                 return
+            size = sum([len(item.payload) for item in self._items]) - sum([len(item.payload) for item in kept])
             self._items = kept
             self._held -= released
+            self._held_bytes -= size
             self._metrics.in_flight.dec(released)
+            self._metrics.in_flight_bytes.dec(size)
             self._metrics.released.inc(released)
             self._cond.notify_all()
         log.info("released %d messages of an earlier connection; the broker resends them", released)
@@ -198,7 +221,8 @@ class Worker:
                         return None
                     break
                 age = time.monotonic() - self._items[0].arrived if held else 0.0
-                wait = self._policy.wait_s(held, age)
+                # No batch is being written meanwhile (one flusher): the bytes held are the queue's.
+                wait = self._policy.wait_s(held, self._held_bytes, age)
                 if wait == 0.0:
                     break
                 if not held and self._marker.idle():
@@ -206,8 +230,9 @@ class Worker:
                     self._idle_before_ms = self._handing_ms or time.time_ns() // 1_000_000
                     return []
                 self._cond.wait(wait if wait is not None else self._marker.idle_wait_s())
-            batch = self._items[: self._policy.max_rows]
-            del self._items[: self._policy.max_rows]
+            rows = self._policy.take(self._held_bytes, (len(item.payload) for item in self._items))
+            batch = self._items[:rows]
+            del self._items[:rows]
             return batch
 
     def _commit(self, batch: list[Delivery]) -> None:
@@ -221,7 +246,9 @@ class Worker:
         metrics.stored.inc(len(committed.events) - committed.refused)
         for rejection in committed.rejections:
             metrics.dead_lettered.labels(reason=str(rejection.reason)).inc()
+        size = sum([len(delivery.payload) for delivery in batch])
         metrics.in_flight.dec(len(batch))
+        metrics.in_flight_bytes.dec(size)
         acked = self.consumer.ack(batch)
         metrics.acked.inc(acked)
         unacked = sum(1 for delivery in batch if delivery.qos) - acked
@@ -232,6 +259,7 @@ class Worker:
             log.warning("%d committed messages could not be acknowledged (no live connection)", unacked)
         with self._cond:
             self._held -= len(batch)
+            self._held_bytes -= size
             self._cond.notify_all()
         metrics.batch_rows.observe(len(batch))
         metrics.insert_seconds.observe(time.monotonic() - started)
