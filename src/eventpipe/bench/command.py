@@ -20,6 +20,7 @@ from typing import Any
 
 from eventpipe.bench import SCENARIOS, drain, endpoint, latency, machine, report, service
 from eventpipe.bench.client import ApiClient
+from eventpipe.bench.download import Download
 from eventpipe.config import Settings
 from eventpipe.host import cpu_seconds, free_port, pid_running
 from eventpipe.stack.mosquitto import Mosquitto
@@ -162,6 +163,7 @@ def _latency(plan: Plan, work: Path, window: int, say: Callable[[str], None]) ->
 
 def _api(plan: Plan, work: Path, window: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
     results: list[endpoint.Comparison] = []
+    exports: list[Download] = []
     for size in sorted(plan.sizes):
         # A store of its own per size, filled oldest first, as that many events
         # arriving over 90 days would have left it. Appending to the previous
@@ -171,11 +173,14 @@ def _api(plan: Plan, work: Path, window: int, say: Callable[[str], None]) -> lis
         seconds = endpoint.fill(data_dir, size)
         say(f"   (filled {size:,} events in {seconds:.1f}s, {size / seconds if seconds else 0:,.0f}/s)")
         try:
-            results += endpoint.compare(data_dir, size, plan.api_seconds, window)
+            compared, exported = endpoint.compare(data_dir, size, plan.api_seconds, window)
+            results += compared
+            exports.append(exported)
         finally:
             if not plan.keep:
                 shutil.rmtree(data_dir, ignore_errors=True)
         say("")
-        for line in report.api(results):
+        for line in [*report.api(results), *report.export(exports)]:
             say(line)
-    return [asdict(result) | {"ratio": result.ratio} for result in results]
+    reads = [asdict(result) | {"ratio": result.ratio} for result in results]
+    return reads + [asdict(exported) | {"name": "export, 24 h", "rate": exported.rate} for exported in exports]

@@ -23,8 +23,9 @@ from typing import Any
 from eventpipe.bench import service
 from eventpipe.bench.backlog import demo_messages
 from eventpipe.bench.client import ApiClient
+from eventpipe.bench.download import Download, download
 from eventpipe.bench.latency import Load
-from eventpipe.bench.query import endpoints, timed
+from eventpipe.bench.query import DAY_MS, endpoints, timed
 from eventpipe.bench.stats import Timing
 from eventpipe.config import embedded_dsn
 from eventpipe.errors import EventpipeError
@@ -77,7 +78,9 @@ def _direct(
     return out["spec"], {name: list(samples) for name, samples in out["samples"].items()}
 
 
-def _through_api(data_dir: Path, seconds: float, spec: dict[str, Any], window: int) -> dict[str, list[float]]:
+def _through_api(
+    data_dir: Path, size: int, seconds: float, spec: dict[str, Any], window: int
+) -> tuple[dict[str, list[float]], Download]:
     key = secrets.token_urlsafe(16)
     stack, mqtt_port, api_port = service.up(data_dir, key, window)
     client = ApiClient(api_port, key)
@@ -100,20 +103,25 @@ def _through_api(data_dir: Path, seconds: float, spec: dict[str, Any], window: i
                     raise EventpipeError(f"GET {path} answered {status}: {body[:200]!r}")
 
             results[name] = timed(run, seconds, 10, 2_000)
+        # The export last, once: it lasts as long as its window is large.
+        now = int(spec["now_ms"])
+        path = f"/export?format=ndjson&since={now - DAY_MS}&until={now}"
+        exported = download(size, api_port, key, stack.process.pid, path)
         if stream.failure is not None:
             raise EventpipeError(f"the live stream failed: {stream.failure}")
-        return results
+        return results, exported
     finally:
         client.close()
         stack.stop()
 
 
-def compare(data_dir: Path, size: int, seconds: float, window: int) -> list[Comparison]:
+def compare(data_dir: Path, size: int, seconds: float, window: int) -> tuple[list[Comparison], Download]:
+    """Every read at this size, through HTTP and directly, and one export of the last 24 h."""
     spec, before = _direct(data_dir, seconds / 2, None)
-    through_api = _through_api(data_dir, seconds, spec, window)
+    through_api, exported = _through_api(data_dir, size, seconds, spec, window)
     _spec, after = _direct(data_dir, seconds / 2, spec)
     out = []
     for name, (path, _read) in endpoints(spec).items():
         api = Timing.of(through_api[name]) if name in through_api else None
         out.append(Comparison(size, name, path or "(direct only)", api, Timing.of(before[name] + after[name])))
-    return out
+    return out, exported

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from eventpipe.bench.download import Download
 from eventpipe.bench.drain import Drain
 from eventpipe.bench.endpoint import Comparison
 from eventpipe.bench.latency import Latency
@@ -19,6 +20,8 @@ LATENCY_RATE, LATENCY_TARGET_S = 2_000.0, 1.0
 API_TARGET = 1.5
 WINDOWED_TARGET_S, ALL_TIME_TARGET_S = 0.150, 0.500
 ALL_TIME = ("types, all time", "total count")
+# Issue 15: an export runs at 100,000 events/s or more and adds at most 100 MiB to the API process.
+EXPORT_TARGET, EXPORT_GROWTH_MIB = 100_000, 100
 
 
 def _mib(size: int) -> str:
@@ -127,6 +130,17 @@ def api(results: Sequence[Comparison]) -> list[str]:
             f"   at {sizes[-1]:,}: slowest windowed read {worst.name} {_ms(worst.p50)} "
             f"(target <= {_ms(WINDOWED_TARGET_S)}), all-time {_ms(all_time)} (target <= {_ms(ALL_TIME_TARGET_S)}), "
             f"API / direct worst {worst_ratio:.2f}x (target <= {API_TARGET}x)"
+        )
+    return lines
+
+
+def export(results: Sequence[Download]) -> list[str]:
+    """One NDJSON export of the last 24 h at each size: its rate and the server's growth meanwhile."""
+    lines = ["   export of the last 24 h (NDJSON, one request, read as it streams):"]
+    for result in results:
+        lines.append(
+            f"   {result.size:>11,} {result.events:>11,} events in {result.seconds:6.1f}s = {result.rate:>9,.0f}/s "
+            f"(target >= {EXPORT_TARGET:,}/s), server +{_mib(result.growth_bytes)} (target <= {EXPORT_GROWTH_MIB} MiB)"
         )
     return lines
 
