@@ -52,7 +52,8 @@ if grep -q '^EVENTPIPE_RUNBOOK_URL=$' "$target"; then
       ;;
   esac
 fi
-for name in $(sed -n 's/^\([A-Z][A-Z0-9_]*\)=$/\1/p' "$target"); do
+# Every other empty variable is a secret; the runbook URL is not, and random text would stop Prometheus.
+for name in $(sed -n 's/^\([A-Z][A-Z0-9_]*\)=$/\1/p' "$target" | grep -v '^EVENTPIPE_RUNBOOK_URL$'); do
   value=$(random)
   sed "s/^$name=\$/$name=$value/" "$target" > "$target.tmp"
   mv "$target.tmp" "$target"

@@ -201,11 +201,14 @@ class Settings(BaseSettings):
                 f"mqtt_receive_maximum ({self.mqtt_receive_maximum}) must be at least "
                 f"batch_max_rows ({self.batch_max_rows}), or the worker stalls"
             )
-        if self.max_held_bytes <= self.max_payload_bytes:
-            # A payload is held cut to max_payload_bytes + 1 (oversize, for its dead letter): one must fit.
+        if self.max_held_bytes < 2 * (self.max_payload_bytes + 1):
+            # A payload is held cut to max_payload_bytes + 1 (oversize, for its dead letter). A batch
+            # closes at half the budget: that half must hold one message, or the receive side could
+            # wait for room while the batch waits for its timer.
             raise ValueError(
-                f"EVENTPIPE_MAX_HELD_BYTES ({self.max_held_bytes}) must be at least EVENTPIPE_MAX_PAYLOAD_BYTES + 1 "
-                f"({self.max_payload_bytes + 1}), or the worker could not hold a single message"
+                f"EVENTPIPE_MAX_HELD_BYTES ({self.max_held_bytes}) must be at least twice "
+                f"EVENTPIPE_MAX_PAYLOAD_BYTES + 1 ({2 * (self.max_payload_bytes + 1)}), so that a batch "
+                "closed at half of it holds a whole message"
             )
         if self.retry_max_s < self.retry_initial_s:
             raise ValueError("retry_max_s must be at least retry_initial_s")

@@ -36,6 +36,8 @@ def test_the_quick_benchmark_runs_every_scenario_and_prints_its_figures(tmp_path
     reads = {row["name"] for row in figures["api"]}
     assert {"newest page", "one user_id", "last hour", "by id", "types, all time", "total count"} <= reads
     assert all(row["api"] for row in figures["api"] if row["name"] != "total count")
+    assert [row["size"] for row in figures["export"]] == [20_000, 60_000]
+    assert all(row["events"] > 0 and row["rate"] > 0 for row in figures["export"])
     assert sorted((row["kind"], row["processes"]) for row in figures["scale"]) == [
         ("bare", 1),
         ("bare", 2),

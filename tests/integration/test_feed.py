@@ -13,6 +13,7 @@ import clickhouse_connect
 import pytest
 
 from eventpipe.events import Event
+from eventpipe.store import query as query_module
 from eventpipe.store.client import connect
 from eventpipe.store.feed import Feed, FeedPage, Place
 from eventpipe.store.migration import MIGRATIONS, migrate
@@ -282,3 +283,25 @@ def test_migration_9_feeds_what_was_stored_before_it_once_even_when_run_twice(
     follower = Follower(Feed(Reader(client).run), limit=100)
     follower.catch_up(highest_block(client))
     assert sorted(follower.served) == sorted(map(ident, before))
+
+
+def test_keys_looked_up_in_several_queries_serve_the_same_pages(
+    client: clickhouse_connect.driver.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A ClickHouse server refuses a bound parameter over 128 KiB, and a page of 10,000 keys is
+    # about 700 KiB of them: the keys are looked up in chunks. A cap of 600 bytes makes a chunk of
+    # about six keys here, so every page below takes many lookups and must still come whole, once
+    # each and in order, as with one lookup.
+    now = time.time_ns() // 1_000_000
+    writer = Writer(client)
+    batch = [event(f"k{i:03}", now - random.randrange(30 * DAY_MS), now) for i in range(300)]
+    writer.insert_events(batch)
+    writer.insert_events([copy._replace(received_ms=now + 1) for copy in batch[::7]])  # re-sent copies
+    whole = Follower(Feed(Reader(client).run), limit=100)
+    whole.catch_up(highest_block(client))
+    monkeypatch.setattr(query_module, "PARAMETER_BYTES", 600)
+    chunked = Follower(Feed(Reader(client).run), limit=100)
+    chunked.catch_up(highest_block(client))
+    assert chunked.served == whole.served
+    assert sorted(chunked.served) == sorted(map(ident, batch))
+    assert len(chunked.pages) == len(whole.pages)

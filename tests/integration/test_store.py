@@ -9,6 +9,7 @@ import pytest
 
 from eventpipe.errors import HaltStorageError
 from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.store import query as query_module
 from eventpipe.store.client import connect
 from eventpipe.store.migration import LEDGER, MIGRATIONS, migrate
 from eventpipe.store.query import EventFilter
@@ -208,6 +209,26 @@ def test_an_undated_event_is_recorded_before_it_is_stored_so_a_copy_after_a_cras
     writer.insert_events([redelivered(RECEIVED_MS + 9_000)])  # and once more
     assert reader.count_events() == 1
     assert [e.timestamp_ms for e in reader.events(EventFilter(), 10)] == [RECEIVED_MS]
+
+
+def test_copies_of_many_undated_events_find_their_first_time_in_several_lookups(
+    client: clickhouse_connect.driver.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first times are looked up by id, bound as one list; a ClickHouse server refuses a bound
+    # value over 128 KiB (about 3,000 ids), and a 20,000-row batch can hold more undated events.
+    # Cut to lists of about ten ids, every copy must still find its first copy's time.
+    def undated(event_id: str, received_ms: int) -> Event:
+        row = parse("events/x", json.dumps({"event_id": event_id}).encode(), received_ms, Limits())
+        assert isinstance(row, Event)
+        return row
+
+    writer, reader = Writer(client), Reader(client)
+    firsts = [undated(f"undated-{n:04}", RECEIVED_MS) for n in range(500)]
+    writer.insert_events(firsts)
+    monkeypatch.setattr(query_module, "PARAMETER_BYTES", 200)
+    writer.insert_events([undated(f"undated-{n:04}", RECEIVED_MS + 7_000) for n in range(500)])  # re-sent later
+    assert reader.count_events() == 500
+    assert {e.timestamp_ms for e in reader.events(EventFilter(), 1000)} == {RECEIVED_MS}
 
 
 def test_migration_11_keeps_events_without_a_user_out_of_the_user_index_and_drops_those_put_there(

@@ -80,7 +80,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if "latency" in plan.scenarios:
             figures["latency"] = _latency(plan, work, window, say)
         if "api" in plan.scenarios:
-            figures["api"] = _api(plan, work, window, say)
+            figures["api"] = _api(plan, work, window, say, figures)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -161,7 +161,9 @@ def _latency(plan: Plan, work: Path, window: int, say: Callable[[str], None]) ->
     return [asdict(result) for result in results]
 
 
-def _api(plan: Plan, work: Path, window: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
+def _api(
+    plan: Plan, work: Path, window: int, say: Callable[[str], None], figures: dict[str, Any]
+) -> list[dict[str, Any]]:
     results: list[endpoint.Comparison] = []
     exports: list[Download] = []
     for size in sorted(plan.sizes):
@@ -182,5 +184,5 @@ def _api(plan: Plan, work: Path, window: int, say: Callable[[str], None]) -> lis
         say("")
         for line in [*report.api(results), *report.export(exports)]:
             say(line)
-    reads = [asdict(result) | {"ratio": result.ratio} for result in results]
-    return reads + [asdict(exported) | {"name": "export, 24 h", "rate": exported.rate} for exported in exports]
+    figures["export"] = [asdict(exported) | {"rate": exported.rate} for exported in exports]
+    return [asdict(result) | {"ratio": result.ratio} for result in results]

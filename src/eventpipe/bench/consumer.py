@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--count", type=int, default=0, help="stop at this many; 0: once idle")
-    parser.add_argument("--receive-maximum", type=int, default=10_000)
+    # EVENTPIPE_MQTT_RECEIVE_MAXIMUM's default, spelled out: the bare consumers import no settings.
+    parser.add_argument("--receive-maximum", type=int, default=40_000)
     parser.add_argument("--data-dir", type=Path, help="chDB directory (worker)")
     parser.add_argument("--share-group", default="", help="the worker subscribes as $share/GROUP/events/#")
     parser.add_argument("--go", action="store_true", help="print ready, start on a line from stdin")

@@ -48,7 +48,10 @@ class Peak(threading.Thread):
 
     def run(self) -> None:
         while not self._done.wait(SAMPLE_S):
-            self.peak = max(self.peak, rss_bytes(self._pid))
+            try:
+                self.peak = max(self.peak, rss_bytes(self._pid))
+            except (OSError, RuntimeError):  # the process is gone: the export fails and says so
+                return
 
     def stop(self) -> int:
         self._done.set()

@@ -130,12 +130,15 @@ def _serve(
         settings.data_dir / "prometheus",
         settings.metrics_port,
         settings.api_port,
-        # A copy of the rules whose runbook links open (EVENTPIPE_RUNBOOK_URL), beside Prometheus' data.
+        # A copy of the rules whose runbook links open (EVENTPIPE_RUNBOOK_URL), beside Prometheus' data;
+        # none when Prometheus is off, so its rules and links cannot stop a stack that does not run it.
         filled_rules(
             settings.prometheus_rules_dir or default_rules_dir(),
             settings.data_dir / "prometheus" / "rules",
             settings.runbook_url,
-        ),
+        )
+        if settings.prometheus_port
+        else settings.prometheus_rules_dir or default_rules_dir(),
         tls.ca if tls else None,
     )
     problem: str | None = None

@@ -34,7 +34,15 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from eventpipe.events import Event
-from eventpipe.store.query import EVENT_BYTES, EVENT_FIELDS, PAGE_BYTES, EventFilter, Query, event_conditions
+from eventpipe.store.query import (
+    EVENT_BYTES,
+    EVENT_FIELDS,
+    PAGE_BYTES,
+    EventFilter,
+    Query,
+    event_conditions,
+    parameter_chunks,
+)
 from eventpipe.store.reader import event_row
 
 Run = Callable[[Query], list[tuple[object, ...]]]
@@ -117,8 +125,13 @@ class Feed:
         prune = len(epoch) < len(parts)
         sizes = self._run(_candidates(where, place, since_ms, limit, sized=True, prune=prune))
         kept = _fitting([int(str(row[-1])) for row in sizes], max_bytes)
-        keys = [(int(str(ms)), str(kind), str(event_id)) for ms, kind, event_id, _ in sizes[:kept]]
-        rows = self._run(_first_copies(where, place, keys)) if kept else []
+        # Two copies of an event in the epoch are two candidates with one key: looked up once, or
+        # a chunk boundary between them would serve the event twice. Sorted, so once in order.
+        keys = list(dict.fromkeys((int(str(ms)), str(kind), str(eid)) for ms, kind, eid, _ in sizes[:kept]))
+        # In key order chunk after chunk, so the rows stay in key order.
+        rows = [
+            row for chunk in parameter_chunks(keys, _key_bytes) for row in self._run(_first_copies(where, place, chunk))
+        ]
         events = [_event(row) for row in rows if row[-1]]
         if len(sizes) < limit and kept == len(sizes):
             return self._finish(place, events)
@@ -201,6 +214,10 @@ KEY_SET = (
     "SELECT fromUnixTimestamp64Milli(key.1, 'UTC'), key.2, key.3"
     " FROM (SELECT arrayJoin({keys:Array(Tuple(Int64, String, String))}) AS key)"
 )
+
+
+def _key_bytes(key: tuple[int, str, str]) -> int:
+    return len(key[1].encode()) + len(key[2].encode()) + 32
 
 
 def _first_copies(where: EventFilter, place: Place, keys: list[tuple[int, str, str]]) -> Query:

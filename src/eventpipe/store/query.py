@@ -18,11 +18,14 @@ letters, and how a page is cut in bytes, are in store.page.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple, TypeVar
 
 from eventpipe.events import PROBE_EVENT_TYPE
 from eventpipe.events.condition import Condition
 from eventpipe.store.predicate import where_sql
+
+T = TypeVar("T")
 
 EVENT_FIELDS = (
     "event_id, event_type, toUnixTimestamp64Milli(timestamp), toUnixTimestamp64Milli(received_at),"
@@ -43,6 +46,29 @@ EVENT_BYTES = (
     " + length(assumeNotNull(user_id))) + 256"
 )
 DEAD_LETTER_BYTES = "6 * (payload.size + detail.size + length(dead_letter_id) + length(topic) + length(reason)) + 256"
+
+
+# A bound parameter travels in one HTTP form field, which a ClickHouse server caps
+# (http_max_field_value_size, 128 KiB by default): a list of values longer than
+# this goes in several queries. Half the cap, for the quoting around each value.
+PARAMETER_BYTES = 64 * 1024
+
+
+def parameter_chunks(values: Sequence[T], size: Callable[[T], int], limit: int | None = None) -> Iterator[list[T]]:
+    """`values` in order, cut into lists whose `size`s add up to at most `limit` (PARAMETER_BYTES unless
+    given; at least one value each)."""
+    limit = PARAMETER_BYTES if limit is None else limit
+    chunk: list[T] = []
+    total = 0
+    for value in values:
+        cost = size(value)
+        if chunk and total + cost > limit:
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(value)
+        total += cost
+    if chunk:
+        yield chunk
 
 
 class Query(NamedTuple):

@@ -11,6 +11,7 @@ from eventpipe.errors import RejectedDataError, UnknownStorageError
 from eventpipe.events import Event, Rejection
 from eventpipe.store.client import ping
 from eventpipe.store.failure import classified
+from eventpipe.store.query import parameter_chunks
 from eventpipe.store.schema.event import FIRST_COPY_BASE
 
 # Rows an unrecognised error may dead-letter in one write; beyond it, it is not poison.
@@ -82,8 +83,10 @@ class Writer:
         undated = {event.event_id for event in events if event.timestamp_ms == event.received_ms}
         if not undated:
             return events
+        rows: list[Sequence[object]] = []
         with classified():
-            rows = self._client.query(UNDATED_LOOKUP, parameters={"ids": sorted(undated)}).result_rows
+            for ids in parameter_chunks(sorted(undated), lambda event_id: len(event_id.encode()) + 8):
+                rows += self._client.query(UNDATED_LOOKUP, parameters={"ids": ids}).result_rows
         first = {(str(kind), str(event_id)): int(str(millis)) for kind, event_id, millis in rows}
         out = []
         for event in events:
