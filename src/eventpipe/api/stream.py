@@ -11,8 +11,10 @@ requests raise), so a failed export never looks complete.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 
+import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -33,15 +35,22 @@ class Stream(StreamingResponse):
     cancels the stream on the client's disconnect)."""
 
     def __init__(self, chunks: Iterator[bytes], media_type: str, headers: dict[str, str], what: str) -> None:
-        super().__init__(chunks, media_type=media_type, headers=headers)
+        self._source = Closing(chunks)
+        super().__init__(self._source, media_type=media_type, headers=headers)
         self._what = what  # names the answer in the log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get(HEAD_ONLY):
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        await super().__call__(scope, receive, send)
+        try:
+            if scope.get(HEAD_ONLY):
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await super().__call__(scope, receive, send)
+        finally:
+            # However the answer ended (a client gone cancels it), the producer's own cleanup runs
+            # now, not whenever the garbage collector gets to it: an export's reading thread ends.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._source.close)
 
     async def stream_response(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -55,6 +64,28 @@ class Stream(StreamingResponse):
             log.error("%s cut off after %d bytes: %s", self._what, sent, exc, exc_info=not _expected(exc))
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class Closing:
+    """An iterator of chunks that can be closed from any thread, once the chunk being made is done
+    (a generator cannot be closed while it runs on another thread)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Closing:
+        return self
+
+    def __next__(self) -> bytes:
+        with self._lock:
+            return next(self._chunks)
+
+    def close(self) -> None:
+        with self._lock:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
 
 
 def _expected(exc: Exception) -> bool:
