@@ -16,7 +16,7 @@ import pytest
 from eventpipe.events import Event, Limits, parse
 from tests.support.api import HOSTILE, INJECTIONS, walk
 from tests.support.mqtt import publish_raw
-from tests.support.stack import Up, run_eventpipe
+from tests.support.stack import Up, ready, run_eventpipe
 from tests.support.wait import wait_until
 
 KEY = "e2e-key"
@@ -33,12 +33,8 @@ MALFORMED = [
 
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
-    stack = Up(tmp_path / "data", env={"EVENTPIPE_API_KEYS": f"other-key,{KEY}"}, prometheus=False)
-    try:
-        stack.wait_ready()
+    with ready(tmp_path / "data", {"EVENTPIPE_API_KEYS": f"other-key,{KEY}"}) as stack:
         yield stack
-    finally:
-        stack.kill()
 
 
 def our_events() -> list[tuple[str, bytes]]:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.support.mqtt import publish_raw
-from tests.support.stack import Up, run_eventpipe
+from tests.support.stack import Up, ready, run_eventpipe
 from tests.support.wait import wait_until
 
 KEY = "e2e-export-key"
@@ -27,12 +27,8 @@ AWKWARD = ["plain", "a,b", 'say "hi"', "two\nlines", "crlf\r\n", "é🙂"]
 
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
-    stack = Up(tmp_path / "data", env={"EVENTPIPE_API_KEYS": KEY}, prometheus=False)
-    try:
-        stack.wait_ready()
+    with ready(tmp_path / "data", {"EVENTPIPE_API_KEYS": KEY}) as stack:
         yield stack
-    finally:
-        stack.kill()
 
 
 def mine(now_ms: int) -> dict[str, dict[str, Any]]:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.mqtt import publish_raw
-from tests.support.stack import Up
+from tests.support.stack import Up, ready
 from tests.support.wait import wait_until
 
 KEY = "e2e-feed-key"
@@ -29,12 +29,8 @@ def up(tmp_path: Path) -> Iterator[Up]:
         "EVENTPIPE_CURSOR_SECRET": "e2e-feed-cursor-secret-0123456789abcdef",
         "EVENTPIPE_PROBE_INTERVAL_S": "1",
     }
-    stack = Up(tmp_path / "data", env=env, prometheus=False)
-    try:
-        stack.wait_ready()
+    with ready(tmp_path / "data", env) as stack:
         yield stack
-    finally:
-        stack.kill()
 
 
 class Sync:

@@ -16,7 +16,7 @@ import pytest
 from eventpipe.producer.demo import demo_event
 from tests.support.api import walk
 from tests.support.mqtt import publish_raw
-from tests.support.stack import Up
+from tests.support.stack import Up, ready
 from tests.support.wait import wait_until
 
 KEY = "e2e-filter-key"
@@ -25,12 +25,8 @@ COUNT = 3000
 
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
-    stack = Up(tmp_path / "data", env={"EVENTPIPE_API_KEYS": KEY}, prometheus=False)
-    try:
-        stack.wait_ready()
+    with ready(tmp_path / "data", {"EVENTPIPE_API_KEYS": KEY}) as stack:
         yield stack
-    finally:
-        stack.kill()
 
 
 def test_published_events_are_filtered_and_broken_down_as_published(up: Up) -> None:

@@ -35,7 +35,7 @@ from eventpipe.stack.secret import SESSION_KEY_FILE
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from tests.support.pipeline import Running, running_worker, settings_for
-from tests.support.stack import Up, run_eventpipe, stored_ids
+from tests.support.stack import Up, ready, run_eventpipe, stored_ids
 from tests.support.stream import stored_stream_ids
 from tests.support.takeover import ComposeBroker, attack, settle
 from tests.support.wait import wait_until
@@ -54,12 +54,8 @@ COMPOSE_WINDOW = 10_000
 
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
-    stack = Up(tmp_path / "data", env={"EVENTPIPE_PROBE_INTERVAL_S": "0"}, prometheus=False)
-    try:
-        stack.wait_ready()
+    with ready(tmp_path / "data", {"EVENTPIPE_PROBE_INTERVAL_S": "0"}) as stack:
         yield stack
-    finally:
-        stack.kill()
 
 
 def lost_by_up(up: Up, intruder_id: str, clean_start: bool) -> tuple[int, bool, float]:

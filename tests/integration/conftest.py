@@ -7,6 +7,7 @@ import pytest
 
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
+from eventpipe.store.writer import Writer
 
 
 @pytest.fixture
@@ -15,3 +16,9 @@ def client(clickhouse_dsn: str) -> clickhouse_connect.driver.Client:
     client = connect(clickhouse_dsn)
     migrate(client)
     return client
+
+
+@pytest.fixture
+def writer(client: clickhouse_connect.driver.Client) -> Writer:
+    """A writer on that store, as the worker writes."""
+    return Writer(client)

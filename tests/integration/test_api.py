@@ -14,7 +14,6 @@ from eventpipe.api.app import create_app
 from eventpipe.api.server import ApiServer
 from eventpipe.errors import HaltStorageError, RetryableStorageError
 from eventpipe.store.client import connect
-from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 from tests.support.api import AUTH, HOSTILE, INJECTIONS, KEY, api_client, event, readonly_reader, rejection, walk
 from tests.support.faults import FailingReader
@@ -24,13 +23,6 @@ MARCH_MS = 1_772_323_200_000
 HOUR_MS = 3_600_000
 KIB = 1024
 TYPES = ("page_view", "click", "purchase")
-
-
-@pytest.fixture
-def writer(clickhouse_dsn: str) -> Writer:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    return Writer(client)
 
 
 @pytest.fixture

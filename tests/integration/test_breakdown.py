@@ -3,7 +3,6 @@ against what was published, with filters, limits, the default window, long keys 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
@@ -13,15 +12,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
-from eventpipe.api.app import create_app
-from eventpipe.api.keyring import Keyring
 from eventpipe.producer.demo import demo_event
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
-from tests.support.api import AUTH, KEY, api_client, event, readonly_reader
+from tests.support.api import AS_PARTNER, AUTH, api_client, event, partner_client
 
 HOUR_MS = 3_600_000
 Body = dict[str, Any]
@@ -278,13 +274,8 @@ def test_a_key_limited_to_some_types_breaks_down_those_only(clickhouse_dsn: str,
         for i in range(10)
     ]
     assert Writer(client).insert_events(rows) == []
-    partner = "partner-secret-0123456789"
-    keys_file = tmp_path / "keys.json"
-    digest = hashlib.sha256(partner.encode()).hexdigest()
-    keys_file.write_text(json.dumps({"keys": [{"name": "partner", "sha256": digest, "event_types": ["purchase"]}]}))
-    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), Keyring([KEY], keys_file))
-    api = TestClient(app, raise_server_exceptions=False)
-    as_partner = {"Authorization": f"Bearer {partner}"}
+    api = partner_client(clickhouse_dsn, tmp_path / "keys.json", ["purchase"])
+    as_partner = AS_PARTNER
     for by, metric in (("event_type", "count"), ("user_id", "users"), ("topic", "sum:properties.n")):
         for headers, types in ((as_partner, 1), (AUTH, 2)):
             answer = api.get("/stats/breakdown", params={"by": by, "metric": metric}, headers=headers).json()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import gc
-import hashlib
 import io
 import json
 import socket
@@ -22,7 +21,6 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
-from eventpipe.api.keyring import Keyring
 from eventpipe.api.model import event_json
 from eventpipe.api.server import ApiServer
 from eventpipe.bench.fill import fill
@@ -34,7 +32,7 @@ from eventpipe.store.migration import migrate
 from eventpipe.store.query import EventFilter, Query
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
-from tests.support.api import AUTH, KEY, api_client, event, readonly_reader, walk
+from tests.support.api import AS_PARTNER, AUTH, KEY, api_client, event, partner_client, readonly_reader, walk
 from tests.support.faults import FailingReader
 from tests.support.memory import peak_growth
 from tests.support.wait import wait_until
@@ -46,13 +44,6 @@ MIB = 1024 * 1024
 HEADER = "event_id,event_type,timestamp,received_at,user_id,topic,properties"
 # What a CSV field must survive: its separators, quotes and line breaks, and text beyond ASCII.
 NASTY = ["a,b", 'say "hi"', "two\nlines", "cr\rlf\r\n", '",\n"', "é🙂\u2028", " padded ", "\x01\\"]
-
-
-@pytest.fixture
-def writer(clickhouse_dsn: str) -> Writer:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    return Writer(client)
 
 
 @pytest.fixture
@@ -172,13 +163,8 @@ def test_filters_select_what_they_select_on_events(api: TestClient, writer: Writ
 
 def test_a_key_limited_to_some_types_exports_those_only(clickhouse_dsn: str, writer: Writer, tmp_path: Path) -> None:
     seed(writer, 300)
-    partner = "partner-secret-0123456789"
-    keys_file = tmp_path / "keys.json"
-    digest = hashlib.sha256(partner.encode()).hexdigest()
-    keys_file.write_text(json.dumps({"keys": [{"name": "partner", "sha256": digest, "event_types": ["click"]}]}))
-    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), Keyring([KEY], keys_file))
-    api = TestClient(app, raise_server_exceptions=False)
-    as_partner = {"Authorization": f"Bearer {partner}"}
+    api = partner_client(clickhouse_dsn, tmp_path / "keys.json", ["click"])
+    as_partner = AS_PARTNER
     for fmt in ("ndjson", "csv"):
         text = api.get("/export", params={"format": fmt}, headers=as_partner).text
         assert text.count("events/click") == 100 and "purchase" not in text and "page_view" not in text, fmt

@@ -17,20 +17,11 @@ from prometheus_client import CollectorRegistry
 from eventpipe.api.app import create_app
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.keyring import Keyring
-from eventpipe.store.client import connect
-from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 from tests.support.api import AUTH, KEY, event, readonly_reader
 
 SECRET = "feed-test-cursor-secret-0123456789abcdef"  # noqa: S105 - a test key
 DAY_MS = 86_400_000
-
-
-@pytest.fixture
-def writer(clickhouse_dsn: str) -> Writer:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    return Writer(client)
 
 
 def app(clickhouse_dsn: str, secret: str = SECRET) -> TestClient:

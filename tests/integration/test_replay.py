@@ -46,13 +46,6 @@ def wrapped(i: int) -> bytes:
     return json.dumps({"payload": {"event_type": "signup", "user_id": f"w{i}"}, "plan": "pro", "n": i}).encode()
 
 
-@pytest.fixture
-def writer(clickhouse_dsn: str) -> Writer:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    return Writer(client)
-
-
 def seed(writer: Writer) -> None:
     letters = [letter("events/purchase", late(i), RECEIVED_MS + i) for i in range(5)]
     letters += [letter("events/", wrapped(i), RECEIVED_MS + 10 + i) for i in range(5)]

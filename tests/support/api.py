@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
@@ -35,6 +37,18 @@ def readonly_reader(dsn: str) -> Reader:
 def api_client(dsn: str, keys: Iterable[str] = (KEY,)) -> TestClient:
     # raise_server_exceptions off: a 500 must reach the assertion as a status, as a client sees it.
     app = create_app(readonly_reader(dsn), CollectorRegistry(), list(keys))
+    return TestClient(app, raise_server_exceptions=False)
+
+
+PARTNER_KEY = "partner-secret-0123456789"
+AS_PARTNER = {"Authorization": f"Bearer {PARTNER_KEY}"}
+
+
+def partner_client(dsn: str, keys_file: Path, event_types: list[str]) -> TestClient:
+    """The API with KEY and, from `keys_file` (written here), PARTNER_KEY limited to `event_types`."""
+    digest = hashlib.sha256(PARTNER_KEY.encode()).hexdigest()
+    keys_file.write_text(json.dumps({"keys": [{"name": "partner", "sha256": digest, "event_types": event_types}]}))
+    app = create_app(readonly_reader(dsn), CollectorRegistry(), Keyring([KEY], keys_file))
     return TestClient(app, raise_server_exceptions=False)
 
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from eventpipe.host import free_port
@@ -143,3 +145,14 @@ class Up:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+@contextmanager
+def ready(data_dir: Path, env: dict[str, str]) -> Iterator[Up]:
+    """`eventpipe up` without Prometheus, once ready; killed afterwards, whatever happened."""
+    stack = Up(data_dir, env=env, prometheus=False)
+    try:
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.kill()

@@ -16,7 +16,8 @@ import struct
 from eventpipe.api.cursor import LATEST_MS, SCOPE_BYTES, Cursors
 from eventpipe.api.error import ApiError
 from eventpipe.events.contract import MAX_ID_CHARS, MAX_TYPE_CHARS
-from eventpipe.store.feed import Key, Place
+from eventpipe.store.feed import Place
+from eventpipe.store.query import Key
 
 # Not a cursor's version (2): a cursor passed as a token, or the reverse, is refused.
 VERSION = 0x46

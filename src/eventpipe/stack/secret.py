@@ -8,12 +8,10 @@ audit's hashes.
 
 from __future__ import annotations
 
-import secrets
-
 from pydantic import SecretStr
 
 from eventpipe.config import Settings
-from eventpipe.stack.credential import kept_file, kept_secret
+from eventpipe.stack.credential import kept_secret
 
 # Under the data dir, when EVENTPIPE_MQTT_SESSION_SECRET is not set.
 SESSION_KEY_FILE = "mqtt-session-secret"
@@ -22,17 +20,20 @@ CURSOR_KEY_FILE = "cursor-secret"
 ERASURE_KEY_FILE = "erasure-secret"
 
 
+# Each secret `eventpipe up` keeps when it is not set, and its file under the data dir. The session
+# secret lives beside the broker's persistence: the session and the secret that names it go together.
+# The cursor secret is kept so a restart does not end every cursor walk and feed sync with a 422.
+KEPT = (
+    ("mqtt_session_secret", SESSION_KEY_FILE),
+    ("cursor_secret", CURSOR_KEY_FILE),
+    ("erasure_secret", ERASURE_KEY_FILE),
+)
+
+
 def kept_secrets(settings: Settings) -> Settings:
     """`settings` with each secret it leaves unset read from its data dir, made there (0600) on the first start."""
-    if settings.mqtt_session_secret is None:
-        # Kept beside the broker's persistence: the session and the secret that names it live and go together.
-        secret = kept_secret(settings.data_dir / SESSION_KEY_FILE)
-        settings = settings.model_copy(update={"mqtt_session_secret": SecretStr(secret)})
-    if settings.cursor_secret is None:
-        # Kept too, so a restart does not end every cursor walk and feed sync in progress with a 422.
-        cursor_secret = kept_file(settings.data_dir / CURSOR_KEY_FILE, secrets.token_hex(32))
-        settings = settings.model_copy(update={"cursor_secret": SecretStr(cursor_secret)})
-    if settings.erasure_secret is None:
-        secret = kept_secret(settings.data_dir / ERASURE_KEY_FILE)
-        settings = settings.model_copy(update={"erasure_secret": SecretStr(secret)})
+    for field, name in KEPT:
+        if getattr(settings, field) is None:
+            secret = SecretStr(kept_secret(settings.data_dir / name))
+            settings = settings.model_copy(update={field: secret})
     return settings

@@ -42,28 +42,28 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from eventpipe.events import Event
-from eventpipe.store.query import EVENT_BYTES, EVENT_FIELDS, EventFilter, Query, event_source
+from eventpipe.store.query import (
+    EVENT_BYTES,
+    EVENT_FIELDS,
+    PAGE_BYTES,
+    SORT_KEY,
+    EventFilter,
+    Key,
+    Query,
+    event_source,
+    statement,
+)
 
-SORT_KEY = "timestamp, event_type, event_id"
 ORDER = f"ORDER BY {SORT_KEY}"
 # A page: at most this many rows and this many bytes of JSON (about 10,000
 # demo events of 300 bytes fill both at once). The API holds about three times
 # the bytes while it formats a page and the server sends the one before.
 PAGE_ROWS = 10_000
-PAGE_BYTES = 8 * 1024 * 1024
 # Stored rows one window covers: a query over them under a filter that keeps
 # none reads in about 0.25 s here.
 WINDOW_ROWS = 250_000
 
 Run = Callable[[Query], list[tuple[object, ...]]]
-
-
-class Key(NamedTuple):
-    """An event's place in export order: its sort key."""
-
-    time_ms: int
-    event_type: str
-    event_id: str
 
 
 class Extent(NamedTuple):
@@ -125,7 +125,7 @@ def extent_query(where: EventFilter, after: Key | None, rows: int, max_bytes: in
     Reads the sort key and string sizes only, never properties."""
     table, conditions, parameters = event_source(where)
     _after(conditions, parameters, after)
-    candidates = _statement(f"{SORT_KEY}, {EVENT_BYTES} AS size", table, conditions, ORDER)
+    candidates = statement(f"{SORT_KEY}, {EVENT_BYTES} AS size", table, conditions, ORDER)
     fields = (
         "toUnixTimestamp64Milli(timestamp) AS time_ms, event_type AS type, event_id AS id, size,"
         f" sum(size) OVER ({ORDER} ROWS UNBOUNDED PRECEDING) AS running"
@@ -148,7 +148,7 @@ def page_query(where: EventFilter, after: Key | None, through: Key, rows: int) -
     )
     parameters |= {"through_ms": through.time_ms, "through_type": through.event_type, "through_id": through.event_id}
     parameters["rows"] = rows
-    return Query(_statement(EVENT_FIELDS, table, conditions, f"{ORDER} LIMIT {{rows:UInt32}}"), parameters)
+    return Query(statement(EVENT_FIELDS, table, conditions, f"{ORDER} LIMIT {{rows:UInt32}}"), parameters)
 
 
 def _after(conditions: list[str], parameters: dict[str, object], after: Key | None) -> None:
@@ -160,11 +160,6 @@ def _after(conditions: list[str], parameters: dict[str, object], after: Key | No
     bound = "fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
     conditions.append(f"timestamp >= {bound} AND ({SORT_KEY}) > ({bound}, {{after_type:String}}, {{after_id:String}})")
     parameters |= {"after_ms": after.time_ms, "after_type": after.event_type, "after_id": after.event_id}
-
-
-def _statement(fields: str, table: str, conditions: list[str], tail: str) -> str:
-    # Joins this module's constant fragments only; values travel as parameters.
-    return " ".join(("SELECT", fields, "FROM", table, "FINAL WHERE", " AND ".join(conditions), tail))
 
 
 class Export:

@@ -38,7 +38,9 @@ from eventpipe.store.query import (
     EVENT_BYTES,
     EVENT_FIELDS,
     PAGE_BYTES,
+    SORT_KEY,
     EventFilter,
+    Key,
     Query,
     event_conditions,
     parameter_chunks,
@@ -47,7 +49,6 @@ from eventpipe.store.reader import event_row
 
 Run = Callable[[Query], list[tuple[object, ...]]]
 
-KEY = "timestamp, event_type, event_id"
 # Parts of `arrivals` as the page relies on them: their block ranges say which
 # epoch numbers they hold, their time range bounds the keys of those rows.
 PARTS_QUERY = Query(
@@ -62,14 +63,6 @@ MARKS_QUERY = Query(
     " FROM worker_marks GROUP BY worker)",
     {},
 )
-
-
-class Key(NamedTuple):
-    """An event's place inside an epoch: its sort key."""
-
-    time_ms: int
-    event_type: str
-    event_id: str
 
 
 class Place(NamedTuple):
@@ -111,9 +104,10 @@ class Feed:
     def page(self, where: EventFilter, limit: int, place: Place, max_bytes: int = PAGE_BYTES) -> FeedPage:
         """Up to `limit` events after `place` that `where` admits, whose JSON fits in `max_bytes` (at least one)."""
         if place.hi is None:
-            place = self._begin(place)
+            place, parts = self._begin(place)
+        else:
+            parts = self._parts()
         assert place.hi is not None
-        parts = self._parts()
         if max((p.max_block for p in parts), default=0) < place.hi:
             raise FeedRewound(f"arrivals numbers below {place.hi} now")
         # Rows of the epoch are in parts that hold its numbers; their time ranges bound the rows' keys.
@@ -139,17 +133,19 @@ class Feed:
         after = Key(*keys[-1])
         return FeedPage(events, place._replace(after=after), place.served_before_ms)
 
-    def _begin(self, place: Place) -> Place:
-        """Start the epoch after `lo`: its complete_until from the marks, then its hi (in that order)."""
+    def _begin(self, place: Place) -> tuple[Place, list[Part]]:
+        """Start the epoch after `lo`: its complete_until from the marks, then its hi (in that order),
+        with the parts hi was taken from, which the epoch's first page reads."""
         now_ms, marks = self._run(MARKS_QUERY)[0]
         before = int(str(now_ms))
         for complete_before, retired in marks:  # type: ignore[attr-defined]
             if not int(str(retired)):
                 before = min(before, int(str(complete_before)))
-        hi = max((p.max_block for p in self._parts()), default=0)
+        parts = self._parts()
+        hi = max((p.max_block for p in parts), default=0)
         if hi < place.lo:
             raise FeedRewound(f"arrivals numbers below {place.lo} now")
-        return place._replace(hi=hi, epoch_before_ms=before, after=None)
+        return place._replace(hi=hi, epoch_before_ms=before, after=None), parts
 
     def _finish(self, place: Place, events: list[Event]) -> FeedPage:
         """The last page of the epoch: the next one starts after its hi."""
@@ -200,10 +196,10 @@ def _candidates(
         )
         parameters |= {"after_ms": place.after.time_ms, "after_type": place.after.event_type}
         parameters["after_id"] = place.after.event_id
-    fields = f"toUnixTimestamp64Milli(timestamp), event_type, event_id, {EVENT_BYTES} AS size" if sized else KEY
+    fields = f"toUnixTimestamp64Milli(timestamp), event_type, event_id, {EVENT_BYTES} AS size" if sized else SORT_KEY
     sql = (
         f"SELECT {fields} FROM arrivals WHERE {' AND '.join(conditions)}"  # noqa: S608 - constant fragments
-        f" ORDER BY {KEY} LIMIT {{limit:UInt32}}"
+        f" ORDER BY {SORT_KEY} LIMIT {{limit:UInt32}}"
     )
     return Query(sql, parameters)
 
@@ -226,10 +222,10 @@ def _first_copies(where: EventFilter, place: Place, keys: list[tuple[int, str, s
     conditions, parameters = event_conditions(where)
     first = (
         "SELECT event_id, event_type, timestamp, received_at, user_id, topic, properties, _block_number AS first"  # noqa: S608 - constant fragments
-        f" FROM arrivals WHERE ({KEY}) IN ({KEY_SET}) ORDER BY {KEY}, first LIMIT 1 BY {KEY}"
+        f" FROM arrivals WHERE ({SORT_KEY}) IN ({KEY_SET}) ORDER BY {SORT_KEY}, first LIMIT 1 BY {SORT_KEY}"
     )
     keep = " AND ".join(["first > {lo:UInt64}", *conditions])
-    sql = f"SELECT {EVENT_FIELDS}, {keep} AS keep FROM ({first}) ORDER BY {KEY}"  # noqa: S608 - constant fragments
+    sql = f"SELECT {EVENT_FIELDS}, {keep} AS keep FROM ({first}) ORDER BY {SORT_KEY}"  # noqa: S608 - constant fragments
     return Query(sql, parameters | {"lo": place.lo, "keys": keys})
 
 

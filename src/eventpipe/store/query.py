@@ -71,6 +71,18 @@ def parameter_chunks(values: Sequence[T], size: Callable[[T], int], limit: int |
         yield chunk
 
 
+# The time-sorted tables' sort key: the order the feed and the export walk, and what a copy shares.
+SORT_KEY = "timestamp, event_type, event_id"
+
+
+class Key(NamedTuple):
+    """An event's place in sort-key order."""
+
+    time_ms: int
+    event_type: str
+    event_id: str
+
+
 class Query(NamedTuple):
     """One SQL statement and its bound parameters (exposed so benchmarks run the same SQL)."""
 
