@@ -96,7 +96,7 @@ def test_restore_drill_gives_back_exactly_what_was_backed_up_while_ingesting(tmp
     assert set(restored) == set(in_backup), "exactly the backed-up events, none stored after the backup"
 
     again, api = start(stacks, data)
-    assert api.get(f"/events/drill-{taken['events'] - 1}").status_code == 200, "found by id: event_ids rebuilt"
+    assert api.get(f"/events/drill-{taken['events'] - 1}").status_code == 200, "found by id after the restore"
     assert api.get("/events/more-0").status_code == 404
     resumed = Stream(again.mqtt_url, count=200, rate=1000, prefix="resume")
     resumed.start()

@@ -222,7 +222,7 @@ def test_events_spread_over_decades_cannot_spread_the_store_over_decades(broker:
         assert run.reader.dead_letter_reasons() == {"invalid_timestamp": dead}
         assert "EVENTPIPE_MAX_PAST_DAYS" in run.reader.dead_letters(None, 1)[0].detail
     client = connect(clickhouse_dsn)
-    for table in ("events", "events_by_user", "event_ids"):
+    for table in ("events", "events_by_user", "arrivals"):
         partitions = client.query(
             "SELECT uniqExact(partition) FROM system.parts WHERE active AND database = currentDatabase()"
             " AND table = {table:String}",

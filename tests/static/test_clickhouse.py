@@ -77,7 +77,7 @@ def test_the_ingest_user_may_only_insert_into_the_tables_the_worker_writes() -> 
     expected = ["GRANT INSERT ON eventpipe.events", "GRANT INSERT ON eventpipe.dead_letters"]
     expected += ["GRANT SELECT ON eventpipe.undated_events", "GRANT INSERT ON eventpipe.undated_events"]
     assert sorted(grants("eventpipe_ingest")) == sorted(expected)
-    assert {"events", "dead_letters", "undated_events", "event_ids", "events_by_user"} <= set(RETAINED)
+    assert {"events", "dead_letters", "undated_events", "events_by_user", "arrivals"} <= set(RETAINED)
 
 
 def test_the_api_user_may_only_read() -> None:
@@ -95,7 +95,7 @@ def test_the_migrator_owns_the_eventpipe_database_and_reads_backups() -> None:
 
 # What a replay writes (events through the worker's path, its outcomes) and an erasure deletes.
 REPLAY_INSERTS = ("events", "undated_events", "dead_letter_outcomes")
-ERASED = ("events", "events_by_user", "arrivals", "event_ids", "undated_events", "dead_letters", "dead_letter_outcomes")
+ERASED = ("events", "events_by_user", "arrivals", "undated_events", "dead_letters", "dead_letter_outcomes")
 
 
 def test_the_admin_user_may_back_up_read_record_replay_and_erase_only() -> None:
@@ -180,6 +180,6 @@ def test_the_admin_user_may_erase_every_table_that_holds_a_user_and_never_the_au
     holding_users = {name for name, columns in migrated_tables().items() if re.search(r"\buser_id\b", columns)}
     assert {"events", "events_by_user"} <= holding_users
     # Those, the indexes found through them, and the dead letters (with their outcomes) that name a user.
-    assert deletable == holding_users | {"event_ids", "undated_events", "dead_letters", "dead_letter_outcomes"}
+    assert deletable == holding_users | {"undated_events", "dead_letters", "dead_letter_outcomes"}
     assert "erasures" in migrated_tables() and "erasures" not in deletable
     assert user("eventpipe_admin").findtext("profile") == "default"  # may write, unlike the API's profile

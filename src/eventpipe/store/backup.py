@@ -8,7 +8,7 @@ A backup is `BACKUP DATABASE` of everything but migration.KEPT, taken while
 ingest runs. ClickHouse takes each table's parts when it reaches that table:
 every table is consistent in itself (a part is immutable, and an insert's part
 is in or out whole), but the tables are not frozen at one instant, so a batch
-landing meanwhile can be in `events` and not in `event_ids`. migration.SOURCE,
+landing meanwhile can be in `events` and not in `events_by_user`. migration.SOURCE,
 DERIVED and KEPT say what that means for each table, and a restore rebuilds
 the derived ones from the restored events so that they agree again.
 

@@ -4,8 +4,8 @@ Rows go by lightweight DELETE, each waited for (lightweight_deletes_sync=2),
 so every read that follows shows none of them: a deleted row is masked at
 once, and the delete gives every part of the table a new name, so the tally
 counts its buckets again (store.tally). Tables are emptied in an order that
-keeps what finds the rest until last: the id and first-time indexes (no user
-column) by the keys events_by_user holds, then every table with a user_id
+keeps what finds the rest until last: the first-time index (no user column)
+by the keys events_by_user holds, then every table with a user_id
 column, events_by_user itself last, so a call cut short is finished by calling
 again. The dead letters that go are those whose payload names the user id as a
 whole word: written as is or JSON-escaped, not inside a longer id (erasing u1
@@ -27,10 +27,9 @@ from eventpipe.store.writer import INSERT_SETTINGS
 
 # Waited for: the answer must not come before every read shows the rows gone.
 DELETE_SETTINGS = {"lightweight_deletes_sync": 2}
-KEYS = "SELECT event_id, event_type, timestamp FROM events_by_user WHERE user_id = {user:String}"
-# Indexes without a user column, emptied by key before the rows that give the keys.
+# Indexes without a user column, emptied by key before the rows that give the keys. (The id
+# lookup is a projection of events, rebuilt by events' own delete: lightweight_mutation_projection_mode.)
 BY_KEY = (
-    f"DELETE FROM event_ids WHERE (event_id, event_type, timestamp) IN ({KEYS})",  # noqa: S608 - constants
     "DELETE FROM undated_events WHERE (event_id, event_type) IN"
     " (SELECT event_id, event_type FROM events_by_user WHERE user_id = {user:String})",
 )

@@ -13,7 +13,7 @@ from clickhouse_connect.driver.client import Client
 from eventpipe.store.failure import classified
 from eventpipe.store.schema import arrival, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS, MARK_ROWS
-from eventpipe.store.schema.index import ID_ROWS, UNDATED_ROWS, USER_ROWS
+from eventpipe.store.schema.index import UNDATED_ROWS, USER_ROWS
 from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES
 from eventpipe.store.schema.version import Migration, Rebuild
 
@@ -49,9 +49,10 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
 #   `migrate` runs.
 # - DERIVED: fed from events inserts (views, the writer), so a snapshot taken
 #   a moment before or after events' own would disagree with it: an event
-#   missing from event_ids is missing from GET /events/{id}. A restore rebuilds
-#   each from the restored events with these queries, as migrations 6 and 7
-#   filled them.
+#   missing from events_by_user is missing from that user's pages. A restore
+#   rebuilds each from the restored events with these queries, as migrations 6
+#   and 9 filled them. (The id lookup is a projection of events since
+#   migration 13, so it is in events' own snapshot.)
 # - KEPT: about backups themselves, and the erasure audit; left out of every
 #   backup, untouched by a restore (created again if a restore finds it
 #   missing), so that a restore does not forget the backups taken after the
@@ -60,7 +61,6 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
 SOURCE = ("schema_migrations", "events", "dead_letters", "dead_letter_outcomes")
 DERIVED = {
     "events_by_user": USER_ROWS,
-    "event_ids": ID_ROWS,
     "undated_events": UNDATED_ROWS,
     # Rebuilt, so numbered afresh: a feed token from before the restore is refused (store.feed).
     "arrivals": ARRIVAL_ROWS,
@@ -72,7 +72,6 @@ RETAINED = {
     "events": "timestamp",
     "events_by_user": "timestamp",
     "undated_events": "timestamp",
-    "event_ids": "timestamp",
     "arrivals": "timestamp",
     "dead_letters": "received_at",
     "dead_letter_outcomes": "attempted_at",

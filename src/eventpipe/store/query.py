@@ -120,13 +120,15 @@ def event_source(where: EventFilter) -> tuple[str, list[str], dict[str, object]]
 
 
 def event_query(event_id: str, where: EventFilter = EventFilter()) -> Query:  # noqa: B008 - an immutable tuple
-    # The id's sort keys come from event_ids (sorted by id), so events reads
-    # the granule of each key, not every granule. An id reused under two types
-    # is two events; the newest that `where` (a key's scope) allows answers.
+    # The id's sort keys come from events' projection by_id (sorted by id, no
+    # FINAL, so the projection can answer), then events reads the granule of
+    # each key, not every granule. Projections are asked for, not left to the
+    # server's default. An id reused under two types is two events; the
+    # newest that `where` (a key's scope) allows answers.
     conditions, parameters = _event_conditions(where)
-    keys = "(timestamp, event_type, event_id) IN (SELECT timestamp, event_type, event_id FROM event_ids"
+    keys = "(timestamp, event_type, event_id) IN (SELECT timestamp, event_type, event_id FROM events"
     conditions.insert(0, keys + " WHERE event_id = {id:String})")
-    tail = "ORDER BY timestamp DESC, event_type LIMIT 1"
+    tail = "ORDER BY timestamp DESC, event_type LIMIT 1 SETTINGS optimize_use_projections = 1"
     return Query(statement(EVENT_FIELDS, "events", conditions, tail), parameters | {"id": event_id})
 
 
