@@ -164,7 +164,8 @@ MIGRATIONS += (
         (
             "ALTER TABLE events MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild',"
             " lightweight_mutation_projection_mode = 'rebuild'",
-            "ALTER TABLE events ADD PROJECTION IF NOT EXISTS by_id (SELECT event_id, event_type, timestamp ORDER BY event_id)",
+            "ALTER TABLE events ADD PROJECTION IF NOT EXISTS by_id"
+            " (SELECT event_id, event_type, timestamp ORDER BY event_id)",
             "ALTER TABLE events MATERIALIZE PROJECTION by_id SETTINGS mutations_sync = 2",
             "DROP VIEW IF EXISTS event_ids_feed",
             "DROP TABLE IF EXISTS event_ids",
