@@ -152,11 +152,13 @@ MIGRATIONS += (
 # lookup from inside each part of `events` (6.5 ms at 10M events, against 5 ms
 # through event_ids), written with the part and merged with it, so no part or
 # merge of its own. A ReplacingMergeTree refuses projections unless told what
-# a deduplicating merge or a lightweight delete does to them: rebuilt from the
-# rows kept, so the projection holds exactly the rows of its part. It holds
+# a deduplicating merge or a lightweight delete does to them: a merge rebuilds
+# it from the rows it keeps. A lightweight delete leaves it as it was (measured
+# on chDB 26.9), so it may name an erased row's key until the part merges;
+# lookups read the row itself from events, where the delete masks it. It holds
 # every copy until a merge collapses them; copies share their key, which is
 # all a lookup reads. The mutation is waited for, so no lookup after the
-# migration scans parts without it; a rerun rebuilds it again (1.3 s at 10M).
+# migration scans parts without it; a rerun builds it again (1.3 s at 10M).
 MIGRATIONS += (
     Migration(
         13,
