@@ -1,7 +1,9 @@
 """The read queries: SQL text and bound parameters for what the API serves and tests count.
 
 Every read of a table goes through FINAL, so a redelivered event is one row
-before ClickHouse has merged its copies. The tables are sorted by time first
+before ClickHouse has merged its copies (the one exception, the key lookup of
+GET /events/{id} in its projection, yields keys only, which copies share).
+The tables are sorted by time first
 (by user, then time, for events_by_user), so a query's time range or user
 selects granules through the primary key before FINAL, and FINAL merges only
 those: a read costs what its window holds. Copies of an event share the whole
@@ -120,15 +122,17 @@ def event_source(where: EventFilter) -> tuple[str, list[str], dict[str, object]]
 
 
 def event_query(event_id: str, where: EventFilter = EventFilter()) -> Query:  # noqa: B008 - an immutable tuple
-    # The id's sort keys come from events' projection by_id (sorted by id, no
-    # FINAL, so the projection can answer), then events reads the granule of
-    # each key, not every granule. Projections are asked for, not left to the
-    # server's default. An id reused under two types is two events; the
-    # newest that `where` (a key's scope) allows answers.
+    # The id's sort keys come from events' projection by_id (sorted by id; no
+    # FINAL there, which would bypass the projection, and copies share their
+    # key anyway), then events reads through FINAL the granule of each key,
+    # not every granule. The server picks the projection itself
+    # (optimize_use_projections, on by default in chDB and the server alike):
+    # setting it here would refuse a readonly=1 user. An id reused under two
+    # types is two events; the newest that `where` (a key's scope) allows answers.
     conditions, parameters = _event_conditions(where)
     keys = "(timestamp, event_type, event_id) IN (SELECT timestamp, event_type, event_id FROM events"
     conditions.insert(0, keys + " WHERE event_id = {id:String})")
-    tail = "ORDER BY timestamp DESC, event_type LIMIT 1 SETTINGS optimize_use_projections = 1"
+    tail = "ORDER BY timestamp DESC, event_type LIMIT 1"
     return Query(statement(EVENT_FIELDS, "events", conditions, tail), parameters | {"id": event_id})
 
 
