@@ -80,7 +80,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if "latency" in plan.scenarios:
             figures["latency"] = _latency(plan, work, window, say)
         if "api" in plan.scenarios:
-            figures["api"] = _api(plan, work, window, say, figures)
+            figures["api"], figures["export"] = _api(plan, work, window, say)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -162,8 +162,9 @@ def _latency(plan: Plan, work: Path, window: int, say: Callable[[str], None]) ->
 
 
 def _api(
-    plan: Plan, work: Path, window: int, say: Callable[[str], None], figures: dict[str, Any]
-) -> list[dict[str, Any]]:
+    plan: Plan, work: Path, window: int, say: Callable[[str], None]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The reads' figures, then the exports'."""
     results: list[endpoint.Comparison] = []
     exports: list[Download] = []
     for size in sorted(plan.sizes):
@@ -184,5 +185,5 @@ def _api(
         say("")
         for line in [*report.api(results), *report.export(exports)]:
             say(line)
-    figures["export"] = [asdict(exported) | {"rate": exported.rate} for exported in exports]
-    return [asdict(result) | {"ratio": result.ratio} for result in results]
+    reads = [asdict(result) | {"ratio": result.ratio} for result in results]
+    return reads, [asdict(exported) | {"rate": exported.rate} for exported in exports]

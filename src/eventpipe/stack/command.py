@@ -125,20 +125,17 @@ def _serve(
         admin=admin(settings),
     )
     api = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
+    rules = settings.prometheus_rules_dir or default_rules_dir()
+    if settings.prometheus_port:
+        # A copy of the rules whose runbook links open (EVENTPIPE_RUNBOOK_URL), beside Prometheus' data;
+        # none when Prometheus is off, so its rules and links cannot stop a stack that does not run it.
+        rules = filled_rules(rules, settings.data_dir / "prometheus" / "rules", settings.runbook_url)
     prometheus = Prometheus(
         settings.prometheus_port,
         settings.data_dir / "prometheus",
         settings.metrics_port,
         settings.api_port,
-        # A copy of the rules whose runbook links open (EVENTPIPE_RUNBOOK_URL), beside Prometheus' data;
-        # none when Prometheus is off, so its rules and links cannot stop a stack that does not run it.
-        filled_rules(
-            settings.prometheus_rules_dir or default_rules_dir(),
-            settings.data_dir / "prometheus" / "rules",
-            settings.runbook_url,
-        )
-        if settings.prometheus_port
-        else settings.prometheus_rules_dir or default_rules_dir(),
+        rules,
         tls.ca if tls else None,
     )
     problem: str | None = None

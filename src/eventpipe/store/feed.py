@@ -42,6 +42,7 @@ from eventpipe.store.query import (
     EventFilter,
     Key,
     Query,
+    after_key,
     event_conditions,
     parameter_chunks,
 )
@@ -187,15 +188,7 @@ def _candidates(
         "timestamp >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')",
     ]
     parameters |= {"lo": place.lo, "hi": place.hi, "since_ms": since_ms, "limit": limit}
-    if place.after is not None:
-        # Spelled out so the sort key's first column bounds the read.
-        conditions.append(
-            "timestamp >= fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
-            " AND (timestamp > fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
-            " OR (event_type, event_id) > ({after_type:String}, {after_id:String}))"
-        )
-        parameters |= {"after_ms": place.after.time_ms, "after_type": place.after.event_type}
-        parameters["after_id"] = place.after.event_id
+    after_key(conditions, parameters, place.after)
     fields = f"toUnixTimestamp64Milli(timestamp), event_type, event_id, {EVENT_BYTES} AS size" if sized else SORT_KEY
     sql = (
         f"SELECT {fields} FROM arrivals WHERE {' AND '.join(conditions)}"  # noqa: S608 - constant fragments
