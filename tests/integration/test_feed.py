@@ -247,8 +247,7 @@ def test_complete_until_stays_below_messages_held_or_being_committed(
     follower = Follower(Feed(Reader(client).run), limit=1000)
     with running_worker(settings, writer=writer) as run:
         time.sleep(2.5)  # idle marks: complete_until is near now before anything is sent
-        follower.catch_up(highest_block(client))
-        idle = follower.pages[-1].complete_until_ms
+        idle = follower.poll().complete_until_ms  # nothing stored: one page ends the first epoch
         writer.delay_s = 0.5
         sent = [("events/slow", json.dumps({"event_id": f"s{i}"}).encode()) for i in range(50)]
         assert publish_raw(broker.url, sent) == 50
@@ -268,21 +267,40 @@ def test_complete_until_stays_below_messages_held_or_being_committed(
 def test_migration_9_feeds_what_was_stored_before_it_once_even_when_run_twice(
     client: clickhouse_connect.driver.Client,
 ) -> None:
-    # A store at version 8 with events in it, then migration 9; then a crash after its copy,
-    # before its ledger row, so the copy runs again: every event is served once all the same.
-    for statement in ("DROP VIEW arrivals_feed", "DROP VIEW worker_marks_feed", "DROP TABLE arrivals"):
+    # A store at version 8 with events in it, then migration 9 (and 14, which drops its marks'
+    # view); then a crash after its copy, before its ledger row, so the copy runs again: every
+    # event is served once all the same.
+    for statement in ("DROP VIEW arrivals_feed", "DROP TABLE arrivals"):
         client.command(statement)
-    client.command("DELETE FROM schema_migrations WHERE version = 9")
+    client.command("DELETE FROM schema_migrations WHERE version IN (9, 14)")
     now = time.time_ns() // 1_000_000
     before = [event(f"old{i:03}", now - i * 3_600_000, now) for i in range(300)]
     Writer(client).insert_events(before)
-    assert migrate(client) == [9]
+    assert migrate(client) == [9, 14]
     client.command(next(m for m in MIGRATIONS if m.version == 9).statements[-1])  # the copy, again
-    client.command("DELETE FROM schema_migrations WHERE version = 9")
-    assert migrate(client) == [9]
+    client.command("DELETE FROM schema_migrations WHERE version IN (9, 14)")
+    assert migrate(client) == [9, 14]
     follower = Follower(Feed(Reader(client).run), limit=100)
     follower.catch_up(highest_block(client))
     assert sorted(follower.served) == sorted(map(ident, before))
+
+
+def test_a_producer_cannot_forge_a_workers_mark(client: clickhouse_connect.driver.Client) -> None:
+    # Any producer may publish a probe event, with any properties. Until migration 14 a view took
+    # one naming a worker for that worker's mark: "complete before 0" held every client's
+    # complete_until at 0 for good, and a mark for a live worker could move it past messages that
+    # worker had not committed yet. Only the workers themselves write marks now.
+    now = time.time_ns() // 1_000_000
+    forged = [
+        Event(f"forged{i}", "_probe", now - 1, now, None, "events/_probe", json.dumps(body))
+        for i, body in enumerate(({"worker": "forger", "complete_before": 0}, {"worker": "forger2", "retired": True}))
+    ]
+    Writer(client).insert_events([*forged, event("real", now - 5, now)])
+    assert client.query("SELECT * FROM worker_marks").result_rows == []
+    follower = Follower(Feed(Reader(client).run), limit=100)
+    follower.catch_up(highest_block(client))
+    assert follower.served == [(now - 5, "click", "real")]
+    assert follower.pages[-1].complete_until_ms >= now, "complete_until held back by a forged mark"
 
 
 def test_keys_looked_up_in_several_queries_serve_the_same_pages(

@@ -9,7 +9,7 @@ from eventpipe.errors import StorageError
 from eventpipe.events import Event, Rejection
 from eventpipe.store.query import Query
 from eventpipe.store.reader import Reader
-from eventpipe.store.writer import Writer
+from eventpipe.store.writer import Mark, Writer
 
 
 class FaultyWriter(Writer):
@@ -28,6 +28,10 @@ class FaultyWriter(Writer):
     def insert_events(self, events: Sequence[Event], *, isolate_unknown: bool = False) -> list[tuple[int, str]]:
         self._gate()
         return super().insert_events(events, isolate_unknown=isolate_unknown)
+
+    def insert_marks(self, marks: Sequence[Mark]) -> None:
+        self._gate()
+        super().insert_marks(marks)
 
     def insert_dead_letters(self, rejections: Sequence[Rejection]) -> None:
         self._gate()

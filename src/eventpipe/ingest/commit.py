@@ -1,8 +1,8 @@
 """A batch committed to ClickHouse, before the worker acknowledges any of it (ingest.worker).
 
 Each message is parsed against the contract into an event or a rejection. The
-events go in with the worker's mark in one insert; rows the table refuses join
-the rejections, which go to dead_letters. Every write is retried until it
+events go in in one insert; rows the table refuses join the rejections, which
+go to dead_letters. Every write is retried until it
 succeeds (ingest.retry), so when `commit` returns, the whole batch is stored.
 """
 
@@ -12,7 +12,6 @@ from typing import NamedTuple
 
 from eventpipe.events import Event, Limits, Reason, Rejection, parse
 from eventpipe.ingest.consumer import Delivery
-from eventpipe.ingest.mark import Marker
 from eventpipe.ingest.retry import Retrier
 from eventpipe.store.writer import Writer
 
@@ -25,7 +24,7 @@ class Committed(NamedTuple):
     rejections: list[Rejection]
 
 
-def commit(batch: list[Delivery], limits: Limits, marker: Marker, writer: Writer, retrier: Retrier) -> Committed:
+def commit(batch: list[Delivery], limits: Limits, writer: Writer, retrier: Retrier) -> Committed:
     events: list[Event] = []
     sources: list[Delivery] = []
     rejections: list[Rejection] = []
@@ -37,11 +36,7 @@ def commit(batch: list[Delivery], limits: Limits, marker: Marker, writer: Writer
         else:
             rejections.append(result)  # type: ignore[arg-type]
 
-    # Batches hold the oldest messages in receive order, so what came before
-    # this batch's first message is committed: the mark says so (ingest.mark).
-    stored = events + marker.due(batch[0].received_ms)
-    refused = retrier.run(lambda isolate: writer.insert_events(stored, isolate_unknown=isolate))
-    refused = [(index, detail) for index, detail in refused if index < len(events)]
+    refused = retrier.run(lambda isolate: writer.insert_events(events, isolate_unknown=isolate))
     for index, detail in refused:
         source = sources[index]
         rejections.append(

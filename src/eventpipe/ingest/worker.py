@@ -22,7 +22,7 @@ from eventpipe.ingest.mark import Marker
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.policy import BatchPolicy, leading
 from eventpipe.ingest.retry import Abandoned, Retrier
-from eventpipe.store.writer import Writer
+from eventpipe.store.writer import Mark, Writer
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,12 @@ class Worker:
         self._stopping = False
         self._clean = True
         self._failed: BaseException | None = None
-        self._marker = Marker(settings.mqtt_client_id, settings.probe_topic)
+        self._marker = Marker(settings.mqtt_client_id)
         self._thread = threading.Thread(target=self._run, name="eventpipe-flusher", daemon=True)
         # The receive time of the burst the network thread is handing over, until it is held.
         self._handing_ms: int | None = None
         self._idle_before_ms = 0
-        self._start_mark: list[Event] = []
+        self._start_mark: list[Mark] = []
         self.consumer = consumer_factory(settings, self._deliver, metrics, self._release_stale, clock=self._stamp)
 
     def start(self) -> None:
@@ -78,7 +78,7 @@ class Worker:
         # start while ClickHouse refuses it too: then its flusher stores the mark before any batch.
         self._start_mark = [self._marker.start()]
         try:
-            self._writer.insert_events(self._start_mark)
+            self._writer.insert_marks(self._start_mark)
             self._start_mark = []
         except StorageError as exc:
             log.warning("could not store this worker's start mark; retried before its first batch: %s", exc)
@@ -117,7 +117,7 @@ class Worker:
         # Only after a clean stop: an insert still hanging could commit after the retirement.
         try:
             if clean:
-                self._writer.insert_events([self._marker.retired()])
+                self._writer.insert_marks([self._marker.retired()])
         except StorageError as exc:
             log.warning("could not store this worker's retirement; the feed's complete_until waits for it: %s", exc)
         return clean
@@ -169,9 +169,9 @@ class Worker:
                     self._cond.notify_all()
             self._handing_ms = None
 
-    def _store(self, marks: list[Event]) -> None:
+    def _store(self, marks: list[Mark]) -> None:
         if marks:
-            self._retrier.run(lambda isolate: self._writer.insert_events(marks, isolate_unknown=isolate))
+            self._retrier.run(lambda _isolate: self._writer.insert_marks(marks))
 
     def _release_stale(self, generation: int) -> None:
         """Let go of queued QoS 1 copies from earlier connections: the resumed session resends
@@ -237,7 +237,10 @@ class Worker:
 
     def _commit(self, batch: list[Delivery]) -> None:
         started = time.monotonic()
-        committed = commit(batch, self._limits, self._marker, self._writer, self._retrier)
+        # Batches hold the oldest messages in receive order, so once this one is
+        # committed, so is everything received before its first message (ingest.mark).
+        marks = self._marker.due(batch[0].received_ms)
+        committed = commit(batch, self._limits, self._writer, self._retrier)
 
         # Counted before the acks go out: an ack frees the broker to send more,
         # and those must not be seen on top of a batch already committed.
@@ -264,6 +267,8 @@ class Worker:
         metrics.batch_rows.observe(len(batch))
         metrics.insert_seconds.observe(time.monotonic() - started)
         metrics.last_commit.set_to_current_time()
+        # After the acks: the mark speaks for what came before this batch, so they need not wait for it.
+        self._store(marks)
 
     def _observe_freshness(self, events: list[Event], batch: list[Delivery]) -> None:
         now_ms = time.time_ns() // 1_000_000

@@ -12,7 +12,7 @@ from clickhouse_connect.driver.client import Client
 
 from eventpipe.store.failure import classified
 from eventpipe.store.schema import arrival, event, index, record
-from eventpipe.store.schema.arrival import ARRIVAL_ROWS, MARK_ROWS
+from eventpipe.store.schema.arrival import ARRIVAL_ROWS
 from eventpipe.store.schema.index import UNDATED_ROWS, USER_ROWS
 from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES
 from eventpipe.store.schema.version import Migration, Rebuild
@@ -46,7 +46,9 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
 #   are only each consistent in itself, which is all they need: a batch's
 #   events and its dead letters are two inserts already (a crash between them
 #   is absorbed by redelivery), and schema_migrations changes only while
-#   `migrate` runs.
+#   `migrate` runs. worker_marks too since migration 14 (the workers write
+#   it): a restored mark is older than any a restarted worker writes, so it
+#   can only hold the feed's complete_until back until then.
 # - DERIVED: fed from events inserts (views, the writer), so a snapshot taken
 #   a moment before or after events' own would disagree with it: an event
 #   missing from events_by_user is missing from that user's pages. A restore
@@ -58,13 +60,12 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
 #   missing), so that a restore does not forget the backups taken after the
 #   one it brings back, nor the erasures made since (operations.md, "Erasure:
 #   what it cannot reach").
-SOURCE = ("schema_migrations", "events", "dead_letters", "dead_letter_outcomes")
+SOURCE = ("schema_migrations", "events", "dead_letters", "dead_letter_outcomes", "worker_marks")
 DERIVED = {
     "events_by_user": USER_ROWS,
     "undated_events": UNDATED_ROWS,
     # Rebuilt, so numbered afresh: a feed token from before the restore is refused (store.feed).
     "arrivals": ARRIVAL_ROWS,
-    "worker_marks": MARK_ROWS,
 }
 KEPT = {"backups": BACKUP_CATALOG, "erasures": ERASURES}
 

@@ -35,12 +35,12 @@ SETTINGS enable_block_number_column = 1
 """
 ARRIVAL_ROWS = "SELECT event_id, event_type, timestamp, received_at, user_id, topic, properties FROM events"
 
-# What each worker has committed: a mark it stores in a batch says that every
-# message it received before `complete_before` is in an earlier batch, so
-# committed before the mark was written (ingest.mark). GET /feed reads the
-# newest mark of every worker for its complete_until; `retired` is a worker
-# that stopped with nothing held. Keyed by worker, newest mark kept.
-MARK_WORKER, MARK_COMPLETE_BEFORE, MARK_RETIRED = "worker", "complete_before", "retired"
+# What each worker has committed: a mark says that every message the worker
+# received before `complete_before` was committed before the mark was written
+# (ingest.mark). GET /feed reads the newest mark of every worker for its
+# complete_until; `retired` is a worker that stopped with nothing held. Keyed
+# by worker, newest mark kept.
+MARK_WORKER, MARK_COMPLETE_BEFORE, MARK_RETIRED, MARK_WRITTEN = "worker", "complete_before", "retired", "written"
 WORKER_MARKS = """
 CREATE TABLE IF NOT EXISTS worker_marks
 (
@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS worker_marks
 ENGINE = ReplacingMergeTree(written)
 ORDER BY worker
 """
+# Until migration 14, marks were probe events and this view copied them out of `events`.
 MARK_ROWS = (
     f"SELECT JSONExtractString(properties, '{MARK_WORKER}') AS worker,"  # noqa: S608 - constants
     f" JSONExtractInt(properties, '{MARK_COMPLETE_BEFORE}') AS complete_before,"
@@ -78,3 +79,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
 )
+
+# A view runs on every insert into `events`, and the marks' view wrote about
+# one row a second yet cost every batch its own pipeline: about a tenth of
+# the store's CPU at 2,000 events/s (docs/performance.md). The worker now
+# writes its marks into worker_marks itself, after the batches they speak
+# for (ingest.worker), and no longer into `events`. That also closes a hole:
+# the view took any probe event carrying a worker's name for a mark, so a
+# producer could publish one and hold every feed's complete_until back, or
+# move it past events not yet committed. Marks already in `events` stay
+# there, as hidden probe events.
+MIGRATIONS += (Migration(14, "workers write their marks themselves", ("DROP VIEW IF EXISTS worker_marks_feed",)),)
