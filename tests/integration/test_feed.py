@@ -37,7 +37,7 @@ def ident(event: Event) -> Ident:
 
 
 def stored(client: clickhouse_connect.driver.Client) -> set[Ident]:
-    """Every event the store holds, as /events would list it (probes and worker marks left out)."""
+    """Every event the store holds, as /events would list it (probes left out)."""
     sql = "SELECT DISTINCT toUnixTimestamp64Milli(timestamp), event_type, event_id FROM events"
     rows = client.query(sql + " WHERE event_type != '_probe'").result_rows
     return {(int(t), str(kind), str(event_id)) for t, kind, event_id in rows}
@@ -240,7 +240,7 @@ def test_two_workers_marks_make_complete_until_true_and_it_reaches_the_last_even
 def test_complete_until_stays_below_messages_held_or_being_committed(
     broker: Broker, client: clickhouse_connect.driver.Client, clickhouse_dsn: str
 ) -> None:
-    # A slow store and small batches (a mark rides with at most one a second): while the first
+    # A slow store and small batches (a mark follows at most one a second): while the first
     # batches commit, the rest is held, received but not stored, and the client reads the feed.
     writer = FaultyWriter(connect(clickhouse_dsn))
     settings = settings_for(broker.url, clickhouse_dsn, batch_max_rows=10, batch_max_ms=5000)

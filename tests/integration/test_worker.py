@@ -141,6 +141,20 @@ def test_stopping_commits_and_acknowledges_what_the_worker_holds(broker: Broker,
         assert again.reader.count_events() == 151
 
 
+def test_a_store_that_refuses_the_marks_does_not_hold_up_the_batches(broker: Broker, clickhouse_dsn: str) -> None:
+    # Marks only move the feed's complete_until on; a missed one is replaced within seconds. So
+    # a worker_marks that fails on its own (gone here, as a missing grant would refuse it) may
+    # not stall what the worker stores and acks.
+    settings = settings_for(broker.url, migrated(clickhouse_dsn), batch_max_ms=50, batch_max_rows=100)
+    with running_worker(settings) as run:
+        connect(clickhouse_dsn).command("DROP TABLE worker_marks")
+        assert publish_demo(broker.url, 1000, seed=6).acknowledged == 1000
+        # About 2 s here; retrying each mark as a batch is retried stalled the worker for 15 s.
+        wait_until(lambda: run.metric("eventpipe_messages_acked_total") == 1000, timeout=10, what="1000 acks")
+        assert run.reader.count_events() == 1000
+        assert run.worker.problem() is None
+
+
 def test_while_storage_is_down_the_worker_holds_no_more_than_its_window(broker: Broker, clickhouse_dsn: str) -> None:
     # No schema yet: every write fails with UNKNOWN_TABLE, a halt. Nothing may be acked.
     settings = settings_for(broker.url, clickhouse_dsn, batch_max_rows=100, mqtt_receive_maximum=200)

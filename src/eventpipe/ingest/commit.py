@@ -2,8 +2,8 @@
 
 Each message is parsed against the contract into an event or a rejection. The
 events go in in one insert; rows the table refuses join the rejections, which
-go to dead_letters. Every write is retried until it
-succeeds (ingest.retry), so when `commit` returns, the whole batch is stored.
+go to dead_letters. Every write is retried until it succeeds (ingest.retry),
+so when `commit` returns, the whole batch is stored.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class Marker:
     def start(self) -> Mark:
         """Stored before the worker subscribes: it has received nothing before now."""
         now_ms = _now_ms()
-        return Mark(self._worker, now_ms, False, now_ms)
+        return Mark(self._worker, complete_before=now_ms, retired=False, written=now_ms)
 
     def idle(self) -> bool:
         """True when an idle worker should store a mark alone."""
@@ -52,10 +52,10 @@ class Marker:
         if now_ms - self._last_ms < EVERY_MS:
             return []
         self._last_ms = now_ms
-        return [Mark(self._worker, first_received_ms, False, now_ms)]
+        return [Mark(self._worker, complete_before=first_received_ms, retired=False, written=now_ms)]
 
     def retired(self) -> Mark:
-        return Mark(self._worker, 0, True, _now_ms())
+        return Mark(self._worker, complete_before=0, retired=True, written=_now_ms())
 
 
 def _now_ms() -> int:

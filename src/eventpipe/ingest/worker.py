@@ -169,9 +169,13 @@ class Worker:
                     self._cond.notify_all()
             self._handing_ms = None
 
-    def _store(self, marks: list[Mark]) -> None:
-        if marks:
-            self._retrier.run(lambda _isolate: self._writer.insert_marks(marks))
+    def _store_marks(self, marks: list[Mark]) -> None:
+        """Try the marks once: a mark missed only holds complete_until back until the next one, due
+        within two seconds, so a store that refuses marks must not stall the batches."""
+        try:
+            self._writer.insert_marks(marks)
+        except StorageError as exc:
+            log.warning("could not store this worker's mark; the next one replaces it: %s", exc)
 
     def _release_stale(self, generation: int) -> None:
         """Let go of queued QoS 1 copies from earlier connections: the resumed session resends
@@ -193,12 +197,13 @@ class Worker:
 
     def _run(self) -> None:
         try:
-            self._store(self._start_mark)
+            if self._start_mark:  # retried until stored: the feed must know this worker before its first batch
+                self._retrier.run(lambda _isolate: self._writer.insert_marks(self._start_mark))
             while (batch := self._next_batch()) is not None:
                 if batch:
                     self._commit(batch)
                 else:  # idle: a mark alone, so complete_until moves on without traffic (ingest.mark)
-                    self._store(self._marker.due(self._idle_before_ms))
+                    self._store_marks(self._marker.due(self._idle_before_ms))
         except Abandoned:
             with self._cond:
                 left = len(self._items)
@@ -268,7 +273,7 @@ class Worker:
         metrics.insert_seconds.observe(time.monotonic() - started)
         metrics.last_commit.set_to_current_time()
         # After the acks: the mark speaks for what came before this batch, so they need not wait for it.
-        self._store(marks)
+        self._store_marks(marks)
 
     def _observe_freshness(self, events: list[Event], batch: list[Delivery]) -> None:
         now_ms = time.time_ns() // 1_000_000
