@@ -13,7 +13,6 @@ from eventpipe.events import Event, Rejection
 from eventpipe.store.client import ping
 from eventpipe.store.failure import classified
 from eventpipe.store.query import parameter_chunks
-from eventpipe.store.schema.arrival import MARK_COMPLETE_BEFORE, MARK_RETIRED, MARK_WORKER, MARK_WRITTEN
 from eventpipe.store.schema.event import FIRST_COPY_BASE
 
 # Rows an unrecognised error may dead-letter in one write; beyond it, it is not poison.
@@ -27,7 +26,6 @@ DEAD_LETTER_COLUMNS = ("dead_letter_id", "received_at", "topic", "reason", "deta
 # means "retry later", and the batch would never go through.
 INSERT_SETTINGS = {"async_insert": 0, "throw_on_max_partitions_per_insert_block": 0}
 UNDATED_COLUMNS = ("event_type", "event_id", "timestamp", "first_copy")
-MARK_COLUMNS = (MARK_WORKER, MARK_COMPLETE_BEFORE, MARK_RETIRED, MARK_WRITTEN)
 # The first copy's time of events stored without their own timestamp, by id.
 UNDATED_LOOKUP = (
     "SELECT event_type, event_id, toUnixTimestamp64Milli(argMax(timestamp, first_copy)) FROM undated_events"
@@ -36,7 +34,8 @@ UNDATED_LOOKUP = (
 
 
 class Mark(NamedTuple):
-    """A worker's mark (ingest.mark) as worker_marks holds it; `written` orders one worker's marks."""
+    """A worker's mark (ingest.mark), a row of worker_marks: the fields are its columns, in order.
+    `written` orders one worker's marks."""
 
     worker: str
     complete_before: int
@@ -131,8 +130,7 @@ class Writer:
     def insert_marks(self, marks: Sequence[Mark]) -> None:
         """Store workers' marks in worker_marks, in an insert of their own (migration 14)."""
         if marks:
-            rows = [(mark.worker, mark.complete_before, int(mark.retired), mark.written) for mark in marks]
-            self._insert("worker_marks", MARK_COLUMNS, list(zip(*rows, strict=True)))
+            self._insert("worker_marks", Mark._fields, list(zip(*marks, strict=True)))
 
     def insert_dead_letters(self, rejections: Sequence[Rejection]) -> None:
         if not rejections:

@@ -40,7 +40,7 @@ ARRIVAL_ROWS = "SELECT event_id, event_type, timestamp, received_at, user_id, to
 # (ingest.mark). GET /feed reads the newest mark of every worker for its
 # complete_until; `retired` is a worker that stopped with nothing held. Keyed
 # by worker, newest mark kept.
-MARK_WORKER, MARK_COMPLETE_BEFORE, MARK_RETIRED, MARK_WRITTEN = "worker", "complete_before", "retired", "written"
+MARK_WORKER, MARK_COMPLETE_BEFORE, MARK_RETIRED = "worker", "complete_before", "retired"
 WORKER_MARKS = """
 CREATE TABLE IF NOT EXISTS worker_marks
 (
