@@ -85,7 +85,8 @@ def test_the_api_user_may_only_read() -> None:
     assert grants("eventpipe_api") == ["GRANT SELECT ON eventpipe.*"]
     profile = user("eventpipe_api").findtext("profile")
     readonly = USERS.findtext(f"profiles/{profile}/readonly")
-    # 2: no writes or DDL, but per-query settings, which clickhouse-connect sends with parameterised SELECTs.
+    # 2: no writes or DDL, but per-query settings, which clickhouse-connect sends with parameterised SELECTs
+    # and the lookup by id sets (store.query.LOOKUP_SETTINGS).
     assert readonly == "2"
 
 

@@ -27,11 +27,12 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def readonly_reader(dsn: str) -> Reader:
-    """A reader whose every query runs with readonly=1: ClickHouse refuses writes and any SET or
-    per-query setting, so a query the API's read-only user could not run fails the test."""
+    """A reader whose every query runs with readonly=2, as the API's ClickHouse user does
+    (clickhouse/users.d): ClickHouse refuses writes and DDL, so a query that user could not run
+    fails the test. Per-query settings pass, as they do for that user (the lookup by id sends two)."""
     # The same engine options as eventpipe's own clients: chDB takes those of the first one.
     extra = {"chdb_options": engine_options(dsn)} if dsn.startswith("chdb") else {"autogenerate_session_id": False}
-    return Reader(clickhouse_connect.get_client(dsn=dsn, settings={"readonly": 1}, **extra))
+    return Reader(clickhouse_connect.get_client(dsn=dsn, settings={"readonly": 2}, **extra))
 
 
 def api_client(dsn: str, keys: Iterable[str] = (KEY,)) -> TestClient:

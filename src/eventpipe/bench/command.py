@@ -49,7 +49,7 @@ class Plan:
         return cls(
             count=args.count or (3_000 if quick else 50_000),
             rates=args.rates or ((500.0, 2_000.0) if quick else (500.0, 2_000.0, 5_000.0)),
-            latency_seconds=args.latency_seconds or (2.0 if quick else 15.0),
+            latency_seconds=args.latency_seconds or (2.0 if quick else 60.0),
             quiet_seconds=1.0 if quick else 5.0,
             sizes=args.sizes or ((20_000, 60_000) if quick else (1_000_000, 10_000_000, 100_000_000)),
             api_seconds=args.api_seconds or (1.0 if quick else 6.0),

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--rates", type=_rates, help="latency rates, msg/s, comma-separated (default 500,2000,5000; quick 500,2000)"
     )
-    bench.add_argument("--latency-seconds", type=float, help="publishing time per rate (default 15; quick 2)")
+    bench.add_argument("--latency-seconds", type=float, help="publishing time per rate (default 60; quick 2)")
     bench.add_argument(
         "--sizes",
         type=_counts,

@@ -1,8 +1,9 @@
 """The read queries: SQL text and bound parameters for what the API serves and tests count.
 
 Every read of a table goes through FINAL, so a redelivered event is one row
-before ClickHouse has merged its copies (the one exception, the key lookup of
-GET /events/{id} in its projection, yields keys only, which copies share).
+before ClickHouse has merged its copies (the one exception, the lookup of
+GET /events/{id} through its projection, reads every copy of one id and picks
+the one FINAL keeps).
 The tables are sorted by time first
 (by user, then time, for events_by_user), so a query's time range or user
 selects granules through the primary key before FINAL, and FINAL merges only
@@ -13,8 +14,9 @@ after FINAL (FINAL queries are not moved to PREWHERE), so a filter never picks
 out a stale copy. An API key's scope (EventFilter.event_types) is one of
 those filters, added by _event_conditions: every query of events starts from
 it, so a key limited to some types sees no other anywhere. Every value is a bound
-parameter; no SQL is ever formatted from input. No query sets a setting, so a
-readonly ClickHouse user can run them all. The pages of events and of dead
+parameter; no SQL is ever formatted from input. Only the lookup by id sets
+settings (LOOKUP_SETTINGS): a ClickHouse user with readonly=2, as the API's
+is, can run them all; one with readonly=1 cannot run that lookup. The pages of events and of dead
 letters, and how a page is cut in bytes, are in store.page.
 """
 
@@ -29,6 +31,9 @@ from eventpipe.store.predicate import where_sql
 
 T = TypeVar("T")
 
+# The lookup by id's (event_query): its projection on a table of any size,
+# and a read out of the sort key's order, which the projection needs.
+LOOKUP_SETTINGS = "SETTINGS min_table_rows_to_use_projection_index = 0, optimize_read_in_order = 0"
 EVENT_FIELDS = (
     "event_id, event_type, toUnixTimestamp64Milli(timestamp), toUnixTimestamp64Milli(received_at),"
     " user_id, topic, properties"
@@ -133,18 +138,30 @@ def event_source(where: EventFilter) -> tuple[str, list[str], dict[str, object]]
 
 
 def event_query(event_id: str, where: EventFilter = EventFilter()) -> Query:  # noqa: B008 - an immutable tuple
-    # The id's sort keys come from events' projection by_id (sorted by id; no
-    # FINAL there, which would bypass the projection, and copies share their
-    # key anyway), then events reads through FINAL the granule of each key,
-    # not every granule. The server picks the projection itself
-    # (optimize_use_projections, on by default in chDB and the server alike):
-    # setting it here would refuse a readonly=1 user. An id reused under two
+    # One read of events, without FINAL: the projection id_offsets (row
+    # offsets sorted by id, migration 15) selects the id's granules in each
+    # part, so the read costs the same at 300,000 events as at 10M. FINAL would
+    # not use it and read every granule. Every copy of the id is read instead,
+    # and the one FINAL keeps (the highest first_copy) is taken; a row erased
+    # by a lightweight delete is masked here as everywhere. The settings are
+    # the query's, not left to defaults: by default the projection is used
+    # only on tables of 1M rows or more, and reading in the sort key's order
+    # (ORDER BY timestamp) skips it. A user with readonly=1 cannot send them;
+    # the API's user is readonly=2 (clickhouse/users.d). An id reused under two
     # types is two events; the newest that `where` (a key's scope) allows answers.
     conditions, parameters = _event_conditions(where)
-    keys = "(timestamp, event_type, event_id) IN (SELECT timestamp, event_type, event_id FROM events"
-    conditions.insert(0, keys + " WHERE event_id = {id:String})")
-    tail = "ORDER BY timestamp DESC, event_type LIMIT 1"
-    return Query(statement(EVENT_FIELDS, "events", conditions, tail), parameters | {"id": event_id})
+    conditions.insert(0, "event_id = {id:String}")
+    sql = " ".join(
+        (
+            "SELECT",
+            EVENT_FIELDS,
+            "FROM events WHERE",
+            " AND ".join(conditions),
+            "ORDER BY timestamp DESC, event_type, first_copy DESC LIMIT 1",
+            LOOKUP_SETTINGS,
+        )
+    )
+    return Query(sql, parameters | {"id": event_id})
 
 
 def event_types_query(where: EventFilter, limit: int | None = None) -> Query:

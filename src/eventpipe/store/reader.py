@@ -3,7 +3,8 @@
 Every read of a table goes through FINAL, so a redelivered event is one row
 before ClickHouse has merged its copies; how the queries keep that cheap is
 told in store.query. Counts by type and time bucket go through the rollup.
-No query sets a setting, so a readonly ClickHouse user can run them all.
+A ClickHouse user with readonly=2 (the API's) can run them all: only the
+lookup by id sets settings, and readonly=1 refuses those.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class Reader:
         return self.event_page(where, limit, after).rows
 
     def event(self, event_id: str, where: EventFilter = EventFilter()) -> Event | None:  # noqa: B008 - immutable
-        """The event with this id that `where` allows (its scope: a key's event types), or None."""
+        """The event with this id that `where` allows, or None. `where` is a key's scope (its event
+        types): the lookup reads copies without FINAL, so it may name only what every copy shares."""
         rows = self.run(event_query(event_id, where))
         return event_row(rows[0]) if rows else None
 
