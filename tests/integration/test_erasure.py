@@ -124,10 +124,10 @@ def test_an_erased_user_is_gone_from_every_read_and_the_others_stay(api: TestCli
     for event_id in erased_ids:
         assert api.get(f"/events/{event_id}", headers=AUTH).status_code == 404
     # Nor in the indexes reads go through, which hold no user column. (The id projection keeps the
-    # keys until a merge, operations.md: the 404s above are the lookups through it.)
+    # ids and offsets until a merge, operations.md: the 404s above are the lookups through it.)
     client = connect(clickhouse_dsn)
     for table in ("events", "events_by_user", "undated_events"):
-        # FINAL, as reads are: without it ClickHouse may answer from events' id projection, which keeps erased keys.
+        # FINAL, as pages are: without it ClickHouse may answer from events' id projection, which keeps erased ids.
         sql = f"SELECT count() FROM {table} FINAL WHERE startsWith(event_id, {{prefix:String}})"  # noqa: S608 - constants
         left = client.query(sql, parameters={"prefix": ERASED + "/"})
         assert left.result_rows[0][0] == 0, table

@@ -28,7 +28,7 @@ from eventpipe.store.writer import INSERT_SETTINGS
 # Waited for: the answer must not come before every read shows the rows gone.
 DELETE_SETTINGS = {"lightweight_deletes_sync": 2}
 # Indexes without a user column, emptied by key before the rows that give the keys. The id lookup,
-# a projection of events, keeps an erased key until its part merges: the lookup then reads events,
+# a projection of events, keeps an erased id until its part merges: the lookup then reads events,
 # where the delete masks the row, so nothing is served (operations.md, "Erasure: what it cannot reach").
 BY_KEY = (
     "DELETE FROM undated_events WHERE (event_id, event_type) IN"

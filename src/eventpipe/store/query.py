@@ -11,7 +11,8 @@ those: a read costs what its window holds. Copies of an event share the whole
 sort key (the writer gives copies of an undated event the first copy's time),
 so pruning by key never separates a copy from the one FINAL keeps. WHERE runs
 after FINAL (FINAL queries are not moved to PREWHERE), so a filter never picks
-out a stale copy. An API key's scope (EventFilter.event_types) is one of
+out a stale copy; the lookup by id, without FINAL, takes a key's scope only,
+a column every copy shares. An API key's scope (EventFilter.event_types) is one of
 those filters, added by _event_conditions: every query of events starts from
 it, so a key limited to some types sees no other anywhere. Every value is a bound
 parameter; no SQL is ever formatted from input. Only the lookup by id sets
@@ -149,6 +150,9 @@ def event_query(event_id: str, where: EventFilter = EventFilter()) -> Query:  # 
     # (ORDER BY timestamp) skips it. A user with readonly=1 cannot send them;
     # the API's user is readonly=2 (clickhouse/users.d). An id reused under two
     # types is two events; the newest that `where` (a key's scope) allows answers.
+    if where._replace(event_types=None) != EventFilter():
+        # Without FINAL, a condition on what copies do not share could match a copy FINAL hides.
+        raise ValueError("event_query takes a key's scope (event_types) only")
     conditions, parameters = _event_conditions(where)
     conditions.insert(0, "event_id = {id:String}")
     sql = " ".join(

@@ -176,8 +176,8 @@ MIGRATIONS += (
 )
 
 # Migration 13's lookup read events twice: the id's keys from by_id, then
-# their granules through FINAL. A projection of row offsets (_part_offset,
-# ClickHouse 25.5 and later) selects the granules of events that hold an id
+# their granules through FINAL. A projection of row offsets (_part_offset;
+# sound under ReplacingMergeTree merges from ClickHouse 26.1) selects the granules of events that hold an id
 # inside the one read that returns the row (projection filtering, 25.6; its
 # per-query switch, 25.11): measured on chDB 26.9, 9.2 ms a found id and 7.1
 # a missing one at 300,000 events against 12.1 and 8.4, and 9.2 / 5.4 at 10M.
@@ -190,6 +190,10 @@ MIGRATIONS += (
         15,
         "look events up by id in one read, through a projection of row offsets",
         (
+            # Merges of a ReplacingMergeTree could corrupt or crash on such a
+            # projection before 26.1 (ClickHouse #93827, #92925): refuse older servers.
+            "SELECT throwIf(toUInt32(splitByChar('.', version())[1]) * 100 + toUInt32(splitByChar('.', version())[2])"
+            " < 2601, 'migration 15 needs ClickHouse 26.1 or later')",
             "ALTER TABLE events ADD PROJECTION IF NOT EXISTS id_offsets (SELECT _part_offset ORDER BY event_id)",
             "ALTER TABLE events MATERIALIZE PROJECTION id_offsets SETTINGS mutations_sync = 2",
             "ALTER TABLE events DROP PROJECTION IF EXISTS by_id",
