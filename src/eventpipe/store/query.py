@@ -155,17 +155,8 @@ def event_query(event_id: str, where: EventFilter = EventFilter()) -> Query:  # 
         raise ValueError("event_query takes a key's scope (event_types) only")
     conditions, parameters = _event_conditions(where)
     conditions.insert(0, "event_id = {id:String}")
-    sql = " ".join(
-        (
-            "SELECT",
-            EVENT_FIELDS,
-            "FROM events WHERE",
-            " AND ".join(conditions),
-            "ORDER BY timestamp DESC, event_type, first_copy DESC LIMIT 1",
-            LOOKUP_SETTINGS,
-        )
-    )
-    return Query(sql, parameters | {"id": event_id})
+    tail = f"ORDER BY timestamp DESC, event_type, first_copy DESC LIMIT 1 {LOOKUP_SETTINGS}"
+    return Query(statement(EVENT_FIELDS, "events", conditions, tail, final=False), parameters | {"id": event_id})
 
 
 def event_types_query(where: EventFilter, limit: int | None = None) -> Query:
@@ -217,9 +208,11 @@ def timeseries_query(where: EventFilter, step_ms: int) -> Query:
     return Query(statement(bucket, _events_table(where), conditions, tail), parameters)
 
 
-def statement(fields: str, table: str, conditions: list[str], tail: str) -> str:
+def statement(fields: str, table: str, conditions: list[str], tail: str, final: bool = True) -> str:
     # Joins the store's constant fragments only (here and in store.page); values travel as parameters.
-    return " ".join(("SELECT", fields, "FROM", table, "FINAL WHERE", " AND ".join(conditions), tail))
+    # Without FINAL only where the query picks the kept copy itself (event_query).
+    where = "FINAL WHERE" if final else "WHERE"
+    return " ".join(("SELECT", fields, "FROM", table, where, " AND ".join(conditions), tail))
 
 
 def _event_conditions(where: EventFilter) -> tuple[list[str], dict[str, object]]:

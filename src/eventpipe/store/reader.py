@@ -3,9 +3,8 @@
 Every read of a table goes through FINAL, so a redelivered event is one row
 before ClickHouse has merged its copies, except the lookup by id, which reads
 the copies of one id and picks the one FINAL keeps; how the queries keep that
-cheap is told in store.query. Counts by type and time bucket go through the rollup.
-A ClickHouse user with readonly=2 (the API's) can run them all: only the
-lookup by id sets settings, and readonly=1 refuses those.
+cheap, and which ClickHouse user can run them (readonly=2, the API's), is told
+in store.query. Counts by type and time bucket go through the rollup.
 """
 
 from __future__ import annotations

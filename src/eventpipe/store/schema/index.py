@@ -177,10 +177,11 @@ MIGRATIONS += (
 
 # Migration 13's lookup read events twice: the id's keys from by_id, then
 # their granules through FINAL. A projection of row offsets (_part_offset;
-# sound under ReplacingMergeTree merges from ClickHouse 26.1) selects the granules of events that hold an id
-# inside the one read that returns the row (projection filtering, 25.6; its
-# per-query switch, 25.11): measured on chDB 26.9, 9.2 ms a found id and 7.1
-# a missing one at 300,000 events against 12.1 and 8.4, and 9.2 / 5.4 at 10M.
+# sound under ReplacingMergeTree merges from ClickHouse 26.1) selects the
+# granules of events that hold an id inside the one read that returns the row
+# (projection filtering, 25.6; its per-query switch, 25.11): measured on chDB
+# 26.9, 9.2 ms a found id and 7.1 a missing one at 300,000 events against 12.1
+# and 8.4, and 9.2 / 5.4 at 10M.
 # The new projection is built, and waited for, before the old one goes, so no
 # lookup finds neither. Offsets stay true: a merge rebuilds the projection
 # from the rows it keeps (deduplicate_merge_projection_mode, migration 13), and
