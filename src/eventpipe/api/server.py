@@ -32,6 +32,9 @@ class ApiServer:
             log_level="warning",
             log_config=None,
             lifespan="off",
+            # Named, not "auto": a missing parser fails here instead of falling back to the slower h11.
+            # The loop stays "auto": uvloop where it installs (not Windows), asyncio elsewhere.
+            http="httptools",
             ssl_certfile=cert_file if self._tls else None,
             ssl_keyfile=key_file if self._tls else None,
         )
