@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 from datetime import UTC, datetime
 
@@ -377,6 +378,32 @@ def test_head_sends_no_body_on_the_wire(clickhouse_dsn: str, writer: Writer) -> 
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200"), answer
             assert b"content-length: " in head.lower() and body == b"", answer
+    finally:
+        server.stop()
+
+
+def test_a_request_with_oversized_headers_is_refused_before_the_app(clickhouse_dsn: str) -> None:
+    # A 1 MiB header, before any key is asked for: the server must stop buffering what a
+    # client sends (h11 refuses past 16 KiB; uvicorn's httptools protocol holds it all and answers 200).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ApiServer(create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), [KEY]), "127.0.0.1", port)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            pad = b"a" * 1024 * 1024
+            request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + pad + b"\r\nConnection: close\r\n\r\n"
+            answer = b""
+            with contextlib.suppress(OSError):  # the server may close before all is sent
+                connection.sendall(request)
+                while chunk := connection.recv(65536):
+                    answer += chunk
+        assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert connection.recv(65536).startswith(b"HTTP/1.1 200")
     finally:
         server.stop()
 

@@ -26,7 +26,7 @@ FORBIDDEN: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def admin_key(grant: Granted) -> str:
+def admin_key(grant: Granted) -> str:
     """The calling key's name, if it is an admin key; else 403. Needs the router's KeyCheck before it."""
     admin_only(grant)
     return grant.name

@@ -33,11 +33,7 @@ class KeyCheck:
         self._throttle = throttle or Throttle()
         self._generation = keyring.generation
 
-    # async, like every dependency here: FastAPI runs a plain def in its thread
-    # pool, a hop per dependency per request (three of them cost a data request
-    # about 0.7 ms of its 4 to 5). None waits on anything: the keyring reads its
-    # file only when a stat says it changed.
-    async def __call__(self, request: Request, credentials: Credentials) -> Grant:
+    def __call__(self, request: Request, credentials: Credentials) -> Grant:
         if credentials is None:
             raise ApiError(401, "unauthorized", "send the header 'Authorization: Bearer <key>'", CHALLENGE)
         grant = self.keyring.grant(credentials.credentials)
@@ -59,7 +55,7 @@ class KeyCheck:
         return grant
 
 
-async def granted(request: Request) -> Grant:
+def granted(request: Request) -> Grant:
     """The grant KeyCheck recorded; a route outside the keyed router has none and answers 401."""
     grant = getattr(request.state, "grant", None)
     if not isinstance(grant, Grant):
@@ -70,7 +66,7 @@ async def granted(request: Request) -> Grant:
 Granted = Annotated[Grant, Depends(granted)]
 
 
-async def every_type(grant: Granted) -> None:
+def every_type(grant: Granted) -> None:
     """For routes that serve data of every event type (dead letters): a key limited to some types gets 403."""
     if grant.scoped:
         raise ApiError(403, "forbidden", "this key sees only some event types, and this endpoint serves all of them")

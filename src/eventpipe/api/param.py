@@ -72,7 +72,7 @@ def window(since: str | None, until: str | None) -> tuple[int | None, int | None
     return since_ms, until_ms
 
 
-async def only_known(request: Request) -> None:
+def only_known(request: Request) -> None:
     """Refuse parameters the route does not take, or takes once but got twice: a
     misspelt filter (`?evnt_type=`) would otherwise be ignored and the client
     served everything, and of two values one would be silently dropped."""
