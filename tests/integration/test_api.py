@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -361,51 +362,48 @@ def test_head_answers_every_get_route_as_get_does_without_a_body(api: TestClient
     assert {method for item in api.get("/openapi.json").json()["paths"].values() for method in item} == {"get"}
 
 
-def test_head_sends_no_body_on_the_wire(clickhouse_dsn: str, writer: Writer) -> None:
+@pytest.fixture
+def served(clickhouse_dsn: str) -> Iterator[int]:
+    """The app behind a real uvicorn server on a free port: what a client's socket meets."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = ApiServer(create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), [KEY]), "127.0.0.1", port)
     server.start()
     try:
-        for path in ("/healthz", "/events"):
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-                request = f"HEAD {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
-                connection.sendall(request.encode())
-                answer = b""
-                while chunk := connection.recv(65536):
-                    answer += chunk
-            head, _, body = answer.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 200"), answer
-            assert b"content-length: " in head.lower() and body == b"", answer
+        yield port
     finally:
         server.stop()
 
 
-def test_a_request_with_oversized_headers_is_refused_before_the_app(clickhouse_dsn: str) -> None:
+def exchange(port: int, request: bytes) -> bytes:
+    """Send `request` on a new connection and read until the server closes it; b"" if it did before all was sent."""
+    answer = b""
+    # The server may close before all is sent.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection, contextlib.suppress(OSError):
+        connection.sendall(request)
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_head_sends_no_body_on_the_wire(served: int, writer: Writer) -> None:
+    for path in ("/healthz", "/events"):
+        request = f"HEAD {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
+        answer = exchange(served, request.encode())
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), answer
+        assert b"content-length: " in head.lower() and body == b"", answer
+
+
+def test_a_request_with_oversized_headers_is_refused_before_the_app(served: int) -> None:
     # A 1 MiB header, before any key is asked for: the server must stop buffering what a
     # client sends (h11 refuses past 16 KiB; uvicorn's httptools protocol holds it all and answers 200).
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ApiServer(create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), [KEY]), "127.0.0.1", port)
-    server.start()
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-            pad = b"a" * 1024 * 1024
-            request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + pad + b"\r\nConnection: close\r\n\r\n"
-            answer = b""
-            with contextlib.suppress(OSError):  # the server may close before all is sent
-                connection.sendall(request)
-                while chunk := connection.recv(65536):
-                    answer += chunk
-        assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
-        assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            assert connection.recv(65536).startswith(b"HTTP/1.1 200")
-    finally:
-        server.stop()
+    pad = b"a" * 1024 * 1024
+    answer = exchange(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + pad + b"\r\nConnection: close\r\n\r\n")
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
+    healthy = exchange(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert healthy.startswith(b"HTTP/1.1 200"), healthy[:200]
 
 
 def test_head_is_counted_as_head_of_its_route(api: TestClient) -> None:
