@@ -7,17 +7,28 @@ import contextlib
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
-from eventpipe.api.server import ApiServer
 from eventpipe.errors import HaltStorageError, RetryableStorageError
 from eventpipe.store.client import connect
 from eventpipe.store.writer import Writer
-from tests.support.api import AUTH, HOSTILE, INJECTIONS, KEY, api_client, event, readonly_reader, rejection, walk
+from tests.support.api import (
+    AUTH,
+    HOSTILE,
+    INJECTIONS,
+    KEY,
+    api_client,
+    event,
+    readonly_reader,
+    rejection,
+    served,
+    walk,
+)
 from tests.support.faults import FailingReader
 
 # 2026-03-01T00:00:00Z: the month boundary a redelivery crosses below.
@@ -363,17 +374,10 @@ def test_head_answers_every_get_route_as_get_does_without_a_body(api: TestClient
 
 
 @pytest.fixture
-def served(clickhouse_dsn: str) -> Iterator[int]:
-    """The app behind a real uvicorn server on a free port: what a client's socket meets."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ApiServer(create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), [KEY]), "127.0.0.1", port)
-    server.start()
-    try:
-        yield port
-    finally:
-        server.stop()
+def port(clickhouse_dsn: str) -> Iterator[int]:
+    """The port of the app behind a real uvicorn server: what a client's socket meets."""
+    with served(readonly_reader(clickhouse_dsn)) as server:
+        yield int(urlsplit(server.url).port or 0)
 
 
 def exchange(port: int, request: bytes) -> bytes:
@@ -387,22 +391,23 @@ def exchange(port: int, request: bytes) -> bytes:
     return answer
 
 
-def test_head_sends_no_body_on_the_wire(served: int, writer: Writer) -> None:
+def test_head_sends_no_body_on_the_wire(port: int, writer: Writer) -> None:
     for path in ("/healthz", "/events"):
         request = f"HEAD {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
-        answer = exchange(served, request.encode())
+        answer = exchange(port, request.encode())
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), answer
         assert b"content-length: " in head.lower() and body == b"", answer
 
 
-def test_a_request_with_oversized_headers_is_refused_before_the_app(served: int) -> None:
+def test_a_request_with_oversized_headers_is_refused_before_the_app(port: int) -> None:
     # A 1 MiB header, before any key is asked for: the server must stop buffering what a
-    # client sends (h11 refuses past 16 KiB; uvicorn's httptools protocol holds it all and answers 200).
+    # client sends (h11 stops once it holds 16 KiB without a complete request head; uvicorn's httptools
+    # protocol holds it all and answers 200).
     pad = b"a" * 1024 * 1024
-    answer = exchange(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + pad + b"\r\nConnection: close\r\n\r\n")
+    answer = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + pad + b"\r\nConnection: close\r\n\r\n")
     assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
-    healthy = exchange(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    healthy = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert healthy.startswith(b"HTTP/1.1 200"), healthy[:200]
 
 

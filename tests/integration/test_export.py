@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,13 @@ from eventpipe.api.model import event_json
 from eventpipe.api.server import ApiServer
 from eventpipe.bench.fill import fill
 from eventpipe.errors import HaltStorageError, RetryableStorageError
-from eventpipe.host import free_port
 from eventpipe.store.client import connect
 from eventpipe.store.export import ORDER, Export
 from eventpipe.store.migration import migrate
 from eventpipe.store.query import EventFilter, Query
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
-from tests.support.api import AS_PARTNER, AUTH, KEY, api_client, event, partner_client, readonly_reader, walk
+from tests.support.api import AS_PARTNER, AUTH, KEY, api_client, event, partner_client, readonly_reader, served, walk
 from tests.support.faults import FailingReader
 from tests.support.memory import peak_growth
 from tests.support.wait import wait_until
@@ -352,17 +350,6 @@ class FailsMidway(Counting):
         if ORDER in query.sql and self.events >= self.allowed:
             raise RetryableStorageError("injected fault: ClickHouse went away")
         return super().run(query, binary)
-
-
-@contextmanager
-def served(reader: Reader) -> Iterator[ApiServer]:
-    """The API on a real HTTP server, as clients reach it: chunked answers, disconnects, back-pressure."""
-    server = ApiServer(create_app(reader, CollectorRegistry(), [KEY]), "127.0.0.1", free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 EXPORTED = 300_000  # about 90 MB of NDJSON in 30 pages: far more than the sockets between client and server hold

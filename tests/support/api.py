@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,26 @@ from prometheus_client import CollectorRegistry
 from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.maintenance import admin
+from eventpipe.api.server import ApiServer
 from eventpipe.config import Settings
 from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.host import free_port
 from eventpipe.store.client import engine_options
 from eventpipe.store.reader import Reader
 
 KEY = "test-key-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@contextmanager
+def served(reader: Reader) -> Iterator[ApiServer]:
+    """The API on a real HTTP server, as clients reach it: chunked answers, disconnects, back-pressure."""
+    server = ApiServer(create_app(reader, CollectorRegistry(), [KEY]), "127.0.0.1", free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def readonly_reader(dsn: str) -> Reader:
