@@ -313,7 +313,7 @@ def test_migration_11_keeps_events_without_a_user_out_of_the_user_index_and_drop
     client: clickhouse_connect.driver.Client,
 ) -> None:
     # The store as migration 6 left it: its view, which let events without a user in as user ''.
-    client.command("DROP VIEW events_by_user_feed_v2")
+    client.command("DROP VIEW events_by_user_feed_v3")
     client.command(f"CREATE MATERIALIZED VIEW events_by_user_feed TO events_by_user AS {BY_USER_ROWS}")
     client.command("ALTER TABLE schema_migrations DELETE WHERE version = 11", settings={"mutations_sync": 2})
     writer = Writer(client)

@@ -15,7 +15,7 @@ from eventpipe.store.schema import arrival, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
 from eventpipe.store.schema.index import UNDATED_ROWS, USER_ROWS
 from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES
-from eventpipe.store.schema.version import Migration, Rebuild
+from eventpipe.store.schema.version import DEFINER, Migration, Rebuild, Refill
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,8 @@ def migrate(client: Client, retention_days: int = 0) -> list[int]:
                 client.command(statement)
             for rebuild in migration.rebuilds:
                 _rebuild(client, rebuild)
+            for refill in migration.refills:
+                _refill(client, refill)
             client.insert("schema_migrations", [[migration.version, migration.name]], column_names=["version", "name"])
             log.info("applied migration %d: %s", migration.version, migration.name)
             applied.append(migration.version)
@@ -116,6 +118,36 @@ def _rebuild(client: Client, rebuild: Rebuild) -> None:
         client.command(f"INSERT INTO {table} SELECT * FROM {scratch}{final}")  # noqa: S608 - names are constants
         client.command(f"DROP TABLE {scratch}")
         log.info("rebuilt table %s", table)
+
+
+def _refill(client: Client, refill: Refill) -> None:
+    # A second view feeds the new table from the moment it exists, so a row
+    # inserted during the copy is in it twice at most (copies collapse) and
+    # never missing. Whether a view follows its target's name through the
+    # swap or keeps the table it had, one of the two writes to the new table
+    # until the view made after the swap, which names it for sure, takes over.
+    table, scratch, feed = refill.table, f"{refill.table}_rebuild", f"{refill.table}_rebuild_feed"
+    if refill.marker not in _engine(client, table):
+        # Not swapped yet: what a crashed run left is started afresh.
+        client.command(f"DROP VIEW IF EXISTS {feed}")
+        client.command(f"DROP TABLE IF EXISTS {scratch}")
+        client.command(refill.create.format(table=scratch))
+        client.command(f"CREATE MATERIALIZED VIEW {feed} TO {scratch} {DEFINER} AS {refill.rows}")
+        client.command(f"INSERT INTO {scratch} {refill.rows}")
+        client.command(f"EXCHANGE TABLES {table} AND {scratch}")
+    # From here on `scratch`, if it is there, is the old table, and a rerun
+    # only finishes the views: the copy (minutes at 100M events) is made once.
+    client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {refill.view} TO {table} {DEFINER} AS {refill.rows}")
+    client.command(f"DROP VIEW IF EXISTS {refill.replaces}")
+    client.command(f"DROP VIEW IF EXISTS {feed}")
+    client.command(f"DROP TABLE IF EXISTS {scratch}")
+    log.info("refilled table %s", table)
+
+
+def _engine(client: Client, table: str) -> str:
+    sql = "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
+    found = client.query(sql, parameters={"t": table}).result_rows
+    return str(found[0][0]) if found else ""
 
 
 def _rebuilt(client: Client, rebuild: Rebuild) -> bool:

@@ -23,11 +23,30 @@ class Rebuild:
 
 
 @dataclass(frozen=True)
+class Refill:
+    """Recreate a table a materialized view of `events` feeds, under a new definition, and fill it again
+    from `events` while the view keeps it current: nothing need stop meanwhile.
+
+    `create` names the table {table}; `rows` is the view's SELECT; `view` is
+    the view that feeds the new table, and `replaces` the one it takes over
+    from. The swap is done once `marker` is in the table's engine definition,
+    so a rerun after a crash at any point is safe."""
+
+    table: str
+    create: str
+    rows: str
+    view: str
+    replaces: str
+    marker: str
+
+
+@dataclass(frozen=True)
 class Migration:
     version: int
     name: str
     statements: tuple[str, ...] = ()
     rebuilds: tuple[Rebuild, ...] = ()
+    refills: tuple[Refill, ...] = ()
 
 
 # Explicit, not the server's default: the worker only has INSERT on events,
