@@ -5,15 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api import error
+from eventpipe.api import keyring as keyring_module
 from eventpipe.api.app import create_app
 from eventpipe.api.auth import KeyCheck, admin_only
 from eventpipe.api.keyring import Keyring
@@ -21,7 +25,7 @@ from eventpipe.api.throttle import Throttle
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
-from tests.support.api import AUTH, KEY, event, readonly_reader, rejection, walk
+from tests.support.api import AUTH, KEY, event, readonly_reader, rejection, served, walk
 
 MARCH_MS = 1_772_323_200_000
 HOUR_MS = 3_600_000
@@ -263,3 +267,31 @@ def test_admin_routes_admit_admin_keys_only(keys_file: Path) -> None:
     client = TestClient(app, raise_server_exceptions=False)
     for key, status in ((OPS, 200), ("operator-key", 200), (KEY, 403), (PARTNER, 403), ("nope", 401)):
         assert client.get("/admin/ping", headers={"Authorization": f"Bearer {key}"}).status_code == status, key
+
+
+def test_a_keys_file_slow_to_read_holds_up_no_other_request(
+    clickhouse_dsn: str, keys_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The key check runs on the event loop; only a changed file is read, in the
+    # thread pool. Read on the loop, this read would stop every request until
+    # it ended: here it waits for /healthz to be answered, so it would never end.
+    migrate(connect(clickhouse_dsn))
+    keyring = Keyring([KEY], keys_file)
+    read, answered = threading.Event(), threading.Event()
+
+    def slow_read(path: Path) -> bytes:
+        read.set()
+        answered.wait(10)
+        return path.read_bytes()
+
+    monkeypatch.setattr(keyring_module, "_read", slow_read)
+    with served(readonly_reader(clickhouse_dsn), keyring) as server, ThreadPoolExecutor(1) as pool:
+        write_keys(keys_file, *KEYS[1:])  # partner revoked: the next keyed request reads the file
+        keyed = pool.submit(httpx.get, f"{server.url}/events", headers=AS_PARTNER, timeout=30)
+        assert read.wait(10), "the changed file was not read"
+        try:
+            health = httpx.get(f"{server.url}/healthz", timeout=5)
+        finally:
+            answered.set()
+        assert health.status_code == 200
+        assert keyed.result().status_code == 401, "and the request that read it sees the revocation"

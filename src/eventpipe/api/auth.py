@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -33,10 +34,16 @@ class KeyCheck:
         self._throttle = throttle or Throttle()
         self._generation = keyring.generation
 
-    def __call__(self, request: Request, credentials: Credentials) -> Grant:
+    # Async, so that it runs on the event loop instead of taking a hop through
+    # the thread pool on every request (about 0.7 ms of the API's cost per
+    # request here, with the other checks). Only the stat is made on the loop;
+    # a changed keys file is read in the pool.
+    async def __call__(self, request: Request, credentials: Credentials) -> Grant:
         if credentials is None:
             raise ApiError(401, "unauthorized", "send the header 'Authorization: Bearer <key>'", CHALLENGE)
-        grant = self.keyring.grant(credentials.credentials)
+        if self.keyring.stale():
+            await to_thread.run_sync(self.keyring.refresh)
+        grant = self.keyring.admitted(credentials.credentials)
         if grant is None:
             raise ApiError(401, "unauthorized", "the API key is not valid", CHALLENGE)
         request.state.grant = grant  # before the rate check: a refusal is counted under the key too
@@ -55,7 +62,9 @@ class KeyCheck:
         return grant
 
 
-def granted(request: Request) -> Grant:
+# The checks below only look at the request: `async`, they run on the loop
+# rather than one pool hop each.
+async def granted(request: Request) -> Grant:
     """The grant KeyCheck recorded; a route outside the keyed router has none and answers 401."""
     grant = getattr(request.state, "grant", None)
     if not isinstance(grant, Grant):
@@ -66,7 +75,7 @@ def granted(request: Request) -> Grant:
 Granted = Annotated[Grant, Depends(granted)]
 
 
-def every_type(grant: Granted) -> None:
+async def every_type(grant: Granted) -> None:
     """For routes that serve data of every event type (dead letters): a key limited to some types gets 403."""
     if grant.scoped:
         raise ApiError(403, "forbidden", "this key sees only some event types, and this endpoint serves all of them")

@@ -2,7 +2,8 @@
 
 The keys file is looked at (one stat) on every check, and read again when it
 changed, so a key is revoked by the next request after its line is removed: no
-restart, no thread. A file that cannot be used at start stops the API; one
+restart, no thread. The API's key check (api.auth) makes the stat on its event
+loop and hands a read to the thread pool. A file that cannot be used at start stops the API; one
 that becomes unusable later (a half-written edit, a typo) leaves the keys of
 the last good version admitted, logged and counted
 (eventpipe_api_keys_file_invalid), and is read again as soon as it changes.
@@ -69,9 +70,14 @@ class Keyring:
                 raise ConfigError(f"EVENTPIPE_API_KEYS_FILE {path}: {self.problem}")
 
     def grant(self, key: str) -> Grant | None:
-        """The grant of `key`, or None. Compared as digests, against every key every time:
-        how long it takes says nothing about which key, or how much of one, matched."""
+        """The grant of `key`, or None, after reading the keys file again if it changed."""
         self.refresh()
+        return self.admitted(key)
+
+    def admitted(self, key: str) -> Grant | None:
+        """The grant of `key` among the keys admitted now, without looking at the file. Compared as
+        digests, against every key every time: how long it takes says nothing about which key, or how
+        much of one, matched."""
         offered = digest(key)
         found = None
         for entry in self._entries:
@@ -84,12 +90,15 @@ class Keyring:
 
     def refresh(self) -> None:
         """Read the keys file again if it changed since it was read."""
+        if self.stale():
+            with self._lock:
+                self._check()
+
+    def stale(self) -> bool:
+        """Whether the keys file may have changed since it was read: one stat, no read."""
         if self._path is None:
-            return
-        if _stat(self._path) == self._stat and not self._racy():
-            return
-        with self._lock:
-            self._check()
+            return False
+        return _stat(self._path) != self._stat or self._racy()
 
     def _racy(self) -> bool:
         return self._stat is not None and self._stat.mtime_ns >= self._read_ns - RACY_NS

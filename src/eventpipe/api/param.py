@@ -72,10 +72,11 @@ def window(since: str | None, until: str | None) -> tuple[int | None, int | None
     return since_ms, until_ms
 
 
-def only_known(request: Request) -> None:
+async def only_known(request: Request) -> None:
     """Refuse parameters the route does not take, or takes once but got twice: a
     misspelt filter (`?evnt_type=`) would otherwise be ignored and the client
-    served everything, and of two values one would be silently dropped."""
+    served everything, and of two values one would be silently dropped.
+    `async` because it only reads the request: it runs on the loop, not in the pool."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
