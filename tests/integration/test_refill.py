@@ -10,8 +10,10 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
+from eventpipe.errors import HaltStorageError, RetryableStorageError
 from eventpipe.events import Event, Limits, parse
-from eventpipe.store.migration import migrate
+from eventpipe.store.erasure import Eraser
+from eventpipe.store.migration import LAST_BLOCK, migrate
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 from eventpipe.store.schema.index import EVENTS_BY_USER, EVENTS_BY_USER_FINE, USER_ROWS
@@ -19,7 +21,7 @@ from eventpipe.store.writer import Writer
 
 RECEIVED_MS = 1_763_800_000_000
 VIEW, OLD_VIEW = "events_by_user_feed_v3", "events_by_user_feed_v2"
-SCRATCH, SCRATCH_FEED = "events_by_user_rebuild", "events_by_user_rebuild_feed"
+SCRATCH, SCRATCH_FEED = "events_by_user_refill", "events_by_user_refill_feed"
 
 
 class Events:
@@ -50,13 +52,17 @@ def at_version_15(client: clickhouse_connect.driver.Client) -> None:
     client.command("ALTER TABLE schema_migrations DELETE WHERE version = 16", settings={"mutations_sync": 2})
 
 
+def engine(client: clickhouse_connect.driver.Client) -> str:
+    sql = "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'events_by_user'"
+    return str(client.command(sql))
+
+
 def views_and_tables(client: clickhouse_connect.driver.Client) -> set[str]:
     return {row[0] for row in client.query("SHOW TABLES").result_rows}
 
 
 def assert_every_user_event_is_indexed(client: clickhouse_connect.driver.Client, written: list[Event]) -> None:
-    definition = client.command("SELECT engine_full FROM system.tables WHERE name = 'events_by_user'")
-    assert "index_granularity = 1024" in definition
+    assert "index_granularity = 1024" in engine(client)
     names = views_and_tables(client)
     assert VIEW in names and not {OLD_VIEW, SCRATCH, SCRATCH_FEED} & names
     reader = Reader(client)
@@ -76,8 +82,9 @@ def test_migration_16_refills_the_user_index_and_a_rerun_after_a_crash_at_any_st
     writer, events = Writer(client), Events()
     written = events.next(60)
     writer.insert_events(written)
+    block = client.command(LAST_BLOCK, parameters={"t": "events"})
     if crash != "none":  # the steps of migration._refill up to where it died
-        client.command(EVENTS_BY_USER_FINE.format(table=SCRATCH))
+        client.command(EVENTS_BY_USER_FINE.format(table=SCRATCH) + f" COMMENT 'filled from events after block {block}'")
         client.command(f"CREATE MATERIALIZED VIEW {SCRATCH_FEED} TO {SCRATCH} AS {USER_ROWS}")
         if crash == "while copying":
             client.command(f"INSERT INTO {SCRATCH} {USER_ROWS} LIMIT 5")
@@ -86,10 +93,20 @@ def test_migration_16_refills_the_user_index_and_a_rerun_after_a_crash_at_any_st
             client.command(f"EXCHANGE TABLES events_by_user AND {SCRATCH}")
         if crash == "after the new view":
             client.command(f"CREATE MATERIALIZED VIEW {VIEW} TO events_by_user AS {USER_ROWS}")
-        # The worker went on meanwhile.
+        # The worker went on meanwhile, and an insert in flight when the feed was
+        # made, committed after the copy read events, reached neither view.
         later = events.next(30)
         writer.insert_events(later)
         written += later
+        in_flight = events.next(6)
+        targets = {VIEW: "events_by_user", OLD_VIEW: "events_by_user", SCRATCH_FEED: SCRATCH}
+        present = [view for view in targets if view in views_and_tables(client)]
+        for view in present:
+            client.command(f"DROP VIEW {view}")
+        writer.insert_events(in_flight)
+        for view in present:
+            client.command(f"CREATE MATERIALIZED VIEW {view} TO {targets[view]} AS {USER_ROWS}")
+        written += in_flight
     swapped = crash in ("after the swap", "after the new view")
     uuid = "SELECT uuid FROM system.tables WHERE database = currentDatabase() AND name = 'events_by_user'"
     table = client.command(uuid)
@@ -109,11 +126,13 @@ class WritingBetweenStatements:
     def __init__(self, client: clickhouse_connect.driver.Client, writer: Writer, events: Events) -> None:
         self._client, self._writer, self._events = client, writer, events
         self.written: list[Event] = []
+        self.statements: list[str] = []
 
     def command(self, *args: Any, **kwargs: Any) -> Any:
         rows = self._events.next(3)
         self._writer.insert_events(rows)
         self.written += rows
+        self.statements.append(str(args[0]))
         return self._client.command(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -128,6 +147,78 @@ def test_migration_16_keeps_the_events_stored_between_any_two_of_its_statements(
     before = events.next(60)
     writer.insert_events(before)
     interleaved = WritingBetweenStatements(client, writer, events)
-    assert migrate(interleaved) == [16]  # type: ignore[arg-type]
-    assert len(interleaved.written) >= 3 * 8, "the migration ran fewer statements than it has"
+    assert migrate(interleaved, retention_days=3650) == [16]  # type: ignore[arg-type]
+    assert any(statement.startswith("EXCHANGE") for statement in interleaved.statements), "it copied and swapped"
     assert_every_user_event_is_indexed(client, before + interleaved.written)
+    # The copy was made with the retention already set: no second rewrite after it.
+    assert "TTL toDateTime(timestamp) + toIntervalDay(3650)" in client.command(
+        "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = 'events_by_user'"
+    )
+    assert not any("MODIFY TTL" in statement for statement in interleaved.statements if "events_by_user " in statement)
+
+
+class CopyLost(WritingBetweenStatements):
+    """As if a second migrator dropped this one's copy and began its own, right after the copy was made."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        done = super().command(*args, **kwargs)
+        if str(args[0]).startswith(f"INSERT INTO {SCRATCH} "):
+            self._client.command(f"DROP VIEW {SCRATCH_FEED}")
+            self._client.command(f"DROP TABLE {SCRATCH} SYNC")
+            self._client.command(EVENTS_BY_USER_FINE.format(table=SCRATCH))
+            self._client.command(f"CREATE MATERIALIZED VIEW {SCRATCH_FEED} TO {SCRATCH} AS {USER_ROWS}")
+        return done
+
+
+def test_migration_16_halts_rather_than_swap_in_a_copy_another_migrator_emptied(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    at_version_15(client)
+    writer, events = Writer(client), Events()
+    before = events.next(60)
+    writer.insert_events(before)
+    racing = CopyLost(client, writer, events)
+    with pytest.raises(HaltStorageError, match="another migrator"):
+        migrate(racing)  # type: ignore[arg-type]
+    assert "index_granularity = 8192" in engine(client), "the old table still serves"
+    assert migrate(client) == [16]
+    assert_every_user_event_is_indexed(client, before + racing.written)
+
+
+def test_an_erasure_waits_for_the_copy_and_is_told_to_run_again_if_a_table_was_swapped_under_it(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # The copy reads events as they were when it began: a user's rows deleted
+    # meanwhile would come back with the swap, and the erasure would say done.
+    at_version_15(client)
+    writer, events = Writer(client), Events()
+    written = events.next(60)
+    writer.insert_events(written)
+    client.command(EVENTS_BY_USER_FINE.format(table=SCRATCH))
+    with pytest.raises(RetryableStorageError, match="copying events_by_user_refill"):
+        Eraser(client).erase("u1")
+    client.command(f"DROP TABLE {SCRATCH}")
+    assert client.command("SELECT count() FROM events WHERE user_id = 'u1'") > 0, "refused before deleting anything"
+
+    class MigratingMidway:
+        """The migration runs, whole, as the erasure's first delete is sent."""
+
+        def __init__(self) -> None:
+            self.migrated: list[int] | None = None
+
+        def command(self, *args: Any, **kwargs: Any) -> Any:
+            if self.migrated is None and str(args[0]).startswith("DELETE"):
+                self.migrated = migrate(client)
+            return client.command(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(client, name)
+
+    midway = MigratingMidway()
+    with pytest.raises(RetryableStorageError, match="erase again"):
+        Eraser(midway).erase("u1")  # type: ignore[arg-type]
+    assert midway.migrated == [16]
+    Eraser(client).erase("u1")
+    assert Reader(client).events(EventFilter(None, "u1"), 100) == []
+    assert client.command("SELECT count() FROM events_by_user FINAL WHERE user_id = 'u1'") == 0
+    assert_every_user_event_is_indexed(client, [e for e in written if e.user_id != "u1"])

@@ -154,6 +154,7 @@ def migrated_tables() -> dict[str, str]:
     tables = {}
     texts = [(statement, None) for migration in MIGRATIONS for statement in migration.statements]
     texts += [(rebuild.create, rebuild.table) for migration in MIGRATIONS for rebuild in migration.rebuilds]
+    texts += [(refill.create, refill.table) for migration in MIGRATIONS for refill in migration.refills]
     for text, rebuilt in texts:
         match = re.search(r"CREATE TABLE (?:IF NOT EXISTS )?(\{table\}|\w+)\s*\((.*?)\)\s*ENGINE", text, re.S)
         if match:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
+from eventpipe.errors import RetryableStorageError
 from eventpipe.store.failure import classified
 from eventpipe.store.page import Position
 from eventpipe.store.writer import INSERT_SETTINGS
@@ -40,6 +41,12 @@ USER_TABLES = (
     " (SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree')"
     " ORDER BY table"
 )
+# A migration that copies a table (store.migration's Rebuild and Refill) may
+# copy a user's rows after they were deleted here and swap the copy in: an
+# erasure refuses to start while such a copy exists, and fails (to be called
+# again) if a table was swapped under it, which changes the table's UUID.
+COPIES = ("_rebuild", "_refill")
+TABLES = "SELECT name, uuid FROM system.tables WHERE database = currentDatabase()"
 # The user id as a whole word of a payload: not preceded or followed by an id's
 # characters. toValidUTF8 first: the regular expression engine reads UTF-8, and
 # an invalid byte beside the id would hide it.
@@ -88,6 +95,10 @@ class Eraser:
         """Delete every row of `user_id`'s events and the dead letters naming it; count them as reads showed them."""
         user: dict[str, object] = {"user": user_id}
         mentions: dict[str, object] = {"spellings": spellings(user_id)}
+        tables = self._tables()
+        copying = sorted(name for name in tables if name.endswith(COPIES))
+        if copying:
+            raise RetryableStorageError(f"a migration is copying {copying[0]}: erase again once it has finished")
         events = self._count("SELECT count() FROM events_by_user FINAL WHERE user_id = {user:String}", user)
         dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {MENTIONS}", mentions)  # noqa: S608
         for statement in BY_KEY:
@@ -99,6 +110,8 @@ class Eraser:
         outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {MENTIONS})"  # noqa: E501, S608
         self._delete(outcomes, mentions)
         self._delete(f"DELETE FROM dead_letters WHERE {MENTIONS}", mentions)  # noqa: S608 - constants
+        if self._tables() != tables:
+            raise RetryableStorageError("a migration swapped a table during the erasure: erase again")
         return Erased(events, dead_letters)
 
     def record(self, erasure: Erasure) -> None:
@@ -131,6 +144,10 @@ class Eraser:
         page = found[:limit]
         more = len(found) > limit
         return page, Position(page[-1].erased_ms, page[-1].erasure_id) if more else None
+
+    def _tables(self) -> dict[str, str]:
+        with classified():
+            return {str(name): str(uuid) for name, uuid in self._client.query(TABLES).result_rows}
 
     def _user_tables(self) -> list[str]:
         with classified():

@@ -10,6 +10,7 @@ import logging
 
 from clickhouse_connect.driver.client import Client
 
+from eventpipe.errors import HaltStorageError
 from eventpipe.store.failure import classified
 from eventpipe.store.schema import arrival, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
@@ -93,7 +94,7 @@ def migrate(client: Client, retention_days: int = 0) -> list[int]:
             for rebuild in migration.rebuilds:
                 _rebuild(client, rebuild)
             for refill in migration.refills:
-                _refill(client, refill)
+                _refill(client, refill, retention_days)
             client.insert("schema_migrations", [[migration.version, migration.name]], column_names=["version", "name"])
             log.info("applied migration %d: %s", migration.version, migration.name)
             applied.append(migration.version)
@@ -120,28 +121,61 @@ def _rebuild(client: Client, rebuild: Rebuild) -> None:
         log.info("rebuilt table %s", table)
 
 
-def _refill(client: Client, refill: Refill) -> None:
+def _refill(client: Client, refill: Refill, retention_days: int) -> None:
     # A second view feeds the new table from the moment it exists, so a row
     # inserted during the copy is in it twice at most (copies collapse) and
     # never missing. Whether a view follows its target's name through the
     # swap or keeps the table it had, one of the two writes to the new table
     # until the view made after the swap, which names it for sure, takes over.
-    table, scratch, feed = refill.table, f"{refill.table}_rebuild", f"{refill.table}_rebuild_feed"
+    # An insert takes the views that exist when it starts: one in flight when
+    # the feed was made, committed after the copy read the table, is in
+    # neither, so the parts of the source committed after the block number
+    # noted first are copied again at the end.
+    table, scratch, feed = refill.table, f"{refill.table}_refill", f"{refill.table}_refill_feed"
     if refill.marker not in _engine(client, table):
         # Not swapped yet: what a crashed run left is started afresh.
         client.command(f"DROP VIEW IF EXISTS {feed}")
-        client.command(f"DROP TABLE IF EXISTS {scratch}")
-        client.command(refill.create.format(table=scratch))
+        client.command(f"DROP TABLE IF EXISTS {scratch} SYNC")
+        block = int(str(client.command(LAST_BLOCK, parameters={"t": refill.source}) or 0))
+        note = f" COMMENT 'filled from {refill.source} after block {block}'"
+        client.command(refill.create.format(table=scratch) + note)
+        _retain(client, scratch, RETAINED[table], retention_days)  # empty: no rewrite, unlike after the copy
+        made = _uuid(client, scratch)
         client.command(f"CREATE MATERIALIZED VIEW {feed} TO {scratch} {DEFINER} AS {refill.rows}")
         client.command(f"INSERT INTO {scratch} {refill.rows}")
+        if _uuid(client, scratch) != made:
+            # Migrators of this step must take turns (compose's one-shot `migrate`
+            # and `eventpipe up` run one): a second drops the first's copy and
+            # begins its own. This stops the worst of it, a copy begun later swapped in.
+            raise HaltStorageError(f"{scratch} was made again during the copy: is another migrator running?")
         client.command(f"EXCHANGE TABLES {table} AND {scratch}")
     # From here on `scratch`, if it is there, is the old table, and a rerun
     # only finishes the views: the copy (minutes at 100M events) is made once.
     client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {refill.view} TO {table} {DEFINER} AS {refill.rows}")
     client.command(f"DROP VIEW IF EXISTS {refill.replaces}")
     client.command(f"DROP VIEW IF EXISTS {feed}")
-    client.command(f"DROP TABLE IF EXISTS {scratch}")
+    client.command(f"DROP TABLE IF EXISTS {scratch} SYNC")
+    block = _filled_after(client, table)
+    client.command(f"INSERT INTO {table} {refill.rows} AND {AFTER_BLOCK}", parameters={"block": block})
     log.info("refilled table %s", table)
+
+
+# The last block number written to a table; a part's name ends in its blocks'
+# range and its level (partition_min_max_level[_mutation]), whatever merged or
+# mutated it, so the rows committed after a block are found by name.
+LAST_BLOCK = "SELECT max(max_block_number) FROM system.parts WHERE database = currentDatabase() AND table = {t:String}"
+AFTER_BLOCK = "toUInt64(splitByChar('_', _part)[3]) > {block:UInt64}"
+
+
+def _filled_after(client: Client, table: str) -> int:
+    sql = "SELECT comment FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
+    comment = str(client.command(sql, parameters={"t": table}))
+    return int(comment.rsplit(" ", 1)[-1]) if comment.rsplit(" ", 1)[-1].isdigit() else 0
+
+
+def _uuid(client: Client, table: str) -> str:
+    sql = "SELECT uuid FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
+    return str(client.command(sql, parameters={"t": table}))
 
 
 def _engine(client: Client, table: str) -> str:
@@ -169,14 +203,18 @@ def _apply_retention(client: Client, days: int) -> None:
     # MODIFY TTL makes ClickHouse rewrite the table.
     days = int(days)
     for table, column in RETAINED.items():
-        current = str(
-            client.command(
-                "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
-                parameters={"t": table},
-            )
+        _retain(client, table, column, days)
+
+
+def _retain(client: Client, table: str, column: str, days: int) -> None:
+    current = str(
+        client.command(
+            "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
+            parameters={"t": table},
         )
-        wanted = f"TTL toDateTime({column}) + toIntervalDay({days})"
-        if days > 0 and wanted not in current:
-            client.command(f"ALTER TABLE {table} MODIFY {wanted}")
-        elif days == 0 and " TTL " in current:
-            client.command(f"ALTER TABLE {table} REMOVE TTL")
+    )
+    wanted = f"TTL toDateTime({column}) + toIntervalDay({days})"
+    if days > 0 and wanted not in current:
+        client.command(f"ALTER TABLE {table} MODIFY {wanted}")
+    elif days == 0 and " TTL " in current:
+        client.command(f"ALTER TABLE {table} REMOVE TTL")

@@ -25,12 +25,13 @@ class Rebuild:
 @dataclass(frozen=True)
 class Refill:
     """Recreate a table a materialized view of `events` feeds, under a new definition, and fill it again
-    from `events` while the view keeps it current: nothing need stop meanwhile.
+    from `events` while a second view keeps it current: workers may go on writing meanwhile.
 
-    `create` names the table {table}; `rows` is the view's SELECT; `view` is
-    the view that feeds the new table, and `replaces` the one it takes over
-    from. The swap is done once `marker` is in the table's engine definition,
-    so a rerun after a crash at any point is safe."""
+    `create` names the table {table}; `rows` is the view's SELECT from
+    `source`, ending in a WHERE clause; `view` is the view that feeds the new
+    table, and `replaces` the one it takes over from. The swap is done once
+    `marker` is in the table's engine definition, so a rerun after a crash at
+    any point is safe. One migrator at a time (store.migration._refill)."""
 
     table: str
     create: str
@@ -38,6 +39,7 @@ class Refill:
     view: str
     replaces: str
     marker: str
+    source: str = "events"
 
 
 @dataclass(frozen=True)
