@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -167,6 +168,20 @@ class Settings(BaseSettings):
             # A CA for a plain connection would be ignored: the operator believes in a TLS that is not there.
             raise ValueError("EVENTPIPE_MQTT_CA_FILE is set, so EVENTPIPE_MQTT_URL must be mqtts://, not plain mqtt://")
         return self
+
+    @field_validator("retention_days")
+    @classmethod
+    def _ends_before_datetime_does(cls, value: int) -> int:
+        # The TTL is toDateTime(time) + days, and ClickHouse's DateTime ends in
+        # February 2106: past it the sum wraps to 1970-something, so every event
+        # would expire as it is stored (measured: 36,500 days kept none).
+        limit = (date(2106, 1, 1) - datetime.now(UTC).date()).days
+        if value > limit:
+            raise ValueError(
+                f"EVENTPIPE_RETENTION_DAYS={value} would expire every event as it is stored: ClickHouse's DateTime"
+                f" ends in 2106, so at most {limit} days today; 0 keeps events forever"
+            )
+        return value
 
     @field_validator("runbook_url")
     @classmethod

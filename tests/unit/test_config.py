@@ -91,3 +91,14 @@ def test_an_empty_tls_variable_is_unset_not_the_current_directory(monkeypatch: p
         monkeypatch.setenv(name, "")
     settings = Settings()
     assert (settings.mqtt_ca_file, settings.api_tls_cert_file, settings.api_tls_key_file) == (None, None, None)
+
+
+def test_a_retention_past_the_end_of_clickhouse_datetime_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # toDateTime(time) + 36,500 days wraps past 2106 to 1990: every event would expire as it is stored.
+    monkeypatch.setenv("EVENTPIPE_RETENTION_DAYS", "36500")
+    with pytest.raises(ValidationError, match="EVENTPIPE_RETENTION_DAYS=36500 would expire every event"):
+        Settings()
+    monkeypatch.setenv("EVENTPIPE_RETENTION_DAYS", "20000")
+    assert Settings().retention_days == 20000
