@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,16 @@ def test_a_key_removed_from_the_file_is_refused_at_the_next_check(keys_file: Pat
     write(keys_file, {"name": "ops", "sha256": sha("key-o"), "admin": True})
     assert keyring.grant("key-a") is None
     assert keyring.grant("key-o") is not None
+
+
+def test_a_check_made_while_another_reads_the_changed_file_waits_for_that_read(keys_file: Path) -> None:
+    # The reader notes the file's stat before it reads: a check that trusted
+    # that stat meanwhile would admit a key the file being read revokes.
+    keyring = Keyring((), keys_file)
+    keyring._read_ns = time.time_ns() + 10**12  # long after the file's time: the stat alone decides
+    assert not keyring.stale()
+    with keyring._lock:  # a read under way
+        assert keyring.stale()
 
 
 def test_an_edit_of_the_same_size_within_one_clock_tick_is_seen(tmp_path: Path) -> None:

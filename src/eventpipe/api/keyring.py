@@ -98,7 +98,9 @@ class Keyring:
         """Whether the keys file may have changed since it was read: one stat, no read."""
         if self._path is None:
             return False
-        return _stat(self._path) != self._stat or self._racy()
+        # While a read is under way the stat already says what is being read,
+        # not what is admitted: wait for that read rather than use the old keys.
+        return self._lock.locked() or _stat(self._path) != self._stat or self._racy()
 
     def _racy(self) -> bool:
         return self._stat is not None and self._stat.mtime_ns >= self._read_ns - RACY_NS

@@ -154,9 +154,11 @@ def _refill(client: Client, refill: Refill, retention_days: int) -> None:
     client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {refill.view} TO {table} {DEFINER} AS {refill.rows}")
     client.command(f"DROP VIEW IF EXISTS {refill.replaces}")
     client.command(f"DROP VIEW IF EXISTS {feed}")
-    client.command(f"DROP TABLE IF EXISTS {scratch} SYNC")
+    # Before the old table goes: while it is there an erasure refuses to start
+    # (store.erasure), and this copy could bring back rows one deleted.
     block = _filled_after(client, table)
     client.command(f"INSERT INTO {table} {refill.rows} AND {AFTER_BLOCK}", parameters={"block": block})
+    client.command(f"DROP TABLE IF EXISTS {scratch} SYNC")
     log.info("refilled table %s", table)
 
 
