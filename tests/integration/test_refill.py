@@ -52,6 +52,15 @@ def at_version_15(client: clickhouse_connect.driver.Client) -> None:
     client.command("ALTER TABLE schema_migrations DELETE WHERE version = 16", settings={"mutations_sync": 2})
 
 
+def stored_at_version_15(client: clickhouse_connect.driver.Client) -> tuple[Writer, Events, list[Event]]:
+    """A store as migration 15 left it, holding 60 events; the writer and the events to go on with."""
+    at_version_15(client)
+    writer, events = Writer(client), Events()
+    written = events.next(60)
+    writer.insert_events(written)
+    return writer, events, written
+
+
 def engine(client: clickhouse_connect.driver.Client) -> str:
     sql = "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'events_by_user'"
     return str(client.command(sql))
@@ -78,10 +87,7 @@ def assert_every_user_event_is_indexed(client: clickhouse_connect.driver.Client,
 def test_migration_16_refills_the_user_index_and_a_rerun_after_a_crash_at_any_step_finishes_it(
     client: clickhouse_connect.driver.Client, crash: str
 ) -> None:
-    at_version_15(client)
-    writer, events = Writer(client), Events()
-    written = events.next(60)
-    writer.insert_events(written)
+    writer, events, written = stored_at_version_15(client)
     block = client.command(LAST_BLOCK, parameters={"t": "events"})
     if crash != "none":  # the steps of migration._refill up to where it died
         client.command(EVENTS_BY_USER_FINE.format(table=SCRATCH) + f" COMMENT 'filled from events after block {block}'")
@@ -142,10 +148,7 @@ class WritingBetweenStatements:
 def test_migration_16_keeps_the_events_stored_between_any_two_of_its_statements(
     client: clickhouse_connect.driver.Client,
 ) -> None:
-    at_version_15(client)
-    writer, events = Writer(client), Events()
-    before = events.next(60)
-    writer.insert_events(before)
+    writer, events, before = stored_at_version_15(client)
     interleaved = WritingBetweenStatements(client, writer, events)
     assert migrate(interleaved, retention_days=3650) == [16]  # type: ignore[arg-type]
     assert any(statement.startswith("EXCHANGE") for statement in interleaved.statements), "it copied and swapped"
@@ -173,10 +176,7 @@ class CopyLost(WritingBetweenStatements):
 def test_migration_16_halts_rather_than_swap_in_a_copy_another_migrator_emptied(
     client: clickhouse_connect.driver.Client,
 ) -> None:
-    at_version_15(client)
-    writer, events = Writer(client), Events()
-    before = events.next(60)
-    writer.insert_events(before)
+    writer, events, before = stored_at_version_15(client)
     racing = CopyLost(client, writer, events)
     with pytest.raises(HaltStorageError, match="another migrator"):
         migrate(racing)  # type: ignore[arg-type]
@@ -190,10 +190,7 @@ def test_an_erasure_waits_for_the_copy_and_is_told_to_run_again_if_a_table_was_s
 ) -> None:
     # The copy reads events as they were when it began: a user's rows deleted
     # meanwhile would come back with the swap, and the erasure would say done.
-    at_version_15(client)
-    writer, events = Writer(client), Events()
-    written = events.next(60)
-    writer.insert_events(written)
+    written = stored_at_version_15(client)[2]
     client.command(EVENTS_BY_USER_FINE.format(table=SCRATCH))
     with pytest.raises(RetryableStorageError, match="copying events_by_user_refill"):
         Eraser(client).erase("u1")
