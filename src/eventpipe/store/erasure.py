@@ -24,6 +24,7 @@ from clickhouse_connect.driver.client import Client
 from eventpipe.errors import RetryableStorageError
 from eventpipe.store.failure import classified
 from eventpipe.store.page import Position
+from eventpipe.store.schema.version import REBUILT, REFILLED
 from eventpipe.store.writer import INSERT_SETTINGS
 
 # Waited for: the answer must not come before every read shows the rows gone.
@@ -45,7 +46,7 @@ USER_TABLES = (
 # copy a user's rows after they were deleted here and swap the copy in: an
 # erasure refuses to start while such a copy exists, and fails (to be called
 # again) if a table was swapped under it, which changes the table's UUID.
-COPIES = ("_rebuild", "_refill")
+COPIES = (REBUILT, REFILLED)
 TABLES = "SELECT name, uuid FROM system.tables WHERE database = currentDatabase()"
 # The user id as a whole word of a payload: not preceded or followed by an id's
 # characters. toValidUTF8 first: the regular expression engine reads UTF-8, and

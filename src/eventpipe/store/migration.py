@@ -16,7 +16,7 @@ from eventpipe.store.schema import arrival, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
 from eventpipe.store.schema.index import UNDATED_ROWS, USER_ROWS
 from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES
-from eventpipe.store.schema.version import DEFINER, Migration, Rebuild, Refill
+from eventpipe.store.schema.version import DEFINER, REBUILT, REFILLED, Migration, Rebuild, Refill
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _rebuild(client: Client, rebuild: Rebuild) -> None:
     # running the old version wrote to the old table during the first; copies
     # of a row collapse, so copying twice is harmless. Stop workers for this
     # migration anyway: an insert in flight across the swap could be missed.
-    table, scratch = rebuild.table, f"{rebuild.table}_rebuild"
+    table, scratch = rebuild.table, rebuild.table + REBUILT
     final = " FINAL" if rebuild.collapse else ""
     if not _rebuilt(client, rebuild):
         client.command(f"DROP TABLE IF EXISTS {scratch}")  # a half-filled copy from a crashed run
@@ -131,8 +131,9 @@ def _refill(client: Client, refill: Refill, retention_days: int) -> None:
     # the feed was made, committed after the copy read the table, is in
     # neither, so the parts of the source committed after the block number
     # noted first are copied again at the end.
-    table, scratch, feed = refill.table, f"{refill.table}_refill", f"{refill.table}_refill_feed"
-    if refill.marker not in _engine(client, table):
+    table, scratch = refill.table, refill.table + REFILLED
+    feed = f"{scratch}_feed"
+    if refill.marker not in _catalog(client, table, "engine_full"):
         # Not swapped yet: what a crashed run left is started afresh.
         client.command(f"DROP VIEW IF EXISTS {feed}")
         client.command(f"DROP TABLE IF EXISTS {scratch} SYNC")
@@ -140,10 +141,10 @@ def _refill(client: Client, refill: Refill, retention_days: int) -> None:
         note = f" COMMENT 'filled from {refill.source} after block {block}'"
         client.command(refill.create.format(table=scratch) + note)
         _retain(client, scratch, RETAINED[table], retention_days)  # empty: no rewrite, unlike after the copy
-        made = _uuid(client, scratch)
+        made = _catalog(client, scratch, "uuid")
         client.command(f"CREATE MATERIALIZED VIEW {feed} TO {scratch} {DEFINER} AS {refill.rows}")
         client.command(f"INSERT INTO {scratch} {refill.rows}")
-        if _uuid(client, scratch) != made:
+        if _catalog(client, scratch, "uuid") != made:
             # Migrators of this step must take turns (compose's one-shot `migrate`
             # and `eventpipe up` run one): a second drops the first's copy and
             # begins its own. This stops the worst of it, a copy begun later swapped in.
@@ -170,27 +171,27 @@ AFTER_BLOCK = "toUInt64(splitByChar('_', _part)[3]) > {block:UInt64}"
 
 
 def _filled_after(client: Client, table: str) -> int:
-    sql = "SELECT comment FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
-    comment = str(client.command(sql, parameters={"t": table}))
-    return int(comment.rsplit(" ", 1)[-1]) if comment.rsplit(" ", 1)[-1].isdigit() else 0
+    last = _catalog(client, table, "comment").rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
 
 
-def _uuid(client: Client, table: str) -> str:
-    sql = "SELECT uuid FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
-    return str(client.command(sql, parameters={"t": table}))
+# The columns of system.tables the migrations read, checked before one is
+# spliced into a query.
+CATALOG = frozenset({"comment", "create_table_query", "engine_full", "sorting_key", "uuid"})
 
 
-def _engine(client: Client, table: str) -> str:
-    sql = "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
+def _catalog(client: Client, table: str, column: str) -> str:
+    """One column of `table`'s row in system.tables; empty if there is no such table."""
+    if column not in CATALOG:
+        raise ValueError(f"not a column the migrations read: {column!r}")
+    sql = f"SELECT {column} FROM system.tables WHERE database = currentDatabase() AND name = {{t:String}}"  # noqa: S608
     found = client.query(sql, parameters={"t": table}).result_rows
     return str(found[0][0]) if found else ""
 
 
 def _rebuilt(client: Client, rebuild: Rebuild) -> bool:
     if rebuild.sorting_key:
-        sql = "SELECT sorting_key FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
-        keys = {str(row[0]) for row in client.query(sql, parameters={"t": rebuild.table}).result_rows}
-        return rebuild.marker in keys
+        return _catalog(client, rebuild.table, "sorting_key") == rebuild.marker
     return rebuild.marker in _names("system.columns", "table = {t:String}", rebuild.table, client)
 
 
@@ -209,12 +210,7 @@ def _apply_retention(client: Client, days: int) -> None:
 
 
 def _retain(client: Client, table: str, column: str, days: int) -> None:
-    current = str(
-        client.command(
-            "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
-            parameters={"t": table},
-        )
-    )
+    current = _catalog(client, table, "create_table_query")
     wanted = f"TTL toDateTime({column}) + toIntervalDay({days})"
     if days > 0 and wanted not in current:
         client.command(f"ALTER TABLE {table} MODIFY {wanted}")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The scratch table a Rebuild or a Refill copies into is named after its table
+# with these endings (store.erasure waits while one exists).
+REBUILT, REFILLED = "_rebuild", "_refill"
+
 
 @dataclass(frozen=True)
 class Rebuild:
