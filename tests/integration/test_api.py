@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -409,6 +410,45 @@ def test_a_request_with_oversized_headers_is_refused_before_the_app(port: int) -
     assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
     healthy = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert healthy.startswith(b"HTTP/1.1 200"), healthy[:200]
+
+
+def test_a_head_that_never_ends_is_cut_off_at_the_bound(port: int) -> None:
+    # A header trickled in 1 KiB writes and never ended, as a client holding memory would send it:
+    # the server answers 400 and closes once the head passes 16 KiB, not when the client stops.
+    sent = 0
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+        connection.setblocking(False)
+        with contextlib.suppress(OSError):
+            while sent < 1024 * KIB and not answer:
+                connection.sendall(b"a" * KIB)
+                sent += KIB
+                time.sleep(0.002)
+                with contextlib.suppress(BlockingIOError):
+                    answer = connection.recv(65536)
+        connection.settimeout(5)
+        with contextlib.suppress(OSError):
+            while chunk := connection.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert sent <= 64 * KIB, sent
+
+
+def test_heads_are_bounded_one_request_at_a_time(port: int) -> None:
+    # 40 requests with 1 KiB headers on one connection, in one write: 40 KiB of heads in all, each
+    # within the bound, so each is answered; a body after a small head is no head either.
+    one = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * KIB + b"\r\n\r\n"
+    answer = exchange(port, one * 39 + one.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+    assert answer.count(b"HTTP/1.1 200") == 40, answer.count(b"HTTP/1.1 ")
+    body = b"{" + b" " * 100 * KIB + b"}"
+    answer = exchange(
+        port,
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body,
+    )
+    assert answer.startswith(b"HTTP/1.1 405"), answer[:200]
 
 
 def test_head_is_counted_as_head_of_its_route(api: TestClient) -> None:
