@@ -23,6 +23,11 @@ class RetryableStorageError(StorageError):
     """Transient: network, timeout, overload, too many parts. Retry with backoff."""
 
 
+class BusyStorageError(RetryableStorageError):
+    """The store is doing work that must end first (a migration copying a table). Retry later; the message
+    says what, for a client to read, and names nothing secret."""
+
+
 class UnknownStorageError(RetryableStorageError):
     """Not recognised. Retried; if it persists while the server answers, the batch is bisected
     so a poison row cannot block the pipe forever."""

@@ -15,6 +15,7 @@ from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.erasure import user_hash
 from eventpipe.store.migration import migrate
+from eventpipe.store.schema.version import REFILLED
 from eventpipe.store.writer import Writer
 from tests.support.api import ADMIN, ADMIN_NAME, AUTH, ERASURE_SECRET, admin_client, walk
 from tests.support.mqtt import publish_raw
@@ -164,6 +165,25 @@ def test_a_bad_erasure_request_is_refused_and_erases_nothing(api: TestClient, bo
     response = api.post("/admin/erase", json=body, headers=ADMIN)
     assert (response.status_code, response.json()["error"]) == (422, "invalid_parameter"), response.text
     assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
+
+
+def test_an_erasure_during_a_migrations_copy_is_answered_busy_and_erases_nothing(
+    api: TestClient, clickhouse_dsn: str
+) -> None:
+    # Migration 16's copy of events_by_user, as it stands while the rows are copied: the erasure would
+    # delete rows the copy may already hold, so it refuses, and says why and when to come back.
+    client = connect(clickhouse_dsn)
+    client.command(f"CREATE TABLE events_by_user{REFILLED} AS events_by_user")
+    response = api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN)
+    assert (response.status_code, response.json()["error"]) == (503, "busy"), response.text
+    detail = f"a migration is copying events_by_user{REFILLED}: erase again once it has finished"
+    assert response.json()["detail"] == detail
+    assert response.headers["retry-after"] == "30"
+    assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
+    assert api.get("/admin/erasures", headers=ADMIN).json()["items"] == []
+    client.command(f"DROP TABLE events_by_user{REFILLED}")
+    assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).status_code == 200
+    assert reads(api)["users"] == {ERASED: 0, KEPT: 40}
 
 
 def test_erasures_while_a_worker_stores_a_stream_finish_and_lose_nothing_of_it(

@@ -26,8 +26,9 @@ FORBIDDEN: dict[int | str, dict[str, Any]] = {
 }
 
 
-def admin_key(grant: Granted) -> str:
-    """The calling key's name, if it is an admin key; else 403. Needs the router's KeyCheck before it."""
+async def admin_key(grant: Granted) -> str:
+    """The calling key's name, if it is an admin key; else 403. Needs the router's KeyCheck before it.
+    `async`: it only reads the grant, so it runs on the event loop, without a hop to the thread pool."""
     admin_only(grant)
     return grant.name
 

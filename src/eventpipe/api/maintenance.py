@@ -125,8 +125,9 @@ class ErasurePage(BaseModel):
 
 NOT_CONFIGURED = {
     "model": ErrorBody,
-    "description": "ClickHouse cannot answer now (`unavailable`; retry after `Retry-After` seconds), or erasure "
-    "is not set up (`not_configured`: EVENTPIPE_ERASURE_SECRET is empty).",
+    "description": "ClickHouse cannot answer now (`unavailable`), or a migration is copying a table the erasure "
+    "must reach (`busy`; both: erase again after `Retry-After` seconds), or erasure is not set up "
+    "(`not_configured`: EVENTPIPE_ERASURE_SECRET is empty).",
 }
 ErasedUser = Annotated[
     str | None,

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import RetryableStorageError
+from eventpipe.errors import BusyStorageError
 from eventpipe.store.failure import classified
 from eventpipe.store.page import Position
 from eventpipe.store.schema.version import REBUILT, REFILLED
@@ -99,7 +99,7 @@ class Eraser:
         tables = self._tables()
         copying = sorted(name for name in tables if name.endswith(COPIES))
         if copying:
-            raise RetryableStorageError(f"a migration is copying {copying[0]}: erase again once it has finished")
+            raise BusyStorageError(f"a migration is copying {copying[0]}: erase again once it has finished")
         events = self._count("SELECT count() FROM events_by_user FINAL WHERE user_id = {user:String}", user)
         dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {MENTIONS}", mentions)  # noqa: S608
         for statement in BY_KEY:
@@ -112,7 +112,7 @@ class Eraser:
         self._delete(outcomes, mentions)
         self._delete(f"DELETE FROM dead_letters WHERE {MENTIONS}", mentions)  # noqa: S608 - constants
         if self._tables() != tables:
-            raise RetryableStorageError("a migration swapped a table during the erasure: erase again")
+            raise BusyStorageError("a migration swapped a table during the erasure: erase again")
         return Erased(events, dead_letters)
 
     def record(self, erasure: Erasure) -> None:
