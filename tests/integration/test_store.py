@@ -200,7 +200,8 @@ def test_migrations_13_and_15_run_again_after_a_crash_still_find_every_event_by_
     assert [reader.event(row.event_id) for row in rows] == rows
     assert reader.count_events() == 50
     assert "event_ids" not in {row[0] for row in client.query("SHOW TABLES").result_rows}
-    definition = client.command("SELECT create_table_query FROM system.tables WHERE name = 'events'")
+    table = "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = 'events'"
+    definition = client.command(table)
     assert "PROJECTION id_offsets" in definition
     assert "by_id " not in definition
     built = "SELECT sum(rows) FROM system.projection_parts WHERE database = currentDatabase() AND table = 'events'"
