@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import select
 import socket
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -414,41 +414,39 @@ def test_a_request_with_oversized_headers_is_refused_before_the_app(port: int) -
 
 def test_a_head_that_never_ends_is_cut_off_at_the_bound(port: int) -> None:
     # A header trickled in 1 KiB writes and never ended, as a client holding memory would send it:
-    # the server answers 400 and closes once the head passes 16 KiB, not when the client stops.
+    # the server refuses and closes once the head passes 16 KiB, not when the client stops. After each
+    # write the client waits up to 20 ms for an answer: 64 KiB leave a loaded server a second.
     sent = 0
     answer = b""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
         connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ")
-        connection.setblocking(False)
         with contextlib.suppress(OSError):
-            while sent < 1024 * KIB and not answer:
+            while sent < 256 * KIB and not answer:
                 connection.sendall(b"a" * KIB)
                 sent += KIB
-                time.sleep(0.002)
-                with contextlib.suppress(BlockingIOError):
+                if select.select([connection], [], [], 0.02)[0]:
                     answer = connection.recv(65536)
-        connection.settimeout(5)
         with contextlib.suppress(OSError):
             while chunk := connection.recv(65536):
                 answer += chunk
-    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert answer.startswith(b"HTTP/1.1 4"), answer[:200]
     assert sent <= 64 * KIB, sent
 
 
 def test_heads_are_bounded_one_request_at_a_time(port: int) -> None:
     # 40 requests with 1 KiB headers on one connection, in one write: 40 KiB of heads in all, each
-    # within the bound, so each is answered; a body after a small head is no head either.
+    # within the bound, so each is answered.
     one = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * KIB + b"\r\n\r\n"
     answer = exchange(port, one * 39 + one.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
     assert answer.count(b"HTTP/1.1 200") == 40, answer.count(b"HTTP/1.1 ")
-    body = b"{" + b" " * 100 * KIB + b"}"
-    answer = exchange(
-        port,
-        b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body,
-    )
+    # A 1 MiB body after a small head is no head: the server reads all of it to reach the request
+    # after it on the same connection, and answers both.
+    body = b"{" + b" " * 1024 * KIB + b"}"
+    post = b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    post += f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    answer = exchange(port, post + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 405"), answer[:200]
+    assert answer.count(b"HTTP/1.1 200") == 1, answer[:400]
 
 
 def test_head_is_counted_as_head_of_its_route(api: TestClient) -> None:

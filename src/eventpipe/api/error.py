@@ -92,12 +92,13 @@ def install(app: FastAPI) -> None:
     async def storage(_request: Request, exc: StorageError) -> JSONResponse:
         # An outage is worth a client retry; anything else (auth, a missing
         # table, a refused query) needs an operator. Both are the server's
-        # fault, so 5xx, and the cause goes to the log, not to the client.
-        log.error("query failed: %s", exc)
+        # fault, so 5xx, and the cause goes to the log, not to the client,
+        # but for the store's own work (a migration's copy), which takes
+        # seconds to minutes and whose message is written for the client.
         if isinstance(exc, BusyStorageError):
-            # Work of the store's own (a migration's copy) that takes seconds to minutes, and whose
-            # message is written for the client: what it waits for.
+            log.warning("refused while the store is busy: %s", exc)
             return _body(503, "busy", str(exc), {"Retry-After": BUSY_RETRY_AFTER_S})
+        log.error("query failed: %s", exc)
         if isinstance(exc, RetryableStorageError):
             return _body(503, "unavailable", "ClickHouse cannot answer now; retry later", {"Retry-After": "5"})
         return _body(500, "storage_error", "ClickHouse refused the query; the operator has to look at the logs")

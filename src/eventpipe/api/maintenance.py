@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from eventpipe.api.admin import FORBIDDEN, AdminKey
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
-from eventpipe.api.error import ApiError, ErrorBody, responses
+from eventpipe.api.error import RETRY_AFTER, ApiError, ErrorBody, responses
 from eventpipe.api.model import rfc3339
 from eventpipe.api.param import TIME_HELP, Cursor, Limit, instant, only_known, text
 from eventpipe.config import Settings
@@ -123,11 +123,19 @@ class ErasurePage(BaseModel):
     next_cursor: str | None
 
 
-NOT_CONFIGURED = {
+# A route's own 503 entry replaces the router's, Retry-After included.
+ERASE_UNAVAILABLE = {
     "model": ErrorBody,
     "description": "ClickHouse cannot answer now (`unavailable`), or a migration is copying a table the erasure "
-    "must reach (`busy`; both: erase again after `Retry-After` seconds), or erasure is not set up "
-    "(`not_configured`: EVENTPIPE_ERASURE_SECRET is empty).",
+    "must reach or swapped one during it (`busy`): for both, erase again after `Retry-After` seconds. Or erasure "
+    "is not set up (`not_configured`: EVENTPIPE_ERASURE_SECRET is empty).",
+    "headers": {"Retry-After": RETRY_AFTER},
+}
+AUDIT_UNAVAILABLE = {
+    "model": ErrorBody,
+    "description": "ClickHouse cannot answer now (`unavailable`; retry after `Retry-After` seconds), or finding a "
+    "user's erasures is not set up (`not_configured`: EVENTPIPE_ERASURE_SECRET is empty).",
+    "headers": {"Retry-After": RETRY_AFTER},
 }
 ErasedUser = Annotated[
     str | None,
@@ -171,7 +179,7 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
     @api.post(
         "/erase",
         summary="Delete a user's events and the dead letters that name them",
-        responses={503: NOT_CONFIGURED},
+        responses={503: ERASE_UNAVAILABLE},
     )
     def erase(key: AdminKey, body: EraseRequest) -> Erased:
         if admin.erasure_secret is None:
@@ -194,7 +202,7 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
     @api.get(
         "/erasures",
         summary="The erasure audit, newest first",
-        responses={503: NOT_CONFIGURED},
+        responses={503: AUDIT_UNAVAILABLE},
     )
     def erasures(key: AdminKey, user_id: ErasedUser = None, limit: Limit = 100, cursor: Cursor = None) -> ErasurePage:
         wanted = None
