@@ -10,6 +10,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from eventpipe.api.protocol import READ_TIMEOUT_S, connection_limit, guarded
 from eventpipe.errors import ConfigError
 
 
@@ -17,7 +18,14 @@ class ApiServer:
     """HTTPS only when given a certificate and its key; plain HTTP otherwise."""
 
     def __init__(
-        self, app: FastAPI, host: str, port: int, cert_file: Path | None = None, key_file: Path | None = None
+        self,
+        app: FastAPI,
+        host: str,
+        port: int,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        max_connections: int | None = None,
+        read_timeout_s: float = READ_TIMEOUT_S,
     ) -> None:
         self._host, self._port = host, port
         self._tls = cert_file is not None and key_file is not None
@@ -35,7 +43,8 @@ class ApiServer:
             # h11, named: "auto" takes httptools wherever it is installed, and uvicorn's httptools
             # protocol buffers a request line and headers without bound; h11 stops once it holds 16 KiB
             # without a complete request head (tests/integration/test_api.py sends a 1 MiB header).
-            http="h11",
+            # Guarded: uvicorn bounds neither open connections nor the time a request takes to arrive.
+            http=guarded(max_connections or connection_limit(), read_timeout_s),
             ssl_certfile=cert_file if self._tls else None,
             ssl_keyfile=key_file if self._tls else None,
         )

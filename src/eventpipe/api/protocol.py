@@ -1,0 +1,133 @@
+"""HTTP/1.1 through h11, with the two bounds uvicorn leaves out: open connections, and time to send a request.
+
+uvicorn keeps every connection it accepts until the client closes it, and
+never times out one whose request head or body stops halfway. 20,000 sockets
+that each sent half a head took every file descriptor of `eventpipe up`: the
+API stopped answering, and the embedded engine in the same process could no
+longer insert (EMFILE). Here a connection beyond MAX_CONNECTIONS is closed as
+it is accepted, and a request whose head and body are not all in within
+READ_TIMEOUT_S of its first byte (or of the connection's start) gets 408 and
+the connection is closed. Idle connections between requests are uvicorn's
+keep-alive timeout's (5 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+import time
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger(__name__)
+
+# Far more clients than one API process on two cores serves at once; below
+# what the process can open beside the embedded engine's own files.
+MAX_CONNECTIONS = 1000
+# A client that takes longer than this to send a request of this API (a head
+# and at most a small JSON body) is stalled, not slow.
+READ_TIMEOUT_S = 10.0
+# At most one line a minute about refused connections: an attack makes many.
+LOG_EVERY_S = 60.0
+TIMEOUT = json.dumps(
+    {"error": "request_timeout", "detail": f"the request was not all sent within {READ_TIMEOUT_S:.0f} s"}
+).encode()
+READ = (h11.IDLE, h11.SEND_BODY)
+
+
+def connection_limit() -> int:
+    """MAX_CONNECTIONS, or a quarter of the process's file limit when that is lower."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(1, min(MAX_CONNECTIONS, soft // 4))
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a bound on open connections and on the time a request takes to arrive."""
+
+    max_connections = MAX_CONNECTIONS
+    read_timeout_s = READ_TIMEOUT_S
+    _refused = 0
+    _logged = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self._refuse()
+            return
+        self._watch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch()
+
+    def _reading(self) -> bool:
+        """True while part of a request is in: a head begun (or a new connection), or a body not yet whole."""
+        state = self.conn.their_state
+        if state is h11.SEND_BODY:
+            return True
+        if state is not h11.IDLE:
+            return False
+        # Between requests, only once the next one has begun: idle is keep-alive's to close.
+        return self.cycle is None or bool(self.conn.trailing_data[0])
+
+    def _watch(self) -> None:
+        if self.transport.is_closing() or not self._reading():
+            self._disarm()
+        elif self._deadline is None:
+            self._deadline = self.loop.call_later(self.read_timeout_s, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing() or not self._reading():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            head = (
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                b"content-length: " + str(len(TIMEOUT)).encode() + b"\r\nconnection: close\r\n\r\n"
+            )
+            self.transport.write(head + TIMEOUT)
+        self.transport.close()
+
+    def _refuse(self) -> None:
+        # Closed before anything is read: no response, as no request came.
+        self.transport.abort()
+        cls = type(self)
+        cls._refused += 1
+        now = time.monotonic()
+        if now - cls._logged >= LOG_EVERY_S:
+            log.warning(
+                "refused %d connection(s) in the last minute or so: %d open, the most this API keeps",
+                cls._refused,
+                self.max_connections,
+            )
+            cls._refused, cls._logged = 0, now
+
+
+def guarded(max_connections: int, read_timeout_s: float) -> type[GuardedH11Protocol]:
+    """The protocol class with these bounds, for one server (uvicorn makes a protocol per connection)."""
+    return type(
+        "GuardedH11Protocol",
+        (GuardedH11Protocol,),
+        {"max_connections": max_connections, "read_timeout_s": read_timeout_s, "_refused": 0, "_logged": 0.0},
+    )

@@ -1,0 +1,130 @@
+"""The API's server against clients that hold connections: stalled requests time out, connections are bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from eventpipe.api.app import create_app
+from eventpipe.api.server import ApiServer
+from eventpipe.host import free_port
+from eventpipe.store.client import connect
+from eventpipe.store.migration import migrate
+from eventpipe.store.query import Query
+from eventpipe.store.reader import Reader
+from tests.support.api import KEY, readonly_reader
+
+TIMEOUT_S = 0.5
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+class SlowReader(Reader):
+    """Takes longer over every query than a client may take to send its request."""
+
+    def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+        time.sleep(3 * TIMEOUT_S)
+        return super().run(query, binary)
+
+
+@contextlib.contextmanager
+def server(reader: Reader, max_connections: int = 1000) -> Iterator[int]:
+    api = ApiServer(
+        create_app(reader, CollectorRegistry(), [KEY]),
+        "127.0.0.1",
+        free_port(),
+        max_connections=max_connections,
+        read_timeout_s=TIMEOUT_S,
+    )
+    api.start()
+    try:
+        yield int(urlsplit(api.url).port or 0)
+    finally:
+        api.stop()
+
+
+def answer(connection: socket.socket) -> bytes:
+    """What the server sends until it closes the connection (5 s at most)."""
+    connection.settimeout(5)
+    out = b""
+    with contextlib.suppress(OSError):
+        while chunk := connection.recv(65536):
+            out += chunk
+    return out
+
+
+def ask(port: int, request: bytes = HEALTHZ) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(request)
+        return answer(connection)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",  # connected, sent nothing
+        b"GET /events HTTP/1.1\r\nHost: x\r\n",  # half a head
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",  # a head, then 1 byte of 100
+    ],
+    ids=["nothing", "half a head", "half a body"],
+)
+def test_a_request_that_stops_halfway_gets_408_and_its_connection_closed(clickhouse_dsn: str, sent: bytes) -> None:
+    with server(readonly_reader(clickhouse_dsn)) as port, socket.create_connection(("127.0.0.1", port)) as stalled:
+        stalled.sendall(sent)
+        started = time.monotonic()
+        got = answer(stalled)
+        waited = time.monotonic() - started
+        assert ask(port).startswith(b"HTTP/1.1 200"), "others are served meanwhile"
+    head, _, body = got.partition(b"\r\n\r\n")
+    if sent.startswith(b"POST"):
+        # The app answered 405 from the head alone; the stalled body still closes the connection.
+        assert head.startswith(b"HTTP/1.1 405"), got[:200]
+    else:
+        assert head.startswith(b"HTTP/1.1 408"), got[:200]
+        assert json.loads(body)["error"] == "request_timeout"
+    assert TIMEOUT_S * 0.8 <= waited < TIMEOUT_S + 3, waited
+
+
+def test_a_request_trickled_byte_by_byte_is_cut_off_at_the_timeout(clickhouse_dsn: str) -> None:
+    # Each byte resets no clock: the deadline runs from the request's first byte.
+    with server(readonly_reader(clickhouse_dsn)) as port, socket.create_connection(("127.0.0.1", port)) as slow:
+        started = time.monotonic()
+        with contextlib.suppress(OSError):
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200:
+                slow.sendall(bytes([byte]))
+                time.sleep(0.02)
+        got = answer(slow)
+    assert got.startswith(b"HTTP/1.1 408"), got[:200]
+    assert time.monotonic() - started < TIMEOUT_S + 3
+
+
+def test_an_answer_slower_than_the_timeout_is_not_cut_off(clickhouse_dsn: str) -> None:
+    # The clock stops once the request is in: a slow query's answer still arrives whole.
+    migrate(connect(clickhouse_dsn))
+    with server(SlowReader(readonly_reader(clickhouse_dsn)._client)) as port:
+        got = ask(port, b"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() + b"\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 200"), got[:200]
+    assert got.rstrip().endswith(b"}"), got[-200:]
+
+
+def test_connections_beyond_the_limit_are_closed_at_once_and_the_api_recovers(clickhouse_dsn: str) -> None:
+    with server(readonly_reader(clickhouse_dsn), max_connections=5) as port:
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+        try:
+            time.sleep(0.2)  # accepted, each holding its place
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+                    started = time.monotonic()
+                    assert answer(extra) == b""
+                    assert time.monotonic() - started < TIMEOUT_S, "closed as accepted, not by the timeout"
+        finally:
+            for connection in held:
+                connection.close()
+        time.sleep(0.2)
+        assert ask(port).startswith(b"HTTP/1.1 200")
