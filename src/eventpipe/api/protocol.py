@@ -117,7 +117,8 @@ class GuardedH11Protocol(H11Protocol):
         now = time.monotonic()
         if now - cls._logged >= LOG_EVERY_S:
             log.warning(
-                "refused %d connection(s) in the last minute or so: %d open, the most this API keeps",
+                "refused %d connection(s) since the last such line (at most one a minute): %d open, the most this"
+                " API keeps",
                 cls._refused,
                 self.max_connections,
             )
