@@ -80,18 +80,31 @@ def test_pages_walk_every_event_once_newest_first(api: TestClient, writer: Write
     for limit in (1000, 97):
         items = list(walk(api, "/events", limit=limit))
         assert sorted(item["event_id"] for item in items) == sorted(ids)
-        keys = [(item["timestamp"], item["event_id"]) for item in items]
+        # Newest first; in one millisecond by type, then id, as the tables sort them.
+        keys = [(item["timestamp"], item["event_type"], item["event_id"]) for item in items]
         assert keys == sorted(keys, reverse=True)
     newest = api.get("/events", params={"limit": 1}, headers=AUTH).json()["items"][0]
     assert newest == {
-        "event_id": "ev-02344",
-        "event_type": "click",
+        "event_id": "ev-02343",
+        "event_type": "page_view",
         "timestamp": "2026-03-01T00:00:00.781Z",
-        "received_at": "2026-03-01T00:00:02.344Z",
-        "user_id": "u4",
-        "topic": "events/click",
-        "properties": {"n": 2344},
+        "received_at": "2026-03-01T00:00:02.343Z",
+        "user_id": "u3",
+        "topic": "events/page_view",
+        "properties": {"n": 2343},
     }
+
+
+def test_an_id_reused_under_three_types_at_one_time_is_three_items_at_any_page_size(
+    api: TestClient, writer: Writer
+) -> None:
+    # They tie on time and id; the cursor carries the type that breaks the tie.
+    body = {"event_id": "dup-1", "timestamp": MARCH_MS, "user_id": "u-dup"}
+    writer.insert_events([event(f"events/{kind}", body, MARCH_MS + 5) for kind in ("dupa", "dupb", "dupc")])
+    for params in ({}, {"user_id": "u-dup"}, {"since": "2026-03-01T00:00:00Z", "until": "2026-03-01T00:00:01Z"}):
+        for limit in (1, 2, 10):
+            items = list(walk(api, "/events", limit=limit, **params))
+            assert [item["event_type"] for item in items] == ["dupc", "dupb", "dupa"], (params, limit)
 
 
 def test_redelivered_copies_show_once_before_any_merge(api: TestClient, writer: Writer) -> None:

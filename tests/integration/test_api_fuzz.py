@@ -158,7 +158,7 @@ def test_replay_and_erasure_get_no_server_error(
 CURSOR_KEY = "fuzz-test-cursor-secret-0123456789abcdef"
 SIGNER = Cursors(CURSOR_KEY)
 TAG_BYTES, HEADER = 16, struct.Struct(">B8sQ")  # the documented layout: tag, version, scope, time, id
-VERSION = 2
+VERSION, TIED = 2, 3
 LIST_ROUTES = ("/events", "/dead-letters")
 # Any character, lone surrogates included (hypothesis leaves them out unless asked).
 ANY_TEXT = st.text(st.characters() | st.characters(categories=["Cs"]), max_size=40)
@@ -197,12 +197,25 @@ def issued(client: TestClient, path: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def looks_valid(version: int, made_for: bytes, scope: bytes, time_ms: int, last_id: bytes) -> bool:
+def looks_valid(path: str, version: int, made_for: bytes, scope: bytes, time_ms: int, last_id: bytes) -> bool:
+    """As the cursor's layout says (api.cursor): version 2 is an id; 3 is the id's length in 2 bytes,
+    the id, then a type of 1 to 128 characters. /events takes only 3 (its pages order by type too)."""
+    if path == "/events" and version != TIED:
+        return False
+    if version == TIED:
+        length = int.from_bytes(last_id[:2], "big")
+        last_id, tie = last_id[2 : 2 + length], last_id[2 + length :]
+        try:
+            valid_tie = len(last_id) == length and 0 < len(tie.decode()) <= 128
+        except UnicodeDecodeError:
+            return False
+        if not valid_tie:
+            return False
     try:
         text = last_id.decode()
     except UnicodeDecodeError:
         return False
-    return version == VERSION and made_for == scope and time_ms < 10**13 and 0 < len(text) <= 128
+    return version in (VERSION, TIED) and made_for == scope and time_ms < 10**13 and 0 < len(text) <= 128
 
 
 @pytest.mark.parametrize("path", LIST_ROUTES)
@@ -255,10 +268,13 @@ def test_cursors_from_arbitrary_json_and_bytes_get_a_422_never_a_5xx(clickhouse_
     )
     @example(version=VERSION, made_for=scope, time_ms=MARCH_MS, last_id=b"\xed\xa0\x80")  # "\ud800"
     @example(version=VERSION, made_for=scope, time_ms=MARCH_MS, last_id="\x00💩".encode())
+    @example(version=TIED, made_for=scope, time_ms=MARCH_MS, last_id=b"\x00\x02idclick")
+    @example(version=TIED, made_for=scope, time_ms=MARCH_MS, last_id=b"\x00\x09id")  # the id runs past the end
+    @example(version=TIED, made_for=scope, time_ms=MARCH_MS, last_id=b"\x00\x02id\xed\xa0\x80")
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def signed_fields_are_checked(version: int, made_for: bytes, time_ms: int, last_id: bytes) -> None:
         text = SIGNER.seal(HEADER.pack(version, made_for, time_ms) + last_id)
-        check(text, 200 if looks_valid(version, made_for, scope, time_ms, last_id) else 422)
+        check(text, 200 if looks_valid(path, version, made_for, scope, time_ms, last_id) else 422)
 
     forgeries_are_refused()
     signed_fields_are_checked()

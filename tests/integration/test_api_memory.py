@@ -120,7 +120,7 @@ def test_rows_stored_between_a_pages_two_queries_are_neither_skipped_nor_repeate
             rows = super().run(query, binary)
             if "OVER" in query.sql and rows[0][1] and len(ids) < 108:  # an extent that kept rows
                 # At the time of its last row, ordered newer than it ("l" > "e") and older than earlier ones.
-                end_ms, _ = rows[0][2]  # type: ignore[misc]
+                end_ms, *_ = rows[0][2]  # type: ignore[misc]
                 store(f"late-{1000 - len(ids)}", int(str(end_ms)))
             return rows
 

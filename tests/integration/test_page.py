@@ -64,3 +64,41 @@ def test_pages_walk_events_spread_over_decades_newest_first_each_once(client: cl
         )
         for limit in (5, 100, 1_000):
             assert walk(reader, where, limit) == expected, (where, limit)
+
+
+def test_an_id_reused_under_several_types_at_one_time_is_walked_whole_at_every_page_size(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # An id reused under two types is two events; with one timestamp too they tie on (time, id),
+    # and a page that ended between them used to skip the rest (found by an attack on the API).
+    now = time.time_ns() // 1_000_000
+    at = now - DAY_MS // 2
+    rows = [event("e3", at, kind, now) for kind in ("dupa", "dupb", "dupc")]
+    rows += [event(f"e{i}", at + (i - 5), "click", now) for i in range(10) if i != 3]  # around them, same user
+    rows += [event("e11", at, "dupb", now), event("e12", at, "dupb", now)]  # and other ids of one type, as well
+    Writer(client).insert_events(rows)
+    reader = Reader(client)
+    for where in (
+        EventFilter(),
+        EventFilter(None, "u0"),
+        EventFilter(None, None, at, at + 1),
+    ):
+        expected = sorted(
+            (
+                (e.timestamp_ms, e.event_type, e.event_id)
+                for e in rows
+                if (where.user_id is None or e.user_id == where.user_id)
+                and (where.since_ms is None or where.since_ms <= e.timestamp_ms < (where.until_ms or 0))
+            ),
+            reverse=True,
+        )
+        for limit in (1, 2, 3, 100):
+            seen = []
+            after: Position | None = None
+            while True:
+                page = reader.event_page(where, limit, after)
+                seen += [(row.timestamp_ms, row.event_type, row.event_id) for row in page.rows]
+                if page.next is None:
+                    break
+                after = page.next
+            assert seen == expected, (where, limit)

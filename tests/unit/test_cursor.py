@@ -51,8 +51,9 @@ def refusal(text: str, cursors: Cursors = CURSORS) -> str:
         "\x00",
     ],
 )
-def test_a_cursor_round_trips_is_url_safe_and_fits_the_parameter(last_id: str) -> None:
-    position = Position(1_772_323_200_123, last_id)
+@pytest.mark.parametrize("tie", [None, "click", "💩" * 128])  # an event's type: the longest too
+def test_a_cursor_round_trips_is_url_safe_and_fits_the_parameter(last_id: str, tie: str | None) -> None:
+    position = Position(1_772_323_200_123, last_id, tie)
     text = CURSORS.encode(position, SCOPE)
     assert set(text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
     assert len(text) <= cursor.MAX_CHARS
@@ -161,5 +162,10 @@ def test_a_signed_body_is_a_valid_position_or_a_422(version: int, time_ms: int, 
     except ApiError as refused:
         assert refused.status == 422
         return
-    assert version == cursor.VERSION and 0 <= position.time_ms < 10**13
-    assert 0 < len(position.id) <= 128 and position.id.encode() == last_id
+    assert version in (cursor.VERSION, cursor.TIED) and 0 <= position.time_ms < 10**13
+    assert 0 < len(position.id) <= 128
+    if version == cursor.VERSION:
+        assert position.tie is None and position.id.encode() == last_id
+    else:
+        assert position.tie is not None and 0 < len(position.tie) <= 128
+        assert last_id == len(position.id.encode()).to_bytes(2, "big") + position.id.encode() + position.tie.encode()

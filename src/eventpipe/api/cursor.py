@@ -2,7 +2,9 @@
 
 A cursor is base64url (no padding) of a 16-byte HMAC-SHA256 tag followed by
 what it signs: a version byte, the query's 8-byte scope, the position's time
-as 8 big-endian bytes and its id as UTF-8. Binary rather than JSON so that no
+as 8 big-endian bytes and its id as UTF-8 (version 2); an event's position
+also has its type (version 3: the id's length as 2 big-endian bytes, the id,
+then the type). Binary rather than JSON so that no
 id escapes into a cursor longer than the API accepts (128 emoji are 512 bytes
 of UTF-8 but 1,536 of JSON escapes), and so that there is no parser to attack.
 
@@ -24,15 +26,20 @@ import struct
 
 from eventpipe.api.error import ApiError
 from eventpipe.errors import ConfigError
-from eventpipe.events.contract import MAX_ID_CHARS
+from eventpipe.events.contract import MAX_ID_CHARS, MAX_TYPE_CHARS
 from eventpipe.store.page import Position
 
-VERSION = 2
-MAX_CHARS = 1024
+# 2: a position without a tie (dead letters, erasures, and events' cursors
+# issued before 3, still read); 3: with one (events).
+VERSION, TIED = 2, 3
+# The longest position (an id and a type of 128 four-byte characters each) with its tag and header
+# is 1,059 bytes, 1,412 characters of base64.
+MAX_CHARS = 2048
 # Half of SHA-256 (RFC 2104 allows truncation to half): 2^128 guesses to forge one.
 TAG_BYTES = 16
 SCOPE_BYTES = 8
 _HEADER = struct.Struct(f">B{SCOPE_BYTES}sQ")
+_ID_LENGTH = struct.Struct(">H")
 # The same bound as the API's time parameters: DateTime64(3) ends in 2299.
 LATEST_MS = 10**13
 _ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
@@ -67,7 +74,11 @@ class Cursors:
         self._key = hashlib.sha256(_CONTEXT + material).digest()
 
     def encode(self, position: Position, query_scope: str) -> str:
-        return self.seal(_HEADER.pack(VERSION, bytes.fromhex(query_scope), position.time_ms) + position.id.encode())
+        made_for, last_id = bytes.fromhex(query_scope), position.id.encode()
+        if position.tie is None:
+            return self.seal(_HEADER.pack(VERSION, made_for, position.time_ms) + last_id)
+        tied = _ID_LENGTH.pack(len(last_id)) + last_id + position.tie.encode()
+        return self.seal(_HEADER.pack(TIED, made_for, position.time_ms) + tied)
 
     def seal(self, body: bytes) -> str:
         """`body` signed, as cursor text. Public for tests, which sign bodies the API would never issue."""
@@ -79,12 +90,24 @@ class Cursors:
         if len(body) < _HEADER.size:
             raise _invalid("it is not one this API issued")
         version, made_for, time_ms = _HEADER.unpack_from(body)
+        rest, tie = body[_HEADER.size :], None
+        if version == TIED:
+            if len(rest) < _ID_LENGTH.size:
+                raise _invalid("it is not one this API issued")
+            (length,) = _ID_LENGTH.unpack_from(rest)
+            rest, tied = rest[_ID_LENGTH.size : _ID_LENGTH.size + length], rest[_ID_LENGTH.size + length :]
+            try:
+                tie = tied.decode()
+            except UnicodeDecodeError:
+                raise _invalid("it is not one this API issued") from None
+            if len(rest) != length or not 0 < len(tie) <= MAX_TYPE_CHARS:
+                raise _invalid("it is not one this API issued")
         try:
             # Strict UTF-8: no lone surrogates (ClickHouse's driver cannot send them), no overlong forms.
-            last_id = body[_HEADER.size :].decode()
+            last_id = rest.decode()
         except UnicodeDecodeError:
             raise _invalid("it is not one this API issued") from None
-        if version != VERSION or not 0 <= time_ms < LATEST_MS or not 0 < len(last_id) <= MAX_ID_CHARS:
+        if version not in (VERSION, TIED) or not 0 <= time_ms < LATEST_MS or not 0 < len(last_id) <= MAX_ID_CHARS:
             raise _invalid("it is not one this API issued")
         if made_for != bytes.fromhex(query_scope):
             raise ApiError(
@@ -92,7 +115,7 @@ class Cursors:
                 "invalid_parameter",
                 "cursor: it belongs to a query with other filters; keep the first page's filters",
             )
-        return Position(time_ms, last_id)
+        return Position(time_ms, last_id, tie)
 
     def unseal(self, text: str, name: str = "cursor", max_chars: int = MAX_CHARS) -> bytes:
         """What `text` signs, once its tag checks out; else a 422 naming parameter `name`.

@@ -8,6 +8,7 @@ from typing import Annotated, Union, get_args, get_origin
 from fastapi import Query, Request
 from fastapi.routing import APIRoute
 
+from eventpipe.api.cursor import MAX_CHARS as CURSOR_CHARS
 from eventpipe.api.error import ApiError
 from eventpipe.events.timestamp import to_epoch_ms
 
@@ -41,7 +42,8 @@ Until = Annotated[
 ]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page, 1 to 1000.")]
 Cursor = Annotated[
-    str | None, Query(max_length=1024, description="`next_cursor` of the previous page, with the same filters.")
+    str | None,
+    Query(max_length=CURSOR_CHARS, description="`next_cursor` of the previous page, with the same filters."),
 ]
 
 

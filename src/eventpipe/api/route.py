@@ -70,6 +70,11 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         )
         query_scope = cursors.scope("events", *only)
         after = cursors.decode(cursor, query_scope) if cursor else None
+        if after is not None and after.tie is None:
+            # Issued before pages ordered events of one millisecond by type: it would skip or repeat them.
+            raise ApiError(
+                422, "invalid_parameter", "cursor: issued before this API was upgraded; start again from the first page"
+            )
         # The store ends a page early at its byte cap (PAGE_BYTES) before reading it.
         rows, resume = reader.event_page(only, limit, after)
         next_cursor = cursors.encode(resume, query_scope) if resume else None

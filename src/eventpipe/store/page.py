@@ -24,15 +24,28 @@ from eventpipe.store.query import (
 from eventpipe.store.status import CONDITIONS as STATUS_CONDITIONS
 
 # Each list is newest first, ties broken by id: the order keyset cursors walk.
-EVENT_ORDER = "ORDER BY timestamp DESC, event_id DESC"
+# Events by type, then id, as both tables sort them after the time (so they
+# are read in that order): an id reused under two types is two events, and
+# ordered by time and id alone two such with one timestamp tied, and a page
+# ending between them skipped the other.
+EVENT_ORDER = "ORDER BY timestamp DESC, event_type DESC, event_id DESC"
 DEAD_LETTER_ORDER = "ORDER BY received_at DESC, dead_letter_id DESC"
 
 
 class Position(NamedTuple):
-    """Where a page ended: the sort key of its last row."""
+    """Where a page ended: the sort key of its last row. `tie` is an event's type (None for
+    dead letters and erasures, whose ids are unique, and in a cursor issued before it was kept)."""
 
     time_ms: int
     id: str
+    tie: str | None = None
+
+
+# A list's sort key: its time column, its id column, the column ordered
+# between the two (None where ids are unique), and its ORDER BY.
+Key = tuple[str, str, str | None, str]
+EVENT_KEY: Key = ("timestamp", "event_id", "event_type", EVENT_ORDER)
+DEAD_LETTER_KEY: Key = ("received_at", "dead_letter_id", None, DEAD_LETTER_ORDER)
 
 
 class Extent(NamedTuple):
@@ -47,9 +60,8 @@ class Extent(NamedTuple):
 
 def events_extent_query(where: EventFilter, limit: int, after: Position | None, max_bytes: int) -> Query:
     table, conditions, parameters = event_source(where)
-    _after(conditions, parameters, after, "timestamp", "event_id")
-    key = ("timestamp", "event_id", EVENT_ORDER)
-    return _extent(key, EVENT_BYTES, table, conditions, parameters, limit, max_bytes)
+    _after(conditions, parameters, after, EVENT_KEY)
+    return _extent(EVENT_KEY, EVENT_BYTES, table, conditions, parameters, limit, max_bytes)
 
 
 def events_query(
@@ -57,17 +69,15 @@ def events_query(
 ) -> Query:
     """The first `limit` events after `after`, up to and including `through`."""
     table, conditions, parameters = event_source(where)
-    key = ("timestamp", "event_id", EVENT_ORDER)
-    return _page(EVENT_FIELDS, table, key, conditions, parameters, limit, after, through)
+    return _page(EVENT_FIELDS, table, EVENT_KEY, conditions, parameters, limit, after, through)
 
 
 def dead_letters_extent_query(
     reason: str | None, limit: int, after: Position | None, max_bytes: int, status: str | None = None
 ) -> Query:
     conditions, parameters = _dead_letter_conditions(reason, status)
-    _after(conditions, parameters, after, "received_at", "dead_letter_id")
-    key = ("received_at", "dead_letter_id", DEAD_LETTER_ORDER)
-    return _extent(key, DEAD_LETTER_BYTES, "dead_letters", conditions, parameters, limit, max_bytes)
+    _after(conditions, parameters, after, DEAD_LETTER_KEY)
+    return _extent(DEAD_LETTER_KEY, DEAD_LETTER_BYTES, "dead_letters", conditions, parameters, limit, max_bytes)
 
 
 def dead_letters_query(
@@ -79,26 +89,24 @@ def dead_letters_query(
 ) -> Query:
     """The first `limit` dead letters after `after`, up to and including `through`."""
     conditions, parameters = _dead_letter_conditions(reason, status)
-    key = ("received_at", "dead_letter_id", DEAD_LETTER_ORDER)
-    return _page(DEAD_LETTER_FIELDS, "dead_letters", key, conditions, parameters, limit, after, through)
+    return _page(DEAD_LETTER_FIELDS, "dead_letters", DEAD_LETTER_KEY, conditions, parameters, limit, after, through)
 
 
 def _page(
     fields: str,
     table: str,
-    key: tuple[str, str, str],
+    key: Key,
     conditions: list[str],
     parameters: dict[str, object],
     limit: int,
     after: Position | None,
     through: Position | None,
 ) -> Query:
-    """A page of `table` in the order `key` names (time column, id column, ORDER BY), between two positions."""
-    time_column, id_column, order = key
-    _after(conditions, parameters, after, time_column, id_column)
-    _through(conditions, parameters, through, time_column, id_column)
+    """A page of `table` in the order `key` names, between two positions."""
+    _after(conditions, parameters, after, key)
+    _through(conditions, parameters, through, key)
     parameters["limit"] = limit
-    return Query(statement(fields, table, conditions, order + " LIMIT {limit:UInt32}"), parameters)
+    return Query(statement(fields, table, conditions, key[3] + " LIMIT {limit:UInt32}"), parameters)
 
 
 def _dead_letter_conditions(reason: str | None, status: str | None = None) -> tuple[list[str], dict[str, object]]:
@@ -111,7 +119,7 @@ def _dead_letter_conditions(reason: str | None, status: str | None = None) -> tu
 
 
 def _extent(
-    key: tuple[str, str, str],
+    key: Key,
     row_bytes: str,
     table: str,
     conditions: list[str],
@@ -124,43 +132,52 @@ def _extent(
 
     Reads the sort key and string lengths only, never a payload: the running
     sum of row bounds in page order stops the page before it is fetched."""
-    time_column, id_column, order = key
-    candidates = statement(", ".join((time_column, id_column, row_bytes + " AS size")), table, conditions, order)
+    time_column, id_column, tie_column, order = key
+    columns = (time_column, id_column, *((tie_column,) if tie_column else ()), row_bytes + " AS size")
+    candidates = statement(", ".join(columns), table, conditions, order)
     fields = ", ".join(
         (
             f"toUnixTimestamp64Milli({time_column}) AS time_ms",
             f"{id_column} AS id",
+            *((f"toString({tie_column}) AS tie",) if tie_column else ()),
             "size",
             f"sum(size) OVER ({order} ROWS UNBOUNDED PRECEDING) AS running",
         )
     )
     # Sizes are positive, so running = size on the first row only.
     kept = "running <= {max_bytes:UInt64} OR running = size"
-    outer = f"count(), countIf({kept}), argMinIf((time_ms, id), (time_ms, id), {kept})"
+    end, order_of = ("(time_ms, id, tie)", "(time_ms, tie, id)") if tie_column else ("(time_ms, id)",) * 2
+    outer = f"count(), countIf({kept}), argMinIf({end}, {order_of}, {kept})"
     running = " ".join(("SELECT", fields, "FROM (", candidates, "LIMIT {limit:UInt32} )"))
     return Query(
         " ".join(("SELECT", outer, "FROM (", running, ")")), parameters | {"limit": limit, "max_bytes": max_bytes}
     )
 
 
-def _after(
-    conditions: list[str], parameters: dict[str, object], after: Position | None, time_column: str, id_column: str
-) -> None:
+def _after(conditions: list[str], parameters: dict[str, object], after: Position | None, key: Key) -> None:
     """Rows after the cursor in newest-first order. Spelled out rather than as a
     tuple comparison so the time column's minmax index can skip granules."""
     if after is None:
         return
+    time_column, id_column, tie_column, _ = key
     bound = "fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
-    conditions.append(f"{time_column} <= {bound} AND ({time_column} < {bound} OR {id_column} < {{after_id:String}})")
+    beyond = f"{id_column} < {{after_id:String}}"
+    if tie_column and after.tie is not None:
+        beyond = f"{tie_column} < {{after_tie:String}} OR ({tie_column} = {{after_tie:String}} AND {beyond})"
+        parameters["after_tie"] = after.tie
+    conditions.append(f"{time_column} <= {bound} AND ({time_column} < {bound} OR {beyond})")
     parameters |= {"after_ms": after.time_ms, "after_id": after.id}
 
 
-def _through(
-    conditions: list[str], parameters: dict[str, object], through: Position | None, time_column: str, id_column: str
-) -> None:
+def _through(conditions: list[str], parameters: dict[str, object], through: Position | None, key: Key) -> None:
     """Rows up to and including `through` in newest-first order (the end of a page's extent)."""
     if through is None:
         return
+    time_column, id_column, tie_column, _ = key
     bound = "fromUnixTimestamp64Milli({through_ms:Int64}, 'UTC')"
-    conditions.append(f"{time_column} >= {bound} AND ({time_column} > {bound} OR {id_column} >= {{through_id:String}})")
+    within = f"{id_column} >= {{through_id:String}}"
+    if tie_column and through.tie is not None:
+        within = f"{tie_column} > {{through_tie:String}} OR ({tie_column} = {{through_tie:String}} AND {within})"
+        parameters["through_tie"] = through.tie
+    conditions.append(f"{time_column} >= {bound} AND ({time_column} > {bound} OR {within})")
     parameters |= {"through_ms": through.time_ms, "through_id": through.id}

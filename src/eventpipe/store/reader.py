@@ -93,7 +93,7 @@ class Reader:
         if extent.last is None:
             return Page([], None)
         rows = [event_row(row) for row in self.run(events_query(window, extent.kept, after, extent.last))]
-        last = Position(rows[-1].timestamp_ms, rows[-1].event_id) if rows else extent.last
+        last = Position(rows[-1].timestamp_ms, rows[-1].event_id, rows[-1].event_type) if rows else extent.last
         return Page(rows, _next(extent, limit, len(rows), last))
 
     def events(self, where: EventFilter, limit: int, after: Position | None = None) -> list[Event]:
@@ -187,8 +187,9 @@ class Reader:
 
     def _extent(self, query: Query) -> Extent:
         candidates, kept, end = self.run(query)[0]
-        time_ms, last_id = end if isinstance(end, tuple) else (0, "")
-        last = Position(int(str(time_ms)), str(last_id)) if int(str(kept)) else None
+        # (time, id) or, for events, (time, id, type): where the last row kept is.
+        time_ms, last_id, *tie = end if isinstance(end, tuple) else (0, "")
+        last = Position(int(str(time_ms)), str(last_id), str(tie[0]) if tie else None) if int(str(kept)) else None
         return Extent(int(str(candidates)), int(str(kept)), last)
 
 
