@@ -41,6 +41,7 @@ def server(reader: Reader, max_connections: int = 1000) -> Iterator[int]:
         free_port(),
         max_connections=max_connections,
         read_timeout_s=TIMEOUT_S,
+        write_stall_s=2 * TIMEOUT_S,
     )
     api.start()
     try:
@@ -128,3 +129,42 @@ def test_connections_beyond_the_limit_are_closed_at_once_and_the_api_recovers(cl
                 connection.close()
         time.sleep(0.2)
         assert ask(port).startswith(b"HTTP/1.1 200")
+
+
+def test_a_stalled_second_request_on_a_kept_alive_connection_also_gets_408(clickhouse_dsn: str) -> None:
+    with server(readonly_reader(clickhouse_dsn)) as port, socket.create_connection(("127.0.0.1", port)) as kept:
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        kept.settimeout(5)
+        assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the next one, half sent
+        got = answer(kept)
+    assert got.startswith(b"HTTP/1.1 408"), got[:200]
+
+
+def test_a_connection_idle_after_a_body_read_late_is_closed_by_keep_alive(clickhouse_dsn: str) -> None:
+    # Answered (405) from the head alone, then the body's rest arrives: uvicorn's keep-alive timer was
+    # cancelled by those bytes and armed by nothing after, so the connection stayed open for good.
+    with server(readonly_reader(clickhouse_dsn)) as port, socket.create_connection(("127.0.0.1", port)) as kept:
+        kept.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n{")
+        kept.settimeout(5)
+        assert kept.recv(65536).startswith(b"HTTP/1.1 405")
+        kept.sendall(b"}}")
+        started = time.monotonic()
+        kept.settimeout(15)
+        closed = kept.recv(65536)  # b"" once the server closes; a timeout fails the test
+        waited = time.monotonic() - started
+    assert closed == b"", closed[:200]
+    assert waited < 5 + 2, waited  # uvicorn's keep-alive timeout, 5 s
+
+
+def test_a_client_that_reads_none_of_its_answers_is_dropped(clickhouse_dsn: str) -> None:
+    # 300 pipelined requests for the OpenAPI document (no key needed), then nothing read: the answers
+    # fill the socket's buffers, the server stops writing, and past the stall bound it drops the socket.
+    requests = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 300
+    with server(readonly_reader(clickhouse_dsn)) as port, socket.socket() as reader:
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.connect(("127.0.0.1", port))
+        reader.sendall(requests)
+        time.sleep(6 * TIMEOUT_S)  # the stall bound, and then some
+        got = answer(reader)  # reads what was buffered, then the server's end: it never comes otherwise
+    assert 0 < got.count(b"HTTP/1.1 200") < 300, got.count(b"HTTP/1.1 200")

@@ -31,12 +31,11 @@ MAX_CONNECTIONS = 1000
 # A client that takes longer than this to send a request of this API (a head
 # and at most a small JSON body) is stalled, not slow.
 READ_TIMEOUT_S = 10.0
+# A client that reads none of an answer for this long is gone or holding the
+# connection: its socket is dropped (an export to a slow reader still moves).
+WRITE_STALL_S = 60.0
 # At most one line a minute about refused connections: an attack makes many.
 LOG_EVERY_S = 60.0
-TIMEOUT = json.dumps(
-    {"error": "request_timeout", "detail": f"the request was not all sent within {READ_TIMEOUT_S:.0f} s"}
-).encode()
-READ = (h11.IDLE, h11.SEND_BODY)
 
 
 def connection_limit() -> int:
@@ -50,12 +49,14 @@ class GuardedH11Protocol(H11Protocol):
 
     max_connections = MAX_CONNECTIONS
     read_timeout_s = READ_TIMEOUT_S
+    write_stall_s = WRITE_STALL_S
     _refused = 0
     _logged = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._stall: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -66,7 +67,17 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._unstall()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall is None:
+            self._stall = self.loop.call_later(self.write_stall_s, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        self._unstall()
+        super().resume_writing()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -89,8 +100,23 @@ class GuardedH11Protocol(H11Protocol):
     def _watch(self) -> None:
         if self.transport.is_closing() or not self._reading():
             self._disarm()
+            self._idle()
         elif self._deadline is None:
             self._deadline = self.loop.call_later(self.read_timeout_s, self._expire)
+
+    def _idle(self) -> None:
+        """Between two requests, keep-alive's timer must run. uvicorn arms it when a response ends,
+        but the rest of a body read after that (an answer sent before the body was in) cancels it
+        and nothing arms it again: such a connection stayed open for good."""
+        idle = self.conn.our_state is h11.IDLE and self.conn.their_state is h11.IDLE and self.cycle is not None
+        if idle and self.timeout_keep_alive_task is None and not self.transport.is_closing():
+            handler = self.timeout_keep_alive_handler
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, handler)
+
+    def _unstall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
 
     def _disarm(self) -> None:
         if self._deadline is not None:
@@ -101,12 +127,16 @@ class GuardedH11Protocol(H11Protocol):
         self._deadline = None
         if self.transport.is_closing() or not self._reading():
             return
-        if self.cycle is None or not self.cycle.response_started:
-            head = (
-                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                b"content-length: " + str(len(TIMEOUT)).encode() + b"\r\nconnection: close\r\n\r\n"
-            )
-            self.transport.write(head + TIMEOUT)
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            self.transport.abort()  # an answer to this request has begun: nothing more can be said
+            return
+        detail = f"the request was not all sent within {self.read_timeout_s:g} s"
+        body = json.dumps({"error": "request_timeout", "detail": detail}).encode()
+        head = (
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head + body)
         self.transport.close()
 
     def _refuse(self) -> None:
@@ -125,10 +155,9 @@ class GuardedH11Protocol(H11Protocol):
             cls._refused, cls._logged = 0, now
 
 
-def guarded(max_connections: int, read_timeout_s: float) -> type[GuardedH11Protocol]:
+def guarded(
+    max_connections: int, read_timeout_s: float, write_stall_s: float = WRITE_STALL_S
+) -> type[GuardedH11Protocol]:
     """The protocol class with these bounds, for one server (uvicorn makes a protocol per connection)."""
-    return type(
-        "GuardedH11Protocol",
-        (GuardedH11Protocol,),
-        {"max_connections": max_connections, "read_timeout_s": read_timeout_s, "_refused": 0, "_logged": 0.0},
-    )
+    bounds = {"max_connections": max_connections, "read_timeout_s": read_timeout_s, "write_stall_s": write_stall_s}
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), {**bounds, "_refused": 0, "_logged": 0.0})

@@ -10,7 +10,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from eventpipe.api.protocol import READ_TIMEOUT_S, connection_limit, guarded
+from eventpipe.api.protocol import READ_TIMEOUT_S, WRITE_STALL_S, connection_limit, guarded
 from eventpipe.errors import ConfigError
 
 
@@ -26,6 +26,7 @@ class ApiServer:
         key_file: Path | None = None,
         max_connections: int | None = None,
         read_timeout_s: float = READ_TIMEOUT_S,
+        write_stall_s: float = WRITE_STALL_S,
     ) -> None:
         self._host, self._port = host, port
         self._tls = cert_file is not None and key_file is not None
@@ -44,7 +45,11 @@ class ApiServer:
             # protocol buffers a request line and headers without bound; h11 stops once it holds 16 KiB
             # without a complete request head (tests/integration/test_api.py sends a 1 MiB header).
             # Guarded: uvicorn bounds neither open connections nor the time a request takes to arrive.
-            http=guarded(max_connections or connection_limit(), read_timeout_s),
+            http=guarded(
+                connection_limit() if max_connections is None else max_connections, read_timeout_s, write_stall_s
+            ),
+            # No WebSocket routes: an upgrade would carry the request timer into the socket.
+            ws="none",
             ssl_certfile=cert_file if self._tls else None,
             ssl_keyfile=key_file if self._tls else None,
         )

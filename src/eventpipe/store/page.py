@@ -160,6 +160,8 @@ def _after(conditions: list[str], parameters: dict[str, object], after: Position
     if after is None:
         return
     time_column, id_column, tie_column, _ = key
+    if tie_column and after.tie is None:
+        raise ValueError("a position in a list ordered by type, then id, needs its type")
     bound = "fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
     beyond = f"{id_column} < {{after_id:String}}"
     if tie_column and after.tie is not None:
@@ -174,6 +176,8 @@ def _through(conditions: list[str], parameters: dict[str, object], through: Posi
     if through is None:
         return
     time_column, id_column, tie_column, _ = key
+    if tie_column and through.tie is None:
+        raise ValueError("a position in a list ordered by type, then id, needs its type")
     bound = "fromUnixTimestamp64Milli({through_ms:Int64}, 'UTC')"
     within = f"{id_column} >= {{through_id:String}}"
     if tie_column and through.tie is not None:
