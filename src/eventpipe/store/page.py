@@ -16,6 +16,7 @@ from eventpipe.store.query import (
     DEAD_LETTER_FIELDS,
     EVENT_BYTES,
     EVENT_FIELDS,
+    SORT_KEY,
     EventFilter,
     Query,
     event_source,
@@ -28,7 +29,7 @@ from eventpipe.store.status import CONDITIONS as STATUS_CONDITIONS
 # are read in that order): an id reused under two types is two events, and
 # ordered by time and id alone two such with one timestamp tied, and a page
 # ending between them skipped the other.
-EVENT_ORDER = "ORDER BY timestamp DESC, event_type DESC, event_id DESC"
+EVENT_ORDER = "ORDER BY " + ", ".join(f"{column} DESC" for column in SORT_KEY.split(", "))
 DEAD_LETTER_ORDER = "ORDER BY received_at DESC, dead_letter_id DESC"
 
 
@@ -155,33 +156,28 @@ def _extent(
 
 
 def _after(conditions: list[str], parameters: dict[str, object], after: Position | None, key: Key) -> None:
-    """Rows after the cursor in newest-first order. Spelled out rather than as a
-    tuple comparison so the time column's minmax index can skip granules."""
-    if after is None:
-        return
-    time_column, id_column, tie_column, _ = key
-    if tie_column and after.tie is None:
-        raise ValueError("a position in a list ordered by type, then id, needs its type")
-    bound = "fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
-    beyond = f"{id_column} < {{after_id:String}}"
-    if tie_column and after.tie is not None:
-        beyond = f"{tie_column} < {{after_tie:String}} OR ({tie_column} = {{after_tie:String}} AND {beyond})"
-        parameters["after_tie"] = after.tie
-    conditions.append(f"{time_column} <= {bound} AND ({time_column} < {bound} OR {beyond})")
-    parameters |= {"after_ms": after.time_ms, "after_id": after.id}
+    """Rows after the cursor in newest-first order."""
+    if after is not None:
+        conditions.append(_bound(key, after, "after", "<=", "<", parameters))
 
 
 def _through(conditions: list[str], parameters: dict[str, object], through: Position | None, key: Key) -> None:
     """Rows up to and including `through` in newest-first order (the end of a page's extent)."""
-    if through is None:
-        return
+    if through is not None:
+        conditions.append(_bound(key, through, "through", ">=", ">=", parameters))
+
+
+def _bound(key: Key, position: Position, name: str, time_op: str, key_op: str, parameters: dict[str, object]) -> str:
+    """The sort key against `position`, as store.query.after_key compares it: a plain bound on the
+    time column first, which the primary key and minmax index use to skip granules, then the tuple."""
     time_column, id_column, tie_column, _ = key
-    if tie_column and through.tie is None:
+    if tie_column and position.tie is None:
         raise ValueError("a position in a list ordered by type, then id, needs its type")
-    bound = "fromUnixTimestamp64Milli({through_ms:Int64}, 'UTC')"
-    within = f"{id_column} >= {{through_id:String}}"
-    if tie_column and through.tie is not None:
-        within = f"{tie_column} > {{through_tie:String}} OR ({tie_column} = {{through_tie:String}} AND {within})"
-        parameters["through_tie"] = through.tie
-    conditions.append(f"{time_column} >= {bound} AND ({time_column} > {bound} OR {within})")
-    parameters |= {"through_ms": through.time_ms, "through_id": through.id}
+    bound = f"fromUnixTimestamp64Milli({{{name}_ms:Int64}}, 'UTC')"
+    columns, values = [time_column, id_column], [bound, f"{{{name}_id:String}}"]
+    parameters |= {f"{name}_ms": position.time_ms, f"{name}_id": position.id}
+    if tie_column:
+        columns.insert(1, tie_column)
+        values.insert(1, f"{{{name}_tie:String}}")
+        parameters[f"{name}_tie"] = position.tie
+    return f"{time_column} {time_op} {bound} AND ({', '.join(columns)}) {key_op} ({', '.join(values)})"
