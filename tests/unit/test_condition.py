@@ -92,6 +92,8 @@ def test_the_longest_operator_wins_and_the_rest_is_the_value(text: str, operator
         ("9007199254740993", 9007199254740992.0, 9007199254740993),  # exact beyond a double's 2^53
         ("18446744073709551615", 2.0**64, 2**64 - 1),  # a UInt64
         ("1e300", 1e300, None),  # whole, but beyond Int128: compared as a double
+        ("0e-400", 0.0, 0),  # zero written small is still zero
+        ("5e-324", 5e-324, None),  # the smallest double
     ],
 )
 def test_a_value_written_as_a_json_number_carries_its_number(value: str, number: float, integer: int | None) -> None:
@@ -123,6 +125,8 @@ def test_any_other_value_is_a_string_only(value: str) -> None:
         ("topic>=a", "topic is text"),
         ("properties.amount=1e999", "the number '1e999' is out of range"),
         ("properties.amount>-1e400", "out of range"),
+        ("properties.amount=1e-400", "the number '1e-400' is too small to tell from 0"),
+        ("properties.amount>-0.1e-330", "too small to tell from 0"),
         ("properties.country", "has no operator"),
         ("", "has no operator"),
         ("=FR", "has no field before '='"),
