@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -34,14 +35,16 @@ class SlowReader(Reader):
 
 
 @contextlib.contextmanager
-def server(reader: Reader, max_connections: int = 1000) -> Iterator[int]:
+def server(reader: Reader, max_connections: int = 1000, registry: CollectorRegistry | None = None) -> Iterator[int]:
+    registry = registry or CollectorRegistry()
     api = ApiServer(
-        create_app(reader, CollectorRegistry(), [KEY]),
+        create_app(reader, registry, [KEY]),
         "127.0.0.1",
         free_port(),
         max_connections=max_connections,
         read_timeout_s=TIMEOUT_S,
         write_stall_s=2 * TIMEOUT_S,
+        registry=registry,
     )
     api.start()
     try:
@@ -58,6 +61,19 @@ def answer(connection: socket.socket) -> bytes:
         while chunk := connection.recv(65536):
             out += chunk
     return out
+
+
+def closed(registry: CollectorRegistry) -> dict[str, float]:
+    """eventpipe_http_connections_closed_total by reason."""
+    return {
+        reason: registry.get_sample_value("eventpipe_http_connections_closed_total", {"reason": reason}) or 0.0
+        for reason in ("limit", "timeout", "malformed", "stalled")
+    }
+
+
+def server_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the HTTP server logged (uvicorn's lines and api.protocol's), not the app."""
+    return [r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "eventpipe.api.protocol"))]
 
 
 def one_answer(connection: socket.socket) -> bytes:
@@ -92,7 +108,11 @@ def ask(port: int, request: bytes = HEALTHZ) -> bytes:
     ids=["nothing", "half a head", "half a body"],
 )
 def test_a_request_that_stops_halfway_gets_408_and_its_connection_closed(clickhouse_dsn: str, sent: bytes) -> None:
-    with server(readonly_reader(clickhouse_dsn)) as port, socket.create_connection(("127.0.0.1", port)) as stalled:
+    registry = CollectorRegistry()
+    with (
+        server(readonly_reader(clickhouse_dsn), registry=registry) as port,
+        socket.create_connection(("127.0.0.1", port)) as stalled,
+    ):
         stalled.sendall(sent)
         started = time.monotonic()
         got = answer(stalled)
@@ -106,6 +126,7 @@ def test_a_request_that_stops_halfway_gets_408_and_its_connection_closed(clickho
         assert head.startswith(b"HTTP/1.1 408"), got[:200]
         assert json.loads(body)["error"] == "request_timeout"
     assert TIMEOUT_S * 0.8 <= waited < TIMEOUT_S + 3, waited
+    assert closed(registry) == {"limit": 0, "timeout": 1, "malformed": 0, "stalled": 0}
 
 
 def test_a_request_trickled_byte_by_byte_is_cut_off_at_the_timeout(clickhouse_dsn: str) -> None:
@@ -130,8 +151,12 @@ def test_an_answer_slower_than_the_timeout_is_not_cut_off(clickhouse_dsn: str) -
     assert got.rstrip().endswith(b"}"), got[-200:]
 
 
-def test_connections_beyond_the_limit_are_closed_at_once_and_the_api_recovers(clickhouse_dsn: str) -> None:
-    with server(readonly_reader(clickhouse_dsn), max_connections=5) as port:
+def test_connections_beyond_the_limit_are_closed_at_once_and_the_api_recovers(
+    clickhouse_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    caplog.set_level(logging.WARNING)
+    with server(readonly_reader(clickhouse_dsn), max_connections=5, registry=registry) as port:
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
         try:
             time.sleep(0.2)  # accepted, each holding its place
@@ -145,6 +170,10 @@ def test_connections_beyond_the_limit_are_closed_at_once_and_the_api_recovers(cl
                 connection.close()
         time.sleep(0.2)
         assert ask(port).startswith(b"HTTP/1.1 200")
+    assert closed(registry)["limit"] == 3
+    assert server_lines(caplog) == [
+        "refused 1 connection(s) over the cap of 5 open ones since the last such line (at most one a minute)"
+    ]
 
 
 def test_a_stalled_second_request_on_a_kept_alive_connection_also_gets_408(clickhouse_dsn: str) -> None:
@@ -175,10 +204,63 @@ def test_a_client_that_reads_none_of_its_answers_is_dropped(clickhouse_dsn: str)
     # 300 pipelined requests for the OpenAPI document (no key needed), then nothing read: the answers
     # fill the socket's buffers, the server stops writing, and past the stall bound it drops the socket.
     requests = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 300
-    with server(readonly_reader(clickhouse_dsn)) as port, socket.socket() as reader:
+    registry = CollectorRegistry()
+    with server(readonly_reader(clickhouse_dsn), registry=registry) as port, socket.socket() as reader:
         reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         reader.connect(("127.0.0.1", port))
         reader.sendall(requests)
         time.sleep(6 * TIMEOUT_S)  # the stall bound, and then some
         got = answer(reader)  # reads what was buffered, then the server's end: it never comes otherwise
     assert 0 < got.count(b"HTTP/1.1 200") < 300, got.count(b"HTTP/1.1 200")
+    assert closed(registry)["stalled"] == 1
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20_000,  # a head over 16 KiB, unfinished
+    ],
+    ids=["not http", "bad header line", "head over 16 KiB"],
+)
+def test_bytes_that_are_not_http_get_a_json_400_and_a_flood_of_them_one_log_line(
+    clickhouse_dsn: str, caplog: pytest.LogCaptureFixture, sent: bytes
+) -> None:
+    # uvicorn answered in plain text and logged a warning for each one, at the rate a client sends them.
+    registry = CollectorRegistry()
+    caplog.set_level(logging.WARNING)
+    with server(readonly_reader(clickhouse_dsn), registry=registry) as port:
+        answers = [ask(port, sent) for _ in range(50)]
+        assert ask(port).startswith(b"HTTP/1.1 200"), "others are served meanwhile"
+    for got in answers:
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400"), got[:200]
+        assert b"content-type: application/json" in head.lower()
+        assert json.loads(body) == {
+            "error": "bad_request",
+            "detail": "the request is not valid HTTP/1.1, or its head is over 16 KiB",
+        }
+    assert closed(registry) == {"limit": 0, "timeout": 0, "malformed": 50, "stalled": 0}
+    lines = server_lines(caplog)
+    assert lines == [
+        "answered 1 request(s) that were not valid HTTP/1.1 with 400 since the last such line (at most one a minute)"
+    ]
+
+
+def test_upgrade_requests_are_served_without_a_log_line_each(
+    clickhouse_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # uvicorn logged two warnings for each (one telling the operator to install a WebSocket library
+    # this API does not want), and a kept-alive connection can send thousands a second.
+    caplog.set_level(logging.WARNING)
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    with server(readonly_reader(clickhouse_dsn)) as port, socket.create_connection(("127.0.0.1", port)) as kept:
+        for _ in range(100):
+            kept.sendall(request)
+            assert one_answer(kept).startswith(b"HTTP/1.1 200")
+    lines = server_lines(caplog)
+    assert lines == [
+        "ignored the Upgrade header of 1 request(s): this API has no WebSocket routes since the last such line"
+        " (at most one a minute)"
+    ]

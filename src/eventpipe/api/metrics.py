@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe.api.grant import Grant
 from eventpipe.api.keyring import Keyring
+from eventpipe.api.protocol import CLOSED_REASONS
 
 # Codes every route starts with at 0 (others appear when they first happen).
 PRIMED_CODES = ("200", "400", "401", "403", "404", "422", "429", "500", "503")
@@ -57,6 +58,23 @@ def instrument(app: FastAPI, registry: CollectorRegistry, keyring: Keyring | Non
     registry.register(KeysCollector(keyring))
 
     app.add_middleware(Measure, requests=requests, duration=duration, by_key=KeyRequests(registry, keyring))
+
+
+def closed_connections(registry: CollectorRegistry) -> Counter:
+    """Connections the API's server closed on its own (api.protocol), every reason at 0 from the start.
+
+    None of them reaches the app, so eventpipe_http_requests_total never sees them."""
+    closed = Counter(
+        "eventpipe_http_connections_closed_total",
+        "Connections the API's server closed itself, by reason: limit (over its cap of open connections, closed as"
+        " accepted), timeout (a request not all sent in time: 408), malformed (not HTTP/1.1: 400), stalled (its"
+        " answers left unread for a minute).",
+        ["reason"],
+        registry=registry,
+    )
+    for reason in CLOSED_REASONS:
+        closed.labels(reason)
+    return closed
 
 
 class Measure:

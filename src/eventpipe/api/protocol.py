@@ -8,7 +8,10 @@ longer insert (EMFILE). Here a connection beyond MAX_CONNECTIONS is closed as
 it is accepted, and a request whose head and body are not all in within
 READ_TIMEOUT_S of its first byte (or of the connection's start) gets 408 and
 the connection is closed. Idle connections between requests are uvicorn's
-keep-alive timeout's (5 s).
+keep-alive timeout's (5 s). Bytes that are not HTTP/1.1 get the API's JSON
+400, not uvicorn's plain text. Each connection the server closes on its own
+is counted by reason (CLOSED_REASONS, eventpipe_http_connections_closed_total),
+and what a client can cause at will is logged at most once a minute.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from typing import Any
 
 import h11
+from prometheus_client import Counter
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
@@ -34,8 +38,60 @@ READ_TIMEOUT_S = 10.0
 # A client that reads none of an answer for this long is gone or holding the
 # connection: its socket is dropped (an export to a slow reader still moves).
 WRITE_STALL_S = 60.0
-# At most one line a minute about refused connections: an attack makes many.
+# At most one line a minute about each thing a client can cause at will: an attack makes many.
 LOG_EVERY_S = 60.0
+# Why the server closed a connection itself: over the cap (at accept), a request not all sent in
+# time (408), bytes that are not HTTP/1.1 (400), answers left unread (dropped).
+CLOSED_REASONS = ("limit", "timeout", "malformed", "stalled")
+# uvicorn's warnings about what a client sent, one line per request, and what they are counted as:
+# a client on one kept-alive connection could write the log as fast as it sends requests.
+CLIENT_WARNINGS = {"Invalid HTTP request received.": "malformed", "Unsupported upgrade request.": "upgrade"}
+# uvicorn's advice to install a WebSocket library after an upgrade request: the API has no
+# WebSocket routes (ws="none" on purpose), so it would mislead an operator.
+WEBSOCKET_ADVICE = "No supported WebSocket library detected"
+# The line each throttle logs; {n} is how many happened since its last line.
+SUMMARIES = {
+    "limit": "refused {n} connection(s) over the cap of {cap} open ones",
+    "malformed": "answered {n} request(s) that were not valid HTTP/1.1 with 400",
+    "upgrade": "ignored the Upgrade header of {n} request(s): this API has no WebSocket routes",
+}
+
+
+class Throttle:
+    """Counts one kind of event a client can cause at will; logs at most one line a minute with the count."""
+
+    def __init__(self, summary: str, every_s: float = LOG_EVERY_S) -> None:
+        self.summary, self.every_s = summary, every_s
+        self.count, self.logged = 0, float("-inf")
+
+    def __call__(self) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.logged >= self.every_s:
+            log.warning("%s since the last such line (at most one a minute)", self.summary.format(n=self.count))
+            self.count, self.logged = 0, now
+
+
+def server_throttles(max_connections: int) -> dict[str, Throttle]:
+    """One server's throttles, by kind."""
+    return {kind: Throttle(summary.replace("{cap}", str(max_connections))) for kind, summary in SUMMARIES.items()}
+
+
+class ClientLog:
+    """uvicorn's logger, with its per-request warnings about a client's bytes throttled (one per server)."""
+
+    def __init__(self, logger: logging.Logger, throttles: dict[str, Throttle]) -> None:
+        self._logger, self._throttles = logger, throttles
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        kind = CLIENT_WARNINGS.get(msg) if isinstance(msg, str) else None
+        if kind is not None:
+            self._throttles[kind]()
+        elif not (isinstance(msg, str) and msg.startswith(WEBSOCKET_ADVICE)):
+            self._logger.warning(msg, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
 
 
 def connection_limit() -> int:
@@ -50,11 +106,12 @@ class GuardedH11Protocol(H11Protocol):
     max_connections = MAX_CONNECTIONS
     read_timeout_s = READ_TIMEOUT_S
     write_stall_s = WRITE_STALL_S
-    _refused = 0
-    _logged = 0.0
+    closed: Counter | None = None
+    throttles = server_throttles(MAX_CONNECTIONS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.logger = ClientLog(self.logger, self.throttles)  # type: ignore[assignment]
         self._deadline: asyncio.TimerHandle | None = None
         self._stall: asyncio.TimerHandle | None = None
 
@@ -73,7 +130,7 @@ class GuardedH11Protocol(H11Protocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._stall is None:
-            self._stall = self.loop.call_later(self.write_stall_s, self.transport.abort)
+            self._stall = self.loop.call_later(self.write_stall_s, self._drop)
 
     def resume_writing(self) -> None:
         self._unstall()
@@ -127,37 +184,56 @@ class GuardedH11Protocol(H11Protocol):
         self._deadline = None
         if self.transport.is_closing() or not self._reading():
             return
-        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            self.transport.abort()  # an answer to this request has begun: nothing more can be said
-            return
         detail = f"the request was not all sent within {self.read_timeout_s:g} s"
-        body = json.dumps({"error": "request_timeout", "detail": detail}).encode()
+        self._close_with("timeout", b"408 Request Timeout", "request_timeout", detail)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes h11 cannot read as a request, in the API's error shape, not plain text."""
+        detail = "the request is not valid HTTP/1.1, or its head is over 16 KiB"
+        self._close_with("malformed", b"400 Bad Request", "bad_request", detail)
+
+    def _close_with(self, reason: str, status: bytes, error: str, detail: str) -> None:
+        self._count(reason)
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            self.transport.abort()  # an answer has begun: nothing more can be said
+            return
+        body = json.dumps({"error": error, "detail": detail}).encode()
         head = (
-            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
         )
         self.transport.write(head + body)
         self.transport.close()
 
+    def _drop(self) -> None:
+        self._stall = None
+        self._count("stalled")
+        self.transport.abort()
+
     def _refuse(self) -> None:
         # Closed before anything is read: no response, as no request came.
         self.transport.abort()
-        cls = type(self)
-        cls._refused += 1
-        now = time.monotonic()
-        if now - cls._logged >= LOG_EVERY_S:
-            log.warning(
-                "refused %d connection(s) since the last such line (at most one a minute): %d open, the most this"
-                " API keeps",
-                cls._refused,
-                self.max_connections,
-            )
-            cls._refused, cls._logged = 0, now
+        self._count("limit")
+        self.throttles["limit"]()
+
+    def _count(self, reason: str) -> None:
+        if self.closed is not None:
+            self.closed.labels(reason).inc()
 
 
 def guarded(
-    max_connections: int, read_timeout_s: float, write_stall_s: float = WRITE_STALL_S
+    max_connections: int,
+    read_timeout_s: float,
+    write_stall_s: float = WRITE_STALL_S,
+    closed: Counter | None = None,
 ) -> type[GuardedH11Protocol]:
-    """The protocol class with these bounds, for one server (uvicorn makes a protocol per connection)."""
-    bounds = {"max_connections": max_connections, "read_timeout_s": read_timeout_s, "write_stall_s": write_stall_s}
-    return type("GuardedH11Protocol", (GuardedH11Protocol,), {**bounds, "_refused": 0, "_logged": 0.0})
+    """The protocol class with these bounds, for one server (uvicorn makes a protocol per connection);
+    `closed` counts the connections it closes itself, by reason (CLOSED_REASONS)."""
+    own = {
+        "max_connections": max_connections,
+        "read_timeout_s": read_timeout_s,
+        "write_stall_s": write_stall_s,
+        "closed": closed,
+        "throttles": server_throttles(max_connections),
+    }
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), own)

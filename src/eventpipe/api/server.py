@@ -9,7 +9,9 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
+from eventpipe.api.metrics import closed_connections
 from eventpipe.api.protocol import READ_TIMEOUT_S, WRITE_STALL_S, connection_limit, guarded
 from eventpipe.errors import ConfigError
 
@@ -27,7 +29,9 @@ class ApiServer:
         max_connections: int | None = None,
         read_timeout_s: float = READ_TIMEOUT_S,
         write_stall_s: float = WRITE_STALL_S,
+        registry: CollectorRegistry | None = None,
     ) -> None:
+        """`registry`, the app's, gets the count of connections the server closes itself."""
         self._host, self._port = host, port
         self._tls = cert_file is not None and key_file is not None
         if self._tls:
@@ -46,7 +50,10 @@ class ApiServer:
             # without a complete request head (tests/integration/test_api.py sends a 1 MiB header).
             # Guarded: uvicorn bounds neither open connections nor the time a request takes to arrive.
             http=guarded(
-                connection_limit() if max_connections is None else max_connections, read_timeout_s, write_stall_s
+                connection_limit() if max_connections is None else max_connections,
+                read_timeout_s,
+                write_stall_s,
+                closed_connections(registry) if registry is not None else None,
             ),
             # No WebSocket routes: an upgrade would carry the request timer into the socket.
             ws="none",

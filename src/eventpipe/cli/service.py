@@ -72,15 +72,23 @@ def run_api(_args: argparse.Namespace) -> int:
             "set one or more comma-separated keys, or a keys file"
         )
     keyring = Keyring(settings.api_keys, settings.api_keys_file)  # a file that cannot be used stops it here
+    registry = process_registry()
     app = create_app(
         Reader(connect(settings.resolved_clickhouse_dsn)),
-        process_registry(),
+        registry,
         keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
         backups=Backups(connect(settings.resolved_admin_clickhouse_dsn)),
         admin=admin(settings),
     )
-    server = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
+    server = ApiServer(
+        app,
+        settings.api_host,
+        settings.api_port,
+        settings.api_tls_cert_file,
+        settings.api_tls_key_file,
+        registry=registry,
+    )
     shutdown = Shutdown()
     shutdown.install()
     server.start()

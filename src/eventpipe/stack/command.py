@@ -116,15 +116,23 @@ def _serve(
     if broker is not None:
         registry.register(Journal(broker.log_file, log_start))
     worker, prober = assemble(settings, registry)
+    api_registry = CollectorRegistry()
     app = create_app(
         Reader(connect(dsn)),
-        CollectorRegistry(),
+        api_registry,
         keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
         backups=Backups(connect(dsn)),
         admin=admin(settings),
     )
-    api = ApiServer(app, settings.api_host, settings.api_port, settings.api_tls_cert_file, settings.api_tls_key_file)
+    api = ApiServer(
+        app,
+        settings.api_host,
+        settings.api_port,
+        settings.api_tls_cert_file,
+        settings.api_tls_key_file,
+        registry=api_registry,
+    )
     rules = settings.prometheus_rules_dir or default_rules_dir()
     if settings.prometheus_port:
         # A copy of the rules whose runbook links open (EVENTPIPE_RUNBOOK_URL), beside Prometheus' data;
