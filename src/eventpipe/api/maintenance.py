@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from eventpipe.api.admin import FORBIDDEN, AdminKey
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
-from eventpipe.api.error import RETRY_AFTER, ApiError, ErrorBody, responses
+from eventpipe.api.error import ApiError, responses
 from eventpipe.api.model import rfc3339
 from eventpipe.api.param import TIME_HELP, Cursor, Limit, instant, only_known, text
 from eventpipe.config import Settings
@@ -124,18 +124,17 @@ class ErasurePage(BaseModel):
 
 
 # A route's own 503 entry replaces the router's, Retry-After included.
+# The generic 503 entry (model, Retry-After) with what these two routes add to it.
 ERASE_UNAVAILABLE = {
-    "model": ErrorBody,
+    **responses(503)[503],
     "description": "ClickHouse cannot answer now (`unavailable`), or a migration is copying a table the erasure "
     "must reach or swapped one during it (`busy`): for both, erase again after `Retry-After` seconds. Or erasure "
     "is not set up (`not_configured`: EVENTPIPE_ERASURE_SECRET is empty).",
-    "headers": {"Retry-After": RETRY_AFTER},
 }
 AUDIT_UNAVAILABLE = {
-    "model": ErrorBody,
+    **responses(503)[503],
     "description": "ClickHouse cannot answer now (`unavailable`; retry after `Retry-After` seconds), or finding a "
     "user's erasures is not set up (`not_configured`: EVENTPIPE_ERASURE_SECRET is empty).",
-    "headers": {"Retry-After": RETRY_AFTER},
 }
 ErasedUser = Annotated[
     str | None,
