@@ -8,11 +8,13 @@ internet /docs stayed blank. The files come from the fastapi-offline package
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
+from starlette.types import Receive, Scope, Send
 
 from eventpipe.api.error import ApiError
 
@@ -56,7 +58,23 @@ def install(app: FastAPI) -> None:
     def asset(name: str) -> FileResponse:
         if name not in ASSETS:
             raise ApiError(404, "not_found", "no such file")
-        return FileResponse(ASSETS_DIR / name, headers=CACHE)
+        return WholeFile(ASSETS_DIR / name, headers=CACHE)
+
+
+class WholeFile(FileResponse):
+    """A file always sent whole, 200, whatever Range the client asks for (HTTP lets a server ignore it).
+
+    Starlette answers a bad Range in plain text (400, 416), outside the API's
+    error shape, and many small ranges as a multipart answer of about 100 bytes
+    a range; a browser loading a page's script needs none of it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        del self.headers["accept-ranges"]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(name, value) for name, value in scope["headers"] if name.lower() not in (b"range", b"if-range")]
+        await super().__call__({**scope, "headers": headers}, receive, send)
 
 
 def _root(request: Request) -> str:
