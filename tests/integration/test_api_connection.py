@@ -172,7 +172,7 @@ def test_connections_beyond_the_limit_are_closed_at_once_and_the_api_recovers(
         assert ask(port).startswith(b"HTTP/1.1 200")
     assert closed(registry)["limit"] == 3
     assert server_lines(caplog) == [
-        "refused 1 connection(s) over the cap of 5 open ones since the last such line (at most one a minute)"
+        "refused 1 connection(s) over the cap of 5 open ones (at most one such line a minute)"
     ]
 
 
@@ -239,12 +239,13 @@ def test_bytes_that_are_not_http_get_a_json_400_and_a_flood_of_them_one_log_line
         assert b"content-type: application/json" in head.lower()
         assert json.loads(body) == {
             "error": "bad_request",
-            "detail": "the request is not valid HTTP/1.1, or its head is over 16 KiB",
+            "detail": "the request is not valid HTTP/1.0 or 1.1, or its head is over 16 KiB",
         }
     assert closed(registry) == {"limit": 0, "timeout": 0, "malformed": 50, "stalled": 0}
     lines = server_lines(caplog)
     assert lines == [
-        "answered 1 request(s) that were not valid HTTP/1.1 with 400 since the last such line (at most one a minute)"
+        "closed 1 connection(s) that sent bytes that are not HTTP/1.x (400 when it could still answer)"
+        " (at most one such line a minute)"
     ]
 
 
@@ -261,6 +262,25 @@ def test_upgrade_requests_are_served_without_a_log_line_each(
             assert one_answer(kept).startswith(b"HTTP/1.1 200")
     lines = server_lines(caplog)
     assert lines == [
-        "ignored the Upgrade header of 1 request(s): this API has no WebSocket routes since the last such line"
-        " (at most one a minute)"
+        "ignored the Upgrade header of 1 request(s): this API serves neither WebSocket nor h2c"
+        " (at most one such line a minute)"
     ]
+
+
+def test_bad_bytes_after_an_answered_request_get_the_400_and_the_answer_before_them_stays_whole(
+    clickhouse_dsn: str,
+) -> None:
+    registry = CollectorRegistry()
+    with server(readonly_reader(clickhouse_dsn), registry=registry) as port:
+        got = ask(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP\r\n\r\n")  # pipelined
+        with socket.create_connection(("127.0.0.1", port)) as kept:
+            # Answered (405) from its head; then a chunk size that is not hex: nothing more can be said.
+            kept.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n")
+            early = one_answer(kept)
+            kept.sendall(b"zz\r\n")
+            after = answer(kept)
+    first, _, rest = got.partition(b"HTTP/1.1 400")
+    assert first.startswith(b"HTTP/1.1 200") and first.rstrip().endswith(b"}"), got[:300]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"] == "bad_request"
+    assert early.startswith(b"HTTP/1.1 405") and after == b"", (early[:200], after[:200])
+    assert closed(registry)["malformed"] == 2

@@ -61,14 +61,16 @@ def instrument(app: FastAPI, registry: CollectorRegistry, keyring: Keyring | Non
 
 
 def closed_connections(registry: CollectorRegistry) -> Counter:
-    """Connections the API's server closed on its own (api.protocol), every reason at 0 from the start.
+    """Connections the API's server closed by one of its bounds (api.protocol), every reason at 0 from the start.
 
-    None of them reaches the app, so eventpipe_http_requests_total never sees them."""
+    Refusals at the cap, and requests cut off before their head was in, never
+    reach the app: eventpipe_http_requests_total does not see them."""
     closed = Counter(
         "eventpipe_http_connections_closed_total",
-        "Connections the API's server closed itself, by reason: limit (over its cap of open connections, closed as"
-        " accepted), timeout (a request not all sent in time: 408), malformed (not HTTP/1.1: 400), stalled (its"
-        " answers left unread for a minute).",
+        "Connections the API's server closed by one of its bounds, by reason: limit (over its cap of open"
+        " connections, closed as accepted), timeout (a request not all sent in time: 408), malformed (bytes that are"
+        " not HTTP/1.x: 400), stalled (its answers left unread for a minute). Keep-alive's idle closes are not"
+        " counted.",
         ["reason"],
         registry=registry,
     )

@@ -8,8 +8,8 @@ longer insert (EMFILE). Here a connection beyond MAX_CONNECTIONS is closed as
 it is accepted, and a request whose head and body are not all in within
 READ_TIMEOUT_S of its first byte (or of the connection's start) gets 408 and
 the connection is closed. Idle connections between requests are uvicorn's
-keep-alive timeout's (5 s). Bytes that are not HTTP/1.1 get the API's JSON
-400, not uvicorn's plain text. Each connection the server closes on its own
+keep-alive timeout's (5 s). Bytes that are not HTTP/1.x get the API's JSON
+400, not uvicorn's plain text. Each connection closed by one of these bounds
 is counted by reason (CLOSED_REASONS, eventpipe_http_connections_closed_total),
 and what a client can cause at will is logged at most once a minute.
 """
@@ -40,8 +40,9 @@ READ_TIMEOUT_S = 10.0
 WRITE_STALL_S = 60.0
 # At most one line a minute about each thing a client can cause at will: an attack makes many.
 LOG_EVERY_S = 60.0
-# Why the server closed a connection itself: over the cap (at accept), a request not all sent in
-# time (408), bytes that are not HTTP/1.1 (400), answers left unread (dropped).
+# Why the server closed a connection by one of its own bounds (keep-alive's idle close is not counted):
+# over the cap (at accept), a request not all sent in time (408), bytes h11 cannot read as HTTP/1.0
+# or 1.1 (400), answers left unread (dropped). Each connection is counted once, for the first.
 CLOSED_REASONS = ("limit", "timeout", "malformed", "stalled")
 # uvicorn's warnings about what a client sent, one line per request, and what they are counted as:
 # a client on one kept-alive connection could write the log as fast as it sends requests.
@@ -49,44 +50,60 @@ CLIENT_WARNINGS = {"Invalid HTTP request received.": "malformed", "Unsupported u
 # uvicorn's advice to install a WebSocket library after an upgrade request: the API has no
 # WebSocket routes (ws="none" on purpose), so it would mislead an operator.
 WEBSOCKET_ADVICE = "No supported WebSocket library detected"
-# The line each throttle logs; {n} is how many happened since its last line.
+# The line each Summary logs; {n} is how many happened since its last line.
 SUMMARIES = {
     "limit": "refused {n} connection(s) over the cap of {cap} open ones",
-    "malformed": "answered {n} request(s) that were not valid HTTP/1.1 with 400",
-    "upgrade": "ignored the Upgrade header of {n} request(s): this API has no WebSocket routes",
+    "malformed": "closed {n} connection(s) that sent bytes that are not HTTP/1.x (400 when it could still answer)",
+    "upgrade": "ignored the Upgrade header of {n} request(s): this API serves neither WebSocket nor h2c",
 }
 
 
-class Throttle:
-    """Counts one kind of event a client can cause at will; logs at most one line a minute with the count."""
+class Summary:
+    """Counts one kind of event a client can cause at will; logs it at most once a minute, with the count.
 
-    def __init__(self, summary: str, every_s: float = LOG_EVERY_S) -> None:
-        self.summary, self.every_s = summary, every_s
+    The first of a burst is logged at once, the rest in one line a minute
+    later (on the event loop that saw them), so a burst's total is never left
+    waiting for the next burst."""
+
+    def __init__(self, line: str, every_s: float = LOG_EVERY_S) -> None:
+        self.line, self.every_s = line, every_s
         self.count, self.logged = 0, float("-inf")
+        self._pending: asyncio.TimerHandle | None = None
 
     def __call__(self) -> None:
         self.count += 1
-        now = time.monotonic()
-        if now - self.logged >= self.every_s:
-            log.warning("%s since the last such line (at most one a minute)", self.summary.format(n=self.count))
-            self.count, self.logged = 0, now
+        wait = self.logged + self.every_s - time.monotonic()
+        if wait <= 0:
+            self.flush()
+        elif self._pending is None:
+            try:
+                self._pending = asyncio.get_running_loop().call_later(wait, self.flush)
+            except RuntimeError:  # pragma: no cover - uvicorn calls protocols on their loop
+                self.flush()
+
+    def flush(self) -> None:
+        """Log what was counted since the last line, if anything."""
+        self._pending = None
+        if self.count:
+            log.warning("%s (at most one such line a minute)", self.line.format(n=self.count))
+            self.count, self.logged = 0, time.monotonic()
 
 
-def server_throttles(max_connections: int) -> dict[str, Throttle]:
-    """One server's throttles, by kind."""
-    return {kind: Throttle(summary.replace("{cap}", str(max_connections))) for kind, summary in SUMMARIES.items()}
+def server_summaries(max_connections: int) -> dict[str, Summary]:
+    """One server's summaries, by kind."""
+    return {kind: Summary(line.replace("{cap}", str(max_connections))) for kind, line in SUMMARIES.items()}
 
 
 class ClientLog:
     """uvicorn's logger, with its per-request warnings about a client's bytes throttled (one per server)."""
 
-    def __init__(self, logger: logging.Logger, throttles: dict[str, Throttle]) -> None:
-        self._logger, self._throttles = logger, throttles
+    def __init__(self, logger: logging.Logger, summaries: dict[str, Summary]) -> None:
+        self._logger, self._summaries = logger, summaries
 
     def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
         kind = CLIENT_WARNINGS.get(msg) if isinstance(msg, str) else None
         if kind is not None:
-            self._throttles[kind]()
+            self._summaries[kind]()
         elif not (isinstance(msg, str) and msg.startswith(WEBSOCKET_ADVICE)):
             self._logger.warning(msg, *args, **kwargs)
 
@@ -107,13 +124,14 @@ class GuardedH11Protocol(H11Protocol):
     read_timeout_s = READ_TIMEOUT_S
     write_stall_s = WRITE_STALL_S
     closed: Counter | None = None
-    throttles = server_throttles(MAX_CONNECTIONS)
+    summaries = server_summaries(MAX_CONNECTIONS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.logger = ClientLog(self.logger, self.throttles)  # type: ignore[assignment]
+        self.logger = ClientLog(self.logger, self.summaries)  # type: ignore[assignment]
         self._deadline: asyncio.TimerHandle | None = None
         self._stall: asyncio.TimerHandle | None = None
+        self._counted = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -189,13 +207,17 @@ class GuardedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes h11 cannot read as a request, in the API's error shape, not plain text."""
-        detail = "the request is not valid HTTP/1.1, or its head is over 16 KiB"
+        detail = "the request is not valid HTTP/1.0 or 1.1, or its head is over 16 KiB"
         self._close_with("malformed", b"400 Bad Request", "bad_request", detail)
 
     def _close_with(self, reason: str, status: bytes, error: str, detail: str) -> None:
         self._count(reason)
-        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            self.transport.abort()  # an answer has begun: nothing more can be said
+        state = self.conn.our_state
+        if state is h11.SEND_BODY:
+            self.transport.abort()  # an answer is half sent: nothing more can be said
+            return
+        if state not in (h11.IDLE, h11.SEND_RESPONSE):
+            self.transport.close()  # this request was answered already: that answer still goes out whole
             return
         body = json.dumps({"error": error, "detail": detail}).encode()
         head = (
@@ -214,11 +236,13 @@ class GuardedH11Protocol(H11Protocol):
         # Closed before anything is read: no response, as no request came.
         self.transport.abort()
         self._count("limit")
-        self.throttles["limit"]()
+        self.summaries["limit"]()
 
     def _count(self, reason: str) -> None:
-        if self.closed is not None:
+        # Once per connection: one whose answers went unread may also time out a request before it is dropped.
+        if self.closed is not None and not self._counted:
             self.closed.labels(reason).inc()
+        self._counted = True
 
 
 def guarded(
@@ -234,6 +258,6 @@ def guarded(
         "read_timeout_s": read_timeout_s,
         "write_stall_s": write_stall_s,
         "closed": closed,
-        "throttles": server_throttles(max_connections),
+        "summaries": server_summaries(max_connections),
     }
     return type("GuardedH11Protocol", (GuardedH11Protocol,), own)

@@ -115,7 +115,7 @@ def _number(value: str) -> tuple[float | None, int | None]:
         return number, None
     if number == 0 and exact != 0:
         # A double reads it as 0, so it would silently filter on zero (and > on "above zero").
-        return _refuse(f"the number {_shown(value)} is too small to tell from 0 (below about 5e-324)")
+        return _refuse(f"the number {_shown(value)} is too small to tell from 0 (a double reads it as 0)")
     whole = abs(exact) < INTEGER_BOUND and exact == exact.to_integral_value()
     return number, int(exact) if whole else None
 
