@@ -213,9 +213,18 @@ def _first_copies(where: EventFilter, place: Place, keys: list[tuple[int, str, s
     """For each candidate's key (time in ms, type, id), its first copy (lowest number) over all parts,
     and whether to serve it: its first number is in this epoch and the copy passes the filter."""
     conditions, parameters = event_conditions(where)
+    # Each key's lowest number first, from the key and number columns alone; then the rest of that
+    # copy only (the outer filter is in PREWHERE, and its key columns select the granules). Sorting
+    # every copy whole to keep one made a key re-sent 1,500 times with 60 KB of properties cost a
+    # caught-up client's next poll 279 MiB, and copies never collapse in `arrivals`.
+    lowest = (
+        f"SELECT {SORT_KEY}, min(_block_number) FROM arrivals"  # noqa: S608 - constant fragments
+        f" WHERE ({SORT_KEY}) IN ({KEY_SET}) GROUP BY {SORT_KEY}"
+    )
     first = (
         "SELECT event_id, event_type, timestamp, received_at, user_id, topic, properties, _block_number AS first"  # noqa: S608 - constant fragments
-        f" FROM arrivals WHERE ({SORT_KEY}) IN ({KEY_SET}) ORDER BY {SORT_KEY}, first LIMIT 1 BY {SORT_KEY}"
+        f" FROM arrivals PREWHERE ({SORT_KEY}, _block_number) IN ({lowest})"
+        f" ORDER BY {SORT_KEY}, first LIMIT 1 BY {SORT_KEY}"
     )
     keep = " AND ".join(["first > {lo:UInt64}", *conditions])
     sql = f"SELECT {EVENT_FIELDS}, {keep} AS keep FROM ({first}) ORDER BY {SORT_KEY}"  # noqa: S608 - constant fragments
