@@ -167,6 +167,37 @@ def test_a_copy_received_first_but_committed_last_is_not_served_again(
     assert kept is not None and kept.received_ms == now
 
 
+def test_copies_in_one_batch_are_stored_once_and_every_read_serves_the_first(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # Four copies of each event received by one worker in the same millisecond, each with its own
+    # properties: /events kept the last (the copies' versions tie), the feed the first.
+    now = time.time_ns() // 1_000_000
+    batch = [
+        event(f"s{i:02d}", now - 5, now)._replace(properties=json.dumps({"v": copy}))
+        for i in range(40)
+        for copy in range(4)
+    ]
+    reader = Reader(client)
+    assert Writer(client).insert_events(batch) == []
+    follower = Follower(Feed(reader.run), limit=1000)
+    follower.catch_up(highest_block(client))
+    served = {row.event_id: json.loads(row.properties)["v"] for page in follower.pages for row in page.rows}
+    listed = {row.event_id: json.loads(row.properties)["v"] for row in reader.events(EventFilter(), 1000)}
+    by_id = {f"s{i:02d}": json.loads(reader.event(f"s{i:02d}").properties)["v"] for i in range(40)}  # type: ignore[union-attr]
+    assert served == listed == by_id == {f"s{i:02d}": 0 for i in range(40)}
+    assert client.command("SELECT count() FROM arrivals") == 40, "one row a key: the copies were not written"
+
+
+def test_a_copy_in_a_batch_shares_its_first_copys_refusal(client: clickhouse_connect.driver.Client) -> None:
+    client.command("ALTER TABLE events ADD CONSTRAINT no_banned CHECK user_id IS NULL OR user_id != 'banned'")
+    now = time.time_ns() // 1_000_000
+    bad, good = event("b1", now, now)._replace(user_id="banned"), event("g1", now, now)
+    refused = Writer(client).insert_events([bad, good, bad._replace(received_ms=now + 1), good])
+    assert [index for index, _reason in refused] == [0, 2], "both copies of the refused event are refused"
+    assert stored(client) == {ident(good)}
+
+
 def test_filtered_feed_and_byte_cap(client: clickhouse_connect.driver.Client) -> None:
     now = time.time_ns() // 1_000_000
     writer = Writer(client)
