@@ -11,7 +11,7 @@ from paho.mqtt.client import topic_matches_sub
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES
+from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES, PROBE_TOPIC
 from eventpipe.mqtt.session import MIN_SECRET_CHARS, session_id
 
 
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     # A probe event sent through the whole path (broker, worker, ClickHouse)
     # every so often, so freshness is known when traffic is idle; 0 turns it off.
     probe_interval_s: float = Field(default=10.0, ge=0)
-    probe_topic: str = "events/_probe"
+    probe_topic: str = PROBE_TOPIC
 
     # Each insert writes a part per table it feeds, at a fixed cost of its own:
     # a large batch spreads that over more rows when traffic fills it.

@@ -270,3 +270,19 @@ def test_ambiguous_or_impossible_dates_are_dead_letters_that_name_the_accepted_f
     assert says in result.detail
     if says == "no accepted form":
         assert "RFC 3339" in result.detail and "HTTP or RFC 2822" in result.detail and "epoch" in result.detail
+
+
+def test_the_probe_type_is_refused_on_any_topic_but_the_probe_topic() -> None:
+    # Stored, a producer's `_probe` was hidden from every read and moved the probe metrics.
+    for topic, body in [
+        ("events/orders", {"event_type": "_probe", "event_id": "p1"}),
+        ("events/_probe", {"event_type": "_probe", "event_id": "p1"}),
+        ("events/x/_probe", {"event_id": "p1"}),  # the type from the topic
+    ]:
+        parsed = parse(topic, json.dumps(body).encode(), RECEIVED_MS, Limits(probe_topic="events/health"))
+        assert isinstance(parsed, Rejection) and parsed.reason is Reason.INVALID_EVENT_TYPE, (topic, parsed)
+        assert "for probes on 'events/health' only" in parsed.detail
+    probe = parse(
+        "events/health", b'{"event_type": "_probe", "event_id": "p1"}', RECEIVED_MS, Limits(probe_topic="events/health")
+    )
+    assert isinstance(probe, Event) and probe.event_type == "_probe"

@@ -48,6 +48,7 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_DEPTH = 32
 MAX_FUTURE_SKEW_S = 24 * 3600
 ENVELOPE_KEYS = ("event_data", "data")
+PROBE_TOPIC = "events/_probe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,8 @@ class Limits:
     # 0: no bound, for a backfill; the worker's bound is a setting (EVENTPIPE_MAX_PAST_DAYS).
     max_past_ms: int = 0
     envelope_keys: tuple[str, ...] = ENVELOPE_KEYS
+    # The one topic where an event may be of PROBE_EVENT_TYPE: the workers' probes (EVENTPIPE_PROBE_TOPIC).
+    probe_topic: str = PROBE_TOPIC
 
 
 class Event(NamedTuple):
@@ -172,6 +175,12 @@ def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: i
             body, limits.envelope_keys, event_type, event_id, timestamp, user_id
         )
     event_type = _event_type(event_type, topic)
+    if event_type == PROBE_EVENT_TYPE and topic != limits.probe_topic:
+        # Stored, it would be hidden from every read like a probe, and move the probe metrics.
+        raise _Invalid(
+            Reason.INVALID_EVENT_TYPE,
+            f"event_type {PROBE_EVENT_TYPE!r} is eventpipe's own, for probes on {limits.probe_topic!r} only",
+        )
     event_id = _event_id(event_id, topic, text)
     timestamp_ms = _timestamp(timestamp, received_ms, limits)
     user_id = _user_id(user_id)

@@ -34,6 +34,7 @@ def limits_from(settings: Settings) -> Limits:
         max_future_skew_ms=settings.max_future_skew_s * 1000,
         max_past_ms=settings.max_past_days * 86_400_000,
         envelope_keys=tuple(settings.envelope_keys),
+        probe_topic=settings.probe_topic,
     )
 
 
@@ -284,5 +285,6 @@ class Worker:
         metrics.ingest_latency.observe_many([(now_ms - delivery.received_ms) / 1000 for delivery in batch])
         probes = [event.timestamp_ms for event in events if event.event_type == PROBE_EVENT_TYPE]
         if probes:
-            metrics.probe_freshness.set((now_ms - max(probes)) / 1000)
+            # Clamped like freshness: a clock ahead of this one must not read as a negative delay.
+            metrics.probe_freshness.set(max(0, now_ms - max(probes)) / 1000)
             metrics.probe_last_commit.set(now_ms / 1000)
