@@ -32,7 +32,6 @@ LIMIT = packet.broker_limit(MAX_PAYLOAD_BYTES)
 TOPIC = "events/upload"
 MiB = 1024 * 1024
 PACKET_TOO_LARGE = 0x95
-RETAIN_NOT_SUPPORTED = 0x9A
 
 
 def largest_payload(protocol: MQTTProtocolVersion) -> int:
@@ -45,9 +44,7 @@ def good(prefix: str, count: int) -> list[tuple[str, bytes]]:
     return [("events/click", json.dumps({"event_id": f"{prefix}-{i}"}).encode()) for i in range(count)]
 
 
-def publish_with(
-    url: str, protocol: MQTTProtocolVersion, payload: bytes, retain: bool = False
-) -> tuple[bool, list[int]]:
+def publish_with(url: str, protocol: MQTTProtocolVersion, payload: bytes) -> tuple[bool, list[int]]:
     """Publish one QoS 1 message with paho as a producer would; (acknowledged, reasons of the disconnects)."""
     address = MqttAddress.parse(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}", protocol=protocol)
@@ -64,7 +61,7 @@ def publish_with(
     client.connect(address.host, address.port)
     client.loop_start()
     try:
-        info = client.publish(TOPIC, payload, qos=1, retain=retain)
+        info = client.publish(TOPIC, payload, qos=1)
         wait_until(lambda: info.is_published() or gone.is_set(), timeout=10, what="a PUBACK or a disconnect")
         return info.is_published(), list(reasons)
     finally:
@@ -139,18 +136,3 @@ def test_a_broker_that_takes_more_than_the_worker_drops_it_for_the_worker_and_it
         wait_until(lambda: run.reader.count_events() == 1, what="the message after it")
         assert run.metric("eventpipe_messages_received_total") == 1
         wait_until(lambda: counts(broker)["dropped"] == 1, what="the broker's drop in its log")
-
-
-@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["3.1.1", "5"])
-def test_a_retained_message_gets_its_producer_disconnected_and_is_not_stored(
-    broker: Broker, run: Running, protocol: MQTTProtocolVersion
-) -> None:
-    # Retained, the broker kept every such message in memory for good (10,000 of 60 KB: 869 MiB) and
-    # the worker got them all again with each new subscription.
-    retained = json.dumps({"event_id": f"retained-{protocol}"}).encode()
-    acknowledged, reasons = publish_with(broker.url, protocol, retained, retain=True)
-    assert not acknowledged
-    assert reasons and (protocol != mqtt.MQTTv5 or reasons[0] == RETAIN_NOT_SUPPORTED), reasons
-    assert publish_raw(broker.url, good(f"after-retained-{protocol}", 3)) == 3
-    wait_until(lambda: run.reader.count_events() == 3, what="the producer's other messages stored")
-    assert run.reader.event(f"retained-{protocol}") is None

@@ -33,7 +33,6 @@ from tests.support.wait import wait_until
 MOSQUITTO = compose.REPO / "mosquitto"
 # Everything that decides whether a QoS 1 message is kept, queued or sent.
 FLOW_KEYS = (
-    "retain_available",
     "persistence",
     "autosave_interval",
     "max_inflight_messages",

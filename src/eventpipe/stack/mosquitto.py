@@ -50,12 +50,6 @@ max_queued_bytes 0
 # for 90 s (docs/architecture.md, "Hostile clients").
 max_packet_size {max_packet}
 
-# No retained messages: a producer that sets the retain flag is disconnected
-# (MQTT 5: reason 0x9A) and its message neither acknowledged nor stored. The
-# broker kept each one in memory for good (10,000 of 60 KB: 869 MiB), and the
-# worker received them all again with every new subscription.
-retain_available false
-
 # Logging: connections included, so a reconnecting worker shows.
 log_dest file {directory}/mosquitto.log
 log_type error
