@@ -12,7 +12,7 @@ from eventpipe.mqtt.connection import make_client
 from eventpipe.mqtt.wire import CONNACK, DISCONNECT, PUBACK, connect_packet, publish_head, read_packet
 
 
-def publish_raw(url: str, messages: Iterable[tuple[str, bytes]], qos: int = 1) -> int:
+def publish_raw(url: str, messages: Iterable[tuple[str, bytes]], qos: int = 1, retain: bool = False) -> int:
     """Publish (topic, payload) pairs and wait for every PUBACK; return how many were acknowledged."""
     address = MqttAddress.parse(url)
     client = make_client(address, f"test-producer-{uuid.uuid4().hex[:8]}")
@@ -20,7 +20,7 @@ def publish_raw(url: str, messages: Iterable[tuple[str, bytes]], qos: int = 1) -
     client.connect(address.host, address.port)
     client.loop_start()
     try:
-        infos = [client.publish(topic, payload, qos=qos) for topic, payload in messages]
+        infos = [client.publish(topic, payload, qos=qos, retain=retain) for topic, payload in messages]
         for info in infos:
             info.wait_for_publish(30)
         return sum(1 for info in infos if info.is_published())

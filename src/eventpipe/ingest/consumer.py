@@ -177,7 +177,11 @@ class Consumer:
                 "or an expired session)"
             )
         try:
-            client.subscribe(self._settings.subscription, options=SubscribeOptions(qos=1))
+            # Retained messages are not sent on subscribing: the worker subscribes on every connect, and
+            # got every retained message again each time (10,000 stored again after a restart in an
+            # attack). Published while its session exists, a retained message arrives like any other.
+            options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            client.subscribe(self._settings.subscription, options=options)
         except ValueError as exc:
             # An exception here would end paho's network thread without a word.
             self.failure = f"cannot subscribe to {self._settings.subscription!r}: {exc}"
