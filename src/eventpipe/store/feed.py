@@ -227,7 +227,12 @@ def _first_copies(where: EventFilter, place: Place, keys: list[tuple[int, str, s
         f" ORDER BY {SORT_KEY}, first LIMIT 1 BY {SORT_KEY}"
     )
     keep = " AND ".join(["first > {lo:UInt64}", *conditions])
-    sql = f"SELECT {EVENT_FIELDS}, {keep} AS keep FROM ({first}) ORDER BY {SORT_KEY}"  # noqa: S608 - constant fragments
+    # Not in the sort key's order: that opens a stream per part for a handful of rows (27 MiB over
+    # 800 unmerged parts of one key's copies, 3 MiB without).
+    sql = (
+        f"SELECT {EVENT_FIELDS}, {keep} AS keep FROM ({first}) ORDER BY {SORT_KEY}"  # noqa: S608 - constant fragments
+        " SETTINGS optimize_read_in_order = 0"
+    )
     return Query(sql, parameters | {"lo": place.lo, "keys": keys})
 
 
