@@ -22,3 +22,14 @@ def test_a_batch_without_copies_is_kept_whole() -> None:
     events = [copy(f"e{i}", i) for i in range(5)]
     assert first_copies(events) == ([0, 1, 2, 3, 4], [0, 1, 2, 3, 4])
     assert first_copies([]) == ([], [])
+
+
+def test_the_copy_received_first_is_kept_wherever_it_is_in_the_batch() -> None:
+    # A replay's batch is in dead-letter id order, not receive order.
+    events = [
+        copy("a", 1, received_ms=9),
+        copy("b", 1, received_ms=5),
+        copy("a", 1, received_ms=3),
+        copy("a", 1, received_ms=3),
+    ]
+    assert first_copies(events) == ([1, 2], [2, 1, 2, 2])
