@@ -120,9 +120,9 @@ def test_the_queue_is_large_and_explicit() -> None:
 
 def test_producers_may_only_publish_and_the_worker_may_only_receive_events() -> None:
     rules = acl_rules()
-    assert rules["producer"] == [("write", "events/#")]
-    # The worker's only write is its probe, on the topic it is configured to use.
+    # The worker's only write is its probe, on the topic it is configured to use; producers may not forge one.
     probe_topic = compose.environment("ingest-worker", DUMMY).get("EVENTPIPE_PROBE_TOPIC", Settings().probe_topic)
+    assert rules["producer"] == [("deny", probe_topic), ("write", "events/#")]
     assert rules["ingest"] == [("read", "events/#"), ("write", probe_topic)]
     assert rules["exporter"] == [("read", "$SYS/#")]
 
