@@ -65,7 +65,6 @@ EXPECTED = [
     ("properties.amount=18446744073709551615", ["huge"]),
     ("properties.z=0", ["neg", "none"]),  # -0.0 equals 0
     ("properties.z=-0.0", ["neg", "none"]),
-    ("properties.z=1e-400", ["neg", "none"]),  # a double too small to be anything but 0
     ("properties.z!=0", [n for n in EVERY if n not in ("neg", "none")]),
     ("properties.long=123456789012345678901234567890", ["none"]),
     # = on strings: exactly, case and leading zeros kept; JSON null and objects equal no string.
@@ -232,6 +231,7 @@ def test_a_user_filter_in_where_reads_that_users_events_as_user_id_does(api: Tes
         ("properties.a'b=1", 'path segment "a\'b"'),
         ("properties.amount", "has no operator"),
         ("properties.x=" + "y" * 2000, "longer than 1024 characters"),
+        ("properties.z=1e-400", "too small to tell from 0"),  # it matched every zero
     ],
 )
 def test_a_malformed_filter_gets_422_naming_the_problem_on_every_route(

@@ -14,7 +14,7 @@ import yaml
 from fastapi import FastAPI
 
 from eventpipe.api.backlog import Backlog
-from eventpipe.api.metrics import instrument
+from eventpipe.api.metrics import closed_connections, instrument
 from eventpipe.cli.runtime import process_registry
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.stack.journal import Journal
@@ -201,6 +201,7 @@ def exported_metrics() -> set[str]:
     IngestMetrics(registry)
     registry.register(Journal(Path("/nonexistent/mosquitto.log")))  # `eventpipe up`'s broker log
     instrument(FastAPI(), registry)
+    closed_connections(registry)  # the API server's (api.server)
     registry.register(Backlog(dict))  # the API's dead letters by status
     names = set()
     for family in registry.collect():
