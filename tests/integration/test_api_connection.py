@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
+from eventpipe.api.protocol import CLOSED_REASONS
 from eventpipe.api.server import ApiServer
 from eventpipe.host import free_port
 from eventpipe.store.client import connect
@@ -67,7 +68,7 @@ def closed(registry: CollectorRegistry) -> dict[str, float]:
     """eventpipe_http_connections_closed_total by reason."""
     return {
         reason: registry.get_sample_value("eventpipe_http_connections_closed_total", {"reason": reason}) or 0.0
-        for reason in ("limit", "timeout", "malformed", "stalled")
+        for reason in CLOSED_REASONS
     }
 
 

@@ -123,8 +123,7 @@ class ErasurePage(BaseModel):
     next_cursor: str | None
 
 
-# A route's own 503 entry replaces the router's, Retry-After included.
-# The generic 503 entry (model, Retry-After) with what these two routes add to it.
+# A route's own 503 entry replaces the router's: the generic one (model, Retry-After) with what the route adds.
 ERASE_UNAVAILABLE = {
     **responses(503)[503],
     "description": "ClickHouse cannot answer now (`unavailable`), or a migration is copying a table the erasure "

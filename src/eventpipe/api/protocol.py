@@ -125,10 +125,11 @@ class GuardedH11Protocol(H11Protocol):
     write_stall_s = WRITE_STALL_S
     closed: Counter | None = None
     summaries = server_summaries(MAX_CONNECTIONS)
+    client_log = ClientLog(logging.getLogger("uvicorn.error"), summaries)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.logger = ClientLog(self.logger, self.summaries)  # type: ignore[assignment]
+        self.logger = self.client_log  # type: ignore[assignment]
         self._deadline: asyncio.TimerHandle | None = None
         self._stall: asyncio.TimerHandle | None = None
         self._counted = False
@@ -253,11 +254,14 @@ def guarded(
 ) -> type[GuardedH11Protocol]:
     """The protocol class with these bounds, for one server (uvicorn makes a protocol per connection);
     `closed` counts the connections it closes itself, by reason (CLOSED_REASONS)."""
+    summaries = server_summaries(max_connections)
     own = {
         "max_connections": max_connections,
         "read_timeout_s": read_timeout_s,
         "write_stall_s": write_stall_s,
         "closed": closed,
-        "summaries": server_summaries(max_connections),
+        "summaries": summaries,
+        # uvicorn's logger, as H11Protocol takes it, once for the server rather than per connection.
+        "client_log": ClientLog(logging.getLogger("uvicorn.error"), summaries),
     }
     return type("GuardedH11Protocol", (GuardedH11Protocol,), own)

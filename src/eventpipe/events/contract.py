@@ -174,13 +174,7 @@ def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: i
         event_type, event_id, timestamp, user_id = _from_envelope(
             body, limits.envelope_keys, event_type, event_id, timestamp, user_id
         )
-    event_type = _event_type(event_type, topic)
-    if event_type == PROBE_EVENT_TYPE and topic != limits.probe_topic:
-        # Stored, it would be hidden from every read like a probe, and move the probe metrics.
-        raise _Invalid(
-            Reason.INVALID_EVENT_TYPE,
-            f"event_type {PROBE_EVENT_TYPE!r} is eventpipe's own, for probes on {limits.probe_topic!r} only",
-        )
+    event_type = _event_type(event_type, topic, limits.probe_topic)
     event_id = _event_id(event_id, topic, text)
     timestamp_ms = _timestamp(timestamp, received_ms, limits)
     user_id = _user_id(user_id)
@@ -207,7 +201,7 @@ def _from_envelope(body: dict[str, Any], envelope_keys: tuple[str, ...], *values
     return tuple(found)
 
 
-def _event_type(value: object, topic: str) -> str:
+def _event_type(value: object, topic: str, probe_topic: str) -> str:
     if value is None:
         value = topic.rsplit("/", 1)[-1]
         if not value.strip() or value in ("#", "+"):
@@ -216,6 +210,12 @@ def _event_type(value: object, topic: str) -> str:
         raise _Invalid(Reason.INVALID_EVENT_TYPE, "event_type must be a non-empty string")
     if len(value) > MAX_TYPE_CHARS:
         raise _Invalid(Reason.INVALID_EVENT_TYPE, f"event_type is longer than {MAX_TYPE_CHARS} characters")
+    if value == PROBE_EVENT_TYPE and topic != probe_topic:
+        # Stored, it would be hidden from every read like a probe, and move the probe metrics.
+        raise _Invalid(
+            Reason.INVALID_EVENT_TYPE,
+            f"event_type {PROBE_EVENT_TYPE!r} is eventpipe's own, for probes on {probe_topic!r} only",
+        )
     return value
 
 

@@ -214,7 +214,8 @@ def _first_copies(where: EventFilter, place: Place, keys: list[tuple[int, str, s
     and whether to serve it: its first number is in this epoch and the copy passes the filter."""
     conditions, parameters = event_conditions(where)
     # Each key's lowest number first, from the key and number columns alone; then the rest of that
-    # copy only (the outer filter is in PREWHERE, and its key columns select the granules). Sorting
+    # copy only (the outer filter is in PREWHERE, and its key columns select the granules; LIMIT BY
+    # keeps one of copies sharing that number, which one unspecified as before). Sorting
     # every copy whole to keep one made a key re-sent 1,500 times with 60 KB of properties cost a
     # caught-up client's next poll 279 MiB, and copies never collapse in `arrivals`.
     lowest = (
@@ -223,8 +224,7 @@ def _first_copies(where: EventFilter, place: Place, keys: list[tuple[int, str, s
     )
     first = (
         "SELECT event_id, event_type, timestamp, received_at, user_id, topic, properties, _block_number AS first"  # noqa: S608 - constant fragments
-        f" FROM arrivals PREWHERE ({SORT_KEY}, _block_number) IN ({lowest})"
-        f" ORDER BY {SORT_KEY}, first LIMIT 1 BY {SORT_KEY}"
+        f" FROM arrivals PREWHERE ({SORT_KEY}, _block_number) IN ({lowest}) LIMIT 1 BY {SORT_KEY}"
     )
     keep = " AND ".join(["first > {lo:UInt64}", *conditions])
     # Not in the sort key's order: that opens a stream per part for a handful of rows (27 MiB over

@@ -52,13 +52,12 @@ def first_copies(events: Sequence[Event]) -> tuple[list[int], list[int]]:
     same millisecond (their versions tie) and the feed the first, so the two served different
     copies (39 of 40 such events in an attack). By receive time, not position: a replay's batch
     is in dead-letter id order."""
+    keys = [(event.timestamp_ms, event.event_type, event.event_id) for event in events]
     first: dict[tuple[int, str, str], int] = {}
-    for index, event in enumerate(events):
-        key = (event.timestamp_ms, event.event_type, event.event_id)
-        if key not in first or event.received_ms < events[first[key]].received_ms:
+    for index, key in enumerate(keys):
+        if key not in first or events[index].received_ms < events[first[key]].received_ms:
             first[key] = index
-    first_of = [first[(event.timestamp_ms, event.event_type, event.event_id)] for event in events]
-    return sorted(first.values()), first_of
+    return sorted(first.values()), [first[key] for key in keys]
 
 
 class Writer:
