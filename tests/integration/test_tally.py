@@ -9,6 +9,7 @@ import clickhouse_connect
 from eventpipe.events import Event, Limits, parse
 from eventpipe.store.query import EventFilter, count_query, event_types_query, timeseries_query
 from eventpipe.store.reader import Reader
+from eventpipe.store.rollup import Rollup
 from eventpipe.store.writer import Writer
 
 NOW_MS = 1_763_800_000_000
@@ -104,3 +105,20 @@ def test_windowed_statistics_stay_exact_as_the_hours_they_keep_change(client: cl
     assert_windows_as_final(reader)
     client.command("ALTER TABLE events DELETE WHERE event_id = 'late'", settings={"mutations_sync": 2})
     assert_windows_as_final(reader)
+
+
+def test_windows_wider_than_a_month_or_stretched_by_an_event_ahead_of_now_keep_a_month_on_the_tally(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    reader, writer = Reader(client), Writer(client)
+    writer.insert_events([event(f"m{i}", NOW_MS - i * 7 * HOUR_MS, "view" if i % 2 else "click") for i in range(300)])
+    # The worker accepts a timestamp up to a day ahead of its receipt.
+    writer.insert_events([event("ahead", NOW_MS + 23 * HOUR_MS, "purchase")])
+    rollup = Rollup(reader.run)
+    for days, until in ((31, None), (60, None), (60, NOW_MS)):  # a month of kept hours, the rest live
+        where = EventFilter(None, None, NOW_MS - days * DAY_MS, until)
+        plain = dict((str(k), int(str(n))) for k, n in reader.run(event_types_query(where)))
+        assert rollup.event_types(where) == plain
+        assert plain.get("purchase", 0) == (until is None)
+        series = [(int(str(b)), int(str(n))) for b, n in reader.run(timeseries_query(where, DAY_MS))]
+        assert sorted((rollup.timeseries(where, DAY_MS) or {}).items()) == series
