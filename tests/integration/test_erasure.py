@@ -6,6 +6,7 @@ import json
 import threading
 from typing import Any
 
+import clickhouse_connect
 import pytest
 from fastapi.testclient import TestClient
 
@@ -13,7 +14,7 @@ from eventpipe.api.model import rfc3339
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
-from eventpipe.store.erasure import user_hash
+from eventpipe.store.erasure import Erased, Eraser, user_hash
 from eventpipe.store.migration import migrate
 from eventpipe.store.schema.version import REFILLED
 from eventpipe.store.writer import Writer
@@ -55,6 +56,11 @@ OTHERS = [
     json.dumps({"user_id": KEPT, "timestamp": "yesterday"}, ensure_ascii=False).encode(),
     f"{KEPT}x{ERASED}z".encode(),
     b"[1, 2, 3]",
+    # Other users whose ids start with the erased one: in JSON, a whole string must equal it.
+    *(
+        json.dumps({"user_id": ERASED + tail, "timestamp": "x"}).encode()
+        for tail in (".smith", "@example.com", "+1", "/x", "é")
+    ),
 ]
 
 
@@ -221,3 +227,24 @@ def test_the_audit_outlives_a_restore_that_brings_an_erased_user_back(api: TestC
     assert len(audit) == 1 and audit[0]["erased_at"] > rfc3339(before.taken_ms)
     assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).json()["events"] == 40
     assert reads(api)["users"] == {ERASED: 0, KEPT: 40}
+
+
+def test_an_integer_user_id_erases_its_letters_not_every_letter_holding_that_number(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    named = [
+        b'{"user_id": 913297552, "timestamp": "x"}',
+        b'{"data": {"user_id":913297552}, "timestamp": "x"}',
+        b'{"user_id": "913297552", "timestamp": "x"}',
+        b"user 913297552 not json",
+    ]
+    others = [
+        b'{"user_id": "bob", "amount_cents": 913297552, "timestamp": "x"}',
+        b'{"user_id": "carol", "order": "ORD 913297552", "timestamp": "x"}',
+        b'{"user_id": 9132975520, "timestamp": "x"}',
+        b'{"user_id": 913297552.5, "timestamp": "x"}',
+    ]
+    Writer(client).insert_dead_letters([dead_letter(payload, i) for i, payload in enumerate(named + others)])
+    assert Eraser(client).erase("913297552") == Erased(0, len(named))
+    left = sorted(str(row[0]).encode() for row in client.query("SELECT payload FROM dead_letters FINAL").result_rows)
+    assert left == sorted(others)

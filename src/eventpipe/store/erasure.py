@@ -7,9 +7,8 @@ counts its buckets again (store.tally). Tables are emptied in an order that
 keeps what finds the rest until last: the first-time index (no user column)
 by the keys events_by_user holds, then every table with a user_id
 column, events_by_user itself last, so a call cut short is finished by calling
-again. The dead letters that go are those whose payload names the user id as a
-whole word: written as is or JSON-escaped, not inside a longer id (erasing u1
-leaves the letters of u10). Every value is a bound parameter.
+again. The dead letters that go are those whose payload names the user (MENTIONS).
+Every value is a bound parameter.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
@@ -48,13 +48,23 @@ USER_TABLES = (
 # again) if a table was swapped under it, which changes the table's UUID.
 COPIES = (REBUILT, REFILLED)
 TABLES = "SELECT name, uuid FROM system.tables WHERE database = currentDatabase()"
-# The user id as a whole word of a payload: not preceded or followed by an id's
-# characters. toValidUTF8 first: the regular expression engine reads UTF-8, and
-# an invalid byte beside the id would hide it.
-MENTIONS = (
-    "match(toValidUTF8(payload), concat('(^|[^0-9A-Za-z_-])(',"
-    " arrayStringConcat(arrayMap(s -> regexpQuoteMeta(s), {spellings:Array(String)}), '|'), ')($|[^0-9A-Za-z_-])'))"
+# Where a dead letter names the user. In a JSON payload: a whole JSON string
+# equal to the id (any spelling of `spellings`), or, for an id given as an
+# integer, that number as the value of a "user_id" key; so `alice` does not
+# take the letters of `alice.smith` or `alice@example.com`, nor `913297552`
+# a letter whose amount is 913297552. A payload that is no JSON has no such
+# structure: there the id must be a whole word (not preceded or followed by
+# an id's characters), erring on the side of erasing. toValidUTF8 first: the
+# regular expression engine reads UTF-8, and an invalid byte beside the id
+# would hide it.
+_ALTERNATIVES = "arrayStringConcat(arrayMap(s -> regexpQuoteMeta(s), {spellings:Array(String)}), '|')"
+_AS_STRING = "match(payload, concat('\"(', " + _ALTERNATIVES + ", ')\"'))"
+_AS_NUMBER = (
+    "({number:String} != '' AND match(payload,"
+    " concat('\"user_id\"[ \\t\\r\\n]*:[ \\t\\r\\n]*', regexpQuoteMeta({number:String}), '([^0-9.eE]|$)')))"
 )
+_AS_WORD = "match(toValidUTF8(payload), concat('(^|[^0-9A-Za-z_-])(', " + _ALTERNATIVES + ", ')($|[^0-9A-Za-z_-])'))"
+MENTIONS = "if(isValidJSON(payload), " + _AS_STRING + " OR " + _AS_NUMBER + ", " + _AS_WORD + ")"
 ERASURE_COLUMNS = ("erasure_id", "erased_at", "key_name", "user_hash", "events", "dead_letters")
 # A key makes the audit's hashes unrecognisable to whoever reads the table
 # without it: an unkeyed hash of a short id is found by hashing every likely id.
@@ -84,8 +94,15 @@ def user_hash(user_id: str, secret: str) -> str:
 
 
 def spellings(user_id: str) -> list[str]:
-    """How a JSON payload may hold `user_id`: as is, and escaped as encoders write it."""
-    return list(dict.fromkeys((user_id, json.dumps(user_id, ensure_ascii=False)[1:-1], json.dumps(user_id)[1:-1])))
+    """How a JSON payload may hold `user_id`: as is, and escaped as encoders write it (some escape `/`)."""
+    escaped = (json.dumps(user_id, ensure_ascii=False)[1:-1], json.dumps(user_id)[1:-1])
+    return list(dict.fromkeys((user_id, *escaped, *(e.replace("/", "\\/") for e in escaped))))
+
+
+def mentions(user_id: str) -> dict[str, object]:
+    """The parameters of MENTIONS for `user_id`."""
+    number = user_id if re.fullmatch(r"-?[0-9]+", user_id) else ""
+    return {"spellings": spellings(user_id), "number": number}
 
 
 class Eraser:
@@ -95,13 +112,13 @@ class Eraser:
     def erase(self, user_id: str) -> Erased:
         """Delete every row of `user_id`'s events and the dead letters naming it; count them as reads showed them."""
         user: dict[str, object] = {"user": user_id}
-        mentions: dict[str, object] = {"spellings": spellings(user_id)}
+        named = mentions(user_id)
         tables = self._tables()
         copying = sorted(name for name in tables if name.endswith(COPIES))
         if copying:
             raise BusyStorageError(f"a migration is copying {copying[0]}: erase again once it has finished")
         events = self._count("SELECT count() FROM events_by_user FINAL WHERE user_id = {user:String}", user)
-        dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {MENTIONS}", mentions)  # noqa: S608
+        dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {MENTIONS}", named)  # noqa: S608
         for statement in BY_KEY:
             self._delete(statement, user)
         for table in self._user_tables():
@@ -109,8 +126,8 @@ class Eraser:
                 self._delete(f"DELETE FROM {table} WHERE user_id = {{user:String}}", user)  # noqa: S608 - quoted
         self._delete("DELETE FROM events_by_user WHERE user_id = {user:String}", user)
         outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {MENTIONS})"  # noqa: E501, S608
-        self._delete(outcomes, mentions)
-        self._delete(f"DELETE FROM dead_letters WHERE {MENTIONS}", mentions)  # noqa: S608 - constants
+        self._delete(outcomes, named)
+        self._delete(f"DELETE FROM dead_letters WHERE {MENTIONS}", named)  # noqa: S608 - constants
         if self._tables() != tables:
             raise BusyStorageError("a migration swapped a table during the erasure: erase again")
         return Erased(events, dead_letters)
