@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import clickhouse_connect
 import pytest
+from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 
 from eventpipe.api.model import rfc3339
@@ -211,6 +213,10 @@ def test_erasures_while_a_worker_stores_a_stream_finish_and_lose_nothing_of_it(
         wait_until(lambda: run.metric("eventpipe_events_stored_total") == 3000, what="the whole stream stored")
     assert [answer.status_code for answer in answers] == [200, 200, 200]
     assert answers[0].json()["events"] >= 250  # the erased user's first 1000, and what arrived before the delete
+    # Each event of the user that a batch committed during an erasure is whole or gone, in every table alike.
+    client = connect(clickhouse_dsn)
+    held = {table: ids_of(client, table) for table in ("events", "events_by_user", "arrivals")}
+    assert held["events"] == held["events_by_user"] == held["arrivals"]
     # Erased once more now that nothing is on its way: every event of the user is gone, none of the other's.
     api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN)
     assert reads(api)["users"] == {ERASED: 0, KEPT: 2250}
@@ -248,3 +254,39 @@ def test_an_integer_user_id_erases_its_letters_not_every_letter_holding_that_num
     assert Eraser(client).erase("913297552") == Erased(0, len(named))
     left = sorted(str(row[0]).encode() for row in client.query("SELECT payload FROM dead_letters FINAL").result_rows)
     assert left == sorted(others)
+
+
+def test_an_erasure_racing_the_users_own_stream_leaves_each_event_whole_or_gone_in_every_table(
+    broker: LocalBroker | ContainerBroker, clickhouse_dsn: str
+) -> None:
+    migrate(connect(clickhouse_dsn))
+    api = admin_client(clickhouse_dsn)
+    done = threading.Event()
+
+    def stream() -> None:  # the user's events in bursts of 50 every 50 ms, as a busy app sends them
+        for burst in range(80):
+            messages = [
+                (f"events/t{i % 3}", json.dumps({"event_id": f"r-{burst}-{i}", "user_id": ERASED}).encode())
+                for i in range(50)
+            ]
+            publish_raw(broker.url, messages)
+            time.sleep(0.05)
+        done.set()
+
+    with running_worker(settings_for(broker.url, clickhouse_dsn)) as run:
+        publisher = threading.Thread(target=stream)
+        publisher.start()
+        while not done.is_set():
+            assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).status_code == 200
+        publisher.join()
+        wait_until(lambda: run.metric("eventpipe_events_stored_total") == 4000, what="the whole stream stored")
+    # An event a batch committed while an erasure ran is whole or gone: /feed (arrivals) never serves one
+    # that /events has forgotten.
+    client = connect(clickhouse_dsn)
+    held = {table: ids_of(client, table) for table in ("events", "events_by_user", "arrivals")}
+    assert held["events"] == held["events_by_user"] == held["arrivals"]
+
+
+def ids_of(client: Client, table: str) -> set[str]:
+    rows = client.query(f"SELECT event_id FROM {table} WHERE user_id = %(user)s", {"user": ERASED}).result_rows  # noqa: S608
+    return {str(row[0]) for row in rows}

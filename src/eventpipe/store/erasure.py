@@ -7,8 +7,18 @@ counts its buckets again (store.tally). Tables are emptied in an order that
 keeps what finds the rest until last: the first-time index (no user column)
 by the keys events_by_user holds, then every table with a user_id
 column, events_by_user itself last, so a call cut short is finished by calling
-again. The dead letters that go are those whose payload names the user (MENTIONS).
-Every value is a bound parameter.
+again.
+
+An erasure takes the events received before it started (the cut). A batch
+lands in `events` and the tables beside it one after another, so one that
+commits while the tables are emptied one by one would stay in those emptied
+before it: an attack found /feed serving 200 events that /events no longer
+had. So after a first pass the erasure waits until every live worker's mark
+(store.feed.complete_before) passes the cut, bounded by SETTLE_S, and then
+deletes what is left of the user's rows received before the cut. Events
+received after the cut are left whole in every table. The dead letters that
+go are those whose payload names the user (MENTIONS). Every value is a bound
+parameter.
 """
 
 from __future__ import annotations
@@ -17,31 +27,41 @@ import hashlib
 import hmac
 import json
 import re
+import time
 from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BusyStorageError
 from eventpipe.store.failure import classified
+from eventpipe.store.feed import MARKS_QUERY, complete_before
 from eventpipe.store.page import Position
 from eventpipe.store.schema.version import REBUILT, REFILLED
 from eventpipe.store.writer import INSERT_SETTINGS
 
+# The rows an erasure takes: those received up to its start.
+CUT = "received_at <= fromUnixTimestamp64Milli({cut:Int64}, 'UTC')"
 # Waited for: the answer must not come before every read shows the rows gone.
 DELETE_SETTINGS = {"lightweight_deletes_sync": 2}
 # Indexes without a user column, emptied by key before the rows that give the keys. The id lookup,
 # a projection of events, keeps an erased id until its part merges: the lookup then reads events,
 # where the delete masks the row, so nothing is served (operations.md, "Erasure: what it cannot reach").
 BY_KEY = (
-    "DELETE FROM undated_events WHERE (event_id, event_type) IN"
-    " (SELECT event_id, event_type FROM events_by_user WHERE user_id = {user:String})",
+    "DELETE FROM undated_events WHERE (event_id, event_type) IN"  # noqa: S608 - constants
+    f" (SELECT event_id, event_type FROM events_by_user WHERE user_id = {{user:String}} AND {CUT})",
 )
-# Found, not listed: a table added later with a user_id column is erased too.
+# Found, not listed: a table added later with a user_id column is erased too;
+# with whether it has received_at, which the cut is taken on.
 USER_TABLES = (
-    "SELECT table FROM system.columns WHERE database = currentDatabase() AND name = 'user_id' AND table IN"
+    "SELECT table, countIf(name = 'received_at') FROM system.columns"
+    " WHERE database = currentDatabase() AND name IN ('user_id', 'received_at') AND table IN"
     " (SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree')"
-    " ORDER BY table"
+    " GROUP BY table HAVING countIf(name = 'user_id') > 0 ORDER BY table"
 )
+# Workers store a mark after a batch at most once a second, and alone every two
+# seconds while idle (ingest.mark): a few seconds see every live one past the cut.
+SETTLE_S = 10.0
+SETTLE_POLL_S = 0.2
 # A migration that copies a table (store.migration's Rebuild and Refill) may
 # copy a user's rows after they were deleted here and swap the copy in: an
 # erasure refuses to start while such a copy exists, and fails (to be called
@@ -69,6 +89,11 @@ ERASURE_COLUMNS = ("erasure_id", "erased_at", "key_name", "user_hash", "events",
 # A key makes the audit's hashes unrecognisable to whoever reads the table
 # without it: an unkeyed hash of a short id is found by hashing every likely id.
 _CONTEXT = b"eventpipe erasure key\x00"
+
+
+def _rows(cut: bool) -> str:
+    """The user's rows an erasure takes from a table: those before the cut, or all where no receive time says."""
+    return "user_id = {user:String}" + (f" AND {CUT}" if cut else "")
 
 
 class Erased(NamedTuple):
@@ -110,27 +135,53 @@ class Eraser:
         self._client = client
 
     def erase(self, user_id: str) -> Erased:
-        """Delete every row of `user_id`'s events and the dead letters naming it; count them as reads showed them."""
-        user: dict[str, object] = {"user": user_id}
+        """Delete every row of `user_id`'s events received before now, and the dead letters naming it;
+        count them as reads showed them."""
+        user: dict[str, object] = {"user": user_id, "cut": time.time_ns() // 1_000_000}
         named = mentions(user_id)
         tables = self._tables()
         copying = sorted(name for name in tables if name.endswith(COPIES))
         if copying:
             raise BusyStorageError(f"a migration is copying {copying[0]}: erase again once it has finished")
-        events = self._count("SELECT count() FROM events_by_user FINAL WHERE user_id = {user:String}", user)
         dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {MENTIONS}", named)  # noqa: S608
-        for statement in BY_KEY:
-            self._delete(statement, user)
-        for table in self._user_tables():
-            if table != "`events_by_user`":
-                self._delete(f"DELETE FROM {table} WHERE user_id = {{user:String}}", user)  # noqa: S608 - quoted
-        self._delete("DELETE FROM events_by_user WHERE user_id = {user:String}", user)
+        events = self._pass(user, self._user_tables())
+        self._settle(int(str(user["cut"])))
+        # What batches committed during the first pass left behind, in the tables that hold any.
+        left = [(table, cut) for table, cut in self._user_tables() if self._holds(table, cut, user)]
+        if left:
+            events += self._pass(user, left)
         outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {MENTIONS})"  # noqa: E501, S608
         self._delete(outcomes, named)
         self._delete(f"DELETE FROM dead_letters WHERE {MENTIONS}", named)  # noqa: S608 - constants
         if self._tables() != tables:
             raise BusyStorageError("a migration swapped a table during the erasure: erase again")
         return Erased(events, dead_letters)
+
+    def _pass(self, user: dict[str, object], tables: list[tuple[str, bool]]) -> int:
+        """Empty `tables` of the user's rows before the cut, events_by_user last; the events it held."""
+        events = self._count(
+            f"SELECT count() FROM events_by_user FINAL WHERE user_id = {{user:String}} AND {CUT}",  # noqa: S608
+            user,
+        )
+        for statement in BY_KEY:
+            self._delete(statement, user)
+        last = [(table, cut) for table, cut in tables if table == "`events_by_user`"]
+        for table, cut in [*(t for t in tables if t[0] != "`events_by_user`"), *last]:
+            self._delete(f"DELETE FROM {table} WHERE {_rows(cut)}", user)  # noqa: S608 - quoted
+        return events
+
+    def _settle(self, cut_ms: int) -> None:
+        """Wait, SETTLE_S at most, until every live worker has committed all it received before the cut."""
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            with classified():
+                row = self._client.query(MARKS_QUERY.sql, parameters=MARKS_QUERY.parameters).result_rows[0]
+            if complete_before(row) > cut_ms:
+                return
+            time.sleep(SETTLE_POLL_S)
+
+    def _holds(self, table: str, cut: bool, user: dict[str, object]) -> bool:
+        return self._count(f"SELECT count() FROM {table} WHERE {_rows(cut)}", user) > 0  # noqa: S608 - quoted
 
     def record(self, erasure: Erasure) -> None:
         with classified():
@@ -167,11 +218,11 @@ class Eraser:
         with classified():
             return {str(name): str(uuid) for name, uuid in self._client.query(TABLES).result_rows}
 
-    def _user_tables(self) -> list[str]:
+    def _user_tables(self) -> list[tuple[str, bool]]:
         with classified():
-            names = [str(row[0]) for row in self._client.query(USER_TABLES).result_rows]
+            rows = self._client.query(USER_TABLES).result_rows
         # Names from the server's catalogue, spliced into DELETE: quoted, whatever they hold.
-        return ["`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`" for name in names]
+        return [("`" + str(name).replace("\\", "\\\\").replace("`", "\\`") + "`", bool(cut)) for name, cut in rows]
 
     def _count(self, sql: str, parameters: dict[str, object]) -> int:
         with classified():

@@ -30,7 +30,7 @@ received before that instant was committed before the mark, so below hi.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from eventpipe.events import Event
@@ -64,6 +64,16 @@ MARKS_QUERY = Query(
     " FROM worker_marks GROUP BY worker)",
     {},
 )
+
+
+def complete_before(marks: Sequence[object]) -> int:
+    """From MARKS_QUERY's row: the instant before which every live worker committed all it received."""
+    now_ms, newest = marks
+    before = int(str(now_ms))
+    for committed, retired in newest:  # type: ignore[attr-defined]
+        if not int(str(retired)):
+            before = min(before, int(str(committed)))
+    return before
 
 
 class Place(NamedTuple):
@@ -137,11 +147,7 @@ class Feed:
     def _begin(self, place: Place) -> tuple[Place, list[Part]]:
         """Start the epoch after `lo`: its complete_until from the marks, then its hi (in that order),
         with the parts hi was taken from, which the epoch's first page reads."""
-        now_ms, marks = self._run(MARKS_QUERY)[0]
-        before = int(str(now_ms))
-        for complete_before, retired in marks:  # type: ignore[attr-defined]
-            if not int(str(retired)):
-                before = min(before, int(str(complete_before)))
+        before = complete_before(self._run(MARKS_QUERY)[0])
         parts = self._parts()
         hi = max((p.max_block for p in parts), default=0)
         if hi < place.lo:
