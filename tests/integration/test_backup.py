@@ -192,3 +192,27 @@ def _migrated(dsn: str) -> clickhouse_connect.driver.Client:
     client = connect(dsn)
     migrate(client)
     return client
+
+
+def test_a_damaged_backup_is_refused_before_the_store_is_touched(clickhouse_dsn: str) -> None:
+    client = _migrated(clickhouse_dsn)
+    seed(client, "a", 200)
+    backups = Backups(client)
+    taken = backups.take("test")
+    directory = backup_dir(clickhouse_dsn)
+    if directory is None:
+        pytest.skip("the server's backups disk is not on this machine")  # the container path
+    seed(client, "b", 5)
+    # 64 bytes changed in the middle of the events' data, as a bad disk or a careless copy would.
+    (data,) = [path for path in (directory / taken.name / "data").rglob("*.bin") if path.parent.parent.name == "events"]
+    damaged = bytearray(data.read_bytes())
+    middle = len(damaged) // 2
+    damaged[middle : middle + 64] = bytes(b ^ 0xFF for b in damaged[middle : middle + 64])
+    data.write_bytes(bytes(damaged))
+    live = set(ids(client))
+    with pytest.raises(BackupError, match=f"backup {taken.name} cannot be read back whole.*nothing was changed"):
+        backups.restore(taken.name, 0, "test")
+    assert set(ids(client)) == live and set(ids(client, "events_by_user")) == {f"b{i}" for i in range(0, 5, 3)} | {
+        f"a{i}" for i in range(0, 200, 3)
+    }
+    assert [backup.name for backup in backups.listing()] == [taken.name], "a refused restore backed nothing up"
