@@ -15,6 +15,7 @@ from eventpipe.api.keyring import Keyring
 from eventpipe.errors import BackupError
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir
+from eventpipe.store.erasure import Eraser
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
@@ -216,3 +217,23 @@ def test_a_damaged_backup_is_refused_before_the_store_is_touched(clickhouse_dsn:
         f"a{i}" for i in range(0, 200, 3)
     }
     assert [backup.name for backup in backups.listing()] == [taken.name], "a refused restore backed nothing up"
+
+
+def test_a_backup_taken_after_an_erasure_holds_none_of_the_erased_rows(clickhouse_dsn: str) -> None:
+    client = _migrated(clickhouse_dsn)
+    seed(client, "a", 60)
+    Writer(client).insert_dead_letters([rejection("events/bad", b'{"user_id": "u1", "x": ', MARCH_MS)])
+    Eraser(client).erase("u1")
+    taken = Backups(client).take("test")
+    # Read the backup itself with masks off, as anyone holding its files could.
+    scratch, database = "erased_check", client.command("SELECT currentDatabase()")
+    client.command(f"CREATE DATABASE {scratch} ENGINE = Backup('{database}', Disk('backups', '{taken.name}'))")
+    try:
+        for table in ("events", "events_by_user", "arrivals", "dead_letters"):
+            column = "payload" if table == "dead_letters" else "user_id"
+            sql = f"SELECT count() FROM {scratch}.{table} WHERE {column} LIKE '%u1%' SETTINGS apply_deleted_mask = 0"  # noqa: S608
+            assert client.command(sql) == 0, table
+        held = client.command(f"SELECT count() FROM {scratch}.events SETTINGS apply_deleted_mask = 0")  # noqa: S608
+        assert held == 55  # the other users' events and those without a user
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {scratch}")
