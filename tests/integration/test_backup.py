@@ -16,7 +16,9 @@ from eventpipe.errors import BackupError
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir
 from eventpipe.store.erasure import Eraser
+from eventpipe.store.feed import Feed, FeedRewound, Place
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate
+from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
 from tests.support.api import AUTH, KEY, event, readonly_reader, rejection
@@ -237,3 +239,30 @@ def test_a_backup_taken_after_an_erasure_holds_none_of_the_erased_rows(clickhous
         assert held == 55  # the other users' events and those without a user
     finally:
         client.command(f"DROP DATABASE IF EXISTS {scratch}")
+
+
+def test_a_feed_token_from_before_a_restore_is_refused_for_good(client: clickhouse_connect.driver.Client) -> None:
+    feed = Feed(Reader(client).run)
+    seed(client, "a", 10)
+    taken = Backups(client).take("test")
+    for batch in range(5):
+        seed(client, f"b{batch}-", 10)
+    place = Place()
+    while place.hi is not None or place == Place():
+        place = feed.page(EventFilter(), 1000, place).next
+    assert place.lo > 0  # a sync that has caught up
+    Backups(client).restore(taken.name, 0, "test")
+    # Past the old place's numbers: the rebuilt arrivals number afresh, so numbers alone cannot tell.
+    for batch in range(20):
+        seed(client, f"c{batch}-", 10)
+    numbered = "SELECT max(max_block_number) FROM system.parts WHERE table = 'arrivals' AND active"
+    assert client.command(numbered + " AND database = currentDatabase()") > place.lo
+    with pytest.raises(FeedRewound):
+        feed.page(EventFilter(), 1000, place)
+    # A sync that starts again gets every event the store holds.
+    fresh, served = Place(), set()
+    while fresh.hi is not None or fresh == Place():
+        page = feed.page(EventFilter(), 1000, fresh)
+        served |= {event.event_id for event in page.rows}
+        fresh = page.next
+    assert served == set(ids(client))

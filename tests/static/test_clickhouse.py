@@ -102,7 +102,9 @@ ERASED = ("events", "events_by_user", "arrivals", "undated_events", "dead_letter
 
 def test_the_admin_user_may_back_up_read_record_replay_and_erase_only() -> None:
     expected = ["GRANT SELECT, BACKUP ON eventpipe.*", READ_BACKUP]
-    expected += [f"GRANT INSERT ON eventpipe.{table}" for table in (*KEPT, *REPLAY_INSERTS)]
+    # Restores are recorded by `eventpipe restore`, which runs as the owner, never through the API.
+    records = [table for table in KEPT if table != "restores"]
+    expected += [f"GRANT INSERT ON eventpipe.{table}" for table in (*records, *REPLAY_INSERTS)]
     expected += [f"GRANT ALTER DELETE ON eventpipe.{table}" for table in ERASED]
     assert sorted(grants("eventpipe_admin")) == sorted(expected)
 

@@ -12,10 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventpipe.api import cursor
+from eventpipe.api.bookmark import Bookmarks
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import ApiError
 from eventpipe.errors import ConfigError
+from eventpipe.store.feed import Place
 from eventpipe.store.page import Position
+from eventpipe.store.query import Key
 
 CURSOR_KEY = "unit-test-cursor-secret-0123456789abcdef"
 SCOPE = cursor.scope("events", "click", None, 1, None)
@@ -169,3 +172,12 @@ def test_a_signed_body_is_a_valid_position_or_a_422(version: int, time_ms: int, 
     else:
         assert position.tie is not None and 0 < len(position.tie) <= 128
         assert last_id == len(position.id.encode()).to_bytes(2, "big") + position.id.encode() + position.tie.encode()
+
+
+def test_a_feed_token_carries_the_store_generation_and_one_issued_before_it_was_kept_still_reads() -> None:
+    bookmarks = Bookmarks(CURSORS)
+    place = Place(lo=7, hi=9, served_before_ms=5, epoch_before_ms=6, after=Key(10, "click", "e1"), generation=3)
+    assert bookmarks.decode(bookmarks.encode(place, SCOPE), SCOPE) == place
+    # A version 0x46 token (no generation), issued before the upgrade: the sync goes on, as generation 0.
+    old = struct.pack(">B8sQQQQB", 0x46, bytes.fromhex(SCOPE), 7, 0, 5, 0, 0)
+    assert bookmarks.decode(CURSORS.seal(old), SCOPE) == Place(lo=7, served_before_ms=5, generation=0)

@@ -3,7 +3,8 @@
 A token is a cursor's sealing (api.cursor: base64url of a 16-byte HMAC tag and
 what it signs, with the same key) around: a version byte, the filters' 8-byte
 scope, the epoch's lo and hi block numbers (hi 0 between epochs), its two
-complete_until instants in milliseconds, and, inside an epoch, the last key
+complete_until instants in milliseconds, the store's generation (restores
+seen; not in tokens of version 0x46, read as 0), and, inside an epoch, the last key
 served: time, event type (length-prefixed) and id as UTF-8. A client holds its
 whole place, so any API process with the same key (EVENTPIPE_CURSOR_SECRET)
 continues it, and a forged or damaged token is refused before it reaches SQL.
@@ -20,9 +21,11 @@ from eventpipe.store.feed import Place
 from eventpipe.store.query import Key
 
 # Not a cursor's version (2): a cursor passed as a token, or the reverse, is refused.
-VERSION = 0x46
+# 0x46 tokens, issued before the generation was kept, are still read: a sync goes on across the upgrade.
+VERSION, BEFORE_GENERATION = 0x47, 0x46
 MAX_CHARS = 2048
-_HEADER = struct.Struct(f">B{SCOPE_BYTES}sQQQQB")
+_HEADER = struct.Struct(f">B{SCOPE_BYTES}sQQQQQB")
+_OLD_HEADER = struct.Struct(f">B{SCOPE_BYTES}sQQQQB")
 _KEY = struct.Struct(">QH")
 # Block numbers are UInt64 in ClickHouse; the driver binds what fits a signed 64-bit integer.
 MAX_BLOCK = 2**63 - 1
@@ -43,6 +46,7 @@ class Bookmarks:
             place.hi or 0,
             place.served_before_ms,
             place.epoch_before_ms,
+            place.generation,
             after is not None,
         )
         if after is None:
@@ -53,10 +57,15 @@ class Bookmarks:
     def decode(self, text: str, query_scope: str) -> Place:
         """The place in `text`, or a 422 saying why the token is unusable."""
         body = self._cursors.unseal(text, "after", MAX_CHARS)
-        if len(body) < _HEADER.size:
+        header = _OLD_HEADER if body[:1] == bytes([BEFORE_GENERATION]) else _HEADER
+        if len(body) < header.size:
             raise _invalid()
-        version, made_for, lo, hi, served_ms, epoch_ms, has_key = _HEADER.unpack_from(body)
-        if version != VERSION or has_key not in (0, 1) or lo > MAX_BLOCK or hi > MAX_BLOCK:
+        if header is _OLD_HEADER:
+            version, made_for, lo, hi, served_ms, epoch_ms, has_key = _OLD_HEADER.unpack_from(body)
+            version, generation = VERSION, 0
+        else:
+            version, made_for, lo, hi, served_ms, epoch_ms, generation, has_key = _HEADER.unpack_from(body)
+        if version != VERSION or has_key not in (0, 1) or lo > MAX_BLOCK or hi > MAX_BLOCK or generation > MAX_BLOCK:
             raise _invalid()
         if not (0 <= served_ms < LATEST_MS and 0 <= epoch_ms < LATEST_MS) or (hi and hi < lo):
             raise _invalid()
@@ -66,11 +75,11 @@ class Bookmarks:
                 "invalid_parameter",
                 "after: it belongs to a feed with other filters; keep the first page's filters",
             )
-        rest = body[_HEADER.size :]
+        rest = body[header.size :]
         if not has_key:
             if rest or hi:
                 raise _invalid()  # inside an epoch a token always holds the last key served
-            return Place(lo=lo, served_before_ms=served_ms)
+            return Place(lo=lo, served_before_ms=served_ms, generation=generation)
         if not hi or len(rest) < _KEY.size:
             raise _invalid()
         time_ms, type_bytes = _KEY.unpack_from(rest)
@@ -84,7 +93,7 @@ class Bookmarks:
             raise _invalid()
         if not (0 < len(kind) <= MAX_TYPE_CHARS and 0 < len(event_id) <= MAX_ID_CHARS):
             raise _invalid()
-        return Place(lo, hi, served_ms, epoch_ms, Key(time_ms, kind, event_id))
+        return Place(lo, hi, served_ms, epoch_ms, Key(time_ms, kind, event_id), generation)
 
 
 def _invalid() -> ApiError:

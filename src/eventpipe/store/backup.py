@@ -121,6 +121,13 @@ class Backups:
                 for table in KEPT.values():
                     self._client.command(table)  # IF NOT EXISTS: onto an empty server, the catalog starts here
             replaced = self._take(taken_by) if self._holds_data() else None
+            with classified():
+                # Before the drop: whatever the store holds from here on is another generation.
+                self._client.insert(
+                    "restores",
+                    [[datetime.now(UTC), name, taken_by]],
+                    column_names=["restored_at", "backup", "taken_by"],
+                )
             self._drop_all(database)
             try:
                 self._wait(

@@ -52,11 +52,15 @@ Run = Callable[[Query], list[tuple[object, ...]]]
 
 # Parts of `arrivals` as the page relies on them: their block ranges say which
 # epoch numbers they hold, their time range bounds the keys of those rows.
+# With them, the store's generation: how many restores it has seen (store.schema.record.RESTORES),
+# in the same query, so a page costs no round trip more (the generation alone when there is no part).
+GENERATION = "SELECT count() FROM restores"
 PARTS_QUERY = Query(
-    "SELECT name, min_block_number, max_block_number, toUnixTimestamp(min_time) FROM system.parts"
-    " WHERE database = currentDatabase() AND table = 'arrivals' AND active",
+    "SELECT name, min_block_number, max_block_number, toUnixTimestamp(min_time), (" + GENERATION + ")"  # noqa: S608
+    " FROM system.parts WHERE database = currentDatabase() AND table = 'arrivals' AND active",
     {},
 )
+GENERATION_QUERY = Query(GENERATION, {})
 # The newest mark of each worker, and the server's clock for workers that have none yet.
 MARKS_QUERY = Query(
     "SELECT toUnixTimestamp64Milli(now64(3)), groupArray((complete_before, retired)) FROM"
@@ -86,6 +90,8 @@ class Place(NamedTuple):
     served_before_ms: int = 0
     epoch_before_ms: int = 0
     after: Key | None = None
+    # The store's generation when the client started: a restore since makes the place meaningless.
+    generation: int = 0
 
 
 class FeedPage(NamedTuple):
@@ -114,10 +120,15 @@ class Feed:
 
     def page(self, where: EventFilter, limit: int, place: Place, max_bytes: int = PAGE_BYTES) -> FeedPage:
         """Up to `limit` events after `place` that `where` admits, whose JSON fits in `max_bytes` (at least one)."""
-        if place.hi is None:
-            place, parts = self._begin(place)
-        else:
-            parts = self._parts()
+        # An epoch's complete_until is read before its hi (the parts), as _begin says.
+        before = complete_before(self._run(MARKS_QUERY)[0]) if place.hi is None else None
+        parts, generation = self._parts()
+        if place == Place():
+            place = place._replace(generation=generation)
+        elif place.generation != generation:
+            raise FeedRewound(f"restored since: generation {place.generation}, now {generation}")
+        if before is not None:
+            place = self._begin(place, parts, before)
         assert place.hi is not None
         if max((p.max_block for p in parts), default=0) < place.hi:
             raise FeedRewound(f"arrivals numbers below {place.hi} now")
@@ -144,24 +155,24 @@ class Feed:
         after = Key(*keys[-1])
         return FeedPage(events, place._replace(after=after), place.served_before_ms)
 
-    def _begin(self, place: Place) -> tuple[Place, list[Part]]:
-        """Start the epoch after `lo`: its complete_until from the marks, then its hi (in that order),
-        with the parts hi was taken from, which the epoch's first page reads."""
-        before = complete_before(self._run(MARKS_QUERY)[0])
-        parts = self._parts()
+    def _begin(self, place: Place, parts: list[Part], before: int) -> Place:
+        """Start the epoch after `lo`: its complete_until from the marks (`before`), then its hi from
+        `parts`, listed after the marks were read, which the epoch's first page reads."""
         hi = max((p.max_block for p in parts), default=0)
         if hi < place.lo:
             raise FeedRewound(f"arrivals numbers below {place.lo} now")
-        return place._replace(hi=hi, epoch_before_ms=before, after=None), parts
+        return place._replace(hi=hi, epoch_before_ms=before, after=None)
 
     def _finish(self, place: Place, events: list[Event]) -> FeedPage:
         """The last page of the epoch: the next one starts after its hi."""
         assert place.hi is not None
-        nxt = Place(lo=place.hi, served_before_ms=place.epoch_before_ms)
+        nxt = Place(lo=place.hi, served_before_ms=place.epoch_before_ms, generation=place.generation)
         return FeedPage(events, nxt, place.epoch_before_ms)
 
-    def _parts(self) -> list[Part]:
-        return [Part(str(n), int(str(lo)), int(str(hi)), int(str(t))) for n, lo, hi, t in self._run(PARTS_QUERY)]
+    def _parts(self) -> tuple[list[Part], int]:
+        rows = self._run(PARTS_QUERY)
+        generation = int(str((rows or self._run(GENERATION_QUERY))[0][-1]))
+        return [Part(str(n), int(str(lo)), int(str(hi)), int(str(t))) for n, lo, hi, t, _ in rows], generation
 
 
 def _fitting(sizes: list[int], max_bytes: int) -> int:

@@ -15,7 +15,7 @@ from eventpipe.store.failure import classified
 from eventpipe.store.schema import arrival, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
 from eventpipe.store.schema.index import UNDATED_ROWS, USER_ROWS
-from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES
+from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES, RESTORES
 from eventpipe.store.schema.version import DEFINER, REBUILT, REFILLED, Migration, Rebuild, Refill
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
 #   rebuilds each from the restored events with these queries, as migrations 6
 #   and 9 filled them. (The id lookup is a projection of events since
 #   migration 13, so it is in events' own snapshot.)
-# - KEPT: about backups themselves, and the erasure audit; left out of every
+# - KEPT: about backups and restores themselves, and the erasure audit; left out of every
 #   backup, untouched by a restore (created again if a restore finds it
 #   missing), so that a restore does not forget the backups taken after the
 #   one it brings back, nor the erasures made since (operations.md, "Erasure:
@@ -68,7 +68,7 @@ DERIVED = {
     # Rebuilt, so numbered afresh: a feed token from before the restore is refused (store.feed).
     "arrivals": ARRIVAL_ROWS,
 }
-KEPT = {"backups": BACKUP_CATALOG, "erasures": ERASURES}
+KEPT = {"backups": BACKUP_CATALOG, "erasures": ERASURES, "restores": RESTORES}
 
 RETAINED = {
     "events": "timestamp",

@@ -1,4 +1,4 @@
-"""What operators' actions leave behind: backups taken, replay outcomes, erasures (migrations 10 and 12)."""
+"""What operators' actions leave behind: backups taken, replay outcomes, erasures, restores (migrations 10, 12, 17)."""
 
 from __future__ import annotations
 
@@ -61,3 +61,21 @@ ORDER BY (erased_at, erasure_id)
 
 # Numbered 12: 9 is the arrival feed's, 10 is above, 11 is the user index's (store.schema.index).
 MIGRATIONS += (Migration(12, "record replay outcomes and erasures", (DEAD_LETTER_OUTCOMES, ERASURES)),)
+
+# One row per restore (store.backup), written before the restore drops the
+# tables: the arrival feed's tokens carry how many there were when issued, and
+# one from before a restore is refused for good (422, start again), not only
+# while the rebuilt `arrivals` numbers below it: past that, it would walk the
+# new numbering from the old place and skip events (found by an attack).
+RESTORES = """
+CREATE TABLE IF NOT EXISTS restores
+(
+    restored_at DateTime64(3, 'UTC'),
+    backup String,
+    taken_by String
+)
+ENGINE = MergeTree
+ORDER BY restored_at
+"""
+
+MIGRATIONS += (Migration(17, "record restores", (RESTORES,)),)
