@@ -3,8 +3,8 @@
 A token is a cursor's sealing (api.cursor: base64url of a 16-byte HMAC tag and
 what it signs, with the same key) around: a version byte, the filters' 8-byte
 scope, the epoch's lo and hi block numbers (hi 0 between epochs), its two
-complete_until instants in milliseconds, the store's generation (restores
-seen; not in tokens of version 0x46, read as 0), and, inside an epoch, the last key
+complete_until instants in milliseconds, the store's generation (its newest
+restore's id; not in tokens of version 0x46, read as 0), and, inside an epoch, the last key
 served: time, event type (length-prefixed) and id as UTF-8. A client holds its
 whole place, so any API process with the same key (EVENTPIPE_CURSOR_SECRET)
 continues it, and a forged or damaged token is refused before it reaches SQL.

@@ -36,6 +36,8 @@ from eventpipe.errors import BackupError, EventpipeError
 from eventpipe.events.contract import PROBE_EVENT_TYPE
 from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.failure import classified
+from eventpipe.store.integrity import purge, verify
+from eventpipe.store.integrity import quoted as _ident
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate
 
 # A UTC time to the second and a random suffix: sorts by age, never collides,
@@ -116,18 +118,15 @@ class Backups:
         with self._lock:
             database = self._rows("SELECT currentDatabase()")[0][0]
             self._held(name, database)  # refuses a missing or foreign backup before anything changes
-            self._verify(name, database)  # and one that cannot be read back whole
+            with self._opened(name, database) as scratch:
+                verify(self._client, scratch, name)  # and one that cannot be read back whole
             with classified():
                 for table in KEPT.values():
                     self._client.command(table)  # IF NOT EXISTS: onto an empty server, the catalog starts here
             replaced = self._take(taken_by) if self._holds_data() else None
-            with classified():
-                # Before the drop: whatever the store holds from here on is another generation.
-                self._client.insert(
-                    "restores",
-                    [[datetime.now(UTC), name, taken_by]],
-                    column_names=["restored_at", "backup", "taken_by"],
-                )
+            # Before the drop, whatever the store holds from here on is another generation; and
+            # again once rebuilt, so no token issued during the restore is of the final one.
+            self._generation(name, taken_by)
             self._drop_all(database)
             try:
                 self._wait(
@@ -138,6 +137,7 @@ class Backups:
                     for table, rows in DERIVED.items():
                         self._client.command(f"TRUNCATE TABLE {_ident(table)}")
                         self._client.command(f"INSERT INTO {_ident(table)} {rows}")
+                self._generation(name, taken_by)
             except EventpipeError as exc:
                 before = f", or restore {replaced.name} (what the store held before)" if replaced else ""
                 raise BackupError(f"{exc}; the store is incomplete: run this restore again{before}") from exc
@@ -146,12 +146,21 @@ class Backups:
             )
             return Restored(name, events, dead_letters, replaced)
 
+    def _generation(self, name: str, taken_by: str) -> None:
+        """Start a new generation of the store (store.schema.record.RESTORES): a random id, never 0."""
+        with classified():
+            self._client.insert(
+                "restores",
+                [[datetime.now(UTC), name, taken_by, secrets.randbits(62) + 1]],
+                column_names=["restored_at", "backup", "taken_by", "restore_id"],
+            )
+
     def _take(self, taken_by: str) -> Backup:
         now_ms = time.time_ns() // 1_000_000
         name = new_name(now_ms)
         database = self._rows("SELECT currentDatabase()")[0][0]
         kept = ", ".join(f"{_ident(database)}.{_ident(table)}" for table in KEPT)
-        self._purge(database)
+        purge(self._client, database, list(KEPT))
         backup_id = self._wait(f"BACKUP DATABASE {_ident(database)} EXCEPT TABLES {kept} TO {_disk(name)}")
         size = self._rows("SELECT total_size FROM system.backups WHERE id = {id:String}", {"id": backup_id})
         events, dead_letters = self._held(name, database)
@@ -165,35 +174,6 @@ class Backups:
             )
         return taken
 
-    def _purge(self, database: str) -> None:
-        """Rewrite the parts that still hold rows a lightweight DELETE masked (an erasure's), without them.
-
-        BACKUP copies parts as they are, masked rows included, until a merge
-        drops them: an attack read an erased user's 600 rows, properties and
-        all, out of every backup taken after the erasure (apply_deleted_mask = 0).
-        Only parts with a mask are rewritten; waited for by polling, as a
-        restore is, so a long one outlasts no read timeout.
-        """
-        masked = self._rows(
-            "SELECT DISTINCT table FROM system.parts WHERE database = currentDatabase() AND active"
-            " AND has_lightweight_delete AND table NOT IN {kept:Array(String)}",
-            {"kept": list(KEPT)},
-        )
-        for (table,) in masked:
-            with classified():
-                self._client.command(f"ALTER TABLE {_ident(database)}.{_ident(table)} APPLY DELETED MASK")
-            while True:
-                pending = self._rows(
-                    "SELECT latest_fail_reason FROM system.mutations WHERE database = currentDatabase()"
-                    " AND table = {t:String} AND NOT is_done",
-                    {"t": table},
-                )
-                if not pending:
-                    break
-                if any(str(reason) for (reason,) in pending):
-                    raise BackupError(f"purging erased rows from {table} failed: {pending[0][0]}")
-                time.sleep(POLL_S)
-
     def _held(self, name: str, database: str) -> tuple[int, int]:
         """(events, dead letters) in the backup; BackupError if it is not there or holds another database."""
         with self._opened(name, database) as scratch:
@@ -206,31 +186,6 @@ class Backups:
                 )
             counts = [self._rows(query.format(db=_ident(scratch)))[0][0] for query in (EVENTS_HELD, DEAD_LETTERS_HELD)]
             return int(counts[0]), int(counts[1])
-
-    def _verify(self, name: str, database: str) -> None:
-        """Read every stored column of every table in the backup, so a damaged file (each compressed
-        block carries a checksum) fails here, before the drop, not halfway through the restore: an
-        attack's backup with 64 flipped bytes in `properties` otherwise dropped the live store."""
-        with self._opened(name, database) as scratch:
-            listed = self._rows(
-                "SELECT name FROM system.tables WHERE database = {d:String} AND engine LIKE '%MergeTree'",
-                {"d": scratch},
-            )
-            for (table,) in listed:
-                try:
-                    self._client.query(
-                        f"SELECT count() FROM {_ident(scratch)}.{_ident(table)} WHERE NOT ignore(*)",  # noqa: S608
-                        settings={"asterisk_include_materialized_columns": 1},
-                    )
-                except Error as exc:
-                    if getattr(exc, "code", None) not in DAMAGED_CODES:
-                        with classified():
-                            raise
-                    first = str(exc).strip().splitlines()[0][:300]
-                    raise BackupError(
-                        f"backup {name} cannot be read back whole ({table}: {first}); nothing was changed: "
-                        "restore another backup"
-                    ) from exc
 
     def _present(self, name: str, database: str) -> bool:
         try:
@@ -299,25 +254,8 @@ class Backups:
             return self._client.query(sql, parameters=parameters).result_rows
 
 
-# What reading a damaged backup file raises (a file cut short, missing, or changed).
-DAMAGED_CODES = frozenset({
-    3,  # UNEXPECTED_END_OF_FILE
-    32,  # ATTEMPT_TO_READ_AFTER_EOF
-    33,  # CANNOT_READ_ALL_DATA
-    40,  # CHECKSUM_DOESNT_MATCH
-    76,  # CANNOT_OPEN_FILE
-    107,  # FILE_DOESNT_EXIST
-    246,  # CORRUPTED_DATA
-    271,  # CANNOT_DECOMPRESS
-})  # fmt: skip
-
-
 def _disk(name: str) -> str:
     return f"Disk({_literal(BACKUP_DISK)}, {_literal(check_name(name))})"
-
-
-def _ident(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 def _literal(text: str) -> str:

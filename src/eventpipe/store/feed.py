@@ -52,9 +52,9 @@ Run = Callable[[Query], list[tuple[object, ...]]]
 
 # Parts of `arrivals` as the page relies on them: their block ranges say which
 # epoch numbers they hold, their time range bounds the keys of those rows.
-# With them, the store's generation: how many restores it has seen (store.schema.record.RESTORES),
+# With them, the store's generation: the id of its newest restore, 0 before any (store.schema.record.RESTORES),
 # in the same query, so a page costs no round trip more (the generation alone when there is no part).
-GENERATION = "SELECT count() FROM restores"
+GENERATION = "SELECT argMax(restore_id, (restored_at, restore_id)) FROM restores"
 PARTS_QUERY = Query(
     "SELECT name, min_block_number, max_block_number, toUnixTimestamp(min_time), (" + GENERATION + ")"  # noqa: S608
     " FROM system.parts WHERE database = currentDatabase() AND table = 'arrivals' AND active",

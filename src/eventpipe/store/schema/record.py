@@ -62,20 +62,28 @@ ORDER BY (erased_at, erasure_id)
 # Numbered 12: 9 is the arrival feed's, 10 is above, 11 is the user index's (store.schema.index).
 MIGRATIONS += (Migration(12, "record replay outcomes and erasures", (DEAD_LETTER_OUTCOMES, ERASURES)),)
 
-# One row per restore (store.backup), written before the restore drops the
-# tables: the arrival feed's tokens carry how many there were when issued, and
-# one from before a restore is refused for good (422, start again), not only
-# while the rebuilt `arrivals` numbers below it: past that, it would walk the
-# new numbering from the old place and skip events (found by an attack).
+# Rows of each restore (store.backup), one written before it drops the tables
+# and one once it has rebuilt them, each with a random id: the store's
+# generation is the newest row's id (0 before any). The arrival feed's tokens
+# carry it, so one from before a restore is refused for good (422, start
+# again), not only while the rebuilt `arrivals` numbers below it: past that, it
+# would walk the new numbering from the old place and skip events (found by an
+# attack). Random, not a count: this table is in no backup, and a count starts
+# again on a new server, where an old token's count could come round again.
 RESTORES = """
 CREATE TABLE IF NOT EXISTS restores
 (
     restored_at DateTime64(3, 'UTC'),
     backup String,
-    taken_by String
+    taken_by String,
+    restore_id UInt64
 )
 ENGINE = MergeTree
 ORDER BY restored_at
 """
 
-MIGRATIONS += (Migration(17, "record restores", (RESTORES,)),)
+MIGRATIONS += (
+    Migration(17, "record restores", (RESTORES,)),
+    # Migration 17 first made the table without its id (a store of that day).
+    Migration(18, "give each restore an id", ("ALTER TABLE restores ADD COLUMN IF NOT EXISTS restore_id UInt64",)),
+)
