@@ -50,6 +50,7 @@ def dead_letter(payload: bytes, i: int) -> Rejection:
 NAMING = [
     json.dumps({"user_id": ERASED, "timestamp": "yesterday"}, ensure_ascii=False).encode(),
     json.dumps({"user_id": ERASED, "timestamp": "yesterday"}).encode(),  # \u00e9
+    json.dumps({"user_id": ERASED, "timestamp": "yesterday"}).replace("\\u00e9", "\\u00E9").encode(),  # upper-case hex
     b"\xff\xfe" + ERASED.encode() + b"\xff",
     f"user {ERASED}, not json".encode(),
 ]

@@ -73,13 +73,15 @@ def run_api(_args: argparse.Namespace) -> int:
         )
     keyring = Keyring(settings.api_keys, settings.api_keys_file)  # a file that cannot be used stops it here
     registry = process_registry()
+    means = admin(settings)
     app = create_app(
         Reader(connect(settings.resolved_clickhouse_dsn)),
         registry,
         keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
-        backups=Backups(connect(settings.resolved_admin_clickhouse_dsn)),
-        admin=admin(settings),
+        # Backups wait for erasures (one lock): a backup taken beside one could copy the rows it masks.
+        backups=Backups(connect(settings.resolved_admin_clickhouse_dsn), lock=means.writing),
+        admin=means,
     )
     server = ApiServer(
         app,

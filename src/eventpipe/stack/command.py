@@ -117,13 +117,15 @@ def _serve(
         registry.register(Journal(broker.log_file, log_start))
     worker, prober = assemble(settings, registry)
     api_registry = CollectorRegistry()
+    means = admin(settings)
     app = create_app(
         Reader(connect(dsn)),
         api_registry,
         keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
-        backups=Backups(connect(dsn)),
-        admin=admin(settings),
+        # Backups wait for erasures (one lock): a backup taken beside one could copy the rows it masks.
+        backups=Backups(connect(dsn), lock=means.writing),
+        admin=means,
     )
     api = ApiServer(
         app,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import time
 from typing import NamedTuple
@@ -38,6 +39,8 @@ from eventpipe.store.feed import MARKS_QUERY, complete_before
 from eventpipe.store.page import Position
 from eventpipe.store.schema.version import REBUILT, REFILLED
 from eventpipe.store.writer import INSERT_SETTINGS
+
+log = logging.getLogger("eventpipe")
 
 # The rows an erasure takes: those received up to its start.
 CUT = "received_at <= fromUnixTimestamp64Milli({cut:Int64}, 'UTC')"
@@ -120,7 +123,10 @@ def user_hash(user_id: str, secret: str) -> str:
 
 def spellings(user_id: str) -> list[str]:
     """How a JSON payload may hold `user_id`: as is, and escaped as encoders write it (some escape `/`)."""
-    escaped = (json.dumps(user_id, ensure_ascii=False)[1:-1], json.dumps(user_id)[1:-1])
+    ascii_only = json.dumps(user_id)[1:-1]
+    # Some encoders write \u escapes in upper-case hex (\u00E9).
+    upper = re.sub(r"\\u([0-9a-f]{4})", lambda hex_digits: "\\u" + hex_digits.group(1).upper(), ascii_only)
+    escaped = (json.dumps(user_id, ensure_ascii=False)[1:-1], ascii_only, upper)
     return list(dict.fromkeys((user_id, *escaped, *(e.replace("/", "\\/") for e in escaped))))
 
 
@@ -145,7 +151,13 @@ class Eraser:
             raise BusyStorageError(f"a migration is copying {copying[0]}: erase again once it has finished")
         dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {MENTIONS}", named)  # noqa: S608
         events = self._pass(user, self._user_tables())
-        self._settle(int(str(user["cut"])))
+        if not self._settle(int(str(user["cut"]))):
+            log.warning(
+                "erasure: a worker has not reported committing what it received before the erasure within %.0f s"
+                " (one stopped without retiring, or one retrying a slow store): a batch it still holds may keep"
+                " some of the user's events in some tables; erase again once every worker is back",
+                SETTLE_S,
+            )
         # What batches committed during the first pass left behind, in the tables that hold any.
         left = [(table, cut) for table, cut in self._user_tables() if self._holds(table, cut, user)]
         if left:
@@ -170,15 +182,16 @@ class Eraser:
             self._delete(f"DELETE FROM {table} WHERE {_rows(cut)}", user)  # noqa: S608 - quoted
         return events
 
-    def _settle(self, cut_ms: int) -> None:
+    def _settle(self, cut_ms: int) -> bool:
         """Wait, SETTLE_S at most, until every live worker has committed all it received before the cut."""
         deadline = time.monotonic() + SETTLE_S
         while time.monotonic() < deadline:
             with classified():
                 row = self._client.query(MARKS_QUERY.sql, parameters=MARKS_QUERY.parameters).result_rows[0]
             if complete_before(row) > cut_ms:
-                return
+                return True
             time.sleep(SETTLE_POLL_S)
+        return False
 
     def _holds(self, table: str, cut: bool, user: dict[str, object]) -> bool:
         return self._count(f"SELECT count() FROM {table} WHERE {_rows(cut)}", user) > 0  # noqa: S608 - quoted
