@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from datetime import UTC, datetime
 
 import clickhouse_connect
 import pytest
@@ -277,3 +278,25 @@ def test_a_feed_token_from_before_a_restore_is_refused_for_good(client: clickhou
     assert client.command(numbered + " AND database = currentDatabase()") > fresh.lo
     with pytest.raises(FeedRewound):
         feed.page(EventFilter(), 1000, fresh)
+
+
+def test_nothing_starts_on_a_store_a_restore_left_half_done_and_running_it_again_finishes_it(
+    clickhouse_dsn: str,
+) -> None:
+    client = _migrated(clickhouse_dsn)
+    stored = seed(client, "a", 30)
+    backups = Backups(client)
+    taken = backups.take("test")
+    # What a restore leaves when it stops after its drop: its first row, and derived tables not rebuilt.
+    client.insert(
+        "restores",
+        [[datetime.now(UTC), taken.name, "test", 7, 0]],
+        column_names=["restored_at", "backup", "taken_by", "restore_id", "finished"],
+    )
+    client.command("TRUNCATE TABLE events_by_user")
+    with pytest.raises(BackupError, match=f"half restored.*run `eventpipe restore {taken.name}` again"):
+        migrate(client)
+    restored = backups.restore(taken.name, 0, "test")
+    assert restored.replaced is None, "the half-restored store was backed up"
+    assert migrate(client) == []
+    assert set(ids(client)) == stored and len(ids(client, "events_by_user")) == 10

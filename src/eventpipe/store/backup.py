@@ -38,7 +38,7 @@ from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.failure import classified
 from eventpipe.store.integrity import purge, verify
 from eventpipe.store.integrity import quoted as _ident
-from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate
+from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate, unfinished_restore
 
 # A UTC time to the second and a random suffix: sorts by age, never collides,
 # and is safe in a path and in SQL. Anything else is refused before use.
@@ -125,21 +125,23 @@ class Backups:
             with classified():
                 for table in KEPT.values():
                     self._client.command(table)  # IF NOT EXISTS: onto an empty server, the catalog starts here
-            replaced = self._take(taken_by) if self._holds_data() else None
+            # A store a restore left half done is no state to come back to: no backup of it.
+            half = unfinished_restore(self._client) is not None
+            replaced = self._take(taken_by) if self._holds_data() and not half else None
             # Before the drop, whatever the store holds from here on is another generation; and
             # again once rebuilt, so no token issued during the restore is of the final one.
-            self._generation(name, taken_by)
+            self._generation(name, taken_by, finished=False)
             self._drop_all(database)
             try:
                 self._wait(
                     f"RESTORE DATABASE {_ident(database)} FROM {_disk(name)} SETTINGS allow_different_database_def = 1"
                 )
                 with classified():
-                    migrate(self._client, retention_days)
+                    migrate(self._client, retention_days, restoring=True)
                     for table, rows in DERIVED.items():
                         self._client.command(f"TRUNCATE TABLE {_ident(table)}")
                         self._client.command(f"INSERT INTO {_ident(table)} {rows}")
-                self._generation(name, taken_by)
+                self._generation(name, taken_by, finished=True)
             except EventpipeError as exc:
                 before = f", or restore {replaced.name} (what the store held before)" if replaced else ""
                 raise BackupError(f"{exc}; the store is incomplete: run this restore again{before}") from exc
@@ -148,13 +150,13 @@ class Backups:
             )
             return Restored(name, events, dead_letters, replaced)
 
-    def _generation(self, name: str, taken_by: str) -> None:
+    def _generation(self, name: str, taken_by: str, finished: bool) -> None:
         """Start a new generation of the store (store.schema.record.RESTORES): a random id, never 0."""
         with classified():
             self._client.insert(
                 "restores",
-                [[datetime.now(UTC), name, taken_by, secrets.randbits(62) + 1]],
-                column_names=["restored_at", "backup", "taken_by", "restore_id"],
+                [[datetime.now(UTC), name, taken_by, secrets.randbits(62) + 1, int(finished)]],
+                column_names=["restored_at", "backup", "taken_by", "restore_id", "finished"],
             )
 
     def _take(self, taken_by: str) -> Backup:

@@ -10,7 +10,7 @@ import logging
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import HaltStorageError
+from eventpipe.errors import BackupError, HaltStorageError
 from eventpipe.store.failure import classified
 from eventpipe.store.schema import arrival, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
@@ -80,8 +80,35 @@ RETAINED = {
 }
 
 
-def migrate(client: Client, retention_days: int = 0) -> list[int]:
-    """Apply pending migrations in order, then the retention TTL; return the versions applied."""
+# The newest restore, if any: its backup, and whether it finished (store.schema.record.RESTORES).
+NEWEST_RESTORE = "SELECT backup, finished FROM restores ORDER BY restored_at DESC, restore_id DESC LIMIT 1"
+
+
+def unfinished_restore(client: Client) -> str | None:
+    """The backup a restore was bringing back when it stopped after dropping the tables, if one did."""
+    with classified():
+        rows = client.query(NEWEST_RESTORE).result_rows
+    return str(rows[0][0]) if rows and not int(str(rows[0][1])) else None
+
+
+def migrate(client: Client, retention_days: int = 0, restoring: bool = False) -> list[int]:
+    """Apply pending migrations in order, then the retention TTL; return the versions applied.
+
+    Refuses (BackupError) a store a restore left half done, unless `restoring`
+    (the restore itself, or its rerun): workers and the API started on it
+    served a store whose derived tables were empty (an attack saw a user's
+    pages answer nothing while `events` held 998,478 rows)."""
+    applied = _migrate(client, retention_days)
+    half = None if restoring else unfinished_restore(client)
+    if half is not None:
+        raise BackupError(
+            f"the store is half restored: the restore of {half} stopped after it dropped the tables;"
+            f" run `eventpipe restore {half}` again, or restore another backup, before starting"
+        )
+    return applied
+
+
+def _migrate(client: Client, retention_days: int) -> list[int]:
     with classified():
         client.command(LEDGER)
         done = {row[0] for row in client.query("SELECT version FROM schema_migrations FINAL").result_rows}

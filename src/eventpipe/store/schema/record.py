@@ -63,7 +63,7 @@ ORDER BY (erased_at, erasure_id)
 MIGRATIONS += (Migration(12, "record replay outcomes and erasures", (DEAD_LETTER_OUTCOMES, ERASURES)),)
 
 # Rows of each restore (store.backup), one written before it drops the tables
-# and one once it has rebuilt them, each with a random id: the store's
+# and one once it has rebuilt them (finished), each with a random id: the store's
 # generation is the newest row's id (0 before any). The arrival feed's tokens
 # carry it, so one from before a restore is refused for good (422, start
 # again), not only while the rebuilt `arrivals` numbers below it: past that, it
@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS restores
     restored_at DateTime64(3, 'UTC'),
     backup String,
     taken_by String,
-    restore_id UInt64
+    restore_id UInt64,
+    finished UInt8 DEFAULT 1
 )
 ENGINE = MergeTree
 ORDER BY restored_at
@@ -86,4 +87,9 @@ MIGRATIONS += (
     Migration(17, "record restores", (RESTORES,)),
     # Migration 17 first made the table without its id (a store of that day).
     Migration(18, "give each restore an id", ("ALTER TABLE restores ADD COLUMN IF NOT EXISTS restore_id UInt64",)),
+    # Whether the row is a restore's last (written once it rebuilt the tables): a newest row
+    # without it is a restore that stopped after its drop, and nothing may start on that store.
+    Migration(
+        19, "mark finished restores", ("ALTER TABLE restores ADD COLUMN IF NOT EXISTS finished UInt8 DEFAULT 1",)
+    ),
 )
