@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Annotated
 
+from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Body, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +27,7 @@ from eventpipe.api.param import TIME_HELP, Cursor, Limit, instant, only_known, t
 from eventpipe.config import Settings
 from eventpipe.ingest.replay import MAX_EXAMINED, MAX_FAILURES_SHOWN, Replayer
 from eventpipe.ingest.worker import limits_from
+from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.erasure import Eraser, Erasure, user_hash
 from eventpipe.store.outcome import Outcomes, Selection
@@ -46,6 +48,11 @@ class Admin:
     erasure_secret: str | None
     # One write at a time: a replay running beside an erasure could store an erased user's event after its delete.
     writing: threading.Lock = field(default_factory=threading.Lock)
+
+    def backups(self, client: Client) -> Backups:
+        """Backups through `client` that wait for erasures (one lock): a backup taken beside one
+        could copy the rows it masks."""
+        return Backups(client, lock=self.writing)
 
 
 def admin(settings: Settings) -> Admin:

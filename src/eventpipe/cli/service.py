@@ -59,7 +59,6 @@ def run_api(_args: argparse.Namespace) -> int:
     from eventpipe.api.keyring import Keyring
     from eventpipe.api.maintenance import admin
     from eventpipe.api.server import ApiServer
-    from eventpipe.store.backup import Backups
     from eventpipe.store.reader import Reader
 
     settings = Settings()
@@ -79,8 +78,7 @@ def run_api(_args: argparse.Namespace) -> int:
         registry,
         keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
-        # Backups wait for erasures (one lock): a backup taken beside one could copy the rows it masks.
-        backups=Backups(connect(settings.resolved_admin_clickhouse_dsn), lock=means.writing),
+        backups=means.backups(connect(settings.resolved_admin_clickhouse_dsn)),
         admin=means,
     )
     server = ApiServer(

@@ -28,7 +28,6 @@ from eventpipe.stack.mosquitto import Mosquitto
 from eventpipe.stack.prometheus import Prometheus, default_rules_dir
 from eventpipe.stack.runbook import filled_rules
 from eventpipe.stack.secret import kept_secrets
-from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.reader import Reader
@@ -123,8 +122,7 @@ def _serve(
         api_registry,
         keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
-        # Backups wait for erasures (one lock): a backup taken beside one could copy the rows it masks.
-        backups=Backups(connect(dsn), lock=means.writing),
+        backups=means.backups(connect(dsn)),
         admin=means,
     )
     api = ApiServer(

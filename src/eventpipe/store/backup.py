@@ -37,8 +37,8 @@ from eventpipe.events.contract import PROBE_EVENT_TYPE
 from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.failure import classified
 from eventpipe.store.integrity import purge, verify
-from eventpipe.store.integrity import quoted as _ident
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate, unfinished_restore
+from eventpipe.store.query import quoted
 
 # A UTC time to the second and a random suffix: sorts by age, never collides,
 # and is safe in a path and in SQL. Anything else is refused before use.
@@ -134,19 +134,19 @@ class Backups:
             self._drop_all(database)
             try:
                 self._wait(
-                    f"RESTORE DATABASE {_ident(database)} FROM {_disk(name)} SETTINGS allow_different_database_def = 1"
+                    f"RESTORE DATABASE {quoted(database)} FROM {_disk(name)} SETTINGS allow_different_database_def = 1"
                 )
                 with classified():
                     migrate(self._client, retention_days, restoring=True)
                     for table, rows in DERIVED.items():
-                        self._client.command(f"TRUNCATE TABLE {_ident(table)}")
-                        self._client.command(f"INSERT INTO {_ident(table)} {rows}")
+                        self._client.command(f"TRUNCATE TABLE {quoted(table)}")
+                        self._client.command(f"INSERT INTO {quoted(table)} {rows}")
                 self._generation(name, taken_by, finished=True)
             except EventpipeError as exc:
                 before = f", or restore {replaced.name} (what the store held before)" if replaced else ""
                 raise BackupError(f"{exc}; the store is incomplete: run this restore again{before}") from exc
             events, dead_letters = (
-                self._rows(query.format(db=_ident(database)))[0][0] for query in (EVENTS_HELD, DEAD_LETTERS_HELD)
+                self._rows(query.format(db=quoted(database)))[0][0] for query in (EVENTS_HELD, DEAD_LETTERS_HELD)
             )
             return Restored(name, events, dead_letters, replaced)
 
@@ -163,9 +163,9 @@ class Backups:
         now_ms = time.time_ns() // 1_000_000
         name = new_name(now_ms)
         database = self._rows("SELECT currentDatabase()")[0][0]
-        kept = ", ".join(f"{_ident(database)}.{_ident(table)}" for table in KEPT)
+        kept = ", ".join(f"{quoted(database)}.{quoted(table)}" for table in KEPT)
         purge(self._client, database, list(KEPT))
-        backup_id = self._wait(f"BACKUP DATABASE {_ident(database)} EXCEPT TABLES {kept} TO {_disk(name)}")
+        backup_id = self._wait(f"BACKUP DATABASE {quoted(database)} EXCEPT TABLES {kept} TO {_disk(name)}")
         size = self._rows("SELECT total_size FROM system.backups WHERE id = {id:String}", {"id": backup_id})
         events, dead_letters = self._held(name, database)
         taken = Backup(name, now_ms, events, dead_letters, int(size[0][0]) if size else 0)
@@ -188,7 +188,7 @@ class Backups:
                     f"backup {name} holds no eventpipe tables of the database {database!r}: "
                     "a backup restores into a database of the name it was taken from"
                 )
-            counts = [self._rows(query.format(db=_ident(scratch)))[0][0] for query in (EVENTS_HELD, DEAD_LETTERS_HELD)]
+            counts = [self._rows(query.format(db=quoted(scratch)))[0][0] for query in (EVENTS_HELD, DEAD_LETTERS_HELD)]
             return int(counts[0]), int(counts[1])
 
     def _present(self, name: str, database: str) -> bool:
@@ -204,7 +204,7 @@ class Backups:
         scratch = f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
         engine = f"Backup({_literal(database)}, {_disk(name)})"
         try:
-            self._client.command(f"CREATE DATABASE {_ident(scratch)} ENGINE = {engine}")
+            self._client.command(f"CREATE DATABASE {quoted(scratch)} ENGINE = {engine}")
         except Error as exc:
             if getattr(exc, "code", None) == BACKUP_NOT_FOUND:
                 raise BackupError(f"no backup named {name} on the backups disk") from exc
@@ -214,7 +214,7 @@ class Backups:
             yield scratch
         finally:
             with classified():
-                self._client.command(f"DROP DATABASE IF EXISTS {_ident(scratch)}")
+                self._client.command(f"DROP DATABASE IF EXISTS {quoted(scratch)}")
 
     def _holds_data(self) -> bool:
         sql = (
@@ -235,7 +235,7 @@ class Backups:
         )
         with classified():
             for (table,) in self._rows(sql, {"kept": list(KEPT)}):
-                self._client.command(f"DROP TABLE IF EXISTS {_ident(database)}.{_ident(table)} SYNC")
+                self._client.command(f"DROP TABLE IF EXISTS {quoted(database)}.{quoted(table)} SYNC")
 
     def _wait(self, statement: str) -> str:
         """Run a BACKUP or RESTORE in the background and wait for its end; its id.

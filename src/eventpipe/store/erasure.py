@@ -37,6 +37,7 @@ from eventpipe.errors import BusyStorageError
 from eventpipe.store.failure import classified
 from eventpipe.store.feed import MARKS_QUERY, complete_before
 from eventpipe.store.page import Position
+from eventpipe.store.query import quoted
 from eventpipe.store.schema.version import REBUILT, REFILLED
 from eventpipe.store.writer import INSERT_SETTINGS
 
@@ -54,12 +55,13 @@ BY_KEY = (
     f" (SELECT event_id, event_type FROM events_by_user WHERE user_id = {{user:String}} AND {CUT})",
 )
 # Found, not listed: a table added later with a user_id column is erased too;
-# with whether it has received_at, which the cut is taken on.
+# with whether it has received_at, which the cut is taken on; events_by_user
+# last, as it gives the first-time index its keys.
 USER_TABLES = (
     "SELECT table, countIf(name = 'received_at') FROM system.columns"
     " WHERE database = currentDatabase() AND name IN ('user_id', 'received_at') AND table IN"
     " (SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree')"
-    " GROUP BY table HAVING countIf(name = 'user_id') > 0 ORDER BY table"
+    " GROUP BY table HAVING countIf(name = 'user_id') > 0 ORDER BY table = 'events_by_user', table"
 )
 # Workers store a mark after a batch at most once a second, and alone every two
 # seconds while idle (ingest.mark): a few seconds see every live one past the cut.
@@ -94,7 +96,7 @@ ERASURE_COLUMNS = ("erasure_id", "erased_at", "key_name", "user_hash", "events",
 _CONTEXT = b"eventpipe erasure key\x00"
 
 
-def _rows(cut: bool) -> str:
+def _user_rows(cut: bool) -> str:
     """The user's rows an erasure takes from a table: those before the cut, or all where no receive time says."""
     return "user_id = {user:String}" + (f" AND {CUT}" if cut else "")
 
@@ -150,7 +152,8 @@ class Eraser:
         if copying:
             raise BusyStorageError(f"a migration is copying {copying[0]}: erase again once it has finished")
         dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {MENTIONS}", named)  # noqa: S608
-        events = self._pass(user, self._user_tables())
+        user_tables = self._user_tables()
+        events = self._pass(user, user_tables)
         if not self._settle(int(str(user["cut"]))):
             log.warning(
                 "erasure: a worker has not reported committing what it received before the erasure within %.0f s"
@@ -159,7 +162,7 @@ class Eraser:
                 SETTLE_S,
             )
         # What batches committed during the first pass left behind, in the tables that hold any.
-        left = [(table, cut) for table, cut in self._user_tables() if self._holds(table, cut, user)]
+        left = [(table, cut) for table, cut in user_tables if self._holds(table, cut, user)]
         if left:
             events += self._pass(user, left)
         outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {MENTIONS})"  # noqa: E501, S608
@@ -170,16 +173,15 @@ class Eraser:
         return Erased(events, dead_letters)
 
     def _pass(self, user: dict[str, object], tables: list[tuple[str, bool]]) -> int:
-        """Empty `tables` of the user's rows before the cut, events_by_user last; the events it held."""
+        """Empty `tables` (in USER_TABLES' order) of the user's rows before the cut; the events it held."""
         events = self._count(
             f"SELECT count() FROM events_by_user FINAL WHERE user_id = {{user:String}} AND {CUT}",  # noqa: S608
             user,
         )
         for statement in BY_KEY:
             self._delete(statement, user)
-        last = [(table, cut) for table, cut in tables if table == "`events_by_user`"]
-        for table, cut in [*(t for t in tables if t[0] != "`events_by_user`"), *last]:
-            self._delete(f"DELETE FROM {table} WHERE {_rows(cut)}", user)  # noqa: S608 - quoted
+        for table, cut in tables:
+            self._delete(f"DELETE FROM {table} WHERE {_user_rows(cut)}", user)  # noqa: S608 - quoted
         return events
 
     def _settle(self, cut_ms: int) -> bool:
@@ -194,7 +196,7 @@ class Eraser:
         return False
 
     def _holds(self, table: str, cut: bool, user: dict[str, object]) -> bool:
-        return self._count(f"SELECT count() FROM {table} WHERE {_rows(cut)}", user) > 0  # noqa: S608 - quoted
+        return self._count(f"SELECT count() FROM {table} WHERE {_user_rows(cut)}", user) > 0  # noqa: S608 - quoted
 
     def record(self, erasure: Erasure) -> None:
         with classified():
@@ -235,7 +237,7 @@ class Eraser:
         with classified():
             rows = self._client.query(USER_TABLES).result_rows
         # Names from the server's catalogue, spliced into DELETE: quoted, whatever they hold.
-        return [("`" + str(name).replace("\\", "\\\\").replace("`", "\\`") + "`", bool(cut)) for name, cut in rows]
+        return [(quoted(str(name)), bool(cut)) for name, cut in rows]
 
     def _count(self, sql: str, parameters: dict[str, object]) -> int:
         with classified():

@@ -19,6 +19,7 @@ from clickhouse_connect.driver.exceptions import Error
 
 from eventpipe.errors import BackupError
 from eventpipe.store.failure import classified
+from eventpipe.store.query import quoted
 
 POLL_S = 0.1
 # A purge rewrites the parts an erasure touched, at most the tables once: minutes at 100M events.
@@ -34,11 +35,6 @@ DAMAGED_CODES = frozenset({
     246,  # CORRUPTED_DATA
     271,  # CANNOT_DECOMPRESS
 })  # fmt: skip
-
-
-def quoted(name: str) -> str:
-    """An identifier from the server's catalogue, quoted whatever it holds."""
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 def purge(client: Client, database: str, kept: list[str]) -> None:
@@ -86,15 +82,17 @@ def verify(client: Client, scratch: str, name: str) -> None:
             if getattr(exc, "code", None) not in DAMAGED_CODES:
                 with classified():
                     raise
-            parts = [(table, 0, str(exc).strip().splitlines()[0][:300])]
+            raise _damaged(name, table, str(exc).strip().splitlines()[0][:300]) from exc
         # A table without parts answers one empty row.
-        damaged = [(str(row[0]), str(row[2])) for row in parts if len(row) >= 3 and not int(str(row[1]))]
-        if damaged:
-            part, message = damaged[0]
-            raise BackupError(
-                f"backup {name} cannot be read back whole ({table}, part {part}: {message or 'damaged'});"
-                " nothing was changed: restore another backup"
-            )
+        for row in parts:
+            if len(row) >= 3 and not int(str(row[1])):
+                raise _damaged(name, table, f"part {row[0]}: {row[2] or 'damaged'}")
+
+
+def _damaged(name: str, table: str, what: str) -> BackupError:
+    return BackupError(
+        f"backup {name} cannot be read back whole ({table}, {what}); nothing was changed: restore another backup"
+    )
 
 
 def _rows(client: Client, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:

@@ -215,6 +215,11 @@ def timeseries_query(where: EventFilter, step_ms: int) -> Query:
     return Query(statement(bucket, _events_table(where), conditions, tail), parameters)
 
 
+def quoted(name: str) -> str:
+    """An identifier from the server's catalogue (a table, a database), quoted whatever it holds."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
 def statement(fields: str, table: str, conditions: list[str], tail: str, final: bool = True) -> str:
     # Joins the store's constant fragments only (here and in store.page); values travel as parameters.
     # Without FINAL only where the query picks the kept copy itself (event_query).

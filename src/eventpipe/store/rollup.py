@@ -89,7 +89,8 @@ class Rollup:
         edges = []
         if where.since_ms < first * HOUR_MS:
             edges.append(where._replace(until_ms=first * HOUR_MS))
-        if end < tail or (where.until_ms is not None and end * HOUR_MS < where.until_ms):
+        # Up to `until`, or past the newest part's hour when the window is open.
+        if end * HOUR_MS < (where.until_ms if where.until_ms is not None else tail * HOUR_MS):
             edges.append(where._replace(since_ms=end * HOUR_MS))
         return self._counted(self._hours, HOUR_MS, parts, signatures(parts, HOUR_MS, first, end)), edges
 
