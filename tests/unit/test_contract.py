@@ -109,6 +109,8 @@ def test_missing_timestamp_means_time_received() -> None:
         ("Sat, 22 Nov 2025 10:00:00 +0200", 1_763_798_400_000),  # RFC 2822 with a numeric zone
         ("Fri, 21 Nov 2025 23:30:00 -0830", 1_763_798_400_000),
         ("22 Nov 2025 08:00 UT", 1_763_798_400_000),  # no weekday, no seconds
+        ("Sat, 22 Nov 2025 08:00:00 Z", 1_763_798_400_000),
+        ("Sat, 22 Nov 2025 08:00:00 z", 1_763_798_400_000),
         ("sat, 22 nov 2025 08:00:00 gmt", 1_763_798_400_000),
         ("Sat, 22 Nov 2025 08:00:00 -0000", 1_763_798_400_000),  # RFC 2822: UTC, local zone unknown
         ("2025-11-22 08:00:00Z", 1_763_798_400_000),  # RFC 3339 with a space for the T
@@ -262,12 +264,15 @@ def test_the_past_bound_comes_from_the_settings_and_zero_lifts_it() -> None:
         ("Sat, 31 Feb 2025 08:00:00 GMT", "not a real date"),
         ("Sat, 22 Noe 2025 08:00:00 GMT", "not a month name"),
         ("Sat, 22 Nov 2025 08:00:00 +2400", "not an offset"),
+        ("2025-02-30T08:00:00Z", "no accepted form"),  # impossible, with the Z the error must not rewrite
+        ("Sat, 31 Feb 2025 08:00:00 Z", "not a real date"),
     ],
 )
 def test_ambiguous_or_impossible_dates_are_dead_letters_that_name_the_accepted_forms(value: str, says: str) -> None:
     result = rejection("events/x", json.dumps({"timestamp": value}).encode())
     assert result.reason is Reason.INVALID_TIMESTAMP
     assert says in result.detail
+    assert repr(value) in result.detail  # quoted as the producer sent it
     if says == "no accepted form":
         assert "RFC 3339" in result.detail and "HTTP or RFC 2822" in result.detail and "epoch" in result.detail
 

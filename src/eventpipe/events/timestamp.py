@@ -59,10 +59,13 @@ def _from_number(number: float) -> int:
 def _from_rfc3339(text: str) -> int:
     if len(text) > 64:
         raise ValueError("timestamp string is too long")
-    if text[-1:] in ("z", "Z"):
-        text = text[:-1] + "+00:00"
+    # Lower-case t and z are RFC 3339 too; the text itself stays as sent, for the
+    # RFC 2822 reading (whose "Z" zone is not an offset) and for the error's quote.
+    iso = text.replace("t", "T", 1)
+    if iso[-1:] == "z":
+        iso = iso[:-1] + "Z"
     try:
-        moment = datetime.fromisoformat(text.replace("t", "T", 1))
+        moment = datetime.fromisoformat(iso)
     except ValueError:
         # Tried second: most producers send RFC 3339, and this keeps their path short.
         return _from_rfc2822(text)
