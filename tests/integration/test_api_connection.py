@@ -222,8 +222,10 @@ def test_a_client_that_reads_none_of_its_answers_is_dropped(clickhouse_dsn: str)
         b"NOT HTTP AT ALL\r\n\r\n",
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20_000,  # a head over 16 KiB, unfinished
+        b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n",  # h11 reads any d.d version: it was answered 200
+        b"GET /healthz HTTP/0.9\r\nHost: x\r\n\r\n",
     ],
-    ids=["not http", "bad header line", "head over 16 KiB"],
+    ids=["not http", "bad header line", "head over 16 KiB", "HTTP/2.0 line", "HTTP/0.9 line"],
 )
 def test_bytes_that_are_not_http_get_a_json_400_and_a_flood_of_them_one_log_line(
     clickhouse_dsn: str, caplog: pytest.LogCaptureFixture, sent: bytes

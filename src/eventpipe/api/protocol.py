@@ -117,6 +117,20 @@ def connection_limit() -> int:
     return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(1, min(MAX_CONNECTIONS, soft // 4))
 
 
+class Http1Connection(h11.Connection):
+    """h11's server side, refusing a request line whose version is not 1.0 or 1.1.
+
+    h11 reads any digit.digit version and answers it as HTTP/1.1: "GET / HTTP/2.0"
+    got a 200. Raised as h11's own protocol error, uvicorn answers it as it does
+    other bytes that are not HTTP/1.x (send_400_response)."""
+
+    def next_event(self) -> Any:
+        event = super().next_event()
+        if isinstance(event, h11.Request) and event.http_version not in (b"1.0", b"1.1"):
+            raise h11.RemoteProtocolError(f"HTTP/{event.http_version.decode('ascii')} is not HTTP/1.0 or 1.1")
+        return event
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a bound on open connections and on the time a request takes to arrive."""
 
@@ -130,6 +144,9 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.logger = self.client_log  # type: ignore[assignment]
+        # As uvicorn makes its own (h11's 16 KiB bound on an incomplete head unless configured), with the check.
+        size = self.config.h11_max_incomplete_event_size
+        self.conn = Http1Connection(h11.SERVER) if size is None else Http1Connection(h11.SERVER, size)
         self._deadline: asyncio.TimerHandle | None = None
         self._stall: asyncio.TimerHandle | None = None
         self._counted = False
