@@ -107,7 +107,9 @@ def test_restore_drill_gives_back_exactly_what_was_backed_up_while_ingesting(tmp
     assert again.stop(signal.SIGINT) == 0, again.output()
 
 
-def test_restore_refuses_a_running_stack_and_a_backup_it_does_not_have(tmp_path: Path, stacks: list[Up]) -> None:
+def test_restore_and_fill_refuse_a_running_stack_and_restore_a_backup_it_does_not_have(
+    tmp_path: Path, stacks: list[Up]
+) -> None:
     data = tmp_path / "data"
     up, api = start(stacks, data)
     assert api.post("/admin/backups").status_code == 200
@@ -116,6 +118,12 @@ def test_restore_refuses_a_running_stack_and_a_backup_it_does_not_have(tmp_path:
     running = run_eventpipe("restore", "--data-dir", str(data), "--backup", name)
     assert running.returncode == 2
     assert f"{data.resolve()} is in use by a running `eventpipe up`: stop it" in running.stderr
+    # `bench fill` said only what chDB says of a store another process holds ("Cannot lock file").
+    filling = run_eventpipe("bench", "fill", "--data-dir", str(data), "--count", "10")
+    assert filling.returncode == 2
+    assert f"{data.resolve()} is in use by a running `eventpipe up`: stop it (Ctrl-C or SIGTERM), then fill it" in (
+        filling.stderr
+    ), filling.stderr
     assert up.stop(signal.SIGINT) == 0, up.output()
 
     unknown = run_eventpipe("restore", "--data-dir", str(data), "--backup", UNKNOWN)

@@ -171,8 +171,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from eventpipe.bench.fill import run_fill
             from eventpipe.config import Settings
 
-            # The store `eventpipe up --data-dir` serves, resolved the way it resolves it.
-            return run_fill(Settings(data_dir=args.data_dir).resolved_clickhouse_dsn, args.count)
+            from pathlib import Path
+
+            from eventpipe.stack.lock import stopped
+
+            # Not beside the `eventpipe up` that serves it: chDB said so only as a lock error of its own.
+            held = stopped(Path(args.data_dir), "then fill it") if Path(args.data_dir).is_dir() else None
+            try:
+                # The store `eventpipe up --data-dir` serves, resolved the way it resolves it.
+                return run_fill(Settings(data_dir=args.data_dir).resolved_clickhouse_dsn, args.count)
+            finally:
+                if held is not None:
+                    held.close()
         if args.command == "bench":
             from eventpipe.bench.command import run_bench
 

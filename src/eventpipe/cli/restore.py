@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 from pathlib import Path
-from typing import TextIO
 
 from eventpipe.cli.runtime import setup_logging
 from eventpipe.config import Settings, embedded_dsn
 from eventpipe.errors import BackupError, ConfigError, StorageError
 from eventpipe.redaction import redact
+from eventpipe.stack.lock import stopped
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir, connect
 
@@ -31,7 +30,8 @@ def run_restore(args: argparse.Namespace) -> int:
     else:
         if not data_dir.is_dir():
             raise ConfigError(f"{data_dir.resolve()} is no directory: give the --data-dir of `eventpipe up`")
-        lock = _stopped(data_dir)
+        # Held through the restore, so that no `up` starts on a half-restored store.
+        lock = stopped(data_dir, "then restore")
         dsn, where = embedded_dsn(data_dir), str(data_dir.resolve())
         _check_present(dsn, args.backup)
     try:
@@ -58,20 +58,6 @@ def run_restore(args: argparse.Namespace) -> int:
         )
     log.info("restored backup %s into %s", restored.name, where)
     return 0
-
-
-def _stopped(data_dir: Path) -> TextIO:
-    """The data dir's lock, which `eventpipe up` holds while it runs: held through the restore, so that
-    no `up` starts on a half-restored store."""
-    handle = (data_dir / ".lock").open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise ConfigError(
-            f"{data_dir.resolve()} is in use by a running `eventpipe up`: stop it (Ctrl-C or SIGTERM), then restore"
-        ) from None
-    return handle
 
 
 def _check_present(dsn: str, name: str) -> None:

@@ -31,3 +31,17 @@ def hold(data_dir: Path, wait_s: float = 10.0) -> TextIO:
                     f"{data_dir.resolve()} is in use by another `eventpipe up`: stop it, or pass another --data-dir"
                 ) from None
             time.sleep(0.1)
+
+
+def stopped(data_dir: Path, then: str) -> TextIO:
+    """The lock of a data dir no `eventpipe up` runs on, held until the returned file closes, for a command
+    that must not run beside one (chDB lets one process open a store); refused at once, saying `then`."""
+    handle = (data_dir / FILE_NAME).open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            f"{data_dir.resolve()} is in use by a running `eventpipe up`: stop it (Ctrl-C or SIGTERM), {then}"
+        ) from None
+    return handle
