@@ -168,11 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_restore(args)
         if args.command == "bench" and args.bench_command == "fill":
-            from eventpipe.bench.fill import run_fill
-            from eventpipe.config import Settings
-
             from pathlib import Path
 
+            from eventpipe.bench.fill import run_fill
+            from eventpipe.config import Settings
             from eventpipe.stack.lock import stopped
 
             # Not beside the `eventpipe up` that serves it: chDB said so only as a lock error of its own.
