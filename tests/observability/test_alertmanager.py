@@ -5,19 +5,24 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
+from eventpipe.host import free_port
 from tests.support import compose
 from tests.support import observability as obs
+from tests.support.wait import wait_until
 
 CONFIG = obs.ALERTMANAGER / "alertmanager.yml"
 ENTRYPOINT = obs.ALERTMANAGER / "entrypoint.sh"
 URLS = {
     "ALERTMANAGER_PAGE_WEBHOOK_URL": "https://pager.example.com/hook?token=a1b2&team=data",
     "ALERTMANAGER_TICKET_WEBHOOK_URL": "http://tickets.internal:8080/alertmanager",
+    "ALERTMANAGER_HEARTBEAT_WEBHOOK_URL": "https://hc-ping.example.com/0b5e-11ef",
 }
 
 
@@ -55,6 +60,7 @@ def test_with_urls_set_the_receivers_send_to_them(tmp_path: Path) -> None:
     receivers = {receiver["name"]: receiver for receiver in yaml.safe_load(rendered.read_text())["receivers"]}
     assert receivers["page"]["webhook_configs"][0]["url"] == URLS["ALERTMANAGER_PAGE_WEBHOOK_URL"]
     assert receivers["ticket"]["webhook_configs"][0]["url"] == URLS["ALERTMANAGER_TICKET_WEBHOOK_URL"]
+    assert receivers["heartbeat"]["webhook_configs"][0]["url"] == URLS["ALERTMANAGER_HEARTBEAT_WEBHOOK_URL"]
 
 
 def test_without_urls_nothing_is_sent_and_the_config_is_the_committed_one(tmp_path: Path) -> None:
@@ -62,7 +68,7 @@ def test_without_urls_nothing_is_sent_and_the_config_is_the_committed_one(tmp_pa
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "alertmanager.yml").read_text() == CONFIG.read_text()
     receivers = yaml.safe_load(CONFIG.read_text())["receivers"]
-    assert {receiver["name"] for receiver in receivers} == {"page", "ticket"}
+    assert {receiver["name"] for receiver in receivers} == {"page", "ticket", "heartbeat"}
     assert all(set(receiver) == {"name"} for receiver in receivers)
 
 
@@ -79,6 +85,9 @@ def test_a_value_that_is_not_a_plain_url_stops_the_start(tmp_path: Path, url: st
         (["severity=page", "alertname=EventpipeWorkerDown"], "page"),
         (["severity=ticket", "alertname=EventpipeTargetDown"], "ticket"),
         (["alertname=SomethingWithoutSeverity"], "ticket"),
+        (["severity=heartbeat", "alertname=EventpipeWatchdog"], "heartbeat"),
+        # The receiver that fails may be either: it goes to both.
+        (["severity=ticket", "alertname=EventpipeAlertmanagerNotificationsFailing"], "page,ticket"),
     ],
 )
 def test_routes_by_severity(labels: list[str], receiver: str) -> None:
@@ -89,7 +98,8 @@ def test_routes_by_severity(labels: list[str], receiver: str) -> None:
 
 def test_every_severity_of_the_rules_has_a_route() -> None:
     routes = yaml.safe_load(CONFIG.read_text())["route"]["routes"]
-    routed = {re.fullmatch(r'severity="(\w+)"', route["matchers"][0]).group(1) for route in routes}  # type: ignore[union-attr]
+    matched = (re.fullmatch(r'severity="(\w+)"', route["matchers"][0]) for route in routes)
+    routed = {match.group(1) for match in matched if match}
     assert {rule["labels"]["severity"] for rule in obs.alert_rules()} <= routed
 
 
@@ -112,6 +122,75 @@ def test_worker_down_holds_back_what_follows_from_it() -> None:
         if inhibit["source_matchers"] == ['alertname="EventpipeWorkerDown"']:
             held_back |= set(re.findall(r"Eventpipe\w+", " ".join(inhibit["target_matchers"])))
     assert {"EventpipeNoCommits", "EventpipeIngestStalled"} <= held_back
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    """The committed config in a real Alertmanager, alone (no cluster); its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            obs.tool("prometheus-alertmanager", "prometheus-alertmanager"),
+            f"--config.file={CONFIG}",
+            f"--storage.path={tmp_path}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _ready(url), timeout=20, what="Alertmanager ready")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def held_back(url: str, firing: list[dict[str, str]]) -> set[str]:
+    """Of the alerts posted (labels each, stack "s"), those Alertmanager inhibits, as "alertname/instance"."""
+    posted = [{"labels": {"stack": "s", **labels}} for labels in firing]
+    httpx.post(f"{url}/api/v2/alerts", json=posted, timeout=5).raise_for_status()
+    alerts = httpx.get(f"{url}/api/v2/alerts", timeout=5).json()
+    assert len(alerts) == len(firing), alerts
+    return {
+        f"{alert['labels']['alertname']}/{alert['labels'].get('instance', '')}"
+        for alert in alerts
+        if alert["status"]["inhibitedBy"]
+    }
+
+
+def test_a_cause_on_one_worker_holds_back_that_workers_alerts_only(alertmanager: str) -> None:
+    # Before, one disconnected or halted replica held back the pipeline-wide stall and the other replicas'.
+    firing = [
+        {"alertname": "EventpipeWorkerDisconnected", "severity": "page", "instance": "w1"},
+        {"alertname": "EventpipeStorageHalted", "severity": "page", "instance": "w2"},
+        {"alertname": "EventpipeNoCommits", "severity": "page", "instance": "w1"},
+        {"alertname": "EventpipeStorageErrors", "severity": "ticket", "instance": "w2", "job": "ingest-worker"},
+        {"alertname": "EventpipeNoCommits", "severity": "page", "instance": "w3"},
+        {"alertname": "EventpipeStorageErrors", "severity": "ticket", "instance": "w3", "job": "ingest-worker"},
+        {"alertname": "EventpipeIngestStalled", "severity": "page", "job": "ingest-worker"},
+        {"alertname": "EventpipeFreshnessBudgetBurn", "severity": "page", "slo": "freshness"},
+    ]
+    assert held_back(alertmanager, firing) == {"EventpipeNoCommits/w1", "EventpipeStorageErrors/w2"}
+
+
+def test_no_worker_at_all_holds_back_the_stall_it_causes(alertmanager: str) -> None:
+    firing = [
+        {"alertname": "EventpipeWorkerDown", "severity": "page", "job": "ingest-worker"},
+        {"alertname": "EventpipeIngestStalled", "severity": "page", "job": "ingest-worker"},
+        {"alertname": "EventpipeFreshnessBudgetBurn", "severity": "page", "slo": "freshness"},
+        {"alertname": "EventpipeAPILatencyBudgetBurn", "severity": "page", "slo": "api-latency"},
+    ]
+    assert held_back(alertmanager, firing) == {"EventpipeIngestStalled/", "EventpipeFreshnessBudgetBurn/"}
 
 
 def test_compose_runs_the_entrypoint_with_the_urls_from_env() -> None:
