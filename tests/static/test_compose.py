@@ -111,8 +111,9 @@ def test_every_service_has_cpu_and_memory_limits(name: str) -> None:
 def test_volumes_are_named_or_read_only_config_from_the_repository(name: str) -> None:
     declared = set(compose.compose().get("volumes") or {})
     for volume in SERVICES[name].get("volumes", []):
-        assert isinstance(volume, str) and ":" in volume, f"{name}: {volume!r} is an anonymous volume"
-        source, _target, *options = volume.split(":")
+        anonymous = ":" not in volume if isinstance(volume, str) else "source" not in volume
+        assert not anonymous, f"{name}: {volume!r} is an anonymous volume"
+    for source, _target, options in compose.volumes(name):
         if source.startswith("./secrets/"):
             # Made on the host by scripts/init-secrets.sh (or put there by the operator), never committed.
             assert options == ["ro"], f"{name}: {source} must be mounted read-only"

@@ -30,11 +30,7 @@ TLS_SCRIPT = compose.service("tls")["command"][0]
 
 def mounts(service: str) -> dict[str, str]:
     """Target in the container -> source (a named volume, or a ./ path), for every volume of a service."""
-    found = {}
-    for volume in compose.service(service).get("volumes", []):
-        source, target = volume.split(":")[:2]
-        found[target] = source
-    return found
+    return {target: source for source, target, _options in compose.volumes(service)}
 
 
 def listeners() -> dict[int, list[str]]:
@@ -98,6 +94,24 @@ def test_prometheus_scrapes_the_api_over_https_checking_the_ca() -> None:
     assert job["scheme"] == "https"
     assert not job["tls_config"].get("insecure_skip_verify")
     assert mounts("prometheus")[job["tls_config"]["ca_file"]] == "./secrets/tls/ca.pem"
+
+
+@pytest.mark.parametrize("missing", ["server.pem", "server-key.pem", "ca.pem"])
+def test_a_stack_missing_a_tls_file_stops_at_the_tls_service_saying_which(tmp_path: Path, missing: str) -> None:
+    # Before, a missing ca.pem passed the check, and Docker made a directory of that name on the host for
+    # Prometheus' bind mount: Prometheus restarted in a loop and init-secrets.sh refused the directory.
+    for name in {"server.pem", "server-key.pem", "ca.pem"} - {missing}:
+        (tmp_path / name).write_text("x")
+    script = compose.interpolate(TLS_SCRIPT, DUMMY)
+    check = script[: script.index("install ")].replace("/in/", f"{tmp_path}/")  # the check, before any copy
+    done = subprocess.run(["sh", "-c", check], capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert f"tls: secrets/tls/{missing} is missing" in done.stderr
+    (ca,) = [
+        v for v in compose.service("prometheus")["volumes"] if isinstance(v, dict) and v["source"].endswith("ca.pem")
+    ]
+    assert ca["bind"]["create_host_path"] is False, "Docker would make a directory named ca.pem on the host"
+    assert compose.service("prometheus")["depends_on"]["tls"]["condition"] == "service_completed_successfully"
 
 
 def test_the_readme_shows_clients_how_to_trust_the_ca() -> None:

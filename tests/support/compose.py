@@ -57,14 +57,22 @@ def environment(name: str, env: Mapping[str, str]) -> dict[str, str]:
     return {key: interpolate(str(value), env) for key, value in raw.items()}
 
 
+def volumes(name: str) -> list[tuple[str, str, list[str]]]:
+    """(source, path in the container, options such as ["ro"]) for each volume of a service, in either syntax."""
+    found = []
+    for volume in service(name).get("volumes", []):
+        if isinstance(volume, dict):  # the long syntax
+            options = ["ro"] if volume.get("read_only") else []
+            found.append((str(volume.get("source", "")), str(volume["target"]), options))
+        else:
+            source, target, *options = str(volume).split(":")
+            found.append((source, target, options))
+    return found
+
+
 def bind_mounts(name: str) -> list[tuple[Path, str]]:
     """(file or directory in the repository, path in the container) for each ./ volume of a service."""
-    mounts = []
-    for volume in service(name).get("volumes", []):
-        source, target = volume.split(":")[:2]
-        if source.startswith("./"):
-            mounts.append((REPO / source, target))
-    return mounts
+    return [(REPO / source, target) for source, target, _options in volumes(name) if source.startswith("./")]
 
 
 def strings(node: object) -> Iterator[str]:
