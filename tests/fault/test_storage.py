@@ -211,7 +211,11 @@ def test_a_poison_row_with_an_unrecognised_error_cannot_block_the_pipe(broker: B
     migrate(client)
     # throwIf fails with an error code the classifier does not know: retried at
     # first, then isolated because the server keeps answering.
-    client.command("ALTER TABLE events ADD CONSTRAINT poison CHECK throwIf(user_id = 'poison', 'poison row') = 0")
+    # NULL-safe, so that it refuses that row only: a CHECK whose value is NULL refuses the row too, so
+    # `user_id = 'poison'` alone refused every event without a user (the worker's canary among them).
+    client.command(
+        "ALTER TABLE events ADD CONSTRAINT poison CHECK throwIf(ifNull(user_id, '') = 'poison', 'poison row') = 0"
+    )
     messages = [
         ("events/x", json.dumps({"event_id": f"p-{i}", "user_id": "poison" if i == 42 else "ok"}).encode())
         for i in range(100)
@@ -244,6 +248,34 @@ def test_an_error_every_row_hits_is_no_poison_and_dead_letters_nothing(broker: B
         client.command("ALTER TABLE events DROP CONSTRAINT broken")
         wait_until(lambda: run.reader.count_events() == 50, timeout=60, what="all stored once fixed")
         assert run.reader.count_dead_letters() == 0
+
+
+def test_a_lone_event_the_store_cannot_take_is_no_poison_and_is_stored_once_it_can(
+    broker: Broker, clickhouse_dsn: str
+) -> None:
+    # A row alone in its batch failing with an unrecognised error, while ClickHouse still answered queries,
+    # was dead-lettered as poison: in an attack the data dir went read-only for 25 s ("Read-only file
+    # system", code 1001) and a valid event became a storage_rejected dead letter. The store refusing a
+    # known-good row too (the probe-typed canary, Writer.takes_writes) now says it is not the row.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    client.command("ALTER TABLE events ADD CONSTRAINT broken CHECK throwIf(1, 'broken setup') = 0")
+    with running_worker(settings_for(broker.url, clickhouse_dsn)) as run:
+        assert publish_raw(broker.url, [("events/x", json.dumps({"event_id": "lone"}).encode())]) == 1
+        wait_until(
+            lambda: run.metric("eventpipe_storage_errors_total", **{"class": "unknown"}) >= 12,
+            timeout=60,
+            what="retried well past the poison threshold",
+        )
+        assert run.metric("eventpipe_messages_acked_total") == 0
+        assert run.reader.count_dead_letters() == 0
+        client.command("ALTER TABLE events DROP CONSTRAINT broken")
+        wait_until(lambda: run.reader.count_events() == 1, timeout=60, what="stored once the store takes rows")
+        assert run.reader.count_dead_letters() == 0
+        assert run.reader.event("lone") is not None
+    # The canaries the worker wrote meanwhile are in no read.
+    assert run.reader.count_events() == 1
+    assert run.reader.event("eventpipe-canary") is None
 
 
 def test_oversize_payloads_held_through_an_outage_become_one_dead_letter_cut_to_the_limit(

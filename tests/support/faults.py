@@ -21,9 +21,9 @@ class FaultyWriter(Writer):
         self.delay_s = 0.0
         self.failed_writes = 0
 
-    def ping(self) -> bool:
-        # An outage takes the whole server away, not just its inserts.
-        return self.failure is None and super().ping()
+    def takes_writes(self) -> bool:
+        # An outage takes the whole server away, canary rows included.
+        return self.failure is None and super().takes_writes()
 
     def insert_events(self, events: Sequence[Event], *, isolate_unknown: bool = False) -> list[tuple[int, str]]:
         self._gate()

@@ -27,7 +27,7 @@ class Abandoned(Exception):
     """Shutdown deadline passed while storage still failed; the batch stays unacked."""
 
 
-# Consecutive unrecognised failures, with the server answering, before a batch
+# Consecutive unrecognised failures, with the store taking other rows, before a batch
 # is bisected for poison rows: long enough to ride out a blip, short enough
 # that one bad row does not hold the pipe for minutes.
 POISON_AFTER = 5
@@ -44,9 +44,10 @@ def _kind(exc: StorageError) -> str:
 class Retrier:
     """Runs a write until it succeeds, counting failures and the halt in the worker's metrics."""
 
-    def __init__(self, settings: Settings, ping: Callable[[], bool], metrics: IngestMetrics) -> None:
+    def __init__(self, settings: Settings, takes_writes: Callable[[], bool], metrics: IngestMetrics) -> None:
+        """`takes_writes` says whether the store takes a known-good row (Writer.takes_writes)."""
         self._settings = settings
-        self._ping = ping
+        self._takes_writes = takes_writes
         self._metrics = metrics
         self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
         self._wake = threading.Event()
@@ -61,8 +62,8 @@ class Retrier:
     def run(self, write: Callable[[bool], T]) -> T:
         """Call write(isolate_unknown) until it succeeds; back off between failures.
 
-        An unrecognised error that repeats while the server answers pings is
-        taken for poison in the data, and the next attempts isolate it.
+        An unrecognised error that repeats while the store takes a known-good
+        row is taken for poison in the data, and the next attempts isolate it.
         Raises Abandoned once the stop's deadline has passed.
         """
         attempt = unknown = 0
@@ -81,8 +82,8 @@ class Retrier:
                     # The isolation found no poison row (too many rows fail alone):
                     # back to plain retries, and another isolation round later.
                     isolate, unknown = False, 0
-                elif unknown >= POISON_AFTER and self._ping():
-                    log.error("%d unrecognised errors in a row while ClickHouse answers: isolating rows", unknown)
+                elif unknown >= POISON_AFTER and self._takes_writes():
+                    log.error("%d unrecognised errors in a row while ClickHouse takes other rows: isolating", unknown)
                     isolate = True
                 delay = (
                     self._settings.retry_max_s if kind == "halt" else self._backoff.delay_s(attempt, random.random())

@@ -51,7 +51,7 @@ class Worker:
         self._metrics = metrics
         self._limits = limits_from(settings)
         self._policy = BatchPolicy(settings.batch_max_rows, settings.batch_max_ms / 1000, settings.max_held_bytes // 2)
-        self._retrier = Retrier(settings, writer.ping, metrics)
+        self._retrier = Retrier(settings, writer.takes_writes, metrics)
         # Messages held (queued plus being committed) never exceed the window,
         # whatever the broker does: Mosquitto 2.0 was seen sending past the
         # client's Receive Maximum once acks flow, so the worker enforces it.

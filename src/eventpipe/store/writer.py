@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.insert import InsertContext
 
-from eventpipe.errors import RejectedDataError, UnknownStorageError
-from eventpipe.events import Event, Rejection
-from eventpipe.store.client import ping
+from eventpipe.errors import RejectedDataError, StorageError, UnknownStorageError
+from eventpipe.events import PROBE_EVENT_TYPE, Event, Rejection
 from eventpipe.store.failure import classified
 from eventpipe.store.query import parameter_chunks
 from eventpipe.store.schema.event import FIRST_COPY_BASE
 
 # Rows an unrecognised error may dead-letter in one write; beyond it, it is not poison.
 MAX_POISON_ROWS = 8
+# The id of the rows Writer.takes_writes inserts: of the probe type, so no read shows them.
+CANARY_ID = "eventpipe-canary"
 EVENT_COLUMNS = ("event_id", "event_type", "timestamp", "received_at", "user_id", "topic", "properties")
 DEAD_LETTER_COLUMNS = ("dead_letter_id", "received_at", "topic", "reason", "detail", "payload", "payload_size")
 # Explicit, because ClickHouse 26.2+ defaults async_insert on, and an async
@@ -71,9 +73,20 @@ class Writer:
         # that changed under a running worker is read again.
         self._contexts: dict[str, InsertContext] = {}
 
-    def ping(self) -> bool:
-        """True when the server answers a trivial query."""
-        return ping(self._client)
+    def takes_writes(self) -> bool:
+        """True when `events` takes a known-good row: a probe-typed canary, which no read shows.
+
+        What tells a poison row from a store that refuses every row: a server that
+        answers a query may still fail each insert (a read-only or full disk, a
+        constraint every row breaks), and a row alone in its batch failing so was
+        dead-lettered as poison ("Read-only file system", 1001, in an attack)."""
+        now = time.time_ns() // 1_000_000
+        canary = (CANARY_ID, PROBE_EVENT_TYPE, now, now, None, "", "{}")
+        try:
+            self._insert("events", EVENT_COLUMNS, [[value] for value in canary])
+        except StorageError:
+            return False
+        return True
 
     def insert_events(self, events: Sequence[Event], *, isolate_unknown: bool = False) -> list[tuple[int, str]]:
         """Insert `events`; return (index, reason) of rows the table refuses.
@@ -185,8 +198,8 @@ class Writer:
                 raise
             if len(indexes) == 1:
                 if is_unknown and unknown is not None:
-                    if not self.ping():
-                        raise  # the server went away: an outage, not a poison row
+                    if not self.takes_writes():
+                        raise  # the store refuses any row (or went away): not a poison row
                     unknown.append(indexes[0])
                     if len(unknown) > max(MAX_POISON_ROWS, 1) or (len(events) > 1 and len(unknown) == len(events)):
                         # Poison is a row or two; many rows failing alone is a
