@@ -13,6 +13,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from eventpipe.host import rss_bytes
@@ -32,6 +34,7 @@ LIMIT = packet.broker_limit(MAX_PAYLOAD_BYTES)
 TOPIC = "events/upload"
 MiB = 1024 * 1024
 PACKET_TOO_LARGE = 0x95
+TOPIC_ALIAS_INVALID = 0x94
 
 
 def largest_payload(protocol: MQTTProtocolVersion) -> int:
@@ -101,6 +104,41 @@ def test_a_message_over_the_packet_limit_is_refused_at_the_broker_and_counted(br
     refused = counts(broker)
     assert refused["refused"] >= 2, refused  # paho's attempt (and any resend) and the stream
     assert refused["dropped"] == 0
+
+
+def test_a_producer_naming_its_topic_by_alias_is_refused_not_acknowledged(broker: Broker, run: Running) -> None:
+    # With an MQTT 5 topic alias a producer's packet fits the broker's limit, and the one the broker sends
+    # the worker, topic spelled out, does not: the broker acknowledged such a message, then dropped it for
+    # the worker (an attack: a 64 KiB event on a 4 KiB topic, PUBACK, then neither event nor dead letter).
+    address = MqttAddress.parse(broker.url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
+    if address.username:
+        client.username_pw_set(address.username, address.password)
+    reasons: list[int] = []
+    gone = threading.Event()
+
+    def on_disconnect(_c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        reasons.append(reason.value)
+        gone.set()
+
+    client.on_disconnect = on_disconnect
+    client.connect(address.host, address.port)
+    client.loop_start()
+    try:
+        aliased = Properties(PacketTypes.PUBLISH)
+        aliased.TopicAlias = 1
+        payload = json.dumps({"event_id": "aliased"}).encode()
+        info = client.publish("events/" + "a" * 4000, payload, qos=1, properties=aliased)
+        wait_until(lambda: info.is_published() or gone.is_set(), timeout=10, what="a PUBACK or a disconnect")
+        acknowledged = info.is_published()
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert not acknowledged
+    assert reasons[:1] == [TOPIC_ALIAS_INVALID]
+    assert publish_raw(broker.url, good("after", 10)) == 10
+    wait_until(lambda: run.reader.count_events() == 10, what="the events after it")
+    assert run.reader.event("aliased") is None and run.reader.count_dead_letters() == 0
 
 
 def test_the_largest_message_the_broker_takes_reaches_the_worker(broker: Broker, run: Running) -> None:

@@ -364,11 +364,22 @@ def listener_options() -> dict[str, dict[str, str]]:
         if key == "listener":
             port = value.split()[0]
             found[port] = {}
-        elif key in ("certfile", "keyfile", "max_connections") and port:
+        elif key in ("certfile", "keyfile", "max_connections", "max_topic_alias") and port:
             found[port][key] = value
         elif key and not key.startswith("#"):
             port = ""
     return found
+
+
+def test_no_listener_takes_topic_aliases_here_or_natively(tmp_path: Path) -> None:
+    # An aliased topic fits the packet limit on the way in and not on the way to the worker, which the
+    # broker then drops after its PUBACK (tests/integration/test_packet.py shows it on a real broker).
+    assert {port: options.get("max_topic_alias") for port, options in listener_options().items()} == {
+        "1883": "0",
+        "8883": "0",
+    }
+    native = render_config(1883, tmp_path, 40_000, max_payload_bytes=65_536)
+    assert "\nmax_topic_alias 0\n" in native
 
 
 def test_only_the_producers_listener_caps_its_sockets_and_the_broker_has_files_for_more() -> None:
