@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES, PROBE_TOPIC
 from eventpipe.mqtt.session import MIN_SECRET_CHARS, session_id
+from eventpipe.redaction import PERCENT_ENCODE, misread_password
 
 
 def _check_filter(topic: str) -> None:
@@ -170,6 +171,14 @@ class Settings(BaseSettings):
             # A CA for a plain connection would be ignored: the operator believes in a TLS that is not there.
             raise ValueError("EVENTPIPE_MQTT_CA_FILE is set, so EVENTPIPE_MQTT_URL must be mqtts://, not plain mqtt://")
         return self
+
+    @field_validator("mqtt_url", "clickhouse_dsn", "admin_clickhouse_dsn")
+    @classmethod
+    def _password_read_whole(cls, value: str) -> str:
+        # Said without the value: the error would otherwise be the one place the password shows.
+        if misread_password(value):
+            raise ValueError(f"the URL's password would be read in part as its host or path: {PERCENT_ENCODE}")
+        return value
 
     @field_validator("runbook_url")
     @classmethod

@@ -172,3 +172,27 @@ def test_no_command_prints_a_password(
     for log_file in tmp_path.rglob("*.log"):
         out.add(str(log_file.relative_to(tmp_path)), log_file.read_text(errors="replace"))
     assert not out.leaks(passwords), "\n".join(out.leaks(passwords))
+
+
+@pytest.mark.parametrize("mark", ["/", "?", "#"])
+def test_a_password_a_url_parser_would_split_is_refused_without_printing_it(mark: str) -> None:
+    # Typed as is, "/", "?" or "#" ends a URL's host: the rest of the password was read as port or path,
+    # and errors about those quoted it ("MQTT URL has an invalid port: 'mqtt://ingest:Sup3r/Secret99@…'",
+    # "database name 'Secret99@127.0.0.1:8123/default'", "Port could not be cast … 'Sup3r'").
+    head, tail = secrets.token_hex(6), secrets.token_hex(6)
+    password = f"{head}{mark}{tail}"
+    mqtt_url = f"mqtt://ingest:{password}@127.0.0.1:{free_port()}"
+    dsn = f"http://default:{password}@127.0.0.1:{free_port()}/default"
+    base = {**os.environ, "EVENTPIPE_MQTT_SESSION_SECRET": secrets.token_hex(20), "EVENTPIPE_API_KEYS": "k"}
+    runs = {
+        "worker": (("worker",), {**base, "EVENTPIPE_MQTT_URL": mqtt_url}, "EVENTPIPE_MQTT_URL"),
+        "migrate": (("migrate",), {**base, "EVENTPIPE_CLICKHOUSE_DSN": dsn}, "EVENTPIPE_CLICKHOUSE_DSN"),
+        "api": (("api",), {**base, "EVENTPIPE_CLICKHOUSE_DSN": dsn}, "EVENTPIPE_CLICKHOUSE_DSN"),
+        "publish": (("publish", "--mqtt-url", mqtt_url, "--count", "1"), base, "MQTT URL"),
+    }
+    for name, (args, env, names) in runs.items():
+        done = run_eventpipe(*args, env=env, timeout=60)
+        output = done.stdout + done.stderr
+        assert done.returncode == 2, f"{name}: {output[-500:]}"
+        assert names in output and "percent-encode" in output, f"{name}: {output[-500:]}"
+        assert head not in output and tail not in output, f"{name} printed part of the password: {output[-500:]}"

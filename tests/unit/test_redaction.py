@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from eventpipe.redaction import RedactingFormatter, redact
+from eventpipe.redaction import RedactingFormatter, misread_password, redact
 
 
 @pytest.mark.parametrize(
@@ -21,6 +21,10 @@ from eventpipe.redaction import RedactingFormatter, redact
             "http://clickhouse:8123/eventpipe?user=api&password=s3cret",
             "http://clickhouse:8123/eventpipe?user=api&password=***",
         ),
+        # Unescaped "/", "?" or "#": the settings refuse such a URL, and any text quoting one is masked whole.
+        ("mqtt://ingest:Sup3r/Secret99@127.0.0.1:1883", "mqtt://ingest:***@127.0.0.1:1883"),
+        ("'http://default:Sup3r?Secret99@h:8123/default'", "'http://default:***@h:8123/default'"),
+        ("mqtt://ingest:Sup3r#Secret99@h", "mqtt://ingest:***@h"),
         (
             "could not reach 'mqtt://a:one@h:1' nor http://b:two@h:2/db, giving up",
             "could not reach 'mqtt://a:***@h:1' nor http://b:***@h:2/db, giving up",
@@ -55,3 +59,20 @@ def test_log_records_are_redacted_with_their_arguments_and_tracebacks() -> None:
     text = formatter.format(record)
     assert "s3cret" not in text
     assert "from mqtt://w:***@b" in text and "http://migrate:***@clickhouse:8123" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "misread"),
+    [
+        ("mqtt://ingest:Sup3r/Secret99@127.0.0.1:1883", True),
+        ("http://default:Sup3r?Secret99@h:8123/default", True),
+        ("mqtts://ingest:Sup3r#Secret99@h", True),
+        ("mqtt://ingest:Sup3r%2FSecret99@h", False),  # percent-encoded: read whole
+        ("mqtt://ingest:p@ss@broker:1883", False),  # an "@" is read whole: the parser takes the last
+        ("http://clickhouse:8123/db?user=a@b", False),  # an "@" in the query, a port where a password would be
+        ("mqtt://ingest@broker:1883/x", False),
+        ("chdb:///var/lib/eventpipe/clickhouse", False),
+    ],
+)
+def test_a_password_a_parser_would_split_is_told_apart(url: str, misread: bool) -> None:
+    assert misread_password(url) is misread

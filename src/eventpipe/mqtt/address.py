@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from eventpipe.errors import ConfigError
+from eventpipe.redaction import PERCENT_ENCODE, misread_password
 
 DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
 
@@ -20,6 +21,8 @@ class MqttAddress:
 
     @classmethod
     def parse(cls, url: str) -> MqttAddress:
+        if misread_password(url):  # said without the URL: it would quote the password
+            raise ConfigError(f"the MQTT URL's password would be read in part as its host or path: {PERCENT_ENCODE}")
         parts = urlsplit(url)
         if parts.scheme not in DEFAULT_PORTS:
             raise ConfigError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
