@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES, PROBE_TOPIC
+from eventpipe.mqtt import packet
 from eventpipe.mqtt.session import MIN_SECRET_CHARS, session_id
 from eventpipe.redaction import PERCENT_ENCODE, misread_password
 
@@ -213,13 +214,15 @@ class Settings(BaseSettings):
                 f"mqtt_receive_maximum ({self.mqtt_receive_maximum}) must be at least "
                 f"batch_max_rows ({self.batch_max_rows}), or the worker stalls"
             )
-        if self.max_held_bytes < 2 * (self.max_payload_bytes + 1):
-            # A payload is held cut to max_payload_bytes + 1 (oversize, for its dead letter). A batch
-            # closes at half the budget: that half must hold one message, or the receive side could
-            # wait for room while the batch waits for its timer.
+        largest = packet.worker_limit(self.max_payload_bytes)
+        if self.max_held_bytes < 2 * largest:
+            # A message is held as its topic and its payload, cut to max_payload_bytes + 1 (for its
+            # dead letter): together at most the packet size the worker announces. A batch closes at
+            # half the budget: that half must hold one message, or the receive side could wait for
+            # room while the batch waits for its timer.
             raise ValueError(
-                f"EVENTPIPE_MAX_HELD_BYTES ({self.max_held_bytes}) must be at least twice "
-                f"EVENTPIPE_MAX_PAYLOAD_BYTES + 1 ({2 * (self.max_payload_bytes + 1)}), so that a batch "
+                f"EVENTPIPE_MAX_HELD_BYTES ({self.max_held_bytes}) must be at least twice the largest message "
+                f"the worker takes, EVENTPIPE_MAX_PAYLOAD_BYTES and its topic ({2 * largest}), so that a batch "
                 "closed at half of it holds a whole message"
             )
         if self.retry_max_s < self.retry_initial_s:

@@ -206,6 +206,36 @@ def test_large_messages_hold_no_more_than_the_byte_budget_and_batch_by_bytes(
     )
 
 
+def test_long_topics_count_against_the_byte_budget_like_payloads(
+    broker_factory: BrokerFactory, clickhouse_dsn: str
+) -> None:
+    # The budget counted payload bytes only: 20,000 messages of 60 KiB topics and empty payloads took the
+    # worker from 405 MiB to 1.5 GiB in an attack while eventpipe_messages_in_flight_bytes said 1.2 MiB.
+    window, budget, count, long = 40_000, 4 * 2**20, 400, 60 * 1024
+    migrate(connect(clickhouse_dsn))
+    broker = broker_factory(window)
+    settings = settings_for(
+        broker.url, clickhouse_dsn, mqtt_receive_maximum=window, batch_max_rows=20_000, max_held_bytes=budget
+    )
+    writer = FaultyWriter(connect(clickhouse_dsn))
+    writer.failure = RetryableStorageError
+    with running_worker(settings, writer=writer) as run:
+        messages = [
+            (f"events/{i:05d}/" + "t" * long, json.dumps({"event_id": f"t-{i}", "event_type": "long_topic"}).encode())
+            for i in range(count)
+        ]
+        assert publish_raw(broker.url, messages) == count
+        # The store is down: the worker fills its budget with topics, then stops reading.
+        wait_until(lambda: run.metric("eventpipe_messages_in_flight_bytes") > budget - 2 * long, what="budget full")
+        time.sleep(1)
+        assert run.metric("eventpipe_messages_in_flight_bytes") <= budget
+        assert run.metric("eventpipe_messages_in_flight") <= budget // long
+        writer.failure = None
+        wait_until(lambda: run.metric("eventpipe_messages_acked_total") == count, timeout=60, what="all stored")
+    assert sorted(stored_stream_ids(clickhouse_dsn, "t")) == sorted(f"t-{i}" for i in range(count))
+    assert run.metric("eventpipe_messages_in_flight_bytes") == 0
+
+
 def test_a_poison_row_with_an_unrecognised_error_cannot_block_the_pipe(broker: Broker, clickhouse_dsn: str) -> None:
     client = connect(clickhouse_dsn)
     migrate(client)

@@ -38,6 +38,13 @@ class Delivery(NamedTuple):
     size: int  # bytes the payload had; `payload` holds at most max_payload_bytes + 1 of them
 
 
+def held_size(item: Delivery) -> int:
+    """What holding `item` costs, as EVENTPIPE_MAX_HELD_BYTES counts it: its payload and its topic, which
+    may be as long (an attack held 20,000 messages of 60 KiB topics and empty payloads: 1.5 GiB, while
+    payloads alone counted 1.2 MiB)."""
+    return len(item.payload) + len(item.topic)
+
+
 class Consumer:
     """Receives messages into `deliver`, a list at a time; acknowledges them only when told to.
 

@@ -38,7 +38,8 @@ class IngestMetrics:
         )
         self.in_flight_bytes = Gauge(
             "eventpipe_messages_in_flight_bytes",
-            "Payload bytes of the messages in flight; at most EVENTPIPE_MAX_HELD_BYTES (eventpipe_max_held_bytes).",
+            "Payload and topic bytes of the messages in flight; at most EVENTPIPE_MAX_HELD_BYTES "
+            "(eventpipe_max_held_bytes).",
             registry=registry,
         )
         self.max_held_bytes = Gauge(

@@ -17,7 +17,7 @@ from eventpipe.config import Settings
 from eventpipe.errors import StorageError
 from eventpipe.events import PROBE_EVENT_TYPE, Event, Limits
 from eventpipe.ingest.commit import commit
-from eventpipe.ingest.consumer import Consumer, Delivery
+from eventpipe.ingest.consumer import Consumer, Delivery, held_size
 from eventpipe.ingest.mark import Marker
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.policy import BatchPolicy, leading
@@ -139,16 +139,16 @@ class Worker:
         with self._cond:
             while deliveries:
                 while not self._stopping and (
-                    self._held >= self._capacity or self._held_bytes + len(deliveries[0].payload) > self._max_held_bytes
+                    self._held >= self._capacity or self._held_bytes + held_size(deliveries[0]) > self._max_held_bytes
                 ):
                     self._cond.wait()
                 if self._stopping:
                     return  # unacked: the broker redelivers it to the next session
                 taken = deliveries[: self._capacity - self._held]
-                size = sum([len(item.payload) for item in taken])
+                size = sum([held_size(item) for item in taken])
                 if self._held_bytes + size > self._max_held_bytes:  # large payloads: the bytes run out first
                     rows, size = leading(
-                        [len(item.payload) for item in taken], len(taken), self._max_held_bytes - self._held_bytes
+                        [held_size(item) for item in taken], len(taken), self._max_held_bytes - self._held_bytes
                     )
                     taken = taken[:rows]
                 deliveries = deliveries[len(taken) :]
@@ -186,7 +186,7 @@ class Worker:
             released = len(self._items) - len(kept)
             if not released:
                 return
-            size = sum([len(item.payload) for item in self._items]) - sum([len(item.payload) for item in kept])
+            size = sum([held_size(item) for item in self._items]) - sum([held_size(item) for item in kept])
             self._items = kept
             self._held -= released
             self._held_bytes -= size
@@ -236,7 +236,7 @@ class Worker:
                     self._idle_before_ms = self._handing_ms or time.time_ns() // 1_000_000
                     return []
                 self._cond.wait(wait if wait is not None else self._marker.idle_wait_s())
-            rows = self._policy.take(self._held_bytes, (len(item.payload) for item in self._items))
+            rows = self._policy.take(self._held_bytes, (held_size(item) for item in self._items))
             batch = self._items[:rows]
             del self._items[:rows]
             return batch
@@ -255,7 +255,7 @@ class Worker:
         metrics.stored.inc(len(committed.events) - committed.refused)
         for rejection in committed.rejections:
             metrics.dead_lettered.labels(reason=str(rejection.reason)).inc()
-        size = sum([len(delivery.payload) for delivery in batch])
+        size = sum([held_size(delivery) for delivery in batch])
         metrics.in_flight.dec(len(batch))
         metrics.in_flight_bytes.dec(size)
         acked = self.consumer.ack(batch)
