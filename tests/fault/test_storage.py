@@ -13,12 +13,15 @@ import os
 import time
 from collections.abc import Callable
 
+import pytest
+
 from eventpipe.config import Settings
 from eventpipe.errors import HaltStorageError, RetryableStorageError
 from eventpipe.host import rss_bytes
 from eventpipe.mqtt import packet
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
+from eventpipe.store.writer import CANARY_ID
 from tests.support.faults import FaultyWriter
 from tests.support.mqtt import publish_raw
 from tests.support.pipeline import running_worker, settings_for
@@ -33,12 +36,13 @@ RATE = float(os.environ.get("EVENTPIPE_FAULT_RATE", "2000"))
 
 
 def faulty_setup(
-    broker_factory: BrokerFactory, dsn: str, window: int, batch_max_rows: int
+    broker_factory: BrokerFactory, dsn: str, window: int, batch_max_rows: int, **overrides: object
 ) -> tuple[Broker, Settings, FaultyWriter]:
-    """A migrated store behind a FaultyWriter, and a broker whose in-flight window matches the worker's."""
+    """A migrated store behind a FaultyWriter, and a broker whose in-flight window matches the worker's;
+    `overrides` are more of the worker's settings."""
     migrate(connect(dsn))
     broker = broker_factory(window)
-    settings = settings_for(broker.url, dsn, batch_max_rows=batch_max_rows, mqtt_receive_maximum=window)
+    settings = settings_for(broker.url, dsn, batch_max_rows=batch_max_rows, mqtt_receive_maximum=window, **overrides)
     return broker, settings, FaultyWriter(connect(dsn))
 
 
@@ -147,17 +151,9 @@ def test_large_messages_hold_no_more_than_the_byte_budget_and_batch_by_bytes(
     # all: only EVENTPIPE_MAX_HELD_BYTES keeps it to 16 MiB. Batches close at half of that, well before 20,000
     # rows or the two-minute timer: only the byte rule lets them flow.
     window, budget, count, pad = 40_000, 16 * 2**20, 3_000, 60 * 1024
-    migrate(connect(clickhouse_dsn))
-    broker = broker_factory(window)
-    settings = settings_for(
-        broker.url,
-        clickhouse_dsn,
-        mqtt_receive_maximum=window,
-        batch_max_rows=20_000,
-        batch_max_ms=120_000,
-        max_held_bytes=budget,
+    broker, settings, writer = faulty_setup(
+        broker_factory, clickhouse_dsn, window, 20_000, batch_max_ms=120_000, max_held_bytes=budget
     )
-    writer = FaultyWriter(connect(clickhouse_dsn))
     writer.failure = RetryableStorageError
     peak, rss_peak = 0.0, 0
 
@@ -212,12 +208,7 @@ def test_long_topics_count_against_the_byte_budget_like_payloads(
     # The budget counted payload bytes only: 20,000 messages of 60 KiB topics and empty payloads took the
     # worker from 405 MiB to 1.5 GiB in an attack while eventpipe_messages_in_flight_bytes said 1.2 MiB.
     window, budget, count, long = 40_000, 4 * 2**20, 400, 60 * 1024
-    migrate(connect(clickhouse_dsn))
-    broker = broker_factory(window)
-    settings = settings_for(
-        broker.url, clickhouse_dsn, mqtt_receive_maximum=window, batch_max_rows=20_000, max_held_bytes=budget
-    )
-    writer = FaultyWriter(connect(clickhouse_dsn))
+    broker, settings, writer = faulty_setup(broker_factory, clickhouse_dsn, window, 20_000, max_held_bytes=budget)
     writer.failure = RetryableStorageError
     with running_worker(settings, writer=writer) as run:
         messages = [
@@ -259,39 +250,20 @@ def test_a_poison_row_with_an_unrecognised_error_cannot_block_the_pipe(broker: B
         assert run.unreconciled() == 0
 
 
-def test_an_error_every_row_hits_is_no_poison_and_dead_letters_nothing(broker: Broker, clickhouse_dsn: str) -> None:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    # Every insert fails with a code the classifier does not know, while the
-    # server answers: a setup problem, so nothing may be dead-lettered.
-    client.command("ALTER TABLE events ADD CONSTRAINT broken CHECK throwIf(1, 'broken setup') = 0")
-    messages = [("events/x", json.dumps({"event_id": f"s-{i}"}).encode()) for i in range(50)]
-    with running_worker(settings_for(broker.url, clickhouse_dsn)) as run:
-        assert publish_raw(broker.url, messages) == 50
-        wait_until(
-            lambda: run.metric("eventpipe_storage_errors_total", **{"class": "unknown"}) >= 12,
-            timeout=60,
-            what="isolation tried and given up",
-        )
-        assert run.metric("eventpipe_messages_acked_total") == 0
-        assert run.reader.count_dead_letters() == 0
-        client.command("ALTER TABLE events DROP CONSTRAINT broken")
-        wait_until(lambda: run.reader.count_events() == 50, timeout=60, what="all stored once fixed")
-        assert run.reader.count_dead_letters() == 0
-
-
-def test_a_lone_event_the_store_cannot_take_is_no_poison_and_is_stored_once_it_can(
-    broker: Broker, clickhouse_dsn: str
+@pytest.mark.parametrize("count", [50, 1], ids=["50 events", "a lone event"])
+def test_an_error_every_row_hits_is_no_poison_and_dead_letters_nothing(
+    broker: Broker, clickhouse_dsn: str, count: int
 ) -> None:
-    # A row alone in its batch failing with an unrecognised error, while ClickHouse still answered queries,
-    # was dead-lettered as poison: in an attack the data dir went read-only for 25 s ("Read-only file
-    # system", code 1001) and a valid event became a storage_rejected dead letter. The store refusing a
-    # known-good row too (the probe-typed canary, Writer.takes_writes) now says it is not the row.
     client = connect(clickhouse_dsn)
     migrate(client)
+    # Every insert fails with a code the classifier does not know, while the server answers: a setup
+    # problem (or a read-only or full disk), so nothing may be dead-lettered. A lone event was: alone in
+    # its batch it failed on its own, and an attack saw it in a read-only spell of the data dir ("Read-only
+    # file system", 1001). The store refusing a known-good row too (Writer.takes_writes) says it is not the row.
     client.command("ALTER TABLE events ADD CONSTRAINT broken CHECK throwIf(1, 'broken setup') = 0")
+    messages = [("events/x", json.dumps({"event_id": f"s-{i}"}).encode()) for i in range(count)]
     with running_worker(settings_for(broker.url, clickhouse_dsn)) as run:
-        assert publish_raw(broker.url, [("events/x", json.dumps({"event_id": "lone"}).encode())]) == 1
+        assert publish_raw(broker.url, messages) == count
         wait_until(
             lambda: run.metric("eventpipe_storage_errors_total", **{"class": "unknown"}) >= 12,
             timeout=60,
@@ -300,12 +272,11 @@ def test_a_lone_event_the_store_cannot_take_is_no_poison_and_is_stored_once_it_c
         assert run.metric("eventpipe_messages_acked_total") == 0
         assert run.reader.count_dead_letters() == 0
         client.command("ALTER TABLE events DROP CONSTRAINT broken")
-        wait_until(lambda: run.reader.count_events() == 1, timeout=60, what="stored once the store takes rows")
+        wait_until(lambda: run.reader.count_events() == count, timeout=60, what="all stored once fixed")
         assert run.reader.count_dead_letters() == 0
-        assert run.reader.event("lone") is not None
     # The canaries the worker wrote meanwhile are in no read.
-    assert run.reader.count_events() == 1
-    assert run.reader.event("eventpipe-canary") is None
+    assert run.reader.count_events() == count
+    assert run.reader.event(CANARY_ID) is None
 
 
 def test_oversize_payloads_held_through_an_outage_become_one_dead_letter_cut_to_the_limit(

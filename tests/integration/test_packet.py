@@ -47,7 +47,9 @@ def good(prefix: str, count: int) -> list[tuple[str, bytes]]:
     return [("events/click", json.dumps({"event_id": f"{prefix}-{i}"}).encode()) for i in range(count)]
 
 
-def publish_with(url: str, protocol: MQTTProtocolVersion, payload: bytes) -> tuple[bool, list[int]]:
+def publish_with(
+    url: str, protocol: MQTTProtocolVersion, payload: bytes, topic: str = TOPIC, properties: Properties | None = None
+) -> tuple[bool, list[int]]:
     """Publish one QoS 1 message with paho as a producer would; (acknowledged, reasons of the disconnects)."""
     address = MqttAddress.parse(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}", protocol=protocol)
@@ -64,7 +66,7 @@ def publish_with(url: str, protocol: MQTTProtocolVersion, payload: bytes) -> tup
     client.connect(address.host, address.port)
     client.loop_start()
     try:
-        info = client.publish(TOPIC, payload, qos=1)
+        info = client.publish(topic, payload, qos=1, properties=properties)
         wait_until(lambda: info.is_published() or gone.is_set(), timeout=10, what="a PUBACK or a disconnect")
         return info.is_published(), list(reasons)
     finally:
@@ -110,30 +112,10 @@ def test_a_producer_naming_its_topic_by_alias_is_refused_not_acknowledged(broker
     # With an MQTT 5 topic alias a producer's packet fits the broker's limit, and the one the broker sends
     # the worker, topic spelled out, does not: the broker acknowledged such a message, then dropped it for
     # the worker (an attack: a 64 KiB event on a 4 KiB topic, PUBACK, then neither event nor dead letter).
-    address = MqttAddress.parse(broker.url)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
-    if address.username:
-        client.username_pw_set(address.username, address.password)
-    reasons: list[int] = []
-    gone = threading.Event()
-
-    def on_disconnect(_c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
-        reasons.append(reason.value)
-        gone.set()
-
-    client.on_disconnect = on_disconnect
-    client.connect(address.host, address.port)
-    client.loop_start()
-    try:
-        aliased = Properties(PacketTypes.PUBLISH)
-        aliased.TopicAlias = 1
-        payload = json.dumps({"event_id": "aliased"}).encode()
-        info = client.publish("events/" + "a" * 4000, payload, qos=1, properties=aliased)
-        wait_until(lambda: info.is_published() or gone.is_set(), timeout=10, what="a PUBACK or a disconnect")
-        acknowledged = info.is_published()
-    finally:
-        client.loop_stop()
-        client.disconnect()
+    aliased = Properties(PacketTypes.PUBLISH)
+    aliased.TopicAlias = 1
+    payload = json.dumps({"event_id": "aliased"}).encode()
+    acknowledged, reasons = publish_with(broker.url, mqtt.MQTTv5, payload, "events/" + "a" * 4000, aliased)
     assert not acknowledged
     assert reasons[:1] == [TOPIC_ALIAS_INVALID]
     assert publish_raw(broker.url, good("after", 10)) == 10
