@@ -23,10 +23,12 @@ if [ ! -f .env ]; then
   exit 1
 fi
 # The TLS certificate, like .env, is made on the host and never copied by the pipeline.
-if [ ! -s secrets/tls/server.pem ] || [ ! -s secrets/tls/server-key.pem ]; then
-  echo "deploy: $(pwd)/secrets/tls/ has no server.pem and server-key.pem: run scripts/init-secrets.sh on this host" >&2
-  exit 1
-fi
+for file in server.pem server-key.pem ca.pem; do
+  if [ ! -s "secrets/tls/$file" ]; then
+    echo "deploy: $(pwd)/secrets/tls/$file is missing: run scripts/init-secrets.sh on this host" >&2
+    exit 1
+  fi
+done
 
 # Keep the deployed image names in .env, so that plain `docker compose ...`
 # commands on this host (logs, ps, restart) refer to the same images.
@@ -42,10 +44,17 @@ if [ -n "${3:-}" ]; then
 fi
 
 docker compose pull --quiet
+# As many workers as run now: `up` alone scales the service back to one, and
+# each replica it removed keeps its broker session, where its share of the
+# stream then waits unread until the session expires (README, "Scaling").
+workers=$(docker compose ps -a -q ingest-worker | wc -l)
+if [ "$workers" -lt 1 ]; then
+  workers=1
+fi
 # Workers stop before migrate runs: a migration may rebuild a table (copy and
 # swap), and an insert racing the swap could be missed. Stopping is graceful
 # (commit, ack, disconnect); the broker queues new events in their sessions
 # meanwhile, and `up` starts them again once migrate has succeeded.
 docker compose stop ingest-worker
-docker compose up -d --wait --remove-orphans
+docker compose up -d --wait --remove-orphans --scale ingest-worker="$workers"
 docker compose ps

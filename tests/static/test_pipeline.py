@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pytest
 import yaml
 
 from tests.support import compose
@@ -188,3 +191,55 @@ def test_deploy_keeps_the_hosts_keys_file_in_the_api_folder() -> None:
     rsync = shlex.split(next(line for line in script("deploy").splitlines() if line.startswith("rsync")))
     assert "api" in rsync and "--delete" in rsync
     assert "--filter=P /api/*.json" in rsync, "a deploy would delete the host's api/keys.json"
+
+
+FAKE_DOCKER = """#!/bin/sh
+echo "$*" >> "$DOCKER_LOG"
+if [ "$*" = "compose ps -a -q ingest-worker" ]; then
+  i=0
+  while [ "$i" -lt "$WORKERS" ]; do echo "container-$i"; i=$((i + 1)); done
+fi
+"""
+
+
+def deploy(
+    tmp_path: Path, workers: int, tls: tuple[str, ...] = ("server.pem", "server-key.pem", "ca.pem")
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """deploy-remote.sh in a copy of the host's directory, with a `docker` that logs its calls and runs
+    `workers` ingest-worker containers; (the run, docker's calls)."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(DEPLOY_SCRIPT, tmp_path / "scripts" / "deploy-remote.sh")
+    (tmp_path / ".env").write_text("X=1\n")
+    (tmp_path / "secrets" / "tls").mkdir(parents=True)
+    for name in tls:
+        (tmp_path / "secrets" / "tls" / name).write_text("x")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    log = tmp_path / "docker.log"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DOCKER_LOG": str(log), "WORKERS": str(workers)}
+    done = subprocess.run(
+        ["sh", str(tmp_path / "scripts" / "deploy-remote.sh"), "registry/eventpipe", "abc123"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done, log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.parametrize(("running", "kept"), [(3, 3), (1, 1), (0, 1)])
+def test_a_deploy_keeps_as_many_workers_as_run(tmp_path: Path, running: int, kept: int) -> None:
+    # `docker compose up` alone scaled the workers back to one: each replica it removed kept its broker
+    # session, and its share of the stream waited there unread until the session expired.
+    done, calls = deploy(tmp_path, running)
+    assert done.returncode == 0, done.stderr
+    assert f"compose up -d --wait --remove-orphans --scale ingest-worker={kept}" in calls
+
+
+def test_a_deploy_stops_before_anything_when_the_hosts_ca_is_missing(tmp_path: Path) -> None:
+    done, calls = deploy(tmp_path, 2, tls=("server.pem", "server-key.pem"))
+    assert done.returncode == 1
+    assert "secrets/tls/ca.pem is missing: run scripts/init-secrets.sh" in done.stderr
+    assert calls == []
