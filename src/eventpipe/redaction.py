@@ -7,30 +7,29 @@ import re
 
 MASK = "***"
 
-# scheme://user:password@ - the password runs to the last "@" of the word (up
-# to a space or a quote), so an unescaped "@", "/", "?" or "#" in it is masked
-# whole; a URL that only has an "@" in its path loses its port and path to the
-# mask, which costs a log line some detail and never a secret.
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):(?P<password>[^\s'\"]*)@")
+# scheme://user:password@ - the password runs to the last "@" before a space, so
+# an unescaped "@", "/", "?", "#" or quote in it is masked whole; a URL with an
+# "@" only in its path, or quoted beside another URL, loses more than its
+# password to the mask, which costs a log line some detail and never a secret.
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):(?P<password>\S*)@")
 # ?password=... and the like: clickhouse-connect and others take credentials as query parameters too.
 _QUERY = re.compile(r"(?P<head>[?&](?:password|passwd|pwd|secret|token|access_token)=)[^&#\s'\"]*", re.IGNORECASE)
 
 
 def misread_password(url: str) -> bool:
-    """Whether `url` has a password holding "/", "?" or "#" as typed. A URL parser ends the host at the
-    first of them, so the password would be read in part as host, port or path, and errors about those
-    parts quote them (an attack saw a password echoed whole). Such a URL must be refused, not used."""
+    """Whether `url` may have a password holding "/", "?" or "#" as typed. A URL parser ends the host at
+    the first of them, so such a password would be read in part as host, port or path, and errors about
+    those parts quote it (an attack saw one echoed whole). An "@" past that point, with a ":" before it
+    and no "@", is that, or an "@" in the path or query: only the writer knows which, so it is refused."""
     _scheme, sep, rest = url.partition("://")
-    userinfo = rest.rpartition("@")[0] if sep else ""
-    cuts = [at for at in (userinfo.find(mark) for mark in "/?#") if at >= 0]
-    if not cuts:
-        return False  # no password, or one a parser reads whole
-    _user, colon, start = userinfo[: min(cuts)].partition(":")
-    # "host:8123/db?x=a@b" has an "@" in its query, and a port where a password would start.
-    return bool(colon) and not start.isdigit()
+    if not sep:
+        return False
+    end = min([at for at in (rest.find(mark) for mark in "/?#") if at >= 0], default=len(rest))
+    host = rest[:end]
+    return "@" not in host and ":" in host and "@" in rest[end:]
 
 
-PERCENT_ENCODE = 'percent-encode "/" as %2F, "?" as %3F and "#" as %23 in its password'
+PERCENT_ENCODE = 'percent-encode "/", "?" and "#" in its password (%2F, %3F, %23), or "@" in its path or query (%40)'
 
 
 def redact(text: str) -> str:

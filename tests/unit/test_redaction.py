@@ -25,6 +25,9 @@ from eventpipe.redaction import RedactingFormatter, misread_password, redact
         ("mqtt://ingest:Sup3r/Secret99@127.0.0.1:1883", "mqtt://ingest:***@127.0.0.1:1883"),
         ("'http://default:Sup3r?Secret99@h:8123/default'", "'http://default:***@h:8123/default'"),
         ("mqtt://ingest:Sup3r#Secret99@h", "mqtt://ingest:***@h"),
+        # Quotes in a password: masked whole, also inside the quotes of an error's repr.
+        ("mqtt://ingest:ab'cd@h:1883", "mqtt://ingest:***@h:1883"),
+        ("""URL 'mqtt://ingest:ab"cd@h:1883' refused""", """URL 'mqtt://ingest:***@h:1883' refused"""),
         (
             "could not reach 'mqtt://a:one@h:1' nor http://b:two@h:2/db, giving up",
             "could not reach 'mqtt://a:***@h:1' nor http://b:***@h:2/db, giving up",
@@ -69,9 +72,13 @@ def test_log_records_are_redacted_with_their_arguments_and_tracebacks() -> None:
         ("mqtts://ingest:Sup3r#Secret99@h", True),
         ("mqtt://ingest:Sup3r%2FSecret99@h", False),  # percent-encoded: read whole
         ("mqtt://ingest:p@ss@broker:1883", False),  # an "@" is read whole: the parser takes the last
-        ("http://clickhouse:8123/db?user=a@b", False),  # an "@" in the query, a port where a password would be
-        ("mqtt://ingest@broker:1883/x", False),
+        ("http://default:s3cret@clickhouse:8123/db?client_name=ops@example", False),  # "@" in the query, read whole
+        ("mqtt://ingest@broker:1883/x@y", False),
         ("chdb:///var/lib/eventpipe/clickhouse", False),
+        # A password of digits and "/" reads as a port: refused, as is an "@" in a query without userinfo,
+        # which percent-encoding ("%40") makes plain.
+        ("http://default:8123/x@clickhouse:8123/db", True),
+        ("http://clickhouse:8123/db?user=a@b", True),
     ],
 )
 def test_a_password_a_parser_would_split_is_told_apart(url: str, misread: bool) -> None:
