@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     # Larger payloads are dead letters; the broker refuses packets over this
     # plus 4 KiB (mqtt/packet.py). MQTT carries at most 256 MiB in a packet.
     max_payload_bytes: int = Field(default=MAX_PAYLOAD_BYTES, ge=256, le=256 * 1024 * 1024)
-    # The payload bytes a worker holds uncommitted, whatever the window: past
+    # The bytes of messages (payloads and topics) a worker holds uncommitted, whatever the window: past
     # it the worker stops reading the socket, as when the window is full. A
     # batch closes at half of it, so the next one can fill while it is written.
     max_held_bytes: int = Field(default=128 * 1024 * 1024, ge=1)

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from eventpipe.config import Settings
 from eventpipe.errors import StorageError
 from eventpipe.events import Event, Rejection
+from eventpipe.store.client import connect
+from eventpipe.store.migration import migrate
 from eventpipe.store.query import Query
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Mark, Writer
+from tests.support.pipeline import settings_for
+from tests.support.services import ContainerBroker, LocalBroker
+
+# Either broker a test may get (tests/conftest.py), and a factory of them by in-flight window.
+Broker = LocalBroker | ContainerBroker
+BrokerFactory = Callable[[int], Broker]
 
 
 class FaultyWriter(Writer):
@@ -57,3 +66,14 @@ class FailingReader(Reader):
         if self.failure is not None:
             raise self.failure("injected fault")
         return super().run(query, binary)
+
+
+def faulty_setup(
+    broker_factory: BrokerFactory, dsn: str, window: int, batch_max_rows: int, **overrides: object
+) -> tuple[Broker, Settings, FaultyWriter]:
+    """A migrated store behind a FaultyWriter, and a broker whose in-flight window matches the worker's;
+    `overrides` are more of the worker's settings."""
+    migrate(connect(dsn))
+    broker = broker_factory(window)
+    settings = settings_for(broker.url, dsn, batch_max_rows=batch_max_rows, mqtt_receive_maximum=window, **overrides)
+    return broker, settings, FaultyWriter(connect(dsn))

@@ -45,11 +45,19 @@ def test_a_failing_write_is_retried_until_stored_and_every_failure_counted() -> 
     assert registry.get_sample_value("eventpipe_storage_halted") == 0, "a write that succeeds ends the halt"
 
 
-@pytest.mark.parametrize(("answers", "isolated"), [(True, True), (False, False)])
-def test_unknown_errors_are_taken_for_poison_only_while_clickhouse_answers(answers: bool, isolated: bool) -> None:
+@pytest.mark.parametrize(("takes", "isolated"), [(True, True), (False, False)])
+def test_unknown_errors_are_taken_for_poison_only_while_the_store_takes_other_rows(takes: bool, isolated: bool) -> None:
     write, calls = failing([UnknownStorageError("?")] * POISON_AFTER)
-    Retrier(QUICK, lambda: answers, IngestMetrics(CollectorRegistry())).run(write)
+    Retrier(QUICK, lambda: takes, IngestMetrics(CollectorRegistry())).run(write)
     assert calls == [False] * POISON_AFTER + [isolated]
+
+
+def test_a_write_that_cannot_isolate_rows_never_writes_the_known_good_row() -> None:
+    # Dead letters and marks: each check of the store would write a canary row for nothing.
+    checks: list[bool] = []
+    write, calls = failing([UnknownStorageError("?")] * (3 * POISON_AFTER))
+    Retrier(QUICK, lambda: checks.append(True) or True, IngestMetrics(CollectorRegistry())).run(write, isolating=False)
+    assert checks == [] and calls == [False] * (3 * POISON_AFTER + 1)
 
 
 def test_a_stop_ends_a_long_backoff_and_gives_up_at_its_deadline() -> None:

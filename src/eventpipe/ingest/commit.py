@@ -50,5 +50,5 @@ def commit(batch: list[Delivery], limits: Limits, writer: Writer, retrier: Retri
             )
         )
     if rejections:
-        retrier.run(lambda _isolate: writer.insert_dead_letters(rejections))
+        retrier.run(lambda _isolate: writer.insert_dead_letters(rejections), isolating=False)
     return Committed(events, len(refused), rejections)

@@ -59,11 +59,13 @@ class Retrier:
         self._deadline = deadline
         self._wake.set()
 
-    def run(self, write: Callable[[bool], T]) -> T:
+    def run(self, write: Callable[[bool], T], isolating: bool = True) -> T:
         """Call write(isolate_unknown) until it succeeds; back off between failures.
 
         An unrecognised error that repeats while the store takes a known-good
-        row is taken for poison in the data, and the next attempts isolate it.
+        row is taken for poison in the data, and the next attempts isolate it;
+        not for a write that cannot isolate rows (`isolating` False), for which
+        the known-good row would be written for nothing.
         Raises Abandoned once the stop's deadline has passed.
         """
         attempt = unknown = 0
@@ -82,7 +84,7 @@ class Retrier:
                     # The isolation found no poison row (too many rows fail alone):
                     # back to plain retries, and another isolation round later.
                     isolate, unknown = False, 0
-                elif unknown >= POISON_AFTER and self._takes_writes():
+                elif isolating and unknown >= POISON_AFTER and self._takes_writes():
                     log.error("%d unrecognised errors in a row while ClickHouse takes other rows: isolating", unknown)
                     isolate = True
                 delay = (

@@ -199,7 +199,7 @@ class Worker:
     def _run(self) -> None:
         try:
             if self._start_mark:  # retried until stored: the feed must know this worker before its first batch
-                self._retrier.run(lambda _isolate: self._writer.insert_marks(self._start_mark))
+                self._retrier.run(lambda _isolate: self._writer.insert_marks(self._start_mark), isolating=False)
             while (batch := self._next_batch()) is not None:
                 if batch:
                     self._commit(batch)

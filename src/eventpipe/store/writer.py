@@ -17,7 +17,7 @@ from eventpipe.store.schema.event import FIRST_COPY_BASE
 
 # Rows an unrecognised error may dead-letter in one write; beyond it, it is not poison.
 MAX_POISON_ROWS = 8
-# The id of the rows Writer.takes_writes inserts: of the probe type, so no read shows them.
+# The id (and user) of the rows Writer.takes_writes inserts: of the probe type, so no read shows them.
 CANARY_ID = "eventpipe-canary"
 EVENT_COLUMNS = ("event_id", "event_type", "timestamp", "received_at", "user_id", "topic", "properties")
 DEAD_LETTER_COLUMNS = ("dead_letter_id", "received_at", "topic", "reason", "detail", "payload", "payload_size")
@@ -81,7 +81,9 @@ class Writer:
         constraint every row breaks), and a row alone in its batch failing so was
         dead-lettered as poison ("Read-only file system", 1001, in an attack)."""
         now = time.time_ns() // 1_000_000
-        canary = (CANARY_ID, PROBE_EVENT_TYPE, now, now, None, "", "{}")
+        # Stamped with the day, so one row a day is kept whatever the retries; with a user, so the
+        # views that copy users' rows (events_by_user) take it too.
+        canary = (CANARY_ID, PROBE_EVENT_TYPE, now - now % 86_400_000, now, CANARY_ID, "", "{}")
         try:
             self._insert("events", EVENT_COLUMNS, [[value] for value in canary])
         except StorageError:
