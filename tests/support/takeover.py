@@ -122,7 +122,10 @@ class ComposeBroker:
         # the attack needs one listener, so its lines go, certificate, key and connection cap included
         # (left behind, an option of that listener would apply to the one before it).
         text, tls = re.subn(
-            r"(?m)^listener 8883 .*\n(?:(?:#|(?:certfile|keyfile|cafile|tls_version|max_connections) ).*\n)*", "", text
+            r"(?m)^listener 8883 .*\n"
+            r"(?:(?:#|(?:certfile|keyfile|cafile|tls_version|max_connections|max_topic_alias) ).*\n)*",
+            "",
+            text,
         )
         assert tls == 1, "mosquitto/mosquitto.conf has no TLS listener on 8883"
         text = text.replace("/mosquitto/run/", f"{run}/").replace("/mosquitto/data/", f"{data}/")
