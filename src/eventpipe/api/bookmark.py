@@ -25,7 +25,8 @@ from eventpipe.store.query import Key
 VERSION, BEFORE_GENERATION = 0x47, 0x46
 MAX_CHARS = 2048
 _HEADER = struct.Struct(f">B{SCOPE_BYTES}sQQQQQB")
-_OLD_HEADER = struct.Struct(f">B{SCOPE_BYTES}sQQQQB")
+# Where the generation sits in _HEADER: before it, a 0x46 token's header is the same.
+_GENERATION_AT = _HEADER.size - 9
 _KEY = struct.Struct(">QH")
 # Block numbers are UInt64 in ClickHouse; the driver binds what fits a signed 64-bit integer.
 MAX_BLOCK = 2**63 - 1
@@ -57,14 +58,11 @@ class Bookmarks:
     def decode(self, text: str, query_scope: str) -> Place:
         """The place in `text`, or a 422 saying why the token is unusable."""
         body = self._cursors.unseal(text, "after", MAX_CHARS)
-        header = _OLD_HEADER if body[:1] == bytes([BEFORE_GENERATION]) else _HEADER
-        if len(body) < header.size:
+        if body[:1] == bytes([BEFORE_GENERATION]):  # read as today's token of generation 0
+            body = bytes([VERSION]) + body[1:_GENERATION_AT] + bytes(8) + body[_GENERATION_AT:]
+        if len(body) < _HEADER.size:
             raise _invalid()
-        if header is _OLD_HEADER:
-            version, made_for, lo, hi, served_ms, epoch_ms, has_key = _OLD_HEADER.unpack_from(body)
-            version, generation = VERSION, 0
-        else:
-            version, made_for, lo, hi, served_ms, epoch_ms, generation, has_key = _HEADER.unpack_from(body)
+        version, made_for, lo, hi, served_ms, epoch_ms, generation, has_key = _HEADER.unpack_from(body)
         if version != VERSION or has_key not in (0, 1) or lo > MAX_BLOCK or hi > MAX_BLOCK or generation > MAX_BLOCK:
             raise _invalid()
         if not (0 <= served_ms < LATEST_MS and 0 <= epoch_ms < LATEST_MS) or (hi and hi < lo):
@@ -75,7 +73,7 @@ class Bookmarks:
                 "invalid_parameter",
                 "after: it belongs to a feed with other filters; keep the first page's filters",
             )
-        rest = body[header.size :]
+        rest = body[_HEADER.size :]
         if not has_key:
             if rest or hi:
                 raise _invalid()  # inside an epoch a token always holds the last key served

@@ -175,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from eventpipe.stack.lock import stopped
 
             # Not beside the `eventpipe up` that serves it: chDB said so only as a lock error of its own.
-            held = stopped(Path(args.data_dir), "then fill it") if Path(args.data_dir).is_dir() else None
+            data_dir = Path(args.data_dir)
+            held = stopped(data_dir, "then fill it") if data_dir.is_dir() else None
             try:
                 # The store `eventpipe up --data-dir` serves, resolved the way it resolves it.
                 return run_fill(Settings(data_dir=args.data_dir).resolved_clickhouse_dsn, args.count)

@@ -37,7 +37,7 @@ from eventpipe.events.contract import PROBE_EVENT_TYPE
 from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.failure import classified
 from eventpipe.store.integrity import purge, verify
-from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate, unfinished_restore
+from eventpipe.store.migration import DERIVED, KEPT, SOURCE, unfinished_restore, upgrade
 from eventpipe.store.query import quoted
 
 # A UTC time to the second and a random suffix: sorts by age, never collides,
@@ -137,7 +137,7 @@ class Backups:
                     f"RESTORE DATABASE {quoted(database)} FROM {_disk(name)} SETTINGS allow_different_database_def = 1"
                 )
                 with classified():
-                    migrate(self._client, retention_days, restoring=True)
+                    upgrade(self._client, retention_days)
                     for table, rows in DERIVED.items():
                         self._client.command(f"TRUNCATE TABLE {quoted(table)}")
                         self._client.command(f"INSERT INTO {quoted(table)} {rows}")

@@ -47,6 +47,7 @@ from eventpipe.store.query import (
     parameter_chunks,
 )
 from eventpipe.store.reader import event_row
+from eventpipe.store.schema.record import NEWEST
 
 Run = Callable[[Query], list[tuple[object, ...]]]
 
@@ -54,7 +55,7 @@ Run = Callable[[Query], list[tuple[object, ...]]]
 # epoch numbers they hold, their time range bounds the keys of those rows.
 # With them, the store's generation: the id of its newest restore, 0 before any (store.schema.record.RESTORES),
 # in the same query, so a page costs no round trip more (the generation alone when there is no part).
-GENERATION = "SELECT argMax(restore_id, (restored_at, restore_id)) FROM restores"
+GENERATION = f"SELECT argMax(restore_id, {NEWEST}) FROM restores"  # noqa: S608 - constants
 PARTS_QUERY = Query(
     "SELECT name, min_block_number, max_block_number, toUnixTimestamp(min_time), (" + GENERATION + ")"  # noqa: S608
     " FROM system.parts WHERE database = currentDatabase() AND table = 'arrivals' AND active",

@@ -15,7 +15,7 @@ from eventpipe.store.failure import classified
 from eventpipe.store.schema import arrival, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
 from eventpipe.store.schema.index import UNDATED_ROWS, USER_ROWS
-from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES, RESTORES
+from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES, NEWEST, RESTORES
 from eventpipe.store.schema.version import DEFINER, REBUILT, REFILLED, Migration, Rebuild, Refill
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ RETAINED = {
 
 
 # The newest restore, if any: its backup, and whether it finished (store.schema.record.RESTORES).
-NEWEST_RESTORE = "SELECT backup, finished FROM restores ORDER BY restored_at DESC, restore_id DESC LIMIT 1"
+NEWEST_RESTORE = f"SELECT backup, finished FROM restores ORDER BY {NEWEST} DESC LIMIT 1"  # noqa: S608 - constants
 
 
 def unfinished_restore(client: Client) -> str | None:
@@ -91,15 +91,12 @@ def unfinished_restore(client: Client) -> str | None:
     return str(rows[0][0]) if rows and not int(str(rows[0][1])) else None
 
 
-def migrate(client: Client, retention_days: int = 0, restoring: bool = False) -> list[int]:
-    """Apply pending migrations in order, then the retention TTL; return the versions applied.
-
-    Refuses (BackupError) a store a restore left half done, unless `restoring`
-    (the restore itself, or its rerun): workers and the API started on it
-    served a store whose derived tables were empty (an attack saw a user's
-    pages answer nothing while `events` held 998,478 rows)."""
-    applied = _migrate(client, retention_days)
-    half = None if restoring else unfinished_restore(client)
+def migrate(client: Client, retention_days: int = 0) -> list[int]:
+    """upgrade(), for whatever is about to serve the store: refuses (BackupError) one a restore left
+    half done, as workers and the API started on it served a store whose derived tables were empty
+    (an attack saw a user's pages answer nothing while `events` held 998,478 rows)."""
+    applied = upgrade(client, retention_days)
+    half = unfinished_restore(client)
     if half is not None:
         raise BackupError(
             f"the store is half restored: the restore of {half} stopped after it dropped the tables;"
@@ -108,7 +105,9 @@ def migrate(client: Client, retention_days: int = 0, restoring: bool = False) ->
     return applied
 
 
-def _migrate(client: Client, retention_days: int) -> list[int]:
+def upgrade(client: Client, retention_days: int = 0) -> list[int]:
+    """Apply pending migrations in order, then the retention TTL; return the versions applied. The
+    restore calls this one, as it is what finishes a half-restored store."""
     with classified():
         client.command(LEDGER)
         done = {row[0] for row in client.query("SELECT version FROM schema_migrations FINAL").result_rows}

@@ -83,9 +83,9 @@ class Writer:
         now = time.time_ns() // 1_000_000
         # Stamped with the day, so one row a day is kept whatever the retries; with a user, so the
         # views that copy users' rows (events_by_user) take it too.
-        canary = (CANARY_ID, PROBE_EVENT_TYPE, now - now % 86_400_000, now, CANARY_ID, "", "{}")
+        canary = Event(CANARY_ID, PROBE_EVENT_TYPE, now - now % 86_400_000, now, CANARY_ID, "", "{}")
         try:
-            self._insert("events", EVENT_COLUMNS, [[value] for value in canary])
+            self._insert("events", EVENT_COLUMNS, list(zip(canary)))
         except StorageError:
             return False
         return True

@@ -70,6 +70,8 @@ MIGRATIONS += (Migration(12, "record replay outcomes and erasures", (DEAD_LETTER
 # would walk the new numbering from the old place and skip events (found by an
 # attack). Random, not a count: this table is in no backup, and a count starts
 # again on a new server, where an old token's count could come round again.
+# Which restore is the newest, for the feed's generation and migrate's check: the latest, then the higher id.
+NEWEST = "(restored_at, restore_id)"
 RESTORES = """
 CREATE TABLE IF NOT EXISTS restores
 (
