@@ -145,3 +145,10 @@ def test_restore_onto_a_server_never_prints_its_password() -> None:
         assert done.returncode == 2
         assert "s3cret-pw" not in done.stdout + done.stderr
         assert "cannot reach ClickHouse at http://eventpipe_migrator:***@127.0.0.1" in done.stderr, done.stderr
+    # A password a URL parser splits: its first part would be read as the port, and quoted as one.
+    for mark in "/?#":
+        split = dsn.replace("s3cret-pw", f"s3cret{mark}pw")
+        done = run_eventpipe("restore", "--clickhouse-dsn", split, "--backup", UNKNOWN)
+        assert done.returncode == 2
+        assert "s3cret" not in done.stdout + done.stderr, done.stderr
+        assert "percent-encode" in done.stderr, done.stderr

@@ -10,7 +10,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import ConfigError
-from eventpipe.redaction import redact
+from eventpipe.redaction import PERCENT_ENCODE, misread_password, redact
 from eventpipe.store.failure import classified
 
 SCHEMES = ("http", "https", "chdb")
@@ -25,6 +25,10 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
     scheme = urlsplit(dsn).scheme
     if scheme not in SCHEMES:
         raise ConfigError(f"ClickHouse DSN must start with http://, https:// or chdb://, got {redact(dsn)!r}")
+    if misread_password(dsn):
+        # Settings refuse it too, but a DSN given on a command line (`restore --clickhouse-dsn`) comes here
+        # alone, and the driver's error about the "port" would quote the password's first part.
+        raise ConfigError(f"the ClickHouse DSN's password would be read in part as its host or path: {PERCENT_ENCODE}")
     with classified():
         if scheme == "chdb":
             return clickhouse_connect.get_client(dsn=dsn, chdb_options=engine_options(dsn))
