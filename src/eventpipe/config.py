@@ -12,9 +12,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES, PROBE_TOPIC
-from eventpipe.mqtt import packet
+from eventpipe.mqtt import address, packet
 from eventpipe.mqtt.session import MIN_SECRET_CHARS, session_id
-from eventpipe.redaction import PERCENT_ENCODE, misread_password
+from eventpipe.store import dsn
 
 
 def _check_filter(topic: str) -> None:
@@ -173,12 +173,21 @@ class Settings(BaseSettings):
             raise ValueError("EVENTPIPE_MQTT_CA_FILE is set, so EVENTPIPE_MQTT_URL must be mqtts://, not plain mqtt://")
         return self
 
-    @field_validator("mqtt_url", "clickhouse_dsn", "admin_clickhouse_dsn")
+    @field_validator("mqtt_url")
     @classmethod
-    def _password_read_whole(cls, value: str) -> str:
+    def _mqtt_url(cls, value: str) -> str:
         # Said without the value: the error would otherwise be the one place the password shows.
-        if misread_password(value):
-            raise ValueError(f"the URL's password would be read in part as its host or path: {PERCENT_ENCODE}")
+        found = address.problem(value)
+        if found is not None:
+            raise ValueError(found)
+        return value
+
+    @field_validator("clickhouse_dsn", "admin_clickhouse_dsn")
+    @classmethod
+    def _clickhouse_dsn(cls, value: str) -> str:
+        found = dsn.problem(value) if value else None  # empty: the embedded engine under data_dir
+        if found is not None:
+            raise ValueError(found)
         return value
 
     @field_validator("runbook_url")

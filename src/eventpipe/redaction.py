@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import urlsplit
 
 MASK = "***"
 
@@ -30,6 +31,26 @@ def misread_password(url: str) -> bool:
 
 
 PERCENT_ENCODE = 'percent-encode "/", "?" and "#" in its password (%2F, %3F, %23), or "@" in its path or query (%40)'
+
+
+def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """Why `url` cannot be read as typed, said without quoting any of it (a URL may carry a password, which
+    a parser's error or a log line would otherwise show); None when it can be read."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in schemes:
+        return "it must start with " + ", ".join(f"{name}://" for name in schemes)
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if any(char.isspace() for char in authority):
+        # The mask runs to the first blank: the rest of such a password would be logged.
+        return "its user, password or host holds a blank: percent-encode it (%20)"
+    if misread_password(url):
+        return f"its password would be read in part as its host or path: {PERCENT_ENCODE}"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:  # its message quotes the part it could not read: a password, maybe
+        return "it cannot be read: give its port as a number, and percent-encode non-ASCII in its user or password"
+    return None
 
 
 def redact(text: str) -> str:

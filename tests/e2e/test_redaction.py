@@ -174,25 +174,46 @@ def test_no_command_prints_a_password(
     assert not out.leaks(passwords), "\n".join(out.leaks(passwords))
 
 
-@pytest.mark.parametrize("mark", ["/", "?", "#"])
-def test_a_password_a_url_parser_would_split_is_refused_without_printing_it(mark: str) -> None:
-    # Typed as is, "/", "?" or "#" ends a URL's host: the rest of the password was read as port or path,
-    # and errors about those quoted it ("MQTT URL has an invalid port: 'mqtt://ingest:Sup3r/Secret99@…'",
-    # "database name 'Secret99@127.0.0.1:8123/default'", "Port could not be cast … 'Sup3r'").
+# Each way a URL's password can make its URL unreadable, as the user typed it: "/", "?" or "#" end the host,
+# so the rest was read as port or path, and errors about those quoted it ("MQTT URL has an invalid port:
+# 'mqtt://ingest:Sup3r/Secret99@…'", "Port could not be cast … 'Sup3r'"); a character Unicode normalises
+# into one of them made Python's parser quote the whole user:password@host; a blank ended the log mask
+# early; a URL without its "scheme://" was quoted whole in the error saying so.
+@pytest.mark.parametrize(
+    ("mark", "url", "told"),
+    [
+        ("/", "{scheme}://{user}:{password}@{host}", "percent-encode"),
+        ("?", "{scheme}://{user}:{password}@{host}", "percent-encode"),
+        ("#", "{scheme}://{user}:{password}@{host}", "percent-encode"),
+        ("\uff0f", "{scheme}://{user}:{password}@{host}", "percent-encode"),
+        (" ", "{scheme}://{user}:{password}@{host}", "percent-encode it (%20)"),
+        ("", "{user}:{password}@{host}", "must start with"),
+        ("", "{scheme}:/{user}:{password}@{host}", "must start with"),
+    ],
+    ids=["slash", "question", "hash", "fullwidth-slash", "blank", "no-scheme", "one-slash"],
+)
+def test_a_url_that_cannot_be_read_as_typed_is_refused_without_printing_its_password(
+    mark: str, url: str, told: str
+) -> None:
     head, tail = secrets.token_hex(6), secrets.token_hex(6)
     password = f"{head}{mark}{tail}"
-    mqtt_url = f"mqtt://ingest:{password}@127.0.0.1:{free_port()}"
-    dsn = f"http://default:{password}@127.0.0.1:{free_port()}/default"
+    mqtt_url = url.format(scheme="mqtt", user="ingest", password=password, host=f"127.0.0.1:{free_port()}")
+    dsn = url.format(scheme="http", user="default", password=password, host=f"127.0.0.1:{free_port()}") + "/default"
     base = {**os.environ, "EVENTPIPE_MQTT_SESSION_SECRET": secrets.token_hex(20), "EVENTPIPE_API_KEYS": "k"}
     runs = {
         "worker": (("worker",), {**base, "EVENTPIPE_MQTT_URL": mqtt_url}, "EVENTPIPE_MQTT_URL"),
         "migrate": (("migrate",), {**base, "EVENTPIPE_CLICKHOUSE_DSN": dsn}, "EVENTPIPE_CLICKHOUSE_DSN"),
-        "api": (("api",), {**base, "EVENTPIPE_CLICKHOUSE_DSN": dsn}, "EVENTPIPE_CLICKHOUSE_DSN"),
+        "api": (("api",), {**base, "EVENTPIPE_ADMIN_CLICKHOUSE_DSN": dsn}, "EVENTPIPE_ADMIN_CLICKHOUSE_DSN"),
         "publish": (("publish", "--mqtt-url", mqtt_url, "--count", "1"), base, "MQTT URL"),
+        "restore": (
+            ("restore", "--clickhouse-dsn", dsn, "--backup", "20990101T000000Z-abcdef"),
+            base,
+            "ClickHouse DSN",
+        ),
     }
     for name, (args, env, names) in runs.items():
         done = run_eventpipe(*args, env=env, timeout=60)
         output = done.stdout + done.stderr
         assert done.returncode == 2, f"{name}: {output[-500:]}"
-        assert names in output and "percent-encode" in output, f"{name}: {output[-500:]}"
+        assert names in output and told in output, f"{name}: {output[-500:]}"
         assert head not in output and tail not in output, f"{name} printed part of the password: {output[-500:]}"

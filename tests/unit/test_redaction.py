@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from eventpipe.redaction import RedactingFormatter, misread_password, redact
+from eventpipe.redaction import RedactingFormatter, misread_password, redact, url_problem
 
 
 @pytest.mark.parametrize(
@@ -83,3 +83,27 @@ def test_log_records_are_redacted_with_their_arguments_and_tracebacks() -> None:
 )
 def test_a_password_a_parser_would_split_is_told_apart(url: str, misread: bool) -> None:
     assert misread_password(url) is misread
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("chdb:///tmp/a data dir/clickhouse", None),  # a blank in a path is no password's: read as is
+        ("http://default:s3cr%203t@clickhouse:8123/db", None),
+        ("HTTP://clickhouse:8123", None),
+        ("http://default:s3cr 3t@clickhouse:8123/db", "blank"),
+        ("http://default:s3cr\t3t@clickhouse:8123/db", "blank"),
+        ("http://default:s3cr\uff0f3t@clickhouse:8123/db", "cannot be read"),
+        ("http://clickhouse:eighty/db", "cannot be read"),
+        ("default:s3cr3t@clickhouse:8123/db", "must start with http://, chdb://"),
+        ("clickhouse://default:s3cr3t@clickhouse:9000/db", "must start with http://, chdb://"),
+        ("http://default:s3cr/3t@clickhouse:8123/db", "percent-encode"),
+    ],
+)
+def test_a_url_is_read_only_as_typed_and_said_wrong_without_quoting_it(url: str, problem: str | None) -> None:
+    found = url_problem(url, ("http", "chdb"))
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+        assert "s3cr" not in found and "3t" not in found

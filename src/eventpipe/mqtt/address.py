@@ -6,9 +6,17 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from eventpipe.errors import ConfigError
-from eventpipe.redaction import PERCENT_ENCODE, misread_password
+from eventpipe.redaction import url_problem
 
 DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
+
+
+def problem(url: str) -> str | None:
+    """Why `url` is no MQTT URL, without quoting it; None when it is one."""
+    found = url_problem(url, tuple(DEFAULT_PORTS))
+    if found is None and not urlsplit(url).hostname:
+        return "it has no host"
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,19 +29,13 @@ class MqttAddress:
 
     @classmethod
     def parse(cls, url: str) -> MqttAddress:
-        if misread_password(url):  # said without the URL: it would quote the password
-            raise ConfigError(f"the MQTT URL's password would be read in part as its host or path: {PERCENT_ENCODE}")
+        found = problem(url)
+        if found is not None:
+            raise ConfigError(f"MQTT URL: {found}")
         parts = urlsplit(url)
-        if parts.scheme not in DEFAULT_PORTS:
-            raise ConfigError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
-        if not parts.hostname:
-            raise ConfigError(f"MQTT URL has no host: {url!r}")
-        try:
-            port = parts.port or DEFAULT_PORTS[parts.scheme]
-        except ValueError:
-            raise ConfigError(f"MQTT URL has an invalid port: {url!r}") from None
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
         return cls(
-            host=parts.hostname,
+            host=str(parts.hostname),
             port=port,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,

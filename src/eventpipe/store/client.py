@@ -10,10 +10,9 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import ConfigError
-from eventpipe.redaction import PERCENT_ENCODE, misread_password, redact
+from eventpipe.store import dsn as dsns
 from eventpipe.store.failure import classified
 
-SCHEMES = ("http", "https", "chdb")
 # The disk BACKUP and RESTORE write to and read from (store.backup): on a
 # server, clickhouse/config.d declares it; the embedded engine gets it below.
 BACKUP_DISK = "backups"
@@ -22,13 +21,12 @@ BACKUP_DISK = "backups"
 def connect(dsn: str, timeout_s: int = 60) -> Client:
     """Open a client for `dsn`, raising a classified StorageError if that fails; a server's answer is
     waited for `timeout_s` at most."""
+    # Settings check it too, but a DSN given on a command line (`restore --clickhouse-dsn`) comes here
+    # alone, and the driver's errors about a misread URL quote the part they misread: a password, maybe.
+    found = dsns.problem(dsn)
+    if found is not None:
+        raise ConfigError(f"ClickHouse DSN: {found}")
     scheme = urlsplit(dsn).scheme
-    if scheme not in SCHEMES:
-        raise ConfigError(f"ClickHouse DSN must start with http://, https:// or chdb://, got {redact(dsn)!r}")
-    if misread_password(dsn):
-        # Settings refuse it too, but a DSN given on a command line (`restore --clickhouse-dsn`) comes here
-        # alone, and the driver's error about the "port" would quote the password's first part.
-        raise ConfigError(f"the ClickHouse DSN's password would be read in part as its host or path: {PERCENT_ENCODE}")
     with classified():
         if scheme == "chdb":
             return clickhouse_connect.get_client(dsn=dsn, chdb_options=engine_options(dsn))
