@@ -56,9 +56,9 @@ class Relay:
         self._server.close()
 
 
-def start_tls(stacks: list[Up], data_dir: Path, prometheus: bool = False) -> tuple[Up, str]:
+def start_tls(stacks: list[Up], data_dir: Path, prometheus: bool = False, cwd: Path | None = None) -> tuple[Up, str]:
     """`eventpipe up --tls` once ready, and the API key it generated."""
-    up = Up(data_dir, "--tls", prometheus=prometheus)
+    up = Up(data_dir, "--tls", prometheus=prometheus, cwd=cwd)
     stacks.append(up)
     ready = up.wait_ready()
     assert f"mqtt=mqtts://127.0.0.1:{up.mqtt_port}" in ready and f"api=https://127.0.0.1:{up.api_port}" in ready
@@ -82,7 +82,8 @@ def publish(url: str, count: int, ca: Path | None) -> tuple[int, str]:
 
 def test_up_tls_takes_only_tls_with_its_ca_and_keeps_the_ca_across_restarts(tmp_path: Path, stacks: list[Up]) -> None:
     data = tmp_path / "data"
-    up, key = start_tls(stacks, data, prometheus=True)
+    # Given relative, as README's `--data-dir .eventpipe`: Prometheus reads its config's paths from its own dir.
+    up, key = start_tls(stacks, Path("data"), prometheus=True, cwd=tmp_path)
     tls = data / "tls"
     ca = tls / "ca.pem"
     assert f"clients trust the local CA {ca.resolve()}" in up.output()

@@ -75,8 +75,16 @@ def count_rows(data_dir: Path, table: str = "events") -> int:
 class Up:
     """`eventpipe up` on free ports in `data_dir`, stopped by PID."""
 
-    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None, prometheus: bool = True) -> None:
-        self.data_dir = data_dir
+    def __init__(
+        self,
+        data_dir: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        prometheus: bool = True,
+        cwd: Path | None = None,
+    ) -> None:
+        # `cwd`: run it there, with `data_dir` relative to it, as a user's `--data-dir .eventpipe` is.
+        self.data_dir = cwd / data_dir if cwd else data_dir
         self.mqtt_port, self.api_port, self.metrics_port = free_port(), free_port(), free_port()
         self.prometheus_port = free_port()
         ports = ["--api-port", str(self.api_port), "--metrics-port", str(self.metrics_port)]
@@ -90,6 +98,7 @@ class Up:
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, **(env or {})},
+            cwd=cwd,
             # Its own process group, like a shell job: a test can signal the group as Ctrl-C does.
             start_new_session=True,
         )

@@ -68,6 +68,8 @@ def local_authority(directory: Path, names: tuple[str, ...] = NAMES) -> TlsFiles
             "(Debian/Ubuntu: apt-get install openssl)"
         )
     directory.mkdir(parents=True, exist_ok=True)
+    # Absolute: the broker's and Prometheus's configs name these files, and each reads a relative path its own way.
+    directory = directory.resolve()
     files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
     ca_key = directory / "ca-key.pem"
     for key in (ca_key, files.key):

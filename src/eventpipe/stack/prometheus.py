@@ -61,7 +61,8 @@ class Prometheus:
         self, port: int, directory: Path, metrics_port: int, api_port: int, rules: Path, api_ca: Path | None = None
     ) -> None:
         self.port = port
-        self._api_ca = api_ca
+        # Prometheus reads a relative path in its config from the config's own dir, not from ours.
+        self._api_ca = api_ca.resolve() if api_ca else None
         self.directory = directory.resolve()
         self._metrics_port = metrics_port
         self._api_port = api_port
