@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from paho.mqtt.client import topic_matches_sub
@@ -22,9 +22,9 @@ def _check_filter(topic: str) -> None:
     levels = topic.split("/")
     for index, level in enumerate(levels):
         if ("#" in level and (level != "#" or index != len(levels) - 1)) or ("+" in level and level != "+"):
-            raise ValueError(f"mqtt_topic {topic!r} is not a valid MQTT topic filter")
+            raise ValueError(f"EVENTPIPE_MQTT_TOPIC {topic!r} is not a valid MQTT topic filter")
     if not topic:
-        raise ValueError("mqtt_topic may not be empty")
+        raise ValueError("EVENTPIPE_MQTT_TOPIC may not be empty")
 
 
 # What a runbook URL may be: absolute, and safe inside YAML and a sed replacement.
@@ -147,7 +147,12 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65_535)
 
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("api_keys", "envelope_keys", mode="before")
     @classmethod
@@ -220,8 +225,8 @@ class Settings(BaseSettings):
         # fill: the broker stops sending and every batch waits for its timer.
         if self.mqtt_receive_maximum < self.batch_max_rows:
             raise ValueError(
-                f"mqtt_receive_maximum ({self.mqtt_receive_maximum}) must be at least "
-                f"batch_max_rows ({self.batch_max_rows}), or the worker stalls"
+                f"EVENTPIPE_MQTT_RECEIVE_MAXIMUM ({self.mqtt_receive_maximum}) must be at least "
+                f"EVENTPIPE_BATCH_MAX_ROWS ({self.batch_max_rows}), or the worker stalls"
             )
         largest = packet.worker_limit(self.max_payload_bytes)
         if self.max_held_bytes < 2 * largest:
@@ -235,13 +240,15 @@ class Settings(BaseSettings):
                 "closed at half of it holds a whole message"
             )
         if self.retry_max_s < self.retry_initial_s:
-            raise ValueError("retry_max_s must be at least retry_initial_s")
+            raise ValueError("EVENTPIPE_RETRY_MAX_S must be at least EVENTPIPE_RETRY_INITIAL_S")
         _check_filter(self.mqtt_topic)
         if any(char in self.mqtt_share_group for char in "/+#"):
-            raise ValueError(f"mqtt_share_group {self.mqtt_share_group!r} may not contain '/', '+' or '#'")
+            raise ValueError(f"EVENTPIPE_MQTT_SHARE_GROUP {self.mqtt_share_group!r} may not contain '/', '+' or '#'")
         if self.probe_interval_s > 0 and not topic_matches_sub(self.mqtt_topic, self.probe_topic):
             # A probe the worker never receives would report the pipe stalled forever.
-            raise ValueError(f"probe_topic {self.probe_topic!r} is not under mqtt_topic {self.mqtt_topic!r}")
+            raise ValueError(
+                f"EVENTPIPE_PROBE_TOPIC {self.probe_topic!r} is not under EVENTPIPE_MQTT_TOPIC {self.mqtt_topic!r}"
+            )
         return self
 
     @property

@@ -167,7 +167,7 @@ def test_no_command_prints_a_password(
     assert "EVENTPIPE_MQTT_SESSION_SECRET" in out.texts["worker-short-session-secret"]
     invalid = {**env, "EVENTPIPE_BATCH_MAX_ROWS": "100000"}
     assert out.run("migrate-invalid-settings", "migrate", env=invalid).returncode == 2
-    assert "batch_max_rows" in out.texts["migrate-invalid-settings"], "the problem is still named"
+    assert "EVENTPIPE_BATCH_MAX_ROWS" in out.texts["migrate-invalid-settings"], "the problem is still named"
 
     for log_file in tmp_path.rglob("*.log"):
         out.add(str(log_file.relative_to(tmp_path)), log_file.read_text(errors="replace"))

@@ -59,12 +59,23 @@ def test_without_a_dsn_the_embedded_engine_lives_under_the_data_dir(tmp_path: Pa
         ("mqtt_topic", "events/a+b", "not a valid MQTT topic filter"),
         ("mqtt_share_group", "a/b", "may not contain"),
         ("mqtt_share_group", "a+b", "may not contain"),
-        ("mqtt_topic", "events/shop/#", "is not under mqtt_topic"),
+        ("mqtt_topic", "events/shop/#", "is not under EVENTPIPE_MQTT_TOPIC"),
+        ("batch_max_rows", "50000", "or the worker stalls"),
+        ("retry_initial_s", "60", "must be at least"),
     ],
 )
 def test_a_subscription_the_broker_would_refuse_is_refused_at_start(field: str, value: str, message: str) -> None:
-    with pytest.raises(ValidationError, match=message):
+    # Checks of several settings at once have no field for pydantic to name: their messages name the variable.
+    with pytest.raises(ValidationError, match=message) as refused:
         Settings(**{field: value})
+    assert f"EVENTPIPE_{field.upper()}" in str(refused.value)
+
+
+def test_a_log_level_is_one_of_four_in_any_case() -> None:
+    assert Settings(log_level="debug").log_level == "DEBUG"
+    with pytest.raises(ValidationError) as refused:
+        Settings(log_level="verbose")  # before, logging itself refused it: a traceback, exit 1
+    assert refused.value.errors()[0]["loc"] == ("log_level",)
 
 
 def test_probes_may_be_turned_off_for_a_narrow_subscription() -> None:

@@ -79,7 +79,10 @@ class ApiServer:
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise ConfigError(f"the API could not listen on {self._host}:{self._port}; pick another --api-port")
+                raise ConfigError(
+                    f"the API could not listen on {self._host}:{self._port}; pick another port "
+                    "(EVENTPIPE_API_PORT, or `eventpipe up --api-port`)"
+                )
             time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> None:

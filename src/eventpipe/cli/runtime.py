@@ -94,7 +94,8 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> Exporter
         server.start()
     except OSError as exc:
         raise ConfigError(
-            f"cannot serve metrics on {host}:{port}: {exc.strerror}; pick another --metrics-port"
+            f"cannot serve metrics on {host}:{port}: {exc.strerror}; pick another port "
+            "(EVENTPIPE_METRICS_PORT, or `eventpipe up --metrics-port`)"
         ) from exc
     return server
 
