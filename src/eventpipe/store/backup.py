@@ -50,6 +50,10 @@ EXAMPLE_NAME = "20260501T030000Z-1a2b3c"
 SCRATCH_PREFIX = "eventpipe_backup_"
 BACKUP_NOT_FOUND = 599
 POLL_S = 0.1
+# Polls slow down to this while a long backup runs.
+MAX_POLL_S = 1.0
+# How long its row may be missing before a BACKUP or RESTORE is taken for lost with a restarted server.
+MISSING_S = 10.0
 EVENTS_HELD = f"SELECT count() FROM {{db}}.events FINAL WHERE event_type != '{PROBE_EVENT_TYPE}'"  # noqa: S608
 DEAD_LETTERS_HELD = "SELECT count() FROM {db}.dead_letters FINAL"
 
@@ -244,14 +248,26 @@ class Backups:
         completes, and its failure still reaches the caller with ClickHouse's reason.
         """
         backup_id = str(self._rows(f"{statement} ASYNC")[0][0])
+        verb = statement.split(" ", 1)[0]
+        missing_since, pause = None, POLL_S
         while True:
             rows = self._rows("SELECT status, error FROM system.backups WHERE id = {id:String}", {"id": backup_id})
             status, error = (str(rows[0][0]), str(rows[0][1])) if rows else ("", "")
             if status in ("BACKUP_CREATED", "RESTORED"):
                 return backup_id
             if status.endswith(("FAILED", "CANCELLED")):
-                raise BackupError(f"{statement.split(' ', 1)[0]} failed: {error or status}")
-            time.sleep(POLL_S)
+                raise BackupError(f"{verb} failed: {error or status}")
+            if not rows:
+                # system.backups lives in the server's memory: a restart empties it, and waiting on would
+                # hang this call and every backup or restore after it (they queue on one lock).
+                missing_since = missing_since or time.monotonic()
+                if time.monotonic() - missing_since > MISSING_S:
+                    raise BackupError(
+                        f"{verb} {backup_id} is gone from system.backups, as after a ClickHouse restart: "
+                        "its outcome is unknown; run it again (a restore starts over, a backup takes a new name)"
+                    )
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_POLL_S)
 
     def _rows(self, sql: str, parameters: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
         with classified():
