@@ -66,7 +66,11 @@ def test_replay_after_relaxing_a_setting_then_erase_a_user(tmp_path: Path, stack
     assert {item["status"] for item in walk(api, "/dead-letters", headers={}, status="replayed")} == {"replayed"}
 
     erased = post(api, "/admin/erase", {"user_id": ALICE})
-    assert erased == {"events": 40, "dead_letters": 11}  # 30 recent, 10 replayed; their 10 letters and the bad one
+    assert erased == {
+        "events": 40,
+        "dead_letters": 11,
+        "complete": True,
+    }  # 30 recent, 10 replayed; their 10 letters and the bad one
     left = list(walk(api, "/events", headers={}))
     assert {item["user_id"] for item in left} == {BOB} and len(left) == 40
     assert list(walk(api, "/events", headers={}, user_id=ALICE)) == []

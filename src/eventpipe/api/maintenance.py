@@ -110,10 +110,15 @@ class EraseRequest(BaseModel):
 
 
 class Erased(BaseModel):
-    model_config = {"json_schema_extra": {"examples": [{"events": 812, "dead_letters": 2}]}}
+    model_config = {"json_schema_extra": {"examples": [{"events": 812, "dead_letters": 2, "complete": True}]}}
 
     events: int = Field(description="The user's events deleted, each counted once.")
     dead_letters: int = Field(description="Dead letters deleted because their payload names the user id.")
+    complete: bool = Field(
+        description="False when a worker had not reported committing what it received before the erasure "
+        "(one stopped without retiring, or one retrying a slow store): a batch it still holds may store some "
+        "of the user's events after the answer. Erase again once every worker is back."
+    )
 
 
 class ErasureRecord(BaseModel):
@@ -202,7 +207,7 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
             erased.events,
             erased.dead_letters,
         )
-        return Erased(events=erased.events, dead_letters=erased.dead_letters)
+        return Erased(events=erased.events, dead_letters=erased.dead_letters, complete=erased.complete)
 
     @api.get(
         "/erasures",

@@ -104,6 +104,9 @@ def _user_rows(cut: bool) -> str:
 class Erased(NamedTuple):
     events: int
     dead_letters: int
+    # False: a live worker had not reported committing what it received before the cut within
+    # SETTLE_S, so a batch it holds may yet store some of the user's events: erase again later.
+    complete: bool = True
 
 
 class Erasure(NamedTuple):
@@ -154,7 +157,8 @@ class Eraser:
         dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {MENTIONS}", named)  # noqa: S608
         user_tables = self._user_tables()
         events = self._pass(user, user_tables)
-        if not self._settle(int(str(user["cut"]))):
+        settled = self._settle(int(str(user["cut"])))
+        if not settled:
             log.warning(
                 "erasure: a worker has not reported committing what it received before the erasure within %.0f s"
                 " (one stopped without retiring, or one retrying a slow store): a batch it still holds may keep"
@@ -170,7 +174,7 @@ class Eraser:
         self._delete(f"DELETE FROM dead_letters WHERE {MENTIONS}", named)  # noqa: S608 - constants
         if self._tables() != tables:
             raise BusyStorageError("a migration swapped a table during the erasure: erase again")
-        return Erased(events, dead_letters)
+        return Erased(events, dead_letters, settled)
 
     def _pass(self, user: dict[str, object], tables: list[tuple[str, bool]]) -> int:
         """Empty `tables` (in USER_TABLES' order) of the user's rows before the cut; the events it held."""
