@@ -28,6 +28,9 @@ for name in $(sed -n 's/^[[:space:]]*#@\([A-Z][A-Z0-9_]*\) .*/\1/p' "$template" 
   esac
 done
 
+# The receivers' URLs may carry tokens: the rendered file is its owner's alone, even when it was there before.
+umask 077
+rm -f "$rendered"
 awk '
   match($0, /^[ ]*#@[A-Z][A-Z0-9_]* /) {
     indent = $0

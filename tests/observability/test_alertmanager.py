@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,9 +53,13 @@ def amtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_with_urls_set_the_receivers_send_to_them(tmp_path: Path) -> None:
+    rendered = tmp_path / "alertmanager.yml"
+    rendered.write_text("left by the container's last start\n")
+    rendered.chmod(0o644)
     done = render(tmp_path, **URLS)
     assert done.returncode == 0, done.stderr
-    rendered = tmp_path / "alertmanager.yml"
+    # The URLs may hold tokens (this one does): no other user of the container reads them.
+    assert stat.S_IMODE(rendered.stat().st_mode) == 0o600
     checked = amtool("check-config", str(rendered))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     receivers = {receiver["name"]: receiver for receiver in yaml.safe_load(rendered.read_text())["receivers"]}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from eventpipe.stack.credential import kept_secret
+import pytest
+
+from eventpipe.stack.credential import generated_key, kept_secret
 
 
 def test_the_kept_secret_is_made_once_and_private(tmp_path: Path) -> None:
@@ -14,3 +16,16 @@ def test_the_kept_secret_is_made_once_and_private(tmp_path: Path) -> None:
     assert len(first) >= 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert kept_secret(path) == first, "another secret would be another session"
+
+
+def test_a_kept_secret_others_could_read_is_closed_and_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The API key had this check; the session, cursor and erasure secrets did not (a 0644 copy stayed 0644).
+    for name in ("mqtt-session-secret", "cursor-secret", "erasure-secret", "api-key"):
+        path = tmp_path / name
+        path.write_text("0123456789abcdef0123456789abcdef\n")
+        path.chmod(0o644)
+        kept = generated_key(tmp_path)[0] if name == "api-key" else kept_secret(path)
+        assert kept == "0123456789abcdef0123456789abcdef", "the value is kept"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+        assert f"{path} was readable by other users (mode 644): now 0600" in caplog.text
+        caplog.clear()

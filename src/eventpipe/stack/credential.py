@@ -30,12 +30,7 @@ def generated_key(data_dir: Path) -> tuple[str, bool]:
 
 
 def _read(path: Path) -> str:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        # Others could read it: close that, and say so, since they may have.
-        path.chmod(0o600)
-        log.warning("%s was readable by other users (mode %o): now 0600", path, mode)
-    key = path.read_text().strip()
+    key = _owner_only(path).read_text().strip()
     if not key or any(char.isspace() for char in key):
         raise ConfigError(f"{path} does not hold one API key: delete it to have a new one generated")
     return key
@@ -69,4 +64,14 @@ def kept_file(path: Path, fresh: str) -> str:
             pass
         finally:
             temporary.unlink()
-    return path.read_text().strip()
+    return _owner_only(path).read_text().strip()
+
+
+def _owner_only(path: Path) -> Path:
+    """`path`, readable by its owner only from now on: an operator's copy or restore may have widened it."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        # Others could read it: close that, and say so, since they may have.
+        path.chmod(0o600)
+        log.warning("%s was readable by other users (mode %o): now 0600", path, mode)
+    return path
