@@ -19,6 +19,7 @@ from eventpipe.api.metrics import instrument
 from eventpipe.api.route import router
 from eventpipe.api.stream import HEAD_ONLY
 from eventpipe.api.throttle import Throttle
+from eventpipe.errors import HaltStorageError
 from eventpipe.store.backup import Backups
 from eventpipe.store.reader import Reader
 
@@ -63,7 +64,15 @@ def create_app(
 
     @app.get("/readyz", tags=["health"], summary="ClickHouse answers queries", responses=error.responses(503))
     def readyz() -> dict[str, str]:
-        if not reader.ping():
+        failure = reader.ping()
+        if isinstance(failure, HaltStorageError):
+            # Unauthenticated: the cause goes to the log only, and this says which kind it is.
+            raise error.ApiError(
+                503,
+                "unavailable",
+                "ClickHouse refuses the API's queries (its user, password or database): see the API's log",
+            )
+        if failure is not None:
             raise error.ApiError(503, "unavailable", "ClickHouse does not answer")
         return {"status": "ready"}
 

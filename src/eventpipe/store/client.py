@@ -37,14 +37,6 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
         )
 
 
-def ping(client: Client) -> bool:
-    """True when the server answers a trivial query; any failure is the answer "no"."""
-    try:
-        return bool(client.command("SELECT 1") == 1)
-    except Exception:  # noqa: BLE001 - the caller reports "not ready"; nothing is lost here
-        return False
-
-
 def backup_dir(dsn: str) -> Path | None:
     """Where the embedded engine of a chdb:// DSN keeps its backups: `backups/` beside its directory,
     so `<data dir>/backups` for `eventpipe up`'s `<data dir>/clickhouse`. None for a server or memory."""

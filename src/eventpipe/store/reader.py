@@ -10,16 +10,17 @@ in store.query. Counts by type and time bucket go through the rollup.
 from __future__ import annotations
 
 import heapq
+import logging
 import time
 from typing import Generic, NamedTuple, TypeVar
 
 from clickhouse_connect.driver.client import Client
 
+from eventpipe.errors import StorageError
 from eventpipe.events import Event
 from eventpipe.events.condition import Field
 from eventpipe.events.metric import Metric
 from eventpipe.store.breakdown import Breakdown, breakdown
-from eventpipe.store.client import ping
 from eventpipe.store.failure import classified
 from eventpipe.store.page import (
     Extent,
@@ -41,6 +42,8 @@ from eventpipe.store.query import (
 )
 from eventpipe.store.rollup import Rollup
 from eventpipe.store.status import BY_IDS, COUNTS
+
+log = logging.getLogger("eventpipe")
 
 
 class TypeTally(NamedTuple):
@@ -75,12 +78,29 @@ class Page(NamedTuple, Generic[Row]):
 class Reader:
     def __init__(self, client: Client) -> None:
         self._client = client
+        self._unready: str | None = None  # why the last ping failed
         # Counts by type and time, kept across requests: one Reader per process.
         self._rollup = Rollup(self.run)
 
-    def ping(self) -> bool:
-        """True when ClickHouse answers a query."""
-        return ping(self._client)
+    def ping(self) -> StorageError | None:
+        """None when ClickHouse answers a query; else why not. Probes ask every few seconds: a reason is
+        logged when it changes, and the recovery once."""
+        try:
+            with classified():
+                # The table every read starts from, not `SELECT 1`: a server that answers but has lost the
+                # database or its schema serves nothing (the embedded engine answers `SELECT 1` without it).
+                self._client.query("SELECT 1 FROM events LIMIT 0")
+            failure = None
+        except StorageError as exc:
+            failure = exc
+        reason = None if failure is None else str(failure)
+        if reason != self._unready:
+            if failure is not None:
+                log.warning("ClickHouse does not answer the API's queries: %s", failure)
+            else:
+                log.info("ClickHouse answers the API's queries again")
+            self._unready = reason
+        return failure
 
     def event_page(
         self, where: EventFilter, limit: int, after: Position | None = None, max_bytes: int = PAGE_BYTES
