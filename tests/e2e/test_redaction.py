@@ -217,3 +217,17 @@ def test_a_url_that_cannot_be_read_as_typed_is_refused_without_printing_its_pass
         assert done.returncode == 2, f"{name}: {output[-500:]}"
         assert names in output and told in output, f"{name}: {output[-500:]}"
         assert head not in output and tail not in output, f"{name} printed part of the password: {output[-500:]}"
+
+
+def test_publish_takes_its_broker_from_the_environment_and_warns_of_a_password_in_its_flag(
+    broker: LocalBroker | ContainerBroker,
+) -> None:
+    # A password in --mqtt-url is in `ps` for every user and in the shell's history; the README showed one.
+    url = broker.url.replace("mqtt://", "mqtt://producer:s3cret-pw@", 1)
+    done = run_eventpipe("publish", "--count", "5", env={**os.environ, "EVENTPIPE_MQTT_URL": url})
+    assert done.returncode == 0 and "5 acknowledged by the broker (QoS 1)" in done.stdout, done.stdout + done.stderr
+    assert "warning" not in done.stderr
+    done = run_eventpipe("publish", "--mqtt-url", url, "--count", "5", "--qos", "0")
+    assert done.returncode == 0 and "sent at QoS 0, unacknowledged" in done.stdout, done.stdout + done.stderr
+    assert "the password in --mqtt-url shows in `ps`" in done.stderr and "set EVENTPIPE_MQTT_URL" in done.stderr
+    assert "s3cret-pw" not in done.stdout + done.stderr

@@ -61,9 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--backup", type=_backup_name, required=True, help="the name GET /admin/backups lists")
 
     publish = commands.add_parser("publish", help="publish realistic demo events")
-    publish.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883", help="broker URL (default %(default)s)")
     publish.add_argument(
-        "--ca-file", help="for mqtts://: the CA that signed the broker's certificate (default: the system's CAs)"
+        "--mqtt-url",
+        help="broker URL (default: EVENTPIPE_MQTT_URL, else mqtt://127.0.0.1:1883); a password is better set there",
+    )
+    publish.add_argument(
+        "--ca-file",
+        help="for mqtts://: the CA that signed the broker's certificate (default: EVENTPIPE_MQTT_CA_FILE, "
+        "else the system's CAs)",
     )
     publish.add_argument("--count", type=_positive_int, required=True, help="how many events")
     publish.add_argument("--rate", type=float, default=0.0, help="events per second (default: as fast as possible)")

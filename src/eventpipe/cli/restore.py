@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from eventpipe.cli.runtime import setup_logging
+from eventpipe.cli.runtime import setup_logging, warn_password_flag
 from eventpipe.config import Settings, embedded_dsn
 from eventpipe.errors import BackupError, ConfigError, StorageError
 from eventpipe.redaction import redact
@@ -21,6 +21,8 @@ TAKEN_BY = "eventpipe restore"
 def run_restore(args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
+    if args.clickhouse_dsn:
+        warn_password_flag("restore", "--clickhouse-dsn", args.clickhouse_dsn, "EVENTPIPE_CLICKHOUSE_DSN")
     # A DSN given or set restores onto that server; otherwise a data dir, as `eventpipe up` resolves it.
     server = args.clickhouse_dsn or ("" if args.data_dir else settings.clickhouse_dsn)
     data_dir = None if server else Path(args.data_dir or settings.data_dir)

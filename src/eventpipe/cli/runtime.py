@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
@@ -29,6 +30,21 @@ def setup_logging(level: str) -> None:
     threading.excepthook = _log_thread_crash
     # paho and uvicorn are chatty at INFO about things eventpipe already reports.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def warn_password_flag(command: str, flag: str, url: str, variable: str) -> None:
+    """Say that a password given in `flag` is readable by others, and where to put it instead."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # unreadable: the command refuses it, without quoting it
+        return
+    if password:
+        print(
+            f"eventpipe {command}: warning: the password in {flag} shows in `ps` to every user of this machine "
+            f"and stays in your shell's history; set {variable} instead",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _log_thread_crash(args: threading.ExceptHookArgs) -> None:

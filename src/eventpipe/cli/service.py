@@ -6,7 +6,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
+from eventpipe.cli.runtime import (
+    Progress,
+    Shutdown,
+    process_registry,
+    serve_metrics,
+    setup_logging,
+    warn_password_flag,
+)
 from eventpipe.config import Settings
 from eventpipe.errors import ConfigError
 from eventpipe.ingest.assembly import assemble
@@ -108,18 +115,29 @@ def run_migrate(_args: argparse.Namespace) -> int:
 
 
 def run_publish(args: argparse.Namespace) -> int:
+    # The broker and its CA as the worker's variables name them, unless the flags say otherwise:
+    # EVENTPIPE_MQTT_URL keeps a producer's password out of `ps` and the shell's history.
+    settings = Settings()
     setup_logging("WARNING")
+    url = args.mqtt_url or settings.mqtt_url
+    if args.mqtt_url:
+        warn_password_flag("publish", "--mqtt-url", url, "EVENTPIPE_MQTT_URL")
+    ca_file = Path(args.ca_file) if args.ca_file else settings.mqtt_ca_file
     report = publish_demo(
-        args.mqtt_url,
+        url,
         args.count,
         rate=args.rate,
         qos=args.qos,
         topic_prefix=args.topic_prefix,
         seed=args.seed,
-        ca_file=Path(args.ca_file) if args.ca_file else None,
+        ca_file=ca_file,
+    )
+    # QoS 0 has no acknowledgement: the count is of messages handed to the socket.
+    outcome = (
+        f"{report.acknowledged} acknowledged by the broker (QoS 1)" if args.qos else "sent at QoS 0, unacknowledged"
     )
     print(
-        f"published {report.published} events to {redact(args.mqtt_url)} in {report.seconds:.2f}s "
-        f"({report.rate:.0f}/s), {report.acknowledged} acknowledged by the broker (QoS {args.qos})"
+        f"published {report.published} events to {redact(url)} in {report.seconds:.2f}s "
+        f"({report.rate:.0f}/s), {outcome}"
     )
     return 0 if report.acknowledged == report.published else 1
