@@ -257,3 +257,11 @@ def test_where_may_repeat_but_no_other_parameter_may(api: TestClient) -> None:
     assert too_many.status_code == 422 and "where" in too_many.json()["detail"]
     twice = api.get("/events", params={"event_type": ["view", "purchase"], "where": many[:2]}, headers=AUTH)
     assert twice.status_code == 422 and twice.json()["detail"] == "event_type: given more than once"
+    # Every such problem in one answer, five at most: one at a time, a client fixes and asks again per name.
+    mixed = api.get("/events", params={"evnt_type": "a", "usr": "b", "limit": ["1", "2"]}, headers=AUTH)
+    detail = mixed.json()["detail"]
+    assert mixed.status_code == 422 and detail.startswith(
+        "unknown parameter 'evnt_type'; unknown parameter 'usr'; limit: given more than once; this endpoint takes "
+    ), detail
+    many = api.get("/events", params={f"x{i}": "1" for i in range(9)}, headers=AUTH).json()["detail"]
+    assert many.count("unknown parameter") == 5 and len(many) < 500, many

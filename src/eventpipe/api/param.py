@@ -84,14 +84,16 @@ async def only_known(request: Request) -> None:
         return
     known = {field.alias for field in route.dependant.query_params}
     unknown = sorted(set(request.query_params) - known)
-    if unknown:
-        takes = ", ".join(sorted(known)) or "no parameters"
-        raise ApiError(422, "invalid_parameter", f"unknown parameter {unknown[0][:60]!r}; this endpoint takes {takes}")
     # A list parameter (`where`) is repeated by design.
     once = known - {field.alias for field in route.dependant.query_params if _is_list(field.field_info.annotation)}
     repeated = sorted({name for name in once if len(request.query_params.getlist(name)) > 1})
-    if repeated:
-        raise ApiError(422, "invalid_parameter", f"{repeated[0]}: given more than once")
+    # All of them in one answer, five at most as for other problems: one at a time, a client fixes and retries.
+    problems = [f"unknown parameter {name[:60]!r}" for name in unknown] + [
+        f"{name}: given more than once" for name in repeated
+    ]
+    if problems:
+        takes = f"; this endpoint takes {', '.join(sorted(known)) or 'no parameters'}" if unknown else ""
+        raise ApiError(422, "invalid_parameter", "; ".join(problems[:5]) + takes)
 
 
 def _is_list(annotation: object) -> bool:
