@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from paho.mqtt.client import topic_matches_sub
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES, PROBE_TOPIC
@@ -271,3 +271,15 @@ class Settings(BaseSettings):
         if self.mqtt_share_group:
             return f"$share/{self.mqtt_share_group}/{self.mqtt_topic}"
         return self.mqtt_topic
+
+
+def settings_problem(exc: ValidationError, flags: dict[str, str] | None = None) -> str:
+    """What is wrong with which setting, without the values: pydantic would echo every input, keys included.
+    `flags`: the settings a command line gave, by field, named by their flag instead of their variable."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        source = (flags or {}).get(field) or f"EVENTPIPE_{field.upper()}"
+        problems.append(f"{field} ({source}): {message}" if field else message)
+    return "invalid settings: " + "; ".join(problems)

@@ -45,3 +45,25 @@ def test_a_setting_that_cannot_work_is_named_by_its_variable(
     done = run_eventpipe(command, env=env, timeout=90)
     assert done.returncode == 2, done.stderr[-800:]
     assert variable in done.stderr and "Traceback" not in done.stderr, done.stderr[-800:]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        # From a flag, named by the flag: the variable it blamed was not set.
+        (["--api-port", "99999"], {}, "api_port (--api-port)"),
+        (["--mqtt-url", "mqtt://u:pa/ss@127.0.0.1:1"], {}, "mqtt_url (--mqtt-url)"),
+        ([], {"EVENTPIPE_API_PORT": "99999"}, "api_port (EVENTPIPE_API_PORT)"),
+        ([], {"EVENTPIPE_DATA_DIR": "/proc/eventpipe"}, "EVENTPIPE_DATA_DIR"),  # a traceback before
+        ([], {"EVENTPIPE_MOSQUITTO_BINARY": "no-such-broker"}, "set EVENTPIPE_MOSQUITTO_BINARY to its path"),
+    ],
+)
+def test_up_names_the_flag_or_variable_a_bad_value_came_from(
+    tmp_path: Path, args: list[str], env: dict[str, str], named: str
+) -> None:
+    data = ["--data-dir", str(tmp_path)] if "EVENTPIPE_DATA_DIR" not in env else []
+    ports = ["--metrics-port", "0", "--prometheus-port", "0", *([] if "--mqtt-url" in args else ["--mqtt-port", "0"])]
+    done = run_eventpipe("up", *data, *ports, *args, env={**os.environ, **env}, timeout=90)
+    assert done.returncode == 2, done.stderr[-800:]
+    assert named in done.stderr and "Traceback" not in done.stderr, done.stderr[-800:]
+    assert "pa/ss" not in done.stderr

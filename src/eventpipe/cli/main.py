@@ -202,7 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }[args.command]
         return run(args)
     except ValidationError as exc:
-        print(f"eventpipe {args.command}: error: {_settings_problem(exc)}", file=sys.stderr)
+        from eventpipe.config import settings_problem
+
+        print(f"eventpipe {args.command}: error: {settings_problem(exc)}", file=sys.stderr)
         return 2
     except EventpipeError as exc:
         print(f"eventpipe {args.command}: error: {redact(str(exc))}", file=sys.stderr)
@@ -211,16 +213,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Python's own report of a crash would print the message unredacted.
         print(redact(traceback.format_exc()), file=sys.stderr)
         return 1
-
-
-def _settings_problem(exc: ValidationError) -> str:
-    """What is wrong with which setting, without the values: pydantic would echo every input, keys included."""
-    problems = []
-    for error in exc.errors(include_input=False, include_url=False):
-        field = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{field} (EVENTPIPE_{field.upper()}): {message}" if field else message)
-    return "invalid settings: " + "; ".join(problems)
 
 
 if __name__ == "__main__":

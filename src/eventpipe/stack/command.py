@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.maintenance import admin
 from eventpipe.api.server import ApiServer
 from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
-from eventpipe.config import Settings
-from eventpipe.errors import BrokerError
+from eventpipe.config import Settings, settings_problem
+from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.ingest.assembly import assemble
 from eventpipe.ingest.worker import Worker
 from eventpipe.redaction import redact
@@ -35,25 +35,34 @@ from eventpipe.store.reader import Reader
 log = logging.getLogger("eventpipe")
 
 
+# up's flags over the settings they replace.
+FLAGS = {
+    "data_dir": "--data-dir",
+    "mqtt_url": "--mqtt-url",
+    "api_port": "--api-port",
+    "metrics_port": "--metrics-port",
+    "prometheus_port": "--prometheus-port",
+}
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, object] = {}
-    if args.data_dir:
-        overrides["data_dir"] = Path(args.data_dir)
-    if args.mqtt_url:
-        overrides["mqtt_url"] = args.mqtt_url
-    if args.api_port is not None:
-        overrides["api_port"] = args.api_port
-    if args.metrics_port is not None:
-        overrides["metrics_port"] = args.metrics_port
-    if args.prometheus_port is not None:
-        overrides["prometheus_port"] = args.prometheus_port
-    return Settings(**overrides)  # type: ignore[arg-type]
+    given = {field: getattr(args, field) for field in FLAGS if getattr(args, field) not in (None, "")}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        # A value from a flag is named by its flag: the variable would send the user to the wrong place.
+        raise ConfigError(settings_problem(exc, {field: FLAGS[field] for field in given})) from None
 
 
 def run_up(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     setup_logging(settings.log_level)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make the data dir {settings.data_dir}: {exc.strerror} (--data-dir, or EVENTPIPE_DATA_DIR)"
+        ) from None
     lock = hold(settings.data_dir)
     settings = kept_secrets(settings)
     generated = None

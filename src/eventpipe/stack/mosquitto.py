@@ -123,8 +123,8 @@ class Mosquitto:
         path = find_binary(self._binary)
         if path is None:
             raise BrokerError(
-                f"{self._binary!r} is not on PATH: install Mosquitto (Debian/Ubuntu: apt-get install mosquitto) "
-                "or pass --mqtt-url to use a running broker"
+                f"{self._binary!r} is not on PATH: install Mosquitto (Debian/Ubuntu: apt-get install mosquitto), "
+                "set EVENTPIPE_MOSQUITTO_BINARY to its path, or pass --mqtt-url to use a running broker"
             )
         if not port_free(self.port):
             raise BrokerError(
