@@ -1,6 +1,6 @@
 """Erasure by user: every stored row of one user's events, the dead letters naming them, and the audit.
 
-Rows go by lightweight DELETE, each waited for (lightweight_deletes_sync=2),
+Rows go by lightweight DELETE, each waited for (its mutation polled until done, failing with its reason),
 so every read that follows shows none of them: a deleted row is masked at
 once, and the delete gives every part of the table a new name, so the tally
 counts its buckets again (store.tally). Tables are emptied in an order that
@@ -45,8 +45,15 @@ log = logging.getLogger("eventpipe")
 
 # The rows an erasure takes: those received up to its start.
 CUT = "received_at <= fromUnixTimestamp64Milli({cut:Int64}, 'UTC')"
-# Waited for: the answer must not come before every read shows the rows gone.
-DELETE_SETTINGS = {"lightweight_deletes_sync": 2}
+# Not waited for by ClickHouse, which waits for good (on a full disk an erasure hung 11 minutes, and every
+# admin call queued behind it): each delete's mutation is polled here until done, so the answer still
+# comes only once every read shows the rows gone, and a delete ClickHouse cannot apply fails with its reason.
+DELETE_SETTINGS = {"lightweight_deletes_sync": 0}
+DELETE_TIMEOUT_S = 300.0
+PENDING = (
+    "SELECT latest_fail_reason FROM system.mutations WHERE database = currentDatabase()"
+    " AND table = {table:String} AND NOT is_done"
+)
 # Indexes without a user column, emptied by key before the rows that give the keys. The id lookup,
 # a projection of events, keeps an erased id until its part merges: the lookup then reads events,
 # where the delete masks the row, so nothing is served (operations.md, "Erasure: what it cannot reach").
@@ -170,8 +177,8 @@ class Eraser:
         if left:
             events += self._pass(user, left)
         outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {MENTIONS})"  # noqa: E501, S608
-        self._delete(outcomes, named)
-        self._delete(f"DELETE FROM dead_letters WHERE {MENTIONS}", named)  # noqa: S608 - constants
+        self._delete("dead_letter_outcomes", outcomes, named)
+        self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {MENTIONS}", named)  # noqa: S608 - constants
         if self._tables() != tables:
             raise BusyStorageError("a migration swapped a table during the erasure: erase again")
         return Erased(events, dead_letters, settled)
@@ -183,9 +190,9 @@ class Eraser:
             user,
         )
         for statement in BY_KEY:
-            self._delete(statement, user)
+            self._delete("undated_events", statement, user)
         for table, cut in tables:
-            self._delete(f"DELETE FROM {table} WHERE {_user_rows(cut)}", user)  # noqa: S608 - quoted
+            self._delete(table, f"DELETE FROM {quoted(table)} WHERE {_user_rows(cut)}", user)  # noqa: S608 - quoted
         return events
 
     def _settle(self, cut_ms: int) -> bool:
@@ -200,7 +207,8 @@ class Eraser:
         return False
 
     def _holds(self, table: str, cut: bool, user: dict[str, object]) -> bool:
-        return self._count(f"SELECT count() FROM {table} WHERE {_user_rows(cut)}", user) > 0  # noqa: S608 - quoted
+        sql = f"SELECT count() FROM {quoted(table)} WHERE {_user_rows(cut)}"  # noqa: S608 - quoted
+        return self._count(sql, user) > 0
 
     def record(self, erasure: Erasure) -> None:
         with classified():
@@ -240,13 +248,33 @@ class Eraser:
     def _user_tables(self) -> list[tuple[str, bool]]:
         with classified():
             rows = self._client.query(USER_TABLES).result_rows
-        # Names from the server's catalogue, spliced into DELETE: quoted, whatever they hold.
-        return [(quoted(str(name)), bool(cut)) for name, cut in rows]
+        # Names from the server's catalogue: quoted wherever they are spliced in, whatever they hold.
+        return [(str(name), bool(cut)) for name, cut in rows]
 
     def _count(self, sql: str, parameters: dict[str, object]) -> int:
         with classified():
             return int(str(self._client.query(sql, parameters=parameters).result_rows[0][0]))
 
-    def _delete(self, sql: str, parameters: dict[str, object]) -> None:
+    def _delete(self, table: str, sql: str, parameters: dict[str, object]) -> None:
         with classified():
             self._client.command(sql, parameters=parameters, settings=DELETE_SETTINGS)
+        deadline, pause = time.monotonic() + DELETE_TIMEOUT_S, SETTLE_POLL_S / 8
+        while True:
+            with classified():
+                pending = self._client.query(PENDING, parameters={"table": table}).result_rows
+            if not pending:
+                return
+            reason = next((str(row[0]) for row in pending if str(row[0])), "")
+            if reason:
+                # ClickHouse retries it in the background and applies it once the cause is gone.
+                raise BusyStorageError(
+                    f"ClickHouse cannot apply the erasure to {table} now: {reason.splitlines()[0][:300]}; "
+                    "it finishes by itself once the cause is gone (a full disk: free space), then erase again "
+                    "to finish the other tables"
+                )
+            if time.monotonic() > deadline:
+                raise BusyStorageError(
+                    f"erasing from {table} has taken over {DELETE_TIMEOUT_S:.0f} s and goes on: erase again later"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, SETTLE_POLL_S)
