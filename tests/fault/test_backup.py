@@ -1,18 +1,20 @@
-"""A backup or restore whose server restarts under it: the call ends with the reason, the next one runs."""
+"""Backups that go wrong under the store: a server restart, a disk that takes a backup's bytes and loses them.
+Each call ends with the reason, leaves nothing taking room, and the next one runs."""
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BackupError
-from eventpipe.store import backup
+from eventpipe.store import backup, disk
 from eventpipe.store.backup import Backups
-from eventpipe.store.client import connect
+from eventpipe.store.client import backup_dir, connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 from tests.support.api import event
@@ -52,3 +54,66 @@ def test_a_backup_or_restore_the_server_forgot_fails_with_the_reason_and_blocks_
     with pytest.raises(BackupError, match="its outcome is unknown; run it again"):
         forgot.restore(taken.name, 0, "test")
     assert Backups(client, lock).restore(taken.name, 0, "test").events == 5
+
+
+class Emptied:
+    """The real client, but a backup's `.backup` file is emptied before it is read back: what chDB left of a
+    backup the disk had no room for, reported created (an attack saw 40-55 MB of it stay, the disk full,
+    ingest halted, and the API answer "retry later")."""
+
+    def __init__(self, client: Client, directory: Path) -> None:
+        self._client, self._directory = client, directory
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def command(self, sql: str, **kwargs: Any) -> Any:
+        if "ENGINE = Backup(" in sql:
+            for written in self._directory.glob("*/.backup"):
+                written.write_bytes(b"")
+        return self._client.command(sql, **kwargs)
+
+
+def test_a_backup_that_cannot_be_read_back_is_removed_and_refused_with_the_reason(clickhouse_dsn: str) -> None:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    Writer(client).insert_events([event("events/t", {"event_id": f"e{i}"}, 1_772_323_200_000) for i in range(5)])
+    directory = backup_dir(clickhouse_dsn) or pytest.skip("a server's backups disk is not on this machine")
+    before = set(directory.glob("*"))
+    with pytest.raises(BackupError, match=r"cannot be read: damaged or cut short .*; what it wrote \(.*\) was removed"):
+        Backups(Emptied(client, directory)).take("test")  # type: ignore[arg-type]
+    assert set(directory.glob("*")) == before, "nothing left taking room"
+    assert Backups(client).listing() == []
+
+
+def test_a_damaged_backup_is_left_out_of_the_list_and_its_restore_changes_nothing(
+    clickhouse_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    Writer(client).insert_events([event("events/t", {"event_id": f"e{i}"}, 1_772_323_200_000) for i in range(5)])
+    backups = Backups(client)
+    good, damaged = backups.take("test"), backups.take("test")
+    directory = backup_dir(clickhouse_dsn) or pytest.skip("a server's backups disk is not on this machine")
+    (directory / damaged.name / ".backup").write_bytes(b"")  # a copy back from off-site cut short
+    # One damaged backup failed the whole list ("retry later"), and its restore printed ClickHouse's error.
+    assert [listed.name for listed in backups.listing()] == [good.name]
+    assert f"backup {damaged.name} is in the catalog but left out of the list" in caplog.text
+    with pytest.raises(BackupError, match=r"cannot be read: damaged .*nothing was changed: restore another backup"):
+        backups.restore(damaged.name, 0, "test")
+    assert backups.restore(good.name, 0, "test").events == 5
+
+
+def test_a_backup_its_disk_has_no_room_for_is_refused_before_anything_is_written(
+    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This disk's room is what it is: the spare asked for is raised past it instead.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    Writer(client).insert_events([event("events/t", {"event_id": f"e{i}"}, 1_772_323_200_000) for i in range(5)])
+    monkeypatch.setattr(disk, "SPARE_BYTES", 1 << 60)
+    directory = backup_dir(clickhouse_dsn)
+    before = set(directory.glob("*")) if directory else set()
+    with pytest.raises(BackupError, match=r"the backups disk has [0-9]+ MiB free, and a backup of this store needs"):
+        Backups(client).take("test")
+    assert (set(directory.glob("*")) if directory else set()) == before and Backups(client).listing() == []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from eventpipe.store import disk
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
@@ -37,3 +40,22 @@ def test_an_erasure_clickhouse_cannot_apply_fails_with_its_reason_and_holds_noth
     done = api.post("/admin/erase", json={"user_id": USER}, headers=ADMIN)
     assert done.status_code == 200, done.text
     assert api.get("/events", params={"user_id": USER}, headers=AUTH).json()["items"] == []
+
+
+def test_an_erasure_on_a_full_data_disk_is_refused_before_any_delete(
+    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a full disk a delete's mutation waited for room with no reason given, and the empty mutation file
+    # it left stopped the next start (docs/runbooks.md, ClickHouseDiskFull). This disk's room is what it
+    # is: the minimum asked for is raised past it instead.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    Writer(client).insert_events([event("events/t", {"event_id": "e1", "user_id": USER}, 1_772_323_200_000)])
+    monkeypatch.setattr(disk, "MIN_FREE_BYTES", 1 << 60)
+    api = admin_client(clickhouse_dsn)
+    refused = api.post("/admin/erase", json={"user_id": USER}, headers=ADMIN)
+    assert (refused.status_code, refused.json()["error"]) == (503, "busy"), refused.text
+    assert "data disk has" in refused.json()["detail"]
+    assert len(api.get("/events", params={"user_id": USER}, headers=AUTH).json()["items"]) == 1
+    deletes = "SELECT count() FROM system.mutations WHERE database = currentDatabase() AND command LIKE '%_row_exists%'"
+    assert client.query(deletes).result_rows == [(0,)], "no delete was issued"

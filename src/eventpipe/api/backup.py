@@ -13,6 +13,7 @@ from eventpipe.api.error import ApiError, responses
 from eventpipe.api.model import rfc3339
 from eventpipe.api.param import only_known
 from eventpipe.errors import BackupError
+from eventpipe.redaction import redact
 from eventpipe.store.backup import EXAMPLE_NAME, Backups
 from eventpipe.store.backup import Backup as StoredBackup
 
@@ -66,9 +67,10 @@ def router(backups: Backups, keys: KeyCheck) -> APIRouter:
         try:
             taken = backups.take(key)
         except BackupError as exc:
-            # ClickHouse's reason (a full disk, a missing disk in its config) is the operator's to read.
+            # The reason (no room on the disk, a missing disk in ClickHouse's config) is for the admin key's
+            # holder, the operator or their cron job, as much as for the log.
             log.error("admin %s: backup failed: %s", key, exc)
-            raise ApiError(500, "backup_failed", "the backup failed; the operator has to look at the logs") from exc
+            raise ApiError(500, "backup_failed", f"the backup failed: {redact(str(exc))[:1000]}") from exc
         log.info(
             "admin %s: took backup %s (%d events, %d dead letters, %d bytes)",
             key,

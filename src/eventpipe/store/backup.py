@@ -20,6 +20,7 @@ reads count (FINAL, without eventpipe's probes).
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import threading
@@ -35,8 +36,9 @@ from clickhouse_connect.driver.exceptions import Error
 from eventpipe.errors import BackupError, EventpipeError
 from eventpipe.events.contract import PROBE_EVENT_TYPE
 from eventpipe.store.client import BACKUP_DISK
+from eventpipe.store.disk import discard, room_for_backup
 from eventpipe.store.failure import classified
-from eventpipe.store.integrity import purge, verify
+from eventpipe.store.integrity import DAMAGED_CODES, purge, verify
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, unfinished_restore, upgrade
 from eventpipe.store.query import quoted
 
@@ -49,6 +51,10 @@ EXAMPLE_NAME = "20260501T030000Z-1a2b3c"
 # backup users may create and drop databases of this prefix only (users.d).
 SCRATCH_PREFIX = "eventpipe_backup_"
 BACKUP_NOT_FOUND = 599
+log = logging.getLogger("eventpipe")
+# Raised attaching a backup whose `.backup` file is empty or cut short (an XML parse error), as one
+# the disk had no room for is left.
+UNREADABLE_CODES = DAMAGED_CODES | {1000}
 POLL_S = 0.1
 # Polls slow down to this while a long backup runs.
 MAX_POLL_S = 1.0
@@ -109,6 +115,7 @@ class Backups:
             )
             found = [Backup(*row) for row in rows]
             database = self._rows("SELECT currentDatabase()")[0][0]
+            # One damaged backup is left out, not the whole list failed with it.
             return [backup for backup in found if self._present(backup.name, database)]
 
     def restore(self, name: str, retention_days: int, taken_by: str) -> Restored:
@@ -123,9 +130,15 @@ class Backups:
         check_name(name)
         with self._lock:
             database = self._rows("SELECT currentDatabase()")[0][0]
-            self._held(name, database)  # refuses a missing or foreign backup before anything changes
-            with self._opened(name, database) as scratch:
-                verify(self._client, scratch, name)  # and one that cannot be read back whole
+            try:
+                self._held(name, database)  # refuses a missing or foreign backup before anything changes
+                with self._opened(name, database) as scratch:
+                    verify(self._client, scratch, name)  # and one that cannot be read back whole
+            except BackupError as exc:
+                text = str(exc)
+                raise BackupError(
+                    text if "nothing was changed" in text else f"{text}; nothing was changed: restore another backup"
+                ) from exc
             with classified():
                 for table in KEPT.values():
                     self._client.command(table)  # IF NOT EXISTS: onto an empty server, the catalog starts here
@@ -168,10 +181,15 @@ class Backups:
         name = new_name(now_ms)
         database = self._rows("SELECT currentDatabase()")[0][0]
         kept = ", ".join(f"{quoted(database)}.{quoted(table)}" for table in KEPT)
+        room_for_backup(self._client, database, list(KEPT))
         purge(self._client, database, list(KEPT))
-        backup_id = self._wait(f"BACKUP DATABASE {quoted(database)} EXCEPT TABLES {kept} TO {_disk(name)}")
-        size = self._rows("SELECT total_size FROM system.backups WHERE id = {id:String}", {"id": backup_id})
-        events, dead_letters = self._held(name, database)
+        try:
+            backup_id = self._wait(f"BACKUP DATABASE {quoted(database)} EXCEPT TABLES {kept} TO {_disk(name)}")
+            size = self._rows("SELECT total_size FROM system.backups WHERE id = {id:String}", {"id": backup_id})
+            # Read back before it is recorded: on a full disk chDB reported one created whose `.backup` was empty.
+            events, dead_letters = self._held(name, database)
+        except EventpipeError as exc:
+            raise BackupError(f"backup {name} failed: {exc}{discard(self._client, name)}") from exc
         taken = Backup(name, now_ms, events, dead_letters, int(size[0][0]) if size else 0)
         at = datetime.fromtimestamp(now_ms / 1000, UTC)
         with classified():
@@ -199,7 +217,9 @@ class Backups:
         try:
             with self._opened(name, database):
                 return True
-        except BackupError:
+        except BackupError as exc:
+            if "no backup named" not in str(exc):
+                log.warning("backup %s is in the catalog but left out of the list: %s", name, exc)
             return False
 
     @contextmanager
@@ -210,8 +230,12 @@ class Backups:
         try:
             self._client.command(f"CREATE DATABASE {quoted(scratch)} ENGINE = {engine}")
         except Error as exc:
-            if getattr(exc, "code", None) == BACKUP_NOT_FOUND:
+            code = getattr(exc, "code", None)
+            if code == BACKUP_NOT_FOUND:
                 raise BackupError(f"no backup named {name} on the backups disk") from exc
+            if code in UNREADABLE_CODES:
+                first = str(exc).strip().splitlines()[0][:300]
+                raise BackupError(f"backup {name} cannot be read: damaged or cut short ({first})") from exc
             with classified():
                 raise
         try:

@@ -34,6 +34,7 @@ from typing import NamedTuple
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BusyStorageError
+from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
 from eventpipe.store.feed import MARKS_QUERY, complete_before
 from eventpipe.store.page import Position
@@ -161,6 +162,7 @@ class Eraser:
         copying = sorted(name for name in tables if name.endswith(COPIES))
         if copying:
             raise BusyStorageError(f"a migration is copying {copying[0]}: erase again once it has finished")
+        room_for_delete(self._client)
         dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {MENTIONS}", named)  # noqa: S608
         user_tables = self._user_tables()
         events = self._pass(user, user_tables)
@@ -272,6 +274,7 @@ class Eraser:
                     "it finishes by itself once the cause is gone (a full disk: free space), then erase again "
                     "to finish the other tables"
                 )
+            room_for_delete(self._client)
             if time.monotonic() > deadline:
                 raise BusyStorageError(
                     f"erasing from {table} has taken over {DELETE_TIMEOUT_S:.0f} s and goes on: erase again later"

@@ -1,0 +1,65 @@
+"""Room on ClickHouse's disks, asked before writing: a write that fills a disk ClickHouse shares stops ingest,
+and one that fills it mid-mutation can leave a file no restart reads (docs/runbooks.md, ClickHouseDiskFull)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from eventpipe.errors import BackupError, BusyStorageError
+from eventpipe.store.client import BACKUP_DISK
+from eventpipe.store.failure import classified
+
+MIB = 1024 * 1024
+# What a backup must leave free on its disk beyond its own size.
+SPARE_BYTES = 64 * MIB
+# Below this free on the data disk a delete is postponed, not failed (no reason given: an attack saw it wait
+# until its timeout), and its mutation file may be left empty, which stops the next start.
+MIN_FREE_BYTES = 32 * MIB
+FREE = "SELECT free_space, path FROM system.disks WHERE name = {disk:String}"
+STORE_BYTES = (
+    "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = {db:String}"
+    " AND table NOT IN {kept:Array(String)}"
+)
+
+
+def room_for_backup(client: Client, database: str, kept: list[str]) -> None:
+    """BackupError unless the backups disk holds a copy of the store's tables but `kept`, with SPARE_BYTES left."""
+    free = _disk(client, BACKUP_DISK)
+    with classified():
+        size = int(client.query(STORE_BYTES, parameters={"db": database, "kept": kept}).result_rows[0][0] or 0)
+    if free is not None and free[0] < size + SPARE_BYTES:
+        raise BackupError(
+            f"the backups disk has {free[0] // MIB} MiB free, and a backup of this store needs about "
+            f"{(size + SPARE_BYTES) // MIB} MiB with {SPARE_BYTES // MIB} MiB to spare (filling a disk ClickHouse "
+            "shares stops ingest): free space or delete old backups (docs/operations.md, Backups and restore)"
+        )
+
+
+def room_for_delete(client: Client) -> None:
+    """BusyStorageError when the data disk has less than MIN_FREE_BYTES free."""
+    free = _disk(client, "default")
+    if free is not None and free[0] < MIN_FREE_BYTES:
+        raise BusyStorageError(
+            f"ClickHouse's data disk has {free[0] // 1024} KiB free: a delete writes to each table it touches and "
+            "waits for room; free space (old backups, a retention), then erase again"
+        )
+
+
+def discard(client: Client, name: str) -> str:
+    """Remove backup `name` from the backups disk where this process can reach it; what was done, said.
+    `name` must be a fresh backup name: under the disk's path it is that backup's (chDB's disk is local)."""
+    free = _disk(client, BACKUP_DISK)
+    left = Path(free[1]) / name if free is not None else None
+    if left is not None and left.is_dir():
+        shutil.rmtree(left, ignore_errors=True)
+        return f"; what it wrote ({left}) was removed"
+    return f"; delete {name} from the backups disk if it is there, or it takes room for nothing"
+
+
+def _disk(client: Client, name: str) -> tuple[int, str] | None:
+    with classified():
+        rows = client.query(FREE, parameters={"disk": name}).result_rows
+    return (int(str(rows[0][0])), str(rows[0][1])) if rows else None
