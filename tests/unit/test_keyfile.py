@@ -56,6 +56,11 @@ def test_every_right_as_written_and_absent_means_all_types_no_limit_not_admin() 
         (raw({"name": "a", "sha256": HASH, "requests_per_minute": "120"}), "keys[0].requests_per_minute: Input"),
         (raw({"name": "a", "sha256": HASH, "requests_per_minute": 10**6}), "less than or equal to 100000"),
         (raw({"name": "a", "sha256": HASH, "admin": "yes"}), "keys[0].admin: Input should be a valid boolean"),
+        # Its erasures, replays and backups took every type, past the limit its reads kept.
+        (
+            raw({"name": "a", "sha256": HASH, "admin": True, "event_types": ["x"]}),
+            "keys[0]: an admin key acts on every",
+        ),
         (raw({"name": "a b", "sha256": HASH}), "keys[0].name: 1 to 64 of A-Z a-z 0-9"),
         (raw({"name": "env#1", "sha256": HASH}), "keys[0].name: 1 to 64"),
         (raw({"sha256": HASH}), "keys[0].name: Field required"),

@@ -16,7 +16,7 @@ import hashlib
 import re
 from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from eventpipe.api.grant import Grant
 
@@ -77,6 +77,13 @@ class _Key(BaseModel):
         if value is not None and not all(0 < len(kind) <= MAX_TYPE_CHARS for kind in value):
             raise ValueError(f"each type is 1 to {MAX_TYPE_CHARS} characters")
         return value
+
+    @model_validator(mode="after")
+    def _admin_sees_every_type(self) -> _Key:
+        # Erasures, replays and backups act on every type: a key limited to some would act past its limit.
+        if self.admin and self.event_types is not None:
+            raise ValueError("an admin key acts on every event type (erasures, replays, backups): drop event_types")
+        return self
 
 
 class _File(BaseModel):
