@@ -294,7 +294,9 @@ def test_nothing_starts_on_a_store_a_restore_left_half_done_and_running_it_again
         column_names=["restored_at", "backup", "taken_by", "restore_id", "finished"],
     )
     client.command("TRUNCATE TABLE events_by_user")
-    with pytest.raises(BackupError, match=f"half restored.*run `eventpipe restore {taken.name}` again"):
+    with pytest.raises(
+        BackupError, match=f"half restored.*run it again \\(`eventpipe restore --data-dir DIR --backup {taken.name}`"
+    ):
         migrate(client)
     restored = backups.restore(taken.name, 0, "test")
     assert restored.replaced is None, "the half-restored store was backed up"

@@ -188,10 +188,23 @@ def test_only_an_admin_key_may_erase_or_read_the_audit(api: TestClient) -> None:
     assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
 
 
-@pytest.mark.parametrize("body", [{}, {"user_id": ""}, {"user_id": "x" * 257}, {"user_id": 5}, {"user": "a"}])
+@pytest.mark.parametrize(
+    "body", [{}, {"user_id": ""}, {"user_id": "x" * 257}, {"user_id": True}, {"user_id": 5.0}, {"user": "a"}]
+)
 def test_a_bad_erasure_request_is_refused_and_erases_nothing(api: TestClient, body: dict[str, Any]) -> None:
     response = api.post("/admin/erase", json=body, headers=ADMIN)
     assert (response.status_code, response.json()["error"]) == (422, "invalid_parameter"), response.text
+    assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
+
+
+def test_a_user_id_given_as_an_integer_erases_the_events_that_gave_it_as_one(
+    api: TestClient, clickhouse_dsn: str
+) -> None:
+    # Events take an integer user_id (stored as its decimal text); the erasure refused one with 422.
+    numbered = [parse("events/t", json.dumps({"event_id": "n1", "user_id": 42}).encode(), MARCH_MS, Limits())]
+    Writer(connect(clickhouse_dsn)).insert_events([item for item in numbered if isinstance(item, Event)])
+    answer = api.post("/admin/erase", json={"user_id": 42}, headers=ADMIN)
+    assert answer.status_code == 200 and answer.json()["events"] == 1, answer.text
     assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
 
 

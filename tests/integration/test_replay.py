@@ -164,6 +164,9 @@ def test_a_selection_replays_only_what_it_names(clickhouse_dsn: str, writer: Wri
         response = relaxed.post("/admin/dead-letters/replay", json=body, headers=ADMIN)
         assert response.status_code == 422, response.text[:200]
         assert len(response.json()["detail"]) < 1000, response.text[:200]
+    # An id is named by its list and place: "0: String should have at most 64 characters" named nothing.
+    one = relaxed.post("/admin/dead-letters/replay", json={"ids": ["ok", "x" * 65]}, headers=ADMIN).json()["detail"]
+    assert one.startswith("ids[1]: String should have at most 64 characters"), one
 
 
 def test_only_an_admin_key_may_replay(clickhouse_dsn: str, writer: Writer) -> None:

@@ -118,8 +118,12 @@ def install(app: FastAPI) -> None:
 
 def _explain(error: dict[str, object]) -> str:
     location = error.get("loc", ())
-    # A body's unknown field is named by the client: cut like a value.
-    name = _cut(str(location[-1])) if isinstance(location, tuple | list) and location else "request"
+    # A body's unknown field is named by the client: cut like a value. An item of a list is named by the
+    # list and its index (`ids[3]`), not by the index alone.
+    parts, indexes = list(location) if isinstance(location, tuple | list) else [], ""
+    while parts and isinstance(parts[-1], int):
+        indexes = f"[{parts.pop()}]{indexes}"
+    name = (_cut(str(parts[-1])) if parts else "request") + indexes
     message = str(error.get("msg", "invalid"))
     value = error.get("input")
     if isinstance(value, str):

@@ -16,7 +16,7 @@ from typing import Annotated
 
 from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Body, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from eventpipe.api.admin import FORBIDDEN, AdminKey
 from eventpipe.api.auth import KeyCheck
@@ -103,10 +103,19 @@ class Replayed(BaseModel):
     )
 
 
+def _as_stored(value: object) -> object:
+    # An event's integer user_id is stored as its decimal text (events.contract): the same here.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class EraseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"user_id": "user-1042"}]})
 
-    user_id: str = Field(min_length=1, max_length=256, description="The user whose data goes.")
+    user_id: Annotated[str, BeforeValidator(_as_stored)] = Field(
+        min_length=1,
+        max_length=256,
+        description='The user whose data goes: a string, or an integer as events may carry it (`42` is `"42"`).',
+    )
 
 
 class Erased(BaseModel):

@@ -100,7 +100,8 @@ def migrate(client: Client, retention_days: int = 0) -> list[int]:
     if half is not None:
         raise BackupError(
             f"the store is half restored: the restore of {half} stopped after it dropped the tables;"
-            f" run `eventpipe restore {half}` again, or restore another backup, before starting"
+            f" run it again (`eventpipe restore --data-dir DIR --backup {half}`, or `--clickhouse-dsn`"
+            " for a server), or restore another backup, before starting"
         )
     return applied
 
