@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import Any
@@ -167,12 +168,17 @@ def test_an_erasure_a_silent_worker_could_outrun_says_it_may_be_incomplete(
     # A worker that stopped without retiring: its mark stays behind the erasure's start, so a batch it
     # held could still be stored. The answer said nothing of it: 200 and counts, as for a whole erasure.
     monkeypatch.setattr(erasure, "SETTLE_S", 0.5)
+    caplog.set_level(logging.INFO, logger="eventpipe")
     writer = Writer(connect(clickhouse_dsn))
     writer.insert_marks([Marker("gone").start()])
     answer = api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN)
     assert answer.status_code == 200
     assert answer.json() == {"events": 40, "dead_letters": len(NAMING), "complete": False}
     assert "erase again once every worker is back" in caplog.text
+    # Its start is logged before anything is deleted, so one cut short shows as a start without an end.
+    started = [record.getMessage() for record in caplog.records if "erasure started by key" in record.getMessage()]
+    assert started == [f"erasure started by key {ADMIN_NAME!r}: user hash {user_hash(ERASED, ERASURE_SECRET)[:12]}..."]
+    assert ERASED not in caplog.text
     writer.insert_marks([Marker("gone").retired()])  # it came back and stopped cleanly
     assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).json()["complete"] is True
 

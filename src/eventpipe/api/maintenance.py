@@ -204,6 +204,8 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         if admin.erasure_secret is None:
             raise ApiError(503, "not_configured", "erasure needs EVENTPIPE_ERASURE_SECRET (32+ random characters)")
         digest = user_hash(body.user_id, admin.erasure_secret)
+        # A start without its end in the log is an erasure cut short (the API stopped): to be called again.
+        log.info("erasure started by key %r: user hash %s...", key, digest[:12])
         with admin.writing:
             erased = admin.eraser.erase(body.user_id)
             erasure_id, erased_ms = str(uuid.uuid4()), time.time_ns() // 1_000_000
