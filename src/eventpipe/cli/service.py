@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
+
+from pydantic import ValidationError
 
 from eventpipe.cli.runtime import (
     Progress,
@@ -14,7 +15,7 @@ from eventpipe.cli.runtime import (
     setup_logging,
     warn_password_flag,
 )
-from eventpipe.config import Settings
+from eventpipe.config import Settings, settings_problem
 from eventpipe.errors import ConfigError
 from eventpipe.ingest.assembly import assemble
 from eventpipe.mqtt.replica import named
@@ -116,28 +117,38 @@ def run_migrate(_args: argparse.Namespace) -> int:
 
 def run_publish(args: argparse.Namespace) -> int:
     # The broker and its CA as the worker's variables name them, unless the flags say otherwise:
-    # EVENTPIPE_MQTT_URL keeps a producer's password out of `ps` and the shell's history.
-    settings = Settings()
-    setup_logging("WARNING")
-    url = args.mqtt_url or settings.mqtt_url
+    # EVENTPIPE_MQTT_URL keeps a producer's password out of `ps` and the shell's history. A URL
+    # given as a flag takes its CA from the flag alone: the variables' CA is for the variables' URL.
+    flags: dict[str, object] = {}
     if args.mqtt_url:
-        warn_password_flag("publish", "--mqtt-url", url, "EVENTPIPE_MQTT_URL")
-    ca_file = Path(args.ca_file) if args.ca_file else settings.mqtt_ca_file
+        flags |= {"mqtt_url": args.mqtt_url, "mqtt_ca_file": args.ca_file or None}
+    elif args.ca_file:
+        flags["mqtt_ca_file"] = args.ca_file
+    try:
+        settings = Settings(**flags)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        given = {field: {"mqtt_url": "--mqtt-url", "mqtt_ca_file": "--ca-file"}[field] for field in flags}
+        raise ConfigError(settings_problem(exc, given)) from None
+    setup_logging("WARNING")
+    if args.mqtt_url:
+        warn_password_flag("publish", "--mqtt-url", args.mqtt_url, "EVENTPIPE_MQTT_URL")
     report = publish_demo(
-        url,
+        settings.mqtt_url,
         args.count,
         rate=args.rate,
         qos=args.qos,
         topic_prefix=args.topic_prefix,
         seed=args.seed,
-        ca_file=ca_file,
+        ca_file=settings.mqtt_ca_file,
     )
     # QoS 0 has no acknowledgement: the count is of messages handed to the socket.
     outcome = (
         f"{report.acknowledged} acknowledged by the broker (QoS 1)" if args.qos else "sent at QoS 0, unacknowledged"
     )
+    if report.refused:
+        outcome += f", {report.refused} refused ({report.refusal}: is the user allowed to publish there?)"
     print(
-        f"published {report.published} events to {redact(url)} in {report.seconds:.2f}s "
+        f"published {report.published} events to {redact(settings.mqtt_url)} in {report.seconds:.2f}s "
         f"({report.rate:.0f}/s), {outcome}"
     )
     return 0 if report.acknowledged == report.published else 1

@@ -33,6 +33,10 @@ class PublishReport:
     published: int
     acknowledged: int
     seconds: float
+    # Answered with an MQTT 5 failure reason (0x87 not authorised, ...), which paho counts as published;
+    # `refusal` is the first one's reason.
+    refused: int = 0
+    refusal: str = ""
 
     @property
     def rate(self) -> float:
@@ -61,6 +65,14 @@ def publish_demo(
     closed = threading.Event()
     client.on_connect = lambda *_args: connected.set()
     client.on_disconnect = lambda *_args: closed.set()
+    refused: dict[int, str] = {}
+
+    def on_publish(_client: object, _userdata: object, mid: int, reason: object, _properties: object) -> None:
+        # Called before the message is marked published: _settle reads it after the wait.
+        if getattr(reason, "is_failure", False):
+            refused[mid] = str(reason)
+
+    client.on_publish = on_publish
     try:
         client.connect(address.host, address.port, keepalive=30)
     except ssl.SSLError as exc:
@@ -77,17 +89,24 @@ def publish_demo(
                 raise BrokerError(f"the MQTT broker at {address} closed the connection before accepting it{hint}")
             if time.monotonic() > deadline:
                 raise BrokerError(f"the MQTT broker at {address} did not accept the connection within {timeout:.0f}s")
-        return _send(client, count, rate, qos, topic_prefix, random.Random(seed), timeout)
+        return _send(client, count, rate, qos, topic_prefix, random.Random(seed), timeout, refused)
     finally:
         client.disconnect()
         client.loop_stop()
 
 
 def _send(
-    client: mqtt.Client, count: int, rate: float, qos: int, prefix: str, rng: random.Random, timeout: float
+    client: mqtt.Client,
+    count: int,
+    rate: float,
+    qos: int,
+    prefix: str,
+    rng: random.Random,
+    timeout: float,
+    refused: dict[int, str],
 ) -> PublishReport:
     pending: deque[mqtt.MQTTMessageInfo] = deque()
-    acknowledged = 0
+    acknowledged, refusals, first = 0, 0, ""
     started = time.monotonic()
     for index in range(count):
         if rate > 0:
@@ -100,17 +119,21 @@ def _send(
         if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
             raise BrokerError(f"publish failed: {mqtt.error_string(info.rc)}")
         pending.append(info)
-        while len(pending) > WINDOW:
-            acknowledged += _settle(pending.popleft(), timeout)
-    while pending:
-        acknowledged += _settle(pending.popleft(), timeout)
-    return PublishReport(count, acknowledged, time.monotonic() - started)
+        while len(pending) > WINDOW or (index == count - 1 and pending):
+            info = pending.popleft()
+            if _settle(info, timeout):
+                reason = refused.pop(info.mid, None)
+                acknowledged += reason is None
+                refusals += reason is not None
+                first = first or (reason or "")
+    return PublishReport(count, acknowledged, time.monotonic() - started, refusals, first)
 
 
-def _settle(info: mqtt.MQTTMessageInfo, timeout: float) -> int:
+def _settle(info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
+    """Whether the broker answered the message (with an acknowledgement or a refusal)."""
     try:
         info.wait_for_publish(timeout)
     except (RuntimeError, ValueError) as exc:
         log.warning("message %d not acknowledged: %s", info.mid, exc)
-        return 0
-    return 1 if info.is_published() else 0
+        return False
+    return info.is_published()
