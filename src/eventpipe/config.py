@@ -185,15 +185,15 @@ class Settings(BaseSettings):
         found = address.problem(value)
         if found is not None:
             raise ValueError(found)
-        return value
+        return value.strip()
 
     @field_validator("clickhouse_dsn", "admin_clickhouse_dsn")
     @classmethod
     def _clickhouse_dsn(cls, value: str) -> str:
-        found = dsn.problem(value) if value else None  # empty: the embedded engine under data_dir
+        found = dsn.problem(value) if value.strip() else None  # empty: the embedded engine under data_dir
         if found is not None:
             raise ValueError(found)
-        return value
+        return value.strip()
 
     @field_validator("runbook_url")
     @classmethod

@@ -59,3 +59,22 @@ def test_an_erasure_on_a_full_data_disk_is_refused_before_any_delete(
     assert len(api.get("/events", params={"user_id": USER}, headers=AUTH).json()["items"]) == 1
     deletes = "SELECT count() FROM system.mutations WHERE database = currentDatabase() AND command LIKE '%_row_exists%'"
     assert client.query(deletes).result_rows == [(0,)], "no delete was issued"
+
+
+def test_an_erasure_held_up_by_an_older_failing_mutation_names_it(clickhouse_dsn: str) -> None:
+    # ClickHouse applies a table's mutations in order: one failing from before (an ALTER by hand) holds the
+    # erasure's up for good. Said as that, not as the erasure's own failure.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    Writer(client).insert_events([event("events/t", {"event_id": "e1", "user_id": USER}, 1_772_323_200_000)])
+    client.command("CREATE TABLE other (n UInt32, user_id String) ENGINE = MergeTree ORDER BY n")
+    client.command("INSERT INTO other SELECT number, {user:String} FROM numbers(10)", parameters={"user": USER})
+    client.command(
+        "ALTER TABLE other DELETE WHERE throwIf(n = 7, 'a mutation by hand') = 0",
+        settings={"mutations_sync": 0},
+    )
+    api = admin_client(clickhouse_dsn)
+    refused = api.post("/admin/erase", json={"user_id": USER}, headers=ADMIN)
+    assert (refused.status_code, refused.json()["error"]) == (503, "busy"), refused.text
+    assert "waits behind the older mutation" in refused.json()["detail"], refused.text
+    assert "a mutation by hand" in refused.json()["detail"]

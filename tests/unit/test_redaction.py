@@ -89,6 +89,9 @@ def test_a_password_a_parser_would_split_is_told_apart(url: str, misread: bool) 
     ("url", "problem"),
     [
         ("chdb:///tmp/a data dir/clickhouse", None),  # a blank in a path is no password's: read as is
+        ("chdb://:memory:", None),  # a location, not a host and port
+        ("http://default:s3cr3t@clickhouse:8123/db\n", None),  # a secret file's newline: stripped by the callers
+        (" http://clickhouse:8123", None),
         ("http://default:s3cr%203t@clickhouse:8123/db", None),
         ("HTTP://clickhouse:8123", None),
         ("http://default:s3cr 3t@clickhouse:8123/db", "blank"),

@@ -14,7 +14,7 @@ DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
 def problem(url: str) -> str | None:
     """Why `url` is no MQTT URL, without quoting it; None when it is one."""
     found = url_problem(url, tuple(DEFAULT_PORTS))
-    if found is None and not urlsplit(url).hostname:
+    if found is None and not urlsplit(url.strip()).hostname:
         return "it has no host"
     return found
 
@@ -32,7 +32,7 @@ class MqttAddress:
         found = problem(url)
         if found is not None:
             raise ConfigError(f"MQTT URL: {found}")
-        parts = urlsplit(url)
+        parts = urlsplit(url.strip())
         port = parts.port or DEFAULT_PORTS[parts.scheme]
         return cls(
             host=str(parts.hostname),

@@ -26,6 +26,7 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
     found = dsns.problem(dsn)
     if found is not None:
         raise ConfigError(f"ClickHouse DSN: {found}")
+    dsn = dsn.strip()
     scheme = urlsplit(dsn).scheme
     with classified():
         if scheme == "chdb":

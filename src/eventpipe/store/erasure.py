@@ -51,9 +51,12 @@ CUT = "received_at <= fromUnixTimestamp64Milli({cut:Int64}, 'UTC')"
 # comes only once every read shows the rows gone, and a delete ClickHouse cannot apply fails with its reason.
 DELETE_SETTINGS = {"lightweight_deletes_sync": 0}
 DELETE_TIMEOUT_S = 300.0
+MUTATIONS = "SELECT mutation_id FROM system.mutations WHERE database = currentDatabase() AND table = {table:String}"
+# The table's unfinished mutations, this delete's marked: it is done when none of its own is left, but
+# ClickHouse applies a table's mutations in order, so an older one failing (one by hand) holds it up too.
 PENDING = (
-    "SELECT latest_fail_reason FROM system.mutations WHERE database = currentDatabase()"
-    " AND table = {table:String} AND NOT is_done"
+    "SELECT mutation_id NOT IN {before:Array(String)}, mutation_id, latest_fail_reason FROM system.mutations"
+    " WHERE database = currentDatabase() AND table = {table:String} AND NOT is_done"
 )
 # Indexes without a user column, emptied by key before the rows that give the keys. The id lookup,
 # a projection of events, keeps an erased id until its part merges: the lookup then reads events,
@@ -259,18 +262,21 @@ class Eraser:
 
     def _delete(self, table: str, sql: str, parameters: dict[str, object]) -> None:
         with classified():
+            before = [str(row[0]) for row in self._client.query(MUTATIONS, parameters={"table": table}).result_rows]
             self._client.command(sql, parameters=parameters, settings=DELETE_SETTINGS)
         deadline, pause = time.monotonic() + DELETE_TIMEOUT_S, SETTLE_POLL_S / 8
         while True:
             with classified():
-                pending = self._client.query(PENDING, parameters={"table": table}).result_rows
-            if not pending:
+                pending = self._client.query(PENDING, parameters={"table": table, "before": before}).result_rows
+            if not any(own for own, _mutation, _reason in pending):
                 return
-            reason = next((str(row[0]) for row in pending if str(row[0])), "")
-            if reason:
+            failing = next(((own, mutation, str(reason)) for own, mutation, reason in pending if str(reason)), None)
+            if failing is not None:
+                own, mutation, reason = failing
+                behind = "" if own else f" (it waits behind the older mutation {mutation}, which fails)"
                 # ClickHouse retries it in the background and applies it once the cause is gone.
                 raise BusyStorageError(
-                    f"ClickHouse cannot apply the erasure to {table} now: {reason.splitlines()[0][:300]}; "
+                    f"ClickHouse cannot apply the erasure to {table} now{behind}: {reason.splitlines()[0][:300]}; "
                     "it finishes by itself once the cause is gone (a full disk: free space), then erase again "
                     "to finish the other tables"
                 )
