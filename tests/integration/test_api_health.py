@@ -29,6 +29,7 @@ def test_readiness_tells_a_refusal_from_an_outage_and_logs_its_cause_once(
         with caplog.at_level(logging.INFO, logger="eventpipe"):
             answers = [api.get("/readyz") for _ in range(3)]
             assert {answer.status_code for answer in answers} == {503}
+            assert answers[0].json()["error"] == "refused", answers[0].text
             assert "refuses the API's queries" in answers[0].json()["detail"]
             causes = [record.getMessage() for record in caplog.records if "does not answer" in record.getMessage()]
             assert len(causes) == 1 and "UNKNOWN_DATABASE" in causes[0], causes

@@ -69,7 +69,7 @@ def create_app(
             # Unauthenticated: the cause goes to the log only, and this says which kind it is.
             raise error.ApiError(
                 503,
-                "unavailable",
+                "refused",
                 "ClickHouse refuses the API's queries (its user, password or database): see the API's log",
             )
         if failure is not None:

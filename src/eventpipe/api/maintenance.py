@@ -211,12 +211,13 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
             erasure_id, erased_ms = str(uuid.uuid4()), time.time_ns() // 1_000_000
             admin.eraser.record(Erasure(erasure_id, erased_ms, key, digest, erased.events, erased.dead_letters))
         log.info(
-            "erasure %s by key %r: user hash %s..., %d events, %d dead letters",
+            "erasure %s by key %r: user hash %s..., %d events, %d dead letters%s",
             erasure_id,
             key,
             digest[:12],
             erased.events,
             erased.dead_letters,
+            "" if erased.complete else "; incomplete (a worker had not settled): erase again",
         )
         return Erased(events=erased.events, dead_letters=erased.dead_letters, complete=erased.complete)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -23,7 +24,7 @@ global:
 
 # The repository's recording rules, SLOs and alerts.
 rule_files:
-  - {rules}/*.yml
+  - {rules}
 
 scrape_configs:
   # The ingest worker's /metrics (--metrics-port).
@@ -50,8 +51,10 @@ def default_rules_dir() -> Path:
 
 def render_config(port: int, metrics_port: int, api_port: int, rules: Path, api_ca: Path | None = None) -> str:
     """`api_ca`: the API serves HTTPS with a certificate this CA signed (`eventpipe up --tls`)."""
-    api_tls = f"    scheme: https\n    tls_config:\n      ca_file: {api_ca}\n" if api_ca else ""
-    return CONFIG.format(port=port, metrics_port=metrics_port, api_port=api_port, rules=rules, api_tls=api_tls)
+    # Paths as JSON strings, which YAML reads as they are: a data dir may hold " #" or ": ".
+    api_tls = f"    scheme: https\n    tls_config:\n      ca_file: {json.dumps(str(api_ca))}\n" if api_ca else ""
+    rule_files = json.dumps(f"{rules}/*.yml")
+    return CONFIG.format(port=port, metrics_port=metrics_port, api_port=api_port, rules=rule_files, api_tls=api_tls)
 
 
 class Prometheus:

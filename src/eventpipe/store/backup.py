@@ -51,10 +51,8 @@ EXAMPLE_NAME = "20260501T030000Z-1a2b3c"
 # backup users may create and drop databases of this prefix only (users.d).
 SCRATCH_PREFIX = "eventpipe_backup_"
 BACKUP_NOT_FOUND = 599
+POCO_EXCEPTION = 1000
 log = logging.getLogger("eventpipe")
-# Raised attaching a backup whose `.backup` file is empty or cut short (an XML parse error), as one
-# the disk had no room for is left.
-UNREADABLE_CODES = DAMAGED_CODES | {1000}
 POLL_S = 0.1
 # Polls slow down to this while a long backup runs.
 MAX_POLL_S = 1.0
@@ -188,8 +186,15 @@ class Backups:
             size = self._rows("SELECT total_size FROM system.backups WHERE id = {id:String}", {"id": backup_id})
             # Read back before it is recorded: on a full disk chDB reported one created whose `.backup` was empty.
             events, dead_letters = self._held(name, database)
-        except EventpipeError as exc:
+        except BackupError as exc:
+            # It failed, or what it wrote cannot be read: removed, or it holds room for nothing.
             raise BackupError(f"backup {name} failed: {exc}{discard(self._client, name)}") from exc
+        except EventpipeError as exc:
+            # A passing failure (a timeout, memory) while reading it back says nothing against the backup.
+            raise BackupError(
+                f"backup {name} was written but not read back ({exc}): it is not in the list; "
+                f"`eventpipe restore --backup {name}` still takes it, or delete it from the backups disk"
+            ) from exc
         taken = Backup(name, now_ms, events, dead_letters, int(size[0][0]) if size else 0)
         at = datetime.fromtimestamp(now_ms / 1000, UTC)
         with classified():
@@ -233,7 +238,9 @@ class Backups:
             code = getattr(exc, "code", None)
             if code == BACKUP_NOT_FOUND:
                 raise BackupError(f"no backup named {name} on the backups disk") from exc
-            if code in UNREADABLE_CODES:
+            # A `.backup` file empty or cut short (one the disk had no room for) fails its XML parse, 1000
+            # like a network error, so it is told apart by its text.
+            if code in DAMAGED_CODES or (code == POCO_EXCEPTION and "SAXParseException" in str(exc)):
                 first = str(exc).strip().splitlines()[0][:300]
                 raise BackupError(f"backup {name} cannot be read: damaged or cut short ({first})") from exc
             with classified():

@@ -55,7 +55,9 @@ def discard(client: Client, name: str) -> str:
     left = Path(free[1]) / name if free is not None else None
     if left is not None and left.is_dir():
         shutil.rmtree(left, ignore_errors=True)
-        return f"; what it wrote ({left}) was removed"
+        if not left.exists():
+            return f"; what it wrote ({left}) was removed"
+        return f"; what it wrote ({left}) could not all be removed: delete it, or it takes room for nothing"
     return f"; delete {name} from the backups disk if it is there, or it takes room for nothing"
 
 
