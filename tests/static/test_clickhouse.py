@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from urllib.parse import urlsplit
 
@@ -82,7 +84,7 @@ def test_the_ingest_user_may_only_insert_into_the_tables_the_worker_writes() -> 
 
 
 def test_the_api_user_may_only_read() -> None:
-    assert grants("eventpipe_api") == ["GRANT SELECT ON eventpipe.*"]
+    assert grants("eventpipe_api") == ["GRANT SELECT ON eventpipe.*", "GRANT SELECT ON system.parts"]
     profile = user("eventpipe_api").findtext("profile")
     readonly = USERS.findtext(f"profiles/{profile}/readonly")
     # 2: no writes or DDL, but per-query settings, which clickhouse-connect sends with parameterised SELECTs
@@ -92,8 +94,22 @@ def test_the_api_user_may_only_read() -> None:
 
 def test_the_migrator_owns_the_eventpipe_database_and_reads_backups() -> None:
     # eventpipe restore runs as the migrator: it drops and restores tables, and reads the backup first.
-    assert grants("eventpipe_migrator") == ["GRANT ALL ON eventpipe.*", READ_BACKUP]
+    assert grants("eventpipe_migrator") == ["GRANT ALL ON eventpipe.*", READ_BACKUP, *SYSTEM_OF_BACKUPS, *RUNBOOKS]
 
+
+def test_the_runbooks_queries_read_only_what_their_user_may() -> None:
+    # docs/runbooks.md's ClickHouse queries run as the migrator (its shell line says so).
+    text = (compose.REPO / "docs" / "runbooks.md").read_text()
+    assert "clickhouse-client -u eventpipe_migrator" in text
+    read = set(re.findall(r"system\.([a-z_]+)", text)) - OPEN_SYSTEM_TABLES
+    granted = {query.rsplit(".", 1)[1] for query in grants("eventpipe_migrator") if "ON system." in query}
+    assert read <= granted, f"runbook queries read {sorted(read - granted)}, which the migrator may not"
+
+
+# What backups, restores and erasures read of the server's state: a backup's status, a disk's room, a
+# delete's mutation, the parts of the tables.
+SYSTEM_OF_BACKUPS = [f"GRANT SELECT ON system.{table}" for table in ("backups", "disks", "mutations", "parts")]
+RUNBOOKS = [f"GRANT SELECT ON system.{table}" for table in ("merges", "errors", "query_log")]
 
 # What a replay writes (events through the worker's path, its outcomes) and an erasure deletes.
 REPLAY_INSERTS = ("events", "undated_events", "dead_letter_outcomes")
@@ -106,6 +122,7 @@ def test_the_admin_user_may_back_up_read_record_replay_and_erase_only() -> None:
     records = [table for table in KEPT if table != "restores"]
     expected += [f"GRANT INSERT ON eventpipe.{table}" for table in (*records, *REPLAY_INSERTS)]
     expected += [f"GRANT ALTER DELETE ON eventpipe.{table}" for table in ERASED]
+    expected += SYSTEM_OF_BACKUPS
     assert sorted(grants("eventpipe_admin")) == sorted(expected)
 
 
@@ -117,6 +134,8 @@ def test_no_user_manages_access_or_reaches_other_databases() -> None:
         for query in grants(element.tag):
             if query == READ_BACKUP:
                 continue  # read-only databases of that prefix: attached backups
+            if re.fullmatch(r"GRANT SELECT ON system\.[a-z_]+", query):
+                continue  # metadata the store reads (test_each_user_may_read_the_system_tables_its_code_reads)
             assert re.fullmatch(r"GRANT [A-Z, ]+ ON eventpipe\.(\*|[a-z_]+)", query), f"{element.tag}: {query}"
 
 
@@ -188,3 +207,32 @@ def test_the_admin_user_may_erase_every_table_that_holds_a_user_and_never_the_au
     assert deletable == holding_users | {"undated_events", "dead_letters", "dead_letter_outcomes"}
     assert "erasures" in migrated_tables() and "erasures" not in deletable
     assert user("eventpipe_admin").findtext("profile") == "default"  # may write, unlike the API's profile
+
+
+# Open to every user although the server's config.xml sets select_from_system_db_requires_grant
+# (ClickHouse's src/Access/ContextAccess.cpp, always_accessible_tables).
+OPEN_SYSTEM_TABLES = {"one", "databases", "tables", "columns", "settings", "functions", "formats"}
+# What each user runs: the store modules these import, their system tables read.
+RUNS = {
+    "eventpipe_api": "eventpipe.store.reader",  # the API's Reader, on the read-only user
+    "eventpipe_admin": "eventpipe.api.maintenance",  # the API's /admin/ routes
+    "eventpipe_migrator": "eventpipe.cli.restore",  # migrate, and restore (compose runs it as the migrator)
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_each_user_may_read_the_system_tables_its_code_reads(name: str) -> None:
+    # The compose server's config.xml requires a grant for most system tables: without one, the feed,
+    # the export and the tally (system.parts) and every backup (system.backups) were refused there.
+    code = (
+        "import importlib, pathlib, re, sys\n"
+        f"importlib.import_module({RUNS[name]!r})\n"
+        "found = set()\n"
+        "for module in [m for n, m in sys.modules.items() if n.startswith('eventpipe.store')]:\n"
+        "    found |= set(re.findall(r'system\\.([a-z_]+)', pathlib.Path(module.__file__).read_text()))\n"
+        "print(' '.join(sorted(found)))\n"
+    )
+    read = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert read, "the scan found no system table: it no longer reads the code"
+    granted = {query.rsplit(".", 1)[1] for query in grants(name) if query.startswith("GRANT SELECT ON system.")}
+    assert read - OPEN_SYSTEM_TABLES <= granted, f"{name} reads {sorted(read - OPEN_SYSTEM_TABLES - granted)} ungranted"
