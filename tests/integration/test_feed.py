@@ -123,8 +123,10 @@ def test_concurrent_writers_late_events_and_copies_are_served_exactly_once(
     expected = stored(client)
     assert len(expected) >= 4 * 40 * 50
     assert set(counts) == expected, f"missed {len(expected - set(counts))}, extra {len(set(counts) - expected)}"
-    # It was followed while the writers ran: several epochs, not one read at the end.
-    assert len({page.next.lo for page in follower.pages}) > 3
+    # It was followed while the writers ran: epochs begun during the writes, not one read at the end, which
+    # starts from 0 and ends on one epoch. How many more depends on the machine's load (a fresh-clone run
+    # saw 3 where others saw more), so only "more than the end alone" is asked.
+    assert len({page.next.lo for page in follower.pages}) > 2
 
 
 def test_a_late_event_or_copy_committed_after_the_client_caught_up(client: clickhouse_connect.driver.Client) -> None:
