@@ -19,6 +19,7 @@ from tests.support.services import (
     running_broker,
     use_docker,
 )
+from tests.support.takeover import PASSWORDS, ComposeBroker
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -31,6 +32,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def broker(tmp_path: Path) -> Iterator[LocalBroker | ContainerBroker]:
     with running_broker(tmp_path / "mosquitto") as running:
         yield running
+
+
+@pytest.fixture
+def compose_broker(tmp_path: Path) -> Iterator[ComposeBroker]:
+    """The compose broker's config, users and ACL on a free port (tests/support/takeover.py)."""
+    running = ComposeBroker(tmp_path / "mosquitto", PASSWORDS)
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture

@@ -20,6 +20,15 @@ from eventpipe.store.writer import Writer
 from tests.support.api import event
 
 
+@pytest.fixture
+def client(clickhouse_dsn: str) -> Client:
+    """A client on a migrated store holding 5 events."""
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    Writer(client).insert_events([event("events/t", {"event_id": f"e{i}"}, 1_772_323_200_000) for i in range(5)])
+    return client
+
+
 class Restarted:
     """The real client, whose system.backups answers empty, as a server's does after a restart (it keeps that
     table in memory only): the embedded engine cannot be restarted under a running BACKUP."""
@@ -37,11 +46,8 @@ class Restarted:
 
 
 def test_a_backup_or_restore_the_server_forgot_fails_with_the_reason_and_blocks_nothing(
-    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+    client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    Writer(client).insert_events([event("events/t", {"event_id": f"e{i}"}, 1_772_323_200_000) for i in range(5)])
     monkeypatch.setattr(backup, "MISSING_S", 1.0)
     lock = threading.Lock()
     forgot = Backups(Restarted(client), lock)  # type: ignore[arg-type]
@@ -74,10 +80,9 @@ class Emptied:
         return self._client.command(sql, **kwargs)
 
 
-def test_a_backup_that_cannot_be_read_back_is_removed_and_refused_with_the_reason(clickhouse_dsn: str) -> None:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    Writer(client).insert_events([event("events/t", {"event_id": f"e{i}"}, 1_772_323_200_000) for i in range(5)])
+def test_a_backup_that_cannot_be_read_back_is_removed_and_refused_with_the_reason(
+    client: Client, clickhouse_dsn: str
+) -> None:
     directory = backup_dir(clickhouse_dsn) or pytest.skip("a server's backups disk is not on this machine")
     before = set(directory.glob("*"))
     with pytest.raises(BackupError, match=r"cannot be read: damaged or cut short .*; what it wrote \(.*\) was removed"):
@@ -87,11 +92,8 @@ def test_a_backup_that_cannot_be_read_back_is_removed_and_refused_with_the_reaso
 
 
 def test_a_damaged_backup_is_left_out_of_the_list_and_its_restore_changes_nothing(
-    clickhouse_dsn: str, caplog: pytest.LogCaptureFixture
+    client: Client, clickhouse_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    Writer(client).insert_events([event("events/t", {"event_id": f"e{i}"}, 1_772_323_200_000) for i in range(5)])
     backups = Backups(client)
     good, damaged = backups.take("test"), backups.take("test")
     directory = backup_dir(clickhouse_dsn) or pytest.skip("a server's backups disk is not on this machine")
@@ -105,12 +107,9 @@ def test_a_damaged_backup_is_left_out_of_the_list_and_its_restore_changes_nothin
 
 
 def test_a_backup_its_disk_has_no_room_for_is_refused_before_anything_is_written(
-    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+    client: Client, clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # This disk's room is what it is: the spare asked for is raised past it instead.
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    Writer(client).insert_events([event("events/t", {"event_id": f"e{i}"}, 1_772_323_200_000) for i in range(5)])
     monkeypatch.setattr(disk, "SPARE_BYTES", 1 << 60)
     directory = backup_dir(clickhouse_dsn)
     before = set(directory.glob("*")) if directory else set()

@@ -43,7 +43,6 @@ from tests.support.wait import wait_until
 VARIANTS = {"clean start": True, "resumed": False}
 # A secret and passwords of this run, as scripts/init-secrets.sh makes them.
 SECRET = secrets.token_hex(16)
-PASSWORDS = {user: secrets.token_hex(16) for user in ("producer", "ingest", "exporter")}
 # compose.yaml's worker: its replicas' names, its share group, and the broker's in-flight window.
 REPLICAS = ("eventpipe-ingest-worker-1", "eventpipe-ingest-worker-2")
 COMPOSE_WINDOW = 10_000
@@ -112,15 +111,6 @@ def test_with_the_real_session_id_the_attack_loses_events_and_the_worker_counts_
 
 
 # ---- The compose config: passwords and ACLs, two workers on the shared subscription ----
-
-
-@pytest.fixture
-def compose_broker(tmp_path: Path) -> Iterator[ComposeBroker]:
-    broker = ComposeBroker(tmp_path / "mosquitto", PASSWORDS)
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,10 @@ MOSQUITTO = compose.REPO / "mosquitto"
 # The issue's stream: at 1,000 events/s, a second without the worker's subscription is about 1,000 lost.
 COUNT, RATE = 3_000, 1_000
 HOLD_S = 1.5
+
+
+# The compose users' passwords, made per test session as scripts/init-secrets.sh makes them.
+PASSWORDS = {user: secrets.token_hex(16) for user in ("producer", "ingest", "exporter")}
 
 
 class Intruder:
