@@ -203,7 +203,6 @@ def test_a_url_that_cannot_be_read_as_typed_is_refused_without_printing_its_pass
     runs = {
         "worker": (("worker",), {**base, "EVENTPIPE_MQTT_URL": mqtt_url}, "EVENTPIPE_MQTT_URL"),
         "migrate": (("migrate",), {**base, "EVENTPIPE_CLICKHOUSE_DSN": dsn}, "EVENTPIPE_CLICKHOUSE_DSN"),
-        "api": (("api",), {**base, "EVENTPIPE_ADMIN_CLICKHOUSE_DSN": dsn}, "EVENTPIPE_ADMIN_CLICKHOUSE_DSN"),
         "publish": (("publish", "--mqtt-url", mqtt_url, "--count", "1"), base, "mqtt_url (--mqtt-url)"),
         "restore": (
             ("restore", "--clickhouse-dsn", dsn, "--backup", "20990101T000000Z-abcdef"),

@@ -114,3 +114,13 @@ def test_a_retention_past_the_end_of_clickhouse_datetime_is_refused_naming_the_v
         Settings()
     monkeypatch.setenv("EVENTPIPE_RETENTION_DAYS", "18250")
     assert Settings().retention_days == 18250
+
+
+@pytest.mark.parametrize("field", ["mqtt_url", "clickhouse_dsn", "admin_clickhouse_dsn"])
+def test_every_url_setting_is_refused_when_it_cannot_be_read_as_typed_without_quoting_it(field: str) -> None:
+    # The commands are run with each shape in tests/e2e/test_redaction.py; here, that each URL setting checks.
+    scheme = "mqtt" if field == "mqtt_url" else "http"
+    with pytest.raises(ValidationError) as refused:
+        Settings(**{field: f"{scheme}://user:s3cr 3t@host:1"})
+    assert refused.value.errors()[0]["loc"] == (field,)
+    assert "s3cr" not in str(refused.value.errors(include_input=False))

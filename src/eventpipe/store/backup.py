@@ -298,7 +298,7 @@ class Backups:
                         "its outcome is unknown; run it again (a restore starts over, a backup takes a new name)"
                     )
             time.sleep(pause)
-            pause = min(pause * 2, MAX_POLL_S)
+            pause = min(pause * 1.25, MAX_POLL_S)
 
     def _rows(self, sql: str, parameters: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
         with classified():

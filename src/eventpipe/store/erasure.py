@@ -264,7 +264,8 @@ class Eraser:
         with classified():
             before = [str(row[0]) for row in self._client.query(MUTATIONS, parameters={"table": table}).result_rows]
             self._client.command(sql, parameters=parameters, settings=DELETE_SETTINGS)
-        deadline, pause = time.monotonic() + DELETE_TIMEOUT_S, SETTLE_POLL_S / 8
+        # A delete is usually done within milliseconds: polled at once, then ever less often.
+        deadline, pause = time.monotonic() + DELETE_TIMEOUT_S, 0.005
         while True:
             with classified():
                 pending = self._client.query(PENDING, parameters={"table": table, "before": before}).result_rows
