@@ -37,8 +37,10 @@ def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     """Why `url` cannot be read as typed, said without quoting any of it (a URL may carry a password, which
     a parser's error or a log line would otherwise show); None when it can be read."""
     # Blanks around a URL (a trailing newline from a secret file) are no part of it: callers strip them.
-    scheme, sep, rest = url.strip().partition("://")
-    if not sep or scheme.lower() not in schemes:
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in schemes:
         return "it must start with " + ", ".join(f"{name}://" for name in schemes)
     authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
     if any(char.isspace() for char in authority):
@@ -47,9 +49,9 @@ def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     if misread_password(url):
         return f"its password would be read in part as its host or path: {PERCENT_ENCODE}"
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
         # chDB's netloc may be a location, `chdb://:memory:`, whose "port" is none.
-        _ = parts.port if scheme.lower() != "chdb" else None
+        _ = parts.port if scheme != "chdb" else None
     except ValueError:  # its message quotes the part it could not read: a password, maybe
         return "it cannot be read: give its port as a number, and percent-encode non-ASCII in its user or password"
     return None

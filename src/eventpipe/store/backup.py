@@ -62,6 +62,10 @@ EVENTS_HELD = f"SELECT count() FROM {{db}}.events FINAL WHERE event_type != '{PR
 DEAD_LETTERS_HELD = "SELECT count() FROM {db}.dead_letters FINAL"
 
 
+class _Missing(BackupError):
+    """No backup of that name on the disk: told apart from one there but unreadable."""
+
+
 class Backup(NamedTuple):
     name: str
     taken_ms: int
@@ -222,9 +226,10 @@ class Backups:
         try:
             with self._opened(name, database):
                 return True
+        except _Missing:
+            return False
         except BackupError as exc:
-            if "no backup named" not in str(exc):
-                log.warning("backup %s is in the catalog but left out of the list: %s", name, exc)
+            log.warning("backup %s is in the catalog but left out of the list: %s", name, exc)
             return False
 
     @contextmanager
@@ -237,7 +242,7 @@ class Backups:
         except Error as exc:
             code = getattr(exc, "code", None)
             if code == BACKUP_NOT_FOUND:
-                raise BackupError(f"no backup named {name} on the backups disk") from exc
+                raise _Missing(f"no backup named {name} on the backups disk") from exc
             # A `.backup` file empty or cut short (one the disk had no room for) fails its XML parse, 1000
             # like a network error, so it is told apart by its text.
             if code in DAMAGED_CODES or (code == POCO_EXCEPTION and "SAXParseException" in str(exc)):
