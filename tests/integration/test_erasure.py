@@ -149,6 +149,7 @@ def test_an_erased_user_is_gone_from_every_read_and_the_others_stay(api: TestCli
     assert len(records) == 1
     record = records[0]
     assert (record["key_name"], record["events"], record["dead_letters"]) == (ADMIN_NAME, 40, len(NAMING))
+    assert record["complete"] is True
     assert record["user_hash"] == user_hash(ERASED, ERASURE_SECRET) != user_hash(ERASED, "another secret" * 3)
     assert ERASED not in json.dumps(records, ensure_ascii=False)
     found = api.get("/admin/erasures", params={"user_id": ERASED}, headers=ADMIN).json()["items"]
@@ -181,6 +182,9 @@ def test_an_erasure_a_silent_worker_could_outrun_says_it_may_be_incomplete(
     assert ERASED not in caplog.text
     writer.insert_marks([Marker("gone").retired()])  # it came back and stopped cleanly
     assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).json()["complete"] is True
+    # The audit, which an operator shows, says which of the two was whole (it said nothing of it).
+    audit = api.get("/admin/erasures", headers=ADMIN).json()["items"]
+    assert [(item["events"], item["complete"]) for item in audit] == [(0, True), (40, False)]
 
 
 def test_only_an_admin_key_may_erase_or_read_the_audit(api: TestClient) -> None:

@@ -11,6 +11,7 @@ from eventpipe.errors import HaltStorageError
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store import query as query_module
 from eventpipe.store.client import connect
+from eventpipe.store.erasure import Eraser
 from eventpipe.store.migration import LEDGER, MIGRATIONS, migrate
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
@@ -37,6 +38,28 @@ def test_migrations_are_applied_once_and_in_order(clickhouse_dsn: str) -> None:
     assert migrate(client) == []
     tables = {row[0] for row in client.query("SHOW TABLES").result_rows}
     assert {"events", "dead_letters", "schema_migrations"} <= tables
+
+
+@pytest.mark.parametrize("crash", ["none", "after the column, before the ledger"])
+def test_migration_20_keeps_the_audit_and_counts_erasures_recorded_before_it_whole(
+    clickhouse_dsn: str, crash: str
+) -> None:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    # The audit as a store before migration 20 had it, with one erasure in it.
+    client.command("ALTER TABLE erasures DROP COLUMN complete")
+    client.command("ALTER TABLE schema_migrations DELETE WHERE version = 20 SETTINGS mutations_sync = 2")
+    old = ["e-1", 1_700_000_000_000, "operator", "ab" * 32, 40, 2]
+    client.insert(
+        "erasures", [old], column_names=["erasure_id", "erased_at", "key_name", "user_hash", "events", "dead_letters"]
+    )
+    if crash != "none":
+        client.command(MIGRATIONS[-1].statements[0])
+    assert MIGRATIONS[-1].version == 20
+    assert migrate(client) == [20]
+    records, _ = Eraser(client).records(None, 10)
+    assert [(record.erasure_id, record.events, record.complete) for record in records] == [("e-1", 40, True)]
+    assert migrate(client) == []
 
 
 def at_version_2(client: clickhouse_connect.driver.Client) -> None:

@@ -291,3 +291,12 @@ def test_the_probe_type_is_refused_on_any_topic_but_the_probe_topic() -> None:
         "events/health", b'{"event_type": "_probe", "event_id": "p1"}', RECEIVED_MS, Limits(probe_topic="events/health")
     )
     assert isinstance(probe, Event) and probe.event_type == "_probe"
+
+
+def test_timestamps_further_ahead_than_the_skew_bound_are_rejected_and_the_reason_names_the_setting() -> None:
+    skewed = Limits(max_future_skew_ms=60_000)
+    assert event("events/x", {"timestamp": RECEIVED_MS + 60_000}, limits=skewed).timestamp_ms == RECEIVED_MS + 60_000
+    ahead = parse("events/x", json.dumps({"timestamp": RECEIVED_MS + 60_001}).encode(), RECEIVED_MS, skewed)
+    assert isinstance(ahead, Rejection)
+    assert ahead.reason is Reason.INVALID_TIMESTAMP
+    assert "more than 60 s after its receipt (EVENTPIPE_MAX_FUTURE_SKEW_S)" in ahead.detail

@@ -137,6 +137,10 @@ class ErasureRecord(BaseModel):
     user_hash: str = Field(description="HMAC-SHA256 of the user id under EVENTPIPE_ERASURE_SECRET, hex.")
     events: int
     dead_letters: int
+    complete: bool = Field(
+        description="False when the erasure answered `complete: false` (erase that user again); "
+        "true for erasures recorded before eventpipe kept this."
+    )
 
 
 class ErasurePage(BaseModel):
@@ -209,7 +213,9 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         with admin.writing:
             erased = admin.eraser.erase(body.user_id)
             erasure_id, erased_ms = str(uuid.uuid4()), time.time_ns() // 1_000_000
-            admin.eraser.record(Erasure(erasure_id, erased_ms, key, digest, erased.events, erased.dead_letters))
+            admin.eraser.record(
+                Erasure(erasure_id, erased_ms, key, digest, erased.events, erased.dead_letters, erased.complete)
+            )
         log.info(
             "erasure %s by key %r: user hash %s..., %d events, %d dead letters%s",
             erasure_id,
@@ -245,6 +251,7 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
                     user_hash=record.user_hash,
                     events=record.events,
                     dead_letters=record.dead_letters,
+                    complete=record.complete,
                 )
                 for record in found
             ],

@@ -239,7 +239,11 @@ def _timestamp(value: object, received_ms: int, limits: Limits) -> int:
     if millis < EARLIEST_MS:
         raise _Invalid(Reason.INVALID_TIMESTAMP, f"timestamp {value!r} is before 2000-01-01")
     if millis > received_ms + limits.max_future_skew_ms:
-        raise _Invalid(Reason.INVALID_TIMESTAMP, f"timestamp {value!r} is too far in the future")
+        seconds = limits.max_future_skew_ms / 1000
+        raise _Invalid(
+            Reason.INVALID_TIMESTAMP,
+            f"timestamp {value!r} is more than {seconds:g} s after its receipt (EVENTPIPE_MAX_FUTURE_SKEW_S)",
+        )
     if limits.max_past_ms and millis < received_ms - limits.max_past_ms:
         days = limits.max_past_ms / 86_400_000
         raise _Invalid(

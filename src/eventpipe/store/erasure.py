@@ -101,7 +101,7 @@ _AS_NUMBER = (
 )
 _AS_WORD = "match(toValidUTF8(payload), concat('(^|[^0-9A-Za-z_-])(', " + _ALTERNATIVES + ", ')($|[^0-9A-Za-z_-])'))"
 MENTIONS = "if(isValidJSON(payload), " + _AS_STRING + " OR " + _AS_NUMBER + ", " + _AS_WORD + ")"
-ERASURE_COLUMNS = ("erasure_id", "erased_at", "key_name", "user_hash", "events", "dead_letters")
+ERASURE_COLUMNS = ("erasure_id", "erased_at", "key_name", "user_hash", "events", "dead_letters", "complete")
 # A key makes the audit's hashes unrecognisable to whoever reads the table
 # without it: an unkeyed hash of a short id is found by hashing every likely id.
 _CONTEXT = b"eventpipe erasure key\x00"
@@ -129,6 +129,7 @@ class Erasure(NamedTuple):
     user_hash: str
     events: int
     dead_letters: int
+    complete: bool = True
 
 
 def user_hash(user_id: str, secret: str) -> str:
@@ -217,7 +218,8 @@ class Eraser:
 
     def record(self, erasure: Erasure) -> None:
         with classified():
-            self._client.insert("erasures", [list(erasure)], column_names=ERASURE_COLUMNS, settings=INSERT_SETTINGS)
+            row = [*erasure[:-1], int(erasure.complete)]  # UInt8
+            self._client.insert("erasures", [row], column_names=ERASURE_COLUMNS, settings=INSERT_SETTINGS)
 
     def records(
         self, user_hash: str | None, limit: int, after: Position | None = None
@@ -232,15 +234,15 @@ class Eraser:
             conditions.append(f"erased_at <= {bound} AND (erased_at < {bound} OR erasure_id < {{after_id:String}})")
             parameters |= {"after_ms": after.time_ms, "after_id": after.id}
         sql = (
-            "SELECT erasure_id, toUnixTimestamp64Milli(erased_at), key_name, user_hash, events, dead_letters"  # noqa: S608
+            "SELECT erasure_id, toUnixTimestamp64Milli(erased_at), key_name, user_hash, events, dead_letters, complete"  # noqa: S608
             f" FROM erasures WHERE {' AND '.join(conditions)}"
             " ORDER BY erased_at DESC, erasure_id DESC LIMIT {limit:UInt32}"
         )
         with classified():
             rows = self._client.query(sql, parameters=parameters).result_rows
         found = [
-            Erasure(str(key), int(str(at)), str(name), str(digest), int(str(n)), int(str(m)))
-            for key, at, name, digest, n, m in rows
+            Erasure(str(key), int(str(at)), str(name), str(digest), int(str(n)), int(str(m)), bool(whole))
+            for key, at, name, digest, n, m, whole in rows
         ]
         page = found[:limit]
         more = len(found) > limit

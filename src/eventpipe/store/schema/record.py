@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS erasures
     key_name String,
     user_hash String,
     events UInt64,
-    dead_letters UInt64
+    dead_letters UInt64,
+    complete UInt8 DEFAULT 1
 )
 ENGINE = MergeTree
 ORDER BY (erased_at, erasure_id)
@@ -93,5 +94,15 @@ MIGRATIONS += (
     # without it is a restore that stopped after its drop, and nothing may start on that store.
     Migration(
         19, "mark finished restores", ("ALTER TABLE restores ADD COLUMN IF NOT EXISTS finished UInt8 DEFAULT 1",)
+    ),
+)
+# Whether the erasure was whole (store.erasure.Erased.complete): the audit is
+# what an operator shows, so one that may have missed a held batch says so
+# there, not only in its answer and the log. Rows from before it were counted whole.
+MIGRATIONS += (
+    Migration(
+        20,
+        "say in the erasure audit whether each erasure was complete",
+        ("ALTER TABLE erasures ADD COLUMN IF NOT EXISTS complete UInt8 DEFAULT 1",),
     ),
 )
