@@ -12,7 +12,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BackupError
-from eventpipe.store import backup, disk
+from eventpipe.store import disk, job
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir, connect
 from eventpipe.store.migration import migrate
@@ -48,7 +48,7 @@ class Restarted:
 def test_a_backup_or_restore_the_server_forgot_fails_with_the_reason_and_blocks_nothing(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backup, "MISSING_S", 1.0)
+    monkeypatch.setattr(job, "MISSING_S", 1.0)
     lock = threading.Lock()
     forgot = Backups(Restarted(client), lock)  # type: ignore[arg-type]
     started = time.monotonic()

@@ -35,6 +35,7 @@ from clickhouse_connect.driver.exceptions import Error
 
 from eventpipe.errors import BackupError, EventpipeError
 from eventpipe.events.contract import PROBE_EVENT_TYPE
+from eventpipe.store import job
 from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.disk import discard, room_for_backup
 from eventpipe.store.failure import classified
@@ -53,11 +54,6 @@ SCRATCH_PREFIX = "eventpipe_backup_"
 BACKUP_NOT_FOUND = 599
 POCO_EXCEPTION = 1000
 log = logging.getLogger("eventpipe")
-POLL_S = 0.1
-# Polls slow down to this while a long backup runs.
-MAX_POLL_S = 1.0
-# How long its row may be missing before a BACKUP or RESTORE is taken for lost with a restarted server.
-MISSING_S = 10.0
 EVENTS_HELD = f"SELECT count() FROM {{db}}.events FINAL WHERE event_type != '{PROBE_EVENT_TYPE}'"  # noqa: S608
 DEAD_LETTERS_HELD = "SELECT count() FROM {db}.dead_letters FINAL"
 
@@ -152,8 +148,9 @@ class Backups:
             self._generation(name, taken_by, finished=False)
             self._drop_all(database)
             try:
-                self._wait(
-                    f"RESTORE DATABASE {quoted(database)} FROM {_disk(name)} SETTINGS allow_different_database_def = 1"
+                job.run(
+                    self._client,
+                    f"RESTORE DATABASE {quoted(database)} FROM {_disk(name)} SETTINGS allow_different_database_def = 1",
                 )
                 with classified():
                     upgrade(self._client, retention_days)
@@ -186,7 +183,9 @@ class Backups:
         room_for_backup(self._client, database, list(KEPT))
         purge(self._client, database, list(KEPT))
         try:
-            backup_id = self._wait(f"BACKUP DATABASE {quoted(database)} EXCEPT TABLES {kept} TO {_disk(name)}")
+            backup_id = job.run(
+                self._client, f"BACKUP DATABASE {quoted(database)} EXCEPT TABLES {kept} TO {_disk(name)}"
+            )
             size = self._rows("SELECT total_size FROM system.backups WHERE id = {id:String}", {"id": backup_id})
             # Read back before it is recorded: on a full disk chDB reported one created whose `.backup` was empty.
             events, dead_letters = self._held(name, database)
@@ -276,34 +275,6 @@ class Backups:
         with classified():
             for (table,) in self._rows(sql, {"kept": list(KEPT)}):
                 self._client.command(f"DROP TABLE IF EXISTS {quoted(database)}.{quoted(table)} SYNC")
-
-    def _wait(self, statement: str) -> str:
-        """Run a BACKUP or RESTORE in the background and wait for its end; its id.
-
-        ASYNC, so that a backup lasting longer than an HTTP read timeout still
-        completes, and its failure still reaches the caller with ClickHouse's reason.
-        """
-        backup_id = str(self._rows(f"{statement} ASYNC")[0][0])
-        verb = statement.split(" ", 1)[0]
-        missing_since, pause = None, POLL_S
-        while True:
-            rows = self._rows("SELECT status, error FROM system.backups WHERE id = {id:String}", {"id": backup_id})
-            status, error = (str(rows[0][0]), str(rows[0][1])) if rows else ("", "")
-            if status in ("BACKUP_CREATED", "RESTORED"):
-                return backup_id
-            if status.endswith(("FAILED", "CANCELLED")):
-                raise BackupError(f"{verb} failed: {error or status}")
-            if not rows:
-                # system.backups lives in the server's memory: a restart empties it, and waiting on would
-                # hang this call and every backup or restore after it (they queue on one lock).
-                missing_since = missing_since or time.monotonic()
-                if time.monotonic() - missing_since > MISSING_S:
-                    raise BackupError(
-                        f"{verb} {backup_id} is gone from system.backups, as after a ClickHouse restart: "
-                        "its outcome is unknown; run it again (a restore starts over, a backup takes a new name)"
-                    )
-            time.sleep(pause)
-            pause = min(pause * 1.25, MAX_POLL_S)
 
     def _rows(self, sql: str, parameters: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
         with classified():

@@ -1,0 +1,48 @@
+"""A BACKUP or RESTORE run in ClickHouse's background, waited for on system.backups.
+
+ASYNC, so that one lasting longer than an HTTP read timeout still completes,
+and its failure still reaches the caller with ClickHouse's reason.
+"""
+
+from __future__ import annotations
+
+import time
+
+from clickhouse_connect.driver.client import Client
+
+from eventpipe.errors import BackupError
+from eventpipe.store.failure import classified
+
+POLL_S = 0.1
+# Polls slow down to this while a long backup runs.
+MAX_POLL_S = 1.0
+# How long its row may be missing before a BACKUP or RESTORE is taken for lost with a restarted server.
+MISSING_S = 10.0
+STATUS = "SELECT status, error FROM system.backups WHERE id = {id:String}"
+
+
+def run(client: Client, statement: str) -> str:
+    """Run `statement` (BACKUP or RESTORE, built by store.backup) with ASYNC and wait for its end; its id."""
+    with classified():
+        backup_id = str(client.query(f"{statement} ASYNC").result_rows[0][0])
+    verb = statement.split(" ", 1)[0]
+    missing_since, pause = None, POLL_S
+    while True:
+        with classified():
+            rows = client.query(STATUS, parameters={"id": backup_id}).result_rows
+        status, error = (str(rows[0][0]), str(rows[0][1])) if rows else ("", "")
+        if status in ("BACKUP_CREATED", "RESTORED"):
+            return backup_id
+        if status.endswith(("FAILED", "CANCELLED")):
+            raise BackupError(f"{verb} failed: {error or status}")
+        if not rows:
+            # system.backups lives in the server's memory: a restart empties it, and waiting on would
+            # hang this call and every backup or restore after it (they queue on one lock).
+            missing_since = missing_since or time.monotonic()
+            if time.monotonic() - missing_since > MISSING_S:
+                raise BackupError(
+                    f"{verb} {backup_id} is gone from system.backups, as after a ClickHouse restart: "
+                    "its outcome is unknown; run it again (a restore starts over, a backup takes a new name)"
+                )
+        time.sleep(pause)
+        pause = min(pause * 1.25, MAX_POLL_S)
