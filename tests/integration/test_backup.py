@@ -16,7 +16,7 @@ from eventpipe.api.keyring import Keyring
 from eventpipe.errors import BackupError
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir
-from eventpipe.store.erasure import Eraser
+from eventpipe.store.erasure import Eraser, Erasure
 from eventpipe.store.feed import Feed, FeedRewound, Place
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate
 from eventpipe.store.query import EventFilter
@@ -105,6 +105,25 @@ def test_a_restore_keeps_what_it_replaced_as_a_backup_that_undoes_it(client: cli
 
     undone = backups.restore(replaced.name, 0, "test")
     assert undone.events == 17 and set(ids(client)) == both
+
+
+def test_a_backup_from_a_newer_store_restored_onto_an_older_one_leaves_the_audit_writable(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # The backup's ledger lists migrations 19 and 20; the store it is restored onto has the kept
+    # tables as they were before them. A restore keeps those tables and brings back the ledger, so
+    # those migrations never ran here: the restore failed (19), or every erasure after it did (20).
+    source = seed(client, "a", 5)
+    taken = Backups(client).take("test")
+    client.command("ALTER TABLE restores DROP COLUMN finished")
+    client.command("ALTER TABLE erasures DROP COLUMN complete")
+    assert set(ids(client)) == source
+
+    assert Backups(client).restore(taken.name, 0, "test").events == 5
+    eraser = Eraser(client)
+    eraser.record(Erasure("e-1", MARCH_MS, "operator", "ab" * 32, 3, 0, complete=False))
+    assert [(record.erasure_id, record.complete) for record in eraser.records(None, 10)[0]] == [("e-1", False)]
+    assert migrate(client) == []
 
 
 def test_a_restore_onto_an_empty_store_takes_no_backup_of_it(clickhouse_dsn: str) -> None:

@@ -40,7 +40,7 @@ from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.disk import discard, room_for_backup
 from eventpipe.store.failure import classified
 from eventpipe.store.integrity import DAMAGED_CODES, purge, verify
-from eventpipe.store.migration import DERIVED, KEPT, SOURCE, unfinished_restore, upgrade
+from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, unfinished_restore, upgrade
 from eventpipe.store.query import quoted
 
 # A UTC time to the second and a random suffix: sorts by age, never collides,
@@ -137,9 +137,9 @@ class Backups:
                 raise BackupError(
                     text if "nothing was changed" in text else f"{text}; nothing was changed: restore another backup"
                 ) from exc
-            with classified():
-                for table in KEPT.values():
-                    self._client.command(table)  # IF NOT EXISTS: onto an empty server, the catalog starts here
+            # Onto an empty server, the catalog starts here; onto an older store, the backup's ledger
+            # may list the migrations that added their columns: added now, as it will not run them.
+            keep_up(self._client)
             # A store a restore left half done is no state to come back to: no backup of it.
             half = unfinished_restore(self._client) is not None
             replaced = self._take(taken_by) if self._holds_data() and not half else None

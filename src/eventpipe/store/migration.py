@@ -15,7 +15,7 @@ from eventpipe.store.failure import classified
 from eventpipe.store.schema import arrival, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
 from eventpipe.store.schema.index import UNDATED_ROWS, USER_ROWS
-from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES, NEWEST, RESTORES
+from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES, KEPT_COLUMNS, NEWEST, RESTORES
 from eventpipe.store.schema.version import DEFINER, REBUILT, REFILLED, Migration, Rebuild, Refill
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,15 @@ DERIVED = {
     "arrivals": ARRIVAL_ROWS,
 }
 KEPT = {"backups": BACKUP_CATALOG, "erasures": ERASURES, "restores": RESTORES}
+
+
+def keep_up(client: Client) -> None:
+    """The KEPT tables as this version writes them, whatever the ledger says (a restore replaces the
+    ledger, not these tables): created where missing, their added columns added where missing."""
+    with classified():
+        for statement in (*KEPT.values(), *KEPT_COLUMNS):
+            client.command(statement)
+
 
 RETAINED = {
     "events": "timestamp",

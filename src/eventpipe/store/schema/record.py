@@ -1,4 +1,4 @@
-"""What operators' actions leave behind: backups taken, replay outcomes, erasures, restores (migrations 10, 12, 17)."""
+"""What operators' actions leave behind: backups, replay outcomes, erasures, restores (migrations 10, 12, 17-20)."""
 
 from __future__ import annotations
 
@@ -86,23 +86,25 @@ ENGINE = MergeTree
 ORDER BY restored_at
 """
 
-MIGRATIONS += (
-    Migration(17, "record restores", (RESTORES,)),
-    # Migration 17 first made the table without its id (a store of that day).
-    Migration(18, "give each restore an id", ("ALTER TABLE restores ADD COLUMN IF NOT EXISTS restore_id UInt64",)),
-    # Whether the row is a restore's last (written once it rebuilt the tables): a newest row
-    # without it is a restore that stopped after its drop, and nothing may start on that store.
-    Migration(
-        19, "mark finished restores", ("ALTER TABLE restores ADD COLUMN IF NOT EXISTS finished UInt8 DEFAULT 1",)
-    ),
-)
+# Columns added to the tables a restore keeps (store.migration.KEPT), by migration.
+# A restore runs them all again before it writes to those tables: it brings back
+# the backup's ledger, which may list a migration this store's copy of a kept
+# table never had (a backup from an upgraded host restored onto an older store),
+# and the ledger would then never let it run here.
+RESTORE_ID = "ALTER TABLE restores ADD COLUMN IF NOT EXISTS restore_id UInt64"
+# Whether the row is a restore's last (written once it rebuilt the tables): a newest row
+# without it is a restore that stopped after its drop, and nothing may start on that store.
+FINISHED = "ALTER TABLE restores ADD COLUMN IF NOT EXISTS finished UInt8 DEFAULT 1"
 # Whether the erasure was whole (store.erasure.Erased.complete): the audit is
 # what an operator shows, so one that may have missed a held batch says so
 # there, not only in its answer and the log. Rows from before it were counted whole.
+COMPLETE = "ALTER TABLE erasures ADD COLUMN IF NOT EXISTS complete UInt8 DEFAULT 1"
+KEPT_COLUMNS = (RESTORE_ID, FINISHED, COMPLETE)
+
 MIGRATIONS += (
-    Migration(
-        20,
-        "say in the erasure audit whether each erasure was complete",
-        ("ALTER TABLE erasures ADD COLUMN IF NOT EXISTS complete UInt8 DEFAULT 1",),
-    ),
+    Migration(17, "record restores", (RESTORES,)),
+    # Migration 17 first made the table without its id (a store of that day).
+    Migration(18, "give each restore an id", (RESTORE_ID,)),
+    Migration(19, "mark finished restores", (FINISHED,)),
+    Migration(20, "say in the erasure audit whether each erasure was complete", (COMPLETE,)),
 )
