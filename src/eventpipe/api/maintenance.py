@@ -213,18 +213,19 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         with admin.writing:
             erased = admin.eraser.erase(body.user_id)
             erasure_id, erased_ms = str(uuid.uuid4()), time.time_ns() // 1_000_000
+            # Logged before the audit record is written: if writing it fails, the log still says what was erased.
+            log.info(
+                "erasure %s by key %r: user hash %s..., %d events, %d dead letters%s",
+                erasure_id,
+                key,
+                digest[:12],
+                erased.events,
+                erased.dead_letters,
+                "" if erased.complete else "; incomplete (a worker had not settled): erase again",
+            )
             admin.eraser.record(
                 Erasure(erasure_id, erased_ms, key, digest, erased.events, erased.dead_letters, erased.complete)
             )
-        log.info(
-            "erasure %s by key %r: user hash %s..., %d events, %d dead letters%s",
-            erasure_id,
-            key,
-            digest[:12],
-            erased.events,
-            erased.dead_letters,
-            "" if erased.complete else "; incomplete (a worker had not settled): erase again",
-        )
         return Erased(events=erased.events, dead_letters=erased.dead_letters, complete=erased.complete)
 
     @api.get(
