@@ -16,14 +16,27 @@ _given: set[int] = set()
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on now, for a server about to start there, and
     never one this process was given before: the kernel may hand the same free port out twice in
-    a row, and a stack given it for two of its servers fails to start (seen in CI)."""
+    a row, and a stack given it for two of its servers fails to start (seen in CI).
+
+    Under pytest-xdist, only ports of this test process's share (their children inherit it): two
+    processes may each be handed the same free port before either listens on it."""
+    share, shares = _share()
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        if port not in _given:
+        # Halved: Linux hands out odd ports for bind(0), so the port itself would split unevenly.
+        if port not in _given and (port >> 1) % shares == share:
             _given.add(port)
             return port
+
+
+def _share() -> tuple[int, int]:
+    """(this test process's number, how many there are), or (0, 1) outside pytest-xdist."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(worker[2:]) < int(count):
+        return int(worker[2:]), int(count)
+    return 0, 1
 
 
 def rss_bytes(pid: int | str = "self") -> int:

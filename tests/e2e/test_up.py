@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -126,8 +128,17 @@ def test_publish_to_a_missing_broker_fails_clearly() -> None:
 def test_a_taken_mqtt_port_is_reported_not_mistaken_for_ours(
     tmp_path: Path, broker: LocalBroker | ContainerBroker
 ) -> None:
-    port = broker.url.rsplit(":", 1)[1]
-    done = run_eventpipe("up", "--data-dir", str(tmp_path), "--mqtt-port", port, timeout=60)
+    with contextlib.ExitStack() as stack:
+        if isinstance(broker, LocalBroker):
+            port = broker.url.rsplit(":", 1)[1]  # another Mosquitto, the likeliest to be taken for ours
+        else:
+            # A container's port is published on the Docker host, which is not this one under
+            # GitLab's Docker-in-Docker: taken here by a listener instead.
+            taken = stack.enter_context(socket.socket())
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = str(taken.getsockname()[1])
+        done = run_eventpipe("up", "--data-dir", str(tmp_path), "--mqtt-port", port, timeout=60)
     assert done.returncode == 2, done.stdout
     assert f"port {port} is already in use" in done.stderr
     assert "ready" not in done.stdout

@@ -3,7 +3,7 @@
 Faults are injected at the store boundary (the real writer over chDB, switched
 off and on), because the embedded engine cannot be paused from outside. Set
 EVENTPIPE_FAULT_OUTAGE_S and EVENTPIPE_FAULT_RATE to run the outage longer
-(the closing figures use 60 s at 2,000 msg/s); run with -s to see the figures.
+(the closing figures use 60 s at 2,000 msg/s); run with `-n 0 -s` to see the figures.
 """
 
 from __future__ import annotations

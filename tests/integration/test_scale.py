@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import clickhouse_connect
@@ -23,14 +24,17 @@ HOUR_MS = 3_600_000
 
 
 @pytest.fixture(scope="module")
-def store(chdb_root: Path) -> clickhouse_connect.driver.Client:
+def store(chdb_root: Path) -> Iterator[clickhouse_connect.driver.Client]:
     # Its own database in the session's embedded engine, filled once (about a minute).
     client = connect(chdb_database_dsn(chdb_root))
     migrate(client)
     writer = Writer(client)
     for columns in batches(STORED, time.time_ns() // 1_000_000):
         writer.insert_event_columns(columns)
-    return client
+    yield client
+    # Dropped, so its merges stop: the session's engine goes on serving this process's later tests,
+    # some of which measure the process's own memory.
+    client.command(f"DROP DATABASE IF EXISTS {client.database} SYNC")  # t_<hex>, of chdb_database_dsn
 
 
 def undated(event_id: str, received_ms: int) -> Event:
