@@ -16,6 +16,7 @@ from eventpipe.store.migration import LEDGER, MIGRATIONS, migrate
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 from eventpipe.store.schema.index import BY_USER_ROWS
+from eventpipe.store.schema.record import COMPLETE
 from eventpipe.store.writer import EVENT_COLUMNS, Writer
 from tests.support.wait import wait_until
 
@@ -54,7 +55,7 @@ def test_migration_20_keeps_the_audit_and_counts_erasures_recorded_before_it_who
         "erasures", [old], column_names=["erasure_id", "erased_at", "key_name", "user_hash", "events", "dead_letters"]
     )
     if crash != "none":
-        client.command(MIGRATIONS[-1].statements[0])
+        client.command(COMPLETE)
     assert MIGRATIONS[-1].version == 20
     assert migrate(client) == [20]
     records, _ = Eraser(client).records(None, 10)

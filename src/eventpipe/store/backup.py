@@ -183,10 +183,7 @@ class Backups:
         room_for_backup(self._client, database, list(KEPT))
         purge(self._client, database, list(KEPT))
         try:
-            backup_id = job.run(
-                self._client, f"BACKUP DATABASE {quoted(database)} EXCEPT TABLES {kept} TO {_disk(name)}"
-            )
-            size = self._rows("SELECT total_size FROM system.backups WHERE id = {id:String}", {"id": backup_id})
+            done = job.run(self._client, f"BACKUP DATABASE {quoted(database)} EXCEPT TABLES {kept} TO {_disk(name)}")
             # Read back before it is recorded: on a full disk chDB reported one created whose `.backup` was empty.
             events, dead_letters = self._held(name, database)
         except BackupError as exc:
@@ -198,7 +195,7 @@ class Backups:
                 f"backup {name} was written but not read back ({exc}): it is not in the list; "
                 f"`eventpipe restore --backup {name}` still takes it, or delete it from the backups disk"
             ) from exc
-        taken = Backup(name, now_ms, events, dead_letters, int(size[0][0]) if size else 0)
+        taken = Backup(name, now_ms, events, dead_letters, done.bytes)
         at = datetime.fromtimestamp(now_ms / 1000, UTC)
         with classified():
             self._client.insert(

@@ -129,7 +129,7 @@ class Erasure(NamedTuple):
     user_hash: str
     events: int
     dead_letters: int
-    complete: bool = True
+    complete: bool
 
 
 def user_hash(user_id: str, secret: str) -> str:
@@ -218,8 +218,7 @@ class Eraser:
 
     def record(self, erasure: Erasure) -> None:
         with classified():
-            row = [*erasure[:-1], int(erasure.complete)]  # UInt8
-            self._client.insert("erasures", [row], column_names=ERASURE_COLUMNS, settings=INSERT_SETTINGS)
+            self._client.insert("erasures", [list(erasure)], column_names=ERASURE_COLUMNS, settings=INSERT_SETTINGS)
 
     def records(
         self, user_hash: str | None, limit: int, after: Position | None = None

@@ -7,6 +7,7 @@ and its failure still reaches the caller with ClickHouse's reason.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
@@ -18,11 +19,16 @@ POLL_S = 0.1
 MAX_POLL_S = 1.0
 # How long its row may be missing before a BACKUP or RESTORE is taken for lost with a restarted server.
 MISSING_S = 10.0
-STATUS = "SELECT status, error FROM system.backups WHERE id = {id:String}"
+STATUS = "SELECT status, error, total_size FROM system.backups WHERE id = {id:String}"
 
 
-def run(client: Client, statement: str) -> str:
-    """Run `statement` (BACKUP or RESTORE, built by store.backup) with ASYNC and wait for its end; its id."""
+class Done(NamedTuple):
+    id: str
+    bytes: int  # the backup's size, as system.backups gave it with the final status
+
+
+def run(client: Client, statement: str) -> Done:
+    """Run `statement` (BACKUP or RESTORE, built by store.backup) with ASYNC and wait for its end."""
     with classified():
         backup_id = str(client.query(f"{statement} ASYNC").result_rows[0][0])
     verb = statement.split(" ", 1)[0]
@@ -30,9 +36,9 @@ def run(client: Client, statement: str) -> str:
     while True:
         with classified():
             rows = client.query(STATUS, parameters={"id": backup_id}).result_rows
-        status, error = (str(rows[0][0]), str(rows[0][1])) if rows else ("", "")
+        status, error, size = (str(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else ("", "", 0)
         if status in ("BACKUP_CREATED", "RESTORED"):
-            return backup_id
+            return Done(backup_id, size)
         if status.endswith(("FAILED", "CANCELLED")):
             raise BackupError(f"{verb} failed: {error or status}")
         if not rows:
