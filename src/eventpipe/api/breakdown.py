@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
 from eventpipe.api.auth import Granted, KeyCheck
 from eventpipe.api.error import ApiError, responses
+from eventpipe.api.model import json_response
 from eventpipe.api.param import TIME_HELP, EventType, instant, only_known, text
 from eventpipe.api.where import Where, conditions
 from eventpipe.events.condition import ConditionError, parse_field
@@ -66,7 +67,12 @@ class BreakdownAnswer(BaseModel):
 def router(reader: Reader, keys: KeyCheck) -> APIRouter:
     api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 429, 500, 503))
 
-    @api.get("/stats/breakdown", tags=["stats"], summary="A metric per value of a field, largest first")
+    @api.get(
+        "/stats/breakdown",
+        tags=["stats"],
+        summary="A metric per value of a field, largest first",
+        response_model=BreakdownAnswer,
+    )
     def breakdown(
         grant: Granted,
         by: Annotated[str, Query(max_length=256, description=BY_HELP, examples=["properties.browser"])],
@@ -78,7 +84,7 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
         until: Annotated[str | None, Query(max_length=64, description=UNTIL_HELP)] = None,
         where: Where = None,
         limit: Annotated[int, Query(ge=1, le=1000, description="Items at most, 1 to 1000.")] = 100,
-    ) -> BreakdownAnswer:
+    ) -> Response:
         field, measured = _parsed("by", parse_field, by), _parsed("metric", parse_metric, metric)
         until_ms = instant("until", until)
         until_ms = time.time_ns() // 1_000_000 if until_ms is None else until_ms
@@ -96,11 +102,13 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
                 "invalid_parameter",
                 f"metric: {metric} overflows a double (beyond 1.8e308) in this window; filter out the huge values",
             )
-        return BreakdownAnswer(
-            by=by,
-            metric=metric,
-            items=[BreakdownItem(key=key, value=value) for key, value in found.items],
-            total=found.total,
+        return json_response(
+            BreakdownAnswer(
+                by=by,
+                metric=metric,
+                items=[BreakdownItem(key=key, value=value) for key, value in found.items],
+                total=found.total,
+            )
         )
 
     return api

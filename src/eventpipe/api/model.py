@@ -9,6 +9,7 @@ from functools import lru_cache
 from json.encoder import encode_basestring
 from typing import Any, Literal
 
+from fastapi import Response
 from pydantic import BaseModel, Field
 
 from eventpipe.events import Event as StoredEvent
@@ -56,6 +57,17 @@ class Event(BaseModel):
     user_id: str | None
     topic: str = Field(description="The MQTT topic it was published to.")
     properties: dict[str, Any] = Field(description="Every other field of the payload, nesting kept.")
+
+
+def json_response(answer: BaseModel) -> Response:
+    """`answer` as a JSON response, made in the route's own thread.
+
+    A sync route that returns a model makes FastAPI validate it again in a
+    second trip to the thread pool; on a busy host each trip waits for a core
+    (the all-time types' answer took twice its query's time through HTTP).
+    Returned as a Response it is taken as it is, the route's `response_model`
+    still documenting it."""
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 def event_json(stored: StoredEvent) -> bytes:

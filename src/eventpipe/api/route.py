@@ -21,6 +21,7 @@ from eventpipe.api.model import (
     TypeCounts,
     event_json,
     event_page_json,
+    json_response,
     rfc3339,
 )
 from eventpipe.api.param import (
@@ -94,7 +95,7 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
             raise ApiError(404, "not_found", "no event has this id")
         return Response(event_json(stored), media_type="application/json")
 
-    @api.get("/stats/event-types", tags=["stats"], summary="How many events of each type")
+    @api.get("/stats/event-types", tags=["stats"], summary="How many events of each type", response_model=TypeCounts)
     def event_types(
         grant: Granted,
         since: Since = None,
@@ -103,15 +104,21 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         limit: Annotated[
             int, Query(ge=1, le=MAX_TYPES, description=f"Types listed, most frequent first: 1 to {MAX_TYPES}.")
         ] = MAX_TYPES,
-    ) -> TypeCounts:
+    ) -> Response:
         tally = reader.event_types(
             grant.narrow(EventFilter(None, None, *window(since, until), where=conditions(where))), limit
         )
-        return TypeCounts(
-            items=[TypeCount(event_type=kind, count=n) for kind, n in tally.items], total=tally.total, types=tally.types
+        return json_response(
+            TypeCounts(
+                items=[TypeCount(event_type=kind, count=n) for kind, n in tally.items],
+                total=tally.total,
+                types=tally.types,
+            )
         )
 
-    @api.get("/stats/timeseries", tags=["stats"], summary="Events per time bucket, oldest first")
+    @api.get(
+        "/stats/timeseries", tags=["stats"], summary="Events per time bucket, oldest first", response_model=Timeseries
+    )
     def timeseries(
         grant: Granted,
         interval: Annotated[Literal["1m", "5m", "15m", "1h", "6h", "1d"], Query(description="Bucket width.")] = "1h",
@@ -119,7 +126,7 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         until: Annotated[str | None, Query(max_length=64, description=UNTIL_HELP)] = None,
         event_type: EventType = None,
         where: Where = None,
-    ) -> Timeseries:
+    ) -> Response:
         step = INTERVALS_MS[interval]
         since_ms, until_ms = window(since, until)
         until_ms = time.time_ns() // 1_000_000 if until_ms is None else until_ms
@@ -138,11 +145,13 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
             )
         only = grant.narrow(EventFilter(text(event_type), None, since_ms, until_ms, where=conditions(where)))
         counts = dict(reader.timeseries(only, step))
-        return Timeseries(
-            interval=interval,
-            since=rfc3339(since_ms),
-            until=rfc3339(until_ms),
-            items=[Bucket(start=rfc3339(start), count=counts.get(start, 0)) for start in range(first, end, step)],
+        return json_response(
+            Timeseries(
+                interval=interval,
+                since=rfc3339(since_ms),
+                until=rfc3339(until_ms),
+                items=[Bucket(start=rfc3339(start), count=counts.get(start, 0)) for start in range(first, end, step)],
+            )
         )
 
     @api.get(
@@ -152,6 +161,7 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         # Not for a key limited to some event types: a message that failed may have no type at all.
         dependencies=[Depends(every_type)],
         responses=responses(403),
+        response_model=DeadLetterPage,
     )
     def dead_letters(
         reason: Annotated[
@@ -163,14 +173,16 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
             Literal["pending", "failed", "replayed"] | None,
             Query(description="Only letters of this replay status.", examples=["pending"]),
         ] = None,
-    ) -> DeadLetterPage:
+    ) -> Response:
         # A status joins the scope only when given: cursors issued before it existed stay valid.
         query_scope = cursors.scope("dead_letters", text(reason), *([status] if status else []))
         after = cursors.decode(cursor, query_scope) if cursor else None
         page = reader.dead_letter_page(text(reason), limit, after, status=status)
-        return DeadLetterPage(
-            items=[DeadLetter.of(row) for row in page.rows],
-            next_cursor=cursors.encode(page.next, query_scope) if page.next else None,
+        return json_response(
+            DeadLetterPage(
+                items=[DeadLetter.of(row) for row in page.rows],
+                next_cursor=cursors.encode(page.next, query_scope) if page.next else None,
+            )
         )
 
     return api
