@@ -1,8 +1,7 @@
 """A batch committed to ClickHouse, before the worker acknowledges any of it (ingest.worker).
 
-Each message comes parsed against the contract into an event or a rejection
-(the worker parses on receipt; one that was not is parsed here). The events go
-in in one insert; rows the table refuses join the rejections, which
+Each message is parsed against the contract into an event or a rejection. The
+events go in in one insert; rows the table refuses join the rejections, which
 go to dead_letters. Every write is retried until it succeeds (ingest.retry),
 so when `commit` returns, the whole batch is stored.
 """
@@ -30,9 +29,7 @@ def commit(batch: list[Delivery], limits: Limits, writer: Writer, retrier: Retri
     sources: list[Delivery] = []
     rejections: list[Rejection] = []
     for delivery in batch:
-        result = delivery.parsed  # parsed on receipt by the worker, off this thread's path
-        if result is None:
-            result = parse(delivery.topic, delivery.payload, delivery.received_ms, limits, delivery.size)
+        result = parse(delivery.topic, delivery.payload, delivery.received_ms, limits, delivery.size)
         if type(result) is Event:
             events.append(result)
             sources.append(delivery)

@@ -14,7 +14,6 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from eventpipe.config import Settings
-from eventpipe.events import Event, Rejection
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.mqtt import packet, receiver
 from eventpipe.mqtt.address import MqttAddress
@@ -37,35 +36,15 @@ class Delivery(NamedTuple):
     arrived: float  # monotonic, for batch age
     generation: int  # which connection it came on; acks go only to the current one
     size: int  # bytes the payload had; `payload` holds at most max_payload_bytes + 1 of them
-    # What the contract made of it, parsed as it was received (ingest.worker); None until then.
-    parsed: Event | Rejection | None = None
 
 
 def held_size(item: Delivery) -> int:
     """What holding `item` costs, as EVENTPIPE_MAX_HELD_BYTES counts it: its payload and its topic, which
     may be as long (an attack held 20,000 messages of 60 KiB topics and empty payloads: 1.5 GiB, while
-    payloads alone counted 1.2 MiB), and the event or rejection parsed from it, held beside the payload
-    (a refused row's dead letter keeps the payload as sent)."""
-    size = len(item.payload) + _text_bytes(item.topic)
-    parsed = item.parsed
-    if parsed is None:
-        return size
-    if isinstance(parsed, Rejection):
-        return size + len(parsed.payload) + _text_bytes(parsed.detail)
-    # Its topic is the delivery's own string, counted above.
-    user = parsed.user_id
-    return (
-        size
-        + _text_bytes(parsed.properties)
-        + _text_bytes(parsed.event_id)
-        + _text_bytes(parsed.event_type)
-        + (_text_bytes(user) if user else 0)
-    )
-
-
-def _text_bytes(text: str) -> int:
+    payloads alone counted 1.2 MiB)."""
+    topic = item.topic
     # Bytes, not characters: a topic of 4-byte characters would count a quarter of what it holds.
-    return len(text) if text.isascii() else len(text.encode())
+    return len(item.payload) + (len(topic) if topic.isascii() else len(topic.encode()))
 
 
 class Consumer:

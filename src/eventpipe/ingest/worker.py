@@ -1,9 +1,7 @@
 """The worker loop: batch what the consumer delivers, commit it, then acknowledge it.
 
-Threads: paho's network thread calls `_deliver`, which parses each message as
-it comes; one flusher thread commits (ingest.commit: write, retry) and acks.
-Parsed on receipt, a batch is ready to write when its timer fires, and the
-next one is parsed while this one is written (the insert frees the GIL). Nothing is acked before the
+Threads: paho's network thread calls `_deliver`; one flusher thread commits
+(ingest.commit: parse, write, retry) and acks. Nothing is acked before the
 batch holding it is committed, so a crash at any point leaves every uncommitted
 message with the broker.
 """
@@ -17,7 +15,7 @@ from collections.abc import Callable
 
 from eventpipe.config import Settings
 from eventpipe.errors import StorageError
-from eventpipe.events import PROBE_EVENT_TYPE, Event, Limits, parse
+from eventpipe.events import PROBE_EVENT_TYPE, Event, Limits
 from eventpipe.ingest.commit import commit
 from eventpipe.ingest.consumer import Consumer, Delivery, held_size
 from eventpipe.ingest.mark import Marker
@@ -138,19 +136,10 @@ class Worker:
         paho reading the socket: TCP backpressure to the broker, which keeps the
         rest queued. Nothing received is dropped while running; once stopping,
         QoS 1 stays with the broker and QoS 0 is gone, as QoS 0 means."""
-        limits = self._limits
-        # Outside the lock: the flusher commits meanwhile.
-        deliveries = [
-            item._replace(parsed=parse(item.topic, item.payload, item.received_ms, limits, item.size))
-            for item in deliveries
-        ]
         with self._cond:
             while deliveries:
-                # Into an empty hold a message always goes: its parsed copy may make it larger than the
-                # budget that settings sized for two raw messages (numbers such as 1E5 grow when parsed).
                 while not self._stopping and (
-                    self._held >= self._capacity
-                    or (self._held and self._held_bytes + held_size(deliveries[0]) > self._max_held_bytes)
+                    self._held >= self._capacity or self._held_bytes + held_size(deliveries[0]) > self._max_held_bytes
                 ):
                     self._cond.wait()
                 if self._stopping:
@@ -161,8 +150,6 @@ class Worker:
                     rows, size = leading(
                         [held_size(item) for item in taken], len(taken), self._max_held_bytes - self._held_bytes
                     )
-                    if rows == 0:  # nothing held (the wait above): the one message alone
-                        rows, size = 1, held_size(taken[0])
                     taken = taken[:rows]
                 deliveries = deliveries[len(taken) :]
                 before, bytes_before = len(self._items), self._held_bytes
