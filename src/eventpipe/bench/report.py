@@ -20,6 +20,8 @@ LATENCY_RATE, LATENCY_TARGET_S = 2_000.0, 1.0
 API_TARGET = 1.5
 WINDOWED_TARGET_S, ALL_TIME_TARGET_S = 0.150, 0.500
 ALL_TIME = ("types, all time", "total count")
+# Issue 15's reads have p50 targets of their own; every other windowed read is held to issue 12's.
+OWN_TARGETS_S = {"feed, first page of 1000": 0.100, "breakdown by browser, 24 h": 0.300}
 # Issue 15: an export runs at 100,000 events/s or more and adds at most 100 MiB to the API process.
 EXPORT_TARGET, EXPORT_GROWTH_MIB = 100_000, 100
 
@@ -124,14 +126,21 @@ def api(results: Sequence[Comparison]) -> list[str]:
     windowed = [r for r in latest if r.api and r.name not in ALL_TIME]
     if windowed:
         worst = max(windowed, key=lambda r: r.p50)
+        over = [r for r in windowed if r.p50 > _target(r.name)]
         worst_ratio = max(r.ratio for r in latest if r.api)
-        all_time = max(r.p50 for r in latest if r.name in ALL_TIME)
+        all_time = max((r.p50 for r in latest if r.name in ALL_TIME), default=0.0)
+        missed = ", ".join(f"{r.name} {_ms(r.p50)} (target <= {_ms(_target(r.name))})" for r in over) or "none"
         lines.append(
             f"   at {sizes[-1]:,}: slowest windowed read {worst.name} {_ms(worst.p50)} "
-            f"(target <= {_ms(WINDOWED_TARGET_S)}), all-time {_ms(all_time)} (target <= {_ms(ALL_TIME_TARGET_S)}), "
+            f"(its target <= {_ms(_target(worst.name))}); over their targets: {missed}; "
+            f"all-time {_ms(all_time)} (target <= {_ms(ALL_TIME_TARGET_S)}), "
             f"API / direct worst {worst_ratio:.2f}x (target <= {API_TARGET}x)"
         )
     return lines
+
+
+def _target(name: str) -> float:
+    return OWN_TARGETS_S.get(name, WINDOWED_TARGET_S)
 
 
 def export(results: Sequence[Download]) -> list[str]:
