@@ -128,7 +128,7 @@ def api(results: Sequence[Comparison]) -> list[str]:
         worst = max(windowed, key=lambda r: r.p50)
         over = [r for r in windowed if r.p50 > _target(r.name)]
         worst_ratio = max(r.ratio for r in latest if r.api)
-        all_time = max((r.p50 for r in latest if r.name in ALL_TIME), default=0.0)
+        all_time = max(r.p50 for r in latest if r.name in ALL_TIME)
         missed = ", ".join(f"{r.name} {_ms(r.p50)} (target <= {_ms(_target(r.name))})" for r in over) or "none"
         lines.append(
             f"   at {sizes[-1]:,}: slowest windowed read {worst.name} {_ms(worst.p50)} "

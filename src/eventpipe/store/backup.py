@@ -183,7 +183,7 @@ class Backups:
         room_for_backup(self._client, database, list(KEPT))
         purge(self._client, database, list(KEPT))
         try:
-            done = job.run(self._client, f"BACKUP DATABASE {quoted(database)} EXCEPT TABLES {kept} TO {_disk(name)}")
+            size = job.run(self._client, f"BACKUP DATABASE {quoted(database)} EXCEPT TABLES {kept} TO {_disk(name)}")
             # Read back before it is recorded: on a full disk chDB reported one created whose `.backup` was empty.
             events, dead_letters = self._held(name, database)
         except BackupError as exc:
@@ -195,7 +195,7 @@ class Backups:
                 f"backup {name} was written but not read back ({exc}): it is not in the list; "
                 f"`eventpipe restore --backup {name}` still takes it, or delete it from the backups disk"
             ) from exc
-        taken = Backup(name, now_ms, events, dead_letters, done.bytes)
+        taken = Backup(name, now_ms, events, dead_letters, size)
         at = datetime.fromtimestamp(now_ms / 1000, UTC)
         with classified():
             self._client.insert(

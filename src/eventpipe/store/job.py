@@ -7,7 +7,6 @@ and its failure still reaches the caller with ClickHouse's reason.
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
@@ -22,13 +21,9 @@ MISSING_S = 10.0
 STATUS = "SELECT status, error, total_size FROM system.backups WHERE id = {id:String}"
 
 
-class Done(NamedTuple):
-    id: str
-    bytes: int  # the backup's size, as system.backups gave it with the final status
-
-
-def run(client: Client, statement: str) -> Done:
-    """Run `statement` (BACKUP or RESTORE, built by store.backup) with ASYNC and wait for its end."""
+def run(client: Client, statement: str) -> int:
+    """Run `statement` (BACKUP or RESTORE, built by store.backup) with ASYNC and wait for its end;
+    the backup's size in bytes, as system.backups gives it with the final status."""
     with classified():
         backup_id = str(client.query(f"{statement} ASYNC").result_rows[0][0])
     verb = statement.split(" ", 1)[0]
@@ -38,7 +33,7 @@ def run(client: Client, statement: str) -> Done:
             rows = client.query(STATUS, parameters={"id": backup_id}).result_rows
         status, error, size = (str(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else ("", "", 0)
         if status in ("BACKUP_CREATED", "RESTORED"):
-            return Done(backup_id, size)
+            return size
         if status.endswith(("FAILED", "CANCELLED")):
             raise BackupError(f"{verb} failed: {error or status}")
         if not rows:
