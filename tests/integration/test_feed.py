@@ -13,7 +13,6 @@ import clickhouse_connect
 import pytest
 
 from eventpipe.events import Event
-from eventpipe.store import query as query_module
 from eventpipe.store.client import connect
 from eventpipe.store.feed import Feed, FeedPage, Place
 from eventpipe.store.migration import MIGRATIONS, migrate
@@ -336,23 +335,45 @@ def test_a_producer_cannot_forge_a_workers_mark(client: clickhouse_connect.drive
     assert follower.pages[-1].complete_until_ms >= now, "complete_until held back by a forged mark"
 
 
-def test_keys_looked_up_in_several_queries_serve_the_same_pages(
-    client: clickhouse_connect.driver.Client, monkeypatch: pytest.MonkeyPatch
+def test_pages_of_any_size_serve_each_event_once_when_its_copies_straddle_a_page_end(
+    client: clickhouse_connect.driver.Client,
 ) -> None:
-    # A ClickHouse server refuses a bound parameter over 128 KiB, and a page of 10,000 keys is
-    # about 700 KiB of them: the keys are looked up in chunks. A cap of 600 bytes makes a chunk of
-    # about six keys here, so every page below takes many lookups and must still come whole, once
-    # each and in order, as with one lookup.
+    # Copies of an event in one epoch are candidates with one key: a page that ends between them
+    # (at a limit of 1, every copy does) must not serve the event again on the next page.
     now = time.time_ns() // 1_000_000
     writer = Writer(client)
     batch = [event(f"k{i:03}", now - random.randrange(30 * DAY_MS), now) for i in range(300)]
     writer.insert_events(batch)
     writer.insert_events([copy._replace(received_ms=now + 1) for copy in batch[::7]])  # re-sent copies
-    whole = Follower(Feed(Reader(client).run), limit=100)
-    whole.catch_up(highest_block(client))
-    monkeypatch.setattr(query_module, "PARAMETER_BYTES", 600)
-    chunked = Follower(Feed(Reader(client).run), limit=100)
-    chunked.catch_up(highest_block(client))
-    assert chunked.served == whole.served
-    assert sorted(chunked.served) == sorted(map(ident, batch))
-    assert len(chunked.pages) == len(whole.pages)
+    assert client.command("SELECT count() FROM arrivals") == 343, "the re-sent copies are in arrivals"
+    served = {}
+    for limit in (10_000, 7, 2, 1):
+        follower = Follower(Feed(Reader(client).run), limit=limit)
+        follower.catch_up(highest_block(client))
+        served[limit] = follower.served
+    # One epoch for a new client, so one key order.
+    assert served[10_000] == sorted(map(ident, batch))
+    assert {limit: pages for limit, pages in served.items() if pages != served[10_000]} == {}
+
+
+def test_a_rare_filter_over_many_windows_comes_in_pages_that_are_never_empty_until_caught_up(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # A page reads its candidates window by window of time, each sized from the parts for a couple of
+    # pages of rows. Five parts over five years, 600 clicks each and one purchase: a purchase page of
+    # two must cross many windows of clicks, and an empty page would tell a client it is caught up.
+    now = time.time_ns() // 1_000_000
+    writer, year = Writer(client), 365 * DAY_MS
+    for n in range(5):
+        start = now - (5 - n) * year
+        clicks = [event(f"c{n}-{i:03}", start + i * year // 600, now) for i in range(600)]
+        writer.insert_events([*clicks, event(f"p{n}", start + year // 2, now, kind="purchase")])
+    follower = Follower(Feed(Reader(client).run), limit=2, where=EventFilter("purchase"))
+    follower.catch_up(highest_block(client))
+    assert [event_id for _t, _kind, event_id in follower.served] == [f"p{n}" for n in range(5)]
+    assert [len(page.rows) for page in follower.pages if page.next.hi is not None] == [2, 2]
+    everything = Follower(Feed(Reader(client).run), limit=7)
+    everything.catch_up(highest_block(client))
+    assert len(everything.served) == len(set(everything.served)) == 5 * 601
+    assert everything.served == sorted(everything.served)
+    assert all(len(page.rows) == 7 for page in everything.pages[: 5 * 601 // 7])

@@ -54,6 +54,7 @@ from eventpipe.store.query import (
     event_source,
     statement,
 )
+from eventpipe.store.window import Windows
 
 ORDER = f"ORDER BY {SORT_KEY}"
 # A page: at most this many rows and this many bytes of JSON (about 10,000
@@ -84,40 +85,6 @@ def parts_query(where: EventFilter) -> Query:
         " WHERE database = currentDatabase() AND table = {table:String} AND active"
     )
     return Query(sql, {"table": event_source(where)[0]})
-
-
-class Windows:
-    """Time cut into windows of about `rows` stored rows, estimated from the parts,
-    as if each part's rows were spread evenly over its time range."""
-
-    def __init__(self, parts: list[tuple[int, int, int]], rows: int) -> None:
-        # (first ms, last ms + 1, rows) of each part holding rows.
-        self._parts = [(low, high, count) for low, high, count in parts if count]
-        self._rows = rows
-
-    @property
-    def oldest(self) -> int | None:
-        return min((low for low, _high, _count in self._parts), default=None)
-
-    def end(self, start: int) -> int | None:
-        """Where the window from `start` ends; None when the rest of time is one window."""
-        ahead = [part for part in self._parts if part[1] > start]
-        newest = max((high for _low, high, _count in ahead), default=start)
-        if _held(ahead, start, newest) <= self._rows:
-            return None
-        low, high = start + 1, newest  # held(low) may be within rows; held(high) is not
-        while low < high:
-            middle = (low + high) // 2
-            if _held(ahead, start, middle) > self._rows:
-                high = middle
-            else:
-                low = middle + 1
-        return low
-
-
-def _held(parts: list[tuple[int, int, int]], start: int, end: int) -> float:
-    """The rows of `parts` estimated to lie in [start, end)."""
-    return sum(count * max(0, min(end, high) - max(start, low)) / (high - low) for low, high, count in parts)
 
 
 def extent_query(where: EventFilter, after: Key | None, rows: int, max_bytes: int) -> Query:

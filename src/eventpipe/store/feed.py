@@ -20,8 +20,9 @@ timestamp.
 A page reads only the parts whose block range meets its epoch (chosen by part
 name inside the query, so a merge cannot race it), from the lowest time those
 parts hold and from its cursor on, in key order: the candidates first (keys
-and sizes, cut at PAGE_BYTES), then the first copy of each, found by key among
-all parts. Reading in the sort key's order, ClickHouse stops once it has enough.
+and sizes, cut at PAGE_BYTES, read in windows of time sized from the parts,
+store.window), then the first copy of each, found by key among all parts.
+Reading in the sort key's order, ClickHouse stops once it has enough.
 
 complete_until comes from the workers' marks (worker_marks): read before an
 epoch's hi is taken, the newest mark of each worker says that everything it
@@ -44,21 +45,26 @@ from eventpipe.store.query import (
     Query,
     after_key,
     event_conditions,
-    parameter_chunks,
 )
 from eventpipe.store.reader import event_row
 from eventpipe.store.schema.record import NEWEST
+from eventpipe.store.window import Windows
 
 Run = Callable[[Query], list[tuple[object, ...]]]
+
+# A page's candidates are read in windows of time holding about this many pages' rows of the
+# epoch (estimated from its parts): room for rows the filter leaves out or the estimate misses.
+WINDOW_PAGES = 2
 
 # Parts of `arrivals` as the page relies on them: their block ranges say which
 # epoch numbers they hold, their time range bounds the keys of those rows.
 # With them, the store's generation: the id of its newest restore, 0 before any (store.schema.record.RESTORES),
 # in the same query, so a page costs no round trip more (the generation alone when there is no part).
 GENERATION = f"SELECT argMax(restore_id, {NEWEST}) FROM restores"  # noqa: S608 - constants
+PART_FIELDS = "name, min_block_number, max_block_number, toUnixTimestamp(min_time), toUnixTimestamp(max_time), rows"
 PARTS_QUERY = Query(
-    "SELECT name, min_block_number, max_block_number, toUnixTimestamp(min_time), (" + GENERATION + ")"  # noqa: S608
-    " FROM system.parts WHERE database = currentDatabase() AND table = 'arrivals' AND active",
+    f"SELECT {PART_FIELDS}, ({GENERATION}) FROM system.parts"  # noqa: S608 - constants
+    " WHERE database = currentDatabase() AND table = 'arrivals' AND active",
     {},
 )
 GENERATION_QUERY = Query(GENERATION, {})
@@ -111,6 +117,8 @@ class Part(NamedTuple):
     min_block: int
     max_block: int
     min_time_s: int
+    max_time_s: int
+    rows: int
 
 
 class Feed:
@@ -140,21 +148,38 @@ class Feed:
         since_ms = min(p.min_time_s for p in epoch) * 1000
         # Naming parts costs a string split per row read; worth it only when some part can be skipped.
         prune = len(epoch) < len(parts)
-        sizes = self._run(_candidates(where, place, since_ms, limit, sized=True, prune=prune))
+        sizes = self._sizes(where, place, epoch, since_ms, limit, prune)
+        if not sizes:
+            return self._finish(place, [])
         kept = _fitting([int(str(row[-1])) for row in sizes], max_bytes)
-        # Two copies of an event in the epoch are two candidates with one key: looked up once, or
-        # a chunk boundary between them would serve the event twice. Sorted, so once in order.
-        keys = list(dict.fromkeys((int(str(ms)), str(kind), str(eid)) for ms, kind, eid, _ in sizes[:kept]))
-        # In key order chunk after chunk, so the rows stay in key order.
-        rows = [
-            row for chunk in parameter_chunks(keys, _key_bytes) for row in self._run(_first_copies(where, place, chunk))
-        ]
+        # The last kept candidate's key, read or not: an event erased between the two reads is passed over.
+        time_ms, event_type, event_id, _size = sizes[kept - 1]
+        through = Key(int(str(time_ms)), str(event_type), str(event_id))
+        rows = self._run(_first_copies(where, place, since_ms, through, prune))
         events = [_event(row) for row in rows if row[-1]]
         if len(sizes) < limit and kept == len(sizes):
             return self._finish(place, events)
-        # The last candidate's key, read or not: an event erased between the two reads is passed over.
-        after = Key(*keys[-1])
-        return FeedPage(events, place._replace(after=after), place.served_before_ms)
+        return FeedPage(events, place._replace(after=through), place.served_before_ms)
+
+    def _sizes(
+        self, where: EventFilter, place: Place, epoch: list[Part], since_ms: int, limit: int, prune: bool
+    ) -> list[tuple[object, ...]]:
+        """The first `limit` candidates after the place (key and size), fewer only when the epoch has
+        no more. Read window by window of time: in the sort key's order a query reads a granule of
+        every part it may take rows from before LIMIT stops it, so one over the whole epoch read
+        every part of the store for a new client's first page (37.5 ms at 100M, 10.7 in a window)."""
+        spans = [(p.min_time_s * 1000, (p.max_time_s + 1) * 1000, p.rows) for p in epoch]
+        start = max(since_ms, place.after.time_ms) if place.after else since_ms
+        rows: list[tuple[object, ...]] = []
+        reach = WINDOW_PAGES * limit
+        while True:
+            end = Windows(spans, reach).end(start)
+            rows += self._run(_candidates(where, place, start, limit - len(rows), prune, end))
+            if len(rows) >= limit or end is None:
+                return rows
+            # Every row before `end` was read: the next window starts there, wider in case the filter
+            # keeps few rows, so a rare one crosses the epoch in a few windows.
+            start, place, reach = end, place._replace(after=None), reach * 2
 
     def _begin(self, place: Place, parts: list[Part], before: int) -> Place:
         """Start the epoch after `lo`: its complete_until from the marks (`before`), then its hi from
@@ -173,7 +198,8 @@ class Feed:
     def _parts(self) -> tuple[list[Part], int]:
         rows = self._run(PARTS_QUERY)
         generation = int(str((rows or self._run(GENERATION_QUERY))[0][-1]))
-        return [Part(str(n), int(str(lo)), int(str(hi)), int(str(t))) for n, lo, hi, t, _ in rows], generation
+        parts = [Part(str(row[0]), *(int(str(value)) for value in row[1:6])) for row in rows]
+        return parts, generation
 
 
 def _fitting(sizes: list[int], max_bytes: int) -> int:
@@ -186,11 +212,9 @@ def _fitting(sizes: list[int], max_bytes: int) -> int:
     return len(sizes)
 
 
-def _candidates(
-    where: EventFilter, place: Place, since_ms: int, limit: int, sized: bool = False, prune: bool = True
-) -> Query:
-    """The first `limit` rows of the epoch after the place, in key order: copies whose number is in
-    (lo, hi], so every event whose first copy is there has at least one row among them."""
+def _epoch_rows(where: EventFilter, place: Place, since_ms: int, prune: bool) -> tuple[list[str], dict[str, object]]:
+    """Conditions on `arrivals` for the rows of the epoch after the place that `where` admits: copies
+    whose number is in (lo, hi], so every event whose first copy is there has at least one row among them."""
     conditions, parameters = event_conditions(where)
     if prune:
         # Whole parts whose block range misses the epoch are left out before any is read, by the
@@ -203,55 +227,67 @@ def _candidates(
     conditions += [
         "_block_number > {lo:UInt64}",
         "_block_number <= {hi:UInt64}",
-        "timestamp >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')",
+        "timestamp >= fromUnixTimestamp64Milli({epoch_since_ms:Int64}, 'UTC')",
     ]
-    parameters |= {"lo": place.lo, "hi": place.hi, "since_ms": since_ms, "limit": limit}
+    parameters |= {"lo": place.lo, "hi": place.hi, "epoch_since_ms": since_ms}
     after_key(conditions, parameters, place.after)
-    fields = f"toUnixTimestamp64Milli(timestamp), event_type, event_id, {EVENT_BYTES} AS size" if sized else SORT_KEY
+    return conditions, parameters
+
+
+def _candidates(
+    where: EventFilter, place: Place, since_ms: int, limit: int, prune: bool, until_ms: int | None
+) -> Query:
+    """The key and JSON size of the first `limit` rows of the epoch after the place, from `since_ms`
+    and before `until_ms` (None: to the end), in key order."""
+    conditions, parameters = _epoch_rows(where, place, since_ms, prune)
+    if until_ms is not None:
+        conditions.append("timestamp < fromUnixTimestamp64Milli({epoch_until_ms:Int64}, 'UTC')")
+        parameters["epoch_until_ms"] = until_ms
+    fields = f"toUnixTimestamp64Milli(timestamp), event_type, event_id, {EVENT_BYTES} AS size"
     sql = (
         f"SELECT {fields} FROM arrivals WHERE {' AND '.join(conditions)}"  # noqa: S608 - constant fragments
         f" ORDER BY {SORT_KEY} LIMIT {{limit:UInt32}}"
     )
-    return Query(sql, parameters)
+    return Query(sql, parameters | {"limit": limit})
 
 
-# The candidates' keys, bound as one parameter: the set the first copies are looked up by, without
-# reading the candidates a second time (a subquery here doubled a new client's first page at 100M).
-KEY_SET = (
-    "SELECT fromUnixTimestamp64Milli(key.1, 'UTC'), key.2, key.3"
-    " FROM (SELECT arrayJoin({keys:Array(Tuple(Int64, String, String))}) AS key)"
-)
-
-
-def _key_bytes(key: tuple[int, str, str]) -> int:
-    return len(key[1].encode()) + len(key[2].encode()) + 32
-
-
-def _first_copies(where: EventFilter, place: Place, keys: list[tuple[int, str, str]]) -> Query:
-    """For each candidate's key (time in ms, type, id), its first copy (lowest number) over all parts,
-    and whether to serve it: its first number is in this epoch and the copy passes the filter."""
-    conditions, parameters = event_conditions(where)
+def _first_copies(where: EventFilter, place: Place, since_ms: int, through: Key, prune: bool) -> Query:
+    """For each candidate up to `through` (its key in the epoch, after the place), its first copy (lowest
+    number) over all parts, and whether to serve it: its first number is in this epoch and the copy
+    passes the filter."""
+    conditions, parameters = _epoch_rows(where, place, since_ms, prune)
+    bound = "fromUnixTimestamp64Milli({through_ms:Int64}, 'UTC')"
+    # The plain bound on timestamp lets the primary key skip the granules past it (as query.after_key).
+    last = f"({bound}, {{through_type:String}}, {{through_id:String}})"
+    conditions += [f"timestamp <= {bound}", f"({SORT_KEY}) <= {last}"]
+    parameters |= {"through_ms": through.time_ms, "through_type": through.event_type, "through_id": through.event_id}
+    # The candidates' keys by reading the epoch's key columns again, not bound as a parameter: a
+    # page's keys are tens of KiB that the driver escapes character by character and the engine parses
+    # as a literal (at 1M, binding 865 keys took 15 ms, the lookup with them 27), and a server refuses a
+    # value over 128 KiB, so they went in several lookups.
+    candidates = f"SELECT {SORT_KEY} FROM arrivals WHERE {' AND '.join(conditions)}"  # noqa: S608 - constant fragments
     # Each key's lowest number first, from the key and number columns alone; then the rest of that
     # copy only (the outer filter is in PREWHERE, and its key columns select the granules; LIMIT BY
-    # keeps one of copies sharing that number, which one unspecified as before). Sorting
-    # every copy whole to keep one made a key re-sent 1,500 times with 60 KB of properties cost a
-    # caught-up client's next poll 279 MiB, and copies never collapse in `arrivals`.
+    # keeps one of copies sharing that number, which one unspecified). Sorting every copy whole to
+    # keep one made a key re-sent 1,500 times with 60 KB of properties cost a caught-up client's
+    # next poll 279 MiB, and copies never collapse in `arrivals`; so does keeping the lowest copy as
+    # the rows stream by (argMin), which reads every copy's properties.
     lowest = (
         f"SELECT {SORT_KEY}, min(_block_number) FROM arrivals"  # noqa: S608 - constant fragments
-        f" WHERE ({SORT_KEY}) IN ({KEY_SET}) GROUP BY {SORT_KEY}"
+        f" WHERE ({SORT_KEY}) IN ({candidates}) GROUP BY {SORT_KEY}"
     )
     first = (
         "SELECT event_id, event_type, timestamp, received_at, user_id, topic, properties, _block_number AS first"  # noqa: S608 - constant fragments
         f" FROM arrivals PREWHERE ({SORT_KEY}, _block_number) IN ({lowest}) LIMIT 1 BY {SORT_KEY}"
     )
-    keep = " AND ".join(["first > {lo:UInt64}", *conditions])
+    keep = " AND ".join(["first > {lo:UInt64}", *event_conditions(where)[0]])
     # Not in the sort key's order: that opens a stream per part for a handful of rows (27 MiB over
     # 800 unmerged parts of one key's copies, 3 MiB without).
     sql = (
         f"SELECT {EVENT_FIELDS}, {keep} AS keep FROM ({first}) ORDER BY {SORT_KEY}"  # noqa: S608 - constant fragments
         " SETTINGS optimize_read_in_order = 0"
     )
-    return Query(sql, parameters | {"lo": place.lo, "keys": keys})
+    return Query(sql, parameters)
 
 
 def _event(row: tuple[object, ...]) -> Event:
