@@ -207,6 +207,10 @@ def test_the_admin_routes_need_an_admin_key_and_log_its_name(
     assert any("up#generated" in line and body["name"] in line for line in logged), logged
     assert not any(ADMIN in line for line in logged)
     assert api.post("/admin/backups?x=1", headers=AS_ADMIN).status_code == 422
+    # It takes no body: a name or an option asked for there would be silently not honoured.
+    named = api.post("/admin/backups", json={"name": "nightly"}, headers=AS_ADMIN)
+    assert named.status_code == 422 and named.json()["detail"] == "this endpoint takes no body", named.text
+    assert len(Backups(client).listing()) == 1, "a refused request took a backup"
 
 
 def _migrated(dsn: str) -> clickhouse_connect.driver.Client:
