@@ -147,12 +147,14 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65_535)
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_in_any_case(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+        # WARN is what many other tools call WARNING (and Python's logging accepts it too).
+        level = value.strip().upper() if isinstance(value, str) else value
+        return "WARNING" if level == "WARN" else level
 
     @field_validator("api_keys", "envelope_keys", mode="before")
     @classmethod

@@ -71,8 +71,10 @@ def test_a_subscription_the_broker_would_refuse_is_refused_at_start(field: str, 
     assert f"EVENTPIPE_{field.upper()}" in str(refused.value)
 
 
-def test_a_log_level_is_one_of_four_in_any_case() -> None:
+def test_a_log_level_is_one_of_pythons_in_any_case() -> None:
     assert Settings(log_level="debug").log_level == "DEBUG"
+    assert Settings(log_level="Warn").log_level == "WARNING"
+    assert Settings(log_level="critical").log_level == "CRITICAL"
     with pytest.raises(ValidationError) as refused:
         Settings(log_level="verbose")  # before, logging itself refused it: a traceback, exit 1
     assert refused.value.errors()[0]["loc"] == ("log_level",)
