@@ -100,12 +100,18 @@ def test_with_an_external_broker_the_session_outlives_a_restart(
     tmp_path: Path, stacks: list[Up], broker: LocalBroker | ContainerBroker
 ) -> None:
     data = tmp_path / "data"
-    first = start(stacks, data, "--mqtt-url", broker.url)
+    # With a password in the flag, as a user might type it (the local broker takes any).
+    url = broker.url if "@" in broker.url else broker.url.replace("mqtt://", "mqtt://worker:flag-pw@", 1)
+    first = start(stacks, data, "--mqtt-url", url)
     assert not (data / "mosquitto").exists(), "--mqtt-url must not start a broker"
+    told = [line for line in first.lines if "the password in --mqtt-url shows in `ps`" in line]
+    assert told and "set EVENTPIPE_MQTT_URL" in told[0], first.lines[:20]
     assert first.stop() == 0
     # Published while nothing consumes: the broker queues them for the session.
     assert run_eventpipe("publish", "--mqtt-url", broker.url, "--count", "1200").returncode == 0
-    second = start(stacks, data, "--mqtt-url", broker.url)
+    # The same broker named by the environment, `--mqtt-url` alone: no password on the command line.
+    second = start(stacks, data, "--mqtt-url", env={"EVENTPIPE_MQTT_URL": url})
+    assert not any("password" in line for line in second.lines), second.lines[:20]
     wait_until(lambda: second.metric("eventpipe_events_stored_total") == 1200, what="the queued backlog")
     assert second.stop() == 0
     assert count_rows(data) == 1200
@@ -117,6 +123,13 @@ def test_without_mosquitto_up_says_what_to_install(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "apt-get install mosquitto" in done.stderr
     assert "--mqtt-url" in done.stderr
+
+
+def test_up_with_mqtt_url_alone_and_no_broker_in_the_environment_says_so(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if name != "EVENTPIPE_MQTT_URL"}
+    done = run_eventpipe("up", "--mqtt-url", "--data-dir", str(tmp_path), env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--mqtt-url alone uses the broker EVENTPIPE_MQTT_URL names, and it is not set" in done.stderr
 
 
 def test_publish_to_a_missing_broker_fails_clearly() -> None:

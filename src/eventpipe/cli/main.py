@@ -23,7 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run broker, worker and API natively on the embedded ClickHouse")
     up.add_argument("--data-dir", help="where chDB and broker files live (default: ./.eventpipe)")
     broker = up.add_mutually_exclusive_group()
-    broker.add_argument("--mqtt-url", help="use this running broker instead of starting mosquitto")
+    broker.add_argument(
+        "--mqtt-url",
+        nargs="?",
+        const="",
+        help="use this running broker instead of starting mosquitto; alone, the one EVENTPIPE_MQTT_URL names"
+        " (which keeps its password out of `ps`)",
+    )
     broker.add_argument("--mqtt-port", type=int, default=1883, help="port of the mosquitto it starts (default 1883)")
     up.add_argument("--api-port", type=int, help="HTTP API port (default 8000)")
     up.add_argument("--metrics-port", type=int, help="worker metrics port (default 9464)")

@@ -13,7 +13,14 @@ from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.maintenance import admin
 from eventpipe.api.server import ApiServer
-from eventpipe.cli.runtime import Progress, Shutdown, process_registry, serve_metrics, setup_logging
+from eventpipe.cli.runtime import (
+    Progress,
+    Shutdown,
+    process_registry,
+    serve_metrics,
+    setup_logging,
+    warn_password_flag,
+)
 from eventpipe.config import Settings, settings_problem
 from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.ingest.assembly import assemble
@@ -57,6 +64,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def run_up(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     setup_logging(settings.log_level)
+    if args.mqtt_url:
+        warn_password_flag("up", "--mqtt-url", args.mqtt_url, "EVENTPIPE_MQTT_URL and give --mqtt-url alone")
+    elif args.mqtt_url == "" and "mqtt_url" not in settings.model_fields_set:
+        raise ConfigError("--mqtt-url alone uses the broker EVENTPIPE_MQTT_URL names, and it is not set")
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -80,7 +91,7 @@ def run_up(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"api_tls_cert_file": tls.cert, "api_tls_key_file": tls.key})
     broker = None
     log_start = 0
-    if not args.mqtt_url:
+    if args.mqtt_url is None:
         broker = Mosquitto(
             args.mqtt_port,
             settings.data_dir / "mosquitto",
