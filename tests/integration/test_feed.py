@@ -13,6 +13,7 @@ import clickhouse_connect
 import pytest
 
 from eventpipe.events import Event
+from eventpipe.store import feed as feed_module
 from eventpipe.store.client import connect
 from eventpipe.store.feed import Feed, FeedPage, Place
 from eventpipe.store.migration import MIGRATIONS, migrate
@@ -357,11 +358,15 @@ def test_pages_of_any_size_serve_each_event_once_when_its_copies_straddle_a_page
 
 
 def test_a_rare_filter_over_many_windows_comes_in_pages_that_are_never_empty_until_caught_up(
-    client: clickhouse_connect.driver.Client,
+    client: clickhouse_connect.driver.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A page reads its candidates window by window of time, each sized from the parts for a couple of
-    # pages of rows. Five parts over five years, 600 clicks each and one purchase: a purchase page of
-    # two must cross many windows of clicks, and an empty page would tell a client it is caught up.
+    # pages of rows (20,000 at least, 8 here) and the next 16 times as wide (2 here, so that each
+    # window holds one purchase at most). Five years, 600 clicks and one purchase each: a purchase
+    # page of two must go on from a window with one into the next, and an empty page would tell a
+    # client it is caught up.
+    monkeypatch.setattr(feed_module, "WINDOW_ROWS", 8)
+    monkeypatch.setattr(feed_module, "WINDOW_GROWTH", 2)
     now = time.time_ns() // 1_000_000
     writer, year = Writer(client), 365 * DAY_MS
     for n in range(5):
@@ -377,3 +382,20 @@ def test_a_rare_filter_over_many_windows_comes_in_pages_that_are_never_empty_unt
     assert len(everything.served) == len(set(everything.served)) == 5 * 601
     assert everything.served == sorted(everything.served)
     assert all(len(page.rows) == 7 for page in everything.pages[: 5 * 601 // 7])
+
+
+def test_a_re_sent_batch_of_served_events_ahead_of_new_ones_does_not_make_an_empty_page(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # The next epoch's first candidates are copies of events served before (left out), then new
+    # events: a page of none would tell the client it is caught up while the new ones wait.
+    now = time.time_ns() // 1_000_000
+    writer = Writer(client)
+    served = [event(f"o{i:03}", now - 10_000 + i, now) for i in range(50)]
+    writer.insert_events(served)
+    follower = Follower(Feed(Reader(client).run), limit=50)
+    follower.catch_up(highest_block(client))
+    writer.insert_events([copy._replace(received_ms=now + 5) for copy in served])
+    writer.insert_events([event(f"n{i:03}", now + i, now + 5) for i in range(10)])
+    page = follower.poll()
+    assert [event_id for _t, _kind, event_id in map(ident, page.rows)] == [f"n{i:03}" for i in range(10)]

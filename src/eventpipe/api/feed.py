@@ -25,7 +25,8 @@ DESCRIPTION = """\
 For clients that keep a copy of the events. Start without `after`, then pass each answer's `next`
 as `after`, for ever: once caught up, poll with the last `next` (an empty page still has one).
 Caught up means an empty page: a page can hold fewer than `limit` events while more follow (it
-ends with its epoch, below).
+ends with its epoch, below). The one exception: a producer re-sending more than four pages' worth
+of events already served, ahead of new ones, makes an empty page; the next poll goes on past them.
 
 **Guarantee.** A client that follows `next` from the first page receives every stored event exactly
 once: events stored late, events whose own `timestamp` is old, events stored at the same time by

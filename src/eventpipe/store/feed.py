@@ -53,8 +53,15 @@ from eventpipe.store.window import Windows
 Run = Callable[[Query], list[tuple[object, ...]]]
 
 # A page's candidates are read in windows of time holding about this many pages' rows of the
-# epoch (estimated from its parts): room for rows the filter leaves out or the estimate misses.
+# epoch (estimated from its parts), and at least WINDOW_ROWS: room for rows the filter leaves out
+# or the estimate misses. A window only bounds which parts and granules are read (LIMIT stops
+# the read in key order), so a wide one costs an unfiltered page nothing; each window short of
+# the page is a query more (5 to 10 ms), so the next is WINDOW_GROWTH times as wide.
 WINDOW_PAGES = 2
+WINDOW_ROWS = 20_000
+WINDOW_GROWTH = 16
+# Rounds of candidates read for one page before it is answered empty while its epoch goes on.
+EMPTY_ROUNDS = 4
 
 # Parts of `arrivals` as the page relies on them: their block ranges say which
 # epoch numbers they hold, their time range bounds the keys of those rows.
@@ -148,18 +155,25 @@ class Feed:
         since_ms = min(p.min_time_s for p in epoch) * 1000
         # Naming parts costs a string split per row read; worth it only when some part can be skipped.
         prune = len(epoch) < len(parts)
-        sizes = self._sizes(where, place, epoch, since_ms, limit, prune)
-        if not sizes:
-            return self._finish(place, [])
-        kept = _fitting([int(str(row[-1])) for row in sizes], max_bytes)
-        # The last kept candidate's key, read or not: an event erased between the two reads is passed over.
-        time_ms, event_type, event_id, _size = sizes[kept - 1]
-        through = Key(int(str(time_ms)), str(event_type), str(event_id))
-        rows = self._run(_first_copies(where, place, since_ms, through, prune))
-        events = [_event(row) for row in rows if row[-1]]
-        if len(sizes) < limit and kept == len(sizes):
-            return self._finish(place, events)
-        return FeedPage(events, place._replace(after=through), place.served_before_ms)
+        # A round's candidates may all be copies of events served before (a producer re-sent them)
+        # or fail the filter where their first copy does not: an empty page, which tells a client it is
+        # caught up. So a few rounds are read before one is answered empty.
+        for _ in range(EMPTY_ROUNDS):
+            sizes = self._sizes(where, place, epoch, since_ms, limit, prune)
+            if not sizes:
+                return self._finish(place, [])
+            kept = _fitting([int(str(row[-1])) for row in sizes], max_bytes)
+            # The last kept candidate's key, read or not: an event erased between the two reads is passed over.
+            time_ms, event_type, event_id, _size = sizes[kept - 1]
+            through = Key(int(str(time_ms)), str(event_type), str(event_id))
+            rows = self._run(_first_copies(where, place, since_ms, through, prune))
+            events = [_event(row) for row in rows if row[-1]]
+            if len(sizes) < limit and kept == len(sizes):
+                return self._finish(place, events)
+            place = place._replace(after=through)
+            if events:
+                break
+        return FeedPage(events, place, place.served_before_ms)
 
     def _sizes(
         self, where: EventFilter, place: Place, epoch: list[Part], since_ms: int, limit: int, prune: bool
@@ -171,15 +185,15 @@ class Feed:
         spans = [(p.min_time_s * 1000, (p.max_time_s + 1) * 1000, p.rows) for p in epoch]
         start = max(since_ms, place.after.time_ms) if place.after else since_ms
         rows: list[tuple[object, ...]] = []
-        reach = WINDOW_PAGES * limit
+        reach = max(WINDOW_PAGES * limit, WINDOW_ROWS)
         while True:
             end = Windows(spans, reach).end(start)
             rows += self._run(_candidates(where, place, start, limit - len(rows), prune, end))
             if len(rows) >= limit or end is None:
                 return rows
-            # Every row before `end` was read: the next window starts there, wider in case the filter
-            # keeps few rows, so a rare one crosses the epoch in a few windows.
-            start, place, reach = end, place._replace(after=None), reach * 2
+            # Every row before `end` was read: the next window starts there, much wider in case the
+            # filter keeps few rows, so one that keeps none crosses 100M rows in five windows.
+            start, place, reach = end, place._replace(after=None), reach * WINDOW_GROWTH
 
     def _begin(self, place: Place, parts: list[Part], before: int) -> Place:
         """Start the epoch after `lo`: its complete_until from the marks (`before`), then its hi from
