@@ -22,8 +22,10 @@ WINDOWED_TARGET_S, ALL_TIME_TARGET_S = 0.150, 0.500
 ALL_TIME = ("types, all time", "total count")
 # Issue 15's reads have p50 targets of their own; every other windowed read is held to issue 12's.
 OWN_TARGETS_S = {"feed, first page of 1000": 0.100, "breakdown by browser, 24 h": 0.300}
-# Issue 15: an export runs at 100,000 events/s or more and adds at most 100 MiB to the API process.
-EXPORT_TARGET, EXPORT_GROWTH_MIB = 100_000, 100
+# Issue 15: an export of 1M events runs at 100,000 events/s or more and adds at most 100 MiB to the
+# API process. A smaller one (the last 24 h of a 1M store holds about 11,000) is printed without them:
+# its fixed cost weighs on its rate, and it says nothing of the memory bound.
+EXPORT_TARGET, EXPORT_GROWTH_MIB, EXPORT_TARGET_EVENTS = 100_000, 100, 1_000_000
 
 
 def _mib(size: int) -> str:
@@ -147,9 +149,12 @@ def export(results: Sequence[Download]) -> list[str]:
     """One NDJSON export of the last 24 h at each size: its rate and the server's growth meanwhile."""
     lines = ["   export of the last 24 h (NDJSON, one request, read as it streams):"]
     for result in results:
+        held = result.events >= EXPORT_TARGET_EVENTS
         lines.append(
-            f"   {result.size:>11,} {result.events:>11,} events in {result.seconds:6.1f}s = {result.rate:>9,.0f}/s "
-            f"(target >= {EXPORT_TARGET:,}/s), server +{_mib(result.growth_bytes)} (target <= {EXPORT_GROWTH_MIB} MiB)"
+            f"   {result.size:>11,} {result.events:>11,} events in {result.seconds:6.1f}s = {result.rate:>9,.0f}/s"
+            + (f" (target >= {EXPORT_TARGET:,}/s), " if held else ", ")
+            + f"server +{_mib(result.growth_bytes)}"
+            + (f" (target <= {EXPORT_GROWTH_MIB} MiB)" if held else " (the targets are for 1M events or more)")
         )
     return lines
 
