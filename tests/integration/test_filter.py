@@ -250,6 +250,15 @@ def test_a_malformed_filter_gets_422_naming_the_problem_on_every_route(
         assert len(response.content) < 500
 
 
+def test_a_body_is_refused_where_none_is_read_unless_it_asks_for_nothing(api: TestClient) -> None:
+    # A filter sent as JSON would otherwise be ignored and the client served everything.
+    asked = api.request("GET", "/events", json={"event_type": "purchase"}, headers=AUTH)
+    assert asked.status_code == 422 and asked.json()["detail"] == "this endpoint takes no body", asked.text
+    # What clients send for "no options": `json={}`, `null`, a chunked stream of no bytes.
+    for empty in ({"json": {}}, {"content": b"null"}, {"content": iter([b""])}, {"content": b" \n"}):
+        assert api.request("GET", "/events", headers=AUTH, **empty).status_code == 200, empty
+
+
 def test_where_may_repeat_but_no_other_parameter_may(api: TestClient) -> None:
     many = [f"properties.amount!={i}" for i in range(20)]
     assert api.get("/events", params={"where": many}, headers=AUTH).status_code == 200
