@@ -399,3 +399,23 @@ def test_a_re_sent_batch_of_served_events_ahead_of_new_ones_does_not_make_an_emp
     writer.insert_events([event(f"n{i:03}", now + i, now + 5) for i in range(10)])
     page = follower.poll()
     assert [event_id for _t, _kind, event_id in map(ident, page.rows)] == [f"n{i:03}" for i in range(10)]
+
+
+def test_past_its_rounds_an_empty_page_mid_epoch_moves_on_and_the_next_poll_skips_nothing(
+    client: clickhouse_connect.driver.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The documented exception: more rounds of candidates that serve nothing than a page reads
+    # (one here) make an empty page before the epoch ends. It must not hold the client in place.
+    monkeypatch.setattr(feed_module, "EMPTY_ROUNDS", 1)
+    now = time.time_ns() // 1_000_000
+    writer = Writer(client)
+    served = [event(f"o{i:03}", now - 10_000 + i, now) for i in range(50)]
+    writer.insert_events(served)
+    follower = Follower(Feed(Reader(client).run), limit=50)
+    follower.catch_up(highest_block(client))
+    writer.insert_events([copy._replace(received_ms=now + 5) for copy in served])
+    writer.insert_events([event(f"n{i:03}", now + i, now + 5) for i in range(10)])
+    empty = follower.poll()
+    assert empty.rows == [] and empty.next.hi is not None and empty.next.after == ident(served[-1])
+    follower.catch_up(highest_block(client))
+    assert [event_id for _t, _kind, event_id in follower.served[50:]] == [f"n{i:03}" for i in range(10)]

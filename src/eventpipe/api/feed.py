@@ -25,8 +25,9 @@ DESCRIPTION = """\
 For clients that keep a copy of the events. Start without `after`, then pass each answer's `next`
 as `after`, for ever: once caught up, poll with the last `next` (an empty page still has one).
 Caught up means an empty page: a page can hold fewer than `limit` events while more follow (it
-ends with its epoch, below). The one exception: a producer re-sending more than four pages' worth
-of events already served, ahead of new ones, makes an empty page; the next poll goes on past them.
+ends with its epoch, below). The one exception: four or more pages' worth of events that serve
+nothing (copies of events already served, as a producer re-sending an old batch makes, or events
+whose first copy the filter refuses) ahead of new ones make an empty page; the next poll goes on.
 
 **Guarantee.** A client that follows `next` from the first page receives every stored event exactly
 once: events stored late, events whose own `timestamp` is old, events stored at the same time by
