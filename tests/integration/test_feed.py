@@ -384,11 +384,9 @@ def test_a_rare_filter_over_many_windows_comes_in_pages_that_are_never_empty_unt
     assert all(len(page.rows) == 7 for page in everything.pages[: 5 * 601 // 7])
 
 
-def test_a_re_sent_batch_of_served_events_ahead_of_new_ones_does_not_make_an_empty_page(
-    client: clickhouse_connect.driver.Client,
-) -> None:
-    # The next epoch's first candidates are copies of events served before (left out), then new
-    # events: a page of none would tell the client it is caught up while the new ones wait.
+def caught_up_then_re_sent(client: clickhouse_connect.driver.Client) -> tuple[Follower, list[Event]]:
+    """A client that was served 50 events, then those 50 re-sent (a producer's retry of an old batch)
+    and 10 new ones stamped after them, all in its next epoch; the follower and the 50."""
     now = time.time_ns() // 1_000_000
     writer = Writer(client)
     served = [event(f"o{i:03}", now - 10_000 + i, now) for i in range(50)]
@@ -397,6 +395,15 @@ def test_a_re_sent_batch_of_served_events_ahead_of_new_ones_does_not_make_an_emp
     follower.catch_up(highest_block(client))
     writer.insert_events([copy._replace(received_ms=now + 5) for copy in served])
     writer.insert_events([event(f"n{i:03}", now + i, now + 5) for i in range(10)])
+    return follower, served
+
+
+def test_a_re_sent_batch_of_served_events_ahead_of_new_ones_does_not_make_an_empty_page(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # The next epoch's first candidates are copies of events served before (left out), then new
+    # events: a page of none would tell the client it is caught up while the new ones wait.
+    follower, _served = caught_up_then_re_sent(client)
     page = follower.poll()
     assert [event_id for _t, _kind, event_id in map(ident, page.rows)] == [f"n{i:03}" for i in range(10)]
 
@@ -407,14 +414,7 @@ def test_past_its_rounds_an_empty_page_mid_epoch_moves_on_and_the_next_poll_skip
     # The documented exception: more rounds of candidates that serve nothing than a page reads
     # (one here) make an empty page before the epoch ends. It must not hold the client in place.
     monkeypatch.setattr(feed_module, "EMPTY_ROUNDS", 1)
-    now = time.time_ns() // 1_000_000
-    writer = Writer(client)
-    served = [event(f"o{i:03}", now - 10_000 + i, now) for i in range(50)]
-    writer.insert_events(served)
-    follower = Follower(Feed(Reader(client).run), limit=50)
-    follower.catch_up(highest_block(client))
-    writer.insert_events([copy._replace(received_ms=now + 5) for copy in served])
-    writer.insert_events([event(f"n{i:03}", now + i, now + 5) for i in range(10)])
+    follower, served = caught_up_then_re_sent(client)
     empty = follower.poll()
     assert empty.rows == [] and empty.next.hi is not None and empty.next.after == ident(served[-1])
     follower.catch_up(highest_block(client))
