@@ -14,7 +14,7 @@ lands in `events` and the tables beside it one after another, so one that
 commits while the tables are emptied one by one would stay in those emptied
 before it: an attack found /feed serving 200 events that /events no longer
 had. So after a first pass the erasure waits until every live worker's mark
-(store.feed.complete_before) passes the cut, bounded by SETTLE_S, and then
+(store.mark.complete_before) passes the cut, bounded by SETTLE_S, and then
 deletes what is left of the user's rows received before the cut. Events
 received after the cut are left whole in every table. The dead letters that
 go are those whose payload names the user (MENTIONS). Every value is a bound
@@ -36,7 +36,7 @@ from clickhouse_connect.driver.client import Client
 from eventpipe.errors import BusyStorageError
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
-from eventpipe.store.feed import MARKS_QUERY, complete_before
+from eventpipe.store.mark import MARKS_QUERY, complete_before
 from eventpipe.store.page import Position
 from eventpipe.store.query import quoted
 from eventpipe.store.schema.version import REBUILT, REFILLED

@@ -31,10 +31,11 @@ received before that instant was committed before the mark, so below hi.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
 from eventpipe.events import Event
+from eventpipe.store.mark import MARKS_QUERY, complete_before
 from eventpipe.store.query import (
     EVENT_BYTES,
     EVENT_FIELDS,
@@ -75,23 +76,6 @@ PARTS_QUERY = Query(
     {},
 )
 GENERATION_QUERY = Query(GENERATION, {})
-# The newest mark of each worker, and the server's clock for workers that have none yet.
-MARKS_QUERY = Query(
-    "SELECT toUnixTimestamp64Milli(now64(3)), groupArray((complete_before, retired)) FROM"
-    " (SELECT argMax(complete_before, written) AS complete_before, argMax(retired, written) AS retired"
-    " FROM worker_marks GROUP BY worker)",
-    {},
-)
-
-
-def complete_before(marks: Sequence[object]) -> int:
-    """From MARKS_QUERY's row: the instant before which every live worker committed all it received."""
-    now_ms, newest = marks
-    before = int(str(now_ms))
-    for committed, retired in newest:  # type: ignore[attr-defined]
-        if not int(str(retired)):
-            before = min(before, int(str(committed)))
-    return before
 
 
 class Place(NamedTuple):
