@@ -54,7 +54,7 @@ from eventpipe.store.query import (
     event_source,
     statement,
 )
-from eventpipe.store.window import Windows
+from eventpipe.store.window import Windows, in_ms
 
 ORDER = f"ORDER BY {SORT_KEY}"
 # A page: at most this many rows and this many bytes of JSON (about 10,000
@@ -159,10 +159,8 @@ class Export:
     def _windows(self, where: EventFilter) -> Windows:
         if event_source(where)[0] != "events":
             return Windows([], self._window_rows)  # one user's rows: one window
-        parts = [
-            (int(str(low)) * 1000, (int(str(high)) + 1) * 1000, int(str(count)))
-            for low, high, count in self._run(parts_query(where))
-        ]
+        rows = self._run(parts_query(where))
+        parts = [in_ms(int(str(low)), int(str(high)), int(str(count))) for low, high, count in rows]
         return Windows(parts, self._window_rows)
 
     def _extent(self, query: Query) -> Extent:

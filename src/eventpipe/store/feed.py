@@ -49,7 +49,7 @@ from eventpipe.store.query import (
 )
 from eventpipe.store.reader import event_row
 from eventpipe.store.schema.record import NEWEST
-from eventpipe.store.window import Windows
+from eventpipe.store.window import Windows, in_ms
 
 Run = Callable[[Query], list[tuple[object, ...]]]
 
@@ -166,7 +166,7 @@ class Feed:
         no more. Read window by window of time: in the sort key's order a query reads a granule of
         every part it may take rows from before LIMIT stops it, so one over the whole epoch read
         every part of the store for a new client's first page (37.5 ms at 100M, 10.7 in a window)."""
-        spans = [(p.min_time_s * 1000, (p.max_time_s + 1) * 1000, p.rows) for p in epoch]
+        spans = [in_ms(p.min_time_s, p.max_time_s, p.rows) for p in epoch]
         start = max(since_ms, place.after.time_ms) if place.after else since_ms
         rows: list[tuple[object, ...]] = []
         reach = max(WINDOW_PAGES * limit, WINDOW_ROWS)

@@ -11,6 +11,12 @@ over its range: years without data are crossed in one window.
 from __future__ import annotations
 
 
+def in_ms(first_s: int, last_s: int, rows: int) -> tuple[int, int, int]:
+    """A part as Windows takes it, from system.parts' time range in whole seconds: its last second
+    holds rows up to its end, so the span ends a second after it."""
+    return first_s * 1000, (last_s + 1) * 1000, rows
+
+
 class Windows:
     """Time cut into windows of about `rows` stored rows, estimated from the parts,
     as if each part's rows were spread evenly over its time range."""
