@@ -10,8 +10,11 @@ over its range: years without data are crossed in one window.
 
 from __future__ import annotations
 
+# A part as Windows takes it: (first ms, last ms + 1, rows).
+Span = tuple[int, int, int]
 
-def in_ms(first_s: int, last_s: int, rows: int) -> tuple[int, int, int]:
+
+def in_ms(first_s: int, last_s: int, rows: int) -> Span:
     """A part as Windows takes it, from system.parts' time range in whole seconds: its last second
     holds rows up to its end, so the span ends a second after it."""
     return first_s * 1000, (last_s + 1) * 1000, rows
@@ -21,8 +24,8 @@ class Windows:
     """Time cut into windows of about `rows` stored rows, estimated from the parts,
     as if each part's rows were spread evenly over its time range."""
 
-    def __init__(self, parts: list[tuple[int, int, int]], rows: int) -> None:
-        # (first ms, last ms + 1, rows) of each part holding rows.
+    def __init__(self, parts: list[Span], rows: int) -> None:
+        # The parts holding rows.
         self._parts = [(low, high, count) for low, high, count in parts if count]
         self._rows = rows
 
@@ -46,6 +49,6 @@ class Windows:
         return low
 
 
-def _held(parts: list[tuple[int, int, int]], start: int, end: int) -> float:
+def _held(parts: list[Span], start: int, end: int) -> float:
     """The rows of `parts` estimated to lie in [start, end)."""
     return sum(count * max(0, min(end, high) - max(start, low)) / (high - low) for low, high, count in parts)
