@@ -19,6 +19,7 @@ from tests.support.services import (
     running_broker,
     use_docker,
 )
+from tests.support.shared import SharedStores
 from tests.support.takeover import PASSWORDS, ComposeBroker
 
 
@@ -83,3 +84,9 @@ def clickhouse_dsn(request: pytest.FixtureRequest, chdb_root: Path) -> str:
         server.reset()
         return server.dsn("migrate")
     return chdb_database_dsn(chdb_root)
+
+
+@pytest.fixture(scope="module")
+def shared_stores(request: pytest.FixtureRequest, chdb_root: Path) -> SharedStores:
+    """Stores seeded once for a module's tests that only read them (tests/support/shared.py)."""
+    return SharedStores(request, chdb_root)

@@ -34,6 +34,7 @@ from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 from tests.support.api import AUTH, ERASURE_SECRET, KEY, event, readonly_reader, rejection
+from tests.support.shared import SharedStores
 
 MARCH_MS = 1_772_323_200_000
 
@@ -51,11 +52,11 @@ OPERATIONS = (
 )
 
 
-def fuzz_schema(clickhouse_dsn: str, keys: Sequence[str] | Keyring = (KEY,)) -> BaseSchema:
-    client = connect(clickhouse_dsn)
+def fuzz_data(dsn: str) -> str:
+    """`dsn`, migrated, with data in every answer's shape: nested properties, null users, binary dead letters."""
+    client = connect(dsn)
     migrate(client)
     writer = Writer(client)
-    # Data in every answer's shape: nested properties, null users, binary dead letters.
     writer.insert_events(
         [
             event(f"events/t{i % 4}", {"event_id": f"f{i}", "timestamp": MARCH_MS + i, "x": {"y": [i, None]}}, MARCH_MS)
@@ -63,10 +64,12 @@ def fuzz_schema(clickhouse_dsn: str, keys: Sequence[str] | Keyring = (KEY,)) -> 
         ]
     )
     writer.insert_dead_letters([rejection("events/bad", b"\xff" + bytes([i]), MARCH_MS + i) for i in range(5)])
-    operations = admin(Settings(clickhouse_dsn=clickhouse_dsn, erasure_secret=ERASURE_SECRET))
-    app = create_app(
-        readonly_reader(clickhouse_dsn), CollectorRegistry(), keys, backups=Backups(client), admin=operations
-    )
+    return dsn
+
+
+def fuzz_schema(dsn: str, keys: Sequence[str] | Keyring = (KEY,)) -> BaseSchema:
+    operations = admin(Settings(clickhouse_dsn=dsn, erasure_secret=ERASURE_SECRET))
+    app = create_app(readonly_reader(dsn), CollectorRegistry(), keys, backups=Backups(connect(dsn)), admin=operations)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
@@ -81,8 +84,9 @@ def fuzz_schema(clickhouse_dsn: str, keys: Sequence[str] | Keyring = (KEY,)) -> 
         if not (path == "/readyz" and mode is GenerationMode.NEGATIVE)  # it takes nothing to get wrong
     ],
 )
-def test_no_generated_request_gets_a_server_error(clickhouse_dsn: str, path: str, mode: GenerationMode) -> None:
-    operation = fuzz_schema(clickhouse_dsn)[path]["GET"]
+def test_no_generated_request_gets_a_server_error(shared_stores: SharedStores, path: str, mode: GenerationMode) -> None:
+    # GET routes only read: their runs share one store.
+    operation = fuzz_schema(shared_stores.get(fuzz_data))[path]["GET"]
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -98,12 +102,14 @@ def test_no_generated_request_gets_a_server_error(clickhouse_dsn: str, path: str
 
 
 @pytest.mark.parametrize("path", OPERATIONS)
-def test_a_scoped_and_limited_key_gets_documented_answers_only(clickhouse_dsn: str, tmp_path: Path, path: str) -> None:
+def test_a_scoped_and_limited_key_gets_documented_answers_only(
+    shared_stores: SharedStores, tmp_path: Path, path: str
+) -> None:
     # Its 403s (dead letters) and 429s (past 30 requests) must be in the document as well, and never a 5xx.
     keys_file = tmp_path / "keys.json"
     scoped = {"name": "scoped", "sha256": hashlib.sha256(KEY.encode()).hexdigest(), "event_types": ["t1", "t3"]}
     keys_file.write_text(json.dumps({"keys": [{**scoped, "requests_per_minute": 30}]}))
-    operation = fuzz_schema(clickhouse_dsn, Keyring((), keys_file))[path]["GET"]
+    operation = fuzz_schema(shared_stores.get(fuzz_data), Keyring((), keys_file))[path]["GET"]
 
     @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
     @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -118,7 +124,7 @@ def test_a_scoped_and_limited_key_gets_documented_answers_only(clickhouse_dsn: s
 def test_the_admin_routes_answer_documented_statuses_only(clickhouse_dsn: str, method: str, admin: bool) -> None:
     # Each POST takes a real backup: few examples, for routes that take no parameters but unknown ones.
     keys = Keyring((), generated=KEY) if admin else Keyring([KEY])
-    operation = fuzz_schema(clickhouse_dsn, keys)["/admin/backups"][method]
+    operation = fuzz_schema(fuzz_data(clickhouse_dsn), keys)["/admin/backups"][method]
 
     @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
     @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -143,7 +149,7 @@ ADMIN_OPERATIONS = (
 def test_replay_and_erasure_get_no_server_error(
     clickhouse_dsn: str, path: str, method: str, examples: int, mode: GenerationMode
 ) -> None:
-    operation = fuzz_schema(clickhouse_dsn, Keyring((), generated=KEY))[path][method]
+    operation = fuzz_schema(fuzz_data(clickhouse_dsn), Keyring((), generated=KEY))[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -179,15 +185,21 @@ def json_bytes(value: object, ascii_only: bool) -> bytes:
     return json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
 
 
-def cursor_client(clickhouse_dsn: str) -> TestClient:
-    client = connect(clickhouse_dsn)
+def cursor_data(dsn: str) -> str:
+    client = connect(dsn)
     migrate(client)
     writer = Writer(client)
     writer.insert_events(
         [event("events/t", {"event_id": f"c{i}", "timestamp": MARCH_MS + i}, MARCH_MS) for i in range(6)]
     )
     writer.insert_dead_letters([rejection("events/bad", b"\xff" + bytes([i]), MARCH_MS + i) for i in range(6)])
-    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), [KEY], CURSOR_KEY)
+    return dsn
+
+
+def cursor_client(shared_stores: SharedStores) -> TestClient:
+    """The API, signing cursors with CURSOR_KEY, on a store of six events and six dead letters that the
+    cursor tests only read."""
+    app = create_app(readonly_reader(shared_stores.get(cursor_data)), CollectorRegistry(), [KEY], CURSOR_KEY)
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -219,8 +231,8 @@ def looks_valid(path: str, version: int, made_for: bytes, scope: bytes, time_ms:
 
 
 @pytest.mark.parametrize("path", LIST_ROUTES)
-def test_cursors_from_arbitrary_json_and_bytes_get_a_422_never_a_5xx(clickhouse_dsn: str, path: str) -> None:
-    client = cursor_client(clickhouse_dsn)
+def test_cursors_from_arbitrary_json_and_bytes_get_a_422_never_a_5xx(shared_stores: SharedStores, path: str) -> None:
+    client = cursor_client(shared_stores)
     real = issued(client, path)
     scope = real[TAG_BYTES + 1 : TAG_BYTES + 9]  # this query's, so forgeries get past the scope check
     old_scope = scope.hex()  # the unsigned format's spelling of it
@@ -369,8 +381,10 @@ FEED_HEADER, FEED_KEY = struct.Struct(">B8sQQQQB"), struct.Struct(">QH")
 FEED_VERSION = 0x46
 
 
-def test_feed_tokens_from_arbitrary_bytes_get_a_422_and_signed_fields_never_a_5xx(clickhouse_dsn: str) -> None:
-    client = cursor_client(clickhouse_dsn)
+def test_feed_tokens_from_arbitrary_bytes_get_a_422_and_signed_fields_never_a_5xx(
+    shared_stores: SharedStores,
+) -> None:
+    client = cursor_client(shared_stores)
     first = client.get("/feed", params={"limit": 2}, headers=AUTH).json()["next"]
     real = base64.urlsafe_b64decode(first + "=" * (-len(first) % 4))
     scope = real[TAG_BYTES + 1 : TAG_BYTES + 9]

@@ -18,6 +18,7 @@ from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 from tests.support.api import AS_PARTNER, AUTH, api_client, event, partner_client
+from tests.support.shared import SharedStores
 
 HOUR_MS = 3_600_000
 Body = dict[str, Any]
@@ -40,18 +41,25 @@ def published(now_ms: int) -> list[Body]:
     return bodies
 
 
-@pytest.fixture
-def seeded(clickhouse_dsn: str) -> tuple[TestClient, list[Body], int]:
+def stored(dsn: str) -> tuple[str, list[Body], int]:
     now_ms = time.time_ns() // 1_000_000
     bodies = published(now_ms)
     old = [{**body, "event_id": f"old-{body['event_id']}", "timestamp": now_ms - 30 * HOUR_MS} for body in bodies[:50]]
-    client = connect(clickhouse_dsn)
+    client = connect(dsn)
     migrate(client)
     writer = Writer(client)
     rows = [event(f"events/{body['event_type']}", body, now_ms) for body in [*bodies, *old]]
     assert writer.insert_events(rows) == []
     assert writer.insert_events(rows[:200]) == []  # redelivered, unmerged: still one event each
-    return api_client(clickhouse_dsn), bodies, now_ms
+    return dsn, bodies, now_ms
+
+
+@pytest.fixture
+def seeded(shared_stores: SharedStores) -> tuple[TestClient, list[Body], int]:
+    """The API on a store of `published` (and copies of some of it) that this module's tests only read,
+    the bodies, and when they were stored."""
+    dsn, bodies, now_ms = shared_stores.get(stored)
+    return api_client(dsn), bodies, now_ms
 
 
 def key_of(body: Body, by: str) -> str | None:
@@ -233,9 +241,10 @@ def test_keys_of_every_json_kind_long_keys_cut_and_ties_sorted_by_key(clickhouse
         ({"by": ["event_type", "topic"]}, "by: given more than once"),
     ],
 )
-def test_bad_parameters_get_422_naming_the_problem(clickhouse_dsn: str, params: dict[str, Any], problem: str) -> None:
-    migrate(connect(clickhouse_dsn))
-    response = api_client(clickhouse_dsn).get("/stats/breakdown", params=params, headers=AUTH)
+def test_bad_parameters_get_422_naming_the_problem(
+    seeded: tuple[TestClient, list[Body], int], params: dict[str, Any], problem: str
+) -> None:
+    response = seeded[0].get("/stats/breakdown", params=params, headers=AUTH)
     assert response.status_code == 422, response.text
     assert problem in response.json()["detail"]
 

@@ -17,8 +17,11 @@ from prometheus_client import CollectorRegistry
 from eventpipe.api.app import create_app
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.keyring import Keyring
+from eventpipe.store.client import connect
+from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 from tests.support.api import AUTH, KEY, event, readonly_reader
+from tests.support.shared import SharedStores
 
 SECRET = "feed-test-cursor-secret-0123456789abcdef"  # noqa: S105 - a test key
 DAY_MS = 86_400_000
@@ -118,6 +121,13 @@ def forged(body: bytes) -> str:
     return base64.urlsafe_b64encode(bytes(16) + body).decode().rstrip("=")
 
 
+def three_events(dsn: str) -> str:
+    client = connect(dsn)
+    migrate(client)
+    stored(Writer(client), "e", 3, time.time_ns() // 1_000_000)
+    return dsn
+
+
 @pytest.mark.parametrize(
     "params",
     [
@@ -133,9 +143,8 @@ def forged(body: bytes) -> str:
         {"cursor": "x"},
     ],
 )
-def test_bad_parameters_get_a_422_that_names_them(clickhouse_dsn: str, writer: Writer, params: dict[str, Any]) -> None:
-    stored(writer, "e", 3, time.time_ns() // 1_000_000)
-    response = app(clickhouse_dsn).get("/feed", params=params, headers=AUTH)
+def test_bad_parameters_get_a_422_that_names_them(shared_stores: SharedStores, params: dict[str, Any]) -> None:
+    response = app(shared_stores.get(three_events)).get("/feed", params=params, headers=AUTH)
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "invalid_parameter"
 

@@ -12,6 +12,7 @@ from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 from tests.support.api import AUTH, api_client, event, walk
+from tests.support.shared import SharedStores
 
 MARCH_MS = 1_772_323_200_000
 HOUR_MS = 3_600_000
@@ -31,11 +32,9 @@ PUBLISHED: dict[str, dict[str, Any]] = {
 EVERY = sorted(PUBLISHED)
 
 
-@pytest.fixture
-def api(clickhouse_dsn: str) -> TestClient:
-    client = connect(clickhouse_dsn)
+def published(dsn: str) -> str:
+    client = connect(dsn)
     migrate(client)
-    writer = Writer(client)
     rows = [
         event(
             f"events/{'purchase' if i % 2 else 'view'}",
@@ -44,8 +43,14 @@ def api(clickhouse_dsn: str) -> TestClient:
         )
         for i, (name, body) in enumerate(PUBLISHED.items())
     ]
-    assert writer.insert_events(rows) == []
-    return api_client(clickhouse_dsn)
+    assert Writer(client).insert_events(rows) == []
+    return dsn
+
+
+@pytest.fixture
+def api(shared_stores: SharedStores) -> TestClient:
+    """The API, on a store of PUBLISHED that this module's tests only read."""
+    return api_client(shared_stores.get(published))
 
 
 def listed(api: TestClient, *where: str, **params: Any) -> list[str]:

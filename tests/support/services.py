@@ -248,6 +248,7 @@ class ClickHouseServer:
     def __init__(self) -> None:
         self.env = session_secrets()
         self.container = service_container("clickhouse", self.env).with_exposed_ports(8123)
+        self.resets = 0  # how often reset() emptied the database: a store shared by tests is stale after one
 
     def dsn(self, service: str = "migrate") -> str:
         parts = urlsplit(compose.environment(service, self.env)["EVENTPIPE_CLICKHOUSE_DSN"])
@@ -265,6 +266,7 @@ class ClickHouseServer:
         """Drop every table of the eventpipe database (as the migrator), so that each test starts unmigrated."""
         from eventpipe.store.client import connect
 
+        self.resets += 1
         client = connect(self.dsn("migrate"))
         for (table,) in client.query("SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows:
             client.command(f"DROP TABLE IF EXISTS `{table}` SYNC")

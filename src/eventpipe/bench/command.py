@@ -52,7 +52,7 @@ class Plan:
             latency_seconds=args.latency_seconds or (2.0 if quick else 60.0),
             quiet_seconds=1.0 if quick else 5.0,
             sizes=args.sizes or ((20_000, 60_000) if quick else (1_000_000, 10_000_000, 100_000_000)),
-            api_seconds=args.api_seconds or (1.0 if quick else 6.0),
+            api_seconds=args.api_seconds or (0.4 if quick else 6.0),
             scale=args.scale or (1, 2),
             scenarios=args.only or SCENARIOS,
             keep=args.keep,

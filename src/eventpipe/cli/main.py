@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_counts,
         help="stored events at which every read is timed, comma-separated (default 1000000,10000000,100000000)",
     )
-    bench.add_argument("--api-seconds", type=float, help="time per endpoint and side (default 6; quick 1)")
+    bench.add_argument("--api-seconds", type=float, help="time per endpoint and side (default 6; quick 0.4)")
     bench.add_argument("--scale", type=_counts, help="worker process counts for the scale-out (default 1,2)")
     bench.add_argument(
         "--only", type=_scenarios, help=f"scenarios to run, comma-separated: {','.join(SCENARIOS)} (default all)"
