@@ -12,7 +12,7 @@ from tests.support.services import (
     ClickHouseServer,
     ContainerBroker,
     LocalBroker,
-    chdb_database,
+    chdb_database_dsn,
     docker_available,
     docker_required,
     missing_docker_message,
@@ -76,20 +76,17 @@ def clickhouse_server() -> Iterator[ClickHouseServer]:
 
 
 @pytest.fixture
-def clickhouse_dsn(request: pytest.FixtureRequest, chdb_root: Path) -> Iterator[str]:
+def clickhouse_dsn(request: pytest.FixtureRequest, chdb_root: Path) -> str:
     """A ClickHouse with an empty database: the session's container (its tables dropped) when Docker
-    answers, else a fresh database in the embedded engine, dropped after the test."""
+    answers, else a fresh database in the embedded engine."""
     if use_docker():
         server: ClickHouseServer = request.getfixturevalue("clickhouse_server")
         server.reset()
-        yield server.dsn("migrate")
-        return
-    with chdb_database(chdb_root) as dsn:
-        yield dsn
+        return server.dsn("migrate")
+    return chdb_database_dsn(chdb_root)
 
 
 @pytest.fixture(scope="module")
-def shared_stores(request: pytest.FixtureRequest, chdb_root: Path) -> Iterator[SharedStores]:
+def shared_stores(request: pytest.FixtureRequest, chdb_root: Path) -> SharedStores:
     """Stores seeded once for a module's tests that only read them (tests/support/shared.py)."""
-    with SharedStores(request, chdb_root) as stores:
-        yield stores
+    return SharedStores(request, chdb_root)

@@ -17,7 +17,7 @@ from eventpipe.store.migration import migrate
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
-from tests.support.services import chdb_database
+from tests.support.services import chdb_database_dsn
 
 STORED = 10_000_000
 HOUR_MS = 3_600_000
@@ -25,16 +25,16 @@ HOUR_MS = 3_600_000
 
 @pytest.fixture(scope="module")
 def store(chdb_root: Path) -> Iterator[clickhouse_connect.driver.Client]:
-    # Its own database in the session's embedded engine, filled once (about a minute), and dropped
-    # after, so its merges stop: the engine goes on serving this process's later tests, some of which
-    # measure the process's own memory.
-    with chdb_database(chdb_root) as dsn:
-        client = connect(dsn)
-        migrate(client)
-        writer = Writer(client)
-        for columns in batches(STORED, time.time_ns() // 1_000_000):
-            writer.insert_event_columns(columns)
-        yield client
+    # Its own database in the session's embedded engine, filled once (about a minute).
+    client = connect(chdb_database_dsn(chdb_root))
+    migrate(client)
+    writer = Writer(client)
+    for columns in batches(STORED, time.time_ns() // 1_000_000):
+        writer.insert_event_columns(columns)
+    yield client
+    # Dropped, so its merges stop: the session's engine goes on serving this process's later tests,
+    # some of which measure the process's own memory.
+    client.command(f"DROP DATABASE IF EXISTS {client.database} SYNC")  # t_<hex>, of chdb_database_dsn
 
 
 def undated(event_id: str, received_ms: int) -> Event:

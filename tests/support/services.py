@@ -297,11 +297,8 @@ def running_broker(
         broker.stop()
 
 
-@contextmanager
-def chdb_database(root: Path) -> Iterator[str]:
-    """The DSN of a fresh database in the process's one chDB engine (isolation without a second engine
-    path), dropped afterwards. Kept, a worker's few hundred test databases cost it a sixth of a core
-    in background merges and cleanups, idle, and made each insert twice as slow."""
+def chdb_database_dsn(root: Path) -> str:
+    """A fresh database in the process's one chDB engine: isolation without a second engine path."""
     from eventpipe.store.client import connect
 
     name = f"t_{uuid.uuid4().hex[:12]}"
@@ -310,12 +307,7 @@ def chdb_database(root: Path) -> Iterator[str]:
     admin = connect(f"chdb://{root}")
     admin.command(f"CREATE DATABASE {name}")
     admin.close()
-    try:
-        yield f"chdb://{root}?database={name}"
-    finally:
-        admin = connect(f"chdb://{root}")
-        admin.command(f"DROP DATABASE IF EXISTS {name} SYNC")
-        admin.close()
+    return f"chdb://{root}?database={name}"
 
 
-__all__ = ["ClickHouseServer", "chdb_database", "free_port", "running_broker", "use_docker", "wait_until"]
+__all__ = ["ClickHouseServer", "chdb_database_dsn", "free_port", "running_broker", "use_docker", "wait_until"]

@@ -8,14 +8,12 @@ made, through the API's read-only user or the Reader; a test that writes takes c
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import pytest
 
-from tests.support.services import ClickHouseServer, chdb_database, use_docker
+from tests.support.services import ClickHouseServer, chdb_database_dsn, use_docker
 
 T = TypeVar("T")
 
@@ -23,22 +21,12 @@ T = TypeVar("T")
 class SharedStores:
     """What each seed made, by seed. The embedded engine gives each seed a database of its own for the
     module. A ClickHouse container has one database for the session, which every clickhouse_dsn empties:
-    there a seed is made again whenever the database was emptied after it was made. Leaving drops the
-    embedded engine's databases."""
+    there a seed is made again whenever the database was emptied after it was made."""
 
     def __init__(self, request: pytest.FixtureRequest, chdb_root: Path) -> None:
         self._request = request
         self._chdb_root = chdb_root
         self._made: dict[Callable[[str], Any], tuple[int, Any]] = {}
-        self._databases = ExitStack()
-
-    def __enter__(self) -> SharedStores:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self._databases.close()
 
     def get(self, seed: Callable[[str], T]) -> T:
         """`seed(dsn)`'s answer, where `dsn` named an empty store when `seed` ran."""
@@ -62,7 +50,7 @@ class SharedStores:
     def _empty(self) -> str:
         server = self._server()
         if server is None:
-            return self._databases.enter_context(chdb_database(self._chdb_root))
+            return chdb_database_dsn(self._chdb_root)
         server.reset()
         return server.dsn("migrate")
 
