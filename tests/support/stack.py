@@ -123,9 +123,14 @@ class Up:
         return "\n".join(self.lines)
 
     def wait_ready(self, timeout: float = 60) -> str:
+        """The ready line, once the whole banner after it is read (stack.banner ends it with "try: curl"):
+        the API key line comes after the ready line, and a CI run once looked for it in between."""
+
         def ready_line() -> str | None:
             if self.process.poll() is not None:
                 raise AssertionError(f"eventpipe up exited {self.process.returncode}:\n{self.output()}")
+            if not any(line.startswith("try: curl") for line in self.lines):
+                return None
             return next((line for line in self.lines if "ready" in line), None)
 
         return wait_until(ready_line, timeout=timeout, what="the ready line")
