@@ -12,12 +12,11 @@ from tests.support.services import (
     ClickHouseServer,
     ContainerBroker,
     LocalBroker,
-    chdb_database_dsn,
     docker_available,
     docker_required,
+    empty_dsn,
     missing_docker_message,
     running_broker,
-    use_docker,
 )
 from tests.support.shared import SharedStores
 from tests.support.takeover import PASSWORDS, ComposeBroker
@@ -77,13 +76,8 @@ def clickhouse_server() -> Iterator[ClickHouseServer]:
 
 @pytest.fixture
 def clickhouse_dsn(request: pytest.FixtureRequest, chdb_root: Path) -> str:
-    """A ClickHouse with an empty database: the session's container (its tables dropped) when Docker
-    answers, else a fresh database in the embedded engine."""
-    if use_docker():
-        server: ClickHouseServer = request.getfixturevalue("clickhouse_server")
-        server.reset()
-        return server.dsn("migrate")
-    return chdb_database_dsn(chdb_root)
+    """A ClickHouse with an empty database (tests.support.services.empty_dsn)."""
+    return empty_dsn(request, chdb_root)
 
 
 @pytest.fixture(scope="module")

@@ -297,6 +297,16 @@ def running_broker(
         broker.stop()
 
 
+def empty_dsn(request: pytest.FixtureRequest, chdb_root: Path) -> str:
+    """A ClickHouse with an empty database: the session's container (its tables dropped) when Docker
+    answers, else a fresh database in the embedded engine."""
+    if use_docker():
+        server: ClickHouseServer = request.getfixturevalue("clickhouse_server")
+        server.reset()
+        return server.dsn("migrate")
+    return chdb_database_dsn(chdb_root)
+
+
 def chdb_database_dsn(root: Path) -> str:
     """A fresh database in the process's one chDB engine: isolation without a second engine path."""
     from eventpipe.store.client import connect
@@ -310,4 +320,12 @@ def chdb_database_dsn(root: Path) -> str:
     return f"chdb://{root}?database={name}"
 
 
-__all__ = ["ClickHouseServer", "chdb_database_dsn", "free_port", "running_broker", "use_docker", "wait_until"]
+__all__ = [
+    "ClickHouseServer",
+    "chdb_database_dsn",
+    "empty_dsn",
+    "free_port",
+    "running_broker",
+    "use_docker",
+    "wait_until",
+]

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.support.services import ClickHouseServer, chdb_database_dsn, use_docker
+from tests.support.services import ClickHouseServer, empty_dsn, use_docker
 
 T = TypeVar("T")
 
@@ -32,7 +32,7 @@ class SharedStores:
         """`seed(dsn)`'s answer, where `dsn` named an empty store when `seed` ran."""
         made = self._made.get(seed)
         if made is None or made[0] != self._resets():
-            dsn = self._empty()
+            dsn = empty_dsn(self._request, self._chdb_root)
             made = self._made[seed] = (self._resets(), seed(dsn))
         value: T = made[1]
         return value
@@ -46,13 +46,6 @@ class SharedStores:
     def _resets(self) -> int:
         server = self._server()
         return server.resets if server is not None else 0
-
-    def _empty(self) -> str:
-        server = self._server()
-        if server is None:
-            return chdb_database_dsn(self._chdb_root)
-        server.reset()
-        return server.dsn("migrate")
 
 
 __all__ = ["SharedStores"]
