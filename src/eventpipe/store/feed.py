@@ -151,8 +151,13 @@ class Feed:
             # The last kept candidate's key, read or not: an event erased between the two reads is passed over.
             time_ms, event_type, event_id, _size = sizes[kept - 1]
             through = Key(int(str(time_ms)), str(event_type), str(event_id))
-            rows = self._run(_first_copies(where, place, since_ms, through, prune))
-            events = [_event(row) for row in rows if row[-1]]
+            rows = [row for row in self._run(_first_copies(where, place, since_ms, through, prune)) if row[-1]]
+            served = _fitting([int(str(row[-2])) for row in rows], max_bytes)
+            events = [_event(row) for row in rows[:served]]
+            if served < len(rows):
+                # The cut fell between copies of one event, and the copy served (its first) is larger than
+                # the one counted: ties in key order come in no set order. The rest comes next page.
+                return FeedPage(events, place._replace(after=_key(events[-1])), place.served_before_ms)
             if len(sizes) < limit and kept == len(sizes):
                 return self._finish(place, events)
             place = place._replace(after=through)
@@ -275,18 +280,23 @@ def _first_copies(where: EventFilter, place: Place, since_ms: int, through: Key,
         f" WHERE ({SORT_KEY}) IN ({candidates}) GROUP BY {SORT_KEY}"
     )
     first = (
-        "SELECT event_id, event_type, timestamp, received_at, user_id, topic, properties, _block_number AS first"  # noqa: S608 - constant fragments
-        f" FROM arrivals PREWHERE ({SORT_KEY}, _block_number) IN ({lowest}) LIMIT 1 BY {SORT_KEY}"
+        "SELECT event_id, event_type, timestamp, received_at, user_id, topic, properties,"  # noqa: S608 - constant fragments
+        f" {EVENT_BYTES} AS size, _block_number AS first FROM arrivals"
+        f" PREWHERE ({SORT_KEY}, _block_number) IN ({lowest}) LIMIT 1 BY {SORT_KEY}"
     )
     keep = " AND ".join(["first > {lo:UInt64}", *event_conditions(where)[0]])
     # Not in the sort key's order: that opens a stream per part for a handful of rows (27 MiB over
     # 800 unmerged parts of one key's copies, 3 MiB without).
     sql = (
-        f"SELECT {EVENT_FIELDS}, {keep} AS keep FROM ({first}) ORDER BY {SORT_KEY}"  # noqa: S608 - constant fragments
+        f"SELECT {EVENT_FIELDS}, size, {keep} AS keep FROM ({first}) ORDER BY {SORT_KEY}"  # noqa: S608 - constant fragments
         " SETTINGS optimize_read_in_order = 0"
     )
     return Query(sql, parameters)
 
 
 def _event(row: tuple[object, ...]) -> Event:
-    return event_row(row[:-1])  # the last column says which copy is kept
+    return event_row(row[:-2])  # the last two columns are the copy's size and whether it is kept
+
+
+def _key(event: Event) -> Key:
+    return Key(event.timestamp_ms, event.event_type, event.event_id)
