@@ -289,3 +289,41 @@ def test_bad_bytes_after_an_answered_request_get_the_400_and_the_answer_before_t
     assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"] == "bad_request"
     assert early.startswith(b"HTTP/1.1 405") and after == b"", (early[:200], after[:200])
     assert closed(registry)["malformed"] == 2
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /stats/event-types HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n",
+        b"GET /events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n",
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_a_client_that_hangs_up_during_its_body_costs_no_5xx_and_no_log_line(
+    clickhouse_dsn: str, caplog: pytest.LogCaptureFixture, head: bytes
+) -> None:
+    # A GET's body is read to refuse one that asks for something. A client that closed its socket
+    # midway made that read raise: a 500 counted by the availability SLO and two tracebacks, for
+    # any key, at the rate the client cares to repeat it.
+    migrate(connect(clickhouse_dsn))
+    registry = CollectorRegistry()
+    caplog.set_level(logging.WARNING)
+    request = head + b"Authorization: Bearer " + KEY.encode() + b"\r\n\r\n" + b"5\r\n{"
+    with server(readonly_reader(clickhouse_dsn), registry=registry) as port:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", port)) as gone:
+                gone.sendall(request)
+                time.sleep(0.05)
+        assert ask(port).startswith(b"HTTP/1.1 200"), "others are served meanwhile"
+        time.sleep(0.2)
+    codes = {
+        (sample.labels["code"], sample.labels["route"]): sample.value
+        for metric in registry.collect()
+        if metric.name == "eventpipe_http_requests"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.value
+    }
+    assert {code for code, _route in codes if code.startswith("5")} == set(), codes
+    assert sum(value for (code, _route), value in codes.items() if code == "499") == 5, codes
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "eventpipe.api"))]
+    assert logged == []

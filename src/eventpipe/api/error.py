@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from eventpipe.errors import BusyStorageError, RetryableStorageError, StorageError
 
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 ECHO_CHARS = 60
 # The most errors one 422 explains: a body of 1,000 bad ids would otherwise be answered with 1,000 echoes.
 MAX_EXPLAINED = 5
+# A client that hung up before its request was read (nginx's code): counted as its doing, not the server's.
+CLIENT_GONE = 499
 CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -28,6 +31,7 @@ CODES = {
     405: "method_not_allowed",
     422: "invalid_parameter",
     429: "rate_limited",
+    CLIENT_GONE: "client_closed_request",
 }
 
 
@@ -93,6 +97,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         return _body(exc.status_code, CODES.get(exc.status_code, "error"), str(exc.detail), exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(_request: Request, _exc: ClientDisconnect) -> JSONResponse:
+        # Reading a body it had announced: nobody is there to answer. It was a 500 and two tracebacks,
+        # which any key could repeat at will against the availability SLO.
+        return _body(CLIENT_GONE, CODES[CLIENT_GONE], "the client closed the connection before its request was read")
 
     @app.exception_handler(StorageError)
     async def storage(_request: Request, exc: StorageError) -> JSONResponse:
