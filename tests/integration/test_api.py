@@ -8,7 +8,7 @@ import select
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -285,6 +285,19 @@ def test_ids_with_slashes_are_served_and_a_trailing_slash_is_not_another_event(a
         assert got.status_code == 200 and got.json()["event_id"] == eid, path
     trailing = api.get("/events/x/", headers=AUTH, follow_redirects=False)
     assert trailing.status_code == 404
+
+
+def test_ids_with_line_breaks_are_each_their_own_event(api: TestClient, writer: Writer) -> None:
+    # Starlette's `path` parameter is `.*` before `$`: `.` matches no line break and `$` also matches
+    # before a final one, so /events/nl%0A answered the event `nl`, and an id with one inside was 404.
+    ids = ("nl", "nl\n", "a\nb", "cr\r\n")
+    writer.insert_events(
+        [event("events/a", {"event_id": eid, "timestamp": MARCH_MS, "n": n}, MARCH_MS) for n, eid in enumerate(ids)]
+    )
+    for n, eid in enumerate(ids):
+        got = api.get("/events/" + quote(eid, safe=""), headers=AUTH)
+        assert (got.status_code, got.json()["event_id"], got.json()["properties"]["n"]) == (200, eid, n), eid
+    assert api.get("/events/none%0A", headers=AUTH).status_code == 404
 
 
 def test_a_page_of_big_events_ends_early_and_its_cursor_goes_on(api: TestClient, writer: Writer) -> None:

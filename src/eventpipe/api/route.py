@@ -37,6 +37,7 @@ from eventpipe.api.param import (
     text,
     window,
 )
+from eventpipe.api.path import TEXT
 from eventpipe.api.where import Where, conditions
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import MAX_TYPES, Reader
@@ -81,9 +82,9 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         next_cursor = cursors.encode(resume, query_scope) if resume else None
         return Response(event_page_json(rows, next_cursor), media_type="application/json")
 
-    # `:path`, because an id may hold a slash (ids are any string up to 128 characters).
+    # Any text, because an id may hold a slash or a line break (ids are any string up to 128 characters).
     @api.get(
-        "/events/{event_id:path}",
+        f"/events/{{event_id:{TEXT}}}",
         tags=["events"],
         summary="One event by id",
         response_model=Event,
