@@ -133,15 +133,16 @@ def _explain(error: dict[str, object]) -> str:
     parts, indexes = list(location) if isinstance(location, tuple | list) else [], ""
     while parts and isinstance(parts[-1], int):
         indexes = f"[{parts.pop()}]{indexes}"
-    name = (_cut(str(parts[-1])) if parts else "request") + indexes
+    name = (cut(str(parts[-1])) if parts else "request") + indexes
     message = str(error.get("msg", "invalid"))
     value = error.get("input")
     if isinstance(value, str):
-        return f"{name}: {message} (got {_cut(value)!r})"
+        return f"{name}: {message} (got {cut(value)!r})"
     return f"{name}: {message}"
 
 
-def _cut(text: str) -> str:
+def cut(text: str) -> str:
+    """`text`, or its first ECHO_CHARS characters and an ellipsis."""
     return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "…"
 
 

@@ -9,7 +9,7 @@ from fastapi import Query, Request
 from fastapi.routing import APIRoute
 
 from eventpipe.api.cursor import MAX_CHARS as CURSOR_CHARS
-from eventpipe.api.error import ApiError
+from eventpipe.api.error import ApiError, cut
 from eventpipe.events.timestamp import to_epoch_ms
 
 # DateTime64(3) ends in 2299; 10^13 ms (2286) keeps every bound well inside it.
@@ -60,10 +60,13 @@ def instant(name: str, value: str | None) -> int | None:
         epoch_ms = to_epoch_ms(value)
     except ValueError as exc:
         # An unencoded '+' of an offset reaches us as a space.
-        hint = "; encode '+' as %2B in a URL" if " " in value.strip() else ""
-        raise ApiError(422, "invalid_parameter", f"{name}: {exc}{hint}") from None
+        text = value.strip()
+        hint = "; encode '+' as %2B in a URL" if " " in text else ""
+        # The parser quotes what it read whole (up to its 64 characters); echoed like any value.
+        reason = str(exc).replace(repr(text), repr(cut(text)))
+        raise ApiError(422, "invalid_parameter", f"{name}: {reason}{hint}") from None
     if not 0 <= epoch_ms < LATEST_MS:
-        raise ApiError(422, "invalid_parameter", f"{name}: {value!r} is outside 1970 to 2286")
+        raise ApiError(422, "invalid_parameter", f"{name}: {cut(value)!r} is outside 1970 to 2286")
     return epoch_ms
 
 
