@@ -7,7 +7,8 @@ counts its buckets again (store.tally). Tables are emptied in an order that
 keeps what finds the rest until last: the first-time index (no user column)
 by the keys events_by_user holds, then every table with a user_id
 column, events_by_user itself last, so a call cut short is finished by calling
-again.
+again. An event goes whole, every copy of it, when any copy names the user
+(SHARED).
 
 An erasure takes the events received before it started (the cut). A batch
 lands in `events` and the tables beside it one after another, so one that
@@ -65,12 +66,22 @@ BY_KEY = (
     "DELETE FROM undated_events WHERE (event_id, event_type) IN"  # noqa: S608 - constants
     f" (SELECT event_id, event_type FROM events_by_user WHERE user_id = {{user:String}} AND {CUT})",
 )
+# Every copy of an event any copy of which names the user, whoever the others name: a producer may
+# re-send an event with another user_id or none. `events` keeps one copy of an event, the user index
+# and `arrivals` keep every copy, so deleting the user's copies alone left an event whose kept copy
+# was the user's gone from /events and still served by /feed and by the other user's page. By key,
+# from the user index, which is emptied last: a call cut short finds the same events again.
+SHARED = (
+    "(timestamp, event_type, event_id) IN (SELECT timestamp, event_type, event_id FROM events_by_user"  # noqa: S608
+    f" WHERE user_id = {{user:String}} AND {CUT})"
+)
 # Found, not listed: a table added later with a user_id column is erased too;
-# with whether it has received_at, which the cut is taken on; events_by_user
-# last, as it gives the first-time index its keys.
+# with whether it has received_at, which the cut is taken on, and the event key; events_by_user
+# last, as it gives the first-time index and the copies (SHARED) their keys.
 USER_TABLES = (
-    "SELECT table, countIf(name = 'received_at') FROM system.columns"
-    " WHERE database = currentDatabase() AND name IN ('user_id', 'received_at') AND table IN"
+    "SELECT table, countIf(name = 'received_at'), countIf(name IN ('timestamp', 'event_type', 'event_id')) = 3"
+    " FROM system.columns WHERE database = currentDatabase()"
+    " AND name IN ('user_id', 'received_at', 'timestamp', 'event_type', 'event_id') AND table IN"
     " (SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree')"
     " GROUP BY table HAVING countIf(name = 'user_id') > 0 ORDER BY table = 'events_by_user', table"
 )
@@ -110,6 +121,28 @@ _CONTEXT = b"eventpipe erasure key\x00"
 def _user_rows(cut: bool) -> str:
     """The user's rows an erasure takes from a table: those before the cut, or all where no receive time says."""
     return "user_id = {user:String}" + (f" AND {CUT}" if cut else "")
+
+
+class UserTable(NamedTuple):
+    """A table with a user_id column; `cut`: it has received_at; `keyed`: it holds events by key."""
+
+    name: str
+    cut: bool
+    keyed: bool
+
+
+def _deletes(table: UserTable) -> list[str]:
+    """What an erasure deletes from `table`: the user's rows and, where it holds events, every copy of them."""
+    if not table.keyed:
+        return [f"DELETE FROM {quoted(table.name)} WHERE {_user_rows(table.cut)}"]  # noqa: S608 - quoted
+    before = f" AND {CUT}" if table.cut else ""
+    if table.name == "events_by_user":
+        # The other users' copies first, by the keys of the user's rows, which this statement leaves.
+        return [
+            f"DELETE FROM events_by_user WHERE user_id != {{user:String}} AND {SHARED}{before}",  # noqa: S608
+            f"DELETE FROM events_by_user WHERE {_user_rows(table.cut)}",  # noqa: S608 - constants
+        ]
+    return [f"DELETE FROM {quoted(table.name)} WHERE {_user_rows(table.cut)} OR {SHARED}{before}"]  # noqa: S608
 
 
 class Erased(NamedTuple):
@@ -179,7 +212,7 @@ class Eraser:
                 SETTLE_S,
             )
         # What batches committed during the first pass left behind, in the tables that hold any.
-        left = [(table, cut) for table, cut in user_tables if self._holds(table, cut, user)]
+        left = [table for table in user_tables if self._holds(table, user)]
         if left:
             events += self._pass(user, left)
         outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {MENTIONS})"  # noqa: E501, S608
@@ -189,7 +222,7 @@ class Eraser:
             raise BusyStorageError("a migration swapped a table during the erasure: erase again")
         return Erased(events, dead_letters, settled)
 
-    def _pass(self, user: dict[str, object], tables: list[tuple[str, bool]]) -> int:
+    def _pass(self, user: dict[str, object], tables: list[UserTable]) -> int:
         """Empty `tables` (in USER_TABLES' order) of the user's rows before the cut; the events it held."""
         events = self._count(
             f"SELECT count() FROM events_by_user FINAL WHERE user_id = {{user:String}} AND {CUT}",  # noqa: S608
@@ -197,8 +230,9 @@ class Eraser:
         )
         for statement in BY_KEY:
             self._delete("undated_events", statement, user)
-        for table, cut in tables:
-            self._delete(table, f"DELETE FROM {quoted(table)} WHERE {_user_rows(cut)}", user)  # noqa: S608 - quoted
+        for table in tables:
+            for statement in _deletes(table):
+                self._delete(table.name, statement, user)
         return events
 
     def _settle(self, cut_ms: int) -> bool:
@@ -212,8 +246,8 @@ class Eraser:
             time.sleep(SETTLE_POLL_S)
         return False
 
-    def _holds(self, table: str, cut: bool, user: dict[str, object]) -> bool:
-        sql = f"SELECT count() FROM {quoted(table)} WHERE {_user_rows(cut)}"  # noqa: S608 - quoted
+    def _holds(self, table: UserTable, user: dict[str, object]) -> bool:
+        sql = f"SELECT count() FROM {quoted(table.name)} WHERE {_user_rows(table.cut)}"  # noqa: S608 - quoted
         return self._count(sql, user) > 0
 
     def record(self, erasure: Erasure) -> None:
@@ -251,11 +285,11 @@ class Eraser:
         with classified():
             return {str(name): str(uuid) for name, uuid in self._client.query(TABLES).result_rows}
 
-    def _user_tables(self) -> list[tuple[str, bool]]:
+    def _user_tables(self) -> list[UserTable]:
         with classified():
             rows = self._client.query(USER_TABLES).result_rows
         # Names from the server's catalogue: quoted wherever they are spliced in, whatever they hold.
-        return [(str(name), bool(cut)) for name, cut in rows]
+        return [UserTable(str(name), bool(cut), bool(keyed)) for name, cut, keyed in rows]
 
     def _count(self, sql: str, parameters: dict[str, object]) -> int:
         with classified():
