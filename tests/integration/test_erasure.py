@@ -386,3 +386,36 @@ def test_an_event_whose_copies_name_other_users_is_gone_or_kept_alike_in_every_r
         assert api.get(f"/events/{event_id}", headers=AUTH).status_code == 404, event_id
     held = {table: ids_of(client, table, None) for table in ("events", "events_by_user", "arrivals")}
     assert held == {"events": {"b-only"}, "events_by_user": {"b-only"}, "arrivals": {"b-only"}}
+
+
+@pytest.mark.parametrize("merged", [False, True], ids=["copies apart", "copies merged"])
+@pytest.mark.parametrize("cut_short_at", ["events", "arrivals", "events_by_user"])
+def test_an_erasure_cut_short_among_shared_copies_is_finished_by_calling_again(
+    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch, cut_short_at: str, merged: bool
+) -> None:
+    # The other users' copies are found through the user's rows and through `arrivals`: a call that
+    # stops before a table (the API stopped, a dropped connection) must leave them findable.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    writer = Writer(client)
+    first = [Event(f"e{i}", "t", MARCH_MS + i, MARCH_MS, ERASED, "events/t", "{}") for i in range(5)]
+    writer.insert_events(first)
+    writer.insert_events(
+        [e._replace(user_id=KEPT if i % 2 else None, received_ms=MARCH_MS + 1) for i, e in enumerate(first)]
+    )
+    if merged:
+        client.command("OPTIMIZE TABLE events FINAL")
+    eraser, real_delete = Eraser(client), Eraser._delete
+
+    def stop_before(self: Eraser, table: str, sql: str, parameters: dict[str, object]) -> None:
+        if table == cut_short_at and "user_id != " not in sql:
+            raise RuntimeError("the API stopped")
+        real_delete(self, table, sql, parameters)
+
+    monkeypatch.setattr(Eraser, "_delete", stop_before)
+    with pytest.raises(RuntimeError):
+        eraser.erase(ERASED)
+    monkeypatch.setattr(Eraser, "_delete", real_delete)
+    eraser.erase(ERASED)
+    held = {table: ids_of(client, table, None) for table in ("events", "events_by_user", "arrivals")}
+    assert held == {"events": set(), "events_by_user": set(), "arrivals": set()}

@@ -78,9 +78,10 @@ SHARED = (
 # Whether any copy of the user's events names another user or none: almost never, and then the
 # deletes stay as cheap as the user's rows alone make them (with the key condition always there,
 # an erasure of a user of 100 events at 10M took 10.2 to 10.6 s against 5.9 to 8.5; with this
-# check 5.6 to 6.4, and 12.9 s for a user ten of whose events had another user's copy). `arrivals` holds every copy and is emptied after every table
-# but the user index: a call cut short before it finds the copies again, one cut short after it
-# had deleted them all (the user index's first, see Eraser._pass).
+# check 5.6 to 6.4, and 12.9 s for a user ten of whose events had another user's copy).
+# `arrivals` holds every copy and is emptied after every table but the user index: a call cut
+# short before it finds the copies again, one cut short after it had deleted them all (the user
+# index's first, see Eraser._pass).
 OTHER_COPIES = f"SELECT count() FROM arrivals WHERE {SHARED} AND (user_id IS NULL OR user_id != {{user:String}})"  # noqa: S608
 OTHERS_IN_INDEX = f"DELETE FROM events_by_user WHERE user_id != {{user:String}} AND {SHARED} AND {CUT}"  # noqa: S608
 # Found, not listed: a table added later with a user_id column is erased too;
