@@ -325,5 +325,10 @@ def test_a_client_that_hangs_up_during_its_body_costs_no_5xx_and_no_log_line(
     }
     assert {code for code, _route in codes if code.startswith("5")} == set(), codes
     assert sum(value for (code, _route), value in codes.items() if code == "499") == 5, codes
+    assert registry.get_sample_value("eventpipe_api_key_requests_total", {"key": "env#1", "code": "499"}) == 5
+    timed = registry.get_sample_value(
+        "eventpipe_http_request_duration_seconds_count", {"route": head.split()[1].decode(), "method": "GET"}
+    )
+    assert timed == 0, "a request nobody waited for is left out of the latency SLO"
     logged = [r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "eventpipe.api"))]
     assert logged == []

@@ -82,17 +82,21 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     keys, cursors = KeyCheck(keyring, throttle), Cursors(cursor_secret)
-    app.include_router(router(reader, keys, cursors))
-    app.include_router(breakdown.router(reader, keys))
-    app.include_router(export.router(reader, keys))
-    app.include_router(feed.router(reader, keys, cursors))
+    routers = [
+        router(reader, keys, cursors),
+        breakdown.router(reader, keys),
+        export.router(reader, keys),
+        feed.router(reader, keys, cursors),
+    ]
     if backups is not None:
-        app.include_router(backup.router(backups, keys))
+        routers.append(backup.router(backups, keys))
     if admin is not None:
-        app.include_router(maintenance.router(admin, keys, cursors))
+        routers.append(maintenance.router(admin, keys, cursors))
+    for included in routers:
+        app.include_router(included)
     registry.register(Backlog(reader.dead_letter_statuses))
     app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD
-    instrument(app, registry, keyring)  # last: it primes a series for every route defined above
+    instrument(app, registry, keyring, routers)  # last: it primes a series for every route defined above
     return app
 
 

@@ -8,15 +8,16 @@ as one: a request without a valid key is counted under its route only).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from eventpipe.api.error import CLIENT_GONE
 from eventpipe.api.grant import Grant
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.protocol import CLOSED_REASONS
@@ -29,7 +30,10 @@ PRIMED_KEY_CODES = ("200", "403", "429")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def instrument(app: FastAPI, registry: CollectorRegistry, keyring: Keyring | None = None) -> None:
+def instrument(
+    app: FastAPI, registry: CollectorRegistry, keyring: Keyring | None = None, routers: Sequence[APIRouter] = ()
+) -> None:
+    """Count and time every request; `routers` are those `app` includes (their routes' series are made at 0)."""
     keyring = keyring or Keyring()
     requests = Counter(
         "eventpipe_http_requests_total",
@@ -47,12 +51,10 @@ def instrument(app: FastAPI, registry: CollectorRegistry, keyring: Keyring | Non
 
     # Series exist from the start at 0: rate() cannot see the first increment
     # of a series born at 1, so a process's first errors would go unnoticed.
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            for method in sorted((route.methods or set()) & METHODS):
-                for code in PRIMED_CODES:
-                    requests.labels(route.path, method, code)
-                duration.labels(route.path, method)
+    for template, method in _templates(app, routers):
+        for code in PRIMED_CODES:
+            requests.labels(template, method, code)
+        duration.labels(template, method)
     for code in ("404", "405"):
         requests.labels("unmatched", "GET", code)
     registry.register(KeysCollector(keyring))
@@ -113,13 +115,32 @@ class Measure:
         finally:
             route = scope.get("route")
             # Unmatched paths share one label, so scanners cannot blow up cardinality.
-            template = getattr(route, "path", "unmatched")
+            # The template as OpenAPI names it ("/events/{event_id}"), whatever its parameters' convertors.
+            template = getattr(route, "path_format", "unmatched")
             method = scope["method"] if scope["method"] in METHODS else "other"
             self._requests.labels(template, method, str(code)).inc()
-            self._duration.labels(template, method).observe(time.perf_counter() - started)
+            if code != CLIENT_GONE:
+                # Nobody waited for that answer; timed, a key could hold a body for up to the API's read
+                # timeout, hang up, and spend the latency SLO at will.
+                self._duration.labels(template, method).observe(time.perf_counter() - started)
             grant = state.get("grant")
             if isinstance(grant, Grant):
                 self._by_key.count(grant.name, code)
+
+
+def _templates(app: FastAPI, routers: Sequence[APIRouter]) -> list[tuple[str, str]]:
+    """Every route's template and method: the app's own routes and those of `routers`, which it
+    includes without a prefix. FastAPI 0.165 keeps an included router whole in app.routes, so
+    walking app.routes alone primed /healthz and /metrics and none of the data routes."""
+    routes = [*app.routes, *(route for router in routers for route in router.routes)]
+    return sorted(
+        {
+            (route.path_format, method)
+            for route in routes
+            if isinstance(route, APIRoute)
+            for method in (route.methods or set()) & METHODS
+        }
+    )
 
 
 class KeyRequests:
