@@ -466,3 +466,33 @@ def test_a_page_stays_within_its_bytes_when_the_cut_falls_between_copies_of_one_
     assert [sizes for sizes in pages if len(sizes) > 2] == [], "a page over its bytes"
     assert sum(map(len, pages)) == 30, "every event once"
     assert {size for sizes in pages for size in sizes} == {len(large[0].properties)}, "the first copies served"
+
+
+def test_a_poll_over_re_sent_copies_of_served_events_fetches_none_of_their_properties(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # Copies of events served before are candidates that serve nothing; their first copies were
+    # read whole and dropped here, so a producer re-sending an old batch of big events made every
+    # caught-up client's next poll fetch all of it.
+    now = time.time_ns() // 1_000_000
+    writer = Writer(client)
+    big = [
+        Event(f"b{i:02}", "click", now - 1_000 + i, now, "u", "events/click", json.dumps({"pad": "x" * 60_000}))
+        for i in range(40)
+    ]
+    writer.insert_events(big)
+    fetched: list[int] = []
+
+    def run(query: Query) -> list[tuple[object, ...]]:
+        rows = Reader(client).run(query)
+        fetched.append(sum(len(str(value)) for row in rows for value in row))
+        return rows
+
+    follower = Follower(Feed(run), limit=1000)
+    follower.catch_up(highest_block(client))
+    assert len(follower.served) == 40
+    writer.insert_events([copy._replace(received_ms=now + 1) for copy in big])  # the whole batch re-sent
+    fetched.clear()
+    follower.catch_up(highest_block(client))
+    assert len(follower.served) == 40, "nothing served twice"
+    assert sum(fetched) < 100_000, f"{sum(fetched):,} bytes fetched for pages of nothing"
