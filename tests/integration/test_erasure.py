@@ -419,3 +419,25 @@ def test_an_erasure_cut_short_among_shared_copies_is_finished_by_calling_again(
     eraser.erase(ERASED)
     held = {table: ids_of(client, table, None) for table in ("events", "events_by_user", "arrivals")}
     assert held == {"events": set(), "events_by_user": set(), "arrivals": set()}
+
+
+def test_another_users_copy_committed_while_an_erasure_runs_goes_with_the_event(
+    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A copy received before the erasure but committed during it (a batch the erasure waits for) that
+    # names another user: found through the user's rows in the user index, which therefore go last.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    writer = Writer(client)
+    mine = Event("e1", "t", MARCH_MS, MARCH_MS, ERASED, "events/t", "{}")
+    writer.insert_events([mine])
+    real_settle = Eraser._settle
+
+    def late_batch(self: Eraser, cut_ms: int) -> bool:
+        writer.insert_events([mine._replace(user_id=KEPT, received_ms=cut_ms - 1)])
+        return real_settle(self, cut_ms)
+
+    monkeypatch.setattr(Eraser, "_settle", late_batch)
+    assert Eraser(client).erase(ERASED).events == 1
+    held = {table: ids_of(client, table, None) for table in ("events", "events_by_user", "arrivals")}
+    assert held == {"events": set(), "events_by_user": set(), "arrivals": set()}

@@ -6,8 +6,8 @@ once, and the delete gives every part of the table a new name, so the tally
 counts its buckets again (store.tally). Tables are emptied in an order that
 keeps what finds the rest until last: the first-time index (no user column)
 by the keys events_by_user holds, then every table with a user_id
-column, events_by_user itself last, so a call cut short is finished by calling
-again. An event goes whole, every copy of it, when any copy names the user
+column, the user's rows in events_by_user last (after the second pass below),
+so a call cut short is finished by calling again. An event goes whole, every copy of it, when any copy names the user
 (SHARED, OTHER_COPIES).
 
 An erasure takes the events received before it started (the cut). A batch
@@ -66,6 +66,8 @@ BY_KEY = (
     "DELETE FROM undated_events WHERE (event_id, event_type) IN"  # noqa: S608 - constants
     f" (SELECT event_id, event_type FROM events_by_user WHERE user_id = {{user:String}} AND {CUT})",
 )
+# The user index: the user's rows in it are deleted last, as they give every other delete its keys.
+INDEX = "events_by_user"
 # Every copy of an event any copy of which names the user, whoever the others name: a producer may
 # re-send an event with another user_id or none. `events` keeps one copy of an event, the user index
 # and `arrivals` keep every copy, so deleting the user's copies alone left an event whose kept copy
@@ -77,8 +79,8 @@ SHARED = (
 )
 # Whether any copy of the user's events names another user or none: almost never, and then the
 # deletes stay as cheap as the user's rows alone make them (with the key condition always there,
-# an erasure of a user of 100 events at 10M took 10.2 to 10.6 s against 5.9 to 8.5; with this
-# check 5.6 to 6.4, and 12.9 s for a user ten of whose events had another user's copy).
+# an erasure of a user of 100 events at 10M took 10.2 to 10.6 s against 5.9 to 8.8; with this
+# check 5.6 to 8.5, and 10.6 to 12.9 s for a user ten of whose events had another user's copy).
 # `arrivals` holds every copy and is emptied after every table but the user index: a call cut
 # short before it finds the copies again, one cut short after it had deleted them all (the user
 # index's first, see Eraser._pass).
@@ -145,7 +147,7 @@ def _delete_statement(table: UserTable, shared: bool) -> str:
     """What an erasure deletes from `table`: the user's rows and, with `shared`, every copy of the
     user's events where it holds events (the user index's other copies go first, OTHERS_IN_INDEX)."""
     rows = _user_rows(table.cut)
-    if shared and table.keyed and table.name != "events_by_user":
+    if shared and table.keyed and table.name != INDEX:
         rows += f" OR {SHARED}" + (f" AND {CUT}" if table.cut else "")
     return f"DELETE FROM {quoted(table.name)} WHERE {rows}"  # noqa: S608 - quoted, constants
 
@@ -206,8 +208,12 @@ class Eraser:
             raise BusyStorageError(f"a migration is copying {copying[0]}: erase again once it has finished")
         room_for_delete(self._client)
         dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {MENTIONS}", named)  # noqa: S608
+        # The user index's rows of the user stay until the end: they give every other table the keys of
+        # the user's events, also of copies other users' batches commit during the first pass.
         user_tables = self._user_tables()
-        events = self._pass(user, user_tables)
+        index = [table for table in user_tables if table.name == INDEX]
+        others = [table for table in user_tables if table.name != INDEX]
+        self._pass(user, others, everywhere=True)
         settled = self._settle(int(str(user["cut"])))
         if not settled:
             log.warning(
@@ -217,9 +223,13 @@ class Eraser:
                 SETTLE_S,
             )
         # What batches committed during the first pass left behind, in the tables that hold any.
-        left = [table for table in user_tables if self._holds(table, user)]
-        if left:
-            events += self._pass(user, left)
+        self._pass(user, others, everywhere=False)
+        events = self._count(
+            f"SELECT count() FROM {INDEX} FINAL WHERE user_id = {{user:String}} AND {CUT}",  # noqa: S608 - constants
+            user,
+        )
+        for table in index:
+            self._delete(table.name, _delete_statement(table, shared=False), user)
         outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {MENTIONS})"  # noqa: E501, S608
         self._delete("dead_letter_outcomes", outcomes, named)
         self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {MENTIONS}", named)  # noqa: S608 - constants
@@ -227,21 +237,18 @@ class Eraser:
             raise BusyStorageError("a migration swapped a table during the erasure: erase again")
         return Erased(events, dead_letters, settled)
 
-    def _pass(self, user: dict[str, object], tables: list[UserTable]) -> int:
-        """Empty `tables` (in USER_TABLES' order) of the user's rows before the cut; the events it held."""
-        events = self._count(
-            f"SELECT count() FROM events_by_user FINAL WHERE user_id = {{user:String}} AND {CUT}",  # noqa: S608
-            user,
-        )
+    def _pass(self, user: dict[str, object], tables: list[UserTable], everywhere: bool) -> None:
+        """Empty `tables` (in USER_TABLES' order) of the user's rows before the cut and of every copy of
+        the user's events; not `everywhere`: only the tables that hold some."""
         for statement in BY_KEY:
             self._delete("undated_events", statement, user)
         shared = self._count(OTHER_COPIES, user) > 0
         if shared:
             # First, while the user's rows there still give the keys, which this leaves.
-            self._delete("events_by_user", OTHERS_IN_INDEX, user)
+            self._delete(INDEX, OTHERS_IN_INDEX, user)
         for table in tables:
-            self._delete(table.name, _delete_statement(table, shared), user)
-        return events
+            if everywhere or (shared and table.keyed) or self._holds(table, user):
+                self._delete(table.name, _delete_statement(table, shared), user)
 
     def _settle(self, cut_ms: int) -> bool:
         """Wait, SETTLE_S at most, until every live worker has committed all it received before the cut."""
