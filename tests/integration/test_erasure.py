@@ -56,12 +56,17 @@ NAMING = [
     json.dumps({"user_id": ERASED, "timestamp": "yesterday"}).replace("\\u00e9", "\\u00E9").encode(),  # upper-case hex
     b"\xff\xfe" + ERASED.encode() + b"\xff",
     f"user {ERASED}, not json".encode(),
+    # Any other escape JSON allows: Gson writes `=`, `'`, `<`, `>`, `&` as \u003d and the like; any
+    # character may be \u-escaped, in either case.
+    b'{"user_id":"user\\u002d\\u00e91","timestamp":"yesterday"}',
+    ('{"user_id":"' + "".join(f"\\u{ord(c):04X}" for c in ERASED) + '","timestamp":"yesterday"}').encode(),
 ]
 # Dead letters of the other user only, among them one holding the erased id inside a longer one.
 OTHERS = [
     json.dumps({"user_id": KEPT, "timestamp": "yesterday"}, ensure_ascii=False).encode(),
     f"{KEPT}x{ERASED}z".encode(),
     b"[1, 2, 3]",
+    ('{"user_id":"' + "".join(f"\\u{ord(c):04x}" for c in ERASED + "0") + '","timestamp":"yesterday"}').encode(),
     # Other users whose ids start with the erased one: in JSON, a whole string must equal it.
     *(
         json.dumps({"user_id": ERASED + tail, "timestamp": "x"}).encode()

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
-import re
 import time
 from typing import NamedTuple
 
@@ -38,6 +36,7 @@ from eventpipe.errors import BusyStorageError
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
 from eventpipe.store.mark import MARKS_QUERY, complete_before
+from eventpipe.store.mention import MENTIONS, mentions
 from eventpipe.store.page import Position
 from eventpipe.store.query import quoted
 from eventpipe.store.schema.version import REBUILT, REFILLED
@@ -107,23 +106,6 @@ SETTLE_POLL_S = 0.2
 # again) if a table was swapped under it, which changes the table's UUID.
 COPIES = (REBUILT, REFILLED)
 TABLES = "SELECT name, uuid FROM system.tables WHERE database = currentDatabase()"
-# Where a dead letter names the user. In a JSON payload: a whole JSON string
-# equal to the id (any spelling of `spellings`), or, for an id given as an
-# integer, that number as the value of a "user_id" key; so `alice` does not
-# take the letters of `alice.smith` or `alice@example.com`, nor `913297552`
-# a letter whose amount is 913297552. A payload that is no JSON has no such
-# structure: there the id must be a whole word (not preceded or followed by
-# an id's characters), erring on the side of erasing. toValidUTF8 first: the
-# regular expression engine reads UTF-8, and an invalid byte beside the id
-# would hide it.
-_ALTERNATIVES = "arrayStringConcat(arrayMap(s -> regexpQuoteMeta(s), {spellings:Array(String)}), '|')"
-_AS_STRING = "match(payload, concat('\"(', " + _ALTERNATIVES + ", ')\"'))"
-_AS_NUMBER = (
-    "({number:String} != '' AND match(payload,"
-    " concat('\"user_id\"[ \\t\\r\\n]*:[ \\t\\r\\n]*', regexpQuoteMeta({number:String}), '([^0-9.eE]|$)')))"
-)
-_AS_WORD = "match(toValidUTF8(payload), concat('(^|[^0-9A-Za-z_-])(', " + _ALTERNATIVES + ", ')($|[^0-9A-Za-z_-])'))"
-MENTIONS = "if(isValidJSON(payload), " + _AS_STRING + " OR " + _AS_NUMBER + ", " + _AS_WORD + ")"
 ERASURE_COLUMNS = ("erasure_id", "erased_at", "key_name", "user_hash", "events", "dead_letters", "complete")
 # A key makes the audit's hashes unrecognisable to whoever reads the table
 # without it: an unkeyed hash of a short id is found by hashing every likely id.
@@ -176,21 +158,6 @@ def user_hash(user_id: str, secret: str) -> str:
     """The keyed hash the audit keeps of a user id (HMAC-SHA256, hex)."""
     key = hashlib.sha256(_CONTEXT + secret.encode()).digest()
     return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
-
-
-def spellings(user_id: str) -> list[str]:
-    """How a JSON payload may hold `user_id`: as is, and escaped as encoders write it (some escape `/`)."""
-    ascii_only = json.dumps(user_id)[1:-1]
-    # Some encoders write \u escapes in upper-case hex (\u00E9).
-    upper = re.sub(r"\\u([0-9a-f]{4})", lambda hex_digits: "\\u" + hex_digits.group(1).upper(), ascii_only)
-    escaped = (json.dumps(user_id, ensure_ascii=False)[1:-1], ascii_only, upper)
-    return list(dict.fromkeys((user_id, *escaped, *(e.replace("/", "\\/") for e in escaped))))
-
-
-def mentions(user_id: str) -> dict[str, object]:
-    """The parameters of MENTIONS for `user_id`."""
-    number = user_id if re.fullmatch(r"-?[0-9]+", user_id) else ""
-    return {"spellings": spellings(user_id), "number": number}
 
 
 class Eraser:

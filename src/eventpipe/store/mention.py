@@ -1,0 +1,75 @@
+"""Where a dead letter names a user: the condition an erasure deletes letters by, and its parameters.
+
+In a JSON payload: a whole JSON string that decodes to the id, or, for an id
+given as an integer, that number as the value of a "user_id" key; so `alice`
+does not take the letters of `alice.smith` or `alice@example.com`, nor
+`913297552` a letter whose amount is 913297552. A payload that is no JSON has
+no such structure: there the id must be a whole word (not preceded or followed
+by an id's characters), in any of its usual spellings, erring on the side of
+erasing. toValidUTF8 first: the regular expression engine reads UTF-8, and an
+invalid byte beside the id would hide it. Every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+_ALTERNATIVES = "arrayStringConcat(arrayMap(s -> regexpQuoteMeta(s), {spellings:Array(String)}), '|')"
+_AS_STRING = "match(payload, {json_string:String})"
+_AS_NUMBER = (
+    "({number:String} != '' AND match(payload,"
+    " concat('\"user_id\"[ \\t\\r\\n]*:[ \\t\\r\\n]*', regexpQuoteMeta({number:String}), '([^0-9.eE]|$)')))"
+)
+_AS_WORD = "match(toValidUTF8(payload), concat('(^|[^0-9A-Za-z_-])(', " + _ALTERNATIVES + ", ')($|[^0-9A-Za-z_-])'))"
+MENTIONS = "if(isValidJSON(payload), " + _AS_STRING + " OR " + _AS_NUMBER + ", " + _AS_WORD + ")"
+
+# JSON's two-character escapes (RFC 8259, 7), beside \uXXXX, which any character may take.
+_SHORT = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def spellings(user_id: str) -> list[str]:
+    """How text may hold `user_id`: as is, and escaped as JSON encoders write it (some escape `/`)."""
+    ascii_only = json.dumps(user_id)[1:-1]
+    # Some encoders write \u escapes in upper-case hex (\u00E9).
+    upper = re.sub(r"\\u([0-9a-f]{4})", lambda hex_digits: "\\u" + hex_digits.group(1).upper(), ascii_only)
+    escaped = (json.dumps(user_id, ensure_ascii=False)[1:-1], ascii_only, upper)
+    return list(dict.fromkeys((user_id, *escaped, *(e.replace("/", "\\/") for e in escaped))))
+
+
+def json_string(user_id: str) -> str:
+    """An RE2 pattern for a JSON string literal that decodes to `user_id`, each character written as
+    itself or escaped in any way JSON allows. Listing encoders' spellings missed some: Gson writes
+    `=`, `'`, `<`, `>` and `&` as \\u003d and the like, and an id ending in `=` is common."""
+    return '"' + "".join(_character(ch) for ch in user_id) + '"'
+
+
+def _character(ch: str) -> str:
+    options = [_literal(ch)] if ch not in _SHORT or ch == "/" else []
+    if ch in _SHORT:
+        options.append(_literal(_SHORT[ch]))
+    options.append("".join(_unit(unit) for unit in _utf16(ch)))
+    return "(?:" + "|".join(options) + ")"
+
+
+def _literal(text: str) -> str:
+    # RE2 reads \x{HH} as the character, so no punctuation is ever taken for syntax.
+    return "".join(ch if ch.isalnum() or ord(ch) > 0x7F else f"\\x{{{ord(ch):02x}}}" for ch in text)
+
+
+def _unit(unit: int) -> str:
+    """\\uXXXX for one UTF-16 code unit, its hex digits in either case."""
+    digits = "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{unit:04x}")
+    return "\\x{5c}u" + digits
+
+
+def _utf16(ch: str) -> list[int]:
+    """The UTF-16 code units of `ch`: one, or a surrogate pair beyond the first plane."""
+    encoded = ch.encode("utf-16-be")
+    return [int.from_bytes(encoded[i : i + 2], "big") for i in range(0, len(encoded), 2)]
+
+
+def mentions(user_id: str) -> dict[str, object]:
+    """The parameters of MENTIONS for `user_id`."""
+    number = user_id if re.fullmatch(r"-?[0-9]+", user_id) else ""
+    return {"spellings": spellings(user_id), "json_string": json_string(user_id), "number": number}
