@@ -437,6 +437,12 @@ def ties_reversed(run: Callable[[Query], list[tuple[object, ...]]]) -> Callable[
     return reversed_ties
 
 
+def padded(now: int, count: int, pad: int) -> list[Event]:
+    """`count` events a millisecond apart before `now`, each with `pad` bytes of properties."""
+    properties = json.dumps({"pad": "x" * pad})
+    return [Event(f"e{i:02}", "click", now - 1_000 + i, now, "u", "events/click", properties) for i in range(count)]
+
+
 @pytest.mark.parametrize("order", ["as read", "ties reversed"])
 def test_a_page_stays_within_its_bytes_when_the_cut_falls_between_copies_of_one_event(
     client: clickhouse_connect.driver.Client, order: str
@@ -446,10 +452,7 @@ def test_a_page_stays_within_its_bytes_when_the_cut_falls_between_copies_of_one_
     # count may meet first: a page cut just after one served the large first copy, over its bytes.
     now = time.time_ns() // 1_000_000
     writer = Writer(client)
-    large = [
-        Event(f"e{i:02}", "click", now - 1_000 + i, now, "u", "events/click", json.dumps({"pad": "x" * 20_000}))
-        for i in range(30)
-    ]
+    large = padded(now, 30, 20_000)
     writer.insert_events(large)
     writer.insert_events([copy._replace(received_ms=now + 1, properties="{}") for copy in large])
     size = f"SELECT max({EVENT_BYTES}) FROM arrivals WHERE properties"  # noqa: S608 - constants
@@ -477,10 +480,7 @@ def test_a_poll_over_re_sent_copies_of_served_events_fetches_none_of_their_prope
     # caught-up client's next poll fetch all of it.
     now = time.time_ns() // 1_000_000
     writer = Writer(client)
-    big = [
-        Event(f"b{i:02}", "click", now - 1_000 + i, now, "u", "events/click", json.dumps({"pad": "x" * 60_000}))
-        for i in range(40)
-    ]
+    big = padded(now, 40, 60_000)
     writer.insert_events(big)
     fetched: list[int] = []
 
