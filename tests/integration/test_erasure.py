@@ -344,16 +344,13 @@ def ids_of(client: Client, table: str, user: str | None = ERASED) -> set[str]:
 
 @pytest.mark.parametrize("merged", [False, True], ids=["copies apart", "copies merged"])
 def test_an_event_whose_copies_name_other_users_is_gone_or_kept_alike_in_every_read(
-    clickhouse_dsn: str, merged: bool
+    clickhouse_dsn: str, client: Client, writer: Writer, merged: bool
 ) -> None:
     # Copies of one event (its key: time, type, id) may name different users or none: a producer's
     # re-send with another user_id or without one. `events` keeps the copy received first; the user
     # index and the feed's table keep every copy. Once `events` merged them, erasing the first copy's
     # user left /events, /export and the counts without the event while /feed and the other user's
     # page still served it (found by an attack on a live up).
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    writer = Writer(client)
 
     def copy(event_id: str, user: str | None, received_ms: int) -> Event:
         return Event(event_id, "t", MARCH_MS, received_ms, user, "events/t", json.dumps({"user": user}))
@@ -396,13 +393,10 @@ def test_an_event_whose_copies_name_other_users_is_gone_or_kept_alike_in_every_r
 @pytest.mark.parametrize("merged", [False, True], ids=["copies apart", "copies merged"])
 @pytest.mark.parametrize("cut_short_at", ["events", "arrivals", "events_by_user"])
 def test_an_erasure_cut_short_among_shared_copies_is_finished_by_calling_again(
-    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch, cut_short_at: str, merged: bool
+    client: Client, writer: Writer, monkeypatch: pytest.MonkeyPatch, cut_short_at: str, merged: bool
 ) -> None:
     # The other users' copies are found through the user's rows and through `arrivals`: a call that
     # stops before a table (the API stopped, a dropped connection) must leave them findable.
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    writer = Writer(client)
     first = [Event(f"e{i}", "t", MARCH_MS + i, MARCH_MS, ERASED, "events/t", "{}") for i in range(5)]
     writer.insert_events(first)
     writer.insert_events(
@@ -427,13 +421,10 @@ def test_an_erasure_cut_short_among_shared_copies_is_finished_by_calling_again(
 
 
 def test_another_users_copy_committed_while_an_erasure_runs_goes_with_the_event(
-    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+    client: Client, writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A copy received before the erasure but committed during it (a batch the erasure waits for) that
     # names another user: found through the user's rows in the user index, which therefore go last.
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    writer = Writer(client)
     mine = Event("e1", "t", MARCH_MS, MARCH_MS, ERASED, "events/t", "{}")
     writer.insert_events([mine])
     real_settle = Eraser._settle

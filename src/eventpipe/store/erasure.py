@@ -58,22 +58,22 @@ PENDING = (
     "SELECT mutation_id NOT IN {before:Array(String)}, mutation_id, latest_fail_reason FROM system.mutations"
     " WHERE database = currentDatabase() AND table = {table:String} AND NOT is_done"
 )
+# The user index: the user's rows in it are deleted last, as they give every other delete its keys.
+INDEX = "events_by_user"
 # Indexes without a user column, emptied by key before the rows that give the keys. The id lookup,
 # a projection of events, keeps an erased id until its part merges: the lookup then reads events,
 # where the delete masks the row, so nothing is served (operations.md, "Erasure: what it cannot reach").
 BY_KEY = (
     "DELETE FROM undated_events WHERE (event_id, event_type) IN"  # noqa: S608 - constants
-    f" (SELECT event_id, event_type FROM events_by_user WHERE user_id = {{user:String}} AND {CUT})",
+    f" (SELECT event_id, event_type FROM {INDEX} WHERE user_id = {{user:String}} AND {CUT})",
 )
-# The user index: the user's rows in it are deleted last, as they give every other delete its keys.
-INDEX = "events_by_user"
 # Every copy of an event any copy of which names the user, whoever the others name: a producer may
 # re-send an event with another user_id or none. `events` keeps one copy of an event, the user index
 # and `arrivals` keep every copy, so deleting the user's copies alone left an event whose kept copy
 # was the user's gone from /events and still served by /feed and by the other user's page. By key,
 # from the user index, whose rows of the user go last.
 SHARED = (
-    "(timestamp, event_type, event_id) IN (SELECT timestamp, event_type, event_id FROM events_by_user"  # noqa: S608
+    f"(timestamp, event_type, event_id) IN (SELECT timestamp, event_type, event_id FROM {INDEX}"  # noqa: S608
     f" WHERE user_id = {{user:String}} AND {CUT})"
 )
 # Whether any copy of the user's events names another user or none: almost never, and then the
@@ -84,17 +84,17 @@ SHARED = (
 # short before it finds the copies again, one cut short after it had deleted them all (the user
 # index's first, see Eraser._pass).
 OTHER_COPIES = f"SELECT count() FROM arrivals WHERE {SHARED} AND (user_id IS NULL OR user_id != {{user:String}})"  # noqa: S608
-OTHERS_IN_INDEX = f"DELETE FROM events_by_user WHERE user_id != {{user:String}} AND {SHARED} AND {CUT}"  # noqa: S608
+OTHERS_IN_INDEX = f"DELETE FROM {INDEX} WHERE user_id != {{user:String}} AND {SHARED} AND {CUT}"  # noqa: S608
 # Found, not listed: a table added later with a user_id column is erased too;
 # with whether it has received_at, which the cut is taken on, and the event key; `arrivals` next
 # to last (OTHER_COPIES), events_by_user last, as it gives the first-time index and the copies their keys.
 USER_TABLES = (
-    "SELECT table, countIf(name = 'received_at'), countIf(name IN ('timestamp', 'event_type', 'event_id')) = 3"
+    "SELECT table, countIf(name = 'received_at'), countIf(name IN ('timestamp', 'event_type', 'event_id')) = 3"  # noqa: S608
     " FROM system.columns WHERE database = currentDatabase()"
     " AND name IN ('user_id', 'received_at', 'timestamp', 'event_type', 'event_id') AND table IN"
     " (SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree')"
     " GROUP BY table HAVING countIf(name = 'user_id') > 0"
-    " ORDER BY table = 'events_by_user', table = 'arrivals', table"
+    f" ORDER BY table = '{INDEX}', table = 'arrivals', table"
 )
 # Workers store a mark after a batch at most once a second, and alone every two
 # seconds while idle (ingest.mark): a few seconds see every live one past the cut.
@@ -127,9 +127,10 @@ class UserTable(NamedTuple):
 
 def _delete_statement(table: UserTable, shared: bool) -> str:
     """What an erasure deletes from `table`: the user's rows and, with `shared`, every copy of the
-    user's events where it holds events (the user index's other copies go first, OTHERS_IN_INDEX)."""
+    user's events where it holds events. Never `shared` for the user index, whose keys SHARED reads
+    (its other copies go first, OTHERS_IN_INDEX)."""
     rows = _user_rows(table.cut)
-    if shared and table.keyed and table.name != INDEX:
+    if shared and table.keyed:
         rows += f" OR {SHARED}" + (f" AND {CUT}" if table.cut else "")
     return f"DELETE FROM {quoted(table.name)} WHERE {rows}"  # noqa: S608 - quoted, constants
 
@@ -206,16 +207,19 @@ class Eraser:
 
     def _pass(self, user: dict[str, object], tables: list[UserTable], everywhere: bool) -> None:
         """Empty `tables` (in USER_TABLES' order) of the user's rows before the cut and of every copy of
-        the user's events; not `everywhere`: only the tables that hold some."""
+        the user's events; not `everywhere`: only the tables that hold some, and nothing when none does
+        (a delete renames every part of its table, also when it matches no row)."""
+        shared = self._count(OTHER_COPIES, user) > 0
+        holding = [table for table in tables if everywhere or (shared and table.keyed) or self._holds(table, user)]
+        if not holding:
+            return
         for statement in BY_KEY:
             self._delete("undated_events", statement, user)
-        shared = self._count(OTHER_COPIES, user) > 0
         if shared:
             # First, while the user's rows there still give the keys, which this leaves.
             self._delete(INDEX, OTHERS_IN_INDEX, user)
-        for table in tables:
-            if everywhere or (shared and table.keyed) or self._holds(table, user):
-                self._delete(table.name, _delete_statement(table, shared), user)
+        for table in holding:
+            self._delete(table.name, _delete_statement(table, shared), user)
 
     def _settle(self, cut_ms: int) -> bool:
         """Wait, SETTLE_S at most, until every live worker has committed all it received before the cut."""

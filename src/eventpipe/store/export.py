@@ -148,7 +148,7 @@ class Export:
                     yield page
                 # From the last row served: rows stored inside the extent since it
                 # was counted push its end out of the page, and must come next.
-                after = Key(page[-1].timestamp_ms, page[-1].event_type, page[-1].event_id) if page else extent.last
+                after = Key.of(page[-1]) if page else extent.last
             if (extent.candidates == rows or served < extent.candidates) and after is not None:
                 start = after.time_ms  # the window holds more: the next page starts where this one ended
             elif end is None:

@@ -157,7 +157,7 @@ class Feed:
             if served < len(rows):
                 # The cut fell between copies of one event, and the copy served (its first) is larger than
                 # the one counted: ties in key order come in no set order. The rest comes next page.
-                return FeedPage(events, place._replace(after=_key(events[-1])), place.served_before_ms)
+                return FeedPage(events, place._replace(after=Key.of(events[-1])), place.served_before_ms)
             if len(sizes) < limit and kept == len(sizes):
                 return self._finish(place, events)
             place = place._replace(after=through)
@@ -299,7 +299,3 @@ def _first_copies(where: EventFilter, place: Place, since_ms: int, through: Key,
 
 def _event(row: tuple[object, ...]) -> Event:
     return event_row(row[:-1])  # the last column is the copy's size
-
-
-def _key(event: Event) -> Key:
-    return Key(event.timestamp_ms, event.event_type, event.event_id)

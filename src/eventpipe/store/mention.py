@@ -26,6 +26,8 @@ MENTIONS = "if(isValidJSON(payload), " + _AS_STRING + " OR " + _AS_NUMBER + ", "
 
 # JSON's two-character escapes (RFC 8259, 7), beside \uXXXX, which any character may take.
 _SHORT = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Of those, the characters a string never holds as themselves (`/` may be either).
+_ESCAPED_ONLY = frozenset(_SHORT) - {"/"}
 
 
 def spellings(user_id: str) -> list[str]:
@@ -45,7 +47,7 @@ def json_string(user_id: str) -> str:
 
 
 def _character(ch: str) -> str:
-    options = [_literal(ch)] if ch not in _SHORT or ch == "/" else []
+    options = [] if ch in _ESCAPED_ONLY else [_literal(ch)]
     if ch in _SHORT:
         options.append(_literal(_SHORT[ch]))
     options.append("".join(_unit(unit) for unit in _utf16(ch)))

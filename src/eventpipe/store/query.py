@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, TypeVar
 
-from eventpipe.events import PROBE_EVENT_TYPE
+from eventpipe.events import PROBE_EVENT_TYPE, Event
 from eventpipe.events.condition import Condition
 from eventpipe.store.predicate import where_sql
 
@@ -96,6 +96,10 @@ class Key(NamedTuple):
     time_ms: int
     event_type: str
     event_id: str
+
+    @classmethod
+    def of(cls, event: Event) -> Key:
+        return cls(event.timestamp_ms, event.event_type, event.event_id)
 
 
 def after_key(conditions: list[str], parameters: dict[str, object], after: Key | None) -> None:
