@@ -19,8 +19,13 @@ SCRIPT = compose.REPO / "scripts" / "init-secrets.sh"
 
 
 def example_required() -> set[str]:
-    """Variables .env.example lists as required: `NAME=` with nothing after it."""
-    return set(re.findall(r"(?m)^([A-Z][A-Z0-9_]*)=$", ENV_EXAMPLE.read_text()))
+    """Variables .env.example lists as required: `NAME=` with nothing after it, above the optional block.
+
+    Below its heading a reader takes every line for an optional default, so a required one there is
+    left empty by whoever writes .env by hand (the cursor secret was).
+    """
+    required, _, _ = ENV_EXAMPLE.read_text().partition("# ---- Optional")
+    return set(re.findall(r"(?m)^([A-Z][A-Z0-9_]*)=$", required))
 
 
 def example_documented() -> set[str]:
