@@ -23,6 +23,7 @@ from tests.support.observability import slug
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
+RUNBOOKS = REPO / "docs" / "runbooks.md"
 PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"(?ms)^(`{3,}|~{3,})[^\n]*\n.*?^\1[ \t]*$")
 INLINE_CODE = re.compile(r"`[^`\n]*`")
@@ -170,3 +171,28 @@ def test_the_readme_gives_the_test_command_ci_runs() -> None:
     commands = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     commands = [line for line in commands if line and not line.startswith("#")]
     assert commands[-1] == "python -m pytest", "CI runs the README's test command last"
+
+
+def services_started(command: str) -> list[str]:
+    """The services a `docker compose up ...` command names: its words that are no option or option value."""
+    words = command.split()[3:]
+    named = []
+    for index, word in enumerate(words):
+        # --scale takes its value as the next word; every other option here is a flag or spelt with "=".
+        if not word.startswith("-") and not (index and words[index - 1] == "--scale"):
+            named.append(word)
+    return named
+
+
+def test_the_runbooks_bring_the_workers_back_at_the_number_that_ran() -> None:
+    # `up` without --scale brings the workers back to one replica: the others' broker sessions keep
+    # their share of the stream unread until they expire, a week later, when it is lost.
+    commands = [" ".join(span.split()) for span in re.findall(r"`(docker compose up[^`]*)`", RUNBOOKS.read_text())]
+    assert commands, "the runbooks give no `docker compose up` command: this test reads nothing"
+    unscaled = [
+        command
+        for command in commands
+        if "ingest-worker" in services_started(command) or not services_started(command)
+        if "--scale ingest-worker=" not in command
+    ]
+    assert not unscaled, f"add --scale ingest-worker=N or name the worker in the command: {unscaled}"
