@@ -164,11 +164,21 @@ def test_filters_select_and_a_cursor_only_continues_its_own_query(api: TestClien
     user = list(walk(api, "/events", user_id="u3", event_type="", limit=7))  # empty filter = no filter
     assert len(user) == 60 and {item["user_id"] for item in user} == {"u3"}
     # since inclusive, until exclusive; epoch ms, epoch seconds and RFC 3339 name the same instants.
-    for since, until in ((MARCH_MS + 10, MARCH_MS + 20), ("1772323200.010", "2026-03-01T00:00:00.020Z")):
+    # A bound between two milliseconds keeps those rules: .0095 lets in .010 and not .009, and .0195
+    # lets in .019 (both were read as the millisecond before).
+    for since, until in (
+        (MARCH_MS + 10, MARCH_MS + 20),
+        ("1772323200.010", "2026-03-01T00:00:00.020Z"),
+        ("2026-03-01T00:00:00.0095Z", "2026-03-01T00:00:00.019001Z"),
+        ("1772323200.0095", "1772323200.0195"),
+        ("1772323200009.5", "1772323200019000001"),
+    ):
         window = list(walk(api, "/events", since=since, until=until))
-        assert len(window) == 30
+        assert len(window) == 30, (since, until)
         assert min(item["timestamp"] for item in window) == "2026-03-01T00:00:00.010Z"
         assert max(item["timestamp"] for item in window) == "2026-03-01T00:00:00.019Z"
+        totals = api.get("/stats/event-types", params={"since": since, "until": until}, headers=AUTH).json()
+        assert totals["total"] == 30, (since, until)
 
     page = api.get("/events", params={"event_type": "click", "limit": 5}, headers=AUTH).json()
     other = api.get("/events", params={"event_type": "login", "cursor": page["next_cursor"]}, headers=AUTH)

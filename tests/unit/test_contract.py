@@ -147,6 +147,29 @@ def test_numeric_strings_are_numbers_and_dashed_ones_dates() -> None:
     assert to_epoch_ms("2025-11-22") == 1_763_769_600_000
 
 
+@pytest.mark.parametrize(
+    ("text", "down", "up"),
+    [
+        ("2025-11-22T00:00:00.0005Z", 1_763_769_600_000, 1_763_769_600_001),
+        ("2025-11-21T23:59:59.9995Z", 1_763_769_599_999, 1_763_769_600_000),
+        ("2025-11-22T00:00:00.001Z", 1_763_769_600_001, 1_763_769_600_001),
+        ("2025-11-22T01:00:00.0005+01:00", 1_763_769_600_000, 1_763_769_600_001),
+        ("Sat, 22 Nov 2025 00:00:00 GMT", 1_763_769_600_000, 1_763_769_600_000),
+        ("1763769600.0004", 1_763_769_600_000, 1_763_769_600_001),
+        ("1763769600000.5", 1_763_769_600_000, 1_763_769_600_001),
+        ("1763769600000000001", 1_763_769_600_000, 1_763_769_600_001),
+        # 261.261 s is 261261.00000000003 ms as a float: rounded up, the float would say 261262.
+        ("261.261", 261_261, 261_261),
+        ("-1.0005", -1_000, -1_000),
+    ],
+)
+def test_a_window_bound_between_two_milliseconds_rounds_up_and_an_event_time_as_before(
+    text: str, down: int, up: int
+) -> None:
+    assert to_epoch_ms(text) == down
+    assert to_epoch_ms(text, up=True) == up
+
+
 def test_user_id_is_optional_and_numbers_become_strings() -> None:
     assert event("events/x", {}).user_id is None
     assert event("events/x", {"user_id": 1234}).user_id == "1234"

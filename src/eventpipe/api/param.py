@@ -57,7 +57,7 @@ def instant(name: str, value: str | None) -> int | None:
     if not value:
         return None
     try:
-        epoch_ms = to_epoch_ms(value)
+        epoch_ms = to_epoch_ms(value, up=True)
     except ValueError as exc:
         # An unencoded '+' of an offset reaches us as a space.
         text = value.strip()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import ROUND_CEILING, Decimal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
@@ -29,34 +30,54 @@ ACCEPTED = (
 EARLIEST_MS = 946_684_800_000
 
 
-def to_epoch_ms(value: object) -> int:
-    """Return the instant as epoch milliseconds, or raise ValueError saying why not."""
+def to_epoch_ms(value: object, *, up: bool = False) -> int:
+    """Return the instant as epoch milliseconds, or raise ValueError saying why not.
+
+    An instant between two milliseconds goes to the earlier one (a number to the nearer), as events
+    have always been stored; with `up`, to the later one, which is what a window's bounds need:
+    events are whole milliseconds, and one is at or after an inclusive `since`, or before an
+    exclusive `until`, exactly when it is so against the bound rounded up.
+    """
     if isinstance(value, bool):
         raise ValueError("timestamp must be a string or a number, not a boolean")
     if isinstance(value, int | float):
-        return _from_number(float(value))
+        return _from_decimal(Decimal(repr(value))) if up else _from_number(float(value))
     if isinstance(value, str):
         text = value.strip()
         # A "-" after four digits is a date: skip the number pattern (most strings are dates).
         if text[4:5] != "-" and _NUMERIC.fullmatch(text):
-            return _from_number(float(text))
-        return _from_rfc3339(text)
+            return _from_decimal(Decimal(text)) if up else _from_number(float(text))
+        moment = _from_rfc3339(text)
+        return -((_EPOCH - moment) // _ONE_MS) if up else (moment - _EPOCH) // _ONE_MS
     raise ValueError(f"timestamp must be a string or a number, not {type(value).__name__}")
 
 
-def _from_number(number: float) -> int:
-    # The magnitude tells the unit: 1e11 seconds is the year 5138, 1e11 ms is 1973.
-    magnitude = abs(number)
+def _to_ms(magnitude: float) -> int:
+    """The power of ten that takes a number of this size to milliseconds.
+
+    The magnitude tells the unit: 1e11 seconds is the year 5138, 1e11 ms is 1973."""
     if magnitude < 1e11:
-        return round(number * 1000)
+        return 3
     if magnitude < 1e14:
-        return round(number)
+        return 0
     if magnitude < 1e17:
-        return round(number / 1000)
-    return round(number / 1_000_000)
+        return -3
+    return -6
 
 
-def _from_rfc3339(text: str) -> int:
+def _from_number(number: float) -> int:
+    exponent = _to_ms(abs(number))
+    scale: int = 10 ** abs(exponent)
+    return round(number * scale) if exponent >= 0 else round(number / scale)
+
+
+def _from_decimal(number: Decimal) -> int:
+    # Exact: a float's error can put a whole millisecond past the next one when rounded up.
+    exponent = _to_ms(abs(float(number)))
+    return int(number.scaleb(exponent).to_integral_value(rounding=ROUND_CEILING))
+
+
+def _from_rfc3339(text: str) -> datetime:
     if len(text) > 64:
         raise ValueError("timestamp string is too long")
     # Lower-case t and z are RFC 3339 too; the text itself stays as sent, for the
@@ -73,10 +94,10 @@ def _from_rfc3339(text: str) -> int:
         # No offset given: UTC is the only reading that does not depend on
         # where the worker happens to run.
         moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // _ONE_MS
+    return moment
 
 
-def _from_rfc2822(text: str) -> int:
+def _from_rfc2822(text: str) -> datetime:
     match = _RFC2822.fullmatch(text)
     if match is None:
         raise ValueError(f"timestamp {text!r} is in no accepted form: {ACCEPTED}")
@@ -108,4 +129,4 @@ def _from_rfc2822(text: str) -> int:
         # Two fields that disagree: which one the producer meant is a guess.
         day = f"{moment.day:02d} {_MONTHS[moment.month - 1].title()} {moment.year}"
         raise ValueError(f"timestamp {text!r}: {day} is a {_WEEKDAYS[moment.weekday()].title()}, not a {weekday}")
-    return (moment - _EPOCH) // _ONE_MS
+    return moment
