@@ -25,7 +25,7 @@ PUBLISHED: dict[str, dict[str, Any]] = {
     "neg": {"user_id": "u3", "amount": -7, "cart": {"items": 1}, "tags": ["FR"], "z": 0},
     "big": {"user_id": "u3", "amount": 9007199254740993, "country": {"code": "FR"}},
     "huge": {"user_id": "u4", "amount": 18446744073709551615, "country": "fr"},
-    "none": {"note": "no amount, no country", "z": -0.0, "long": 123456789012345678901234567890},
+    "none": {"note": "no amount, no country", "z": -0.0, "long": 123456789012345678901234567890, "e20": 1e20},
     "odd": {"user_id": "null", "amount": 0.1, "country": "' OR 1=1 --", "ok": "null", "q": "{limit:UInt32}"},
     "esc": {"note": 'say "hi" \\o/', "city": "Zürich", "tab": "a\tb", "slash": "a/b", "emoji": "💩"},
 }
@@ -72,6 +72,10 @@ EXPECTED = [
     ("properties.z=-0.0", ["neg", "none"]),
     ("properties.z!=0", [n for n in EVERY if n not in ("neg", "none")]),
     ("properties.long=123456789012345678901234567890", ["none"]),
+    # Beyond 64 bits a whole number in a condition is also its double, as a property sent as 1e20 reads.
+    ("properties.e20=100000000000000000000", ["none"]),
+    ("properties.e20=1e20", ["none"]),
+    ("properties.e20!=100000000000000000000", [n for n in EVERY if n != "none"]),
     # = on strings: exactly, case and leading zeros kept; JSON null and objects equal no string.
     ("properties.country=FR", ["float", "int"]),
     ("properties.country=fr", ["huge"]),
