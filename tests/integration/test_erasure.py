@@ -291,6 +291,9 @@ def test_an_integer_user_id_erases_its_letters_not_every_letter_holding_that_num
         b'{"data": {"user_id":913297552}, "timestamp": "x"}',
         b'{"user_id": "913297552", "timestamp": "x"}',
         b"user 913297552 not json",
+        # The key as the parser reads it, however escaped: a replay stored these as the user's events.
+        b'{"user\\u005fid": 913297552, "timestamp": "x"}',
+        b'{"data": {"\\u0075ser_id" :\n913297552}, "timestamp": "x"}',
     ]
     others = [
         b'{"user_id": "bob", "amount_cents": 913297552, "timestamp": "x"}',
@@ -302,6 +305,15 @@ def test_an_integer_user_id_erases_its_letters_not_every_letter_holding_that_num
     assert Eraser(client).erase("913297552") == Erased(0, len(named), complete=True)
     left = sorted(str(row[0]).encode() for row in client.query("SELECT payload FROM dead_letters FINAL").result_rows)
     assert left == sorted(others)
+
+    # -0 is the integer 0 to the parser, which stores its user as "0"; 0.0 is no integer, 10 another.
+    zeros = [b'{"user_id": -0, "timestamp": "x"}', b'{"user_id":0,"timestamp":"x"}']
+    not_zero = [b'{"user_id": 0.0, "timestamp": "x"}', b'{"user_id": 10, "timestamp": "x"}']
+    letters = [dead_letter(payload, 100 + i) for i, payload in enumerate(zeros + not_zero)]
+    Writer(client).insert_dead_letters(letters)
+    assert Eraser(client).erase("0") == Erased(0, len(zeros), complete=True)
+    left = sorted(str(row[0]).encode() for row in client.query("SELECT payload FROM dead_letters FINAL").result_rows)
+    assert left == sorted(others + not_zero)
 
 
 def test_an_erasure_racing_the_users_own_stream_leaves_each_event_whole_or_gone_in_every_table(

@@ -1,7 +1,8 @@
 """Where a dead letter names a user: the condition an erasure deletes letters by, and its parameters.
 
 In a JSON payload: a whole JSON string that decodes to the id, or, for an id
-given as an integer, that number as the value of a "user_id" key; so `alice`
+that is an integer's text, that integer as the value of a "user_id" key (the
+key spelt in any way JSON allows); so `alice`
 does not take the letters of `alice.smith` or `alice@example.com`, nor
 `913297552` a letter whose amount is 913297552. A payload that is no JSON has
 no such structure: there the id must be a whole word (not preceded or followed
@@ -17,10 +18,7 @@ import re
 
 _ALTERNATIVES = "arrayStringConcat(arrayMap(s -> regexpQuoteMeta(s), {spellings:Array(String)}), '|')"
 _AS_STRING = "match(payload, {json_string:String})"
-_AS_NUMBER = (
-    "({number:String} != '' AND match(payload,"
-    " concat('\"user_id\"[ \\t\\r\\n]*:[ \\t\\r\\n]*', regexpQuoteMeta({number:String}), '([^0-9.eE]|$)')))"
-)
+_AS_NUMBER = "({user_number:String} != '' AND match(payload, {user_number:String}))"
 _AS_WORD = "match(toValidUTF8(payload), concat('(^|[^0-9A-Za-z_-])(', " + _ALTERNATIVES + ", ')($|[^0-9A-Za-z_-])'))"
 MENTIONS = "if(isValidJSON(payload), " + _AS_STRING + " OR " + _AS_NUMBER + ", " + _AS_WORD + ")"
 
@@ -71,7 +69,16 @@ def _utf16(ch: str) -> list[int]:
     return [int.from_bytes(encoded[i : i + 2], "big") for i in range(0, len(encoded), 2)]
 
 
+def user_number(user_id: str) -> str:
+    """An RE2 pattern for a "user_id" key, spelt in any way JSON allows, whose value is the integer the
+    parser reads as `user_id` ("0" is also -0); '' when `user_id` is no integer's text. The key's
+    escapes count: `user\\u005fid` is the key the parser reads, and a replay stored the letter."""
+    if not re.fullmatch(r"-?[1-9][0-9]*|0", user_id):
+        return ""
+    number = "-?0" if user_id == "0" else _literal(user_id)
+    return json_string("user_id") + "[ \\t\\r\\n]*:[ \\t\\r\\n]*" + number + "(?:[^0-9.eE]|$)"
+
+
 def mentions(user_id: str) -> dict[str, object]:
     """The parameters of MENTIONS for `user_id`."""
-    number = user_id if re.fullmatch(r"-?[0-9]+", user_id) else ""
-    return {"spellings": spellings(user_id), "json_string": json_string(user_id), "number": number}
+    return {"spellings": spellings(user_id), "json_string": json_string(user_id), "user_number": user_number(user_id)}
