@@ -37,6 +37,8 @@ def grants(name: str) -> list[str]:
 ADMIN = ("api", "EVENTPIPE_ADMIN_CLICKHOUSE_DSN", "eventpipe_admin")
 # A backup is read by attaching it as a database of this prefix (store/backup.py).
 READ_BACKUP = f"GRANT CREATE DATABASE, DROP DATABASE, SELECT ON {SCRATCH_PREFIX}*.*"
+# A restore also rehearses itself into a database of that prefix before it drops anything.
+REHEARSE_RESTORE = f"GRANT ALL ON {SCRATCH_PREFIX}*.*"
 
 
 def dsn(service: str, variable: str = "EVENTPIPE_CLICKHOUSE_DSN") -> tuple[str, str, str]:
@@ -94,7 +96,7 @@ def test_the_api_user_may_only_read() -> None:
 
 def test_the_migrator_owns_the_eventpipe_database_and_reads_backups() -> None:
     # eventpipe restore runs as the migrator: it drops and restores tables, and reads the backup first.
-    assert grants("eventpipe_migrator") == ["GRANT ALL ON eventpipe.*", READ_BACKUP, *SYSTEM_OF_BACKUPS, *RUNBOOKS]
+    assert grants("eventpipe_migrator") == ["GRANT ALL ON eventpipe.*", REHEARSE_RESTORE, *SYSTEM_OF_BACKUPS, *RUNBOOKS]
 
 
 def test_the_runbooks_queries_read_only_what_their_user_may() -> None:
@@ -132,8 +134,8 @@ def test_no_user_manages_access_or_reaches_other_databases() -> None:
             continue
         assert element.findtext("access_management") in (None, "0"), element.tag
         for query in grants(element.tag):
-            if query == READ_BACKUP:
-                continue  # read-only databases of that prefix: attached backups
+            if query in (READ_BACKUP, REHEARSE_RESTORE):
+                continue  # databases of that prefix: attached backups, rehearsed restores
             if re.fullmatch(r"GRANT SELECT ON system\.[a-z_]+", query):
                 continue  # metadata the store reads (test_each_user_may_read_the_system_tables_its_code_reads)
             assert re.fullmatch(r"GRANT [A-Z, ]+ ON eventpipe\.(\*|[a-z_]+)", query), f"{element.tag}: {query}"

@@ -56,6 +56,7 @@ POCO_EXCEPTION = 1000
 log = logging.getLogger("eventpipe")
 EVENTS_HELD = f"SELECT count() FROM {{db}}.events FINAL WHERE event_type != '{PROBE_EVENT_TYPE}'"  # noqa: S608
 DEAD_LETTERS_HELD = "SELECT count() FROM {db}.dead_letters FINAL"
+HELD = (EVENTS_HELD, DEAD_LETTERS_HELD)
 
 
 class _Missing(BackupError):
@@ -132,6 +133,7 @@ class Backups:
                 self._held(name, database)  # refuses a missing or foreign backup before anything changes
                 with self._opened(name, database) as scratch:
                     verify(self._client, scratch, name)  # and one that cannot be read back whole
+                self._rehearse(name, database)  # or not restored whole
             except BackupError as exc:
                 text = str(exc)
                 raise BackupError(
@@ -161,10 +163,28 @@ class Backups:
             except EventpipeError as exc:
                 before = f", or restore {replaced.name} (what the store held before)" if replaced else ""
                 raise BackupError(f"{exc}; the store is incomplete: run this restore again{before}") from exc
-            events, dead_letters = (
-                self._rows(query.format(db=quoted(database)))[0][0] for query in (EVENTS_HELD, DEAD_LETTERS_HELD)
-            )
+            events, dead_letters = (self._rows(query.format(db=quoted(database)))[0][0] for query in HELD)
             return Restored(name, events, dead_letters, replaced)
+
+    def _rehearse(self, name: str, database: str) -> None:
+        """RESTORE the backup into a scratch database, dropped afterwards; BackupError if it fails.
+
+        The attached backup shows the parts whose folders are there and no others (a part that
+        cannot be loaded is skipped), so a part's folder gone passed `verify`, while RESTORE, which
+        reads the file list in `.backup`, failed after the drop and left an empty `events`. The
+        rehearsal is that same RESTORE (0.3 s at 140,000 events), so what fails it fails here."""
+        scratch = f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
+        try:
+            job.run(
+                self._client,
+                f"RESTORE DATABASE {quoted(database)} AS {quoted(scratch)} FROM {_disk(name)}"
+                " SETTINGS allow_different_database_def = 1",
+            )
+        except BackupError as exc:
+            raise BackupError(f"backup {name} cannot be read back whole ({exc})") from exc
+        finally:
+            with classified():
+                self._client.command(f"DROP DATABASE IF EXISTS {quoted(scratch)} SYNC")
 
     def _generation(self, name: str, taken_by: str, finished: bool) -> None:
         """Start a new generation of the store (store.schema.record.RESTORES): a random id, never 0."""
@@ -215,7 +235,15 @@ class Backups:
                     f"backup {name} holds no eventpipe tables of the database {database!r}: "
                     "a backup restores into a database of the name it was taken from"
                 )
-            counts = [self._rows(query.format(db=quoted(scratch)))[0][0] for query in (EVENTS_HELD, DEAD_LETTERS_HELD)]
+            try:
+                counts = [self._client.query(query.format(db=quoted(scratch))).result_rows[0][0] for query in HELD]
+            except Error as exc:
+                # A file of a part gone or cut short: the backup's fault, not a passing one of the server's.
+                if getattr(exc, "code", None) not in DAMAGED_CODES:
+                    with classified():
+                        raise
+                first = str(exc).strip().splitlines()[0][:300]
+                raise BackupError(f"backup {name} cannot be read back whole ({first})") from exc
             return int(counts[0]), int(counts[1])
 
     def _present(self, name: str, database: str) -> bool:

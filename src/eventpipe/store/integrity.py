@@ -34,6 +34,7 @@ DAMAGED_CODES = frozenset({
     107,  # FILE_DOESNT_EXIST
     246,  # CORRUPTED_DATA
     271,  # CANNOT_DECOMPRESS
+    601,  # BACKUP_DAMAGED (its `.backup` valid XML without the file list)
 })  # fmt: skip
 
 

@@ -35,7 +35,9 @@ def run(client: Client, statement: str) -> int:
         if status in ("BACKUP_CREATED", "RESTORED"):
             return size
         if status.endswith(("FAILED", "CANCELLED")):
-            raise BackupError(f"{verb} failed: {error or status}")
+            # The server's reason without the stack trace it appends, which tells an operator nothing.
+            reason = error.split(", Stack trace", 1)[0].strip().split("\n", 1)[0][:500]
+            raise BackupError(f"{verb} failed: {reason or status}")
         if not rows:
             # system.backups lives in the server's memory: a restart empties it, and waiting on would
             # hang this call and every backup or restore after it (they queue on one lock).
