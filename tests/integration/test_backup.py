@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import stat
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -364,3 +365,15 @@ def test_nothing_starts_on_a_store_a_restore_left_half_done_and_running_it_again
     assert restored.replaced is None, "the half-restored store was backed up"
     assert migrate(client) == []
     assert set(ids(client)) == stored and len(ids(client, "events_by_user")) == 10
+
+
+def test_the_embedded_store_and_its_backups_are_readable_by_their_user_only(tmp_path: Path) -> None:
+    # Made under the umask (022 here), both were 0755 with files 0644: any local user read event and
+    # user ids out of a backup, erased users' among them, with none of the API's keys.
+    from eventpipe.store.client import connect
+
+    loosened = tmp_path / "backups"
+    loosened.mkdir(mode=0o755)
+    connect(f"chdb://{tmp_path / 'clickhouse'}")
+    for directory in (tmp_path / "clickhouse", loosened):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
