@@ -332,3 +332,26 @@ def test_a_client_that_hangs_up_during_its_body_costs_no_5xx_and_no_log_line(
     assert timed == 0, "a request nobody waited for is left out of the latency SLO"
     logged = [r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "eventpipe.api"))]
     assert logged == []
+
+
+def test_a_body_over_the_bound_is_refused_with_413_before_it_is_read(clickhouse_dsn: str) -> None:
+    # Bodies are read and parsed before the key is checked: 300 MB sent with no key cost the process
+    # a gigabyte of memory for its 401. Now a body announced past MAX_BODY_BYTES is refused unread,
+    # with or without a key (tests/integration/test_erasure.py sends one with no length).
+    migrate(connect(clickhouse_dsn))
+    declared = b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 300000000\r\n\r\n" + b"{" * 1024
+    with server(readonly_reader(clickhouse_dsn)) as port:
+        for request in (
+            declared,
+            declared.replace(b"\r\n\r\n", b"\r\nAuthorization: Bearer " + KEY.encode() + b"\r\n\r\n"),
+        ):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+                connection.sendall(request)
+                started = time.monotonic()
+                first = connection.recv(65536)
+                waited = time.monotonic() - started
+                got = first + answer(connection)
+            assert got.startswith(b"HTTP/1.1 413"), got[:200]
+            assert json.loads(got.partition(b"\r\n\r\n")[2])["error"] == "payload_too_large"
+            assert waited < TIMEOUT_S, "answered before the rest of the body was due"
+        assert ask(port).startswith(b"HTTP/1.1 200")

@@ -13,6 +13,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 
+from eventpipe.api.body import MAX_BODY_BYTES
 from eventpipe.api.model import rfc3339
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.ingest.mark import Marker
@@ -200,6 +201,17 @@ def test_only_an_admin_key_may_erase_or_read_the_audit(api: TestClient) -> None:
         refused = api.request(method, path, json=body, headers=AUTH)
         assert (refused.status_code, refused.json()["error"]) == (403, "forbidden"), path
         assert api.request(method, path, json=body).status_code == 401
+    assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
+
+
+def test_a_body_over_the_bound_is_refused_with_413_before_it_is_parsed_with_or_without_a_key(api: TestClient) -> None:
+    # Parsed before the key check, 300 MB cost the process a gigabyte of memory for a 401 (an attack).
+    padded = json.dumps({"user_id": ERASED, "pad": "x" * MAX_BODY_BYTES}).encode()
+    for headers in ({}, ADMIN):
+        # With no length announced (chunked), the body is cut once past the bound.
+        refused = api.post("/admin/erase", content=iter([padded[:1000], padded[1000:]]), headers=headers)
+        assert (refused.status_code, refused.json()["error"]) == (413, "payload_too_large"), refused.text
+    assert api.post("/admin/erase", content=padded[: MAX_BODY_BYTES // 2], headers=ADMIN).status_code == 422
     assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
 
 

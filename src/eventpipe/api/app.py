@@ -13,6 +13,7 @@ from eventpipe import __version__
 from eventpipe.api import backup, breakdown, docs, error, export, feed, maintenance
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.backlog import Backlog
+from eventpipe.api.body import BodyLimit
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.metrics import instrument
@@ -95,6 +96,7 @@ def create_app(
     for included in routers:
         app.include_router(included)
     registry.register(Backlog(reader.dead_letter_statuses))
+    app.add_middleware(BodyLimit)  # before anything reads a body, the key check included
     app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD
     instrument(app, registry, keyring, routers)  # last: it primes a series for every route defined above
     return app

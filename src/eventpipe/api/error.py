@@ -29,6 +29,7 @@ CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    413: "payload_too_large",
     422: "invalid_parameter",
     429: "rate_limited",
     CLIENT_GONE: "client_closed_request",
@@ -53,6 +54,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         401: "No valid `Authorization: Bearer <key>` header.",
         403: "The key may not use this endpoint (`forbidden`): it is limited to some event types, or not an admin key.",
         404: "No such item.",
+        413: "The request body is over 128 KiB (`payload_too_large`), the most any endpoint takes; refused unread.",
         422: "A parameter is invalid; `detail` says which and why.",
         429: "The key made its `requests_per_minute` in the last 60 s (`rate_limited`); retry after `Retry-After` "
         "seconds. Limits are counted by each API process.",

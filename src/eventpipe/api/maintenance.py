@@ -171,7 +171,7 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         prefix="/admin",
         tags=["admin"],
         dependencies=[Depends(keys), Depends(only_known)],
-        responses={**responses(400, 401, 422, 429, 500, 503), **FORBIDDEN},
+        responses={**responses(400, 401, 413, 422, 429, 500, 503), **FORBIDDEN},
     )
 
     @api.post("/dead-letters/replay", summary="Parse pending dead letters again and store those that pass now")
