@@ -81,6 +81,45 @@ def test_a_key_pasted_where_its_hash_goes_is_refused_without_being_echoed() -> N
     assert SECRET not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"keys": [], "' + SECRET.encode() + b'": "partner-a"}',
+        raw({"name": "a", "sha256": HASH, SECRET: 1}),
+        b'{"keys": [{"name": "a", "sha256": "'
+        + HASH.encode()
+        + b'", "'
+        + (SECRET * 2).encode()
+        + b'": 1, "'
+        + (SECRET * 2).encode()
+        + b'": 2}]}',
+    ],
+)
+def test_a_key_pasted_as_a_field_name_is_refused_without_being_echoed(content: bytes) -> None:
+    # The error goes to the API's log and to the start's error: the name of an unknown field was in it.
+    with pytest.raises(KeyFileError) as refused:
+        parse(content)
+    assert "name is not shown" in str(refused.value) or "name not shown" in str(refused.value)
+    assert SECRET not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (b'{"keys": [{"name": "a", "sha256": "' + HASH.encode() + b'", "admin": false, "admin": true}]}', "admin"),
+        (
+            b'{"keys": [{"name": "a", "sha256": "' + HASH.encode() + b'", "event_types": ["x"], "event_types": null}]}',
+            "event_types",
+        ),
+        (b'{"keys": [], "keys": []}', "keys"),
+    ],
+)
+def test_a_field_given_twice_is_refused_not_read_as_its_last_value(content: bytes, field: str) -> None:
+    # A parser keeps the last: an admin made of a key that reads as none, a limited key widened to every type.
+    with pytest.raises(KeyFileError, match=f"the field {field} is given twice in one object"):
+        parse(content)
+
+
 def test_many_mistakes_are_summed_up() -> None:
     content = raw(*({"name": f"k{i}", "sha256": "x"} for i in range(10)))
     with pytest.raises(KeyFileError, match=r"and 7 more$"):

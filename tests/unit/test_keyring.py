@@ -7,13 +7,15 @@ import hmac
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from eventpipe.api import keyring as keyring_module
 from eventpipe.api.grant import Grant
-from eventpipe.api.keyring import Keyring
+from eventpipe.api.keyring import READ_WAIT_S, Keyring
 from eventpipe.errors import ConfigError
 
 
@@ -125,6 +127,69 @@ def test_a_deleted_file_keeps_the_last_good_keys_until_it_is_back(keys_file: Pat
     keys_file.write_text(content)  # the same keys back: the problem is gone
     assert keyring.grant("key-a") is not None
     assert keyring.problem is None
+
+
+def test_a_file_made_readable_again_is_read_again(keys_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Written unreadable (its owner or mode wrong), then fixed with chmod: nothing but its ctime changes,
+    # and the failed read's stat kept the revoked key admitted until some later edit.
+    keyring = Keyring((), keys_file)
+    write(keys_file, {"name": "ops", "sha256": sha("key-o"), "admin": True})  # partner-a revoked
+    an_hour_ago = time.time_ns() - 3600 * 10**9  # out of the racy window: the stat alone decides
+    os.utime(keys_file, ns=(an_hour_ago, an_hour_ago))
+
+    def refused(path: Path) -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(keyring_module, "_read", refused)
+    assert keyring.grant("key-a") is not None, "the last good keys stay while it cannot be read"
+    assert keyring.problem == "cannot read it: Permission denied"
+    monkeypatch.undo()
+    time.sleep(0.02)  # past the file system's clock tick
+    keys_file.chmod(0o644)
+    assert keyring.grant("key-a") is None
+    assert keyring.problem is None
+
+
+def test_a_keys_file_that_is_no_regular_file_keeps_the_last_good_keys_without_blocking(keys_file: Path) -> None:
+    # Opening a FIFO waits for a writer: every keyed request, then /readyz, hung behind that read.
+    keyring = Keyring((), keys_file)
+    content = keys_file.read_text()
+    keys_file.unlink()
+    os.mkfifo(keys_file)
+    assert keyring.grant("key-a") is not None
+    assert keyring.problem == "cannot read it: it is no regular file"
+    replacement = keys_file.with_name("new.json")
+    replacement.write_text(content.replace(sha("key-a"), sha("key-b")))
+    replacement.replace(keys_file)
+    assert keyring.grant("key-a") is None and keyring.grant("key-b") is not None
+
+
+def test_a_read_that_hangs_holds_each_check_up_a_second_at_most(
+    keys_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dead network mount: the read never returns, and every check waited for it, with its thread.
+    keyring = Keyring((), keys_file)
+    released = threading.Event()
+
+    def hanging(path: Path) -> bytes:
+        released.wait(30)
+        return path.read_bytes()
+
+    monkeypatch.setattr(keyring_module, "_read", hanging)
+    write(keys_file, {"name": "ops", "sha256": sha("key-o")})
+    reader = threading.Thread(target=keyring.refresh)
+    reader.start()
+    try:
+        while not keyring._lock.locked():
+            time.sleep(0.001)
+        started = time.monotonic()
+        assert keyring.grant("key-a") is not None, "the keys admitted before, while the read hangs"
+        assert time.monotonic() - started < READ_WAIT_S + 0.5
+        assert not keyring.stale(), "after a second, checks no longer wait for it"
+    finally:
+        released.set()
+        reader.join()
+    assert keyring.grant("key-a") is None, "once it ends, what it read is admitted"
 
 
 def test_a_file_key_that_is_also_an_environment_key_is_refused(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ value: an unknown field is most likely a misspelt right (`event_type` for
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import NamedTuple
 
@@ -24,6 +25,8 @@ from eventpipe.api.grant import Grant
 # marks the names of keys that come from elsewhere (env#1, up#generated).
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+# A field's name as the file's fields are spelt: shown in errors; anything else may be a key, and is not.
+FIELD = re.compile(r"[a-z_]{1,32}")
 # One API process answers a few thousand requests a second at most; a window
 # costs 8 bytes per request it allows (api.throttle).
 MAX_REQUESTS_PER_MINUTE = 100_000
@@ -96,6 +99,7 @@ def parse(raw: bytes) -> list[Entry]:
     """The keys in the file's bytes, or a KeyFileError naming the first problems."""
     if len(raw) > MAX_FILE_BYTES:
         raise KeyFileError(f"it is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    _refuse_repeated_fields(raw)
     try:
         parsed = _File.model_validate_json(raw)
     except ValidationError as exc:
@@ -116,16 +120,42 @@ def parse(raw: bytes) -> list[Entry]:
     return entries
 
 
+def _refuse_repeated_fields(raw: bytes) -> None:
+    """A field given twice in one object: JSON parsers keep the last, so `"admin": false, "admin": true`
+    made an admin of a key that reads as none, and a second `event_types` widened what it sees."""
+
+    def once(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        seen: set[str] = set()
+        for name, _value in pairs:
+            if name in seen:
+                shown = (
+                    f"the field {name}" if FIELD.fullmatch(name) else "a field (its name not shown: it may be a key)"
+                )
+                raise KeyFileError(f"{shown} is given twice in one object: give each field once")
+            seen.add(name)
+        return dict(pairs)
+
+    try:
+        json.loads(raw, object_pairs_hook=once)
+    except ValueError as exc:
+        if isinstance(exc, KeyFileError):
+            raise
+        # No JSON: model_validate_json says where, in the words every other problem is given in.
+
+
 def _explain(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_input=False, include_url=False)[:3]:
-        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
-        message = error["msg"].removeprefix("Value error, ")
+        loc, message = list(error["loc"]), error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            fields = "name, sha256, event_types, requests_per_minute, admin" if len(error["loc"]) > 1 else "keys"
+            fields = "name, sha256, event_types, requests_per_minute, admin" if len(loc) > 1 else "keys"
             message = f"unknown field (the fields are {fields})"
+            # Its name is the last part of its place, written by whoever wrote the file: maybe a key.
+            if not FIELD.fullmatch(str(loc[-1])):
+                loc, message = loc[:-1], f"a field whose name is not shown (it may be a key): {message}"
         elif error["type"] == "too_short":
             message = "name one type at least, or leave event_types out for every type"
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
         problems.append(f"{where}: {message}" if where else f"the file: {message}")
     more = len(exc.errors()) - len(problems)
     return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")

@@ -9,15 +9,19 @@ the last good version admitted, logged and counted
 (eventpipe_api_keys_file_invalid), and is read again as soon as it changes.
 Keeping them, rather than admitting nobody, keeps every partner served through
 an operator's typo; the price is that a revocation made in a broken file waits
-for the fix, which the log line and the alert say.
+for the fix, which the log line and the alert say. For the same reason a read
+that hangs (a FIFO is refused unopened; a dead network mount is not) is waited
+for READ_WAIT_S at most by each check.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Sequence
@@ -36,13 +40,21 @@ log = logging.getLogger(__name__)
 RACY_NS = 2_000_000_000
 
 
+# How long a check waits for a read under way before it goes on with the keys admitted: a read that
+# hangs (a FIFO, a dead network mount) held every keyed request, then /readyz, with the pool's threads.
+READ_WAIT_S = 1.0
+
+
 class Stat(NamedTuple):
-    """What says a file changed: a new inode (an editor's or a ConfigMap's rename), another size or mtime."""
+    """What says a file changed: a new inode (an editor's or a ConfigMap's rename), another size or
+    mtime, or another ctime: a chmod, chown or relabel that makes an unreadable file readable again
+    changes nothing else, and the failed read's stat kept a revoked key admitted for good."""
 
     device: int
     inode: int
     size: int
     mtime_ns: int
+    ctime_ns: int
 
 
 class Keyring:
@@ -61,6 +73,7 @@ class Keyring:
         self._stat: Stat | None = None
         self._content = b""  # sha256 of the bytes read last, good or not
         self._read_ns = 0
+        self._reading_since = 0.0  # time.monotonic() of the last read's start
         self.problem: str | None = None  # why the file on disk is not what is admitted
         self.loads = {"loaded": 0, "invalid": 0}
         self.generation = 0  # changes whenever the admitted set does
@@ -90,27 +103,31 @@ class Keyring:
 
     def refresh(self) -> None:
         """Read the keys file again if it changed since it was read."""
-        if self.stale():
-            with self._lock:
+        if self.stale() and self._lock.acquire(timeout=READ_WAIT_S):
+            try:
                 self._check()
+            finally:
+                self._lock.release()
 
     def stale(self) -> bool:
         """Whether the keys file may have changed since it was read: one stat, no read."""
         if self._path is None:
             return False
-        # While a read is under way the stat already says what is being read,
-        # not what is admitted: wait for that read rather than use the old keys.
-        return self._lock.locked() or _stat(self._path) != self._stat or self._racy()
+        if self._lock.locked():
+            # While a read is under way the stat already says what is being read, not what is
+            # admitted: wait for that read rather than use the old keys, unless it hangs.
+            return time.monotonic() - self._reading_since < READ_WAIT_S
+        return _stat(self._path) != self._stat or self._racy()
 
     def _racy(self) -> bool:
-        return self._stat is not None and self._stat.mtime_ns >= self._read_ns - RACY_NS
+        return self._stat is not None and self._stat.ctime_ns >= self._read_ns - RACY_NS
 
     def _check(self, first: bool = False) -> None:
         assert self._path is not None
-        stat = _stat(self._path)
-        if stat == self._stat and not self._racy() and not first:
+        found = _stat(self._path)
+        if found == self._stat and not self._racy() and not first:
             return  # another thread read it meanwhile
-        self._stat, self._read_ns = stat, time.time_ns()
+        self._stat, self._read_ns, self._reading_since = found, time.time_ns(), time.monotonic()
         try:
             raw = _read(self._path)
         except OSError as exc:
@@ -159,10 +176,14 @@ def _stat(path: Path) -> Stat | None:
         found = os.stat(path)
     except OSError:
         return None
-    return Stat(found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+    return Stat(found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
 def _read(path: Path) -> bytes:
-    with path.open("rb") as handle:
+    # Not blocking on open, and only a regular file: opening a FIFO waits for a writer, for good.
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "it is no regular file")
         raw = handle.read(MAX_FILE_BYTES + 1)
     return raw
