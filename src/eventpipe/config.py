@@ -31,9 +31,13 @@ def _check_filter(topic: str) -> None:
 RUNBOOK_URL = re.compile(r"(https?|file)://[^\s#\"'\\|&]+")
 
 
+# The embedded engine's directory in a data dir.
+EMBEDDED_STORE = "clickhouse"
+
+
 def embedded_dsn(data_dir: Path) -> str:
     """The embedded engine's DSN inside a data dir: where `eventpipe up --data-dir` keeps its events."""
-    return f"chdb://{(data_dir / 'clickhouse').resolve()}"
+    return f"chdb://{(data_dir / EMBEDDED_STORE).resolve()}"
 
 
 class Settings(BaseSettings):

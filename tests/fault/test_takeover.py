@@ -88,11 +88,13 @@ def test_eventpipe_worker_refuses_to_start_with_a_guessable_session_id(tmp_path:
     assert "EVENTPIPE_MQTT_SESSION_SECRET is not set" in done.stderr
 
 
-def test_the_session_id_stays_out_of_what_other_local_users_can_read(up: Up) -> None:
+def test_the_session_id_and_the_store_stay_out_of_what_other_local_users_can_read(up: Up) -> None:
     secret_file = up.data_dir / SESSION_KEY_FILE
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
-    # The broker's log and persistence name the session id.
-    assert stat.S_IMODE((up.data_dir / "mosquitto").stat().st_mode) == 0o700
+    # The broker's log and persistence name the session id; the store and its backups hold every event
+    # (they were 0755 with files 0644: an attack read user ids out of a backup with no key).
+    for private in ("mosquitto", "clickhouse", "backups"):
+        assert stat.S_IMODE((up.data_dir / private).stat().st_mode) == 0o700, private
     session = session_id("eventpipe-ingest", secret_file.read_text().strip())
     assert session in (up.data_dir / "mosquitto" / "mosquitto.log").read_text(), "not the id the worker uses"
     assert up.stop(signal.SIGTERM) == 0

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import stat
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -363,15 +360,3 @@ def test_nothing_starts_on_a_store_a_restore_left_half_done_and_running_it_again
     assert restored.replaced is None, "the half-restored store was backed up"
     assert migrate(client) == []
     assert set(ids(client)) == stored and len(ids(client, "events_by_user")) == 10
-
-
-def test_the_embedded_store_and_its_backups_are_readable_by_their_user_only(tmp_path: Path) -> None:
-    # Made under the umask (022 here), both were 0755 with files 0644: any local user read event and
-    # user ids out of a backup, erased users' among them, with none of the API's keys.
-    loosened = tmp_path / "backups"
-    loosened.mkdir(mode=0o755)
-    # A process of its own: chDB opens one engine per process, and this one has the tests'.
-    code = "import sys; from eventpipe.store.client import connect; connect(sys.argv[1]).command('SELECT 1')"
-    subprocess.run([sys.executable, "-c", code, f"chdb://{tmp_path / 'clickhouse'}"], check=True, timeout=120)
-    for directory in (tmp_path / "clickhouse", loosened):
-        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory

@@ -11,6 +11,7 @@ from eventpipe.config import Settings, embedded_dsn
 from eventpipe.errors import BackupError, ConfigError, StorageError
 from eventpipe.redaction import redact
 from eventpipe.stack.lock import stopped
+from eventpipe.stack.private import private_store
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir, connect
 
@@ -34,6 +35,7 @@ def run_restore(args: argparse.Namespace) -> int:
             raise ConfigError(f"{data_dir.resolve()} is no directory: give the --data-dir of `eventpipe up`")
         # Held through the restore, so that no `up` starts on a half-restored store.
         lock = stopped(data_dir, "then restore")
+        private_store(data_dir)
         dsn, where = embedded_dsn(data_dir), str(data_dir.resolve())
         _check_present(dsn, args.backup)
     try:

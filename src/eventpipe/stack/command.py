@@ -32,6 +32,7 @@ from eventpipe.stack.credential import generated_key
 from eventpipe.stack.journal import Journal
 from eventpipe.stack.lock import hold
 from eventpipe.stack.mosquitto import Mosquitto
+from eventpipe.stack.private import private_store
 from eventpipe.stack.prometheus import Prometheus, default_rules_dir
 from eventpipe.stack.runbook import filled_rules
 from eventpipe.stack.secret import kept_secrets
@@ -125,6 +126,8 @@ def _serve(
     log_start: int,
 ) -> int:
     dsn = settings.resolved_clickhouse_dsn
+    if not settings.clickhouse_dsn:
+        private_store(settings.data_dir)  # the data dir's own engine: a DSN given names another's
     migrator = connect(dsn)
     migrate(migrator, settings.retention_days)
     migrator.close()

@@ -28,8 +28,6 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
         raise ConfigError(f"ClickHouse DSN: {found}")
     dsn = dsn.strip()
     scheme = urlsplit(dsn).scheme
-    if scheme == "chdb":
-        _private(dsn)
     with classified():
         if scheme == "chdb":
             return clickhouse_connect.get_client(dsn=dsn, chdb_options=engine_options(dsn))
@@ -43,11 +41,6 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
 def backup_dir(dsn: str) -> Path | None:
     """Where the embedded engine of a chdb:// DSN keeps its backups: `backups/` beside its directory,
     so `<data dir>/backups` for `eventpipe up`'s `<data dir>/clickhouse`. None for a server or memory."""
-    directory = _engine_dir(dsn)
-    return None if directory is None else directory.parent / BACKUP_DISK
-
-
-def _engine_dir(dsn: str) -> Path | None:
     parts = urlsplit(dsn)
     if parts.scheme != "chdb":
         return None
@@ -55,23 +48,7 @@ def _engine_dir(dsn: str) -> Path | None:
     location = parts.netloc.rpartition("@")[2] if parts.netloc else parts.path
     if location in ("", "memory", ":memory:"):
         return None
-    return Path(os.path.realpath(location))
-
-
-def _private(dsn: str) -> None:
-    """The embedded engine's directory and its backups readable by this user only, as a server's are.
-
-    Made under the umask, both were open to every local user: an attack read event and user ids out of
-    a backup's files, erased users' among them, with none of the API's keys."""
-    engine = _engine_dir(dsn)
-    if engine is None:
-        return
-    for directory in (engine, engine.parent / BACKUP_DISK):
-        try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            directory.chmod(0o700)  # one made before this, or loosened since
-        except OSError as exc:
-            raise ConfigError(f"cannot make {directory} private to this user: {exc.strerror}") from None
+    return Path(os.path.realpath(location)).parent / BACKUP_DISK
 
 
 def engine_options(dsn: str) -> dict[str, str]:
