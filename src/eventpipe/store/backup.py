@@ -37,9 +37,9 @@ from eventpipe.errors import BackupError, EventpipeError
 from eventpipe.events.contract import PROBE_EVENT_TYPE
 from eventpipe.store import job
 from eventpipe.store.client import BACKUP_DISK
-from eventpipe.store.disk import discard, room_for_backup
+from eventpipe.store.disk import discard, room_for_backup, room_for_rehearsal
 from eventpipe.store.failure import classified
-from eventpipe.store.integrity import DAMAGED_CODES, purge, verify
+from eventpipe.store.integrity import DAMAGED_CODES, purge, rehearse, verify
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, unfinished_restore, upgrade
 from eventpipe.store.query import quoted
 
@@ -131,9 +131,16 @@ class Backups:
             database = self._rows("SELECT currentDatabase()")[0][0]
             try:
                 self._held(name, database)  # refuses a missing or foreign backup before anything changes
-                with self._opened(name, database) as scratch:
-                    verify(self._client, scratch, name)  # and one that cannot be read back whole
-                self._rehearse(name, database)  # or not restored whole
+                with self._opened(name, database) as attached:
+                    verify(self._client, attached, name)  # and one that cannot be read back whole
+                    room_for_rehearsal(self._client, attached)
+                # Or not restored whole: the same RESTORE, into a scratch database first.
+                scratch = f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
+                restore_as = (
+                    f"RESTORE DATABASE {quoted(database)} AS {quoted(scratch)} FROM {_disk(name)}"
+                    " SETTINGS allow_different_database_def = 1"
+                )
+                rehearse(self._client, restore_as, scratch, name)
             except BackupError as exc:
                 text = str(exc)
                 raise BackupError(
@@ -165,26 +172,6 @@ class Backups:
                 raise BackupError(f"{exc}; the store is incomplete: run this restore again{before}") from exc
             events, dead_letters = (self._rows(query.format(db=quoted(database)))[0][0] for query in HELD)
             return Restored(name, events, dead_letters, replaced)
-
-    def _rehearse(self, name: str, database: str) -> None:
-        """RESTORE the backup into a scratch database, dropped afterwards; BackupError if it fails.
-
-        The attached backup shows the parts whose folders are there and no others (a part that
-        cannot be loaded is skipped), so a part's folder gone passed `verify`, while RESTORE, which
-        reads the file list in `.backup`, failed after the drop and left an empty `events`. The
-        rehearsal is that same RESTORE (0.3 s at 140,000 events), so what fails it fails here."""
-        scratch = f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
-        try:
-            job.run(
-                self._client,
-                f"RESTORE DATABASE {quoted(database)} AS {quoted(scratch)} FROM {_disk(name)}"
-                " SETTINGS allow_different_database_def = 1",
-            )
-        except BackupError as exc:
-            raise BackupError(f"backup {name} cannot be read back whole ({exc})") from exc
-        finally:
-            with classified():
-                self._client.command(f"DROP DATABASE IF EXISTS {quoted(scratch)} SYNC")
 
     def _generation(self, name: str, taken_by: str, finished: bool) -> None:
         """Start a new generation of the store (store.schema.record.RESTORES): a random id, never 0."""

@@ -38,6 +38,23 @@ def room_for_backup(client: Client, database: str, kept: list[str]) -> None:
         )
 
 
+def room_for_rehearsal(client: Client, attached: str) -> None:
+    """BackupError unless the data disk holds a copy of the backup attached as database `attached`, with
+    SPARE_BYTES left: a restore rehearses into one before it drops anything (store.integrity.rehearse)."""
+    free = _disk(client, "default")
+    with classified():
+        rows = client.query(
+            "SELECT sum(total_bytes) FROM system.tables WHERE database = {d:String}", parameters={"d": attached}
+        ).result_rows
+    size = int(rows[0][0] or 0) if rows else 0
+    if free is not None and free[0] < size + SPARE_BYTES:
+        raise BackupError(
+            f"ClickHouse's data disk has {free[0] // MIB} MiB free, and a restore first rehearses into a copy of "
+            f"about {(size + SPARE_BYTES) // MIB} MiB with {SPARE_BYTES // MIB} MiB to spare: free space, then "
+            "restore again; nothing was changed"
+        )
+
+
 def room_for_delete(client: Client) -> None:
     """BusyStorageError when the data disk has less than MIN_FREE_BYTES free."""
     free = _disk(client, "default")
