@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Decimal, localcontext
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
+_ONE_US = timedelta(microseconds=1)
+# The digits of a time's fraction past its sixth, which datetime.fromisoformat drops.
+_BEYOND_MICROSECONDS = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}[.,][0-9]{6}([0-9]+)")
 _NUMERIC = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -48,7 +51,14 @@ def to_epoch_ms(value: object, *, up: bool = False) -> int:
         if text[4:5] != "-" and _NUMERIC.fullmatch(text):
             return _from_decimal(Decimal(text)) if up else _from_number(float(text))
         moment = _from_rfc3339(text)
-        return -((_EPOCH - moment) // _ONE_MS) if up else (moment - _EPOCH) // _ONE_MS
+        if not up:
+            return (moment - _EPOCH) // _ONE_MS
+        # The parser keeps microseconds and drops finer digits: any of them not 0 puts the instant past
+        # the microsecond it kept, which matters when that microsecond is a whole millisecond.
+        finer = _BEYOND_MICROSECONDS.search(text)
+        if finer and finer.group(1).strip("0"):
+            moment += _ONE_US
+        return -((_EPOCH - moment) // _ONE_MS)
     raise ValueError(f"timestamp must be a string or a number, not {type(value).__name__}")
 
 
@@ -72,9 +82,11 @@ def _from_number(number: float) -> int:
 
 
 def _from_decimal(number: Decimal) -> int:
-    # Exact: a float's error can put a whole millisecond past the next one when rounded up.
+    # Exact: a float's error can put a whole millisecond past the next one when rounded up, and so can
+    # the default context's 28 digits (a bound is 64 characters at most).
     exponent = _to_ms(abs(float(number)))
-    return int(number.scaleb(exponent).to_integral_value(rounding=ROUND_CEILING))
+    with localcontext(prec=100):
+        return int(number.scaleb(exponent).to_integral_value(rounding=ROUND_CEILING))
 
 
 def _from_rfc3339(text: str) -> datetime:
