@@ -44,6 +44,7 @@ def test_every_right_as_written_and_absent_means_all_types_no_limit_not_admin() 
     ("content", "problem"),
     [
         (b"{not json", "Invalid JSON"),
+        (b'{"keys": ' + b"[" * 3000 + b"]" * 3000 + b"}", "Invalid JSON: recursion limit exceeded"),
         (b"[]", "the file: Input should be an object"),
         (b"{}", "keys: Field required"),
         (b'{"keys": [], "admins": []}', "admins: unknown field (the fields are keys)"),

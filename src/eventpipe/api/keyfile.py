@@ -137,10 +137,12 @@ def _refuse_repeated_fields(raw: bytes) -> None:
 
     try:
         json.loads(raw, object_pairs_hook=once)
-    except ValueError as exc:
-        if isinstance(exc, KeyFileError):
-            raise
-        # No JSON: model_validate_json says where, in the words every other problem is given in.
+    except KeyFileError:
+        raise
+    except (ValueError, RecursionError):
+        # No JSON, or nested past Python's stack: model_validate_json says where, in the words every
+        # other problem is given in (a RecursionError here was a 500, then the file taken for read).
+        pass
 
 
 def _explain(exc: ValidationError) -> str:
