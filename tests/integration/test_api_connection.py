@@ -334,24 +334,30 @@ def test_a_client_that_hangs_up_during_its_body_costs_no_5xx_and_no_log_line(
     assert logged == []
 
 
-def test_a_body_over_the_bound_is_refused_with_413_before_it_is_read(clickhouse_dsn: str) -> None:
+def test_a_body_announced_over_the_bound_is_refused_with_413_unread_and_the_connection_closed(
+    clickhouse_dsn: str,
+) -> None:
     # Bodies are read and parsed before the key is checked: 300 MB sent with no key cost the process
-    # a gigabyte of memory for its 401. Now a body announced past MAX_BODY_BYTES is refused unread,
-    # with or without a key (tests/integration/test_erasure.py sends one with no length).
+    # a gigabyte of memory for its 401 (tests/integration/test_erasure.py sends that one, unannounced).
+    # A body announced past MAX_BODY_BYTES is refused where the route would read it, and counted there.
     migrate(connect(clickhouse_dsn))
-    declared = b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 300000000\r\n\r\n" + b"{" * 1024
-    with server(readonly_reader(clickhouse_dsn)) as port:
-        for request in (
-            declared,
-            declared.replace(b"\r\n\r\n", b"\r\nAuthorization: Bearer " + KEY.encode() + b"\r\n\r\n"),
-        ):
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-                connection.sendall(request)
-                started = time.monotonic()
-                first = connection.recv(65536)
-                waited = time.monotonic() - started
-                got = first + answer(connection)
-            assert got.startswith(b"HTTP/1.1 413"), got[:200]
-            assert json.loads(got.partition(b"\r\n\r\n")[2])["error"] == "payload_too_large"
-            assert waited < TIMEOUT_S, "answered before the rest of the body was due"
+    registry = CollectorRegistry()
+    auth = b"Authorization: Bearer " + KEY.encode()
+    request = b"GET /events HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\nContent-Length: 300000000\r\n\r\n" + b"{" * 1024
+    with server(readonly_reader(clickhouse_dsn), registry=registry) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(request)
+            started = time.monotonic()
+            got = answer(connection)
+            waited = time.monotonic() - started
+        assert got.startswith(b"HTTP/1.1 413"), got[:200]
+        assert json.loads(got.partition(b"\r\n\r\n")[2])["error"] == "payload_too_large"
+        # Closed at once: the rest of the body is not read, so nothing after it could be a request.
+        assert waited < TIMEOUT_S, "answered and closed before the rest of the body was due"
+        assert (
+            registry.get_sample_value(
+                "eventpipe_http_requests_total", {"route": "/events", "method": "GET", "code": "413"}
+            )
+            == 1
+        )
         assert ask(port).startswith(b"HTTP/1.1 200")

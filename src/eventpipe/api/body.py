@@ -3,18 +3,17 @@
 FastAPI reads and parses a route's JSON body before its dependencies run, the
 key check among them, so without a bound anyone could send 300 MB and cost the
 process a gigabyte of memory for a 401 (found by an attack). A body announced
-larger is refused as it is announced, unread; one sent without a length, once
-that many bytes came. FastAPI's own `max_body_size` answers in plain text, not
-in the API's one error shape.
+larger is refused at its first read, unread; one sent without a length, once
+that many bytes came. Refused where the route reads it, so the answer is
+counted under its route, in the API's one error shape (FastAPI's own
+`max_body_size` answers plain text, before routing), and with the connection
+closed: the rest of the body is not read, so nothing on it could be a request.
 """
 
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from eventpipe.api.error import CODES
 
 # The largest body a route takes is a replay's: 1,000 ids of 64 characters, under 70 KB.
 MAX_BODY_BYTES = 128 * 1024
@@ -32,32 +31,30 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if _declared(scope) > self.limit:
-            answer = JSONResponse({"error": CODES[TOO_LARGE], "detail": self._detail()}, status_code=TOO_LARGE)
-            await answer(scope, receive, send)
-            return
-        received = 0
+        received = _declared(scope)
 
         async def bounded() -> Message:
             nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
+            if received <= self.limit:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return message
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    # An HTTPException, which FastAPI lets through from a body read (anything else it
-                    # answers 400); the app's handler gives it the error shape.
-                    raise HTTPException(TOO_LARGE, self._detail())
-            return message
+                if received <= self.limit:
+                    return message
+            # An HTTPException, which FastAPI lets through from a body read (anything else it answers 400).
+            raise HTTPException(
+                TOO_LARGE,
+                f"the request body is over {self.limit} bytes, the most any endpoint takes",
+                headers={"Connection": "close"},
+            )
 
         await self.app(scope, bounded, send)
 
-    def _detail(self) -> str:
-        return f"the request body is over {self.limit} bytes, the most any endpoint takes"
-
 
 def _declared(scope: Scope) -> int:
-    """The Content-Length the request announced; 0 without one, or with one that is no number
-    (the server refuses those before they get here)."""
+    """The Content-Length the request announced, counted as received so that a larger one is refused
+    before its first byte is read; 0 without one (or one that is no number: the server refuses those)."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             return int(value) if value.isdigit() else 0
