@@ -83,7 +83,8 @@ def test_a_check_made_while_another_reads_the_changed_file_waits_for_that_read(k
     keyring = Keyring((), keys_file)
     keyring._read_ns = time.time_ns() + 10**12  # long after the file's time: the stat alone decides
     assert not keyring.stale()
-    with keyring._lock:  # a read under way
+    with keyring._lock:  # a read under way, as refresh starts one
+        keyring._reading_since = time.monotonic()
         assert keyring.stale()
 
 
@@ -134,7 +135,7 @@ def test_a_file_made_readable_again_is_read_again(keys_file: Path, monkeypatch: 
     # and the failed read's stat kept the revoked key admitted until some later edit.
     keyring = Keyring((), keys_file)
     write(keys_file, {"name": "ops", "sha256": sha("key-o"), "admin": True})  # partner-a revoked
-    an_hour_ago = time.time_ns() - 3600 * 10**9  # out of the racy window: the stat alone decides
+    an_hour_ago = time.time_ns() - 3600 * 10**9  # its mtime out of the racy window: its ctime decides
     os.utime(keys_file, ns=(an_hour_ago, an_hour_ago))
 
     def refused(path: Path) -> bytes:
@@ -186,6 +187,7 @@ def test_a_read_that_hangs_holds_each_check_up_a_second_at_most(
         assert keyring.grant("key-a") is not None, "the keys admitted before, while the read hangs"
         assert time.monotonic() - started < READ_WAIT_S + 0.5
         assert not keyring.stale(), "after a second, checks no longer wait for it"
+        assert keyring.problem == "a read of it has not ended after 1 s", "and the alert's metric says so"
     finally:
         released.set()
         reader.join()

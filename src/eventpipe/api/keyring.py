@@ -10,8 +10,8 @@ the last good version admitted, logged and counted
 Keeping them, rather than admitting nobody, keeps every partner served through
 an operator's typo; the price is that a revocation made in a broken file waits
 for the fix, which the log line and the alert say. For the same reason a read
-that hangs (a FIFO is refused unopened; a dead network mount is not) is waited
-for READ_WAIT_S at most by each check.
+that hangs is waited for READ_WAIT_S at most by each check (a FIFO is refused
+unopened); a `stat` that hangs is not bounded: it runs on the event loop.
 """
 
 from __future__ import annotations
@@ -103,11 +103,18 @@ class Keyring:
 
     def refresh(self) -> None:
         """Read the keys file again if it changed since it was read."""
-        if self.stale() and self._lock.acquire(timeout=READ_WAIT_S):
-            try:
-                self._check()
-            finally:
-                self._lock.release()
+        if not self.stale():
+            return
+        if not self._lock.acquire(timeout=READ_WAIT_S):
+            # The read under way hangs: said once, and counted as a problem, so the alert tells of it.
+            if self.problem is None:
+                self._fail(f"a read of it has not ended after {READ_WAIT_S:g} s")
+            return
+        try:
+            self._reading_since = time.monotonic()  # at once: a check now waits for this read
+            self._check()
+        finally:
+            self._lock.release()
 
     def stale(self) -> bool:
         """Whether the keys file may have changed since it was read: one stat, no read."""
@@ -127,7 +134,7 @@ class Keyring:
         found = _stat(self._path)
         if found == self._stat and not self._racy() and not first:
             return  # another thread read it meanwhile
-        self._stat, self._read_ns, self._reading_since = found, time.time_ns(), time.monotonic()
+        self._stat, self._read_ns = found, time.time_ns()
         try:
             raw = _read(self._path)
         except OSError as exc:
