@@ -20,14 +20,16 @@ _QUERY = re.compile(r"(?P<head>[?&](?:password|passwd|pwd|secret|token|access_to
 def misread_password(url: str) -> bool:
     """Whether `url` may have a password holding "/", "?" or "#" as typed. A URL parser ends the host at
     the first of them, so such a password would be read in part as host, port or path, and errors about
-    those parts quote it (an attack saw one echoed whole). An "@" past that point, with a ":" before it
-    and no "@", is that, or an "@" in the path or query: only the writer knows which, so it is refused."""
+    those parts quote it (an attack saw one echoed whole). An "@" past that point is that, or an "@" in
+    the path or query, which must be percent-encoded too: only the writer knows which, so it is refused.
+    So is an "@" that leaves no host after it (`u:Zq9@/Secret@host` reads as user u at no host, and its
+    path quoted the rest of the password)."""
     _scheme, sep, rest = url.partition("://")
     if not sep:
         return False
     end = min([at for at in (rest.find(mark) for mark in "/?#") if at >= 0], default=len(rest))
     host = rest[:end]
-    return "@" not in host and ":" in host and "@" in rest[end:]
+    return "@" in rest[end:] or host.endswith("@")
 
 
 PERCENT_ENCODE = 'percent-encode "/", "?" and "#" in its password (%2F, %3F, %23), or "@" in its path or query (%40)'

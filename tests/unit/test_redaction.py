@@ -72,8 +72,15 @@ def test_log_records_are_redacted_with_their_arguments_and_tracebacks() -> None:
         ("mqtts://ingest:Sup3r#Secret99@h", True),
         ("mqtt://ingest:Sup3r%2FSecret99@h", False),  # percent-encoded: read whole
         ("mqtt://ingest:p@ss@broker:1883", False),  # an "@" is read whole: the parser takes the last
-        ("http://default:s3cret@clickhouse:8123/db?client_name=ops@example", False),  # "@" in the query, read whole
-        ("mqtt://ingest@broker:1883/x@y", False),
+        # An "@" after the host is the rest of a password holding "/", "?" or "#" as often as it is an "@" of
+        # the path or query: refused, to be percent-encoded either way (`u:Zq9@/Secret@host` was read as
+        # user u at no host, and the error quoted "Secret@host" as the database's name).
+        ("http://default:s3cret@clickhouse:8123/db?client_name=ops@example", True),
+        ("mqtt://ingest@broker:1883/x@y", True),
+        ("http://u:Zq9@/Secret@127.0.0.1:8123/db", True),
+        ("http://u:Zq9@?Secret@127.0.0.1:8123/db", True),
+        ("http://u:Zq9@x#Secret@127.0.0.1:8123/db", True),
+        ("http://u:Zq9%40%2FSecret@127.0.0.1:8123/db", False),
         ("chdb:///var/lib/eventpipe/clickhouse", False),
         # A password of digits and "/" reads as a port: refused, as is an "@" in a query without userinfo,
         # which percent-encoding ("%40") makes plain.
