@@ -4,13 +4,16 @@ ClickHouse container gets its database that way too (tests/support/services.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
 import uuid
 from pathlib import Path
 
 import pytest
 
-from eventpipe.errors import ConfigError
+from eventpipe.errors import ConfigError, StorageError
 from eventpipe.host import free_port
 from eventpipe.store.client import connect
 from eventpipe.store.database import create, named_database
@@ -60,3 +63,28 @@ def test_migrate_says_it_cannot_reach_the_server_without_its_password() -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert "migrations applied" not in done.stdout
     assert "hunter2pw" not in done.stdout + done.stderr
+
+
+def test_an_https_dsn_speaks_tls_from_its_first_byte_whatever_its_port() -> None:
+    # The driver takes TLS from the port alone (443, 8443): https://u:pw@host:8123/db sent its
+    # Authorization header, password and all, in plain text.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        listener.settimeout(10)
+        received: list[bytes] = []
+
+        def accept() -> None:
+            with contextlib.suppress(OSError):
+                connection, _ = listener.accept()
+                listener.close()  # the driver's retries are refused at once
+                with connection:
+                    connection.settimeout(5)
+                    received.append(connection.recv(4096))
+
+        thread = threading.Thread(target=accept)
+        thread.start()
+        with contextlib.suppress(StorageError):
+            connect(f"https://u:Zq9pass@127.0.0.1:{port}/db")
+        thread.join()
+    assert received and received[0][:1] == b"\x16", f"no TLS handshake: {received[:1]!r}"
+    assert b"Zq9pass" not in received[0] and b"POST" not in received[0]

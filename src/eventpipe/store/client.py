@@ -33,8 +33,14 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
             return clickhouse_connect.get_client(dsn=dsn, chdb_options=engine_options(dsn))
         # No server session: each insert and query stands alone, so concurrent
         # calls never trip over a locked session and read-only users work.
+        # The interface from the scheme: the driver takes TLS from the port alone (443, 8443), and sent an
+        # https:// DSN's password in plain text to :8123 (found by an attack).
         return clickhouse_connect.get_client(
-            dsn=dsn, autogenerate_session_id=False, connect_timeout=5, send_receive_timeout=timeout_s
+            dsn=dsn,
+            interface=scheme.lower(),
+            autogenerate_session_id=False,
+            connect_timeout=5,
+            send_receive_timeout=timeout_s,
         )
 
 
