@@ -8,9 +8,10 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from paho.mqtt.client import topic_matches_sub
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from eventpipe.errors import ConfigError
 from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES, PROBE_TOPIC
 from eventpipe.mqtt import address, packet
 from eventpipe.mqtt.session import MIN_SECRET_CHARS, session_id
@@ -37,7 +38,15 @@ EMBEDDED_STORE = "clickhouse"
 
 def embedded_dsn(data_dir: Path) -> str:
     """The embedded engine's DSN inside a data dir: where `eventpipe up --data-dir` keeps its events."""
-    return f"chdb://{(data_dir / EMBEDDED_STORE).resolve()}"
+    path = (data_dir / EMBEDDED_STORE).resolve()
+    if set(str(path)) & set("?#"):
+        # The driver reads the DSN as a URL and does not decode its path: `d#x` put the store in `d`,
+        # outside the data dir and its rights, and `d?q` shared it with `d#x` (found by an attack).
+        raise ConfigError(
+            f"the data dir {data_dir} holds '?' or '#', which end the embedded engine's path: "
+            "choose another (--data-dir, or EVENTPIPE_DATA_DIR)"
+        )
+    return f"chdb://{path}"
 
 
 class Settings(BaseSettings):
@@ -165,6 +174,15 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("data_dir", "api_host", "metrics_host", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object, info: ValidationInfo) -> object:
+        # compose passes an unset ${VAR:-} as "": as a host that is every interface, as the data dir the
+        # current directory (both seen in an attack), where the default is loopback and .eventpipe.
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[str(info.field_name)].default
         return value
 
     @field_validator("mqtt_ca_file", "api_tls_cert_file", "api_tls_key_file", "api_keys_file", mode="before")

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from eventpipe.config import Settings
+from eventpipe.errors import ConfigError
 
 
 def test_environment_variables_with_the_prefix_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,6 +106,28 @@ def test_an_empty_tls_variable_is_unset_not_the_current_directory(monkeypatch: p
         monkeypatch.setenv(name, "")
     settings = Settings()
     assert (settings.mqtt_ca_file, settings.api_tls_cert_file, settings.api_tls_key_file) == (None, None, None)
+
+
+def test_an_empty_host_or_data_dir_is_the_default_not_every_interface_or_the_current_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # EVENTPIPE_API_HOST= opened the API on 0.0.0.0 and [::]; EVENTPIPE_DATA_DIR= filled the current
+    # directory with the generated key, the secrets and the store (an attack).
+    for name in ("EVENTPIPE_API_HOST", "EVENTPIPE_METRICS_HOST", "EVENTPIPE_DATA_DIR"):
+        monkeypatch.setenv(name, " ")
+    settings = Settings()
+    assert (settings.api_host, settings.metrics_host, settings.data_dir) == (
+        "127.0.0.1",
+        "127.0.0.1",
+        Path(".eventpipe"),
+    )
+
+
+@pytest.mark.parametrize("name", ["d#x", "d?q=1"])
+def test_a_data_dir_the_engines_dsn_cannot_name_is_refused_naming_the_setting(tmp_path: Path, name: str) -> None:
+    # The driver ends the DSN's path at "#" or "?": the store went to `d`, outside the data dir's rights.
+    with pytest.raises(ConfigError, match=r"holds '\?' or '#'.*EVENTPIPE_DATA_DIR"):
+        _ = Settings(data_dir=tmp_path / name).resolved_clickhouse_dsn
 
 
 def test_a_retention_past_the_end_of_clickhouse_datetime_is_refused_naming_the_variable(
