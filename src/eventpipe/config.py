@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     mosquitto_binary: str = "mosquitto"
     # The worker's name; its MQTT client id, which names its broker session, is
     # this name plus an HMAC of it under mqtt_session_secret (see mqtt/session.py).
-    mqtt_client_id: str = "eventpipe-ingest"
+    mqtt_client_id: str = Field(default="eventpipe-ingest", min_length=1, max_length=128)
     # `eventpipe worker` only: when mqtt_client_id is not set, the worker's name
     # is the first label of its own address's name in DNS: in compose, the
     # replica's container name (see mqtt/replica.py). The worker image turns it on.
@@ -88,17 +88,18 @@ class Settings(BaseSettings):
     mqtt_topic: str = "events/#"
     # Non-empty: subscribe as $share/<group>/<topic> so workers split the load.
     mqtt_share_group: str = ""
-    mqtt_keepalive_s: int = Field(default=30, ge=5)
+    # Bounds are MQTT's: a 16-bit keep-alive, a 32-bit session expiry (past them paho failed at connect).
+    mqtt_keepalive_s: int = Field(default=30, ge=5, le=65_535)
     # How long the broker keeps the worker's session (and queues for it) while
     # it is away. A week covers a long outage; the broker caps it too.
-    mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
+    mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60, le=4_294_967_295)
     # In-flight window: the broker sends at most this many unacknowledged
     # messages. Must cover a batch being written plus the next one filling.
     mqtt_receive_maximum: int = Field(default=40_000, ge=1, le=65_535)
 
     # A probe event sent through the whole path (broker, worker, ClickHouse)
     # every so often, so freshness is known when traffic is idle; 0 turns it off.
-    probe_interval_s: float = Field(default=10.0, ge=0)
+    probe_interval_s: float = Field(default=10.0, ge=0, le=86_400, allow_inf_nan=False)
     probe_topic: str = PROBE_TOPIC
 
     # Each insert writes a part per table it feeds, at a fixed cost of its own:
@@ -108,7 +109,9 @@ class Settings(BaseSettings):
 
     # Larger payloads are dead letters; the broker refuses packets over this
     # plus 4 KiB (mqtt/packet.py). MQTT carries at most 256 MiB in a packet.
-    max_payload_bytes: int = Field(default=MAX_PAYLOAD_BYTES, ge=256, le=256 * 1024 * 1024)
+    # At most what a packet may carry (268,435,455 bytes, MQTT's largest) less the broker's headroom for
+    # its topic and headers: 256 MiB passed, then failed `up` at start.
+    max_payload_bytes: int = Field(default=MAX_PAYLOAD_BYTES, ge=256, le=packet.LARGEST_PAYLOAD)
     # The bytes of messages (payloads and topics) a worker holds uncommitted, whatever the window: past
     # it the worker stops reading the socket, as when the window is full. A
     # batch closes at half of it, so the next one can fill while it is written.
@@ -127,9 +130,10 @@ class Settings(BaseSettings):
     # field, for producers that wrap events, e.g. {"event_data": {...}}.
     envelope_keys: Annotated[list[str], NoDecode] = list(ENVELOPE_KEYS)
 
-    retry_initial_s: float = Field(default=0.5, gt=0)
-    retry_max_s: float = Field(default=30.0, gt=0)
-    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    # Finite and at most an hour: inf passed, then the worker's stop failed with OverflowError.
+    retry_initial_s: float = Field(default=0.5, gt=0, le=3600, allow_inf_nan=False)
+    retry_max_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65_535)
@@ -268,6 +272,9 @@ class Settings(BaseSettings):
         _check_filter(self.mqtt_topic)
         if any(char in self.mqtt_share_group for char in "/+#"):
             raise ValueError(f"EVENTPIPE_MQTT_SHARE_GROUP {self.mqtt_share_group!r} may not contain '/', '+' or '#'")
+        if self.probe_interval_s > 0 and any(char in self.probe_topic for char in "+#"):
+            # A filter, not a topic: the probe thread died at its first publish, and freshness went blind.
+            raise ValueError(f"EVENTPIPE_PROBE_TOPIC {self.probe_topic!r} is a topic to publish to: no '+' or '#'")
         if self.probe_interval_s > 0 and not topic_matches_sub(self.mqtt_topic, self.probe_topic):
             # A probe the worker never receives would report the pipe stalled forever.
             raise ValueError(

@@ -123,6 +123,32 @@ def test_an_empty_host_or_data_dir_is_the_default_not_every_interface_or_the_cur
     )
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        # Past MQTT's bounds paho failed at connect (struct.error), a worker's stop failed with
+        # OverflowError, a probe thread died and left freshness blind, `up` failed at start (an attack).
+        ("EVENTPIPE_MQTT_KEEPALIVE_S", "100000"),
+        ("EVENTPIPE_MQTT_SESSION_EXPIRY_S", "99999999999"),
+        ("EVENTPIPE_MQTT_CLIENT_ID", "x" * 70_000),
+        ("EVENTPIPE_MAX_PAYLOAD_BYTES", str(256 * 1024 * 1024)),
+        ("EVENTPIPE_SHUTDOWN_TIMEOUT_S", "inf"),
+        ("EVENTPIPE_PROBE_INTERVAL_S", "nan"),
+        ("EVENTPIPE_RETRY_MAX_S", "1e300"),
+        ("EVENTPIPE_PROBE_TOPIC", "events/#"),
+        ("EVENTPIPE_PROBE_TOPIC", "events/+"),
+    ],
+)
+def test_a_value_that_would_fail_at_run_time_is_refused_at_start_naming_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    field = variable.removeprefix("EVENTPIPE_").lower()
+    assert field in str(refused.value) or variable in str(refused.value)
+
+
 @pytest.mark.parametrize("name", ["d#x", "d?q=1"])
 def test_a_data_dir_the_engines_dsn_cannot_name_is_refused_naming_the_setting(tmp_path: Path, name: str) -> None:
     # The driver ends the DSN's path at "#" or "?": the store went to `d`, outside the data dir's rights.

@@ -22,6 +22,9 @@ HEADROOM = 4096
 # accepts and then drop them for the worker ("Dropping too large outgoing
 # PUBLISH") without a trace.
 WAY_OUT = 4
+# MQTT's largest packet (a four-byte remaining length), and so the largest payload the worker can announce.
+MQTT_MAX_PACKET = 268_435_455
+LARGEST_PAYLOAD = MQTT_MAX_PACKET - HEADROOM - WAY_OUT
 
 
 def broker_limit(max_payload_bytes: int) -> int:
