@@ -13,12 +13,14 @@ works, and that the worker counts it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -86,6 +88,35 @@ def test_eventpipe_worker_refuses_to_start_with_a_guessable_session_id(tmp_path:
     done = run_eventpipe("worker", env=env)
     assert done.returncode == 2
     assert "EVENTPIPE_MQTT_SESSION_SECRET is not set" in done.stderr
+
+
+def test_a_worker_the_broker_refuses_says_why_on_its_last_line(tmp_path: Path) -> None:
+    # The runbooks send the operator to the worker's last line; it was "worker consuming ...".
+    with socket.create_server(("127.0.0.1", 0)) as broker:
+        port = broker.getsockname()[1]
+
+        def refuse() -> None:
+            with contextlib.suppress(OSError):
+                connection, _ = broker.accept()
+                with connection:
+                    connection.recv(4096)  # its CONNECT
+                    connection.sendall(b"\x20\x03\x00\x86\x00")  # CONNACK: bad user name or password
+                    time.sleep(1)
+
+        threading.Thread(target=refuse, daemon=True).start()
+        env = {key: value for key, value in os.environ.items() if not key.startswith("EVENTPIPE_")}
+        env |= {
+            "EVENTPIPE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}",
+            "EVENTPIPE_METRICS_PORT": str(free_port()),
+            "EVENTPIPE_MQTT_URL": f"mqtt://ingest:wrong@127.0.0.1:{port}",
+            "EVENTPIPE_MQTT_SESSION_SECRET": "s" * 32,
+            "EVENTPIPE_SHUTDOWN_TIMEOUT_S": "2",
+        }
+        done = run_eventpipe("worker", env=env)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert "stopped: the broker at" in last and "refused the connection" in last, last
+    assert "wrong" not in done.stderr
 
 
 def test_the_session_id_and_the_store_stay_out_of_what_other_local_users_can_read(up: Up) -> None:

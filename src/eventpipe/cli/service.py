@@ -59,6 +59,9 @@ def run_worker(_args: argparse.Namespace) -> int:
     problem = shutdown.wait(check)
     clean = ingest.stop()
     metrics_server.shutdown()
+    if problem is not None:
+        # The last line, which the runbooks send the operator to (it was "worker consuming ...").
+        log.error("stopped: %s", problem)
     return 0 if clean and problem is None else 1
 
 
@@ -103,6 +106,8 @@ def run_api(_args: argparse.Namespace) -> int:
     log.info("API serving on %s", server.url)
     problem = shutdown.wait(lambda: None if server.alive else "the API server stopped")
     server.stop()
+    if problem is not None:
+        log.error("stopped: %s", problem)
     return 0 if problem is None else 1
 
 
