@@ -29,7 +29,8 @@ def _check_filter(topic: str) -> None:
 
 
 # What a runbook URL may be: absolute, and safe inside YAML and a sed replacement.
-RUNBOOK_URL = re.compile(r"(https?|file)://[^\s#\"'\\|&]+")
+# No "{" or "}": the rules are Go templates, and "{{" in the link made Prometheus load none of them.
+RUNBOOK_URL = re.compile(r"(https?|file)://[^\s#\"'\\|&{}]+")
 
 
 # The embedded engine's directory in a data dir.

@@ -24,3 +24,31 @@ def test_mqtt_url_is_a_url_alone_or_absent(argv: list[str], mqtt_url: str | None
 def test_mqtt_url_alone_still_excludes_the_port_of_a_broker_up_would_start() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["up", "--mqtt-url", "--mqtt-port", "5"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # An OverflowError traceback after the data dir was made; a broker on a unix socket named 127.0.0.1.
+        ["up", "--mqtt-port", "70000"],
+        ["up", "--mqtt-port", "0"],
+        ["up", "--api-port", "-1"],
+        ["up", "--metrics-port", "http"],
+        # paho's ValueError traceback at the first send.
+        ["publish", "--count", "1", "--topic-prefix", "a/#"],
+        ["publish", "--count", "1", "--topic-prefix", "+"],
+        ["publish", "--count", "1", "--topic-prefix", "x" * 2000],
+    ],
+)
+def test_a_value_no_broker_or_socket_takes_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(argv)
+    assert refused.value.code == 2
+    assert f"argument {argv[-2]}" in capsys.readouterr().err
+
+
+def test_ports_in_range_are_taken() -> None:
+    args = build_parser().parse_args(["up", "--mqtt-port", "65535", "--api-port", "0", "--prometheus-port", "0"])
+    assert (args.mqtt_port, args.api_port, args.prometheus_port) == (65535, 0, 0)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from eventpipe.errors import ConfigError
-from eventpipe.stack.lock import hold
+from eventpipe.stack.lock import hold, stopped
 
 
 def test_a_second_holder_waits_then_is_refused_naming_the_data_dir(tmp_path: Path) -> None:
@@ -36,3 +36,11 @@ def test_a_child_that_inherits_the_lock_keeps_the_data_dir_taken_until_it_is_gon
         child.kill()
         child.wait()
     hold(tmp_path, wait_s=0).close()
+
+
+def test_a_data_dir_the_lock_cannot_be_written_in_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    # /sys/kernel or /proc gave a raw PermissionError or FileNotFoundError traceback.
+    missing = tmp_path / "gone"
+    for take in (hold, lambda path: stopped(path, "then restore")):
+        with pytest.raises(ConfigError, match=r"cannot write in the data dir .*gone.*EVENTPIPE_DATA_DIR"):
+            take(missing)

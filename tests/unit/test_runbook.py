@@ -65,7 +65,14 @@ def test_without_rules_prometheus_is_given_the_missing_folder_as_before(tmp_path
 
 @pytest.mark.parametrize(
     "url",
-    ["docs/runbooks.md", "https://x/docs/runbooks.md#top", "https://x/run books.md", "https://x/a|b", "ftp://x/a"],
+    [
+        "docs/runbooks.md",
+        "https://x/docs/runbooks.md#top",
+        "https://x/run books.md",
+        "https://x/a|b",
+        "ftp://x/a",
+        "http://x/{{",  # a Go template in the rules: Prometheus loaded none of them
+    ],
 )
 def test_a_url_that_would_not_open_or_would_break_the_rules_is_refused(url: str) -> None:
     with pytest.raises(ValidationError, match="runbook_url"):

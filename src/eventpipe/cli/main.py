@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
@@ -13,6 +13,32 @@ from eventpipe import __version__
 from eventpipe.bench import SCENARIOS
 from eventpipe.errors import EventpipeError
 from eventpipe.redaction import redact
+
+# A topic prefix's length: an MQTT topic is 65,535 bytes at most, and a prefix is no place for a long one.
+MAX_PREFIX_CHARS = 1024
+
+
+def _port(lowest: int) -> Callable[[str], int]:
+    """A port from `lowest` to 65535, or argparse's usage error: 70000 was an OverflowError traceback
+    after the data dir was made, and a broker on port 0 opened a unix socket named 127.0.0.1."""
+
+    def port(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:20]!r} is no port number") from None
+        if not lowest <= number <= 65_535:
+            raise argparse.ArgumentTypeError(f"{number} is no port: {lowest} to 65535")
+        return number
+
+    return port
+
+
+def _topic(text: str) -> str:
+    """A topic prefix to publish under: `a/#` or `+` was a ValueError traceback from paho at the first send."""
+    if not 0 < len(text) <= MAX_PREFIX_CHARS or any(char in text for char in "+#\0"):
+        raise argparse.ArgumentTypeError(f"1 to {MAX_PREFIX_CHARS} characters, without '+', '#' or NUL")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,11 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="use this running broker instead of starting mosquitto; alone, the one EVENTPIPE_MQTT_URL names"
         " (which keeps its password out of `ps`)",
     )
-    broker.add_argument("--mqtt-port", type=int, default=1883, help="port of the mosquitto it starts (default 1883)")
-    up.add_argument("--api-port", type=int, help="HTTP API port (default 8000)")
-    up.add_argument("--metrics-port", type=int, help="worker metrics port (default 9464)")
+    broker.add_argument(
+        "--mqtt-port", type=_port(1), default=1883, help="port of the mosquitto it starts (default 1883)"
+    )
+    up.add_argument("--api-port", type=_port(0), help="HTTP API port (default 8000)")
+    up.add_argument("--metrics-port", type=_port(0), help="worker metrics port (default 9464)")
     up.add_argument(
-        "--prometheus-port", type=int, help="port of the Prometheus it starts when installed (default 9090; 0: none)"
+        "--prometheus-port",
+        type=_port(0),
+        help="port of the Prometheus it starts when installed (default 9090; 0: none)",
     )
     up.add_argument(
         "--tls",
@@ -79,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--count", type=_positive_int, required=True, help="how many events")
     publish.add_argument("--rate", type=float, default=0.0, help="events per second (default: as fast as possible)")
     publish.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default 1)")
-    publish.add_argument("--topic-prefix", default="events", help="topics are PREFIX/<event_type>")
+    publish.add_argument("--topic-prefix", type=_topic, default="events", help="topics are PREFIX/<event_type>")
     publish.add_argument("--seed", type=int, help="random seed, for repeatable events")
 
     bench = commands.add_parser(

@@ -18,7 +18,7 @@ def hold(data_dir: Path, wait_s: float = 10.0) -> TextIO:
     The children inherit it, so after a crash it is free only once they are
     gone too; a restart right after waits that long for them.
     """
-    handle = (data_dir / FILE_NAME).open("w")
+    handle = _opened(data_dir, "w")
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -36,7 +36,7 @@ def hold(data_dir: Path, wait_s: float = 10.0) -> TextIO:
 def stopped(data_dir: Path, then: str) -> TextIO:
     """The lock of a data dir no `eventpipe up` runs on, held until the returned file closes, for a command
     that must not run beside one (chDB lets one process open a store); refused at once, saying `then`."""
-    handle = (data_dir / FILE_NAME).open("a")
+    handle = _opened(data_dir, "a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -45,3 +45,13 @@ def stopped(data_dir: Path, then: str) -> TextIO:
             f"{data_dir.resolve()} is in use by a running `eventpipe up`: stop it (Ctrl-C or SIGTERM), {then}"
         ) from None
     return handle
+
+
+def _opened(data_dir: Path, mode: str) -> TextIO:
+    """The lock file, or a ConfigError naming the data dir: one not writable was a raw traceback."""
+    try:
+        return (data_dir / FILE_NAME).open(mode)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write in the data dir {data_dir}: {exc.strerror} (--data-dir, or EVENTPIPE_DATA_DIR)"
+        ) from None
