@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 from eventpipe.errors import ConfigError
 
@@ -47,7 +47,7 @@ def stopped(data_dir: Path, then: str) -> TextIO:
     return handle
 
 
-def _opened(data_dir: Path, mode: str) -> TextIO:
+def _opened(data_dir: Path, mode: Literal["w", "a"]) -> TextIO:
     """The lock file, or a ConfigError naming the data dir: one not writable was a raw traceback."""
     try:
         return (data_dir / FILE_NAME).open(mode)
