@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from eventpipe.host import free_port
 from tests.support.stack import run_eventpipe
 
 
@@ -51,7 +52,7 @@ def test_a_setting_that_cannot_work_is_named_by_its_variable(
     ("args", "env", "named"),
     [
         # From a flag, named by the flag: the variable it blamed was not set.
-        (["--api-port", "99999"], {}, "api_port (--api-port)"),
+        (["--api-port", "99999"], {}, "argument --api-port: 99999 is no port"),  # argparse's, before any setting
         (["--mqtt-url", "mqtt://u:pa/ss@127.0.0.1:1"], {}, "mqtt_url (--mqtt-url)"),
         ([], {"EVENTPIPE_API_PORT": "99999"}, "api_port (EVENTPIPE_API_PORT)"),
         ([], {"EVENTPIPE_DATA_DIR": "/proc/eventpipe"}, "EVENTPIPE_DATA_DIR"),  # a traceback before
@@ -62,7 +63,8 @@ def test_up_names_the_flag_or_variable_a_bad_value_came_from(
     tmp_path: Path, args: list[str], env: dict[str, str], named: str
 ) -> None:
     data = ["--data-dir", str(tmp_path)] if "EVENTPIPE_DATA_DIR" not in env else []
-    ports = ["--metrics-port", "0", "--prometheus-port", "0", *([] if "--mqtt-url" in args else ["--mqtt-port", "0"])]
+    broker = [] if "--mqtt-url" in args else ["--mqtt-port", str(free_port())]  # 0 is no broker's port
+    ports = ["--metrics-port", "0", "--prometheus-port", "0", *broker]
     done = run_eventpipe("up", *data, *ports, *args, env={**os.environ, **env}, timeout=90)
     assert done.returncode == 2, done.stderr[-800:]
     assert named in done.stderr and "Traceback" not in done.stderr, done.stderr[-800:]

@@ -211,7 +211,8 @@ def test_a_body_over_the_bound_is_refused_with_413_before_it_is_parsed_with_or_w
         # With no length announced (chunked), the body is cut once past the bound.
         refused = api.post("/admin/erase", content=iter([padded[:1000], padded[1000:]]), headers=headers)
         assert (refused.status_code, refused.json()["error"]) == (413, "payload_too_large"), refused.text
-    assert api.post("/admin/erase", content=padded[: MAX_BODY_BYTES // 2], headers=ADMIN).status_code == 422
+    # One byte under the bound is read and parsed (a 422 here, as the cut leaves no JSON).
+    assert api.post("/admin/erase", content=padded[: MAX_BODY_BYTES - 1], headers=ADMIN).status_code == 422
     assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
 
 

@@ -31,11 +31,11 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        received = _declared(scope)
+        announced, received = _declared(scope), 0
 
         async def bounded() -> Message:
             nonlocal received
-            if received <= self.limit:
+            if announced <= self.limit:
                 message = await receive()
                 if message["type"] != "http.request":
                     return message
@@ -53,8 +53,8 @@ class BodyLimit:
 
 
 def _declared(scope: Scope) -> int:
-    """The Content-Length the request announced, counted as received so that a larger one is refused
-    before its first byte is read; 0 without one (or one that is no number: the server refuses those)."""
+    """The Content-Length the request announced, so that a larger one is refused before its first byte
+    is read; 0 without one (or one that is no number: the server refuses those)."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             return int(value) if value.isdigit() else 0
