@@ -63,6 +63,21 @@ def test_migrate_says_it_cannot_reach_the_server_without_its_password() -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert "migrations applied" not in done.stdout
     assert "hunter2pw" not in done.stdout + done.stderr
+    assert "ClickHouse at http://u:***@127.0.0.1" in done.stderr and "(EVENTPIPE_CLICKHOUSE_DSN)" in done.stderr
+
+
+def test_the_api_names_which_of_its_two_dsns_it_cannot_reach(tmp_path: Path) -> None:
+    # "OperationalError: Error HTTPConnectionPool..." did not say which was wrong (an attack).
+    env = {
+        **outside(),
+        "EVENTPIPE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}",
+        "EVENTPIPE_ADMIN_CLICKHOUSE_DSN": f"http://admin:hunter2pw@127.0.0.1:{free_port()}/eventpipe",
+        "EVENTPIPE_API_KEYS": "k" * 32,
+        "EVENTPIPE_API_PORT": str(free_port()),
+    }
+    done = run_eventpipe("api", env=env, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "(EVENTPIPE_ADMIN_CLICKHOUSE_DSN)" in done.stderr and "hunter2pw" not in done.stderr, done.stderr[-500:]
 
 
 def test_an_https_dsn_speaks_tls_from_its_first_byte_whatever_its_port() -> None:

@@ -8,15 +8,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from eventpipe.errors import ConfigError
+from eventpipe.errors import ConfigError, StorageError
 from eventpipe.ingest.exporter import Exporter
-from eventpipe.redaction import RedactingFormatter
+from eventpipe.redaction import RedactingFormatter, redact
 
 log = logging.getLogger("eventpipe")
 
@@ -155,3 +156,13 @@ class Progress:
                 current[1],
             )
         self._last, self._last_time = current, now
+
+
+@contextmanager
+def reaching(dsn: str, variable: str) -> Iterator[None]:
+    """ClickHouse failures inside, prefixed with the server and the setting it came from: the API has two
+    DSNs, and "OperationalError: Error HTTPConnectionPool..." did not say which one was wrong."""
+    try:
+        yield
+    except StorageError as exc:
+        raise type(exc)(f"ClickHouse at {redact(dsn)} ({variable}): {exc}") from exc

@@ -11,6 +11,7 @@ from eventpipe.cli.runtime import (
     Progress,
     Shutdown,
     process_registry,
+    reaching,
     serve_metrics,
     setup_logging,
     warn_password_flag,
@@ -83,13 +84,18 @@ def run_api(_args: argparse.Namespace) -> int:
         )
     keyring = Keyring(settings.api_keys, settings.api_keys_file)  # a file that cannot be used stops it here
     registry = process_registry()
-    means = admin(settings)
+    with reaching(settings.resolved_clickhouse_dsn, "EVENTPIPE_CLICKHOUSE_DSN"):
+        reader = Reader(connect(settings.resolved_clickhouse_dsn))
+    admin_dsn = "EVENTPIPE_ADMIN_CLICKHOUSE_DSN" if settings.admin_clickhouse_dsn else "EVENTPIPE_CLICKHOUSE_DSN"
+    with reaching(settings.resolved_admin_clickhouse_dsn, admin_dsn):
+        means = admin(settings)
+        backups = means.backups(connect(settings.resolved_admin_clickhouse_dsn))
     app = create_app(
-        Reader(connect(settings.resolved_clickhouse_dsn)),
+        reader,
         registry,
         keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
-        backups=means.backups(connect(settings.resolved_admin_clickhouse_dsn)),
+        backups=backups,
         admin=means,
     )
     server = ApiServer(
@@ -114,8 +120,9 @@ def run_api(_args: argparse.Namespace) -> int:
 def run_migrate(_args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
-    create_database(settings.resolved_clickhouse_dsn)  # the migrations make their tables inside it
-    applied = migrate(connect(settings.resolved_clickhouse_dsn), settings.retention_days)
+    with reaching(settings.resolved_clickhouse_dsn, "EVENTPIPE_CLICKHOUSE_DSN"):
+        create_database(settings.resolved_clickhouse_dsn)  # the migrations make their tables inside it
+        applied = migrate(connect(settings.resolved_clickhouse_dsn), settings.retention_days)
     print(f"migrations applied: {applied or 'none, schema is current'}")
     return 0
 
