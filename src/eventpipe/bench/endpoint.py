@@ -84,12 +84,13 @@ def _through_api(
     key = secrets.token_urlsafe(16)
     stack, mqtt_port, api_port = service.up(data_dir, key, window)
     client = ApiClient(api_port, key)
-    reads = endpoints(spec)
-    # Enough stream for the whole measurement; it stops by itself when sent.
-    budget = int(STREAM_RATE * (seconds + 5) * (len(reads) + 1))
-    messages = demo_messages(budget, start=datetime.now(UTC))
-    stream = Load(f"mqtt://127.0.0.1:{mqtt_port}", messages, STREAM_RATE, budget + 1, budget)
+    # From here on anything that fails stops the stack it started (a nan left it running, orphaned).
     try:
+        reads = endpoints(spec)
+        # Enough stream for the whole measurement; it stops by itself when sent.
+        budget = int(STREAM_RATE * (seconds + 5) * (len(reads) + 1))
+        messages = demo_messages(budget, start=datetime.now(UTC))
+        stream = Load(f"mqtt://127.0.0.1:{mqtt_port}", messages, STREAM_RATE, budget + 1, budget)
         client.wait_ready()
         stream.start()
         results = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -122,13 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--rates", type=_rates, help="latency rates, msg/s, comma-separated (default 500,2000,5000; quick 500,2000)"
     )
-    bench.add_argument("--latency-seconds", type=float, help="publishing time per rate (default 60; quick 2)")
+    bench.add_argument("--latency-seconds", type=_seconds, help="publishing time per rate (default 60; quick 2)")
     bench.add_argument(
         "--sizes",
         type=_counts,
         help="stored events at which every read is timed, comma-separated (default 1000000,10000000,100000000)",
     )
-    bench.add_argument("--api-seconds", type=float, help="time per endpoint and side (default 6; quick 0.4)")
+    bench.add_argument("--api-seconds", type=_seconds, help="time per endpoint and side (default 6; quick 0.4)")
     bench.add_argument("--scale", type=_counts, help="worker process counts for the scale-out (default 1,2)")
     bench.add_argument(
         "--only", type=_scenarios, help=f"scenarios to run, comma-separated: {','.join(SCENARIOS)} (default all)"
@@ -148,12 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds(text: str) -> float:
+    """A positive, finite time: nan was a traceback, and -1 printed "nan ms" with exit 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is no number of seconds") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"{text[:20]!r}: give a positive number of seconds")
+    return seconds
+
+
 def _rates(text: str) -> tuple[float, ...]:
     try:
         rates = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError("expected numbers separated by commas, e.g. 500,2000") from None
-    if not rates or min(rates) <= 0:
+    if not rates or not all(math.isfinite(rate) and rate > 0 for rate in rates):
         raise argparse.ArgumentTypeError("expected positive rates separated by commas, e.g. 500,2000")
     return rates
 
