@@ -39,7 +39,7 @@ from eventpipe.store import job
 from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.disk import discard, room_for_backup, room_for_rehearsal
 from eventpipe.store.failure import classified
-from eventpipe.store.integrity import DAMAGED_CODES, purge, rehearse, verify
+from eventpipe.store.integrity import DAMAGED_CODES, purge, reading_back, rehearse, verify
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, unfinished_restore, upgrade
 from eventpipe.store.query import quoted
 
@@ -130,17 +130,15 @@ class Backups:
         with self._lock:
             database = self._rows("SELECT currentDatabase()")[0][0]
             try:
-                self._held(name, database)  # refuses a missing or foreign backup before anything changes
+                # Attached once: a missing or foreign backup is refused before anything changes, and one
+                # that cannot be read back whole.
                 with self._opened(name, database) as attached:
-                    verify(self._client, attached, name)  # and one that cannot be read back whole
+                    self._counted(name, database, attached)
+                    verify(self._client, attached, name)
                     room_for_rehearsal(self._client, attached)
                 # Or not restored whole: the same RESTORE, into a scratch database first.
-                scratch = f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
-                restore_as = (
-                    f"RESTORE DATABASE {quoted(database)} AS {quoted(scratch)} FROM {_disk(name)}"
-                    " SETTINGS allow_different_database_def = 1"
-                )
-                rehearse(self._client, restore_as, scratch, name)
+                scratch = _scratch()
+                rehearse(self._client, _restoring(database, name, scratch), scratch, name)
             except BackupError as exc:
                 text = str(exc)
                 raise BackupError(
@@ -157,10 +155,7 @@ class Backups:
             self._generation(name, taken_by, finished=False)
             self._drop_all(database)
             try:
-                job.run(
-                    self._client,
-                    f"RESTORE DATABASE {quoted(database)} FROM {_disk(name)} SETTINGS allow_different_database_def = 1",
-                )
+                job.run(self._client, _restoring(database, name))
                 with classified():
                     upgrade(self._client, retention_days)
                     for table, rows in DERIVED.items():
@@ -214,24 +209,21 @@ class Backups:
 
     def _held(self, name: str, database: str) -> tuple[int, int]:
         """(events, dead letters) in the backup; BackupError if it is not there or holds another database."""
-        with self._opened(name, database) as scratch:
-            listed = self._rows("SELECT name FROM system.tables WHERE database = {d:String}", {"d": scratch})
-            tables = {row[0] for row in listed}
-            if not {"events", "dead_letters"} <= tables:
-                raise BackupError(
-                    f"backup {name} holds no eventpipe tables of the database {database!r}: "
-                    "a backup restores into a database of the name it was taken from"
-                )
-            try:
-                counts = [self._client.query(query.format(db=quoted(scratch))).result_rows[0][0] for query in HELD]
-            except Error as exc:
-                # A file of a part gone or cut short: the backup's fault, not a passing one of the server's.
-                if getattr(exc, "code", None) not in DAMAGED_CODES:
-                    with classified():
-                        raise
-                first = str(exc).strip().splitlines()[0][:300]
-                raise BackupError(f"backup {name} cannot be read back whole ({first})") from exc
-            return int(counts[0]), int(counts[1])
+        with self._opened(name, database) as attached:
+            return self._counted(name, database, attached)
+
+    def _counted(self, name: str, database: str, attached: str) -> tuple[int, int]:
+        """(events, dead letters) in backup `name`, attached as the database `attached`."""
+        listed = self._rows("SELECT name FROM system.tables WHERE database = {d:String}", {"d": attached})
+        if not {"events", "dead_letters"} <= {row[0] for row in listed}:
+            raise BackupError(
+                f"backup {name} holds no eventpipe tables of the database {database!r}: "
+                "a backup restores into a database of the name it was taken from"
+            )
+        # A file of a part gone or cut short: the backup's fault, not a passing one of the server's.
+        with reading_back(name):
+            counts = [self._client.query(query.format(db=quoted(attached))).result_rows[0][0] for query in HELD]
+        return int(counts[0]), int(counts[1])
 
     def _present(self, name: str, database: str) -> bool:
         try:
@@ -246,7 +238,7 @@ class Backups:
     @contextmanager
     def _opened(self, name: str, database: str) -> Iterator[str]:
         """The backup attached read-only as a database of its own, dropped afterwards."""
-        scratch = f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
+        scratch = _scratch()
         engine = f"Backup({_literal(database)}, {_disk(name)})"
         try:
             self._client.command(f"CREATE DATABASE {quoted(scratch)} ENGINE = {engine}")
@@ -291,6 +283,17 @@ class Backups:
     def _rows(self, sql: str, parameters: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
         with classified():
             return self._client.query(sql, parameters=parameters).result_rows
+
+
+def _scratch() -> str:
+    """A database name of the prefix a backup is read or rehearsed under, new each time."""
+    return f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
+
+
+def _restoring(database: str, name: str, into: str = "") -> str:
+    """RESTORE of backup `name`'s `database`, into itself or, rehearsed, into the database `into`."""
+    target = f" AS {quoted(into)}" if into else ""
+    return f"RESTORE DATABASE {quoted(database)}{target} FROM {_disk(name)} SETTINGS allow_different_database_def = 1"
 
 
 def _disk(name: str) -> str:

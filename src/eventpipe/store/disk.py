@@ -30,10 +30,10 @@ def room_for_backup(client: Client, database: str, kept: list[str]) -> None:
     free = _disk(client, BACKUP_DISK)
     with classified():
         size = int(client.query(STORE_BYTES, parameters={"db": database, "kept": kept}).result_rows[0][0] or 0)
-    if free is not None and free[0] < size + SPARE_BYTES:
+    if short := _lacking(free, size):
         raise BackupError(
-            f"the backups disk has {free[0] // MIB} MiB free, and a backup of this store needs about "
-            f"{(size + SPARE_BYTES) // MIB} MiB with {SPARE_BYTES // MIB} MiB to spare (filling a disk ClickHouse "
+            f"the backups disk has {short[0]} MiB free, and a backup of this store needs about "
+            f"{short[1]} MiB with {SPARE_BYTES // MIB} MiB to spare (filling a disk ClickHouse "
             "shares stops ingest): free space or delete old backups (docs/operations.md, Backups and restore)"
         )
 
@@ -47,10 +47,10 @@ def room_for_rehearsal(client: Client, attached: str) -> None:
             "SELECT sum(total_bytes) FROM system.tables WHERE database = {d:String}", parameters={"d": attached}
         ).result_rows
     size = int(rows[0][0] or 0) if rows else 0
-    if free is not None and free[0] < size + SPARE_BYTES:
+    if short := _lacking(free, size):
         raise BackupError(
-            f"ClickHouse's data disk has {free[0] // MIB} MiB free, and a restore first rehearses into a copy of "
-            f"about {(size + SPARE_BYTES) // MIB} MiB with {SPARE_BYTES // MIB} MiB to spare: free space, then "
+            f"ClickHouse's data disk has {short[0]} MiB free, and a restore first rehearses into a copy of "
+            f"about {short[1]} MiB with {SPARE_BYTES // MIB} MiB to spare: free space, then "
             "restore again; nothing was changed"
         )
 
@@ -76,6 +76,13 @@ def discard(client: Client, name: str) -> str:
             return f"; what it wrote ({left}) was removed"
         return f"; what it wrote ({left}) could not all be removed: delete it, or it takes room for nothing"
     return f"; delete {name} from the backups disk if it is there, or it takes room for nothing"
+
+
+def _lacking(free: tuple[int, str] | None, size: int) -> tuple[int, int] | None:
+    """(MiB free, MiB needed) when a disk with `free` cannot take `size` bytes with SPARE_BYTES to spare."""
+    if free is None or free[0] >= size + SPARE_BYTES:
+        return None
+    return free[0] // MIB, (size + SPARE_BYTES) // MIB
 
 
 def _disk(client: Client, name: str) -> tuple[int, str] | None:

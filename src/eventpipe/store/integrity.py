@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -76,20 +78,29 @@ def verify(client: Client, scratch: str, name: str) -> None:
         {"d": scratch},
     )
     for (table,) in listed:
-        try:
+        with reading_back(name, table):
             # One row per part (path, passed, message), set in the query: a default could give one row in all.
             parts = client.query(
                 f"CHECK TABLE {quoted(scratch)}.{quoted(table)} SETTINGS check_query_single_value_result = 0"
             ).result_rows
-        except Error as exc:
-            if getattr(exc, "code", None) not in DAMAGED_CODES:
-                with classified():
-                    raise
-            raise _damaged(name, table, str(exc).strip().splitlines()[0][:300]) from exc
         # A table without parts answers one empty row.
         for row in parts:
             if len(row) >= 3 and not int(str(row[1])):
-                raise _damaged(name, table, f"part {row[0]}: {row[2] or 'damaged'}")
+                raise damaged(name, f"{table}, part {row[0]}: {row[2] or 'damaged'}")
+
+
+@contextmanager
+def reading_back(name: str, table: str = "") -> Iterator[None]:
+    """ClickHouse's errors while reading backup `name`: a damaged file (DAMAGED_CODES) is the backup's
+    fault, a BackupError saying so; anything else a passing one of the server's, classified."""
+    try:
+        yield
+    except Error as exc:
+        if getattr(exc, "code", None) not in DAMAGED_CODES:
+            with classified():
+                raise
+        first = str(exc).strip().splitlines()[0][:300]
+        raise damaged(name, f"{table}, {first}" if table else first) from exc
 
 
 def rehearse(client: Client, restore_as: str, scratch: str, name: str) -> None:
@@ -105,7 +116,7 @@ def rehearse(client: Client, restore_as: str, scratch: str, name: str) -> None:
         reason = str(exc).removeprefix("RESTORE failed: ")
         code = re.match(r"Code: (\d+)", reason)
         if code and int(code.group(1)) in DAMAGED_CODES:
-            raise _damaged(name, "RESTORE", reason[:300]) from exc
+            raise damaged(name, f"RESTORE, {reason[:300]}") from exc
         # Room, memory, rights: nothing says the backup is at fault.
         raise BackupError(
             f"the restore of {name} failed when rehearsed in a scratch database ({reason[:300]}), "
@@ -116,10 +127,9 @@ def rehearse(client: Client, restore_as: str, scratch: str, name: str) -> None:
             client.command(f"DROP DATABASE IF EXISTS {quoted(scratch)} SYNC")
 
 
-def _damaged(name: str, table: str, what: str) -> BackupError:
-    return BackupError(
-        f"backup {name} cannot be read back whole ({table}, {what}); nothing was changed: restore another backup"
-    )
+def damaged(name: str, what: str) -> BackupError:
+    """Backup `name` is damaged, `what` says where; a restore adds that it changed nothing."""
+    return BackupError(f"backup {name} cannot be read back whole ({what})")
 
 
 def _rows(client: Client, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
