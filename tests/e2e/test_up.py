@@ -165,6 +165,48 @@ def test_a_second_up_on_the_same_data_dir_is_refused(tmp_path: Path, stacks: lis
     assert first.stop() == 0
 
 
+def _interrupted(*args: str, after_s: float) -> tuple[int, str, str]:
+    """Run an eventpipe command, press Ctrl-C (SIGINT) after `after_s`, and return its exit code and output."""
+    import subprocess
+    import time
+
+    from tests.support.stack import eventpipe_command
+
+    process = subprocess.Popen([*eventpipe_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(after_s)
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, out, err
+
+
+def test_ctrl_c_while_up_waits_for_a_data_dirs_lock_stops_it_without_a_traceback(tmp_path: Path) -> None:
+    from eventpipe.host import free_port
+    from eventpipe.stack.lock import hold
+
+    # `up` waits 10 s for a lock a stopping `up` or its children still hold; Ctrl-C there was a traceback.
+    with hold(tmp_path):
+        code, out, err = _interrupted("up", "--data-dir", str(tmp_path), "--mqtt-port", str(free_port()), after_s=3)
+    assert code == 130, out + err
+    assert "Traceback" not in err and "eventpipe up: interrupted" in err, err
+
+
+def test_ctrl_c_on_publish_reports_what_the_broker_took(broker: LocalBroker | ContainerBroker) -> None:
+    # `--count` large and a rate is how a steady stream is run; Ctrl-C is how it ends, and it was a
+    # traceback that did not say how many events had been sent and acknowledged.
+    code, out, err = _interrupted("publish", "--mqtt-url", broker.url, "--count", "1000000", "--rate", "50", after_s=4)
+    assert code == 130, out + err
+    assert "Traceback" not in err, err
+    published = int(out.split("published ", 1)[1].split(" ", 1)[0])
+    assert published > 0 and f"{published} acknowledged by the broker (QoS 1)" in out, out
+    assert "interrupted before --count" in out, out
+
+
 def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker | ContainerBroker) -> None:
     # migrate, worker and api are what the images run; here on the embedded engine.
     import subprocess

@@ -257,6 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EventpipeError as exc:
         print(f"eventpipe {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C where a command has no handler of its own (waiting for a data dir's lock, migrating, a
+        # restore's checks): a stop the user asked for, not a crash to print a traceback for.
+        print(f"eventpipe {args.command}: interrupted", file=sys.stderr)
+        return 130
     except Exception:  # noqa: BLE001 - reported like a crash, but redacted
         # Python's own report of a crash would print the message unredacted.
         print(redact(traceback.format_exc()), file=sys.stderr)

@@ -161,6 +161,8 @@ def run_publish(args: argparse.Namespace) -> int:
         outcome += f", {report.refused} refused ({report.refusal}: is the user allowed to publish there?)"
     print(
         f"published {report.published} events to {redact(settings.mqtt_url)} in {report.seconds:.2f}s "
-        f"({report.rate:.0f}/s), {outcome}"
+        f"({report.rate:.0f}/s), {outcome}{'; interrupted before --count' if report.interrupted else ''}"
     )
+    if report.interrupted:
+        return 130  # the shell's code for a stop by SIGINT
     return 0 if report.acknowledged == report.published else 1

@@ -37,6 +37,8 @@ class PublishReport:
     # `refusal` is the first one's reason.
     refused: int = 0
     refusal: str = ""
+    # Stopped by Ctrl-C before `count`: `published` is what was sent until then, each settled.
+    interrupted: bool = False
 
     @property
     def rate(self) -> float:
@@ -107,26 +109,39 @@ def _send(
 ) -> PublishReport:
     pending: deque[mqtt.MQTTMessageInfo] = deque()
     acknowledged, refusals, first = 0, 0, ""
+    sent, interrupted = 0, False
     started = time.monotonic()
-    for index in range(count):
-        if rate > 0:
-            # Pace against the start time, not the previous send, so the rate holds on average.
-            delay = started + index / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        event_type, payload = demo_event(rng)
-        info = client.publish(f"{prefix}/{event_type}", json.dumps(payload, separators=(",", ":")), qos=qos)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
-            raise BrokerError(f"publish failed: {mqtt.error_string(info.rc)}")
-        pending.append(info)
-        while len(pending) > WINDOW or (index == count - 1 and pending):
-            info = pending.popleft()
-            if _settle(info, timeout):
-                reason = refused.pop(info.mid, None)
-                acknowledged += reason is None
-                refusals += reason is not None
-                first = first or (reason or "")
-    return PublishReport(count, acknowledged, time.monotonic() - started, refusals, first)
+
+    def settle(info: mqtt.MQTTMessageInfo) -> None:
+        nonlocal acknowledged, refusals, first
+        if _settle(info, timeout):
+            reason = refused.pop(info.mid, None)
+            acknowledged += reason is None
+            refusals += reason is not None
+            first = first or (reason or "")
+
+    try:
+        for index in range(count):
+            if rate > 0:
+                # Pace against the start time, not the previous send, so the rate holds on average.
+                delay = started + index / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            event_type, payload = demo_event(rng)
+            info = client.publish(f"{prefix}/{event_type}", json.dumps(payload, separators=(",", ":")), qos=qos)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+                raise BrokerError(f"publish failed: {mqtt.error_string(info.rc)}")
+            pending.append(info)
+            sent += 1
+            while len(pending) > WINDOW:
+                settle(pending.popleft())
+    except KeyboardInterrupt:
+        # Ctrl-C on a long or endless run is how it is stopped: what was sent is still settled and
+        # reported, so the user learns how many the broker took (a second Ctrl-C cuts that short).
+        interrupted = True
+    while pending:
+        settle(pending.popleft())
+    return PublishReport(sent, acknowledged, time.monotonic() - started, refusals, first, interrupted)
 
 
 def _settle(info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
