@@ -165,6 +165,29 @@ def test_a_second_up_on_the_same_data_dir_is_refused(tmp_path: Path, stacks: lis
     assert first.stop() == 0
 
 
+def test_port_0_serves_on_free_ports_that_the_banner_and_prometheus_name(tmp_path: Path, stacks: list[Up]) -> None:
+    # Port 0 asks for any free port; the banner printed "api=http://127.0.0.1:0" and a curl to port 0,
+    # and Prometheus was told to scrape port 0.
+    up = start(stacks, tmp_path, "--api-port", "0", "--metrics-port", "0", prometheus=True)
+    fields = dict(part.split("=", 1) for part in up.wait_ready().split() if "=" in part)
+    api_port, metrics_port = (int(fields[name].split("/metrics")[0].rsplit(":", 1)[1]) for name in ("api", "metrics"))
+    assert api_port and metrics_port, fields
+    key = next(line for line in up.lines if line.startswith("API key")).rsplit(" ", 1)[1]
+    assert f"'http://127.0.0.1:{api_port}/events?limit=5'" in up.lines[-1], up.lines[-1]  # the curl to try
+    assert up.get("/events?limit=1", api_port, key)[0] == 200
+    assert b"eventpipe_" in up.get("/metrics", metrics_port)[1]
+    if "prometheus" in fields:  # installed here
+
+        def scraped() -> set[int] | None:
+            _status, body = up.get("/api/v1/targets", up.prometheus_port)
+            targets = json.loads(body)["data"]["activeTargets"]
+            return {int(target["scrapeUrl"].split("/metrics")[0].rsplit(":", 1)[1]) for target in targets} or None
+
+        ports = wait_until(scraped, timeout=30, what="Prometheus' targets")
+        assert {api_port, metrics_port} <= ports, ports
+    assert up.stop() == 0, up.output()
+
+
 def _interrupted(*args: str, after_s: float) -> tuple[int, str, str]:
     """Run an eventpipe command, press Ctrl-C (SIGINT) after `after_s`, and return its exit code and output."""
     import subprocess

@@ -135,9 +135,10 @@ class Up:
 
         return wait_until(ready_line, timeout=timeout, what="the ready line")
 
-    def get(self, path: str, port: int | None = None) -> tuple[int, bytes]:
+    def get(self, path: str, port: int | None = None, key: str | None = None) -> tuple[int, bytes]:
         url = f"http://127.0.0.1:{port or self.api_port}{path}"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:
             return response.status, response.read()
 
     def metric(self, name: str) -> float:

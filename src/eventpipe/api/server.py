@@ -66,8 +66,16 @@ class ApiServer:
         self._thread = threading.Thread(target=self._server.run, name="eventpipe-api", daemon=True)
 
     @property
+    def port(self) -> int:
+        """The bound port once started: the one asked for, or the one the system chose for 0."""
+        for server in getattr(self._server, "servers", None) or ():
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return self._port
+
+    @property
     def url(self) -> str:
-        return f"{'https' if self._tls else 'http'}://{self._host}:{self._port}"
+        return f"{'https' if self._tls else 'http'}://{self._host}:{self.port}"
 
     @property
     def alive(self) -> bool:

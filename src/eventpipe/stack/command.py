@@ -161,14 +161,7 @@ def _serve(
         # A copy of the rules whose runbook links open (EVENTPIPE_RUNBOOK_URL), beside Prometheus' data;
         # none when Prometheus is off, so its rules and links cannot stop a stack that does not run it.
         rules = filled_rules(rules, settings.data_dir / "prometheus" / "rules", settings.runbook_url)
-    prometheus = Prometheus(
-        settings.prometheus_port,
-        settings.data_dir / "prometheus",
-        settings.metrics_port,
-        settings.api_port,
-        rules,
-        tls.ca if tls else None,
-    )
+    prometheus: Prometheus | None = None
     problem: str | None = None
     try:
         worker.start()
@@ -179,6 +172,16 @@ def _serve(
                 or f"could not connect and subscribe to the MQTT broker at {redact(settings.mqtt_url)} within 15s"
             )
         api.start()
+        # Port 0 is any free port: the banner and Prometheus' targets name the ones bound.
+        settings = settings.model_copy(update={"api_port": api.port, "metrics_port": metrics_server.port})
+        prometheus = Prometheus(
+            settings.prometheus_port,
+            settings.data_dir / "prometheus",
+            settings.metrics_port,
+            settings.api_port,
+            rules,
+            tls.ca if tls else None,
+        )
         skipped = prometheus.start(inherit_fds=(lock.fileno(),))
         if skipped:
             log.info("Prometheus not started: %s", skipped)
@@ -194,7 +197,8 @@ def _serve(
             log.error("stopping: %s", problem)
     finally:
         api.stop()
-        prometheus.stop()
+        if prometheus is not None:
+            prometheus.stop()
         prober.stop()
         clean = worker.stop()
         metrics_server.shutdown()
