@@ -185,6 +185,27 @@ def test_an_error_every_row_hits_is_no_poison_and_dead_letters_nothing(
         assert run.reader.count_dead_letters() == 0
 
 
+def test_a_refusal_every_row_meets_halts_the_worker_and_dead_letters_nothing(
+    broker: Broker, clickhouse_dsn: str
+) -> None:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    # A recognised refusal (VIOLATED_CONSTRAINT) that every row meets, the known-good one included: an
+    # operator's mistake, not poison. Every event was bisected down to itself and dead-lettered as
+    # storage_rejected, and all of them acknowledged, at about 50 rows a second (found by an attack).
+    client.command("ALTER TABLE events ADD CONSTRAINT drift CHECK length(event_id) > 200")
+    messages = [("events/x", json.dumps({"event_id": f"r-{i}"}).encode()) for i in range(200)]
+    with running_worker(settings_for(broker.url, clickhouse_dsn)) as run:
+        assert publish_raw(broker.url, messages) == 200
+        wait_until(lambda: run.metric("eventpipe_storage_halted") == 1, timeout=60, what="the halt gauge")
+        assert run.metric("eventpipe_messages_acked_total") == 0
+        assert run.reader.count_dead_letters() == 0
+        client.command("ALTER TABLE events DROP CONSTRAINT drift")
+        wait_until(lambda: run.reader.count_events() == 200, timeout=90, what="all stored once fixed")
+        assert run.reader.count_dead_letters() == 0
+        assert run.unreconciled() == 0
+
+
 def test_oversize_payloads_held_through_an_outage_become_one_dead_letter_cut_to_the_limit(
     broker: Broker, clickhouse_dsn: str
 ) -> None:

@@ -9,7 +9,7 @@ from typing import NamedTuple
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.insert import InsertContext
 
-from eventpipe.errors import RejectedDataError, StorageError, UnknownStorageError
+from eventpipe.errors import HaltStorageError, RejectedDataError, StorageError, UnknownStorageError
 from eventpipe.events import PROBE_EVENT_TYPE, Event, Rejection
 from eventpipe.store.failure import classified
 from eventpipe.store.query import parameter_chunks
@@ -72,6 +72,7 @@ class Writer:
         # DESCRIBE round trip per batch). Dropped on any failure, so a schema
         # that changed under a running worker is read again.
         self._contexts: dict[str, InsertContext] = {}
+        self._canary: bool | None = None
 
     def takes_writes(self) -> bool:
         """True when `events` takes a known-good row: a probe-typed canary, which no read shows.
@@ -105,6 +106,7 @@ class Writer:
         self._record_undated(unique)
         refused: list[tuple[int, str]] = []
         unknown: list[int] = []
+        self._canary = None  # asked once per batch, when a row is first refused alone
         self._insert_isolating(list(range(len(unique))), unique, refused, unknown if isolate_unknown else None)
         # A copy left out shares its first copy's fate: refused with it, or stored as it.
         reasons = {kept[index]: reason for index, reason in refused}
@@ -210,11 +212,22 @@ class Writer:
                         raise UnknownStorageError(
                             f"{len(unknown)} rows of {len(events)} fail on their own: not a poison row; {exc}"
                         ) from exc
+                if not is_unknown and not self._store_takes_writes():
+                    # A refusal every row meets (a constraint, a column's type changed under the
+                    # worker) is the store's problem: dead-lettering the stream would bury it all.
+                    raise HaltStorageError(
+                        f"ClickHouse refuses a known-good row too, so no row of the batch is to blame: {exc}"
+                    ) from exc
                 refused.append((indexes[0], str(exc)))
                 return
             middle = len(indexes) // 2
             self._insert_isolating(indexes[:middle], events, refused, unknown)
             self._insert_isolating(indexes[middle:], events, refused, unknown)
+
+    def _store_takes_writes(self) -> bool:
+        if self._canary is None:
+            self._canary = self.takes_writes()
+        return self._canary
 
     def _insert(self, table: str, column_names: Sequence[str], columns: Sequence[Sequence[object]]) -> None:
         with classified():
