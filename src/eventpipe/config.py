@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from eventpipe.errors import ConfigError
 from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES, PROBE_TOPIC
 from eventpipe.mqtt import address, packet
-from eventpipe.mqtt.session import MIN_SECRET_CHARS, session_id
+from eventpipe.mqtt.session import MIN_SECRET_CHARS, session_id, share_group
 from eventpipe.store import dsn
 
 
@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     # queue. Empty: `eventpipe up` keeps one in data_dir, `eventpipe worker` refuses to start.
     mqtt_session_secret: SecretStr | None = None
     mqtt_topic: str = "events/#"
-    # Non-empty: subscribe as $share/<group>/<topic> so workers split the load.
+    # Non-empty: the workers of the group split the load, subscribed as $share/<group>-<HMAC>/<topic>
+    # under mqtt_session_secret (mqtt/session.py: share_group).
     mqtt_share_group: str = ""
     # Bounds are MQTT's: a 16-bit keep-alive, a 32-bit session expiry (past them paho failed at connect).
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=65_535)
@@ -300,9 +301,27 @@ class Settings(BaseSettings):
 
     @property
     def subscription(self) -> str:
-        if self.mqtt_share_group:
+        """The worker's topic filter; with a share group, a name only holders of the secret can join."""
+        if not self.mqtt_share_group:
+            return self.mqtt_topic
+        if self.mqtt_session_secret is None:  # tests, benchmarks: as guessable as the session id then
             return f"$share/{self.mqtt_share_group}/{self.mqtt_topic}"
-        return self.mqtt_topic
+        group = share_group(self.mqtt_share_group, self.mqtt_session_secret.get_secret_value())
+        return f"$share/{group}/{self.mqtt_topic}"
+
+    @property
+    def shown_subscription(self) -> str:
+        """The filter as logs and errors show it: the group's HMAC would let a reader of the log join it."""
+        if not self.mqtt_share_group or self.mqtt_session_secret is None:
+            return self.subscription
+        return f"$share/{self.mqtt_share_group}-<hmac>/{self.mqtt_topic}"
+
+    @property
+    def plain_share_subscription(self) -> str | None:
+        """The group as versions before the HMAC subscribed to it, which a resumed session may still hold."""
+        if not self.mqtt_share_group or self.mqtt_session_secret is None:
+            return None
+        return f"$share/{self.mqtt_share_group}/{self.mqtt_topic}"
 
 
 def settings_problem(exc: ValidationError, flags: dict[str, str] | None = None) -> str:

@@ -26,11 +26,15 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 
 from eventpipe.host import free_port
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.mqtt.address import MqttAddress
+from eventpipe.mqtt.connection import make_client
 from eventpipe.mqtt.session import session_id
 from eventpipe.mqtt.wire import read_packet
 from eventpipe.stack.secret import SESSION_KEY_FILE
@@ -38,7 +42,7 @@ from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from tests.support.pipeline import Running, running_worker, settings_for
 from tests.support.stack import Up, ready, run_eventpipe, stored_ids
-from tests.support.stream import stored_stream_ids
+from tests.support.stream import Stream, stored_stream_ids
 from tests.support.takeover import ComposeBroker, attack, settle
 from tests.support.wait import wait_until
 
@@ -211,6 +215,67 @@ def test_with_a_replicas_real_session_id_a_producer_steals_its_share(
         assert lost > 100, "the intruder took the session, so the test should see events lost"
         assert replicas[0].metric("eventpipe_mqtt_sessions_lost_total") >= 1
         assert replicas[1].metric("eventpipe_mqtt_sessions_lost_total") == 0
+
+
+def _subscribed_and_gone(url: str, client_id: str, subscription: str) -> None:
+    """A session left on the broker (a week's expiry) that holds `subscription`, its client gone."""
+    address = MqttAddress.parse(url)
+    client = make_client(address, client_id)
+    granted = threading.Event()
+    client.on_subscribe = lambda *_args: granted.set()
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 7 * 86_400
+    client.connect(address.host, address.port, clean_start=False, properties=props)
+    client.loop_start()
+    try:
+        client.subscribe(subscription, qos=1)
+        assert granted.wait(10), f"no SUBACK for {subscription}"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_a_producer_in_the_workers_share_group_makes_nothing_disappear(
+    compose_broker: ComposeBroker, clickhouse_dsn: str
+) -> None:
+    # The broker lets any client subscribe to $share/<group>/events/# and hands it every other message,
+    # which the producer's ACL then forbids it to deliver: dropped, for the group. A producer that had once
+    # subscribed to the plain group (and left its session there) lost 1,000 of 2,000 acknowledged events,
+    # with no counter moving (found by an attack). The workers' group now carries an HMAC under the secret.
+    _subscribed_and_gone(
+        compose_broker.url_for("producer"), f"ghost-{secrets.token_hex(4)}", "$share/eventpipe/events/#"
+    )
+    with running_replicas(compose_broker, clickhouse_dsn, 1) as replicas:
+        stream = Stream(compose_broker.url_for("producer"), 2_000, 1_000)
+        stream.start()
+        acknowledged = stream.acknowledged()
+        settle(
+            lambda: replicas[0].metric("eventpipe_events_stored_total"),
+            lambda: replicas[0].metric("eventpipe_messages_in_flight"),
+            len(acknowledged),
+        )
+        missing = acknowledged - set(stored_stream_ids(clickhouse_dsn, stream.prefix))
+        assert len(acknowledged) == 2_000 and not missing, f"{len(missing)} acknowledged events lost"
+
+
+def test_a_session_from_before_the_groups_hmac_leaves_the_plain_group(
+    compose_broker: ComposeBroker, clickhouse_dsn: str
+) -> None:
+    # An upgrade resumes a worker's session that still holds $share/eventpipe/...: kept, it would deliver
+    # every message twice (once per group) and stay open to producers.
+    _subscribed_and_gone(compose_broker.url_for("ingest"), session_id(REPLICAS[0], SECRET), "$share/eventpipe/events/#")
+    with running_replicas(compose_broker, clickhouse_dsn, 1) as replicas:
+        time.sleep(1)  # the UNSUBSCRIBE follows the SUBSCRIBE on connect
+        stream = Stream(compose_broker.url_for("producer"), 500, 1_000)
+        stream.start()
+        acknowledged = stream.acknowledged()
+        settle(
+            lambda: replicas[0].metric("eventpipe_events_stored_total"),
+            lambda: replicas[0].metric("eventpipe_messages_in_flight"),
+            len(acknowledged),
+        )
+        time.sleep(2)  # a second copy per message would arrive meanwhile
+        assert replicas[0].metric("eventpipe_messages_received_total") == len(acknowledged) == 500
 
 
 # ---- DISCONNECT 0x8E: what Mosquitto 2.0.15 and later (compose's eclipse-mosquitto:2.0.22) send ----

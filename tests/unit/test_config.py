@@ -21,6 +21,21 @@ def test_environment_variables_with_the_prefix_are_read(monkeypatch: pytest.Monk
     assert settings.subscription == "$share/ingest/events/#"
 
 
+def test_the_share_group_carries_an_hmac_only_holders_of_the_secret_compute() -> None:
+    from eventpipe.mqtt.session import session_id
+
+    secret = "s" * 40
+    settings = Settings(mqtt_share_group="eventpipe", mqtt_session_secret=secret)
+    group = settings.subscription.split("/")[1]
+    assert settings.subscription == f"$share/{group}/events/#" and group.startswith("eventpipe-")
+    assert len(group) == len("eventpipe-") + 32
+    assert group != Settings(mqtt_share_group="eventpipe", mqtt_session_secret="t" * 40).subscription.split("/")[1]
+    assert group != session_id("eventpipe", secret)  # keyed apart from the session ids
+    assert group not in settings.shown_subscription and "eventpipe-<hmac>" in settings.shown_subscription
+    assert settings.plain_share_subscription == "$share/eventpipe/events/#"
+    assert Settings(mqtt_session_secret=secret).subscription == "events/#"
+
+
 def test_a_window_smaller_than_a_batch_is_refused_with_the_reason() -> None:
     with pytest.raises(ValidationError, match="stalls"):
         Settings(batch_max_rows=20_000, mqtt_receive_maximum=10_000)

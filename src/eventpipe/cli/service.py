@@ -47,7 +47,7 @@ def run_worker(_args: argparse.Namespace) -> int:
     ingest.start()
     log.info(
         "worker consuming %s from %s into %s",
-        settings.subscription,
+        settings.shown_subscription,
         redact(settings.mqtt_url),
         redact(settings.resolved_clickhouse_dsn),
     )

@@ -191,9 +191,14 @@ class Consumer:
             # attack). Published while its session exists, a retained message arrives like any other.
             options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
             client.subscribe(self._settings.subscription, options=options)
+            plain = self._settings.plain_share_subscription
+            if flags.session_present and plain is not None:
+                # A session from before the group's HMAC still holds the plain group, which would
+                # deliver every message a second time and stays open to producers: left.
+                client.unsubscribe(plain)
         except ValueError as exc:
             # An exception here would end paho's network thread without a word.
-            self.failure = f"cannot subscribe to {self._settings.subscription!r}: {exc}"
+            self.failure = f"cannot subscribe to {self._settings.shown_subscription!r}: {exc}"
             log.error("%s", self.failure)
             return
         self._metrics.connected.set(1)
@@ -252,7 +257,7 @@ class Consumer:
         if refused:
             # Without the subscription the broker drops what producers send:
             # fatal, so the process stops and says why instead of looking healthy.
-            self.failure = f"the broker refused subscription {self._settings.subscription!r}: {refused[0]}"
+            self.failure = f"the broker refused subscription {self._settings.shown_subscription!r}: {refused[0]}"
             log.error("%s", self.failure)
             return
         # Ready only now: before SUBACK a new session's messages would find no subscriber.

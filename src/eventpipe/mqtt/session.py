@@ -22,6 +22,18 @@ MIN_SECRET_CHARS = 32
 DIGEST_HEX = 32
 
 
+def share_group(name: str, secret: str) -> str:
+    """The shared subscription's group: `name` plus what only the secret's holders can compute.
+
+    Any client may subscribe to `$share/<group>/...` (Mosquitto's ACL cannot refuse a subscription),
+    and the broker hands each message to one member of the group: one a producer's ACL forbids it
+    to deliver to, which Mosquitto then drops for the whole group. A producer subscribed to the plain
+    group (or left a session there) lost every other acknowledged event without a trace (an attack).
+    Keyed apart from the session ids, so neither can be computed from the other."""
+    digest = hmac.new(secret.encode(), f"$share/{name}".encode(), hashlib.sha256).hexdigest()[:DIGEST_HEX]
+    return f"{name}-{digest}"
+
+
 def session_id(name: str, secret: str) -> str:
     """`name` (readable in the broker's log) followed by what only the secret's holders can compute."""
     digest = hmac.new(secret.encode(), name.encode(), hashlib.sha256).hexdigest()[:DIGEST_HEX]
