@@ -327,6 +327,32 @@ def test_events_stored_during_an_export_ahead_of_it_are_in_it(clickhouse_dsn: st
     assert len(stored) == 8 and sorted(exported) == sorted([*ids, *stored])
 
 
+def test_an_event_stored_inside_the_last_page_while_it_is_read_pushes_none_out(
+    clickhouse_dsn: str, writer: Writer
+) -> None:
+    ids = seed(writer, 50)
+
+    class LateWrite(Reader):
+        """Stores one late event inside the range of a page that is not full, once counted, before it is read."""
+
+        def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+            rows = super().run(query, binary)
+            if "OVER" in query.sql and not stored:
+                stored.append("late-00")
+                writer.insert_events([event("events/a", {"event_id": "late-00", "timestamp": MARCH_MS}, MARCH_MS)])
+            return rows
+
+    stored: list[str] = []
+    # The page read up to the counted end, and the late row took the place of the last one, which the walk
+    # never asked for again: the export ended cleanly without an event stored before it began (an attack
+    # saw 12 of 100 exports of one user miss 2 to 48 events under a stream of late events).
+    exported = [
+        row.event_id for page in Export(LateWrite(connect(clickhouse_dsn)).run).pages(EventFilter()) for row in page
+    ]
+    assert len(exported) == len(set(exported)), "an event exported twice"
+    assert set(ids) <= set(exported), f"left out: {sorted(set(ids) - set(exported))}"
+
+
 class Counting(Reader):
     """The real reader, counting the export's queries (they alone read in the tables' own order)
     and the events its pages read."""

@@ -140,7 +140,7 @@ class Export:
                 end = None
             window = where._replace(since_ms=start, until_ms=where.until_ms if end is None else end)
             extent = self._extent(extent_query(window, after, rows, max_bytes))
-            served = 0
+            served, short = 0, False
             if extent.last is not None:
                 page = [Event._make(row) for row in self._run(page_query(window, after, extent.last, extent.kept))]
                 served = len(page)
@@ -149,7 +149,9 @@ class Export:
                 # From the last row served: rows stored inside the extent since it
                 # was counted push its end out of the page, and must come next.
                 after = Key.of(page[-1]) if page else extent.last
-            if (extent.candidates == rows or served < extent.candidates) and after is not None:
+                # Even from a page that was not full: the window's counted rows were not all served.
+                short = after != extent.last
+            if (extent.candidates == rows or served < extent.candidates or short) and after is not None:
                 start = after.time_ms  # the window holds more: the next page starts where this one ended
             elif end is None:
                 return
