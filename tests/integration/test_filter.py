@@ -67,6 +67,11 @@ EXPECTED = [
     ("properties.amount=-7", ["neg"]),
     ("properties.amount=9007199254740993", ["big"]),  # exact, not 2^53 as a double would have it
     ("properties.amount=9007199254740992", []),
+    # Any spelling of that whole number is it, not the double it reads as (2^53, another value).
+    ("properties.amount=9007199254740993.0", ["big"]),
+    ("properties.amount=9.007199254740993e15", ["big"]),
+    ("properties.amount=9007199254740992.0", []),
+    ("properties.amount=18446744073709551615.0", ["huge"]),
     ("properties.amount=18446744073709551615", ["huge"]),
     ("properties.z=0", ["neg", "none"]),  # -0.0 equals 0
     ("properties.z=-0.0", ["neg", "none"]),

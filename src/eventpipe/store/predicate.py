@@ -15,7 +15,8 @@ properties took about 220 ms of CPU here), so each fragment parses it once:
   or null, a string's text, any other value's JSON text, in one parse.
 
 Numbers compare exactly where they can. `=` compares spellings, which are
-exact for whole numbers of up to 64 bits and the shortest round trip of a
+exact for whole numbers of up to 64 bits (a condition's whole number under
+any spelling, 1e2 or 100.0, by its integer's) and the shortest round trip of a
 double otherwise (a longer whole number in a condition is both the text and
 the double it spells); the ordering operators compare a whole number within
 Int128 as an integer and anything else as a double, and ClickHouse compares
@@ -88,7 +89,10 @@ class Binder:
         doubled a filter's cost."""
         spellings = [json.dumps(condition.value)]
         if condition.number is not None:
-            spellings.append(condition.value)
+            # A whole number within 64 bits by its integer spelling: the engine reads 9007199254740993.0
+            # as a double, 9007199254740992, which is another property's exact value.
+            whole = condition.integer is not None and -(2**63) <= condition.integer < 2**64
+            spellings.append(str(condition.integer) if whole else condition.value)
             if _text_to_the_engine(condition.value):
                 # Its double then, which is how a property sent as 1e20 reads: "others as doubles".
                 spellings.append(json.dumps(condition.number))
