@@ -33,6 +33,11 @@ class UnknownStorageError(RetryableStorageError):
     so a poison row cannot block the pipe forever."""
 
 
+class CostlyQueryError(StorageError):
+    """A read ran past the API's time bound: the request must be narrowed (a time window, a type), not
+    retried as it is. The message says so, and names nothing secret."""
+
+
 class RejectedDataError(StorageError):
     """The table refuses this data. Isolate the rows and dead-letter them."""
 

@@ -519,3 +519,23 @@ def test_head_is_counted_as_head_of_its_route(api: TestClient) -> None:
     text = api.get("/metrics").text
     assert 'eventpipe_http_requests_total{code="200",method="HEAD",route="/healthz"} 1.0' in text
     assert 'eventpipe_http_requests_total{code="401",method="HEAD",route="/events"} 1.0' in text
+
+
+def test_a_read_past_the_time_bound_is_stopped_and_answered_422_too_costly(clickhouse_dsn: str) -> None:
+    import time
+
+    from eventpipe.bench.fill import fill
+    from tests.support.api import readonly_reader
+
+    fill(clickhouse_dsn, 300_000)
+    app = create_app(readonly_reader(clickhouse_dsn, timeout_s=0.05), CollectorRegistry(), [KEY])
+    api = TestClient(app, raise_server_exceptions=False)
+    # A filter that selects nothing, with no time window, reads every stored event to fill its page,
+    # parsing each path of properties: 14 s at 2M events in an attack, with every other request of
+    # `eventpipe up` waiting behind it.
+    where = [f"properties.p{i}.a.b.c!=x" for i in range(12)] + ["properties.country=ZZ"]
+    started = time.monotonic()
+    costly = api.get("/events", params={"where": where}, headers=AUTH)
+    assert costly.status_code == 422, costly.text
+    assert costly.json()["error"] == "too_costly" and "since and until" in costly.json()["detail"]
+    assert time.monotonic() - started < 5

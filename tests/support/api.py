@@ -40,13 +40,13 @@ def served(reader: Reader, keys: Keyring | None = None) -> Iterator[ApiServer]:
         server.stop()
 
 
-def readonly_reader(dsn: str) -> Reader:
+def readonly_reader(dsn: str, timeout_s: float | None = None) -> Reader:
     """A reader whose every query runs with readonly=2, as the API's ClickHouse user does
     (clickhouse/users.d): ClickHouse refuses writes and DDL, so a query that user could not run
     fails the test. Per-query settings pass, as they do for that user (the lookup by id sends four)."""
     # The same engine options as eventpipe's own clients: chDB takes those of the first one.
     extra = {"chdb_options": engine_options(dsn)} if dsn.startswith("chdb") else {"autogenerate_session_id": False}
-    return Reader(clickhouse_connect.get_client(dsn=dsn, settings={"readonly": 2}, **extra))
+    return Reader(clickhouse_connect.get_client(dsn=dsn, settings={"readonly": 2}, **extra), timeout_s)
 
 
 def api_client(dsn: str, keys: Iterable[str] = (KEY,)) -> TestClient:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from eventpipe.errors import BusyStorageError, RetryableStorageError, StorageError
+from eventpipe.errors import BusyStorageError, CostlyQueryError, RetryableStorageError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,10 @@ def install(app: FastAPI) -> None:
         # fault, so 5xx, and the cause goes to the log, not to the client,
         # but for the store's own work (a migration's copy), which takes
         # seconds to minutes and whose message is written for the client.
+        if isinstance(exc, CostlyQueryError):
+            # The client's request, not the server's health: retrying it as it is would fail the same way.
+            log.warning("a read ran past its time bound: %s", exc.__cause__)
+            return _body(422, "too_costly", str(exc))
         if isinstance(exc, BusyStorageError):
             log.warning("refused while the store is busy: %s", exc)
             return _body(503, "busy", str(exc), {"Retry-After": BUSY_RETRY_AFTER_S})

@@ -141,7 +141,7 @@ def _serve(
     api_registry = CollectorRegistry()
     means = admin(settings)
     app = create_app(
-        Reader(connect(dsn)),
+        Reader(connect(dsn), settings.api_query_timeout_s),
         api_registry,
         keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
