@@ -281,6 +281,23 @@ def test_the_past_bound_comes_from_the_settings_and_zero_lifts_it() -> None:
     assert limits_from(Settings(**base, max_past_days=0)).max_past_ms == 0  # type: ignore[arg-type]
 
 
+def test_an_event_older_than_the_retention_is_a_dead_letter_not_a_silent_expiry() -> None:
+    from eventpipe.config import Settings
+    from eventpipe.ingest.worker import limits_from
+
+    # The TTL drops such an event as it is inserted: it was acknowledged and counted as stored, and
+    # no read, dead letter or metric showed it again.
+    base = {"mqtt_url": "mqtt://127.0.0.1:1883", "clickhouse_dsn": "chdb:///tmp/x", "retention_days": 30}
+    for past in (730, 0):
+        limits = limits_from(Settings(**base, max_past_days=past))  # type: ignore[arg-type]
+        assert limits.max_past_ms == 30 * 86_400_000, past
+        old = parse("events/x", json.dumps({"timestamp": RECEIVED_MS - 60 * 86_400_000}).encode(), RECEIVED_MS, limits)
+        assert isinstance(old, Rejection) and old.reason is Reason.INVALID_TIMESTAMP
+        assert "more than 30 days before its receipt (EVENTPIPE_RETENTION_DAYS)" in old.detail
+    # A retention longer than the bound leaves the bound.
+    assert limits_from(Settings(**base | {"retention_days": 1000})).max_past_ms == 730 * 86_400_000  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("value", "says"),
     [

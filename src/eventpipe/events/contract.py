@@ -56,8 +56,10 @@ class Limits:
     max_payload_bytes: int = MAX_PAYLOAD_BYTES
     max_depth: int = MAX_DEPTH
     max_future_skew_ms: int = MAX_FUTURE_SKEW_S * 1000
-    # 0: no bound, for a backfill; the worker's bound is a setting (EVENTPIPE_MAX_PAST_DAYS).
+    # 0: no bound, for a backfill; the worker's bound is a setting (EVENTPIPE_MAX_PAST_DAYS), or the
+    # retention when shorter (ingest.worker.limits_from), named in the dead letter's detail.
     max_past_ms: int = 0
+    max_past_setting: str = "EVENTPIPE_MAX_PAST_DAYS"
     envelope_keys: tuple[str, ...] = ENVELOPE_KEYS
     # The one topic where an event may be of PROBE_EVENT_TYPE: the workers' probes (EVENTPIPE_PROBE_TOPIC).
     probe_topic: str = PROBE_TOPIC
@@ -248,7 +250,7 @@ def _timestamp(value: object, received_ms: int, limits: Limits) -> int:
         days = limits.max_past_ms / 86_400_000
         raise _Invalid(
             Reason.INVALID_TIMESTAMP,
-            f"timestamp {value!r} is more than {days:g} days before its receipt (EVENTPIPE_MAX_PAST_DAYS)",
+            f"timestamp {value!r} is more than {days:g} days before its receipt ({limits.max_past_setting})",
         )
     return millis
 
