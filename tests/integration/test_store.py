@@ -363,3 +363,33 @@ def test_migration_11_keeps_events_without_a_user_out_of_the_user_index_and_drop
     assert client.command("SELECT count() FROM events_by_user WHERE user_id = ''") == 0
     assert client.command("SELECT count() FROM events_by_user FINAL") == 40
     assert len(Reader(client).events(EventFilter(None, "u1"), 100)) == 40
+
+
+def test_two_writers_of_one_process_storing_copies_of_undated_events_at_once_show_each_once(
+    clickhouse_dsn: str,
+) -> None:
+    import threading
+
+    # The worker and the API's replay, in one `eventpipe up`: each looked the first times up, found
+    # none, and recorded and stored its own, so both copies showed (3,243 of 20,000 in an attack that
+    # re-published undated messages during a replay of their dead letters).
+    migrate(connect(clickhouse_dsn))
+    rounds, size = 20, 20
+    start = threading.Barrier(2)
+
+    def copies(index: int) -> None:
+        writer = Writer(connect(clickhouse_dsn))
+        for round_ in range(rounds):
+            batch = [
+                parse("events/x", json.dumps({"event_id": f"r{round_}-{n}"}).encode(), RECEIVED_MS + index, Limits())
+                for n in range(size)
+            ]
+            start.wait(10)
+            writer.insert_events(batch)  # type: ignore[arg-type]
+
+    threads = [threading.Thread(target=copies, args=(index,)) for index in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert Reader(connect(clickhouse_dsn)).count_events() == rounds * size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -43,6 +44,13 @@ class Mark(NamedTuple):
     complete_before: int
     retired: bool
     written: int
+
+
+# One process's writers (the worker's and the API's replay, in `eventpipe up`) look first times up and
+# record them one at a time: side by side, each found none and stamped its own, and both copies of an
+# undated event showed. Held for the lookup and the record only, not the insert. Writers of other
+# processes still race (docs/architecture.md, "Copies").
+UNDATED = threading.Lock()
 
 
 def first_copies(events: Sequence[Event]) -> tuple[list[int], list[int]]:
@@ -100,10 +108,11 @@ class Writer:
         and a single row failing so counts as refused only while the server
         still answers (else it is an outage, and the error is raised).
         """
-        events = self._first_times(events)
-        kept, first_of = first_copies(events)
-        unique = [events[i] for i in kept]
-        self._record_undated(unique)
+        with UNDATED:
+            events = self._first_times(events)
+            kept, first_of = first_copies(events)
+            unique = [events[i] for i in kept]
+            self._record_undated(unique)
         refused: list[tuple[int, str]] = []
         unknown: list[int] = []
         self._canary = None  # asked once per batch, when a row is first refused alone
