@@ -235,6 +235,19 @@ def _subscribed_and_gone(url: str, client_id: str, subscription: str) -> None:
         client.loop_stop()
 
 
+def _streamed(broker: ComposeBroker, replica: Running, count: int) -> tuple[Stream, set[str]]:
+    """`count` events from a producer at 1,000/s, once the replica has stored or given up on them."""
+    stream = Stream(broker.url_for("producer"), count, 1_000)
+    stream.start()
+    acknowledged = stream.acknowledged()
+    settle(
+        lambda: replica.metric("eventpipe_events_stored_total"),
+        lambda: replica.metric("eventpipe_messages_in_flight"),
+        len(acknowledged),
+    )
+    return stream, acknowledged
+
+
 def test_a_producer_in_the_workers_share_group_makes_nothing_disappear(
     compose_broker: ComposeBroker, clickhouse_dsn: str
 ) -> None:
@@ -246,14 +259,7 @@ def test_a_producer_in_the_workers_share_group_makes_nothing_disappear(
         compose_broker.url_for("producer"), f"ghost-{secrets.token_hex(4)}", "$share/eventpipe/events/#"
     )
     with running_replicas(compose_broker, clickhouse_dsn, 1) as replicas:
-        stream = Stream(compose_broker.url_for("producer"), 2_000, 1_000)
-        stream.start()
-        acknowledged = stream.acknowledged()
-        settle(
-            lambda: replicas[0].metric("eventpipe_events_stored_total"),
-            lambda: replicas[0].metric("eventpipe_messages_in_flight"),
-            len(acknowledged),
-        )
+        stream, acknowledged = _streamed(compose_broker, replicas[0], 2_000)
         missing = acknowledged - set(stored_stream_ids(clickhouse_dsn, stream.prefix))
         assert len(acknowledged) == 2_000 and not missing, f"{len(missing)} acknowledged events lost"
 
@@ -266,14 +272,7 @@ def test_a_session_from_before_the_groups_hmac_leaves_the_plain_group(
     _subscribed_and_gone(compose_broker.url_for("ingest"), session_id(REPLICAS[0], SECRET), "$share/eventpipe/events/#")
     with running_replicas(compose_broker, clickhouse_dsn, 1) as replicas:
         time.sleep(1)  # the UNSUBSCRIBE follows the SUBSCRIBE on connect
-        stream = Stream(compose_broker.url_for("producer"), 500, 1_000)
-        stream.start()
-        acknowledged = stream.acknowledged()
-        settle(
-            lambda: replicas[0].metric("eventpipe_events_stored_total"),
-            lambda: replicas[0].metric("eventpipe_messages_in_flight"),
-            len(acknowledged),
-        )
+        _stream, acknowledged = _streamed(compose_broker, replicas[0], 500)
         time.sleep(2)  # a second copy per message would arrive meanwhile
         assert replicas[0].metric("eventpipe_messages_received_total") == len(acknowledged) == 500
 
