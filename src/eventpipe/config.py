@@ -138,8 +138,8 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
 
     api_host: str = "127.0.0.1"
-    # The longest any query of the API may run (ClickHouse's max_execution_time): past it the request
-    # gets 422 too_costly. On the embedded engine every other request waits while one runs.
+    # The longest a read the client can narrow with since/until may run (ClickHouse's max_execution_time;
+    # store.reader.Reader): past it, 422 too_costly. On the embedded engine every other request waits.
     api_query_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
     api_port: int = Field(default=8000, ge=0, le=65_535)
     api_keys: Annotated[list[str], NoDecode] = []

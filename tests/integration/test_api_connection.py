@@ -30,9 +30,9 @@ HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 class SlowReader(Reader):
     """Takes longer over every query than a client may take to send its request."""
 
-    def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+    def run(self, query: Query, binary: tuple[str, ...] = (), **options: bool) -> list[tuple[object, ...]]:
         time.sleep(3 * TIMEOUT_S)
-        return super().run(query, binary)
+        return super().run(query, binary, **options)
 
 
 @contextlib.contextmanager

@@ -118,8 +118,8 @@ def test_rows_stored_between_a_pages_two_queries_are_neither_skipped_nor_repeate
     class LateWrites(Reader):
         """Stores an event inside the page being read, after its extent is known and before it is fetched."""
 
-        def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
-            rows = super().run(query, binary)
+        def run(self, query: Query, binary: tuple[str, ...] = (), **options: bool) -> list[tuple[object, ...]]:
+            rows = super().run(query, binary, **options)
             if "OVER" in query.sql and rows[0][1] and len(ids) < 108:  # an extent that kept rows
                 # At the time of its last row, ordered newer than it ("l" > "e") and older than earlier ones.
                 end_ms, *_ = rows[0][2]  # type: ignore[misc]

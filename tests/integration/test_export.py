@@ -276,10 +276,10 @@ def test_each_query_reads_a_bounded_window_also_for_a_rare_type_over_years(click
     windows: list[tuple[int, object]] = []
 
     class Windowed(Reader):
-        def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+        def run(self, query: Query, binary: tuple[str, ...] = (), **options: bool) -> list[tuple[object, ...]]:
             if "OVER" in query.sql:
                 windows.append((int(str(query.parameters["since_ms"])), query.parameters.get("until_ms")))
-            return super().run(query, binary)
+            return super().run(query, binary, **options)
 
     client = connect(clickhouse_dsn)
     reader = Windowed(client)
@@ -311,8 +311,8 @@ def test_events_stored_during_an_export_ahead_of_it_are_in_it(clickhouse_dsn: st
     class LateWrites(Reader):
         """Stores an event after each page has been counted and before it is read, inside that page's range."""
 
-        def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
-            rows = super().run(query, binary)
+        def run(self, query: Query, binary: tuple[str, ...] = (), **options: bool) -> list[tuple[object, ...]]:
+            rows = super().run(query, binary, **options)
             if "OVER" in query.sql and rows[0][1] and len(stored) < 8:
                 end_ms, _kind, _id = rows[0][2]  # type: ignore[misc]
                 late = f"late-{len(stored):02d}"
@@ -335,8 +335,8 @@ def test_an_event_stored_inside_the_last_page_while_it_is_read_pushes_none_out(
     class LateWrite(Reader):
         """Stores one late event inside the range of a page that is not full, once counted, before it is read."""
 
-        def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
-            rows = super().run(query, binary)
+        def run(self, query: Query, binary: tuple[str, ...] = (), **options: bool) -> list[tuple[object, ...]]:
+            rows = super().run(query, binary, **options)
             if "OVER" in query.sql and not stored:
                 stored.append("late-00")
                 writer.insert_events([event("events/a", {"event_id": "late-00", "timestamp": MARCH_MS}, MARCH_MS)])
@@ -360,8 +360,8 @@ class Counting(Reader):
     exports = 0
     events = 0
 
-    def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
-        rows = super().run(query, binary)
+    def run(self, query: Query, binary: tuple[str, ...] = (), **options: bool) -> list[tuple[object, ...]]:
+        rows = super().run(query, binary, **options)
         if ORDER in query.sql:
             self.exports += 1
             self.events += 0 if "OVER" in query.sql else len(rows)
@@ -373,10 +373,10 @@ class FailsMidway(Counting):
 
     allowed = 20_000
 
-    def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+    def run(self, query: Query, binary: tuple[str, ...] = (), **options: bool) -> list[tuple[object, ...]]:
         if ORDER in query.sql and self.events >= self.allowed:
             raise RetryableStorageError("injected fault: ClickHouse went away")
-        return super().run(query, binary)
+        return super().run(query, binary, **options)
 
 
 EXPORTED = 300_000  # about 90 MB of NDJSON in 30 pages: far more than the sockets between client and server hold

@@ -62,10 +62,10 @@ class FailingReader(Reader):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.failure: type[Exception] | None = None
 
-    def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+    def run(self, query: Query, binary: tuple[str, ...] = (), **options: bool) -> list[tuple[object, ...]]:
         if self.failure is not None:
             raise self.failure("injected fault")
-        return super().run(query, binary)
+        return super().run(query, binary, **options)
 
 
 def faulty_setup(

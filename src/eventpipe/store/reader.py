@@ -81,9 +81,12 @@ TIMEOUT_EXCEEDED = 159
 
 class Reader:
     def __init__(self, client: Client, timeout_s: float | None = None) -> None:
-        """`timeout_s`: no query of the API may run longer (EVENTPIPE_API_QUERY_TIMEOUT_S). A filter
-        that selects little reads every row before its page is full, and on the embedded engine every
-        other request waits behind it (14 s on 2M events in an attack, minutes at 100M)."""
+        """`timeout_s`: the longest a read a client can narrow with `since` and `until` may run
+        (EVENTPIPE_API_QUERY_TIMEOUT_S): an event page, a live count, a breakdown. A filter that
+        selects little reads every row before its page is full, and on the embedded engine every
+        other request waits behind it (14 s on 2M events in an attack, minutes at 100M). Not the
+        tally's counts, the feed, the export's windows or the dead letters: they have no window to
+        narrow, and a read cut at the same place each time would never be answered."""
         self._client = client
         self._settings = {"max_execution_time": timeout_s} if timeout_s else None
         self._unready: str | None = None  # why the last ping failed
@@ -115,12 +118,12 @@ class Reader:
     ) -> Page[Event]:
         """Up to `limit` events after `after` whose JSON fits in `max_bytes` (at least one)."""
         for window in _windows(where, after, time.time_ns() // 1_000_000):
-            extent = self._extent(events_extent_query(window, limit, after, max_bytes))
+            extent = self._extent(events_extent_query(window, limit, after, max_bytes), bounded=True)
             if extent.candidates == limit:
                 break  # this window fills the page: every row of it comes before any older one
         if extent.last is None:
             return Page([], None)
-        rows = [event_row(row) for row in self.run(events_query(window, extent.kept, after, extent.last))]
+        rows = [event_row(row) for row in self.bounded(events_query(window, extent.kept, after, extent.last))]
         last = Position(rows[-1].timestamp_ms, rows[-1].event_id, rows[-1].event_type) if rows else extent.last
         return Page(rows, _next(extent, limit, len(rows), last))
 
@@ -141,7 +144,7 @@ class Reader:
         if counts is not None:
             ranked = heapq.nsmallest(limit, counts.items(), key=lambda item: (-item[1], item[0]))
             return TypeTally(ranked, sum(counts.values()), len(counts))
-        rows = self.run(event_types_query(where, limit))
+        rows = self.bounded(event_types_query(where, limit))
         if not rows:
             return TypeTally([], 0, 0)
         total, types = int(str(rows[0][2])), int(str(rows[0][3]))
@@ -152,11 +155,11 @@ class Reader:
         counts = self._rollup.timeseries(where, step_ms)
         if counts is not None:
             return sorted(counts.items())
-        return [(int(str(start)), int(str(n))) for start, n in self.run(timeseries_query(where, step_ms))]
+        return [(int(str(start)), int(str(n))) for start, n in self.bounded(timeseries_query(where, step_ms))]
 
     def breakdown(self, where: EventFilter, by: Field, metric: Metric, limit: int) -> Breakdown:
         """`metric` per value of `by` (the `limit` largest) and over all of `where`, live through FINAL."""
-        return breakdown(self.run, where, by, metric, limit)
+        return breakdown(self.bounded, where, by, metric, limit)
 
     def dead_letter_page(
         self,
@@ -203,28 +206,33 @@ class Reader:
         rows = self.run(Query("SELECT reason, count() FROM dead_letters FINAL GROUP BY reason ORDER BY reason", {}))
         return {str(reason): int(str(count)) for reason, count in rows}
 
-    def run(self, query: Query, binary: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
-        """Run `query`; columns named in `binary` come back as bytes, undecoded."""
+    def run(self, query: Query, binary: tuple[str, ...] = (), *, bounded: bool = False) -> list[tuple[object, ...]]:
+        """Run `query`; columns named in `binary` come back as bytes, undecoded. `bounded`: within the
+        time bound, past which it raises CostlyQueryError (422 too_costly)."""
         formats: dict[str, str | dict[str, str]] | None = dict.fromkeys(binary, "bytes") if binary else None
+        settings = self._settings if bounded else None
         try:
             with classified():
                 result = self._client.query(
-                    query.sql, parameters=query.parameters, column_formats=formats, settings=self._settings
+                    query.sql, parameters=query.parameters, column_formats=formats, settings=settings
                 )
                 return [tuple(row) for row in result.result_rows]
         except StorageError as exc:
             if getattr(exc.__cause__, "code", None) != TIMEOUT_EXCEEDED:
                 raise
-            bound = f"its {self._settings['max_execution_time']:g} s" if self._settings else "the server's time"
+            bound = f"its {settings['max_execution_time']:g} s" if settings else "the server's time"
             raise CostlyQueryError(
                 f"this read ran past {bound} bound: narrow it with since and until, or an event_type"
             ) from exc
 
+    def bounded(self, query: Query) -> list[tuple[object, ...]]:
+        return self.run(query, bounded=True)
+
     def _scalar(self, query: Query) -> int:
         return int(str(self.run(query)[0][0]))
 
-    def _extent(self, query: Query) -> Extent:
-        candidates, kept, end = self.run(query)[0]
+    def _extent(self, query: Query, bounded: bool = False) -> Extent:
+        candidates, kept, end = self.run(query, bounded=bounded)[0]
         # (time, id) or, for events, (time, id, type): where the last row kept is.
         time_ms, last_id, *tie = end if isinstance(end, tuple) else (0, "")
         last = Position(int(str(time_ms)), str(last_id), str(tie[0]) if tie else None) if int(str(kept)) else None
