@@ -204,3 +204,20 @@ def test_a_replay_and_the_same_message_over_mqtt_store_one_event(
     listed = list(walk(api, "/events"))
     assert len(listed) == len({item["event_id"] for item in listed}) == 3, listed
     assert api.get("/stats/event-types", headers=AUTH).json()["total"] == 3
+
+
+def test_a_letter_whose_event_is_older_than_the_retention_now_is_not_replayed(
+    clickhouse_dsn: str, writer: Writer
+) -> None:
+    import time
+
+    # Received 20 days ago, its event 25 days older still: within 30 days of its receipt, but 45 days
+    # old now, so the TTL would drop it as it was stored, and the replay would report it replayed.
+    now = time.time_ns() // 1_000_000
+    received = now - 20 * DAY_MS
+    body = json.dumps({"event_id": "old-1", "timestamp": received - 25 * DAY_MS}).encode()
+    writer.insert_dead_letters([letter("events/x", body, received, Limits(max_past_ms=DAY_MS))])
+    answer = post(admin_client(clickhouse_dsn, retention_days=30))
+    assert (answer["stored"], answer["still_failing"]) == (0, 1), answer
+    assert answer["failures"][0]["reason"] == "invalid_timestamp"
+    assert "past the retention (EVENTPIPE_RETENTION_DAYS)" in answer["failures"][0]["detail"]

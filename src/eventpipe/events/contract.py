@@ -60,6 +60,9 @@ class Limits:
     # retention when shorter (ingest.worker.limits_from), named in the dead letter's detail.
     max_past_ms: int = 0
     max_past_setting: str = "EVENTPIPE_MAX_PAST_DAYS"
+    # The store's retention (EVENTPIPE_RETENTION_DAYS), 0 for none: a replay, long after a letter's
+    # receipt, checks its event against it from now (ingest.replay).
+    retention_ms: int = 0
     envelope_keys: tuple[str, ...] = ENVELOPE_KEYS
     # The one topic where an event may be of PROBE_EVENT_TYPE: the workers' probes (EVENTPIPE_PROBE_TOPIC).
     probe_topic: str = PROBE_TOPIC

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eventpipe import __version__
-from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.events import Event, Limits, Reason, Rejection, parse
 from eventpipe.events import contract as contract_module
 from eventpipe.events import timestamp as timestamp_module
 from eventpipe.store.outcome import Candidate, Outcome, Outcomes, Selection
@@ -99,6 +99,12 @@ class Replayer:
             result = parse(letter.topic, letter.payload, letter.received_ms, self._limits, letter.payload_size)
             if isinstance(result, Rejection):
                 failed.append((letter, str(result.reason), result.detail[:MAX_DETAIL_CHARS]))
+            elif self._limits.retention_ms and result.timestamp_ms < now_ms - self._limits.retention_ms:
+                # Checked against its receipt it passed, but the TTL runs from now: stored, it would
+                # expire as it was inserted, and be reported replayed (found by a review).
+                days = self._limits.retention_ms / 86_400_000
+                detail = f"timestamp is more than {days:g} days old, past the retention (EVENTPIPE_RETENTION_DAYS)"
+                failed.append((letter, str(Reason.INVALID_TIMESTAMP), detail))
             else:
                 events.append(result)
                 sources.append(letter)

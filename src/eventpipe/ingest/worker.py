@@ -39,6 +39,7 @@ def limits_from(settings: Settings) -> Limits:
         max_future_skew_ms=settings.max_future_skew_s * 1000,
         max_past_ms=past_days * 86_400_000,
         max_past_setting=past_setting,
+        retention_ms=settings.retention_days * 86_400_000,
         envelope_keys=tuple(settings.envelope_keys),
         probe_topic=settings.probe_topic,
     )
