@@ -7,7 +7,7 @@ import json
 import clickhouse_connect
 import pytest
 
-from eventpipe.errors import HaltStorageError
+from eventpipe.errors import HaltStorageError, StorageError
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store import query as query_module
 from eventpipe.store.client import connect
@@ -393,3 +393,29 @@ def test_two_writers_of_one_process_storing_copies_of_undated_events_at_once_sho
     for thread in threads:
         thread.join(120)
     assert Reader(connect(clickhouse_dsn)).count_events() == rounds * size
+
+
+def test_a_passing_failure_of_the_canary_while_isolating_a_refused_row_is_retried_not_a_halt(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    from eventpipe.errors import RetryableStorageError
+
+    client.command("ALTER TABLE events ADD CONSTRAINT no_banned CHECK user_id IS NULL OR user_id != 'banned'")
+
+    class Strained(Writer):
+        """The canary meets a memory limit once, as a store under load may."""
+
+        strained = 1
+
+        def _canary_failure(self) -> StorageError | None:
+            if self.strained:
+                self.strained -= 1
+                return RetryableStorageError("MEMORY_LIMIT_EXCEEDED (241)")
+            return super()._canary_failure()
+
+    writer = Strained(client)
+    rows = [redelivered(RECEIVED_MS)._replace(event_id=f"s-{n}", user_id="banned" if n == 3 else "u") for n in range(8)]
+    # The canary's own error, retried with backoff; a halt said "refuses a known-good row" and waited.
+    with pytest.raises(RetryableStorageError, match="MEMORY_LIMIT"):
+        writer.insert_events(rows)
+    assert [index for index, _reason in writer.insert_events(rows)] == [3]

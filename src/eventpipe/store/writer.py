@@ -10,7 +10,13 @@ from typing import NamedTuple
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.insert import InsertContext
 
-from eventpipe.errors import HaltStorageError, RejectedDataError, StorageError, UnknownStorageError
+from eventpipe.errors import (
+    HaltStorageError,
+    RejectedDataError,
+    RetryableStorageError,
+    StorageError,
+    UnknownStorageError,
+)
 from eventpipe.events import PROBE_EVENT_TYPE, Event, Rejection
 from eventpipe.store.failure import classified
 from eventpipe.store.query import parameter_chunks
@@ -80,9 +86,14 @@ class Writer:
         # DESCRIBE round trip per batch). Dropped on any failure, so a schema
         # that changed under a running worker is read again.
         self._contexts: dict[str, InsertContext] = {}
-        self._canary: bool | None = None
+        # The canary's answer in the batch being written, once asked: None (it took the row), or its error.
+        self._canary_asked = False
+        self._canary: StorageError | None = None
 
     def takes_writes(self) -> bool:
+        return self._canary_failure() is None
+
+    def _canary_failure(self) -> StorageError | None:
         """True when `events` takes a known-good row: a probe-typed canary, which no read shows.
 
         What tells a poison row from a store that refuses every row: a server that
@@ -95,9 +106,9 @@ class Writer:
         canary = Event(CANARY_ID, PROBE_EVENT_TYPE, now - now % 86_400_000, now, CANARY_ID, "", "{}")
         try:
             self._insert("events", EVENT_COLUMNS, list(zip(canary)))
-        except StorageError:
-            return False
-        return True
+        except StorageError as exc:
+            return exc
+        return None
 
     def insert_events(self, events: Sequence[Event], *, isolate_unknown: bool = False) -> list[tuple[int, str]]:
         """Insert `events`; return (index, reason) of rows the table refuses.
@@ -115,7 +126,7 @@ class Writer:
             self._record_undated(unique)
         refused: list[tuple[int, str]] = []
         unknown: list[int] = []
-        self._canary = None  # asked once per batch, when a row is first refused alone
+        self._canary_asked = False  # asked once per batch, when a row is first refused alone
         self._insert_isolating(list(range(len(unique))), unique, refused, unknown if isolate_unknown else None)
         # A copy left out shares its first copy's fate: refused with it, or stored as it.
         reasons = {kept[index]: reason for index, reason in refused}
@@ -221,7 +232,11 @@ class Writer:
                         raise UnknownStorageError(
                             f"{len(unknown)} rows of {len(events)} fail on their own: not a poison row; {exc}"
                         ) from exc
-                if not is_unknown and not self._store_takes_writes():
+                failure = None if is_unknown else self._batch_canary()
+                if isinstance(failure, RetryableStorageError):
+                    # A passing problem (memory, parts, the network) met by the canary: retried, no halt.
+                    raise failure from exc
+                if failure is not None:
                     # A refusal every row meets (a constraint, a column's type changed under the
                     # worker) is the store's problem: dead-lettering the stream would bury it all.
                     raise HaltStorageError(
@@ -233,9 +248,9 @@ class Writer:
             self._insert_isolating(indexes[:middle], events, refused, unknown)
             self._insert_isolating(indexes[middle:], events, refused, unknown)
 
-    def _store_takes_writes(self) -> bool:
-        if self._canary is None:
-            self._canary = self.takes_writes()
+    def _batch_canary(self) -> StorageError | None:
+        if not self._canary_asked:
+            self._canary, self._canary_asked = self._canary_failure(), True
         return self._canary
 
     def _insert(self, table: str, column_names: Sequence[str], columns: Sequence[Sequence[object]]) -> None:
