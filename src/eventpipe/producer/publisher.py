@@ -112,9 +112,14 @@ def _send(
     sent, interrupted = 0, False
     started = time.monotonic()
 
-    def settle(info: mqtt.MQTTMessageInfo) -> None:
+    def settle(wait_s: float) -> None:
+        """Count the oldest pending message once answered; taken off only then, so a Ctrl-C during
+        the wait leaves it to the final count."""
         nonlocal acknowledged, refusals, first
-        if _settle(info, timeout):
+        info = pending[0]
+        answered = _settle(info, wait_s)
+        pending.popleft()
+        if answered:
             reason = refused.pop(info.mid, None)
             acknowledged += reason is None
             refusals += reason is not None
@@ -134,13 +139,16 @@ def _send(
             pending.append(info)
             sent += 1
             while len(pending) > WINDOW:
-                settle(pending.popleft())
+                settle(timeout)
     except KeyboardInterrupt:
         # Ctrl-C on a long or endless run is how it is stopped: what was sent is still settled and
         # reported, so the user learns how many the broker took (a second Ctrl-C cuts that short).
         interrupted = True
+    # One `timeout` for all that is left, not one each: a broker that stopped answering would hold
+    # a Ctrl-C for WINDOW times it.
+    deadline = time.monotonic() + timeout
     while pending:
-        settle(pending.popleft())
+        settle(max(0.0, deadline - time.monotonic()))
     return PublishReport(sent, acknowledged, time.monotonic() - started, refusals, first, interrupted)
 
 
