@@ -39,7 +39,7 @@ from eventpipe.store import job
 from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.disk import discard, room_for_backup, room_for_rehearsal
 from eventpipe.store.failure import classified
-from eventpipe.store.integrity import DAMAGED_CODES, purge, reading_back, rehearse, verify
+from eventpipe.store.integrity import DAMAGED_CODES, not_newer, purge, reading_back, rehearse, verify
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, unfinished_restore, upgrade
 from eventpipe.store.query import quoted
 
@@ -134,6 +134,7 @@ class Backups:
                 # that cannot be read back whole.
                 with self._opened(name, database) as attached:
                     self._counted(name, database, attached)
+                    not_newer(self._client, attached, name)
                     verify(self._client, attached, name)
                     room_for_rehearsal(self._client, attached)
                 # Or not restored whole: the same RESTORE, into a scratch database first.

@@ -20,9 +20,10 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error
 
-from eventpipe.errors import BackupError
+from eventpipe.errors import BackupError, ConfigError
 from eventpipe.store import job
 from eventpipe.store.failure import classified
+from eventpipe.store.migration import known_to_this_version
 from eventpipe.store.query import quoted
 
 POLL_S = 0.1
@@ -87,6 +88,17 @@ def verify(client: Client, scratch: str, name: str) -> None:
         for row in parts:
             if len(row) >= 3 and not int(str(row[1])):
                 raise damaged(name, f"{table}, part {row[0]}: {row[2] or 'damaged'}")
+
+
+def not_newer(client: Client, scratch: str, name: str) -> None:
+    """BackupError if backup `name`, attached as `scratch`, is of a schema newer than this code knows:
+    its restore would drop the store, then fail to migrate what it brought back (found by an attack)."""
+    with reading_back(name):
+        newest = client.query(f"SELECT max(version) FROM {quoted(scratch)}.schema_migrations").result_rows  # noqa: S608
+    try:
+        known_to_this_version(int(newest[0][0]) if newest else 0, f"backup {name}")
+    except ConfigError as exc:
+        raise BackupError(f"{exc}; nothing was changed") from exc
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import logging
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import BackupError, HaltStorageError
+from eventpipe.errors import BackupError, ConfigError, HaltStorageError
 from eventpipe.store.failure import classified
 from eventpipe.store.schema import arrival, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
@@ -121,6 +121,8 @@ def upgrade(client: Client, retention_days: int = 0) -> list[int]:
     with classified():
         client.command(LEDGER)
         done = {row[0] for row in client.query("SELECT version FROM schema_migrations FINAL").result_rows}
+    known_to_this_version(max(done, default=0), "the store")
+    with classified():
         applied = []
         for migration in MIGRATIONS:
             if migration.version in done:
@@ -136,6 +138,17 @@ def upgrade(client: Client, retention_days: int = 0) -> list[int]:
             applied.append(migration.version)
         _apply_retention(client, retention_days)
         return applied
+
+
+def known_to_this_version(version: int, what: str) -> None:
+    """ConfigError if schema `version` is newer than any this code knows: it would say the schema was
+    current and serve a store whose tables it does not know (an attack's older API failed on them)."""
+    newest = MIGRATIONS[-1].version
+    if version > newest:
+        raise ConfigError(
+            f"{what} is at schema version {version}, this eventpipe knows up to {newest}: run the newer"
+            " eventpipe, or restore a backup taken by this version"
+        )
 
 
 def _rebuild(client: Client, rebuild: Rebuild) -> None:
