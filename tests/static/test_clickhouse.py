@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from eventpipe.store.backup import SCRATCH_PREFIX
 from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.migration import KEPT, MIGRATIONS, RETAINED
+from eventpipe.store.scratch import SCRATCH_PREFIX
 from tests.support import compose
 
 # The repository's own files, not untrusted input.

@@ -42,15 +42,13 @@ from eventpipe.store.failure import classified
 from eventpipe.store.integrity import DAMAGED_CODES, not_newer, purge, reading_back, rehearse, verify
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, unfinished_restore, upgrade
 from eventpipe.store.query import quoted
+from eventpipe.store.scratch import drop_leftovers, new_scratch
 
 # A UTC time to the second and a random suffix: sorts by age, never collides,
 # and is safe in a path and in SQL. Anything else is refused before use.
 NAME = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
 NAME_TIME = "%Y%m%dT%H%M%SZ"
 EXAMPLE_NAME = "20260501T030000Z-1a2b3c"
-# A backup is attached read-only under this prefix to be read; on a server the
-# backup users may create and drop databases of this prefix only (users.d).
-SCRATCH_PREFIX = "eventpipe_backup_"
 BACKUP_NOT_FOUND = 599
 POCO_EXCEPTION = 1000
 log = logging.getLogger("eventpipe")
@@ -129,6 +127,7 @@ class Backups:
         check_name(name)
         with self._lock:
             database = self._rows("SELECT currentDatabase()")[0][0]
+            drop_leftovers(self._client)
             try:
                 # Attached once: a missing or foreign backup is refused before anything changes, and one
                 # that cannot be read back whole.
@@ -138,7 +137,7 @@ class Backups:
                     verify(self._client, attached, name)
                     room_for_rehearsal(self._client, attached)
                 # Or not restored whole: the same RESTORE, into a scratch database first.
-                scratch = _scratch()
+                scratch = new_scratch()
                 rehearse(self._client, _restoring(database, name, scratch), scratch, name)
             except BackupError as exc:
                 text = str(exc)
@@ -239,7 +238,7 @@ class Backups:
     @contextmanager
     def _opened(self, name: str, database: str) -> Iterator[str]:
         """The backup attached read-only as a database of its own, dropped afterwards."""
-        scratch = _scratch()
+        scratch = new_scratch()
         engine = f"Backup({_literal(database)}, {_disk(name)})"
         try:
             self._client.command(f"CREATE DATABASE {quoted(scratch)} ENGINE = {engine}")
@@ -284,11 +283,6 @@ class Backups:
     def _rows(self, sql: str, parameters: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
         with classified():
             return self._client.query(sql, parameters=parameters).result_rows
-
-
-def _scratch() -> str:
-    """A database name of the prefix a backup is read or rehearsed under, new each time."""
-    return f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
 
 
 def _restoring(database: str, name: str, into: str = "") -> str:

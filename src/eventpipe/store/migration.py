@@ -17,6 +17,7 @@ from eventpipe.store.schema.arrival import ARRIVAL_ROWS
 from eventpipe.store.schema.index import UNDATED_ROWS, USER_ROWS
 from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES, KEPT_COLUMNS, NEWEST, RESTORES
 from eventpipe.store.schema.version import DEFINER, REBUILT, REFILLED, Migration, Rebuild, Refill
+from eventpipe.store.scratch import drop_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,11 @@ def unfinished_restore(client: Client) -> str | None:
 
 
 def migrate(client: Client, retention_days: int = 0) -> list[int]:
-    """upgrade(), for whatever is about to serve the store: refuses (BackupError) one a restore left
+    """upgrade(), for whatever is about to serve the store, after dropping the copies of backups killed
+    restores left (store.scratch): refuses (BackupError) one a restore left
     half done, as workers and the API started on it served a store whose derived tables were empty
     (an attack saw a user's pages answer nothing while `events` held 998,478 rows)."""
+    drop_leftovers(client)
     applied = upgrade(client, retention_days)
     half = unfinished_restore(client)
     if half is not None:
