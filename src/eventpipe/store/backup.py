@@ -39,8 +39,9 @@ from eventpipe.store import job
 from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.disk import discard, room_for_backup, room_for_rehearsal
 from eventpipe.store.failure import classified
+from eventpipe.store.halfway import drop_all, mark, taken_before, unfinished_restore
 from eventpipe.store.integrity import DAMAGED_CODES, not_newer, purge, reading_back, rehearse, verify
-from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, unfinished_restore, upgrade
+from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, upgrade
 from eventpipe.store.query import quoted
 from eventpipe.store.scratch import drop_leftovers, new_scratch
 
@@ -148,12 +149,14 @@ class Backups:
             # may list the migrations that added their columns: added now, as it will not run them.
             keep_up(self._client)
             # A store a restore left half done is no state to come back to: no backup of it.
-            half = unfinished_restore(self._client) is not None
-            replaced = self._take(taken_by) if self._holds_data() and not half else None
+            half = unfinished_restore(self._client)
+            replaced = self._take(taken_before(taken_by, name)) if self._holds_data() and not half else None
             # Before the drop, whatever the store holds from here on is another generation; and
             # again once rebuilt, so no token issued during the restore is of the final one.
-            self._generation(name, taken_by, finished=False)
-            self._drop_all(database)
+            started = secrets.randbits(62) + 1
+            mark(self._client, started)
+            self._generation(name, taken_by, False, started)
+            drop_all(self._client, database, list(KEPT))
             try:
                 job.run(self._client, _restoring(database, name))
                 with classified():
@@ -161,19 +164,20 @@ class Backups:
                     for table, rows in DERIVED.items():
                         self._client.command(f"TRUNCATE TABLE {quoted(table)}")
                         self._client.command(f"INSERT INTO {quoted(table)} {rows}")
-                self._generation(name, taken_by, finished=True)
+                self._generation(name, taken_by, True, secrets.randbits(62) + 1)
             except EventpipeError as exc:
-                before = f", or restore {replaced.name} (what the store held before)" if replaced else ""
+                held = replaced.name if replaced else half.before if half else None
+                before = f", or restore {held} (what the store held before)" if held else ""
                 raise BackupError(f"{exc}; the store is incomplete: run this restore again{before}") from exc
             events, dead_letters = (self._rows(query.format(db=quoted(database)))[0][0] for query in HELD)
             return Restored(name, events, dead_letters, replaced)
 
-    def _generation(self, name: str, taken_by: str, finished: bool) -> None:
+    def _generation(self, name: str, taken_by: str, finished: bool, restore_id: int) -> None:
         """Start a new generation of the store (store.schema.record.RESTORES): a random id, never 0."""
         with classified():
             self._client.insert(
                 "restores",
-                [[datetime.now(UTC), name, taken_by, secrets.randbits(62) + 1, int(finished)]],
+                [[datetime.now(UTC), name, taken_by, restore_id, int(finished)]],
                 column_names=["restored_at", "backup", "taken_by", "restore_id", "finished"],
             )
 
@@ -269,16 +273,6 @@ class Backups:
             sql, {"tables": [table for table in SOURCE if table not in ("schema_migrations", "worker_marks")]}
         )
         return bool(held and held[0][0])
-
-    def _drop_all(self, database: str) -> None:
-        # Views first, so that no view is left writing into a table that is gone.
-        sql = (
-            "SELECT name FROM system.tables WHERE database = currentDatabase() AND name NOT IN {kept:Array(String)}"
-            " ORDER BY engine != 'MaterializedView'"
-        )
-        with classified():
-            for (table,) in self._rows(sql, {"kept": list(KEPT)}):
-                self._client.command(f"DROP TABLE IF EXISTS {quoted(database)}.{quoted(table)} SYNC")
 
     def _rows(self, sql: str, parameters: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
         with classified():

@@ -12,10 +12,11 @@ from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BackupError, ConfigError, HaltStorageError
 from eventpipe.store.failure import classified
+from eventpipe.store.halfway import unfinished_restore
 from eventpipe.store.schema import arrival, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
 from eventpipe.store.schema.index import UNDATED_ROWS, USER_ROWS
-from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES, KEPT_COLUMNS, NEWEST, RESTORES
+from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES, KEPT_COLUMNS, RESTORES
 from eventpipe.store.schema.version import DEFINER, REBUILT, REFILLED, Migration, Rebuild, Refill
 from eventpipe.store.scratch import drop_leftovers
 
@@ -90,32 +91,20 @@ RETAINED = {
 }
 
 
-# The newest restore, if any: its backup, and whether it finished (store.schema.record.RESTORES).
-NEWEST_RESTORE = f"SELECT backup, finished FROM restores ORDER BY {NEWEST} DESC LIMIT 1"  # noqa: S608 - constants
-
-
-def unfinished_restore(client: Client) -> str | None:
-    """The backup a restore was bringing back when it stopped after dropping the tables, if one did."""
-    with classified():
-        rows = client.query(NEWEST_RESTORE).result_rows
-    return str(rows[0][0]) if rows and not int(str(rows[0][1])) else None
-
-
 def migrate(client: Client, retention_days: int = 0) -> list[int]:
     """upgrade(), for whatever is about to serve the store, after dropping the copies of backups killed
-    restores left (store.scratch): refuses (BackupError) one a restore left
-    half done, as workers and the API started on it served a store whose derived tables were empty
-    (an attack saw a user's pages answer nothing while `events` held 998,478 rows)."""
+    restores left (store.scratch): refuses (BackupError) one a restore left half done, as workers and the
+    API started on it served a store whose derived tables were empty (an attack saw a user's pages answer
+    nothing while `events` held 998,478 rows). Checked first: upgrade() would make a dropped ledger again."""
     drop_leftovers(client)
-    applied = upgrade(client, retention_days)
+    keep_up(client)  # the restores' columns the check reads, on a store from before them
     half = unfinished_restore(client)
     if half is not None:
         raise BackupError(
-            f"the store is half restored: the restore of {half} stopped after it dropped the tables;"
-            f" run it again (`eventpipe restore --data-dir DIR --backup {half}`, or `--clickhouse-dsn`"
-            " for a server), or restore another backup, before starting"
+            f"the store is half restored: the restore of {half.backup} stopped after it began dropping the"
+            f" tables; {half.advice()}, before starting"
         )
-    return applied
+    return upgrade(client, retention_days)
 
 
 def upgrade(client: Client, retention_days: int = 0) -> list[int]:

@@ -1,0 +1,65 @@
+"""A restore killed around its drop: migrate says what state it left, and which backup holds what was there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import clickhouse_connect
+import pytest
+
+from eventpipe.errors import BackupError
+from eventpipe.store.backup import Backups
+from eventpipe.store.migration import migrate
+from tests.integration.test_backup import ids, seed
+
+
+class Killed(BaseException):
+    """SIGKILL, as far as the restore can tell: nothing after it runs."""
+
+
+class KilledAtDrop:
+    """The real client, but the process dies at its `drops`th DROP TABLE (a restore's drop of the store)."""
+
+    def __init__(self, client: clickhouse_connect.driver.Client, drops: int) -> None:
+        self._client, self._left = client, drops
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def command(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        if sql.startswith("DROP TABLE"):
+            self._left -= 1
+            if self._left == 0:
+                raise Killed
+        return self._client.command(sql, *args, **kwargs)
+
+
+def _interrupted(client: clickhouse_connect.driver.Client, drops: int) -> tuple[set[str], str]:
+    """A store of 9 events, a backup of 4 of them, and a restore of it killed at its `drops`th DROP."""
+    seed(client, "a", 4)
+    taken = Backups(client).take("test")
+    stored = seed(client, "a", 4) | seed(client, "b", 5)
+    with pytest.raises(Killed):
+        Backups(KilledAtDrop(client, drops)).restore(taken.name, 0, "test")  # type: ignore[arg-type]
+    return stored, taken.name
+
+
+def test_a_restore_killed_before_its_drop_leaves_a_store_that_starts(client: clickhouse_connect.driver.Client) -> None:
+    stored, _ = _interrupted(client, drops=1)
+    # It was refused as "half restored ... stopped after it dropped the tables", which was not so.
+    assert migrate(client) == []
+    assert set(ids(client)) == stored
+
+
+def test_a_store_a_restore_left_half_dropped_is_refused_naming_the_backup_of_what_was_there(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    stored, name = _interrupted(client, drops=2)
+    [before] = [backup for backup in Backups(client).listing() if backup.events == len(stored)]
+    with pytest.raises(BackupError, match=f"half restored.*--backup {name}.*--backup {before.name}") as refused:
+        migrate(client)
+    assert "before it" in str(refused.value)
+    # Running it again finishes it; the backup named brings back what the store held before it.
+    assert Backups(client).restore(name, 0, "test").events == 4
+    assert Backups(client).restore(before.name, 0, "test").events == len(stored)
+    assert migrate(client) == [] and set(ids(client)) == stored
