@@ -136,6 +136,8 @@ def _delete_statement(table: UserTable, shared: bool) -> str:
 
 
 class Erased(NamedTuple):
+    # What this call deleted, counted in the user index before its rows there go last: after a call cut
+    # off past that point, the one that finishes it counts 0 events (README.md, "erasure").
     events: int
     dead_letters: int
     # False: a live worker had not reported committing what it received before the cut within
