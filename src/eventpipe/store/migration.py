@@ -153,8 +153,17 @@ def _rebuild(client: Client, rebuild: Rebuild) -> None:
     if not _rebuilt(client, rebuild):
         client.command(f"DROP TABLE IF EXISTS {scratch}")  # a half-filled copy from a crashed run
         client.command(rebuild.create.format(table=scratch))
+        made = _catalog(client, scratch, "uuid")
         client.command(f"INSERT INTO {scratch} SELECT * FROM {table}{final}")  # noqa: S608 - names are constants
+        # As in _refill, migrators must take turns. Without these checks a second one dropped the first's
+        # copy and made its own, both swapped, the second swap put the old table back, and the ledger said
+        # done over the old definition (found by an attack): now whichever sees another's hand stops, and
+        # a rerun finishes from whatever state the two left.
+        if _catalog(client, scratch, "uuid") != made or _rebuilt(client, rebuild):
+            raise HaltStorageError(f"{scratch} was made again during the copy: is another migrator running?")
         client.command(f"EXCHANGE TABLES {table} AND {scratch}")
+        if _catalog(client, table, "uuid") != made:
+            raise HaltStorageError(f"{table} was swapped by another migrator too: run migrate again, alone")
     # From here on `scratch`, if it is there, is the old table.
     if scratch in _names("system.tables", "name = {t:String}", scratch, client):
         client.command(f"INSERT INTO {table} SELECT * FROM {scratch}{final}")  # noqa: S608 - names are constants
