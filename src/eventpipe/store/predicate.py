@@ -18,7 +18,9 @@ Numbers compare exactly where they can. `=` compares spellings, which are
 exact for whole numbers of up to 64 bits (a condition's whole number under
 any spelling, 1e2 or 100.0, by its integer's) and the shortest round trip of a
 double otherwise (a longer whole number in a condition is both the text and
-the double it spells); the ordering operators compare a whole number within
+the double it spells; a property sent as a double beyond 2^53 reads as the
+integer its shortest spelling names, 2^60 as 1152921504606847000, which is how
+the ordering operators read it too); the ordering operators compare a whole number within
 Int128 as an integer and anything else as a double, and ClickHouse compares
 an integer with a double by value, not by rounding it. (The engine reads a
 whole number beyond 64 bits as a quoted string: text, then, to both.) These
