@@ -154,7 +154,9 @@ class Backups:
             # Before the drop, whatever the store holds from here on is another generation; and
             # again once rebuilt, so no token issued during the restore is of the final one.
             started = secrets.randbits(62) + 1
-            mark(self._client, started)
+            if half is None:
+                # Not on a store already half restored: its mark would say nothing had been dropped.
+                mark(self._client, started)
             self._generation(name, taken_by, False, started)
             drop_all(self._client, database, list(KEPT))
             try:
