@@ -99,15 +99,20 @@ def test_a_worker_the_broker_refuses_says_why_on_its_last_line(tmp_path: Path) -
     with socket.create_server(("127.0.0.1", 0)) as broker:
         port = broker.getsockname()[1]
 
-        def refuse() -> None:
-            with contextlib.suppress(OSError):
-                connection, _ = broker.accept()
-                with connection:
-                    connection.recv(4096)  # its CONNECT
-                    connection.sendall(b"\x20\x03\x00\x86\x00")  # CONNACK: bad user name or password
-                    time.sleep(1)
+        def refuse(connection: socket.socket) -> None:
+            with connection, contextlib.suppress(OSError):
+                connection.recv(4096)  # its CONNECT
+                connection.sendall(b"\x20\x03\x00\x86\x00")  # CONNACK: bad user name or password
+                time.sleep(1)
 
-        threading.Thread(target=refuse, daemon=True).start()
+        def refuse_all() -> None:
+            # Every connection, as a broker does: the worker's prober connects too, and when it came
+            # first a broker that refused one connection left the worker waiting for ever (a CI run).
+            with contextlib.suppress(OSError):
+                while True:
+                    threading.Thread(target=refuse, args=(broker.accept()[0],), daemon=True).start()
+
+        threading.Thread(target=refuse_all, daemon=True).start()
         env = {key: value for key, value in os.environ.items() if not key.startswith("EVENTPIPE_")}
         env |= {
             "EVENTPIPE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}",
