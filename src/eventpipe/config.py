@@ -308,23 +308,24 @@ class Settings(BaseSettings):
         if not self.mqtt_share_group:
             return self.mqtt_topic
         if self.mqtt_session_secret is None:  # tests, benchmarks: as guessable as the session id then
-            return f"$share/{self.mqtt_share_group}/{self.mqtt_topic}"
-        group = share_group(self.mqtt_share_group, self.mqtt_session_secret.get_secret_value())
-        return f"$share/{group}/{self.mqtt_topic}"
+            return self._shared(self.mqtt_share_group)
+        return self._shared(share_group(self.mqtt_share_group, self.mqtt_session_secret.get_secret_value()))
 
     @property
     def shown_subscription(self) -> str:
         """The filter as logs and errors show it: the group's HMAC would let a reader of the log join it."""
-        if not self.mqtt_share_group or self.mqtt_session_secret is None:
-            return self.subscription
-        return f"$share/{self.mqtt_share_group}-<hmac>/{self.mqtt_topic}"
+        plain = self.plain_share_subscription
+        return self.subscription if plain is None else self._shared(f"{self.mqtt_share_group}-<hmac>")
 
     @property
     def plain_share_subscription(self) -> str | None:
         """The group as versions before the HMAC subscribed to it, which a resumed session may still hold."""
         if not self.mqtt_share_group or self.mqtt_session_secret is None:
             return None
-        return f"$share/{self.mqtt_share_group}/{self.mqtt_topic}"
+        return self._shared(self.mqtt_share_group)
+
+    def _shared(self, group: str) -> str:
+        return f"$share/{group}/{self.mqtt_topic}"
 
 
 def settings_problem(exc: ValidationError, flags: dict[str, str] | None = None) -> str:

@@ -30,11 +30,14 @@ def share_group(name: str, secret: str) -> str:
     to deliver to, which Mosquitto then drops for the whole group. A producer subscribed to the plain
     group (or left a session there) lost every other acknowledged event without a trace (an attack).
     Keyed apart from the session ids, so neither can be computed from the other."""
-    digest = hmac.new(secret.encode(), f"$share/{name}".encode(), hashlib.sha256).hexdigest()[:DIGEST_HEX]
-    return f"{name}-{digest}"
+    return _signed(name, f"$share/{name}", secret)
 
 
 def session_id(name: str, secret: str) -> str:
     """`name` (readable in the broker's log) followed by what only the secret's holders can compute."""
-    digest = hmac.new(secret.encode(), name.encode(), hashlib.sha256).hexdigest()[:DIGEST_HEX]
+    return _signed(name, name, secret)
+
+
+def _signed(name: str, message: str, secret: str) -> str:
+    digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()[:DIGEST_HEX]
     return f"{name}-{digest}"

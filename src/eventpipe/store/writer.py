@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
@@ -86,9 +87,6 @@ class Writer:
         # DESCRIBE round trip per batch). Dropped on any failure, so a schema
         # that changed under a running worker is read again.
         self._contexts: dict[str, InsertContext] = {}
-        # The canary's answer in the batch being written, once asked: None (it took the row), or its error.
-        self._canary_asked = False
-        self._canary: StorageError | None = None
 
     def takes_writes(self) -> bool:
         return self._canary_failure() is None
@@ -126,8 +124,9 @@ class Writer:
             self._record_undated(unique)
         refused: list[tuple[int, str]] = []
         unknown: list[int] = []
-        self._canary_asked = False  # asked once per batch, when a row is first refused alone
-        self._insert_isolating(list(range(len(unique))), unique, refused, unknown if isolate_unknown else None)
+        # The canary, asked once per batch, when a row is first refused alone.
+        canary = functools.cache(self._canary_failure)
+        self._insert_isolating(list(range(len(unique))), unique, refused, unknown if isolate_unknown else None, canary)
         # A copy left out shares its first copy's fate: refused with it, or stored as it.
         reasons = {kept[index]: reason for index, reason in refused}
         return [(index, reasons[first]) for index, first in enumerate(first_of) if first in reasons]
@@ -205,11 +204,12 @@ class Writer:
         events: Sequence[Event],
         refused: list[tuple[int, str]],
         unknown: list[int] | None,
+        canary: Callable[[], StorageError | None],
     ) -> None:
         """Insert the rows at `indexes`, halving refused blocks down to single rows.
 
         `unknown` is None unless unrecognised errors are to be isolated too; then
-        it collects the rows refused that way.
+        it collects the rows refused that way. `canary` is the batch's known-good row's failure, or None.
         """
         if not indexes:
             return
@@ -232,7 +232,7 @@ class Writer:
                         raise UnknownStorageError(
                             f"{len(unknown)} rows of {len(events)} fail on their own: not a poison row; {exc}"
                         ) from exc
-                failure = None if is_unknown else self._batch_canary()
+                failure = None if is_unknown else canary()
                 if isinstance(failure, RetryableStorageError):
                     # A passing problem (memory, parts, the network) met by the canary: retried, no halt.
                     raise failure from exc
@@ -245,13 +245,8 @@ class Writer:
                 refused.append((indexes[0], str(exc)))
                 return
             middle = len(indexes) // 2
-            self._insert_isolating(indexes[:middle], events, refused, unknown)
-            self._insert_isolating(indexes[middle:], events, refused, unknown)
-
-    def _batch_canary(self) -> StorageError | None:
-        if not self._canary_asked:
-            self._canary, self._canary_asked = self._canary_failure(), True
-        return self._canary
+            self._insert_isolating(indexes[:middle], events, refused, unknown, canary)
+            self._insert_isolating(indexes[middle:], events, refused, unknown, canary)
 
     def _insert(self, table: str, column_names: Sequence[str], columns: Sequence[Sequence[object]]) -> None:
         with classified():
