@@ -307,21 +307,32 @@ def test_an_integer_user_id_erases_its_letters_not_every_letter_holding_that_num
         # The key as the parser reads it, however escaped: a replay stored these as the user's events.
         b'{"user\\u005fid": 913297552, "timestamp": "x"}',
         b'{"data": {"\\u0075ser_id" :\n913297552}, "timestamp": "x"}',
+        # The same number with a fraction or an exponent, as encoders of doubles write it: the parser
+        # refuses it as a user id, and the letter still names the user (and holds the rest of its event).
+        b'{"user_id": 913297552.0, "email": "a@example.com", "timestamp": "x"}',
+        b'{"data": {"user_id": 9.13297552e8}, "timestamp": "x"}',
+        b'{"user_id": 913297552E0, "timestamp": "x"}',
     ]
     others = [
         b'{"user_id": "bob", "amount_cents": 913297552, "timestamp": "x"}',
         b'{"user_id": "carol", "order": "ORD 913297552", "timestamp": "x"}',
         b'{"user_id": 9132975520, "timestamp": "x"}',
         b'{"user_id": 913297552.5, "timestamp": "x"}',
+        b'{"user_id": 9.132975521e8, "timestamp": "x"}',
     ]
     Writer(client).insert_dead_letters([dead_letter(payload, i) for i, payload in enumerate(named + others)])
     assert Eraser(client).erase("913297552") == Erased(0, len(named), complete=True)
     left = sorted(str(row[0]).encode() for row in client.query("SELECT payload FROM dead_letters FINAL").result_rows)
     assert left == sorted(others)
 
-    # -0 is the integer 0 to the parser, which stores its user as "0"; 0.0 is no integer, 10 another.
-    zeros = [b'{"user_id": -0, "timestamp": "x"}', b'{"user_id":0,"timestamp":"x"}']
-    not_zero = [b'{"user_id": 0.0, "timestamp": "x"}', b'{"user_id": 10, "timestamp": "x"}']
+    # -0 is the integer 0 to the parser, which stores its user as "0"; 0.0 and 0e5 are that number; 10 another.
+    zeros = [
+        b'{"user_id": -0, "timestamp": "x"}',
+        b'{"user_id":0,"timestamp":"x"}',
+        b'{"user_id": 0.0, "timestamp": "x"}',
+        b'{"user_id": -0e5, "timestamp": "x"}',
+    ]
+    not_zero = [b'{"user_id": 0.5, "timestamp": "x"}', b'{"user_id": 10, "timestamp": "x"}']
     letters = [dead_letter(payload, 100 + i) for i, payload in enumerate(zeros + not_zero)]
     Writer(client).insert_dead_letters(letters)
     assert Eraser(client).erase("0") == Erased(0, len(zeros), complete=True)

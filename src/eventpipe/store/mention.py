@@ -2,7 +2,9 @@
 
 In a JSON payload: a whole JSON string that decodes to the id, or, for an id
 that is an integer's text, that integer as the value of a "user_id" key (the
-key spelt in any way JSON allows); so `alice`
+key spelt in any way JSON allows), also spelt with a fraction or an exponent
+(4242.0, 4.242e3: the parser refuses those as user ids, but a producer whose
+encoder writes doubles sends its user's letters so); so `alice`
 does not take the letters of `alice.smith` or `alice@example.com`, nor
 `913297552` a letter whose amount is 913297552. A payload that is no JSON has
 no such structure: there the id must be a whole word (not preceded or followed
@@ -19,8 +21,17 @@ import re
 _ALTERNATIVES = "arrayStringConcat(arrayMap(s -> regexpQuoteMeta(s), {spellings:Array(String)}), '|')"
 _AS_STRING = "match(payload, {json_string:String})"
 _AS_NUMBER = "({user_number:String} != '' AND match(payload, {user_number:String}))"
+# Compared as doubles: beyond 2^53 a neighbour's fraction or exponent spelling matches too, erring on
+# the side of erasing (such a letter's user_id was refused as no integer, so it names no other user).
+_AS_FRACTION = (
+    "({user_fraction:String} != '' AND"
+    " arrayExists(x -> toFloat64OrNull(x) = {user_float:Float64}, extractAll(payload, {user_fraction:String})))"
+)
 _AS_WORD = "match(toValidUTF8(payload), concat('(^|[^0-9A-Za-z_-])(', " + _ALTERNATIVES + ", ')($|[^0-9A-Za-z_-])'))"
-MENTIONS = "if(isValidJSON(payload), " + _AS_STRING + " OR " + _AS_NUMBER + ", " + _AS_WORD + ")"
+MENTIONS = "if(isValidJSON(payload), " + " OR ".join((_AS_STRING, _AS_NUMBER, _AS_FRACTION)) + ", " + _AS_WORD + ")"
+
+# The colon after a key, with the white space JSON allows around it.
+_COLON = "[ \\t\\r\\n]*:[ \\t\\r\\n]*"
 
 # JSON's two-character escapes (RFC 8259, 7), beside \uXXXX, which any character may take.
 _SHORT = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -69,16 +80,38 @@ def _utf16(ch: str) -> list[int]:
     return [int.from_bytes(encoded[i : i + 2], "big") for i in range(0, len(encoded), 2)]
 
 
+_INTEGER = r"-?[1-9][0-9]*|0"
+
+
 def user_number(user_id: str) -> str:
     """An RE2 pattern for a "user_id" key, spelt in any way JSON allows, whose value is the integer the
     parser reads as `user_id` ("0" is also -0); '' when `user_id` is no integer's text. The key's
     escapes count: `user\\u005fid` is the key the parser reads, and a replay stored the letter."""
-    if not re.fullmatch(r"-?[1-9][0-9]*|0", user_id):
+    if not re.fullmatch(_INTEGER, user_id):
         return ""
     number = "-?0" if user_id == "0" else _literal(user_id)
-    return json_string("user_id") + "[ \\t\\r\\n]*:[ \\t\\r\\n]*" + number + "(?:[^0-9.eE]|$)"
+    return json_string("user_id") + _COLON + number + "(?:[^0-9.eE]|$)"
+
+
+def user_fraction(user_id: str) -> tuple[str, float]:
+    """An RE2 pattern whose one group is the value of a "user_id" key written with a fraction or an
+    exponent, and the double `user_id` is; ('', 0.0) when `user_id` is no integer's text or no double."""
+    if not re.fullmatch(_INTEGER, user_id):
+        return "", 0.0
+    try:
+        value = float(int(user_id))
+    except OverflowError:
+        return "", 0.0
+    return json_string("user_id") + _COLON + "(-?[0-9]+(?:[.][0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+))", value
 
 
 def mentions(user_id: str) -> dict[str, object]:
     """The parameters of MENTIONS for `user_id`."""
-    return {"spellings": spellings(user_id), "json_string": json_string(user_id), "user_number": user_number(user_id)}
+    fraction, value = user_fraction(user_id)
+    return {
+        "spellings": spellings(user_id),
+        "json_string": json_string(user_id),
+        "user_number": user_number(user_id),
+        "user_fraction": fraction,
+        "user_float": value,
+    }
