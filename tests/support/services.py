@@ -250,8 +250,9 @@ class ClickHouseServer:
         self.container = service_container("clickhouse", self.env).with_exposed_ports(8123)
         self.resets = 0  # how often reset() emptied the database: a store shared by tests is stale after one
 
-    def dsn(self, service: str = "migrate") -> str:
-        parts = urlsplit(compose.environment(service, self.env)["EVENTPIPE_CLICKHOUSE_DSN"])
+    def dsn(self, service: str = "migrate", variable: str = "EVENTPIPE_CLICKHOUSE_DSN") -> str:
+        """The DSN in `variable` of the compose `service`, pointed at this container."""
+        parts = urlsplit(compose.environment(service, self.env)[variable])
         host = self.container.get_container_host_ip()
         netloc = f"{parts.username}:{parts.password}@{host}:{self.container.get_exposed_port(8123)}"
         return urlunsplit(parts._replace(netloc=netloc))
