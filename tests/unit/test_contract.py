@@ -345,3 +345,15 @@ def test_timestamps_further_ahead_than_the_skew_bound_are_rejected_and_the_reaso
     assert isinstance(ahead, Rejection)
     assert ahead.reason is Reason.INVALID_TIMESTAMP
     assert "more than 60 s after its receipt (EVENTPIPE_MAX_FUTURE_SKEW_S)" in ahead.detail
+
+
+def test_timestamps_from_2106_02_07T06_28_16Z_are_rejected_whatever_the_skew_bound() -> None:
+    # Parts' time ranges are 32-bit seconds in ClickHouse: the counts left such events out while pages served them.
+    unbounded = Limits(max_future_skew_ms=10**15)
+    last = 2**32 * 1000 - 1
+    assert event("events/x", {"timestamp": last}, limits=unbounded).timestamp_ms == last
+    for late in (2**32 * 1000, "2262-04-11T23:30:00Z"):
+        refused = parse("events/x", json.dumps({"timestamp": late}).encode(), RECEIVED_MS, unbounded)
+        assert isinstance(refused, Rejection)
+        assert refused.reason is Reason.INVALID_TIMESTAMP
+        assert "is not before 2106-02-07T06:28:16Z" in refused.detail

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from eventpipe.events.timestamp import EARLIEST_MS, to_epoch_ms
+from eventpipe.events.timestamp import EARLIEST_MS, LATEST_MS, to_epoch_ms
 
 # Namespace for ids derived from topic and payload; never change it, or
 # redeliveries of old messages would get new ids and be stored twice.
@@ -243,6 +243,8 @@ def _timestamp(value: object, received_ms: int, limits: Limits) -> int:
         raise _Invalid(Reason.INVALID_TIMESTAMP, str(exc)) from None
     if millis < EARLIEST_MS:
         raise _Invalid(Reason.INVALID_TIMESTAMP, f"timestamp {value!r} is before 2000-01-01")
+    if millis >= LATEST_MS:
+        raise _Invalid(Reason.INVALID_TIMESTAMP, f"timestamp {value!r} is not before 2106-02-07T06:28:16Z")
     if millis > received_ms + limits.max_future_skew_ms:
         seconds = limits.max_future_skew_ms / 1000
         raise _Invalid(

@@ -31,6 +31,10 @@ ACCEPTED = (
 # Below 2000-01-01 a timestamp is almost always a unit or default-value bug
 # (0, seconds read as ms), not a real event; rejecting it keeps it visible.
 EARLIEST_MS = 946_684_800_000
+# From 2^32 s (2106-02-07T06:28:16Z) on, the 32-bit time range ClickHouse keeps of each part
+# (system.parts' min_time and max_time) wraps, and the counts, which trust those ranges
+# (store.tally), would leave such events out while pages served them: refused, whatever the skew.
+LATEST_MS = 2**32 * 1000
 
 
 def to_epoch_ms(value: object, *, up: bool = False) -> int:
