@@ -234,6 +234,18 @@ def test_timeseries_has_every_bucket_of_the_window(api: TestClient, writer: Writ
     assert too_many.status_code == 422 and "buckets" in too_many.json()["detail"]
 
 
+def test_the_timeseries_default_window_is_a_day_moved_back_to_a_bucket_start_as_documented(api: TestClient) -> None:
+    for interval, step_ms in (("1h", HOUR_MS), ("1d", 24 * HOUR_MS)):
+        series = api.get("/stats/timeseries", params={"interval": interval}, headers=AUTH).json()
+        until_ms = int(datetime.fromisoformat(series["until"]).timestamp() * 1000)
+        since_ms = (until_ms - 24 * HOUR_MS) // step_ms * step_ms
+        assert series["since"] == datetime.fromtimestamp(since_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        assert series["items"][0]["start"] == series["since"]
+    described = api.get("/openapi.json").json()["paths"]["/stats/timeseries"]["get"]["parameters"]
+    since = next(parameter for parameter in described if parameter["name"] == "since")
+    assert "moved back to the start of its bucket" in since["description"]
+
+
 def test_dead_letters_show_what_was_refused_byte_for_byte(api: TestClient, writer: Writer) -> None:
     payloads = [b"{not json", b"\xff\xfe binary", b"[1, 2]", b'{"event_type": 5}'] + [
         b"{" * 3 + bytes([i]) for i in range(6)

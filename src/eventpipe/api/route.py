@@ -48,6 +48,9 @@ DEFAULT_WINDOW_MS = 86_400_000
 MAX_BUCKETS = 10_000
 SINCE_HELP = f"Window start, on {OWN_TIME}: {TIME_HELP}. Default: a day before until."
 UNTIL_HELP = f"Window end, exclusive, on {OWN_TIME}: {TIME_HELP}. Default: now."
+SERIES_SINCE_HELP = (
+    f"Window start, on {OWN_TIME}: {TIME_HELP}. Default: a day before until, moved back to the start of its bucket."
+)
 
 
 def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
@@ -123,7 +126,7 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
     def timeseries(
         grant: Granted,
         interval: Annotated[Literal["1m", "5m", "15m", "1h", "6h", "1d"], Query(description="Bucket width.")] = "1h",
-        since: Annotated[str | None, Query(max_length=64, description=SINCE_HELP)] = None,
+        since: Annotated[str | None, Query(max_length=64, description=SERIES_SINCE_HELP)] = None,
         until: Annotated[str | None, Query(max_length=64, description=UNTIL_HELP)] = None,
         event_type: EventType = None,
         where: Where = None,
