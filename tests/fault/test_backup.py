@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from eventpipe.errors import BackupError
 from eventpipe.store import disk, job
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir, connect
+from eventpipe.store.erasure import Eraser
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 from tests.support.api import event
@@ -116,3 +118,49 @@ def test_a_backup_its_disk_has_no_room_for_is_refused_before_anything_is_written
     with pytest.raises(BackupError, match=r"the backups disk has [0-9]+ MiB free, and a backup of this store needs"):
         Backups(client).take("test")
     assert (set(directory.glob("*")) if directory else set()) == before and Backups(client).listing() == []
+
+
+def test_a_backup_on_a_data_disk_too_full_to_purge_erasures_is_refused_before_any_mutation(
+    client: Client, clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The purge of masked rows is a mutation on the data disk, which the backups disk's room said nothing of:
+    # on a full one it waited or failed, and left an empty mutation file that stopped the next start.
+    Writer(client).insert_events([event("events/t", {"event_id": "u", "user_id": "gone"}, 1_772_323_200_000)])
+    Eraser(client).erase("gone")
+    directory = backup_dir(clickhouse_dsn)
+    before = set(directory.glob("*")) if directory else set()
+    monkeypatch.setattr(disk, "MIN_FREE_BYTES", 1 << 60)  # this disk's room is what it is: the minimum is raised
+    with pytest.raises(BackupError, match=r"data disk has [0-9]+ KiB free, and a backup first rewrites the parts"):
+        Backups(client).take("test")
+    purges = "SELECT count() FROM system.mutations WHERE database = currentDatabase() AND command LIKE '%DELETED MASK%'"
+    assert client.query(purges).result_rows == [(0,)], "no mutation was issued"
+    assert (set(directory.glob("*")) if directory else set()) == before
+
+
+class Unrecorded:
+    """The real client, whose insert into the backups catalog fails as on a full data disk."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if table == "backups":
+            raise DatabaseError(
+                "Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)"
+            )
+        return self._client.insert(table, *args, **kwargs)
+
+
+def test_a_backup_that_cannot_be_recorded_is_removed_and_refused_with_the_reason(
+    client: Client, clickhouse_dsn: str
+) -> None:
+    # It was a 500 "storage_error", and the unlisted copy stayed on the backups disk taking the store's size.
+    directory = backup_dir(clickhouse_dsn) or pytest.skip("a server's backups disk is not on this machine")
+    before = set(directory.glob("*"))
+    with pytest.raises(BackupError, match=r"could not be recorded \(.*not enough space.*\); what it wrote .* removed"):
+        Backups(Unrecorded(client)).take("test")  # type: ignore[arg-type]
+    assert set(directory.glob("*")) == before, "nothing left taking room"
+    assert Backups(client).listing() == []

@@ -205,12 +205,17 @@ class Backups:
             ) from exc
         taken = Backup(name, now_ms, events, dead_letters, size)
         at = datetime.fromtimestamp(now_ms / 1000, UTC)
-        with classified():
-            self._client.insert(
-                "backups",
-                [[name, at, events, dead_letters, taken.bytes, taken_by]],
-                column_names=["name", "taken_at", "events", "dead_letters", "bytes", "taken_by"],
-            )
+        try:
+            with classified():
+                self._client.insert(
+                    "backups",
+                    [[name, at, events, dead_letters, taken.bytes, taken_by]],
+                    column_names=["name", "taken_at", "events", "dead_letters", "bytes", "taken_by"],
+                )
+        except EventpipeError as exc:
+            # Not in the catalog, it is in no list (a full data disk refused the record): removed, not left
+            # taking the store's size on the backups disk for nothing, and the reason is the client's.
+            raise BackupError(f"backup {name} could not be recorded ({exc}){discard(self._client, name)}") from exc
         return taken
 
     def _held(self, name: str, database: str) -> tuple[int, int]:

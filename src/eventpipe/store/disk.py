@@ -57,12 +57,17 @@ def room_for_rehearsal(client: Client, attached: str) -> None:
 
 def room_for_delete(client: Client) -> None:
     """BusyStorageError when the data disk has less than MIN_FREE_BYTES free."""
-    free = _disk(client, "default")
-    if free is not None and free[0] < MIN_FREE_BYTES:
+    if (free := short_of_room(client)) is not None:
         raise BusyStorageError(
-            f"ClickHouse's data disk has {free[0] // 1024} KiB free: a delete writes to each table it touches and "
+            f"ClickHouse's data disk has {free // 1024} KiB free: a delete writes to each table it touches and "
             "waits for room; free space (old backups, a retention), then erase again"
         )
+
+
+def short_of_room(client: Client) -> int | None:
+    """The bytes free on the data disk when fewer than MIN_FREE_BYTES, the least a mutation needs; else None."""
+    free = _disk(client, "default")
+    return free[0] if free is not None and free[0] < MIN_FREE_BYTES else None
 
 
 def discard(client: Client, name: str) -> str:

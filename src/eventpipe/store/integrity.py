@@ -22,6 +22,7 @@ from clickhouse_connect.driver.exceptions import Error
 
 from eventpipe.errors import BackupError, ConfigError
 from eventpipe.store import job
+from eventpipe.store.disk import short_of_room
 from eventpipe.store.failure import classified
 from eventpipe.store.migration import known_to_this_version
 from eventpipe.store.query import quoted
@@ -51,6 +52,13 @@ def purge(client: Client, database: str, kept: list[str]) -> None:
         " AND has_lightweight_delete AND table NOT IN {kept:Array(String)}",
         {"kept": kept},
     )
+    # A mutation on a full disk waits for room with no reason given and may leave an empty mutation file
+    # that stops the next start (docs/runbooks.md, ClickHouseDiskFull); the backups disk may have room.
+    if masked and (free := short_of_room(client)) is not None:
+        raise BackupError(
+            f"ClickHouse's data disk has {free // 1024} KiB free, and a backup first rewrites the parts that "
+            "erasures masked (a mutation on that disk): free space (a retention, old data), then back up again"
+        )
     for (table,) in masked:
         with classified():
             client.command(f"ALTER TABLE {quoted(database)}.{quoted(table)} APPLY DELETED MASK")
