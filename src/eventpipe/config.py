@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     # store.reader.Reader): past it, 422 too_costly. On the embedded engine every other request waits.
     api_query_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
     api_port: int = Field(default=8000, ge=0, le=65_535)
+    # Exports running at once in an API process, half of them (at least one) per key (api.slot): each
+    # holds about two pages of events while its client reads.
+    api_max_exports: int = Field(default=4, ge=1, le=64)
     api_keys: Annotated[list[str], NoDecode] = []
     # A JSON file of named keys (their SHA-256 only), each optionally limited
     # to event types and a rate (api.keyfile); read again when it changes.

@@ -21,7 +21,8 @@ from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.query import Query
 from eventpipe.store.reader import Reader
-from tests.support.api import KEY, readonly_reader
+from eventpipe.store.writer import Writer
+from tests.support.api import KEY, event, readonly_reader
 
 TIMEOUT_S = 0.5
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -36,15 +37,22 @@ class SlowReader(Reader):
 
 
 @contextlib.contextmanager
-def server(reader: Reader, max_connections: int = 1000, registry: CollectorRegistry | None = None) -> Iterator[int]:
+def server(
+    reader: Reader,
+    max_connections: int = 1000,
+    registry: CollectorRegistry | None = None,
+    keys: tuple[str, ...] = (KEY,),
+    max_exports: int = 4,
+    write_stall_s: float = 2 * TIMEOUT_S,
+) -> Iterator[int]:
     registry = registry or CollectorRegistry()
     api = ApiServer(
-        create_app(reader, registry, [KEY]),
+        create_app(reader, registry, list(keys), max_exports=max_exports),
         "127.0.0.1",
         free_port(),
         max_connections=max_connections,
         read_timeout_s=TIMEOUT_S,
-        write_stall_s=2 * TIMEOUT_S,
+        write_stall_s=write_stall_s,
         registry=registry,
     )
     api.start()
@@ -361,3 +369,69 @@ def test_a_body_announced_over_the_bound_is_refused_with_413_unread_and_the_conn
             == 1
         )
         assert ask(port).startswith(b"HTTP/1.1 200")
+
+
+def big_events(dsn: str, count: int, size: int) -> None:
+    """`count` events of about `size` bytes of properties each, in a migrated store."""
+    client = connect(dsn)
+    migrate(client)
+    filler = "x" * size
+    Writer(client).insert_events(
+        [event("events/t", {"event_id": f"e{i}", "fill": filler}, 1_772_323_200_000 + i) for i in range(count)]
+    )
+
+
+def request(path: str, key: str = KEY) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n".encode()
+
+
+def test_a_client_that_reads_a_large_answer_slowly_is_not_dropped(clickhouse_dsn: str) -> None:
+    # A 4 MB page read at about 1 MB/s: writing resumes only once the buffer is nearly empty, so the stall
+    # bound (1 s here, 60 s in use) cut it off midway, as it cut exports read at 20 KiB/s.
+    big_events(clickhouse_dsn, 1000, 4000)
+    registry = CollectorRegistry()
+    with server(readonly_reader(clickhouse_dsn), registry=registry) as port, socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", port))
+        slow.sendall(request("/events?limit=1000"))
+        got, started = b"", time.monotonic()
+        slow.settimeout(5)
+        while chunk := slow.recv(64 * 1024):
+            got += chunk
+            time.sleep(0.05)
+        took = time.monotonic() - started
+    assert took > 2 * TIMEOUT_S * 2, f"read in {took:.1f} s: not slower than the stall bound"
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    assert len(json.loads(body)["items"]) == 1000
+    assert closed(registry)["stalled"] == 0
+
+
+def test_exports_beyond_a_keys_share_or_the_apis_bound_are_refused_until_one_ends(clickhouse_dsn: str) -> None:
+    # Each export held two pages for as long as its client took to read: 100 that read nothing took 1.8 GiB,
+    # 200 every file the process could open. 2 at once here, so 1 per key.
+    big_events(clickhouse_dsn, 30_000, 1000)  # 30 MB of NDJSON: more than the sockets' buffers hold
+    keys = (KEY, "second-key-0123456789", "third-key-0123456789")
+    # The stall bound far off: these clients read nothing on purpose.
+    with server(readonly_reader(clickhouse_dsn), keys=keys, max_exports=2, write_stall_s=60) as port:
+        stalled = []
+        for key in keys[:2]:
+            reader = socket.socket()
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.connect(("127.0.0.1", port))
+            reader.sendall(request("/export", key))
+            assert reader.recv(12) == b"HTTP/1.1 200"
+            stalled.append(reader)
+        own_share = ask(port, request("/export", KEY))
+        assert own_share.startswith(b"HTTP/1.1 429"), own_share[:300]
+        assert b"too_many_exports" in own_share and b"retry-after: 10" in own_share.lower()
+        over = ask(port, request("/export", keys[2]))
+        assert over.startswith(b"HTTP/1.1 503") and b"EVENTPIPE_API_MAX_EXPORTS" in over, over[:300]
+        assert ask(port, request("/events?limit=1", keys[2])).startswith(b"HTTP/1.1 200"), "other reads go on"
+        stalled.pop(0).close()  # the first client goes away: its slot is given back
+        deadline = time.monotonic() + 10
+        while (again := ask(port, request("/export?event_type=none", keys[2]))).startswith(b"HTTP/1.1 503"):
+            assert time.monotonic() < deadline, again[:300]
+            time.sleep(0.2)
+        assert again.startswith(b"HTTP/1.1 200"), again[:300]
+        stalled.pop().close()

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
+from eventpipe.api.export import MAX_EXPORTS
 from eventpipe.api.model import event_json
 from eventpipe.api.server import ApiServer
 from eventpipe.bench.fill import fill
@@ -449,7 +450,8 @@ def _leave_midway(clickhouse_dsn: str) -> None:
         assert reader.events == settled, "the export went on reading after its client left"
         assert settled < EXPORTED / 3, f"{settled} events read: the export ran ahead of the client"
         print(f"client left after one chunk: the export had read {settled} of {EXPORTED} events")
-        wait_until(lambda: not export_threads(), timeout=10, what="the export's reading thread to end")
+        wait_until(lambda: shares_free(client), timeout=10, what="the export's slot to be given back")
+        assert len(export_threads()) <= MAX_EXPORTS, "reading threads are the API's few, reused"
         assert client.get("/events", params={"limit": 1}).status_code == 200
 
 
@@ -473,7 +475,14 @@ def test_a_slow_client_holds_no_query_and_blocks_no_other_request(clickhouse_dsn
             assert answers and answers[0].status_code == 200 and time.monotonic() - started < 5
             received += sum(chunk.count(b"\n") for chunk in chunks)
         assert received == EXPORTED
-        wait_until(lambda: not export_threads(), timeout=10, what="the export's reading thread to end")
+        wait_until(lambda: shares_free(client), timeout=10, what="the export's slot to be given back")
+        assert len(export_threads()) <= MAX_EXPORTS, "reading threads are the API's few, reused"
+
+
+def shares_free(client: httpx.Client) -> bool:
+    """Whether the key may start its whole share of exports at once: none of its slots is still held."""
+    with client.stream("GET", "/export") as first, client.stream("GET", "/export") as second:
+        return first.status_code == second.status_code == 200
 
 
 def export_threads() -> list[threading.Thread]:

@@ -48,11 +48,12 @@ def create_app(
     throttle: Throttle | None = None,
     backups: Backups | None = None,
     admin: maintenance.Admin | None = None,
+    max_exports: int = export.MAX_EXPORTS,
 ) -> FastAPI:
     """The API; `api_keys` are full-access keys, or a Keyring; `cursor_secret` signs its cursors
     (empty: a key of this process only); `throttle` keeps the keys' request rates (one per process);
     with `backups`, the /admin/backups routes too, and with `admin` the dead-letter replay and
-    erasure routes, for admin keys."""
+    erasure routes, for admin keys; `max_exports` exports at once at most (api.slot)."""
     keyring = api_keys if isinstance(api_keys, Keyring) else Keyring(api_keys)
     # Swagger UI and ReDoc served from this process (api.docs), not FastAPI's CDN pages.
     app = FastAPI(title="eventpipe", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None)
@@ -86,7 +87,7 @@ def create_app(
     routers = [
         router(reader, keys, cursors),
         breakdown.router(reader, keys),
-        export.router(reader, keys),
+        export.router(reader, keys, max_exports),
         feed.router(reader, keys, cursors),
     ]
     if backups is not None:

@@ -24,6 +24,7 @@ from eventpipe.api.auth import Granted, KeyCheck
 from eventpipe.api.error import responses
 from eventpipe.api.model import EXAMPLE_EVENT, event_text, rfc3339
 from eventpipe.api.param import EventType, Since, Until, UserId, only_known, text, window
+from eventpipe.api.slot import Slots
 from eventpipe.api.stream import Stream
 from eventpipe.api.where import Where, conditions
 from eventpipe.events import Event
@@ -32,6 +33,9 @@ from eventpipe.store.export import Export
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 
+# Exports running at once in the process by default (EVENTPIPE_API_MAX_EXPORTS): on two cores more do
+# not go faster, and each holds about two pages while its client reads (api.slot).
+MAX_EXPORTS = 4
 CSV_HEADER = "event_id,event_type,timestamp,received_at,user_id,topic,properties\r\n"
 MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8; header=present"}
 # RFC 4180: a field holding a quote, a comma or a line break is quoted, its quotes doubled.
@@ -112,9 +116,13 @@ OPENAPI_200: dict[int | str, dict[str, Any]] = {
 }
 
 
-def router(reader: Reader, keys: KeyCheck) -> APIRouter:
+def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> APIRouter:
     api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 429, 500, 503))
     export = Export(reader.run)
+    slots = Slots(max_exports)
+    # The pages read ahead, one thread a running export: bounded with them, and reused, since the engine
+    # keeps files open for each thread that has queried.
+    ahead = ThreadPoolExecutor(max_exports, thread_name_prefix="eventpipe-export")
 
     @api.get(
         "/export",
@@ -122,7 +130,9 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
         summary="Every matching event, oldest first, as NDJSON or CSV",
         description="The filters of `/events`, `where` included, without a row limit or pages: the whole answer "
         "is one stream. `since` and `until` filter on the event's own timestamp. A key limited to some event "
-        "types exports those only.",
+        "types exports those only. A few exports run at once (`EVENTPIPE_API_MAX_EXPORTS`, 4 by default, half "
+        "of them per key): past a key's share, 429 `too_many_exports`; past the API's, 503 `busy`; both with "
+        "`Retry-After`.",
         status_code=200,
         response_class=Stream,
         responses=OPENAPI_200,
@@ -137,28 +147,35 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
         where: Where = None,
     ) -> Stream:
         only = EventFilter(text(event_type), text(user_id), *window(since, until), where=conditions(where))
-        pages = export.pages(grant.narrow(only))
-        # The first page is read before the answer starts, so a ClickHouse that
-        # does not answer gets its 503 (or 500) as on any route.
-        first = next(pages, [])
+        give_back = slots.take(grant.name)
+        try:
+            pages = export.pages(grant.narrow(only))
+            # The first page is read before the answer starts, so a ClickHouse that
+            # does not answer gets its 503 (or 500) as on any route.
+            first = next(pages, [])
+        except BaseException:
+            give_back()
+            raise
         head, encode = ENCODERS[export_format]
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         headers = {
             "Content-Disposition": f'attachment; filename="events-{stamp}.{export_format}"',
             "Cache-Control": "no-store",
         }
-        return Stream(_chunks(head, chain([first], pages), encode), MEDIA_TYPES[export_format], headers, "export")
+        chunks = _chunks(head, chain([first], pages), encode, ahead)
+        return Stream(chunks, MEDIA_TYPES[export_format], headers, "export", ended=give_back)
 
     return api
 
 
-def _chunks(head: str, pages: Iterator[list[Event]], encode: Callable[[list[Event]], str]) -> Iterator[bytes]:
-    """One chunk a page, the next page read on a thread of its own meanwhile: the
+def _chunks(
+    head: str, pages: Iterator[list[Event]], encode: Callable[[list[Event]], str], pool: ThreadPoolExecutor
+) -> Iterator[bytes]:
+    """One chunk a page, the next page read on a thread of `pool` meanwhile: the
     engine (chDB runs without the GIL) reads while Python formats. One page ahead
     at most, and only while the client takes what it is sent."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix="eventpipe-export")
+    ahead = pool.submit(next, pages, None)
     try:
-        ahead = pool.submit(next, pages, None)
         while (page := ahead.result()) is not None:
             ahead = pool.submit(next, pages, None)
             chunk = (head + encode(page)).encode()
@@ -168,4 +185,4 @@ def _chunks(head: str, pages: Iterator[list[Event]], encode: Callable[[list[Even
                 yield chunk
     finally:
         # A client that left: the page being read is let finish on its own, unwaited.
-        pool.shutdown(wait=False, cancel_futures=True)
+        ahead.cancel()

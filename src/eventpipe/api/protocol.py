@@ -17,9 +17,13 @@ and what a client can cause at will is logged at most once a minute.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
 import resource
+import sys
+import termios
 import time
 from typing import Any
 
@@ -36,7 +40,7 @@ MAX_CONNECTIONS = 1000
 # and at most a small JSON body) is stalled, not slow.
 READ_TIMEOUT_S = 10.0
 # A client that reads none of an answer for this long is gone or holding the
-# connection: its socket is dropped (an export to a slow reader still moves).
+# connection: its socket is dropped (one that reads, however slowly, is not).
 WRITE_STALL_S = 60.0
 # At most one line a minute about each thing a client can cause at will: an attack makes many.
 LOG_EVERY_S = 60.0
@@ -149,6 +153,7 @@ class GuardedH11Protocol(H11Protocol):
         self.conn = Http1Connection(h11.SERVER) if size is None else Http1Connection(h11.SERVER, size)
         self._deadline: asyncio.TimerHandle | None = None
         self._stall: asyncio.TimerHandle | None = None
+        self._unsent = 0  # bytes waiting in the write buffer when the stall timer was last armed
         self._counted = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -166,6 +171,7 @@ class GuardedH11Protocol(H11Protocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._stall is None:
+            self._unsent = self._unread()
             self._stall = self.loop.call_later(self.write_stall_s, self._drop)
 
     def resume_writing(self) -> None:
@@ -247,8 +253,26 @@ class GuardedH11Protocol(H11Protocol):
 
     def _drop(self) -> None:
         self._stall = None
+        unsent = self._unread()
+        if unsent < self._unsent:
+            # It read some: slow, not stalled. A page of megabytes drains below the mark that resumes
+            # writing only once nearly all read, and a client at 20 KiB/s was cut off midway.
+            self._unsent = unsent
+            self._stall = self.loop.call_later(self.write_stall_s, self._drop)
+            return
         self._count("stalled")
         self.transport.abort()
+
+    def _unread(self) -> int:
+        """Bytes of answers the client has not taken: in the server's buffer, and in the kernel's not yet
+        acknowledged by the client (which acknowledges only as it reads, once its own buffer is full)."""
+        unread = self.transport.get_write_buffer_size()
+        connection = self.transport.get_extra_info("socket")
+        if connection is not None and hasattr(termios, "TIOCOUTQ"):
+            with contextlib.suppress(OSError):
+                queued = fcntl.ioctl(connection.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+                unread += int.from_bytes(queued, sys.byteorder, signed=True)
+        return unread
 
     def _refuse(self) -> None:
         # Closed before anything is read: no response, as no request came.

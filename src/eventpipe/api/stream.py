@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import anyio
 from starlette.responses import StreamingResponse
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # Set in the scope by app.HeadAsGet on a HEAD answered by a GET route: its
 # body would be thrown away, so a stream does not produce it.
 HEAD_ONLY = "eventpipe.head_only"
+# The most of a chunk written to the server at once: about its write buffer's high-water mark.
+SLICE_BYTES = 64 * 1024
 
 
 class Stream(StreamingResponse):
@@ -34,10 +36,18 @@ class Stream(StreamingResponse):
     the send), and one that goes away stops it at that chunk (Starlette
     cancels the stream on the client's disconnect)."""
 
-    def __init__(self, chunks: Iterator[bytes], media_type: str, headers: dict[str, str], what: str) -> None:
+    def __init__(
+        self,
+        chunks: Iterator[bytes],
+        media_type: str,
+        headers: dict[str, str],
+        what: str,
+        ended: Callable[[], None] | None = None,
+    ) -> None:
         self._source = Closing(chunks)
         super().__init__(self._source, media_type=media_type, headers=headers)
         self._what = what  # names the answer in the log
+        self._ended = ended  # called once the answer has ended, however
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -51,14 +61,22 @@ class Stream(StreamingResponse):
             # now, not whenever the garbage collector gets to it: an export's reading thread ends.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._source.close)
+            if self._ended is not None:
+                self._ended()
 
     async def stream_response(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         sent = 0
         try:
             async for chunk in self.body_iterator:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                sent += len(chunk)
+                # In slices: the server waits for the client to drain its buffer before each write, so a
+                # client that reads nothing holds a slice in it, not a whole page (megabytes, for every
+                # such client), and one that reads slowly shows progress to the stall bound in between.
+                for start in range(0, len(chunk), SLICE_BYTES):
+                    await send(
+                        {"type": "http.response.body", "body": chunk[start : start + SLICE_BYTES], "more_body": True}
+                    )
+                    sent += min(SLICE_BYTES, len(chunk) - start)
         except Exception as exc:  # whatever failed, the answer must end incomplete
             # No last chunk: the server closes the connection and the client sees a cut-off transfer.
             log.error("%s cut off after %d bytes: %s", self._what, sent, exc, exc_info=not _expected(exc))

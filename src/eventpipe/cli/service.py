@@ -97,6 +97,7 @@ def run_api(_args: argparse.Namespace) -> int:
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
         backups=backups,
         admin=means,
+        max_exports=settings.api_max_exports,
     )
     server = ApiServer(
         app,

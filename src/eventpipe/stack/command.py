@@ -147,6 +147,7 @@ def _serve(
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
         backups=means.backups(connect(dsn)),
         admin=means,
+        max_exports=settings.api_max_exports,
     )
     api = ApiServer(
         app,
