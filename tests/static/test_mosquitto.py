@@ -3,7 +3,6 @@ flow limits as the broker `eventpipe up` generates. The last tests run the real 
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import shutil
@@ -25,7 +24,7 @@ from eventpipe.host import free_port
 from eventpipe.mqtt import packet
 from eventpipe.mqtt.wire import connect_packet
 from eventpipe.stack.certificate import local_authority
-from eventpipe.stack.mosquitto import find_binary, render_config
+from eventpipe.stack.mosquitto import effective_user, find_binary, render_config
 from tests.support import compose
 from tests.support.mqtt import stream_publish
 from tests.support.wait import wait_until
@@ -191,7 +190,7 @@ class Broker:
         if max_connections is not None:
             text, replaced = re.subn(r"(?m)^max_connections \d+$", f"max_connections {max_connections}", text)
             assert replaced == 1, "mosquitto/mosquitto.conf has no max_connections line"
-        (directory / "mosquitto.conf").write_text(f"{text}\nuser {getpass.getuser()}\n")
+        (directory / "mosquitto.conf").write_text(f"{text}\nuser {effective_user()}\n")
         self.process = subprocess.Popen(
             [str(find_binary()), "-c", str(directory / "mosquitto.conf")],
             stdout=subprocess.DEVNULL,

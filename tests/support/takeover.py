@@ -7,7 +7,6 @@ mosquitto/entrypoint.sh itself, with only the paths, the listener and the user a
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import secrets
@@ -26,6 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from eventpipe.host import free_port
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
+from eventpipe.stack.mosquitto import effective_user
 from tests.support import compose
 from tests.support.stream import Stream
 from tests.support.wait import wait_until
@@ -135,7 +135,7 @@ class ComposeBroker:
         assert tls == 1, "mosquitto/mosquitto.conf has no TLS listener on 8883"
         text = text.replace("/mosquitto/run/", f"{run}/").replace("/mosquitto/data/", f"{data}/")
         text = text.replace("log_dest stdout", f"log_dest file {directory}/mosquitto.log")
-        (config / "mosquitto.conf").write_text(f"{text}\nuser {getpass.getuser()}\n")
+        (config / "mosquitto.conf").write_text(f"{text}\nuser {effective_user()}\n")
         # The entrypoint hands its files to the image's mosquitto user; here they stay with this one.
         (bin_dir / "chown").write_text("#!/bin/sh\nexit 0\n")
         (bin_dir / "chown").chmod(0o755)

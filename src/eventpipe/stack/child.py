@@ -83,9 +83,13 @@ class ChildProcess:
             self._process.kill()
             self._process.wait()
 
-    def _explain(self, stderr_path: Path, offset: int) -> str:
+    def explain_stderr(self) -> str:
+        """The last lines of its stderr, for an error message."""
+        return self._explain(self.directory / f"{self.name}.stderr", None)
+
+    def _explain(self, stderr_path: Path, offset: int | None) -> str:
         text = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
-        if self.log_file and self.log_file.exists():
+        if offset is not None and self.log_file and self.log_file.exists():
             with self.log_file.open("rb") as handle:
                 handle.seek(offset)
                 text += handle.read().decode(errors="replace")

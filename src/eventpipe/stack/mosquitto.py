@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import getpass
 import logging
+import os
+import pwd
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ listener {port} 127.0.0.1
 max_topic_alias 0
 {tls_block}allow_anonymous true
 
-# When started as root Mosquitto drops to this user; it must own the data dir.
+# When started as root Mosquitto drops to this user: the one eventpipe runs as, who owns the data dir.
 user {user}
 
 # Persistence: queued and unacknowledged QoS 1 messages survive a restart.
@@ -78,13 +79,31 @@ def render_config(
     return CONFIG.format(
         port=port,
         tls_block=tls_block,
-        user=getpass.getuser(),
+        user=effective_user(),
         directory=directory,
         receive_maximum=receive_maximum,
         max_queued=MAX_QUEUED_MESSAGES,
         max_payload=max_payload_bytes,
         max_packet=packet.broker_limit(max_payload_bytes),
     )
+
+
+def effective_user() -> str:
+    """The name of the user this process runs as, who owns the data dir and the broker's files in it.
+
+    Not getpass.getuser(): it reads LOGNAME and USER first, which name another user after a plain `su`,
+    `sudo -E` or `docker run -e USER=...`; a root broker dropped to that user, could write neither its
+    log nor its persistence in the 0700 root-owned directory, and lost what it had acknowledged on restart.
+    """
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        # A container's uid without a passwd entry: Mosquitto takes a user by name only.
+        raise BrokerError(
+            f"uid {uid} has no name in /etc/passwd, and Mosquitto drops to a user by name: add one, "
+            "or pass --mqtt-url to use a running broker"
+        ) from None
 
 
 class Mosquitto:
@@ -144,10 +163,33 @@ class Mosquitto:
                 tls=self._tls,
             )
         )
+        offset = self._log_size()
         problem = self._child.start([path, "-c", str(config)], timeout, inherit_fds)
         if problem:
             raise BrokerError(problem)
-        self.log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
+        self._await_log(offset)
+        self.log_start = self._log_size()
+
+    def _log_size(self) -> int:
+        return self.log_file.stat().st_size if self.log_file.exists() else 0
+
+    def _await_log(self, offset: int, timeout: float = 5.0) -> None:
+        """Wait until the broker has written its start to its log; stop it and raise if it cannot.
+
+        A broker that cannot write in its directory still listens and acknowledges, with no log and no
+        persistence: what it acknowledged is lost at its next restart, and nothing said so.
+        """
+        deadline = time.monotonic() + timeout
+        while self._log_size() <= offset:
+            if time.monotonic() > deadline or not self.running():
+                why = self._child.explain_stderr()
+                self._child.stop()
+                raise BrokerError(
+                    f"mosquitto, run as user {effective_user()!r}, wrote nothing to its log {self.log_file}: "
+                    f"it must be able to write in {self.directory} (--data-dir, or EVENTPIPE_DATA_DIR); "
+                    f"its stderr: {why}"
+                )
+            time.sleep(0.02)
 
     def running(self) -> bool:
         return self._child.running()
