@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import observability as obs
+from tests.support.disk import full_filesystem
 from tests.support.mqtt import stream_publish
 from tests.support.services import ContainerBroker, LocalBroker
 from tests.support.stack import Up, count_rows, run_eventpipe
@@ -123,6 +124,16 @@ def test_without_mosquitto_up_says_what_to_install(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "apt-get install mosquitto" in done.stderr
     assert "--mqtt-url" in done.stderr
+
+
+def test_up_on_a_full_disk_names_the_data_dir_without_a_traceback(tmp_path: Path) -> None:
+    # It was a raw ENOSPC traceback from the first secret it keeps, and an empty temporary file each time.
+    with full_filesystem(tmp_path / "small") as data_dir:
+        done = run_eventpipe("up", "--data-dir", str(data_dir), "--prometheus-port", "0", timeout=60)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"in the data dir {data_dir}: No space left on device (--data-dir" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert not [path.name for path in data_dir.iterdir() if path.name.startswith(".mqtt-session-secret")]
 
 
 def test_up_with_mqtt_url_alone_and_no_broker_in_the_environment_says_so(tmp_path: Path) -> None:

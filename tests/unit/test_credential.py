@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from eventpipe.errors import ConfigError
 from eventpipe.stack.credential import generated_key, kept_secret
+from tests.support.disk import full_filesystem
 
 
 def test_the_kept_secret_is_made_once_and_private(tmp_path: Path) -> None:
@@ -29,3 +31,12 @@ def test_a_kept_secret_others_could_read_is_closed_and_said(tmp_path: Path, capl
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
         assert f"{path} was readable by other users (mode 644): now 0600" in caplog.text
         caplog.clear()
+
+
+def test_a_full_disk_is_named_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    # It was a raw ENOSPC traceback, with an empty `.mqtt-session-secret.<pid>` left at each attempt.
+    with full_filesystem(tmp_path / "small") as data_dir:
+        for _attempt in range(2):
+            with pytest.raises(ConfigError, match=rf"cannot write mqtt-session-secret in the data dir {data_dir}: "):
+                kept_secret(data_dir / "mqtt-session-secret")
+        assert sorted(path.name for path in data_dir.iterdir()) == ["filler"]

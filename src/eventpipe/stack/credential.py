@@ -53,17 +53,23 @@ def kept_file(path: Path, fresh: str) -> str:
     A crash mid-write leaves no empty file to be taken for a secret."""
     if not path.exists():
         temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(fresh + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
         try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(fresh + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
             os.link(temporary, path)
         except FileExistsError:
             pass
+        except OSError as exc:
+            # A full disk was a traceback, and left an empty temporary file at each attempt.
+            raise ConfigError(
+                f"cannot write {path.name} in the data dir {path.parent}: {exc.strerror} "
+                "(--data-dir, or EVENTPIPE_DATA_DIR)"
+            ) from None
         finally:
-            temporary.unlink()
+            temporary.unlink(missing_ok=True)
     return _owner_only(path).read_text().strip()
 
 
