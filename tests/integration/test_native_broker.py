@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,27 @@ def test_a_broker_that_cannot_write_its_log_is_stopped_and_says_where(tmp_path: 
         mosquitto.start()
     assert not mosquitto.running()
     assert port_free(mosquitto.port)
+
+
+def test_a_save_writes_the_persistence_file_now_not_at_the_first_autosave(tmp_path: Path) -> None:
+    mosquitto = broker(tmp_path / "mosquitto")
+    mosquitto.start()
+    try:
+        asked = time.monotonic()
+        mosquitto.save()
+        assert mosquitto.database.exists()
+        assert time.monotonic() - asked < 5, "the autosave comes 10 s after the start"
+    finally:
+        mosquitto.stop()
+
+
+def test_a_save_the_broker_cannot_write_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    # Whatever keeps it from writing (here a directory where its file goes), it would keep nothing on a restart.
+    (tmp_path / "mosquitto" / "data" / "mosquitto.db").mkdir(parents=True)
+    mosquitto = broker(tmp_path / "mosquitto")
+    mosquitto.start()
+    try:
+        with pytest.raises(BrokerError, match=r"cannot write its persistence file .*mosquitto\.db: Is a directory"):
+            mosquitto.save()
+    finally:
+        mosquitto.stop()

@@ -65,6 +65,12 @@ class ChildProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def send(self, signum: int) -> None:
+        """Send it `signum`, if it still runs."""
+        if self.running():
+            assert self._process is not None
+            self._process.send_signal(signum)
+
     def terminate(self) -> None:
         """Ask it to stop without waiting."""
         if self.running():

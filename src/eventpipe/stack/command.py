@@ -172,6 +172,10 @@ def _serve(
                 worker.consumer.failure
                 or f"could not connect and subscribe to the MQTT broker at {redact(settings.mqtt_url)} within 15s"
             )
+        if broker is not None:
+            # The worker's session and subscription on disk now, not at the first autosave: a broker
+            # killed before that came back without them and dropped what producers sent meanwhile.
+            broker.save()
         api.start()
         # Port 0 is any free port: the banner and Prometheus' targets name the ones bound.
         settings = settings.model_copy(update={"api_port": api.port, "metrics_port": metrics_server.port})
