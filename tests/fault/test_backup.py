@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,13 +83,22 @@ class Emptied:
         return self._client.command(sql, **kwargs)
 
 
-def test_a_backup_that_cannot_be_read_back_is_removed_and_refused_with_the_reason(
-    client: Client, clickhouse_dsn: str
+@pytest.mark.parametrize(
+    ("faulty", "reason"),
+    [
+        (lambda client, directory: Emptied(client, directory), r"cannot be read: damaged or cut short .*"),
+        # It was a 500 "storage_error", and the unlisted copy stayed on the backups disk taking the store's size.
+        (lambda client, _directory: Unrecorded(client), r"could not be recorded \(.*not enough space.*\)"),
+    ],
+    ids=["not read back", "not recorded"],
+)
+def test_a_backup_that_cannot_be_read_back_or_recorded_is_removed_and_refused_with_the_reason(
+    client: Client, clickhouse_dsn: str, faulty: Callable[[Client, Path], Any], reason: str
 ) -> None:
     directory = backup_dir(clickhouse_dsn) or pytest.skip("a server's backups disk is not on this machine")
     before = set(directory.glob("*"))
-    with pytest.raises(BackupError, match=r"cannot be read: damaged or cut short .*; what it wrote \(.*\) was removed"):
-        Backups(Emptied(client, directory)).take("test")  # type: ignore[arg-type]
+    with pytest.raises(BackupError, match=reason + r"; what it wrote \(.*\) was removed"):
+        Backups(faulty(client, directory)).take("test")
     assert set(directory.glob("*")) == before, "nothing left taking room"
     assert Backups(client).listing() == []
 
@@ -152,15 +162,3 @@ class Unrecorded:
                 "Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)"
             )
         return self._client.insert(table, *args, **kwargs)
-
-
-def test_a_backup_that_cannot_be_recorded_is_removed_and_refused_with_the_reason(
-    client: Client, clickhouse_dsn: str
-) -> None:
-    # It was a 500 "storage_error", and the unlisted copy stayed on the backups disk taking the store's size.
-    directory = backup_dir(clickhouse_dsn) or pytest.skip("a server's backups disk is not on this machine")
-    before = set(directory.glob("*"))
-    with pytest.raises(BackupError, match=r"could not be recorded \(.*not enough space.*\); what it wrote .* removed"):
-        Backups(Unrecorded(client)).take("test")  # type: ignore[arg-type]
-    assert set(directory.glob("*")) == before, "nothing left taking room"
-    assert Backups(client).listing() == []
