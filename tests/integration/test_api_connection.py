@@ -407,6 +407,26 @@ def test_a_client_that_reads_a_large_answer_slowly_is_not_dropped(clickhouse_dsn
     assert closed(registry)["stalled"] == 0
 
 
+def test_a_client_that_trickles_its_answer_is_dropped_like_one_that_reads_nothing(clickhouse_dsn: str) -> None:
+    # A few KiB a minute held a connection (an export's slot, a page of megabytes) for days once any
+    # progress counted; 64 KiB per stall bound must be read.
+    big_events(clickhouse_dsn, 1000, 4000)
+    registry = CollectorRegistry()
+    with server(readonly_reader(clickhouse_dsn), registry=registry) as port, socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", port))
+        # 16 MB of answers, pipelined: more than the kernel's buffers (up to 4 MiB each way) take.
+        slow.sendall(request("/events?limit=1000").replace(b"Connection: close", b"X: y") * 4)
+        started = time.monotonic()
+        slow.settimeout(5)
+        with contextlib.suppress(OSError):
+            # About 10 KiB/s, 10 KiB per stall bound, for 5 of them. Once dropped, the server has let go
+            # of the answers; its kernel still sends what it had queued, which the client goes on reading.
+            while slow.recv(1024) and time.monotonic() - started < 10 * TIMEOUT_S:
+                time.sleep(0.1)
+    assert closed(registry)["stalled"] == 1
+
+
 def test_exports_beyond_a_keys_share_or_the_apis_bound_are_refused_until_one_ends(clickhouse_dsn: str) -> None:
     # Each export held two pages for as long as its client took to read: 100 that read nothing took 1.8 GiB,
     # 200 every file the process could open. 2 at once here, so 1 per key.

@@ -440,6 +440,7 @@ def test_a_client_that_leaves_midway_stops_the_export(clickhouse_dsn: str) -> No
 def _leave_midway(clickhouse_dsn: str) -> None:
     fill(clickhouse_dsn, EXPORTED)
     reader = Counting(connect(clickhouse_dsn))
+    threads_before = len(export_threads())  # other tests' APIs, in this process
     with served(reader) as server, httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client:
         with client.stream("GET", "/export") as response:
             next(response.iter_raw())
@@ -451,13 +452,14 @@ def _leave_midway(clickhouse_dsn: str) -> None:
         assert settled < EXPORTED / 3, f"{settled} events read: the export ran ahead of the client"
         print(f"client left after one chunk: the export had read {settled} of {EXPORTED} events")
         wait_until(lambda: shares_free(client), timeout=10, what="the export's slot to be given back")
-        assert len(export_threads()) <= MAX_EXPORTS, "reading threads are the API's few, reused"
+        assert len(export_threads()) <= threads_before + MAX_EXPORTS, "reading threads are the API's few, reused"
         assert client.get("/events", params={"limit": 1}).status_code == 200
 
 
 def test_a_slow_client_holds_no_query_and_blocks_no_other_request(clickhouse_dsn: str) -> None:
     fill(clickhouse_dsn, EXPORTED)
     reader = Counting(connect(clickhouse_dsn))
+    threads_before = len(export_threads())  # other tests' APIs, in this process
     with served(reader) as server, httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client:
         with client.stream("GET", "/export") as response:
             chunks = response.iter_raw()
@@ -476,7 +478,7 @@ def test_a_slow_client_holds_no_query_and_blocks_no_other_request(clickhouse_dsn
             received += sum(chunk.count(b"\n") for chunk in chunks)
         assert received == EXPORTED
         wait_until(lambda: shares_free(client), timeout=10, what="the export's slot to be given back")
-        assert len(export_threads()) <= MAX_EXPORTS, "reading threads are the API's few, reused"
+        assert len(export_threads()) <= threads_before + MAX_EXPORTS, "reading threads are the API's few, reused"
 
 
 def shares_free(client: httpx.Client) -> bool:
@@ -542,3 +544,23 @@ def received(server: ApiServer, fmt: str, **params: str) -> tuple[int, int]:
         for chunk in response.iter_raw():
             count, size = count + chunk.count(b"\n"), size + len(chunk)
     return count, size
+
+
+def test_a_walk_that_reads_window_after_window_for_one_page_stops_once_told(clickhouse_dsn: str) -> None:
+    # A filter that keeps nothing reads every window for its first page (minutes at 100M): the read-ahead
+    # of an export whose client left went on that long, holding a thread of the API's few.
+    fill(clickhouse_dsn, 20_000)
+    reader = Counting(connect(clickhouse_dsn))
+    stopped = threading.Event()
+    queries = 0
+
+    def run(query: Query) -> list[tuple[object, ...]]:
+        nonlocal queries
+        queries += 1
+        if queries == 5:
+            stopped.set()  # the client leaves while the page is being looked for
+        return reader.run(query)
+
+    walk = Export(run, window_rows=100).pages(EventFilter(event_type="no-such-type"), stopped=stopped)
+    assert list(walk) == []
+    assert queries <= 6, f"{queries} queries: the walk went on after it was stopped"

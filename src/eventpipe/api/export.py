@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain
 from typing import Annotated, Any, Literal
 
@@ -148,8 +149,9 @@ def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> AP
     ) -> Stream:
         only = EventFilter(text(event_type), text(user_id), *window(since, until), where=conditions(where))
         give_back = slots.take(grant.name)
+        stopped = threading.Event()
         try:
-            pages = export.pages(grant.narrow(only))
+            pages = export.pages(grant.narrow(only), stopped=stopped)
             # The first page is read before the answer starts, so a ClickHouse that
             # does not answer gets its 503 (or 500) as on any route.
             first = next(pages, [])
@@ -162,27 +164,48 @@ def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> AP
             "Content-Disposition": f'attachment; filename="events-{stamp}.{export_format}"',
             "Cache-Control": "no-store",
         }
-        chunks = _chunks(head, chain([first], pages), encode, ahead)
-        return Stream(chunks, MEDIA_TYPES[export_format], headers, "export", ended=give_back)
+        reading = Reading(ahead, chain([first], pages), stopped, give_back)
+        return Stream(reading.chunks(head, encode), MEDIA_TYPES[export_format], headers, "export", reading.end)
 
     return api
 
 
-def _chunks(
-    head: str, pages: Iterator[list[Event]], encode: Callable[[list[Event]], str], pool: ThreadPoolExecutor
-) -> Iterator[bytes]:
-    """One chunk a page, the next page read on a thread of `pool` meanwhile: the
-    engine (chDB runs without the GIL) reads while Python formats. One page ahead
-    at most, and only while the client takes what it is sent."""
-    ahead = pool.submit(next, pages, None)
-    try:
-        while (page := ahead.result()) is not None:
-            ahead = pool.submit(next, pages, None)
-            chunk = (head + encode(page)).encode()
-            head = ""
-            del page
-            if chunk:
-                yield chunk
-    finally:
-        # A client that left: the page being read is let finish on its own, unwaited.
-        ahead.cancel()
+class Reading:
+    """One export's pages, the next read on a thread of the shared pool while this one is sent, and
+    its slot, given back once the answer has ended and that thread has let go of the walk."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        pages: Iterator[list[Event]],
+        stopped: threading.Event,
+        give_back: Callable[[], None],
+    ) -> None:
+        self._pool, self._pages, self._stopped, self._give_back = pool, pages, stopped, give_back
+        self._ahead: Future[list[Event] | None] | None = None
+
+    def chunks(self, head: str, encode: Callable[[list[Event]], str]) -> Iterator[bytes]:
+        """One chunk a page: the engine (chDB runs without the GIL) reads the next page while
+        Python formats this one. One page ahead at most, and only while the client takes what
+        it is sent."""
+        self._ahead = self._pool.submit(next, self._pages, None)
+        try:
+            while (page := self._ahead.result()) is not None:
+                self._ahead = self._pool.submit(next, self._pages, None)
+                chunk = (head + encode(page)).encode()
+                head = ""
+                del page
+                if chunk:
+                    yield chunk
+        finally:
+            self._ahead.cancel()  # not yet begun: never runs
+
+    def end(self) -> None:
+        """The answer has ended (its chunks closed): the page being read stops at its next window,
+        and the slot comes back once it has, not before, or clients that leave could hold every
+        thread of the pool with walks nobody waits for while their slots went to new exports."""
+        self._stopped.set()
+        if self._ahead is None:
+            self._give_back()
+        else:
+            self._ahead.add_done_callback(lambda _done: self._give_back())

@@ -39,9 +39,11 @@ MAX_CONNECTIONS = 1000
 # A client that takes longer than this to send a request of this API (a head
 # and at most a small JSON body) is stalled, not slow.
 READ_TIMEOUT_S = 10.0
-# A client that reads none of an answer for this long is gone or holding the
-# connection: its socket is dropped (one that reads, however slowly, is not).
+# A client that reads less than MIN_READ_BYTES of its answers in this long is gone or holding
+# the connection: its socket is dropped (one that reads slowly but steadily is not).
 WRITE_STALL_S = 60.0
+# What a client must read of its answers within each WRITE_STALL_S to count as reading (about 1 KiB/s).
+MIN_READ_BYTES = 64 * 1024
 # At most one line a minute about each thing a client can cause at will: an attack makes many.
 LOG_EVERY_S = 60.0
 # Why the server closed a connection by one of its own bounds (keep-alive's idle close is not counted):
@@ -254,9 +256,10 @@ class GuardedH11Protocol(H11Protocol):
     def _drop(self) -> None:
         self._stall = None
         unsent = self._unread()
-        if unsent < self._unsent:
-            # It read some: slow, not stalled. A page of megabytes drains below the mark that resumes
-            # writing only once nearly all read, and a client at 20 KiB/s was cut off midway.
+        if unsent <= self._unsent - MIN_READ_BYTES:
+            # It read: slow, not stalled. A page of megabytes drains below the mark that resumes writing
+            # only once nearly all read, and a client at 20 KiB/s was cut off midway. A floor on what
+            # counts, or 4 KiB a minute would hold a connection, an export's slot and its page for days.
             self._unsent = unsent
             self._stall = self.loop.call_later(self.write_stall_s, self._drop)
             return

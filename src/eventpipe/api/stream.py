@@ -58,7 +58,7 @@ class Stream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             # However the answer ended (a client gone cancels it), the producer's own cleanup runs
-            # now, not whenever the garbage collector gets to it: an export's reading thread ends.
+            # now, not whenever the garbage collector gets to it: an export stops reading ahead.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._source.close)
             if self._ended is not None:

@@ -175,7 +175,7 @@ def _serve(
         if broker is not None:
             # The worker's session and subscription on disk now, not at the first autosave: a broker
             # killed before that came back without them and dropped what producers sent meanwhile.
-            broker.save()
+            broker.save(stop=shutdown.requested)
         api.start()
         # Port 0 is any free port: the banner and Prometheus' targets name the ones bound.
         settings = settings.model_copy(update={"api_port": api.port, "metrics_port": metrics_server.port})

@@ -7,6 +7,7 @@ import os
 import pwd
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -200,7 +201,7 @@ class Mosquitto:
     def database(self) -> Path:
         return self.directory / "data" / "mosquitto.db"
 
-    def save(self, timeout: float = 30.0) -> None:
+    def save(self, timeout: float = 30.0, stop: threading.Event | None = None) -> None:
         """Have the broker write its persistence file now (SIGUSR1) and wait until it has.
 
         Called once the worker's first subscription is acknowledged. Mosquitto saves every 10 s
@@ -215,8 +216,8 @@ class Mosquitto:
         self._child.send(signal.SIGUSR1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if _identity(self.database) != before:
-                return
+            if _identity(self.database) != before or (stop is not None and stop.is_set()):
+                return  # saved, or a stop was asked for: the clean stop saves it anyway
             # Read before asking whether it still runs: a broker that failed its save may then crash.
             error = self._save_error(offsets)
             if error:

@@ -38,6 +38,7 @@ Every value is a bound parameter; no query sets a setting.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -127,14 +128,22 @@ class Export:
         self._run = run
         self._window_rows = window_rows
 
-    def pages(self, where: EventFilter, rows: int = PAGE_ROWS, max_bytes: int = PAGE_BYTES) -> Iterator[list[Event]]:
+    def pages(
+        self,
+        where: EventFilter,
+        rows: int = PAGE_ROWS,
+        max_bytes: int = PAGE_BYTES,
+        stopped: threading.Event | None = None,
+    ) -> Iterator[list[Event]]:
         """Every event `where` selects, each once, in pages of at most `rows`
         events whose JSON fits in `max_bytes` (or of one event larger than that).
-        Queries run only as the pages are taken: stop taking them to stop the walk."""
+        Queries run only as the pages are taken: stop taking them to stop the walk.
+        A page being read stops at its next window once `stopped` is set: a filter
+        that keeps little reads window after window for one page (minutes at 100M)."""
         windows = self._windows(where)
         start = max(where.since_ms or 0, windows.oldest or 0)
         after: Key | None = None
-        while True:
+        while stopped is None or not stopped.is_set():
             end = windows.end(start)
             if end is not None and where.until_ms is not None and end >= where.until_ms:
                 end = None
