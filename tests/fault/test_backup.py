@@ -140,7 +140,7 @@ def test_a_backup_on_a_data_disk_too_full_to_purge_erasures_is_refused_before_an
     directory = backup_dir(clickhouse_dsn)
     before = set(directory.glob("*")) if directory else set()
     monkeypatch.setattr(disk, "MIN_FREE_BYTES", 1 << 60)  # this disk's room is what it is: the minimum is raised
-    with pytest.raises(BackupError, match=r"data disk has [0-9]+ KiB free, and a backup first rewrites the parts"):
+    with pytest.raises(BackupError, match=r"data disk has [0-9]+ MiB free, and a backup first rewrites the parts"):
         Backups(client).take("test")
     purges = "SELECT count() FROM system.mutations WHERE database = currentDatabase() AND command LIKE '%DELETED MASK%'"
     assert client.query(purges).result_rows == [(0,)], "no mutation was issued"

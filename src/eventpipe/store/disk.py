@@ -64,10 +64,11 @@ def room_for_delete(client: Client) -> None:
         )
 
 
-def short_of_room(client: Client) -> int | None:
-    """The bytes free on the data disk when fewer than MIN_FREE_BYTES, the least a mutation needs; else None."""
+def short_of_room(client: Client, writes: int = 0) -> int | None:
+    """The bytes free on the data disk when fewer than a mutation writing `writes` bytes needs
+    (MIN_FREE_BYTES beyond them); else None."""
     free = _disk(client, "default")
-    return free[0] if free is not None and free[0] < MIN_FREE_BYTES else None
+    return free[0] if free is not None and free[0] < writes + MIN_FREE_BYTES else None
 
 
 def discard(client: Client, name: str) -> str:

@@ -22,7 +22,7 @@ from clickhouse_connect.driver.exceptions import Error
 
 from eventpipe.errors import BackupError, ConfigError
 from eventpipe.store import job
-from eventpipe.store.disk import short_of_room
+from eventpipe.store.disk import MIB, MIN_FREE_BYTES, short_of_room
 from eventpipe.store.failure import classified
 from eventpipe.store.migration import known_to_this_version
 from eventpipe.store.query import quoted
@@ -46,20 +46,23 @@ DAMAGED_CODES = frozenset({
 
 def purge(client: Client, database: str, kept: list[str]) -> None:
     """Rewrite the parts that hold masked rows without them (only those parts), and wait for it."""
-    masked = _rows(
+    parts = _rows(
         client,
-        "SELECT DISTINCT table FROM system.parts WHERE database = currentDatabase() AND active"
-        " AND has_lightweight_delete AND table NOT IN {kept:Array(String)}",
+        "SELECT table, max(bytes_on_disk) FROM system.parts WHERE database = currentDatabase() AND active"
+        " AND has_lightweight_delete AND table NOT IN {kept:Array(String)} GROUP BY table ORDER BY table",
         {"kept": kept},
     )
     # A mutation on a full disk waits for room with no reason given and may leave an empty mutation file
     # that stops the next start (docs/runbooks.md, ClickHouseDiskFull); the backups disk may have room.
-    if masked and (free := short_of_room(client)) is not None:
+    # It writes each part anew beside the old one: room for the largest, and the floor on top.
+    largest = max((int(str(size)) for _table, size in parts), default=0)
+    if parts and (free := short_of_room(client, largest)) is not None:
         raise BackupError(
-            f"ClickHouse's data disk has {free // 1024} KiB free, and a backup first rewrites the parts that "
-            "erasures masked (a mutation on that disk): free space (a retention, old data), then back up again"
+            f"ClickHouse's data disk has {free // MIB} MiB free, and a backup first rewrites the parts that "
+            f"erasures masked, the largest {largest // MIB} MiB, with {MIN_FREE_BYTES // MIB} MiB to spare: "
+            "free space (a retention, old data), then back up again"
         )
-    for (table,) in masked:
+    for table, _size in parts:
         with classified():
             client.command(f"ALTER TABLE {quoted(database)}.{quoted(table)} APPLY DELETED MASK")
         # Polled, as BACKUP and RESTORE are, so a long rewrite outlasts no read timeout.
