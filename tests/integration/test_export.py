@@ -4,6 +4,7 @@ format, and how it behaves when the client is slow, leaves, or ClickHouse fails 
 from __future__ import annotations
 
 import csv
+import functools
 import gc
 import io
 import json
@@ -19,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+from eventpipe.api import export as export_api
 from eventpipe.api.app import create_app
 from eventpipe.api.export import MAX_EXPORTS
 from eventpipe.api.model import event_json
@@ -564,3 +566,34 @@ def test_a_walk_that_reads_window_after_window_for_one_page_stops_once_told(clic
     walk = Export(run, window_rows=100).pages(EventFilter(event_type="no-such-type"), stopped=stopped)
     assert list(walk) == []
     assert queries <= 6, f"{queries} queries: the walk went on after it was stopped"
+
+
+class Sparse(Counting):
+    """Each query of the export's walk takes a while, as a window does on a large store."""
+
+    def run(self, query: Query, binary: tuple[str, ...] = (), **options: bool) -> list[tuple[object, ...]]:
+        if ORDER in query.sql:
+            time.sleep(0.02)
+        return super().run(query, binary, **options)
+
+
+def test_a_client_that_leaves_while_a_sparse_page_is_read_stops_the_walk_and_frees_its_slot(
+    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The answer waited for the page being read before it could end: a filter that keeps little read every
+    # window to the end of the store (minutes at 100M) for a client long gone, holding its export slot.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    writer = Writer(client)
+    writer.insert_events([event("events/rare", {"event_id": "first"}, MARCH_MS)])
+    writer.insert_events([event("events/t", {"event_id": f"t{i}"}, MARCH_MS + 1 + i) for i in range(20_000)])
+    monkeypatch.setattr(export_api, "Export", functools.partial(Export, window_rows=100))  # 200 windows
+    reader = Sparse(connect(clickhouse_dsn))
+    with served(reader) as server, httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as api:
+        with api.stream("GET", "/export", params={"event_type": "rare"}) as response:
+            assert b'"first"' in next(response.iter_raw())
+        time.sleep(1)
+        settled = reader.exports
+        time.sleep(1)
+        assert reader.exports == settled, "the walk went on after its client left"
+        wait_until(lambda: shares_free(api), timeout=3, what="the export's slot to be given back")

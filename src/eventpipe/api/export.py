@@ -165,7 +165,8 @@ def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> AP
             "Cache-Control": "no-store",
         }
         reading = Reading(ahead, chain([first], pages), stopped, give_back)
-        return Stream(reading.chunks(head, encode), MEDIA_TYPES[export_format], headers, "export", reading.end)
+        chunks = reading.chunks(head, encode)
+        return Stream(chunks, MEDIA_TYPES[export_format], headers, "export", reading.end, reading.stop)
 
     return api
 
@@ -199,6 +200,10 @@ class Reading:
                     yield chunk
         finally:
             self._ahead.cancel()  # not yet begun: never runs
+
+    def stop(self) -> None:
+        """The answer is ending: the page being read stops at its next window."""
+        self._stopped.set()
 
     def end(self) -> None:
         """The answer has ended (its chunks closed): the page being read stops at its next window,

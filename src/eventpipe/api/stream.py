@@ -43,11 +43,14 @@ class Stream(StreamingResponse):
         headers: dict[str, str],
         what: str,
         ended: Callable[[], None] | None = None,
+        stopping: Callable[[], None] | None = None,
     ) -> None:
         self._source = Closing(chunks)
         super().__init__(self._source, media_type=media_type, headers=headers)
         self._what = what  # names the answer in the log
         self._ended = ended  # called once the answer has ended, however
+        # Called first, without waiting: tells a producer busy making the next chunk to give up.
+        self._stopping = stopping
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -59,10 +62,20 @@ class Stream(StreamingResponse):
         finally:
             # However the answer ended (a client gone cancels it), the producer's own cleanup runs
             # now, not whenever the garbage collector gets to it: an export stops reading ahead.
+            if self._stopping is not None:
+                # Closing waits for the chunk being made, which an export's sparse walk takes minutes over.
+                self._stopping()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._source.close)
             if self._ended is not None:
                 self._ended()
+
+    async def listen_for_disconnect(self, receive: Receive) -> None:
+        await super().listen_for_disconnect(receive)
+        if self._stopping is not None:
+            # The client is gone. The stream's cancellation waits for the chunk being made, on its thread,
+            # which a sparse export's walk takes minutes over: told now, it gives up at its next query.
+            self._stopping()
 
     async def stream_response(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
