@@ -385,17 +385,24 @@ def request(path: str, key: str = KEY) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n".encode()
 
 
+@contextlib.contextmanager
+def large_answers(dsn: str, registry: CollectorRegistry, requests: bytes) -> Iterator[socket.socket]:
+    """A client with a small receive buffer that has sent `requests` for pages of 4 MB (1,000 events of 4 KB)."""
+    big_events(dsn, 1000, 4000)
+    with server(readonly_reader(dsn), registry=registry) as port, socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", port))
+        slow.sendall(requests)
+        slow.settimeout(5)
+        yield slow
+
+
 def test_a_client_that_reads_a_large_answer_slowly_is_not_dropped(clickhouse_dsn: str) -> None:
     # A 4 MB page read at about 1 MB/s: writing resumes only once the buffer is nearly empty, so the stall
     # bound (1 s here, 60 s in use) cut it off midway, as it cut exports read at 20 KiB/s.
-    big_events(clickhouse_dsn, 1000, 4000)
     registry = CollectorRegistry()
-    with server(readonly_reader(clickhouse_dsn), registry=registry) as port, socket.socket() as slow:
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        slow.connect(("127.0.0.1", port))
-        slow.sendall(request("/events?limit=1000"))
+    with large_answers(clickhouse_dsn, registry, request("/events?limit=1000")) as slow:
         got, started = b"", time.monotonic()
-        slow.settimeout(5)
         while chunk := slow.recv(64 * 1024):
             got += chunk
             time.sleep(0.05)
@@ -410,15 +417,11 @@ def test_a_client_that_reads_a_large_answer_slowly_is_not_dropped(clickhouse_dsn
 def test_a_client_that_trickles_its_answer_is_dropped_like_one_that_reads_nothing(clickhouse_dsn: str) -> None:
     # A few KiB a minute held a connection (an export's slot, a page of megabytes) for days once any
     # progress counted; 64 KiB per stall bound must be read.
-    big_events(clickhouse_dsn, 1000, 4000)
     registry = CollectorRegistry()
-    with server(readonly_reader(clickhouse_dsn), registry=registry) as port, socket.socket() as slow:
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        slow.connect(("127.0.0.1", port))
-        # 16 MB of answers, pipelined: more than the kernel's buffers (up to 4 MiB each way) take.
-        slow.sendall(request("/events?limit=1000").replace(b"Connection: close", b"X: y") * 4)
+    # 16 MB of answers, pipelined: more than the kernel's buffers (up to 4 MiB each way) take.
+    pipelined = request("/events?limit=1000").replace(b"Connection: close", b"X: y") * 4
+    with large_answers(clickhouse_dsn, registry, pipelined) as slow:
         started = time.monotonic()
-        slow.settimeout(5)
         with contextlib.suppress(OSError):
             # About 10 KiB/s, 10 KiB per stall bound, for 5 of them. Once dropped, the server has let go
             # of the answers; its kernel still sends what it had queued, which the client goes on reading.
