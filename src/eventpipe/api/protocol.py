@@ -155,7 +155,7 @@ class GuardedH11Protocol(H11Protocol):
         self.conn = Http1Connection(h11.SERVER) if size is None else Http1Connection(h11.SERVER, size)
         self._deadline: asyncio.TimerHandle | None = None
         self._stall: asyncio.TimerHandle | None = None
-        self._unsent = 0  # bytes waiting in the write buffer when the stall timer was last armed
+        self._unsent = 0  # bytes the client had not read (_unread) when the stall timer was last armed
         self._counted = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
