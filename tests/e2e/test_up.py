@@ -380,3 +380,21 @@ def test_up_counts_the_packets_its_broker_refuses_for_size(tmp_path: Path, stack
     again = start(stacks, tmp_path / "data")
     assert again.metric(refused) == 0, "the last run's refusals were counted again"
     assert again.stop() == 0
+
+
+def test_a_prometheus_that_dies_is_reported_and_the_stack_goes_on(tmp_path: Path, stacks: list[Up]) -> None:
+    # It died silently, a zombie until `up` exited, and the alerts the README points native users to were gone.
+    up = start(stacks, tmp_path / "data", prometheus=True)
+    up.wait_ready()
+    children = [Path(stat).read_text() for stat in Path("/proc").glob("[0-9]*/stat")]
+    prometheus = [
+        int(fields[0])
+        for fields in (text.split() for text in children)
+        if fields[1] == "(prometheus)" and int(fields[3]) == up.process.pid
+    ]
+    assert len(prometheus) == 1, prometheus
+    os.kill(prometheus[0], signal.SIGKILL)
+    wait_until(lambda: "Prometheus exited" in up.output(), timeout=15, what="the report of Prometheus' exit")
+    assert "ingest and the API go on" in up.output()
+    assert up.get("/healthz") == (200, b'{"status":"ok"}')
+    assert up.stop(signal.SIGINT) == 0, up.output()

@@ -192,9 +192,20 @@ def _serve(
             log.info("Prometheus not started: %s", skipped)
         announce(settings, api.url, None if skipped else prometheus.url, generated, tls)
         progress = Progress(registry)
+        watched = None if skipped else prometheus
 
         def check() -> str | None:
+            nonlocal watched
             progress.report()
+            if watched is not None and not watched.running():
+                # Not a reason to stop ingest and the API, but the alerts the README points to are gone:
+                # it died silently, a zombie until `up` exited.
+                log.error(
+                    "Prometheus exited (see %s): no alerts or rule data until eventpipe up is restarted; "
+                    "ingest and the API go on",
+                    watched.directory / "prometheus.stderr",
+                )
+                watched = None
             return _health(worker, broker, api)
 
         problem = shutdown.wait(check)

@@ -103,5 +103,8 @@ class Prometheus:
             inherit_fds=inherit_fds,
         )
 
+    def running(self) -> bool:
+        return self._child.running()
+
     def stop(self) -> None:
         self._child.stop()
