@@ -68,19 +68,17 @@ def csv(page: list[Event]) -> str:
 
 def _csv_row(event: Event) -> str:
     # A null user_id is an empty field, an empty one a quoted empty string (as PostgreSQL's COPY writes them).
-    user = "" if event.user_id is None else _field(_text(event.user_id))
+    user = "" if event.user_id is None else _field(event.user_id)
     return (
-        f"{_field(_text(event.event_id))},{_field(_text(event.event_type))},{rfc3339(event.timestamp_ms)},"
-        f"{rfc3339(event.received_ms)},{user},{_field(_text(event.topic))},{_field(event.properties)}\r\n"
+        f"{_field(event.event_id)},{_field(event.event_type)},{rfc3339(event.timestamp_ms)},"
+        f"{rfc3339(event.received_ms)},{user},{_field(event.topic)},{_field(event.properties)}\r\n"
     )
 
 
-def _text(value: str) -> str:
-    """`value` as a spreadsheet shows text, never runs as a formula. Not `properties`: a JSON object starts with {."""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
-
-
 def _field(value: str) -> str:
+    """`value` as a CSV field a spreadsheet shows as text, never runs (`properties`, a JSON object, starts with {)."""
+    if value.startswith(FORMULA_STARTS):
+        value = "'" + value
     if value and NEEDS_QUOTES.search(value) is None:
         return value
     return '"' + value.replace('"', '""') + '"'
@@ -209,7 +207,7 @@ class Reading:
         """The answer has ended (its chunks closed): the page being read stops at its next window,
         and the slot comes back once it has, not before, or clients that leave could hold every
         thread of the pool with walks nobody waits for while their slots went to new exports."""
-        self._stopped.set()
+        self.stop()
         if self._ahead is None:
             self._give_back()
         else:

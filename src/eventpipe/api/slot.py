@@ -47,12 +47,13 @@ class Slots:
                     {"Retry-After": str(RETRY_AFTER_S)},
                 )
             self._held[key] += 1
-        given = threading.Event()
+        given = False
 
         def give_back() -> None:
+            nonlocal given
             with self._lock:
-                if not given.is_set():
-                    given.set()
+                if not given:
+                    given = True
                     self._held[key] -= 1
                     if not self._held[key]:
                         del self._held[key]

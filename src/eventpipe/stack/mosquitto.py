@@ -241,12 +241,7 @@ class Mosquitto:
 
     def _save_error(self, offsets: list[int]) -> str | None:
         for path, offset in zip(self._save_reports(), offsets, strict=True):
-            try:
-                with path.open("rb") as handle:
-                    handle.seek(offset)
-                    found = SAVE_ERROR.search(handle.read())
-            except OSError:
-                continue
+            found = SAVE_ERROR.search(_since(path, offset) or b"")
             if found:
                 return found.group(1).decode(errors="replace")
         return None
@@ -269,12 +264,8 @@ class Mosquitto:
         goodbye = f"Client {client_id} disconnected".encode()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.running():
-            try:
-                with self.log_file.open("rb") as handle:
-                    handle.seek(self.log_start)
-                    if goodbye in handle.read():
-                        return
-            except OSError:
+            written = _since(self.log_file, self.log_start)
+            if written is None or goodbye in written:
                 return
             time.sleep(0.02)
         log.debug("the broker did not log the worker's disconnect within %.0fs; stopping it anyway", timeout)
@@ -295,6 +286,16 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
+
+
+def _since(path: Path, offset: int) -> bytes | None:
+    """What the broker has written to `path` past `offset`; None when it cannot be read."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read()
+    except OSError:
+        return None
 
 
 def find_binary(name: str = "mosquitto") -> str | None:

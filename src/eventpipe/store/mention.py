@@ -81,6 +81,8 @@ def _utf16(ch: str) -> list[int]:
 
 
 _INTEGER = r"-?[1-9][0-9]*|0"
+# A "user_id" key, spelt in any way JSON allows, and its colon.
+_USER_ID_KEY = json_string("user_id") + _COLON
 
 
 def user_number(user_id: str) -> str:
@@ -90,7 +92,7 @@ def user_number(user_id: str) -> str:
     if not re.fullmatch(_INTEGER, user_id):
         return ""
     number = "-?0" if user_id == "0" else _literal(user_id)
-    return json_string("user_id") + _COLON + number + "(?:[^0-9.eE]|$)"
+    return _USER_ID_KEY + number + "(?:[^0-9.eE]|$)"
 
 
 def user_fraction(user_id: str) -> tuple[str, float]:
@@ -102,7 +104,7 @@ def user_fraction(user_id: str) -> tuple[str, float]:
         value = float(int(user_id))
     except OverflowError:
         return "", 0.0
-    return json_string("user_id") + _COLON + "(-?[0-9]+(?:[.][0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+))", value
+    return _USER_ID_KEY + "(-?[0-9]+(?:[.][0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+))", value
 
 
 def mentions(user_id: str) -> dict[str, object]:
