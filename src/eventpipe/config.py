@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     # Exports running at once in an API process, half of them (at least one) per key (api.slot): each
     # holds about two pages of events while its client reads.
     api_max_exports: int = Field(default=4, ge=1, le=64)
+    # Keyed requests in flight in an API process, from the key check until the client has read the
+    # answer (api.flight), and of them one key's. At most 32: the API's pool has 40 threads, and the
+    # probes and /metrics keep the rest.
+    api_max_requests: int = Field(default=32, ge=1, le=32)
+    api_max_requests_per_key: int = Field(default=8, ge=1, le=32)
     api_keys: Annotated[list[str], NoDecode] = []
     # A JSON file of named keys (their SHA-256 only), each optionally limited
     # to event types and a rate (api.keyfile); read again when it changes.

@@ -44,10 +44,20 @@ def server(
     keys: tuple[str, ...] = (KEY,),
     max_exports: int = 4,
     write_stall_s: float = 2 * TIMEOUT_S,
+    max_requests: int = 32,
+    max_requests_per_key: int = 8,
 ) -> Iterator[int]:
     registry = registry or CollectorRegistry()
+    app = create_app(
+        reader,
+        registry,
+        list(keys),
+        max_exports=max_exports,
+        max_requests=max_requests,
+        max_requests_per_key=max_requests_per_key,
+    )
     api = ApiServer(
-        create_app(reader, registry, list(keys), max_exports=max_exports),
+        app,
         "127.0.0.1",
         free_port(),
         max_connections=max_connections,

@@ -1,4 +1,4 @@
-"""Exports at once: a process bound, and half of it per key so one key cannot take them all."""
+"""Answers at once: a process bound, and a share of it per key so one key cannot take them all."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from eventpipe.api.error import ApiError
 from eventpipe.api.slot import Slots
 
 
+def exports(total: int) -> Slots:
+    """As the export route makes them: half per key."""
+    return Slots(total, max(1, total // 2), "exports", "EVENTPIPE_API_MAX_EXPORTS", 10)
+
+
 def refused(slots: Slots, key: str) -> tuple[int, str]:
     with pytest.raises(ApiError) as caught:
         slots.take(key)
@@ -15,7 +20,7 @@ def refused(slots: Slots, key: str) -> tuple[int, str]:
 
 
 def test_a_key_gets_half_the_slots_and_the_process_no_more_than_its_bound() -> None:
-    slots = Slots(4)
+    slots = exports(4)
     mine = [slots.take("a"), slots.take("a")]
     assert refused(slots, "a") == (429, "too_many_exports")
     theirs = [slots.take("b"), slots.take("b")]
@@ -28,13 +33,28 @@ def test_a_key_gets_half_the_slots_and_the_process_no_more_than_its_bound() -> N
 
 
 def test_a_slot_given_back_twice_counts_once_and_a_bound_of_one_still_serves_one() -> None:
-    slots = Slots(2)
+    slots = exports(2)
     give_back = slots.take("a")
     give_back()
     give_back()
     slots.take("a")
     assert refused(slots, "a") == (429, "too_many_exports")
     slots.take("b")
-    single = Slots(1)
+    single = exports(1)
     single.take("a")
     assert refused(single, "b") == (503, "busy")
+
+
+def test_a_share_larger_than_the_bound_is_the_bound_and_refusals_name_what_to_change() -> None:
+    slots = Slots(2, 8, "requests", "EVENTPIPE_API_MAX_REQUESTS", 1)
+    held = [slots.take("a"), slots.take("a")]
+    with pytest.raises(ApiError) as caught:
+        slots.take("a")
+    assert (caught.value.status, caught.value.error) == (429, "too_many_requests")
+    assert caught.value.headers == {"Retry-After": "1"}
+    with pytest.raises(ApiError) as caught:
+        slots.take("b")
+    assert caught.value.status == 503 and "EVENTPIPE_API_MAX_REQUESTS" in caught.value.detail
+    assert slots.held() == 2
+    held.pop()()
+    assert slots.held() == 1

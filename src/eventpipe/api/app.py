@@ -10,11 +10,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe import __version__
-from eventpipe.api import backup, breakdown, docs, error, export, feed, maintenance
+from eventpipe.api import backup, breakdown, docs, error, export, feed, flight, maintenance
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.backlog import Backlog
 from eventpipe.api.body import BodyLimit
 from eventpipe.api.cursor import Cursors
+from eventpipe.api.flight import Flight
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.metrics import instrument
 from eventpipe.api.route import router
@@ -31,6 +32,9 @@ Data endpoints need `Authorization: Bearer <key>`: a key from `EVENTPIPE_API_KEY
 whose SHA-256 is in the keys file (`EVENTPIPE_API_KEYS_FILE`). A key of that file may be limited
 to some event types (it sees no other, anywhere; `/dead-letters` answers it 403) and to a number
 of requests per minute, counted by each API process (beyond it: 429 with `Retry-After`).
+A key has at most a few requests in flight at once, from its check until its answer has been
+read (`EVENTPIPE_API_MAX_REQUESTS_PER_KEY`, 8; beyond: 429 `too_many_requests`), and an API
+process a few more in all (`EVENTPIPE_API_MAX_REQUESTS`, 32; beyond: 503 `busy`), with `Retry-After`.
 Lists are newest first and paginated with an opaque `next_cursor`; lists and counts
 show each event once, also while ClickHouse still holds redelivered copies.
 Every error answers `{"error": code, "detail": message}`.
@@ -49,11 +53,14 @@ def create_app(
     backups: Backups | None = None,
     admin: maintenance.Admin | None = None,
     max_exports: int = export.MAX_EXPORTS,
+    max_requests: int = flight.MAX_REQUESTS,
+    max_requests_per_key: int = flight.MAX_REQUESTS_PER_KEY,
 ) -> FastAPI:
     """The API; `api_keys` are full-access keys, or a Keyring; `cursor_secret` signs its cursors
     (empty: a key of this process only); `throttle` keeps the keys' request rates (one per process);
     with `backups`, the /admin/backups routes too, and with `admin` the dead-letter replay and
-    erasure routes, for admin keys; `max_exports` exports at once at most (api.slot)."""
+    erasure routes, for admin keys; `max_exports` exports at once at most (api.slot), and
+    `max_requests` keyed requests in flight, `max_requests_per_key` of one key (api.flight)."""
     keyring = api_keys if isinstance(api_keys, Keyring) else Keyring(api_keys)
     # Swagger UI and ReDoc served from this process (api.docs), not FastAPI's CDN pages.
     app = FastAPI(title="eventpipe", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None)
@@ -83,7 +90,8 @@ def create_app(
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    keys, cursors = KeyCheck(keyring, throttle), Cursors(cursor_secret)
+    keys = KeyCheck(keyring, throttle, flight.seats(max_requests, max_requests_per_key))
+    cursors = Cursors(cursor_secret)
     routers = [
         router(reader, keys, cursors),
         breakdown.router(reader, keys),
@@ -99,6 +107,7 @@ def create_app(
     registry.register(Backlog(reader.dead_letter_statuses))
     app.add_middleware(BodyLimit)  # before anything reads a body, the key check included
     app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD
+    app.add_middleware(Flight)  # outside HeadAsGet, whose copy of the scope must share the request's seats
     instrument(app, registry, keyring, routers)  # last: it primes a series for every route defined above
     return app
 

@@ -1,4 +1,5 @@
-"""Bearer keys: every data endpoint needs a known key (api.keyring), within its rate (api.throttle).
+"""Bearer keys: every data endpoint needs a known key (api.keyring), within its rate (api.throttle)
+and its share of the requests in flight (api.flight).
 
 The key's grant is recorded on the request: routes narrow their reads to its
 event types (`Granted`, then `grant.narrow(filter)`), and the metrics count the
@@ -14,8 +15,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from eventpipe.api.error import ApiError
+from eventpipe.api.flight import seat, seats
 from eventpipe.api.grant import Grant
 from eventpipe.api.keyring import Keyring
+from eventpipe.api.slot import Slots
 from eventpipe.api.throttle import Throttle, retry_after
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -27,11 +30,13 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 class KeyCheck:
-    """A FastAPI dependency that admits a request only with a known key, within the key's rate."""
+    """A FastAPI dependency that admits a request only with a known key, within the key's rate
+    and its share of `slots`, the requests in flight (api.flight)."""
 
-    def __init__(self, keyring: Keyring, throttle: Throttle | None = None) -> None:
+    def __init__(self, keyring: Keyring, throttle: Throttle | None = None, slots: Slots | None = None) -> None:
         self.keyring = keyring
         self._throttle = throttle or Throttle()
+        self._slots = slots or seats()
         self._generation = keyring.generation
 
     # Async, so that it runs on the event loop instead of taking a hop through
@@ -59,6 +64,7 @@ class KeyCheck:
                 f"this key may make {grant.requests_per_minute} requests per minute; retry in {seconds} s",
                 {"Retry-After": str(seconds)},
             )
+        seat(request, self._slots, grant.name)  # after the rate: a refused request holds no seat
         return grant
 
 

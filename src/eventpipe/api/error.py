@@ -56,10 +56,12 @@ def responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         404: "No such item.",
         413: "The request body is over 128 KiB (`payload_too_large`), the most any endpoint takes; refused unread.",
         422: "A parameter is invalid; `detail` says which and why.",
-        429: "The key made its `requests_per_minute` in the last 60 s (`rate_limited`); retry after `Retry-After` "
+        429: "The key made its `requests_per_minute` in the last 60 s (`rate_limited`), or has as many requests "
+        "in flight as one key may (`too_many_requests`; an export: `too_many_exports`); retry after `Retry-After` "
         "seconds. Limits are counted by each API process.",
         500: "The server failed (`storage_error`: ClickHouse refused the query); the operator must look.",
-        503: "ClickHouse cannot answer now (`unavailable`); retry after `Retry-After` seconds.",
+        503: "ClickHouse cannot answer now (`unavailable`), or the API answers as many requests as it does at once "
+        "(`busy`); retry after `Retry-After` seconds.",
     }
     out: dict[int | str, dict[str, object]] = {}
     for status in statuses:

@@ -37,6 +37,8 @@ from eventpipe.store.reader import Reader
 # Exports running at once in the process by default (EVENTPIPE_API_MAX_EXPORTS): on two cores more do
 # not go faster, and each holds about two pages while its client reads (api.slot).
 MAX_EXPORTS = 4
+# Seconds a client refused an export is told to wait: an export of a day of a busy store takes a few.
+EXPORT_RETRY_S = 10
 CSV_HEADER = "event_id,event_type,timestamp,received_at,user_id,topic,properties\r\n"
 MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8; header=present"}
 # RFC 4180: a field holding a quote, a comma or a line break is quoted, its quotes doubled.
@@ -118,7 +120,7 @@ OPENAPI_200: dict[int | str, dict[str, Any]] = {
 def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> APIRouter:
     api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 429, 500, 503))
     export = Export(reader.run)
-    slots = Slots(max_exports)
+    slots = Slots(max_exports, max(1, max_exports // 2), "exports", "EVENTPIPE_API_MAX_EXPORTS", EXPORT_RETRY_S)
     # The pages read ahead, one thread a running export: bounded with them, and reused, since the engine
     # keeps files open for each thread that has queried.
     ahead = ThreadPoolExecutor(max_exports, thread_name_prefix="eventpipe-export")

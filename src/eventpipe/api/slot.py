@@ -1,11 +1,11 @@
-"""How many exports run at once: at most a number in the process, and half of it (at least one) per key.
+"""How many of one kind of answer run at once: at most a number in the process, and a share of it per key.
 
-An export holds a page being sent and the next one read ahead (10 to 18 MiB
-each, 8 MiB pages of Python objects and their text), a reading thread, and
-the engine's files for that thread, for as long as its client takes to read:
-100 clients that read nothing took 1.8 GiB, and 200 every file the process
-could open, failing the worker's inserts. Past the process's bound the answer
-is 503 `busy`; past a key's, 429, its own doing, so one key cannot take every slot.
+Exports (api.export) and every keyed request (api.flight) are bounded so. An
+answer holds memory and a thread for as long as its client takes to read it:
+100 exports that read nothing took 1.8 GiB, and 100 concurrent feed pages of
+one key held every thread of the pool, so that /readyz took 27 s. Past the
+process's bound the answer is 503 `busy`; past a key's share, 429, its own
+doing, so one key cannot take every slot.
 """
 
 from __future__ import annotations
@@ -16,35 +16,35 @@ from collections.abc import Callable
 
 from eventpipe.api.error import ApiError
 
-# Seconds a client is told to wait: an export of a day of a busy store takes a few.
-RETRY_AFTER_S = 10
-
 
 class Slots:
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.per_key = max(1, total // 2)
+    """`total` at once, `per_key` of them for one key; `what` names them in errors ("exports"),
+    `setting` is the environment variable of `total`, `retry_after_s` what a refused client is told to wait."""
+
+    def __init__(self, total: int, per_key: int, what: str, setting: str, retry_after_s: int) -> None:
+        self.total, self.per_key = total, min(per_key, total)
+        self._what, self._setting, self._retry_after = what, setting, {"Retry-After": str(retry_after_s)}
         self._lock = threading.Lock()
         self._held: Counter[str] = Counter()
 
     def take(self, key: str) -> Callable[[], None]:
-        """A slot for one export of `key`, and the call that gives it back (idempotent); ApiError when none."""
+        """A slot for `key`, and the call that gives it back (idempotent); ApiError when none."""
         with self._lock:
             if self._held[key] >= self.per_key:
                 raise ApiError(
                     429,
-                    "too_many_exports",
-                    f"this key has {self._held[key]} exports running, the most one key may: "
-                    "let one finish (or close it), then export again",
-                    {"Retry-After": str(RETRY_AFTER_S)},
+                    f"too_many_{self._what}",
+                    f"this key has {self._held[key]} {self._what} running, the most one key may at once: "
+                    "let one finish (or close it), then try again",
+                    dict(self._retry_after),
                 )
             if self._held.total() >= self.total:
                 raise ApiError(
                     503,
                     "busy",
-                    f"{self.total} exports are running, the most this API runs at once "
-                    "(EVENTPIPE_API_MAX_EXPORTS): retry later",
-                    {"Retry-After": str(RETRY_AFTER_S)},
+                    f"{self.total} {self._what} are running, the most this API runs at once "
+                    f"({self._setting}): retry later",
+                    dict(self._retry_after),
                 )
             self._held[key] += 1
         given = False
@@ -59,3 +59,8 @@ class Slots:
                         del self._held[key]
 
         return give_back
+
+    def held(self) -> int:
+        """How many are running now."""
+        with self._lock:
+            return self._held.total()

@@ -98,6 +98,8 @@ def run_api(_args: argparse.Namespace) -> int:
         backups=backups,
         admin=means,
         max_exports=settings.api_max_exports,
+        max_requests=settings.api_max_requests,
+        max_requests_per_key=settings.api_max_requests_per_key,
     )
     server = ApiServer(
         app,

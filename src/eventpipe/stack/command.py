@@ -148,6 +148,8 @@ def _serve(
         backups=means.backups(connect(dsn)),
         admin=means,
         max_exports=settings.api_max_exports,
+        max_requests=settings.api_max_requests,
+        max_requests_per_key=settings.api_max_requests_per_key,
     )
     api = ApiServer(
         app,

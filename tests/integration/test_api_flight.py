@@ -1,0 +1,125 @@
+"""Requests in flight: one key cannot take the API's threads, nor hold unread answers without bound."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from eventpipe.events import Event
+from eventpipe.store.query import EventFilter
+from eventpipe.store.reader import Page, Reader
+from tests.integration.test_api_connection import ask, big_events, request, server
+from tests.support.api import KEY, readonly_reader
+
+OTHER = "other-key-0123456789"
+
+
+class HeldReader(Reader):
+    """Holds every page of event type "held" until `release` is set, counting those waiting."""
+
+    def __init__(self, reader: Reader) -> None:
+        super().__init__(reader._client)
+        self.release, self.waiting = threading.Event(), 0
+        self._lock = threading.Lock()
+
+    def event_page(self, only: EventFilter, *args: Any, **kwargs: Any) -> Page[Event]:
+        if only.event_type == "held":
+            with self._lock:
+                self.waiting += 1
+            self.release.wait(30)
+        return super().event_page(only, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def sent(port: int, path: str, key: str, count: int, receive_buffer: int = 0) -> Iterator[list[socket.socket]]:
+    """`count` connections that have each sent a request for `path` and read nothing yet."""
+    with contextlib.ExitStack() as stack:
+        connections = []
+        for _ in range(count):
+            connection = stack.enter_context(socket.socket())
+            if receive_buffer:
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            connection.connect(("127.0.0.1", port))
+            connection.sendall(request(path, key))
+            connections.append(connection)
+        yield connections
+
+
+def status(connection: socket.socket, timeout: float = 10) -> bytes:
+    connection.settimeout(timeout)
+    head = b""
+    while b"\r\n\r\n" not in head and (chunk := connection.recv(4096)):
+        head += chunk
+    return head
+
+
+def test_one_keys_many_slow_requests_leave_threads_for_other_keys_and_the_probes(clickhouse_dsn: str) -> None:
+    # 100 concurrent feed pages of one key held every thread of the pool: /readyz took 27 s and other
+    # keys' requests timed out. Here 40 requests of one key whose reads hang.
+    big_events(clickhouse_dsn, 10, 10)
+    reader = HeldReader(readonly_reader(clickhouse_dsn))
+    with server(reader, keys=(KEY, OTHER), write_stall_s=60) as port:
+        with sent(port, "/events?event_type=held", KEY, 40) as hanging:
+            deadline = time.monotonic() + 10
+            while reader.waiting < 8:
+                assert time.monotonic() < deadline, f"{reader.waiting} requests reached the store"
+                time.sleep(0.05)
+            started = time.monotonic()
+            assert ask(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(
+                b"HTTP/1.1 200"
+            )
+            other = ask(port, request("/events?limit=1", OTHER))
+            took = time.monotonic() - started
+            assert other.startswith(b"HTTP/1.1 200"), other[:300]
+            assert took < 3, f"the probe and another key's page took {took:.1f} s"
+            refused = [head for head in map(status, hanging[8:]) if head.startswith(b"HTTP/1.1 429")]
+            assert len(refused) >= 30, "a key's requests beyond its share are refused at once"
+            assert b"too_many_requests" in ask(port, request("/events?limit=1", KEY))
+            assert reader.waiting == 8
+            reader.release.set()
+            answered = [status(connection) for connection in hanging[:8]]
+            assert all(head.startswith(b"HTTP/1.1 200") for head in answered), answered
+        assert ask(port, request("/events?limit=1", KEY)).startswith(b"HTTP/1.1 200"), "its seats came back"
+
+
+def test_answers_left_unread_hold_their_keys_seats_until_their_clients_leave(clickhouse_dsn: str) -> None:
+    # A page of up to 8 MiB was handed to the server whole and the request was done: 1,000 connections
+    # that each asked for one and read nothing held 8 GiB. Now an answer holds a seat until it is taken.
+    big_events(clickhouse_dsn, 1000, 4000)  # a 4 MB page: more than the sockets' buffers hold
+    with (
+        server(readonly_reader(clickhouse_dsn), keys=(KEY, OTHER), write_stall_s=60) as port,
+        sent(port, "/events?limit=1000", KEY, 8, receive_buffer=4096) as unread,
+    ):
+        assert all(status(connection).startswith(b"HTTP/1.1 200") for connection in unread)
+        time.sleep(0.5)  # each has been sent what its buffers take
+        refused = ask(port, request("/events?limit=1", KEY))
+        assert refused.startswith(b"HTTP/1.1 429") and b"too_many_requests" in refused, refused[:300]
+        assert b"retry-after: 1" in refused.lower()
+        assert ask(port, request("/events?limit=1", OTHER)).startswith(b"HTTP/1.1 200"), "other keys go on"
+        unread[0].close()  # a client that leaves gives its seat back
+        deadline = time.monotonic() + 10
+        while (again := ask(port, request("/events?limit=1", KEY))).startswith(b"HTTP/1.1 429"):
+            assert time.monotonic() < deadline, again[:300]
+            time.sleep(0.1)
+        assert again.startswith(b"HTTP/1.1 200"), again[:300]
+
+
+def test_the_process_bound_answers_503_busy_naming_its_setting(clickhouse_dsn: str) -> None:
+    big_events(clickhouse_dsn, 10, 10)
+    reader = HeldReader(readonly_reader(clickhouse_dsn))
+    with (
+        server(reader, keys=(KEY, OTHER), max_requests=2, max_requests_per_key=2) as port,
+        sent(port, "/events?event_type=held", KEY, 2),
+    ):
+        deadline = time.monotonic() + 10
+        while reader.waiting < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        busy = ask(port, request("/events?limit=1", OTHER))
+        assert busy.startswith(b"HTTP/1.1 503") and b"EVENTPIPE_API_MAX_REQUESTS" in busy, busy[:300]
+        assert ask(port).startswith(b"HTTP/1.1 200"), "health needs no seat"
+        reader.release.set()
