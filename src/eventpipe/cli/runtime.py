@@ -57,7 +57,9 @@ def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
 
 
 class Shutdown:
-    """Turns SIGTERM/SIGINT into an event; a second signal, later than a moment after the first, forces the exit."""
+    """Turns SIGTERM, SIGINT and SIGHUP into an event; a second signal, later than a moment after the first,
+    forces the exit. SIGHUP comes when the terminal `eventpipe up` runs in is closed: by default it killed
+    the process on the spot, and what the worker held came back as redeliveries instead of being committed."""
 
     # Some supervisors deliver one stop twice at once (to the process and to
     # its group); only a signal that comes later means "hurry up".
@@ -71,6 +73,7 @@ class Shutdown:
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGHUP, self._handle)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
