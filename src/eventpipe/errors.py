@@ -52,3 +52,8 @@ class BackupError(EventpipeError):
 
 class BrokerError(EventpipeError):
     """The MQTT broker cannot be started or reached."""
+
+
+class RevokedError(EventpipeError):
+    """An API key lost its right to an answer while it was sent: removed from the keys file, or its event
+    types changed. The answer is cut off."""

@@ -180,6 +180,39 @@ def test_a_key_removed_from_the_file_is_refused_at_its_next_request(api: TestCli
     assert api.get("/events", headers=AS_PARTNER).status_code == 200, "and admitted again once it is back"
 
 
+@pytest.mark.parametrize(
+    "rights",
+    [None, {"event_types": ["refund"]}],
+    ids=["removed", "narrowed"],
+)
+def test_an_export_whose_key_is_revoked_or_narrowed_while_it_runs_is_cut_off(
+    clickhouse_dsn: str, keys_file: Path, rights: dict[str, object] | None
+) -> None:
+    # Checked once, at its start: a revoked key's export went on for hours at a slow reader's pace,
+    # with every later event of the types it no longer had (found by an attack on tenant isolation).
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    purchases = [
+        event("events/purchase", {"event_id": f"p{i}", "timestamp": MARCH_MS + i}, MARCH_MS) for i in range(30_000)
+    ]
+    assert Writer(client).insert_events(purchases) == []
+    changed = [*KEYS[1:]] if rights is None else [entry("partner", PARTNER, **rights), *KEYS[1:]]
+    served_lines = 0
+    with (
+        served(readonly_reader(clickhouse_dsn), Keyring([KEY], keys_file)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+        http.stream("GET", "/export", headers=AS_PARTNER) as answer,
+    ):
+        lines = answer.iter_lines()
+        assert json.loads(next(lines))["event_type"] == "purchase"
+        write_keys(keys_file, *changed)
+        with pytest.raises(httpx.RemoteProtocolError):  # cut off: no last chunk
+            for _ in lines:
+                served_lines += 1
+    # The page being sent, and the next one if it was under way, go out: 10,000 events each.
+    assert served_lines < 20_000, f"{served_lines} of 30,000 events served after the change"
+
+
 def test_a_broken_file_keeps_the_keys_it_had_and_says_so_in_the_metrics(api: TestClient, keys_file: Path) -> None:
     keys_file.write_text('{"keys": [{"name": "partner", "sha256": "oops"}]}')
     assert api.get("/events", headers=AS_PARTNER).status_code == 200

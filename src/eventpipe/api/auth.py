@@ -8,6 +8,7 @@ request under its name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from anyio import to_thread
@@ -17,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from eventpipe.api.error import ApiError
 from eventpipe.api.flight import seat, seats
 from eventpipe.api.grant import Grant
+from eventpipe.api.keyfile import digest
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.slot import Slots
 from eventpipe.api.throttle import Throttle, retry_after
@@ -48,10 +50,12 @@ class KeyCheck:
             raise ApiError(401, "unauthorized", "send the header 'Authorization: Bearer <key>'", CHALLENGE)
         if self.keyring.stale():
             await to_thread.run_sync(self.keyring.refresh)
-        grant = self.keyring.admitted(credentials.credentials)
+        offered = digest(credentials.credentials)
+        grant = self.keyring.admitted_digest(offered)
         if grant is None:
             raise ApiError(401, "unauthorized", "the API key is not valid", CHALLENGE)
         request.state.grant = grant  # before the rate check: a refusal is counted under the key too
+        request.state.still_granted = _still(self.keyring, offered, grant)
         if self._generation != self.keyring.generation:
             self._generation = self.keyring.generation
             self._throttle.keep_only([known.name for known in self.keyring.grants()])
@@ -79,6 +83,30 @@ async def granted(request: Request) -> Grant:
 
 
 Granted = Annotated[Grant, Depends(granted)]
+
+
+def _still(keyring: Keyring, offered: bytes, grant: Grant) -> Callable[[], bool]:
+    """Whether the key (by its digest: the key itself is not kept) is still admitted with the same event
+    types, after reading the keys file again if it changed. Blocking: for a worker thread."""
+
+    def check() -> bool:
+        keyring.refresh()
+        now = keyring.admitted_digest(offered)
+        return now is not None and (now.name, now.event_types) == (grant.name, grant.event_types)
+
+    return check
+
+
+async def still_granted(request: Request) -> Callable[[], bool]:
+    """For answers that outlast their request's check (an export's pages): asks whether the key is still
+    admitted as it was, so that one revoked or narrowed meanwhile stops getting data."""
+    check = getattr(request.state, "still_granted", None)
+    if check is None:
+        raise ApiError(401, "unauthorized", "send the header 'Authorization: Bearer <key>'", CHALLENGE)
+    return check  # type: ignore[no-any-return]
+
+
+StillGranted = Annotated[Callable[[], bool], Depends(still_granted)]
 
 
 async def every_type(grant: Granted) -> None:

@@ -21,13 +21,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from eventpipe.api.auth import Granted, KeyCheck
+from eventpipe.api.auth import Granted, KeyCheck, StillGranted
 from eventpipe.api.error import responses
 from eventpipe.api.model import EXAMPLE_EVENT, event_text, rfc3339
 from eventpipe.api.param import EventType, Since, Until, UserId, only_known, text, window
 from eventpipe.api.slot import Slots
 from eventpipe.api.stream import Stream
 from eventpipe.api.where import Where, conditions
+from eventpipe.errors import RevokedError
 from eventpipe.events import Event
 from eventpipe.events.timestamp import to_epoch_ms
 from eventpipe.store.export import Export
@@ -133,13 +134,15 @@ def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> AP
         "is one stream. `since` and `until` filter on the event's own timestamp. A key limited to some event "
         "types exports those only. A few exports run at once (`EVENTPIPE_API_MAX_EXPORTS`, 4 by default, half "
         "of them per key): past a key's share, 429 `too_many_exports`; past the API's, 503 `busy`; both with "
-        "`Retry-After`.",
+        "`Retry-After`. A key removed from the keys file, or whose event types change, while its export runs has "
+        "it cut off before the next page (at most 10,000 events or 8 MiB later).",
         status_code=200,
         response_class=Stream,
         responses=OPENAPI_200,
     )
     def export_events(
         grant: Granted,
+        still: StillGranted,
         export_format: Format = "ndjson",
         event_type: EventType = None,
         user_id: UserId = None,
@@ -164,7 +167,7 @@ def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> AP
             "Content-Disposition": f'attachment; filename="events-{stamp}.{export_format}"',
             "Cache-Control": "no-store",
         }
-        reading = Reading(ahead, chain([first], pages), stopped, give_back)
+        reading = Reading(ahead, chain([first], pages), stopped, give_back, still)
         chunks = reading.chunks(head, encode)
         return Stream(chunks, MEDIA_TYPES[export_format], headers, "export", reading.end, reading.stop)
 
@@ -181,8 +184,10 @@ class Reading:
         pages: Iterator[list[Event]],
         stopped: threading.Event,
         give_back: Callable[[], None],
+        granted: Callable[[], bool] = lambda: True,
     ) -> None:
         self._pool, self._pages, self._stopped, self._give_back = pool, pages, stopped, give_back
+        self._granted = granted
         self._ahead: Future[list[Event] | None] | None = None
 
     def chunks(self, head: str, encode: Callable[[list[Event]], str]) -> Iterator[bytes]:
@@ -192,6 +197,10 @@ class Reading:
         self._ahead = self._pool.submit(next, self._pages, None)
         try:
             while (page := self._ahead.result()) is not None:
+                if not self._granted():
+                    # The key was revoked or narrowed since the export began: it ran on, for hours at
+                    # a slow reader's pace, with every later event of the types it no longer had.
+                    raise RevokedError("its key was revoked, or its event types changed, while it ran")
                 self._ahead = self._pool.submit(next, self._pages, None)
                 chunk = (head + encode(page)).encode()
                 head = ""

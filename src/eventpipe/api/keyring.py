@@ -91,7 +91,10 @@ class Keyring:
         """The grant of `key` among the keys admitted now, without looking at the file. Compared as
         digests, against every key every time: how long it takes says nothing about which key, or how
         much of one, matched."""
-        offered = digest(key)
+        return self.admitted_digest(digest(key))
+
+    def admitted_digest(self, offered: bytes) -> Grant | None:
+        """The grant of the key whose digest (keyfile.digest) is `offered`, as `admitted`."""
         found = None
         for entry in self._entries:
             if hmac.compare_digest(entry.digest, offered):

@@ -18,7 +18,7 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from eventpipe.errors import StorageError
+from eventpipe.errors import EventpipeError
 
 log = logging.getLogger(__name__)
 
@@ -120,5 +120,6 @@ class Closing:
 
 
 def _expected(exc: Exception) -> bool:
-    """A storage failure is logged by its message, as the other routes log it; anything else is a bug."""
-    return isinstance(exc, StorageError)
+    """A storage failure or a revoked key is logged by its message, as the other routes log them; anything
+    else is a bug."""
+    return isinstance(exc, EventpipeError)
