@@ -422,6 +422,10 @@ def test_a_client_that_reads_a_large_answer_slowly_is_not_dropped(clickhouse_dsn
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
     assert len(json.loads(body)["items"]) == 1000
     assert closed(registry)["stalled"] == 0
+    # The answer lasts until its client has it (api.flight); its latency is the API's, not the client's network.
+    timed = {"route": "/events", "method": "GET"}
+    assert registry.get_sample_value("eventpipe_http_request_duration_seconds_count", timed) == 1
+    assert registry.get_sample_value("eventpipe_http_request_duration_seconds_bucket", {**timed, "le": "1.0"}) == 1
 
 
 def test_a_client_that_trickles_its_answer_is_dropped_like_one_that_reads_nothing(clickhouse_dsn: str) -> None:

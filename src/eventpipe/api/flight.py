@@ -14,6 +14,7 @@ reads nothing keeps its seat until the stall bound drops it (api.protocol).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from fastapi import Request
@@ -30,6 +31,9 @@ MAX_REQUESTS_PER_KEY = 8
 RETRY_AFTER_S = 1
 # Where a request's seats are kept, in the ASGI scope (shared by the copies middleware makes of it).
 SEATS = "eventpipe.seats"
+# When the app handed over the last of its answer (time.perf_counter()), in the ASGI scope: the API's
+# latency is timed to it (api.metrics), not to when a client, however slow its network, took it.
+ANSWERED = "eventpipe.answered"
 
 
 def seats(total: int = MAX_REQUESTS, per_key: int = MAX_REQUESTS_PER_KEY) -> Slots:
@@ -59,6 +63,8 @@ class Flight:
 
         async def sliced(message: Message) -> None:
             body = message.get("body", b"") if message["type"] == "http.response.body" else b""
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                scope[ANSWERED] = time.perf_counter()
             if len(body) <= SLICE_BYTES:
                 await send(message)
                 return

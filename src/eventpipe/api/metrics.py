@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe.api.error import CLIENT_GONE
+from eventpipe.api.flight import ANSWERED
 from eventpipe.api.grant import Grant
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.protocol import CLOSED_REASONS
@@ -82,7 +83,8 @@ def closed_connections(registry: CollectorRegistry) -> Counter:
 
 
 class Measure:
-    """Counts and times every request, to the last byte of its answer.
+    """Counts and times every request, to the last byte of its answer handed to the server (api.flight):
+    how long a client takes to read it is its network's, and a slow reader is bounded by the stall bound.
 
     Plain ASGI, not @app.middleware("http"): Starlette's BaseHTTPMiddleware
     runs each request in a task group behind a memory stream, which cost
@@ -122,7 +124,8 @@ class Measure:
             if code != CLIENT_GONE:
                 # Nobody waited for that answer; timed, a key could hold a body for up to the API's read
                 # timeout, hang up, and spend the latency SLO at will.
-                self._duration.labels(template, method).observe(time.perf_counter() - started)
+                ended = scope.get(ANSWERED) or time.perf_counter()
+                self._duration.labels(template, method).observe(ended - started)
             grant = state.get("grant")
             if isinstance(grant, Grant):
                 self._by_key.count(grant.name, code)
