@@ -1,4 +1,4 @@
-"""This host's ports and processes, as the benchmark and the tests observe them (Linux /proc)."""
+"""This host's addresses, ports and processes, as the stack, the benchmark and the tests observe them (Linux /proc)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,17 @@ import socket
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+# Addresses that listen on every interface: reached from this host through the loopback.
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def address(host: str, port: int) -> str:
+    """`host:port` that reaches, from this host, a server listening on `host` (a setting such as
+    EVENTPIPE_API_HOST): a wildcard through the loopback, an IPv6 address in brackets."""
+    host = "127.0.0.1" if host in WILDCARDS else host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # Ports free_port has handed out in this process.

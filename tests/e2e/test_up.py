@@ -52,7 +52,10 @@ def test_up_ingests_published_events_and_ctrl_c_loses_nothing(tmp_path: Path, st
 
 def test_every_alert_prometheus_loads_links_to_its_runbook(tmp_path: Path, stacks: list[Up]) -> None:
     url = "https://gitlab.example.com/team/eventpipe/-/blob/0123abc/docs/runbooks.md"
-    up = start(stacks, tmp_path / "data", env={"EVENTPIPE_RUNBOOK_URL": url}, prometheus=True)
+    # The API and the worker on another loopback address: Prometheus scraped 127.0.0.1 whatever these said,
+    # so nothing was scraped, EventpipeWorkerDown and EventpipeAPIDown paged, and no other alert could fire.
+    hosts = {"EVENTPIPE_API_HOST": "127.0.0.2", "EVENTPIPE_METRICS_HOST": "127.0.0.2"}
+    up = start(stacks, tmp_path / "data", env={"EVENTPIPE_RUNBOOK_URL": url, **hosts}, prometheus=True)
 
     def alerts() -> list[dict[str, Any]] | None:
         address = f"http://127.0.0.1:{up.prometheus_port}/api/v1/rules?type=alert"
@@ -70,6 +73,16 @@ def test_every_alert_prometheus_loads_links_to_its_runbook(tmp_path: Path, stack
         base, _, anchor = rule["annotations"]["runbook_url"].partition("#")
         assert base == url, f"{rule['name']}: {rule['annotations']['runbook_url']}"
         assert anchors.get(anchor) == rule["name"], f"{rule['name']}: docs/runbooks.md has no heading #{anchor}"
+
+    def scraped() -> dict[str, str] | None:
+        address = f"http://127.0.0.1:{up.prometheus_port}/api/v1/targets"
+        with urllib.request.urlopen(address, timeout=10) as response:
+            targets = json.load(response)["data"]["activeTargets"]
+        health = {target["labels"]["job"]: target["health"] for target in targets}
+        return health if "unknown" not in health.values() else None
+
+    health = wait_until(scraped, what="every target scraped once")
+    assert health == {"api": "up", "ingest-worker": "up", "prometheus": "up"}, health
     assert up.stop() == 0
 
 

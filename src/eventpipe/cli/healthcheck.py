@@ -14,11 +14,11 @@ import urllib.error
 import urllib.request
 
 from eventpipe.config import Settings
+from eventpipe.host import address
 
 CONNECTED = "eventpipe_mqtt_connected"
 TIMEOUT_S = 3
 # A server listening on every interface is asked on loopback.
-WILDCARDS = ("", "0.0.0.0", "::")
 
 
 def run_healthcheck(args: argparse.Namespace) -> int:
@@ -29,8 +29,7 @@ def run_healthcheck(args: argparse.Namespace) -> int:
 
 
 def _local(host: str, port: int, scheme: str = "http") -> str:
-    host = "127.0.0.1" if host in WILDCARDS else host
-    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+    return f"{scheme}://{address(host, port)}"
 
 
 def worker_health(settings: Settings) -> tuple[bool, str]:

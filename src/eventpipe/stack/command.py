@@ -23,6 +23,7 @@ from eventpipe.cli.runtime import (
 )
 from eventpipe.config import Settings, settings_problem
 from eventpipe.errors import BrokerError, ConfigError
+from eventpipe.host import address
 from eventpipe.ingest.assembly import assemble
 from eventpipe.ingest.worker import Worker
 from eventpipe.redaction import redact
@@ -184,8 +185,9 @@ def _serve(
         prometheus = Prometheus(
             settings.prometheus_port,
             settings.data_dir / "prometheus",
-            settings.metrics_port,
-            settings.api_port,
+            # Reached where their host settings make them listen (a wildcard through the loopback).
+            address(settings.metrics_host, settings.metrics_port),
+            address(settings.api_host, settings.api_port),
             rules,
             tls.ca if tls else None,
         )

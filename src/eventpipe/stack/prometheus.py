@@ -27,15 +27,15 @@ rule_files:
   - {rules}
 
 scrape_configs:
-  # The ingest worker's /metrics (--metrics-port).
+  # The ingest worker's /metrics (EVENTPIPE_METRICS_HOST, --metrics-port).
   - job_name: ingest-worker
     static_configs:
-      - targets: ["127.0.0.1:{metrics_port}"]
+      - targets: [{metrics}]
 
-  # The HTTP API's /metrics (--api-port).
+  # The HTTP API's /metrics (EVENTPIPE_API_HOST, --api-port).
   - job_name: api
 {api_tls}    static_configs:
-      - targets: ["127.0.0.1:{api_port}"]
+      - targets: [{api}]
 
   # Prometheus itself, for rule evaluation failures.
   - job_name: prometheus
@@ -49,26 +49,32 @@ def default_rules_dir() -> Path:
     return Path(eventpipe.__file__).resolve().parents[2] / "prometheus" / "rules"
 
 
-def render_config(port: int, metrics_port: int, api_port: int, rules: Path, api_ca: Path | None = None) -> str:
-    """`api_ca`: the API serves HTTPS with a certificate this CA signed (`eventpipe up --tls`)."""
+def render_config(port: int, metrics: str, api: str, rules: Path, api_ca: Path | None = None) -> str:
+    """`metrics` and `api`: the worker's and the API's host:port as this host reaches them (host.address);
+    `api_ca`: the API serves HTTPS with a certificate this CA signed (`eventpipe up --tls`)."""
     # Paths as JSON strings, which YAML reads as they are: a data dir may hold " #" or ": ".
-    api_tls = f"    scheme: https\n    tls_config:\n      ca_file: {json.dumps(str(api_ca))}\n" if api_ca else ""
+    # The certificate `up` makes names localhost (stack.certificate): also right for an API on another address.
+    api_tls = (
+        f"    scheme: https\n    tls_config:\n      ca_file: {json.dumps(str(api_ca))}\n      server_name: localhost\n"
+        if api_ca
+        else ""
+    )
     rule_files = json.dumps(f"{rules}/*.yml")
-    return CONFIG.format(port=port, metrics_port=metrics_port, api_port=api_port, rules=rule_files, api_tls=api_tls)
+    return CONFIG.format(port=port, metrics=json.dumps(metrics), api=json.dumps(api), rules=rule_files, api_tls=api_tls)
 
 
 class Prometheus:
     """Started only when the binary is there: the native stack runs without it."""
 
     def __init__(
-        self, port: int, directory: Path, metrics_port: int, api_port: int, rules: Path, api_ca: Path | None = None
+        self, port: int, directory: Path, metrics: str, api: str, rules: Path, api_ca: Path | None = None
     ) -> None:
+        """`metrics` and `api`: where this host reaches the worker's and the API's /metrics (host.address)."""
         self.port = port
         # Prometheus reads a relative path in its config from the config's own dir, not from ours.
         self._api_ca = api_ca.resolve() if api_ca else None
         self.directory = directory.resolve()
-        self._metrics_port = metrics_port
-        self._api_port = api_port
+        self._metrics, self._api = metrics, api
         self._rules = rules.resolve()
         self._child = ChildProcess("prometheus", port, self.directory)
 
@@ -89,7 +95,7 @@ class Prometheus:
             log.warning("no rules directory at %s: Prometheus runs without rules", self._rules)
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         config = self.directory / "prometheus.yml"
-        config.write_text(render_config(self.port, self._metrics_port, self._api_port, self._rules, self._api_ca))
+        config.write_text(render_config(self.port, self._metrics, self._api, self._rules, self._api_ca))
         return self._child.start(
             [
                 binary,
