@@ -100,8 +100,10 @@ class Settings(BaseSettings):
     mqtt_receive_maximum: int = Field(default=40_000, ge=1, le=65_535)
 
     # A probe event sent through the whole path (broker, worker, ClickHouse)
-    # every so often, so freshness is known when traffic is idle; 0 turns it off.
-    probe_interval_s: float = Field(default=10.0, ge=0, le=86_400, allow_inf_nan=False)
+    # every so often, so freshness is known when traffic is idle; 0 turns it off. At most a minute:
+    # EventpipeIngestStalled pages once no probe has been committed for a minute and more, so a longer
+    # interval paged every cycle on a healthy pipeline.
+    probe_interval_s: float = Field(default=10.0, ge=0, le=60, allow_inf_nan=False)
     probe_topic: str = PROBE_TOPIC
 
     # Each insert writes a part per table it feeds, at a fixed cost of its own:

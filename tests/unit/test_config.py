@@ -149,6 +149,9 @@ def test_an_empty_host_or_data_dir_is_the_default_not_every_interface_or_the_cur
         ("EVENTPIPE_MAX_PAYLOAD_BYTES", str(256 * 1024 * 1024)),
         ("EVENTPIPE_SHUTDOWN_TIMEOUT_S", "inf"),
         ("EVENTPIPE_PROBE_INTERVAL_S", "nan"),
+        # EventpipeIngestStalled pages after a minute and more without a committed probe: it paged every
+        # cycle of a healthy pipeline probed every 5 minutes (found by a cross-check of the config as code).
+        ("EVENTPIPE_PROBE_INTERVAL_S", "61"),
         ("EVENTPIPE_RETRY_MAX_S", "1e300"),
         ("EVENTPIPE_PROBE_TOPIC", "events/#"),
         ("EVENTPIPE_PROBE_TOPIC", "events/+"),
