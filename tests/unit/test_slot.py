@@ -55,6 +55,5 @@ def test_a_share_larger_than_the_bound_is_the_bound_and_refusals_name_what_to_ch
     with pytest.raises(ApiError) as caught:
         slots.take("b")
     assert caught.value.status == 503 and "EVENTPIPE_API_MAX_REQUESTS" in caught.value.detail
-    assert slots.held() == 2
     held.pop()()
-    assert slots.held() == 1
+    slots.take("b")

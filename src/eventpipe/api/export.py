@@ -175,8 +175,9 @@ def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> AP
 
 
 class Reading:
-    """One export's pages, the next read on a thread of the shared pool while this one is sent, and
-    its slot, given back once the answer has ended and that thread has let go of the walk."""
+    """One export's pages, the next read on a thread of the shared pool while this one is sent, each
+    sent only while `granted` says its key still may have it, and its slot, given back once the answer
+    has ended and that thread has let go of the walk."""
 
     def __init__(
         self,
@@ -184,7 +185,7 @@ class Reading:
         pages: Iterator[list[Event]],
         stopped: threading.Event,
         give_back: Callable[[], None],
-        granted: Callable[[], bool] = lambda: True,
+        granted: Callable[[], bool],
     ) -> None:
         self._pool, self._pages, self._stopped, self._give_back = pool, pages, stopped, give_back
         self._granted = granted

@@ -59,8 +59,3 @@ class Slots:
                         del self._held[key]
 
         return give_back
-
-    def held(self) -> int:
-        """How many are running now."""
-        with self._lock:
-            return self._held.total()

@@ -18,7 +18,6 @@ from eventpipe.host import address
 
 CONNECTED = "eventpipe_mqtt_connected"
 TIMEOUT_S = 3
-# A server listening on every interface is asked on loopback.
 
 
 def run_healthcheck(args: argparse.Namespace) -> int:
