@@ -95,7 +95,11 @@ def migrate(client: Client, retention_days: int = 0) -> list[int]:
     """upgrade(), for whatever is about to serve the store, after dropping the copies of backups killed
     restores left (store.scratch): refuses (BackupError) one a restore left half done, as workers and the
     API started on it served a store whose derived tables were empty (an attack saw a user's pages answer
-    nothing while `events` held 998,478 rows). Checked first: upgrade() would make a dropped ledger again."""
+    nothing while `events` held 998,478 rows). Checked first: upgrade() would make a dropped ledger again.
+    A store of a newer eventpipe is refused before either, which write to it."""
+    with classified():
+        version = _version(client)
+    known_to_this_version(version, "the store")
     drop_leftovers(client)
     keep_up(client)  # the restores' columns the check reads, on a store from before them
     half = unfinished_restore(client)
@@ -243,6 +247,13 @@ def _rebuilt(client: Client, rebuild: Rebuild) -> bool:
     if rebuild.sorting_key:
         return _catalog(client, rebuild.table, "sorting_key") == rebuild.marker
     return rebuild.marker in _names("system.columns", "table = {t:String}", rebuild.table, client)
+
+
+def _version(client: Client) -> int:
+    """The newest migration the ledger records, 0 without a ledger."""
+    if not _names("system.tables", "name = {t:String}", "schema_migrations", client):
+        return 0
+    return int(str(client.command("SELECT max(version) FROM schema_migrations") or 0))
 
 
 def _names(source: str, condition: str, value: str, client: Client) -> set[str]:
