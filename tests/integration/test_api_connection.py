@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
+from eventpipe.api.keyring import Keyring
 from eventpipe.api.protocol import CLOSED_REASONS
 from eventpipe.api.server import ApiServer
 from eventpipe.host import free_port
@@ -41,7 +42,7 @@ def server(
     reader: Reader,
     max_connections: int = 1000,
     registry: CollectorRegistry | None = None,
-    keys: tuple[str, ...] = (KEY,),
+    keys: tuple[str, ...] | Keyring = (KEY,),
     max_exports: int = 4,
     write_stall_s: float = 2 * TIMEOUT_S,
     max_requests: int = 32,
@@ -51,7 +52,7 @@ def server(
     app = create_app(
         reader,
         registry,
-        list(keys),
+        keys if isinstance(keys, Keyring) else list(keys),
         max_exports=max_exports,
         max_requests=max_requests,
         max_requests_per_key=max_requests_per_key,

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from eventpipe.api.keyring import Keyring
 from eventpipe.events import Event
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Page, Reader
@@ -16,6 +20,15 @@ from tests.integration.test_api_connection import ask, big_events, request, serv
 from tests.support.api import KEY, readonly_reader
 
 OTHER = "other-key-0123456789"
+LIMITED = "limited-key-0123456789"
+
+
+def limited(tmp_path: Path, per_minute: int) -> Keyring:
+    """LIMITED, at `per_minute` requests a minute, from a keys file."""
+    entry = {"name": "limited", "sha256": hashlib.sha256(LIMITED.encode()).hexdigest()}
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps({"keys": [{**entry, "requests_per_minute": per_minute}]}))
+    return Keyring([KEY], path)
 
 
 class HeldReader(Reader):
@@ -123,3 +136,36 @@ def test_the_process_bound_answers_503_busy_naming_its_setting(clickhouse_dsn: s
         assert busy.startswith(b"HTTP/1.1 503") and b"EVENTPIPE_API_MAX_REQUESTS" in busy, busy[:300]
         assert ask(port).startswith(b"HTTP/1.1 200"), "health needs no seat"
         reader.release.set()
+
+
+def test_requests_refused_for_want_of_a_seat_do_not_spend_the_keys_rate(clickhouse_dsn: str, tmp_path: Path) -> None:
+    # Counted in the key's window, a refusal it was told to retry in 1 s used up its requests per minute:
+    # after 1 served and 4 refused, 5 a minute answered "retry in 59 s" (found by an attack on this bound).
+    big_events(clickhouse_dsn, 10, 10)
+    reader = HeldReader(readonly_reader(clickhouse_dsn))
+    with server(reader, keys=limited(tmp_path, 5), max_requests_per_key=1) as port:
+        with sent(port, "/events?event_type=held", LIMITED, 1) as hanging:
+            deadline = time.monotonic() + 10
+            while reader.waiting < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            for _ in range(4):
+                refused = ask(port, request("/events?limit=1", LIMITED))
+                assert b"too_many_requests" in refused, refused[:300]
+            reader.release.set()
+            assert status(hanging[0]).startswith(b"HTTP/1.1 200")
+        answers = [ask(port, request("/events?limit=1", LIMITED))[:12] for _ in range(5)]
+    assert answers == [b"HTTP/1.1 200"] * 4 + [b"HTTP/1.1 429"], "4 more of its 5, then its rate"
+
+
+def test_exports_refused_for_want_of_a_slot_do_not_spend_the_keys_rate(clickhouse_dsn: str, tmp_path: Path) -> None:
+    big_events(clickhouse_dsn, 30_000, 1000)  # 30 MB of NDJSON: more than the sockets' buffers hold
+    with (
+        server(readonly_reader(clickhouse_dsn), keys=limited(tmp_path, 5), max_exports=2, write_stall_s=60) as port,
+        sent(port, "/export", LIMITED, 1, receive_buffer=4096) as unread,
+    ):
+        assert status(unread[0]).startswith(b"HTTP/1.1 200")
+        for _ in range(3):
+            assert b"too_many_exports" in ask(port, request("/export", LIMITED))
+        answers = [ask(port, request("/events?limit=1", LIMITED))[:12] for _ in range(5)]
+    assert answers == [b"HTTP/1.1 200"] * 4 + [b"HTTP/1.1 429"], "4 more of its 5, then its rate"

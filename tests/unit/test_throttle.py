@@ -57,6 +57,18 @@ def test_refused_requests_do_not_count(clock: Clock) -> None:
     assert throttle.admit("k", 1) == 0.0, "a client that waited as told passes, however often it asked meanwhile"
 
 
+def test_a_request_given_back_does_not_count(clock: Clock) -> None:
+    # A request refused for want of a seat or an export slot used up the key's rate (an attack).
+    throttle = Throttle(clock)
+    assert throttle.admit("k", 2) == 0.0
+    clock.now += 1
+    assert throttle.admit("k", 2) == 0.0
+    throttle.give_back("k")
+    assert throttle.admit("k", 2) == 0.0, "the second went back"
+    assert throttle.admit("k", 2) == pytest.approx(59.0), "the first still counts"
+    throttle.give_back("unknown")
+
+
 def test_keys_have_their_own_windows_and_no_limit_means_none(clock: Clock) -> None:
     throttle = Throttle(clock)
     assert throttle.admit("a", 1) == 0.0

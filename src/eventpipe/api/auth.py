@@ -68,8 +68,18 @@ class KeyCheck:
                 f"this key may make {grant.requests_per_minute} requests per minute; retry in {seconds} s",
                 {"Retry-After": str(seconds)},
             )
-        seat(request, self._slots, grant.name)  # after the rate: a refused request holds no seat
+        try:
+            seat(request, self._slots, grant.name)  # after the rate: a refused request holds no seat
+        except ApiError:
+            self.uncount(grant)
+            raise
         return grant
+
+    def uncount(self, grant: Grant) -> None:
+        """Take a request this check let through out of its key's rate: it was refused after all (no seat,
+        no export slot), and a client that waits as Retry-After says must get through."""
+        if grant.requests_per_minute is not None:
+            self._throttle.give_back(grant.name)
 
 
 # The checks below only look at the request: `async`, they run on the loop

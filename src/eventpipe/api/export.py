@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 
 from eventpipe.api.auth import Granted, KeyCheck, StillGranted
-from eventpipe.api.error import responses
+from eventpipe.api.error import ApiError, responses
 from eventpipe.api.model import EXAMPLE_EVENT, event_text, rfc3339
 from eventpipe.api.param import EventType, Since, Until, UserId, only_known, text, window
 from eventpipe.api.slot import Slots
@@ -151,7 +151,11 @@ def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> AP
         where: Where = None,
     ) -> Stream:
         only = EventFilter(text(event_type), text(user_id), *window(since, until), where=conditions(where))
-        give_back = slots.take(grant.name)
+        try:
+            give_back = slots.take(grant.name)
+        except ApiError:
+            keys.uncount(grant)  # refused: not one of the key's requests per minute
+            raise
         stopped = threading.Event()
         try:
             pages = export.pages(grant.narrow(only), stopped=stopped)

@@ -40,6 +40,16 @@ class Throttle:
                 window = self._windows[name] = _Window(per_minute, window.times() if window else [])
             return window.admit(now, per_minute)
 
+    def give_back(self, name: str) -> None:
+        """Forget the most recent request `admit` let through for `name`: one then refused for another
+        reason (no seat for it, no export slot). Counted, it used up the key's rate while it was refused,
+        though a client waiting as Retry-After says must get through. With requests of one key at once
+        another of its last admissions may go instead: the count is exact, a time off by milliseconds."""
+        with self._lock:
+            window = self._windows.get(name)
+            if window is not None:
+                window.give_back()
+
     def keep_only(self, names: Collection[str]) -> None:
         """Forget the windows of every other name (keys removed from the keys file)."""
         with self._lock:
@@ -70,6 +80,11 @@ class _Window:
         self._ring[self._next] = now
         self._next = (self._next + 1) % self.capacity
         return 0.0
+
+    def give_back(self) -> None:
+        # The slot the last admission wrote; what it overwrote, the oldest, was a minute old or more.
+        self._next = (self._next - 1) % self.capacity
+        self._ring[self._next] = -math.inf
 
     def times(self) -> list[float]:
         """The remembered request times, oldest first."""
