@@ -9,14 +9,15 @@ from pathlib import Path
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-# Addresses that listen on every interface: reached from this host through the loopback.
-WILDCARDS = ("", "0.0.0.0", "::")
+# Addresses that listen on every interface, and the loopback address this host reaches them on: `::`
+# takes IPv6 only (asyncio and socket.create_server set IPV6_V6ONLY), so 127.0.0.1 was refused.
+WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def address(host: str, port: int) -> str:
     """`host:port` that reaches, from this host, a server listening on `host` (a setting such as
     EVENTPIPE_API_HOST): a wildcard through the loopback, an IPv6 address in brackets."""
-    host = "127.0.0.1" if host in WILDCARDS else host
+    host = WILDCARDS.get(host, host)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

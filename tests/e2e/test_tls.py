@@ -13,6 +13,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,23 @@ def publish(url: str, count: int, ca: Path | None) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
+def api_scraped(up: Up) -> Callable[[], bool]:
+    """Whether the Prometheus of `up` has scraped its API (this one: an earlier start's, on the same data dir, may
+    have left its last scrape in the lookback)."""
+    query = urllib.parse.quote(f'up{{job="api", instance="127.0.0.1:{up.api_port}"}}')
+
+    def scraped() -> bool:
+        url = f"http://127.0.0.1:{up.prometheus_port}/api/v1/query?query={query}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                result = json.loads(response.read())["data"]["result"]
+        except OSError:  # 503 until it has started
+            return False
+        return bool(result) and result[0]["value"][1] == "1"
+
+    return scraped
+
+
 def test_up_tls_takes_only_tls_with_its_ca_and_keeps_the_ca_across_restarts(tmp_path: Path, stacks: list[Up]) -> None:
     data = tmp_path / "data"
     # Given relative, as README's `--data-dir .eventpipe`: Prometheus reads its config's paths from its own dir.
@@ -122,15 +140,8 @@ def test_up_tls_takes_only_tls_with_its_ca_and_keeps_the_ca_across_restarts(tmp_
     assert isinstance(refused.value.reason, ssl.SSLCertVerificationError)
 
     # The Prometheus `up` starts scrapes the API over HTTPS, verifying it against the same CA.
-    query = urllib.parse.quote('up{job="api"}')
 
-    def api_scraped() -> bool:
-        url = f"http://127.0.0.1:{up.prometheus_port}/api/v1/query?query={query}"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            result = json.loads(response.read())["data"]["result"]
-        return bool(result) and result[0]["value"][1] == "1"
-
-    wait_until(api_scraped, timeout=60, interval=1, what="Prometheus scraping the API over HTTPS")
+    wait_until(api_scraped(up), timeout=60, interval=1, what="Prometheus scraping the API over HTTPS")
     assert up.stop() == 0, up.output()
     files = {path.name: path.read_bytes() for path in tls.glob("*.pem")}
 
@@ -143,3 +154,15 @@ def test_up_tls_takes_only_tls_with_its_ca_and_keeps_the_ca_across_restarts(tmp_
     assert get_json(f"https://127.0.0.1:{again.api_port}/stats/event-types", key, ca)["total"] == 507
     assert again.stop() == 0, again.output()
     assert count_rows(data) == 507, "only what came over TLS was stored"
+
+    # The operator's own certificate, without --tls: scraped over HTTP, the API looked down and
+    # EventpipeAPIDown paged (found by an attack).
+    own = {
+        "EVENTPIPE_API_TLS_CERT_FILE": str(tls / "server.pem"),
+        "EVENTPIPE_API_TLS_KEY_FILE": str(tls / "server-key.pem"),
+    }
+    mine = Up(data, env=own, prometheus=True)
+    stacks.append(mine)
+    assert f"api=https://127.0.0.1:{mine.api_port}" in mine.wait_ready()
+    wait_until(api_scraped(mine), timeout=60, interval=1, what="Prometheus scraping an API on its own certificate")
+    assert mine.stop() == 0, mine.output()

@@ -27,7 +27,7 @@ def test_paths_with_yaml_marks_are_read_back_whole() -> None:
     [
         ("", "127.0.0.1:8000"),
         ("0.0.0.0", "127.0.0.1:8000"),
-        ("::", "127.0.0.1:8000"),
+        ("::", "[::1]:8000"),
         ("192.0.2.2", "192.0.2.2:8000"),
         ("::1", "[::1]:8000"),
         ("localhost", "localhost:8000"),
@@ -43,3 +43,10 @@ def test_prometheus_scrapes_the_api_and_the_worker_where_their_host_settings_mak
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     assert targets["api"] == [target]
     assert targets["ingest-worker"] == [target.replace("8000", "9464")]
+
+
+def test_an_api_on_the_operators_own_certificate_is_scraped_over_https() -> None:
+    # Scraped over plain HTTP, it looked down and EventpipeAPIDown paged (found by an attack).
+    config = yaml.safe_load(render_config(9090, "127.0.0.1:9464", "127.0.0.1:8000", Path("/rules"), api_https=True))
+    api = next(job for job in config["scrape_configs"] if job["job_name"] == "api")
+    assert (api["scheme"], api["tls_config"]) == ("https", {"insecure_skip_verify": True})

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from eventpipe.api.metrics import closed_connections
 from eventpipe.api.protocol import READ_TIMEOUT_S, WRITE_STALL_S, connection_limit, guarded
 from eventpipe.errors import ConfigError
+from eventpipe.host import address
 
 
 class ApiServer:
@@ -75,7 +76,8 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self._tls else 'http'}://{self._host}:{self.port}"
+        # As this host reaches it: "http://:::8000" was printed for EVENTPIPE_API_HOST=::, and failed in curl.
+        return f"{'https' if self._tls else 'http'}://{address(self._host, self.port)}"
 
     @property
     def alive(self) -> bool:

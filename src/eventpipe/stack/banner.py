@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from eventpipe.config import Settings
+from eventpipe.host import address
 from eventpipe.redaction import redact
 from eventpipe.stack.certificate import TlsFiles
 from eventpipe.stack.credential import FILE_NAME
@@ -18,7 +19,7 @@ def announce(
     """`generated`: the key `up` made (and whether it made it at this start), when the user set none."""
     print(
         f"eventpipe ready: mqtt={redact(settings.mqtt_url)} api={api_url} "
-        f"metrics=http://{settings.metrics_host}:{settings.metrics_port}/metrics "
+        f"metrics=http://{address(settings.metrics_host, settings.metrics_port)}/metrics "
         + (f"prometheus={prometheus_url} " if prometheus_url else "")
         + f"data={settings.data_dir.resolve()}",
         flush=True,

@@ -190,6 +190,7 @@ def _serve(
             address(settings.api_host, settings.api_port),
             rules,
             tls.ca if tls else None,
+            api_https=settings.api_tls_cert_file is not None,
         )
         skipped = prometheus.start(inherit_fds=(lock.fileno(),))
         if skipped:

@@ -49,16 +49,21 @@ def default_rules_dir() -> Path:
     return Path(eventpipe.__file__).resolve().parents[2] / "prometheus" / "rules"
 
 
-def render_config(port: int, metrics: str, api: str, rules: Path, api_ca: Path | None = None) -> str:
+def render_config(
+    port: int, metrics: str, api: str, rules: Path, api_ca: Path | None = None, api_https: bool = False
+) -> str:
     """`metrics` and `api`: the worker's and the API's host:port as this host reaches them (host.address);
-    `api_ca`: the API serves HTTPS with a certificate this CA signed (`eventpipe up --tls`)."""
+    `api_ca`: the API serves HTTPS with a certificate this CA signed (`eventpipe up --tls`); `api_https`
+    without it: with the operator's own certificate (EVENTPIPE_API_TLS_CERT_FILE), whose CA `up` does not know."""
     # Paths as JSON strings, which YAML reads as they are: a data dir may hold " #" or ": ".
-    # The certificate `up` makes names localhost (stack.certificate): also right for an API on another address.
-    api_tls = (
-        f"    scheme: https\n    tls_config:\n      ca_file: {json.dumps(str(api_ca))}\n      server_name: localhost\n"
-        if api_ca
-        else ""
-    )
+    if api_ca:
+        # The certificate `up` makes names localhost (stack.certificate): also right for an API on another address.
+        trust = f"      ca_file: {json.dumps(str(api_ca))}\n      server_name: localhost\n"
+    else:
+        # Scraped over plain HTTP, an HTTPS API looked down and EventpipeAPIDown paged. Its certificate's CA
+        # is not known here, and the scrape stays on this host: not checked.
+        trust = "      insecure_skip_verify: true\n"
+    api_tls = f"    scheme: https\n    tls_config:\n{trust}" if api_ca or api_https else ""
     rule_files = json.dumps(f"{rules}/*.yml")
     return CONFIG.format(port=port, metrics=json.dumps(metrics), api=json.dumps(api), rules=rule_files, api_tls=api_tls)
 
@@ -67,14 +72,22 @@ class Prometheus:
     """Started only when the binary is there: the native stack runs without it."""
 
     def __init__(
-        self, port: int, directory: Path, metrics: str, api: str, rules: Path, api_ca: Path | None = None
+        self,
+        port: int,
+        directory: Path,
+        metrics: str,
+        api: str,
+        rules: Path,
+        api_ca: Path | None = None,
+        api_https: bool = False,
     ) -> None:
-        """`metrics` and `api`: where this host reaches the worker's and the API's /metrics (host.address)."""
+        """`metrics` and `api`: where this host reaches the worker's and the API's /metrics (host.address);
+        `api_ca`, `api_https`: as render_config takes them."""
         self.port = port
         # Prometheus reads a relative path in its config from the config's own dir, not from ours.
         self._api_ca = api_ca.resolve() if api_ca else None
         self.directory = directory.resolve()
-        self._metrics, self._api = metrics, api
+        self._metrics, self._api, self._api_https = metrics, api, api_https
         self._rules = rules.resolve()
         self._child = ChildProcess("prometheus", port, self.directory)
 
@@ -95,7 +108,9 @@ class Prometheus:
             log.warning("no rules directory at %s: Prometheus runs without rules", self._rules)
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         config = self.directory / "prometheus.yml"
-        config.write_text(render_config(self.port, self._metrics, self._api, self._rules, self._api_ca))
+        config.write_text(
+            render_config(self.port, self._metrics, self._api, self._rules, self._api_ca, self._api_https)
+        )
         return self._child.start(
             [
                 binary,
