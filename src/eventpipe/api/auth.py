@@ -97,12 +97,13 @@ Granted = Annotated[Grant, Depends(granted)]
 
 def _still(keyring: Keyring, offered: bytes, grant: Grant) -> Callable[[], bool]:
     """Whether the key (by its digest: the key itself is not kept) is still admitted with the same event
-    types, after reading the keys file again if it changed. Blocking: for a worker thread."""
+    types, after reading the keys file again if it changed; renamed, it is the same key. Blocking: for a
+    worker thread."""
 
     def check() -> bool:
         keyring.refresh()
         now = keyring.admitted_digest(offered)
-        return now is not None and (now.name, now.event_types) == (grant.name, grant.event_types)
+        return now is not None and now.event_types == grant.event_types
 
     return check
 
