@@ -7,20 +7,31 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from paho.mqtt.properties import Properties
+
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
 from eventpipe.mqtt.wire import CONNACK, DISCONNECT, PUBACK, connect_packet, publish_head, read_packet
 
 
-def publish_raw(url: str, messages: Iterable[tuple[str, bytes]], qos: int = 1, retain: bool = False) -> int:
-    """Publish (topic, payload) pairs and wait for every PUBACK; return how many were acknowledged."""
+def publish_raw(
+    url: str,
+    messages: Iterable[tuple[str, bytes]],
+    qos: int = 1,
+    retain: bool = False,
+    properties: Properties | None = None,
+) -> int:
+    """Publish (topic, payload) pairs, with MQTT 5 `properties` if given, and wait for every PUBACK; return how
+    many were acknowledged."""
     address = MqttAddress.parse(url)
     client = make_client(address, f"test-producer-{uuid.uuid4().hex[:8]}")
     client.max_inflight_messages_set(1000)
     client.connect(address.host, address.port)
     client.loop_start()
     try:
-        infos = [client.publish(topic, payload, qos=qos, retain=retain) for topic, payload in messages]
+        infos = [
+            client.publish(topic, payload, qos=qos, retain=retain, properties=properties) for topic, payload in messages
+        ]
         for info in infos:
             info.wait_for_publish(30)
         return sum(1 for info in infos if info.is_published())

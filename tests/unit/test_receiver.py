@@ -32,11 +32,16 @@ def publish(topic: str, payload: bytes, qos: int = 1, mid: int = 1, dup: bool = 
     return publish_packet(topic, payload, mid, qos=qos, dup=dup, properties=props)
 
 
-def properties() -> bytes:
+def properties(expiry: bool = True) -> bytes:
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    props.MessageExpiryInterval = 60
+    props.PayloadFormatIndicator = 1
+    if expiry:
+        props.MessageExpiryInterval = 60
     props.ContentType = "application/json"
-    props.UserProperty = [("trace", "x" * 200)]  # long enough for a two-byte property length
+    props.ResponseTopic = "replies/x"
+    props.CorrelationData = b"\x00\x01"
+    props.SubscriptionIdentifier = [300]  # a two-byte variable byte integer
+    props.UserProperty = [("trace", "x" * 200), ("k", "v")]  # long enough for a two-byte property length
     return bytes(props.pack())  # type: ignore[no-untyped-call]
 
 
@@ -47,7 +52,8 @@ def paho_reads(packet: bytes) -> Received:
     while rest[0] & 0x80:
         rest = rest[1:]
     result = _packet.decode_publish(header, rest[1:], MQTTv5)
-    return (result.mid, result.qos, result.topic.decode(), bytes(result.payload), result.dup)
+    expiring = hasattr(result.properties, "MessageExpiryInterval")
+    return (result.mid, result.qos, result.topic.decode(), bytes(result.payload), result.dup, expiring)
 
 
 @pytest.fixture
@@ -136,6 +142,8 @@ def test_whatever_the_split_every_message_arrives_as_paho_decodes_it(
         publish("events/empty", b"", mid=3),
         publish("events/qos0", b"{}", qos=0),
         publish("events/props", b'{"c":3}', mid=65_535, props=properties()),
+        # Every other PUBLISH property, and no expiry: looked through, not counted.
+        publish("events/no-expiry", b'{"d":4}', mid=5, props=properties(expiry=False)),
     ] * 5 + [publish("events/big", b"x" * 20_000, mid=4)]  # a remaining length of three bytes
     stream = b"".join(packets)
     position = 0
@@ -172,7 +180,7 @@ def test_qos_2_is_left_to_paho(wired: tuple[Receiver, socket.socket, list[list[R
     client.on_message = lambda _client, _userdata, message: messages.append(message)
     broker.sendall(publish("events/a", b"{}", mid=1) + publish("events/q2", b"{}", qos=2, mid=9))
     read_all(client)
-    assert bursts == [[(1, 1, "events/a", b"{}", False)]]
+    assert bursts == [[(1, 1, "events/a", b"{}", False, False)]]
     assert broker.recv(100) == b"\x50\x02\x00\x09"  # paho's PUBREC; it delivers on PUBREL
     broker.sendall(b"\x62\x02\x00\x09")
     read_all(client)

@@ -17,10 +17,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from eventpipe.mqtt.wire import (
     CONNECT,
     MAX_LENGTH,
+    MESSAGE_EXPIRY,
     PUBLISH,
     connect_packet,
     decode_length,
     encode_length,
+    holds_property,
     publish_head,
     publish_packet,
     read_packet,
@@ -48,6 +50,21 @@ def test_a_length_cut_short_or_over_four_bytes_is_none() -> None:
         encode_length(MAX_LENGTH + 1)
     with pytest.raises(ValueError, match="variable byte integer"):
         encode_length(-1)
+
+
+def test_publish_properties_are_looked_through_for_one_and_refused_when_they_do_not_decode() -> None:
+    expiry, alias = b"\x02\x00\x00\x00\x3c", b"\x23\x00\x01"
+    user = b"\x26\x00\x01k\x00\x02vv"
+    subscription = b"\x0b\xac\x02"  # 300, a variable byte integer of two bytes
+    found, other = user + subscription + expiry, user + subscription + alias
+    assert holds_property(found, 0, len(found), MESSAGE_EXPIRY)
+    assert holds_property(other, 0, len(other), MESSAGE_EXPIRY) is False
+    assert holds_property(b"\x00" + found, 1, len(found) + 1, MESSAGE_EXPIRY), "from where they start"
+    assert holds_property(b"", 0, 0, MESSAGE_EXPIRY) is False
+    # Not PUBLISH properties: an unknown identifier, a value past the end, a length past the end.
+    assert holds_property(b"\x7f\x00", 0, 2, MESSAGE_EXPIRY) is None
+    assert holds_property(alias, 0, 2, MESSAGE_EXPIRY) is None
+    assert holds_property(b"\x26\x00\x09k", 0, 4, MESSAGE_EXPIRY) is None
 
 
 def test_a_publish_is_what_paho_decodes() -> None:

@@ -266,7 +266,8 @@ class Consumer:
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         # Only what the receiver leaves to paho (or every message, on paho's own client: `stock_paho`).
         payload: bytes = message.payload  # type: ignore[assignment]  # struct.unpack gives bytes
-        self._on_burst([(message.mid, message.qos, message.topic, payload, bool(message.dup))])
+        expiring = hasattr(message.properties, "MessageExpiryInterval")
+        self._on_burst([(message.mid, message.qos, message.topic, payload, bool(message.dup), expiring)])
 
     def _on_burst(self, burst: list[receiver.Received]) -> None:
         """Called on paho's network thread with the messages of one read, in order."""
@@ -284,9 +285,13 @@ class Consumer:
         self._deliver(
             [
                 Delivery(mid, qos, topic, payload[:keep], received_ms, arrived, generation, len(payload))
-                for mid, qos, topic, payload, _ in burst
+                for mid, qos, topic, payload, *_ in burst
             ]
         )
         redelivered = sum(1 for item in burst if item[4])
         if redelivered:
             self._metrics.redelivered.inc(redelivered)
+        expiring = sum(1 for item in burst if item[5])
+        if expiring:
+            # Not refused: this one is here. Others of its producer may expire queued, acknowledged and lost.
+            self._metrics.expiring.inc(expiring)

@@ -16,6 +16,12 @@ class IngestMetrics:
         self.redelivered = Counter(
             "eventpipe_messages_redelivered_total", "Messages the broker sent again (DUP flag).", registry=registry
         )
+        self.expiring = Counter(
+            "eventpipe_messages_expiring_total",
+            "Messages received carrying an MQTT 5 Message Expiry Interval: the broker drops such a message, "
+            "acknowledged, if it expires queued for the worker, and nothing counts that.",
+            registry=registry,
+        )
         self.released = Counter(
             "eventpipe_messages_released_total",
             "Held messages let go unacknowledged after a reconnect, because the broker resends them.",

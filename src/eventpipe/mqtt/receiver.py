@@ -13,8 +13,8 @@ other packet types) to paho:
   every complete packet in it is handled before the loop selects again;
 - PUBLISH at QoS 0/1 (MQTT v5, manual acks) lying whole in that buffer is
   sliced into topic, packet id and payload right there; its properties are
-  skipped, never decoded (eventpipe sets no Topic Alias Maximum, so none
-  carries meaning for it). Other packets, and a PUBLISH split across reads, go
+  skipped, not decoded (eventpipe sets no Topic Alias Maximum), only looked
+  through for a Message Expiry Interval, which the worker counts. Other packets, and a PUBLISH split across reads, go
   through paho's own reader, which takes its bytes from the same buffer;
 - the messages of one read reach the application in one `on_burst` call,
   always made before any other packet or a lost connection is handled, so a
@@ -42,11 +42,12 @@ from paho.mqtt.enums import MQTTErrorCode
 from eventpipe.errors import DependencyError
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
-from eventpipe.mqtt.wire import PUBACK, PUBLISH, decode_length, puback_packets
+from eventpipe.mqtt.wire import MESSAGE_EXPIRY, PUBACK, PUBLISH, decode_length, holds_property, puback_packets
 
 READ_SIZE = 64 * 1024
-# (packet id, qos, topic, payload, dup) as read from the wire.
-Received = tuple[int, int, str, bytes, bool]
+# (packet id, qos, topic, payload, dup, expiring) as read from the wire; expiring: it carries an MQTT 5
+# Message Expiry Interval, with which the broker may drop it, acknowledged, before the worker has it.
+Received = tuple[int, int, str, bytes, bool, bool]
 # paho internals the Receiver builds on: methods of paho's Client it overrides or calls,
 METHODS = ("_sock_recv", "_packet_read", "_packet_handle", "_handle_publish", "_packet_queue", "_loop_rc_handle")
 # the attributes it reads, which paho's constructor sets,
@@ -225,15 +226,18 @@ class Receiver(mqtt.Client):
         if qos:
             mid = (data[position] << 8) | data[position + 1]
             position += 2
-        # The properties are skipped, never decoded: their length, then them.
+        # The properties are skipped, not decoded: their length, then them, looked through only for an expiry.
         properties = decode_length(data, position, end)
         if properties is None:
             return None
         skip, position = properties
-        position += skip
-        if position > end:
+        if position + skip > end:
             return None
-        return (mid, qos, topic, data[position:end], bool(header & 0x08))
+        expiring = bool(skip) and holds_property(data, position, position + skip, MESSAGE_EXPIRY)
+        if expiring is None:
+            return None
+        position += skip
+        return (mid, qos, topic, data[position:end], bool(header & 0x08), expiring)
 
     def _flush(self) -> None:
         if self._burst:

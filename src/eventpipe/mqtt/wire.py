@@ -49,6 +49,48 @@ def decode_length(data: bytes, position: int, end: int) -> tuple[int, int] | Non
     return None
 
 
+# MQTT 5 PUBLISH properties (3.3.2.3) by identifier, and how each value is laid out: a size in bytes,
+# "v" a variable byte integer, or one "s" per length-prefixed string or binary value.
+PUBLISH_PROPERTIES: dict[int, int | str] = {
+    0x01: 1,  # Payload Format Indicator
+    0x02: 4,  # Message Expiry Interval
+    0x03: "s",  # Content Type
+    0x08: "s",  # Response Topic
+    0x09: "s",  # Correlation Data
+    0x0B: "v",  # Subscription Identifier
+    0x23: 2,  # Topic Alias
+    0x26: "ss",  # User Property
+}
+MESSAGE_EXPIRY = 0x02
+
+
+def holds_property(data: bytes, start: int, end: int, wanted: int) -> bool | None:
+    """Whether the PUBLISH properties at data[start:end] hold the property `wanted`; None when they
+    do not decode as PUBLISH properties."""
+    position = start
+    while position < end:
+        identifier = data[position]
+        position += 1
+        if identifier == wanted:
+            return True
+        layout = PUBLISH_PROPERTIES.get(identifier)
+        if layout is None:
+            return None
+        if isinstance(layout, int):
+            position += layout
+        elif layout == "v":
+            decoded = decode_length(data, position, end)
+            if decoded is None:
+                return None
+            position = decoded[1]
+        else:
+            for _ in layout:
+                if position + 2 > end:
+                    return None
+                position += 2 + ((data[position] << 8) | data[position + 1])
+    return False if position == end else None
+
+
 def string(text: str) -> bytes:
     """An MQTT UTF-8 string: its length in two bytes, then its bytes."""
     raw = text.encode()
