@@ -13,9 +13,10 @@ other packet types) to paho:
   every complete packet in it is handled before the loop selects again;
 - PUBLISH at QoS 0/1 (MQTT v5, manual acks) lying whole in that buffer is
   sliced into topic, packet id and payload right there; its properties are
-  skipped, not decoded (eventpipe sets no Topic Alias Maximum), only looked
-  through for a Message Expiry Interval, which the worker counts. Other packets, and a PUBLISH split across reads, go
-  through paho's own reader, which takes its bytes from the same buffer;
+  not decoded (eventpipe sets no Topic Alias Maximum), only looked through
+  for a Message Expiry Interval, which the worker counts. Other packets, and
+  a PUBLISH split across reads, go through paho's own reader, which takes its
+  bytes from the same buffer;
 - the messages of one read reach the application in one `on_burst` call,
   always made before any other packet or a lost connection is handled, so a
   burst never mixes two connections;
