@@ -152,12 +152,14 @@ class ErasurePage(BaseModel):
 ERASE_UNAVAILABLE = {
     **responses(503)[503],
     "description": "ClickHouse cannot answer now (`unavailable`), or a migration is copying a table the erasure "
-    "must reach or swapped one during it (`busy`): for both, erase again after `Retry-After` seconds. Or erasure "
+    "must reach or swapped one during it, or the API answers as many requests as it does at once (`busy`): for "
+    "both, erase again after `Retry-After` seconds. Or erasure "
     "is not set up (`not_configured`: EVENTPIPE_ERASURE_SECRET is empty).",
 }
 AUDIT_UNAVAILABLE = {
     **responses(503)[503],
-    "description": "ClickHouse cannot answer now (`unavailable`; retry after `Retry-After` seconds), or finding a "
+    "description": "ClickHouse cannot answer now (`unavailable`), or the API answers as many requests as it does "
+    "at once (`busy`): retry after `Retry-After` seconds. Or finding a "
     "user's erasures is not set up (`not_configured`: EVENTPIPE_ERASURE_SECRET is empty).",
 }
 ErasedUser = Annotated[
