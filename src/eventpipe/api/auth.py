@@ -55,7 +55,7 @@ class KeyCheck:
         if grant is None:
             raise ApiError(401, "unauthorized", "the API key is not valid", CHALLENGE)
         request.state.grant = grant  # before the rate check: a refusal is counted under the key too
-        request.state.still_granted = _still(self.keyring, offered, grant)
+        request.state.offered = offered  # the key's digest, for still_granted: the key itself is not kept
         if self._generation != self.keyring.generation:
             self._generation = self.keyring.generation
             self._throttle.keep_only([known.name for known in self.keyring.grants()])
@@ -75,6 +75,19 @@ class KeyCheck:
             raise
         return grant
 
+    def still_granted(self, request: Request) -> Callable[[], bool]:
+        """For answers that outlast this check (an export's pages): whether the key of `request` is still
+        admitted with the same event types, after reading the keys file again if it changed (renamed, it is
+        the same key), so that one revoked or narrowed meanwhile stops getting data. Blocking: for a thread."""
+        offered, grant = request.state.offered, request.state.grant
+
+        def check() -> bool:
+            self.keyring.refresh()
+            now = self.keyring.admitted_digest(offered)
+            return now is not None and now.event_types == grant.event_types
+
+        return check
+
     def uncount(self, grant: Grant) -> None:
         """Take a request this check let through out of its key's rate: it was refused after all (no seat,
         no export slot), and a client that waits as Retry-After says must get through."""
@@ -93,31 +106,6 @@ async def granted(request: Request) -> Grant:
 
 
 Granted = Annotated[Grant, Depends(granted)]
-
-
-def _still(keyring: Keyring, offered: bytes, grant: Grant) -> Callable[[], bool]:
-    """Whether the key (by its digest: the key itself is not kept) is still admitted with the same event
-    types, after reading the keys file again if it changed; renamed, it is the same key. Blocking: for a
-    worker thread."""
-
-    def check() -> bool:
-        keyring.refresh()
-        now = keyring.admitted_digest(offered)
-        return now is not None and now.event_types == grant.event_types
-
-    return check
-
-
-async def still_granted(request: Request) -> Callable[[], bool]:
-    """For answers that outlast their request's check (an export's pages): asks whether the key is still
-    admitted as it was, so that one revoked or narrowed meanwhile stops getting data."""
-    check = getattr(request.state, "still_granted", None)
-    if check is None:
-        raise ApiError(401, "unauthorized", "send the header 'Authorization: Bearer <key>'", CHALLENGE)
-    return check  # type: ignore[no-any-return]
-
-
-StillGranted = Annotated[Callable[[], bool], Depends(still_granted)]
 
 
 async def every_type(grant: Granted) -> None:

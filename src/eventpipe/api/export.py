@@ -19,9 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
-from eventpipe.api.auth import Granted, KeyCheck, StillGranted
+from eventpipe.api.auth import Granted, KeyCheck
 from eventpipe.api.error import ApiError, responses
 from eventpipe.api.model import EXAMPLE_EVENT, event_text, rfc3339
 from eventpipe.api.param import EventType, Since, Until, UserId, only_known, text, window
@@ -142,7 +142,7 @@ def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> AP
     )
     def export_events(
         grant: Granted,
-        still: StillGranted,
+        request: Request,
         export_format: Format = "ndjson",
         event_type: EventType = None,
         user_id: UserId = None,
@@ -171,7 +171,7 @@ def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> AP
             "Content-Disposition": f'attachment; filename="events-{stamp}.{export_format}"',
             "Cache-Control": "no-store",
         }
-        reading = Reading(ahead, chain([first], pages), stopped, give_back, still)
+        reading = Reading(ahead, chain([first], pages), stopped, give_back, keys.still_granted(request))
         chunks = reading.chunks(head, encode)
         return Stream(chunks, MEDIA_TYPES[export_format], headers, "export", reading.end, reading.stop)
 

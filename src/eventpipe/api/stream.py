@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 # Set in the scope by app.HeadAsGet on a HEAD answered by a GET route: its
 # body would be thrown away, so a stream does not produce it.
 HEAD_ONLY = "eventpipe.head_only"
-# The most of a chunk written to the server at once: about its write buffer's high-water mark.
-SLICE_BYTES = 64 * 1024
 
 
 class Stream(StreamingResponse):
@@ -82,14 +80,9 @@ class Stream(StreamingResponse):
         sent = 0
         try:
             async for chunk in self.body_iterator:
-                # In slices: the server waits for the client to drain its buffer before each write, so a
-                # client that reads nothing holds a slice in it, not a whole page (megabytes, for every
-                # such client), and one that reads slowly shows progress to the stall bound in between.
-                for start in range(0, len(chunk), SLICE_BYTES):
-                    await send(
-                        {"type": "http.response.body", "body": chunk[start : start + SLICE_BYTES], "more_body": True}
-                    )
-                    sent += min(SLICE_BYTES, len(chunk) - start)
+                # Written in slices by api.flight, as every answer is: the client takes each before the next.
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent += len(chunk)
         except Exception as exc:  # whatever failed, the answer must end incomplete
             # No last chunk: the server closes the connection and the client sees a cut-off transfer.
             log.error("%s cut off after %d bytes: %s", self._what, sent, exc, exc_info=not _expected(exc))
