@@ -173,7 +173,6 @@ class Eraser:
         """Delete every row of `user_id`'s events received before now, and the dead letters naming it;
         count them as reads showed them."""
         user: dict[str, object] = {"user": user_id, "cut": time.time_ns() // 1_000_000}
-        named = mentions(user_id)
         tables = self._tables()
         copying = sorted(name for name in tables if name.endswith(COPIES))
         if copying:
@@ -204,7 +203,7 @@ class Eraser:
         # Letters as events: those received before the call, counted once the workers have committed them,
         # just before they go. Counted at the start, and deleted with no cut after the wait, the answer and
         # the audit said 836 letters where 1,211 went (found by an attack on the admin operations).
-        letters = {**named, "cut": user["cut"]}
+        letters = {**mentions(user_id), "cut": user["cut"]}
         dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {LETTERS}", letters)  # noqa: S608
         outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {LETTERS})"  # noqa: E501, S608
         self._delete("dead_letter_outcomes", outcomes, letters)
