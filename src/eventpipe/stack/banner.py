@@ -11,14 +11,16 @@ from eventpipe.stack.credential import FILE_NAME
 
 def announce(
     settings: Settings,
+    mqtt_url: str,
     api_url: str,
     prometheus_url: str | None,
     generated: tuple[str, bool] | None,
     tls: TlsFiles | None,
 ) -> None:
-    """`generated`: the key `up` made (and whether it made it at this start), when the user set none."""
+    """`mqtt_url`: where producers publish; `generated`: the key `up` made (and whether it made it at this
+    start), when the user set none."""
     print(
-        f"eventpipe ready: mqtt={redact(settings.mqtt_url)} api={api_url} "
+        f"eventpipe ready: mqtt={redact(mqtt_url)} api={api_url} "
         f"metrics=http://{address(settings.metrics_host, settings.metrics_port)}/metrics "
         + (f"prometheus={prometheus_url} " if prometheus_url else "")
         + f"data={settings.data_dir.resolve()}",

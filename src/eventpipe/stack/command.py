@@ -27,6 +27,7 @@ from eventpipe.host import address
 from eventpipe.ingest.assembly import assemble
 from eventpipe.ingest.worker import Worker
 from eventpipe.redaction import redact
+from eventpipe.stack.access import Access
 from eventpipe.stack.banner import announce
 from eventpipe.stack.certificate import TlsFiles, local_authority
 from eventpipe.stack.credential import generated_key
@@ -101,12 +102,13 @@ def run_up(args: argparse.Namespace) -> int:
             settings.mosquitto_binary,
             tls=tls,
             max_payload_bytes=settings.max_payload_bytes,
+            access=Access(settings.mqtt_topic, settings.probe_topic),
         )
         broker.start(inherit_fds=(lock.fileno(),))
         # Only what this run writes to the broker's log counts.
         log_start = broker.log_start
         shutdown.on_force = broker.terminate
-        settings = settings.model_copy(update={"mqtt_url": broker.url, "mqtt_ca_file": tls.ca if tls else None})
+        settings = settings.model_copy(update={"mqtt_url": broker.worker_url, "mqtt_ca_file": tls.ca if tls else None})
     try:
         return _serve(settings, broker, shutdown, keyring, generated, lock, tls, log_start)
     finally:
@@ -195,7 +197,9 @@ def _serve(
         skipped = prometheus.start(inherit_fds=(lock.fileno(),))
         if skipped:
             log.info("Prometheus not started: %s", skipped)
-        announce(settings, api.url, None if skipped else prometheus.url, generated, tls)
+        # Producers are told the broker's anonymous URL, never the worker's.
+        mqtt_url = broker.url if broker is not None else settings.mqtt_url
+        announce(settings, mqtt_url, api.url, None if skipped else prometheus.url, generated, tls)
         progress = Progress(registry)
         watched = None if skipped else prometheus
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from eventpipe.errors import BrokerError
 from eventpipe.mqtt import packet
 from eventpipe.stack import child
+from eventpipe.stack.access import Access
 from eventpipe.stack.certificate import TlsFiles
 from eventpipe.stack.child import ChildProcess, port_free
 
@@ -38,7 +39,7 @@ listener {port} 127.0.0.1
 # is disconnected (0x94) instead, unacknowledged.
 max_topic_alias 0
 {tls_block}allow_anonymous true
-
+{access_block}
 # When started as root Mosquitto drops to this user: the one eventpipe runs as, who owns the data dir.
 user {user}
 
@@ -73,18 +74,32 @@ connection_messages true
 
 
 def render_config(
-    port: int, directory: Path, receive_maximum: int, *, max_payload_bytes: int, tls: TlsFiles | None = None
+    port: int,
+    directory: Path,
+    receive_maximum: int,
+    *,
+    max_payload_bytes: int,
+    tls: TlsFiles | None = None,
+    access: list[str] | None = None,
 ) -> str:
-    """The broker config, its files under `directory`; `tls` makes the listener take MQTT over TLS only."""
+    """The broker config, its files under `directory`; `tls` makes the listener take MQTT over TLS only,
+    `access` are the lines that load a password file and an ACL (stack.access)."""
     tls_block = (
         f"# TLS only (`eventpipe up --tls`): clients verify this certificate against the local CA.\n"
         f"certfile {tls.cert}\nkeyfile {tls.key}\n"
         if tls
         else ""
     )
+    access_block = (
+        "# Users and topics (stack/access.py): producers stay anonymous and may only publish; the worker\n"
+        "# signs in with a password made at this start.\n" + "".join(f"{line}\n" for line in access)
+        if access
+        else ""
+    )
     return CONFIG.format(
         port=port,
         tls_block=tls_block,
+        access_block=access_block,
         user=effective_user(),
         directory=directory,
         receive_maximum=receive_maximum,
@@ -124,9 +139,11 @@ class Mosquitto:
         tls: TlsFiles | None = None,
         *,
         max_payload_bytes: int,
+        access: Access | None = None,
     ) -> None:
         self.port = port
         self._tls = tls
+        self._access = access
         self.directory = directory.resolve()
         self._receive_maximum = receive_maximum
         self._max_payload_bytes = max_payload_bytes
@@ -137,7 +154,13 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
+        """Where producers publish: anonymous."""
         return f"{'mqtts' if self._tls else 'mqtt'}://127.0.0.1:{self.port}"
+
+    @property
+    def worker_url(self) -> str:
+        """Where the worker connects: as its user, when the broker has an ACL."""
+        return self._access.url(self.url) if self._access else self.url
 
     @property
     def log_file(self) -> Path:
@@ -167,6 +190,7 @@ class Mosquitto:
                 self._receive_maximum,
                 max_payload_bytes=self._max_payload_bytes,
                 tls=self._tls,
+                access=self._access.write(self.directory) if self._access else None,
             )
         )
         offset = self._log_size()

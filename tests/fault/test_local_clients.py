@@ -1,0 +1,128 @@
+"""Hostile local clients of the broker `eventpipe up` starts: it listens on loopback, and producers there
+are anonymous, so any process on the machine is a client.
+
+With no ACL, one could subscribe to every event and never read, or leave a session behind, and make the
+broker hold memory and disk without bound (an attack: 5 unread subscribers and 120 MB of events took it
+from 9 to 704 MiB; a session left behind kept 240 MB in mosquitto.db across restarts). It could also read
+every event and publish the worker's probes. Producers now may only publish, and the worker signs in.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import stat
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from eventpipe.mqtt.address import MqttAddress
+from eventpipe.mqtt.connection import make_client
+from tests.support.mqtt import publish_raw
+from tests.support.stack import Up, count_rows, ready
+from tests.support.wait import wait_until
+
+# 2,000 events of 10 KB: 20 MB that a left session would keep in the broker's persistence file.
+COUNT, PAD = 2_000, 10_000
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    with ready(tmp_path / "data", {}) as stack:
+        yield stack
+
+
+class Listener:
+    """An anonymous client subscribed to `topic_filter`; persistent (`expiry_s`) sessions stay when it leaves."""
+
+    def __init__(self, url: str, topic_filter: str, expiry_s: int = 0, user: tuple[str, str] | None = None) -> None:
+        address = MqttAddress.parse(url)
+        self.client = make_client(address, f"local-{uuid.uuid4().hex[:8]}")
+        if user:
+            self.client.username_pw_set(*user)
+        self.received = 0
+        self.connack: ReasonCode | None = None
+        granted = threading.Event()
+        self.client.on_connect = lambda _c, _u, _f, rc, _p: setattr(self, "connack", rc)
+        self.client.on_subscribe = lambda *_args: granted.set()
+        self.client.on_message = lambda *_args: setattr(self, "received", self.received + 1)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = expiry_s
+        self.client.connect(address.host, address.port, clean_start=False, properties=props)
+        self.client.loop_start()
+        wait_until(lambda: self.connack is not None, timeout=10, what="the CONNACK")
+        if not self.connack.is_failure:
+            self.client.subscribe(topic_filter, qos=1)
+            assert granted.wait(10), "no SUBACK"
+
+    def leave(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def publish_answers(url: str, messages: list[tuple[str, bytes]]) -> list[int]:
+    """Each message's PUBACK reason code, published anonymously with MQTT 5."""
+    address = MqttAddress.parse(url)
+    client = make_client(address, f"producer-{uuid.uuid4().hex[:8]}")
+    answers: dict[int, int] = {}
+    client.on_publish = lambda _c, _u, mid, rc, _p: answers.__setitem__(mid, rc.value)
+    client.connect(address.host, address.port)
+    client.loop_start()
+    try:
+        mids = [client.publish(topic, payload, qos=1).mid for topic, payload in messages]
+        wait_until(lambda: len(answers) == len(mids), timeout=30, what="every PUBACK")
+        return [answers[mid] for mid in mids]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def events(count: int, event_type: str = "click", pad: int = 0) -> list[tuple[str, bytes]]:
+    prefix = uuid.uuid4().hex[:8]
+    return [
+        (f"events/{event_type}", json.dumps({"event_id": f"{prefix}-{i}", "properties": {"pad": "x" * pad}}).encode())
+        for i in range(count)
+    ]
+
+
+def test_a_local_subscriber_reads_nothing_and_a_session_left_behind_keeps_nothing(up: Up) -> None:
+    left = Listener(up.mqtt_url, "events/#", expiry_s=7 * 86_400)
+    left.leave()
+    reader = Listener(up.mqtt_url, "events/#")
+    try:
+        assert publish_raw(up.mqtt_url, events(COUNT, pad=PAD)) == COUNT
+        wait_until(lambda: up.metric("eventpipe_events_stored_total") >= COUNT, timeout=60, what="events stored")
+        assert reader.received == 0, "a local anonymous client read the events"
+    finally:
+        reader.leave()
+    assert up.stop(signal.SIGTERM) == 0, up.output()
+    # Saved at the stop: what is queued for every session, the one left behind included.
+    database = up.data_dir / "mosquitto" / "data" / "mosquitto.db"
+    assert database.stat().st_size < 1_000_000, f"the broker keeps {database.stat().st_size} bytes"
+    assert count_rows(up.data_dir) == COUNT
+
+
+def test_a_local_client_cannot_forge_the_workers_probe_and_can_publish_events(up: Up) -> None:
+    answers = publish_answers(up.mqtt_url, [("events/_probe", b'{"event_id": "forged"}'), *events(3)])
+    assert answers == [0x87, 0, 0, 0], "0x87: not authorised"
+    wait_until(lambda: up.metric("eventpipe_events_stored_total") >= 3, timeout=30, what="the events stored")
+
+
+def test_the_worker_signs_in_with_a_password_no_one_else_can_read(up: Up) -> None:
+    directory = up.data_dir / "mosquitto"
+    for name in ("passwd", "acl"):
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600, name
+    assert "u'ingest')" in (directory / "mosquitto.log").read_text(), "the worker did not sign in"
+    intruder = Listener(up.mqtt_url.replace("mqtt://", "mqtt://ingest:guess@"), "events/#")
+    try:
+        assert intruder.connack is not None and intruder.connack.is_failure
+    finally:
+        intruder.leave()
+    assert up.stop(signal.SIGTERM) == 0
+    assert "ingest:" not in up.output()
