@@ -23,6 +23,7 @@ from eventpipe.config import Settings
 from eventpipe.host import free_port
 from eventpipe.mqtt import packet
 from eventpipe.mqtt.wire import connect_packet
+from eventpipe.stack.access import USER, Access
 from eventpipe.stack.certificate import local_authority
 from eventpipe.stack.mosquitto import effective_user, find_binary, render_config
 from tests.support import compose
@@ -52,11 +53,11 @@ def directives(text: str) -> dict[str, list[str]]:
     return found
 
 
-def acl_rules() -> dict[str, list[tuple[str, str]]]:
-    """user -> [(access, topic)] from mosquitto/acl."""
+def parse_acl(text: str) -> dict[str, list[tuple[str, str]]]:
+    """user -> [(access, topic)]; the user "" is anonymous clients, whose rules come before any user line."""
     rules: dict[str, list[tuple[str, str]]] = {}
     user = ""
-    for line in (MOSQUITTO / "acl").read_text().splitlines():
+    for line in text.splitlines():
         words = line.split()
         if not words or words[0].startswith("#"):
             continue
@@ -64,11 +65,17 @@ def acl_rules() -> dict[str, list[tuple[str, str]]]:
             user = words[1]
             rules[user] = []
         elif words[0] == "topic":
-            assert user, "topic rules before any user apply to anonymous clients"
             access, topic = (words[1], words[2]) if len(words) == 3 else ("readwrite", words[1])
-            rules[user].append((access, topic))
+            rules.setdefault(user, []).append((access, topic))
         else:
             raise AssertionError(f"unexpected ACL line: {line}")
+    return rules
+
+
+def acl_rules() -> dict[str, list[tuple[str, str]]]:
+    """user -> [(access, topic)] from mosquitto/acl."""
+    rules = parse_acl((MOSQUITTO / "acl").read_text())
+    assert "" not in rules, "topic rules before any user apply to anonymous clients"
     return rules
 
 
@@ -79,6 +86,17 @@ def test_anonymous_access_is_off_and_every_client_is_authorised() -> None:
     assert CONFIG["allow_anonymous"] == ["false"]
     assert CONFIG["password_file"] and CONFIG["acl_file"]
     assert "per_listener_settings" not in CONFIG
+
+
+def test_the_native_broker_gives_anonymous_producers_and_its_worker_what_compose_gives_its_users(
+    tmp_path: Path,
+) -> None:
+    defaults = Settings()
+    loaded = directives("\n".join(Access(defaults.mqtt_topic, defaults.probe_topic).write(tmp_path)))
+    native = parse_acl(Path(loaded["acl_file"][0]).read_text())
+    rules = acl_rules()
+    assert native == {"": rules["producer"], USER: rules[USER]}
+    assert Path(loaded["password_file"][0]).read_text().startswith(f"{USER}:$7$")
 
 
 def test_the_flow_limits_equal_those_of_the_native_broker() -> None:
