@@ -114,6 +114,38 @@ def test_a_local_client_cannot_forge_the_workers_probe_and_can_publish_events(up
     wait_until(lambda: up.metric("eventpipe_events_stored_total") >= 3, timeout=30, what="the events stored")
 
 
+def publish_retained(url: str, count: int) -> tuple[int, int | None]:
+    """Publish `count` retained 10 KB events, each on a topic of its own: (how many the broker acknowledged,
+    the reason code of its DISCONNECT if it sent one)."""
+    address = MqttAddress.parse(url)
+    client = make_client(address, f"retainer-{uuid.uuid4().hex[:8]}")
+    acked: list[int] = []
+    reasons: list[int] = []
+    client.on_publish = lambda _c, _u, mid, _rc, _p: acked.append(mid)
+    client.on_disconnect = lambda _c, _u, _f, rc, _p: reasons.append(rc.value)
+    client.connect(address.host, address.port)
+    client.loop_start()
+    try:
+        for index, (_topic, payload) in enumerate(events(count, pad=PAD)):
+            client.publish(f"events/retained-{index}", payload, qos=1, retain=True)
+        wait_until(lambda: len(acked) == count or reasons, timeout=30, what="every PUBACK or a DISCONNECT")
+        return len(acked), (reasons[0] if reasons else None)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_a_retained_message_is_refused_so_the_broker_keeps_none(up: Up) -> None:
+    # Kept once per topic for ever (the worker never asks for them: README), retained messages on topics of
+    # a local client's making filled the broker's memory and its persistence without bound.
+    acked, reason = publish_retained(up.mqtt_url, 500)
+    assert (acked, reason) == (0, 0x9A), "0x9A: retain not supported"
+    assert publish_raw(up.mqtt_url, events(3)) == 3, "an honest producer was refused"
+    assert up.stop(signal.SIGTERM) == 0, up.output()
+    database = up.data_dir / "mosquitto" / "data" / "mosquitto.db"
+    assert database.stat().st_size < 100_000, f"the broker keeps {database.stat().st_size} bytes"
+
+
 def test_the_worker_signs_in_with_a_password_no_one_else_can_read(up: Up) -> None:
     directory = up.data_dir / "mosquitto"
     for name in ("passwd", "acl"):

@@ -38,6 +38,15 @@ topic read {events}
 topic write {probe}
 """
 
+# The broker kept a retained message per topic for ever, and the worker never asks for them (README: do
+# not set the retain flag): a local client publishing to topics of its making filled its memory and disk.
+# So a producer that sets the flag is disconnected (MQTT 5: reason 0x9A), unacknowledged. Compose keeps
+# them: its exporter reads the broker's own retained $SYS values, and its producers sign in.
+NO_RETAINED = (
+    "# No retained messages: kept per topic for ever, and never read; a client that sends one is disconnected.",
+    "retain_available false",
+)
+
 
 def hashed(password: str, salt: bytes) -> str:
     """`password` as Mosquitto's password file holds it."""
@@ -60,11 +69,12 @@ class Access:
                 raise ConfigError(f"{setting} holds a line break or NUL, which the broker's ACL file cannot hold")
 
     def write(self, directory: Path) -> list[str]:
-        """Write the password file and the ACL in `directory` (owner only); the config lines that load them."""
+        """Write the password file and the ACL in `directory` (owner only); the config lines that load them,
+        and refuse retained messages."""
         passwd, acl = directory / "passwd", directory / "acl"
         _private(passwd, f"{USER}:{hashed(self.password, os.urandom(SALT_BYTES))}\n")
         _private(acl, ACL.format(user=USER, events=self.events, probe=self.probe))
-        return [f"password_file {passwd}", f"acl_file {acl}"]
+        return [f"password_file {passwd}", f"acl_file {acl}", *NO_RETAINED]
 
     def url(self, anonymous: str) -> str:
         """The worker's URL: `anonymous` (scheme://host:port) with its user and password."""

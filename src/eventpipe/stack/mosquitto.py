@@ -91,8 +91,8 @@ def render_config(
         else ""
     )
     access_block = (
-        "# Users and topics (stack/access.py): producers stay anonymous and may only publish; the worker\n"
-        "# signs in with a password made at this start.\n" + "".join(f"{line}\n" for line in access)
+        "# Users, topics and retained messages (stack/access.py): producers stay anonymous and may only\n"
+        "# publish; the worker signs in with a password made at this start.\n" + "".join(f"{line}\n" for line in access)
         if access
         else ""
     )
