@@ -22,9 +22,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from eventpipe.host import pid_running, rss_bytes
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
-from tests.support.mqtt import publish_raw
+from eventpipe.mqtt.wire import DISCONNECT
+from tests.support.mqtt import publish_raw, unreleased
 from tests.support.stack import Up, count_rows, ready
 from tests.support.wait import wait_until
 
@@ -144,6 +146,19 @@ def test_a_retained_message_is_refused_so_the_broker_keeps_none(up: Up) -> None:
     assert up.stop(signal.SIGTERM) == 0, up.output()
     database = up.data_dir / "mosquitto" / "data" / "mosquitto.db"
     assert database.stat().st_size < 100_000, f"the broker keeps {database.stat().st_size} bytes"
+
+
+def test_a_qos_2_message_is_refused_so_a_client_cannot_make_the_broker_hold_them(up: Up) -> None:
+    # README's contract is QoS 1. A QoS 2 message is held by the broker until its publisher releases it,
+    # up to the in-flight window per connection (40,000 here), with no bound on connections.
+    pid = pid_running("-c", str(up.data_dir.resolve() / "mosquitto" / "mosquitto.conf"))
+    assert pid is not None
+    before = rss_bytes(pid)
+    packet, body = unreleased(up.mqtt_url, 1_000)
+    grown = rss_bytes(pid) - before
+    assert (packet, body[:1]) == (DISCONNECT, b"\x9b"), "0x9B: QoS not supported"
+    assert grown < 20 * 2**20, f"the broker grew by {grown / 2**20:.0f} MiB"
+    assert publish_raw(up.mqtt_url, events(3)) == 3, "an honest producer was refused"
 
 
 def test_the_worker_signs_in_with_a_password_no_one_else_can_read(up: Up) -> None:

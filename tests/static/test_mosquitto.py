@@ -22,12 +22,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from eventpipe.config import Settings
 from eventpipe.host import free_port
 from eventpipe.mqtt import packet
-from eventpipe.mqtt.wire import connect_packet
+from eventpipe.mqtt.wire import DISCONNECT, connect_packet
 from eventpipe.stack.access import USER, Access
 from eventpipe.stack.certificate import local_authority
 from eventpipe.stack.mosquitto import effective_user, find_binary, render_config
 from tests.support import compose
-from tests.support.mqtt import stream_publish
+from tests.support.mqtt import stream_publish, unreleased
 from tests.support.wait import wait_until
 
 MOSQUITTO = compose.REPO / "mosquitto"
@@ -381,7 +381,7 @@ def listener_options() -> dict[str, dict[str, str]]:
         if key == "listener":
             port = value.split()[0]
             found[port] = {}
-        elif key in ("certfile", "keyfile", "max_connections", "max_topic_alias") and port:
+        elif key in ("certfile", "keyfile", "max_connections", "max_topic_alias", "max_qos") and port:
             found[port][key] = value
         elif key and not key.startswith("#"):
             port = ""
@@ -397,6 +397,16 @@ def test_no_listener_takes_topic_aliases_here_or_natively(tmp_path: Path) -> Non
     }
     native = render_config(1883, tmp_path, 40_000, max_payload_bytes=65_536)
     assert "\nmax_topic_alias 0\n" in native
+
+
+def test_no_listener_takes_qos_2_here_or_natively(broker: Broker, tmp_path: Path) -> None:
+    # README's contract is QoS 1; a QoS 2 message is held until its publisher releases it, so a producer
+    # that never did made the broker hold up to its window (40,000 messages) per connection.
+    assert {port: options.get("max_qos") for port, options in listener_options().items()} == {"1883": "1", "8883": "1"}
+    assert "\nmax_qos 1\n" in render_config(1883, tmp_path, 40_000, max_payload_bytes=65_536)
+    producer = f"mqtt://producer:{PASSWORDS['producer']}@127.0.0.1:{broker.port}"
+    packet, body = unreleased(producer, 100)
+    assert (packet, body[:1]) == (DISCONNECT, b"\x9b"), "0x9B: QoS not supported"
 
 
 def test_only_the_producers_listener_caps_its_sockets_and_the_broker_has_files_for_more() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 from collections.abc import Iterable
@@ -11,7 +12,7 @@ from paho.mqtt.properties import Properties
 
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
-from eventpipe.mqtt.wire import CONNACK, DISCONNECT, PUBACK, connect_packet, publish_head, read_packet
+from eventpipe.mqtt.wire import CONNACK, DISCONNECT, PUBACK, connect_packet, publish_head, publish_packet, read_packet
 
 
 def publish_raw(
@@ -81,3 +82,21 @@ def stream_publish(url: str, topic: str, payload_size: int, chunk: int = 64 * 10
         if packet == "puback":
             return Answer(packet, body[2] if len(body) > 2 else 0, sent)
         return Answer(packet, body[0] if body else 0, sent)
+
+
+def unreleased(url: str, count: int, size: int = 60_000) -> tuple[int, bytes]:
+    """Send `count` QoS 2 PUBLISHes of `size` bytes and never release one (no PUBREL), as a hostile client
+    would: the broker holds each until released. (The packet that answered the first one, its body.)"""
+    address = MqttAddress.parse(url)
+    with socket.create_connection((address.host, address.port), timeout=10) as sock:
+        sock.sendall(connect_packet(f"unreleased-{uuid.uuid4().hex[:8]}", address.username, address.password))
+        header, body = read_packet(sock)
+        assert header == CONNACK and body[1] == 0, f"CONNACK refused: {body!r}"
+        with contextlib.suppress(OSError):
+            for packet_id in range(1, count + 1):
+                sock.sendall(publish_packet("events/held", b"x" * size, packet_id, qos=2))
+        try:
+            header, body = read_packet(sock)
+        except OSError:
+            return 0, b""
+        return header & 0xF0, body

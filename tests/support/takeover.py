@@ -128,7 +128,7 @@ class ComposeBroker:
         # (left behind, an option of that listener would apply to the one before it).
         text, tls = re.subn(
             r"(?m)^listener 8883 .*\n"
-            r"(?:(?:#|(?:certfile|keyfile|cafile|tls_version|max_connections|max_topic_alias) ).*\n)*",
+            r"(?:(?:#|(?:certfile|keyfile|cafile|tls_version|max_connections|max_topic_alias|max_qos) ).*\n)*",
             "",
             text,
         )

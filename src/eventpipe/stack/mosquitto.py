@@ -38,6 +38,10 @@ listener {port} 127.0.0.1
 # over the worker's limit and drops it after its PUBACK. A producer that uses one
 # is disconnected (0x94) instead, unacknowledged.
 max_topic_alias 0
+# QoS 1 at most, README's contract: a QoS 2 message is held until its publisher releases it, up to the
+# in-flight window per connection, so a client that never did made the broker hold gigabytes. One that
+# sends QoS 2 is disconnected (MQTT 5: reason 0x9B), unacknowledged; subscriptions are granted QoS 1.
+max_qos 1
 {tls_block}allow_anonymous true
 {access_block}
 # When started as root Mosquitto drops to this user: the one eventpipe runs as, who owns the data dir.
