@@ -93,7 +93,7 @@ ENCODERS: dict[str, tuple[str, Callable[[list[Event]], str]]] = {"ndjson": ("", 
 def _example(fmt: str) -> str:
     sample = {**EXAMPLE_EVENT, "properties": json.dumps(EXAMPLE_EVENT["properties"], separators=(",", ":"))}
     sample["timestamp_ms"], sample["received_ms"] = map(to_epoch_ms, (sample["timestamp"], sample["received_at"]))
-    event = Event(**{field: sample[field] for field in Event._fields})
+    event = Event(**{field: sample[field] for field in Event._fields if field in sample})
     head, encode = ENCODERS[fmt]
     return head + encode([event, event._replace(event_id="5f0e8a77-02c4-4f3b-b1de-7a4b1b2f4e01", user_id=None)])
 

@@ -76,6 +76,10 @@ class Event(NamedTuple):
     user_id: str | None
     topic: str
     properties: str  # JSON object text
+    # Sent without a timestamp, so stamped with its receive time. Said, not guessed from the timestamp
+    # equalling the receive time: a dated event sent in the millisecond it arrived is no undated copy.
+    # Not a column: the writer stores the first len(EVENT_COLUMNS) fields.
+    undated: bool = False
 
 
 class Rejection(NamedTuple):
@@ -191,7 +195,7 @@ def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: i
         raise _Invalid(Reason.INVALID_JSON, "payload holds a number out of range (inf)") from None
     if "\\u" in text:
         _check_encodable(props_text, event_type, event_id, user_id or "")
-    return Event(event_id, event_type, timestamp_ms, received_ms, user_id, topic, props_text)
+    return Event(event_id, event_type, timestamp_ms, received_ms, user_id, topic, props_text, timestamp is None)
 
 
 def _from_envelope(body: dict[str, Any], envelope_keys: tuple[str, ...], *values: Any) -> tuple[Any, ...]:

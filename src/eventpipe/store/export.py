@@ -151,7 +151,7 @@ class Export:
             extent = self._extent(extent_query(window, after, rows, max_bytes))
             served, short = 0, False
             if extent.last is not None:
-                page = [Event._make(row) for row in self._run(page_query(window, after, extent.last, extent.kept))]
+                page = [Event(*row) for row in self._run(page_query(window, after, extent.last, extent.kept))]
                 served = len(page)
                 if page:
                     yield page

@@ -28,6 +28,8 @@ MAX_POISON_ROWS = 8
 # The id (and user) of the rows Writer.takes_writes inserts: of the probe type, so no read shows them.
 CANARY_ID = "eventpipe-canary"
 EVENT_COLUMNS = ("event_id", "event_type", "timestamp", "received_at", "user_id", "topic", "properties")
+# An Event's fields that are columns, in EVENT_COLUMNS order: the rest (Event.undated) guide the writer.
+STORED = len(EVENT_COLUMNS)
 DEAD_LETTER_COLUMNS = ("dead_letter_id", "received_at", "topic", "reason", "detail", "payload", "payload_size")
 # Explicit, because ClickHouse 26.2+ defaults async_insert on, and an async
 # insert returns before the rows are durable: acking then could lose them.
@@ -103,7 +105,7 @@ class Writer:
         # views that copy users' rows (events_by_user) take it too.
         canary = Event(CANARY_ID, PROBE_EVENT_TYPE, now - now % 86_400_000, now, CANARY_ID, "", "{}")
         try:
-            self._insert("events", EVENT_COLUMNS, list(zip(canary)))
+            self._insert("events", EVENT_COLUMNS, list(zip(canary[:STORED])))
         except StorageError as exc:
             return exc
         return None
@@ -148,7 +150,7 @@ class Writer:
         first copy's time is looked up among those stored (undated_events) and,
         failing that, taken from the first copy in this batch.
         """
-        undated = {event.event_id for event in events if event.timestamp_ms == event.received_ms}
+        undated = {event.event_id for event in events if event.undated}
         if not undated:
             return events
         rows: list[Sequence[object]] = []
@@ -158,7 +160,7 @@ class Writer:
         first = {(str(kind), str(event_id)): int(str(millis)) for kind, event_id, millis in rows}
         out = []
         for event in events:
-            if event.timestamp_ms == event.received_ms:
+            if event.undated:
                 millis = first.setdefault((event.event_type, event.event_id), event.timestamp_ms)
                 if millis != event.timestamp_ms:
                     event = event._replace(timestamp_ms=millis)
@@ -174,7 +176,7 @@ class Writer:
         (177 rows in one kill -9 test run). Recorded first, a redelivery always
         finds the time, even for a batch that never reached events.
         """
-        first = [event for event in events if event.timestamp_ms == event.received_ms]
+        first = [event for event in events if event.undated]
         if first:
             columns: list[list[object]] = [
                 [event.event_type for event in first],
@@ -213,7 +215,7 @@ class Writer:
         """
         if not indexes:
             return
-        columns = list(zip(*(events[i] for i in indexes), strict=True))
+        columns = list(zip(*(events[i] for i in indexes), strict=True))[:STORED]
         try:
             self._insert("events", EVENT_COLUMNS, columns)
         except (RejectedDataError, UnknownStorageError) as exc:
