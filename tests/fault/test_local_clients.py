@@ -10,6 +10,7 @@ every event and publish the worker's probes. Producers now may only publish, and
 from __future__ import annotations
 
 import json
+import os
 import signal
 import stat
 import threading
@@ -27,7 +28,7 @@ from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
 from eventpipe.mqtt.wire import DISCONNECT
 from tests.support.mqtt import publish_raw, unreleased
-from tests.support.stack import Up, count_rows, ready
+from tests.support.stack import Up, count_rows, ready, run_eventpipe
 from tests.support.wait import wait_until
 
 # 2,000 events of 10 KB: 20 MB that a left session would keep in the broker's persistence file.
@@ -173,3 +174,13 @@ def test_the_worker_signs_in_with_a_password_no_one_else_can_read(up: Up) -> Non
         intruder.leave()
     assert up.stop(signal.SIGTERM) == 0
     assert "ingest:" not in up.output()
+
+
+def test_a_producer_that_sends_a_user_name_is_told_the_broker_refused_it(up: Up) -> None:
+    # It printed "published 3 events ... 0 acknowledged" and paho's "not currently connected" warnings.
+    url = up.mqtt_url.replace("mqtt://", "mqtt://producer:S3cretPw@")
+    done = run_eventpipe("publish", "--count", "3", env={**os.environ, "EVENTPIPE_MQTT_URL": url})
+    assert done.returncode != 0
+    assert "refused the connection: Not authorized" in done.stderr, done.stderr
+    assert "without a user name" in done.stderr
+    assert "S3cretPw" not in done.stderr + done.stdout

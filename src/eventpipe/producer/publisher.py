@@ -65,7 +65,13 @@ def publish_demo(
     # A broker that drops the connection before CONNACK (a TLS port spoken to in
     # plain MQTT does) would otherwise be waited for until the timeout.
     closed = threading.Event()
-    client.on_connect = lambda *_args: connected.set()
+    answer: list[object] = []
+
+    def on_connect(_client: object, _userdata: object, _flags: object, reason: object, _properties: object) -> None:
+        answer.append(reason)
+        connected.set()
+
+    client.on_connect = on_connect
     client.on_disconnect = lambda *_args: closed.set()
     refused: dict[int, str] = {}
 
@@ -91,6 +97,10 @@ def publish_demo(
                 raise BrokerError(f"the MQTT broker at {address} closed the connection before accepting it{hint}")
             if time.monotonic() > deadline:
                 raise BrokerError(f"the MQTT broker at {address} did not accept the connection within {timeout:.0f}s")
+        if getattr(answer[0], "is_failure", False):
+            # Said at once: paho would go on queueing every event for a connection that never comes.
+            hint = " (the broker of `eventpipe up` takes producers without a user name)" if address.username else ""
+            raise BrokerError(f"the MQTT broker at {address} refused the connection: {answer[0]}{hint}")
         return _send(client, count, rate, qos, topic_prefix, random.Random(seed), timeout, refused)
     finally:
         client.disconnect()
