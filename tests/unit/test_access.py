@@ -22,7 +22,7 @@ def test_the_hash_is_the_one_mosquitto_passwd_writes() -> None:
     assert hashed("secret2", salt) != MOSQUITTO_LINE
 
 
-@pytest.mark.parametrize("topic", ["events/#\nuser intruder", "events/x\r", "events/\0"])
+@pytest.mark.parametrize("topic", ["events/#\nuser intruder", "events/x\r", "events/\0", "events/# ", " events/#"])
 def test_a_topic_that_would_add_a_line_to_the_acl_is_refused_naming_its_setting(topic: str) -> None:
     with pytest.raises(ConfigError, match="EVENTPIPE_MQTT_TOPIC"):
         Access(topic, "events/_probe")
@@ -34,3 +34,9 @@ def test_each_start_makes_another_password_and_the_worker_url_carries_it() -> No
     parts = urlsplit(first.url("mqtts://127.0.0.1:1883"))
     assert (parts.scheme, parts.username, parts.password, parts.port) == ("mqtts", "ingest", first.password, 1883)
     assert first.password not in repr(first)
+
+
+def test_a_probe_topic_with_a_blank_at_its_end_is_refused_naming_its_setting() -> None:
+    # Mosquitto trims it in the ACL: the worker's probes were refused, and anyone's to events/_probe admitted.
+    with pytest.raises(ConfigError, match="EVENTPIPE_PROBE_TOPIC starts or ends with a blank"):
+        Access("events/#", "events/_probe ")

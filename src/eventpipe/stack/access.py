@@ -63,10 +63,14 @@ class Access:
     password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
 
     def __post_init__(self) -> None:
-        # One rule per line in the ACL: a line break in a topic would add a rule of the topic's making.
+        # One rule per line in the ACL: a line break in a topic would add a rule of the topic's making. And
+        # Mosquitto trims blanks around a rule's topic: "events/_probe " would name "events/_probe", so the
+        # worker's probes to the real topic were refused and anyone's to it taken for the worker's.
         for setting, topic in (("EVENTPIPE_MQTT_TOPIC", self.events), ("EVENTPIPE_PROBE_TOPIC", self.probe)):
             if any(char in topic for char in "\r\n\0"):
                 raise ConfigError(f"{setting} holds a line break or NUL, which the broker's ACL file cannot hold")
+            if topic != topic.strip():
+                raise ConfigError(f"{setting} starts or ends with a blank, which the broker's ACL file cannot hold")
 
     def write(self, directory: Path) -> list[str]:
         """Write the password file and the ACL in `directory` (owner only); the config lines that load them,
