@@ -106,7 +106,9 @@ def test_migration_3_keeps_every_row_and_the_first_copy_wins_even_after_a_crash(
     reader = Reader(client)
     assert reader.count_events() == 501 + int(crash == "after the swap")
     assert reader.count_dead_letters() == 1
-    assert reader.event(first.event_id) == first._replace(undated=False), "the first copy, not the redelivery, is the event"
+    assert reader.event(first.event_id) == first._replace(undated=False), (
+        "the first copy, not the redelivery, is the event"
+    )
     tables = {row[0] for row in client.query("SHOW TABLES").result_rows}
     assert "events_rebuild" not in tables and "dead_letters_rebuild" not in tables
     assert migrate(client) == []
