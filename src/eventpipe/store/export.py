@@ -151,7 +151,8 @@ class Export:
             extent = self._extent(extent_query(window, after, rows, max_bytes))
             served, short = 0, False
             if extent.last is not None:
-                page = [Event(*row) for row in self._run(page_query(window, after, extent.last, extent.kept))]
+                found = self._run(page_query(window, after, extent.last, extent.kept))
+                page = [Event._make((*row, False)) for row in found]  # read back: no undated flag to carry
                 served = len(page)
                 if page:
                     yield page
