@@ -58,11 +58,11 @@ def to_epoch_ms(value: object, *, up: bool = False) -> int:
         if not up:
             return (moment - _EPOCH) // _ONE_MS
         # The parser keeps microseconds and drops finer digits: any of them not 0 puts the instant past
-        # the microsecond it kept, which matters when that microsecond is a whole millisecond.
+        # the microsecond it kept, which matters when that microsecond is a whole millisecond. Counted in
+        # milliseconds, not added to the datetime: past its last microsecond (year 9999) that overflowed.
         finer = _BEYOND_MICROSECONDS.search(text)
-        if finer and finer.group(1).strip("0"):
-            moment += _ONE_US
-        return -((_EPOCH - moment) // _ONE_MS)
+        past = bool(finer and finer.group(1).strip("0")) and moment.microsecond % 1000 == 0
+        return -((_EPOCH - moment) // _ONE_MS) + int(past)
     raise ValueError(f"timestamp must be a string or a number, not {type(value).__name__}")
 
 
