@@ -31,6 +31,8 @@ import h11
 from prometheus_client import Counter
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from eventpipe.api.transport import CutOff, reset
+
 log = logging.getLogger(__name__)
 
 # Far more clients than one API process on two cores serves at once; below
@@ -159,7 +161,8 @@ class GuardedH11Protocol(H11Protocol):
         self._counted = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # What the request cycles write to and close: an answer cut off is reset, not ended (api.transport).
+        super().connection_made(CutOff(transport, self))  # type: ignore[arg-type]
         if len(self.connections) > self.max_connections:
             self._refuse()
             return
@@ -240,7 +243,7 @@ class GuardedH11Protocol(H11Protocol):
         self._count(reason)
         state = self.conn.our_state
         if state is h11.SEND_BODY:
-            self.transport.abort()  # an answer is half sent: nothing more can be said
+            reset(self.transport)  # an answer is half sent: nothing more can be said, and it must not look whole
             return
         if state not in (h11.IDLE, h11.SEND_RESPONSE):
             self.transport.close()  # this request was answered already: that answer still goes out whole
@@ -264,7 +267,7 @@ class GuardedH11Protocol(H11Protocol):
             self._stall = self.loop.call_later(self.write_stall_s, self._drop)
             return
         self._count("stalled")
-        self.transport.abort()
+        reset(self.transport)  # its answer is cut: a FIN would end an HTTP/1.0 body as if it were whole
 
     def _unread(self) -> int:
         """Bytes of answers the client has not taken: in the server's buffer, and in the kernel's not yet
