@@ -112,8 +112,17 @@ class Measure:
                 code = message["status"]
             await send(message)
 
+        async def receiving() -> Message:
+            nonlocal started
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                # Timed from the whole request: a key that sent its body late (a GET's `{}` just before
+                # the read timeout) was timed for its own wait, and spent the latency SLO at will.
+                started = time.perf_counter()
+            return message
+
         try:
-            await self.app(scope, receive, noting_status)
+            await self.app(scope, receiving, noting_status)
         finally:
             route = scope.get("route")
             # Unmatched paths share one label, so scanners cannot blow up cardinality.
