@@ -154,7 +154,7 @@ def test_migration_16_keeps_the_events_stored_between_any_two_of_its_statements(
     assert any(statement.startswith("EXCHANGE") for statement in interleaved.statements), "it copied and swapped"
     assert_every_user_event_is_indexed(client, before + interleaved.written)
     # The copy was made with the retention already set: no second rewrite after it.
-    assert "TTL toDateTime(timestamp) + toIntervalDay(3650)" in client.command(
+    assert "TTL toDateTime(timestamp) + toIntervalDay(3651)" in client.command(
         "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = 'events_by_user'"
     )
     assert not any("MODIFY TTL" in statement for statement in interleaved.statements if "events_by_user " in statement)

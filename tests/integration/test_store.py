@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import clickhouse_connect
 import pytest
@@ -31,6 +32,26 @@ def sample(count: int, prefix: str = "e") -> list[Event]:
         assert isinstance(row, Event)
         rows.append(row)
     return rows
+
+
+def test_an_event_accepted_just_inside_the_retention_outlives_the_next_merge(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # The worker takes events up to EVENTPIPE_RETENTION_DAYS old, and the TTL dropped them at that same
+    # age: one 2 s inside it was acknowledged, counted stored, and gone at the merge seconds later,
+    # before a caught-up /feed sync asked again (found by an attack on time).
+    migrate(client, retention_days=1)
+    now = int(time.time() * 1000)
+    edge = parse(
+        "events/x", json.dumps({"event_id": "edge", "timestamp": now - 86_400_000 + 2_000}).encode(), now, Limits()
+    )
+    assert isinstance(edge, Event)
+    assert Writer(client).insert_events([edge]) == []
+    time.sleep(3)
+    for table in ("events", "arrivals"):
+        client.command(f"OPTIMIZE TABLE {table} FINAL")
+    assert Reader(client).count_events() == 1
+    assert int(client.command("SELECT count() FROM arrivals")) == 1
 
 
 def test_migrations_are_applied_once_and_in_order(clickhouse_dsn: str) -> None:
@@ -123,7 +144,7 @@ def test_retention_is_set_and_removed_by_the_settings(client: clickhouse_connect
         )
 
     migrate(client, retention_days=30)
-    assert "TTL toDateTime(timestamp) + toIntervalDay(30)" in ttl()
+    assert "TTL toDateTime(timestamp) + toIntervalDay(31)" in ttl(), "a day past the retention"
     migrate(client, retention_days=0)
     assert " TTL " not in ttl()
 

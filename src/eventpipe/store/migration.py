@@ -81,6 +81,10 @@ def keep_up(client: Client) -> None:
             client.command(statement)
 
 
+# Kept this long past EVENTPIPE_RETENTION_DAYS. The worker takes events up to the retention's age, and a
+# TTL at that same age dropped one taken just inside it at the merge seconds later: acknowledged, counted
+# stored, and gone before a caught-up /feed sync asked again. Every event taken now lives a day at least.
+RETENTION_GRACE_DAYS = 1
 RETAINED = {
     "events": "timestamp",
     "events_by_user": "timestamp",
@@ -272,7 +276,7 @@ def _apply_retention(client: Client, days: int) -> None:
 
 def _retain(client: Client, table: str, column: str, days: int) -> None:
     current = _catalog(client, table, "create_table_query")
-    wanted = f"TTL toDateTime({column}) + toIntervalDay({days})"
+    wanted = f"TTL toDateTime({column}) + toIntervalDay({days + RETENTION_GRACE_DAYS})"
     if days > 0 and wanted not in current:
         client.command(f"ALTER TABLE {table} MODIFY {wanted}")
     elif days == 0 and " TTL " in current:
