@@ -93,6 +93,10 @@ def _from_decimal(number: Decimal) -> int:
         return int(number.scaleb(exponent).to_integral_value(rounding=ROUND_CEILING))
 
 
+# Up to a second 60, in RFC 3339's form (the rest, fraction and offset, as it is).
+_LEAP_SECOND = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:)60(?=[.,Z+-]|$)")
+
+
 def _from_rfc3339(text: str) -> datetime:
     if len(text) > 64:
         raise ValueError("timestamp string is too long")
@@ -104,8 +108,13 @@ def _from_rfc3339(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(iso)
     except ValueError:
-        # Tried second: most producers send RFC 3339, and this keeps their path short.
-        return _from_rfc2822(text)
+        leap = _LEAP_SECOND.match(iso)
+        if leap is None:
+            # Tried second: most producers send RFC 3339, and this keeps their path short.
+            return _from_rfc2822(text)
+        # RFC 3339 allows second 60 (a leap second), which datetime cannot hold: read, as PostgreSQL
+        # does, as the next minute's start. It was a dead letter, and lost from backfills that held one.
+        moment = datetime.fromisoformat(leap.group(1) + "59" + iso[leap.end() :]) + timedelta(seconds=1)
     if moment.tzinfo is None:
         # No offset given: UTC is the only reading that does not depend on
         # where the worker happens to run.
