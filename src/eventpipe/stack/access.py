@@ -6,6 +6,8 @@ of events took it from 9 to 704 MiB; a session left behind kept 240 MB across re
 read every event, and publish the worker's probes. So, as in compose (mosquitto/acl), producers stay
 anonymous and may only publish, and the worker signs in as `ingest` with a password made at each start:
 it lives in this process's memory and, hashed, in the broker's 0700 directory, and nowhere else.
+Not closed (docs/architecture.md): a session restored after a restart is held outside the ACL until its
+client returns, and the ACL file cannot refuse subscriptions.
 """
 
 from __future__ import annotations
