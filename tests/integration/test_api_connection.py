@@ -475,7 +475,12 @@ def test_exports_beyond_a_keys_share_or_the_apis_bound_are_refused_until_one_end
         stalled.pop().close()
 
 
-def test_a_body_sent_late_is_not_timed_as_the_apis_own_wait(clickhouse_dsn: str) -> None:
+@pytest.mark.parametrize(
+    ("length", "sent", "status"), [(2, b"{}", b"200"), (100, b"x" * 17, b"422")], ids=["empty", "refused unread"]
+)
+def test_a_body_sent_late_is_not_timed_as_the_apis_own_wait(
+    clickhouse_dsn: str, length: int, sent: bytes, status: bytes
+) -> None:
     # docs/slos.md: the latency SLI is the API's time to answer. A GET whose empty body ({}) came 1.5 s
     # after its head was answered 200 and timed from the head: any key could put answers past 1 s at will.
     big_events(clickhouse_dsn, 10, 10)
@@ -488,15 +493,15 @@ def test_a_body_sent_late_is_not_timed_as_the_apis_own_wait(clickhouse_dsn: str)
         with socket.create_connection(("127.0.0.1", api.port), timeout=10) as client:
             client.sendall(
                 f"GET /events?limit=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
-                "Content-Length: 2\r\nConnection: close\r\n\r\n".encode()
+                f"Content-Length: {length}\r\nConnection: close\r\n\r\n".encode()
             )
             time.sleep(1.5)
-            client.sendall(b"{}")
+            client.sendall(sent)
             head = client.recv(4096)
         time.sleep(0.2)
     finally:
         api.stop()
-    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    assert head.startswith(b"HTTP/1.1 " + status), head[:200]
     assert registry.get_sample_value("eventpipe_http_request_duration_seconds_count", labels) == 1
     fast = registry.get_sample_value("eventpipe_http_request_duration_seconds_bucket", {**labels, "le": "1.0"})
     assert fast == 1, "timed from its head: the client's own wait for its body counted against the SLO"

@@ -182,6 +182,13 @@ def test_a_window_bound_between_two_milliseconds_rounds_up_and_an_event_time_as_
     assert to_epoch_ms(text, up=True) == up
 
 
+@pytest.mark.parametrize("up", [False, True])
+def test_the_leap_second_ending_year_9999_is_out_of_range_not_an_overflow(up: bool) -> None:
+    # An OverflowError escaped the API's 422 for bad bounds: a 500 on every read route.
+    with pytest.raises(ValueError, match="past the year 9999"):
+        to_epoch_ms("9999-12-31T23:59:60Z", up=up)
+
+
 def test_user_id_is_optional_and_numbers_become_strings() -> None:
     assert event("events/x", {}).user_id is None
     assert event("events/x", {"user_id": 1234}).user_id == "1234"

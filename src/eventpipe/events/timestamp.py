@@ -114,7 +114,10 @@ def _from_rfc3339(text: str) -> datetime:
             return _from_rfc2822(text)
         # RFC 3339 allows second 60 (a leap second), which datetime cannot hold: read, as PostgreSQL
         # does, as the next minute's start. It was a dead letter, and lost from backfills that held one.
-        moment = datetime.fromisoformat(leap.group(1) + "59" + iso[leap.end() :]) + timedelta(seconds=1)
+        try:
+            moment = datetime.fromisoformat(leap.group(1) + "59" + iso[leap.end() :]) + timedelta(seconds=1)
+        except OverflowError:  # the leap second ending year 9999
+            raise ValueError(f"timestamp {text!r} is past the year 9999") from None
     if moment.tzinfo is None:
         # No offset given: UTC is the only reading that does not depend on
         # where the worker happens to run.
