@@ -102,7 +102,8 @@ OPENAPI_200: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Every matching event, oldest first (ties by type, then id), streamed with chunked "
         "encoding. An export that fails midway is cut off without the last chunk, which HTTP clients report "
-        "as an error (curl exits 18): an answer that ends cleanly is complete.",
+        "as an error (curl exits 18); over HTTP/1.0, which has no chunks, the connection is reset (curl exits 56): "
+        "an answer that ends cleanly is complete.",
         "content": {
             media.split(";")[0]: {"schema": {"type": "string"}, "example": _example(fmt)}
             for fmt, media in MEDIA_TYPES.items()
