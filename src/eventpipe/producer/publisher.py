@@ -99,7 +99,8 @@ def publish_demo(
                 raise BrokerError(f"the MQTT broker at {address} did not accept the connection within {timeout:.0f}s")
         if getattr(answer[0], "is_failure", False):
             # Said at once: paho would go on queueing every event for a connection that never comes.
-            hint = " (the broker of `eventpipe up` takes producers without a user name)" if address.username else ""
+            local = address.username and address.host in ("127.0.0.1", "localhost", "::1")
+            hint = " (if it is the broker of `eventpipe up`: it takes producers without a user name)" if local else ""
             raise BrokerError(f"the MQTT broker at {address} refused the connection: {answer[0]}{hint}")
         return _send(client, count, rate, qos, topic_prefix, random.Random(seed), timeout, refused)
     finally:

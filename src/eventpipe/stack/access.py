@@ -71,7 +71,7 @@ class Access:
         for setting, topic in (("EVENTPIPE_MQTT_TOPIC", self.events), ("EVENTPIPE_PROBE_TOPIC", self.probe)):
             if any(char in topic for char in "\r\n\0"):
                 raise ConfigError(f"{setting} holds a line break or NUL, which the broker's ACL file cannot hold")
-            if topic != topic.strip():
+            if topic != topic.strip(" \t\v\f"):  # what C's isspace trims, once line breaks are out
                 raise ConfigError(f"{setting} starts or ends with a blank, which the broker's ACL file cannot hold")
 
     def write(self, directory: Path) -> list[str]:

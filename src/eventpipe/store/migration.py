@@ -84,6 +84,7 @@ def keep_up(client: Client) -> None:
 # Kept this long past EVENTPIPE_RETENTION_DAYS. The worker takes events up to the retention's age, and a
 # TTL at that same age dropped one taken just inside it at the merge seconds later: acknowledged, counted
 # stored, and gone before a caught-up /feed sync asked again. Every event taken now lives a day at least.
+# The dead letters' tables keep the same day, so that one retention setting says one thing.
 RETENTION_GRACE_DAYS = 1
 RETAINED = {
     "events": "timestamp",

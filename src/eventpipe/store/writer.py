@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -215,7 +216,7 @@ class Writer:
         """
         if not indexes:
             return
-        columns = list(zip(*(events[i] for i in indexes), strict=True))[:STORED]
+        columns = list(itertools.islice(zip(*(events[i] for i in indexes), strict=True), STORED))
         try:
             self._insert("events", EVENT_COLUMNS, columns)
         except (RejectedDataError, UnknownStorageError) as exc:
