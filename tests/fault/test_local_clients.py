@@ -118,8 +118,9 @@ def test_a_local_client_cannot_forge_the_workers_probe_and_can_publish_events(up
 
 
 def publish_retained(url: str, count: int) -> tuple[int, int | None]:
-    """Publish `count` retained 10 KB events, each on a topic of its own: (how many the broker acknowledged,
-    the reason code of its DISCONNECT if it sent one)."""
+    """Publish `count` retained 10 KB events, each on a topic of its own and each once the one before is
+    acknowledged, until the broker disconnects: (how many it acknowledged, its DISCONNECT's reason code).
+    One at a time, so that the client reads the DISCONNECT rather than fails writing after it (0x80)."""
     address = MqttAddress.parse(url)
     client = make_client(address, f"retainer-{uuid.uuid4().hex[:8]}")
     acked: list[int] = []
@@ -131,7 +132,11 @@ def publish_retained(url: str, count: int) -> tuple[int, int | None]:
     try:
         for index, (_topic, payload) in enumerate(events(count, pad=PAD)):
             client.publish(f"events/retained-{index}", payload, qos=1, retain=True)
-        wait_until(lambda: len(acked) == count or reasons, timeout=30, what="every PUBACK or a DISCONNECT")
+            wait_until(
+                lambda sent=index + 1: len(acked) >= sent or reasons, timeout=30, what="its PUBACK or a DISCONNECT"
+            )
+            if reasons:
+                break
         return len(acked), (reasons[0] if reasons else None)
     finally:
         client.loop_stop()
