@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import uuid
 from collections.abc import Iterable
@@ -84,19 +83,27 @@ def stream_publish(url: str, topic: str, payload_size: int, chunk: int = 64 * 10
         return Answer(packet, body[0] if body else 0, sent)
 
 
+# The broker's answer to a QoS 2 PUBLISH it takes: it holds the message until the PUBREL.
+PUBREC = 0x50
+
+
 def unreleased(url: str, count: int, size: int = 60_000) -> tuple[int, bytes]:
-    """Send `count` QoS 2 PUBLISHes of `size` bytes and never release one (no PUBREL), as a hostile client
-    would: the broker holds each until released. (The packet that answered the first one, its body.)"""
+    """Send up to `count` QoS 2 PUBLISHes of `size` bytes and never release one (no PUBREL), as a hostile
+    client would: the broker holds each until released. One at a time, each once the one before is answered,
+    so that a broker refusing them is read saying so (a close with unread bytes would be a reset instead).
+    (The first answer that is not PUBREC, or the last PUBREC; its body.)"""
     address = MqttAddress.parse(url)
+    header, body = 0, b""
     with socket.create_connection((address.host, address.port), timeout=10) as sock:
         sock.sendall(connect_packet(f"unreleased-{uuid.uuid4().hex[:8]}", address.username, address.password))
         header, body = read_packet(sock)
         assert header == CONNACK and body[1] == 0, f"CONNACK refused: {body!r}"
-        with contextlib.suppress(OSError):
-            for packet_id in range(1, count + 1):
+        for packet_id in range(1, count + 1):
+            try:
                 sock.sendall(publish_packet("events/held", b"x" * size, packet_id, qos=2))
-        try:
-            header, body = read_packet(sock)
-        except OSError:
-            return 0, b""
+                header, body = read_packet(sock)
+            except OSError:
+                return 0, b""
+            if header & 0xF0 != PUBREC:
+                break
         return header & 0xF0, body
