@@ -427,7 +427,11 @@ def test_head_answers_every_get_route_as_get_does_without_a_body(api: TestClient
     assert api.head("/events", params={"limit": 0}, headers=AUTH).status_code == 422
     assert api.head("/events/nope", headers=AUTH).status_code == 404
     assert api.head("/nope").status_code == 404
-    assert api.post("/healthz").status_code == 405
+    refused = api.post("/healthz")
+    assert refused.status_code == 405
+    # What the route takes, HEAD included: the Allow header said GET alone.
+    assert {method.strip() for method in refused.headers["allow"].split(",")} == {"GET", "HEAD"}
+    assert {m.strip() for m in api.options("/events", headers=AUTH).headers["allow"].split(",")} == {"GET", "HEAD"}
     # The document still lists one operation per route.
     assert {method for item in api.get("/openapi.json").json()["paths"].values() for method in item} == {"get"}
 

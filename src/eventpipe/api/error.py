@@ -100,7 +100,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        return _body(exc.status_code, CODES.get(exc.status_code, "error"), str(exc.detail), exc.headers)
+        headers = exc.headers
+        allowed = (headers or {}).get("Allow", "").split(", ")
+        if exc.status_code == 405 and headers and "GET" in allowed and "HEAD" not in allowed:
+            # Every GET route answers HEAD too (api.app.HeadAsGet), which the router does not know of.
+            headers = {**headers, "Allow": headers["Allow"] + ", HEAD"}
+        return _body(exc.status_code, CODES.get(exc.status_code, "error"), str(exc.detail), headers)
 
     @app.exception_handler(ClientDisconnect)
     async def gone(_request: Request, _exc: ClientDisconnect) -> JSONResponse:
