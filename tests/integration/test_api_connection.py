@@ -505,3 +505,18 @@ def test_a_body_sent_late_is_not_timed_as_the_apis_own_wait(
     assert registry.get_sample_value("eventpipe_http_request_duration_seconds_count", labels) == 1
     fast = registry.get_sample_value("eventpipe_http_request_duration_seconds_bucket", {**labels, "le": "1.0"})
     assert fast == 1, "timed from its head: the client's own wait for its body counted against the SLO"
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(clickhouse_dsn: str) -> None:
+    # `nc -N`, and some HTTP/1.0 clients, shut their side down once the request is sent. The server then
+    # closed the connection at once, before any answer slower than a moment, while counting it as a 200.
+    big_events(clickhouse_dsn, 10, 10)
+    with (
+        server(SlowReader(connect(clickhouse_dsn))) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as client,
+    ):
+        client.sendall(request("/stats/event-types"))
+        client.shutdown(socket.SHUT_WR)
+        got = b"".join(iter(lambda: client.recv(65536), b""))
+    assert got.startswith(b"HTTP/1.1 200"), got[:200]
+    assert b'"total":10' in got

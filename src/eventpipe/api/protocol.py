@@ -187,6 +187,18 @@ class GuardedH11Protocol(H11Protocol):
         super().data_received(data)
         self._watch()
 
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        """Keep the connection open for the answer when a client half-closes after its request (`nc -N`,
+        some HTTP/1.0 clients): asyncio closed it at once, before any answer slower than a moment, which
+        was then counted as a 200 nobody got. With no request being answered, it closes as before."""
+        cycle = self.cycle
+        # The request whole (DONE, or MUST_CLOSE once it said Connection: close): a half head still closes.
+        if cycle is not None and not cycle.response_complete and self.conn.their_state in (h11.DONE, h11.MUST_CLOSE):
+            self.keep_alive = False  # nothing more can come from the client
+            cycle.keep_alive = False
+            return True
+        return None
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._watch()
