@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import re
 import resource
 import sys
 import termios
@@ -126,7 +127,8 @@ def connection_limit() -> int:
 
 
 class Http1Connection(h11.Connection):
-    """h11's server side, refusing a request line whose version is not 1.0 or 1.1.
+    """h11's server side, refusing a request line whose version is not 1.0 or 1.1, and reading an
+    absolute-form target (`GET http://host/events`) as its path.
 
     h11 reads any digit.digit version and answers it as HTTP/1.1: "GET / HTTP/2.0"
     got a 200. Raised as h11's own protocol error, uvicorn answers it as it does
@@ -134,9 +136,34 @@ class Http1Connection(h11.Connection):
 
     def next_event(self) -> Any:
         event = super().next_event()
-        if isinstance(event, h11.Request) and event.http_version not in (b"1.0", b"1.1"):
-            raise h11.RemoteProtocolError(f"HTTP/{event.http_version.decode('ascii')} is not HTTP/1.0 or 1.1")
+        if isinstance(event, h11.Request):
+            if event.http_version not in (b"1.0", b"1.1"):
+                raise h11.RemoteProtocolError(f"HTTP/{event.http_version.decode('ascii')} is not HTTP/1.0 or 1.1")
+            if ABSOLUTE_FORM.match(event.target):
+                return origin_form(event)
         return event
+
+
+# RFC 9112 3.2.2: a server MUST accept it, though clients send it to proxies; uvicorn took the whole URL for
+# the path, so every such request got a 404.
+ABSOLUTE_FORM = re.compile(rb"(?i)https?://")
+
+
+def origin_form(request: h11.Request) -> h11.Request:
+    """The request with its absolute-form target cut to path and query, and its Host header the target's
+    authority, which RFC 9112 3.2.2 says to use instead of the one sent."""
+    authority, slash, rest = ABSOLUTE_FORM.sub(b"", request.target, count=1).partition(b"/")
+    authority, query_mark, query = authority.partition(b"?")
+    target = b"/" + rest if slash else b"/" + query_mark + query
+    if not authority:
+        raise h11.RemoteProtocolError("an absolute-form request target without a host")
+    headers = [(name, value) for name, value in request.headers if name != b"host"]
+    return h11.Request(
+        method=request.method,
+        target=target,
+        headers=[(b"host", authority), *headers],
+        http_version=request.http_version,
+    )
 
 
 class GuardedH11Protocol(H11Protocol):
