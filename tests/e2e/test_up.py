@@ -19,7 +19,7 @@ from tests.support import observability as obs
 from tests.support.disk import full_filesystem
 from tests.support.mqtt import publish_raw, stream_publish
 from tests.support.services import ContainerBroker, LocalBroker
-from tests.support.stack import Up, count_rows, run_eventpipe
+from tests.support.stack import Up, child_pid, count_rows, run_eventpipe
 from tests.support.wait import wait_until
 
 
@@ -144,10 +144,7 @@ def test_a_broker_killed_before_its_first_autosave_comes_back_with_the_workers_s
     # session: what producers sent before the worker subscribed again was acknowledged and dropped (6,480 of
     # 30,000 in an attack).
     first = start(stacks, tmp_path)
-    ps = ["ps", "-o", "pid=,comm=", "--ppid", str(first.process.pid)]
-    children = subprocess.run(ps, capture_output=True, text=True, check=True)
-    pid = next(int(line.split()[0]) for line in children.stdout.splitlines() if line.split()[1] == "mosquitto")
-    os.kill(pid, signal.SIGKILL)
+    os.kill(child_pid(first.process.pid, "mosquitto"), signal.SIGKILL)
     assert first.process.wait(60) == 1
     # The broker alone from the files it left, as the next start brings it back: producers publish before
     # the worker is there.
@@ -212,6 +209,7 @@ def test_a_taken_mqtt_port_is_reported_not_mistaken_for_ours(
         done = run_eventpipe("up", "--data-dir", str(tmp_path), "--mqtt-port", port, timeout=60)
     assert done.returncode == 2, done.stdout
     assert f"port {port} is already in use" in done.stderr
+    assert "a stock Mosquitto drops queued messages past 1,000" in done.stderr
     assert "ready" not in done.stdout
 
 

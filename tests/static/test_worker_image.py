@@ -54,8 +54,8 @@ def worker_image_nsswitch() -> str:
 
 
 def resolve_in_a_container(nsswitch: str, tmp_path: Path) -> str:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("needs root and unshare for its own mount, network and host namespaces")
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs root, unshare and ip (iproute2) for its own mount, network and host namespaces")
     config = tmp_path / "nsswitch.conf"
     config.write_text(nsswitch)
     done = subprocess.run(

@@ -72,6 +72,19 @@ def count_rows(data_dir: Path, table: str = "events") -> int:
     return int(_query(data_dir, COUNT_SQL[table]).strip())
 
 
+def child_pid(parent: int, name: str) -> int:
+    """The process `parent` started under this command name, read from /proc (no `ps`: slim images lack it)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        command, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if command == name and int(fields[1]) == parent:
+            return int(stat.parent.name)
+    raise AssertionError(f"no {name} process under {parent}")
+
+
 class Up:
     """`eventpipe up` on free ports in `data_dir`, stopped by PID."""
 
