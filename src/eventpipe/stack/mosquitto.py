@@ -181,7 +181,8 @@ class Mosquitto:
         if not port_free(self.port):
             raise BrokerError(
                 f"port {self.port} is already in use (another MQTT broker?): pass --mqtt-port with a free port, "
-                f"or --mqtt-url mqtt://127.0.0.1:{self.port} to use the broker that is there"
+                f"or --mqtt-url mqtt://127.0.0.1:{self.port} to use the broker that is there once it has the "
+                "limits of mosquitto/mosquitto.conf (a stock Mosquitto drops queued messages past 1,000)"
             )
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         # Its log and persistence name the worker's session id, which must stay unknown to other local users.
