@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from eventpipe.host import free_port
 from eventpipe.stack.child import accepts
 from tests.support import observability as obs
-from tests.support.disk import full_filesystem
+from tests.support.disk import fill, full_filesystem
 from tests.support.mqtt import publish_raw, stream_publish
 from tests.support.services import ContainerBroker, LocalBroker
 from tests.support.stack import Up, child_pid, count_rows, run_eventpipe
@@ -180,6 +181,26 @@ def test_up_on_a_full_disk_names_the_data_dir_without_a_traceback(tmp_path: Path
         assert not [path.name for path in data_dir.iterdir() if path.name.startswith(".mqtt-session-secret")]
 
 
+def test_a_start_on_a_full_disk_serves_and_leaves_the_store_whole(tmp_path: Path, stacks: list[Up]) -> None:
+    # Every start altered two tables, which writes their definitions again: on a full disk that left
+    # restores.sql empty, and no later start opened the store, with space freed or not (found by an attack).
+    with full_filesystem(tmp_path / "small", size="160m", filled=False) as mount:
+        data_dir = mount / "data"
+        assert start(stacks, data_dir).stop() == 0
+        fill(mount / "filler")
+        ports = [f"--{name}-port={free_port()}" for name in ("mqtt", "api", "metrics")]
+        env = {**os.environ, "EVENTPIPE_RETENTION_DAYS": "30"}  # a schema change: refused, nothing changed
+        done = run_eventpipe("up", "--data-dir", str(data_dir), *ports, "--prometheus-port=0", env=env, timeout=60)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "free, and a schema change needs 32 MiB" in done.stderr
+        full = start(stacks, data_dir)  # reads served; ingest halted until there is room
+        assert full.get("/readyz")[0] == 200
+        (mount / "filler").unlink()
+        assert full.stop() == 0, full.output()  # what it held, committed once there was room
+        again = start(stacks, data_dir)
+        assert again.stop() == 0, again.output()
+
+
 def test_up_with_mqtt_url_alone_and_no_broker_in_the_environment_says_so(tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items() if name != "EVENTPIPE_MQTT_URL"}
     done = run_eventpipe("up", "--mqtt-url", "--data-dir", str(tmp_path), env=env, timeout=60)
@@ -265,7 +286,6 @@ def _interrupted(*args: str, after_s: float) -> tuple[int, str, str]:
 
 
 def test_ctrl_c_while_up_waits_for_a_data_dirs_lock_stops_it_without_a_traceback(tmp_path: Path) -> None:
-    from eventpipe.host import free_port
     from eventpipe.stack.lock import hold
 
     # `up` waits 10 s for a lock a stopping `up` or its children still hold; Ctrl-C there was a traceback.
@@ -291,7 +311,6 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
     import subprocess
     import urllib.request
 
-    from eventpipe.host import free_port
     from eventpipe.store.migration import MIGRATIONS
     from tests.support.stack import eventpipe_command
 

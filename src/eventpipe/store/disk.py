@@ -8,7 +8,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import BackupError, BusyStorageError
+from eventpipe.errors import BackupError, BusyStorageError, HaltStorageError
 from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.failure import classified
 
@@ -52,6 +52,18 @@ def room_for_rehearsal(client: Client, attached: str) -> None:
             f"ClickHouse's data disk has {short[0]} MiB free, and a restore first rehearses into a copy of "
             f"about {short[1]} MiB with {SPARE_BYTES // MIB} MiB to spare: free space, then "
             "restore again; nothing was changed"
+        )
+
+
+def room_for_schema(client: Client) -> None:
+    """HaltStorageError when the data disk has less than MIN_FREE_BYTES free: a schema change writes its
+    table's definition again, and on a full disk chDB left that file empty, so the store never opened again
+    (an attack's restart on a full disk did that to `restores`)."""
+    if (free := short_of_room(client)) is not None:
+        raise HaltStorageError(
+            f"ClickHouse's data disk has {free // 1024} KiB free, and a schema change needs "
+            f"{MIN_FREE_BYTES // MIB} MiB (on a full disk it can leave a table's definition empty): free space "
+            "(old backups), then start again; nothing was changed"
         )
 
 

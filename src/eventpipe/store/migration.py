@@ -11,6 +11,7 @@ import logging
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BackupError, ConfigError, HaltStorageError
+from eventpipe.store.disk import room_for_schema
 from eventpipe.store.failure import classified
 from eventpipe.store.halfway import unfinished_restore
 from eventpipe.store.schema import arrival, event, index, record
@@ -75,10 +76,27 @@ KEPT = {"backups": BACKUP_CATALOG, "erasures": ERASURES, "restores": RESTORES}
 
 def keep_up(client: Client) -> None:
     """The KEPT tables as this version writes them, whatever the ledger says (a restore replaces the
-    ledger, not these tables): created where missing, their added columns added where missing."""
+    ledger, not these tables): created where missing, their added columns added where missing.
+
+    Only what is missing is sent: chDB writes a table's definition again on every ALTER, one that adds
+    nothing too, so each start rewrote `restores` and `erasures`, and a start on a full disk left
+    restores.sql empty, which no later start could read."""
     with classified():
-        for statement in (*KEPT.values(), *KEPT_COLUMNS):
+        rows = client.query(KEPT_COLUMNS_SQL, parameters={"t": list(KEPT)}).result_rows
+    have = {(str(table), str(column)) for table, column in rows}
+    tables = {table for table, _ in have}
+    missing = [create for table, create in KEPT.items() if table not in tables]
+    missing += [alter for column, alter in KEPT_COLUMNS.items() if column not in have]
+    if missing:
+        room_for_schema(client)
+    with classified():
+        for statement in missing:
             client.command(statement)
+
+
+KEPT_COLUMNS_SQL = (
+    "SELECT table, name FROM system.columns WHERE database = currentDatabase() AND table IN {t:Array(String)}"
+)
 
 
 # Kept this long past EVENTPIPE_RETENTION_DAYS. The worker takes events up to the retention's age, and a
@@ -128,6 +146,7 @@ def upgrade(client: Client, retention_days: int = 0) -> list[int]:
         for migration in MIGRATIONS:
             if migration.version in done:
                 continue
+            room_for_schema(client)
             for statement in migration.statements:
                 client.command(statement)
             for rebuild in migration.rebuilds:
@@ -279,6 +298,8 @@ def _retain(client: Client, table: str, column: str, days: int) -> None:
     current = _catalog(client, table, "create_table_query")
     wanted = f"TTL toDateTime({column}) + toIntervalDay({days + RETENTION_GRACE_DAYS})"
     if days > 0 and wanted not in current:
+        room_for_schema(client)
         client.command(f"ALTER TABLE {table} MODIFY {wanted}")
     elif days == 0 and " TTL " in current:
+        room_for_schema(client)
         client.command(f"ALTER TABLE {table} REMOVE TTL")

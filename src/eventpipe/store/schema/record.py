@@ -99,7 +99,11 @@ FINISHED = "ALTER TABLE restores ADD COLUMN IF NOT EXISTS finished UInt8 DEFAULT
 # what an operator shows, so one that may have missed a held batch says so
 # there, not only in its answer and the log. Rows from before it were counted whole.
 COMPLETE = "ALTER TABLE erasures ADD COLUMN IF NOT EXISTS complete UInt8 DEFAULT 1"
-KEPT_COLUMNS = (RESTORE_ID, FINISHED, COMPLETE)
+KEPT_COLUMNS = {
+    ("restores", "restore_id"): RESTORE_ID,
+    ("restores", "finished"): FINISHED,
+    ("erasures", "complete"): COMPLETE,
+}
 
 MIGRATIONS += (
     Migration(17, "record restores", (RESTORES,)),
