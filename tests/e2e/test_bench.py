@@ -4,6 +4,7 @@ the figures are for people to read, and this machine is shared."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,17 @@ def test_the_quick_benchmark_runs_every_scenario_and_prints_its_figures(tmp_path
         ("worker", 2),
     ]
     assert list((tmp_path / "work").iterdir()) == [], "the run's directory is removed unless --keep"
+
+
+def test_a_json_path_that_cannot_be_written_stops_the_benchmark_before_it_runs(tmp_path: Path) -> None:
+    """It was found only after the whole run (an hour by default): a traceback, and the figures lost."""
+    figures_file = tmp_path / "no-such-folder" / "figures.json"
+    # A broker that cannot start: the run would stop at its first step, so only a check made before
+    # the run can name --json (and the test starts no server).
+    env = {**os.environ, "EVENTPIPE_MOSQUITTO_BINARY": str(tmp_path / "no-such-broker")}
+    args = ("--only", "drain", "--count", "10", "--work-dir", str(tmp_path / "work"), "--json", str(figures_file))
+    done = run_eventpipe("bench", *args, env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"cannot write the figures to {figures_file} (--json): No such file or directory" in done.stderr
+    assert "Traceback" not in done.stderr and "work dir" not in done.stdout, done.stdout + done.stderr
+    assert not (tmp_path / "work").exists(), "nothing was started"

@@ -22,6 +22,7 @@ from eventpipe.bench import SCENARIOS, drain, endpoint, latency, machine, report
 from eventpipe.bench.client import ApiClient
 from eventpipe.bench.download import Download
 from eventpipe.config import Settings
+from eventpipe.errors import ConfigError
 from eventpipe.host import cpu_seconds, free_port, pid_running
 from eventpipe.stack.mosquitto import Mosquitto
 
@@ -61,6 +62,7 @@ class Plan:
 
 def run_bench(args: argparse.Namespace) -> int:
     plan = Plan.of(args)
+    figures_file = _writable(Path(args.json)) if args.json else None
     window = Settings().mqtt_receive_maximum
     # A fresh directory of our own, inside --work-dir if given: only it is removed afterwards.
     if args.work_dir:
@@ -87,9 +89,30 @@ def run_bench(args: argparse.Namespace) -> int:
     figures["load_end"] = machine.load()
     say("")
     say(f"load average at end: {figures['load_end']}; {time.monotonic() - started:.0f}s in all")
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
+    if figures_file is not None:
+        try:
+            figures_file.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+        except OSError as exc:
+            raise _unwritable(figures_file, exc) from exc
     return 0
+
+
+def _writable(path: Path) -> Path:
+    """`path`, once a file could be written there: a folder that did not exist was a traceback at the end
+    of the run, its figures lost. A file made only to find out is removed again."""
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
+    if not existed:
+        path.unlink()
+    return path
+
+
+def _unwritable(path: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"cannot write the figures to {path} (--json): {exc.strerror or exc}")
 
 
 def _printer() -> Callable[[str], None]:
