@@ -66,3 +66,12 @@ def test_the_api_is_healthy_only_while_ready() -> None:
         Readyz.status = 200
         server.shutdown()
     assert healthcheck("api", env) == 1, "an API that does not answer is not healthy"
+
+
+@pytest.mark.parametrize(("service", "variable"), [("api", "EVENTPIPE_API_HOST"), ("worker", "EVENTPIPE_METRICS_HOST")])
+def test_a_host_no_url_can_hold_is_unhealthy_naming_its_variable(service: str, variable: str) -> None:
+    outside = {key: value for key, value in os.environ.items() if not key.startswith("EVENTPIPE_")}
+    done = run_eventpipe("healthcheck", service, env={**outside, variable: "bad host"}, timeout=30)
+    assert done.returncode == 1, done.stdout + done.stderr  # Docker reserves 2
+    assert done.stdout.startswith("unhealthy: ") and f"{variable} 'bad host' is no host name" in done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
