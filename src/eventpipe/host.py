@@ -21,6 +21,20 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def unlistenable(host: str) -> str | None:
+    """Why no server can listen on `host` whatever the port (a name that does not resolve, an address not
+    this host's), or None: then a server that failed to listen there was refused its port. Asked once a
+    server has failed (uvicorn says why only in its log), so that the error names the host setting or
+    the port setting, whichever is at fault: both were blamed on the port."""
+    try:
+        family, *_, where = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind(where[:2])  # port 0: any port will do
+    except OSError as exc:  # socket.gaierror for a name
+        return exc.strerror or str(exc)
+    return None
+
+
 # Ports free_port has handed out in this process.
 _given: set[int] = set()
 

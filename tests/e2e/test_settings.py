@@ -49,6 +49,34 @@ def test_a_setting_that_cannot_work_is_named_by_its_variable(
 
 
 @pytest.mark.parametrize(
+    ("command", "variable", "value"),
+    [
+        ("api", "EVENTPIPE_API_HOST", "bad host"),  # a name that does not resolve
+        ("api", "EVENTPIPE_API_HOST", "192.0.2.1"),  # an address not this host's (TEST-NET-1)
+        ("worker", "EVENTPIPE_METRICS_HOST", "bad host"),
+    ],
+)
+def test_a_host_that_cannot_be_listened_on_is_named_not_the_port(
+    tmp_path: Path, command: str, variable: str, value: str
+) -> None:
+    """It said "pick another port (EVENTPIPE_API_PORT...)", sending the operator to the wrong setting."""
+    env = {
+        **os.environ,
+        "EVENTPIPE_DATA_DIR": str(tmp_path),
+        "EVENTPIPE_API_KEYS": "k" * 32,
+        "EVENTPIPE_MQTT_SESSION_SECRET": "s" * 40,
+        "EVENTPIPE_MQTT_URL": "mqtt://127.0.0.1:1",  # never reached: the setting stops it first
+        "EVENTPIPE_API_PORT": "0",
+        "EVENTPIPE_METRICS_PORT": "0",
+        variable: value,
+    }
+    done = run_eventpipe(command, env=env, timeout=90)
+    assert done.returncode == 2, done.stderr[-800:]
+    assert f"; set {variable} to a name or address of this host" in done.stderr, done.stderr[-800:]
+    assert "_PORT" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-800:]
+
+
+@pytest.mark.parametrize(
     ("args", "env", "named"),
     [
         # From a flag, named by the flag: the variable it blamed was not set.
@@ -57,6 +85,8 @@ def test_a_setting_that_cannot_work_is_named_by_its_variable(
         ([], {"EVENTPIPE_API_PORT": "99999"}, "api_port (EVENTPIPE_API_PORT)"),
         ([], {"EVENTPIPE_DATA_DIR": "/proc/eventpipe"}, "EVENTPIPE_DATA_DIR"),  # a traceback before
         ([], {"EVENTPIPE_MOSQUITTO_BINARY": "no-such-broker"}, "set EVENTPIPE_MOSQUITTO_BINARY to its path"),
+        # No flag to blame: it named --metrics-port. Before any broker is asked, so none is started.
+        (["--mqtt-url", "mqtt://127.0.0.1:1"], {"EVENTPIPE_METRICS_HOST": "bad host"}, "set EVENTPIPE_METRICS_HOST"),
     ],
 )
 def test_up_names_the_flag_or_variable_a_bad_value_came_from(

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from eventpipe.api.metrics import closed_connections
 from eventpipe.api.protocol import READ_TIMEOUT_S, WRITE_STALL_S, connection_limit, guarded
 from eventpipe.errors import ConfigError
-from eventpipe.host import address
+from eventpipe.host import address, unlistenable
 
 
 class ApiServer:
@@ -89,6 +89,11 @@ class ApiServer:
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                if (cause := unlistenable(self._host)) is not None:
+                    raise ConfigError(
+                        f"the API could not listen on {self._host}:{self._port}: {cause}; set EVENTPIPE_API_HOST "
+                        "to a name or address of this host"
+                    )
                 raise ConfigError(
                     f"the API could not listen on {self._host}:{self._port}; pick another port "
                     "(EVENTPIPE_API_PORT, or `eventpipe up --api-port`)"

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from eventpipe.errors import ConfigError, StorageError
+from eventpipe.host import unlistenable
 from eventpipe.ingest.exporter import Exporter
 from eventpipe.redaction import RedactingFormatter, redact
 
@@ -115,6 +116,11 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> Exporter
     try:
         server.start()
     except OSError as exc:
+        if (cause := unlistenable(host)) is not None:
+            raise ConfigError(
+                f"cannot serve metrics on {host}:{port}: {cause}; set EVENTPIPE_METRICS_HOST to a name or "
+                "address of this host"
+            ) from exc
         raise ConfigError(
             f"cannot serve metrics on {host}:{port}: {exc.strerror}; pick another port "
             "(EVENTPIPE_METRICS_PORT, or `eventpipe up --metrics-port`)"
