@@ -66,6 +66,22 @@ def test_migrate_says_it_cannot_reach_the_server_without_its_password() -> None:
     assert "ClickHouse at http://u:***@127.0.0.1" in done.stderr and "(EVENTPIPE_CLICKHOUSE_DSN)" in done.stderr
 
 
+def test_the_worker_says_it_cannot_reach_the_server_naming_the_setting_without_its_password() -> None:
+    # Named by `api` and `migrate`; the worker's said only "OperationalError: Error HTTPConnectionPool...".
+    env = {
+        **outside(),
+        "EVENTPIPE_CLICKHOUSE_DSN": f"http://u:hunter2pw@127.0.0.1:{free_port()}/eventpipe",
+        "EVENTPIPE_MQTT_SESSION_SECRET": "s" * 40,
+        "EVENTPIPE_MQTT_URL": "mqtt://127.0.0.1:1",  # never reached: the store stops it first
+        "EVENTPIPE_METRICS_PORT": "0",
+    }
+    done = run_eventpipe("worker", env=env, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("eventpipe worker: error: ClickHouse at http://u:***@127.0.0.1:"), last
+    assert "(EVENTPIPE_CLICKHOUSE_DSN)" in last and "hunter2pw" not in done.stdout + done.stderr, last
+
+
 def test_the_api_names_which_of_its_two_dsns_it_cannot_reach(tmp_path: Path) -> None:
     # "OperationalError: Error HTTPConnectionPool..." did not say which was wrong (an attack).
     env = {

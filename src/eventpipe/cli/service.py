@@ -41,7 +41,8 @@ def run_worker(_args: argparse.Namespace) -> int:
         )
     registry = process_registry()
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
-    ingest = assemble(settings, registry)
+    with reaching(settings.resolved_clickhouse_dsn, "EVENTPIPE_CLICKHOUSE_DSN"):
+        ingest = assemble(settings, registry)
     shutdown = Shutdown()
     shutdown.install()
     ingest.start()
