@@ -6,9 +6,12 @@ do not hold the CA, and an observer on the wire (a TCP relay that keeps every by
 from __future__ import annotations
 
 import json
+import os
+import select
 import socket
 import ssl
 import stat
+import subprocess
 import threading
 import urllib.error
 import urllib.parse
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stack import Up, count_rows, run_eventpipe
+from tests.support.stack import Up, count_rows, eventpipe_command, run_eventpipe
 from tests.support.wait import wait_until
 
 
@@ -166,3 +169,70 @@ def test_up_tls_takes_only_tls_with_its_ca_and_keeps_the_ca_across_restarts(tmp_
     assert f"api=https://127.0.0.1:{mine.api_port}" in mine.wait_ready()
     wait_until(api_scraped(mine), timeout=60, interval=1, what="Prometheus scraping an API on its own certificate")
     assert mine.stop() == 0, mine.output()
+
+
+def test_an_encrypted_api_key_file_is_refused_at_once_naming_its_variable(tmp_path: Path) -> None:
+    """A key with a pass phrase: `eventpipe api` asked for it on the terminal and waited there (under a
+    supervisor, with no terminal, it said only "[Errno 22] Invalid argument"). It runs on a terminal here."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    # Without -noenc (-nodes), openssl encrypts the key with the -passout pass phrase.
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-days", "1", "-subj", "/CN=localhost"]
+    subprocess.run(
+        ["openssl", *request, "-keyout", str(key), "-out", str(cert), "-passout", "pass:s3cret-phrase"],
+        capture_output=True,
+        check=True,
+    )
+    env = {
+        **os.environ,
+        "EVENTPIPE_DATA_DIR": str(tmp_path / "data"),
+        "EVENTPIPE_API_PORT": "0",  # never listened on: the key stops it first
+        "EVENTPIPE_API_KEYS": "k" * 32,
+        "EVENTPIPE_API_TLS_CERT_FILE": str(cert),
+        "EVENTPIPE_API_TLS_KEY_FILE": str(key),
+    }
+    terminal, process = on_terminal(["api"], env)
+    try:
+        code = process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(f"still running, its terminal shows: {read_terminal(terminal)!r}")
+    output = read_terminal(terminal)
+    assert code == 2, output
+    assert f"EVENTPIPE_API_TLS_KEY_FILE {key} is encrypted: give an unencrypted key" in output, output
+    assert "Enter PEM pass phrase" not in output
+
+
+def on_terminal(args: list[str], env: dict[str, str]) -> tuple[int, subprocess.Popen[bytes]]:
+    """`eventpipe ARGS` with a pseudo-terminal for its input and output, as a user's shell runs it, in a session
+    of its own (OpenSSL prompts on the input when the process has no controlling terminal)."""
+    terminal, other_end = os.openpty()
+    try:
+        process = subprocess.Popen(
+            [*eventpipe_command(), *args],
+            stdin=other_end,
+            stdout=other_end,
+            stderr=other_end,
+            env=env,
+            start_new_session=True,
+        )
+    finally:
+        os.close(other_end)
+    return terminal, process
+
+
+def read_terminal(terminal: int) -> str:
+    """What was written to the terminal so far; closes it."""
+    output = b""
+    try:
+        while select.select([terminal], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:  # EIO: every process holding the other end has closed it
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(terminal)
+    return output.decode(errors="replace")

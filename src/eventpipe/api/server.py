@@ -108,8 +108,18 @@ class ApiServer:
 
 def _check_pair(cert_file: Path | None, key_file: Path | None) -> None:
     """Load them now: uvicorn would fail on its own thread, and only say that it could not listen."""
+
+    def no_pass_phrase() -> str:
+        # Called only for an encrypted key. Without it OpenSSL asked for the pass phrase on the terminal and
+        # waited there, or, with no terminal, failed with "[Errno 22] Invalid argument". uvicorn loads the
+        # pair again without a pass phrase, so an encrypted key must stop the start here.
+        raise ConfigError(
+            f"EVENTPIPE_API_TLS_KEY_FILE {key_file} is encrypted: give an unencrypted key "
+            "(openssl pkey -in KEY -out NEW_KEY asks for its pass phrase once and writes it without one)"
+        )
+
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert_file), str(key_file))
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert_file), str(key_file), password=no_pass_phrase)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
             f"cannot serve HTTPS with {cert_file} and {key_file} (EVENTPIPE_API_TLS_CERT_FILE, "
