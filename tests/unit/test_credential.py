@@ -40,3 +40,23 @@ def test_a_full_disk_is_named_and_leaves_no_temporary_file(tmp_path: Path) -> No
             with pytest.raises(ConfigError, match=rf"cannot write mqtt-session-secret in the data dir {data_dir}: "):
                 kept_secret(data_dir / "mqtt-session-secret")
         assert sorted(path.name for path in data_dir.iterdir()) == ["filler"]
+
+
+@pytest.mark.parametrize("held", ["", "\n", "ab"], ids=["empty", "a blank line", "short"])
+def test_a_kept_secret_too_short_to_be_unguessable_is_refused(tmp_path: Path, held: str) -> None:
+    # It was taken as the secret: with an empty mqtt-session-secret the worker's session id was
+    # HMAC("eventpipe-ingest", ""), which any local client could compute and take over.
+    for name in ("mqtt-session-secret", "cursor-secret", "erasure-secret"):
+        path = tmp_path / name
+        path.write_text(held)
+        with pytest.raises(ConfigError, match=rf"{path} holds a secret shorter than 32 characters.*delete it"):
+            kept_secret(path)
+
+
+def test_a_folder_in_a_kept_files_place_is_named_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "mqtt-session-secret").mkdir()
+    (tmp_path / "api-key").mkdir()
+    with pytest.raises(ConfigError, match=r"cannot read .*mqtt-session-secret: Is a directory"):
+        kept_secret(tmp_path / "mqtt-session-secret")
+    with pytest.raises(ConfigError, match=r"cannot read .*api-key: Is a directory"):
+        generated_key(tmp_path)

@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 
 from eventpipe.errors import ConfigError
+from eventpipe.mqtt.session import MIN_SECRET_CHARS
 
 log = logging.getLogger("eventpipe")
 FILE_NAME = "api-key"
@@ -30,7 +31,7 @@ def generated_key(data_dir: Path) -> tuple[str, bool]:
 
 
 def _read(path: Path) -> str:
-    key = _owner_only(path).read_text().strip()
+    key = _text(path)
     if not key or any(char.isspace() for char in key):
         raise ConfigError(f"{path} does not hold one API key: delete it to have a new one generated")
     return key
@@ -41,8 +42,17 @@ def kept_secret(path: Path) -> str:
 
     It must outlive restarts: another secret is another session id, and the
     broker would keep what it queued for the old one until that expires.
+    Held to the length the settings ask of one set by hand: an empty file (a crash before writes were
+    whole, a hand copy) was taken as the secret, so anyone could work out the worker's session id.
     """
-    return kept_file(path, secrets.token_hex(32))
+    secret = kept_file(path, secrets.token_hex(32))
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ConfigError(
+            f"{path} holds a secret shorter than {MIN_SECRET_CHARS} characters, which others could guess: "
+            "delete it to have one made (another session secret starts another broker session: stop "
+            "producers and let the worker drain first)"
+        )
+    return secret
 
 
 def kept_file(path: Path, fresh: str) -> str:
@@ -70,7 +80,16 @@ def kept_file(path: Path, fresh: str) -> str:
             ) from None
         finally:
             temporary.unlink(missing_ok=True)
-    return _owner_only(path).read_text().strip()
+    return _text(path)
+
+
+def _text(path: Path) -> str:
+    try:
+        return _owner_only(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        # A folder or an unreadable file in its place was a traceback.
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise ConfigError(f"cannot read {path}: {reason}: delete it to have a new one made") from None
 
 
 def _owner_only(path: Path) -> Path:
