@@ -18,6 +18,7 @@ after all stops the worker instead of stranding sessions.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import socket
@@ -40,6 +41,9 @@ def replica_name(address: str | None = None, hostname: str | None = None) -> str
     except OSError as exc:
         raise LookupError(f"no name for {address or hostname} in a reverse lookup: {exc}") from None
     label = name.split(".", 1)[0]
+    if ipaddress.ip_address(address).is_loopback or label == "localhost":
+        # Every worker on the host would get it, and take each other's session: not a replica's name.
+        raise LookupError(f"the reverse lookup of {address} gave {name!r}, this host's loopback name")
     if label == hostname.split(".", 1)[0]:
         raise LookupError(f"the reverse lookup of {address} gave this host's own hostname {label!r} (from /etc/hosts)")
     if not CLIENT_ID.fullmatch(label):
