@@ -109,7 +109,8 @@ class Settings(BaseSettings):
     # Each insert writes a part per table it feeds, at a fixed cost of its own:
     # a large batch spreads that over more rows when traffic fills it.
     batch_max_rows: int = Field(default=20_000, ge=1)
-    batch_max_ms: int = Field(default=200, ge=1)
+    # Past threading's TIMEOUT_MAX (about 9.2e12 ms) the flusher died at the first message: an hour is plenty.
+    batch_max_ms: int = Field(default=200, ge=1, le=3_600_000)
 
     # Larger payloads are dead letters; the broker refuses packets over this
     # plus 4 KiB (mqtt/packet.py). MQTT carries at most 256 MiB in a packet.

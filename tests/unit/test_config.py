@@ -153,6 +153,7 @@ def test_an_empty_host_or_data_dir_is_the_default_not_every_interface_or_the_cur
         # cycle of a healthy pipeline probed every 5 minutes (found by a cross-check of the config as code).
         ("EVENTPIPE_PROBE_INTERVAL_S", "61"),
         ("EVENTPIPE_RETRY_MAX_S", "1e300"),
+        ("EVENTPIPE_BATCH_MAX_MS", "10000000000000"),  # the flusher died at the first message
         ("EVENTPIPE_PROBE_TOPIC", "events/#"),
         ("EVENTPIPE_PROBE_TOPIC", "events/+"),
     ],
