@@ -43,6 +43,10 @@ def test_mqtt_url_alone_still_excludes_the_port_of_a_broker_up_would_start() -> 
         ["bench", "--rates", "500,inf"],
         ["bench", "--api-seconds", "nan"],
         ["bench", "--latency-seconds", "-1"],
+        # A traceback from the sleep between two events; -5 and nan published as fast as they could.
+        ["publish", "--count", "1", "--rate", "1e-300"],
+        ["publish", "--count", "1", "--rate", "-5"],
+        ["publish", "--count", "1", "--rate", "nan"],
     ],
 )
 def test_a_value_no_broker_socket_or_measurement_takes_is_a_usage_error(
@@ -57,3 +61,20 @@ def test_a_value_no_broker_socket_or_measurement_takes_is_a_usage_error(
 def test_ports_in_range_are_taken() -> None:
     args = build_parser().parse_args(["up", "--mqtt-port", "65535", "--api-port", "0", "--prometheus-port", "0"])
     assert (args.mqtt_port, args.api_port, args.prometheus_port) == (65535, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["publish", "--mqtt-urll=mqtt://u:S3cretPW@127.0.0.1:1883", "--count", "1"],
+        ["restore", "--backup", "20260501T030000Z-1a2b3c", "--clickhouse-dns", "http://u:S3cretPW@127.0.0.1:8123/db"],
+    ],
+    ids=["misspelt flag with a URL", "misspelt flag with a DSN"],
+)
+def test_a_usage_error_never_echoes_a_password(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(argv)
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err
+    assert "S3cretPW" not in err

@@ -7,6 +7,7 @@ import math
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -42,8 +43,16 @@ def _topic(text: str) -> str:
     return text
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, its usage errors redacted: a misspelt flag echoed its value, the password of
+    `--mqtt-urll=mqtt://u:secret@host` included. Subcommands' parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redact(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eventpipe", description="MQTT -> ClickHouse -> HTTP event pipeline.")
+    parser = Parser(prog="eventpipe", description="MQTT -> ClickHouse -> HTTP event pipeline.")
     parser.add_argument("--version", action="version", version=f"eventpipe {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -108,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         "else the system's CAs)",
     )
     publish.add_argument("--count", type=_positive_int, required=True, help="how many events")
-    publish.add_argument("--rate", type=float, default=0.0, help="events per second (default: as fast as possible)")
+    publish.add_argument(
+        "--rate", type=_rate, default=0.0, help="events per second, at least 0.001 (default, or 0: as fast as possible)"
+    )
     publish.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default 1)")
     publish.add_argument("--topic-prefix", type=_topic, default="events", help="topics are PREFIX/<event_type>")
     publish.add_argument("--seed", type=int, help="random seed, for repeatable events")
@@ -158,6 +169,21 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise argparse.ArgumentTypeError(f"{text[:20]!r}: give a positive number of seconds")
     return seconds
+
+
+def _rate(text: str) -> float:
+    """0, or a finite rate of at least one event in 1,000 s: -5 and nan published as fast as they could, and
+    1e-300 was a traceback from the sleep between two events."""
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is no number of events per second") from None
+    if not (rate == 0 or (math.isfinite(rate) and rate >= MIN_RATE)):
+        raise argparse.ArgumentTypeError(f"{text[:20]!r}: give 0 (as fast as possible) or at least {MIN_RATE}")
+    return rate
+
+
+MIN_RATE = 0.001
 
 
 def _rates(text: str) -> tuple[float, ...]:
