@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from eventpipe import __version__
 from eventpipe.bench import SCENARIOS
+from eventpipe.cli import variables
 from eventpipe.errors import EventpipeError
 from eventpipe.redaction import redact
 
@@ -232,6 +234,8 @@ def _positive_int(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if (unknown := variables.warning(os.environ)) is not None:
+        print(unknown, file=sys.stderr)
     # Imported per command: `eventpipe publish` should not pay for chDB and FastAPI.
     try:
         if args.command == "up":

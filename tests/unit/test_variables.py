@@ -1,0 +1,45 @@
+"""EVENTPIPE_ variables no setting reads: named at start, with the setting most likely meant, never their values."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventpipe.cli import variables
+from eventpipe.cli.main import main
+from eventpipe.host import free_port
+
+
+def test_a_misspelt_setting_is_named_with_the_one_it_likely_meant() -> None:
+    environ = {
+        "EVENTPIPE_RETENTION_DAY": "30",  # ran with no retention at all, silently
+        "EVENTPIPE_SOMETHING_ELSE": "1",
+        "eventpipe_retention_days": "30",  # read: settings are read in any case
+        "EVENTPIPE_TEST_DOCKER": "never",  # the test suite's own
+        "PATH": "/bin",
+    }
+    assert variables.unknown(environ) == [
+        "EVENTPIPE_RETENTION_DAY (did you mean EVENTPIPE_RETENTION_DAYS?)",
+        "EVENTPIPE_SOMETHING_ELSE",
+    ]
+
+
+def test_every_command_warns_about_them_without_their_values(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EVENTPIPE_RETENTION_DAY", "s3cret-looking-value")
+    monkeypatch.setenv("EVENTPIPE_API_PORT", str(free_port()))  # nothing listens: unhealthy, at once
+    assert main(["healthcheck", "api"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "eventpipe: warning: no setting reads EVENTPIPE_RETENTION_DAY (did you mean EVENTPIPE_RETENTION_DAYS?): ignored"
+        in err
+    )
+    assert "s3cret" not in err
+
+
+def test_a_clean_environment_gets_no_warning(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTPIPE_API_PORT", str(free_port()))
+    assert main(["healthcheck", "api"]) == 1
+    assert "warning" not in capsys.readouterr().err
