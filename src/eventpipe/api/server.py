@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -15,6 +19,21 @@ from eventpipe.api.metrics import closed_connections
 from eventpipe.api.protocol import READ_TIMEOUT_S, WRITE_STALL_S, connection_limit, guarded
 from eventpipe.errors import ConfigError
 from eventpipe.host import address, unlistenable
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, with an exception handler of our own on the event loop it runs."""
+
+    def __init__(self, config: uvicorn.Config, on_loop_exception: LoopExceptionHandler) -> None:
+        super().__init__(config)
+        self._on_loop_exception = on_loop_exception
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        asyncio.get_running_loop().set_exception_handler(self._on_loop_exception)
+        await super().serve(sockets)
+
+
+LoopExceptionHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 
 
 class ApiServer:
@@ -37,6 +56,12 @@ class ApiServer:
         self._tls = cert_file is not None and key_file is not None
         if self._tls:
             _check_pair(cert_file, key_file)
+        protocol = guarded(
+            connection_limit() if max_connections is None else max_connections,
+            read_timeout_s,
+            write_stall_s,
+            closed_connections(registry) if registry is not None else None,
+        )
         # lifespan off: the app has no startup work; logs at warning: eventpipe logs its own lines.
         # No log_config: uvicorn's lines go through eventpipe's handler, which redacts them.
         config = uvicorn.Config(
@@ -50,18 +75,13 @@ class ApiServer:
             # protocol buffers a request line and headers without bound; h11 stops once it holds 16 KiB
             # without a complete request head (tests/integration/test_api.py sends a 1 MiB header).
             # Guarded: uvicorn bounds neither open connections nor the time a request takes to arrive.
-            http=guarded(
-                connection_limit() if max_connections is None else max_connections,
-                read_timeout_s,
-                write_stall_s,
-                closed_connections(registry) if registry is not None else None,
-            ),
+            http=protocol,
             # No WebSocket routes: an upgrade would carry the request timer into the socket.
             ws="none",
             ssl_certfile=cert_file if self._tls else None,
             ssl_keyfile=key_file if self._tls else None,
         )
-        self._server = uvicorn.Server(config)
+        self._server = Server(config, protocol.loop_exception)
         # On a thread uvicorn installs no signal handlers of its own (it would
         # re-raise SIGTERM after shutdown and the process would not exit 0).
         self._thread = threading.Thread(target=self._server.run, name="eventpipe-api", daemon=True)
