@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -31,3 +33,28 @@ def test_two_test_processes_are_never_handed_the_same_port(monkeypatch: pytest.M
         shares.append({free_port() for _ in range(300)})
     assert not shares[0] & shares[1]
     assert {port >> 1 & 1 for port in shares[0]} == {0} and {port >> 1 & 1 for port in shares[1]} == {1}
+
+
+RAISE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))
+from eventpipe.host import raise_file_limit
+print(raise_file_limit())
+print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "after", "warned"),
+    [(256, 4096, 4096, False), (256, 512, 512, True), (8192, 8192, 8192, False)],
+    ids=["raised to the hard limit", "still short: warned", "enough already"],
+)
+def test_a_server_takes_the_files_its_hard_limit_allows(soft: int, hard: int, after: int, warned: bool) -> None:
+    # `eventpipe up` under a soft limit of 256 ran out of files under load (and under 64 failed at start),
+    # though the hard limit allowed far more.
+    done = subprocess.run(
+        [sys.executable, "-c", RAISE, str(soft), str(hard)], capture_output=True, text=True, check=True
+    )
+    warning, limit = done.stdout.splitlines()
+    assert int(limit) == after
+    assert ("ulimit -n 4096" in warning) is warned, warning

@@ -18,6 +18,7 @@ from eventpipe.cli.runtime import (
 )
 from eventpipe.config import Settings, settings_problem
 from eventpipe.errors import ConfigError
+from eventpipe.host import raise_file_limit
 from eventpipe.ingest.assembly import assemble
 from eventpipe.mqtt.replica import named
 from eventpipe.producer.publisher import publish_demo
@@ -32,6 +33,8 @@ log = logging.getLogger("eventpipe")
 def run_worker(_args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
+    if (short := raise_file_limit()) is not None:
+        log.warning(short)
     settings = named(settings)  # in a compose replica, its container's name
     if settings.mqtt_session_secret is None:
         raise ConfigError(
@@ -76,6 +79,8 @@ def run_api(_args: argparse.Namespace) -> int:
 
     settings = Settings()
     setup_logging(settings.log_level)
+    if (short := raise_file_limit()) is not None:
+        log.warning(short)
     if not settings.api_keys and settings.api_keys_file is None:
         # An API that admits nobody is useless and one that admits everybody
         # is a leak: refuse to start and say what to set.

@@ -23,7 +23,7 @@ from eventpipe.cli.runtime import (
 )
 from eventpipe.config import Settings, settings_problem
 from eventpipe.errors import BrokerError, ConfigError
-from eventpipe.host import address
+from eventpipe.host import address, raise_file_limit
 from eventpipe.ingest.assembly import assemble
 from eventpipe.ingest.worker import Worker
 from eventpipe.redaction import redact
@@ -67,6 +67,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def run_up(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     setup_logging(settings.log_level)
+    # Before the API sizes its connection cap on it (a quarter of the limit, up to 1,000).
+    if (short := raise_file_limit()) is not None:
+        log.warning(short)
     if args.mqtt_url:
         warn_password_flag("up", "--mqtt-url", args.mqtt_url, "EVENTPIPE_MQTT_URL and give --mqtt-url alone")
     elif args.mqtt_url == "" and "mqtt_url" not in settings.model_fields_set:
