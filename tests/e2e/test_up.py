@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from eventpipe.host import free_port
-from eventpipe.stack.child import accepts
+from eventpipe.stack.child import accepts, find_binary
 from tests.support import observability as obs
 from tests.support.disk import fill, full_filesystem
 from tests.support.mqtt import publish_raw, stream_publish
@@ -169,6 +169,39 @@ def test_without_mosquitto_up_says_what_to_install(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "apt-get install mosquitto" in done.stderr
     assert "--mqtt-url" in done.stderr
+
+
+def running_with(text: str) -> list[int]:
+    """The pids of the processes whose command line holds `text`, read from /proc."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:  # it ended meanwhile
+            continue
+    return found
+
+
+def test_a_wrapper_script_as_the_broker_leaves_nothing_running(tmp_path: Path, stacks: list[Up]) -> None:
+    # The shell of a wrapper without `exec` died of the SIGUSR1 that asks for a save; signalled alone, it left
+    # the real broker running under init, holding the port and the data dir's lock: the next `up` was refused.
+    wrapper = tmp_path / "mosquitto-wrapper"
+    wrapper.write_text(f'#!/bin/sh\n{find_binary("mosquitto")} "$@"\n')
+    wrapper.chmod(0o755)
+    data = tmp_path / "data"
+    env = {**os.environ, "EVENTPIPE_MOSQUITTO_BINARY": str(wrapper)}
+    ports = [f"--{name}-port={free_port()}" for name in ("mqtt", "api", "metrics")]
+    try:
+        done = run_eventpipe("up", "--data-dir", str(data), *ports, "--prometheus-port=0", env=env, timeout=60)
+        assert running_with(str(data)) == [], done.stderr
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "EVENTPIPE_MOSQUITTO_BINARY must be mosquitto itself" in done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        for pid in running_with(str(data)):
+            os.kill(pid, signal.SIGKILL)
+    assert start(stacks, data).stop() == 0
 
 
 def test_up_on_a_full_disk_names_the_data_dir_without_a_traceback(tmp_path: Path) -> None:

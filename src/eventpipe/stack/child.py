@@ -1,4 +1,4 @@
-"""Child processes of `eventpipe up` (Mosquitto, Prometheus): started, watched, stopped by PID."""
+"""Child processes of `eventpipe up` (Mosquitto, Prometheus): started, watched, stopped by process group."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class ChildProcess:
         self.directory = directory
         self.log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
+        self._group_gone = False
 
     def start(self, argv: Sequence[str], timeout: float = 15.0, inherit_fds: tuple[int, ...] = ()) -> str | None:
         """Start it and wait until it listens; return None, or why it did not come up.
@@ -38,6 +39,7 @@ class ChildProcess:
         offset = self.log_file.stat().st_size if self.log_file and self.log_file.exists() else 0
         # A file never fills up and blocks the child the way an unread pipe would.
         with stderr_path.open("wb") as stderr:
+            self._group_gone = False
             self._process = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
@@ -53,6 +55,7 @@ class ChildProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
+                self.stop()  # what a wrapper script started may outlive it
                 return f"{self.name} exited at start: {self._explain(stderr_path, offset)}"
             if accepts(self.port):
                 log.info("%s %d listening on 127.0.0.1:%d", self.name, self._process.pid, self.port)
@@ -65,29 +68,54 @@ class ChildProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """How it exited (minus the signal that killed it), None while it runs or before it started."""
+        return self._process.poll() if self._process is not None else None
+
     def send(self, signum: int) -> None:
         """Send it `signum`, if it still runs."""
         if self.running():
-            assert self._process is not None
-            self._process.send_signal(signum)
+            self._signal(signum)
 
     def terminate(self) -> None:
         """Ask it to stop without waiting."""
-        if self.running():
-            assert self._process is not None
-            self._process.terminate()
+        self._signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (Mosquitto and Prometheus save their state on it), then wait; SIGKILL if it hangs."""
-        if self._process is None or self._process.poll() is not None:
+        """SIGTERM (Mosquitto and Prometheus save their state on it), then wait; SIGKILL if it hangs.
+
+        Waits for its whole process group, even when the program itself has exited: a wrapper script
+        killed by a signal leaves what it started behind, holding the port and the data dir's lock.
+        """
+        if self._process is None or not self._signal(signal.SIGTERM):
             return
-        self._process.terminate()
+        deadline = time.monotonic() + timeout
+        while self._signal(0):
+            self._process.poll()  # reaped, or its pid stays in the group as a zombie
+            if time.monotonic() > deadline:
+                log.error("%s did not stop within %.0fs; killing it", self.name, timeout)
+                self._signal(signal.SIGKILL)
+                self._process.wait()
+                return
+            time.sleep(0.05)
+        self._process.wait()
+
+    def _signal(self, signum: int) -> bool:
+        """Send `signum` to every process in its group; False when none is left.
+
+        The group, not the pid: a binary that is a wrapper script without `exec` is a shell whose
+        child is the real program, which a signal to the shell alone never reaches.
+        """
+        if self._process is None or self._group_gone:
+            return False
         try:
-            self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.error("%s did not stop within %.0fs; killing it", self.name, timeout)
-            self._process.kill()
-            self._process.wait()
+            # It leads its own session (start_new_session), so its pid is its group's id.
+            os.killpg(self._process.pid, signum)
+        except ProcessLookupError:
+            self._group_gone = True  # for good: its id may now be handed to another process's group
+            return False
+        return True
 
     def explain_stderr(self) -> str:
         """The last lines of its stderr, for an error message."""

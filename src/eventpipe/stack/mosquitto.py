@@ -255,6 +255,12 @@ class Mosquitto:
                     f"{self.database}: {error}; it must be able to write in {self.directory} "
                     "(--data-dir, or EVENTPIPE_DATA_DIR)"
                 )
+            if self._child.returncode == -signal.SIGUSR1:
+                # Mosquitto saves on SIGUSR1; a shell dies of it, and a wrapper that does not exec is one.
+                raise BrokerError(
+                    f"{self._binary} was killed by the SIGUSR1 that asks Mosquitto to save: "
+                    "EVENTPIPE_MOSQUITTO_BINARY must be mosquitto itself, or a script that ends in `exec mosquitto`"
+                )
             if not self.running():
                 raise BrokerError(f"mosquitto exited when asked to save {self.database}; see {self.log_file}")
             time.sleep(0.02)
