@@ -204,6 +204,22 @@ def test_a_wrapper_script_as_the_broker_leaves_nothing_running(tmp_path: Path, s
     assert start(stacks, data).stop() == 0
 
 
+def test_rules_kept_where_up_copies_them_are_refused_not_deleted(tmp_path: Path) -> None:
+    # EVENTPIPE_PROMETHEUS_RULES_DIR set to the folder README names as where up writes the loaded copy:
+    # up deleted the operator's rule files, copied nothing, and Prometheus ran without rules, saying nothing.
+    data = tmp_path / "data"
+    rules = data / "prometheus" / "rules"
+    rules.mkdir(parents=True)
+    (rules / "alerts.yml").write_text((obs.RULES / "alerts.yml").read_text())
+    env = {**os.environ, "EVENTPIPE_PROMETHEUS_RULES_DIR": str(rules)}
+    ports = [f"--{name}-port={free_port()}" for name in ("mqtt", "api", "metrics", "prometheus")]
+    done = run_eventpipe("up", "--data-dir", str(data), *ports, env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"EVENTPIPE_PROMETHEUS_RULES_DIR {rules} is, holds or is inside" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (rules / "alerts.yml").read_text() == (obs.RULES / "alerts.yml").read_text()
+
+
 def test_up_on_a_full_disk_names_the_data_dir_without_a_traceback(tmp_path: Path) -> None:
     # It was a raw ENOSPC traceback from the first secret it keeps, and an empty temporary file each time.
     with full_filesystem(tmp_path / "small") as data_dir:

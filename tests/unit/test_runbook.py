@@ -5,6 +5,7 @@ tests/observability/test_runbooks.py, and what a running `eventpipe up` loads in
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from eventpipe.config import Settings
+from eventpipe.errors import ConfigError
 from eventpipe.stack.runbook import checkout_runbooks, filled_rules
 from tests.support import observability as obs
 
@@ -61,6 +63,26 @@ def test_a_rule_file_gone_from_the_source_is_gone_from_the_copy(tmp_path: Path) 
 def test_without_rules_prometheus_is_given_the_missing_folder_as_before(tmp_path: Path) -> None:
     assert filled_rules(tmp_path / "none", tmp_path / "rules", URL) == tmp_path / "none"
     assert not (tmp_path / "rules").exists()
+
+
+@pytest.mark.parametrize("source", ["rules", ".", "rules/kept"])
+def test_rules_kept_in_or_around_the_copy_are_refused_and_left_as_they_are(tmp_path: Path, source: str) -> None:
+    # The copy's folder was the rules' own: their files were deleted, nothing was copied, and Prometheus ran
+    # without rules, saying nothing.
+    rules = tmp_path / source
+    rules.mkdir(parents=True, exist_ok=True)
+    (rules / "alerts.yml").write_text("groups: []\n")
+    with pytest.raises(ConfigError, match="EVENTPIPE_PROMETHEUS_RULES_DIR"):
+        filled_rules(rules, tmp_path / "rules", URL)
+    assert (rules / "alerts.yml").read_text() == "groups: []\n"
+
+
+def test_a_rules_folder_without_rule_files_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "source").mkdir()
+    with caplog.at_level(logging.WARNING):
+        filled_rules(tmp_path / "source", tmp_path / "rules", URL)
+    assert "no rule file (*.yml) in" in caplog.text
+    assert "EVENTPIPE_PROMETHEUS_RULES_DIR" in caplog.text
 
 
 @pytest.mark.parametrize(

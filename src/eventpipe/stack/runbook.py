@@ -10,11 +10,14 @@ here; compose's Prometheus writes it in prometheus/entrypoint.sh, the same way.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import eventpipe
 from eventpipe.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SOURCE = "docs/runbooks.md"
 LINK = re.compile(r"(?m)^([ \t]*runbook_url:[ \t]*)docs/runbooks\.md#")
@@ -42,10 +45,27 @@ def filled_rules(source: Path, target: Path, url: str) -> Path:
     runs without rules, and says so."""
     if not source.is_dir():
         return source
+    if overlap(source, target):
+        # The copy replaces the target's rule files: they would be the source's, deleted before being read.
+        raise ConfigError(
+            f"EVENTPIPE_PROMETHEUS_RULES_DIR {source} is, holds or is inside {target}, where `eventpipe up` "
+            "writes the copy of the rules Prometheus loads: name the folder you keep the rules in"
+        )
+    rules = sorted(source.glob("*.yml"))
+    if not rules:
+        log.warning(
+            "no rule file (*.yml) in %s (EVENTPIPE_PROMETHEUS_RULES_DIR): Prometheus runs without rules", source
+        )
     url = url or checkout_runbooks()
     target.mkdir(parents=True, exist_ok=True)
     for stale in target.glob("*.yml"):
         stale.unlink()  # a rule file since removed from the source must not stay loaded
-    for path in sorted(source.glob("*.yml")):
+    for path in rules:
         (target / path.name).write_text(fill(path.read_text(), url))
     return target
+
+
+def overlap(one: Path, other: Path) -> bool:
+    """Whether the two folders are one, or one holds the other, links followed."""
+    one, other = one.resolve(), other.resolve()
+    return one == other or one in other.parents or other in one.parents
