@@ -220,6 +220,28 @@ def test_rules_kept_where_up_copies_them_are_refused_not_deleted(tmp_path: Path)
     assert (rules / "alerts.yml").read_text() == (obs.RULES / "alerts.yml").read_text()
 
 
+@pytest.mark.parametrize("fault", ["a rule file that is not UTF-8", "a file where its folder goes"])
+def test_rules_that_cannot_be_copied_skip_prometheus_and_the_stack_runs(
+    tmp_path: Path, stacks: list[Up], fault: str
+) -> None:
+    # Prometheus is an optional extra, but a failed copy of its rules was a traceback: the whole stack stopped
+    # (exit 1) after its broker and worker had started.
+    rules, data = tmp_path / "rules", tmp_path / "data"
+    rules.mkdir()
+    (rules / "alerts.yml").write_bytes(b"groups: []\n# \xff\n" if fault.endswith("UTF-8") else b"groups: []\n")
+    if fault.endswith("goes"):
+        data.mkdir()
+        (data / "prometheus").write_text("")
+    up = start(stacks, data, env={"EVENTPIPE_PROMETHEUS_RULES_DIR": str(rules)}, prometheus=True)
+    assert "prometheus=" not in up.wait_ready()
+    assert "Prometheus not started: cannot copy its rules from" in up.output()
+    if fault.endswith("UTF-8"):
+        assert f"{rules / 'alerts.yml'} is not UTF-8 text" in up.output()
+    assert up.get("/healthz") == (200, b'{"status":"ok"}')
+    assert up.stop() == 0, up.output()
+    assert "Traceback" not in up.output()
+
+
 def test_up_on_a_full_disk_names_the_data_dir_without_a_traceback(tmp_path: Path) -> None:
     # It was a raw ENOSPC traceback from the first secret it keeps, and an empty temporary file each time.
     with full_filesystem(tmp_path / "small") as data_dir:

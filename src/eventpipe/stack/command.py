@@ -166,10 +166,17 @@ def _serve(
         registry=api_registry,
     )
     rules = settings.prometheus_rules_dir or default_rules_dir()
+    no_rules: str | None = None
     if settings.prometheus_port:
         # A copy of the rules whose runbook links open (EVENTPIPE_RUNBOOK_URL), beside Prometheus' data;
         # none when Prometheus is off, so its rules and links cannot stop a stack that does not run it.
-        rules = filled_rules(rules, settings.data_dir / "prometheus" / "rules", settings.runbook_url)
+        copy = settings.data_dir / "prometheus" / "rules"
+        try:
+            rules = filled_rules(rules, copy, settings.runbook_url)
+        except (OSError, UnicodeError) as exc:
+            # Prometheus is an optional extra: rules it cannot be given skip it, as a missing binary does.
+            why = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
+            no_rules = f"cannot copy its rules from {rules} (EVENTPIPE_PROMETHEUS_RULES_DIR) to {copy}: {why}"
     prometheus: Prometheus | None = None
     problem: str | None = None
     try:
@@ -197,7 +204,7 @@ def _serve(
             tls.ca if tls else None,
             api_https=settings.api_tls_cert_file is not None,
         )
-        skipped = prometheus.start(inherit_fds=(lock.fileno(),))
+        skipped = no_rules or prometheus.start(inherit_fds=(lock.fileno(),))
         if skipped:
             log.info("Prometheus not started: %s", skipped)
         # Producers are told the broker's anonymous URL, never the worker's.

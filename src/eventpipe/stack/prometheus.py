@@ -106,11 +106,14 @@ class Prometheus:
             return f"port {self.port} is already in use; pass --prometheus-port with a free port"
         if not self._rules.is_dir():
             log.warning("no rules directory at %s: Prometheus runs without rules", self._rules)
-        (self.directory / "data").mkdir(parents=True, exist_ok=True)
         config = self.directory / "prometheus.yml"
-        config.write_text(
-            render_config(self.port, self._metrics, self._api, self._rules, self._api_ca, self._api_https)
-        )
+        try:
+            (self.directory / "data").mkdir(parents=True, exist_ok=True)
+            config.write_text(
+                render_config(self.port, self._metrics, self._api, self._rules, self._api_ca, self._api_https)
+            )
+        except OSError as exc:
+            return f"cannot write its files in {self.directory}: {exc.strerror} (--data-dir, or EVENTPIPE_DATA_DIR)"
         return self._child.start(
             [
                 binary,

@@ -42,7 +42,7 @@ def fill(rules: str, url: str) -> str:
 def filled_rules(source: Path, target: Path, url: str) -> Path:
     """The rule files of `source` written to `target` with absolute runbook links, and `target`; `url` empty
     means this checkout's docs/runbooks.md. Without a `source` directory, `source` itself: Prometheus then
-    runs without rules, and says so."""
+    runs without rules, and says so. OSError or UnicodeError when a file cannot be read or written."""
     if not source.is_dir():
         return source
     if overlap(source, target):
@@ -61,7 +61,11 @@ def filled_rules(source: Path, target: Path, url: str) -> Path:
     for stale in target.glob("*.yml"):
         stale.unlink()  # a rule file since removed from the source must not stay loaded
     for path in rules:
-        (target / path.name).write_text(fill(path.read_text(), url))
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise UnicodeError(f"{path} is not UTF-8 text") from None  # the codec's own message names no file
+        (target / path.name).write_text(fill(text, url))
     return target
 
 
