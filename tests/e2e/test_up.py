@@ -242,6 +242,21 @@ def test_rules_that_cannot_be_copied_skip_prometheus_and_the_stack_runs(
     assert "Traceback" not in up.output()
 
 
+@pytest.mark.parametrize("content", [b"#!/nonexistent/sh\n", b"\x7fELF not a program\n"], ids=["#!", "format"])
+def test_a_mosquitto_binary_that_cannot_run_is_named_without_a_traceback(tmp_path: Path, content: bytes) -> None:
+    # A file that is there but cannot be executed was a FileNotFoundError or OSError traceback from Popen.
+    binary = tmp_path / "mosquitto"
+    binary.write_bytes(content)
+    binary.chmod(0o755)
+    env = {**os.environ, "EVENTPIPE_MOSQUITTO_BINARY": str(binary)}
+    ports = [f"--{name}-port={free_port()}" for name in ("mqtt", "api", "metrics")]
+    done = run_eventpipe("up", "--data-dir", str(tmp_path / "data"), *ports, "--prometheus-port=0", env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"eventpipe up: error: cannot run {binary}: " in done.stderr
+    assert "set EVENTPIPE_MOSQUITTO_BINARY to Mosquitto" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_up_on_a_full_disk_names_the_data_dir_without_a_traceback(tmp_path: Path) -> None:
     # It was a raw ENOSPC traceback from the first secret it keeps, and an empty temporary file each time.
     with full_filesystem(tmp_path / "small") as data_dir:
