@@ -242,6 +242,18 @@ def test_rules_that_cannot_be_copied_skip_prometheus_and_the_stack_runs(
     assert "Traceback" not in up.output()
 
 
+def test_a_prometheus_on_path_that_cannot_run_is_skipped_and_the_stack_runs(tmp_path: Path, stacks: list[Up]) -> None:
+    # Prometheus is an optional extra, but one that is there and cannot be executed was a Popen traceback.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "prometheus").write_bytes(b"#!/nonexistent/sh\n")
+    (tmp_path / "bin" / "prometheus").chmod(0o755)
+    up = start(stacks, tmp_path / "data", env={"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}, prometheus=True)
+    assert "prometheus=" not in up.wait_ready()
+    assert f"Prometheus not started: cannot run {tmp_path / 'bin' / 'prometheus'}: " in up.output()
+    assert up.stop() == 0, up.output()
+    assert "Traceback" not in up.output()
+
+
 @pytest.mark.parametrize("content", [b"#!/nonexistent/sh\n", b"\x7fELF not a program\n"], ids=["#!", "format"])
 def test_a_mosquitto_binary_that_cannot_run_is_named_without_a_traceback(tmp_path: Path, content: bytes) -> None:
     # A file that is there but cannot be executed was a FileNotFoundError or OSError traceback from Popen.
