@@ -27,7 +27,6 @@ class ChildProcess:
         self.directory = directory
         self.log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
-        self._group_gone = False
 
     def start(self, argv: Sequence[str], timeout: float = 15.0, inherit_fds: tuple[int, ...] = ()) -> str | None:
         """Start it and wait until it listens; return None, or why it did not come up.
@@ -39,7 +38,6 @@ class ChildProcess:
         offset = self.log_file.stat().st_size if self.log_file and self.log_file.exists() else 0
         # A file never fills up and blocks the child the way an unread pipe would.
         with stderr_path.open("wb") as stderr:
-            self._group_gone = False
             self._process = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
@@ -66,12 +64,12 @@ class ChildProcess:
         return f"{self.name} did not listen on port {self.port} within {timeout:.0f}s: {why}"
 
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process is not None and self._exit() is None
 
     @property
     def returncode(self) -> int | None:
         """How it exited (minus the signal that killed it), None while it runs or before it started."""
-        return self._process.poll() if self._process is not None else None
+        return self._exit() if self._process is not None else None
 
     def send(self, signum: int) -> None:
         """Send it `signum`, if it still runs."""
@@ -88,32 +86,46 @@ class ChildProcess:
         Waits for its whole process group, even when the program itself has exited: a wrapper script
         killed by a signal leaves what it started behind, holding the port and the data dir's lock.
         """
-        if self._process is None or not self._signal(signal.SIGTERM):
+        if not self._signal(signal.SIGTERM):
             return
+        assert self._process is not None
         deadline = time.monotonic() + timeout
-        while self._signal(0):
-            self._process.poll()  # reaped, or its pid stays in the group as a zombie
+        while self._exit() is None or group_alive(self._process.pid):
             if time.monotonic() > deadline:
                 log.error("%s did not stop within %.0fs; killing it", self.name, timeout)
                 self._signal(signal.SIGKILL)
-                self._process.wait()
-                return
+                break
             time.sleep(0.05)
         self._process.wait()
 
+    def _exit(self) -> int | None:
+        """Its exit status (minus a killing signal) once it has exited, without reaping it: its pid, which
+        is its group's id, stays its own until stop() reaps it, so a signal to the group never reaches
+        another program's group that was handed the number meanwhile."""
+        assert self._process is not None
+        if self._process.returncode is not None or not hasattr(os, "waitid"):  # macOS has no os.waitid
+            return self._process.poll()
+        try:
+            info = os.waitid(os.P_PID, self._process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped by someone else's wait
+            return self._process.poll()
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
     def _signal(self, signum: int) -> bool:
-        """Send `signum` to every process in its group; False when none is left.
+        """Send `signum` to every process in its group; False when there is no group to signal.
 
         The group, not the pid: a binary that is a wrapper script without `exec` is a shell whose
-        child is the real program, which a signal to the shell alone never reaches.
+        child is the real program, which a signal to the shell alone never reaches. Never once it is
+        reaped: its number may then be another group's.
         """
-        if self._process is None or self._group_gone:
+        if self._process is None or self._process.returncode is not None:
             return False
         try:
             # It leads its own session (start_new_session), so its pid is its group's id.
             os.killpg(self._process.pid, signum)
         except ProcessLookupError:
-            self._group_gone = True  # for good: its id may now be handed to another process's group
             return False
         return True
 
@@ -172,3 +184,17 @@ def _parent_death_signal() -> Callable[[], None] | None:
             os._exit(1)
 
     return hook
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (a zombie does not: it only waits to be reaped); False
+    without /proc (macOS), where only the program itself is waited for."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        state, _ppid, group = text[text.rindex(")") + 2 :].split(maxsplit=3)[:3]
+        if int(group) == pgid and state not in ("Z", "X"):
+            return True
+    return False

@@ -253,6 +253,13 @@ class Mosquitto:
         self._child.send(signal.SIGUSR1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # First: a wrapper shell dies of the signal at once, while the broker it started saves a moment
+            # later, which read first passed for a save by a broker that runs.
+            if self._child.returncode == -signal.SIGUSR1:
+                raise BrokerError(
+                    f"{self._binary} was killed by the SIGUSR1 that asks Mosquitto to save: "
+                    "EVENTPIPE_MOSQUITTO_BINARY must be mosquitto itself, or a script that ends in `exec mosquitto`"
+                )
             if _identity(self.database) != before or (stop is not None and stop.is_set()):
                 return  # saved, or a stop was asked for: the clean stop saves it anyway
             # Read before asking whether it still runs: a broker that failed its save may then crash.
@@ -262,12 +269,6 @@ class Mosquitto:
                     f"mosquitto, run as user {effective_user()!r}, cannot write its persistence file "
                     f"{self.database}: {error}; it must be able to write in {self.directory} "
                     "(--data-dir, or EVENTPIPE_DATA_DIR)"
-                )
-            if self._child.returncode == -signal.SIGUSR1:
-                # Mosquitto saves on SIGUSR1; a shell dies of it, and a wrapper that does not exec is one.
-                raise BrokerError(
-                    f"{self._binary} was killed by the SIGUSR1 that asks Mosquitto to save: "
-                    "EVENTPIPE_MOSQUITTO_BINARY must be mosquitto itself, or a script that ends in `exec mosquitto`"
                 )
             if not self.running():
                 raise BrokerError(f"mosquitto exited when asked to save {self.database}; see {self.log_file}")

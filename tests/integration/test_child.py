@@ -1,0 +1,36 @@
+"""Children of `eventpipe up` (Mosquitto, Prometheus) are signalled by process group, and only their own."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from eventpipe.host import free_port
+from eventpipe.stack.child import ChildProcess
+
+# Listens on the port it is given, then exits a moment later, as a crashing broker would.
+SHORT_LIVED = """
+import socket, sys, time
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+time.sleep(1)
+"""
+
+
+def test_a_child_that_exited_keeps_its_number_until_stopped(tmp_path: Path) -> None:
+    # Its pid is its process group's id, and stop() signals that group: reaped as soon as it was seen gone
+    # (by the health check, hours before shutdown), the number could be another program's group by then,
+    # which got SIGTERM and, 10 s later, SIGKILL.
+    port = free_port()
+    child = ChildProcess("short", port, tmp_path)
+    assert child.start([sys.executable, "-c", SHORT_LIVED, str(port)]) is None
+    assert child._process is not None
+    pid = child._process.pid
+    deadline = time.monotonic() + 10
+    while child.running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not child.running() and child.returncode == 0
+    assert (Path("/proc") / str(pid) / "stat").read_text().split(") ")[1][0] == "Z", "kept, not reaped"
+    child.stop()
+    assert not (Path("/proc") / str(pid)).exists(), "reaped by stop()"
+    child.terminate()  # no group left to signal: nothing happens, nothing raises
