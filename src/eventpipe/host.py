@@ -98,25 +98,27 @@ def pid_running(*argv_parts: str) -> int | None:
     return None
 
 
-# Below this many files a server process of eventpipe runs short: the engine, the broker's and the API's
-# sockets share them (`eventpipe up` under 256 ran out with 150 clients and 60 producers; under 64 it failed
-# at start).
+# The file limit a server process of eventpipe wants: the engine, the broker's and the API's sockets share
+# it (`eventpipe up` under 256 ran out with 150 clients and 60 producers; under 64 it failed at start). Never
+# raised past it: paho watches its socket with select(), which cannot take a descriptor of 1,024 or more
+# (FD_SETSIZE), so a higher limit would let the worker's reconnects fail once the API held many sockets.
 MIN_FILES = 1024
 
 
 def raise_file_limit() -> str | None:
-    """Raise this process's soft file limit to its hard one, as servers do (systemd's default soft limit is
-    1,024, its hard one far above); a warning naming `ulimit -n` when the result is still below MIN_FILES."""
+    """Raise this process's soft file limit to MIN_FILES where its hard limit allows (macOS starts at 256,
+    systemd's and many shells' hard limits are far higher); a warning naming `ulimit -n` when it stays under."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+    if soft != resource.RLIM_INFINITY and soft < MIN_FILES:
+        wanted = MIN_FILES if hard == resource.RLIM_INFINITY else min(MIN_FILES, hard)
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (OSError, ValueError):  # some systems cap it below the hard limit (macOS: OPEN_MAX)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (OSError, ValueError):
             pass
     if soft != resource.RLIM_INFINITY and soft < MIN_FILES:
         return (
             f"this process may open {soft} files, and under {MIN_FILES} it can run out under load: "
-            f"raise the limit (ulimit -n {MIN_FILES * 4}, or LimitNOFILE= in a systemd unit)"
+            f"raise the limit (ulimit -n {MIN_FILES}, or LimitNOFILE= in a systemd unit)"
         )
     return None

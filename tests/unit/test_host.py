@@ -46,15 +46,15 @@ print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 @pytest.mark.parametrize(
     ("soft", "hard", "after", "warned"),
-    [(256, 4096, 4096, False), (256, 512, 512, True), (8192, 8192, 8192, False)],
-    ids=["raised to the hard limit", "still short: warned", "enough already"],
+    [(256, 4096, 1024, False), (256, 512, 512, True), (1024, 1024, 1024, False), (2048, 4096, 2048, False)],
+    ids=["raised to 1,024", "still short: warned", "enough already", "higher: left as it is"],
 )
-def test_a_server_takes_the_files_its_hard_limit_allows(soft: int, hard: int, after: int, warned: bool) -> None:
+def test_a_server_takes_the_files_it_needs_and_no_more(soft: int, hard: int, after: int, warned: bool) -> None:
     # `eventpipe up` under a soft limit of 256 ran out of files under load (and under 64 failed at start),
-    # though the hard limit allowed far more.
+    # though the hard limit allowed far more. Past 1,024, paho's select() cannot watch the worker's socket.
     done = subprocess.run(
         [sys.executable, "-c", RAISE, str(soft), str(hard)], capture_output=True, text=True, check=True
     )
     warning, limit = done.stdout.splitlines()
     assert int(limit) == after
-    assert ("ulimit -n 4096" in warning) is warned, warning
+    assert ("ulimit -n 1024" in warning) is warned, warning
