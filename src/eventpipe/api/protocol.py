@@ -155,14 +155,16 @@ class Http1Connection(h11.Connection):
 # RFC 9112 3.2.2: a server MUST accept it, though clients send it to proxies; uvicorn took the whole URL for
 # the path, so every such request got a 404.
 ABSOLUTE_FORM = re.compile(rb"(?i)https?://")
+AUTHORITY = re.compile(rb"([^/?]*)(.*)", re.DOTALL)
 
 
 def origin_form(request: h11.Request) -> h11.Request:
     """The request with its absolute-form target cut to path and query, and its Host header the target's
     authority, which RFC 9112 3.2.2 says to use instead of the one sent."""
-    authority, slash, rest = ABSOLUTE_FORM.sub(b"", request.target, count=1).partition(b"/")
-    authority, query_mark, query = authority.partition(b"?")
-    target = b"/" + rest if slash else b"/" + query_mark + query
+    # The authority ends at the first "/" or "?": a query may hold a "/" (http://h?next=/events).
+    authority, rest = AUTHORITY.match(ABSOLUTE_FORM.sub(b"", request.target, count=1)).groups()  # type: ignore[union-attr]
+    target = rest if rest.startswith(b"/") else b"/" + rest
+    authority = authority.rpartition(b"@")[2]  # a user name is no part of Host
     if not authority:
         raise h11.RemoteProtocolError("an absolute-form request target without a host")
     headers = [(name, value) for name, value in request.headers if name != b"host"]
