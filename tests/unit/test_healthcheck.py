@@ -69,9 +69,10 @@ def test_the_api_is_healthy_only_while_ready() -> None:
 
 
 @pytest.mark.parametrize(("service", "variable"), [("api", "EVENTPIPE_API_HOST"), ("worker", "EVENTPIPE_METRICS_HOST")])
-def test_a_host_no_url_can_hold_is_unhealthy_naming_its_variable(service: str, variable: str) -> None:
+@pytest.mark.parametrize("host", ["bad host", "a:b", "[x"])
+def test_a_host_no_url_can_hold_is_unhealthy_naming_its_variable(service: str, variable: str, host: str) -> None:
     outside = {key: value for key, value in os.environ.items() if not key.startswith("EVENTPIPE_")}
-    done = run_eventpipe("healthcheck", service, env={**outside, variable: "bad host"}, timeout=30)
+    done = run_eventpipe("healthcheck", service, env={**outside, variable: host}, timeout=30)
     assert done.returncode == 1, done.stdout + done.stderr  # Docker reserves 2
-    assert done.stdout.startswith("unhealthy: ") and f"{variable} 'bad host' is no host name" in done.stdout
+    assert done.stdout.startswith("unhealthy: ") and f"{variable} {host!r} is no host name" in done.stdout
     assert "Traceback" not in done.stderr, done.stderr

@@ -39,7 +39,7 @@ def worker_health(settings: Settings) -> tuple[bool, str]:
             body = response.read().decode()
     except OSError as exc:
         return False, f"{url} does not answer: {exc}"
-    except http.client.InvalidURL as exc:
+    except (http.client.InvalidURL, ValueError) as exc:  # urllib's own ValueError for 'a:b', '[x'
         return False, _unusable(url, exc, "EVENTPIPE_METRICS_HOST", settings.metrics_host)
     for line in body.splitlines():
         if line.startswith(CONNECTED + " "):
@@ -65,11 +65,11 @@ def api_health(settings: Settings) -> tuple[bool, str]:
         return False, f"{url} answered {exc.code}: {exc.read().decode(errors='replace')[:200]}"
     except OSError as exc:
         return False, f"{url} does not answer: {exc}"
-    except http.client.InvalidURL as exc:
+    except (http.client.InvalidURL, ValueError) as exc:
         return False, _unusable(url, exc, "EVENTPIPE_API_HOST", settings.api_host)
 
 
-def _unusable(url: str, exc: http.client.InvalidURL, variable: str, host: str) -> str:
+def _unusable(url: str, exc: Exception, variable: str, host: str) -> str:
     # A host no URL can hold ('bad host') was a traceback. Unhealthy, exit 1, like any other failed
     # check: Docker reserves a HEALTHCHECK's exit 2.
     return f"cannot ask {url}: {variable} {host!r} is no host name or address ({exc})"
