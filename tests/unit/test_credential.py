@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +63,26 @@ def test_a_folder_in_a_kept_files_place_is_named_not_a_traceback(tmp_path: Path)
         kept_secret(tmp_path / "mqtt-session-secret")
     with pytest.raises(ConfigError, match=r"cannot read .*api-key: Is a directory"):
         generated_key(tmp_path)
+
+
+@contextlib.contextmanager
+def running_as_nobody() -> Iterator[None]:
+    """This thread's effective user `nobody` for a moment (root only), as after a `sudo eventpipe up`."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+def test_a_kept_file_of_another_user_is_not_advised_away(tmp_path: Path) -> None:
+    # Deleting it (the advice for a folder in its place) would end the session, key or hashes it names.
+    path = tmp_path / "mqtt-session-secret"
+    path.write_text("0123456789abcdef0123456789abcdef\n")
+    path.chmod(0o600)
+    with running_as_nobody(), pytest.raises(ConfigError) as refused:
+        kept_secret(path)
+    assert "permission denied: run as its owner" in str(refused.value)
+    assert "delete" not in str(refused.value)

@@ -49,8 +49,8 @@ def kept_secret(path: Path) -> str:
     if len(secret) < MIN_SECRET_CHARS:
         raise ConfigError(
             f"{path} holds a secret shorter than {MIN_SECRET_CHARS} characters, which others could guess: "
-            "delete it to have one made (another session secret starts another broker session: stop "
-            "producers and let the worker drain first)"
+            "delete it to have one made (README, EVENTPIPE_MQTT_SESSION_SECRET, EVENTPIPE_CURSOR_SECRET and "
+            "EVENTPIPE_ERASURE_SECRET, say what a new one changes)"
         )
     return secret
 
@@ -61,7 +61,11 @@ def kept_file(path: Path, fresh: str) -> str:
     Written whole or not at all: a temporary file, synced, then linked into
     place, which fails if another process got there first (its value wins).
     A crash mid-write leaves no empty file to be taken for a secret."""
-    if not path.exists():
+    try:
+        there = path.exists()
+    except PermissionError:
+        raise _denied(path) from None
+    if not there:
         temporary = path.with_name(f".{path.name}.{os.getpid()}")
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -86,10 +90,17 @@ def kept_file(path: Path, fresh: str) -> str:
 def _text(path: Path) -> str:
     try:
         return _owner_only(path).read_text().strip()
+    except PermissionError:
+        raise _denied(path) from None
     except (OSError, UnicodeDecodeError) as exc:
         # A folder or an unreadable file in its place was a traceback.
         reason = exc.strerror if isinstance(exc, OSError) else "not text"
         raise ConfigError(f"cannot read {path}: {reason}: delete it to have a new one made") from None
+
+
+def _denied(path: Path) -> ConfigError:
+    # Often a start by another user (sudo): deleting it would end what it names, so never advised here.
+    return ConfigError(f"cannot read {path}: permission denied: run as its owner, or give it back")
 
 
 def _owner_only(path: Path) -> Path:
