@@ -63,7 +63,7 @@ def room_for_schema(client: Client) -> None:
         raise HaltStorageError(
             f"ClickHouse's data disk has {free // 1024} KiB free, and a schema change needs "
             f"{MIN_FREE_BYTES // MIB} MiB (on a full disk it can leave a table's definition empty): free space "
-            "(old backups), then start again; nothing was changed"
+            "(old backups), then start again; that change was not begun"
         )
 
 

@@ -146,7 +146,7 @@ def upgrade(client: Client, retention_days: int = 0) -> list[int]:
         for migration in MIGRATIONS:
             if migration.version in done:
                 continue
-            room_for_schema(client)
+            room_for_schema(client)  # before each: a refused one was not begun (earlier ones stay done)
             for statement in migration.statements:
                 client.command(statement)
             for rebuild in migration.rebuilds:
@@ -290,16 +290,25 @@ def _apply_retention(client: Client, days: int) -> None:
     # run to whatever the settings say now; unchanged, it is left alone, since
     # MODIFY TTL makes ClickHouse rewrite the table.
     days = int(days)
-    for table, column in RETAINED.items():
-        _retain(client, table, column, days)
+    changes = [
+        change for table, column in RETAINED.items() if (change := _retention_change(client, table, column, days))
+    ]
+    if changes:
+        room_for_schema(client)  # once, before the first: a refusal then leaves every table as it was
+    for change in changes:
+        client.command(change)
 
 
 def _retain(client: Client, table: str, column: str, days: int) -> None:
+    if (change := _retention_change(client, table, column, days)) is not None:
+        client.command(change)
+
+
+def _retention_change(client: Client, table: str, column: str, days: int) -> str | None:
     current = _catalog(client, table, "create_table_query")
     wanted = f"TTL toDateTime({column}) + toIntervalDay({days + RETENTION_GRACE_DAYS})"
     if days > 0 and wanted not in current:
-        room_for_schema(client)
-        client.command(f"ALTER TABLE {table} MODIFY {wanted}")
-    elif days == 0 and " TTL " in current:
-        room_for_schema(client)
-        client.command(f"ALTER TABLE {table} REMOVE TTL")
+        return f"ALTER TABLE {table} MODIFY {wanted}"
+    if days == 0 and " TTL " in current:
+        return f"ALTER TABLE {table} REMOVE TTL"
+    return None
