@@ -234,9 +234,12 @@ def test_rules_that_cannot_be_copied_skip_prometheus_and_the_stack_runs(
         (data / "prometheus").write_text("")
     up = start(stacks, data, env={"EVENTPIPE_PROMETHEUS_RULES_DIR": str(rules)}, prometheus=True)
     assert "prometheus=" not in up.wait_ready()
-    assert "Prometheus not started: cannot copy its rules from" in up.output()
     if fault.endswith("UTF-8"):
+        assert "Prometheus not started: cannot copy its rules from" in up.output()
         assert f"{rules / 'alerts.yml'} is not UTF-8 text" in up.output()
+    else:  # the data dir's fault, not the rules'
+        assert "Prometheus not started: cannot write the copy of its rules in" in up.output()
+        assert "(--data-dir, or EVENTPIPE_DATA_DIR)" in up.output()
     assert up.get("/healthz") == (200, b'{"status":"ok"}')
     assert up.stop() == 0, up.output()
     assert "Traceback" not in up.output()

@@ -176,7 +176,12 @@ def _serve(
         except (OSError, UnicodeError) as exc:
             # Prometheus is an optional extra: rules it cannot be given skip it, as a missing binary does.
             why = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
-            no_rules = f"cannot copy its rules from {rules} (EVENTPIPE_PROMETHEUS_RULES_DIR) to {copy}: {why}"
+            writing = isinstance(exc, OSError) and str(exc.filename or "").startswith(str(copy.parent))
+            no_rules = (
+                f"cannot write the copy of its rules in {copy} (--data-dir, or EVENTPIPE_DATA_DIR): {why}"
+                if writing
+                else f"cannot copy its rules from {rules} (EVENTPIPE_PROMETHEUS_RULES_DIR) to {copy}: {why}"
+            )
     prometheus: Prometheus | None = None
     problem: str | None = None
     try:
