@@ -18,6 +18,12 @@ def test_a_loopback_answer_is_refused() -> None:
         replica_name("127.0.0.1", hostname="eventpipe-ingest-worker-2")
 
 
+def test_the_hostname_back_from_etc_hosts_is_refused() -> None:
+    # In a container that is its id, new at every re-creation: the session it named would be stranded.
+    with pytest.raises(LookupError, match="own hostname"):
+        replica_name("127.0.0.1", hostname="localhost")
+
+
 def test_the_worker_takes_the_replica_name_only_when_asked_and_given_none() -> None:
     asked = Settings(mqtt_client_id_from_dns=True)
     with pytest.raises(ConfigError, match="loopback name"):

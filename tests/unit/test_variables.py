@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from eventpipe.cli import variables
@@ -40,6 +42,8 @@ def test_every_command_warns_about_them_without_their_values(
 def test_a_clean_environment_gets_no_warning(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name in [name for name in os.environ if name.upper().startswith("EVENTPIPE_")]:
+        monkeypatch.delenv(name)  # whatever the runner's shell sets
     monkeypatch.setenv("EVENTPIPE_API_PORT", str(free_port()))
     assert main(["healthcheck", "api"]) == 1
     assert "warning" not in capsys.readouterr().err

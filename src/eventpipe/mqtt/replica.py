@@ -41,11 +41,11 @@ def replica_name(address: str | None = None, hostname: str | None = None) -> str
     except OSError as exc:
         raise LookupError(f"no name for {address or hostname} in a reverse lookup: {exc}") from None
     label = name.split(".", 1)[0]
+    if label == hostname.split(".", 1)[0]:
+        raise LookupError(f"the reverse lookup of {address} gave this host's own hostname {label!r} (from /etc/hosts)")
     if ipaddress.ip_address(address).is_loopback or label == "localhost":
         # Every worker on the host would get it, and take each other's session: not a replica's name.
         raise LookupError(f"the reverse lookup of {address} gave {name!r}, this host's loopback name")
-    if label == hostname.split(".", 1)[0]:
-        raise LookupError(f"the reverse lookup of {address} gave this host's own hostname {label!r} (from /etc/hosts)")
     if not CLIENT_ID.fullmatch(label):
         raise LookupError(f"the reverse lookup of {address} gave {name!r}, no usable name")
     return label

@@ -86,7 +86,10 @@ def keep_up(client: Client) -> None:
     have = {(str(table), str(column)) for table, column in rows}
     tables = {table for table, _ in have}
     missing = [create for table, create in KEPT.items() if table not in tables]
-    missing += [alter for column, alter in KEPT_COLUMNS.items() if column not in have]
+    # A table made now has every column already.
+    missing += [
+        alter for (table, column), alter in KEPT_COLUMNS.items() if table in tables and (table, column) not in have
+    ]
     if missing:
         room_for_schema(client)
     with classified():
