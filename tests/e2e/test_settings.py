@@ -22,6 +22,19 @@ def taken_port() -> Iterator[int]:
         yield port
 
 
+def service_env(data_dir: Path) -> dict[str, str]:
+    """What `api`, `worker` and `migrate` need to get as far as their settings, on free ports."""
+    return {
+        **os.environ,
+        "EVENTPIPE_DATA_DIR": str(data_dir),
+        "EVENTPIPE_API_KEYS": "k" * 32,
+        "EVENTPIPE_MQTT_SESSION_SECRET": "s" * 40,
+        "EVENTPIPE_MQTT_URL": "mqtt://127.0.0.1:1",  # never reached: the setting stops it first
+        "EVENTPIPE_API_PORT": "0",
+        "EVENTPIPE_METRICS_PORT": "0",
+    }
+
+
 @pytest.mark.parametrize(
     ("command", "variable", "value"),
     [
@@ -33,16 +46,7 @@ def taken_port() -> Iterator[int]:
 def test_a_setting_that_cannot_work_is_named_by_its_variable(
     tmp_path: Path, taken_port: int, command: str, variable: str, value: str
 ) -> None:
-    env = {
-        **os.environ,
-        "EVENTPIPE_DATA_DIR": str(tmp_path),
-        "EVENTPIPE_API_KEYS": "k" * 32,
-        "EVENTPIPE_MQTT_SESSION_SECRET": "s" * 40,
-        "EVENTPIPE_MQTT_URL": "mqtt://127.0.0.1:1",  # never reached: the setting stops it first
-        "EVENTPIPE_API_PORT": "0",
-        "EVENTPIPE_METRICS_PORT": "0",
-        variable: str(taken_port) if value == "taken" else value,
-    }
+    env = {**service_env(tmp_path), variable: str(taken_port) if value == "taken" else value}
     done = run_eventpipe(command, env=env, timeout=90)
     assert done.returncode == 2, done.stderr[-800:]
     assert variable in done.stderr and "Traceback" not in done.stderr, done.stderr[-800:]
@@ -60,16 +64,7 @@ def test_a_host_that_cannot_be_listened_on_is_named_not_the_port(
     tmp_path: Path, command: str, variable: str, value: str
 ) -> None:
     """It said "pick another port (EVENTPIPE_API_PORT...)", sending the operator to the wrong setting."""
-    env = {
-        **os.environ,
-        "EVENTPIPE_DATA_DIR": str(tmp_path),
-        "EVENTPIPE_API_KEYS": "k" * 32,
-        "EVENTPIPE_MQTT_SESSION_SECRET": "s" * 40,
-        "EVENTPIPE_MQTT_URL": "mqtt://127.0.0.1:1",  # never reached: the setting stops it first
-        "EVENTPIPE_API_PORT": "0",
-        "EVENTPIPE_METRICS_PORT": "0",
-        variable: value,
-    }
+    env = {**service_env(tmp_path), variable: value}
     done = run_eventpipe(command, env=env, timeout=90)
     assert done.returncode == 2, done.stderr[-800:]
     assert f"; set {variable} to a name or address of this host" in done.stderr, done.stderr[-800:]
