@@ -68,13 +68,16 @@ def test_ports_in_range_are_taken() -> None:
     [
         ["publish", "--mqtt-urll=mqtt://u:S3cretPW@127.0.0.1:1883", "--count", "1"],
         ["restore", "--backup", "20260501T030000Z-1a2b3c", "--clickhouse-dns", "http://u:S3cretPW@127.0.0.1:8123/db"],
+        # A value cut before it was redacted lost its "@" and showed most of its password.
+        ["up", "--mqtt-port", "mqtt://ingest:S3cretPWxyz@127.0.0.1:1883"],
+        ["publish", "--count", "1", "--rate", "mqtt://ingest:S3cretPWxyz@127.0.0.1:1883"],
+        ["restore", "--backup", "http://default:S3cretPW" + "x" * 60 + "@127.0.0.1:8123"],
     ],
-    ids=["misspelt flag with a URL", "misspelt flag with a DSN"],
+    ids=["misspelt flag with a URL", "misspelt flag with a DSN", "a port", "a rate", "a backup name"],
 )
 def test_a_usage_error_never_echoes_a_password(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as refused:
         build_parser().parse_args(argv)
     assert refused.value.code == 2
     err = capsys.readouterr().err
-    assert "unrecognized arguments" in err
-    assert "S3cretPW" not in err
+    assert "S3cret" not in err

@@ -30,7 +30,7 @@ def _port(lowest: int) -> Callable[[str], int]:
         try:
             number = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text[:20]!r} is no port number") from None
+            raise argparse.ArgumentTypeError(f"{shown(text)!r} is no port number") from None
         if not lowest <= number <= 65_535:
             raise argparse.ArgumentTypeError(f"{number} is no port: {lowest} to 65535")
         return number
@@ -43,6 +43,11 @@ def _topic(text: str) -> str:
     if not 0 < len(text) <= MAX_PREFIX_CHARS or any(char in text for char in "+#\0"):
         raise argparse.ArgumentTypeError(f"1 to {MAX_PREFIX_CHARS} characters, without '+', '#' or NUL")
     return text
+
+
+def shown(text: str, most: int = 20) -> str:
+    """A value echoed in a usage error: redacted, then cut (cut first, a password lost its "@" and showed)."""
+    return redact(text)[:most]
 
 
 class Parser(argparse.ArgumentParser):
@@ -167,9 +172,9 @@ def _seconds(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:20]!r} is no number of seconds") from None
+        raise argparse.ArgumentTypeError(f"{shown(text)!r} is no number of seconds") from None
     if not (math.isfinite(seconds) and seconds > 0):
-        raise argparse.ArgumentTypeError(f"{text[:20]!r}: give a positive number of seconds")
+        raise argparse.ArgumentTypeError(f"{shown(text)!r}: give a positive number of seconds")
     return seconds
 
 
@@ -179,9 +184,9 @@ def _rate(text: str) -> float:
     try:
         rate = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:20]!r} is no number of events per second") from None
+        raise argparse.ArgumentTypeError(f"{shown(text)!r} is no number of events per second") from None
     if not (rate == 0 or (math.isfinite(rate) and rate >= MIN_RATE)):
-        raise argparse.ArgumentTypeError(f"{text[:20]!r}: give 0 (as fast as possible) or at least {MIN_RATE}")
+        raise argparse.ArgumentTypeError(f"{shown(text)!r}: give 0 (as fast as possible) or at least {MIN_RATE}")
     return rate
 
 
@@ -218,7 +223,7 @@ def _backup_name(text: str) -> str:
 
     # Checked before anything opens: a name never reaches a path or a statement unless it is one.
     if not NAME.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"not a backup name: {text[:80]!r} (they look like {EXAMPLE_NAME})")
+        raise argparse.ArgumentTypeError(f"not a backup name: {shown(text, 80)!r} (they look like {EXAMPLE_NAME})")
     return text
 
 
