@@ -100,8 +100,8 @@ def pid_running(*argv_parts: str) -> int | None:
 
 # The file limit a server process of eventpipe wants: the engine, the broker's and the API's sockets share
 # it (`eventpipe up` under 256 ran out with 150 clients and 60 producers; under 64 it failed at start). Never
-# raised past it: paho watches its socket with select(), which cannot take a descriptor of 1,024 or more
-# (FD_SETSIZE), so a higher limit would let the worker's reconnects fail once the API held many sockets.
+# raised past it: 1,024 carried that load, and a descriptor past 1,023 breaks whatever waits with select()
+# (FD_SETSIZE), as paho did until eventpipe.mqtt.poller.
 MIN_FILES = 1024
 
 

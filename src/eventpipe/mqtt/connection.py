@@ -9,6 +9,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from eventpipe.errors import ConfigError
+from eventpipe.mqtt import poller
 from eventpipe.mqtt.address import MqttAddress
 
 
@@ -21,6 +22,7 @@ def make_client(
     ca_file: Path | None = None,
 ) -> mqtt.Client:
     """A client for `address`; over TLS (mqtts://) it trusts only `ca_file` when given, else the system's CAs."""
+    poller.install()  # paho's select() fails on descriptors past 1,023
     client = client_class(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,

@@ -1,0 +1,43 @@
+"""paho's wait on its socket, by poll() rather than select().
+
+paho 2.2 waits with select.select(), which cannot take a descriptor of 1,024 or
+more (FD_SETSIZE): in `eventpipe up`, where the API's sockets and the engine's
+files share the process with the worker, a reconnect under load got such a
+descriptor, and paho took the ValueError for a lost connection, again and
+again: ingest stopped for as long as the API was busy (an attack held 998 API
+clients under a soft limit of 20,000: 2.5 minutes without a connection).
+"""
+
+from __future__ import annotations
+
+import select
+from types import SimpleNamespace
+from typing import Any
+
+import paho.mqtt.client as paho
+
+READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
+WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR
+
+
+def wait(rlist: list[Any], wlist: list[Any], xlist: list[Any], timeout: float | None = None) -> tuple[list[Any], ...]:
+    """select.select()'s answer, for the sockets paho asks about, with no bound on descriptor numbers. A
+    closed socket (fileno -1) raises ValueError, as select() does, which paho reads as a lost connection."""
+    masks: dict[int, int] = {}
+    for sock in rlist:
+        masks[sock.fileno()] = masks.get(sock.fileno(), 0) | select.POLLIN | select.POLLPRI
+    for sock in wlist:
+        masks[sock.fileno()] = masks.get(sock.fileno(), 0) | select.POLLOUT
+    poller = select.poll()
+    for fd, mask in masks.items():
+        poller.register(fd, mask)  # ValueError for -1
+    ready = dict(poller.poll(None if timeout is None else timeout * 1000))
+    readable = [sock for sock in rlist if ready.get(sock.fileno(), 0) & READABLE]
+    writable = [sock for sock in wlist if ready.get(sock.fileno(), 0) & WRITABLE]
+    return readable, writable, []
+
+
+def install() -> None:
+    """paho's `select` module, as paho sees it, with `wait` for its select(): every client of this process."""
+    if getattr(vars(paho)["select"], "select", None) is not wait:
+        setattr(paho, "select", SimpleNamespace(select=wait, error=select.error))  # noqa: B010 - paho's own name
