@@ -6,16 +6,13 @@ import contextlib
 import json
 import logging
 import socket
-import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
@@ -23,7 +20,6 @@ from eventpipe.api.keyring import Keyring
 from eventpipe.api.protocol import CLOSED_REASONS
 from eventpipe.api.server import ApiServer
 from eventpipe.host import free_port
-from eventpipe.stack.certificate import local_authority
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.query import Query
@@ -513,21 +509,6 @@ def test_a_body_sent_late_is_not_timed_as_the_apis_own_wait(
     assert fast == 1, "timed from its head: the client's own wait for its body counted against the SLO"
 
 
-def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(clickhouse_dsn: str) -> None:
-    # `nc -N`, and some HTTP/1.0 clients, shut their side down once the request is sent. The server then
-    # closed the connection at once, before any answer slower than a moment, while counting it as a 200.
-    big_events(clickhouse_dsn, 10, 10)
-    with (
-        server(SlowReader(connect(clickhouse_dsn))) as port,
-        socket.create_connection(("127.0.0.1", port), timeout=10) as client,
-    ):
-        client.sendall(request("/stats/event-types"))
-        client.shutdown(socket.SHUT_WR)
-        got = b"".join(iter(lambda: client.recv(65536), b""))
-    assert got.startswith(b"HTTP/1.1 200"), got[:200]
-    assert b'"total":10' in got
-
-
 @pytest.mark.parametrize(
     "target",
     [
@@ -598,30 +579,3 @@ def test_a_process_out_of_files_logs_one_line_not_a_traceback_per_accept() -> No
         client.close()
     assert err.count("out of system resource") == 0, err[:2000]
     assert err.count("could not accept connections") == 1, err[:2000]
-
-
-def test_a_half_closing_client_over_tls_is_closed_without_a_warning_per_connection(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # asyncio's TLS ignores an eof_received that returns True and logs a warning for each such connection:
-    # a client could write the log at will.
-    files = local_authority(tmp_path)
-    caplog.set_level(logging.WARNING)
-    app = FastAPI()
-    app.get("/slow")(lambda: time.sleep(0.5))  # the client's EOF arrives while its answer is made
-    api = ApiServer(app, "127.0.0.1", free_port(), cert_file=files.cert, key_file=files.key)
-    api.start()
-    context = ssl.create_default_context(cafile=str(files.ca))
-    for _ in range(3):
-        with (
-            socket.create_connection(("127.0.0.1", api.port), timeout=10) as raw,
-            context.wrap_socket(raw, server_hostname="localhost") as client,
-        ):
-            client.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-            client.shutdown(socket.SHUT_WR)  # a TCP half-close under the TLS session
-            with contextlib.suppress(OSError):
-                while client.recv(65536):
-                    pass
-    time.sleep(0.5)
-    api.stop()
-    assert not [r.getMessage() for r in caplog.records if "eof_received" in r.getMessage()]

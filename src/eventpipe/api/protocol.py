@@ -233,21 +233,6 @@ class GuardedH11Protocol(H11Protocol):
         else:
             loop.default_exception_handler(context)
 
-    def eof_received(self) -> bool | None:  # type: ignore[override]
-        """Keep the connection open for the answer when a client half-closes after its request (`nc -N`,
-        some HTTP/1.0 clients): asyncio closed it at once, before any answer slower than a moment, which
-        was then counted as a 200 nobody got. With no request being answered, it closes as before."""
-        cycle = self.cycle
-        if self.transport.get_extra_info("ssl_object") is not None:
-            # asyncio's TLS ignores True here (and logs a warning each time): over HTTPS it closes as before.
-            return None
-        # The request whole (DONE, or MUST_CLOSE once it said Connection: close): a half head still closes.
-        if cycle is not None and not cycle.response_complete and self.conn.their_state in (h11.DONE, h11.MUST_CLOSE):
-            self.keep_alive = False  # nothing more can come from the client
-            cycle.keep_alive = False
-            return True
-        return None
-
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._watch()
