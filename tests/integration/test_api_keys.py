@@ -186,6 +186,16 @@ def test_a_key_removed_from_the_file_is_refused_at_its_next_request(api: TestCli
     assert api.get("/events", headers=AS_PARTNER).status_code == 200, "and admitted again once it is back"
 
 
+def stored_purchases(dsn: str, count: int = 30_000) -> None:
+    """A migrated store of `count` purchases, enough for an export of three pages."""
+    client = connect(dsn)
+    migrate(client)
+    purchases = [
+        event("events/purchase", {"event_id": f"p{i}", "timestamp": MARCH_MS + i}, MARCH_MS) for i in range(count)
+    ]
+    assert Writer(client).insert_events(purchases) == []
+
+
 @pytest.mark.parametrize(
     ("rights", "cut"),
     [(None, True), ({"event_types": ["refund"]}, True), ({"name": "renamed", "event_types": PARTNER_TYPES}, False)],
@@ -196,12 +206,7 @@ def test_an_export_whose_key_is_revoked_or_narrowed_while_it_runs_is_cut_off(
 ) -> None:
     # Checked once, at its start: a revoked key's export went on for hours at a slow reader's pace,
     # with every later event of the types it no longer had (found by an attack on tenant isolation).
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    purchases = [
-        event("events/purchase", {"event_id": f"p{i}", "timestamp": MARCH_MS + i}, MARCH_MS) for i in range(30_000)
-    ]
-    assert Writer(client).insert_events(purchases) == []
+    stored_purchases(clickhouse_dsn)
     changed = [*KEYS[1:]]
     if rights is not None:
         granted = dict(rights)
@@ -232,12 +237,7 @@ def test_an_export_cut_off_ends_in_an_error_for_an_http_1_0_client_too(
     # after its first page looked complete (curl --http1.0 exited 0), and so would it through a proxy that
     # speaks HTTP/1.0 to the API, as nginx does by default; over TLS, a close sends close_notify first, as
     # clean an end. It is reset instead.
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    purchases = [
-        event("events/purchase", {"event_id": f"p{i}", "timestamp": MARCH_MS + i}, MARCH_MS) for i in range(30_000)
-    ]
-    assert Writer(client).insert_events(purchases) == []
+    stored_purchases(clickhouse_dsn)
     files = local_authority(tmp_path / "tls") if tls else None
     app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), Keyring([KEY], keys_file))
     api = ApiServer(app, "127.0.0.1", 0, files.cert if files else None, files.key if files else None)
