@@ -76,8 +76,8 @@ class ApiServer:
             # without a complete request head (tests/integration/test_api.py sends a 1 MiB header).
             # Guarded: uvicorn bounds neither open connections nor the time a request takes to arrive.
             http=protocol,
-            # asyncio, named: the protocol's eof_received and the loop's exception handler rely on asyncio's
-            # own behaviour, which "auto" would swap for uvloop's wherever that is installed.
+            # asyncio, named: the loop's exception handler matches asyncio's own message, which "auto" would
+            # swap for uvloop's wherever that is installed.
             loop="asyncio",
             # No WebSocket routes: an upgrade would carry the request timer into the socket.
             ws="none",

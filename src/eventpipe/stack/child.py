@@ -28,28 +28,35 @@ class ChildProcess:
         self.log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self, argv: Sequence[str], timeout: float = 15.0, inherit_fds: tuple[int, ...] = ()) -> str | None:
+    def start(
+        self, argv: Sequence[str], timeout: float = 15.0, inherit_fds: tuple[int, ...] = (), unrunnable: str = ""
+    ) -> str | None:
         """Start it and wait until it listens; return None, or why it did not come up.
 
         `inherit_fds` stay open in the child (the data-dir lock), so they are
-        held until the child itself is gone.
+        held until the child itself is gone. `unrunnable` is added to the reason when the binary is
+        there but cannot be run (a #! naming a missing interpreter: ENOENT; no executable format: ENOEXEC),
+        which was a Popen traceback.
         """
         stderr_path = self.directory / f"{self.name}.stderr"
         offset = self.log_file.stat().st_size if self.log_file and self.log_file.exists() else 0
         # A file never fills up and blocks the child the way an unread pipe would.
         with stderr_path.open("wb") as stderr:
-            self._process = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                preexec_fn=_parent_death_signal(),
-                pass_fds=inherit_fds,
-                # Its own session: Ctrl-C or a supervisor's signal to our process
-                # group must not stop the broker before the worker has acked. We
-                # stop children ourselves, in order; the death signal covers crashes.
-                start_new_session=True,
-            )
+            try:
+                self._process = subprocess.Popen(
+                    list(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    preexec_fn=_parent_death_signal(),
+                    pass_fds=inherit_fds,
+                    # Its own session: Ctrl-C or a supervisor's signal to our process
+                    # group must not stop the broker before the worker has acked. We
+                    # stop children ourselves, in order; the death signal covers crashes.
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                return f"cannot run {argv[0]}: {exc.strerror}{unrunnable}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

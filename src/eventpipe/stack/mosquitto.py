@@ -199,15 +199,13 @@ class Mosquitto:
             )
         )
         offset = self._log_size()
-        try:
-            problem = self._child.start([path, "-c", str(config)], timeout, inherit_fds)
-        except OSError as exc:
-            # Found, yet not runnable: a #! line naming a missing interpreter fails as ENOENT, a file in no
-            # executable format as ENOEXEC.
-            raise BrokerError(
-                f"cannot run {path}: {exc.strerror}: set EVENTPIPE_MOSQUITTO_BINARY to Mosquitto, or to a script "
-                "whose #! line names an interpreter that is there, or pass --mqtt-url to use a running broker"
-            ) from None
+        problem = self._child.start(
+            [path, "-c", str(config)],
+            timeout,
+            inherit_fds,
+            unrunnable=": set EVENTPIPE_MOSQUITTO_BINARY to Mosquitto, or to a script whose #! line names an "
+            "interpreter that is there, or pass --mqtt-url to use a running broker",
+        )
         if problem:
             raise BrokerError(problem)
         self._await_log(offset)

@@ -114,21 +114,18 @@ class Prometheus:
             )
         except OSError as exc:
             return f"cannot write its files in {self.directory}: {exc.strerror} (--data-dir, or EVENTPIPE_DATA_DIR)"
-        try:
-            return self._child.start(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={self.directory / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--storage.tsdb.retention.time=31d",  # the SLOs are computed over 30 days
-                    "--web.enable-lifecycle",
-                ],
-                timeout=30,
-                inherit_fds=inherit_fds,
-            )
-        except OSError as exc:  # there, but no program (a #! naming a missing interpreter): was a traceback
-            return f"cannot run {binary}: {exc.strerror}"
+        return self._child.start(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=31d",  # the SLOs are computed over 30 days
+                "--web.enable-lifecycle",
+            ],
+            timeout=30,
+            inherit_fds=inherit_fds,
+        )
 
     def running(self) -> bool:
         return self._child.running()
