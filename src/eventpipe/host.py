@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import resource
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -82,6 +84,27 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime: fields 14 and 15 of stat(5)
+
+
+class Process(NamedTuple):
+    """One line of /proc/<pid>/stat, the fields eventpipe reads."""
+
+    pid: int
+    command: str
+    state: str
+    ppid: int
+    pgrp: int
+
+
+def processes() -> Iterator[Process]:
+    """Every process of this host, as /proc lists it now (none without /proc: macOS)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        state, ppid, pgrp = text[text.rindex(")") + 2 :].split(maxsplit=3)[:3]
+        yield Process(int(stat.parent.name), text[text.index("(") + 1 : text.rindex(")")], state, int(ppid), int(pgrp))
 
 
 def pid_running(*argv_parts: str) -> int | None:

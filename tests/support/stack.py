@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from eventpipe.host import free_port
+from eventpipe.host import free_port, processes
 from tests.support.wait import wait_until
 
 
@@ -74,15 +74,9 @@ def count_rows(data_dir: Path, table: str = "events") -> int:
 
 def child_pid(parent: int, name: str) -> int:
     """The process `parent` started under this command name, read from /proc (no `ps`: slim images lack it)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # it ended meanwhile
-            continue
-        command, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
-        if command == name and int(fields[1]) == parent:
-            return int(stat.parent.name)
-    raise AssertionError(f"no {name} process under {parent}")
+    found = [process.pid for process in processes() if process.command == name and process.ppid == parent]
+    assert found, f"no {name} process under {parent}"
+    return found[0]
 
 
 class Up:

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from eventpipe.host import processes
+
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 
@@ -196,12 +198,4 @@ def _parent_death_signal() -> Callable[[], None] | None:
 def group_alive(pgid: int) -> bool:
     """Whether a process of group `pgid` still runs (a zombie does not: it only waits to be reaped); False
     without /proc (macOS), where only the program itself is waited for."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # it ended meanwhile
-            continue
-        state, _ppid, group = text[text.rindex(")") + 2 :].split(maxsplit=3)[:3]
-        if int(group) == pgid and state not in ("Z", "X"):
-            return True
-    return False
+    return any(process.pgrp == pgid and process.state not in ("Z", "X") for process in processes())
