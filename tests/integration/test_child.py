@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from eventpipe.host import free_port
-from eventpipe.stack.child import ChildProcess
+from eventpipe.stack.child import ChildProcess, group_alive
 
 # Listens on the port it is given, then exits a moment later, as a crashing broker would.
 SHORT_LIVED = """
@@ -34,3 +34,12 @@ def test_a_child_that_exited_keeps_its_number_until_stopped(tmp_path: Path) -> N
     child.stop()
     assert not (Path("/proc") / str(pid)).exists(), "reaped by stop()"
     child.terminate()  # no group left to signal: nothing happens, nothing raises
+
+
+def test_a_program_that_exits_at_start_leaves_nothing_it_started(tmp_path: Path) -> None:
+    # Reaped by the start's own check, its group was no longer signalled: what it had started ran on.
+    child = ChildProcess("quitter", free_port(), tmp_path)
+    why = child.start(["sh", "-c", "sleep 300 & exit 3"])
+    assert why is not None and why.startswith("quitter exited at start")
+    assert child._process is not None
+    assert not group_alive(child._process.pid), "the sleep it started was left running"

@@ -61,7 +61,7 @@ class ChildProcess:
                 return f"cannot run {argv[0]}: {exc.strerror}{unrunnable}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
+            if self._exit() is not None:  # not reaped: stop() must still reach its group
                 self.stop()  # what a wrapper script started may outlive it
                 return f"{self.name} exited at start: {self._explain(stderr_path, offset)}"
             if accepts(self.port):
