@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import socket
 import ssl
 import stat
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.stack import Up, count_rows, eventpipe_command, run_eventpipe
+from tests.support.terminal import finished, on_terminal, read_terminal
 from tests.support.wait import wait_until
 
 
@@ -190,49 +190,10 @@ def test_an_encrypted_api_key_file_is_refused_at_once_naming_its_variable(tmp_pa
         "EVENTPIPE_API_TLS_CERT_FILE": str(cert),
         "EVENTPIPE_API_TLS_KEY_FILE": str(key),
     }
-    terminal, process = on_terminal(["api"], env)
-    try:
-        code = process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        pytest.fail(f"still running, its terminal shows: {read_terminal(terminal)!r}")
+    terminal, process = on_terminal([*eventpipe_command(), "api"], env)
+    code = finished(process, 30)
     output = read_terminal(terminal)
+    assert code is not None, f"still running, its terminal shows: {output!r}"
     assert code == 2, output
     assert f"EVENTPIPE_API_TLS_KEY_FILE {key} is encrypted: give an unencrypted key" in output, output
     assert "Enter PEM pass phrase" not in output
-
-
-def on_terminal(args: list[str], env: dict[str, str]) -> tuple[int, subprocess.Popen[bytes]]:
-    """`eventpipe ARGS` with a pseudo-terminal for its input and output, as a user's shell runs it, in a session
-    of its own (OpenSSL prompts on the input when the process has no controlling terminal)."""
-    terminal, other_end = os.openpty()
-    try:
-        process = subprocess.Popen(
-            [*eventpipe_command(), *args],
-            stdin=other_end,
-            stdout=other_end,
-            stderr=other_end,
-            env=env,
-            start_new_session=True,
-        )
-    finally:
-        os.close(other_end)
-    return terminal, process
-
-
-def read_terminal(terminal: int) -> str:
-    """What was written to the terminal so far; closes it."""
-    output = b""
-    try:
-        while select.select([terminal], [], [], 0.5)[0]:
-            try:
-                chunk = os.read(terminal, 65536)
-            except OSError:  # EIO: every process holding the other end has closed it
-                break
-            if not chunk:
-                break
-            output += chunk
-    finally:
-        os.close(terminal)
-    return output.decode(errors="replace")

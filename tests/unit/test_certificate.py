@@ -8,6 +8,7 @@ from __future__ import annotations
 import ssl
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from eventpipe.stack import certificate
 from eventpipe.stack.certificate import NAMES, TlsFiles, local_authority, server_usable
+from tests.support.terminal import finished, on_terminal, read_terminal
 
 
 def days_left(cert: Path) -> float:
@@ -108,4 +110,27 @@ def test_an_expiring_or_keyless_ca_is_replaced_and_a_loosened_key_made_private_a
     (tmp_path / "ca-key.pem").unlink()
     local_authority(tmp_path)
     assert files.ca.read_bytes() != renewed, "a CA whose key is gone cannot sign: replaced"
+    assert server_usable(files, NAMES)
+
+
+@pytest.mark.parametrize("which", ["server-key.pem", "ca-key.pem"])
+def test_an_encrypted_key_is_replaced_without_asking_for_its_pass_phrase(tmp_path: Path, which: str) -> None:
+    """Someone encrypted a key `up --tls` made: the check that it still fits asked for the pass phrase on the
+    terminal `eventpipe up` runs on, and waited there. It is a key up cannot serve with: a new one is made."""
+    files = local_authority(tmp_path)
+    key = tmp_path / which
+    encrypted = tmp_path / "encrypted.pem"
+    encrypt = ["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:s3cret-phrase", "-out", str(encrypted)]
+    subprocess.run(encrypt, capture_output=True, check=True)
+    encrypted.replace(key)
+    assert b"ENCRYPTED" in key.read_bytes()
+    program = "import pathlib, sys; from eventpipe.stack import certificate; "
+    program += "certificate.local_authority(pathlib.Path(sys.argv[1]))"
+    # On a terminal of its own, as a user's shell runs `up`: OpenSSL prompts there when it has one.
+    terminal, process = on_terminal([sys.executable, "-c", program, str(tmp_path)])
+    code = finished(process, 30)
+    shown = read_terminal(terminal)
+    assert code == 0, shown
+    assert "pass phrase" not in shown
+    assert b"ENCRYPTED" not in key.read_bytes()
     assert server_usable(files, NAMES)

@@ -93,7 +93,8 @@ def server_usable(files: TlsFiles, names: tuple[str, ...]) -> bool:
         return False
     try:
         server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server.load_cert_chain(files.cert, files.key)  # refuses a key that is not the certificate's
+        # Refuses a key that is not the certificate's, and one encrypted since it was made.
+        server.load_cert_chain(files.cert, files.key, password=_no_pass_phrase)
         for name in names:
             client = ssl.create_default_context(cafile=str(files.ca))
             client.verify_flags |= ssl.VERIFY_X509_STRICT
@@ -130,10 +131,16 @@ def _ca_usable(openssl: str, ca: Path, ca_key: Path) -> bool:
     if not (ca.exists() and ca_key.exists()) or not _lasts(openssl, ca):
         return False
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(ca, ca_key)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(ca, ca_key, password=_no_pass_phrase)
     except (OSError, ssl.SSLError):
         return False
     return True
+
+
+def _no_pass_phrase() -> str:
+    # Called only for an encrypted key. Without it OpenSSL asked for the pass phrase on the terminal `up` runs
+    # on, and waited there. Neither the broker nor the API could be given one: such a key is replaced.
+    raise ssl.SSLError("the key is encrypted")
 
 
 def _lasts(openssl: str, cert: Path) -> bool:
