@@ -58,11 +58,14 @@ def test_a_kept_secret_too_short_to_be_unguessable_is_refused(tmp_path: Path, he
 
 def test_a_folder_in_a_kept_files_place_is_named_not_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "mqtt-session-secret").mkdir()
-    (tmp_path / "api-key").mkdir()
+    (tmp_path / "api-key").mkdir(mode=0o755)
+    (tmp_path / "api-key").chmod(0o755)  # whatever the umask
     with pytest.raises(ConfigError, match=r"cannot read .*mqtt-session-secret: Is a directory"):
         kept_secret(tmp_path / "mqtt-session-secret")
     with pytest.raises(ConfigError, match=r"cannot read .*api-key: Is a directory"):
         generated_key(tmp_path)
+    # Left as it was: made 0600, the folder had shut out its own owner (no x bit), with a warning about it.
+    assert stat.S_IMODE((tmp_path / "api-key").stat().st_mode) == 0o755
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ readable by its owner only (0600), and read back on every start after.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
@@ -105,7 +106,11 @@ def _denied(path: Path) -> ConfigError:
 
 def _owner_only(path: Path) -> Path:
     """`path`, readable by its owner only from now on: an operator's copy or restore may have widened it."""
-    mode = stat.S_IMODE(path.stat().st_mode)
+    info = path.stat()
+    if stat.S_ISDIR(info.st_mode):
+        # Before reading, which names it the same way: the mode below would have shut a folder's owner out of it.
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
         # Others could read it: close that, and say so, since they may have.
         path.chmod(0o600)
