@@ -386,6 +386,27 @@ def test_a_rare_filter_over_many_windows_comes_in_pages_that_are_never_empty_unt
     assert all(len(page.rows) == 7 for page in everything.pages[: 5 * 601 // 7])
 
 
+@pytest.mark.parametrize("limit", [1, 3])
+def test_a_page_that_ends_its_epoch_full_is_followed_by_what_came_since_not_an_empty_page(
+    client: clickhouse_connect.driver.Client, limit: int
+) -> None:
+    # A page exactly full with the last events of its epoch cannot tell it was the last; the next
+    # poll found the epoch empty and answered an empty page, which tells a client it is caught up,
+    # while the events committed since waited in the next epoch (found by an attack following the
+    # feed with limit=1: an empty page at every epoch's end).
+    now = time.time_ns() // 1_000_000
+    writer = Writer(client)
+    follower = Follower(Feed(Reader(client).run), limit=limit)
+    writer.insert_events([event(f"a{i}", now - 10 + i, now) for i in range(3)])
+    while len(follower.served) < 3:
+        assert follower.poll().rows, "an empty page with events of its epoch unserved"
+    writer.insert_events([event(f"b{i}", now + i, now + 1000) for i in range(5)])
+    assert [event_id for _t, _kind, event_id in map(ident, follower.poll().rows)] == [f"b{i}" for i in range(limit)]
+    follower.catch_up(highest_block(client))
+    assert len(follower.served) == len(set(follower.served)) == 8
+    assert follower.poll().rows == [], "caught up: an empty page"
+
+
 def caught_up_then_re_sent(client: clickhouse_connect.driver.Client) -> tuple[Follower, list[Event]]:
     """A client that was served 50 events, then those 50 re-sent (a producer's retry of an old batch)
     and 10 new ones stamped after them, all in its next epoch; the follower and the 50."""

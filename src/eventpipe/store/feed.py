@@ -120,6 +120,16 @@ class Feed:
 
     def page(self, where: EventFilter, limit: int, place: Place, max_bytes: int = PAGE_BYTES) -> FeedPage:
         """Up to `limit` events after `place` that `where` admits, whose JSON fits in `max_bytes` (at least one)."""
+        answer = self._epoch_page(where, limit, place, max_bytes)
+        if not answer.rows and place.hi is not None and answer.next.hi is None:
+            # An epoch begun by an earlier page ran out here: its last page was exactly full, or what was
+            # left served nothing (copies). Empty, this page would tell the client it is caught up while
+            # what was committed since waits in the next epoch: that one is begun and read now.
+            return self._epoch_page(where, limit, answer.next, max_bytes)
+        return answer
+
+    def _epoch_page(self, where: EventFilter, limit: int, place: Place, max_bytes: int) -> FeedPage:
+        """A page of the epoch `place` is in, or of a new one begun after `place.lo` when it is between."""
         # An epoch's complete_until is read before its hi (the parts), as _begin says.
         before = complete_before(self._run(MARKS_QUERY)[0]) if place.hi is None else None
         parts, generation = self._parts()
