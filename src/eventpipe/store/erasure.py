@@ -6,7 +6,9 @@ once, and the delete gives every part of the table a new name, so the tally
 counts its buckets again (store.tally). Tables are emptied in an order that
 keeps what finds the rest until last: the first-time index (no user column)
 by the keys events_by_user holds, then every table with a user_id
-column, the user's rows in events_by_user last (after the second pass below),
+column, `arrivals` (the feed's) before `events` (every other read's), so that
+the feed never serves an event /events has forgotten, even while the deletes
+run; the user's rows in events_by_user last (after the second pass below),
 so a call cut short is finished by calling again. An event goes whole, every copy of it, when any copy names the user
 (SHARED, OTHER_COPIES).
 
@@ -82,21 +84,23 @@ SHARED = (
 # deletes stay as cheap as the user's rows alone make them (with the key condition always there,
 # an erasure of a user of 100 events at 10M took 10.2 to 10.6 s against 5.9 to 8.8; with this
 # check 5.6 to 8.5, and 10.6 to 12.9 s for a user ten of whose events had another user's copy).
-# `arrivals` holds every copy and is emptied after every table but the user index: a call cut
-# short before it finds the copies again, one cut short after it had deleted them all (the user
-# index's first, see Eraser._pass).
-OTHER_COPIES = f"SELECT count() FROM arrivals WHERE {SHARED} AND (user_id IS NULL OR user_id != {{user:String}})"  # noqa: S608
+# `arrivals` holds every copy and is emptied first, `events` the copy reads show: a call cut short
+# after `arrivals` finds the copy `events` kept, one cut short after both had deleted them all (the
+# user index's others first, see Eraser._pass).
+OTHERS = f"{SHARED} AND (user_id IS NULL OR user_id != {{user:String}})"
+OTHER_COPIES = f"SELECT (SELECT count() FROM arrivals WHERE {OTHERS}) + (SELECT count() FROM events WHERE {OTHERS})"  # noqa: S608
 OTHERS_IN_INDEX = f"DELETE FROM {INDEX} WHERE user_id != {{user:String}} AND {SHARED} AND {CUT}"  # noqa: S608
 # Found, not listed: a table added later with a user_id column is erased too;
-# with whether it has received_at, which the cut is taken on, and the event key; `arrivals` next
-# to last (OTHER_COPIES), events_by_user last, as it gives the first-time index and the copies their keys.
+# with whether it has received_at, which the cut is taken on, and the event key; `arrivals` first
+# (read by /feed, which must forget an event no later than /events), events_by_user last, as it gives
+# the first-time index and the copies their keys.
 USER_TABLES = (
     "SELECT table, countIf(name = 'received_at'), countIf(name IN ('timestamp', 'event_type', 'event_id')) = 3"  # noqa: S608
     " FROM system.columns WHERE database = currentDatabase()"
     " AND name IN ('user_id', 'received_at', 'timestamp', 'event_type', 'event_id') AND table IN"
     " (SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree')"
     " GROUP BY table HAVING countIf(name = 'user_id') > 0"
-    f" ORDER BY table = '{INDEX}', table = 'arrivals', table"
+    f" ORDER BY table = '{INDEX}', table != 'arrivals', table"
 )
 # Workers store a mark after a batch at most once a second, and alone every two
 # seconds while idle (ingest.mark): a few seconds see every live one past the cut.
