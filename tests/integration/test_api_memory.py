@@ -29,9 +29,11 @@ ROWS = 1000
 CONTROL = bytes(range(1, 32)) * 2114  # 65,534 bytes
 
 
-def test_three_maximal_pages_at_once_grow_the_process_by_less_than_160_mib(clickhouse_dsn: str) -> None:
-    # Without the byte bound: 1,258 and 632 MiB. With it: 66 and 63 when it was set (8a7cc8d); by stop 41,
-    # /dead-letters measured 81 to 100 alone and 109 to 111 in loaded CI runs, at its old bound of 100.
+def test_three_maximal_pages_at_once_grow_the_process_by_less_than_120_mib(clickhouse_dsn: str) -> None:
+    # Without the byte bound: 1,258 and 632 MiB. With it: 66 and 63 when it was set (8a7cc8d). /dead-letters
+    # then crept to 81-111 (bound at 160 for a while): its answer was held as a str and as its encoding
+    # (e015d3b), and this test's own client kept every 64 KiB slice of it and their join. The engine's
+    # share of a page swings by 0 to 34 MiB from run to run: /events alone measured 51 to 92 here.
     writer = seeded(clickhouse_dsn)
     api = api_client(clickhouse_dsn)
     for path in ("/dead-letters", "/events"):
@@ -40,7 +42,7 @@ def test_three_maximal_pages_at_once_grow_the_process_by_less_than_160_mib(click
             sizes = concurrently(api, path, 3)
         assert all(PAGE_BYTES // 2 < size <= PAGE_BYTES + 4096 for size in sizes), (path, sizes)
         growth = grown["process"]
-        assert growth <= 160 * MIB, f"{path}: three pages at once grew the process by {growth / MIB:.0f} MiB"
+        assert growth <= 120 * MIB, f"{path}: three pages at once grew the process by {growth / MIB:.0f} MiB"
         print(f"{path}: 3 x limit=1000, bodies {sizes}, peak growth {growth / MIB:.1f} MiB")
 
     # Pages end at the cap, shorter than asked, and their cursors walk every row exactly once.
@@ -198,9 +200,11 @@ def concurrently(api: TestClient, path: str, count: int) -> list[int]:
     sizes: list[int] = []
 
     def one() -> None:
-        response = api.get(path, params={"limit": 1000}, headers=AUTH)
-        assert response.status_code == 200
-        sizes.append(len(response.content))
+        # Streamed and dropped slice by slice: the client runs in this process, and a response's
+        # content (its 64 KiB slices and their join, twice the page) would be counted as the API's.
+        with api.stream("GET", path, params={"limit": 1000}, headers=AUTH) as response:
+            assert response.status_code == 200
+            sizes.append(sum(len(chunk) for chunk in response.iter_raw()))
 
     threads = [threading.Thread(target=one) for _ in range(count)]
     for thread in threads:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from eventpipe.api.model import event_text, rfc3339
+from eventpipe.api.model import DeadLetter, DeadLetterPage, event_text, json_response, rfc3339
 from eventpipe.events import Event
+from eventpipe.store.reader import StoredDeadLetter
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The API's time range: 1970 up to 10^13 ms (2286), DateTime64(3)'s end well beyond.
@@ -48,3 +51,25 @@ def test_an_event_is_what_json_dumps_writes(
         "properties": json.loads(properties),
     }
     assert event_text(stored) == json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("tail", ["", "é", "🙂"], ids=["ascii", "latin", "astral"])
+def test_a_maximal_page_is_held_once_as_it_is_encoded(tail: str) -> None:
+    # model_dump_json() gave a str that the response then encoded: two whole copies of a 7 MB page
+    # of dead letters, and with one character above U+FFFF in one payload a str of 4 bytes per
+    # character, 53 MB at its peak (found by hunting the API's memory creep since e015d3b).
+    control = bytes(range(1, 32)) * 2114  # JSON's worst case: \u00XX, six bytes for one
+    rows = [
+        StoredDeadLetter(f"id{i}", 1_772_323_200_000 + i, "events/bad", "invalid_json", "x", control + tail.encode(), 1)
+        for i in range(19)
+    ]
+    page = DeadLetterPage(items=[DeadLetter.of(row) for row in rows], next_cursor=None)
+    assert json.loads(json_response(page).body) == json.loads(page.model_dump_json())
+    tracemalloc.start()
+    try:
+        body = json_response(page).body
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(body) > 6_000_000
+    assert peak < 1.3 * len(body), f"a {len(body):,}-byte answer peaked at {peak:,} bytes"
