@@ -1,0 +1,91 @@
+"""The Writer against a ClickHouse server's HTTP answers that no local server gives on demand: an insert
+failing after its headers went out, and a redirect (tests/support/clickhouse_http.py models both)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from functools import partial
+
+import clickhouse_connect
+import pytest
+
+from eventpipe.errors import RetryableStorageError
+from eventpipe.events import Event, Limits, parse
+from eventpipe.producer.publisher import publish_demo
+from eventpipe.store.client import connect
+from eventpipe.store.migration import migrate
+from eventpipe.store.writer import Writer
+from tests.support.clickhouse_http import ClickHouseHttp
+from tests.support.pipeline import running_worker, settings_for
+from tests.support.services import ContainerBroker, LocalBroker
+from tests.support.wait import wait_until
+
+RECEIVED_MS = 1_763_800_000_000
+EVENTS_INSERT = "INSERT INTO `events`"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseHttp]:
+    running = ClickHouseHttp(tmp_path_factory.mktemp("clickhouse-http"))
+    running.start()
+    try:
+        migrate(connect(running.dsn))
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def client(server: ClickHouseHttp) -> Iterator[clickhouse_connect.driver.Client]:
+    server.fault("ok")
+    yield connect(server.dsn)
+    server.fault("ok")
+
+
+def sample(count: int, prefix: str) -> list[Event]:
+    rows = []
+    for i in range(count):
+        body = {"event_id": f"{prefix}-{i}", "timestamp": RECEIVED_MS - i, "user_id": "u", "n": i}
+        row = parse("events/click", json.dumps(body).encode(), RECEIVED_MS, Limits())
+        assert isinstance(row, Event)
+        rows.append(row)
+    return rows
+
+
+def stored(client: clickhouse_connect.driver.Client, prefix: str) -> int:
+    sql = "SELECT count() FROM events FINAL WHERE startsWith(event_id, {p:String})"
+    return int(client.query(sql, parameters={"p": f"{prefix}-"}).result_rows[0][0])
+
+
+def test_an_insert_failing_after_a_minute_raises_a_retryable_error_and_is_not_taken_as_stored(
+    server: ClickHouseHttp, client: clickhouse_connect.driver.Client
+) -> None:
+    # Past the progress interval the driver asks for (55 s with a 60 s timeout), a real server would
+    # have sent its 200 and progress headers, and could only write the failure into the body.
+    server.fault("late_error", match=EVENTS_INSERT, runs_ms=600_000)
+    events = sample(20, "late")
+    with pytest.raises(RetryableStorageError, match="241"):
+        Writer(client).insert_events(events, isolate_unknown=True)
+    server.fault("ok")
+    assert stored(client, "late") == 0
+    assert Writer(client).insert_events(events) == []
+    assert stored(client, "late") == 20
+
+
+def test_the_worker_acks_nothing_of_batches_failing_after_a_minute_and_stores_them_once_the_store_takes_them(
+    server: ClickHouseHttp, client: clickhouse_connect.driver.Client, broker: LocalBroker | ContainerBroker
+) -> None:
+    before = int(str(client.command("SELECT count() FROM events FINAL")))
+    server.fault("late_error", match=EVENTS_INSERT, runs_ms=600_000)
+    with running_worker(settings_for(broker.url, server.dsn)) as run:
+        assert publish_demo(broker.url, 100, seed=21).acknowledged == 100
+        retries = partial(run.metric, "eventpipe_storage_errors_total", **{"class": "retry"})
+        acked = partial(run.metric, "eventpipe_messages_acked_total")
+        wait_until(lambda: retries() >= 3 or acked() > 0, what="the failing batch retried")
+        assert acked() == 0, f"{acked():.0f} messages acked, none stored"
+        assert run.metric("eventpipe_events_stored_total") == 0
+        server.fault("ok")
+        wait_until(lambda: acked() == 100, what="100 acks")
+        assert run.metric("eventpipe_events_stored_total") == 100
+    assert int(str(client.command("SELECT count() FROM events FINAL"))) == before + 100
