@@ -10,7 +10,7 @@ from functools import partial
 import clickhouse_connect
 import pytest
 
-from eventpipe.errors import RetryableStorageError
+from eventpipe.errors import RejectedDataError, RetryableStorageError, StorageError, UnknownStorageError
 from eventpipe.events import Event, Limits, parse
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.store.client import connect
@@ -71,6 +71,22 @@ def test_an_insert_failing_after_a_minute_raises_a_retryable_error_and_is_not_ta
     assert stored(client, "late") == 0
     assert Writer(client).insert_events(events) == []
     assert stored(client, "late") == 20
+
+
+def test_a_redirected_insert_fails_is_not_sent_on_and_is_not_taken_as_stored(
+    server: ClickHouseHttp, client: clickhouse_connect.driver.Client
+) -> None:
+    server.fault("redirect", match=EVENTS_INSERT, status=307)
+    events = sample(20, "moved")
+    with pytest.raises(StorageError) as raised:
+        Writer(client).insert_events(events, isolate_unknown=True)
+    # Retried as the batch it is: neither dead-lettered nor bisected for a poison row.
+    assert not isinstance(raised.value, RejectedDataError | UnknownStorageError), raised.value
+    assert server.elsewhere_requests() == 0
+    server.fault("ok")
+    assert stored(client, "moved") == 0
+    assert Writer(client).insert_events(events) == []
+    assert stored(client, "moved") == 20
 
 
 def test_the_worker_acks_nothing_of_batches_failing_after_a_minute_and_stores_them_once_the_store_takes_them(

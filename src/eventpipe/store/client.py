@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.httpclient import HttpClient
+from urllib3.util import Retry
 
 from eventpipe.errors import ConfigError
 from eventpipe.store import dsn as dsns
@@ -35,13 +37,19 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
         # calls never trip over a locked session and read-only users work.
         # The interface from the scheme: the driver takes TLS from the port alone (443, 8443), and sent an
         # https:// DSN's password in plain text to :8123 (found by an attack).
-        return clickhouse_connect.get_client(
+        client = clickhouse_connect.get_client(
             dsn=dsn,
             interface=scheme.lower(),
             autogenerate_session_id=False,
             connect_timeout=5,
             send_receive_timeout=timeout_s,
         )
+    if isinstance(client, HttpClient):
+        # A redirect is not followed but answered as the driver's error for its status: urllib3 sent an
+        # insert on with its body, a stream already read, empty, and a 200 there was taken for a stored
+        # batch (found by an attack). The driver's one retry of a failed connection stays.
+        client.http_retries = Retry(total=1, redirect=False)  # type: ignore[assignment]  # urllib3 takes a Retry
+    return client
 
 
 def backup_dir(dsn: str) -> Path | None:
