@@ -105,3 +105,18 @@ def test_the_worker_acks_nothing_of_batches_failing_after_a_minute_and_stores_th
         wait_until(lambda: acked() == 100, what="100 acks")
         assert run.metric("eventpipe_events_stored_total") == 100
     assert int(str(client.command("SELECT count() FROM events FINAL"))) == before + 100
+
+
+def test_a_command_failing_after_its_headers_went_out_raises_instead_of_returning_the_failure(
+    server: ClickHouseHttp, client: clickhouse_connect.driver.Client
+) -> None:
+    # A migration's copy (INSERT ... SELECT, then EXCHANGE TABLES) goes through client.command, which
+    # returned the exception block of a late failure as its value: the copy looked done, the half-filled
+    # table was swapped in, and the old one dropped.
+    client.command("CREATE TABLE IF NOT EXISTS copied (n UInt64) ENGINE = MergeTree ORDER BY n")
+    server.fault("late_error", match="INSERT INTO copied", runs_ms=600_000)
+    with pytest.raises(RetryableStorageError, match="241"):
+        client.command("INSERT INTO copied SELECT number FROM numbers(10)")
+    server.fault("ok")
+    client.command("INSERT INTO copied SELECT number FROM numbers(10)")
+    assert client.command("SELECT count() FROM copied") == 10

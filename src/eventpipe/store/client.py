@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 from clickhouse_connect.driver.httpclient import HttpClient
 from urllib3.util import Retry
 
 from eventpipe.errors import ConfigError
 from eventpipe.store import dsn as dsns
-from eventpipe.store.failure import classified
+from eventpipe.store.failure import classified, classify
 
 # The disk BACKUP and RESTORE write to and read from (store.backup): on a
 # server, clickhouse/config.d declares it; the embedded engine gets it below.
 BACKUP_DISK = "backups"
+# How a server writes a failure into a body whose 200 has gone out (the `__exception__` block, or the
+# text alone from older versions).
+LATE_FAILURE = re.compile(r"Code: (\d+)\. DB::Exception")
 
 
 def connect(dsn: str, timeout_s: int = 60) -> Client:
@@ -49,7 +56,23 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
         # insert on with its body, a stream already read, empty, and a 200 there was taken for a stored
         # batch (found by an attack). The driver's one retry of a failed connection stays.
         client.http_retries = Retry(total=1, redirect=False)  # type: ignore[assignment]  # urllib3 takes a Retry
+        # Commands keep the driver's progress headers, which hold a long one (a migration's copy, minutes
+        # at 100M events) past the read timeout; so a failure after them comes back as the command's value,
+        # which no caller reads: a failed copy looked done, and was swapped in. Raised here, for every caller.
+        setattr(client, "command", _failing_late(client.command))  # noqa: B010 - a method, replaced on this client
     return client
+
+
+def _failing_late(command: Callable[..., Any]) -> Callable[..., Any]:
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        result = command(*args, **kwargs)
+        text = "\t".join(result) if isinstance(result, list | tuple) else result
+        found = LATE_FAILURE.search(text) if isinstance(text, str) else None
+        if found is not None:
+            raise classify(DatabaseError(text.strip(), code=int(found[1])))
+        return result
+
+    return checked
 
 
 def backup_dir(dsn: str) -> Path | None:
