@@ -5,11 +5,16 @@ from __future__ import annotations
 import logging
 
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
+from eventpipe.api.app import create_app
 from eventpipe.store.client import connect
 from eventpipe.store.database import create, named_database
 from eventpipe.store.migration import migrate
-from tests.support.api import api_client
+from eventpipe.store.reader import Reader
+from tests.support.api import AUTH, KEY, api_client
+from tests.support.gateway import Gateway, gateway
 
 
 def test_readiness_tells_a_refusal_from_an_outage_and_logs_its_cause_once(
@@ -41,3 +46,24 @@ def test_readiness_tells_a_refusal_from_an_outage_and_logs_its_cause_once(
         assert "ClickHouse answers the API's queries again" in caplog.text
     finally:
         create(admin, database)
+
+
+def over(server: Gateway) -> TestClient:
+    """The API over `server`, as `eventpipe api` opens it."""
+    return TestClient(
+        create_app(Reader(connect(server.dsn)), CollectorRegistry(), [KEY]), raise_server_exceptions=False
+    )
+
+
+def test_a_proxy_s_502_is_an_outage_clients_retry() -> None:
+    # Before, a 502 from a proxy in front of ClickHouse (no ClickHouse error code) was taken for a refusal:
+    # 500 storage_error on every read, and /readyz said the API's user or password was wrong.
+    with gateway() as server:
+        api = over(server)
+        server.answer = 502
+        for path in ("/events?limit=1", "/stats/event-types", "/dead-letters"):
+            answer = api.get(path, headers=AUTH)
+            assert (answer.status_code, answer.json()["error"]) == (503, "unavailable"), (path, answer.text)
+            assert answer.headers["Retry-After"] == "5"
+        ready = api.get("/readyz")
+        assert (ready.status_code, ready.json()["error"]) == (503, "unavailable"), ready.text

@@ -7,6 +7,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 
 from eventpipe.errors import HaltStorageError, RejectedDataError, RetryableStorageError, UnknownStorageError
 from eventpipe.store.failure import classify
+from tests.support.gateway import GARBAGE, gateway, raised
 
 
 @pytest.mark.parametrize(
@@ -37,3 +38,28 @@ def test_failures_are_classified(error: Exception, kind: type) -> None:
     classified = classify(error)
     assert type(classified) is kind
     assert type(error).__name__ in str(classified)
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (502, RetryableStorageError),  # a load balancer whose ClickHouse is down or restarting
+        (500, RetryableStorageError),
+        (504, RetryableStorageError),
+        (503, RetryableStorageError),
+        (408, RetryableStorageError),
+        (429, RetryableStorageError),
+        (GARBAGE, RetryableStorageError),  # a proxy's own page, status 200
+        (401, HaltStorageError),  # the proxy's login: the DSN's user or password
+        (403, HaltStorageError),
+        (404, HaltStorageError),  # a path that is not ClickHouse's
+        (307, HaltStorageError),  # sent elsewhere: the DSN names the wrong address
+    ],
+)
+def test_a_proxy_s_answers_without_a_clickhouse_code_are_classified_by_status(answer: int, kind: type) -> None:
+    # Before, every HTTP status without ClickHouse's X-ClickHouse-Exception-Code (a proxy's 502) was a halt: the
+    # API answered 500 storage_error, /readyz said ClickHouse refused its user, and the worker halted.
+    with gateway() as server:
+        for query in ("SELECT 1 FROM events", "SELECT 1 FROM events LIMIT 0"):  # rows, and /readyz's columns
+            error = raised(server, answer, query)
+            assert type(classify(error)) is kind, (query, repr(error))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from clickhouse_connect.driver.exceptions import DataError, Error, OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Error, OperationalError
 
 from eventpipe.errors import (
     HaltStorageError,
@@ -76,6 +78,12 @@ REJECT_CODES = frozenset({
     349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
     469,  # VIOLATED_CONSTRAINT
 })  # fmt: skip
+# An HTTP status with no ClickHouse code: something in front of the server (a proxy, a load balancer) answered.
+# The driver says so only in its message (clickhouse_connect's build_http_error).
+HTTP_STATUS = re.compile(r"HTTP driver received HTTP status (\d{3})\b")
+# Of those, the ones that pass: the proxy's upstream is down or restarting, or it sheds load. The others
+# (a refused login, a path or host that is not ClickHouse's, a redirect) last until an operator fixes the DSN.
+RETRY_STATUSES = frozenset({408, 429})
 
 
 def classify(exc: BaseException) -> StorageError:
@@ -93,6 +101,13 @@ def classify(exc: BaseException) -> StorageError:
     if code is not None:
         return UnknownStorageError(message)
     if isinstance(exc, OperationalError | OSError | TimeoutError):
+        return RetryableStorageError(message)
+    if isinstance(exc, DatabaseError) and (status := HTTP_STATUS.search(str(exc))):
+        passing = int(status[1]) >= 500 or int(status[1]) in RETRY_STATUSES
+        return RetryableStorageError(message) if passing else HaltStorageError(message)
+    if isinstance(exc, UnicodeDecodeError | json.JSONDecodeError):
+        # An answer that is not ClickHouse's (a proxy's page with status 200) read as its JSON or text, as a
+        # stream of rows cut or garbled is (the driver's StreamFailureError, an OperationalError).
         return RetryableStorageError(message)
     if isinstance(exc, DataError | UnicodeEncodeError | OverflowError):
         # Raised while encoding the block on this side: the rows themselves are bad.
