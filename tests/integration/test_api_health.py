@@ -67,3 +67,16 @@ def test_a_proxy_s_502_is_an_outage_clients_retry() -> None:
             assert answer.headers["Retry-After"] == "5"
         ready = api.get("/readyz")
         assert (ready.status_code, ready.json()["error"]) == (503, "unavailable"), ready.text
+
+
+@pytest.mark.parametrize(("answer", "error"), [(502, "unavailable"), (401, "refused")])
+def test_readiness_503_says_when_to_ask_again_as_the_openapi_document_does(answer: int, error: str) -> None:
+    # Before, /readyz's 503s had no Retry-After, though /openapi.json promises it on every 503.
+    with gateway() as server:
+        api = over(server)
+        promised = api.get("/openapi.json").json()["paths"]["/readyz"]["get"]["responses"]["503"]
+        assert "Retry-After" in promised["headers"]
+        server.answer = answer
+        ready = api.get("/readyz")
+        assert (ready.status_code, ready.json()["error"]) == (503, error), ready.text
+        assert int(ready.headers["Retry-After"]) > 0

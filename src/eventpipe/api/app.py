@@ -75,15 +75,18 @@ def create_app(
     @app.get("/readyz", tags=["health"], summary="ClickHouse answers queries", responses=error.responses(503))
     def readyz() -> dict[str, str]:
         failure = reader.ping()
+        # Retry-After on both, as the OpenAPI document says of every 503: a load balancer may go by it.
+        retry = {"Retry-After": error.UNAVAILABLE_RETRY_AFTER_S}
         if isinstance(failure, HaltStorageError):
             # Unauthenticated: the cause goes to the log only, and this says which kind it is.
             raise error.ApiError(
                 503,
                 "refused",
                 "ClickHouse refuses the API's queries (its user, password or database): see the API's log",
+                retry,
             )
         if failure is not None:
-            raise error.ApiError(503, "unavailable", "ClickHouse does not answer")
+            raise error.ApiError(503, "unavailable", "ClickHouse does not answer", retry)
         return {"status": "ready"}
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=False)

@@ -80,6 +80,8 @@ EXAMPLES = {
 }
 # A migration's copy of events_by_user took 12 s at 10M events here: minutes at 100M.
 BUSY_RETRY_AFTER_S = "30"
+# ClickHouse out of reach: a restart or a failover takes seconds.
+UNAVAILABLE_RETRY_AFTER_S = "5"
 RETRY_AFTER = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "example": 7}}
 
 
@@ -129,7 +131,12 @@ def install(app: FastAPI) -> None:
             return _body(503, "busy", str(exc), {"Retry-After": BUSY_RETRY_AFTER_S})
         log.error("query failed: %s", exc)
         if isinstance(exc, RetryableStorageError):
-            return _body(503, "unavailable", "ClickHouse cannot answer now; retry later", {"Retry-After": "5"})
+            return _body(
+                503,
+                "unavailable",
+                "ClickHouse cannot answer now; retry later",
+                {"Retry-After": UNAVAILABLE_RETRY_AFTER_S},
+            )
         return _body(500, "storage_error", "ClickHouse refused the query; the operator has to look at the logs")
 
     @app.exception_handler(Exception)
