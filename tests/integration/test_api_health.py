@@ -80,3 +80,18 @@ def test_readiness_503_says_when_to_ask_again_as_the_openapi_document_does(answe
         ready = api.get("/readyz")
         assert (ready.status_code, ready.json()["error"]) == (503, error), ready.text
         assert int(ready.headers["Retry-After"]) > 0
+
+
+def test_a_read_with_no_window_to_narrow_cut_by_the_server_s_time_is_an_outage_not_the_client_s_fault() -> None:
+    # Before, ClickHouse's TIMEOUT_EXCEEDED (159: a profile's max_execution_time) on reads README says are never
+    # cut (dead letters, all-time counts, the feed, the export) got 422 too_costly "narrow it with since and
+    # until", which a client cannot do there.
+    with gateway() as server:
+        api = over(server)
+        server.answer, server.code = 500, 159
+        for path in ("/dead-letters", "/stats/event-types"):
+            answer = api.get(path, headers=AUTH)
+            assert (answer.status_code, answer.json()["error"]) == (503, "unavailable"), (path, answer.text)
+            assert int(answer.headers["Retry-After"]) > 0
+        costly = api.get("/events?limit=1", headers=AUTH)  # a page the client can narrow: still its to narrow
+        assert (costly.status_code, costly.json()["error"]) == (422, "too_costly"), costly.text

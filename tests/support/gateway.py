@@ -25,6 +25,7 @@ class Gateway(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.answer = 200  # a status, GARBAGE or SILENT, for every request but the connection's own
+        self.code: int | None = None  # with a status: ClickHouse's own error, with this code
         self.released = threading.Event()  # set to let SILENT requests go
 
     @property
@@ -51,13 +52,22 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.server.answer == SILENT:
             self.server.released.wait(60)
             self.close_connection = True
+        elif self.server.code is not None:
+            message = f"Code: {self.server.code}. DB::Exception: as the test says. (version 24.8.1.1)\n"
+            self._send(
+                self.server.answer, message.encode(), None, {"X-ClickHouse-Exception-Code": str(self.server.code)}
+            )
         else:
             self._send(self.server.answer, b"<html>Bad Gateway</html>", None)
 
     do_GET = do_POST
 
-    def _send(self, status: int, body: bytes, clickhouse_format: str | None) -> None:
+    def _send(
+        self, status: int, body: bytes, clickhouse_format: str | None, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         if clickhouse_format:
             self.send_header("X-ClickHouse-Format", clickhouse_format)
         self.send_header("Content-Length", str(len(body)))

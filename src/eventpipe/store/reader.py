@@ -208,7 +208,9 @@ class Reader:
 
     def run(self, query: Query, binary: tuple[str, ...] = (), *, bounded: bool = False) -> list[tuple[object, ...]]:
         """Run `query`; columns named in `binary` come back as bytes, undecoded. `bounded`: within the
-        time bound, past which it raises CostlyQueryError (422 too_costly)."""
+        time bound, past which it raises CostlyQueryError (422 too_costly). A read that is not bounded
+        and still runs out of the server's time (a profile's max_execution_time) leaves as the retryable
+        error it is (503 unavailable): its client has no window to narrow."""
         formats: dict[str, str | dict[str, str]] | None = dict.fromkeys(binary, "bytes") if binary else None
         settings = self._settings if bounded else None
         try:
@@ -218,7 +220,7 @@ class Reader:
                 )
                 return [tuple(row) for row in result.result_rows]
         except StorageError as exc:
-            if getattr(exc.__cause__, "code", None) != TIMEOUT_EXCEEDED:
+            if not bounded or getattr(exc.__cause__, "code", None) != TIMEOUT_EXCEEDED:
                 raise
             bound = f"its {settings['max_execution_time']:g} s" if settings else "the server's time"
             raise CostlyQueryError(
