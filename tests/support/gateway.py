@@ -27,6 +27,7 @@ class Gateway(ThreadingHTTPServer):
         self.answer = 200  # a status, GARBAGE or SILENT, for every request but the connection's own
         self.code: int | None = None  # with a status: ClickHouse's own error, with this code
         self.released = threading.Event()  # set to let SILENT requests go
+        self.hung = False  # SILENT to every request, the connection's own included
 
     @property
     def dsn(self) -> str:
@@ -43,7 +44,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         size = int(self.headers.get("Content-Length") or 0)
         query = unquote_plus(self.path) + self.rfile.read(size).decode("latin-1")
-        if "version()" in query:
+        if self.server.hung:
+            self.server.released.wait(60)
+            self.close_connection = True
+        elif "version()" in query:
             self._send(200, VERSION, "TabSeparated")
         elif "system.settings" in query or self.server.answer == 200:
             self._send(200, b"", "Native")

@@ -75,7 +75,7 @@ def run_api(_args: argparse.Namespace) -> int:
     from eventpipe.api.keyring import Keyring
     from eventpipe.api.maintenance import admin
     from eventpipe.api.server import ApiServer
-    from eventpipe.store.reader import Reader
+    from eventpipe.api.source import open_reader
 
     settings = Settings()
     setup_logging(settings.log_level)
@@ -91,7 +91,7 @@ def run_api(_args: argparse.Namespace) -> int:
     keyring = Keyring(settings.api_keys, settings.api_keys_file)  # a file that cannot be used stops it here
     registry = process_registry()
     with reaching(settings.resolved_clickhouse_dsn, "EVENTPIPE_CLICKHOUSE_DSN"):
-        reader = Reader(connect(settings.resolved_clickhouse_dsn), settings.api_query_timeout_s)
+        reader = open_reader(settings.resolved_clickhouse_dsn, settings.api_query_timeout_s)
     admin_dsn = "EVENTPIPE_ADMIN_CLICKHOUSE_DSN" if settings.admin_clickhouse_dsn else "EVENTPIPE_CLICKHOUSE_DSN"
     with reaching(settings.resolved_admin_clickhouse_dsn, admin_dsn):
         means = admin(settings)

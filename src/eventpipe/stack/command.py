@@ -13,6 +13,7 @@ from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.maintenance import admin
 from eventpipe.api.server import ApiServer
+from eventpipe.api.source import open_reader
 from eventpipe.cli.runtime import (
     Progress,
     Shutdown,
@@ -40,7 +41,6 @@ from eventpipe.stack.runbook import filled_rules
 from eventpipe.stack.secret import kept_secrets
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
-from eventpipe.store.reader import Reader
 
 log = logging.getLogger("eventpipe")
 
@@ -147,7 +147,7 @@ def _serve(
     api_registry = CollectorRegistry()
     means = admin(settings)
     app = create_app(
-        Reader(connect(dsn), settings.api_query_timeout_s),
+        open_reader(dsn, settings.api_query_timeout_s),
         api_registry,
         keyring,
         settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",

@@ -48,7 +48,7 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
             dsn=dsn,
             interface=scheme.lower(),
             autogenerate_session_id=False,
-            connect_timeout=5,
+            connect_timeout=min(5, timeout_s),
             send_receive_timeout=timeout_s,
         )
     if isinstance(client, HttpClient):

@@ -80,14 +80,16 @@ TIMEOUT_EXCEEDED = 159
 
 
 class Reader:
-    def __init__(self, client: Client, timeout_s: float | None = None) -> None:
+    def __init__(self, client: Client, timeout_s: float | None = None, probe: Client | None = None) -> None:
         """`timeout_s`: the longest a read a client can narrow with `since` and `until` may run
         (EVENTPIPE_API_QUERY_TIMEOUT_S): an event page, a live count, a breakdown. A filter that
         selects little reads every row before its page is full, and on the embedded engine every
         other request waits behind it (14 s on 2M events in an attack, minutes at 100M). Not the
         tally's counts, the feed, the export's windows or the dead letters: they have no window to
-        narrow, and a read cut at the same place each time would never be answered."""
+        narrow, and a read cut at the same place each time would never be answered. `probe`: the client
+        ping uses, when it must give up sooner than reads do."""
         self._client = client
+        self._probe = probe or client
         self._settings = {"max_execution_time": timeout_s} if timeout_s else None
         self._unready: str | None = None  # why the last ping failed
         # Counts by type and time, kept across requests: one Reader per process.
@@ -100,7 +102,7 @@ class Reader:
             with classified():
                 # The table every read starts from, not `SELECT 1`: a server that answers but has lost the
                 # database or its schema serves nothing (the embedded engine answers `SELECT 1` without it).
-                self._client.query("SELECT 1 FROM events LIMIT 0")
+                self._probe.query("SELECT 1 FROM events LIMIT 0")
             failure = None
         except StorageError as exc:
             failure = exc
