@@ -73,6 +73,20 @@ def test_an_insert_failing_after_a_minute_raises_a_retryable_error_and_is_not_ta
     assert stored(client, "late") == 20
 
 
+def test_an_insert_running_longer_than_the_read_timeout_is_kept_alive_and_taken_as_stored(
+    server: ClickHouseHttp,
+) -> None:
+    # The progress headers hold a long insert past the read timeout (16 s here, so 11 s between headers).
+    # Asking for none, to see a late failure as a 500, made a 20 s insert that succeeded time out: never
+    # acked, and stored again by every retry (found by a review of that change).
+    server.fault("slow", match=EVENTS_INSERT, runs_ms=20_000)
+    client = connect(server.dsn, timeout_s=16)
+    events = sample(20, "slow")
+    assert Writer(client).insert_events(events) == []
+    server.fault("ok")
+    assert stored(client, "slow") == 20
+
+
 def test_a_redirected_insert_fails_is_not_sent_on_and_is_not_taken_as_stored(
     server: ClickHouseHttp, client: clickhouse_connect.driver.Client
 ) -> None:

@@ -14,13 +14,17 @@ It models, from ClickHouse's documentation of the HTTP interface
   `http_headers_progress_interval_ms` (default 100): then the `X-ClickHouse-Progress` headers go out. The
   page warns that `wait_end_of_query=1` does not hold the header back against progress headers, so it is
   not looked at here.
+- a statement that runs long and succeeds: with `send_progress_in_http_headers=1`, the status line and an
+  `X-ClickHouse-Progress` header every `http_headers_progress_interval_ms` while it runs (what keeps a
+  client's read timeout from running out), else nothing until it ends;
 - a redirect (307 to a path of this server, which answers 200 to anything and counts what it got), as
   a proxy or load balancer in front of a server may answer.
 
 Faults are set in `<directory>/fault.json` (ClickHouseHttp.fault), read on every request:
 `{"mode": "late_error", "match": "INSERT INTO `events`", "runs_ms": 60000}` fails each matching query as a
 query running that long would fail with MEMORY_LIMIT_EXCEEDED, and stores nothing;
-`{"mode": "redirect", "match": ...}` answers it with a redirect.
+`{"mode": "redirect", "match": ...}` answers it with a redirect; `{"mode": "slow", "match": ..., "runs_ms": 20000}`
+runs it that long in real time (progress headers meanwhile, when asked for) and then succeeds.
 
 Run as its own process (`python -m tests.support.clickhouse_http PORT DIRECTORY`): chDB runs one engine per
 process, and the tests' own already runs one.
@@ -36,6 +40,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -77,7 +82,18 @@ class ClickHouseHttp:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        wait_until(lambda: (self.directory / "ready").exists(), timeout=60, what="the fake ClickHouse listening")
+        try:
+            wait_until(self._ready, timeout=60, what="the fake ClickHouse listening")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            log = (self.directory / "server.log").read_text(errors="replace")
+            raise RuntimeError(f"the fake ClickHouse exited with {self.process.returncode}: {log[-2000:]}")
+        return (self.directory / "ready").exists()
 
     def stop(self) -> None:
         if self.process is not None:
@@ -138,14 +154,6 @@ def _serve(port: int, directory: Path) -> None:
             self.rfile.readline()
             return out
 
-        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
         def _answer(self) -> None:
             parts = urlsplit(self.path)
             params = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -168,6 +176,8 @@ def _serve(port: int, directory: Path) -> None:
                 if mode == "late_error":
                     self._fail_late(params, int(fault.get("runs_ms", 0)))
                     return
+                if mode == "slow":
+                    self._run_slowly(params, int(fault.get("runs_ms", 0)))
             try:
                 body, fmt = self._execute(query, params, data)
             except Exception as exc:  # noqa: BLE001 - the engine's error is the answer
@@ -196,7 +206,8 @@ def _serve(port: int, directory: Path) -> None:
             )
             interval = int(params.get("http_headers_progress_interval_ms", DEFAULT_PROGRESS_INTERVAL_MS))
             if params.get("send_progress_in_http_headers") != "1" or runs_ms <= interval:
-                # No header went out before the failure: a proper error answer.
+                # No header went out before the failure: silence while it runs, then a proper error answer.
+                time.sleep(runs_ms / 1000)
                 self._send(500, f"{message}\n".encode(), {"X-ClickHouse-Exception-Code": str(MEMORY_LIMIT_EXCEEDED)})
                 return
             tag = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(16))
@@ -207,6 +218,36 @@ def _serve(port: int, directory: Path) -> None:
                 block.encode(),
                 {"X-ClickHouse-Exception-Tag": tag, "X-ClickHouse-Progress": progress, "X-ClickHouse-Format": "Native"},
             )
+
+        def _run_slowly(self, params: dict[str, str], runs_ms: int) -> None:
+            """A statement that takes `runs_ms` of real time, then succeeds (answered by the caller). Asked
+            for progress headers, a server sends its status line and one every interval meanwhile, which
+            keeps a client's read timeout from running out; else nothing until the end."""
+            interval = int(params.get("http_headers_progress_interval_ms", DEFAULT_PROGRESS_INTERVAL_MS))
+            if params.get("send_progress_in_http_headers") != "1":
+                time.sleep(runs_ms / 1000)
+                return
+            self.send_response(200)
+            waited = 0
+            while waited + interval < runs_ms:
+                time.sleep(interval / 1000)
+                waited += interval
+                self.send_header("X-ClickHouse-Progress", '{"read_rows":"0","written_rows":"0"}')
+                self.flush_headers()
+            time.sleep((runs_ms - waited) / 1000)
+            self.headers_sent = True
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            if getattr(self, "headers_sent", False):
+                # The status line went out with the progress headers: the rest of the headers and the body.
+                self.headers_sent = False
+            else:
+                self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def _execute(self, query: str, params: dict[str, str], data: bytes | None) -> tuple[bytes, str]:
             with lock:

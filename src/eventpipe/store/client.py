@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,9 +21,12 @@ from eventpipe.store.failure import classified, classify
 # The disk BACKUP and RESTORE write to and read from (store.backup): on a
 # server, clickhouse/config.d declares it; the embedded engine gets it below.
 BACKUP_DISK = "backups"
-# How a server writes a failure into a body whose 200 has gone out (the `__exception__` block, or the
-# text alone from older versions).
+# How a server writes a failure into a body whose 200 has gone out: inside an `__exception__` block its
+# X-ClickHouse-Exception-Tag header announces, or, before that header existed, as the whole body.
 LATE_FAILURE = re.compile(r"Code: (\d+)\. DB::Exception")
+EXCEPTION_TAG = "X-ClickHouse-Exception-Tag"
+# The block comes last, and is short.
+LATE_FAILURE_TAIL = 16_384
 
 
 def connect(dsn: str, timeout_s: int = 60) -> Client:
@@ -56,23 +58,31 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
         # insert on with its body, a stream already read, empty, and a 200 there was taken for a stored
         # batch (found by an attack). The driver's one retry of a failed connection stays.
         client.http_retries = Retry(total=1, redirect=False)  # type: ignore[assignment]  # urllib3 takes a Retry
-        # Commands keep the driver's progress headers, which hold a long one (a migration's copy, minutes
-        # at 100M events) past the read timeout; so a failure after them comes back as the command's value,
-        # which no caller reads: a failed copy looked done, and was swapped in. Raised here, for every caller.
-        setattr(client, "command", _failing_late(client.command))  # noqa: B010 - a method, replaced on this client
+        _raise_late_failures(client)
     return client
 
 
-def _failing_late(command: Callable[..., Any]) -> Callable[..., Any]:
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        result = command(*args, **kwargs)
-        text = "\t".join(result) if isinstance(result, list | tuple) else result
-        found = LATE_FAILURE.search(text) if isinstance(text, str) else None
-        if found is not None:
-            raise classify(DatabaseError(text.strip(), code=int(found[1])))
-        return result
+def _raise_late_failures(client: HttpClient) -> None:
+    """Every answer read whole (an insert's, a command's) is checked for a failure written after its 200.
 
-    return checked
+    The driver asks for progress headers, which hold a long statement (an insert, a migration's copy: minutes
+    at 100M events) past the read timeout; once they have gone out, ClickHouse can only write a later failure
+    into the body (the HTTP interface's "response codes caveats"). The driver reads that block in a query's
+    row stream, but never in an insert's answer, and a command returns it as its value, which no caller
+    reads: a batch was acked though nothing was stored, and a failed copy looked done and was swapped in."""
+    backend = client._backend
+    request = backend.request
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        response = request(*args, **kwargs)
+        if kwargs.get("stream"):
+            return response  # a row stream: the driver raises the block itself as it reads
+        found = LATE_FAILURE.search(response.data[-LATE_FAILURE_TAIL:].decode(errors="replace"))
+        if found is not None and (response.headers.get(EXCEPTION_TAG) or found.start() == 0):
+            raise classify(DatabaseError(found.string[found.start() :].strip(), code=int(found[1])))
+        return response
+
+    setattr(backend, "request", checked)  # noqa: B010 - a method, replaced on this client only
 
 
 def backup_dir(dsn: str) -> Path | None:
