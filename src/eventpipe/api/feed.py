@@ -71,7 +71,7 @@ class FeedPage(BaseModel):
         }
     }
 
-    items: list[Event] = Field(description="Events in feed order; fewer than `limit` (or none) says nothing more.")
+    items: list[Event] = Field(description="Events in feed order; none: caught up. Fewer than `limit` is no end.")
     next: str = Field(description="Pass as `after` for the next page; always present, also on an empty page.")
     complete_until: str = Field(
         description="RFC 3339: every event the pipeline received before it is in this page or an earlier one."
