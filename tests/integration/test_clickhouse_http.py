@@ -73,6 +73,48 @@ def test_an_insert_failing_after_a_minute_raises_a_retryable_error_and_is_not_ta
     assert stored(client, "late") == 20
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Code: 75. DB::ErrnoException: Cannot write to file /var/lib/clickhouse/store/x.bin, errno: 28,"
+        " strerror: No space left on device. (CANNOT_WRITE_TO_FILE_DESCRIPTOR) (version 26.3.17.110)",
+        "Code: 209. DB::NetException: Timeout exceeded while reading from socket. (SOCKET_TIMEOUT)",
+        "Code: 999. Coordination::Exception: Connection loss. (KEEPER_EXCEPTION)",
+    ],
+    ids=["disk full", "socket", "keeper"],
+)
+def test_a_late_failure_of_any_exception_class_is_raised(
+    server: ClickHouseHttp, client: clickhouse_connect.driver.Client, message: str
+) -> None:
+    # The check looked for "DB::Exception" only: a disk filling during an insert (DB::ErrnoException) was
+    # acked, and a migration's copy failing so looked done (found by an attack on the check).
+    server.fault("late_error", match=EVENTS_INSERT, runs_ms=600_000, message=message)
+    with pytest.raises(StorageError, match=message.split(".")[0]):
+        Writer(client).insert_events(sample(5, "classes"))
+    server.fault("late_error", match="INSERT INTO copied", runs_ms=600_000, message=message)
+    client.command("CREATE TABLE IF NOT EXISTS copied (n UInt64) ENGINE = MergeTree ORDER BY n")
+    with pytest.raises(StorageError, match=message.split(".")[0]):
+        client.command("INSERT INTO copied SELECT number FROM numbers(10)")
+    server.fault("ok")
+    assert stored(client, "classes") == 0
+
+
+def test_a_proxys_own_page_with_status_200_is_no_stored_batch(
+    server: ClickHouseHttp, client: clickhouse_connect.driver.Client
+) -> None:
+    # A proxy in front of ClickHouse answering an insert with its maintenance page and a 200: the batch was
+    # taken as stored, and a migration's copy returned the page as its value (found by an attack).
+    writer = Writer(client)
+    assert writer.insert_events(sample(5, "before")) == []  # the writer has its insert context, as a worker's
+    server.fault("page", match=EVENTS_INSERT)
+    with pytest.raises(RetryableStorageError, match="not ClickHouse's"):
+        writer.insert_events(sample(10, "paged"))
+    server.fault("ok")
+    assert stored(client, "paged") == 0
+    assert writer.insert_events(sample(10, "paged")) == []
+    assert stored(client, "paged") == 10
+
+
 def test_an_insert_running_longer_than_the_read_timeout_is_kept_alive_and_taken_as_stored(
     server: ClickHouseHttp,
 ) -> None:

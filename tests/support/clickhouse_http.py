@@ -23,6 +23,8 @@ It models, from ClickHouse's documentation of the HTTP interface
 Faults are set in `<directory>/fault.json` (ClickHouseHttp.fault), read on every request:
 `{"mode": "late_error", "match": "INSERT INTO `events`", "runs_ms": 60000}` fails each matching query as a
 query running that long would fail with MEMORY_LIMIT_EXCEEDED, and stores nothing;
+a `"message"` gives the failure's text instead (`Code: 75. DB::ErrnoException: ...`);
+`{"mode": "page", "match": ...}` answers it with a proxy's own page (200, no X-ClickHouse- header);
 `{"mode": "redirect", "match": ...}` answers it with a redirect; `{"mode": "slow", "match": ..., "runs_ms": 20000}`
 runs it that long in real time (progress headers meanwhile, when asked for) and then succeeds.
 
@@ -53,6 +55,10 @@ from tests.support.wait import wait_until
 ELSEWHERE = "/elsewhere"
 ELSEWHERE_LOG = "elsewhere.log"
 MEMORY_LIMIT_EXCEEDED = 241
+MEMORY_LIMIT = (
+    f"Code: {MEMORY_LIMIT_EXCEEDED}. DB::Exception: Memory limit (total) exceeded: would use 3.50 GiB."
+    " (MEMORY_LIMIT_EXCEEDED) (version 25.8.1.1)"
+)
 # ClickHouse's default http_headers_progress_interval_ms.
 DEFAULT_PROGRESS_INTERVAL_MS = 100
 TRAILING_FORMAT = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
@@ -174,7 +180,11 @@ def _serve(port: int, directory: Path) -> None:
                     self._send(int(fault.get("status", 307)), b"", {"Location": ELSEWHERE})
                     return
                 if mode == "late_error":
-                    self._fail_late(params, int(fault.get("runs_ms", 0)))
+                    self._fail_late(params, int(fault.get("runs_ms", 0)), str(fault.get("message", MEMORY_LIMIT)))
+                    return
+                if mode == "page":
+                    # Not ClickHouse's: a proxy's own page, with none of the X-ClickHouse- headers.
+                    self._send(200, b"<html><body><h1>Maintenance</h1>Back soon.</body></html>", {})
                     return
                 if mode == "slow":
                     self._run_slowly(params, int(fault.get("runs_ms", 0)))
@@ -199,16 +209,13 @@ def _serve(port: int, directory: Path) -> None:
                 return query, body
             return (query + "\n" + body.decode("utf-8", "replace")) if body else query, None
 
-        def _fail_late(self, params: dict[str, str], runs_ms: int) -> None:
-            message = (
-                f"Code: {MEMORY_LIMIT_EXCEEDED}. DB::Exception: Memory limit (total) exceeded: would use 3.50 GiB."
-                " (MEMORY_LIMIT_EXCEEDED) (version 25.8.1.1)"
-            )
+        def _fail_late(self, params: dict[str, str], runs_ms: int, message: str) -> None:
             interval = int(params.get("http_headers_progress_interval_ms", DEFAULT_PROGRESS_INTERVAL_MS))
             if params.get("send_progress_in_http_headers") != "1" or runs_ms <= interval:
                 # No header went out before the failure: silence while it runs, then a proper error answer.
                 time.sleep(runs_ms / 1000)
-                self._send(500, f"{message}\n".encode(), {"X-ClickHouse-Exception-Code": str(MEMORY_LIMIT_EXCEEDED)})
+                code = re.search(r"Code: (\d+)", message)
+                self._send(500, f"{message}\n".encode(), {"X-ClickHouse-Exception-Code": code[1] if code else "1001"})
                 return
             tag = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(16))
             block = f"\r\n__exception__\r\n{tag}\r\n{message}\r\n{len(message)} {tag}\r\n__exception__\r\n"

@@ -6,7 +6,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError, ProgrammingError
 
 from eventpipe.errors import HaltStorageError, RejectedDataError, RetryableStorageError, UnknownStorageError
-from eventpipe.store.failure import classify
+from eventpipe.store.failure import classify, failed_answer
 from tests.support.gateway import GARBAGE, gateway, raised
 
 
@@ -63,3 +63,68 @@ def test_a_proxy_s_answers_without_a_clickhouse_code_are_classified_by_status(an
         for query in ("SELECT 1 FROM events", "SELECT 1 FROM events LIMIT 0"):  # rows, and /readyz's columns
             error = raised(server, answer, query)
             assert type(classify(error)) is kind, (query, repr(error))
+
+
+TAG = "abcdefghijklmnop"
+OURS = {"X-ClickHouse-Query-Id": "q1", "X-ClickHouse-Format": "TabSeparated"}
+TAGGED = {**OURS, "X-ClickHouse-Exception-Tag": TAG}
+
+
+def block(message: str) -> bytes:
+    """A failure written after the 200, as ClickHouse 25.x+ writes it (the HTTP interface's docs)."""
+    return f"\r\n__exception__\r\n{TAG}\r\n{message}\r\n{len(message)} {TAG}\r\n__exception__\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "kind"),
+    [
+        (
+            {**OURS, "X-ClickHouse-Exception-Tag": TAG},
+            block("Code: 241. DB::Exception: Memory limit"),
+            RetryableStorageError,
+        ),
+        (
+            {**OURS, "X-ClickHouse-Exception-Tag": TAG},
+            block("Code: 75. DB::ErrnoException: errno: 28"),
+            UnknownStorageError,
+        ),
+        (
+            {**OURS, "X-ClickHouse-Exception-Tag": TAG},
+            block("Code: 999. Coordination::Exception: loss"),
+            RetryableStorageError,
+        ),
+        (
+            {**OURS, "X-ClickHouse-Exception-Tag": TAG},
+            block("Code: 60. DB::Exception: Unknown table"),
+            HaltStorageError,
+        ),
+        (TAGGED, block("no code at all"), UnknownStorageError),
+        (OURS, b"Code: 241. DB::Exception: Memory limit (total) exceeded\n", RetryableStorageError),
+        ({}, b"<html>Maintenance</html>", RetryableStorageError),
+        ({}, b"", RetryableStorageError),
+        (OURS, b"", None),
+        (OURS, b"42\n", None),
+        # Stored text that merely holds the words, in an answer without the tag, or with the tag and no block.
+        (OURS, b"a payload: Code: 1. DB::Exception: boom\n", None),
+        (TAGGED, b"Code: 1. DB::Exception: boom\n", None),
+    ],
+    ids=[
+        "tagged",
+        "errno class",
+        "keeper class",
+        "tagged halt",
+        "tagged without code",
+        "untagged",
+        "proxy page",
+        "proxy empty",
+        "insert done",
+        "command value",
+        "stored text",
+        "stored text, tag",
+    ],
+)
+def test_an_answer_read_whole_is_failed_by_what_it_carries(
+    headers: dict[str, str], body: bytes, kind: type | None
+) -> None:
+    failure = failed_answer(headers, body)
+    assert (type(failure) if failure is not None else None) is kind

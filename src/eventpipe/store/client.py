@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError
 from clickhouse_connect.driver.httpclient import HttpClient
 from urllib3.util import Retry
 
 from eventpipe.errors import ConfigError
 from eventpipe.store import dsn as dsns
-from eventpipe.store.failure import classified, classify
+from eventpipe.store.failure import classified, failed_answer
 
 # The disk BACKUP and RESTORE write to and read from (store.backup): on a
 # server, clickhouse/config.d declares it; the embedded engine gets it below.
 BACKUP_DISK = "backups"
-# How a server writes a failure into a body whose 200 has gone out: inside an `__exception__` block its
-# X-ClickHouse-Exception-Tag header announces, or, before that header existed, as the whole body.
-LATE_FAILURE = re.compile(r"Code: (\d+)\. DB::Exception")
-EXCEPTION_TAG = "X-ClickHouse-Exception-Tag"
-# The block comes last, and is short.
-LATE_FAILURE_TAIL = 16_384
 
 
 def connect(dsn: str, timeout_s: int = 60) -> Client:
@@ -69,7 +61,8 @@ def _raise_late_failures(client: HttpClient) -> None:
     at 100M events) past the read timeout; once they have gone out, ClickHouse can only write a later failure
     into the body (the HTTP interface's "response codes caveats"). The driver reads that block in a query's
     row stream, but never in an insert's answer, and a command returns it as its value, which no caller
-    reads: a batch was acked though nothing was stored, and a failed copy looked done and was swapped in."""
+    reads: a batch was acked though nothing was stored, and a failed copy looked done and was swapped in.
+    A proxy's own page with status 200 went through the same way."""
     backend = client._backend
     request = backend.request
 
@@ -77,9 +70,9 @@ def _raise_late_failures(client: HttpClient) -> None:
         response = request(*args, **kwargs)
         if kwargs.get("stream"):
             return response  # a row stream: the driver raises the block itself as it reads
-        found = LATE_FAILURE.search(response.data[-LATE_FAILURE_TAIL:].decode(errors="replace"))
-        if found is not None and (response.headers.get(EXCEPTION_TAG) or found.start() == 0):
-            raise classify(DatabaseError(found.string[found.start() :].strip(), code=int(found[1])))
+        failure = failed_answer(response.headers, response.data)
+        if failure is not None:
+            raise failure
         return response
 
     setattr(backend, "request", checked)  # noqa: B010 - a method, replaced on this client only

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Error, OperationalError
@@ -84,6 +84,40 @@ HTTP_STATUS = re.compile(r"HTTP driver received HTTP status (\d{3})\b")
 # Of those, the ones that pass: the proxy's upstream is down or restarting, or it sheds load. The others
 # (a refused login, a path or host that is not ClickHouse's, a redirect) last until an operator fixes the DSN.
 RETRY_STATUSES = frozenset({408, 429})
+
+
+# A failure ClickHouse writes into an answer whose 200 has gone out (the HTTP interface's "response codes
+# caveats"): since 25.x inside a block its X-ClickHouse-Exception-Tag header names, before that as the body
+# itself. Not only DB::Exception: a disk filling mid-insert is DB::ErrnoException, Keeper's is
+# Coordination::Exception (found by an attack).
+EXCEPTION_TAG = "X-ClickHouse-Exception-Tag"
+UNTAGGED_FAILURE = re.compile(r"\A\s*Code: \d+\. [\w:]*Exception")
+FAILURE_CODE = re.compile(r"Code: (\d+)\.")
+# The block comes last, and is short.
+FAILURE_TAIL = 16_384
+
+
+def failed_answer(headers: Mapping[str, str], body: bytes) -> StorageError | None:
+    """The failure a 2xx answer read whole (an insert's, a statement's) carries, or None: one written after
+    its status line, or an answer that is not ClickHouse's at all (a proxy's own page), which would
+    otherwise be taken for a stored batch or a finished copy."""
+    if not any(name.lower().startswith("x-clickhouse-") for name in headers):
+        # ClickHouse names the query, its format and time zone on every answer; a proxy's page does not.
+        return RetryableStorageError(f"an answer that is not ClickHouse's (no X-ClickHouse- header): {body[:120]!r}")
+    tail = body[-FAILURE_TAIL:].decode(errors="replace")
+    tag = headers.get(EXCEPTION_TAG)
+    if tag:
+        opening, closing = f"__exception__\r\n{tag}", f"{tag}\r\n__exception__"
+        start = tail.find(opening)
+        if start < 0:
+            return None
+        text = tail[start + len(opening) :].split(closing, 1)[0].strip()
+    elif UNTAGGED_FAILURE.match(tail):
+        text = tail.strip()
+    else:
+        return None
+    code = FAILURE_CODE.search(text)
+    return classify(DatabaseError(text, code=int(code[1]))) if code else UnknownStorageError(text)
 
 
 def classify(exc: BaseException) -> StorageError:
