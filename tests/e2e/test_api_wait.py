@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from eventpipe.host import free_port
 from tests.support.gateway import SILENT, gateway
@@ -58,8 +59,10 @@ def test_a_hung_clickhouse_gets_503_within_the_api_s_bound(tmp_path: Path) -> No
             api.wait(30)
 
 
-def test_api_refuses_to_start_on_a_hung_clickhouse_within_the_bound(tmp_path: Path) -> None:
-    # Before, `eventpipe api` sat 61 s on a ClickHouse that never answers before its one-line error.
+@pytest.mark.parametrize("command", ["api", "migrate"])
+def test_a_command_refuses_to_start_on_a_hung_clickhouse_within_the_bound(tmp_path: Path, command: str) -> None:
+    # Before, `eventpipe api` (and `migrate`, `worker`) sat 61 s on a ClickHouse that never answers before
+    # its one-line error.
     with gateway() as server:
         server.hung = True
         env = {
@@ -69,7 +72,7 @@ def test_api_refuses_to_start_on_a_hung_clickhouse_within_the_bound(tmp_path: Pa
             "EVENTPIPE_DATA_DIR": str(tmp_path),
         }
         started = time.monotonic()
-        done = run_eventpipe("api", env={**env, "EVENTPIPE_API_PORT": str(free_port())}, timeout=120)
+        done = run_eventpipe(command, env={**env, "EVENTPIPE_API_PORT": str(free_port())}, timeout=120)
         took = time.monotonic() - started
     assert done.returncode == 2, done.stderr
     assert "EVENTPIPE_CLICKHOUSE_DSN" in done.stderr and "secret" not in done.stderr + done.stdout

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.httpclient import HttpClient
-from urllib3.util import Retry
+from urllib3.util import Retry, Timeout
 
 from eventpipe.errors import ConfigError
 from eventpipe.store import dsn as dsns
@@ -19,6 +19,10 @@ from eventpipe.store.failure import classified, failed_answer
 # The disk BACKUP and RESTORE write to and read from (store.backup): on a
 # server, clickhouse/config.d declares it; the embedded engine gets it below.
 BACKUP_DISK = "backups"
+# The driver's first queries (the server's version and settings) answer in milliseconds: a server silent for
+# longer is not going to answer, and `migrate`, `worker` and `api` waited their whole read timeout (61 s)
+# before saying so.
+FIRST_CONTACT_S = 15
 
 
 def connect(dsn: str, timeout_s: int = 60) -> Client:
@@ -43,12 +47,14 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
             interface=scheme.lower(),
             autogenerate_session_id=False,
             connect_timeout=min(5, timeout_s),
-            send_receive_timeout=timeout_s,
+            send_receive_timeout=min(timeout_s, FIRST_CONTACT_S),
         )
     if isinstance(client, HttpClient):
         # A redirect is not followed but answered as the driver's error for its status: urllib3 sent an
         # insert on with its body, a stream already read, empty, and a 200 there was taken for a stored
         # batch (found by an attack). The driver's one retry of a failed connection stays.
+        # The wait for the statements to come, once the server has answered the driver's first queries.
+        client._backend.timeout = Timeout(connect=min(5, timeout_s), read=timeout_s)
         client.http_retries = Retry(total=1, redirect=False)  # type: ignore[assignment]  # urllib3 takes a Retry
         _raise_late_failures(client)
     return client
