@@ -78,49 +78,23 @@ def block(message: str) -> bytes:
 @pytest.mark.parametrize(
     ("headers", "body", "kind"),
     [
-        (
-            {**OURS, "X-ClickHouse-Exception-Tag": TAG},
-            block("Code: 241. DB::Exception: Memory limit"),
-            RetryableStorageError,
+        pytest.param(TAGGED, block("Code: 241. DB::Exception: Memory limit"), RetryableStorageError, id="tagged"),
+        pytest.param(TAGGED, block("Code: 75. DB::ErrnoException: errno: 28"), UnknownStorageError, id="errno class"),
+        pytest.param(
+            TAGGED, block("Code: 999. Coordination::Exception: loss"), RetryableStorageError, id="keeper class"
         ),
-        (
-            {**OURS, "X-ClickHouse-Exception-Tag": TAG},
-            block("Code: 75. DB::ErrnoException: errno: 28"),
-            UnknownStorageError,
+        pytest.param(TAGGED, block("Code: 60. DB::Exception: Unknown table"), HaltStorageError, id="tagged halt"),
+        pytest.param(TAGGED, block("no code at all"), UnknownStorageError, id="tagged without code"),
+        pytest.param(
+            OURS, b"Code: 241. DB::Exception: Memory limit (total) exceeded\n", RetryableStorageError, id="untagged"
         ),
-        (
-            {**OURS, "X-ClickHouse-Exception-Tag": TAG},
-            block("Code: 999. Coordination::Exception: loss"),
-            RetryableStorageError,
-        ),
-        (
-            {**OURS, "X-ClickHouse-Exception-Tag": TAG},
-            block("Code: 60. DB::Exception: Unknown table"),
-            HaltStorageError,
-        ),
-        (TAGGED, block("no code at all"), UnknownStorageError),
-        (OURS, b"Code: 241. DB::Exception: Memory limit (total) exceeded\n", RetryableStorageError),
-        ({}, b"<html>Maintenance</html>", RetryableStorageError),
-        ({}, b"", RetryableStorageError),
-        (OURS, b"", None),
-        (OURS, b"42\n", None),
+        pytest.param({}, b"<html>Maintenance</html>", RetryableStorageError, id="proxy page"),
+        pytest.param({}, b"", RetryableStorageError, id="proxy empty"),
+        pytest.param(OURS, b"", None, id="insert done"),
+        pytest.param(OURS, b"42\n", None, id="command value"),
         # Stored text that merely holds the words, in an answer without the tag, or with the tag and no block.
-        (OURS, b"a payload: Code: 1. DB::Exception: boom\n", None),
-        (TAGGED, b"Code: 1. DB::Exception: boom\n", None),
-    ],
-    ids=[
-        "tagged",
-        "errno class",
-        "keeper class",
-        "tagged halt",
-        "tagged without code",
-        "untagged",
-        "proxy page",
-        "proxy empty",
-        "insert done",
-        "command value",
-        "stored text",
-        "stored text, tag",
+        pytest.param(OURS, b"a payload: Code: 1. DB::Exception: boom\n", None, id="stored text"),
+        pytest.param(TAGGED, b"Code: 1. DB::Exception: boom\n", None, id="stored text, tag"),
     ],
 )
 def test_an_answer_read_whole_is_failed_by_what_it_carries(

@@ -117,7 +117,18 @@ def failed_answer(headers: Mapping[str, str], body: bytes) -> StorageError | Non
     else:
         return None
     code = FAILURE_CODE.search(text)
-    return classify(DatabaseError(text, code=int(code[1]))) if code else UnknownStorageError(text)
+    return by_code(int(code[1]), text) if code else UnknownStorageError(text)
+
+
+def by_code(code: int, message: str) -> StorageError:
+    """What ClickHouse's error `code` says to do, as the StorageError subclass for it."""
+    if code in HALT_CODES:
+        return HaltStorageError(message)
+    if code in REJECT_CODES:
+        return RejectedDataError(message)
+    if code in RETRY_CODES:
+        return RetryableStorageError(message)
+    return UnknownStorageError(message)
 
 
 def classify(exc: BaseException) -> StorageError:
@@ -126,14 +137,8 @@ def classify(exc: BaseException) -> StorageError:
         return exc
     message = f"{type(exc).__name__}: {exc}"
     code = getattr(exc, "code", None) if isinstance(exc, Error) else None
-    if code in HALT_CODES:
-        return HaltStorageError(message)
-    if code in REJECT_CODES:
-        return RejectedDataError(message)
-    if code in RETRY_CODES:
-        return RetryableStorageError(message)
     if code is not None:
-        return UnknownStorageError(message)
+        return by_code(code, message)
     if isinstance(exc, OperationalError | OSError | TimeoutError):
         return RetryableStorageError(message)
     if isinstance(exc, DatabaseError) and (status := HTTP_STATUS.search(str(exc))):
@@ -141,7 +146,8 @@ def classify(exc: BaseException) -> StorageError:
         return RetryableStorageError(message) if passing else HaltStorageError(message)
     if isinstance(exc, UnicodeDecodeError | json.JSONDecodeError):
         # An answer that is not ClickHouse's (a proxy's page with status 200) read as its JSON or text, as a
-        # stream of rows cut or garbled is (the driver's StreamFailureError, an OperationalError).
+        # stream of rows cut or garbled is (the driver's StreamFailureError, an OperationalError). Clients
+        # store.client makes refuse such a page before (failed_answer); a bare driver's meets it here.
         return RetryableStorageError(message)
     if isinstance(exc, DataError | UnicodeEncodeError | OverflowError):
         # Raised while encoding the block on this side: the rows themselves are bad.

@@ -37,8 +37,6 @@ DEAD_LETTER_COLUMNS = ("dead_letter_id", "received_at", "topic", "reason", "deta
 # A backfill may span more than 100 months in one batch; the default limit
 # would refuse that block with TOO_MANY_PARTS (252), a code that otherwise
 # means "retry later", and the batch would never go through.
-# A failure after the server's 200 (an insert past the driver's progress interval) is raised by the
-# client (store.client), not here: without the progress headers a long insert was cut by the read timeout.
 INSERT_SETTINGS = {"async_insert": 0, "throw_on_max_partitions_per_insert_block": 0}
 UNDATED_COLUMNS = ("event_type", "event_id", "timestamp", "first_copy")
 # The first copy's time of events stored without their own timestamp, by id.
