@@ -42,6 +42,7 @@ from eventpipe.store.failure import classified
 from eventpipe.store.halfway import drop_all, mark, taken_before, unfinished_restore
 from eventpipe.store.integrity import DAMAGED_CODES, not_newer, purge, reading_back, rehearse, verify
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, upgrade
+from eventpipe.store.numbering import renumber
 from eventpipe.store.query import quoted
 from eventpipe.store.scratch import drop_leftovers, new_scratch
 
@@ -161,6 +162,8 @@ class Backups:
             drop_all(self._client, database, list(KEPT))
             try:
                 job.run(self._client, _restoring(database, name))
+                # Before any delete or migration is asked of the restored parts.
+                renumber(self._client, list(SOURCE))
                 with classified():
                     upgrade(self._client, retention_days)
                     for table, rows in DERIVED.items():
