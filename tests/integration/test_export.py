@@ -404,7 +404,8 @@ EXPORTED = 300_000  # about 90 MB of NDJSON in 30 pages: far more than the socke
 def test_an_export_that_fails_midway_is_cut_off_not_ended(clickhouse_dsn: str) -> None:
     fill(clickhouse_dsn, 50_000)
     reader = FailsMidway(connect(clickhouse_dsn))
-    with served(reader) as server:
+    registry = CollectorRegistry()
+    with served(reader, registry=registry) as server:
         received = bytearray()
         with (
             httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client,
@@ -423,10 +424,18 @@ def test_an_export_that_fails_midway_is_cut_off_not_ended(clickhouse_dsn: str) -
             raw = b"".join(iter(lambda: sock.recv(1 << 20), b""))
         assert b"transfer-encoding: chunked" in raw.split(b"\r\n\r\n", 1)[0].lower()
         assert not raw.endswith(b"\r\n0\r\n\r\n")
+        # Both failed answers, as the availability SLI (5xx) counts them: not the 200 their status line said.
+        assert requests(registry, "500") == 2
+        assert requests(registry, "200") == 0
         # The same export, the store well again: complete, and it ends with the last chunk.
         reader.allowed = 10**9
         with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client:
             assert export(client).content.count(b"\n") == 50_000
+
+
+def requests(registry: CollectorRegistry, code: str) -> float | None:
+    labels = {"route": "/export", "method": "GET", "code": code}
+    return registry.get_sample_value("eventpipe_http_requests_total", labels)
 
 
 def test_a_client_that_leaves_midway_stops_the_export(clickhouse_dsn: str) -> None:

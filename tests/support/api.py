@@ -30,9 +30,11 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @contextmanager
-def served(reader: Reader, keys: Keyring | None = None) -> Iterator[ApiServer]:
+def served(
+    reader: Reader, keys: Keyring | None = None, registry: CollectorRegistry | None = None
+) -> Iterator[ApiServer]:
     """The API on a real HTTP server, as clients reach it: chunked answers, disconnects, back-pressure."""
-    server = ApiServer(create_app(reader, CollectorRegistry(), keys or [KEY]), "127.0.0.1", free_port())
+    server = ApiServer(create_app(reader, registry or CollectorRegistry(), keys or [KEY]), "127.0.0.1", free_port())
     server.start()
     try:
         yield server

@@ -22,6 +22,7 @@ from eventpipe.api.flight import ANSWERED
 from eventpipe.api.grant import Grant
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.protocol import CLOSED_REASONS
+from eventpipe.api.stream import CUT_OFF
 
 # Codes every route starts with at 0 (others appear when they first happen).
 PRIMED_CODES = ("200", "400", "401", "403", "404", "422", "429", "500", "503")
@@ -130,11 +131,17 @@ class Measure:
             # The template as OpenAPI names it ("/events/{event_id}"), whatever its parameters' convertors.
             template = getattr(route, "path_format", "unmatched")
             method = scope["method"] if scope["method"] in METHODS else "other"
+            cut_off = scope.get(CUT_OFF)
+            if cut_off is not None:
+                # Its 200 went out before the failure, but its client got a failed transfer: a 500 to the
+                # availability SLI, which a 200 here hid (and its burn-rate alerts with it).
+                code = 500
             self._requests.labels(template, method, str(code)).inc()
             if code != CLIENT_GONE:
                 # Nobody waited for that answer; timed, a key could hold a body for up to the API's read
                 # timeout, hang up, and spend the latency SLO at will.
-                ended = scope.get(ANSWERED) or time.perf_counter()
+                # A cut-off answer ended at the cut: what follows is its producer's cleanup.
+                ended = scope.get(ANSWERED) or cut_off or time.perf_counter()
                 self._duration.labels(template, method).observe(ended - started)
             grant = state.get("grant")
             if isinstance(grant, Grant):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import anyio
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 # Set in the scope by app.HeadAsGet on a HEAD answered by a GET route: its
 # body would be thrown away, so a stream does not produce it.
 HEAD_ONLY = "eventpipe.head_only"
+# Set in the scope when an answer is cut off, to when (time.perf_counter()): its status line said 200, but its
+# client got a failed transfer, so api.metrics counts it as a 500.
+CUT_OFF = "eventpipe.cut_off"
 
 
 class Stream(StreamingResponse):
@@ -49,6 +53,7 @@ class Stream(StreamingResponse):
         self._ended = ended  # called once the answer has ended, however
         # Called first, without waiting: tells a producer busy making the next chunk to give up.
         self._stopping = stopping
+        self._cut_off: float | None = None  # when producing the answer failed, if it did
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -58,6 +63,8 @@ class Stream(StreamingResponse):
                 return
             await super().__call__(scope, receive, send)
         finally:
+            if self._cut_off is not None:
+                scope[CUT_OFF] = self._cut_off
             # However the answer ended (a client gone cancels it), the producer's own cleanup runs
             # now, not whenever the garbage collector gets to it: an export stops reading ahead.
             if self._stopping is not None:
@@ -84,6 +91,7 @@ class Stream(StreamingResponse):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 sent += len(chunk)
         except Exception as exc:  # whatever failed, the answer must end incomplete
+            self._cut_off = time.perf_counter()
             # No last chunk: the server closes the connection and the client sees a cut-off transfer.
             log.error("%s cut off after %d bytes: %s", self._what, sent, exc, exc_info=not _expected(exc))
             return
