@@ -9,6 +9,7 @@ from functools import partial
 
 import clickhouse_connect
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from eventpipe.errors import RejectedDataError, RetryableStorageError, StorageError, UnknownStorageError
 from eventpipe.events import Event, Limits, parse
@@ -176,3 +177,21 @@ def test_a_command_failing_after_its_headers_went_out_raises_instead_of_returnin
     server.fault("ok")
     client.command("INSERT INTO copied SELECT number FROM numbers(10)")
     assert client.command("SELECT count() FROM copied") == 10
+
+
+def test_a_large_insert_is_stored_whole(server: ClickHouseHttp, client: clickhouse_connect.driver.Client) -> None:
+    # The driver compresses an insert one chunk at a time, a frame each; the fake read the first frame
+    # only and answered 200, so 16,384 rows of 250,000 were stored and a test losing data could pass.
+    client.command("CREATE TABLE IF NOT EXISTS large (n UInt64, s String) ENGINE = MergeTree ORDER BY n")
+    client.insert("large", [[n, f"row {n}"] for n in range(250_000)], column_names=["n", "s"])
+    assert client.query("SELECT count(), uniqExact(n) FROM large").result_rows == [(250_000, 250_000)]
+
+
+def test_a_bound_parameter_past_the_servers_field_cap_is_refused_as_a_server_refuses_it(
+    server: ClickHouseHttp, client: clickhouse_connect.driver.Client
+) -> None:
+    # Large parameters go in a multipart form, whose fields a server caps at http_max_field_value_size.
+    sql = "SELECT length({ids:Array(String)})"
+    assert client.query(sql, parameters={"ids": ["x" * 30] * 3000}).result_rows == [(3000,)]
+    with pytest.raises(DatabaseError, match="Field value too long"):
+        client.query(sql, parameters={"ids": ["x" * 30] * 5000})

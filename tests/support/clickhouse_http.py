@@ -18,7 +18,11 @@ It models, from ClickHouse's documentation of the HTTP interface
   `X-ClickHouse-Progress` header every `http_headers_progress_interval_ms` while it runs (what keeps a
   client's read timeout from running out), else nothing until it ends;
 - a redirect (307 to a path of this server, which answers 200 to anything and counts what it got), as
-  a proxy or load balancer in front of a server may answer.
+  a proxy or load balancer in front of a server may answer;
+- a query sent as a multipart form (the driver's way with large bound parameters), and the server's cap on
+  one field's value (`http_max_field_value_size`, 128 KiB by default): past it, 500 with code 1000
+  (POCO_EXCEPTION, "Field value too long"), whatever the query;
+- the `backups` disk a server declares in clickhouse/config.d, in `<directory>/backups`.
 
 Faults are set in `<directory>/fault.json` (ClickHouseHttp.fault), read on every request:
 `{"mode": "late_error", "match": "INSERT INTO `events`", "runs_ms": 60000}` fails each matching query as a
@@ -43,10 +47,12 @@ import subprocess
 import sys
 import threading
 import time
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from eventpipe.host import free_port
 from tests.support.wait import wait_until
@@ -62,6 +68,9 @@ MEMORY_LIMIT = (
 # ClickHouse's default http_headers_progress_interval_ms.
 DEFAULT_PROGRESS_INTERVAL_MS = 100
 TRAILING_FORMAT = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
+# A server's http_max_field_value_size by default; it takes one byte more.
+MAX_FIELD_VALUE = 128 * 1024 + 1
+FIELD_TOO_LONG = "Code: 1000. DB::Exception: Field value too long. (POCO_EXCEPTION) (version 26.3.1.1)"
 NATIVE_INSERT = re.compile(r"\s*INSERT\s+INTO\s+(.+?)\s*(\(.*\))?\s*FORMAT\s+Native\s*$", re.IGNORECASE | re.DOTALL)
 
 
@@ -122,7 +131,14 @@ def _decoded(body: bytes, encoding: str | None) -> bytes:
     if encoding == "lz4":
         import lz4.frame
 
-        return bytes(lz4.frame.decompress(body))
+        # Every frame: the driver compresses an insert one chunk at a time, a frame each, and
+        # lz4.frame.decompress reads the first only (a 250,000-row insert stored 16,384 rows).
+        out, rest = b"", body
+        while rest:
+            frame = lz4.frame.LZ4FrameDecompressor()
+            out += frame.decompress(rest)
+            rest = frame.unused_data
+        return out
     if encoding == "gzip":
         return gzip.decompress(body)
     if encoding == "zstd":
@@ -135,7 +151,11 @@ def _decoded(body: bytes, encoding: str | None) -> bytes:
 def _serve(port: int, directory: Path) -> None:
     from chdb import session
 
-    engine = session.Session(str(directory / "chdb"))
+    from eventpipe.store.client import engine_options
+
+    # The options an embedded store starts with: the backups disk a server has from its config.d.
+    options = engine_options(f"chdb://{directory / 'chdb'}")
+    engine = session.Session(f"{directory / 'chdb'}?{urlencode(options)}")
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -172,6 +192,14 @@ def _serve(port: int, directory: Path) -> None:
                     log.write(json.dumps({"bytes": len(raw), "query": params.get("query", "")[:200]}) + "\n")
                 self._send(200, b"", {})
                 return
+            if self.headers.get("Content-Type", "").startswith("multipart/form-data"):
+                # A server reads the form, and refuses a field over its cap, before it parses any query.
+                fields = _form_fields(self.headers["Content-Type"], _decoded(raw, self.headers.get("Content-Encoding")))
+                if any(len(value) > MAX_FIELD_VALUE for value in fields.values()):
+                    self._send(500, f"{FIELD_TOO_LONG}\n".encode(), {"X-ClickHouse-Exception-Code": "1000"})
+                    return
+                params.update({name: value.decode() for name, value in fields.items()})
+                raw = b""
             query, data = self._query(params, raw)
             fault = _fault(directory)
             mode, match = fault.get("mode", "ok"), str(fault.get("match", ""))
@@ -283,6 +311,18 @@ def _serve(port: int, directory: Path) -> None:
     server = Server(("127.0.0.1", port), Handler)
     (directory / "ready").touch()
     server.serve_forever()
+
+
+def _form_fields(content_type: str, body: bytes) -> dict[str, bytes]:
+    """The fields of a multipart/form-data body, by name."""
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    fields = {}
+    for part in message.iter_parts():
+        payload = part.get_payload(decode=True)
+        fields[str(part.get_param("name", header="content-disposition"))] = (
+            payload if isinstance(payload, bytes) else b""
+        )
+    return fields
 
 
 def _fault(directory: Path) -> dict[str, Any]:
