@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from eventpipe.store.migration import migrate
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
 from tests.support.api import ADMIN, AUTH, admin_client, walk
+from tests.support.clickhouse_http import ClickHouseHttp
 from tests.support.mqtt import publish_raw
 from tests.support.pipeline import running_worker, settings_for
 from tests.support.services import ContainerBroker, LocalBroker
@@ -221,3 +224,39 @@ def test_a_letter_whose_event_is_older_than_the_retention_now_is_not_replayed(
     assert (answer["stored"], answer["still_failing"]) == (0, 1), answer
     assert answer["failures"][0]["reason"] == "invalid_timestamp"
     assert "past the retention (EVENTPIPE_RETENTION_DAYS)" in answer["failures"][0]["detail"]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ClickHouseHttp]:
+    """A ClickHouse server's HTTP interface (tests/support/clickhouse_http.py), with its cap on a bound value."""
+    running = ClickHouseHttp(tmp_path / "clickhouse")
+    running.start()
+    try:
+        migrate(connect(running.dsn))
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_replay_of_thousands_of_small_letters_on_a_server_stores_them(server: ClickHouseHttp) -> None:
+    # The ids of a call's letters (up to 10,000, 390 KB) went in one bound value, over a server's 128 KiB
+    # cap on one: past about 3,400 letters due, every call answered 503 and nothing was replayed.
+    writer = Writer(connect(server.dsn))
+    writer.insert_dead_letters([letter("events/purchase", late(i), RECEIVED_MS + i) for i in range(5000)])
+    relaxed = admin_client(server.dsn, **RELAXED)
+    answer = post(relaxed)
+    assert (answer["examined"], answer["stored"], answer["still_failing"], answer["remaining"]) == (5000, 5000, 0, 0)
+    assert Reader(connect(server.dsn)).count_events() == 5000
+
+
+def test_a_replay_by_ids_too_long_for_one_bound_value_on_a_server_takes_those_named(server: ClickHouseHttp) -> None:
+    writer = Writer(connect(server.dsn))
+    writer.insert_dead_letters([letter("events/purchase", late(i), RECEIVED_MS + i) for i in range(5)])
+    relaxed = admin_client(server.dsn, **RELAXED)
+    ids = [item["dead_letter_id"] for item in walk(relaxed, "/dead-letters", limit=100)][:3]
+    # 1,000 ids of 64 characters in a body under its 128 KiB limit, 167 KB as one bound value: 4 bytes a
+    # character in UTF-8, and a quote escaped. No letter has such an id, but the call took the real ones.
+    named = ids + [f"{i:03}" + "\U0001f600" * 20 + "'" * 41 for i in range(997)]
+    answer = post(relaxed, {"ids": named})
+    assert (answer["examined"], answer["stored"], answer["remaining"]) == (3, 3, 0)
+    assert post(relaxed)["stored"] == 2

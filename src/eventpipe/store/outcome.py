@@ -4,7 +4,8 @@ A replay takes letters oldest first and never one already replayed; a letter
 that failed is taken again only under another contract (the parser and limits
 the attempt ran under), unless named by id. Outcomes are appended to
 dead_letter_outcomes, never written over the letter (store.schema.record). Every
-value is a bound parameter.
+value is a bound parameter; a list of ids goes in as many queries as keep each
+list under a server's cap on one (query.PARAMETER_BYTES).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import NamedTuple
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.store.failure import classified
-from eventpipe.store.query import Query
+from eventpipe.store.query import Query, parameter_chunks
 from eventpipe.store.reader import StoredDeadLetter, dead_letter_row
 from eventpipe.store.writer import INSERT_SETTINGS
 
 OUTCOME_COLUMNS = ("dead_letter_id", "attempted_at", "status", "contract", "reason", "detail")
+RECEIVED_MS = "toUnixTimestamp64Milli(received_at)"
 LETTER_FIELDS = "dead_letter_id, toUnixTimestamp64Milli(received_at), topic, reason, detail, payload, payload_size"
 
 
@@ -54,27 +56,39 @@ class Outcomes:
         """The first `limit` letters of `selection` due for an attempt under `contract`, oldest first.
 
         Reads ids and payload sizes only (the .size subcolumn), never a payload."""
-        sql, parameters = _due(selection, contract)
-        query = Query(
-            f"SELECT dead_letter_id, payload.size FROM dead_letters FINAL WHERE {sql}"  # noqa: S608 - constants
-            " ORDER BY received_at, dead_letter_id LIMIT {limit:UInt32}",
-            parameters | {"limit": limit},
-        )
-        return [Candidate(str(key), int(str(size))) for key, size in self._run(query)]
+        rows: list[tuple[object, ...]] = []
+        for part in _parts(selection):
+            sql, parameters = _due(part, contract)
+            query = Query(
+                f"SELECT dead_letter_id, payload.size, {RECEIVED_MS} FROM dead_letters FINAL WHERE {sql}"  # noqa: S608
+                " ORDER BY received_at, dead_letter_id LIMIT {limit:UInt32}",
+                parameters | {"limit": limit},
+            )
+            rows += self._run(query)
+        # Each part's rows are in order; several parts' are merged into one order.
+        rows.sort(key=lambda row: (int(str(row[2])), str(row[0])))
+        return [Candidate(str(key), int(str(size))) for key, size, _ in rows[:limit]]
 
     def due(self, selection: Selection, contract: str) -> int:
         """How many letters of `selection` are still due for an attempt under `contract`."""
-        sql, parameters = _due(selection, contract)
-        return int(str(self._run(Query(f"SELECT count() FROM dead_letters FINAL WHERE {sql}", parameters))[0][0]))  # noqa: S608
+        count = 0
+        for part in _parts(selection):
+            sql, parameters = _due(part, contract)
+            count += int(str(self._run(Query(f"SELECT count() FROM dead_letters FINAL WHERE {sql}", parameters))[0][0]))  # noqa: S608
+        return count
 
     def letters(self, ids: Sequence[str]) -> list[StoredDeadLetter]:
         """The letters with these ids, payloads as bytes; sorted by id, as the table is."""
-        query = Query(
-            f"SELECT {LETTER_FIELDS} FROM dead_letters FINAL WHERE dead_letter_id IN {{ids:Array(String)}}"  # noqa: S608
-            " ORDER BY dead_letter_id",
-            {"ids": list(ids)},
-        )
-        return [dead_letter_row(row) for row in self._run(query, binary=("payload",))]
+        found = []
+        # Sorted first, so that the parts' answers, each sorted, follow one another in order.
+        for part in parameter_chunks(sorted(set(ids)), _id_bytes):
+            query = Query(
+                f"SELECT {LETTER_FIELDS} FROM dead_letters FINAL WHERE dead_letter_id IN {{ids:Array(String)}}"  # noqa: S608
+                " ORDER BY dead_letter_id",
+                {"ids": part},
+            )
+            found += [dead_letter_row(row) for row in self._run(query, binary=("payload",))]
+        return found
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         if not outcomes:
@@ -92,6 +106,18 @@ class Outcomes:
         with classified():
             result = self._client.query(query.sql, parameters=query.parameters, column_formats=formats)
             return [tuple(row) for row in result.result_rows]
+
+
+def _id_bytes(dead_letter_id: str) -> int:
+    return len(dead_letter_id.encode()) + 8  # as a parameter: quoted, escaped, a comma
+
+
+def _parts(selection: Selection) -> list[Selection]:
+    """`selection` as selections whose ids each fit in one bound parameter: a ClickHouse server refuses a
+    longer one (query.PARAMETER_BYTES), and a replay by 1,000 ids of 64 characters may not fit."""
+    if selection.ids is None:
+        return [selection]
+    return [selection._replace(ids=tuple(ids)) for ids in parameter_chunks(sorted(set(selection.ids)), _id_bytes)]
 
 
 def _due(selection: Selection, contract: str) -> tuple[str, dict[str, object]]:
