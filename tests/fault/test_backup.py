@@ -21,6 +21,7 @@ from eventpipe.store.erasure import Eraser
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 from tests.support.api import event
+from tests.support.clickhouse_http import ClickHouseHttp
 
 
 @pytest.fixture
@@ -162,3 +163,42 @@ class Unrecorded:
                 "Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)"
             )
         return self._client.insert(table, *args, **kwargs)
+
+
+TOO_MANY_QUERIES = (
+    "Code: 202. DB::Exception: Too many simultaneous queries. Maximum: 100. (TOO_MANY_SIMULTANEOUS_QUERIES)"
+    " (version 26.3.1.1)"
+)
+
+
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [
+        ("late_error", {"runs_ms": 0, "message": TOO_MANY_QUERIES}),
+        ("late_error", {"runs_ms": 600_000, "message": TOO_MANY_QUERIES}),
+        ("page", {}),
+    ],
+    ids=["refused up front", "failed after its 200", "a proxy's page"],
+)
+def test_a_backup_whose_statement_the_server_refused_says_none_was_made(
+    tmp_path: Path, mode: str, options: dict[str, Any]
+) -> None:
+    # It said "backup X was written but not read back: `eventpipe restore --backup X` still takes it", and
+    # that restore then found no such backup: the refusal of BACKUP itself was taken for one of the read-back.
+    server = ClickHouseHttp(tmp_path / "clickhouse")
+    server.start()
+    try:
+        client = connect(server.dsn)
+        migrate(client)
+        Writer(client).insert_events([event("events/t", {"event_id": f"e{i}"}, 1_772_323_200_000) for i in range(5)])
+        backups = Backups(client)
+        server.fault(mode, match="BACKUP DATABASE", **options)
+        with pytest.raises(BackupError, match=r"^backup \S+ was not made \(") as refused:
+            backups.take("test")
+        assert "restore" not in str(refused.value), refused.value
+        assert backups.listing() == []
+        assert not any((tmp_path / "clickhouse" / "backups").glob("*")), "nothing left on the backups disk"
+        server.fault("ok")
+        assert backups.take("test").events == 5  # the server's backups disk, working once BACKUP is taken
+    finally:
+        server.stop()

@@ -194,7 +194,15 @@ class Backups:
         room_for_backup(self._client, database, list(KEPT))
         purge(self._client, database, list(KEPT))
         try:
-            size = job.run(self._client, f"BACKUP DATABASE {quoted(database)} EXCEPT TABLES {kept} TO {_disk(name)}")
+            backup_id = job.start(
+                self._client, f"BACKUP DATABASE {quoted(database)} EXCEPT TABLES {kept} TO {_disk(name)}"
+            )
+        except EventpipeError as exc:
+            # Refused before it began (too many queries, a failure written after its 200, a proxy's page):
+            # there is no backup to restore, whatever the statement may have left on the disk.
+            raise BackupError(f"backup {name} was not made ({exc}){discard(self._client, name)}") from exc
+        try:
+            size = job.wait(self._client, backup_id, "BACKUP")
             # Read back before it is recorded: on a full disk chDB reported one created whose `.backup` was empty.
             events, dead_letters = self._held(name, database)
         except BackupError as exc:

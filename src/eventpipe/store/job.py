@@ -24,9 +24,18 @@ STATUS = "SELECT status, error, total_size FROM system.backups WHERE id = {id:St
 def run(client: Client, statement: str) -> int:
     """Run `statement` (BACKUP or RESTORE, built by store.backup) with ASYNC and wait for its end;
     the backup's size in bytes, as system.backups gives it with the final status."""
+    return wait(client, start(client, statement), statement.split(" ", 1)[0])
+
+
+def start(client: Client, statement: str) -> str:
+    """Start `statement` with ASYNC; its id in system.backups. A failure here is the server's refusal (or a
+    proxy's) of the statement itself: it did not begin, short of its answer lost on the way back."""
     with classified():
-        backup_id = str(client.query(f"{statement} ASYNC").result_rows[0][0])
-    verb = statement.split(" ", 1)[0]
+        return str(client.query(f"{statement} ASYNC").result_rows[0][0])
+
+
+def wait(client: Client, backup_id: str, verb: str) -> int:
+    """Wait for the BACKUP or RESTORE `backup_id` to end (as `run` does)."""
     missing_since, pause = None, POLL_S
     while True:
         with classified():
