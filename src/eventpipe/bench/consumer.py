@@ -120,6 +120,8 @@ def drain_worker(args: argparse.Namespace) -> tuple[int, float, float, int]:
         mqtt_share_group=args.share_group,
         # No probes: the figures count the backlog's messages, and only them.
         probe_interval_s=0,
+        # The session the backlog was queued for is named without one, as the bench runs.
+        mqtt_session_secret=None,
     )
     migrator = connect(settings.resolved_clickhouse_dsn)
     migrate(migrator)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eventpipe.bench import backlog
+from eventpipe.bench.child import environment
 from eventpipe.errors import EventpipeError
 
 SHARE_GROUP = "bench"
@@ -53,7 +54,8 @@ def _start(
         argv += ["--data-dir", str(data_dir / f"chdb-{client_id}")]
     if share_group:
         argv += ["--share-group", share_group]
-    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pipe = subprocess.PIPE
+    return subprocess.Popen(argv, stdin=pipe, stdout=pipe, stderr=pipe, text=True, env=environment())
 
 
 def _run_together(

@@ -22,6 +22,7 @@ from typing import Any
 
 from eventpipe.bench import service
 from eventpipe.bench.backlog import demo_messages
+from eventpipe.bench.child import environment
 from eventpipe.bench.client import ApiClient
 from eventpipe.bench.download import Download, download
 from eventpipe.bench.latency import Load
@@ -55,7 +56,12 @@ class Comparison:
 
 def _child(module: str, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False, timeout=3600
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=3600,
+        env=environment(),
     )
     if done.returncode != 0:
         raise EventpipeError(f"{module} failed: {done.stderr.strip()[-2000:]}")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from eventpipe.bench.child import environment
 from eventpipe.errors import EventpipeError
 from eventpipe.host import free_port
 
@@ -24,7 +24,7 @@ class Service:
             stdin=subprocess.DEVNULL,
             stdout=self._handle,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
+            env=environment(env),
             text=True,
         )
 
