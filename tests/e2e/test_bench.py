@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stack import run_eventpipe
+from tests.support.stack import query, run_eventpipe
 
 pytestmark = pytest.mark.e2e
 
@@ -85,3 +85,13 @@ def test_the_drain_runs_with_a_session_secret_exported(tmp_path: Path) -> None:
     done = run_eventpipe("bench", *args, env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "worker / bare paho:" in done.stdout, done.stdout + done.stderr
+
+
+def test_fill_keeps_the_retention_the_environment_sets(tmp_path: Path) -> None:
+    """`bench fill` migrated with no retention, which removed the TTL `eventpipe up` had set with the
+    same EVENTPIPE_RETENTION_DAYS: events then were kept forever."""
+    env = {**os.environ, "EVENTPIPE_RETENTION_DAYS": "30"}
+    done = run_eventpipe("bench", "fill", "--data-dir", str(tmp_path), "--count", "1000", env=env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    sql = "SELECT name FROM system.tables WHERE database = currentDatabase() AND create_table_query LIKE '% TTL %'"
+    assert "events" in query(tmp_path, sql).split(), "bench fill removed the retention TTL"

@@ -56,6 +56,11 @@ def _query(data_dir: Path, sql: str) -> str:
     return done.stdout
 
 
+def query(data_dir: Path, sql: str) -> str:
+    """What `sql` answers on the store of `data_dir`, as text (run in a child process, as every read here)."""
+    return _query(data_dir, sql)
+
+
 def stored_ids(data_dir: Path) -> list[str]:
     """Every event id as reads see it (FINAL), duplicates kept so a test can count them."""
     return [line for line in _query(data_dir, IDS_SQL).splitlines() if line]

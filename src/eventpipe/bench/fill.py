@@ -57,11 +57,12 @@ def batches(count: int, now_ms: int, batch: int = BATCH) -> Iterator[list[Sequen
         ]
 
 
-def fill(dsn: str, count: int) -> dict[str, float]:
-    """Append `count` events to the store at `dsn`; return what it took."""
+def fill(dsn: str, count: int, retention_days: int = 0) -> dict[str, float]:
+    """Append `count` events to the store at `dsn`, migrated as `eventpipe up` does with `retention_days`
+    (0 would remove a retention TTL it set); return what it took."""
     client = connect(dsn)
     try:
-        migrate(client)
+        migrate(client, retention_days)
         writer = Writer(client)
         started = time.perf_counter()
         stored = 0
@@ -74,6 +75,6 @@ def fill(dsn: str, count: int) -> dict[str, float]:
     return {"count": stored, "seconds": seconds, "per_second": stored / seconds if seconds else 0.0}
 
 
-def run_fill(dsn: str, count: int) -> int:
-    print(json.dumps(fill(dsn, count)), flush=True)
+def run_fill(dsn: str, count: int, retention_days: int) -> int:
+    print(json.dumps(fill(dsn, count, retention_days)), flush=True)
     return 0

@@ -266,8 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir = Path(args.data_dir)
             held = stopped(data_dir, "then fill it") if data_dir.is_dir() else None
             try:
-                # The store `eventpipe up --data-dir` serves, resolved the way it resolves it.
-                return run_fill(Settings(data_dir=args.data_dir).resolved_clickhouse_dsn, args.count)
+                # The store `eventpipe up --data-dir` serves, resolved and migrated the way it does.
+                settings = Settings(data_dir=args.data_dir)
+                return run_fill(settings.resolved_clickhouse_dsn, args.count, settings.retention_days)
             finally:
                 if held is not None:
                     held.close()
