@@ -16,6 +16,7 @@ an upper bound, late by up to `poll_s` plus one request.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -112,7 +113,10 @@ def measure(
     stack_cpu, broker_cpu = cpu
     total = max(1, int(rate * (quiet_s + polled_s)))
     sample_from = int(rate * quiet_s)
-    load = Load(url, demo_messages(total, seed=int(rate)), rate, max(1, round(rate / samples_per_s)), sample_from)
+    # Events never published before: seeded by the rate, a rate measured twice (or the warm-up's) sent
+    # ids already stored, whose samples were found at the first poll.
+    messages = demo_messages(total, seed=secrets.randbits(64))
+    load = Load(url, messages, rate, max(1, round(rate / samples_per_s)), sample_from)
     load.start()
     # The quiet phase: a moment to settle, then the stack's CPU over the rest of it.
     time.sleep(min(0.5, quiet_s / 2))
