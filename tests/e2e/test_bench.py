@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.stack import query, raw_stats, run_eventpipe
+from tests.support.stack import eventpipe_command, query, raw_stats, run_eventpipe
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -107,3 +110,54 @@ def test_every_latency_run_publishes_events_never_published_before(tmp_path: Pat
     [run] = work.iterdir()
     # The warm-up's 300 events (200/s for 1.5 s), then 1,000 per run (500/s for 1 s quiet, 1 s polled).
     assert raw_stats(run / "up")[1] == 300 + 2 * 1_000
+
+
+def _running_in(directory: Path) -> list[int]:
+    """The processes whose command line names `directory`: what a run left behind there."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().decode(errors="replace")
+        except OSError:  # it ended meanwhile
+            continue
+        if str(directory) in text:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_sigterm_stops_the_benchmark_with_the_stack_it_started(tmp_path: Path) -> None:
+    """SIGTERM (scripts/ab.sh, CI time limits) left `eventpipe up` and its Mosquitto running, reparented
+    to PID 1, and the work dir behind; Ctrl-C cleaned up."""
+    work = tmp_path / "work"
+    args = ("--quick", "--only", "latency", "--rates", "500", "--latency-seconds", "60", "--work-dir", str(work))
+    bench = subprocess.Popen(
+        [*eventpipe_command(), "bench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(lambda: any("eventpipe ready" in log.read_text() for log in work.glob("*/up-up.log")), 90)
+        bench.send_signal(signal.SIGTERM)
+        out, err = bench.communicate(timeout=90)
+        assert bench.returncode == 130 and "eventpipe bench: interrupted" in err, out + err
+        assert "Traceback" not in err, err
+        wait_until(lambda: not _running_in(work), 10)
+        assert list(work.iterdir()) == [], "the run's directory is removed"
+    finally:
+        bench.kill()
+        for pid in _running_in(work):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_killed_benchmark_leaves_no_stack_running(tmp_path: Path) -> None:
+    """Killed outright (kill -9, the OOM killer), the bench cannot clean up; its `eventpipe up` stops with
+    it all the same (the kernel's parent-death signal), and with it its broker."""
+    work = tmp_path / "work"
+    args = ("--quick", "--only", "latency", "--rates", "500", "--latency-seconds", "60", "--work-dir", str(work))
+    bench = subprocess.Popen([*eventpipe_command(), "bench", *args], stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any("eventpipe ready" in log.read_text() for log in work.glob("*/up-up.log")), 90)
+        bench.kill()
+        bench.wait()
+        wait_until(lambda: not _running_in(work), 60, what="the bench's `eventpipe up` and broker to stop")
+    finally:
+        for pid in _running_in(work):
+            os.kill(pid, signal.SIGKILL)

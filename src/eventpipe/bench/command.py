@@ -21,6 +21,7 @@ from typing import Any
 from eventpipe.bench import SCENARIOS, drain, endpoint, latency, machine, report, service
 from eventpipe.bench.client import ApiClient
 from eventpipe.bench.download import Download
+from eventpipe.bench.stop import terminated_as_interrupted
 from eventpipe.config import Settings
 from eventpipe.errors import ConfigError
 from eventpipe.host import cpu_seconds, free_port, pid_running
@@ -61,6 +62,11 @@ class Plan:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    with terminated_as_interrupted():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     plan = Plan.of(args)
     figures_file = _writable(Path(args.json)) if args.json else None
     window = Settings().mqtt_receive_maximum

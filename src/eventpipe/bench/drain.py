@@ -17,6 +17,7 @@ from pathlib import Path
 from eventpipe.bench import backlog
 from eventpipe.bench.child import environment
 from eventpipe.errors import EventpipeError
+from eventpipe.stack.child import parent_death_signal
 
 SHARE_GROUP = "bench"
 
@@ -55,7 +56,9 @@ def _start(
     if share_group:
         argv += ["--share-group", share_group]
     pipe = subprocess.PIPE
-    return subprocess.Popen(argv, stdin=pipe, stdout=pipe, stderr=pipe, text=True, env=environment())
+    # Gone with the bench: a consumer left behind waits out its timeout on a broker that is gone.
+    death = parent_death_signal()
+    return subprocess.Popen(argv, stdin=pipe, stdout=pipe, stderr=pipe, text=True, env=environment(), preexec_fn=death)
 
 
 def _run_together(

@@ -30,6 +30,7 @@ from eventpipe.bench.query import DAY_MS, endpoints, timed
 from eventpipe.bench.stats import Timing
 from eventpipe.config import embedded_dsn
 from eventpipe.errors import EventpipeError
+from eventpipe.stack.child import parent_death_signal
 
 # A steady production-like stream on top of the stored events while the API is timed.
 STREAM_RATE = 500.0
@@ -62,6 +63,7 @@ def _child(module: str, *args: str) -> str:
         check=False,
         timeout=3600,
         env=environment(),
+        preexec_fn=parent_death_signal(),  # gone with the bench, even killed
     )
     if done.returncode != 0:
         raise EventpipeError(f"{module} failed: {done.stderr.strip()[-2000:]}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from eventpipe.bench.child import environment
 from eventpipe.errors import EventpipeError
 from eventpipe.host import free_port
+from eventpipe.stack.child import parent_death_signal
 
 
 class Service:
@@ -26,6 +27,8 @@ class Service:
             stderr=subprocess.STDOUT,
             env=environment(env),
             text=True,
+            # Gone with the bench, even killed: it stops its broker, and no orphan serves a removed work dir.
+            preexec_fn=parent_death_signal(),
         )
 
     def wait_for(self, text: str, timeout: float = 90.0) -> None:

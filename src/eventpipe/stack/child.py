@@ -50,7 +50,7 @@ class ChildProcess:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=stderr,
-                    preexec_fn=_parent_death_signal(),
+                    preexec_fn=parent_death_signal(),
                     pass_fds=inherit_fds,
                     # Its own session: Ctrl-C or a supervisor's signal to our process
                     # group must not stop the broker before the worker has acked. We
@@ -177,7 +177,7 @@ def accepts(port: int) -> bool:
         return False
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
+def parent_death_signal() -> Callable[[], None] | None:
     """On Linux, a hook that makes the kernel SIGTERM the child when eventpipe dies, even by kill -9,
     so no orphan keeps a port or a data file."""
     if not sys.platform.startswith("linux"):
