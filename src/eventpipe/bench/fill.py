@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from eventpipe.bench.backlog import demo_messages
+from eventpipe.bench.stop import terminated_as_interrupted
 from eventpipe.events import Event, Limits, parse
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
@@ -76,5 +77,9 @@ def fill(dsn: str, count: int, retention_days: int = 0) -> dict[str, float]:
 
 
 def run_fill(dsn: str, count: int, retention_days: int) -> int:
-    print(json.dumps(fill(dsn, count, retention_days)), flush=True)
+    # SIGTERM killed the process inside an insert, which left events_by_user short of the batch `events`
+    # took; as Ctrl-C's, its KeyboardInterrupt comes once the engine call has returned, between batches.
+    with terminated_as_interrupted():
+        figures = fill(dsn, count, retention_days)
+    print(json.dumps(figures), flush=True)
     return 0
