@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from eventpipe.host import free_port
 from tests.support.stack import eventpipe_command, query, raw_stats, run_eventpipe
 from tests.support.wait import wait_until
 
@@ -185,3 +186,42 @@ def test_sigterm_stops_fill_between_batches(tmp_path: Path) -> None:
         tmp_path, "SELECT (SELECT count() FROM events), (SELECT count() FROM events_by_user)"
     ).split()
     assert int(events) > 0 and events == by_user
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        pytest.param(("bench", "fill", "--count", "10", "--data-dir"), "--data-dir", id="fill"),
+        pytest.param(("bench", "--only", "drain", "--count", "10", "--work-dir"), "--work-dir", id="bench"),
+    ],
+)
+def test_a_directory_flag_naming_a_file_is_one_line_naming_it(tmp_path: Path, args: tuple[str, ...], flag: str) -> None:
+    """`bench fill --data-dir FILE` printed the engine's 37-line traceback, `bench --work-dir FILE` a
+    FileExistsError traceback."""
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    done = run_eventpipe(*args, str(afile), timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and f"{afile}: File exists ({flag})" in done.stderr, done.stderr
+    assert afile.read_text() == "mine\n"
+
+
+def test_fill_locks_a_data_dir_it_makes(tmp_path: Path) -> None:
+    """On a data dir that did not exist yet, `bench fill` took no lock: an `eventpipe up` started
+    meanwhile failed with chDB's own "Cannot lock file …/status"."""
+    data_dir = tmp_path / "new"
+    fill = subprocess.Popen(
+        [*eventpipe_command(), "bench", "fill", "--data-dir", str(data_dir), "--count", "20000000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: (data_dir / "clickhouse").is_dir(), 60)
+        ports = ("--mqtt-port", str(free_port()), "--api-port", str(free_port()), "--metrics-port", str(free_port()))
+        done = run_eventpipe("up", "--data-dir", str(data_dir), *ports, "--prometheus-port", "0", timeout=60)
+        assert fill.poll() is None, "the fill ran all along"
+    finally:
+        fill.send_signal(signal.SIGTERM)
+        fill.wait(60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "is in use by another `eventpipe up`" in done.stderr and "Traceback" not in done.stderr, done.stderr

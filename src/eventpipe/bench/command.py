@@ -74,9 +74,13 @@ def _run(args: argparse.Namespace) -> int:
     figures_file = _writable(Path(args.json)) if args.json else None
     window = Settings().mqtt_receive_maximum
     # A fresh directory of our own, inside --work-dir if given: only it is removed afterwards.
-    if args.work_dir:
-        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="eventpipe-bench-", dir=args.work_dir))
+    try:
+        if args.work_dir:
+            Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="eventpipe-bench-", dir=args.work_dir))
+    except OSError as exc:  # a regular file there was a FileExistsError traceback
+        where = args.work_dir or tempfile.gettempdir()
+        raise ConfigError(f"cannot make the run's directory in {where}: {exc.strerror} (--work-dir)") from None
     figures: dict[str, Any] = {"machine": machine.describe(), "load_start": machine.load(), "plan": asdict(plan)}
     say = _printer()
     say("eventpipe bench: figures from one run on one machine; compare the ratios, not the absolutes")

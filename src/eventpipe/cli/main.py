@@ -260,18 +260,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             from eventpipe.bench.fill import run_fill
             from eventpipe.config import Settings
+            from eventpipe.errors import ConfigError
             from eventpipe.stack.lock import stopped
 
             # Not beside the `eventpipe up` that serves it: chDB said so only as a lock error of its own.
+            # Made first, so a new one is locked too: an `up` started meanwhile failed on chDB's own lock.
             data_dir = Path(args.data_dir)
-            held = stopped(data_dir, "then fill it") if data_dir.is_dir() else None
+            try:
+                data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a regular file there was the engine's 37-line traceback
+                raise ConfigError(f"cannot make the data dir {data_dir}: {exc.strerror} (--data-dir)") from None
+            held = stopped(data_dir, "then fill it")
             try:
                 # The store `eventpipe up --data-dir` serves, resolved and migrated the way it does.
                 settings = Settings(data_dir=args.data_dir)
                 return run_fill(settings.resolved_clickhouse_dsn, args.count, settings.retention_days)
             finally:
-                if held is not None:
-                    held.close()
+                held.close()
         if args.command == "bench":
             from eventpipe.bench.command import run_bench
 
