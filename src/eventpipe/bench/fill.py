@@ -46,7 +46,9 @@ def batches(count: int, now_ms: int, batch: int = BATCH) -> Iterator[list[Sequen
     for start in range(0, count, batch):
         indexes = range(start, min(count, start + batch))
         times = [first + index * SPAN_MS // count for index in indexes]
-        bases = [rows[index % len(rows)] for index in indexes]
+        # One template further at each round of users: USERS is a multiple of TEMPLATES, so index % len(rows)
+        # made all of a user's events copies of one template (one type, one product, one amount).
+        bases = [rows[(index + index // USERS) % len(rows)] for index in indexes]
         yield [
             [f"{index >> 16:08x}-{index & 0xFFFF:04x}{tail}" for index in indexes],
             [base.event_type for base in bases],
