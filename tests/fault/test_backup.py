@@ -3,6 +3,11 @@ Each call ends with the reason, leaves nothing taking room, and the next one run
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +27,8 @@ from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 from tests.support.api import event
 from tests.support.clickhouse_http import ClickHouseHttp
+from tests.support.disk import full_filesystem
+from tests.support.stack import run_eventpipe
 
 
 @pytest.fixture
@@ -202,3 +209,59 @@ def test_a_backup_whose_statement_the_server_refused_says_none_was_made(
         assert backups.take("test").events == 5  # the server's backups disk, working once BACKUP is taken
     finally:
         server.stop()
+
+
+# Run in a child, on the tmpfs: chDB opens one engine path per process. Erases a user whose rows are in parts
+# of every table, then leaves free what the store's copy and the spare need, and half of what the purge rewrites.
+ERASED_THEN_BACKED_UP = """
+import json, os, sys
+from pathlib import Path
+from eventpipe.config import embedded_dsn
+from eventpipe.errors import BackupError
+from eventpipe.store import disk
+from eventpipe.store.backup import Backups
+from eventpipe.store.client import connect
+from eventpipe.store.erasure import Eraser
+from eventpipe.store.migration import KEPT
+
+data_dir = Path(sys.argv[1])
+client = connect(embedded_dsn(data_dir))
+for user in ("user-00000", "user-00001"):
+    Eraser(client).erase(user)
+held = {"db": client.command("SELECT currentDatabase()"), "kept": list(KEPT)}
+store = int(client.query(disk.STORE_BYTES, parameters=held).result_rows[0][0])
+masked = "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND has_lightweight_delete"
+rewrites = int(client.query(masked).result_rows[0][0])
+ballast = os.statvfs(data_dir).f_bavail * os.statvfs(data_dir).f_frsize - (store + disk.SPARE_BYTES + rewrites // 2)
+with open(data_dir.parent / "ballast", "wb") as out:
+    out.truncate(ballast)
+    os.posix_fallocate(out.fileno(), 0, ballast)
+try:
+    outcome = repr(Backups(client).take("test"))
+except BackupError as exc:
+    outcome = str(exc)
+purges = "SELECT count() FROM system.mutations WHERE command LIKE '%DELETED MASK%'"
+print(json.dumps({"rewrites": rewrites, "outcome": outcome, "purges": client.query(purges).result_rows[0][0]}))
+"""
+
+
+def test_a_backup_after_an_erasure_that_would_fill_the_disk_it_shares_with_the_data_is_refused_first(
+    tmp_path: Path,
+) -> None:
+    # Natively backups and data are one filesystem: the purge's rewrite of every masked part (the old ones stay
+    # minutes) and the backup's copy add up there. Each passed its own check, the disk filled, ingest failed.
+    with full_filesystem(tmp_path / "small", size="200m", filled=False) as mount:
+        data_dir = mount / "data"
+        filled = run_eventpipe("bench", "fill", "--data-dir", str(data_dir), "--count", "200000")
+        assert filled.returncode == 0, filled.stderr
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        done = subprocess.run(
+            [sys.executable, "-c", ERASED_THEN_BACKED_UP, str(data_dir)],
+            capture_output=True, text=True, timeout=300, env=env, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        seen = json.loads(done.stdout.splitlines()[-1])
+        assert seen["rewrites"] > 4 << 20, seen  # the spread the free room is set between
+        assert re.search(r"the backups disk has \d+ MiB free, .* MiB of it the purge of erased rows", seen["outcome"])
+        assert seen["purges"] == 0, "refused before any mutation"
+        assert not [path for path in (data_dir / "backups").glob("*")], "nothing written on the backups disk"

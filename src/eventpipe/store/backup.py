@@ -40,7 +40,15 @@ from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.disk import discard, room_for_backup, room_for_rehearsal
 from eventpipe.store.failure import classified
 from eventpipe.store.halfway import drop_all, mark, taken_before, unfinished_restore
-from eventpipe.store.integrity import DAMAGED_CODES, not_newer, purge, reading_back, rehearse, verify
+from eventpipe.store.integrity import (
+    DAMAGED_CODES,
+    masked_bytes,
+    not_newer,
+    purge,
+    reading_back,
+    rehearse,
+    verify,
+)
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, upgrade
 from eventpipe.store.numbering import renumber
 from eventpipe.store.query import quoted
@@ -191,7 +199,7 @@ class Backups:
         name = new_name(now_ms)
         database = self._rows("SELECT currentDatabase()")[0][0]
         kept = ", ".join(f"{quoted(database)}.{quoted(table)}" for table in KEPT)
-        room_for_backup(self._client, database, list(KEPT))
+        room_for_backup(self._client, database, list(KEPT), masked_bytes(self._client, list(KEPT)))
         purge(self._client, database, list(KEPT))
         try:
             backup_id = job.start(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
@@ -18,24 +19,47 @@ SPARE_BYTES = 64 * MIB
 # Below this free on the data disk a delete is postponed, not failed (no reason given: an attack saw it wait
 # until its timeout), and its mutation file may be left empty, which stops the next start.
 MIN_FREE_BYTES = 32 * MIB
-FREE = "SELECT free_space, path FROM system.disks WHERE name = {disk:String}"
+FREE = "SELECT free_space, path, total_space FROM system.disks WHERE name = {disk:String}"
 STORE_BYTES = (
     "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = {db:String}"
     " AND table NOT IN {kept:Array(String)}"
 )
 
 
-def room_for_backup(client: Client, database: str, kept: list[str]) -> None:
-    """BackupError unless the backups disk holds a copy of the store's tables but `kept`, with SPARE_BYTES left."""
+class Disk(NamedTuple):
+    free: int
+    path: str
+    total: int
+
+
+def room_for_backup(client: Client, database: str, kept: list[str], rewrites: int = 0) -> None:
+    """BackupError unless the backups disk holds a copy of the store's tables but `kept`, with SPARE_BYTES left,
+    and the `rewrites` bytes the purge first writes on the data disk when that is the same filesystem."""
     free = _disk(client, BACKUP_DISK)
     with classified():
         size = int(client.query(STORE_BYTES, parameters={"db": database, "kept": kept}).result_rows[0][0] or 0)
-    if short := _lacking(free, size):
+    shared = same_filesystem(free, _disk(client, "default"))
+    if short := _lacking(free, backup_needs(size, rewrites, shared)):
+        purged = f", {rewrites // MIB} MiB of it the purge of erased rows" if shared and rewrites else ""
         raise BackupError(
             f"the backups disk has {short[0]} MiB free, and a backup of this store needs about "
-            f"{short[1]} MiB with {SPARE_BYTES // MIB} MiB to spare (filling a disk ClickHouse "
+            f"{short[1]} MiB with {SPARE_BYTES // MIB} MiB to spare{purged} (filling a disk ClickHouse "
             "shares stops ingest): free space or delete old backups (docs/operations.md, Backups and restore)"
         )
+
+
+def backup_needs(store: int, rewrites: int, shared: bool) -> int:
+    """Bytes a backup of a `store` of that many bytes takes on its disk. On the data disk's filesystem (the
+    native stack) the purge's `rewrites` count too: its new parts and the old ones both stay there while the
+    backup copies (ClickHouse removes the old minutes later), and an attack's backup filled that disk so."""
+    return store + rewrites if shared else store
+
+
+def same_filesystem(one: Disk | None, other: Disk | None) -> bool:
+    """Whether two of ClickHouse's disks are one filesystem, as far as its answer shows: the same size (a
+    server's paths are in its container, not here). Two filesystems of one size are taken as one: a backup
+    then asks for more room than it needs, never less."""
+    return one is not None and other is not None and one.total == other.total
 
 
 def room_for_rehearsal(client: Client, attached: str) -> None:
@@ -80,14 +104,14 @@ def short_of_room(client: Client, writes: int = 0) -> int | None:
     """The bytes free on the data disk when fewer than a mutation writing `writes` bytes needs
     (MIN_FREE_BYTES beyond them); else None."""
     free = _disk(client, "default")
-    return free[0] if free is not None and free[0] < writes + MIN_FREE_BYTES else None
+    return free.free if free is not None and free.free < writes + MIN_FREE_BYTES else None
 
 
 def discard(client: Client, name: str) -> str:
     """Remove backup `name` from the backups disk where this process can reach it; what was done, said.
     `name` must be a fresh backup name: under the disk's path it is that backup's (chDB's disk is local)."""
     free = _disk(client, BACKUP_DISK)
-    left = Path(free[1]) / name if free is not None else None
+    left = Path(free.path) / name if free is not None else None
     if left is not None and left.is_dir():
         shutil.rmtree(left, ignore_errors=True)
         if not left.exists():
@@ -96,14 +120,14 @@ def discard(client: Client, name: str) -> str:
     return f"; delete {name} from the backups disk if it is there, or it takes room for nothing"
 
 
-def _lacking(free: tuple[int, str] | None, size: int) -> tuple[int, int] | None:
+def _lacking(free: Disk | None, size: int) -> tuple[int, int] | None:
     """(MiB free, MiB needed) when a disk with `free` cannot take `size` bytes with SPARE_BYTES to spare."""
-    if free is None or free[0] >= size + SPARE_BYTES:
+    if free is None or free.free >= size + SPARE_BYTES:
         return None
-    return free[0] // MIB, (size + SPARE_BYTES) // MIB
+    return free.free // MIB, (size + SPARE_BYTES) // MIB
 
 
-def _disk(client: Client, name: str) -> tuple[int, str] | None:
+def _disk(client: Client, name: str) -> Disk | None:
     with classified():
         rows = client.query(FREE, parameters={"disk": name}).result_rows
-    return (int(str(rows[0][0])), str(rows[0][1])) if rows else None
+    return Disk(int(str(rows[0][0])), str(rows[0][1]), int(str(rows[0][2]))) if rows else None

@@ -44,22 +44,29 @@ DAMAGED_CODES = frozenset({
 })  # fmt: skip
 
 
+MASKED = (
+    "SELECT table, sum(bytes_on_disk) FROM system.parts WHERE database = currentDatabase() AND active"
+    " AND has_lightweight_delete AND table NOT IN {kept:Array(String)} GROUP BY table ORDER BY table"
+)
+
+
+def masked_bytes(client: Client, kept: list[str]) -> int:
+    """The bytes of the parts a purge rewrites (those holding masked rows, of every table but `kept`)."""
+    return sum(int(str(size)) for _table, size in _rows(client, MASKED, {"kept": kept}))
+
+
 def purge(client: Client, database: str, kept: list[str]) -> None:
     """Rewrite the parts that hold masked rows without them (only those parts), and wait for it."""
-    parts = _rows(
-        client,
-        "SELECT table, max(bytes_on_disk) FROM system.parts WHERE database = currentDatabase() AND active"
-        " AND has_lightweight_delete AND table NOT IN {kept:Array(String)} GROUP BY table ORDER BY table",
-        {"kept": kept},
-    )
+    parts = _rows(client, MASKED, {"kept": kept})
     # A mutation on a full disk waits for room with no reason given and may leave an empty mutation file
     # that stops the next start (docs/runbooks.md, ClickHouseDiskFull); the backups disk may have room.
-    # It writes each part anew beside the old one: room for the largest, and the floor on top.
-    largest = max((int(str(size)) for _table, size in parts), default=0)
-    if parts and (free := short_of_room(client, largest)) is not None:
+    # It writes each part anew beside the old one, which stays until ClickHouse removes it minutes later:
+    # room for all of them (an attack's purge of every table filled the disk), and the floor on top.
+    rewrites = sum(int(str(size)) for _table, size in parts)
+    if parts and (free := short_of_room(client, rewrites)) is not None:
         raise BackupError(
             f"ClickHouse's data disk has {free // MIB} MiB free, and a backup first rewrites the parts that "
-            f"erasures masked, the largest {largest // MIB} MiB, with {MIN_FREE_BYTES // MIB} MiB to spare: "
+            f"erasures masked, {rewrites // MIB} MiB, with {MIN_FREE_BYTES // MIB} MiB to spare: "
             "free space (a retention, old data), then back up again"
         )
     for table, _size in parts:
