@@ -20,6 +20,7 @@ from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir
 from eventpipe.store.erasure import Eraser, Erasure
 from eventpipe.store.feed import Feed, FeedRewound, Place
+from eventpipe.store.halfway import mark
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
@@ -384,3 +385,42 @@ def test_nothing_starts_on_a_store_a_restore_left_half_done_and_running_it_again
     assert restored.replaced is None, "the half-restored store was backed up"
     assert migrate(client) == []
     assert set(ids(client)) == stored and len(ids(client, "events_by_user")) == 10
+
+
+class Feeding:
+    """The real client, and a feed's first page taken while its restore runs, once it has dropped the store."""
+
+    def __init__(self, client: clickhouse_connect.driver.Client) -> None:
+        self._client, self.place = client, Place()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+    def command(self, sql: str, **kwargs: object) -> object:
+        if sql.startswith("TRUNCATE TABLE") and self.place == Place():
+            self.place = Feed(Reader(self._client).run).page(EventFilter(), 1000, Place()).next
+        return self._client.command(sql, **kwargs)
+
+
+def test_a_feed_token_outlives_a_restore_stopped_before_its_drop_and_none_issued_during_one_does(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    feed = Feed(Reader(client).run)
+    seed(client, "a", 10)
+    taken = Backups(client).take("test")
+    place = feed.page(EventFilter(), 1000, Place()).next
+    # What a restore killed between its first row and its drop leaves: the ledger's mark, and that row.
+    mark(client, 7)
+    client.insert(
+        "restores",
+        [[datetime.now(UTC), taken.name, "test", 7, 0]],
+        column_names=["restored_at", "backup", "taken_by", "restore_id", "finished"],
+    )
+    # The store is as it was: every partner's token was turned away, and each synced again for nothing.
+    assert feed.page(EventFilter(), 1000, place).next.lo >= place.lo
+    during = Feeding(client)
+    Backups(during).restore(taken.name, 0, "test")  # type: ignore[arg-type]
+    assert during.place.hi is not None or during.place.lo > 0, "a page was served during the restore"
+    for stale in (place, during.place):
+        with pytest.raises(FeedRewound, match="restored since"):
+            feed.page(EventFilter(), 1000, stale)

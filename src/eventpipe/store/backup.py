@@ -160,8 +160,9 @@ class Backups:
             # A store a restore left half done is no state to come back to: no backup of it.
             half = unfinished_restore(self._client)
             replaced = self._take(taken_before(taken_by, name)) if self._holds_data() and not half else None
-            # Before the drop, whatever the store holds from here on is another generation; and
-            # again once rebuilt, so no token issued during the restore is of the final one.
+            # A row before the drop, whose id is the ledger's mark (store.halfway); and one once rebuilt,
+            # whose id is the store's new generation (store.feed.GENERATION), so no token issued before or
+            # during the restore is of the final one.
             started = secrets.randbits(62) + 1
             if half is None:
                 # Not on a store already half restored: its mark would say nothing had been dropped.

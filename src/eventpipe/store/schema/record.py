@@ -65,7 +65,8 @@ MIGRATIONS += (Migration(12, "record replay outcomes and erasures", (DEAD_LETTER
 
 # Rows of each restore (store.backup), one written before it drops the tables
 # and one once it has rebuilt them (finished), each with a random id: the store's
-# generation is the newest row's id (0 before any). The arrival feed's tokens
+# generation is the newest finished row's id (0 before any), so a token issued
+# before or during a restore is of an older one. The arrival feed's tokens
 # carry it, so one from before a restore is refused for good (422, start
 # again), not only while the rebuilt `arrivals` numbers below it: past that, it
 # would walk the new numbering from the old place and skip events (found by an
