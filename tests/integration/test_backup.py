@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.errors import BackupError
-from eventpipe.store.backup import Backups
+from eventpipe.store.backup import Backups, new_name
 from eventpipe.store.client import backup_dir
 from eventpipe.store.erasure import Eraser, Erasure
 from eventpipe.store.feed import Feed, FeedRewound, Place
@@ -424,3 +424,44 @@ def test_a_feed_token_outlives_a_restore_stopped_before_its_drop_and_none_issued
     for stale in (place, during.place):
         with pytest.raises(FeedRewound, match="restored since"):
             feed.page(EventFilter(), 1000, stale)
+
+
+@pytest.mark.parametrize(
+    ("tables", "reason"),
+    [
+        # DatabaseError: Code: 60 ... UNKNOWN_TABLE, raw.
+        ((), r"no schema_migrations table"),
+        # Every check passed, the store was dropped, and each rerun failed on ILLEGAL_FINAL.
+        (
+            ("CREATE TABLE schema_migrations (version UInt32, name String) ENGINE = MergeTree ORDER BY version",),
+            r"schema_migrations is MergeTree",
+        ),
+    ],
+    ids=["without a ledger", "a ledger of another engine"],
+)
+def test_a_foreign_backup_is_refused_before_anything_changes(
+    clickhouse_dsn: str, tables: tuple[str, ...], reason: str
+) -> None:
+    from eventpipe.store.client import connect
+
+    # A plain BACKUP of this database holding tables of eventpipe's names, none made by eventpipe.
+    foreign, name = connect(clickhouse_dsn), new_name(MARCH_MS)
+    for create in (
+        "CREATE TABLE events (event_id String, event_type String) ENGINE = ReplacingMergeTree ORDER BY event_id",
+        "CREATE TABLE dead_letters (x String) ENGINE = ReplacingMergeTree ORDER BY x",
+        *tables,
+    ):
+        foreign.command(create)
+    foreign.command("INSERT INTO events VALUES ('a', 'x'), ('b', 'y')")
+    foreign.command(f"BACKUP DATABASE {foreign.command('SELECT currentDatabase()')} TO Disk('backups', '{name}')")
+    for table in ("events", "dead_letters", "schema_migrations"):
+        foreign.command(f"DROP TABLE IF EXISTS {table} SYNC")
+    client = _migrated(clickhouse_dsn)
+    stored = seed(client, "a", 8)
+    for _ in range(2):  # and again: it changed nothing, so it says the same
+        with pytest.raises(
+            BackupError, match=rf"^backup {name} is not an eventpipe backup \({reason}.*\); nothing was changed"
+        ):
+            Backups(client).restore(name, 0, "test")
+    assert set(ids(client)) == stored
+    assert Backups(client).listing() == [], "a refused restore backed nothing up"

@@ -44,6 +44,7 @@ from eventpipe.store.integrity import (
     DAMAGED_CODES,
     masked_bytes,
     not_newer,
+    ours,
     purge,
     reading_back,
     rehearse,
@@ -143,6 +144,7 @@ class Backups:
                 # that cannot be read back whole.
                 with self._opened(name, database) as attached:
                     self._counted(name, database, attached)
+                    ours(self._client, attached, name)
                     not_newer(self._client, attached, name)
                     verify(self._client, attached, name)
                     room_for_rehearsal(self._client, attached)

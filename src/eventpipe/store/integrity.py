@@ -24,10 +24,11 @@ from eventpipe.errors import BackupError, ConfigError
 from eventpipe.store import job
 from eventpipe.store.disk import MIB, MIN_FREE_BYTES, short_of_room
 from eventpipe.store.failure import classified
-from eventpipe.store.migration import known_to_this_version
+from eventpipe.store.migration import REQUIRED, engines, known_to_this_version
 from eventpipe.store.query import quoted
 
 POLL_S = 0.1
+TABLES = "SELECT name, engine FROM system.tables WHERE database = {d:String}"
 # A purge rewrites the parts an erasure touched, at most the tables once: minutes at 100M events.
 PURGE_TIMEOUT_S = 15 * 60
 # What checking a damaged backup file raises (a file cut short, missing, or changed).
@@ -106,6 +107,20 @@ def verify(client: Client, scratch: str, name: str) -> None:
         for row in parts:
             if len(row) >= 3 and not int(str(row[1])):
                 raise damaged(name, f"{table}, part {row[0]}: {row[2] or 'damaged'}")
+
+
+def ours(client: Client, scratch: str, name: str) -> None:
+    """BackupError unless backup `name`, attached as `scratch`, holds the tables every restore needs, and each
+    table eventpipe's migrations make is of an engine they make it with. A plain BACKUP of tables of those
+    names got past every check, dropped the store, then failed to migrate on every rerun (found by an attack)."""
+    held = {str(table): str(engine) for table, engine in _rows(client, TABLES, {"d": scratch})}
+    made = engines()
+    missing = [f"no {table} table" for table in REQUIRED if table not in held]
+    foreign = [
+        f"{table} is {engine}" for table, engine in sorted(held.items()) if engine not in made.get(table, {engine})
+    ]
+    if missing or foreign:
+        raise BackupError(f"backup {name} is not an eventpipe backup ({', '.join(missing + foreign)})")
 
 
 def not_newer(client: Client, scratch: str, name: str) -> None:

@@ -7,6 +7,7 @@ retention do with each table."""
 from __future__ import annotations
 
 import logging
+import re
 
 from clickhouse_connect.driver.client import Client
 
@@ -72,6 +73,29 @@ DERIVED = {
     "arrivals": ARRIVAL_ROWS,
 }
 KEPT = {"backups": BACKUP_CATALOG, "erasures": ERASURES, "restores": RESTORES}
+
+
+# What a restore needs in a backup whatever its version: migrations 1 and 2 made them, every version reads them.
+REQUIRED = ("schema_migrations", "events", "dead_letters")
+_CREATED = re.compile(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)")
+_ENGINE = re.compile(r"ENGINE = (\w+)")
+
+
+def engines() -> dict[str, frozenset[str]]:
+    """Each table of SOURCE and DERIVED, with the engines the migrations made it with at one version or
+    another: a table of that name with none of them is not eventpipe's (store.integrity.ours)."""
+    creates: list[tuple[str | None, str]] = [(None, LEDGER)]
+    for migration in MIGRATIONS:
+        creates += [(None, statement) for statement in migration.statements]
+        creates += [(step.table, step.create) for step in migration.rebuilds]
+        creates += [(step.table, step.create) for step in migration.refills]
+    made: dict[str, set[str]] = {}
+    for table, create in creates:
+        name = table or ((found := _CREATED.search(create)) and found.group(1))
+        engine = _ENGINE.search(create)
+        if name and engine and name in (*SOURCE, *DERIVED):
+            made.setdefault(name, set()).add(engine.group(1))
+    return {table: frozenset(names) for table, names in made.items()}
 
 
 def keep_up(client: Client) -> None:
