@@ -8,7 +8,7 @@ import clickhouse_connect
 import pytest
 
 from eventpipe.errors import BackupError
-from eventpipe.store.backup import Backups
+from eventpipe.store.backup import Backup, Backups
 from eventpipe.store.migration import migrate
 from tests.integration.test_backup import ids, seed
 
@@ -21,8 +21,14 @@ class KilledAtDrop:
     """The real client, but the process dies at its `drops`th DROP TABLE (a restore's drop of the store),
     or at its `drops`th statement starting with `at`."""
 
-    def __init__(self, client: clickhouse_connect.driver.Client, drops: int, at: str = "DROP TABLE") -> None:
-        self._client, self._left, self._at = client, drops, at
+    def __init__(
+        self,
+        client: clickhouse_connect.driver.Client,
+        drops: int,
+        at: str = "DROP TABLE",
+        stop: type[BaseException] = Killed,
+    ) -> None:
+        self._client, self._left, self._at, self._stop = client, drops, at, stop
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -31,7 +37,7 @@ class KilledAtDrop:
         if sql.startswith(self._at):
             self._left -= 1
             if self._left == 0:
-                raise Killed
+                raise self._stop
         return self._client.command(sql, *args, **kwargs)
 
 
@@ -84,3 +90,45 @@ def test_a_half_restored_store_stays_refused_after_a_second_restore_killed_befor
     with pytest.raises(BackupError, match="half restored"):
         migrate(client)
     assert Backups(client).restore(name, 0, "test").events == 4
+
+
+def test_a_restore_names_what_it_replaces_before_its_drop_and_ctrl_c_after_it_says_the_store_is_incomplete(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    seed(client, "a", 4)
+    taken = Backups(client).take("test")
+    stored = seed(client, "b", 5) | seed(client, "a", 4)
+    said: list[Backup] = []
+    # Ctrl-C once the drop had begun printed only "eventpipe restore: interrupted".
+    with pytest.raises(
+        KeyboardInterrupt, match=r"^the store is incomplete: run this restore again, or restore "
+    ) as stop:
+        interrupted = KilledAtDrop(client, 2, stop=KeyboardInterrupt)
+        Backups(interrupted).restore(taken.name, 0, "test", said.append)  # type: ignore[arg-type]
+    [before] = said  # told before the drop: a kill -9 after it leaves it on the screen
+    assert before.events == len(stored) and str(stop.value).endswith(
+        f"restore {before.name} (what the store held before)"
+    )
+    # Run again, it no longer named that backup (it takes none of a half-restored store).
+    again: list[Backup] = []
+    restored = Backups(client).restore(taken.name, 0, "test", again.append)
+    assert [backup.name for backup in again] == [before.name] and restored.replaced == before
+    assert Backups(client).restore(before.name, 0, "test").events == len(stored)
+
+
+def test_a_restore_of_another_backup_killed_on_a_half_restored_store_still_names_what_was_there(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    seed(client, "a", 4)
+    first = Backups(client).take("test").name
+    seed(client, "b", 5)
+    other = Backups(client).take("test").name
+    said: list[Backup] = []
+    with pytest.raises(Killed):
+        Backups(KilledAtDrop(client, 2)).restore(first, 0, "test", said.append)  # type: ignore[arg-type]
+    [before] = said
+    # Another restore, killed past its drop too: the refusal named no backup of what the store held.
+    with pytest.raises(Killed):
+        Backups(KilledAtDrop(client, 2)).restore(other, 0, "test")  # type: ignore[arg-type]
+    with pytest.raises(BackupError, match=f"half restored.*--backup {other}.*--backup {before.name}"):
+        migrate(client)

@@ -298,10 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EventpipeError as exc:
         print(f"eventpipe {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Ctrl-C where a command has no handler of its own (waiting for a data dir's lock, migrating, a
-        # restore's checks): a stop the user asked for, not a crash to print a traceback for.
-        print(f"eventpipe {args.command}: interrupted", file=sys.stderr)
+        # restore's checks): a stop the user asked for, not a crash to print a traceback for; with what
+        # it left, where the command says (a restore stopped after its drop).
+        left = f"; {redact(str(exc))}" if str(exc) else ""
+        print(f"eventpipe {args.command}: interrupted{left}", file=sys.stderr)
         return 130
     except Exception:  # noqa: BLE001 - reported like a crash, but redacted
         # Python's own report of a crash would print the message unredacted.

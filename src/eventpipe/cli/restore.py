@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from pathlib import Path
 
 from eventpipe.cli.runtime import setup_logging, warn_password_flag
@@ -12,7 +13,7 @@ from eventpipe.errors import BackupError, ConfigError, StorageError
 from eventpipe.redaction import redact
 from eventpipe.stack.lock import stopped
 from eventpipe.stack.private import private_store
-from eventpipe.store.backup import Backups
+from eventpipe.store.backup import Backup, Backups
 from eventpipe.store.client import backup_dir, connect
 
 log = logging.getLogger("eventpipe")
@@ -43,7 +44,20 @@ def run_restore(args: argparse.Namespace) -> int:
             client = connect(dsn)
         except StorageError as exc:
             raise type(exc)(f"cannot reach ClickHouse at {where}: {exc}") from exc
-        restored = Backups(client).restore(args.backup, settings.retention_days, TAKEN_BY)
+        again = f"--data-dir '{where}'" if data_dir is not None else "--clickhouse-dsn DSN"
+
+        def replacing(replaced: Backup) -> None:
+            # Before the drop: a restore killed after it still leaves the way back on the screen.
+            print(
+                f"what it replaces ({replaced.events} events, {replaced.dead_letters} dead letters) "
+                f"is backup {replaced.name}: `eventpipe restore {again} --backup {replaced.name}` brings it back",
+                flush=True,
+            )
+
+        # A stop asked for by a signal, as Ctrl-C is: told as an interruption, with what it left.
+        for stop in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop, signal.default_int_handler)
+        restored = Backups(client).restore(args.backup, settings.retention_days, TAKEN_BY, replacing)
     finally:
         if lock is not None:
             lock.close()
@@ -52,14 +66,6 @@ def run_restore(args: argparse.Namespace) -> int:
         f"{restored.dead_letters} dead letters; tables derived from events rebuilt from them",
         flush=True,
     )
-    if restored.replaced is not None:
-        again = f"--data-dir '{where}'" if data_dir is not None else "--clickhouse-dsn DSN"
-        print(
-            f"what it replaced ({restored.replaced.events} events, {restored.replaced.dead_letters} dead letters) "
-            f"is backup {restored.replaced.name}: `eventpipe restore {again} --backup {restored.replaced.name}` "
-            "brings it back",
-            flush=True,
-        )
     log.info("restored backup %s into %s", restored.name, where)
     return 0
 

@@ -25,7 +25,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -126,14 +126,16 @@ class Backups:
             # One damaged backup is left out, not the whole list failed with it.
             return [backup for backup in found if self._present(backup.name, database)]
 
-    def restore(self, name: str, retention_days: int, taken_by: str) -> Restored:
+    def restore(
+        self, name: str, retention_days: int, taken_by: str, replacing: Callable[[Backup], None] | None = None
+    ) -> Restored:
         """Replace every table but migration.KEPT with the backup's, migrate, rebuild migration.DERIVED.
 
         The stack must be stopped: an insert during the restore would be lost
         or half-derived. What the store held before is backed up first (unless
-        empty), so a restore is undone by restoring that backup; a failure
-        before the drop changes nothing, and after it, running the restore
-        again finishes it.
+        empty), so a restore is undone by restoring that backup, which is given
+        to `replacing` before the drop; a failure before the drop changes
+        nothing, and after it, running the restore again finishes it.
         """
         check_name(name)
         with self._lock:
@@ -159,9 +161,16 @@ class Backups:
             # Onto an empty server, the catalog starts here; onto an older store, the backup's ledger
             # may list the migrations that added their columns: added now, as it will not run them.
             keep_up(self._client)
-            # A store a restore left half done is no state to come back to: no backup of it.
+            # A store a restore left half done is no state to come back to: no backup of it, but the one
+            # taken before that restore's first attempt still is.
             half = unfinished_restore(self._client)
-            replaced = self._take(taken_before(taken_by, name)) if self._holds_data() and not half else None
+            if half is None:
+                replaced = self._take(taken_before(taken_by, name)) if self._holds_data() else None
+            else:
+                replaced = self._recorded(half.before) if half.before else None
+            # Said before the drop: a restore killed past it can say nothing more.
+            if replaced is not None and replacing is not None:
+                replacing(replaced)
             # A row before the drop, whose id is the ledger's mark (store.halfway); and one once rebuilt,
             # whose id is the store's new generation (store.feed.GENERATION), so no token issued before or
             # during the restore is of the final one.
@@ -170,8 +179,10 @@ class Backups:
                 # Not on a store already half restored: its mark would say nothing had been dropped.
                 mark(self._client, started)
             self._generation(name, taken_by, False, started)
-            drop_all(self._client, database, list(KEPT))
+            before = f", or restore {replaced.name} (what the store held before)" if replaced else ""
+            incomplete = f"the store is incomplete: run this restore again{before}"
             try:
+                drop_all(self._client, database, list(KEPT))
                 job.run(self._client, _restoring(database, name))
                 # Before any delete or migration is asked of the restored parts.
                 renumber(self._client, list(SOURCE))
@@ -182,11 +193,21 @@ class Backups:
                         self._client.command(f"INSERT INTO {quoted(table)} {rows}")
                 self._generation(name, taken_by, True, secrets.randbits(62) + 1)
             except EventpipeError as exc:
-                held = replaced.name if replaced else half.before if half else None
-                before = f", or restore {held} (what the store held before)" if held else ""
-                raise BackupError(f"{exc}; the store is incomplete: run this restore again{before}") from exc
+                raise BackupError(f"{exc}; {incomplete}") from exc
+            except KeyboardInterrupt as exc:
+                # Ctrl-C once the drop has begun: not a bare "interrupted", the store is not as it was.
+                raise KeyboardInterrupt(incomplete) from exc
             events, dead_letters = (self._rows(query.format(db=quoted(database)))[0][0] for query in HELD)
             return Restored(name, events, dead_letters, replaced)
+
+    def _recorded(self, name: str) -> Backup | None:
+        """Backup `name` as the catalog records it, if it does."""
+        rows = self._rows(
+            "SELECT name, toUnixTimestamp64Milli(taken_at), events, dead_letters, bytes FROM backups FINAL"
+            " WHERE name = {n:String}",
+            {"n": name},
+        )
+        return Backup(*rows[0]) if rows else None
 
     def _generation(self, name: str, taken_by: str, finished: bool, restore_id: int) -> None:
         """Start a new generation of the store (store.schema.record.RESTORES): a random id, never 0."""

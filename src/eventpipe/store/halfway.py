@@ -20,10 +20,11 @@ LEDGER = "schema_migrations"
 MARK = "restore {id} has not dropped this ledger yet"
 NEWEST_RESTORE = f"SELECT backup, restore_id, finished FROM restores ORDER BY {NEWEST} DESC LIMIT 1"  # noqa: S608
 # The backup a restore took of what it replaced is recorded as taken "... before restoring NAME"; the
-# newest since the last finished restore is the one of the store as it was before this one's attempts.
+# newest since the last finished restore, whatever backup it names, is the one of the store as it was before
+# the attempts since: a rerun, or a restore of another backup, on a half restored store takes none.
 BEFORE = " before restoring {name}"
 SAFETY = (
-    "SELECT name FROM backups FINAL WHERE endsWith(taken_by, {suffix:String})"
+    "SELECT name FROM backups FINAL WHERE position(taken_by, {infix:String}) > 0"
     " AND taken_at > (SELECT max(restored_at) FROM restores WHERE finished) ORDER BY taken_at DESC LIMIT 1"
 )
 EXISTS = "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
@@ -74,7 +75,7 @@ def unfinished_restore(client: Client) -> Half | None:
         comment = client.query(LEDGER_COMMENT, parameters={"t": LEDGER}).result_rows
         if comment and str(comment[0][0]) == MARK.format(id=restore_id):
             return None  # killed before its drop: the store is as it was
-        safety = client.query(SAFETY, parameters={"suffix": BEFORE.format(name=backup)}).result_rows
+        safety = client.query(SAFETY, parameters={"infix": BEFORE.format(name="")}).result_rows
         return Half(backup, str(safety[0][0]) if safety else None)
 
 
