@@ -26,7 +26,7 @@ from eventpipe.store.erasure import Eraser
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 from tests.support.api import event
-from tests.support.clickhouse_http import ClickHouseHttp
+from tests.support.clickhouse_http import migrated
 from tests.support.disk import full_filesystem
 from tests.support.stack import run_eventpipe
 
@@ -192,11 +192,8 @@ def test_a_backup_whose_statement_the_server_refused_says_none_was_made(
 ) -> None:
     # It said "backup X was written but not read back: `eventpipe restore --backup X` still takes it", and
     # that restore then found no such backup: the refusal of BACKUP itself was taken for one of the read-back.
-    server = ClickHouseHttp(tmp_path / "clickhouse")
-    server.start()
-    try:
+    with migrated(tmp_path / "clickhouse") as server:
         client = connect(server.dsn)
-        migrate(client)
         Writer(client).insert_events([event("events/t", {"event_id": f"e{i}"}, 1_772_323_200_000) for i in range(5)])
         backups = Backups(client)
         server.fault(mode, match="BACKUP DATABASE", **options)
@@ -207,8 +204,6 @@ def test_a_backup_whose_statement_the_server_refused_says_none_was_made(
         assert not any((tmp_path / "clickhouse" / "backups").glob("*")), "nothing left on the backups disk"
         server.fault("ok")
         assert backups.take("test").events == 5  # the server's backups disk, working once BACKUP is taken
-    finally:
-        server.stop()
 
 
 # Run in a child, on the tmpfs: chDB opens one engine path per process. Erases a user whose rows are in parts

@@ -15,9 +15,8 @@ from eventpipe.errors import RejectedDataError, RetryableStorageError, StorageEr
 from eventpipe.events import Event, Limits, parse
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.store.client import connect
-from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
-from tests.support.clickhouse_http import ClickHouseHttp
+from tests.support.clickhouse_http import ClickHouseHttp, migrated
 from tests.support.pipeline import running_worker, settings_for
 from tests.support.services import ContainerBroker, LocalBroker
 from tests.support.wait import wait_until
@@ -28,13 +27,8 @@ EVENTS_INSERT = "INSERT INTO `events`"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseHttp]:
-    running = ClickHouseHttp(tmp_path_factory.mktemp("clickhouse-http"))
-    running.start()
-    try:
-        migrate(connect(running.dsn))
+    with migrated(tmp_path_factory.mktemp("clickhouse-http")) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from eventpipe.store.migration import migrate
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
 from tests.support.api import ADMIN, AUTH, admin_client, walk
-from tests.support.clickhouse_http import ClickHouseHttp
+from tests.support.clickhouse_http import ClickHouseHttp, migrated
 from tests.support.mqtt import publish_raw
 from tests.support.pipeline import running_worker, settings_for
 from tests.support.services import ContainerBroker, LocalBroker
@@ -229,13 +229,8 @@ def test_a_letter_whose_event_is_older_than_the_retention_now_is_not_replayed(
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ClickHouseHttp]:
     """A ClickHouse server's HTTP interface (tests/support/clickhouse_http.py), with its cap on a bound value."""
-    running = ClickHouseHttp(tmp_path / "clickhouse")
-    running.start()
-    try:
-        migrate(connect(running.dsn))
+    with migrated(tmp_path / "clickhouse") as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_a_replay_of_thousands_of_small_letters_on_a_server_stores_them(server: ClickHouseHttp) -> None:

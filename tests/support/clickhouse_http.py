@@ -47,6 +47,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -123,6 +125,21 @@ class ClickHouseHttp:
         """How many requests a redirect target got."""
         log = self.directory / ELSEWHERE_LOG
         return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+@contextmanager
+def migrated(directory: Path) -> Iterator[ClickHouseHttp]:
+    """The fake server running, its store made by eventpipe's migrations; stopped afterwards."""
+    from eventpipe.store.client import connect
+    from eventpipe.store.migration import migrate
+
+    server = ClickHouseHttp(directory)
+    server.start()
+    try:
+        migrate(connect(server.dsn))
+        yield server
+    finally:
+        server.stop()
 
 
 def _decoded(body: bytes, encoding: str | None) -> bytes:
