@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -145,3 +147,21 @@ def raise_file_limit() -> str | None:
             f"raise the limit (ulimit -n {MIN_FILES}, or LimitNOFILE= in a systemd unit)"
         )
     return None
+
+
+@contextmanager
+def interrupted_by(*signals: signal.Signals) -> Iterator[None]:
+    """Within the block, each of `signals` raises KeyboardInterrupt, as Ctrl-C does, so a command's cleanups
+    run and it says what it left (SIGTERM's default killed it where it stood: the bench left `eventpipe up`
+    and its broker running, a fill left the user index short). A signal already ignored stays ignored: under
+    `nohup` a terminal's hang-up cut a restore short after its drop."""
+    previous = {number: signal.getsignal(number) for number in signals}
+    for number, handler in previous.items():
+        if handler is signal.SIG_DFL:
+            signal.signal(number, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            if handler is signal.SIG_DFL:
+                signal.signal(number, handler)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
 
 import pytest
 
-from eventpipe.host import free_port
+from eventpipe.host import free_port, interrupted_by
 
 
 def test_free_port_never_hands_one_process_the_same_port_twice() -> None:
@@ -58,3 +60,17 @@ def test_a_server_takes_the_files_it_needs_and_no_more(soft: int, hard: int, aft
     warning, limit = done.stdout.splitlines()
     assert int(limit) == after
     assert ("ulimit -n 1024" in warning) is warned, warning
+
+
+def test_a_signal_at_its_default_interrupts_the_block_and_an_ignored_one_stays_ignored() -> None:
+    # Under nohup a terminal's hang-up is ignored: a restore that took it as Ctrl-C stopped after its drop.
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with interrupted_by(signal.SIGHUP, signal.SIGUSR1):
+            os.kill(os.getpid(), signal.SIGHUP)
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGUSR1)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -11,6 +11,7 @@ import argparse
 import json
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,10 +22,9 @@ from typing import Any
 from eventpipe.bench import SCENARIOS, drain, endpoint, latency, machine, report, service
 from eventpipe.bench.client import ApiClient
 from eventpipe.bench.download import Download
-from eventpipe.bench.stop import terminated_as_interrupted
 from eventpipe.config import Settings
 from eventpipe.errors import ConfigError
-from eventpipe.host import cpu_seconds, free_port, pid_running
+from eventpipe.host import cpu_seconds, free_port, interrupted_by, pid_running
 from eventpipe.stack.mosquitto import Mosquitto
 
 POLL_S = 0.02
@@ -65,7 +65,7 @@ class Plan:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    with terminated_as_interrupted():
+    with interrupted_by(signal.SIGTERM):
         return _run(args)
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import time
 from collections.abc import Iterator, Sequence
 
 from eventpipe.bench.backlog import demo_messages
-from eventpipe.bench.stop import terminated_as_interrupted
 from eventpipe.events import Event, Limits, parse
+from eventpipe.host import interrupted_by
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
@@ -81,7 +82,7 @@ def fill(dsn: str, count: int, retention_days: int = 0) -> dict[str, float]:
 def run_fill(dsn: str, count: int, retention_days: int) -> int:
     # SIGTERM killed the process inside an insert, which left events_by_user short of the batch `events`
     # took; as Ctrl-C's, its KeyboardInterrupt comes once the engine call has returned, between batches.
-    with terminated_as_interrupted():
+    with interrupted_by(signal.SIGTERM):
         figures = fill(dsn, count, retention_days)
     print(json.dumps(figures), flush=True)
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 from eventpipe.cli.runtime import setup_logging, warn_password_flag
 from eventpipe.config import Settings, embedded_dsn
 from eventpipe.errors import BackupError, ConfigError, StorageError
+from eventpipe.host import interrupted_by
 from eventpipe.redaction import redact
 from eventpipe.stack.lock import stopped
 from eventpipe.stack.private import private_store
@@ -55,9 +56,8 @@ def run_restore(args: argparse.Namespace) -> int:
             )
 
         # A stop asked for by a signal, as Ctrl-C is: told as an interruption, with what it left.
-        for stop in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(stop, signal.default_int_handler)
-        restored = Backups(client).restore(args.backup, settings.retention_days, TAKEN_BY, replacing)
+        with interrupted_by(signal.SIGTERM, signal.SIGHUP):
+            restored = Backups(client).restore(args.backup, settings.retention_days, TAKEN_BY, replacing)
     finally:
         if lock is not None:
             lock.close()
