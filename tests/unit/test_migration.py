@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 
 from eventpipe.store import schema
-from eventpipe.store.migration import MIGRATIONS
+from eventpipe.store.migration import DERIVED, MIGRATIONS, SOURCE, engines
 
 
 def test_versions_run_once_each_in_order_with_none_missing() -> None:
@@ -25,3 +25,11 @@ def test_every_version_a_schema_module_defines_is_run() -> None:
     for module in pkgutil.iter_modules(schema.__path__):
         defined += getattr(importlib.import_module(f"{schema.__name__}.{module.name}"), "MIGRATIONS", ())
     assert sorted(defined, key=lambda migration: migration.version) == list(MIGRATIONS)
+
+
+def test_every_restored_or_derived_table_has_the_engines_its_migrations_make() -> None:
+    # A CREATE the pattern cannot read would leave its table with no engine, and the foreign-backup check
+    # would then take any engine for it.
+    made = engines()
+    assert set(made) == {*SOURCE, *DERIVED}
+    assert made["events"] == {"ReplacingMergeTree"} and made["schema_migrations"] == {"ReplacingMergeTree"}

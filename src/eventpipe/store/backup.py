@@ -43,7 +43,6 @@ from eventpipe.store.halfway import drop_all, mark, taken_before, unfinished_res
 from eventpipe.store.integrity import (
     DAMAGED_CODES,
     masked_bytes,
-    not_newer,
     ours,
     purge,
     reading_back,
@@ -145,9 +144,8 @@ class Backups:
                 # Attached once: a missing or foreign backup is refused before anything changes, and one
                 # that cannot be read back whole.
                 with self._opened(name, database) as attached:
+                    ours(self._client, attached, name, database)
                     self._counted(name, database, attached)
-                    ours(self._client, attached, name)
-                    not_newer(self._client, attached, name)
                     verify(self._client, attached, name)
                     room_for_rehearsal(self._client, attached)
                 # Or not restored whole: the same RESTORE, into a scratch database first.

@@ -29,6 +29,9 @@ from eventpipe.store.query import quoted
 
 POLL_S = 0.1
 TABLES = "SELECT name, engine FROM system.tables WHERE database = {d:String}"
+LEDGER_COLUMNS = "SELECT name, type FROM system.columns WHERE database = {d:String} AND table = 'schema_migrations'"
+# The ledger's columns every version has read (migration.LEDGER): what the version check relies on.
+LEDGER_KEYS = (("version", "UInt32"), ("name", "String"))
 # A purge rewrites the parts an erasure touched, at most the tables once: minutes at 100M events.
 PURGE_TIMEOUT_S = 15 * 60
 # What checking a damaged backup file raises (a file cut short, missing, or changed).
@@ -109,18 +112,33 @@ def verify(client: Client, scratch: str, name: str) -> None:
                 raise damaged(name, f"{table}, part {row[0]}: {row[2] or 'damaged'}")
 
 
-def ours(client: Client, scratch: str, name: str) -> None:
-    """BackupError unless backup `name`, attached as `scratch`, holds the tables every restore needs, and each
-    table eventpipe's migrations make is of an engine they make it with. A plain BACKUP of tables of those
-    names got past every check, dropped the store, then failed to migrate on every rerun (found by an attack)."""
+def ours(client: Client, scratch: str, name: str, database: str) -> None:
+    """BackupError unless backup `name`, attached as `scratch`, is eventpipe's, of a version this code knows:
+    the tables every restore needs, the ledger as migrations make it, and each table of an engine the
+    migrations make it with. A plain BACKUP of tables of those names got past every check, dropped the
+    store, then failed to migrate on every rerun (found by an attack)."""
     held = {str(table): str(engine) for table, engine in _rows(client, TABLES, {"d": scratch})}
+    if not held:
+        raise BackupError(
+            f"backup {name} holds no eventpipe tables of the database {database!r}: "
+            "a backup restores into a database of the name it was taken from"
+        )
+    wrong = [f"no {table} table" for table in REQUIRED if table not in held]
+    if "schema_migrations" in held:
+        columns = {(str(column), str(kind)) for column, kind in _rows(client, LEDGER_COLUMNS, {"d": scratch})}
+        wrong += [
+            f"schema_migrations has no {column} {kind}" for column, kind in LEDGER_KEYS if (column, kind) not in columns
+        ]
+    if wrong:
+        raise BackupError(f"backup {name} is not an eventpipe backup ({', '.join(wrong)})")
+    # First: a newer eventpipe may make a table with an engine this one never did.
+    not_newer(client, scratch, name)
     made = engines()
-    missing = [f"no {table} table" for table in REQUIRED if table not in held]
     foreign = [
         f"{table} is {engine}" for table, engine in sorted(held.items()) if engine not in made.get(table, {engine})
     ]
-    if missing or foreign:
-        raise BackupError(f"backup {name} is not an eventpipe backup ({', '.join(missing + foreign)})")
+    if foreign:
+        raise BackupError(f"backup {name} is not an eventpipe backup ({', '.join(foreign)})")
 
 
 def not_newer(client: Client, scratch: str, name: str) -> None:
