@@ -30,7 +30,7 @@ from eventpipe.stack.certificate import local_authority
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
-from tests.support.api import AUTH, KEY, event, readonly_reader, rejection, served, walk
+from tests.support.api import AUTH, KEY, event, readonly_reader, rejection, requests, served, walk
 
 MARCH_MS = 1_772_323_200_000
 HOUR_MS = 3_600_000
@@ -211,9 +211,9 @@ def test_an_export_whose_key_is_revoked_or_narrowed_while_it_runs_is_cut_off(
     if rights is not None:
         granted = dict(rights)
         changed.insert(0, entry(str(granted.pop("name", "partner")), PARTNER, **granted))
-    served_lines = 0
+    served_lines, registry = 0, CollectorRegistry()
     with (
-        served(readonly_reader(clickhouse_dsn), Keyring([KEY], keys_file)) as server,
+        served(readonly_reader(clickhouse_dsn), Keyring([KEY], keys_file), registry=registry) as server,
         httpx.Client(base_url=server.url, timeout=30) as http,
         http.stream("GET", "/export", headers=AS_PARTNER) as answer,
     ):
@@ -227,6 +227,8 @@ def test_an_export_whose_key_is_revoked_or_narrowed_while_it_runs_is_cut_off(
         assert served_lines < 20_000, f"{served_lines} of 30,000 events served after the change"
     else:  # the same key, named anew
         assert served_lines == 29_999
+    # An admin's change, not the API failing: none of the availability SLO's budget spent (it counted 500).
+    assert [requests(registry, code) for code in ("200", "403", "500")] == ([0, 1, 0] if cut else [1, 0, 0])
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])

@@ -185,3 +185,9 @@ INJECTIONS = [
     "/events?where=properties.x=1&where=properties.x=') OR 1=1 --",
     "/stats/breakdown?by=properties.country&where=event_type=' OR ''='",
 ]
+
+
+def requests(registry: CollectorRegistry, code: str, route: str = "/export") -> float | None:
+    """How many GET requests of `route` the API counted with status `code`."""
+    labels = {"route": route, "method": "GET", "code": code}
+    return registry.get_sample_value("eventpipe_http_requests_total", labels)

@@ -131,17 +131,17 @@ class Measure:
             # The template as OpenAPI names it ("/events/{event_id}"), whatever its parameters' convertors.
             template = getattr(route, "path_format", "unmatched")
             method = scope["method"] if scope["method"] in METHODS else "other"
-            cut_off = scope.get(CUT_OFF)
+            cut_off, cut_at = scope.get(CUT_OFF), None
             if cut_off is not None:
-                # Its 200 went out before the failure, but its client got a failed transfer: a 500 to the
-                # availability SLI, which a 200 here hid (and its burn-rate alerts with it).
-                code = 500
+                # Its 200 went out before the failure, but its client got a failed transfer: counted as it
+                # failed; a ClickHouse failure as a 200 was hidden from the availability SLI and its alerts.
+                cut_at, code = cut_off
             self._requests.labels(template, method, str(code)).inc()
             if code != CLIENT_GONE:
                 # Nobody waited for that answer; timed, a key could hold a body for up to the API's read
                 # timeout, hang up, and spend the latency SLO at will.
                 # A cut-off answer ended at the cut: what follows is its producer's cleanup.
-                ended = scope.get(ANSWERED) or cut_off or time.perf_counter()
+                ended = scope.get(ANSWERED) or cut_at or time.perf_counter()
                 self._duration.labels(template, method).observe(ended - started)
             grant = state.get("grant")
             if isinstance(grant, Grant):

@@ -19,15 +19,17 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from eventpipe.errors import EventpipeError
+from eventpipe.errors import EventpipeError, RetryableStorageError, RevokedError
 
 log = logging.getLogger(__name__)
 
 # Set in the scope by app.HeadAsGet on a HEAD answered by a GET route: its
 # body would be thrown away, so a stream does not produce it.
 HEAD_ONLY = "eventpipe.head_only"
-# Set in the scope when an answer is cut off, to when (time.perf_counter()): its status line said 200, but its
-# client got a failed transfer, so api.metrics counts it as a 500.
+# Set in the scope when an answer is cut off, to when (time.perf_counter()) and the status its failure would
+# have had before the status line: that said 200, but its client got a failed transfer, so api.metrics counts
+# it by that status, a 5xx for ClickHouse's failure, a 403 for a key revoked or narrowed meanwhile (an
+# admin's change is no outage of the API).
 CUT_OFF = "eventpipe.cut_off"
 
 
@@ -53,7 +55,7 @@ class Stream(StreamingResponse):
         self._ended = ended  # called once the answer has ended, however
         # Called first, without waiting: tells a producer busy making the next chunk to give up.
         self._stopping = stopping
-        self._cut_off: float | None = None  # when producing the answer failed, if it did
+        self._cut_off: tuple[float, int] | None = None  # when producing the answer failed, and its status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -91,7 +93,7 @@ class Stream(StreamingResponse):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 sent += len(chunk)
         except Exception as exc:  # whatever failed, the answer must end incomplete
-            self._cut_off = time.perf_counter()
+            self._cut_off = (time.perf_counter(), _status(exc))
             # No last chunk: the server closes the connection and the client sees a cut-off transfer.
             log.error("%s cut off after %d bytes: %s", self._what, sent, exc, exc_info=not _expected(exc))
             return
@@ -118,6 +120,13 @@ class Closing:
             close = getattr(self._chunks, "close", None)
             if close is not None:
                 close()
+
+
+def _status(exc: Exception) -> int:
+    """The status `exc` gets from a route that fails before its answer begins (api.error)."""
+    if isinstance(exc, RevokedError):
+        return 403
+    return 503 if isinstance(exc, RetryableStorageError) else 500
 
 
 def _expected(exc: Exception) -> bool:
