@@ -78,3 +78,29 @@ def test_an_erasure_held_up_by_an_older_failing_mutation_names_it(clickhouse_dsn
     assert (refused.status_code, refused.json()["error"]) == (503, "busy"), refused.text
     assert "waits behind the older mutation" in refused.json()["detail"], refused.text
     assert "a mutation by hand" in refused.json()["detail"]
+
+
+def test_a_failed_erasure_keeps_the_id_its_deletes_read_until_the_next_erasure_finds_them_done(
+    clickhouse_dsn: str,
+) -> None:
+    # An erasure's deletes read the id from erasure_keys (store.hidden) as ClickHouse applies them, part by
+    # part: one left running by a failed call must still find it, or it would delete nothing and be done.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    client.command(
+        "CREATE TABLE trap (n UInt32, user_id String ALIAS toString(throwIf(n = 7, 'no space left on device')))"
+        " ENGINE = MergeTree ORDER BY n"
+    )
+    client.command("INSERT INTO trap SELECT number FROM numbers(10)")
+    api = admin_client(clickhouse_dsn)
+    assert api.post("/admin/erase", json={"user_id": USER}, headers=ADMIN).status_code == 503
+    hidden = "SELECT count() FROM erasure_keys WHERE name = 'user' AND text = {u:String}"
+    assert client.query(hidden, parameters={"u": USER}).result_rows == [(1,)], "kept while its delete runs"
+
+    client.command("DROP TABLE trap SYNC")
+    assert api.post("/admin/erase", json={"user_id": USER}, headers=ADMIN).status_code == 200
+    assert client.query(hidden, parameters={"u": USER}).result_rows == [(0,)], "both calls' rows are gone"
+    logged = (
+        "SELECT count() FROM system.mutations WHERE database = currentDatabase() AND position(command, {u:String}) > 0"
+    )
+    assert client.query(logged, parameters={"u": USER}).result_rows == [(0,)]

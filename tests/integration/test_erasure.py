@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
@@ -21,6 +22,7 @@ from eventpipe.store import erasure
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.erasure import Erased, Eraser, user_hash
+from eventpipe.store.mention import mentions
 from eventpipe.store.migration import migrate
 from eventpipe.store.schema.version import REFILLED
 from eventpipe.store.writer import Writer
@@ -522,3 +524,37 @@ def test_letters_naming_the_user_are_counted_as_deleted_and_those_received_durin
     assert Eraser(client).erase(ERASED).dead_letters == 2
     left = client.query("SELECT count() FROM dead_letters FINAL").result_rows[0][0]
     assert left == 1, "the letter received after the call began is kept"
+
+
+def test_an_erasure_leaves_the_id_in_no_mutation_and_no_file_but_the_masked_rows(
+    api: TestClient, clickhouse_dsn: str
+) -> None:
+    # ClickHouse keeps a mutation's command, its bound values written in, in mutation_N.txt beside the
+    # table's parts and in system.mutations, until 100 newer ones of that table exist: an attack found the
+    # erased id there in six tables after the erasure answered, and the dead-letter patterns made of it.
+    response = api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    client = connect(clickhouse_dsn)
+    # The id, its spellings, and the patterns made of it for the dead letters.
+    forms = {ERASED}
+    for value in mentions(ERASED).values():
+        forms |= set(value) if isinstance(value, list) else {value} if isinstance(value, str) and value else set()
+    commands = [
+        str(row[0])
+        for row in client.query("SELECT command FROM system.mutations WHERE database = currentDatabase()").result_rows
+    ]
+    assert len(commands) >= 6, "the erasure's deletes are in the log"
+    assert [c for c in commands if any(form in c for form in forms)] == []
+
+    # On disk: only the parts of the tables that held the user's rows, which keep the masked rows'
+    # bytes until merged (docs/operations.md, "The disk, for a while"); no mutation file, nothing else.
+    tables = client.query("SELECT name, data_paths FROM system.tables WHERE database = currentDatabase()").result_rows
+    naming = []
+    for name, paths in tables:
+        for path in map(Path, paths):
+            for file in (f for f in path.rglob("*") if f.is_file()):
+                if any(form.encode() in file.read_bytes() for form in forms):
+                    in_part = file.parent != path
+                    naming.append((name, str(file.relative_to(path)), in_part))
+    assert naming, "the masked rows are still on disk: the search reads the right directories"
+    assert [n for n in naming if not n[2] or n[0] == "erasure_keys"] == []

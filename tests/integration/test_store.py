@@ -93,7 +93,7 @@ def test_migration_20_keeps_the_audit_and_counts_erasures_recorded_before_it_who
     )
     if crash != "none":
         client.command(COMPLETE)
-    assert MIGRATIONS[-1].version == 20
+    assert 20 in {migration.version for migration in MIGRATIONS}
     assert migrate(client) == [20]
     records, _ = Eraser(client).records(None, 10)
     assert [(record.erasure_id, record.events, record.complete) for record in records] == [("e-1", 40, True)]

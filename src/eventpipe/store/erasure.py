@@ -21,7 +21,9 @@ had. So after a first pass the erasure waits until every live worker's mark
 deletes what is left of the user's rows received before the cut. Events
 received after the cut are left whole in every table. The dead letters that
 go are those whose payload names the user (MENTIONS). Every value is a bound
-parameter.
+parameter, and every delete reads the id and its patterns from erasure_keys by
+a token instead (store.hidden): ClickHouse keeps a mutation's command, values
+written in, long after it is done.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from clickhouse_connect.driver.client import Client
 from eventpipe.errors import BusyStorageError
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
+from eventpipe.store.hidden import concealed, hide, release
 from eventpipe.store.mark import MARKS_QUERY, complete_before
 from eventpipe.store.mention import MENTIONS, mentions
 from eventpipe.store.page import Position
@@ -176,12 +179,16 @@ class Eraser:
     def erase(self, user_id: str) -> Erased:
         """Delete every row of `user_id`'s events received before now, and the dead letters naming it;
         count them as reads showed them."""
-        user: dict[str, object] = {"user": user_id, "cut": time.time_ns() // 1_000_000}
+        cut = time.time_ns() // 1_000_000
         tables = self._tables()
         copying = sorted(name for name in tables if name.endswith(COPIES))
         if copying:
             raise BusyStorageError(f"a migration is copying {copying[0]}: erase again once it has finished")
         room_for_delete(self._client)
+        # Left behind by a call that fails: its deletes may still run, and read it. The next erasure of
+        # the user removes it once they are done.
+        token = hide(self._client, cut, {"user": user_id, **mentions(user_id)})
+        user: dict[str, object] = {"user": user_id, "cut": cut, "token": token}
         # The user index's rows of the user stay until the end: they give every other table the keys of
         # the user's events, also of copies other users' batches commit during the first pass.
         user_tables = self._user_tables()
@@ -207,11 +214,12 @@ class Eraser:
         # Letters as events: those received before the call, counted once the workers have committed them,
         # just before they go. Counted at the start, and deleted with no cut after the wait, the answer and
         # the audit said 836 letters where 1,211 went (found by an attack on the admin operations).
-        letters = {**mentions(user_id), "cut": user["cut"]}
+        letters = {**mentions(user_id), "cut": cut, "token": token}
         dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {LETTERS}", letters)  # noqa: S608
         outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {LETTERS})"  # noqa: E501, S608
         self._delete("dead_letter_outcomes", outcomes, letters)
         self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {LETTERS}", letters)  # noqa: S608 - constants
+        release(self._client, user_id, cut)
         if self._tables() != tables:
             raise BusyStorageError("a migration swapped a table during the erasure: erase again")
         return Erased(events, dead_letters, settled)
@@ -293,9 +301,10 @@ class Eraser:
             return int(str(self._client.query(sql, parameters=parameters).result_rows[0][0]))
 
     def _delete(self, table: str, sql: str, parameters: dict[str, object]) -> None:
+        statement, bound = concealed(sql, parameters)
         with classified():
             before = [str(row[0]) for row in self._client.query(MUTATIONS, parameters={"table": table}).result_rows]
-            self._client.command(sql, parameters=parameters, settings=DELETE_SETTINGS)
+            self._client.command(statement, parameters=bound, settings=DELETE_SETTINGS)
         # A delete is usually done within milliseconds: polled at once, then ever less often.
         deadline, pause = time.monotonic() + DELETE_TIMEOUT_S, 0.005
         while True:

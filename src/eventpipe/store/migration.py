@@ -18,7 +18,7 @@ from eventpipe.store.halfway import unfinished_restore
 from eventpipe.store.schema import arrival, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
 from eventpipe.store.schema.index import UNDATED_ROWS, USER_ROWS
-from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURES, KEPT_COLUMNS, RESTORES
+from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURE_KEYS, ERASURES, KEPT_COLUMNS, RESTORES
 from eventpipe.store.schema.version import DEFINER, REBUILT, REFILLED, Migration, Rebuild, Refill
 from eventpipe.store.scratch import drop_leftovers
 
@@ -60,7 +60,8 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
 #   rebuilds each from the restored events with these queries, as migrations 6
 #   and 9 filled them. (The id lookup is a projection of events since
 #   migration 13, so it is in events' own snapshot.)
-# - KEPT: about backups and restores themselves, and the erasure audit; left out of every
+# - KEPT: about backups and restores themselves, the erasure audit, and the ids erasures under way
+#   read (store.hidden), which no backup may hold; left out of every
 #   backup, untouched by a restore (created again if a restore finds it
 #   missing), so that a restore does not forget the backups taken after the
 #   one it brings back, nor the erasures made since (operations.md, "Erasure:
@@ -72,7 +73,7 @@ DERIVED = {
     # Rebuilt, so numbered afresh: a feed token from before the restore is refused (store.feed).
     "arrivals": ARRIVAL_ROWS,
 }
-KEPT = {"backups": BACKUP_CATALOG, "erasures": ERASURES, "restores": RESTORES}
+KEPT = {"backups": BACKUP_CATALOG, "erasures": ERASURES, "restores": RESTORES, "erasure_keys": ERASURE_KEYS}
 
 
 # What a restore needs in a backup whatever its version: migrations 1 and 2 made them, every version reads them.

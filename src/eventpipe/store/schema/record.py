@@ -1,4 +1,4 @@
-"""What operators' actions leave behind: backups, replay outcomes, erasures, restores (migrations 10, 12, 17-20)."""
+"""What operators' actions leave behind: backups, replay outcomes, erasures, restores (migrations 10, 12, 17-21)."""
 
 from __future__ import annotations
 
@@ -113,3 +113,24 @@ MIGRATIONS += (
     Migration(19, "mark finished restores", (FINISHED,)),
     Migration(20, "say in the erasure audit whether each erasure was complete", (COMPLETE,)),
 )
+
+# What an erasure's deletes read the user id and its dead-letter patterns from, by a random token, so that
+# ClickHouse's mutation log holds the token and not the id (store.hidden). One partition per erasure: its
+# rows go by DROP PARTITION, no mutation. Never in a backup (migration.KEPT): a restore would bring back
+# ids erased since.
+ERASURE_KEYS = """
+CREATE TABLE IF NOT EXISTS erasure_keys
+(
+    token String,
+    name String,
+    text String,
+    texts Array(String),
+    number Float64,
+    cut_at DateTime64(3, 'UTC')
+)
+ENGINE = MergeTree
+PARTITION BY token
+ORDER BY name
+"""
+
+MIGRATIONS += (Migration(21, "keep erased ids out of the mutation log", (ERASURE_KEYS,)),)

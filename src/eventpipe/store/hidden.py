@@ -1,0 +1,95 @@
+"""An erasure's user id and patterns kept out of ClickHouse's mutation log.
+
+ClickHouse stores each mutation's command with its bound parameters written
+in, in the table's mutation_N.txt and system.mutations, and keeps it after the
+mutation is done until finished_mutations_to_keep (100) newer ones of that
+table exist, across restarts and OPTIMIZE FINAL: every erasure left the id it
+erased, and its dead-letter patterns, in clear text in six tables' logs (found
+by an attack). So an erasure writes those values into `erasure_keys` under a
+random token, and each of its deletes reads them from there by a scalar
+subquery: only the token is in the log. ClickHouse evaluates such a subquery
+part by part as it applies the mutation, so the row must outlive every
+mutation that reads it: a MergeTree table (a Memory table loses its rows on a
+restart, and a mutation still running then would delete nothing and be marked
+done), and the row goes only once no unfinished mutation names its token.
+Removed by DROP PARTITION, which is no mutation and removes the part's files
+at once; an ALTER DELETE would be one, and hold the id again.
+
+A subquery that finds no row gives NULL, which matches no row: a delete reading
+a missing row deletes nothing rather than something else.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from clickhouse_connect.driver.client import Client
+
+from eventpipe.store.failure import classified
+from eventpipe.store.writer import INSERT_SETTINGS
+
+KEYS = "erasure_keys"
+KEY_COLUMNS = ("token", "name", "text", "texts", "number", "cut_at")
+# What a mutation may hold as written: the erasure's cut (a time) and the token, which name no one.
+PUBLIC = frozenset({"cut", "token"})
+# The column of erasure_keys that holds a parameter of each type.
+_COLUMN = {"String": "text", "Array(String)": "texts", "Float64": "number"}
+_PARAMETER = re.compile(r"\{(\w+):([^{}]+)\}")
+_TOKEN = re.compile(r"[0-9a-f]{32}")
+# The tokens of erasures of the user up to this one's cut: this one's, and those of calls that failed
+# before. This erasure has deleted everything theirs would (the same user, an earlier cut), so their
+# rows may go once their own mutations are done, even were one of them still running elsewhere.
+_EARLIER = (
+    f"SELECT DISTINCT token FROM {KEYS} WHERE name = 'user' AND text = {{user:String}}"  # noqa: S608 - constants
+    " AND cut_at <= fromUnixTimestamp64Milli({cut:Int64}, 'UTC')"
+)
+_RUNNING = "SELECT command FROM system.mutations WHERE database = currentDatabase() AND NOT is_done"
+
+
+def hide(client: Client, cut_ms: int, values: dict[str, object]) -> str:
+    """Write `values` (parameters of an erasure's deletes: the id, its patterns) under a new token; return it."""
+    token = secrets.token_hex(16)
+    rows = []
+    for name, value in values.items():
+        text, texts, number = "", list[str](), 0.0
+        if isinstance(value, list):
+            texts = [str(item) for item in value]
+        elif isinstance(value, float):
+            number = value
+        else:
+            text = str(value)
+        rows.append([token, name, text, texts, number, cut_ms])
+    with classified():
+        client.insert(KEYS, rows, column_names=KEY_COLUMNS, settings=INSERT_SETTINGS)
+    return token
+
+
+def concealed(sql: str, parameters: dict[str, object]) -> tuple[str, dict[str, object]]:
+    """`sql` reading each of its parameters but the public ones from erasure_keys by `parameters`'
+    token, and the parameters it still binds."""
+
+    def read(found: re.Match[str]) -> str:
+        name, kind = found.groups()
+        if name in PUBLIC:
+            return found.group(0)
+        if name not in parameters:
+            raise ValueError(f"{name} is not among the values hidden for this statement")
+        if kind not in _COLUMN:
+            raise ValueError(f"{name}: erasure_keys holds no {kind}")
+        # `name` is a word: the pattern allows nothing else.
+        return f"(SELECT {_COLUMN[kind]} FROM {KEYS} WHERE token = {{token:String}} AND name = '{name}')"  # noqa: S608
+
+    return _PARAMETER.sub(read, sql), {name: value for name, value in parameters.items() if name in PUBLIC}
+
+
+def release(client: Client, user_id: str, cut_ms: int) -> None:
+    """Remove the rows of the user's erasures up to `cut_ms` that no unfinished mutation reads."""
+    with classified():
+        tokens = [
+            str(row[0]) for row in client.query(_EARLIER, parameters={"user": user_id, "cut": cut_ms}).result_rows
+        ]
+        running = [str(row[0]) for row in client.query(_RUNNING).result_rows]
+        for token in tokens:
+            if _TOKEN.fullmatch(token) and not any(token in command for command in running):
+                client.command(f"ALTER TABLE {KEYS} DROP PARTITION '{token}'")
