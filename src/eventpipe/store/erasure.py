@@ -226,14 +226,18 @@ class Eraser:
 
     def _pass(self, user: dict[str, object], tables: list[UserTable], everywhere: bool) -> None:
         """Empty `tables` (in USER_TABLES' order) of the user's rows before the cut and of every copy of
-        the user's events; not `everywhere`: only the tables that hold some, and nothing when none does
-        (a delete renames every part of its table, also when it matches no row)."""
+        the user's events; not `everywhere`: only the tables that hold some (the first-time index by the
+        user's keys), and nothing when none does (a delete renames every part of its table, also when it
+        matches no row)."""
         shared = self._count(OTHER_COPIES, user) > 0
         holding = [table for table in tables if everywhere or (shared and table.keyed) or self._holds(table, user)]
+        for statement in BY_KEY:
+            # Counted by its own keys: a batch committing between the first pass's delete here and those
+            # below is gone from every other table, so none of them holding any says nothing of this one.
+            if everywhere or self._count("SELECT count() FROM" + statement.removeprefix("DELETE FROM"), user) > 0:
+                self._delete("undated_events", statement, user)
         if not holding:
             return
-        for statement in BY_KEY:
-            self._delete("undated_events", statement, user)
         if shared:
             # First, while the user's rows there still give the keys, which this leaves.
             self._delete(INDEX, OTHERS_IN_INDEX, user)
