@@ -16,7 +16,7 @@ from typing import NamedTuple
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.store.failure import classified
-from eventpipe.store.query import Query, parameter_chunks
+from eventpipe.store.query import Query, bound_bytes, parameter_chunks
 from eventpipe.store.reader import StoredDeadLetter, dead_letter_row
 from eventpipe.store.writer import INSERT_SETTINGS
 
@@ -81,7 +81,7 @@ class Outcomes:
         """The letters with these ids, payloads as bytes; sorted by id, as the table is."""
         found = []
         # Sorted first, so that the parts' answers, each sorted, follow one another in order.
-        for part in parameter_chunks(sorted(set(ids)), _id_bytes):
+        for part in parameter_chunks(sorted(set(ids)), bound_bytes):
             query = Query(
                 f"SELECT {LETTER_FIELDS} FROM dead_letters FINAL WHERE dead_letter_id IN {{ids:Array(String)}}"  # noqa: S608
                 " ORDER BY dead_letter_id",
@@ -108,16 +108,12 @@ class Outcomes:
             return [tuple(row) for row in result.result_rows]
 
 
-def _id_bytes(dead_letter_id: str) -> int:
-    return len(dead_letter_id.encode()) + 8  # as a parameter: quoted, escaped, a comma
-
-
 def _parts(selection: Selection) -> list[Selection]:
     """`selection` as selections whose ids each fit in one bound parameter: a ClickHouse server refuses a
     longer one (query.PARAMETER_BYTES), and a replay by 1,000 ids of 64 characters may not fit."""
     if selection.ids is None:
         return [selection]
-    return [selection._replace(ids=tuple(ids)) for ids in parameter_chunks(sorted(set(selection.ids)), _id_bytes)]
+    return [selection._replace(ids=tuple(ids)) for ids in parameter_chunks(sorted(set(selection.ids)), bound_bytes)]
 
 
 def _due(selection: Selection, contract: str) -> tuple[str, dict[str, object]]:

@@ -69,6 +69,12 @@ DEAD_LETTER_BYTES = "6 * (payload.size + detail.size + length(dead_letter_id) + 
 PARAMETER_BYTES = 64 * 1024
 
 
+def bound_bytes(value: str) -> int:
+    """About what `value` takes in an Array(String) parameter: quoted, a comma (PARAMETER_BYTES leaves room
+    for escapes)."""
+    return len(value.encode()) + 8
+
+
 def parameter_chunks(values: Sequence[T], size: Callable[[T], int], limit: int | None = None) -> Iterator[list[T]]:
     """`values` in order, cut into lists whose `size`s add up to at most `limit` (PARAMETER_BYTES unless
     given; at least one value each)."""

@@ -21,7 +21,7 @@ from eventpipe.errors import (
 )
 from eventpipe.events import PROBE_EVENT_TYPE, Event, Rejection
 from eventpipe.store.failure import classified
-from eventpipe.store.query import parameter_chunks
+from eventpipe.store.query import bound_bytes, parameter_chunks
 from eventpipe.store.schema.event import FIRST_COPY_BASE
 
 # Rows an unrecognised error may dead-letter in one write; beyond it, it is not poison.
@@ -156,7 +156,7 @@ class Writer:
             return events
         rows: list[Sequence[object]] = []
         with classified():
-            for ids in parameter_chunks(sorted(undated), lambda event_id: len(event_id.encode()) + 8):
+            for ids in parameter_chunks(sorted(undated), bound_bytes):
                 rows += self._client.query(UNDATED_LOOKUP, parameters={"ids": ids}).result_rows
         first = {(str(kind), str(event_id)): int(str(millis)) for kind, event_id, millis in rows}
         out = []
