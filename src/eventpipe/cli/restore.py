@@ -50,7 +50,8 @@ def run_restore(args: argparse.Namespace) -> int:
         def replacing(replaced: Backup) -> None:
             # Before the drop: a restore killed after it still leaves the way back on the screen.
             print(
-                f"what it replaces ({replaced.events} events, {replaced.dead_letters} dead letters) "
+                # Not "what it replaces": on a store a restore left half done, this is what it held before that.
+                f"what the store held before ({replaced.events} events, {replaced.dead_letters} dead letters) "
                 f"is backup {replaced.name}: `eventpipe restore {again} --backup {replaced.name}` brings it back",
                 flush=True,
             )
