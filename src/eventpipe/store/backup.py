@@ -65,6 +65,8 @@ log = logging.getLogger("eventpipe")
 EVENTS_HELD = f"SELECT count() FROM {{db}}.events FINAL WHERE event_type != '{PROBE_EVENT_TYPE}'"  # noqa: S608
 DEAD_LETTERS_HELD = "SELECT count() FROM {db}.dead_letters FINAL"
 HELD = (EVENTS_HELD, DEAD_LETTERS_HELD)
+# The catalog's backups, as Backup takes them.
+RECORDED = "SELECT name, toUnixTimestamp64Milli(taken_at), events, dead_letters, bytes FROM backups FINAL"
 
 
 class _Missing(BackupError):
@@ -116,10 +118,7 @@ class Backups:
     def listing(self) -> list[Backup]:
         """The recorded backups still on the disk, newest first (one removed from the disk is left out)."""
         with self._lock:
-            rows = self._rows(
-                "SELECT name, toUnixTimestamp64Milli(taken_at), events, dead_letters, bytes FROM backups FINAL"
-                " ORDER BY taken_at DESC, name DESC"
-            )
+            rows = self._rows(f"{RECORDED} ORDER BY taken_at DESC, name DESC")
             found = [Backup(*row) for row in rows]
             database = self._rows("SELECT currentDatabase()")[0][0]
             # One damaged backup is left out, not the whole list failed with it.
@@ -200,11 +199,7 @@ class Backups:
 
     def _recorded(self, name: str) -> Backup | None:
         """Backup `name` as the catalog records it, if it does."""
-        rows = self._rows(
-            "SELECT name, toUnixTimestamp64Milli(taken_at), events, dead_letters, bytes FROM backups FINAL"
-            " WHERE name = {n:String}",
-            {"n": name},
-        )
+        rows = self._rows(f"{RECORDED} WHERE name = {{n:String}}", {"n": name})
         return Backup(*rows[0]) if rows else None
 
     def _generation(self, name: str, taken_by: str, finished: bool, restore_id: int) -> None:

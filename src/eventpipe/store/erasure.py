@@ -195,7 +195,7 @@ class Eraser:
         index = [table for table in user_tables if table.name == INDEX]
         others = [table for table in user_tables if table.name != INDEX]
         self._pass(user, others, everywhere=True)
-        settled = self._settle(int(str(user["cut"])))
+        settled = self._settle(cut)
         if not settled:
             log.warning(
                 "erasure: a worker has not reported committing what it received before the erasure within %.0f s"
