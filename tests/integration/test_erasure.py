@@ -526,6 +526,25 @@ def test_letters_naming_the_user_are_counted_as_deleted_and_those_received_durin
     assert left == 1, "the letter received after the call began is kept"
 
 
+def test_another_call_erasing_the_user_meanwhile_leaves_this_ones_keys_to_it(
+    client: Client, writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two API processes on one server erasing one user: the call that finished first dropped the keys row
+    # of the one still running, whose next delete then failed (Code 125: a scalar subquery of an Array with
+    # no row) and answered 503; a delete already submitted would have failed for good (found by an attack).
+    writer.insert_dead_letters([dead_letter(b'{"user_id": "%s", "timestamp": "x"}' % ERASED.encode(), 0)])
+    real_settle = Eraser._settle
+
+    def another_call_meanwhile(self: Eraser, cut_ms: int) -> bool:
+        monkeypatch.setattr(Eraser, "_settle", real_settle)
+        Eraser(client).erase(ERASED)  # from its start to its end, as another process's call
+        return real_settle(self, cut_ms)
+
+    monkeypatch.setattr(Eraser, "_settle", another_call_meanwhile)
+    assert Eraser(client).erase(ERASED).dead_letters == 0  # the other call took the letter
+    assert client.command("SELECT count() FROM erasure_keys") == 0, "each call's keys go once it is done"
+
+
 def test_an_erasure_leaves_the_id_in_no_mutation_and_no_file_but_the_masked_rows(
     api: TestClient, clickhouse_dsn: str
 ) -> None:

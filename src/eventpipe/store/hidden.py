@@ -37,12 +37,16 @@ PUBLIC = frozenset({"cut", "token"})
 _COLUMN = {"String": "text", "Array(String)": "texts", "Float64": "number"}
 _PARAMETER = re.compile(r"\{(\w+):([^{}]+)\}")
 _TOKEN = re.compile(r"[0-9a-f]{32}")
-# The tokens of erasures of the user up to this one's cut: this one's, and those of calls that failed
-# before. This erasure has deleted everything theirs would (the same user, an earlier cut), so their
-# rows may go once their own mutations are done, even were one of them still running elsewhere.
-_EARLIER = (
-    f"SELECT DISTINCT token FROM {KEYS} WHERE name = 'user' AND text = {{user:String}}"  # noqa: S608 - constants
-    " AND cut_at <= fromUnixTimestamp64Milli({cut:Int64}, 'UTC')"
+# A call that failed leaves its row for the deletes it left running; a later call of the same user, which
+# has deleted everything that one would (an earlier cut), removes it, but only once no call can still be
+# running: another API process's call of the same user dropped the row of one between two deletes, whose
+# next delete then failed (an Array's scalar subquery with no row is an error, not NULL), and a delete
+# submitted after the drop could never finish (found by an attack). Each statement of a call gives up within
+# minutes (the API's admin client waits 900 s): after a day it has ended, one way or the other.
+ABANDONED_MS = 24 * 3600 * 1000
+_RELEASED = (
+    f"SELECT DISTINCT token FROM {KEYS} WHERE name = 'user' AND text = {{user:String}} AND (token = {{own:String}}"  # noqa: S608
+    " OR cut_at < fromUnixTimestamp64Milli({cut:Int64}, 'UTC') - toIntervalMillisecond({abandoned:Int64}))"
 )
 _RUNNING = "SELECT command FROM system.mutations WHERE database = currentDatabase() AND NOT is_done"
 
@@ -83,13 +87,13 @@ def concealed(sql: str, parameters: dict[str, object]) -> tuple[str, dict[str, o
     return _PARAMETER.sub(read, sql), {name: value for name, value in parameters.items() if name in PUBLIC}
 
 
-def release(client: Client, user_id: str, cut_ms: int) -> None:
-    """Remove the rows of the user's erasures up to `cut_ms` that no unfinished mutation reads."""
+def release(client: Client, user_id: str, cut_ms: int, token: str) -> None:
+    """Remove the row of the user's erasure `token`, done, and those of its calls abandoned a day before
+    `cut_ms`, when no unfinished mutation reads them."""
+    parameters = {"user": user_id, "own": token, "cut": cut_ms, "abandoned": ABANDONED_MS}
     with classified():
-        tokens = [
-            str(row[0]) for row in client.query(_EARLIER, parameters={"user": user_id, "cut": cut_ms}).result_rows
-        ]
+        tokens = [str(row[0]) for row in client.query(_RELEASED, parameters=parameters).result_rows]
         running = [str(row[0]) for row in client.query(_RUNNING).result_rows]
-        for token in tokens:
-            if _TOKEN.fullmatch(token) and not any(token in command for command in running):
-                client.command(f"ALTER TABLE {KEYS} DROP PARTITION '{token}'")
+        for found in tokens:
+            if _TOKEN.fullmatch(found) and not any(found in command for command in running):
+                client.command(f"ALTER TABLE {KEYS} DROP PARTITION '{found}'")
