@@ -185,8 +185,8 @@ class Eraser:
         if copying:
             raise BusyStorageError(f"a migration is copying {copying[0]}: erase again once it has finished")
         room_for_delete(self._client)
-        # Left behind by a call that fails: its deletes may still run, and read it. A later erasure of the
-        # user removes it once they are done and the call is long over (store.hidden.ABANDONED_MS).
+        # Left behind by a call that fails: its deletes may still run, and read it. A later erasure removes
+        # it once they are done and the call is long over (store.hidden.ABANDONED_MS).
         token = hide(self._client, cut, {"user": user_id, **mentions(user_id)})
         user: dict[str, object] = {"user": user_id, "cut": cut, "token": token}
         # The user index's rows of the user stay until the end: they give every other table the keys of
@@ -219,7 +219,7 @@ class Eraser:
         outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {LETTERS})"  # noqa: E501, S608
         self._delete("dead_letter_outcomes", outcomes, letters)
         self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {LETTERS}", letters)  # noqa: S608 - constants
-        release(self._client, user_id, cut, token)
+        release(self._client, cut, token)
         if self._tables() != tables:
             raise BusyStorageError("a migration swapped a table during the erasure: erase again")
         return Erased(events, dead_letters, settled)

@@ -37,16 +37,17 @@ PUBLIC = frozenset({"cut", "token"})
 _COLUMN = {"String": "text", "Array(String)": "texts", "Float64": "number"}
 _PARAMETER = re.compile(r"\{(\w+):([^{}]+)\}")
 _TOKEN = re.compile(r"[0-9a-f]{32}")
-# A call that failed leaves its row for the deletes it left running; a later call of the same user, which
-# has deleted everything that one would (an earlier cut), removes it, but only once no call can still be
-# running: another API process's call of the same user dropped the row of one between two deletes, whose
-# next delete then failed (an Array's scalar subquery with no row is an error, not NULL), and a delete
-# submitted after the drop could never finish (found by an attack). Each statement of a call gives up within
-# minutes (the API's admin client waits 900 s): after a day it has ended, one way or the other.
+# A call that failed leaves its row for the deletes it left running. Any later erasure removes it, but only
+# once no call can still be running: another API process's call of the same user dropped the row of one
+# between two deletes, whose next delete then failed (an Array's scalar subquery with no row is an error, not
+# NULL), and a delete submitted after the drop could never finish (found by an attack). Each statement of a
+# call gives up within minutes (the API's admin client waits 900 s): after a day it has ended, one way or the
+# other, and its row serves nothing. Any user's erasure, not only the same user's: a failed call retried at
+# once (as its 503 says) left its row, and the id in it, until the same user was erased again a day later.
 ABANDONED_MS = 24 * 3600 * 1000
 _RELEASED = (
-    f"SELECT DISTINCT token FROM {KEYS} WHERE name = 'user' AND text = {{user:String}} AND (token = {{own:String}}"  # noqa: S608
-    " OR cut_at < fromUnixTimestamp64Milli({cut:Int64}, 'UTC') - toIntervalMillisecond({abandoned:Int64}))"
+    f"SELECT DISTINCT token FROM {KEYS} WHERE token = {{own:String}}"  # noqa: S608
+    " OR cut_at < fromUnixTimestamp64Milli({cut:Int64}, 'UTC') - toIntervalMillisecond({abandoned:Int64})"
 )
 _RUNNING = "SELECT command FROM system.mutations WHERE database = currentDatabase() AND NOT is_done"
 
@@ -87,10 +88,10 @@ def concealed(sql: str, parameters: dict[str, object]) -> tuple[str, dict[str, o
     return _PARAMETER.sub(read, sql), {name: value for name, value in parameters.items() if name in PUBLIC}
 
 
-def release(client: Client, user_id: str, cut_ms: int, token: str) -> None:
-    """Remove the row of the user's erasure `token`, done, and those of its calls abandoned a day before
-    `cut_ms`, when no unfinished mutation reads them."""
-    parameters = {"user": user_id, "own": token, "cut": cut_ms, "abandoned": ABANDONED_MS}
+def release(client: Client, cut_ms: int, token: str) -> None:
+    """Remove the rows of the erasure `token`, done, and of any call abandoned a day before `cut_ms`, when no
+    unfinished mutation reads them."""
+    parameters = {"own": token, "cut": cut_ms, "abandoned": ABANDONED_MS}
     with classified():
         tokens = [str(row[0]) for row in client.query(_RELEASED, parameters=parameters).result_rows]
         running = [str(row[0]) for row in client.query(_RUNNING).result_rows]
