@@ -13,14 +13,15 @@ rendered=${PROMETHEUS_RULES:-/tmp/rules}
 binary=${PROMETHEUS_BINARY:-/bin/prometheus}
 url=${EVENTPIPE_RUNBOOK_URL:-}
 
-# The URL lands in YAML and in a sed replacement: refuse what would break either.
+# The URL lands in YAML, in a sed replacement and in Go templates (the rules' annotations): refuse what would
+# break any of them ("{{" made Prometheus load no rule at all). src/eventpipe/config.py refuses the same.
 case "$url" in
   '')
     echo "entrypoint: EVENTPIPE_RUNBOOK_URL is empty: set it in .env to where docs/runbooks.md opens in a browser" >&2
     exit 1
     ;;
-  *[[:space:]\"\'\\\#\|\&]*)
-    echo "entrypoint: EVENTPIPE_RUNBOOK_URL must be a URL without '#', spaces, quotes, backslashes, '|' or '&'" >&2
+  *[[:space:]\"\'\\\#\|\&{}]*)
+    echo "entrypoint: EVENTPIPE_RUNBOOK_URL must be a URL without '#', spaces, quotes, backslashes, '|', '&', '{' or '}'" >&2
     exit 1
     ;;
   http://* | https://* | file://*) ;;

@@ -246,7 +246,7 @@ class Settings(BaseSettings):
         if value and not RUNBOOK_URL.fullmatch(value):
             raise ValueError(
                 "an absolute http://, https:// or file:// URL of docs/runbooks.md, without '#', spaces, quotes, "
-                "backslashes, '|' or '&'"
+                "backslashes, '|', '&', '{' or '}'"
             )
         return value
 

@@ -71,7 +71,17 @@ def test_every_alert_prometheus_loads_links_to_its_runbook_heading(tmp_path: Pat
 
 @pytest.mark.parametrize(
     "url",
-    ["", "docs/runbooks.md", "https://x/runbooks.md#top", "https://x/run books.md", "https://x/a|b", 'https://x/"'],
+    [
+        "",
+        "docs/runbooks.md",
+        "https://x/runbooks.md#top",
+        "https://x/run books.md",
+        "https://x/a|b",
+        'https://x/"',
+        # The rules are Go templates: "{{" in a link made Prometheus load none of them.
+        "https://x/{{branch}}/runbooks.md",
+        "https://x/a}b",
+    ],
 )
 def test_a_url_that_would_not_open_or_would_break_the_rules_stops_it(tmp_path: Path, url: str) -> None:
     done = run_entrypoint(tmp_path, url)
