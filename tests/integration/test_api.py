@@ -23,6 +23,7 @@ from tests.support.api import (
     HOSTILE,
     INJECTIONS,
     KEY,
+    admin_client,
     api_client,
     event,
     readonly_reader,
@@ -306,6 +307,29 @@ def test_openapi_documents_every_route_with_examples(api: TestClient) -> None:
     assert document["paths"]["/events"]["get"]["responses"]["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"
     }
+
+
+def test_openapi_lists_the_refusals_every_keyed_route_can_answer(clickhouse_dsn: str) -> None:
+    # A client generated from the document met a 413 no route listed (any body over 128 KiB gets it, a GET's
+    # too), a 400 described as a body that is not JSON (that is a 422), and an erasure's user id that could
+    # only be a string (integers are taken, as events carry them).
+    api = admin_client(clickhouse_dsn)
+    document = api.get("/openapi.json").json()
+    keyed = [
+        (path, method, operation)
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+        if operation.get("security")
+    ]
+    assert len(keyed) >= 11
+    for path, method, operation in keyed:
+        assert "413" in operation["responses"], f"{method.upper()} {path}"
+    described = [op["responses"]["400"]["description"] for _, _, op in keyed if "400" in op["responses"]]
+    assert described and all("422" in text for text in described), described
+    user_id = document["components"]["schemas"]["EraseRequest"]["properties"]["user_id"]
+    assert {"type": "integer"} in user_id["anyOf"], user_id
+    too_large = api.request("GET", "/events", headers=AUTH, content=b"x" * (129 * 1024))
+    assert too_large.status_code == 413, too_large.text
 
 
 def test_ids_with_slashes_are_served_and_a_trailing_slash_is_not_another_event(api: TestClient, writer: Writer) -> None:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from eventpipe.api.admin import FORBIDDEN, AdminKey
 from eventpipe.api.auth import KeyCheck
-from eventpipe.api.error import ApiError, responses
+from eventpipe.api.error import KEYED, ApiError, responses
 from eventpipe.api.model import rfc3339
 from eventpipe.api.param import only_known
 from eventpipe.errors import BackupError
@@ -54,7 +54,7 @@ def router(backups: Backups, keys: KeyCheck) -> APIRouter:
         prefix="/admin",
         tags=["admin"],
         dependencies=[Depends(keys), Depends(only_known)],
-        responses={**responses(401, 422, 429, 500, 503), **FORBIDDEN},
+        responses={**responses(*KEYED), **FORBIDDEN},
     )
 
     @api.post(

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
 from eventpipe.api.auth import Granted, KeyCheck
-from eventpipe.api.error import ApiError, responses
+from eventpipe.api.error import KEYED, ApiError, responses
 from eventpipe.api.model import json_response
 from eventpipe.api.param import TIME_HELP, EventType, instant, only_known, text
 from eventpipe.api.where import Where, conditions
@@ -65,7 +65,7 @@ class BreakdownAnswer(BaseModel):
 
 
 def router(reader: Reader, keys: KeyCheck) -> APIRouter:
-    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 429, 500, 503))
+    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(*KEYED))
 
     @api.get(
         "/stats/breakdown",

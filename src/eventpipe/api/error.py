@@ -47,10 +47,16 @@ class ApiError(Exception):
         self.status, self.error, self.detail, self.headers = status, error, detail, headers
 
 
+# What any route behind a key can answer besides its own: no key, a body over the cap, a bad parameter, a
+# limit, ClickHouse refusing or out of reach.
+KEYED = (401, 413, 422, 429, 500, 503)
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     """OpenAPI entries for the error statuses a route can answer."""
     described = {
-        400: "The body could not be read as JSON (`bad_request`).",
+        400: "The request could not be read (`bad_request`): not HTTP/1.0 or 1.1, or its body ended before its "
+        "`Content-Length`. A body that arrived whole but is not the JSON asked for gets 422.",
         401: "No valid `Authorization: Bearer <key>` header.",
         403: "The key may not use this endpoint (`forbidden`): it is limited to some event types, or not an admin key.",
         404: "No such item.",

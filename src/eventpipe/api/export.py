@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from eventpipe.api.auth import Granted, KeyCheck
-from eventpipe.api.error import ApiError, responses
+from eventpipe.api.error import KEYED, ApiError, responses
 from eventpipe.api.model import EXAMPLE_EVENT, event_text, rfc3339
 from eventpipe.api.param import EventType, Since, Until, UserId, only_known, text, window
 from eventpipe.api.slot import Slots
@@ -128,7 +128,7 @@ OPENAPI_200: dict[int | str, dict[str, Any]] = {
 
 
 def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> APIRouter:
-    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 429, 500, 503))
+    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(*KEYED))
     export = Export(reader.run)
     slots = Slots(max_exports, max(1, max_exports // 2), "exports", "EVENTPIPE_API_MAX_EXPORTS", EXPORT_RETRY_S)
     # The pages read ahead, one thread a running export: bounded with them, and reused, since the engine

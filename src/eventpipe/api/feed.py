@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from eventpipe.api.auth import Granted, KeyCheck
 from eventpipe.api.bookmark import MAX_CHARS, Bookmarks
 from eventpipe.api.cursor import Cursors
-from eventpipe.api.error import ApiError, responses
+from eventpipe.api.error import KEYED, ApiError, responses
 from eventpipe.api.model import EXAMPLE_EVENT, Event, event_json, rfc3339
 from eventpipe.api.param import EventType, only_known, text
 from eventpipe.api.where import Where, conditions
@@ -79,7 +79,7 @@ class FeedPage(BaseModel):
 
 
 def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
-    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 429, 500, 503))
+    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(*KEYED))
     feed, bookmarks = Feed(reader.run), Bookmarks(cursors)
 
     @api.get("/feed", tags=["events"], summary=SUMMARY, description=DESCRIPTION, response_model=FeedPage)

@@ -16,7 +16,7 @@ from typing import Annotated
 
 from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Body, Depends, Query
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from eventpipe.api.admin import FORBIDDEN, AdminKey
 from eventpipe.api.auth import KeyCheck
@@ -111,7 +111,12 @@ def _as_stored(value: object) -> object:
 class EraseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"user_id": "user-1042"}]})
 
-    user_id: Annotated[str, BeforeValidator(_as_stored)] = Field(
+    # The schema says what the validator takes: a client generated from it sent only strings.
+    user_id: Annotated[
+        str,
+        BeforeValidator(_as_stored),
+        WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1, "maxLength": 256}, {"type": "integer"}]}),
+    ] = Field(
         min_length=1,
         max_length=256,
         description='The user whose data goes: a string, or an integer as events may carry it (`42` is `"42"`).',

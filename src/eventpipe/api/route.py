@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from eventpipe.api.auth import Granted, KeyCheck, every_type
 from eventpipe.api.cursor import Cursors
-from eventpipe.api.error import ApiError, responses
+from eventpipe.api.error import KEYED, ApiError, responses
 from eventpipe.api.model import (
     Bucket,
     DeadLetter,
@@ -55,7 +55,7 @@ SERIES_SINCE_HELP = (
 
 def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
     # A key's event types narrow every read of events: `grant.narrow(filter)` in each route that reads them.
-    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(401, 422, 429, 500, 503))
+    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(*KEYED))
 
     @api.get(
         "/events", tags=["events"], summary="Stored events, newest first, one page at a time", response_model=EventPage
