@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from eventpipe.api.body import MAX_BODY_BYTES
 from eventpipe.api.model import rfc3339
 from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.ingest import replay
 from eventpipe.ingest.mark import Marker
 from eventpipe.store import erasure
 from eventpipe.store.backup import Backups
@@ -629,3 +630,52 @@ def test_the_first_time_of_an_event_a_batch_commits_between_the_first_pass_delet
     writer.insert_events([again])
     stored = client.query("SELECT toUnixTimestamp64Milli(timestamp) FROM events").result_rows
     assert stored == [(MARCH_MS + HOUR_MS,)]
+
+
+def test_a_replay_in_another_api_process_stores_nothing_the_erasure_leaves_behind(
+    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two API processes on one store (two admin objects, each with its own lock): a replay in one had read
+    # the user's letters and stored their events after the other's erasure had run its second pass, and that
+    # erasure answered complete, its audit 0 events, while /events served them all (found by an attack: 4
+    # of 10 runs with two `eventpipe api` processes). Here the replay reads its letters, then stores their
+    # events only once the erasure has deleted the letters, as late as it can and still have read them.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    received_ms = int(time.time() * 1000) - HOUR_MS
+    limits = Limits(max_past_ms=730 * 24 * HOUR_MS)
+    old = received_ms - 3 * 365 * 24 * HOUR_MS
+    letters = [
+        parse(
+            "events/late",
+            json.dumps({"event_id": f"late-{i}", "timestamp": old + i, "user_id": ERASED}).encode(),
+            received_ms + i,
+            limits,
+        )
+        for i in range(10)
+    ]
+    assert all(isinstance(letter, Rejection) for letter in letters)
+    Writer(client).insert_dead_letters([letter for letter in letters if isinstance(letter, Rejection)])
+    replaying, erasing = admin_client(clickhouse_dsn, max_past_days=0), admin_client(clickhouse_dsn, max_past_days=0)
+
+    store, reading = replay.Replayer._replay, threading.Event()
+
+    def after_the_letters_go(self: replay.Replayer, read: list[Any], report: replay.Report) -> None:
+        reading.set()
+        wait_until(lambda: client.command("SELECT count() FROM dead_letters") == 0, timeout=60)
+        store(self, read, report)
+
+    monkeypatch.setattr(replay.Replayer, "_replay", after_the_letters_go)
+    replayed: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=lambda: replayed.update(replaying.post("/admin/dead-letters/replay", json={}, headers=ADMIN).json())
+    )
+    thread.start()
+    assert reading.wait(30)
+    erased = erasing.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN)
+    thread.join(timeout=120)
+    assert replayed["stored"] == 10, replayed
+    assert erased.status_code == 200, erased.text
+    assert erased.json() == {"events": 10, "dead_letters": 10, "complete": True}
+    assert list(walk(erasing, "/events", user_id=ERASED)) == [], "the replay's events outlived the erasure"
+    assert client.command("SELECT count() FROM worker_marks FINAL WHERE NOT retired") == 0, "the replay ended"

@@ -130,8 +130,9 @@ class Erased(BaseModel):
     dead_letters: int = Field(description="Dead letters deleted because their payload names the user id.")
     complete: bool = Field(
         description="False when a worker had not reported committing what it received before the erasure "
-        "(one stopped without retiring, or one retrying a slow store): a batch it still holds may store some "
-        "of the user's events after the answer. Erase again once every worker is back."
+        "(one stopped without retiring, or one retrying a slow store), or a dead-letter replay in another API "
+        "process had not ended within a minute: a batch or a replay may store some of the user's events after "
+        "the answer. Erase again once every worker is back and the replay has ended."
     )
 
 
@@ -228,7 +229,7 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
                 digest[:12],
                 erased.events,
                 erased.dead_letters,
-                "" if erased.complete else "; incomplete (a worker had not settled): erase again",
+                "" if erased.complete else "; incomplete (a worker or a replay had not settled): erase again",
             )
             admin.eraser.record(
                 Erasure(erasure_id, erased_ms, key, digest, erased.events, erased.dead_letters, erased.complete)

@@ -16,6 +16,8 @@ chunks of at most CHUNK_BYTES; the answer says how many are still due.
 from __future__ import annotations
 
 import hashlib
+import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,9 +27,12 @@ from eventpipe import __version__
 from eventpipe.events import Event, Limits, Reason, Rejection, parse
 from eventpipe.events import contract as contract_module
 from eventpipe.events import timestamp as timestamp_module
+from eventpipe.store.mark import REPLAY_AHEAD, REPLAY_PREFIX
 from eventpipe.store.outcome import Candidate, Outcome, Outcomes, Selection
 from eventpipe.store.reader import StoredDeadLetter
-from eventpipe.store.writer import Writer
+from eventpipe.store.writer import Mark, Writer
+
+log = logging.getLogger(__name__)
 
 MAX_EXAMINED = 10_000
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -74,18 +79,41 @@ class Replayer:
         self.contract = contract_of(limits)
         # One replay at a time per process: two would parse and store the same letters twice.
         self._lock = threading.Lock()
+        # Its name among the workers' marks (store.mark.REPLAY_PREFIX), which an erasure in any process reads.
+        self._name = REPLAY_PREFIX + secrets.token_hex(8)
+        self._written_ms = 0
 
     def replay(self, selection: Selection) -> Report:
         with self._lock:
             report = Report()
-            candidates = self._outcomes.candidates(selection, self.contract, MAX_EXAMINED)
-            for chunk in _chunks(candidates, CHUNK_BYTES):
-                self._replay(self._outcomes.letters(chunk), report)
-            # Letters named by id are due whatever their outcome (an operator's explicit retry), and
-            # one call takes them all (at most 1,000 ids, under MAX_EXAMINED): counted due again,
-            # a client calling while remaining is above 0 would call for ever.
-            report.remaining = 0 if selection.ids is not None else self._outcomes.due(selection, self.contract)
+            # Marked running before any letter is read: an erasure that deletes the user's letters then
+            # waits for this call to end, and deletes the events it stored.
+            self._mark(retired=False)
+            try:
+                candidates = self._outcomes.candidates(selection, self.contract, MAX_EXAMINED)
+                for chunk in _chunks(candidates, CHUNK_BYTES):
+                    self._replay(self._outcomes.letters(chunk), report)
+                    self._mark(retired=False)
+                # Letters named by id are due whatever their outcome (an operator's explicit retry), and
+                # one call takes them all (at most 1,000 ids, under MAX_EXAMINED): counted due again,
+                # a client calling while remaining is above 0 would call for ever.
+                report.remaining = 0 if selection.ids is not None else self._outcomes.due(selection, self.contract)
+            finally:
+                self._retire()
             return report
+
+    def _mark(self, retired: bool) -> None:
+        # Strictly later than the last: ReplacingMergeTree keeps the mark with the greatest `written`.
+        self._written_ms = max(time.time_ns() // 1_000_000, self._written_ms + 1)
+        self._writer.insert_marks([Mark(self._name, REPLAY_AHEAD, retired, self._written_ms)])
+
+    def _retire(self) -> None:
+        try:
+            self._mark(retired=True)
+        except Exception as exc:  # noqa: BLE001 - the call's own outcome (or failure) is what it answers
+            # Not retired, an erasure in any process waits for it (a minute at most, then answers
+            # complete: false) until its last mark is REPLAY_STALE_MS old.
+            log.warning("dead-letter replay: could not mark its end (%s): erasures wait for it meanwhile", exc)
 
     def _replay(self, letters: list[StoredDeadLetter], report: Report) -> None:
         now_ms = time.time_ns() // 1_000_000

@@ -20,7 +20,11 @@ had. So after a first pass the erasure waits until every live worker's mark
 (store.mark.complete_before) passes the cut, bounded by SETTLE_S, and then
 deletes what is left of the user's rows received before the cut. Events
 received after the cut are left whole in every table. The dead letters that
-go are those whose payload names the user (MENTIONS). Every value is a bound
+go are those whose payload names the user (MENTIONS), before that second pass:
+a dead-letter replay in another API process that read some of them stores
+their events, received before the cut, whenever it gets there, so the erasure
+waits for every replay running once they are gone (store.mark.RUNNING_REPLAYS,
+bounded by REPLAY_WAIT_S) and the second pass deletes what they stored. Every value is a bound
 parameter, and every delete reads the id and its patterns from erasure_keys by
 a token instead (store.hidden): ClickHouse keeps a mutation's command, values
 written in, long after it is done.
@@ -40,7 +44,7 @@ from eventpipe.errors import BusyStorageError
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
 from eventpipe.store.hidden import concealed, hide, release
-from eventpipe.store.mark import MARKS_QUERY, complete_before
+from eventpipe.store.mark import MARKS_QUERY, complete_before, replays_ended
 from eventpipe.store.mention import MENTIONS, mentions
 from eventpipe.store.page import Position
 from eventpipe.store.query import quoted
@@ -109,6 +113,8 @@ USER_TABLES = (
 # seconds while idle (ingest.mark): a few seconds see every live one past the cut.
 SETTLE_S = 10.0
 SETTLE_POLL_S = 0.2
+# A replay call examines 10,000 letters at most, in chunks of 8 MiB: seconds, a minute on a slow store.
+REPLAY_WAIT_S = 60.0
 # A migration that copies a table (store.migration's Rebuild and Refill) may
 # copy a user's rows after they were deleted here and swap the copy in: an
 # erasure refuses to start while such a copy exists, and fails (to be called
@@ -150,7 +156,8 @@ class Erased(NamedTuple):
     events: int
     dead_letters: int
     # False: a live worker had not reported committing what it received before the cut within
-    # SETTLE_S, so a batch it holds may yet store some of the user's events: erase again later.
+    # SETTLE_S, or a dead-letter replay running in any API process had not ended within REPLAY_WAIT_S,
+    # so a batch it holds may yet store some of the user's events: erase again later.
     complete: bool = True
 
 
@@ -203,7 +210,17 @@ class Eraser:
                 " some of the user's events in some tables; erase again once every worker is back",
                 SETTLE_S,
             )
-        # What batches committed during the first pass left behind, in the tables that hold any.
+        # Letters as events: those received before the call, counted once the workers have committed them,
+        # just before they go. Counted at the start, and deleted with no cut after the wait, the answer and
+        # the audit said 836 letters where 1,211 went (found by an attack on the admin operations). Before
+        # the second pass: a replay that read some of them first has stored their events by its end.
+        letters = {**mentions(user_id), "cut": cut, "token": token}
+        dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {LETTERS}", letters)  # noqa: S608
+        outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {LETTERS})"  # noqa: E501, S608
+        self._delete("dead_letter_outcomes", outcomes, letters)
+        self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {LETTERS}", letters)  # noqa: S608 - constants
+        replayed = self._await_replays()
+        # What batches and replays committed during the first pass left behind, in the tables that hold any.
         self._pass(user, others, everywhere=False)
         events = self._count(
             f"SELECT count() FROM {INDEX} FINAL WHERE user_id = {{user:String}} AND {CUT}",  # noqa: S608 - constants
@@ -211,18 +228,10 @@ class Eraser:
         )
         for table in index:
             self._delete(table.name, _delete_statement(table, shared=False), user)
-        # Letters as events: those received before the call, counted once the workers have committed them,
-        # just before they go. Counted at the start, and deleted with no cut after the wait, the answer and
-        # the audit said 836 letters where 1,211 went (found by an attack on the admin operations).
-        letters = {**mentions(user_id), "cut": cut, "token": token}
-        dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {LETTERS}", letters)  # noqa: S608
-        outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {LETTERS})"  # noqa: E501, S608
-        self._delete("dead_letter_outcomes", outcomes, letters)
-        self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {LETTERS}", letters)  # noqa: S608 - constants
         release(self._client, cut, token)
         if self._tables() != tables:
             raise BusyStorageError("a migration swapped a table during the erasure: erase again")
-        return Erased(events, dead_letters, settled)
+        return Erased(events, dead_letters, settled and replayed)
 
     def _pass(self, user: dict[str, object], tables: list[UserTable], everywhere: bool) -> None:
         """Empty `tables` (in USER_TABLES' order) of the user's rows before the cut and of every copy of
@@ -254,6 +263,19 @@ class Eraser:
                 return True
             time.sleep(SETTLE_POLL_S)
         return False
+
+    def _await_replays(self) -> bool:
+        """Wait, REPLAY_WAIT_S at most, until every dead-letter replay running now, in any API process, has
+        ended: the user's letters are gone, but one may have read them before."""
+        with classified():
+            ended = replays_ended(self._client, REPLAY_WAIT_S, SETTLE_POLL_S)
+        if not ended:
+            log.warning(
+                "erasure: a dead-letter replay had not ended within %.0f s: it may store some of the user's events"
+                " again; erase again once it has",
+                REPLAY_WAIT_S,
+            )
+        return ended
 
     def _holds(self, table: UserTable, user: dict[str, object]) -> bool:
         sql = f"SELECT count() FROM {quoted(table.name)} WHERE {_user_rows(table.cut)}"  # noqa: S608 - quoted
