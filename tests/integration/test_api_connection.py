@@ -26,6 +26,7 @@ from eventpipe.store.query import Query
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
 from tests.support.api import KEY, event, readonly_reader
+from tests.support.wait import wait_until
 
 TIMEOUT_S = 0.5
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -309,7 +310,9 @@ def test_bad_bytes_after_an_answered_request_get_the_400_and_the_answer_before_t
     assert first.startswith(b"HTTP/1.1 200") and first.rstrip().endswith(b"}"), got[:300]
     assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"] == "bad_request"
     assert early.startswith(b"HTTP/1.1 405") and after == b"", (early[:200], after[:200])
-    assert closed(registry)["malformed"] == 2
+    # Counted by the server's thread as it closes: the client may see the close first (1 of 1,801 tests
+    # failed on it, on a loaded machine).
+    wait_until(lambda: closed(registry)["malformed"] == 2, timeout=5, what="both closes counted")
 
 
 @pytest.mark.parametrize(
