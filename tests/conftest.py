@@ -21,6 +21,23 @@ from tests.support.services import (
 from tests.support.shared import SharedStores
 from tests.support.takeover import PASSWORDS, ComposeBroker
 
+# Modules holding a test that keeps one process busy for a minute or more (the 10M-event store, the quick
+# bench, the million-event export, a store over decades, the live stack): run first, so that the short
+# tests are what is left at the end for whichever process is free (xdist's worksteal), rather than one
+# process working alone on a long test while the other has nothing left.
+FIRST = (
+    "tests/integration/test_scale.py",
+    "tests/e2e/test_bench.py",
+    "tests/integration/test_export.py",
+    "tests/integration/test_worker.py",
+    "tests/observability/test_live.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Stable: each module's tests keep their order, and so their module-scoped fixtures.
+    items.sort(key=lambda item: not item.nodeid.startswith(FIRST))
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     # Where Docker is required (the GitLab pipeline), say so before any test runs, not test by test.
