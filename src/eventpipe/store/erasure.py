@@ -194,7 +194,8 @@ class Eraser:
         room_for_delete(self._client)
         # Left behind by a call that fails: its deletes may still run, and read it. A later erasure removes
         # it once they are done and the call is long over (store.hidden.ABANDONED_MS).
-        token = hide(self._client, cut, {"user": user_id, **mentions(user_id)})
+        mentioned = mentions(user_id)
+        token = hide(self._client, cut, {"user": user_id, **mentioned})
         user: dict[str, object] = {"user": user_id, "cut": cut, "token": token}
         # The user index's rows of the user stay until the end: they give every other table the keys of
         # the user's events, also of copies other users' batches commit during the first pass.
@@ -214,7 +215,7 @@ class Eraser:
         # just before they go. Counted at the start, and deleted with no cut after the wait, the answer and
         # the audit said 836 letters where 1,211 went (found by an attack on the admin operations). Before
         # the second pass: a replay that read some of them first has stored their events by its end.
-        letters = {**mentions(user_id), "cut": cut, "token": token}
+        letters = {**mentioned, "cut": cut, "token": token}
         dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {LETTERS}", letters)  # noqa: S608
         outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {LETTERS})"  # noqa: E501, S608
         self._delete("dead_letter_outcomes", outcomes, letters)
