@@ -10,13 +10,13 @@ from pathlib import Path
 import clickhouse_connect
 import pytest
 
-from eventpipe.bench.fill import batches
 from eventpipe.events import Event, Limits, parse
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
+from tests.support import bulk
 from tests.support.services import chdb_database_dsn
 
 STORED = 10_000_000
@@ -25,12 +25,11 @@ HOUR_MS = 3_600_000
 
 @pytest.fixture(scope="module")
 def store(chdb_root: Path) -> Iterator[clickhouse_connect.driver.Client]:
-    # Its own database in the session's embedded engine, filled once (about a minute).
+    # Its own database in the session's embedded engine, filled once by the engine itself (about a minute;
+    # the Writer takes half as long again, building the rows in Python): the copies below go through the Writer.
     client = connect(chdb_database_dsn(chdb_root))
     migrate(client)
-    writer = Writer(client)
-    for columns in batches(STORED, time.time_ns() // 1_000_000):
-        writer.insert_event_columns(columns)
+    bulk.fill(client, STORED, time.time_ns() // 1_000_000)
     yield client
     # Dropped, so its merges stop: the session's engine goes on serving this process's later tests,
     # some of which measure the process's own memory.

@@ -213,7 +213,7 @@ def test_a_dead_network_thread_is_reported_not_hidden(broker: Broker, clickhouse
 
 
 def test_events_spread_over_decades_cannot_spread_the_store_over_decades(broker: Broker, clickhouse_dsn: str) -> None:
-    """The hostile producer of issue 13: 100k valid events with timestamps from 25 years ago to now.
+    """The hostile producer of issue 13: 20k valid events with timestamps from 25 years ago to now.
 
     Before the past bound each batch wrote a part into each of ~300 monthly
     partitions (1.1 s a batch instead of 0.04 s) and every read slowed for
@@ -221,7 +221,7 @@ def test_events_spread_over_decades_cannot_spread_the_store_over_decades(broker:
     the store keeps the partitions the bounded window can reach."""
     now_ms = int(time.time() * 1000)
     span_ms = 25 * 365 * 86_400_000
-    count = 100_000
+    count = 20_000  # issue 13's figure: as many made the newest page 20x slower
     stamps = [now_ms - span_ms + span_ms * i // count for i in range(count)]
     messages = [
         ("events/click", json.dumps({"event_id": f"d-{i}", "timestamp": stamp, "user_id": f"u{i % 97}"}).encode())
