@@ -14,6 +14,7 @@ from tests.support.services import (
     LocalBroker,
     docker_available,
     docker_required,
+    drop_database,
     empty_dsn,
     missing_docker_message,
     running_broker,
@@ -92,12 +93,17 @@ def clickhouse_server() -> Iterator[ClickHouseServer]:
 
 
 @pytest.fixture
-def clickhouse_dsn(request: pytest.FixtureRequest, chdb_root: Path) -> str:
-    """A ClickHouse with an empty database (tests.support.services.empty_dsn)."""
-    return empty_dsn(request, chdb_root)
+def clickhouse_dsn(request: pytest.FixtureRequest, chdb_root: Path) -> Iterator[str]:
+    """A ClickHouse with an empty database (tests.support.services.empty_dsn), dropped after the test."""
+    dsn = empty_dsn(request, chdb_root)
+    yield dsn
+    drop_database(chdb_root, dsn)
 
 
 @pytest.fixture(scope="module")
-def shared_stores(request: pytest.FixtureRequest, chdb_root: Path) -> SharedStores:
+def shared_stores(request: pytest.FixtureRequest, chdb_root: Path) -> Iterator[SharedStores]:
     """Stores seeded once for a module's tests that only read them (tests/support/shared.py)."""
-    return SharedStores(request, chdb_root)
+    stores = SharedStores(request, chdb_root)
+    yield stores
+    for dsn in stores.dsns:
+        drop_database(chdb_root, dsn)

@@ -27,12 +27,14 @@ class SharedStores:
         self._request = request
         self._chdb_root = chdb_root
         self._made: dict[Callable[[str], Any], tuple[int, Any]] = {}
+        self.dsns: list[str] = []  # every store a seed was given, to drop with the module
 
     def get(self, seed: Callable[[str], T]) -> T:
         """`seed(dsn)`'s answer, where `dsn` named an empty store when `seed` ran."""
         made = self._made.get(seed)
         if made is None or made[0] != self._resets():
             dsn = empty_dsn(self._request, self._chdb_root)
+            self.dsns.append(dsn)
             made = self._made[seed] = (self._resets(), seed(dsn))
         value: T = made[1]
         return value
