@@ -129,6 +129,33 @@ def test_a_slow_store_neither_grows_memory_nor_makes_the_broker_drop(
         assert run.unreconciled() == 0
 
 
+def test_a_store_down_past_the_brokers_keepalive_with_the_worker_full_keeps_its_connection(
+    broker_factory: BrokerFactory, clickhouse_dsn: str
+) -> None:
+    """Found by an attack: full (here its held-bytes budget, as messages over 3.3 KB fill it before the
+    window by default; QoS 0 does too), the worker waited for room on paho's network thread, which then
+    sent nothing, not even a ping. The broker closed it after 1.5 keepalives (45 s by default), the acks of
+    the batch being committed went nowhere, the broker sent the whole window again, and
+    eventpipe_mqtt_connected said 1 all along; a store slower than that never got a message acked."""
+    keepalive = 5  # the least allowed: the broker drops a silent client after 7.5 s
+    broker, settings, writer = faulty_setup(
+        broker_factory, clickhouse_dsn, 200, batch_max_rows=50, mqtt_keepalive_s=keepalive, max_held_bytes=256 * 1024
+    )
+    pad = "x" * 8000  # 100 of them are three times the budget
+    messages = [("events/big", json.dumps({"event_id": f"k-{i}", "pad": pad}).encode()) for i in range(100)]
+    with running_worker(settings, writer=writer) as run:
+        writer.failure = RetryableStorageError
+        assert publish_raw(broker.url, messages) == 100
+        wait_until(lambda: run.metric("eventpipe_messages_in_flight") >= 25, what="the budget filled")
+        time.sleep(4 * keepalive)  # Mosquitto checks keepalives now and then: it closed after 11 s here
+        writer.failure = None
+        wait_until(lambda: run.metric("eventpipe_messages_acked_total") == 100, timeout=60, what="every message acked")
+        assert run.reader.count_events() == 100
+        assert run.metric("eventpipe_messages_redelivered_total") == 0, "the broker sent messages again"
+        assert run.metric("eventpipe_mqtt_reconnects_total") == 0
+    assert b"exceeded timeout" not in broker.log(), broker.log().decode(errors="replace")[-2000:]
+
+
 def test_a_poison_row_with_an_unrecognised_error_cannot_block_the_pipe(broker: Broker, clickhouse_dsn: str) -> None:
     client = connect(clickhouse_dsn)
     migrate(client)

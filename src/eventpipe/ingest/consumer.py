@@ -84,6 +84,7 @@ class Consumer:
         self.failure: str | None = None
         self._connected = threading.Event()
         self._looping = False
+        self._pinged = time.monotonic()  # keep_alive's last ping
         self._client = receiver.receiving_client(
             self._address,
             settings.mqtt_session_id,
@@ -147,6 +148,14 @@ class Consumer:
             mids = [delivery.mid for delivery in deliveries if delivery.qos and delivery.generation == generation]
             receiver.acknowledge(self._client, mids)
         return len(mids)
+
+    def keep_alive(self) -> None:
+        """Called on paho's network thread while the worker holds it, out of room: then paho reads
+        nothing and runs none of its own keepalive, so this pings, at half the keepalive."""
+        now = time.monotonic()
+        if now - self._pinged >= self._settings.mqtt_keepalive_s / 2:
+            self._pinged = now
+            receiver.keep_alive(self._client)
 
     def stop(self) -> None:
         self._looping = False

@@ -26,6 +26,9 @@ from eventpipe.store.writer import Mark, Writer
 
 log = logging.getLogger(__name__)
 
+# How often a network thread waiting for room sees whether to ping (the consumer pings at half the keepalive).
+KEEPALIVE_TICK_S = 1.0
+
 
 def limits_from(settings: Settings) -> Limits:
     past_days, past_setting = settings.max_past_days, "EVENTPIPE_MAX_PAST_DAYS"
@@ -148,7 +151,11 @@ class Worker:
                 while not self._stopping and (
                     self._held >= self._capacity or self._held_bytes + held_size(deliveries[0]) > self._max_held_bytes
                 ):
-                    self._cond.wait()
+                    # paho's thread is held here, so the consumer pings in its stead: a wait past 1.5
+                    # keepalives (a store down for 45 s) had the broker close the connection, and a batch
+                    # committed meanwhile lose its acks and come again (found by an attack).
+                    if not self._cond.wait(KEEPALIVE_TICK_S):
+                        self.consumer.keep_alive()
                 if self._stopping:
                     return  # unacked: the broker redelivers it to the next session
                 taken = deliveries[: self._capacity - self._held]

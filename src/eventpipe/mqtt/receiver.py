@@ -20,7 +20,11 @@ other packet types) to paho:
 - the messages of one read reach the application in one `on_burst` call,
   always made before any other packet or a lost connection is handled, so a
   burst never mixes two connections;
-- `ack_many` queues the PUBACKs of a whole batch as one write.
+- `ack_many` queues the PUBACKs of a whole batch as one write;
+- `keep_alive` pings the broker from inside a burst's handling, while the
+  worker holds paho's thread there because it has no room (ingest.worker):
+  paho pings only between reads, and Mosquitto closes a client silent for 1.5
+  keepalives.
 
 Anything unusual (QoS 2, MQTT 3, a packet that does not decode) goes through
 paho's stock code. The paho internals all this builds on are read here and
@@ -31,6 +35,7 @@ caller that asks for paho's own client (`stock`, as a test does) gets that.
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -43,16 +48,33 @@ from paho.mqtt.enums import MQTTErrorCode
 from eventpipe.errors import DependencyError
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
-from eventpipe.mqtt.wire import MESSAGE_EXPIRY, PUBACK, PUBLISH, decode_length, holds_property, puback_packets
+from eventpipe.mqtt.wire import (
+    MESSAGE_EXPIRY,
+    PINGREQ,
+    PUBACK,
+    PUBLISH,
+    decode_length,
+    encode_length,
+    holds_property,
+    puback_packets,
+)
 
 READ_SIZE = 64 * 1024
 # (packet id, qos, topic, payload, dup, expiring) as read from the wire; expiring: it carries an MQTT 5
 # Message Expiry Interval, with which the broker may drop it, acknowledged, before the worker has it.
 Received = tuple[int, int, str, bytes, bool, bool]
 # paho internals the Receiver builds on: methods of paho's Client it overrides or calls,
-METHODS = ("_sock_recv", "_packet_read", "_packet_handle", "_handle_publish", "_packet_queue", "_loop_rc_handle")
-# the attributes it reads, which paho's constructor sets,
-ATTRIBUTES = ("_sock", "_in_packet", "_manual_ack", "_protocol")
+METHODS = (
+    "_sock_recv",
+    "_packet_read",
+    "_packet_handle",
+    "_handle_publish",
+    "_packet_queue",
+    "_packet_write",
+    "_loop_rc_handle",
+)
+# the attributes it reads or sets, which paho's constructor sets,
+ATTRIBUTES = ("_sock", "_in_packet", "_manual_ack", "_protocol", "_msgtime_mutex", "_last_bytes_received")
 # and what it reads of `_in_packet`, the packet paho is reading.
 IN_PACKET = ("command", "packet")
 # paho's network thread, None once it has ended: read on either client (`network_alive`).
@@ -119,6 +141,28 @@ def acknowledge(client: mqtt.Client, packet_ids: list[int]) -> None:
         return
     for packet_id in packet_ids:
         client.ack(packet_id, 1)
+
+
+def keep_alive(client: mqtt.Client) -> None:
+    """A PINGREQ, written now, from paho's network thread while it reads nothing (the worker waits there for
+    room), with whatever else is queued: PUBACKs of a batch committed meanwhile.
+
+    Not paho's own ping, which waits for its PINGRESP: that cannot be read before the wait ends, and paho
+    would take its absence for a dead broker. For the same reason bytes waiting in the socket count as heard
+    from the broker: it is alive, it is this client that does not read. A write that fails is left to the
+    loop, which sees the lost connection as soon as the wait ends."""
+    client._packet_queue(PINGREQ, bytes([PINGREQ]) + encode_length(0), 0, 0)
+    client._packet_write()
+    connection = client._sock
+    if connection is None:
+        return
+    try:
+        waiting = select.select([connection], [], [], 0)[0]
+    except (OSError, ValueError):  # closed meanwhile
+        return
+    if waiting:
+        with client._msgtime_mutex:
+            client._last_bytes_received = mqtt.time_func()  # paho's clock
 
 
 class Receiver(mqtt.Client):

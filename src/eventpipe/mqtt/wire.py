@@ -17,6 +17,7 @@ CONNECT = 0x10
 CONNACK = 0x20
 PUBLISH = 0x30
 PUBACK = 0x40
+PINGREQ = 0xC0
 DISCONNECT = 0xE0
 # A variable byte integer has at most four bytes of seven bits each.
 MAX_LENGTH = (1 << 28) - 1
