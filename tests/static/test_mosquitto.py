@@ -161,6 +161,13 @@ def test_the_clients_in_compose_use_the_users_meant_for_them() -> None:
     assert "-u exporter" in healthcheck
 
 
+def test_no_producer_can_take_the_exporters_connection_by_its_client_id() -> None:
+    # With `MQTT_CLIENT_ID: eventpipe-mosquitto-exporter`, a producer connecting under that id had the broker
+    # close the exporter's connection, 15 times in 30 s. Without one, the broker draws a random id for it.
+    assert "MQTT_CLIENT_ID" not in compose.environment("mosquitto-exporter", DUMMY)
+    assert "allow_zero_length_clientid false" not in (MOSQUITTO / "mosquitto.conf").read_text()
+
+
 def run_entrypoint(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "config"
     config.mkdir()
