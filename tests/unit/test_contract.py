@@ -173,6 +173,10 @@ def test_numeric_strings_are_numbers_and_dashed_ones_dates() -> None:
         # The last microsecond a datetime holds, and more digits: adding one to it overflowed (a 500).
         ("9999-12-31T23:59:59.9999999Z", 253_402_300_799_999, 253_402_300_800_000),
         ("9999-12-31T23:59:59.999Z", 253_402_300_799_999, 253_402_300_799_999),
+        # The other ISO 8601 forms README names: each one instant.
+        ("20251122T000000Z", 1_763_769_600_000, 1_763_769_600_000),
+        ("2025-W47-6", 1_763_769_600_000, 1_763_769_600_000),
+        ("2025-11-22T00Z", 1_763_769_600_000, 1_763_769_600_000),
     ],
 )
 def test_a_window_bound_between_two_milliseconds_rounds_up_and_an_event_time_as_before(
