@@ -151,6 +151,8 @@ def keep_alive(client: mqtt.Client) -> None:
     would take its absence for a dead broker. For the same reason bytes waiting in the socket count as heard
     from the broker: it is alive, it is this client that does not read. A write that fails is left to the
     loop, which sees the lost connection as soon as the wait ends."""
+    if client._sock is None:  # between connections: the loop reconnects once the wait ends
+        return
     client._packet_queue(PINGREQ, bytes([PINGREQ]) + encode_length(0), 0, 0)
     client._packet_write()
     connection = client._sock
