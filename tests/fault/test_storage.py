@@ -156,6 +156,27 @@ def test_a_store_down_past_the_brokers_keepalive_with_the_worker_full_keeps_its_
     assert b"exceeded timeout" not in broker.log(), broker.log().decode(errors="replace")[-2000:]
 
 
+def test_a_burst_many_commits_long_keeps_the_connection_while_a_slow_store_frees_room_bit_by_bit(
+    broker_factory: BrokerFactory, clickhouse_dsn: str
+) -> None:
+    """Found by a review of the test above's fix: the ping went out only when a wait for room timed out. QoS 0,
+    which the window does not cover, comes in reads of hundreds; with a commit every 0.6 s freeing ten places,
+    the wait never timed out, and the broker closed the connection (its log: exceeded timeout)."""
+    keepalive = 5
+    broker, settings, writer = faulty_setup(
+        broker_factory, clickhouse_dsn, 10, batch_max_rows=10, mqtt_keepalive_s=keepalive
+    )
+    # Each commit waits 0.3 s on its insert and 0.3 s on its mark: room every 0.6 s, 10 places at a time.
+    # 300 messages: 18 s, more than twice the 7.5 s the broker allows a silent client.
+    writer.delay_s = 0.3
+    messages = [("events/burst", json.dumps({"event_id": f"q-{i}"}).encode()) for i in range(300)]
+    with running_worker(settings, writer=writer) as run:
+        assert publish_raw(broker.url, messages, qos=0) == 300
+        wait_until(lambda: run.reader.count_events() == 300, timeout=60, what="all 300 stored")
+        assert run.metric("eventpipe_mqtt_reconnects_total") == 0
+    assert b"exceeded timeout" not in broker.log(), broker.log().decode(errors="replace")[-2000:]
+
+
 def test_a_poison_row_with_an_unrecognised_error_cannot_block_the_pipe(broker: Broker, clickhouse_dsn: str) -> None:
     client = connect(clickhouse_dsn)
     migrate(client)

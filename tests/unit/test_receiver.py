@@ -98,6 +98,14 @@ def test_an_internal_missing_from_paho_is_named() -> None:
     assert receiver.missing(client) == ["paho.mqtt.client.Client._in_packet['packet']"]
 
 
+def test_paho_s_own_client_is_checked_for_what_keep_alive_uses() -> None:
+    # The worker waits for room on paho's own client too, and pings through these from inside on_message:
+    # unchecked, a paho without them ended the network thread in the middle of a wait.
+    client = make_client(MqttAddress("127.0.0.1", 1883), "test", manual_ack=True)
+    del client._last_bytes_received
+    assert receiver.missing(client) == ["paho.mqtt.client.Client._last_bytes_received"]
+
+
 def consumer(stock_paho: bool = False) -> Consumer:
     return Consumer(Settings(), lambda _batch: None, IngestMetrics(CollectorRegistry()), stock_paho=stock_paho)
 

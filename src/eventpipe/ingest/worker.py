@@ -153,9 +153,11 @@ class Worker:
                 ):
                     # paho's thread is held here, so the consumer pings in its stead: a wait past 1.5
                     # keepalives (a store down for 45 s) had the broker close the connection, and a batch
-                    # committed meanwhile lose its acks and come again (found by an attack).
-                    if not self._cond.wait(KEEPALIVE_TICK_S):
-                        self.consumer.keep_alive()
+                    # committed meanwhile lose its acks and come again (found by an attack). After every
+                    # wake-up, not only a timeout: commits a second apart, each freeing less than this
+                    # burst needs, would put off the ping for good (found by a review).
+                    self._cond.wait(KEEPALIVE_TICK_S)
+                    self.consumer.keep_alive()
                 if self._stopping:
                     return  # unacked: the broker redelivers it to the next session
                 taken = deliveries[: self._capacity - self._held]

@@ -75,6 +75,9 @@ METHODS = (
 )
 # the attributes it reads or sets, which paho's constructor sets,
 ATTRIBUTES = ("_sock", "_in_packet", "_manual_ack", "_protocol", "_msgtime_mutex", "_last_bytes_received")
+# keep_alive's, which it uses on either client (the worker waits for room on paho's own client too),
+KEEP_ALIVE_METHODS = ("_packet_queue", "_packet_write")
+KEEP_ALIVE_ATTRIBUTES = ("_sock", "_msgtime_mutex", "_last_bytes_received")
 # and what it reads of `_in_packet`, the packet paho is reading.
 IN_PACKET = ("command", "packet")
 # paho's network thread, None once it has ended: read on either client (`network_alive`).
@@ -108,12 +111,15 @@ def receiving_client(
 
 
 def missing(client: mqtt.Client) -> list[str]:
-    """The internals read here that `client` lacks: the network thread on any client, every one on a Receiver."""
-    lacking = [] if hasattr(client, THREAD) else [THREAD]
+    """The internals read here that `client` lacks: the network thread and keep_alive's on any client,
+    every one on a Receiver."""
+    methods, attributes = KEEP_ALIVE_METHODS, (THREAD, *KEEP_ALIVE_ATTRIBUTES)
     if isinstance(client, Receiver):
-        # Looked up on paho's class: the Receiver defines most of them itself.
-        lacking += [f"{name}()" for name in METHODS if not callable(getattr(mqtt.Client, name, None))]
-        lacking += [name for name in ATTRIBUTES if not hasattr(client, name)]
+        methods, attributes = (*methods, *METHODS), (*attributes, *ATTRIBUTES)
+    # Looked up on paho's class: the Receiver defines most of them itself.
+    lacking = [f"{name}()" for name in dict.fromkeys(methods) if not callable(getattr(mqtt.Client, name, None))]
+    lacking += [name for name in dict.fromkeys(attributes) if not hasattr(client, name)]
+    if isinstance(client, Receiver):
         in_packet = getattr(client, "_in_packet", None)
         keys = in_packet.keys() if isinstance(in_packet, dict) else ()
         lacking += [f"_in_packet[{key!r}]" for key in IN_PACKET if key not in keys]
