@@ -113,7 +113,8 @@ def receiving_client(
 def missing(client: mqtt.Client) -> list[str]:
     """The internals read here that `client` lacks: the network thread and keep_alive's on any client,
     every one on a Receiver."""
-    methods, attributes = KEEP_ALIVE_METHODS, (THREAD, *KEEP_ALIVE_ATTRIBUTES)
+    methods: tuple[str, ...] = KEEP_ALIVE_METHODS
+    attributes: tuple[str, ...] = (THREAD, *KEEP_ALIVE_ATTRIBUTES)
     if isinstance(client, Receiver):
         methods, attributes = (*methods, *METHODS), (*attributes, *ATTRIBUTES)
     # Looked up on paho's class: the Receiver defines most of them itself.
