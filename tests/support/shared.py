@@ -1,6 +1,6 @@
 """A store that a module's read-only tests share, seeded once instead of once per test.
 
-Migrating an empty store takes about a second (over a hundred DDL statements), and modules such as
+Migrating an empty store takes most of a second (over a hundred DDL statements), and modules such as
 test_filter ran it for each of their sixty cases. Sharing is for tests that only read what the seed
 made, through the API's read-only user or the Reader; a test that writes takes clickhouse_dsn.
 """
