@@ -177,6 +177,29 @@ def test_a_burst_many_commits_long_keeps_the_connection_while_a_slow_store_frees
     assert b"exceeded timeout" not in broker.log(), broker.log().decode(errors="replace")[-2000:]
 
 
+def test_a_broker_restart_while_the_worker_waits_full_shows_as_disconnected_and_loses_nothing(
+    broker_factory: BrokerFactory, clickhouse_dsn: str
+) -> None:
+    """Found by an attack: the worker, held full by a store outage, cannot reconnect until the store takes
+    writes (paho's thread is the one waiting), and eventpipe_mqtt_connected said 1 all the while after the
+    broker had restarted, so the disconnect alerts could not fire."""
+    broker, settings, writer = faulty_setup(
+        broker_factory, clickhouse_dsn, 200, batch_max_rows=50, mqtt_keepalive_s=5, max_held_bytes=256 * 1024
+    )
+    pad = "x" * 8000
+    messages = [("events/big", json.dumps({"event_id": f"r-{i}", "pad": pad}).encode()) for i in range(100)]
+    with running_worker(settings, writer=writer) as run:
+        writer.failure = RetryableStorageError
+        assert publish_raw(broker.url, messages) == 100
+        wait_until(lambda: run.metric("eventpipe_messages_in_flight") >= 25, what="the budget filled")
+        broker.restart()
+        wait_until(lambda: run.metric("eventpipe_mqtt_connected") == 0, timeout=15, what="the gauge to say so")
+        writer.failure = None
+        wait_until(lambda: run.reader.count_events() == 100, timeout=60, what="all 100 stored")
+        wait_until(lambda: run.metric("eventpipe_mqtt_connected") == 1, timeout=30, what="connected again")
+        assert run.reader.count_events() == 100
+
+
 def test_a_poison_row_with_an_unrecognised_error_cannot_block_the_pipe(broker: Broker, clickhouse_dsn: str) -> None:
     client = connect(clickhouse_dsn)
     migrate(client)

@@ -85,6 +85,7 @@ class Consumer:
         self._connected = threading.Event()
         self._looping = False
         self._pinged = time.monotonic()  # keep_alive's last ping
+        self._lost_while_held = False  # keep_alive found the connection gone before paho did
         self._client = receiver.receiving_client(
             self._address,
             settings.mqtt_session_id,
@@ -153,9 +154,19 @@ class Consumer:
         """Called on paho's network thread while the worker holds it, out of room: then paho reads
         nothing and runs none of its own keepalive, so this pings, at half the keepalive."""
         now = time.monotonic()
-        if now - self._pinged >= self._settings.mqtt_keepalive_s / 2:
-            self._pinged = now
-            receiver.keep_alive(self._client)
+        if now - self._pinged < self._settings.mqtt_keepalive_s / 2:
+            return
+        self._pinged = now
+        if not receiver.keep_alive(self._client) and self._link_up and not self._lost_while_held:
+            self._lost_while_held = True  # until the next connection: one warning
+            # paho reconnects only once the wait ends; meanwhile the gauge must not say connected, or the
+            # disconnect alerts cannot fire (found by an attack: a broker restart during a store outage).
+            self._metrics.connected.set(0)
+            log.warning(
+                "lost the connection to the broker at %s while waiting for the store to take the messages held;"
+                " reconnecting once it does (QoS 1 stays with the broker meanwhile)",
+                self._address,
+            )
 
     def stop(self) -> None:
         self._looping = False
@@ -210,6 +221,7 @@ class Consumer:
             self.failure = f"cannot subscribe to {self._settings.shown_subscription!r}: {exc}"
             log.error("%s", self.failure)
             return
+        self._lost_while_held = False
         self._metrics.connected.set(1)
 
     def _check_window(self, broker_window: int) -> None:

@@ -150,28 +150,30 @@ def acknowledge(client: mqtt.Client, packet_ids: list[int]) -> None:
         client.ack(packet_id, 1)
 
 
-def keep_alive(client: mqtt.Client) -> None:
+def keep_alive(client: mqtt.Client) -> bool:
     """A PINGREQ, written now, from paho's network thread while it reads nothing (the worker waits there for
-    room), with whatever else is queued: PUBACKs of a batch committed meanwhile.
+    room), with whatever else is queued: PUBACKs of a batch committed meanwhile. False when the connection
+    is gone: paho, held, learns it only when the wait ends.
 
     Not paho's own ping, which waits for its PINGRESP: that cannot be read before the wait ends, and paho
     would take its absence for a dead broker. For the same reason bytes waiting in the socket count as heard
-    from the broker: it is alive, it is this client that does not read. A write that fails is left to the
-    loop, which sees the lost connection as soon as the wait ends."""
+    from the broker: it is alive, it is this client that does not read."""
     if client._sock is None:  # between connections: the loop reconnects once the wait ends
-        return
+        return False
     client._packet_queue(PINGREQ, bytes([PINGREQ]) + encode_length(0), 0, 0)
-    client._packet_write()
+    if client._packet_write() == MQTTErrorCode.MQTT_ERR_CONN_LOST:
+        return False
     connection = client._sock
     if connection is None:
-        return
+        return False
     try:
         waiting = select.select([connection], [], [], 0)[0]
     except (OSError, ValueError):  # closed meanwhile
-        return
+        return False
     if waiting:
         with client._msgtime_mutex:
             client._last_bytes_received = mqtt.time_func()  # paho's clock
+    return True
 
 
 class Receiver(mqtt.Client):
