@@ -12,13 +12,9 @@ and the parts are as many and as large as the worker's batches make them.
 
 from __future__ import annotations
 
-import secrets
-
 from clickhouse_connect.driver import Client
 
-from eventpipe.bench.backlog import demo_messages
-from eventpipe.bench.fill import BATCH, SPAN_MS, TEMPLATES, USER_STRIDE, USERS
-from eventpipe.events import Event, Limits, parse
+from eventpipe.bench.fill import BATCH, SPAN_MS, USER_STRIDE, USERS, id_tail, templates
 
 # bench.fill.batches's rows, column for column, by the row's index `number`.
 ROWS = """
@@ -41,11 +37,9 @@ FROM (
 
 def fill(client: Client, count: int, now_ms: int) -> None:
     """Append `count` events to the store of `client`, in bench.fill's batches."""
-    templates = [parse(topic, payload, now_ms, Limits()) for topic, payload in demo_messages(TEMPLATES)]
-    rows = [row for row in templates if isinstance(row, Event)]
-    run = secrets.token_hex(9)
+    rows = templates(now_ms)
     parameters: dict[str, object] = {
-        "tail": f"-4{run[:3]}-8{run[3:6]}-{run[6:18]}",
+        "tail": id_tail(),
         "types": [row.event_type for row in rows],
         "topics": [row.topic for row in rows],
         "properties": [row.properties for row in rows],

@@ -32,16 +32,27 @@ SPAN_MS = 90 * 86_400_000
 USER_STRIDE = 7_919
 
 
+def templates(now_ms: int) -> list[Event]:
+    """The demo events the rows repeat, with fresh ids and times."""
+    parsed = [parse(topic, payload, now_ms, Limits()) for topic, payload in demo_messages(TEMPLATES)]
+    return [row for row in parsed if isinstance(row, Event)]
+
+
+def id_tail() -> str:
+    """The end of every id of one call, after the row's index: 18 random hex digits, so that ids never
+    repeat across calls."""
+    run = secrets.token_hex(9)
+    return f"-4{run[:3]}-8{run[3:6]}-{run[6:18]}"
+
+
 def batches(count: int, now_ms: int, batch: int = BATCH) -> Iterator[list[Sequence[object]]]:
     """`count` events as column lists (EVENT_COLUMNS order) of `batch` rows, oldest first, ids new on every call.
 
     Built column by column, not as Event tuples: at 100M rows the Python side
     is what limits the rate, and the insert takes columns anyway.
     """
-    templates = [parse(topic, payload, now_ms, Limits()) for topic, payload in demo_messages(TEMPLATES)]
-    rows = [row for row in templates if isinstance(row, Event)]
-    run = secrets.token_hex(9)  # 18 hex digits: ids never repeat across calls
-    tail = f"-4{run[:3]}-8{run[3:6]}-{run[6:18]}"
+    rows = templates(now_ms)
+    tail = id_tail()
     users = [f"user-{number:05d}" for number in range(USERS)]
     first = now_ms - SPAN_MS
     for start in range(0, count, batch):

@@ -158,13 +158,11 @@ def keep_alive(client: mqtt.Client) -> bool:
     Not paho's own ping, which waits for its PINGRESP: that cannot be read before the wait ends, and paho
     would take its absence for a dead broker. For the same reason bytes waiting in the socket count as heard
     from the broker: it is alive, it is this client that does not read."""
-    if client._sock is None:  # between connections: the loop reconnects once the wait ends
+    connection = client._sock  # only this thread changes it
+    if connection is None:  # between connections: the loop reconnects once the wait ends
         return False
     client._packet_queue(PINGREQ, bytes([PINGREQ]) + encode_length(0), 0, 0)
     if client._packet_write() == MQTTErrorCode.MQTT_ERR_CONN_LOST:
-        return False
-    connection = client._sock
-    if connection is None:
         return False
     try:
         waiting = select.select([connection], [], [], 0)[0]

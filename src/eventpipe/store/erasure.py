@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
@@ -44,7 +45,7 @@ from eventpipe.errors import BusyStorageError
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
 from eventpipe.store.hidden import concealed, hide, release
-from eventpipe.store.mark import MARKS_QUERY, complete_before, replays_ended
+from eventpipe.store.mark import MARKS_QUERY, complete_before, running_replays
 from eventpipe.store.mention import MENTIONS, mentions
 from eventpipe.store.page import Position
 from eventpipe.store.query import quoted
@@ -138,6 +139,18 @@ class UserTable(NamedTuple):
     name: str
     cut: bool
     keyed: bool
+
+
+def _within(seconds: float, done: Callable[[], bool]) -> bool:
+    """Whether `done()` (a read of the store) comes true within `seconds`, asked every SETTLE_POLL_S."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with classified():
+            if done():
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(SETTLE_POLL_S)
 
 
 def _delete_statement(table: UserTable, shared: bool) -> str:
@@ -256,27 +269,32 @@ class Eraser:
 
     def _settle(self, cut_ms: int) -> bool:
         """Wait, SETTLE_S at most, until every live worker has committed all it received before the cut."""
-        deadline = time.monotonic() + SETTLE_S
-        while time.monotonic() < deadline:
-            with classified():
-                row = self._client.query(MARKS_QUERY.sql, parameters=MARKS_QUERY.parameters).result_rows[0]
-            if complete_before(row) > cut_ms:
-                return True
-            time.sleep(SETTLE_POLL_S)
-        return False
+
+        def settled() -> bool:
+            row = self._client.query(MARKS_QUERY.sql, parameters=MARKS_QUERY.parameters).result_rows[0]
+            return complete_before(row) > cut_ms
+
+        return _within(SETTLE_S, settled)
 
     def _await_replays(self) -> bool:
         """Wait, REPLAY_WAIT_S at most, until every dead-letter replay running now, in any API process, has
-        ended: the user's letters are gone, but one may have read them before."""
+        ended: the user's letters are gone, but one may have read them before. Those started since cannot
+        have, so they are not waited for."""
         with classified():
-            ended = replays_ended(self._client, REPLAY_WAIT_S, SETTLE_POLL_S)
-        if not ended:
-            log.warning(
-                "erasure: a dead-letter replay had not ended within %.0f s: it may store some of the user's events"
-                " again; erase again once it has",
-                REPLAY_WAIT_S,
-            )
-        return ended
+            waiting = running_replays(self._client)
+
+        def ended() -> bool:
+            waiting.intersection_update(running_replays(self._client))
+            return not waiting
+
+        if _within(REPLAY_WAIT_S, ended):
+            return True
+        log.warning(
+            "erasure: a dead-letter replay had not ended within %.0f s: it may store some of the user's events"
+            " again; erase again once it has",
+            REPLAY_WAIT_S,
+        )
+        return False
 
     def _holds(self, table: UserTable, user: dict[str, object]) -> bool:
         sql = f"SELECT count() FROM {quoted(table.name)} WHERE {_user_rows(table.cut)}"  # noqa: S608 - quoted

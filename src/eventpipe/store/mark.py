@@ -48,19 +48,7 @@ RUNNING_REPLAYS = (
 )
 
 
-def replays_ended(client: Client, wait_s: float, poll_s: float) -> bool:
-    """Wait, `wait_s` at most, until every replay running now has ended (or gone stale); False if one has not."""
-    deadline = time.monotonic() + wait_s
-    running = _running(client)
-    while running:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(poll_s)
-        running &= _running(client)
-    return True
-
-
-def _running(client: Client) -> set[str]:
+def running_replays(client: Client) -> set[str]:
     """The replays that have marked themselves running within REPLAY_STALE_MS."""
     parameters = {"prefix": REPLAY_PREFIX, "since": time.time_ns() // 1_000_000 - REPLAY_STALE_MS}
     return {str(row[0]) for row in client.query(RUNNING_REPLAYS, parameters=parameters).result_rows}
