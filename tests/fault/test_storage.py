@@ -177,27 +177,34 @@ def test_a_burst_many_commits_long_keeps_the_connection_while_a_slow_store_frees
     assert b"exceeded timeout" not in broker.log(), broker.log().decode(errors="replace")[-2000:]
 
 
-def test_a_broker_restart_while_the_worker_waits_full_shows_as_disconnected_and_loses_nothing(
+def test_a_broker_restart_while_the_worker_is_full_is_followed_by_a_reconnect_before_the_store_is_back(
     broker_factory: BrokerFactory, clickhouse_dsn: str
 ) -> None:
-    """Found by an attack: the worker, held full by a store outage, cannot reconnect until the store takes
-    writes (paho's thread is the one waiting), and eventpipe_mqtt_connected said 1 all the while after the
-    broker had restarted, so the disconnect alerts could not fire."""
+    """Found by attacks: the worker, held full by a store outage, waited for room on paho's thread, so after a
+    broker restart it could not reconnect until the store took writes again. eventpipe_mqtt_connected said 1
+    all the while, and QoS 0 sent meanwhile found no session online and was dropped by the broker (150 of 940
+    stored). Full, the worker now only stops reading (eventpipe.mqtt.valve): it sees the close, reconnects,
+    and its session queues what comes, QoS 0 too."""
     broker, settings, writer = faulty_setup(
         broker_factory, clickhouse_dsn, 200, batch_max_rows=50, mqtt_keepalive_s=5, max_held_bytes=256 * 1024
     )
     pad = "x" * 8000
     messages = [("events/big", json.dumps({"event_id": f"r-{i}", "pad": pad}).encode()) for i in range(100)]
+    after = [("events/small", json.dumps({"event_id": f"z-{i}"}).encode()) for i in range(200)]
     with running_worker(settings, writer=writer) as run:
         writer.failure = RetryableStorageError
         assert publish_raw(broker.url, messages) == 100
         wait_until(lambda: run.metric("eventpipe_messages_in_flight") >= 25, what="the budget filled")
         broker.restart()
-        wait_until(lambda: run.metric("eventpipe_mqtt_connected") == 0, timeout=15, what="the gauge to say so")
+        wait_until(lambda: run.metric("eventpipe_mqtt_reconnects_total") == 1, timeout=15, what="a reconnect")
+        wait_until(lambda: run.metric("eventpipe_mqtt_connected") == 1, timeout=15, what="connected, store down")
+        assert writer.failure is RetryableStorageError and run.reader.count_events() == 0
+        assert publish_raw(broker.url, after, qos=0) == 200
         writer.failure = None
-        wait_until(lambda: run.reader.count_events() == 100, timeout=60, what="all 100 stored")
-        wait_until(lambda: run.metric("eventpipe_mqtt_connected") == 1, timeout=30, what="connected again")
-        assert run.reader.count_events() == 100
+        wait_until(lambda: run.reader.count_events() == 300, timeout=60, what="all 300 stored, QoS 0 too")
+        wait_until(lambda: run.metric("eventpipe_messages_acked_total") >= 100, timeout=30, what="QoS 1 acked")
+        assert run.metric("eventpipe_mqtt_connected") == 1
+        assert run.unreconciled() == 0
 
 
 def test_a_poison_row_with_an_unrecognised_error_cannot_block_the_pipe(broker: Broker, clickhouse_dsn: str) -> None:

@@ -21,7 +21,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -31,12 +31,12 @@ from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 
 from eventpipe.host import free_port
-from eventpipe.ingest.consumer import Consumer
+from eventpipe.ingest.consumer import Consumer, Delivery
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
 from eventpipe.mqtt.session import session_id
-from eventpipe.mqtt.wire import read_packet
+from eventpipe.mqtt.wire import encode_length, read_packet
 from eventpipe.stack.secret import SESSION_KEY_FILE
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
@@ -291,8 +291,9 @@ class TakingOverBroker(threading.Thread):
     (e0 01 8e, lib/send_disconnect.c) and closes it. It stands in for that broker only because the one
     that runs here, Debian's 2.0.11, closes the socket without a word and no newer one can be installed."""
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, publishes: int = 0) -> None:
         super().__init__(name="taking-over-broker", daemon=True)
+        self._publishes = publishes  # QoS 0 messages sent just before the DISCONNECT
         self._server = socket.create_server(("127.0.0.1", free_port()))
         self.port = self._server.getsockname()[1]
         self._window = window
@@ -318,7 +319,10 @@ class TakingOverBroker(threading.Thread):
                     elif kind == 0x80:  # SUBSCRIBE: granted QoS 1
                         sock.sendall(bytes([0x90, 4]) + body[:2] + bytes([0, 1]))
                         if take_over:
-                            sock.sendall(bytes([0xE0, 1, 0x8E]))
+                            topic = b"events/takeover"
+                            message = len(topic).to_bytes(2, "big") + topic + b"\x00" + b'{"event_id": "t"}'
+                            publish = bytes([0x30]) + encode_length(len(message)) + message
+                            sock.sendall(publish * self._publishes + bytes([0xE0, 1, 0x8E]))
                             return
                     elif kind == 0xC0:  # PINGREQ
                         sock.sendall(bytes([0xD0, 0]))
@@ -329,12 +333,21 @@ class TakingOverBroker(threading.Thread):
         self._server.close()
 
 
-def test_a_disconnect_for_a_session_taken_over_is_counted_and_the_worker_takes_it_back() -> None:
-    broker = TakingOverBroker(window=1_000)
+@pytest.mark.parametrize(
+    ("publishes", "deliver"),
+    [(0, len), (2_500, lambda _waiting: 0)],
+    ids=["idle", "behind 2,500 messages the worker has no room for"],
+)
+def test_a_disconnect_for_a_session_taken_over_is_counted_and_the_worker_takes_it_back(
+    publishes: int, deliver: Callable[[list[Delivery]], int]
+) -> None:
+    # A full worker reads nothing (eventpipe.mqtt.valve), so the DISCONNECT waits behind what it has no room
+    # for: it must still be read, not the connection dropped unread, or the takeover would go uncounted.
+    broker = TakingOverBroker(window=1_000, publishes=publishes)
     broker.start()
     registry = CollectorRegistry()
     settings = settings_for(f"mqtt://127.0.0.1:{broker.port}", "chdb:///unused", mqtt_session_secret=SECRET)
-    consumer = Consumer(settings, lambda _batch: None, IngestMetrics(registry))
+    consumer = Consumer(settings, deliver, IngestMetrics(registry))
     consumer.start()
     try:
         value = registry.get_sample_value

@@ -98,29 +98,29 @@ def test_an_internal_missing_from_paho_is_named() -> None:
     assert receiver.missing(client) == ["paho.mqtt.client.Client._in_packet['packet']"]
 
 
-def test_paho_s_own_client_is_checked_for_what_keep_alive_uses() -> None:
-    # The worker waits for room on paho's own client too, and pings through these from inside on_message:
-    # unchecked, a paho without them ended the network thread in the middle of a wait.
+def test_paho_s_own_reader_is_checked_for_what_the_valve_uses() -> None:
+    # The valve shuts paho's own reader too when the worker is full, and pings through these: unchecked, a
+    # paho without them would end the network thread the first time the worker filled up.
     client = make_client(MqttAddress("127.0.0.1", 1883), "test", manual_ack=True)
     del client._last_bytes_received
     assert receiver.missing(client) == ["paho.mqtt.client.Client._last_bytes_received"]
 
 
 def consumer(stock_paho: bool = False) -> Consumer:
-    return Consumer(Settings(), lambda _batch: None, IngestMetrics(CollectorRegistry()), stock_paho=stock_paho)
+    return Consumer(Settings(), len, IngestMetrics(CollectorRegistry()), stock_paho=stock_paho)
 
 
 def test_a_paho_without_them_stops_the_worker_naming_what_it_lacks_and_its_version(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delattr(mqtt.Client, "_loop_rc_handle")
+    monkeypatch.delattr(mqtt.Client, "_handle_publish")
     with pytest.raises(DependencyError) as refused:
         consumer()
     message = str(refused.value)
-    assert "paho.mqtt.client.Client._loop_rc_handle()" in message
+    assert "paho.mqtt.client.Client._handle_publish()" in message
     assert f"paho-mqtt {paho.mqtt.__version__} " in message
     assert "install paho-mqtt" in message
-    # Unless paho's own client is asked for, as a test of that fallback does: it reads none of them.
+    # Unless paho's own reader is asked for, as a test of that fallback does: it reads none of the receiver's.
     consumer(stock_paho=True)
 
 

@@ -50,6 +50,10 @@ def held_size(item: Delivery) -> int:
 class Consumer:
     """Receives messages into `deliver`, a list at a time; acknowledges them only when told to.
 
+    `deliver` takes what it has room for and says how many; the consumer keeps the rest and reads
+    nothing more until they are taken (`room` says when to offer again): the broker keeps what
+    follows, and the connection lives on meanwhile (eventpipe.mqtt.valve).
+
     `stock_paho` receives through paho's own client instead of eventpipe's receive path
     (eventpipe.mqtt.receiver): slower, for a test of that fallback; a paho that the receive
     path cannot build on raises at construction otherwise."""
@@ -57,7 +61,7 @@ class Consumer:
     def __init__(
         self,
         settings: Settings,
-        deliver: Callable[[list[Delivery]], None],
+        deliver: Callable[[list[Delivery]], int],
         metrics: IngestMetrics,
         resumed: Callable[[int], None] = lambda _generation: None,
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
@@ -84,8 +88,8 @@ class Consumer:
         self.failure: str | None = None
         self._connected = threading.Event()
         self._looping = False
-        self._pinged = time.monotonic()  # keep_alive's last ping
-        self._lost_while_held = False  # keep_alive found the connection gone before paho did
+        # Received, not yet taken: while any came on the live connection, the socket is not read.
+        self._rest: list[Delivery] = []
         self._client = receiver.receiving_client(
             self._address,
             settings.mqtt_session_id,
@@ -97,6 +101,8 @@ class Consumer:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._client.full = self._full
+        self._client.on_room = self._offer
         # Bounded backoff between reconnect attempts, done by paho's loop thread.
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
 
@@ -150,23 +156,9 @@ class Consumer:
             receiver.acknowledge(self._client, mids)
         return len(mids)
 
-    def keep_alive(self) -> None:
-        """Called on paho's network thread while the worker holds it, out of room: then paho reads
-        nothing and runs none of its own keepalive, so this pings, at half the keepalive."""
-        now = time.monotonic()
-        if now - self._pinged < self._settings.mqtt_keepalive_s / 2:
-            return
-        self._pinged = now
-        if not receiver.keep_alive(self._client) and self._link_up and not self._lost_while_held:
-            self._lost_while_held = True  # until the next connection: one warning
-            # paho reconnects only once the wait ends; meanwhile the gauge must not say connected, or the
-            # disconnect alerts cannot fire (found by an attack: a broker restart during a store outage).
-            self._metrics.connected.set(0)
-            log.warning(
-                "lost the connection to the broker at %s while waiting for the store to take the messages held;"
-                " reconnecting once it does (QoS 1 stays with the broker meanwhile)",
-                self._address,
-            )
+    def room(self) -> None:
+        """From the thread that made room: offer what is waiting now, not at the valve's next tick."""
+        self._client.wake()
 
     def stop(self) -> None:
         self._looping = False
@@ -197,6 +189,7 @@ class Consumer:
         if flags.session_present:
             # The broker resends everything unacknowledged: held copies from
             # earlier connections that are not yet in a batch can go.
+            self._let_go(generation)
             self._resumed(generation)
         elif generation > 1:
             self._metrics.sessions_lost.inc()
@@ -221,7 +214,6 @@ class Consumer:
             self.failure = f"cannot subscribe to {self._settings.shown_subscription!r}: {exc}"
             log.error("%s", self.failure)
             return
-        self._lost_while_held = False
         self._metrics.connected.set(1)
 
     def _check_window(self, broker_window: int) -> None:
@@ -290,6 +282,27 @@ class Consumer:
         expiring = hasattr(message.properties, "MessageExpiryInterval")
         self._on_burst([(message.mid, message.qos, message.topic, payload, bool(message.dup), expiring)])
 
+    def _let_go(self, generation: int) -> None:
+        """Drop waiting QoS 1 copies of earlier connections, which the broker resends; never handed to the
+        worker, so no counter has them."""
+        kept = [item for item in self._rest if item.generation >= generation or item.qos == 0]
+        if len(kept) < len(self._rest):
+            log.info("let go of %d waiting messages of an earlier connection", len(self._rest) - len(kept))
+            self._rest = kept
+            if not kept:
+                self._deliver([])  # nothing waits now: the worker's marks need not wait for it
+
+    def _full(self) -> bool:
+        """Whether the valve stays shut: messages of the live connection wait. Only of the live one, so that a
+        new connection's CONNACK and SUBACK are read (and stale copies let go) while older ones wait."""
+        rest = self._rest
+        return bool(rest) and rest[-1].generation == self._generation
+
+    def _offer(self) -> None:
+        """On paho's network thread: hand the worker what waits, in order, as far as it has room."""
+        if self._rest and self._accepting:
+            del self._rest[: self._deliver(self._rest)]
+
     def _on_burst(self, burst: list[receiver.Received]) -> None:
         """Called on paho's network thread with the messages of one read, in order."""
         if not self._accepting:
@@ -303,12 +316,13 @@ class Consumer:
         # messages, EVENTPIPE_MAX_HELD_BYTES their bytes together, and this
         # each one's, so one always fits in that budget, whatever producers send.
         keep = self._settings.max_payload_bytes + 1
-        self._deliver(
+        self._rest.extend(
             [
                 Delivery(mid, qos, topic, payload[:keep], received_ms, arrived, generation, len(payload))
                 for mid, qos, topic, payload, *_ in burst
             ]
         )
+        self._offer()
         redelivered = sum(1 for item in burst if item[4])
         if redelivered:
             self._metrics.redelivered.inc(redelivered)

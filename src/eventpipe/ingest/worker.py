@@ -26,9 +26,6 @@ from eventpipe.store.writer import Mark, Writer
 
 log = logging.getLogger(__name__)
 
-# How often a network thread waiting for room sees whether to ping (the consumer pings at half the keepalive).
-KEEPALIVE_TICK_S = 1.0
-
 
 def limits_from(settings: Settings) -> Limits:
     past_days, past_setting = settings.max_past_days, "EVENTPIPE_MAX_PAST_DAYS"
@@ -78,8 +75,9 @@ class Worker:
         self._failed: BaseException | None = None
         self._marker = Marker(settings.mqtt_client_id)
         self._thread = threading.Thread(target=self._run, name="eventpipe-flusher", daemon=True)
-        # The receive time of the burst the network thread is handing over, until it is held.
+        # The receive time of the oldest burst the network thread is handing over, until all of it is held.
         self._handing_ms: int | None = None
+        self._wanting = False  # the consumer holds messages it could not hand over: tell it of room
         self._idle_before_ms = 0
         self._start_mark: list[Mark] = []
         self.consumer = consumer_factory(settings, self._deliver, metrics, self._release_stale, clock=self._stamp)
@@ -137,54 +135,57 @@ class Worker:
         """A burst's receive time, taken under the lock, so the flusher knows what may still come:
         nothing received before a moment it reads here is missing from what it holds (ingest.mark)."""
         with self._cond:
-            self._handing_ms = time.time_ns() // 1_000_000
-            return self._handing_ms
+            now_ms = time.time_ns() // 1_000_000
+            if self._handing_ms is None:  # else an older burst still waits, partly handed over
+                self._handing_ms = now_ms
+            return now_ms
 
-    def _deliver(self, deliveries: list[Delivery]) -> None:
-        """Called on paho's network thread with the messages of one read. When the
-        window or the held-bytes budget is full it waits for a commit, which stops
-        paho reading the socket: TCP backpressure to the broker, which keeps the
-        rest queued. Nothing received is dropped while running; once stopping,
-        QoS 1 stays with the broker and QoS 0 is gone, as QoS 0 means."""
+    def _deliver(self, deliveries: list[Delivery]) -> int:
+        """Called on paho's network thread with messages in receive order; takes as many as the window and
+        the held-bytes budget have room for and says how many. The consumer keeps the rest and reads no
+        more until told of room (`consumer.room`): TCP backpressure to the broker, which keeps the rest
+        queued, while paho's thread goes on pinging and reconnecting (it used to wait here, and with it
+        the connection: eventpipe.mqtt.valve). Once stopping nothing more is taken: QoS 1 stays with the
+        broker, and QoS 0 is gone, as QoS 0 means."""
         with self._cond:
-            while deliveries:
-                while not self._stopping and (
-                    self._held >= self._capacity or self._held_bytes + held_size(deliveries[0]) > self._max_held_bytes
-                ):
-                    # paho's thread is held here, so the consumer pings in its stead: a wait past 1.5
-                    # keepalives (a store down for 45 s) had the broker close the connection, and a batch
-                    # committed meanwhile lose its acks and come again (found by an attack). After every
-                    # wake-up, not only a timeout: commits a second apart, each freeing less than this
-                    # burst needs, would put off the ping for good (found by a review).
-                    self._cond.wait(KEEPALIVE_TICK_S)
-                    self.consumer.keep_alive()
-                if self._stopping:
-                    return  # unacked: the broker redelivers it to the next session
-                taken = deliveries[: self._capacity - self._held]
-                size = sum([held_size(item) for item in taken])
-                if self._held_bytes + size > self._max_held_bytes:  # large payloads: the bytes run out first
-                    rows, size = leading(
-                        [held_size(item) for item in taken], len(taken), self._max_held_bytes - self._held_bytes
-                    )
-                    taken = taken[:rows]
-                deliveries = deliveries[len(taken) :]
-                before, bytes_before = len(self._items), self._held_bytes
-                self._items.extend(taken)
-                self._held += len(taken)
-                self._held_bytes += size
-                # Counted under the lock, so a scrape never sees the books unbalanced.
-                self._metrics.received.inc(len(taken))
-                self._metrics.in_flight.inc(len(taken))
-                self._metrics.in_flight_bytes.inc(size)
-                # Wake the flusher when it may wait: for a first message (its timer) or a full batch (rows or bytes).
-                policy = self._policy
-                if (
-                    before == 0
-                    or before < policy.max_rows <= len(self._items)
-                    or bytes_before < policy.max_bytes <= self._held_bytes
-                ):
-                    self._cond.notify_all()
-            self._handing_ms = None
+            if self._stopping:
+                return 0
+            taken = deliveries[: max(0, self._capacity - self._held)]
+            sizes = [held_size(item) for item in taken]
+            size = sum(sizes)
+            if self._held_bytes + size > self._max_held_bytes:  # large payloads: the bytes run out first
+                rows, size = leading(sizes, len(taken), self._max_held_bytes - self._held_bytes)
+                taken = taken[:rows]
+            if len(taken) < len(deliveries):
+                self._wanting = True
+            else:
+                self._handing_ms = None
+            if not taken:
+                return 0
+            before, bytes_before = len(self._items), self._held_bytes
+            self._items.extend(taken)
+            self._held += len(taken)
+            self._held_bytes += size
+            # Counted under the lock, so a scrape never sees the books unbalanced.
+            self._metrics.received.inc(len(taken))
+            self._metrics.in_flight.inc(len(taken))
+            self._metrics.in_flight_bytes.inc(size)
+            # Wake the flusher when it may wait: for a first message (its timer) or a full batch (rows or bytes).
+            policy = self._policy
+            if (
+                before == 0
+                or before < policy.max_rows <= len(self._items)
+                or bytes_before < policy.max_bytes <= self._held_bytes
+            ):
+                self._cond.notify_all()
+            return len(taken)
+
+    def _made_room(self) -> None:
+        """Under the lock, after room was freed: the consumer offers what waits now, not at its next tick."""
+        self._cond.notify_all()
+        if self._wanting:
+            self._wanting = False
+            self.consumer.room()
 
     def _store_marks(self, marks: list[Mark]) -> None:
         """Try the marks once: a mark missed only holds complete_until back until the next one, due
@@ -209,7 +210,7 @@ class Worker:
             self._metrics.in_flight.dec(released)
             self._metrics.in_flight_bytes.dec(size)
             self._metrics.released.inc(released)
-            self._cond.notify_all()
+            self._made_room()
         log.info("released %d messages of an earlier connection; the broker resends them", released)
 
     def _run(self) -> None:
@@ -285,7 +286,7 @@ class Worker:
         with self._cond:
             self._held -= len(batch)
             self._held_bytes -= size
-            self._cond.notify_all()
+            self._made_room()
         metrics.batch_rows.observe(len(batch))
         metrics.insert_seconds.observe(time.monotonic() - started)
         metrics.last_commit.set_to_current_time()

@@ -41,3 +41,16 @@ def install() -> None:
     """paho's `select` module, as paho sees it, with `wait` for its select(): every client of this process."""
     if getattr(vars(paho)["select"], "select", None) is not wait:
         setattr(paho, "select", SimpleNamespace(select=wait, error=select.error))  # noqa: B010 - paho's own name
+
+
+def held(wake: Any | None, sock: Any, writing: bool, timeout: float) -> tuple[bool, bool]:
+    """A wait on `sock` that does not ask whether it is readable (the worker, full, reads nothing and must not
+    spin on what waits there): (woken through `wake`, the broker closed or reset the connection). POLLRDHUP
+    sees the broker's close behind bytes not yet read, which a readable socket would hide."""
+    poller = select.poll()
+    if wake is not None:
+        poller.register(wake.fileno(), select.POLLIN)
+    poller.register(sock.fileno(), select.POLLRDHUP | (select.POLLOUT if writing else 0))  # ValueError for -1
+    ready = dict(poller.poll(timeout * 1000))
+    ended = bool(ready.get(sock.fileno(), 0) & (select.POLLRDHUP | select.POLLHUP | select.POLLERR))
+    return wake is not None and bool(ready.get(wake.fileno(), 0) & READABLE), ended

@@ -21,40 +21,38 @@ other packet types) to paho:
   always made before any other packet or a lost connection is handled, so a
   burst never mixes two connections;
 - `ack_many` queues the PUBACKs of a whole batch as one write;
-- `keep_alive` pings the broker from inside a burst's handling, while the
-  worker holds paho's thread there because it has no room (ingest.worker):
-  paho pings only between reads, and Mosquitto closes a client silent for 1.5
-  keepalives.
+- it is a Valve (eventpipe.mqtt.valve): while the worker has no room, paho's
+  loop reads nothing but keeps writing acks, pinging and reconnecting.
 
 Anything unusual (QoS 2, MQTT 3, a packet that does not decode) goes through
 paho's stock code. The paho internals all this builds on are read here and
 nowhere else, and checked when the worker's client is made: a paho that lacks
 one stops the worker, naming it, rather than running a broken fast path. Only a
-caller that asks for paho's own client (`stock`, as a test does) gets that.
+caller that asks for paho's own reader (`stock`, as a test does) gets that,
+still behind the Valve.
 """
 
 from __future__ import annotations
 
-import select
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 from eventpipe.errors import DependencyError
+from eventpipe.mqtt import valve
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
+from eventpipe.mqtt.valve import Valve
 from eventpipe.mqtt.wire import (
     MESSAGE_EXPIRY,
-    PINGREQ,
     PUBACK,
     PUBLISH,
     decode_length,
-    encode_length,
     holds_property,
     puback_packets,
 )
@@ -75,9 +73,6 @@ METHODS = (
 )
 # the attributes it reads or sets, which paho's constructor sets,
 ATTRIBUTES = ("_sock", "_in_packet", "_manual_ack", "_protocol", "_msgtime_mutex", "_last_bytes_received")
-# keep_alive's, which it uses on either client (the worker waits for room on paho's own client too),
-KEEP_ALIVE_METHODS = ("_packet_queue", "_packet_write")
-KEEP_ALIVE_ATTRIBUTES = ("_sock", "_msgtime_mutex", "_last_bytes_received")
 # and what it reads of `_in_packet`, the packet paho is reading.
 IN_PACKET = ("command", "packet")
 # paho's network thread, None once it has ended: read on either client (`network_alive`).
@@ -92,12 +87,12 @@ def receiving_client(
     *,
     ca_file: Path | None = None,
     stock: bool = False,
-) -> mqtt.Client:
+) -> Valve:
     """The worker's client, for manual acks: a Receiver handing bursts to `on_burst`, or with `stock`
-    paho's own Client, which hands each message to its on_message. Checked for every paho internal
+    a Valve reading through paho's own code, which hands each message to its on_message. Checked for every paho internal
     this module reads: a paho that lacks one raises here, at the worker's start."""
     client = make_client(
-        address, client_id, manual_ack=True, client_class=mqtt.Client if stock else Receiver, ca_file=ca_file
+        address, client_id, manual_ack=True, client_class=Valve if stock else Receiver, ca_file=ca_file
     )
     lacking = missing(client)
     if lacking:
@@ -107,14 +102,14 @@ def receiving_client(
         )
     if isinstance(client, Receiver):
         client.on_burst = on_burst
-    return client
+    return cast(Valve, client)  # made of client_class
 
 
 def missing(client: mqtt.Client) -> list[str]:
-    """The internals read here that `client` lacks: the network thread and keep_alive's on any client,
+    """The internals read here that `client` lacks: the network thread and the Valve's on any client,
     every one on a Receiver."""
-    methods: tuple[str, ...] = KEEP_ALIVE_METHODS
-    attributes: tuple[str, ...] = (THREAD, *KEEP_ALIVE_ATTRIBUTES)
+    methods: tuple[str, ...] = valve.METHODS
+    attributes: tuple[str, ...] = (THREAD, *valve.ATTRIBUTES)
     if isinstance(client, Receiver):
         methods, attributes = (*methods, *METHODS), (*attributes, *ATTRIBUTES)
     # Looked up on paho's class: the Receiver defines most of them itself.
@@ -150,31 +145,7 @@ def acknowledge(client: mqtt.Client, packet_ids: list[int]) -> None:
         client.ack(packet_id, 1)
 
 
-def keep_alive(client: mqtt.Client) -> bool:
-    """A PINGREQ, written now, from paho's network thread while it reads nothing (the worker waits there for
-    room), with whatever else is queued: PUBACKs of a batch committed meanwhile. False when the connection
-    is gone: paho, held, learns it only when the wait ends.
-
-    Not paho's own ping, which waits for its PINGRESP: that cannot be read before the wait ends, and paho
-    would take its absence for a dead broker. For the same reason bytes waiting in the socket count as heard
-    from the broker: it is alive, it is this client that does not read."""
-    connection = client._sock  # only this thread changes it
-    if connection is None:  # between connections: the loop reconnects once the wait ends
-        return False
-    client._packet_queue(PINGREQ, bytes([PINGREQ]) + encode_length(0), 0, 0)
-    if client._packet_write() == MQTTErrorCode.MQTT_ERR_CONN_LOST:
-        return False
-    try:
-        waiting = select.select([connection], [], [], 0)[0]
-    except (OSError, ValueError):  # closed meanwhile
-        return False
-    if waiting:
-        with client._msgtime_mutex:
-            client._last_bytes_received = mqtt.time_func()  # paho's clock
-    return True
-
-
-class Receiver(mqtt.Client):
+class Receiver(Valve):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.on_burst: Callable[[list[Received]], None] = lambda _burst: None
