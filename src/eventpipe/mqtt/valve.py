@@ -27,7 +27,6 @@ eventpipe.mqtt.receiver.missing when the worker's client is made.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +39,16 @@ from eventpipe.mqtt.wire import PINGREQ, encode_length
 # How long a closed valve waits for a wake-up before it offers again anyway: a lost wake-up costs this.
 TICK_S = 1.0
 METHODS = ("_loop", "_packet_queue", "loop_write", "want_write", "_loop_rc_handle")
-ATTRIBUTES = ("_sock", "_sockpairR", "_sockpairW", "_keepalive", "_msgtime_mutex", "_last_bytes_received", "_ping_t")
+ATTRIBUTES = (
+    "_sock",
+    "_sockpairR",
+    "_sockpairW",
+    "_keepalive",
+    "_msgtime_mutex",
+    "_last_msg_out",
+    "_last_bytes_received",
+    "_ping_t",
+)
 
 
 class Valve(mqtt.Client):
@@ -50,7 +58,6 @@ class Valve(mqtt.Client):
         self.full: Callable[[], bool] = lambda: False
         self.on_room: Callable[[], None] = lambda: None
         self._shut = False  # the last pass read nothing
-        self._pinged = 0.0  # monotonic time of the last ping sent while shut
         self._ended: object = None  # the socket the broker closed while shut: read to its end
 
     def wake(self) -> None:
@@ -66,10 +73,10 @@ class Valve(mqtt.Client):
             if self._shut:
                 self._reopen()
             return super()._loop(timeout)
-        if not self._shut:
-            self._shut, self._pinged = True, time.monotonic()
-        half = self._keepalive / 2 if self._keepalive else TICK_S
-        wait = max(0.0, min(timeout, TICK_S, self._pinged + half - time.monotonic()))
+        self._shut = True
+        # Half the keepalive since anything went out (acks count): the broker allows 1.5 keepalives.
+        due = self._last_msg_out + self._keepalive / 2 if self._keepalive else float("inf")
+        wait = max(0.0, min(timeout, TICK_S, due - mqtt.time_func()))
         try:
             woken, ended = poller.held(self._sockpairR, sock, self.want_write(), wait)
         except (OSError, ValueError):  # closed meanwhile, as paho's own select() reads it
@@ -81,10 +88,10 @@ class Valve(mqtt.Client):
             self._ended = sock  # the next passes read what it sent, then paho sees the close
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         self.on_room()
-        if time.monotonic() - self._pinged >= half:
+        if mqtt.time_func() >= due and not self.want_write():
             # Not paho's ping: paho would wait for a PINGRESP that sits unread behind the messages
-            # not taken, and close the connection for its absence.
-            self._pinged = time.monotonic()
+            # not taken, and close the connection for its absence. Written below, which moves `due` on;
+            # not while other packets wait to go, which would do as much once written.
             self._packet_queue(PINGREQ, bytes([PINGREQ]) + encode_length(0), 0, 0)
         if self.want_write():
             return self.loop_write()
