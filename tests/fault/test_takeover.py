@@ -31,7 +31,8 @@ from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 
 from eventpipe.host import free_port
-from eventpipe.ingest.consumer import Consumer, Delivery
+from eventpipe.ingest.consumer import Consumer
+from eventpipe.ingest.delivery import Delivery
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client

@@ -9,7 +9,8 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from eventpipe.ingest.consumer import Consumer, Delivery
+from eventpipe.ingest.consumer import Consumer
+from eventpipe.ingest.delivery import Delivery
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.mqtt.receiver import READ_SIZE
 from tests.support.faults import Broker

@@ -14,7 +14,8 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from eventpipe.ingest.consumer import Consumer, Delivery
+from eventpipe.ingest.consumer import Consumer
+from eventpipe.ingest.delivery import Delivery
 from eventpipe.mqtt.receiver import Receiver
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.store.client import connect

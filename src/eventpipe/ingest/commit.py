@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from eventpipe.events import Event, Limits, Reason, Rejection, parse
-from eventpipe.ingest.consumer import Delivery
+from eventpipe.ingest.delivery import Delivery
 from eventpipe.ingest.retry import Retrier
 from eventpipe.store.writer import Writer
 

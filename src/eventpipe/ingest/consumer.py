@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -14,7 +14,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from eventpipe.config import Settings
+from eventpipe.ingest.delivery import Delivery
 from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.ingest.waiting import Waiting
 from eventpipe.mqtt import packet, receiver
 from eventpipe.mqtt.address import MqttAddress
 
@@ -25,26 +27,6 @@ REFUSALS_NEEDING_AN_OPERATOR = frozenset({0x85, 0x86, 0x87, 0x8A})
 MQTT_MAX_WINDOW = 65_535
 # DISCONNECT reason: another client connected with this client id (Mosquitto sends it from 2.0.15 on).
 SESSION_TAKEN_OVER = 0x8E
-
-
-class Delivery(NamedTuple):
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-    received_ms: int  # wall clock, stored as received_at
-    arrived: float  # monotonic, for batch age
-    generation: int  # which connection it came on; acks go only to the current one
-    size: int  # bytes the payload had; `payload` holds at most max_payload_bytes + 1 of them
-
-
-def held_size(item: Delivery) -> int:
-    """What holding `item` costs, as EVENTPIPE_MAX_HELD_BYTES counts it: its payload and its topic, which
-    may be as long (an attack held 20,000 messages of 60 KiB topics and empty payloads: 1.5 GiB, while
-    payloads alone counted 1.2 MiB)."""
-    topic = item.topic
-    # Bytes, not characters: a topic of 4-byte characters would count a quarter of what it holds.
-    return len(item.payload) + (len(topic) if topic.isascii() else len(topic.encode()))
 
 
 class Consumer:
@@ -89,7 +71,7 @@ class Consumer:
         self._connected = threading.Event()
         self._looping = False
         # Received, not yet taken: while any came on the live connection, the socket is not read.
-        self._rest: list[Delivery] = []
+        self._waiting = Waiting(deliver, settings.max_held_bytes, metrics)
         self._client = receiver.receiving_client(
             self._address,
             settings.mqtt_session_id,
@@ -101,7 +83,7 @@ class Consumer:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
-        self._client.full = self._full
+        self._client.full = lambda: self._waiting.holds_from(self._generation)
         self._client.on_room = self._offer
         # Bounded backoff between reconnect attempts, done by paho's loop thread.
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -189,7 +171,7 @@ class Consumer:
         if flags.session_present:
             # The broker resends everything unacknowledged: held copies from
             # earlier connections that are not yet in a batch can go.
-            self._let_go(generation)
+            self._waiting.let_go(generation)
             self._resumed(generation)
         elif generation > 1:
             self._metrics.sessions_lost.inc()
@@ -282,26 +264,10 @@ class Consumer:
         expiring = hasattr(message.properties, "MessageExpiryInterval")
         self._on_burst([(message.mid, message.qos, message.topic, payload, bool(message.dup), expiring)])
 
-    def _let_go(self, generation: int) -> None:
-        """Drop waiting QoS 1 copies of earlier connections, which the broker resends; never handed to the
-        worker, so no counter has them."""
-        kept = [item for item in self._rest if item.generation >= generation or item.qos == 0]
-        if len(kept) < len(self._rest):
-            log.info("let go of %d waiting messages of an earlier connection", len(self._rest) - len(kept))
-            self._rest = kept
-            if not kept:
-                self._deliver([])  # nothing waits now: the worker's marks need not wait for it
-
-    def _full(self) -> bool:
-        """Whether the valve stays shut: messages of the live connection wait. Only of the live one, so that a
-        new connection's CONNACK and SUBACK are read (and stale copies let go) while older ones wait."""
-        rest = self._rest
-        return bool(rest) and rest[-1].generation == self._generation
-
     def _offer(self) -> None:
-        """On paho's network thread: hand the worker what waits, in order, as far as it has room."""
-        if self._rest and self._accepting:
-            del self._rest[: self._deliver(self._rest)]
+        """On paho's network thread: hand the worker what waits, as far as it has room."""
+        if self._accepting:
+            self._waiting.offer()
 
     def _on_burst(self, burst: list[receiver.Received]) -> None:
         """Called on paho's network thread with the messages of one read, in order."""
@@ -316,13 +282,12 @@ class Consumer:
         # messages, EVENTPIPE_MAX_HELD_BYTES their bytes together, and this
         # each one's, so one always fits in that budget, whatever producers send.
         keep = self._settings.max_payload_bytes + 1
-        self._rest.extend(
+        self._waiting.add(
             [
                 Delivery(mid, qos, topic, payload[:keep], received_ms, arrived, generation, len(payload))
                 for mid, qos, topic, payload, *_ in burst
             ]
         )
-        self._offer()
         redelivered = sum(1 for item in burst if item[4])
         if redelivered:
             self._metrics.redelivered.inc(redelivered)

@@ -27,6 +27,13 @@ class IngestMetrics:
             "Held messages let go unacknowledged after a reconnect, because the broker resends them.",
             registry=registry,
         )
+        self.dropped = Counter(
+            "eventpipe_messages_dropped_total",
+            "QoS 0 messages read while the worker was full and let go, oldest first, because those waiting passed "
+            "EVENTPIPE_MAX_HELD_BYTES: a broker that keeps closing the connection during a store outage, each "
+            "close read to its end. Never QoS 1, and never counted as received.",
+            registry=registry,
+        )
         self.acked = Counter(
             "eventpipe_messages_acked_total", "Messages acknowledged to the broker after commit.", registry=registry
         )

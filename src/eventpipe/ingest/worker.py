@@ -17,7 +17,8 @@ from eventpipe.config import Settings
 from eventpipe.errors import StorageError
 from eventpipe.events import PROBE_EVENT_TYPE, Event, Limits
 from eventpipe.ingest.commit import commit
-from eventpipe.ingest.consumer import Consumer, Delivery, held_size
+from eventpipe.ingest.consumer import Consumer
+from eventpipe.ingest.delivery import Delivery, held_size
 from eventpipe.ingest.mark import Marker
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.policy import BatchPolicy, leading

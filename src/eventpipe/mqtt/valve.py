@@ -12,13 +12,20 @@ during a store outage).
 Here the thread never blocks. While `full()` says so, a pass of paho's loop
 reads nothing: it waits on a wake-up (`wake`, from the thread that makes
 room) or a tick, offers what it holds again (`on_room`), writes what is
-queued (acks of committed batches), pings at half the keepalive, and watches
-the socket for the broker closing it. When the broker does, the valve opens
-for the rest of that connection: what the broker sent before closing is read
-(at most the socket's receive buffer), so no QoS 0 message and no DISCONNECT
-reason (a session takeover) is lost, and paho then reconnects as usual. It
-stays open on the next connection until messages of that connection are
-waiting, so CONNACK and SUBACK are read and stale copies let go.
+queued (acks of committed batches), pings once a tick, and watches the socket
+for the broker closing it. Once a tick, not at half the keepalive: a broker
+that dies with more queued for the worker than the sockets hold leaves its
+close stuck behind the worker's zero window, and only a packet sent to the
+dead socket brings back the reset that ends it (an attack lost 300 QoS 0
+messages in the 14 s it took at keepalive/2). A live broker answers each
+ping with a PINGRESP it queues until the worker reads again: some 100 bytes
+of the broker's memory a second while the worker stays full. When the broker does close it,
+the valve opens for the rest of that connection: what the broker sent before
+closing is read (at most the socket's receive buffer), so no QoS 0 message
+and no DISCONNECT reason (a session takeover) is lost, and paho then
+reconnects as usual. It stays open on the next connection until messages of
+that connection wait, so CONNACK and SUBACK are read and stale copies let go;
+what still waits is offered on every pass, shut or open.
 
 The paho internals used are listed here and checked by
 eventpipe.mqtt.receiver.missing when the worker's client is made.
@@ -27,6 +34,7 @@ eventpipe.mqtt.receiver.missing when the worker's client is made.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +44,8 @@ from paho.mqtt.enums import MQTTErrorCode
 from eventpipe.mqtt import poller
 from eventpipe.mqtt.wire import PINGREQ, encode_length
 
-# How long a closed valve waits for a wake-up before it offers again anyway: a lost wake-up costs this.
+# How long a shut valve waits for a wake-up before it offers again and pings: a lost wake-up costs this, and
+# a broker gone behind unread bytes is seen within it.
 TICK_S = 1.0
 METHODS = ("_loop", "_packet_queue", "loop_write", "want_write", "_loop_rc_handle")
 ATTRIBUTES = (
@@ -45,7 +54,6 @@ ATTRIBUTES = (
     "_sockpairW",
     "_keepalive",
     "_msgtime_mutex",
-    "_last_msg_out",
     "_last_bytes_received",
     "_ping_t",
 )
@@ -58,6 +66,7 @@ class Valve(mqtt.Client):
         self.full: Callable[[], bool] = lambda: False
         self.on_room: Callable[[], None] = lambda: None
         self._shut = False  # the last pass read nothing
+        self._sent = 0.0  # monotonic time of the last tick's ping (or acks) while shut
         self._ended: object = None  # the socket the broker closed while shut: read to its end
 
     def wake(self) -> None:
@@ -72,13 +81,13 @@ class Valve(mqtt.Client):
         if sock is None or sock is self._ended or not self.full():
             if self._shut:
                 self._reopen()
+            # What waits from an earlier connection while this one is read: offered on every pass, or it
+            # would wait for the next message to arrive (found by an attack).
+            self.on_room()
             return super()._loop(timeout)
         self._shut = True
-        # Half the keepalive since anything went out (acks count): the broker allows 1.5 keepalives.
-        due = self._last_msg_out + self._keepalive / 2 if self._keepalive else float("inf")
-        wait = max(0.0, min(timeout, TICK_S, due - mqtt.time_func()))
         try:
-            woken, ended = poller.held(self._sockpairR, sock, self.want_write(), wait)
+            woken, ended = poller.held(self._sockpairR, sock, self.want_write(), min(timeout, TICK_S))
         except (OSError, ValueError):  # closed meanwhile, as paho's own select() reads it
             return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
         if woken and self._sockpairR is not None:
@@ -88,11 +97,13 @@ class Valve(mqtt.Client):
             self._ended = sock  # the next passes read what it sent, then paho sees the close
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         self.on_room()
-        if mqtt.time_func() >= due and not self.want_write():
-            # Not paho's ping: paho would wait for a PINGRESP that sits unread behind the messages
-            # not taken, and close the connection for its absence. Written below, which moves `due` on;
-            # not while other packets wait to go, which would do as much once written.
-            self._packet_queue(PINGREQ, bytes([PINGREQ]) + encode_length(0), 0, 0)
+        now = time.monotonic()
+        if now - self._sent >= TICK_S:
+            self._sent = now
+            if not self.want_write():  # packets waiting to go (acks) do as much once written
+                # Not paho's ping, which would wait for a PINGRESP that sits unread behind the messages not
+                # taken, and close the connection for its absence.
+                self._packet_queue(PINGREQ, bytes([PINGREQ]) + encode_length(0), 0, 0)
         if self.want_write():
             return self.loop_write()
         return MQTTErrorCode.MQTT_ERR_SUCCESS

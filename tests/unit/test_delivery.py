@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventpipe.ingest.consumer import Delivery, held_size
+from eventpipe.ingest.delivery import Delivery, held_size
 
 
 def delivery(topic: str, payload: bytes) -> Delivery:
