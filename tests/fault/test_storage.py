@@ -17,6 +17,7 @@ import pytest
 from eventpipe.errors import HaltStorageError, RetryableStorageError
 from eventpipe.host import rss_bytes
 from eventpipe.mqtt import packet
+from eventpipe.mqtt.address import MqttAddress
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.query import EventFilter
@@ -24,6 +25,7 @@ from eventpipe.store.writer import CANARY_ID
 from tests.support.faults import Broker, BrokerFactory, FaultyWriter, faulty_setup
 from tests.support.mqtt import publish_raw
 from tests.support.pipeline import running_worker, settings_for
+from tests.support.relay import Relay
 from tests.support.stream import Stream, stored_stream_ids
 from tests.support.wait import wait_until
 
@@ -213,28 +215,36 @@ def test_a_broker_restart_while_the_worker_is_full_is_followed_by_a_reconnect_be
 def test_qos_0_read_from_a_closed_connection_is_stored_once_the_store_is_back_with_nothing_more_sent(
     broker_factory: BrokerFactory, clickhouse_dsn: str
 ) -> None:
-    """Found by an attack on the valve: what the worker read from a connection the broker closed while it was
-    full waited for a new message on the next connection before it was offered again; on a quiet stream it
-    stayed unstored, lost at the next stop, and held the feed's complete_until back."""
+    """Found by an attack on the valve: what the worker read from a connection closed while it was full
+    waited for a new message on the next connection before it was offered again; on a quiet stream it stayed
+    unstored, lost at the next stop, and held the feed's complete_until back."""
     broker, settings, writer = faulty_setup(
         broker_factory, clickhouse_dsn, 200, batch_max_rows=50, mqtt_keepalive_s=5, max_held_bytes=256 * 1024
     )
+    address = MqttAddress.parse(broker.url)
+    relay = Relay((address.host, address.port))  # a network path that drops the connection
+    settings = settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{relay.port}"})
     pad = "x" * 8000
     messages = [("events/big", json.dumps({"event_id": f"q-{i}", "pad": pad}).encode()) for i in range(100)]
-    with running_worker(settings, writer=writer) as run:
-        writer.failure = RetryableStorageError
-        assert publish_raw(broker.url, messages, qos=0) == 100
-        wait_until(lambda: run.metric("eventpipe_messages_in_flight") >= 25, what="the budget filled")
-        broker.restart()  # what the broker had not yet written to the socket dies with it: QoS 0
-        wait_until(lambda: run.metric("eventpipe_mqtt_connected") == 1, timeout=15, what="connected again")
-        held = run.metric("eventpipe_messages_in_flight")
-        waiting = len(run.worker.consumer._waiting)
-        assert waiting > 0, "nothing waits beside what the worker holds: the test shows nothing"
-        writer.failure = None
-        wait_until(lambda: run.reader.count_events() == held + waiting, timeout=30, what="all in hand stored")
-        time.sleep(1)
-        assert run.reader.count_events() == held + waiting
-        assert run.unreconciled() == 0
+    try:
+        with running_worker(settings, writer=writer) as run:
+            writer.failure = RetryableStorageError
+            assert publish_raw(broker.url, messages, qos=0) == 100
+            wait_until(lambda: run.metric("eventpipe_messages_in_flight") >= 25, what="the budget filled")
+            relay.cut()
+            wait_until(lambda: run.metric("eventpipe_mqtt_reconnects_total") == 1, timeout=15, what="a reconnect")
+            wait_until(lambda: run.metric("eventpipe_mqtt_connected") == 1, timeout=15, what="connected again")
+            waiting = [json.loads(item.payload)["event_id"] for item in run.worker.consumer._waiting]
+            assert waiting, "nothing waits beside what the worker holds: the test shows nothing"
+            writer.failure = None
+            wait_until(
+                lambda: all(run.reader.event(event_id) is not None for event_id in waiting),
+                timeout=30,
+                what="what waited stored, with nothing more sent",
+            )
+            assert run.unreconciled() == 0
+    finally:
+        relay.close()
 
 
 def test_a_poison_row_with_an_unrecognised_error_cannot_block_the_pipe(broker: Broker, clickhouse_dsn: str) -> None:

@@ -55,7 +55,8 @@ def test_without_room_the_consumer_reads_nothing_more_and_does_not_spin_then_tak
         offers = taker.offers
         time.sleep(3)
         # A spinning loop would offer thousands of times; the valve offers once a tick (1 s) when not woken.
-        assert taker.offers - offers <= 5, f"{taker.offers - offers} offers in 3 s"
+        # Two passes a tick: the ping it queues wakes the next one.
+        assert taker.offers - offers <= 10, f"{taker.offers - offers} offers in 3 s"
         assert len(taker.taken) == ROOM
         # Held back: one socket read (64 KiB, some 60 of these messages), not the 800 the broker sent.
         assert taker.most_waiting <= READ_SIZE // 1000 + 1, taker.most_waiting

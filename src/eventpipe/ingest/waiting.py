@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from eventpipe.ingest.delivery import Delivery, held_size
 from eventpipe.ingest.metrics import IngestMetrics
@@ -23,6 +23,9 @@ class Waiting:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def __iter__(self) -> Iterator[Delivery]:
+        return iter(list(self._items))
 
     def add(self, items: list[Delivery]) -> None:
         """A read's messages: offered at once, and what is left kept within the budget."""
