@@ -4,6 +4,7 @@ more and sits still, and it takes everything once room comes."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -42,7 +43,8 @@ class Taker:
 def test_without_room_the_consumer_reads_nothing_more_and_does_not_spin_then_takes_everything(broker: Broker) -> None:
     url = broker.url
     taker = Taker()
-    consumer = Consumer(settings_for(url, "chdb:///unused"), taker, IngestMetrics(CollectorRegistry()))
+    settings = settings_for(url, "chdb:///unused")
+    consumer = Consumer(settings, taker, IngestMetrics(CollectorRegistry()))
     consumer.start()
     try:
         assert consumer.wait_connected(10)
@@ -58,6 +60,9 @@ def test_without_room_the_consumer_reads_nothing_more_and_does_not_spin_then_tak
         # Two passes a tick: the ping it queues wakes the next one.
         assert taker.offers - offers <= 10, f"{taker.offers - offers} offers in 3 s"
         assert len(taker.taken) == ROOM
+        # A broker host gone without a reset is seen after 1.5 keepalives unanswered, as the broker sees the worker.
+        sock = consumer._client._sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == settings.mqtt_keepalive_s * 1500
         # Held back: one socket read (64 KiB, some 60 of these messages), not the 800 the broker sent.
         assert taker.most_waiting <= READ_SIZE // 1000 + 1, taker.most_waiting
         taker.open.set()

@@ -83,7 +83,9 @@ class Consumer:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
-        self._client.full = lambda: self._waiting.holds_from(self._generation)
+        # Open again once stopping: what is read then is not taken (QoS 1 stays with the broker), and paho's
+        # own keepalive runs, so a dead broker cannot hold the stop past its deadline.
+        self._client.full = lambda: self._accepting and self._waiting.holds_from(self._generation)
         self._client.on_room = self._offer
         # Bounded backoff between reconnect attempts, done by paho's loop thread.
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -143,6 +145,11 @@ class Consumer:
         self._client.wake()
 
     def stop(self) -> None:
+        qos_0 = sum(1 for item in self._waiting if item.qos == 0)
+        if qos_0:
+            log.warning(
+                "stopped with %d QoS 0 messages received and not taken: they are gone (QoS 1 comes again)", qos_0
+            )
         self._looping = False
         self._client.disconnect()
         self._client.loop_stop()
@@ -265,8 +272,9 @@ class Consumer:
         self._on_burst([(message.mid, message.qos, message.topic, payload, bool(message.dup), expiring)])
 
     def _offer(self) -> None:
-        """On paho's network thread: hand the worker what waits, as far as it has room."""
-        if self._accepting:
+        """On paho's network thread: hand the worker what waits, as far as it has room. Not between
+        connections: until CONNACK says whether the session resumed, copies of the last one may be stale."""
+        if self._accepting and self._link_up:
             self._waiting.offer()
 
     def _on_burst(self, burst: list[receiver.Received]) -> None:
@@ -283,10 +291,11 @@ class Consumer:
         # each one's, so one always fits in that budget, whatever producers send.
         keep = self._settings.max_payload_bytes + 1
         self._waiting.add(
-            [
+            offer=self._link_up,
+            items=[
                 Delivery(mid, qos, topic, payload[:keep], received_ms, arrived, generation, len(payload))
                 for mid, qos, topic, payload, *_ in burst
-            ]
+            ],
         )
         redelivered = sum(1 for item in burst if item[4])
         if redelivered:

@@ -27,10 +27,11 @@ class Waiting:
     def __iter__(self) -> Iterator[Delivery]:
         return iter(list(self._items))
 
-    def add(self, items: list[Delivery]) -> None:
-        """A read's messages: offered at once, and what is left kept within the budget."""
+    def add(self, items: list[Delivery], *, offer: bool = True) -> None:
+        """A read's messages: offered at once (unless `offer` is false), what is left kept within the budget."""
         self._items.extend(items)
-        self.offer()
+        if offer:
+            self.offer()
         if self._items:  # only when the worker is full: then it is one read long, or more after closes
             self._bound()
 

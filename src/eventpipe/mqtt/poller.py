@@ -18,6 +18,7 @@ import paho.mqtt.client as paho
 
 READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR
+RDHUP = getattr(select, "POLLRDHUP", 0)  # Linux only
 
 
 def wait(rlist: list[Any], wlist: list[Any], xlist: list[Any], timeout: float | None = None) -> tuple[list[Any], ...]:
@@ -46,11 +47,12 @@ def install() -> None:
 def held(wake: Any | None, sock: Any, writing: bool, timeout: float) -> tuple[bool, bool]:
     """A wait on `sock` that does not ask whether it is readable (the worker, full, reads nothing and must not
     spin on what waits there): (woken through `wake`, the broker closed or reset the connection). POLLRDHUP
-    sees the broker's close behind bytes not yet read, which a readable socket would hide."""
+    sees the broker's close behind bytes not yet read, which a readable socket would hide; where there is no
+    POLLRDHUP (macOS), a reset does, drawn by the valve's pings."""
     poller = select.poll()
     if wake is not None:
         poller.register(wake.fileno(), select.POLLIN)
-    poller.register(sock.fileno(), select.POLLRDHUP | (select.POLLOUT if writing else 0))  # ValueError for -1
+    poller.register(sock.fileno(), RDHUP | (select.POLLOUT if writing else 0))  # ValueError for -1
     ready = dict(poller.poll(timeout * 1000))
-    ended = bool(ready.get(sock.fileno(), 0) & (select.POLLRDHUP | select.POLLHUP | select.POLLERR))
+    ended = bool(ready.get(sock.fileno(), 0) & (RDHUP | select.POLLHUP | select.POLLERR))
     return wake is not None and bool(ready.get(wake.fileno(), 0) & READABLE), ended

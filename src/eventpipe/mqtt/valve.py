@@ -34,6 +34,7 @@ eventpipe.mqtt.receiver.missing when the worker's client is made.
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -85,7 +86,9 @@ class Valve(mqtt.Client):
             # would wait for the next message to arrive (found by an attack).
             self.on_room()
             return super()._loop(timeout)
-        self._shut = True
+        if not self._shut:
+            self._shut = True
+            self._bound_silence(sock)
         try:
             woken, ended = poller.held(self._sockpairR, sock, self.want_write(), min(timeout, TICK_S))
         except (OSError, ValueError):  # closed meanwhile, as paho's own select() reads it
@@ -107,6 +110,16 @@ class Valve(mqtt.Client):
         if self.want_write():
             return self.loop_write()
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _bound_silence(self, sock: Any) -> None:
+        """A broker host gone without a reset (a partition, a host powered off) answers the pings with nothing,
+        and paho's own keepalive, which would see that, cannot run while shut: the kernel ends the connection
+        once a ping stays unacknowledged 1.5 keepalives, as the broker would, rather than after its own
+        retransmissions (some 15 minutes). Linux only (TCP_USER_TIMEOUT); for the life of the connection."""
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        if option is not None and self._keepalive:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, option, int(self._keepalive * 1500))
 
     def _reopen(self) -> None:
         """The time shut does not count against the broker: its PINGRESP and everything else wait unread."""
