@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -21,13 +23,14 @@ from eventpipe.ingest.exporter import Exporter
 from eventpipe.redaction import RedactingFormatter, redact
 
 log = logging.getLogger("eventpipe")
+LINE = RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def setup_logging(level: str) -> None:
     # Every line passes through redaction: a URL or DSN logged by eventpipe,
     # a library or a traceback never shows its password.
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(LINE)
     logging.basicConfig(level=level.upper(), handlers=[handler])
     threading.excepthook = _log_thread_crash
     # paho and uvicorn are chatty at INFO about things eventpipe already reports.
@@ -58,18 +61,31 @@ def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
 
 
 class Shutdown:
-    """Turns SIGTERM, SIGINT and SIGHUP into an event; a second signal, later than a moment after the first,
-    forces the exit. SIGHUP comes when the terminal `eventpipe up` runs in is closed: by default it killed
-    the process on the spot, and what the worker held came back as redeliveries instead of being committed."""
+    """Turns SIGTERM, SIGINT and SIGHUP into a stop request; a second signal, later than a moment after the
+    first, forces the exit. SIGHUP comes when the terminal `eventpipe up` runs in is closed: by default it
+    killed the process on the spot, and what the worker held came back as redeliveries instead of being
+    committed.
+
+    The handler runs on the main thread between any two bytecodes, possibly inside a lock that thread
+    holds or a write to stderr it is making: it takes no lock and uses no logging, only records the signal
+    and wakes `wait` through a pipe. It used to set a threading.Event, whose own lock the main thread holds
+    for a moment on each pass of waiting on it: one SIGTERM in a few thousand hung the process for good
+    (CI, test_sigterm_under_load_exits_0_and_loses_nothing)."""
 
     # Some supervisors deliver one stop twice at once (to the process and to
     # its group); only a signal that comes later means "hurry up".
     REPEAT_GRACE_S = 2.0
 
     def __init__(self) -> None:
-        self.requested = threading.Event()
         self.on_force: Callable[[], None] | None = None
+        self._signal: int | None = None
         self._first_at = 0.0
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        # poll, not select: the process holds many files (the embedded engine's), and select() refuses a
+        # descriptor past 1023.
+        self._poller = select.poll()
+        self._poller.register(self._wake_r, select.POLLIN)
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._handle)
@@ -78,27 +94,50 @@ class Shutdown:
         if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
             signal.signal(signal.SIGHUP, self._handle)
 
+    def requested(self) -> bool:
+        return self._signal is not None
+
+    def close(self) -> None:
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if not self.requested.is_set():
-            log.info("%s received: flushing, acknowledging and stopping", name)
+        if self._signal is None:
             self._first_at = time.monotonic()
-            self.requested.set()
+            self._signal = signum
+            with contextlib.suppress(OSError):  # full of wake-ups already
+                os.write(self._wake_w, b"\0")
             return
         if time.monotonic() - self._first_at < self.REPEAT_GRACE_S:
             return
         # Safe to cut short: whatever was not acknowledged stays with the broker.
-        log.error("second %s: exiting now; unacknowledged messages will be redelivered", name)
+        name = signal.Signals(signum).name
+        record = log.makeRecord(
+            log.name,
+            logging.ERROR,
+            __file__,
+            0,
+            f"second {name}: exiting now; unacknowledged messages will be redelivered",
+            (),
+            None,
+        )
+        with contextlib.suppress(OSError):
+            os.write(sys.stderr.fileno(), (LINE.format(record) + "\n").encode())
         if self.on_force is not None:
             self.on_force()
         os._exit(1)
 
     def wait(self, still_fine: Callable[[], str | None], interval: float = 0.5) -> str | None:
         """Block until a signal (returns None) or until `still_fine` reports a problem (returns it)."""
-        while not self.requested.wait(interval):
+        while self._signal is None:
+            # A signal between the check and select() finds the pipe written: select() returns at once.
+            if self._poller.poll(interval * 1000):
+                os.read(self._wake_r, 64)
+                continue
             problem = still_fine()
             if problem:
                 return problem
+        log.info("%s received: flushing, acknowledging and stopping", signal.Signals(self._signal).name)
         return None
 
 

@@ -7,8 +7,8 @@ import os
 import pwd
 import re
 import signal
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from eventpipe.errors import BrokerError
@@ -236,7 +236,7 @@ class Mosquitto:
     def database(self) -> Path:
         return self.directory / "data" / "mosquitto.db"
 
-    def save(self, timeout: float = 30.0, stop: threading.Event | None = None) -> None:
+    def save(self, timeout: float = 30.0, stop: Callable[[], bool] = lambda: False) -> None:
         """Have the broker write its persistence file now (SIGUSR1) and wait until it has.
 
         Called once the worker's first subscription is acknowledged. Mosquitto saves every 10 s
@@ -261,7 +261,7 @@ class Mosquitto:
                     f"{self._binary} was killed by the SIGUSR1 that asks Mosquitto to save: "
                     "EVENTPIPE_MOSQUITTO_BINARY must be mosquitto itself, or a script that ends in `exec mosquitto`"
                 )
-            if _identity(self.database) != before or (stop is not None and stop.is_set()):
+            if _identity(self.database) != before or stop():
                 return  # saved, or a stop was asked for: the clean stop saves it anyway
             # Read before asking whether it still runs: a broker that failed its save may then crash.
             error = self._save_error(offsets)
