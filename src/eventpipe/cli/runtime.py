@@ -69,8 +69,8 @@ class Shutdown:
     The handler runs on the main thread between any two bytecodes, possibly inside a lock that thread
     holds or a write to stderr it is making: it takes no lock and uses no logging, only records the signal
     and wakes `wait` through a pipe. It used to set a threading.Event, whose own lock the main thread holds
-    for a moment on each pass of waiting on it: one SIGTERM in a few thousand hung the process for good
-    (CI, test_sigterm_under_load_exits_0_and_loses_nothing)."""
+    for a moment on each pass of waiting on it: a SIGTERM landing in that moment hung the process for good
+    (seen in CI; in a tight loop of waits, within a few stops)."""
 
     # Some supervisors deliver one stop twice at once (to the process and to
     # its group); only a signal that comes later means "hurry up".
@@ -98,15 +98,18 @@ class Shutdown:
         return self._signal is not None
 
     def close(self) -> None:
+        """For a process that makes more than one (tests): a signal after this writes to no reused descriptor."""
+        wake, self._wake_w = self._wake_w, -1
+        os.close(wake)
         os.close(self._wake_r)
-        os.close(self._wake_w)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self._signal is None:
             self._first_at = time.monotonic()
             self._signal = signum
             with contextlib.suppress(OSError):  # full of wake-ups already
-                os.write(self._wake_w, b"\0")
+                if self._wake_w >= 0:
+                    os.write(self._wake_w, b"\0")
             return
         if time.monotonic() - self._first_at < self.REPEAT_GRACE_S:
             return
@@ -122,7 +125,7 @@ class Shutdown:
             None,
         )
         with contextlib.suppress(OSError):
-            os.write(sys.stderr.fileno(), (LINE.format(record) + "\n").encode())
+            os.write(2, (LINE.format(record) + "\n").encode())
         if self.on_force is not None:
             self.on_force()
         os._exit(1)
@@ -130,7 +133,7 @@ class Shutdown:
     def wait(self, still_fine: Callable[[], str | None], interval: float = 0.5) -> str | None:
         """Block until a signal (returns None) or until `still_fine` reports a problem (returns it)."""
         while self._signal is None:
-            # A signal between the check and select() finds the pipe written: select() returns at once.
+            # A signal between the check and poll() finds the pipe written: poll() returns at once.
             if self._poller.poll(interval * 1000):
                 os.read(self._wake_r, 64)
                 continue
