@@ -100,6 +100,17 @@ def test_sigterm_commits_what_the_worker_holds(tmp_path: Path, stacks: list[Up],
     assert count_rows(up.data_dir) == 800
 
 
+def test_a_stop_signal_while_starting_stops_it_before_the_api_opens(tmp_path: Path, stacks: list[Up]) -> None:
+    # A supervisor's start timeout, or a Ctrl-C while it migrates: it went on to open the API and print the
+    # banner with the API key, then stopped.
+    up = Up(tmp_path / "data", prometheus=False)
+    stacks.append(up)
+    wait_until(lambda: any("applied migration 1:" in line for line in up.lines), what="the first migration")
+    assert up.stop(signal.SIGTERM) == 0, up.output()
+    assert "SIGTERM received: flushing, acknowledging and stopping" in up.output()
+    assert not [line for line in up.lines if "eventpipe ready" in line or "Bearer" in line], up.output()
+
+
 def test_ctrl_c_to_the_process_group_still_acks_everything_held(tmp_path: Path, stacks: list[Up]) -> None:
     # A terminal's Ctrl-C signals the whole foreground group; the broker started
     # by `up` must outlive the worker's final acks, or everything comes back.

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -86,19 +87,31 @@ class Shutdown:
         # descriptor past 1023.
         self._poller = select.poll()
         self._poller.register(self._wake_r, select.POLLIN)
+        self._previous: dict[int, Any] = {}
+        self._previous_wakeup = -1
 
     def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._handle)
-        signal.signal(signal.SIGINT, self._handle)
+        """On the main thread. The interpreter also writes to the pipe itself when a signal comes (its wakeup
+        fd): `wait` wakes even when the handler runs only after poll() started sleeping, or when the signal
+        was delivered to another thread."""
+        handled = [signal.SIGTERM, signal.SIGINT]
         # Unless ignored, as `nohup` leaves it: such a process is meant to outlive the terminal.
         if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
-            signal.signal(signal.SIGHUP, self._handle)
+            handled.append(signal.SIGHUP)
+        for number in handled:
+            self._previous[number] = signal.signal(number, self._handle)
+        self._previous_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
 
     def requested(self) -> bool:
         return self._signal is not None
 
     def close(self) -> None:
-        """For a process that makes more than one (tests): a signal after this writes to no reused descriptor."""
+        """For a process that makes more than one (tests): the handlers and wakeup fd it replaced come back,
+        and a signal after this writes to no reused descriptor."""
+        if self._previous:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            for number, handler in self._previous.items():
+                signal.signal(number, handler)
         wake, self._wake_w = self._wake_w, -1
         os.close(wake)
         os.close(self._wake_r)
@@ -113,35 +126,42 @@ class Shutdown:
             return
         if time.monotonic() - self._first_at < self.REPEAT_GRACE_S:
             return
-        # Safe to cut short: whatever was not acknowledged stays with the broker.
-        name = signal.Signals(signum).name
-        record = log.makeRecord(
-            log.name,
-            logging.ERROR,
-            __file__,
-            0,
-            f"second {name}: exiting now; unacknowledged messages will be redelivered",
-            (),
-            None,
-        )
-        with contextlib.suppress(OSError):
-            os.write(2, (LINE.format(record) + "\n").encode())
-        if self.on_force is not None:
-            self.on_force()
-        os._exit(1)
+        # Safe to cut short: whatever was not acknowledged stays with the broker. Nothing may keep the exit from
+        # happening: not an error in on_force, not a stderr nobody reads (a stalled log collector is a likely
+        # reason for the second signal), so the line is written only if it can go out without waiting.
+        try:  # an error in on_force goes nowhere: the exit in `finally` ends the process first
+            if self.on_force is not None:
+                self.on_force()
+        finally:
+            name = signal.Signals(signum).name
+            _say_if_room(f"second {name}: exiting now; unacknowledged messages will be redelivered")
+            os._exit(1)
 
     def wait(self, still_fine: Callable[[], str | None], interval: float = 0.5) -> str | None:
         """Block until a signal (returns None) or until `still_fine` reports a problem (returns it)."""
         while self._signal is None:
             # A signal between the check and poll() finds the pipe written: poll() returns at once.
             if self._poller.poll(interval * 1000):
-                os.read(self._wake_r, 64)
+                os.read(self._wake_r, 64)  # any signal's wake-up: only a stop signal sets _signal
                 continue
+            if self._signal is not None:  # came as poll() timed out: a stop, not a problem to report
+                break
             problem = still_fine()
             if problem:
                 return problem
         log.info("%s received: flushing, acknowledging and stopping", signal.Signals(self._signal).name)
         return None
+
+
+def _say_if_room(message: str) -> None:
+    """An ERROR line on fd 2, from a signal handler: past logging's locks and stderr's buffer, and not at all
+    when fd 2 could not take it at once (a line under PIPE_BUF then goes in whole)."""
+    writable = select.poll()
+    writable.register(2, select.POLLOUT)
+    with contextlib.suppress(OSError):
+        if writable.poll(0):
+            record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), None)
+            os.write(2, (LINE.format(record) + "\n").encode()[: select.PIPE_BUF])
 
 
 def process_registry() -> CollectorRegistry:

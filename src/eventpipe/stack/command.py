@@ -184,18 +184,10 @@ def _serve(
             )
     prometheus: Prometheus | None = None
     problem: str | None = None
-    try:
-        worker.start()
-        prober.start()
-        if not worker.consumer.wait_connected(15):
-            raise BrokerError(
-                worker.consumer.failure
-                or f"could not connect and subscribe to the MQTT broker at {redact(settings.mqtt_url)} within 15s"
-            )
-        if broker is not None:
-            # The worker's session and subscription on disk now, not at the first autosave: a broker
-            # killed before that came back without them and dropped what producers sent meanwhile.
-            broker.save(stop=shutdown.requested)
+
+    def serve() -> str | None:
+        """Open the API and Prometheus, say so, and run until a signal or a problem (returned)."""
+        nonlocal settings, prometheus
         api.start()
         # Port 0 is any free port: the banner and Prometheus' targets name the ones bound.
         settings = settings.model_copy(update={"api_port": api.port, "metrics_port": metrics_server.port})
@@ -232,7 +224,23 @@ def _serve(
                 watched = None
             return _health(worker, broker, api)
 
-        problem = shutdown.wait(check)
+        return shutdown.wait(check)
+
+    try:
+        worker.start()
+        prober.start()
+        if not worker.consumer.wait_connected(15):
+            raise BrokerError(
+                worker.consumer.failure
+                or f"could not connect and subscribe to the MQTT broker at {redact(settings.mqtt_url)} within 15s"
+            )
+        if broker is not None:
+            # The worker's session and subscription on disk now, not at the first autosave: a broker
+            # killed before that came back without them and dropped what producers sent meanwhile.
+            broker.save(stop=shutdown.requested)
+        # A stop asked for while starting (a supervisor's timeout, Ctrl-C): no API is opened and no banner
+        # prints its key; the worker still commits what it took. (wait returns at once, saying which signal.)
+        problem = shutdown.wait(lambda: None) if shutdown.requested() else serve()
         if problem:
             log.error("stopping: %s", problem)
     finally:
