@@ -30,6 +30,7 @@ class Taker:
         self.taken: list[Delivery] = []
         self.offers = 0
         self.most_waiting = 0  # the most messages offered at once: what the consumer held
+        self.left = 0  # what the last offer left waiting
         self.open = threading.Event()
 
     def __call__(self, waiting: list[Delivery]) -> int:
@@ -37,6 +38,7 @@ class Taker:
         self.most_waiting = max(self.most_waiting, len(waiting))
         count = len(waiting) if self.open.is_set() else max(0, min(len(waiting), ROOM - len(self.taken)))
         self.taken.extend(waiting[:count])
+        self.left = len(waiting) - count
         return count
 
 
@@ -44,7 +46,8 @@ def test_without_room_the_consumer_reads_nothing_more_and_does_not_spin_then_tak
     url = broker.url
     taker = Taker()
     settings = settings_for(url, "chdb:///unused")
-    consumer = Consumer(settings, taker, IngestMetrics(CollectorRegistry()))
+    registry = CollectorRegistry()
+    consumer = Consumer(settings, taker, IngestMetrics(registry))
     consumer.start()
     try:
         assert consumer.wait_connected(10)
@@ -65,9 +68,12 @@ def test_without_room_the_consumer_reads_nothing_more_and_does_not_spin_then_tak
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == settings.mqtt_keepalive_s * 1500
         # Held back: one socket read (64 KiB, some 60 of these messages), not the 800 the broker sent.
         assert taker.most_waiting <= READ_SIZE // 1000 + 1, taker.most_waiting
+        # What waits shows, so a worker stuck full is seen as such.
+        assert registry.get_sample_value("eventpipe_messages_waiting") == taker.left > 0
         taker.open.set()
         consumer.room()
         wait_until(lambda: len(taker.taken) == COUNT, timeout=30, what="all taken once room came")
         assert [json.loads(item.payload)["event_id"] for item in taker.taken] == [f"v-{i}" for i in range(COUNT)]
+        assert registry.get_sample_value("eventpipe_messages_waiting_bytes") == 0
     finally:
         consumer.stop()

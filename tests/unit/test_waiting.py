@@ -108,3 +108,20 @@ def test_qos_1_alone_is_never_dropped_whatever_it_costs() -> None:
     rest, metrics = waiting(Worker(room=0), max_bytes=1_000)
     rest.add([message(i, qos=1) for i in range(30)])
     assert len(rest) == 30 and dropped(metrics) == 0
+
+
+def test_the_gauges_say_what_waits_after_every_change() -> None:
+    # 100 bytes each (92 of payload, 8 of topic).
+    worker = Worker(room=1)
+    rest, metrics = waiting(worker)
+
+    def gauges() -> tuple[float, float]:
+        return metrics.waiting._value.get(), metrics.waiting_bytes._value.get()
+
+    rest.add([message(i) for i in range(4)])
+    assert gauges() == (3, 300)
+    worker.room = 2
+    rest.offer()
+    assert gauges() == (1, 100)
+    rest.let_go(2)  # a QoS 1 copy of connection 1: the resumed session resends it
+    assert gauges() == (0, 0)

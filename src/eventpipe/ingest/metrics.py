@@ -55,6 +55,18 @@ class IngestMetrics:
             "(eventpipe_max_held_bytes).",
             registry=registry,
         )
+        self.waiting = Gauge(
+            "eventpipe_messages_waiting",
+            "Messages read that the worker had no room for, not yet taken (not counted as received until then): "
+            "while any wait, the worker reads nothing more and the broker keeps the rest.",
+            registry=registry,
+        )
+        self.waiting_bytes = Gauge(
+            "eventpipe_messages_waiting_bytes",
+            "Payload and topic bytes of the messages waiting; kept within EVENTPIPE_MAX_HELD_BYTES by letting "
+            "the oldest QoS 0 go (eventpipe_messages_dropped_total).",
+            registry=registry,
+        )
         self.max_held_bytes = Gauge(
             "eventpipe_max_held_bytes",
             "EVENTPIPE_MAX_HELD_BYTES: held payloads reaching it stop the worker reading, as a full window does.",

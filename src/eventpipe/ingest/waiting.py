@@ -34,11 +34,13 @@ class Waiting:
             self.offer()
         if self._items:  # only when the worker is full: then it is one read long, or more after closes
             self._bound()
+        self._count()
 
     def offer(self) -> None:
         """Hand the worker what waits, in order, as far as it has room."""
         if self._items:
             del self._items[: self._deliver(self._items)]
+            self._count()
 
     def holds_from(self, generation: int) -> bool:
         """Whether messages of this connection wait: the valve stays shut. Only of the live one, so that a new
@@ -53,8 +55,14 @@ class Waiting:
         if len(kept) < len(self._items):
             log.info("let go of %d waiting messages of an earlier connection", len(self._items) - len(kept))
             self._items = kept
+            self._count()
             if not kept:
                 self._deliver([])  # nothing waits now: the worker's marks need not wait for it
+
+    def _count(self) -> None:
+        """The gauges, after every change: a worker that stays full shows as messages that keep waiting."""
+        self._metrics.waiting.set(len(self._items))
+        self._metrics.waiting_bytes.set(sum([held_size(item) for item in self._items]))
 
     def _bound(self) -> None:
         """Keep what waits within EVENTPIPE_MAX_HELD_BYTES: normally one read does, but each close the valve
