@@ -68,8 +68,8 @@ class Shutdown:
     committed.
 
     The handler runs on the main thread between any two bytecodes, possibly inside a lock that thread
-    holds or a write to stderr it is making: it takes no lock and uses no logging, only records the signal
-    and wakes `wait` through a pipe. It used to set a threading.Event, whose own lock the main thread holds
+    holds or a write to stderr it is making: it takes no lock and uses no logging, only records the signal;
+    the interpreter wakes `wait` through a pipe. It used to set a threading.Event, whose own lock the main thread holds
     for a moment on each pass of waiting on it: a SIGTERM landing in that moment hung the process for good
     (seen in CI; in a tight loop of waits, within a few stops)."""
 
@@ -91,9 +91,9 @@ class Shutdown:
         self._previous_wakeup = -1
 
     def install(self) -> None:
-        """On the main thread. The interpreter also writes to the pipe itself when a signal comes (its wakeup
-        fd): `wait` wakes even when the handler runs only after poll() started sleeping, or when the signal
-        was delivered to another thread."""
+        """On the main thread. The pipe is the interpreter's wakeup fd: it writes a byte there as a signal comes,
+        before the handler runs, so `wait` wakes even when the handler runs only after poll() started
+        sleeping, or when the signal was delivered to another thread."""
         handled = [signal.SIGTERM, signal.SIGINT]
         # Unless ignored, as `nohup` leaves it: such a process is meant to outlive the terminal.
         if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
@@ -106,23 +106,19 @@ class Shutdown:
         return self._signal is not None
 
     def close(self) -> None:
-        """For a process that makes more than one (tests): the handlers and wakeup fd it replaced come back,
-        and a signal after this writes to no reused descriptor."""
+        """For a process that makes more than one (tests): the handlers and wakeup fd it replaced come back
+        before its pipe closes, so no signal writes to a reused descriptor."""
         if self._previous:
             signal.set_wakeup_fd(self._previous_wakeup)
             for number, handler in self._previous.items():
                 signal.signal(number, handler)
-        wake, self._wake_w = self._wake_w, -1
-        os.close(wake)
+        os.close(self._wake_w)
         os.close(self._wake_r)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self._signal is None:
             self._first_at = time.monotonic()
             self._signal = signum
-            with contextlib.suppress(OSError):  # full of wake-ups already
-                if self._wake_w >= 0:
-                    os.write(self._wake_w, b"\0")
             return
         if time.monotonic() - self._first_at < self.REPEAT_GRACE_S:
             return
@@ -140,7 +136,7 @@ class Shutdown:
     def wait(self, still_fine: Callable[[], str | None], interval: float = 0.5) -> str | None:
         """Block until a signal (returns None) or until `still_fine` reports a problem (returns it)."""
         while self._signal is None:
-            # A signal between the check and poll() finds the pipe written: poll() returns at once.
+            # A signal between the check and poll() finds the pipe written (the wakeup fd): poll() returns at once.
             if self._poller.poll(interval * 1000):
                 os.read(self._wake_r, 64)  # any signal's wake-up: only a stop signal sets _signal
                 continue

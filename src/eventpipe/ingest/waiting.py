@@ -31,10 +31,10 @@ class Waiting:
         """A read's messages: offered at once (unless `offer` is false), what is left kept within the budget."""
         self._items.extend(items)
         if offer:
-            self.offer()
+            self.offer()  # counts: on the hot path, the gauges are set once a read
         if self._items:  # only when the worker is full: then it is one read long, or more after closes
             self._bound()
-        self._count()
+            self._count()
 
     def offer(self) -> None:
         """Hand the worker what waits, in order, as far as it has room."""
