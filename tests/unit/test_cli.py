@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
+from eventpipe import __version__
 from eventpipe.cli.main import build_parser
 
 
@@ -81,3 +85,11 @@ def test_a_usage_error_never_echoes_a_password(argv: list[str], capsys: pytest.C
     assert refused.value.code == 2
     err = capsys.readouterr().err
     assert "S3cret" not in err
+
+
+def test_python_dash_m_eventpipe_is_the_eventpipe_command() -> None:
+    """`python -m eventpipe` said "No module named eventpipe.__main__"; only the script worked."""
+    done = subprocess.run(
+        [sys.executable, "-m", "eventpipe", "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, f"eventpipe {__version__}"), done.stderr
