@@ -292,7 +292,7 @@ def test_timestamps_further_back_than_the_past_bound_are_rejected_and_the_reason
 
 def test_the_past_bound_comes_from_the_settings_and_zero_lifts_it() -> None:
     from eventpipe.config import Settings
-    from eventpipe.ingest.worker import limits_from
+    from eventpipe.ingest.limit import limits_from
 
     base = {"mqtt_url": "mqtt://127.0.0.1:1883", "clickhouse_dsn": "chdb:///tmp/x"}
     assert limits_from(Settings(**base)).max_past_ms == 730 * 86_400_000  # type: ignore[arg-type]
@@ -301,7 +301,7 @@ def test_the_past_bound_comes_from_the_settings_and_zero_lifts_it() -> None:
 
 def test_an_event_older_than_the_retention_is_a_dead_letter_not_a_silent_expiry() -> None:
     from eventpipe.config import Settings
-    from eventpipe.ingest.worker import limits_from
+    from eventpipe.ingest.limit import limits_from
 
     # The TTL drops such an event as it is inserted: it was acknowledged and counted as stored, and
     # no read, dead letter or metric showed it again.

@@ -25,8 +25,8 @@ from eventpipe.api.error import ApiError, responses
 from eventpipe.api.model import rfc3339
 from eventpipe.api.param import TIME_HELP, Cursor, Limit, instant, only_known, text
 from eventpipe.config import Settings
+from eventpipe.ingest.limit import limits_from
 from eventpipe.ingest.replay import MAX_EXAMINED, MAX_FAILURES_SHOWN, Replayer
-from eventpipe.ingest.worker import limits_from
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.erasure import Eraser, Erasure, user_hash

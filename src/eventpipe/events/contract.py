@@ -57,7 +57,7 @@ class Limits:
     max_depth: int = MAX_DEPTH
     max_future_skew_ms: int = MAX_FUTURE_SKEW_S * 1000
     # 0: no bound, for a backfill; the worker's bound is a setting (EVENTPIPE_MAX_PAST_DAYS), or the
-    # retention when shorter (ingest.worker.limits_from), named in the dead letter's detail.
+    # retention when shorter (ingest.limit.limits_from), named in the dead letter's detail.
     max_past_ms: int = 0
     max_past_setting: str = "EVENTPIPE_MAX_PAST_DAYS"
     # The store's retention (EVENTPIPE_RETENTION_DAYS), 0 for none: a replay, long after a letter's

@@ -14,6 +14,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from eventpipe.config import Settings
+from eventpipe.ingest import handshake
 from eventpipe.ingest.delivery import Delivery
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.waiting import Waiting
@@ -162,8 +163,8 @@ class Consumer:
             if reason.value in REFUSALS_NEEDING_AN_OPERATOR:
                 self.failure = f"the broker at {self._address} refused the connection: {reason}"
             return
-        self._check_window(getattr(props, "ReceiveMaximum", MQTT_MAX_WINDOW))
-        self._check_packet_limit(getattr(props, "MaximumPacketSize", None))
+        handshake.check_window(self._settings, self._metrics, getattr(props, "ReceiveMaximum", MQTT_MAX_WINDOW))
+        handshake.check_packet_limit(self._settings, self._metrics, getattr(props, "MaximumPacketSize", None))
         with self._lock:
             self._link_up = True
             generation = self._generation
@@ -204,36 +205,6 @@ class Consumer:
             log.error("%s", self.failure)
             return
         self._metrics.connected.set(1)
-
-    def _check_window(self, broker_window: int) -> None:
-        # Mosquitto advertises max_inflight_messages as its Receive Maximum (for
-        # what clients send it) and sends subscribers up to about that many
-        # unacked messages; other brokers may mean only the first.
-        self._metrics.broker_window.set(broker_window)
-        ours = self._settings.mqtt_receive_maximum
-        if broker_window != ours:
-            log.error(
-                "the broker's in-flight window is %d (Mosquitto: max_inflight_messages) but the worker's is %d "
-                "(EVENTPIPE_MQTT_RECEIVE_MAXIMUM): set both to the same value, or the worker %s",
-                broker_window,
-                ours,
-                "stops reading the socket whenever it is full (slower)"
-                if broker_window > ours
-                else "cannot fill its batches and waits on its timer",
-            )
-
-    def _check_packet_limit(self, broker_maximum: int | None) -> None:
-        self._metrics.broker_max_packet.set(float("inf") if broker_maximum is None else broker_maximum)
-        if packet.loses_messages(broker_maximum, self._settings.max_payload_bytes):
-            log.error(
-                "the broker accepts packets up to %s (Mosquitto: max_packet_size) but the worker takes at most %d "
-                "bytes (EVENTPIPE_MAX_PAYLOAD_BYTES + %d): the broker acknowledges larger messages, then drops them "
-                "for this worker without a trace; set max_packet_size %d",
-                "any size" if broker_maximum is None else f"{broker_maximum} bytes",
-                packet.worker_limit(self._settings.max_payload_bytes),
-                packet.HEADROOM + packet.WAY_OUT,
-                packet.broker_limit(self._settings.max_payload_bytes),
-            )
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         with self._lock:

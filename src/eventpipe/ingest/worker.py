@@ -15,10 +15,11 @@ from collections.abc import Callable
 
 from eventpipe.config import Settings
 from eventpipe.errors import StorageError
-from eventpipe.events import PROBE_EVENT_TYPE, Event, Limits
+from eventpipe.events import PROBE_EVENT_TYPE, Event
 from eventpipe.ingest.commit import commit
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.delivery import Delivery, held_size
+from eventpipe.ingest.limit import limits_from
 from eventpipe.ingest.mark import Marker
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.policy import BatchPolicy, leading
@@ -26,24 +27,6 @@ from eventpipe.ingest.retry import Abandoned, Retrier
 from eventpipe.store.writer import Mark, Writer
 
 log = logging.getLogger(__name__)
-
-
-def limits_from(settings: Settings) -> Limits:
-    past_days, past_setting = settings.max_past_days, "EVENTPIPE_MAX_PAST_DAYS"
-    if settings.retention_days and (not past_days or settings.retention_days < past_days):
-        # The TTL drops an event older than the retention as it is inserted: stored, counted and
-        # acknowledged, then in no read and no dead letter (found by an attack). A dead letter says so.
-        past_days, past_setting = settings.retention_days, "EVENTPIPE_RETENTION_DAYS"
-    return Limits(
-        max_payload_bytes=settings.max_payload_bytes,
-        max_depth=settings.max_depth,
-        max_future_skew_ms=settings.max_future_skew_s * 1000,
-        max_past_ms=past_days * 86_400_000,
-        max_past_setting=past_setting,
-        retention_ms=settings.retention_days * 86_400_000,
-        envelope_keys=tuple(settings.envelope_keys),
-        probe_topic=settings.probe_topic,
-    )
 
 
 class Worker:

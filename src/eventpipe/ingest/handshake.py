@@ -1,0 +1,44 @@
+"""What the broker's CONNACK says against the worker's settings: a mismatch that slows the worker or loses
+messages is logged with the setting to change, and the broker's values are exported as gauges."""
+
+from __future__ import annotations
+
+import logging
+
+from eventpipe.config import Settings
+from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.mqtt import packet
+
+log = logging.getLogger(__name__)
+
+
+def check_window(settings: Settings, metrics: IngestMetrics, broker_window: int) -> None:
+    # Mosquitto advertises max_inflight_messages as its Receive Maximum (for
+    # what clients send it) and sends subscribers up to about that many
+    # unacked messages; other brokers may mean only the first.
+    metrics.broker_window.set(broker_window)
+    ours = settings.mqtt_receive_maximum
+    if broker_window != ours:
+        log.error(
+            "the broker's in-flight window is %d (Mosquitto: max_inflight_messages) but the worker's is %d "
+            "(EVENTPIPE_MQTT_RECEIVE_MAXIMUM): set both to the same value, or the worker %s",
+            broker_window,
+            ours,
+            "stops reading the socket whenever it is full (slower)"
+            if broker_window > ours
+            else "cannot fill its batches and waits on its timer",
+        )
+
+
+def check_packet_limit(settings: Settings, metrics: IngestMetrics, broker_maximum: int | None) -> None:
+    metrics.broker_max_packet.set(float("inf") if broker_maximum is None else broker_maximum)
+    if packet.loses_messages(broker_maximum, settings.max_payload_bytes):
+        log.error(
+            "the broker accepts packets up to %s (Mosquitto: max_packet_size) but the worker takes at most %d "
+            "bytes (EVENTPIPE_MAX_PAYLOAD_BYTES + %d): the broker acknowledges larger messages, then drops them "
+            "for this worker without a trace; set max_packet_size %d",
+            "any size" if broker_maximum is None else f"{broker_maximum} bytes",
+            packet.worker_limit(settings.max_payload_bytes),
+            packet.HEADROOM + packet.WAY_OUT,
+            packet.broker_limit(settings.max_payload_bytes),
+        )
