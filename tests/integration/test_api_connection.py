@@ -95,8 +95,8 @@ def closed(registry: CollectorRegistry) -> dict[str, float]:
 
 
 def server_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """What the HTTP server logged (uvicorn's lines and api.protocol's), not the app."""
-    return [r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "eventpipe.api.protocol"))]
+    """What the HTTP server logged (uvicorn's lines and api.summary's), not the app."""
+    return [r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "eventpipe.api.summary"))]
 
 
 def one_answer(connection: socket.socket) -> bytes:

@@ -25,16 +25,14 @@ import re
 import resource
 import sys
 import termios
-import time
 from typing import Any
 
 import h11
 from prometheus_client import Counter
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from eventpipe.api.summary import ClientLog, server_summaries
 from eventpipe.api.transport import CutOff, reset
-
-log = logging.getLogger(__name__)
 
 # Far more clients than one API process on two cores serves at once; below
 # what the process can open beside the embedded engine's own files.
@@ -47,85 +45,14 @@ READ_TIMEOUT_S = 10.0
 WRITE_STALL_S = 60.0
 # What a client must read of its answers within each WRITE_STALL_S to count as reading (about 1 KiB/s).
 MIN_READ_BYTES = 64 * 1024
-# At most one line a minute about each thing a client can cause at will: an attack makes many.
-LOG_EVERY_S = 60.0
 # Why the server closed a connection by one of its own bounds (keep-alive's idle close is not counted):
 # over the cap (at accept), a request not all sent in time (408), bytes h11 cannot read as HTTP/1.0
 # or 1.1 (400), answers left unread (dropped). Each connection is counted once, for the first.
 CLOSED_REASONS = ("limit", "timeout", "malformed", "stalled")
-# uvicorn's warnings about what a client sent, one line per request, and what they are counted as:
-# a client on one kept-alive connection could write the log as fast as it sends requests.
-CLIENT_WARNINGS = {"Invalid HTTP request received.": "malformed", "Unsupported upgrade request.": "upgrade"}
-# uvicorn's advice to install a WebSocket library after an upgrade request: the API has no
-# WebSocket routes (ws="none" on purpose), so it would mislead an operator.
-WEBSOCKET_ADVICE = "No supported WebSocket library detected"
-# The line each Summary logs; {n} is how many happened since its last line.
-SUMMARIES = {
-    "limit": "refused {n} connection(s) over the cap of {cap} open ones",
-    "malformed": "closed {n} connection(s) that sent bytes that are not HTTP/1.x (400 when it could still answer)",
-    "upgrade": "ignored the Upgrade header of {n} request(s): this API serves neither WebSocket nor h2c",
-    "exhausted": "could not accept connections {n} time(s): the process is out of file descriptors or memory"
-    " (raise its file limit, ulimit -n; the engine of `eventpipe up` shares it)",
-}
-
-
-class Summary:
-    """Counts one kind of event a client can cause at will; logs it at most once a minute, with the count.
-
-    The first of a burst is logged at once, the rest in one line a minute
-    later (on the event loop that saw them), so a burst's total is never left
-    waiting for the next burst."""
-
-    def __init__(self, line: str, every_s: float = LOG_EVERY_S) -> None:
-        self.line, self.every_s = line, every_s
-        self.count, self.logged = 0, float("-inf")
-        self._pending: asyncio.TimerHandle | None = None
-
-    def __call__(self) -> None:
-        self.count += 1
-        wait = self.logged + self.every_s - time.monotonic()
-        if wait <= 0:
-            self.flush()
-        elif self._pending is None:
-            try:
-                self._pending = asyncio.get_running_loop().call_later(wait, self.flush)
-            except RuntimeError:  # pragma: no cover - uvicorn calls protocols on their loop
-                self.flush()
-
-    def flush(self) -> None:
-        """Log what was counted since the last line, if anything."""
-        self._pending = None
-        if self.count:
-            log.warning("%s (at most one such line a minute)", self.line.format(n=self.count))
-            self.count, self.logged = 0, time.monotonic()
-
-
 # What asyncio reports, with a traceback each time, when accept() fails for want of descriptors or memory. It
 # retries a second later, but Python 3.11 goes on through its whole accept loop first: a limit of 256 files
 # shared with the engine logged 101,992 tracebacks (54 MB) in 40 s (a storage-fault attack).
 ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
-
-
-def server_summaries(max_connections: int) -> dict[str, Summary]:
-    """One server's summaries, by kind."""
-    return {kind: Summary(line.replace("{cap}", str(max_connections))) for kind, line in SUMMARIES.items()}
-
-
-class ClientLog:
-    """uvicorn's logger, with its per-request warnings about a client's bytes throttled (one per server)."""
-
-    def __init__(self, logger: logging.Logger, summaries: dict[str, Summary]) -> None:
-        self._logger, self._summaries = logger, summaries
-
-    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        kind = CLIENT_WARNINGS.get(msg) if isinstance(msg, str) else None
-        if kind is not None:
-            self._summaries[kind]()
-        elif not (isinstance(msg, str) and msg.startswith(WEBSOCKET_ADVICE)):
-            self._logger.warning(msg, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._logger, name)
 
 
 def connection_limit() -> int:
