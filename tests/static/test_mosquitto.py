@@ -24,8 +24,9 @@ from eventpipe.host import free_port
 from eventpipe.mqtt import packet
 from eventpipe.mqtt.wire import DISCONNECT, connect_packet
 from eventpipe.stack.access import USER, Access
+from eventpipe.stack.broker import effective_user, render_config
 from eventpipe.stack.certificate import local_authority
-from eventpipe.stack.mosquitto import effective_user, find_binary, render_config
+from eventpipe.stack.mosquitto import find_binary
 from tests.support import compose
 from tests.support.mqtt import stream_publish, unreleased
 from tests.support.wait import wait_until

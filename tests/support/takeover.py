@@ -25,7 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from eventpipe.host import free_port
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
-from eventpipe.stack.mosquitto import effective_user
+from eventpipe.stack.broker import effective_user
 from tests.support import compose
 from tests.support.stream import Stream
 from tests.support.wait import wait_until
