@@ -3,63 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Sequence
 
 from pydantic import ValidationError
 
 from eventpipe import __version__
 from eventpipe.bench import SCENARIOS
-from eventpipe.cli import variables
+from eventpipe.cli import argument, variables
 from eventpipe.errors import EventpipeError
 from eventpipe.redaction import redact
 
-# A topic prefix's length: an MQTT topic is 65,535 bytes at most, and a prefix is no place for a long one.
-MAX_PREFIX_CHARS = 1024
-
-
-def _port(lowest: int) -> Callable[[str], int]:
-    """A port from `lowest` to 65535, or argparse's usage error: 70000 was an OverflowError traceback
-    after the data dir was made, and a broker on port 0 opened a unix socket named 127.0.0.1."""
-
-    def port(text: str) -> int:
-        try:
-            number = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{shown(text)!r} is no port number") from None
-        if not lowest <= number <= 65_535:
-            raise argparse.ArgumentTypeError(f"{number} is no port: {lowest} to 65535")
-        return number
-
-    return port
-
-
-def _topic(text: str) -> str:
-    """A topic prefix to publish under: `a/#` or `+` was a ValueError traceback from paho at the first send."""
-    if not 0 < len(text) <= MAX_PREFIX_CHARS or any(char in text for char in "+#\0"):
-        raise argparse.ArgumentTypeError(f"1 to {MAX_PREFIX_CHARS} characters, without '+', '#' or NUL")
-    return text
-
-
-def shown(text: str, most: int = 20) -> str:
-    """A value echoed in a usage error: redacted, then cut (cut first, a password lost its "@" and showed)."""
-    return redact(text)[:most]
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse's parser, its usage errors redacted: a misspelt flag echoed its value, the password of
-    `--mqtt-urll=mqtt://u:secret@host` included. Subcommands' parsers are of the same class."""
-
-    def error(self, message: str) -> NoReturn:
-        super().error(redact(message))
-
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="eventpipe", description="MQTT -> ClickHouse -> HTTP event pipeline.")
+    parser = argument.Parser(prog="eventpipe", description="MQTT -> ClickHouse -> HTTP event pipeline.")
     parser.add_argument("--version", action="version", version=f"eventpipe {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -74,13 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         " (which keeps its password out of `ps`)",
     )
     broker.add_argument(
-        "--mqtt-port", type=_port(1), default=1883, help="port of the mosquitto it starts (default 1883)"
+        "--mqtt-port", type=argument.port(1), default=1883, help="port of the mosquitto it starts (default 1883)"
     )
-    up.add_argument("--api-port", type=_port(0), help="HTTP API port (default 8000)")
-    up.add_argument("--metrics-port", type=_port(0), help="worker metrics port (default 9464)")
+    up.add_argument("--api-port", type=argument.port(0), help="HTTP API port (default 8000)")
+    up.add_argument("--metrics-port", type=argument.port(0), help="worker metrics port (default 9464)")
     up.add_argument(
         "--prometheus-port",
-        type=_port(0),
+        type=argument.port(0),
         help="port of the Prometheus it starts when installed (default 9090; 0: none)",
     )
     up.add_argument(
@@ -111,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument(
         "--clickhouse-dsn", help="a ClickHouse server, from its backups disk (default: EVENTPIPE_CLICKHOUSE_DSN)"
     )
-    restore.add_argument("--backup", type=_backup_name, required=True, help="the name GET /admin/backups lists")
+    restore.add_argument("--backup", type=argument.backup_name, required=True, help="the name GET /admin/backups lists")
 
     publish = commands.add_parser("publish", help="publish realistic demo events")
     publish.add_argument(
@@ -123,12 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="for mqtts://: the CA that signed the broker's certificate (default: EVENTPIPE_MQTT_CA_FILE, "
         "else the system's CAs)",
     )
-    publish.add_argument("--count", type=_positive_int, required=True, help="how many events")
+    publish.add_argument("--count", type=argument.positive_int, required=True, help="how many events")
     publish.add_argument(
-        "--rate", type=_rate, default=0.0, help="events per second, at least 0.001 (default, or 0: as fast as possible)"
+        "--rate",
+        type=argument.rate,
+        default=0.0,
+        help="events per second, at least 0.001 (default, or 0: as fast as possible)",
     )
     publish.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default 1)")
-    publish.add_argument("--topic-prefix", type=_topic, default="events", help="topics are PREFIX/<event_type>")
+    publish.add_argument("--topic-prefix", type=argument.topic, default="events", help="topics are PREFIX/<event_type>")
     publish.add_argument("--seed", type=int, help="random seed, for repeatable events")
 
     bench = commands.add_parser(
@@ -137,20 +99,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prints figures; asserts none. Each scenario compares with a baseline taken in the same run.",
     )
     bench.add_argument("--quick", action="store_true", help="a smoke run of every scenario: small and short")
-    bench.add_argument("--count", type=_positive_int, help="backlog per consumer (default 50000; quick 3000)")
+    bench.add_argument("--count", type=argument.positive_int, help="backlog per consumer (default 50000; quick 3000)")
     bench.add_argument(
-        "--rates", type=_rates, help="latency rates, msg/s, comma-separated (default 500,2000,5000; quick 500,2000)"
+        "--rates",
+        type=argument.rates,
+        help="latency rates, msg/s, comma-separated (default 500,2000,5000; quick 500,2000)",
     )
-    bench.add_argument("--latency-seconds", type=_seconds, help="publishing time per rate (default 60; quick 2)")
+    bench.add_argument(
+        "--latency-seconds", type=argument.seconds, help="publishing time per rate (default 60; quick 2)"
+    )
     bench.add_argument(
         "--sizes",
-        type=_counts,
+        type=argument.counts,
         help="stored events at which every read is timed, comma-separated (default 1000000,10000000,100000000)",
     )
-    bench.add_argument("--api-seconds", type=_seconds, help="time per endpoint and side (default 6; quick 0.4)")
-    bench.add_argument("--scale", type=_counts, help="worker process counts for the scale-out (default 1,2)")
+    bench.add_argument("--api-seconds", type=argument.seconds, help="time per endpoint and side (default 6; quick 0.4)")
+    bench.add_argument("--scale", type=argument.counts, help="worker process counts for the scale-out (default 1,2)")
     bench.add_argument(
-        "--only", type=_scenarios, help=f"scenarios to run, comma-separated: {','.join(SCENARIOS)} (default all)"
+        "--only",
+        type=argument.scenarios,
+        help=f"scenarios to run, comma-separated: {','.join(SCENARIOS)} (default all)",
     )
     bench.add_argument("--work-dir", help="where the run's directory goes (default: the system's temporary dir)")
     bench.add_argument("--keep", action="store_true", help="keep the run's directory (broker and chDB files, logs)")
@@ -163,78 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         "written through the worker's Writer in batches. Stop `eventpipe up` on that directory first.",
     )
     fill.add_argument("--data-dir", required=True, help="the data dir of `eventpipe up` (its clickhouse/ is filled)")
-    fill.add_argument("--count", type=_positive_int, required=True, help="how many events to append")
+    fill.add_argument("--count", type=argument.positive_int, required=True, help="how many events to append")
     return parser
-
-
-def _seconds(text: str) -> float:
-    """A positive, finite time: nan was a traceback, and -1 printed "nan ms" with exit 0."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{shown(text)!r} is no number of seconds") from None
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise argparse.ArgumentTypeError(f"{shown(text)!r}: give a positive number of seconds")
-    return seconds
-
-
-def _rate(text: str) -> float:
-    """0, or a finite rate of at least one event in 1,000 s: -5 and nan published as fast as they could, and
-    1e-300 was a traceback from the sleep between two events."""
-    try:
-        rate = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{shown(text)!r} is no number of events per second") from None
-    if not (rate == 0 or (math.isfinite(rate) and rate >= MIN_RATE)):
-        raise argparse.ArgumentTypeError(f"{shown(text)!r}: give 0 (as fast as possible) or at least {MIN_RATE}")
-    return rate
-
-
-MIN_RATE = 0.001
-
-
-def _rates(text: str) -> tuple[float, ...]:
-    try:
-        rates = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected numbers separated by commas, e.g. 500,2000") from None
-    if not rates or not all(math.isfinite(rate) and rate > 0 for rate in rates):
-        raise argparse.ArgumentTypeError("expected positive rates separated by commas, e.g. 500,2000")
-    return rates
-
-
-def _counts(text: str) -> tuple[int, ...]:
-    counts = tuple(_positive_int(part) for part in text.split(",") if part.strip())
-    if not counts:
-        raise argparse.ArgumentTypeError("expected process counts separated by commas, e.g. 1,2")
-    return counts
-
-
-def _scenarios(text: str) -> tuple[str, ...]:
-    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [name for name in chosen if name not in SCENARIOS]
-    if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(SCENARIOS)}")
-    return chosen
-
-
-def _backup_name(text: str) -> str:
-    from eventpipe.store.backup import EXAMPLE_NAME, NAME
-
-    # Checked before anything opens: a name never reaches a path or a statement unless it is one.
-    if not NAME.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"not a backup name: {shown(text, 80)!r} (they look like {EXAMPLE_NAME})")
-    return text
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
