@@ -16,12 +16,14 @@ from prometheus_client import CollectorRegistry
 from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.errors import BackupError
-from eventpipe.store.backup import Backups, new_name
+from eventpipe.store.audit import Erasure
+from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir
-from eventpipe.store.erasure import Eraser, Erasure
+from eventpipe.store.erasure import Eraser
 from eventpipe.store.feed import Feed, FeedRewound, Place
 from eventpipe.store.halfway import mark
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate
+from eventpipe.store.naming import new_name
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer

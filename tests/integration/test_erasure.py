@@ -20,9 +20,10 @@ from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.ingest import replay
 from eventpipe.ingest.mark import Marker
 from eventpipe.store import erasure
+from eventpipe.store.audit import user_hash
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
-from eventpipe.store.erasure import Erased, Eraser, user_hash
+from eventpipe.store.erasure import Erased, Eraser
 from eventpipe.store.mention import mentions
 from eventpipe.store.migration import migrate
 from eventpipe.store.schema.version import REFILLED

@@ -451,7 +451,7 @@ def ties_reversed(run: Callable[[Query], list[tuple[object, ...]]]) -> Callable[
 
     def reversed_ties(query: Query) -> list[tuple[object, ...]]:
         rows = run(query)
-        if "AS size FROM arrivals" not in query.sql:  # not the candidates (store.feed._candidates)
+        if "AS size FROM arrivals" not in query.sql:  # not the candidates (store.epoch.candidates)
             return rows
         return [row for _key, copies in itertools.groupby(rows, key=lambda row: row[:3]) for row in [*copies][::-1]]
 

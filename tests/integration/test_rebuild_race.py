@@ -1,4 +1,4 @@
-"""Two migrators in one table rebuild (migration._rebuild, as migration 3 and 5 run it) at the worst moment."""
+"""Two migrators in one table rebuild (swap.rebuild_table, as migration 3 and 5 run it) at the worst moment."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import clickhouse_connect
 
 from eventpipe.errors import HaltStorageError
 from eventpipe.store.client import connect
-from eventpipe.store.migration import _rebuild, _rebuilt
 from eventpipe.store.schema.version import Rebuild
+from eventpipe.store.swap import rebuild_table, rebuilt
 
 WAIT_S = 20
 RACE = Rebuild(
@@ -49,7 +49,7 @@ def test_a_second_migrator_cannot_swap_the_old_table_back_under_a_ledger_that_sa
 
     def run(who: str, migrator: Hooked) -> None:
         try:
-            _rebuild(migrator, RACE)  # type: ignore[arg-type]
+            rebuild_table(migrator, RACE)  # type: ignore[arg-type]
             outcome[who] = "done"
         except HaltStorageError as exc:
             outcome[who] = str(exc)
@@ -74,9 +74,9 @@ def test_a_second_migrator_cannot_swap_the_old_table_back_under_a_ledger_that_sa
     assert set(outcome) == {"A", "B"}
     done = [who for who, said in outcome.items() if said == "done"]
     # Each said done over the old definition, and a rerun saw nothing to do.
-    assert _rebuilt(client, RACE) or not done, f"{done} finished, and race is on its old definition"
+    assert rebuilt(client, RACE) or not done, f"{done} finished, and race is on its old definition"
     assert any("another migrator" in said for said in outcome.values()), outcome
-    _rebuild(client, RACE)  # the rerun the message asks for
-    assert _rebuilt(client, RACE)
+    rebuild_table(client, RACE)  # the rerun the message asks for
+    assert rebuilt(client, RACE)
     assert client.command("SELECT count() FROM race FINAL") == 100
     assert "race_rebuild" not in {row[0] for row in client.query("SHOW TABLES").result_rows}

@@ -13,10 +13,11 @@ import pytest
 from eventpipe.errors import HaltStorageError, RetryableStorageError
 from eventpipe.events import Event, Limits, parse
 from eventpipe.store.erasure import Eraser
-from eventpipe.store.migration import LAST_BLOCK, migrate
+from eventpipe.store.migration import migrate
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 from eventpipe.store.schema.index import EVENTS_BY_USER, EVENTS_BY_USER_FINE, USER_ROWS
+from eventpipe.store.swap import LAST_BLOCK
 from eventpipe.store.writer import Writer
 
 RECEIVED_MS = 1_763_800_000_000
@@ -89,7 +90,7 @@ def test_migration_16_refills_the_user_index_and_a_rerun_after_a_crash_at_any_st
 ) -> None:
     writer, events, written = stored_at_version_15(client)
     block = client.command(LAST_BLOCK, parameters={"t": "events"})
-    if crash != "none":  # the steps of migration._refill up to where it died
+    if crash != "none":  # the steps of swap.refill_table up to where it died
         client.command(EVENTS_BY_USER_FINE.format(table=SCRATCH) + f" COMMENT 'filled from events after block {block}'")
         client.command(f"CREATE MATERIALIZED VIEW {SCRATCH_FEED} TO {SCRATCH} AS {USER_ROWS}")
         if crash == "while copying":

@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from eventpipe.store.client import BACKUP_DISK
-from eventpipe.store.migration import KEPT, MIGRATIONS, RETAINED
+from eventpipe.store.migration import KEPT, MIGRATIONS
+from eventpipe.store.retention import RETAINED
 from eventpipe.store.scratch import SCRATCH_PREFIX
 from tests.support import compose
 
@@ -35,7 +36,7 @@ def grants(name: str) -> list[str]:
 
 # The API's /admin/ routes connect as a user of their own (EVENTPIPE_ADMIN_CLICKHOUSE_DSN).
 ADMIN = ("api", "EVENTPIPE_ADMIN_CLICKHOUSE_DSN", "eventpipe_admin")
-# A backup is read by attaching it as a database of this prefix (store/backup.py).
+# A backup is read by attaching it as a database of this prefix (store/attachment.py).
 READ_BACKUP = f"GRANT CREATE DATABASE, DROP DATABASE, SELECT ON {SCRATCH_PREFIX}*.*"
 # A restore also rehearses itself into a database of that prefix before it drops anything.
 REHEARSE_RESTORE = f"GRANT ALL ON {SCRATCH_PREFIX}*.*"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from eventpipe.api.model import DeadLetter, DeadLetterPage, event_text, json_response, rfc3339
 from eventpipe.events import Event
-from eventpipe.store.reader import StoredDeadLetter
+from eventpipe.store.row import StoredDeadLetter
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The API's time range: 1970 up to 10^13 ms (2286), DateTime64(3)'s end well beyond.

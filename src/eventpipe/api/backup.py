@@ -14,8 +14,9 @@ from eventpipe.api.model import rfc3339
 from eventpipe.api.param import only_known
 from eventpipe.errors import BackupError
 from eventpipe.redaction import redact
-from eventpipe.store.backup import EXAMPLE_NAME, Backups
 from eventpipe.store.backup import Backup as StoredBackup
+from eventpipe.store.backup import Backups
+from eventpipe.store.naming import EXAMPLE_NAME
 
 log = logging.getLogger(__name__)
 

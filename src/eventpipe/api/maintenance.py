@@ -27,9 +27,10 @@ from eventpipe.api.param import TIME_HELP, Cursor, Limit, instant, only_known, t
 from eventpipe.config import Settings
 from eventpipe.ingest.limit import limits_from
 from eventpipe.ingest.replay import MAX_EXAMINED, MAX_FAILURES_SHOWN, Replayer
+from eventpipe.store.audit import Erasure, user_hash
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
-from eventpipe.store.erasure import Eraser, Erasure, user_hash
+from eventpipe.store.erasure import Eraser
 from eventpipe.store.outcome import Outcomes, Selection
 from eventpipe.store.writer import Writer
 

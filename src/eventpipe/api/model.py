@@ -13,7 +13,7 @@ from fastapi import Response
 from pydantic import BaseModel, Field
 
 from eventpipe.events import Event as StoredEvent
-from eventpipe.store.reader import StoredDeadLetter
+from eventpipe.store.row import StoredDeadLetter
 
 EXAMPLE_EVENT: dict[str, Any] = {
     "event_id": "0b7e6c1e-6a51-4c39-9a6e-2f1f0f7c8d10",

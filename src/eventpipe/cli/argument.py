@@ -103,7 +103,7 @@ def scenarios(text: str) -> tuple[str, ...]:
 
 
 def backup_name(text: str) -> str:
-    from eventpipe.store.backup import EXAMPLE_NAME, NAME
+    from eventpipe.store.naming import EXAMPLE_NAME, NAME
 
     # Checked before anything opens: a name never reaches a path or a statement unless it is one.
     if not NAME.fullmatch(text):

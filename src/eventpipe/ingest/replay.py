@@ -29,7 +29,7 @@ from eventpipe.events import contract as contract_module
 from eventpipe.events import timestamp as timestamp_module
 from eventpipe.store.mark import REPLAY_AHEAD, REPLAY_PREFIX
 from eventpipe.store.outcome import Candidate, Outcome, Outcomes, Selection
-from eventpipe.store.reader import StoredDeadLetter
+from eventpipe.store.row import StoredDeadLetter
 from eventpipe.store.writer import Mark, Writer
 
 log = logging.getLogger(__name__)

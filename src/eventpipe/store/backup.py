@@ -13,64 +13,35 @@ DERIVED and KEPT say what that means for each table, and a restore rebuilds
 the derived ones from the restored events so that they agree again.
 
 What a backup holds is read back from the backup itself, attached read-only
-through the Backup database engine, never counted on the live tables that
-ingest keeps changing: `events` is what a restore brings back, counted as
-reads count (FINAL, without eventpipe's probes).
+(store.attachment), never counted on the live tables that ingest keeps changing.
 """
 
 from __future__ import annotations
 
-import logging
-import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import Error
 
 from eventpipe.errors import BackupError, EventpipeError
-from eventpipe.events.contract import PROBE_EVENT_TYPE
 from eventpipe.store import job
-from eventpipe.store.client import BACKUP_DISK
+from eventpipe.store.attachment import HELD, counted, held, opened, present
 from eventpipe.store.disk import discard, room_for_backup, room_for_rehearsal
 from eventpipe.store.failure import classified
 from eventpipe.store.halfway import drop_all, mark, taken_before, unfinished_restore
-from eventpipe.store.integrity import (
-    DAMAGED_CODES,
-    masked_bytes,
-    ours,
-    purge,
-    reading_back,
-    rehearse,
-    verify,
-)
+from eventpipe.store.integrity import masked_bytes, ours, purge, rehearse, verify
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, upgrade
+from eventpipe.store.naming import check_name, new_name, on_disk
 from eventpipe.store.numbering import renumber
 from eventpipe.store.query import quoted
 from eventpipe.store.scratch import drop_leftovers, new_scratch
 
-# A UTC time to the second and a random suffix: sorts by age, never collides,
-# and is safe in a path and in SQL. Anything else is refused before use.
-NAME = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
-NAME_TIME = "%Y%m%dT%H%M%SZ"
-EXAMPLE_NAME = "20260501T030000Z-1a2b3c"
-BACKUP_NOT_FOUND = 599
-POCO_EXCEPTION = 1000
-log = logging.getLogger("eventpipe")
-EVENTS_HELD = f"SELECT count() FROM {{db}}.events FINAL WHERE event_type != '{PROBE_EVENT_TYPE}'"  # noqa: S608
-DEAD_LETTERS_HELD = "SELECT count() FROM {db}.dead_letters FINAL"
-HELD = (EVENTS_HELD, DEAD_LETTERS_HELD)
 # The catalog's backups, as Backup takes them.
 RECORDED = "SELECT name, toUnixTimestamp64Milli(taken_at), events, dead_letters, bytes FROM backups FINAL"
-
-
-class _Missing(BackupError):
-    """No backup of that name on the disk: told apart from one there but unreadable."""
 
 
 class Backup(NamedTuple):
@@ -88,17 +59,6 @@ class Restored(NamedTuple):
     events: int
     dead_letters: int
     replaced: Backup | None
-
-
-def check_name(name: str) -> str:
-    """`name` if it is a backup name; anything else (a path, a quote) is refused here."""
-    if not NAME.fullmatch(name):
-        raise BackupError(f"{name[:80]!r} is not a backup name: they look like {EXAMPLE_NAME}")
-    return name
-
-
-def new_name(now_ms: int) -> str:
-    return f"{datetime.fromtimestamp(now_ms / 1000, UTC).strftime(NAME_TIME)}-{secrets.token_hex(3)}"
 
 
 class Backups:
@@ -122,7 +82,7 @@ class Backups:
             found = [Backup(*row) for row in rows]
             database = self._rows("SELECT currentDatabase()")[0][0]
             # One damaged backup is left out, not the whole list failed with it.
-            return [backup for backup in found if self._present(backup.name, database)]
+            return [backup for backup in found if present(self._client, backup.name, database)]
 
     def restore(
         self, name: str, retention_days: int, taken_by: str, replacing: Callable[[Backup], None] | None = None
@@ -142,9 +102,9 @@ class Backups:
             try:
                 # Attached once: a missing or foreign backup is refused before anything changes, and one
                 # that cannot be read back whole.
-                with self._opened(name, database) as attached:
+                with opened(self._client, name, database) as attached:
                     ours(self._client, attached, name, database)
-                    self._counted(name, database, attached)
+                    counted(self._client, name, database, attached)
                     verify(self._client, attached, name)
                     room_for_rehearsal(self._client, attached)
                 # Or not restored whole: the same RESTORE, into a scratch database first.
@@ -220,7 +180,7 @@ class Backups:
         purge(self._client, database, list(KEPT))
         try:
             backup_id = job.start(
-                self._client, f"BACKUP DATABASE {quoted(database)} EXCEPT TABLES {kept} TO {_disk(name)}"
+                self._client, f"BACKUP DATABASE {quoted(database)} EXCEPT TABLES {kept} TO {on_disk(name)}"
             )
         except EventpipeError as exc:
             # Refused before it began (too many queries, a failure written after its 200, a proxy's page):
@@ -229,7 +189,7 @@ class Backups:
         try:
             size = job.wait(self._client, backup_id, "BACKUP")
             # Read back before it is recorded: on a full disk chDB reported one created whose `.backup` was empty.
-            events, dead_letters = self._held(name, database)
+            events, dead_letters = held(self._client, name, database)
         except BackupError as exc:
             # It failed, or what it wrote cannot be read: removed, or it holds room for nothing.
             raise BackupError(f"backup {name} failed: {exc}{discard(self._client, name)}") from exc
@@ -254,58 +214,6 @@ class Backups:
             raise BackupError(f"backup {name} could not be recorded ({exc}){discard(self._client, name)}") from exc
         return taken
 
-    def _held(self, name: str, database: str) -> tuple[int, int]:
-        """(events, dead letters) in the backup; BackupError if it is not there or holds another database."""
-        with self._opened(name, database) as attached:
-            return self._counted(name, database, attached)
-
-    def _counted(self, name: str, database: str, attached: str) -> tuple[int, int]:
-        """(events, dead letters) in backup `name`, attached as the database `attached`."""
-        listed = self._rows("SELECT name FROM system.tables WHERE database = {d:String}", {"d": attached})
-        if not {"events", "dead_letters"} <= {row[0] for row in listed}:
-            raise BackupError(
-                f"backup {name} holds no eventpipe tables of the database {database!r}: "
-                "a backup restores into a database of the name it was taken from"
-            )
-        # A file of a part gone or cut short: the backup's fault, not a passing one of the server's.
-        with reading_back(name):
-            counts = [self._client.query(query.format(db=quoted(attached))).result_rows[0][0] for query in HELD]
-        return int(counts[0]), int(counts[1])
-
-    def _present(self, name: str, database: str) -> bool:
-        try:
-            with self._opened(name, database):
-                return True
-        except _Missing:
-            return False
-        except BackupError as exc:
-            log.warning("backup %s is in the catalog but left out of the list: %s", name, exc)
-            return False
-
-    @contextmanager
-    def _opened(self, name: str, database: str) -> Iterator[str]:
-        """The backup attached read-only as a database of its own, dropped afterwards."""
-        scratch = new_scratch()
-        engine = f"Backup({_literal(database)}, {_disk(name)})"
-        try:
-            self._client.command(f"CREATE DATABASE {quoted(scratch)} ENGINE = {engine}")
-        except Error as exc:
-            code = getattr(exc, "code", None)
-            if code == BACKUP_NOT_FOUND:
-                raise _Missing(f"no backup named {name} on the backups disk") from exc
-            # A `.backup` file empty or cut short (one the disk had no room for) fails its XML parse, 1000
-            # like a network error, so it is told apart by its text.
-            if code in DAMAGED_CODES or (code == POCO_EXCEPTION and "SAXParseException" in str(exc)):
-                first = str(exc).strip().splitlines()[0][:300]
-                raise BackupError(f"backup {name} cannot be read: damaged or cut short ({first})") from exc
-            with classified():
-                raise
-        try:
-            yield scratch
-        finally:
-            with classified():
-                self._client.command(f"DROP DATABASE IF EXISTS {quoted(scratch)}")
-
     def _holds_data(self) -> bool:
         sql = (
             "SELECT sum(total_rows) FROM system.tables WHERE database = currentDatabase()"
@@ -325,12 +233,4 @@ class Backups:
 def _restoring(database: str, name: str, into: str = "") -> str:
     """RESTORE of backup `name`'s `database`, into itself or, rehearsed, into the database `into`."""
     target = f" AS {quoted(into)}" if into else ""
-    return f"RESTORE DATABASE {quoted(database)}{target} FROM {_disk(name)} SETTINGS allow_different_database_def = 1"
-
-
-def _disk(name: str) -> str:
-    return f"Disk({_literal(BACKUP_DISK)}, {_literal(check_name(name))})"
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return f"RESTORE DATABASE {quoted(database)}{target} FROM {on_disk(name)} SETTINGS allow_different_database_def = 1"

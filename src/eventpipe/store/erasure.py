@@ -1,7 +1,7 @@
 """Erasure by user: every stored row of one user's events, the dead letters naming them, and the audit.
 
-Rows go by lightweight DELETE, each waited for (its mutation polled until done, failing with its reason),
-so every read that follows shows none of them: a deleted row is masked at
+Rows go by lightweight DELETE (store.deletion), each waited for (its mutation polled until done,
+failing with its reason), so every read that follows shows none of them: a deleted row is masked at
 once, and the delete gives every part of the table a new name, so the tally
 counts its buckets again (store.tally). Tables are emptied in an order that
 keeps what finds the rest until last: the first-time index (no user column)
@@ -32,8 +32,6 @@ written in, long after it is done.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -42,11 +40,25 @@ from typing import NamedTuple
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BusyStorageError
+from eventpipe.store.audit import ERASURE_COLUMNS, Erasure
+from eventpipe.store.deletion import (
+    BY_KEY,
+    CUT,
+    INDEX,
+    LETTERS,
+    OTHER_COPIES,
+    OTHERS_IN_INDEX,
+    USER_TABLES,
+    UserTable,
+    delete,
+    delete_statement,
+    user_rows,
+)
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
-from eventpipe.store.hidden import concealed, hide, release
+from eventpipe.store.hidden import hide, release
 from eventpipe.store.mark import MARKS_QUERY, complete_before, running_replays
-from eventpipe.store.mention import MENTIONS, mentions
+from eventpipe.store.mention import mentions
 from eventpipe.store.page import Position
 from eventpipe.store.query import quoted
 from eventpipe.store.schema.version import REBUILT, REFILLED
@@ -54,91 +66,18 @@ from eventpipe.store.writer import INSERT_SETTINGS
 
 log = logging.getLogger("eventpipe")
 
-# The rows an erasure takes: those received up to its start.
-CUT = "received_at <= fromUnixTimestamp64Milli({cut:Int64}, 'UTC')"
-# The dead letters an erasure takes: those naming the user, received before the call.
-LETTERS = f"({MENTIONS}) AND {CUT}"
-# Not waited for by ClickHouse, which waits for good (on a full disk an erasure hung 11 minutes, and every
-# admin call queued behind it): each delete's mutation is polled here until done, so the answer still
-# comes only once every read shows the rows gone, and a delete ClickHouse cannot apply fails with its reason.
-DELETE_SETTINGS = {"lightweight_deletes_sync": 0}
-DELETE_TIMEOUT_S = 300.0
-MUTATIONS = "SELECT mutation_id FROM system.mutations WHERE database = currentDatabase() AND table = {table:String}"
-# The table's unfinished mutations, this delete's marked: it is done when none of its own is left, but
-# ClickHouse applies a table's mutations in order, so an older one failing (one by hand) holds it up too.
-PENDING = (
-    "SELECT mutation_id NOT IN {before:Array(String)}, mutation_id, latest_fail_reason FROM system.mutations"
-    " WHERE database = currentDatabase() AND table = {table:String} AND NOT is_done"
-)
-# The user index: the user's rows in it are deleted last, as they give every other delete its keys.
-INDEX = "events_by_user"
-# Indexes without a user column, emptied by key before the rows that give the keys. The id lookup,
-# a projection of events, keeps an erased id until its part merges: the lookup then reads events,
-# where the delete masks the row, so nothing is served (operations.md, "Erasure: what it cannot reach").
-BY_KEY = (
-    "DELETE FROM undated_events WHERE (event_id, event_type) IN"  # noqa: S608 - constants
-    f" (SELECT event_id, event_type FROM {INDEX} WHERE user_id = {{user:String}} AND {CUT})",
-)
-# Every copy of an event any copy of which names the user, whoever the others name: a producer may
-# re-send an event with another user_id or none. `events` keeps one copy of an event, the user index
-# and `arrivals` keep every copy, so deleting the user's copies alone left an event whose kept copy
-# was the user's gone from /events and still served by /feed and by the other user's page. By key,
-# from the user index, whose rows of the user go last.
-SHARED = (
-    f"(timestamp, event_type, event_id) IN (SELECT timestamp, event_type, event_id FROM {INDEX}"  # noqa: S608
-    f" WHERE user_id = {{user:String}} AND {CUT})"
-)
-# Whether any copy of the user's events names another user or none: almost never, and then the
-# deletes stay as cheap as the user's rows alone make them (with the key condition always there,
-# an erasure of a user of 100 events at 10M took 10.2 to 10.6 s against 5.9 to 8.8; with this
-# check 5.6 to 8.5, and 10.6 to 12.9 s for a user ten of whose events had another user's copy).
-# `arrivals` holds every copy and is emptied first, `events` the copy reads show: a call cut short
-# after `arrivals` finds the copy `events` kept, one cut short after both had deleted them all (the
-# user index's others first, see Eraser._pass).
-OTHERS = f"{SHARED} AND (user_id IS NULL OR user_id != {{user:String}})"
-OTHER_COPIES = f"SELECT (SELECT count() FROM arrivals WHERE {OTHERS}) + (SELECT count() FROM events WHERE {OTHERS})"  # noqa: S608
-OTHERS_IN_INDEX = f"DELETE FROM {INDEX} WHERE user_id != {{user:String}} AND {SHARED} AND {CUT}"  # noqa: S608
-# Found, not listed: a table added later with a user_id column is erased too;
-# with whether it has received_at, which the cut is taken on, and the event key; `arrivals` first
-# (read by /feed, which must forget an event no later than /events), events_by_user last, as it gives
-# the first-time index and the copies their keys.
-USER_TABLES = (
-    "SELECT table, countIf(name = 'received_at'), countIf(name IN ('timestamp', 'event_type', 'event_id')) = 3"  # noqa: S608
-    " FROM system.columns WHERE database = currentDatabase()"
-    " AND name IN ('user_id', 'received_at', 'timestamp', 'event_type', 'event_id') AND table IN"
-    " (SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree')"
-    " GROUP BY table HAVING countIf(name = 'user_id') > 0"
-    f" ORDER BY table = '{INDEX}', table != 'arrivals', table"
-)
 # Workers store a mark after a batch at most once a second, and alone every two
 # seconds while idle (ingest.mark): a few seconds see every live one past the cut.
 SETTLE_S = 10.0
 SETTLE_POLL_S = 0.2
 # A replay call examines 10,000 letters at most, in chunks of 8 MiB: seconds, a minute on a slow store.
 REPLAY_WAIT_S = 60.0
-# A migration that copies a table (store.migration's Rebuild and Refill) may
+# A migration that copies a table (store.swap's Rebuild and Refill) may
 # copy a user's rows after they were deleted here and swap the copy in: an
 # erasure refuses to start while such a copy exists, and fails (to be called
 # again) if a table was swapped under it, which changes the table's UUID.
 COPIES = (REBUILT, REFILLED)
 TABLES = "SELECT name, uuid FROM system.tables WHERE database = currentDatabase()"
-ERASURE_COLUMNS = ("erasure_id", "erased_at", "key_name", "user_hash", "events", "dead_letters", "complete")
-# A key makes the audit's hashes unrecognisable to whoever reads the table
-# without it: an unkeyed hash of a short id is found by hashing every likely id.
-_CONTEXT = b"eventpipe erasure key\x00"
-
-
-def _user_rows(cut: bool) -> str:
-    """The user's rows an erasure takes from a table: those before the cut, or all where no receive time says."""
-    return "user_id = {user:String}" + (f" AND {CUT}" if cut else "")
-
-
-class UserTable(NamedTuple):
-    """A table with a user_id column; `cut`: it has received_at; `keyed`: it holds events by key."""
-
-    name: str
-    cut: bool
-    keyed: bool
 
 
 def _within(seconds: float, done: Callable[[], bool]) -> bool:
@@ -153,16 +92,6 @@ def _within(seconds: float, done: Callable[[], bool]) -> bool:
         time.sleep(SETTLE_POLL_S)
 
 
-def _delete_statement(table: UserTable, shared: bool) -> str:
-    """What an erasure deletes from `table`: the user's rows and, with `shared`, every copy of the
-    user's events where it holds events. Never `shared` for the user index, whose keys SHARED reads
-    (its other copies go first, OTHERS_IN_INDEX)."""
-    rows = _user_rows(table.cut)
-    if shared and table.keyed:
-        rows += f" OR {SHARED}" + (f" AND {CUT}" if table.cut else "")
-    return f"DELETE FROM {quoted(table.name)} WHERE {rows}"  # noqa: S608 - quoted, constants
-
-
 class Erased(NamedTuple):
     # What this call deleted, counted in the user index before its rows there go last: after a call cut
     # off past that point, the one that finishes it counts 0 events (README.md, "erasure").
@@ -172,24 +101,6 @@ class Erased(NamedTuple):
     # SETTLE_S, or a dead-letter replay running in any API process had not ended within REPLAY_WAIT_S,
     # so a batch it holds may yet store some of the user's events: erase again later.
     complete: bool = True
-
-
-class Erasure(NamedTuple):
-    """One audit record."""
-
-    erasure_id: str
-    erased_ms: int
-    key_name: str
-    user_hash: str
-    events: int
-    dead_letters: int
-    complete: bool
-
-
-def user_hash(user_id: str, secret: str) -> str:
-    """The keyed hash the audit keeps of a user id (HMAC-SHA256, hex)."""
-    key = hashlib.sha256(_CONTEXT + secret.encode()).digest()
-    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
 
 
 class Eraser:
@@ -241,7 +152,7 @@ class Eraser:
             user,
         )
         for table in index:
-            self._delete(table.name, _delete_statement(table, shared=False), user)
+            self._delete(table.name, delete_statement(table, shared=False), user)
         release(self._client, cut, token)
         if self._tables() != tables:
             raise BusyStorageError("a migration swapped a table during the erasure: erase again")
@@ -265,7 +176,7 @@ class Eraser:
             # First, while the user's rows there still give the keys, which this leaves.
             self._delete(INDEX, OTHERS_IN_INDEX, user)
         for table in holding:
-            self._delete(table.name, _delete_statement(table, shared), user)
+            self._delete(table.name, delete_statement(table, shared), user)
 
     def _settle(self, cut_ms: int) -> bool:
         """Wait, SETTLE_S at most, until every live worker has committed all it received before the cut."""
@@ -297,7 +208,7 @@ class Eraser:
         return False
 
     def _holds(self, table: UserTable, user: dict[str, object]) -> bool:
-        sql = f"SELECT count() FROM {quoted(table.name)} WHERE {_user_rows(table.cut)}"  # noqa: S608 - quoted
+        sql = f"SELECT count() FROM {quoted(table.name)} WHERE {user_rows(table.cut)}"  # noqa: S608 - quoted
         return self._count(sql, user) > 0
 
     def record(self, erasure: Erasure) -> None:
@@ -346,31 +257,4 @@ class Eraser:
             return int(str(self._client.query(sql, parameters=parameters).result_rows[0][0]))
 
     def _delete(self, table: str, sql: str, parameters: dict[str, object]) -> None:
-        statement, bound = concealed(sql, parameters)
-        with classified():
-            before = [str(row[0]) for row in self._client.query(MUTATIONS, parameters={"table": table}).result_rows]
-            self._client.command(statement, parameters=bound, settings=DELETE_SETTINGS)
-        # A delete is usually done within milliseconds: polled at once, then ever less often.
-        deadline, pause = time.monotonic() + DELETE_TIMEOUT_S, 0.005
-        while True:
-            with classified():
-                pending = self._client.query(PENDING, parameters={"table": table, "before": before}).result_rows
-            if not any(own for own, _mutation, _reason in pending):
-                return
-            failing = next(((own, mutation, str(reason)) for own, mutation, reason in pending if str(reason)), None)
-            if failing is not None:
-                own, mutation, reason = failing
-                behind = "" if own else f" (it waits behind the older mutation {mutation}, which fails)"
-                # ClickHouse retries it in the background and applies it once the cause is gone.
-                raise BusyStorageError(
-                    f"ClickHouse cannot apply the erasure to {table} now{behind}: {reason.splitlines()[0][:300]}; "
-                    "it finishes by itself once the cause is gone (a full disk: free space), then erase again "
-                    "to finish the other tables"
-                )
-            room_for_delete(self._client)
-            if time.monotonic() > deadline:
-                raise BusyStorageError(
-                    f"erasing from {table} has taken over {DELETE_TIMEOUT_S:.0f} s and goes on: erase again later"
-                )
-            time.sleep(pause)
-            pause = min(pause * 2, SETTLE_POLL_S)
+        delete(self._client, table, sql, parameters, SETTLE_POLL_S)

@@ -1,8 +1,9 @@
 """Ordered schema migrations, applied idempotently and recorded in schema_migrations.
 
 The DDL of every version lives in store.schema, beside the tables it made; this
-module runs the versions in order and says what a backup, a restore and
-retention do with each table."""
+module runs the versions in order and says what a backup and a restore do with
+each table. The steps that copy a table are store.swap's, retention's TTL is
+store.retention's."""
 
 from __future__ import annotations
 
@@ -11,16 +12,19 @@ import re
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import BackupError, ConfigError, HaltStorageError
+from eventpipe.errors import BackupError, ConfigError
 from eventpipe.store.disk import room_for_schema
 from eventpipe.store.failure import classified
 from eventpipe.store.halfway import unfinished_restore
+from eventpipe.store.retention import apply_retention
 from eventpipe.store.schema import arrival, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
 from eventpipe.store.schema.index import UNDATED_ROWS, USER_ROWS
 from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURE_KEYS, ERASURES, KEPT_COLUMNS, RESTORES
-from eventpipe.store.schema.version import DEFINER, REBUILT, REFILLED, Migration, Rebuild, Refill
+from eventpipe.store.schema.version import Migration
 from eventpipe.store.scratch import drop_leftovers
+from eventpipe.store.swap import rebuild_table, refill_table
+from eventpipe.store.system import names
 
 log = logging.getLogger(__name__)
 
@@ -131,21 +135,6 @@ KEPT_COLUMNS_SQL = (
 )
 
 
-# Kept this long past EVENTPIPE_RETENTION_DAYS. The worker takes events up to the retention's age, and a
-# TTL at that same age dropped one taken just inside it at the merge seconds later: acknowledged, counted
-# stored, and gone before a caught-up /feed sync asked again. Every event taken now lives a day at least.
-# The dead letters' tables keep the same day, so that one retention setting says one thing.
-RETENTION_GRACE_DAYS = 1
-RETAINED = {
-    "events": "timestamp",
-    "events_by_user": "timestamp",
-    "undated_events": "timestamp",
-    "arrivals": "timestamp",
-    "dead_letters": "received_at",
-    "dead_letter_outcomes": "attempted_at",
-}
-
-
 def migrate(client: Client, retention_days: int = 0) -> list[int]:
     """upgrade(), for whatever is about to serve the store, after dropping the copies of backups killed
     restores left (store.scratch): refuses (BackupError) one a restore left half done, as workers and the
@@ -182,13 +171,13 @@ def upgrade(client: Client, retention_days: int = 0) -> list[int]:
             for statement in migration.statements:
                 client.command(statement)
             for rebuild in migration.rebuilds:
-                _rebuild(client, rebuild)
+                rebuild_table(client, rebuild)
             for refill in migration.refills:
-                _refill(client, refill, retention_days)
+                refill_table(client, refill, retention_days)
             client.command(RECORD, parameters={"version": migration.version, "name": migration.name})
             log.info("applied migration %d: %s", migration.version, migration.name)
             applied.append(migration.version)
-        _apply_retention(client, retention_days)
+        apply_retention(client, retention_days)
         return applied
 
 
@@ -203,144 +192,8 @@ def known_to_this_version(version: int, what: str) -> None:
         )
 
 
-def _rebuild(client: Client, rebuild: Rebuild) -> None:
-    # Copy, swap, copy again, drop. The second copy takes rows a worker still
-    # running the old version wrote to the old table during the first; copies
-    # of a row collapse, so copying twice is harmless. Stop workers for this
-    # migration anyway: an insert in flight across the swap could be missed.
-    table, scratch = rebuild.table, rebuild.table + REBUILT
-    final = " FINAL" if rebuild.collapse else ""
-    if not _rebuilt(client, rebuild):
-        client.command(f"DROP TABLE IF EXISTS {scratch}")  # a half-filled copy from a crashed run
-        client.command(rebuild.create.format(table=scratch))
-        made = _catalog(client, scratch, "uuid")
-        client.command(f"INSERT INTO {scratch} SELECT * FROM {table}{final}")  # noqa: S608 - names are constants
-        # As in _refill, migrators must take turns. Without these checks a second one dropped the first's
-        # copy and made its own, both swapped, the second swap put the old table back, and the ledger said
-        # done over the old definition (found by an attack): now whichever sees another's hand stops, and
-        # a rerun finishes from whatever state the two left.
-        if _catalog(client, scratch, "uuid") != made or _rebuilt(client, rebuild):
-            raise HaltStorageError(f"{scratch} was made again during the copy: is another migrator running?")
-        client.command(f"EXCHANGE TABLES {table} AND {scratch}")
-        if _catalog(client, table, "uuid") != made:
-            raise HaltStorageError(f"{table} was swapped by another migrator too: run migrate again, alone")
-    # From here on `scratch`, if it is there, is the old table.
-    if scratch in _names("system.tables", "name = {t:String}", scratch, client):
-        client.command(f"INSERT INTO {table} SELECT * FROM {scratch}{final}")  # noqa: S608 - names are constants
-        client.command(f"DROP TABLE {scratch}")
-        log.info("rebuilt table %s", table)
-
-
-def _refill(client: Client, refill: Refill, retention_days: int) -> None:
-    # A second view feeds the new table from the moment it exists, so a row
-    # inserted during the copy is in it twice at most (copies collapse) and
-    # never missing. Whether a view follows its target's name through the
-    # swap or keeps the table it had, one of the two writes to the new table
-    # until the view made after the swap, which names it for sure, takes over.
-    # An insert takes the views that exist when it starts: one in flight when
-    # the feed was made, committed after the copy read the table, is in
-    # neither, so the parts of the source committed after the block number
-    # noted first are copied again at the end.
-    table, scratch = refill.table, refill.table + REFILLED
-    feed = f"{scratch}_feed"
-    if refill.marker not in _catalog(client, table, "engine_full"):
-        # Not swapped yet: what a crashed run left is started afresh.
-        client.command(f"DROP VIEW IF EXISTS {feed}")
-        client.command(f"DROP TABLE IF EXISTS {scratch} SYNC")
-        block = int(str(client.command(LAST_BLOCK, parameters={"t": refill.source}) or 0))
-        note = f" COMMENT 'filled from {refill.source} after block {block}'"
-        client.command(refill.create.format(table=scratch) + note)
-        _retain(client, scratch, RETAINED[table], retention_days)  # empty: no rewrite, unlike after the copy
-        made = _catalog(client, scratch, "uuid")
-        client.command(f"CREATE MATERIALIZED VIEW {feed} TO {scratch} {DEFINER} AS {refill.rows}")
-        client.command(f"INSERT INTO {scratch} {refill.rows}")
-        if _catalog(client, scratch, "uuid") != made:
-            # Migrators of this step must take turns (compose's one-shot `migrate`
-            # and `eventpipe up` run one): a second drops the first's copy and
-            # begins its own. This stops the worst of it, a copy begun later swapped in.
-            raise HaltStorageError(f"{scratch} was made again during the copy: is another migrator running?")
-        client.command(f"EXCHANGE TABLES {table} AND {scratch}")
-    # From here on `scratch`, if it is there, is the old table, and a rerun
-    # only finishes the views: the copy (minutes at 100M events) is made once.
-    client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {refill.view} TO {table} {DEFINER} AS {refill.rows}")
-    client.command(f"DROP VIEW IF EXISTS {refill.replaces}")
-    client.command(f"DROP VIEW IF EXISTS {feed}")
-    # Before the old table goes: while it is there an erasure refuses to start
-    # (store.erasure), and this copy could bring back rows one deleted.
-    block = _filled_after(client, table)
-    client.command(f"INSERT INTO {table} {refill.rows} AND {AFTER_BLOCK}", parameters={"block": block})
-    client.command(f"DROP TABLE IF EXISTS {scratch} SYNC")
-    log.info("refilled table %s", table)
-
-
-# The last block number written to a table; a part's name ends in its blocks'
-# range and its level (partition_min_max_level[_mutation]), whatever merged or
-# mutated it, so the rows committed after a block are found by name.
-LAST_BLOCK = "SELECT max(max_block_number) FROM system.parts WHERE database = currentDatabase() AND table = {t:String}"
-AFTER_BLOCK = "toUInt64(splitByChar('_', _part)[3]) > {block:UInt64}"
-
-
-def _filled_after(client: Client, table: str) -> int:
-    last = _catalog(client, table, "comment").rsplit(" ", 1)[-1]
-    return int(last) if last.isdigit() else 0
-
-
-# The columns of system.tables the migrations read, checked before one is
-# spliced into a query.
-CATALOG = frozenset({"comment", "create_table_query", "engine_full", "sorting_key", "uuid"})
-
-
-def _catalog(client: Client, table: str, column: str) -> str:
-    """One column of `table`'s row in system.tables; empty if there is no such table."""
-    if column not in CATALOG:
-        raise ValueError(f"not a column the migrations read: {column!r}")
-    sql = f"SELECT {column} FROM system.tables WHERE database = currentDatabase() AND name = {{t:String}}"  # noqa: S608
-    found = client.query(sql, parameters={"t": table}).result_rows
-    return str(found[0][0]) if found else ""
-
-
-def _rebuilt(client: Client, rebuild: Rebuild) -> bool:
-    if rebuild.sorting_key:
-        return _catalog(client, rebuild.table, "sorting_key") == rebuild.marker
-    return rebuild.marker in _names("system.columns", "table = {t:String}", rebuild.table, client)
-
-
 def _version(client: Client) -> int:
     """The newest migration the ledger records, 0 without a ledger."""
-    if not _names("system.tables", "name = {t:String}", "schema_migrations", client):
+    if not names("system.tables", "name = {t:String}", "schema_migrations", client):
         return 0
     return int(str(client.command("SELECT max(version) FROM schema_migrations") or 0))
-
-
-def _names(source: str, condition: str, value: str, client: Client) -> set[str]:
-    sql = f"SELECT name FROM {source} WHERE database = currentDatabase() AND {condition}"  # noqa: S608 - constants
-    return {str(row[0]) for row in client.query(sql, parameters={"t": value}).result_rows}
-
-
-def _apply_retention(client: Client, days: int) -> None:
-    # Retention is configuration, not schema history, so it is set on every
-    # run to whatever the settings say now; unchanged, it is left alone, since
-    # MODIFY TTL makes ClickHouse rewrite the table.
-    days = int(days)
-    changes = [
-        change for table, column in RETAINED.items() if (change := _retention_change(client, table, column, days))
-    ]
-    if changes:
-        room_for_schema(client)  # once, before the first: a refusal then leaves every table as it was
-    for change in changes:
-        client.command(change)
-
-
-def _retain(client: Client, table: str, column: str, days: int) -> None:
-    if (change := _retention_change(client, table, column, days)) is not None:
-        client.command(change)
-
-
-def _retention_change(client: Client, table: str, column: str, days: int) -> str | None:
-    current = _catalog(client, table, "create_table_query")
-    wanted = f"TTL toDateTime({column}) + toIntervalDay({days + RETENTION_GRACE_DAYS})"
-    if days > 0 and wanted not in current:
-        return f"ALTER TABLE {table} MODIFY {wanted}"
-    if days == 0 and " TTL " in current:
-        return f"ALTER TABLE {table} REMOVE TTL"
-    return None

@@ -17,7 +17,7 @@ from clickhouse_connect.driver.client import Client
 
 from eventpipe.store.failure import classified
 from eventpipe.store.query import Query, bound_bytes, parameter_chunks
-from eventpipe.store.reader import StoredDeadLetter, dead_letter_row
+from eventpipe.store.row import StoredDeadLetter, dead_letter_row
 from eventpipe.store.writer import INSERT_SETTINGS
 
 OUTCOME_COLUMNS = ("dead_letter_id", "attempted_at", "status", "contract", "reason", "detail")

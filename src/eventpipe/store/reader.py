@@ -1,4 +1,4 @@
-"""The Reader: runs the read queries (store.query, store.page) and turns rows into values.
+"""The Reader: runs the read queries (store.query, store.page) and turns rows into values (store.row).
 
 Every read of a table goes through FINAL, so a redelivered event is one row
 before ClickHouse has merged its copies, except the lookup by id, which reads
@@ -41,6 +41,7 @@ from eventpipe.store.query import (
     timeseries_query,
 )
 from eventpipe.store.rollup import Rollup
+from eventpipe.store.row import StoredDeadLetter, dead_letter_row, event_row
 from eventpipe.store.status import BY_IDS, COUNTS
 
 log = logging.getLogger("eventpipe")
@@ -50,17 +51,6 @@ class TypeTally(NamedTuple):
     items: list[tuple[str, int]]  # (type, events), most first
     total: int  # events of every type
     types: int  # types in all, listed or not
-
-
-class StoredDeadLetter(NamedTuple):
-    dead_letter_id: str
-    received_ms: int
-    topic: str
-    reason: str
-    detail: str
-    payload: bytes
-    payload_size: int
-    status: str = "pending"  # of its replay: pending, replayed or failed
 
 
 # The most types an answer lists: 1,000 types of 128 characters stay under 1 MiB of JSON.
@@ -277,31 +267,3 @@ def _next(extent: Extent, limit: int, served: int, last: Position) -> Position |
     resume = last if served == extent.kept else extent.last
     more = extent.kept < extent.candidates or extent.candidates == limit
     return resume if more or resume != extent.last else None
-
-
-def event_row(row: tuple[object, ...]) -> Event:
-    """A row of EVENT_FIELDS as an Event."""
-    event_id, event_type, timestamp_ms, received_ms, user_id, topic, properties = row
-    return Event(
-        str(event_id),
-        str(event_type),
-        int(str(timestamp_ms)),
-        int(str(received_ms)),
-        None if user_id is None else str(user_id),
-        str(topic),
-        str(properties),
-    )
-
-
-def dead_letter_row(row: tuple[object, ...]) -> StoredDeadLetter:
-    """A row of DEAD_LETTER_FIELDS as a StoredDeadLetter."""
-    dead_letter_id, received_ms, topic, reason, detail, payload, payload_size = row
-    return StoredDeadLetter(
-        str(dead_letter_id),
-        int(str(received_ms)),
-        str(topic),
-        str(reason),
-        str(detail),
-        payload if isinstance(payload, bytes) else str(payload).encode(),
-        int(str(payload_size)),
-    )

@@ -44,7 +44,7 @@ ORDER BY (dead_letter_id, status)
 """
 
 # One row per erasure (POST /admin/erase), for the audit: no user id, only its
-# keyed hash (store.erasure). Append only: no TTL, no admin grant to delete.
+# keyed hash (store.audit). Append only: no TTL, no admin grant to delete.
 ERASURES = """
 CREATE TABLE IF NOT EXISTS erasures
 (

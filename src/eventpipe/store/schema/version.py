@@ -35,7 +35,7 @@ class Refill:
     `source`, ending in a WHERE clause; `view` is the view that feeds the new
     table, and `replaces` the one it takes over from. The swap is done once
     `marker` is in the table's engine definition, so a rerun after a crash at
-    any point is safe. One migrator at a time (store.migration._refill)."""
+    any point is safe. One migrator at a time (store.swap.refill_table)."""
 
     table: str
     create: str
