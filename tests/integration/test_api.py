@@ -284,7 +284,7 @@ def test_hostile_requests_get_4xx_with_a_reason_and_never_touch_the_data(api: Te
 @pytest.mark.parametrize("parameter", ["since", "until"])
 @pytest.mark.parametrize("value", ["Z" * 64, "9" * 64, "Wed, 07 Zzz 2025 08:25:14 GMT" + "Z" * 34])
 def test_a_refused_time_is_echoed_60_characters_at_most(api: TestClient, parameter: str, value: str) -> None:
-    # As every refused value (README, "Errors"): the timestamp parser quoted all 64 it takes.
+    # As every refused value (README, "HTTP API"): the timestamp parser quoted all 64 it takes.
     response = api.get(f"/events?{parameter}={quote(value)}", headers=AUTH)
     assert response.status_code == 422
     detail = response.json()["detail"]

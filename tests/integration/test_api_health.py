@@ -80,6 +80,8 @@ def test_readiness_503_says_when_to_ask_again_as_the_openapi_document_does(answe
         ready = api.get("/readyz")
         assert (ready.status_code, ready.json()["error"]) == (503, error), ready.text
         assert int(ready.headers["Retry-After"]) > 0
+        # The document named `busy`, which /readyz never answers, and not `refused`, which it does.
+        assert f"`{error}`" in promised["description"] and "`busy`" not in promised["description"], promised
 
 
 def test_a_read_with_no_window_to_narrow_cut_by_the_server_s_time_is_an_outage_not_the_client_s_fault() -> None:

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.errors import BackupError
+from eventpipe.store import disk
 from eventpipe.store.audit import Erasure
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir
@@ -232,6 +233,23 @@ def test_the_admin_routes_need_an_admin_key_and_log_its_name(
     named = api.post("/admin/backups", json={"name": "nightly"}, headers=AS_ADMIN)
     assert named.status_code == 422 and named.json()["detail"] == "this endpoint takes no body", named.text
     assert len(Backups(client).listing()) == 1, "a refused request took a backup"
+
+
+def test_a_failed_backup_answers_500_backup_failed_with_the_reason_as_the_openapi_document_says(
+    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The document named only `storage_error` for the route's 500."""
+    client = _migrated(clickhouse_dsn)
+    app = create_app(
+        readonly_reader(clickhouse_dsn), CollectorRegistry(), Keyring(generated=ADMIN), backups=Backups(client)
+    )
+    api = TestClient(app, raise_server_exceptions=False)
+    monkeypatch.setattr(disk, "SPARE_BYTES", 1 << 60)  # this disk's room is what it is: the spare is raised past it
+    failed = api.post("/admin/backups", headers=AS_ADMIN)
+    assert failed.status_code == 500 and failed.json()["error"] == "backup_failed", failed.text
+    assert "the backups disk has" in failed.json()["detail"], failed.text
+    promised = api.get("/openapi.json").json()["paths"]["/admin/backups"]["post"]["responses"]["500"]
+    assert "`backup_failed`" in promised["description"], promised
 
 
 def _migrated(dsn: str) -> clickhouse_connect.driver.Client:

@@ -25,6 +25,14 @@ from eventpipe.errors import HaltStorageError
 from eventpipe.store.backup import Backups
 from eventpipe.store.reader import Reader
 
+# /readyz has no key, so it never answers `busy` (a key's seats): ClickHouse out of reach, or refusing its login.
+READYZ_RESPONSES = error.responses(
+    503,
+    say={
+        503: "ClickHouse does not answer (`unavailable`), or refuses the API's queries: its user, password or "
+        "database (`refused`; the API's log says which); retry after `Retry-After` seconds."
+    },
+)
 DESCRIPTION = """\
 Events ingested over MQTT and stored in ClickHouse, served over HTTP.
 
@@ -72,7 +80,7 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="ClickHouse answers queries", responses=error.responses(503))
+    @app.get("/readyz", tags=["health"], summary="ClickHouse answers queries", responses=READYZ_RESPONSES)
     def readyz() -> dict[str, str]:
         failure = reader.ping()
         # Retry-After on both, as the OpenAPI document says of every 503: a load balancer may go by it.

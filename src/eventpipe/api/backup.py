@@ -18,6 +18,12 @@ from eventpipe.store.backup import Backup as StoredBackup
 from eventpipe.store.backup import Backups
 from eventpipe.store.naming import EXAMPLE_NAME
 
+# The backup's own failure has a code of its own, with ClickHouse's reason (redacted) in `detail`.
+BACKUP_FAILED = {
+    500: "The backup failed (`backup_failed`: `detail` gives ClickHouse's reason, such as a full or missing "
+    "backups disk), or ClickHouse refused a query (`storage_error`); the operator must look."
+}
+
 log = logging.getLogger(__name__)
 
 
@@ -63,6 +69,7 @@ def router(backups: Backups, keys: KeyCheck) -> APIRouter:
         summary="Take a backup now, while ingest goes on",
         description="ClickHouse's own BACKUP of every table, read back to count what it holds. "
         "Takes as long as copying the store takes; one at a time per API process.",
+        responses=responses(500, say=BACKUP_FAILED),
     )
     def take(key: AdminKey) -> Backup:
         try:

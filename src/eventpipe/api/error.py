@@ -52,8 +52,9 @@ class ApiError(Exception):
 KEYED = (401, 413, 422, 429, 500, 503)
 
 
-def responses(*statuses: int) -> dict[int | str, dict[str, object]]:
-    """OpenAPI entries for the error statuses a route can answer."""
+def responses(*statuses: int, say: dict[int, str] | None = None) -> dict[int | str, dict[str, object]]:
+    """OpenAPI entries for the error statuses a route can answer; `say` gives a route's own description
+    of a status where it answers other codes than the common ones."""
     described = {
         400: "The request could not be read (`bad_request`): not HTTP/1.0 or 1.1, or its body ended before its "
         "`Content-Length`. A body that arrived whole but is not the JSON asked for gets 422.",
@@ -69,6 +70,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         503: "ClickHouse cannot answer now (`unavailable`), or the API answers as many requests as it does at once "
         "(`busy`); retry after `Retry-After` seconds.",
     }
+    described |= say or {}
     out: dict[int | str, dict[str, object]] = {}
     for status in statuses:
         entry: dict[str, object] = {"model": ErrorBody, "description": described[status]}

@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="run broker, worker and API natively on the embedded ClickHouse")
-    up.add_argument("--data-dir", help="where chDB and broker files live (default: ./.eventpipe)")
+    up.add_argument(
+        "--data-dir", help="where chDB and broker files live (default: EVENTPIPE_DATA_DIR, else ./.eventpipe)"
+    )
     broker = up.add_mutually_exclusive_group()
     broker.add_argument(
         "--mqtt-url",
@@ -35,12 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument(
         "--mqtt-port", type=argument.port(1), default=1883, help="port of the mosquitto it starts (default 1883)"
     )
-    up.add_argument("--api-port", type=argument.port(0), help="HTTP API port (default 8000)")
-    up.add_argument("--metrics-port", type=argument.port(0), help="worker metrics port (default 9464)")
+    up.add_argument("--api-port", type=argument.port(0), help="HTTP API port (default: EVENTPIPE_API_PORT, else 8000)")
+    up.add_argument(
+        "--metrics-port", type=argument.port(0), help="worker metrics port (default: EVENTPIPE_METRICS_PORT, else 9464)"
+    )
     up.add_argument(
         "--prometheus-port",
         type=argument.port(0),
-        help="port of the Prometheus it starts when installed (default 9090; 0: none)",
+        help="port of the Prometheus it starts when installed (default: EVENTPIPE_PROMETHEUS_PORT, else 9090; 0: none)",
     )
     up.add_argument(
         "--tls",
@@ -79,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.add_argument(
         "--ca-file",
-        help="for mqtts://: the CA that signed the broker's certificate (default: EVENTPIPE_MQTT_CA_FILE, "
-        "else the system's CAs)",
+        help="for mqtts://: the CA that signed the broker's certificate (default: EVENTPIPE_MQTT_CA_FILE when the "
+        "URL is EVENTPIPE_MQTT_URL's, else the system's CAs)",
     )
     publish.add_argument("--count", type=argument.positive_int, required=True, help="how many events")
     publish.add_argument(
