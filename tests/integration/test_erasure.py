@@ -680,3 +680,5 @@ def test_a_replay_in_another_api_process_stores_nothing_the_erasure_leaves_behin
     assert erased.json() == {"events": 10, "dead_letters": 10, "complete": True}
     assert list(walk(erasing, "/events", user_id=ERASED)) == [], "the replay's events outlived the erasure"
     assert client.command("SELECT count() FROM worker_marks FINAL WHERE NOT retired") == 0, "the replay ended"
+    # Recorded after the letters went, its outcomes were left behind them (stop 45's "left alone").
+    assert client.command("SELECT count() FROM dead_letter_outcomes") == 0, "the replay's outcomes outlived the letters"

@@ -24,7 +24,8 @@ go are those whose payload names the user (MENTIONS), before that second pass:
 a dead-letter replay in another API process that read some of them stores
 their events, received before the cut, whenever it gets there, so the erasure
 waits for every replay running once they are gone (store.mark.RUNNING_REPLAYS,
-bounded by REPLAY_WAIT_S) and the second pass deletes what they stored. Every value is a bound
+bounded by REPLAY_WAIT_S) and the second pass deletes what they stored, and the outcomes they
+recorded for letters now gone (ORPHAN_OUTCOMES). Every value is a bound
 parameter, and every delete reads the id and its patterns from erasure_keys by
 a token instead (store.hidden): ClickHouse keeps a mutation's command, values
 written in, long after it is done.
@@ -46,6 +47,7 @@ from eventpipe.store.deletion import (
     CUT,
     INDEX,
     LETTERS,
+    ORPHAN_OUTCOMES,
     OTHER_COPIES,
     OTHERS_IN_INDEX,
     USER_TABLES,
@@ -144,7 +146,12 @@ class Eraser:
         outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {LETTERS})"  # noqa: E501, S608
         self._delete("dead_letter_outcomes", outcomes, letters)
         self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {LETTERS}", letters)  # noqa: S608 - constants
-        replayed = self._await_replays()
+        replayed, waited = self._await_replays()
+        if waited:
+            # A replay that read the user's letters before they went records their outcomes once it has
+            # stored their events, after the delete above: left, those rows outlived the letters, a failure's
+            # detail quoting their payload. Only then, as it reads every letter's id.
+            self._delete("dead_letter_outcomes", ORPHAN_OUTCOMES, {})
         # What batches and replays committed during the first pass left behind, in the tables that hold any.
         self._pass(user, others, everywhere=False)
         events = self._count(
@@ -187,25 +194,27 @@ class Eraser:
 
         return _within(SETTLE_S, settled)
 
-    def _await_replays(self) -> bool:
+    def _await_replays(self) -> tuple[bool, bool]:
         """Wait, REPLAY_WAIT_S at most, until every dead-letter replay running now, in any API process, has
         ended: the user's letters are gone, but one may have read them before. Those started since cannot
-        have, so they are not waited for."""
+        have, so they are not waited for. Says whether they all ended, and whether there were any."""
         with classified():
             waiting = running_replays(self._client)
+        if not waiting:
+            return True, False
 
         def ended() -> bool:
             waiting.intersection_update(running_replays(self._client))
             return not waiting
 
         if _within(REPLAY_WAIT_S, ended):
-            return True
+            return True, True
         log.warning(
             "erasure: a dead-letter replay had not ended within %.0f s: it may store some of the user's events"
             " again; erase again once it has",
             REPLAY_WAIT_S,
         )
-        return False
+        return False, True
 
     def _holds(self, table: UserTable, user: dict[str, object]) -> bool:
         sql = f"SELECT count() FROM {quoted(table.name)} WHERE {user_rows(table.cut)}"  # noqa: S608 - quoted
