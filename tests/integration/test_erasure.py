@@ -641,22 +641,7 @@ def test_a_replay_in_another_api_process_stores_nothing_the_erasure_leaves_behin
     # erasure answered complete, its audit 0 events, while /events served them all (found by an attack: 4
     # of 10 runs with two `eventpipe api` processes). Here the replay reads its letters, then stores their
     # events only once the erasure has deleted the letters, as late as it can and still have read them.
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    received_ms = int(time.time() * 1000) - HOUR_MS
-    limits = Limits(max_past_ms=730 * 24 * HOUR_MS)
-    old = received_ms - 3 * 365 * 24 * HOUR_MS
-    letters = [
-        parse(
-            "events/late",
-            json.dumps({"event_id": f"late-{i}", "timestamp": old + i, "user_id": ERASED}).encode(),
-            received_ms + i,
-            limits,
-        )
-        for i in range(10)
-    ]
-    assert all(isinstance(letter, Rejection) for letter in letters)
-    Writer(client).insert_dead_letters([letter for letter in letters if isinstance(letter, Rejection)])
+    client = _with_late_letters(clickhouse_dsn)
     replaying, erasing = admin_client(clickhouse_dsn, max_past_days=0), admin_client(clickhouse_dsn, max_past_days=0)
 
     store, reading = replay.Replayer._replay, threading.Event()
@@ -682,3 +667,55 @@ def test_a_replay_in_another_api_process_stores_nothing_the_erasure_leaves_behin
     assert client.command("SELECT count() FROM worker_marks FINAL WHERE NOT retired") == 0, "the replay ended"
     # Recorded after the letters went, its outcomes were left behind them (stop 45's "left alone").
     assert client.command("SELECT count() FROM dead_letter_outcomes") == 0, "the replay's outcomes outlived the letters"
+
+
+def test_the_erasure_that_finishes_after_a_replay_outlived_the_wait_leaves_none_of_its_outcomes(
+    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A replay past the erasure's wait records its outcomes of the erased letters after the call answered
+    # complete: false; the call made once it has ended, as the answer says, found no letter and no replay
+    # running, answered complete: true and left those outcomes (found by a review).
+    client = _with_late_letters(clickhouse_dsn)
+    monkeypatch.setattr(erasure, "REPLAY_WAIT_S", 1.0)
+    replaying, erasing = admin_client(clickhouse_dsn, max_past_days=0), admin_client(clickhouse_dsn, max_past_days=0)
+    store, reading, finish = replay.Replayer._replay, threading.Event(), threading.Event()
+
+    def past_the_wait(self: replay.Replayer, read: list[Any], report: replay.Report) -> None:
+        reading.set()
+        assert finish.wait(60)
+        store(self, read, report)
+
+    monkeypatch.setattr(replay.Replayer, "_replay", past_the_wait)
+    thread = threading.Thread(target=lambda: replaying.post("/admin/dead-letters/replay", json={}, headers=ADMIN))
+    thread.start()
+    assert reading.wait(30)
+    first = erasing.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN)
+    finish.set()
+    thread.join(timeout=120)
+    assert first.status_code == 200 and first.json()["complete"] is False, first.text
+    assert client.command("SELECT count() FROM dead_letter_outcomes") == 10, "the replay recorded its outcomes"
+    again = erasing.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN)
+    assert again.status_code == 200 and again.json() == {"events": 10, "dead_letters": 0, "complete": True}, again.text
+    assert client.command("SELECT count() FROM dead_letter_outcomes") == 0, "the replay's outcomes outlived the letters"
+
+
+def _with_late_letters(dsn: str) -> Client:
+    """A migrated store holding 10 dead letters of ERASED: too old when received, replayable once the limit
+    on the past is lifted (`max_past_days=0`)."""
+    client = connect(dsn)
+    migrate(client)
+    received_ms = int(time.time() * 1000) - HOUR_MS
+    limits = Limits(max_past_ms=730 * 24 * HOUR_MS)
+    old = received_ms - 3 * 365 * 24 * HOUR_MS
+    letters = [
+        parse(
+            "events/late",
+            json.dumps({"event_id": f"late-{i}", "timestamp": old + i, "user_id": ERASED}).encode(),
+            received_ms + i,
+            limits,
+        )
+        for i in range(10)
+    ]
+    assert all(isinstance(letter, Rejection) for letter in letters)
+    Writer(client).insert_dead_letters([letter for letter in letters if isinstance(letter, Rejection)])
+    return client

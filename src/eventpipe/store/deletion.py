@@ -22,10 +22,12 @@ from eventpipe.store.query import quoted
 CUT = "received_at <= fromUnixTimestamp64Milli({cut:Int64}, 'UTC')"
 # The dead letters an erasure takes: those naming the user, received before the call.
 LETTERS = f"({MENTIONS}) AND {CUT}"
-# Outcomes whose letter is gone: a replay's, recorded after an erasure deleted the letters it had read.
-ORPHAN_OUTCOMES = (
-    "DELETE FROM dead_letter_outcomes WHERE dead_letter_id NOT IN (SELECT dead_letter_id FROM dead_letters)"
-)
+# Outcomes whose letter is gone: a replay's, recorded after an erasure deleted the letters it had read
+# (or of letters the retention dropped first, which no read shows either). Counted before they are deleted:
+# a delete renames every part of its table, also when it matches no row.
+GONE = "dead_letter_id NOT IN (SELECT dead_letter_id FROM dead_letters)"
+ORPHANS = f"SELECT count() FROM dead_letter_outcomes WHERE {GONE}"  # noqa: S608 - constants
+ORPHAN_OUTCOMES = f"DELETE FROM dead_letter_outcomes WHERE {GONE}"  # noqa: S608 - constants
 # Not waited for by ClickHouse, which waits for good (on a full disk an erasure hung 11 minutes, and every
 # admin call queued behind it): each delete's mutation is polled here until done, so the answer still
 # comes only once every read shows the rows gone, and a delete ClickHouse cannot apply fails with its reason.

@@ -48,6 +48,7 @@ from eventpipe.store.deletion import (
     INDEX,
     LETTERS,
     ORPHAN_OUTCOMES,
+    ORPHANS,
     OTHER_COPIES,
     OTHERS_IN_INDEX,
     USER_TABLES,
@@ -146,11 +147,12 @@ class Eraser:
         outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {LETTERS})"  # noqa: E501, S608
         self._delete("dead_letter_outcomes", outcomes, letters)
         self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {LETTERS}", letters)  # noqa: S608 - constants
-        replayed, waited = self._await_replays()
-        if waited:
-            # A replay that read the user's letters before they went records their outcomes once it has
-            # stored their events, after the delete above: left, those rows outlived the letters, a failure's
-            # detail quoting their payload. Only then, as it reads every letter's id.
+        replayed = self._await_replays()
+        # A replay that read the user's letters before they went records their outcomes once it has stored
+        # their events, after the delete above: left, those rows outlived the letters, a failure's detail
+        # quoting their payload. On every call, not only one that waited for a replay: one that outlived the
+        # wait records them later, and the call that finishes the erasure must take them then.
+        if self._count(ORPHANS, {}) > 0:
             self._delete("dead_letter_outcomes", ORPHAN_OUTCOMES, {})
         # What batches and replays committed during the first pass left behind, in the tables that hold any.
         self._pass(user, others, everywhere=False)
@@ -194,27 +196,25 @@ class Eraser:
 
         return _within(SETTLE_S, settled)
 
-    def _await_replays(self) -> tuple[bool, bool]:
+    def _await_replays(self) -> bool:
         """Wait, REPLAY_WAIT_S at most, until every dead-letter replay running now, in any API process, has
         ended: the user's letters are gone, but one may have read them before. Those started since cannot
-        have, so they are not waited for. Says whether they all ended, and whether there were any."""
+        have, so they are not waited for."""
         with classified():
             waiting = running_replays(self._client)
-        if not waiting:
-            return True, False
 
         def ended() -> bool:
             waiting.intersection_update(running_replays(self._client))
             return not waiting
 
         if _within(REPLAY_WAIT_S, ended):
-            return True, True
+            return True
         log.warning(
             "erasure: a dead-letter replay had not ended within %.0f s: it may store some of the user's events"
             " again; erase again once it has",
             REPLAY_WAIT_S,
         )
-        return False, True
+        return False
 
     def _holds(self, table: UserTable, user: dict[str, object]) -> bool:
         sql = f"SELECT count() FROM {quoted(table.name)} WHERE {user_rows(table.cut)}"  # noqa: S608 - quoted

@@ -12,7 +12,6 @@ from eventpipe.store.retention import RETAINED, retain
 from eventpipe.store.schema.version import DEFINER, REBUILT, REFILLED, Rebuild, Refill
 from eventpipe.store.system import catalog, names
 
-# Under the migration's name, as before these steps had a module of their own: they are its log lines.
 log = logging.getLogger(__name__)
 
 
