@@ -111,6 +111,19 @@ def test_a_stop_signal_while_starting_stops_it_before_the_api_opens(tmp_path: Pa
     assert not [line for line in up.lines if "eventpipe ready" in line or "Bearer" in line], up.output()
 
 
+def test_a_stop_signal_while_the_broker_is_out_of_reach_stops_it_at_once(tmp_path: Path, stacks: list[Up]) -> None:
+    # `up` waited out its 15 s for the worker's connection before it looked at the signal, then exited 1
+    # ("could not connect"): a supervisor's stop took 15 s and looked like a failure. It also said nothing
+    # while it waited.
+    closed = free_port()  # nothing listens there
+    up = Up(tmp_path / "data", "--mqtt-url", f"mqtt://127.0.0.1:{closed}", prometheus=False)
+    stacks.append(up)
+    wait_until(lambda: any("waiting for the MQTT broker at" in line for line in up.lines), what="the wait", timeout=30)
+    assert up.stop(signal.SIGTERM, timeout=5) == 0, up.output()
+    assert "could not connect" not in up.output(), up.output()
+    assert not [line for line in up.lines if "eventpipe ready" in line or "Bearer" in line], up.output()
+
+
 def test_ctrl_c_to_the_process_group_still_acks_everything_held(tmp_path: Path, stacks: list[Up]) -> None:
     # A terminal's Ctrl-C signals the whole foreground group; the broker started
     # by `up` must outlive the worker's final acks, or everything comes back.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry
@@ -43,6 +44,10 @@ from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 
 log = logging.getLogger("eventpipe")
+# How long `up` waits for the worker's first connection and subscription before it gives up, saying why.
+CONNECT_WAIT_S = 15.0
+# After this long without it, `up` says what it waits for.
+CONNECT_SAY_S = 2.0
 
 
 # up's flags over the settings they replace.
@@ -229,11 +234,20 @@ def _serve(
     try:
         worker.start()
         prober.start()
-        if not worker.consumer.wait_connected(15):
-            raise BrokerError(
-                worker.consumer.failure
-                or f"could not connect and subscribe to the MQTT broker at {redact(settings.mqtt_url)} within 15s"
-            )
+        # A stop signal is looked at meanwhile: a broker out of reach held it here for the whole wait.
+        started = time.monotonic()
+        deadline, said = started + CONNECT_WAIT_S, False
+        while not worker.consumer.wait_connected(0.1) and not shutdown.requested():
+            if not said and time.monotonic() - started >= CONNECT_SAY_S:
+                # Silent, `up` looked hung while paho retried a broker out of reach.
+                log.info("waiting for the MQTT broker at %s (%g s at most)", redact(settings.mqtt_url), CONNECT_WAIT_S)
+                said = True
+            if time.monotonic() >= deadline:
+                raise BrokerError(
+                    worker.consumer.failure
+                    or f"could not connect and subscribe to the MQTT broker at {redact(settings.mqtt_url)} "
+                    f"within {CONNECT_WAIT_S:g}s"
+                )
         if broker is not None:
             # The worker's session and subscription on disk now, not at the first autosave: a broker
             # killed before that came back without them and dropped what producers sent meanwhile.
