@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry
@@ -46,8 +45,9 @@ from eventpipe.store.migration import migrate
 log = logging.getLogger("eventpipe")
 # How long `up` waits for the worker's first connection and subscription before it gives up, saying why.
 CONNECT_WAIT_S = 15.0
-# After this long without it, `up` says what it waits for.
+# After this long without it, `up` says what it waits for; it looks for a stop signal once a tick.
 CONNECT_SAY_S = 2.0
+CONNECT_TICK_S = 0.1
 
 
 # up's flags over the settings they replace.
@@ -234,20 +234,18 @@ def _serve(
     try:
         worker.start()
         prober.start()
-        # A stop signal is looked at meanwhile: a broker out of reach held it here for the whole wait.
-        started = time.monotonic()
-        deadline, said = started + CONNECT_WAIT_S, False
-        while not worker.consumer.wait_connected(0.1) and not shutdown.requested():
-            if not said and time.monotonic() - started >= CONNECT_SAY_S:
-                # Silent, `up` looked hung while paho retried a broker out of reach.
+        # In ticks, so that a stop signal is looked at meanwhile: a broker out of reach held it for the whole wait.
+        for tick in range(round(CONNECT_WAIT_S / CONNECT_TICK_S)):
+            if worker.consumer.wait_connected(CONNECT_TICK_S) or shutdown.requested():
+                break
+            if tick == round(CONNECT_SAY_S / CONNECT_TICK_S):  # silent, `up` looked hung while paho retried
                 log.info("waiting for the MQTT broker at %s (%g s at most)", redact(settings.mqtt_url), CONNECT_WAIT_S)
-                said = True
-            if time.monotonic() >= deadline:
-                raise BrokerError(
-                    worker.consumer.failure
-                    or f"could not connect and subscribe to the MQTT broker at {redact(settings.mqtt_url)} "
-                    f"within {CONNECT_WAIT_S:g}s"
-                )
+        else:
+            raise BrokerError(
+                worker.consumer.failure
+                or f"could not connect and subscribe to the MQTT broker at {redact(settings.mqtt_url)} "
+                f"within {CONNECT_WAIT_S:g}s"
+            )
         if broker is not None:
             # The worker's session and subscription on disk now, not at the first autosave: a broker
             # killed before that came back without them and dropped what producers sent meanwhile.

@@ -22,9 +22,9 @@ from eventpipe.store.query import quoted
 CUT = "received_at <= fromUnixTimestamp64Milli({cut:Int64}, 'UTC')"
 # The dead letters an erasure takes: those naming the user, received before the call.
 LETTERS = f"({MENTIONS}) AND {CUT}"
-# Outcomes whose letter is gone: a replay's, recorded after an erasure deleted the letters it had read
-# (or of letters the retention dropped first, which no read shows either). Counted before they are deleted:
-# a delete renames every part of its table, also when it matches no row.
+# Outcomes whose letter is gone: those of the letters an erasure deleted, also a replay's recorded after
+# (and of letters the retention dropped first, which no read shows either). Counted before they are
+# deleted: a delete renames every part of its table, also when it matches no row.
 GONE = "dead_letter_id NOT IN (SELECT dead_letter_id FROM dead_letters)"
 ORPHANS = f"SELECT count() FROM dead_letter_outcomes WHERE {GONE}"  # noqa: S608 - constants
 ORPHAN_OUTCOMES = f"DELETE FROM dead_letter_outcomes WHERE {GONE}"  # noqa: S608 - constants

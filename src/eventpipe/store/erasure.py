@@ -24,8 +24,9 @@ go are those whose payload names the user (MENTIONS), before that second pass:
 a dead-letter replay in another API process that read some of them stores
 their events, received before the cut, whenever it gets there, so the erasure
 waits for every replay running once they are gone (store.mark.RUNNING_REPLAYS,
-bounded by REPLAY_WAIT_S) and the second pass deletes what they stored, and the outcomes they
-recorded for letters now gone (ORPHAN_OUTCOMES). Every value is a bound
+bounded by REPLAY_WAIT_S) and the second pass deletes what they stored. The letters' outcomes go
+after that wait, as every outcome whose letter is gone (ORPHAN_OUTCOMES), so also those such a replay
+recorded after the letters went. Every value is a bound
 parameter, and every delete reads the id and its patterns from erasure_keys by
 a token instead (store.hidden): ClickHouse keeps a mutation's command, values
 written in, long after it is done.
@@ -144,14 +145,12 @@ class Eraser:
         # the second pass: a replay that read some of them first has stored their events by its end.
         letters = {**mentioned, "cut": cut, "token": token}
         dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {LETTERS}", letters)  # noqa: S608
-        outcomes = f"DELETE FROM dead_letter_outcomes WHERE dead_letter_id IN (SELECT dead_letter_id FROM dead_letters WHERE {LETTERS})"  # noqa: E501, S608
-        self._delete("dead_letter_outcomes", outcomes, letters)
         self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {LETTERS}", letters)  # noqa: S608 - constants
         replayed = self._await_replays()
-        # A replay that read the user's letters before they went records their outcomes once it has stored
-        # their events, after the delete above: left, those rows outlived the letters, a failure's detail
-        # quoting their payload. On every call, not only one that waited for a replay: one that outlived the
-        # wait records them later, and the call that finishes the erasure must take them then.
+        # The letters' outcomes, once the letters are gone: with them, those a replay that read the letters
+        # before they went recorded since (a failure's detail may quote the payload). On every call: a replay
+        # past the wait records them later, and a call cut short after the letters leaves them, for the call
+        # that finishes the erasure. By the ids left, not the payloads' patterns, which the letters no longer hold.
         if self._count(ORPHANS, {}) > 0:
             self._delete("dead_letter_outcomes", ORPHAN_OUTCOMES, {})
         # What batches and replays committed during the first pass left behind, in the tables that hold any.
