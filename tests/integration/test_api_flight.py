@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -12,8 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from eventpipe.api.keyring import Keyring
 from eventpipe.events import Event
+from eventpipe.host import rss_bytes
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Page, Reader
 from tests.integration.test_api_connection import ask, big_events, request, server
@@ -119,6 +123,29 @@ def test_answers_left_unread_hold_their_keys_seats_until_their_clients_leave(cli
             assert time.monotonic() < deadline, again[:300]
             time.sleep(0.1)
         assert again.startswith(b"HTTP/1.1 200"), again[:300]
+
+
+@pytest.mark.parametrize("path", ["/feed?limit=10000", "/events?limit=1000"])
+def test_an_answer_left_unread_holds_about_its_own_size_not_the_rows_it_was_made_from(
+    clickhouse_dsn: str, path: str
+) -> None:
+    # An 8 MiB page is made from rows several times its size. The finished body landed in the pool
+    # thread's heap above them and kept them from going back to the system until it went too: each
+    # unread /feed page held about 47 MiB, 8 of one key 380 MiB (found by an attack on the API).
+    big_events(clickhouse_dsn, 1500, 60_000)  # 90 MB: a page of either route stops at 8 MiB
+    with server(readonly_reader(clickhouse_dsn), keys=(KEY,), write_stall_s=60) as port:
+        size = len(ask(port, request(path)).partition(b"\r\n\r\n")[2])
+        assert size > 7 * 1024 * 1024, f"a page of {size} bytes"
+        # The engine's caches and eight of the pool's threads, as the unread ones will find them.
+        for _ in range(2):
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                assert all(a.startswith(b"HTTP/1.1 200") for a in pool.map(ask, [port] * 8, [request(path)] * 8))
+        before = rss_bytes()
+        with sent(port, path, KEY, 8, receive_buffer=4096) as unread:
+            assert all(status(connection).startswith(b"HTTP/1.1 200") for connection in unread)
+            time.sleep(1)  # every page made and handed to the server
+            held = rss_bytes() - before
+    assert held < 8 * (size + 4 * 1024 * 1024), f"8 unread pages of {size / 2**20:.1f} MiB held {held / 2**20:.0f} MiB"
 
 
 def test_the_process_bound_answers_503_busy_naming_its_setting(clickhouse_dsn: str) -> None:

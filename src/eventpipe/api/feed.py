@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
+from eventpipe.api.answer import json_answer
 from eventpipe.api.auth import Granted, KeyCheck
 from eventpipe.api.bookmark import MAX_CHARS, Bookmarks
 from eventpipe.api.cursor import Cursors
@@ -96,7 +97,7 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
             detail = "after: the store was restored from a backup since it was issued; start again from the first page"
             raise ApiError(422, "invalid_parameter", detail) from None
         token = bookmarks.encode(page.next, query_scope)
-        return Response(_page_json(page.rows, token, page.complete_until_ms), media_type="application/json")
+        return json_answer(_page_json(page.rows, token, page.complete_until_ms))
 
     return api
 

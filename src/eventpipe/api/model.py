@@ -12,6 +12,7 @@ from typing import Any, Literal
 from fastapi import Response
 from pydantic import BaseModel, Field
 
+from eventpipe.api.answer import json_answer
 from eventpipe.events import Event as StoredEvent
 from eventpipe.store.row import StoredDeadLetter
 
@@ -69,7 +70,7 @@ def json_response(answer: BaseModel) -> Response:
     documenting it."""
     # Bytes straight from pydantic-core: model_dump_json() is a str that Response then encodes,
     # two whole copies of the answer at once (a 7.4 MB /dead-letters page held as 2 x 7.4 MB).
-    return Response(answer.__pydantic_serializer__.to_json(answer), media_type="application/json")
+    return json_answer(answer.__pydantic_serializer__.to_json(answer))
 
 
 def event_json(stored: StoredEvent) -> bytes:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
+from eventpipe.api.answer import json_answer
 from eventpipe.api.auth import Granted, KeyCheck, every_type
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import KEYED, ApiError, responses
@@ -83,7 +84,7 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         # The store ends a page early at its byte cap (PAGE_BYTES) before reading it.
         rows, resume = reader.event_page(only, limit, after)
         next_cursor = cursors.encode(resume, query_scope) if resume else None
-        return Response(event_page_json(rows, next_cursor), media_type="application/json")
+        return json_answer(event_page_json(rows, next_cursor))
 
     # Any text, because an id may hold a slash or a line break (ids are any string up to 128 characters).
     @api.get(
