@@ -193,6 +193,36 @@ def test_copies_in_one_batch_are_stored_once_and_every_read_serves_the_first(
     assert client.command("SELECT count() FROM arrivals") == 40, "one row a key: the copies were not written"
 
 
+@pytest.mark.parametrize("undated", [False, True])
+def test_copies_of_one_millisecond_split_between_two_batches_are_served_as_the_first(
+    client: clickhouse_connect.driver.Client, undated: bool
+) -> None:
+    # A socket read's messages share one receive time, and a batch that fills up in the middle of one
+    # leaves the rest to the next: its copies' versions tied with the first's, so /events, export and
+    # /events/{id} served the later copy and the first copy's user no longer found the event, while
+    # the feed served the first (an attack: a backlog of 20,000 events sent three times each, and 198
+    # of 200 events with EVENTPIPE_BATCH_MAX_ROWS=1).
+    now = time.time_ns() // 1_000_000
+    writer, reader = Writer(client), Reader(client)
+    copies = [
+        Event(f"t{i:02d}", "click", now, now, f"user-{copy}", "events/click", json.dumps({"copy": copy}), undated)
+        for copy in range(3)
+        for i in range(20)
+    ]
+    # Each event's first copy (and, for half of them, its second) in the first batch, the rest in the next.
+    assert writer.insert_events(copies[:30]) == []
+    assert writer.insert_events(copies[30:]) == []
+    listed = {row.event_id: json.loads(row.properties)["copy"] for row in reader.events(EventFilter(), 1000)}
+    by_id = {f"t{i:02d}": json.loads(reader.event(f"t{i:02d}").properties)["copy"] for i in range(20)}  # type: ignore[union-attr]
+    follower = Follower(Feed(reader.run), limit=1000)
+    follower.catch_up(highest_block(client))
+    served = {row.event_id: json.loads(row.properties)["copy"] for page in follower.pages for row in page.rows}
+    assert listed == by_id == served == {f"t{i:02d}": 0 for i in range(20)}
+    first_user = {row.event_id for row in reader.events(EventFilter(user_id="user-0"), 1000)}
+    assert first_user == set(listed), "the first copy's user finds every event"
+    assert [row.event_id for row in reader.events(EventFilter(user_id="user-2"), 1000)] == []
+
+
 def test_a_copy_in_a_batch_shares_its_first_copys_refusal(client: clickhouse_connect.driver.Client) -> None:
     client.command("ALTER TABLE events ADD CONSTRAINT no_banned CHECK user_id IS NULL OR user_id != 'banned'")
     now = time.time_ns() // 1_000_000

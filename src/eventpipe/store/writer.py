@@ -90,6 +90,11 @@ class Writer:
         # DESCRIBE round trip per batch). Dropped on any failure, so a schema
         # that changed under a running worker is read again.
         self._contexts: dict[str, InsertContext] = {}
+        # The newest receive time this writer has stored, and the keys of the events it stored with it:
+        # a socket read's messages share one receive time, and a batch that fills up in the middle of one
+        # leaves the rest to the next, whose copies of those events would tie with theirs (see _later).
+        self._tail_ms = -1
+        self._tail_keys: set[tuple[int, str, str]] = set()
 
     def takes_writes(self) -> bool:
         return self._canary_failure() is None
@@ -123,6 +128,7 @@ class Writer:
         with UNDATED:
             events = self._first_times(events)
             kept, first_of = first_copies(events)
+            kept = [index for index in kept if not self._later(events[index])]
             unique = [events[i] for i in kept]
             self._record_undated(unique)
         refused: list[tuple[int, str]] = []
@@ -130,9 +136,35 @@ class Writer:
         # The canary, asked once per batch, when a row is first refused alone.
         canary = functools.cache(self._canary_failure)
         self._insert_isolating(list(range(len(unique))), unique, refused, unknown if isolate_unknown else None, canary)
-        # A copy left out shares its first copy's fate: refused with it, or stored as it.
+        gone = {index for index, _reason in refused}
+        self._remember([event for index, event in enumerate(unique) if index not in gone])
+        # A copy left out shares its first copy's fate: refused with it, or stored as it (also by an
+        # earlier batch, for a copy _later leaves out).
         reasons = {kept[index]: reason for index, reason in refused}
         return [(index, reasons[first]) for index, first in enumerate(first_of) if first in reasons]
+
+    def _later(self, event: Event) -> bool:
+        """Whether this writer stored a copy of `event` received in the same millisecond, in an earlier batch.
+
+        Such copies' versions (first_copy) tie, and ReplacingMergeTree keeps the one stored last: /events,
+        export and /events/{id} served the later copy, and the first copy's user no longer found the event,
+        while the feed served the first (an attack: one event in a backlog drain per batch that filled up
+        amid a group of copies; 198 of 200 with EVENTPIPE_BATCH_MAX_ROWS=1). Left out, the stored copy is
+        the only one of that millisecond, the first received. Copies received by two workers in one
+        millisecond still tie (docs/architecture.md, "Copies")."""
+        key = (event.timestamp_ms, event.event_type, event.event_id)
+        return event.received_ms == self._tail_ms and key in self._tail_keys
+
+    def _remember(self, stored: Sequence[Event]) -> None:
+        """Keep the keys of `stored` (just committed) received in its newest millisecond, for _later."""
+        newest = max((event.received_ms for event in stored), default=-1)
+        if newest < self._tail_ms:
+            return  # a replay's letters, older than the last batch
+        if newest > self._tail_ms:
+            self._tail_ms, self._tail_keys = newest, set()
+        self._tail_keys.update(
+            (event.timestamp_ms, event.event_type, event.event_id) for event in stored if event.received_ms == newest
+        )
 
     def insert_event_columns(self, columns: Sequence[Sequence[object]]) -> None:
         """Insert rows given column by column, in EVENT_COLUMNS order, as the worker's batches go in.
