@@ -175,7 +175,7 @@ def test_what_a_backup_counts_is_what_reads_count(client: clickhouse_connect.dri
     writer = Writer(client)
     copy = event("events/t", {"event_id": "same", "timestamp": MARCH_MS}, MARCH_MS)
     writer.insert_events([copy])
-    writer.insert_events([copy])  # a redelivery: a second row until a merge
+    Writer(client).insert_events([copy])  # a redelivery to a restarted worker: a second row until a merge
     writer.insert_events([event("events/_probe", {"event_id": "probe-1"}, MARCH_MS)])
     seed(client, "a", 4)
     assert client.command("SELECT count() FROM events") == 7

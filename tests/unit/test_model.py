@@ -64,7 +64,8 @@ def test_a_maximal_page_is_held_once_as_it_is_encoded(tail: str) -> None:
         for i in range(19)
     ]
     page = DeadLetterPage(items=[DeadLetter.of(row) for row in rows], next_cursor=None)
-    assert json.loads(json_response(page).body) == json.loads(page.model_dump_json())
+    # Over 1 MiB, a memoryview of a mapping of its own (api.answer).
+    assert json.loads(bytes(json_response(page).body)) == json.loads(page.model_dump_json())
     tracemalloc.start()
     try:
         body = json_response(page).body
