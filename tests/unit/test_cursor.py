@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import string
 import struct
 
 import pytest
@@ -136,6 +137,20 @@ def test_every_flipped_bit_of_a_signed_cursor_is_refused() -> None:
         flipped = raw.copy()
         flipped[bit // 8] ^= 1 << (bit % 8)
         refusal(base64.urlsafe_b64encode(bytes(flipped)).decode().rstrip("="))
+
+
+def test_only_the_issued_spelling_of_a_cursor_is_taken() -> None:
+    # The last character's unused bits decode to nothing: 15 other last characters were taken as the
+    # cursor itself (an attack). Only the one issued is.
+    alphabet = string.ascii_letters + string.digits + "-_"
+    issued = [CURSORS.encode(Position(1_772_323_200_123, "e" * n), SCOPE) for n in (1, 2, 3)]
+    assert {len(text) % 4 for text in issued} == {2, 3, 0}, "every length a cursor can end with"
+    for text in issued:
+        for last in alphabet:
+            variant = text[:-1] + last
+            if variant != text:
+                refusal(variant)
+        assert CURSORS.decode(text, SCOPE).time_ms == 1_772_323_200_123
 
 
 def test_a_cursor_of_another_query_is_refused() -> None:
