@@ -124,6 +124,7 @@ HOSTILE = [
     "/events?until=99999999999999999999999999",
     "/events?since=-5",
     "/events?since=2026-13-45T99:99:99Z",
+    "/events?since=2026-03-01T00:00:00Z%00garbage",  # read up to the NUL: 200
     "/events?since=2026-03-02&until=2026-03-01",
     "/events?cursor=garbage",
     "/events?cursor=" + "A" * 5000,
@@ -169,6 +170,7 @@ HOSTILE = [
     "/stats/breakdown?by=event_type&metric=sum:user_id",
     "/stats/breakdown?by=event_type&limit=1001",
     "/stats/breakdown?by=event_type&by=topic",
+    "/dead-letters?reason=' OR ''='",  # not one of the reasons
 ]
 # Hostile values that are valid requests: they must be answered as plain data, never as SQL.
 INJECTIONS = [
@@ -178,7 +180,6 @@ INJECTIONS = [
     "/events?user_id={limit:UInt32}",
     "/events?event_type=%00",
     "/events?user_id=%E2%80%AE%F0%9F%92%A9",
-    "/dead-letters?reason=' OR ''='",
     "/events?where=properties.country=' OR 1=1 --",
     "/events?where=properties.x={limit:UInt32}",
     "/events?where=user_id=\\' UNION SELECT * FROM system.users --",

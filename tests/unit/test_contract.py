@@ -104,6 +104,7 @@ def test_missing_timestamp_means_time_received() -> None:
         (1_763_798_400_000, 1_763_798_400_000),  # epoch milliseconds
         ("1763798400000", 1_763_798_400_000),
         ("20251122T080000Z", 1_763_798_400_000),  # basic ISO 8601, no dashes
+        ("20251122", 1_763_769_600_000),  # a basic date: as epoch seconds it would be 1970, refused
         (1_763_798_400_000_000, 1_763_798_400_000),  # microseconds
         ("Sat, 22 Nov 2025 08:00:00 GMT", 1_763_798_400_000),  # an HTTP date, as the seed system sends
         ("Sat, 22 Nov 2025 10:00:00 +0200", 1_763_798_400_000),  # RFC 2822 with a numeric zone
@@ -140,6 +141,16 @@ def test_properties_keep_text_as_sent_and_leave_out_null_contract_fields() -> No
     row = event("events/x", {"user_id": None, "city": "Zürich", "tags": ["ß", {"n": None}], "n": 1.5})
     assert row.user_id is None
     assert row.properties == '{"city":"Zürich","tags":["ß",{"n":null}],"n":1.5}'
+
+
+@pytest.mark.parametrize("value", ["2025-11-22T08:00:00Z\x00junk", "2025-11-22\x00", "\x0020251122"])
+def test_a_time_with_a_nul_in_it_is_refused_not_read_up_to_the_nul(value: str) -> None:
+    # datetime.fromisoformat stops at a NUL: the event was stored at the time before it, and the API
+    # answered since=...Z%00garbage with 200 (an attack).
+    refused = rejection("events/x", json.dumps({"timestamp": value}).encode())
+    assert refused.reason == Reason.INVALID_TIMESTAMP and "NUL" in refused.detail, refused.detail
+    with pytest.raises(ValueError, match="NUL"):
+        to_epoch_ms(value)
 
 
 def test_numeric_strings_are_numbers_and_dashed_ones_dates() -> None:

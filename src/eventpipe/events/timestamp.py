@@ -12,6 +12,9 @@ _ONE_US = timedelta(microseconds=1)
 # The digits of a time's fraction past its sixth, which datetime.fromisoformat drops.
 _BEYOND_MICROSECONDS = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}[.,][0-9]{6}([0-9]+)")
 _NUMERIC = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+# Eight digits are a basic ISO 8601 date (20251122): as epoch seconds they would fall in 1970 to 1973,
+# refused anyway, and a producer's date was a dead letter saying it was before 2000.
+_BASIC_DATE = re.compile(r"[0-9]{8}")
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # An HTTP date (IMF-fixdate, "Wed, 07 May 2025 08:25:14 GMT") is an RFC 2822
@@ -52,7 +55,7 @@ def to_epoch_ms(value: object, *, up: bool = False) -> int:
     if isinstance(value, str):
         text = value.strip()
         # A "-" after four digits is a date: skip the number pattern (most strings are dates).
-        if text[4:5] != "-" and _NUMERIC.fullmatch(text):
+        if text[4:5] != "-" and _NUMERIC.fullmatch(text) and not _BASIC_DATE.fullmatch(text):
             return _from_decimal(Decimal(text)) if up else _from_number(float(text))
         moment = _from_rfc3339(text)
         if not up:
@@ -100,6 +103,9 @@ _LEAP_SECOND = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:)60(?=[.,Z+-]|$)")
 def _from_rfc3339(text: str) -> datetime:
     if len(text) > 64:
         raise ValueError("timestamp string is too long")
+    if "\x00" in text:
+        # datetime.fromisoformat stops reading at a NUL: "...Z\x00junk" was taken for the time before it.
+        raise ValueError(f"timestamp {text!r} holds a NUL character")
     # Lower-case t and z are RFC 3339 too; the text itself stays as sent, for the
     # RFC 2822 reading (whose "Z" zone is not an offset) and for the error's quote.
     iso = text.replace("t", "T", 1)
