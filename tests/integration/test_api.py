@@ -264,6 +264,11 @@ def test_dead_letters_show_what_was_refused_byte_for_byte(api: TestClient, write
     assert binary["reason"] == "invalid_utf8" and binary["payload_size"] == len(b"\xff\xfe binary")
     only = list(walk(api, "/dead-letters", reason="not_an_object"))
     assert [item["payload"] for item in only] == ["[1, 2]"]
+    assert len(list(walk(api, "/dead-letters", reason=""))) == len(payloads), "empty: no filter"
+    # A misspelt reason answered an empty page, as if there were no such letters.
+    misspelt = api.get("/dead-letters", params={"reason": "not_an_objct"}, headers=AUTH)
+    assert misspelt.status_code == 422, misspelt.text
+    assert misspelt.json()["detail"].startswith("reason: not a dead-letter reason; one of oversize, "), misspelt.text
 
 
 def test_hostile_requests_get_4xx_with_a_reason_and_never_touch_the_data(api: TestClient, writer: Writer) -> None:

@@ -229,6 +229,17 @@ def test_a_bad_erasure_request_is_refused_and_erases_nothing(api: TestClient, bo
     assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
 
 
+def test_a_user_id_given_twice_is_refused_and_erases_neither(api: TestClient) -> None:
+    # JSON keeps the last of two: the user erased was the second, whoever checked the first.
+    body = f'{{"user_id": "{KEPT}", "user_id": "{ERASED}"}}'.encode()
+    response = api.post("/admin/erase", content=body, headers={**ADMIN, "Content-Type": "application/json"})
+    assert (response.status_code, response.json()) == (
+        422,
+        {"error": "invalid_parameter", "detail": "user_id: given more than once"},
+    ), response.text
+    assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
+
+
 def test_a_user_id_given_as_an_integer_erases_the_events_that_gave_it_as_one(
     api: TestClient, clickhouse_dsn: str
 ) -> None:

@@ -170,6 +170,11 @@ def test_a_selection_replays_only_what_it_names(clickhouse_dsn: str, writer: Wri
     # An id is named by its list and place: "0: String should have at most 64 characters" named nothing.
     one = relaxed.post("/admin/dead-letters/replay", json={"ids": ["ok", "x" * 65]}, headers=ADMIN).json()["detail"]
     assert one.startswith("ids[1]: String should have at most 64 characters"), one
+    # A misspelt reason matched nothing: {"examined": 0, ...}, which reads as "nothing to replay".
+    misspelt = relaxed.post("/admin/dead-letters/replay", json={"reason": "invalid_timestmp"}, headers=ADMIN)
+    assert misspelt.status_code == 422, misspelt.text
+    assert "not a dead-letter reason; one of oversize, invalid_utf8, invalid_json" in misspelt.json()["detail"]
+    assert statuses(relaxed)["pending"] == 8, "nothing was touched"
 
 
 def test_only_an_admin_key_may_replay(clickhouse_dsn: str, writer: Writer) -> None:

@@ -23,7 +23,7 @@ from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import ApiError, responses
 from eventpipe.api.model import rfc3339
-from eventpipe.api.param import TIME_HELP, Cursor, Limit, instant, only_known, text
+from eventpipe.api.param import TIME_HELP, Cursor, LetterReason, Limit, instant, only_known, text
 from eventpipe.config import Settings
 from eventpipe.ingest.limit import limits_from
 from eventpipe.ingest.replay import MAX_EXAMINED, MAX_FAILURES_SHOWN, Replayer
@@ -71,7 +71,7 @@ class ReplayRequest(BaseModel):
         json_schema_extra={"examples": [{"reason": "invalid_timestamp", "since": "2026-11-22T00:00:00Z"}]},
     )
 
-    reason: str | None = Field(None, max_length=64, description="Only letters of this reason.")
+    reason: LetterReason = Field(None, max_length=64, description="Only letters of this reason.")
     since: str | None = Field(None, max_length=64, description=f"Only letters received from then on: {TIME_HELP}.")
     until: str | None = Field(None, max_length=64, description=f"Only letters received before then: {TIME_HELP}.")
     ids: list[Annotated[str, Field(max_length=64)]] | None = Field(

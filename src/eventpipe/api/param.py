@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import types
+from collections import Counter
 from typing import Annotated, Union, get_args, get_origin
 
 from fastapi import Query, Request
 from fastapi.routing import APIRoute
+from pydantic import AfterValidator
+from pydantic_core import PydanticCustomError
 
 from eventpipe.api.cursor import MAX_CHARS as CURSOR_CHARS
 from eventpipe.api.error import ApiError, cut
+from eventpipe.events import Reason
 from eventpipe.events.timestamp import to_epoch_ms
 
 # DateTime64(3) ends in 2299; 10^13 ms (2286) keeps every bound well inside it.
@@ -41,6 +46,22 @@ Until = Annotated[
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page, 1 to 1000.")]
+REASONS = tuple(reason.value for reason in Reason)
+
+
+def _known_reason(value: str | None) -> str | None:
+    # A fixed set, only ever added to: a misspelt one matched nothing, and a replay answered
+    # {"examined": 0}, which reads as "nothing to replay".
+    if value and value not in REASONS:
+        # A custom error, so that the answer does not begin with pydantic's "Value error, ".
+        raise PydanticCustomError(
+            "reason", "not a dead-letter reason; one of {reasons}", {"reasons": ", ".join(REASONS)}
+        )
+    return value
+
+
+# A dead-letter reason, or none (empty: none, as every filter).
+LetterReason = Annotated[str | None, AfterValidator(_known_reason)]
 Cursor = Annotated[
     str | None,
     Query(max_length=CURSOR_CHARS, description="`next_cursor` of the previous page, with the same filters."),
@@ -102,6 +123,9 @@ async def only_known(request: Request) -> None:
     # under a name of the server's choosing and say nothing of the one asked for.
     if not route.dependant.body_params and await _carries_body(request):
         raise ApiError(422, "invalid_parameter", "this endpoint takes no body")
+    if route.dependant.body_params and (twice := _repeated_fields(await request.body())):
+        # JSON keeps the last of two: {"user_id": "a", "user_id": "b"} erased b, unchecked by whoever sent a.
+        raise ApiError(422, "invalid_parameter", "; ".join(f"{name[:60]}: given more than once" for name in twice[:5]))
 
 
 # Bodies that ask for nothing, as clients send them for a POST without options (`json={}`, a
@@ -119,6 +143,23 @@ async def _carries_body(request: Request) -> bool:
         if len(seen) > 16:
             return True
     return b"".join(seen.split()) not in EMPTY_BODIES
+
+
+def _repeated_fields(body: bytes) -> list[str]:
+    """The names a JSON object in `body` gives more than once, at any depth (none when it is no JSON:
+    the route's own parsing answers that). The body was read already, and is at most 128 KiB (api.body)."""
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        counted = Counter(name for name, _value in items)
+        repeated.extend(sorted(name for name, count in counted.items() if count > 1))
+        return dict(items)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except ValueError:
+        return []
+    return repeated
 
 
 def _is_list(annotation: object) -> bool:

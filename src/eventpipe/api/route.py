@@ -30,6 +30,7 @@ from eventpipe.api.param import (
     TIME_HELP,
     Cursor,
     EventType,
+    LetterReason,
     Limit,
     Since,
     Until,
@@ -170,7 +171,7 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
     )
     def dead_letters(
         reason: Annotated[
-            str | None, Query(max_length=64, description="Only this reason.", examples=["invalid_json"])
+            LetterReason, Query(max_length=64, description="Only this reason.", examples=["invalid_json"])
         ] = None,
         limit: Limit = 100,
         cursor: Cursor = None,
