@@ -124,6 +124,14 @@ def test_restore_and_fill_refuse_a_running_stack_and_restore_a_backup_it_does_no
     assert f"{data.resolve()} is in use by a running `eventpipe up`: stop it (Ctrl-C or SIGTERM), then fill it" in (
         filling.stderr
     ), filling.stderr
+    # `api`, `migrate` and `worker` on the data dir's store said the engine's "Cannot lock file", and blamed
+    # EVENTPIPE_CLICKHOUSE_DSN, which was not set.
+    env = {**os.environ, "EVENTPIPE_DATA_DIR": str(data), "EVENTPIPE_CLICKHOUSE_DSN": ""}
+    for command, then in (("api", "or use the API it serves"), ("migrate", "then migrate"), ("worker", "or let its")):
+        beside = run_eventpipe(command, env=env)
+        assert beside.returncode == 2, beside.stderr
+        assert f"is in use by a running `eventpipe up`: stop it (Ctrl-C or SIGTERM), {then}" in beside.stderr
+        assert "EVENTPIPE_CLICKHOUSE_DSN" not in beside.stderr, beside.stderr
     assert up.stop(signal.SIGINT) == 0, up.output()
 
     unknown = run_eventpipe("restore", "--data-dir", str(data), "--backup", UNKNOWN)

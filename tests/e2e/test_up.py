@@ -124,6 +124,17 @@ def test_a_stop_signal_while_the_broker_is_out_of_reach_stops_it_at_once(tmp_pat
     assert not [line for line in up.lines if "eventpipe ready" in line or "Bearer" in line], up.output()
 
 
+def test_a_broker_out_of_reach_for_15_s_exits_2_naming_the_setting_to_fix(tmp_path: Path, stacks: list[Up]) -> None:
+    # README said it exited 1; it exits 2, as every error it names does, and named no setting.
+    closed = free_port()  # nothing listens there
+    up = Up(tmp_path / "data", "--mqtt-url", f"mqtt://ingest:s3cret@127.0.0.1:{closed}", prometheus=False)
+    stacks.append(up)
+    assert up.process.wait(60) == 2, up.output()
+    wait_until(lambda: "could not connect" in up.output(), what="the error line")
+    assert f"at mqtt://ingest:***@127.0.0.1:{closed} within 15s (--mqtt-url, or EVENTPIPE_MQTT_URL)" in up.output()
+    assert "s3cret" not in up.output()
+
+
 def test_ctrl_c_to_the_process_group_still_acks_everything_held(tmp_path: Path, stacks: list[Up]) -> None:
     # A terminal's Ctrl-C signals the whole foreground group; the broker started
     # by `up` must outlive the worker's final acks, or everything comes back.

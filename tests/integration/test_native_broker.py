@@ -49,6 +49,22 @@ def test_a_broker_that_cannot_write_its_log_is_stopped_and_says_where(tmp_path: 
     assert port_free(mosquitto.port)
 
 
+def test_a_broker_directory_it_cannot_prepare_is_an_error_naming_the_path_and_setting(tmp_path: Path) -> None:
+    # A data dir whose mosquitto/ could not be changed (chattr +i, another owner) gave a traceback.
+    (tmp_path / "mosquitto").write_text("a file where the broker's directory goes")
+    mosquitto = broker(tmp_path / "mosquitto")
+    with pytest.raises(BrokerError) as refused:
+        mosquitto.start()
+    assert str(refused.value).startswith(f"cannot prepare {tmp_path / 'mosquitto'}"), refused.value
+    assert str(refused.value).endswith("(--data-dir, or EVENTPIPE_DATA_DIR)"), refused.value
+
+
+def test_a_binary_given_as_a_path_that_is_not_there_is_said_so(tmp_path: Path) -> None:
+    mosquitto = Mosquitto(free_port(), tmp_path / "m", 100, "/nowhere/mosquitto", max_payload_bytes=65_536)
+    with pytest.raises(BrokerError, match=r"^'/nowhere/mosquitto' is not there: install Mosquitto"):
+        mosquitto.start()
+
+
 def test_a_save_writes_the_persistence_file_now_not_at_the_first_autosave(tmp_path: Path) -> None:
     mosquitto = broker(tmp_path / "mosquitto")
     mosquitto.start()

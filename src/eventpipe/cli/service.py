@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 
 from pydantic import ValidationError
@@ -23,6 +24,7 @@ from eventpipe.ingest.assembly import assemble
 from eventpipe.mqtt.replica import named
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.redaction import redact
+from eventpipe.stack.lock import stopped
 from eventpipe.store.client import connect
 from eventpipe.store.database import create_database
 from eventpipe.store.migration import migrate
@@ -30,9 +32,29 @@ from eventpipe.store.migration import migrate
 log = logging.getLogger("eventpipe")
 
 
+def _own_store(settings: Settings, then: str) -> contextlib.AbstractContextManager[object]:
+    """The data dir's lock while a command works on its embedded store (EVENTPIPE_CLICKHOUSE_DSN empty):
+    chDB lets one process open a store, and beside `eventpipe up` the command failed with the engine's
+    lock error, blamed on EVENTPIPE_CLICKHOUSE_DSN, which was not set. A server DSN needs none."""
+    if settings.clickhouse_dsn:
+        return contextlib.nullcontext()
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make the data dir {settings.data_dir}: {exc.strerror} (EVENTPIPE_DATA_DIR)"
+        ) from None
+    return contextlib.closing(stopped(settings.data_dir, then))
+
+
 def run_worker(_args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
+    with _own_store(settings, "or let its own worker take the messages"):
+        return _work(settings)
+
+
+def _work(settings: Settings) -> int:
     if (short := raise_file_limit()) is not None:
         log.warning(short)
     settings = named(settings)  # in a compose replica, its container's name
@@ -71,14 +93,19 @@ def run_worker(_args: argparse.Namespace) -> int:
 
 
 def run_api(_args: argparse.Namespace) -> int:
+    settings = Settings()
+    setup_logging(settings.log_level)
+    with _own_store(settings, "or use the API it serves (its ready line names the port)"):
+        return _serve(settings)
+
+
+def _serve(settings: Settings) -> int:
     from eventpipe.api.app import create_app
     from eventpipe.api.keyring import Keyring
     from eventpipe.api.maintenance import admin
     from eventpipe.api.server import ApiServer
     from eventpipe.api.source import open_reader
 
-    settings = Settings()
-    setup_logging(settings.log_level)
     if (short := raise_file_limit()) is not None:
         log.warning(short)
     if not settings.api_keys and settings.api_keys_file is None:
@@ -129,7 +156,10 @@ def run_api(_args: argparse.Namespace) -> int:
 def run_migrate(_args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
-    with reaching(settings.resolved_clickhouse_dsn, "EVENTPIPE_CLICKHOUSE_DSN"):
+    with (
+        _own_store(settings, "then migrate (`eventpipe up` migrates its store at every start)"),
+        reaching(settings.resolved_clickhouse_dsn, "EVENTPIPE_CLICKHOUSE_DSN"),
+    ):
         create_database(settings.resolved_clickhouse_dsn)  # the migrations make their tables inside it
         applied = migrate(connect(settings.resolved_clickhouse_dsn), settings.retention_days)
     print(f"migrations applied: {applied or 'none, schema is current'}")

@@ -245,6 +245,7 @@ def _serve(
                 worker.consumer.failure
                 or f"could not connect and subscribe to the MQTT broker at {redact(settings.mqtt_url)} "
                 f"within {CONNECT_WAIT_S:g}s"
+                + ("" if broker is not None else " (--mqtt-url, or EVENTPIPE_MQTT_URL)")
             )
         if broker is not None:
             # The worker's session and subscription on disk now, not at the first autosave: a broker

@@ -65,8 +65,9 @@ class Mosquitto:
         """Start it and wait until it listens; `inherit_fds` stay open in the broker."""
         path = find_binary(self._binary)
         if path is None:
+            where = "is not there" if "/" in self._binary else "is not on PATH"
             raise BrokerError(
-                f"{self._binary!r} is not on PATH: install Mosquitto (Debian/Ubuntu: apt-get install mosquitto), "
+                f"{self._binary!r} {where}: install Mosquitto (Debian/Ubuntu: apt-get install mosquitto), "
                 "set EVENTPIPE_MOSQUITTO_BINARY to its path, or pass --mqtt-url to use a running broker"
             )
         if not port_free(self.port):
@@ -75,20 +76,26 @@ class Mosquitto:
                 f"or --mqtt-url mqtt://127.0.0.1:{self.port} to use the broker that is there once it has the "
                 "limits of mosquitto/mosquitto.conf (a stock Mosquitto drops queued messages past 1,000)"
             )
-        (self.directory / "data").mkdir(parents=True, exist_ok=True)
-        # Its log and persistence name the worker's session id, which must stay unknown to other local users.
-        self.directory.chmod(0o700)
         config = self.directory / "mosquitto.conf"
-        config.write_text(
-            render_config(
-                self.port,
-                self.directory,
-                self._receive_maximum,
-                max_payload_bytes=self._max_payload_bytes,
-                tls=self._tls,
-                access=self._access.write(self.directory) if self._access else None,
+        try:
+            (self.directory / "data").mkdir(parents=True, exist_ok=True)
+            # Its log and persistence name the worker's session id, which must stay unknown to other local users.
+            self.directory.chmod(0o700)
+            config.write_text(
+                render_config(
+                    self.port,
+                    self.directory,
+                    self._receive_maximum,
+                    max_payload_bytes=self._max_payload_bytes,
+                    tls=self._tls,
+                    access=self._access.write(self.directory) if self._access else None,
+                )
             )
-        )
+        except OSError as exc:  # a traceback said as much, less clearly
+            raise BrokerError(
+                f"cannot prepare {exc.filename or self.directory} for Mosquitto: {exc.strerror} "
+                "(--data-dir, or EVENTPIPE_DATA_DIR)"
+            ) from None
         offset = self._log_size()
         problem = self._child.start(
             [path, "-c", str(config)],
