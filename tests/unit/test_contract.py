@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
 from eventpipe.events import Event, Limits, Reason, Rejection, parse
+from eventpipe.events.contract import ID_NAMESPACE
 from eventpipe.events.timestamp import to_epoch_ms
 
 RECEIVED_MS = 1_763_800_000_000  # 2025-11-22T08:26:40Z
@@ -277,6 +279,17 @@ def test_a_payload_cut_on_receipt_is_judged_and_reported_by_its_size_as_sent() -
     assert isinstance(result, Rejection)
     assert (result.reason, result.payload_size, len(result.payload)) == (Reason.OVERSIZE, 50_000_000, 1024)
     assert "50000000 bytes" in result.detail
+
+
+def test_oversize_payloads_that_begin_alike_are_two_letters_and_a_redelivery_one() -> None:
+    # Cut to the limit, two payloads with the same first 64 KiB were one letter, the second's row only.
+    start = b"x" * LIMITS.max_payload_bytes
+    first, second = (rejection("events/ov", start + tail) for tail in (b"a" * 10, b"b" * 34))
+    assert first.reason == second.reason == Reason.OVERSIZE
+    assert first.dead_letter_id != second.dead_letter_id
+    assert rejection("events/ov", start + b"a" * 10).dead_letter_id == first.dead_letter_id
+    # Whole payloads keep the id they always had: letters stored before this are found by it.
+    assert rejection("events/y", b"not json").dead_letter_id == str(uuid.uuid5(ID_NAMESPACE, "events/y\nnot json"))
 
 
 def test_a_redelivered_rejection_keeps_its_dead_letter_id() -> None:
