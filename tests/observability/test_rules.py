@@ -18,6 +18,7 @@ from eventpipe.api.metrics import closed_connections, instrument
 from eventpipe.cli.runtime import process_registry
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.stack.journal import Journal
+from eventpipe.stack.volume import Volume
 from tests.support import observability as obs
 
 SEVERITIES = {"page", "ticket", "heartbeat"}  # heartbeat: the watchdog, which fires always
@@ -200,6 +201,7 @@ def exported_metrics() -> set[str]:
     registry = process_registry()
     IngestMetrics(registry)
     registry.register(Journal(Path("/nonexistent/mosquitto.log")))  # `eventpipe up`'s broker log
+    registry.register(Volume(Path("/")))  # `eventpipe up`'s embedded store's filesystem
     instrument(FastAPI(), registry)
     closed_connections(registry)  # the API server's (api.server)
     registry.register(Backlog(dict))  # the API's dead letters by status

@@ -22,7 +22,7 @@ from eventpipe.cli.runtime import (
     setup_logging,
     warn_password_flag,
 )
-from eventpipe.config import Settings, settings_problem
+from eventpipe.config import EMBEDDED_STORE, Settings, settings_problem
 from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.host import address, raise_file_limit
 from eventpipe.ingest.assembly import assemble
@@ -39,6 +39,7 @@ from eventpipe.stack.private import private_store
 from eventpipe.stack.prometheus import Prometheus, default_rules_dir
 from eventpipe.stack.runbook import filled_rules
 from eventpipe.stack.secret import kept_secrets
+from eventpipe.stack.volume import Volume
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 
@@ -148,6 +149,8 @@ def _serve(
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
     if broker is not None:
         registry.register(Journal(broker.log_file, log_start))
+    if not settings.clickhouse_dsn:
+        registry.register(Volume(settings.data_dir / EMBEDDED_STORE))
     worker, prober = assemble(settings, registry)
     api_registry = CollectorRegistry()
     means = admin(settings)
