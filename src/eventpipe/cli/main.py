@@ -162,16 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             from eventpipe.bench.fill import run_fill
             from eventpipe.config import Settings
-            from eventpipe.errors import ConfigError
-            from eventpipe.stack.lock import stopped
+            from eventpipe.stack.lock import made, stopped
 
             # Not beside the `eventpipe up` that serves it: chDB said so only as a lock error of its own.
             # Made first, so a new one is locked too: an `up` started meanwhile failed on chDB's own lock.
             data_dir = Path(args.data_dir)
-            try:
-                data_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:  # a regular file there was the engine's 37-line traceback
-                raise ConfigError(f"cannot make the data dir {data_dir}: {exc.strerror} (--data-dir)") from None
+            made(data_dir, "--data-dir")
             held = stopped(data_dir, "then fill it")
             try:
                 # The store `eventpipe up --data-dir` serves, resolved and migrated the way it does.

@@ -24,7 +24,7 @@ from eventpipe.ingest.assembly import assemble
 from eventpipe.mqtt.replica import named
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.redaction import redact
-from eventpipe.stack.lock import stopped
+from eventpipe.stack.lock import made, stopped
 from eventpipe.store.client import connect
 from eventpipe.store.database import create_database
 from eventpipe.store.migration import migrate
@@ -38,12 +38,7 @@ def _own_store(settings: Settings, then: str) -> contextlib.AbstractContextManag
     lock error, blamed on EVENTPIPE_CLICKHOUSE_DSN, which was not set. A server DSN needs none."""
     if settings.clickhouse_dsn:
         return contextlib.nullcontext()
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot make the data dir {settings.data_dir}: {exc.strerror} (EVENTPIPE_DATA_DIR)"
-        ) from None
+    made(settings.data_dir, "EVENTPIPE_DATA_DIR")
     return contextlib.closing(stopped(settings.data_dir, then))
 
 

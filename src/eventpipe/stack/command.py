@@ -33,7 +33,7 @@ from eventpipe.stack.banner import announce
 from eventpipe.stack.certificate import TlsFiles, local_authority
 from eventpipe.stack.credential import generated_key
 from eventpipe.stack.journal import Journal
-from eventpipe.stack.lock import hold
+from eventpipe.stack.lock import hold, made
 from eventpipe.stack.mosquitto import Mosquitto
 from eventpipe.stack.private import private_store
 from eventpipe.stack.prometheus import Prometheus, default_rules_dir
@@ -80,12 +80,7 @@ def run_up(args: argparse.Namespace) -> int:
         warn_password_flag("up", "--mqtt-url", args.mqtt_url, "EVENTPIPE_MQTT_URL and give --mqtt-url alone")
     elif args.mqtt_url == "" and "mqtt_url" not in settings.model_fields_set:
         raise ConfigError("--mqtt-url alone uses the broker EVENTPIPE_MQTT_URL names, and it is not set")
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot make the data dir {settings.data_dir}: {exc.strerror} (--data-dir, or EVENTPIPE_DATA_DIR)"
-        ) from None
+    made(settings.data_dir, "--data-dir, or EVENTPIPE_DATA_DIR")
     lock = hold(settings.data_dir)
     settings = kept_secrets(settings)
     generated = None

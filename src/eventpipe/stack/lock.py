@@ -12,6 +12,15 @@ from eventpipe.errors import ConfigError
 FILE_NAME = ".lock"
 
 
+def made(data_dir: Path, setting: str) -> None:
+    """`data_dir` made if it is not there, or a ConfigError naming `setting`: a regular file there was the
+    engine's 37-line traceback."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot make the data dir {data_dir}: {exc.strerror} ({setting})") from None
+
+
 def hold(data_dir: Path, wait_s: float = 10.0) -> TextIO:
     """An exclusive lock on `data_dir`, held until the returned file and every child that inherits it close.
 
