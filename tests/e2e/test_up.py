@@ -476,7 +476,9 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
                     text = response.read().decode()
             except OSError:
                 return -1.0
-            line = next(line for line in text.splitlines() if line.startswith(f"{name} "))
+            # Absent while the worker assembles: its metrics port serves before its metrics are registered.
+            # A StopIteration here failed the test under load, signalling a worker not yet ready for it.
+            line = next((line for line in text.splitlines() if line.startswith(f"{name} ")), f"{name} -1")
             return float(line.split()[1])
 
         def stored() -> float:
@@ -486,9 +488,12 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
         wait_until(lambda: metric("eventpipe_mqtt_connected") == 1, what="the worker subscribed")
         assert run_eventpipe("publish", "--mqtt-url", broker.url, "--count", "300").returncode == 0
         wait_until(lambda: stored() == 300, what="300 stored by eventpipe worker")
-    finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0, worker.stderr.read() if worker.stderr else ""
+    finally:
+        if worker.poll() is None:  # a failure above: its own report, not this one's
+            worker.kill()
+            worker.wait()
 
     keyless = run_eventpipe("api", env=env, timeout=60)
     assert keyless.returncode == 2 and "EVENTPIPE_API_KEYS is empty" in keyless.stderr
@@ -510,9 +515,12 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
         )
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - a fixed http URL
             assert json.loads(response.read())["total"] == 300
-    finally:
         api.send_signal(signal.SIGTERM)
         assert api.wait(30) == 0
+    finally:
+        if api.poll() is None:
+            api.kill()
+            api.wait()
 
 
 def test_idle_sockets_on_the_metrics_port_take_no_threads(tmp_path: Path, stacks: list[Up]) -> None:
