@@ -107,6 +107,10 @@ def test_restore_drill_gives_back_exactly_what_was_backed_up_while_ingesting(tmp
     assert again.stop(signal.SIGINT) == 0, again.output()
 
 
+# Who else may hold a data dir's lock, as the refusal says.
+OR_OTHERS = "(or an eventpipe worker, api or migrate on its store)"
+
+
 def test_restore_and_fill_refuse_a_running_stack_and_restore_a_backup_it_does_not_have(
     tmp_path: Path, stacks: list[Up]
 ) -> None:
@@ -117,12 +121,13 @@ def test_restore_and_fill_refuse_a_running_stack_and_restore_a_backup_it_does_no
 
     running = run_eventpipe("restore", "--data-dir", str(data), "--backup", name)
     assert running.returncode == 2
-    assert f"{data.resolve()} is in use by a running `eventpipe up`: stop it" in running.stderr
+    assert f"{data.resolve()} is in use by a running `eventpipe up` {OR_OTHERS}: stop it" in running.stderr
     # `bench fill` said only what chDB says of a store another process holds ("Cannot lock file").
     filling = run_eventpipe("bench", "fill", "--data-dir", str(data), "--count", "10")
     assert filling.returncode == 2
-    assert f"{data.resolve()} is in use by a running `eventpipe up`: stop it (Ctrl-C or SIGTERM), then fill it" in (
-        filling.stderr
+    assert (
+        f"{data.resolve()} is in use by a running `eventpipe up` {OR_OTHERS}: stop it (Ctrl-C or SIGTERM), then fill it"
+        in (filling.stderr)
     ), filling.stderr
     # `api`, `migrate` and `worker` on the data dir's store said the engine's "Cannot lock file", and blamed
     # EVENTPIPE_CLICKHOUSE_DSN, which was not set.
@@ -130,8 +135,15 @@ def test_restore_and_fill_refuse_a_running_stack_and_restore_a_backup_it_does_no
     for command, then in (("api", "or use the API it serves"), ("migrate", "then migrate"), ("worker", "or let its")):
         beside = run_eventpipe(command, env=env)
         assert beside.returncode == 2, beside.stderr
-        assert f"is in use by a running `eventpipe up`: stop it (Ctrl-C or SIGTERM), {then}" in beside.stderr
+        assert (
+            f"is in use by a running `eventpipe up` {OR_OTHERS}: stop it (Ctrl-C or SIGTERM), {then}" in beside.stderr
+        )
         assert "EVENTPIPE_CLICKHOUSE_DSN" not in beside.stderr, beside.stderr
+    # The same store named by its DSN (a review).
+    named = run_eventpipe(
+        "migrate", env={**env, "EVENTPIPE_CLICKHOUSE_DSN": f"chdb://{(data / 'clickhouse').resolve()}"}
+    )
+    assert named.returncode == 2 and f"`eventpipe up` {OR_OTHERS}: stop it" in named.stderr, named.stderr
     assert up.stop(signal.SIGINT) == 0, up.output()
 
     unknown = run_eventpipe("restore", "--data-dir", str(data), "--backup", UNKNOWN)

@@ -151,13 +151,15 @@ def _repeated_fields(body: bytes) -> list[str]:
     repeated: list[str] = []
 
     def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
-        counted = Counter(name for name, _value in items)
-        repeated.extend(sorted(name for name, count in counted.items() if count > 1))
+        # Counted only when a name repeats: on the event loop, 43,000 empty objects in 128 KiB took 100 ms.
+        if len(items) > 1 and len({name for name, _value in items}) < len(items):
+            counted = Counter(name for name, _value in items)
+            repeated.extend(sorted(name for name, count in counted.items() if count > 1))
         return dict(items)
 
     try:
         json.loads(body, object_pairs_hook=pairs)
-    except ValueError:
+    except (ValueError, RecursionError):  # a nesting FastAPI's own parse just took was a 500 here (a review)
         return []
     return repeated
 

@@ -17,7 +17,7 @@ from eventpipe.cli.runtime import (
     setup_logging,
     warn_password_flag,
 )
-from eventpipe.config import Settings, settings_problem
+from eventpipe.config import Settings, embedded_dsn, settings_problem
 from eventpipe.errors import ConfigError
 from eventpipe.host import raise_file_limit
 from eventpipe.ingest.assembly import assemble
@@ -35,8 +35,9 @@ log = logging.getLogger("eventpipe")
 def _own_store(settings: Settings, then: str) -> contextlib.AbstractContextManager[object]:
     """The data dir's lock while a command works on its embedded store (EVENTPIPE_CLICKHOUSE_DSN empty):
     chDB lets one process open a store, and beside `eventpipe up` the command failed with the engine's
-    lock error, blamed on EVENTPIPE_CLICKHOUSE_DSN, which was not set. A server DSN needs none."""
-    if settings.clickhouse_dsn:
+    lock error, blamed on EVENTPIPE_CLICKHOUSE_DSN, which was not set. Another store needs none."""
+    dsn = settings.clickhouse_dsn
+    if dsn and not (dsn.startswith("chdb://") and dsn == embedded_dsn(settings.data_dir)):
         return contextlib.nullcontext()
     made(settings.data_dir, "EVENTPIPE_DATA_DIR")
     return contextlib.closing(stopped(settings.data_dir, then))

@@ -7,6 +7,7 @@ cheap tests on the raw text.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -89,13 +90,19 @@ class Rejection(NamedTuple):
     received_ms: int
     reason: Reason
     detail: str
+    digest: str = ""  # digest_of the whole payload, when `payload` is only its start
 
     @property
     def dead_letter_id(self) -> str:
-        # Stable across redeliveries so the dead_letters table collapses them too. A cut payload's size
-        # joins it: two oversize messages that began alike were one letter (an attack).
-        cut = f"\n{self.payload_size}" if self.payload_size > len(self.payload) else ""
+        # Stable across redeliveries so the dead_letters table collapses them too. A cut payload's size and
+        # digest join it: two oversize messages that began alike were one letter (an attack).
+        cut = f"\n{self.payload_size}\n{self.digest}" if self.payload_size > len(self.payload) else ""
         return str(uuid.uuid5(ID_NAMESPACE, self.topic + "\n" + self.payload.decode("latin-1") + cut))
+
+
+def digest_of(payload: bytes) -> str:
+    """What tells two payloads apart when their dead letters keep only their start."""
+    return hashlib.blake2b(payload, digest_size=16).hexdigest()
 
 
 class _Invalid(Exception):
@@ -141,10 +148,12 @@ def _dumps(properties: dict[str, Any]) -> str:
     return "".join(_c_encode(properties, 0))
 
 
-def parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: int | None = None) -> Event | Rejection:
+def parse(
+    topic: str, payload: bytes, received_ms: int, limits: Limits, size: int | None = None, digest: str = ""
+) -> Event | Rejection:
     """Turn one message into an `Event`, or a `Rejection` that says why not.
 
-    `size` is the payload's size as sent, when `payload` is only its start."""
+    `size` is the payload's size as sent, when `payload` is only its start, and `digest` its digest_of."""
     size = len(payload) if size is None else size
     try:
         return _parse(topic, payload, received_ms, limits, size)
@@ -153,7 +162,10 @@ def parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: in
     except (ValueError, TypeError, OverflowError) as exc:
         # A case the checks above missed must cost one message, never the pipe.
         reason, detail = Reason.INVALID_JSON, f"payload could not be normalised: {type(exc).__name__}: {exc}"
-    return Rejection(topic, payload[: limits.max_payload_bytes], size, received_ms, reason, detail)
+    kept = payload[: limits.max_payload_bytes]
+    if len(kept) < size and not digest:
+        digest = digest_of(payload) if len(payload) == size else ""
+    return Rejection(topic, kept, size, received_ms, reason, detail, digest)
 
 
 def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: int) -> Event:

@@ -12,9 +12,10 @@ _ONE_US = timedelta(microseconds=1)
 # The digits of a time's fraction past its sixth, which datetime.fromisoformat drops.
 _BEYOND_MICROSECONDS = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}[.,][0-9]{6}([0-9]+)")
 _NUMERIC = re.compile(r"-?[0-9]+(\.[0-9]+)?")
-# Eight digits are a basic ISO 8601 date (20251122): as epoch seconds they would fall in 1970 to 1973,
-# refused anyway, and a producer's date was a dead letter saying it was before 2000.
-_BASIC_DATE = re.compile(r"[0-9]{8}")
+# Eight digits that make a date are a basic ISO 8601 date (20251122): as epoch seconds they would fall
+# in 1970 to 1973, which an event may not, and a producer's date was a dead letter saying it was before
+# 2000. Eight that make none (12345678) stay seconds.
+_BASIC_DATE = re.compile(r"[0-9]{4}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])")
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # An HTTP date (IMF-fixdate, "Wed, 07 May 2025 08:25:14 GMT") is an RFC 2822
@@ -27,7 +28,8 @@ _RFC2822 = re.compile(
     re.IGNORECASE,
 )
 ACCEPTED = (
-    "RFC 3339 (2025-05-07T08:25:14Z, or with a space for the T), an HTTP or RFC 2822 date with its zone"
+    "RFC 3339 (2025-05-07T08:25:14Z, or with a space for the T; also 20250507T082514Z or 20250507), an HTTP or"
+    " RFC 2822 date with its zone"
     " (Wed, 07 May 2025 08:25:14 GMT; Wed, 07 May 2025 10:25:14 +0200), or epoch seconds or milliseconds"
 )
 
@@ -55,7 +57,7 @@ def to_epoch_ms(value: object, *, up: bool = False) -> int:
     if isinstance(value, str):
         text = value.strip()
         # A "-" after four digits is a date: skip the number pattern (most strings are dates).
-        if text[4:5] != "-" and _NUMERIC.fullmatch(text) and not _BASIC_DATE.fullmatch(text):
+        if text[4:5] != "-" and _NUMERIC.fullmatch(text) and not _basic_date(text):
             return _from_decimal(Decimal(text)) if up else _from_number(float(text))
         moment = _from_rfc3339(text)
         if not up:
@@ -67,6 +69,16 @@ def to_epoch_ms(value: object, *, up: bool = False) -> int:
         past = bool(finer and finer.group(1).strip("0")) and moment.microsecond % 1000 == 0
         return -((_EPOCH - moment) // _ONE_MS) + int(past)
     raise ValueError(f"timestamp must be a string or a number, not {type(value).__name__}")
+
+
+def _basic_date(text: str) -> bool:
+    if not _BASIC_DATE.fullmatch(text):
+        return False
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:  # 20250231
+        return False
+    return True
 
 
 def _to_ms(magnitude: float) -> int:

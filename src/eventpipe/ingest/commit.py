@@ -29,7 +29,7 @@ def commit(batch: list[Delivery], limits: Limits, writer: Writer, retrier: Retri
     sources: list[Delivery] = []
     rejections: list[Rejection] = []
     for delivery in batch:
-        result = parse(delivery.topic, delivery.payload, delivery.received_ms, limits, delivery.size)
+        result = parse(delivery.topic, delivery.payload, delivery.received_ms, limits, delivery.size, delivery.digest)
         if type(result) is Event:
             events.append(result)
             sources.append(delivery)

@@ -14,6 +14,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from eventpipe.config import Settings
+from eventpipe.events.contract import digest_of
 from eventpipe.ingest import handshake
 from eventpipe.ingest.delivery import Delivery
 from eventpipe.ingest.metrics import IngestMetrics
@@ -264,7 +265,11 @@ class Consumer:
         self._waiting.add(
             offer=self._link_up,
             items=[
-                Delivery(mid, qos, topic, payload[:keep], received_ms, arrived, generation, len(payload))
+                Delivery(mid, qos, topic, payload, received_ms, arrived, generation, len(payload))
+                if len(payload) <= keep
+                else Delivery(
+                    mid, qos, topic, payload[:keep], received_ms, arrived, generation, len(payload), digest_of(payload)
+                )
                 for mid, qos, topic, payload, *_ in burst
             ],
         )

@@ -14,6 +14,7 @@ class Delivery(NamedTuple):
     arrived: float  # monotonic, for batch age
     generation: int  # which connection it came on; acks go only to the current one
     size: int  # bytes the payload had; `payload` holds at most max_payload_bytes + 1 of them
+    digest: str = ""  # of the whole payload, when `payload` holds only its start (its dead letter's id)
 
 
 def held_size(item: Delivery) -> int:

@@ -37,7 +37,8 @@ def hold(data_dir: Path, wait_s: float = 10.0) -> TextIO:
             if time.monotonic() > deadline:
                 handle.close()
                 raise ConfigError(
-                    f"{data_dir.resolve()} is in use by another `eventpipe up`: stop it, or pass another --data-dir"
+                    f"{data_dir.resolve()} is in use by another `eventpipe up` (or an eventpipe worker, api or "
+                    "migrate on its store): stop it, or pass another --data-dir"
                 ) from None
             time.sleep(0.1)
 
@@ -50,8 +51,10 @@ def stopped(data_dir: Path, then: str) -> TextIO:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
+        # Mostly `eventpipe up`; a worker, api or migrate on the data dir's store holds it too (cli.service).
         raise ConfigError(
-            f"{data_dir.resolve()} is in use by a running `eventpipe up`: stop it (Ctrl-C or SIGTERM), {then}"
+            f"{data_dir.resolve()} is in use by a running `eventpipe up` (or an eventpipe worker, api or migrate "
+            f"on its store): stop it (Ctrl-C or SIGTERM), {then}"
         ) from None
     return handle
 
