@@ -33,9 +33,9 @@ log = logging.getLogger("eventpipe")
 
 
 def _own_store(settings: Settings, then: str) -> contextlib.AbstractContextManager[object]:
-    """The data dir's lock while a command works on its embedded store (EVENTPIPE_CLICKHOUSE_DSN empty):
-    chDB lets one process open a store, and beside `eventpipe up` the command failed with the engine's
-    lock error, blamed on EVENTPIPE_CLICKHOUSE_DSN, which was not set. Another store needs none."""
+    """The data dir's lock while a command works on its embedded store (EVENTPIPE_CLICKHOUSE_DSN empty, or
+    naming that store): chDB lets one process open a store, and beside `eventpipe up` the command failed with
+    the engine's lock error, blamed on EVENTPIPE_CLICKHOUSE_DSN, which was not set. Another store needs none."""
     dsn = settings.clickhouse_dsn
     if dsn and not (dsn.startswith("chdb://") and dsn == embedded_dsn(settings.data_dir)):
         return contextlib.nullcontext()
