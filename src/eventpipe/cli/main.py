@@ -162,19 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             from eventpipe.bench.fill import run_fill
             from eventpipe.config import Settings
-            from eventpipe.stack.lock import made, stopped
+            from eventpipe.stack.lock import alone
 
             # Not beside the `eventpipe up` that serves it: chDB said so only as a lock error of its own.
-            # Made first, so a new one is locked too: an `up` started meanwhile failed on chDB's own lock.
-            data_dir = Path(args.data_dir)
-            made(data_dir, "--data-dir")
-            held = stopped(data_dir, "then fill it")
-            try:
+            with alone(Path(args.data_dir), "--data-dir", "then fill it"):
                 # The store `eventpipe up --data-dir` serves, resolved and migrated the way it does.
                 settings = Settings(data_dir=args.data_dir)
                 return run_fill(settings.resolved_clickhouse_dsn, args.count, settings.retention_days)
-            finally:
-                held.close()
         if args.command == "bench":
             from eventpipe.bench.command import run_bench
 

@@ -24,7 +24,7 @@ from eventpipe.ingest.assembly import assemble
 from eventpipe.mqtt.replica import named
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.redaction import redact
-from eventpipe.stack.lock import made, stopped
+from eventpipe.stack.lock import alone
 from eventpipe.store.client import connect
 from eventpipe.store.database import create_database
 from eventpipe.store.migration import migrate
@@ -39,8 +39,7 @@ def _own_store(settings: Settings, then: str) -> contextlib.AbstractContextManag
     dsn = settings.clickhouse_dsn
     if dsn and not (dsn.startswith("chdb://") and dsn == embedded_dsn(settings.data_dir)):
         return contextlib.nullcontext()
-    made(settings.data_dir, "EVENTPIPE_DATA_DIR")
-    return contextlib.closing(stopped(settings.data_dir, then))
+    return alone(settings.data_dir, "EVENTPIPE_DATA_DIR", then)
 
 
 def run_worker(_args: argparse.Namespace) -> int:

@@ -162,10 +162,9 @@ def parse(
     except (ValueError, TypeError, OverflowError) as exc:
         # A case the checks above missed must cost one message, never the pipe.
         reason, detail = Reason.INVALID_JSON, f"payload could not be normalised: {type(exc).__name__}: {exc}"
-    kept = payload[: limits.max_payload_bytes]
-    if len(kept) < size and not digest:
-        digest = digest_of(payload) if len(payload) == size else ""
-    return Rejection(topic, kept, size, received_ms, reason, detail, digest)
+    if not digest and len(payload) == size > limits.max_payload_bytes:  # whole, and cut here
+        digest = digest_of(payload)
+    return Rejection(topic, payload[: limits.max_payload_bytes], size, received_ms, reason, detail, digest)
 
 
 def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: int) -> Event:

@@ -265,10 +265,16 @@ class Consumer:
         self._waiting.add(
             offer=self._link_up,
             items=[
-                Delivery(mid, qos, topic, payload, received_ms, arrived, generation, len(payload))
-                if len(payload) <= keep
-                else Delivery(
-                    mid, qos, topic, payload[:keep], received_ms, arrived, generation, len(payload), digest_of(payload)
+                Delivery(
+                    mid,
+                    qos,
+                    topic,
+                    payload[:keep],  # the same object when no longer than that: no copy
+                    received_ms,
+                    arrived,
+                    generation,
+                    len(payload),
+                    digest_of(payload) if len(payload) > keep else "",
                 )
                 for mid, qos, topic, payload, *_ in burst
             ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Literal, TextIO
 from eventpipe.errors import ConfigError
 
 FILE_NAME = ".lock"
+# Who may hold the lock: `up`, or a single-purpose command on the data dir's store (cli.service).
+OTHERS = "(or an eventpipe worker, api or migrate on its store)"
 
 
 def made(data_dir: Path, setting: str) -> None:
@@ -37,8 +40,8 @@ def hold(data_dir: Path, wait_s: float = 10.0) -> TextIO:
             if time.monotonic() > deadline:
                 handle.close()
                 raise ConfigError(
-                    f"{data_dir.resolve()} is in use by another `eventpipe up` (or an eventpipe worker, api or "
-                    "migrate on its store): stop it, or pass another --data-dir"
+                    f"{data_dir.resolve()} is in use by another `eventpipe up` {OTHERS}: stop it, or pass another "
+                    "--data-dir"
                 ) from None
             time.sleep(0.1)
 
@@ -51,12 +54,17 @@ def stopped(data_dir: Path, then: str) -> TextIO:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        # Mostly `eventpipe up`; a worker, api or migrate on the data dir's store holds it too (cli.service).
         raise ConfigError(
-            f"{data_dir.resolve()} is in use by a running `eventpipe up` (or an eventpipe worker, api or migrate "
-            f"on its store): stop it (Ctrl-C or SIGTERM), {then}"
+            f"{data_dir.resolve()} is in use by a running `eventpipe up` {OTHERS}: stop it (Ctrl-C or SIGTERM), {then}"
         ) from None
     return handle
+
+
+def alone(data_dir: Path, setting: str, then: str) -> contextlib.closing[TextIO]:
+    """`data_dir`, made if need be, locked while a command works on its store beside no other (`stopped`):
+    made first, so that an `eventpipe up` started meanwhile is refused too."""
+    made(data_dir, setting)
+    return contextlib.closing(stopped(data_dir, then))
 
 
 def _opened(data_dir: Path, mode: Literal["w", "a"]) -> TextIO:
