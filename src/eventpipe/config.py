@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     api_max_exports: int = Field(default=4, ge=1, le=64)
     # Keyed requests in flight in an API process, from the key check until the client has read the
     # answer (api.flight), and of them one key's. At most 32: the API's pool has 40 threads, and the
-    # probes and /metrics keep the rest.
+    # probes and a keys file's reading keep the rest.
     api_max_requests: int = Field(default=32, ge=1, le=32)
     api_max_requests_per_key: int = Field(default=8, ge=1, le=32)
     api_keys: Annotated[list[str], NoDecode] = []

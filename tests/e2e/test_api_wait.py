@@ -39,6 +39,7 @@ def test_a_hung_clickhouse_gets_503_within_the_api_s_bound(tmp_path: Path) -> No
             "EVENTPIPE_CLICKHOUSE_DSN": server.dsn,
             "EVENTPIPE_API_KEYS": KEY,
             "EVENTPIPE_API_PORT": str(port),
+            "EVENTPIPE_METRICS_PORT": "0",
             "EVENTPIPE_DATA_DIR": str(tmp_path),
         }
         with (tmp_path / "api.log").open("w") as log:

@@ -137,6 +137,11 @@ def test_no_command_prints_a_password(
         wait_until(lambda: get(f"http://127.0.0.1:{api_port}/readyz")[0] == 200, what="eventpipe api ready")
         assert get(f"http://127.0.0.1:{api_port}/events?limit=1", api_key)[0] == 200
         assert get(f"http://127.0.0.1:{api_port}/events?limit=1", "a-wrong-key")[0] == 401
+        # Its metrics, on the listener the worker's were on: a key is counted by its name, never shown.
+        _status, scraped = get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert 'eventpipe_api_key_requests_total{code="200",key="env#1"} 1.0' in scraped
+        assert api_key not in scraped
+        assert get(f"http://127.0.0.1:{api_port}/metrics", api_key)[0] == 404
     finally:
         assert out.stop("api", api) == 0
 

@@ -41,6 +41,7 @@ def service_env(data_dir: Path) -> dict[str, str]:
         ("migrate", "EVENTPIPE_LOG_LEVEL", "verbose"),  # was a traceback from logging, exit 1
         ("api", "EVENTPIPE_API_PORT", "taken"),  # said "pick another --api-port", a flag `api` lacks
         ("worker", "EVENTPIPE_METRICS_PORT", "taken"),  # and "--metrics-port", which `worker` lacks
+        ("api", "EVENTPIPE_METRICS_PORT", "taken"),  # its metrics listener, off the API's port
     ],
 )
 def test_a_setting_that_cannot_work_is_named_by_its_variable(
@@ -58,6 +59,7 @@ def test_a_setting_that_cannot_work_is_named_by_its_variable(
         ("api", "EVENTPIPE_API_HOST", "bad host"),  # a name that does not resolve
         ("api", "EVENTPIPE_API_HOST", "192.0.2.1"),  # an address not this host's (TEST-NET-1)
         ("worker", "EVENTPIPE_METRICS_HOST", "bad host"),
+        ("api", "EVENTPIPE_METRICS_HOST", "bad host"),
     ],
 )
 def test_a_host_that_cannot_be_listened_on_is_named_not_the_port(

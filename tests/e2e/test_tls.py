@@ -85,9 +85,9 @@ def publish(url: str, count: int, ca: Path | None) -> tuple[int, str]:
 
 
 def api_scraped(up: Up) -> Callable[[], bool]:
-    """Whether the Prometheus of `up` has scraped its API (this one: an earlier start's, on the same data dir, may
-    have left its last scrape in the lookback)."""
-    query = urllib.parse.quote(f'up{{job="api", instance="127.0.0.1:{up.api_port}"}}')
+    """Whether the Prometheus of `up` has scraped its API's metrics, on `up`'s metrics port whatever the API's TLS
+    (this one: an earlier start's, on the same data dir, may have left its last scrape in the lookback)."""
+    query = urllib.parse.quote(f'up{{job="api", instance="127.0.0.1:{up.metrics_port}"}}')
 
     def scraped() -> bool:
         url = f"http://127.0.0.1:{up.prometheus_port}/api/v1/query?query={query}"
@@ -142,9 +142,8 @@ def test_up_tls_takes_only_tls_with_its_ca_and_keeps_the_ca_across_restarts(tmp_
         get_json(f"https://127.0.0.1:{up.api_port}/healthz", key, None)
     assert isinstance(refused.value.reason, ssl.SSLCertVerificationError)
 
-    # The Prometheus `up` starts scrapes the API over HTTPS, verifying it against the same CA.
-
-    wait_until(api_scraped(up), timeout=60, interval=1, what="Prometheus scraping the API over HTTPS")
+    # The Prometheus `up` starts scrapes the API's metrics on the metrics port, not on the HTTPS port.
+    wait_until(api_scraped(up), timeout=60, interval=1, what="Prometheus scraping the API")
     assert up.stop() == 0, up.output()
     files = {path.name: path.read_bytes() for path in tls.glob("*.pem")}
 
@@ -158,8 +157,8 @@ def test_up_tls_takes_only_tls_with_its_ca_and_keeps_the_ca_across_restarts(tmp_
     assert again.stop() == 0, again.output()
     assert count_rows(data) == 507, "only what came over TLS was stored"
 
-    # The operator's own certificate, without --tls: scraped over HTTP, the API looked down and
-    # EventpipeAPIDown paged (found by an attack).
+    # The operator's own certificate, without --tls: when Prometheus scraped the API's port, over HTTP, the
+    # API looked down and EventpipeAPIDown paged (found by an attack). Its metrics port is scraped now.
     own = {
         "EVENTPIPE_API_TLS_CERT_FILE": str(tls / "server.pem"),
         "EVENTPIPE_API_TLS_KEY_FILE": str(tls / "server-key.pem"),

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from eventpipe.host import free_port
+from eventpipe.ingest.exporter import API_PATH
 from eventpipe.stack.child import accepts, find_binary
 from tests.support import observability as obs
 from tests.support.disk import fill, full_filesystem
@@ -390,16 +392,22 @@ def test_port_0_serves_on_free_ports_that_the_banner_and_prometheus_name(tmp_pat
     key = next(line for line in up.lines if line.startswith("API key")).rsplit(" ", 1)[1]
     assert f"'http://127.0.0.1:{api_port}/events?limit=5'" in up.lines[-1], up.lines[-1]  # the curl to try
     assert up.get("/events?limit=1", api_port, key)[0] == 200
-    assert b"eventpipe_" in up.get("/metrics", metrics_port)[1]
+    assert b"eventpipe_events_stored_total" in up.get("/metrics", metrics_port)[1]
+    # The API's series beside the worker's, on a path of their own; not on the API's port, which keys reach.
+    assert b'eventpipe_api_key_requests_total{code="200"' in up.get(API_PATH, metrics_port)[1]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        up.get("/metrics", api_port, key)
+    assert refused.value.code == 404
     if "prometheus" in fields:  # installed here
 
-        def scraped() -> set[int] | None:
+        def scraped() -> dict[str, dict[str, Any]] | None:
             _status, body = up.get("/api/v1/targets", up.prometheus_port)
-            targets = json.loads(body)["data"]["activeTargets"]
-            return {int(target["scrapeUrl"].split("/metrics")[0].rsplit(":", 1)[1]) for target in targets} or None
+            jobs = {target["labels"]["job"]: target for target in json.loads(body)["data"]["activeTargets"]}
+            return jobs if all(jobs.get(job, {}).get("health") == "up" for job in ("api", "ingest-worker")) else None
 
-        ports = wait_until(scraped, timeout=30, what="Prometheus' targets")
-        assert {api_port, metrics_port} <= ports, ports
+        jobs = wait_until(scraped, timeout=30, what="Prometheus scraping the worker and the API")
+        assert jobs["api"]["scrapeUrl"] == f"http://127.0.0.1:{metrics_port}{API_PATH}", jobs["api"]
+        assert jobs["ingest-worker"]["scrapeUrl"] == f"http://127.0.0.1:{metrics_port}/metrics"
     assert up.stop() == 0, up.output()
 
 
@@ -515,6 +523,9 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
         )
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - a fixed http URL
             assert json.loads(response.read())["total"] == 300
+        # Its metrics on EVENTPIPE_METRICS_PORT, as the worker's were (compose scrapes api:9464).
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            assert 'eventpipe_api_key_requests_total{code="200",key="env#1"} 1.0' in response.read().decode()
         api.send_signal(signal.SIGTERM)
         assert api.wait(30) == 0
     finally:

@@ -28,6 +28,7 @@ from tests.support.api import (
     event,
     readonly_reader,
     rejection,
+    scraped,
     served,
     walk,
 )
@@ -41,8 +42,13 @@ TYPES = ("page_view", "click", "purchase")
 
 
 @pytest.fixture
-def api(clickhouse_dsn: str, writer: Writer) -> TestClient:
-    return api_client(clickhouse_dsn, keys=("another-key", KEY))
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def api(clickhouse_dsn: str, writer: Writer, registry: CollectorRegistry) -> TestClient:
+    return api_client(clickhouse_dsn, keys=("another-key", KEY), registry=registry)
 
 
 def seed(writer: Writer, count: int, start_ms: int = MARCH_MS) -> list[str]:
@@ -72,8 +78,20 @@ def test_every_data_endpoint_needs_a_valid_key_and_health_stays_open(api: TestCl
             assert response.json()["error"] == "unauthorized"
             assert response.headers["www-authenticate"] == "Bearer"
         assert api.get(path, headers={"Authorization": "Bearer another-key"}).status_code in (200, 404)
-    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
+    for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
         assert api.get(path).status_code == 200, path
+
+
+def test_the_api_port_serves_no_metrics_to_any_key(api: TestClient, registry: CollectorRegistry) -> None:
+    # They name every key and count its requests by status, and hold the dead-letter backlog that
+    # /dead-letters refuses a scoped key: any partner read the others' (found by an attack). The command
+    # serves them on its metrics listener instead (tests/e2e/test_up.py, tests/e2e/test_keys.py).
+    api.get("/events", headers=AUTH)
+    for headers in ({}, AUTH):
+        refused = api.get("/metrics", headers=headers)
+        assert refused.status_code == 404, refused.text
+        assert "eventpipe_" not in refused.text
+    assert 'eventpipe_api_key_requests_total{code="200",key="env#2"} 1.0' in scraped(registry)
 
 
 def test_pages_walk_every_event_once_newest_first(api: TestClient, writer: Writer) -> None:
@@ -432,7 +450,6 @@ def test_a_cursor_continues_on_any_replica_with_the_same_secret_only(clickhouse_
 GET_ROUTES = [
     "/healthz",
     "/readyz",
-    "/metrics",
     "/openapi.json",
     "/docs",
     "/events",
@@ -449,7 +466,7 @@ def test_head_answers_every_get_route_as_get_does_without_a_body(api: TestClient
         got, head = api.get(path, headers=AUTH), api.head(path, headers=AUTH)
         assert (head.status_code, head.content) == (200, b""), path
         assert head.headers["content-type"] == got.headers["content-type"], path
-        if path not in ("/metrics", "/stats/timeseries"):  # their bodies change between two requests
+        if path != "/stats/timeseries":  # its body changes between two requests
             assert head.headers["content-length"] == got.headers["content-length"], path
     # The same checks as GET: a key, known parameters, known paths.
     assert api.head("/events").status_code == 401
@@ -543,7 +560,7 @@ def test_heads_are_bounded_one_request_at_a_time(port: int) -> None:
 def test_every_route_has_its_request_series_at_zero_before_any_request(clickhouse_dsn: str) -> None:
     # rate() cannot see the first increment of a series born at 1: a route's first 500s would go
     # unnoticed. FastAPI 0.165 keeps included routers whole in app.routes, and only /healthz,
-    # /readyz, /metrics and the docs were primed.
+    # /readyz and the docs were primed.
     registry = CollectorRegistry()
     app = create_app(readonly_reader(clickhouse_dsn), registry, [KEY])
     documented = {
@@ -558,10 +575,10 @@ def test_every_route_has_its_request_series_at_zero_before_any_request(clickhous
     assert ("/events/{event_id}", "GET") in documented and ("/feed", "GET") in documented
 
 
-def test_head_is_counted_as_head_of_its_route(api: TestClient) -> None:
+def test_head_is_counted_as_head_of_its_route(api: TestClient, registry: CollectorRegistry) -> None:
     api.head("/healthz")
     api.head("/events")
-    text = api.get("/metrics").text
+    text = scraped(registry)
     assert 'eventpipe_http_requests_total{code="200",method="HEAD",route="/healthz"} 1.0' in text
     assert 'eventpipe_http_requests_total{code="401",method="HEAD",route="/events"} 1.0' in text
 

@@ -30,7 +30,7 @@ from eventpipe.stack.certificate import local_authority
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
-from tests.support.api import AUTH, KEY, event, readonly_reader, rejection, requests, served, walk
+from tests.support.api import AUTH, KEY, event, readonly_reader, rejection, requests, scraped, served, walk
 
 MARCH_MS = 1_772_323_200_000
 HOUR_MS = 3_600_000
@@ -79,7 +79,12 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def api(clickhouse_dsn: str, keys_file: Path, clock: Clock) -> TestClient:
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def api(clickhouse_dsn: str, keys_file: Path, clock: Clock, registry: CollectorRegistry) -> TestClient:
     client = connect(clickhouse_dsn)
     migrate(client)
     writer = Writer(client)
@@ -98,7 +103,7 @@ def api(clickhouse_dsn: str, keys_file: Path, clock: Clock) -> TestClient:
     assert writer.insert_events(rows) == []
     writer.insert_dead_letters([rejection(f"events/{HIDDEN}", b"{" + HIDDEN.encode(), MARCH_MS)])
     keyring = Keyring([KEY], keys_file)
-    app = create_app(readonly_reader(clickhouse_dsn), CollectorRegistry(), keyring, "", Throttle(clock))
+    app = create_app(readonly_reader(clickhouse_dsn), registry, keyring, "", Throttle(clock))
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -268,14 +273,16 @@ def test_an_export_cut_off_ends_in_an_error_for_an_http_1_0_client_too(
     assert failed, f"cut off after {lines} of 30,000 events, and the connection ended as if it were complete"
 
 
-def test_a_broken_file_keeps_the_keys_it_had_and_says_so_in_the_metrics(api: TestClient, keys_file: Path) -> None:
+def test_a_broken_file_keeps_the_keys_it_had_and_says_so_in_the_metrics(
+    api: TestClient, keys_file: Path, registry: CollectorRegistry
+) -> None:
     keys_file.write_text('{"keys": [{"name": "partner", "sha256": "oops"}]}')
     assert api.get("/events", headers=AS_PARTNER).status_code == 200
-    metrics = api.get("/metrics").text
+    metrics = scraped(registry)
     assert "eventpipe_api_keys_file_invalid 1.0" in metrics
     assert 'eventpipe_api_keys_file_loads_total{result="invalid"} 1.0' in metrics
     write_keys(keys_file, *KEYS[1:])
-    assert "eventpipe_api_keys_file_invalid 0.0" in api.get("/metrics").text, "a scrape reads the file too"
+    assert "eventpipe_api_keys_file_invalid 0.0" in scraped(registry), "a scrape reads the file too"
     assert api.get("/events", headers=AS_PARTNER).status_code == 401
 
 
@@ -299,7 +306,7 @@ def test_over_its_rate_a_key_gets_429_with_retry_after(api: TestClient, clock: C
     assert api.get("/events", headers=AS_LIMITED).status_code == 429
 
 
-def test_requests_are_counted_per_key_name_never_the_key(api: TestClient) -> None:
+def test_requests_are_counted_per_key_name_never_the_key(api: TestClient, registry: CollectorRegistry) -> None:
     api.get("/events", headers=AS_PARTNER)
     api.get("/dead-letters", headers=AS_PARTNER)
     api.head("/events", headers=AS_PARTNER)
@@ -307,7 +314,7 @@ def test_requests_are_counted_per_key_name_never_the_key(api: TestClient) -> Non
         api.get("/events", headers=AS_LIMITED)
     api.get("/events", headers=AUTH)
     api.get("/events", headers={"Authorization": "Bearer not-a-key"})
-    text = api.get("/metrics").text
+    text = scraped(registry)
     counted = {
         (labels["key"], labels["code"]): float(value)
         for line in text.splitlines()

@@ -90,6 +90,7 @@ def test_the_api_names_which_of_its_two_dsns_it_cannot_reach(tmp_path: Path) -> 
         "EVENTPIPE_ADMIN_CLICKHOUSE_DSN": f"http://admin:hunter2pw@127.0.0.1:{free_port()}/eventpipe",
         "EVENTPIPE_API_KEYS": "k" * 32,
         "EVENTPIPE_API_PORT": str(free_port()),
+        "EVENTPIPE_METRICS_PORT": "0",
     }
     done = run_eventpipe("api", env=env, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from eventpipe.ingest.exporter import Exporter
+from eventpipe.ingest.exporter import API_PATH, Exporter
 from tests.support.wait import wait_until
 
 IDLERS = 500
@@ -146,3 +146,27 @@ def test_it_speaks_what_prometheus_and_the_healthcheck_ask(exporter: Exporter) -
 def test_a_taken_port_fails_at_start(exporter: Exporter, registry: CollectorRegistry) -> None:
     with pytest.raises(OSError):
         Exporter(registry, "127.0.0.1", exporter.port).start()
+
+
+def test_the_apis_registry_is_served_on_its_own_path_and_only_there(registry: CollectorRegistry) -> None:
+    # `eventpipe up` serves the worker and the API from one process: Prometheus scrapes the API's series as
+    # job "api" on API_PATH, and each job must see its own series alone (the rules count them per job).
+    api = CollectorRegistry()
+    Counter("eventpipe_test_requests", "Requests counted by the test.", registry=api).inc(5)
+    server = Exporter(registry, "127.0.0.1", 0, api=api)
+    server.start()
+    try:
+        status, _headers, body = scrape(server.port, API_PATH)
+        assert status == 200 and b"eventpipe_test_requests_total 5.0" in body
+        assert b"eventpipe_test_things" not in body
+        status, _headers, body = scrape(server.port)
+        assert status == 200 and b"eventpipe_test_things_total 3.0" in body
+        assert b"eventpipe_test_requests" not in body
+    finally:
+        server.shutdown()
+
+
+def test_without_an_api_registry_its_path_is_not_found(exporter: Exporter) -> None:
+    # `eventpipe worker` and `eventpipe api` each serve one registry: a scrape of the path is a 404,
+    # so a Prometheus pointed at the wrong one says so instead of reading an empty job.
+    assert scrape(exporter.port, API_PATH)[0] == 404

@@ -47,10 +47,8 @@ def test_alertmanager_config_is_valid() -> None:
 
 def container_port(service: str) -> int:
     """The port each scraped service listens on, read from where it is configured."""
-    if service == "ingest-worker":
+    if service in ("ingest-worker", "api"):
         return int(compose.environment(service, DUMMY)["EVENTPIPE_METRICS_PORT"])
-    if service == "api":
-        return int(compose.environment(service, DUMMY)["EVENTPIPE_API_PORT"])
     if service == "clickhouse":
         config = ET.parse(compose.REPO / "clickhouse" / "config.d" / "eventpipe.xml").getroot()  # noqa: S314 - ours
         return int(config.findtext("prometheus/port") or 0)

@@ -88,18 +88,20 @@ def test_the_api_serves_https_with_the_copy_the_tls_service_made_for_its_user() 
     assert mounts("tls")["/in"] == "./secrets/tls"
 
 
-def test_prometheus_scrapes_the_api_over_https_checking_the_ca() -> None:
+def test_prometheus_scrapes_the_api_on_its_metrics_listener_not_on_the_port_partners_reach() -> None:
+    # On port 8000 every partner's key read the metrics, which name every key and count its requests.
     config = yaml.safe_load((compose.REPO / "prometheus" / "prometheus.yml").read_text())
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "api"]
-    assert job["scheme"] == "https"
-    assert not job["tls_config"].get("insecure_skip_verify")
-    assert mounts("prometheus")[job["tls_config"]["ca_file"]] == "./secrets/tls/ca.pem"
+    environment = compose.environment("api", DUMMY)
+    assert job["static_configs"][0]["targets"] == [f"api:{environment['EVENTPIPE_METRICS_PORT']}"]
+    assert environment["EVENTPIPE_METRICS_PORT"] != environment["EVENTPIPE_API_PORT"]
+    published = [compose.interpolate(str(port), DUMMY) for port in compose.service("api")["ports"]]
+    assert all(not port.endswith(":" + environment["EVENTPIPE_METRICS_PORT"]) for port in published), published
 
 
 @pytest.mark.parametrize("missing", ["server.pem", "server-key.pem", "ca.pem"])
 def test_a_stack_missing_a_tls_file_stops_at_the_tls_service_saying_which(tmp_path: Path, missing: str) -> None:
-    # Before, a missing ca.pem passed the check, and Docker made a directory of that name on the host for
-    # Prometheus' bind mount: Prometheus restarted in a loop and init-secrets.sh refused the directory.
+    # Each file stops the stack here, named, rather than in a server or client that cannot read it.
     for name in {"server.pem", "server-key.pem", "ca.pem"} - {missing}:
         (tmp_path / name).write_text("x")
     script = compose.interpolate(TLS_SCRIPT, DUMMY)
@@ -107,11 +109,6 @@ def test_a_stack_missing_a_tls_file_stops_at_the_tls_service_saying_which(tmp_pa
     done = subprocess.run(["sh", "-c", check], capture_output=True, text=True, check=False)
     assert done.returncode == 1
     assert f"tls: secrets/tls/{missing} is missing" in done.stderr
-    (ca,) = [
-        v for v in compose.service("prometheus")["volumes"] if isinstance(v, dict) and v["source"].endswith("ca.pem")
-    ]
-    assert ca["bind"]["create_host_path"] is False, "Docker would make a directory named ca.pem on the host"
-    assert compose.service("prometheus")["depends_on"]["tls"]["condition"] == "service_completed_successfully"
 
 
 def test_the_readme_shows_clients_how_to_trust_the_ca() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import clickhouse_connect
 import httpx
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
@@ -51,10 +51,16 @@ def readonly_reader(dsn: str, timeout_s: float | None = None) -> Reader:
     return Reader(clickhouse_connect.get_client(dsn=dsn, settings={"readonly": 2}, **extra), timeout_s)
 
 
-def api_client(dsn: str, keys: Iterable[str] = (KEY,)) -> TestClient:
+def api_client(dsn: str, keys: Iterable[str] = (KEY,), registry: CollectorRegistry | None = None) -> TestClient:
+    """The API over `dsn`; its metrics go to `registry` (the command serves it on its metrics listener)."""
     # raise_server_exceptions off: a 500 must reach the assertion as a status, as a client sees it.
-    app = create_app(readonly_reader(dsn), CollectorRegistry(), list(keys))
+    app = create_app(readonly_reader(dsn), registry or CollectorRegistry(), list(keys))
     return TestClient(app, raise_server_exceptions=False)
+
+
+def scraped(registry: CollectorRegistry) -> str:
+    """What a scrape of the API's metrics reads: the text the metrics listener serves for `registry`."""
+    return generate_latest(registry).decode()
 
 
 PARTNER_KEY = "partner-secret-0123456789"

@@ -1,12 +1,14 @@
-"""The FastAPI application factory. Health and metrics are open; data endpoints need a key."""
+"""The FastAPI application factory. Health is open; data endpoints need a key.
+
+Its metrics go into `registry`, which the command serves on its metrics listener (cli.runtime.serve_metrics),
+not on this port: they name every key and count its requests."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from fastapi import FastAPI
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe import __version__
@@ -96,10 +98,6 @@ def create_app(
         if failure is not None:
             raise error.ApiError(503, "unavailable", "ClickHouse does not answer", retry)
         return {"status": "ready"}
-
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=False)
-    def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     keys = KeyCheck(keyring, throttle, flight.seats(max_requests, max_requests_per_key))
     cursors = Cursors(cursor_secret)

@@ -1,4 +1,4 @@
-"""Stored dead letters by replay status, as a gauge on the API's /metrics.
+"""Stored dead letters by replay status, as a gauge in the API's metrics (served on its metrics listener).
 
 Counted in ClickHouse (ids only, no payload), at most once a minute whatever
 the scrape rate: a backlog of letters nobody replays grows over hours, and

@@ -25,7 +25,7 @@ from eventpipe.api.slot import Slots
 # The most of an answer written to the server at once: about its write buffer's high-water mark, so a
 # client that reads nothing holds a slice there, not a page of megabytes.
 SLICE_BYTES = 64 * 1024
-# The API's thread pool has 40 threads (anyio's default): probes, /metrics and a keys file's reading
+# The API's thread pool has 40 threads (anyio's default): probes and a keys file's reading
 # keep the threads that the most requests in flight leave them.
 MAX_REQUESTS = 32
 MAX_REQUESTS_PER_KEY = 8

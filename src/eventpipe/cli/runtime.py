@@ -169,8 +169,10 @@ def process_registry() -> CollectorRegistry:
     return registry
 
 
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> Exporter:
-    server = Exporter(registry, host, port)
+def serve_metrics(registry: CollectorRegistry, host: str, port: int, api: CollectorRegistry | None = None) -> Exporter:
+    """The process's metrics listener (EVENTPIPE_METRICS_HOST, EVENTPIPE_METRICS_PORT), started; with `api`,
+    also the API's registry, on its own path (ingest.exporter.API_PATH)."""
+    server = Exporter(registry, host, port, api=api)
     try:
         server.start()
     except OSError as exc:

@@ -19,7 +19,7 @@ from eventpipe.cli.runtime import (
 )
 from eventpipe.config import Settings, embedded_dsn, settings_problem
 from eventpipe.errors import ConfigError
-from eventpipe.host import raise_file_limit
+from eventpipe.host import address, raise_file_limit
 from eventpipe.ingest.assembly import assemble
 from eventpipe.mqtt.replica import named
 from eventpipe.producer.publisher import publish_demo
@@ -137,12 +137,21 @@ def _serve(settings: Settings) -> int:
         settings.api_tls_key_file,
         registry=registry,
     )
+    # On a listener of its own, as the worker's: on the API's port every key read every other key's name,
+    # request counts and the dead-letter backlog that /dead-letters refuses a scoped key. Once every
+    # setting has been checked (the TLS pair above), so that a port is taken only by a process that runs.
+    metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
     shutdown = Shutdown()
     shutdown.install()
     server.start()
-    log.info("API serving on %s", server.url)
+    log.info(
+        "API serving on %s, its metrics on http://%s/metrics",
+        server.url,
+        address(settings.metrics_host, metrics_server.port),
+    )
     problem = shutdown.wait(lambda: None if server.alive else "the API server stopped")
     server.stop()
+    metrics_server.shutdown()
     if problem is not None:
         log.error("stopped: %s", problem)
     return 0 if problem is None else 1

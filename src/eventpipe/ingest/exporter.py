@@ -25,12 +25,15 @@ from prometheus_client.registry import Collector
 log = logging.getLogger(__name__)
 
 PATHS = ("/metrics", "/")
+# In `eventpipe up`, where worker and API share a process and so this endpoint: the API's registry,
+# which Prometheus scrapes as its own job (stack.prometheus).
+API_PATH = "/metrics/api"
 # Prometheus sends a few hundred bytes of request; anything far larger is not a scrape.
 MAX_REQUEST_BYTES = 16 * 1024
 
 
 class Exporter:
-    """Serves `registry` on host:port from a single daemon thread."""
+    """Serves `registry` on host:port from a single daemon thread, and `api` on API_PATH when given."""
 
     def __init__(
         self,
@@ -38,10 +41,11 @@ class Exporter:
         host: str,
         port: int,
         *,
+        api: CollectorRegistry | None = None,
         max_connections: int = 32,
         read_timeout_s: float = 5.0,
     ) -> None:
-        self._registry = registry
+        self._registries = dict.fromkeys(PATHS, registry) | ({API_PATH: api} if api is not None else {})
         self._host, self._port = host, port
         self._max_connections = max_connections
         self._timeout = read_timeout_s
@@ -123,15 +127,16 @@ class Exporter:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         url = urlsplit(target)
-        if url.path not in PATHS:
+        registry = self._registries.get(url.path)
+        if registry is None:
             return _response("404 Not Found", [("Content-Type", "text/plain")], b"not found: try /metrics\n")
         if method not in ("GET", "HEAD"):
             return _response("405 Method Not Allowed", [("Allow", "GET, HEAD")], b"")
         encoder, content_type = choose_encoder(headers.get("accept", ""))
-        source: Collector = self._registry
+        source: Collector = registry
         names = parse_qs(url.query).get("name[]")
         if names:
-            source = self._registry.restricted_registry(names)
+            source = registry.restricted_registry(names)
         body = encoder(source)
         extra = [("Content-Type", content_type)]
         if gzip_accepted(headers.get("accept-encoding", "")):

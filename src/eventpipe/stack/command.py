@@ -138,16 +138,16 @@ def _serve(
     migrator = connect(dsn)
     migrate(migrator, settings.retention_days)
     migrator.close()
-    # Two registries, as in containers: the worker's on --metrics-port, the
-    # API's on its own /metrics, so rules and dashboards see the same jobs.
+    # Two registries, as in containers, so rules and dashboards see the same jobs: the worker's on
+    # --metrics-port, and the API's there too, on a path of its own (never on the API's port).
     registry = process_registry()  # one process: its CPU and memory are reported once, here
-    metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
+    api_registry = CollectorRegistry()
+    metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port, api=api_registry)
     if broker is not None:
         registry.register(Journal(broker.log_file, log_start))
     if not settings.clickhouse_dsn:
         registry.register(Volume(settings.data_dir / EMBEDDED_STORE))
     worker, prober = assemble(settings, registry)
-    api_registry = CollectorRegistry()
     means = admin(settings)
     app = create_app(
         open_reader(dsn, settings.api_query_timeout_s),
@@ -199,10 +199,7 @@ def _serve(
             settings.data_dir / "prometheus",
             # Reached where their host settings make them listen (a wildcard through the loopback).
             address(settings.metrics_host, settings.metrics_port),
-            address(settings.api_host, settings.api_port),
             rules,
-            tls.ca if tls else None,
-            api_https=settings.api_tls_cert_file is not None,
         )
         skipped = no_rules or prometheus.start(inherit_fds=(lock.fileno(),))
         if skipped:

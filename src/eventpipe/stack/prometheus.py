@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import eventpipe
+from eventpipe.ingest.exporter import API_PATH
 from eventpipe.stack.child import ChildProcess, find_binary, port_free
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,12 @@ scrape_configs:
     static_configs:
       - targets: [{metrics}]
 
-  # The HTTP API's /metrics (EVENTPIPE_API_HOST, --api-port).
+  # The HTTP API's metrics, on the same listener (the API and the worker share
+  # `up`'s process): never on the API's port, where any key could read them.
   - job_name: api
-{api_tls}    static_configs:
-      - targets: [{api}]
+    metrics_path: {api_path}
+    static_configs:
+      - targets: [{metrics}]
 
   # Prometheus itself, for rule evaluation failures.
   - job_name: prometheus
@@ -49,23 +52,11 @@ def default_rules_dir() -> Path:
     return Path(eventpipe.__file__).resolve().parents[2] / "prometheus" / "rules"
 
 
-def render_config(
-    port: int, metrics: str, api: str, rules: Path, api_ca: Path | None = None, api_https: bool = False
-) -> str:
-    """`metrics` and `api`: the worker's and the API's host:port as this host reaches them (host.address);
-    `api_ca`: the API serves HTTPS with a certificate this CA signed (`eventpipe up --tls`); `api_https`
-    without it: with the operator's own certificate (EVENTPIPE_API_TLS_CERT_FILE), whose CA `up` does not know."""
+def render_config(port: int, metrics: str, rules: Path) -> str:
+    """`metrics`: the worker's and the API's metrics listener as this host reaches it (host.address)."""
     # Paths as JSON strings, which YAML reads as they are: a data dir may hold " #" or ": ".
-    if api_ca:
-        # The certificate `up` makes names localhost (stack.certificate): also right for an API on another address.
-        trust = f"      ca_file: {json.dumps(str(api_ca))}\n      server_name: localhost\n"
-    else:
-        # Scraped over plain HTTP, an HTTPS API looked down and EventpipeAPIDown paged. Its certificate's CA
-        # is not known here, and the scrape stays on this host: not checked.
-        trust = "      insecure_skip_verify: true\n"
-    api_tls = f"    scheme: https\n    tls_config:\n{trust}" if api_ca or api_https else ""
     rule_files = json.dumps(f"{rules}/*.yml")
-    return CONFIG.format(port=port, metrics=json.dumps(metrics), api=json.dumps(api), rules=rule_files, api_tls=api_tls)
+    return CONFIG.format(port=port, metrics=json.dumps(metrics), api_path=json.dumps(API_PATH), rules=rule_files)
 
 
 class Prometheus:
@@ -76,18 +67,13 @@ class Prometheus:
         port: int,
         directory: Path,
         metrics: str,
-        api: str,
         rules: Path,
-        api_ca: Path | None = None,
-        api_https: bool = False,
     ) -> None:
-        """`metrics` and `api`: where this host reaches the worker's and the API's /metrics (host.address);
-        `api_ca`, `api_https`: as render_config takes them."""
+        """`metrics`: where this host reaches the metrics listener of the worker and the API (host.address)."""
         self.port = port
         # Prometheus reads a relative path in its config from the config's own dir, not from ours.
-        self._api_ca = api_ca.resolve() if api_ca else None
         self.directory = directory.resolve()
-        self._metrics, self._api, self._api_https = metrics, api, api_https
+        self._metrics = metrics
         self._rules = rules.resolve()
         self._child = ChildProcess("prometheus", port, self.directory)
 
@@ -109,9 +95,7 @@ class Prometheus:
         config = self.directory / "prometheus.yml"
         try:
             (self.directory / "data").mkdir(parents=True, exist_ok=True)
-            config.write_text(
-                render_config(self.port, self._metrics, self._api, self._rules, self._api_ca, self._api_https)
-            )
+            config.write_text(render_config(self.port, self._metrics, self._rules))
         except OSError as exc:
             return f"cannot write its files in {self.directory}: {exc.strerror} (--data-dir, or EVENTPIPE_DATA_DIR)"
         return self._child.start(
