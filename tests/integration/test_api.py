@@ -447,6 +447,26 @@ def test_a_cursor_continues_on_any_replica_with_the_same_secret_only(clickhouse_
     }
 
 
+def test_every_integer_of_a_query_is_decimal_digits_as_the_openapi_document_says(api: TestClient) -> None:
+    # 1_0 was 10, and 1.0, " 1" and +1 were 1: two spellings of one value, which a cache or a log keeps apart.
+    limits = {
+        path: next(p["schema"] for p in operation["get"]["parameters"] if p["name"] == "limit")
+        for path, operation in api.get("/openapi.json").json()["paths"].items()
+        if any(p["name"] == "limit" for p in operation.get("get", {}).get("parameters", []))
+    }
+    assert {"/events", "/feed", "/stats/event-types", "/stats/breakdown"} <= limits.keys(), limits
+    for path, schema in limits.items():
+        # The bounds under the names JSON Schema gives them: a check placed before Query renamed them `ge`, `le`.
+        assert schema["type"] == "integer" and schema["minimum"] == 1 and schema["maximum"] >= 1000, (path, schema)
+    for path in ("/events", "/feed", "/stats/event-types", "/stats/breakdown?by=properties.browser"):
+        joiner = "&" if "?" in path else "?"
+        assert api.get(f"{path}{joiner}limit=010", headers=AUTH).status_code == 200, path
+        for spelling in ("1_0", "1.0", "%201", "1%20", "%2B1", "%EF%BC%91", ""):  # the last but one: a full-width 1
+            refused = api.get(f"{path}{joiner}limit={spelling}", headers=AUTH)
+            assert refused.status_code == 422, (path, spelling, refused.text)
+            assert refused.json()["detail"].startswith("limit: Input should be a whole number"), refused.text
+
+
 GET_ROUTES = [
     "/healthz",
     "/readyz",

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from eventpipe.api.auth import Granted, KeyCheck
 from eventpipe.api.error import KEYED, ApiError, responses
 from eventpipe.api.model import json_response
-from eventpipe.api.param import TIME_HELP, EventType, instant, only_known, text
+from eventpipe.api.param import TIME_HELP, EventType, Whole, instant, only_known, text
 from eventpipe.api.where import Where, conditions
 from eventpipe.events.condition import ConditionError, parse_field
 from eventpipe.events.metric import METRIC_HELP, parse_metric
@@ -83,7 +83,7 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
         since: Annotated[str | None, Query(max_length=64, description=SINCE_HELP)] = None,
         until: Annotated[str | None, Query(max_length=64, description=UNTIL_HELP)] = None,
         where: Where = None,
-        limit: Annotated[int, Query(ge=1, le=1000, description="Items at most, 1 to 1000.")] = 100,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Items at most, 1 to 1000."), Whole] = 100,
     ) -> Response:
         field, measured = _parsed("by", parse_field, by), _parsed("metric", parse_metric, metric)
         until_ms = instant("until", until)

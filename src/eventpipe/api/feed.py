@@ -14,7 +14,7 @@ from eventpipe.api.bookmark import MAX_CHARS, Bookmarks
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import KEYED, ApiError, responses
 from eventpipe.api.model import EXAMPLE_EVENT, Event, event_json, rfc3339
-from eventpipe.api.param import EventType, only_known, text
+from eventpipe.api.param import EventType, Whole, only_known, text
 from eventpipe.api.where import Where, conditions
 from eventpipe.events import Event as StoredEvent
 from eventpipe.store.feed import Feed, FeedRewound, Place
@@ -56,7 +56,7 @@ After = Annotated[
         examples=["mVq1G2dJZ0t3bYbF0nF9skYp2Q0AAAAAAAAAAAAAAAAAAGMAAAAAAAAAAA"],
     ),
 ]
-FeedLimit = Annotated[int, Query(ge=1, le=10_000, description="Events per page, 1 to 10000.", examples=[1000])]
+FeedLimit = Annotated[int, Query(ge=1, le=10_000, description="Events per page, 1 to 10000.", examples=[1000]), Whole]
 
 
 class FeedPage(BaseModel):

@@ -9,7 +9,7 @@ from typing import Annotated, Union, get_args, get_origin
 
 from fastapi import Query, Request
 from fastapi.routing import APIRoute
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
 
 from eventpipe.api.cursor import MAX_CHARS as CURSOR_CHARS
@@ -45,7 +45,21 @@ Until = Annotated[
         examples=["1795392000"],
     ),
 ]
-Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page, 1 to 1000.")]
+
+
+def _decimal(value: object) -> object:
+    """A query's integer as the OpenAPI document promises it: decimal digits. pydantic's lax int took
+    `1_0` as 10 and `1.0`, ` 1` or `+1` as 1, so two spellings of a value that differ for a cache or a
+    log were one request, and a mistyped `1.5` was refused while `1.0` was not."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise PydanticCustomError("whole_number", "Input should be a whole number, in decimal digits only")
+    return value
+
+
+# Every integer of a query string: Annotated[int, Query(...), Whole]; after Query, or FastAPI's
+# OpenAPI document loses the bounds' names (`ge` for `minimum`).
+Whole = BeforeValidator(_decimal)
+Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page, 1 to 1000."), Whole]
 REASONS = tuple(reason.value for reason in Reason)
 
 

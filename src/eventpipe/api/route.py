@@ -35,6 +35,7 @@ from eventpipe.api.param import (
     Since,
     Until,
     UserId,
+    Whole,
     only_known,
     text,
     window,
@@ -108,7 +109,9 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         until: Until = None,
         where: Where = None,
         limit: Annotated[
-            int, Query(ge=1, le=MAX_TYPES, description=f"Types listed, most frequent first: 1 to {MAX_TYPES}.")
+            int,
+            Query(ge=1, le=MAX_TYPES, description=f"Types listed, most frequent first: 1 to {MAX_TYPES}."),
+            Whole,
         ] = MAX_TYPES,
     ) -> Response:
         tally = reader.event_types(
