@@ -214,8 +214,10 @@ def test_dead_letters_keep_the_raw_bytes_and_reason(client: clickhouse_connect.d
 
 
 def test_writing_without_the_schema_halts_rather_than_dropping(clickhouse_dsn: str) -> None:
-    with pytest.raises(HaltStorageError, match=r"UNKNOWN_TABLE|Unknown table"):
+    with pytest.raises(HaltStorageError, match=r"UNKNOWN_TABLE|Unknown table") as halted:
         Writer(connect(clickhouse_dsn)).insert_events(sample(1))
+    # The worker logs this at every retry: it said only that worker_marks did not exist.
+    assert "run `eventpipe migrate` on it" in str(halted.value)
 
 
 def test_a_backfill_spanning_many_months_goes_in_as_one_batch(client: clickhouse_connect.driver.Client) -> None:

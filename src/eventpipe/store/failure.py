@@ -120,8 +120,16 @@ def failed_answer(headers: Mapping[str, str], body: bytes) -> StorageError | Non
     return by_code(int(code[1]), text) if code else UnknownStorageError(text)
 
 
+# A table, column or database this version reads or writes is not there: a store never migrated, or
+# one an older eventpipe migrated. The log said only "Table default.worker_marks does not exist".
+SCHEMA_CODES = frozenset({16, 60, 81})  # NO_SUCH_COLUMN_IN_TABLE, UNKNOWN_TABLE, UNKNOWN_DATABASE
+SCHEMA_HINT = "; is this store migrated? run `eventpipe migrate` on it (`eventpipe up` migrates its own at start)"
+
+
 def by_code(code: int, message: str) -> StorageError:
     """What ClickHouse's error `code` says to do, as the StorageError subclass for it."""
+    if code in SCHEMA_CODES:
+        return HaltStorageError(message + SCHEMA_HINT)
     if code in HALT_CODES:
         return HaltStorageError(message)
     if code in REJECT_CODES:
