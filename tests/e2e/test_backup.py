@@ -157,14 +157,16 @@ def test_restore_and_fill_refuse_a_running_stack_and_restore_a_backup_it_does_no
 
 def test_restore_onto_a_server_never_prints_its_password() -> None:
     dsn = f"http://eventpipe_migrator:s3cret-pw@127.0.0.1:{free_port()}/eventpipe"
-    for args, env in (
-        (["--clickhouse-dsn", dsn], None),
-        ([], {**os.environ, "EVENTPIPE_CLICKHOUSE_DSN": dsn}),  # as compose's migrate service runs it
+    for args, env, setting in (
+        (["--clickhouse-dsn", dsn], None, "--clickhouse-dsn"),
+        ([], {**os.environ, "EVENTPIPE_CLICKHOUSE_DSN": dsn}, "EVENTPIPE_CLICKHOUSE_DSN"),  # as compose runs it
     ):
         done = run_eventpipe("restore", *args, "--backup", UNKNOWN, env=env)
         assert done.returncode == 2
         assert "s3cret-pw" not in done.stdout + done.stderr
         assert "cannot reach ClickHouse at http://eventpipe_migrator:***@127.0.0.1" in done.stderr, done.stderr
+        # Which setting to fix: the one from the environment was named by none.
+        assert f"/eventpipe ({setting}): " in done.stderr, done.stderr
     # A password a URL parser splits: its first part would be read as the port, and quoted as one.
     for mark in "/?#":
         split = dsn.replace("s3cret-pw", f"s3cret{mark}pw")

@@ -30,8 +30,11 @@ def run_restore(args: argparse.Namespace) -> int:
     server = args.clickhouse_dsn or ("" if args.data_dir else settings.clickhouse_dsn)
     data_dir = None if server else Path(args.data_dir or settings.data_dir)
     lock = None
+    # A server is named by where it came from: one out of reach, set in the environment, was blamed on nothing.
+    setting = ""
     if data_dir is None:
         dsn, where = server, redact(server)
+        setting = " (--clickhouse-dsn)" if args.clickhouse_dsn else " (EVENTPIPE_CLICKHOUSE_DSN)"
     else:
         if not data_dir.is_dir():
             raise ConfigError(f"{data_dir.resolve()} is no directory: give the --data-dir of `eventpipe up`")
@@ -44,7 +47,7 @@ def run_restore(args: argparse.Namespace) -> int:
         try:
             client = connect(dsn)
         except StorageError as exc:
-            raise type(exc)(f"cannot reach ClickHouse at {where}: {exc}") from exc
+            raise type(exc)(f"cannot reach ClickHouse at {where}{setting}: {exc}") from exc
         again = f"--data-dir '{where}'" if data_dir is not None else "--clickhouse-dsn DSN"
 
         def replacing(replaced: Backup) -> None:
