@@ -12,14 +12,17 @@ import ssl
 import stat
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from eventpipe.api.certificate import NAME as EXPIRY
+from eventpipe.api.certificate import expiry_s
+from eventpipe.ingest.exporter import API_PATH
 from tests.support.stack import Up, count_rows, eventpipe_command, run_eventpipe
 from tests.support.terminal import finished, on_terminal, read_terminal
 from tests.support.wait import wait_until
@@ -84,27 +87,10 @@ def publish(url: str, count: int, ca: Path | None) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-def api_scraped(up: Up) -> Callable[[], bool]:
-    """Whether the Prometheus of `up` has scraped its API's metrics, on `up`'s metrics port whatever the API's TLS
-    (this one: an earlier start's, on the same data dir, may have left its last scrape in the lookback)."""
-    query = urllib.parse.quote(f'up{{job="api", instance="127.0.0.1:{up.metrics_port}"}}')
-
-    def scraped() -> bool:
-        url = f"http://127.0.0.1:{up.prometheus_port}/api/v1/query?query={query}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                result = json.loads(response.read())["data"]["result"]
-        except OSError:  # 503 until it has started
-            return False
-        return bool(result) and result[0]["value"][1] == "1"
-
-    return scraped
-
-
 def test_up_tls_takes_only_tls_with_its_ca_and_keeps_the_ca_across_restarts(tmp_path: Path, stacks: list[Up]) -> None:
     data = tmp_path / "data"
-    # Given relative, as README's `--data-dir .eventpipe`: Prometheus reads its config's paths from its own dir.
-    up, key = start_tls(stacks, Path("data"), prometheus=True, cwd=tmp_path)
+    # Given relative, as README's `--data-dir .eventpipe`: the files it names (the CA) are found from elsewhere.
+    up, key = start_tls(stacks, Path("data"), cwd=tmp_path)
     tls = data / "tls"
     ca = tls / "ca.pem"
     assert f"clients trust the local CA {ca.resolve()}" in up.output()
@@ -142,8 +128,10 @@ def test_up_tls_takes_only_tls_with_its_ca_and_keeps_the_ca_across_restarts(tmp_
         get_json(f"https://127.0.0.1:{up.api_port}/healthz", key, None)
     assert isinstance(refused.value.reason, ssl.SSLCertVerificationError)
 
-    # The Prometheus `up` starts scrapes the API's metrics on the metrics port, not on the HTTPS port.
-    wait_until(api_scraped(up), timeout=60, interval=1, what="Prometheus scraping the API")
+    # When the certificate it serves ends, on the metrics port: no scrape goes to the HTTPS port to fail there.
+    served_until = expiry_s(tls / "server.pem")
+    assert served_until is not None and served_until > time.time() + 300 * 86400, "the certificate `up` made"
+    assert up.metric(EXPIRY, API_PATH) == served_until
     assert up.stop() == 0, up.output()
     files = {path.name: path.read_bytes() for path in tls.glob("*.pem")}
 
@@ -157,16 +145,15 @@ def test_up_tls_takes_only_tls_with_its_ca_and_keeps_the_ca_across_restarts(tmp_
     assert again.stop() == 0, again.output()
     assert count_rows(data) == 507, "only what came over TLS was stored"
 
-    # The operator's own certificate, without --tls: when Prometheus scraped the API's port, over HTTP, the
-    # API looked down and EventpipeAPIDown paged (found by an attack). Its metrics port is scraped now.
+    # The operator's own certificate, without --tls: its end is reported too.
     own = {
         "EVENTPIPE_API_TLS_CERT_FILE": str(tls / "server.pem"),
         "EVENTPIPE_API_TLS_KEY_FILE": str(tls / "server-key.pem"),
     }
-    mine = Up(data, env=own, prometheus=True)
+    mine = Up(data, env=own)
     stacks.append(mine)
     assert f"api=https://127.0.0.1:{mine.api_port}" in mine.wait_ready()
-    wait_until(api_scraped(mine), timeout=60, interval=1, what="Prometheus scraping an API on its own certificate")
+    assert mine.metric(EXPIRY, API_PATH) == served_until
     assert mine.stop() == 0, mine.output()
 
 

@@ -14,6 +14,7 @@ import yaml
 from fastapi import FastAPI
 
 from eventpipe.api.backlog import Backlog
+from eventpipe.api.certificate import Certificate
 from eventpipe.api.metrics import closed_connections, instrument
 from eventpipe.cli.runtime import process_registry
 from eventpipe.ingest.metrics import IngestMetrics
@@ -205,6 +206,7 @@ def exported_metrics() -> set[str]:
     instrument(FastAPI(), registry)
     closed_connections(registry)  # the API server's (api.server)
     registry.register(Backlog(dict))  # the API's dead letters by status
+    registry.register(Certificate(None))  # the API's certificate's end (no sample without one)
     names = set()
     for family in registry.collect():
         names |= {sample.name for sample in family.samples}

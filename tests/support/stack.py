@@ -153,8 +153,9 @@ class Up:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:
             return response.status, response.read()
 
-    def metric(self, name: str) -> float:
-        _status, body = self.get("/metrics", self.metrics_port)
+    def metric(self, name: str, path: str = "/metrics") -> float:
+        """A sample without labels from the metrics port: the worker's, or the API's at ingest.exporter.API_PATH."""
+        _status, body = self.get(path, self.metrics_port)
         for line in body.decode().splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])

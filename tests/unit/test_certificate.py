@@ -134,3 +134,24 @@ def test_an_encrypted_key_is_replaced_without_asking_for_its_pass_phrase(tmp_pat
     assert "pass phrase" not in shown
     assert b"ENCRYPTED" not in key.read_bytes()
     assert server_usable(files, NAMES)
+
+
+def test_the_api_reports_when_the_certificate_it_serves_ends_and_nothing_it_cannot_read(tmp_path: Path) -> None:
+    # Prometheus scrapes the API's metrics port, not its HTTPS one: nothing else says that this certificate ends.
+    from prometheus_client import CollectorRegistry
+
+    from eventpipe.api.certificate import NAME, Certificate
+
+    files = local_authority(tmp_path / "tls")
+    end = subprocess.run(
+        ["openssl", "x509", "-in", str(files.cert), "-noout", "-enddate"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    for cert_file, expected in (
+        (files.cert, ssl.cert_time_to_seconds(end.split("=", 1)[1])),  # the server's, not its CA's (10 years)
+        (None, None),  # plain HTTP
+        (files.key, None),  # not a certificate: no made-up end (the start refuses such a pair anyway)
+        (tmp_path / "gone.pem", None),
+    ):
+        registry = CollectorRegistry()
+        registry.register(Certificate(cert_file))
+        assert registry.get_sample_value(NAME) == expected, cert_file

@@ -6,7 +6,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError, ProgrammingError
 
 from eventpipe.errors import HaltStorageError, RejectedDataError, RetryableStorageError, UnknownStorageError
-from eventpipe.store.failure import classify, failed_answer
+from eventpipe.store.failure import by_code, classify, failed_answer
 from tests.support.gateway import GARBAGE, gateway, raised
 
 
@@ -102,3 +102,15 @@ def test_an_answer_read_whole_is_failed_by_what_it_carries(
 ) -> None:
     failure = failed_answer(headers, body)
     assert (type(failure) if failure is not None else None) is kind
+
+
+def test_a_missing_table_or_database_says_what_to_do_and_stays_a_halt() -> None:
+    # The worker logged "Table default.worker_marks does not exist" at every retry, and nothing else.
+    for code in (16, 47, 60):
+        failure = by_code(code, f"Code: {code}. DB::Exception: gone")
+        assert isinstance(failure, HaltStorageError) and "run `eventpipe migrate` on it" in str(failure), code
+    # A misspelt database: migrate would make it, and the worker fill a store nobody reads. The DSN first.
+    database = by_code(81, "Code: 81. DB::Exception: Database eventpipe_typo does not exist")
+    assert isinstance(database, HaltStorageError)
+    assert "check the database the DSN names, then run `eventpipe migrate`" in str(database)
+    assert "eventpipe migrate" not in str(by_code(241, "Code: 241. MEMORY_LIMIT_EXCEEDED"))

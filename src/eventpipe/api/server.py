@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from eventpipe.api.certificate import Certificate
 from eventpipe.api.metrics import closed_connections
 from eventpipe.api.protocol import READ_TIMEOUT_S, WRITE_STALL_S, connection_limit, guarded
 from eventpipe.errors import ConfigError
@@ -51,11 +52,14 @@ class ApiServer:
         write_stall_s: float = WRITE_STALL_S,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        """`registry`, the app's, gets the count of connections the server closes itself."""
+        """`registry`, the app's, gets the count of connections the server closes itself, and when its
+        certificate ends (api.certificate)."""
         self._host, self._port = host, port
         self._tls = cert_file is not None and key_file is not None
         if self._tls:
             _check_pair(cert_file, key_file)
+        if registry is not None:
+            registry.register(Certificate(cert_file if self._tls else None))
         protocol = guarded(
             connection_limit() if max_connections is None else max_connections,
             read_timeout_s,
