@@ -93,3 +93,37 @@ def test_python_dash_m_eventpipe_is_the_eventpipe_command() -> None:
         [sys.executable, "-m", "eventpipe", "--version"], capture_output=True, text=True, timeout=60, check=False
     )
     assert (done.returncode, done.stdout.strip()) == (0, f"eventpipe {__version__}"), done.stderr
+
+
+def _interrupt_while(code: str, ignored: bool = False) -> subprocess.CompletedProcess[str]:
+    """A Python that runs `code`, which sends itself SIGINT (as Ctrl-C does) where a test wants it."""
+    import signal
+
+    disposition = signal.SIG_IGN if ignored else signal.SIG_DFL
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, disposition),
+    )
+
+
+SELF_INTERRUPT = "import os, signal; os.kill(os.getpid(), signal.SIGINT); import time; time.sleep(5); print('ran on')"
+
+
+def test_a_ctrl_c_while_the_command_loads_exits_130_saying_so() -> None:
+    # The entry point's imports take about 0.2 s, before main() catches anything: a Ctrl-C there was Python's
+    # traceback and death by the signal (-2), or pydantic-core's PanicException, exit 1, inside its import.
+    done = _interrupt_while("import eventpipe.cli.loading; " + SELF_INTERRUPT)
+    assert (done.returncode, done.stderr, done.stdout) == (130, "eventpipe: interrupted\n", "")
+
+
+def test_once_loaded_a_ctrl_c_is_pythons_again_and_an_ignored_one_stays_ignored() -> None:
+    # From main() on, its own handling says `eventpipe <command>: interrupted` (tests/e2e/test_up.py);
+    # a background job's SIGINT, ignored by its shell, is not turned on by the guard.
+    loaded = _interrupt_while("import eventpipe.cli.main; " + SELF_INTERRUPT)
+    assert loaded.returncode != 130 and "KeyboardInterrupt" in loaded.stderr
+    ignored = _interrupt_while("import eventpipe.cli.loading; " + SELF_INTERRUPT, ignored=True)
+    assert (ignored.returncode, ignored.stdout) == (0, "ran on\n")

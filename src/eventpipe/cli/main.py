@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from eventpipe.cli import loading  # isort: skip  # first: a Ctrl-C may come during the imports below
+
 import argparse
 import os
 import sys
@@ -15,6 +17,8 @@ from eventpipe.bench import SCENARIOS
 from eventpipe.cli import argument, variables
 from eventpipe.errors import EventpipeError
 from eventpipe.redaction import redact
+
+loading.loaded()
 
 
 def build_parser() -> argparse.ArgumentParser:
