@@ -69,7 +69,7 @@ class Backlog(Collector):
             self._counts = counts
 
     def wait(self, timeout: float | None = None) -> None:
-        """Until the count under way, if any, has ended (for tests and a clean stop)."""
+        """Until the count under way, if any, has ended (for tests: a scrape never waits for it)."""
         counting = self._counting
         if counting is not None:
             counting.join(timeout)

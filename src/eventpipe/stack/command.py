@@ -197,7 +197,7 @@ def _serve(
         prometheus = Prometheus(
             settings.prometheus_port,
             settings.data_dir / "prometheus",
-            # Reached where their host settings make them listen (a wildcard through the loopback).
+            # Reached where EVENTPIPE_METRICS_HOST makes it listen (a wildcard through the loopback).
             address(settings.metrics_host, settings.metrics_port),
             rules,
         )

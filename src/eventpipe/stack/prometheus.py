@@ -62,13 +62,7 @@ def render_config(port: int, metrics: str, rules: Path) -> str:
 class Prometheus:
     """Started only when the binary is there: the native stack runs without it."""
 
-    def __init__(
-        self,
-        port: int,
-        directory: Path,
-        metrics: str,
-        rules: Path,
-    ) -> None:
+    def __init__(self, port: int, directory: Path, metrics: str, rules: Path) -> None:
         """`metrics`: where this host reaches the metrics listener of the worker and the API (host.address)."""
         self.port = port
         # Prometheus reads a relative path in its config from the config's own dir, not from ours.
