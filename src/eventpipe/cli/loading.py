@@ -11,6 +11,7 @@ or handled by someone else (a background job, a test runner) is left alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from types import FrameType
@@ -23,20 +24,13 @@ def _stop(_signum: int, _frame: FrameType | None) -> None:
     os._exit(130)
 
 
-def _guard() -> bool:
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return False
-    try:
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    # ValueError: imported on a thread other than the main one, where no handler can be set.
+    with contextlib.suppress(ValueError):
         signal.signal(signal.SIGINT, _stop)
-    except ValueError:  # imported on a thread other than the main one, where no handler can be set
-        return False
-    return True
-
-
-_GUARDED = _guard()
 
 
 def loaded() -> None:
     """Python's own handler again: from here on main() turns a KeyboardInterrupt into `interrupted`, 130."""
-    if _GUARDED and signal.getsignal(signal.SIGINT) is _stop:
+    if signal.getsignal(signal.SIGINT) is _stop:
         signal.signal(signal.SIGINT, signal.default_int_handler)

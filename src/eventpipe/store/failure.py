@@ -120,24 +120,24 @@ def failed_answer(headers: Mapping[str, str], body: bytes) -> StorageError | Non
     return by_code(int(code[1]), text) if code else UnknownStorageError(text)
 
 
-# A table or column this version reads or writes is not there: a store never migrated, or one an older
-# eventpipe migrated. The log said only "Table default.worker_marks does not exist".
-SCHEMA_CODES = frozenset({16, 47, 60})  # NO_SUCH_COLUMN_IN_TABLE, UNKNOWN_IDENTIFIER, UNKNOWN_TABLE
+# What a halt for a missing table or column says to do: the store was never migrated, or an older
+# eventpipe migrated it (the log said only "Table default.worker_marks does not exist"). A missing
+# database is as likely a DSN naming the wrong one, which `eventpipe migrate` would make, and the
+# worker then fill a store nobody reads: the DSN first.
 SCHEMA_HINT = "; is this store migrated? run `eventpipe migrate` on it (`eventpipe up` migrates its own at start)"
-# No such database: a DSN naming the wrong one is as likely as a store never migrated, and `eventpipe
-# migrate` would make the misspelt one and have the worker fill a store nobody reads.
-DATABASE_CODE = 81
 DATABASE_HINT = "; check the database the DSN names, then run `eventpipe migrate`, which makes it (as the DSN's user)"
+HALT_HINTS = {
+    16: SCHEMA_HINT,  # NO_SUCH_COLUMN_IN_TABLE
+    47: SCHEMA_HINT,  # UNKNOWN_IDENTIFIER
+    60: SCHEMA_HINT,  # UNKNOWN_TABLE
+    81: DATABASE_HINT,  # UNKNOWN_DATABASE
+}
 
 
 def by_code(code: int, message: str) -> StorageError:
     """What ClickHouse's error `code` says to do, as the StorageError subclass for it."""
-    if code in SCHEMA_CODES:
-        return HaltStorageError(message + SCHEMA_HINT)
-    if code == DATABASE_CODE:
-        return HaltStorageError(message + DATABASE_HINT)
     if code in HALT_CODES:
-        return HaltStorageError(message)
+        return HaltStorageError(message + HALT_HINTS.get(code, ""))
     if code in REJECT_CODES:
         return RejectedDataError(message)
     if code in RETRY_CODES:
