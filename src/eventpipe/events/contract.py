@@ -8,12 +8,12 @@ cheap tests on the raw text.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from eventpipe.events.codec import dumps, loads
 from eventpipe.events.timestamp import EARLIEST_MS, LATEST_MS, to_epoch_ms
 
 # Namespace for ids derived from topic and payload; never change it, or
@@ -112,42 +112,6 @@ class _Invalid(Exception):
         self.detail = detail
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_decoder = json.JSONDecoder(parse_constant=_no_constants)
-_scan = _decoder.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-# The C encoder made once, not per call as JSONEncoder.encode does, and without
-# the circular-reference bookkeeping: what json parsing returns has no cycles.
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-_c_encode = (
-    _c_make_encoder(None, _encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
-    if _c_make_encoder is not None
-    else None
-)
-
-
-def _loads(text: str) -> Any:
-    """json.loads with NaN and Infinity refused; scans directly when the text is one bare value."""
-    try:
-        body, end = _scan(text, 0)
-    except StopIteration:
-        body, end = None, -1
-    if end != len(text):
-        # Leading or trailing whitespace, extra data, or not JSON: the full
-        # decoder accepts or refuses it exactly as json.loads would.
-        return _decoder.decode(text)
-    return body
-
-
-def _dumps(properties: dict[str, Any]) -> str:
-    if _c_encode is None:
-        return _encoder.encode(properties)
-    return "".join(_c_encode(properties, 0))
-
-
 def parse(
     topic: str, payload: bytes, received_ms: int, limits: Limits, size: int | None = None, digest: str = ""
 ) -> Event | Rejection:
@@ -175,7 +139,7 @@ def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: i
     except UnicodeDecodeError as exc:
         raise _Invalid(Reason.INVALID_UTF8, f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        body = _loads(text)
+        body = loads(text)
     except RecursionError:
         raise _Invalid(Reason.TOO_DEEP, f"payload nests deeper than {limits.max_depth} levels") from None
     except ValueError as exc:
@@ -202,7 +166,7 @@ def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: i
     user_id = _user_id(user_id)
 
     try:
-        props_text = _dumps(body)
+        props_text = dumps(body)
     except ValueError:
         # Out-of-range numbers such as 1e999 parse to inf, which JSON cannot hold.
         raise _Invalid(Reason.INVALID_JSON, "payload holds a number out of range (inf)") from None
