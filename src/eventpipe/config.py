@@ -11,43 +11,15 @@ from paho.mqtt.client import topic_matches_sub
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from eventpipe.errors import ConfigError
 from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES, PROBE_TOPIC
-from eventpipe.mqtt import address, packet
+from eventpipe.mqtt import address, packet, topic
 from eventpipe.mqtt.session import MIN_SECRET_CHARS, session_id, share_group
 from eventpipe.store import dsn
-
-
-def _check_filter(topic: str) -> None:
-    """MQTT filter rules: '#' only as the whole last level, '+' only as a whole level."""
-    levels = topic.split("/")
-    for index, level in enumerate(levels):
-        if ("#" in level and (level != "#" or index != len(levels) - 1)) or ("+" in level and level != "+"):
-            raise ValueError(f"EVENTPIPE_MQTT_TOPIC {topic!r} is not a valid MQTT topic filter")
-    if not topic:
-        raise ValueError("EVENTPIPE_MQTT_TOPIC may not be empty")
-
+from eventpipe.store.dsn import embedded_dsn
 
 # What a runbook URL may be: absolute, and safe inside YAML and a sed replacement.
 # No "{" or "}": the rules are Go templates, and "{{" in the link made Prometheus load none of them.
 RUNBOOK_URL = re.compile(r"(https?|file)://[^\s#\"'\\|&{}]+")
-
-
-# The embedded engine's directory in a data dir.
-EMBEDDED_STORE = "clickhouse"
-
-
-def embedded_dsn(data_dir: Path) -> str:
-    """The embedded engine's DSN inside a data dir: where `eventpipe up --data-dir` keeps its events."""
-    path = (data_dir / EMBEDDED_STORE).resolve()
-    if set(str(path)) & set("?#"):
-        # The driver reads the DSN as a URL and does not decode its path: `d#x` put the store in `d`,
-        # outside the data dir and its rights, and `d?q` shared it with `d#x` (found by an attack).
-        raise ConfigError(
-            f"the data dir {data_dir} holds '?' or '#', which end the embedded engine's path: "
-            "choose another (--data-dir, or EVENTPIPE_DATA_DIR)"
-        )
-    return f"chdb://{path}"
 
 
 class Settings(BaseSettings):
@@ -285,7 +257,9 @@ class Settings(BaseSettings):
             )
         if self.retry_max_s < self.retry_initial_s:
             raise ValueError("EVENTPIPE_RETRY_MAX_S must be at least EVENTPIPE_RETRY_INITIAL_S")
-        _check_filter(self.mqtt_topic)
+        found = topic.filter_problem(self.mqtt_topic)
+        if found is not None:
+            raise ValueError(f"EVENTPIPE_MQTT_TOPIC {found}")
         if any(char in self.mqtt_share_group for char in "/+#"):
             raise ValueError(f"EVENTPIPE_MQTT_SHARE_GROUP {self.mqtt_share_group!r} may not contain '/', '+' or '#'")
         if self.probe_interval_s > 0 and any(char in self.probe_topic for char in "+#"):

@@ -211,7 +211,7 @@ def test_a_backup_whose_statement_the_server_refused_says_none_was_made(
 ERASED_THEN_BACKED_UP = """
 import json, os, sys
 from pathlib import Path
-from eventpipe.config import embedded_dsn
+from eventpipe.store.dsn import embedded_dsn
 from eventpipe.errors import BackupError
 from eventpipe.store import disk
 from eventpipe.store.backup import Backups

@@ -28,9 +28,9 @@ from eventpipe.bench.download import Download, download
 from eventpipe.bench.latency import Load
 from eventpipe.bench.query import DAY_MS, endpoints, timed
 from eventpipe.bench.stats import Timing
-from eventpipe.config import embedded_dsn
 from eventpipe.errors import EventpipeError
 from eventpipe.stack.child import parent_death_signal
+from eventpipe.store.dsn import embedded_dsn
 
 # A steady production-like stream on top of the stored events while the API is timed.
 STREAM_RATE = 500.0

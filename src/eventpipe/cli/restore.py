@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from eventpipe.cli.runtime import setup_logging, warn_password_flag
-from eventpipe.config import Settings, embedded_dsn
+from eventpipe.config import Settings
 from eventpipe.errors import BackupError, ConfigError, StorageError
 from eventpipe.host import interrupted_by
 from eventpipe.redaction import redact
@@ -16,6 +16,7 @@ from eventpipe.stack.lock import stopped
 from eventpipe.stack.private import private_store
 from eventpipe.store.backup import Backup, Backups
 from eventpipe.store.client import backup_dir, connect
+from eventpipe.store.dsn import embedded_dsn
 
 log = logging.getLogger("eventpipe")
 TAKEN_BY = "eventpipe restore"

@@ -17,7 +17,7 @@ from eventpipe.cli.runtime import (
     setup_logging,
     warn_password_flag,
 )
-from eventpipe.config import Settings, embedded_dsn, settings_problem
+from eventpipe.config import Settings, settings_problem
 from eventpipe.errors import ConfigError
 from eventpipe.host import address, raise_file_limit
 from eventpipe.ingest.assembly import assemble
@@ -27,6 +27,7 @@ from eventpipe.redaction import redact
 from eventpipe.stack.lock import alone
 from eventpipe.store.client import connect
 from eventpipe.store.database import create_database
+from eventpipe.store.dsn import embedded_dsn
 from eventpipe.store.migration import migrate
 
 log = logging.getLogger("eventpipe")

@@ -22,7 +22,7 @@ from eventpipe.cli.runtime import (
     setup_logging,
     warn_password_flag,
 )
-from eventpipe.config import EMBEDDED_STORE, Settings, settings_problem
+from eventpipe.config import Settings, settings_problem
 from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.host import address, raise_file_limit
 from eventpipe.ingest.assembly import assemble
@@ -41,6 +41,7 @@ from eventpipe.stack.runbook import filled_rules
 from eventpipe.stack.secret import kept_secrets
 from eventpipe.stack.volume import Volume
 from eventpipe.store.client import connect
+from eventpipe.store.dsn import EMBEDDED_STORE
 from eventpipe.store.migration import migrate
 
 log = logging.getLogger("eventpipe")

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eventpipe.config import EMBEDDED_STORE
 from eventpipe.errors import ConfigError
 from eventpipe.store.client import BACKUP_DISK
+from eventpipe.store.dsn import EMBEDDED_STORE
 
 
 def private_store(data_dir: Path) -> None:
