@@ -6,7 +6,11 @@ import os
 import re
 import stat
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -129,15 +133,15 @@ def test_worker_down_holds_back_what_follows_from_it() -> None:
     assert {"EventpipeNoCommits", "EventpipeIngestStalled"} <= held_back
 
 
-@pytest.fixture
-def alertmanager(tmp_path: Path) -> Iterator[str]:
-    """The committed config in a real Alertmanager, alone (no cluster); its URL."""
+@contextmanager
+def serving(config: Path, storage: Path) -> Iterator[str]:
+    """`config` in a real Alertmanager, alone (no cluster); its URL."""
     port = free_port()
     process = subprocess.Popen(
         [
             obs.tool("prometheus-alertmanager", "prometheus-alertmanager"),
-            f"--config.file={CONFIG}",
-            f"--storage.path={tmp_path}",
+            f"--config.file={config}",
+            f"--storage.path={storage}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--cluster.listen-address=",
         ],
@@ -151,6 +155,13 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    """The committed config in a real Alertmanager; its URL."""
+    with serving(CONFIG, tmp_path) as url:
+        yield url
 
 
 def _ready(url: str) -> bool:
@@ -206,3 +217,40 @@ def test_compose_runs_the_entrypoint_with_the_urls_from_env() -> None:
     assert mounts["/etc/alertmanager/alertmanager.yml"] == CONFIG
     for name in URLS:
         assert service["environment"][name] == f"${{{name}:-}}", "optional: unset means alerts stay in the UI"
+
+
+class _Hook(BaseHTTPRequestHandler):
+    """A dead man's switch: notes when each notification arrives."""
+
+    arrived: list[float]
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.arrived.append(time.monotonic())
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.timeout(180)
+def test_the_heartbeat_reaches_the_dead_mans_switch_every_minute(tmp_path: Path) -> None:
+    # .env.example and the runbook tell operators to alarm when a minute or two pass without it. With
+    # repeat_interval equal to group_interval (1m each), Alertmanager re-sent only at every second flush,
+    # every 2 minutes (prometheus/alertmanager#676): a switch set as documented alarmed all the time.
+    arrived: list[float] = []
+    hook = ThreadingHTTPServer(("127.0.0.1", free_port()), type("Hook", (_Hook,), {"arrived": arrived}))
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        done = render(tmp_path, ALERTMANAGER_HEARTBEAT_WEBHOOK_URL=f"http://127.0.0.1:{hook.server_port}/ping")
+        assert done.returncode == 0, done.stderr
+        (tmp_path / "storage").mkdir()
+        with serving(tmp_path / "alertmanager.yml", tmp_path / "storage") as url:
+            watchdog = {"labels": {"stack": "s", "alertname": "EventpipeWatchdog", "severity": "heartbeat"}}
+            httpx.post(f"{url}/api/v2/alerts", json=[watchdog], timeout=5).raise_for_status()
+            wait_until(lambda: len(arrived) >= 2, timeout=150, what="two heartbeats")
+    finally:
+        hook.shutdown()
+        hook.server_close()
+    assert arrived[1] - arrived[0] < 75, f"the heartbeat came {arrived[1] - arrived[0]:.0f} s after the first"
