@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,10 +27,11 @@ from eventpipe.store.audit import user_hash
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.erasure import Erased, Eraser
+from eventpipe.store.mark import REPLAY_AHEAD, replay_name
 from eventpipe.store.mention import mentions
 from eventpipe.store.migration import migrate
 from eventpipe.store.schema.version import REFILLED
-from eventpipe.store.writer import Writer
+from eventpipe.store.writer import Mark, Writer
 from tests.support.api import ADMIN, ADMIN_NAME, AUTH, ERASURE_SECRET, admin_client, walk
 from tests.support.mqtt import publish_raw
 from tests.support.pipeline import running_worker, settings_for
@@ -730,3 +734,27 @@ def _with_late_letters(dsn: str) -> Client:
     assert all(isinstance(letter, Rejection) for letter in letters)
     Writer(client).insert_dead_letters([letter for letter in letters if isinstance(letter, Rejection)])
     return client
+
+
+def test_a_replay_killed_on_this_host_is_not_waited_for_but_a_live_one_is(
+    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `eventpipe up` killed during a replay left its mark running: every erasure for the next 30 minutes
+    # waited its minute and answered complete: false (found by an attack), with no replay left to end.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    monkeypatch.setattr(erasure, "REPLAY_WAIT_S", 1.0)
+    code = "import time; from eventpipe.host import process_identity as i; print(i(), flush=True); time.sleep(60)"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        identity = process.stdout.readline().strip()
+        now_ms = time.time_ns() // 1_000_000
+        Writer(client).insert_marks([Mark(replay_name("0123456789abcdef", identity), REPLAY_AHEAD, False, now_ms)])
+        assert Eraser(client).erase("someone").complete is False, "a replay whose process runs is waited for"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    started = time.monotonic()
+    assert Eraser(client).erase("someone").complete is True
+    assert time.monotonic() - started < erasure.REPLAY_WAIT_S, "the killed replay was waited for"

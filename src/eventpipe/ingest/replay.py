@@ -27,7 +27,8 @@ from eventpipe import __version__
 from eventpipe.events import Event, Limits, Reason, Rejection, parse
 from eventpipe.events import contract as contract_module
 from eventpipe.events import timestamp as timestamp_module
-from eventpipe.store.mark import REPLAY_AHEAD, REPLAY_PREFIX
+from eventpipe.host import process_identity
+from eventpipe.store.mark import REPLAY_AHEAD, replay_name
 from eventpipe.store.outcome import Candidate, Outcome, Outcomes, Selection
 from eventpipe.store.row import StoredDeadLetter
 from eventpipe.store.writer import Mark, Writer
@@ -79,8 +80,9 @@ class Replayer:
         self.contract = contract_of(limits)
         # One replay at a time per process: two would parse and store the same letters twice.
         self._lock = threading.Lock()
-        # Its name among the workers' marks (store.mark.REPLAY_PREFIX), which an erasure in any process reads.
-        self._name = REPLAY_PREFIX + secrets.token_hex(8)
+        # Its name among the workers' marks (store.mark.REPLAY_PREFIX), which an erasure in any process reads;
+        # with this process's identity, by which an erasure on this host knows a replay killed mid-way.
+        self._name = replay_name(secrets.token_hex(8), process_identity())
         self._written_ms = 0
 
     def replay(self, selection: Selection) -> Report:
@@ -112,7 +114,7 @@ class Replayer:
             self._mark(retired=True)
         except Exception as exc:  # noqa: BLE001 - the call's own outcome (or failure) is what it answers
             # Not retired, an erasure in any process waits for it (a minute at most, then answers
-            # complete: false) until its last mark is REPLAY_STALE_MS old.
+            # complete: false) until its last mark is REPLAY_STALE_MS old, or, on this host, this process ends.
             log.warning("dead-letter replay: could not mark its end (%s): erasures wait for it meanwhile", exc)
 
     def _replay(self, letters: list[StoredDeadLetter], report: Report) -> None:

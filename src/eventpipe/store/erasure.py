@@ -61,7 +61,7 @@ from eventpipe.store.deletion import (
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
 from eventpipe.store.hidden import hide, release
-from eventpipe.store.mark import MARKS_QUERY, complete_before, running_replays
+from eventpipe.store.mark import MARKS_QUERY, REPLAY_STALE_MS, complete_before, running_replays
 from eventpipe.store.mention import mentions
 from eventpipe.store.page import Position
 from eventpipe.store.query import quoted
@@ -209,9 +209,12 @@ class Eraser:
         if _within(REPLAY_WAIT_S, ended):
             return True
         log.warning(
-            "erasure: a dead-letter replay had not ended within %.0f s: it may store some of the user's events"
-            " again; erase again once it has",
+            "erasure: dead-letter replays had not ended within %.0f s (%s, each named by the host, pid and start of"
+            " its process): they may store some of the user's events again; erase again once they have. One"
+            " whose process on another host was killed counts as running until %d minutes after its last progress",
             REPLAY_WAIT_S,
+            ", ".join(sorted(waiting)),
+            REPLAY_STALE_MS // 60_000,
         )
         return False
 

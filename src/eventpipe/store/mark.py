@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from clickhouse_connect.driver.client import Client
 
+from eventpipe.host import gone
 from eventpipe.store.query import Query
 
 # The newest mark of each worker, and the server's clock for workers that have none yet.
@@ -53,7 +54,16 @@ RUNNING_REPLAYS = (
 )
 
 
+def replay_name(token: str, process: str) -> str:
+    """A replay's name among the marks: its token, and the process it runs in (host.process_identity)."""
+    return f"{REPLAY_PREFIX}{token}@{process}"
+
+
 def running_replays(client: Client) -> set[str]:
-    """The replays that have marked themselves running within REPLAY_STALE_MS."""
+    """The replays that have marked themselves running within REPLAY_STALE_MS, less those whose process is
+    known to be gone: one killed mid-way on this host (`eventpipe up`, or a container's restarted API) is
+    not waited for until its mark is stale (found by an attack: every erasure for 30 minutes after such a
+    kill waited a minute and answered complete: false)."""
     parameters = {"prefix": REPLAY_PREFIX, "since": time.time_ns() // 1_000_000 - REPLAY_STALE_MS}
-    return {str(row[0]) for row in client.query(RUNNING_REPLAYS, parameters=parameters).result_rows}
+    names = {str(row[0]) for row in client.query(RUNNING_REPLAYS, parameters=parameters).result_rows}
+    return {name for name in names if not gone(name.partition("@")[2])}
