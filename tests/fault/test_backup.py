@@ -133,9 +133,16 @@ def test_a_backup_its_disk_has_no_room_for_is_refused_before_anything_is_written
     monkeypatch.setattr(disk, "SPARE_BYTES", 1 << 60)
     directory = backup_dir(clickhouse_dsn)
     before = set(directory.glob("*")) if directory else set()
-    with pytest.raises(BackupError, match=r"the backups disk has [0-9]+ MiB free, and a backup of this store needs"):
+    with pytest.raises(
+        BackupError, match=r"the backups disk has [0-9]+ MiB free, and a backup of this store needs"
+    ) as refused:
         Backups(client).take("test")
     assert (set(directory.glob("*")) if directory else set()) == before and Backups(client).listing() == []
+    # The spare is part of what is needed, said once: "80 MiB with 64 MiB to spare" had operators free 64 more.
+    found = re.search(r"needs about (\d+) MiB: (\d+) MiB of copy, and (\d+) MiB to spare", str(refused.value))
+    assert found is not None, str(refused.value)
+    needed, copy, spare = (int(group) for group in found.groups())
+    assert needed == copy + spare and spare == disk.SPARE_BYTES // disk.MIB
 
 
 def test_a_backup_on_a_data_disk_too_full_to_purge_erasures_is_refused_before_any_mutation(

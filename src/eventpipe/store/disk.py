@@ -45,7 +45,8 @@ def room_for_backup(client: Client, database: str, kept: list[str], rewrites: in
         purged = f", {rewrites // MIB} MiB of it the purge of erased rows" if shared and rewrites else ""
         raise BackupError(
             f"the backups disk has {short[0]} MiB free, and a backup of this store needs about "
-            f"{short[1]} MiB with {SPARE_BYTES // MIB} MiB to spare{purged} (filling a disk ClickHouse "
+            f"{short[1]} MiB: {short[1] - SPARE_BYTES // MIB} MiB of copy{purged}, and {SPARE_BYTES // MIB} MiB "
+            "to spare (filling a disk ClickHouse "
             "shares stops ingest): free space or delete old backups (docs/operations.md, Backups and restore)"
         )
 
@@ -75,9 +76,9 @@ def room_for_rehearsal(client: Client, attached: str) -> None:
     size = int(rows[0][0] or 0) if rows else 0
     if short := _lacking(free, size):
         raise BackupError(
-            f"ClickHouse's data disk has {short[0]} MiB free, and a restore first rehearses into a copy of "
-            f"about {short[1]} MiB with {SPARE_BYTES // MIB} MiB to spare: free space, then "
-            "restore again; nothing was changed"
+            f"ClickHouse's data disk has {short[0]} MiB free, and a restore first rehearses into a copy of the "
+            f"backup, which needs about {short[1]} MiB: {short[1] - SPARE_BYTES // MIB} MiB of copy, and "
+            f"{SPARE_BYTES // MIB} MiB to spare: free space, then restore again; nothing was changed"
         )
 
 
