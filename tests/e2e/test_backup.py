@@ -79,6 +79,8 @@ def test_restore_drill_gives_back_exactly_what_was_backed_up_while_ingesting(tmp
     assert len(more.acknowledged()) == more.count
     wait_until(lambda: stored(api) == stream.count + more.count, timeout=60, what="the events after the backup")
     assert taken["name"] in [item["name"] for item in api.get("/admin/backups").json()["items"]]
+    # An erasure after the backup: the restore brings back what it erased, and says so.
+    assert api.post("/admin/erase", json={"user_id": "erased-after-the-backup"}).status_code == 200
     assert up.stop(signal.SIGINT) == 0, up.output()
 
     in_backup = ids_in_backup(data, taken["name"])
@@ -91,6 +93,7 @@ def test_restore_drill_gives_back_exactly_what_was_backed_up_while_ingesting(tmp
     done = run_eventpipe("restore", "--data-dir", str(data), "--backup", taken["name"])
     assert done.returncode == 0, done.stderr
     assert f"restored backup {taken['name']} into {data.resolve()}: {taken['events']} events" in done.stdout
+    assert f"1 erasure(s) were made since backup {taken['name']} was taken" in done.stderr, done.stderr
     restored = stored_ids(data)
     assert len(restored) == len(set(restored)), "a restored event shows twice"
     assert set(restored) == set(in_backup), "exactly the backed-up events, none stored after the backup"

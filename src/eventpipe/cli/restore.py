@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 from pathlib import Path
 
 from eventpipe.cli.runtime import setup_logging, warn_password_flag
@@ -72,6 +73,15 @@ def run_restore(args: argparse.Namespace) -> int:
         flush=True,
     )
     log.info("restored backup %s into %s", restored.name, where)
+    if restored.erased_since:
+        # The audit keeps only keyed hashes: who they were is in the operator's own record of the requests.
+        print(
+            f"eventpipe restore: {restored.erased_since} erasure(s) were made since backup {restored.name} was taken"
+            " (GET /admin/erasures lists them): the events of those users are in the store again; erase each of"
+            " them again (POST /admin/erase) once the stack is up (docs/operations.md, Erasure: what it cannot reach)",
+            file=sys.stderr,
+            flush=True,
+        )
     return 0
 
 

@@ -35,11 +35,13 @@ from eventpipe.store.failure import classified
 from eventpipe.store.halfway import drop_all, mark, taken_before, unfinished_restore
 from eventpipe.store.integrity import masked_bytes, ours, purge, rehearse, verify
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, upgrade
-from eventpipe.store.naming import check_name, new_name, on_disk
+from eventpipe.store.naming import check_name, new_name, on_disk, taken_ms
 from eventpipe.store.numbering import renumber
 from eventpipe.store.query import quoted
 from eventpipe.store.scratch import drop_leftovers, new_scratch
 
+# The erasures the audit (kept by a restore) records from a moment on.
+ERASED_SINCE = "SELECT count() FROM erasures WHERE erased_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')"
 # The catalog's backups, as Backup takes them.
 RECORDED = "SELECT name, toUnixTimestamp64Milli(taken_at), events, dead_letters, bytes FROM backups FINAL"
 
@@ -59,6 +61,8 @@ class Restored(NamedTuple):
     events: int
     dead_letters: int
     replaced: Backup | None
+    # Erasures the audit records since the backup was taken: their users' events are back.
+    erased_since: int = 0
 
 
 class Backups:
@@ -155,7 +159,10 @@ class Backups:
                 # Ctrl-C once the drop has begun: not a bare "interrupted", the store is not as it was.
                 raise KeyboardInterrupt(incomplete) from exc
             events, dead_letters = (self._rows(query.format(db=quoted(database)))[0][0] for query in HELD)
-            return Restored(name, events, dead_letters, replaced)
+            # From the second its name gives: also an erasure made in that second before it began, one more
+            # to check rather than one missed.
+            erased = int(self._rows(ERASED_SINCE, {"since": taken_ms(name)})[0][0])
+            return Restored(name, events, dead_letters, replaced, erased)
 
     def _recorded(self, name: str) -> Backup | None:
         """Backup `name` as the catalog records it, if it does."""

@@ -24,6 +24,12 @@ def check_name(name: str) -> str:
     return name
 
 
+def taken_ms(name: str) -> int:
+    """When the backup `name` was taken, to the second its name gives (UTC)."""
+    taken = datetime.strptime(check_name(name)[:16], NAME_TIME).replace(tzinfo=UTC)
+    return int(taken.timestamp()) * 1000
+
+
 def new_name(now_ms: int) -> str:
     return f"{datetime.fromtimestamp(now_ms / 1000, UTC).strftime(NAME_TIME)}-{secrets.token_hex(3)}"
 
