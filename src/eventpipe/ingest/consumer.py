@@ -67,7 +67,6 @@ class Consumer:
         # socket error calls _on_disconnect on this same thread.
         self._lock = threading.RLock()
         self._generation = 1
-        self._last_ran_ms: int | None = None
         self._link_up = False
         self._accepting = True
         self.failure: str | None = None
@@ -93,10 +92,7 @@ class Consumer:
         # Bounded backoff between reconnect attempts, done by paho's loop thread.
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
 
-    def start(self, last_ran_ms: int | None = None) -> None:
-        """Connect, resuming the session; `last_ran_ms`: when this worker last ran (its newest mark), None
-        if never, which tells whether a missing session at the first connect lost anything."""
-        self._last_ran_ms = last_ran_ms
+    def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._settings.mqtt_session_expiry_s
         props.ReceiveMaximum = self._settings.mqtt_receive_maximum
@@ -193,8 +189,6 @@ class Consumer:
                 "(a client that took the session with a clean start, a broker restarted without its persistence, "
                 "or an expired session)"
             )
-        else:
-            handshake.check_first_session(self._settings, self._metrics, self._last_ran_ms, time.time_ns() // 1_000_000)
         try:
             # Retained messages are not sent on subscribing: the worker subscribes on every connect, and
             # got every retained message again each time (10,000 stored again after a restart in an

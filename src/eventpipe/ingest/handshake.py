@@ -42,30 +42,3 @@ def check_packet_limit(settings: Settings, metrics: IngestMetrics, broker_maximu
             packet.HEADROOM + packet.WAY_OUT,
             packet.broker_limit(settings.max_payload_bytes),
         )
-
-
-def check_first_session(settings: Settings, metrics: IngestMetrics, last_ran_ms: int | None, now_ms: int) -> None:
-    """At a worker's first connect, when the broker had no session for it: lost, and counted, if the worker
-    last ran (its newest mark, `last_ran_ms`) within the expiry it asks for, since nothing but the broker
-    could have ended the session then; expired, and only said, if it ran before; nothing if it never ran."""
-    if last_ran_ms is None:
-        return
-    away_s = max(0, now_ms - last_ran_ms) / 1000
-    expiry_s = settings.mqtt_session_expiry_s
-    if away_s >= expiry_s:
-        log.warning(
-            "the broker had no session for this worker, which last ran %.0f s ago, longer than its session lasts"
-            " (%d s, EVENTPIPE_MQTT_SESSION_EXPIRY_S): what was queued for it until the session expired is gone",
-            away_s,
-            expiry_s,
-        )
-        return
-    metrics.sessions_lost.inc()
-    log.error(
-        "the broker had no session for this worker, which last ran %.0f s ago, within the %d s its session lasts"
-        " (EVENTPIPE_MQTT_SESSION_EXPIRY_S): what was queued for it while it was stopped is gone (a broker"
-        " restarted without its persistence, a client that took the session with a clean start, or a changed"
-        " EVENTPIPE_MQTT_SESSION_SECRET or EVENTPIPE_MQTT_CLIENT_ID, which name another session)",
-        away_s,
-        expiry_s,
-    )

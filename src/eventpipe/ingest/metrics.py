@@ -151,8 +151,7 @@ class IngestMetrics:
         )
         self.sessions_lost = Counter(
             "eventpipe_mqtt_sessions_lost_total",
-            "Connects on which the broker had no session for this worker, which it should have held (a reconnect,"
-            " or a start within the session's expiry of its last run): what it had queued for it is gone.",
+            "Reconnects on which the broker had no session for this worker: what it had queued for it is gone.",
             registry=registry,
         )
         for reason in Reason:

@@ -70,22 +70,13 @@ class Worker:
         # Before subscribing, so the feed knows this worker before it receives. A worker must
         # start while ClickHouse refuses it too: then its flusher stores the mark before any batch.
         self._start_mark = [self._marker.start()]
-        # Its previous mark first: whether the broker should still hold its session (ingest.handshake).
-        # One try for both: a store that does not answer is not waited for twice.
-        last_ran_ms: int | None = None
-        read = False
         try:
-            last_ran_ms, read = self._writer.last_mark(self._settings.mqtt_client_id), True
             self._writer.insert_marks(self._start_mark)
             self._start_mark = []
         except StorageError as exc:
-            log.warning(
-                "could not store this worker's start mark; retried before its first batch%s: %s",
-                "" if read else " (nor read when it last ran: a session the broker lost meanwhile goes uncounted)",
-                exc,
-            )
+            log.warning("could not store this worker's start mark; retried before its first batch: %s", exc)
         self._thread.start()
-        self.consumer.start(last_ran_ms)
+        self.consumer.start()
 
     @property
     def alive(self) -> bool:

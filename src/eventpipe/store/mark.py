@@ -21,11 +21,6 @@ MARKS_QUERY = Query(
 )
 
 
-# When a worker last stored a mark (it stores one every two seconds at least while it runs): read at its
-# start, before it stores its own, to know whether the broker should still hold its session (ingest.worker).
-LAST_MARK = "SELECT max(written), count() FROM worker_marks WHERE worker = {worker:String}"
-
-
 def complete_before(marks: Sequence[object]) -> int:
     """From MARKS_QUERY's row: the instant before which every live worker committed all it received."""
     now_ms, newest = marks
