@@ -88,34 +88,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime: fields 14 and 15 of stat(5)
 
 
-def _started(pid: int) -> str | None:
-    """When a running process started (clock ticks since boot, stat(5)'s field 22), None if none runs."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[19] if fields[0] != "Z" else None  # a zombie has ended
-
-
-def process_identity() -> str:
-    """This process among all, for as long as it runs: its host, pid and start (`gone` reads it)."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}/{pid}/{_started(pid) or 0}"
-
-
-def gone(identity: str) -> bool:
-    """Whether `identity` (process_identity's) names a process of this host that no longer runs: a pid
-    that no process has, or has again since a later start. False when this cannot tell: another host
-    (another container is another host), no /proc, or not an identity at all."""
-    parts = identity.split("/")
-    if len(parts) != 3 or not parts[1].isdigit() or parts[0] != socket.gethostname():
-        return False
-    if not Path("/proc/self/stat").exists():
-        return False
-    return _started(int(parts[1])) != parts[2]
-
-
 class Process(NamedTuple):
     """One line of /proc/<pid>/stat, the fields eventpipe reads."""
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from eventpipe.host import free_port, gone, interrupted_by, process_identity
+from eventpipe.host import free_port, interrupted_by
 
 
 def test_free_port_never_hands_one_process_the_same_port_twice() -> None:
@@ -74,22 +74,3 @@ def test_a_signal_at_its_default_interrupts_the_block_and_an_ignored_one_stays_i
         assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGHUP, previous)
-
-
-def test_a_process_is_gone_once_it_ends_or_its_pid_runs_a_later_one_and_unknown_elsewhere() -> None:
-    mine = process_identity()
-    host, pid, start = mine.split("/")
-    assert (host, pid) == (socket.gethostname(), str(os.getpid()))
-    assert not gone(mine)
-    assert gone(f"{host}/{pid}/{int(start) - 1}"), "the pid now runs a process started later"
-    child = subprocess.Popen(
-        [sys.executable, "-c", "from eventpipe.host import process_identity as i; print(i())"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    ended, _ = child.communicate(timeout=30)
-    assert gone(ended.strip())
-    # What it cannot tell is never taken for gone: a replay of another host is waited for.
-    assert not gone(f"another-host/{pid}/{int(start) - 1}")
-    assert not gone("")
-    assert not gone("0123456789abcdef")

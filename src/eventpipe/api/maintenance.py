@@ -30,6 +30,7 @@ from eventpipe.ingest.replay import MAX_EXAMINED, MAX_FAILURES_SHOWN, Replayer
 from eventpipe.store.audit import Erasure, user_hash
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
+from eventpipe.store.dsn import embedded
 from eventpipe.store.erasure import Eraser
 from eventpipe.store.outcome import Outcomes, Selection
 from eventpipe.store.writer import Writer
@@ -62,7 +63,8 @@ def admin(settings: Settings) -> Admin:
     # An erasure waits for deletes that rewrite each part's row mask: seconds per 10M events stored.
     client = connect(settings.resolved_admin_clickhouse_dsn, timeout_s=ERASE_TIMEOUT_S)
     secret = settings.erasure_secret.get_secret_value() if settings.erasure_secret else None
-    return Admin(Replayer(Outcomes(client), Writer(client), limits_from(settings)), Eraser(client), secret)
+    eraser = Eraser(client, embedded=embedded(settings.resolved_admin_clickhouse_dsn))
+    return Admin(Replayer(Outcomes(client), Writer(client), limits_from(settings)), eraser, secret)
 
 
 class ReplayRequest(BaseModel):

@@ -27,7 +27,6 @@ from eventpipe import __version__
 from eventpipe.events import Event, Limits, Reason, Rejection, parse
 from eventpipe.events import contract as contract_module
 from eventpipe.events import timestamp as timestamp_module
-from eventpipe.host import process_identity
 from eventpipe.store.mark import REPLAY_AHEAD, replay_name
 from eventpipe.store.outcome import Candidate, Outcome, Outcomes, Selection
 from eventpipe.store.row import StoredDeadLetter
@@ -81,8 +80,8 @@ class Replayer:
         # One replay at a time per process: two would parse and store the same letters twice.
         self._lock = threading.Lock()
         # Its name among the workers' marks (store.mark.REPLAY_PREFIX), which an erasure in any process reads;
-        # with this process's identity, by which an erasure on this host knows a replay killed mid-way.
-        self._name = replay_name(secrets.token_hex(8), process_identity())
+        # with this process's, by which an erasure on the embedded engine knows one of a process since gone.
+        self._name = replay_name(secrets.token_hex(8))
         self._written_ms = 0
 
     def replay(self, selection: Selection) -> Report:
@@ -114,7 +113,8 @@ class Replayer:
             self._mark(retired=True)
         except Exception as exc:  # noqa: BLE001 - the call's own outcome (or failure) is what it answers
             # Not retired, an erasure in any process waits for it (a minute at most, then answers
-            # complete: false) until its last mark is REPLAY_STALE_MS old, or, on this host, this process ends.
+            # complete: false) until its last mark is REPLAY_STALE_MS old, or, on the embedded engine, this
+            # process ends.
             log.warning("dead-letter replay: could not mark its end (%s): erasures wait for it meanwhile", exc)
 
     def _replay(self, letters: list[StoredDeadLetter], report: Report) -> None:

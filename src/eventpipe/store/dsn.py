@@ -15,6 +15,11 @@ def problem(dsn: str) -> str | None:
     return url_problem(dsn, SCHEMES)
 
 
+def embedded(dsn: str) -> bool:
+    """Whether `dsn` names the embedded engine, whose store one process alone can open."""
+    return dsn.strip().startswith("chdb://")
+
+
 # The embedded engine's directory in a data dir.
 EMBEDDED_STORE = "clickhouse"
 

@@ -4,12 +4,12 @@ an erasure's wait for in-flight batches read them); and the dead-letter replays 
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Sequence
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.host import gone
 from eventpipe.store.query import Query
 
 # The newest mark of each worker, and the server's clock for workers that have none yet.
@@ -49,16 +49,19 @@ RUNNING_REPLAYS = (
 )
 
 
-def replay_name(token: str, process: str) -> str:
-    """A replay's name among the marks: its token, and the process it runs in (host.process_identity)."""
-    return f"{REPLAY_PREFIX}{token}@{process}"
+# This process among those that mark replays: chDB lets one process open a store, so on the embedded
+# engine a replay marked by any other process has ended with it (store.erasure).
+PROCESS = secrets.token_hex(8)
 
 
-def running_replays(client: Client) -> set[str]:
-    """The replays that have marked themselves running within REPLAY_STALE_MS, less those whose process is
-    known to be gone: one killed mid-way on this host (`eventpipe up`, or a container's restarted API) is
-    not waited for until its mark is stale (found by an attack: every erasure for 30 minutes after such a
-    kill waited a minute and answered complete: false)."""
+def replay_name(token: str) -> str:
+    """A replay's name among the marks: its own token, and this process's."""
+    return f"{REPLAY_PREFIX}{token}@{PROCESS}"
+
+
+def running_replays(client: Client, this_process_only: bool = False) -> set[str]:
+    """The replays that have marked themselves running within REPLAY_STALE_MS; `this_process_only`: of
+    them, those this process runs (on the embedded engine, no other can be: see PROCESS)."""
     parameters = {"prefix": REPLAY_PREFIX, "since": time.time_ns() // 1_000_000 - REPLAY_STALE_MS}
     names = {str(row[0]) for row in client.query(RUNNING_REPLAYS, parameters=parameters).result_rows}
-    return {name for name in names if not gone(name.partition("@")[2])}
+    return {name for name in names if name.endswith(f"@{PROCESS}")} if this_process_only else names
