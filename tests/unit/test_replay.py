@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from eventpipe.events import Limits
+from pathlib import Path
+
+import pytest
+
+from eventpipe.events import Limits, codec, contract, timestamp
 from eventpipe.ingest.replay import _chunks, contract_of
 from eventpipe.store.outcome import Candidate
 
@@ -26,3 +30,18 @@ def test_a_failed_letter_is_due_again_once_a_limit_changes_and_not_before() -> N
         Limits(max_future_skew_ms=0),
     ):
         assert contract_of(changed) != defaults, changed
+
+
+def test_a_failed_letter_is_due_again_once_the_code_that_parses_it_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The JSON reader moved out of the contract into events.codec: a change there (NaN accepted, say) must
+    # make letters due again as a change to the contract does (found by a review: it did not).
+    defaults = contract_of(Limits())
+    real = Path.read_bytes
+    for module in (contract, codec, timestamp):
+
+        def changed(path: Path, _module_file: str = str(module.__file__)) -> bytes:
+            return real(path) + b"\n# changed\n" if str(path) == _module_file else real(path)
+
+        with monkeypatch.context() as patched:
+            patched.setattr(Path, "read_bytes", changed)
+            assert contract_of(Limits()) != defaults, module.__name__

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from eventpipe import __version__
 from eventpipe.events import Event, Limits, Reason, Rejection, parse
+from eventpipe.events import codec as codec_module
 from eventpipe.events import contract as contract_module
 from eventpipe.events import timestamp as timestamp_module
 from eventpipe.store.mark import REPLAY_AHEAD, replay_name
@@ -63,7 +64,7 @@ def contract_of(limits: Limits) -> str:
     """What a failure depends on: the parser's code and the limits. A letter that failed
     is due again once either changed (a setting relaxed, a format accepted)."""
     digest = hashlib.sha256(repr(limits).encode())
-    for module in (contract_module, timestamp_module):
+    for module in (contract_module, codec_module, timestamp_module):
         try:
             digest.update(Path(str(module.__file__)).read_bytes())
         except OSError:  # no source beside the code: the release names it
