@@ -73,12 +73,19 @@ def run_restore(args: argparse.Namespace) -> int:
         flush=True,
     )
     log.info("restored backup %s into %s", restored.name, where)
-    if restored.erased_since:
-        # The audit keeps only keyed hashes: who they were is in the operator's own record of the requests.
+    # The audit keeps only keyed hashes: who they were is in the operator's own record of the requests.
+    again = "erase each of them again (POST /admin/erase) once the stack is up (docs/operations.md, Erasure)"
+    if restored.erased_since is None:
+        print(
+            f"eventpipe restore: could not count the erasures made since backup {restored.name} was taken: those"
+            f" GET /admin/erasures lists from then on may have their users' events back; {again}",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif restored.erased_since:
         print(
             f"eventpipe restore: {restored.erased_since} erasure(s) were made since backup {restored.name} was taken"
-            " (GET /admin/erasures lists them): the events of those users are in the store again; erase each of"
-            " them again (POST /admin/erase) once the stack is up (docs/operations.md, Erasure: what it cannot reach)",
+            f" (GET /admin/erasures lists them): the events of those users may be in the store again; {again}",
             file=sys.stderr,
             flush=True,
         )

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import BackupError, EventpipeError
+from eventpipe.errors import BackupError, EventpipeError, StorageError
 from eventpipe.store import job
 from eventpipe.store.attachment import HELD, counted, held, opened, present
 from eventpipe.store.disk import discard, room_for_backup, room_for_rehearsal
@@ -61,8 +61,9 @@ class Restored(NamedTuple):
     events: int
     dead_letters: int
     replaced: Backup | None
-    # Erasures the audit records since the backup was taken: their users' events are back.
-    erased_since: int = 0
+    # Erasures the audit records since the backup was taken: their users' events may be back. None: the
+    # count failed, after the restore was done.
+    erased_since: int | None = 0
 
 
 class Backups:
@@ -161,7 +162,10 @@ class Backups:
             events, dead_letters = (self._rows(query.format(db=quoted(database)))[0][0] for query in HELD)
             # From the second its name gives: also an erasure made in that second before it began, one more
             # to check rather than one missed.
-            erased = int(self._rows(ERASED_SINCE, {"since": taken_ms(name)})[0][0])
+            try:
+                erased: int | None = int(self._rows(ERASED_SINCE, {"since": taken_ms(name)})[0][0])
+            except StorageError:
+                erased = None  # the restore is done: not to be reported failed for a count
             return Restored(name, events, dead_letters, replaced, erased)
 
     def _recorded(self, name: str) -> Backup | None:
