@@ -27,7 +27,7 @@ from eventpipe.redaction import redact
 from eventpipe.stack.lock import alone
 from eventpipe.store.client import connect
 from eventpipe.store.database import create_database
-from eventpipe.store.dsn import embedded_dsn
+from eventpipe.store.dsn import embedded, embedded_dsn
 from eventpipe.store.migration import migrate
 
 log = logging.getLogger("eventpipe")
@@ -38,7 +38,7 @@ def _own_store(settings: Settings, then: str) -> contextlib.AbstractContextManag
     naming that store): chDB lets one process open a store, and beside `eventpipe up` the command failed with
     the engine's lock error, blamed on EVENTPIPE_CLICKHOUSE_DSN, which was not set. Another store needs none."""
     dsn = settings.clickhouse_dsn
-    if dsn and not (dsn.startswith("chdb://") and dsn == embedded_dsn(settings.data_dir)):
+    if dsn and not (embedded(dsn) and dsn == embedded_dsn(settings.data_dir)):
         return contextlib.nullcontext()
     return alone(settings.data_dir, "EVENTPIPE_DATA_DIR", then)
 
