@@ -78,10 +78,11 @@ def test_no_user_has_a_password_or_hash_in_the_file() -> None:
 
 def test_the_ingest_user_may_only_insert_into_the_tables_the_worker_writes() -> None:
     # The views feeding events_by_user and arrivals write with their definer's rights; the worker
-    # itself records undated events and reads their first-copy times, and writes its own marks.
+    # itself records undated events and reads their first-copy times, and writes its own marks and reads
+    # them at its start (when it last held its broker session).
     expected = ["GRANT INSERT ON eventpipe.events", "GRANT INSERT ON eventpipe.dead_letters"]
     expected += ["GRANT SELECT ON eventpipe.undated_events", "GRANT INSERT ON eventpipe.undated_events"]
-    expected += ["GRANT INSERT ON eventpipe.worker_marks"]
+    expected += ["GRANT INSERT ON eventpipe.worker_marks", "GRANT SELECT ON eventpipe.worker_marks"]
     assert sorted(grants("eventpipe_ingest")) == sorted(expected)
     assert {"events", "dead_letters", "undated_events", "events_by_user", "arrivals"} <= set(RETAINED)
 

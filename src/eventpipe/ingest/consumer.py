@@ -67,6 +67,7 @@ class Consumer:
         # socket error calls _on_disconnect on this same thread.
         self._lock = threading.RLock()
         self._generation = 1
+        self._last_linked_ms: int | None = None
         self._link_up = False
         self._accepting = True
         self.failure: str | None = None
@@ -92,7 +93,10 @@ class Consumer:
         # Bounded backoff between reconnect attempts, done by paho's loop thread.
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
 
-    def start(self) -> None:
+    def start(self, last_linked_ms: int | None = None) -> None:
+        """Connect, resuming the session; `last_linked_ms`: when this worker last held it (ingest.mark's
+        session marks), None if never or unknown, for a missing session at the first connect."""
+        self._last_linked_ms = last_linked_ms
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._settings.mqtt_session_expiry_s
         props.ReceiveMaximum = self._settings.mqtt_receive_maximum
@@ -114,6 +118,11 @@ class Consumer:
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
+
+    @property
+    def linked(self) -> bool:
+        """Whether the connection is up now (from its CONNACK to its end)."""
+        return self._link_up
 
     @property
     def network_alive(self) -> bool:
@@ -183,12 +192,16 @@ class Consumer:
             self._waiting.let_go(generation)
             self._resumed(generation)
         elif generation > 1:
-            self._metrics.sessions_lost.inc()
+            handshake.session_lost(self._metrics)
             log.error(
                 "the broker had no session for this worker on reconnecting: what it queued for it meanwhile is gone "
                 "(a client that took the session with a clean start, a broker restarted without its persistence, "
                 "or an expired session)"
             )
+        else:
+            expiry = getattr(props, "SessionExpiryInterval", None)
+            now_ms = time.time_ns() // 1_000_000
+            handshake.check_first_session(self._settings, self._metrics, self._last_linked_ms, expiry, now_ms)
         try:
             # Retained messages are not sent on subscribing: the worker subscribes on every connect, and
             # got every retained message again each time (10,000 stored again after a restart in an

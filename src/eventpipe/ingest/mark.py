@@ -23,6 +23,11 @@ from eventpipe.store.writer import Mark
 EVERY_MS = 1000
 # An idle worker stores a mark alone this often: an insert of one row, so not every second.
 IDLE_MS = 2000
+# While connected, a worker also stores, at most this often, a mark saying it held its broker session
+# then, under its name and SESSION_SUFFIX (retired, so the feed and erasures pass it by). A start that
+# finds no session within the session's expiry of the last one counts it lost (ingest.handshake).
+SESSION_EVERY_MS = 60_000
+SESSION_SUFFIX = "#session"
 
 
 class Marker:
@@ -31,6 +36,7 @@ class Marker:
     def __init__(self, worker: str) -> None:
         self._worker = worker
         self._last_ms = 0
+        self._session_ms = 0
 
     def start(self) -> Mark:
         """Stored before the worker subscribes: it has received nothing before now."""
@@ -45,14 +51,18 @@ class Marker:
         """How long an idle worker may wait for a message before its next mark is due."""
         return max(0.0, (self._last_ms + IDLE_MS - _now_ms()) / 1000) + 0.001
 
-    def due(self, first_received_ms: int) -> list[Mark]:
+    def due(self, first_received_ms: int, linked: bool = False) -> list[Mark]:
         """The mark to store after committing a batch whose first message was received at `first_received_ms`,
-        if one is due."""
+        if one is due; and, `linked` to the broker now, the session's when one is due."""
         now_ms = _now_ms()
         if now_ms - self._last_ms < EVERY_MS:
             return []
         self._last_ms = now_ms
-        return [Mark(self._worker, complete_before=first_received_ms, retired=False, written=now_ms)]
+        marks = [Mark(self._worker, complete_before=first_received_ms, retired=False, written=now_ms)]
+        if linked and now_ms - self._session_ms >= SESSION_EVERY_MS:
+            self._session_ms = now_ms
+            marks.append(Mark(self._worker + SESSION_SUFFIX, complete_before=0, retired=True, written=now_ms))
+        return marks
 
     def retired(self) -> Mark:
         return Mark(self._worker, complete_before=0, retired=True, written=_now_ms())

@@ -151,7 +151,15 @@ class IngestMetrics:
         )
         self.sessions_lost = Counter(
             "eventpipe_mqtt_sessions_lost_total",
-            "Reconnects on which the broker had no session for this worker: what it had queued for it is gone.",
+            "Connects on which the broker had no session for this worker that it should have held (a reconnect, or"
+            " a start within the session's expiry of the worker's last connection): what it queued for it is gone.",
+            registry=registry,
+        )
+        # A time, not only the count: a loss found at a start is the new process's first sample, which
+        # increase() cannot see.
+        self.session_lost_at = Gauge(
+            "eventpipe_mqtt_session_lost_timestamp_seconds",
+            "When this process last counted a session lost (eventpipe_mqtt_sessions_lost_total); 0: never.",
             registry=registry,
         )
         for reason in Reason:

@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 
 from eventpipe.config import Settings
-from eventpipe.errors import StorageError
+from eventpipe.errors import RetryableStorageError, StorageError
 from eventpipe.events import PROBE_EVENT_TYPE, Event
 from eventpipe.ingest.commit import commit
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.delivery import Delivery, held_size
 from eventpipe.ingest.limit import limits_from
-from eventpipe.ingest.mark import Marker
+from eventpipe.ingest.mark import SESSION_SUFFIX, Marker
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.policy import BatchPolicy, leading
 from eventpipe.ingest.retry import Abandoned, Retrier
@@ -70,13 +70,26 @@ class Worker:
         # Before subscribing, so the feed knows this worker before it receives. A worker must
         # start while ClickHouse refuses it too: then its flusher stores the mark before any batch.
         self._start_mark = [self._marker.start()]
+        last_linked_ms: int | None = None
+        try:
+            # When it last held its broker session, for one lost since (ingest.handshake).
+            last_linked_ms = self._writer.last_mark(self._settings.mqtt_client_id + SESSION_SUFFIX)
+        except RetryableStorageError as exc:  # no answer: the start mark is not waited for a second time
+            log.warning("could not read when this worker last held its session, nor store its start mark: %s", exc)
+        except StorageError as exc:  # refused (a user without the read): the start mark all the same
+            log.warning("could not read when this worker last held its session; one lost goes uncounted: %s", exc)
+            self._store_start_mark()
+        else:
+            self._store_start_mark()
+        self._thread.start()
+        self.consumer.start(last_linked_ms)
+
+    def _store_start_mark(self) -> None:
         try:
             self._writer.insert_marks(self._start_mark)
             self._start_mark = []
         except StorageError as exc:
             log.warning("could not store this worker's start mark; retried before its first batch: %s", exc)
-        self._thread.start()
-        self.consumer.start()
 
     @property
     def alive(self) -> bool:
@@ -205,7 +218,7 @@ class Worker:
                 if batch:
                     self._commit(batch)
                 else:  # idle: a mark alone, so complete_until moves on without traffic (ingest.mark)
-                    self._store_marks(self._marker.due(self._idle_before_ms))
+                    self._store_marks(self._marker.due(self._idle_before_ms, self.consumer.linked))
         except Abandoned:
             with self._cond:
                 left = len(self._items)
@@ -246,7 +259,7 @@ class Worker:
         started = time.monotonic()
         # Batches hold the oldest messages in receive order, so once this one is
         # committed, so is everything received before its first message (ingest.mark).
-        marks = self._marker.due(batch[0].received_ms)
+        marks = self._marker.due(batch[0].received_ms, self.consumer.linked)
         committed = commit(batch, self._limits, self._writer, self._retrier)
 
         # Counted before the acks go out: an ack frees the broker to send more,

@@ -21,6 +21,10 @@ MARKS_QUERY = Query(
 )
 
 
+# When a worker last stored a mark under a name (ingest.mark's session marks): read at its start.
+LAST_MARK = "SELECT max(written), count() FROM worker_marks WHERE worker = {worker:String}"
+
+
 def complete_before(marks: Sequence[object]) -> int:
     """From MARKS_QUERY's row: the instant before which every live worker committed all it received."""
     now_ms, newest = marks

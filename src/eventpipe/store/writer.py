@@ -21,6 +21,7 @@ from eventpipe.errors import (
 )
 from eventpipe.events import PROBE_EVENT_TYPE, Event, Rejection
 from eventpipe.store.failure import classified
+from eventpipe.store.mark import LAST_MARK
 from eventpipe.store.query import bound_bytes, parameter_chunks
 from eventpipe.store.schema.event import FIRST_COPY_BASE
 
@@ -231,6 +232,12 @@ class Writer:
         """Store workers' marks in worker_marks, in an insert of their own (migration 14)."""
         if marks:
             self._insert("worker_marks", Mark._fields, list(zip(*marks, strict=True)))
+
+    def last_mark(self, worker: str) -> int | None:
+        """When a mark named `worker` was last stored (epoch ms), None if never."""
+        with classified():
+            written, count = self._client.query(LAST_MARK, parameters={"worker": worker}).result_rows[0]
+        return int(str(written)) if int(str(count)) else None
 
     def insert_dead_letters(self, rejections: Sequence[Rejection]) -> None:
         if not rejections:
