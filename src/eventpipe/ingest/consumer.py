@@ -67,7 +67,9 @@ class Consumer:
         # socket error calls _on_disconnect on this same thread.
         self._lock = threading.RLock()
         self._generation = 1
-        self._last_linked_ms: int | None = None
+        self._last_held: tuple[int, int] | None = None
+        # The live session's expiry, as asked for or as the broker cut it in CONNACK.
+        self._expiry_s = settings.mqtt_session_expiry_s
         self._link_up = False
         self._accepting = True
         self.failure: str | None = None
@@ -93,10 +95,10 @@ class Consumer:
         # Bounded backoff between reconnect attempts, done by paho's loop thread.
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
 
-    def start(self, last_linked_ms: int | None = None) -> None:
-        """Connect, resuming the session; `last_linked_ms`: when this worker last held it (ingest.mark's
-        session marks), None if never or unknown, for a missing session at the first connect."""
-        self._last_linked_ms = last_linked_ms
+    def start(self, last_held: tuple[int, int] | None = None) -> None:
+        """Connect, resuming the session; `last_held`: when this worker last held it and its expiry then
+        (ingest.mark's session marks), None if never or unknown, for a missing session at the first connect."""
+        self._last_held = last_held
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._settings.mqtt_session_expiry_s
         props.ReceiveMaximum = self._settings.mqtt_receive_maximum
@@ -120,9 +122,9 @@ class Consumer:
         return self._connected.wait(timeout)
 
     @property
-    def linked(self) -> bool:
-        """Whether the connection is up now (from its CONNACK to its end)."""
-        return self._link_up
+    def session_expiry_s(self) -> int | None:
+        """While the connection is up (from its CONNACK to its end), its session's expiry; else None."""
+        return self._expiry_s if self._link_up else None
 
     @property
     def network_alive(self) -> bool:
@@ -175,7 +177,9 @@ class Consumer:
             return
         handshake.check_window(self._settings, self._metrics, getattr(props, "ReceiveMaximum", MQTT_MAX_WINDOW))
         handshake.check_packet_limit(self._settings, self._metrics, getattr(props, "MaximumPacketSize", None))
+        granted = getattr(props, "SessionExpiryInterval", None)
         with self._lock:
+            self._expiry_s = self._settings.mqtt_session_expiry_s if granted is None else int(granted)
             self._link_up = True
             generation = self._generation
         if generation > 1:
@@ -199,9 +203,7 @@ class Consumer:
                 "or an expired session)"
             )
         else:
-            expiry = getattr(props, "SessionExpiryInterval", None)
-            now_ms = time.time_ns() // 1_000_000
-            handshake.check_first_session(self._settings, self._metrics, self._last_linked_ms, expiry, now_ms)
+            handshake.check_first_session(self._metrics, self._last_held, time.time_ns() // 1_000_000)
         try:
             # Retained messages are not sent on subscribing: the worker subscribes on every connect, and
             # got every retained message again each time (10,000 stored again after a restart in an

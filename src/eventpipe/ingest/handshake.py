@@ -50,21 +50,19 @@ def session_lost(metrics: IngestMetrics) -> None:
     metrics.session_lost_at.set_to_current_time()
 
 
-def check_first_session(
-    settings: Settings, metrics: IngestMetrics, last_linked_ms: int | None, broker_expiry_s: int | None, now_ms: int
-) -> None:
+def check_first_session(metrics: IngestMetrics, last_held: tuple[int, int] | None, now_ms: int) -> None:
     """At a worker's first connect, the broker having no session for it: lost if the worker last held one
-    (its newest session mark, `last_linked_ms`, stored at most a minute apart while connected: ingest.mark)
-    less than the session's expiry ago, as the broker grants it, else the one asked for. Nothing is counted
-    for a worker that never held one, nor for one whose session expired (that is only said)."""
-    if last_linked_ms is None:
+    (its newest session mark, `last_held`: when, and the expiry the session had then) less than that
+    expiry ago. Nothing is counted for a worker that never held one under this session id and broker, nor
+    for one whose session expired (that is only said)."""
+    if last_held is None:
         return
-    away_s = max(0, now_ms - last_linked_ms) / 1000
-    expiry_s = min(settings.mqtt_session_expiry_s, broker_expiry_s or settings.mqtt_session_expiry_s)
+    held_ms, expiry_s = last_held
+    away_s = max(0, now_ms - held_ms) / 1000
     if away_s >= expiry_s:
         log.warning(
             "the broker had no session for this worker, last connected %.0f s ago, longer than its session"
-            " lasts (%d s, EVENTPIPE_MQTT_SESSION_EXPIRY_S or the broker's cap): what was queued for it until"
+            " lasted (%d s, EVENTPIPE_MQTT_SESSION_EXPIRY_S or the broker's cap): what was queued for it until"
             " the session expired is gone",
             away_s,
             expiry_s,
@@ -73,9 +71,8 @@ def check_first_session(
     session_lost(metrics)
     log.error(
         "the broker had no session for this worker, last connected %.0f s ago, within the %d s its session lasts:"
-        " what was queued for it while it was stopped is gone (a broker restarted without its persistence, a"
-        " client that took the session with a clean start, or a changed EVENTPIPE_MQTT_SESSION_SECRET, which"
-        " names another session)",
+        " what was queued for it while it was stopped is gone (a broker restarted without its persistence, or a"
+        " client that took the session with a clean start)",
         away_s,
         expiry_s,
     )

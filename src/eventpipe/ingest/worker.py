@@ -14,16 +14,17 @@ import time
 from collections.abc import Callable
 
 from eventpipe.config import Settings
-from eventpipe.errors import RetryableStorageError, StorageError
+from eventpipe.errors import StorageError
 from eventpipe.events import PROBE_EVENT_TYPE, Event
 from eventpipe.ingest.commit import commit
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.delivery import Delivery, held_size
 from eventpipe.ingest.limit import limits_from
-from eventpipe.ingest.mark import SESSION_SUFFIX, Marker
+from eventpipe.ingest.mark import Marker, session_mark_name
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.policy import BatchPolicy, leading
 from eventpipe.ingest.retry import Abandoned, Retrier
+from eventpipe.mqtt.address import MqttAddress
 from eventpipe.store.writer import Mark, Writer
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ class Worker:
         self._stopping = False
         self._clean = True
         self._failed: BaseException | None = None
-        self._marker = Marker(settings.mqtt_client_id)
+        broker = MqttAddress.parse(settings.mqtt_url)
+        session = session_mark_name(settings.mqtt_client_id, settings.mqtt_session_id, f"{broker.host}:{broker.port}")
+        self._marker = Marker(settings.mqtt_client_id, session)
         self._thread = threading.Thread(target=self._run, name="eventpipe-flusher", daemon=True)
         # The receive time of the oldest burst the network thread is handing over, until all of it is held.
         self._handing_ms: int | None = None
@@ -70,26 +73,19 @@ class Worker:
         # Before subscribing, so the feed knows this worker before it receives. A worker must
         # start while ClickHouse refuses it too: then its flusher stores the mark before any batch.
         self._start_mark = [self._marker.start()]
-        last_linked_ms: int | None = None
+        last_held: tuple[int, int] | None = None
         try:
             # When it last held its broker session, for one lost since (ingest.handshake).
-            last_linked_ms = self._writer.last_mark(self._settings.mqtt_client_id + SESSION_SUFFIX)
-        except RetryableStorageError as exc:  # no answer: the start mark is not waited for a second time
-            log.warning("could not read when this worker last held its session, nor store its start mark: %s", exc)
-        except StorageError as exc:  # refused (a user without the read): the start mark all the same
+            last_held = self._writer.last_mark(self._marker.session)
+        except StorageError as exc:
             log.warning("could not read when this worker last held its session; one lost goes uncounted: %s", exc)
-            self._store_start_mark()
-        else:
-            self._store_start_mark()
-        self._thread.start()
-        self.consumer.start(last_linked_ms)
-
-    def _store_start_mark(self) -> None:
         try:
             self._writer.insert_marks(self._start_mark)
             self._start_mark = []
         except StorageError as exc:
             log.warning("could not store this worker's start mark; retried before its first batch: %s", exc)
+        self._thread.start()
+        self.consumer.start(last_held)
 
     @property
     def alive(self) -> bool:
@@ -218,7 +214,7 @@ class Worker:
                 if batch:
                     self._commit(batch)
                 else:  # idle: a mark alone, so complete_until moves on without traffic (ingest.mark)
-                    self._store_marks(self._marker.due(self._idle_before_ms, self.consumer.linked))
+                    self._store_marks(self._marker.due(self._idle_before_ms, self.consumer.session_expiry_s))
         except Abandoned:
             with self._cond:
                 left = len(self._items)
@@ -259,7 +255,7 @@ class Worker:
         started = time.monotonic()
         # Batches hold the oldest messages in receive order, so once this one is
         # committed, so is everything received before its first message (ingest.mark).
-        marks = self._marker.due(batch[0].received_ms, self.consumer.linked)
+        marks = self._marker.due(batch[0].received_ms, self.consumer.session_expiry_s)
         committed = commit(batch, self._limits, self._writer, self._retrier)
 
         # Counted before the acks go out: an ack frees the broker to send more,

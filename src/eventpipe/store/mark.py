@@ -21,8 +21,10 @@ MARKS_QUERY = Query(
 )
 
 
-# When a worker last stored a mark under a name (ingest.mark's session marks): read at its start.
-LAST_MARK = "SELECT max(written), count() FROM worker_marks WHERE worker = {worker:String}"
+# The newest mark under a name, when and its complete_before (ingest.mark's session marks): read at a start.
+LAST_MARK = (
+    "SELECT max(written), argMax(complete_before, written), count() FROM worker_marks WHERE worker = {worker:String}"
+)
 
 
 def complete_before(marks: Sequence[object]) -> int:

@@ -233,11 +233,11 @@ class Writer:
         if marks:
             self._insert("worker_marks", Mark._fields, list(zip(*marks, strict=True)))
 
-    def last_mark(self, worker: str) -> int | None:
-        """When a mark named `worker` was last stored (epoch ms), None if never."""
+    def last_mark(self, worker: str) -> tuple[int, int] | None:
+        """The newest mark named `worker`: when it was stored (epoch ms) and its complete_before; None if none."""
         with classified():
-            written, count = self._client.query(LAST_MARK, parameters={"worker": worker}).result_rows[0]
-        return int(str(written)) if int(str(count)) else None
+            written, value, count = self._client.query(LAST_MARK, parameters={"worker": worker}).result_rows[0]
+        return (int(str(written)), int(str(value))) if int(str(count)) else None
 
     def insert_dead_letters(self, rejections: Sequence[Rejection]) -> None:
         if not rejections:
