@@ -15,7 +15,6 @@ from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_
 from eventpipe.mqtt import address, packet, topic
 from eventpipe.mqtt.session import MIN_SECRET_CHARS, session_id, share_group
 from eventpipe.store import dsn
-from eventpipe.store.dsn import embedded_dsn
 
 # What a runbook URL may be: absolute, and safe inside YAML and a sed replacement.
 # No "{" or "}": the rules are Go templates, and "{{" in the link made Prometheus load none of them.
@@ -274,7 +273,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_clickhouse_dsn(self) -> str:
-        return self.clickhouse_dsn or embedded_dsn(self.data_dir)
+        return self.clickhouse_dsn or dsn.embedded_dsn(self.data_dir)
 
     @property
     def resolved_admin_clickhouse_dsn(self) -> str:

@@ -73,22 +73,19 @@ def run_restore(args: argparse.Namespace) -> int:
         flush=True,
     )
     log.info("restored backup %s into %s", restored.name, where)
-    # The audit keeps only keyed hashes: who they were is in the operator's own record of the requests.
-    again = "erase each of them again (POST /admin/erase) once the stack is up (docs/operations.md, Erasure)"
-    if restored.erased_since is None:
-        print(
-            f"eventpipe restore: could not count the erasures made since backup {restored.name} was taken: those"
-            f" GET /admin/erasures lists from then on may have their users' events back; {again}",
-            file=sys.stderr,
-            flush=True,
+    erased = restored.erased_since
+    if erased != 0:
+        since = f"since backup {restored.name} was taken"
+        said = (
+            f"could not count the erasures made {since}: those GET /admin/erasures lists from then on may have"
+            " their users' events back"
+            if erased is None
+            else f"{erased} erasure(s) were made {since} (GET /admin/erasures lists them): the events of those"
+            " users may be in the store again"
         )
-    elif restored.erased_since:
-        print(
-            f"eventpipe restore: {restored.erased_since} erasure(s) were made since backup {restored.name} was taken"
-            f" (GET /admin/erasures lists them): the events of those users may be in the store again; {again}",
-            file=sys.stderr,
-            flush=True,
-        )
+        # The audit keeps only keyed hashes: who they were is in the operator's own record of the requests.
+        again = "erase each of them again (POST /admin/erase) once the stack is up (docs/operations.md, Erasure)"
+        print(f"eventpipe restore: {said}; {again}", file=sys.stderr, flush=True)
     return 0
 
 

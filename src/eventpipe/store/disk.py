@@ -44,10 +44,9 @@ def room_for_backup(client: Client, database: str, kept: list[str], rewrites: in
     if short := _lacking(free, backup_needs(size, rewrites, shared)):
         purged = f", {rewrites // MIB} MiB of it the purge of erased rows" if shared and rewrites else ""
         raise BackupError(
-            f"the backups disk has {short[0]} MiB free, and a backup of this store needs about "
-            f"{short[1]} MiB: {short[1] - SPARE_BYTES // MIB} MiB of copy{purged}, and {SPARE_BYTES // MIB} MiB "
-            "to spare (filling a disk ClickHouse "
-            "shares stops ingest): free space or delete old backups (docs/operations.md, Backups and restore)"
+            f"the backups disk has {short[0]} MiB free, and a backup of this store needs {_needed(short[1], purged)}"
+            " (filling a disk ClickHouse shares stops ingest): free space or delete old backups (docs/operations.md,"
+            " Backups and restore)"
         )
 
 
@@ -77,8 +76,7 @@ def room_for_rehearsal(client: Client, attached: str) -> None:
     if short := _lacking(free, size):
         raise BackupError(
             f"ClickHouse's data disk has {short[0]} MiB free, and a restore first rehearses into a copy of the "
-            f"backup, which needs about {short[1]} MiB: {short[1] - SPARE_BYTES // MIB} MiB of copy, and "
-            f"{SPARE_BYTES // MIB} MiB to spare: free space, then restore again; nothing was changed"
+            f"backup, which needs {_needed(short[1])}: free space, then restore again; nothing was changed"
         )
 
 
@@ -128,6 +126,11 @@ def _lacking(free: Disk | None, size: int) -> tuple[int, int] | None:
     if free is None or free.free >= size + SPARE_BYTES:
         return None
     return free.free // MIB, (size + SPARE_BYTES) // MIB
+
+
+def _needed(mib: int, purged: str = "") -> str:
+    """`mib` needed, _lacking's second, told apart: the spare is in it, said once (an operator freed it twice)."""
+    return f"about {mib} MiB: {mib - SPARE_BYTES // MIB} MiB of copy{purged}, and {SPARE_BYTES // MIB} MiB to spare"
 
 
 def _disk(client: Client, name: str) -> Disk | None:
