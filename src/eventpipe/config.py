@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES, PROBE_TOPIC
 from eventpipe.mqtt import address, packet, topic
-from eventpipe.mqtt.session import MIN_SECRET_CHARS, session_id, share_group
+from eventpipe.mqtt.session import MIN_SECRET_CHARS, Subscription, session_id, subscription
 from eventpipe.store import dsn
 
 # What a runbook URL may be: absolute, and safe inside YAML and a sed replacement.
@@ -287,29 +287,10 @@ class Settings(BaseSettings):
         return session_id(self.mqtt_client_id, self.mqtt_session_secret.get_secret_value())
 
     @property
-    def subscription(self) -> str:
-        """The worker's topic filter; with a share group, a name only holders of the secret can join."""
-        if not self.mqtt_share_group:
-            return self.mqtt_topic
-        if self.mqtt_session_secret is None:  # tests, benchmarks: as guessable as the session id then
-            return self._shared(self.mqtt_share_group)
-        return self._shared(share_group(self.mqtt_share_group, self.mqtt_session_secret.get_secret_value()))
-
-    @property
-    def shown_subscription(self) -> str:
-        """The filter as logs and errors show it: the group's HMAC would let a reader of the log join it."""
-        plain = self.plain_share_subscription
-        return self.subscription if plain is None else self._shared(f"{self.mqtt_share_group}-<hmac>")
-
-    @property
-    def plain_share_subscription(self) -> str | None:
-        """The group as versions before the HMAC subscribed to it, which a resumed session may still hold."""
-        if not self.mqtt_share_group or self.mqtt_session_secret is None:
-            return None
-        return self._shared(self.mqtt_share_group)
-
-    def _shared(self, group: str) -> str:
-        return f"$share/{group}/{self.mqtt_topic}"
+    def subscription(self) -> Subscription:
+        """The worker's topic filter, as it subscribes, as it is shown, and as old versions subscribed."""
+        secret = None if self.mqtt_session_secret is None else self.mqtt_session_secret.get_secret_value()
+        return subscription(self.mqtt_topic, self.mqtt_share_group, secret)
 
 
 def settings_problem(exc: ValidationError, flags: dict[str, str] | None = None) -> str:

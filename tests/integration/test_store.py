@@ -182,7 +182,7 @@ def test_a_batch_written_twice_counts_once(client: clickhouse_connect.driver.Cli
     rows = sample(500)
     writer.insert_events(rows)
     # A redelivered part of the batch, written by a restarted worker (one writer leaves out copies of
-    # a millisecond it stored itself: store.writer.Writer._unstored).
+    # a millisecond it stored itself: store.copy.Tail).
     Writer(client).insert_events(rows[:200])
     assert client.command("SELECT count() FROM events") == 700  # before any merge
     assert reader.count_events() == 500

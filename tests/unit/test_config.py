@@ -18,7 +18,7 @@ def test_environment_variables_with_the_prefix_are_read(monkeypatch: pytest.Monk
     settings = Settings()
     assert settings.batch_max_rows == 250
     assert settings.api_keys == ["alpha", "beta", "gamma"]
-    assert settings.subscription == "$share/ingest/events/#"
+    assert settings.subscription.name == "$share/ingest/events/#"
 
 
 def test_the_share_group_carries_an_hmac_only_holders_of_the_secret_compute() -> None:
@@ -26,14 +26,14 @@ def test_the_share_group_carries_an_hmac_only_holders_of_the_secret_compute() ->
 
     secret = "s" * 40
     settings = Settings(mqtt_share_group="eventpipe", mqtt_session_secret=secret)
-    group = settings.subscription.split("/")[1]
-    assert settings.subscription == f"$share/{group}/events/#" and group.startswith("eventpipe-")
+    group = settings.subscription.name.split("/")[1]
+    assert settings.subscription.name == f"$share/{group}/events/#" and group.startswith("eventpipe-")
     assert len(group) == len("eventpipe-") + 32
-    assert group != Settings(mqtt_share_group="eventpipe", mqtt_session_secret="t" * 40).subscription.split("/")[1]
+    assert group != Settings(mqtt_share_group="eventpipe", mqtt_session_secret="t" * 40).subscription.name.split("/")[1]
     assert group != session_id("eventpipe", secret)  # keyed apart from the session ids
-    assert group not in settings.shown_subscription and "eventpipe-<hmac>" in settings.shown_subscription
-    assert settings.plain_share_subscription == "$share/eventpipe/events/#"
-    assert Settings(mqtt_session_secret=secret).subscription == "events/#"
+    assert group not in settings.subscription.shown and "eventpipe-<hmac>" in settings.subscription.shown
+    assert settings.subscription.plain == "$share/eventpipe/events/#"
+    assert Settings(mqtt_session_secret=secret).subscription.name == "events/#"
 
 
 def test_a_window_smaller_than_a_batch_is_refused_with_the_reason() -> None:
@@ -97,7 +97,7 @@ def test_a_log_level_is_one_of_pythons_in_any_case() -> None:
 
 
 def test_probes_may_be_turned_off_for_a_narrow_subscription() -> None:
-    assert Settings(mqtt_topic="events/shop/#", probe_interval_s=0).subscription == "events/shop/#"
+    assert Settings(mqtt_topic="events/shop/#", probe_interval_s=0).subscription.name == "events/shop/#"
 
 
 def test_tls_settings_that_cannot_work_are_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

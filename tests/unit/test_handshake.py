@@ -1,5 +1,5 @@
 """When a worker counts a broker session lost at its start: its session marks (ingest.mark), and the
-judgement of a missing session at the first connect (ingest.handshake)."""
+judgement of a missing session at a connect (ingest.handshake)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from eventpipe.ingest import mark
-from eventpipe.ingest.handshake import check_first_session
+from eventpipe.ingest.handshake import check_first_session, check_missing_session
 from eventpipe.ingest.mark import Marker, session_mark_name
 from eventpipe.ingest.metrics import IngestMetrics
 
@@ -67,3 +67,15 @@ def test_a_missing_session_at_the_first_connect_is_lost_only_within_the_expiry_i
     assert (metrics.session_lost_at._value.get() > 0) is lost
     if held is not None and not lost:
         assert "longer than its session lasted" in caplog.text
+
+
+def test_a_missing_session_on_a_reconnect_is_lost_whatever_the_marks_say() -> None:
+    # The process held the session moments ago on its last connection: nothing could have expired it.
+    metrics = IngestMetrics(CollectorRegistry())
+    check_missing_session(metrics, 2, None, NOW_MS)
+    assert metrics.sessions_lost._value.get() == 1
+    # At the first connect the marks decide: none, nothing counted.
+    check_missing_session(metrics, 1, None, NOW_MS)
+    assert metrics.sessions_lost._value.get() == 1
+    check_missing_session(metrics, 1, (NOW_MS - 30_000, WEEK_S), NOW_MS)
+    assert metrics.sessions_lost._value.get() == 2

@@ -69,7 +69,7 @@ def _work(settings: Settings) -> int:
     ingest.start()
     log.info(
         "worker consuming %s from %s into %s",
-        settings.shown_subscription,
+        settings.subscription.shown,
         redact(settings.mqtt_url),
         redact(settings.resolved_clickhouse_dsn),
     )

@@ -195,29 +195,22 @@ class Consumer:
             # earlier connections that are not yet in a batch can go.
             self._waiting.let_go(generation)
             self._resumed(generation)
-        elif generation > 1:
-            handshake.session_lost(self._metrics)
-            log.error(
-                "the broker had no session for this worker on reconnecting: what it queued for it meanwhile is gone "
-                "(a client that took the session with a clean start, a broker restarted without its persistence, "
-                "or an expired session)"
-            )
         else:
-            handshake.check_first_session(self._metrics, self._last_held, time.time_ns() // 1_000_000)
+            handshake.check_missing_session(self._metrics, generation, self._last_held, time.time_ns() // 1_000_000)
         try:
             # Retained messages are not sent on subscribing: the worker subscribes on every connect, and
             # got every retained message again each time (10,000 stored again after a restart in an
             # attack). Published while its session exists, a retained message arrives like any other.
             options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
-            client.subscribe(self._settings.subscription, options=options)
-            plain = self._settings.plain_share_subscription
+            client.subscribe(self._settings.subscription.name, options=options)
+            plain = self._settings.subscription.plain
             if flags.session_present and plain is not None:
                 # A session from before the group's HMAC still holds the plain group, which would
                 # deliver every message a second time and stays open to producers: left.
                 client.unsubscribe(plain)
         except ValueError as exc:
             # An exception here would end paho's network thread without a word.
-            self.failure = f"cannot subscribe to {self._settings.shown_subscription!r}: {exc}"
+            self.failure = f"cannot subscribe to {self._settings.subscription.shown!r}: {exc}"
             log.error("%s", self.failure)
             return
         self._metrics.connected.set(1)
@@ -246,7 +239,7 @@ class Consumer:
         if refused:
             # Without the subscription the broker drops what producers send:
             # fatal, so the process stops and says why instead of looking healthy.
-            self.failure = f"the broker refused subscription {self._settings.shown_subscription!r}: {refused[0]}"
+            self.failure = f"the broker refused subscription {self._settings.subscription.shown!r}: {refused[0]}"
             log.error("%s", self.failure)
             return
         # Ready only now: before SUBACK a new session's messages would find no subscriber.

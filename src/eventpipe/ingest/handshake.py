@@ -50,6 +50,21 @@ def session_lost(metrics: IngestMetrics) -> None:
     metrics.session_lost_at.set_to_current_time()
 
 
+def check_missing_session(
+    metrics: IngestMetrics, generation: int, last_held: tuple[int, int] | None, now_ms: int
+) -> None:
+    """The broker had no session for this worker at the connect of `generation` (1: the process's first)."""
+    if generation == 1:
+        check_first_session(metrics, last_held, now_ms)
+        return
+    session_lost(metrics)
+    log.error(
+        "the broker had no session for this worker on reconnecting: what it queued for it meanwhile is gone "
+        "(a client that took the session with a clean start, a broker restarted without its persistence, "
+        "or an expired session)"
+    )
+
+
 def check_first_session(metrics: IngestMetrics, last_held: tuple[int, int] | None, now_ms: int) -> None:
     """At a worker's first connect, the broker having no session for it: lost if the worker last held one
     (its newest session mark, `last_held`: when, and the expiry the session had then) less than that

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import NamedTuple
 
 MIN_SECRET_CHARS = 32
 # 32 hex digits: 128 bits, far beyond guessing, short enough for a log line.
@@ -41,3 +42,24 @@ def session_id(name: str, secret: str) -> str:
 def _signed(name: str, message: str, secret: str) -> str:
     digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()[:DIGEST_HEX]
     return f"{name}-{digest}"
+
+
+class Subscription(NamedTuple):
+    """The worker's topic filter: as it subscribes (`name`), as logs and errors show it (`shown`: the
+    group's HMAC would let a reader of the log join it), and the plain group that versions before the
+    HMAC subscribed to, which a resumed session may still hold (`plain`, None when there is none)."""
+
+    name: str
+    shown: str
+    plain: str | None
+
+
+def subscription(topic: str, group: str, secret: str | None) -> Subscription:
+    """`topic`, shared in `group` when one is given: a name only holders of `secret` can join, or
+    the group itself without a secret (tests, benchmarks: as guessable as the session id then)."""
+    if not group:
+        return Subscription(topic, topic, None)
+    if secret is None:
+        return Subscription(f"$share/{group}/{topic}", f"$share/{group}/{topic}", None)
+    signed = share_group(group, secret)
+    return Subscription(f"$share/{signed}/{topic}", f"$share/{group}-<hmac>/{topic}", f"$share/{group}/{topic}")

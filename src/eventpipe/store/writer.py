@@ -20,6 +20,7 @@ from eventpipe.errors import (
     UnknownStorageError,
 )
 from eventpipe.events import PROBE_EVENT_TYPE, Event, Rejection
+from eventpipe.store.copy import Tail, first_copies
 from eventpipe.store.failure import classified
 from eventpipe.store.mark import LAST_MARK
 from eventpipe.store.query import bound_bytes, parameter_chunks
@@ -64,23 +65,6 @@ class Mark(NamedTuple):
 UNDATED = threading.Lock()
 
 
-def first_copies(events: Sequence[Event]) -> tuple[list[int], list[int]]:
-    """The positions of the first copy of each event (by key: time, type, id) in `events`, in order,
-    and for every position the position of its event's first copy: the one received first, the
-    earlier in `events` when two were received in the same millisecond.
-
-    Copies in one batch are written once: `events` would keep the last of copies received in the
-    same millisecond (their versions tie) and the feed the first, so the two served different
-    copies (39 of 40 such events in an attack). By receive time, not position: a replay's batch
-    is in dead-letter id order."""
-    keys = [(event.timestamp_ms, event.event_type, event.event_id) for event in events]
-    first: dict[tuple[int, str, str], int] = {}
-    for index, key in enumerate(keys):
-        if key not in first or events[index].received_ms < events[first[key]].received_ms:
-            first[key] = index
-    return sorted(first.values()), [first[key] for key in keys]
-
-
 class Writer:
     """Writes whole batches; a refused batch is bisected to the rows that cause it."""
 
@@ -91,11 +75,8 @@ class Writer:
         # DESCRIBE round trip per batch). Dropped on any failure, so a schema
         # that changed under a running worker is read again.
         self._contexts: dict[str, InsertContext] = {}
-        # The newest receive time this writer has stored, and the keys of the events it stored with it:
-        # a socket read's messages share one receive time, and a batch that fills up in the middle of one
-        # leaves the rest to the next, whose copies of those events would tie with theirs (see _unstored).
-        self._tail_ms = -1
-        self._tail_keys: set[tuple[int, str, str]] = set()
+        # What this writer stored last, so that copies of it in the next batch are left out.
+        self._tail = Tail()
 
     def takes_writes(self) -> bool:
         return self._canary_failure() is None
@@ -129,7 +110,7 @@ class Writer:
         with UNDATED:
             events = self._first_times(events)
             kept, first_of = first_copies(events)
-            kept = self._unstored(events, kept)
+            kept = self._tail.unstored(events, kept)
             unique = [events[i] for i in kept]
             self._record_undated(unique)
         refused: list[tuple[int, str]] = []
@@ -138,42 +119,11 @@ class Writer:
         canary = functools.cache(self._canary_failure)
         self._insert_isolating(list(range(len(unique))), unique, refused, unknown if isolate_unknown else None, canary)
         gone = {index for index, _reason in refused}
-        self._remember([event for index, event in enumerate(unique) if index not in gone] if gone else unique)
+        self._tail.remember([event for index, event in enumerate(unique) if index not in gone] if gone else unique)
         # A copy left out shares its first copy's fate: refused with it, or stored as it (also by an
-        # earlier batch, for a copy _unstored leaves out).
+        # earlier batch, for a copy Tail.unstored leaves out).
         reasons = {kept[index]: reason for index, reason in refused}
         return [(index, reasons[first]) for index, first in enumerate(first_of) if first in reasons]
-
-    def _unstored(self, events: Sequence[Event], kept: list[int]) -> list[int]:
-        """`kept` but events this writer stored a copy of, received in the same millisecond, in an earlier batch.
-
-        Such copies' versions (first_copy) tie, and ReplacingMergeTree keeps the one stored last: /events,
-        export and /events/{id} served the later copy, and the first copy's user no longer found the event,
-        while the feed served the first (an attack: one event in a backlog drain per batch that filled up
-        amid a group of copies; 198 of 200 with EVENTPIPE_BATCH_MAX_ROWS=1). Left out, the stored copy is
-        the only one of that millisecond, the first received. Copies received by two workers in one
-        millisecond still tie (docs/architecture.md, "Copies")."""
-        tail_ms, tail = self._tail_ms, self._tail_keys  # the time first, inline: 1.4 ms a 20,000-row batch
-        return [
-            index
-            for index in kept
-            if events[index].received_ms != tail_ms
-            or (events[index].timestamp_ms, events[index].event_type, events[index].event_id) not in tail
-        ]
-
-    def _remember(self, stored: Sequence[Event]) -> None:
-        """Keep the keys of the last events of `stored` (just committed, in arrival order) received in its
-        last millisecond, for _unstored: only they can meet copies in the next batch. A replay's batch, in
-        letter order, leaves a trailing run at most, and an older one nothing."""
-        newest = stored[-1].received_ms if stored else -1
-        if newest < self._tail_ms:
-            return
-        if newest > self._tail_ms:
-            self._tail_ms, self._tail_keys = newest, set()
-        for event in reversed(stored):
-            if event.received_ms != newest:
-                break
-            self._tail_keys.add((event.timestamp_ms, event.event_type, event.event_id))
 
     def insert_event_columns(self, columns: Sequence[Sequence[object]]) -> None:
         """Insert rows given column by column, in EVENT_COLUMNS order, as the worker's batches go in.
