@@ -126,6 +126,27 @@ def test_an_id_reused_under_three_types_at_one_time_is_three_items_at_any_page_s
             assert [item["event_type"] for item in items] == ["dupc", "dupb", "dupa"], (params, limit)
 
 
+def test_each_event_of_an_id_reused_under_two_types_is_found_by_id_with_its_type(
+    api: TestClient, writer: Writer
+) -> None:
+    # Two events (README): the older one, of another type, was unreachable by id.
+    writer.insert_events(
+        [
+            event("events/order", {"event_id": "two-1", "timestamp": MARCH_MS + HOUR_MS, "n": 1}, MARCH_MS),
+            event("events/refund", {"event_id": "two-1", "timestamp": MARCH_MS, "n": 2}, MARCH_MS),
+            event("events/_probe", {"event_id": "two-1", "timestamp": MARCH_MS}, MARCH_MS),
+        ]
+    )
+    assert api.get("/events/two-1", headers=AUTH).json()["event_type"] == "order", "the newest, as before"
+    for kind, n in (("order", 1), ("refund", 2)):
+        got = api.get("/events/two-1", params={"event_type": kind}, headers=AUTH)
+        assert got.status_code == 200 and got.json()["properties"] == {"n": n}, kind
+    for kind in ("click", "_probe"):
+        missing = api.get("/events/two-1", params={"event_type": kind}, headers=AUTH)
+        assert missing.status_code == 404 and missing.json()["detail"] == "no event has this id and type", kind
+    assert api.get("/events/two-1", params={"type": "refund"}, headers=AUTH).status_code == 422
+
+
 def test_redelivered_copies_show_once_before_any_merge(api: TestClient, writer: Writer) -> None:
     ids = seed(writer, 300)
     seed(writer, 300)  # the same batch again, as after a crash before the ack: a second part, unmerged
@@ -357,9 +378,14 @@ def test_openapi_lists_the_refusals_every_keyed_route_can_answer(clickhouse_dsn:
 
 def test_ids_with_slashes_are_served_and_a_trailing_slash_is_not_another_event(api: TestClient, writer: Writer) -> None:
     writer.insert_events(
-        [event("events/a", {"event_id": eid, "timestamp": MARCH_MS}, MARCH_MS) for eid in ("a/b", "tenant/7/42", "x")]
+        [
+            event("events/a", {"event_id": eid, "timestamp": MARCH_MS}, MARCH_MS)
+            for eid in ("a/b", "tenant/7/42", "x", ".", "a/../b")
+        ]
     )
-    for eid, path in (("a/b", "/events/a%2Fb"), ("tenant/7/42", "/events/tenant/7/42")):
+    # Dot segments percent-encoded as README says: clients resolve them before sending otherwise.
+    encoded = [("a/b", "/events/a%2Fb"), (".", "/events/%2E"), ("a/../b", "/events/" + quote("a/../b", safe=""))]
+    for eid, path in (*encoded, ("tenant/7/42", "/events/tenant/7/42")):
         got = api.get(path, headers=AUTH, follow_redirects=False)
         assert got.status_code == 200 and got.json()["event_id"] == eid, path
     trailing = api.get("/events/x/", headers=AUTH, follow_redirects=False)

@@ -118,6 +118,10 @@ def test_a_scoped_key_sees_only_its_types_on_every_route(api: TestClient) -> Non
     other = api.get(f"/events/{HIDDEN}-click-3", headers=AS_PARTNER)
     assert (other.status_code, other.json()["error"]) == (404, "not_found"), "as if it did not exist"
     assert api.head(f"/events/{HIDDEN}-click-3", headers=AS_PARTNER).status_code == 404
+    # Naming the type opens nothing: it narrows the key's types, never widens them.
+    by_type = {"event_type": f"{HIDDEN}_click"}
+    assert api.get(f"/events/{HIDDEN}-click-3", params=by_type, headers=AS_PARTNER).status_code == 404
+    assert api.get(f"/events/{HIDDEN}-click-3", params=by_type, headers=AUTH).status_code == 200
 
     # All time (the tally by day), a window (by hour, ends counted live), and a user (the plain query).
     purchases = {"items": [{"event_type": "purchase", "count": PURCHASES}], "total": PURCHASES, "types": 1}

@@ -82,7 +82,7 @@ AGGREGATE: dict[str, Callable[[list[float]], float]] = {
 }
 
 
-def expected(bodies: list[Body], by: str, metric: str) -> tuple[list[tuple[str | None, float]], float]:
+def expected(bodies: list[Body], by: str, metric: str) -> tuple[list[tuple[str | None, float]], float | None]:
     """The breakdown of `bodies` as the contract defines it: items sorted by value descending, then key."""
 
     def measure(group: list[Body]) -> float | None:
@@ -99,7 +99,9 @@ def expected(bodies: list[Body], by: str, metric: str) -> tuple[list[tuple[str |
         groups.setdefault(key_of(body, by), []).append(body)
     items = [(key, value) for key, group in groups.items() if (value := measure(group)) is not None]
     items.sort(key=lambda item: (-item[1], item[0] is None, item[0] or ""))
-    return items, measure(bodies) or 0
+    whole = measure(bodies)
+    # Over no numbers a sum is 0, and an average, a minimum or a maximum is none.
+    return items, 0 if whole is None and metric.startswith("sum:") else whole
 
 
 def breakdown(api: TestClient, **params: Any) -> dict[str, Any]:
@@ -109,11 +111,11 @@ def breakdown(api: TestClient, **params: Any) -> dict[str, Any]:
     return body
 
 
-def check(answer: dict[str, Any], items: list[tuple[str | None, float]], total: float) -> None:
+def check(answer: dict[str, Any], items: list[tuple[str | None, float]], total: float | None) -> None:
     got = [(item["key"], item["value"]) for item in answer["items"]]
     assert [key for key, _ in got] == [key for key, _ in items]
     assert [value for _, value in got] == pytest.approx([value for _, value in items], rel=1e-9)
-    assert answer["total"] == pytest.approx(total, rel=1e-9)
+    assert answer["total"] == (None if total is None else pytest.approx(total, rel=1e-9))
 
 
 @pytest.mark.parametrize("by", ["properties.country", "event_type", "user_id", "properties.device"])
@@ -157,6 +159,33 @@ def test_filters_event_type_and_limit_select_what_is_broken_down(seeded: tuple[T
     items, total = expected(big, "properties.country", "count")
     check(answer, items[:3], total)
     assert len(items) > 3  # the total is over every matching event, not over the items shown
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        "count",
+        "users",
+        "sum:properties.amount",
+        "avg:properties.amount",
+        "min:properties.amount",
+        "max:properties.amount",
+    ],
+)
+def test_a_metric_over_nothing_is_0_to_count_and_add_up_and_none_to_average_or_bound(
+    seeded: tuple[TestClient, list[Body], int], metric: str
+) -> None:
+    # A minimum of 0 over an empty day, or over a type without the property, charted as a real 0.
+    api, bodies, now_ms = seeded
+    none = 0 if metric in ("count", "users", "sum:properties.amount") else None
+    empty = breakdown(api, by="properties.country", metric=metric, until=now_ms - 40 * HOUR_MS)
+    assert (empty["items"], empty["total"]) == ([], none)
+    clicks = [body for body in bodies if body["event_type"] == "click"]
+    assert clicks and not numbers(clicks, "amount"), "clicks carry no amount"
+    answer = breakdown(api, by="properties.country", metric=metric, event_type="click")
+    check(answer, *expected(clicks, "properties.country", metric))
+    if ":" in metric:
+        assert (answer["items"], answer["total"]) == ([], none)
 
 
 def test_the_window_is_the_last_day_unless_given(seeded: tuple[TestClient, list[Body], int]) -> None:
@@ -214,12 +243,12 @@ def test_keys_of_every_json_kind_long_keys_cut_and_ties_sorted_by_key(clickhouse
     ]
     assert answer["total"] == len(rows)
     assert breakdown(api, by="properties.v", limit=1)["items"] == [{"key": "100", "value": 2}]
-    # Averages of no number at all leave nothing to show, and a total of 0.
+    # Averages of no number at all leave nothing to show, and no total (null, not a real-looking 0).
     assert breakdown(api, by="topic", metric="avg:properties.nothing") == {
         "by": "topic",
         "metric": "avg:properties.nothing",
         "items": [],
-        "total": 0,
+        "total": None,
     }
 
 

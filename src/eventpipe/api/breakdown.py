@@ -61,7 +61,10 @@ class BreakdownAnswer(BaseModel):
     by: str
     metric: str
     items: list[BreakdownItem] = Field(description="Largest value first, ties by key; at most `limit`.")
-    total: int | float = Field(description="The metric over every matching event, not only the items shown.")
+    total: int | float | None = Field(
+        description="The metric over every matching event, not only the items shown: 0 for count, users and sum"
+        " over none; null for avg, min and max when no matching event has a number."
+    )
 
 
 def router(reader: Reader, keys: KeyCheck) -> APIRouter:
@@ -95,7 +98,8 @@ def router(reader: Reader, keys: KeyCheck) -> APIRouter:
         # A key limited to some event types breaks down those only (api.grant).
         only = grant.narrow(EventFilter(text(event_type), None, since_ms, until_ms, where=conditions(where)))
         found = reader.breakdown(only, field, measured, limit)
-        if not all(math.isfinite(value) for value in (found.total, *(value for _, value in found.items))):
+        values = (*(() if found.total is None else (found.total,)), *(value for _, value in found.items))
+        if not all(math.isfinite(value) for value in values):
             # JSON has no infinity: say why rather than answer a wrong number.
             raise ApiError(
                 422,

@@ -137,7 +137,10 @@ class TypeCounts(BaseModel):
 
 
 class Bucket(BaseModel):
-    start: str = Field(description="Start of the bucket (RFC 3339, UTC); it spans one interval.")
+    start: str = Field(
+        description="Start of the bucket (RFC 3339, UTC), a multiple of the interval since the epoch (1d: UTC"
+        " midnight); it spans one interval, but the first and the last count only what lies from since to until."
+    )
     count: int
 
 

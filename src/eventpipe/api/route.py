@@ -96,10 +96,13 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         response_model=Event,
         responses=responses(404),
     )
-    def get_event(event_id: Annotated[str, Path(max_length=256)], grant: Granted) -> Response:
-        stored = reader.event(event_id, grant.narrow(EventFilter()))
+    def get_event(
+        event_id: Annotated[str, Path(max_length=256)], grant: Granted, event_type: EventType = None
+    ) -> Response:
+        # An id reused under two types is two events: `event_type` picks one; without it the newest answers.
+        stored = reader.event(event_id, grant.narrow(EventFilter(text(event_type))))
         if stored is None:
-            raise ApiError(404, "not_found", "no event has this id")
+            raise ApiError(404, "not_found", "no event has this id" + (" and type" if text(event_type) else ""))
         return Response(event_json(stored), media_type="application/json")
 
     @api.get("/stats/event-types", tags=["stats"], summary="How many events of each type", response_model=TypeCounts)

@@ -29,11 +29,14 @@ Run = Callable[[Query], Sequence[tuple[object, ...]]]
 KEY_CHARS = 200
 COUNTS = {"count": "count()", "users": "uniqExact(user_id)"}
 AGGREGATES = {"sum": "sum", "avg": "avg", "min": "min", "max": "max"}
+# A metric over no events: nothing to count or add up is 0; an average, a minimum or a maximum of nothing
+# is none (None), not 0, which a chart would show as a real minimum of 0.
+OVER_NOTHING: dict[str, float | None] = {"count": 0, "users": 0, "sum": 0}
 
 
 class Breakdown(NamedTuple):
     items: list[tuple[str | None, float]]
-    total: float
+    total: float | None
 
 
 def breakdown_query(where: EventFilter, by: Field, metric: Metric, limit: int) -> Query:
@@ -67,15 +70,15 @@ def breakdown_query(where: EventFilter, by: Field, metric: Metric, limit: int) -
 
 def breakdown(run: Run, where: EventFilter, by: Field, metric: Metric, limit: int) -> Breakdown:
     """The metric per key, most first (ties by key, a missing value's NULL key last), and over all."""
-    total: float = 0
+    total = OVER_NOTHING.get(metric.kind)
     items: list[tuple[str | None, float]] = []
     for key, value, whole in run(breakdown_query(where, by, metric, limit)):
-        # An aggregate over no numbers is NULL: nothing to add up is 0.
-        number = 0 if value is None else _number(value)
         if int(str(whole)):
-            total = number
+            # An aggregate over no numbers is NULL (or no row at all, for an empty window).
+            total = OVER_NOTHING.get(metric.kind) if value is None else _number(value)
         else:
-            items.append((None if key is None else str(key), number))
+            # An item's events all have a number (isNotNull in WHERE): its value is never NULL.
+            items.append((None if key is None else str(key), _number(value)))
     return Breakdown(items, total)
 
 

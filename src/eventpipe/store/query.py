@@ -166,10 +166,10 @@ def event_query(event_id: str, where: EventFilter = EventFilter()) -> Query:  # 
     # only on tables of 1M rows or more, and reading in the sort key's order
     # (ORDER BY timestamp) skips it. A user with readonly=1 cannot send them;
     # the API's user is readonly=2 (clickhouse/users.d). An id reused under two
-    # types is two events; the newest that `where` (a key's scope) allows answers.
-    if where._replace(event_types=None) != EventFilter():
+    # types is two events; the newest that `where` (its type, a key's scope) allows answers.
+    if where._replace(event_type=None, event_types=None) != EventFilter():
         # Without FINAL, a condition on what copies do not share could match a copy FINAL hides.
-        raise ValueError("event_query takes a key's scope (event_types) only")
+        raise ValueError("event_query takes a type and a key's scope (event_types) only: every copy shares them")
     conditions, parameters = _event_conditions(where)
     conditions.insert(0, "event_id = {id:String}")
     tail = f"ORDER BY timestamp DESC, event_type, first_copy DESC LIMIT 1 {LOOKUP_SETTINGS}"
