@@ -51,6 +51,9 @@ def test_every_right_as_written_and_absent_means_all_types_no_limit_not_admin() 
         # A misspelt right read as absent would widen what the key sees.
         (raw({"name": "a", "sha256": HASH, "event_type": ["purchase"]}), "keys[0].event_type: unknown field"),
         (raw({"name": "a", "sha256": HASH, "event_types": []}), "keys[0].event_types: name one type at least"),
+        # A null read as absent gave every type and no limit, while the file looked limited (an attack).
+        (raw({"name": "a", "sha256": HASH, "event_types": None}), "keys[0].event_types: null is not allowed"),
+        (raw({"name": "a", "sha256": HASH, "requests_per_minute": None}), "keys[0].requests_per_minute: null is"),
         (raw({"name": "a", "sha256": HASH, "event_types": "purchase"}), "keys[0].event_types: Input should be"),
         (raw({"name": "a", "sha256": HASH, "event_types": [""]}), "keys[0].event_types: each type is 1 to 256"),
         (raw({"name": "a", "sha256": HASH, "requests_per_minute": 0}), "keys[0].requests_per_minute: Input should"),

@@ -74,6 +74,15 @@ class _Key(BaseModel):
             raise ValueError(SHA256_HINT)
         return value.lower()
 
+    @field_validator("event_types", "requests_per_minute", mode="before")
+    @classmethod
+    def _null_is_not_absent(cls, value: object) -> object:
+        # Only a value given is checked: a null written for "none" (or by a generator) would read as absent,
+        # which is every type and no limit, the widest rights, while the file looked limited.
+        if value is None:
+            raise ValueError("null is not allowed: leave the field out for every type, or for no limit")
+        return value
+
     @field_validator("event_types")
     @classmethod
     def _types(cls, value: list[str] | None) -> list[str] | None:
