@@ -8,7 +8,9 @@ import functools
 import gc
 import io
 import json
+import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -472,6 +474,34 @@ def _leave_midway(clickhouse_dsn: str) -> None:
         wait_until(lambda: shares_free(client), timeout=10, what="the export's slot to be given back")
         assert len(export_threads()) <= threads_before + MAX_EXPORTS, "reading threads are the API's few, reused"
         assert client.get("/events", params={"limit": 1}).status_code == 200
+
+
+def test_clients_that_reset_their_exports_midway_leave_no_warning_in_the_log(
+    clickhouse_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each reset export wrote its further slices to the dead socket, and asyncio logged a warning for each
+    # past the fifth: any key could flood the API's log (693 lines for 100 resets, in an attack).
+    fill(clickhouse_dsn, 20_000)
+    with (
+        served(Reader(connect(clickhouse_dsn))) as server,
+        httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client,
+        caplog.at_level(logging.WARNING),
+    ):
+        port = int(server.url.rsplit(":", 1)[1])
+        reset, deadline = 0, time.monotonic() + 60
+        while reset < 10 and time.monotonic() < deadline:
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.sendall(f"GET /export HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode())
+                # Two exports at a time per key: one refused while a reset one's slot comes back is tried again.
+                if sock.recv(1000).startswith(b"HTTP/1.1 200"):
+                    reset += 1
+                    time.sleep(0.02)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+        assert reset == 10
+        wait_until(lambda: shares_free(client), timeout=10, what="the exports' slots to be given back")
+    flooded = [record.getMessage() for record in caplog.records if record.name == "asyncio"]
+    assert flooded == [], f"{len(flooded)} lines, e.g. {flooded[0]!r}"
 
 
 def test_a_slow_client_holds_no_query_and_blocks_no_other_request(clickhouse_dsn: str) -> None:

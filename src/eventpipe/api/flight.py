@@ -14,6 +14,7 @@ reads nothing keeps its seat until the stall bound drops it (api.protocol).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -72,6 +73,13 @@ class Flight:
                 return
             more = message.get("more_body", False)
             for start in range(0, len(body), SLICE_BYTES):
+                if start:
+                    # The event loop's turn between slices: a send the server does not pause for returns
+                    # without one, and a client that reset the connection is only marked gone by a callback
+                    # the loop runs. Without it every further slice was written to the dead socket, and past
+                    # the fifth asyncio logged a warning for each: any key flooded the log by resetting
+                    # exports (about 7 lines each).
+                    await asyncio.sleep(0)
                 end = start + SLICE_BYTES
                 await send(
                     {"type": "http.response.body", "body": body[start:end], "more_body": more or end < len(body)}
