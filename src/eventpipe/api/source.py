@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 from eventpipe.store.client import connect
+from eventpipe.store.dsn import embedded
 from eventpipe.store.reader import Reader
 
 # ClickHouse stops a bounded read at EVENTPIPE_API_QUERY_TIMEOUT_S and says so (422 too_costly): the
@@ -25,5 +27,8 @@ def wait_s(query_timeout_s: float) -> int:
 
 
 def open_reader(dsn: str, query_timeout_s: float) -> Reader:
-    """The API's Reader of `dsn`: reads bounded by `query_timeout_s`, /readyz's probe on a client of its own."""
-    return Reader(connect(dsn, timeout_s=wait_s(query_timeout_s)), query_timeout_s, connect(dsn, PROBE_WAIT_S))
+    """The API's Reader of `dsn`: reads bounded by `query_timeout_s`, /readyz's probe on a client of its own,
+    and on the embedded engine a client for each read running at once (store.pool)."""
+    wait = wait_s(query_timeout_s)
+    more = functools.partial(connect, dsn, timeout_s=wait) if embedded(dsn) else None
+    return Reader(connect(dsn, timeout_s=wait), query_timeout_s, connect(dsn, PROBE_WAIT_S), more)

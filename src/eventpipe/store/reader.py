@@ -12,6 +12,8 @@ from __future__ import annotations
 import heapq
 import logging
 import time
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Generic, NamedTuple, TypeVar
 
 from clickhouse_connect.driver.client import Client
@@ -30,6 +32,7 @@ from eventpipe.store.page import (
     events_extent_query,
     events_query,
 )
+from eventpipe.store.pool import Pool
 from eventpipe.store.query import (
     PAGE_BYTES,
     EventFilter,
@@ -67,18 +70,29 @@ class Page(NamedTuple, Generic[Row]):
 
 # ClickHouse's TIMEOUT_EXCEEDED: max_execution_time passed.
 TIMEOUT_EXCEEDED = 159
+# The ClickHouse `priority` of the reads run in this context (1 the best; 0 none, the engine's default), set by
+# the caller for what it runs on a client's behalf (api.flight: a key's n-th request in flight reads at n).
+PRIORITY: ContextVar[int] = ContextVar("eventpipe_query_priority", default=0)
 
 
 class Reader:
-    def __init__(self, client: Client, timeout_s: float | None = None, probe: Client | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        timeout_s: float | None = None,
+        probe: Client | None = None,
+        more: Callable[[], Client] | None = None,
+    ) -> None:
         """`timeout_s`: the longest a read a client can narrow with `since` and `until` may run
         (EVENTPIPE_API_QUERY_TIMEOUT_S): an event page, a live count, a breakdown. A filter that
-        selects little reads every row before its page is full, and on the embedded engine every
-        other request waits behind it (14 s on 2M events in an attack, minutes at 100M). Not the
+        selects little reads every row before its page is full, and takes CPU from every other
+        request meanwhile (14 s on 2M events in an attack, minutes at 100M). Not the
         tally's counts, the feed, the export's windows or the dead letters: they have no window to
         narrow, and a read cut at the same place each time would never be answered. `probe`: the client
-        ping uses, when it must give up sooner than reads do."""
+        ping uses, when it must give up sooner than reads do. `more`: makes another client like `client`,
+        for reads that run while it is busy (store.pool: the embedded engine's clients run one at a time)."""
         self._client = client
+        self._pool = Pool(client, more)
         self._probe = probe or client
         self._settings = {"max_execution_time": timeout_s} if timeout_s else None
         self._unready: str | None = None  # why the last ping failed
@@ -205,16 +219,17 @@ class Reader:
         error it is (503 unavailable): its client has no window to narrow."""
         formats: dict[str, str | dict[str, str]] | None = dict.fromkeys(binary, "bytes") if binary else None
         settings = self._settings if bounded else None
+        priority = PRIORITY.get()
+        if priority:
+            settings = {**(settings or {}), "priority": priority}
         try:
-            with classified():
-                result = self._client.query(
-                    query.sql, parameters=query.parameters, column_formats=formats, settings=settings
-                )
+            with classified(), self._pool.client() as client:
+                result = client.query(query.sql, parameters=query.parameters, column_formats=formats, settings=settings)
                 return [tuple(row) for row in result.result_rows]
         except StorageError as exc:
             if not bounded or getattr(exc.__cause__, "code", None) != TIMEOUT_EXCEEDED:
                 raise
-            bound = f"its {settings['max_execution_time']:g} s" if settings else "the server's time"
+            bound = f"its {self._settings['max_execution_time']:g} s" if self._settings else "the server's time"
             raise CostlyQueryError(
                 f"this read ran past {bound} bound: narrow it with since and until, or an event_type"
             ) from exc
