@@ -70,9 +70,17 @@ class Page(NamedTuple, Generic[Row]):
 
 # ClickHouse's TIMEOUT_EXCEEDED: max_execution_time passed.
 TIMEOUT_EXCEEDED = 159
-# The ClickHouse `priority` of the reads run in this context (1 the best; 0 none, the engine's default), set by
-# the caller for what it runs on a client's behalf (api.flight: a key's n-th request in flight reads at n).
-PRIORITY: ContextVar[int] = ContextVar("eventpipe_query_priority", default=0)
+
+
+class Caller(NamedTuple):
+    """On whose behalf the reads of a context run (api.flight sets it for each request): `name` is their
+    lane (store.pool), `rank` their ClickHouse `priority` (1 the best; a key's n-th request in flight: n)."""
+
+    name: str
+    rank: int
+
+
+CALLER: ContextVar[Caller | None] = ContextVar("eventpipe_caller", default=None)
 
 
 class Reader:
@@ -219,11 +227,11 @@ class Reader:
         error it is (503 unavailable): its client has no window to narrow."""
         formats: dict[str, str | dict[str, str]] | None = dict.fromkeys(binary, "bytes") if binary else None
         settings = self._settings if bounded else None
-        priority = PRIORITY.get()
-        if priority:
-            settings = {**(settings or {}), "priority": priority}
+        caller = CALLER.get()
+        if caller is not None:
+            settings = {**(settings or {}), "priority": caller.rank}
         try:
-            with classified(), self._pool.client() as client:
+            with classified(), self._pool.client("" if caller is None else caller.name) as client:
                 result = client.query(query.sql, parameters=query.parameters, column_formats=formats, settings=settings)
                 return [tuple(row) for row in result.result_rows]
         except StorageError as exc:
