@@ -230,6 +230,7 @@ def test_the_admin_routes_need_an_admin_key_and_log_its_name(
         assert refused.json() == {"error": "forbidden", "detail": "this endpoint needs an admin key"}
         assert api.request(method, "/admin/backups").status_code == 401
         assert api.request(method, "/admin/backups", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert api.request(method, "/admin/backups", params={"x": "1"}, headers=AUTH).status_code == 403
     assert Backups(client).listing() == [], "a refused request took a backup"
 
     with caplog.at_level(logging.INFO, logger="eventpipe.api.backup"):

@@ -206,6 +206,9 @@ def test_only_an_admin_key_may_erase_or_read_the_audit(api: TestClient) -> None:
         refused = api.request(method, path, json=body, headers=AUTH)
         assert (refused.status_code, refused.json()["error"]) == (403, "forbidden"), path
         assert api.request(method, path, json=body).status_code == 401
+        # Before the parameters are checked: a key that is no admin key learnt which ones the route takes.
+        probing = api.request(method, path, params={"foo": "1", "limit": "x"}, json=body, headers=AUTH)
+        assert (probing.status_code, probing.json()["error"]) == (403, "forbidden"), path
     assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
 
 

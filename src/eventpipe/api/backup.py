@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from eventpipe.api.admin import FORBIDDEN, AdminKey
+from eventpipe.api.admin import FORBIDDEN, AdminKey, admin_key
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.error import KEYED, ApiError, responses
 from eventpipe.api.model import rfc3339
@@ -60,7 +60,9 @@ def router(backups: Backups, keys: KeyCheck) -> APIRouter:
     api = APIRouter(
         prefix="/admin",
         tags=["admin"],
-        dependencies=[Depends(keys), Depends(only_known)],
+        # The admin check before the parameters': a key that is no admin key learns nothing more than 403
+        # (it got 422 naming the parameters, and was counted as a client error, not a refusal).
+        dependencies=[Depends(keys), Depends(admin_key), Depends(only_known)],
         responses={**responses(*KEYED), **FORBIDDEN},
     )
 

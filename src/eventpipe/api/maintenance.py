@@ -18,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Body, Depends, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from eventpipe.api.admin import FORBIDDEN, AdminKey
+from eventpipe.api.admin import FORBIDDEN, AdminKey, admin_key
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import ApiError, responses
@@ -181,7 +181,9 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
     api = APIRouter(
         prefix="/admin",
         tags=["admin"],
-        dependencies=[Depends(keys), Depends(only_known)],
+        # The admin check before the parameters': a key that is no admin key learns nothing more than 403
+        # (it got 422 naming the parameters, and was counted as a client error, not a refusal).
+        dependencies=[Depends(keys), Depends(admin_key), Depends(only_known)],
         responses={**responses(400, 401, 413, 422, 429, 500, 503), **FORBIDDEN},
     )
 
