@@ -13,7 +13,7 @@ from eventpipe.store.client import connect
 from eventpipe.store.dsn import embedded
 from eventpipe.store.migration import migrate
 from eventpipe.store.query import Query
-from eventpipe.store.reader import CALLER, Caller, Reader
+from eventpipe.store.reader import CALLER, Reader
 
 SLOW = Query("SELECT sleep(2)", {})
 QUICK = Query("SELECT count() FROM events", {})
@@ -21,7 +21,7 @@ QUICK = Query("SELECT count() FROM events", {})
 
 def run_as(reader: Reader, name: str, query: Query) -> None:
     context = contextvars.copy_context()
-    context.run(CALLER.set, Caller(name, 1))
+    context.run(CALLER.set, name)
     context.run(reader.run, query)
 
 

@@ -10,6 +10,7 @@ cuts the answer off.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import re
 import threading
@@ -204,18 +205,26 @@ class Reading:
         self._granted = granted
         self._ahead: Future[list[Event] | None] | None = None
 
+    def _read_ahead(self) -> Future[list[Event] | None]:
+        # In a copy of this request's context: an executor's thread has none of its own, and its reads
+        # would run as no key's (store.reader.CALLER), outside the key's lane.
+        return self._pool.submit(contextvars.copy_context().run, self._next_page)
+
+    def _next_page(self) -> list[Event] | None:
+        return next(self._pages, None)
+
     def chunks(self, head: bytes, encode: Callable[[list[Event]], bytes]) -> Iterator[bytes]:
         """One chunk a page: the engine (chDB runs without the GIL) reads the next page while
         Python formats this one. One page ahead at most, and only while the client takes what
         it is sent."""
-        self._ahead = self._pool.submit(next, self._pages, None)
+        self._ahead = self._read_ahead()
         try:
             while (page := self._ahead.result()) is not None:
                 if not self._granted():
                     # The key was revoked or narrowed since the export began: it ran on, for hours at
                     # a slow reader's pace, with every later event of the types it no longer had.
                     raise RevokedError("its key was revoked, or its event types changed, while it ran")
-                self._ahead = self._pool.submit(next, self._pages, None)
+                self._ahead = self._read_ahead()
                 chunk = head + encode(page) if head else encode(page)
                 head = b""
                 del page

@@ -22,7 +22,7 @@ from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventpipe.api.slot import Slots
-from eventpipe.store.reader import CALLER, Caller
+from eventpipe.store.reader import CALLER
 
 # The most of an answer written to the server at once: about its write buffer's high-water mark, so a
 # client that reads nothing holds a slice there, not a page of megabytes.
@@ -49,13 +49,11 @@ def seat(request: Request, slots: Slots, key: str) -> None:
     Outside Flight (an app without it) there is nothing to hold it, and nothing is taken."""
     held: list[Callable[[], None]] | None = request.scope.get(SEATS)
     if held is not None and not held:  # one a request, however often its key is checked
-        give_back, rank = slots.take_ranked(key)
-        held.append(give_back)
+        held.append(slots.take(key))
         # Seats alone bound a key's requests, not their cost: one key's 8 live counts made every other key's
-        # page 8 to 14 times slower (an attack). Its reads run in its own lane on the embedded engine
-        # (store.pool), and its n-th request in flight reads at ClickHouse priority n: the engine pauses a
-        # query while one of a better priority runs, so every key's first request comes first.
-        CALLER.set(Caller(key, rank))
+        # page 14 times slower (an attack). On the embedded engine its reads run in a lane of its own
+        # (store.pool), one at a time, beside other keys' reads.
+        CALLER.set(key)
 
 
 class Flight:

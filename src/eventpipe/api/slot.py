@@ -29,10 +29,6 @@ class Slots:
 
     def take(self, key: str) -> Callable[[], None]:
         """A slot for `key`, and the call that gives it back (idempotent); ApiError when none."""
-        return self.take_ranked(key)[0]
-
-    def take_ranked(self, key: str) -> tuple[Callable[[], None], int]:
-        """As `take`, with how many slots `key` holds with this one (1 when it is its only one)."""
         with self._lock:
             if self._held[key] >= self.per_key:
                 raise ApiError(
@@ -51,7 +47,6 @@ class Slots:
                     dict(self._retry_after),
                 )
             self._held[key] += 1
-            rank = self._held[key]
         given = False
 
         def give_back() -> None:
@@ -63,4 +58,4 @@ class Slots:
                     if not self._held[key]:
                         del self._held[key]
 
-        return give_back, rank
+        return give_back

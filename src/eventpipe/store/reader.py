@@ -71,16 +71,9 @@ class Page(NamedTuple, Generic[Row]):
 # ClickHouse's TIMEOUT_EXCEEDED: max_execution_time passed.
 TIMEOUT_EXCEEDED = 159
 
-
-class Caller(NamedTuple):
-    """On whose behalf the reads of a context run (api.flight sets it for each request): `name` is their
-    lane (store.pool), `rank` their ClickHouse `priority` (1 the best; a key's n-th request in flight: n)."""
-
-    name: str
-    rank: int
-
-
-CALLER: ContextVar[Caller | None] = ContextVar("eventpipe_caller", default=None)
+# On whose behalf the reads of a context run: the name of the API key whose request they serve (api.flight
+# sets it), their lane on the embedded engine (store.pool); "" for reads made on no key's behalf.
+CALLER: ContextVar[str] = ContextVar("eventpipe_caller", default="")
 
 
 class Reader:
@@ -227,11 +220,8 @@ class Reader:
         error it is (503 unavailable): its client has no window to narrow."""
         formats: dict[str, str | dict[str, str]] | None = dict.fromkeys(binary, "bytes") if binary else None
         settings = self._settings if bounded else None
-        caller = CALLER.get()
-        if caller is not None:
-            settings = {**(settings or {}), "priority": caller.rank}
         try:
-            with classified(), self._pool.client("" if caller is None else caller.name) as client:
+            with classified(), self._pool.client(CALLER.get()) as client:
                 result = client.query(query.sql, parameters=query.parameters, column_formats=formats, settings=settings)
                 return [tuple(row) for row in result.result_rows]
         except StorageError as exc:
