@@ -46,7 +46,7 @@ def test_a_keys_read_is_answered_while_another_keys_runs(clickhouse_dsn: str, re
         # Each client is used again once free: two reads at a time made two, and no more.
         for name in ("one", "another", "a third"):
             run_as(reader, name, QUICK)
-        assert len(reader._pool._idle) == 2
+        assert reader.clients_made == 2
 
 
 def test_one_keys_reads_run_one_at_a_time_on_the_embedded_engine(clickhouse_dsn: str, reader: Reader) -> None:

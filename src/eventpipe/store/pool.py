@@ -27,6 +27,7 @@ class Pool:
         self.first = first
         self._make = make
         self._idle = [first]
+        self.made = 1  # clients made so far: at most one per lane with a read at once, plus `first`
         self._lock = threading.Lock()
         # A lock per lane (an API key's name: a bounded set), made on first use and kept.
         self._lanes: dict[str, threading.Lock] = {}
@@ -44,6 +45,8 @@ class Pool:
                 taken = self._idle.pop() if self._idle else None
             if taken is None:
                 taken = self._make()
+                with self._lock:
+                    self.made += 1
             try:
                 yield taken
             finally:

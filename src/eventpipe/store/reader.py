@@ -100,6 +100,11 @@ class Reader:
         # Counts by type and time, kept across requests: one Reader per process.
         self._rollup = Rollup(self.run)
 
+    @property
+    def clients_made(self) -> int:
+        """Clients of the store this reader has made for its reads (store.pool), its first included."""
+        return self._pool.made
+
     def ping(self) -> StorageError | None:
         """None when ClickHouse answers a query; else why not. Probes ask every few seconds: a reason is
         logged when it changes, and the recovery once."""
