@@ -100,9 +100,10 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         event_id: Annotated[str, Path(max_length=256)], grant: Granted, event_type: EventType = None
     ) -> Response:
         # An id reused under two types is two events: `event_type` picks one; without it the newest answers.
-        stored = reader.event(event_id, grant.narrow(EventFilter(text(event_type))))
+        kind = text(event_type)
+        stored = reader.event(event_id, grant.narrow(EventFilter(kind)))
         if stored is None:
-            raise ApiError(404, "not_found", "no event has this id" + (" and type" if text(event_type) else ""))
+            raise ApiError(404, "not_found", "no event has this id" + (" and type" if kind else ""))
         return Response(event_json(stored), media_type="application/json")
 
     @api.get("/stats/event-types", tags=["stats"], summary="How many events of each type", response_model=TypeCounts)

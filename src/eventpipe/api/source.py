@@ -29,6 +29,5 @@ def wait_s(query_timeout_s: float) -> int:
 def open_reader(dsn: str, query_timeout_s: float) -> Reader:
     """The API's Reader of `dsn`: reads bounded by `query_timeout_s`, /readyz's probe on a client of its own,
     and on the embedded engine a client for each key's read running at once (store.pool)."""
-    wait = wait_s(query_timeout_s)
-    more = functools.partial(connect, dsn, timeout_s=wait) if embedded(dsn) else None
-    return Reader(connect(dsn, timeout_s=wait), query_timeout_s, connect(dsn, PROBE_WAIT_S), more)
+    make = functools.partial(connect, dsn, timeout_s=wait_s(query_timeout_s))
+    return Reader(make(), query_timeout_s, connect(dsn, PROBE_WAIT_S), make if embedded(dsn) else None)

@@ -56,6 +56,8 @@ class Consumer:
         # The receive time of a burst; the worker's clock also knows a burst is on its way (ingest.worker).
         self._clock = clock
         self._address = MqttAddress.parse(settings.mqtt_url)
+        # Derived once (an HMAC): subscribed to, and named in errors, at every connect.
+        self._subscription = settings.subscription
         self._deliver = deliver
         self._resumed = resumed
         self._metrics = metrics
@@ -202,15 +204,15 @@ class Consumer:
             # got every retained message again each time (10,000 stored again after a restart in an
             # attack). Published while its session exists, a retained message arrives like any other.
             options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
-            client.subscribe(self._settings.subscription.name, options=options)
-            plain = self._settings.subscription.plain
+            client.subscribe(self._subscription.name, options=options)
+            plain = self._subscription.plain
             if flags.session_present and plain is not None:
                 # A session from before the group's HMAC still holds the plain group, which would
                 # deliver every message a second time and stays open to producers: left.
                 client.unsubscribe(plain)
         except ValueError as exc:
             # An exception here would end paho's network thread without a word.
-            self.failure = f"cannot subscribe to {self._settings.subscription.shown!r}: {exc}"
+            self.failure = f"cannot subscribe to {self._subscription.shown!r}: {exc}"
             log.error("%s", self.failure)
             return
         self._metrics.connected.set(1)
@@ -239,7 +241,7 @@ class Consumer:
         if refused:
             # Without the subscription the broker drops what producers send:
             # fatal, so the process stops and says why instead of looking healthy.
-            self.failure = f"the broker refused subscription {self._settings.subscription.shown!r}: {refused[0]}"
+            self.failure = f"the broker refused subscription {self._subscription.shown!r}: {refused[0]}"
             log.error("%s", self.failure)
             return
         # Ready only now: before SUBACK a new session's messages would find no subscriber.

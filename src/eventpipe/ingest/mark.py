@@ -47,7 +47,7 @@ class Marker:
 
     def __init__(self, worker: str, session: str = "") -> None:
         self._worker = worker
-        self.session = session or session_mark_name(worker, worker, "")
+        self.session = session  # its session marks' name (session_mark_name); "" for a marker that stores none
         self._last_ms = 0
         self._session_ms = 0
 
@@ -72,7 +72,7 @@ class Marker:
             return []
         self._last_ms = now_ms
         marks = [Mark(self._worker, complete_before=first_received_ms, retired=False, written=now_ms)]
-        if expiry_s is not None and now_ms - self._session_ms >= SESSION_EVERY_MS:
+        if self.session and expiry_s is not None and now_ms - self._session_ms >= SESSION_EVERY_MS:
             self._session_ms = now_ms
             marks.append(Mark(self.session, complete_before=expiry_s, retired=True, written=now_ms))
         return marks

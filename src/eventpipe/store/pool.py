@@ -24,7 +24,7 @@ class Pool:
     at a time per lane."""
 
     def __init__(self, first: Client, make: Callable[[], Client] | None = None) -> None:
-        self.first = first
+        self._first = first
         self._make = make
         self._idle = [first]
         self.made = 1  # clients made so far: at most one per lane with a read at once, plus `first`
@@ -36,7 +36,7 @@ class Pool:
     def client(self, lane: str = "") -> Iterator[Client]:
         """A client for one query of `lane` ("": reads made on no one's behalf, which share a lane)."""
         if self._make is None:
-            yield self.first  # thread-safe itself: shared
+            yield self._first  # thread-safe itself: shared
             return
         with self._lock:
             turn = self._lanes.setdefault(lane, threading.Lock())
