@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import resource
 import signal
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +44,11 @@ def unlistenable(host: str) -> str | None:
 
 # Ports free_port has handed out in this process.
 _given: set[int] = set()
+# One file of the temp dir for every process on this host that hands out ports: a byte of it locked
+# per port given (record locks, which the kernel drops when the process ends, kill -9 included), so
+# that two test runs or benchmarks at once are not handed the same port before either listens on it.
+CLAIMS = Path(tempfile.gettempdir()) / "eventpipe-ports.lock"
+_claims: list[int] = []
 
 
 def free_port() -> int:
@@ -49,17 +56,36 @@ def free_port() -> int:
     never one this process was given before: the kernel may hand the same free port out twice in
     a row, and a stack given it for two of its servers fails to start (seen in CI).
 
-    Under pytest-xdist, only ports of this test process's share (their children inherit it): two
-    processes may each be handed the same free port before either listens on it."""
+    Nor one another process on this host that asked holds (`claim`): two test runs, or two
+    pytest-xdist workers, could each be handed the same free port before either listens on it. Under
+    pytest-xdist, only ports of this test process's share too (their children inherit it)."""
     share, shares = _share()
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
         # Halved: Linux hands out odd ports for bind(0), so the port itself would split unevenly.
-        if port not in _given and (port >> 1) % shares == share:
+        if port not in _given and (port >> 1) % shares == share and claim(port):
             _given.add(port)
             return port
+
+
+def claim(port: int) -> bool:
+    """Hold `port` for this process until it ends, unless another process holds it (free_port's claims).
+    True too where the claims file cannot be opened (a temp dir of another user's): ports are then
+    separated within this process only, as before."""
+    if not _claims:
+        try:
+            _claims.append(os.open(CLAIMS, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666))
+        except OSError:
+            _claims.append(-1)
+    if _claims[0] < 0:
+        return True
+    try:
+        fcntl.lockf(_claims[0], fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+    except OSError:
+        return False
+    return True
 
 
 def _share() -> tuple[int, int]:

@@ -37,6 +37,29 @@ def test_two_test_processes_are_never_handed_the_same_port(monkeypatch: pytest.M
     assert {port >> 1 & 1 for port in shares[0]} == {0} and {port >> 1 & 1 for port in shares[1]} == {1}
 
 
+CLAIM = """
+import sys
+from eventpipe.host import claim, free_port
+print(*(free_port() if port == "free" else claim(int(port)) for port in sys.argv[1:]))
+"""
+
+
+def in_another_process(*asks: str | int) -> list[str]:
+    """What free_port ("free") or claim(port) answer in a process of its own, in order."""
+    done = subprocess.run([sys.executable, "-c", CLAIM, *map(str, asks)], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+def test_a_port_given_to_one_process_is_not_given_to_another_until_that_one_ends() -> None:
+    # Two test runs at once (a developer's and CI's, or two benchmarks) each remembered only their own
+    # ports: both could be handed one port before either listened on it.
+    assert in_another_process(free_port()) == ["False"]
+    theirs, again = in_another_process("free", "free")
+    assert theirs != again
+    # That process has ended, and its claims with it.
+    assert in_another_process(theirs, again) == ["True", "True"]
+
+
 RAISE = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))
