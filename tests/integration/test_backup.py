@@ -232,6 +232,9 @@ def test_the_admin_routes_need_an_admin_key_and_log_its_name(
         assert api.request(method, "/admin/backups", headers={"Authorization": "Bearer nope"}).status_code == 401
         assert api.request(method, "/admin/backups", params={"x": "1"}, headers=AUTH).status_code == 403
     assert Backups(client).listing() == [], "a refused request took a backup"
+    # Allow names every method of the path: it said POST alone, though GET lists the backups.
+    refused = api.delete("/admin/backups", headers=AS_ADMIN)
+    assert (refused.status_code, refused.headers["allow"]) == (405, "GET, HEAD, POST")
 
     with caplog.at_level(logging.INFO, logger="eventpipe.api.backup"):
         taken = api.post("/admin/backups", headers=AS_ADMIN)

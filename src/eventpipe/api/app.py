@@ -47,7 +47,9 @@ read (`EVENTPIPE_API_MAX_REQUESTS_PER_KEY`, 8; beyond: 429 `too_many_requests`),
 process a few more in all (`EVENTPIPE_API_MAX_REQUESTS`, 32; beyond: 503 `busy`), with `Retry-After`.
 Lists are newest first and paginated with an opaque `next_cursor`; lists and counts
 show each event once, also while ClickHouse still holds redelivered copies.
-Every error answers `{"error": code, "detail": message}`.
+Every error answers `{"error": code, "detail": message}`, also before a route is known: 400
+`bad_request` for bytes that are not HTTP/1.x, 408 `request_timeout` for a request not all sent
+within 10 s of its first byte (the connection is closed).
 
 The `/admin/` endpoints (backups, dead-letter replay, erasure by user and its audit) need an
 admin key; any other key gets 403 `forbidden`.
@@ -113,6 +115,7 @@ def create_app(
         routers.append(maintenance.router(admin, keys, cursors))
     for included in routers:
         app.include_router(included)
+    error.route_methods(app, routers)
     registry.register(Backlog(reader.dead_letter_statuses))
     app.add_middleware(BodyLimit)  # before anything reads a body, the key check included
     app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Route
 
 from eventpipe.errors import BusyStorageError, CostlyQueryError, RetryableStorageError, StorageError
 
@@ -38,7 +39,10 @@ CODES = {
 
 class ErrorBody(BaseModel):
     error: str = Field(description="Stable machine-readable code.", examples=["invalid_parameter"])
-    detail: str = Field(description="What was wrong, for a human.", examples=["limit: must be at most 1000"])
+    detail: str = Field(
+        description="What was wrong, for a human.",
+        examples=["limit: Input should be less than or equal to 1000 (got '1001')"],
+    )
 
 
 class ApiError(Exception):
@@ -62,11 +66,14 @@ def responses(*statuses: int, say: dict[int, str] | None = None) -> dict[int | s
         403: "The key may not use this endpoint (`forbidden`): it is limited to some event types, or not an admin key.",
         404: "No such item.",
         413: "The request body is over 128 KiB (`payload_too_large`), the most any endpoint takes; refused unread.",
-        422: "A parameter is invalid; `detail` says which and why.",
+        422: "A parameter is invalid (`invalid_parameter`; `detail` says which and why, up to five at once), or "
+        "the read ran past `EVENTPIPE_API_QUERY_TIMEOUT_S` (`too_costly`: narrow it, with `since` or a type; "
+        "retrying it as it is fails the same way).",
         429: "The key made its `requests_per_minute` in the last 60 s (`rate_limited`), or has as many requests "
         "in flight as one key may (`too_many_requests`; an export: `too_many_exports`); retry after `Retry-After` "
         "seconds. Limits are counted by each API process.",
-        500: "The server failed (`storage_error`: ClickHouse refused the query); the operator must look.",
+        500: "The server failed (`storage_error`: ClickHouse refused the query; `internal_error`: a bug); the "
+        "operator must look at the API's log.",
         503: "ClickHouse cannot answer now (`unavailable`), or the API answers as many requests as it does at once "
         "(`busy`); retry after `Retry-After` seconds.",
     }
@@ -109,12 +116,12 @@ def install(app: FastAPI) -> None:
         return _body(422, "invalid_parameter", explained)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         headers = exc.headers
-        allowed = (headers or {}).get("Allow", "").split(", ")
-        if exc.status_code == 405 and headers and "GET" in allowed and "HEAD" not in allowed:
-            # Every GET route answers HEAD too (api.app.HeadAsGet), which the router does not know of.
-            headers = {**headers, "Allow": headers["Allow"] + ", HEAD"}
+        if exc.status_code == 405 and headers and "Allow" in headers:
+            # The router names the methods of the first route of this path only (DELETE /admin/backups
+            # was told POST, though GET lists them).
+            headers = {**headers, "Allow": _allowed(request, headers["Allow"])}
         return _body(exc.status_code, CODES.get(exc.status_code, "error"), str(exc.detail), headers)
 
     @app.exception_handler(ClientDisconnect)
@@ -152,6 +159,26 @@ def install(app: FastAPI) -> None:
         # A bug: the client still gets the one error shape; the traceback goes to the log.
         log.error("unhandled error answering a request", exc_info=exc)
         return _body(500, "internal_error", "the server failed; the operator has to look at the logs")
+
+
+def route_methods(app: FastAPI, routers: Sequence[APIRouter]) -> None:
+    """Note on `app` the methods each path of its own routes and of `routers` takes, for 405's Allow."""
+    routes = [*app.router.routes, *(route for router in routers for route in router.routes)]
+    app.state.route_methods = [
+        (route.path_regex, frozenset(route.methods or ())) for route in routes if isinstance(route, Route)
+    ]
+
+
+def _allowed(request: Request, said: str) -> str:
+    """Every method a route of the request's path takes, HEAD with GET (every GET route answers HEAD too:
+    api.app.HeadAsGet); what the router `said` where no methods were noted."""
+    noted = getattr(request.app.state, "route_methods", None)
+    path = request.scope.get("path", "")
+    methods = {method for regex, taken in noted or () if regex.match(path) for method in taken} if noted else set()
+    methods = methods or {method.strip() for method in said.split(",") if method.strip()}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
 
 
 def _explain(error: dict[str, object]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import types
 from collections import Counter
-from typing import Annotated, Union, get_args, get_origin
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 from fastapi import Query, Request
 from fastapi.routing import APIRoute
@@ -76,6 +76,12 @@ def _known_reason(value: str | None) -> str | None:
 
 # A dead-letter reason, or none (empty: none, as every filter).
 LetterReason = Annotated[str | None, AfterValidator(_known_reason)]
+# A replay status, or none (empty: none, as every filter; a Literal alone refused `?status=`).
+LetterStatus = Annotated[
+    Literal["pending", "failed", "replayed"] | None,
+    BeforeValidator(lambda value: value or None),
+    Query(description="Only letters of this replay status.", examples=["pending"]),
+]
 Cursor = Annotated[
     str | None,
     Query(max_length=CURSOR_CHARS, description="`next_cursor` of the previous page, with the same filters."),

@@ -31,6 +31,7 @@ from eventpipe.api.param import (
     Cursor,
     EventType,
     LetterReason,
+    LetterStatus,
     Limit,
     Since,
     Until,
@@ -182,10 +183,7 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         ] = None,
         limit: Limit = 100,
         cursor: Cursor = None,
-        status: Annotated[
-            Literal["pending", "failed", "replayed"] | None,
-            Query(description="Only letters of this replay status.", examples=["pending"]),
-        ] = None,
+        status: LetterStatus = None,
     ) -> Response:
         # A status joins the scope only when given: cursors issued before it existed stay valid.
         query_scope = cursors.scope("dead_letters", text(reason), *([status] if status else []))
