@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--api-port", type=argument.port(0), help="HTTP API port (default: EVENTPIPE_API_PORT, else 8000)")
     up.add_argument(
-        "--metrics-port", type=argument.port(0), help="worker metrics port (default: EVENTPIPE_METRICS_PORT, else 9464)"
+        "--metrics-port",
+        type=argument.port(0),
+        help="metrics port: the worker's /metrics and the API's /metrics/api (default: EVENTPIPE_METRICS_PORT, else 9464)",
     )
     up.add_argument(
         "--prometheus-port",
