@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--metrics-port",
         type=argument.port(0),
-        help="metrics port: the worker's /metrics and the API's /metrics/api (default: EVENTPIPE_METRICS_PORT, else 9464)",
+        help="port of the worker's /metrics and the API's /metrics/api (default: EVENTPIPE_METRICS_PORT, or 9464)",
     )
     up.add_argument(
         "--prometheus-port",
