@@ -24,7 +24,7 @@ from eventpipe.host import free_port
 from eventpipe.mqtt import packet
 from eventpipe.mqtt.wire import DISCONNECT, connect_packet
 from eventpipe.stack.access import USER, Access
-from eventpipe.stack.broker import effective_user, render_config
+from eventpipe.stack.broker import effective_user, render_config, session_expiration
 from eventpipe.stack.certificate import local_authority
 from eventpipe.stack.mosquitto import find_binary
 from tests.support import compose
@@ -40,6 +40,7 @@ FLOW_KEYS = (
     "max_queued_messages",
     "max_queued_bytes",
     "max_packet_size",
+    "persistent_client_expiration",
 )
 DUMMY = {name: "x" for name in compose.required_variables()}
 
@@ -118,6 +119,20 @@ def test_the_packet_limit_is_the_workers_payload_limit_and_a_little_more() -> No
     assert payload < packet.broker_limit(payload) <= payload + 4096
     native = directives(render_config(1883, Path("/x"), 100, max_payload_bytes=1000))
     assert native["max_packet_size"] == [str(packet.broker_limit(1000))]
+
+
+def test_a_left_session_ends_after_the_workers_own_expiry_and_no_later() -> None:
+    # Sessions that asked to last for ever, under ever new client ids, grew the broker by their ids
+    # (60 KB each) across restarts; sooner than the worker's, and its queue would go while it is away.
+    worker = compose.environment("ingest-worker", DUMMY)
+    expiry_s = int(worker.get("EVENTPIPE_MQTT_SESSION_EXPIRY_S", Settings().mqtt_session_expiry_s))
+    assert CONFIG["persistent_client_expiration"] == [session_expiration(expiry_s)] == ["168h"]
+    assert directives(render_config(1883, Path("/x"), 100, max_payload_bytes=1000, session_expiry_s=3601))[
+        "persistent_client_expiration"
+    ] == ["2h"]
+    # A worker whose session never ends (MQTT 5's 2**32 - 1) leaves every session to its client.
+    forever = render_config(1883, Path("/x"), 100, max_payload_bytes=1000, session_expiry_s=2**32 - 1)
+    assert "persistent_client_expiration" not in directives(forever)
 
 
 def test_the_broker_window_equals_the_workers_receive_maximum() -> None:

@@ -108,6 +108,7 @@ def run_up(args: argparse.Namespace) -> int:
             tls=tls,
             max_payload_bytes=settings.max_payload_bytes,
             access=Access(settings.mqtt_topic, settings.probe_topic),
+            session_expiry_s=settings.mqtt_session_expiry_s,
         )
         broker.start(inherit_fds=(lock.fileno(),))
         # Only what this run writes to the broker's log counts.

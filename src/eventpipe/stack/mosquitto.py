@@ -12,7 +12,7 @@ from pathlib import Path
 from eventpipe.errors import BrokerError
 from eventpipe.stack import child
 from eventpipe.stack.access import Access
-from eventpipe.stack.broker import effective_user, render_config
+from eventpipe.stack.broker import WEEK_S, effective_user, render_config
 from eventpipe.stack.certificate import TlsFiles
 from eventpipe.stack.child import ChildProcess, port_free
 
@@ -35,8 +35,10 @@ class Mosquitto:
         *,
         max_payload_bytes: int,
         access: Access | None = None,
+        session_expiry_s: int = WEEK_S,
     ) -> None:
         self.port = port
+        self._session_expiry_s = session_expiry_s
         self._tls = tls
         self._access = access
         self.directory = directory.resolve()
@@ -89,6 +91,7 @@ class Mosquitto:
                     max_payload_bytes=self._max_payload_bytes,
                     tls=self._tls,
                     access=self._access.write(self.directory) if self._access else None,
+                    session_expiry_s=self._session_expiry_s,
                 )
             )
         except OSError as exc:  # a traceback said as much, less clearly
