@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import resource
@@ -44,11 +45,14 @@ def unlistenable(host: str) -> str | None:
 
 # Ports free_port has handed out in this process.
 _given: set[int] = set()
-# One file of the temp dir for every process on this host that hands out ports: a byte of it locked
-# per port given (record locks, which the kernel drops when the process ends, kill -9 included), so
-# that two test runs or benchmarks at once are not handed the same port before either listens on it.
-CLAIMS = Path(tempfile.gettempdir()) / "eventpipe-ports.lock"
+# One file of the temp dir for the processes of one user on this host that hand out ports: a byte of it
+# locked per port given (record locks, which the kernel drops when the process ends, kill -9 included), so
+# that two test runs or benchmarks at once are not handed the same port before either listens on it. A file
+# per user: another user's could not be opened in a sticky /tmp, and could hold every port.
+CLAIMS = Path(tempfile.gettempdir()) / f"eventpipe-ports-{os.getuid()}.lock"
 _claims: list[int] = []
+# The kernel's picks that free_port tries before it gives up: far more than the ports others could hold.
+MOST_TRIES = 10_000
 
 
 def free_port() -> int:
@@ -60,7 +64,7 @@ def free_port() -> int:
     pytest-xdist workers, could each be handed the same free port before either listens on it. Under
     pytest-xdist, only ports of this test process's share too (their children inherit it)."""
     share, shares = _share()
-    while True:
+    for _ in range(MOST_TRIES):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
@@ -68,23 +72,28 @@ def free_port() -> int:
         if port not in _given and (port >> 1) % shares == share and claim(port):
             _given.add(port)
             return port
+    raise OSError(f"no free port in {MOST_TRIES} tries: all held by this process or others ({CLAIMS})")
 
 
 def claim(port: int) -> bool:
     """Hold `port` for this process until it ends, unless another process holds it (free_port's claims).
-    True too where the claims file cannot be opened (a temp dir of another user's): ports are then
-    separated within this process only, as before."""
+    True too where claims cannot be made (no temp dir to write in, a file system without record locks):
+    ports are then separated within this process only."""
     if not _claims:
         try:
-            _claims.append(os.open(CLAIMS, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666))
+            _claims.append(os.open(CLAIMS, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         except OSError:
             _claims.append(-1)
     if _claims[0] < 0:
         return True
     try:
         fcntl.lockf(_claims[0], fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
-    except OSError:
-        return False
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EAGAIN):
+            return False  # another process holds it
+        # ENOLCK and the like say nothing of the port, and would say it of every one: no claims from now on.
+        os.close(_claims[0])
+        _claims[0] = -1
     return True
 
 

@@ -13,12 +13,13 @@ from eventpipe.errors import BrokerError
 from eventpipe.host import free_port
 from eventpipe.stack.child import port_free
 from eventpipe.stack.mosquitto import Mosquitto, find_binary
+from tests.support.services import SESSION_EXPIRY_S
 
 pytestmark = pytest.mark.skipif(find_binary() is None, reason="mosquitto is not installed")
 
 
 def broker(directory: Path) -> Mosquitto:
-    return Mosquitto(free_port(), directory, 100, max_payload_bytes=65_536)
+    return Mosquitto(free_port(), directory, 100, max_payload_bytes=65_536, session_expiry_s=SESSION_EXPIRY_S)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="Mosquitto drops to its configured user only when started as root")
@@ -60,7 +61,14 @@ def test_a_broker_directory_it_cannot_prepare_is_an_error_naming_the_path_and_se
 
 
 def test_a_binary_given_as_a_path_that_is_not_there_is_said_so(tmp_path: Path) -> None:
-    mosquitto = Mosquitto(free_port(), tmp_path / "m", 100, "/nowhere/mosquitto", max_payload_bytes=65_536)
+    mosquitto = Mosquitto(
+        free_port(),
+        tmp_path / "m",
+        100,
+        "/nowhere/mosquitto",
+        max_payload_bytes=65_536,
+        session_expiry_s=SESSION_EXPIRY_S,
+    )
     with pytest.raises(BrokerError, match=r"^'/nowhere/mosquitto' is not there: install Mosquitto"):
         mosquitto.start()
 

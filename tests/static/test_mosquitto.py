@@ -29,6 +29,7 @@ from eventpipe.stack.certificate import local_authority
 from eventpipe.stack.mosquitto import find_binary
 from tests.support import compose
 from tests.support.mqtt import stream_publish, unreleased
+from tests.support.services import SESSION_EXPIRY_S
 from tests.support.wait import wait_until
 
 MOSQUITTO = compose.REPO / "mosquitto"
@@ -104,7 +105,13 @@ def test_the_native_broker_gives_anonymous_producers_and_its_worker_what_compose
 def test_the_flow_limits_equal_those_of_the_native_broker() -> None:
     defaults = Settings()
     native = directives(
-        render_config(1883, Path("/x"), defaults.mqtt_receive_maximum, max_payload_bytes=defaults.max_payload_bytes)
+        render_config(
+            1883,
+            Path("/x"),
+            defaults.mqtt_receive_maximum,
+            max_payload_bytes=defaults.max_payload_bytes,
+            session_expiry_s=defaults.mqtt_session_expiry_s,
+        )
     )
     for key in FLOW_KEYS:
         assert CONFIG[key] == native[key], f"{key}: container {CONFIG[key]} vs native {native[key]}"
@@ -117,7 +124,7 @@ def test_the_packet_limit_is_the_workers_payload_limit_and_a_little_more() -> No
     payload = int(worker.get("EVENTPIPE_MAX_PAYLOAD_BYTES", Settings().max_payload_bytes))
     assert CONFIG["max_packet_size"] == [str(packet.broker_limit(payload))]
     assert payload < packet.broker_limit(payload) <= payload + 4096
-    native = directives(render_config(1883, Path("/x"), 100, max_payload_bytes=1000))
+    native = directives(render_config(1883, Path("/x"), 100, max_payload_bytes=1000, session_expiry_s=SESSION_EXPIRY_S))
     assert native["max_packet_size"] == [str(packet.broker_limit(1000))]
 
 
@@ -418,7 +425,7 @@ def test_no_listener_takes_topic_aliases_here_or_natively(tmp_path: Path) -> Non
         "1883": "0",
         "8883": "0",
     }
-    native = render_config(1883, tmp_path, 40_000, max_payload_bytes=65_536)
+    native = render_config(1883, tmp_path, 40_000, max_payload_bytes=65_536, session_expiry_s=SESSION_EXPIRY_S)
     assert "\nmax_topic_alias 0\n" in native
 
 
@@ -426,7 +433,9 @@ def test_no_listener_takes_qos_2_here_or_natively(broker: Broker, tmp_path: Path
     # README's contract is QoS 1; a QoS 2 message is held until its publisher releases it, so a producer
     # that never did made the broker hold up to its window (40,000 messages) per connection.
     assert {port: options.get("max_qos") for port, options in listener_options().items()} == {"1883": "1", "8883": "1"}
-    assert "\nmax_qos 1\n" in render_config(1883, tmp_path, 40_000, max_payload_bytes=65_536)
+    assert "\nmax_qos 1\n" in render_config(
+        1883, tmp_path, 40_000, max_payload_bytes=65_536, session_expiry_s=SESSION_EXPIRY_S
+    )
     producer = f"mqtt://producer:{PASSWORDS['producer']}@127.0.0.1:{broker.port}"
     packet, body = unreleased(producer, 100)
     assert (packet, body[:1]) == (DISCONNECT, b"\x9b"), "0x9B: QoS not supported"

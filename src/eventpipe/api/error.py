@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from eventpipe.errors import BusyStorageError, CostlyQueryError, RetryableStorageError, StorageError
 
@@ -162,19 +162,22 @@ def install(app: FastAPI) -> None:
 
 
 def route_methods(app: FastAPI, routers: Sequence[APIRouter]) -> None:
-    """Note on `app` the methods each path of its own routes and of `routers` takes, for 405's Allow."""
+    """Note on `app` its own routes and those of `routers`, whose methods a 405's Allow names."""
     routes = [*app.router.routes, *(route for router in routers for route in router.routes)]
-    app.state.route_methods = [
-        (route.path_regex, frozenset(route.methods or ())) for route in routes if isinstance(route, Route)
-    ]
+    app.state.routes = [route for route in routes if isinstance(route, Route)]
 
 
 def _allowed(request: Request, said: str) -> str:
     """Every method a route of the request's path takes, HEAD with GET (every GET route answers HEAD too:
-    api.app.HeadAsGet); what the router `said` where no methods were noted."""
-    noted = getattr(request.app.state, "route_methods", None)
-    path = request.scope.get("path", "")
-    methods = {method for regex, taken in noted or () if regex.match(path) for method in taken} if noted else set()
+    api.app.HeadAsGet); what the router `said` where no routes were noted."""
+    # Matched as the router matches (a root_path included): a path-only match is PARTIAL.
+    routes: list[Route] = getattr(request.app.state, "routes", [])
+    methods = {
+        method
+        for route in routes
+        if route.matches(request.scope)[0] is not Match.NONE
+        for method in route.methods or ()
+    }
     methods = methods or {method.strip() for method in said.split(",") if method.strip()}
     if "GET" in methods:
         methods.add("HEAD")

@@ -144,6 +144,7 @@ def _drains(plan: Plan, work: Path, window: int, say: Callable[[str], None]) -> 
         window,
         settings.mosquitto_binary,
         max_payload_bytes=settings.max_payload_bytes,
+        session_expiry_s=settings.mqtt_session_expiry_s,
     )
     broker.start()
     config = str(broker.directory / "mosquitto.conf")

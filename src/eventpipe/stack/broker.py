@@ -14,8 +14,6 @@ from eventpipe.stack.certificate import TlsFiles
 # messages (default 1000) while the publisher still gets its PUBACK, so the
 # limit is set far above any backlog the worker is expected to drain.
 MAX_QUEUED_MESSAGES = 5_000_000
-# EVENTPIPE_MQTT_SESSION_EXPIRY_S's default: a week.
-WEEK_S = 7 * 24 * 3600
 # Mosquitto holds persistent_client_expiration in a C int of seconds.
 LONGEST_EXPIRATION_S = 2**31 - 1
 
@@ -74,9 +72,9 @@ def render_config(
     receive_maximum: int,
     *,
     max_payload_bytes: int,
+    session_expiry_s: int,
     tls: TlsFiles | None = None,
     access: list[str] | None = None,
-    session_expiry_s: int = WEEK_S,
 ) -> str:
     """The broker config, its files under `directory`; `tls` makes the listener take MQTT over TLS only,
     `access` are the lines that load a password file and an ACL (stack.access); a client's session ends

@@ -12,7 +12,7 @@ from pathlib import Path
 from eventpipe.errors import BrokerError
 from eventpipe.stack import child
 from eventpipe.stack.access import Access
-from eventpipe.stack.broker import WEEK_S, effective_user, render_config
+from eventpipe.stack.broker import effective_user, render_config
 from eventpipe.stack.certificate import TlsFiles
 from eventpipe.stack.child import ChildProcess, port_free
 
@@ -34,8 +34,8 @@ class Mosquitto:
         tls: TlsFiles | None = None,
         *,
         max_payload_bytes: int,
+        session_expiry_s: int,
         access: Access | None = None,
-        session_expiry_s: int = WEEK_S,
     ) -> None:
         self.port = port
         self._session_expiry_s = session_expiry_s
