@@ -366,6 +366,8 @@ def test_an_event_older_than_the_retention_is_a_dead_letter_not_a_silent_expiry(
         ("Sat, 22 Nov 2025 08:00:00 +2400", "not an offset"),
         ("2025-02-30T08:00:00Z", "no accepted form"),  # impossible, with the Z the error must not rewrite
         ("Sat, 31 Feb 2025 08:00:00 Z", "not a real date"),
+        ("Sat, 22 Nov \uff12\uff10\uff12\uff15 08:00:00 GMT", "no accepted form"),  # full-width digits: not RFC 2822's
+        ("Sat, 22\u2003Nov 2025 08:00:00 GMT", "no accepted form"),  # an em space
     ],
 )
 def test_ambiguous_or_impossible_dates_are_dead_letters_that_name_the_accepted_forms(value: str, says: str) -> None:

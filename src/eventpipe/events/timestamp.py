@@ -25,7 +25,8 @@ _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RFC2822 = re.compile(
     r"(?:(?P<weekday>[A-Za-z]{3}),\s*)?(?P<day>\d{1,2})\s+(?P<month>[A-Za-z]{3})\s+(?P<year>\d{4})\s+"
     r"(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2}))?\s+(?P<zone>[+-]\d{4}|GMT|UTC|UT|Z)",
-    re.IGNORECASE,
+    # ASCII: `\d` and `\s` also take other scripts' digits and spaces (`２０２６`), which no RFC 3339 time may hold.
+    re.IGNORECASE | re.ASCII,
 )
 ACCEPTED = (
     "RFC 3339 (2025-05-07T08:25:14Z, or with a space for the T; also 20250507T082514Z or 20250507), an HTTP or"
@@ -109,7 +110,7 @@ def _from_decimal(number: Decimal) -> int:
 
 
 # Up to a second 60, in RFC 3339's form (the rest, fraction and offset, as it is).
-_LEAP_SECOND = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:)60(?=[.,Z+-]|$)")
+_LEAP_SECOND = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:)60(?=[.,Z+-]|$)", re.ASCII)
 
 
 def _from_rfc3339(text: str) -> datetime:
