@@ -53,6 +53,27 @@ def test_all_time_counts_stay_exact_as_inserts_copies_merges_and_deletes_change_
     assert_as_final(reader, 301)
 
 
+def test_all_time_counts_stay_exact_when_the_newest_days_are_counted_by_hour(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # The newest two days are counted by hour (a day that takes rows all day long was counted whole at every
+    # call): hours and days must add up to the plain FINAL count through inserts, copies, merges and a day ahead.
+    reader, writer = Reader(client), Writer(client)
+    spread = [event(f"h{i}", NOW_MS - i * 600_000, ("click", "view")[i % 2]) for i in range(400)]  # 2.8 days
+    writer.insert_events(spread)
+    assert_as_final(reader, 400)
+    writer.insert_events([event("now", NOW_MS + 1)])  # the current hour, as a stream adds to it
+    assert_as_final(reader, 401)
+    writer.insert_events(spread[::7])  # copies into hours and days already counted
+    assert_as_final(reader, 401)
+    writer.insert_events([event("ahead", NOW_MS + 20 * 3_600_000, "purchase")])  # tomorrow: the hot days move
+    assert_as_final(reader, 402)
+    client.command("OPTIMIZE TABLE events FINAL")
+    assert_as_final(reader, 402)
+    client.command("ALTER TABLE events DELETE WHERE event_id = 'ahead'", settings={"mutations_sync": 2})
+    assert_as_final(reader, 401)
+
+
 def test_a_reader_that_kept_days_agrees_with_a_new_one_after_another_process_wrote(
     client: clickhouse_connect.driver.Client,
 ) -> None:
