@@ -129,13 +129,34 @@ def test_every_alert_is_tested_on_both_sides_of_its_for(rule: dict[str, Any]) ->
 
 
 def slo_rules() -> dict[str, dict[str, str]]:
-    """slo -> window -> expression of slo:sli_error:ratio_rate<window>."""
+    """slo -> window -> expression of slo:sli_error:ratio_rate<window>: the windows up to 6h are one rule
+    per SLO; the long ones one rule for every SLO (over slo:sli_errors:rate5m and slo:sli_events:rate5m)."""
     found: dict[str, dict[str, str]] = defaultdict(dict)
+    shared: dict[str, str] = {}
     for rule in obs.recording_rules():
         match = re.fullmatch(r"slo:sli_error:ratio_rate(\w+)", rule["record"])
+        if match and "labels" in rule:
+            found[rule["labels"]["slo"]][match.group(1)] = rule["expr"]
+        elif match:
+            shared[match.group(1)] = rule["expr"]
+    for windows in found.values():
+        windows.update(shared)
+    return found
+
+
+def sli_rates() -> dict[str, dict[str, str]]:
+    """slo -> "errors" and "events" -> expression of its 5-minute rate, which the long windows add up."""
+    found: dict[str, dict[str, str]] = defaultdict(dict)
+    for rule in obs.recording_rules():
+        match = re.fullmatch(r"slo:sli_(errors|events):rate5m", rule["record"])
         if match:
             found[rule["labels"]["slo"]][match.group(1)] = rule["expr"]
     return found
+
+
+def selectors(expr: str) -> set[str]:
+    """The series an expression takes the 5-minute rate of."""
+    return set(re.findall(r"rate\(([^\[]+)\[5m\]\)", expr))
 
 
 def objectives() -> dict[str, float]:
@@ -156,10 +177,20 @@ def test_every_slo_has_an_objective_and_every_window() -> None:
 
 def test_every_window_of_an_sli_is_the_same_query() -> None:
     # The rules are written out per window: a change made to one window only would skew the burn rates.
+    long_windows = ("1d", "3d", "30d")
+    rates = sli_rates()
     for slo, windows in slo_rules().items():
         reference = windows["5m"].replace("[5m]", "[W]")
         for window, expr in windows.items():
-            assert expr.replace(f"[{window}]", "[W]") == reference, f"{slo} {window} differs from 5m"
+            if window not in long_windows:
+                assert expr.replace(f"[{window}]", "[W]") == reference, f"{slo} {window} differs from 5m"
+        # The long windows add up the SLI's own 5-minute rates: the same series as its 5-minute ratio.
+        assert set(rates[slo]) == {"errors", "events"}, slo
+        assert selectors(rates[slo]["errors"]) | selectors(rates[slo]["events"]) == selectors(windows["5m"]), slo
+        for window in long_windows:
+            assert windows[window] == (
+                f"sum_over_time(slo:sli_errors:rate5m[{window}]) / sum_over_time(slo:sli_events:rate5m[{window}])"
+            ), window
 
 
 def burn_pairs(expr: str) -> tuple[str, set[tuple[str, str, float]]]:
