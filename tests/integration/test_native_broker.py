@@ -11,6 +11,7 @@ import pytest
 
 from eventpipe.errors import BrokerError
 from eventpipe.host import free_port
+from eventpipe.stack import mosquitto as mosquitto_module
 from eventpipe.stack.child import port_free
 from eventpipe.stack.mosquitto import Mosquitto, find_binary
 from tests.support.services import SESSION_EXPIRY_S
@@ -38,6 +39,29 @@ def test_the_broker_runs_as_the_user_eventpipe_runs_as_whatever_user_says(
     finally:
         mosquitto.stop()
     assert (tmp_path / "mosquitto" / "data" / "mosquitto.db").exists(), "a stop saves the persistence file"
+
+
+def test_a_long_log_is_set_aside_at_a_start_and_the_one_before_it_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broker appends to its log at every start and never rotates it: a line every 10 s, for good.
+    monkeypatch.setattr(mosquitto_module, "LOG_KEEP_BYTES", 2_000)
+    directory = tmp_path / "mosquitto"
+    directory.mkdir()
+    (directory / "mosquitto.log").write_bytes(b"1: old\n" * 400)
+    (directory / "mosquitto.log.1").write_bytes(b"1: older\n")
+    mosquitto = broker(directory)
+    mosquitto.start()
+    try:
+        assert (directory / "mosquitto.log.1").read_bytes() == b"1: old\n" * 400
+        fresh = mosquitto.log_file.read_bytes()
+        assert b"running" in fresh and b"old" not in fresh
+    finally:
+        mosquitto.stop()
+    # A short one is kept as it is.
+    mosquitto.start()
+    mosquitto.stop()
+    assert mosquitto.log_file.read_bytes().startswith(fresh)
 
 
 def test_a_broker_that_cannot_write_its_log_is_stopped_and_says_where(tmp_path: Path) -> None:

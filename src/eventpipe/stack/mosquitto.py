@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 # How Mosquitto 2.0 reports a failed save, in its log or, when it cannot write that, on stderr.
 SAVE_ERROR = re.compile(rb"^\d+: Error: (.*)$", re.MULTILINE)
+# The broker appends to its log across restarts and never rotates it (a line every 10 s when idle, one per
+# connection): past this at a start, the log becomes mosquitto.log.1, replacing the one before.
+LOG_KEEP_BYTES = 64 << 20
 
 
 class Mosquitto:
@@ -99,6 +102,7 @@ class Mosquitto:
                 f"cannot prepare {exc.filename or self.directory} for Mosquitto: {exc.strerror} "
                 "(--data-dir, or EVENTPIPE_DATA_DIR)"
             ) from None
+        self._rotate_log()
         offset = self._log_size()
         problem = self._child.start(
             [path, "-c", str(config)],
@@ -114,6 +118,13 @@ class Mosquitto:
 
     def _log_size(self) -> int:
         return _size(self.log_file)
+
+    def _rotate_log(self) -> None:
+        if self._log_size() > LOG_KEEP_BYTES:
+            try:
+                self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
+            except OSError as exc:  # the broker can still append; a full disk is said by its own checks
+                log.warning("cannot set aside the broker's log %s: %s", self.log_file, exc.strerror)
 
     def _await_log(self, offset: int, timeout: float = 5.0) -> None:
         """Wait until the broker has written its start to its log; stop it and raise if it cannot.
