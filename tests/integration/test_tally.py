@@ -73,6 +73,21 @@ def test_all_time_counts_stay_exact_when_the_newest_days_are_counted_by_hour(
     client.command("ALTER TABLE events DELETE WHERE event_id = 'ahead'", settings={"mutations_sync": 2})
     assert_as_final(reader, 401)
 
+    # Today and yesterday by hour, by the clock, while a producer's events dated ten days ahead stay by day.
+    rollup = Rollup(reader.run, now_ms=lambda: NOW_MS)
+    far = parse(
+        "events/trial",
+        json.dumps({"event_id": "far", "timestamp": NOW_MS + 10 * DAY_MS}).encode(),
+        NOW_MS,
+        Limits(max_future_skew_ms=30 * DAY_MS),
+    )
+    assert isinstance(far, Event)
+    for batch in ([far], [event("later", NOW_MS + 2)], [event("tomorrow", NOW_MS + DAY_MS - 1000)], [far]):
+        writer.insert_events(batch)
+        plain = {str(k): int(str(n)) for k, n in reader.run(event_types_query(EventFilter()))}
+        assert rollup.event_types(EventFilter()) == plain
+    assert plain == {"click": 203, "view": 200, "trial": 1}
+
 
 def test_a_reader_that_kept_days_agrees_with_a_new_one_after_another_process_wrote(
     client: clickhouse_connect.driver.Client,

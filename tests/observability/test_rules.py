@@ -187,6 +187,9 @@ def test_every_window_of_an_sli_is_the_same_query() -> None:
         # The long windows add up the SLI's own 5-minute rates: the same series as its 5-minute ratio.
         assert set(rates[slo]) == {"errors", "events"}, slo
         assert selectors(rates[slo]["errors"]) | selectors(rates[slo]["events"]) == selectors(windows["5m"]), slo
+        # ... and its total is the ratio's denominator, not its numerator (the part after the line "/").
+        denominator = re.split(r"\n\s*/\s*\n", windows["5m"])[-1]
+        assert selectors(rates[slo]["events"]) == selectors(denominator), slo
         for window in long_windows:
             assert windows[window] == (
                 f"sum_over_time(slo:sli_errors:rate5m[{window}]) / sum_over_time(slo:sli_events:rate5m[{window}])"

@@ -25,7 +25,7 @@ _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RFC2822 = re.compile(
     r"(?:(?P<weekday>[A-Za-z]{3}),\s*)?(?P<day>\d{1,2})\s+(?P<month>[A-Za-z]{3})\s+(?P<year>\d{4})\s+"
     r"(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2}))?\s+(?P<zone>[+-]\d{4}|GMT|UTC|UT|Z)",
-    # ASCII: `\d` and `\s` also take other scripts' digits and spaces (full-width ones): no RFC 3339 time has them.
+    # ASCII: `\d` and `\s` took other scripts' digits and spaces (full-width ones), which RFC 2822 has not.
     re.IGNORECASE | re.ASCII,
 )
 ACCEPTED = (

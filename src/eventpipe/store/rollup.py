@@ -11,6 +11,7 @@ window through FINAL. One Rollup per process, shared by its requests.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from eventpipe.store.query import (
@@ -27,13 +28,14 @@ Run = Callable[[Query], Sequence[tuple[object, ...]]]
 # The hours a window keeps in the tally: a month, so a window's kept
 # (hour, type) pairs stay a small share of the tally's MAX_ENTRIES.
 MAX_HOURS = 31 * 24
-# The newest days all time counts by hour (Rollup._all_time).
+# The days all time counts by hour: today (or the newest day stored) and the day before (Rollup._all_time).
 HOT_DAYS = 2
 
 
 class Rollup:
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
         self._run = run
+        self._now_ms = now_ms
         self._days = Tally()
         self._hours = Tally()
 
@@ -74,19 +76,22 @@ class Rollup:
         return {start: n for start, n in out.items() if n}
 
     def _all_time(self, parts: list[Part]) -> Counts:
-        """Every day's counts: the newest HOT_DAYS by hour, the others by day.
+        """Every day's counts: HOT_DAYS of them by hour, up to today or the newest day stored if older, the
+        others by day.
 
-        Rows arrive in the newest day all day long, each insert a new part of it, so
-        that day's bucket never stayed kept and was counted whole at every call: at
-        200 events/s, about 1M rows by the early morning (a soak) and 17M by night.
-        By hour, a call counts the hours whose parts changed: the current one, and
-        those a merge just rewrote. Two days, for events a producer dates up to a day
-        ahead (EVENTPIPE_MAX_FUTURE_SKEW_S), which make the newest day tomorrow."""
+        Rows arrive in today all day long, each insert a new part of it, so that
+        day's bucket never stayed kept and was counted whole at every call: at 200
+        events/s, about 1M rows by the early morning (a soak) and 17M by night. By
+        hour, a call counts the hours whose parts changed: the current one, and those
+        a merge just rewrote. Yesterday too, for the hours a late merge rewrites; days
+        ahead (events a producer dates into the future) stay by day, however far."""
         if not parts:
             return {}
-        hot = (max(part.max_s for part in parts) * 1000 // DAY_MS - HOT_DAYS + 1) * DAY_MS
-        days = signatures(parts, DAY_MS, end=hot // DAY_MS)
-        hours = signatures(parts, HOUR_MS, first=hot // HOUR_MS)
+        newest = max(part.max_s for part in parts) * 1000 // DAY_MS
+        first = min(newest, self._now_ms() // DAY_MS) - HOT_DAYS + 1
+        end = first + HOT_DAYS
+        days = signatures(parts, DAY_MS, end=first) | signatures(parts, DAY_MS, first=end)
+        hours = signatures(parts, HOUR_MS, first * DAY_MS // HOUR_MS, end * DAY_MS // HOUR_MS)
         return added(
             [
                 *self._counted(self._days, DAY_MS, parts, days).values(),
