@@ -1,6 +1,6 @@
 """Counts by event type and time through the tally: kept buckets from memory, changed ones through FINAL.
 
-All time is counted by day, but for its newest two days, by hour; a window (the statistics' `since`/`until`) by its
+All time is counted by day, but today and yesterday by hour; a window (the statistics' `since`/`until`) by its
 whole hours, plus its ragged ends counted live with the window's own query.
 A window wider than MAX_HOURS keeps its first MAX_HOURS in the tally and
 counts the rest live too. A window open to the past, a user filter, property
@@ -90,7 +90,7 @@ class Rollup:
         newest = max(part.max_s for part in parts) * 1000 // DAY_MS
         first = min(newest, self._now_ms() // DAY_MS) - HOT_DAYS + 1
         end = first + HOT_DAYS
-        days = signatures(parts, DAY_MS, end=first) | signatures(parts, DAY_MS, first=end)
+        days = {day: names for day, names in signatures(parts, DAY_MS).items() if not first <= day < end}
         hours = signatures(parts, HOUR_MS, first * DAY_MS // HOUR_MS, end * DAY_MS // HOUR_MS)
         return added(
             [
