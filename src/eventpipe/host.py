@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import random
 import resource
 import signal
 import socket
@@ -51,28 +52,71 @@ _given: set[int] = set()
 # per user: another user's could not be opened in a sticky /tmp, and could hold every port.
 CLAIMS = Path(tempfile.gettempdir()) / f"eventpipe-ports-{os.getuid()}.lock"
 _claims: list[int] = []
-# The kernel's picks that free_port tries before it gives up: far more than the ports others could hold.
+# The ports tried before free_port gives up: far more than the ports others could hold.
 MOST_TRIES = 10_000
+# free_port picks below the kernel's ephemeral range (or above it): a port from that range (bind to port 0)
+# can be taken by any outgoing connection between the pick and the server's bind, as the stack's own
+# clients did in CI ("address already in use" on the API's port). From 10000 up: fewer well-known servers.
+LOWEST = 10_000
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Its own generator: a test that seeds `random` would otherwise replay the same ports in every process.
+_random = random.Random()
 
 
 def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on now, for a server about to start there, and
-    never one this process was given before: the kernel may hand the same free port out twice in
-    a row, and a stack given it for two of its servers fails to start (seen in CI).
+    """A port on 127.0.0.1 that nothing listens on now, for a server about to start there, outside the
+    range the kernel gives outgoing connections, and never one this process was given before: the kernel
+    may hand the same free port out twice in a row, and a stack given it for two of its servers fails to
+    start (seen in CI).
 
     Nor one another process on this host that asked holds (`claim`): two test runs, or two
     pytest-xdist workers, could each be handed the same free port before either listens on it. Under
     pytest-xdist, only ports of this test process's share too (their children inherit it)."""
     share, shares = _share()
+    spans = [span for span in _outside_ephemeral() if len(span) >= 2 * shares]
     for _ in range(MOST_TRIES):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        # Halved: Linux hands out odd ports for bind(0), so the port itself would split unevenly.
-        if port not in _given and (port >> 1) % shares == share and claim(port):
+        port = _pick(spans)
+        # Halved: Linux hands out odd ports for bind(0), which _pick falls back on, so the port itself would
+        # split unevenly.
+        if (port >> 1) % shares == share and port not in _given and _listenable(port) and claim(port):
             _given.add(port)
             return port
     raise OSError(f"no free port in {MOST_TRIES} tries: all held by this process or others ({CLAIMS})")
+
+
+def _outside_ephemeral() -> list[range]:
+    """The ports from LOWEST up that the kernel never hands a socket by itself (Linux's range; elsewhere
+    IANA's 49152-65535)."""
+    try:
+        low, high = map(int, EPHEMERAL.read_text().split())
+    except (OSError, ValueError):
+        low, high = 49152, 65535
+    return [range(LOWEST, low), range(high + 1, 65536)]
+
+
+def _pick(spans: list[range]) -> int:
+    """A port from `spans` evenly, or the kernel's pick where they are empty (a range set to 1024-65535)."""
+    total = sum(map(len, spans))
+    if total:
+        at = _random.randrange(total)
+        for span in spans:
+            if at < len(span):
+                return span[at]
+            at -= len(span)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _listenable(port: int) -> bool:
+    """Whether a server could bind `port` on 127.0.0.1 now. Without SO_REUSEADDR, which servers set: a
+    port with connections still in TIME_WAIT is passed over too."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def claim(port: int) -> bool:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,37 @@ def test_free_port_gives_a_port_a_server_can_listen_on() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", free_port()))
         sock.listen()
+
+
+def test_free_port_stays_out_of_the_range_outgoing_connections_draw_from() -> None:
+    # A port from the kernel's ephemeral range was taken by a client socket between the pick and the API's
+    # bind: `eventpipe up` failed with "address already in use" (CI, tests/fault/test_takeover.py).
+    low, high = map(int, host.EPHEMERAL.read_text().split())
+    ports = [free_port() for _ in range(500)]
+    assert not [port for port in ports if low <= port <= high]
+    assert min(ports) >= host.LOWEST
+
+
+def test_free_port_passes_over_a_port_something_listens_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # every port in this process's share
+    free = free_port()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        picks = iter([port, port, free])
+        monkeypatch.setattr(host, "_pick", lambda _spans: next(picks))
+        monkeypatch.setattr(host, "_given", set())
+        assert free_port() == free
+
+
+def test_a_range_that_leaves_no_port_outside_falls_back_on_the_kernels_pick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ip_local_port_range set to 1024-65535 leaves nothing outside it: free_port still hands out ports.
+    whole = tmp_path / "ip_local_port_range"
+    whole.write_text("1024\t65535\n")
+    monkeypatch.setattr(host, "EPHEMERAL", whole)
+    ports = {free_port() for _ in range(20)}
+    assert len(ports) == 20 and all(1024 <= port <= 65535 for port in ports)
 
 
 def test_two_test_processes_are_never_handed_the_same_port(monkeypatch: pytest.MonkeyPatch) -> None:
