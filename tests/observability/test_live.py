@@ -2,8 +2,8 @@
 
 Events, malformed payloads, and good and bad HTTP requests go in; then every rule
 must evaluate cleanly and every dashboard query must be valid, with the ones
-about ingest, the API and the SLOs showing that traffic. ClickHouse's and the
-broker's panels stay empty here: the native stack has neither metrics endpoint.
+about ingest, the API, the broker and the SLOs showing that traffic. ClickHouse's
+panels stay empty here: the native stack has no ClickHouse metrics endpoint.
 """
 
 from __future__ import annotations
@@ -159,7 +159,9 @@ def test_rules_and_dashboards_on_a_live_native_stack(stack: Up) -> None:
     assert f"prometheus={prometheus.url}" in ready, f"eventpipe up did not start Prometheus:\n{stack.output()}"
 
     # Traffic only once Prometheus has a first sample of every counter, so that it sees them move.
-    wait_until(lambda: prometheus.value('sum(up{job=~"ingest-worker|api"})') == 2, timeout=20, what="first scrapes")
+    wait_until(
+        lambda: prometheus.value('sum(up{job=~"ingest-worker|api|mosquitto"})') == 3, timeout=20, what="first scrapes"
+    )
     # A labelled series appears with its first request, and rate() sees no increase in a series' first
     # sample: a first round of requests creates them, a second one (after a scrape) shows as traffic.
     send_requests(stack)
@@ -208,9 +210,9 @@ def test_rules_and_dashboards_on_a_live_native_stack(stack: Up) -> None:
     ours = [r for r in results if not r["expected_empty"]]
     with_data = [r for r in ours if r["series"]]
     summary = (
-        f"{len(results)} dashboard queries, all valid PromQL; {len(ours)} about ingest, the API and the SLOs, "
-        f"{len(with_data)} of them returning data; {len(results) - len(ours)} about ClickHouse, the broker or "
-        "the API's own process (absent natively)"
+        f"{len(results)} dashboard queries, all valid PromQL; {len(ours)} about ingest, the API, the broker and "
+        f"the SLOs, {len(with_data)} of them returning data; {len(results) - len(ours)} about ClickHouse, "
+        "Alertmanager or the API's own process (absent natively)"
     )
     print(summary)
     for board in sorted({r["board"] for r in ours}):
@@ -228,6 +230,9 @@ def test_rules_and_dashboards_on_a_live_native_stack(stack: Up) -> None:
         "freshness measured": f"histogram_quantile(0.99, {freshness})",
         "4xx answers": f'sum(rate(eventpipe_http_requests_total{{code=~"4.."}}[{rate}]))',
         "API SLIs": "slo:sli_error:ratio_rate5m",
+        # Natively too, from `up`'s reading of the broker's $SYS values: the broker alerts can fire there.
+        "broker traffic": f"sum(rate(broker_publish_messages_received[{rate}]))",
+        "broker clients": "sum(broker_clients_connected)",
     }
     for what, expr in moving.items():
         answer = prometheus.query(obs.as_promql(expr))["data"]["result"]

@@ -23,7 +23,7 @@ from eventpipe.config import Settings
 from eventpipe.host import free_port
 from eventpipe.mqtt import packet
 from eventpipe.mqtt.wire import DISCONNECT, connect_packet
-from eventpipe.stack.access import USER, Access
+from eventpipe.stack.access import MONITOR, USER, Access
 from eventpipe.stack.broker import effective_user, render_config, session_expiration
 from eventpipe.stack.certificate import local_authority
 from eventpipe.stack.mosquitto import find_binary
@@ -98,7 +98,8 @@ def test_the_native_broker_gives_anonymous_producers_and_its_worker_what_compose
     loaded = directives("\n".join(Access(defaults.mqtt_topic, defaults.probe_topic).write(tmp_path)))
     native = parse_acl(Path(loaded["acl_file"][0]).read_text())
     rules = acl_rules()
-    assert native == {"": rules["producer"], USER: rules[USER]}
+    # Its statistics reader as compose's exporter: the broker's own values, nothing else.
+    assert native == {"": rules["producer"], USER: rules[USER], MONITOR: rules["exporter"]}
     assert Path(loaded["password_file"][0]).read_text().startswith(f"{USER}:$7$")
 
 

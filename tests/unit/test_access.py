@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -40,3 +41,17 @@ def test_a_probe_topic_with_a_blank_at_its_end_is_refused_naming_its_setting() -
     # Mosquitto trims it in the ACL: the worker's probes were refused, and anyone's to events/_probe admitted.
     with pytest.raises(ConfigError, match="EVENTPIPE_PROBE_TOPIC starts or ends with a blank"):
         Access("events/#", "events/_probe ")
+
+
+def test_the_statistics_reader_has_a_password_of_its_own_and_may_read_the_broker_statistics_alone(
+    tmp_path: Path,
+) -> None:
+    access = Access("events/#", "events/_probe")
+    assert access.monitor_password != access.password
+    parts = urlsplit(access.monitor_url("mqtt://127.0.0.1:1883"))
+    assert (parts.username, parts.password) == ("monitor", access.monitor_password)
+    access.write(tmp_path)
+    users = [line.split(":", 1)[0] for line in (tmp_path / "passwd").read_text().splitlines()]
+    assert users == ["ingest", "monitor"]
+    acl = (tmp_path / "acl").read_text()
+    assert acl.endswith("user monitor\ntopic read $SYS/#\n")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from eventpipe.host import address
-from eventpipe.ingest.exporter import API_PATH
+from eventpipe.ingest.exporter import API_PATH, BROKER_PATH
 from eventpipe.stack.prometheus import render_config
 
 
@@ -44,3 +44,14 @@ def test_prometheus_scrapes_the_api_and_the_worker_where_the_metrics_host_makes_
     assert jobs["api"]["static_configs"][0]["targets"] == [target]
     assert jobs["api"]["metrics_path"] == API_PATH
     assert "scheme" not in jobs["api"]
+
+
+def test_the_broker_statistics_are_scraped_as_compose_scrapes_its_exporter_when_up_runs_the_broker() -> None:
+    # The broker alerts read job "mosquitto" in compose; natively nothing served them and they never fired.
+    config = yaml.safe_load(render_config(9090, "127.0.0.1:9464", Path("/rules"), broker=True))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["mosquitto"]["metrics_path"] == BROKER_PATH
+    assert jobs["mosquitto"]["static_configs"][0]["targets"] == ["127.0.0.1:9464"]
+    # With --mqtt-url, `up` runs no broker and reads no statistics: no target that could only be down.
+    config = yaml.safe_load(render_config(9090, "127.0.0.1:9464", Path("/rules")))
+    assert "mosquitto" not in {job["job_name"] for job in config["scrape_configs"]}

@@ -169,10 +169,16 @@ def process_registry() -> CollectorRegistry:
     return registry
 
 
-def serve_metrics(registry: CollectorRegistry, host: str, port: int, api: CollectorRegistry | None = None) -> Exporter:
-    """The process's metrics listener (EVENTPIPE_METRICS_HOST, EVENTPIPE_METRICS_PORT), started; with `api`,
-    also the API's registry, on its own path (ingest.exporter.API_PATH)."""
-    server = Exporter(registry, host, port, api=api)
+def serve_metrics(
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    api: CollectorRegistry | None = None,
+    broker: CollectorRegistry | None = None,
+) -> Exporter:
+    """The process's metrics listener (EVENTPIPE_METRICS_HOST, EVENTPIPE_METRICS_PORT), started; with `api`
+    and `broker`, also the API's and the broker's registries, each on its own path (ingest.exporter)."""
+    server = Exporter(registry, host, port, api=api, broker=broker)
     try:
         server.start()
     except OSError as exc:

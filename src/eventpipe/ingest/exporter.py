@@ -28,12 +28,15 @@ PATHS = ("/metrics", "/")
 # In `eventpipe up`, where worker and API share a process and so this endpoint: the API's registry,
 # which Prometheus scrapes as its own job (stack.prometheus).
 API_PATH = "/metrics/api"
+# And its broker's statistics (stack.statistics), scraped as job "mosquitto", as compose's exporter is.
+BROKER_PATH = "/metrics/broker"
 # Prometheus sends a few hundred bytes of request; anything far larger is not a scrape.
 MAX_REQUEST_BYTES = 16 * 1024
 
 
 class Exporter:
-    """Serves `registry` on host:port from a single daemon thread, and `api` on API_PATH when given."""
+    """Serves `registry` on host:port from a single daemon thread, `api` on API_PATH and `broker` on
+    BROKER_PATH when given."""
 
     def __init__(
         self,
@@ -42,10 +45,14 @@ class Exporter:
         port: int,
         *,
         api: CollectorRegistry | None = None,
+        broker: CollectorRegistry | None = None,
         max_connections: int = 32,
         read_timeout_s: float = 5.0,
     ) -> None:
-        self._registries = dict.fromkeys(PATHS, registry) | ({API_PATH: api} if api is not None else {})
+        self._registries = dict.fromkeys(PATHS, registry)
+        self._registries |= {
+            path: extra for path, extra in ((API_PATH, api), (BROKER_PATH, broker)) if extra is not None
+        }
         self._host, self._port = host, port
         self._max_connections = max_connections
         self._timeout = read_timeout_s

@@ -23,6 +23,8 @@ from urllib.parse import quote
 from eventpipe.errors import ConfigError
 
 USER = "ingest"
+# Reads the broker's own statistics ($SYS) for Prometheus (stack/statistics.py), as compose's `exporter`.
+MONITOR = "monitor"
 # Mosquitto 2.0's own hash ("$7$"): PBKDF2-HMAC-SHA512, 101 rounds, a 12-byte salt, as mosquitto_passwd writes it.
 ROUNDS = 101
 SALT_BYTES = 12
@@ -38,6 +40,10 @@ topic write {events}
 user {user}
 topic read {events}
 topic write {probe}
+
+# This `eventpipe up`'s reader of the broker's own statistics, for Prometheus: nothing else.
+user {monitor}
+topic read $SYS/#
 """
 
 # The broker kept a retained message per topic for ever, and the worker never asks for them (README: do
@@ -63,6 +69,7 @@ class Access:
     events: str
     probe: str
     password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    monitor_password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
 
     def __post_init__(self) -> None:
         # One rule per line in the ACL: a line break in a topic would add a rule of the topic's making. And
@@ -78,14 +85,23 @@ class Access:
         """Write the password file and the ACL in `directory` (owner only); the config lines that load them,
         and refuse retained messages."""
         passwd, acl = directory / "passwd", directory / "acl"
-        _private(passwd, f"{USER}:{hashed(self.password, os.urandom(SALT_BYTES))}\n")
-        _private(acl, ACL.format(user=USER, events=self.events, probe=self.probe))
+        users = ((USER, self.password), (MONITOR, self.monitor_password))
+        _private(passwd, "".join(f"{user}:{hashed(password, os.urandom(SALT_BYTES))}\n" for user, password in users))
+        _private(acl, ACL.format(user=USER, monitor=MONITOR, events=self.events, probe=self.probe))
         return [f"password_file {passwd}", f"acl_file {acl}", *NO_RETAINED]
 
     def url(self, anonymous: str) -> str:
         """The worker's URL: `anonymous` (scheme://host:port) with its user and password."""
-        scheme, _, rest = anonymous.partition("://")
-        return f"{scheme}://{USER}:{quote(self.password, safe='')}@{rest}"
+        return _signed(anonymous, USER, self.password)
+
+    def monitor_url(self, anonymous: str) -> str:
+        """The statistics reader's URL: `anonymous` with its user and password."""
+        return _signed(anonymous, MONITOR, self.monitor_password)
+
+
+def _signed(anonymous: str, user: str, password: str) -> str:
+    scheme, _, rest = anonymous.partition("://")
+    return f"{scheme}://{user}:{quote(password, safe='')}@{rest}"
 
 
 def _private(path: Path, text: str) -> None:

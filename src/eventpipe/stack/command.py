@@ -39,6 +39,7 @@ from eventpipe.stack.private import private_store
 from eventpipe.stack.prometheus import Prometheus, default_rules_dir
 from eventpipe.stack.runbook import filled_rules
 from eventpipe.stack.secret import kept_secrets
+from eventpipe.stack.statistics import Statistics
 from eventpipe.stack.volume import Volume
 from eventpipe.store.client import connect
 from eventpipe.store.dsn import EMBEDDED_STORE
@@ -144,7 +145,16 @@ def _serve(
     # --metrics-port, and the API's there too, on a path of its own (never on the API's port).
     registry = process_registry()  # one process: its CPU and memory are reported once, here
     api_registry = CollectorRegistry()
-    metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port, api=api_registry)
+    # And the broker's statistics, on a third path, as compose's exporter serves them (job "mosquitto").
+    statistics = None
+    broker_registry = None
+    if broker is not None and broker.monitor_url is not None:
+        statistics = Statistics(broker.monitor_url, settings.mqtt_ca_file)
+        broker_registry = CollectorRegistry()
+        broker_registry.register(statistics)
+    metrics_server = serve_metrics(
+        registry, settings.metrics_host, settings.metrics_port, api=api_registry, broker=broker_registry
+    )
     if broker is not None:
         registry.register(Journal(broker.log_file, log_start))
     if not settings.clickhouse_dsn:
@@ -202,6 +212,7 @@ def _serve(
             # Reached where EVENTPIPE_METRICS_HOST makes it listen (a wildcard through the loopback).
             address(settings.metrics_host, settings.metrics_port),
             rules,
+            broker=statistics is not None,
         )
         skipped = no_rules or prometheus.start(inherit_fds=(lock.fileno(),))
         if skipped:
@@ -229,6 +240,8 @@ def _serve(
         return shutdown.wait(check)
 
     try:
+        if statistics is not None:
+            statistics.start()  # first: Mosquitto says a value only when it changes, to those listening
         worker.start()
         prober.start()
         # In ticks, so that a stop signal is looked at meanwhile: a broker out of reach held it for the whole wait.
@@ -259,6 +272,8 @@ def _serve(
             prometheus.stop()
         prober.stop()
         clean = worker.stop()
+        if statistics is not None:
+            statistics.stop()
         metrics_server.shutdown()
     if clean and not problem:
         log.info("stopped cleanly: everything received was committed and acknowledged")

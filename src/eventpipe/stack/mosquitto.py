@@ -63,6 +63,11 @@ class Mosquitto:
         return self._access.url(self.url) if self._access else self.url
 
     @property
+    def monitor_url(self) -> str | None:
+        """Where the reader of the broker's statistics connects, when the broker has an ACL that lets it."""
+        return self._access.monitor_url(self.url) if self._access else None
+
+    @property
     def log_file(self) -> Path:
         return self.directory / "mosquitto.log"
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import eventpipe
-from eventpipe.ingest.exporter import API_PATH
+from eventpipe.ingest.exporter import API_PATH, BROKER_PATH
 from eventpipe.stack.child import ChildProcess, find_binary, port_free
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,15 @@ scrape_configs:
   - job_name: prometheus
     static_configs:
       - targets: ["127.0.0.1:{port}"]
+{broker_job}"""
+
+BROKER_JOB = """
+  # The broker `up` started: its $SYS statistics, read by `up` (stack/statistics.py)
+  # and served on the same listener, as compose's exporter serves them.
+  - job_name: mosquitto
+    metrics_path: {broker_path}
+    static_configs:
+      - targets: [{metrics}]
 """
 
 
@@ -52,19 +61,26 @@ def default_rules_dir() -> Path:
     return Path(eventpipe.__file__).resolve().parents[2] / "prometheus" / "rules"
 
 
-def render_config(port: int, metrics: str, rules: Path) -> str:
-    """`metrics`: the worker's and the API's metrics listener as this host reaches it (host.address)."""
+def render_config(port: int, metrics: str, rules: Path, *, broker: bool = False) -> str:
+    """`metrics`: the worker's and the API's metrics listener as this host reaches it (host.address);
+    `broker`: it serves the statistics of a broker `up` started too."""
     # Paths as JSON strings, which YAML reads as they are: a data dir may hold " #" or ": ".
     rule_files = json.dumps(f"{rules}/*.yml")
-    return CONFIG.format(port=port, metrics=json.dumps(metrics), api_path=json.dumps(API_PATH), rules=rule_files)
+    target = json.dumps(metrics)
+    broker_job = BROKER_JOB.format(broker_path=json.dumps(BROKER_PATH), metrics=target) if broker else ""
+    return CONFIG.format(
+        port=port, metrics=target, api_path=json.dumps(API_PATH), rules=rule_files, broker_job=broker_job
+    )
 
 
 class Prometheus:
     """Started only when the binary is there: the native stack runs without it."""
 
-    def __init__(self, port: int, directory: Path, metrics: str, rules: Path) -> None:
-        """`metrics`: where this host reaches the metrics listener of the worker and the API (host.address)."""
+    def __init__(self, port: int, directory: Path, metrics: str, rules: Path, *, broker: bool = False) -> None:
+        """`metrics`: where this host reaches the metrics listener of the worker and the API (host.address),
+        and of the broker's statistics when `broker`."""
         self.port = port
+        self._broker = broker
         # Prometheus reads a relative path in its config from the config's own dir, not from ours.
         self.directory = directory.resolve()
         self._metrics = metrics
@@ -89,7 +105,7 @@ class Prometheus:
         config = self.directory / "prometheus.yml"
         try:
             (self.directory / "data").mkdir(parents=True, exist_ok=True)
-            config.write_text(render_config(self.port, self._metrics, self._rules))
+            config.write_text(render_config(self.port, self._metrics, self._rules, broker=self._broker))
         except OSError as exc:
             return f"cannot write its files in {self.directory}: {exc.strerror} (--data-dir, or EVENTPIPE_DATA_DIR)"
         return self._child.start(

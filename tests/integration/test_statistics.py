@@ -1,0 +1,95 @@
+"""The broker statistics of `eventpipe up`, read from a real Mosquitto run with `up`'s config and users.
+
+Its broker keeps no retained messages, and Mosquitto then says each $SYS value only when it changes
+(every 10 s at most): what the collector must still learn is the count of sessions left behind, which the
+session alerts read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from prometheus_client import CollectorRegistry
+
+from eventpipe.host import free_port
+from eventpipe.mqtt.address import MqttAddress
+from eventpipe.mqtt.connection import make_client
+from eventpipe.stack.access import Access
+from eventpipe.stack.mosquitto import Mosquitto, find_binary
+from eventpipe.stack.statistics import Statistics
+from tests.support.services import SESSION_EXPIRY_S
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.skipif(find_binary() is None, reason="mosquitto is not installed")
+# Mosquitto's default sys_interval is 10 s: two of them, and some.
+TICKS_S = 25
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(
+        free_port(),
+        tmp_path / "mosquitto",
+        100,
+        max_payload_bytes=65_536,
+        session_expiry_s=SESSION_EXPIRY_S,
+        access=Access("events/#", "events/_probe"),
+    )
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+def sample(registry: CollectorRegistry, name: str) -> float | None:
+    return registry.get_sample_value(name)
+
+
+def leave_a_session(url: str) -> None:
+    """Connect anonymously asking for a session of an hour, then leave: the broker keeps it."""
+    address = MqttAddress.parse(url)
+    client = make_client(address, f"careless-{uuid.uuid4().hex[:8]}")
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 3600
+    client.connect(address.host, address.port, clean_start=False, properties=props)
+    client.loop_start()
+    wait_until(client.is_connected, timeout=10, what="the CONNACK")
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_up_learns_the_sessions_left_behind_though_the_broker_keeps_no_statistics_for_it(broker: Mosquitto) -> None:
+    assert broker.monitor_url is not None
+    statistics = Statistics(broker.monitor_url)
+    registry = CollectorRegistry()
+    registry.register(statistics)
+    # An anonymous client (any local process) asks for the same: the ACL gives it nothing.
+    spy = make_client(MqttAddress.parse(broker.url), f"spy-{uuid.uuid4().hex[:8]}")
+    heard: list[str] = []
+    spy.on_message = lambda _c, _u, message: heard.append(message.topic)
+    spy.connect("127.0.0.1", broker.port)
+    spy.subscribe("$SYS/#")
+    spy.loop_start()
+    statistics.start()
+    try:
+        # 0 sessions left behind: Mosquitto never says it (0 since its start), yet it is known.
+        wait_until(
+            lambda: sample(registry, "broker_clients_disconnected") is not None, timeout=TICKS_S, what="a first tick"
+        )
+        assert sample(registry, "broker_clients_disconnected") == 0
+        assert (sample(registry, "broker_clients_connected") or 0) >= 2  # this collector and the spy
+        leave_a_session(broker.url)
+        wait_until(
+            lambda: sample(registry, "broker_clients_disconnected") == 1, timeout=TICKS_S, what="the session counted"
+        )
+        assert sample(registry, "broker_publish_messages_dropped") == 0
+        assert (sample(registry, "broker_bytes_sent") or 0) > 0
+    finally:
+        statistics.stop()
+        spy.disconnect()
+        spy.loop_stop()
+    assert heard == [], "an anonymous client read the broker's statistics"
