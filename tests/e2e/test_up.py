@@ -87,7 +87,7 @@ def test_every_alert_prometheus_loads_links_to_its_runbook(tmp_path: Path, stack
         return health if "unknown" not in health.values() else None
 
     health = wait_until(scraped, what="every target scraped once")
-    assert health == {"api": "up", "ingest-worker": "up", "prometheus": "up"}, health
+    assert health == {"api": "up", "ingest-worker": "up", "mosquitto": "up", "prometheus": "up"}, health
     assert up.stop() == 0
 
 
