@@ -138,14 +138,17 @@ class TypeCounts(BaseModel):
 
 class Bucket(BaseModel):
     start: str = Field(
-        description="Start of the bucket (RFC 3339, UTC), a multiple of the interval since the epoch (1d: UTC"
-        " midnight); it spans one interval, but the first and the last count only what lies from since to until."
+        description="Start of the bucket (RFC 3339), a multiple of the interval since the epoch in UTC (1d: UTC"
+        " midnight), or on the clocks of `tz` with its offset (1d: its midnight); it spans one interval (in a"
+        " zone, a day 23 or 25 hours when its clocks change), but the first and the last count only what lies"
+        " from since to until."
     )
     count: int
 
 
 class Timeseries(BaseModel):
     interval: str
+    tz: str = Field(description="The time zone of the buckets: `UTC` unless `tz` named another.")
     since: str
     until: str
     items: list[Bucket] = Field(description="Every bucket of the window, oldest first; empty ones count 0.")

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
+from eventpipe.api import series
 from eventpipe.api.answer import json_answer
 from eventpipe.api.auth import Granted, KeyCheck, every_type
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import KEYED, ApiError, responses
 from eventpipe.api.model import (
-    Bucket,
     DeadLetter,
     DeadLetterPage,
     Event,
@@ -23,7 +22,6 @@ from eventpipe.api.model import (
     event_json,
     event_page_json,
     json_response,
-    rfc3339,
 )
 from eventpipe.api.param import (
     OWN_TIME,
@@ -42,14 +40,11 @@ from eventpipe.api.param import (
     window,
 )
 from eventpipe.api.path import TEXT
+from eventpipe.api.series import TZ_HELP, time_zone
 from eventpipe.api.where import Where, conditions
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import MAX_TYPES, Reader
 
-INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "6h": 21_600_000, "1d": 86_400_000}
-DEFAULT_WINDOW_MS = 86_400_000
-# Beyond this a chart is unreadable and the answer large: ask for a wider interval.
-MAX_BUCKETS = 10_000
 SINCE_HELP = f"Window start, on {OWN_TIME}: {TIME_HELP}. Default: a day before until."
 UNTIL_HELP = f"Window end, exclusive, on {OWN_TIME}: {TIME_HELP}. Default: now."
 SERIES_SINCE_HELP = (
@@ -140,33 +135,15 @@ def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         until: Annotated[str | None, Query(max_length=64, description=UNTIL_HELP)] = None,
         event_type: EventType = None,
         where: Where = None,
+        tz: Annotated[str | None, Query(max_length=64, description=TZ_HELP, examples=["Europe/Berlin"])] = None,
     ) -> Response:
-        step = INTERVALS_MS[interval]
-        since_ms, until_ms = window(since, until)
-        until_ms = time.time_ns() // 1_000_000 if until_ms is None else until_ms
-        if since_ms is None:
-            # Whole buckets by default: a partial first bucket would chart as a dip.
-            since_ms = max(0, until_ms - DEFAULT_WINDOW_MS) // step * step
-        if since_ms >= until_ms:  # a since after now, with until left out
-            raise ApiError(422, "invalid_parameter", "since must be before until")
-        first, end = since_ms // step * step, -(-until_ms // step) * step
-        if (end - first) // step > MAX_BUCKETS:
-            raise ApiError(
-                422,
-                "invalid_parameter",
-                f"the window holds more than {MAX_BUCKETS} {interval} buckets: "
-                "choose a wider interval or a shorter window",
-            )
-        only = grant.narrow(EventFilter(text(event_type), None, since_ms, until_ms, where=conditions(where)))
-        counts = dict(reader.timeseries(only, step))
-        return json_response(
-            Timeseries(
-                interval=interval,
-                since=rfc3339(since_ms),
-                until=rfc3339(until_ms),
-                items=[Bucket(start=rfc3339(start), count=counts.get(start, 0)) for start in range(first, end, step)],
-            )
-        )
+        zone = time_zone(tz)
+        filters = conditions(where)
+
+        def only(since_ms: int, until_ms: int) -> EventFilter:
+            return grant.narrow(EventFilter(text(event_type), None, since_ms, until_ms, where=filters))
+
+        return json_response(series.timeseries(reader, interval, since, until, zone, only))
 
     @api.get(
         "/dead-letters",
