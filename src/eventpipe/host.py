@@ -54,6 +54,9 @@ CLAIMS = Path(tempfile.gettempdir()) / f"eventpipe-ports-{os.getuid()}.lock"
 _claims: list[int] = []
 # The ports tried before free_port gives up: far more than the ports others could hold.
 MOST_TRIES = 10_000
+# Tries outside the ephemeral range before the kernel's picks: a range set wide (1024-65000) leaves a few
+# hundred ports outside it, which two test runs at once could all hold.
+OUTSIDE_TRIES = 2_000
 # free_port picks below the kernel's ephemeral range (or above it): a port from that range (bind to port 0)
 # can be taken by any outgoing connection between the pick and the server's bind, as the stack's own
 # clients did in CI ("address already in use" on the API's port). From 10000 up: fewer well-known servers.
@@ -74,8 +77,8 @@ def free_port() -> int:
     pytest-xdist, only ports of this test process's share too (their children inherit it)."""
     share, shares = _share()
     spans = [span for span in _outside_ephemeral() if len(span) >= 2 * shares]
-    for _ in range(MOST_TRIES):
-        port = _pick(spans)
+    for tried in range(MOST_TRIES):
+        port = _pick(spans if tried < OUTSIDE_TRIES else [])
         # Halved: Linux hands out odd ports for bind(0), which _pick falls back on, so the port itself would
         # split unevenly.
         if (port >> 1) % shares == share and port not in _given and _listenable(port) and claim(port):
@@ -109,13 +112,21 @@ def _pick(spans: list[range]) -> int:
 
 
 def _listenable(port: int) -> bool:
-    """Whether a server could bind `port` on 127.0.0.1 now. Without SO_REUSEADDR, which servers set: a
-    port with connections still in TIME_WAIT is passed over too."""
-    with socket.socket() as sock:
+    """Whether a server could bind `port` on any address now: every IPv4 one (which covers 127.0.0.1), and
+    every IPv6 one where the host has IPv6 (a server on ::1 alone passed for free). Without SO_REUSEADDR,
+    which servers set: a port with connections still in TIME_WAIT is passed over too."""
+    for family, anywhere in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):  # noqa: S104: a test bind
         try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
+            sock = socket.socket(family)
+        except OSError:  # no IPv6 here
+            continue
+        with sock:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((anywhere, port))
+            except OSError:
+                return False
     return True
 
 

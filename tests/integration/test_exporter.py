@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
-from eventpipe.ingest.exporter import API_PATH, Exporter
+from eventpipe.ingest.exporter import API_PATH, BROKER_PATH, Exporter, Unavailable
 from tests.support.wait import wait_until
 
 IDLERS = 500
@@ -170,3 +172,23 @@ def test_without_an_api_registry_its_path_is_not_found(exporter: Exporter) -> No
     # `eventpipe worker` and `eventpipe api` each serve one registry: a scrape of the path is a 404,
     # so a Prometheus pointed at the wrong one says so instead of reading an empty job.
     assert scrape(exporter.port, API_PATH)[0] == 404
+
+
+class Unknowing(Collector):
+    def collect(self) -> Iterator[Metric]:
+        raise Unavailable("not subscribed")
+
+
+def test_a_registry_that_cannot_tell_its_values_fails_its_scrape_alone(registry: CollectorRegistry) -> None:
+    # `eventpipe up`'s reader of the broker's statistics, cut off from it: its values may have changed
+    # unheard, so the scrape fails (Prometheus marks job "mosquitto" down) and the other jobs are served.
+    broker = CollectorRegistry()
+    broker.register(Unknowing())
+    server = Exporter(registry, "127.0.0.1", 0, broker=broker)
+    server.start()
+    try:
+        status, _headers, _body = scrape(server.port, BROKER_PATH)
+        assert status == 503
+        assert scrape(server.port)[0] == 200
+    finally:
+        server.shutdown()

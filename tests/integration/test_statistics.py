@@ -7,6 +7,7 @@ session alerts read.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +18,12 @@ from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 
 from eventpipe.host import free_port
+from eventpipe.ingest.exporter import Unavailable
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
 from eventpipe.stack.access import Access
 from eventpipe.stack.mosquitto import Mosquitto, find_binary
-from eventpipe.stack.statistics import Statistics
+from eventpipe.stack.statistics import RETURN_AFTER_S, Statistics
 from tests.support.services import SESSION_EXPIRY_S
 from tests.support.wait import wait_until
 
@@ -74,7 +76,7 @@ def test_up_learns_the_sessions_left_behind_though_the_broker_keeps_no_statistic
     spy.connect("127.0.0.1", broker.port)
     spy.subscribe("$SYS/#")
     spy.loop_start()
-    statistics.start()
+    assert statistics.start(wait_s=10), "not subscribed"
     try:
         # 0 sessions left behind: Mosquitto never says it (0 since its start), yet it is known.
         wait_until(
@@ -93,3 +95,41 @@ def test_up_learns_the_sessions_left_behind_though_the_broker_keeps_no_statistic
         spy.disconnect()
         spy.loop_stop()
     assert heard == [], "an anonymous client read the broker's statistics"
+
+
+def test_a_reader_cut_off_tells_nothing_until_it_is_back_and_then_nothing_stale(broker: Mosquitto) -> None:
+    # Cut off, it served the values of before: a session count, a backlog that had drained meanwhile,
+    # for as long as `up` ran, while its target looked healthy.
+    assert broker.monitor_url is not None
+    statistics = Statistics(broker.monitor_url)
+    registry = CollectorRegistry()
+    registry.register(statistics)
+    assert statistics.start(wait_s=10), "not subscribed"
+    try:
+        wait_until(lambda: sample(registry, "broker_clients_disconnected") == 0, timeout=TICKS_S, what="a first tick")
+        # A client under the reader's own id (read from the broker's log) takes its connection over.
+        reader = re.search(r"as (eventpipe-statistics-\w+) \(", broker.log_file.read_text())
+        assert reader is not None
+        usurper = make_client(MqttAddress.parse(broker.url), reader.group(1))
+        usurper.connect("127.0.0.1", broker.port)
+        usurper.loop_start()
+        wait_until(lambda: unavailable(registry), timeout=10, what="the scrape refused")
+        usurper.disconnect()
+        usurper.loop_stop()
+        leave_a_session(broker.url)  # while it is away: unheard
+        seen = wait_until(
+            lambda: None if unavailable(registry) else sample(registry, "broker_clients_disconnected"),
+            timeout=RETURN_AFTER_S + TICKS_S,
+            what="the reader back and told the sessions",
+        )
+        assert seen == 1, "a count of before the cut served as current"
+    finally:
+        statistics.stop()
+
+
+def unavailable(registry: CollectorRegistry) -> bool:
+    try:
+        registry.get_sample_value("broker_bytes_sent")
+    except Unavailable:
+        return True
+    return False

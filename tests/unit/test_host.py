@@ -49,6 +49,31 @@ def test_free_port_passes_over_a_port_something_listens_on(monkeypatch: pytest.M
         assert free_port() == free
 
 
+def test_a_port_something_listens_on_only_over_ipv6_is_passed_over_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this host")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    free = free_port()
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as taken:
+        port = taken.getsockname()[1]
+        picks = iter([port, free])
+        monkeypatch.setattr(host, "_pick", lambda _spans: next(picks))
+        monkeypatch.setattr(host, "_given", set())
+        assert free_port() == free
+
+
+def test_when_the_ports_outside_the_range_are_all_held_the_kernels_picks_are_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A range set to 10000-65500 left a few ports outside it: free_port gave up after the first four.
+    narrow = tmp_path / "ip_local_port_range"
+    narrow.write_text("10004\t65531\n")
+    monkeypatch.setattr(host, "EPHEMERAL", narrow)
+    monkeypatch.setattr(host, "OUTSIDE_TRIES", 50)
+    ports = {free_port() for _ in range(20)}
+    assert len(ports) == 20
+
+
 def test_a_range_that_leaves_no_port_outside_falls_back_on_the_kernels_pick(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from eventpipe.ingest.exporter import Unavailable
 from eventpipe.stack.statistics import Statistics, reading
 
 
 @pytest.fixture
 def statistics() -> Statistics:
-    return Statistics("mqtt://monitor:secret@127.0.0.1:1")  # never started: fed by hand
+    reader = Statistics("mqtt://monitor:secret@127.0.0.1:1")  # never started: fed by hand, as if subscribed
+    reader._subscribed.set()
+    return reader
 
 
 def scraped(statistics: Statistics) -> dict[str, float]:
@@ -82,3 +85,23 @@ def test_only_the_numbers_of_the_topics_reported_are_kept(
     topic: str, payload: bytes, kept: tuple[str, float] | None
 ) -> None:
     assert reading(topic, payload) == kept
+
+
+def test_nothing_is_told_while_not_subscribed_and_gauges_are_forgotten_when_the_connection_ends(
+    statistics: Statistics,
+) -> None:
+    # Values that may have changed unheard would be served as current, and the target would look healthy.
+    for topic, payload in [
+        ("$SYS/broker/clients/total", b"5"),
+        ("$SYS/broker/clients/connected", b"3"),
+        ("$SYS/broker/store/messages/count", b"150"),
+        ("$SYS/broker/publish/messages/dropped", b"2"),
+    ]:
+        statistics.take(topic, payload)
+    statistics.forget_gauges()
+    statistics._subscribed.clear()
+    with pytest.raises(Unavailable):
+        scraped(statistics)
+    statistics._subscribed.set()
+    # Counters keep their last value (a later change moves them on); gauges wait for a fresh one.
+    assert scraped(statistics) == {"broker_publish_messages_dropped": 2}

@@ -34,6 +34,10 @@ BROKER_PATH = "/metrics/broker"
 MAX_REQUEST_BYTES = 16 * 1024
 
 
+class Unavailable(Exception):  # noqa: N818: it names the answer, 503
+    """Raised by a collector whose values cannot be told now: the scrape is answered 503, and fails."""
+
+
 class Exporter:
     """Serves `registry` on host:port from a single daemon thread, `api` on API_PATH and `broker` on
     BROKER_PATH when given."""
@@ -144,7 +148,10 @@ class Exporter:
         names = parse_qs(url.query).get("name[]")
         if names:
             source = registry.restricted_registry(names)
-        body = encoder(source)
+        try:
+            body = encoder(source)
+        except Unavailable as exc:
+            return _response("503 Service Unavailable", [("Content-Type", "text/plain")], f"{exc}\n".encode())
         extra = [("Content-Type", content_type)]
         if gzip_accepted(headers.get("accept-encoding", "")):
             body = gzip.compress(body)

@@ -51,6 +51,8 @@ CONNECT_WAIT_S = 15.0
 # After this long without it, `up` says what it waits for; it looks for a stop signal once a tick.
 CONNECT_SAY_S = 2.0
 CONNECT_TICK_S = 0.1
+# How long `up` waits for its reader of the broker's statistics to subscribe; it goes on without.
+STATISTICS_WAIT_S = 5.0
 
 
 # up's flags over the settings they replace.
@@ -99,6 +101,7 @@ def run_up(args: argparse.Namespace) -> int:
         tls = local_authority(settings.data_dir / "tls")
         settings = settings.model_copy(update={"api_tls_cert_file": tls.cert, "api_tls_key_file": tls.key})
     broker = None
+    statistics = None
     log_start = 0
     if args.mqtt_url is None:
         broker = Mosquitto(
@@ -116,9 +119,17 @@ def run_up(args: argparse.Namespace) -> int:
         log_start = broker.log_start
         shutdown.on_force = broker.terminate
         settings = settings.model_copy(update={"mqtt_url": broker.worker_url, "mqtt_ca_file": tls.ca if tls else None})
+        # Its statistics, for Prometheus as compose's exporter gives them: listening before anyone else
+        # connects, since Mosquitto says a value only when it changes, and only to those listening then.
+        if broker.monitor_url is not None:
+            statistics = Statistics(broker.monitor_url, settings.mqtt_ca_file)
+            if not statistics.start(wait_s=STATISTICS_WAIT_S):
+                log.warning("the broker's statistics are not read yet: its metrics are unserved until they are")
     try:
-        return _serve(settings, broker, shutdown, keyring, generated, lock, tls, log_start)
+        return _serve(settings, broker, shutdown, keyring, generated, lock, tls, log_start, statistics)
     finally:
+        if statistics is not None:
+            statistics.stop()
         if broker is not None:
             broker.await_goodbye(settings.mqtt_session_id)
             broker.stop()
@@ -134,6 +145,7 @@ def _serve(
     lock: TextIO,
     tls: TlsFiles | None,
     log_start: int,
+    statistics: Statistics | None,
 ) -> int:
     dsn = settings.resolved_clickhouse_dsn
     if not settings.clickhouse_dsn:
@@ -146,10 +158,8 @@ def _serve(
     registry = process_registry()  # one process: its CPU and memory are reported once, here
     api_registry = CollectorRegistry()
     # And the broker's statistics, on a third path, as compose's exporter serves them (job "mosquitto").
-    statistics = None
     broker_registry = None
-    if broker is not None and broker.monitor_url is not None:
-        statistics = Statistics(broker.monitor_url, settings.mqtt_ca_file)
+    if statistics is not None:
         broker_registry = CollectorRegistry()
         broker_registry.register(statistics)
     metrics_server = serve_metrics(
@@ -240,8 +250,6 @@ def _serve(
         return shutdown.wait(check)
 
     try:
-        if statistics is not None:
-            statistics.start()  # first: Mosquitto says a value only when it changes, to those listening
         worker.start()
         prober.start()
         # In ticks, so that a stop signal is looked at meanwhile: a broker out of reach held it for the whole wait.
@@ -272,8 +280,6 @@ def _serve(
             prometheus.stop()
         prober.stop()
         clean = worker.stop()
-        if statistics is not None:
-            statistics.stop()
         metrics_server.shutdown()
     if clean and not problem:
         log.info("stopped cleanly: everything received was committed and acknowledged")

@@ -7,13 +7,17 @@ broker drops and the broker dashboard read both stacks; without it they were com
 `up`'s broker refuses retained messages (stack/access.py), and Mosquitto then keeps none of its $SYS
 values either: it publishes each only when it changes, at most every `sys_interval` (10 s), and a
 subscriber never hears what did not change since it subscribed. Hence:
-- the clients connected and in total change as this collector connects, so both come at its first
-  tick; sessions left disconnected are their difference, which Mosquitto computes the same way;
+- the clients connected and in total change as this reader connects, so both come at its first tick;
+  sessions left disconnected are their difference, which Mosquitto computes the same way;
 - the drop counter starts at 0 with the broker, which `up` starts just before: it is 0 until told
   otherwise, so a first drop shows as an increase (a first sample that is already 1 does not);
-- the other counters move at every tick (this collector's own traffic moves bytes sent);
-- the stored messages are reported from their first change: a count that never moves since the broker
-  started (nothing published, nothing delivered) stays unknown.
+- the other counters and the stored messages are reported from their first change (messages received
+  from the first publish; stored ones may stay unknown on a broker nothing publishes to);
+- while this reader is not subscribed, a scrape fails (Unavailable), as compose's exporter answers
+  nothing without its broker: no value can go stale unseen, and EventpipeTargetDown says so. The gauges
+  are forgotten when the connection ends; it comes back under a new client id after more than a tick,
+  so that the clients' counts change again on its return (under its old id they need not), and the
+  counters keep their last value, which a later change moves on.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from prometheus_client.core import GaugeMetricFamily, UnknownMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from eventpipe.ingest.exporter import Unavailable
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
 
@@ -55,6 +60,9 @@ TOTAL = "clients/total"
 DISCONNECTED = "clients/disconnected"
 # Bounded: a payload is a number Mosquitto printed.
 LONGEST_PAYLOAD = 32
+# Mosquitto's sys_interval is 10 s, and a tick comes once more than that has passed: away longer, a tick
+# passes without this reader, and its return changes the clients' counts again.
+RETURN_AFTER_S = 12.0
 
 
 def metric_name(key: str) -> str:
@@ -79,23 +87,27 @@ def reading(topic: str, payload: bytes) -> tuple[str, float] | None:
 class Statistics(Collector):
     """Subscribes to the broker's $SYS tree as `url`'s user and reports what it has heard at each collect."""
 
-    def __init__(self, url: str, ca_file: Path | None = None) -> None:
+    def __init__(self, url: str, ca_file: Path | None = None, return_after_s: float = RETURN_AFTER_S) -> None:
         self._address = MqttAddress.parse(url)
-        # Random and unguessable: a client connecting under a known id would close this one, again and again.
-        self._client = make_client(self._address, f"eventpipe-statistics-{secrets.token_hex(16)}", ca_file=ca_file)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
+        self._ca_file = ca_file
+        self._return_after_s = return_after_s
         self._lock = threading.Lock()
         self._values: dict[str, float] = {"publish/messages/dropped": 0.0}
+        self._subscribed = threading.Event()
+        self._lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="eventpipe-broker-statistics", daemon=True)
 
-    def start(self) -> None:
-        self._client.connect_async(self._address.host, self._address.port, keepalive=60)
-        self._client.loop_start()
+    def start(self, wait_s: float = 0.0) -> bool:
+        """Connect and subscribe on a thread of its own; whether it is subscribed within `wait_s`."""
+        self._thread.start()
+        return self._subscribed.wait(wait_s)
 
     def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._stop.set()
+        self._lost.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
 
     def take(self, topic: str, payload: bytes) -> None:
         """Keep what a $SYS message says, if it is one of the values reported."""
@@ -104,7 +116,15 @@ class Statistics(Collector):
             with self._lock:
                 self._values[found[0]] = found[1]
 
+    def forget_gauges(self) -> None:
+        """What may have changed unheard: every gauge, and the clients' total they are computed from."""
+        with self._lock:
+            for key in (*GAUGES, TOTAL, DISCONNECTED):
+                self._values.pop(key, None)
+
     def collect(self) -> Iterator[Metric]:
+        if not self._subscribed.is_set():
+            raise Unavailable("not subscribed to the broker's $SYS statistics (yet)")
         with self._lock:
             values = dict(self._values)
         if TOTAL in values and "clients/connected" in values:
@@ -116,11 +136,43 @@ class Statistics(Collector):
             if key in values:
                 yield GaugeMetricFamily(metric_name(key), help_text + " ($SYS).", value=values[key])
 
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._lost.clear()
+            # A new id each time, random and unguessable: one a client could know, it could connect under
+            # and close this one's connection again and again.
+            client = make_client(self._address, f"eventpipe-statistics-{secrets.token_hex(16)}", ca_file=self._ca_file)
+            client.on_connect = self._on_connect
+            client.on_subscribe = lambda *_args: self._subscribed.set()
+            client.on_message = self._on_message
+            client.on_disconnect = self._on_disconnect
+            client.on_connect_fail = lambda *_args: self._lost.set()
+            # Never paho's own reconnect, under the same id: this loop's, under a new one.
+            client.reconnect_delay_set(min_delay=3600, max_delay=3600)
+            client.connect_async(self._address.host, self._address.port, keepalive=30)
+            client.loop_start()
+            self._lost.wait()
+            client.disconnect()
+            client.loop_stop()
+            self._subscribed.clear()
+            self.forget_gauges()
+            self._stop.wait(self._return_after_s)
+
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
             log.warning("broker statistics: connection refused (%s); retrying", reason)
+            self._lost.set()
             return
         client.subscribe(PREFIX + "#", qos=0)
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if not self._stop.is_set():
+            log.warning(
+                "broker statistics: connection lost (%s); back in %.0f s, the broker's metrics unserved meanwhile",
+                reason,
+                self._return_after_s,
+            )
+        self._lost.set()
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.take(message.topic, bytes(message.payload))
