@@ -22,6 +22,8 @@ EVENTS = {
     "early on the 25th": "2026-10-24T22:30:00Z",  # 00:30 +02:00, still the 24th in UTC
     "late on the 25th": "2026-10-25T22:59:00Z",  # 23:59 +01:00
     "early on the 26th": "2026-10-25T23:00:00Z",  # 00:00 +01:00, still the 25th in UTC
+    # Chatham's clocks jump from 02:45 to 03:45 (+12:45 to +13:45) on 2026-09-27.
+    "after Chatham's jump": "2026-09-26T14:05:00Z",  # 2026-09-27T03:50 +13:45
 }
 
 
@@ -68,7 +70,7 @@ def test_hours_of_a_half_hour_zone_start_at_its_hours_and_lose_nothing(api: Test
     assert isinstance(items, list)
     assert items[0]["start"] == "2026-10-25T02:00:00.000+05:30"  # 20:30 UTC, the hour holding since
     assert all(item["start"].endswith(":00:00.000+05:30") for item in items)
-    assert sum(item["count"] for item in items) == len(EVENTS)
+    assert sum(item["count"] for item in items) == 4  # the four around Berlin's change
     assert {item["start"]: item["count"] for item in items if item["count"]} == {
         "2026-10-25T03:00:00.000+05:30": 1,  # 21:59 UTC
         "2026-10-25T04:00:00.000+05:30": 1,  # 22:30 UTC
@@ -96,3 +98,24 @@ def test_a_zone_window_too_long_to_count_is_refused_before_any_query(api: TestCl
         "/stats/timeseries", params={"interval": "1m", "since": "2026-01-01", "tz": "Europe/Berlin"}, headers=AUTH
     )
     assert too_many.status_code == 422 and "buckets" in too_many.json()["detail"]
+
+
+def test_the_first_day_of_1970_east_of_utc_is_a_window_start_like_any(api: TestClient) -> None:
+    # Tokyo's 1970-01-01 begins 9 hours before the epoch: "outside 1970 to 2286", it said.
+    days = series(api, interval="1d", since="1970-01-01", until="1970-01-03", tz="Asia/Tokyo")
+    assert [item["start"] for item in days["items"]] == [  # type: ignore[attr-defined]
+        "1970-01-01T00:00:00.000+09:00",
+        "1970-01-02T00:00:00.000+09:00",
+    ]
+
+
+def test_an_event_just_after_a_jump_off_the_hour_is_counted_in_the_bucket_starting_at_the_jump(
+    api: TestClient,
+) -> None:
+    # The hour holding 03:50 began at 03:00 on paper, a time the clocks skipped: its bucket started after
+    # the event, which the answer left out.
+    hours = series(api, interval="1h", since="2026-09-27T03:50", until="2026-09-27T05:00", tz="Pacific/Chatham")
+    assert hours["items"] == [
+        {"start": "2026-09-27T03:45:00.000+13:45", "count": 1},
+        {"start": "2026-09-27T04:00:00.000+13:45", "count": 0},
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -124,3 +125,68 @@ def test_starts_are_rendered_with_the_zones_offset_then() -> None:
     assert local_rfc3339(ms("2026-01-15T12:00:00.250Z"), BERLIN) == "2026-01-15T13:00:00.250+01:00"
     assert local_rfc3339(ms("2026-07-15T12:00:00Z"), BERLIN) == "2026-07-15T14:00:00.000+02:00"
     assert datetime.fromisoformat(local_rfc3339(0, KOLKATA)).astimezone(UTC) == datetime(1970, 1, 1, tzinfo=UTC)
+
+
+CHATHAM = ZoneInfo("Pacific/Chatham")
+
+
+def test_a_change_of_clocks_off_the_hour_starts_an_hour_bucket_where_the_clocks_jump() -> None:
+    # Chatham goes from 02:45 +12:45 to 03:45 +13:45: an event at 03:50 was in a bucket starting after it,
+    # and left out of the answer.
+    assert floor(ms("2026-09-27T03:50+13:45"), HOUR_MS, CHATHAM) == ms("2026-09-27T03:45+13:45")
+    hours = starts(ms("2026-09-27T01:30+12:45"), ms("2026-09-27T05:00+13:45"), HOUR_MS, CHATHAM, 100)
+    assert rendered(hours, CHATHAM) == [
+        "2026-09-27T01:00:00+12:45",
+        "2026-09-27T02:00:00+12:45",
+        "2026-09-27T03:45:00+13:45",
+        "2026-09-27T04:00:00+13:45",
+    ]
+    assert unit(hours, HOUR_MS) == 15 * MINUTE_MS
+
+
+def test_a_change_back_just_after_midnight_leaves_the_minutes_repeated_on_the_day_they_read() -> None:
+    # St John's set its clocks back from 00:01 to 23:01 (2009-11-01): an hour read 23:xx went on the 1st.
+    st_johns = ZoneInfo("America/St_Johns")
+    assert floor(ms("2009-10-31T23:30-03:30"), HOUR_MS, st_johns) == ms("2009-10-31T23:01-03:30")
+    assert floor(ms("2009-10-31T23:30-03:30"), DAY_MS, st_johns) == ms("2009-10-31T23:01-03:30")
+    assert floor(ms("2009-11-01T12:00-03:30"), DAY_MS, st_johns) == ms("2009-11-01T00:00-03:30")
+
+
+ZONES = (
+    "Europe/Berlin",
+    "America/New_York",
+    "America/Sao_Paulo",
+    "America/St_Johns",
+    "America/Havana",
+    "Atlantic/Azores",
+    "Australia/Lord_Howe",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Pacific/Chatham",
+    "Pacific/Apia",
+    "Africa/Casablanca",
+    "Antarctica/Troll",
+    "Antarctica/Casey",
+    "Europe/Dublin",
+)
+
+
+@pytest.mark.parametrize("name", ZONES)
+def test_every_instant_lies_in_the_bucket_its_floor_starts_and_buckets_only_move_forward(name: str) -> None:
+    # Around every change of clocks from 2005 to 2030: the bucket found for an instant and the list of
+    # buckets agree, or an event is counted under a bucket that does not hold it, or not at all.
+    tz = ZoneInfo(name)
+    changes = [
+        second
+        for second in range(ms("2005-01-01T00:00Z") // 1000, ms("2030-01-01T00:00Z") // 1000, 3600)
+        if datetime.fromtimestamp(second, tz).utcoffset() != datetime.fromtimestamp(second + 3600, tz).utcoffset()
+    ]
+    for step in (15 * MINUTE_MS, HOUR_MS, 6 * HOUR_MS, DAY_MS):
+        for change in changes[::3]:
+            low, high = (change - 2 * 86_400) * 1000, (change + 2 * 86_400) * 1000
+            buckets = starts(low, high, step, tz, 10_000)
+            assert buckets == sorted(set(buckets)), (name, step, change)
+            for instant in range(low, high, 7 * 60_000 + 13_000):
+                start = floor(instant, step, tz)
+                assert start <= instant, (name, step, instant)
+                assert buckets[bisect.bisect_right(buckets, instant) - 1] == start, (name, step, instant)

@@ -10,6 +10,7 @@ from eventpipe.api import zone
 from eventpipe.api.error import ApiError, cut
 from eventpipe.api.model import Bucket, Timeseries, rfc3339
 from eventpipe.api.param import LATEST_MS, instant
+from eventpipe.api.zone import DAY_MS
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
 
@@ -101,6 +102,8 @@ def _bound(name: str, value: str | None, tz: ZoneInfo | None) -> int | None:
     local = zone.local_instant(value, tz) if value and tz is not None else None
     if local is None:
         return instant(name, value)
+    if name == "since" and -DAY_MS < local < 0:
+        return 0  # 1970-01-01 east of UTC: no event is older than the epoch
     if not 0 <= local < LATEST_MS:
         raise ApiError(422, "invalid_parameter", f"{name}: {cut(value or '')!r} is outside 1970 to 2286")
     return local

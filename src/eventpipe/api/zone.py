@@ -13,7 +13,8 @@ import bisect
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from zoneinfo import ZoneInfo, available_timezones
+from importlib import resources
+from zoneinfo import ZoneInfo
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -22,6 +23,8 @@ DAY_MS = 24 * HOUR_MS
 UNITS_MS = (HOUR_MS, 30 * MINUTE_MS, 15 * MINUTE_MS, 5 * MINUTE_MS, MINUTE_MS)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
+# Changes of clocks a bucket's edge is looked for across: more than a day or a step ever held.
+MOST_CHANGES = 8
 
 
 class BucketError(ValueError):
@@ -30,47 +33,111 @@ class BucketError(ValueError):
 
 @cache
 def names() -> frozenset[str]:
-    """The zones `tz` may name: the IANA database as this host's Python reads it (the system's, or the
-    tzdata package)."""
-    return frozenset(available_timezones())
+    """The zones `tz` may name: those of the tzdata package, pinned with eventpipe's other dependencies,
+    so that a zone's rules are the same on every host (the host's own files may be older or newer)."""
+    return frozenset(resources.files("tzdata").joinpath("zones").read_text().split())
 
 
+@cache
 def zone(name: str) -> ZoneInfo:
-    """The zone `name` names; KeyError for one that is not in names()."""
+    """The zone `name` names, from the tzdata package; KeyError for one that is not in names()."""
     if name not in names():
         raise KeyError(name)
-    return ZoneInfo(name)
+    *folders, leaf = name.split("/")
+    with resources.files("tzdata.zoneinfo").joinpath(*folders, leaf).open("rb") as data:
+        return ZoneInfo.from_file(data, key=name)
+
+
+# A bucket is a run of instants with one label: the wall time floored to the step (the date, for a day)
+# and, up to an hour, the offset too, so that an hour the clocks repeat is two buckets while a day or a
+# 6h bucket a change of clocks passes through stays one. Its start is the run's first instant: a
+# midnight the clocks skip begins the day when they jump; a change on the half hour starts an hour
+# bucket there. Instants in whole seconds inside, as zone offsets are.
 
 
 def floor(instant_ms: int, step_ms: int, tz: ZoneInfo) -> int:
-    """Start of the bucket holding `instant_ms`: the zone's wall time there, down to the step's multiple
-    (its midnight for a day), as an instant. An hour repeated by a change of clocks stays apart from
-    its twin; a midnight the clocks skip begins the day when they jump."""
-    local = datetime.fromtimestamp(instant_ms // 1000, tz)
-    if step_ms >= DAY_MS:
-        start = local.replace(hour=0, minute=0, second=0, fold=0)
-    else:
-        minutes = local.hour * 60 + local.minute
-        minutes -= minutes % (step_ms // MINUTE_MS)
-        start = local.replace(hour=minutes // 60, minute=minutes % 60, second=0)
-    return (start - EPOCH) // ONE_MS
+    """Start of the bucket holding `instant_ms`."""
+    second = instant_ms // 1000
+    mine = _label(second, step_ms, tz)
+    now = second
+    for _ in range(MOST_CHANGES):
+        local = datetime.fromtimestamp(now, tz)
+        start = now - int((local.replace(tzinfo=None) - mine[0]).total_seconds())
+        if _offset(start, tz) == local.utcoffset():  # no change of clocks between
+            if _label(start - 1, step_ms, tz) != mine:
+                return start * 1000
+            now = start - 1  # the clocks went back just then, into the same label
+            continue
+        change = _change_after(start, now, tz)
+        if _label(change - 1, step_ms, tz) != mine:
+            return change * 1000
+        now = change - 1  # the clocks went back into the same label: it began before the change
+    return now * 1000
+
+
+def following(start_ms: int, step_ms: int, tz: ZoneInfo) -> int:
+    """Start of the bucket after the one that starts at `start_ms`."""
+    mine = _label(start_ms // 1000, step_ms, tz)
+    ahead = _next_wall(mine[0], step_ms)
+    now = start_ms // 1000
+    for _ in range(MOST_CHANGES):
+        local = datetime.fromtimestamp(now, tz)
+        end = now + int((ahead - local.replace(tzinfo=None)).total_seconds())
+        if _offset(end - 1, tz) == local.utcoffset():  # no change of clocks before it
+            if _label(end, step_ms, tz) != mine:
+                return end * 1000
+            now = end  # the clocks go back just then, into the same label
+            continue
+        change = _change_after(now, end - 1, tz)
+        if _label(change, step_ms, tz) != mine:
+            return change * 1000
+        now = change  # the clocks went back: the same wall times again, in this bucket
+    return now * 1000
 
 
 def starts(since_ms: int, until_ms: int, step_ms: int, tz: ZoneInfo, most: int) -> list[int]:
     """The start of every bucket from the one holding `since_ms` to the one holding the last millisecond
     before `until_ms`; BucketError past `most` of them."""
     out = [floor(since_ms, step_ms, tz)]
-    while True:
-        nearest = out[-1] + step_ms
-        following = floor(nearest, step_ms, tz)
-        while following <= out[-1]:  # a bucket longer than its step: a 25-hour day, a 7-hour 6h
-            nearest += HOUR_MS
-            following = floor(nearest, step_ms, tz)
-        if following >= until_ms:
-            return out
+    while (after := following(out[-1], step_ms, tz)) < until_ms:
         if len(out) == most:
             raise BucketError(f"the window holds more than {most} buckets")
-        out.append(following)
+        out.append(after)
+    return out
+
+
+def _label(second: int, step_ms: int, tz: ZoneInfo) -> tuple[datetime, timedelta | None]:
+    local = datetime.fromtimestamp(second, tz)
+    wall = local.replace(tzinfo=None, microsecond=0)
+    if step_ms >= DAY_MS:
+        return wall.replace(hour=0, minute=0, second=0), None
+    minutes = wall.hour * 60 + wall.minute
+    minutes -= minutes % (step_ms // MINUTE_MS)
+    floored = wall.replace(hour=minutes // 60, minute=minutes % 60, second=0)
+    return floored, local.utcoffset() if step_ms <= HOUR_MS else None
+
+
+def _next_wall(wall: datetime, step_ms: int) -> datetime:
+    if step_ms >= DAY_MS:
+        return datetime.combine(wall.date() + timedelta(days=1), wall.time())
+    return wall + timedelta(milliseconds=step_ms)
+
+
+def _offset(second: int, tz: ZoneInfo) -> timedelta | None:
+    return datetime.fromtimestamp(second, tz).utcoffset()
+
+
+def _change_after(low: int, high: int, tz: ZoneInfo) -> int:
+    """The second in (low, high] where the offset of `high` begins, for offsets that differ at the two:
+    the change of clocks between them nearest to `high`."""
+    target = _offset(high, tz)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _offset(middle, tz) == target:
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def unit(bucket_starts: list[int], step_ms: int) -> int:
@@ -100,9 +167,9 @@ def local_rfc3339(instant_ms: int, tz: ZoneInfo) -> str:
 
 def local_instant(text: str, tz: ZoneInfo) -> int | None:
     """Epoch ms of a date or date-time without offset (2026-03-01, 2026-03-01T09:30), read on the zone's
-    clocks (the first of two readings of a repeated hour, the one after a skipped time), rounded up to
-    a millisecond as a window's bounds are; None for anything else, which names its own offset or is a
-    number."""
+    clocks (the first of two readings of a repeated hour; a time the clocks skip with the offset before
+    the change, so 02:30 on the day Berlin's clocks jump is 03:30+02:00), rounded up to a millisecond as
+    a window's bounds are; None for anything else, which names its own offset or is a number."""
     text = text.strip()
     if len(text) < 8 or not text[:4].isdigit():
         return None
