@@ -11,10 +11,13 @@ import pytest
 
 from eventpipe.errors import BrokerError
 from eventpipe.host import free_port
+from eventpipe.mqtt.address import MqttAddress
+from eventpipe.mqtt.connection import make_client
 from eventpipe.stack import mosquitto as mosquitto_module
 from eventpipe.stack.child import port_free
 from eventpipe.stack.mosquitto import Mosquitto, find_binary
 from tests.support.services import SESSION_EXPIRY_S
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.skipif(find_binary() is None, reason="mosquitto is not installed")
 
@@ -62,6 +65,50 @@ def test_a_long_log_is_set_aside_at_a_start_and_the_one_before_it_dropped(
     mosquitto.start()
     mosquitto.stop()
     assert mosquitto.log_file.read_bytes().startswith(fresh)
+
+
+def test_a_long_log_is_set_aside_while_the_broker_runs_and_its_clients_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A producer connecting for each event writes three lines a connection: at 50 a second, 1.9 GB a day
+    # into the data dir, set aside only at the next start of `up`.
+    monkeypatch.setattr(mosquitto_module, "LOG_KEEP_BYTES", 2_000)
+    mosquitto = broker(tmp_path / "mosquitto")
+    mosquitto.start()
+    address = MqttAddress.parse(mosquitto.url)
+    staying = make_client(address, "staying")
+    staying.connect(address.host, address.port)
+    staying.loop_start()
+    try:
+        wait_until(staying.is_connected, timeout=10, what="a client connected")
+        for n in range(20):  # log lines: over 2,000 bytes
+            passing = make_client(address, f"passing-{n}")
+            passing.connect(address.host, address.port)
+            passing.loop(0.05)
+            passing.disconnect()
+        wait_until(lambda: mosquitto.log_file.stat().st_size > 2_000, timeout=10, what="a long log")
+        mosquitto.set_aside_log()
+        aside = mosquitto.log_file.with_name("mosquitto.log.1")
+        assert b"passing-19" in aside.read_bytes()
+        # Said in the old log, just before the broker opens a new one.
+        wait_until(lambda: b"Reloading config" in _read(aside), timeout=10, what="the signal taken")
+        assert mosquitto.log_start == 0
+        late = make_client(address, "late")
+        late.connect(address.host, address.port)
+        late.loop(0.05)
+        late.disconnect()
+        wait_until(lambda: b"late" in _read(mosquitto.log_file), timeout=10, what="the new log written")
+        assert staying.is_connected() and mosquitto.running()
+        mosquitto.set_aside_log()  # short now: left as it is
+        assert b"late" in _read(mosquitto.log_file)
+    finally:
+        staying.disconnect()
+        staying.loop_stop()
+        mosquitto.stop()
+
+
+def _read(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
 
 
 def test_a_broker_that_cannot_write_its_log_is_stopped_and_says_where(tmp_path: Path) -> None:

@@ -236,6 +236,8 @@ def _serve(
         def check() -> str | None:
             nonlocal watched
             progress.report()
+            if broker is not None:
+                broker.set_aside_log()
             if watched is not None and not watched.running():
                 # Not a reason to stop ingest and the API, but the alerts the README points to are gone:
                 # it died silently, a zombie until `up` exited.

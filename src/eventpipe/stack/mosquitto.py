@@ -20,9 +20,12 @@ log = logging.getLogger(__name__)
 
 # How Mosquitto 2.0 reports a failed save, in its log or, when it cannot write that, on stderr.
 SAVE_ERROR = re.compile(rb"^\d+: Error: (.*)$", re.MULTILINE)
-# The broker appends to its log across restarts and never rotates it (a line every 10 s when idle, one per
-# connection): past this at a start, the log becomes mosquitto.log.1, replacing the one before.
+# The broker appends to its log across restarts and never rotates it (a line every 10 s when idle, three
+# per connection: 1.9 GB a day for a producer that connects for each of 50 events/s): past this, at a
+# start or while it runs, the log becomes mosquitto.log.1, replacing the one before.
 LOG_KEEP_BYTES = 64 << 20
+# How much of the log's end is searched for the worker's goodbye: it was written a moment before.
+GOODBYE_BYTES = 1 << 20
 
 
 class Mosquitto:
@@ -51,6 +54,7 @@ class Mosquitto:
         self._child = ChildProcess("mosquitto", port, self.directory, self.directory / "mosquitto.log")
         # The log is kept across restarts: where this run's lines begin.
         self.log_start = 0
+        self._rotate_failed = False
 
     @property
     def url(self) -> str:
@@ -124,12 +128,27 @@ class Mosquitto:
     def _log_size(self) -> int:
         return _size(self.log_file)
 
-    def _rotate_log(self) -> None:
-        if self._log_size() > LOG_KEEP_BYTES:
-            try:
-                self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
-            except OSError as exc:  # the broker can still append; a full disk is said by its own checks
+    def set_aside_log(self) -> None:
+        """Once its log is past LOG_KEEP_BYTES, set it aside as at a start and have the broker write a new one
+        (SIGHUP: it reopens its log, and reads its config, password file and ACL again, unchanged since the
+        start; connected clients stay). Called every half second while `up` runs."""
+        if self._rotate_log():
+            self.log_start = 0
+            self._child.send(signal.SIGHUP)
+
+    def _rotate_log(self) -> bool:
+        """Whether the log was set aside; a failure is said once (the broker can still append to it; a full
+        disk is said by its own checks)."""
+        if self._log_size() <= LOG_KEEP_BYTES:
+            return False
+        try:
+            self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
+        except OSError as exc:
+            if not self._rotate_failed:
                 log.warning("cannot set aside the broker's log %s: %s", self.log_file, exc.strerror)
+            self._rotate_failed = True
+            return False
+        return True
 
     def _await_log(self, offset: int, timeout: float = 5.0) -> None:
         """Wait until the broker has written its start to its log; stop it and raise if it cannot.
@@ -226,7 +245,7 @@ class Mosquitto:
         goodbye = f"Client {client_id} disconnected".encode()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.running():
-            written = _since(self.log_file, self.log_start)
+            written = _since(self.log_file, max(self.log_start, self._log_size() - GOODBYE_BYTES))
             if written is None or goodbye in written:
                 return
             time.sleep(0.02)
