@@ -22,13 +22,18 @@ from eventpipe.mqtt.connection import make_client
 log = logging.getLogger(__name__)
 
 
+def client_id(session_id: str) -> str:
+    """The prober's MQTT client id: derived from the worker's session id, as unguessable (a known one could
+    be kept off the broker at will)."""
+    return f"{session_id}-probe"
+
+
 class Prober:
     def __init__(self, settings: Settings, metrics: IngestMetrics) -> None:
         self._settings = settings
         self._metrics = metrics
         self._address = MqttAddress.parse(settings.mqtt_url)
-        # Derived from the session id, as unguessable: a known one could be kept off the broker at will.
-        self._client = make_client(self._address, f"{settings.mqtt_session_id}-probe", ca_file=settings.mqtt_ca_file)
+        self._client = make_client(self._address, client_id(settings.mqtt_session_id), ca_file=settings.mqtt_ca_file)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="eventpipe-probe", daemon=True)

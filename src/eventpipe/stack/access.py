@@ -86,8 +86,10 @@ class Access:
         and refuse retained messages."""
         passwd, acl = directory / "passwd", directory / "acl"
         users = ((USER, self.password), (MONITOR, self.monitor_password))
-        _private(passwd, "".join(f"{user}:{hashed(password, os.urandom(SALT_BYTES))}\n" for user, password in users))
-        _private(acl, ACL.format(user=USER, monitor=MONITOR, events=self.events, probe=self.probe))
+        private_file(
+            passwd, "".join(f"{user}:{hashed(password, os.urandom(SALT_BYTES))}\n" for user, password in users)
+        )
+        private_file(acl, ACL.format(user=USER, monitor=MONITOR, events=self.events, probe=self.probe))
         return [f"password_file {passwd}", f"acl_file {acl}", *NO_RETAINED]
 
     def url(self, anonymous: str) -> str:
@@ -104,7 +106,8 @@ def _signed(anonymous: str, user: str, password: str) -> str:
     return f"{scheme}://{user}:{quote(password, safe='')}@{rest}"
 
 
-def _private(path: Path, text: str) -> None:
+def private_file(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable and writable by its owner alone, whatever the file was before."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(text)

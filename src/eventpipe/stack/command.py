@@ -26,6 +26,7 @@ from eventpipe.config import Settings, settings_problem
 from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.host import address, raise_file_limit
 from eventpipe.ingest.assembly import assemble
+from eventpipe.ingest.probe import client_id as probe_client_id
 from eventpipe.ingest.worker import Worker
 from eventpipe.redaction import redact
 from eventpipe.stack.access import Access
@@ -119,6 +120,7 @@ def run_up(args: argparse.Namespace) -> int:
         log_start = broker.log_start
         shutdown.on_force = broker.terminate
         settings = settings.model_copy(update={"mqtt_url": broker.worker_url, "mqtt_ca_file": tls.ca if tls else None})
+        broker.note_own_ids((settings.mqtt_session_id, probe_client_id(settings.mqtt_session_id)))
         # Its statistics, for Prometheus as compose's exporter gives them: listening before anyone else
         # connects, since Mosquitto says a value only when it changes, and only to those listening then.
         if broker.monitor_url is not None:
@@ -165,8 +167,10 @@ def _serve(
     metrics_server = serve_metrics(
         registry, settings.metrics_host, settings.metrics_port, api=api_registry, broker=broker_registry
     )
+    journal = None
     if broker is not None:
-        registry.register(Journal(broker.log_file, log_start))
+        journal = Journal(broker.log_file, log_start)
+        registry.register(journal)
     if not settings.clickhouse_dsn:
         registry.register(Volume(settings.data_dir / EMBEDDED_STORE))
     worker, prober = assemble(settings, registry)
@@ -236,8 +240,8 @@ def _serve(
         def check() -> str | None:
             nonlocal watched
             progress.report()
-            if broker is not None:
-                broker.set_aside_log()
+            if broker is not None and journal is not None:
+                broker.set_aside_log(before=journal.catch_up)
             if watched is not None and not watched.running():
                 # Not a reason to stop ingest and the API, but the alerts the README points to are gone:
                 # it died silently, a zombie until `up` exited.

@@ -55,8 +55,11 @@ class Journal(Collector):
         self._partial = b""
         self._counts = dict.fromkeys(LINES, 0)
         self._lock = threading.Lock()
-        # Which file `start` is in: `up` sets a long log aside as <path>.1 while the broker runs.
-        self._file = _inode(path)
+
+    def catch_up(self) -> None:
+        """Count what is new now: before `up` empties a long log (stack.mosquitto.set_aside_log)."""
+        with self._lock:
+            self._read()
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -67,17 +70,8 @@ class Journal(Collector):
         yield family
 
     def _read(self) -> None:
-        now = _inode(self._path)
-        if now is not None and now != self._file:
-            aside = self._path.with_name(self._path.name + ".1")
-            if self._file is not None and _inode(aside) == self._file:
-                self._drain(aside)  # its last lines, written after the last scrape
-            self._offset, self._partial, self._file = 0, b"", now
-        self._drain(self._path)
-
-    def _drain(self, path: Path) -> None:
         try:
-            with path.open("rb") as handle:
+            with self._path.open("rb") as handle:
                 handle.seek(0, 2)
                 if handle.tell() < self._offset:
                     # Truncated or replaced: what is there now was written since.
@@ -93,10 +87,3 @@ class Journal(Collector):
                         self._counts[action] += total
         except OSError:
             return  # no log yet, or unreadable: the counts stay as they were
-
-
-def _inode(path: Path) -> int | None:
-    try:
-        return path.stat().st_ino
-    except OSError:
-        return None

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from eventpipe.errors import BrokerError
 from eventpipe.stack import child
-from eventpipe.stack.access import Access
+from eventpipe.stack.access import Access, private_file
 from eventpipe.stack.broker import effective_user, render_config
 from eventpipe.stack.certificate import TlsFiles
 from eventpipe.stack.child import ChildProcess, port_free
@@ -26,6 +27,7 @@ SAVE_ERROR = re.compile(rb"^\d+: Error: (.*)$", re.MULTILINE)
 LOG_KEEP_BYTES = 64 << 20
 # How much of the log's end is searched for the worker's goodbye: it was written a moment before.
 GOODBYE_BYTES = 1 << 20
+COPY_CHUNK = 1 << 20
 
 
 class Mosquitto:
@@ -70,6 +72,12 @@ class Mosquitto:
     def monitor_url(self) -> str | None:
         """Where the reader of the broker's statistics connects, when the broker has an ACL that lets it."""
         return self._access.monitor_url(self.url) if self._access else None
+
+    def note_own_ids(self, client_ids: Iterable[str]) -> None:
+        """Write the client ids of `up`'s own clients to <dir>/own-ids (owner only, as the log that names
+        them): the runbook that ends sessions left behind never ends these, though the log lines that name
+        them as signed in are set aside with the log past 64 MiB."""
+        private_file(self.directory / "own-ids", "".join(f"{client_id}\n" for client_id in client_ids))
 
     @property
     def log_file(self) -> Path:
@@ -128,27 +136,39 @@ class Mosquitto:
     def _log_size(self) -> int:
         return _size(self.log_file)
 
-    def set_aside_log(self) -> None:
-        """Once its log is past LOG_KEEP_BYTES, set it aside as at a start and have the broker write a new one
-        (SIGHUP: it reopens its log, and reads its config, password file and ACL again, unchanged since the
-        start; connected clients stay). Called every half second while `up` runs."""
-        if self._rotate_log():
-            self.log_start = 0
-            self._child.send(signal.SIGHUP)
-
-    def _rotate_log(self) -> bool:
-        """Whether the log was set aside; a failure is said once (the broker can still append to it; a full
-        disk is said by its own checks)."""
+    def set_aside_log(self, before: Callable[[], None] = lambda: None) -> None:
+        """Once its log is past LOG_KEEP_BYTES while it runs, copy it aside as mosquitto.log.1 (replacing the
+        one before) and empty it: Mosquitto appends (O_APPEND), so it goes on at the new end. Not renamed:
+        only a SIGHUP would have it open a new file, and that reload resets every listener's max_qos,
+        max_topic_alias and max_connections (docs/operations.md). `before` runs first (the oversize counter
+        reads what is new); a line written between the copy's last read and the emptying, microseconds,
+        is lost. Called every half second while `up` runs."""
         if self._log_size() <= LOG_KEEP_BYTES:
-            return False
+            return
+        before()
+        aside = self.log_file.with_name(self.log_file.name + ".1")
+        copy = aside.with_name(aside.name + ".new")
         try:
-            self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
+            with self.log_file.open("rb") as source, copy.open("wb") as target:
+                while chunk := source.read(COPY_CHUNK):
+                    target.write(chunk)
+                os.truncate(self.log_file, 0)  # right after the last read
+            copy.replace(aside)
         except OSError as exc:
             if not self._rotate_failed:
                 log.warning("cannot set aside the broker's log %s: %s", self.log_file, exc.strerror)
             self._rotate_failed = True
-            return False
-        return True
+            return
+        self.log_start = 0
+
+    def _rotate_log(self) -> None:
+        """At a start, before the broker runs: the long log is renamed aside (the broker can still append
+        to it on a failure; a full disk is said by its own checks)."""
+        if self._log_size() > LOG_KEEP_BYTES:
+            try:
+                self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
+            except OSError as exc:
+                log.warning("cannot set aside the broker's log %s: %s", self.log_file, exc.strerror)
 
     def _await_log(self, offset: int, timeout: float = 5.0) -> None:
         """Wait until the broker has written its start to its log; stop it and raise if it cannot.

@@ -137,26 +137,42 @@ class Statistics(Collector):
                 yield GaugeMetricFamily(metric_name(key), help_text + " ($SYS).", value=values[key])
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._lost.clear()
-            # A new id each time, random and unguessable: one a client could know, it could connect under
-            # and close this one's connection again and again.
-            client = make_client(self._address, f"eventpipe-statistics-{secrets.token_hex(16)}", ca_file=self._ca_file)
-            client.on_connect = self._on_connect
-            client.on_subscribe = lambda *_args: self._subscribed.set()
-            client.on_message = self._on_message
-            client.on_disconnect = self._on_disconnect
-            client.on_connect_fail = lambda *_args: self._lost.set()
-            # Never paho's own reconnect, under the same id: this loop's, under a new one.
-            client.reconnect_delay_set(min_delay=3600, max_delay=3600)
-            client.connect_async(self._address.host, self._address.port, keepalive=30)
-            client.loop_start()
-            self._lost.wait()
-            client.disconnect()
-            client.loop_stop()
+        try:
+            while not self._stop.is_set():
+                self._lost.clear()
+                if self._stop.is_set():  # a stop between the loop's test and the clear
+                    return
+                self._connected_once()
+                self._subscribed.clear()
+                self.forget_gauges()
+                self._stop.wait(self._return_after_s)
+        except Exception:  # a CA that cannot be read, say: served as 503 from now on, and said once
             self._subscribed.clear()
-            self.forget_gauges()
-            self._stop.wait(self._return_after_s)
+            log.exception("broker statistics: stopped reading them; the broker's metrics stay unserved")
+
+    def _connected_once(self) -> None:
+        """One connection, under an id of its own, until it is lost or a stop is asked for."""
+        # Random and unguessable: one a client could know, it could connect under and close this one's
+        # connection again and again.
+        client = make_client(self._address, f"eventpipe-statistics-{secrets.token_hex(16)}", ca_file=self._ca_file)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = lambda *_args: self._lost.set()
+        # A callback's exception ended paho's thread, and with it every sign of a lost connection: values
+        # of before served as current. Logged by paho instead, and the thread looked at below.
+        client.suppress_exceptions = True
+        # Never paho's own reconnect, under the same id: this loop's, under a new one.
+        client.reconnect_delay_set(min_delay=3600, max_delay=3600)
+        client.connect_async(self._address.host, self._address.port, keepalive=30)
+        client.loop_start()
+        loop = client._thread  # paho's network thread, to notice if it ever ends on its own
+        while not self._lost.wait(1.0):
+            if loop is None or not loop.is_alive():
+                break
+        client.disconnect()
+        client.loop_stop()
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
@@ -164,6 +180,13 @@ class Statistics(Collector):
             self._lost.set()
             return
         client.subscribe(PREFIX + "#", qos=0)
+
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: Any, _props: Any) -> None:
+        if any(reason.is_failure for reason in reasons):
+            log.warning("broker statistics: subscription refused (%s); retrying", reasons)
+            self._lost.set()
+            return
+        self._subscribed.set()
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if not self._stop.is_set():
