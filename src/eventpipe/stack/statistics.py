@@ -9,10 +9,11 @@ values either: it publishes each only when it changes, at most every `sys_interv
 subscriber never hears what did not change since it subscribed. Hence:
 - the clients connected and in total change as this reader connects, so both come at its first tick;
   sessions left disconnected are their difference, which Mosquitto computes the same way;
-- the drop counter starts at 0 with the broker, which `up` starts just before: it is 0 until told
-  otherwise, so a first drop shows as an increase (a first sample that is already 1 does not);
-- the other counters and the stored messages are reported from their first change (messages received
-  from the first publish; stored ones may stay unknown on a broker nothing publishes to);
+- the counters start at 0 with the broker, which `up` starts just before: each is 0 until told
+  otherwise, so a first drop, or the first messages, show as an increase (a series whose first sample
+  is already past them does not);
+- the stored messages are reported from their first change (they may stay unknown on a broker nothing
+  publishes to);
 - while this reader is not subscribed, a scrape fails (Unavailable), as compose's exporter answers
   nothing without its broker: no value can go stale unseen, and EventpipeTargetDown says so. The gauges
   are forgotten when the connection ends; it comes back under a new client id after more than a tick,
@@ -92,7 +93,7 @@ class Statistics(Collector):
         self._ca_file = ca_file
         self._return_after_s = return_after_s
         self._lock = threading.Lock()
-        self._values: dict[str, float] = {"publish/messages/dropped": 0.0}
+        self._values: dict[str, float] = dict.fromkeys(COUNTERS, 0.0)
         self._subscribed = threading.Event()
         self._lost = threading.Event()
         self._stop = threading.Event()
