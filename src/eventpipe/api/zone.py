@@ -4,7 +4,7 @@ A `1d` bucket is a day of the zone's calendar, from its midnight: 23 or 25 hours
 clocks change; a `1h` bucket is an hour of its clocks, so the hour a change repeats is two buckets. The
 store counts events by a unit that divides every bucket start (an hour in zones whose offset is whole
 hours, 30 or 15 minutes in the others), so that each unit lies in one bucket, and each unit's count goes
-to the bucket it lies in. Pure: no I/O.
+to the bucket it lies in. Pure, but for reading each zone once from the tzdata package.
 """
 
 from __future__ import annotations
