@@ -16,6 +16,12 @@ def statistics() -> Statistics:
     return reader
 
 
+def told(statistics: Statistics, values: dict[str, int]) -> None:
+    """Messages of the broker's $SYS tree, as Mosquitto prints them: `$SYS/broker/<key>` and the number."""
+    for key, value in values.items():
+        statistics.take(f"$SYS/broker/{key}", str(value).encode())
+
+
 def scraped(statistics: Statistics) -> dict[str, float]:
     registry = CollectorRegistry()
     registry.register(statistics)
@@ -47,13 +53,15 @@ def test_counters_count_from_0_so_that_the_first_change_shows_as_an_increase(sta
 
 def test_metrics_carry_the_names_compose_exporter_gives_them(statistics: Statistics) -> None:
     # The same rules read both stacks: a counter family would have added `_total`.
-    for topic, payload in [
-        ("$SYS/broker/store/messages/count", b"120000"),
-        ("$SYS/broker/store/messages/bytes", b"9000000"),
-        ("$SYS/broker/bytes/sent", b"1549"),
-        ("$SYS/broker/publish/messages/received", b"42"),
-    ]:
-        statistics.take(topic, payload)
+    told(
+        statistics,
+        {
+            "store/messages/count": 120000,
+            "store/messages/bytes": 9000000,
+            "bytes/sent": 1549,
+            "publish/messages/received": 42,
+        },
+    )
     registry = CollectorRegistry()
     registry.register(statistics)
     text = generate_latest(registry).decode()
@@ -93,13 +101,10 @@ def test_nothing_is_told_while_not_subscribed_and_gauges_are_forgotten_when_the_
     statistics: Statistics,
 ) -> None:
     # Values that may have changed unheard would be served as current, and the target would look healthy.
-    for topic, payload in [
-        ("$SYS/broker/clients/total", b"5"),
-        ("$SYS/broker/clients/connected", b"3"),
-        ("$SYS/broker/store/messages/count", b"150"),
-        ("$SYS/broker/publish/messages/dropped", b"2"),
-    ]:
-        statistics.take(topic, payload)
+    told(
+        statistics,
+        {"clients/total": 5, "clients/connected": 3, "store/messages/count": 150, "publish/messages/dropped": 2},
+    )
     statistics.forget_gauges()
     statistics._subscribed.clear()
     with pytest.raises(Unavailable):

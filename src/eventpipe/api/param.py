@@ -106,6 +106,11 @@ def instant(name: str, value: str | None) -> int | None:
         # The parser quotes what it read whole (up to its 64 characters); echoed like any value.
         reason = str(exc).replace(repr(text), repr(cut(text)))
         raise ApiError(422, "invalid_parameter", f"{name}: {reason}{hint}") from None
+    return within(name, value, epoch_ms)
+
+
+def within(name: str, value: str, epoch_ms: int) -> int:
+    """`epoch_ms`, read from `value`, or a 422 naming the parameter where the store cannot hold it."""
     if not 0 <= epoch_ms < LATEST_MS:
         raise ApiError(422, "invalid_parameter", f"{name}: {cut(value)!r} is outside 1970 to 2286")
     return epoch_ms

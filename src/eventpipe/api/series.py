@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from eventpipe.api import zone
 from eventpipe.api.error import ApiError, cut
 from eventpipe.api.model import Bucket, Timeseries, rfc3339
-from eventpipe.api.param import LATEST_MS, instant
+from eventpipe.api.param import instant, within
 from eventpipe.api.zone import DAY_MS
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
@@ -59,41 +60,33 @@ def timeseries(
         since_ms = start // step * step if tz is None else max(0, zone.floor(start, step, tz))
     if since_ms >= until_ms:
         raise ApiError(422, "invalid_parameter", "since must be before until")
-    too_many = (
-        f"the window holds more than {MAX_BUCKETS} {interval} buckets: choose a wider interval or a shorter window"
-    )
-    if tz is None:
-        first, end = since_ms // step * step, -(-until_ms // step) * step
-        if (end - first) // step > MAX_BUCKETS:
-            raise ApiError(422, "invalid_parameter", too_many)
-        counts = dict(reader.timeseries(only(since_ms, until_ms), step))
-        return Timeseries(
-            interval=interval,
-            tz="UTC",
-            since=rfc3339(since_ms),
-            until=rfc3339(until_ms),
-            items=[Bucket(start=rfc3339(start), count=counts.get(start, 0)) for start in range(first, end, step)],
-        )
     try:
-        starts = zone.starts(since_ms, until_ms, step, tz, MAX_BUCKETS)
-        unit = zone.unit(starts, step)
-    except zone.BucketError as exc:
-        raise ApiError(422, "invalid_parameter", too_many if "buckets" in str(exc) else str(exc)) from None
-    if (until_ms - starts[0]) // unit >= MAX_UNITS:
-        longest = MAX_UNITS * unit // INTERVALS_MS["1d"]
+        if tz is None:
+            first, end = since_ms // step * step, -(-until_ms // step) * step
+            if (end - first) // step > MAX_BUCKETS:
+                raise zone.TooManyBuckets
+            starts, unit, render = list(range(first, end, step)), step, rfc3339
+        else:
+            starts = zone.starts(since_ms, until_ms, step, tz, MAX_BUCKETS)
+            unit, render = zone.unit(starts, step), partial(zone.local_rfc3339, tz=tz)
+    except zone.TooManyBuckets:
         raise ApiError(
-            422, "invalid_parameter", f"in {tz.key} a window of {interval} buckets spans {longest} days at most"
-        )
+            422,
+            "invalid_parameter",
+            f"the window holds more than {MAX_BUCKETS} {interval} buckets: choose a wider interval or a shorter window",
+        ) from None
+    except zone.BucketError as exc:
+        raise ApiError(422, "invalid_parameter", str(exc)) from None
+    if (until_ms - starts[0]) // unit >= MAX_UNITS:
+        longest = MAX_UNITS * unit // DAY_MS
+        raise ApiError(422, "invalid_parameter", f"in {tz} a window of {interval} buckets spans {longest} days at most")
     totals = zone.spread(starts, reader.timeseries(only(since_ms, until_ms), unit))
     return Timeseries(
         interval=interval,
-        tz=tz.key,
-        since=zone.local_rfc3339(since_ms, tz),
-        until=zone.local_rfc3339(until_ms, tz),
-        items=[
-            Bucket(start=zone.local_rfc3339(start, tz), count=count)
-            for start, count in zip(starts, totals, strict=True)
-        ],
+        tz="UTC" if tz is None else tz.key,
+        since=render(since_ms),
+        until=render(until_ms),
+        items=[Bucket(start=render(at), count=n) for at, n in zip(starts, totals, strict=True)],
     )
 
 
@@ -104,6 +97,4 @@ def _bound(name: str, value: str | None, tz: ZoneInfo | None) -> int | None:
         return instant(name, value)
     if name == "since" and -DAY_MS < local < 0:
         return 0  # 1970-01-01 east of UTC: no event is older than the epoch
-    if not 0 <= local < LATEST_MS:
-        raise ApiError(422, "invalid_parameter", f"{name}: {cut(value or '')!r} is outside 1970 to 2286")
-    return local
+    return within(name, value or "", local)

@@ -31,6 +31,10 @@ class BucketError(ValueError):
     """The buckets asked for cannot be given (too many, or a zone's offset not in whole minutes)."""
 
 
+class TooManyBuckets(BucketError):
+    """More buckets than asked for at most."""
+
+
 @cache
 def names() -> frozenset[str]:
     """The zones `tz` may name: those of the tzdata package, pinned with eventpipe's other dependencies,
@@ -101,7 +105,7 @@ def starts(since_ms: int, until_ms: int, step_ms: int, tz: ZoneInfo, most: int) 
     out = [floor(since_ms, step_ms, tz)]
     while (after := following(out[-1], step_ms, tz)) < until_ms:
         if len(out) == most:
-            raise BucketError(f"the window holds more than {most} buckets")
+            raise TooManyBuckets(f"the window holds more than {most} buckets")
         out.append(after)
     return out
 

@@ -62,8 +62,8 @@ class Journal(Collector):
             self._read()
 
     def collect(self) -> Iterator[Metric]:
+        self.catch_up()
         with self._lock:
-            self._read()
             family = CounterMetricFamily("eventpipe_broker_oversize_packets", HELP, labels=["action"])
             for action, total in self._counts.items():
                 family.add_metric([action], total)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -27,7 +28,6 @@ SAVE_ERROR = re.compile(rb"^\d+: Error: (.*)$", re.MULTILINE)
 LOG_KEEP_BYTES = 64 << 20
 # How much of the log's end is searched for the worker's goodbye: it was written a moment before.
 GOODBYE_BYTES = 1 << 20
-COPY_CHUNK = 1 << 20
 
 
 class Mosquitto:
@@ -82,6 +82,10 @@ class Mosquitto:
     @property
     def log_file(self) -> Path:
         return self.directory / "mosquitto.log"
+
+    @property
+    def _log_aside(self) -> Path:
+        return self.directory / "mosquitto.log.1"
 
     def start(self, timeout: float = 10.0, inherit_fds: tuple[int, ...] = ()) -> None:
         """Start it and wait until it listens; `inherit_fds` stay open in the broker."""
@@ -146,14 +150,12 @@ class Mosquitto:
         if self._log_size() <= LOG_KEEP_BYTES:
             return
         before()
-        aside = self.log_file.with_name(self.log_file.name + ".1")
-        copy = aside.with_name(aside.name + ".new")
+        copy = self._log_aside.with_name(self._log_aside.name + ".new")
         try:
             with self.log_file.open("rb") as source, copy.open("wb") as target:
-                while chunk := source.read(COPY_CHUNK):
-                    target.write(chunk)
+                shutil.copyfileobj(source, target)
                 os.truncate(self.log_file, 0)  # right after the last read
-            copy.replace(aside)
+            copy.replace(self._log_aside)
         except OSError as exc:
             if not self._rotate_failed:
                 log.warning("cannot set aside the broker's log %s: %s", self.log_file, exc.strerror)
@@ -166,7 +168,7 @@ class Mosquitto:
         to it on a failure; a full disk is said by its own checks)."""
         if self._log_size() > LOG_KEEP_BYTES:
             try:
-                self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
+                self.log_file.replace(self._log_aside)
             except OSError as exc:
                 log.warning("cannot set aside the broker's log %s: %s", self.log_file, exc.strerror)
 
