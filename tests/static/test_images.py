@@ -20,7 +20,7 @@ def test_the_dockerfiles_are_found() -> None:
     # Each app image's Dockerfile in its own folder (the project's fixed layout), none at the root,
     # where `docker build .` would take it.
     names = {dockerfile.image_id(path) for path in DOCKERFILES}
-    assert {"ingest-worker/Dockerfile", "api/Dockerfile", "mosquitto/exporter.Dockerfile"} <= names
+    assert {"ingest-worker/Dockerfile", "api/Dockerfile"} <= names
     assert not (compose.REPO / "Dockerfile").exists()
 
 

@@ -8,7 +8,9 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from prometheus_client.parser import text_string_to_metric_families
 
 from eventpipe.config import Settings
 from eventpipe.host import free_port
@@ -179,17 +182,30 @@ def test_every_acl_user_gets_a_password_from_the_environment() -> None:
 def test_the_clients_in_compose_use_the_users_meant_for_them() -> None:
     worker = compose.environment("ingest-worker", DUMMY)["EVENTPIPE_MQTT_URL"]
     assert worker.startswith("mqtt://ingest:")
-    exporter = compose.environment("mosquitto-exporter", DUMMY)
-    assert exporter["MQTT_USER"] == "exporter"
+    exporter = compose.environment("mosquitto-exporter", DUMMY)["EVENTPIPE_MQTT_URL"]
+    assert exporter.startswith("mqtt://exporter:")
     healthcheck = " ".join(compose.service("mosquitto")["healthcheck"]["test"])
     assert "-u exporter" in healthcheck
 
 
 def test_no_producer_can_take_the_exporters_connection_by_its_client_id() -> None:
     # With `MQTT_CLIENT_ID: eventpipe-mosquitto-exporter`, a producer connecting under that id had the broker
-    # close the exporter's connection, 15 times in 30 s. Without one, the broker draws a random id for it.
-    assert "MQTT_CLIENT_ID" not in compose.environment("mosquitto-exporter", DUMMY)
-    assert "allow_zero_length_clientid false" not in (MOSQUITTO / "mosquitto.conf").read_text()
+    # close the exporter's connection, 15 times in 30 s. `eventpipe broker-metrics` draws a random id at each
+    # connection (stack.statistics), and no setting gives it a fixed one.
+    exporter = compose.service("mosquitto-exporter")
+    assert exporter["command"] == ["broker-metrics"]
+    assert not {"EVENTPIPE_MQTT_CLIENT_ID", "MQTT_CLIENT_ID"} & set(compose.environment("mosquitto-exporter", DUMMY))
+
+
+def test_only_the_exporter_reads_the_brokers_log_lines() -> None:
+    # They name every client and its address; the exporter counts the oversize ones (EventpipeOversizePackets).
+    assert "topic" in directives((MOSQUITTO / "mosquitto.conf").read_text())["log_dest"]
+    readers = {
+        user
+        for user, rules in acl_rules().items()
+        if any(access in ("read", "readwrite") and topic.startswith("$SYS") for access, topic in rules)
+    }
+    assert readers == {"exporter"}
 
 
 def run_entrypoint(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -467,3 +483,63 @@ def test_idle_sockets_fill_the_producers_listener_not_the_workers(tmp_path: Path
         for sock in idle:
             sock.close()
         capped.stop()
+
+
+def exported(port: int) -> dict[str, float] | None:
+    """The exporter's samples by name and labels, or None while it answers no 200 (503: not subscribed)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    return {
+        sample.name + "".join(f'{{{k}="{v}"}}' for k, v in sample.labels.items()): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_the_exporter_counts_what_the_broker_refuses_for_size_and_serves_its_statistics(
+    broker: Broker, tmp_path: Path
+) -> None:
+    # EventpipeOversizePackets had no metric in compose: Mosquitto counts such packets nowhere but its log,
+    # which went to the container's stdout only. Its exporter, as compose runs it, reads the log topics.
+    port = free_port()
+    environment = {
+        **os.environ,
+        "EVENTPIPE_MQTT_URL": f"mqtt://exporter:{PASSWORDS['exporter']}@127.0.0.1:{broker.port}",
+        "EVENTPIPE_METRICS_HOST": "127.0.0.1",
+        "EVENTPIPE_METRICS_PORT": str(port),
+    }
+    command = [sys.executable, "-m", "eventpipe.cli.main"]
+    with (tmp_path / "exporter.log").open("w") as log:
+        exporter = subprocess.Popen([*command, "broker-metrics"], env=environment, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(
+            lambda: (
+                subprocess.run([*command, "healthcheck", "broker-metrics"], env=environment, check=False).returncode
+                == 0
+            ),
+            timeout=30,
+            what="the exporter's healthcheck to pass",
+        )
+        # The broker retains its $SYS values: they come at once, with no tick to wait for.
+        before = wait_until(
+            lambda: (found := exported(port)) and "broker_clients_connected" in found and found,
+            timeout=15,
+            what="the broker's statistics",
+        )
+        assert before['eventpipe_broker_oversize_packets_total{action="refused"}'] == 0
+        url = f"mqtt://producer:{PASSWORDS['producer']}@127.0.0.1:{broker.port}"
+        over = stream_publish(url, "events/big", LIMIT)
+        assert (over.packet, over.reason) == ("disconnect", 0x95), over
+        wait_until(
+            lambda: (exported(port) or {}).get('eventpipe_broker_oversize_packets_total{action="refused"}') == 1,
+            timeout=10,
+            what="the refused packet counted",
+        )
+        assert (exported(port) or {})['eventpipe_broker_oversize_packets_total{action="dropped"}'] == 0
+    finally:
+        exporter.terminate()
+        exporter.wait(10)
+    assert exporter.returncode == 0, (tmp_path / "exporter.log").read_text()

@@ -1,4 +1,4 @@
-"""`eventpipe healthcheck worker|api`, the images' HEALTHCHECK that `docker compose up --wait` relies on,
+"""`eventpipe healthcheck worker|api|broker-metrics`, the images' HEALTHCHECK that `docker compose up --wait` relies on,
 run as Docker runs it: the command, its exit status, against real endpoints on this host."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
 from eventpipe.host import free_port
+from eventpipe.ingest.exporter import Exporter
 from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.stack.statistics import Statistics
 from tests.support.stack import run_eventpipe
 
 
@@ -76,3 +78,20 @@ def test_a_host_no_url_can_hold_is_unhealthy_naming_its_variable(service: str, v
     assert done.returncode == 1, done.stdout + done.stderr  # Docker reserves 2
     assert done.stdout.startswith("unhealthy: ") and f"{variable} {host!r} is no host name" in done.stdout
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_broker_exporter_is_healthy_only_while_subscribed() -> None:
+    # Its metrics listener, as `eventpipe broker-metrics` serves it: 503 until the reader is subscribed.
+    statistics = Statistics("mqtt://exporter:secret@127.0.0.1:1", seeded=False, log_lines=True)  # never started
+    registry = CollectorRegistry()
+    registry.register(statistics)
+    server = Exporter(registry, "0.0.0.0", 0)
+    server.start()
+    env = {"EVENTPIPE_METRICS_HOST": "0.0.0.0", "EVENTPIPE_METRICS_PORT": str(server.port)}
+    try:
+        assert healthcheck("broker-metrics", env) == 1
+        statistics._subscribed.set()
+        assert healthcheck("broker-metrics", env) == 0
+    finally:
+        server.shutdown()
+    assert healthcheck("broker-metrics", env) == 1

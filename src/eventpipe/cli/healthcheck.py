@@ -1,9 +1,12 @@
-"""`eventpipe healthcheck worker|api`: the images' HEALTHCHECK, which `docker compose up --wait` relies on.
+"""`eventpipe healthcheck worker|api|broker-metrics`: the images' HEALTHCHECK, which `docker compose up --wait`
+relies on.
 
 worker: healthy while connected to the broker, read from its own metrics
 endpoint (eventpipe_mqtt_connected), so a worker whose flusher died (it then
 exits) or whose broker is gone shows as unhealthy.
 api: healthy while /readyz answers 200: the API runs and ClickHouse answers it.
+broker-metrics: healthy while its /metrics answers 200, which it does only while
+subscribed to the broker's statistics.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ TIMEOUT_S = 3
 
 def run_healthcheck(args: argparse.Namespace) -> int:
     settings = Settings()
-    healthy, why = worker_health(settings) if args.service == "worker" else api_health(settings)
+    check = {"worker": worker_health, "api": api_health, "broker-metrics": broker_metrics_health}[args.service]
+    healthy, why = check(settings)
     print(f"{'healthy' if healthy else 'unhealthy'}: {why}")
     return 0 if healthy else 1
 
@@ -46,6 +50,19 @@ def worker_health(settings: Settings) -> tuple[bool, str]:
             connected = float(line.split()[1]) == 1.0
             return connected, "connected to the broker" if connected else "not connected to the broker"
     return False, f"{CONNECTED} missing from {url}"
+
+
+def broker_metrics_health(settings: Settings) -> tuple[bool, str]:
+    url = _local(settings.metrics_host, settings.metrics_port) + "/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:  # noqa: S310 - http to this host
+            return True, f"{url} answered {response.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"{url} answered {exc.code}: {exc.read().decode(errors='replace')[:200]}"
+    except OSError as exc:
+        return False, f"{url} does not answer: {exc}"
+    except (http.client.InvalidURL, ValueError) as exc:
+        return False, _unusable(url, exc, "EVENTPIPE_METRICS_HOST", settings.metrics_host)
 
 
 def api_health(settings: Settings) -> tuple[bool, str]:

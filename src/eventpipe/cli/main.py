@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--metrics-port",
         type=argument.port(0),
-        help="port of the worker's /metrics and the API's /metrics/api (default: EVENTPIPE_METRICS_PORT, or 9464)",
+        help="port of the worker's /metrics, the API's /metrics/api and the broker's /metrics/broker "
+        "(default: EVENTPIPE_METRICS_PORT, or 9464)",
     )
     up.add_argument(
         "--prometheus-port",
@@ -61,13 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="run the ingest worker (settings from EVENTPIPE_* variables)")
     commands.add_parser("api", help="run the HTTP API (settings from EVENTPIPE_* variables)")
     commands.add_parser("migrate", help="create the DSN's database if need be, then apply pending schema migrations")
+    commands.add_parser(
+        "broker-metrics",
+        help="serve a Mosquitto's $SYS statistics and oversize-packet log lines as Prometheus metrics",
+        description="Subscribes to $SYS/broker/# at EVENTPIPE_MQTT_URL (a user that may read $SYS/#) and serves "
+        "the values on EVENTPIPE_METRICS_HOST:EVENTPIPE_METRICS_PORT/metrics (503 while not subscribed). With "
+        "`log_dest topic` in the broker's config it also counts the log lines about packets refused or dropped "
+        "for their size. Compose's mosquitto-exporter; `eventpipe up` does the same for its own broker.",
+    )
     healthcheck = commands.add_parser(
         "healthcheck",
-        help="exit 0 while the worker or the API on this host is healthy (the images' HEALTHCHECK)",
-        description="worker: connected to the broker (its metrics endpoint says so); api: /readyz answers 200. "
+        help="exit 0 while the worker, the API or broker-metrics on this host is healthy (the images' HEALTHCHECK)",
+        description="worker: connected to the broker (its metrics endpoint says so); api: /readyz answers 200; "
+        "broker-metrics: subscribed to the broker's statistics (its /metrics answers 200). "
         "Settings from EVENTPIPE_* variables, as the service reads them.",
     )
-    healthcheck.add_argument("service", choices=("worker", "api"), help="which service of this host to ask")
+    healthcheck.add_argument(
+        "service", choices=("worker", "api", "broker-metrics"), help="which service of this host to ask"
+    )
 
     restore = commands.add_parser(
         "restore",
@@ -155,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from eventpipe.stack.command import run_up
 
             return run_up(args)
+        if args.command == "broker-metrics":
+            from eventpipe.cli.broker import run_broker_metrics
+
+            return run_broker_metrics(args)
         if args.command == "healthcheck":
             from eventpipe.cli.healthcheck import run_healthcheck
 

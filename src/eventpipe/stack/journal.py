@@ -1,10 +1,10 @@
 """What only Mosquitto's log records, as a Prometheus counter: packets it refused or dropped for size.
 
 Mosquitto 2.0 counts neither in $SYS (its publish/messages/dropped counts queue
-overflows only), so the metrics exporter of the containers cannot see them.
-`eventpipe up` owns its broker's log file and reads the lines written since it
-started, at each scrape. In containers the broker logs to stdout, which nothing
-turns into metrics: there the log lines are the only count.
+overflows only). `eventpipe up` owns its broker's log file and reads the lines
+written since it started, at each scrape. Compose's broker publishes its log
+lines on $SYS/broker/log/ as well, where its exporter counts them with the same
+patterns (stack.statistics).
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ LINES = {
     # An accepted message was over a subscriber's Maximum Packet Size: acknowledged, and not sent to it.
     "dropped": re.compile(rb"^\d+: Dropping too large outgoing PUBLISH for .* \(\d+ bytes\)$"),
 }
+OVERSIZE = "eventpipe_broker_oversize_packets"
 HELP = (
     "Packets Mosquitto refused for their size (the client was disconnected, nothing acknowledged; counted per "
     "attempt, so a producer that resends counts each time), or dropped for a subscriber whose Maximum Packet "
-    "Size they exceed (acknowledged, never delivered to it). From the broker's log; `eventpipe up` only."
+    "Size they exceed (acknowledged, never delivered to it). From the broker's log (its file under "
+    "`eventpipe up`, its log topics in compose)."
 )
 CHUNK = 1 << 20
 # Mosquitto's lines are short; a longer run without a newline is not one of them.
@@ -64,7 +66,7 @@ class Journal(Collector):
     def collect(self) -> Iterator[Metric]:
         self.catch_up()
         with self._lock:
-            family = CounterMetricFamily("eventpipe_broker_oversize_packets", HELP, labels=["action"])
+            family = CounterMetricFamily(OVERSIZE, HELP, labels=["action"])
             for action, total in self._counts.items():
                 family.add_metric([action], total)
         yield family
