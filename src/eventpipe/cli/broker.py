@@ -31,7 +31,7 @@ def run_broker_metrics(_args: argparse.Namespace) -> int:
     statistics = Statistics(settings.mqtt_url, settings.mqtt_ca_file, seeded=False, log_lines=True)
     registry.register(statistics)
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
-    shutdown = Shutdown()
+    shutdown = Shutdown("stopping")
     shutdown.install()
     if not statistics.start(wait_s=FIRST_WAIT_S):
         log.warning(

@@ -77,8 +77,10 @@ class Shutdown:
     # its group); only a signal that comes later means "hurry up".
     REPEAT_GRACE_S = 2.0
 
-    def __init__(self) -> None:
+    def __init__(self, doing: str = "flushing, acknowledging and stopping") -> None:
+        """`doing`: what the process does once told to stop, for its log line."""
         self.on_force: Callable[[], None] | None = None
+        self._doing = doing
         self._signal: int | None = None
         self._first_at = 0.0
         self._wake_r, self._wake_w = os.pipe()
@@ -145,7 +147,7 @@ class Shutdown:
             problem = still_fine()
             if problem:
                 return problem
-        log.info("%s received: flushing, acknowledging and stopping", signal.Signals(self._signal).name)
+        log.info("%s received: %s", signal.Signals(self._signal).name, self._doing)
         return None
 
 

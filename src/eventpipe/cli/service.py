@@ -142,7 +142,7 @@ def _serve(settings: Settings) -> int:
     # request counts and the dead-letter backlog that /dead-letters refuses a scoped key. Once every
     # setting has been checked (the TLS pair above), so that a port is taken only by a process that runs.
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
-    shutdown = Shutdown()
+    shutdown = Shutdown("answering the requests in flight and stopping")
     shutdown.install()
     server.start()
     log.info(
