@@ -394,3 +394,19 @@ def test_a_keys_file_slow_to_read_holds_up_no_other_request(
             answered.set()
         assert health.status_code == 200
         assert keyed.result().status_code == 401, "and the request that read it sees the revocation"
+
+
+def test_a_removed_keys_series_are_gone_from_the_next_scrape(
+    api: TestClient, keys_file: Path, registry: CollectorRegistry
+) -> None:
+    # Rotated under new names (partner-2026-11, partner-2026-12, ...), keys left series behind until a
+    # restart: without end, for an operator who names each key by its date.
+    assert api.get("/events", headers=AS_PARTNER).status_code == 200
+    assert registry.get_sample_value("eventpipe_api_key_requests_total", {"key": "partner", "code": "200"}) == 1
+    write_keys(keys_file, *KEYS[1:])
+    text = scraped(registry)  # no request in between: the scrape itself sees the file changed
+    assert 'key="partner"' not in text
+    assert 'eventpipe_api_key_requests_total{code="200",key="limited"} 0.0' in text
+    write_keys(keys_file, *KEYS)  # back: counted from 0 again, a new series as far as Prometheus knows
+    assert api.get("/events", headers=AS_PARTNER).status_code == 200
+    assert registry.get_sample_value("eventpipe_api_key_requests_total", {"key": "partner", "code": "200"}) == 1

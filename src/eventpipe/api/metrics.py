@@ -7,6 +7,7 @@ as one: a request without a valid key is counted under its route only).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 
@@ -163,8 +164,11 @@ def _templates(app: FastAPI, routers: Sequence[APIRouter]) -> list[tuple[str, st
     )
 
 
-class KeyRequests:
-    """Requests per key name and code, every key's series made at 0 as soon as the key is admitted."""
+class KeyRequests(Collector):
+    """Requests per key name and code, every key's series made at 0 as soon as the key is admitted, and
+    gone once it is not: keys rotated under new names made series that stayed until a restart, without
+    end for an operator who names each key by its date. Registered after KeysCollector, whose scrape
+    reads a changed keys file first, so a key removed is gone from the same scrape."""
 
     def __init__(self, registry: CollectorRegistry, keyring: Keyring) -> None:
         self._keyring = keyring
@@ -172,21 +176,37 @@ class KeyRequests:
             "eventpipe_api_key_requests_total",
             "HTTP requests made with a valid key, by the key's name and status code.",
             ["key", "code"],
-            registry=registry,
+            registry=None,
         )
         self._primed = -1
+        self._series: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
         self._prime()
+        yield from self._counter.collect()
 
     def count(self, name: str, code: int) -> None:
         self._prime()
-        self._counter.labels(name, str(code)).inc()
+        with self._lock:
+            # A request admitted just before its key was removed counts too, until the next change of keys.
+            self._series.add((name, str(code)))
+            self._counter.labels(name, str(code)).inc()
 
     def _prime(self) -> None:
-        if self._primed != self._keyring.generation:  # a reloaded keys file may name new keys
+        if self._primed == self._keyring.generation:  # a reloaded keys file may name new keys, or fewer
+            return
+        with self._lock:
             self._primed = self._keyring.generation
-            for grant in self._keyring.grants():
+            names = {grant.name for grant in self._keyring.grants()}
+            for name, code in [series for series in self._series if series[0] not in names]:
+                self._series.discard((name, code))
+                self._counter.remove(name, code)
+            for name in names:
                 for code in PRIMED_KEY_CODES:
-                    self._counter.labels(grant.name, code)
+                    self._series.add((name, code))
+                    self._counter.labels(name, code)
 
 
 class KeysCollector(Collector):
