@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     mqtt_ca_file: Path | None = None
     # The broker `eventpipe up` starts: a name looked up on PATH (and /usr/sbin), or a path.
     mosquitto_binary: str = "mosquitto"
+    # `eventpipe broker-metrics` only: the broker's log file, whose oversize lines it counts and which it
+    # keeps short; empty: no such count.
+    broker_log_file: Path | None = None
     # The worker's name; its MQTT client id, which names its broker session, is
     # this name plus an HMAC of it under mqtt_session_secret (see mqtt/session.py).
     mqtt_client_id: str = Field(default="eventpipe-ingest", min_length=1, max_length=128)

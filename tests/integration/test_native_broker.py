@@ -13,7 +13,7 @@ from eventpipe.errors import BrokerError
 from eventpipe.host import free_port
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
-from eventpipe.stack import mosquitto as mosquitto_module
+from eventpipe.stack import journal as journal_module
 from eventpipe.stack.child import port_free
 from eventpipe.stack.mosquitto import Mosquitto, find_binary
 from tests.support.services import SESSION_EXPIRY_S
@@ -48,7 +48,7 @@ def test_a_long_log_is_set_aside_at_a_start_and_the_one_before_it_dropped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The broker appends to its log at every start and never rotates it: a line every 10 s, for good.
-    monkeypatch.setattr(mosquitto_module, "LOG_KEEP_BYTES", 2_000)
+    monkeypatch.setattr(journal_module, "LOG_KEEP_BYTES", 2_000)
     directory = tmp_path / "mosquitto"
     directory.mkdir()
     (directory / "mosquitto.log").write_bytes(b"1: old\n" * 400)
@@ -73,7 +73,7 @@ def test_a_long_log_is_set_aside_while_the_broker_runs_and_its_limits_and_client
     # A producer connecting for each event writes three lines a connection: at 50 a second, 1.9 GB a day
     # into the data dir, set aside only at the next start of `up`. Renamed and reopened on a SIGHUP, the
     # broker's reload took its listener back to QoS 2 and topic aliases (a review).
-    monkeypatch.setattr(mosquitto_module, "LOG_KEEP_BYTES", 2_000)
+    monkeypatch.setattr(journal_module, "LOG_KEEP_BYTES", 2_000)
     mosquitto = broker(tmp_path / "mosquitto")
     mosquitto.start()
     address = MqttAddress.parse(mosquitto.url)

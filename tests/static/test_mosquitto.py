@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -197,9 +198,23 @@ def test_no_producer_can_take_the_exporters_connection_by_its_client_id() -> Non
     assert not {"EVENTPIPE_MQTT_CLIENT_ID", "MQTT_CLIENT_ID"} & set(compose.environment("mosquitto-exporter", DUMMY))
 
 
-def test_only_the_exporter_reads_the_brokers_log_lines() -> None:
-    # They name every client and its address; the exporter counts the oversize ones (EventpipeOversizePackets).
-    assert "topic" in directives((MOSQUITTO / "mosquitto.conf").read_text())["log_dest"]
+def test_the_exporter_reads_and_keeps_short_the_log_file_the_broker_writes() -> None:
+    # Mosquitto counts packets refused or dropped for their size nowhere but its log (EventpipeOversizePackets).
+    # A file, not the log topics: those made each connection three messages queued for the exporter.
+    logged = directives((MOSQUITTO / "mosquitto.conf").read_text())["log_dest"]
+    assert "topic" not in logged
+    (path,) = [value.split(" ", 1)[1] for value in logged if value.startswith("file ")]
+    exporter = compose.service("mosquitto-exporter")
+    assert compose.environment("mosquitto-exporter", DUMMY)["EVENTPIPE_BROKER_LOG_FILE"] == path
+    folder = str(Path(path).parent)
+    (volume,) = [mount.split(":")[0] for mount in exporter["volumes"] if mount.split(":")[1] == folder]
+    assert f"{volume}:{folder}" in compose.service("mosquitto")["volumes"]
+    # The broker's user, as the entrypoint makes it own the folder: the file is 0600, and emptied past 64 MiB.
+    assert exporter["user"] == "1883:1883"
+    assert folder in (MOSQUITTO / "entrypoint.sh").read_text().split("chown -R mosquitto:mosquitto", 1)[1]
+
+
+def test_only_the_exporter_reads_the_brokers_statistics() -> None:
     readers = {
         user
         for user, rules in acl_rules().items()
@@ -251,7 +266,9 @@ class Broker:
         text = re.sub(r"(?m)^listener 8883 .*$", f"listener {self.tls_port} 127.0.0.1", text)
         text = text.replace("/mosquitto/run/", f"{directory}/").replace("/mosquitto/data/", f"{directory}/")
         text = text.replace("/mosquitto/certs/", f"{directory / 'certs'}/")
-        text = text.replace("log_dest stdout", f"log_dest file {directory}/mosquitto.log")
+        # Its log file where compose has it, on the volume the exporter shares: here, the directory.
+        self.log_file = directory / "mosquitto.log"
+        text = text.replace("log_dest stdout\n", "").replace("/mosquitto/log/", f"{directory}/")
         if max_connections is not None:
             text, replaced = re.subn(r"(?m)^max_connections \d+$", f"max_connections {max_connections}", text)
             assert replaced == 1, "mosquitto/mosquitto.conf has no max_connections line"
@@ -267,6 +284,12 @@ class Broker:
         """On the plain listener, or on the TLS one trusting `ca` (None: the system's CAs)."""
         return Session(self.tls_port if tls else self.port, user, password, tls=tls, ca=ca)
 
+    def connect_as(self, client_id: str) -> None:
+        """A producer under `client_id` connects and leaves: two lines of the log name it."""
+        session = Session(self.port, "producer", PASSWORDS["producer"], client_id=client_id)
+        assert session.accepted
+        session.close()
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)
@@ -275,8 +298,17 @@ class Broker:
 class Session:
     """One MQTT v5 client: its CONNACK reason, what it received, the PUBACK reasons of what it sent."""
 
-    def __init__(self, port: int, user: str, password: str, *, tls: bool = False, ca: Path | None = None) -> None:
-        client_id = f"t-{uuid.uuid4().hex[:8]}"
+    def __init__(
+        self,
+        port: int,
+        user: str,
+        password: str,
+        *,
+        tls: bool = False,
+        ca: Path | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        client_id = client_id or f"t-{uuid.uuid4().hex[:8]}"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if user:
             self.client.username_pw_set(user, password)
@@ -499,33 +531,53 @@ def exported(port: int) -> dict[str, float] | None:
     }
 
 
+class Exporter:
+    """`eventpipe broker-metrics` on `broker`, as compose runs it: the exporter user, the broker's log file."""
+
+    def __init__(self, broker: Broker, directory: Path) -> None:
+        self.port = free_port()
+        self.environment = {
+            **os.environ,
+            "EVENTPIPE_MQTT_URL": f"mqtt://exporter:{PASSWORDS['exporter']}@127.0.0.1:{broker.port}",
+            "EVENTPIPE_BROKER_LOG_FILE": str(broker.log_file),
+            "EVENTPIPE_METRICS_HOST": "127.0.0.1",
+            "EVENTPIPE_METRICS_PORT": str(self.port),
+        }
+        self.log = directory / f"exporter-{self.port}.log"
+        with self.log.open("w") as out:
+            self.process = subprocess.Popen(
+                [*EVENTPIPE, "broker-metrics"], env=self.environment, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_until(self.healthy, timeout=30, what="the exporter's healthcheck to pass")
+
+    def healthy(self) -> bool:
+        check = subprocess.run([*EVENTPIPE, "healthcheck", "broker-metrics"], env=self.environment, check=False)
+        return check.returncode == 0
+
+    def refused(self) -> float | None:
+        return (exported(self.port) or {}).get('eventpipe_broker_oversize_packets_total{action="refused"}')
+
+    def stop(self) -> str:
+        self.process.terminate()
+        self.process.wait(10)
+        said = self.log.read_text()
+        assert self.process.returncode == 0, said
+        return said
+
+
+EVENTPIPE = [sys.executable, "-m", "eventpipe.cli.main"]
+
+
 def test_the_exporter_counts_what_the_broker_refuses_for_size_and_serves_its_statistics(
     broker: Broker, tmp_path: Path
 ) -> None:
     # EventpipeOversizePackets had no metric in compose: Mosquitto counts such packets nowhere but its log,
-    # which went to the container's stdout only. Its exporter, as compose runs it, reads the log topics.
-    port = free_port()
-    environment = {
-        **os.environ,
-        "EVENTPIPE_MQTT_URL": f"mqtt://exporter:{PASSWORDS['exporter']}@127.0.0.1:{broker.port}",
-        "EVENTPIPE_METRICS_HOST": "127.0.0.1",
-        "EVENTPIPE_METRICS_PORT": str(port),
-    }
-    command = [sys.executable, "-m", "eventpipe.cli.main"]
-    with (tmp_path / "exporter.log").open("w") as log:
-        exporter = subprocess.Popen([*command, "broker-metrics"], env=environment, stdout=log, stderr=subprocess.STDOUT)
+    # which went to the container's stdout only. Its exporter, as compose runs it, reads the log's file.
+    exporter = Exporter(broker, tmp_path)
     try:
-        wait_until(
-            lambda: (
-                subprocess.run([*command, "healthcheck", "broker-metrics"], env=environment, check=False).returncode
-                == 0
-            ),
-            timeout=30,
-            what="the exporter's healthcheck to pass",
-        )
         # The broker retains its $SYS values: they come at once, with no tick to wait for.
         before = wait_until(
-            lambda: (found := exported(port)) and "broker_clients_connected" in found and found,
+            lambda: (found := exported(exporter.port)) and "broker_clients_connected" in found and found,
             timeout=15,
             what="the broker's statistics",
         )
@@ -533,16 +585,27 @@ def test_the_exporter_counts_what_the_broker_refuses_for_size_and_serves_its_sta
         url = f"mqtt://producer:{PASSWORDS['producer']}@127.0.0.1:{broker.port}"
         over = stream_publish(url, "events/big", LIMIT)
         assert (over.packet, over.reason) == ("disconnect", 0x95), over
+        wait_until(lambda: exporter.refused() == 1, timeout=10, what="the refused packet counted")
+        assert (exported(exporter.port) or {})['eventpipe_broker_oversize_packets_total{action="dropped"}'] == 0
+        # Mosquitto cuts a line at 999 bytes: a client id made to end the cut line with the refusal's words
+        # passed for one (three clean connections counted as three refusals).
+        ending = " disconnected due to oversize packet."
+        # "<time>: Client <id> disconnected.": the id sized so that the cut falls right after `ending`.
+        forged = "A" * (999 - len(f"{int(time.time())}: Client ") - len(ending)) + ending + "B" * 40
+        broker.connect_as(forged)
         wait_until(
-            lambda: (exported(port) or {}).get('eventpipe_broker_oversize_packets_total{action="refused"}') == 1,
-            timeout=10,
-            what="the refused packet counted",
+            lambda: broker.log_file.read_bytes().count(forged[:100].encode()) >= 2, timeout=5, what="its log lines"
         )
-        assert (exported(port) or {})['eventpipe_broker_oversize_packets_total{action="dropped"}'] == 0
+        time.sleep(1)  # two scrapes' worth
+        assert exporter.refused() == 1
     finally:
-        exporter.terminate()
-        exporter.wait(10)
-    said = (tmp_path / "exporter.log").read_text()
-    assert exporter.returncode == 0, said
+        said = exporter.stop()
+    assert exporter.refused() is None
     # It holds nothing to flush or acknowledge: its stop says what it does (it said the worker's words).
     assert "SIGTERM received: stopping" in said
+    # A new exporter counts from its own start: a restart shows no increase of lines an earlier one counted.
+    again = Exporter(broker, tmp_path)
+    try:
+        assert again.refused() == 0
+    finally:
+        again.stop()

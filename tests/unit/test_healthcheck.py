@@ -82,7 +82,7 @@ def test_a_host_no_url_can_hold_is_unhealthy_naming_its_variable(service: str, v
 
 def test_the_broker_exporter_is_healthy_only_while_subscribed() -> None:
     # Its metrics listener, as `eventpipe broker-metrics` serves it: 503 until the reader is subscribed.
-    statistics = Statistics("mqtt://exporter:secret@127.0.0.1:1", seeded=False, log_lines=True)  # never started
+    statistics = Statistics("mqtt://exporter:secret@127.0.0.1:1", seeded=False)  # never started
     registry = CollectorRegistry()
     registry.register(statistics)
     server = Exporter(registry, "0.0.0.0", 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eventpipe.stack.journal import Journal, count
+from eventpipe.stack.journal import Aside, Journal, count
 
 # In the wording of Mosquitto 2.0.11 to 2.0.22 (src/loop.c, lib/send_publish.c).
 REFUSED = b"1796018637: Client p5-69619 disconnected due to oversize packet."
@@ -66,3 +66,31 @@ def test_what_was_caught_up_before_the_log_was_emptied_stays_counted_and_the_res
     with log.open("ab") as handle:
         handle.write(REFUSED + b"\n")
     assert totals(journal) == {"refused": 2, "dropped": 1}
+
+
+def test_a_line_mosquitto_cut_at_its_buffer_counts_as_nothing() -> None:
+    # Mosquitto writes a line into 1,000 bytes and cuts the rest: a client id of about 950 bytes ended a cut
+    # "Client <id> disconnected." with the refusal's words, and clean connections counted as refusals.
+    ending = b" disconnected due to oversize packet."
+    cut = b"1796018637: Client " + b"A" * (999 - 19 - len(ending)) + ending
+    assert len(cut) == 999
+    assert count([cut]) == {"refused": 0, "dropped": 0}
+    assert count([cut[1:]]) == {"refused": 1, "dropped": 0}, "998 bytes: whole, as Mosquitto wrote it"
+    assert count([REFUSED]) == {"refused": 1, "dropped": 0}
+
+
+def test_a_long_log_is_copied_aside_and_emptied_after_its_lines_are_counted(tmp_path: Path) -> None:
+    log = tmp_path / "mosquitto.log"
+    log.write_bytes((REFUSED + b"\n") * 10)
+    journal = Journal(log, start=0)
+    aside = Aside(log, keep_bytes=len(REFUSED) * 20)
+    assert aside(journal.catch_up) is False, "short: left as it is"
+    with log.open("ab") as handle:  # the broker appends (O_APPEND), and goes on at the new end
+        handle.write((REFUSED + b"\n") * 15)
+    assert aside(journal.catch_up) is True
+    assert log.stat().st_size == 0
+    assert aside.path.read_bytes().count(REFUSED) == 25
+    assert totals(journal) == {"refused": 25, "dropped": 0}, "counted before the emptying"
+    with log.open("ab") as handle:
+        handle.write(REFUSED + b"\n")
+    assert totals(journal) == {"refused": 26, "dropped": 0}, "and on from the new start"

@@ -133,39 +133,3 @@ def test_compose_exporters_counters_wait_for_the_brokers_word_so_a_restart_shows
     assert "broker_publish_messages_dropped" not in scraped(statistics)
     statistics.take("$SYS/broker/publish/messages/dropped", b"5")
     assert scraped(statistics)["broker_publish_messages_dropped"] == 5
-
-
-REFUSED = b"1764921600: Client producer-7 disconnected due to oversize packet."
-DROPPED = b"1764921600: Dropping too large outgoing PUBLISH for worker-1 (70000 bytes)"
-
-
-def test_the_brokers_log_lines_about_size_are_counted_by_kind() -> None:
-    statistics = subscribed(seeded=False, log_lines=True)
-    assert scraped(statistics)["eventpipe_broker_oversize_packets_total"] == 0
-    for topic, line in (
-        ("$SYS/broker/log/N", REFUSED),
-        ("$SYS/broker/log/N", REFUSED),
-        ("$SYS/broker/log/W", DROPPED),
-        # A client id that quotes the line, in another line of the log, passes for nothing.
-        (
-            "$SYS/broker/log/N",
-            b"1764921600: New client connected from 10.0.0.9:5000 as x disconnected due to "
-            b"oversize packet. (p5, c1, k60, u'producer').",
-        ),
-        ("$SYS/broker/log/I", b"1764921600: Client producer-8 closed its connection."),
-    ):
-        statistics.take(topic, line)
-    registry = CollectorRegistry()
-    registry.register(statistics)
-    assert registry.get_sample_value("eventpipe_broker_oversize_packets_total", {"action": "refused"}) == 2
-    assert registry.get_sample_value("eventpipe_broker_oversize_packets_total", {"action": "dropped"}) == 1
-
-
-def test_a_log_line_is_never_taken_for_a_statistic() -> None:
-    # "$SYS/broker/log/N" is under the statistics' prefix: its timestamp must not become a value.
-    statistics = subscribed(seeded=False)
-    statistics.take("$SYS/broker/log/N", b"1764921600")
-    assert scraped(statistics) == {}
-    # Without log_lines (`eventpipe up`, which reads its broker's log file instead) no such family at all.
-    statistics.take("$SYS/broker/log/N", REFUSED)
-    assert "eventpipe_broker_oversize_packets_total" not in scraped(statistics)

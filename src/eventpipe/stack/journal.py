@@ -1,17 +1,20 @@
 """What only Mosquitto's log records, as a Prometheus counter: packets it refused or dropped for size.
 
 Mosquitto 2.0 counts neither in $SYS (its publish/messages/dropped counts queue
-overflows only). `eventpipe up` owns its broker's log file and reads the lines
-written since it started, at each scrape. Compose's broker publishes its log
-lines on $SYS/broker/log/ as well, where its exporter counts them with the same
-patterns (stack.statistics).
+overflows only). `eventpipe up` reads its broker's log file, and compose's
+exporter (`eventpipe broker-metrics`) the log file the broker writes to a volume
+they share, the lines written since each started, at each scrape. Both keep
+the file short (Aside): Mosquitto never rotates it.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import shutil
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily
@@ -30,20 +33,33 @@ OVERSIZE = "eventpipe_broker_oversize_packets"
 HELP = (
     "Packets Mosquitto refused for their size (the client was disconnected, nothing acknowledged; counted per "
     "attempt, so a producer that resends counts each time), or dropped for a subscriber whose Maximum Packet "
-    "Size they exceed (acknowledged, never delivered to it). From the broker's log (its file under "
-    "`eventpipe up`, its log topics in compose)."
+    "Size they exceed (acknowledged, never delivered to it). From the broker's log file, read by `eventpipe up` "
+    "or compose's exporter."
 )
 CHUNK = 1 << 20
 # Mosquitto's lines are short; a longer run without a newline is not one of them.
 LONGEST_LINE = 64 * 1024
+# Mosquitto writes a line into a buffer of 1,000 bytes and cuts what does not fit (logging.c): a line this
+# long may be cut, and a client id of about 950 bytes can then end it with any text it likes (a producer
+# had 3 clean connections counted as refusals so). Such lines count as nothing.
+CUT_LINE = 999
+# The broker appends to its log across restarts and never rotates it (a line every 10 s when idle, three
+# per connection: 1.9 GB a day for a producer that connects for each of 50 events/s): past this, the log
+# is copied aside as <log>.1, replacing the one before, and emptied (Aside).
+LOG_KEEP_BYTES = 64 << 20
+
+log = logging.getLogger(__name__)
 
 
 def count(lines: Iterable[bytes]) -> dict[str, int]:
     """How many of `lines` (without their newline) are each kind."""
     found = dict.fromkeys(LINES, 0)
     for line in lines:
+        line = line.rstrip(b"\r")
+        if len(line) >= CUT_LINE:
+            continue
         for action, pattern in LINES.items():
-            if pattern.match(line.rstrip(b"\r")):
+            if pattern.match(line):
                 found[action] += 1
     return found
 
@@ -59,7 +75,7 @@ class Journal(Collector):
         self._lock = threading.Lock()
 
     def catch_up(self) -> None:
-        """Count what is new now: before `up` empties a long log (stack.mosquitto.set_aside_log)."""
+        """Count what is new now: before a long log is emptied (Aside)."""
         with self._lock:
             self._read()
 
@@ -89,3 +105,46 @@ class Journal(Collector):
                         self._counts[action] += total
         except OSError:
             return  # no log yet, or unreadable: the counts stay as they were
+
+
+class Aside:
+    """Keeps a log Mosquitto appends to under `keep_bytes`, while the broker runs.
+
+    Past that size the log is copied aside as <log>.1 (replacing the one before) and emptied: Mosquitto
+    appends (O_APPEND), so it goes on at the new end. Not renamed: only a SIGHUP would have it open a new
+    file, and that reload resets every listener's max_qos, max_topic_alias and max_connections
+    (docs/operations.md). A line written between the copy's last read and the emptying, microseconds, is
+    lost. A failure is logged once."""
+
+    def __init__(self, path: Path, keep_bytes: int | None = None) -> None:
+        self._path = path
+        self._keep_bytes = keep_bytes
+        self._failed = False
+
+    @property
+    def path(self) -> Path:
+        """Where the copy goes."""
+        return self._path.with_name(self._path.name + ".1")
+
+    def __call__(self, before: Callable[[], None] = lambda: None) -> bool:
+        """Set the log aside if it is past its size, `before` first (the oversize counter reads what is
+        new); whether it did."""
+        try:
+            size = self._path.stat().st_size
+        except OSError:
+            return False
+        if size <= (LOG_KEEP_BYTES if self._keep_bytes is None else self._keep_bytes):
+            return False
+        before()
+        copy = self.path.with_name(self.path.name + ".new")
+        try:
+            with self._path.open("rb") as source, copy.open("wb") as target:
+                shutil.copyfileobj(source, target)
+                os.truncate(self._path, 0)  # right after the last read
+            copy.replace(self.path)
+        except OSError as exc:
+            if not self._failed:
+                log.warning("cannot set aside the broker's log %s: %s", self._path, exc.strerror)
+            self._failed = True
+            return False
+        return True

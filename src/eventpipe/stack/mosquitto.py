@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from eventpipe.errors import BrokerError
-from eventpipe.stack import child
+from eventpipe.stack import child, journal
 from eventpipe.stack.access import Access, private_file
 from eventpipe.stack.broker import effective_user, render_config
 from eventpipe.stack.certificate import TlsFiles
 from eventpipe.stack.child import ChildProcess, port_free
+from eventpipe.stack.journal import Aside
 
 log = logging.getLogger(__name__)
 
 # How Mosquitto 2.0 reports a failed save, in its log or, when it cannot write that, on stderr.
 SAVE_ERROR = re.compile(rb"^\d+: Error: (.*)$", re.MULTILINE)
-# The broker appends to its log across restarts and never rotates it (a line every 10 s when idle, three
-# per connection: 1.9 GB a day for a producer that connects for each of 50 events/s): past this, at a
-# start or while it runs, the log becomes mosquitto.log.1, replacing the one before.
-LOG_KEEP_BYTES = 64 << 20
 # How much of the log's end is searched for the worker's goodbye: it was written a moment before.
 GOODBYE_BYTES = 1 << 20
 
@@ -56,7 +51,7 @@ class Mosquitto:
         self._child = ChildProcess("mosquitto", port, self.directory, self.directory / "mosquitto.log")
         # The log is kept across restarts: where this run's lines begin.
         self.log_start = 0
-        self._rotate_failed = False
+        self._aside = Aside(self.log_file)
 
     @property
     def url(self) -> str:
@@ -82,10 +77,6 @@ class Mosquitto:
     @property
     def log_file(self) -> Path:
         return self.directory / "mosquitto.log"
-
-    @property
-    def _log_aside(self) -> Path:
-        return self.directory / "mosquitto.log.1"
 
     def start(self, timeout: float = 10.0, inherit_fds: tuple[int, ...] = ()) -> None:
         """Start it and wait until it listens; `inherit_fds` stay open in the broker."""
@@ -141,34 +132,17 @@ class Mosquitto:
         return _size(self.log_file)
 
     def set_aside_log(self, before: Callable[[], None] = lambda: None) -> None:
-        """Once its log is past LOG_KEEP_BYTES while it runs, copy it aside as mosquitto.log.1 (replacing the
-        one before) and empty it: Mosquitto appends (O_APPEND), so it goes on at the new end. Not renamed:
-        only a SIGHUP would have it open a new file, and that reload resets every listener's max_qos,
-        max_topic_alias and max_connections (docs/operations.md). `before` runs first (the oversize counter
-        reads what is new); a line written between the copy's last read and the emptying, microseconds,
-        is lost. Called every half second while `up` runs."""
-        if self._log_size() <= LOG_KEEP_BYTES:
-            return
-        before()
-        copy = self._log_aside.with_name(self._log_aside.name + ".new")
-        try:
-            with self.log_file.open("rb") as source, copy.open("wb") as target:
-                shutil.copyfileobj(source, target)
-                os.truncate(self.log_file, 0)  # right after the last read
-            copy.replace(self._log_aside)
-        except OSError as exc:
-            if not self._rotate_failed:
-                log.warning("cannot set aside the broker's log %s: %s", self.log_file, exc.strerror)
-            self._rotate_failed = True
-            return
-        self.log_start = 0
+        """Past journal.LOG_KEEP_BYTES while it runs, its log is copied aside as mosquitto.log.1 and emptied
+        (journal.Aside), `before` first. Called every half second while `up` runs."""
+        if self._aside(before):
+            self.log_start = 0
 
     def _rotate_log(self) -> None:
         """At a start, before the broker runs: the long log is renamed aside (the broker can still append
         to it on a failure; a full disk is said by its own checks)."""
-        if self._log_size() > LOG_KEEP_BYTES:
+        if self._log_size() > journal.LOG_KEEP_BYTES:
             try:
-                self.log_file.replace(self._log_aside)
+                self.log_file.replace(self._aside.path)
             except OSError as exc:
                 log.warning("cannot set aside the broker's log %s: %s", self.log_file, exc.strerror)
 

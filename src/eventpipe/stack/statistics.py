@@ -5,11 +5,6 @@ runs on arm64 without emulation), so that the same alerts (EventpipeBrokerBacklo
 EventpipeBrokerDroppingMessages, the two session alerts), the completeness SLI's broker drops and the
 broker dashboard read both stacks.
 
-Compose's broker also publishes its log lines under $SYS/broker/log/ (`log_dest topic`): with `log_lines`
-this reader counts those about packets refused or dropped for their size (stack.journal's patterns), which
-Mosquitto counts nowhere else, from its own start; lines said while it is not connected go uncounted.
-`up` reads its broker's log file for them instead (stack.journal), lines said while nobody listens included.
-
 `up`'s broker refuses retained messages (stack/access.py), and Mosquitto then keeps none of its $SYS
 values either: it publishes each only when it changes, at most every `sys_interval` (10 s), and a
 subscriber never hears what did not change since it subscribed. Hence (compose's broker retains them, and
@@ -39,21 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, UnknownMetricFamily
+from prometheus_client.core import GaugeMetricFamily, UnknownMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from eventpipe.ingest.exporter import Unavailable
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
-from eventpipe.stack.journal import HELP as OVERSIZE_HELP
-from eventpipe.stack.journal import LINES, LONGEST_LINE, OVERSIZE, count
 
 log = logging.getLogger(__name__)
 
 PREFIX = "$SYS/broker/"
-# Where a broker with `log_dest topic` publishes each log line, under its level: $SYS/broker/log/N.
-LOG_PREFIX = PREFIX + "log/"
 # Counters, untyped as the exporter's are (a counter family would add `_total` to the names the rules use).
 COUNTERS = {
     "publish/messages/dropped": "PUBLISH messages dropped for a full queue or in-flight window since the start",
@@ -84,7 +75,7 @@ def metric_name(key: str) -> str:
 
 def reading(topic: str, payload: bytes) -> tuple[str, float] | None:
     """(key, value) of a $SYS message this collector keeps, or None: another topic, or no number."""
-    if not topic.startswith(PREFIX) or topic.startswith(LOG_PREFIX) or len(payload) > LONGEST_PAYLOAD:
+    if not topic.startswith(PREFIX) or len(payload) > LONGEST_PAYLOAD:
         return None
     key = topic[len(PREFIX) :]
     if key not in COUNTERS and key not in GAUGES and key not in (TOTAL, DISCONNECTED):
@@ -100,8 +91,7 @@ class Statistics(Collector):
     """Subscribes to the broker's $SYS tree as `url`'s user and reports what it has heard at each collect.
 
     `seeded`: the counters are 0 until told otherwise (`up`, whose broker starts just before and keeps no
-    $SYS values); unseeded, each appears with the broker's first word of it. `log_lines`: count the
-    oversize lines of the broker's log topics too (eventpipe_broker_oversize_packets_total)."""
+    $SYS values); unseeded, each appears with the broker's first word of it (compose's exporter)."""
 
     def __init__(
         self,
@@ -110,14 +100,12 @@ class Statistics(Collector):
         return_after_s: float = RETURN_AFTER_S,
         *,
         seeded: bool = True,
-        log_lines: bool = False,
     ) -> None:
         self._address = MqttAddress.parse(url)
         self._ca_file = ca_file
         self._return_after_s = return_after_s
         self._lock = threading.Lock()
         self._values: dict[str, float] = dict.fromkeys(COUNTERS, 0.0) if seeded else {}
-        self._lines = dict.fromkeys(LINES, 0) if log_lines else None
         self._subscribed = threading.Event()
         self._lost = threading.Event()
         self._stop = threading.Event()
@@ -140,13 +128,7 @@ class Statistics(Collector):
             self._thread.join(5)
 
     def take(self, topic: str, payload: bytes) -> None:
-        """Keep what a $SYS message says, if it is one of the values reported, or count its log line."""
-        if topic.startswith(LOG_PREFIX):
-            if self._lines is not None and len(payload) <= LONGEST_LINE:
-                with self._lock:
-                    for action, n in count([payload]).items():
-                        self._lines[action] += n
-            return
+        """Keep what a $SYS message says, if it is one of the values reported."""
         found = reading(topic, payload)
         if found is not None:
             with self._lock:
@@ -163,12 +145,6 @@ class Statistics(Collector):
             raise Unavailable("not subscribed to the broker's $SYS statistics (yet)")
         with self._lock:
             values = dict(self._values)
-            lines = dict(self._lines) if self._lines is not None else None
-        if lines is not None:
-            family = CounterMetricFamily(OVERSIZE, OVERSIZE_HELP, labels=["action"])
-            for action, total in lines.items():
-                family.add_metric([action], total)
-            yield family
         if TOTAL in values and "clients/connected" in values:
             values[DISCONNECTED] = values[TOTAL] - values["clients/connected"]
         for key, help_text in COUNTERS.items():
