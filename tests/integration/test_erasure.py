@@ -233,6 +233,23 @@ def test_a_bad_erasure_request_is_refused_and_erases_nothing(api: TestClient, bo
     assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff", b'{"user_id": ' + b"1" * 5000 + b"}", b"[" * 100_000],
+    ids=["not-utf-8", "an-integer-of-5000-digits", "nested-100000-deep"],
+)
+def test_a_body_json_cannot_take_is_the_422_of_a_body_that_is_not_json_before_the_key(
+    api: TestClient, body: bytes
+) -> None:
+    # They got FastAPI's 400 "There was an error parsing the body" (an attack), which README gives to
+    # requests that are not HTTP; before the key is checked, as every 422 of a body that is not JSON.
+    for headers in (ADMIN, AUTH):
+        response = api.post("/admin/erase", content=body, headers={**headers, "Content-Type": "application/json"})
+        assert (response.status_code, response.json()["error"]) == (422, "invalid_parameter"), response.text
+        assert "the body is not JSON" in response.json()["detail"]
+    assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
+
+
 def test_a_user_id_given_twice_is_refused_and_erases_neither(api: TestClient) -> None:
     # JSON keeps the last of two: the user erased was the second, whoever checked the first.
     body = f'{{"user_id": "{KEPT}", "user_id": "{ERASED}"}}'.encode()

@@ -117,6 +117,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's answer to a body that arrived whole but that json could not take other than for its
+            # syntax (that one is a 422 already): bytes that are not UTF-8, an integer of over 4,300 digits,
+            # a nesting past the interpreter's. The 422 of a body that is not JSON, as README says (an attack
+            # found these answered 400, which README gives to requests that are not HTTP).
+            return _body(422, "invalid_parameter", _not_json(exc.__cause__))
         headers = exc.headers
         if exc.status_code == 405 and headers and "Allow" in headers:
             # The router names the methods of the first route of this path only (DELETE /admin/backups
@@ -206,3 +212,12 @@ def cut(text: str) -> str:
 
 def _body(status: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+def _not_json(cause: BaseException) -> str:
+    """Why json could not take a body, for its 422."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "the body is not JSON: its bytes are not UTF-8"
+    if isinstance(cause, RecursionError):
+        return "the body is not JSON this API reads: nested too deeply"
+    return f"the body is not JSON this API reads: {str(cause)[:160]}"
