@@ -54,15 +54,7 @@ def worker_health(settings: Settings) -> tuple[bool, str]:
 
 def broker_metrics_health(settings: Settings) -> tuple[bool, str]:
     url = _local(settings.metrics_host, settings.metrics_port) + "/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:  # noqa: S310 - http to this host
-            return True, f"{url} answered {response.status}"
-    except urllib.error.HTTPError as exc:
-        return False, f"{url} answered {exc.code}: {exc.read().decode(errors='replace')[:200]}"
-    except OSError as exc:
-        return False, f"{url} does not answer: {exc}"
-    except (http.client.InvalidURL, ValueError) as exc:
-        return False, _unusable(url, exc, "EVENTPIPE_METRICS_HOST", settings.metrics_host)
+    return _answers_200(url, None, "EVENTPIPE_METRICS_HOST", settings.metrics_host)
 
 
 def api_health(settings: Settings) -> tuple[bool, str]:
@@ -75,6 +67,11 @@ def api_health(settings: Settings) -> tuple[bool, str]:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     url = _local(settings.api_host, settings.api_port, "https" if context else "http") + "/readyz"
+    return _answers_200(url, context, "EVENTPIPE_API_HOST", settings.api_host)
+
+
+def _answers_200(url: str, context: ssl.SSLContext | None, variable: str, host: str) -> tuple[bool, str]:
+    """Healthy while `url` answers 200; `variable` sets `host`, named when no URL can hold it."""
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S, context=context) as response:  # noqa: S310 - this host
             return True, f"{url} answered {response.status}"
@@ -83,7 +80,7 @@ def api_health(settings: Settings) -> tuple[bool, str]:
     except OSError as exc:
         return False, f"{url} does not answer: {exc}"
     except (http.client.InvalidURL, ValueError) as exc:
-        return False, _unusable(url, exc, "EVENTPIPE_API_HOST", settings.api_host)
+        return False, _unusable(url, exc, variable, host)
 
 
 def _unusable(url: str, exc: Exception, variable: str, host: str) -> str:
