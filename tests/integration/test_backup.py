@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,11 +24,12 @@ from eventpipe.store.client import backup_dir
 from eventpipe.store.erasure import Eraser
 from eventpipe.store.feed import Feed, FeedRewound, Place
 from eventpipe.store.halfway import mark
+from eventpipe.store.mark import MARKS_QUERY, complete_before
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate
 from eventpipe.store.naming import new_name
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
-from eventpipe.store.writer import Writer
+from eventpipe.store.writer import Mark, Writer
 from tests.support.api import AUTH, KEY, event, readonly_reader, rejection
 
 MARCH_MS = 1_772_323_200_000
@@ -524,3 +526,31 @@ def test_a_foreign_backup_is_refused_before_anything_changes(
             Backups(client).restore(name, 0, "test")
     assert set(ids(client)) == stored
     assert Backups(client).listing() == [], "a refused restore backed nothing up"
+
+
+def test_a_worker_live_in_the_backup_holds_nothing_back_after_the_restore_unless_it_comes_back(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # Restored live, a worker that never came back (scaled down, or named otherwise on a new host) held the
+    # feed's complete_until at the backup's moment for good, and every erasure answered incomplete.
+    def complete_until() -> int:
+        return complete_before(client.query(MARKS_QUERY.sql, parameters=MARKS_QUERY.parameters).result_rows[0])
+
+    def now_ms() -> int:
+        return time.time_ns() // 1_000_000
+
+    writer = Writer(client)
+    seed(client, "a", 10)
+    stamped = now_ms() - 3_600_000  # its last mark, an hour before the backup
+    session = Mark("gone-worker#session-0123456789abcdef", complete_before=3600, retired=True, written=stamped)
+    writer.insert_marks([Mark("gone-worker", complete_before=stamped, retired=False, written=stamped), session])
+    assert complete_until() == stamped
+    taken = Backups(client).take("test")
+    Backups(client).restore(taken.name, 0, "test")
+    assert complete_until() >= now_ms() - 60_000, "held at its last mark by a worker that is gone"
+    # Its session mark still says when the session was last held (a start reads it: ingest.handshake).
+    assert writer.last_mark(session.worker) == (stamped, 3600)
+    # A worker that comes back marks itself live at its start, and holds complete_until as before.
+    back = now_ms()
+    writer.insert_marks([Mark("gone-worker", complete_before=back, retired=False, written=back + 1)])
+    assert complete_until() == back

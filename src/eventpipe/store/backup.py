@@ -42,6 +42,16 @@ from eventpipe.store.scratch import drop_leftovers, new_scratch
 
 # The erasures the audit (kept by a restore) records from a moment on.
 ERASED_SINCE = "SELECT count() FROM erasures WHERE erased_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')"
+# Every worker (and replay) the restored marks hold as live, retired as of now: the stack is stopped during a
+# restore, and each worker that comes back marks itself live again at its start. Kept live, one that never
+# came back (scaled down, or named otherwise on a new host) held the feed's complete_until at the backup's
+# moment for good, and every erasure answered incomplete (found by an attack). Session marks are retired
+# already, and keep saying when each session was last held.
+RETIRE_RESTORED = (
+    "INSERT INTO worker_marks (worker, complete_before, retired, written)"
+    " SELECT worker, 0, 1, {now:Int64} FROM (SELECT worker, argMax(retired, written) AS ended FROM worker_marks"
+    " GROUP BY worker) WHERE NOT ended"
+)
 # The catalog's backups, as Backup takes them.
 RECORDED = "SELECT name, toUnixTimestamp64Milli(taken_at), events, dead_letters, bytes FROM backups FINAL"
 
@@ -150,6 +160,7 @@ class Backups:
                 renumber(self._client, list(SOURCE))
                 with classified():
                     upgrade(self._client, retention_days)
+                    self._client.command(RETIRE_RESTORED, parameters={"now": time.time_ns() // 1_000_000})
                     for table, rows in DERIVED.items():
                         self._client.command(f"TRUNCATE TABLE {quoted(table)}")
                         self._client.command(f"INSERT INTO {quoted(table)} {rows}")
