@@ -26,8 +26,7 @@ for user in $(sed -n 's/^[[:space:]]*user[[:space:]][[:space:]]*\([^[:space:]]*\
   mosquitto_passwd -b "$run/passwd" "$user" "$password"
 done
 
-# Mosquitto reads these after dropping to its own user, and writes its log file there; the
-# exporter, run as the same user, reads that file and empties it once it is long.
-mkdir -p /mosquitto/log
+# Mosquitto reads these after dropping to its own user, and writes its log file in /mosquitto/log
+# (the image makes it); the exporter, run as the same user, reads that file and empties it once long.
 chown -R mosquitto:mosquitto "$run" /mosquitto/data /mosquitto/log
 exec /usr/sbin/mosquitto -c "$config/mosquitto.conf"

@@ -134,7 +134,8 @@ class ComposeBroker:
         )
         assert tls == 1, "mosquitto/mosquitto.conf has no TLS listener on 8883"
         text = text.replace("/mosquitto/run/", f"{run}/").replace("/mosquitto/data/", f"{data}/")
-        text = text.replace("log_dest stdout", f"log_dest file {directory}/mosquitto.log")
+        # Its log file where compose has it (on the exporter's volume): here, the directory.
+        text = text.replace("log_dest stdout\n", "").replace("/mosquitto/log/", f"{directory}/")
         (config / "mosquitto.conf").write_text(f"{text}\nuser {effective_user()}\n")
         # The entrypoint hands its files to the image's mosquitto user; here they stay with this one.
         (bin_dir / "chown").write_text("#!/bin/sh\nexit 0\n")
