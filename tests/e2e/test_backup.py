@@ -109,6 +109,23 @@ def test_restore_drill_gives_back_exactly_what_was_backed_up_while_ingesting(tmp
     assert taken["name"] in listed and len(listed) == 2, f"the drill's backup and the one of what it replaced: {listed}"
     assert again.stop(signal.SIGINT) == 0, again.output()
 
+    # The way back as printed, then back again: the backup of what that undo replaced was taken after the
+    # drill's restore had brought the erased user back. Its own time said nothing of an erasure made before
+    # it, and the user came back unsaid (found by an attack).
+    undo = run_eventpipe("restore", "--data-dir", str(data), "--backup", replaced(done.stdout))
+    assert undo.returncode == 0 and "erase" not in undo.stderr, undo.stderr
+    redo = run_eventpipe("restore", "--data-dir", str(data), "--backup", replaced(undo.stdout))
+    assert redo.returncode == 0, redo.stderr
+    assert f"backup {replaced(undo.stdout)} holds again 1 user(s) erased before it was taken" in redo.stderr, (
+        redo.stderr
+    )
+    assert set(stored_ids(data)) == set(in_backup) | {f"resume-{i}" for i in range(resumed.count)}
+
+
+def replaced(restore_output: str) -> str:
+    """The backup of what a restore replaced, as it prints it."""
+    return restore_output.split("` brings it back", 1)[0].rsplit("--backup ", 1)[1]
+
 
 # Who else may hold a data dir's lock, as the refusal says.
 OR_OTHERS = "(or an eventpipe worker, api or migrate on its store)"

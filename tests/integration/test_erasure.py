@@ -337,6 +337,35 @@ def test_the_audit_outlives_a_restore_that_brings_an_erased_user_back(api: TestC
     assert reads(api)["users"] == {ERASED: 0, KEPT: 40}
 
 
+def test_restoring_the_backup_of_what_a_restore_replaced_says_whom_it_brings_back(
+    api: TestClient, clickhouse_dsn: str
+) -> None:
+    # That backup was taken after the first restore had brought the user back: its own time said nothing
+    # of an erasure made before it, and the user came back unsaid (found by an attack).
+    backups = Backups(connect(clickhouse_dsn))
+    taken = backups.take("test")
+    assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).status_code == 200
+    time.sleep(1.1)  # the backup of what the restore replaces is named in a later second than the erasure
+    first = backups.restore(taken.name, 0, "test")
+    assert (first.erased_since, first.returned) == (1, 0)
+    assert first.replaced is not None
+    time.sleep(1.1)  # a backup's name gives its time to the second: the next is taken after this restore
+    undo = backups.restore(first.replaced.name, 0, "test")
+    assert (undo.erased_since, undo.returned, reads(api)["users"][ERASED]) == (0, 0, 0)
+    assert undo.replaced is not None  # the store the first restore made: the user back in it
+    time.sleep(1.1)
+    again = backups.restore(undo.replaced.name, 0, "test")
+    assert reads(api)["users"][ERASED] == 40
+    assert (again.erased_since, again.returned) == (0, 1)
+    assert again.returned_since_ms >= taken.taken_ms
+    # Erased again, the user is in no backup taken since, and no restore of one says otherwise.
+    assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).json()["events"] == 40
+    time.sleep(1.1)
+    clean = backups.take("test")
+    assert backups.restore(clean.name, 0, "test").returned == 0
+    assert reads(api)["users"] == {ERASED: 0, KEPT: 40}
+
+
 def test_an_integer_user_id_erases_its_letters_not_every_letter_holding_that_number(
     client: clickhouse_connect.driver.Client,
 ) -> None:

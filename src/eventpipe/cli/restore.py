@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from eventpipe.cli.runtime import setup_logging, warn_password_flag
@@ -21,6 +22,7 @@ from eventpipe.store.dsn import embedded_dsn
 
 log = logging.getLogger("eventpipe")
 TAKEN_BY = "eventpipe restore"
+AGAIN = "erase each of them again (POST /admin/erase) once the stack is up (docs/operations.md, Erasure)"
 
 
 def run_restore(args: argparse.Namespace) -> int:
@@ -84,9 +86,22 @@ def run_restore(args: argparse.Namespace) -> int:
             " users may be in the store again"
         )
         # The audit keeps only keyed hashes: who they were is in the operator's own record of the requests.
-        again = "erase each of them again (POST /admin/erase) once the stack is up (docs/operations.md, Erasure)"
-        print(f"eventpipe restore: {said}; {again}", file=sys.stderr, flush=True)
+        print(f"eventpipe restore: {said}; {AGAIN}", file=sys.stderr, flush=True)
+    if restored.returned != 0:
+        # The backup of a store an earlier restore had brought back holds again who was erased before that.
+        said = (
+            "could not tell whether the backup holds again users erased before it was taken"
+            if restored.returned is None
+            else f"backup {restored.name} holds again {restored.returned} user(s) erased before it was taken, "
+            f"from {_utc(restored.returned_since_ms)} on (a restore before it brought them back, and they were "
+            "not erased again: GET /admin/erasures lists those erasures)"
+        )
+        print(f"eventpipe restore: {said}; {AGAIN}", file=sys.stderr, flush=True)
     return 0
+
+
+def _utc(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _check_present(dsn: str, name: str) -> None:

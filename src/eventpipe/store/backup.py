@@ -34,6 +34,7 @@ from eventpipe.store.disk import discard, room_for_backup, room_for_rehearsal
 from eventpipe.store.failure import classified
 from eventpipe.store.halfway import drop_all, mark, taken_before, unfinished_restore
 from eventpipe.store.integrity import masked_bytes, ours, purge, rehearse, verify
+from eventpipe.store.lineage import ERASURES_SINCE, FINISHED_RESTORES, earliest, returned
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, upgrade
 from eventpipe.store.naming import check_name, new_name, on_disk, taken_ms
 from eventpipe.store.numbering import renumber
@@ -74,6 +75,10 @@ class Restored(NamedTuple):
     # Erasures the audit records since the backup was taken: their users' events may be back. None: the
     # count failed, after the restore was done.
     erased_since: int | None = 0
+    # Users erased before the backup was taken that it holds again, brought back by a restore before it was
+    # taken and not erased again since (store.lineage), and the time the oldest such erasure goes back to.
+    returned: int | None = 0
+    returned_since_ms: int = 0
 
 
 class Backups:
@@ -177,7 +182,20 @@ class Backups:
                 erased: int | None = int(self._rows(ERASED_SINCE, {"since": taken_ms(name)})[0][0])
             except StorageError:
                 erased = None  # the restore is done: not to be reported failed for a count
-            return Restored(name, events, dead_letters, replaced, erased)
+            back, since = self._returned(name)
+            return Restored(name, events, dead_letters, replaced, erased, back, since)
+
+    def _returned(self, name: str) -> tuple[int | None, int]:
+        """How many users erased before backup `name` was taken it holds again, and since when (store.lineage);
+        None if that could not be read."""
+        try:
+            restores = [(int(str(at)), str(backup)) for at, backup in self._rows(FINISHED_RESTORES)]
+            since = earliest(name, taken_ms, restores)
+            audit = [(int(str(at)), str(user)) for at, user in self._rows(ERASURES_SINCE, {"since": since})]
+        except StorageError:
+            return None, 0
+        back = returned(name, taken_ms, restores, audit)
+        return len(back), min((at for at, user in audit if user in back), default=0)
 
     def _recorded(self, name: str) -> Backup | None:
         """Backup `name` as the catalog records it, if it does."""
