@@ -550,7 +550,23 @@ def test_a_worker_live_in_the_backup_holds_nothing_back_after_the_restore_unless
     assert complete_until() >= now_ms() - 60_000, "held at its last mark by a worker that is gone"
     # Its session mark still says when the session was last held (a start reads it: ingest.handshake).
     assert writer.last_mark(session.worker) == (stamped, 3600)
-    # A worker that comes back marks itself live at its start, and holds complete_until as before.
-    back = now_ms()
-    writer.insert_marks([Mark("gone-worker", complete_before=back, retired=False, written=back + 1)])
+    # A worker that comes back marks itself live at its start, and holds complete_until as before: also when
+    # its clock is behind the restoring machine's (here an hour), which the retirement is not stamped with.
+    back = stamped + 2
+    writer.insert_marks([Mark("gone-worker", complete_before=back, retired=False, written=back)])
     assert complete_until() == back
+
+
+def test_a_restore_is_refused_while_a_worker_marks_itself_running(client: clickhouse_connect.driver.Client) -> None:
+    # On a server nothing else stops it: its inserts would be lost, and it would be retired while it runs.
+    seed(client, "a", 10)
+    taken = Backups(client).take("test")
+    seed(client, "b", 5)
+    now = time.time_ns() // 1_000_000
+    Writer(client).insert_marks([Mark("ingest-worker-1", complete_before=now, retired=False, written=now)])
+    with pytest.raises(BackupError, match="ingest-worker-1 marked themselves running within the last 10 s"):
+        Backups(client).restore(taken.name, 0, "test")
+    assert len(ids(client)) == 15, "nothing was changed"
+    # Stopped, it retires itself: then the restore goes ahead.
+    Writer(client).insert_marks([Mark("ingest-worker-1", complete_before=0, retired=True, written=now + 1)])
+    assert Backups(client).restore(taken.name, 0, "test").events == 10

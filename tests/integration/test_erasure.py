@@ -364,6 +364,9 @@ def test_restoring_the_backup_of_what_a_restore_replaced_says_whom_it_brings_bac
     clean = backups.take("test")
     assert backups.restore(clean.name, 0, "test").returned == 0
     assert reads(api)["users"] == {ERASED: 0, KEPT: 40}
+    # On a new host the store knows neither the backup nor the restores behind it: it cannot tell, and says so.
+    connect(clickhouse_dsn).command("TRUNCATE TABLE backups")
+    assert backups.restore(clean.name, 0, "test").returned is None
 
 
 def test_an_integer_user_id_erases_its_letters_not_every_letter_holding_that_number(

@@ -7,8 +7,9 @@ from eventpipe.store.lineage import earliest, returned
 TAKEN = {"B": 100, "U1": 300, "U2": 500, "C": 700}
 
 
-def taken(name: str) -> int:
-    return TAKEN[name]
+def taken(name: str) -> tuple[int, int]:
+    """As the catalog knows them: to the millisecond."""
+    return TAKEN[name], TAKEN[name] + 1
 
 
 def test_a_backup_of_a_store_never_restored_holds_no_one_erased_before_it() -> None:
@@ -45,3 +46,17 @@ def test_restores_within_restores_are_followed_back() -> None:
 def test_a_backup_named_as_if_taken_after_its_own_restore_has_no_lineage() -> None:
     # A copied or renamed backup folder: no loop, nothing made up.
     assert returned("C", taken, [(600, "C"), (650, "C")], [(200, "lena")]) == set()
+
+
+def test_a_backup_known_to_the_second_only_follows_every_restore_it_may_come_after() -> None:
+    # A redo run straight after a restore: its backup of what it replaces was taken 240 ms after that restore
+    # finished, in the same second, which its name gives alone. Compared at the second, the restore seemed to
+    # come after the backup, and the user it brought back was not reported (a review).
+    def by_name(name: str) -> tuple[int, int]:
+        return {"B": (1000, 2000), "U": (5000, 6000)}[name]
+
+    restores = [(5240 - 240, "B")]  # finished at 5000 ms, U taken at 5240 ms, named 5 s
+    assert returned("U", by_name, restores, [(1500, "lena")]) == {"lena"}
+    # And one that may have finished after the backup was taken is followed too: reported twice, never missed.
+    assert returned("U", by_name, [(5900, "B")], [(1500, "lena")]) == {"lena"}
+    assert returned("U", by_name, [(6000, "B")], [(1500, "lena")]) == set(), "after the second: not behind it"

@@ -90,7 +90,9 @@ def run_restore(args: argparse.Namespace) -> int:
     if restored.returned != 0:
         # The backup of a store an earlier restore had brought back holds again who was erased before that.
         said = (
-            "could not tell whether the backup holds again users erased before it was taken"
+            f"cannot tell whether backup {restored.name} holds again users erased before it was taken (it is not "
+            "in this store's catalog, or the store's records could not be read): if the store it was taken of had "
+            "been restored before, those erased between that restore's backup and it may be back too"
             if restored.returned is None
             else f"backup {restored.name} holds again {restored.returned} user(s) erased before it was taken, "
             f"from {_utc(restored.returned_since_ms)} on (a restore before it brought them back, and they were "

@@ -18,6 +18,7 @@ What a backup holds is read back from the backup itself, attached read-only
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -35,23 +36,21 @@ from eventpipe.store.failure import classified
 from eventpipe.store.halfway import drop_all, mark, taken_before, unfinished_restore
 from eventpipe.store.integrity import masked_bytes, ours, purge, rehearse, verify
 from eventpipe.store.lineage import ERASURES_SINCE, FINISHED_RESTORES, earliest, returned
+from eventpipe.store.mark import RUNNING_WITHIN_MS, retire_all, running_workers
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, upgrade
 from eventpipe.store.naming import check_name, new_name, on_disk, taken_ms
 from eventpipe.store.numbering import renumber
 from eventpipe.store.query import quoted
 from eventpipe.store.scratch import drop_leftovers, new_scratch
 
+log = logging.getLogger(__name__)
+
 # The erasures the audit (kept by a restore) records from a moment on.
 ERASED_SINCE = "SELECT count() FROM erasures WHERE erased_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')"
-# Every worker (and replay) the restored marks hold as live, retired as of now: the stack is stopped during a
-# restore, and each worker that comes back marks itself live again at its start. Kept live, one that never
-# came back (scaled down, or named otherwise on a new host) held the feed's complete_until at the backup's
-# moment for good, and every erasure answered incomplete (found by an attack). Session marks are retired
-# already, and keep saying when each session was last held.
-RETIRE_RESTORED = (
-    "INSERT INTO worker_marks (worker, complete_before, retired, written)"
-    " SELECT worker, 0, 1, {now:Int64} FROM (SELECT worker, argMax(retired, written) AS ended FROM worker_marks"
-    " GROUP BY worker) WHERE NOT ended"
+# A row of `restores`, at the server's time.
+RECORD_RESTORE = (
+    "INSERT INTO restores (restored_at, backup, taken_by, restore_id, finished)"
+    " SELECT now64(3, 'UTC'), {backup:String}, {by:String}, {id:UInt64}, {finished:UInt8}"
 )
 # The catalog's backups, as Backup takes them.
 RECORDED = "SELECT name, toUnixTimestamp64Milli(taken_at), events, dead_letters, bytes FROM backups FINAL"
@@ -135,6 +134,7 @@ class Backups:
                 raise BackupError(
                     text if "nothing was changed" in text else f"{text}; nothing was changed: restore another backup"
                 ) from exc
+            self._refuse_running()
             # Onto an empty server, the catalog starts here; onto an older store, the backup's ledger
             # may list the migrations that added their columns: added now, as it will not run them.
             keep_up(self._client)
@@ -165,7 +165,7 @@ class Backups:
                 renumber(self._client, list(SOURCE))
                 with classified():
                     upgrade(self._client, retention_days)
-                    self._client.command(RETIRE_RESTORED, parameters={"now": time.time_ns() // 1_000_000})
+                    retire_all(self._client)
                     for table, rows in DERIVED.items():
                         self._client.command(f"TRUNCATE TABLE {quoted(table)}")
                         self._client.command(f"INSERT INTO {quoted(table)} {rows}")
@@ -178,24 +178,51 @@ class Backups:
             events, dead_letters = (self._rows(query.format(db=quoted(database)))[0][0] for query in HELD)
             # From the second its name gives: also an erasure made in that second before it began, one more
             # to check rather than one missed.
+            erased: int | None = None  # the restore is done: not to be reported failed for a count
+            back, since = None, 0
             try:
-                erased: int | None = int(self._rows(ERASED_SINCE, {"since": taken_ms(name)})[0][0])
+                erased = int(self._rows(ERASED_SINCE, {"since": taken_ms(name)})[0][0])
+                back, since = self._returned(name)
             except StorageError:
-                erased = None  # the restore is done: not to be reported failed for a count
-            back, since = self._returned(name)
+                pass
+            except KeyboardInterrupt:
+                # A stop asked for once the store is whole: said as a count not taken, not as an interruption
+                # that left the erasures to redo unsaid (a review).
+                log.warning("stopped before counting the erasures to redo: the restore of %s is done", name)
             return Restored(name, events, dead_letters, replaced, erased, back, since)
 
     def _returned(self, name: str) -> tuple[int | None, int]:
         """How many users erased before backup `name` was taken it holds again, and since when (store.lineage);
-        None if that could not be read."""
-        try:
+        None for a backup this store's catalog does not list (taken on another host, whose restores this
+        store does not know)."""
+        with classified():
             restores = [(int(str(at)), str(backup)) for at, backup in self._rows(FINISHED_RESTORES)]
-            since = earliest(name, taken_ms, restores)
+            catalog = {str(row[0]): int(str(row[1])) for row in self._rows(RECORDED)}
+            if name not in catalog:
+                return None, 0
+
+            def taken(backup: str) -> tuple[int, int]:
+                # Exact where the catalog has it; else within the second its name gives.
+                exact = catalog.get(backup)
+                return (exact, exact + 1) if exact is not None else (taken_ms(backup), taken_ms(backup) + 1000)
+
+            since = earliest(name, taken, restores)
             audit = [(int(str(at)), str(user)) for at, user in self._rows(ERASURES_SINCE, {"since": since})]
-        except StorageError:
-            return None, 0
-        back = returned(name, taken_ms, restores, audit)
+        back = returned(name, taken, restores, audit)
         return len(back), min((at for at, user in audit if user in back), default=0)
+
+    def _refuse_running(self) -> None:
+        """Refuse (BackupError) while a worker or a replay has marked itself running a moment ago: a restore
+        then would lose their inserts, and retire them while they run (store.mark.retire_all)."""
+        with classified():
+            running = running_workers(self._client, RUNNING_WITHIN_MS)
+        if running:
+            shown = ", ".join(running[:5]) + (f" and {len(running) - 5} more" if len(running) > 5 else "")
+            raise BackupError(
+                f"{shown} marked themselves running within the last {RUNNING_WITHIN_MS // 1000} s: stop the "
+                "workers and the API first (docker compose stop ingest-worker api; a killed one is let be "
+                f"{RUNNING_WITHIN_MS // 1000} s after its last mark); nothing was changed"
+            )
 
     def _recorded(self, name: str) -> Backup | None:
         """Backup `name` as the catalog records it, if it does."""
@@ -203,12 +230,12 @@ class Backups:
         return Backup(*rows[0]) if rows else None
 
     def _generation(self, name: str, taken_by: str, finished: bool, restore_id: int) -> None:
-        """Start a new generation of the store (store.schema.record.RESTORES): a random id, never 0."""
+        """Start a new generation of the store (store.schema.record.RESTORES): a random id, never 0. At the
+        server's time, as the erasures it is compared with (store.lineage), not the restoring machine's."""
         with classified():
-            self._client.insert(
-                "restores",
-                [[datetime.now(UTC), name, taken_by, restore_id, int(finished)]],
-                column_names=["restored_at", "backup", "taken_by", "restore_id", "finished"],
+            self._client.command(
+                RECORD_RESTORE,
+                parameters={"backup": name, "by": taken_by, "id": restore_id, "finished": int(finished)},
             )
 
     def _take(self, taken_by: str) -> Backup:

@@ -28,48 +28,74 @@ ERASURES_SINCE = (
 # Restores within restores are followed this deep at most: each step goes back in time, so only a store
 # restored hundreds of times over could need more, and what lies further back is then left out.
 MAX_DEPTH = 100
+# When a backup may have been taken: (earliest, latest) in epoch ms. Exact from the catalog; from its name
+# alone, within the second the name gives (a redo run straight after a restore falls in that restore's
+# second: a review).
+Taken = Callable[[str], tuple[int, int]]
 
 
 def returned(
     name: str,
-    taken_ms: Callable[[str], int],
+    taken: Taken,
     restores: Sequence[tuple[int, str]],
     erasures: Sequence[tuple[int, str]],
 ) -> set[str]:
-    """The user hashes of erasures made before backup `name` was taken that its data holds again.
+    """The user hashes of erasures made before backup `name` was taken that its data may hold again.
 
-    `taken_ms` gives a backup's time; `restores` are (finished, backup) of the restores that finished,
-    `erasures` (erased, user hash) of the audit, both in epoch ms and covering every time the chain of
-    restores behind `name` goes back to (`earliest` says which)."""
+    `restores` are (finished, backup) of the restores that finished, `erasures` (erased, user hash) of the
+    audit, in epoch ms, covering every time the restores behind `name` go back to (`earliest` says which).
+    Where a time is known to the second only, every restore the backup may come after is followed: a user
+    reported twice costs an erasure run again, one missed is back unsaid."""
+    return _returned(name, taken, restores, erasures, {}, MAX_DEPTH)
+
+
+def earliest(name: str, taken: Taken, restores: Sequence[tuple[int, str]]) -> int:
+    """The oldest time the restores behind backup `name` reach: erasures from then on matter."""
+    oldest, seen, todo = taken(name)[0], set(), [(name, MAX_DEPTH)]
+    while todo:
+        backup, depth = todo.pop()
+        if backup in seen or not depth:
+            continue
+        seen.add(backup)
+        for _restored_ms, source in _behind(backup, taken, restores):
+            oldest = min(oldest, taken(source)[0])
+            todo.append((source, depth - 1))
+    return oldest
+
+
+def _returned(
+    name: str,
+    taken: Taken,
+    restores: Sequence[tuple[int, str]],
+    erasures: Sequence[tuple[int, str]],
+    known: dict[str, set[str]],
+    depth: int,
+) -> set[str]:
+    if name in known:
+        return known[name]
+    known[name] = set()  # a loop (names that cannot be) adds nothing
+    if not depth:
+        return set()
+    taken_from = taken(name)[0]
     held: set[str] = set()
-    chain = _chain(name, taken_ms, restores)
-    # From the oldest restore on: what it brought back, less what was erased again before the next backup.
-    for source, restored_ms, until_ms in reversed(chain):
-        held |= {user for at, user in erasures if taken_ms(source) <= at < restored_ms}
-        held -= {user for at, user in erasures if restored_ms <= at < until_ms}
+    for restored_ms, source in _behind(name, taken, restores):
+        # What that restore brought back: what its backup held again, and who was erased after its backup
+        # was taken and before the restore; less who was erased again before this backup was taken.
+        brought = _returned(source, taken, restores, erasures, known, depth - 1) | {
+            user for at, user in erasures if taken(source)[0] <= at < restored_ms
+        }
+        held |= brought - {user for at, user in erasures if restored_ms <= at < taken_from}
+    known[name] = held
     return held
 
 
-def earliest(name: str, taken_ms: Callable[[str], int], restores: Sequence[tuple[int, str]]) -> int:
-    """The oldest time the chain of restores behind backup `name` reaches: erasures from then on matter."""
-    chain = _chain(name, taken_ms, restores)
-    return min([taken_ms(name), *(taken_ms(source) for source, _restored, _until in chain)])
-
-
-def _chain(
-    name: str, taken_ms: Callable[[str], int], restores: Sequence[tuple[int, str]]
-) -> list[tuple[str, int, int]]:
-    """(restored backup, when its restore finished, when the next backup in the chain was taken), newest
-    first: the restore each backup's store came from, the last one before that backup was taken."""
-    chain: list[tuple[str, int, int]] = []
-    until = taken_ms(name)
-    for _ in range(MAX_DEPTH):
-        earlier = [(at, backup) for at, backup in restores if at < until]
-        if not earlier:
-            break
-        restored_ms, source = max(earlier)
-        if taken_ms(source) >= restored_ms:  # a backup named as if taken after its own restore: no lineage
-            break
-        chain.append((source, restored_ms, until))
-        until = taken_ms(source)
-    return chain
+def _behind(name: str, taken: Taken, restores: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The restores backup `name`'s store may come from: the last one that finished before it was taken,
+    and any that finished within the time its taking is known to (each its (finished, backup))."""
+    low, high = taken(name)
+    candidates = [(at, backup) for at, backup in restores if low <= at < high]
+    before = [(at, backup) for at, backup in restores if at < low]
+    if before:
+        candidates.append(max(before))
+    # A backup named as if taken after its own restore (a copied or renamed folder): no lineage from it.
+    return [(at, backup) for at, backup in candidates if taken(backup)[0] < at]

@@ -71,3 +71,38 @@ def running_replays(client: Client, this_process_only: bool = False) -> set[str]
     parameters = {"prefix": REPLAY_PREFIX, "since": time.time_ns() // 1_000_000 - REPLAY_STALE_MS}
     names = {str(row[0]) for row in client.query(RUNNING_REPLAYS, parameters=parameters).result_rows}
     return {name for name in names if name.endswith(f"@{PROCESS}")} if this_process_only else names
+
+
+# Every worker (and replay) the restored marks hold as running, retired: the stack is stopped during a
+# restore, and each worker that comes back marks itself running again at its start. Kept running, one that
+# never came back (scaled down, or named otherwise on a new host) held the feed's complete_until at its last
+# mark for good, and every erasure answered incomplete (found by an attack). Stamped a millisecond after the
+# worker's own last mark, not with the restoring machine's clock: one ahead of the workers' had a worker
+# that came back count as retired until that clock's time, complete_until passing its batches in flight (a
+# review). Session marks are retired already, and keep saying when each session was last held.
+RETIRE_ALL = (
+    "INSERT INTO worker_marks (worker, complete_before, retired, written)"
+    " SELECT worker, 0, 1, last + 1 FROM (SELECT worker, argMax(retired, written) AS ended, max(written) AS last"
+    " FROM worker_marks GROUP BY worker) WHERE NOT ended"
+)
+# A worker marks itself every 2 s at most; a stopped one retires itself; one killed is taken for stopped once
+# this has passed since its last mark. `up` holds its data dir's lock besides.
+RUNNING_WITHIN_MS = 10_000
+_RUNNING_WORKERS = (
+    "SELECT worker FROM (SELECT worker, argMax(retired, written) AS ended, max(written) AS last FROM worker_marks"
+    " GROUP BY worker) WHERE NOT ended AND last > toUnixTimestamp64Milli(now64(3)) - {within:Int64} ORDER BY worker"
+)
+_MARKS_TABLE = "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'worker_marks'"
+
+
+def retire_all(client: Client) -> None:
+    """Retire every worker and replay the marks hold as running (a restore's: store.backup)."""
+    client.command(RETIRE_ALL)
+
+
+def running_workers(client: Client, within_ms: int) -> list[str]:
+    """The workers and replays that marked themselves running within `within_ms` (none before migration 14)."""
+    if not int(client.query(_MARKS_TABLE).result_rows[0][0]):
+        return []
+    rows = client.query(_RUNNING_WORKERS, parameters={"within": within_ms}).result_rows
+    return [str(row[0]) for row in rows]

@@ -60,8 +60,8 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
 #   events and its dead letters are two inserts already (a crash between them
 #   is absorbed by redelivery), and schema_migrations changes only while
 #   `migrate` runs. worker_marks too since migration 14 (the workers write
-#   it): a restored mark is older than any a restarted worker writes, so it
-#   can only hold the feed's complete_until back until then.
+#   it): a restore retires every worker its marks hold as running, and each
+#   marks itself running again at its start (store.backup.RETIRE_RESTORED).
 # - DERIVED: fed from events inserts (views, the writer), so a snapshot taken
 #   a moment before or after events' own would disagree with it: an event
 #   missing from events_by_user is missing from that user's pages. A restore
