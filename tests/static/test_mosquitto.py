@@ -609,3 +609,19 @@ def test_the_exporter_counts_what_the_broker_refuses_for_size_and_serves_its_sta
         assert again.refused() == 0
     finally:
         again.stop()
+
+
+def test_the_exporter_refuses_a_log_it_cannot_use_and_names_the_variable(tmp_path: Path) -> None:
+    # Run as another user than the broker's, it would count nothing and say nothing: it stops at its start.
+    environment = {
+        **os.environ,
+        "EVENTPIPE_MQTT_URL": "mqtt://exporter:secret@127.0.0.1:1",
+        "EVENTPIPE_BROKER_LOG_FILE": str(tmp_path),  # a folder: no file it can read and write
+        "EVENTPIPE_METRICS_PORT": str(free_port()),
+    }
+    done = subprocess.run(
+        [*EVENTPIPE, "broker-metrics"], env=environment, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"cannot read and write the broker's log {tmp_path} (EVENTPIPE_BROKER_LOG_FILE)" in done.stderr
+    assert "secret" not in done.stderr
