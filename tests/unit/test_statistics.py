@@ -9,11 +9,16 @@ from eventpipe.ingest.exporter import Unavailable
 from eventpipe.stack.statistics import Statistics, reading
 
 
-@pytest.fixture
-def statistics() -> Statistics:
-    reader = Statistics("mqtt://monitor:secret@127.0.0.1:1")  # never started: fed by hand, as if subscribed
+def subscribed(**options: bool) -> Statistics:
+    """A reader never started: fed by hand, as if subscribed."""
+    reader = Statistics("mqtt://monitor:secret@127.0.0.1:1", **options)
     reader._subscribed.set()
     return reader
+
+
+@pytest.fixture
+def statistics() -> Statistics:
+    return subscribed()
 
 
 def told(statistics: Statistics, values: dict[str, int]) -> None:
@@ -118,12 +123,6 @@ def test_nothing_is_told_while_not_subscribed_and_gauges_are_forgotten_when_the_
         "broker_bytes_received": 0,
         "broker_bytes_sent": 0,
     }
-
-
-def subscribed(**options: bool) -> Statistics:
-    reader = Statistics("mqtt://exporter:secret@127.0.0.1:1", **options)
-    reader._subscribed.set()
-    return reader
 
 
 def test_compose_exporters_counters_wait_for_the_brokers_word_so_a_restart_shows_no_false_increase() -> None:

@@ -6,9 +6,9 @@ import argparse
 import logging
 import signal
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
+from eventpipe.api.model import rfc3339
 from eventpipe.cli.runtime import setup_logging, warn_password_flag
 from eventpipe.config import Settings
 from eventpipe.errors import BackupError, ConfigError, StorageError
@@ -95,15 +95,11 @@ def run_restore(args: argparse.Namespace) -> int:
             "been restored before, those erased between that restore's backup and it may be back too"
             if restored.returned is None
             else f"backup {restored.name} holds again {restored.returned} user(s) erased before it was taken, "
-            f"from {_utc(restored.returned_since_ms)} on (a restore before it brought them back, and they were "
+            f"from {rfc3339(restored.returned_since_ms)} on (a restore before it brought them back, and they were "
             "not erased again: GET /admin/erasures lists those erasures)"
         )
         print(f"eventpipe restore: {said}; {AGAIN}", file=sys.stderr, flush=True)
     return 0
-
-
-def _utc(epoch_ms: int) -> str:
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _check_present(dsn: str, name: str) -> None:

@@ -129,11 +129,7 @@ class Aside:
     def __call__(self, before: Callable[[], None] = lambda: None) -> bool:
         """Set the log aside if it is past its size, `before` first (the oversize counter reads what is
         new); whether it did."""
-        try:
-            size = self._path.stat().st_size
-        except OSError:
-            return False
-        if size <= (LOG_KEEP_BYTES if self._keep_bytes is None else self._keep_bytes):
+        if not self._long():
             return False
         before()
         copy = self.path.with_name(self.path.name + ".new")
@@ -143,8 +139,27 @@ class Aside:
                 os.truncate(self._path, 0)  # right after the last read
             copy.replace(self.path)
         except OSError as exc:
-            if not self._failed:
-                log.warning("cannot set aside the broker's log %s: %s", self._path, exc.strerror)
-            self._failed = True
+            self._cannot(exc)
             return False
         return True
+
+    def before_start(self) -> None:
+        """At a start, before the broker runs and appends to it, a long log is renamed aside (the broker can
+        still append to it if that fails; a full disk is said by its own checks)."""
+        if self._long():
+            try:
+                self._path.replace(self.path)
+            except OSError as exc:
+                self._cannot(exc)
+
+    def _long(self) -> bool:
+        try:
+            size = self._path.stat().st_size
+        except OSError:
+            return False
+        return size > (LOG_KEEP_BYTES if self._keep_bytes is None else self._keep_bytes)
+
+    def _cannot(self, exc: OSError) -> None:
+        if not self._failed:
+            log.warning("cannot set aside the broker's log %s: %s", self._path, exc.strerror)
+        self._failed = True

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from eventpipe.errors import BrokerError
-from eventpipe.stack import child, journal
+from eventpipe.stack import child
 from eventpipe.stack.access import Access, private_file
 from eventpipe.stack.broker import effective_user, render_config
 from eventpipe.stack.certificate import TlsFiles
@@ -114,7 +114,7 @@ class Mosquitto:
                 f"cannot prepare {exc.filename or self.directory} for Mosquitto: {exc.strerror} "
                 "(--data-dir, or EVENTPIPE_DATA_DIR)"
             ) from None
-        self._rotate_log()
+        self._aside.before_start()
         offset = self._log_size()
         problem = self._child.start(
             [path, "-c", str(config)],
@@ -132,19 +132,10 @@ class Mosquitto:
         return _size(self.log_file)
 
     def set_aside_log(self, before: Callable[[], None] = lambda: None) -> None:
-        """Past journal.LOG_KEEP_BYTES while it runs, its log is copied aside as mosquitto.log.1 and emptied
+        """Past 64 MiB (journal.LOG_KEEP_BYTES) while it runs, its log is copied aside as mosquitto.log.1 and emptied
         (journal.Aside), `before` first. Called every half second while `up` runs."""
         if self._aside(before):
             self.log_start = 0
-
-    def _rotate_log(self) -> None:
-        """At a start, before the broker runs: the long log is renamed aside (the broker can still append
-        to it on a failure; a full disk is said by its own checks)."""
-        if self._log_size() > journal.LOG_KEEP_BYTES:
-            try:
-                self.log_file.replace(self._aside.path)
-            except OSError as exc:
-                log.warning("cannot set aside the broker's log %s: %s", self.log_file, exc.strerror)
 
     def _await_log(self, offset: int, timeout: float = 5.0) -> None:
         """Wait until the broker has written its start to its log; stop it and raise if it cannot.
