@@ -131,6 +131,15 @@ EXPECTED = [
     ("user_id=u1", ["exp", "int"]),
     ("user_id!=u1", ["big", "esc", "float", "huge", "neg", "none", "odd", "text100"]),
     ("user_id=null", ["odd"]),
+    # Presence: the only filter for the events without a user; a JSON null property is present.
+    ("missing:user_id", ["esc", "float", "none"]),
+    ("exists:user_id", ["big", "exp", "huge", "int", "neg", "odd", "text100"]),
+    ("exists:properties.country", ["big", "exp", "float", "huge", "int", "odd", "text100"]),
+    ("missing:properties.country", ["esc", "neg", "none"]),
+    ("exists:properties.cart.items", ["int", "neg"]),
+    ("missing:properties.cart.items", [n for n in EVERY if n not in ("int", "neg")]),
+    ("exists:properties.cart.items.x", []),  # a path through a number
+    ("exists:properties.ok", ["exp", "float", "int", "odd", "text100"]),
 ]
 
 
@@ -149,6 +158,10 @@ def test_filters_are_and_ed_and_combine_with_the_other_parameters(api: TestClien
         "neg",
     ]
     assert listed(api, "") == EVERY  # an empty where= is no filter, as for the other parameters
+    # One user's events are read from the table of users' events, which holds none without a user.
+    assert listed(api, "missing:user_id", user_id="u1") == []
+    assert listed(api, "exists:user_id", "user_id=u1") == ["exp", "int"]
+    assert listed(api, "missing:user_id", "missing:properties.amount") == ["esc", "none"]
 
 
 def test_a_filtered_walk_serves_each_match_once_and_its_cursor_only_continues_its_own_filter(
@@ -188,6 +201,12 @@ def test_statistics_with_a_filter_count_only_what_it_selects(api: TestClient) ->
     }
     all_time = api.get("/stats/event-types", params={"where": ["properties.country=FR"]}, headers=AUTH).json()
     assert all_time["total"] == 2
+    anonymous = api.get("/stats/event-types", params={"where": "missing:user_id"}, headers=AUTH).json()
+    assert anonymous == {
+        "items": [{"event_type": "purchase", "count": 2}, {"event_type": "view", "count": 1}],
+        "total": 3,
+        "types": 2,
+    }
     series = api.get(
         "/stats/timeseries",
         params={**hourly, "where": ["properties.amount>=100", "event_type=view"]},

@@ -144,6 +144,37 @@ def test_a_malformed_condition_is_refused_naming_the_problem(text: str, problem:
     assert problem in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("exists:user_id", Condition(Field("user_id"), "exists", "")),
+        ("missing:user_id", Condition(Field("user_id"), "missing", "")),
+        ("missing:properties.cart.items", Condition(Field("properties", ("cart", "items")), "missing", "")),
+        ("exists:properties.a", Condition(Field("properties", ("a",)), "exists", "")),
+    ],
+)
+def test_exists_and_missing_test_a_field_with_no_operator_and_no_value(text: str, expected: Condition) -> None:
+    assert parse_condition(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("exists:event_type", "exists:event_type holds for every event: every event has its event_type"),
+        ("missing:topic", "missing:topic holds for no event"),
+        ("exists:", "unknown field ''"),
+        ("missing:country", "a property is properties.country"),
+        ("exists:properties.a=1", "path segment 'a=1'"),
+        ("exists:properties", "properties needs a path"),
+        ("Exists:user_id", "has no operator: write <field><op><value>, op one of =, !=, >, >=, <, <=, or exists:"),
+    ],
+)
+def test_a_malformed_presence_test_is_refused_naming_the_problem(text: str, problem: str) -> None:
+    with pytest.raises(ConditionError) as refused:
+        parse_condition(text)
+    assert problem in str(refused.value)
+
+
 def test_an_error_shows_at_most_sixty_characters_of_what_it_refuses() -> None:
     with pytest.raises(ConditionError) as refused:
         parse_condition("properties.amount>" + "x" * 5000)

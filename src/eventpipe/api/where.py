@@ -19,13 +19,16 @@ properties (names `[A-Za-z_][A-Za-z0-9_-]*`, at most 8 deep). Operators: `=`, `!
 `<`, `<=` (the longest one wins: `a>=1` is `>=`). `=` compares numbers as numbers (`100`
 matches 100, 100.0 and the string "100"), strings as strings, and `true`, `false`, `null` as
 those JSON values (or those strings). A missing property equals nothing and is `!=` anything.
-`>`, `>=`, `<`, `<=` need a number and match numeric properties only. Encode `+` as `%2B`,
+`>`, `>=`, `<`, `<=` need a number and match numeric properties only. `exists:<field>` and
+`missing:<field>` test presence: `missing:user_id` keeps the events without a user (a JSON null
+property is present). Encode `+` as `%2B`,
 `&` as `%26`. A malformed filter gets 422 naming the problem."""
 EXAMPLES = {
     "amount": Example(summary="A numeric property", value=["properties.amount>=100"]),
     "two": Example(summary="Two filters, both must hold", value=["properties.amount>=100", "properties.country=FR"]),
     "nested": Example(summary="A nested property, and a missing one", value=["properties.cart.items>2"]),
     "not": Example(summary="Everything but one browser (events without one too)", value=["properties.browser!=safari"]),
+    "anonymous": Example(summary="The events without a user", value=["missing:user_id"]),
 }
 
 Where = Annotated[list[str] | None, Query(max_length=MAX_CONDITIONS, description=WHERE_HELP, openapi_examples=EXAMPLES)]

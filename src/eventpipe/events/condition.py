@@ -14,6 +14,11 @@ with every part a bound parameter, and the API turns a ConditionError into a
   so is always `!=`, a null user_id likewise.
 - `>`, `>=`, `<`, `<=` compare numbers only, so they need a number for a
   value, and only a property holding a JSON number can pass them.
+- `exists:<field>` and `missing:<field>` test presence, with no operator and
+  no value: the only way to select the events without a user, or without a
+  property, since `user_id=null` is the user named "null". A property holding
+  JSON null is present (`=null` selects it). `event_type` and `topic` are on
+  every event, so testing them is refused as a mistake.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 # An integer within this bound is compared exactly (ClickHouse Int128), not as a double.
 INTEGER_BOUND = 2**127
 FIELD_HELP = "event_type, user_id, topic or properties.<path>"
+# Presence tests, by their prefix: the operator a Condition carries for each (with an empty value).
+PRESENCE = {"exists:": "exists", "missing:": "missing"}
+PRESENCE_HELP = "exists:<field> or missing:<field>"
 OPERATOR_HELP = "=, !=, >, >=, <, <="
 
 
@@ -82,10 +90,15 @@ def parse_field(text: str) -> Field:
 
 
 def parse_condition(text: str) -> Condition:
-    """One `<field><op><value>`, or a ConditionError naming the problem."""
+    """One `<field><op><value>`, `exists:<field>` or `missing:<field>`, or a ConditionError naming the problem."""
+    for prefix, test in PRESENCE.items():
+        if text.startswith(prefix):
+            return _presence(parse_field(text.removeprefix(prefix)), test)
     at = next((index for index, char in enumerate(text) if char in OPERATOR_CHARS), None)
     if at is None:
-        return _refuse(f"{_shown(text)} has no operator: write <field><op><value>, op one of {OPERATOR_HELP}")
+        return _refuse(
+            f"{_shown(text)} has no operator: write <field><op><value>, op one of {OPERATOR_HELP}, or {PRESENCE_HELP}"
+        )
     operator = next((op for op in OPERATORS if text.startswith(op, at)), None)
     if operator is None:
         return _refuse(f"{_shown(text)}: '!' must be followed by '=' (operators: {OPERATOR_HELP})")
@@ -101,6 +114,14 @@ def parse_condition(text: str) -> Condition:
             hint = "; encode '+' as %2B in a URL" if value[:1] == " " else ""
             return _refuse(f"{operator} needs a number, got {_shown(value)}{hint}")
     return Condition(field, operator, value, number, integer)
+
+
+def _presence(field: Field, test: str) -> Condition:
+    if field.name in ("event_type", "topic"):
+        # Every event has both: the filter would keep all or nothing, which is not what was meant.
+        every = "every event" if test == "exists" else "no event"
+        return _refuse(f"{test}:{field.name} holds for {every}: every event has its {field.name}")
+    return Condition(field, test, "")
 
 
 def _number(value: str) -> tuple[float | None, int | None]:
