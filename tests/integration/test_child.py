@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 from eventpipe.host import free_port
@@ -43,3 +44,18 @@ def test_a_program_that_exits_at_start_leaves_nothing_it_started(tmp_path: Path)
     assert why is not None and why.startswith("quitter exited at start")
     assert child._process is not None
     assert not group_alive(child._process.pid), "the sleep it started was left running"
+
+
+def test_a_program_that_wrote_gigabytes_before_it_failed_is_explained_by_its_last_lines(tmp_path: Path) -> None:
+    # The reason is at the end; the whole file was read to find it, into memory.
+    child = ChildProcess("chatty", free_port(), tmp_path)
+    script = "import sys; sys.stderr.write('noise\\n' * 4_000_000 + 'the reason\\n'); sys.exit(4)"
+    tracemalloc.start()
+    try:
+        why = child.start([sys.executable, "-c", script])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert why is not None and why.endswith("noise | noise | noise | noise | the reason")
+    assert (tmp_path / "chatty.stderr").stat().st_size > 20_000_000
+    assert peak < 2_000_000, f"{peak:,} bytes held to explain it"

@@ -15,11 +15,14 @@ from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
 from eventpipe.stack import journal as journal_module
 from eventpipe.stack.child import port_free
-from eventpipe.stack.mosquitto import Mosquitto, find_binary
-from tests.support.services import SESSION_EXPIRY_S
+from eventpipe.stack.mosquitto import Mosquitto
+from tests.support.services import SESSION_EXPIRY_S, require_mosquitto
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.skipif(find_binary() is None, reason="mosquitto is not installed")
+
+@pytest.fixture(autouse=True)
+def _mosquitto() -> None:
+    require_mosquitto()
 
 
 def broker(directory: Path) -> Mosquitto:

@@ -22,12 +22,17 @@ from eventpipe.ingest.exporter import Unavailable
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
 from eventpipe.stack.access import Access
-from eventpipe.stack.mosquitto import Mosquitto, find_binary
+from eventpipe.stack.mosquitto import Mosquitto
 from eventpipe.stack.statistics import RETURN_AFTER_S, Statistics
-from tests.support.services import SESSION_EXPIRY_S
+from tests.support.services import SESSION_EXPIRY_S, require_mosquitto
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.skipif(find_binary() is None, reason="mosquitto is not installed")
+
+@pytest.fixture(autouse=True)
+def _mosquitto() -> None:
+    require_mosquitto()
+
+
 # Mosquitto's default sys_interval is 10 s: two of them, and some.
 TICKS_S = 25
 

@@ -285,6 +285,13 @@ class ClickHouseServer:
         self.container.stop()
 
 
+def require_mosquitto() -> None:
+    """For tests of the native broker itself, which no container stands in for: fail, saying what to
+    install, rather than skip (a machine without Mosquitto would pass them unrun)."""
+    if find_binary() is None:
+        pytest.fail("these tests run the native broker: install Mosquitto (Debian/Ubuntu: apt-get install mosquitto)")
+
+
 @contextmanager
 def running_broker(
     directory: Path, receive_maximum: int = RECEIVE_MAXIMUM, max_payload_bytes: int | None = None

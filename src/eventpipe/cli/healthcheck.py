@@ -22,6 +22,8 @@ from eventpipe.host import address
 
 CONNECTED = "eventpipe_mqtt_connected"
 TIMEOUT_S = 3
+# Read no more than this of the worker's metrics (a few hundred KiB at most): a check holds what it reads.
+METRICS_BYTES = 16 * 2**20
 
 
 def run_healthcheck(args: argparse.Namespace) -> int:
@@ -40,7 +42,10 @@ def worker_health(settings: Settings) -> tuple[bool, str]:
     url = _local(settings.metrics_host, settings.metrics_port) + "/metrics"
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:  # noqa: S310 - http to this host
-            body = response.read().decode()
+            raw = response.read(METRICS_BYTES + 1)
+        if len(raw) > METRICS_BYTES:
+            return False, f"{url} answered over {METRICS_BYTES // 2**20} MiB of metrics"
+        body = raw.decode(errors="replace")
     except OSError as exc:
         return False, f"{url} does not answer: {exc}"
     except (http.client.InvalidURL, ValueError) as exc:  # urllib's own ValueError for 'a:b', '[x'
@@ -76,7 +81,7 @@ def _answers_200(url: str, context: ssl.SSLContext | None, variable: str, host: 
         with urllib.request.urlopen(url, timeout=TIMEOUT_S, context=context) as response:  # noqa: S310 - this host
             return True, f"{url} answered {response.status}"
     except urllib.error.HTTPError as exc:
-        return False, f"{url} answered {exc.code}: {exc.read().decode(errors='replace')[:200]}"
+        return False, f"{url} answered {exc.code}: {exc.read(200).decode(errors='replace')}"
     except OSError as exc:
         return False, f"{url} does not answer: {exc}"
     except (http.client.InvalidURL, ValueError) as exc:

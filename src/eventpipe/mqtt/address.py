@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from eventpipe.errors import ConfigError
@@ -24,7 +24,8 @@ class MqttAddress:
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    # Out of the repr: a traceback, an assertion or a %r would show it, and redaction knows URLs, not reprs.
+    password: str | None = field(default=None, repr=False)
     tls: bool = False
 
     @classmethod

@@ -18,6 +18,8 @@ from eventpipe.host import processes
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
+# What an error message reads of a child's stderr or log: the end, where the reason is.
+TAIL_BYTES = 64 * 1024
 
 
 class ChildProcess:
@@ -143,13 +145,22 @@ class ChildProcess:
         return self._explain(self.directory / f"{self.name}.stderr", None)
 
     def _explain(self, stderr_path: Path, offset: int | None) -> str:
-        text = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
-        if offset is not None and self.log_file and self.log_file.exists():
-            with self.log_file.open("rb") as handle:
-                handle.seek(offset)
-                text += handle.read().decode(errors="replace")
+        text = _tail(stderr_path, 0)
+        if offset is not None and self.log_file:
+            text += _tail(self.log_file, offset)
         lines = [line for line in text.splitlines() if line.strip()][-5:]
         return " | ".join(lines) or "no output"
+
+
+def _tail(path: Path, offset: int) -> str:
+    """The end of `path` past `offset`, TAIL_BYTES at most: an error message wants its last lines, and a
+    process that logged for days before it failed has a log of gigabytes."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(offset, path.stat().st_size - TAIL_BYTES))
+            return handle.read(TAIL_BYTES).decode(errors="replace")
+    except OSError:  # not written yet, or gone
+        return ""
 
 
 def find_binary(name: str) -> str | None:

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 # How Mosquitto 2.0 reports a failed save, in its log or, when it cannot write that, on stderr.
 SAVE_ERROR = re.compile(rb"^\d+: Error: (.*)$", re.MULTILINE)
-# How much of the log's end is searched for the worker's goodbye: it was written a moment before.
+# How much of the log's end is searched for the worker's goodbye (it was written a moment before), and of
+# what follows a save request for its error.
 GOODBYE_BYTES = 1 << 20
 
 
@@ -257,11 +258,12 @@ def _size(path: Path) -> int:
 
 
 def _since(path: Path, offset: int) -> bytes | None:
-    """What the broker has written to `path` past `offset`; None when it cannot be read."""
+    """What the broker has written to `path` past `offset`, GOODBYE_BYTES of it at most (a flood of
+    connections can write faster than it is polled); None when it cannot be read."""
     try:
         with path.open("rb") as handle:
             handle.seek(offset)
-            return handle.read()
+            return handle.read(GOODBYE_BYTES)
     except OSError:
         return None
 

@@ -183,8 +183,9 @@ class Backups:
             try:
                 erased = int(self._rows(ERASED_SINCE, {"since": taken_ms(name)})[0][0])
                 back, since = self._returned(name)
-            except StorageError:
-                pass
+            except StorageError as exc:
+                # The restore stands; the caller says the counts could not be taken, this says why.
+                log.warning("restored %s, but could not count the erasures since it: %s", name, exc)
             except KeyboardInterrupt:
                 # A stop asked for once the store is whole: said as a count not taken, not as an interruption
                 # that left the erasures to redo unsaid (a review).
