@@ -10,18 +10,17 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from eventpipe.errors import ConfigError, StorageError
+from eventpipe.errors import ConfigError
 from eventpipe.host import unlistenable
 from eventpipe.ingest.exporter import Exporter
-from eventpipe.redaction import RedactingFormatter, redact
+from eventpipe.redaction import RedactingFormatter
 
 log = logging.getLogger("eventpipe")
 LINE = RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -235,13 +234,3 @@ class Progress:
                 current[1],
             )
         self._last, self._last_time = current, now
-
-
-@contextmanager
-def reaching(dsn: str, variable: str) -> Iterator[None]:
-    """ClickHouse failures inside, prefixed with the server and the setting it came from: the API has two
-    DSNs, and "OperationalError: Error HTTPConnectionPool..." did not say which one was wrong."""
-    try:
-        yield
-    except StorageError as exc:
-        raise type(exc)(f"ClickHouse at {redact(dsn)} ({variable}): {exc}") from exc

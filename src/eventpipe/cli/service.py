@@ -12,7 +12,6 @@ from eventpipe.cli.runtime import (
     Progress,
     Shutdown,
     process_registry,
-    reaching,
     serve_metrics,
     setup_logging,
     warn_password_flag,
@@ -25,7 +24,7 @@ from eventpipe.mqtt.replica import named
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.redaction import redact
 from eventpipe.stack.lock import alone
-from eventpipe.store.client import connect
+from eventpipe.store.client import connect, reaching
 from eventpipe.store.database import create_database
 from eventpipe.store.dsn import embedded, embedded_dsn
 from eventpipe.store.migration import migrate
@@ -96,11 +95,8 @@ def run_api(_args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from eventpipe.api.app import create_app
+    from eventpipe.api.assembly import assemble
     from eventpipe.api.keyring import Keyring
-    from eventpipe.api.maintenance import admin
-    from eventpipe.api.server import ApiServer
-    from eventpipe.api.source import open_reader
 
     if (short := raise_file_limit()) is not None:
         log.warning(short)
@@ -113,31 +109,7 @@ def _serve(settings: Settings) -> int:
         )
     keyring = Keyring(settings.api_keys, settings.api_keys_file)  # a file that cannot be used stops it here
     registry = process_registry()
-    with reaching(settings.resolved_clickhouse_dsn, "EVENTPIPE_CLICKHOUSE_DSN"):
-        reader = open_reader(settings.resolved_clickhouse_dsn, settings.api_query_timeout_s)
-    admin_dsn = "EVENTPIPE_ADMIN_CLICKHOUSE_DSN" if settings.admin_clickhouse_dsn else "EVENTPIPE_CLICKHOUSE_DSN"
-    with reaching(settings.resolved_admin_clickhouse_dsn, admin_dsn):
-        means = admin(settings)
-        backups = means.backups(connect(settings.resolved_admin_clickhouse_dsn))
-    app = create_app(
-        reader,
-        registry,
-        keyring,
-        settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
-        backups=backups,
-        admin=means,
-        max_exports=settings.api_max_exports,
-        max_requests=settings.api_max_requests,
-        max_requests_per_key=settings.api_max_requests_per_key,
-    )
-    server = ApiServer(
-        app,
-        settings.api_host,
-        settings.api_port,
-        settings.api_tls_cert_file,
-        settings.api_tls_key_file,
-        registry=registry,
-    )
+    server = assemble(settings, registry, keyring)
     # On a listener of its own, as the worker's: on the API's port every key read every other key's name,
     # request counts and the dead-letter backlog that /dead-letters refuses a scoped key. Once every
     # setting has been checked (the TLS pair above), so that a port is taken only by a process that runs.

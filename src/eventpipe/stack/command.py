@@ -9,11 +9,9 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from eventpipe.api.app import create_app
+from eventpipe.api.assembly import assemble as assemble_api
 from eventpipe.api.keyring import Keyring
-from eventpipe.api.maintenance import admin
 from eventpipe.api.server import ApiServer
-from eventpipe.api.source import open_reader
 from eventpipe.cli.runtime import (
     Progress,
     Shutdown,
@@ -174,26 +172,7 @@ def _serve(
     if not settings.clickhouse_dsn:
         registry.register(Volume(settings.data_dir / EMBEDDED_STORE))
     worker, prober = assemble(settings, registry)
-    means = admin(settings)
-    app = create_app(
-        open_reader(dsn, settings.api_query_timeout_s),
-        api_registry,
-        keyring,
-        settings.cursor_secret.get_secret_value() if settings.cursor_secret else "",
-        backups=means.backups(connect(dsn)),
-        admin=means,
-        max_exports=settings.api_max_exports,
-        max_requests=settings.api_max_requests,
-        max_requests_per_key=settings.api_max_requests_per_key,
-    )
-    api = ApiServer(
-        app,
-        settings.api_host,
-        settings.api_port,
-        settings.api_tls_cert_file,
-        settings.api_tls_key_file,
-        registry=api_registry,
-    )
+    api = assemble_api(settings, api_registry, keyring)
     rules = settings.prometheus_rules_dir or default_rules_dir()
     no_rules: str | None = None
     if settings.prometheus_port:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,7 +14,8 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.httpclient import HttpClient
 from urllib3.util import Retry, Timeout
 
-from eventpipe.errors import ConfigError
+from eventpipe.errors import ConfigError, StorageError
+from eventpipe.redaction import redact
 from eventpipe.store import dsn as dsns
 from eventpipe.store.failure import classified, failed_answer
 
@@ -113,3 +116,13 @@ def engine_options(dsn: str) -> dict[str, str]:
         f"storage_configuration.disks.{BACKUP_DISK}.path": f"{directory}/",
         "backups.allowed_disk": BACKUP_DISK,
     }
+
+
+@contextmanager
+def reaching(dsn: str, variable: str) -> Iterator[None]:
+    """ClickHouse failures inside, prefixed with the server and the setting it came from: the API has two
+    DSNs, and "OperationalError: Error HTTPConnectionPool..." did not say which one was wrong."""
+    try:
+        yield
+    except StorageError as exc:
+        raise type(exc)(f"ClickHouse at {redact(dsn)} ({variable}): {exc}") from exc
