@@ -23,7 +23,7 @@ def start(stacks: list[Up], data: Path, env: dict[str, str] | None = None) -> tu
     up = Up(data, env=env, prometheus=False)
     stacks.append(up)
     up.wait_ready()
-    key = next(line.rsplit(": ", 1)[1] for line in up.lines if line.startswith("API key ("))
+    key = up.generated_key
     return up, httpx.Client(base_url=up.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
 

@@ -36,7 +36,7 @@ def start(stacks: list[Up], data_dir: Path) -> tuple[Up, httpx.Client]:
     up = Up(data_dir, env=NO_KEYS, prometheus=False)
     stacks.append(up)
     up.wait_ready()
-    key = next(line for line in up.lines if line.startswith("API key")).rsplit(" ", 1)[1]
+    key = up.generated_key
     return up, httpx.Client(base_url=up.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,14 @@ def test_the_generated_key_is_kept_and_still_works_after_a_restart(tmp_path: Pat
     assert first.stop(signal.SIGINT) == 0, first.output()
 
     again = start(stacks, data, no_keys)
-    line, same = printed_key(again)
-    assert same == key, "a restart must not revoke the key a partner was given"
-    assert "since an earlier start" in line
+    line = next(line for line in again.lines if line.startswith("API key"))
+    assert line.startswith(f"API key: kept in {kept.resolve()} since an earlier start")
+    assert key not in again.output(), "a key is printed once, when it is made, not at every start to a journal"
+    assert kept.read_text().strip() == key, "a restart must not revoke the key a partner was given"
+    # The line it gives to try reads the key from its file, in a shell, as a user pastes it.
+    [tried] = [line.removeprefix("try: ") for line in again.lines if line.startswith("try: curl")]
+    shown = subprocess.run(["sh", "-c", tried.replace("curl", "printf '%s\\n'", 1)], capture_output=True, text=True)
+    assert f"Authorization: Bearer {key}" in shown.stdout.splitlines(), shown
     assert status(again, "/events?limit=1", key) == 200
     assert status(again, f"/feed?after={token}", key) == 200, "a sync must not start over after a restart"
     assert again.stop(signal.SIGINT) == 0, again.output()

@@ -69,7 +69,7 @@ def start_tls(stacks: list[Up], data_dir: Path, prometheus: bool = False, cwd: P
     stacks.append(up)
     ready = up.wait_ready()
     assert f"mqtt=mqtts://127.0.0.1:{up.mqtt_port}" in ready and f"api=https://127.0.0.1:{up.api_port}" in ready
-    key = next(line for line in up.lines if line.startswith("API key")).rsplit(" ", 1)[1]
+    key = up.generated_key
     return up, key
 
 

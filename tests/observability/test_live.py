@@ -98,7 +98,7 @@ def call_api(up: Up, path: str, key: str | None = None) -> int:
 
 def send_requests(up: Up) -> None:
     """Good and bad HTTP requests, as a new user tries the API."""
-    key = next(line.rsplit(" ", 1)[1] for line in up.lines if line.startswith("API key"))
+    key = up.generated_key
     for _ in range(5):
         assert call_api(up, "/healthz") == 200
         assert call_api(up, "/readyz") == 200

@@ -126,6 +126,11 @@ class Up:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    @property
+    def generated_key(self) -> str:
+        """The API key `up` generated, from its file: the banner shows it only at the start that made it."""
+        return (self.data_dir / "api-key").read_text().strip()
+
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from eventpipe.config import Settings
 from eventpipe.host import address
 from eventpipe.redaction import redact
@@ -28,13 +30,21 @@ def announce(
     )
     shown = "<a key of EVENTPIPE_API_KEYS or EVENTPIPE_API_KEYS_FILE>"
     if generated:
-        # The user's own keys are never echoed; a generated one is theirs to copy, and the same at every start.
-        shown, made = generated
+        # The user's own keys are never echoed. A generated one is shown once, when it is made, for the user
+        # to copy; at every later start, where output may go to a journal, its file is named instead.
+        key, made = generated
         kept = settings.data_dir.resolve() / FILE_NAME
-        origin = f"generated, kept in {kept}" if made else f"kept in {kept} since an earlier start"
-        print(f"API key ({origin}; set EVENTPIPE_API_KEYS to choose your own): {shown}", flush=True)
+        if made:
+            shown = key
+            print(f"API key (generated, kept in {kept}; set EVENTPIPE_API_KEYS to choose your own): {key}", flush=True)
+        else:
+            shown = f"$(cat {shlex.quote(str(kept))})"
+            print(
+                f"API key: kept in {kept} since an earlier start (set EVENTPIPE_API_KEYS to choose your own)",
+                flush=True,
+            )
     trust = ""
     if tls:
         print(f"TLS: clients trust the local CA {tls.ca.resolve()}", flush=True)
-        trust = f"--cacert '{tls.ca.resolve()}' "
-    print(f"try: curl {trust}-H 'Authorization: Bearer {shown}' '{api_url}/events?limit=5'", flush=True)
+        trust = f"--cacert {shlex.quote(str(tls.ca.resolve()))} "
+    print(f"try: curl {trust}-H \"Authorization: Bearer {shown}\" '{api_url}/events?limit=5'", flush=True)
