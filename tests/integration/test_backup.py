@@ -208,12 +208,24 @@ def test_the_list_outlives_a_restore_and_leaves_out_a_backup_removed_from_the_di
     safety = backups.restore(first.name, 0, "test").replaced
     assert safety is not None
     assert [backup.name for backup in backups.listing()] == [safety.name, second.name, first.name]
+    assert walked(backups, 2) == [[safety.name, second.name], [first.name]]
 
     directory = backup_dir(clickhouse_dsn)
     if directory is None:
         pytest.skip("the server's backups disk is not on this machine")  # the container path
     shutil.rmtree(directory / second.name)
     assert [backup.name for backup in backups.listing()] == [safety.name, first.name]
+    # Pages are of the backups recorded, then those gone from the disk left out: one may come short.
+    assert walked(backups, 1) == [[safety.name], [], [first.name]]
+
+
+def walked(backups: Backups, limit: int) -> list[list[str]]:
+    pages, after = [], None
+    while True:
+        found, after = backups.page(limit, after)
+        pages.append([backup.name for backup in found])
+        if after is None:
+            return pages
 
 
 def test_the_admin_routes_need_an_admin_key_and_log_its_name(
@@ -244,7 +256,12 @@ def test_the_admin_routes_need_an_admin_key_and_log_its_name(
         body = taken.json()
         assert body["events"] == 12 and body["dead_letters"] == 0 and body["bytes"] > 0
         listed = api.get("/admin/backups", headers=AS_ADMIN)
-    assert listed.status_code == 200 and listed.json()["items"] == [body]
+    assert listed.status_code == 200 and listed.json() == {"items": [body], "next_cursor": None}
+    one = api.get("/admin/backups", params={"limit": 1}, headers=AS_ADMIN).json()
+    assert one == {"items": [body], "next_cursor": None}
+    forged = api.get("/admin/backups", params={"cursor": "AAAA" * 10}, headers=AS_ADMIN)
+    assert forged.status_code == 422 and forged.json()["error"] == "invalid_parameter", forged.text
+    assert api.get("/admin/backups", params={"limit": 0}, headers=AS_ADMIN).status_code == 422
     logged = [record.getMessage() for record in caplog.records]
     assert any("up#generated" in line and body["name"] in line for line in logged), logged
     assert not any(ADMIN in line for line in logged)

@@ -8,7 +8,8 @@ import clickhouse_connect
 import pytest
 
 from eventpipe.errors import BackupError
-from eventpipe.store.backup import Backup, Backups
+from eventpipe.store.backup import Backups
+from eventpipe.store.catalog import Backup
 from eventpipe.store.migration import migrate
 from tests.integration.test_backup import ids, seed
 

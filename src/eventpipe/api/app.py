@@ -110,7 +110,7 @@ def create_app(
         feed.router(reader, keys, cursors),
     ]
     if backups is not None:
-        routers.append(backup.router(backups, keys))
+        routers.append(backup.router(backups, keys, cursors))
     if admin is not None:
         routers.append(maintenance.router(admin, keys, cursors))
     for included in routers:

@@ -9,13 +9,14 @@ from pydantic import BaseModel, Field
 
 from eventpipe.api.admin import FORBIDDEN, AdminKey, admin_key
 from eventpipe.api.auth import KeyCheck
+from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import KEYED, ApiError, responses
 from eventpipe.api.model import rfc3339
-from eventpipe.api.param import only_known
+from eventpipe.api.param import Cursor, Limit, only_known
 from eventpipe.errors import BackupError
 from eventpipe.redaction import redact
-from eventpipe.store.backup import Backup as StoredBackup
 from eventpipe.store.backup import Backups
+from eventpipe.store.catalog import Backup as StoredBackup
 from eventpipe.store.naming import EXAMPLE_NAME
 
 # The backup's own failure has a code of its own, with ClickHouse's reason (redacted) in `detail`.
@@ -53,10 +54,15 @@ class Backup(BaseModel):
 
 
 class BackupList(BaseModel):
-    items: list[Backup] = Field(description="Newest first; a backup removed from the disk is not listed.")
+    items: list[Backup] = Field(
+        description="Newest first; a backup removed from the disk is not listed, so a page may hold fewer than `limit`."
+    )
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page."
+    )
 
 
-def router(backups: Backups, keys: KeyCheck) -> APIRouter:
+def router(backups: Backups, keys: KeyCheck, cursors: Cursors) -> APIRouter:
     api = APIRouter(
         prefix="/admin",
         tags=["admin"],
@@ -91,10 +97,15 @@ def router(backups: Backups, keys: KeyCheck) -> APIRouter:
         )
         return Backup.of(taken)
 
-    @api.get("/backups", summary="The backups that can be restored, newest first")
-    def listing(key: AdminKey) -> BackupList:
-        found = backups.listing()
+    @api.get("/backups", summary="The backups that can be restored, newest first, one page at a time")
+    def listing(key: AdminKey, limit: Limit = 100, cursor: Cursor = None) -> BackupList:
+        query_scope = cursors.scope("backups")
+        after = cursors.decode(cursor, query_scope) if cursor else None
+        found, resume = backups.page(limit, after)
         log.info("admin %s: listed %d backups", key, len(found))
-        return BackupList(items=[Backup.of(backup) for backup in found])
+        return BackupList(
+            items=[Backup.of(backup) for backup in found],
+            next_cursor=cursors.encode(resume, query_scope) if resume else None,
+        )
 
     return api

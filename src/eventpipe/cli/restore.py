@@ -16,7 +16,8 @@ from eventpipe.host import interrupted_by
 from eventpipe.redaction import redact
 from eventpipe.stack.lock import stopped
 from eventpipe.stack.private import private_store
-from eventpipe.store.backup import Backup, Backups
+from eventpipe.store.backup import Backups
+from eventpipe.store.catalog import Backup
 from eventpipe.store.client import backup_dir, connect
 from eventpipe.store.dsn import embedded_dsn
 

@@ -31,6 +31,7 @@ from clickhouse_connect.driver.client import Client
 from eventpipe.errors import BackupError, EventpipeError, StorageError
 from eventpipe.store import job
 from eventpipe.store.attachment import HELD, counted, held, opened, present
+from eventpipe.store.catalog import RECORDED, Backup, cut, recorded_query
 from eventpipe.store.disk import discard, room_for_backup, room_for_rehearsal
 from eventpipe.store.failure import classified
 from eventpipe.store.halfway import drop_all, mark, taken_before, unfinished_restore
@@ -40,6 +41,7 @@ from eventpipe.store.mark import RUNNING_WITHIN_MS, retire_all, running_workers
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, upgrade
 from eventpipe.store.naming import check_name, new_name, on_disk, taken_ms
 from eventpipe.store.numbering import renumber
+from eventpipe.store.page import Position
 from eventpipe.store.query import quoted
 from eventpipe.store.scratch import drop_leftovers, new_scratch
 
@@ -52,16 +54,6 @@ RECORD_RESTORE = (
     "INSERT INTO restores (restored_at, backup, taken_by, restore_id, finished)"
     " SELECT now64(3, 'UTC'), {backup:String}, {by:String}, {id:UInt64}, {finished:UInt8}"
 )
-# The catalog's backups, as Backup takes them.
-RECORDED = "SELECT name, toUnixTimestamp64Milli(taken_at), events, dead_letters, bytes FROM backups FINAL"
-
-
-class Backup(NamedTuple):
-    name: str
-    taken_ms: int
-    events: int
-    dead_letters: int
-    bytes: int
 
 
 class Restored(NamedTuple):
@@ -95,13 +87,19 @@ class Backups:
             return self._take(taken_by)
 
     def listing(self) -> list[Backup]:
-        """The recorded backups still on the disk, newest first (one removed from the disk is left out)."""
+        """Every recorded backup still on the disk, newest first."""
+        return self.page(None)[0]
+
+    def page(self, limit: int | None, after: Position | None = None) -> tuple[list[Backup], Position | None]:
+        """Up to `limit` recorded backups after `after` (all with None), newest first, those still on the disk,
+        and where the next page starts. A backup removed from the disk is left out, so a page may be short:
+        each one is looked for on the disk, which is what a list without a limit made grow with every backup."""
+        query = recorded_query(limit, after)
         with self._lock:
-            rows = self._rows(f"{RECORDED} ORDER BY taken_at DESC, name DESC")
-            found = [Backup(*row) for row in rows]
+            found, resume = cut([Backup(*row) for row in self._rows(query.sql, query.parameters)], limit)
             database = self._rows("SELECT currentDatabase()")[0][0]
             # One damaged backup is left out, not the whole list failed with it.
-            return [backup for backup in found if present(self._client, backup.name, database)]
+            return [backup for backup in found if present(self._client, backup.name, database)], resume
 
     def restore(
         self, name: str, retention_days: int, taken_by: str, replacing: Callable[[Backup], None] | None = None
