@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from paho.mqtt.client import topic_matches_sub
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES, PROBE_TOPIC
@@ -294,15 +294,3 @@ class Settings(BaseSettings):
         """The worker's topic filter, as it subscribes, as it is shown, and as old versions subscribed."""
         secret = None if self.mqtt_session_secret is None else self.mqtt_session_secret.get_secret_value()
         return subscription(self.mqtt_topic, self.mqtt_share_group, secret)
-
-
-def settings_problem(exc: ValidationError, flags: dict[str, str] | None = None) -> str:
-    """What is wrong with which setting, without the values: pydantic would echo every input, keys included.
-    `flags`: the settings a command line gave, by field, named by their flag instead of their variable."""
-    problems = []
-    for error in exc.errors(include_input=False, include_url=False):
-        field = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        source = (flags or {}).get(field) or f"EVENTPIPE_{field.upper()}"
-        problems.append(f"{field} ({source}): {message}" if field else message)
-    return "invalid settings: " + "; ".join(problems)

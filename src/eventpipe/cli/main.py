@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }[args.command]
         return run(args)
     except ValidationError as exc:
-        from eventpipe.config import settings_problem
+        from eventpipe.cli.variables import settings_problem
 
         print(f"eventpipe {args.command}: error: {settings_problem(exc)}", file=sys.stderr)
         return 2

@@ -1,10 +1,13 @@
-"""EVENTPIPE_ variables that no setting reads: a misspelt one (EVENTPIPE_RETENTION_DAY) ran on the default
-without a word, so `eventpipe` names each at start, with the setting it most likely meant."""
+"""EVENTPIPE_ variables as a user sets them: those that no setting reads (a misspelt one,
+EVENTPIPE_RETENTION_DAY, ran on the default without a word, so `eventpipe` names each at start, with the
+setting it most likely meant), and what is wrong with those that it does read, named by variable."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+
+from pydantic import ValidationError
 
 from eventpipe.config import Settings
 
@@ -32,3 +35,15 @@ def warning(environ: Mapping[str, str]) -> str | None:
     if not names:
         return None
     return f"eventpipe: warning: no setting reads {', '.join(names)}: ignored (README, Configuration)"
+
+
+def settings_problem(exc: ValidationError, flags: dict[str, str] | None = None) -> str:
+    """What is wrong with which setting, without the values: pydantic would echo every input, keys included.
+    `flags`: the settings a command line gave, by field, named by their flag instead of their variable."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        source = (flags or {}).get(field) or f"EVENTPIPE_{field.upper()}"
+        problems.append(f"{field} ({source}): {message}" if field else message)
+    return "invalid settings: " + "; ".join(problems)

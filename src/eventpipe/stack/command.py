@@ -20,7 +20,8 @@ from eventpipe.cli.runtime import (
     setup_logging,
     warn_password_flag,
 )
-from eventpipe.config import Settings, settings_problem
+from eventpipe.cli.variables import settings_problem
+from eventpipe.config import Settings
 from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.host import address, raise_file_limit
 from eventpipe.ingest.assembly import assemble
