@@ -2,7 +2,7 @@
 
 FastAPI reads and parses a route's JSON body before its dependencies run, the
 key check among them, so without a bound anyone could send 300 MB and cost the
-process a gigabyte of memory for a 401 (found by an attack). A body announced
+process a gigabyte of memory for a 401. A body announced
 larger is refused at its first read, unread; one sent without a length, once
 that many bytes came. Refused where the route reads it, so the answer is
 counted under its route, in the API's one error shape (FastAPI's own

@@ -51,7 +51,7 @@ def seat(request: Request, slots: Slots, key: str) -> None:
     if held is not None and not held:  # one a request, however often its key is checked
         held.append(slots.take(key))
         # Seats alone bound a key's requests, not their cost: one key's 8 live counts made every other key's
-        # page 14 times slower (an attack). On the embedded engine its reads run in a lane of its own
+        # page 14 times slower. On the embedded engine its reads run in a lane of its own
         # (store.pool), one at a time, beside other keys' reads.
         CALLER.set(key)
 

@@ -184,7 +184,7 @@ def _repeated_fields(body: bytes) -> list[str]:
 
     try:
         json.loads(body, object_pairs_hook=pairs)
-    except (ValueError, RecursionError):  # a nesting FastAPI's own parse just took was a 500 here (a review)
+    except (ValueError, RecursionError):  # a nesting FastAPI's own parse just took was a 500 here
         return []
     return repeated
 

@@ -95,7 +95,7 @@ class Rejection(NamedTuple):
     @property
     def dead_letter_id(self) -> str:
         # Stable across redeliveries so the dead_letters table collapses them too. A cut payload's size and
-        # digest join it: two oversize messages that began alike were one letter (an attack).
+        # digest join it: two oversize messages that began alike were one letter.
         cut = f"\n{self.payload_size}\n{self.digest}" if self.payload_size > len(self.payload) else ""
         return str(uuid.uuid5(ID_NAMESPACE, self.topic + "\n" + self.payload.decode("latin-1") + cut))
 

@@ -10,7 +10,7 @@ def limits_from(settings: Settings) -> Limits:
     past_days, past_setting = settings.max_past_days, "EVENTPIPE_MAX_PAST_DAYS"
     if settings.retention_days and (not past_days or settings.retention_days < past_days):
         # The TTL drops an event older than the retention as it is inserted: stored, counted and
-        # acknowledged, then in no read and no dead letter (found by an attack). A dead letter says so.
+        # acknowledged, then in no read and no dead letter. A dead letter says so.
         past_days, past_setting = settings.retention_days, "EVENTPIPE_RETENTION_DAYS"
     return Limits(
         max_payload_bytes=settings.max_payload_bytes,

@@ -132,7 +132,7 @@ class Replayer:
                 failed.append((letter, str(result.reason), result.detail[:MAX_DETAIL_CHARS]))
             elif self._limits.retention_ms and result.timestamp_ms < now_ms - self._limits.retention_ms:
                 # Checked against its receipt it passed, but the TTL runs from now: stored, it would
-                # expire as it was inserted, and be reported replayed (found by a review).
+                # expire as it was inserted, and be reported replayed.
                 days = self._limits.retention_ms / 86_400_000
                 detail = f"timestamp is more than {days:g} days old, past the retention (EVENTPIPE_RETENTION_DAYS)"
                 failed.append((letter, str(Reason.INVALID_TIMESTAMP), detail))

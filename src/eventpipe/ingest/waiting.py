@@ -67,7 +67,7 @@ class Waiting:
     def _bound(self) -> None:
         """Keep what waits within EVENTPIPE_MAX_HELD_BYTES: normally one read does, but each close the valve
         reads to its end adds what the broker sent before it, and a broker closing again and again while the
-        store is down grew it by 5 MB in 30 closes (found by an attack). The oldest QoS 0 goes, counted;
+        store is down grew it by 5 MB in 30 closes. The oldest QoS 0 goes, counted;
         QoS 1 stays (after a lost session it is the only copy), bounded by the broker's window."""
         sizes = [held_size(item) for item in self._items]
         over = sum(sizes) - self._max_bytes

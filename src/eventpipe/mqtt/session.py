@@ -29,7 +29,7 @@ def share_group(name: str, secret: str) -> str:
     Any client may subscribe to `$share/<group>/...` (Mosquitto's ACL cannot refuse a subscription),
     and the broker hands each message to one member of the group: one a producer's ACL forbids it
     to deliver to, which Mosquitto then drops for the whole group. A producer subscribed to the plain
-    group (or left a session there) lost every other acknowledged event without a trace (an attack).
+    group (or left a session there) lost every other acknowledged event without a trace.
     Keyed apart from the session ids, so neither can be computed from the other."""
     return _signed(name, f"$share/{name}", secret)
 

@@ -83,7 +83,7 @@ class Valve(mqtt.Client):
             if self._shut:
                 self._reopen()
             # What waits from an earlier connection while this one is read: offered on every pass, or it
-            # would wait for the next message to arrive (found by an attack).
+            # would wait for the next message to arrive.
             self.on_room()
             return super()._loop(timeout)
         if not self._shut:

@@ -2,7 +2,7 @@
 
 Made under the umask, `<data dir>/clickhouse` and `<data dir>/backups` were
 0755 with files 0644: any local user read event and user ids out of a backup,
-erased users' among them, with none of the API's keys (found by an attack). A
+erased users' among them, with none of the API's keys. A
 server keeps its files to its own user; these are made so too, by `eventpipe
 up` at every start and by `eventpipe restore` on a data dir. Only these two,
 which eventpipe owns: a chdb:// DSN given by hand names a directory its

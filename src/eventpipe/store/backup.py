@@ -186,7 +186,7 @@ class Backups:
                 log.warning("restored %s, but could not count the erasures since it: %s", name, exc)
             except KeyboardInterrupt:
                 # A stop asked for once the store is whole: said as a count not taken, not as an interruption
-                # that left the erasures to redo unsaid (a review).
+                # that left the erasures to redo unsaid.
                 log.warning("stopped before counting the erasures to redo: the restore of %s is done", name)
             return Restored(name, events, dead_letters, replaced, erased, back, since)
 

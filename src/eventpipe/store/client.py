@@ -44,7 +44,7 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
         # No server session: each insert and query stands alone, so concurrent
         # calls never trip over a locked session and read-only users work.
         # The interface from the scheme: the driver takes TLS from the port alone (443, 8443), and sent an
-        # https:// DSN's password in plain text to :8123 (found by an attack).
+        # https:// DSN's password in plain text to :8123.
         reach_s = min(5, timeout_s)
         client = clickhouse_connect.get_client(
             dsn=dsn,
@@ -58,7 +58,7 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
         client._backend.timeout = Timeout(connect=reach_s, read=timeout_s)
         # A redirect is not followed but answered as the driver's error for its status: urllib3 sent an
         # insert on with its body, a stream already read, empty, and a 200 there was taken for a stored
-        # batch (found by an attack). The driver's one retry of a failed connection stays.
+        # batch. The driver's one retry of a failed connection stays.
         client.http_retries = Retry(total=1, redirect=False)  # type: ignore[assignment]  # urllib3 takes a Retry
         _raise_late_failures(client)
     return client

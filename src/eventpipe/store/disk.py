@@ -20,7 +20,7 @@ SPARE_BYTES = 64 * MIB
 # until its timeout), and its mutation file may be left empty, which stops the next start.
 MIN_FREE_BYTES = 32 * MIB
 # The filesystem's size, not the disk's: ClickHouse takes a disk's keep_free_space_bytes off its total_space,
-# so one disk with that set looked like another filesystem than its neighbour (found by the review).
+# so one disk with that set looked like another filesystem than its neighbour.
 FREE = "SELECT free_space, path, total_space + keep_free_space FROM system.disks WHERE name = {disk:String}"
 STORE_BYTES = (
     "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = {db:String}"

@@ -29,7 +29,7 @@ def embedded_dsn(data_dir: Path) -> str:
     path = (data_dir / EMBEDDED_STORE).resolve()
     if set(str(path)) & set("?#"):
         # The driver reads the DSN as a URL and does not decode its path: `d#x` put the store in `d`,
-        # outside the data dir and its rights, and `d?q` shared it with `d#x` (found by an attack).
+        # outside the data dir and its rights, and `d?q` shared it with `d#x`.
         raise ConfigError(
             f"the data dir {data_dir} holds '?' or '#', which end the embedded engine's path: "
             "choose another (--data-dir, or EVENTPIPE_DATA_DIR)"

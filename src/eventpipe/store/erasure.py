@@ -113,7 +113,7 @@ class Eraser:
         # On the embedded engine (chdb://) only this process can reach the store: a replay marked by
         # another has ended with it, killed or not, and is not waited for (store.mark.PROCESS). Before,
         # for 30 minutes after `eventpipe up` was killed during a replay, every erasure waited its
-        # minute and answered complete: false (found by an attack). On a server it may run elsewhere.
+        # minute and answered complete: false. On a server it may run elsewhere.
         self._embedded = embedded
 
     def erase(self, user_id: str) -> Erased:
@@ -146,7 +146,7 @@ class Eraser:
             )
         # Letters as events: those received before the call, counted once the workers have committed them,
         # just before they go. Counted at the start, and deleted with no cut after the wait, the answer and
-        # the audit said 836 letters where 1,211 went (found by an attack on the admin operations). Before
+        # the audit said 836 letters where 1,211 went. Before
         # the second pass: a replay that read some of them first has stored their events by its end.
         letters = {**mentioned, "cut": cut, "token": token}
         dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {LETTERS}", letters)  # noqa: S608

@@ -89,7 +89,7 @@ RETRY_STATUSES = frozenset({408, 429})
 # A failure ClickHouse writes into an answer whose 200 has gone out (the HTTP interface's "response codes
 # caveats"): since 25.x inside a block its X-ClickHouse-Exception-Tag header names, before that as the body
 # itself. Not only DB::Exception: a disk filling mid-insert is DB::ErrnoException, Keeper's is
-# Coordination::Exception (found by an attack).
+# Coordination::Exception.
 EXCEPTION_TAG = "X-ClickHouse-Exception-Tag"
 UNTAGGED_FAILURE = re.compile(r"\A\s*Code: \d+\. [\w:]*Exception")
 FAILURE_CODE = re.compile(r"Code: (\d+)\.")

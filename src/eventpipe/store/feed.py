@@ -60,7 +60,7 @@ EMPTY_ROUNDS = 4
 # With them, the store's generation: the id of its newest finished restore, 0 before any
 # (store.schema.record.RESTORES), in the same query, so a page costs no round trip more (the generation alone
 # when there is no part). Finished only: a restore killed before its drop left the store as it was, and its
-# row turned every partner's token away for nothing (found by an attack).
+# row turned every partner's token away for nothing.
 GENERATION = f"SELECT argMaxIf(restore_id, {NEWEST}, finished) FROM restores"  # noqa: S608 - constants
 PART_FIELDS = "name, min_block_number, max_block_number, toUnixTimestamp(min_time), toUnixTimestamp(max_time), rows"
 PARTS_QUERY = Query(

@@ -40,7 +40,7 @@ _TOKEN = re.compile(r"[0-9a-f]{32}")
 # A call that failed leaves its row for the deletes it left running. Any later erasure removes it, but only
 # once no call can still be running: another API process's call of the same user dropped the row of one
 # between two deletes, whose next delete then failed (an Array's scalar subquery with no row is an error, not
-# NULL), and a delete submitted after the drop could never finish (found by an attack). Each statement of a
+# NULL), and a delete submitted after the drop could never finish. Each statement of a
 # call gives up within minutes (the API's admin client waits 900 s): after a day it has ended, one way or the
 # other, and its row serves nothing. Any user's erasure, not only the same user's: a failed call retried at
 # once (as its 503 says) left its row, and the id in it, until the same user was erased again a day later.

@@ -116,7 +116,7 @@ def ours(client: Client, scratch: str, name: str, database: str) -> None:
     """BackupError unless backup `name`, attached as `scratch`, is eventpipe's, of a version this code knows:
     the tables every restore needs, the ledger as migrations make it, and each table of an engine the
     migrations make it with. A plain BACKUP of tables of those names got past every check, dropped the
-    store, then failed to migrate on every rerun (found by an attack)."""
+    store, then failed to migrate on every rerun."""
     held = {str(table): str(engine) for table, engine in _rows(client, TABLES, {"d": scratch})}
     if not held:
         raise BackupError(
@@ -143,7 +143,7 @@ def ours(client: Client, scratch: str, name: str, database: str) -> None:
 
 def not_newer(client: Client, scratch: str, name: str) -> None:
     """BackupError if backup `name`, attached as `scratch`, is of a schema newer than this code knows:
-    its restore would drop the store, then fail to migrate what it brought back (found by an attack)."""
+    its restore would drop the store, then fail to migrate what it brought back."""
     with reading_back(name):
         newest = client.query(f"SELECT max(version) FROM {quoted(scratch)}.schema_migrations").result_rows  # noqa: S608
     try:
@@ -171,7 +171,7 @@ def rehearse(client: Client, restore_as: str, scratch: str, name: str) -> None:
 
     The attached backup that `verify` checks shows the parts whose folders are there and no others (a
     part that cannot be loaded is skipped), so a part's folder gone passed it, while RESTORE, which reads
-    the file list in `.backup`, failed after the drop and left `events` empty (found by an attack). The
+    the file list in `.backup`, failed after the drop and left `events` empty. The
     rehearsal is that same RESTORE (0.8 to 2.4 s at 10M events), so what fails it fails here."""
     try:
         job.run(client, restore_as)

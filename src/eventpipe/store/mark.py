@@ -76,7 +76,7 @@ def running_replays(client: Client, this_process_only: bool = False) -> set[str]
 # Every worker (and replay) the restored marks hold as running, retired: the stack is stopped during a
 # restore, and each worker that comes back marks itself running again at its start. Kept running, one that
 # never came back (scaled down, or named otherwise on a new host) held the feed's complete_until at its last
-# mark for good, and every erasure answered incomplete (found by an attack). Stamped a millisecond after the
+# mark for good, and every erasure answered incomplete. Stamped a millisecond after the
 # worker's own last mark, not with the restoring machine's clock: one ahead of the workers' had a worker
 # that came back count as retired until that clock's time, complete_until passing its batches in flight (a
 # review). Session marks are retired already, and keep saying when each session was last held.

@@ -29,7 +29,7 @@ def rebuild_table(client: Client, rebuild: Rebuild) -> None:
         client.command(f"INSERT INTO {scratch} SELECT * FROM {table}{final}")  # noqa: S608 - names are constants
         # As in refill_table, migrators must take turns. Without these checks a second one dropped the first's
         # copy and made its own, both swapped, the second swap put the old table back, and the ledger said
-        # done over the old definition (found by an attack): now whichever sees another's hand stops, and
+        # done over the old definition: now whichever sees another's hand stops, and
         # a rerun finishes from whatever state the two left.
         if catalog(client, scratch, "uuid") != made or rebuilt(client, rebuild):
             raise HaltStorageError(f"{scratch} was made again during the copy: is another migrator running?")
