@@ -158,18 +158,17 @@ def _serve(
     # --metrics-port, and the API's there too, on a path of its own (never on the API's port).
     registry = process_registry()  # one process: its CPU and memory are reported once, here
     api_registry = CollectorRegistry()
-    # And the broker's statistics, on a third path, as compose's exporter serves them (job "mosquitto").
-    broker_registry = None
-    if statistics is not None:
-        broker_registry = CollectorRegistry()
-        broker_registry.register(statistics)
+    # And the broker's, on a third path, as compose's exporter serves them (job "mosquitto"): its statistics
+    # and what its log says of packets refused or dropped for their size.
+    broker_registry, journal = None, None
+    if broker is not None:
+        broker_registry, journal = CollectorRegistry(), Journal(broker.log_file, log_start)
+        broker_registry.register(journal)
+        if statistics is not None:
+            broker_registry.register(statistics)
     metrics_server = serve_metrics(
         registry, settings.metrics_host, settings.metrics_port, api=api_registry, broker=broker_registry
     )
-    journal = None
-    if broker is not None:
-        journal = Journal(broker.log_file, log_start)
-        registry.register(journal)
     if not settings.clickhouse_dsn:
         registry.register(Volume(settings.data_dir / EMBEDDED_STORE))
     worker, prober = assemble(settings, registry)
@@ -206,7 +205,7 @@ def _serve(
             # Reached where EVENTPIPE_METRICS_HOST makes it listen (a wildcard through the loopback).
             address(settings.metrics_host, settings.metrics_port),
             rules,
-            broker=statistics is not None,
+            broker=broker_registry is not None,
         )
         skipped = no_rules or prometheus.start(inherit_fds=(lock.fileno(),))
         if skipped:

@@ -47,7 +47,7 @@ scrape_configs:
 {broker_job}"""
 
 BROKER_JOB = """
-  # The broker `up` started: its $SYS statistics, read by `up` (stack/statistics.py)
+  # The broker `up` started: its $SYS statistics and its log's oversize packets, read by `up`
   # and served on the same listener, as compose's exporter serves them.
   - job_name: mosquitto
     metrics_path: {broker_path}
