@@ -51,6 +51,8 @@ def test_a_setting_that_cannot_work_is_named_by_its_variable(
     done = run_eventpipe(command, env=env, timeout=90)
     assert done.returncode == 2, done.stderr[-800:]
     assert variable in done.stderr and "Traceback" not in done.stderr, done.stderr[-800:]
+    # The flags are `up`'s: this command has none, and `eventpipe up` is not what was run.
+    assert "-port" not in done.stderr and "eventpipe up" not in done.stderr, done.stderr[-800:]
 
 
 @pytest.mark.parametrize(

@@ -110,8 +110,9 @@ class ApiServer:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def start(self, timeout: float = 15.0) -> None:
-        """Start serving; raise ConfigError if it is not listening within `timeout`."""
+    def start(self, timeout: float = 15.0, flag: str = "") -> None:
+        """Start serving; raise ConfigError if it is not listening within `timeout`. `flag`: the command's own
+        option for the port, named beside the variable in an error."""
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -123,7 +124,7 @@ class ApiServer:
                     )
                 raise ConfigError(
                     f"the API could not listen on {self._host}:{self._port}; pick another port "
-                    "(EVENTPIPE_API_PORT, or `eventpipe up --api-port`)"
+                    f"(EVENTPIPE_API_PORT{f', or {flag}' if flag else ''})"
                 )
             time.sleep(0.05)
 

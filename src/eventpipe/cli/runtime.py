@@ -176,9 +176,11 @@ def serve_metrics(
     port: int,
     api: CollectorRegistry | None = None,
     broker: CollectorRegistry | None = None,
+    flag: str = "",
 ) -> Exporter:
     """The process's metrics listener (EVENTPIPE_METRICS_HOST, EVENTPIPE_METRICS_PORT), started; with `api`
-    and `broker`, also the API's and the broker's registries, each on its own path (ingest.exporter)."""
+    and `broker`, also the API's and the broker's registries, each on its own path (ingest.exporter).
+    `flag`: the command's own option for the port, named beside the variable in an error."""
     server = Exporter(registry, host, port, api=api, broker=broker)
     try:
         server.start()
@@ -190,7 +192,7 @@ def serve_metrics(
             ) from exc
         raise ConfigError(
             f"cannot serve metrics on {host}:{port}: {exc.strerror}; pick another port "
-            "(EVENTPIPE_METRICS_PORT, or `eventpipe up --metrics-port`)"
+            f"(EVENTPIPE_METRICS_PORT{f', or {flag}' if flag else ''})"
         ) from exc
     return server
 

@@ -167,7 +167,12 @@ def _serve(
         if statistics is not None:
             broker_registry.register(statistics)
     metrics_server = serve_metrics(
-        registry, settings.metrics_host, settings.metrics_port, api=api_registry, broker=broker_registry
+        registry,
+        settings.metrics_host,
+        settings.metrics_port,
+        api=api_registry,
+        broker=broker_registry,
+        flag="--metrics-port",
     )
     if not settings.clickhouse_dsn:
         registry.register(Volume(settings.data_dir / EMBEDDED_STORE))
@@ -196,7 +201,7 @@ def _serve(
     def serve() -> str | None:
         """Open the API and Prometheus, say so, and run until a signal or a problem (returned)."""
         nonlocal settings, prometheus
-        api.start()
+        api.start(flag="--api-port")
         # Port 0 is any free port: the banner and Prometheus' targets name the ones bound.
         settings = settings.model_copy(update={"api_port": api.port, "metrics_port": metrics_server.port})
         prometheus = Prometheus(
