@@ -139,6 +139,13 @@ def test_anything_after_or_around_the_object_that_is_not_json_is_rejected(payloa
     assert rejection("events/x", payload).reason == Reason.INVALID_JSON
 
 
+def test_a_whole_number_too_long_for_python_is_a_dead_letter_saying_what_to_send() -> None:
+    refused = rejection("events/x", b'{"n": ' + b"7" * 4301 + b"}")
+    assert refused.reason == Reason.INVALID_JSON
+    assert refused.detail == "payload holds a whole number of over 4,300 digits: send it as a string"
+    assert isinstance(parse("events/x", b'{"n": ' + b"7" * 4300 + b"}", RECEIVED_MS, LIMITS), Event)
+
+
 def test_properties_keep_text_as_sent_and_leave_out_null_contract_fields() -> None:
     row = event("events/x", {"user_id": None, "city": "Zürich", "tags": ["ß", {"n": None}], "n": 1.5})
     assert row.user_id is None

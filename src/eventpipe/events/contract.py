@@ -8,6 +8,7 @@ cheap tests on the raw text.
 from __future__ import annotations
 
 import hashlib
+import sys
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -143,6 +144,12 @@ def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: i
     except RecursionError:
         raise _Invalid(Reason.TOO_DEEP, f"payload nests deeper than {limits.max_depth} levels") from None
     except ValueError as exc:
+        if "integer string conversion" in str(exc):
+            # Python's own words advise sys.set_int_max_str_digits(), which neither producer nor operator can use.
+            raise _Invalid(
+                Reason.INVALID_JSON,
+                f"payload holds a whole number of over {sys.get_int_max_str_digits():,} digits: send it as a string",
+            ) from None
         raise _Invalid(Reason.INVALID_JSON, f"payload is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise _Invalid(Reason.NOT_AN_OBJECT, f"payload is a JSON {_json_kind(body)}, not an object")
