@@ -108,6 +108,7 @@ def _check_present(dsn: str, name: str) -> None:
     directory = backup_dir(dsn)
     if directory is None or (directory / name / ".backup").is_file():
         return
-    there = sorted(path.name for path in directory.glob("*") if (path / ".backup").is_file())
-    listed = ", ".join(there[-5:]) if there else "none"
-    raise BackupError(f"no backup {name} in {directory}; the newest there: {listed}")
+    # Names begin with the time taken: newest first, as GET /admin/backups lists them.
+    there = sorted((path.name for path in directory.glob("*") if (path / ".backup").is_file()), reverse=True)
+    listed = ", ".join(there[:5]) if there else "none"
+    raise BackupError(f"no backup {name} in {directory}; the newest there, newest first: {listed}")
