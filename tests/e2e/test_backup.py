@@ -168,7 +168,10 @@ def test_restore_and_fill_refuse_a_running_stack_and_restore_a_backup_it_does_no
 
     unknown = run_eventpipe("restore", "--data-dir", str(data), "--backup", UNKNOWN)
     assert unknown.returncode == 2
-    assert f"no backup {UNKNOWN} in {(data / 'backups').resolve()}; the newest there, newest first: {name}" in unknown.stderr
+    assert (
+        f"no backup {UNKNOWN} in {(data / 'backups').resolve()}; the newest there, newest first: {name}"
+        in unknown.stderr
+    )
     for hostile in ("../../etc", f"{name}/..", f"{name}' --"):
         refused = run_eventpipe("restore", "--data-dir", str(data), "--backup", hostile)
         assert refused.returncode == 2 and "not a backup name" in refused.stderr, refused.stderr

@@ -241,7 +241,11 @@ def test_the_admin_routes_need_an_admin_key_and_log_its_name(
     for method in ("GET", "POST"):
         refused = api.request(method, "/admin/backups", headers=AUTH)
         assert refused.status_code == 403, refused.text
-        assert refused.json() == {"error": "forbidden", "detail": "this endpoint needs an admin key"}
+        assert refused.json() == {
+            "error": "forbidden",
+            "detail": 'this endpoint needs an admin key: one marked "admin": true in EVENTPIPE_API_KEYS_FILE '
+            "(no key of EVENTPIPE_API_KEYS is)",
+        }
         assert api.request(method, "/admin/backups").status_code == 401
         assert api.request(method, "/admin/backups", headers={"Authorization": "Bearer nope"}).status_code == 401
         assert api.request(method, "/admin/backups", params={"x": "1"}, headers=AUTH).status_code == 403

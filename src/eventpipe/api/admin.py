@@ -12,11 +12,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends
 
-from eventpipe.api.auth import Granted, admin_only
+from eventpipe.api.auth import ADMIN_ONLY, Granted, admin_only
 from eventpipe.api.error import ErrorBody
 
 # The 403 of the /admin/ routes, as their OpenAPI document shows it.
-REFUSED = {"error": "forbidden", "detail": "this endpoint needs an admin key"}
+REFUSED = {"error": "forbidden", "detail": ADMIN_ONLY}
 FORBIDDEN: dict[int | str, dict[str, Any]] = {
     403: {
         "model": ErrorBody,

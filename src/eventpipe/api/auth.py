@@ -24,6 +24,11 @@ from eventpipe.api.slot import Slots
 from eventpipe.api.throttle import Throttle, retry_after
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# Says where admin keys come from: with EVENTPIPE_API_KEYS alone there is none, and the 403 did not say so.
+ADMIN_ONLY = (
+    'this endpoint needs an admin key: one marked "admin": true in EVENTPIPE_API_KEYS_FILE '
+    "(no key of EVENTPIPE_API_KEYS is)"
+)
 # auto_error off: a missing header gets our error shape, not FastAPI's 403.
 bearer = HTTPBearer(
     auto_error=False, description="A key from EVENTPIPE_API_KEYS, or one whose SHA-256 is in EVENTPIPE_API_KEYS_FILE."
@@ -117,4 +122,4 @@ async def every_type(grant: Granted) -> None:
 def admin_only(grant: Granted) -> None:
     """For the /admin/ routes: a key without `"admin": true` gets 403."""
     if not grant.admin:
-        raise ApiError(403, "forbidden", "this endpoint needs an admin key")
+        raise ApiError(403, "forbidden", ADMIN_ONLY)
