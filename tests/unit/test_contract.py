@@ -139,6 +139,16 @@ def test_anything_after_or_around_the_object_that_is_not_json_is_rejected(payloa
     assert rejection("events/x", payload).reason == Reason.INVALID_JSON
 
 
+def test_the_type_comes_from_the_level_the_filters_wildcard_matched() -> None:
+    assert parse("events", b'{"event_type": "click"}', RECEIVED_MS, LIMITS).event_type == "click"  # type: ignore[union-attr]
+    assert parse("events/a/b", b"{}", RECEIVED_MS, LIMITS).event_type == "b"  # type: ignore[union-attr]
+    tenant = Limits(topic_filter="tenants/+/events/#")
+    assert rejection("tenants/t1/events", b"{}", tenant).reason == Reason.MISSING_EVENT_TYPE
+    assert parse("tenants/t1/events/view", b"{}", RECEIVED_MS, tenant).event_type == "view"  # type: ignore[union-attr]
+    exact = Limits(topic_filter="events/+")
+    assert parse("events/view", b"{}", RECEIVED_MS, exact).event_type == "view"  # type: ignore[union-attr]
+
+
 def test_a_whole_number_too_long_for_python_is_a_dead_letter_saying_what_to_send() -> None:
     refused = rejection("events/x", b'{"n": ' + b"7" * 4301 + b"}")
     assert refused.reason == Reason.INVALID_JSON
@@ -233,6 +243,7 @@ def test_user_id_is_optional_and_numbers_become_strings() -> None:
         ("events/x", b'"hello"', Reason.NOT_AN_OBJECT),
         ("events/x", b"null", Reason.NOT_AN_OBJECT),
         ("events/", b"{}", Reason.MISSING_EVENT_TYPE),
+        ("events", b"{}", Reason.MISSING_EVENT_TYPE),  # events/# matches it, and its level is the filter's
         ("events/x", b'{"event_type": 7}', Reason.INVALID_EVENT_TYPE),
         ("events/x", b'{"event_type": "  "}', Reason.INVALID_EVENT_TYPE),
         ("events/x", b'{"event_type": "' + b"t" * 200 + b'"}', Reason.INVALID_EVENT_TYPE),

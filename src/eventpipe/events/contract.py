@@ -68,6 +68,9 @@ class Limits:
     envelope_keys: tuple[str, ...] = ENVELOPE_KEYS
     # The one topic where an event may be of PROBE_EVENT_TYPE: the workers' probes (EVENTPIPE_PROBE_TOPIC).
     probe_topic: str = PROBE_TOPIC
+    # The workers' topic filter (EVENTPIPE_MQTT_TOPIC): a topic its `#` matches with no level of its own
+    # (`events` under `events/#`) names no event type.
+    topic_filter: str = "events/#"
 
 
 class Event(NamedTuple):
@@ -167,7 +170,7 @@ def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: i
         event_type, event_id, timestamp, user_id = _from_envelope(
             body, limits.envelope_keys, event_type, event_id, timestamp, user_id
         )
-    event_type = _event_type(event_type, topic, limits.probe_topic)
+    event_type = _event_type(event_type, topic, limits)
     event_id = _event_id(event_id, topic, text)
     timestamp_ms = _timestamp(timestamp, received_ms, limits)
     user_id = _user_id(user_id)
@@ -194,9 +197,12 @@ def _from_envelope(body: dict[str, Any], envelope_keys: tuple[str, ...], *values
     return tuple(found)
 
 
-def _event_type(value: object, topic: str, probe_topic: str) -> str:
+def _event_type(value: object, topic: str, limits: Limits) -> str:
+    probe_topic = limits.probe_topic
     if value is None:
-        value = topic.rsplit("/", 1)[-1]
+        # Under `events/#` the topic `events` itself matches too; its last level is the filter's, no type.
+        parent = limits.topic_filter.endswith("#") and topic.count("/") < limits.topic_filter.count("/")
+        value = "" if parent else topic.rsplit("/", 1)[-1]
         if not value.strip() or value in ("#", "+"):
             raise _Invalid(Reason.MISSING_EVENT_TYPE, f"no event_type in payload and none in topic {topic!r}")
     if not isinstance(value, str) or not value.strip():

@@ -21,4 +21,5 @@ def limits_from(settings: Settings) -> Limits:
         retention_ms=settings.retention_days * 86_400_000,
         envelope_keys=tuple(settings.envelope_keys),
         probe_topic=settings.probe_topic,
+        topic_filter=settings.mqtt_topic,
     )
