@@ -21,7 +21,7 @@ from eventpipe.events.timestamp import to_epoch_ms
 LATEST_MS = 10**13
 TIME_HELP = (
     "RFC 3339 (2026-11-22T09:30:00Z), an HTTP or RFC 2822 date with its zone (Sun, 22 Nov 2026 09:30:00 GMT),"
-    " or epoch seconds or milliseconds"
+    " or epoch seconds or milliseconds (below 10^11 seconds, from 10^11 milliseconds)"
 )
 
 EventType = Annotated[str | None, Query(max_length=256, description="Only events of this type.", examples=["click"])]
