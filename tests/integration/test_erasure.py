@@ -250,6 +250,28 @@ def test_a_body_json_cannot_take_is_the_422_of_a_body_that_is_not_json_before_th
     assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type", "said"),
+    [
+        # curl -d without -H sends form encoding: FastAPI said "Input should be a valid dictionary or object".
+        (b'{"user_id": "a"}', None, "a JSON object, sent with the header 'Content-Type: application/json'"),
+        (b'{"user_id": "a"}', "text/plain", "sent with the header 'Content-Type: application/json'"),
+        (b"[1]", "application/json", "the body must be a JSON object, not an array"),
+        (b"notjson", "application/json", "the body is not JSON (Expecting value, at character 0)"),  # "body[0]"
+        (b'{"user_id": 1.5}', "application/json", "user_id: Input should be a string or an integer"),
+        (b'{"user_id": true}', "application/json", "user_id: Input should be a string or an integer"),
+    ],
+)
+def test_a_body_that_cannot_be_an_erasure_says_what_to_send(
+    api: TestClient, body: bytes, content_type: str | None, said: str
+) -> None:
+    headers = ADMIN if content_type is None else {**ADMIN, "Content-Type": content_type}
+    response = api.post("/admin/erase", content=body, headers=headers)
+    assert (response.status_code, response.json()["error"]) == (422, "invalid_parameter"), response.text
+    assert said in response.json()["detail"], response.text
+    assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
+
+
 def test_a_user_id_given_twice_is_refused_and_erases_neither(api: TestClient) -> None:
     # JSON keeps the last of two: the user erased was the second, whoever checked the first.
     body = f'{{"user_id": "{KEPT}", "user_id": "{ERASED}"}}'.encode()

@@ -108,9 +108,10 @@ def install(app: FastAPI) -> None:
         return _body(exc.status, exc.error, exc.detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        explained = "; ".join(_explain(error) for error in errors[:MAX_EXPLAINED])
+        as_json = "json" in request.headers.get("content-type", "").lower()
+        explained = "; ".join(_explain(error, as_json) for error in errors[:MAX_EXPLAINED])
         if len(errors) > MAX_EXPLAINED:
             explained += f"; and {len(errors) - MAX_EXPLAINED} more"
         return _body(422, "invalid_parameter", explained)
@@ -190,8 +191,20 @@ def _allowed(request: Request, said: str) -> str:
     return ", ".join(sorted(methods))
 
 
-def _explain(error: dict[str, object]) -> str:
+def _explain(error: dict[str, object], as_json: bool = True) -> str:
+    """One validation error as a client can act on it. `as_json`: the request said its body is JSON."""
     location = error.get("loc", ())
+    kind = error.get("type")
+    if kind == "json_invalid":
+        # FastAPI names the body by the character where its JSON breaks: "body[0]: JSON decode error".
+        context = error.get("ctx")
+        why = context.get("error") if isinstance(context, dict) else None
+        at = location[-1] if isinstance(location, tuple | list) and location else "?"
+        return f"the body is not JSON ({why or 'cannot be decoded'}, at character {at})"
+    if location in (("body",), ["body"]) and kind in ("model_attributes_type", "dict_type", "model_type"):
+        if not as_json:
+            return "the body must be a JSON object, sent with the header 'Content-Type: application/json'"
+        return f"the body must be a JSON object, not {_kind(error.get('input'))}"
     # A body's unknown field is named by the client: cut like a value. An item of a list is named by the
     # list and its index (`ids[3]`), not by the index alone.
     parts, indexes = list(location) if isinstance(location, tuple | list) else [], ""
@@ -203,6 +216,18 @@ def _explain(error: dict[str, object]) -> str:
     if isinstance(value, str):
         return f"{name}: {message} (got {cut(value)!r})"
     return f"{name}: {message}"
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else "this"
 
 
 def cut(text: str) -> str:

@@ -17,6 +17,7 @@ from typing import Annotated
 from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Body, Depends, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from eventpipe.api.admin import FORBIDDEN, AdminKey, admin_key
 from eventpipe.api.auth import KeyCheck
@@ -108,7 +109,12 @@ class Replayed(BaseModel):
 
 def _as_stored(value: object) -> object:
     # An event's integer user_id is stored as its decimal text (events.contract): the same here.
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        # Said as the schema says it: pydantic's "a valid string" hid that an integer is taken too.
+        raise PydanticCustomError("string_or_integer", "Input should be a string or an integer")
+    return value
 
 
 class EraseRequest(BaseModel):
