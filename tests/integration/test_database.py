@@ -58,12 +58,17 @@ def test_migrate_stops_on_a_bad_name_before_connecting_and_names_the_setting() -
 
 
 def test_migrate_says_it_cannot_reach_the_server_without_its_password() -> None:
-    env = {**outside(), "EVENTPIPE_CLICKHOUSE_DSN": f"http://u:hunter2pw@127.0.0.1:{free_port()}/eventpipe"}
+    port = free_port()
+    env = {**outside(), "EVENTPIPE_CLICKHOUSE_DSN": f"http://u:hunter2pw@127.0.0.1:{port}/eventpipe"}
     done = run_eventpipe("migrate", env=env, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "migrations applied" not in done.stdout
     assert "hunter2pw" not in done.stdout + done.stderr
     assert "ClickHouse at http://u:***@127.0.0.1" in done.stderr and "(EVENTPIPE_CLICKHOUSE_DSN)" in done.stderr
+    # Once, in a line: the driver's and its pool's warnings of each attempt, and their paragraph of pool,
+    # query id and retry text, said nothing more.
+    [said] = done.stderr.strip().splitlines()
+    assert said.endswith(f"(EVENTPIPE_CLICKHOUSE_DSN): cannot connect to 127.0.0.1:{port}: connection refused"), said
 
 
 def test_the_worker_says_it_cannot_reach_the_server_naming_the_setting_without_its_password() -> None:

@@ -104,6 +104,22 @@ def test_an_answer_read_whole_is_failed_by_what_it_carries(
     assert (type(failure) if failure is not None else None) is kind
 
 
+def test_a_server_out_of_reach_is_said_in_a_few_words_and_retried() -> None:
+    driver = (
+        "Error HTTPConnectionPool(host='ch', port=8123): Max retries exceeded with url: /?query_id=1 (Caused by "
+        "NewConnectionError(\"HTTPConnection(host='ch', port=8123): Failed to establish a new connection: "
+        '[Errno 111] Connection refused")) executing HTTP request attempt 1 (http://ch:8123)'
+    )
+    refused = classify(OperationalError(driver))
+    assert isinstance(refused, RetryableStorageError)
+    assert str(refused) == "cannot connect to ch:8123: connection refused"
+    unresolved = driver.replace("NewConnectionError", "NameResolutionError").replace(
+        "Failed to establish a new connection: [Errno 111] Connection refused",
+        "Failed to resolve 'ch' ([Errno -2] Name or service not known)",
+    )
+    assert str(classify(OperationalError(unresolved))) == "cannot connect to ch:8123: name or service not known"
+
+
 def test_a_missing_table_or_database_says_what_to_do_and_stays_a_halt() -> None:
     # The worker logged "Table default.worker_marks does not exist" at every retry, and nothing else.
     for code in (16, 47, 60):

@@ -145,11 +145,22 @@ def by_code(code: int, message: str) -> StorageError:
     return UnknownStorageError(message)
 
 
+# A server that cannot be reached, as urllib3 says it inside the driver's OperationalError (a paragraph of
+# pool, query id and retry text around it).
+UNREACHABLE = re.compile(
+    r"host='([^']*)', port=(\d+)\): (?:Failed to establish a new connection: |Failed to resolve '[^']*' \()"
+    r"(?:\[Errno -?\d+\] )?([^\"')]+)"
+)
+
+
 def classify(exc: BaseException) -> StorageError:
     """Wrap `exc` in the StorageError subclass that says how to react to it."""
     if isinstance(exc, StorageError):
         return exc
     message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OperationalError) and (unreachable := UNREACHABLE.search(str(exc))):
+        host, port, reason = unreachable.groups()
+        return RetryableStorageError(f"cannot connect to {host}:{port}: {reason.strip().lower()}")
     code = getattr(exc, "code", None) if isinstance(exc, Error) else None
     if code is not None:
         return by_code(code, message)
