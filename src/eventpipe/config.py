@@ -11,6 +11,7 @@ from paho.mqtt.client import topic_matches_sub
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from eventpipe.events import contract
 from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES, PROBE_TOPIC
 from eventpipe.mqtt import address, packet, topic
 from eventpipe.mqtt.session import MIN_SECRET_CHARS, Subscription, session_id, subscription
@@ -60,7 +61,7 @@ class Settings(BaseSettings):
     # The same value at every start, or the broker keeps the old session's
     # queue. Empty: `eventpipe up` keeps one in data_dir, `eventpipe worker` refuses to start.
     mqtt_session_secret: SecretStr | None = None
-    mqtt_topic: str = "events/#"
+    mqtt_topic: str = contract.TOPIC_FILTER
     # Non-empty: the workers of the group split the load, subscribed as $share/<group>-<HMAC>/<topic>
     # under mqtt_session_secret (mqtt/session.py: share_group).
     mqtt_share_group: str = ""

@@ -181,3 +181,17 @@ def test_a_save_the_broker_cannot_write_is_an_error_naming_the_file(tmp_path: Pa
             mosquitto.save()
     finally:
         mosquitto.stop()
+
+
+def test_a_save_error_is_found_behind_more_log_than_one_read_takes(tmp_path: Path) -> None:
+    # A burst of connections logged past the 1 MiB one poll reads: the error after it must still be found
+    # (a poll that read the tail only would miss one logged early; one that reads from the start never
+    # reached it), by polls that move on through the log.
+    mosquitto = broker(tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    noise = b"1700000000: New connection from 127.0.0.1:5555 on port 1883.\n" * 40_000  # 2.5 MB
+    mosquitto.log_file.write_bytes(noise + b"1700000001: Error: Permission denied.\n" + noise)
+    offsets = [0, 0]
+    found = [mosquitto._save_error(offsets) for _ in range(4)]
+    assert "Permission denied." in found, found
+    assert found[0] is None and offsets[0] > 0, "a poll reads a bounded part, and the next goes on from it"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from eventpipe.api.admin import FORBIDDEN, AdminKey, admin_key
@@ -12,7 +13,7 @@ from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import KEYED, ApiError, responses
 from eventpipe.api.model import rfc3339
-from eventpipe.api.param import Cursor, Limit, only_known
+from eventpipe.api.param import Cursor, Whole, only_known
 from eventpipe.errors import BackupError
 from eventpipe.redaction import redact
 from eventpipe.store.backup import Backups
@@ -51,6 +52,12 @@ class Backup(BaseModel):
             dead_letters=stored.dead_letters,
             bytes=stored.bytes,
         )
+
+
+# Each backup listed is opened on the disk (store.attachment.present) while backups and restores wait: a page
+# is a tenth of other lists'.
+MAX_LISTED = 100
+BackupLimit = Annotated[int, Query(ge=1, le=MAX_LISTED, description=f"Backups per page, 1 to {MAX_LISTED}."), Whole]
 
 
 class BackupList(BaseModel):
@@ -98,7 +105,7 @@ def router(backups: Backups, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         return Backup.of(taken)
 
     @api.get("/backups", summary="The backups that can be restored, newest first, one page at a time")
-    def listing(key: AdminKey, limit: Limit = 100, cursor: Cursor = None) -> BackupList:
+    def listing(key: AdminKey, limit: BackupLimit = MAX_LISTED, cursor: Cursor = None) -> BackupList:
         query_scope = cursors.scope("backups")
         after = cursors.decode(cursor, query_scope) if cursor else None
         found, resume = backups.page(limit, after)

@@ -202,7 +202,7 @@ def _explain(error: dict[str, object], as_json: bool = True) -> str:
         at = location[-1] if isinstance(location, tuple | list) and location else "?"
         return f"the body is not JSON ({why or 'cannot be decoded'}, at character {at})"
     if location in (("body",), ["body"]) and kind in ("model_attributes_type", "dict_type", "model_type"):
-        if not as_json:
+        if not as_json or isinstance(error.get("input"), bytes):  # not parsed: its type did not say JSON
             return "the body must be a JSON object, sent with the header 'Content-Type: application/json'"
         return f"the body must be a JSON object, not {_kind(error.get('input'))}"
     # A body's unknown field is named by the client: cut like a value. An item of a list is named by the

@@ -36,9 +36,11 @@ def setup_logging(level: str) -> None:
     # paho and uvicorn are chatty at INFO about things eventpipe already reports.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     # ClickHouse's driver and its HTTP pool warn of each failed attempt, in their words, before the failure
-    # reaches eventpipe, which says it once, classified and naming the DSN's setting (store.failure).
-    for chatty in ("urllib3.connectionpool", "clickhouse_connect.driver._backend.http_sync"):
-        logging.getLogger(chatty).setLevel(logging.ERROR)
+    # reaches eventpipe, which says it once, classified and naming the DSN's setting (store.failure). At
+    # DEBUG they say all they say.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for chatty in ("urllib3.connectionpool", "clickhouse_connect.driver._backend.http_sync"):
+            logging.getLogger(chatty).setLevel(logging.ERROR)
 
 
 def warn_password_flag(command: str, flag: str, url: str, variable: str) -> None:

@@ -93,7 +93,10 @@ def parse_condition(text: str) -> Condition:
     """One `<field><op><value>`, `exists:<field>` or `missing:<field>`, or a ConditionError naming the problem."""
     for prefix, test in PRESENCE.items():
         if text.startswith(prefix):
-            return _presence(parse_field(text.removeprefix(prefix)), test)
+            named = text.removeprefix(prefix)
+            if any(char in OPERATOR_CHARS for char in named):
+                return _refuse(f"{_shown(text)}: {PRESENCE_HELP} take a field alone, with no operator or value")
+            return _presence(parse_field(named), test)
     at = next((index for index, char in enumerate(text) if char in OPERATOR_CHARS), None)
     if at is None:
         return _refuse(

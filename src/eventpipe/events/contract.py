@@ -51,6 +51,8 @@ MAX_DEPTH = 32
 MAX_FUTURE_SKEW_S = 24 * 3600
 ENVELOPE_KEYS = ("event_data", "data")
 PROBE_TOPIC = "events/_probe"
+# The workers' topic filter by default (EVENTPIPE_MQTT_TOPIC).
+TOPIC_FILTER = "events/#"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,7 @@ class Limits:
     probe_topic: str = PROBE_TOPIC
     # The workers' topic filter (EVENTPIPE_MQTT_TOPIC): a topic its `#` matches with no level of its own
     # (`events` under `events/#`) names no event type.
-    topic_filter: str = "events/#"
+    topic_filter: str = TOPIC_FILTER
 
 
 class Event(NamedTuple):

@@ -209,10 +209,16 @@ class Mosquitto:
         return self.log_file, self.directory / "mosquitto.stderr"
 
     def _save_error(self, offsets: list[int]) -> str | None:
-        for path, offset in zip(self._save_reports(), offsets, strict=True):
-            found = SAVE_ERROR.search(_since(path, offset) or b"")
+        """The error a report gives since its offset, each offset moved on past the whole lines read: a
+        burst of connections can log more between two polls than one read takes, and the error must still
+        be found where it is, not only in the newest lines."""
+        for index, path in enumerate(self._save_reports()):
+            written = _since(path, offsets[index]) or b""
+            found = SAVE_ERROR.search(written)
             if found:
                 return found.group(1).decode(errors="replace")
+            ends = written.rfind(b"\n") + 1
+            offsets[index] += ends or (len(written) if len(written) == GOODBYE_BYTES else 0)
         return None
 
     def running(self) -> bool:
