@@ -116,6 +116,10 @@ def test_letters_replayed_after_settings_are_relaxed_are_stored_once(clickhouse_
     named = post(relaxed, {"ids": failed_ids})
     assert (named["examined"], named["still_failing"], named["remaining"]) == (2, 2, 0)
     assert post(relaxed, {"ids": replayed_ids})["examined"] == 0
+    # An id no letter has is named, where examined 0 alone said nothing of it.
+    mistyped = post(relaxed, {"ids": [*failed_ids, "no-such-letter", "another"]})
+    assert (mistyped["examined"], mistyped["unknown"]) == (2, ["another", "no-such-letter"])
+    assert post(relaxed, {"ids": replayed_ids})["unknown"] == [] and post(relaxed)["unknown"] == []
     assert relaxed.get("/stats/event-types", headers=AUTH).json()["total"] == 10
 
 

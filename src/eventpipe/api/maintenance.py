@@ -93,7 +93,9 @@ class ReplayFailure(BaseModel):
 class Replayed(BaseModel):
     model_config = {
         "json_schema_extra": {
-            "examples": [{"examined": 120, "stored": 117, "still_failing": 3, "remaining": 0, "failures": []}]
+            "examples": [
+                {"examined": 120, "stored": 117, "still_failing": 3, "remaining": 0, "failures": [], "unknown": []}
+            ]
         }
     }
 
@@ -104,6 +106,11 @@ class Replayed(BaseModel):
     failures: list[ReplayFailure] = Field(
         description=f"The first {MAX_FAILURES_SHOWN} that still fail, with why. A payload cut at the size limit "
         "when it was received (`cut`) can never be replayed."
+    )
+    unknown: list[str] = Field(
+        default_factory=list,
+        description="Of the `ids` asked for, those no dead letter has (mistyped, or erased), sorted. A known id "
+        "not examined was replayed before, or is outside `reason`, `since` or `until`.",
     )
 
 
@@ -216,6 +223,7 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
             still_failing=report.still_failing,
             remaining=report.remaining,
             failures=[ReplayFailure(**vars(failure)) for failure in report.failures],
+            unknown=report.unknown,
         )
 
     @api.post(

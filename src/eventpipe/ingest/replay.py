@@ -58,6 +58,8 @@ class Report:
     still_failing: int = 0
     remaining: int = 0
     failures: list[Failure] = field(default_factory=list)
+    # Ids asked for that no dead letter has: mistyped, or erased.
+    unknown: list[str] = field(default_factory=list)
 
 
 def contract_of(limits: Limits) -> str:
@@ -100,6 +102,9 @@ class Replayer:
                 # one call takes them all (at most 1,000 ids, under MAX_EXAMINED): counted due again,
                 # a client calling while remaining is above 0 would call for ever.
                 report.remaining = 0 if selection.ids is not None else self._outcomes.due(selection, self.contract)
+                if selection.ids is not None:
+                    # Named, yet examined 0 said nothing of an id that matched no letter.
+                    report.unknown = sorted(set(selection.ids) - self._outcomes.known(selection.ids))
             finally:
                 self._retire()
             return report

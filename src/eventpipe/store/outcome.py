@@ -90,6 +90,17 @@ class Outcomes:
             found += [dead_letter_row(row) for row in self._run(query, binary=("payload",))]
         return found
 
+    def known(self, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` a dead letter has (without FINAL: a copy is enough to be known)."""
+        found: set[str] = set()
+        for part in parameter_chunks(sorted(set(ids)), bound_bytes):
+            query = Query(
+                "SELECT DISTINCT dead_letter_id FROM dead_letters WHERE dead_letter_id IN {ids:Array(String)}",
+                {"ids": part},
+            )
+            found |= {str(row[0]) for row in self._run(query)}
+        return found
+
     def record(self, outcomes: Sequence[Outcome]) -> None:
         if not outcomes:
             return
