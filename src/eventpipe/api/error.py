@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
 
 from eventpipe.errors import BusyStorageError, CostlyQueryError, RetryableStorageError, StorageError
+from eventpipe.events.contract import json_kind
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,8 @@ def _explain(error: dict[str, object], as_json: bool = True) -> str:
     if location in (("body",), ["body"]) and kind in ("model_attributes_type", "dict_type", "model_type"):
         if not as_json or isinstance(error.get("input"), bytes):  # not parsed: its type did not say JSON
             return "the body must be a JSON object, sent with the header 'Content-Type: application/json'"
-        return f"the body must be a JSON object, not {_kind(error.get('input'))}"
+        kind = json_kind(error.get("input"))
+        return "the body must be a JSON object, not " + {"array": "an array", "null": "null"}.get(kind, f"a {kind}")
     # A body's unknown field is named by the client: cut like a value. An item of a list is named by the
     # list and its index (`ids[3]`), not by the index alone.
     parts, indexes = list(location) if isinstance(location, tuple | list) else [], ""
@@ -216,18 +218,6 @@ def _explain(error: dict[str, object], as_json: bool = True) -> str:
     if isinstance(value, str):
         return f"{name}: {message} (got {cut(value)!r})"
     return f"{name}: {message}"
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "null" if value is None else "this"
 
 
 def cut(text: str) -> str:

@@ -157,7 +157,7 @@ def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: i
             ) from None
         raise _Invalid(Reason.INVALID_JSON, f"payload is not JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise _Invalid(Reason.NOT_AN_OBJECT, f"payload is a JSON {_json_kind(body)}, not an object")
+        raise _Invalid(Reason.NOT_AN_OBJECT, f"payload is a JSON {json_kind(body)}, not an object")
     # Counting brackets is cheap and bounds the depth from above, so the walk
     # only runs for payloads that could be too deep.
     if text.count("{") + text.count("[") > limits.max_depth and _depth(body) > limits.max_depth:
@@ -292,7 +292,8 @@ def _check_encodable(*texts: str) -> None:
             raise _Invalid(Reason.INVALID_JSON, "payload holds an unpaired UTF-16 surrogate escape") from None
 
 
-def _json_kind(value: object) -> str:
+def json_kind(value: object) -> str:
+    """What JSON calls a parsed value that is not an object."""
     if isinstance(value, list):
         return "array"
     if isinstance(value, str):

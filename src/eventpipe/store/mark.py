@@ -48,9 +48,10 @@ REPLAY_AHEAD = 2**62
 # A replay whose process was killed never retires: it is waited for no longer than this after its last mark.
 # Each chunk is a few statements, each bounded by the admin client's timeout (900 s).
 REPLAY_STALE_MS = 30 * 60 * 1000
+# Each worker's (and replay's) newest state: whether it retired, and when it last marked itself; by worker.
+_NEWEST = "SELECT worker, argMax(retired, written) AS ended, max(written) AS last FROM worker_marks"
 RUNNING_REPLAYS = (
-    "SELECT worker FROM (SELECT worker, argMax(retired, written) AS ended, max(written) AS last"
-    " FROM worker_marks WHERE startsWith(worker, {prefix:String}) GROUP BY worker)"
+    f"SELECT worker FROM ({_NEWEST} WHERE startsWith(worker, {{prefix:String}}) GROUP BY worker)"  # noqa: S608 - constants
     " WHERE NOT ended AND last > {since:Int64}"
 )
 
@@ -81,16 +82,15 @@ def running_replays(client: Client, this_process_only: bool = False) -> set[str]
 # that came back count as retired until that clock's time, complete_until passing its batches in flight (a
 # review). Session marks are retired already, and keep saying when each session was last held.
 RETIRE_ALL = (
-    "INSERT INTO worker_marks (worker, complete_before, retired, written)"
-    " SELECT worker, 0, 1, last + 1 FROM (SELECT worker, argMax(retired, written) AS ended, max(written) AS last"
-    " FROM worker_marks GROUP BY worker) WHERE NOT ended"
+    "INSERT INTO worker_marks (worker, complete_before, retired, written)"  # noqa: S608 - constants
+    f" SELECT worker, 0, 1, last + 1 FROM ({_NEWEST} GROUP BY worker) WHERE NOT ended"
 )
 # A worker marks itself every 2 s at most; a stopped one retires itself; one killed is taken for stopped once
 # this has passed since its last mark. `up` holds its data dir's lock besides.
 RUNNING_WITHIN_MS = 10_000
 _RUNNING_WORKERS = (
-    "SELECT worker FROM (SELECT worker, argMax(retired, written) AS ended, max(written) AS last FROM worker_marks"
-    " GROUP BY worker) WHERE NOT ended AND last > toUnixTimestamp64Milli(now64(3)) - {within:Int64} ORDER BY worker"
+    f"SELECT worker FROM ({_NEWEST} GROUP BY worker)"  # noqa: S608 - constants
+    " WHERE NOT ended AND last > toUnixTimestamp64Milli(now64(3)) - {within:Int64} ORDER BY worker"
 )
 _MARKS_TABLE = "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'worker_marks'"
 

@@ -39,8 +39,8 @@ LITERALS = ("true", "false", "null")
 # Allow-lists: a column name or an operator reaches SQL only as one of these constants.
 COLUMNS = {"event_type": "event_type", "user_id": "user_id", "topic": "topic"}
 OPERATORS = {"=": "=", "!=": "!=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
-# Presence tests (events.condition.PRESENCE): how a field's absence reads, and the test of it.
-ABSENT = {"exists": "NOT", "missing": ""}
+# Presence tests (events.condition.PRESENCE).
+PRESENCE = ("exists", "missing")
 
 
 class Binder:
@@ -55,11 +55,11 @@ class Binder:
     def condition(self, condition: Condition) -> str:
         """A boolean that is never NULL, so that `!=` is exactly NOT `=`."""
         field = condition.field
-        if condition.operator in ABSENT:
+        if condition.operator in PRESENCE:
             # A missing user is a NULL user_id; a missing property (or a path through a value that is no
             # object) reads '' from JSONExtractRaw, where a JSON null reads 'null'.
             absent = f"isNull({COLUMNS[field.name]})" if not field.path else f"({self._property(field.path)} = '')"
-            return f"{ABSENT[condition.operator]} {absent}".strip()
+            return absent if condition.operator == "missing" else f"NOT {absent}"
         operator = OPERATORS[condition.operator]
         if not field.path:
             column, value = COLUMNS[field.name], self._bind(condition.value, "String")
