@@ -181,6 +181,13 @@ def test_rules_and_dashboards_on_a_live_native_stack(stack: Up) -> None:
         timeout=30,
         what="Prometheus to scrape the traffic",
     )
+    # The broker says its counts only at its next $SYS tick (every 10 s), then a scrape (5 s): a quick run
+    # evaluated the panels before, and read the broker's traffic as 0.
+    wait_until(
+        lambda: prometheus.value("sum(rate(broker_publish_messages_received[1m]))") > 0,
+        timeout=30,
+        what="Prometheus to scrape the broker's count of that traffic",
+    )
 
     # A recording rule evaluation after that: the SLIs of both the worker and the API are there.
     wait_until(lambda: prometheus.value("count(slo:sli_error:ratio_rate5m)") == 4, timeout=20, what="the SLIs")
