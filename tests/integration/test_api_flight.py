@@ -23,6 +23,7 @@ from eventpipe.store.query import EventFilter, Query
 from eventpipe.store.reader import CALLER, Page, Reader
 from tests.integration.test_api_connection import ask, big_events, request, server
 from tests.support.api import KEY, readonly_reader
+from tests.support.memory import engine_settled
 
 OTHER = "other-key-0123456789"
 LIMITED = "limited-key-0123456789"
@@ -141,12 +142,19 @@ def test_an_answer_left_unread_holds_about_its_own_size_not_the_rows_it_was_made
         for _ in range(2):
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 assert all(a.startswith(b"HTTP/1.1 200") for a in pool.map(ask, [port] * 8, [request(path)] * 8))
+        # Measured while the engine gave its memory back by itself, 8 unread pages "held" -130 to +133 MiB.
+        settled = engine_settled(clickhouse_dsn)
+        settled()
         before = rss_bytes()
         with sent(port, path, KEY, 8, receive_buffer=4096) as unread:
             assert all(status(connection).startswith(b"HTTP/1.1 200") for connection in unread)
             time.sleep(1)  # every page made and handed to the server
+            settled()
             held = rss_bytes() - before
-    assert held < 8 * (size + 4 * 1024 * 1024), f"8 unread pages of {size / 2**20:.1f} MiB held {held / 2**20:.0f} MiB"
+    # 63 to 97 MiB with the fix; 328 to 377 MiB for /feed without it. Python's heap keeps some of the
+    # rows' memory free for the next page (glibc's trim threshold, per thread): the slack.
+    bound = 8 * size + 64 * 1024 * 1024
+    assert held < bound, f"8 unread pages of {size / 2**20:.1f} MiB held {held / 2**20:.0f} MiB"
 
 
 def test_the_process_bound_answers_503_busy_naming_its_setting(clickhouse_dsn: str) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from eventpipe.host import rss_bytes
+from eventpipe.store.client import connect
 
 
 @contextmanager
@@ -36,3 +37,15 @@ def peak_growth(*readers: tuple[str, Callable[[], int]], interval: float = 0.002
         sampler.join()
         for name, read in readers:
             peak[name] = max(peak[name], read() - start[name])
+
+
+def engine_settled(dsn: str) -> Callable[[], None]:
+    """A call that has the embedded engine (in this process) give its free memory back to the system now.
+
+    The engine hands it back by itself over the following seconds (jemalloc's decay), in steps of 60
+    to 90 MiB, so a measure of this process's memory taken meanwhile moves by that much whatever the
+    code under test holds. A server's engine is another process: nothing to do."""
+    if not dsn.startswith("chdb"):
+        return lambda: None
+    engine = connect(dsn)
+    return lambda: engine.command("SYSTEM JEMALLOC PURGE") and None
