@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir, connect
 from eventpipe.store.erasure import Eraser
 from eventpipe.store.migration import migrate
+from eventpipe.store.turn import Turn
 from eventpipe.store.writer import Writer
 from tests.support.api import event
 from tests.support.clickhouse_http import migrated
@@ -60,17 +60,17 @@ def test_a_backup_or_restore_the_server_forgot_fails_with_the_reason_and_blocks_
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(job, "MISSING_S", 1.0)
-    lock = threading.Lock()
-    forgot = Backups(Restarted(client), lock)  # type: ignore[arg-type]
+    turn = Turn()
+    forgot = Backups(Restarted(client), turn)  # type: ignore[arg-type]
     started = time.monotonic()
     with pytest.raises(BackupError, match=r"gone from system\.backups, as after a ClickHouse restart"):
         forgot.take("test")  # waited for good before
     assert time.monotonic() - started < 30
-    taken = Backups(client, lock).take("test")  # the lock it held is free: the next backup runs
+    taken = Backups(client, turn).take("test")  # the turn it held is free: the next backup runs
     assert taken.events == 5
     with pytest.raises(BackupError, match="its outcome is unknown; run it again"):
         forgot.restore(taken.name, 0, "test")
-    assert Backups(client, lock).restore(taken.name, 0, "test").events == 5
+    assert Backups(client, turn).restore(taken.name, 0, "test").events == 5
 
 
 class Emptied:

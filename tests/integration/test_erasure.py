@@ -19,7 +19,7 @@ from eventpipe.api.model import rfc3339
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.ingest import replay
 from eventpipe.ingest.mark import Marker
-from eventpipe.store import erasure, mark
+from eventpipe.store import erasure, mark, turn
 from eventpipe.store.audit import user_hash
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
@@ -832,3 +832,40 @@ def test_on_the_embedded_engine_a_replay_of_a_process_since_gone_is_not_waited_f
     # A replay of this process is waited for on either.
     Writer(client).insert_marks([Mark(mark.replay_name("00112233aabbccdd"), REPLAY_AHEAD, False, now_ms)])
     assert Eraser(client, embedded=True).erase("someone").complete is False
+
+
+def test_an_erasure_or_a_replay_behind_a_hung_backup_is_told_to_retry_and_runs_once_it_has_ended(
+    clickhouse_dsn: str, api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A BACKUP that a stalled disk holds kept the admin routes' one lock as long as the engine took: every
+    # erasure and replay asked for meanwhile waited without end, each holding a thread of the API's pool.
+    monkeypatch.setattr(turn, "WAIT_S", 1.0)
+    release, hanging = threading.Event(), threading.Event()
+
+    class Hung(Backups):
+        def _take(self, taken_by: str) -> Any:
+            hanging.set()
+            assert release.wait(60)
+            return super()._take(taken_by)
+
+    admin = admin_client(clickhouse_dsn, backups=lambda backups: Hung(backups._client, backups._turn))
+    taken: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: taken.update(admin.post("/admin/backups", headers=ADMIN).json()))
+    thread.start()
+    assert hanging.wait(30)
+    started = time.monotonic()
+    for path, body, what in [
+        ("/admin/erase", {"user_id": ERASED}, "an erasure"),
+        ("/admin/dead-letters/replay", {}, "a dead-letter replay"),
+    ]:
+        refused = admin.post(path, json=body, headers=ADMIN)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "30", refused.text
+        assert refused.json()["error"] == "busy"
+        assert refused.json()["detail"].startswith(f"{what} waited 1 s for its turn and a backup has run for ")
+    assert admin.get("/admin/backups", headers=ADMIN).json()["error"] == "busy"
+    assert time.monotonic() - started < 10
+    assert reads(api)["users"][ERASED] == 40, "nothing was erased"
+    release.set()
+    thread.join(timeout=120)
+    assert taken["events"] == 80, taken
+    assert admin.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).json()["events"] == 40

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ from eventpipe.api.server import ApiServer
 from eventpipe.config import Settings
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.host import free_port
-from eventpipe.store.client import engine_options
+from eventpipe.store.backup import Backups
+from eventpipe.store.client import connect, engine_options
 from eventpipe.store.reader import Reader
 
 KEY = "test-key-1"
@@ -81,13 +82,15 @@ ADMIN_NAME = "up#generated"
 ERASURE_SECRET = "test-erasure-secret-0123456789abcdef"  # noqa: S105 - a test value
 
 
-def admin_client(dsn: str, **settings: Any) -> TestClient:
+def admin_client(dsn: str, backups: Callable[[Backups], Backups] | None = None, **settings: Any) -> TestClient:
     """The API with its /admin/ routes: KEY is a plain key, ADMIN_KEY the admin key `eventpipe up`
     would generate (named ADMIN_NAME). Reads go as a read-only user, admin writes through `dsn`,
-    parsing under `settings`."""
+    parsing under `settings`; with `backups`, the backup routes too, through what it makes of theirs."""
     configured = Settings(clickhouse_dsn=dsn, erasure_secret=ERASURE_SECRET, **settings)
     keys = Keyring([KEY], generated=ADMIN_KEY)
-    app = create_app(readonly_reader(dsn), CollectorRegistry(), keys, admin=admin(configured))
+    means = admin(configured)
+    taking = backups(means.backups(connect(dsn))) if backups else None
+    app = create_app(readonly_reader(dsn), CollectorRegistry(), keys, backups=taking, admin=means)
     return TestClient(app, raise_server_exceptions=False)
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from eventpipe.api.admin import FORBIDDEN, AdminKey, admin_key
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
-from eventpipe.api.error import KEYED, ApiError, responses
+from eventpipe.api.error import KEYED, TURN_BUSY, ApiError, responses
 from eventpipe.api.model import rfc3339
 from eventpipe.api.param import Cursor, Whole, only_known
 from eventpipe.errors import BackupError
@@ -84,7 +84,7 @@ def router(backups: Backups, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         summary="Take a backup now, while ingest goes on",
         description="ClickHouse's own BACKUP of every table, read back to count what it holds. "
         "Takes as long as copying the store takes; one at a time per API process.",
-        responses=responses(500, say=BACKUP_FAILED),
+        responses=responses(500, 503, say={**BACKUP_FAILED, 503: TURN_BUSY}),
     )
     def take(key: AdminKey) -> Backup:
         try:
@@ -104,7 +104,11 @@ def router(backups: Backups, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         )
         return Backup.of(taken)
 
-    @api.get("/backups", summary="The backups that can be restored, newest first, one page at a time")
+    @api.get(
+        "/backups",
+        summary="The backups that can be restored, newest first, one page at a time",
+        responses=responses(503, say={503: TURN_BUSY}),
+    )
     def listing(key: AdminKey, limit: BackupLimit = MAX_LISTED, cursor: Cursor = None) -> BackupList:
         query_scope = cursors.scope("backups")
         after = cursors.decode(cursor, query_scope) if cursor else None

@@ -15,6 +15,7 @@ from starlette.routing import Match, Route
 
 from eventpipe.errors import BusyStorageError, CostlyQueryError, RetryableStorageError, StorageError
 from eventpipe.events.contract import json_kind
+from eventpipe.store.turn import WAIT_S
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,13 @@ EXAMPLES = {
 }
 # A migration's copy of events_by_user took 12 s at 10M events here: minutes at 100M.
 BUSY_RETRY_AFTER_S = "30"
+# The 503 of the /admin/ routes that take turns (store.turn), beside the common causes.
+TURN_BUSY = (
+    "ClickHouse cannot answer now (`unavailable`), or the API answers as many requests as it does at once, or "
+    f"another backup, erasure or replay has held the API process's turn for {WAIT_S:g} s (`busy`: `detail` says "
+    "which); "
+    "retry after `Retry-After` seconds."
+)
 # ClickHouse out of reach: a restart or a failover takes seconds.
 UNAVAILABLE_RETRY_AFTER_S = "5"
 RETRY_AFTER = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "example": 7}}

@@ -8,7 +8,6 @@ never a user id. They write through the admin ClickHouse client
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from pydantic_core import PydanticCustomError
 from eventpipe.api.admin import FORBIDDEN, AdminKey, admin_key
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
-from eventpipe.api.error import ApiError, responses
+from eventpipe.api.error import TURN_BUSY, ApiError, responses
 from eventpipe.api.model import rfc3339
 from eventpipe.api.param import TIME_HELP, Cursor, LetterReason, Limit, instant, only_known, text
 from eventpipe.config import Settings
@@ -34,6 +33,7 @@ from eventpipe.store.client import connect
 from eventpipe.store.dsn import embedded
 from eventpipe.store.erasure import Eraser
 from eventpipe.store.outcome import Outcomes, Selection
+from eventpipe.store.turn import WAIT_S, Turn
 from eventpipe.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,13 @@ class Admin:
     eraser: Eraser
     # Keys the audit's hashes of user ids; None: erasure answers 503 until it is set.
     erasure_secret: str | None
-    # One write at a time: a replay running beside an erasure could store an erased user's event after its delete.
-    writing: threading.Lock = field(default_factory=threading.Lock)
+    # One write at a time, each waited for only so long (store.turn).
+    writing: Turn = field(default_factory=Turn)
 
     def backups(self, client: Client) -> Backups:
-        """Backups through `client` that wait for erasures (one lock): a backup taken beside one
-        could copy the rows it masks."""
-        return Backups(client, lock=self.writing)
+        """Backups through `client` that take turns with erasures and replays: a backup taken beside an
+        erasure could copy the rows it masks."""
+        return Backups(client, self.writing)
 
 
 def admin(settings: Settings) -> Admin:
@@ -174,7 +174,8 @@ class ErasurePage(BaseModel):
 ERASE_UNAVAILABLE = {
     **responses(503)[503],
     "description": "ClickHouse cannot answer now (`unavailable`), or a migration is copying a table the erasure "
-    "must reach or swapped one during it, or the API answers as many requests as it does at once (`busy`): for "
+    "must reach or swapped one during it, or the API answers as many requests as it does at once, or a backup, "
+    f"erasure or replay has held the process's turn for {WAIT_S:g} s (`busy`): for "
     "both, erase again after `Retry-After` seconds. Or erasure "
     "is not set up (`not_configured`: EVENTPIPE_ERASURE_SECRET is empty).",
 }
@@ -200,14 +201,18 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         responses={**responses(400, 401, 413, 422, 429, 500, 503), **FORBIDDEN},
     )
 
-    @api.post("/dead-letters/replay", summary="Parse pending dead letters again and store those that pass now")
+    @api.post(
+        "/dead-letters/replay",
+        summary="Parse pending dead letters again and store those that pass now",
+        responses=responses(503, say={503: TURN_BUSY}),
+    )
     def replay(key: AdminKey, body: Annotated[ReplayRequest | None, Body()] = None) -> Replayed:
         asked = body or ReplayRequest.model_validate({})
         since_ms, until_ms = instant("since", asked.since), instant("until", asked.until)
         if since_ms is not None and until_ms is not None and since_ms >= until_ms:
             raise ApiError(422, "invalid_parameter", "since must be before until")
         ids = tuple(asked.ids) if asked.ids is not None else None
-        with admin.writing:
+        with admin.writing.taken("a dead-letter replay"):
             report = admin.replayer.replay(Selection(text(asked.reason), since_ms, until_ms, ids))
         log.info(
             "dead-letter replay by key %r: %d examined, %d stored, %d still failing, %d remaining",
@@ -237,7 +242,7 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         digest = user_hash(body.user_id, admin.erasure_secret)
         # A start without its end in the log is an erasure cut short (the API stopped): to be called again.
         log.info("erasure started by key %r: user hash %s...", key, digest[:12])
-        with admin.writing:
+        with admin.writing.taken("an erasure"):
             erased = admin.eraser.erase(body.user_id)
             erasure_id, erased_ms = str(uuid.uuid4()), time.time_ns() // 1_000_000
             # Logged before the audit record is written: if writing it fails, the log still says what was erased.

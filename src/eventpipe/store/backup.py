@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ from eventpipe.store.numbering import renumber
 from eventpipe.store.page import Position
 from eventpipe.store.query import quoted
 from eventpipe.store.scratch import drop_leftovers, new_scratch
+from eventpipe.store.turn import Turn
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,15 @@ class Restored(NamedTuple):
 class Backups:
     """Takes, lists and restores backups of the client's database; one operation at a time per process."""
 
-    def __init__(self, client: Client, lock: threading.Lock | None = None) -> None:
+    def __init__(self, client: Client, turn: Turn | None = None) -> None:
         self._client = client
         # Shared with erasures where both run (api.maintenance.Admin.writing): an erasure between
         # the purge and BACKUP would put the rows it masks into the backup.
-        self._lock = lock or threading.Lock()
+        self._turn = turn or Turn()
 
     def take(self, taken_by: str) -> Backup:
         """A backup of everything but migration.KEPT, recorded in the catalog, with what it holds."""
-        with self._lock:
+        with self._turn.taken("a backup"):
             return self._take(taken_by)
 
     def listing(self) -> list[Backup]:
@@ -95,7 +95,7 @@ class Backups:
         and where the next page starts. A backup removed from the disk is left out, so a page may be short:
         each one is looked for on the disk, which is what a list without a limit made grow with every backup."""
         query = recorded_query(limit, after)
-        with self._lock:
+        with self._turn.taken("a listing of the backups"):
             found, resume = cut([Backup(*row) for row in self._rows(query.sql, query.parameters)], limit)
             database = self._rows("SELECT currentDatabase()")[0][0]
             # One damaged backup is left out, not the whole list failed with it.
@@ -113,7 +113,7 @@ class Backups:
         nothing, and after it, running the restore again finishes it.
         """
         check_name(name)
-        with self._lock:
+        with self._turn.taken("a restore"):
             database = self._rows("SELECT currentDatabase()")[0][0]
             drop_leftovers(self._client)
             try:
