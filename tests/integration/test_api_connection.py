@@ -354,7 +354,13 @@ def test_a_client_that_hangs_up_during_its_body_costs_no_5xx_and_no_log_line(
         "eventpipe_http_request_duration_seconds_count", {"route": head.split()[1].decode(), "method": "GET"}
     )
     assert timed == 0, "a request nobody waited for is left out of the latency SLO"
-    logged = [r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "eventpipe.api"))]
+    # Not the dead-letter count's: an earlier test's scrape counts in a thread that can log after it has
+    # ended, here "cannot count dead letters" of that test's unmigrated store (seen once in a full run).
+    logged = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith(("uvicorn", "eventpipe.api")) and r.name != "eventpipe.api.backlog"
+    ]
     assert logged == []
 
 
