@@ -355,7 +355,7 @@ def test_a_client_that_hangs_up_during_its_body_costs_no_5xx_and_no_log_line(
     )
     assert timed == 0, "a request nobody waited for is left out of the latency SLO"
     # Not the dead-letter count's: an earlier test's scrape counts in a thread that can log after it has
-    # ended, here "cannot count dead letters" of that test's unmigrated store (seen once in a full run).
+    # ended, here "cannot count dead letters" of that test's unmigrated store (seen once here).
     logged = [
         r.getMessage()
         for r in caplog.records
