@@ -212,4 +212,5 @@ def test_fill_locks_a_data_dir_it_makes(tmp_path: Path) -> None:
         fill.send_signal(signal.SIGTERM)
         fill.wait(60)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "is in use by another `eventpipe up`" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    said = "is in use by `eventpipe bench fill` (pid {}): wait for it to end, or pass another --data-dir"
+    assert said.format(fill.pid) in done.stderr and "Traceback" not in done.stderr, done.stderr

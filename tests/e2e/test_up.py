@@ -378,7 +378,7 @@ def test_a_second_up_on_the_same_data_dir_is_refused(tmp_path: Path, stacks: lis
     first = start(stacks, tmp_path / "data")
     done = run_eventpipe("up", "--data-dir", str(first.data_dir), "--mqtt-port", "1", timeout=60)
     assert done.returncode == 2
-    assert "in use by another `eventpipe up`" in done.stderr
+    assert f"in use by `eventpipe up` (pid {first.process.pid}): stop it" in done.stderr, done.stderr
     assert first.stop() == 0
 
 

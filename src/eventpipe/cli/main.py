@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from eventpipe.stack.lock import alone
 
             # Not beside the `eventpipe up` that serves it: chDB said so only as a lock error of its own.
-            with alone(Path(args.data_dir), "--data-dir", "then fill it"):
+            with alone(Path(args.data_dir), "--data-dir", "then fill it", "fill"):
                 # The store `eventpipe up --data-dir` serves, resolved and migrated the way it does.
                 settings = Settings(data_dir=args.data_dir)
                 return run_fill(settings.resolved_clickhouse_dsn, args.count, settings.retention_days)

@@ -44,7 +44,7 @@ def run_restore(args: argparse.Namespace) -> int:
         if not data_dir.is_dir():
             raise ConfigError(f"{data_dir.resolve()} is no directory: give the --data-dir of `eventpipe up`")
         # Held through the restore, so that no `up` starts on a half-restored store.
-        lock = stopped(data_dir, "then restore")
+        lock = stopped(data_dir, "then restore", "restore")
         private_store(data_dir)
         dsn, where = embedded_dsn(data_dir), str(data_dir.resolve())
         _check_present(dsn, args.backup)

@@ -33,20 +33,20 @@ from eventpipe.store.migration import migrate
 log = logging.getLogger("eventpipe")
 
 
-def _own_store(settings: Settings, then: str) -> contextlib.AbstractContextManager[object]:
+def _own_store(settings: Settings, then: str, holder: str) -> contextlib.AbstractContextManager[object]:
     """The data dir's lock while a command works on its embedded store (EVENTPIPE_CLICKHOUSE_DSN empty, or
     naming that store): chDB lets one process open a store, and beside `eventpipe up` the command failed with
     the engine's lock error, blamed on EVENTPIPE_CLICKHOUSE_DSN, which was not set. Another store needs none."""
     dsn = settings.clickhouse_dsn
     if dsn and not (embedded(dsn) and dsn == embedded_dsn(settings.data_dir)):
         return contextlib.nullcontext()
-    return alone(settings.data_dir, "EVENTPIPE_DATA_DIR", then)
+    return alone(settings.data_dir, "EVENTPIPE_DATA_DIR", then, holder)
 
 
 def run_worker(_args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
-    with _own_store(settings, "or let its own worker take the messages"):
+    with _own_store(settings, "or let its own worker take the messages", "worker"):
         return _work(settings)
 
 
@@ -91,7 +91,7 @@ def _work(settings: Settings) -> int:
 def run_api(_args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
-    with _own_store(settings, "or use the API it serves (its ready line names the port)"):
+    with _own_store(settings, "or use the API it serves (its ready line names the port)", "api"):
         return _serve(settings)
 
 
@@ -135,7 +135,7 @@ def run_migrate(_args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
     with (
-        _own_store(settings, "then migrate (`eventpipe up` migrates its store at every start)"),
+        _own_store(settings, "then migrate (`eventpipe up` migrates its store at every start)", "migrate"),
         reaching(settings.resolved_clickhouse_dsn, "EVENTPIPE_CLICKHOUSE_DSN"),
     ):
         create_database(settings.resolved_clickhouse_dsn)  # the migrations make their tables inside it

@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import time
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import TextIO
 
 from eventpipe.errors import ConfigError
 
 FILE_NAME = ".lock"
 # Who may hold the lock: `up`, or a single-purpose command on the data dir's store (cli.service).
-OTHERS = "(or an eventpipe worker, api or migrate on its store)"
+OTHERS = "(or an eventpipe worker, api, migrate, restore or bench fill on its store)"
+# Each holder writes its name and pid in the file, so that a refusal names it: a restore's lock was
+# refused as "in use by a running `eventpipe up` ...: stop it", and an operator who found no `up` could
+# have stopped the restore. Those that serve are stopped; those that end by themselves are waited for.
+STOP, WAIT = "stop it (Ctrl-C or SIGTERM)", "wait for it to end"
+HOLDERS = {
+    "up": ("`eventpipe up`", STOP),
+    "api": ("`eventpipe api` on its store", STOP),
+    "worker": ("`eventpipe worker` on its store", STOP),
+    "migrate": ("`eventpipe migrate` on its store", WAIT),
+    "restore": ("`eventpipe restore`", WAIT),
+    "fill": ("`eventpipe bench fill`", WAIT),
+}
+# A holder's line is a name and a pid: more is no line of ours.
+MOST_READ = 64
 
 
 def made(data_dir: Path, setting: str) -> None:
@@ -25,52 +40,88 @@ def made(data_dir: Path, setting: str) -> None:
 
 
 def hold(data_dir: Path, wait_s: float = 10.0) -> TextIO:
-    """An exclusive lock on `data_dir`, held until the returned file and every child that inherits it close.
+    """An exclusive lock on `data_dir` for `eventpipe up`, held until the returned file and every child that
+    inherits it close.
 
     The children inherit it, so after a crash it is free only once they are
     gone too; a restart right after waits that long for them.
     """
-    handle = _opened(data_dir, "w")
+    handle = _opened(data_dir)
     deadline = time.monotonic() + wait_s
     while True:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return handle
+            return _claimed(handle, "up")
         except BlockingIOError:
             if time.monotonic() > deadline:
                 handle.close()
                 raise ConfigError(
-                    f"{data_dir.resolve()} is in use by another `eventpipe up` {OTHERS}: stop it, or pass another "
-                    "--data-dir"
+                    _refusal(data_dir, "another `eventpipe up`", "stop it", "or pass another --data-dir")
                 ) from None
             time.sleep(0.1)
 
 
-def stopped(data_dir: Path, then: str) -> TextIO:
-    """The lock of a data dir no `eventpipe up` runs on, held until the returned file closes, for a command
-    that must not run beside one (chDB lets one process open a store); refused at once, saying `then`."""
-    handle = _opened(data_dir, "a")
+def stopped(data_dir: Path, then: str, holder: str) -> TextIO:
+    """The lock of a data dir no `eventpipe up` runs on, held by `holder` (a key of HOLDERS) until the
+    returned file closes, for a command that must not run beside one (chDB lets one process open a store);
+    refused at once, saying `then`."""
+    handle = _opened(data_dir)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise ConfigError(
-            f"{data_dir.resolve()} is in use by a running `eventpipe up` {OTHERS}: stop it (Ctrl-C or SIGTERM), {then}"
-        ) from None
-    return handle
+        raise ConfigError(_refusal(data_dir, "a running `eventpipe up`", "stop it (Ctrl-C or SIGTERM)", then)) from None
+    return _claimed(handle, holder)
 
 
-def alone(data_dir: Path, setting: str, then: str) -> contextlib.closing[TextIO]:
+def alone(data_dir: Path, setting: str, then: str, holder: str) -> contextlib.closing[TextIO]:
     """`data_dir`, made if need be, locked while a command works on its store beside no other (`stopped`):
     made first, so that an `eventpipe up` started meanwhile is refused too."""
     made(data_dir, setting)
-    return contextlib.closing(stopped(data_dir, then))
+    return contextlib.closing(stopped(data_dir, then, holder))
 
 
-def _opened(data_dir: Path, mode: Literal["w", "a"]) -> TextIO:
-    """The lock file, or a ConfigError naming the data dir: one not writable was a raw traceback."""
+def _claimed(handle: TextIO, holder: str) -> TextIO:
+    """`handle`, locked, with `holder` and this pid written in its file for those refused meanwhile."""
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{holder} {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _refusal(data_dir: Path, unnamed: str, stop: str, then: str) -> str:
+    """Why `data_dir` is refused: its holder as its file names it, or `unnamed` and what else may hold it
+    (a file written before holders wrote theirs, or one a holder has not written yet)."""
     try:
-        return (data_dir / FILE_NAME).open(mode)
+        with (data_dir / FILE_NAME).open("rb") as file:
+            name, _, pid = file.read(MOST_READ).decode(errors="replace").strip().partition(" ")
+    except OSError:
+        name, pid = "", ""
+    if name not in HOLDERS or not pid.isdigit():
+        return f"{data_dir.resolve()} is in use by {unnamed} {OTHERS}: {stop}, {then}"
+    holder, advice = HOLDERS[name]
+    if not _alive(int(pid)):
+        # Its children inherit the lock: the broker and Prometheus of an `up` killed with -9.
+        return f"{data_dir.resolve()} is in use by what {holder} (pid {pid}, gone) started: stop those, {then}"
+    return f"{data_dir.resolve()} is in use by {holder} (pid {pid}): {advice}, {then}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
+
+
+def _opened(data_dir: Path) -> TextIO:
+    """The lock file, or a ConfigError naming the data dir: one not writable was a raw traceback. Opened
+    without emptying it: its holder's line is for those refused."""
+    try:
+        return (data_dir / FILE_NAME).open("a")
     except OSError as exc:
         raise ConfigError(
             f"cannot write in the data dir {data_dir}: {exc.strerror} (--data-dir, or EVENTPIPE_DATA_DIR)"
