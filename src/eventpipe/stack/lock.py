@@ -83,10 +83,12 @@ def alone(data_dir: Path, setting: str, then: str, holder: str) -> contextlib.cl
 
 def _claimed(handle: TextIO, holder: str) -> TextIO:
     """`handle`, locked, with `holder` and this pid written in its file for those refused meanwhile."""
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{holder} {os.getpid()}\n")
-    handle.flush()
+    try:
+        # Past the file object's buffer, which would try again (and fail again) at close.
+        os.ftruncate(handle.fileno(), 0)
+        os.pwrite(handle.fileno(), f"{holder} {os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass  # a full disk: the lock is held all the same, and a refusal names no holder
     return handle
 
 
