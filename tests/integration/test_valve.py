@@ -77,3 +77,29 @@ def test_without_room_the_consumer_reads_nothing_more_and_does_not_spin_then_tak
         assert registry.get_sample_value("eventpipe_messages_waiting_bytes") == 0
     finally:
         consumer.stop()
+
+
+def test_a_session_resumed_behind_a_backlog_it_cannot_take_yet_is_ready_at_once(broker: Broker) -> None:
+    # On a resumed session the broker sends what the session held first, and the SUBACK queues behind it,
+    # which the worker reads only as fast as it stores: `eventpipe up` restarted after a backlog of 60 KB
+    # events waited 15 s for that SUBACK and exited 2 blaming the broker, three times over.
+    # The broker kept the subscription with the session: the worker is ready at CONNACK.
+    settings = settings_for(broker.url, "chdb:///unused")
+    first = Consumer(settings, Taker(), IngestMetrics(CollectorRegistry()))
+    first.start()
+    assert first.wait_connected(10)
+    first.stop()
+    pad = "x" * 1000
+    messages = [("events/valve", json.dumps({"event_id": f"r-{i}", "pad": pad}).encode()) for i in range(COUNT)]
+    assert publish_raw(broker.url, messages) == COUNT
+    taker = Taker()
+    again = Consumer(settings, taker, IngestMetrics(CollectorRegistry()))
+    again.start()
+    try:
+        assert again.wait_connected(5), f"not ready, having taken {len(taker.taken)} of the backlog"
+        assert len(taker.taken) == ROOM, "the backlog was still there to hold the SUBACK back"
+        taker.open.set()
+        again.room()
+        wait_until(lambda: len(taker.taken) == COUNT, timeout=30, what="the whole backlog taken once room came")
+    finally:
+        again.stop()

@@ -216,6 +216,11 @@ class Consumer:
             log.error("%s", self.failure)
             return
         self._metrics.connected.set(1)
+        if flags.session_present and plain is None:
+            # The broker kept this session's subscription with it: ready now. Its SUBACK comes after what
+            # the session held, which the worker reads only as fast as it stores: behind a backlog of 60 KB
+            # events, `eventpipe up` gave up waiting for it and blamed the broker.
+            self._connected.set()
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         with self._lock:
