@@ -59,3 +59,38 @@ def test_a_program_that_wrote_gigabytes_before_it_failed_is_explained_by_its_las
     assert why is not None and why.endswith("noise | noise | noise | noise | the reason")
     assert (tmp_path / "chatty.stderr").stat().st_size > 20_000_000
     assert peak < 2_000_000, f"{peak:,} bytes held to explain it"
+
+
+# Listens; on SIGTERM writes a file bit by bit for about 3 s, as a broker saving a large queue does, then exits.
+SLOW_SAVER = """
+import signal, socket, sys, time
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+def save(*_):
+    with open(sys.argv[2], "wb") as out:
+        for _ in range(30):
+            out.write(b"x" * 1000)
+            out.flush()
+            time.sleep(0.1)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, save)
+time.sleep(300)
+"""
+
+
+def test_a_child_saving_on_stop_is_waited_for_while_its_save_grows_and_killed_once_it_stops_growing(
+    tmp_path: Path,
+) -> None:
+    # Mosquitto saving gigabytes of queued messages was killed 10 s into its save on a clean stop, leaving
+    # its new file half written: it came back from its last autosave.
+    port, saved = free_port(), tmp_path / "saved"
+    child = ChildProcess("saver", port, tmp_path)
+    assert child.start([sys.executable, "-c", SLOW_SAVER, str(port), str(saved)]) is None
+    child.stop(timeout=1.0, progress=lambda: saved.stat().st_size if saved.exists() else 0)
+    assert child.returncode == 0, "killed while its save grew"
+    assert saved.stat().st_size == 30_000
+    # The same save with nothing watched: killed after the timeout.
+    child = ChildProcess("saver", port, tmp_path)
+    assert child.start([sys.executable, "-c", SLOW_SAVER, str(port), str(saved)]) is None
+    started = time.monotonic()
+    child.stop(timeout=1.0)
+    assert child.returncode == -9 and time.monotonic() - started < 2.5

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 # What an error message reads of a child's stderr or log: the end, where the reason is.
 TAIL_BYTES = 64 * 1024
+# The longest a stop waits for a child that shows progress: a broker saving gigabytes of queued messages
+# on a slow disk, killed at 10 s, left its new file half written and came back from its last autosave.
+MOST_STOP_S = 600.0
 
 
 class ChildProcess:
@@ -91,19 +94,28 @@ class ChildProcess:
         """Ask it to stop without waiting."""
         self._signal(signal.SIGTERM)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0, progress: Callable[[], object] | None = None) -> None:
         """SIGTERM (Mosquitto and Prometheus save their state on it), then wait; SIGKILL if it hangs.
 
         Waits for its whole process group, even when the program itself has exited: a wrapper script
         killed by a signal leaves what it started behind, holding the port and the data dir's lock.
+        `progress`, read at each tick, says what it is doing (the size of the file it saves): while that
+        changes it is not hung, and the `timeout` counts from the last change, up to MOST_STOP_S in all.
         """
         if not self._signal(signal.SIGTERM):
             return
         assert self._process is not None
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline, seen, said = started + timeout, progress() if progress else None, False
         while self._exit() is None or group_alive(self._process.pid):
-            if time.monotonic() > deadline:
-                log.error("%s did not stop within %.0fs; killing it", self.name, timeout)
+            now = time.monotonic()
+            if progress is not None and (moved := progress()) != seen:
+                seen, deadline = moved, min(now + timeout, started + MOST_STOP_S)
+                if not said and now - started > timeout:
+                    log.info("%s is still saving after %.0fs; waiting while it goes on", self.name, now - started)
+                    said = True
+            if now > deadline:
+                log.error("%s did not stop within %.0fs; killing it", self.name, now - started)
                 self._signal(signal.SIGKILL)
                 break
             time.sleep(0.05)
