@@ -97,7 +97,6 @@ def test_a_session_resumed_behind_a_backlog_it_cannot_take_yet_is_ready_at_once(
     again.start()
     try:
         assert again.wait_connected(5), f"not ready, having taken {len(taker.taken)} of the backlog"
-        assert len(taker.taken) <= ROOM, "the backlog was still there to hold the SUBACK back"
         wait_until(lambda: len(taker.taken) == ROOM, what="the room filled")
         taker.open.set()
         again.room()

@@ -76,6 +76,8 @@ class Consumer:
         self._accepting = True
         self.failure: str | None = None
         self._connected = threading.Event()
+        # Whether the broker had kept the session at the last connection.
+        self.resumed = False
         self._looping = False
         # Received, not yet taken: while any came on the live connection, the socket is not read.
         self._waiting = Waiting(deliver, settings.max_held_bytes, metrics)
@@ -192,6 +194,7 @@ class Consumer:
             self._settings.mqtt_client_id,
             "resumed" if flags.session_present else "new",
         )
+        self.resumed = bool(flags.session_present)
         if flags.session_present:
             # The broker resends everything unacknowledged: held copies from
             # earlier connections that are not yet in a batch can go.
@@ -216,10 +219,12 @@ class Consumer:
             log.error("%s", self.failure)
             return
         self._metrics.connected.set(1)
-        if flags.session_present and plain is None:
-            # The broker kept this session's subscription with it: ready now. Its SUBACK comes after what
-            # the session held, which the worker reads only as fast as it stores: behind a backlog of 60 KB
-            # events, `eventpipe up` gave up waiting for it and blamed the broker.
+        if flags.session_present:
+            # Ready now: the broker kept this session, and it applies the SUBSCRIBE (a changed topic, a group
+            # under a new name) as soon as it reads it, whatever it has queued to send. The SUBACK that says
+            # so comes after what the session held, which the worker reads only as fast as it stores: behind
+            # a backlog of 60 KB events, `eventpipe up` gave up waiting for it and blamed the broker. A refused
+            # subscription still stops the worker when its SUBACK comes (`failure`).
             self._connected.set()
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:

@@ -106,10 +106,10 @@ class ChildProcess:
             return
         assert self._process is not None
         started = time.monotonic()
-        deadline, seen, said = started + timeout, progress() if progress else None, False
+        deadline, seen, said = started + timeout, _read(progress), False
         while self._exit() is None or group_alive(self._process.pid):
             now = time.monotonic()
-            if progress is not None and (moved := progress()) != seen:
+            if progress is not None and (moved := _read(progress)) != seen:
                 seen, deadline = moved, min(now + timeout, started + MOST_STOP_S)
                 if not said and now - started > timeout:
                     log.info("%s is still saving after %.0fs; waiting while it goes on", self.name, now - started)
@@ -222,3 +222,12 @@ def group_alive(pgid: int) -> bool:
     """Whether a process of group `pgid` still runs (a zombie does not: it only waits to be reaped); False
     without /proc (macOS), where only the program itself is waited for."""
     return any(process.pgrp == pgid and process.state not in ("Z", "X") for process in processes())
+
+
+def _read(progress: Callable[[], object] | None) -> object:
+    """What `progress` says, None for nothing to watch or a file it could not read: no change then, and the
+    stop goes on (an error here left the child running, unreaped)."""
+    try:
+        return progress() if progress else None
+    except OSError:
+        return None

@@ -255,9 +255,11 @@ def _serve(
                 f"within {CONNECT_WAIT_S:g}s"
                 + ("" if broker is not None else " (--mqtt-url, or EVENTPIPE_MQTT_URL)")
             )
-        if broker is not None:
+        if broker is not None and not worker.consumer.resumed:
             # The worker's session and subscription on disk now, not at the first autosave: a broker
-            # killed before that came back without them and dropped what producers sent meanwhile.
+            # killed before that came back without them and dropped what producers sent meanwhile. A
+            # session resumed at this start came from that file; saving it again, behind a backlog of
+            # 60 KB events, held the start 11 s while the broker wrote 2.9 GB and served no one.
             broker.save(stop=shutdown.requested)
         # A stop asked for while starting (a supervisor's timeout, Ctrl-C): no API is opened and no banner
         # prints its key; the worker still commits what it took. (wait returns at once, saying which signal.)

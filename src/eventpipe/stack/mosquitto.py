@@ -168,12 +168,13 @@ class Mosquitto:
     def save(self, timeout: float = 30.0, stop: Callable[[], bool] = lambda: False) -> None:
         """Have the broker write its persistence file now (SIGUSR1) and wait until it has.
 
-        Called once the worker's first subscription is acknowledged. Mosquitto saves every 10 s
-        (autosave_interval), so one killed before its first save came back with no session for the
-        worker: what producers flushed before the worker subscribed again found no subscriber and was
-        dropped, acknowledged (6,480 of 30,000 in an attack). Saved now, a killed broker loses at most what
-        came since its last save, as after any autosave. A save that fails stops the start: the broker
-        would keep nothing across a restart. One that is only slow (a large queue) is waited for no longer.
+        Called once the worker has first connected on a new session (a resumed one came from this
+        file). Mosquitto saves every 10 s (autosave_interval), so one killed before its first save came
+        back with no session for the worker: what producers flushed before the worker subscribed again
+        found no subscriber and was dropped, acknowledged (6,480 of 30,000 in an attack). Saved now, a
+        killed broker loses at most what came since its last save, as after any autosave. A save that
+        fails stops the start: the broker would keep nothing across a restart. One that is only slow (a
+        large queue) is waited for no longer.
         """
         before = _identity(self.database)
         offsets = [_size(path) for path in self._save_reports()]
@@ -251,9 +252,14 @@ class Mosquitto:
         log.debug("the broker did not log the worker's disconnect within %.0fs; stopping it anyway", timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, which makes Mosquitto save its persistence file, then wait: `timeout` without the save
-        growing, as a save of a large queue takes longer (a backlog of 60 KB events wrote 3 GB)."""
-        self._child.stop(timeout, progress=lambda: (_size(self._saving), _identity(self.database)))
+        """SIGTERM, which makes Mosquitto save its persistence file, then wait: `timeout` without a save
+        under way, as a save of a large queue takes longer (a backlog of 60 KB events wrote 3 GB)."""
+        self._child.stop(timeout, progress=self._save_progress)
+
+    def _save_progress(self) -> object:
+        """What changes while a save is under way: its new file is there until it is renamed into place, after
+        the fsync, which on a busy disk goes on long after the file has stopped growing."""
+        return time.monotonic() if self._saving.exists() else _identity(self.database)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -266,7 +272,11 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 def _size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
+    """Its size, 0 when it is not there: read once, as a save renames its file away at any moment."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _since(path: Path, offset: int) -> bytes | None:
