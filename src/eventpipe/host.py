@@ -178,6 +178,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime: fields 14 and 15 of stat(5)
 
 
+def running_since(pid: int) -> int | None:
+    """When a process that runs started (clock ticks after boot, field 22 of stat(5)); None once it has
+    exited, a zombie included. With its pid alone, a number the kernel has handed on would pass for it."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return None if fields[0] == "Z" else int(fields[19])
+
+
 class Process(NamedTuple):
     """One line of /proc/<pid>/stat, the fields eventpipe reads."""
 

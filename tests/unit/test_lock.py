@@ -78,7 +78,8 @@ def test_what_a_holder_that_died_left_running_is_named_as_such(tmp_path: Path) -
     orphan = int(started.stdout)
     try:
         with pytest.raises(
-            ConfigError, match=r"is in use by what `eventpipe up` \(pid \d+, gone\) started: stop those"
+            ConfigError,
+            match=r"is in use by what `eventpipe up` \(pid \d+, gone\) started: wait for it to end \(a broker",
         ):
             hold(tmp_path, wait_s=0)
     finally:
@@ -91,6 +92,17 @@ def test_what_a_holder_that_died_left_running_is_named_as_such(tmp_path: Path) -
         except ConfigError:
             assert time.monotonic() < deadline, "the orphan's lock outlived it"
             time.sleep(0.05)
+
+
+def test_a_holders_number_handed_on_to_another_process_is_not_taken_for_the_holder(tmp_path: Path) -> None:
+    # The pid alone named whatever process the kernel gave the number to next as the `up` to stop.
+    held = hold(tmp_path)
+    try:
+        (tmp_path / ".lock").write_text(f"up {os.getpid()} 1\n")  # this pid, but started at another time
+        with pytest.raises(ConfigError, match=rf"what `eventpipe up` \(pid {os.getpid()}, gone\) started"):
+            hold(tmp_path, wait_s=0)
+    finally:
+        held.close()
 
 
 def test_a_data_dir_the_lock_cannot_be_written_in_is_refused_naming_the_setting(tmp_path: Path) -> None:

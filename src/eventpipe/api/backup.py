@@ -54,8 +54,8 @@ class Backup(BaseModel):
         )
 
 
-# Each backup listed is opened on the disk (store.attachment.present) while backups and restores wait: a page
-# is a tenth of other lists'.
+# Each backup listed is opened on the disk (store.attachment.present) while backups, erasures and replays wait
+# (store.turn): a page is a tenth of other lists'.
 MAX_LISTED = 100
 BackupLimit = Annotated[int, Query(ge=1, le=MAX_LISTED, description=f"Backups per page, 1 to {MAX_LISTED}."), Whole]
 

@@ -100,8 +100,8 @@ BUSY_RETRY_AFTER_S = "30"
 # The 503 of the /admin/ routes that take turns (store.turn), beside the common causes.
 TURN_BUSY = (
     "ClickHouse cannot answer now (`unavailable`), or the API answers as many requests as it does at once, or "
-    f"another backup, erasure or replay has held the API process's turn for {WAIT_S:g} s (`busy`: `detail` says "
-    "which); "
+    f"backups, their listing, erasures and replays (one at a time) took the API process's turn for the {WAIT_S:g} s "
+    "this one waited for it (`busy`: `detail` says which); "
     "retry after `Retry-After` seconds."
 )
 # ClickHouse out of reach: a restart or a failover takes seconds.

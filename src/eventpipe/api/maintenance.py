@@ -175,8 +175,8 @@ ERASE_UNAVAILABLE = {
     **responses(503)[503],
     "description": "ClickHouse cannot answer now (`unavailable`), or a migration is copying a table the erasure "
     "must reach or swapped one during it, or the API answers as many requests as it does at once, or a backup, "
-    f"erasure or replay has held the process's turn for {WAIT_S:g} s (`busy`): for "
-    "both, erase again after `Retry-After` seconds. Or erasure "
+    f"erasure or replay took the process's turn for the {WAIT_S:g} s this one waited for it (`busy`): for "
+    "all three, erase again after `Retry-After` seconds. Or erasure "
     "is not set up (`not_configured`: EVENTPIPE_ERASURE_SECRET is empty).",
 }
 AUDIT_UNAVAILABLE = {
@@ -240,9 +240,10 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
         if admin.erasure_secret is None:
             raise ApiError(503, "not_configured", "erasure needs EVENTPIPE_ERASURE_SECRET (32+ random characters)")
         digest = user_hash(body.user_id, admin.erasure_secret)
-        # A start without its end in the log is an erasure cut short (the API stopped): to be called again.
-        log.info("erasure started by key %r: user hash %s...", key, digest[:12])
         with admin.writing.taken("an erasure"):
+            # A start without its end in the log is an erasure cut short (the API stopped): to be called again.
+            # Logged once its turn has come: one refused for want of it did nothing.
+            log.info("erasure started by key %r: user hash %s...", key, digest[:12])
             erased = admin.eraser.erase(body.user_id)
             erasure_id, erased_ms = str(uuid.uuid4()), time.time_ns() // 1_000_000
             # Logged before the audit record is written: if writing it fails, the log still says what was erased.

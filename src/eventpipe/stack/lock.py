@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import time
 from pathlib import Path
 from typing import TextIO
 
 from eventpipe.errors import ConfigError
+from eventpipe.host import running_since
 
+log = logging.getLogger(__name__)
 FILE_NAME = ".lock"
 # Who may hold the lock: `up`, or a single-purpose command on the data dir's store (cli.service).
 OTHERS = "(or an eventpipe worker, api, migrate, restore or bench fill on its store)"
@@ -82,13 +85,15 @@ def alone(data_dir: Path, setting: str, then: str, holder: str) -> contextlib.cl
 
 
 def _claimed(handle: TextIO, holder: str) -> TextIO:
-    """`handle`, locked, with `holder` and this pid written in its file for those refused meanwhile."""
+    """`handle`, locked, with `holder`, this pid and its start written in its file for those refused meanwhile."""
+    pid = os.getpid()
     try:
         # Past the file object's buffer, which would try again (and fail again) at close.
         os.ftruncate(handle.fileno(), 0)
-        os.pwrite(handle.fileno(), f"{holder} {os.getpid()}\n".encode(), 0)
-    except OSError:
-        pass  # a full disk: the lock is held all the same, and a refusal names no holder
+        os.pwrite(handle.fileno(), f"{holder} {pid} {running_since(pid)}\n".encode(), 0)
+    except OSError as exc:
+        # A full disk: the lock is held all the same, and a refusal names no holder.
+        log.debug("cannot write the holder of %s: %s", handle.name, exc.strerror)
     return handle
 
 
@@ -97,33 +102,28 @@ def _refusal(data_dir: Path, unnamed: str, stop: str, then: str) -> str:
     (a file written before holders wrote theirs, or one a holder has not written yet)."""
     try:
         with (data_dir / FILE_NAME).open("rb") as file:
-            name, _, pid = file.read(MOST_READ).decode(errors="replace").strip().partition(" ")
+            name, pid, start = [*file.read(MOST_READ).decode(errors="replace").split(), "", "", ""][:3]
     except OSError:
-        name, pid = "", ""
+        name, pid, start = "", "", ""
     if name not in HOLDERS or not pid.isdigit():
         return f"{data_dir.resolve()} is in use by {unnamed} {OTHERS}: {stop}, {then}"
     holder, advice = HOLDERS[name]
-    if not _alive(int(pid)):
-        # Its children inherit the lock: the broker and Prometheus of an `up` killed with -9.
-        return f"{data_dir.resolve()} is in use by what {holder} (pid {pid}, gone) started: stop those, {then}"
+    if running_since(int(pid)) is None or (start.isdigit() and running_since(int(pid)) != int(start)):
+        # Exited (or its number handed on): its children inherit the lock, such as the broker of an `up`
+        # killed with -9, which the death signal has asked to stop, and which may be saving its queue.
+        return (
+            f"{data_dir.resolve()} is in use by what {holder} (pid {pid}, gone) started: wait for it to end "
+            f"(a broker may be saving its queue) or stop it, {then}"
+        )
     return f"{data_dir.resolve()} is in use by {holder} (pid {pid}): {advice}, {then}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's: alive
-        return True
-    return True
 
 
 def _opened(data_dir: Path) -> TextIO:
     """The lock file, or a ConfigError naming the data dir: one not writable was a raw traceback. Opened
     without emptying it: its holder's line is for those refused."""
     try:
-        return (data_dir / FILE_NAME).open("a")
+        # Neither emptied nor appended to (a holder writes its line from the start).
+        return os.fdopen(os.open(data_dir / FILE_NAME, os.O_WRONLY | os.O_CREAT, 0o666), "w")
     except OSError as exc:
         raise ConfigError(
             f"cannot write in the data dir {data_dir}: {exc.strerror} (--data-dir, or EVENTPIPE_DATA_DIR)"

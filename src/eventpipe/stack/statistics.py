@@ -1,7 +1,7 @@
 """The broker's own statistics ($SYS) as Prometheus metrics: `eventpipe up`'s, and compose's exporter.
 
 Under the names sapcc/mosquitto-exporter gave them (compose ran it until it was replaced by this, which
-runs on arm64 without emulation), so that the same alerts (EventpipeBrokerBacklog,
+runs on arm64 without emulation), so that the same alerts (EventpipeBrokerBacklog, EventpipeBrokerMemoryHigh,
 EventpipeBrokerDroppingMessages, the two session alerts), the completeness SLI's broker drops and the
 broker dashboard read both stacks.
 

@@ -42,8 +42,8 @@ class Turn:
             running = self._running
             doing = f"{running[0]} has run for {time.monotonic() - running[1]:.0f} s" if running else "another runs"
             raise BusyStorageError(
-                f"{what} waited {self._wait_s:g} s for its turn and {doing} (backups, restores, erasures and "
-                "dead-letter replays run one at a time): retry once it has finished"
+                f"{what} waited {self._wait_s:g} s for its turn and {doing} (backups and their listing, restores, "
+                "erasures and dead-letter replays run one at a time in a process): retry once it has finished"
             )
         self._running = (what, time.monotonic())
         try:
