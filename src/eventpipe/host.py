@@ -180,7 +180,16 @@ def cpu_seconds(pid: int) -> float:
 
 def running_since(pid: int) -> int | None:
     """When a process that runs started (clock ticks after boot, field 22 of stat(5)); None once it has
-    exited, a zombie included. With its pid alone, a number the kernel has handed on would pass for it."""
+    exited, a zombie included. With its pid alone, a number the kernel has handed on would pass for it.
+    Without /proc (macOS) 0 while the pid is in use: its start cannot be read there."""
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # another user's
+            return 0
+        return 0
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

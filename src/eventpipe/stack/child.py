@@ -99,8 +99,8 @@ class ChildProcess:
 
         Waits for its whole process group, even when the program itself has exited: a wrapper script
         killed by a signal leaves what it started behind, holding the port and the data dir's lock.
-        `progress`, read at each tick, says what it is doing (the size of the file it saves): while that
-        changes it is not hung, and the `timeout` counts from the last change, up to MOST_STOP_S in all.
+        `progress`, read at each tick, says what it is doing (Mosquitto: whether a save is under way): while
+        that changes it is not hung, and the `timeout` counts from the last change, up to MOST_STOP_S in all.
         """
         if not self._signal(signal.SIGTERM):
             return

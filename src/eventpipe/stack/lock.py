@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 FILE_NAME = ".lock"
 # Who may hold the lock: `up`, or a single-purpose command on the data dir's store (cli.service).
 OTHERS = "(or an eventpipe worker, api, migrate, restore or bench fill on its store)"
-# Each holder writes its name and pid in the file, so that a refusal names it: a restore's lock was
+# Each holder writes its name, pid and start in the file, so that a refusal names it: a restore's lock was
 # refused as "in use by a running `eventpipe up` ...: stop it", and an operator who found no `up` could
 # have stopped the restore. Those that serve are stopped; those that end by themselves are waited for.
 STOP, WAIT = "stop it (Ctrl-C or SIGTERM)", "wait for it to end"
@@ -29,7 +29,7 @@ HOLDERS = {
     "restore": ("`eventpipe restore`", WAIT),
     "fill": ("`eventpipe bench fill`", WAIT),
 }
-# A holder's line is a name and a pid: more is no line of ours.
+# A holder's line is a name, a pid and a start: more is no line of ours.
 MOST_READ = 64
 
 
@@ -108,7 +108,8 @@ def _refusal(data_dir: Path, unnamed: str, stop: str, then: str) -> str:
     if name not in HOLDERS or not pid.isdigit():
         return f"{data_dir.resolve()} is in use by {unnamed} {OTHERS}: {stop}, {then}"
     holder, advice = HOLDERS[name]
-    if running_since(int(pid)) is None or (start.isdigit() and running_since(int(pid)) != int(start)):
+    since = running_since(int(pid))
+    if since is None or (start.isdigit() and since not in (0, int(start))):
         # Exited (or its number handed on): its children inherit the lock, such as the broker of an `up`
         # killed with -9, which the death signal has asked to stop, and which may be saving its queue.
         return (
