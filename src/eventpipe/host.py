@@ -170,12 +170,8 @@ def rss_bytes(pid: int | str = "self") -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a running process, 0.0 when it cannot be read."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime: fields 14 and 15 of stat(5)
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / TICKS if fields else 0.0  # utime, stime: fields 14, 15 of stat(5)
 
 
 def running_since(pid: int) -> int | None:
@@ -190,12 +186,18 @@ def running_since(pid: int) -> int | None:
         except PermissionError:  # another user's
             return 0
         return 0
+    fields = _stat(pid)
+    return None if not fields or fields[0] == "Z" else int(fields[19])  # state, starttime: fields 3, 22
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command (which may hold spaces and parentheses), from the
+    state on (field 3 of stat(5)); none once it has exited."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return None if fields[0] == "Z" else int(fields[19])
+        return []
+    return text[text.rindex(")") + 2 :].split()
 
 
 class Process(NamedTuple):

@@ -86,7 +86,7 @@ def test_a_child_saving_on_stop_is_waited_for_while_its_save_grows_and_killed_on
     child = ChildProcess("saver", port, tmp_path)
     assert child.start([sys.executable, "-c", SLOW_SAVER, str(port), str(saved)]) is None
     # A tick of its save is 0.1 s; on a loaded machine, several.
-    child.stop(timeout=3.0, progress=lambda: saved.stat().st_size)
+    child.stop(timeout=3.0, busy=lambda: saved.stat().st_size < 30_000)
     assert child.returncode == 0, "killed while its save grew"
     assert saved.stat().st_size == 30_000
     # The same save with nothing watched: killed after the timeout (before its 3 s are up).
@@ -104,8 +104,8 @@ def test_a_stop_whose_watch_fails_still_stops_the_child(tmp_path: Path) -> None:
     child = ChildProcess("saver", port, tmp_path)
     assert child.start([sys.executable, "-c", SLOW_SAVER, str(port), str(tmp_path / "saved")]) is None
 
-    def renamed_away() -> int:
+    def renamed_away() -> bool:
         raise FileNotFoundError(2, "No such file or directory", "mosquitto.db.new")
 
-    child.stop(timeout=1.0, progress=renamed_away)
+    child.stop(timeout=1.0, busy=renamed_away)
     assert not child.running() and child.returncode == -9

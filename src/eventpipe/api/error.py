@@ -97,12 +97,15 @@ EXAMPLES = {
 }
 # A migration's copy of events_by_user took 12 s at 10M events here: minutes at 100M.
 BUSY_RETRY_AFTER_S = "30"
-# The 503 of the /admin/ routes that take turns (store.turn), beside the common causes.
+# Why a route that takes turns (store.turn) answers `busy`, beside the common causes.
+TURN_TAKEN = (
+    f"backups, their listing, erasures and replays (one at a time) took the API process's turn for the {WAIT_S:g} s "
+    "this one waited for it"
+)
+# The 503 of the /admin/ routes that take turns.
 TURN_BUSY = (
     "ClickHouse cannot answer now (`unavailable`), or the API answers as many requests as it does at once, or "
-    f"backups, their listing, erasures and replays (one at a time) took the API process's turn for the {WAIT_S:g} s "
-    "this one waited for it (`busy`: `detail` says which); "
-    "retry after `Retry-After` seconds."
+    f"{TURN_TAKEN} (`busy`: `detail` says which); retry after `Retry-After` seconds."
 )
 # ClickHouse out of reach: a restart or a failover takes seconds.
 UNAVAILABLE_RETRY_AFTER_S = "5"

@@ -21,7 +21,7 @@ from pydantic_core import PydanticCustomError
 from eventpipe.api.admin import FORBIDDEN, AdminKey, admin_key
 from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
-from eventpipe.api.error import TURN_BUSY, ApiError, responses
+from eventpipe.api.error import TURN_BUSY, TURN_TAKEN, ApiError, responses
 from eventpipe.api.model import rfc3339
 from eventpipe.api.param import TIME_HELP, Cursor, LetterReason, Limit, instant, only_known, text
 from eventpipe.config import Settings
@@ -33,7 +33,7 @@ from eventpipe.store.client import connect
 from eventpipe.store.dsn import embedded
 from eventpipe.store.erasure import Eraser
 from eventpipe.store.outcome import Outcomes, Selection
-from eventpipe.store.turn import WAIT_S, Turn
+from eventpipe.store.turn import Turn
 from eventpipe.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -174,9 +174,8 @@ class ErasurePage(BaseModel):
 ERASE_UNAVAILABLE = {
     **responses(503)[503],
     "description": "ClickHouse cannot answer now (`unavailable`), or a migration is copying a table the erasure "
-    "must reach or swapped one during it, or the API answers as many requests as it does at once, or a backup, "
-    f"erasure or replay took the process's turn for the {WAIT_S:g} s this one waited for it (`busy`): for "
-    "all three, erase again after `Retry-After` seconds. Or erasure "
+    "must reach or swapped one during it, or the API answers as many requests as it does at once, or "
+    f"{TURN_TAKEN} (`busy`): for all three, erase again after `Retry-After` seconds. Or erasure "
     "is not set up (`not_configured`: EVENTPIPE_ERASURE_SECRET is empty).",
 }
 AUDIT_UNAVAILABLE = {

@@ -94,23 +94,23 @@ class ChildProcess:
         """Ask it to stop without waiting."""
         self._signal(signal.SIGTERM)
 
-    def stop(self, timeout: float = 10.0, progress: Callable[[], object] | None = None) -> None:
+    def stop(self, timeout: float = 10.0, busy: Callable[[], bool] | None = None) -> None:
         """SIGTERM (Mosquitto and Prometheus save their state on it), then wait; SIGKILL if it hangs.
 
         Waits for its whole process group, even when the program itself has exited: a wrapper script
         killed by a signal leaves what it started behind, holding the port and the data dir's lock.
-        `progress`, read at each tick, says what it is doing (Mosquitto: whether a save is under way): while
-        that changes it is not hung, and the `timeout` counts from the last change, up to MOST_STOP_S in all.
+        `busy`, asked at each tick, says whether it is still at work (Mosquitto: a save under way): the
+        `timeout` counts from the last tick it was, up to MOST_STOP_S in all.
         """
         if not self._signal(signal.SIGTERM):
             return
         assert self._process is not None
         started = time.monotonic()
-        deadline, seen, said = started + timeout, _read(progress), False
+        deadline, said = started + timeout, False
         while self._exit() is None or group_alive(self._process.pid):
             now = time.monotonic()
-            if progress is not None and (moved := _read(progress)) != seen:
-                seen, deadline = moved, min(now + timeout, started + MOST_STOP_S)
+            if _asked(busy):
+                deadline = min(now + timeout, started + MOST_STOP_S)
                 if not said and now - started > timeout:
                     log.info("%s is still saving after %.0fs; waiting while it goes on", self.name, now - started)
                     said = True
@@ -224,10 +224,10 @@ def group_alive(pgid: int) -> bool:
     return any(process.pgrp == pgid and process.state not in ("Z", "X") for process in processes())
 
 
-def _read(progress: Callable[[], object] | None) -> object:
-    """What `progress` says, None for nothing to watch or a file it could not read: no change then, and the
-    stop goes on (an error here left the child running, unreaped)."""
+def _asked(busy: Callable[[], bool] | None) -> bool:
+    """What `busy` says; not busy when there is nothing to ask or a file it looks at cannot be read: the stop
+    goes on (an error here left the child running, unreaped)."""
     try:
-        return progress() if progress else None
+        return busy() if busy else False
     except OSError:
-        return None
+        return False

@@ -254,12 +254,9 @@ class Mosquitto:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, which makes Mosquitto save its persistence file, then wait: `timeout` without a save
         under way, as a save of a large queue takes longer (a backlog of 60 KB events wrote 3 GB)."""
-        self._child.stop(timeout, progress=self._save_progress)
-
-    def _save_progress(self) -> object:
-        """What changes while a save is under way: its new file is there until it is renamed into place, after
-        the fsync, which on a busy disk goes on long after the file has stopped growing."""
-        return time.monotonic() if self._saving.exists() else _identity(self.database)
+        # A save's new file is there until it is renamed into place, after the fsync, which on a busy disk goes
+        # on long after the file has stopped growing.
+        self._child.stop(timeout, busy=self._saving.exists)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

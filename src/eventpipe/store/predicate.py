@@ -32,15 +32,13 @@ from __future__ import annotations
 
 import json
 
-from eventpipe.events.condition import Condition, Field
+from eventpipe.events.condition import PRESENCE, Condition, Field
 
 # The values a JSON literal spells as text, which JSONExtractRaw gives as they are.
 LITERALS = ("true", "false", "null")
 # Allow-lists: a column name or an operator reaches SQL only as one of these constants.
 COLUMNS = {"event_type": "event_type", "user_id": "user_id", "topic": "topic"}
 OPERATORS = {"=": "=", "!=": "!=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
-# Presence tests (events.condition.PRESENCE).
-PRESENCE = ("exists", "missing")
 
 
 class Binder:
@@ -55,7 +53,7 @@ class Binder:
     def condition(self, condition: Condition) -> str:
         """A boolean that is never NULL, so that `!=` is exactly NOT `=`."""
         field = condition.field
-        if condition.operator in PRESENCE:
+        if condition.operator in PRESENCE.values():
             # A missing user is a NULL user_id; a missing property (or a path through a value that is no
             # object) reads '' from JSONExtractRaw, where a JSON null reads 'null'.
             absent = f"isNull({COLUMNS[field.name]})" if not field.path else f"({self._property(field.path)} = '')"
