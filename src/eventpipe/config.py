@@ -284,6 +284,15 @@ class Settings(BaseSettings):
         return self.admin_clickhouse_dsn or self.resolved_clickhouse_dsn
 
     @property
+    def clickhouse_dsn_setting(self) -> str:
+        """What to fix when the store fails: its DSN's variable, or the data dir that chose the embedded one."""
+        return "EVENTPIPE_CLICKHOUSE_DSN" if self.clickhouse_dsn else "the data dir: --data-dir, or EVENTPIPE_DATA_DIR"
+
+    @property
+    def admin_clickhouse_dsn_setting(self) -> str:
+        return "EVENTPIPE_ADMIN_CLICKHOUSE_DSN" if self.admin_clickhouse_dsn else self.clickhouse_dsn_setting
+
+    @property
     def mqtt_session_id(self) -> str:
         """The worker's MQTT client id: its name alone only when no secret is set (tests, benchmarks)."""
         if self.mqtt_session_secret is None:

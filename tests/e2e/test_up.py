@@ -321,6 +321,21 @@ def test_up_on_a_full_disk_names_the_data_dir_without_a_traceback(tmp_path: Path
         assert not [path.name for path in data_dir.iterdir() if path.name.startswith(".mqtt-session-secret")]
 
 
+def test_a_store_the_engine_cannot_open_names_the_data_dir_not_an_unset_dsn(tmp_path: Path) -> None:
+    # It said the engine's error alone, and the API's part blamed EVENTPIPE_CLICKHOUSE_DSN, which was not set.
+    data_dir = tmp_path / "data"
+    (data_dir / "clickhouse").mkdir(parents=True, mode=0o700)
+    (data_dir / "clickhouse" / "metadata").write_text("not a directory")
+    env = {name: value for name, value in os.environ.items() if name != "EVENTPIPE_CLICKHOUSE_DSN"}
+    ports = [f"--{name}-port={free_port()}" for name in ("mqtt", "api", "metrics")]
+    done = run_eventpipe("up", "--data-dir", str(data_dir), *ports, "--prometheus-port=0", env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = done.stderr.strip().splitlines()[-1]
+    assert said.startswith(f"eventpipe up: error: ClickHouse at chdb://{(data_dir / 'clickhouse').resolve()} "), said
+    assert "(the data dir: --data-dir, or EVENTPIPE_DATA_DIR)" in said and "metadata" in said, said
+    assert "EVENTPIPE_CLICKHOUSE_DSN" not in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_start_on_a_full_disk_serves_and_leaves_the_store_whole(tmp_path: Path, stacks: list[Up]) -> None:
     # Every start altered two tables, which writes their definitions again: on a full disk that left
     # restores.sql empty, and no later start opened the store, with space freed or not (found by an attack).

@@ -18,11 +18,10 @@ def assemble(settings: Settings, registry: CollectorRegistry, keyring: Keyring) 
     """The API server, not started; `registry` gets the API's metrics. A store that cannot be reached
     raises a StorageError naming the setting of the DSN at fault."""
     dsn, admin_dsn = settings.resolved_clickhouse_dsn, settings.resolved_admin_clickhouse_dsn
-    with reaching(dsn, "EVENTPIPE_CLICKHOUSE_DSN"):
+    with reaching(dsn, settings.clickhouse_dsn_setting):
         reader = open_reader(dsn, settings.api_query_timeout_s)
     # Backups, replays and erasures need rights a read-only user lacks: all of them as the admin user.
-    variable = "EVENTPIPE_ADMIN_CLICKHOUSE_DSN" if settings.admin_clickhouse_dsn else "EVENTPIPE_CLICKHOUSE_DSN"
-    with reaching(admin_dsn, variable):
+    with reaching(admin_dsn, settings.admin_clickhouse_dsn_setting):
         means = admin(settings)
         backups = means.backups(connect(admin_dsn))
     app = create_app(

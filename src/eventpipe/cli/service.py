@@ -62,7 +62,7 @@ def _work(settings: Settings) -> int:
         )
     registry = process_registry()
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
-    with reaching(settings.resolved_clickhouse_dsn, "EVENTPIPE_CLICKHOUSE_DSN"):
+    with reaching(settings.resolved_clickhouse_dsn, settings.clickhouse_dsn_setting):
         ingest = assemble(settings, registry)
     shutdown = Shutdown()
     shutdown.install()
@@ -136,7 +136,7 @@ def run_migrate(_args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     with (
         _own_store(settings, "then migrate (`eventpipe up` migrates its store at every start)", "migrate"),
-        reaching(settings.resolved_clickhouse_dsn, "EVENTPIPE_CLICKHOUSE_DSN"),
+        reaching(settings.resolved_clickhouse_dsn, settings.clickhouse_dsn_setting),
     ):
         create_database(settings.resolved_clickhouse_dsn)  # the migrations make their tables inside it
         applied = migrate(connect(settings.resolved_clickhouse_dsn), settings.retention_days)

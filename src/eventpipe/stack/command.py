@@ -41,7 +41,7 @@ from eventpipe.stack.runbook import filled_rules
 from eventpipe.stack.secret import kept_secrets
 from eventpipe.stack.statistics import Statistics
 from eventpipe.stack.volume import Volume
-from eventpipe.store.client import connect
+from eventpipe.store.client import connect, reaching
 from eventpipe.store.dsn import EMBEDDED_STORE
 from eventpipe.store.migration import migrate
 
@@ -151,9 +151,10 @@ def _serve(
     dsn = settings.resolved_clickhouse_dsn
     if not settings.clickhouse_dsn:
         private_store(settings.data_dir)  # the data dir's own engine: a DSN given names another's
-    migrator = connect(dsn)
-    migrate(migrator, settings.retention_days)
-    migrator.close()
+    with reaching(dsn, settings.clickhouse_dsn_setting):
+        migrator = connect(dsn)
+        migrate(migrator, settings.retention_days)
+        migrator.close()
     # Two registries, as in containers, so rules and dashboards see the same jobs: the worker's on
     # --metrics-port, and the API's there too, on a path of its own (never on the API's port).
     registry = process_registry()  # one process: its CPU and memory are reported once, here
@@ -176,7 +177,8 @@ def _serve(
     )
     if not settings.clickhouse_dsn:
         registry.register(Volume(settings.data_dir / EMBEDDED_STORE))
-    worker, prober = assemble(settings, registry)
+    with reaching(dsn, settings.clickhouse_dsn_setting):
+        worker, prober = assemble(settings, registry)
     api = assemble_api(settings, api_registry, keyring)
     rules = settings.prometheus_rules_dir or default_rules_dir()
     no_rules: str | None = None
