@@ -7,7 +7,7 @@ import json
 import clickhouse_connect
 
 from eventpipe.events import Event, Limits, parse
-from eventpipe.store.query import EventFilter, count_query, event_types_query, timeseries_query
+from eventpipe.store.query import EventFilter, Query, count_query, event_types_query, timeseries_query
 from eventpipe.store.reader import Reader
 from eventpipe.store.rollup import Rollup
 from eventpipe.store.writer import Writer
@@ -158,3 +158,29 @@ def test_windows_wider_than_a_month_or_stretched_by_an_event_ahead_of_now_keep_a
         assert plain.get("purchase", 0) == (until is None)
         series = [(int(str(b)), int(str(n))) for b, n in reader.run(timeseries_query(where, DAY_MS))]
         assert sorted((rollup.timeseries(where, DAY_MS) or {}).items()) == series
+
+
+def test_a_count_of_more_types_than_the_tally_keeps_fetches_no_more_and_leaves_it_to_the_plain_query(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # A producer chooses how many types there are: 20,000 of them made one call fetch every (bucket, type)
+    # pair, 2.4 MB, to list one type (found by a review).
+    reader, writer = Reader(client), Writer(client)
+    writer.insert_events([event(f"t{i}", NOW_MS - (i % 2) * HOUR_MS - 30 * 60_000, f"type{i}") for i in range(30)])
+    fetched: list[int] = []
+
+    def run(query: Query) -> list[tuple[object, ...]]:
+        rows = reader.run(query)
+        fetched.append(len(rows))
+        return rows
+
+    all_time, ragged = EventFilter(), EventFilter(None, None, NOW_MS - 3 * HOUR_MS - 1, None)
+    small = Rollup(run, now_ms=lambda: NOW_MS, max_rows=20)
+    assert small.event_types(all_time) is None
+    assert small.event_types(ragged) is None
+    assert small.timeseries(ragged, HOUR_MS) is None  # counted from the same (hour, type) pairs
+    assert max(fetched) == 21, fetched
+    roomy = Rollup(run, now_ms=lambda: NOW_MS, max_rows=60)
+    plain = {str(k): int(str(n)) for k, n in reader.run(event_types_query(all_time))}
+    assert roomy.event_types(all_time) == plain and len(plain) == 30
+    assert reader.event_types(all_time, limit=1).types == 30  # the Reader answers either way

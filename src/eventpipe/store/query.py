@@ -176,12 +176,15 @@ def event_query(event_id: str, where: EventFilter = EventFilter()) -> Query:  # 
     return Query(statement(EVENT_FIELDS, "events", conditions, tail, final=False), parameters | {"id": event_id})
 
 
-def event_types_query(where: EventFilter, limit: int | None = None) -> Query:
-    """(type, events) for every type; with `limit`, the `limit` most frequent, each row also
-    carrying the events and the number of types over all."""
+def event_types_query(where: EventFilter, limit: int | None = None, most: int | None = None) -> Query:
+    """(type, events) for every type, or for `most` of them at most (whose caller tells a cut answer
+    by its length); with `limit`, the `limit` most frequent, each row also carrying the events and the
+    number of types over all."""
     conditions, parameters = _event_conditions(where)
     tail = "GROUP BY event_type ORDER BY n DESC, event_type"
     if limit is None:
+        if most is not None:
+            tail, parameters = tail + " LIMIT {most:UInt32}", {**parameters, "most": most}
         return Query(statement("event_type, count() AS n", _events_table(where), conditions, tail), parameters)
     fields = "event_type, count() AS n, sum(n) OVER () AS total, count() OVER () AS types"
     tail += " LIMIT {limit:UInt32}"
@@ -201,8 +204,9 @@ PARTS_QUERY = Query(
 )
 
 
-def bucket_counts_query(width_ms: int, buckets: list[int]) -> Query:
-    """Counts by time bucket (epoch ms // width_ms) and event type over the given buckets.
+def bucket_counts_query(width_ms: int, buckets: list[int], most: int) -> Query:
+    """Counts by time bucket (epoch ms // width_ms) and event type over the given buckets, `most` rows
+    at most: a producer chooses how many types there are.
 
     The bucket is a monotonic function of the sort key's first column, so the
     primary key selects those buckets' granules, and copies (one sort key)
@@ -210,9 +214,9 @@ def bucket_counts_query(width_ms: int, buckets: list[int]) -> Query:
     sql = (
         "SELECT intDiv(toUnixTimestamp64Milli(timestamp), {width:Int64}) AS bucket, event_type, count()"
         " FROM events FINAL WHERE event_type != {probe:String} AND bucket IN {buckets:Array(Int64)}"
-        " GROUP BY bucket, event_type"
+        " GROUP BY bucket, event_type LIMIT {most:UInt32}"
     )
-    return Query(sql, {"probe": PROBE_EVENT_TYPE, "width": width_ms, "buckets": buckets})
+    return Query(sql, {"probe": PROBE_EVENT_TYPE, "width": width_ms, "buckets": buckets, "most": most})
 
 
 def timeseries_query(where: EventFilter, step_ms: int) -> Query:

@@ -4,9 +4,11 @@ All time is counted by day, but today and yesterday by hour; a window (the stati
 whole hours, plus its ragged ends counted live with the window's own query.
 A window wider than MAX_HOURS keeps its first MAX_HOURS in the tally and
 counts the rest live too. A window open to the past, a user filter, property
-filters (`where`: the tally counts by type and time only), or parts without a
-known time range, go to the plain query instead (None here), which counts the
-window through FINAL. One Rollup per process, shared by its requests.
+filters (`where`: the tally counts by type and time only), parts without a
+known time range, or more (bucket, type) pairs to count at once than the tally
+keeps, go to the plain query instead (None here), which counts the window
+through FINAL and fetches only the types it lists. One Rollup per process,
+shared by its requests.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from eventpipe.store.query import (
     event_types_query,
     timeseries_query,
 )
-from eventpipe.store.tally import DAY_MS, HOUR_MS, Counts, Part, Tally, added, coverable, signatures
+from eventpipe.store.tally import DAY_MS, HOUR_MS, MAX_ENTRIES, Counts, Part, Tally, added, coverable, signatures
 
 Run = Callable[[Query], Sequence[tuple[object, ...]]]
 # The hours a window keeps in the tally: a month, so a window's kept
@@ -30,11 +32,18 @@ Run = Callable[[Query], Sequence[tuple[object, ...]]]
 MAX_HOURS = 31 * 24
 # The days all time counts by hour: today (or the newest day stored) and the day before (Rollup._all_time).
 HOT_DAYS = 2
+# The rows a count here fetches at most, each query cut in ClickHouse: a producer chooses how many types
+# there are, and 20,000 of them made every call fetch 2.4 MB to list one. More than the tally keeps could
+# never be kept, and would be counted again at every call: the plain query answers instead.
+MAX_ROWS = MAX_ENTRIES
 
 
 class Rollup:
-    def __init__(self, run: Run, now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+    def __init__(
+        self, run: Run, now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000, max_rows: int = MAX_ROWS
+    ) -> None:
         self._run = run
+        self._max_rows = max_rows
         self._now_ms = now_ms
         self._days = Tally()
         self._hours = Tally()
@@ -47,15 +56,17 @@ class Rollup:
         if not coverable(parts):
             return None
         if where.since_ms is None and where.until_ms is None:
-            counts = self._all_time(parts)
+            counted = self._all_time(parts)
         else:
             split = self._window(where, parts)
             if split is None:
                 return None
             hours, edges = split
-            live = [self._run(event_types_query(edge)) for edge in edges]
-            counts = added([*hours.values(), *({str(k): int(str(n)) for k, n in rows} for rows in live)])
-        return _only(counts, where)
+            live = [self._run(event_types_query(edge, most=self._max_rows + 1)) for edge in edges]
+            if any(len(rows) > self._max_rows for rows in live):
+                return None
+            counted = added([*hours.values(), *({str(k): int(str(n)) for k, n in rows} for rows in live)])
+        return None if counted is None else _only(counted, where)
 
     def timeseries(self, where: EventFilter, step_ms: int) -> dict[int, int] | None:
         """Events per bucket start in `where`, or None when the plain query must answer."""
@@ -75,7 +86,7 @@ class Rollup:
                 out[int(str(edge_start))] = out.get(int(str(edge_start)), 0) + int(str(n))
         return {start: n for start, n in out.items() if n}
 
-    def _all_time(self, parts: list[Part]) -> Counts:
+    def _all_time(self, parts: list[Part]) -> Counts | None:
         """Every day's counts: HOT_DAYS of them by hour, up to today or the newest day stored if older, the
         others by day.
 
@@ -92,12 +103,11 @@ class Rollup:
         end = first + HOT_DAYS
         days = {day: names for day, names in signatures(parts, DAY_MS).items() if not first <= day < end}
         hours = signatures(parts, HOUR_MS, first * DAY_MS // HOUR_MS, end * DAY_MS // HOUR_MS)
-        return added(
-            [
-                *self._counted(self._days, DAY_MS, parts, days).values(),
-                *self._counted(self._hours, HOUR_MS, parts, hours).values(),
-            ]
-        )
+        by_day = self._counted(self._days, DAY_MS, parts, days)
+        by_hour = self._counted(self._hours, HOUR_MS, parts, hours)
+        if by_day is None or by_hour is None:
+            return None
+        return added([*by_day.values(), *by_hour.values()])
 
     def _window(self, where: EventFilter, parts: list[Part]) -> tuple[dict[int, Counts], list[EventFilter]] | None:
         """Counts of the whole hours inside the window, and the filters of its ends outside them."""
@@ -120,12 +130,14 @@ class Rollup:
         # Up to `until`, or past the newest part's hour when the window is open.
         if end * HOUR_MS < (where.until_ms if where.until_ms is not None else tail * HOUR_MS):
             edges.append(where._replace(since_ms=end * HOUR_MS))
-        return self._counted(self._hours, HOUR_MS, parts, signatures(parts, HOUR_MS, first, end)), edges
+        hours = self._counted(self._hours, HOUR_MS, parts, signatures(parts, HOUR_MS, first, end))
+        return None if hours is None else (hours, edges)
 
     def _counted(
         self, tally: Tally, width_ms: int, parts: list[Part], wanted: dict[int, tuple[str, ...]]
-    ) -> dict[int, Counts]:
-        """Counts of every bucket in `wanted`: kept ones from `tally`, the others through FINAL.
+    ) -> dict[int, Counts] | None:
+        """Counts of every bucket in `wanted`: kept ones from `tally`, the others through FINAL; None when
+        those others hold more than max_rows (bucket, type) pairs.
 
         The parts are listed again after the count, and a bucket is kept only
         if its parts did not change meanwhile: a count the query took from
@@ -135,8 +147,11 @@ class Rollup:
         stale = sorted(bucket for bucket in wanted if bucket not in kept)
         if not stale:
             return kept
+        rows = self._run(bucket_counts_query(width_ms, stale, self._max_rows + 1))
+        if len(rows) > self._max_rows:
+            return None
         fresh: dict[int, Counts] = {bucket: {} for bucket in stale}
-        for bucket, kind, n in self._run(bucket_counts_query(width_ms, stale)):
+        for bucket, kind, n in rows:
             fresh[int(str(bucket))][str(kind)] = int(str(n))
         after = signatures(self._parts(), width_ms, stale[0], stale[-1] + 1)
         for bucket in stale:
