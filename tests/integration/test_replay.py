@@ -280,3 +280,34 @@ def test_a_replay_by_ids_too_long_for_one_bound_value_on_a_server_takes_those_na
     answer = post(relaxed, {"ids": named})
     assert (answer["examined"], answer["stored"], answer["remaining"]) == (3, 3, 0)
     assert post(relaxed)["stored"] == 2
+
+
+def test_a_letter_the_store_refuses_with_an_unknown_error_fails_alone_and_the_rest_are_stored(
+    clickhouse_dsn: str, writer: Writer
+) -> None:
+    # A row the store fails with an error it does not classify (here a CHECK's throwIf) failed its whole
+    # chunk at every call, and letters go oldest first: no replay ever got past it (found by a review).
+    writer.insert_dead_letters([letter("events/purchase", late(i), RECEIVED_MS + i) for i in range(5)])
+    connect(clickhouse_dsn).command(
+        "ALTER TABLE events ADD CONSTRAINT poison CHECK throwIf(ifNull(user_id, '') = 'u0', 'poison row') = 0"
+    )
+    relaxed = admin_client(clickhouse_dsn, **RELAXED)
+    answer = post(relaxed)
+    assert (answer["examined"], answer["stored"], answer["still_failing"]) == (5, 4, 1), answer
+    assert answer["failures"][0]["reason"] == "storage_rejected" and "poison row" in answer["failures"][0]["detail"]
+    assert sorted(item["user_id"] for item in walk(relaxed, "/events")) == ["u1", "u2", "u3", "u4"]
+    assert statuses(relaxed) == {"pending": 0, "failed": 1, "replayed": 4}
+
+
+def test_a_store_that_fails_every_letter_with_an_unknown_error_marks_none_failed(
+    clickhouse_dsn: str, writer: Writer
+) -> None:
+    # Isolating rows is for a poison letter: a store that fails a known-good row too is an outage, 503.
+    writer.insert_dead_letters([letter("events/purchase", late(i), RECEIVED_MS + i) for i in range(5)])
+    client = connect(clickhouse_dsn)
+    client.command("ALTER TABLE events ADD CONSTRAINT broken CHECK throwIf(1, 'broken setup') = 0")
+    relaxed = admin_client(clickhouse_dsn, **RELAXED)
+    assert relaxed.post("/admin/dead-letters/replay", headers=ADMIN).status_code == 503
+    assert statuses(relaxed) == {"pending": 5, "failed": 0, "replayed": 0}
+    client.command("ALTER TABLE events DROP CONSTRAINT broken")
+    assert post(relaxed)["stored"] == 5

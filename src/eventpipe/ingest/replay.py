@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eventpipe import __version__
+from eventpipe.errors import StorageError, UnknownStorageError
 from eventpipe.events import Event, Limits, Reason, Rejection, parse
 from eventpipe.events import codec as codec_module
 from eventpipe.events import contract as contract_module
@@ -117,7 +118,7 @@ class Replayer:
     def _retire(self) -> None:
         try:
             self._mark(retired=True)
-        except Exception as exc:  # noqa: BLE001 - the call's own outcome (or failure) is what it answers
+        except StorageError as exc:  # the call's own outcome (or failure) is what it answers; a bug is raised
             # Not retired, an erasure in any process waits for it (a minute at most, then answers
             # complete: false) until its last mark is REPLAY_STALE_MS old, or, on the embedded engine, this
             # process ends.
@@ -144,7 +145,12 @@ class Replayer:
             else:
                 events.append(result)
                 sources.append(letter)
-        refused = dict(self._writer.insert_events(events))
+        try:
+            refused = dict(self._writer.insert_events(events))
+        except UnknownStorageError:
+            # Once more, a row failing alone refused while the store takes others (Writer): a poison letter
+            # failed its whole chunk at every call, and letters go oldest first, so no replay got past it.
+            refused = dict(self._writer.insert_events(events, isolate_unknown=True))
         outcomes = []
         for index, letter in enumerate(sources):
             if index in refused:
