@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from paho.mqtt.client import topic_matches_sub
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -180,10 +179,16 @@ class Settings(BaseSettings):
             return cls.model_fields[str(info.field_name)].default
         return value
 
-    @field_validator("mqtt_ca_file", "api_tls_cert_file", "api_tls_key_file", "api_keys_file", mode="before")
+    @field_validator(
+        *("mqtt_ca_file", "api_tls_cert_file", "api_tls_key_file", "api_keys_file", "prometheus_rules_dir"),
+        *("broker_log_file", "mqtt_session_secret", "erasure_secret", "cursor_secret"),
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
-        # compose passes an unset ${VAR:-} as "", which would otherwise be the path ".".
+        # compose passes an unset ${VAR:-} as "", which would otherwise be the path "." (`up` refused to copy
+        # its rules into itself), or a secret of no characters (kept by none, so `up` gave the API a new cursor
+        # key at every start, and every cursor handed out before a restart was refused).
         return None if value == "" else value
 
     @model_validator(mode="after")
@@ -225,12 +230,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("mqtt_session_secret", "erasure_secret", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @field_validator("mqtt_session_secret", "erasure_secret")
+    @field_validator("mqtt_session_secret", "erasure_secret", "cursor_secret")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         # The message names the setting (by the caller) and never the value.
@@ -260,19 +260,9 @@ class Settings(BaseSettings):
             )
         if self.retry_max_s < self.retry_initial_s:
             raise ValueError("EVENTPIPE_RETRY_MAX_S must be at least EVENTPIPE_RETRY_INITIAL_S")
-        found = topic.filter_problem(self.mqtt_topic)
+        found = topic.settings_problem(self.mqtt_topic, self.mqtt_share_group, self.probe_topic, self.probe_interval_s)
         if found is not None:
-            raise ValueError(f"EVENTPIPE_MQTT_TOPIC {found}")
-        if any(char in self.mqtt_share_group for char in "/+#"):
-            raise ValueError(f"EVENTPIPE_MQTT_SHARE_GROUP {self.mqtt_share_group!r} may not contain '/', '+' or '#'")
-        if self.probe_interval_s > 0 and any(char in self.probe_topic for char in "+#"):
-            # A filter, not a topic: the probe thread died at its first publish, and freshness went blind.
-            raise ValueError(f"EVENTPIPE_PROBE_TOPIC {self.probe_topic!r} is a topic to publish to: no '+' or '#'")
-        if self.probe_interval_s > 0 and not topic_matches_sub(self.mqtt_topic, self.probe_topic):
-            # A probe the worker never receives would report the pipe stalled forever.
-            raise ValueError(
-                f"EVENTPIPE_PROBE_TOPIC {self.probe_topic!r} is not under EVENTPIPE_MQTT_TOPIC {self.mqtt_topic!r}"
-            )
+            raise ValueError(found)
         return self
 
     @property
@@ -286,7 +276,11 @@ class Settings(BaseSettings):
     @property
     def clickhouse_dsn_setting(self) -> str:
         """What to fix when the store fails: its DSN's variable, or the data dir that chose the embedded one."""
-        return "EVENTPIPE_CLICKHOUSE_DSN" if self.clickhouse_dsn else "the data dir: --data-dir, or EVENTPIPE_DATA_DIR"
+        return (
+            "EVENTPIPE_CLICKHOUSE_DSN"
+            if self.clickhouse_dsn
+            else "the data dir: EVENTPIPE_DATA_DIR, or `up --data-dir`"
+        )
 
     @property
     def admin_clickhouse_dsn_setting(self) -> str:

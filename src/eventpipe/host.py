@@ -115,7 +115,7 @@ def _listenable(port: int) -> bool:
     """Whether a server could bind `port` on any address now: every IPv4 one (which covers 127.0.0.1), and
     every IPv6 one where the host has IPv6 (a server on ::1 alone passed for free). Without SO_REUSEADDR,
     which servers set: a port with connections still in TIME_WAIT is passed over too."""
-    for family, anywhere in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):  # noqa: S104: a test bind
+    for family, anywhere in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):  # a test bind
         try:
             sock = socket.socket(family)
         except OSError:  # no IPv6 here

@@ -166,7 +166,7 @@ def test_no_command_prints_a_password(
     assert out.run("worker-bad-url", "worker", env={**env, "EVENTPIPE_MQTT_URL": bad_scheme}).returncode == 2
     short = {**env, "EVENTPIPE_CURSOR_SECRET": short_cursor_secret}
     assert out.run("api-short-cursor-secret", "api", env=short).returncode == 2
-    assert "EVENTPIPE_CURSOR_SECRET is shorter" in out.texts["api-short-cursor-secret"]
+    assert "(EVENTPIPE_CURSOR_SECRET): shorter than" in out.texts["api-short-cursor-secret"]
     short_session = {**env, "EVENTPIPE_MQTT_SESSION_SECRET": short_session_secret}
     assert out.run("worker-short-session-secret", "worker", env=short_session).returncode == 2
     assert "EVENTPIPE_MQTT_SESSION_SECRET" in out.texts["worker-short-session-secret"]

@@ -332,7 +332,7 @@ def test_a_store_the_engine_cannot_open_names_the_data_dir_not_an_unset_dsn(tmp_
     assert done.returncode == 2, done.stdout + done.stderr
     said = done.stderr.strip().splitlines()[-1]
     assert said.startswith(f"eventpipe up: error: ClickHouse at chdb://{(data_dir / 'clickhouse').resolve()} "), said
-    assert "(the data dir: --data-dir, or EVENTPIPE_DATA_DIR)" in said and "metadata" in said, said
+    assert "(the data dir: EVENTPIPE_DATA_DIR, or `up --data-dir`)" in said and "metadata" in said, said
     assert "EVENTPIPE_CLICKHOUSE_DSN" not in done.stderr and "Traceback" not in done.stderr
 
 

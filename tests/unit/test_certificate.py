@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from eventpipe.api.certificate import Certificate
 from eventpipe.stack import certificate
 from eventpipe.stack.certificate import NAMES, TlsFiles, local_authority, server_usable
 from tests.support.terminal import finished, on_terminal, read_terminal
@@ -155,3 +156,23 @@ def test_the_api_reports_when_the_certificate_it_serves_ends_and_nothing_it_cann
         registry = CollectorRegistry()
         registry.register(Certificate(cert_file))
         assert registry.get_sample_value(NAME) == expected, cert_file
+
+
+def test_the_api_says_when_it_cannot_read_its_certificates_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No sample and no word: the alert that the certificate ends could never fire, and nobody knew.
+    files = local_authority(tmp_path / "tls")
+    served = Certificate(files.cert)
+    assert [sample.value for family in served.collect() for sample in family.samples] == [
+        pytest.approx(time.time() + days_left(files.cert) * 86400, abs=120)
+    ]
+    assert not caplog.records
+    garbled = tmp_path / "garbled.pem"
+    garbled.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    unread = Certificate(garbled)
+    assert [family.samples for family in unread.collect()] == [[]]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"cannot read when the certificate in {garbled} ends (EVENTPIPE_API_TLS_CERT_FILE): "
+        "EventpipeAPICertificateExpiring cannot warn of it; watch its end another way"
+    ]

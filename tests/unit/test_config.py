@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from eventpipe.cli.variables import settings_problem
 from eventpipe.config import Settings
 from eventpipe.errors import ConfigError
 
@@ -115,12 +116,34 @@ def test_tls_settings_that_cannot_work_are_refused_naming_the_variable(monkeypat
     assert (settings.mqtt_ca_file, settings.api_tls_key_file) == (Path("/tls/ca.pem"), Path("/tls/server-key.pem"))
 
 
-def test_an_empty_tls_variable_is_unset_not_the_current_directory(monkeypatch: pytest.MonkeyPatch) -> None:
-    # compose passes an unset ${VAR:-} as an empty string.
-    for name in ("EVENTPIPE_MQTT_CA_FILE", "EVENTPIPE_API_TLS_CERT_FILE", "EVENTPIPE_API_TLS_KEY_FILE"):
-        monkeypatch.setenv(name, "")
+OPTIONAL = (
+    *("mqtt_ca_file", "api_tls_cert_file", "api_tls_key_file", "api_keys_file", "prometheus_rules_dir"),
+    *("broker_log_file", "mqtt_session_secret", "erasure_secret", "cursor_secret"),
+)
+
+
+def test_an_empty_optional_variable_is_unset_not_the_current_directory_or_a_secret_of_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # compose passes an unset ${VAR:-} as an empty string: EVENTPIPE_PROMETHEUS_RULES_DIR= made `up` refuse to
+    # copy the rules into themselves, and EVENTPIPE_CURSOR_SECRET= a secret `up` did not keep, so every cursor
+    # was refused after a restart (a review).
+    for field in OPTIONAL:
+        monkeypatch.setenv(f"EVENTPIPE_{field.upper()}", "")
     settings = Settings()
-    assert (settings.mqtt_ca_file, settings.api_tls_cert_file, settings.api_tls_key_file) == (None, None, None)
+    assert {field: getattr(settings, field) for field in OPTIONAL} == dict.fromkeys(OPTIONAL)
+
+
+@pytest.mark.parametrize("field", ["mqtt_session_secret", "erasure_secret", "cursor_secret"])
+def test_a_short_secret_is_refused_naming_the_variable_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch, field: str
+) -> None:
+    # A short cursor secret can be guessed offline from one cursor; `up` applied every migration first.
+    monkeypatch.setenv(f"EVENTPIPE_{field.upper()}", "hunter2")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    said = settings_problem(refused.value)
+    assert f"(EVENTPIPE_{field.upper()}): shorter than 32 characters" in said and "hunter2" not in said
 
 
 def test_an_empty_host_or_data_dir_is_the_default_not_every_interface_or_the_current_directory(

@@ -9,12 +9,15 @@ renewed since is served, and shown, after a restart.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
 
 NAME = "eventpipe_api_tls_certificate_expiry_timestamp_seconds"
 HELP = "When the certificate the API serves (EVENTPIPE_API_TLS_CERT_FILE, read at its start) ends, in epoch seconds."
@@ -38,6 +41,13 @@ class Certificate(Collector):
 
     def __init__(self, cert_file: Path | None) -> None:
         self._ends = expiry_s(cert_file) if cert_file is not None else None
+        if cert_file is not None and self._ends is None:
+            # Else silent: no sample, and the alert that the certificate ends could never fire.
+            log.warning(
+                "cannot read when the certificate in %s ends (EVENTPIPE_API_TLS_CERT_FILE): "
+                "EventpipeAPICertificateExpiring cannot warn of it; watch its end another way",
+                cert_file,
+            )
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily(NAME, HELP)

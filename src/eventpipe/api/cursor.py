@@ -25,7 +25,6 @@ import secrets
 import struct
 
 from eventpipe.api.error import ApiError
-from eventpipe.errors import ConfigError
 from eventpipe.events.contract import MAX_ID_CHARS, MAX_TYPE_CHARS
 from eventpipe.store.page import Position
 
@@ -43,8 +42,6 @@ _ID_LENGTH = struct.Struct(">H")
 # The same bound as the API's time parameters: DateTime64(3) ends in 2299.
 LATEST_MS = 10**13
 _ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
-# Short secrets can be guessed offline from one cursor: 32 characters is `openssl rand -hex 16`.
-MIN_SECRET_CHARS = 32
 # A key signs only cursors: domain separation from any other use of the secret.
 _CONTEXT = b"eventpipe cursor key\x00"
 
@@ -64,12 +61,8 @@ class Cursors:
     scope = staticmethod(scope)  # routes reach everything about cursors through the instance they are given
 
     def __init__(self, secret: str = "") -> None:
-        if secret and len(secret) < MIN_SECRET_CHARS:
-            # Not echoed: the message goes to logs and terminals.
-            raise ConfigError(
-                f"EVENTPIPE_CURSOR_SECRET is shorter than {MIN_SECRET_CHARS} characters: "
-                "set it to a random value, e.g. from `openssl rand -hex 32`, or leave it empty"
-            )
+        """`secret`: EVENTPIPE_CURSOR_SECRET, whose length Settings checks (a short one can be guessed
+        offline from one cursor)."""
         material = secret.encode() if secret else secrets.token_bytes(32)
         self._key = hashlib.sha256(_CONTEXT + material).digest()
 

@@ -20,6 +20,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from eventpipe.api.grant import Grant
+from eventpipe.events.contract import MAX_TYPE_CHARS
 
 # Names go into metric labels and logs: plain characters, and never '#', which
 # marks the names of keys that come from elsewhere (env#1, up#generated).
@@ -30,8 +31,6 @@ FIELD = re.compile(r"[a-z_]{1,32}")
 # One API process answers a few thousand requests a second at most; a window
 # costs 8 bytes per request it allows (api.throttle).
 MAX_REQUESTS_PER_MINUTE = 100_000
-# The API's own bound on an event_type parameter.
-MAX_TYPE_CHARS = 256
 MAX_FILE_BYTES = 16 * 1024 * 1024
 SHA256_HINT = "64 hex digits, the SHA-256 of the key (printf %s KEY | sha256sum), never the key itself"
 
@@ -87,7 +86,8 @@ class _Key(BaseModel):
     @classmethod
     def _types(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not all(0 < len(kind) <= MAX_TYPE_CHARS for kind in value):
-            raise ValueError(f"each type is 1 to {MAX_TYPE_CHARS} characters")
+            # No stored event has a longer type: a key scoped to one was accepted, and saw nothing.
+            raise ValueError(f"each type is 1 to {MAX_TYPE_CHARS} characters, as an event's type is")
         return value
 
     @model_validator(mode="after")

@@ -8,7 +8,6 @@ from decimal import ROUND_CEILING, Decimal, localcontext
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
-_ONE_US = timedelta(microseconds=1)
 # The digits of a time's fraction past its sixth, which datetime.fromisoformat drops.
 _BEYOND_MICROSECONDS = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}[.,][0-9]{6}([0-9]+)")
 _NUMERIC = re.compile(r"-?[0-9]+(\.[0-9]+)?")

@@ -34,7 +34,7 @@ BROKER_PATH = "/metrics/broker"
 MAX_REQUEST_BYTES = 16 * 1024
 
 
-class Unavailable(Exception):  # noqa: N818: it names the answer, 503
+class Unavailable(Exception):  # named for the answer, 503
     """Raised by a collector whose values cannot be told now: the scrape is answered 503, and fails."""
 
 

@@ -289,10 +289,10 @@ class Worker:
     def _observe_freshness(self, events: list[Event], batch: list[Delivery]) -> None:
         now_ms = time.time_ns() // 1_000_000
         metrics = self._metrics
-        # Clamped: an event stamped ahead (clock skew) is fresh, and a negative
-        # value would lower the histogram's sum, which Prometheus takes for a reset.
+        # Clamped: an event stamped ahead (clock skew) is fresh, a wall clock stepped back since a receipt
+        # is no negative delay, and a negative value would lower the sum, which Prometheus takes for a reset.
         metrics.freshness.observe_many([max(0, now_ms - event.timestamp_ms) / 1000 for event in events])
-        metrics.ingest_latency.observe_many([(now_ms - delivery.received_ms) / 1000 for delivery in batch])
+        metrics.ingest_latency.observe_many([max(0, now_ms - delivery.received_ms) / 1000 for delivery in batch])
         probes = [event.timestamp_ms for event in events if event.event_type == PROBE_EVENT_TYPE]
         if probes:
             # Clamped like freshness: a clock ahead of this one must not read as a negative delay.
