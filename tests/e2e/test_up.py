@@ -363,10 +363,14 @@ def test_up_with_mqtt_url_alone_and_no_broker_in_the_environment_says_so(tmp_pat
     assert "--mqtt-url alone uses the broker EVENTPIPE_MQTT_URL names, and it is not set" in done.stderr
 
 
-def test_publish_to_a_missing_broker_fails_clearly() -> None:
+def test_publish_to_a_missing_broker_fails_clearly_naming_where_the_address_came_from() -> None:
     done = run_eventpipe("publish", "--mqtt-url", "mqtt://127.0.0.1:1", "--count", "5", timeout=60)
     assert done.returncode == 2
-    assert "cannot reach the MQTT broker" in done.stderr
+    assert "cannot reach the MQTT broker at mqtt://127.0.0.1:1: " in done.stderr and "(--mqtt-url)" in done.stderr
+    env = {**os.environ, "EVENTPIPE_MQTT_URL": "mqtt://127.0.0.1:1"}
+    assert (
+        run_eventpipe("publish", "--count", "5", env=env, timeout=60).stderr.rstrip().endswith("(EVENTPIPE_MQTT_URL)")
+    )
 
 
 def test_a_taken_mqtt_port_is_reported_not_mistaken_for_ours(

@@ -18,7 +18,7 @@ from eventpipe.cli.runtime import (
 )
 from eventpipe.cli.variables import settings_problem
 from eventpipe.config import Settings
-from eventpipe.errors import ConfigError
+from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.host import address, raise_file_limit
 from eventpipe.ingest.assembly import assemble
 from eventpipe.mqtt.replica import named
@@ -161,15 +161,25 @@ def run_publish(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
     if args.mqtt_url:
         warn_password_flag("publish", "--mqtt-url", args.mqtt_url, "EVENTPIPE_MQTT_URL")
-    report = publish_demo(
-        settings.mqtt_url,
-        args.count,
-        rate=args.rate,
-        qos=args.qos,
-        topic_prefix=args.topic_prefix,
-        seed=args.seed,
-        ca_file=settings.mqtt_ca_file,
-    )
+    try:
+        report = publish_demo(
+            settings.mqtt_url,
+            args.count,
+            rate=args.rate,
+            qos=args.qos,
+            topic_prefix=args.topic_prefix,
+            seed=args.seed,
+            ca_file=settings.mqtt_ca_file,
+        )
+    except BrokerError as exc:
+        # Which setting chose that broker: a default or a forgotten variable read as "the broker is down".
+        if args.mqtt_url:
+            source = "--mqtt-url"
+        elif "mqtt_url" in settings.model_fields_set:
+            source = "EVENTPIPE_MQTT_URL"
+        else:
+            source = "the default: pass --mqtt-url, or set EVENTPIPE_MQTT_URL"
+        raise BrokerError(f"{exc} ({source})") from exc
     # QoS 0 has no acknowledgement: the count is of messages handed to the socket.
     outcome = (
         f"{report.acknowledged} acknowledged by the broker (QoS 1)" if args.qos else "sent at QoS 0, unacknowledged"
