@@ -235,7 +235,7 @@ def exported_metrics() -> set[str]:
     """Every metric name the worker and the API can expose (samples or not yet)."""
     registry = process_registry()
     IngestMetrics(registry)
-    registry.register(Journal(Path("/nonexistent/mosquitto.log")))  # `eventpipe up`'s broker log
+    registry.register(Journal(Path("/nonexistent/mosquitto.log"), own_ids=["w"]))  # `eventpipe up`'s broker log
     registry.register(Volume(Path("/")))  # `eventpipe up`'s embedded store's filesystem
     instrument(FastAPI(), registry)
     closed_connections(registry)  # the API server's (api.server)

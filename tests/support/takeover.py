@@ -44,9 +44,10 @@ class Intruder:
     """A client that presents `client_id`. Clean start: the broker ends the session it takes, subscription
     and all. Resumed: it inherits the session and what is queued for it, and acknowledges what it gets."""
 
-    def __init__(self, url: str, client_id: str, clean_start: bool) -> None:
+    def __init__(self, url: str, client_id: str, clean_start: bool, expiry_s: int = 0) -> None:
         self._address = MqttAddress.parse(url)
         self._clean_start = clean_start
+        self._expiry_s = expiry_s
         self.client = make_client(self._address, client_id)
         self.connack: ReasonCode | None = None
         self.session_present = False
@@ -64,7 +65,7 @@ class Intruder:
     def hold(self, seconds: float) -> None:
         """Connect, stay `seconds` (paho reconnects it if the worker takes the id back), then leave."""
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 0
+        props.SessionExpiryInterval = self._expiry_s
         self.client.connect(
             self._address.host, self._address.port, keepalive=10, clean_start=self._clean_start, properties=props
         )
@@ -80,14 +81,20 @@ class Intruder:
 
 
 def attack(
-    stream_url: str, intruder_url: str, client_id: str, clean_start: bool, hold_s: float = HOLD_S
+    stream_url: str,
+    intruder_url: str,
+    client_id: str,
+    clean_start: bool,
+    hold_s: float = HOLD_S,
+    expiry_s: int = 0,
 ) -> tuple[Stream, set[str], Intruder]:
-    """Stream COUNT events at RATE/s; a third of the way in, an intruder holds `client_id` for `hold_s`.
-    Returns the stream, the ids the broker acknowledged to the producer, and the intruder."""
+    """Stream COUNT events at RATE/s; a third of the way in, an intruder holds `client_id` for `hold_s`,
+    keeping the session `expiry_s` after it leaves. Returns the stream, the ids the broker acknowledged to
+    the producer, and the intruder."""
     stream = Stream(stream_url, COUNT, RATE)
     stream.start()
     wait_until(lambda: stream.published >= COUNT // 3, timeout=30, what="the stream under way")
-    intruder = Intruder(intruder_url, client_id, clean_start)
+    intruder = Intruder(intruder_url, client_id, clean_start, expiry_s)
     intruder.hold(hold_s)
     return stream, stream.acknowledged(), intruder
 

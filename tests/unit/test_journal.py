@@ -94,3 +94,40 @@ def test_a_long_log_is_copied_aside_and_emptied_after_its_lines_are_counted(tmp_
     with log.open("ab") as handle:
         handle.write(REFUSED + b"\n")
     assert totals(journal) == {"refused": 26, "dropped": 0}, "and on from the new start"
+
+
+WORKER = "eventpipe-ingest-0123456789abcdef0123456789abcdef"
+CONNECTIONS = [
+    # The worker itself, signed in as `ingest`; its probe likewise; a producer under another id.
+    f"1796483980: New client connected from 127.0.0.1:58477 as {WORKER} (p5, c0, k30, u'ingest').".encode(),
+    f"1796483567: New client connected from 127.0.0.1:49519 as {WORKER}-probe (p5, c1, k60, u'ingest').".encode(),
+    b"1796483568: New client connected from 127.0.0.1:49520 as eventpipe-publish-891acb36 (p5, c1, k60).",
+    # A client id that quotes the worker's: not the worker's id.
+    f"1796483569: New client connected from 127.0.0.1:49521 as x as {WORKER} (p5, c1, k60).".encode(),
+]
+# Anonymous under the worker's id (Mosquitto 2.0.11 closed the worker's connection and said nothing to it),
+# and under its probe's.
+TAKEN = [
+    f"1796483979: New client connected from 127.0.0.1:55829 as {WORKER} (p5, c1, k60).".encode(),
+    f"1796484023: New client connected from 10.0.0.7:41857 as {WORKER}-probe (p5, c0, k10, u'monitor').".encode(),
+]
+
+
+def test_only_connections_under_ups_own_ids_by_anyone_but_its_worker_count_as_takeovers(tmp_path: Path) -> None:
+    # Found by an attack: a client with the worker's id and a session expiry took the session on `up`'s
+    # Mosquitto 2.0.11, which closed the worker's connection without 0x8E: 95 of 600 events lost, no alert.
+    log = tmp_path / "mosquitto.log"
+    log.write_bytes(b"\n".join([*CONNECTIONS, *OTHER, REFUSED]) + b"\n")
+    journal = Journal(log, own_ids=[WORKER, f"{WORKER}-probe"], own_user="ingest")
+
+    def takeovers() -> float:
+        families = {family.name: family for family in journal.collect()}
+        return families["eventpipe_broker_session_takeovers"].samples[0].value
+
+    assert takeovers() == 0
+    with log.open("ab") as handle:
+        handle.write(b"\n".join(TAKEN) + b"\n")
+    assert takeovers() == 2
+    assert takeovers() == 2
+    # Compose's exporter knows no worker's id: it serves the oversize counts alone, as before.
+    assert [family.name for family in Journal(log).collect()] == ["eventpipe_broker_oversize_packets"]

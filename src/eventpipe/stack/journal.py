@@ -1,10 +1,13 @@
-"""What only Mosquitto's log records, as a Prometheus counter: packets it refused or dropped for size.
+"""What only Mosquitto's log records, as Prometheus counters: packets it refused or dropped for size, and,
+under `eventpipe up`, clients that took one of its own sessions.
 
 Mosquitto 2.0 counts neither in $SYS (its publish/messages/dropped counts queue
-overflows only). `eventpipe up` reads its broker's log file, and compose's
-exporter (`eventpipe broker-metrics`) the log file the broker writes to a volume
-they share, the lines written since each started, at each scrape. Both keep
-the file short (Aside): Mosquitto never rotates it.
+overflows only), and before 2.0.15 it closes a session's connection taken over
+without saying why (DISCONNECT 0x8E), so the worker cannot count that itself.
+`eventpipe up` reads its broker's log file, and compose's exporter (`eventpipe
+broker-metrics`) the log file the broker writes to a volume they share, the
+lines written since each started, at each scrape. Both keep the file short
+(Aside): Mosquitto never rotates it. Only `up` knows its own clients' ids.
 """
 
 from __future__ import annotations
@@ -36,6 +39,15 @@ HELP = (
     "Size they exceed (acknowledged, never delivered to it). From the broker's log file, read by `eventpipe up` "
     "or compose's exporter."
 )
+# A connection under a client id, with the user it signed in as (none: anonymous). The id is matched whole
+# against `up`'s own, and a hostile id cannot end the line as the broker does (CUT_LINE aside).
+CONNECTED = re.compile(rb"^\d+: New client connected from \S+ as (.+?) \(p\d+, c\d+, k\d+(?:, u'(.*)')?\)\.$")
+TAKEOVERS = "eventpipe_broker_session_takeovers"
+TAKEOVERS_HELP = (
+    "Connections under the session id of `eventpipe up`'s worker or probe by a client not signed in as the "
+    "worker: each took that session and what it held (the ACL lets no one else read events, so that is lost). "
+    "From the broker's log: Mosquitto before 2.0.15 tells the worker nothing."
+)
 CHUNK = 1 << 20
 # Mosquitto's lines are short; a longer run without a newline is not one of them.
 LONGEST_LINE = 64 * 1024
@@ -64,14 +76,28 @@ def count(lines: Iterable[bytes]) -> dict[str, int]:
     return found
 
 
-class Journal(Collector):
-    """Counts the lines of `path` from byte `start` on, reading what is new at each collect."""
+def taken(lines: Iterable[bytes], own_ids: frozenset[bytes], own_user: bytes) -> int:
+    """How many of `lines` connect a client under one of `own_ids` not signed in as `own_user`."""
+    found = 0
+    for line in lines:
+        line = line.rstrip(b"\r")
+        if len(line) < CUT_LINE and (connected := CONNECTED.match(line)) is not None:
+            found += connected.group(1) in own_ids and connected.group(2) != own_user
+    return found
 
-    def __init__(self, path: Path, start: int = 0) -> None:
+
+class Journal(Collector):
+    """Counts the lines of `path` from byte `start` on, reading what is new at each collect; takeovers of
+    `own_ids` (client ids) by anyone not signed in as `own_user` too, when there are such ids."""
+
+    def __init__(self, path: Path, start: int = 0, own_ids: Iterable[str] = (), own_user: str = "") -> None:
         self._path = path
         self._offset = start
         self._partial = b""
         self._counts = dict.fromkeys(LINES, 0)
+        self._own_ids = frozenset(client_id.encode() for client_id in own_ids)
+        self._own_user = own_user.encode()
+        self._takeovers = 0
         self._lock = threading.Lock()
 
     def catch_up(self) -> None:
@@ -85,7 +111,10 @@ class Journal(Collector):
             family = CounterMetricFamily(OVERSIZE, HELP, labels=["action"])
             for action, total in self._counts.items():
                 family.add_metric([action], total)
+            takeovers = CounterMetricFamily(TAKEOVERS, TAKEOVERS_HELP, value=self._takeovers)
         yield family
+        if self._own_ids:
+            yield takeovers
 
     def _read(self) -> None:
         try:
@@ -103,6 +132,8 @@ class Journal(Collector):
                         self._partial = b""
                     for action, total in count(lines).items():
                         self._counts[action] += total
+                    if self._own_ids:
+                        self._takeovers += taken(lines, self._own_ids, self._own_user)
         except OSError:
             return  # no log yet, or unreadable: the counts stay as they were
 
