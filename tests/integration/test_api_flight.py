@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from eventpipe.api.keyring import Keyring
 from eventpipe.bench.fill import fill
@@ -160,8 +161,9 @@ def test_an_answer_left_unread_holds_about_its_own_size_not_the_rows_it_was_made
 def test_the_process_bound_answers_503_busy_naming_its_setting(clickhouse_dsn: str) -> None:
     big_events(clickhouse_dsn, 10, 10)
     reader = HeldReader(readonly_reader(clickhouse_dsn))
+    registry = CollectorRegistry()
     with (
-        server(reader, keys=(KEY, OTHER), max_requests=2, max_requests_per_key=2) as port,
+        server(reader, registry=registry, keys=(KEY, OTHER), max_requests=2, max_requests_per_key=2) as port,
         sent(port, "/events?event_type=held", KEY, 2),
     ):
         deadline = time.monotonic() + 10
@@ -171,6 +173,14 @@ def test_the_process_bound_answers_503_busy_naming_its_setting(clickhouse_dsn: s
         busy = ask(port, request("/events?limit=1", OTHER))
         assert busy.startswith(b"HTTP/1.1 503") and b"EVENTPIPE_API_MAX_REQUESTS" in busy, busy[:300]
         assert ask(port).startswith(b"HTTP/1.1 200"), "health needs no seat"
+        # Who holds the seats, for the runbook of a 503 busy: the key's name, never the key.
+        held = {
+            sample.labels["key"]: sample.value
+            for family in registry.collect()
+            if family.name == "eventpipe_api_requests_running"
+            for sample in family.samples
+        }
+        assert list(held.values()) == [2] and KEY not in held, held
         reader.release.set()
 
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 import pytest
 
 from eventpipe.api.error import ApiError
+from eventpipe.api.export import slots as exports
 from eventpipe.api.slot import Slots
-
-
-def exports(total: int) -> Slots:
-    """As the export route makes them: half per key."""
-    return Slots(total, max(1, total // 2), "exports", "EVENTPIPE_API_MAX_EXPORTS", 10)
 
 
 def refused(slots: Slots, key: str) -> tuple[int, str]:
@@ -57,3 +53,21 @@ def test_a_share_larger_than_the_bound_is_the_bound_and_refusals_name_what_to_ch
     assert caught.value.status == 503 and "EVENTPIPE_API_MAX_REQUESTS" in caught.value.detail
     held.pop()()
     slots.take("b")
+
+
+def test_the_metrics_say_which_keys_hold_the_slots_a_refused_client_waits_for() -> None:
+    # Found by an attack: behind a 503 busy, the runbook's request rate by key put the refused key first,
+    # and the partner reading 4 exports slowly at 0.007 requests a second.
+    slots = exports(4)
+
+    def running() -> dict[str, float]:
+        (family,) = slots.collect()
+        assert family.name == "eventpipe_api_exports_running"
+        return {sample.labels["key"]: sample.value for sample in family.samples}
+
+    assert running() == {}
+    held = [slots.take("partner-a"), slots.take("partner-a"), slots.take("partner-b")]
+    assert running() == {"partner-a": 2, "partner-b": 1}
+    held[0]()
+    held[2]()
+    assert running() == {"partner-a": 1}

@@ -101,12 +101,13 @@ def create_app(
             raise error.ApiError(503, "unavailable", "ClickHouse does not answer", retry)
         return {"status": "ready"}
 
-    keys = KeyCheck(keyring, throttle, flight.seats(max_requests, max_requests_per_key))
+    seats, exports = flight.seats(max_requests, max_requests_per_key), export.slots(max_exports)
+    keys = KeyCheck(keyring, throttle, seats)
     cursors = Cursors(cursor_secret)
     routers = [
         router(reader, keys, cursors),
         breakdown.router(reader, keys),
-        export.router(reader, keys, max_exports),
+        export.router(reader, keys, exports),
         feed.router(reader, keys, cursors),
     ]
     if backups is not None:
@@ -117,6 +118,8 @@ def create_app(
         app.include_router(included)
     error.route_methods(app, routers)
     registry.register(Backlog(reader.dead_letter_statuses))
+    registry.register(seats)
+    registry.register(exports)
     app.add_middleware(BodyLimit)  # before anything reads a body, the key check included
     app.add_middleware(HeadAsGet)  # inside the metrics, which count HEAD as HEAD
     app.add_middleware(Flight)  # outside HeadAsGet, whose copy of the scope must share the request's seats

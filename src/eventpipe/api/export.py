@@ -128,13 +128,17 @@ OPENAPI_200: dict[int | str, dict[str, Any]] = {
 }
 
 
-def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> APIRouter:
+def slots(max_exports: int = MAX_EXPORTS) -> Slots:
+    """The exports that run at once: `max_exports`, half of them for one key."""
+    return Slots(max_exports, max(1, max_exports // 2), "exports", "EVENTPIPE_API_MAX_EXPORTS", EXPORT_RETRY_S)
+
+
+def router(reader: Reader, keys: KeyCheck, running: Slots) -> APIRouter:
     api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(*KEYED))
     export = Export(reader.run)
-    slots = Slots(max_exports, max(1, max_exports // 2), "exports", "EVENTPIPE_API_MAX_EXPORTS", EXPORT_RETRY_S)
     # The pages read ahead, one thread a running export: bounded with them, and reused, since the engine
     # keeps files open for each thread that has queried.
-    ahead = ThreadPoolExecutor(max_exports, thread_name_prefix="eventpipe-export")
+    ahead = ThreadPoolExecutor(running.total, thread_name_prefix="eventpipe-export")
 
     @api.get(
         "/export",
@@ -162,7 +166,7 @@ def router(reader: Reader, keys: KeyCheck, max_exports: int = MAX_EXPORTS) -> AP
     ) -> Stream:
         only = EventFilter(text(event_type), text(user_id), *window(since, until), where=conditions(where))
         try:
-            give_back = slots.take(grant.name)
+            give_back = running.take(grant.name)
         except ApiError:
             keys.uncount(grant)  # refused: not one of the key's requests per minute
             raise

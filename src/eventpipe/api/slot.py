@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from eventpipe.api.error import ApiError
 
 
-class Slots:
+class Slots(Collector):
     """`total` at once, `per_key` of them for one key; `what` names them in errors ("exports"),
-    `setting` is the environment variable of `total`, `retry_after_s` what a refused client is told to wait."""
+    `setting` is the environment variable of `total`, `retry_after_s` what a refused client is told to wait.
+    Collected, the slots each key holds now: who to narrow when others are answered 503 `busy` (a key's
+    request rate does not say it: a partner reading 4 exports slowly sends a request a minute)."""
 
     def __init__(self, total: int, per_key: int, what: str, setting: str, retry_after_s: int) -> None:
         self.total, self.per_key = total, min(per_key, total)
@@ -59,3 +64,15 @@ class Slots:
                         del self._held[key]
 
         return give_back
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            f"eventpipe_api_{self._what}_running",
+            f"The {self._what} running now, by API key name ({self._setting} bounds them all).",
+            labels=["key"],
+        )
+        with self._lock:
+            held = dict(self._held)
+        for key, count in sorted(held.items()):
+            family.add_metric([key], count)
+        yield family
