@@ -44,11 +44,19 @@ class Intruder:
     """A client that presents `client_id`. Clean start: the broker ends the session it takes, subscription
     and all. Resumed: it inherits the session and what is queued for it, and acknowledges what it gets."""
 
-    def __init__(self, url: str, client_id: str, clean_start: bool, expiry_s: int = 0) -> None:
+    def __init__(self, url: str, client_id: str, clean_start: bool, expiry_s: int = 0, bridge: bool = False) -> None:
+        """`bridge`: MQTT 3.1.1 with the protocol level's bridge bit, which Mosquitto logs in other words."""
         self._address = MqttAddress.parse(url)
         self._clean_start = clean_start
         self._expiry_s = expiry_s
-        self.client = make_client(self._address, client_id)
+        self._bridge = bridge
+        if bridge:
+            self.client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_start, protocol=mqtt.MQTTv311
+            )
+            self.client.enable_bridge_mode()
+        else:
+            self.client = make_client(self._address, client_id)
         self.connack: ReasonCode | None = None
         self.session_present = False
         self.received = 0
@@ -64,11 +72,14 @@ class Intruder:
 
     def hold(self, seconds: float) -> None:
         """Connect, stay `seconds` (paho reconnects it if the worker takes the id back), then leave."""
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self._expiry_s
-        self.client.connect(
-            self._address.host, self._address.port, keepalive=10, clean_start=self._clean_start, properties=props
-        )
+        if self._bridge:
+            self.client.connect(self._address.host, self._address.port, keepalive=10)
+        else:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self._expiry_s
+            self.client.connect(
+                self._address.host, self._address.port, keepalive=10, clean_start=self._clean_start, properties=props
+            )
         self.client.loop_start()
         wait_until(lambda: self.connack is not None, timeout=5, what="the intruder's CONNACK")
         time.sleep(seconds)
@@ -87,6 +98,7 @@ def attack(
     clean_start: bool,
     hold_s: float = HOLD_S,
     expiry_s: int = 0,
+    bridge: bool = False,
 ) -> tuple[Stream, set[str], Intruder]:
     """Stream COUNT events at RATE/s; a third of the way in, an intruder holds `client_id` for `hold_s`,
     keeping the session `expiry_s` after it leaves. Returns the stream, the ids the broker acknowledged to
@@ -94,7 +106,7 @@ def attack(
     stream = Stream(stream_url, COUNT, RATE)
     stream.start()
     wait_until(lambda: stream.published >= COUNT // 3, timeout=30, what="the stream under way")
-    intruder = Intruder(intruder_url, client_id, clean_start, expiry_s)
+    intruder = Intruder(intruder_url, client_id, clean_start, expiry_s, bridge)
     intruder.hold(hold_s)
     return stream, stream.acknowledged(), intruder
 

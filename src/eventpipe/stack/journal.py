@@ -40,8 +40,11 @@ HELP = (
     "or compose's exporter."
 )
 # A connection under a client id, with the user it signed in as (none: anonymous). The id is matched whole
-# against `up`'s own, and a hostile id cannot end the line as the broker does (CUT_LINE aside).
-CONNECTED = re.compile(rb"^\d+: New client connected from \S+ as (.+?) \(p\d+, c\d+, k\d+(?:, u'(.*)')?\)\.$")
+# against `up`'s own, and a hostile id cannot end the line as the broker does (CUT_LINE aside). "bridge":
+# any MQTT 3.1.1 client that sets the protocol level's bridge bit is logged so, and takes a session as well.
+CONNECTED = re.compile(
+    rb"^\d+: New (?:client|bridge) connected from \S+ as (.+?) \(p\d+, c\d+, k\d+(?:, u'(.*)')?\)\.$"
+)
 TAKEOVERS = "eventpipe_broker_session_takeovers"
 TAKEOVERS_HELP = (
     "Connections under the session id of `eventpipe up`'s worker or probe by a client not signed in as the "
