@@ -311,3 +311,20 @@ def test_a_store_that_fails_every_letter_with_an_unknown_error_marks_none_failed
     assert statuses(relaxed) == {"pending": 5, "failed": 0, "replayed": 0}
     client.command("ALTER TABLE events DROP CONSTRAINT broken")
     assert post(relaxed)["stored"] == 5
+
+
+def test_a_blip_of_the_store_stores_every_letter_and_marks_none_failed(clickhouse_dsn: str, writer: Writer) -> None:
+    # For two seconds the store refuses the letters' rows (they have users) and takes the known-good one
+    # (it has none): isolated at the first error, every letter was marked failed, and no later replay takes
+    # a failed letter again (a review). A replay waits for the error to repeat, as the worker does.
+    writer.insert_dead_letters([letter("events/purchase", late(i), RECEIVED_MS + i) for i in range(5)])
+    client = connect(clickhouse_dsn)
+    until = int(client.command("SELECT toUnixTimestamp(now())")) + 2
+    client.command(
+        f"ALTER TABLE events ADD CONSTRAINT blip CHECK throwIf(toUnixTimestamp(now()) < {until} "
+        "AND user_id IS NOT NULL, 'a blip') = 0"
+    )
+    relaxed = admin_client(clickhouse_dsn, **RELAXED)
+    answer = post(relaxed)
+    assert (answer["examined"], answer["stored"], answer["still_failing"]) == (5, 5, 0), answer
+    assert statuses(relaxed) == {"pending": 0, "failed": 0, "replayed": 5}

@@ -29,6 +29,7 @@ from eventpipe.events import Event, Limits, Reason, Rejection, parse
 from eventpipe.events import codec as codec_module
 from eventpipe.events import contract as contract_module
 from eventpipe.events import timestamp as timestamp_module
+from eventpipe.ingest.retry import POISON_AFTER
 from eventpipe.store.mark import REPLAY_AHEAD, replay_name
 from eventpipe.store.outcome import Candidate, Outcome, Outcomes, Selection
 from eventpipe.store.row import StoredDeadLetter
@@ -43,6 +44,9 @@ MAX_FAILURES_SHOWN = 100
 # A detail may quote the payload (a timestamp's text): kept short in answers and outcomes.
 MAX_DETAIL_CHARS = 1000
 CUT = "cut"
+# The first wait after an unclassified insert error, doubled at each (to 1 s): POISON_AFTER of them take
+# about 3 s, in an admin's call that may take minutes anyway.
+BLIP_S = 0.25
 
 
 @dataclass
@@ -145,12 +149,7 @@ class Replayer:
             else:
                 events.append(result)
                 sources.append(letter)
-        try:
-            refused = dict(self._writer.insert_events(events))
-        except UnknownStorageError:
-            # Once more, a row failing alone refused while the store takes others (Writer): a poison letter
-            # failed its whole chunk at every call, and letters go oldest first, so no replay got past it.
-            refused = dict(self._writer.insert_events(events, isolate_unknown=True))
+        refused = self._insert(events)
         outcomes = []
         for index, letter in enumerate(sources):
             if index in refused:
@@ -165,6 +164,20 @@ class Replayer:
         report.examined += len(letters)
         report.stored += len(sources) - len(refused)
         report.still_failing += len(failed)
+
+
+    def _insert(self, events: list[Event]) -> dict[int, str]:
+        """Insert `events`, returning the refused ones' reasons by index. An unclassified error that repeats
+        POISON_AFTER times, as the worker waits for one, then has the rows isolated, each failing alone
+        refused while the store takes a known-good row (Writer): a poison letter failed its whole chunk at
+        every call, and letters go oldest first, so no replay got past it. Isolated at the first error, a
+        blip marked good letters failed, which no later replay takes again (a review)."""
+        for attempt in range(POISON_AFTER - 1):
+            try:
+                return dict(self._writer.insert_events(events))
+            except UnknownStorageError:
+                time.sleep(min(BLIP_S * 2**attempt, 1.0))
+        return dict(self._writer.insert_events(events, isolate_unknown=True))
 
 
 def _cut(letter: StoredDeadLetter) -> str:
