@@ -165,7 +165,6 @@ class Replayer:
         report.stored += len(sources) - len(refused)
         report.still_failing += len(failed)
 
-
     def _insert(self, events: list[Event]) -> dict[int, str]:
         """Insert `events`, returning the refused ones' reasons by index. An unclassified error that repeats
         POISON_AFTER times, as the worker waits for one, then has the rows isolated, each failing alone
