@@ -33,9 +33,12 @@ MAX_HOURS = 31 * 24
 # The days all time counts by hour: today (or the newest day stored) and the day before (Rollup._all_time).
 HOT_DAYS = 2
 # The rows a count here fetches at most, each query cut in ClickHouse: a producer chooses how many types
-# there are, and 20,000 of them made every call fetch 2.4 MB to list one. More than the tally keeps could
-# never be kept, and would be counted again at every call: the plain query answers instead.
+# there are, and a million of them would have been a million rows at every call. More than the tally keeps
+# could never be kept, and would be counted again at every call: the plain query answers instead.
 MAX_ROWS = MAX_ENTRIES
+# Seconds the plain query answers alone after a count went past MAX_ROWS: else every call fetched the
+# rows again to drop them, on top of the plain query.
+OVERFLOW_PAUSE_S = 60.0
 
 
 class Rollup:
@@ -44,13 +47,14 @@ class Rollup:
     ) -> None:
         self._run = run
         self._max_rows = max_rows
+        self._paused_until = 0.0  # time.monotonic() until which counts past max_rows leave it to the plain query
         self._now_ms = now_ms
         self._days = Tally()
         self._hours = Tally()
 
     def event_types(self, where: EventFilter) -> Counts | None:
         """Events per type in `where`, or None when the plain query must answer."""
-        if where.user_id is not None or where.where:
+        if where.user_id is not None or where.where or self._paused():
             return None
         parts = self._parts()
         if not coverable(parts):
@@ -64,13 +68,14 @@ class Rollup:
             hours, edges = split
             live = [self._run(event_types_query(edge, most=self._max_rows + 1)) for edge in edges]
             if any(len(rows) > self._max_rows for rows in live):
+                self._overflowed()
                 return None
             counted = added([*hours.values(), *({str(k): int(str(n)) for k, n in rows} for rows in live)])
         return None if counted is None else _only(counted, where)
 
     def timeseries(self, where: EventFilter, step_ms: int) -> dict[int, int] | None:
         """Events per bucket start in `where`, or None when the plain query must answer."""
-        if where.user_id is not None or where.where or step_ms % HOUR_MS:
+        if where.user_id is not None or where.where or step_ms % HOUR_MS or self._paused():
             return None
         parts = self._parts()
         split = self._window(where, parts) if coverable(parts) else None
@@ -104,7 +109,7 @@ class Rollup:
         days = {day: names for day, names in signatures(parts, DAY_MS).items() if not first <= day < end}
         hours = signatures(parts, HOUR_MS, first * DAY_MS // HOUR_MS, end * DAY_MS // HOUR_MS)
         by_day = self._counted(self._days, DAY_MS, parts, days)
-        by_hour = self._counted(self._hours, HOUR_MS, parts, hours)
+        by_hour = None if by_day is None else self._counted(self._hours, HOUR_MS, parts, hours)
         if by_day is None or by_hour is None:
             return None
         return added([*by_day.values(), *by_hour.values()])
@@ -149,6 +154,7 @@ class Rollup:
             return kept
         rows = self._run(bucket_counts_query(width_ms, stale, self._max_rows + 1))
         if len(rows) > self._max_rows:
+            self._overflowed()
             return None
         fresh: dict[int, Counts] = {bucket: {} for bucket in stale}
         for bucket, kind, n in rows:
@@ -158,6 +164,13 @@ class Rollup:
             if after.get(bucket) == wanted[bucket]:
                 tally.keep(bucket, wanted[bucket], fresh[bucket])
         return kept | fresh
+
+    def _paused(self) -> bool:
+        return time.monotonic() < self._paused_until
+
+    def _overflowed(self) -> None:
+        """Leave the counts to the plain query for a while: a count went past max_rows."""
+        self._paused_until = time.monotonic() + OVERFLOW_PAUSE_S
 
     def _parts(self) -> list[Part]:
         return [Part(str(name), int(str(low)), int(str(high))) for name, low, high in self._run(PARTS_QUERY)]
