@@ -80,6 +80,8 @@ def lost_by_up(
     )
     sessions_lost = up.metric("eventpipe_mqtt_sessions_lost_total")
     takeovers = up.metric("eventpipe_broker_session_takeovers_total", BROKER_PATH)
+    # Served, so that a 0 is a count and not a metric missing (its worker's own reconnects count nothing).
+    assert b"\neventpipe_broker_session_takeovers_total " in up.get(BROKER_PATH, up.metrics_port)[1]
     assert up.stop(signal.SIGTERM) == 0, up.output()
     stored = {event_id for event_id in stored_ids(up.data_dir) if event_id.startswith(f"{stream.prefix}-")}
     return len(acknowledged - stored), intruder.accepted, sessions_lost, takeovers
