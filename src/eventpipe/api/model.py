@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from eventpipe.api.answer import json_answer
 from eventpipe.events import Event as StoredEvent
+from eventpipe.events.codec import escaped
 from eventpipe.store.row import StoredDeadLetter
 
 EXAMPLE_EVENT: dict[str, Any] = {
@@ -78,16 +79,10 @@ def event_json(stored: StoredEvent) -> bytes:
     return event_text(stored).encode()
 
 
-# Characters JSON leaves raw in a string that some readers take for line breaks (Python's
-# str.splitlines, JavaScript's line terminators): an NDJSON line of /export holding one was cut into
-# several there. Escaped, each is the same JSON value; in valid JSON they can only be inside strings.
-LINE_BREAKS = "\x85\u2028\u2029"
-ESCAPED = str.maketrans({char: f"\\u{ord(char):04x}" for char in LINE_BREAKS})
-
-
 def event_text(stored: StoredEvent) -> str:
     """The Event of `stored` as JSON text, byte for byte what json.dumps(ensure_ascii=False,
-    separators=(",", ":")) writes, with the properties spliced in as stored, and LINE_BREAKS escaped.
+    separators=(",", ":")) writes, with the properties spliced in as stored, and codec.LINE_BREAKS escaped
+    (the worker escapes them in the properties it stores; rows stored before it did are escaped here).
 
     The column holds the JSON text the worker wrote; parsing it into Python
     objects and encoding them again cost more time and memory than the query
@@ -100,10 +95,7 @@ def event_text(stored: StoredEvent) -> str:
         f'"timestamp":"{rfc3339(stored.timestamp_ms)}","received_at":"{rfc3339(stored.received_ms)}",'
         f'"user_id":{user},"topic":{encode_basestring(stored.topic)},"properties":{stored.properties}}}'
     )
-    # Three scans of a few hundred characters: cheaper than translating every event for the rare one.
-    if "\u2028" in text or "\u2029" in text or "\x85" in text:
-        return text.translate(ESCAPED)
-    return text
+    return escaped(text)
 
 
 def event_page_json(rows: list[StoredEvent], next_cursor: str | None) -> bytes:
