@@ -180,12 +180,15 @@ def test_a_count_of_more_types_than_the_tally_keeps_fetches_no_more_and_leaves_i
     assert small.event_types(all_time) is None
     assert max(fetched) == 21, fetched
     asked = len(fetched)
-    assert small.event_types(ragged) is None
-    assert small.timeseries(ragged, HOUR_MS) is None
+    assert small.event_types(all_time) is None
     assert len(fetched) == asked, "paused: nothing fetched again to be dropped"
-    edges = Rollup(run, now_ms=lambda: NOW_MS, max_rows=20)
-    assert edges.event_types(ragged) is None  # a window: its hours hold 30 (hour, type) pairs
-    assert max(fetched[asked:]) == 21, fetched
+    # All time paused leaves windows to the tally: the last 40 minutes hold 15 types.
+    recent = EventFilter(None, None, NOW_MS - 40 * 60_000, None)
+    assert small.event_types(recent) == {f"type{i}": 1 for i in range(0, 30, 2)}
+    assert small.event_types(ragged) is None  # a window: its hours hold 30 (hour, type) pairs
+    asked = len(fetched)
+    assert small.timeseries(ragged, HOUR_MS) is None and small.event_types(recent) is None
+    assert len(fetched) == asked, "windows paused in turn"
     roomy = Rollup(run, now_ms=lambda: NOW_MS, max_rows=60)
     plain = {str(k): int(str(n)) for k, n in reader.run(event_types_query(all_time))}
     assert roomy.event_types(all_time) == plain and len(plain) == 30

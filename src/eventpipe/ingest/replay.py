@@ -47,6 +47,9 @@ CUT = "cut"
 # The first wait after an unclassified insert error, doubled at each (to 1 s): POISON_AFTER of them take
 # about 3 s, in an admin's call that may take minutes anyway.
 BLIP_S = 0.25
+# The most one call waits so in all: each chunk of up to 10,000 letters could wait its 3 s (about 4 minutes
+# over 79 chunks, holding the admin routes' turn); past it, an error that repeats is isolated at once.
+BLIP_BUDGET_S = 10.0
 
 
 @dataclass
@@ -91,6 +94,7 @@ class Replayer:
         # with this process's, by which an erasure on the embedded engine knows one of a process since gone.
         self._name = replay_name(secrets.token_hex(8))
         self._written_ms = 0
+        self._waits_until = 0.0  # time.monotonic() past which this call waits no more for a blip to pass
 
     def replay(self, selection: Selection) -> Report:
         with self._lock:
@@ -98,6 +102,7 @@ class Replayer:
             # Marked running before any letter is read: an erasure that deletes the user's letters then
             # waits for this call to end, and deletes the events it stored.
             self._mark(retired=False)
+            self._waits_until = time.monotonic() + BLIP_BUDGET_S
             try:
                 candidates = self._outcomes.candidates(selection, self.contract, MAX_EXAMINED)
                 for chunk in _chunks(candidates, CHUNK_BYTES):
@@ -175,7 +180,10 @@ class Replayer:
             try:
                 return dict(self._writer.insert_events(events))
             except UnknownStorageError:
-                time.sleep(min(BLIP_S * 2**attempt, 1.0))
+                wait = min(BLIP_S * 2**attempt, 1.0)
+                if time.monotonic() + wait > self._waits_until:
+                    break
+                time.sleep(wait)
         return dict(self._writer.insert_events(events, isolate_unknown=True))
 
 

@@ -42,6 +42,8 @@ HELP = (
 # A connection under a client id, with the user it signed in as (none: anonymous). The id is matched whole
 # against `up`'s own, and a hostile id cannot end the line as the broker does (CUT_LINE aside). "bridge":
 # any MQTT 3.1.1 client that sets the protocol level's bridge bit is logged so, and takes a session as well.
+# The address is a TCP listener's, the only kind `up` opens: a websockets listener's X-Forwarded-For or a
+# unix socket's path may hold spaces, and such a line would not count.
 CONNECTED = re.compile(
     rb"^\d+: New (?:client|bridge) connected from \S+ as (.+?) \(p\d+, c\d+, k\d+(?:, u'(.*)')?\)\.$"
 )

@@ -37,8 +37,10 @@ HOT_DAYS = 2
 # could never be kept, and would be counted again at every call: the plain query answers instead.
 MAX_ROWS = MAX_ENTRIES
 # Seconds the plain query answers alone after a count went past MAX_ROWS: else every call fetched the
-# rows again to drop them, on top of the plain query.
+# rows again to drop them, on top of the plain query. All time and windows apart: a store whose all-time
+# count overflows may still count a day's window on the tally, which the plain query may not finish in time.
 OVERFLOW_PAUSE_S = 60.0
+ALL_TIME, WINDOW = "all time", "window"
 
 
 class Rollup:
@@ -47,19 +49,23 @@ class Rollup:
     ) -> None:
         self._run = run
         self._max_rows = max_rows
-        self._paused_until = 0.0  # time.monotonic() until which counts past max_rows leave it to the plain query
+        # time.monotonic() until which counts past max_rows leave them to the plain query, by ALL_TIME or WINDOW
+        self._paused_until = {ALL_TIME: 0.0, WINDOW: 0.0}
         self._now_ms = now_ms
         self._days = Tally()
         self._hours = Tally()
 
     def event_types(self, where: EventFilter) -> Counts | None:
         """Events per type in `where`, or None when the plain query must answer."""
-        if where.user_id is not None or where.where or self._paused():
+        if where.user_id is not None or where.where:
+            return None
+        all_time = where.since_ms is None and where.until_ms is None
+        if self._paused(ALL_TIME if all_time else WINDOW):
             return None
         parts = self._parts()
         if not coverable(parts):
             return None
-        if where.since_ms is None and where.until_ms is None:
+        if all_time:
             counted = self._all_time(parts)
         else:
             split = self._window(where, parts)
@@ -68,14 +74,14 @@ class Rollup:
             hours, edges = split
             live = [self._run(event_types_query(edge, most=self._max_rows + 1)) for edge in edges]
             if any(len(rows) > self._max_rows for rows in live):
-                self._overflowed()
+                self._overflowed(WINDOW)
                 return None
             counted = added([*hours.values(), *({str(k): int(str(n)) for k, n in rows} for rows in live)])
         return None if counted is None else _only(counted, where)
 
     def timeseries(self, where: EventFilter, step_ms: int) -> dict[int, int] | None:
         """Events per bucket start in `where`, or None when the plain query must answer."""
-        if where.user_id is not None or where.where or step_ms % HOUR_MS or self._paused():
+        if where.user_id is not None or where.where or step_ms % HOUR_MS or self._paused(WINDOW):
             return None
         parts = self._parts()
         split = self._window(where, parts) if coverable(parts) else None
@@ -108,8 +114,8 @@ class Rollup:
         end = first + HOT_DAYS
         days = {day: names for day, names in signatures(parts, DAY_MS).items() if not first <= day < end}
         hours = signatures(parts, HOUR_MS, first * DAY_MS // HOUR_MS, end * DAY_MS // HOUR_MS)
-        by_day = self._counted(self._days, DAY_MS, parts, days)
-        by_hour = None if by_day is None else self._counted(self._hours, HOUR_MS, parts, hours)
+        by_day = self._counted(self._days, DAY_MS, parts, days, ALL_TIME)
+        by_hour = None if by_day is None else self._counted(self._hours, HOUR_MS, parts, hours, ALL_TIME)
         if by_day is None or by_hour is None:
             return None
         return added([*by_day.values(), *by_hour.values()])
@@ -135,11 +141,11 @@ class Rollup:
         # Up to `until`, or past the newest part's hour when the window is open.
         if end * HOUR_MS < (where.until_ms if where.until_ms is not None else tail * HOUR_MS):
             edges.append(where._replace(since_ms=end * HOUR_MS))
-        hours = self._counted(self._hours, HOUR_MS, parts, signatures(parts, HOUR_MS, first, end))
+        hours = self._counted(self._hours, HOUR_MS, parts, signatures(parts, HOUR_MS, first, end), WINDOW)
         return None if hours is None else (hours, edges)
 
     def _counted(
-        self, tally: Tally, width_ms: int, parts: list[Part], wanted: dict[int, tuple[str, ...]]
+        self, tally: Tally, width_ms: int, parts: list[Part], wanted: dict[int, tuple[str, ...]], kind: str
     ) -> dict[int, Counts] | None:
         """Counts of every bucket in `wanted`: kept ones from `tally`, the others through FINAL; None when
         those others hold more than max_rows (bucket, type) pairs.
@@ -154,23 +160,23 @@ class Rollup:
             return kept
         rows = self._run(bucket_counts_query(width_ms, stale, self._max_rows + 1))
         if len(rows) > self._max_rows:
-            self._overflowed()
+            self._overflowed(kind)
             return None
         fresh: dict[int, Counts] = {bucket: {} for bucket in stale}
-        for bucket, kind, n in rows:
-            fresh[int(str(bucket))][str(kind)] = int(str(n))
+        for bucket, event_type, n in rows:
+            fresh[int(str(bucket))][str(event_type)] = int(str(n))
         after = signatures(self._parts(), width_ms, stale[0], stale[-1] + 1)
         for bucket in stale:
             if after.get(bucket) == wanted[bucket]:
                 tally.keep(bucket, wanted[bucket], fresh[bucket])
         return kept | fresh
 
-    def _paused(self) -> bool:
-        return time.monotonic() < self._paused_until
+    def _paused(self, kind: str) -> bool:
+        return time.monotonic() < self._paused_until[kind]
 
-    def _overflowed(self) -> None:
-        """Leave the counts to the plain query for a while: a count went past max_rows."""
-        self._paused_until = time.monotonic() + OVERFLOW_PAUSE_S
+    def _overflowed(self, kind: str) -> None:
+        """Leave the counts of `kind` to the plain query for a while: one went past max_rows."""
+        self._paused_until[kind] = time.monotonic() + OVERFLOW_PAUSE_S
 
     def _parts(self) -> list[Part]:
         return [Part(str(name), int(str(low)), int(str(high))) for name, low, high in self._run(PARTS_QUERY)]
