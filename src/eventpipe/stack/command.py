@@ -119,7 +119,7 @@ def run_up(args: argparse.Namespace) -> int:
         log_start = broker.log_start
         shutdown.on_force = broker.terminate
         settings = settings.model_copy(update={"mqtt_url": broker.worker_url, "mqtt_ca_file": tls.ca if tls else None})
-        broker.note_own_ids(_own_ids(settings))
+        broker.note_own_ids((settings.mqtt_session_id, probe_client_id(settings.mqtt_session_id)))
         # Its statistics, for Prometheus as compose's exporter gives them: listening before anyone else
         # connects, since Mosquitto says a value only when it changes, and only to those listening then.
         if broker.monitor_url is not None:
@@ -163,7 +163,7 @@ def _serve(
     # and what its log says of packets refused or dropped for their size.
     broker_registry, journal = None, None
     if broker is not None:
-        broker_registry, journal = CollectorRegistry(), Journal(broker.log_file, log_start, _own_ids(settings), USER)
+        broker_registry, journal = CollectorRegistry(), Journal(broker.log_file, log_start, broker.own_ids, USER)
         broker_registry.register(journal)
         if statistics is not None:
             broker_registry.register(statistics)
@@ -279,11 +279,6 @@ def _serve(
         log.info("stopped cleanly: everything received was committed and acknowledged")
         return 0
     return 1
-
-
-def _own_ids(settings: Settings) -> tuple[str, str]:
-    """The client ids of this `up`'s own clients on its broker: the worker's session, and its probe's."""
-    return settings.mqtt_session_id, probe_client_id(settings.mqtt_session_id)
 
 
 def _health(worker: Worker, broker: Mosquitto | None, api: ApiServer) -> str | None:

@@ -68,13 +68,18 @@ LOG_KEEP_BYTES = 64 << 20
 log = logging.getLogger(__name__)
 
 
+def _whole(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """`lines` (without their newline) that Mosquitto wrote whole, without a trailing CR."""
+    for line in lines:
+        line = line.rstrip(b"\r")
+        if len(line) < CUT_LINE:
+            yield line
+
+
 def count(lines: Iterable[bytes]) -> dict[str, int]:
     """How many of `lines` (without their newline) are each kind."""
     found = dict.fromkeys(LINES, 0)
-    for line in lines:
-        line = line.rstrip(b"\r")
-        if len(line) >= CUT_LINE:
-            continue
+    for line in _whole(lines):
         for action, pattern in LINES.items():
             if pattern.match(line):
                 found[action] += 1
@@ -84,9 +89,8 @@ def count(lines: Iterable[bytes]) -> dict[str, int]:
 def taken(lines: Iterable[bytes], own_ids: frozenset[bytes], own_user: bytes) -> int:
     """How many of `lines` connect a client under one of `own_ids` not signed in as `own_user`."""
     found = 0
-    for line in lines:
-        line = line.rstrip(b"\r")
-        if len(line) < CUT_LINE and (connected := CONNECTED.match(line)) is not None:
+    for line in _whole(lines):
+        if (connected := CONNECTED.match(line)) is not None:
             found += connected.group(1) in own_ids and connected.group(2) != own_user
     return found
 

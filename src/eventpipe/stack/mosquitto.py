@@ -52,6 +52,7 @@ class Mosquitto:
         self._child = ChildProcess("mosquitto", port, self.directory, self.directory / "mosquitto.log")
         # The log is kept across restarts: where this run's lines begin.
         self.log_start = 0
+        self.own_ids: tuple[str, ...] = ()  # `up`'s own clients' ids, once noted (note_own_ids)
         self._aside = Aside(self.log_file)
 
     @property
@@ -72,8 +73,10 @@ class Mosquitto:
     def note_own_ids(self, client_ids: Iterable[str]) -> None:
         """Write the client ids of `up`'s own clients to <dir>/own-ids (owner only, as the log that names
         them): the runbook that ends sessions left behind never ends these, though the log lines that name
-        them as signed in are set aside with the log past 64 MiB."""
-        private_file(self.directory / "own-ids", "".join(f"{client_id}\n" for client_id in client_ids))
+        them as signed in are set aside with the log past 64 MiB. Kept as `own_ids`, whose takeovers the
+        log's reader counts (stack.journal)."""
+        self.own_ids = tuple(client_ids)
+        private_file(self.directory / "own-ids", "".join(f"{client_id}\n" for client_id in self.own_ids))
 
     @property
     def log_file(self) -> Path:

@@ -72,11 +72,13 @@ class Rollup:
             if split is None:
                 return None
             hours, edges = split
-            live = [self._run(event_types_query(edge, most=self._max_rows + 1)) for edge in edges]
-            if any(len(rows) > self._max_rows for rows in live):
-                self._overflowed(WINDOW)
-                return None
-            counted = added([*hours.values(), *({str(k): int(str(n)) for k, n in rows} for rows in live)])
+            live = list(hours.values())
+            for edge in edges:
+                rows = self._capped(event_types_query(edge, most=self._max_rows + 1), WINDOW)
+                if rows is None:
+                    return None
+                live.append({str(k): int(str(n)) for k, n in rows})
+            counted = added(live)
         return None if counted is None else _only(counted, where)
 
     def timeseries(self, where: EventFilter, step_ms: int) -> dict[int, int] | None:
@@ -158,9 +160,8 @@ class Rollup:
         stale = sorted(bucket for bucket in wanted if bucket not in kept)
         if not stale:
             return kept
-        rows = self._run(bucket_counts_query(width_ms, stale, self._max_rows + 1))
-        if len(rows) > self._max_rows:
-            self._overflowed(kind)
+        rows = self._capped(bucket_counts_query(width_ms, stale, self._max_rows + 1), kind)
+        if rows is None:
             return None
         fresh: dict[int, Counts] = {bucket: {} for bucket in stale}
         for bucket, event_type, n in rows:
@@ -174,9 +175,14 @@ class Rollup:
     def _paused(self, kind: str) -> bool:
         return time.monotonic() < self._paused_until[kind]
 
-    def _overflowed(self, kind: str) -> None:
-        """Leave the counts of `kind` to the plain query for a while: one went past max_rows."""
+    def _capped(self, query: Query, kind: str) -> Sequence[tuple[object, ...]] | None:
+        """The rows of `query` (cut at max_rows + 1), or None past max_rows, which leaves the counts of
+        `kind` to the plain query for a while."""
+        rows = self._run(query)
+        if len(rows) <= self._max_rows:
+            return rows
         self._paused_until[kind] = time.monotonic() + OVERFLOW_PAUSE_S
+        return None
 
     def _parts(self) -> list[Part]:
         return [Part(str(name), int(str(low)), int(str(high))) for name, low, high in self._run(PARTS_QUERY)]
