@@ -22,7 +22,9 @@ RUNBOOK_URL = re.compile(r"(https?|file)://[^\s#\"'\\|&{}]+")
 
 
 class Settings(BaseSettings):
-    """Every knob of eventpipe; environment variables carry the EVENTPIPE_ prefix."""
+    """Every knob of eventpipe; environment variables carry the EVENTPIPE_ prefix.
+
+    Fields that can hold a password or key are SecretStr or left out of repr(), which a traceback's locals show."""
 
     model_config = SettingsConfigDict(env_prefix="EVENTPIPE_", extra="ignore")
 
@@ -30,17 +32,17 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".eventpipe")
     # A ClickHouse server (http://user:pass@host:8123/db) or the embedded
     # engine (chdb:///path); empty means chDB under data_dir.
-    clickhouse_dsn: str = ""
+    clickhouse_dsn: str = Field(default="", repr=False)
     # The ClickHouse user the API's /admin/ routes act as: backups, replays and
     # erasures need rights its read-only user lacks. Empty: clickhouse_dsn's.
-    admin_clickhouse_dsn: str = ""
+    admin_clickhouse_dsn: str = Field(default="", repr=False)
     # Days to keep events and dead letters; 0 keeps them forever. The TTL is
     # toDateTime(time) + days, and ClickHouse's DateTime ends in February 2106:
     # past it the sum wraps to the 1970s and every event expires as it is stored
     # (measured: 36,500 days kept none). 50 years keeps clear of it until 2056.
     retention_days: int = Field(default=0, ge=0, le=18_250)
 
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_url: str = Field(default="mqtt://127.0.0.1:1883", repr=False)
     # For an mqtts:// URL: the CA that signed the broker's certificate (PEM).
     # Empty trusts the system's CAs, as for any public certificate.
     mqtt_ca_file: Path | None = None
@@ -127,7 +129,7 @@ class Settings(BaseSettings):
     # probes and a keys file's reading keep the rest.
     api_max_requests: int = Field(default=32, ge=1, le=32)
     api_max_requests_per_key: int = Field(default=8, ge=1, le=32)
-    api_keys: Annotated[list[str], NoDecode] = []
+    api_keys: Annotated[list[str], NoDecode] = Field(default=[], repr=False)
     # A JSON file of named keys (their SHA-256 only), each optionally limited
     # to event types and a rate (api.keyfile); read again when it changes.
     api_keys_file: Path | None = None

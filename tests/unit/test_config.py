@@ -22,6 +22,21 @@ def test_environment_variables_with_the_prefix_are_read(monkeypatch: pytest.Monk
     assert settings.subscription.name == "$share/ingest/events/#"
 
 
+def test_no_password_or_key_shows_in_the_settings_repr() -> None:
+    settings = Settings(
+        clickhouse_dsn="http://reader:dsn-pw@ch:8123/db",
+        admin_clickhouse_dsn="http://admin:admin-pw@ch:8123/db",
+        mqtt_url="mqtt://ingest:mqtt-pw@broker:1883",
+        api_keys="partner-key-0123456789",
+        cursor_secret="c" * 40,
+        mqtt_session_secret="s" * 40,
+    )
+    shown = repr(settings) + str(settings)
+    assert "batch_max_rows=" in shown  # the rest is still there to debug with
+    for secret in ("dsn-pw", "admin-pw", "mqtt-pw", "partner-key", "c" * 40, "s" * 40):
+        assert secret not in shown
+
+
 def test_the_share_group_carries_an_hmac_only_holders_of_the_secret_compute() -> None:
     from eventpipe.mqtt.session import session_id
 
