@@ -90,7 +90,8 @@ def first_copies(where: EventFilter, place: Place, since_ms: int, through: Key, 
     )
     # Served: the first copy is in this epoch and passes the filter. Only those leave the engine: a
     # page of re-sent copies of events served before would otherwise bring their first copies'
-    # properties here to be dropped (1,000 of 64 KiB: 64 MiB for a page of nothing).
+    # properties here to be dropped (1,000 of 64 KiB or more, up to 3x that with escaped line breaks:
+    # 64 MiB and more for a page of nothing).
     keep = " AND ".join(["first > {lo:UInt64}", *event_conditions(where)[0]])
     # Not in the sort key's order: that opens a stream per part for a handful of rows (27 MiB over
     # 800 unmerged parts of one key's copies, 3 MiB without).
