@@ -19,7 +19,7 @@ from tests.support.mqtt import publish_raw
 from tests.support.stack import Up, ready, run_eventpipe
 from tests.support.wait import wait_until
 
-KEY = "e2e-key"
+KEY = "e2e-key-0123456789"
 DEMO = 2500
 # (topic, payload, reason) a careless producer sends between good events.
 MALFORMED = [

@@ -15,7 +15,7 @@ from tests.support.gateway import SILENT, gateway
 from tests.support.stack import eventpipe_command, run_eventpipe
 from tests.support.wait import wait_until
 
-KEY = "e2e-key"
+KEY = "e2e-key-0123456789"
 # README: reads wait EVENTPIPE_API_QUERY_TIMEOUT_S + 5 s (15 s at its default), /readyz 2 s; they waited
 # 60 s before. The bounds here are loose, for a busy machine.
 READ_BOUND_S = 40

@@ -18,7 +18,7 @@ from tests.support.mqtt import publish_raw
 from tests.support.stack import Up, ready, run_eventpipe
 from tests.support.wait import wait_until
 
-KEY = "e2e-export-key"
+KEY = "e2e-export-key-0123456789"
 DEMO = 2000
 MINE = 900
 # Values a CSV has to carry intact: separators, quotes, line breaks, text beyond ASCII.

@@ -17,7 +17,7 @@ from tests.support.mqtt import publish_raw
 from tests.support.stack import Up, ready
 from tests.support.wait import wait_until
 
-KEY = "e2e-feed-key"
+KEY = "e2e-feed-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 DAY_MS = 86_400_000
 

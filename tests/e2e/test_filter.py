@@ -19,7 +19,7 @@ from tests.support.mqtt import publish_raw
 from tests.support.stack import Up, ready
 from tests.support.wait import wait_until
 
-KEY = "e2e-filter-key"
+KEY = "e2e-filter-key-0123456789"
 COUNT = 3000
 
 

@@ -18,7 +18,7 @@ from tests.support.stack import Up, run_eventpipe
 from tests.support.wait import wait_until
 
 PARTNER = "partner-key-0123456789abcdef"
-ADMIN = "e2e-full-key"
+ADMIN = "e2e-full-key-0123456789"
 
 
 def start(stacks: list[Up], data_dir: Path, env: dict[str, str]) -> Up:

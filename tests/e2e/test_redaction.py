@@ -204,7 +204,7 @@ def test_a_url_that_cannot_be_read_as_typed_is_refused_without_printing_its_pass
     password = f"{head}{mark}{tail}"
     mqtt_url = url.format(scheme="mqtt", user="ingest", password=password, host=f"127.0.0.1:{free_port()}")
     dsn = url.format(scheme="http", user="default", password=password, host=f"127.0.0.1:{free_port()}") + "/default"
-    base = {**os.environ, "EVENTPIPE_MQTT_SESSION_SECRET": secrets.token_hex(20), "EVENTPIPE_API_KEYS": "k"}
+    base = {**os.environ, "EVENTPIPE_MQTT_SESSION_SECRET": secrets.token_hex(20), "EVENTPIPE_API_KEYS": "k" * 32}
     runs = {
         "worker": (("worker",), {**base, "EVENTPIPE_MQTT_URL": mqtt_url}, "EVENTPIPE_MQTT_URL"),
         "migrate": (("migrate",), {**base, "EVENTPIPE_CLICKHOUSE_DSN": dsn}, "EVENTPIPE_CLICKHOUSE_DSN"),

@@ -26,7 +26,7 @@ from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect, engine_options
 from eventpipe.store.reader import Reader
 
-KEY = "test-key-1"
+KEY = "test-key-1-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 

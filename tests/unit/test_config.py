@@ -14,11 +14,11 @@ from eventpipe.errors import ConfigError
 
 def test_environment_variables_with_the_prefix_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVENTPIPE_BATCH_MAX_ROWS", "250")
-    monkeypatch.setenv("EVENTPIPE_API_KEYS", "alpha, beta,,gamma")
+    monkeypatch.setenv("EVENTPIPE_API_KEYS", "alpha-0123456789, beta-01234567890,,gamma-0123456789")
     monkeypatch.setenv("EVENTPIPE_MQTT_SHARE_GROUP", "ingest")
     settings = Settings()
     assert settings.batch_max_rows == 250
-    assert settings.api_keys == ["alpha", "beta", "gamma"]
+    assert settings.api_keys == ["alpha-0123456789", "beta-01234567890", "gamma-0123456789"]
     assert settings.subscription.name == "$share/ingest/events/#"
 
 
@@ -35,6 +35,27 @@ def test_no_password_or_key_shows_in_the_settings_repr() -> None:
     assert "batch_max_rows=" in shown  # the rest is still there to debug with
     for secret in ("dsn-pw", "admin-pw", "mqtt-pw", "partner-key", "c" * 40, "s" * 40):
         assert secret not in shown
+
+
+def test_a_guessable_or_unsendable_api_key_is_refused_by_position_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Short: guessed one 401 at a time. A space or non-ASCII: no HTTP header carries it, so it never matched.
+    for given, position in (("good-key-0123456789,shortkey7", "key 2 of 2"), ("has space-0123456789", "key 1 of 1")):
+        monkeypatch.setenv("EVENTPIPE_API_KEYS", given)
+        with pytest.raises(ValidationError) as refused:
+            Settings()
+        problem = settings_problem(refused.value)
+        assert (
+            problem.startswith("invalid settings: api_keys (EVENTPIPE_API_KEYS): " + position)
+            and "openssl rand -hex 24" in problem
+        )
+        assert "shortkey7" not in problem and "has space" not in problem
+    monkeypatch.setenv("EVENTPIPE_API_KEYS", "k" * 16 + ",é" + "k" * 20)
+    with pytest.raises(ValidationError, match="key 2 of 2"):
+        Settings()
+    monkeypatch.setenv("EVENTPIPE_API_KEYS", "k" * 16)
+    assert Settings().api_keys == ["k" * 16]
 
 
 def test_the_share_group_carries_an_hmac_only_holders_of_the_secret_compute() -> None:

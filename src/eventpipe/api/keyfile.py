@@ -32,7 +32,21 @@ FIELD = re.compile(r"[a-z_]{1,32}")
 # costs 8 bytes per request it allows (api.throttle).
 MAX_REQUESTS_PER_MINUTE = 100_000
 MAX_FILE_BYTES = 16 * 1024 * 1024
+# A key of EVENTPIPE_API_KEYS, which has every right: a short one is guessed (a wrong key costs a guesser one
+# 401, not throttled), and one with spaces or non-ASCII cannot be sent in an HTTP header, so never matches.
+ENV_KEY = re.compile(r"[\x21-\x7e]{16,512}")
 SHA256_HINT = "64 hex digits, the SHA-256 of the key (printf %s KEY | sha256sum), never the key itself"
+
+
+def env_keys_problem(keys: list[str]) -> str | None:
+    """Which keys of EVENTPIPE_API_KEYS cannot be used, by position: never the keys themselves."""
+    bad = [str(number) for number, key in enumerate(keys, 1) if not ENV_KEY.fullmatch(key)]
+    if not bad:
+        return None
+    return (
+        f"key {', '.join(bad)} of {len(keys)} (counted from 1, comma-separated): a key is 16 to 512 visible ASCII "
+        "characters without spaces; `openssl rand -hex 24` makes one"
+    )
 
 
 class KeyFileError(ValueError):
