@@ -222,6 +222,13 @@ def test_burn_rate_alerts_follow_the_sre_workbook(rule: dict[str, Any]) -> None:
     for long_window, short_window, _rate in pairs:
         # The short window is 1/12 of the long one.
         assert obs.seconds(long_window) == 12 * obs.seconds(short_window)
+    # Each pair waits for twice its short window of history: a first day's restart paged through a "6h"
+    # window that held four minutes.
+    gates = re.findall(r'present_over_time\(slo:sli_events:rate5m\{slo="([\w-]+)"\}\[5m\] offset (\w+)\)', rule["expr"])
+    assert sorted(obs.seconds(offset) for _slo, offset in gates) == sorted(
+        2 * obs.seconds(short) for _long, short, _rate in pairs
+    )
+    assert {gated for gated, _offset in gates} == {slo}
 
 
 def test_every_slo_pages_and_tickets() -> None:
