@@ -180,6 +180,11 @@ def test_an_error_shows_at_most_sixty_characters_of_what_it_refuses() -> None:
     with pytest.raises(ConditionError) as refused:
         parse_condition("properties.amount>" + "x" * 5000)
     assert len(str(refused.value)) < 120
+    # An unknown name that could be a property's: the hint that says so echoed all of it.
+    for text in ("n" * 900 + "=1", "exists:" + "n" * 900):
+        with pytest.raises(ConditionError) as refused:
+            parse_condition(text)
+        assert str(refused.value).count("n" * 60) == 1 and len(str(refused.value)) < 300
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,8 @@ def parse_field(text: str) -> Field:
         return _refuse("properties needs a path into it, e.g. properties.country")
     head, dot, rest = text.partition(".")
     if head != PROPERTIES or not dot:
-        hint = f"; a property is properties.{text}" if SEGMENT.fullmatch(text) else ""
+        # Cut as every echo is: the whole of a 900-character name came back in the hint.
+        hint = f"; a property is properties.{text}" if SEGMENT.fullmatch(text) and len(text) <= 60 else ""
         return _refuse(f"unknown field {_shown(text)}: use {FIELD_HELP}{hint}")
     segments = tuple(rest.split("."))
     if len(segments) > MAX_DEPTH:
