@@ -292,6 +292,16 @@ def test_a_body_is_refused_where_none_is_read_unless_it_asks_for_nothing(api: Te
         assert api.request("GET", "/events", headers=AUTH, **empty).status_code == 200, empty
 
 
+def test_a_garbled_percent_encoding_is_refused_not_read_as_something_else(api: TestClient) -> None:
+    # `%ZZ` was kept as written and `%FF` read as U+FFFD: both answered 200 with nothing, hiding the client's bug.
+    for query in ("event_type=%ZZ", "event_type=%FF", "event_type=view%", "where=properties.country%3D%C3"):
+        refused = api.get(f"/events?{query}", headers=AUTH)
+        assert refused.status_code == 422 and refused.json()["error"] == "invalid_parameter", (query, refused.text)
+        assert any(hint in refused.json()["detail"] for hint in ("%25", "UTF-8")), refused.text
+    for query in ("event_type=a%25b", "where=properties.country%3D%C3%A9", "event_type=a+b", "event_type=%2B"):
+        assert api.get(f"/events?{query}", headers=AUTH).status_code == 200, query
+
+
 def test_where_may_repeat_but_no_other_parameter_may(api: TestClient) -> None:
     many = [f"properties.amount!={i}" for i in range(20)]
     assert api.get("/events", params={"where": many}, headers=AUTH).status_code == 200

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import types
 from collections import Counter
 from typing import Annotated, Literal, Union, get_args, get_origin
+from urllib.parse import unquote_to_bytes
 
 from fastapi import Query, Request
 from fastapi.routing import APIRoute
@@ -132,6 +134,8 @@ async def only_known(request: Request) -> None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
+    if (garbled := _encoding_problem(request.scope.get("query_string", b""))) is not None:
+        raise ApiError(422, "invalid_parameter", garbled)
     known = {field.alias for field in route.dependant.query_params}
     unknown = sorted(set(request.query_params) - known)
     # A list parameter (`where`) is repeated by design.
@@ -151,6 +155,21 @@ async def only_known(request: Request) -> None:
     if route.dependant.body_params and (twice := _repeated_fields(await request.body())):
         # JSON keeps the last of two: {"user_id": "a", "user_id": "b"} erased b, unchecked by whoever sent a.
         raise ApiError(422, "invalid_parameter", "; ".join(f"{name[:60]}: given more than once" for name in twice[:5]))
+
+
+# A '%' that starts no escape: Starlette keeps `%ZZ` as written and reads `%FF` (no UTF-8) as U+FFFD, so a
+# client's encoding bug was answered 200 with no data rather than told.
+LONE_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def _encoding_problem(query: bytes) -> str | None:
+    if LONE_PERCENT.search(query):
+        return "the query string has a '%' that starts no %XX escape: send a '%' itself as %25"
+    try:
+        unquote_to_bytes(query.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        return "the query string's %XX escapes are not UTF-8: percent-encode each UTF-8 byte of a character"
+    return None
 
 
 # Bodies that ask for nothing, as clients send them for a POST without options (`json={}`, a
