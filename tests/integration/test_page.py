@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
 
 import clickhouse_connect
+import pytest
 
+from eventpipe.errors import CostlyQueryError
 from eventpipe.events import Event, Limits, parse
 from eventpipe.store.page import Position
 from eventpipe.store.query import EventFilter
@@ -102,3 +105,21 @@ def test_an_id_reused_under_several_types_at_one_time_is_walked_whole_at_every_p
                     break
                 after = page.next
             assert seen == expected, (where, limit)
+
+
+def test_a_page_of_several_windows_keeps_within_one_time_bound(
+    client: clickhouse_connect.driver.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A filter that fills no window has the page try the day, the month and everything: each query with a
+    # bound of its own, one page ran 18 s under a 10 s bound. A clock that moves 4 s at each look stands in
+    # for three slow queries; the third finds nothing left of the bound and is not run.
+    now = time.time_ns() // 1_000_000
+    Writer(client).insert_events([event(f"e{i}", now - i * DAY_MS, "click", now) for i in range(60)])
+    reader = Reader(client, timeout_s=10)
+    clock = itertools.count(0, 4)
+    monkeypatch.setattr("eventpipe.store.reader.time.monotonic", lambda: float(next(clock)))
+    with pytest.raises(CostlyQueryError, match="its 10 s bound"):
+        reader.event_page(EventFilter("nothing-of-this-type"), 100)
+    # Within the bound, all three windows are read and the page is whole.
+    monkeypatch.setattr("eventpipe.store.reader.time.monotonic", lambda: 0.0)
+    assert len(reader.event_page(EventFilter("click"), 100).rows) == 60
