@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import select
 import socket
 from collections.abc import Iterator
@@ -631,7 +632,9 @@ def test_head_is_counted_as_head_of_its_route(api: TestClient, registry: Collect
     assert 'eventpipe_http_requests_total{code="401",method="HEAD",route="/events"} 1.0' in text
 
 
-def test_a_read_past_the_time_bound_is_stopped_and_answered_422_too_costly(clickhouse_dsn: str) -> None:
+def test_a_read_past_the_time_bound_is_stopped_and_answered_422_too_costly(
+    clickhouse_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
     import time
 
     from eventpipe.bench.fill import fill
@@ -649,3 +652,9 @@ def test_a_read_past_the_time_bound_is_stopped_and_answered_422_too_costly(click
     assert costly.status_code == 422, costly.text
     assert costly.json()["error"] == "too_costly" and "since and until" in costly.json()["detail"]
     assert time.monotonic() - started < 5
+    # Any key can ask again at will: one log line a minute, with the count, not one a request.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="eventpipe"):
+        for _ in range(3):
+            assert api.get("/events", params={"where": where}, headers=AUTH).status_code == 422
+    assert [record.getMessage() for record in caplog.records if "past" in record.getMessage()] == []
