@@ -21,6 +21,7 @@ from eventpipe.store.feed import Feed, FeedPage, Place
 from eventpipe.store.migration import MIGRATIONS, migrate
 from eventpipe.store.query import EVENT_BYTES, EventFilter, Query
 from eventpipe.store.reader import Reader
+from eventpipe.store.retention import apply_retention
 from eventpipe.store.writer import Writer
 from tests.support.faults import FaultyWriter
 from tests.support.mqtt import publish_raw
@@ -548,3 +549,36 @@ def test_a_poll_over_re_sent_copies_of_served_events_fetches_none_of_their_prope
     follower.catch_up(highest_block(client))
     assert len(follower.served) == 40, "nothing served twice"
     assert sum(fetched) < 100_000, f"{sum(fetched):,} bytes fetched for pages of nothing"
+
+
+def test_retention_emptying_the_newest_numbered_part_leaves_a_caught_up_sync_where_it_is(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # A backfill stamped 60 days ago is the last insert; then retention is set to 30 days and its part is
+    # merged empty. ClickHouse removed the empty part, the highest number went back, and a caught-up sync
+    # was told "restored from a backup: start again" (422) until the next insert (found by an attack).
+    now = time.time_ns() // 1_000_000
+    writer = Writer(client)
+    follower = Follower(Feed(Reader(client).run), limit=1000)
+    writer.insert_events([event(f"n{i:02}", now - i, now) for i in range(5)])
+    writer.insert_events([event(f"old{i:02}", now - 60 * DAY_MS - i, now) for i in range(5)])
+    follower.catch_up(highest_block(client))
+    assert len(follower.served) == 10
+    # Parts a merge leaves behind, and empty ones, are removed within a second instead of minutes (the
+    # table attached again, so that its cleanup is scheduled anew).
+    client.command(
+        "ALTER TABLE arrivals MODIFY SETTING old_parts_lifetime = 1, cleanup_delay_period = 1,"
+        " cleanup_delay_period_random_add = 0"
+    )
+    client.command("DETACH TABLE arrivals")
+    client.command("ATTACH TABLE arrivals")
+    apply_retention(client, 30)
+    client.command("OPTIMIZE TABLE arrivals FINAL")
+    time.sleep(4)  # past the removal above: the emptied part is kept for its numbers, or gone by now
+    assert highest_block(client) >= follower.place.lo
+    page = follower.poll()
+    assert page.rows == [] and follower.place.lo >= page.next.lo
+    late = event("after", now, now + 1000)
+    writer.insert_events([late])
+    follower.catch_up(highest_block(client))
+    assert follower.served[10:] == [ident(late)]
