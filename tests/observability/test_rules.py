@@ -222,13 +222,17 @@ def test_burn_rate_alerts_follow_the_sre_workbook(rule: dict[str, Any]) -> None:
     for long_window, short_window, _rate in pairs:
         # The short window is 1/12 of the long one.
         assert obs.seconds(long_window) == 12 * obs.seconds(short_window)
-    # Each pair waits for twice its short window of history: a first day's restart paged through a "6h"
-    # window that held four minutes.
-    gates = re.findall(r'present_over_time\(slo:sli_events:rate5m\{slo="([\w-]+)"\}\[5m\] offset (\w+)\)', rule["expr"])
-    assert sorted(obs.seconds(offset) for _slo, offset in gates) == sorted(
-        2 * obs.seconds(short) for _long, short, _rate in pairs
+    # Each pair waits until the SLI has a sample in its long window from before twice its short one: a
+    # first day's restart paged through a "6h" window that held four minutes, and a gate over 5 minutes
+    # alone put a hole in the alerts hours after every outage of the SLI.
+    gated = re.findall(
+        r'ratio_rate(\w+)\{slo="[\w-]+"\} > [^\n]*\n\s*and\n\s*slo:sli_error:ratio_rate(\w+)\{slo="[\w-]+"\} > [^\n]*\n'
+        r'\s*and on \(slo\)\n\s*present_over_time\(slo:sli_events:rate5m\{slo="([\w-]+)"\}\[(\w+)\] offset (\w+)\)',
+        rule["expr"],
     )
-    assert {gated for gated, _offset in gates} == {slo}
+    assert {(long, short) for long, short, *_ in gated} == {(long, short) for long, short, _rate in pairs}
+    for long_window, short_window, gate_slo, span, offset in gated:
+        assert (gate_slo, span, obs.seconds(offset)) == (slo, long_window, 2 * obs.seconds(short_window))
 
 
 def test_every_slo_pages_and_tickets() -> None:
