@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     # The longest a read the client can narrow with since/until may run (ClickHouse's max_execution_time;
     # store.reader.Reader): past it, 422 too_costly. On the embedded engine every other request waits.
-    api_query_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
+    api_query_timeout_s: float = Field(default=10.0, ge=0.05, le=3600, allow_inf_nan=False)
     api_port: int = Field(default=8000, ge=0, le=65_535)
     # Exports running at once in an API process, half of them (at least one) per key (api.slot): each
     # holds about two pages of events while its client reads.

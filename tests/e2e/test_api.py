@@ -33,7 +33,7 @@ MALFORMED = [
 
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
-    with ready(tmp_path / "data", {"EVENTPIPE_API_KEYS": f"other-key,{KEY}"}) as stack:
+    with ready(tmp_path / "data", {"EVENTPIPE_API_KEYS": f"other-key-0123456789,{KEY}"}) as stack:
         yield stack
 
 
@@ -107,7 +107,7 @@ def test_hostile_and_unauthenticated_requests_get_4xx_never_5xx(up: Up) -> None:
     api = httpx.Client(base_url=up.api_url, timeout=30)
     assert api.get("/events").status_code == 401
     assert api.get("/events", headers={"Authorization": "Bearer not-the-key"}).status_code == 401
-    assert api.get("/events", headers={"Authorization": "Bearer other-key"}).status_code == 200
+    assert api.get("/events", headers={"Authorization": "Bearer other-key-0123456789"}).status_code == 200
     auth = {"Authorization": f"Bearer {KEY}"}
     for path in HOSTILE:
         response = api.get(urllib.parse.quote(path, safe="/?=&%"), headers=auth)

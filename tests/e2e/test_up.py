@@ -525,7 +525,7 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
     keyless = run_eventpipe("api", env=env, timeout=60)
     assert keyless.returncode == 2 and "EVENTPIPE_API_KEYS is empty" in keyless.stderr
 
-    env["EVENTPIPE_API_KEYS"] = "container-key"
+    env["EVENTPIPE_API_KEYS"] = key = "container-key-0123456789"
     api = subprocess.Popen([*eventpipe_command(), "api"], env=env, stderr=subprocess.DEVNULL)
     try:
 
@@ -538,7 +538,8 @@ def test_the_container_commands_run_natively(tmp_path: Path, broker: LocalBroker
 
         wait_until(ready, what="eventpipe api ready")
         request = urllib.request.Request(
-            f"http://127.0.0.1:{api_port}/stats/event-types", headers={"Authorization": "Bearer container-key"}
+            f"http://127.0.0.1:{api_port}/stats/event-types",
+            headers={"Authorization": f"Bearer {key}"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - a fixed http URL
             assert json.loads(response.read())["total"] == 300

@@ -44,8 +44,8 @@ def env_keys_problem(keys: list[str]) -> str | None:
     if not bad:
         return None
     return (
-        f"key {', '.join(bad)} of {len(keys)} (counted from 1, comma-separated): a key is 16 to 512 visible ASCII "
-        "characters without spaces; `openssl rand -hex 24` makes one"
+        f"key {', '.join(bad)} of {len(keys)} (counted from 1, empty entries skipped): a key is 16 to 512 "
+        "visible ASCII characters without spaces; `openssl rand -hex 24` makes one"
     )
 
 

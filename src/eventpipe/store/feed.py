@@ -92,8 +92,9 @@ class FeedPage(NamedTuple):
 
 
 class FeedRewound(Exception):
-    """The store numbers below where the client is: it was restored (its derived tables
-    rebuilt, migration.DERIVED) since the client's place was taken. Serving on would skip."""
+    """The store was restored (its derived tables rebuilt, migration.DERIVED, numbered afresh) since the
+    client's place was taken: its generation changed. Serving on would skip. A migration that rebuilds
+    `arrivals` must change the generation too: numbers alone cannot tell a rebuild from expired parts."""
 
 
 class Part(NamedTuple):
@@ -133,11 +134,16 @@ class Feed:
         if before is not None:
             place = self._begin(place, parts, before)
         assert place.hi is not None
-        if max((p.max_block for p in parts), default=0) < place.hi:
-            raise FeedRewound(f"arrivals numbers below {place.hi} now")
-        # Rows of the epoch are in parts that hold its numbers; their time ranges bound the rows' keys. An
-        # emptied part (kept for its numbers, migration 22) has none, and its time range starts in 1970.
-        epoch = [p for p in parts if p.max_block > place.lo and p.min_block <= place.hi and p.rows]
+        hi, top = place.hi, max((p.max_block for p in parts), default=0)
+        if top < hi:
+            # Retention merged the highest-numbered part empty (a backfill's, in an old partition) and
+            # ClickHouse removed it: nothing numbered above `top` is left to serve. It was a 422 "restored:
+            # start again" until the next insert, for a sync that had missed nothing.
+            hi = max(top, place.lo)
+            place = place._replace(hi=hi)
+        # Rows of the epoch are in parts that hold its numbers; their time ranges bound the rows' keys. A
+        # part retention emptied, until ClickHouse removes it, has none, and its time range starts in 1970.
+        epoch = [p for p in parts if p.max_block > place.lo and p.min_block <= hi and p.rows]
         if not epoch:
             return self._finish(place, [])
         since_ms = min(p.min_time_s for p in epoch) * 1000
@@ -192,9 +198,9 @@ class Feed:
         """Start the epoch after `lo`: its complete_until from the marks (`before`), then its hi from
         `parts`, listed after the marks were read, which the epoch's first page reads."""
         hi = max((p.max_block for p in parts), default=0)
-        if hi < place.lo:
-            raise FeedRewound(f"arrivals numbers below {place.lo} now")
-        return place._replace(hi=hi, epoch_before_ms=before, after=None)
+        # Below `lo` only when the highest-numbered parts expired (see _epoch_page): every event numbered
+        # up to `hi` was served, and what comes next is numbered above it.
+        return place._replace(lo=min(place.lo, hi), hi=hi, epoch_before_ms=before, after=None)
 
     def _finish(self, place: Place, events: list[Event]) -> FeedPage:
         """The last page of the epoch: the next one starts after its hi."""

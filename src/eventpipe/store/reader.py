@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from time import monotonic
 from typing import Generic, NamedTuple, TypeVar
 
 from clickhouse_connect.driver.client import Client
@@ -133,7 +134,7 @@ class Reader:
         """Up to `limit` events after `after` whose JSON fits in `max_bytes` (at least one)."""
         # Up to four queries, all within the one bound: each with a bound of its own, a page ran 18 s
         # under a 10 s bound (an attack with a filter that selects nothing, on a busy machine).
-        ends = time.monotonic() + self._settings["max_execution_time"] if self._settings else None
+        ends = monotonic() + self._settings["max_execution_time"] if self._settings else None
         for window in _windows(where, after, time.time_ns() // 1_000_000):
             extent = self._extent(events_extent_query(window, limit, after, max_bytes), bounded=True, ends=ends)
             if extent.candidates == limit:
@@ -233,20 +234,25 @@ class Reader:
         and still runs out of the server's time (a profile's max_execution_time) leaves as the retryable
         error it is (503 unavailable): its client has no window to narrow."""
         formats: dict[str, str | dict[str, str]] | None = dict.fromkeys(binary, "bytes") if binary else None
-        settings = self._settings if bounded else None
-        if settings is not None and ends is not None:
-            left = round(ends - time.monotonic(), 3)
-            if left < MIN_LEFT_S:  # 0 would be no bound at all to ClickHouse
-                raise CostlyQueryError(self._past_bound())
-            settings = {"max_execution_time": min(left, settings["max_execution_time"])}
         try:
             with classified(), self._pool.client(CALLER.get()) as client:
+                # Once the lane is had: a wait for it counts against the bound too.
+                settings = self._bound(ends) if bounded else None
                 result = client.query(query.sql, parameters=query.parameters, column_formats=formats, settings=settings)
                 return [tuple(row) for row in result.result_rows]
         except StorageError as exc:
             if not bounded or getattr(exc.__cause__, "code", None) != TIMEOUT_EXCEEDED:
                 raise
             raise CostlyQueryError(self._past_bound()) from exc
+
+    def _bound(self, ends: float | None) -> dict[str, float] | None:
+        """A bounded query's settings: the bound, or what is left of it before `ends`."""
+        if self._settings is None or ends is None:
+            return self._settings
+        left = round(ends - monotonic(), 3)
+        if left < MIN_LEFT_S:  # 0 would be no bound at all to ClickHouse
+            raise CostlyQueryError(self._past_bound())
+        return {**self._settings, "max_execution_time": min(left, self._settings["max_execution_time"])}
 
     def _past_bound(self) -> str:
         bound = f"its {self._settings['max_execution_time']:g} s" if self._settings else "the server's time"

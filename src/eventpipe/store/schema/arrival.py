@@ -90,17 +90,3 @@ MIGRATIONS: tuple[Migration, ...] = (
 # move it past events not yet committed. Marks already in `events` stay
 # there, as hidden probe events.
 MIGRATIONS += (Migration(14, "workers write their marks themselves", ("DROP VIEW IF EXISTS worker_marks_feed",)),)
-
-# The feed takes numbers below the highest it can see for a store gone back in time (store.feed). A part whose
-# rows all expired (retention) is merged into an empty one, which ClickHouse then removes: when it held the
-# highest number (a backfill's part, in an old partition), a caught-up sync was told the store had been
-# restored (422: start again) until the next insert, and a server restarted meanwhile numbers on from the
-# highest number left, so an epoch's later numbers could be given again and skipped. Empty parts are kept:
-# a part's name and its numbers, no rows; the feed passes them by.
-MIGRATIONS += (
-    Migration(
-        22,
-        "keep emptied parts of arrivals, so that its numbers never go back",
-        ("ALTER TABLE arrivals MODIFY SETTING remove_empty_parts = 0",),
-    ),
-)
