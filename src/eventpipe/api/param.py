@@ -166,7 +166,7 @@ def _encoding_problem(query: bytes) -> str | None:
     if LONE_PERCENT.search(query):
         return "the query string has a '%' that starts no %XX escape: send a '%' itself as %25"
     try:
-        unquote_to_bytes(query.replace(b"+", b" ")).decode("utf-8")
+        unquote_to_bytes(query).decode("utf-8")
     except UnicodeDecodeError:
         return "the query string's %XX escapes are not UTF-8: percent-encode each UTF-8 byte of a character"
     return None

@@ -42,6 +42,8 @@ NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 # An integer within this bound is compared exactly (ClickHouse Int128), not as a double.
 INTEGER_BOUND = 2**127
 FIELD_HELP = "event_type, user_id, topic or properties.<path>"
+# Characters of what a client sent that an error echoes at most.
+SHOWN = 60
 # Presence tests, by their prefix: the operator a Condition carries for each (with an empty value).
 PRESENCE = {"exists:": "exists", "missing:": "missing"}
 PRESENCE_HELP = "exists:<field> or missing:<field>"
@@ -79,7 +81,7 @@ def parse_field(text: str) -> Field:
     head, dot, rest = text.partition(".")
     if head != PROPERTIES or not dot:
         # Cut as every echo is: the whole of a 900-character name came back in the hint.
-        hint = f"; a property is properties.{text}" if SEGMENT.fullmatch(text) and len(text) <= 60 else ""
+        hint = f"; a property is properties.{text}" if SEGMENT.fullmatch(text) and len(text) <= SHOWN else ""
         return _refuse(f"unknown field {_shown(text)}: use {FIELD_HELP}{hint}")
     segments = tuple(rest.split("."))
     if len(segments) > MAX_DEPTH:
@@ -147,7 +149,7 @@ def _number(value: str) -> tuple[float | None, int | None]:
 
 def _shown(text: str) -> str:
     # Enough to recognise a value in an error, never all of a long one.
-    return repr(text if len(text) <= 60 else text[:60] + "…")
+    return repr(text if len(text) <= SHOWN else text[:SHOWN] + "…")
 
 
 def _refuse(message: str) -> NoReturn:

@@ -116,9 +116,9 @@ class Rollup:
         end = first + HOT_DAYS
         days = {day: names for day, names in signatures(parts, DAY_MS).items() if not first <= day < end}
         hours = signatures(parts, HOUR_MS, first * DAY_MS // HOUR_MS, end * DAY_MS // HOUR_MS)
-        by_day = self._counted(self._days, DAY_MS, parts, days, ALL_TIME)
-        by_hour = None if by_day is None else self._counted(self._hours, HOUR_MS, parts, hours, ALL_TIME)
-        if by_day is None or by_hour is None:
+        if (by_day := self._counted(self._days, DAY_MS, parts, days, ALL_TIME)) is None:
+            return None
+        if (by_hour := self._counted(self._hours, HOUR_MS, parts, hours, ALL_TIME)) is None:
             return None
         return added([*by_day.values(), *by_hour.values()])
 
