@@ -42,19 +42,19 @@ def test_there_are_rules_and_tests() -> None:
     assert len(ALERTS) >= 10
 
 
-def test_rule_files_pass_promtool_check() -> None:
+# Compose runs Prometheus 3, `eventpipe up` the host's (2 on Debian 12): 3 leaves a range's first sample
+# out, so an extrapolating function reads the same samples differently. Every rule holds under both.
+@pytest.mark.parametrize("major", [2, 3])
+def test_rule_files_pass_promtool_check(major: int) -> None:
     files = [str(path) for path in obs.rule_files()]
-    done = subprocess.run(
-        [obs.tool("promtool", "prometheus"), "check", "rules", *files], capture_output=True, text=True, check=False
-    )
+    done = subprocess.run([obs.promtool(major), "check", "rules", *files], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_promtool_unit_tests_pass() -> None:
+@pytest.mark.parametrize("major", [2, 3])
+def test_promtool_unit_tests_pass(major: int) -> None:
     files = [str(path) for path in obs.rule_test_files()]
-    done = subprocess.run(
-        [obs.tool("promtool", "prometheus"), "test", "rules", *files], capture_output=True, text=True, check=False
-    )
+    done = subprocess.run([obs.promtool(major), "test", "rules", *files], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -64,8 +64,19 @@ LINT_SCRIPT = compose.REPO / ".ci" / "lint"
 def test_lint_checks_code_schemas_and_monitoring_configs() -> None:
     assert job("lint")["script"] == ["sh .ci/lint"], "the lint job runs the one lint script"
     text = LINT_SCRIPT.read_text()
-    for command in ("ruff check", "mypy", "vendor.compose-spec", "vendor.gitlab-ci", "promtool check config", "amtool"):
+    for command in (
+        "ruff check",
+        "mypy",
+        "vendor.compose-spec",
+        "vendor.gitlab-ci",
+        '"$promtool" check config',
+        "amtool",
+    ):
         assert command in text, command
+    # Under Prometheus 3's promtool too (compose runs 3), which both CIs fetch before they lint and test.
+    assert "for promtool in promtool ${EVENTPIPE_TEST_PROMTOOL_3:-}" in text
+    assert any(".ci/promtool3.py" in line for line in PIPELINE[".python"]["before_script"])
+    assert 'EVENTPIPE_TEST_PROMTOOL_3="$(python3 .ci/promtool3.py)"' in (compose.REPO / ".ci" / "run").read_text()
 
 
 def test_ci_run_lints_what_the_lint_job_lints() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -29,6 +31,35 @@ def tool(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:
         pytest.fail(f"{name} is needed to check the monitoring config: apt-get install {package}", pytrace=False)
+    return path
+
+
+@cache
+def promtools() -> dict[int, str]:
+    """Each promtool at hand by major version: PATH's, and the one EVENTPIPE_TEST_PROMTOOL_3 names
+    (.ci/promtool3.py fetches it). Compose runs Prometheus 3, `eventpipe up` the host's (Debian 12: 2)."""
+    found: dict[int, str] = {}
+    for path in (shutil.which("promtool"), os.environ.get("EVENTPIPE_TEST_PROMTOOL_3")):
+        if not path:
+            continue
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+        version = re.search(r"version (\d+)\.", done.stdout + done.stderr)
+        if done.returncode != 0 or version is None:
+            pytest.fail(f"{path} --version: {done.stdout}{done.stderr}", pytrace=False)
+        found.setdefault(int(version.group(1)), path)
+    return found
+
+
+def promtool(major: int) -> str:
+    """The promtool of that major version, skipping the test where there is none."""
+    if not promtools():
+        tool("promtool", "prometheus")
+    path = promtools().get(major)
+    if path is None:
+        pytest.skip(
+            f"no promtool {major} here: Debian 12's prometheus package has 2, `python3 .ci/promtool3.py` fetches 3 "
+            "(then set EVENTPIPE_TEST_PROMTOOL_3 to the path it prints)"
+        )
     return path
 
 
