@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from eventpipe.errors import BackupError
 from eventpipe.store import disk, job
@@ -71,6 +71,37 @@ def test_a_backup_or_restore_the_server_forgot_fails_with_the_reason_and_blocks_
     with pytest.raises(BackupError, match="its outcome is unknown; run it again"):
         forgot.restore(taken.name, 0, "test")
     assert Backups(client, turn).restore(taken.name, 0, "test").events == 5
+
+
+class Blinking:
+    """The real client, whose polls of a job in system.backups fail as a timeout or a proxy's 502 does,
+    `failures` in a row (all of them when None)."""
+
+    def __init__(self, client: Client, failures: int | None) -> None:
+        self._client, self._left = client, failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        if sql == job.STATUS and (self._left is None or self._left > 0):
+            self._left = None if self._left is None else self._left - 1
+            raise OperationalError("HTTPConnectionPool(host='clickhouse', port=8123): Read timed out.")
+        return self._client.query(sql, parameters=parameters)
+
+
+def test_a_backup_or_restore_whose_progress_cannot_be_read_for_a_moment_is_waited_for_to_its_end(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One failed poll ended the wait while the job ran on: the backup's turn was freed under it, and a restore
+    # was said incomplete, to be run again over the one still writing.
+    taken = Backups(Blinking(client, 3)).take("test")  # type: ignore[arg-type]
+    assert taken.events == 5
+    assert Backups(Blinking(client, 3)).restore(taken.name, 0, "test").events == 5  # type: ignore[arg-type]
+    # Polls that never come back end it, saying the job may still run.
+    monkeypatch.setattr(job, "UNREADABLE_S", 1.0)
+    with pytest.raises(BackupError, match=r"could not be followed for 1 s .*its outcome is unknown, and it may still"):
+        Backups(Blinking(client, None)).take("test")  # type: ignore[arg-type]
 
 
 class Emptied:

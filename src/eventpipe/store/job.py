@@ -10,7 +10,7 @@ import time
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import BackupError
+from eventpipe.errors import BackupError, RetryableStorageError
 from eventpipe.store.failure import classified
 
 POLL_S = 0.1
@@ -18,6 +18,10 @@ POLL_S = 0.1
 MAX_POLL_S = 1.0
 # How long its row may be missing before a BACKUP or RESTORE is taken for lost with a restarted server.
 MISSING_S = 10.0
+# How long polls may fail in a row (a timeout, a proxy's 502) before the wait gives up. One failed poll
+# ended it while the job ran on in the server: a backup's caller then freed the turn (an erasure could run
+# under a backup still copying its rows), a restore's was told to run it again over the one still writing.
+UNREADABLE_S = 300.0
 STATUS = "SELECT status, error, total_size FROM system.backups WHERE id = {id:String}"
 
 
@@ -36,10 +40,23 @@ def start(client: Client, statement: str) -> str:
 
 def wait(client: Client, backup_id: str, verb: str) -> int:
     """Wait for the BACKUP or RESTORE `backup_id` to end (as `run` does)."""
-    missing_since, pause = None, POLL_S
+    missing_since = unreadable_since = None
+    pause = POLL_S
     while True:
-        with classified():
-            rows = client.query(STATUS, parameters={"id": backup_id}).result_rows
+        try:
+            with classified():
+                rows = client.query(STATUS, parameters={"id": backup_id}).result_rows
+        except RetryableStorageError as exc:
+            unreadable_since = unreadable_since or time.monotonic()
+            if time.monotonic() - unreadable_since > UNREADABLE_S:
+                raise BackupError(
+                    f"{verb} {backup_id} could not be followed for {UNREADABLE_S:.0f} s ({exc}): its outcome is "
+                    f"unknown, and it may still run; see system.backups for id {backup_id} before running it again"
+                ) from exc
+            time.sleep(pause)
+            pause = min(pause * 1.25, MAX_POLL_S)
+            continue
+        unreadable_since = None
         status, error, size = (str(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else ("", "", 0)
         if status in ("BACKUP_CREATED", "RESTORED"):
             return size
