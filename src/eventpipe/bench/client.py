@@ -7,6 +7,9 @@ import time
 
 from eventpipe.errors import EventpipeError
 
+# Twice the API's largest page (8 MiB): an answer is bounded before it is read, even from the bench's own API.
+MAX_BODY = 16 * 1024 * 1024
+
 
 class ApiClient:
     def __init__(self, port: int, key: str, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
@@ -20,7 +23,7 @@ class ApiClient:
         try:
             self._connection.request("GET", path, headers=self._headers)
             response = self._connection.getresponse()
-            body = response.read()
+            body = _body(response, path)
         except (OSError, http.client.HTTPException) as exc:
             # One retry on a fresh connection: the server may have closed an idle one.
             self._connection.close()
@@ -28,7 +31,7 @@ class ApiClient:
             try:
                 self._connection.request("GET", path, headers=self._headers)
                 response = self._connection.getresponse()
-                body = response.read()
+                body = _body(response, path)
             except (OSError, http.client.HTTPException):
                 raise EventpipeError(f"GET {path} on port {self._port} failed: {exc}") from exc
         return response.status, body, time.perf_counter() - started
@@ -47,3 +50,10 @@ class ApiClient:
 
     def close(self) -> None:
         self._connection.close()
+
+
+def _body(response: http.client.HTTPResponse, path: str) -> bytes:
+    body = response.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise EventpipeError(f"GET {path} answered more than {MAX_BODY:,} bytes")
+    return body
