@@ -87,7 +87,7 @@ def install(work: Path) -> None:
 
 
 def main() -> None:
-    # Kept between runs (GitLab caches .cache/): fetched again only if missing or not a promtool 3.
+    # Kept between runs in one clone: fetched again only if missing or not a promtool 3.
     if major(TARGET) != 3:
         with tempfile.TemporaryDirectory() as work:
             install(Path(work))
