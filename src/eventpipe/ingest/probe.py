@@ -47,10 +47,12 @@ class Prober:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-            self._client.disconnect()
-            self._client.loop_stop()
+        if self._thread.ident is None:
+            return  # never started: no connection, no network thread
+        self._thread.join(5)
+        # Whether or not the probe thread still runs: one that died left paho's thread and connection up.
+        self._client.disconnect()
+        self._client.loop_stop()
 
     def _run(self) -> None:
         while not self._stop.wait(self._settings.probe_interval_s):
