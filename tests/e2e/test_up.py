@@ -109,7 +109,7 @@ def test_a_stop_signal_while_starting_stops_it_before_the_api_opens(tmp_path: Pa
     # banner with the API key, then stopped.
     up = Up(tmp_path / "data", prometheus=False)
     stacks.append(up)
-    wait_until(lambda: any("applied migration 1:" in line for line in up.lines), what="the first migration")
+    wait_until(lambda: any("applied migration 1 in" in line for line in up.lines), what="the first migration")
     assert up.stop(signal.SIGTERM) == 0, up.output()
     assert "SIGTERM received: flushing, acknowledging and stopping" in up.output()
     assert not [line for line in up.lines if "eventpipe ready" in line or "Bearer" in line], up.output()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 from clickhouse_connect.driver.client import Client
 
@@ -17,7 +18,7 @@ from eventpipe.store.disk import room_for_schema
 from eventpipe.store.failure import classified
 from eventpipe.store.halfway import unfinished_restore
 from eventpipe.store.retention import apply_retention
-from eventpipe.store.schema import arrival, event, index, record
+from eventpipe.store.schema import arrival, durability, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
 from eventpipe.store.schema.index import UNDATED_ROWS, USER_ROWS
 from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURE_KEYS, ERASURES, KEPT_COLUMNS, RESTORES
@@ -48,7 +49,10 @@ RECORD = "INSERT INTO schema_migrations (version, name) VALUES ({version:UInt32}
 # Each module of store.schema holds the versions that made its tables; run in
 # version order, whichever module a version is in.
 MIGRATIONS: tuple[Migration, ...] = tuple(
-    sorted(event.MIGRATIONS + index.MIGRATIONS + arrival.MIGRATIONS + record.MIGRATIONS, key=lambda m: m.version)
+    sorted(
+        event.MIGRATIONS + index.MIGRATIONS + arrival.MIGRATIONS + record.MIGRATIONS + durability.MIGRATIONS,
+        key=lambda m: m.version,
+    )
 )
 
 # What a backup and a restore do with each table (store.backup). Every table
@@ -119,6 +123,8 @@ def keep_up(client: Client) -> None:
     have = {(str(table), str(column)) for table, column in rows}
     tables = {table for table, _ in have}
     missing = [create for table, create in KEPT.items() if table not in tables]
+    # As migration 22 left every table: each insert on the disk before it returns.
+    missing += [durability.synced(table) for table in KEPT if table not in tables]
     # A table made now has every column already.
     missing += [
         alter for (table, column), alter in KEPT_COLUMNS.items() if table in tables and (table, column) not in have
@@ -168,6 +174,9 @@ def upgrade(client: Client, retention_days: int = 0) -> list[int]:
             if migration.version in done:
                 continue
             room_for_schema(client)  # before each: a refused one was not begun (earlier ones stay done)
+            # Said before, not only after: on an old store one took half a minute without a line.
+            log.info("applying migration %d: %s", migration.version, migration.name)
+            started = time.monotonic()
             for statement in migration.statements:
                 client.command(statement)
             for rebuild in migration.rebuilds:
@@ -175,7 +184,7 @@ def upgrade(client: Client, retention_days: int = 0) -> list[int]:
             for refill in migration.refills:
                 refill_table(client, refill, retention_days)
             client.command(RECORD, parameters={"version": migration.version, "name": migration.name})
-            log.info("applied migration %d: %s", migration.version, migration.name)
+            log.info("applied migration %d in %.1f s", migration.version, time.monotonic() - started)
             applied.append(migration.version)
         apply_retention(client, retention_days)
         return applied
