@@ -4,8 +4,10 @@ The body is sent with HTTP/1.1 chunked encoding. When producing it fails
 midway (ClickHouse stops answering in the middle of an export), the status
 line has long been sent, so there is no error status to give: the answer is
 cut off instead. The connection closes without the chunked encoding's last
-chunk, which every HTTP client reports as an error (curl exits 18, httpx and
-requests raise), so a failed export never looks complete.
+chunk, which HTTP clients report as an error (curl exits 18, httpx and
+requests raise, http.client's read() too), so a failed export does not look
+complete; but for a reader that iterates over http.client's lines, which end
+quietly at the cut (README.md says so).
 """
 
 from __future__ import annotations
