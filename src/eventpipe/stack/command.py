@@ -126,15 +126,17 @@ def run_up(args: argparse.Namespace) -> int:
             statistics = Statistics(broker.monitor_url, settings.mqtt_ca_file)
             if not statistics.start(wait_s=STATISTICS_WAIT_S):
                 log.warning("the broker's statistics are not read yet: its metrics are unserved until they are")
+    saved = True
     try:
-        return _serve(settings, broker, shutdown, keyring, generated, lock, tls, log_start, statistics)
+        code = _serve(settings, broker, shutdown, keyring, generated, lock, tls, log_start, statistics)
     finally:
         if statistics is not None:
             statistics.stop()
         if broker is not None:
             broker.await_goodbye(settings.mqtt_session_id)
-            broker.stop()
+            saved = broker.stop()
         lock.close()
+    return code if saved else 1  # not a clean stop: the broker lost its queue
 
 
 def _serve(

@@ -254,12 +254,27 @@ class Mosquitto:
             time.sleep(0.02)
         log.debug("the broker did not log the worker's disconnect within %.0fs; stopping it anyway", timeout)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
         """SIGTERM, which makes Mosquitto save its persistence file, then wait: `timeout` without a save
-        under way, as a save of a large queue takes longer (a backlog of 60 KB events wrote 3 GB)."""
+        under way, as a save of a large queue takes longer (a backlog of 60 KB events wrote 3 GB). False,
+        and said, when a broker that ran did not write the file anew: on a full or read-only disk it exited
+        as after a save, and the worker had just logged that its unacknowledged messages would come back."""
+        before, ran = _identity(self.database), self.running()
         # A save's new file is there until it is renamed into place, after the fsync, which on a busy disk goes
         # on long after the file has stopped growing.
         self._child.stop(timeout, busy=self._saving.exists)
+        if not ran or _identity(self.database) != before:
+            return True
+        since = "ever" if before is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(before[1] / 1e9))
+        log.error(
+            "mosquitto did not save its queue at its stop (%s is its save of %s; see %s): what it acknowledged "
+            "since is lost, the worker's unacknowledged messages with it. Check the disk of %s",
+            self.database,
+            since,
+            self.log_file,
+            self.directory,
+        )
+        return False
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
