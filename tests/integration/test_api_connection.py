@@ -6,8 +6,6 @@ import contextlib
 import json
 import logging
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -26,6 +24,7 @@ from eventpipe.store.query import Query
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
 from tests.support.api import KEY, event, readonly_reader
+from tests.support.files import log_out_of_files
 from tests.support.wait import wait_until
 
 TIMEOUT_S = 0.5
@@ -551,42 +550,12 @@ def test_an_absolute_form_target_without_a_host_gets_400(clickhouse_dsn: str) ->
     assert got.startswith(b"HTTP/1.1 400"), got[:200]
 
 
-OUT_OF_FILES = """
-import logging, os, resource, sys, time
-from fastapi import FastAPI
-from eventpipe.api.server import ApiServer
-logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
-resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-server = ApiServer(FastAPI(), "127.0.0.1", int(sys.argv[1]))
-server.start()
-held = []
-try:
-    while True:
-        held.append(os.open("/dev/null", os.O_RDONLY))
-except OSError:
-    pass
-print("full", flush=True)
-time.sleep(float(sys.argv[2]))
-"""
-
-
 def test_a_process_out_of_files_logs_one_line_not_a_traceback_per_accept() -> None:
     # asyncio logs each failed accept with a traceback and, on Python 3.11, goes through its whole accept
     # loop before it waits: 256 files shared with the engine gave 101,992 tracebacks (54 MB) in 40 s.
-    port = free_port()
-    child = subprocess.Popen(
-        [sys.executable, "-c", OUT_OF_FILES, str(port), "4"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    err = log_out_of_files(
+        "from fastapi import FastAPI\nfrom eventpipe.api.server import ApiServer\n"
+        'ApiServer(FastAPI(), "127.0.0.1", port).start()'
     )
-    try:
-        assert child.stdout is not None and child.stdout.readline() == "full\n"
-        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
-        _, err = child.communicate(timeout=30)
-    finally:
-        child.kill()
-    for client in clients:
-        client.close()
     assert err.count("out of system resource") == 0, err[:2000]
     assert err.count("could not accept connections") == 1, err[:2000]

@@ -6,8 +6,6 @@ import contextlib
 import gzip
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -19,8 +17,8 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from eventpipe.host import free_port
 from eventpipe.ingest.exporter import API_PATH, BROKER_PATH, Exporter, Unavailable
+from tests.support.files import log_out_of_files
 from tests.support.wait import wait_until
 
 IDLERS = 500
@@ -197,38 +195,12 @@ def test_a_registry_that_cannot_tell_its_values_fails_its_scrape_alone(registry:
         server.shutdown()
 
 
-OUT_OF_FILES = """
-import logging, os, resource, sys, time
-from prometheus_client import CollectorRegistry
-from eventpipe.ingest.exporter import Exporter
-logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
-resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-Exporter(CollectorRegistry(), "127.0.0.1", int(sys.argv[1])).start()
-held = []
-try:
-    while True:
-        held.append(os.open("/dev/null", os.O_RDONLY))
-except OSError:
-    pass
-print("full", flush=True)
-time.sleep(float(sys.argv[2]))
-"""
-
-
 def test_a_process_out_of_files_logs_one_line_a_minute_not_a_traceback_per_accept() -> None:
     # The API's loop counted these already; the metrics port's logged each with a traceback: under
     # `ulimit -n 256`, 182,244 of them, 100 MB of log in 4 minutes (an attack on `eventpipe up`).
-    port = free_port()
-    child = subprocess.Popen(
-        [sys.executable, "-c", OUT_OF_FILES, str(port), "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    err = log_out_of_files(
+        "from prometheus_client import CollectorRegistry\nfrom eventpipe.ingest.exporter import Exporter\n"
+        'Exporter(CollectorRegistry(), "127.0.0.1", port).start()'
     )
-    try:
-        assert child.stdout is not None and child.stdout.readline() == "full\n"
-        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
-        _, err = child.communicate(timeout=30)
-    finally:
-        child.kill()
-    for client in clients:
-        client.close()
     assert err.count("out of system resource") == 0, err[:2000]
     assert err.count("could not accept connections") == 1, err[:2000]
