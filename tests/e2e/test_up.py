@@ -356,6 +356,16 @@ def test_a_start_on_a_full_disk_serves_and_leaves_the_store_whole(tmp_path: Path
         assert again.stop() == 0, again.output()
 
 
+def test_a_stop_whose_broker_could_not_save_its_queue_says_so_and_exits_1(tmp_path: Path, stacks: list[Up]) -> None:
+    # On a full or read-only disk Mosquitto's save fails in its own log only, and `up` exited 0 saying the
+    # worker's unacknowledged messages would be redelivered (39,893 said so, none were; an attack). A
+    # directory where the save is written makes it fail as such a disk does.
+    up = start(stacks, tmp_path / "data")
+    (tmp_path / "data" / "mosquitto" / "data" / "mosquitto.db.new").mkdir()
+    assert up.stop() == 1, up.output()
+    assert "mosquitto did not save its queue at its stop" in up.output()
+
+
 def test_up_with_mqtt_url_alone_and_no_broker_in_the_environment_says_so(tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items() if name != "EVENTPIPE_MQTT_URL"}
     done = run_eventpipe("up", "--mqtt-url", "--data-dir", str(tmp_path), env=env, timeout=60)

@@ -29,6 +29,7 @@ from tests.support.api import event
 from tests.support.clickhouse_http import migrated
 from tests.support.disk import full_filesystem
 from tests.support.stack import run_eventpipe
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -102,6 +103,9 @@ def test_a_backup_or_restore_whose_progress_cannot_be_read_for_a_moment_is_waite
     monkeypatch.setattr(job, "UNREADABLE_S", 1.0)
     with pytest.raises(BackupError, match=r"could not be followed for 1 s .*its outcome is unknown, and it may still"):
         Backups(Blinking(client, None)).take("test")  # type: ignore[arg-type]
+    # It did run on: waited for here, so that the database is not dropped under it.
+    running = "SELECT count() FROM system.backups WHERE status = 'CREATING_BACKUP'"
+    wait_until(lambda: client.command(running) == 0, what="the backup left running")
 
 
 class Emptied:

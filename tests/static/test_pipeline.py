@@ -74,8 +74,11 @@ def test_lint_checks_code_schemas_and_monitoring_configs() -> None:
     ):
         assert command in text, command
     # Under Prometheus 3's promtool too (compose runs 3), which both CIs fetch before they lint and test.
-    assert "for promtool in promtool ${EVENTPIPE_TEST_PROMTOOL_3:-}" in text
-    assert any(".ci/promtool3.py" in line for line in PIPELINE[".python"]["before_script"])
+    assert 'set -- promtool "$EVENTPIPE_TEST_PROMTOOL_3"' in text
+    before = PIPELINE[".python"]["before_script"]
+    # Assigned on a line of its own: `export X="$(...)"` would take export's status and hide a failed fetch.
+    assert 'EVENTPIPE_TEST_PROMTOOL_3="$(python .ci/promtool3.py)"' in before
+    assert "export EVENTPIPE_TEST_PROMTOOL_3" in before
     assert 'EVENTPIPE_TEST_PROMTOOL_3="$(python3 .ci/promtool3.py)"' in (compose.REPO / ".ci" / "run").read_text()
 
 

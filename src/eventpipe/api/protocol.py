@@ -31,7 +31,7 @@ import h11
 from prometheus_client import Counter
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from eventpipe.api.summary import ClientLog, server_summaries
+from eventpipe.api.summary import ACCEPT_EXHAUSTED, ClientLog, server_summaries
 from eventpipe.api.transport import CutOff, reset
 
 # Far more clients than one API process on two cores serves at once; below
@@ -49,10 +49,6 @@ MIN_READ_BYTES = 64 * 1024
 # over the cap (at accept), a request not all sent in time (408), bytes h11 cannot read as HTTP/1.0
 # or 1.1 (400), answers left unread (dropped). Each connection is counted once, for the first.
 CLOSED_REASONS = ("limit", "timeout", "malformed", "stalled")
-# What asyncio reports, with a traceback each time, when accept() fails for want of descriptors or memory. It
-# retries a second later, but Python 3.11 goes on through its whole accept loop first: a limit of 256 files
-# shared with the engine logged 101,992 tracebacks (54 MB) in 40 s (a storage-fault attack).
-ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
 
 
 def connection_limit() -> int:

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
 
-from eventpipe.api.summary import SUMMARIES, Summary
+from eventpipe.api.summary import ACCEPT_EXHAUSTED, SUMMARIES, Summary
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,6 @@ API_PATH = "/metrics/api"
 BROKER_PATH = "/metrics/broker"
 # Prometheus sends a few hundred bytes of request; anything far larger is not a scrape.
 MAX_REQUEST_BYTES = 16 * 1024
-# What asyncio says when accept() fails for want of descriptors or memory (its own string).
-ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
 
 
 class Unavailable(Exception):  # named for the answer, 503

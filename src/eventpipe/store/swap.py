@@ -9,6 +9,7 @@ from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import HaltStorageError
 from eventpipe.store.retention import RETAINED, retain
+from eventpipe.store.schema.durability import synced
 from eventpipe.store.schema.version import DEFINER, REBUILT, REFILLED, Rebuild, Refill
 from eventpipe.store.system import catalog, names
 
@@ -25,6 +26,7 @@ def rebuild_table(client: Client, rebuild: Rebuild) -> None:
     if not rebuilt(client, rebuild):
         client.command(f"DROP TABLE IF EXISTS {scratch}")  # a half-filled copy from a crashed run
         client.command(rebuild.create.format(table=scratch))
+        client.command(synced(scratch))  # the definitions are older than migration 22: swapped in, they lacked it
         made = catalog(client, scratch, "uuid")
         client.command(f"INSERT INTO {scratch} SELECT * FROM {table}{final}")  # noqa: S608 - names are constants
         # As in refill_table, migrators must take turns. Without these checks a second one dropped the first's
@@ -62,6 +64,7 @@ def refill_table(client: Client, refill: Refill, retention_days: int) -> None:
         block = int(str(client.command(LAST_BLOCK, parameters={"t": refill.source}) or 0))
         note = f" COMMENT 'filled from {refill.source} after block {block}'"
         client.command(refill.create.format(table=scratch) + note)
+        client.command(synced(scratch))
         retain(client, scratch, RETAINED[table], retention_days)  # empty: no rewrite, unlike after the copy
         made = catalog(client, scratch, "uuid")
         client.command(f"CREATE MATERIALIZED VIEW {feed} TO {scratch} {DEFINER} AS {refill.rows}")

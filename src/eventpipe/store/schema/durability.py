@@ -8,8 +8,11 @@ word. An attack lost 9,821 acknowledged events so; a bare table lost 20,000 of
 20,000 rows, and none with these two settings. They fsync each inserted part's
 files and its directory, and cost a 400-row insert here about 5 to 10 ms
 (docs/performance.md). Merges are not synced: the parts they replace stay on
-disk 8 minutes (old_parts_lifetime), long past the writeback. Set on the table,
-not left to a server default chDB and the server may not share.
+disk 8 minutes (old_parts_lifetime), long past the writeback, and come back
+in place of a merged part found broken. Nor are mutations, an erasure's
+deletes among them: one whose rewritten parts a crash caught in the page
+cache comes back undone, its rows with it (docs/architecture.md, "Guarantees").
+Set on the table, not left to a server default chDB and the server may not share.
 """
 
 from __future__ import annotations
