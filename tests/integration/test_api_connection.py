@@ -75,9 +75,9 @@ def server(
         api.stop()
 
 
-def answer(connection: socket.socket) -> bytes:
-    """What the server sends until it closes the connection (5 s at most)."""
-    connection.settimeout(5)
+def answer(connection: socket.socket, wait_s: float = 5) -> bytes:
+    """What the server sends until it closes the connection (`wait_s` at most between two reads)."""
+    connection.settimeout(wait_s)
     out = b""
     with contextlib.suppress(OSError):
         while chunk := connection.recv(65536):
@@ -114,10 +114,10 @@ def one_answer(connection: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-def ask(port: int, request: bytes = HEALTHZ) -> bytes:
+def ask(port: int, request: bytes = HEALTHZ, wait_s: float = 5) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
         connection.sendall(request)
-        return answer(connection)
+        return answer(connection, wait_s)
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,10 @@ def test_an_answer_slower_than_the_timeout_is_not_cut_off(clickhouse_dsn: str) -
     # The clock stops once the request is in: a slow query's answer still arrives whole.
     migrate(connect(clickhouse_dsn))
     with server(SlowReader(readonly_reader(clickhouse_dsn)._client)) as port:
-        got = ask(port, b"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() + b"\r\n\r\n")
+        # A page runs three queries, 1.5 s each here: waited for well past that (the CI at 60b7a1b gave up at 5 s,
+        # the answer not yet sent, on a busy machine).
+        request = b"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() + b"\r\n\r\n"
+        got = ask(port, request, wait_s=30)
     assert got.startswith(b"HTTP/1.1 200"), got[:200]
     assert got.rstrip().endswith(b"}"), got[-200:]
 
