@@ -31,7 +31,7 @@ import h11
 from prometheus_client import Counter
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from eventpipe.api.summary import ACCEPT_EXHAUSTED, ClientLog, server_summaries
+from eventpipe.api.summary import ClientLog, on_loop_exception, server_summaries
 from eventpipe.api.transport import CutOff, reset
 
 # Far more clients than one API process on two cores serves at once; below
@@ -149,12 +149,8 @@ class GuardedH11Protocol(H11Protocol):
 
     @classmethod
     def loop_exception(cls, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        """The server's event-loop exception handler: accept() out of resources is summarised, the rest as
-        asyncio logs it."""
-        if context.get("message") == ACCEPT_EXHAUSTED:
-            cls.summaries["exhausted"]()
-        else:
-            loop.default_exception_handler(context)
+        """The server's event-loop exception handler (summary.on_loop_exception with this server's count)."""
+        on_loop_exception(cls.summaries["exhausted"], loop, context)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -73,6 +73,15 @@ def server_summaries(max_connections: int) -> dict[str, Summary]:
     return {kind: Summary(line.replace("{cap}", str(max_connections))) for kind, line in SUMMARIES.items()}
 
 
+def on_loop_exception(exhausted: Summary, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """An event loop's exception handler (with `exhausted` bound): accept() out of resources is counted there,
+    the rest logged as asyncio logs it. The API's server and the metrics port each set one."""
+    if context.get("message") == ACCEPT_EXHAUSTED:
+        exhausted()
+    else:
+        loop.default_exception_handler(context)
+
+
 class ClientLog:
     """uvicorn's logger, with its per-request warnings about a client's bytes throttled (one per server)."""
 

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gzip
 import logging
 import socket
 import threading
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
 
-from eventpipe.api.summary import ACCEPT_EXHAUSTED, SUMMARIES, Summary
+from eventpipe.api.summary import SUMMARIES, Summary, on_loop_exception
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ class Exporter:
         self._loop = asyncio.new_event_loop()
         # Out of file descriptors, asyncio retries accept() and logs a traceback each time: under `ulimit -n 256`
         # an attack saw 182,244 of them, 100 MB of log in 4 minutes. A count a minute instead, as the API's.
-        self._exhausted = Summary(SUMMARIES["exhausted"])
-        self._loop.set_exception_handler(self._on_loop_exception)
+        self._loop.set_exception_handler(functools.partial(on_loop_exception, Summary(SUMMARIES["exhausted"])))
         self._thread = threading.Thread(target=self._run, name="eventpipe-metrics", daemon=True)
         self._socket: socket.socket | None = None
         self._stopping = asyncio.Event()
@@ -91,12 +90,6 @@ class Exporter:
             raise
         # Listening from here on: connections wait in the backlog until the loop takes them.
         self._thread.start()
-
-    def _on_loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if context.get("message") == ACCEPT_EXHAUSTED:
-            self._exhausted()
-        else:
-            loop.default_exception_handler(context)
 
     def _run(self) -> None:
         try:

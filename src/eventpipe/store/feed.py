@@ -143,13 +143,14 @@ class Feed:
             place = place._replace(hi=hi)
         # Rows of the epoch are in parts that hold its numbers; their time ranges bound the rows' keys. A
         # part retention emptied, until ClickHouse removes it, has none, and its time range starts in 1970.
-        epoch = [p for p in parts if p.max_block > place.lo and p.min_block <= hi and p.rows]
+        filled = [p for p in parts if p.rows]
+        epoch = [p for p in filled if p.max_block > place.lo and p.min_block <= hi]
         if not epoch:
             return self._finish(place, [])
         since_ms = min(p.min_time_s for p in epoch) * 1000
         spans = [in_ms(p.min_time_s, p.max_time_s, p.rows) for p in epoch]
         # Naming parts costs a string split per row read; worth it only when some part can be skipped.
-        prune = len(epoch) < sum(1 for p in parts if p.rows)
+        prune = len(epoch) < len(filled)
         # A round's candidates may all be copies of events served before (a producer re-sent them)
         # or fail the filter where their first copy does not: an empty page, which tells a client it is
         # caught up. So a few rounds are read before one is answered empty.

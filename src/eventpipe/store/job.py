@@ -41,8 +41,10 @@ def start(client: Client, statement: str) -> str:
 def wait(client: Client, backup_id: str, verb: str) -> int:
     """Wait for the BACKUP or RESTORE `backup_id` to end (as `run` does)."""
     missing_since = unreadable_since = None
-    pause = POLL_S
+    pause = 0.0  # the first poll at once, then POLL_S, slowing to MAX_POLL_S
     while True:
+        time.sleep(pause)
+        pause = min(max(pause * 1.25, POLL_S), MAX_POLL_S)
         try:
             with classified():
                 rows = client.query(STATUS, parameters={"id": backup_id}).result_rows
@@ -53,8 +55,6 @@ def wait(client: Client, backup_id: str, verb: str) -> int:
                     f"{verb} {backup_id} could not be followed for {UNREADABLE_S:.0f} s ({exc}): its outcome is "
                     f"unknown, and it may still run; see system.backups for id {backup_id} before running it again"
                 ) from exc
-            time.sleep(pause)
-            pause = min(pause * 1.25, MAX_POLL_S)
             continue
         unreadable_since = None
         status, error, size = (str(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else ("", "", 0)
@@ -73,5 +73,3 @@ def wait(client: Client, backup_id: str, verb: str) -> int:
                     f"{verb} {backup_id} is gone from system.backups, as after a ClickHouse restart: "
                     "its outcome is unknown; run it again (a restore starts over, a backup takes a new name)"
                 )
-        time.sleep(pause)
-        pause = min(pause * 1.25, MAX_POLL_S)
