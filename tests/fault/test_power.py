@@ -1,6 +1,7 @@
-"""What a host crash leaves of acknowledged events: a filesystem that fails under the store, as a disk that errors
-(ext4 with errors=remount-ro), a kernel panic or a power cut do, drops whatever the kernel had not yet written.
-An insert that returned, whose batch the worker then acknowledged, must be on the disk by then."""
+"""What a host crash leaves of acknowledged events and of erasures: a filesystem that fails under the store, as a
+disk that errors (ext4 with errors=remount-ro), a kernel panic or a power cut do, drops whatever the kernel had not
+yet written. An insert that returned, whose batch the worker then acknowledged, must be on the disk by then, and so
+must an erasure that answered."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,15 +41,39 @@ WRITER = textwrap.dedent(
     time.sleep(3600)
     """
 )
+# Half of 2,000 events are u1's; u1 is erased once all are on the disk, and "erased" printed once that returns.
+ERASER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from eventpipe.events import Limits, parse
+    from eventpipe.store.client import connect
+    from eventpipe.store.erasure import Eraser
+    from eventpipe.store.migration import migrate
+    from eventpipe.store.writer import Writer
+
+    client = connect(sys.argv[1])
+    migrate(client)
+    now = int(time.time() * 1000)
+    for batch in range(10):
+        body = lambda i: json.dumps({"event_id": f"e{batch}-{i}", "user_id": f"u{i % 2}", "timestamp": now}).encode()
+        Writer(client).insert_events([parse("events/page_view", body(i), now, Limits()) for i in range(200)])
+    os.sync()
+    print(Eraser(client).erase("u1").events, flush=True)
+    time.sleep(3600)
+    """
+)
 READER = textwrap.dedent(
     """
     import sys
     from eventpipe.store.client import connect
 
-    for (event_id,) in connect(sys.argv[1]).query("SELECT event_id FROM events").result_rows:
+    for (event_id,) in connect(sys.argv[1]).query(sys.argv[2]).result_rows:
         print(event_id)
     """
 )
+
+
+CAPTURED: dict[str, Any] = {"capture_output": True, "text": True, "check": True}
 
 
 @contextmanager
@@ -94,9 +120,32 @@ def test_events_whose_insert_returned_survive_a_filesystem_failure(tmp_path: Pat
                 writer.kill()
                 writer.wait()
         assert len(acknowledged) == 2000
-        read = subprocess.run([sys.executable, "-c", READER, dsn], capture_output=True, text=True, check=True)
+        read = subprocess.run([sys.executable, "-c", READER, dsn, "SELECT event_id FROM events"], **CAPTURED)
         stored = set(read.stdout.split())
         # Without fsync at insert none of the 2,000 came back: their parts were set aside as broken at start.
         assert not set(acknowledged) - stored, f"{len(set(acknowledged) - stored)} of 2000 acknowledged events lost"
+    finally:
+        subprocess.run(["umount", str(tmp_path / "disk")], capture_output=True)
+
+
+def test_an_erasure_that_answered_survives_a_filesystem_failure(tmp_path: Path) -> None:
+    dsn = f"chdb://{tmp_path / 'disk' / 'store'}"
+    try:
+        with failing_ext4(tmp_path) as (_mount, trigger):
+            eraser = subprocess.Popen([sys.executable, "-c", ERASER, dsn], stdout=subprocess.PIPE, text=True)
+            try:
+                assert eraser.stdout is not None
+                erased = eraser.stdout.readline().strip()
+                trigger.write_text("1\n")  # the disk fails right after the erasure answered
+            finally:
+                eraser.kill()
+                eraser.wait()
+        assert erased == "1000"
+        # Every table a read serves from: /events, the user's pages and the feed.
+        for table in ("events", "events_by_user", "arrivals"):
+            query = f"SELECT event_id FROM {table} WHERE user_id = 'u1'"  # noqa: S608 - constants
+            back = subprocess.run([sys.executable, "-c", READER, dsn, query], **CAPTURED).stdout.split()
+            # Without migration 23, all 1,000 were back in each: the deletes' parts were set aside as broken.
+            assert back == [], f"{len(back)} of u1's 1,000 erased events back in {table}"
     finally:
         subprocess.run(["umount", str(tmp_path / "disk")], capture_output=True)

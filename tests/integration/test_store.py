@@ -69,13 +69,15 @@ def test_migrations_are_applied_once_and_in_order(clickhouse_dsn: str) -> None:
 
 SYNCED_TABLES = (
     "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree%' AND NOT"
-    " (create_table_query LIKE '%fsync_after_insert = 1%' AND create_table_query LIKE '%fsync_part_directory = 1%')"
+    " (create_table_query LIKE '%fsync_after_insert = 1%' AND create_table_query LIKE '%fsync_part_directory = 1%'"
+    " AND create_table_query LIKE '%min_rows_to_fsync_after_merge = 1%')"
 )
 
 
-def test_every_table_writes_each_insert_to_disk_before_it_returns(clickhouse_dsn: str) -> None:
-    # The worker acknowledges a batch once its insert returns (tests/fault/test_power.py shows what a host
-    # crash does otherwise). A table made or rebuilt by a later migration without the settings fails here.
+def test_every_table_writes_each_insert_merge_and_mutation_to_disk(clickhouse_dsn: str) -> None:
+    # The worker acknowledges a batch once its insert returns, and an erasure is done once its mutations are
+    # (tests/fault/test_power.py shows what a host crash does otherwise). A table made or rebuilt by a later
+    # migration without the settings fails here.
     client = connect(clickhouse_dsn)
     migrate(client)
     assert client.query(SYNCED_TABLES).result_rows == []

@@ -123,7 +123,7 @@ def keep_up(client: Client) -> None:
     have = {(str(table), str(column)) for table, column in rows}
     tables = {table for table, _ in have}
     missing = [create for table, create in KEPT.items() if table not in tables]
-    # As migration 22 left every table: each insert on the disk before it returns.
+    # As migrations 22 and 23 left every table: each insert, merge and mutation on the disk before it ends.
     missing += [durability.synced(table) for table in KEPT if table not in tables]
     # A table made now has every column already.
     missing += [

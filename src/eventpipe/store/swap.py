@@ -26,7 +26,7 @@ def rebuild_table(client: Client, rebuild: Rebuild) -> None:
     if not rebuilt(client, rebuild):
         client.command(f"DROP TABLE IF EXISTS {scratch}")  # a half-filled copy from a crashed run
         client.command(rebuild.create.format(table=scratch))
-        client.command(synced(scratch))  # the definitions are older than migration 22: swapped in, they lacked it
+        client.command(synced(scratch))  # definitions older than migrations 22 and 23 lack their settings
         made = catalog(client, scratch, "uuid")
         client.command(f"INSERT INTO {scratch} SELECT * FROM {table}{final}")  # noqa: S608 - names are constants
         # As in refill_table, migrators must take turns. Without these checks a second one dropped the first's

@@ -1,17 +1,21 @@
-"""Every table written to disk before an insert returns (migration 22).
+"""Every table written to disk before an insert, a merge or a mutation returns (migrations 22 and 23).
 
 The worker acknowledges a batch once its insert returns. MergeTree wrote the
 parts to the page cache only: a host crash, a power cut or a filesystem that
 went read-only on an error within the kernel's writeback delay (30 s) left them
 empty, and ClickHouse set them aside at the next start as broken, without a
 word. An attack lost 9,821 acknowledged events so; a bare table lost 20,000 of
-20,000 rows, and none with these two settings. They fsync each inserted part's
-files and its directory, and cost a 400-row insert here about 5 to 10 ms
-(docs/performance.md). Merges are not synced: the parts they replace stay on
-disk 8 minutes (old_parts_lifetime), long past the writeback, and come back
-in place of a merged part found broken. Nor are mutations, an erasure's
-deletes among them: one whose rewritten parts a crash caught in the page
-cache comes back undone, its rows with it (docs/architecture.md, "Guarantees").
+20,000 rows, and none with migration 22's two settings. They fsync each
+inserted part's files and its directory, and cost a 400-row insert here about
+5 to 10 ms (docs/performance.md).
+
+Merges and mutations write parts too, and an erasure's deletes are mutations.
+A host crash right after an erasure returned brought all 1,000 of the user's
+events back (ClickHouse set the rewritten parts aside as broken and served the
+parts they replaced), while the audit said it was done. Migration 23 syncs
+every part a merge or a mutation writes (min_rows_to_fsync_after_merge = 1: a
+part of one row or more). Merges run in the background, off the path of an
+acknowledgement: the cost is disk writes, measured in docs/performance.md.
 Set on the table, not left to a server default chDB and the server may not share.
 """
 
@@ -35,14 +39,21 @@ TABLES = (
     "erasure_keys",
     "schema_migrations",
 )
-SYNCED = "fsync_after_insert = 1, fsync_part_directory = 1"
+INSERTS = "fsync_after_insert = 1, fsync_part_directory = 1"
+MERGES = "min_rows_to_fsync_after_merge = 1"
 
 
 def synced(table: str) -> str:
-    """The statement that gives `table` (one of TABLES, or a table made later) the settings."""
-    return f"ALTER TABLE {table} MODIFY SETTING {SYNCED}"
+    """The statement that gives `table` (one of TABLES, or a table made later) the settings of both migrations."""
+    return f"ALTER TABLE {table} MODIFY SETTING {INSERTS}, {MERGES}"
 
 
+def _setting(settings: str) -> tuple[str, ...]:
+    return tuple(f"ALTER TABLE {table} MODIFY SETTING {settings}" for table in TABLES)
+
+
+# Each migration's statements as they were released: a store migrated to 22 runs only 23's.
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(22, "write each insert to disk before it returns", tuple(synced(table) for table in TABLES)),
+    Migration(22, "write each insert to disk before it returns", _setting(INSERTS)),
+    Migration(23, "write each merge and mutation to disk before it ends", _setting(MERGES)),
 )
