@@ -106,13 +106,15 @@ def test_a_time_bound_that_cannot_be_read_or_stored_is_a_422_naming_it(value: st
     ("value", "hinted"),
     [
         ("2026-11-22T10:30:00 01:00", True),  # '+01:00' sent unencoded reaches the server as ' 01:00'
-        ("1795339800 5", True),
+        ("2026-11-22 10:30:00 01:00", True),  # the space before the time stays a space
+        ("1795339800 5", False),  # a space, but no '+' there makes it a time
+        ("Sun, 22 Nov 2026 09:30:00 CST", False),  # the zone is what is wrong
         ("garbage ", False),  # only inside the value: spaces around it are not a '+'
         (" garbage", False),
         ("garbage", False),
     ],
 )
-def test_a_space_inside_a_refused_bound_is_hinted_to_be_an_unencoded_plus(value: str, hinted: bool) -> None:
+def test_a_space_where_a_plus_makes_a_time_is_hinted_to_be_an_unencoded_plus(value: str, hinted: bool) -> None:
     said = refusal(lambda: instant("until", value))
     assert said.startswith("until: ")
     assert said.endswith("; encode '+' as %2B in a URL") is hinted

@@ -166,3 +166,13 @@ def test_settings_that_cannot_work_are_refused_naming_the_variable(
 def test_a_probe_topic_the_worker_cannot_publish_to_is_refused(probe_topic: str) -> None:
     problem = settings_problem("#", "", probe_topic, 10.0)
     assert problem is not None and problem.startswith("EVENTPIPE_PROBE_TOPIC ")
+
+
+@pytest.mark.parametrize(("group", "interval_s"), [("", 0.0), ("workers", 0.0), ("", 10.0)])
+def test_a_shared_subscription_as_the_topic_is_refused_naming_the_group_variable(group: str, interval_s: float) -> None:
+    # With a group, the worker subscribed to '$share/workers/$share/g/events/#'; with the probe on, the message
+    # said the probe topic was not under the topic.
+    problem = settings_problem("$share/g/events/#", group, "events/_probe", interval_s)
+    assert problem == (
+        "EVENTPIPE_MQTT_TOPIC '$share/g/events/#' is a shared subscription: put its group in EVENTPIPE_MQTT_SHARE_GROUP"
+    )

@@ -102,13 +102,21 @@ def instant(name: str, value: str | None) -> int | None:
     try:
         epoch_ms = to_epoch_ms(value, up=True)
     except ValueError as exc:
-        # An unencoded '+' of an offset reaches us as a space.
+        # An unencoded '+' of an offset reaches us as a space: hinted when a '+' there makes it a time.
         text = value.strip()
-        hint = "; encode '+' as %2B in a URL" if " " in text else ""
+        hint = "; encode '+' as %2B in a URL" if _plus_read_as_space(text) else ""
         # The parser quotes what it read whole (up to its 64 characters); echoed like any value.
         reason = str(exc).replace(repr(text), repr(cut(text)))
         raise ApiError(422, "invalid_parameter", f"{name}: {reason}{hint}") from None
     return within(name, value, epoch_ms)
+
+
+def _plus_read_as_space(text: str) -> bool:
+    head, space, offset = text.rpartition(" ")
+    try:
+        return bool(space) and to_epoch_ms(f"{head}+{offset}", up=True) >= 0
+    except ValueError:
+        return False
 
 
 def within(name: str, value: str, epoch_ms: int) -> int:

@@ -41,6 +41,9 @@ def settings_problem(topic: str, share_group: str, probe_topic: str, probe_inter
     found = filter_problem(topic)
     if found is not None:
         return f"EVENTPIPE_MQTT_TOPIC {found}"
+    if topic.startswith("$share/"):
+        # The worker adds the group itself: '$share/g/$share/h/events/#' matches no topic, and the worker hears nothing.
+        return f"EVENTPIPE_MQTT_TOPIC {topic!r} is a shared subscription: put its group in EVENTPIPE_MQTT_SHARE_GROUP"
     if any(char in share_group for char in "/+#"):
         return f"EVENTPIPE_MQTT_SHARE_GROUP {share_group!r} may not contain '/', '+' or '#'"
     # A topic the worker cannot publish to: the probe thread died at its first publish, and freshness went blind.
