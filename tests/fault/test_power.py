@@ -62,6 +62,39 @@ ERASER = textwrap.dedent(
     time.sleep(3600)
     """
 )
+# 2,000 events, on the disk, then a backup of them: its name printed once it answered.
+BACKUP = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from eventpipe.events import Limits, parse
+    from eventpipe.store.backup import Backups
+    from eventpipe.store.client import connect
+    from eventpipe.store.migration import migrate
+    from eventpipe.store.writer import Writer
+
+    client = connect(sys.argv[1])
+    migrate(client)
+    now = int(time.time() * 1000)
+    body = lambda i: json.dumps({"event_id": f"e{i}", "user_id": "u", "timestamp": now}).encode()
+    Writer(client).insert_events([parse("events/page_view", body(i), now, Limits()) for i in range(2000)])
+    os.sync()
+    print(Backups(client).take("operator").name, flush=True)
+    time.sleep(3600)
+    """
+)
+# The backups listed (each read back whole), then the events of the first restored.
+RESTORE = textwrap.dedent(
+    """
+    import sys
+    from eventpipe.store.backup import Backups
+    from eventpipe.store.client import connect
+
+    backups = Backups(connect(sys.argv[1]))
+    listed = [backup.name for backup in backups.listing()]
+    print(" ".join(listed))
+    print(backups.restore(listed[0], 0, "operator").events if listed else "")
+    """
+)
 READER = textwrap.dedent(
     """
     import sys
@@ -147,5 +180,26 @@ def test_an_erasure_that_answered_survives_a_filesystem_failure(tmp_path: Path) 
             back = subprocess.run([sys.executable, "-c", READER, dsn, query], **CAPTURED).stdout.split()
             # Without migration 23, all 1,000 were back in each: the deletes' parts were set aside as broken.
             assert back == [], f"{len(back)} of u1's 1,000 erased events back in {table}"
+    finally:
+        subprocess.run(["umount", str(tmp_path / "disk")], capture_output=True)
+
+
+def test_a_backup_that_answered_survives_a_filesystem_failure(tmp_path: Path) -> None:
+    dsn = f"chdb://{tmp_path / 'disk' / 'store' / 'clickhouse'}"  # its backups disk beside it, on the same filesystem
+    try:
+        with failing_ext4(tmp_path) as (_mount, trigger):
+            taker = subprocess.Popen([sys.executable, "-c", BACKUP, dsn], stdout=subprocess.PIPE, text=True)
+            try:
+                assert taker.stdout is not None
+                name = taker.stdout.readline().strip()
+                trigger.write_text("1\n")  # the disk fails right after the backup answered
+            finally:
+                taker.kill()
+                taker.wait()
+        assert name
+        listed, events = subprocess.run([sys.executable, "-c", RESTORE, dsn], **CAPTURED).stdout.split("\n")[:2]
+        # Without the sync every file of it was empty: the catalog had it, the list left it out as unreadable.
+        assert listed == name, f"backup {name} not listed after the failure: {listed!r}"
+        assert events == "2000"
     finally:
         subprocess.run(["umount", str(tmp_path / "disk")], capture_output=True)

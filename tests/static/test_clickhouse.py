@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from eventpipe.store.client import BACKUP_DISK
+from eventpipe.store.flush import SYNC
 from eventpipe.store.migration import KEPT, MIGRATIONS
 from eventpipe.store.retention import RETAINED
 from eventpipe.store.scratch import SCRATCH_PREFIX
@@ -98,7 +99,8 @@ def test_the_api_user_may_only_read() -> None:
 
 def test_the_migrator_owns_the_eventpipe_database_and_reads_backups() -> None:
     # eventpipe restore runs as the migrator: it drops and restores tables, and reads the backup first.
-    assert grants("eventpipe_migrator") == ["GRANT ALL ON eventpipe.*", REHEARSE_RESTORE, *SYSTEM_OF_BACKUPS, *RUNBOOKS]
+    expected = ["GRANT ALL ON eventpipe.*", REHEARSE_RESTORE, FLUSH, *SYSTEM_OF_BACKUPS, *RUNBOOKS]
+    assert grants("eventpipe_migrator") == expected
 
 
 def test_the_runbooks_queries_read_only_what_their_user_may() -> None:
@@ -114,6 +116,8 @@ def test_the_runbooks_queries_read_only_what_their_user_may() -> None:
 # delete's mutation, the parts of the tables.
 SYSTEM_OF_BACKUPS = [f"GRANT SELECT ON system.{table}" for table in ("backups", "disks", "mutations", "parts")]
 RUNBOOKS = [f"GRANT SELECT ON system.{table}" for table in ("merges", "errors", "query_log")]
+# Who takes backups (the API's admin user, and a restore, of what it replaces) puts them on the disk.
+FLUSH = f"GRANT {SYNC} ON *.*"
 
 # What a replay writes (events through the worker's path, its outcomes) and an erasure deletes.
 REPLAY_INSERTS = ("events", "undated_events", "dead_letter_outcomes")
@@ -121,7 +125,7 @@ ERASED = ("events", "events_by_user", "arrivals", "undated_events", "dead_letter
 
 
 def test_the_admin_user_may_back_up_read_record_replay_and_erase_only() -> None:
-    expected = ["GRANT SELECT, BACKUP ON eventpipe.*", READ_BACKUP]
+    expected = ["GRANT SELECT, BACKUP ON eventpipe.*", FLUSH, READ_BACKUP]
     # Restores are recorded by `eventpipe restore`, which runs as the owner, never through the API.
     records = [table for table in KEPT if table != "restores"]
     expected += [f"GRANT INSERT ON eventpipe.{table}" for table in (*records, *REPLAY_INSERTS)]
@@ -142,6 +146,8 @@ def test_no_user_manages_access_or_reaches_other_databases() -> None:
         for query in grants(element.tag):
             if query in (READ_BACKUP, REHEARSE_RESTORE):
                 continue  # databases of that prefix: attached backups, rehearsed restores
+            if query == FLUSH:
+                continue  # a global privilege, to have the server call sync(2): no data of any database
             if re.fullmatch(r"GRANT SELECT ON system\.[a-z_]+", query):
                 continue  # metadata the store reads (test_each_user_may_read_the_system_tables_its_code_reads)
             # A privilege, maybe of one column (the row mask of a lightweight DELETE), on eventpipe's tables.
@@ -246,3 +252,14 @@ def test_each_user_may_read_the_system_tables_its_code_reads(name: str) -> None:
     assert read, "the scan found no system table: it no longer reads the code"
     granted = {query.rsplit(".", 1)[1] for query in grants(name) if query.startswith("GRANT SELECT ON system.")}
     assert read - OPEN_SYSTEM_TABLES <= granted, f"{name} reads {sorted(read - OPEN_SYSTEM_TABLES - granted)} ungranted"
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_each_user_whose_code_syncs_the_disk_may(name: str) -> None:
+    # Without the grant every backup on the compose server failed at its sync; with it where no code needs
+    # it, a user could have the server call sync(2) for nothing.
+    code = (
+        f"import importlib, sys; importlib.import_module({RUNS[name]!r}); print('eventpipe.store.flush' in sys.modules)"
+    )
+    syncs = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert (FLUSH in grants(name)) is (syncs == "True"), f"{name}: runs {SYNC}: {syncs}"

@@ -33,6 +33,7 @@ from eventpipe.store.attachment import HELD, counted, held, opened, present
 from eventpipe.store.catalog import RECORDED, Backup, cut, recorded_query
 from eventpipe.store.disk import discard, room_for_backup, room_for_rehearsal
 from eventpipe.store.failure import classified
+from eventpipe.store.flush import SYNC, flush
 from eventpipe.store.halfway import drop_all, mark, taken_before, unfinished_restore
 from eventpipe.store.integrity import masked_bytes, ours, purge, rehearse, verify
 from eventpipe.store.lineage import ERASURES_SINCE, FINISHED_RESTORES, earliest, returned
@@ -254,6 +255,14 @@ class Backups:
             raise BackupError(f"backup {name} was not made ({exc}){discard(self._client, name)}") from exc
         try:
             size = job.wait(self._client, backup_id, "BACKUP")
+            try:
+                flush(self._client)
+            except EventpipeError as exc:
+                # Not on the disk, a host crash could leave it empty while the catalog lists it.
+                raise BackupError(
+                    f"it was written but not put on the disk ({exc}); the user that takes backups needs the "
+                    f"privilege to run {SYNC} (clickhouse/users.d/eventpipe.xml)"
+                ) from exc
             # Read back before it is recorded: on a full disk chDB reported one created whose `.backup` was empty.
             events, dead_letters = held(self._client, name, database)
         except BackupError as exc:
