@@ -126,6 +126,19 @@ def test_messages_sent_while_the_worker_is_away_arrive_when_it_returns(broker: B
         wait_until(lambda: back.reader.count_events() == 700, what="the backlog")
 
 
+def test_qos_0_sent_while_the_worker_is_away_arrives_when_it_returns(broker: Broker, clickhouse_dsn: str) -> None:
+    # The broker queues QoS 0 for the worker's session as QoS 1 (upgrade_outgoing_qos). Before, it dropped all
+    # 300, and a QoS 0 flood waited in the worker's socket buffer in the broker, seen by no metric: 4.4 GiB.
+    settings = settings_for(broker.url, migrated(clickhouse_dsn))
+    with running_worker(settings):
+        pass  # creates the persistent session, then leaves
+    messages = [("events/zero", json.dumps({"event_id": f"q0-{i}"}).encode()) for i in range(300)]
+    assert publish_raw(broker.url, messages, qos=0) == 300
+    with running_worker(settings) as back:
+        wait_until(lambda: back.reader.count_events() == 300, what="the QoS 0 sent while away")
+        wait_until(lambda: back.metric("eventpipe_messages_acked_total") == 300, what="each acknowledged as QoS 1")
+
+
 def test_stopping_commits_and_acknowledges_what_the_worker_holds(broker: Broker, clickhouse_dsn: str) -> None:
     # Batches that never fill and a timer that never fires: only stop() can commit.
     settings = settings_for(broker.url, migrated(clickhouse_dsn), batch_max_ms=600_000, batch_max_rows=1000)

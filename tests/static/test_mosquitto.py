@@ -46,6 +46,7 @@ FLOW_KEYS = (
     "max_queued_bytes",
     "max_packet_size",
     "persistent_client_expiration",
+    "upgrade_outgoing_qos",
 )
 DUMMY = {name: "x" for name in compose.required_variables()}
 

@@ -47,6 +47,11 @@ autosave_interval 10
 max_inflight_messages {receive_maximum}
 max_queued_messages {max_queued}
 max_queued_bytes 0
+# QoS 0 reaches the worker as QoS 1 (its subscription's), through the same queue: it waited instead
+# in the worker's socket buffer in the broker, which no limit, metric or alert saw (a 15 s flood of 60 KB
+# events grew the broker by 4.4 GiB while broker_store_messages_bytes said 670 B), and was dropped
+# while the worker was away. Its publisher still gets no acknowledgement: at most once up to the broker.
+upgrade_outgoing_qos true
 
 # Packet limit: EVENTPIPE_MAX_PAYLOAD_BYTES ({max_payload}) plus 4 KiB for topic and
 # headers. A larger packet gets its client disconnected as soon as its header
