@@ -13,8 +13,12 @@ from collections.abc import Callable
 
 import clickhouse_connect
 import pytest
+from prometheus_client import CollectorRegistry
 
 from eventpipe.events import Event
+from eventpipe.ingest.clock import Clock
+from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.ingest.worker import Worker
 from eventpipe.store import feed as feed_module
 from eventpipe.store.client import connect
 from eventpipe.store.feed import Feed, FeedPage, Place
@@ -584,3 +588,51 @@ def test_retention_emptying_the_newest_numbered_part_leaves_a_caught_up_sync_whe
     writer.insert_events([late])
     follower.catch_up(highest_block(client))
     assert follower.served[10:] == [ident(late)]
+
+
+def test_a_wall_clock_set_back_never_makes_complete_until_say_too_much(
+    broker: Broker, client: clickhouse_connect.driver.Client, clickhouse_dsn: str
+) -> None:
+    # NTP steps a fast clock back, or a resumed VM's is corrected: the worker's wall clock, injected here as
+    # the real one plus an offset. Before, events received after a step back an hour came stamped an hour
+    # before the complete_until already served (2,997 in an attack), and a restart under the step wrote
+    # marks older than its retirement, which then won: the worker was taken for gone.
+    offset = [0]
+    settings = settings_for(broker.url, clickhouse_dsn, batch_max_rows=50)
+
+    def started() -> Worker:
+        clock = Clock(lambda: time.time_ns() // 1_000_000 + offset[0])
+        worker = Worker(settings, Writer(connect(clickhouse_dsn)), IngestMetrics(CollectorRegistry()), clock=clock)
+        worker.start()
+        assert worker.consumer.wait_connected(10), "worker did not connect to the broker"
+        return worker
+
+    def stored(prefix: str) -> int:
+        sql = "SELECT count() FROM events WHERE startsWith(event_id, {p:String})"
+        return int(client.query(sql, parameters={"p": prefix}).result_rows[0][0])
+
+    follower = Follower(Feed(Reader(client).run), limit=1000)
+    worker = started()
+    try:
+        assert publish_raw(broker.url, [("events/a", json.dumps({"event_id": f"a{i}"})) for i in range(200)]) == 200
+        wait_until(lambda: stored("a") == 200, what="the first 200 stored")
+        wait_until(lambda: follower.poll().complete_until_ms > time.time_ns() // 1_000_000 - 500, what="marks on")
+        promised = follower.pages[-1].complete_until_ms
+        offset[0] = -3_600_000  # the step back
+        assert publish_raw(broker.url, [("events/b", json.dumps({"event_id": f"b{i}"})) for i in range(200)]) == 200
+        wait_until(lambda: stored("b") == 200, what="200 more stored after the step")
+        sql = (
+            "SELECT count() FROM events WHERE startsWith(event_id, 'b')"
+            " AND received_at < fromUnixTimestamp64Milli({t:Int64}, 'UTC')"
+        )
+        late = client.query(sql, parameters={"t": promised}).result_rows[0][0]
+        assert late == 0, f"{late} events received after complete_until {promised} was served came stamped before it"
+    finally:
+        worker.stop()
+    # Started again under the step, it goes on from its last mark: its newest is its start, not its retirement.
+    worker = started()
+    try:
+        newest = "SELECT argMax(retired, written) FROM worker_marks WHERE worker = {w:String}"
+        assert client.query(newest, parameters={"w": settings.mqtt_client_id}).result_rows == [(0,)]
+    finally:
+        worker.stop()

@@ -8,7 +8,7 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry
 
-from eventpipe.ingest import mark
+from eventpipe.ingest.clock import Clock
 from eventpipe.ingest.handshake import check_first_session, check_missing_session
 from eventpipe.ingest.mark import Marker, session_mark_name
 from eventpipe.ingest.metrics import IngestMetrics
@@ -17,12 +17,9 @@ NOW_MS = 1_800_000_000_000
 WEEK_S = 7 * 86_400
 
 
-def test_a_connected_worker_marks_its_session_a_minute_apart_and_a_disconnected_one_never(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_connected_worker_marks_its_session_a_minute_apart_and_a_disconnected_one_never() -> None:
     clock = [NOW_MS]
-    monkeypatch.setattr(mark, "_now_ms", lambda: clock[0])
-    marker = Marker("w1", "w1#session-0123")
+    marker = Marker("w1", "w1#session-0123", Clock(lambda: clock[0]), tick=lambda: clock[0] / 1000)
     assert [m.worker for m in marker.due(NOW_MS, None)] == ["w1"]
     clock[0] += 1_000
     marks = marker.due(NOW_MS, WEEK_S)

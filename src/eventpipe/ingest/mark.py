@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 
+from eventpipe.ingest.clock import Clock
 from eventpipe.store.writer import Mark
 
 # At most one mark a second: enough for complete_until, and an insert of its own costs little that often.
@@ -43,43 +45,57 @@ def session_mark_name(worker: str, session_id: str, broker: str) -> str:
 
 
 class Marker:
-    """The marks of one worker, named by its MQTT client id (stable across its restarts)."""
+    """The marks of one worker, named by its MQTT client id (stable across its restarts). Their times come from
+    the worker's `clock` (ingest.clock), and each is written after the one before, whatever the wall clock did;
+    when one is due is timed with time.monotonic."""
 
-    def __init__(self, worker: str, session: str = "") -> None:
+    def __init__(
+        self, worker: str, session: str = "", clock: Clock | None = None, tick: Callable[[], float] = time.monotonic
+    ) -> None:
         self._worker = worker
         self.session = session  # its session marks' name (session_mark_name); "" for a marker that stores none
-        self._last_ms = 0
-        self._session_ms = 0
+        self._clock = clock or Clock()
+        self._tick = tick
+        self._written_ms = 0
+        self._last_s = -float("inf")
+        self._session_s = -float("inf")
+
+    def resume(self, written_ms: int, complete_before_ms: int) -> None:
+        """After the worker's newest stored mark: every mark and reading from now on comes after it."""
+        self._written_ms = max(self._written_ms, written_ms)
+        self._clock.raise_to(max(written_ms, complete_before_ms))
 
     def start(self) -> Mark:
         """Stored before the worker subscribes: it has received nothing before now."""
-        now_ms = _now_ms()
-        return Mark(self._worker, complete_before=now_ms, retired=False, written=now_ms)
+        now_ms = self._clock.now_ms()
+        return Mark(self._worker, complete_before=now_ms, retired=False, written=self._written(now_ms))
 
     def idle(self) -> bool:
         """True when an idle worker should store a mark alone."""
-        return _now_ms() - self._last_ms >= IDLE_MS
+        return self._tick() - self._last_s >= IDLE_MS / 1000
 
     def idle_wait_s(self) -> float:
         """How long an idle worker may wait for a message before its next mark is due."""
-        return max(0.0, (self._last_ms + IDLE_MS - _now_ms()) / 1000) + 0.001
+        return max(0.0, self._last_s + IDLE_MS / 1000 - self._tick()) + 0.001
 
     def due(self, first_received_ms: int, expiry_s: int | None = None) -> list[Mark]:
         """The mark to store after committing a batch whose first message was received at `first_received_ms`,
         if one is due; and, linked to the broker now with a session lasting `expiry_s`, the session's when due."""
-        now_ms = _now_ms()
-        if now_ms - self._last_ms < EVERY_MS:
+        now_s = self._tick()
+        if now_s - self._last_s < EVERY_MS / 1000:
             return []
-        self._last_ms = now_ms
-        marks = [Mark(self._worker, complete_before=first_received_ms, retired=False, written=now_ms)]
-        if self.session and expiry_s is not None and now_ms - self._session_ms >= SESSION_EVERY_MS:
-            self._session_ms = now_ms
-            marks.append(Mark(self.session, complete_before=expiry_s, retired=True, written=now_ms))
+        self._last_s = now_s
+        written = self._written(self._clock.now_ms())
+        marks = [Mark(self._worker, complete_before=first_received_ms, retired=False, written=written)]
+        if self.session and expiry_s is not None and now_s - self._session_s >= SESSION_EVERY_MS / 1000:
+            self._session_s = now_s
+            marks.append(Mark(self.session, complete_before=expiry_s, retired=True, written=written))
         return marks
 
     def retired(self) -> Mark:
-        return Mark(self._worker, complete_before=0, retired=True, written=_now_ms())
+        return Mark(self._worker, complete_before=0, retired=True, written=self._written(self._clock.now_ms()))
 
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    def _written(self, now_ms: int) -> int:
+        # Strictly after the mark before: two in one millisecond would tie, and the older might win.
+        self._written_ms = max(now_ms, self._written_ms + 1)
+        return self._written_ms

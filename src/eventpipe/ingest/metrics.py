@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from eventpipe.events import Reason
+from eventpipe.events import PROBE_EVENT_TYPE, Event, Reason
 from eventpipe.ingest.histogram import BatchHistogram
 
 
@@ -166,3 +166,16 @@ class IngestMetrics:
             self.dead_lettered.labels(reason=str(reason))
         for name in ("retry", "unknown", "halt"):
             self.storage_errors.labels(**{"class": name})
+
+    def observe_committed(self, events: list[Event], received_ms: list[int], now_ms: int, clock_ms: int) -> None:
+        """A committed batch's delays: each event's since its timestamp by the wall clock `now_ms`, each
+        message's since its receipt by the worker's clock `clock_ms` (ingest.clock), which stamped it."""
+        # Clamped: an event stamped ahead (clock skew) is fresh, and a negative value would lower the sum,
+        # which Prometheus takes for a reset.
+        self.freshness.observe_many([max(0, now_ms - event.timestamp_ms) / 1000 for event in events])
+        self.ingest_latency.observe_many([max(0, clock_ms - received) / 1000 for received in received_ms])
+        probes = [event.timestamp_ms for event in events if event.event_type == PROBE_EVENT_TYPE]
+        if probes:
+            # Clamped like freshness: a clock ahead of this one must not read as a negative delay.
+            self.probe_freshness.set(max(0, now_ms - max(probes)) / 1000)
+            self.probe_last_commit.set(now_ms / 1000)

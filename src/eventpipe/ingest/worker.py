@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from eventpipe.config import Settings
 from eventpipe.errors import StorageError
-from eventpipe.events import PROBE_EVENT_TYPE, Event
+from eventpipe.ingest.clock import Clock
 from eventpipe.ingest.commit import commit
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.delivery import Delivery, held_size
@@ -37,8 +37,11 @@ class Worker:
         writer: Writer,
         metrics: IngestMetrics,
         consumer_factory: Callable[..., Consumer] = Consumer,
+        clock: Clock | None = None,
     ) -> None:
         self._settings = settings
+        # Receive times and marks from one clock that never goes back (ingest.clock).
+        self._clock = clock or Clock()
         self._writer = writer
         self._metrics = metrics
         self._limits = limits_from(settings)
@@ -60,7 +63,7 @@ class Worker:
         self._failed: BaseException | None = None
         broker = MqttAddress.parse(settings.mqtt_url)
         session = session_mark_name(settings.mqtt_client_id, settings.mqtt_session_id, f"{broker.host}:{broker.port}")
-        self._marker = Marker(settings.mqtt_client_id, session)
+        self._marker = Marker(settings.mqtt_client_id, session, self._clock)
         self._thread = threading.Thread(target=self._run, name="eventpipe-flusher", daemon=True)
         # The receive time of the oldest burst the network thread is handing over, until all of it is held.
         self._handing_ms: int | None = None
@@ -70,6 +73,13 @@ class Worker:
         self.consumer = consumer_factory(settings, self._deliver, metrics, self._release_stale, clock=self._stamp)
 
     def start(self) -> None:
+        try:
+            # Its marks go on from its last, whatever the wall clock did while it was away (ingest.clock).
+            last = self._writer.last_mark(self._settings.mqtt_client_id)
+            if last is not None:
+                self._marker.resume(*last)
+        except StorageError as exc:
+            log.warning("could not read this worker's last mark; a wall clock set back since goes unseen: %s", exc)
         # Before subscribing, so the feed knows this worker before it receives. A worker must
         # start while ClickHouse refuses it too: then its flusher stores the mark before any batch.
         self._start_mark = [self._marker.start()]
@@ -128,7 +138,7 @@ class Worker:
         """A burst's receive time, taken under the lock, so the flusher knows what may still come:
         nothing received before a moment it reads here is missing from what it holds (ingest.mark)."""
         with self._cond:
-            now_ms = time.time_ns() // 1_000_000
+            now_ms = self._clock.now_ms()
             if self._handing_ms is None:  # else an older burst still waits, partly handed over
                 self._handing_ms = now_ms
             return now_ms
@@ -243,7 +253,7 @@ class Worker:
                     break
                 if not held and self._marker.idle():
                     # Nothing held and nothing being handed over: all received before now is committed.
-                    self._idle_before_ms = self._handing_ms or time.time_ns() // 1_000_000
+                    self._idle_before_ms = self._handing_ms or self._clock.now_ms()
                     return []
                 self._cond.wait(wait if wait is not None else self._marker.idle_wait_s())
             rows = self._policy.take(self._held_bytes, (held_size(item) for item in self._items))
@@ -261,7 +271,9 @@ class Worker:
         # Counted before the acks go out: an ack frees the broker to send more,
         # and those must not be seen on top of a batch already committed.
         metrics = self._metrics
-        self._observe_freshness(committed.events, batch)
+        # Latency on the worker's clock, which stamped the receipts; freshness on the wall's, as producers' is.
+        received = [delivery.received_ms for delivery in batch]
+        self._metrics.observe_committed(committed.events, received, time.time_ns() // 1_000_000, self._clock.now_ms())
         metrics.stored.inc(len(committed.events) - committed.refused)
         for rejection in committed.rejections:
             metrics.dead_lettered.labels(reason=str(rejection.reason)).inc()
@@ -285,16 +297,3 @@ class Worker:
         metrics.last_commit.set_to_current_time()
         # After the acks: the mark speaks for what came before this batch, so they need not wait for it.
         self._store_marks(marks)
-
-    def _observe_freshness(self, events: list[Event], batch: list[Delivery]) -> None:
-        now_ms = time.time_ns() // 1_000_000
-        metrics = self._metrics
-        # Clamped: an event stamped ahead (clock skew) is fresh, a wall clock stepped back since a receipt
-        # is no negative delay, and a negative value would lower the sum, which Prometheus takes for a reset.
-        metrics.freshness.observe_many([max(0, now_ms - event.timestamp_ms) / 1000 for event in events])
-        metrics.ingest_latency.observe_many([max(0, now_ms - delivery.received_ms) / 1000 for delivery in batch])
-        probes = [event.timestamp_ms for event in events if event.event_type == PROBE_EVENT_TYPE]
-        if probes:
-            # Clamped like freshness: a clock ahead of this one must not read as a negative delay.
-            metrics.probe_freshness.set(max(0, now_ms - max(probes)) / 1000)
-            metrics.probe_last_commit.set(now_ms / 1000)

@@ -1,0 +1,57 @@
+"""The worker's clock (ingest.clock) and its marks' times (ingest.mark) under a wall clock that steps."""
+
+from __future__ import annotations
+
+from eventpipe.ingest.clock import Clock
+from eventpipe.ingest.mark import Marker
+
+NOW_MS = 1_800_000_000_000
+HOUR_MS = 3_600_000
+
+
+def test_readings_hold_at_the_highest_through_a_step_back_and_follow_once_real_time_passes_it() -> None:
+    wall = [NOW_MS]
+    clock = Clock(lambda: wall[0])
+    assert clock.now_ms() == NOW_MS
+    wall[0] = NOW_MS - HOUR_MS  # NTP steps the clock back an hour
+    assert clock.now_ms() == NOW_MS
+    wall[0] = NOW_MS + 5
+    assert clock.now_ms() == NOW_MS + 5
+    wall[0] += HOUR_MS  # forward steps are followed: a forward step is only late receive times
+    assert clock.now_ms() == NOW_MS + 5 + HOUR_MS
+
+
+def test_a_raised_floor_holds_readings_above_it() -> None:
+    clock = Clock(lambda: NOW_MS)
+    clock.raise_to(NOW_MS + HOUR_MS)
+    assert clock.now_ms() == NOW_MS + HOUR_MS
+    clock.raise_to(NOW_MS)  # never lowered
+    assert clock.now_ms() == NOW_MS + HOUR_MS
+
+
+def test_marks_are_written_in_order_and_never_say_complete_before_a_time_already_said() -> None:
+    wall, tick = [NOW_MS], [0.0]
+    clock = Clock(lambda: wall[0])
+    marker = Marker("w1", clock=clock, tick=lambda: tick[0])
+    start = marker.start()
+    first = marker.due(clock.now_ms())
+    wall[0] -= HOUR_MS
+    tick[0] += 1.0  # due by the monotonic tick, which no step moves
+    received = clock.now_ms()  # a message received after the step
+    second = marker.due(received)
+    assert len(first) == len(second) == 1, "a mark a second, step or not"
+    assert start.written < first[0].written < second[0].written
+    assert received >= first[0].complete_before, "stamped before what a mark already promised"
+    assert marker.retired().written > second[0].written
+
+
+def test_a_marker_resumed_after_its_last_stored_mark_writes_after_it() -> None:
+    # Restarted under a step back: the last mark stored (its retirement, or a mark of a run a clock ahead)
+    # is newer than the wall clock. Its next marks must win over it, and promise nothing below it.
+    clock = Clock(lambda: NOW_MS - HOUR_MS)
+    marker = Marker("w1", clock=clock, tick=lambda: 0.0)
+    marker.resume(written_ms=NOW_MS, complete_before_ms=NOW_MS - 10)
+    start = marker.start()
+    assert start.written > NOW_MS
+    assert start.complete_before >= NOW_MS
+    assert clock.now_ms() >= NOW_MS
