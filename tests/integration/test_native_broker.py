@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import resource
+import socket
 import time
 from pathlib import Path
 
@@ -223,3 +225,36 @@ def test_a_stop_whose_save_is_written_says_so(tmp_path: Path) -> None:
     mosquitto.start()
     assert mosquitto.stop(timeout=5) is True
     assert mosquitto.database.exists()
+
+
+def test_a_thousand_idle_connections_do_not_keep_a_new_client_out(tmp_path: Path) -> None:
+    # Under the 1,024 files `eventpipe up` runs with, the broker inherited them: an attack's 1,011 idle
+    # connections kept every new client out ("denied access by tcpd"), the worker's reconnect with them.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"a hard file limit of {hard} leaves no room for the test's own 1,100 sockets")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # what the broker inherits from `up`
+    try:
+        mosquitto = broker(tmp_path / "mosquitto")
+        mosquitto.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(1100):
+            idle.append(socket.create_connection(("127.0.0.1", mosquitto.port)))
+        client = make_client(MqttAddress.parse(mosquitto.url), "newcomer")
+        connected: list[object] = []
+        client.on_connect = lambda *args: connected.append(args[3])
+        client.connect("127.0.0.1", mosquitto.port)
+        client.loop_start()
+        try:
+            wait_until(lambda: bool(connected), timeout=10, what="a CONNACK beside 1,100 idle connections")
+            assert not connected[0].is_failure  # type: ignore[attr-defined]
+        finally:
+            client.loop_stop()
+            client.disconnect()
+    finally:
+        for connection in idle:
+            connection.close()
+        mosquitto.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -36,14 +37,20 @@ class ChildProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(
-        self, argv: Sequence[str], timeout: float = 15.0, inherit_fds: tuple[int, ...] = (), unrunnable: str = ""
+        self,
+        argv: Sequence[str],
+        timeout: float = 15.0,
+        inherit_fds: tuple[int, ...] = (),
+        unrunnable: str = "",
+        files: int = 0,
     ) -> str | None:
         """Start it and wait until it listens; return None, or why it did not come up.
 
         `inherit_fds` stay open in the child (the data-dir lock), so they are
         held until the child itself is gone. `unrunnable` is added to the reason when the binary is
         there but cannot be run (a #! naming a missing interpreter: ENOENT; no executable format: ENOEXEC),
-        which was a Popen traceback.
+        which was a Popen traceback. `files` raises the child's soft file limit that far, as its hard limit
+        allows, above the one it inherits from this process.
         """
         stderr_path = self.directory / f"{self.name}.stderr"
         offset = self.log_file.stat().st_size if self.log_file and self.log_file.exists() else 0
@@ -64,6 +71,8 @@ class ChildProcess:
                 )
             except OSError as exc:
                 return f"cannot run {argv[0]}: {exc.strerror}{unrunnable}"
+        if files:
+            raise_files(self._process.pid, files)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._exit() is not None:  # not reaped: stop() must still reach its group
@@ -198,6 +207,19 @@ def accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def raise_files(pid: int, files: int) -> None:
+    """Raise process `pid`'s soft file limit to `files`, or its hard limit if lower; never lowered. Where the
+    system has no prlimit (macOS), or refuses, the child keeps the limit it inherited, and says so in the log."""
+    prlimit = getattr(resource, "prlimit", None)
+    try:
+        soft, hard = prlimit(pid, resource.RLIMIT_NOFILE) if prlimit else (0, 0)
+        wanted = files if hard == resource.RLIM_INFINITY else min(files, hard)
+        if prlimit and soft != resource.RLIM_INFINITY and soft < wanted:
+            prlimit(pid, resource.RLIMIT_NOFILE, (wanted, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("could not raise the file limit of process %d to %d: %s", pid, files, exc)
 
 
 def parent_death_signal() -> Callable[[], None] | None:

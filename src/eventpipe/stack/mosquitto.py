@@ -12,7 +12,7 @@ from pathlib import Path
 from eventpipe.errors import BrokerError
 from eventpipe.stack import child
 from eventpipe.stack.access import Access, private_file
-from eventpipe.stack.broker import effective_user, render_config
+from eventpipe.stack.broker import BROKER_FILES, effective_user, render_config
 from eventpipe.stack.certificate import TlsFiles
 from eventpipe.stack.child import ChildProcess, port_free
 from eventpipe.stack.journal import Aside
@@ -126,6 +126,7 @@ class Mosquitto:
             inherit_fds,
             unrunnable=": set EVENTPIPE_MOSQUITTO_BINARY to Mosquitto, or to a script whose #! line names an "
             "interpreter that is there, or pass --mqtt-url to use a running broker",
+            files=BROKER_FILES,
         )
         if problem:
             raise BrokerError(problem)
