@@ -13,13 +13,18 @@ import pytest
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from prometheus_client import CollectorRegistry
 
+from eventpipe.ingest.clock import Clock
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.delivery import Delivery
+from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.ingest.worker import Worker
 from eventpipe.mqtt.receiver import Receiver
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
+from eventpipe.store.writer import Writer
 from tests.support.mqtt import publish_raw
 from tests.support.pipeline import running_worker, settings_for
 from tests.support.services import ContainerBroker, LocalBroker
@@ -333,3 +338,19 @@ def test_messages_with_an_expiry_are_stored_and_counted(broker: Broker, clickhou
         assert publish_raw(broker.url, [("events/plain", b'{"event_id": "y"}')]) == 1
         wait_until(lambda: run.reader.count_events() == 4, what="all 4 stored")
         assert run.metric("eventpipe_messages_expiring_total") == 3
+
+
+def test_the_worker_says_how_far_its_clock_is_from_the_servers(broker: Broker, clickhouse_dsn: str) -> None:
+    # A worker an hour ahead of ClickHouse (here its clock is injected; machines apart get there by a stopped
+    # NTP): the server would judge its receive times by its own clock. EventpipeClockSkew reads this gauge.
+    ahead = Clock(lambda: time.time_ns() // 1_000_000 + 3_600_000)
+    registry = CollectorRegistry()
+    settings = settings_for(broker.url, migrated(clickhouse_dsn))
+    worker = Worker(settings, Writer(connect(settings.resolved_clickhouse_dsn)), IngestMetrics(registry), clock=ahead)
+    worker.start()
+    try:
+        skew = lambda: registry.get_sample_value("eventpipe_clock_skew_seconds")  # noqa: E731
+        wait_until(lambda: skew() != 0.0, what="the first measurement, with the first mark")
+        assert 3_599 < (skew() or 0.0) < 3_601
+    finally:
+        worker.stop()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from eventpipe.ingest.clock import Clock
+from prometheus_client import CollectorRegistry, Gauge
+
+from eventpipe.errors import RetryableStorageError
+from eventpipe.ingest.clock import Clock, Skew
 from eventpipe.ingest.mark import Marker
 
 NOW_MS = 1_800_000_000_000
@@ -55,3 +58,34 @@ def test_a_marker_resumed_after_its_last_stored_mark_writes_after_it() -> None:
     assert start.written > NOW_MS
     assert start.complete_before >= NOW_MS
     assert clock.now_ms() >= NOW_MS
+
+
+def test_skew_is_the_workers_clock_minus_the_servers_at_the_middle_of_the_read_once_a_minute() -> None:
+    wall, tick, reads = [NOW_MS], [0.0], []
+    gauge = Gauge("skew", "test", registry=CollectorRegistry())
+
+    def server_ms() -> int:
+        reads.append(1)
+        wall[0] += 20  # the query takes 20 ms of the worker's clock
+        return NOW_MS - 40_000 + 10  # the server read its clock 10 ms in, 40 s behind the worker
+
+    skew = Skew(Clock(lambda: wall[0]), server_ms, gauge, tick=lambda: tick[0])
+    skew.measure()
+    assert gauge._value.get() == 40.0
+    tick[0] += 59.0
+    skew.measure()
+    assert len(reads) == 1, "once a minute: a query of its own"
+    tick[0] += 1.0
+    skew.measure()
+    assert len(reads) == 2
+
+
+def test_a_server_that_cannot_be_read_leaves_the_last_skew() -> None:
+    gauge = Gauge("skew", "test", registry=CollectorRegistry())
+    gauge.set(3.0)
+
+    def down() -> int:
+        raise RetryableStorageError("connection refused")
+
+    Skew(Clock(lambda: NOW_MS), down, gauge, tick=lambda: 0.0).measure()
+    assert gauge._value.get() == 3.0

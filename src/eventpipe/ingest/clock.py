@@ -14,6 +14,14 @@ receive times are late by at most the step, never out of order, and
 complete_until waits, rather than says too much. Its floor at a start is the
 worker's newest mark, so a restart after a step back does not go back either.
 How often things happen is timed with time.monotonic, which no step moves.
+
+The worker's wall clock is also compared with the ClickHouse server's
+(eventpipe_clock_skew_seconds, alert EventpipeClockSkew): the server judges
+retention by its own clock against receive times the worker stamped, so a
+worker days behind stored acknowledged rows the server deleted at once (an
+attack: about 739 dead letters gone so), and its receive times decide which
+timestamps count as too far ahead. Only machines apart can disagree: the
+processes of one host share its clock.
 """
 
 from __future__ import annotations
@@ -21,6 +29,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+
+from prometheus_client import Gauge
+
+from eventpipe.errors import StorageError
+
+# The server's clock is read at most this often: a query of its own.
+SKEW_EVERY_S = 60.0
 
 
 def _wall_ms() -> int:
@@ -40,7 +55,34 @@ class Clock:
             self._floor = max(self._floor, self._wall_ms())
             return self._floor
 
+    def wall_ms(self) -> int:
+        """The wall clock itself, as it is now, stepped or not."""
+        return self._wall_ms()
+
     def raise_to(self, floor_ms: int) -> None:
         """No reading from now on is below `floor_ms` (a time this worker stored before, as a mark)."""
         with self._lock:
             self._floor = max(self._floor, floor_ms)
+
+
+class Skew:
+    """The worker's wall clock minus the server's (`server_ms`, read between two readings of the worker's,
+    whose middle it is taken at), into `gauge` in seconds, at most every SKEW_EVERY_S."""
+
+    def __init__(
+        self, clock: Clock, server_ms: Callable[[], int], gauge: Gauge, tick: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock, self._server_ms, self._gauge, self._tick = clock, server_ms, gauge, tick
+        self._next_s = -float("inf")
+
+    def measure(self) -> None:
+        if self._tick() < self._next_s:
+            return
+        self._next_s = self._tick() + SKEW_EVERY_S
+        sent = self._clock.wall_ms()
+        try:
+            server = self._server_ms()
+        except StorageError:
+            return  # the store's own failures are counted and alerted on where the batches meet them
+        answered = self._clock.wall_ms()
+        self._gauge.set(((sent + answered) / 2 - server) / 1000)

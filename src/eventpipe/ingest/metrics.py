@@ -123,6 +123,12 @@ class IngestMetrics:
         self.last_commit = Gauge(
             "eventpipe_last_commit_timestamp_seconds", "Unix time of the last committed batch.", registry=registry
         )
+        self.clock_skew = Gauge(
+            "eventpipe_clock_skew_seconds",
+            "The worker's wall clock minus the ClickHouse server's, measured at most once a minute; "
+            "positive when the worker is ahead.",
+            registry=registry,
+        )
         self.broker_window = Gauge(
             "eventpipe_mqtt_broker_receive_maximum",
             "In-flight window the broker advertised; should equal the worker's Receive Maximum.",

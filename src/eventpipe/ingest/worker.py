@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from eventpipe.config import Settings
 from eventpipe.errors import StorageError
-from eventpipe.ingest.clock import Clock
+from eventpipe.ingest.clock import Clock, Skew
 from eventpipe.ingest.commit import commit
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.delivery import Delivery, held_size
@@ -64,6 +64,7 @@ class Worker:
         broker = MqttAddress.parse(settings.mqtt_url)
         session = session_mark_name(settings.mqtt_client_id, settings.mqtt_session_id, f"{broker.host}:{broker.port}")
         self._marker = Marker(settings.mqtt_client_id, session, self._clock)
+        self._skew = Skew(self._clock, writer.server_time_ms, metrics.clock_skew)
         self._thread = threading.Thread(target=self._run, name="eventpipe-flusher", daemon=True)
         # The receive time of the oldest burst the network thread is handing over, until all of it is held.
         self._handing_ms: int | None = None
@@ -197,6 +198,7 @@ class Worker:
             self._writer.insert_marks(marks)
         except StorageError as exc:
             log.warning("could not store this worker's mark; the next one replaces it: %s", exc)
+        self._skew.measure()
 
     def _release_stale(self, generation: int) -> None:
         """Let go of queued QoS 1 copies from earlier connections: the resumed session resends

@@ -183,6 +183,11 @@ class Writer:
         if marks:
             self._insert("worker_marks", Mark._fields, list(zip(*marks, strict=True)))
 
+    def server_time_ms(self) -> int:
+        """The ClickHouse server's clock, epoch milliseconds: what it judges retention by."""
+        with classified():
+            return int(str(self._client.query("SELECT toUnixTimestamp64Milli(now64(3))").result_rows[0][0]))
+
     def last_mark(self, worker: str) -> tuple[int, int] | None:
         """The newest mark named `worker`: when it was stored (epoch ms) and its complete_before; None if none."""
         with classified():
