@@ -25,6 +25,8 @@ from tests.support.services import ContainerBroker, LocalBroker
 from tests.support.stack import Up, child_pid, count_rows, run_eventpipe
 from tests.support.wait import wait_until
 
+SAVES = Path(__file__).parents[1] / "unit" / "data" / "mosquitto-2.0.11"  # made by Mosquitto 2.0.11
+
 
 def start(
     stacks: list[Up], data_dir: Path, *extra: str, env: dict[str, str] | None = None, prometheus: bool = False
@@ -364,6 +366,40 @@ def test_a_stop_whose_broker_could_not_save_its_queue_says_so_and_exits_1(tmp_pa
     (tmp_path / "data" / "mosquitto" / "data" / "mosquitto.db.new").mkdir()
     assert up.stop() == 1, up.output()
     assert "mosquitto did not save its queue at its stop" in up.output()
+
+
+def test_a_stop_whose_broker_save_was_cut_short_says_so_and_exits_1(tmp_path: Path, stacks: list[Up]) -> None:
+    # Onto a full disk Mosquitto 2.0.11 renamed an empty save into place, saying nothing: a new file, which
+    # `up` took for a save and exited 0, and its next start came up with no queue.
+    up = start(stacks, tmp_path / "data")
+    with full_filesystem(tmp_path / "data" / "mosquitto" / "data"):
+        assert up.stop() == 1, up.output()
+        assert "mosquitto's save at its stop was cut short: " in up.output()
+        assert "is cut short at byte 0: " in up.output()
+
+
+def test_a_broker_save_cut_short_stops_up_until_it_is_set_aside_as_up_says(tmp_path: Path, stacks: list[Up]) -> None:
+    # Mosquitto 2.0.11 renames into place a save it could not write in full (a full disk); on the next
+    # start it refused it ("Couldn't open database") or started without a word on part of its queue.
+    data_dir = tmp_path / "data"
+    saved = data_dir / "mosquitto" / "data" / "mosquitto.db"
+    saved.parent.mkdir(parents=True)
+    saved.write_bytes((SAVES / "whole.db").read_bytes())  # Mosquitto 2.0.11's, with a queue
+    assert start(stacks, data_dir).stop() == 0, "a whole save starts"
+    whole = saved.read_bytes()  # written at that stop
+    saved.write_bytes(whole[:-3])
+    ports = [f"--{name}-port={free_port()}" for name in ("mqtt", "api", "metrics")]
+    done = run_eventpipe("up", "--data-dir", str(data_dir), *ports, "--prometheus-port=0", timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = done.stderr.strip().splitlines()[-1]
+    assert said.startswith(f"eventpipe up: error: {saved.resolve()} ({len(whole) - 3:,} bytes), "), said
+    assert "is cut short at byte " in said and "queue of acknowledged events in it is partly lost" in said, said
+    assert "Free space on the disk of " in said and "Traceback" not in done.stderr, said
+    assert saved.read_bytes() == whole[:-3], "not salvaged: left for the user"
+    subprocess.run(["sh", "-c", said.rsplit("keeping it for inspection: ", 1)[1]], check=True)
+    assert start(stacks, data_dir).stop() == 0, "set aside, it starts with an empty queue"
+    (aside,) = saved.parent.glob("mosquitto.db.cut-*")
+    assert aside.read_bytes() == whole[:-3]
 
 
 def test_up_with_mqtt_url_alone_and_no_broker_in_the_environment_says_so(tmp_path: Path) -> None:

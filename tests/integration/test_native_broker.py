@@ -6,18 +6,25 @@ import os
 import pwd
 import resource
 import socket
+import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from eventpipe.errors import BrokerError
 from eventpipe.host import free_port
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
 from eventpipe.stack import journal as journal_module
+from eventpipe.stack import snapshot
 from eventpipe.stack.child import port_free
 from eventpipe.stack.mosquitto import Mosquitto
+from tests.support.disk import full_filesystem
+from tests.support.mqtt import publish_raw
 from tests.support.services import SESSION_EXPIRY_S, require_mosquitto
 from tests.support.wait import wait_until
 
@@ -258,3 +265,131 @@ def test_a_thousand_idle_connections_do_not_keep_a_new_client_out(tmp_path: Path
         for connection in idle:
             connection.close()
         mosquitto.stop()
+
+
+SAVES = Path(__file__).parents[1] / "unit" / "data" / "mosquitto-2.0.11"  # made by Mosquitto 2.0.11
+
+
+def _into_header_of_a_queued_message(whole: bytes) -> bytes:
+    """The whole save cut 4 bytes into the header of its 51st queued message: 2.0.11 starts on this
+    without a word, with 50 of its 100 queued messages."""
+    queued = [chunk for chunk in snapshot.chunks(whole) if chunk.kind == snapshot.CLIENT_MSG]
+    return whole[: queued[50].offset + 4]
+
+
+@pytest.mark.parametrize(
+    ("made", "cut"),
+    [
+        (lambda: (SAVES / "disk-full.db").read_bytes(), "cut short at byte 12,259"),
+        (lambda: _into_header_of_a_queued_message((SAVES / "whole.db").read_bytes()), "cut short at byte "),
+        (lambda: b"", "cut short at byte 0"),
+        (lambda: bytes(8192), "is not a Mosquitto persistence file"),
+    ],
+    ids=["which 2.0.11 refuses", "which 2.0.11 starts on with half its queue", "empty", "zeros"],
+)
+def test_a_save_that_is_not_whole_is_refused_before_the_broker_starts_on_it(
+    tmp_path: Path, made: Callable[[], bytes], cut: str
+) -> None:
+    mosquitto = broker(tmp_path / "mosquitto")
+    mosquitto.database.parent.mkdir(parents=True)
+    mosquitto.database.write_bytes(content := made())
+    with pytest.raises(BrokerError) as refused:
+        mosquitto.start()
+    said = str(refused.value)
+    assert said.startswith(f"{mosquitto.database} ({len(content):,} bytes), "), said
+    assert cut in said and "mv " in said and "keeping it for inspection" in said, said
+    assert not mosquitto.running() and port_free(mosquitto.port)
+    assert mosquitto.database.read_bytes() == content, "left as it was, for the user to set aside"
+
+
+def test_a_whole_save_starts_with_its_queue(tmp_path: Path) -> None:
+    mosquitto = broker(tmp_path / "mosquitto")
+    mosquitto.database.parent.mkdir(parents=True)
+    mosquitto.database.write_bytes(_unexpired((SAVES / "whole.db").read_bytes()))
+    mosquitto.start()
+    try:
+        assert len(_drained(mosquitto, "worker-1")) == 100
+    finally:
+        assert mosquitto.stop(timeout=5) is True
+
+
+def _unexpired(save: bytes) -> bytes:
+    """`save` with each session's expiry an hour from now: a save holds it as a time (host-endian, after
+    the chunk's 8-byte header), and the broker drops at its start a session whose time has passed."""
+    fresh = bytearray(save)
+    for chunk in snapshot.chunks(save):
+        if chunk.kind == snapshot.CLIENT:
+            struct.pack_into("=q", fresh, chunk.offset + snapshot.CHUNK_HEADER_BYTES, int(time.time()) + 3600)
+    return bytes(fresh)
+
+
+def _drained(mosquitto: Mosquitto, client_id: str) -> list[bytes]:
+    """What the broker has queued for the persistent session `client_id`, received (and acknowledged)."""
+    address = MqttAddress.parse(mosquitto.url)
+    client = make_client(address, client_id)
+    got: list[bytes] = []
+    client.on_message = lambda _client, _userdata, message: got.append(message.payload)
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 3600
+    client.connect(address.host, address.port, clean_start=False, properties=properties)
+    client.loop_start()
+    try:
+        wait_until(lambda: len(got) >= 100, timeout=10, what="the queued messages")
+        time.sleep(0.2)  # none more
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got
+
+
+def test_a_save_cut_short_by_a_full_disk_is_a_failed_save_and_a_failed_stop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Mosquitto 2.0.11 renames a save it could not write in full into place: a new file, which save() and
+    # stop() took for a save, and `up` started, or exited 0, on a queue cut short.
+    mosquitto = broker(tmp_path / "mosquitto")
+    with full_filesystem(mosquitto.database.parent, size="4m", filled=False) as data:
+        mosquitto.start()
+        try:
+            _queue(mosquitto, "worker-1", 100)
+            mosquitto.save()
+            whole = mosquitto.database.read_bytes()
+            # Room for the messages and the start of the queue that names them, as make.py gives it.
+            queue = next(chunk.offset for chunk in snapshot.chunks(whole) if chunk.kind == snapshot.CLIENT)
+            room = (queue // 4096 + 1) * 4096
+            _leave(data, room)
+            with pytest.raises(BrokerError, match=r"^mosquitto cut short its save: .*mosquitto\.db \(.* bytes\), "):
+                mosquitto.save()
+            _leave(data, room)  # as much again for the stop's save: the file it replaced was larger
+        finally:
+            saved = mosquitto.stop(timeout=5)
+        assert saved is False
+        assert "mosquitto's save at its stop was cut short" in caplog.text
+        assert snapshot.cut_at(mosquitto.database.read_bytes()) is not None
+
+
+def _leave(directory: Path, room: int) -> None:
+    """Fill the filesystem of `directory` but for `room` bytes."""
+    left = os.statvfs(directory)
+    (directory / f"filler-{time.monotonic_ns()}").write_bytes(bytes(left.f_bavail * left.f_frsize - room))
+
+
+def _queue(mosquitto: Mosquitto, client_id: str, count: int) -> None:
+    """A persistent session for `client_id`, subscribed and gone, and `count` QoS 1 messages queued for it."""
+    address = MqttAddress.parse(mosquitto.url)
+    client = make_client(address, client_id)
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 3600
+    client.connect(address.host, address.port, clean_start=False, properties=properties)
+    client.loop_start()
+    acked: list[int] = []
+    client.on_subscribe = lambda _client, _userdata, mid, _codes, _properties: acked.append(mid)
+    try:
+        wait_until(client.is_connected, timeout=10, what="connected")
+        client.subscribe("events/#", qos=1)
+        wait_until(lambda: acked, timeout=10, what="the SUBACK")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    events = [("events/e", f"event-{n:04d}-".encode().ljust(40, b"x")) for n in range(count)]
+    assert publish_raw(mosquitto.url, events) == count

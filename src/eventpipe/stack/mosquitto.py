@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from eventpipe.errors import BrokerError
-from eventpipe.stack import child
+from eventpipe.stack import child, persistence
 from eventpipe.stack.access import Access, private_file
 from eventpipe.stack.broker import BROKER_FILES, effective_user, render_config
 from eventpipe.stack.certificate import TlsFiles
@@ -97,6 +97,10 @@ class Mosquitto:
                 f"or --mqtt-url mqtt://127.0.0.1:{self.port} to use the broker that is there once it has the "
                 "limits of mosquitto/mosquitto.conf (a stock Mosquitto drops queued messages past 1,000)"
             )
+        # Before Mosquitto reads it: it refuses a cut save, or starts on the part before the cut without a word.
+        cut = persistence.examine(self.database)
+        if cut is not None:
+            raise BrokerError(cut.refusal())
         config = self.directory / "mosquitto.conf"
         try:
             (self.directory / "data").mkdir(parents=True, exist_ok=True)
@@ -177,8 +181,8 @@ class Mosquitto:
         back with no session for the worker: what producers flushed before the worker subscribed again
         found no subscriber and was dropped, acknowledged (6,480 of 30,000 in an attack). Saved now, a
         killed broker loses at most what came since its last save, as after any autosave. A save that
-        fails stops the start: the broker would keep nothing across a restart. One that is only slow (a
-        large queue) is waited for no longer.
+        fails, or is cut short (stack.persistence), stops the start: the broker would keep nothing, or part
+        of its queue, across a restart. One that is only slow (a large queue) is waited for no longer.
         """
         before = _identity(self.database)
         offsets = [_size(path) for path in self._save_reports()]
@@ -195,8 +199,17 @@ class Mosquitto:
                     f"{self._binary} was killed by the SIGUSR1 that asks Mosquitto to save: "
                     "EVENTPIPE_MOSQUITTO_BINARY must be mosquitto itself, or a script that ends in `exec mosquitto`"
                 )
-            if _identity(self.database) != before or stop():
-                return  # saved, or a stop was asked for: the clean stop saves it anyway
+            if _identity(self.database) != before:
+                # A new file is no proof of a save: Mosquitto 2.0 renames one it failed to write in full.
+                cut = persistence.examine(self.database)
+                if cut is not None:
+                    raise BrokerError(
+                        f"mosquitto cut short its save: {cut.summary()}: {cut.meaning()}. Free space on the disk "
+                        f"of {self.directory} (--data-dir, or EVENTPIPE_DATA_DIR); see {self.log_file}"
+                    )
+                return
+            if stop():
+                return  # a stop was asked for: the clean stop saves it anyway
             # Read before asking whether it still runs: a broker that failed its save may then crash.
             error = self._save_error(offsets)
             if error:
@@ -258,14 +271,27 @@ class Mosquitto:
     def stop(self, timeout: float = 10.0) -> bool:
         """SIGTERM, which makes Mosquitto save its persistence file, then wait: `timeout` without a save
         under way, as a save of a large queue takes longer (a backlog of 60 KB events wrote 3 GB). False,
-        and said, when a broker that ran did not write the file anew: on a full or read-only disk it exited
-        as after a save, and the worker had just logged that its unacknowledged messages would come back."""
+        and said, when a broker that ran did not write the file anew, or wrote it cut short: on a full or
+        read-only disk it exited as after a save, and the worker had just logged that its unacknowledged
+        messages would come back."""
         before, ran = _identity(self.database), self.running()
         # A save's new file is there until it is renamed into place, after the fsync, which on a busy disk goes
         # on long after the file has stopped growing.
         self._child.stop(timeout, busy=self._saving.exists)
-        if not ran or _identity(self.database) != before:
+        if not ran:
             return True
+        if _identity(self.database) != before:
+            cut = persistence.examine(self.database)  # renamed into place whether whole or not
+            if cut is None:
+                return True
+            log.error(
+                "mosquitto's save at its stop was cut short: %s: %s. Free space on the disk of %s; until the "
+                "file is moved aside, `up` refuses to start on it, and says how",
+                cut.summary(),
+                cut.meaning(),
+                self.directory,
+            )
+            return False
         since = "ever" if before is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(before[1] / 1e9))
         log.error(
             "mosquitto did not save its queue at its stop (%s is its save of %s; see %s): what it acknowledged "
