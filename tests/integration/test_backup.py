@@ -18,7 +18,7 @@ from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.errors import BackupError
 from eventpipe.store import backup, disk
-from eventpipe.store.audit import Erasure
+from eventpipe.store.audit import ERASURE_COLUMNS, Erasure
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir
 from eventpipe.store.erasure import Eraser
@@ -123,7 +123,7 @@ def test_a_restore_whose_count_of_erasures_since_fails_is_done_all_the_same(
     backups = Backups(client)
     taken = backups.take("test")
     seed(client, "b", 7)
-    monkeypatch.setattr(backup, "ERASED_SINCE", "SELECT count() FROM no_such_table WHERE {since:Int64} > 0")
+    monkeypatch.setattr(backup, "erased_since", lambda *_: ("SELECT count(), 0 FROM no_such_table", {}))
     restored = backups.restore(taken.name, 0, "test")
     assert restored.erased_since is None and restored.events == 10
     assert set(ids(client)) == first
@@ -145,6 +145,26 @@ def test_a_backup_from_a_newer_store_restored_onto_an_older_one_leaves_the_audit
     eraser = Eraser(client)
     eraser.record(Erasure("e-1", MARCH_MS, "operator", "ab" * 32, 3, 0, complete=False))
     assert [(record.erasure_id, record.complete) for record in eraser.records(None, 10)[0]] == [("e-1", False)]
+    assert migrate(client) == []
+
+
+def test_a_backup_recorded_before_its_place_in_the_audit_was_is_ordered_by_time(
+    client: clickhouse_connect.driver.Client,
+) -> None:
+    # A store from before migration 24: kept tables without the columns that place backups, restores and
+    # erasures in the audit's order. A restore adds them (its ledger already lists 24) and orders what came
+    # before by time: an old erasure after the backup's time counts, and every one numbered since does,
+    # whatever its time says.
+    seed(client, "a", 5)
+    taken = Backups(client).take("test")
+    for table, column in (("backups", "ordinal_before"), ("erasures", "ordinal"), ("restores", "ordinal")):
+        client.command(f"ALTER TABLE {table} DROP COLUMN {column}")
+    old = Erasure("e-old", taken.taken_ms + 1000, "operator", "ab" * 32, 1, 0, complete=True)
+    client.insert("erasures", [list(old)], column_names=ERASURE_COLUMNS)
+    assert Backups(client).restore(taken.name, 0, "test").erased_since == 1
+    # Numbered now, with a time from before the backup (a clock set back): after it all the same.
+    Eraser(client).record(Erasure("e-new", taken.taken_ms - 3_600_000, "operator", "cd" * 32, 1, 0, True))
+    assert Backups(client).restore(taken.name, 0, "test").erased_since == 2
     assert migrate(client) == []
 
 

@@ -391,6 +391,46 @@ def test_restoring_the_backup_of_what_a_restore_replaced_says_whom_it_brings_bac
     assert backups.restore(clean.name, 0, "test").returned is None
 
 
+# An hour, in ns: the step of an API's clock an attack made (a clock shim) while a backup was taken.
+HOUR_NS = 3_600 * 10**9
+
+
+def test_a_restore_counts_an_erasure_made_after_the_backup_under_a_clock_set_back(
+    api: TestClient, clickhouse_dsn: str
+) -> None:
+    # The backup taken while the clock was an hour ahead, the clock set right, then the user erased: the
+    # erasure's time is before the backup's. Compared by time, the restore brought the user's events back and
+    # said nothing (found by an attack); in the audit's order the erasure came after the backup.
+    ahead = Backups(connect(clickhouse_dsn), clock=lambda: time.time_ns() + HOUR_NS)
+    taken = ahead.take("test")
+    assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).status_code == 200
+    audit = api.get("/admin/erasures", params={"user_id": ERASED}, headers=ADMIN).json()["items"]
+    assert len(audit) == 1 and audit[0]["erased_at"] < rfc3339(taken.taken_ms), "recorded as if before the backup"
+    restored = Backups(connect(clickhouse_dsn)).restore(taken.name, 0, "test")
+    assert reads(api)["users"] == {ERASED: 40, KEPT: 40}
+    assert restored.erased_since == 1
+    # Said from the oldest time the audit gives those erasures: the operator finds this one from then on.
+    assert rfc3339(restored.erased_since_ms) == audit[0]["erased_at"]
+
+
+def test_a_user_erased_again_under_a_clock_set_back_is_said_to_be_held_again(
+    api: TestClient, clickhouse_dsn: str
+) -> None:
+    # Erased, brought back by a restore of a backup from before; a backup then taken under a clock an hour
+    # ahead; the clock set right and the user erased again. That backup holds the user, erased before it
+    # was taken and erased again after: by time the second erasure came before it and hid the first.
+    backups = Backups(connect(clickhouse_dsn))
+    before = backups.take("test")
+    assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).status_code == 200
+    assert backups.restore(before.name, 0, "test").erased_since == 1
+    ahead = Backups(connect(clickhouse_dsn), clock=lambda: time.time_ns() + HOUR_NS).take("test")
+    assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).json()["events"] == 40
+    again = backups.restore(ahead.name, 0, "test")
+    assert reads(api)["users"][ERASED] == 40
+    assert (again.erased_since, again.returned) == (1, 1)
+    assert again.returned_since_ms < ahead.taken_ms
+
+
 def test_an_integer_user_id_erases_its_letters_not_every_letter_holding_that_number(
     client: clickhouse_connect.driver.Client,
 ) -> None:

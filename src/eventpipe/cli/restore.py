@@ -83,8 +83,10 @@ def run_restore(args: argparse.Namespace) -> int:
             f"could not count the erasures made {since}: those GET /admin/erasures lists from then on may have"
             " their users' events back"
             if erased is None
-            else f"{erased} erasure(s) were made {since} (GET /admin/erasures lists them): the events of those"
-            " users may be in the store again"
+            # From the oldest time the audit gives them, not the backup's: one recorded under a clock set back
+            # carries a time from before the backup's, and is after it all the same (store.lineage).
+            else f"{erased} erasure(s) were made {since} (GET /admin/erasures lists them among those from "
+            f"{rfc3339(restored.erased_since_ms)} on): the events of those users may be in the store again"
         )
         # The audit keeps only keyed hashes: who they were is in the operator's own record of the requests.
         print(f"eventpipe restore: {said}; {AGAIN}", file=sys.stderr, flush=True)

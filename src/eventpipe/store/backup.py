@@ -36,7 +36,20 @@ from eventpipe.store.failure import classified
 from eventpipe.store.flush import SYNC, flush
 from eventpipe.store.halfway import drop_all, mark, taken_before, unfinished_restore
 from eventpipe.store.integrity import masked_bytes, ours, purge, rehearse, verify
-from eventpipe.store.lineage import ERASURES_SINCE, FINISHED_RESTORES, earliest, returned
+from eventpipe.store.lineage import (
+    ERASURES_SINCE,
+    FINISHED_RESTORES,
+    PLACES,
+    RECORDED_SO_FAR,
+    Place,
+    catalogued,
+    earliest,
+    erased_since,
+    from_place,
+    named,
+    recorded,
+    returned,
+)
 from eventpipe.store.mark import RUNNING_WITHIN_MS, retire_all, running_workers
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, upgrade
 from eventpipe.store.naming import check_name, new_name, on_disk, taken_ms
@@ -48,12 +61,11 @@ from eventpipe.store.turn import Turn
 
 log = logging.getLogger(__name__)
 
-# The erasures the audit (kept by a restore) records from a moment on.
-ERASED_SINCE = "SELECT count() FROM erasures WHERE erased_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')"
-# A row of `restores`, at the server's time.
+# A row of `restores`, at the server's time, with its place in the audit's order (store.lineage): only a
+# finished row's is read, and no erasure runs during a restore (the stack is stopped).
 RECORD_RESTORE = (
-    "INSERT INTO restores (restored_at, backup, taken_by, restore_id, finished)"
-    " SELECT now64(3, 'UTC'), {backup:String}, {by:String}, {id:UInt64}, {finished:UInt8}"
+    "INSERT INTO restores (restored_at, backup, taken_by, restore_id, finished, ordinal)"
+    " SELECT now64(3, 'UTC'), {backup:String}, {by:String}, {id:UInt64}, {finished:UInt8}, " + RECORDED_SO_FAR + " + 1"
 )
 
 
@@ -71,13 +83,19 @@ class Restored(NamedTuple):
     # taken and not erased again since (store.lineage), and the time the oldest such erasure goes back to.
     returned: int | None = 0
     returned_since_ms: int = 0
+    # The oldest time the audit gives those erasures (erased_since): those it lists from then on include
+    # them. Before the backup's own time where a clock was set wrong when either was recorded.
+    erased_since_ms: int = 0
 
 
 class Backups:
     """Takes, lists and restores backups of the client's database; one operation at a time per process."""
 
-    def __init__(self, client: Client, turn: Turn | None = None) -> None:
+    def __init__(self, client: Client, turn: Turn | None = None, clock: Callable[[], int] = time.time_ns) -> None:
         self._client = client
+        # What names and dates a backup, in ns (a test steps it as NTP would): nothing orders by it since
+        # migration 24 (store.lineage).
+        self._clock = clock
         # Shared with erasures where both run (api.maintenance.Admin.writing): an erasure between
         # the purge and BACKUP would put the rows it masks into the backup.
         self._turn = turn or Turn()
@@ -175,12 +193,10 @@ class Backups:
                 # Ctrl-C once the drop has begun: not a bare "interrupted", the store is not as it was.
                 raise KeyboardInterrupt(incomplete) from exc
             events, dead_letters = (self._rows(query.format(db=quoted(database)))[0][0] for query in HELD)
-            # From the second its name gives: also an erasure made in that second before it began, one more
-            # to check rather than one missed.
             erased: int | None = None  # the restore is done: not to be reported failed for a count
-            back, since = None, 0
+            erased_ms, back, since = 0, None, 0
             try:
-                erased = int(self._rows(ERASED_SINCE, {"since": taken_ms(name)})[0][0])
+                erased, erased_ms = self._erased_since(name)
                 back, since = self._returned(name)
             except StorageError as exc:
                 # The restore stands; the caller says the counts could not be taken, this says why.
@@ -189,27 +205,42 @@ class Backups:
                 # A stop asked for once the store is whole: said as a count not taken, not as an interruption
                 # that left the erasures to redo unsaid.
                 log.warning("stopped before counting the erasures to redo: the restore of %s is done", name)
-            return Restored(name, events, dead_letters, replaced, erased, back, since)
+            return Restored(name, events, dead_letters, replaced, erased, back, since, erased_ms)
+
+    def _erased_since(self, name: str) -> tuple[int, int]:
+        """How many erasures the audit records since backup `name` was taken, in the audit's order
+        (store.lineage), and the oldest time they were recorded at (0 for none)."""
+        with classified():
+            rows = self._rows(f"{PLACES} WHERE name = {{n:String}}", {"n": name})
+            sql, parameters = erased_since(bool(rows), _ordinal(rows[0][2]) if rows else None, taken_ms(name))
+            count, oldest = self._rows(sql, parameters)[0]
+        return int(str(count)), int(str(oldest)) if int(str(count)) else 0
 
     def _returned(self, name: str) -> tuple[int | None, int]:
         """How many users erased before backup `name` was taken it holds again, and since when (store.lineage);
         None for a backup this store's catalog does not list (taken on another host, whose restores this
         store does not know)."""
         with classified():
-            restores = [(int(str(at)), str(backup)) for at, backup in self._rows(FINISHED_RESTORES)]
-            catalog = {str(row[0]): int(str(row[1])) for row in self._rows(RECORDED)}
+            restores = [
+                (recorded(int(str(o)), int(str(at))), str(backup)) for at, o, backup in self._rows(FINISHED_RESTORES)
+            ]
+            catalog = {
+                str(backup): catalogued(_ordinal(ordinal), int(str(at))) for backup, at, ordinal in self._rows(PLACES)
+            }
             if name not in catalog:
                 return None, 0
 
-            def taken(backup: str) -> tuple[int, int]:
+            def taken(backup: str) -> tuple[Place, Place]:
                 # Exact where the catalog has it; else within the second its name gives.
-                exact = catalog.get(backup)
-                return (exact, exact + 1) if exact is not None else (taken_ms(backup), taken_ms(backup) + 1000)
+                return catalog.get(backup) or named(taken_ms(backup))
 
             since = earliest(name, taken, restores)
-            audit = [(int(str(at)), str(user)) for at, user in self._rows(ERASURES_SINCE, {"since": since})]
-        back = returned(name, taken, restores, audit)
-        return len(back), min((at for at, user in audit if user in back), default=0)
+            rows = [
+                (int(str(at)), recorded(int(str(o)), int(str(at))), str(user))
+                for at, o, user in self._rows(ERASURES_SINCE, from_place(since))
+            ]
+        back = returned(name, taken, restores, [(place, user) for _, place, user in rows])
+        return len(back), min((at for at, _, user in rows if user in back), default=0)
 
     def _refuse_running(self) -> None:
         """Refuse (BackupError) while a worker or a replay has marked itself running a moment ago: a restore
@@ -239,9 +270,12 @@ class Backups:
             )
 
     def _take(self, taken_by: str) -> Backup:
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = self._clock() // 1_000_000
         name = new_name(now_ms)
         database = self._rows("SELECT currentDatabase()")[0][0]
+        # Before BACKUP begins: every erasure recorded by now had its deletes done before (store.lineage), and
+        # those recorded later are counted as after it by a restore, whatever the clocks said.
+        ordinal_before = int(str(self._rows(f"SELECT {RECORDED_SO_FAR}")[0][0]))
         kept = ", ".join(f"{quoted(database)}.{quoted(table)}" for table in KEPT)
         room_for_backup(self._client, database, list(KEPT), masked_bytes(self._client, list(KEPT)))
         purge(self._client, database, list(KEPT))
@@ -280,8 +314,8 @@ class Backups:
             with classified():
                 self._client.insert(
                     "backups",
-                    [[name, at, events, dead_letters, taken.bytes, taken_by]],
-                    column_names=["name", "taken_at", "events", "dead_letters", "bytes", "taken_by"],
+                    [[name, at, events, dead_letters, taken.bytes, taken_by, ordinal_before]],
+                    column_names=["name", "taken_at", "events", "dead_letters", "bytes", "taken_by", "ordinal_before"],
                 )
         except EventpipeError as exc:
             # Not in the catalog, it is in no list (a full data disk refused the record): removed, not left
@@ -303,6 +337,11 @@ class Backups:
     def _rows(self, sql: str, parameters: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
         with classified():
             return self._client.query(sql, parameters=parameters).result_rows
+
+
+def _ordinal(value: object) -> int | None:
+    """A catalog row's ordinal_before: None where it was recorded before migration 24."""
+    return None if value is None else int(str(value))
 
 
 def _restoring(database: str, name: str, into: str = "") -> str:

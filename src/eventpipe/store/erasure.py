@@ -61,6 +61,7 @@ from eventpipe.store.deletion import (
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
 from eventpipe.store.hidden import hide, release
+from eventpipe.store.lineage import RECORDED_SO_FAR
 from eventpipe.store.mark import MARKS_QUERY, REPLAY_STALE_MS, complete_before, running_replays
 from eventpipe.store.mention import mentions
 from eventpipe.store.page import Position
@@ -228,8 +229,16 @@ class Eraser:
         return self._count(sql, user) > 0
 
     def record(self, erasure: Erasure) -> None:
+        """Append `erasure` to the audit, numbered in its order (store.lineage): read after its deletes are done,
+        so a backup that read a count at or above it began after them, whatever the clocks said."""
         with classified():
-            self._client.insert("erasures", [list(erasure)], column_names=ERASURE_COLUMNS, settings=INSERT_SETTINGS)
+            ordinal = int(str(self._client.query(f"SELECT {RECORDED_SO_FAR} + 1").result_rows[0][0]))
+            self._client.insert(
+                "erasures",
+                [[*erasure, ordinal]],
+                column_names=(*ERASURE_COLUMNS, "ordinal"),
+                settings=INSERT_SETTINGS,
+            )
 
     def records(
         self, user_hash: str | None, limit: int, after: Position | None = None

@@ -1,4 +1,4 @@
-"""What operators' actions leave behind: backups, replay outcomes, erasures, restores (migrations 10, 12, 17-21)."""
+"""What operators' actions leave behind: backups, replay outcomes, erasures, restores (migrations 10, 12, 17-21, 24)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ CREATE TABLE IF NOT EXISTS backups
     events UInt64,
     dead_letters UInt64,
     bytes UInt64,
-    taken_by String
+    taken_by String,
+    ordinal_before Nullable(UInt64)
 )
 ENGINE = ReplacingMergeTree
 ORDER BY name
@@ -54,7 +55,8 @@ CREATE TABLE IF NOT EXISTS erasures
     user_hash String,
     events UInt64,
     dead_letters UInt64,
-    complete UInt8 DEFAULT 1
+    complete UInt8 DEFAULT 1,
+    ordinal UInt64 DEFAULT 0
 )
 ENGINE = MergeTree
 ORDER BY (erased_at, erasure_id)
@@ -81,7 +83,8 @@ CREATE TABLE IF NOT EXISTS restores
     backup String,
     taken_by String,
     restore_id UInt64,
-    finished UInt8 DEFAULT 1
+    finished UInt8 DEFAULT 1,
+    ordinal UInt64 DEFAULT 0
 )
 ENGINE = MergeTree
 ORDER BY restored_at
@@ -100,10 +103,25 @@ FINISHED = "ALTER TABLE restores ADD COLUMN IF NOT EXISTS finished UInt8 DEFAULT
 # what an operator shows, so one that may have missed a held batch says so
 # there, not only in its answer and the log. Rows from before it were counted whole.
 COMPLETE = "ALTER TABLE erasures ADD COLUMN IF NOT EXISTS complete UInt8 DEFAULT 1"
+# Where each erasure and each finished restore falls in the order of what the audit records, and each
+# backup in that order (store.lineage): an erasure's or a restore's `ordinal` is how many erasures and
+# finished restores were recorded before it, and one; a backup's `ordinal_before` is how many were
+# recorded when it began. Counted, not timed: which erasures came after a backup was decided by
+# comparing clocks, and an API whose clock was an hour ahead while it took a backup (then set right)
+# named it an hour late, so a restore of it left out the erasure made just after, and the user came back
+# unsaid (found by an attack with a clock shim; a backward NTP step did the same). Nothing deletes from
+# either table (no grant, no TTL), so a count only grows. 0, and NULL for a backup: recorded before
+# migration 24, ordered by time as before (store.lineage.TIMED).
+ERASURE_ORDINAL = "ALTER TABLE erasures ADD COLUMN IF NOT EXISTS ordinal UInt64 DEFAULT 0"
+RESTORE_ORDINAL = "ALTER TABLE restores ADD COLUMN IF NOT EXISTS ordinal UInt64 DEFAULT 0"
+BACKUP_ORDINAL = "ALTER TABLE backups ADD COLUMN IF NOT EXISTS ordinal_before Nullable(UInt64)"
 KEPT_COLUMNS = {
     ("restores", "restore_id"): RESTORE_ID,
     ("restores", "finished"): FINISHED,
     ("erasures", "complete"): COMPLETE,
+    ("erasures", "ordinal"): ERASURE_ORDINAL,
+    ("restores", "ordinal"): RESTORE_ORDINAL,
+    ("backups", "ordinal_before"): BACKUP_ORDINAL,
 }
 
 MIGRATIONS += (
@@ -134,3 +152,10 @@ ORDER BY name
 """
 
 MIGRATIONS += (Migration(21, "keep erased ids out of the mutation log", (ERASURE_KEYS,)),)
+MIGRATIONS += (
+    Migration(
+        24,
+        "order backups, restores and erasures by what the audit had recorded",
+        (ERASURE_ORDINAL, RESTORE_ORDINAL, BACKUP_ORDINAL),
+    ),
+)
