@@ -136,6 +136,20 @@ def failing_ext4(work: Path) -> Iterator[tuple[Path, Path]]:
     subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True)
 
 
+def answered_then_failed(work: Path, script: str, dsn: str) -> str:
+    """The first line `script` prints on `dsn` (once what it did answered), with the disk failed right after."""
+    with failing_ext4(work) as (_mount, trigger):
+        process = subprocess.Popen([sys.executable, "-c", script, dsn], stdout=subprocess.PIPE, text=True)
+        try:
+            assert process.stdout is not None
+            answer = process.stdout.readline().strip()
+            trigger.write_text("1\n")  # what the kernel still held is gone
+        finally:
+            process.kill()
+            process.wait()
+    return answer
+
+
 def test_events_whose_insert_returned_survive_a_filesystem_failure(tmp_path: Path) -> None:
     dsn = f"chdb://{tmp_path / 'disk' / 'store'}"
     acknowledged: list[str] = []
@@ -164,16 +178,7 @@ def test_events_whose_insert_returned_survive_a_filesystem_failure(tmp_path: Pat
 def test_an_erasure_that_answered_survives_a_filesystem_failure(tmp_path: Path) -> None:
     dsn = f"chdb://{tmp_path / 'disk' / 'store'}"
     try:
-        with failing_ext4(tmp_path) as (_mount, trigger):
-            eraser = subprocess.Popen([sys.executable, "-c", ERASER, dsn], stdout=subprocess.PIPE, text=True)
-            try:
-                assert eraser.stdout is not None
-                erased = eraser.stdout.readline().strip()
-                trigger.write_text("1\n")  # the disk fails right after the erasure answered
-            finally:
-                eraser.kill()
-                eraser.wait()
-        assert erased == "1000"
+        assert answered_then_failed(tmp_path, ERASER, dsn) == "1000"
         # Every table a read serves from: /events, the user's pages and the feed.
         for table in ("events", "events_by_user", "arrivals"):
             query = f"SELECT event_id FROM {table} WHERE user_id = 'u1'"  # noqa: S608 - constants
@@ -187,15 +192,7 @@ def test_an_erasure_that_answered_survives_a_filesystem_failure(tmp_path: Path) 
 def test_a_backup_that_answered_survives_a_filesystem_failure(tmp_path: Path) -> None:
     dsn = f"chdb://{tmp_path / 'disk' / 'store' / 'clickhouse'}"  # its backups disk beside it, on the same filesystem
     try:
-        with failing_ext4(tmp_path) as (_mount, trigger):
-            taker = subprocess.Popen([sys.executable, "-c", BACKUP, dsn], stdout=subprocess.PIPE, text=True)
-            try:
-                assert taker.stdout is not None
-                name = taker.stdout.readline().strip()
-                trigger.write_text("1\n")  # the disk fails right after the backup answered
-            finally:
-                taker.kill()
-                taker.wait()
+        name = answered_then_failed(tmp_path, BACKUP, dsn)
         assert name
         listed, events = subprocess.run([sys.executable, "-c", RESTORE, dsn], **CAPTURED).stdout.split("\n")[:2]
         # Without the sync every file of it was empty: the catalog had it, the list left it out as unreadable.
