@@ -74,6 +74,14 @@ class OtherFormat(NotASave):
     5 and before, 2.0.11 started on one), and this reads none of them, so cannot tell whether it is cut."""
 
 
+class Unfamiliar(OtherFormat):
+    """Format 6 whose first chunk is not laid out as 2.0 on x86-64 and arm64 writes one (another platform's
+    struct padding: i386's CFG chunk is 12 bytes, not 16; another version's order). Left to Mosquitto, which
+    may read it, rather than refused with a queue it could have served. Past a first chunk read as expected,
+    a chunk laid out otherwise is damage (bytes lost inside the file: a write that failed, then space freed
+    before the next), and the file is cut there."""
+
+
 def cut_at(data: Data) -> int | None:
     """None when `data` is a whole save as Mosquitto 2.0 writes one; else the offset where what can be
     trusted ends: the first chunk that is incomplete or not as Mosquitto writes it (0 when the header is).
@@ -132,17 +140,19 @@ def _scan(data: Data) -> Iterator[tuple[int, int, int, bytes | None] | None]:
         raise OtherFormat(f"a Mosquitto persistence file of format {version}, not {VERSION} (Mosquitto 2.0 and 2.1)")
     offset, rank, client, count = HEADER_BYTES, -1, None, 0
     while offset < size:
-        found = _chunk(data, offset, size)
-        if found is None:
-            yield None
-            return
-        kind, length, client_id = found
-        # In the writer's order: CFG first and once, a CLIENT_MSG right within its client's run.
-        kind_rank = _RANK[kind]
-        if (count == 0) != (kind == CFG) or kind_rank < rank:
-            yield None
-            return
-        if kind == CLIENT_MSG and client_id != client:
+        try:
+            found = _chunk(data, offset, size)
+            if found is None:
+                yield None
+                return
+            kind, length, client_id = found
+            # In the writer's order: CFG first and once, a CLIENT_MSG right within its client's run.
+            kind_rank = _RANK[kind]
+            if (count == 0) != (kind == CFG) or kind_rank < rank or (kind == CLIENT_MSG and client_id != client):
+                raise _unfamiliar(kind, offset)
+        except Unfamiliar:
+            if count == 0:
+                raise
             yield None
             return
         client = client_id if kind in (CLIENT, CLIENT_MSG) else None
@@ -168,8 +178,10 @@ def _chunk(data: Data, offset: int, size: int) -> tuple[int, int, bytes | None] 
     kind, length = _HEADER.unpack_from(data, offset)
     fixed = _FIXED.get(kind)
     body = offset + CHUNK_HEADER_BYTES
-    if fixed is None or length < fixed or size - body < length:
-        return None
+    if fixed is None or size - body < length:
+        return None  # runs past the end, or no chunk at all (the zeros a crash leaves): cut here
+    if length < fixed:
+        raise _unfamiliar(kind, offset)
     client_id = None
     if kind == MSG_STORE:
         payload_len, _mid, source_id_len, source_username_len, topic_len = _MSG_STORE_LENGTHS.unpack_from(
@@ -177,13 +189,13 @@ def _chunk(data: Data, offset: int, size: int) -> tuple[int, int, bytes | None] 
         )
         expected = fixed + source_id_len + source_username_len + topic_len + payload_len
         if length < expected or not _properties_fit(data, body + expected, length - expected):
-            return None
+            raise _unfamiliar(MSG_STORE, offset)
         expected = length
     elif kind == CLIENT_MSG:
         (id_len,) = _ID_LENGTH.unpack_from(data, body + 10)
         expected = fixed + id_len
         if length < expected or not _properties_fit(data, body + expected, length - expected):
-            return None
+            raise _unfamiliar(CLIENT_MSG, offset)
         client_id = bytes(data[body + fixed : body + expected])
         expected = length
     elif kind in (CFG, RETAIN):
@@ -197,8 +209,15 @@ def _chunk(data: Data, offset: int, size: int) -> tuple[int, int, bytes | None] 
         expected = fixed + id_len + username_len
         client_id = bytes(data[body + fixed : body + fixed + id_len])
     if length != expected:
-        return None
+        raise _unfamiliar(kind, offset)
     return kind, length, client_id
+
+
+def _unfamiliar(kind: int, offset: int) -> Unfamiliar:
+    name = NAMES.get(kind, str(kind))
+    return Unfamiliar(
+        f"a save laid out otherwise than Mosquitto 2.0 on x86-64 writes one (its {name} at byte {offset:,})"
+    )
 
 
 def _properties_fit(data: Data, start: int, length: int) -> bool:
