@@ -15,6 +15,7 @@ import clickhouse_connect
 import pytest
 from prometheus_client import CollectorRegistry
 
+from eventpipe.errors import RetryableStorageError
 from eventpipe.events import Event
 from eventpipe.ingest.clock import Clock
 from eventpipe.ingest.metrics import IngestMetrics
@@ -634,5 +635,33 @@ def test_a_wall_clock_set_back_never_makes_complete_until_say_too_much(
     try:
         newest = "SELECT argMax(retired, written) FROM worker_marks WHERE worker = {w:String}"
         assert client.query(newest, parameters={"w": settings.mqtt_client_id}).result_rows == [(0,)]
+    finally:
+        worker.stop()
+
+
+def test_a_worker_that_starts_while_the_store_refuses_still_goes_on_from_its_last_mark(
+    broker: Broker, client: clickhouse_connect.driver.Client, clickhouse_dsn: str
+) -> None:
+    # Its last run's clock was an hour ahead, so its retirement was written an hour ahead. Started again with
+    # the clock set right while ClickHouse refused, it could not read that mark: its start mark, stored once
+    # the store was back, was written before the retirement, which won (found by a review).
+    settings = settings_for(broker.url, clickhouse_dsn)
+    ahead = Clock(lambda: time.time_ns() // 1_000_000 + 3_600_000)
+    first = Worker(settings, Writer(connect(clickhouse_dsn)), IngestMetrics(CollectorRegistry()), clock=ahead)
+    first.start()
+    assert first.consumer.wait_connected(10)
+    assert first.stop()
+    newest = "SELECT count(), argMax(retired, written) FROM worker_marks WHERE worker = {w:String}"
+    marks = lambda: client.query(newest, parameters={"w": settings.mqtt_client_id}).result_rows[0]  # noqa: E731
+    stored, retired = marks()
+    assert retired == 1
+    writer = FaultyWriter(connect(clickhouse_dsn))
+    writer.failure = RetryableStorageError
+    worker = Worker(settings, writer, IngestMetrics(CollectorRegistry()))
+    worker.start()
+    try:
+        writer.failure = None
+        wait_until(lambda: marks()[0] > stored, what="the start mark stored once the store is back")
+        assert marks()[1] == 0, "the retirement, written an hour ahead, still wins"
     finally:
         worker.stop()

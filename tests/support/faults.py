@@ -42,6 +42,10 @@ class FaultyWriter(Writer):
         self._gate()
         super().insert_marks(marks)
 
+    def last_mark(self, worker: str) -> tuple[int, int] | None:
+        self._gate()  # a read, but the same connection: refused when the writes are
+        return super().last_mark(worker)
+
     def insert_dead_letters(self, rejections: Sequence[Rejection]) -> None:
         self._gate()
         super().insert_dead_letters(rejections)

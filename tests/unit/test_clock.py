@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from prometheus_client import CollectorRegistry, Gauge
 
 from eventpipe.errors import RetryableStorageError
@@ -80,12 +82,31 @@ def test_skew_is_the_workers_clock_minus_the_servers_at_the_middle_of_the_read_o
     assert len(reads) == 2
 
 
-def test_a_server_that_cannot_be_read_leaves_the_last_skew() -> None:
+def test_a_skew_not_measured_reads_as_unknown_and_a_failed_read_leaves_the_last() -> None:
     gauge = Gauge("skew", "test", registry=CollectorRegistry())
-    gauge.set(3.0)
+    server: list[int | None] = [NOW_MS]
+    tick = [0.0]
 
-    def down() -> int:
-        raise RetryableStorageError("connection refused")
+    def read() -> int:
+        if server[0] is None:
+            raise RetryableStorageError("connection refused")
+        return server[0]
 
-    Skew(Clock(lambda: NOW_MS), down, gauge, tick=lambda: 0.0).measure()
-    assert gauge._value.get() == 3.0
+    skew = Skew(Clock(lambda: NOW_MS), read, gauge, tick=lambda: tick[0])
+    assert math.isnan(gauge._value.get()), "not 0: never measured is not in step"
+    skew.measure()
+    assert gauge._value.get() == 0.0
+    server[0], tick[0] = None, 60.0
+    skew.measure()
+    assert gauge._value.get() == 0.0
+
+
+def test_the_skew_is_of_the_clock_that_stamps_so_a_worker_held_ahead_shows() -> None:
+    # Its wall clock ran an hour ahead, then was set right: the stamps hold at the highest reading.
+    wall = [NOW_MS + HOUR_MS]
+    clock = Clock(lambda: wall[0])
+    clock.now_ms()
+    wall[0] = NOW_MS
+    gauge = Gauge("skew", "test", registry=CollectorRegistry())
+    Skew(clock, lambda: NOW_MS, gauge, tick=lambda: 0.0).measure()
+    assert gauge._value.get() == HOUR_MS / 1000

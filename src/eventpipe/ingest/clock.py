@@ -26,6 +26,7 @@ processes of one host share its clock.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from collections.abc import Callable
 from prometheus_client import Gauge
 
 from eventpipe.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 # The server's clock is read at most this often: a query of its own.
 SKEW_EVERY_S = 60.0
@@ -66,23 +69,31 @@ class Clock:
 
 
 class Skew:
-    """The worker's wall clock minus the server's (`server_ms`, read between two readings of the worker's,
-    whose middle it is taken at), into `gauge` in seconds, at most every SKEW_EVERY_S."""
+    """The worker's clock, the one it stamps receive times with, minus the server's (`server_ms`, read between
+    two readings of the worker's, whose middle it is taken at), into `gauge` in seconds, at most every
+    SKEW_EVERY_S. The stamping clock, not the wall: a worker that ran ahead holds its stamps there after its
+    wall clock is set right, until real time catches up, and that must show too."""
 
     def __init__(
         self, clock: Clock, server_ms: Callable[[], int], gauge: Gauge, tick: Callable[[], float] = time.monotonic
     ) -> None:
         self._clock, self._server_ms, self._gauge, self._tick = clock, server_ms, gauge, tick
         self._next_s = -float("inf")
+        self._failed: set[type[StorageError]] = set()
+        gauge.set(float("nan"))  # not measured yet: not "in step"
 
     def measure(self) -> None:
         if self._tick() < self._next_s:
             return
         self._next_s = self._tick() + SKEW_EVERY_S
-        sent = self._clock.wall_ms()
+        sent = self._clock.now_ms()
         try:
             server = self._server_ms()
-        except StorageError:
-            return  # the store's own failures are counted and alerted on where the batches meet them
-        answered = self._clock.wall_ms()
+        except StorageError as exc:
+            # Said once a kind: a grant refused would leave the gauge unset for good, and the alert blind.
+            if type(exc) not in self._failed:
+                self._failed.add(type(exc))
+                log.warning("could not read ClickHouse's clock to compare this worker's with: %s", exc)
+            return
+        answered = self._clock.now_ms()
         self._gauge.set(((sent + answered) / 2 - server) / 1000)

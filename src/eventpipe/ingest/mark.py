@@ -65,6 +65,10 @@ class Marker:
         self._written_ms = max(self._written_ms, written_ms)
         self._clock.raise_to(max(written_ms, complete_before_ms))
 
+    def again(self, mark: Mark) -> Mark:
+        """`mark` written anew, after every mark before it: a start mark stored late, once resumed."""
+        return mark._replace(written=self._written(self._clock.now_ms()))
+
     def start(self) -> Mark:
         """Stored before the worker subscribes: it has received nothing before now."""
         now_ms = self._clock.now_ms()

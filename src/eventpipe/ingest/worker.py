@@ -71,16 +71,14 @@ class Worker:
         self._wanting = False  # the consumer holds messages it could not hand over: tell it of room
         self._idle_before_ms = 0
         self._start_mark: list[Mark] = []
+        self._resumed = False
         self.consumer = consumer_factory(settings, self._deliver, metrics, self._release_stale, clock=self._stamp)
 
     def start(self) -> None:
         try:
-            # Its marks go on from its last, whatever the wall clock did while it was away (ingest.clock).
-            last = self._writer.last_mark(self._settings.mqtt_client_id)
-            if last is not None:
-                self._marker.resume(*last)
+            self._resume()
         except StorageError as exc:
-            log.warning("could not read this worker's last mark; a wall clock set back since goes unseen: %s", exc)
+            log.warning("could not read this worker's last mark; read again before its start mark: %s", exc)
         # Before subscribing, so the feed knows this worker before it receives. A worker must
         # start while ClickHouse refuses it too: then its flusher stores the mark before any batch.
         self._start_mark = [self._marker.start()]
@@ -91,7 +89,7 @@ class Worker:
         except StorageError as exc:
             log.warning("could not read when this worker last held its session; one lost goes uncounted: %s", exc)
         try:
-            self._writer.insert_marks(self._start_mark)
+            self._store_start_mark()
             self._start_mark = []
         except StorageError as exc:
             log.warning("could not store this worker's start mark; retried before its first batch: %s", exc)
@@ -191,6 +189,30 @@ class Worker:
             self._wanting = False
             self.consumer.room()
 
+    def _resume(self) -> None:
+        """Its marks go on from its last, whatever the wall clock did while it was away (ingest.clock)."""
+        last = self._writer.last_mark(self._settings.mqtt_client_id)
+        self._resumed = True
+        if last is None:
+            return
+        self._marker.resume(*last)
+        try:
+            ahead_s = (max(last) - self._writer.server_time_ms()) / 1000
+        except StorageError:
+            return  # only a warning lost: the skew gauge reads it again within the minute
+        if ahead_s > 5:
+            log.error(
+                "this worker's last mark is %.0f s ahead of ClickHouse's clock (its clock ran ahead): it stamps "
+                "receive times at that mark until real time reaches it; see EventpipeClockSkew in the runbooks",
+                ahead_s,
+            )
+
+    def _store_start_mark(self) -> None:
+        if not self._resumed:  # ClickHouse refused at the start: the last mark is read first, then written after
+            self._resume()
+            self._start_mark = [self._marker.again(mark) for mark in self._start_mark]
+        self._writer.insert_marks(self._start_mark)
+
     def _store_marks(self, marks: list[Mark]) -> None:
         """Try the marks once: a mark missed only holds complete_until back until the next one, due
         within two seconds, so a store that refuses marks must not stall the batches."""
@@ -221,7 +243,7 @@ class Worker:
     def _run(self) -> None:
         try:
             if self._start_mark:  # retried until stored: the feed must know this worker before its first batch
-                self._retrier.run(lambda _isolate: self._writer.insert_marks(self._start_mark), isolating=False)
+                self._retrier.run(lambda _isolate: self._store_start_mark(), isolating=False)
             while (batch := self._next_batch()) is not None:
                 if batch:
                     self._commit(batch)

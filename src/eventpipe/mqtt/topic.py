@@ -15,12 +15,17 @@ def _string_problem(topic: str) -> str | None:
     try:
         size = len(topic.encode("utf-8"))
     except UnicodeEncodeError:  # a byte of the environment that is no UTF-8 reaches Python as a lone surrogate
-        return f"{topic!r} is not UTF-8"
+        return f"{_shown(topic)} is not UTF-8"
     if size > MAX_TOPIC_BYTES:
         return f"is {size:,} bytes long: MQTT allows {MAX_TOPIC_BYTES:,}"
     if "\x00" in topic:
-        return f"{topic!r} may not hold U+0000"
+        return f"{_shown(topic)} may not hold U+0000"
     return None
+
+
+def _shown(topic: str) -> str:
+    # A topic may be 64 KiB: quoted whole, it filled the start's error.
+    return repr(topic) if len(topic) <= 200 else f"{topic[:200]!r}... ({len(topic):,} characters)"
 
 
 def filter_problem(topic: str) -> str | None:

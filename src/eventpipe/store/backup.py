@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import BackupError, EventpipeError, StorageError
+from eventpipe.errors import BackupError, EventpipeError, HaltStorageError, StorageError
 from eventpipe.store import job
 from eventpipe.store.attachment import HELD, counted, held, opened, present
 from eventpipe.store.catalog import RECORDED, Backup, cut, recorded_query
@@ -262,7 +262,7 @@ class Backups:
 
     def _generation(self, name: str, taken_by: str, finished: bool, restore_id: int) -> None:
         """Start a new generation of the store (store.schema.record.RESTORES): a random id, never 0. At the
-        server's time, as the erasures it is compared with (store.lineage), not the restoring machine's."""
+        server's time, not the restoring machine's; ordered against erasures by its ordinal (store.lineage)."""
         with classified():
             self._client.command(
                 RECORD_RESTORE,
@@ -292,11 +292,14 @@ class Backups:
             try:
                 flush(self._client)
             except EventpipeError as exc:
-                # Not on the disk, a host crash could leave it empty while the catalog lists it.
-                raise BackupError(
-                    f"it was written but not put on the disk ({exc}); the user that takes backups needs the "
-                    f"privilege to run {SYNC} (clickhouse/users.d/eventpipe.xml)"
-                ) from exc
+                # Not on the disk, a host crash could leave it empty while the catalog lists it. A refusal for
+                # good is the grant (a users file from before it); anything else passes: take it again.
+                remedy = (
+                    f"the user that takes backups needs the privilege to run {SYNC} (clickhouse/users.d/eventpipe.xml)"
+                    if isinstance(exc, HaltStorageError)
+                    else "take the backup again"
+                )
+                raise BackupError(f"it was written but not put on the disk ({exc}); {remedy}") from exc
             # Read back before it is recorded: on a full disk chDB reported one created whose `.backup` was empty.
             events, dead_letters = held(self._client, name, database)
         except BackupError as exc:
