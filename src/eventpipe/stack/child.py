@@ -213,10 +213,13 @@ def raise_files(pid: int, files: int) -> None:
     """Raise process `pid`'s soft file limit to `files`, or its hard limit if lower; never lowered. Where the
     system has no prlimit (macOS), or refuses, the child keeps the limit it inherited, and says so in the log."""
     prlimit = getattr(resource, "prlimit", None)
+    if prlimit is None:
+        log.warning("this system cannot raise process %d's file limit to %d: it keeps this process's", pid, files)
+        return
     try:
-        soft, hard = prlimit(pid, resource.RLIMIT_NOFILE) if prlimit else (0, 0)
+        soft, hard = prlimit(pid, resource.RLIMIT_NOFILE)
         wanted = files if hard == resource.RLIM_INFINITY else min(files, hard)
-        if prlimit and soft != resource.RLIM_INFINITY and soft < wanted:
+        if soft != resource.RLIM_INFINITY and soft < wanted:
             prlimit(pid, resource.RLIMIT_NOFILE, (wanted, hard))
     except (OSError, ValueError) as exc:
         log.warning("could not raise the file limit of process %d to %d: %s", pid, files, exc)
