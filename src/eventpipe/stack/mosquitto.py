@@ -98,9 +98,13 @@ class Mosquitto:
                 "limits of mosquitto/mosquitto.conf (a stock Mosquitto drops queued messages past 1,000)"
             )
         # Before Mosquitto reads it: it refuses a cut save, or starts on the part before the cut without a word.
+        # An empty one holds nothing to look at: Mosquitto starts empty on it, so a start on a disk still full
+        # serves reads as before, and the worker counts its session lost (EventpipeWorkerSessionLost).
         cut = persistence.examine(self.database)
-        if cut is not None:
+        if cut is not None and cut.size > 0:
             raise BrokerError(cut.refusal())
+        if cut is not None:
+            log.error("%s: %s; the broker starts with an empty queue", cut.summary(), cut.meaning())
         config = self.directory / "mosquitto.conf"
         try:
             (self.directory / "data").mkdir(parents=True, exist_ok=True)
@@ -181,8 +185,9 @@ class Mosquitto:
         back with no session for the worker: what producers flushed before the worker subscribed again
         found no subscriber and was dropped, acknowledged (6,480 of 30,000 in an attack). Saved now, a
         killed broker loses at most what came since its last save, as after any autosave. A save that
-        fails, or is cut short (stack.persistence), stops the start: the broker would keep nothing, or part
-        of its queue, across a restart. One that is only slow (a large queue) is waited for no longer.
+        fails stops the start: the broker would keep nothing across a restart. One cut short (stack.persistence,
+        a full disk) is logged as an error: reads are still served. One that is only slow (a large queue) is
+        waited for no longer.
         """
         before = _identity(self.database)
         offsets = [_size(path) for path in self._save_reports()]
@@ -203,9 +208,15 @@ class Mosquitto:
                 # A new file is no proof of a save: Mosquitto 2.0 renames one it failed to write in full.
                 cut = persistence.examine(self.database)
                 if cut is not None:
-                    raise BrokerError(
-                        f"mosquitto cut short its save: {cut.summary()}: {cut.meaning()}. Free space on the disk "
-                        f"of {self.directory} (--data-dir, or EVENTPIPE_DATA_DIR); see {self.log_file}"
+                    # Said, not raised: on a full disk reads are still served, and what the broker holds is
+                    # kept as long as it runs; its stop says so again, and the disk alerts page.
+                    log.error(
+                        "mosquitto cut short its save: %s: %s. Free space on the disk of %s (--data-dir, or "
+                        "EVENTPIPE_DATA_DIR): until then a killed broker loses its queue; see %s",
+                        cut.summary(),
+                        cut.meaning(),
+                        self.directory,
+                        self.log_file,
                     )
                 return
             if stop():
