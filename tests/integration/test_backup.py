@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.errors import BackupError
-from eventpipe.store import backup, disk
+from eventpipe.store import disk, redo
 from eventpipe.store.audit import ERASURE_COLUMNS, Erasure
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir
@@ -123,7 +123,7 @@ def test_a_restore_whose_count_of_erasures_since_fails_is_done_all_the_same(
     backups = Backups(client)
     taken = backups.take("test")
     seed(client, "b", 7)
-    monkeypatch.setattr(backup, "erased_since", lambda *_: ("SELECT count(), 0 FROM no_such_table", {}))
+    monkeypatch.setattr(redo, "erased_since", lambda *_: ("SELECT count(), 0 FROM no_such_table", {}))
     restored = backups.restore(taken.name, 0, "test")
     assert restored.erased_since is None and restored.events == 10
     assert set(ids(client)) == first

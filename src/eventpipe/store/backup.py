@@ -36,26 +36,14 @@ from eventpipe.store.failure import classified
 from eventpipe.store.flush import SYNC, flush
 from eventpipe.store.halfway import drop_all, mark, taken_before, unfinished_restore
 from eventpipe.store.integrity import masked_bytes, ours, purge, rehearse, verify
-from eventpipe.store.lineage import (
-    ERASURES_SINCE,
-    FINISHED_RESTORES,
-    PLACES,
-    RECORDED_SO_FAR,
-    Place,
-    catalogued,
-    earliest,
-    erased_since,
-    from_place,
-    named,
-    recorded,
-    returned,
-)
+from eventpipe.store.lineage import RECORDED_SO_FAR
 from eventpipe.store.mark import RUNNING_WITHIN_MS, retire_all, running_workers
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, keep_up, upgrade
-from eventpipe.store.naming import check_name, new_name, on_disk, taken_ms
+from eventpipe.store.naming import check_name, new_name, on_disk
 from eventpipe.store.numbering import renumber
 from eventpipe.store.page import Position
 from eventpipe.store.query import quoted
+from eventpipe.store.redo import erasures_since, users_returned
 from eventpipe.store.scratch import drop_leftovers, new_scratch
 from eventpipe.store.turn import Turn
 
@@ -196,8 +184,8 @@ class Backups:
             erased: int | None = None  # the restore is done: not to be reported failed for a count
             erased_ms, back, since = 0, None, 0
             try:
-                erased, erased_ms = self._erased_since(name)
-                back, since = self._returned(name)
+                erased, erased_ms = erasures_since(self._client, name)
+                back, since = users_returned(self._client, name)
             except StorageError as exc:
                 # The restore stands; the caller says the counts could not be taken, this says why.
                 log.warning("restored %s, but could not count the erasures since it: %s", name, exc)
@@ -206,41 +194,6 @@ class Backups:
                 # that left the erasures to redo unsaid.
                 log.warning("stopped before counting the erasures to redo: the restore of %s is done", name)
             return Restored(name, events, dead_letters, replaced, erased, back, since, erased_ms)
-
-    def _erased_since(self, name: str) -> tuple[int, int]:
-        """How many erasures the audit records since backup `name` was taken, in the audit's order
-        (store.lineage), and the oldest time they were recorded at (0 for none)."""
-        with classified():
-            rows = self._rows(f"{PLACES} WHERE name = {{n:String}}", {"n": name})
-            sql, parameters = erased_since(bool(rows), _ordinal(rows[0][2]) if rows else None, taken_ms(name))
-            count, oldest = self._rows(sql, parameters)[0]
-        return int(str(count)), int(str(oldest)) if int(str(count)) else 0
-
-    def _returned(self, name: str) -> tuple[int | None, int]:
-        """How many users erased before backup `name` was taken it holds again, and since when (store.lineage);
-        None for a backup this store's catalog does not list (taken on another host, whose restores this
-        store does not know)."""
-        with classified():
-            restores = [
-                (recorded(int(str(o)), int(str(at))), str(backup)) for at, o, backup in self._rows(FINISHED_RESTORES)
-            ]
-            catalog = {
-                str(backup): catalogued(_ordinal(ordinal), int(str(at))) for backup, at, ordinal in self._rows(PLACES)
-            }
-            if name not in catalog:
-                return None, 0
-
-            def taken(backup: str) -> tuple[Place, Place]:
-                # Exact where the catalog has it; else within the second its name gives.
-                return catalog.get(backup) or named(taken_ms(backup))
-
-            since = earliest(name, taken, restores)
-            rows = [
-                (int(str(at)), recorded(int(str(o)), int(str(at))), str(user))
-                for at, o, user in self._rows(ERASURES_SINCE, from_place(since))
-            ]
-        back = returned(name, taken, restores, [(place, user) for _, place, user in rows])
-        return len(back), min((at for at, _, user in rows if user in back), default=0)
 
     def _refuse_running(self) -> None:
         """Refuse (BackupError) while a worker or a replay has marked itself running a moment ago: a restore
@@ -340,11 +293,6 @@ class Backups:
     def _rows(self, sql: str, parameters: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
         with classified():
             return self._client.query(sql, parameters=parameters).result_rows
-
-
-def _ordinal(value: object) -> int | None:
-    """A catalog row's ordinal_before: None where it was recorded before migration 24."""
-    return None if value is None else int(str(value))
 
 
 def _restoring(database: str, name: str, into: str = "") -> str:
