@@ -242,12 +242,19 @@ def pid_running(*argv_parts: str) -> int | None:
 MIN_FILES = 1024
 
 
+def raised_soft(soft: int, hard: int, files: int) -> int | None:
+    """The soft file limit that allows `files` as far as `hard` does, or None where `soft` needs no raise
+    (a limit is never lowered)."""
+    wanted = files if hard == resource.RLIM_INFINITY else min(files, hard)
+    return wanted if soft != resource.RLIM_INFINITY and soft < wanted else None
+
+
 def raise_file_limit() -> str | None:
     """Raise this process's soft file limit to MIN_FILES where its hard limit allows (macOS starts at 256,
     systemd's and many shells' hard limits are far higher); a warning naming `ulimit -n` when it stays under."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < MIN_FILES:
-        wanted = MIN_FILES if hard == resource.RLIM_INFINITY else min(MIN_FILES, hard)
+    wanted = raised_soft(soft, hard, MIN_FILES)
+    if wanted is not None:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
             soft = wanted

@@ -58,10 +58,6 @@ class Clock:
             self._floor = max(self._floor, self._wall_ms())
             return self._floor
 
-    def wall_ms(self) -> int:
-        """The wall clock itself, as it is now, stepped or not."""
-        return self._wall_ms()
-
     def raise_to(self, floor_ms: int) -> None:
         """No reading from now on is below `floor_ms` (a time this worker stored before, as a mark)."""
         with self._lock:
@@ -82,9 +78,10 @@ class Skew:
         self._failed: set[type[StorageError]] = set()
         gauge.set(float("nan"))  # not measured yet: not "in step"
 
-    def measure(self) -> None:
+    def measure(self) -> float | None:
+        """The skew in seconds when it was due and read now; None when not due or not read."""
         if self._tick() < self._next_s:
-            return
+            return None
         self._next_s = self._tick() + SKEW_EVERY_S
         sent = self._clock.now_ms()
         try:
@@ -94,6 +91,8 @@ class Skew:
             if type(exc) not in self._failed:
                 self._failed.add(type(exc))
                 log.warning("could not read ClickHouse's clock to compare this worker's with: %s", exc)
-            return
+            return None
         answered = self._clock.now_ms()
-        self._gauge.set(((sent + answered) / 2 - server) / 1000)
+        skew = ((sent + answered) / 2 - server) / 1000
+        self._gauge.set(skew)
+        return skew

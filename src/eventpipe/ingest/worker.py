@@ -196,14 +196,12 @@ class Worker:
         if last is None:
             return
         self._marker.resume(*last)
-        try:
-            ahead_s = (max(last) - self._writer.server_time_ms()) / 1000
-        except StorageError:
-            return  # only a warning lost: the skew gauge reads it again within the minute
-        if ahead_s > 5:
+        # The minute's first reading of the skew, on the clock just raised to that mark.
+        ahead_s = self._skew.measure()
+        if ahead_s is not None and ahead_s > 5:
             log.error(
-                "this worker's last mark is %.0f s ahead of ClickHouse's clock (its clock ran ahead): it stamps "
-                "receive times at that mark until real time reaches it; see EventpipeClockSkew in the runbooks",
+                "this worker's clock is %.0f s ahead of ClickHouse's, at its last mark (its clock ran ahead): it "
+                "stamps receive times there until real time reaches it; see EventpipeClockSkew in the runbooks",
                 ahead_s,
             )
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from eventpipe.host import processes
+from eventpipe.host import processes, raised_soft
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -218,8 +218,8 @@ def raise_files(pid: int, files: int) -> None:
         return
     try:
         soft, hard = prlimit(pid, resource.RLIMIT_NOFILE)
-        wanted = files if hard == resource.RLIM_INFINITY else min(files, hard)
-        if soft != resource.RLIM_INFINITY and soft < wanted:
+        wanted = raised_soft(soft, hard, files)
+        if wanted is not None:
             prlimit(pid, resource.RLIMIT_NOFILE, (wanted, hard))
     except (OSError, ValueError) as exc:
         log.warning("could not raise the file limit of process %d to %d: %s", pid, files, exc)

@@ -297,7 +297,7 @@ class Mosquitto:
                 return True
             log.error(
                 "mosquitto's save at its stop was cut short: %s: %s. Free space on the disk of %s; until the "
-                "file is moved aside, `up` refuses to start on it, and says how",
+                "file is moved aside, `up` refuses to start on it (but for an empty one), and says how",
                 cut.summary(),
                 cut.meaning(),
                 self.directory,
