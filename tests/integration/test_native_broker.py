@@ -202,7 +202,7 @@ def test_a_save_error_is_found_behind_more_log_than_one_read_takes(tmp_path: Pat
     noise = b"1700000000: New connection from 127.0.0.1:5555 on port 1883.\n" * 40_000  # 2.5 MB
     mosquitto.log_file.write_bytes(noise + b"1700000001: Error: Permission denied.\n" + noise)
     offsets = [0, 0]
-    found = [mosquitto._save_error(offsets) for _ in range(4)]
+    found = [mosquitto._save._error(offsets) for _ in range(4)]
     assert "Permission denied." in found, found
     assert found[0] is None and offsets[0] > 0, "a poll reads a bounded part, and the next goes on from it"
 
@@ -213,13 +213,13 @@ def test_a_stop_watches_the_file_the_broker_writes_its_save_into(
     # A stop waits while the save under way exists (Mosquitto.stop): the broker's own name for it, pinned here
     # by putting a directory where that file goes, which its save then reports it cannot open.
     mosquitto = broker(tmp_path / "mosquitto")
-    mosquitto._saving.mkdir(parents=True)
+    mosquitto._save.saving.mkdir(parents=True)
     mosquitto.start()
     try:
         with pytest.raises(BrokerError, match=r"cannot write its persistence file"):
             mosquitto.save()
         logged = mosquitto.log_file.read_text(errors="replace").replace("//", "/")  # it writes "data//mosquitto..."
-        assert f"{mosquitto._saving}." in logged, logged
+        assert f"{mosquitto._save.saving}." in logged, logged
     finally:
         saved = mosquitto.stop(timeout=2)
     # Its save at the stop failed too: said, not taken for a clean stop (a full or read-only disk did this, and
