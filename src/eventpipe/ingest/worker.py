@@ -14,18 +14,18 @@ import time
 from collections.abc import Callable
 
 from eventpipe.config import Settings
-from eventpipe.errors import StorageError
-from eventpipe.ingest.clock import Clock, Skew
+from eventpipe.ingest.beacon import Beacon
+from eventpipe.ingest.clock import Clock
 from eventpipe.ingest.commit import commit
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.delivery import Delivery, held_size
 from eventpipe.ingest.limit import limits_from
-from eventpipe.ingest.mark import Marker, session_mark_name
+from eventpipe.ingest.mark import session_mark_name
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.policy import BatchPolicy, leading
 from eventpipe.ingest.retry import Abandoned, Retrier
 from eventpipe.mqtt.address import MqttAddress
-from eventpipe.store.writer import Mark, Writer
+from eventpipe.store.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -63,36 +63,17 @@ class Worker:
         self._failed: BaseException | None = None
         broker = MqttAddress.parse(settings.mqtt_url)
         session = session_mark_name(settings.mqtt_client_id, settings.mqtt_session_id, f"{broker.host}:{broker.port}")
-        self._marker = Marker(settings.mqtt_client_id, session, self._clock)
-        self._skew = Skew(self._clock, writer.server_time_ms, metrics.clock_skew)
+        self._beacon = Beacon(settings.mqtt_client_id, session, writer, self._clock, metrics)
+        self._marker = self._beacon.marker
         self._thread = threading.Thread(target=self._run, name="eventpipe-flusher", daemon=True)
         # The receive time of the oldest burst the network thread is handing over, until all of it is held.
         self._handing_ms: int | None = None
         self._wanting = False  # the consumer holds messages it could not hand over: tell it of room
         self._idle_before_ms = 0
-        self._start_mark: list[Mark] = []
-        self._resumed = False
         self.consumer = consumer_factory(settings, self._deliver, metrics, self._release_stale, clock=self._stamp)
 
     def start(self) -> None:
-        try:
-            self._resume()
-        except StorageError as exc:
-            log.warning("could not read this worker's last mark; read again before its start mark: %s", exc)
-        # Before subscribing, so the feed knows this worker before it receives. A worker must
-        # start while ClickHouse refuses it too: then its flusher stores the mark before any batch.
-        self._start_mark = [self._marker.start()]
-        last_held: tuple[int, int] | None = None
-        try:
-            # When it last held its broker session, for one lost since (ingest.handshake).
-            last_held = self._writer.last_mark(self._marker.session)
-        except StorageError as exc:
-            log.warning("could not read when this worker last held its session; one lost goes uncounted: %s", exc)
-        try:
-            self._store_start_mark()
-            self._start_mark = []
-        except StorageError as exc:
-            log.warning("could not store this worker's start mark; retried before its first batch: %s", exc)
+        last_held = self._beacon.start()
         self._thread.start()
         self.consumer.start(last_held)
 
@@ -125,12 +106,8 @@ class Worker:
             log.error("the flusher did not finish by the shutdown deadline; its batch stays unacknowledged")
         self.consumer.stop()
         clean = self._clean and self._failed is None and not hung
-        # Only after a clean stop: an insert still hanging could commit after the retirement.
-        try:
-            if clean:
-                self._writer.insert_marks([self._marker.retired()])
-        except StorageError as exc:
-            log.warning("could not store this worker's retirement; the feed's complete_until waits for it: %s", exc)
+        if clean:  # only then: an insert still hanging could commit after the retirement
+            self._beacon.retire()
         return clean
 
     def _stamp(self) -> int:
@@ -189,37 +166,6 @@ class Worker:
             self._wanting = False
             self.consumer.room()
 
-    def _resume(self) -> None:
-        """Its marks go on from its last, whatever the wall clock did while it was away (ingest.clock)."""
-        last = self._writer.last_mark(self._settings.mqtt_client_id)
-        self._resumed = True
-        if last is None:
-            return
-        self._marker.resume(*last)
-        # The minute's first reading of the skew, on the clock just raised to that mark.
-        ahead_s = self._skew.measure()
-        if ahead_s is not None and ahead_s > 5:
-            log.error(
-                "this worker's clock is %.0f s ahead of ClickHouse's, at its last mark (its clock ran ahead): it "
-                "stamps receive times there until real time reaches it; see EventpipeClockSkew in the runbooks",
-                ahead_s,
-            )
-
-    def _store_start_mark(self) -> None:
-        if not self._resumed:  # ClickHouse refused at the start: the last mark is read first, then written after
-            self._resume()
-            self._start_mark = [self._marker.again(mark) for mark in self._start_mark]
-        self._writer.insert_marks(self._start_mark)
-
-    def _store_marks(self, marks: list[Mark]) -> None:
-        """Try the marks once: a mark missed only holds complete_until back until the next one, due
-        within two seconds, so a store that refuses marks must not stall the batches."""
-        try:
-            self._writer.insert_marks(marks)
-        except StorageError as exc:
-            log.warning("could not store this worker's mark; the next one replaces it: %s", exc)
-        self._skew.measure()
-
     def _release_stale(self, generation: int) -> None:
         """Let go of queued QoS 1 copies from earlier connections: the resumed session resends
         them. QoS 0 is kept: the broker never sends it twice."""
@@ -240,13 +186,15 @@ class Worker:
 
     def _run(self) -> None:
         try:
-            if self._start_mark:  # retried until stored: the feed must know this worker before its first batch
-                self._retrier.run(lambda _isolate: self._store_start_mark(), isolating=False)
+            if (
+                self._beacon.start_pending
+            ):  # retried until stored: the feed must know this worker before its first batch
+                self._retrier.run(lambda _isolate: self._beacon.store_start(), isolating=False)
             while (batch := self._next_batch()) is not None:
                 if batch:
                     self._commit(batch)
                 else:  # idle: a mark alone, so complete_until moves on without traffic (ingest.mark)
-                    self._store_marks(self._marker.due(self._idle_before_ms, self.consumer.session_expiry_s))
+                    self._beacon.store(self._marker.due(self._idle_before_ms, self.consumer.session_expiry_s))
         except Abandoned:
             with self._cond:
                 left = len(self._items)
@@ -318,4 +266,4 @@ class Worker:
         metrics.insert_seconds.observe(time.monotonic() - started)
         metrics.last_commit.set_to_current_time()
         # After the acks: the mark speaks for what came before this batch, so they need not wait for it.
-        self._store_marks(marks)
+        self._beacon.store(marks)
