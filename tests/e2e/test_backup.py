@@ -3,6 +3,7 @@ stop, `eventpipe restore`, start again. Exactly the backed-up events come back, 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 
 from eventpipe.host import free_port
+from tests.support.mqtt import publish_raw
 from tests.support.stack import Up, count_rows, run_eventpipe, stored_ids
 from tests.support.stream import Stream
 from tests.support.wait import wait_until
@@ -61,6 +63,10 @@ def ids_in_backup(data_dir: Path, name: str) -> list[str]:
 def test_restore_drill_gives_back_exactly_what_was_backed_up_while_ingesting(tmp_path: Path, stacks: list[Up]) -> None:
     data = tmp_path / "data"
     up, api = start(stacks, data)
+    # A user whose events the backup holds, erased after it: the restore erases them again itself.
+    gone = [json.dumps({"event_id": f"gone-{i}", "event_type": "gone", "user_id": "gone"}).encode() for i in range(5)]
+    assert publish_raw(up.mqtt_url, [("events/gone", payload) for payload in gone]) == len(gone)
+    wait_until(lambda: stored(api, "gone") == len(gone), timeout=60, what="the user's events stored")
     stream = Stream(up.mqtt_url, count=3000, rate=600, prefix="drill")
     stream.start()
     wait_until(lambda: stored(api) >= 400, timeout=60, what="the stream flowing in")
@@ -80,32 +86,39 @@ def test_restore_drill_gives_back_exactly_what_was_backed_up_while_ingesting(tmp
     assert len(more.acknowledged()) == more.count
     wait_until(lambda: stored(api) == stream.count + more.count, timeout=60, what="the events after the backup")
     assert taken["name"] in [item["name"] for item in api.get("/admin/backups").json()["items"]]
-    # An erasure after the backup: the restore brings back what it erased, and says so.
-    assert api.post("/admin/erase", json={"user_id": "erased-after-the-backup"}).status_code == 200
+    # Erasures after the backup: the restore erases again the user whose events it brings back, and says
+    # that it cannot find one who had none in it.
+    for user in ("gone", "erased-after-the-backup"):
+        assert api.post("/admin/erase", json={"user_id": user}).status_code == 200
     assert up.stop(signal.SIGINT) == 0, up.output()
 
-    in_backup = ids_in_backup(data, taken["name"])
-    assert len(in_backup) == len(set(in_backup)) == taken["events"]
-    assert before <= taken["events"] <= after, "what the backup holds is what was stored while it was taken"
+    held = ids_in_backup(data, taken["name"])
+    assert len(held) == len(set(held)) == taken["events"]
+    in_backup = [event_id for event_id in held if not event_id.startswith("gone-")]
+    assert len(in_backup) == len(held) - len(gone)
+    assert before <= len(in_backup) <= after, "what the backup holds is what was stored while it was taken"
     # One producer, one worker, batches committed in order: a consistent backup holds a prefix of the
     # stream, never a batch in part, nor one without those before it.
-    assert set(in_backup) == {f"drill-{i}" for i in range(taken["events"])}
+    assert set(in_backup) == {f"drill-{i}" for i in range(len(in_backup))}
 
     done = run_eventpipe("restore", "--data-dir", str(data), "--backup", taken["name"])
     assert done.returncode == 0, done.stderr
     assert f"restored backup {taken['name']} into {data.resolve()}: {taken['events']} events" in done.stdout
-    assert f"1 erasure(s) were made since backup {taken['name']} was taken" in done.stderr, done.stderr
+    since = f"erased since backup {taken['name']} was taken"
+    assert f"erased again 1 of the 2 user(s) {since}, whose events it held: 5 events" in done.stdout, done.stdout
+    assert f"1 user(s) {since} had no events in it" in done.stderr, done.stderr
     restored = stored_ids(data)
     assert len(restored) == len(set(restored)), "a restored event shows twice"
-    assert set(restored) == set(in_backup), "exactly the backed-up events, none stored after the backup"
+    assert set(restored) == set(in_backup), "the backed-up events but the erased user's, none stored after the backup"
 
     again, api = start(stacks, data)
-    assert api.get(f"/events/drill-{taken['events'] - 1}").status_code == 200, "found by id after the restore"
+    assert api.get(f"/events/drill-{len(in_backup) - 1}").status_code == 200, "found by id after the restore"
+    assert api.get("/events/gone-0").status_code == 404
     assert api.get("/events/more-0").status_code == 404
     resumed = Stream(again.mqtt_url, count=200, rate=1000, prefix="resume")
     resumed.start()
     assert len(resumed.acknowledged()) == resumed.count
-    wait_until(lambda: stored(api) == taken["events"] + resumed.count, timeout=60, what="ingest resumed")
+    wait_until(lambda: stored(api) == len(in_backup) + resumed.count, timeout=60, what="ingest resumed")
     listed = [item["name"] for item in api.get("/admin/backups").json()["items"]]
     assert taken["name"] in listed and len(listed) == 2, f"the drill's backup and the one of what it replaced: {listed}"
     assert again.stop(signal.SIGINT) == 0, again.output()
@@ -114,7 +127,9 @@ def test_restore_drill_gives_back_exactly_what_was_backed_up_while_ingesting(tmp
     # drill's restore had brought the erased user back. Its own time said nothing of an erasure made before
     # it, and the user came back unsaid (found by an attack).
     undo = run_eventpipe("restore", "--data-dir", str(data), "--backup", replaced(done.stdout))
-    assert undo.returncode == 0 and "erase" not in undo.stderr, undo.stderr
+    # The restore's own erasure of "gone" came after the backup it took of what it replaced: a user who had
+    # no events in it.
+    assert undo.returncode == 0 and "erased again 0 of the 1 user(s)" in undo.stdout, undo.stdout
     redo = run_eventpipe("restore", "--data-dir", str(data), "--backup", replaced(undo.stdout))
     assert redo.returncode == 0, redo.stderr
     assert f"backup {replaced(undo.stdout)} holds again 1 user(s) erased before it was taken" in redo.stderr, (

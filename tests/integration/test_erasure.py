@@ -27,6 +27,7 @@ from eventpipe.store.erasure import Erased, Eraser
 from eventpipe.store.mark import REPLAY_AHEAD
 from eventpipe.store.mention import mentions
 from eventpipe.store.migration import migrate
+from eventpipe.store.redo import Redone, redo_erasures
 from eventpipe.store.schema.version import REFILLED
 from eventpipe.store.writer import Mark, Writer
 from tests.support.api import ADMIN, ADMIN_NAME, AUTH, ERASURE_SECRET, admin_client, walk
@@ -357,6 +358,41 @@ def test_the_audit_outlives_a_restore_that_brings_an_erased_user_back(api: TestC
     after = backups.take("test")
     assert backups.restore(after.name, 0, "test").erased_since == 0
     assert reads(api)["users"] == {ERASED: 0, KEPT: 40}
+
+
+def test_a_restore_erases_again_whom_the_audit_names_since_the_backup_and_no_one_else(
+    api: TestClient, clickhouse_dsn: str
+) -> None:
+    # The audit keeps only keyed hashes: the restore finds the users among the ids of the events it brought
+    # back. Before, it said how many erasures to redo, and the operator had to find whom from their own records.
+    client = connect(clickhouse_dsn)
+    backups = Backups(client)
+    # Erased before the backup, then back with new events of their own: the backup holds those, and they stay.
+    assert api.post("/admin/erase", json={"user_id": KEPT}, headers=ADMIN).status_code == 200
+    Writer(client).insert_events([event(i, KEPT, dated=False) for i in range(100, 105)])
+    taken = backups.take("test")
+    for user in (ERASED, "no-events-of-theirs"):
+        assert api.post("/admin/erase", json={"user_id": user}, headers=ADMIN).status_code == 200
+    restored = backups.restore(taken.name, 0, "test")
+    assert restored.erased_since == 2
+    assert reads(api)["users"] == {ERASED: 40, KEPT: 5}, "the backup's events are back"
+
+    other = "another-secret-0123456789abcdef0123"
+    assert redo_erasures(client, taken.name, other, Eraser(client, embedded=True), "t") == (2, 0, 0, 0, True)
+    redone = redo_erasures(client, taken.name, ERASURE_SECRET, Eraser(client, embedded=True), "eventpipe restore")
+    assert redone == Redone(users=2, found=1, events=40, dead_letters=len(NAMING), complete=True)
+    after = reads(api)
+    assert after["users"] == {ERASED: 0, KEPT: 5}
+    assert not any(item.startswith(f"{ERASED}/") for item in after["export"] + after["feed"])
+    audit = api.get("/admin/erasures", params={"user_id": ERASED}, headers=ADMIN).json()["items"]
+    assert [item["key_name"] for item in audit] == ["eventpipe restore", ADMIN_NAME], audit
+    # Redone once: a restore of a backup taken since finds no one to erase again.
+    time.sleep(1.1)  # a backup's name gives its time to the second
+    since = backups.take("test")
+    backups.restore(since.name, 0, "test")
+    assert redo_erasures(client, since.name, ERASURE_SECRET, Eraser(client, embedded=True), "t") == Redone(
+        0, 0, 0, 0, True
+    )
 
 
 def test_restoring_the_backup_of_what_a_restore_replaced_says_whom_it_brings_back(

@@ -8,18 +8,24 @@ import signal
 import sys
 from pathlib import Path
 
+from clickhouse_connect.driver.client import Client
+
 from eventpipe.api.model import rfc3339
 from eventpipe.cli.runtime import setup_logging, warn_password_flag
 from eventpipe.config import Settings
 from eventpipe.errors import BackupError, ConfigError, StorageError
 from eventpipe.host import interrupted_by
 from eventpipe.redaction import redact
+from eventpipe.stack.credential import kept_secret
 from eventpipe.stack.lock import stopped
 from eventpipe.stack.private import private_store
-from eventpipe.store.backup import Backups
+from eventpipe.stack.secret import ERASURE_KEY_FILE
+from eventpipe.store.backup import Backups, Restored
 from eventpipe.store.catalog import Backup
 from eventpipe.store.client import backup_dir, connect
 from eventpipe.store.dsn import embedded_dsn
+from eventpipe.store.erasure import Eraser
+from eventpipe.store.redo import redo_erasures
 
 log = logging.getLogger("eventpipe")
 TAKEN_BY = "eventpipe restore"
@@ -49,6 +55,8 @@ def run_restore(args: argparse.Namespace) -> int:
         dsn, where = embedded_dsn(data_dir), str(data_dir.resolve())
         _check_present(dsn, args.backup)
     try:
+        # Before anything is dropped: a secret file that cannot be read stops the restore, not its end.
+        secret = _erasure_secret(settings, data_dir)
         try:
             client = connect(dsn)
         except StorageError as exc:
@@ -67,9 +75,16 @@ def run_restore(args: argparse.Namespace) -> int:
         # A stop asked for by a signal, as Ctrl-C is: told as an interruption, with what it left.
         with interrupted_by(signal.SIGTERM, signal.SIGHUP):
             restored = Backups(client).restore(args.backup, settings.retention_days, TAKEN_BY, replacing)
+        # Under the lock still: no `up` may start until the users erased since are gone again.
+        return _finish(client, restored, secret, data_dir is not None, where)
     finally:
         if lock is not None:
             lock.close()
+
+
+def _finish(client: Client, restored: Restored, secret: str | None, embedded: bool, where: str) -> int:
+    """Say what the restore brought back, erase again who was erased since the backup (with `secret`, the
+    audit's key), and say what is left to redo."""
     print(
         f"restored backup {restored.name} into {where}: {restored.events} events, "
         f"{restored.dead_letters} dead letters; tables derived from events rebuilt from them",
@@ -77,7 +92,38 @@ def run_restore(args: argparse.Namespace) -> int:
     )
     log.info("restored backup %s into %s", restored.name, where)
     erased = restored.erased_since
-    if erased != 0:
+    if erased and secret is not None:
+        eraser = Eraser(client, embedded=embedded)
+        try:
+            redone = redo_erasures(client, restored.name, secret, eraser, TAKEN_BY)
+        except StorageError as exc:
+            print(
+                f"eventpipe restore: the restore is done, but erasing again the users erased since backup "
+                f"{restored.name} was taken failed ({exc}): the events of those users may be in the store again; "
+                f"run the same restore again, or {AGAIN}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
+        print(
+            f"erased again {redone.found} of the {redone.users} user(s) erased since backup {restored.name} was "
+            f"taken, whose events it held: {redone.events} events, {redone.dead_letters} dead letters (each "
+            f"recorded in the audit, by {TAKEN_BY!r})",
+            flush=True,
+        )
+        if redone.found < redone.users or not redone.complete:
+            # Found by the user ids of their events: one with dead letters only in the backup, or erased under
+            # another key, is not.
+            said = (
+                f"{redone.users - redone.found} user(s) erased since backup {restored.name} was taken had no events "
+                f"in it, or were erased under another EVENTPIPE_ERASURE_SECRET (GET /admin/erasures lists those "
+                f"erasures among those from {rfc3339(restored.erased_since_ms)} on): dead letters naming them may be "
+                "back"
+                if redone.found < redone.users
+                else "an erasure made again was not complete (see the log above)"
+            )
+            print(f"eventpipe restore: {said}; {AGAIN}", file=sys.stderr, flush=True)
+    elif erased != 0:
         since = f"since backup {restored.name} was taken"
         said = (
             f"could not count the erasures made {since}: those GET /admin/erasures lists from then on may have"
@@ -86,7 +132,8 @@ def run_restore(args: argparse.Namespace) -> int:
             # From the oldest time the audit gives them, not the backup's: one recorded under a clock set back
             # carries a time from before the backup's, and is after it all the same (store.lineage).
             else f"{erased} erasure(s) were made {since} (GET /admin/erasures lists them among those from "
-            f"{rfc3339(restored.erased_since_ms)} on): the events of those users may be in the store again"
+            f"{rfc3339(restored.erased_since_ms)} on): the events of those users may be in the store again, "
+            "and without EVENTPIPE_ERASURE_SECRET (the API's) the restore cannot find them to erase them again"
         )
         # The audit keeps only keyed hashes: who they were is in the operator's own record of the requests.
         print(f"eventpipe restore: {said}; {AGAIN}", file=sys.stderr, flush=True)
@@ -103,6 +150,14 @@ def run_restore(args: argparse.Namespace) -> int:
         )
         print(f"eventpipe restore: {said}; {AGAIN}", file=sys.stderr, flush=True)
     return 0
+
+
+def _erasure_secret(settings: Settings, data_dir: Path | None) -> str | None:
+    """The key of the audit's hashes, as the API holds it: EVENTPIPE_ERASURE_SECRET, or the one `eventpipe up`
+    keeps in its data dir; None on a server without it set."""
+    if settings.erasure_secret is not None:
+        return settings.erasure_secret.get_secret_value()
+    return None if data_dir is None else kept_secret(data_dir / ERASURE_KEY_FILE)
 
 
 def _check_present(dsn: str, name: str) -> None:

@@ -69,6 +69,11 @@ ERASED_SINCE_TIME = (
     "SELECT count(), min(toUnixTimestamp64Milli(erased_at)) FROM erasures"
     " WHERE erased_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')"
 )
+# Whom they erased: the keyed hash of each user (store.audit), once, for a restore to erase them again.
+HASHES_SINCE = "SELECT DISTINCT user_hash FROM erasures WHERE " + FROM_PLACE  # noqa: S608
+HASHES_SINCE_TIME = (
+    "SELECT DISTINCT user_hash FROM erasures WHERE erased_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')"
+)
 # Restores within restores are followed this deep at most: each step goes back in time, so only a store
 # restored hundreds of times over could need more, and what lies further back is then left out.
 MAX_DEPTH = 100
@@ -119,6 +124,12 @@ def erased_since(listed: bool, ordinal_before: int | None, name_ms: int) -> tupl
     if not listed:
         return ERASED_SINCE_TIME, {"since": name_ms}
     return ERASED_SINCE, from_place(catalogued(ordinal_before, name_ms)[0])
+
+
+def hashes_since(listed: bool, ordinal_before: int | None, name_ms: int) -> tuple[str, dict[str, object]]:
+    """The query of the users' hashes those erasures name (`erased_since`'s erasures), and its parameters."""
+    sql, parameters = erased_since(listed, ordinal_before, name_ms)
+    return (HASHES_SINCE_TIME if sql == ERASED_SINCE_TIME else HASHES_SINCE), parameters
 
 
 def returned(

@@ -1,13 +1,27 @@
 """What a restore leaves to redo, counted on the restored store: the erasures the audit records since the
-backup was taken, and the users erased before it that it holds again (store.lineage's order, not clocks)."""
+backup was taken, and the users erased before it that it holds again (store.lineage's order, not clocks);
+and the first of those redone.
+
+The audit keeps a keyed hash of each erased user, never the id. A restore that holds the key finds the
+users again by hashing every user id the restored events hold (the user index, walked in its own order a
+page at a time) and erases those whose hash an erasure since the backup names: every event of theirs in
+the backup was stored before that erasure, so erasing them all again is what it did. Users erased before
+the backup that it holds again are not redone: events of theirs stored after the restore that brought them
+back may be wanted, and only the operator knows.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
+from eventpipe.store.audit import Erasure, user_hash
+from eventpipe.store.erasure import Eraser
 from eventpipe.store.failure import classified
 from eventpipe.store.lineage import (
     ERASURES_SINCE,
@@ -18,11 +32,35 @@ from eventpipe.store.lineage import (
     earliest,
     erased_since,
     from_place,
+    hashes_since,
     named,
     recorded,
     returned,
 )
 from eventpipe.store.naming import taken_ms
+
+log = logging.getLogger(__name__)
+
+# The user ids the restored events hold, from the first (an empty id is one) or past `after`: the user index's
+# primary key starts with user_id, so a page reads from there on in order and stops once it holds `n` ids.
+USERS = (
+    "SELECT DISTINCT user_id FROM events_by_user WHERE user_id {op} {{after:String}}"
+    " ORDER BY user_id LIMIT {{n:UInt32}}"
+)
+USERS_FROM, USERS_AFTER = USERS.format(op=">="), USERS.format(op=">")
+USER_PAGE = 10_000
+
+
+class Redone(NamedTuple):
+    """The erasures a restore made again: of the users erased since the backup was taken (`users`), those
+    whose events it held (`found`), with what their erasures deleted."""
+
+    users: int
+    found: int
+    events: int
+    dead_letters: int
+    # False: one of them may have missed something (store.erasure.Erased.complete).
+    complete: bool
 
 
 def erasures_since(client: Client, name: str) -> tuple[int, int]:
@@ -60,6 +98,42 @@ def users_returned(client: Client, name: str) -> tuple[int | None, int]:
         ]
     back = returned(name, taken, restores, [(place, user) for _, place, user in rows])
     return len(back), min((at for at, _, user in rows if user in back), default=0)
+
+
+def redo_erasures(
+    client: Client, name: str, secret: str, eraser: Eraser, taken_by: str, clock: Callable[[], int] = time.time_ns
+) -> Redone:
+    """Erase again every user erased since backup `name` was taken whose events the restored store holds,
+    each recorded in the audit as an erasure by `taken_by`. `secret` keys the audit's hashes
+    (EVENTPIPE_ERASURE_SECRET): users erased under another are not found."""
+    with classified():
+        rows = _rows(client, f"{PLACES} WHERE name = {{n:String}}", {"n": name})
+        sql, parameters = hashes_since(bool(rows), _ordinal(rows[0][2]) if rows else None, taken_ms(name))
+        wanted = {str(row[0]) for row in _rows(client, sql, parameters)}
+        found = _holding(client, wanted, secret) if wanted else []
+    events = dead_letters = 0
+    complete = True
+    for user_id in found:
+        digest = user_hash(user_id, secret)
+        erased = eraser.erase(user_id)
+        eraser.record(Erasure(str(uuid.uuid4()), clock() // 1_000_000, taken_by, digest, *erased[:2], erased.complete))
+        log.info("erased again user hash %s...: %d events, %d dead letters", digest[:12], *erased[:2])
+        events, dead_letters = events + erased.events, dead_letters + erased.dead_letters
+        complete = complete and erased.complete
+    return Redone(len(wanted), len(found), events, dead_letters, complete)
+
+
+def _holding(client: Client, hashes: set[str], secret: str) -> list[str]:
+    """The user ids of the stored events whose keyed hash is among `hashes`."""
+    found: list[str] = []
+    sql, after = USERS_FROM, ""
+    while len(found) < len(hashes):
+        page = [str(row[0]) for row in _rows(client, sql, {"after": after, "n": USER_PAGE})]
+        found += [user_id for user_id in page if user_hash(user_id, secret) in hashes]
+        if len(page) < USER_PAGE:
+            break
+        sql, after = USERS_AFTER, page[-1]
+    return found
 
 
 def _ordinal(value: object) -> int | None:
