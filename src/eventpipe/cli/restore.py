@@ -94,17 +94,18 @@ def _finish(client: Client, restored: Restored, secret: str | None, embedded: bo
     erased = restored.erased_since
     if erased and secret is not None:
         eraser = Eraser(client, embedded=embedded)
+        undone = (
+            f"the restore is done, but not the erasing again of the users erased since backup {restored.name} was "
+            f"taken: the events of some may be in the store again; run the same restore again, or {AGAIN}"
+        )
         try:
-            redone = redo_erasures(client, restored.name, secret, eraser, TAKEN_BY)
+            with interrupted_by(signal.SIGTERM, signal.SIGHUP):
+                redone = redo_erasures(client, restored.name, secret, eraser, TAKEN_BY)
         except StorageError as exc:
-            print(
-                f"eventpipe restore: the restore is done, but erasing again the users erased since backup "
-                f"{restored.name} was taken failed ({exc}): the events of those users may be in the store again; "
-                f"run the same restore again, or {AGAIN}",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"eventpipe restore: {exc}; {undone}", file=sys.stderr, flush=True)
             return 1
+        except KeyboardInterrupt as exc:
+            raise KeyboardInterrupt(undone) from exc
         print(
             f"erased again {redone.found} of the {redone.users} user(s) erased since backup {restored.name} was "
             f"taken, whose events it held: {redone.events} events, {redone.dead_letters} dead letters (each "
