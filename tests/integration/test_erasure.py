@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from eventpipe.api.body import MAX_BODY_BYTES
 from eventpipe.api.model import rfc3339
+from eventpipe.errors import BackupError, StorageError
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.ingest import replay
 from eventpipe.ingest.mark import Marker
@@ -24,6 +26,7 @@ from eventpipe.store.audit import user_hash
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.erasure import Erased, Eraser
+from eventpipe.store.halfway import unfinished_restore
 from eventpipe.store.mark import REPLAY_AHEAD
 from eventpipe.store.mention import mentions
 from eventpipe.store.migration import migrate
@@ -367,32 +370,42 @@ def test_a_restore_erases_again_whom_the_audit_names_since_the_backup_and_no_one
     # back. Before, it said how many erasures to redo, and the operator had to find whom from their own records.
     client = connect(clickhouse_dsn)
     backups = Backups(client)
+
+    def redo(secret: str) -> Callable[[int], Redone]:
+        eraser = Eraser(client, embedded=True)
+        return lambda first: redo_erasures(client, taken.name, secret, eraser, "eventpipe restore", first)
+
     # Erased before the backup, then back with new events of their own: the backup holds those, and they stay.
     assert api.post("/admin/erase", json={"user_id": KEPT}, headers=ADMIN).status_code == 200
     Writer(client).insert_events([event(i, KEPT, dated=False) for i in range(100, 105)])
     taken = backups.take("test")
     for user in (ERASED, "no-events-of-theirs"):
         assert api.post("/admin/erase", json={"user_id": user}, headers=ADMIN).status_code == 200
-    restored = backups.restore(taken.name, 0, "test")
-    assert restored.erased_since == 2
-    assert reads(api)["users"] == {ERASED: 40, KEPT: 5}, "the backup's events are back"
+    # Under another key no one is found, and the backup's events are back.
+    other = backups.restore(taken.name, 0, "test", redo=redo("another-secret-0123456789abcdef0123"))
+    assert (other.erased_since, other.redone) == (2, Redone(users=2, found=0, events=0, dead_letters=0, complete=True))
+    assert reads(api)["users"] == {ERASED: 40, KEPT: 5}
 
-    other = "another-secret-0123456789abcdef0123"
-    assert redo_erasures(client, taken.name, other, Eraser(client, embedded=True), "t") == (2, 0, 0, 0, True)
-    redone = redo_erasures(client, taken.name, ERASURE_SECRET, Eraser(client, embedded=True), "eventpipe restore")
-    assert redone == Redone(users=2, found=1, events=40, dead_letters=len(NAMING), complete=True)
+    # Stopped while it erases again: unfinished, as a restore stopped after its drop, so nothing starts on it.
+    def failing(first: int) -> Redone:
+        raise StorageError("the store went away")
+
+    with pytest.raises(BackupError, match="the store is incomplete: run this restore again"):
+        backups.restore(taken.name, 0, "test", redo=failing)
+    assert unfinished_restore(client) is not None
+    restored = backups.restore(taken.name, 0, "test", redo=redo(ERASURE_SECRET))
+    assert restored.redone == Redone(users=2, found=1, events=40, dead_letters=len(NAMING), complete=True)
     after = reads(api)
     assert after["users"] == {ERASED: 0, KEPT: 5}
     assert not any(item.startswith(f"{ERASED}/") for item in after["export"] + after["feed"])
     audit = api.get("/admin/erasures", params={"user_id": ERASED}, headers=ADMIN).json()["items"]
     assert [item["key_name"] for item in audit] == ["eventpipe restore", ADMIN_NAME], audit
-    # Redone once: a restore of a backup taken since finds no one to erase again.
+    # After the restore in the audit's order: a backup taken since holds no one to erase again. The user the
+    # restore could not find is still said to be held again: no events of theirs, but maybe dead letters.
     time.sleep(1.1)  # a backup's name gives its time to the second
-    since = backups.take("test")
-    backups.restore(since.name, 0, "test")
-    assert redo_erasures(client, since.name, ERASURE_SECRET, Eraser(client, embedded=True), "t") == Redone(
-        0, 0, 0, 0, True
-    )
+    taken = backups.take("test")
+    again = backups.restore(taken.name, 0, "test", redo=redo(ERASURE_SECRET))
+    assert (again.erased_since, again.returned, again.redone) == (0, 1, Redone(0, 0, 0, 0, True))
 
 
 def test_restoring_the_backup_of_what_a_restore_replaced_says_whom_it_brings_back(

@@ -6,9 +6,8 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-
-from clickhouse_connect.driver.client import Client
 
 from eventpipe.api.model import rfc3339
 from eventpipe.cli.runtime import setup_logging, warn_password_flag
@@ -25,7 +24,7 @@ from eventpipe.store.catalog import Backup
 from eventpipe.store.client import backup_dir, connect
 from eventpipe.store.dsn import embedded_dsn
 from eventpipe.store.erasure import Eraser
-from eventpipe.store.redo import redo_erasures
+from eventpipe.store.redo import Redone, redo_erasures
 
 log = logging.getLogger("eventpipe")
 TAKEN_BY = "eventpipe restore"
@@ -72,40 +71,34 @@ def run_restore(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
+        redo: Callable[[int], Redone] | None = None
+        if secret is not None:
+            eraser, key = Eraser(client, embedded=data_dir is not None), secret
+
+            def redo(first: int) -> Redone:
+                # Before the restore is recorded as finished: killed meanwhile, it is one to run again.
+                return redo_erasures(client, args.backup, key, eraser, TAKEN_BY, first)
+
         # A stop asked for by a signal, as Ctrl-C is: told as an interruption, with what it left.
         with interrupted_by(signal.SIGTERM, signal.SIGHUP):
-            restored = Backups(client).restore(args.backup, settings.retention_days, TAKEN_BY, replacing)
-        # Under the lock still: no `up` may start until the users erased since are gone again.
-        return _finish(client, restored, secret, data_dir is not None, where)
+            restored = Backups(client).restore(args.backup, settings.retention_days, TAKEN_BY, replacing, redo)
     finally:
         if lock is not None:
             lock.close()
+    return _finish(restored, where)
 
 
-def _finish(client: Client, restored: Restored, secret: str | None, embedded: bool, where: str) -> int:
-    """Say what the restore brought back, erase again who was erased since the backup (with `secret`, the
-    audit's key), and say what is left to redo."""
+def _finish(restored: Restored, where: str) -> int:
+    """Say what the restore brought back, whom it erased again (those erased since the backup), and what is
+    left to redo."""
     print(
         f"restored backup {restored.name} into {where}: {restored.events} events, "
         f"{restored.dead_letters} dead letters; tables derived from events rebuilt from them",
         flush=True,
     )
     log.info("restored backup %s into %s", restored.name, where)
-    erased = restored.erased_since
-    if erased and secret is not None:
-        eraser = Eraser(client, embedded=embedded)
-        undone = (
-            f"the restore is done, but not the erasing again of the users erased since backup {restored.name} was "
-            f"taken: the events of some may be in the store again; run the same restore again, or {AGAIN}"
-        )
-        try:
-            with interrupted_by(signal.SIGTERM, signal.SIGHUP):
-                redone = redo_erasures(client, restored.name, secret, eraser, TAKEN_BY)
-        except StorageError as exc:
-            print(f"eventpipe restore: {exc}; {undone}", file=sys.stderr, flush=True)
-            return 1
-        except KeyboardInterrupt as exc:
-            raise KeyboardInterrupt(undone) from exc
+    erased, redone = restored.erased_since, restored.redone
+    if redone is not None and redone.users:
         print(
             f"erased again {redone.found} of the {redone.users} user(s) erased since backup {restored.name} was "
             f"taken, whose events it held: {redone.events} events, {redone.dead_letters} dead letters (each "
@@ -124,7 +117,7 @@ def _finish(client: Client, restored: Restored, secret: str | None, embedded: bo
                 else "an erasure made again was not complete (see the log above)"
             )
             print(f"eventpipe restore: {said}; {AGAIN}", file=sys.stderr, flush=True)
-    elif erased != 0:
+    elif erased != 0 and redone is None:
         since = f"since backup {restored.name} was taken"
         said = (
             f"could not count the erasures made {since}: those GET /admin/erasures lists from then on may have"

@@ -43,7 +43,7 @@ from eventpipe.store.naming import check_name, new_name, on_disk
 from eventpipe.store.numbering import renumber
 from eventpipe.store.page import Position
 from eventpipe.store.query import quoted
-from eventpipe.store.redo import erasures_since, users_returned
+from eventpipe.store.redo import Redone, erasures_since, users_returned
 from eventpipe.store.scratch import drop_leftovers, new_scratch
 from eventpipe.store.turn import Turn
 
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 # finished row's is read, and no erasure runs during a restore (the stack is stopped).
 RECORD_RESTORE = (
     "INSERT INTO restores (restored_at, backup, taken_by, restore_id, finished, ordinal)"
-    " SELECT now64(3, 'UTC'), {backup:String}, {by:String}, {id:UInt64}, {finished:UInt8}, " + RECORDED_SO_FAR + " + 1"
+    " SELECT now64(3, 'UTC'), {backup:String}, {by:String}, {id:UInt64}, {finished:UInt8}, {ordinal:UInt64}"
 )
 
 
@@ -74,6 +74,8 @@ class Restored(NamedTuple):
     # The oldest time the audit gives those erasures (erased_since): those it lists from then on include
     # them. Before the backup's own time where a clock was set wrong when either was recorded.
     erased_since_ms: int = 0
+    # What the restore's `redo` did before it finished, None without one.
+    redone: Redone | None = None
 
 
 class Backups:
@@ -109,7 +111,12 @@ class Backups:
             return [backup for backup in found if present(self._client, backup.name, database)], resume
 
     def restore(
-        self, name: str, retention_days: int, taken_by: str, replacing: Callable[[Backup], None] | None = None
+        self,
+        name: str,
+        retention_days: int,
+        taken_by: str,
+        replacing: Callable[[Backup], None] | None = None,
+        redo: Callable[[int], Redone] | None = None,
     ) -> Restored:
         """Replace every table but migration.KEPT with the backup's, migrate, rebuild migration.DERIVED.
 
@@ -117,7 +124,11 @@ class Backups:
         or half-derived. What the store held before is backed up first (unless
         empty), so a restore is undone by restoring that backup, which is given
         to `replacing` before the drop; a failure before the drop changes
-        nothing, and after it, running the restore again finishes it.
+        nothing, and after it, running the restore again finishes it. `redo`
+        erases again who was erased since the backup (store.redo), numbering its
+        erasures from the ordinal it is given on: once the store is whole, before
+        the restore is recorded as finished, so a restore killed meanwhile is
+        one to run again, and nothing starts on its store.
         """
         check_name(name)
         with self._turn.taken("a restore"):
@@ -160,7 +171,7 @@ class Backups:
             if half is None:
                 # Not on a store already half restored: its mark would say nothing had been dropped.
                 mark(self._client, started)
-            self._generation(name, taken_by, False, started)
+            self._generation(name, taken_by, False, started, 0)
             before = f", or restore {replaced.name} (what the store held before)" if replaced else ""
             incomplete = f"the store is incomplete: run this restore again{before}"
             try:
@@ -174,7 +185,10 @@ class Backups:
                     for table, rows in DERIVED.items():
                         self._client.command(f"TRUNCATE TABLE {quoted(table)}")
                         self._client.command(f"INSERT INTO {quoted(table)} {rows}")
-                self._generation(name, taken_by, True, secrets.randbits(62) + 1)
+                # Its place in the audit's order is taken now, and its redo's erasures come after it.
+                ordinal = int(str(self._rows(f"SELECT {RECORDED_SO_FAR} + 1")[0][0]))
+                redone = redo(ordinal + 1) if redo is not None else None
+                self._generation(name, taken_by, True, secrets.randbits(62) + 1, ordinal)
             except EventpipeError as exc:
                 raise BackupError(f"{exc}; {incomplete}") from exc
             except KeyboardInterrupt as exc:
@@ -193,7 +207,7 @@ class Backups:
                 # A stop asked for once the store is whole: said as a count not taken, not as an interruption
                 # that left the erasures to redo unsaid.
                 log.warning("stopped before counting the erasures to redo: the restore of %s is done", name)
-            return Restored(name, events, dead_letters, replaced, erased, back, since, erased_ms)
+            return Restored(name, events, dead_letters, replaced, erased, back, since, erased_ms, redone)
 
     def _refuse_running(self) -> None:
         """Refuse (BackupError) while a worker or a replay has marked itself running a moment ago: a restore
@@ -213,13 +227,20 @@ class Backups:
         rows = self._rows(f"{RECORDED} WHERE name = {{n:String}}", {"n": name})
         return Backup(*rows[0]) if rows else None
 
-    def _generation(self, name: str, taken_by: str, finished: bool, restore_id: int) -> None:
+    def _generation(self, name: str, taken_by: str, finished: bool, restore_id: int, ordinal: int) -> None:
         """Start a new generation of the store (store.schema.record.RESTORES): a random id, never 0. At the
-        server's time, not the restoring machine's; ordered against erasures by its ordinal (store.lineage)."""
+        server's time, not the restoring machine's; ordered against erasures by its ordinal (store.lineage),
+        which only a finished row's is read for."""
         with classified():
             self._client.command(
                 RECORD_RESTORE,
-                parameters={"backup": name, "by": taken_by, "id": restore_id, "finished": int(finished)},
+                parameters={
+                    "backup": name,
+                    "by": taken_by,
+                    "id": restore_id,
+                    "finished": int(finished),
+                    "ordinal": ordinal,
+                },
             )
 
     def _take(self, taken_by: str) -> Backup:

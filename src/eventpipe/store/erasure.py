@@ -228,11 +228,13 @@ class Eraser:
         sql = f"SELECT count() FROM {quoted(table.name)} WHERE {user_rows(table.cut)}"  # noqa: S608 - quoted
         return self._count(sql, user) > 0
 
-    def record(self, erasure: Erasure) -> None:
+    def record(self, erasure: Erasure, ordinal: int | None = None) -> None:
         """Append `erasure` to the audit, numbered in its order (store.lineage): read after its deletes are done,
-        so a backup that read a count at or above it began after them, whatever the clocks said."""
+        so a backup that read a count at or above it began after them, whatever the clocks said. A restore's
+        redo gives the `ordinal` (store.backup: after its restore's, recorded once the redo is done)."""
         with classified():
-            ordinal = int(str(self._client.query(f"SELECT {RECORDED_SO_FAR} + 1").result_rows[0][0]))
+            if ordinal is None:
+                ordinal = int(str(self._client.query(f"SELECT {RECORDED_SO_FAR} + 1").result_rows[0][0]))
             self._client.insert(
                 "erasures",
                 [[*erasure, ordinal]],

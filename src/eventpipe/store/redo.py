@@ -101,11 +101,17 @@ def users_returned(client: Client, name: str) -> tuple[int | None, int]:
 
 
 def redo_erasures(
-    client: Client, name: str, secret: str, eraser: Eraser, taken_by: str, clock: Callable[[], int] = time.time_ns
+    client: Client,
+    name: str,
+    secret: str,
+    eraser: Eraser,
+    taken_by: str,
+    first: int,
+    clock: Callable[[], int] = time.time_ns,
 ) -> Redone:
     """Erase again every user erased since backup `name` was taken whose events the restored store holds,
-    each recorded in the audit as an erasure by `taken_by`. `secret` keys the audit's hashes
-    (EVENTPIPE_ERASURE_SECRET): users erased under another are not found."""
+    each recorded in the audit as an erasure by `taken_by`, numbered from `first` on (store.lineage).
+    `secret` keys the audit's hashes (EVENTPIPE_ERASURE_SECRET): users erased under another are not found."""
     with classified():
         rows = _rows(client, f"{PLACES} WHERE name = {{n:String}}", {"n": name})
         sql, parameters = hashes_since(bool(rows), _ordinal(rows[0][2]) if rows else None, taken_ms(name))
@@ -113,10 +119,11 @@ def redo_erasures(
         found = _holding(client, wanted, secret) if wanted else []
     events = dead_letters = 0
     complete = True
-    for user_id in found:
+    for index, user_id in enumerate(found):
         digest = user_hash(user_id, secret)
         erased = eraser.erase(user_id)
-        eraser.record(Erasure(str(uuid.uuid4()), clock() // 1_000_000, taken_by, digest, *erased[:2], erased.complete))
+        erasure = Erasure(str(uuid.uuid4()), clock() // 1_000_000, taken_by, digest, *erased[:2], erased.complete)
+        eraser.record(erasure, first + index)
         log.info("erased again user hash %s...: %d events, %d dead letters", digest[:12], *erased[:2])
         events, dead_letters = events + erased.events, dead_letters + erased.dead_letters
         complete = complete and erased.complete
