@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from typing import Any
 
 from eventpipe.config import Settings
 from eventpipe.events import PROBE_EVENT_TYPE
@@ -35,6 +36,8 @@ class Prober:
         self._address = MqttAddress.parse(settings.mqtt_url)
         self._client = make_client(self._address, client_id(settings.mqtt_session_id), ca_file=settings.mqtt_ca_file)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_publish = self._on_publish
+        self._refusals: set[str] = set()  # what the broker answered a probe with, said once each
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="eventpipe-probe", daemon=True)
 
@@ -53,6 +56,20 @@ class Prober:
         # Whether or not the probe thread still runs: one that died left paho's thread and connection up.
         self._client.disconnect()
         self._client.loop_stop()
+
+    def _on_publish(self, _client: Any, _userdata: Any, _mid: int, reason: Any, _properties: Any) -> None:
+        # A broker whose ACL denies the probe topic answers each probe PUBACK 0x87 and logs nothing: the probes
+        # count as sent, EventpipeIngestStalled pages, and this line is the one that names the cause.
+        if not getattr(reason, "is_failure", False) or str(reason) in self._refusals:
+            return
+        self._refusals.add(str(reason))
+        log.error(
+            "the broker refused this worker's probe to %r: %s; probes cannot be committed, so probe freshness and "
+            "EventpipeIngestStalled see a stalled pipe: the broker must let the worker's user publish there "
+            "(EVENTPIPE_PROBE_TOPIC; compose: mosquitto/acl)",
+            self._settings.probe_topic,
+            reason,
+        )
 
     def _run(self) -> None:
         while not self._stop.wait(self._settings.probe_interval_s):
