@@ -47,3 +47,20 @@ def test_a_clean_environment_gets_no_warning(
     monkeypatch.setenv("EVENTPIPE_API_PORT", str(free_port()))
     assert main(["healthcheck", "api"]) == 1
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_problem_between_two_flags_names_the_flags(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: os.PathLike[str]
+) -> None:
+    # Found walking the docs: `publish --mqtt-url mqtt://... --ca-file CA` was told to fix EVENTPIPE_MQTT_CA_FILE
+    # and EVENTPIPE_MQTT_URL, which were not set: the flags it was given were the ones to change.
+    for name in ("EVENTPIPE_MQTT_URL", "EVENTPIPE_MQTT_CA_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    ca = os.path.join(tmp_path, "ca.pem")
+    with open(ca, "w") as file:
+        file.write("not read: the settings are refused first\n")
+    argv = ["publish", "--mqtt-url", f"mqtt://127.0.0.1:{free_port()}", "--ca-file", ca, "--count", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--ca-file is set, so --mqtt-url must be mqtts://" in err, err
+    assert "EVENTPIPE_" not in err, err

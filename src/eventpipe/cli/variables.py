@@ -5,6 +5,7 @@ setting it most likely meant), and what is wrong with those that it does read, n
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 
 from pydantic import ValidationError
@@ -45,5 +46,10 @@ def settings_problem(exc: ValidationError, flags: dict[str, str] | None = None) 
         field = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         source = (flags or {}).get(field) or f"EVENTPIPE_{field.upper()}"
+        if not field:
+            # A problem between settings names them as variables: those the command line gave go by their flag
+            # (`publish --mqtt-url mqtt://... --ca-file CA` was told to change two variables it never set).
+            for given, flag in (flags or {}).items():
+                message = re.sub(rf"\bEVENTPIPE_{given.upper()}\b", flag, message)
         problems.append(f"{field} ({source}): {message}" if field else message)
     return "invalid settings: " + "; ".join(problems)
