@@ -59,9 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="MQTT over TLS and HTTPS only, with a local CA kept in <data dir>/tls/ (clients trust its ca.pem)",
     )
 
-    commands.add_parser("worker", help="run the ingest worker (settings from EVENTPIPE_* variables)")
-    commands.add_parser("api", help="run the HTTP API (settings from EVENTPIPE_* variables)")
-    commands.add_parser("migrate", help="create the DSN's database if need be, then apply pending schema migrations")
+    commands.add_parser(
+        "worker",
+        help="run the ingest worker (settings from EVENTPIPE_* variables)",
+        description="Consumes EVENTPIPE_MQTT_TOPIC at EVENTPIPE_MQTT_URL and stores the events in "
+        "EVENTPIPE_CLICKHOUSE_DSN, acknowledging each message once its batch is stored; serves its metrics on "
+        "EVENTPIPE_METRICS_HOST:EVENTPIPE_METRICS_PORT/metrics. Settings from EVENTPIPE_* variables only "
+        "(README, Configuration).",
+    )
+    commands.add_parser(
+        "api",
+        help="run the HTTP API (settings from EVENTPIPE_* variables)",
+        description="Serves the events of EVENTPIPE_CLICKHOUSE_DSN on EVENTPIPE_API_HOST:EVENTPIPE_API_PORT to "
+        "holders of EVENTPIPE_API_KEYS or EVENTPIPE_API_KEYS_FILE, and its metrics on "
+        "EVENTPIPE_METRICS_HOST:EVENTPIPE_METRICS_PORT/metrics. Settings from EVENTPIPE_* variables only "
+        "(README, Configuration).",
+    )
+    commands.add_parser(
+        "migrate",
+        help="create the DSN's database if need be, then apply pending schema migrations",
+        description="Creates the database of EVENTPIPE_CLICKHOUSE_DSN if need be, then applies the schema "
+        "migrations it has not had, in order; safe to run again, and after a crash. Settings from EVENTPIPE_* "
+        "variables only (README, Configuration).",
+    )
     commands.add_parser(
         "broker-metrics",
         help="serve a Mosquitto's $SYS statistics and oversize-packet log lines as Prometheus metrics",

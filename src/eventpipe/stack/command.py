@@ -218,7 +218,13 @@ def _serve(
         )
         skipped = no_rules or prometheus.start(inherit_fds=(lock.fileno(),))
         if skipped:
-            log.info("Prometheus not started: %s", skipped)
+            # Not installed or turned off is a choice; a port taken or a binary that fails is not (the SLOs'
+            # rules and alerts then run nowhere).
+            log.log(
+                logging.WARNING if no_rules or prometheus.expected() else logging.INFO,
+                "Prometheus not started: %s",
+                skipped,
+            )
         # Producers are told the broker's anonymous URL, never the worker's.
         mqtt_url = broker.url if broker is not None else settings.mqtt_url
         announce(settings, mqtt_url, api.url, None if skipped else prometheus.url, generated, tls)

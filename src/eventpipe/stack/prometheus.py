@@ -91,6 +91,10 @@ class Prometheus:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def expected(self) -> bool:
+        """Whether it was meant to run: a port asked for and a binary there. Not started then is a warning."""
+        return self.port != 0 and find_binary("prometheus") is not None
+
     def start(self, inherit_fds: tuple[int, ...] = ()) -> str | None:
         """Start it; return None, or why it was not started (never fatal). Port 0 means: do not."""
         if self.port == 0:
