@@ -138,3 +138,24 @@ def unavailable(registry: CollectorRegistry) -> bool:
     except Unavailable:
         return True
     return False
+
+
+def test_a_reader_the_broker_tells_nothing_says_so_and_its_scrapes_fail(
+    broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The worker's user may not read $SYS/#: Mosquitto grants its subscription all the same and sends nothing.
+    # It served 200 without a broker series, healthy, and nothing said why.
+    deaf, heard = Statistics(broker.worker_url, silent_after_s=3), Statistics(str(broker.monitor_url))
+    registries = [CollectorRegistry(), CollectorRegistry()]
+    for statistics, registry in zip((deaf, heard), registries, strict=True):
+        registry.register(statistics)
+        assert statistics.start(wait_s=10), "not subscribed"
+    try:
+        wait_until(lambda: unavailable(registries[0]), timeout=10, what="the silent reader's scrape refused")
+        assert "but the broker has sent nothing in 3 s: the user of EVENTPIPE_MQTT_URL may not read" in caplog.text
+        # One that hears its first tick is served, past the silent reader's bound.
+        wait_until(lambda: sample(registries[1], "broker_clients_connected"), timeout=TICKS_S, what="a first tick")
+        assert not unavailable(registries[1])
+    finally:
+        deaf.stop()
+        heard.stop()

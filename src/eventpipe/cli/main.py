@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         "broker-metrics",
         help="serve a Mosquitto's $SYS statistics and oversize-packet log lines as Prometheus metrics",
         description="Subscribes to $SYS/broker/# at EVENTPIPE_MQTT_URL (a user that may read $SYS/#) and serves "
-        "the values on EVENTPIPE_METRICS_HOST:EVENTPIPE_METRICS_PORT/metrics (503 while not subscribed). Given "
+        "the values on EVENTPIPE_METRICS_HOST:EVENTPIPE_METRICS_PORT/metrics (503 while not subscribed, or "
+        "subscribed and told nothing for 35 s: a user that may not read $SYS/#). Given "
         "the broker's log file (EVENTPIPE_BROKER_LOG_FILE) it also counts the lines about packets refused or "
         "dropped for their size, and keeps the file under 64 MiB. Compose's mosquitto-exporter; `eventpipe up` "
         "does the same for its own broker.",

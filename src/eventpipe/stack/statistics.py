@@ -29,6 +29,7 @@ import logging
 import math
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ LONGEST_PAYLOAD = 32
 # Mosquitto's sys_interval is 10 s, and a tick comes once more than that has passed: away longer, a tick
 # passes without this reader, and its return changes the clients' counts again.
 RETURN_AFTER_S = 12.0
+# Subscribed and told nothing this long (three ticks and some): Mosquitto 2.0 grants a subscription to
+# $SYS/# that its ACL denies the user and then delivers nothing, so a reader without the right served 200
+# with no broker series, healthy, and nothing said why (found walking the docs).
+SILENT_AFTER_S = 35.0
 
 
 def metric_name(key: str) -> str:
@@ -100,6 +105,7 @@ class Statistics(Collector):
         return_after_s: float = RETURN_AFTER_S,
         *,
         seeded: bool = True,
+        silent_after_s: float = SILENT_AFTER_S,
     ) -> None:
         self._address = MqttAddress.parse(url)
         self._ca_file = ca_file
@@ -107,6 +113,9 @@ class Statistics(Collector):
         self._lock = threading.Lock()
         self._values: dict[str, float] = dict.fromkeys(COUNTERS, 0.0) if seeded else {}
         self._subscribed = threading.Event()
+        self._silent_after_s = silent_after_s
+        self._heard = threading.Event()  # a $SYS message since this connection subscribed
+        self._silent = False  # subscribed, and told nothing for silent_after_s: said once, scrapes fail
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="eventpipe-broker-statistics", daemon=True)
@@ -143,6 +152,8 @@ class Statistics(Collector):
     def collect(self) -> Iterator[Metric]:
         if not self._subscribed.is_set():
             raise Unavailable("not subscribed to the broker's $SYS statistics (yet)")
+        if self._silent:
+            raise Unavailable(f"subscribed to {PREFIX}#, but the broker has sent nothing (see the log)")
         with self._lock:
             values = dict(self._values)
         if TOTAL in values and "clients/connected" in values:
@@ -186,9 +197,24 @@ class Statistics(Collector):
         client.connect_async(self._address.host, self._address.port, keepalive=30)
         client.loop_start()
         loop = client._thread  # paho's network thread, to notice if it ever ends on its own
+        self._heard.clear()
+        self._silent = False
+        subscribed_at: float | None = None
         while not self._lost.wait(1.0):
             if loop is None or not loop.is_alive():
                 break
+            if subscribed_at is None and self._subscribed.is_set():
+                subscribed_at = time.monotonic()
+            if subscribed_at is not None and not self._silent and not self._heard.is_set():
+                self._silent = time.monotonic() - subscribed_at > self._silent_after_s
+                if self._silent:
+                    log.error(
+                        "broker statistics: subscribed to %s#, but the broker has sent nothing in %.0f s: the user "
+                        "of EVENTPIPE_MQTT_URL may not read $SYS/# (Mosquitto grants such a subscription and "
+                        "delivers nothing), or the broker's sys_interval is 0; the broker's metrics stay unserved",
+                        PREFIX,
+                        self._silent_after_s,
+                    )
         client.disconnect()
         client.loop_stop()
 
@@ -216,4 +242,5 @@ class Statistics(Collector):
         self._lost.set()
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._heard.set()
         self.take(message.topic, bytes(message.payload))
