@@ -27,14 +27,14 @@ from typing import Any, NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import BackupError, EventpipeError, HaltStorageError, StorageError
+from eventpipe.errors import BackupError, EventpipeError, HaltStorageError
 from eventpipe.store import job
 from eventpipe.store.attachment import HELD, counted, held, opened, present
 from eventpipe.store.catalog import RECORDED, Backup, cut, recorded_query
 from eventpipe.store.disk import discard, room_for_backup, room_for_rehearsal
 from eventpipe.store.failure import classified
 from eventpipe.store.flush import SYNC, flush
-from eventpipe.store.halfway import drop_all, mark, taken_before, unfinished_restore
+from eventpipe.store.halfway import drop_all, mark, record_restore, taken_before, unfinished_restore
 from eventpipe.store.integrity import masked_bytes, ours, purge, rehearse, verify
 from eventpipe.store.lineage import RECORDED_SO_FAR
 from eventpipe.store.mark import RUNNING_WITHIN_MS, retire_all, running_workers
@@ -43,18 +43,11 @@ from eventpipe.store.naming import check_name, new_name, on_disk
 from eventpipe.store.numbering import renumber
 from eventpipe.store.page import Position
 from eventpipe.store.query import quoted
-from eventpipe.store.redo import Redone, erasures_since, users_returned
+from eventpipe.store.redo import Redone, left_to_redo
 from eventpipe.store.scratch import drop_leftovers, new_scratch
 from eventpipe.store.turn import Turn
 
 log = logging.getLogger(__name__)
-
-# A row of `restores`, at the server's time, with its place in the audit's order (store.lineage): only a
-# finished row's is read, and no erasure runs during a restore (the stack is stopped).
-RECORD_RESTORE = (
-    "INSERT INTO restores (restored_at, backup, taken_by, restore_id, finished, ordinal)"
-    " SELECT now64(3, 'UTC'), {backup:String}, {by:String}, {id:UInt64}, {finished:UInt8}, {ordinal:UInt64}"
-)
 
 
 class Restored(NamedTuple):
@@ -171,7 +164,7 @@ class Backups:
             if half is None:
                 # Not on a store already half restored: its mark would say nothing had been dropped.
                 mark(self._client, started)
-            self._generation(name, taken_by, False, started, 0)
+            record_restore(self._client, name, taken_by, False, started, 0)
             before = f", or restore {replaced.name} (what the store held before)" if replaced else ""
             incomplete = f"the store is incomplete: run this restore again{before}"
             try:
@@ -188,25 +181,14 @@ class Backups:
                 # Its place in the audit's order is taken now, and its redo's erasures come after it.
                 ordinal = int(str(self._rows(f"SELECT {RECORDED_SO_FAR} + 1")[0][0]))
                 redone = redo(ordinal + 1) if redo is not None else None
-                self._generation(name, taken_by, True, secrets.randbits(62) + 1, ordinal)
+                record_restore(self._client, name, taken_by, True, secrets.randbits(62) + 1, ordinal)
             except EventpipeError as exc:
                 raise BackupError(f"{exc}; {incomplete}") from exc
             except KeyboardInterrupt as exc:
                 # Ctrl-C once the drop has begun: not a bare "interrupted", the store is not as it was.
                 raise KeyboardInterrupt(incomplete) from exc
             events, dead_letters = (self._rows(query.format(db=quoted(database)))[0][0] for query in HELD)
-            erased: int | None = None  # the restore is done: not to be reported failed for a count
-            erased_ms, back, since = 0, None, 0
-            try:
-                erased, erased_ms = erasures_since(self._client, name)
-                back, since = users_returned(self._client, name)
-            except StorageError as exc:
-                # The restore stands; the caller says the counts could not be taken, this says why.
-                log.warning("restored %s, but could not count the erasures since it: %s", name, exc)
-            except KeyboardInterrupt:
-                # A stop asked for once the store is whole: said as a count not taken, not as an interruption
-                # that left the erasures to redo unsaid.
-                log.warning("stopped before counting the erasures to redo: the restore of %s is done", name)
+            erased, erased_ms, back, since = left_to_redo(self._client, name)
             return Restored(name, events, dead_letters, replaced, erased, back, since, erased_ms, redone)
 
     def _refuse_running(self) -> None:
@@ -226,22 +208,6 @@ class Backups:
         """Backup `name` as the catalog records it, if it does."""
         rows = self._rows(f"{RECORDED} WHERE name = {{n:String}}", {"n": name})
         return Backup(*rows[0]) if rows else None
-
-    def _generation(self, name: str, taken_by: str, finished: bool, restore_id: int, ordinal: int) -> None:
-        """Start a new generation of the store (store.schema.record.RESTORES): a random id, never 0. At the
-        server's time, not the restoring machine's; ordered against erasures by its ordinal (store.lineage),
-        which only a finished row's is read for."""
-        with classified():
-            self._client.command(
-                RECORD_RESTORE,
-                parameters={
-                    "backup": name,
-                    "by": taken_by,
-                    "id": restore_id,
-                    "finished": int(finished),
-                    "ordinal": ordinal,
-                },
-            )
 
     def _take(self, taken_by: str) -> Backup:
         now_ms = self._clock() // 1_000_000

@@ -27,6 +27,13 @@ SAFETY = (
     "SELECT name FROM backups FINAL WHERE position(taken_by, {infix:String}) > 0"
     " AND taken_at > (SELECT max(restored_at) FROM restores WHERE finished) ORDER BY taken_at DESC LIMIT 1"
 )
+# A row of `restores`, at the server's time, with its place in the audit's order (store.lineage): only a
+# finished row's is read. The stack is stopped: the only erasures during a restore are its redo's, which
+# come after it (store.backup).
+RECORD_RESTORE = (
+    "INSERT INTO restores (restored_at, backup, taken_by, restore_id, finished, ordinal)"
+    " SELECT now64(3, 'UTC'), {backup:String}, {by:String}, {id:UInt64}, {finished:UInt8}, {ordinal:UInt64}"
+)
 EXISTS = "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
 LEDGER_COMMENT = "SELECT comment FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
 
@@ -54,6 +61,15 @@ class Half(NamedTuple):
 def taken_before(taken_by: str, name: str) -> str:
     """How the backup of what a restore of `name` replaces is recorded as taken."""
     return taken_by + BEFORE.format(name=name)
+
+
+def record_restore(client: Client, name: str, taken_by: str, finished: bool, restore_id: int, ordinal: int) -> None:
+    """Start a new generation of the store (store.schema.record.RESTORES): a random id, never 0. At the
+    server's time, not the restoring machine's; ordered against erasures by its ordinal (store.lineage),
+    which only a finished row's is read for."""
+    parameters = {"backup": name, "by": taken_by, "id": restore_id, "finished": int(finished), "ordinal": ordinal}
+    with classified():
+        client.command(RECORD_RESTORE, parameters=parameters)
 
 
 def mark(client: Client, restore_id: int) -> None:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
+from eventpipe.errors import StorageError
 from eventpipe.store.audit import Erasure, user_hash
 from eventpipe.store.erasure import Eraser
 from eventpipe.store.failure import classified
@@ -61,6 +62,25 @@ class Redone(NamedTuple):
     dead_letters: int
     # False: one of them may have missed something (store.erasure.Erased.complete).
     complete: bool
+
+
+def left_to_redo(client: Client, name: str) -> tuple[int | None, int, int | None, int]:
+    """Once a restore of backup `name` is done: the erasures since it and the oldest time among them
+    (`erasures_since`), and the users it holds again and since when (`users_returned`); None for a count
+    that could not be taken, which the restore that stands is not failed for."""
+    erased: int | None = None
+    erased_ms, back, since = 0, None, 0
+    try:
+        erased, erased_ms = erasures_since(client, name)
+        back, since = users_returned(client, name)
+    except StorageError as exc:
+        # The restore stands; the caller says the counts could not be taken, this says why.
+        log.warning("restored %s, but could not count the erasures since it: %s", name, exc)
+    except KeyboardInterrupt:
+        # A stop asked for once the store is whole: said as a count not taken, not as an interruption
+        # that left the erasures to redo unsaid.
+        log.warning("stopped before counting the erasures to redo: the restore of %s is done", name)
+    return erased, erased_ms, back, since
 
 
 def erasures_since(client: Client, name: str) -> tuple[int, int]:
