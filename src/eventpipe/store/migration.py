@@ -178,6 +178,9 @@ def upgrade(client: Client, retention_days: int = 0) -> list[int]:
             log.info("applying migration %d: %s", migration.version, migration.name)
             started = time.monotonic()
             for statement in migration.statements:
+                # Before each, not only the first: one before it (a copy, a projection's build) may have
+                # taken the room, and the next would write a definition onto the full disk.
+                room_for_schema(client)
                 client.command(statement)
             for rebuild in migration.rebuilds:
                 rebuild_table(client, rebuild)

@@ -8,6 +8,7 @@ import logging
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import HaltStorageError
+from eventpipe.store.disk import room_for_schema
 from eventpipe.store.retention import RETAINED, retain
 from eventpipe.store.schema.durability import synced
 from eventpipe.store.schema.version import DEFINER, REBUILT, REFILLED, Rebuild, Refill
@@ -35,6 +36,7 @@ def rebuild_table(client: Client, rebuild: Rebuild) -> None:
         # a rerun finishes from whatever state the two left.
         if catalog(client, scratch, "uuid") != made or rebuilt(client, rebuild):
             raise HaltStorageError(f"{scratch} was made again during the copy: is another migrator running?")
+        room_for_schema(client)  # the copy may have filled the disk: no definition is written onto a full one
         client.command(f"EXCHANGE TABLES {table} AND {scratch}")
         if catalog(client, table, "uuid") != made:
             raise HaltStorageError(f"{table} was swapped by another migrator too: run migrate again, alone")
@@ -74,9 +76,11 @@ def refill_table(client: Client, refill: Refill, retention_days: int) -> None:
             # and `eventpipe up` run one): a second drops the first's copy and
             # begins its own. This stops the worst of it, a copy begun later swapped in.
             raise HaltStorageError(f"{scratch} was made again during the copy: is another migrator running?")
+        room_for_schema(client)  # as in rebuild_table, after the copy
         client.command(f"EXCHANGE TABLES {table} AND {scratch}")
     # From here on `scratch`, if it is there, is the old table, and a rerun
     # only finishes the views: the copy (minutes at 100M events) is made once.
+    room_for_schema(client)
     client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {refill.view} TO {table} {DEFINER} AS {refill.rows}")
     client.command(f"DROP VIEW IF EXISTS {refill.replaces}")
     client.command(f"DROP VIEW IF EXISTS {feed}")
