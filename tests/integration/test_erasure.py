@@ -408,6 +408,29 @@ def test_a_restore_erases_again_whom_the_audit_names_since_the_backup_and_no_one
     assert (again.erased_since, again.returned, again.redone) == (0, 1, Redone(0, 0, 0, 0, True))
 
 
+def test_undoing_a_restore_keeps_the_events_a_user_erased_before_it_sent_since(
+    api: TestClient, clickhouse_dsn: str
+) -> None:
+    # The restore's own erasure of the user came after the backup of what it replaced, which held the events
+    # the user sent after their erasure: restoring that backup (the undo) erased them too (found by an attack).
+    client = connect(clickhouse_dsn)
+    backups = Backups(client)
+
+    def redo(name: str) -> Callable[[int], Redone]:
+        eraser = Eraser(client, embedded=True)
+        return lambda first: redo_erasures(client, name, ERASURE_SECRET, eraser, "eventpipe restore", first)
+
+    taken = backups.take("test")
+    assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).status_code == 200
+    Writer(client).insert_events([event(i, ERASED, dated=False) for i in range(100, 105)])
+    first = backups.restore(taken.name, 0, "test", redo=redo(taken.name))
+    assert first.redone == Redone(users=1, found=1, events=40, dead_letters=len(NAMING), complete=True)
+    assert first.replaced is not None and reads(api)["users"] == {ERASED: 0, KEPT: 40}
+    undo = backups.restore(first.replaced.name, 0, "test", redo=redo(first.replaced.name))
+    assert (undo.erased_since, undo.returned, undo.redone) == (0, 0, Redone(0, 0, 0, 0, True))
+    assert reads(api)["users"] == {ERASED: 5, KEPT: 40}
+
+
 def test_restoring_the_backup_of_what_a_restore_replaced_says_whom_it_brings_back(
     api: TestClient, clickhouse_dsn: str
 ) -> None:

@@ -24,10 +24,12 @@ from eventpipe.store.catalog import Backup
 from eventpipe.store.client import backup_dir, connect
 from eventpipe.store.dsn import embedded_dsn
 from eventpipe.store.erasure import Eraser
+from eventpipe.store.lineage import REDONE_BY
 from eventpipe.store.redo import Redone, redo_erasures
 
 log = logging.getLogger("eventpipe")
-TAKEN_BY = "eventpipe restore"
+# Also the key name of its erasures made again, which a later restore tells apart by it (store.lineage).
+TAKEN_BY = REDONE_BY
 AGAIN = "erase each of them again (POST /admin/erase) once the stack is up (docs/operations.md, Erasure)"
 
 

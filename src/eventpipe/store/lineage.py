@@ -54,6 +54,14 @@ FROM_PLACE = (
     "(ordinal > {after:UInt64} OR ({timed:UInt8} AND ordinal = 0"
     " AND erased_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')))"
 )
+# The key name of the erasures a restore made again (store.redo): no admin key can have it (a space,
+# api.keyfile.NAME). Each makes again an erasure before it in the order, and counts there: where it falls
+# itself, a backup taken between the two (that one, or what the restore replaced) held the user's events
+# stored after the first, and restoring it erased them again (found by an attack: an undo took a user's
+# later events). Left out of what a restore counts and redoes since its backup; not of `returned`, where
+# it says who a restore no longer brought back.
+REDONE_BY = "eventpipe restore"
+NOT_REDONE = f" AND key_name != '{REDONE_BY}'"
 # Those erasures: when each was recorded, its ordinal, and the user's keyed hash.
 ERASURES_SINCE = (
     "SELECT toUnixTimestamp64Milli(erased_at), ordinal, user_hash FROM erasures WHERE " + FROM_PLACE  # noqa: S608
@@ -61,18 +69,19 @@ ERASURES_SINCE = (
 # How many there are, and the oldest time any of them was recorded at: the audit lists erasures by time,
 # and one recorded under a clock set wrong may carry a time from before the backup's.
 ERASED_SINCE = (
-    "SELECT count(), min(toUnixTimestamp64Milli(erased_at)) FROM erasures WHERE " + FROM_PLACE  # noqa: S608
+    "SELECT count(), min(toUnixTimestamp64Milli(erased_at)) FROM erasures WHERE " + FROM_PLACE + NOT_REDONE  # noqa: S608
 )
 # For a backup this store's catalog does not list: by time alone, as before migration 24, as nothing else
 # says where it falls.
 ERASED_SINCE_TIME = (
-    "SELECT count(), min(toUnixTimestamp64Milli(erased_at)) FROM erasures"
-    " WHERE erased_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')"
+    "SELECT count(), min(toUnixTimestamp64Milli(erased_at)) FROM erasures"  # noqa: S608 - constants
+    " WHERE erased_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')" + NOT_REDONE
 )
 # Whom they erased: the keyed hash of each user (store.audit), once, for a restore to erase them again.
-HASHES_SINCE = "SELECT DISTINCT user_hash FROM erasures WHERE " + FROM_PLACE  # noqa: S608
+HASHES_SINCE = "SELECT DISTINCT user_hash FROM erasures WHERE " + FROM_PLACE + NOT_REDONE  # noqa: S608
 HASHES_SINCE_TIME = (
-    "SELECT DISTINCT user_hash FROM erasures WHERE erased_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')"
+    "SELECT DISTINCT user_hash FROM erasures WHERE erased_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')"  # noqa: S608
+    + NOT_REDONE
 )
 # Restores within restores are followed this deep at most: each step goes back in time, so only a store
 # restored hundreds of times over could need more, and what lies further back is then left out.
