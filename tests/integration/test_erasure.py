@@ -22,7 +22,7 @@ from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.ingest import replay
 from eventpipe.ingest.mark import Marker
 from eventpipe.store import erasure, mark, turn
-from eventpipe.store.audit import user_hash
+from eventpipe.store.audit import Erasure, user_hash
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.erasure import Erased, Eraser
@@ -387,7 +387,11 @@ def test_a_restore_erases_again_whom_the_audit_names_since_the_backup_and_no_one
     assert reads(api)["users"] == {ERASED: 40, KEPT: 5}
 
     # Stopped while it erases again: unfinished, as a restore stopped after its drop, so nothing starts on it.
+    # Killed after recording an erasure numbered after the ordinal it had taken, which is never recorded: the
+    # next attempt counted one less than the numbers used, and took that erasure's for its own.
     def failing(first: int) -> Redone:
+        digest, now_ms = user_hash(ERASED, ERASURE_SECRET), int(time.time() * 1000)
+        Eraser(client).record(Erasure("killed", now_ms, "eventpipe restore", digest, 0, 0, True), first)
         raise StorageError("the store went away")
 
     with pytest.raises(BackupError, match="the store is incomplete: run this restore again"):
@@ -395,11 +399,13 @@ def test_a_restore_erases_again_whom_the_audit_names_since_the_backup_and_no_one
     assert unfinished_restore(client) is not None
     restored = backups.restore(taken.name, 0, "test", redo=redo(ERASURE_SECRET))
     assert restored.redone == Redone(users=2, found=1, events=40, dead_letters=len(NAMING), complete=True)
+    ordinals = client.query("SELECT ordinal FROM erasures UNION ALL SELECT ordinal FROM restores WHERE finished")
+    assert sorted(row[0] for row in ordinals.result_rows) == [1, 2, 3, 4, 6, 7, 8], "each its own place"
     after = reads(api)
     assert after["users"] == {ERASED: 0, KEPT: 5}
     assert not any(item.startswith(f"{ERASED}/") for item in after["export"] + after["feed"])
     audit = api.get("/admin/erasures", params={"user_id": ERASED}, headers=ADMIN).json()["items"]
-    assert [item["key_name"] for item in audit] == ["eventpipe restore", ADMIN_NAME], audit
+    assert [item["key_name"] for item in audit] == ["eventpipe restore", "eventpipe restore", ADMIN_NAME], audit
     # After the restore in the audit's order: a backup taken since holds no one to erase again. The user the
     # restore could not find is still said to be held again: no events of theirs, but maybe dead letters.
     time.sleep(1.1)  # a backup's name gives its time to the second

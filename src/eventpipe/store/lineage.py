@@ -11,7 +11,8 @@ by an attack: a user erased before both came back, unsaid).
 
 "Before" and "after" are places in one order, not times. Since migration 24
 every erasure and finished restore is numbered as it is recorded (its ordinal:
-how many of either were recorded before it, and one), and every backup notes how
+how many of either were recorded before it, and one, or one past the highest used
+where more: RECORDED_SO_FAR), and every backup notes how
 many were recorded when it began (store.schema.record.ERASURE_ORDINAL). Compared
 by time, the API's clock an hour ahead while a backup was taken, then set right,
 put an erasure made after it before it, and its restore said nothing of that
@@ -38,7 +39,14 @@ from collections.abc import Callable, Sequence
 # How many erasures and finished restores have been recorded: the ordinal of the next, less one. An
 # erasure reads it after its deletes (store.erasure.Eraser.record), a restore as it records that it
 # finished (stack stopped: no erasure runs meanwhile), a backup before it begins.
-RECORDED_SO_FAR = "(SELECT count() FROM erasures) + (SELECT count() FROM restores WHERE finished)"
+# Or the highest ordinal recorded, where that is more: a restore's redo numbers its erasures after the
+# ordinal it takes for itself (store.backup), and one killed or failing before it finished left them
+# numbered one past the count, so the next restore took the last one's ordinal for its own (found by an
+# attack), and an erasure tied with it counted as after it.
+RECORDED_SO_FAR = (
+    "greatest((SELECT count() FROM erasures) + (SELECT count() FROM restores WHERE finished),"
+    " (SELECT max(ordinal) FROM erasures), (SELECT max(ordinal) FROM restores WHERE finished))"
+)
 # The restores that finished, oldest first: when each finished, its ordinal (0 before migration 24) and the
 # backup it brought back.
 FINISHED_RESTORES = (
