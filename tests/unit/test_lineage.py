@@ -58,6 +58,18 @@ def test_a_user_erased_again_after_the_restore_is_not_held_again() -> None:
     assert returned("U2", taken, restores, timed([(200, "lena"), (550, "lena")])) == {"lena"}
 
 
+def test_an_erasure_a_restore_made_again_brings_no_one_back() -> None:
+    # B restored, stopped after erasing lena again (225), then U1, what the store held before, restored (at
+    # 400) instead: U1 was taken after lena's erasure (200), so U2 holds no lena. Counted as an erasure that
+    # restore undid, an undo after a stopped restore said 13 users were back, none was (found by an attack).
+    restores = timed([(400, "U1")])
+    assert returned("U2", taken, restores, timed([(200, "lena")]), timed([(350, "lena")])) == set()
+    # It erases again all the same: a user brought back by a restore and erased again after it is not held.
+    restores = timed([(400, "B")])
+    assert returned("U2", taken, restores, timed([(200, "lena")]), timed([(450, "lena")])) == set()
+    assert returned("U2", taken, restores, timed([(200, "lena")]), timed([(550, "lena")])) == {"lena"}
+
+
 def test_restores_within_restores_are_followed_back() -> None:
     # C (700) was taken of a store U2's restore (done 650) made; U2 (500) of one B's restore (done 400) made.
     restores = timed([(400, "B"), (650, "U2")])

@@ -70,9 +70,10 @@ FROM_PLACE = (
 # it says who a restore no longer brought back.
 REDONE_BY = "eventpipe restore"
 NOT_REDONE = f" AND key_name != '{REDONE_BY}'"
-# Those erasures: when each was recorded, its ordinal, and the user's keyed hash.
+# Those erasures: when each was recorded, its ordinal, the user's keyed hash, and whether a restore made it again.
 ERASURES_SINCE = (
-    "SELECT toUnixTimestamp64Milli(erased_at), ordinal, user_hash FROM erasures WHERE " + FROM_PLACE  # noqa: S608
+    "SELECT toUnixTimestamp64Milli(erased_at), ordinal, user_hash,"  # noqa: S608 - constants
+    f" key_name = '{REDONE_BY}' FROM erasures WHERE " + FROM_PLACE
 )
 # How many there are, and the oldest time any of them was recorded at: the audit lists erasures by time,
 # and one recorded under a clock set wrong may carry a time from before the backup's.
@@ -154,14 +155,18 @@ def returned(
     taken: Taken,
     restores: Sequence[tuple[Place, str]],
     erasures: Sequence[tuple[Place, str]],
+    redone: Sequence[tuple[Place, str]] = (),
 ) -> set[str]:
     """The user hashes of erasures made before backup `name` was taken that its data may hold again.
 
     `restores` are (place, backup) of the restores that finished, `erasures` (place, user hash) of the
-    audit, covering every place the restores behind `name` go back to (`earliest` says which). Where a
-    place is known to the second only, every restore the backup may come after is followed: a user
-    reported twice costs an erasure run again, one missed is back unsaid."""
-    return _returned(name, taken, restores, erasures, {}, MAX_DEPTH)
+    audit, covering every place the restores behind `name` go back to (`earliest` says which), and
+    `redone` those a restore made again (REDONE_BY). Where a place is known to the second only, every
+    restore the backup may come after is followed: a user reported twice costs an erasure run again, one
+    missed is back unsaid. An erasure made again only erases again: one before a restore was made by an
+    attempt stopped before it finished, on a store since dropped, and a restore of another backup did not
+    bring its user back (counted so, an undo after a stopped restore said 13 users were back, none was)."""
+    return _returned(name, taken, restores, erasures, list(erasures) + list(redone), {}, MAX_DEPTH)
 
 
 def earliest(name: str, taken: Taken, restores: Sequence[tuple[Place, str]]) -> Place:
@@ -183,6 +188,7 @@ def _returned(
     taken: Taken,
     restores: Sequence[tuple[Place, str]],
     erasures: Sequence[tuple[Place, str]],
+    every: Sequence[tuple[Place, str]],
     known: dict[str, set[str]],
     depth: int,
 ) -> set[str]:
@@ -196,10 +202,10 @@ def _returned(
     for restored, source in _behind(name, taken, restores):
         # What that restore brought back: what its backup held again, and who was erased after its backup
         # was taken and before the restore; less who was erased again before this backup was taken.
-        brought = _returned(source, taken, restores, erasures, known, depth - 1) | {
+        brought = _returned(source, taken, restores, erasures, every, known, depth - 1) | {
             user for at, user in erasures if taken(source)[0] <= at < restored
         }
-        held |= brought - {user for at, user in erasures if restored <= at < taken_from}
+        held |= brought - {user for at, user in every if restored <= at < taken_from}
     known[name] = held
     return held
 

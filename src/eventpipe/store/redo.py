@@ -113,11 +113,12 @@ def users_returned(client: Client, name: str) -> tuple[int | None, int]:
 
         since = earliest(name, taken, restores)
         rows = [
-            (int(str(at)), recorded(int(str(o)), int(str(at))), str(user))
-            for at, o, user in _rows(client, ERASURES_SINCE, from_place(since))
+            (int(str(at)), recorded(int(str(o)), int(str(at))), str(user), bool(again))
+            for at, o, user, again in _rows(client, ERASURES_SINCE, from_place(since))
         ]
-    back = returned(name, taken, restores, [(place, user) for _, place, user in rows])
-    return len(back), min((at for at, _, user in rows if user in back), default=0)
+    erasures = [(place, user) for _, place, user, again in rows if not again]
+    back = returned(name, taken, restores, erasures, [(place, user) for _, place, user, again in rows if again])
+    return len(back), min((at for at, _, user, again in rows if user in back and not again), default=0)
 
 
 def redo_erasures(
