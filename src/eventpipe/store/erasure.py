@@ -117,9 +117,10 @@ class Eraser:
         # minute and answered complete: false. On a server it may run elsewhere.
         self._embedded = embedded
 
-    def erase(self, user_id: str) -> Erased:
+    def erase(self, user_id: str, held: list[str] | None = None) -> Erased:
         """Delete every row of `user_id`'s events received before now, and the dead letters naming it;
-        count them as reads showed them."""
+        count them as reads showed them. With `held`, the hidden values' token is added to it, not released:
+        a restore's redo releases them once its deletes are done for good (store.redo)."""
         cut = time.time_ns() // 1_000_000
         tables = self._tables()
         copying = sorted(name for name in tables if name.endswith(COPIES))
@@ -167,7 +168,10 @@ class Eraser:
         )
         for table in index:
             self._delete(table.name, delete_statement(table, shared=False), user)
-        release(self._client, cut, token)
+        if held is None:
+            release(self._client, cut, token)
+        else:
+            held.append(token)
         if self._tables() != tables:
             raise BusyStorageError("a migration swapped a table during the erasure: erase again")
         return Erased(events, dead_letters, settled and replayed)

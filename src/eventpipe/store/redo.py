@@ -20,10 +20,11 @@ from typing import Any, NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import StorageError
+from eventpipe.errors import BusyStorageError, StorageError
 from eventpipe.store.audit import Erasure, user_hash
 from eventpipe.store.erasure import Eraser
 from eventpipe.store.failure import classified
+from eventpipe.store.hidden import release
 from eventpipe.store.lineage import (
     ERASURES_SINCE,
     FINISHED_RESTORES,
@@ -39,6 +40,7 @@ from eventpipe.store.lineage import (
     returned,
 )
 from eventpipe.store.naming import taken_ms
+from eventpipe.store.query import quoted
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,17 @@ USERS = (
 )
 USERS_FROM, USERS_AFTER = USERS.format(op=">="), USERS.format(op=">")
 USER_PAGE = 10_000
+# The tables whose mutations read a redo's hidden values, and how many of those mutations are not done.
+MUTATED = (
+    "SELECT DISTINCT table FROM system.mutations WHERE database = currentDatabase()"
+    " AND multiSearchAny(command, {tokens:Array(String)}) ORDER BY table"
+)
+UNFINISHED = (
+    "SELECT count() FROM system.mutations WHERE database = currentDatabase() AND NOT is_done"
+    " AND multiSearchAny(command, {tokens:Array(String)})"
+)
+# How long they may take on the tables loaded again: a part emptied by a delete is a moment's work.
+SETTLE_S = 120.0
 
 
 class Redone(NamedTuple):
@@ -140,15 +153,42 @@ def redo_erasures(
         found = _holding(client, wanted, secret) if wanted else []
     events = dead_letters = 0
     complete = True
+    tokens: list[str] = []
     for index, user_id in enumerate(found):
         digest = user_hash(user_id, secret)
-        erased = eraser.erase(user_id)
+        erased = eraser.erase(user_id, tokens)
         erasure = Erasure(str(uuid.uuid4()), clock() // 1_000_000, taken_by, digest, *erased[:2], erased.complete)
         eraser.record(erasure, first + index)
         log.info("erased again user hash %s...: %d events, %d dead letters", digest[:12], *erased[:2])
         events, dead_letters = events + erased.events, dead_letters + erased.dead_letters
         complete = complete and erased.complete
+    if tokens:
+        _settle(client, tokens, clock() // 1_000_000)
     return Redone(len(wanted), len(found), events, dead_letters, complete)
+
+
+def _settle(client: Client, tokens: list[str], now_ms: int) -> None:
+    """Load again the tables the redo's deletes ran on, let those deletes finish there, then release their
+    hidden values. The restore's renumbering (store.numbering) leaves an empty part that this process holds
+    inactive and the next one loads as active, numbered below these deletes: they ran again on it there,
+    their values released, failed for good, and every later mutation of the table waited behind them (no
+    backup, erasure or restore after; found by an attack). Loaded again here, they run on it while the values
+    are still there."""
+    with classified():
+        tables = [str(row[0]) for row in _rows(client, MUTATED, {"tokens": tokens})]
+        for table in tables:
+            client.command(f"DETACH TABLE {quoted(table)}")
+            client.command(f"ATTACH TABLE {quoted(table)}")
+        deadline = time.monotonic() + SETTLE_S
+        while int(str(_rows(client, UNFINISHED, {"tokens": tokens})[0][0])):
+            if time.monotonic() > deadline:
+                raise BusyStorageError(
+                    f"the deletes of the erasures made again had not finished {SETTLE_S:.0f} s after their tables"
+                    " were loaded again"
+                )
+            time.sleep(0.1)
+    for token in tokens:
+        release(client, now_ms, token)
 
 
 def _holding(client: Client, hashes: set[str], secret: str) -> list[str]:
