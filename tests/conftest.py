@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -33,6 +34,15 @@ FIRST = (
     "tests/integration/test_worker.py",
     "tests/observability/test_live.py",
 )
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """One test process more than the cores (`--maxprocesses` keeps it to four): much of the suite waits
+    rather than computes (a minute for Alertmanager's heartbeat, the broker's 10 s ticks, timeouts that must
+    run out), and a third process on two cores fills that. Two runs of one commit on one two-core machine:
+    926 s of tests with three processes, 1,189 s with two (22 min overall, past CI's 20)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores + 1
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
