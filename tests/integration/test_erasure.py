@@ -363,6 +363,12 @@ def test_the_audit_outlives_a_restore_that_brings_an_erased_user_back(api: TestC
     assert reads(api)["users"] == {ERASED: 0, KEPT: 40}
 
 
+def redoing(client: Client, name: str, secret: str = ERASURE_SECRET) -> Callable[[int], Redone]:
+    """A restore's redo of backup `name`, as `eventpipe restore` wires it (cli.restore)."""
+    eraser = Eraser(client, embedded=True)
+    return lambda first: redo_erasures(client, name, secret, eraser, "eventpipe restore", first)
+
+
 def test_a_restore_erases_again_whom_the_audit_names_since_the_backup_and_no_one_else(
     api: TestClient, clickhouse_dsn: str
 ) -> None:
@@ -371,10 +377,6 @@ def test_a_restore_erases_again_whom_the_audit_names_since_the_backup_and_no_one
     client = connect(clickhouse_dsn)
     backups = Backups(client)
 
-    def redo(secret: str) -> Callable[[int], Redone]:
-        eraser = Eraser(client, embedded=True)
-        return lambda first: redo_erasures(client, taken.name, secret, eraser, "eventpipe restore", first)
-
     # Erased before the backup, then back with new events of their own: the backup holds those, and they stay.
     assert api.post("/admin/erase", json={"user_id": KEPT}, headers=ADMIN).status_code == 200
     Writer(client).insert_events([event(i, KEPT, dated=False) for i in range(100, 105)])
@@ -382,7 +384,9 @@ def test_a_restore_erases_again_whom_the_audit_names_since_the_backup_and_no_one
     for user in (ERASED, "no-events-of-theirs"):
         assert api.post("/admin/erase", json={"user_id": user}, headers=ADMIN).status_code == 200
     # Under another key no one is found, and the backup's events are back.
-    other = backups.restore(taken.name, 0, "test", redo=redo("another-secret-0123456789abcdef0123"))
+    other = backups.restore(
+        taken.name, 0, "test", redo=redoing(client, taken.name, "another-secret-0123456789abcdef0123")
+    )
     assert (other.erased_since, other.redone) == (2, Redone(users=2, found=0, events=0, dead_letters=0, complete=True))
     assert reads(api)["users"] == {ERASED: 40, KEPT: 5}
 
@@ -397,7 +401,7 @@ def test_a_restore_erases_again_whom_the_audit_names_since_the_backup_and_no_one
     with pytest.raises(BackupError, match="the store is incomplete: run this restore again"):
         backups.restore(taken.name, 0, "test", redo=failing)
     assert unfinished_restore(client) is not None
-    restored = backups.restore(taken.name, 0, "test", redo=redo(ERASURE_SECRET))
+    restored = backups.restore(taken.name, 0, "test", redo=redoing(client, taken.name))
     assert restored.redone == Redone(users=2, found=1, events=40, dead_letters=len(NAMING), complete=True)
     ordinals = client.query("SELECT ordinal FROM erasures UNION ALL SELECT ordinal FROM restores WHERE finished")
     assert sorted(row[0] for row in ordinals.result_rows) == [1, 2, 3, 4, 6, 7, 8], "each its own place"
@@ -417,7 +421,7 @@ def test_a_restore_erases_again_whom_the_audit_names_since_the_backup_and_no_one
     # restore could not find is still said to be held again: no events of theirs, but maybe dead letters.
     time.sleep(1.1)  # a backup's name gives its time to the second
     taken = backups.take("test")
-    again = backups.restore(taken.name, 0, "test", redo=redo(ERASURE_SECRET))
+    again = backups.restore(taken.name, 0, "test", redo=redoing(client, taken.name))
     assert (again.erased_since, again.returned, again.redone) == (0, 1, Redone(0, 0, 0, 0, True))
 
 
@@ -428,18 +432,13 @@ def test_undoing_a_restore_keeps_the_events_a_user_erased_before_it_sent_since(
     # the user sent after their erasure: restoring that backup (the undo) erased them too (found by an attack).
     client = connect(clickhouse_dsn)
     backups = Backups(client)
-
-    def redo(name: str) -> Callable[[int], Redone]:
-        eraser = Eraser(client, embedded=True)
-        return lambda first: redo_erasures(client, name, ERASURE_SECRET, eraser, "eventpipe restore", first)
-
     taken = backups.take("test")
     assert api.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).status_code == 200
     Writer(client).insert_events([event(i, ERASED, dated=False) for i in range(100, 105)])
-    first = backups.restore(taken.name, 0, "test", redo=redo(taken.name))
+    first = backups.restore(taken.name, 0, "test", redo=redoing(client, taken.name))
     assert first.redone == Redone(users=1, found=1, events=40, dead_letters=len(NAMING), complete=True)
     assert first.replaced is not None and reads(api)["users"] == {ERASED: 0, KEPT: 40}
-    undo = backups.restore(first.replaced.name, 0, "test", redo=redo(first.replaced.name))
+    undo = backups.restore(first.replaced.name, 0, "test", redo=redoing(client, first.replaced.name))
     assert (undo.erased_since, undo.returned, undo.redone) == (0, 0, Redone(0, 0, 0, 0, True))
     assert reads(api)["users"] == {ERASED: 5, KEPT: 40}
 
