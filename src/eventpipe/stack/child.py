@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from eventpipe.host import processes, raised_soft
+from eventpipe.stack import tail
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -177,11 +178,10 @@ def _tail(path: Path, offset: int) -> str:
     """The end of `path` past `offset`, TAIL_BYTES at most: an error message wants its last lines, and a
     process that logged for days before it failed has a log of gigabytes."""
     try:
-        with path.open("rb") as handle:
-            handle.seek(max(offset, path.stat().st_size - TAIL_BYTES))
-            return handle.read(TAIL_BYTES).decode(errors="replace")
+        start = max(offset, path.stat().st_size - TAIL_BYTES)
     except OSError:  # not written yet, or gone
         return ""
+    return (tail.since(path, start, TAIL_BYTES) or b"").decode(errors="replace")
 
 
 def find_binary(name: str) -> str | None:

@@ -17,11 +17,11 @@ def size(path: Path) -> int:
         return 0
 
 
-def since(path: Path, offset: int) -> bytes | None:
-    """What was written to `path` past `offset`, READ_BYTES of it at most; None when it cannot be read."""
+def since(path: Path, offset: int, limit: int = READ_BYTES) -> bytes | None:
+    """What was written to `path` past `offset`, `limit` bytes of it at most; None when it cannot be read."""
     try:
         with path.open("rb") as handle:
             handle.seek(offset)
-            return handle.read(READ_BYTES)
+            return handle.read(limit)
     except OSError:
         return None

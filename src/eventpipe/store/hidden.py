@@ -46,7 +46,7 @@ _TOKEN = re.compile(r"[0-9a-f]{32}")
 # once (as its 503 says) left its row, and the id in it, until the same user was erased again a day later.
 ABANDONED_MS = 24 * 3600 * 1000
 _RELEASED = (
-    f"SELECT DISTINCT token FROM {KEYS} WHERE token = {{own:String}}"  # noqa: S608
+    f"SELECT DISTINCT token FROM {KEYS} WHERE token IN {{own:Array(String)}}"  # noqa: S608
     " OR cut_at < fromUnixTimestamp64Milli({cut:Int64}, 'UTC') - toIntervalMillisecond({abandoned:Int64})"
 )
 _RUNNING = "SELECT command FROM system.mutations WHERE database = currentDatabase() AND NOT is_done"
@@ -88,13 +88,13 @@ def concealed(sql: str, parameters: dict[str, object]) -> tuple[str, dict[str, o
     return _PARAMETER.sub(read, sql), {name: value for name, value in parameters.items() if name in PUBLIC}
 
 
-def release(client: Client, cut_ms: int, token: str) -> None:
-    """Remove the rows of the erasure `token`, done, and of any call abandoned a day before `cut_ms`, when no
+def release(client: Client, cut_ms: int, *tokens: str) -> None:
+    """Remove the rows of the erasures `tokens`, done, and of any call abandoned a day before `cut_ms`, when no
     unfinished mutation reads them."""
-    parameters = {"own": token, "cut": cut_ms, "abandoned": ABANDONED_MS}
+    parameters = {"own": list(tokens), "cut": cut_ms, "abandoned": ABANDONED_MS}
     with classified():
-        tokens = [str(row[0]) for row in client.query(_RELEASED, parameters=parameters).result_rows]
+        releasing = [str(row[0]) for row in client.query(_RELEASED, parameters=parameters).result_rows]
         running = [str(row[0]) for row in client.query(_RUNNING).result_rows]
-        for found in tokens:
+        for found in releasing:
             if _TOKEN.fullmatch(found) and not any(found in command for command in running):
                 client.command(f"ALTER TABLE {KEYS} DROP PARTITION '{found}'")

@@ -139,15 +139,22 @@ def erased_since(listed: bool, ordinal_before: int | None, name_ms: int) -> tupl
     its parameters: past its ordinal; for one the catalog recorded before migration 24, from the second its
     name gives (an erasure made in that second before it began is one more to check rather than one
     missed); for one it does not list (`listed` False), by time alone."""
-    if not listed:
-        return ERASED_SINCE_TIME, {"since": name_ms}
-    return ERASED_SINCE, from_place(catalogued(ordinal_before, name_ms)[0])
+    by_time, parameters = _since(listed, ordinal_before, name_ms)
+    return (ERASED_SINCE_TIME if by_time else ERASED_SINCE), parameters
 
 
 def hashes_since(listed: bool, ordinal_before: int | None, name_ms: int) -> tuple[str, dict[str, object]]:
     """The query of the users' hashes those erasures name (`erased_since`'s erasures), and its parameters."""
-    sql, parameters = erased_since(listed, ordinal_before, name_ms)
-    return (HASHES_SINCE_TIME if sql == ERASED_SINCE_TIME else HASHES_SINCE), parameters
+    by_time, parameters = _since(listed, ordinal_before, name_ms)
+    return (HASHES_SINCE_TIME if by_time else HASHES_SINCE), parameters
+
+
+def _since(listed: bool, ordinal_before: int | None, name_ms: int) -> tuple[bool, dict[str, object]]:
+    """Whether the erasures since a backup are found by time alone (one the catalog does not list), and the
+    parameters that place it."""
+    if not listed:
+        return True, {"since": name_ms}
+    return False, from_place(catalogued(ordinal_before, name_ms)[0])
 
 
 def returned(

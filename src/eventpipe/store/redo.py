@@ -187,8 +187,7 @@ def _settle(client: Client, tokens: list[str], now_ms: int) -> None:
                     " were loaded again"
                 )
             time.sleep(0.1)
-    for token in tokens:
-        release(client, now_ms, token)
+    release(client, now_ms, *tokens)
 
 
 def _holding(client: Client, hashes: set[str], secret: str) -> list[str]:
