@@ -18,7 +18,7 @@ from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.errors import BackupError
 from eventpipe.store import disk, redo
-from eventpipe.store.audit import ERASURE_COLUMNS, Erasure
+from eventpipe.store.audit import ERASURE_COLUMNS, Audit, Erasure
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir
 from eventpipe.store.erasure import Eraser
@@ -142,9 +142,9 @@ def test_a_backup_from_a_newer_store_restored_onto_an_older_one_leaves_the_audit
     assert set(ids(client)) == source
 
     assert Backups(client).restore(taken.name, 0, "test").events == 5
-    eraser = Eraser(client)
-    eraser.record(Erasure("e-1", MARCH_MS, "operator", "ab" * 32, 3, 0, complete=False))
-    assert [(record.erasure_id, record.complete) for record in eraser.records(None, 10)[0]] == [("e-1", False)]
+    audit = Audit(client)
+    audit.record(Erasure("e-1", MARCH_MS, "operator", "ab" * 32, 3, 0, complete=False))
+    assert [(record.erasure_id, record.complete) for record in audit.records(None, 10)[0]] == [("e-1", False)]
     assert migrate(client) == []
 
 
@@ -163,7 +163,7 @@ def test_a_backup_recorded_before_its_place_in_the_audit_was_is_ordered_by_time(
     client.insert("erasures", [list(old)], column_names=ERASURE_COLUMNS)
     assert Backups(client).restore(taken.name, 0, "test").erased_since == 1
     # Numbered now, with a time from before the backup (a clock set back): after it all the same.
-    Eraser(client).record(Erasure("e-new", taken.taken_ms - 3_600_000, "operator", "cd" * 32, 1, 0, True))
+    Audit(client).record(Erasure("e-new", taken.taken_ms - 3_600_000, "operator", "cd" * 32, 1, 0, True))
     assert Backups(client).restore(taken.name, 0, "test").erased_since == 2
     assert migrate(client) == []
 

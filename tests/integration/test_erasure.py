@@ -22,7 +22,7 @@ from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.ingest import replay
 from eventpipe.ingest.mark import Marker
 from eventpipe.store import erasure, mark, turn
-from eventpipe.store.audit import Erasure, user_hash
+from eventpipe.store.audit import Audit, Erasure, user_hash
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.erasure import Erased, Eraser
@@ -395,7 +395,7 @@ def test_a_restore_erases_again_whom_the_audit_names_since_the_backup_and_no_one
     # next attempt counted one less than the numbers used, and took that erasure's for its own.
     def failing(first: int) -> Redone:
         digest, now_ms = user_hash(ERASED, ERASURE_SECRET), int(time.time() * 1000)
-        Eraser(client).record(Erasure("killed", now_ms, "eventpipe restore", digest, 0, 0, True), first)
+        Audit(client).record(Erasure("killed", now_ms, "eventpipe restore", digest, 0, 0, True), first)
         raise StorageError("the store went away")
 
     with pytest.raises(BackupError, match="the store is incomplete: run this restore again"):

@@ -11,8 +11,8 @@ import pytest
 from eventpipe.errors import HaltStorageError, StorageError
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store import query as query_module
+from eventpipe.store.audit import Audit
 from eventpipe.store.client import connect
-from eventpipe.store.erasure import Eraser
 from eventpipe.store.migration import LEDGER, MIGRATIONS, migrate
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
@@ -115,7 +115,7 @@ def test_migration_20_keeps_the_audit_and_counts_erasures_recorded_before_it_who
         client.command(COMPLETE)
     assert 20 in {migration.version for migration in MIGRATIONS}
     assert migrate(client) == [20]
-    records, _ = Eraser(client).records(None, 10)
+    records, _ = Audit(client).records(None, 10)
     assert [(record.erasure_id, record.events, record.complete) for record in records] == [("e-1", 40, True)]
     assert migrate(client) == []
 

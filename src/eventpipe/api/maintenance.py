@@ -27,7 +27,7 @@ from eventpipe.api.param import TIME_HELP, Cursor, LetterReason, Limit, instant,
 from eventpipe.config import Settings
 from eventpipe.ingest.limit import limits_from
 from eventpipe.ingest.replay import MAX_EXAMINED, MAX_FAILURES_SHOWN, Replayer
-from eventpipe.store.audit import Erasure, user_hash
+from eventpipe.store.audit import Audit, Erasure, user_hash
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.dsn import embedded
@@ -43,10 +43,12 @@ ERASE_TIMEOUT_S = 900
 
 @dataclass(frozen=True)
 class Admin:
-    """What the admin routes act through: a replayer and an eraser on the admin client, and the audit's hash key."""
+    """What the admin routes act through: a replayer, an eraser and the audit on the admin client, and the audit's
+    hash key."""
 
     replayer: Replayer
     eraser: Eraser
+    audit: Audit
     # Keys the audit's hashes of user ids; None: erasure answers 503 until it is set.
     erasure_secret: str | None
     # One write at a time, each waited for only so long (store.turn).
@@ -65,7 +67,7 @@ def admin(settings: Settings) -> Admin:
     client = connect(settings.resolved_admin_clickhouse_dsn, timeout_s=ERASE_TIMEOUT_S)
     secret = settings.erasure_secret.get_secret_value() if settings.erasure_secret else None
     eraser = Eraser(client, embedded=embedded(settings.resolved_admin_clickhouse_dsn))
-    return Admin(Replayer(Outcomes(client), Writer(client), limits_from(settings)), eraser, secret)
+    return Admin(Replayer(Outcomes(client), Writer(client), limits_from(settings)), eraser, Audit(client), secret)
 
 
 class ReplayRequest(BaseModel):
@@ -255,7 +257,7 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
                 erased.dead_letters,
                 "" if erased.complete else "; incomplete (a worker or a replay had not settled): erase again",
             )
-            admin.eraser.record(
+            admin.audit.record(
                 Erasure(erasure_id, erased_ms, key, digest, erased.events, erased.dead_letters, erased.complete)
             )
         return Erased(events=erased.events, dead_letters=erased.dead_letters, complete=erased.complete)
@@ -273,7 +275,7 @@ def router(admin: Admin, keys: KeyCheck, cursors: Cursors) -> APIRouter:
             wanted = user_hash(str(user_id), admin.erasure_secret)
         query_scope = cursors.scope("erasures", wanted)
         after = cursors.decode(cursor, query_scope) if cursor else None
-        found, resume = admin.eraser.records(wanted, limit, after)
+        found, resume = admin.audit.records(wanted, limit, after)
         log.info("erasure audit read by key %r%s", key, " for one user" if wanted else "")
         return ErasurePage(
             items=[

@@ -1,4 +1,5 @@
-"""Erasure by user: every stored row of one user's events, the dead letters naming them, and the audit.
+"""Erasure by user: every stored row of a user's events and the dead letters naming them (the audit
+records each: store.audit).
 
 Rows go by lightweight DELETE (store.deletion), each waited for (its mutation polled until done,
 failing with its reason), so every read that follows shows none of them: a deleted row is masked at
@@ -36,13 +37,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BusyStorageError
-from eventpipe.store.audit import ERASURE_COLUMNS, Erasure
 from eventpipe.store.deletion import (
     BY_KEY,
     CUT,
@@ -53,6 +53,7 @@ from eventpipe.store.deletion import (
     OTHER_COPIES,
     OTHERS_IN_INDEX,
     USER_TABLES,
+    USERS,
     UserTable,
     delete,
     delete_statement,
@@ -61,13 +62,10 @@ from eventpipe.store.deletion import (
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
 from eventpipe.store.hidden import hide, release
-from eventpipe.store.lineage import RECORDED_SO_FAR
 from eventpipe.store.mark import MARKS_QUERY, REPLAY_STALE_MS, complete_before, running_replays
 from eventpipe.store.mention import mentions
-from eventpipe.store.page import Position
 from eventpipe.store.query import quoted
 from eventpipe.store.schema.version import REBUILT, REFILLED
-from eventpipe.store.writer import INSERT_SETTINGS
 
 log = logging.getLogger("eventpipe")
 
@@ -117,23 +115,31 @@ class Eraser:
         # minute and answered complete: false. On a server it may run elsewhere.
         self._embedded = embedded
 
-    def erase(self, user_id: str, held: list[str] | None = None) -> Erased:
+    def erase(self, user_id: str) -> Erased:
         """Delete every row of `user_id`'s events received before now, and the dead letters naming it;
-        count them as reads showed them. With `held`, the hidden values' token is added to it, not released:
-        a restore's redo releases them once its deletes are done for good (store.redo)."""
+        count them as reads showed them."""
+        return self.erase_all([user_id])[0]
+
+    def erase_all(self, user_ids: Sequence[str], held: list[str] | None = None) -> list[Erased]:
+        """Erase every user of `user_ids` as `erase` does one, in the same deletes (store.deletion.USERS),
+        and what it erased of each, in their order. With `held`, the hidden values' tokens are added to it,
+        not released: a restore's redo releases them once its deletes are done for good (store.redo)."""
         cut = time.time_ns() // 1_000_000
         tables = self._tables()
         copying = sorted(name for name in tables if name.endswith(COPIES))
         if copying:
             raise BusyStorageError(f"a migration is copying {copying[0]}: erase again once it has finished")
         room_for_delete(self._client)
-        # Left behind by a call that fails: its deletes may still run, and read it. A later erasure removes
-        # it once they are done and the call is long over (store.hidden.ABANDONED_MS).
-        mentioned = mentions(user_id)
-        token = hide(self._client, cut, {"user": user_id, **mentioned})
-        user: dict[str, object] = {"user": user_id, "cut": cut, "token": token}
-        # The user index's rows of the user stay until the end: they give every other table the keys of
-        # the user's events, also of copies other users' batches commit during the first pass.
+        # Left behind by a call that fails: its deletes may still run, and read them. A later erasure removes
+        # them once they are done and the call is long over (store.hidden.ABANDONED_MS). Each user's letter
+        # patterns under a token of their own: a letter is counted against the user it names.
+        users = list(dict.fromkeys(user_ids))
+        mentioned = {user_id: mentions(user_id) for user_id in users}
+        token = hide(self._client, cut, {"users": users})
+        tokens = {user_id: hide(self._client, cut, mentioned[user_id]) for user_id in users}
+        user: dict[str, object] = {"users": users, "cut": cut, "token": token}
+        # The user index's rows of the users stay until the end: they give every other table the keys of
+        # their events, also of copies other users' batches commit during the first pass.
         user_tables = self._user_tables()
         index = [table for table in user_tables if table.name == INDEX]
         others = [table for table in user_tables if table.name != INDEX]
@@ -150,9 +156,14 @@ class Eraser:
         # just before they go. Counted at the start, and deleted with no cut after the wait, the answer and
         # the audit said 836 letters where 1,211 went. Before
         # the second pass: a replay that read some of them first has stored their events by its end.
-        letters = {**mentioned, "cut": cut, "token": token}
-        dead_letters = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {LETTERS}", letters)  # noqa: S608
-        self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {LETTERS}", letters)  # noqa: S608 - constants
+        # A user none of whose letters is there once the workers have committed is spared a delete, which
+        # renames every part of the table (a replay adds no letter); unsettled, a batch may still land some.
+        dead_letters = {}
+        for user_id in users:
+            letters = {**mentioned[user_id], "cut": cut, "token": tokens[user_id]}
+            dead_letters[user_id] = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {LETTERS}", letters)  # noqa: S608
+            if dead_letters[user_id] or not settled:
+                self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {LETTERS}", letters)  # noqa: S608
         replayed = self._await_replays()
         # The letters' outcomes, once the letters are gone: with them, those a replay that read the letters
         # before they went recorded since (a failure's detail may quote the payload). On every call: a replay
@@ -162,19 +173,22 @@ class Eraser:
             self._delete("dead_letter_outcomes", ORPHAN_OUTCOMES, {})
         # What batches and replays committed during the first pass left behind, in the tables that hold any.
         self._pass(user, others, everywhere=False)
-        events = self._count(
-            f"SELECT count() FROM {INDEX} FINAL WHERE user_id = {{user:String}} AND {CUT}",  # noqa: S608 - constants
-            user,
-        )
+        with classified():
+            counted = self._client.query(
+                f"SELECT user_id, count() FROM {INDEX} FINAL WHERE user_id IN {USERS} AND {CUT} GROUP BY user_id",  # noqa: S608
+                parameters=user,
+            ).result_rows
+        events = {str(user_id): int(str(n)) for user_id, n in counted}
         for table in index:
             self._delete(table.name, delete_statement(table, shared=False), user)
         if held is None:
-            release(self._client, cut, token)
+            release(self._client, cut, token, *tokens.values())
         else:
-            held.append(token)
+            held += [token, *tokens.values()]
         if self._tables() != tables:
             raise BusyStorageError("a migration swapped a table during the erasure: erase again")
-        return Erased(events, dead_letters, settled and replayed)
+        done = {u: Erased(events.get(u, 0), dead_letters[u], settled and replayed) for u in users}
+        return [done[user_id] for user_id in user_ids]
 
     def _pass(self, user: dict[str, object], tables: list[UserTable], everywhere: bool) -> None:
         """Empty `tables` (in USER_TABLES' order) of the user's rows before the cut and of every copy of
@@ -231,47 +245,6 @@ class Eraser:
     def _holds(self, table: UserTable, user: dict[str, object]) -> bool:
         sql = f"SELECT count() FROM {quoted(table.name)} WHERE {user_rows(table.cut)}"  # noqa: S608 - quoted
         return self._count(sql, user) > 0
-
-    def record(self, erasure: Erasure, ordinal: int | None = None) -> None:
-        """Append `erasure` to the audit, numbered in its order (store.lineage): read after its deletes are done,
-        so a backup that read a count at or above it began after them, whatever the clocks said. A restore's
-        redo gives the `ordinal` (store.backup: after its restore's, recorded once the redo is done)."""
-        with classified():
-            if ordinal is None:
-                ordinal = int(str(self._client.query(f"SELECT {RECORDED_SO_FAR} + 1").result_rows[0][0]))
-            self._client.insert(
-                "erasures",
-                [[*erasure, ordinal]],
-                column_names=(*ERASURE_COLUMNS, "ordinal"),
-                settings=INSERT_SETTINGS,
-            )
-
-    def records(
-        self, user_hash: str | None, limit: int, after: Position | None = None
-    ) -> tuple[list[Erasure], Position | None]:
-        """Audit records newest first, only those of one user's hash when given, and where the next page starts."""
-        conditions, parameters = ["1"], dict[str, object](limit=limit + 1)
-        if user_hash is not None:
-            conditions.append("user_hash = {hash:String}")
-            parameters["hash"] = user_hash
-        if after is not None:
-            bound = "fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
-            conditions.append(f"erased_at <= {bound} AND (erased_at < {bound} OR erasure_id < {{after_id:String}})")
-            parameters |= {"after_ms": after.time_ms, "after_id": after.id}
-        sql = (
-            "SELECT erasure_id, toUnixTimestamp64Milli(erased_at), key_name, user_hash, events, dead_letters, complete"  # noqa: S608
-            f" FROM erasures WHERE {' AND '.join(conditions)}"
-            " ORDER BY erased_at DESC, erasure_id DESC LIMIT {limit:UInt32}"
-        )
-        with classified():
-            rows = self._client.query(sql, parameters=parameters).result_rows
-        found = [
-            Erasure(str(key), int(str(at)), str(name), str(digest), int(str(n)), int(str(m)), bool(whole))
-            for key, at, name, digest, n, m, whole in rows
-        ]
-        page = found[:limit]
-        more = len(found) > limit
-        return page, Position(page[-1].erased_ms, page[-1].erasure_id) if more else None
 
     def _tables(self) -> dict[str, str]:
         with classified():

@@ -1,0 +1,90 @@
+"""A restore's redo of many erasures (store/redo.py): every user erased since the backup is erased again, each
+with what was theirs, in the same deletes."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.store.audit import Audit, Erasure, user_hash
+from eventpipe.store.backup import Backups
+from eventpipe.store.client import connect
+from eventpipe.store.erasure import Eraser
+from eventpipe.store.migration import migrate
+from eventpipe.store.redo import Redone, redo_erasures
+from eventpipe.store.writer import Writer
+from tests.support.api import ERASURE_SECRET
+
+MARCH_MS = 1_772_323_200_000
+# More than ClickHouse's multiSearchAny takes (255): a redo of that many users failed every time, so a
+# restore after them could never finish.
+ERASED = [f"user-{i:03d}" for i in range(300)]
+KEPT = "user-0001"  # holds an erased id: a substring match would take it too
+
+
+def events_of(user: str, count: int) -> list[Event]:
+    parsed = [
+        parse("events/t", json.dumps({"event_id": f"{user}/{i}", "user_id": user}).encode(), MARCH_MS + i, Limits())
+        for i in range(count)
+    ]
+    assert all(isinstance(event, Event) for event in parsed)
+    return parsed
+
+
+def letter_of(user: str, i: int) -> Rejection:
+    parsed = parse(
+        "events/bad", json.dumps({"user_id": user, "timestamp": "x", "n": i}).encode(), MARCH_MS + i, Limits()
+    )
+    assert isinstance(parsed, Rejection)
+    return parsed
+
+
+@pytest.mark.timeout(300)
+def test_a_restore_erases_again_hundreds_of_users_each_with_what_was_theirs(clickhouse_dsn: str) -> None:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    writer = Writer(client)
+    # Each user a count of their own, so an audit record counting another's shows.
+    owned = {user: 1 + index % 4 for index, user in enumerate(ERASED)}
+    writer.insert_events([event for user, count in owned.items() for event in events_of(user, count)])
+    writer.insert_events(events_of(KEPT, 6))
+    letters = {ERASED[0]: 2, ERASED[7]: 1}
+    writer.insert_dead_letters([letter_of(user, i) for user, n in letters.items() for i in range(n)])
+    writer.insert_dead_letters([letter_of(KEPT, 99)])
+    backups = Backups(client)
+    taken = backups.take("test")
+
+    # Erased since the backup, as the API records them (one insert for all, to keep the test short).
+    eraser = Eraser(client, embedded=True)
+    erased = eraser.erase_all(ERASED)
+    now_ms = time.time_ns() // 1_000_000
+    hashes = {user_hash(user, ERASURE_SECRET): user for user in ERASED}
+    Audit(client).record_all(
+        [Erasure(str(uuid.uuid4()), now_ms, "admin", h, *e[:2], True) for h, e in zip(hashes, erased, strict=True)]
+    )
+    assert [e.events for e in erased] == list(owned.values())
+
+    restored = backups.restore(
+        taken.name,
+        0,
+        "test",
+        redo=lambda first: redo_erasures(client, taken.name, ERASURE_SECRET, eraser, "eventpipe restore", first),
+    )
+
+    assert restored.redone == Redone(users=300, found=300, events=sum(owned.values()), dead_letters=3, complete=True)
+    left = client.query("SELECT user_id, count() FROM events GROUP BY user_id").result_rows
+    assert dict(left) == {KEPT: 6}
+    kept = client.query("SELECT payload FROM dead_letters").result_rows
+    assert [row[0].encode() for row in kept] == [letter_of(KEPT, 99).payload]
+    # Each user's own record: their hash, with what was theirs, after every erasure the API recorded.
+    audit = client.query(
+        "SELECT user_hash, events, dead_letters, ordinal FROM erasures WHERE key_name = 'eventpipe restore'"
+    ).result_rows
+    assert {hashes[digest]: (events, dead) for digest, events, dead, _ in audit} == {
+        user: (owned[user], letters.get(user, 0)) for user in ERASED
+    }
+    assert sorted(ordinal for *_, ordinal in audit) == list(range(302, 602)), "after the 300 and the restore's own"
