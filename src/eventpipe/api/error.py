@@ -15,7 +15,7 @@ from starlette.routing import Match, Route
 
 from eventpipe.api.summary import Summary
 from eventpipe.errors import BusyStorageError, CostlyQueryError, RetryableStorageError, StorageError
-from eventpipe.events.contract import json_kind
+from eventpipe.events.shape import json_kind
 from eventpipe.store.turn import WAIT_S
 
 log = logging.getLogger(__name__)

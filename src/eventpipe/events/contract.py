@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from eventpipe.events.codec import dumps, loads
+from eventpipe.events.shape import depth, json_kind
 from eventpipe.events.timestamp import EARLIEST_MS, LATEST_MS, to_epoch_ms
 
 # Namespace for ids derived from topic and payload; never change it, or
@@ -160,7 +161,7 @@ def _parse(topic: str, payload: bytes, received_ms: int, limits: Limits, size: i
         raise _Invalid(Reason.NOT_AN_OBJECT, f"payload is a JSON {json_kind(body)}, not an object")
     # Counting brackets is cheap and bounds the depth from above, so the walk
     # only runs for payloads that could be too deep.
-    if text.count("{") + text.count("[") > limits.max_depth and _depth(body) > limits.max_depth:
+    if text.count("{") + text.count("[") > limits.max_depth and depth(body) > limits.max_depth:
         raise _Invalid(Reason.TOO_DEEP, f"payload nests deeper than {limits.max_depth} levels")
 
     # The body is ours (just parsed): taking the contract fields out of it
@@ -267,22 +268,6 @@ def _user_id(value: object) -> str | None:
     return user
 
 
-def _depth(node: object) -> int:
-    deepest = 0
-    stack: list[tuple[object, int]] = [(node, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, level)
-        stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
 def _check_encodable(*texts: str) -> None:
     # JSON escapes can smuggle lone surrogates, which no UTF-8 column accepts.
     for text in texts:
@@ -290,16 +275,3 @@ def _check_encodable(*texts: str) -> None:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise _Invalid(Reason.INVALID_JSON, "payload holds an unpaired UTF-16 surrogate escape") from None
-
-
-def json_kind(value: object) -> str:
-    """What JSON calls a parsed value that is not an object."""
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    return "number"

@@ -11,7 +11,6 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from eventpipe.config import Settings
 from eventpipe.events.contract import digest_of
@@ -202,21 +201,9 @@ class Consumer:
             self._resumed(generation)
         else:
             handshake.check_missing_session(self._metrics, generation, self._last_held, time.time_ns() // 1_000_000)
-        try:
-            # Retained messages are not sent on subscribing: the worker subscribes on every connect, and
-            # got every retained message again each time (10,000 stored again after a restart in an
-            # attack). Published while its session exists, a retained message arrives like any other.
-            options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
-            client.subscribe(self._subscription.name, options=options)
-            plain = self._subscription.plain
-            if flags.session_present and plain is not None:
-                # A session from before the group's HMAC still holds the plain group, which would
-                # deliver every message a second time and stays open to producers: left.
-                client.unsubscribe(plain)
-        except ValueError as exc:
-            # An exception here would end paho's network thread without a word.
-            self.failure = f"cannot subscribe to {self._subscription.shown!r}: {exc}"
-            log.error("%s", self.failure)
+        failure = handshake.subscribe(client, self._subscription, bool(flags.session_present))
+        if failure is not None:
+            self.failure = failure
             return
         self._metrics.connected.set(1)
         if flags.session_present:

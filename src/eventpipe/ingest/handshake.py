@@ -1,13 +1,18 @@
 """What the broker's CONNACK says against the worker's settings: a mismatch that slows the worker or loses
-messages is logged with the setting to change, and the broker's values are exported as gauges."""
+messages is logged with the setting to change, and the broker's values are exported as gauges; and the
+subscription that follows it."""
 
 from __future__ import annotations
 
 import logging
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
 from eventpipe.config import Settings
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.mqtt import packet
+from eventpipe.mqtt.session import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +96,23 @@ def check_first_session(metrics: IngestMetrics, last_held: tuple[int, int] | Non
         away_s,
         expiry_s,
     )
+
+
+def subscribe(client: mqtt.Client, subscription: Subscription, resumed: bool) -> str | None:
+    """Subscribe on a connection the broker accepted; what stops the worker if it cannot, else None."""
+    try:
+        # Retained messages are not sent on subscribing: the worker subscribes on every connect, and
+        # got every retained message again each time (10,000 stored again after a restart in an
+        # attack). Published while its session exists, a retained message arrives like any other.
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+        client.subscribe(subscription.name, options=options)
+        if resumed and subscription.plain is not None:
+            # A session from before the group's HMAC still holds the plain group, which would
+            # deliver every message a second time and stays open to producers: left.
+            client.unsubscribe(subscription.plain)
+    except ValueError as exc:
+        # An exception here would end paho's network thread without a word.
+        failure = f"cannot subscribe to {subscription.shown!r}: {exc}"
+        log.error("%s", failure)
+        return failure
+    return None

@@ -4,7 +4,8 @@ A page is bounded in bytes before any of it is read: its extent query sums an
 upper bound of each row's JSON (from string lengths alone, which ClickHouse
 reads without the strings) over the page's order and keeps the rows within
 the cap (store.query.PAGE_BYTES); only then does the page query read those
-rows whole.
+rows whole. A page of events tries the newest day and month first (`windows`), and the page after it
+starts where the rows served end (`resume`): pure policy, no I/O.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from eventpipe.store.query import (
     EventFilter,
     Query,
     event_source,
+    one_user,
     statement,
 )
 from eventpipe.store.status import CONDITIONS as STATUS_CONDITIONS
@@ -91,6 +93,42 @@ def dead_letters_query(
     """The first `limit` dead letters after `after`, up to and including `through`."""
     conditions, parameters = _dead_letter_conditions(reason, status)
     return _page(DEAD_LETTER_FIELDS, "dead_letters", DEAD_LETTER_KEY, conditions, parameters, limit, after, through)
+
+
+# A page of events reads the day before its upper end first, then 32 days,
+# then everything its filter allows. Rows of a newer window all come before
+# any older row in the page order, so a window that fills the page is the page.
+# Without this, the page's FINAL opens every part of every partition: 100k
+# events a producer spread over 25 years (about 300 monthly partitions) made
+# the newest page of 1M events 10x slower (20 -> 196 ms).
+WINDOWS_MS = (86_400_000, 32 * 86_400_000)
+
+
+def windows(where: EventFilter, after: Position | None, now_ms: int) -> list[EventFilter]:
+    """The filters to try in turn: `where` narrowed to the newest day and month before its upper end, then `where`.
+
+    Not for one user's page: a user's newest events may be months old, and
+    each window tried would be a query more."""
+    if one_user(where):
+        return [where]  # the primary key finds a user's rows in every part of events_by_user
+    upper = after.time_ms if after else where.until_ms if where.until_ms is not None else now_ms
+    narrower = [
+        where._replace(since_ms=upper - span)
+        for span in WINDOWS_MS
+        if where.since_ms is None or upper - span > where.since_ms
+    ]
+    return [*narrower, where]
+
+
+def resume(extent: Extent, limit: int, served: int, last: Position) -> Position | None:
+    """Where the page after `extent` starts, given how many rows were served and the last one.
+
+    The page query reads the extent's range again: rows stored in it since (a
+    late event, a redelivery) push rows out past its limit, and the next page
+    must then go on from the last row served, not skip them."""
+    resume = last if served == extent.kept else extent.last
+    more = extent.kept < extent.candidates or extent.candidates == limit
+    return resume if more or resume != extent.last else None
 
 
 def _page(

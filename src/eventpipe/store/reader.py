@@ -32,6 +32,8 @@ from eventpipe.store.page import (
     dead_letters_query,
     events_extent_query,
     events_query,
+    resume,
+    windows,
 )
 from eventpipe.store.pool import Pool
 from eventpipe.store.query import (
@@ -41,7 +43,6 @@ from eventpipe.store.query import (
     count_query,
     event_query,
     event_types_query,
-    one_user,
     timeseries_query,
 )
 from eventpipe.store.rollup import Rollup
@@ -135,7 +136,7 @@ class Reader:
         # Up to four queries, all within the one bound: each with a bound of its own, a page ran 18 s
         # under a 10 s bound (an attack with a filter that selects nothing, on a busy machine).
         ends = monotonic() + self._settings["max_execution_time"] if self._settings else None
-        for window in _windows(where, after, time.time_ns() // 1_000_000):
+        for window in windows(where, after, time.time_ns() // 1_000_000):
             extent = self._extent(events_extent_query(window, limit, after, max_bytes), bounded=True, ends=ends)
             if extent.candidates == limit:
                 break  # this window fills the page: every row of it comes before any older one
@@ -144,7 +145,7 @@ class Reader:
         page = events_query(window, extent.kept, after, extent.last)
         rows = [event_row(row) for row in self.run(page, bounded=True, ends=ends)]
         last = Position(rows[-1].timestamp_ms, rows[-1].event_id, rows[-1].event_type) if rows else extent.last
-        return Page(rows, _next(extent, limit, len(rows), last))
+        return Page(rows, resume(extent, limit, len(rows), last))
 
     def events(self, where: EventFilter, limit: int, after: Position | None = None) -> list[Event]:
         return self.event_page(where, limit, after).rows
@@ -196,7 +197,7 @@ class Reader:
         query = dead_letters_query(reason, extent.kept, after, extent.last, status)
         rows = self._with_status([dead_letter_row(row) for row in self.run(query, binary=("payload",))])
         last = Position(rows[-1].received_ms, rows[-1].dead_letter_id) if rows else extent.last
-        return Page(rows, _next(extent, limit, len(rows), last))
+        return Page(rows, resume(extent, limit, len(rows), last))
 
     def dead_letters(self, reason: str | None, limit: int, after: Position | None = None) -> list[StoredDeadLetter]:
         return self.dead_letter_page(reason, limit, after).rows
@@ -270,39 +271,3 @@ class Reader:
         time_ms, last_id, *tie = end if isinstance(end, tuple) else (0, "")
         last = Position(int(str(time_ms)), str(last_id), str(tie[0]) if tie else None) if int(str(kept)) else None
         return Extent(int(str(candidates)), int(str(kept)), last)
-
-
-# A page of events reads the day before its upper end first, then 32 days,
-# then everything its filter allows. Rows of a newer window all come before
-# any older row in the page order, so a window that fills the page is the page.
-# Without this, the page's FINAL opens every part of every partition: 100k
-# events a producer spread over 25 years (about 300 monthly partitions) made
-# the newest page of 1M events 10x slower (20 -> 196 ms).
-WINDOWS_MS = (86_400_000, 32 * 86_400_000)
-
-
-def _windows(where: EventFilter, after: Position | None, now_ms: int) -> list[EventFilter]:
-    """The filters to try in turn: `where` narrowed to the newest day and month before its upper end, then `where`.
-
-    Not for one user's page: a user's newest events may be months old, and
-    each window tried would be a query more."""
-    if one_user(where):
-        return [where]  # the primary key finds a user's rows in every part of events_by_user
-    upper = after.time_ms if after else where.until_ms if where.until_ms is not None else now_ms
-    narrower = [
-        where._replace(since_ms=upper - span)
-        for span in WINDOWS_MS
-        if where.since_ms is None or upper - span > where.since_ms
-    ]
-    return [*narrower, where]
-
-
-def _next(extent: Extent, limit: int, served: int, last: Position) -> Position | None:
-    """Where the page after `extent` starts, given how many rows were served and the last one.
-
-    The page query reads the extent's range again: rows stored in it since (a
-    late event, a redelivery) push rows out past its limit, and the next page
-    must then go on from the last row served, not skip them."""
-    resume = last if served == extent.kept else extent.last
-    more = extent.kept < extent.candidates or extent.candidates == limit
-    return resume if more or resume != extent.last else None
