@@ -88,3 +88,49 @@ def test_a_restore_erases_again_hundreds_of_users_each_with_what_was_theirs(clic
         user: (owned[user], letters.get(user, 0)) for user in ERASED
     }
     assert sorted(ordinal for *_, ordinal in audit) == list(range(302, 602)), "after the 300 and the restore's own"
+
+
+def test_a_restore_finds_users_with_dead_letters_only_by_the_user_id_their_json_gives(clickhouse_dsn: str) -> None:
+    # Before, a user erased since the backup with no events in it was never found: their letters came back.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    writer = Writer(client)
+    writer.insert_events(events_of(KEPT, 3))
+    payloads = {
+        "at the top": b'{"user_id": "letters-only", "timestamp": "yesterday"}',
+        "in an envelope": b'{"data": {"user_id": "enveloped\\u00e9", "timestamp": 1.5}}',
+        "as an integer": b'{"user_id": 913297552, "timestamp": []}',
+        # No JSON: the erasure would take it, but no id can be read from it.
+        "in text": b"user_id=in-text-only timestamp=now",
+        "kept": b'{"user_id": "user-0001", "timestamp": "x"}',
+    }
+    letters = []
+    for i, payload in enumerate(payloads.values()):
+        parsed = parse("events/bad", payload, MARCH_MS + i, Limits())
+        assert isinstance(parsed, Rejection)
+        letters.append(parsed)
+    writer.insert_dead_letters(letters)
+    backups = Backups(client)
+    taken = backups.take("test")
+    users = ["letters-only", "enveloped\u00e9", "913297552", "in-text-only"]
+    eraser = Eraser(client, embedded=True)
+    erased = eraser.erase_all(users)
+    now_ms = time.time_ns() // 1_000_000
+    Audit(client).record_all(
+        [
+            Erasure(str(uuid.uuid4()), now_ms, "admin", user_hash(user, ERASURE_SECRET), *e[:2], True)
+            for user, e in zip(users, erased, strict=True)
+        ]
+    )
+    assert [e.dead_letters for e in erased] == [1, 1, 1, 1]
+
+    restored = backups.restore(
+        taken.name,
+        0,
+        "test",
+        redo=lambda first: redo_erasures(client, taken.name, ERASURE_SECRET, eraser, "eventpipe restore", first),
+    )
+
+    assert restored.redone == Redone(users=4, found=3, events=0, dead_letters=3, complete=True)
+    kept = sorted(row[0] for row in client.query("SELECT payload FROM dead_letters").result_rows)
+    assert kept == sorted([payloads["in text"].decode(), payloads["kept"].decode()])

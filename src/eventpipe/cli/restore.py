@@ -103,16 +103,17 @@ def _finish(restored: Restored, where: str) -> int:
     if redone is not None and redone.users:
         print(
             f"erased again {redone.found} of the {redone.users} user(s) erased since backup {restored.name} was "
-            f"taken, whose events it held: {redone.events} events, {redone.dead_letters} dead letters (each "
-            f"recorded in the audit, by {TAKEN_BY!r})",
+            f"taken, whose events or dead letters it held: {redone.events} events, {redone.dead_letters} dead "
+            f"letters (each recorded in the audit, by {TAKEN_BY!r})",
             flush=True,
         )
         if redone.found < redone.users or not redone.complete:
-            # Found by the user ids of their events: one with dead letters only in the backup, or erased under
-            # another key, is not.
+            # Found by the user ids of their events and of their letters' JSON: one named only in letters that
+            # are no JSON or name them elsewhere, or erased under another key, is not.
             said = (
                 f"{redone.users - redone.found} user(s) erased since backup {restored.name} was taken had no events "
-                f"in it, or were erased under another EVENTPIPE_ERASURE_SECRET (GET /admin/erasures lists those "
+                f"in it, nor dead letters giving their user_id as JSON, or were erased under another "
+                f"EVENTPIPE_ERASURE_SECRET (GET /admin/erasures lists those "
                 f"erasures among those from {rfc3339(restored.erased_since_ms)} on): dead letters naming them may be "
                 "back"
                 if redone.found < redone.users

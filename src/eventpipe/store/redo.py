@@ -4,14 +4,16 @@ and the first of those redone.
 
 The audit keeps a keyed hash of each erased user, never the id. A restore that holds the key finds the
 users again by hashing every user id the restored events hold (the user index, walked in its own order a
-page at a time) and erases those whose hash an erasure since the backup names: every event of theirs in
-the backup was stored before that erasure, so erasing them all again is what it did. Users erased before
+page at a time), and then every user_id the restored dead letters give as JSON (a user with dead letters
+only), and erases those whose hash an erasure since the backup names: everything of theirs in the backup
+was stored before that erasure, so erasing it all again is what it did. Users erased before
 the backup that it holds again are not redone: events of theirs stored after the restore that brought them
 back may be wanted, and only the operator knows.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -52,6 +54,14 @@ USERS = (
 )
 USERS_FROM, USERS_AFTER = USERS.format(op=">="), USERS.format(op=">")
 USER_PAGE = 10_000
+# The user ids the restored dead letters give as JSON, at the top level or in an envelope the worker reads
+# (events.contract.ENVELOPE_KEYS), as raw JSON values (a string or an integer), past `after`. A letter that is
+# no JSON, or names the user elsewhere, gives none: the erasure would take it, but no id can be read from it.
+LETTER_USERS = (
+    "SELECT DISTINCT raw FROM (SELECT arrayJoin([JSONExtractRaw(payload, 'user_id'),"
+    " JSONExtractRaw(payload, 'event_data', 'user_id'), JSONExtractRaw(payload, 'data', 'user_id')]) AS raw"
+    " FROM dead_letters WHERE isValidJSON(payload)) WHERE raw > {after:String} ORDER BY raw LIMIT {n:UInt32}"
+)
 # Users erased again in the same deletes (store.erasure.Eraser.erase_all): each delete scans its table
 # whatever it takes, so a restore's downtime follows how many passes, not how many users. Bounded so that
 # one statement's set, and the hidden row that holds it, stay small.
@@ -73,7 +83,7 @@ SETTLE_S = 120.0
 
 class Redone(NamedTuple):
     """The erasures a restore made again: of the users erased since the backup was taken (`users`), those
-    whose events it held (`found`), with what their erasures deleted."""
+    whose events or dead letters it held (`found`), with what their erasures deleted."""
 
     users: int
     found: int
@@ -157,6 +167,9 @@ def redo_erasures(
         sql, parameters = hashes_since(bool(rows), _ordinal(rows[0][2]) if rows else None, taken_ms(name))
         wanted = {str(row[0]) for row in _rows(client, sql, parameters)}
         found = _holding(client, wanted, secret) if wanted else []
+        if len(found) < len(wanted):
+            left = wanted - {user_hash(user_id, secret) for user_id in found}
+            found += _in_letters(client, left, secret)
     events = dead_letters = 0
     complete = True
     tokens: list[str] = []
@@ -211,6 +224,31 @@ def _holding(client: Client, hashes: set[str], secret: str) -> list[str]:
             break
         sql, after = USERS_AFTER, page[-1]
     return found
+
+
+def _in_letters(client: Client, hashes: set[str], secret: str) -> list[str]:
+    """The user ids the stored dead letters give as JSON whose keyed hash is among `hashes`."""
+    found: list[str] = []
+    after = ""
+    while len(found) < len(hashes):
+        page = [str(row[0]) for row in _rows(client, LETTER_USERS, {"after": after, "n": USER_PAGE})]
+        found += [user_id for user_id in map(_user_id, page) if user_id and user_hash(user_id, secret) in hashes]
+        if len(page) < USER_PAGE:
+            break
+        after = page[-1]
+    return list(dict.fromkeys(found))
+
+
+def _user_id(raw: str) -> str | None:
+    """The user id a raw JSON value gives, as the worker reads one (events.contract): a string, or an
+    integer's text; None for anything else."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return str(value)
 
 
 def _ordinal(value: object) -> int | None:
