@@ -134,3 +134,41 @@ def test_a_restore_finds_users_with_dead_letters_only_by_the_user_id_their_json_
     assert restored.redone == Redone(users=4, found=3, events=0, dead_letters=3, complete=True)
     kept = sorted(row[0] for row in client.query("SELECT payload FROM dead_letters").result_rows)
     assert kept == sorted([payloads["in text"].decode(), payloads["kept"].decode()])
+
+
+def test_an_event_two_users_erased_again_together_shared_is_counted_once(clickhouse_dsn: str) -> None:
+    # A producer re-sent an event under another user: erased one after another, the first erasure took it
+    # whole and the second counted none of it. Erased together, each user's record counted it, and the
+    # restore said it erased again more events than went.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    writer = Writer(client)
+    first, second = "user-a", "user-b"
+    writer.insert_events(events_of(first, 3))
+    writer.insert_events([event._replace(user_id=second, received_ms=MARCH_MS + 10) for event in events_of(first, 2)])
+    writer.insert_events(events_of(second, 1))
+    writer.insert_events(events_of(KEPT, 2))
+    backups = Backups(client)
+    taken = backups.take("test")
+    eraser, audit = Eraser(client, embedded=True), Audit(client)
+    counted = {}
+    for user in (first, second):  # as the API erases them, one request each
+        erased = eraser.erase(user)
+        counted[user] = erased.events
+        now_ms = time.time_ns() // 1_000_000
+        audit.record(Erasure(str(uuid.uuid4()), now_ms, "admin", user_hash(user, ERASURE_SECRET), *erased[:2], True))
+    assert counted == {first: 3, second: 1}
+
+    restored = backups.restore(
+        taken.name,
+        0,
+        "test",
+        redo=lambda first: redo_erasures(client, taken.name, ERASURE_SECRET, eraser, "eventpipe restore", first),
+    )
+
+    # The backup held 4 events of theirs (the re-sent ones are one event each) and 2 of the kept user.
+    assert restored.events == 2
+    assert restored.redone == Redone(users=2, found=2, events=4, dead_letters=0, complete=True)
+    again = client.query("SELECT user_hash, events FROM erasures WHERE key_name = 'eventpipe restore'").result_rows
+    hashes = {user_hash(user, ERASURE_SECRET): user for user in (first, second)}
+    assert {hashes[digest]: events for digest, events in again} == counted
