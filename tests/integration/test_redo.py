@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from eventpipe.errors import BackupError, StorageError
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store.audit import Audit, Erasure, user_hash
 from eventpipe.store.backup import Backups
@@ -172,3 +173,52 @@ def test_an_event_two_users_erased_again_together_shared_is_counted_once(clickho
     again = client.query("SELECT user_hash, events FROM erasures WHERE key_name = 'eventpipe restore'").result_rows
     hashes = {user_hash(user, ERASURE_SECRET): user for user in (first, second)}
     assert {hashes[digest]: events for digest, events in again} == counted
+
+
+def test_a_restore_run_again_after_its_redo_was_cut_short_leaves_no_erased_id_in_the_store(
+    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A redo hides the ids of every user of its set at its start (store.hidden), for its deletes to read.
+    # Killed on its third delete (or failing there), it left them all, in clear, in erasure_keys; the same
+    # restore run again erased the users, but released only the rows it wrote itself: the 300 ids stayed
+    # until some erasure made a day later.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    writer = Writer(client)
+    writer.insert_events([event for user in ERASED for event in events_of(user, 1)])
+    writer.insert_events(events_of(KEPT, 2))
+    backups = Backups(client)
+    taken = backups.take("test")
+    eraser = Eraser(client, embedded=True)
+    erased = eraser.erase_all(ERASED)
+    now_ms = time.time_ns() // 1_000_000
+    Audit(client).record_all(
+        [
+            Erasure(str(uuid.uuid4()), now_ms, "admin", user_hash(user, ERASURE_SECRET), *e[:2], True)
+            for user, e in zip(ERASED, erased, strict=True)
+        ]
+    )
+    assert client.query("SELECT count() FROM erasure_keys").result_rows == [(0,)]
+
+    def redo(first: int) -> Redone:
+        return redo_erasures(client, taken.name, ERASURE_SECRET, eraser, "eventpipe restore", first)
+
+    deletes, real_delete = [], Eraser._delete
+
+    def stopped_on_the_third(self: Eraser, table: str, sql: str, parameters: dict[str, object]) -> None:
+        deletes.append(table)
+        if len(deletes) == 3:
+            raise StorageError("the store went away")
+        real_delete(self, table, sql, parameters)
+
+    monkeypatch.setattr(Eraser, "_delete", stopped_on_the_third)
+    with pytest.raises(BackupError, match="run this restore again"):
+        backups.restore(taken.name, 0, "test", redo=redo)
+    monkeypatch.setattr(Eraser, "_delete", real_delete)
+    assert client.query("SELECT count() FROM erasure_keys WHERE has(texts, {u:String})", {"u": ERASED[0]}).result_rows
+
+    restored = backups.restore(taken.name, 0, "test", redo=redo)
+
+    assert restored.redone is not None and restored.redone.found == len(ERASED)
+    assert dict(client.query("SELECT user_id, count() FROM events GROUP BY user_id").result_rows) == {KEPT: 2}
+    assert client.query("SELECT count() FROM erasure_keys").result_rows == [(0,)], "no id erased left in clear"

@@ -88,10 +88,10 @@ def concealed(sql: str, parameters: dict[str, object]) -> tuple[str, dict[str, o
     return _PARAMETER.sub(read, sql), {name: value for name, value in parameters.items() if name in PUBLIC}
 
 
-def release(client: Client, cut_ms: int, *tokens: str) -> None:
-    """Remove the rows of the erasures `tokens`, done, and of any call abandoned a day before `cut_ms`, when no
-    unfinished mutation reads them."""
-    parameters = {"own": list(tokens), "cut": cut_ms, "abandoned": ABANDONED_MS}
+def release(client: Client, cut_ms: int, *tokens: str, abandoned_ms: int = ABANDONED_MS) -> None:
+    """Remove the rows of the erasures `tokens`, done, and of any call abandoned `abandoned_ms` (a day) before
+    `cut_ms`, when no unfinished mutation reads them."""
+    parameters = {"own": list(tokens), "cut": cut_ms, "abandoned": abandoned_ms}
     with classified():
         releasing = [str(row[0]) for row in client.query(_RELEASED, parameters=parameters).result_rows]
         running = [str(row[0]) for row in client.query(_RUNNING).result_rows]
