@@ -9,7 +9,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventpipe.store.mention import MENTIONS, json_string, spellings
+from eventpipe.store.mention import MENTIONS, json_string, mentions, numbered, spellings
 
 
 def as_python(pattern: str) -> re.Pattern[str]:
@@ -81,3 +81,10 @@ def test_text_that_is_no_json_is_searched_for_the_id_as_a_json_string_with_any_e
 def test_every_escaping_of_the_id_is_found_in_json_that_isvalidjson_refuses(user: str, seed: int, tail: str) -> None:
     text = '{"user_id":' + escaped(user, random.Random(seed)) + tail
     assert as_python(json_string(user)).search(text), text
+
+
+def test_each_user_of_a_set_reads_the_patterns_named_for_them_and_only_those() -> None:
+    # One erasure of many users hides every user's patterns under one token, one name per value.
+    read = set(re.findall(r"\{(\w+):", numbered(MENTIONS, 7)))
+    assert read == set(mentions("u", 7)) == {f"{name}_7" for name in mentions("u")}
+    assert mentions("913297552", 7)["user_number_7"] == mentions("913297552")["user_number"]

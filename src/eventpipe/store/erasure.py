@@ -63,7 +63,7 @@ from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
 from eventpipe.store.hidden import hide, release
 from eventpipe.store.mark import MARKS_QUERY, REPLAY_STALE_MS, complete_before, running_replays
-from eventpipe.store.mention import mentions
+from eventpipe.store.mention import mentions, numbered
 from eventpipe.store.query import quoted
 from eventpipe.store.schema.version import REBUILT, REFILLED
 
@@ -141,11 +141,11 @@ class Eraser:
         room_for_delete(self._client)
         # Left behind by a call that fails: its deletes may still run, and read them. A later erasure removes
         # them once they are done and the call is long over (store.hidden.ABANDONED_MS). Each user's letter
-        # patterns under a token of their own: a letter is counted against the user it names.
+        # patterns named for them (store.mention.numbered): a letter is counted against the user it names.
         users = list(dict.fromkeys(user_ids))
-        mentioned = {user_id: mentions(user_id) for user_id in users}
-        token = hide(self._client, cut, {"users": users})
-        tokens = {user_id: hide(self._client, cut, mentioned[user_id]) for user_id in users}
+        mentioned = {user_id: mentions(user_id, index) for index, user_id in enumerate(users)}
+        patterns = {name: value for of_one in mentioned.values() for name, value in of_one.items()}
+        token = hide(self._client, cut, {"users": users, **patterns})
         user: dict[str, object] = {"users": users, "cut": cut, "token": token}
         # The user index's rows of the users stay until the end: they give every other table the keys of
         # their events, also of copies other users' batches commit during the first pass.
@@ -168,11 +168,11 @@ class Eraser:
         # A user none of whose letters is there once the workers have committed is spared a delete, which
         # renames every part of the table (a replay adds no letter); unsettled, a batch may still land some.
         dead_letters = {}
-        for user_id in users:
-            letters = {**mentioned[user_id], "cut": cut, "token": tokens[user_id]}
-            dead_letters[user_id] = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {LETTERS}", letters)  # noqa: S608
+        for number, user_id in enumerate(users):
+            letters, naming = {**mentioned[user_id], "cut": cut, "token": token}, numbered(LETTERS, number)
+            dead_letters[user_id] = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {naming}", letters)  # noqa: S608
             if dead_letters[user_id] or not settled:
-                self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {LETTERS}", letters)  # noqa: S608
+                self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {naming}", letters)  # noqa: S608
         replayed = self._await_replays()
         # The letters' outcomes, once the letters are gone: with them, those a replay that read the letters
         # before they went recorded since (a failure's detail may quote the payload). On every call: a replay
@@ -188,9 +188,9 @@ class Eraser:
         for table in index:
             self._delete(table.name, delete_statement(table, shared=False), user)
         if held is None:
-            release(self._client, cut, token, *tokens.values())
+            release(self._client, cut, token)
         else:
-            held += [token, *tokens.values()]
+            held.append(token)
         if self._tables() != tables:
             raise BusyStorageError("a migration swapped a table during the erasure: erase again")
         done = {u: Erased(events.get(u, 0), dead_letters[u], settled and replayed) for u in users}
