@@ -81,6 +81,8 @@ REPLAY_WAIT_S = 60.0
 # again) if a table was swapped under it, which changes the table's UUID.
 COPIES = (REBUILT, REFILLED)
 TABLES = "SELECT name, uuid FROM system.tables WHERE database = currentDatabase()"
+# The most users one erasure takes: its deletes read the set, and its hidden values hold each user's patterns.
+AT_ONCE = 1_000
 # The events each user of a call's set loses, each event counted once: one whose copies name several of
 # them is the first one's, in the set's order, as erasing them one after another counted it. Counted per
 # user, an event re-sent under two users a restore's redo erased together was in both records, and the
@@ -133,6 +135,8 @@ class Eraser:
         """Erase every user of `user_ids` as `erase` does one, in the same deletes (store.deletion.USERS),
         and what it erased of each, in their order. With `held`, the hidden values' tokens are added to it,
         not released: a restore's redo releases them once its deletes are done for good (store.redo)."""
+        if len(user_ids) > AT_ONCE:
+            raise ValueError(f"an erasure takes {AT_ONCE:,} users at most, not {len(user_ids):,}")
         cut = time.time_ns() // 1_000_000
         tables = self._tables()
         copying = sorted(name for name in tables if name.endswith(COPIES))

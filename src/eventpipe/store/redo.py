@@ -24,7 +24,7 @@ from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BusyStorageError, StorageError
 from eventpipe.store.audit import Audit, Erasure, user_hash
-from eventpipe.store.erasure import Eraser
+from eventpipe.store.erasure import AT_ONCE, Eraser
 from eventpipe.store.failure import classified
 from eventpipe.store.hidden import release
 from eventpipe.store.lineage import (
@@ -62,10 +62,6 @@ LETTER_USERS = (
     " JSONExtractRaw(payload, 'event_data', 'user_id'), JSONExtractRaw(payload, 'data', 'user_id')]) AS raw"
     " FROM dead_letters WHERE isValidJSON(payload)) WHERE raw > {after:String} ORDER BY raw LIMIT {n:UInt32}"
 )
-# Users erased again in the same deletes (store.erasure.Eraser.erase_all): each delete scans its table
-# whatever it takes, so a restore's downtime follows how many passes, not how many users. Bounded so that
-# one statement's set, and the hidden row that holds it, stay small.
-ERASE_AT_ONCE = 1_000
 # The tables whose mutations read a redo's hidden values, and how many of those mutations are not done.
 # Not multiSearchAny, which takes 255 needles at most: a redo of 1,000 users failed there every time.
 HOLDS_ONE = "arrayExists(token -> position(command, token) > 0, {tokens:Array(String)})"
@@ -174,8 +170,10 @@ def redo_erasures(
     events = dead_letters = 0
     complete = True
     tokens: list[str] = []
-    for start in range(0, len(found), ERASE_AT_ONCE):
-        users = found[start : start + ERASE_AT_ONCE]
+    # Erased together, AT_ONCE at a time: each delete scans its table whoever it takes, so a restore's
+    # downtime follows how many passes, not how many users.
+    for start in range(0, len(found), AT_ONCE):
+        users = found[start : start + AT_ONCE]
         erasures = []
         for user_id, erased in zip(users, eraser.erase_all(users, tokens), strict=True):
             digest = user_hash(user_id, secret)
