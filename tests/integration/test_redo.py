@@ -222,3 +222,29 @@ def test_a_restore_run_again_after_its_redo_was_cut_short_leaves_no_erased_id_in
     assert restored.redone is not None and restored.redone.found == len(ERASED)
     assert dict(client.query("SELECT user_id, count() FROM events GROUP BY user_id").result_rows) == {KEPT: 2}
     assert client.query("SELECT count() FROM erasure_keys").result_rows == [(0,)], "no id erased left in clear"
+
+
+def test_the_dead_letters_of_a_set_of_users_go_in_one_delete_each_counted_once(clickhouse_dsn: str) -> None:
+    # A delete per user with letters, each renaming every part of dead_letters and waited for: 300 users with a
+    # letter each took 30.7 s to erase together, against 2.2 s with none (0.1 s a user), where a restore's redo
+    # was to cost about one erasure.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    writer = Writer(client)
+    users = ERASED[:40]
+    writer.insert_dead_letters([letter_of(user, i) for user in users for i in range(2)])
+    # Naming two of them: counted once, against the first of them in the set, as one erasure after another did.
+    naming_both = {"user_id": users[1], "friend": users[0], "timestamp": "x"}
+    both = parse("events/bad", json.dumps(naming_both).encode(), MARCH_MS, Limits())
+    assert isinstance(both, Rejection)
+    writer.insert_dead_letters([both, letter_of(KEPT, 0)])
+
+    erased = Eraser(client, embedded=True).erase_all(users)
+
+    assert [e.dead_letters for e in erased] == [3] + [2] * 39
+    assert [row[0].encode() for row in client.query("SELECT payload FROM dead_letters").result_rows] == [
+        letter_of(KEPT, 0).payload
+    ]
+    deletes = client.query("SELECT count() FROM system.mutations WHERE table = 'dead_letters'").result_rows
+    assert deletes == [(1,)], "one delete for the letters of every user of the set"
+    assert client.query("SELECT count() FROM erasure_keys").result_rows == [(0,)]

@@ -30,6 +30,13 @@ USERS = "(SELECT arrayJoin({users:Array(String)}))"
 CUT = "received_at <= fromUnixTimestamp64Milli({cut:Int64}, 'UTC')"
 # The dead letters an erasure takes: those naming one user, received before the call.
 LETTERS = f"({MENTIONS}) AND {CUT}"
+# The letters of a set's users, once each user's were found by LETTERS: one delete, by the letters' ids (hidden as
+# any value is, store.hidden), where one delete per user renamed every part of the table each time (300 users
+# with a letter each: 30.7 s, against 2.2 s with none).
+LETTERS_BY_ID = (
+    "DELETE FROM dead_letters WHERE dead_letter_id IN (SELECT arrayJoin({letters:Array(String)}))"  # noqa: S608
+    f" AND {CUT}"
+)
 # Outcomes whose letter is gone: those of the letters an erasure deleted, also a replay's recorded after
 # (and of letters the retention dropped first, which no read shows either). Counted before they are
 # deleted: a delete renames every part of its table, also when it matches no row.

@@ -48,6 +48,7 @@ from eventpipe.store.deletion import (
     CUT,
     INDEX,
     LETTERS,
+    LETTERS_BY_ID,
     ORPHAN_OUTCOMES,
     ORPHANS,
     OTHER_COPIES,
@@ -169,14 +170,26 @@ class Eraser:
         # just before they go. Counted at the start, and deleted with no cut after the wait, the answer and
         # the audit said 836 letters where 1,211 went. Before
         # the second pass: a replay that read some of them first has stored their events by its end.
-        # A user none of whose letters is there once the workers have committed is spared a delete, which
-        # renames every part of the table (a replay adds no letter); unsettled, a batch may still land some.
-        dead_letters = {}
+        # Each letter counted once, against the first user of the set it names (as one erasure after another
+        # counted it), and all of them deleted at once by id (LETTERS_BY_ID) once the workers have committed:
+        # a delete renames every part of the table (a replay adds no letter). Unsettled, a batch may still land
+        # some, which only each user's patterns take.
+        dead_letters, found = {}, set[str]()
         for number, user_id in enumerate(users):
             letters, naming = {**mentioned[user_id], "cut": cut, "token": token}, numbered(LETTERS, number)
-            dead_letters[user_id] = self._count(f"SELECT count() FROM dead_letters FINAL WHERE {naming}", letters)  # noqa: S608
-            if dead_letters[user_id] or not settled:
+            with classified():
+                rows = self._client.query(
+                    f"SELECT dead_letter_id FROM dead_letters FINAL WHERE {naming}",  # noqa: S608 - constants
+                    parameters=letters,
+                ).result_rows
+            named = {str(row[0]) for row in rows} - found
+            dead_letters[user_id], found = len(named), found | named
+            if not settled:
                 self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {naming}", letters)  # noqa: S608
+        if found and settled:
+            taken: dict[str, object] = {"letters": sorted(found)}
+            hide(self._client, cut, taken, token)
+            self._delete("dead_letters", LETTERS_BY_ID, {**taken, "cut": cut, "token": token})
         replayed = self._await_replays()
         # The letters' outcomes, once the letters are gone: with them, those a replay that read the letters
         # before they went recorded since (a failure's detail may quote the payload). On every call: a replay

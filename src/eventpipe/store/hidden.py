@@ -52,9 +52,10 @@ _RELEASED = (
 _RUNNING = "SELECT command FROM system.mutations WHERE database = currentDatabase() AND NOT is_done"
 
 
-def hide(client: Client, cut_ms: int, values: dict[str, object]) -> str:
-    """Write `values` (parameters of an erasure's deletes: the id, its patterns) under a new token; return it."""
-    token = secrets.token_hex(16)
+def hide(client: Client, cut_ms: int, values: dict[str, object], token: str | None = None) -> str:
+    """Write `values` (parameters of an erasure's deletes: the id, its patterns) under a new token, or under the
+    erasure's `token` for values found since; return it."""
+    token = token or secrets.token_hex(16)
     rows = []
     for name, value in values.items():
         text, texts, number = "", list[str](), 0.0
