@@ -87,9 +87,11 @@ AT_ONCE = 1_000
 # The events each user of a call's set loses, each event counted once: one whose copies name several of
 # them is the first one's, in the set's order, as erasing them one after another counted it. Counted per
 # user, an event re-sent under two users a restore's redo erased together was in both records, and the
-# restore said it erased again more events than went.
+# restore said it erased again more events than went. Each user's place by transform(), which looks it up in a
+# hash table: indexOf() walked the set for every row, 5.3 s against 0.4 s for 1,000 users of 2,000 events each.
+PLACE = "transform(user_id, {users:Array(String)}, range(1, length({users:Array(String)}) + 1), 0)"
 EVENTS_OF_EACH = (
-    f"SELECT first_user, count() FROM (SELECT argMin(user_id, indexOf({{users:Array(String)}}, user_id)) AS first_user"  # noqa: S608
+    f"SELECT first_user, count() FROM (SELECT argMin(user_id, {PLACE}) AS first_user"  # noqa: S608
     f" FROM {INDEX} FINAL WHERE user_id IN {USERS} AND {CUT} GROUP BY timestamp, event_type, event_id)"
     " GROUP BY first_user"
 )
