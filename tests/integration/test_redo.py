@@ -11,6 +11,7 @@ import pytest
 
 from eventpipe.errors import BackupError, StorageError
 from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.store import redo
 from eventpipe.store.audit import Audit, Erasure, user_hash
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
@@ -248,3 +249,43 @@ def test_the_dead_letters_of_a_set_of_users_go_in_one_delete_each_counted_once(c
     deletes = client.query("SELECT count() FROM system.mutations WHERE table = 'dead_letters'").result_rows
     assert deletes == [(1,)], "one delete for the letters of every user of the set"
     assert client.query("SELECT count() FROM erasure_keys").result_rows == [(0,)]
+
+
+def test_a_restore_finds_a_letters_only_user_past_a_page_whose_ids_were_spelt_twice(clickhouse_dsn: str) -> None:
+    # The ids the letters give are read a page of raw JSON values at a time, and the search stopped once it had
+    # as many ids as users to find: one id given both as a string and as an integer counted twice, and the user
+    # on the next page was not found, their letters back after the restore.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    writer = Writer(client)
+    spelt = [b'{"user_id": "42", "timestamp": "x"}', b'{"user_id": 42, "timestamp": "x"}']
+    # Raw values sort as text: the fillers after both spellings of 42, the user to find after the fillers.
+    filler = [json.dumps({"user_id": 500_000 + i, "timestamp": "x"}).encode() for i in range(redo.USER_PAGE)]
+    later = b'{"user_id": 9999999, "timestamp": "x"}'
+    letters = [parse("events/bad", payload, MARCH_MS, Limits()) for payload in [*spelt, *filler, later]]
+    writer.insert_dead_letters([letter for letter in letters if isinstance(letter, Rejection)])
+    assert client.query("SELECT count() FROM dead_letters").result_rows == [(redo.USER_PAGE + 3,)]
+    writer.insert_events(events_of(KEPT, 1))
+    backups = Backups(client)
+    taken = backups.take("test")
+    users = ["42", "9999999"]
+    eraser = Eraser(client, embedded=True)
+    erased = eraser.erase_all(users)
+    assert [e.dead_letters for e in erased] == [2, 1]
+    now_ms = time.time_ns() // 1_000_000
+    Audit(client).record_all(
+        [
+            Erasure(str(uuid.uuid4()), now_ms, "admin", user_hash(user, ERASURE_SECRET), *e[:2], True)
+            for user, e in zip(users, erased, strict=True)
+        ]
+    )
+
+    restored = backups.restore(
+        taken.name,
+        0,
+        "test",
+        redo=lambda first: redo_erasures(client, taken.name, ERASURE_SECRET, eraser, "eventpipe restore", first),
+    )
+
+    assert restored.redone == Redone(users=2, found=2, events=0, dead_letters=3, complete=True)
+    assert client.query("SELECT count() FROM dead_letters").result_rows == [(redo.USER_PAGE,)], "only the fillers"

@@ -231,15 +231,17 @@ def _holding(client: Client, hashes: set[str], secret: str) -> list[str]:
 
 def _in_letters(client: Client, hashes: set[str], secret: str) -> list[str]:
     """The user ids the stored dead letters give as JSON whose keyed hash is among `hashes`."""
-    found: list[str] = []
+    # Each id once: one given both as a string and as an integer (two raw values) counted twice, and the
+    # search stopped before the page that held the last user to find.
+    found: dict[str, None] = {}
     after = ""
     while len(found) < len(hashes):
         page = [str(row[0]) for row in _rows(client, LETTER_USERS, {"after": after, "n": USER_PAGE})]
-        found += [user_id for user_id in map(_user_id, page) if user_id and user_hash(user_id, secret) in hashes]
+        found |= {user_id: None for user_id in map(_user_id, page) if user_id and user_hash(user_id, secret) in hashes}
         if len(page) < USER_PAGE:
             break
         after = page[-1]
-    return list(dict.fromkeys(found))
+    return list(found)
 
 
 def _user_id(raw: str) -> str | None:
