@@ -62,7 +62,7 @@ from eventpipe.store.deletion import (
 )
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
-from eventpipe.store.hidden import hide, release
+from eventpipe.store.hidden import BY_RESTORE, hide, release
 from eventpipe.store.mark import MARKS_QUERY, REPLAY_STALE_MS, complete_before, running_replays
 from eventpipe.store.mention import mentions, numbered
 from eventpipe.store.query import quoted
@@ -152,7 +152,9 @@ class Eraser:
         users = list(dict.fromkeys(user_ids))
         mentioned = {user_id: mentions(user_id, index) for index, user_id in enumerate(users)}
         patterns = {name: value for of_one in mentioned.values() for name, value in of_one.items()}
-        token = hide(self._client, cut, {"users": users, **patterns})
+        # Held (a restore's redo): marked as a restore's, which a later attempt of a restore releases.
+        marked = {} if held is None else {BY_RESTORE: "1"}
+        token = hide(self._client, cut, {"users": users, **patterns, **marked})
         user: dict[str, object] = {"users": users, "cut": cut, "token": token}
         # The user index's rows of the users stay until the end: they give every other table the keys of
         # their events, also of copies other users' batches commit during the first pass.

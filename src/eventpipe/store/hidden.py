@@ -45,9 +45,16 @@ _TOKEN = re.compile(r"[0-9a-f]{32}")
 # other, and its row serves nothing. Any user's erasure, not only the same user's: a failed call retried at
 # once (as its 503 says) left its row, and the id in it, until the same user was erased again a day later.
 ABANDONED_MS = 24 * 3600 * 1000
+# The mark of a restore's values (store.redo): a restore runs alone (store.halfway), so one that finds such
+# values of another attempt finds those of an attempt killed or failed, which nothing reads any more. An
+# attempt killed in its redo had left the ids of its whole set there, in clear, for a day. Values of an
+# erasure by the API are never taken for them: one running beside a restore on a server (its API not
+# stopped) would have lost its values between two deletes, and its next delete failed for good.
+BY_RESTORE = "by_restore"
 _RELEASED = (
     f"SELECT DISTINCT token FROM {KEYS} WHERE token IN {{own:Array(String)}}"  # noqa: S608
     " OR cut_at < fromUnixTimestamp64Milli({cut:Int64}, 'UTC') - toIntervalMillisecond({abandoned:Int64})"
+    f" OR ({{restores:Bool}} AND token IN (SELECT token FROM {KEYS} WHERE name = '{BY_RESTORE}'))"
 )
 _RUNNING = "SELECT command FROM system.mutations WHERE database = currentDatabase() AND NOT is_done"
 
@@ -89,10 +96,10 @@ def concealed(sql: str, parameters: dict[str, object]) -> tuple[str, dict[str, o
     return _PARAMETER.sub(read, sql), {name: value for name, value in parameters.items() if name in PUBLIC}
 
 
-def release(client: Client, cut_ms: int, *tokens: str, abandoned_ms: int = ABANDONED_MS) -> None:
-    """Remove the rows of the erasures `tokens`, done, and of any call abandoned `abandoned_ms` (a day) before
-    `cut_ms`, when no unfinished mutation reads them."""
-    parameters = {"own": list(tokens), "cut": cut_ms, "abandoned": abandoned_ms}
+def release(client: Client, cut_ms: int, *tokens: str, restores: bool = False) -> None:
+    """Remove the rows of the erasures `tokens`, done, of any call abandoned a day before `cut_ms`, and with
+    `restores` of every restore's (BY_RESTORE), when no unfinished mutation reads them."""
+    parameters = {"own": list(tokens), "cut": cut_ms, "abandoned": ABANDONED_MS, "restores": restores}
     with classified():
         releasing = [str(row[0]) for row in client.query(_RELEASED, parameters=parameters).result_rows]
         running = [str(row[0]) for row in client.query(_RUNNING).result_rows]

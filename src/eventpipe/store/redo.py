@@ -186,11 +186,9 @@ def redo_erasures(
         Audit(client).record_all(erasures, first + start)
     if tokens:
         _settle(client, tokens)
-    # And every row hidden before this redo that no delete still reads: the restore dropped the tables that
-    # the deletes of any erasure before it ran on, and holds the store (the stack stopped). An attempt of
-    # this restore killed or failing in its redo left the ids of a whole set there, in clear (300 in
-    # tests/integration/test_redo.py), and they stayed until an erasure made a day later.
-    release(client, started_ms, *tokens, abandoned_ms=0)
+    # And those of any attempt before it, killed or failing in its redo (store.hidden.BY_RESTORE): it left the
+    # ids of a whole set there, in clear (300 in tests/integration/test_redo.py), until an erasure a day later.
+    release(client, started_ms, *tokens, restores=True)
     return Redone(len(wanted), len(found), events, dead_letters, complete)
 
 
