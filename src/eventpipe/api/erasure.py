@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from pydantic_core import PydanticCustomError
 
 from eventpipe.api.admin import AdminKey
+from eventpipe.api.body import MAX_BODY_BYTES
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import TURN_TAKEN, ApiError, responses
 from eventpipe.api.model import rfc3339
@@ -84,7 +85,8 @@ class EraseManyRequest(BaseModel):
         min_length=1,
         max_length=AT_ONCE,
         description=f"The users whose data goes, {AT_ONCE:,} at most, each once: strings, or integers as events "
-        "may carry them. Erased in the same deletes, so many users cost about what one does.",
+        "may carry them. Erased in the same deletes, so many users cost about what one does. The body is bounded "
+        f"as every body is ({MAX_BODY_BYTES // 1024} KiB): 1,000 ids of about 120 characters at most.",
     )
 
     @model_validator(mode="after")
