@@ -8,14 +8,15 @@ import time
 import uuid
 
 import pytest
+from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BackupError, StorageError
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store import redo
 from eventpipe.store.audit import Audit, Erasure, user_hash
-from eventpipe.store.backup import Backups
+from eventpipe.store.backup import Backups, Restored
 from eventpipe.store.client import connect
-from eventpipe.store.erasure import Eraser
+from eventpipe.store.erasure import Erased, Eraser
 from eventpipe.store.hidden import hide
 from eventpipe.store.migration import migrate
 from eventpipe.store.redo import Redone, redo_erasures
@@ -46,6 +47,29 @@ def letter_of(user: str, i: int) -> Rejection:
     return parsed
 
 
+def erased_as_the_api_does(client: Client, eraser: Eraser, users: list[str]) -> list[Erased]:
+    """Erase `users` together and record each in the audit under the API's key (one insert, to keep tests short)."""
+    erased = eraser.erase_all(users)
+    now_ms = time.time_ns() // 1_000_000
+    Audit(client).record_all(
+        [
+            Erasure(str(uuid.uuid4()), now_ms, "admin", user_hash(user, ERASURE_SECRET), *e[:2], True)
+            for user, e in zip(users, erased, strict=True)
+        ]
+    )
+    return erased
+
+
+def restored_with_redo(client: Client, backups: Backups, name: str, eraser: Eraser) -> Restored:
+    """Restore backup `name` with its redo, as `eventpipe restore` wires it (cli.restore)."""
+    return backups.restore(
+        name,
+        0,
+        "test",
+        redo=lambda first: redo_erasures(client, name, ERASURE_SECRET, eraser, "eventpipe restore", first),
+    )
+
+
 @pytest.mark.timeout(300)
 def test_a_restore_erases_again_hundreds_of_users_each_with_what_was_theirs(clickhouse_dsn: str) -> None:
     client = connect(clickhouse_dsn)
@@ -63,20 +87,11 @@ def test_a_restore_erases_again_hundreds_of_users_each_with_what_was_theirs(clic
 
     # Erased since the backup, as the API records them (one insert for all, to keep the test short).
     eraser = Eraser(client, embedded=True)
-    erased = eraser.erase_all(ERASED)
-    now_ms = time.time_ns() // 1_000_000
+    erased = erased_as_the_api_does(client, eraser, ERASED)
     hashes = {user_hash(user, ERASURE_SECRET): user for user in ERASED}
-    Audit(client).record_all(
-        [Erasure(str(uuid.uuid4()), now_ms, "admin", h, *e[:2], True) for h, e in zip(hashes, erased, strict=True)]
-    )
     assert [e.events for e in erased] == list(owned.values())
 
-    restored = backups.restore(
-        taken.name,
-        0,
-        "test",
-        redo=lambda first: redo_erasures(client, taken.name, ERASURE_SECRET, eraser, "eventpipe restore", first),
-    )
+    restored = restored_with_redo(client, backups, taken.name, eraser)
 
     assert restored.redone == Redone(users=300, found=300, events=sum(owned.values()), dead_letters=3, complete=True)
     left = client.query("SELECT user_id, count() FROM events GROUP BY user_id").result_rows
@@ -117,22 +132,10 @@ def test_a_restore_finds_users_with_dead_letters_only_by_the_user_id_their_json_
     taken = backups.take("test")
     users = ["letters-only", "enveloped\u00e9", "913297552", "in-text-only"]
     eraser = Eraser(client, embedded=True)
-    erased = eraser.erase_all(users)
-    now_ms = time.time_ns() // 1_000_000
-    Audit(client).record_all(
-        [
-            Erasure(str(uuid.uuid4()), now_ms, "admin", user_hash(user, ERASURE_SECRET), *e[:2], True)
-            for user, e in zip(users, erased, strict=True)
-        ]
-    )
+    erased = erased_as_the_api_does(client, eraser, users)
     assert [e.dead_letters for e in erased] == [1, 1, 1, 1]
 
-    restored = backups.restore(
-        taken.name,
-        0,
-        "test",
-        redo=lambda first: redo_erasures(client, taken.name, ERASURE_SECRET, eraser, "eventpipe restore", first),
-    )
+    restored = restored_with_redo(client, backups, taken.name, eraser)
 
     assert restored.redone == Redone(users=4, found=3, events=0, dead_letters=3, complete=True)
     kept = sorted(row[0] for row in client.query("SELECT payload FROM dead_letters").result_rows)
@@ -162,12 +165,7 @@ def test_an_event_two_users_erased_again_together_shared_is_counted_once(clickho
         audit.record(Erasure(str(uuid.uuid4()), now_ms, "admin", user_hash(user, ERASURE_SECRET), *erased[:2], True))
     assert counted == {first: 3, second: 1}
 
-    restored = backups.restore(
-        taken.name,
-        0,
-        "test",
-        redo=lambda first: redo_erasures(client, taken.name, ERASURE_SECRET, eraser, "eventpipe restore", first),
-    )
+    restored = restored_with_redo(client, backups, taken.name, eraser)
 
     # The backup held 4 events of theirs (the re-sent ones are one event each) and 2 of the kept user.
     assert restored.events == 2
@@ -192,14 +190,7 @@ def test_a_restore_run_again_after_its_redo_was_cut_short_leaves_no_erased_id_in
     backups = Backups(client)
     taken = backups.take("test")
     eraser = Eraser(client, embedded=True)
-    erased = eraser.erase_all(ERASED)
-    now_ms = time.time_ns() // 1_000_000
-    Audit(client).record_all(
-        [
-            Erasure(str(uuid.uuid4()), now_ms, "admin", user_hash(user, ERASURE_SECRET), *e[:2], True)
-            for user, e in zip(ERASED, erased, strict=True)
-        ]
-    )
+    erased_as_the_api_does(client, eraser, ERASED)
     assert client.query("SELECT count() FROM erasure_keys").result_rows == [(0,)]
 
     def redo(first: int) -> Redone:
@@ -275,22 +266,10 @@ def test_a_restore_finds_a_letters_only_user_past_a_page_whose_ids_were_spelt_tw
     taken = backups.take("test")
     users = ["42", "9999999"]
     eraser = Eraser(client, embedded=True)
-    erased = eraser.erase_all(users)
+    erased = erased_as_the_api_does(client, eraser, users)
     assert [e.dead_letters for e in erased] == [2, 1]
-    now_ms = time.time_ns() // 1_000_000
-    Audit(client).record_all(
-        [
-            Erasure(str(uuid.uuid4()), now_ms, "admin", user_hash(user, ERASURE_SECRET), *e[:2], True)
-            for user, e in zip(users, erased, strict=True)
-        ]
-    )
 
-    restored = backups.restore(
-        taken.name,
-        0,
-        "test",
-        redo=lambda first: redo_erasures(client, taken.name, ERASURE_SECRET, eraser, "eventpipe restore", first),
-    )
+    restored = restored_with_redo(client, backups, taken.name, eraser)
 
     assert restored.redone == Redone(users=2, found=2, events=0, dead_letters=3, complete=True)
     assert client.query("SELECT count() FROM dead_letters").result_rows == [(redo.USER_PAGE,)], "only the fillers"
