@@ -112,8 +112,8 @@ class ErasedUser(Erased):
 
 class ErasedMany(BaseModel):
     items: list[ErasedUser] = Field(
-        description="Each user asked for, in the order asked. An event whose copies name several of them is "
-        "counted once, against the first."
+        description="Each user asked for, in the order asked. An event or a dead letter that names several of "
+        "them is counted once, against the first."
     )
 
 

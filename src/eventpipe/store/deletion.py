@@ -4,8 +4,8 @@ user, all received before the erasure's cut), and one delete run and waited for 
 store.erasure runs them, in its order.
 
 An erasure takes a set of users, one for the API, every user to erase again for a restore's redo: each
-delete scans its whole table, whatever it takes, so a set costs about what one user does (a redo of 1,000
-users, one after another, kept the stack down for half an hour at 300,000 events).
+delete scans its whole table, whatever it takes, so a set costs about what one user does (one after
+another, a restore's redo took about 3 s a user at 5M events: 50 minutes for 1,000).
 """
 
 from __future__ import annotations
