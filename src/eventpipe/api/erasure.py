@@ -24,7 +24,7 @@ from eventpipe.api.model import rfc3339
 from eventpipe.api.param import Cursor, Limit, text
 from eventpipe.store.audit import Erasure, user_hash
 from eventpipe.store.erasure import AT_ONCE
-from eventpipe.store.erasure import Erased as Erased_
+from eventpipe.store.erasure import Erased as StoreErased
 
 if TYPE_CHECKING:
     from eventpipe.api.maintenance import Admin
@@ -213,7 +213,7 @@ def routes(api: APIRouter, admin: Admin, cursors: Cursors) -> None:
         )
 
 
-def _erase(admin: Admin, key: str, user_ids: list[str]) -> list[Erased_]:
+def _erase(admin: Admin, key: str, user_ids: list[str]) -> list[StoreErased]:
     """Erase `user_ids` in one erasure (store.erasure.Eraser.erase_all) and record each in the audit."""
     if admin.erasure_secret is None:
         raise ApiError(503, "not_configured", "erasure needs EVENTPIPE_ERASURE_SECRET (32+ random characters)")
@@ -226,7 +226,7 @@ def _erase(admin: Admin, key: str, user_ids: list[str]) -> list[Erased_]:
         erased = admin.eraser.erase_all(user_ids)
         erased_ms = time.time_ns() // 1_000_000
         records = [
-            Erasure(str(uuid.uuid4()), erased_ms, key, digest, one.events, one.dead_letters, one.complete)
+            Erasure(str(uuid.uuid4()), erased_ms, key, digest, *one)
             for digest, one in zip(digests, erased, strict=True)
         ]
         # Logged before the audit records are written: if writing them fails, the log still says what was erased.

@@ -128,7 +128,7 @@ def mentions(user_id: str, index: int | None = None) -> dict[str, object]:
 
 
 # MENTIONS' parameters, each named once per user where one statement's values hold several users'.
-_NAMED = re.compile(r"\{(spellings|json_string|user_number|user_fraction|user_float):")
+_NAMED = re.compile(r"\{(" + "|".join(sorted(set(re.findall(r"\{(\w+):", MENTIONS)))) + "):")
 
 
 def numbered(sql: str, index: int) -> str:

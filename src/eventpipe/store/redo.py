@@ -17,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from clickhouse_connect.driver.client import Client
@@ -112,8 +112,7 @@ def erasures_since(client: Client, name: str) -> tuple[int, int]:
     """How many erasures the audit records since backup `name` was taken, in the audit's order
     (store.lineage), and the oldest time they were recorded at (0 for none)."""
     with classified():
-        rows = _rows(client, f"{PLACES} WHERE name = {{n:String}}", {"n": name})
-        sql, parameters = erased_since(bool(rows), _ordinal(rows[0][2]) if rows else None, taken_ms(name))
+        sql, parameters = erased_since(*_place(client, name))
         count, oldest = _rows(client, sql, parameters)[0]
     return int(str(count)), int(str(oldest)) if int(str(count)) else 0
 
@@ -160,13 +159,14 @@ def redo_erasures(
     `secret` keys the audit's hashes (EVENTPIPE_ERASURE_SECRET): users erased under another are not found."""
     started_ms = clock() // 1_000_000
     with classified():
-        rows = _rows(client, f"{PLACES} WHERE name = {{n:String}}", {"n": name})
-        sql, parameters = hashes_since(bool(rows), _ordinal(rows[0][2]) if rows else None, taken_ms(name))
+        sql, parameters = hashes_since(*_place(client, name))
         wanted = {str(row[0]) for row in _rows(client, sql, parameters)}
-        found = _holding(client, wanted, secret) if wanted else []
-        if len(found) < len(wanted):
-            left = wanted - {user_hash(user_id, secret) for user_id in found}
-            found += _in_letters(client, left, secret)
+        held = _matching(_pages(client, USERS_FROM, USERS_AFTER), wanted, secret) if wanted else {}
+        if len(held) < len(wanted):
+            # Users with dead letters only: by the user_id their letters give as JSON.
+            left = wanted - held.keys()
+            held |= _matching(_pages(client, LETTER_USERS, LETTER_USERS), left, secret, _user_id)
+        found = list(held.values())
     events = dead_letters = 0
     complete = True
     tokens: list[str] = []
@@ -177,9 +177,7 @@ def redo_erasures(
         erasures = []
         for user_id, erased in zip(users, eraser.erase_all(users, tokens), strict=True):
             digest = user_hash(user_id, secret)
-            erasures.append(
-                Erasure(str(uuid.uuid4()), clock() // 1_000_000, taken_by, digest, *erased[:2], erased.complete)
-            )
+            erasures.append(Erasure(str(uuid.uuid4()), clock() // 1_000_000, taken_by, digest, *erased))
             log.info("erased again user hash %s...: %d events, %d dead letters", digest[:12], *erased[:2])
             events, dead_letters = events + erased.events, dead_letters + erased.dead_letters
             complete = complete and erased.complete
@@ -214,32 +212,31 @@ def _settle(client: Client, tokens: list[str]) -> None:
             time.sleep(0.1)
 
 
-def _holding(client: Client, hashes: set[str], secret: str) -> list[str]:
-    """The user ids of the stored events whose keyed hash is among `hashes`."""
-    found: list[str] = []
-    sql, after = USERS_FROM, ""
-    while len(found) < len(hashes):
+def _pages(client: Client, first: str, then: str) -> Iterator[list[str]]:
+    """The values `first` reads from the start and `then` past the last one read, USER_PAGE at a time."""
+    sql, after = first, ""
+    while True:
         page = [str(row[0]) for row in _rows(client, sql, {"after": after, "n": USER_PAGE})]
-        found += [user_id for user_id in page if user_hash(user_id, secret) in hashes]
+        yield page
         if len(page) < USER_PAGE:
+            return
+        sql, after = then, page[-1]
+
+
+def _matching(
+    pages: Iterator[list[str]], hashes: set[str], secret: str, user_id: Callable[[str], str | None] = str
+) -> dict[str, str]:
+    """The user ids `pages` give (through `user_id`) whose keyed hash is among `hashes`, by hash: each user
+    once, though two values give it (a letter's "42" and 42), and read only until every hash is found."""
+    found: dict[str, str] = {}
+    for page in pages:
+        for given in filter(None, map(user_id, page)):
+            digest = user_hash(given, secret)
+            if digest in hashes:
+                found[digest] = given
+        if len(found) == len(hashes):
             break
-        sql, after = USERS_AFTER, page[-1]
     return found
-
-
-def _in_letters(client: Client, hashes: set[str], secret: str) -> list[str]:
-    """The user ids the stored dead letters give as JSON whose keyed hash is among `hashes`."""
-    # Each id once: one given both as a string and as an integer (two raw values) counted twice, and the
-    # search stopped before the page that held the last user to find.
-    found: dict[str, None] = {}
-    after = ""
-    while len(found) < len(hashes):
-        page = [str(row[0]) for row in _rows(client, LETTER_USERS, {"after": after, "n": USER_PAGE})]
-        found |= {user_id: None for user_id in map(_user_id, page) if user_id and user_hash(user_id, secret) in hashes}
-        if len(page) < USER_PAGE:
-            break
-        after = page[-1]
-    return list(found)
 
 
 def _user_id(raw: str) -> str | None:
@@ -252,6 +249,13 @@ def _user_id(raw: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     return str(value)
+
+
+def _place(client: Client, name: str) -> tuple[bool, int | None, int]:
+    """Where backup `name` stands, as store.lineage takes it: whether the catalog lists it, the count of
+    erasures and restores recorded before it (None before migration 24), and the time its name gives."""
+    rows = _rows(client, f"{PLACES} WHERE name = {{n:String}}", {"n": name})
+    return bool(rows), _ordinal(rows[0][2]) if rows else None, taken_ms(name)
 
 
 def _ordinal(value: object) -> int | None:
