@@ -1,8 +1,9 @@
 """The /admin/ routes of erasure by user: one user (`POST /admin/erase`), many at once (`POST
 /admin/erasures`), and the erasure audit (`GET /admin/erasures`).
 
-Each needs an admin key and logs under the key's name the keyed hash of each user, never a user id
-(api.maintenance wires them beside the dead-letter replay, on the admin ClickHouse client).
+Each needs an admin key and logs under the key's name, never a user id: one user's erasure the start
+of its keyed hash, many users' the number of users and the totals, in one line at the start and one at
+the end (api.maintenance wires them beside the dead-letter replay, on the admin ClickHouse client).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query
@@ -164,7 +166,7 @@ def routes(api: APIRouter, admin: Admin, cursors: Cursors) -> None:
         responses={503: ERASE_UNAVAILABLE},
     )
     def erase(key: AdminKey, body: EraseRequest) -> Erased:
-        (erased,) = _erase(admin, key, [body.user_id])
+        (erased,) = _erase(admin, key, [body.user_id], _logged_by_user)
         return Erased(events=erased.events, dead_letters=erased.dead_letters, complete=erased.complete)
 
     @api.post(
@@ -173,7 +175,7 @@ def routes(api: APIRouter, admin: Admin, cursors: Cursors) -> None:
         responses={503: ERASE_UNAVAILABLE},
     )
     def erase_many(key: AdminKey, body: EraseManyRequest) -> ErasedMany:
-        erased = _erase(admin, key, body.user_ids)
+        erased = _erase(admin, key, body.user_ids, _logged_as_one)
         return ErasedMany(
             items=[
                 ErasedUser(user_id=user_id, events=one.events, dead_letters=one.dead_letters, complete=one.complete)
@@ -213,7 +215,11 @@ def routes(api: APIRouter, admin: Admin, cursors: Cursors) -> None:
         )
 
 
-def _erase(admin: Admin, key: str, user_ids: list[str]) -> list[StoreErased]:
+# Called once before the deletes (with no records) and once after them, before the audit is written.
+Logged = Callable[[str, list[str], list[Erasure] | None], None]
+
+
+def _erase(admin: Admin, key: str, user_ids: list[str], logged: Logged) -> list[StoreErased]:
     """Erase `user_ids` in one erasure (store.erasure.Eraser.erase_all) and record each in the audit."""
     if admin.erasure_secret is None:
         raise ApiError(503, "not_configured", "erasure needs EVENTPIPE_ERASURE_SECRET (32+ random characters)")
@@ -221,8 +227,7 @@ def _erase(admin: Admin, key: str, user_ids: list[str]) -> list[StoreErased]:
     with admin.writing.taken("an erasure"):
         # A start without its end in the log is an erasure cut short (the API stopped): to be called again.
         # Logged once its turn has come: one refused for want of it did nothing.
-        for digest in digests:
-            log.info("erasure started by key %r: user hash %s...", key, digest[:12])
+        logged(key, digests, None)
         erased = admin.eraser.erase_all(user_ids)
         erased_ms = time.time_ns() // 1_000_000
         records = [
@@ -230,15 +235,44 @@ def _erase(admin: Admin, key: str, user_ids: list[str]) -> list[StoreErased]:
             for digest, one in zip(digests, erased, strict=True)
         ]
         # Logged before the audit records are written: if writing them fails, the log still says what was erased.
-        for record in records:
-            log.info(
-                "erasure %s by key %r: user hash %s..., %d events, %d dead letters%s",
-                record.erasure_id,
-                key,
-                record.user_hash[:12],
-                record.events,
-                record.dead_letters,
-                "" if record.complete else "; incomplete (a worker or a replay had not settled): erase again",
-            )
+        logged(key, digests, records)
         admin.audit.record_all(records)
     return erased
+
+
+INCOMPLETE = "incomplete (a worker or a replay had not settled): erase again"
+
+
+def _logged_by_user(key: str, digests: list[str], records: list[Erasure] | None) -> None:
+    # One user: its hash's start, so its line matches its audit record (the id itself is personal data).
+    if records is None:
+        for digest in digests:
+            log.info("erasure started by key %r: user hash %s...", key, digest[:12])
+        return
+    for record in records:
+        log.info(
+            "erasure %s by key %r: user hash %s..., %d events, %d dead letters%s",
+            record.erasure_id,
+            key,
+            record.user_hash[:12],
+            record.events,
+            record.dead_letters,
+            "" if record.complete else f"; {INCOMPLETE}",
+        )
+
+
+def _logged_as_one(key: str, digests: list[str], records: list[Erasure] | None) -> None:
+    # Many users: two lines a call, not two a user (1,000 users logged 2,000 lines). No id, no hash: the
+    # audit holds each user's hash and counts, and the caller has the list to call again with.
+    users = f"{len(digests):,} user{'' if len(digests) == 1 else 's'}"
+    if records is None:
+        log.info("erasure of %s started by key %r", users, key)
+        return
+    log.info(
+        "erasure of %s by key %r: %d events, %d dead letters, %s",
+        users,
+        key,
+        sum(record.events for record in records),
+        sum(record.dead_letters for record in records),
+        "complete" if all(record.complete for record in records) else INCOMPLETE,
+    )
