@@ -372,7 +372,7 @@ def test_openapi_lists_the_refusals_every_keyed_route_can_answer(clickhouse_dsn:
     described = [op["responses"]["400"]["description"] for _, _, op in keyed if "400" in op["responses"]]
     assert described and all("422" in text for text in described), described
     user_id = document["components"]["schemas"]["EraseRequest"]["properties"]["user_id"]
-    assert {"type": "integer"} in user_id["anyOf"], user_id
+    assert "integer" in [branch["type"] for branch in user_id["anyOf"]], user_id
     too_large = api.request("GET", "/events", headers=AUTH, content=b"x" * (129 * 1024))
     assert too_large.status_code == 413, too_large.text
 

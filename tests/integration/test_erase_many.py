@@ -92,6 +92,26 @@ def test_many_users_log_one_line_at_the_start_and_one_at_the_end_naming_no_one(
         assert user not in caplog.text
 
 
+def test_the_openapi_document_says_an_integer_id_is_256_digits_at_most_as_the_api_takes_it(api: TestClient) -> None:
+    # An id is 256 characters at most, an integer as its decimal text: the document said any integer.
+    schemas = api.get("/openapi.json").json()["components"]["schemas"]
+    one = schemas["EraseRequest"]["properties"]["user_id"]["anyOf"]
+    many = schemas["EraseManyRequest"]["properties"]["user_ids"]["items"]["anyOf"]
+    (integer,) = [branch for branch in one if branch["type"] == "integer"]
+    assert integer in many
+    assert "At most 256 digits (255 with a minus sign)" in integer["description"]
+    highest, lowest = 10**256 - 1, -(10**255 - 1)  # as the description says
+    taken = api.post("/admin/erasures", json={"user_ids": [lowest, highest]}, headers=ADMIN)
+    assert taken.status_code == 200, taken.text
+    for beyond in (lowest - 1, highest + 1):
+        refused = api.post("/admin/erasures", json={"user_ids": [beyond]}, headers=ADMIN)
+        assert refused.status_code == 422, refused.text
+        assert "at most 256 characters" in refused.json()["detail"], refused.text
+    assert api.post("/admin/erase", json={"user_id": highest}, headers=ADMIN).status_code == 200
+    assert api.post("/admin/erase", json={"user_id": highest + 1}, headers=ADMIN).status_code == 422
+    assert users(api) == SHOWN
+
+
 @pytest.mark.parametrize(
     ("body", "said"),
     [

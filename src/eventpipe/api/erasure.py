@@ -32,8 +32,19 @@ if TYPE_CHECKING:
     from eventpipe.api.maintenance import Admin
 
 log = logging.getLogger("eventpipe.api.maintenance")
-# What a user id may be, as the schema says it: a client generated from it sent only strings.
-USER_ID_SCHEMA = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 256}, {"type": "integer"}]}
+# What a user id may be, as the schema says it: a client generated from it sent only strings. An integer is
+# bounded as its decimal text is (256 characters, a minus sign counted), which the schema did not say. Said in
+# words: FastAPI's document keeps `maximum` as a float, and 1e+256 cannot say where 256 digits end.
+USER_ID_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "minLength": 1, "maxLength": 256},
+        {
+            "type": "integer",
+            "description": "At most 256 digits (255 with a minus sign): taken as its decimal text, "
+            "which is at most 256 characters as a string id is.",
+        },
+    ]
+}
 
 
 def _as_stored(value: object) -> object:
@@ -57,7 +68,8 @@ class EraseRequest(BaseModel):
     ] = Field(
         min_length=1,
         max_length=256,
-        description='The user whose data goes: a string, or an integer as events may carry it (`42` is `"42"`).',
+        description="The user whose data goes: a string of 256 characters at most, or an integer as events may "
+        'carry it (`42` is `"42"`) of 256 digits at most (255 with a minus sign).',
     )
 
 
@@ -86,8 +98,9 @@ class EraseManyRequest(BaseModel):
     user_ids: list[Annotated[UserId, WithJsonSchema(USER_ID_SCHEMA)]] = Field(
         min_length=1,
         max_length=AT_ONCE,
-        description=f"The users whose data goes, {AT_ONCE:,} at most, each once: strings, or integers as events "
-        "may carry them. Erased in the same deletes, so many users cost about what one does. The body is bounded "
+        description=f"The users whose data goes, {AT_ONCE:,} at most, each once: strings of 256 characters at "
+        "most, or integers as events may carry them, of 256 digits at most (255 with a minus sign). Erased in the "
+        "same deletes, so many users cost about what one does. The body is bounded "
         f"as every body is ({MAX_BODY_BYTES // 1024} KiB): 1,000 ids of about 120 characters at most.",
     )
 
