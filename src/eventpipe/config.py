@@ -5,15 +5,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from eventpipe import coherence
 from eventpipe.api import keyfile
 from eventpipe.events import contract
 from eventpipe.events.contract import ENVELOPE_KEYS, MAX_DEPTH, MAX_FUTURE_SKEW_S, MAX_PAYLOAD_BYTES, PROBE_TOPIC
-from eventpipe.mqtt import address, packet, topic
+from eventpipe.mqtt import address, packet
 from eventpipe.mqtt.session import MIN_SECRET_CHARS, Subscription, session_id, subscription
 from eventpipe.store import dsn
 
@@ -202,17 +202,6 @@ class Settings(BaseSettings):
         # key at every start, and every cursor handed out before a restart was refused).
         return None if value == "" else value
 
-    @model_validator(mode="after")
-    def _tls_settings_agree(self) -> Settings:
-        if (self.api_tls_cert_file is None) != (self.api_tls_key_file is None):
-            raise ValueError(
-                "EVENTPIPE_API_TLS_CERT_FILE and EVENTPIPE_API_TLS_KEY_FILE go together: set both for HTTPS, or neither"
-            )
-        if self.mqtt_ca_file is not None and urlsplit(self.mqtt_url).scheme not in ("mqtts", "ssl"):
-            # A CA for a plain connection would be ignored: the operator believes in a TLS that is not there.
-            raise ValueError("EVENTPIPE_MQTT_CA_FILE is set, so EVENTPIPE_MQTT_URL must be mqtts://, not plain mqtt://")
-        return self
-
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
@@ -250,28 +239,8 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _window_holds_a_batch(self) -> Settings:
-        # With acks only after commit, a batch larger than the window can never
-        # fill: the broker stops sending and every batch waits for its timer.
-        if self.mqtt_receive_maximum < self.batch_max_rows:
-            raise ValueError(
-                f"EVENTPIPE_MQTT_RECEIVE_MAXIMUM ({self.mqtt_receive_maximum}) must be at least "
-                f"EVENTPIPE_BATCH_MAX_ROWS ({self.batch_max_rows}), or the worker stalls"
-            )
-        largest = packet.worker_limit(self.max_payload_bytes)
-        if self.max_held_bytes < 2 * largest:
-            # A message is held as its topic and its payload, cut to max_payload_bytes + 1 (for its
-            # dead letter): together at most the packet size the worker announces. A batch closes at
-            # half the budget: that half must hold one message, or the receive side could wait for
-            # room while the batch waits for its timer.
-            raise ValueError(
-                f"EVENTPIPE_MAX_HELD_BYTES ({self.max_held_bytes}) must be at least twice the largest message "
-                f"the worker takes, EVENTPIPE_MAX_PAYLOAD_BYTES and its topic ({2 * largest}), so that a batch "
-                "closed at half of it holds a whole message"
-            )
-        if self.retry_max_s < self.retry_initial_s:
-            raise ValueError("EVENTPIPE_RETRY_MAX_S must be at least EVENTPIPE_RETRY_INITIAL_S")
-        found = topic.settings_problem(self.mqtt_topic, self.mqtt_share_group, self.probe_topic, self.probe_interval_s)
+    def _settings_agree(self) -> Settings:
+        found = coherence.problem(self)
         if found is not None:
             raise ValueError(found)
         return self
