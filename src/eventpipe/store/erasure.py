@@ -63,6 +63,7 @@ from eventpipe.store.deletion import (
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
 from eventpipe.store.hidden import BY_RESTORE, hide, release
+from eventpipe.store.letter import named_letters
 from eventpipe.store.mark import MARKS_QUERY, REPLAY_STALE_MS, complete_before, running_replays
 from eventpipe.store.mention import mentions, numbered
 from eventpipe.store.query import quoted
@@ -179,14 +180,11 @@ class Eraser:
         # a delete renames every part of the table (a replay adds no letter). Unsettled, a batch may still land
         # some, which only each user's patterns take.
         dead_letters, found = {}, set[str]()
+        # Found for the whole set in one read (store.letter), where each user's patterns read the table again.
+        naming_each = named_letters(self._client, users, cut)
         for number, user_id in enumerate(users):
             letters, naming = {**mentioned[user_id], "cut": cut, "token": token}, numbered(LETTERS, number)
-            with classified():
-                rows = self._client.query(
-                    f"SELECT dead_letter_id FROM dead_letters FINAL WHERE {naming}",  # noqa: S608 - constants
-                    parameters=letters,
-                ).result_rows
-            named = {str(row[0]) for row in rows} - found
+            named = naming_each[user_id] - found
             dead_letters[user_id], found = len(named), found | named
             if not settled:
                 self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {naming}", letters)  # noqa: S608

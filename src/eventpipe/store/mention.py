@@ -13,22 +13,28 @@ characters) in any of its usual spellings, erring on the side of erasing: two
 RE2 passes, linear in the payload (one pattern of both was 5 to 10 times slower,
 as ClickHouse then finds no substring to look for first). toValidUTF8 first: the
 regular expression engine reads UTF-8, and an invalid byte beside the id would
-hide it. Every value is a bound parameter.
+hide it. Every value is a bound parameter: one user's (`mentions`), each user's of
+a set under their own number (`numbered`), or a set's as arrays (`of_each`,
+which store.letter reads a set's letters with).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Sequence
 
 _ALTERNATIVES = "arrayStringConcat(arrayMap(s -> regexpQuoteMeta(s), {spellings:Array(String)}), '|')"
 _AS_STRING = "match(payload, {json_string:String})"
 _AS_NUMBER = "({user_number:String} != '' AND match(payload, {user_number:String}))"
 # Compared as doubles: beyond 2^53 a neighbour's fraction or exponent spelling matches too, erring on
 # the side of erasing (such a letter's user_id was refused as no integer, so it names no other user).
+# NaN for an id that is no integer, which equals nothing. The pattern, `fraction`, is every user's: extractAll
+# takes no other than a constant, and a set's users are matched in one statement (store.letter).
 _AS_FRACTION = (
-    "({user_fraction:String} != '' AND"
-    " arrayExists(x -> toFloat64OrNull(x) = {user_float:Float64}, extractAll(payload, {user_fraction:String})))"
+    "(NOT isNaN({user_float:Float64}) AND"
+    " arrayExists(x -> toFloat64OrNull(x) = {user_float:Float64}, extractAll(payload, {fraction:String})))"
 )
 _AS_WORD = "match(toValidUTF8(payload), concat('(^|[^0-9A-Za-z_-])(', " + _ALTERNATIVES + ", ')($|[^0-9A-Za-z_-])'))"
 # Text isValidJSON refuses is often a producer's JSON all the same (a number beyond a double, a raw tab in
@@ -102,33 +108,36 @@ def user_number(user_id: str) -> str:
     return _USER_ID_KEY + number + "(?:[^0-9.eE]|$)"
 
 
-def user_fraction(user_id: str) -> tuple[str, float]:
-    """An RE2 pattern whose one group is the value of a "user_id" key written with a fraction or an
-    exponent, and the double `user_id` is; ('', 0.0) when `user_id` is no integer's text or no double."""
+# An RE2 pattern whose one group is the value of a "user_id" key written with a fraction or an exponent.
+FRACTION = _USER_ID_KEY + "(-?[0-9]+(?:[.][0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+))"
+
+
+def user_float(user_id: str) -> float:
+    """The double `user_id` is, as FRACTION's values are compared with it; NaN when it is no integer's text
+    or no double."""
     if not re.fullmatch(_INTEGER, user_id):
-        return "", 0.0
+        return math.nan
     try:
-        value = float(int(user_id))
+        return float(int(user_id))
     except OverflowError:
-        return "", 0.0
-    return _USER_ID_KEY + "(-?[0-9]+(?:[.][0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+))", value
+        return math.nan
 
 
 def mentions(user_id: str, index: int | None = None) -> dict[str, object]:
     """The parameters of MENTIONS for `user_id`; with `index`, named as `numbered(MENTIONS, index)` reads them."""
-    fraction, value = user_fraction(user_id)
     found = {
         "spellings": spellings(user_id),
         "json_string": json_string(user_id),
         "user_number": user_number(user_id),
-        "user_fraction": fraction,
-        "user_float": value,
+        "user_float": user_float(user_id),
+        "fraction": FRACTION,
     }
     return found if index is None else {f"{name}_{index}": value for name, value in found.items()}
 
 
+_NAMES = sorted(set(re.findall(r"\{(\w+):", MENTIONS)))
 # MENTIONS' parameters, each named once per user where one statement's values hold several users'.
-_NAMED = re.compile(r"\{(" + "|".join(sorted(set(re.findall(r"\{(\w+):", MENTIONS)))) + "):")
+_NAMED = re.compile(r"\{(" + "|".join(_NAMES) + "):")
 
 
 def numbered(sql: str, index: int) -> str:
@@ -136,3 +145,20 @@ def numbered(sql: str, index: int) -> str:
     erasure of a set hides every user's patterns under one token (store.hidden), one name per value. A
     token per user took 1,000 synced inserts and 1,000 partitions to drop for a restore's set."""
     return _NAMED.sub(lambda found: "{" + found.group(1) + f"_{index}:", sql)
+
+
+# Each user's own values in MENTIONS, with their types; `fraction` is every user's.
+_OWN = re.compile(r"\{(" + "|".join(name for name in _NAMES if name != "fraction") + r"):([^{}]+)\}")
+
+
+def of_each(sql: str) -> str:
+    """`sql` reading MENTIONS' parameters of the `i`th user of a set (a lambda's `i`, from 1), each from an
+    array of every user's values (`mentions_of`): one statement tells which of a set's users a letter names."""
+    return _OWN.sub(lambda found: "{" + found.group(1) + "_all:Array(" + found.group(2) + ")}[i]", sql)
+
+
+def mentions_of(user_ids: Sequence[str]) -> dict[str, object]:
+    """The parameters of `of_each(MENTIONS)` for `user_ids`, in their order."""
+    each = [mentions(user_id) for user_id in user_ids]
+    own = {f"{name}_all": [one[name] for one in each] for name in _NAMES if name != "fraction"}
+    return {**own, "fraction": FRACTION}

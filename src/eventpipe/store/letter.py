@@ -1,0 +1,115 @@
+"""The dead letters naming each user of an erasure's set, found in one read of the table for many users.
+
+Read one user after another, each user's patterns (store.mention.MENTIONS) ran over every letter: about
+37 ms a user over 100,000 letters here, 37 s for the 1,000 users of one call or one batch of a restore's
+redo. Now one statement reads the letters once and tries a user's patterns only on a letter that may name
+them: one holding the id as it is (multiSearch, no regular expression), and, for every user, one holding
+an escape (a backslash: any character of an id may be escaped in JSON) or a "user_id" written as a double
+(4.242e3 holds no 4242). A letter naming a user in any way MENTIONS takes holds one of those, so the
+answer is what MENTIONS gives user by user. Vectorscan (multiMatchAny), which would run every user's
+patterns at once, took 50 s and 1.2 GiB to compile them for 100 ids of 250 characters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from clickhouse_connect.driver.client import Client
+
+from eventpipe.store.deletion import CUT, LETTERS
+from eventpipe.store.failure import classified
+from eventpipe.store.mention import MENTIONS, mentions, mentions_of, of_each
+
+# multiSearchAny and multiSearchAllPositions take 255 needles at most.
+NEEDLES = 250
+# A statement's values, at most: a ClickHouse server reads them from the request's URL, which it refuses
+# past 1 MiB (http_max_uri_size), and a user's patterns are 20 to 60 times the id's length.
+VALUES_BYTES = 256 * 1024
+# Letters any user's patterns may name without holding the id as it is: an escape, or a "user_id" written as a
+# double. Tried user by user with constant patterns: every user's patterns tried at once on each of 25,000
+# such letters (patterns read from an array are compiled again for each row) took 246 s for 1,000 users.
+ESCAPED = "(position(payload, '\\\\') > 0 OR notEmpty(extractAll(payload, {fraction:String})))"
+# How much dearer a user's patterns are tried on one letter that holds the id than on every letter in a
+# read of their own (measured: 6 against 0.35 microseconds): past that share of pairs, user by user is cheaper.
+PAIR_COST = 16
+
+
+def _needles(chunks: int) -> tuple[str, str]:
+    """Whether `text` holds any of a set's ids, given as `chunks` arrays of NEEDLES at most, and where each."""
+    needles = [f"{{needles_{k}:Array(String)}}" for k in range(chunks)]
+    held = " OR ".join(f"multiSearchAny(text, {n})" for n in needles)
+    return held, "arrayConcat(" + ", ".join(f"multiSearchAllPositions(text, {n})" for n in needles) + ")"
+
+
+def _pairs(chunks: int) -> str:
+    """How many letters before the cut, how many of them ESCAPED, and how many (letter, user) pairs hold the id."""
+    _held, places = _needles(chunks)
+    return (
+        f"SELECT count(), countIf({ESCAPED}), sum(length(arrayFilter(at -> at > 0, {places})))"  # noqa: S608
+        f" FROM (SELECT payload, toValidUTF8(payload) AS text FROM dead_letters FINAL WHERE {CUT})"
+    )
+
+
+def _named(chunks: int) -> str:
+    """The letters before the cut holding any of a set's ids, each with the places (from 1) of the users it names."""
+    held, places = _needles(chunks)
+    tried = f"arrayFilter((i, at) -> at > 0, range(1, {{n:UInt32}} + 1), {places})"
+    return (
+        f"SELECT dead_letter_id, named FROM (SELECT dead_letter_id, arrayFilter(i -> {of_each(MENTIONS)}, {tried})"  # noqa: S608
+        " AS named FROM (SELECT dead_letter_id, payload, toValidUTF8(payload) AS text FROM dead_letters FINAL"
+        f" WHERE {CUT} AND ({held}))) WHERE notEmpty(named)"
+    )
+
+
+def _groups(user_ids: Sequence[str]) -> Iterator[list[str]]:
+    """`user_ids` in order, in groups whose values fit VALUES_BYTES (one user alone whatever its size)."""
+    group: list[str] = []
+    size = 0
+    for user_id in user_ids:
+        own = sum(len(str(value).encode()) for value in mentions(user_id).values())
+        if group and size + own > VALUES_BYTES:
+            yield group
+            group, size = [], 0
+        group.append(user_id)
+        size += own
+    if group:
+        yield group
+
+
+def named_letters(client: Client, user_ids: Sequence[str], cut_ms: int) -> dict[str, set[str]]:
+    """The ids of the dead letters received up to `cut_ms` that name each of `user_ids` (MENTIONS)."""
+    found: dict[str, set[str]] = {user_id: set() for user_id in user_ids}
+    for group in _groups(user_ids):
+        chunks = [group[start : start + NEEDLES] for start in range(0, len(group), NEEDLES)]
+        parameters = {
+            **mentions_of(group),
+            **{f"needles_{k}": chunk for k, chunk in enumerate(chunks)},
+            "n": len(group),
+            "cut": cut_ms,
+        }
+        with classified():
+            letters, escaped, pairs = (
+                int(str(v)) for v in client.query(_pairs(len(chunks)), parameters=parameters).result_rows[0]
+            )
+        if pairs * PAIR_COST > letters * len(group):
+            # Ids most letters hold (short numbers, single letters): each user's own read is cheaper.
+            _user_by_user(client, group, cut_ms, LETTERS, found)
+            continue
+        if pairs:
+            with classified():
+                rows = client.query(_named(len(chunks)), parameters=parameters).result_rows
+            for letter, places in rows:
+                for place in places:
+                    found[group[int(place) - 1]].add(str(letter))
+        if escaped:
+            _user_by_user(client, group, cut_ms, f"{ESCAPED} AND {LETTERS}", found)
+    return found
+
+
+def _user_by_user(client: Client, users: list[str], cut_ms: int, condition: str, found: dict[str, set[str]]) -> None:
+    """Add to `found` the letters `condition` (reading MENTIONS' parameters) takes for each of `users`."""
+    sql = f"SELECT dead_letter_id FROM dead_letters FINAL WHERE {condition}"  # noqa: S608 - constants
+    for user_id in users:
+        with classified():
+            rows = client.query(sql, parameters={**mentions(user_id), "cut": cut_ms}).result_rows
+        found[user_id].update(str(row[0]) for row in rows)

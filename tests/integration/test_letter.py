@@ -1,0 +1,142 @@
+"""The dead letters naming each user of a set, found in one read (store/letter.py): exactly those each user's
+own patterns (store.mention.MENTIONS) find, read one user after another."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from eventpipe.events import Limits, Rejection, parse
+from eventpipe.store.client import connect
+from eventpipe.store.deletion import LETTERS
+from eventpipe.store.letter import NEEDLES, VALUES_BYTES, named_letters
+from eventpipe.store.mention import mentions
+from eventpipe.store.migration import migrate
+from eventpipe.store.writer import Writer
+
+MARCH_MS = 1_772_323_200_000
+AFTER_ALL = MARCH_MS + 10**9
+# Ids that hold each other, escape in JSON, are numbers, or take more than one UTF-16 unit.
+USERS = [
+    "alice",
+    "alice.smith",
+    "42",
+    "0",
+    "4242",
+    "-7",
+    "a/b",
+    'q"uote',
+    "back\\slash",
+    "u=1",
+    "\u00e9-user",
+    "\U0001f600x",
+    "user-1",
+    "user-10",
+]
+
+
+def escaped(text: str, rng: random.Random) -> str:
+    """`text` as a JSON string literal, each character as itself (where JSON allows) or \\u-escaped, at random."""
+    out = []
+    for ch in text:
+        units = ch.encode("utf-16-be")
+        spelled = "".join(f"\\u{int.from_bytes(units[i : i + 2], 'big'):04x}" for i in range(0, len(units), 2))
+        options = [json.dumps(ch)[1:-1], spelled, spelled.upper().replace("\\U", "\\u")]
+        if ch not in '"\\' and ord(ch) >= 0x20:
+            options.append(ch)
+        out.append(rng.choice(options))
+    return '"' + "".join(out) + '"'
+
+
+def payloads(users: list[str], rng: random.Random) -> list[bytes]:
+    """Letters naming `users` in every way MENTIONS takes, and some that only look as if they did."""
+    found: list[bytes] = []
+    for user in users:
+        found += [
+            json.dumps({"user_id": user, "timestamp": "x"}).encode(),
+            json.dumps({"user_id": user, "timestamp": "x"}, ensure_ascii=False).encode(),
+            ('{"data": {"user_id": ' + escaped(user, rng) + '}, "timestamp": 1.5}').encode(),
+            f"text user={user} at /p/1".encode(),
+            f"prefix{user}suffix no word".encode(),
+            b"\xff" + user.encode() + b"\xfe cut",
+            json.dumps({"user_id": f"{user}-other", "timestamp": "x"}).encode(),
+            ('{"note": "' + json.dumps(user)[1:-1] + '", "timestamp": [], "cut":').encode(),
+        ]
+        if user.lstrip("-").isdigit():
+            number = int(user)
+            found += [
+                f'{{"user_id": {number}, "timestamp": "x"}}'.encode(),
+                f'{{"user\\u005fid": {number}.0, "timestamp": "x"}}'.encode(),
+                f'{{"user_id": {number / 1000}e3, "timestamp": "x"}}'.encode(),
+                f'{{"amount": {number}, "timestamp": "x"}}'.encode(),
+            ]
+    return found
+
+
+def stored(client: Client, bodies: list[bytes]) -> None:
+    letters = []
+    for i, body in enumerate(bodies):
+        letter = parse("events/bad", body, MARCH_MS + i, Limits())
+        assert isinstance(letter, Rejection), body
+        letters.append(letter)
+    Writer(client).insert_dead_letters(letters)
+
+
+def one_by_one(client: Client, users: list[str]) -> dict[str, set[str]]:
+    """What each user's own patterns take, read one user after another, as erasures did before."""
+    sql = f"SELECT dead_letter_id FROM dead_letters FINAL WHERE {LETTERS}"  # noqa: S608 - constants
+    return {
+        user: {str(row[0]) for row in client.query(sql, parameters={**mentions(user), "cut": AFTER_ALL}).result_rows}
+        for user in users
+    }
+
+
+@pytest.fixture
+def client(clickhouse_dsn: str) -> Client:
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    return client
+
+
+def test_a_set_finds_exactly_the_letters_each_users_own_patterns_find(client: Client) -> None:
+    rng = random.Random(7)
+    stored(client, payloads(USERS, rng))
+    # Escapes only in some letters: the rest are read by the ids they hold.
+    stored(client, [json.dumps({"user_id": f"other-{i}", "n": i, "timestamp": "x"}).encode() for i in range(200)])
+
+    expected = one_by_one(client, USERS)
+    assert all(expected.values()), "every user is named by some letter"
+    assert named_letters(client, USERS, AFTER_ALL) == expected
+    # The set's order does not change what each is found in.
+    assert named_letters(client, USERS[::-1], AFTER_ALL) == expected
+
+
+def test_letters_received_after_the_cut_are_not_found(client: Client) -> None:
+    stored(client, [b'{"user_id": "alice", "timestamp": "x"}'])
+    assert named_letters(client, ["alice"], MARCH_MS - 1) == {"alice": set()}
+    assert len(named_letters(client, ["alice"], MARCH_MS)["alice"]) == 1
+
+
+def test_ids_most_letters_hold_are_found_as_each_users_own_patterns_find_them(client: Client) -> None:
+    # Single characters and digits: nearly every letter holds them, so each user's own read is cheaper.
+    users = ["a", "e", "1", "2", "-", "x"]
+    stored(client, payloads(users, random.Random(3)))
+    assert named_letters(client, users, AFTER_ALL) == one_by_one(client, users)
+
+
+def test_more_users_than_one_search_takes_and_longer_ids_than_one_statement_holds(client: Client) -> None:
+    rng = random.Random(11)
+    many = [f"user-{i:04d}" for i in range(NEEDLES + 60)]
+    # Ids of 250 characters: their patterns fill VALUES_BYTES within about thirty users.
+    long = [f"{i:03d}-" + "".join(rng.choice("ab/=\u00e9") for _ in range(246)) for i in range(40)]
+    assert sum(len(str(v)) for user in long for v in mentions(user).values()) > VALUES_BYTES
+    named = [*many[::37], *long[::7]]
+    stored(client, [json.dumps({"user_id": user, "timestamp": "x"}).encode() for user in named])
+    stored(client, [("{" + f'"user_id": {escaped(user, rng)}' + ', "timestamp": "x"}').encode() for user in long[::5]])
+
+    found = named_letters(client, [*many, *long], AFTER_ALL)
+    assert found == one_by_one(client, [*many, *long])
+    assert {user for user, letters in found.items() if letters} == set(named) | set(long[::5])
