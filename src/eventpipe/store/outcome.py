@@ -16,7 +16,7 @@ from typing import NamedTuple
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.store.failure import classified
-from eventpipe.store.query import Query, bound_bytes, parameter_chunks
+from eventpipe.store.query import Query, bound_bytes, parameter_chunks, time_range
 from eventpipe.store.row import StoredDeadLetter, dead_letter_row
 from eventpipe.store.writer import INSERT_SETTINGS
 
@@ -140,12 +140,7 @@ def _due(selection: Selection, contract: str) -> tuple[str, dict[str, object]]:
     if selection.reason is not None:
         conditions.append("reason = {reason:String}")
         parameters["reason"] = selection.reason
-    if selection.since_ms is not None:
-        conditions.append("received_at >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')")
-        parameters["since_ms"] = selection.since_ms
-    if selection.until_ms is not None:
-        conditions.append("received_at < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')")
-        parameters["until_ms"] = selection.until_ms
+    time_range(conditions, parameters, "received_at", selection.since_ms, selection.until_ms)
     if selection.ids is not None:
         conditions.append("dead_letter_id IN {ids:Array(String)}")
         parameters["ids"] = list(selection.ids)

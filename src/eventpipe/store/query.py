@@ -119,6 +119,19 @@ def after_key(conditions: list[str], parameters: dict[str, object], after: Key |
     parameters |= {"after_ms": after.time_ms, "after_type": after.event_type, "after_id": after.event_id}
 
 
+def time_range(
+    conditions: list[str], parameters: dict[str, object], column: str, since_ms: int | None, until_ms: int | None
+) -> None:
+    """Rows whose `column` is at or after `since_ms` and before `until_ms` (None: no bound), as a list of
+    events and a replay's selection of dead letters both read their since and until."""
+    if since_ms is not None:
+        conditions.append(f"{column} >= fromUnixTimestamp64Milli({{since_ms:Int64}}, 'UTC')")
+        parameters["since_ms"] = since_ms
+    if until_ms is not None:
+        conditions.append(f"{column} < fromUnixTimestamp64Milli({{until_ms:Int64}}, 'UTC')")
+        parameters["until_ms"] = until_ms
+
+
 class Query(NamedTuple):
     """One SQL statement and its bound parameters (exposed so benchmarks run the same SQL)."""
 
@@ -254,12 +267,7 @@ def _event_conditions(where: EventFilter) -> tuple[list[str], dict[str, object]]
     if where.user_id is not None:
         conditions.append("user_id = {user_id:String}")
         parameters["user_id"] = where.user_id
-    if where.since_ms is not None:
-        conditions.append("timestamp >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')")
-        parameters["since_ms"] = where.since_ms
-    if where.until_ms is not None:
-        conditions.append("timestamp < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')")
-        parameters["until_ms"] = where.until_ms
+    time_range(conditions, parameters, "timestamp", where.since_ms, where.until_ms)
     conditions += where_sql(where.where, parameters)
     return conditions, parameters
 
