@@ -16,13 +16,12 @@ from typing import NamedTuple
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.store.failure import classified
-from eventpipe.store.query import Query, bound_bytes, parameter_chunks, time_range
+from eventpipe.store.query import DEAD_LETTER_FIELDS, Query, bound_bytes, parameter_chunks, time_range
 from eventpipe.store.row import StoredDeadLetter, dead_letter_row
 from eventpipe.store.writer import INSERT_SETTINGS
 
 OUTCOME_COLUMNS = ("dead_letter_id", "attempted_at", "status", "contract", "reason", "detail")
 RECEIVED_MS = "toUnixTimestamp64Milli(received_at)"
-LETTER_FIELDS = "dead_letter_id, toUnixTimestamp64Milli(received_at), topic, reason, detail, payload, payload_size"
 
 
 class Selection(NamedTuple):
@@ -83,7 +82,7 @@ class Outcomes:
         # Sorted first, so that the parts' answers, each sorted, follow one another in order.
         for part in parameter_chunks(sorted(set(ids)), bound_bytes):
             query = Query(
-                f"SELECT {LETTER_FIELDS} FROM dead_letters FINAL WHERE dead_letter_id IN {{ids:Array(String)}}"  # noqa: S608
+                f"SELECT {DEAD_LETTER_FIELDS} FROM dead_letters FINAL WHERE dead_letter_id IN {{ids:Array(String)}}"  # noqa: S608
                 " ORDER BY dead_letter_id",
                 {"ids": part},
             )
