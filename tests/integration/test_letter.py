@@ -12,10 +12,12 @@ from clickhouse_connect.driver.client import Client
 from eventpipe.events import Limits, Rejection, parse
 from eventpipe.store.client import connect
 from eventpipe.store.deletion import LETTERS
-from eventpipe.store.letter import NEEDLES, VALUES_BYTES, named_letters
+from eventpipe.store.letter import NEEDLES, named_letters
 from eventpipe.store.mention import mentions
 from eventpipe.store.migration import migrate
+from eventpipe.store.query import PARAMETER_BYTES
 from eventpipe.store.writer import Writer
+from tests.support.escape import escaped
 
 MARCH_MS = 1_772_323_200_000
 AFTER_ALL = MARCH_MS + 10**9
@@ -36,19 +38,6 @@ USERS = [
     "user-1",
     "user-10",
 ]
-
-
-def escaped(text: str, rng: random.Random) -> str:
-    """`text` as a JSON string literal, each character as itself (where JSON allows) or \\u-escaped, at random."""
-    out = []
-    for ch in text:
-        units = ch.encode("utf-16-be")
-        spelled = "".join(f"\\u{int.from_bytes(units[i : i + 2], 'big'):04x}" for i in range(0, len(units), 2))
-        options = [json.dumps(ch)[1:-1], spelled, spelled.upper().replace("\\U", "\\u")]
-        if ch not in '"\\' and ord(ch) >= 0x20:
-            options.append(ch)
-        out.append(rng.choice(options))
-    return '"' + "".join(out) + '"'
 
 
 def payloads(users: list[str], rng: random.Random) -> list[bytes]:
@@ -130,9 +119,9 @@ def test_ids_most_letters_hold_are_found_as_each_users_own_patterns_find_them(cl
 def test_more_users_than_one_search_takes_and_longer_ids_than_one_statement_holds(client: Client) -> None:
     rng = random.Random(11)
     many = [f"user-{i:04d}" for i in range(NEEDLES + 60)]
-    # Ids of 250 characters: their patterns fill VALUES_BYTES within about thirty users.
+    # Ids of 250 characters: a statement's values (PARAMETER_BYTES, each an HTTP form field) hold a few users'.
     long = [f"{i:03d}-" + "".join(rng.choice("ab/=\u00e9") for _ in range(246)) for i in range(40)]
-    assert sum(len(str(v)) for user in long for v in mentions(user).values()) > VALUES_BYTES
+    assert sum(len(str(v)) for user in long for v in mentions(user).values()) > 4 * PARAMETER_BYTES
     named = [*many[::37], *long[::7]]
     stored(client, [json.dumps({"user_id": user, "timestamp": "x"}).encode() for user in named])
     stored(client, [("{" + f'"user_id": {escaped(user, rng)}' + ', "timestamp": "x"}').encode() for user in long[::5]])

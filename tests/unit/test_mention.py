@@ -10,24 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventpipe.store.mention import MENTIONS, json_string, mentions, numbered, spellings
+from tests.support.escape import escaped
 
 
 def as_python(pattern: str) -> re.Pattern[str]:
     """RE2's \\x{HH} as Python's \\xHH (the only RE2-only syntax the pattern uses)."""
     return re.compile(re.sub(r"\\x\{([0-9a-f]{2})\}", r"\\x\1", pattern))
-
-
-def escaped(text: str, rng: random.Random) -> str:
-    """`text` as a JSON string literal, each character as itself (where JSON allows) or escaped, at random."""
-    out = []
-    for ch in text:
-        units = ch.encode("utf-16-be")
-        spelled = "".join(f"\\u{int.from_bytes(units[i : i + 2], 'big'):04x}" for i in range(0, len(units), 2))
-        options = [json.dumps(ch)[1:-1], spelled, spelled.upper().replace("\\U", "\\u")]
-        if ch not in '"\\' and ord(ch) >= 0x20:
-            options.append(ch)
-        out.append(rng.choice(options))
-    return '"' + "".join(out) + '"'
 
 
 ids = st.text(min_size=1, max_size=40)

@@ -12,19 +12,17 @@ patterns at once, took 50 s and 1.2 GiB to compile them for 100 ids of 250 chara
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.store.deletion import CUT, LETTERS
 from eventpipe.store.failure import classified
 from eventpipe.store.mention import MENTIONS, mentions, mentions_of, of_each
+from eventpipe.store.query import bound_bytes, parameter_chunks
 
 # multiSearchAny and multiSearchAllPositions take 255 needles at most.
 NEEDLES = 250
-# A statement's values, at most: a ClickHouse server reads them from the request's URL, which it refuses
-# past 1 MiB (http_max_uri_size), and a user's patterns are 20 to 60 times the id's length.
-VALUES_BYTES = 256 * 1024
 # Letters any user's patterns may name without holding the id as it is: an escape, or a "user_id" written as a
 # double. Tried user by user with constant patterns: every user's patterns tried at once on each of 25,000
 # such letters (patterns read from an array are compiled again for each row) took 246 s for 1,000 users.
@@ -61,25 +59,15 @@ def _named(chunks: int) -> str:
     )
 
 
-def _groups(user_ids: Sequence[str]) -> Iterator[list[str]]:
-    """`user_ids` in order, in groups whose values fit VALUES_BYTES (one user alone whatever its size)."""
-    group: list[str] = []
-    size = 0
-    for user_id in user_ids:
-        own = sum(len(str(value).encode()) for value in mentions(user_id).values())
-        if group and size + own > VALUES_BYTES:
-            yield group
-            group, size = [], 0
-        group.append(user_id)
-        size += own
-    if group:
-        yield group
+def _size(user_id: str) -> int:
+    """What `user_id`'s values take in a statement's arrays."""
+    return sum(bound_bytes(str(value)) for value in mentions(user_id).values())
 
 
 def named_letters(client: Client, user_ids: Sequence[str], cut_ms: int) -> dict[str, set[str]]:
     """The ids of the dead letters received up to `cut_ms` that name each of `user_ids` (MENTIONS)."""
     found: dict[str, set[str]] = {user_id: set() for user_id in user_ids}
-    for group in _groups(user_ids):
+    for group in parameter_chunks(user_ids, _size):
         chunks = [group[start : start + NEEDLES] for start in range(0, len(group), NEEDLES)]
         parameters = {
             **mentions_of(group),
