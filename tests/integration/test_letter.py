@@ -37,6 +37,8 @@ USERS = [
     "\U0001f600x",
     "user-1",
     "user-10",
+    # What stands between two strings of a JSON object: MENTIONS takes it there, as `"…"`.
+    ": 1, ",
 ]
 
 
@@ -48,6 +50,8 @@ def payloads(users: list[str], rng: random.Random) -> list[bytes]:
             json.dumps({"user_id": user, "timestamp": "x"}).encode(),
             json.dumps({"user_id": user, "timestamp": "x"}, ensure_ascii=False).encode(),
             ('{"data": {"user_id": ' + escaped(user, rng) + '}, "timestamp": 1.5}').encode(),
+            # The id escaped at the end of a longer string, after an escaped quote: MENTIONS takes it there too.
+            ('{"note": "says \\"' + escaped(user, rng)[1:] + ', "timestamp": 1.5}').encode(),
             f"text user={user} at /p/1".encode(),
             f"prefix{user}suffix no word".encode(),
             b"\xff" + user.encode() + b"\xfe cut",
@@ -95,6 +99,7 @@ def test_a_set_finds_exactly_the_letters_each_users_own_patterns_find(client: Cl
     stored(client, payloads(USERS, rng))
     # Escapes only in some letters: the rest are read by the ids they hold.
     stored(client, [json.dumps({"user_id": f"other-{i}", "n": i, "timestamp": "x"}).encode() for i in range(200)])
+    stored(client, [b'{"a": 1, "timestamp": "x\\u0021"}'])
 
     expected = one_by_one(client, USERS)
     assert all(expected.values()), "every user is named by some letter"

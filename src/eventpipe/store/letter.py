@@ -2,12 +2,13 @@
 
 Read one user after another, each user's patterns (store.mention.MENTIONS) ran over every letter: about
 37 ms a user over 100,000 letters here, 37 s for the 1,000 users of one call or one batch of a restore's
-redo. Now one statement reads the letters once and tries a user's patterns only on a letter that may name
-them: one holding the id as it is (multiSearch, no regular expression), and, for every user, one holding
-an escape (a backslash: any character of an id may be escaped in JSON) or a "user_id" written as a double
-(4.242e3 holds no 4242). A letter naming a user in any way MENTIONS takes holds one of those, so the
-answer is what MENTIONS gives user by user. Vectorscan (multiMatchAny), which would run every user's
-patterns at once, took 50 s and 1.2 GiB to compile them for 100 ids of 250 characters.
+redo. Now one statement reads the letters once and tries a user's patterns only on a letter that holds
+the id (multiSearch, no regular expression) as it is, or, in a letter that is JSON, in one of its strings
+once unescaped; every user's patterns are tried, user by user, on the few letters where neither need hold
+it (ESCAPED). A letter naming a user in any way MENTIONS takes is one of those, so the answer is what
+MENTIONS gives user by user (tests/integration/test_letter.py compares them). Vectorscan (multiMatchAny),
+which would run every user's patterns at once, took 50 s and 1.2 GiB to compile them for 100 ids of 250
+characters.
 """
 
 from __future__ import annotations
@@ -23,39 +24,54 @@ from eventpipe.store.query import bound_bytes, parameter_chunks
 
 # multiSearchAny and multiSearchAllPositions take 255 needles at most.
 NEEDLES = 250
-# Letters any user's patterns may name without holding the id as it is: an escape, or a "user_id" written as a
-# double. Tried user by user with constant patterns: every user's patterns tried at once on each of 25,000
-# such letters (patterns read from an array are compiled again for each row) took 246 s for 1,000 users.
-ESCAPED = "(position(payload, '\\\\') > 0 OR notEmpty(extractAll(payload, {fraction:String})))"
+# A JSON string literal, escapes and all: read from the start of a letter that is JSON, each match is one of its
+# strings, as every quote outside one opens the next.
+LITERAL = r'"(?:[^"\\]|\\.)*"'
+# Each letter's text, and, in one that is JSON and holds an escape, its strings once unescaped: there MENTIONS
+# finds an id in a whole string however escaped (or, from an escaped quote on, in its end), or where it stands
+# as it is in the text (between two strings, where JSON escapes nothing).
+READ = (
+    "SELECT dead_letter_id, payload, toValidUTF8(payload) AS text, if(position(payload, '\\\\') > 0 AND"  # noqa: S608
+    " isValidJSON(payload), arrayStringConcat(arrayMap(s -> JSONExtractString(s), extractAll(payload,"
+    f" {{literal:String}})), '\\n'), '') AS unescaped FROM dead_letters FINAL WHERE {CUT}"
+)
+# Letters any user's patterns may name without either holding the id: an escape in one that is no JSON, or a
+# "user_id" written as a double (4.242e3 holds no 4242). Tried user by user with constant patterns: every
+# user's patterns tried at once on each of 25,000 letters (patterns read from an array are compiled again for
+# each row) took 246 s for 1,000 users.
+ESCAPED = (
+    "((position(payload, '\\\\') > 0 AND NOT isValidJSON(payload)) OR notEmpty(extractAll(payload, {fraction:String})))"
+)
 # How much dearer a user's patterns are tried on one letter that holds the id than on every letter in a
 # read of their own (measured: 6 against 0.35 microseconds): past that share of pairs, user by user is cheaper.
 PAIR_COST = 16
 
 
 def _needles(chunks: int) -> tuple[str, str]:
-    """Whether `text` holds any of a set's ids, given as `chunks` arrays of NEEDLES at most, and where each."""
+    """Whether a letter holds any of a set's ids, given as `chunks` arrays of NEEDLES at most, and the places
+    (from 1) of those it holds."""
     needles = [f"{{needles_{k}:Array(String)}}" for k in range(chunks)]
-    held = " OR ".join(f"multiSearchAny(text, {n})" for n in needles)
-    return held, "arrayConcat(" + ", ".join(f"multiSearchAllPositions(text, {n})" for n in needles) + ")"
+    held = " OR ".join(f"multiSearchAny({t}, {n})" for n in needles for t in ("text", "unescaped"))
+    at = {
+        t: "arrayConcat(" + ", ".join(f"multiSearchAllPositions({t}, {n})" for n in needles) + ")"
+        for t in ("text", "unescaped")
+    }
+    users = "range(1, {n:UInt32} + 1)"
+    return held, f"arrayFilter((i, a, b) -> a + b > 0, {users}, {at['text']}, {at['unescaped']})"
 
 
 def _pairs(chunks: int) -> str:
     """How many letters before the cut, how many of them ESCAPED, and how many (letter, user) pairs hold the id."""
     _held, places = _needles(chunks)
-    return (
-        f"SELECT count(), countIf({ESCAPED}), sum(length(arrayFilter(at -> at > 0, {places})))"  # noqa: S608
-        f" FROM (SELECT payload, toValidUTF8(payload) AS text FROM dead_letters FINAL WHERE {CUT})"
-    )
+    return f"SELECT count(), countIf({ESCAPED}), sum(length({places})) FROM ({READ})"  # noqa: S608 - constants
 
 
 def _named(chunks: int) -> str:
     """The letters before the cut holding any of a set's ids, each with the places (from 1) of the users it names."""
     held, places = _needles(chunks)
-    tried = f"arrayFilter((i, at) -> at > 0, range(1, {{n:UInt32}} + 1), {places})"
     return (
-        f"SELECT dead_letter_id, named FROM (SELECT dead_letter_id, arrayFilter(i -> {of_each(MENTIONS)}, {tried})"  # noqa: S608
-        " AS named FROM (SELECT dead_letter_id, payload, toValidUTF8(payload) AS text FROM dead_letters FINAL"
-        f" WHERE {CUT} AND ({held}))) WHERE notEmpty(named)"
+        f"SELECT dead_letter_id, named FROM (SELECT dead_letter_id, arrayFilter(i -> {of_each(MENTIONS)}, {places})"  # noqa: S608
+        f" AS named FROM ({READ}) WHERE {held}) WHERE notEmpty(named)"
     )
 
 
@@ -74,6 +90,7 @@ def named_letters(client: Client, user_ids: Sequence[str], cut_ms: int) -> dict[
             **{f"needles_{k}": chunk for k, chunk in enumerate(chunks)},
             "n": len(group),
             "cut": cut_ms,
+            "literal": LITERAL,
         }
         with classified():
             letters, escaped, pairs = (
