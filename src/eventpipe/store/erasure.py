@@ -180,13 +180,13 @@ class Eraser:
         # a delete renames every part of the table (a replay adds no letter). Unsettled, a batch may still land
         # some, which only each user's patterns take.
         dead_letters, found = {}, set[str]()
-        # Found for the whole set in one read (store.letter), where each user's patterns read the table again.
+        # Found for the whole set at once where it can be (store.letter), not by each user's own read of the table.
         naming_each = named_letters(self._client, users, cut)
         for number, user_id in enumerate(users):
-            letters, naming = {**mentioned[user_id], "cut": cut, "token": token}, numbered(LETTERS, number)
             named = naming_each[user_id] - found
             dead_letters[user_id], found = len(named), found | named
             if not settled:
+                letters, naming = {**mentioned[user_id], "cut": cut, "token": token}, numbered(LETTERS, number)
                 self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {naming}", letters)  # noqa: S608
         if found and settled:
             taken: dict[str, object] = {"letters": sorted(found)}

@@ -2,13 +2,14 @@
 
 Read one user after another, each user's patterns (store.mention.MENTIONS) ran over every letter: about
 37 ms a user over 100,000 letters here, 37 s for the 1,000 users of one call or one batch of a restore's
-redo. Now one statement reads the letters once and tries a user's patterns only on a letter that holds
-the id (multiSearch, no regular expression) as it is, or, in a letter that is JSON, in one of its strings
-once unescaped; every user's patterns are tried, user by user, on the few letters where neither need hold
-it (ESCAPED). A letter naming a user in any way MENTIONS takes is one of those, so the answer is what
-MENTIONS gives user by user (tests/integration/test_letter.py compares them). Vectorscan (multiMatchAny),
-which would run every user's patterns at once, took 50 s and 1.2 GiB to compile them for 100 ids of 250
-characters.
+redo. A set's read tries a user's patterns only on a letter that may name them (a candidate): one holding
+the id as it is (multiSearch, no regular expression), or, in a letter that is JSON, in one of its strings
+once unescaped, or a "user_id" written as a double that is the user's number. A letter naming a user in
+any way MENTIONS takes is a candidate, but where it holds an escape and is no JSON (a word's escaped
+spellings in a text): with such a letter before the cut, or one that is a candidate for many users, each
+user's own read finds the set's letters, as before. So the answer is what MENTIONS gives user by user
+(tests/integration/test_letter.py compares them). Vectorscan (multiMatchAny), which would run every
+user's patterns at once, took 50 s and 1.2 GiB to compile them for 100 ids of 250 characters.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from clickhouse_connect.driver.client import Client
 
 from eventpipe.store.deletion import CUT, LETTERS
 from eventpipe.store.failure import classified
-from eventpipe.store.mention import MENTIONS, mentions, mentions_of, of_each
+from eventpipe.store.mention import MENTIONS, mentions, mentions_of, of_each, user_float
 from eventpipe.store.query import bound_bytes, parameter_chunks
 
 # multiSearchAny and multiSearchAllPositions take 255 needles at most.
@@ -27,94 +28,102 @@ NEEDLES = 250
 # A JSON string literal, escapes and all: read from the start of a letter that is JSON, each match is one of its
 # strings, as every quote outside one opens the next.
 LITERAL = r'"(?:[^"\\]|\\.)*"'
-# Each letter's text, and, in one that is JSON and holds an escape, its strings once unescaped: there MENTIONS
-# finds an id in a whole string however escaped (or, from an escaped quote on, in its end), or where it stands
-# as it is in the text (between two strings, where JSON escapes nothing).
+# Each letter's text; in one that is JSON and holds an escape, its strings once unescaped (MENTIONS finds an
+# id in a whole string however escaped or, from an escaped quote on, in its end; elsewhere as it is, between
+# two strings, where JSON escapes nothing); and the doubles it gives a "user_id" (4.242e3 holds no 4242).
 READ = (
     "SELECT dead_letter_id, payload, toValidUTF8(payload) AS text, if(position(payload, '\\\\') > 0 AND"  # noqa: S608
     " isValidJSON(payload), arrayStringConcat(arrayMap(s -> JSONExtractString(s), extractAll(payload,"
-    f" {{literal:String}})), '\\n'), '') AS unescaped FROM dead_letters FINAL WHERE {CUT}"
+    " {literal:String})), '\\n'), '') AS unescaped,"
+    " arrayMap(x -> toFloat64OrNull(x), extractAll(payload, {fraction:String})) AS doubles"
+    f" FROM dead_letters FINAL WHERE {CUT}"
 )
-# Letters any user's patterns may name without either holding the id: an escape in one that is no JSON, or a
-# "user_id" written as a double (4.242e3 holds no 4242). Tried user by user with constant patterns: every
-# user's patterns tried at once on each of 25,000 letters (patterns read from an array are compiled again for
-# each row) took 246 s for 1,000 users.
-ESCAPED = (
-    "((position(payload, '\\\\') > 0 AND NOT isValidJSON(payload)) OR notEmpty(extractAll(payload, {fraction:String})))"
+# One user's letters, as one erasure after another read them.
+BY_ONE = f"SELECT dead_letter_id FROM dead_letters FINAL WHERE {LETTERS}"  # noqa: S608 - constants
+# Letters a set's read leaves to each user's own (BY_ONE): an escape in one that is no JSON (a word's escaped
+# spellings, which no search for the id finds) leaves the whole set there; a letter that is a candidate for more
+# than CROWD users of a group leaves that group. Tried on a letter with patterns read from an array, each user's
+# are compiled again for each letter (25,000 letters and 1,000 users: 246 s), and each holds a copy of the
+# letter (20 letters of 62 KB naming 150 users: 720 MB): CROWD copies at most.
+TEXT_ESCAPES = (
+    "SELECT count() FROM dead_letters WHERE position(payload, '\\\\') > 0 AND NOT isValidJSON(payload)"  # noqa: S608
+    f" AND {CUT}"
 )
-# How much dearer a user's patterns are tried on one letter that holds the id than on every letter in a
-# read of their own (measured: 6 against 0.35 microseconds): past that share of pairs, user by user is cheaper.
-PAIR_COST = 16
-
-
-def _needles(chunks: int) -> tuple[str, str]:
-    """Whether a letter holds any of a set's ids, given as `chunks` arrays of NEEDLES at most, and the places
-    (from 1) of those it holds."""
-    needles = [f"{{needles_{k}:Array(String)}}" for k in range(chunks)]
-    held = " OR ".join(f"multiSearchAny({t}, {n})" for n in needles for t in ("text", "unescaped"))
-    at = {
-        t: "arrayConcat(" + ", ".join(f"multiSearchAllPositions({t}, {n})" for n in needles) + ")"
-        for t in ("text", "unescaped")
-    }
-    users = "range(1, {n:UInt32} + 1)"
-    return held, f"arrayFilter((i, a, b) -> a + b > 0, {users}, {at['text']}, {at['unescaped']})"
-
-
-def _pairs(chunks: int) -> str:
-    """How many letters before the cut, how many of them ESCAPED, and how many (letter, user) pairs hold the id."""
-    _held, places = _needles(chunks)
-    return f"SELECT count(), countIf({ESCAPED}), sum(length({places})) FROM ({READ})"  # noqa: S608 - constants
+CROWD = 8
+# Up to what size of set each user's own read is cheaper than finding candidates first.
+FEW = 8
+# Rows a block: each candidate's array of places holds a number per user of the group, and each of its
+# candidates a copy of it (CROWD of 64 KiB: 512 KiB a row).
+SETTINGS = {"max_block_size": 128}
 
 
 def _named(chunks: int) -> str:
-    """The letters before the cut holding any of a set's ids, each with the places (from 1) of the users it names."""
-    held, places = _needles(chunks)
+    """The letters before the cut that may name a group's users, each with the places (from 1) of those it names
+    (the group's values as arrays, of_each), or, where it may name more than CROWD of them, crowded (and no
+    places): the group's ids given as `chunks` arrays of NEEDLES at most, and its users' doubles as `floats`."""
+    needles = [f"{{needles_{k}:Array(String)}}" for k in range(chunks)]
+    held = " OR ".join(f"multiSearchAny({t}, {n})" for n in needles for t in ("text", "unescaped"))
+    at = [
+        "arrayConcat(" + ", ".join(f"multiSearchAllPositions({t}, {n})" for n in needles) + ")"
+        for t in ("text", "unescaped")
+    ]
+    places = (
+        "arrayFilter((i, a, b) -> a + b > 0 OR (notEmpty(doubles) AND has(doubles, {floats:Array(Float64)}[i])),"
+        f" range(1, {{n:UInt32}} + 1), {at[0]}, {at[1]})"
+    )
+    # Only where some id is held: most letters hold none, and the arrays are the group's size.
+    candidates = f"SELECT *, if({held} OR notEmpty(doubles), {places}, []) AS places FROM ({READ})"  # noqa: S608
+    crowded = f"length(places) > {CROWD}"
+    named = f"if({crowded}, [], arrayFilter(i -> {of_each(MENTIONS)}, places))"
     return (
-        f"SELECT dead_letter_id, named FROM (SELECT dead_letter_id, arrayFilter(i -> {of_each(MENTIONS)}, {places})"  # noqa: S608
-        f" AS named FROM ({READ}) WHERE {held}) WHERE notEmpty(named)"
+        f"SELECT dead_letter_id, named, crowded FROM (SELECT dead_letter_id, {named} AS named, {crowded} AS crowded"  # noqa: S608
+        f" FROM ({candidates}) WHERE notEmpty(places)) WHERE notEmpty(named) OR crowded"
     )
 
 
 def _size(user_id: str) -> int:
-    """What `user_id`'s values take in a statement's arrays."""
-    return sum(bound_bytes(str(value)) for value in mentions(user_id).values())
+    """What `user_id` adds to the largest of a statement's arrays (each one HTTP form field to a server)."""
+    return max(bound_bytes(str(value)) for name, value in mentions(user_id).items() if name != "fraction")
 
 
 def named_letters(client: Client, user_ids: Sequence[str], cut_ms: int) -> dict[str, set[str]]:
     """The ids of the dead letters received up to `cut_ms` that name each of `user_ids` (MENTIONS)."""
     found: dict[str, set[str]] = {user_id: set() for user_id in user_ids}
-    for group in parameter_chunks(user_ids, _size):
-        chunks = [group[start : start + NEEDLES] for start in range(0, len(group), NEEDLES)]
-        parameters = {
-            **mentions_of(group),
-            **{f"needles_{k}": chunk for k, chunk in enumerate(chunks)},
-            "n": len(group),
-            "cut": cut_ms,
-            "literal": LITERAL,
-        }
+    # An empty id (no call gives one) names an empty letter, where multiSearch finds no empty needle.
+    alone: list[str] = [user_id for user_id in found if not user_id]
+    searched = [user_id for user_id in found if user_id]
+    if len(searched) <= FEW or _count(client, TEXT_ESCAPES, {"cut": cut_ms}):
+        alone, searched = list(found), []
+    for group in parameter_chunks(searched, _size):
+        if not _by_group(client, group, cut_ms, found):
+            alone += group
+    for user_id in alone:
+        # Each user's own read finds every letter naming them.
         with classified():
-            letters, escaped, pairs = (
-                int(str(v)) for v in client.query(_pairs(len(chunks)), parameters=parameters).result_rows[0]
-            )
-        if pairs * PAIR_COST > letters * len(group):
-            # Ids most letters hold (short numbers, single letters): each user's own read is cheaper.
-            _user_by_user(client, group, cut_ms, LETTERS, found)
-            continue
-        if pairs:
-            with classified():
-                rows = client.query(_named(len(chunks)), parameters=parameters).result_rows
-            for letter, places in rows:
-                for place in places:
-                    found[group[int(place) - 1]].add(str(letter))
-        if escaped:
-            _user_by_user(client, group, cut_ms, f"{ESCAPED} AND {LETTERS}", found)
+            rows = client.query(BY_ONE, parameters={**mentions(user_id), "cut": cut_ms}).result_rows
+        found[user_id].update(str(row[0]) for row in rows)
     return found
 
 
-def _user_by_user(client: Client, users: list[str], cut_ms: int, condition: str, found: dict[str, set[str]]) -> None:
-    """Add to `found` the letters `condition` (reading MENTIONS' parameters) takes for each of `users`."""
-    sql = f"SELECT dead_letter_id FROM dead_letters FINAL WHERE {condition}"  # noqa: S608 - constants
-    for user_id in users:
-        with classified():
-            rows = client.query(sql, parameters={**mentions(user_id), "cut": cut_ms}).result_rows
-        found[user_id].update(str(row[0]) for row in rows)
+def _by_group(client: Client, group: list[str], cut_ms: int, found: dict[str, set[str]]) -> bool:
+    """Add to `found` the letters naming each of `group` by their candidates; False where a letter is crowded."""
+    chunks = [group[start : start + NEEDLES] for start in range(0, len(group), NEEDLES)]
+    parameters = {
+        **mentions_of(group),
+        **{f"needles_{k}": chunk for k, chunk in enumerate(chunks)},
+        "cut": cut_ms,
+        "literal": LITERAL,
+        "n": len(group),
+        "floats": [user_float(user_id) for user_id in group],
+    }
+    with classified():
+        rows = client.query(_named(len(chunks)), parameters=parameters, settings=SETTINGS).result_rows
+    for letter, places, _crowded in rows:
+        for place in places:
+            found[group[int(place) - 1]].add(str(letter))
+    return not any(crowded for _letter, _places, crowded in rows)
+
+
+def _count(client: Client, sql: str, parameters: dict[str, object]) -> int:
+    with classified():
+        return int(str(client.query(sql, parameters=parameters).result_rows[0][0]))
