@@ -83,9 +83,11 @@ def test_many_users_log_one_line_at_the_start_and_one_at_the_end_naming_no_one(
     answer = api.post("/admin/erasures", json={"user_ids": ["u-1", 42, "u-2"]}, headers=ADMIN)
     assert answer.status_code == 200, answer.text
     logged = [record.getMessage() for record in caplog.records if record.name == "eventpipe.api.maintenance"]
+    erased_at = {record["erased_at"] for record in api.get("/admin/erasures", headers=ADMIN).json()["items"]}
+    assert len(erased_at) == 1
     assert logged == [
         f"erasure of 3 users started by key {ADMIN_NAME!r}",
-        f"erasure of 3 users by key {ADMIN_NAME!r}: 6 events, 1 dead letters, complete",
+        f"erasure of 3 users by key {ADMIN_NAME!r}, erased_at {erased_at.pop()}: 6 events, 1 dead letters, complete",
     ]
     # A user id is personal data; here not even its hash, which the audit keeps.
     for user in ("u-1", "u-2", user_hash("u-1", ERASURE_SECRET)[:12], user_hash("42", ERASURE_SECRET)[:12]):

@@ -281,10 +281,12 @@ def _logged_as_one(key: str, digests: list[str], records: list[Erasure] | None) 
     if records is None:
         log.info("erasure of %s started by key %r", users, key)
         return
+    # Its records' erased_at, which finds them in the audit (GET /admin/erasures).
     log.info(
-        "erasure of %s by key %r: %d events, %d dead letters, %s",
+        "erasure of %s by key %r, erased_at %s: %d events, %d dead letters, %s",
         users,
         key,
+        rfc3339(records[0].erased_ms) if records else "-",
         sum(record.events for record in records),
         sum(record.dead_letters for record in records),
         "complete" if all(record.complete for record in records) else INCOMPLETE,

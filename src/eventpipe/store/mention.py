@@ -132,12 +132,15 @@ def mentions(user_id: str, index: int | None = None) -> dict[str, object]:
         "user_float": user_float(user_id),
         "fraction": FRACTION,
     }
-    return found if index is None else {f"{name}_{index}": value for name, value in found.items()}
+    if index is None:
+        return found
+    return {name if name == "fraction" else f"{name}_{index}": value for name, value in found.items()}
 
 
 _NAMES = sorted(set(re.findall(r"\{(\w+):", MENTIONS)))
-# MENTIONS' parameters, each named once per user where one statement's values hold several users'.
-_NAMED = re.compile(r"\{(" + "|".join(_NAMES) + "):")
+# MENTIONS' parameters of each user, named once per user where one statement's values hold several users';
+# `fraction` is every user's, held once (1,000 copies of it for a set of 1,000 users before).
+_NAMED = re.compile(r"\{(" + "|".join(name for name in _NAMES if name != "fraction") + "):")
 
 
 def numbered(sql: str, index: int) -> str:
