@@ -1,7 +1,7 @@
-"""The dead letters naming each user of an erasure's set, found in one read of the table for many users.
+"""The dead letters naming each user of an erasure's set, found in one read of the table per group of users.
 
 Read one user after another, each user's patterns (store.mention.MENTIONS) ran over every letter: about
-37 ms a user over 100,000 letters here, 37 s for the 1,000 users of one call or one batch of a restore's
+38 ms a user over 100,000 letters here, 38 s for the 1,000 users of one call or one batch of a restore's
 redo. A set's read tries a user's patterns only on a letter that may name them (a candidate): one holding
 the id as it is (multiSearch, no regular expression), or, in a letter that is JSON, in one of its strings
 once unescaped, or a "user_id" written as a double that is the user's number. A letter naming a user in
