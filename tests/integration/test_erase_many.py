@@ -11,9 +11,7 @@ from fastapi.testclient import TestClient
 
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store.audit import user_hash
-from eventpipe.store.client import connect
 from eventpipe.store.erasure import AT_ONCE
-from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer
 from tests.support.api import ADMIN, ADMIN_NAME, AUTH, ERASURE_SECRET, admin_client
 
@@ -30,10 +28,7 @@ def stored(body: dict[str, Any], i: int) -> Event:
 
 
 @pytest.fixture
-def api(clickhouse_dsn: str) -> TestClient:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    writer = Writer(client)
+def api(clickhouse_dsn: str, writer: Writer) -> TestClient:
     for user, count in OWNED.items():
         # "42" sent as an integer, as events may carry it.
         given: object = int(user) if user.isdigit() else user

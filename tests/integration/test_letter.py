@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 import random
 
-import pytest
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.events import Limits, Rejection, parse
-from eventpipe.store.client import connect
 from eventpipe.store.deletion import LETTERS
 from eventpipe.store.letter import NEEDLES, named_letters
 from eventpipe.store.mention import mentions
-from eventpipe.store.migration import migrate
 from eventpipe.store.query import PARAMETER_BYTES
 from eventpipe.store.writer import Writer
 from tests.support.escape import escaped
@@ -85,13 +82,6 @@ def one_by_one(client: Client, users: list[str]) -> dict[str, set[str]]:
         user: {str(row[0]) for row in client.query(sql, parameters={**mentions(user), "cut": AFTER_ALL}).result_rows}
         for user in users
     }
-
-
-@pytest.fixture
-def client(clickhouse_dsn: str) -> Client:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    return client
 
 
 def in_json_or_plain(body: bytes) -> bool:

@@ -15,10 +15,8 @@ from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store import redo
 from eventpipe.store.audit import Audit, Erasure, user_hash
 from eventpipe.store.backup import Backups, Restored
-from eventpipe.store.client import connect
 from eventpipe.store.erasure import Erased, Eraser
 from eventpipe.store.hidden import hide
-from eventpipe.store.migration import migrate
 from eventpipe.store.redo import Redone, redo_erasures
 from eventpipe.store.writer import Writer
 from tests.support.api import ERASURE_SECRET
@@ -71,10 +69,7 @@ def restored_with_redo(client: Client, backups: Backups, name: str, eraser: Eras
 
 
 @pytest.mark.timeout(300)
-def test_a_restore_erases_again_hundreds_of_users_each_with_what_was_theirs(clickhouse_dsn: str) -> None:
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    writer = Writer(client)
+def test_a_restore_erases_again_hundreds_of_users_each_with_what_was_theirs(client: Client, writer: Writer) -> None:
     # Each user a count of their own, so an audit record counting another's shows.
     owned = {user: 1 + index % 4 for index, user in enumerate(ERASED)}
     writer.insert_events([event for user, count in owned.items() for event in events_of(user, count)])
@@ -108,11 +103,10 @@ def test_a_restore_erases_again_hundreds_of_users_each_with_what_was_theirs(clic
     assert sorted(ordinal for *_, ordinal in audit) == list(range(302, 602)), "after the 300 and the restore's own"
 
 
-def test_a_restore_finds_users_with_dead_letters_only_by_the_user_id_their_json_gives(clickhouse_dsn: str) -> None:
+def test_a_restore_finds_users_with_dead_letters_only_by_the_user_id_their_json_gives(
+    client: Client, writer: Writer
+) -> None:
     # Before, a user erased since the backup with no events in it was never found: their letters came back.
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    writer = Writer(client)
     writer.insert_events(events_of(KEPT, 3))
     payloads = {
         "at the top": b'{"user_id": "letters-only", "timestamp": "yesterday"}',
@@ -146,13 +140,10 @@ def test_a_restore_finds_users_with_dead_letters_only_by_the_user_id_their_json_
     assert kept == sorted([payloads["in text"].decode(), payloads["kept"].decode()])
 
 
-def test_an_event_two_users_erased_again_together_shared_is_counted_once(clickhouse_dsn: str) -> None:
+def test_an_event_two_users_erased_again_together_shared_is_counted_once(client: Client, writer: Writer) -> None:
     # A producer re-sent an event under another user: erased one after another, the first erasure took it
     # whole and the second counted none of it. Erased together, each user's record counted it, and the
     # restore said it erased again more events than went.
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    writer = Writer(client)
     first, second = "user-a", "user-b"
     writer.insert_events(events_of(first, 3))
     writer.insert_events([event._replace(user_id=second, received_ms=MARCH_MS + 10) for event in events_of(first, 2)])
@@ -180,15 +171,12 @@ def test_an_event_two_users_erased_again_together_shared_is_counted_once(clickho
 
 
 def test_a_restore_run_again_after_its_redo_was_cut_short_leaves_no_erased_id_in_the_store(
-    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+    client: Client, writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A redo hides the ids of every user of its set at its start (store.hidden), for its deletes to read.
     # Killed on its third delete (or failing there), it left them all, in clear, in erasure_keys; the same
     # restore run again erased the users, but released only the rows it wrote itself: the 300 ids stayed
     # until some erasure made a day later.
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    writer = Writer(client)
     writer.insert_events([event for user in ERASED for event in events_of(user, 1)])
     writer.insert_events(events_of(KEPT, 2))
     backups = Backups(client)
@@ -225,13 +213,10 @@ def test_a_restore_run_again_after_its_redo_was_cut_short_leaves_no_erased_id_in
     assert left == [(api_call,)], "no id the restore erased left in clear, the API's call's values kept"
 
 
-def test_the_dead_letters_of_a_set_of_users_go_in_one_delete_each_counted_once(clickhouse_dsn: str) -> None:
+def test_the_dead_letters_of_a_set_of_users_go_in_one_delete_each_counted_once(client: Client, writer: Writer) -> None:
     # A delete per user with letters, each renaming every part of dead_letters and waited for: 300 users with a
     # letter each took 30.7 s to erase together, against 2.2 s with none (0.1 s a user), where a restore's redo
     # was to cost about one erasure.
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    writer = Writer(client)
     users = ERASED[:40]
     writer.insert_dead_letters([letter_of(user, i) for user in users for i in range(2)])
     # Naming two of them: counted once, against the first of them in the set, as one erasure after another did.
@@ -251,13 +236,12 @@ def test_the_dead_letters_of_a_set_of_users_go_in_one_delete_each_counted_once(c
     assert client.query("SELECT count() FROM erasure_keys").result_rows == [(0,)]
 
 
-def test_a_restore_finds_a_letters_only_user_past_a_page_whose_ids_were_spelt_twice(clickhouse_dsn: str) -> None:
+def test_a_restore_finds_a_letters_only_user_past_a_page_whose_ids_were_spelt_twice(
+    client: Client, writer: Writer
+) -> None:
     # The ids the letters give are read a page of raw JSON values at a time, and the search stopped once it had
     # as many ids as users to find: one id given both as a string and as an integer counted twice, and the user
     # on the next page was not found, their letters back after the restore.
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    writer = Writer(client)
     spelt = [b'{"user_id": "42", "timestamp": "x"}', b'{"user_id": 42, "timestamp": "x"}']
     # Raw values sort as text: the fillers after both spellings of 42, the user to find after the fillers.
     filler = [json.dumps({"user_id": 500_000 + i, "timestamp": "x"}).encode() for i in range(redo.USER_PAGE)]

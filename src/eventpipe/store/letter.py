@@ -20,7 +20,7 @@ from clickhouse_connect.driver.client import Client
 
 from eventpipe.store.deletion import CUT, LETTERS
 from eventpipe.store.failure import classified
-from eventpipe.store.mention import MENTIONS, mentions, mentions_of, of_each, user_float
+from eventpipe.store.mention import MENTIONS, OWN, mentions, mentions_of, of_each, user_float
 from eventpipe.store.query import bound_bytes, parameter_chunks
 
 # multiSearchAny and multiSearchAllPositions take 255 needles at most.
@@ -83,7 +83,7 @@ def _named(chunks: int) -> str:
 
 def _size(user_id: str) -> int:
     """What `user_id` adds to the largest of a statement's arrays (each one HTTP form field to a server)."""
-    return max(bound_bytes(str(value)) for name, value in mentions(user_id).items() if name != "fraction")
+    return max(bound_bytes(str(value)) for name, value in mentions(user_id).items() if name in OWN)
 
 
 def named_letters(client: Client, user_ids: Sequence[str], cut_ms: int) -> dict[str, set[str]]:

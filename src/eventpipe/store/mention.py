@@ -134,13 +134,14 @@ def mentions(user_id: str, index: int | None = None) -> dict[str, object]:
     }
     if index is None:
         return found
-    return {name if name == "fraction" else f"{name}_{index}": value for name, value in found.items()}
+    return {f"{name}_{index}" if name in OWN else name: value for name, value in found.items()}
 
 
-_NAMES = sorted(set(re.findall(r"\{(\w+):", MENTIONS)))
-# MENTIONS' parameters of each user, named once per user where one statement's values hold several users';
-# `fraction` is every user's, held once (1,000 copies of it for a set of 1,000 users before).
-_NAMED = re.compile(r"\{(" + "|".join(name for name in _NAMES if name != "fraction") + "):")
+# MENTIONS' parameters of each user; `fraction` is every user's, held once for a set (1,000 copies of it for a
+# set of 1,000 users before).
+OWN = sorted(set(re.findall(r"\{(\w+):", MENTIONS)) - {"fraction"})
+# Each user's, named once per user where one statement's values hold several users'.
+_NAMED = re.compile(r"\{(" + "|".join(OWN) + "):")
 
 
 def numbered(sql: str, index: int) -> str:
@@ -150,8 +151,8 @@ def numbered(sql: str, index: int) -> str:
     return _NAMED.sub(lambda found: "{" + found.group(1) + f"_{index}:", sql)
 
 
-# Each user's own values in MENTIONS, with their types; `fraction` is every user's.
-_OWN = re.compile(r"\{(" + "|".join(name for name in _NAMES if name != "fraction") + r"):([^{}]+)\}")
+# Each user's own values in MENTIONS, with their types.
+_OWN = re.compile(r"\{(" + "|".join(OWN) + r"):([^{}]+)\}")
 
 
 def of_each(sql: str) -> str:
@@ -163,5 +164,4 @@ def of_each(sql: str) -> str:
 def mentions_of(user_ids: Sequence[str]) -> dict[str, object]:
     """The parameters of `of_each(MENTIONS)` for `user_ids`, in their order."""
     each = [mentions(user_id) for user_id in user_ids]
-    own = {f"{name}_all": [one[name] for one in each] for name in _NAMES if name != "fraction"}
-    return {**own, "fraction": FRACTION}
+    return {**{f"{name}_all": [one[name] for one in each] for name in OWN}, "fraction": FRACTION}
