@@ -22,7 +22,10 @@ It models, from ClickHouse's documentation of the HTTP interface
 - a query sent as a multipart form (the driver's way with large bound parameters), and the server's cap on
   one field's value (`http_max_field_value_size`, 128 KiB by default): past it, 500 with code 1000
   (POCO_EXCEPTION, "Field value too long"), whatever the query;
-- the `backups` disk a server declares in clickhouse/config.d, in `<directory>/backups`.
+- the `backups` disk a server declares in clickhouse/config.d, in `<directory>/backups`;
+- what a server logs of each statement (system.query_log, its log file): its text with its parameters written
+  in, and the request's URL; not an INSERT's data. Each request's statement and parameters are kept as a JSON
+  line in `<directory>/statements.log` (ClickHouseHttp.statements).
 
 Faults are set in `<directory>/fault.json` (ClickHouseHttp.fault), read on every request:
 `{"mode": "late_error", "match": "INSERT INTO `events`", "runs_ms": 60000}` fails each matching query as a
@@ -62,6 +65,7 @@ from tests.support.wait import wait_until
 # Where a redirect sends a request: answered 200, with nothing done, and counted in ELSEWHERE_LOG.
 ELSEWHERE = "/elsewhere"
 ELSEWHERE_LOG = "elsewhere.log"
+STATEMENTS_LOG = "statements.log"
 MEMORY_LIMIT_EXCEEDED = 241
 MEMORY_LIMIT = (
     f"Code: {MEMORY_LIMIT_EXCEEDED}. DB::Exception: Memory limit (total) exceeded: would use 3.50 GiB."
@@ -120,6 +124,12 @@ class ClickHouseHttp:
 
     def fault(self, mode: str = "ok", **options: object) -> None:
         (self.directory / "fault.json").write_text(json.dumps({"mode": mode, **options}))
+
+    def statements(self) -> list[str]:
+        """Each statement sent since the server started, as the text of its JSON line: the query (an insert's
+        without its data) and every parameter of the request, URL and form."""
+        log = self.directory / STATEMENTS_LOG
+        return log.read_text().splitlines() if log.exists() else []
 
     def elsewhere_requests(self) -> int:
         """How many requests a redirect target got."""
@@ -218,6 +228,9 @@ def _serve(port: int, directory: Path) -> None:
                 params.update({name: value.decode() for name, value in fields.items()})
                 raw = b""
             query, data = self._query(params, raw)
+            with lock, (directory / STATEMENTS_LOG).open("a") as log:
+                shown = {name: value for name, value in params.items() if name != "query"}
+                log.write(json.dumps({"query": query, "parameters": shown}, ensure_ascii=False) + "\n")
             fault = _fault(directory)
             mode, match = fault.get("mode", "ok"), str(fault.get("match", ""))
             if mode != "ok" and match in query:

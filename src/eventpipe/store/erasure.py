@@ -29,8 +29,8 @@ bounded by REPLAY_WAIT_S) and the second pass deletes what they stored. The lett
 after that wait, as every outcome whose letter is gone (ORPHAN_OUTCOMES), so also those such a replay
 recorded after the letters went. Every value is a bound
 parameter, and every delete reads the id and its patterns from erasure_keys by
-a token instead (store.hidden): ClickHouse keeps a mutation's command, values
-written in, long after it is done.
+a token instead (store.hidden), and so does every read: ClickHouse keeps a mutation's command, values
+written in, long after it is done, and a server logs every statement so.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ from eventpipe.store.deletion import (
 )
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
-from eventpipe.store.hidden import BY_RESTORE, hide, release
+from eventpipe.store.hidden import BY_RESTORE, concealed, hide, release
 from eventpipe.store.letter import named_letters
 from eventpipe.store.mark import MARKS_QUERY, REPLAY_STALE_MS, complete_before, running_replays
 from eventpipe.store.mention import mentions, numbered
@@ -181,7 +181,7 @@ class Eraser:
         # some, which only each user's patterns take.
         dead_letters, found = {}, set[str]()
         # Found for the whole set at once where it can be (store.letter), not by each user's own read of the table.
-        naming_each = named_letters(self._client, users, cut)
+        naming_each = named_letters(self._client, users, cut, token)
         for number, user_id in enumerate(users):
             named = naming_each[user_id] - found
             dead_letters[user_id], found = len(named), found | named
@@ -202,7 +202,7 @@ class Eraser:
         # What batches and replays committed during the first pass left behind, in the tables that hold any.
         self._pass(user, others, everywhere=False)
         with classified():
-            counted = self._client.query(EVENTS_OF_EACH, parameters=user).result_rows
+            counted = self._client.query(*concealed(EVENTS_OF_EACH, user)).result_rows
         events = {str(user_id): int(str(n)) for user_id, n in counted}
         for table in index:
             self._delete(table.name, delete_statement(table, shared=False), user)
@@ -283,7 +283,7 @@ class Eraser:
 
     def _count(self, sql: str, parameters: dict[str, object]) -> int:
         with classified():
-            return int(str(self._client.query(sql, parameters=parameters).result_rows[0][0]))
+            return int(str(self._client.query(*concealed(sql, parameters)).result_rows[0][0]))
 
     def _delete(self, table: str, sql: str, parameters: dict[str, object]) -> None:
         delete(self._client, table, sql, parameters, SETTLE_POLL_S)

@@ -17,10 +17,17 @@ at once; an ALTER DELETE would be one, and hold the id again.
 
 A subquery that finds no row gives NULL, which matches no row: a delete reading
 a missing row deletes nothing rather than something else.
+
+A server keeps more than mutations: every statement's text, its parameters
+written in, goes to system.query_log and to its log (system.text_log, the log
+file) as it runs. So an erasure's reads take their values from here too
+(`concealed`), not only its deletes: only its INSERT's data, which no log
+holds, carries them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 
@@ -31,10 +38,18 @@ from eventpipe.store.writer import INSERT_SETTINGS
 
 KEYS = "erasure_keys"
 KEY_COLUMNS = ("token", "name", "text", "texts", "number", "cut_at")
-# What a mutation may hold as written: the erasure's cut (a time) and the token, which name no one.
-PUBLIC = frozenset({"cut", "token"})
-# The column of erasure_keys that holds a parameter of each type.
-_COLUMN = {"String": "text", "Array(String)": "texts", "Float64": "number"}
+# What a statement may hold as written, as they name no one: the erasure's cut (a time), the token, and
+# store.letter's constant pattern and group size.
+PUBLIC = frozenset({"cut", "token", "literal", "n"})
+# What reads a parameter of each type from its row of erasure_keys: arrays of doubles are held as their
+# shortest decimals (nan and inf too), which read back as the same double; arrays of arrays as JSON.
+_COLUMN = {
+    "String": "text",
+    "Array(String)": "texts",
+    "Float64": "number",
+    "Array(Float64)": "arrayMap(x -> toFloat64(x), texts)",
+    "Array(Array(String))": "JSONExtract(text, 'Array(Array(String))')",
+}
 _PARAMETER = re.compile(r"\{(\w+):([^{}]+)\}")
 _TOKEN = re.compile(r"[0-9a-f]{32}")
 # A call that failed leaves its row for the deletes it left running. Any later erasure removes it, but only
@@ -66,8 +81,10 @@ def hide(client: Client, cut_ms: int, values: dict[str, object], token: str | No
     rows = []
     for name, value in values.items():
         text, texts, number = "", list[str](), 0.0
-        if isinstance(value, list):
-            texts = [str(item) for item in value]
+        if isinstance(value, list) and any(isinstance(item, list) for item in value):
+            text = json.dumps(value, ensure_ascii=False)
+        elif isinstance(value, list):
+            texts = [repr(item) if isinstance(item, float) else str(item) for item in value]
         elif isinstance(value, float):
             number = value
         else:

@@ -14,13 +14,15 @@ user's patterns at once, took 50 s and 1.2 GiB to compile them for 100 ids of 25
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.store.deletion import CUT, LETTERS
 from eventpipe.store.failure import classified
-from eventpipe.store.mention import MENTIONS, OWN, mentions, mentions_of, of_each, user_float
+from eventpipe.store.hidden import PUBLIC, concealed, hide, release
+from eventpipe.store.mention import FRACTION, MENTIONS, OWN, mentions, mentions_of, numbered, of_each, user_float
 from eventpipe.store.query import bound_bytes, parameter_chunks
 
 # multiSearchAny and multiSearchAllPositions take 255 needles at most.
@@ -52,6 +54,9 @@ TEXT_ESCAPES = (
 CROWD = 8
 # Up to what size of set each user's own read is cheaper than finding candidates first.
 FEW = 8
+# The names of a group's values, which `_grouped` names for their group: all but the public ones and the
+# pattern every user shares (`fraction`, hidden once for the set).
+_GROUP_VALUE = re.compile(r"\{(?!(?:" + "|".join(sorted(PUBLIC | {"fraction"})) + r"):)(\w+):")
 # Rows a block: each candidate's array of places holds a number per user of the group, and each of its
 # candidates a copy of it (CROWD of 64 KiB: 512 KiB a row).
 SETTINGS = {"max_block_size": 128}
@@ -82,42 +87,85 @@ def _named(chunks: int) -> str:
 
 
 def _size(user_id: str) -> int:
-    """What `user_id` adds to the largest of a statement's arrays (each one HTTP form field to a server)."""
+    """What `user_id` adds to the largest of a group's arrays: a group is kept to PARAMETER_BYTES of each, which
+    bounds what its read holds per letter."""
     return max(bound_bytes(str(value)) for name, value in mentions(user_id).items() if name in OWN)
 
 
-def named_letters(client: Client, user_ids: Sequence[str], cut_ms: int) -> dict[str, set[str]]:
-    """The ids of the dead letters received up to `cut_ms` that name each of `user_ids` (MENTIONS)."""
-    found: dict[str, set[str]] = {user_id: set() for user_id in user_ids}
+def named_letters(
+    client: Client, user_ids: Sequence[str], cut_ms: int, token: str | None = None
+) -> dict[str, set[str]]:
+    """The ids of the dead letters received up to `cut_ms` that name each of `user_ids` (MENTIONS).
+
+    Every value naming a user is read from erasure_keys (store.hidden), as a server logs each statement with
+    its parameters written in: under the erasure's `token`, which holds each user's values as
+    `mentions(user_id, place)` names them (place in `user_ids`, repeats dropped), or, without one, under a
+    token of its own, released once read."""
+    users = list(dict.fromkeys(user_ids))
+    if token is None:
+        own = {name: value for place, user_id in enumerate(users) for name, value in mentions(user_id, place).items()}
+        token = hide(client, cut_ms, own)
+        try:
+            return named_letters(client, users, cut_ms, token)
+        finally:
+            release(client, cut_ms, token)
+    found: dict[str, set[str]] = {user_id: set() for user_id in users}
     # An empty id (no call gives one) names an empty letter, where multiSearch finds no empty needle.
-    alone: list[str] = [user_id for user_id in found if not user_id]
-    searched = [user_id for user_id in found if user_id]
+    alone: list[str] = [user_id for user_id in users if not user_id]
+    searched = [user_id for user_id in users if user_id]
     if len(searched) <= FEW or _count(client, TEXT_ESCAPES, {"cut": cut_ms}):
-        alone, searched = list(found), []
-    for group in parameter_chunks(searched, _size):
-        if not _by_group(client, group, cut_ms, found):
+        alone, searched = list(users), []
+    groups = list(parameter_chunks(searched, _size))
+    values = [_values(group, k) for k, group in enumerate(groups)]
+    if groups:
+        hide(client, cut_ms, {name: value for of_one in values for name, value in of_one.items()}, token)
+    for k, group in enumerate(groups):
+        if not _by_group(client, group, k, values[k], cut_ms, token, found):
             alone += group
+    place = {user_id: number for number, user_id in enumerate(users)}
     for user_id in alone:
         # Each user's own read finds every letter naming them.
         with classified():
-            rows = client.query(BY_ONE, parameters={**mentions(user_id), "cut": cut_ms}).result_rows
+            own = {**mentions(user_id, place[user_id]), "cut": cut_ms, "token": token}
+            sql, bound = concealed(numbered(BY_ONE, place[user_id]), own)
+            rows = client.query(sql, parameters=bound).result_rows
         found[user_id].update(str(row[0]) for row in rows)
     return found
 
 
-def _by_group(client: Client, group: list[str], cut_ms: int, found: dict[str, set[str]]) -> bool:
-    """Add to `found` the letters naming each of `group` by their candidates; False where a letter is crowded."""
+def _values(group: list[str], k: int) -> dict[str, object]:
+    """The values of group `k`'s read (`_named`) that name its users, each named for the group (`_grouped`)."""
     chunks = [group[start : start + NEEDLES] for start in range(0, len(group), NEEDLES)]
-    parameters = {
-        **mentions_of(group),
-        **{f"needles_{k}": chunk for k, chunk in enumerate(chunks)},
-        "cut": cut_ms,
-        "literal": LITERAL,
-        "n": len(group),
+    values = {
+        **{name: value for name, value in mentions_of(group).items() if name != "fraction"},
+        **{f"needles_{n}": chunk for n, chunk in enumerate(chunks)},
         "floats": [user_float(user_id) for user_id in group],
     }
+    return {f"{name}_g{k}": value for name, value in values.items()}
+
+
+def _grouped(sql: str, k: int) -> str:
+    """`sql` reading group `k`'s values (`_values`): those of every group are hidden under one token."""
+    return _GROUP_VALUE.sub(lambda found: "{" + found.group(1) + f"_g{k}:", sql)
+
+
+def _by_group(
+    client: Client,
+    group: list[str],
+    k: int,
+    values: dict[str, object],
+    cut_ms: int,
+    token: str,
+    found: dict[str, set[str]],
+) -> bool:
+    """Add to `found` the letters naming each of `group` (the `k`th, its `values` hidden under `token`) by their
+    candidates; False where a letter is crowded."""
+    chunks = (len(group) + NEEDLES - 1) // NEEDLES
+    # `fraction`, every user's pattern, is hidden once for the set, as the erasure's deletes read it.
+    given = {"cut": cut_ms, "token": token, "literal": LITERAL, "n": len(group), "fraction": FRACTION}
     with classified():
-        rows = client.query(_named(len(chunks)), parameters=parameters, settings=SETTINGS).result_rows
+        sql, bound = concealed(_grouped(_named(chunks), k), {**given, **values})
+        rows = client.query(sql, parameters=bound, settings=SETTINGS).result_rows
     for letter, places, _crowded in rows:
         for place in places:
             found[group[int(place) - 1]].add(str(letter))

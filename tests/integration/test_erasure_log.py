@@ -1,0 +1,92 @@
+"""What a ClickHouse server keeps of an erasure in its logs: it writes every statement, its parameters written
+in, into system.query_log and its log (system.text_log, the log file), and the request's URL into its log.
+So no statement of an erasure carries a user id: its values go in the data of an insert into erasure_keys,
+which no log holds, and every statement reads them from there (store.hidden). Run against
+tests/support/clickhouse_http.py, which keeps each statement and the parameters sent with it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.store.client import connect
+from eventpipe.store.erasure import Eraser
+from eventpipe.store.letter import FEW
+from eventpipe.store.writer import Writer
+from tests.support.clickhouse_http import ClickHouseHttp, migrated
+
+MARCH_MS = 1_772_323_200_000
+# More users than store.letter reads one by one: the set's letters are found by group.
+NAMED = [f"zq7-erased-{i}" for i in range(FEW + 2)]
+NUMBER = "913297552"
+
+
+def event(i: int, user: str, sent_by: str | None = None) -> Event:
+    body = {"event_id": f"e-{sent_by or user}-{i}", "user_id": user, "timestamp": MARCH_MS + i}
+    parsed = parse("events/click", json.dumps(body).encode(), MARCH_MS + i, Limits())
+    assert isinstance(parsed, Event), parsed
+    return parsed
+
+
+def letter(payload: str, i: int) -> Rejection:
+    parsed = parse("events/bad", payload.encode(), MARCH_MS + i, Limits())
+    assert isinstance(parsed, Rejection), parsed
+    return parsed
+
+
+def naming(user: str) -> list[str]:
+    """Dead letters that name `user`: as JSON, in text, and as a number's double."""
+    return [
+        json.dumps({"user_id": user, "timestamp": "yesterday"}),
+        f"user {user} at /p/1, no json",
+        *([f'{{"user_id": {user}.0, "timestamp": "x"}}'] if user.isdigit() else []),
+    ]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ClickHouseHttp]:
+    with migrated(tmp_path / "clickhouse") as running:
+        yield running
+
+
+def stored(client: Client, users: list[str]) -> None:
+    writer = Writer(client)
+    writer.insert_events([event(i, user) for user in [*users, "kept"] for i in range(3)])
+    # One of their events re-sent under another user: the erasure looks for such copies too.
+    writer.insert_events([event(0, "kept", sent_by=users[0])])
+    payloads = [payload for user in [*users, "kept"] for payload in naming(user)]
+    writer.insert_dead_letters([letter(payload, i) for i, payload in enumerate(payloads)])
+
+
+def leaks(server: ClickHouseHttp, users: list[str], since: int) -> list[str]:
+    """The statements sent since the `since`th that hold one of `users`, or a user's number."""
+    return [line for line in server.statements()[since:] if any(user in line for user in users)]
+
+
+@pytest.mark.parametrize("escape", [False, True], ids=["by-group", "one-by-one"])
+def test_an_erasure_sends_no_user_id_in_any_statement_a_server_logs(server: ClickHouseHttp, escape: bool) -> None:
+    client = connect(server.dsn)
+    users = [*NAMED, NUMBER]
+    stored(client, users)
+    if escape:
+        # A letter that is no JSON and holds an escape sends the set to each user's own read (store.letter).
+        Writer(client).insert_dead_letters([letter("text with a \\u0041 escape", 999)])
+    since = len(server.statements())
+
+    erased = Eraser(client).erase_all(users)
+
+    # It erased them, reading the values it needed from erasure_keys.
+    assert [e.events for e in erased] == [3] * len(users)
+    assert [e.dead_letters for e in erased] == [2] * len(NAMED) + [3]
+    sent = server.statements()[since:]
+    assert any("erasure_keys" in line for line in sent)
+    # Not one statement or parameter sent holds an id: only the data of the inserts did.
+    assert leaks(server, users, since) == []
+    # The other user's own events stay; the copy of an erased user's event sent under their name went.
+    left = client.query("SELECT count() FROM events FINAL WHERE user_id = 'kept'").result_rows[0][0]
+    assert left == 3
