@@ -7,6 +7,8 @@ tests/support/clickhouse_http.py, which keeps each statement and the parameters 
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +16,13 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.events import Event, Limits, Rejection, parse
+from eventpipe.store import redo
+from eventpipe.store.audit import Audit, Erasure, user_hash
+from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.erasure import Eraser
 from eventpipe.store.letter import FEW
+from eventpipe.store.redo import redo_erasures
 from eventpipe.store.writer import Writer
 from tests.support.clickhouse_http import ClickHouseHttp, migrated
 
@@ -24,6 +30,7 @@ MARCH_MS = 1_772_323_200_000
 # More users than store.letter reads one by one: the set's letters are found by group.
 NAMED = [f"zq7-erased-{i}" for i in range(FEW + 2)]
 NUMBER = "913297552"
+SECRET = "s" * 32
 
 
 def event(i: int, user: str, sent_by: str | None = None) -> Event:
@@ -90,3 +97,31 @@ def test_an_erasure_sends_no_user_id_in_any_statement_a_server_logs(server: Clic
     # The other user's own events stay; the copy of an erased user's event sent under their name went.
     left = client.query("SELECT count() FROM events FINAL WHERE user_id = 'kept'").result_rows[0][0]
     assert left == 3
+
+
+def test_a_restores_redo_sends_no_user_id_it_walks_past_in_any_statement(
+    server: ClickHouseHttp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pages of two ids: each page starts past an id that is one of those erased again.
+    monkeypatch.setattr(redo, "USER_PAGE", 2)
+    client = connect(server.dsn)
+    users = [*NAMED, NUMBER]
+    taken = Backups(client).take("test")
+    eraser = Eraser(client)
+    erased = eraser.erase_all([*users, "letters-only"])
+    now_ms = time.time_ns() // 1_000_000
+    Audit(client).record_all(
+        [Erasure(str(uuid.uuid4()), now_ms, "admin", user_hash(user, SECRET), 0, 0, True) for user in users]
+        + [Erasure(str(uuid.uuid4()), now_ms, "admin", user_hash("letters-only", SECRET), 0, 0, True)]
+    )
+    assert len(erased) == len(users) + 1
+    # What a restore of a backup taken before them brings back (stored here again: the fake server's own
+    # restore is no part of this).
+    stored(client, users)
+    Writer(client).insert_dead_letters([letter(json.dumps({"user_id": "letters-only", "timestamp": "x"}), 0)])
+    since = len(server.statements())
+
+    done = redo_erasures(client, taken.name, SECRET, eraser, "eventpipe restore", 100)
+
+    assert (done.users, done.found, done.events) == (len(users) + 1, len(users) + 1, 3 * len(users))
+    assert leaks(server, [*users, "letters-only"], since) == []

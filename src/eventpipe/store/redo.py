@@ -26,7 +26,7 @@ from eventpipe.errors import BusyStorageError, StorageError
 from eventpipe.store.audit import Audit, Erasure, user_hash
 from eventpipe.store.erasure import AT_ONCE, Eraser
 from eventpipe.store.failure import classified
-from eventpipe.store.hidden import release
+from eventpipe.store.hidden import BY_RESTORE, concealed, hide, release
 from eventpipe.store.lineage import (
     ERASURES_SINCE,
     FINISHED_RESTORES,
@@ -161,11 +161,11 @@ def redo_erasures(
     with classified():
         sql, parameters = hashes_since(*_place(client, name))
         wanted = {str(row[0]) for row in _rows(client, sql, parameters)}
-        held = _matching(_pages(client, USERS_FROM, USERS_AFTER), wanted, secret) if wanted else {}
+        held = _matching(_pages(client, USERS_FROM, USERS_AFTER, started_ms), wanted, secret) if wanted else {}
         if len(held) < len(wanted):
             # Users with dead letters only: by the user_id their letters give as JSON.
             left = wanted - held.keys()
-            held |= _matching(_pages(client, LETTER_USERS, LETTER_USERS), left, secret, _user_id)
+            held |= _matching(_pages(client, LETTER_USERS, LETTER_USERS, started_ms), left, secret, _user_id)
         found = list(held.values())
     events = dead_letters = 0
     complete = True
@@ -212,11 +212,20 @@ def _settle(client: Client, tokens: list[str]) -> None:
             time.sleep(0.1)
 
 
-def _pages(client: Client, first: str, then: str) -> Iterator[list[str]]:
-    """The values `first` reads from the start and `then` past the last one read, USER_PAGE at a time."""
+def _pages(client: Client, first: str, then: str, cut_ms: int) -> Iterator[list[str]]:
+    """The values `first` reads from the start and `then` past the last one read, USER_PAGE at a time.
+
+    The last value read, a user's id, is read from erasure_keys (store.hidden), marked as a restore's: a server
+    logs each statement with its parameters written in, and that user may be one of those erased again."""
     sql, after = first, ""
     while True:
-        page = [str(row[0]) for row in _rows(client, sql, {"after": after, "n": USER_PAGE})]
+        token = hide(client, cut_ms, {"after": after, BY_RESTORE: "1"})
+        try:
+            page = [
+                str(row[0]) for row in _rows(client, *concealed(sql, {"after": after, "n": USER_PAGE, "token": token}))
+            ]
+        finally:
+            release(client, cut_ms, token)
         yield page
         if len(page) < USER_PAGE:
             return
