@@ -186,6 +186,15 @@ def test_the_prometheus_endpoint_is_on() -> None:
     assert not any(f":{port}" in str(p) for p in compose.service("clickhouse").get("ports", []))
 
 
+def test_the_server_keeps_statements_which_name_users_no_longer_than_an_erasure_may_take() -> None:
+    # A server writes each statement with its parameters written in (an API read of one user's page names
+    # them): into query_log, and at debug level into its log and text_log, which the image keeps at trace.
+    for table in ("query_log", "text_log"):
+        assert CONFIG.findtext(f"{table}/ttl") == "event_date + INTERVAL 30 DAY DELETE", table
+    assert CONFIG.findtext("logger/level") == "information"
+    assert CONFIG.findtext("text_log/level") == "information"
+
+
 def migrated_tables() -> dict[str, str]:
     """Table name -> its column definitions, as the migrations create them (their last definition)."""
     tables = {}

@@ -19,7 +19,7 @@ A subquery that finds no row gives NULL, which matches no row: a delete reading
 a missing row deletes nothing rather than something else.
 
 A server keeps more than mutations: every statement's text, its parameters
-written in, goes to system.query_log and to its log (system.text_log, the log
+written in, goes to its query_log table and to its log (the text_log table, the log
 file) as it runs. So an erasure's reads take their values from here too
 (`concealed`), not only its deletes: only its INSERT's data, which no log
 holds, carries them.
