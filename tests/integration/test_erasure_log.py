@@ -22,6 +22,7 @@ from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.erasure import Eraser
 from eventpipe.store.letter import FEW
+from eventpipe.store.mention import mentions, spellings
 from eventpipe.store.redo import redo_erasures
 from eventpipe.store.writer import Writer
 from tests.support.clickhouse_http import ClickHouseHttp, migrated
@@ -71,8 +72,18 @@ def stored(client: Client, users: list[str]) -> None:
 
 
 def leaks(server: ClickHouseHttp, users: list[str], since: int) -> list[str]:
-    """The statements sent since the `since`th that hold one of `users`, or a user's number."""
-    return [line for line in server.statements()[since:] if any(user in line for user in users)]
+    """The statements sent since the `since`th whose text or parameters hold one of `users`, or a value made of
+    one: its spellings, the patterns its dead letters are found by (a number's too)."""
+    made = {user: {user} | {str(v) for v in mentions(user).values() if isinstance(v, str) and v} for user in users}
+    for user in users:
+        made[user] |= set(spellings(user))
+    found = []
+    for line in server.statements()[since:]:
+        sent = json.loads(line)
+        text = "\n".join([sent["query"], *map(str, sent["parameters"].values())])
+        if any(value in text for values in made.values() for value in values):
+            found.append(line)
+    return found
 
 
 @pytest.mark.parametrize("escape", [False, True], ids=["by-group", "one-by-one"])

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 from clickhouse_connect.driver.client import Client
 
+from eventpipe.errors import StorageError
 from eventpipe.events import Limits, Rejection, parse
+from eventpipe.store import letter
 from eventpipe.store.deletion import LETTERS
-from eventpipe.store.letter import NEEDLES, named_letters
+from eventpipe.store.letter import GROUP_BYTES, NEEDLES, named_letters
 from eventpipe.store.mention import mentions
-from eventpipe.store.query import PARAMETER_BYTES
 from eventpipe.store.writer import Writer
 from tests.support.escape import escaped
 
@@ -105,6 +107,19 @@ def test_a_set_finds_exactly_the_letters_each_users_own_patterns_find(client: Cl
     assert named_letters(client, USERS, AFTER_ALL) == expected
     # The set's order does not change what each is found in.
     assert named_letters(client, USERS[::-1], AFTER_ALL) == expected
+    # The values it hid to read them by (store.hidden) are gone once read: they name every user of the set.
+    assert client.query("SELECT count() FROM erasure_keys").result_rows == [(0,)]
+
+
+def test_a_set_read_that_fails_leaves_none_of_its_values_hidden(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored(client, [json.dumps({"user_id": user, "timestamp": "x"}).encode() for user in USERS])
+    # A limit the group's read runs into fails it.
+    monkeypatch.setattr(letter, "SETTINGS", {**letter.SETTINGS, "max_result_rows": 1, "result_overflow_mode": "throw"})
+    with pytest.raises(StorageError):
+        named_letters(client, USERS, AFTER_ALL)
+    assert client.query("SELECT count() FROM erasure_keys").result_rows == [(0,)]
 
 
 def test_escapes_in_a_letter_that_is_no_json_send_the_set_to_each_users_own_read(client: Client) -> None:
@@ -129,9 +144,9 @@ def test_ids_most_letters_hold_are_found_as_each_users_own_patterns_find_them(cl
 def test_more_users_than_one_search_takes_and_longer_ids_than_one_statement_holds(client: Client) -> None:
     rng = random.Random(11)
     many = [f"user-{i:04d}" for i in range(NEEDLES + 60)]
-    # Ids of 250 characters: a statement's values (PARAMETER_BYTES, each an HTTP form field) hold a few users'.
+    # Ids of 250 characters: a group's arrays (GROUP_BYTES each) hold a few users'.
     long = [f"{i:03d}-" + "".join(rng.choice("ab/=\u00e9") for _ in range(246)) for i in range(40)]
-    assert sum(len(str(v)) for user in long for v in mentions(user).values()) > 4 * PARAMETER_BYTES
+    assert sum(len(str(v)) for user in long for v in mentions(user).values()) > 4 * GROUP_BYTES
     named = [*many[::37], *long[::7]]
     stored(client, [json.dumps({"user_id": user, "timestamp": "x"}).encode() for user in named])
     stored(client, [("{" + f'"user_id": {escaped(user, rng)}' + ', "timestamp": "x"}').encode() for user in long[::5]])

@@ -65,7 +65,7 @@ from eventpipe.store.failure import classified
 from eventpipe.store.hidden import BY_RESTORE, concealed, hide, release
 from eventpipe.store.letter import named_letters
 from eventpipe.store.mark import MARKS_QUERY, REPLAY_STALE_MS, complete_before, running_replays
-from eventpipe.store.mention import mentions, numbered
+from eventpipe.store.mention import mentions, numbered, numbered_mentions
 from eventpipe.store.query import quoted
 from eventpipe.store.schema.version import REBUILT, REFILLED
 
@@ -151,11 +151,9 @@ class Eraser:
         # them once they are done and the call is long over (store.hidden.ABANDONED_MS). Each user's letter
         # patterns named for them (store.mention.numbered): a letter is counted against the user it names.
         users = list(dict.fromkeys(user_ids))
-        mentioned = {user_id: mentions(user_id, index) for index, user_id in enumerate(users)}
-        patterns = {name: value for of_one in mentioned.values() for name, value in of_one.items()}
         # Held (a restore's redo): marked as a restore's, which a later attempt of a restore releases.
         marked = {} if held is None else {BY_RESTORE: "1"}
-        token = hide(self._client, cut, {"users": users, **patterns, **marked})
+        token = hide(self._client, cut, {"users": users, **numbered_mentions(users), **marked})
         user: dict[str, object] = {"users": users, "cut": cut, "token": token}
         # The user index's rows of the users stay until the end: they give every other table the keys of
         # their events, also of copies other users' batches commit during the first pass.
@@ -186,7 +184,8 @@ class Eraser:
             named = naming_each[user_id] - found
             dead_letters[user_id], found = len(named), found | named
             if not settled:
-                letters, naming = {**mentioned[user_id], "cut": cut, "token": token}, numbered(LETTERS, number)
+                letters = {**mentions(user_id, number), "cut": cut, "token": token}
+                naming = numbered(LETTERS, number)
                 self._delete("dead_letters", f"DELETE FROM dead_letters WHERE {naming}", letters)  # noqa: S608
         if found and settled:
             taken: dict[str, object] = {"letters": sorted(found)}

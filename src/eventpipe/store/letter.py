@@ -22,7 +22,17 @@ from clickhouse_connect.driver.client import Client
 from eventpipe.store.deletion import CUT, LETTERS
 from eventpipe.store.failure import classified
 from eventpipe.store.hidden import PUBLIC, concealed, hide, release
-from eventpipe.store.mention import FRACTION, MENTIONS, OWN, mentions, mentions_of, numbered, of_each, user_float
+from eventpipe.store.mention import (
+    FRACTION,
+    MENTIONS,
+    OWN,
+    mentions,
+    mentions_of,
+    numbered,
+    numbered_mentions,
+    of_each,
+    user_float,
+)
 from eventpipe.store.query import bound_bytes, parameter_chunks
 
 # multiSearchAny and multiSearchAllPositions take 255 needles at most.
@@ -54,6 +64,10 @@ TEXT_ESCAPES = (
 CROWD = 8
 # Up to what size of set each user's own read is cheaper than finding candidates first.
 FEW = 8
+# What each of a group's arrays holds at most, in bytes of ids and patterns: each candidate of a group carries
+# the group's arrays (CROWD candidates at most in a block), so this bounds what a read holds per letter. The
+# arrays travel as an insert's data into erasure_keys, not as parameters: no HTTP form field caps them.
+GROUP_BYTES = 64 * 1024
 # The names of a group's values, which `_grouped` names for their group: all but the public ones and the
 # pattern every user shares (`fraction`, hidden once for the set).
 _GROUP_VALUE = re.compile(r"\{(?!(?:" + "|".join(sorted(PUBLIC | {"fraction"})) + r"):)(\w+):")
@@ -74,7 +88,7 @@ def _named(chunks: int) -> str:
     ]
     places = (
         "arrayFilter((i, a, b) -> a + b > 0 OR (notEmpty(doubles) AND has(doubles, {floats:Array(Float64)}[i])),"
-        f" range(1, {{n:UInt32}} + 1), {at[0]}, {at[1]})"
+        f" range(1, {{group_size:UInt32}} + 1), {at[0]}, {at[1]})"
     )
     # Only where some id is held: most letters hold none, and the arrays are the group's size.
     candidates = f"SELECT *, if({held} OR notEmpty(doubles), {places}, []) AS places FROM ({READ})"  # noqa: S608
@@ -87,8 +101,7 @@ def _named(chunks: int) -> str:
 
 
 def _size(user_id: str) -> int:
-    """What `user_id` adds to the largest of a group's arrays: a group is kept to PARAMETER_BYTES of each, which
-    bounds what its read holds per letter."""
+    """What `user_id` adds to the largest of a group's arrays (GROUP_BYTES at most)."""
     return max(bound_bytes(str(value)) for name, value in mentions(user_id).items() if name in OWN)
 
 
@@ -98,13 +111,11 @@ def named_letters(
     """The ids of the dead letters received up to `cut_ms` that name each of `user_ids` (MENTIONS).
 
     Every value naming a user is read from erasure_keys (store.hidden), as a server logs each statement with
-    its parameters written in: under the erasure's `token`, which holds each user's values as
-    `mentions(user_id, place)` names them (place in `user_ids`, repeats dropped), or, without one, under a
-    token of its own, released once read."""
+    its parameters written in: under the erasure's `token`, which holds `numbered_mentions(user_ids)` (repeats
+    dropped), or, without one, under a token of its own, released once read."""
     users = list(dict.fromkeys(user_ids))
     if token is None:
-        own = {name: value for place, user_id in enumerate(users) for name, value in mentions(user_id, place).items()}
-        token = hide(client, cut_ms, own)
+        token = hide(client, cut_ms, numbered_mentions(users))
         try:
             return named_letters(client, users, cut_ms, token)
         finally:
@@ -115,7 +126,7 @@ def named_letters(
     searched = [user_id for user_id in users if user_id]
     if len(searched) <= FEW or _count(client, TEXT_ESCAPES, {"cut": cut_ms}):
         alone, searched = list(users), []
-    groups = list(parameter_chunks(searched, _size))
+    groups = list(parameter_chunks(searched, _size, GROUP_BYTES))
     values = [_values(group, k) for k, group in enumerate(groups)]
     if groups:
         hide(client, cut_ms, {name: value for of_one in values for name, value in of_one.items()}, token)
@@ -162,7 +173,7 @@ def _by_group(
     candidates; False where a letter is crowded."""
     chunks = (len(group) + NEEDLES - 1) // NEEDLES
     # `fraction`, every user's pattern, is hidden once for the set, as the erasure's deletes read it.
-    given = {"cut": cut_ms, "token": token, "literal": LITERAL, "n": len(group), "fraction": FRACTION}
+    given = {"cut": cut_ms, "token": token, "literal": LITERAL, "group_size": len(group), "fraction": FRACTION}
     with classified():
         sql, bound = concealed(_grouped(_named(chunks), k), {**given, **values})
         rows = client.query(sql, parameters=bound, settings=SETTINGS).result_rows

@@ -137,6 +137,12 @@ def mentions(user_id: str, index: int | None = None) -> dict[str, object]:
     return {f"{name}_{index}" if name in OWN else name: value for name, value in found.items()}
 
 
+def numbered_mentions(user_ids: Sequence[str]) -> dict[str, object]:
+    """The parameters of MENTIONS for each of `user_ids`, named for its place (`mentions(user_id, place)`): what an
+    erasure of the set hides, and what its reads of one user's letters (`numbered`) and store.letter read."""
+    return {name: value for place, user_id in enumerate(user_ids) for name, value in mentions(user_id, place).items()}
+
+
 # MENTIONS' parameters of each user; `fraction` is every user's, held once for a set (1,000 copies of it for a
 # set of 1,000 users before).
 OWN = sorted(set(re.findall(r"\{(\w+):", MENTIONS)) - {"fraction"})

@@ -13,6 +13,7 @@ back may be wanted, and only the operator knows.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 # primary key starts with user_id, so a page reads from there on in order and stops once it holds `n` ids.
 USERS = (
     "SELECT DISTINCT user_id FROM events_by_user WHERE user_id {op} {{after:String}}"
-    " ORDER BY user_id LIMIT {{n:UInt32}}"
+    " ORDER BY user_id LIMIT {{page_size:UInt32}}"
 )
 USERS_FROM, USERS_AFTER = USERS.format(op=">="), USERS.format(op=">")
 USER_PAGE = 10_000
@@ -60,7 +61,7 @@ USER_PAGE = 10_000
 LETTER_USERS = (
     "SELECT DISTINCT raw FROM (SELECT arrayJoin([JSONExtractRaw(payload, 'user_id'),"
     " JSONExtractRaw(payload, 'event_data', 'user_id'), JSONExtractRaw(payload, 'data', 'user_id')]) AS raw"
-    " FROM dead_letters WHERE isValidJSON(payload)) WHERE raw > {after:String} ORDER BY raw LIMIT {n:UInt32}"
+    " FROM dead_letters WHERE isValidJSON(payload)) WHERE raw > {after:String} ORDER BY raw LIMIT {page_size:UInt32}"
 )
 # The tables whose mutations read a redo's hidden values, and how many of those mutations are not done.
 # Not multiSearchAny, which takes 255 needles at most: a redo of 1,000 users failed there every time.
@@ -215,21 +216,21 @@ def _settle(client: Client, tokens: list[str]) -> None:
 def _pages(client: Client, first: str, then: str, cut_ms: int) -> Iterator[list[str]]:
     """The values `first` reads from the start and `then` past the last one read, USER_PAGE at a time.
 
-    The last value read, a user's id, is read from erasure_keys (store.hidden), marked as a restore's: a server
-    logs each statement with its parameters written in, and that user may be one of those erased again."""
-    sql, after = first, ""
-    while True:
-        token = hide(client, cut_ms, {"after": after, BY_RESTORE: "1"})
-        try:
-            page = [
-                str(row[0]) for row in _rows(client, *concealed(sql, {"after": after, "n": USER_PAGE, "token": token}))
-            ]
-        finally:
-            release(client, cut_ms, token)
+    The last value read, a user's id, is read from erasure_keys (store.hidden): a server logs each statement
+    with its parameters written in, and that user may be one of those erased again. One token for the walk,
+    a row for each page, marked as a restore's: the redo's end releases it (`release(..., restores=True)`),
+    and so does the next restore after one that failed. A token a page, released after it, took 20 ms a page."""
+    page, token = [str(row[0]) for row in _rows(client, first, {"after": "", "page_size": USER_PAGE})], None
+    for number in itertools.count():
         yield page
         if len(page) < USER_PAGE:
             return
-        sql, after = then, page[-1]
+        after = f"after_{number}"
+        token = hide(client, cut_ms, {after: page[-1], **({} if token else {BY_RESTORE: "1"})}, token)
+        sql, bound = concealed(
+            then.replace("{after:", "{" + after + ":"), {after: page[-1], "page_size": USER_PAGE, "token": token}
+        )
+        page = [str(row[0]) for row in _rows(client, sql, bound)]
 
 
 def _matching(
