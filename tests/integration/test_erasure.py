@@ -993,3 +993,31 @@ def test_an_erasure_or_a_replay_behind_a_hung_backup_is_told_to_retry_and_runs_o
     thread.join(timeout=120)
     assert taken["events"] == 80, taken
     assert admin.post("/admin/erase", json={"user_id": ERASED}, headers=ADMIN).json()["events"] == 40
+
+
+def test_an_unsettled_erasure_leaves_no_id_in_a_mutation_where_subqueries_run_on_the_initiator(
+    client: Client, writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With mutations_execute_subqueries_on_initiator on (a server profile's setting), ClickHouse runs each
+    # delete's scalar subqueries before it stores the mutation, and stores their results written in: the letter
+    # deletes of an erasure a silent worker leaves unsettled, one per user, read the id's patterns so, and
+    # system.mutations and mutation_N.txt held the id itself (found by an attack).
+    writer.insert_events([event(1, ERASED, dated=True)])
+    writer.insert_dead_letters([dead_letter(json.dumps({"user_id": ERASED, "timestamp": "x"}).encode(), 0)])
+    monkeypatch.setattr(erasure, "SETTLE_S", 0.3)
+    writer.insert_marks([Marker("gone").start()])
+    forms = {ERASED}
+    for value in mentions(ERASED).values():
+        forms |= set(value) if isinstance(value, list) else {value} if isinstance(value, str) and value else set()
+    client.command("SET mutations_execute_subqueries_on_initiator = 1")
+    try:
+        erased = Eraser(client).erase(ERASED)
+    finally:
+        client.command("SET mutations_execute_subqueries_on_initiator = 0")
+    assert (erased.events, erased.dead_letters, erased.complete) == (1, 1, False)
+    commands = [
+        str(row[0])
+        for row in client.query("SELECT command FROM system.mutations WHERE database = currentDatabase()").result_rows
+    ]
+    assert any("dead_letters" in c or "match(payload" in c for c in commands), "the letter delete is in the log"
+    assert [c[:200] for c in commands if any(form in c for form in forms)] == []

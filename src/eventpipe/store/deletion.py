@@ -46,7 +46,12 @@ ORPHAN_OUTCOMES = f"DELETE FROM dead_letter_outcomes WHERE {GONE}"  # noqa: S608
 # Not waited for by ClickHouse, which waits for good (on a full disk an erasure hung 11 minutes, and every
 # admin call queued behind it): each delete's mutation is polled here until done, so the answer still
 # comes only once every read shows the rows gone, and a delete ClickHouse cannot apply fails with its reason.
-DELETE_SETTINGS = {"lightweight_deletes_sync": 0}
+# And each scalar subquery (the values it reads from erasure_keys, store.hidden) evaluated as the mutation
+# runs, not before it is stored: with mutations_execute_subqueries_on_initiator on (a server's profile may
+# set it, for Replicated tables), ClickHouse stored the command with the subqueries' results written in, and
+# an unsettled erasure's letter deletes left the id and its patterns in system.mutations and mutation_N.txt
+# (found by an attack).
+DELETE_SETTINGS = {"lightweight_deletes_sync": 0, "mutations_execute_subqueries_on_initiator": 0}
 DELETE_TIMEOUT_S = 300.0
 MUTATIONS = "SELECT mutation_id FROM system.mutations WHERE database = currentDatabase() AND table = {table:String}"
 # The table's unfinished mutations, this delete's marked: it is done when none of its own is left, but
