@@ -49,8 +49,9 @@ ORPHAN_OUTCOMES = f"DELETE FROM dead_letter_outcomes WHERE {GONE}"  # noqa: S608
 # And each scalar subquery (the values it reads from erasure_keys, store.hidden) evaluated as the mutation
 # runs, not before it is stored: with mutations_execute_subqueries_on_initiator on (a server's profile may
 # set it, for Replicated tables), ClickHouse stored the command with the subqueries' results written in, and
-# an unsettled erasure's letter deletes left the id and its patterns in system.mutations and mutation_N.txt
-# (found by an attack).
+# an unsettled erasure's letter deletes, one per user by its patterns, left the id and its patterns in
+# system.mutations and mutation_N.txt (found by an attack). Every delete now reads its values inside an IN
+# subquery, which that setting left as it was, but no later delete may depend on that.
 DELETE_SETTINGS = {"lightweight_deletes_sync": 0, "mutations_execute_subqueries_on_initiator": 0}
 DELETE_TIMEOUT_S = 300.0
 MUTATIONS = "SELECT mutation_id FROM system.mutations WHERE database = currentDatabase() AND table = {table:String}"
