@@ -16,7 +16,6 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.events import Event, Limits, Rejection, parse
-from eventpipe.store import redo
 from eventpipe.store.audit import Audit, Erasure, user_hash
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
@@ -110,11 +109,8 @@ def test_an_erasure_sends_no_user_id_in_any_statement_a_server_logs(server: Clic
     assert left == 3
 
 
-def test_a_restores_redo_sends_no_user_id_it_walks_past_in_any_statement(
-    server: ClickHouseHttp, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Pages of two ids: each page starts past an id that is one of those erased again.
-    monkeypatch.setattr(redo, "USER_PAGE", 2)
+def test_a_restores_redo_sends_no_user_id_it_walks_past_in_any_statement(server: ClickHouseHttp) -> None:
+    # Its walk of the users paged past the last id read, bound as a parameter: one erased again among them.
     client = connect(server.dsn)
     users = [*NAMED, NUMBER]
     taken = Backups(client).take("test")
@@ -127,8 +123,10 @@ def test_a_restores_redo_sends_no_user_id_it_walks_past_in_any_statement(
     )
     assert len(erased) == len(users) + 1
     # What a restore of a backup taken before them brings back (stored here again: the fake server's own
-    # restore is no part of this).
+    # restore is no part of this). The walk read 10,000 ids a page: others sorting between the number and the
+    # named users, so that the second page starts past the first of those.
     stored(client, users)
+    Writer(client).insert_events([event(0, f"filler-{i:05d}") for i in range(9_997)])
     Writer(client).insert_dead_letters([letter(json.dumps({"user_id": "letters-only", "timestamp": "x"}), 0)])
     since = len(server.statements())
 

@@ -12,7 +12,6 @@ from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BackupError, StorageError
 from eventpipe.events import Event, Limits, Rejection, parse
-from eventpipe.store import redo
 from eventpipe.store.audit import Audit, Erasure, user_hash
 from eventpipe.store.backup import Backups, Restored
 from eventpipe.store.erasure import Erased, Eraser
@@ -26,6 +25,8 @@ MARCH_MS = 1_772_323_200_000
 # restore after them could never finish.
 ERASED = [f"user-{i:03d}" for i in range(300)]
 KEPT = "user-0001"  # holds an erased id: a substring match would take it too
+# Letters of other users, between the two spellings of one id and the next user to find.
+FILLERS = 10_000
 
 
 def events_of(user: str, count: int) -> list[Event]:
@@ -239,16 +240,16 @@ def test_the_dead_letters_of_a_set_of_users_go_in_one_delete_each_counted_once(c
 def test_a_restore_finds_a_letters_only_user_past_a_page_whose_ids_were_spelt_twice(
     client: Client, writer: Writer
 ) -> None:
-    # The ids the letters give are read a page of raw JSON values at a time, and the search stopped once it had
-    # as many ids as users to find: one id given both as a string and as an integer counted twice, and the user
-    # on the next page was not found, their letters back after the restore.
+    # The ids the letters give were read a page of raw JSON values at a time (now a block of a stream), and the
+    # search stopped once it had as many ids as users to find: one id given both as a string and as an integer
+    # counted twice, and the user on the next page was not found, their letters back after the restore.
     spelt = [b'{"user_id": "42", "timestamp": "x"}', b'{"user_id": 42, "timestamp": "x"}']
     # Raw values sort as text: the fillers after both spellings of 42, the user to find after the fillers.
-    filler = [json.dumps({"user_id": 500_000 + i, "timestamp": "x"}).encode() for i in range(redo.USER_PAGE)]
+    filler = [json.dumps({"user_id": 500_000 + i, "timestamp": "x"}).encode() for i in range(FILLERS)]
     later = b'{"user_id": 9999999, "timestamp": "x"}'
     letters = [parse("events/bad", payload, MARCH_MS, Limits()) for payload in [*spelt, *filler, later]]
     writer.insert_dead_letters([letter for letter in letters if isinstance(letter, Rejection)])
-    assert client.query("SELECT count() FROM dead_letters").result_rows == [(redo.USER_PAGE + 3,)]
+    assert client.query("SELECT count() FROM dead_letters").result_rows == [(FILLERS + 3,)]
     writer.insert_events(events_of(KEPT, 1))
     backups = Backups(client)
     taken = backups.take("test")
@@ -260,4 +261,35 @@ def test_a_restore_finds_a_letters_only_user_past_a_page_whose_ids_were_spelt_tw
     restored = restored_with_redo(client, backups, taken.name, eraser)
 
     assert restored.redone == Redone(users=2, found=2, events=0, dead_letters=3, complete=True)
-    assert client.query("SELECT count() FROM dead_letters").result_rows == [(redo.USER_PAGE,)], "only the fillers"
+    assert client.query("SELECT count() FROM dead_letters").result_rows == [(FILLERS,)], "only the fillers"
+
+
+def test_a_restores_redo_writes_no_id_into_a_servers_debug_log(
+    client: Client, writer: Writer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A server logging at debug level (ClickHouse's own configuration logs at trace) writes each read's key
+    # condition with its bounds written in: the walk of the restored users paged past the last id read
+    # (`user_id > ...`, read from erasure_keys), and every page's first id, a user erased again among them, was
+    # in the log ("Key condition: (column 0 in ('user-001', +Inf))"; found by an attack). The engine here sends
+    # a query's log lines to this process's stderr when asked for them.
+    users = ERASED[:6]
+    # The walk read 10,000 ids a page: users sorting before them so that the second page starts past the first.
+    fillers = [f"filler-{i:05d}" for i in range(9_999)]
+    writer.insert_events([event for user in [*fillers, *users] for event in events_of(user, 1)])
+    writer.insert_dead_letters([letter_of(user, 0) for user in [*users, "letters-only"]])
+    backups = Backups(client)
+    taken = backups.take("test")
+    eraser = Eraser(client, embedded=True)
+    erased_as_the_api_does(client, eraser, [*users, "letters-only"])
+    client.set_client_setting("send_logs_level", "debug")
+    capfd.readouterr()
+
+    restored = restored_with_redo(client, backups, taken.name, eraser)
+
+    logged = capfd.readouterr()
+    client.set_client_setting("send_logs_level", "fatal")
+    assert restored.redone is not None and restored.redone.found == len(users) + 1
+    lines = (logged.out + logged.err).splitlines()
+    assert any("Key condition" in line for line in lines), "the engine sent its debug log"
+    assert [line[:200] for line in lines if any(user in line for user in [*users, "letters-only"])] == []
+    assert client.query("SELECT count() FROM erasure_keys").result_rows == [(0,)]

@@ -38,9 +38,9 @@ from eventpipe.store.writer import INSERT_SETTINGS
 
 KEYS = "erasure_keys"
 KEY_COLUMNS = ("token", "name", "text", "texts", "number", "cut_at")
-# What a statement may hold as written, as they name no one: the erasure's cut (a time), the token,
-# store.letter's constant pattern and group size, and the size of a page of a restore's walk (store.redo).
-PUBLIC = frozenset({"cut", "token", "literal", "group_size", "page_size"})
+# What a statement may hold as written, as they name no one: the erasure's cut (a time), the token, and
+# store.letter's constant pattern and group size.
+PUBLIC = frozenset({"cut", "token", "literal", "group_size"})
 # What reads a parameter of each type from its row of erasure_keys: arrays of doubles are held as their
 # shortest decimals (nan and inf too), which read back as the same double; arrays of arrays as JSON.
 _COLUMN = {

@@ -13,12 +13,12 @@ back may be wanted, and only the operator knows.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from typing import Any, NamedTuple
 
 from clickhouse_connect.driver.client import Client
@@ -27,7 +27,7 @@ from eventpipe.errors import BusyStorageError, StorageError
 from eventpipe.store.audit import Audit, Erasure, user_hash
 from eventpipe.store.erasure import AT_ONCE, Eraser
 from eventpipe.store.failure import classified
-from eventpipe.store.hidden import BY_RESTORE, concealed, hide, release
+from eventpipe.store.hidden import release
 from eventpipe.store.lineage import (
     ERASURES_SINCE,
     FINISHED_RESTORES,
@@ -47,21 +47,19 @@ from eventpipe.store.query import quoted
 
 log = logging.getLogger(__name__)
 
-# The user ids the restored events hold, from the first (an empty id is one) or past `after`: the user index's
-# primary key starts with user_id, so a page reads from there on in order and stops once it holds `n` ids.
-USERS = (
-    "SELECT DISTINCT user_id FROM events_by_user WHERE user_id {op} {{after:String}}"
-    " ORDER BY user_id LIMIT {{page_size:UInt32}}"
-)
-USERS_FROM, USERS_AFTER = USERS.format(op=">="), USERS.format(op=">")
-USER_PAGE = 10_000
+# The user ids the restored events hold (an empty id is one), in the user index's order, which its primary key
+# gives: read as one stream, a block at a time, no statement of the walk names a user. Paged past the last id
+# read (`user_id > {after}`), every page's first id was in a server's logs: in query_log when bound as a
+# parameter, and at debug level (ClickHouse's own configuration logs at trace) in the read's key condition,
+# even where the statement read it from erasure_keys (found by an attack), a user erased again among them.
+USERS = "SELECT DISTINCT user_id FROM events_by_user ORDER BY user_id"
 # The user ids the restored dead letters give as JSON, at the top level or in an envelope the worker reads
-# (events.contract.ENVELOPE_KEYS), as raw JSON values (a string or an integer), past `after`. A letter that is
-# no JSON, or names the user elsewhere, gives none: the erasure would take it, but no id can be read from it.
+# (events.contract.ENVELOPE_KEYS), as raw JSON values (a string or an integer), streamed as USERS is. A letter that
+# is no JSON, or names the user elsewhere, gives none: the erasure would take it, but no id can be read from it.
 LETTER_USERS = (
     "SELECT DISTINCT raw FROM (SELECT arrayJoin([JSONExtractRaw(payload, 'user_id'),"
     " JSONExtractRaw(payload, 'event_data', 'user_id'), JSONExtractRaw(payload, 'data', 'user_id')]) AS raw"
-    " FROM dead_letters WHERE isValidJSON(payload)) WHERE raw > {after:String} ORDER BY raw LIMIT {page_size:UInt32}"
+    " FROM dead_letters WHERE isValidJSON(payload))"
 )
 # The tables whose mutations read a redo's hidden values, and how many of those mutations are not done.
 # Not multiSearchAny, which takes 255 needles at most: a redo of 1,000 users failed there every time.
@@ -162,11 +160,14 @@ def redo_erasures(
     with classified():
         sql, parameters = hashes_since(*_place(client, name))
         wanted = {str(row[0]) for row in _rows(client, sql, parameters)}
-        held = _matching(_pages(client, USERS_FROM, USERS_AFTER, started_ms), wanted, secret) if wanted else {}
+        held: dict[str, str] = {}
+        if wanted:
+            with closing(_blocks(client, USERS)) as blocks:
+                held = _matching(blocks, wanted, secret)
         if len(held) < len(wanted):
             # Users with dead letters only: by the user_id their letters give as JSON.
-            left = wanted - held.keys()
-            held |= _matching(_pages(client, LETTER_USERS, LETTER_USERS, started_ms), left, secret, _user_id)
+            with closing(_blocks(client, LETTER_USERS)) as blocks:
+                held |= _matching(blocks, wanted - held.keys(), secret, _user_id)
         found = list(held.values())
     events = dead_letters = 0
     complete = True
@@ -213,24 +214,12 @@ def _settle(client: Client, tokens: list[str]) -> None:
             time.sleep(0.1)
 
 
-def _pages(client: Client, first: str, then: str, cut_ms: int) -> Iterator[list[str]]:
-    """The values `first` reads from the start and `then` past the last one read, USER_PAGE at a time.
-
-    The last value read, a user's id, is read from erasure_keys (store.hidden): a server logs each statement
-    with its parameters written in, and that user may be one of those erased again. One token for the walk,
-    a row for each page, marked as a restore's: the redo's end releases it (`release(..., restores=True)`),
-    and so does the next restore after one that failed. A token a page, released after it, took 20 ms a page."""
-    page, token = [str(row[0]) for row in _rows(client, first, {"after": "", "page_size": USER_PAGE})], None
-    for number in itertools.count():
-        yield page
-        if len(page) < USER_PAGE:
-            return
-        after = f"after_{number}"
-        token = hide(client, cut_ms, {after: page[-1], **({} if token else {BY_RESTORE: "1"})}, token)
-        sql, bound = concealed(
-            then.replace("{after:", "{" + after + ":"), {after: page[-1], "page_size": USER_PAGE, "token": token}
-        )
-        page = [str(row[0]) for row in _rows(client, sql, bound)]
+def _blocks(client: Client, sql: str) -> Generator[list[str]]:
+    """The values `sql` reads, a block of them at a time (the engine's max_block_size, 65,409 rows): one read
+    of the table, streamed; closed (`closing`) where the caller stops early, which ends the read."""
+    with client.query_row_block_stream(sql) as stream:
+        for block in stream:
+            yield [str(row[0]) for row in block]
 
 
 def _matching(
