@@ -134,3 +134,28 @@ def test_a_restores_redo_sends_no_user_id_it_walks_past_in_any_statement(server:
 
     assert (done.users, done.found, done.events) == (len(users) + 1, len(users) + 1, 3 * len(users))
     assert leaks(server, [*users, "letters-only"], since) == []
+
+
+@pytest.mark.parametrize("escape", [False, True], ids=["by-group", "one-by-one"])
+def test_an_erasure_writes_no_user_id_into_a_servers_debug_log(
+    client: Client, escape: bool, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A server logging at debug level (ClickHouse's own configuration logs at trace) writes each read's key
+    # condition with its values written in, also those a statement read from erasure_keys. The engine here
+    # sends a query's log lines to this process's stderr when asked for them.
+    users = [*NAMED, NUMBER]
+    stored(client, users)
+    if escape:
+        Writer(client).insert_dead_letters([letter("text with a \\u0041 escape", 999)])
+    client.set_client_setting("send_logs_level", "debug")
+    capfd.readouterr()
+    try:
+        erased = Eraser(client, embedded=True).erase_all(users)
+    finally:
+        logged = capfd.readouterr()
+        client.set_client_setting("send_logs_level", "fatal")
+    assert [e.dead_letters for e in erased] == [2] * len(NAMED) + [3]
+    lines = (logged.out + logged.err).splitlines()
+    assert any("Key condition" in line for line in lines), "the engine sent its debug log"
+    forms = {user for user in users} | {s for user in users for s in spellings(user)}
+    assert [line[:200] for line in lines if any(form in line for form in forms)] == []
