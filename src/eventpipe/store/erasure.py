@@ -175,8 +175,9 @@ class Eraser:
         # Each letter counted once, against the first user of the set it names (as one erasure after another
         # counted it), and all of them deleted at once by id (LETTERS_BY_ID): a delete renames every part of the
         # table (a replay adds no letter). Unsettled, a batch may still land some after they were read, and the
-        # answer says so (complete: false). Each user's patterns deleted by, one delete per user, took those
-        # that landed until that delete too, but 1,000 users took 1,000 deletes: 0.1 s each.
+        # answer says so (complete: false). Deleted by each user's patterns, one delete per user, those that
+        # landed until that delete went too, but 1,000 users took 1,000 deletes (796 s against 18.5 s at 5M
+        # events and 100,000 letters).
         dead_letters, found = {}, set[str]()
         # Found for the whole set at once where it can be (store.letter), not by each user's own read of the table.
         naming_each = named_letters(self._client, users, cut, token)
