@@ -24,8 +24,8 @@ It models, from ClickHouse's documentation of the HTTP interface
   (POCO_EXCEPTION, "Field value too long"), whatever the query;
 - the `backups` disk a server declares in clickhouse/config.d, in `<directory>/backups`;
 - what a server logs of each statement (system.query_log, its log file): its text with its parameters written
-  in, and the request's URL; not an INSERT's data. Each request's statement and parameters are kept as a JSON
-  line in `<directory>/statements.log` (ClickHouseHttp.statements).
+  in, and the request's URL; not an INSERT's data. Each request's statement, parameters and URL are kept as a
+  JSON line in `<directory>/statements.log` (ClickHouseHttp.statements).
 
 Faults are set in `<directory>/fault.json` (ClickHouseHttp.fault), read on every request:
 `{"mode": "late_error", "match": "INSERT INTO `events`", "runs_ms": 60000}` fails each matching query as a
@@ -230,7 +230,8 @@ def _serve(port: int, directory: Path) -> None:
             query, data = self._query(params, raw)
             with lock, (directory / STATEMENTS_LOG).open("a") as log:
                 shown = {name: value for name, value in params.items() if name != "query"}
-                log.write(json.dumps({"query": query, "parameters": shown}, ensure_ascii=False) + "\n")
+                line = {"query": query, "parameters": shown, "url": self.path}
+                log.write(json.dumps(line, ensure_ascii=False) + "\n")
             fault = _fault(directory)
             mode, match = fault.get("mode", "ok"), str(fault.get("match", ""))
             if mode != "ok" and match in query:
