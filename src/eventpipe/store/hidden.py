@@ -75,8 +75,8 @@ _RUNNING = "SELECT command FROM system.mutations WHERE database = currentDatabas
 
 
 def hide(client: Client, cut_ms: int, values: dict[str, object], token: str | None = None) -> str:
-    """Write `values` (parameters of an erasure's deletes: the id, its patterns) under a new token, or under the
-    erasure's `token` for values found since; return it."""
+    """Write `values` (parameters of an erasure's statements: the ids, their patterns) under a new token, or under
+    the erasure's `token` for values found since; return it."""
     token = token or secrets.token_hex(16)
     rows = []
     for name, value in values.items():

@@ -100,9 +100,9 @@ def _named(chunks: int) -> str:
     )
 
 
-def _size(user_id: str) -> int:
-    """What `user_id` adds to the largest of a group's arrays (GROUP_BYTES at most)."""
-    return max(bound_bytes(str(value)) for name, value in mentions(user_id).items() if name in OWN)
+def _size(mentioned: dict[str, object]) -> int:
+    """What a user whose `mentions` are `mentioned` adds to the largest of a group's arrays (GROUP_BYTES at most)."""
+    return max(bound_bytes(str(mentioned[name])) for name in OWN)
 
 
 def named_letters(
@@ -126,8 +126,10 @@ def named_letters(
     searched = [user_id for user_id in users if user_id]
     if len(searched) <= FEW or _count(client, TEXT_ESCAPES, {"cut": cut_ms}):
         alone, searched = list(users), []
-    groups = list(parameter_chunks(searched, _size, GROUP_BYTES))
-    values = [_values(group, k) for k, group in enumerate(groups)]
+    # Each user's patterns, built once: they size the groups and fill their arrays.
+    of = {user_id: mentions(user_id) for user_id in searched}
+    groups = list(parameter_chunks(searched, lambda user_id: _size(of[user_id]), GROUP_BYTES))
+    values = [_values(group, k, of) for k, group in enumerate(groups)]
     if groups:
         hide(client, cut_ms, {name: value for of_one in values for name, value in of_one.items()}, token)
     for k, group in enumerate(groups):
@@ -144,11 +146,12 @@ def named_letters(
     return found
 
 
-def _values(group: list[str], k: int) -> dict[str, object]:
-    """The values of group `k`'s read (`_named`) that name its users, each named for the group (`_grouped`)."""
+def _values(group: list[str], k: int, of: dict[str, dict[str, object]]) -> dict[str, object]:
+    """The values of group `k`'s read (`_named`) that name its users (their `mentions` in `of`), each named for the
+    group (`_grouped`)."""
     chunks = [group[start : start + NEEDLES] for start in range(0, len(group), NEEDLES)]
     values = {
-        **{name: value for name, value in mentions_of(group).items() if name != "fraction"},
+        **mentions_of([of[user_id] for user_id in group]),
         **{f"needles_{n}": chunk for n, chunk in enumerate(chunks)},
         "floats": [user_float(user_id) for user_id in group],
     }

@@ -167,7 +167,7 @@ def of_each(sql: str) -> str:
     return _OWN.sub(lambda found: "{" + found.group(1) + "_all:Array(" + found.group(2) + ")}[i]", sql)
 
 
-def mentions_of(user_ids: Sequence[str]) -> dict[str, object]:
-    """The parameters of `of_each(MENTIONS)` for `user_ids`, in their order."""
-    each = [mentions(user_id) for user_id in user_ids]
-    return {**{f"{name}_all": [one[name] for one in each] for name in OWN}, "fraction": FRACTION}
+def mentions_of(each: Sequence[dict[str, object]]) -> dict[str, object]:
+    """The parameters of `of_each(MENTIONS)` for the users whose `mentions` are `each`, in their order; `fraction`,
+    every user's, is not among them."""
+    return {f"{name}_all": [one[name] for one in each] for name in OWN}

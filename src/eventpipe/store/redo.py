@@ -223,13 +223,13 @@ def _blocks(client: Client, sql: str) -> Generator[list[str]]:
 
 
 def _matching(
-    pages: Iterator[list[str]], hashes: set[str], secret: str, user_id: Callable[[str], str | None] = str
+    blocks: Iterator[list[str]], hashes: set[str], secret: str, user_id: Callable[[str], str | None] = str
 ) -> dict[str, str]:
-    """The user ids `pages` give (through `user_id`) whose keyed hash is among `hashes`, by hash: each user
+    """The user ids `blocks` give (through `user_id`) whose keyed hash is among `hashes`, by hash: each user
     once, though two values give it (a letter's "42" and 42), and read only until every hash is found."""
     found: dict[str, str] = {}
-    for page in pages:
-        for given in filter(None, map(user_id, page)):
+    for block in blocks:
+        for given in filter(None, map(user_id, block)):
             digest = user_hash(given, secret)
             if digest in hashes:
                 found[digest] = given
