@@ -23,7 +23,9 @@ def test_the_quick_benchmark_runs_every_scenario_and_prints_its_figures(tmp_path
     """Run as a user would, with the settings of their own deployment exported. Two runs so found: with the
     DSNs of a user's server exported, the demo events went into that store, then the read scenario failed
     with a traceback (the help and docs promise a chDB of its own); with a session secret exported, the
-    drain's worker took it and waited 600 s on a session whose id was not the one its backlog was queued for."""
+    drain's worker took it and waited 600 s on a session whose id was not the one its backlog was queued for;
+    with a window and a batch of their own exported, the drain's worker got the window alone and refused to
+    start, naming EVENTPIPE_BATCH_MAX_ROWS."""
     real = tmp_path / "real"  # stands for the user's server: no process of the bench may create it
     dsn = f"chdb://{real}"
     env = {
@@ -31,6 +33,8 @@ def test_the_quick_benchmark_runs_every_scenario_and_prints_its_figures(tmp_path
         "EVENTPIPE_CLICKHOUSE_DSN": dsn,
         "EVENTPIPE_ADMIN_CLICKHOUSE_DSN": dsn,
         "EVENTPIPE_MQTT_SESSION_SECRET": "0123456789abcdef" * 3,
+        "EVENTPIPE_MQTT_RECEIVE_MAXIMUM": "10000",
+        "EVENTPIPE_BATCH_MAX_ROWS": "5000",
     }
     figures_file = tmp_path / "figures.json"
     args = ("--quick", "--work-dir", str(tmp_path / "work"), "--json", str(figures_file))

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from eventpipe.bench import SCENARIOS, drain, endpoint, latency, machine, report, service
+from eventpipe.bench import SCENARIOS, child, drain, endpoint, latency, machine, report, service
 from eventpipe.bench.client import ApiClient
 from eventpipe.bench.download import Download
 from eventpipe.config import Settings
@@ -72,7 +72,8 @@ def run_bench(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     plan = Plan.of(args)
     figures_file = _writable(Path(args.json)) if args.json else None
-    window = Settings().mqtt_receive_maximum
+    settings = child.settings()
+    window = settings.mqtt_receive_maximum
     # A fresh directory of our own, inside --work-dir if given: only it is removed afterwards.
     try:
         if args.work_dir:
@@ -91,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         if "drain" in plan.scenarios or "scale" in plan.scenarios:
-            figures |= _drains(plan, work, window, say)
+            figures |= _drains(plan, work, settings, say)
         if "latency" in plan.scenarios:
             figures["latency"] = _latency(plan, work, window, say)
         if "api" in plan.scenarios:
@@ -135,9 +136,9 @@ def _printer() -> Callable[[str], None]:
     return say
 
 
-def _drains(plan: Plan, work: Path, window: int, say: Callable[[str], None]) -> dict[str, Any]:
+def _drains(plan: Plan, work: Path, settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    settings = Settings()
+    window = settings.mqtt_receive_maximum
     broker = Mosquitto(
         free_port(),
         work / "mosquitto",
