@@ -23,9 +23,9 @@ from schemathesis.schemas import BaseSchema
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from eventpipe.api.app import create_app
+from eventpipe.api.assembly import admin
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.keyring import Keyring
-from eventpipe.api.maintenance import admin
 from eventpipe.config import Settings
 from eventpipe.events.condition import parse_condition, parse_field
 from eventpipe.events.metric import parse_metric

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 
 from eventpipe.api.app import create_app
+from eventpipe.api.assembly import admin
 from eventpipe.api.keyring import Keyring
-from eventpipe.api.maintenance import admin
 from eventpipe.api.server import ApiServer
 from eventpipe.config import Settings
 from eventpipe.events import Event, Limits, Rejection, parse

@@ -7,11 +7,21 @@ from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
-from eventpipe.api.maintenance import admin
+from eventpipe.api.maintenance import Admin
 from eventpipe.api.server import ApiServer
 from eventpipe.api.source import open_reader
 from eventpipe.config import Settings
+from eventpipe.ingest.limit import limits_from
+from eventpipe.ingest.replay import Replayer
+from eventpipe.store.audit import Audit
 from eventpipe.store.client import connect, reaching
+from eventpipe.store.dsn import embedded
+from eventpipe.store.erasure import Eraser
+from eventpipe.store.outcome import Outcomes
+from eventpipe.store.writer import Writer
+
+# An erasure waits for deletes that rewrite each part's row mask: seconds per 10M events stored.
+ERASE_TIMEOUT_S = 900
 
 
 def assemble(settings: Settings, registry: CollectorRegistry, keyring: Keyring) -> ApiServer:
@@ -43,3 +53,12 @@ def assemble(settings: Settings, registry: CollectorRegistry, keyring: Keyring) 
         settings.api_tls_key_file,
         registry=registry,
     )
+
+
+def admin(settings: Settings) -> Admin:
+    """The admin routes' means, writing as EVENTPIPE_ADMIN_CLICKHOUSE_DSN's user, parsing under the
+    limits the settings give (as the worker does with the same settings)."""
+    client = connect(settings.resolved_admin_clickhouse_dsn, timeout_s=ERASE_TIMEOUT_S)
+    secret = settings.erasure_secret.get_secret_value() if settings.erasure_secret else None
+    eraser = Eraser(client, embedded=embedded(settings.resolved_admin_clickhouse_dsn))
+    return Admin(Replayer(Outcomes(client), Writer(client), limits_from(settings)), eraser, Audit(client), secret)

@@ -22,21 +22,15 @@ from eventpipe.api.auth import KeyCheck
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import TURN_BUSY, ApiError, responses
 from eventpipe.api.param import TIME_HELP, LetterReason, instant, only_known, text
-from eventpipe.config import Settings
-from eventpipe.ingest.limit import limits_from
 from eventpipe.ingest.replay import MAX_EXAMINED, MAX_FAILURES_SHOWN, Replayer
 from eventpipe.store.audit import Audit
 from eventpipe.store.backup import Backups
-from eventpipe.store.client import connect
-from eventpipe.store.dsn import embedded
 from eventpipe.store.erasure import Eraser
-from eventpipe.store.outcome import Outcomes, Selection
+from eventpipe.store.outcome import Selection
 from eventpipe.store.turn import Turn
-from eventpipe.store.writer import Writer
 
 log = logging.getLogger(__name__)
 MAX_IDS = 1000
-ERASE_TIMEOUT_S = 900
 
 
 @dataclass(frozen=True)
@@ -56,16 +50,6 @@ class Admin:
         """Backups through `client` that take turns with erasures and replays: a backup taken beside an
         erasure could copy the rows it masks."""
         return Backups(client, self.writing)
-
-
-def admin(settings: Settings) -> Admin:
-    """The admin routes' means, writing as EVENTPIPE_ADMIN_CLICKHOUSE_DSN's user, parsing under the
-    limits the settings give (as the worker does with the same settings)."""
-    # An erasure waits for deletes that rewrite each part's row mask: seconds per 10M events stored.
-    client = connect(settings.resolved_admin_clickhouse_dsn, timeout_s=ERASE_TIMEOUT_S)
-    secret = settings.erasure_secret.get_secret_value() if settings.erasure_secret else None
-    eraser = Eraser(client, embedded=embedded(settings.resolved_admin_clickhouse_dsn))
-    return Admin(Replayer(Outcomes(client), Writer(client), limits_from(settings)), eraser, Audit(client), secret)
 
 
 class ReplayRequest(BaseModel):

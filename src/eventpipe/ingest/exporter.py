@@ -24,6 +24,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
 
 from eventpipe.api.summary import SUMMARIES, Summary, on_loop_exception
+from eventpipe.errors import EventpipeError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ BROKER_PATH = "/metrics/broker"
 MAX_REQUEST_BYTES = 16 * 1024
 
 
-class Unavailable(Exception):  # named for the answer, 503
+class Unavailable(EventpipeError):  # named for the answer, 503
     """Raised by a collector whose values cannot be told now: the scrape is answered 503, and fails."""
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from eventpipe.config import Settings
-from eventpipe.errors import RetryableStorageError, StorageError, UnknownStorageError
+from eventpipe.errors import EventpipeError, RetryableStorageError, StorageError, UnknownStorageError
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.policy import Backoff
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Abandoned(Exception):
+class Abandoned(EventpipeError):
     """Shutdown deadline passed while storage still failed; the batch stays unacked."""
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from eventpipe.errors import EventpipeError
 from eventpipe.events import Event
 from eventpipe.store.epoch import candidates, first_copies
 from eventpipe.store.mark import MARKS_QUERY, complete_before
@@ -91,7 +92,7 @@ class FeedPage(NamedTuple):
     complete_until_ms: int
 
 
-class FeedRewound(Exception):
+class FeedRewound(EventpipeError):
     """The store was restored (its derived tables rebuilt, migration.DERIVED, numbered afresh) since the
     client's place was taken: its generation changed. Serving on would skip. A migration that rebuilds
     `arrivals` must change the generation too: numbers alone cannot tell a rebuild from expired parts."""
