@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eventpipe.stack.journal import Aside, Journal, count
+from eventpipe.stack.journal import Aside, Journal, count, goodbye
 
 # In the wording of Mosquitto 2.0.11 to 2.0.22 (src/loop.c, lib/send_publish.c).
 REFUSED = b"1796018637: Client p5-69619 disconnected due to oversize packet."
 DROPPED = b"1796019102: Dropping too large outgoing PUBLISH for test-worker-1a2b3c4d (524303 bytes)"
+# Mosquitto 2.1.2's (the compose broker's): the client's address after its id, other words.
+REFUSED_21 = b"1796562092: Client prod-1 [127.0.0.1:40445] disconnected: oversize packet."
 OTHER = [
     b"1796018637: New connection from 127.0.0.1:59511 on port 18941.",
     # A client id chosen to look like a refusal is quoted inside other lines, never at their end.
@@ -25,6 +27,25 @@ def totals(journal: Journal) -> dict[str, float]:
 
 def test_only_the_brokers_own_lines_count() -> None:
     assert count([*OTHER, REFUSED, DROPPED, REFUSED + b"\r"]) == {"refused": 2, "dropped": 1}
+
+
+def test_mosquitto_2_1s_refusals_count_too() -> None:
+    """Compose's broker is 2.1.2, whose words differ: EventpipeOversizePackets counted nothing there."""
+    others = [
+        b"1796562107: Client worker-1 [127.0.0.1:38177] disconnected: connection closed by client.",
+        b"1796562093: Client prod-3 [127.0.0.1:43495] disconnected: topic alias invalid.",
+        b"1796562091: Client oversize packet. [127.0.0.1:43651] disconnected: not authorised.",
+    ]
+    assert count([*others, REFUSED_21]) == {"refused": 1, "dropped": 0}
+
+
+def test_a_clients_goodbye_is_found_in_the_words_of_both_versions() -> None:
+    """`up` waits for its worker's goodbye before it stops the broker; on 2.1 it waited out the timeout."""
+    said = goodbye("worker-session-1")
+    assert said.search(b"1796563340: Client worker-session-1 [127.0.0.1:35139] disconnected.\n")
+    assert said.search(b"1796018640: Client worker-session-1 disconnected.\n")
+    assert not said.search(b"1796018640: Client worker-session-10 disconnected.\n")
+    assert not said.search(b"1796563340: Client worker-session-1x [127.0.0.1:35139] disconnected.\n")
 
 
 def test_each_line_is_counted_once_from_where_this_run_began(tmp_path: Path) -> None:

@@ -24,11 +24,12 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-# Anchored to Mosquitto's own wording (2.0.11 to 2.0.22), timestamp first, so
+# Anchored to Mosquitto's own wording (2.0.11 to 2.0.22, and 2.1.2's), timestamp first, so
 # that a client id quoted in another line cannot pass for one of these.
 LINES = {
     # A client sent a packet over max_packet_size and was disconnected: nothing of it was acknowledged.
-    "refused": re.compile(rb"^\d+: Client .* disconnected due to oversize packet\.$"),
+    # Mosquitto 2.1 names the client's address and words it "disconnected: oversize packet.".
+    "refused": re.compile(rb"^\d+: Client .* disconnected(?: due to|:) oversize packet\.$"),
     # An accepted message was over a subscriber's Maximum Packet Size: acknowledged, and not sent to it.
     "dropped": re.compile(rb"^\d+: Dropping too large outgoing PUBLISH for .* \(\d+ bytes\)$"),
 }
@@ -47,6 +48,9 @@ HELP = (
 CONNECTED = re.compile(
     rb"^\d+: New (?:client|bridge) connected from \S+ as (.+?) \(p\d+, c\d+, k\d+(?:, u'(.*)')?\)\.$"
 )
+# A client's disconnect, as Mosquitto 2.0 logs it (`Client w disconnected.`) and 2.1, which puts the
+# client's address between (`Client w [127.0.0.1:5] disconnected.`): `up`'s stop waited out its timeout.
+GOODBYE = rb"Client %s(?: \[[^\]\n]*\])? disconnected"
 TAKEOVERS = "eventpipe_broker_session_takeovers"
 TAKEOVERS_HELP = (
     "Connections under the session id of `eventpipe up`'s worker or probe by a client not signed in as the "
@@ -84,6 +88,11 @@ def count(lines: Iterable[bytes]) -> dict[str, int]:
             if pattern.match(line):
                 found[action] += 1
     return found
+
+
+def goodbye(client_id: str) -> re.Pattern[bytes]:
+    """What the broker logs when `client_id` disconnects, in any log text."""
+    return re.compile(GOODBYE % re.escape(client_id.encode()))
 
 
 def taken(lines: Iterable[bytes], own_ids: frozenset[bytes], own_user: bytes) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from eventpipe.errors import BrokerError
-from eventpipe.stack import child, persistence, tail
+from eventpipe.stack import child, journal, persistence, tail
 from eventpipe.stack.access import Access, private_file
 from eventpipe.stack.broker import BROKER_FILES, effective_user, render_config
 from eventpipe.stack.certificate import TlsFiles
@@ -193,11 +193,11 @@ class Mosquitto:
         even after answering a connection opened later): their messages would come
         back on the next start. Its log line is the one sign that it has.
         """
-        goodbye = f"Client {client_id} disconnected".encode()
+        goodbye = journal.goodbye(client_id)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.running():
             written = tail.since(self.log_file, max(self.log_start, self._log_size() - tail.READ_BYTES))
-            if written is None or goodbye in written:
+            if written is None or goodbye.search(written):
                 return
             time.sleep(0.02)
         log.debug("the broker did not log the worker's disconnect within %.0fs; stopping it anyway", timeout)
