@@ -22,7 +22,7 @@ import pytest
 
 from eventpipe.api.certificate import NAME as EXPIRY
 from eventpipe.api.certificate import expiry_s
-from eventpipe.ingest.exporter import API_PATH
+from eventpipe.telemetry.exporter import API_PATH
 from tests.support.stack import Up, count_rows, eventpipe_command, run_eventpipe
 from tests.support.terminal import finished, on_terminal, read_terminal
 from tests.support.wait import wait_until

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from eventpipe.host import free_port
-from eventpipe.ingest.exporter import API_PATH, BROKER_PATH
 from eventpipe.stack.child import accepts, find_binary
+from eventpipe.telemetry.exporter import API_PATH, BROKER_PATH
 from tests.support import observability as obs
 from tests.support.disk import fill, full_filesystem
 from tests.support.mqtt import publish_raw, stream_publish

@@ -33,7 +33,6 @@ from prometheus_client import CollectorRegistry
 from eventpipe.host import free_port
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.delivery import Delivery
-from eventpipe.ingest.exporter import BROKER_PATH
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
@@ -42,6 +41,7 @@ from eventpipe.mqtt.wire import encode_length, read_packet
 from eventpipe.stack.secret import SESSION_KEY_FILE
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
+from eventpipe.telemetry.exporter import BROKER_PATH
 from tests.support.pipeline import Running, running_worker, settings_for
 from tests.support.stack import Up, ready, run_eventpipe, stored_ids
 from tests.support.stream import Stream, stored_stream_ids

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from eventpipe.api.app import create_app
 from eventpipe.api.server import ApiServer
 from eventpipe.host import address, free_port
-from eventpipe.ingest.exporter import Exporter
+from eventpipe.telemetry.exporter import Exporter
 from tests.support.api import KEY, readonly_reader
 
 

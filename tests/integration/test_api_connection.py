@@ -94,8 +94,8 @@ def closed(registry: CollectorRegistry) -> dict[str, float]:
 
 
 def server_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """What the HTTP server logged (uvicorn's lines and api.summary's), not the app."""
-    return [r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "eventpipe.api.summary"))]
+    """What the HTTP server logged (uvicorn's lines and telemetry.summary's), not the app."""
+    return [r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "eventpipe.telemetry.summary"))]
 
 
 def one_answer(connection: socket.socket) -> bytes:
@@ -361,7 +361,7 @@ def test_a_client_that_hangs_up_during_its_body_costs_no_5xx_and_no_log_line(
     logged = [
         r.getMessage()
         for r in caplog.records
-        if r.name.startswith(("uvicorn", "eventpipe.api")) and r.name != "eventpipe.api.backlog"
+        if r.name.startswith(("uvicorn", "eventpipe.api", "eventpipe.telemetry")) and r.name != "eventpipe.api.backlog"
     ]
     assert logged == []
 

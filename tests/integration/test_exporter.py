@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from eventpipe.ingest.exporter import API_PATH, BROKER_PATH, Exporter, Unavailable
+from eventpipe.telemetry.exporter import API_PATH, BROKER_PATH, Exporter, Unavailable
 from tests.support.files import log_out_of_files
 from tests.support.wait import wait_until
 
@@ -199,7 +199,7 @@ def test_a_process_out_of_files_logs_one_line_a_minute_not_a_traceback_per_accep
     # The API's loop counted these already; the metrics port's logged each with a traceback: under
     # `ulimit -n 256`, 182,244 of them, 100 MB of log in 4 minutes (an attack on `eventpipe up`).
     err = log_out_of_files(
-        "from prometheus_client import CollectorRegistry\nfrom eventpipe.ingest.exporter import Exporter\n"
+        "from prometheus_client import CollectorRegistry\nfrom eventpipe.telemetry.exporter import Exporter\n"
         'Exporter(CollectorRegistry(), "127.0.0.1", port).start()'
     )
     assert err.count("out of system resource") == 0, err[:2000]

@@ -18,12 +18,12 @@ from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 
 from eventpipe.host import free_port
-from eventpipe.ingest.exporter import Unavailable
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
 from eventpipe.stack.access import Access
 from eventpipe.stack.mosquitto import Mosquitto
 from eventpipe.stack.statistics import RETURN_AFTER_S, Statistics
+from eventpipe.telemetry.exporter import Unavailable
 from tests.support.services import SESSION_EXPIRY_S, require_mosquitto
 from tests.support.wait import wait_until
 

@@ -159,7 +159,7 @@ class Up:
             return response.status, response.read()
 
     def metric(self, name: str, path: str = "/metrics") -> float:
-        """A sample without labels from the metrics port: the worker's, or the API's at ingest.exporter.API_PATH."""
+        """A sample without labels from the metrics port: the worker's, or the API's at telemetry.exporter.API_PATH."""
         _status, body = self.get(path, self.metrics_port)
         for line in body.decode().splitlines():
             if line.startswith(name + " "):

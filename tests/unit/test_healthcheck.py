@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
 from eventpipe.host import free_port
-from eventpipe.ingest.exporter import Exporter
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.stack.statistics import Statistics
+from eventpipe.telemetry.exporter import Exporter
 from tests.support.stack import run_eventpipe
 
 

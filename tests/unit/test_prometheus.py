@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from eventpipe.host import address
-from eventpipe.ingest.exporter import API_PATH, BROKER_PATH
 from eventpipe.stack.prometheus import render_config
+from eventpipe.telemetry.exporter import API_PATH, BROKER_PATH
 
 
 def test_paths_with_yaml_marks_are_read_back_whole() -> None:

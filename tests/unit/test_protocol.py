@@ -1,4 +1,4 @@
-"""The API server's one-line-a-minute summaries of what clients can repeat at will (api.summary.Summary)."""
+"""The API server's one-line-a-minute summaries of what clients can repeat at will (telemetry.summary.Summary)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import logging
 
 import pytest
 
-from eventpipe.api.summary import Summary
+from eventpipe.telemetry.summary import Summary
 
 EVERY_S = 0.2
 
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [record.getMessage() for record in caplog.records if record.name == "eventpipe.api.summary"]
+    return [record.getMessage() for record in caplog.records if record.name == "eventpipe.telemetry.summary"]
 
 
 async def until_lines(caplog: pytest.LogCaptureFixture, n: int) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from eventpipe.ingest.exporter import Unavailable
 from eventpipe.stack.statistics import Statistics, reading
+from eventpipe.telemetry.exporter import Unavailable
 
 
 def subscribed(**options: bool) -> Statistics:

@@ -13,10 +13,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
 
-from eventpipe.api.summary import Summary
 from eventpipe.errors import BusyStorageError, CostlyQueryError, RetryableStorageError, StorageError
 from eventpipe.events.shape import json_kind
 from eventpipe.store.turn import WAIT_S
+from eventpipe.telemetry.summary import Summary
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ import h11
 from prometheus_client import Counter
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from eventpipe.api.summary import ClientLog, on_loop_exception, server_summaries
 from eventpipe.api.transport import CutOff, reset
+from eventpipe.telemetry.summary import ClientLog, on_loop_exception, server_summaries
 
 # Far more clients than one API process on two cores serves at once; below
 # what the process can open beside the embedded engine's own files.

@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from eventpipe.errors import ConfigError
 from eventpipe.host import unlistenable
-from eventpipe.ingest.exporter import Exporter
 from eventpipe.redaction import RedactingFormatter
+from eventpipe.telemetry.exporter import Exporter
 
 log = logging.getLogger("eventpipe")
 LINE = RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -185,7 +185,7 @@ def serve_metrics(
     flag: str = "",
 ) -> Exporter:
     """The process's metrics listener (EVENTPIPE_METRICS_HOST, EVENTPIPE_METRICS_PORT), started; with `api`
-    and `broker`, also the API's and the broker's registries, each on its own path (ingest.exporter).
+    and `broker`, also the API's and the broker's registries, each on its own path (telemetry.exporter).
     `flag`: the command's own option for the port, named beside the variable in an error."""
     server = Exporter(registry, host, port, api=api, broker=broker)
     try:

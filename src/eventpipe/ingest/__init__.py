@@ -1,1 +1,1 @@
-"""Ingest: MQTT consumer, batching policy, the worker loop that writes and acknowledges, its /metrics endpoint."""
+"""Ingest: MQTT consumer, batching policy, the worker loop that writes and acknowledges."""

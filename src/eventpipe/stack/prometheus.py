@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 import eventpipe
-from eventpipe.ingest.exporter import API_PATH, BROKER_PATH
 from eventpipe.stack.child import ChildProcess, find_binary, port_free
+from eventpipe.telemetry.exporter import API_PATH, BROKER_PATH
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ from prometheus_client.core import GaugeMetricFamily, UnknownMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from eventpipe.ingest.exporter import Unavailable
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
+from eventpipe.telemetry.exporter import Unavailable
 
 log = logging.getLogger(__name__)
 

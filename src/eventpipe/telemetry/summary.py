@@ -25,7 +25,7 @@ WEBSOCKET_ADVICE = "No supported WebSocket library detected"
 # What asyncio reports, with a traceback each time, when accept() fails for want of descriptors or memory. It
 # retries a second later, but Python 3.11 goes on through its whole accept loop first: a limit of 256 files
 # shared with the engine logged 101,992 tracebacks (54 MB) in 40 s (a storage-fault attack). Counted by the
-# API's loop (api.protocol) and the metrics port's (ingest.exporter).
+# API's loop (api.protocol) and the metrics port's (telemetry.exporter).
 ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
 # The line each Summary logs; {n} is how many happened since its last line.
 SUMMARIES = {

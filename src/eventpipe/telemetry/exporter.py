@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
 
-from eventpipe.api.summary import SUMMARIES, Summary, on_loop_exception
 from eventpipe.errors import EventpipeError
+from eventpipe.telemetry.summary import SUMMARIES, Summary, on_loop_exception
 
 log = logging.getLogger(__name__)
 
