@@ -83,7 +83,7 @@ def test_an_erasure_held_up_by_an_older_failing_mutation_names_it(clickhouse_dsn
 def test_a_failed_erasure_keeps_the_id_its_deletes_read_until_an_erasure_a_day_on_finds_them_done(
     clickhouse_dsn: str,
 ) -> None:
-    # An erasure's deletes read the id from erasure_keys (store.hidden) as ClickHouse applies them, part by
+    # An erasure's deletes read the id from erasure_keys (store.concealment) as ClickHouse applies them, part by
     # part: one left running by a failed call must still find it, or it would delete nothing and be done.
     client = connect(clickhouse_dsn)
     migrate(client)

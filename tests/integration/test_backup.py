@@ -23,12 +23,12 @@ from eventpipe.store.backup import Backups
 from eventpipe.store.client import backup_dir
 from eventpipe.store.erasure import Eraser
 from eventpipe.store.feed import Feed, FeedRewound, Place
-from eventpipe.store.halfway import mark
 from eventpipe.store.mark import MARKS_QUERY, complete_before
 from eventpipe.store.migration import DERIVED, KEPT, SOURCE, migrate
 from eventpipe.store.naming import new_name
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
+from eventpipe.store.restoration import mark
 from eventpipe.store.writer import Mark, Writer
 from tests.support.api import AUTH, KEY, event, readonly_reader, rejection
 

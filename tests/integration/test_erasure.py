@@ -26,11 +26,11 @@ from eventpipe.store.audit import Audit, Erasure, user_hash
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
 from eventpipe.store.erasure import Erased, Eraser
-from eventpipe.store.halfway import unfinished_restore
 from eventpipe.store.mark import REPLAY_AHEAD
 from eventpipe.store.mention import mentions
 from eventpipe.store.migration import migrate
 from eventpipe.store.redo import Redone, redo_erasures
+from eventpipe.store.restoration import unfinished_restore
 from eventpipe.store.schema.version import REFILLED
 from eventpipe.store.writer import Mark, Writer
 from tests.support.api import ADMIN, ADMIN_NAME, AUTH, ERASURE_SECRET, admin_client, walk

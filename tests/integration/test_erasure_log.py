@@ -1,7 +1,7 @@
 """What a ClickHouse server keeps of an erasure in its logs: it writes every statement, its parameters written
 in, into system.query_log and its log (system.text_log, the log file), and the request's URL into its log.
 So no statement of an erasure, or of a restore's redo, carries a user id: its values go in the data of an insert
-into erasure_keys, which no log holds, and every statement reads them from there (store.hidden). Statements are
+into erasure_keys, which no log holds, and every statement reads them from there (store.concealment). Statements are
 read from tests/support/clickhouse_http.py, which keeps each one and the parameters sent with it; the debug log
 from the embedded engine, which sends a query's log lines to this process when asked for them."""
 

@@ -107,7 +107,7 @@ def test_a_set_finds_exactly_the_letters_each_users_own_patterns_find(client: Cl
     assert named_letters(client, USERS, AFTER_ALL) == expected
     # The set's order does not change what each is found in.
     assert named_letters(client, USERS[::-1], AFTER_ALL) == expected
-    # The values it hid to read them by (store.hidden) are gone once read: they name every user of the set.
+    # The values it hid to read them by (store.concealment) are gone once read: they name every user of the set.
     assert client.query("SELECT count() FROM erasure_keys").result_rows == [(0,)]
 
 

@@ -14,8 +14,8 @@ from eventpipe.errors import BackupError, StorageError
 from eventpipe.events import Event, Limits, Rejection, parse
 from eventpipe.store.audit import Audit, Erasure, user_hash
 from eventpipe.store.backup import Backups, Restored
+from eventpipe.store.concealment import hide
 from eventpipe.store.erasure import Erased, Eraser
-from eventpipe.store.hidden import hide
 from eventpipe.store.redo import Redone, redo_erasures
 from eventpipe.store.writer import Writer
 from tests.support.api import ERASURE_SECRET
@@ -174,7 +174,7 @@ def test_an_event_two_users_erased_again_together_shared_is_counted_once(client:
 def test_a_restore_run_again_after_its_redo_was_cut_short_leaves_no_erased_id_in_the_store(
     client: Client, writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A redo hides the ids of every user of its set at its start (store.hidden), for its deletes to read.
+    # A redo hides the ids of every user of its set at its start (store.concealment), for its deletes to read.
     # Killed on its third delete (or failing there), it left them all, in clear, in erasure_keys; the same
     # restore run again erased the users, but released only the rows it wrote itself: the 300 ids stayed
     # until some erasure made a day later.

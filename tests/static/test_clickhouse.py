@@ -132,7 +132,7 @@ def test_the_admin_user_may_back_up_read_record_replay_and_erase_only() -> None:
     records = [table for table in KEPT if table != "restores"]
     expected += [f"GRANT INSERT ON eventpipe.{table}" for table in (*records, *REPLAY_INSERTS)]
     expected += [f"GRANT ALTER DELETE ON eventpipe.{table}" for table in ERASED]
-    # An erasure's hidden id goes by its partition (store.hidden): never a DELETE, which would log the id.
+    # An erasure's hidden id goes by its partition (store.concealment): never a DELETE, which would log the id.
     expected += ["GRANT ALTER DROP PARTITION ON eventpipe.erasure_keys"]
     # A lightweight DELETE is an ALTER UPDATE of the row mask to 26.3's access check (ClickHouse #90754).
     expected += [f"GRANT ALTER UPDATE(_row_exists) ON eventpipe.{table}" for table in ERASED]

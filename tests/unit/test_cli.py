@@ -118,7 +118,7 @@ SELF_INTERRUPT = "import os, signal; os.kill(os.getpid(), signal.SIGINT); import
 def test_a_ctrl_c_while_the_command_loads_exits_130_saying_so() -> None:
     # The entry point's imports take about 0.2 s, before main() catches anything: a Ctrl-C there was Python's
     # traceback and death by the signal (-2), or pydantic-core's PanicException, exit 1, inside its import.
-    done = _interrupt_while("import eventpipe.cli.loading; " + SELF_INTERRUPT)
+    done = _interrupt_while("import eventpipe.cli.startup; " + SELF_INTERRUPT)
     assert (done.returncode, done.stderr, done.stdout) == (130, "eventpipe: interrupted\n", "")
 
 
@@ -127,7 +127,7 @@ def test_once_loaded_a_ctrl_c_is_pythons_again_and_an_ignored_one_stays_ignored(
     # a background job's SIGINT, ignored by its shell, is not turned on by the guard.
     loaded = _interrupt_while("import eventpipe.cli.main; " + SELF_INTERRUPT)
     assert loaded.returncode != 130 and "KeyboardInterrupt" in loaded.stderr
-    ignored = _interrupt_while("import eventpipe.cli.loading; " + SELF_INTERRUPT, ignored=True)
+    ignored = _interrupt_while("import eventpipe.cli.startup; " + SELF_INTERRUPT, ignored=True)
     assert (ignored.returncode, ignored.stdout) == (0, "ran on\n")
 
 

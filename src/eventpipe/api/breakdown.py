@@ -12,9 +12,9 @@ from pydantic import BaseModel, Field
 
 from eventpipe.api.auth import Granted, KeyCheck
 from eventpipe.api.error import KEYED, ApiError, responses
+from eventpipe.api.filter import Where, conditions
 from eventpipe.api.model import json_response
 from eventpipe.api.param import TIME_HELP, EventType, Whole, instant, only_known, text
-from eventpipe.api.where import Where, conditions
 from eventpipe.events.condition import ConditionError, parse_field
 from eventpipe.events.metric import METRIC_HELP, parse_metric
 from eventpipe.store.breakdown import KEY_CHARS

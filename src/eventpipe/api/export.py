@@ -24,11 +24,11 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from eventpipe.api.auth import Granted, KeyCheck
 from eventpipe.api.error import KEYED, ApiError, responses
+from eventpipe.api.filter import Where, conditions
 from eventpipe.api.model import EXAMPLE_EVENT, event_text, rfc3339
 from eventpipe.api.param import EventType, Since, Until, UserId, only_known, text, window
 from eventpipe.api.slot import Slots
 from eventpipe.api.stream import Stream
-from eventpipe.api.where import Where, conditions
 from eventpipe.errors import RevokedError
 from eventpipe.events import Event
 from eventpipe.events.timestamp import to_epoch_ms

@@ -13,9 +13,9 @@ from eventpipe.api.auth import Granted, KeyCheck
 from eventpipe.api.bookmark import MAX_CHARS, Bookmarks
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import KEYED, ApiError, responses
+from eventpipe.api.filter import Where, conditions
 from eventpipe.api.model import EXAMPLE_EVENT, Event, event_json, rfc3339
 from eventpipe.api.param import EventType, Whole, only_known, text
-from eventpipe.api.where import Where, conditions
 from eventpipe.events import Event as StoredEvent
 from eventpipe.store.feed import Feed, FeedRewound, Place
 from eventpipe.store.query import EventFilter

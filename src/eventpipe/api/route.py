@@ -11,6 +11,7 @@ from eventpipe.api.answer import json_answer
 from eventpipe.api.auth import Granted, KeyCheck, every_type
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.error import KEYED, ApiError, responses
+from eventpipe.api.filter import Where, conditions
 from eventpipe.api.model import (
     DeadLetter,
     DeadLetterPage,
@@ -41,7 +42,6 @@ from eventpipe.api.param import (
 )
 from eventpipe.api.path import TEXT
 from eventpipe.api.series import TZ_HELP, time_zone
-from eventpipe.api.where import Where, conditions
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import MAX_TYPES, Reader
 

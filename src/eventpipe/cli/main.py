@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eventpipe.cli import loading  # isort: skip  # first: a Ctrl-C may come during the imports below
+from eventpipe.cli import startup  # isort: skip  # first: a Ctrl-C may come during the imports below
 
 import argparse
 import os
@@ -18,7 +18,7 @@ from eventpipe.cli import argument, variables
 from eventpipe.errors import EventpipeError
 from eventpipe.redaction import redact
 
-loading.loaded()
+startup.loaded()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from eventpipe.host import interrupted_by
 from eventpipe.redaction import redact
 from eventpipe.stack.credential import kept_secret
 from eventpipe.stack.lock import stopped
-from eventpipe.stack.private import private_store
+from eventpipe.stack.permission import private_store
 from eventpipe.stack.secret import ERASURE_KEY_FILE
 from eventpipe.store.backup import Backups, Restored
 from eventpipe.store.catalog import Backup

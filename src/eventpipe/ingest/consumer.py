@@ -17,7 +17,7 @@ from eventpipe.events.contract import digest_of
 from eventpipe.ingest import handshake
 from eventpipe.ingest.delivery import Delivery
 from eventpipe.ingest.metrics import IngestMetrics
-from eventpipe.ingest.waiting import Waiting
+from eventpipe.ingest.overflow import Waiting
 from eventpipe.mqtt import packet, receiver
 from eventpipe.mqtt.address import MqttAddress
 

@@ -35,7 +35,7 @@ from eventpipe.stack.credential import generated_key
 from eventpipe.stack.journal import Journal
 from eventpipe.stack.lock import hold, made
 from eventpipe.stack.mosquitto import Mosquitto
-from eventpipe.stack.private import private_store
+from eventpipe.stack.permission import private_store
 from eventpipe.stack.prometheus import Prometheus, default_rules_dir
 from eventpipe.stack.runbook import filled_rules
 from eventpipe.stack.secret import kept_secrets

@@ -34,7 +34,6 @@ from eventpipe.store.catalog import RECORDED, Backup, cut, recorded_query
 from eventpipe.store.disk import discard, room_for_backup, room_for_rehearsal
 from eventpipe.store.failure import classified
 from eventpipe.store.flush import SYNC, flush
-from eventpipe.store.halfway import drop_all, mark, record_restore, taken_before, unfinished_restore
 from eventpipe.store.integrity import masked_bytes, ours, purge, rehearse, verify
 from eventpipe.store.lineage import RECORDED_SO_FAR
 from eventpipe.store.mark import RUNNING_WITHIN_MS, retire_all, running_workers
@@ -44,6 +43,7 @@ from eventpipe.store.numbering import renumber
 from eventpipe.store.page import Position
 from eventpipe.store.query import quoted
 from eventpipe.store.redo import Redone, left_to_redo
+from eventpipe.store.restoration import drop_all, mark, record_restore, taken_before, unfinished_restore
 from eventpipe.store.scratch import drop_leftovers, new_scratch
 from eventpipe.store.turn import Turn
 
@@ -157,7 +157,7 @@ class Backups:
             # Said before the drop: a restore killed past it can say nothing more.
             if replaced is not None and replacing is not None:
                 replacing(replaced)
-            # A row before the drop, whose id is the ledger's mark (store.halfway); and one once rebuilt,
+            # A row before the drop, whose id is the ledger's mark (store.restoration); and one once rebuilt,
             # whose id is the store's new generation (store.feed.GENERATION), so no token issued before or
             # during the restore is of the final one.
             started = secrets.randbits(62) + 1

@@ -16,9 +16,9 @@ from typing import NamedTuple
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BusyStorageError
+from eventpipe.store.concealment import concealed
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
-from eventpipe.store.hidden import concealed
 from eventpipe.store.mention import MENTIONS
 from eventpipe.store.query import quoted
 
@@ -31,7 +31,7 @@ CUT = "received_at <= fromUnixTimestamp64Milli({cut:Int64}, 'UTC')"
 # The dead letters an erasure takes: those naming one user, received before the call.
 LETTERS = f"({MENTIONS}) AND {CUT}"
 # The letters of a set's users, once each user's were found by LETTERS: one delete, by the letters' ids (hidden as
-# any value is, store.hidden), where one delete per user renamed every part of the table each time (300 users
+# any value is, store.concealment), where one delete per user renamed every part of the table each time (300 users
 # with a letter each: 30.7 s, against 2.2 s with none).
 LETTERS_BY_ID = (
     "DELETE FROM dead_letters WHERE dead_letter_id IN (SELECT arrayJoin({letters:Array(String)}))"  # noqa: S608
@@ -46,7 +46,7 @@ ORPHAN_OUTCOMES = f"DELETE FROM dead_letter_outcomes WHERE {GONE}"  # noqa: S608
 # Not waited for by ClickHouse, which waits for good (on a full disk an erasure hung 11 minutes, and every
 # admin call queued behind it): each delete's mutation is polled here until done, so the answer still
 # comes only once every read shows the rows gone, and a delete ClickHouse cannot apply fails with its reason.
-# And each scalar subquery (the values it reads from erasure_keys, store.hidden) evaluated as the mutation
+# And each scalar subquery (the values it reads from erasure_keys, store.concealment) evaluated as the mutation
 # runs, not before it is stored: with mutations_execute_subqueries_on_initiator on (a server's profile may
 # set it, for Replicated tables), ClickHouse stored the command with the subqueries' results written in, and
 # an unsettled erasure's letter deletes, one per user by its patterns, left the id and its patterns in

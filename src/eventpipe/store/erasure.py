@@ -29,7 +29,7 @@ bounded by REPLAY_WAIT_S) and the second pass deletes what they stored. The lett
 after that wait, as every outcome whose letter is gone (ORPHAN_OUTCOMES), so also those such a replay
 recorded after the letters went. Every value is a bound
 parameter, and every delete reads the id and its patterns from erasure_keys by
-a token instead (store.hidden), and so does every read: ClickHouse keeps a mutation's command, values
+a token instead (store.concealment), and so does every read: ClickHouse keeps a mutation's command, values
 written in, long after it is done, and a server logs every statement so.
 """
 
@@ -43,6 +43,7 @@ from typing import NamedTuple
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BusyStorageError
+from eventpipe.store.concealment import BY_RESTORE, concealed, hide, release
 from eventpipe.store.deletion import (
     BY_KEY,
     CUT,
@@ -61,7 +62,6 @@ from eventpipe.store.deletion import (
 )
 from eventpipe.store.disk import room_for_delete
 from eventpipe.store.failure import classified
-from eventpipe.store.hidden import BY_RESTORE, concealed, hide, release
 from eventpipe.store.letter import named_letters
 from eventpipe.store.mark import MARKS_QUERY, REPLAY_STALE_MS, complete_before, running_replays
 from eventpipe.store.mention import numbered_mentions
@@ -147,7 +147,7 @@ class Eraser:
             raise BusyStorageError(f"a migration is copying {copying[0]}: erase again once it has finished")
         room_for_delete(self._client)
         # Left behind by a call that fails: its deletes may still run, and read them. A later erasure removes
-        # them once they are done and the call is long over (store.hidden.ABANDONED_MS). Each user's letter
+        # them once they are done and the call is long over (store.concealment.ABANDONED_MS). Each user's letter
         # patterns named for them (store.mention.numbered): a letter is counted against the user it names.
         users = list(dict.fromkeys(user_ids))
         # Held (a restore's redo): marked as a restore's, which a later attempt of a restore releases.

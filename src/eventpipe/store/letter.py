@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 from clickhouse_connect.driver.client import Client
 
+from eventpipe.store.concealment import PUBLIC, concealed, hide, release
 from eventpipe.store.deletion import CUT, LETTERS
 from eventpipe.store.failure import classified
-from eventpipe.store.hidden import PUBLIC, concealed, hide, release
 from eventpipe.store.mention import (
     FRACTION,
     MENTIONS,
@@ -110,7 +110,7 @@ def named_letters(
 ) -> dict[str, set[str]]:
     """The ids of the dead letters received up to `cut_ms` that name each of `user_ids` (MENTIONS).
 
-    Every value naming a user is read from erasure_keys (store.hidden), as a server logs each statement with
+    Every value naming a user is read from erasure_keys (store.concealment), as a server logs each statement with
     its parameters written in: under the erasure's `token`, which holds `numbered_mentions(user_ids)` (repeats
     dropped), or, without one, under a token of its own, released once read."""
     users = list(dict.fromkeys(user_ids))

@@ -152,7 +152,7 @@ _NAMED = re.compile(r"\{(" + "|".join(OWN) + "):")
 
 def numbered(sql: str, index: int) -> str:
     """`sql` reading MENTIONS' parameters of the `index`th user of a set (`mentions(user_id, index)`): an
-    erasure of a set hides every user's patterns under one token (store.hidden), one name per value. A
+    erasure of a set hides every user's patterns under one token (store.concealment), one name per value. A
     token per user took 1,000 synced inserts and 1,000 partitions to drop for a restore's set."""
     return _NAMED.sub(lambda found: "{" + found.group(1) + f"_{index}:", sql)
 

@@ -16,7 +16,7 @@ from clickhouse_connect.driver.client import Client
 from eventpipe.errors import BackupError, ConfigError
 from eventpipe.store.disk import room_for_schema
 from eventpipe.store.failure import classified
-from eventpipe.store.halfway import unfinished_restore
+from eventpipe.store.restoration import unfinished_restore
 from eventpipe.store.retention import apply_retention
 from eventpipe.store.schema import arrival, durability, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
@@ -73,7 +73,7 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
 #   and 9 filled them. (The id lookup is a projection of events since
 #   migration 13, so it is in events' own snapshot.)
 # - KEPT: about backups and restores themselves, the erasure audit, and the ids erasures under way
-#   read (store.hidden), which no backup may hold; left out of every
+#   read (store.concealment), which no backup may hold; left out of every
 #   backup, untouched by a restore (created again if a restore finds it
 #   missing), so that a restore does not forget the backups taken after the
 #   one it brings back, nor the erasures made since (operations.md, "Erasure:

@@ -25,9 +25,9 @@ from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BusyStorageError, StorageError
 from eventpipe.store.audit import Audit, Erasure, user_hash
+from eventpipe.store.concealment import release
 from eventpipe.store.erasure import AT_ONCE, Eraser
 from eventpipe.store.failure import classified
-from eventpipe.store.hidden import release
 from eventpipe.store.lineage import (
     ERASURES_SINCE,
     FINISHED_RESTORES,
@@ -186,7 +186,7 @@ def redo_erasures(
         Audit(client).record_all(erasures, first + start)
     if tokens:
         _settle(client, tokens)
-    # And those of any attempt before it, killed or failing in its redo (store.hidden.BY_RESTORE): it left the
+    # And those of any attempt before it, killed or failing in its redo (store.concealment.BY_RESTORE): it left the
     # ids of a whole set there, in clear (300 in tests/integration/test_redo.py), until an erasure a day later.
     release(client, started_ms, *tokens, restores=True)
     return Redone(len(wanted), len(found), events, dead_letters, complete)

@@ -133,7 +133,7 @@ MIGRATIONS += (
 )
 
 # What an erasure's deletes read the user id and its dead-letter patterns from, by a random token, so that
-# ClickHouse's mutation log holds the token and not the id (store.hidden). One partition per erasure: its
+# ClickHouse's mutation log holds the token and not the id (store.concealment). One partition per erasure: its
 # rows go by DROP PARTITION, no mutation. Never in a backup (migration.KEPT): a restore would bring back
 # ids erased since.
 ERASURE_KEYS = """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from eventpipe.stack.private import private_store
+from eventpipe.stack.permission import private_store
 
 
 def test_the_store_and_its_backups_are_made_or_set_0700(tmp_path: Path) -> None:

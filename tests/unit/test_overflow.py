@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from eventpipe.ingest.delivery import Delivery
 from eventpipe.ingest.metrics import IngestMetrics
-from eventpipe.ingest.waiting import Waiting
+from eventpipe.ingest.overflow import Waiting
 
 TOPIC = "events/x"  # 8 bytes
 

@@ -60,7 +60,7 @@ _TOKEN = re.compile(r"[0-9a-f]{32}")
 # other, and its row serves nothing. Any user's erasure, not only the same user's: a failed call retried at
 # once (as its 503 says) left its row, and the id in it, until the same user was erased again a day later.
 ABANDONED_MS = 24 * 3600 * 1000
-# The mark of a restore's values (store.redo): a restore runs alone (store.halfway), so one that finds such
+# The mark of a restore's values (store.redo): a restore runs alone (store.restoration), so one that finds such
 # values of another attempt finds those of an attempt killed or failed, which nothing reads any more. An
 # attempt killed in its redo had left the ids of its whole set there, in clear, for a day. Values of an
 # erasure by the API are never taken for them: one running beside a restore on a server (its API not
