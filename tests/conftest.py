@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from eventpipe.port import set_share
 from tests.support.services import (
     ClickHouseServer,
     ContainerBroker,
@@ -43,6 +44,14 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     926 s of tests with three processes, 1,189 s with two (22 min overall, past CI's 20)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return cores + 1
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Each pytest-xdist process hands its servers only ports of its own share (eventpipe.port.set_share):
+    # each remembers only its own ports, and two could be handed one port before either listened on it.
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        set_share(int(worker["workerid"].removeprefix("gw")), int(worker["workercount"]))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 from tests.support.gateway import SILENT, gateway
 from tests.support.stack import eventpipe_command, run_eventpipe
 from tests.support.wait import wait_until

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 from tests.support.mqtt import publish_raw
 from tests.support.stack import Up, count_rows, run_eventpipe, stored_ids
 from tests.support.stream import Stream

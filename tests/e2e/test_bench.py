@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 from tests.support.stack import eventpipe_command, query, raw_stats, run_eventpipe
 from tests.support.wait import wait_until
 

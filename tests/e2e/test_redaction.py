@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 from tests.support.services import RECEIVE_MAXIMUM, ContainerBroker, LocalBroker, use_docker
 from tests.support.stack import Up, eventpipe_command, run_eventpipe
 from tests.support.wait import wait_until

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 from tests.support.stack import run_eventpipe
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 from eventpipe.stack.child import accepts, find_binary
 from eventpipe.telemetry.exporter import API_PATH, BROKER_PATH
 from tests.support import observability as obs

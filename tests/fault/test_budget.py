@@ -7,7 +7,7 @@ import json
 import time
 
 from eventpipe.errors import RetryableStorageError
-from eventpipe.host import rss_bytes
+from eventpipe.process import rss_bytes
 from tests.support.faults import BrokerFactory, faulty_setup
 from tests.support.mqtt import publish_raw
 from tests.support.pipeline import running_worker

@@ -23,10 +23,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from eventpipe.host import pid_running, rss_bytes
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
 from eventpipe.mqtt.wire import DISCONNECT
+from eventpipe.process import pid_running, rss_bytes
 from tests.support.mqtt import publish_raw, unreleased
 from tests.support.stack import Up, count_rows, ready, run_eventpipe
 from tests.support.wait import wait_until

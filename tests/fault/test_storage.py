@@ -15,9 +15,9 @@ import time
 import pytest
 
 from eventpipe.errors import HaltStorageError, RetryableStorageError
-from eventpipe.host import rss_bytes
 from eventpipe.mqtt import packet
 from eventpipe.mqtt.address import MqttAddress
+from eventpipe.process import rss_bytes
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.query import EventFilter

@@ -30,7 +30,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 
-from eventpipe.host import free_port
 from eventpipe.ingest.consumer import Consumer
 from eventpipe.ingest.delivery import Delivery
 from eventpipe.ingest.metrics import IngestMetrics
@@ -38,6 +37,7 @@ from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
 from eventpipe.mqtt.session import session_id
 from eventpipe.mqtt.wire import encode_length, read_packet
+from eventpipe.port import free_port
 from eventpipe.stack.secret import SESSION_KEY_FILE
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate

@@ -1,4 +1,4 @@
-"""Servers on every interface are reached where host.address says: Prometheus scrapes there, healthchecks ask there."""
+"""Servers on every interface are reached where port.address says: Prometheus scrapes there, healthchecks ask there."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
 from eventpipe.api.server import ApiServer
-from eventpipe.host import address, free_port
+from eventpipe.port import address, free_port
 from eventpipe.telemetry.exporter import Exporter
 from tests.support.api import KEY, readonly_reader
 

@@ -17,7 +17,7 @@ from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.protocol import CLOSED_REASONS
 from eventpipe.api.server import ApiServer
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.query import Query

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from eventpipe.api.keyring import Keyring
 from eventpipe.bench.fill import fill
 from eventpipe.events import Event
-from eventpipe.host import rss_bytes
+from eventpipe.process import rss_bytes
 from eventpipe.store.query import EventFilter, Query
 from eventpipe.store.reader import CALLER, Page, Reader
 from tests.integration.test_api_connection import ask, big_events, request, server

@@ -7,7 +7,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 from eventpipe.stack.child import ChildProcess, group_alive
 
 # Listens on the port it is given, then exits a moment later, as a crashing broker would.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from eventpipe.errors import ConfigError, StorageError
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 from eventpipe.store.client import connect
 from eventpipe.store.database import create, named_database
 from tests.support.stack import run_eventpipe

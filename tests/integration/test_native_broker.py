@@ -17,9 +17,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from eventpipe.errors import BrokerError
-from eventpipe.host import free_port
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
+from eventpipe.port import free_port
 from eventpipe.stack import journal as journal_module
 from eventpipe.stack import snapshot
 from eventpipe.stack.child import port_free

@@ -17,9 +17,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from eventpipe.host import rss_bytes
 from eventpipe.mqtt import packet
 from eventpipe.mqtt.address import MqttAddress
+from eventpipe.process import rss_bytes
 from eventpipe.stack import journal
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate

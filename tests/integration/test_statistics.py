@@ -17,9 +17,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 
-from eventpipe.host import free_port
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
+from eventpipe.port import free_port
 from eventpipe.stack.access import Access
 from eventpipe.stack.mosquitto import Mosquitto
 from eventpipe.stack.statistics import RETURN_AFTER_S, Statistics

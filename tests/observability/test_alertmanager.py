@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 from tests.support import compose
 from tests.support import observability as obs
 from tests.support.wait import wait_until

@@ -24,9 +24,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventpipe.config import Settings
-from eventpipe.host import free_port
 from eventpipe.mqtt import packet
 from eventpipe.mqtt.wire import DISCONNECT, connect_packet
+from eventpipe.port import free_port
 from eventpipe.stack.access import MONITOR, USER, Access
 from eventpipe.stack.broker import effective_user, render_config, session_expiration
 from eventpipe.stack.certificate import local_authority

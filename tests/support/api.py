@@ -21,7 +21,7 @@ from eventpipe.api.keyring import Keyring
 from eventpipe.api.server import ApiServer
 from eventpipe.config import Settings
 from eventpipe.events import Event, Limits, Rejection, parse
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect, engine_options
 from eventpipe.store.reader import Reader

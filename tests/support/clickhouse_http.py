@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 from tests.support.wait import wait_until
 
 # Where a redirect sends a request: answered 200, with nothing done, and counted in ELSEWHERE_LOG.

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 
 # `{start}` starts the server on the port in `port`, in the background; the process then takes every file
 # descriptor its limit of 128 leaves, says so, and waits.

@@ -1,4 +1,4 @@
-"""The peak growth of resident memory over a block (eventpipe.host reads it)."""
+"""The peak growth of resident memory over a block (eventpipe.process reads it)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from eventpipe.host import rss_bytes
+from eventpipe.process import rss_bytes
 from eventpipe.store.client import connect
 
 

@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 
 
 class Relay:

@@ -28,8 +28,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from eventpipe.config import Settings
-from eventpipe.host import free_port, pid_running, rss_bytes
 from eventpipe.mqtt import packet
+from eventpipe.port import free_port
+from eventpipe.process import pid_running, rss_bytes
 from eventpipe.stack.certificate import local_authority
 from eventpipe.stack.mosquitto import Mosquitto, find_binary
 from tests.support import compose

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from eventpipe.host import free_port, processes
+from eventpipe.port import free_port
+from eventpipe.process import processes
 from tests.support.wait import wait_until
 
 

@@ -22,9 +22,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from eventpipe.host import free_port
 from eventpipe.mqtt.address import MqttAddress
 from eventpipe.mqtt.connection import make_client
+from eventpipe.port import free_port
 from eventpipe.stack.broker import effective_user
 from tests.support import compose
 from tests.support.stream import Stream

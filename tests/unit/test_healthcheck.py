@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
-from eventpipe.host import free_port
 from eventpipe.ingest.metrics import IngestMetrics
+from eventpipe.port import free_port
 from eventpipe.stack.statistics import Statistics
 from eventpipe.telemetry.exporter import Exporter
 from tests.support.stack import run_eventpipe

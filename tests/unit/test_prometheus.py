@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eventpipe.host import address
+from eventpipe.port import address
 from eventpipe.stack.prometheus import render_config
 from eventpipe.telemetry.exporter import API_PATH, BROKER_PATH
 

@@ -8,7 +8,7 @@ import pytest
 
 from eventpipe.cli import variables
 from eventpipe.cli.main import main
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 
 
 def test_a_misspelt_setting_is_named_with_the_one_it_likely_meant() -> None:

@@ -19,7 +19,7 @@ from eventpipe.api.certificate import Certificate
 from eventpipe.api.metrics import closed_connections
 from eventpipe.api.protocol import READ_TIMEOUT_S, WRITE_STALL_S, connection_limit, guarded
 from eventpipe.errors import ConfigError
-from eventpipe.host import address, unlistenable
+from eventpipe.port import address, unlistenable
 
 
 class Server(uvicorn.Server):

@@ -24,7 +24,8 @@ from eventpipe.bench.client import ApiClient
 from eventpipe.bench.download import Download
 from eventpipe.config import Settings
 from eventpipe.errors import ConfigError
-from eventpipe.host import cpu_seconds, free_port, interrupted_by, pid_running
+from eventpipe.port import free_port
+from eventpipe.process import cpu_seconds, interrupted_by, pid_running
 from eventpipe.stack.mosquitto import Mosquitto
 
 POLL_S = 0.02

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eventpipe.host import rss_bytes
+from eventpipe.process import rss_bytes
 
 KINDS = ("bare", "parse", "worker")
 IDLE_S = 1.5

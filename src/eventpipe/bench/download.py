@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from time import perf_counter
 
 from eventpipe.errors import EventpipeError
-from eventpipe.host import rss_bytes
+from eventpipe.process import rss_bytes
 
 CHUNK = 1 << 20
 SAMPLE_S = 0.02

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 
 from eventpipe.bench.backlog import demo_messages
 from eventpipe.events import Event, Limits, parse
-from eventpipe.host import interrupted_by
+from eventpipe.process import interrupted_by
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from eventpipe.store.writer import Writer

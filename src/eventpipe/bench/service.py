@@ -10,7 +10,7 @@ from pathlib import Path
 
 from eventpipe.bench.child import environment
 from eventpipe.errors import EventpipeError
-from eventpipe.host import free_port
+from eventpipe.port import free_port
 from eventpipe.stack.child import parent_death_signal
 
 

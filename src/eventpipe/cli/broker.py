@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from eventpipe.cli.runtime import Shutdown, process_registry, serve_metrics, setup_logging
 from eventpipe.config import Settings
 from eventpipe.errors import ConfigError
-from eventpipe.host import address
+from eventpipe.port import address
 from eventpipe.redaction import redact
 from eventpipe.stack.journal import Aside, Journal
 from eventpipe.stack.statistics import Statistics

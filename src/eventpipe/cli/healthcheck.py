@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 
 from eventpipe.config import Settings
-from eventpipe.host import address
+from eventpipe.port import address
 
 CONNECTED = "eventpipe_mqtt_connected"
 TIMEOUT_S = 3

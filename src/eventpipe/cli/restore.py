@@ -13,7 +13,7 @@ from eventpipe.api.model import rfc3339
 from eventpipe.cli.runtime import setup_logging, warn_password_flag
 from eventpipe.config import Settings
 from eventpipe.errors import BackupError, ConfigError, StorageError
-from eventpipe.host import interrupted_by
+from eventpipe.process import interrupted_by
 from eventpipe.redaction import redact
 from eventpipe.stack.credential import kept_secret
 from eventpipe.stack.lock import stopped

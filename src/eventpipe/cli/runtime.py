@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from eventpipe.errors import ConfigError
-from eventpipe.host import unlistenable
+from eventpipe.port import unlistenable
 from eventpipe.redaction import RedactingFormatter
 from eventpipe.telemetry.exporter import Exporter
 

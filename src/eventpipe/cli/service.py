@@ -19,9 +19,10 @@ from eventpipe.cli.runtime import (
 from eventpipe.cli.variables import settings_problem
 from eventpipe.config import Settings
 from eventpipe.errors import BrokerError, ConfigError
-from eventpipe.host import address, raise_file_limit
 from eventpipe.ingest.assembly import assemble
 from eventpipe.mqtt.replica import named
+from eventpipe.port import address
+from eventpipe.process import raise_file_limit
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.redaction import redact
 from eventpipe.stack.lock import alone

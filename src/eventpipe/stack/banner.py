@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 
 from eventpipe.config import Settings
-from eventpipe.host import address
+from eventpipe.port import address
 from eventpipe.redaction import redact
 from eventpipe.stack.certificate import TlsFiles
 from eventpipe.stack.credential import FILE_NAME

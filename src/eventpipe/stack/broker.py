@@ -16,7 +16,7 @@ from eventpipe.stack.certificate import TlsFiles
 MAX_QUEUED_MESSAGES = 5_000_000
 # The broker's own file limit, as compose's `ulimits`: each client is a socket, and under the 1,024 it
 # inherited from `eventpipe up` an attack's 1,011 idle connections kept every new client out (the worker's
-# reconnect too). Only the broker's: eventpipe's processes stay under 1,024 (host.MIN_FILES).
+# reconnect too). Only the broker's: eventpipe's processes stay under 1,024 (process.MIN_FILES).
 BROKER_FILES = 65_536
 # Mosquitto holds persistent_client_expiration in a C int of seconds.
 LONGEST_EXPIRATION_S = 2**31 - 1

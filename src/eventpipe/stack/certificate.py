@@ -31,7 +31,7 @@ CA_DAYS = 3650
 SERVER_DAYS = 825
 # Renewed at a start this close to expiry, so a long-running stack does not hit it.
 RENEW_BEFORE_S = 30 * 24 * 3600
-NAMES = ("localhost", "127.0.0.1", "::1")  # ::1: an API on `::` is reached there (host.address)
+NAMES = ("localhost", "127.0.0.1", "::1")  # ::1: an API on `::` is reached there (port.address)
 
 # Extensions that strict verifiers (Python 3.13's default VERIFY_X509_STRICT, Go) require.
 EXTENSIONS = """\

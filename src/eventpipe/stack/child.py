@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from eventpipe.host import processes, raised_soft
+from eventpipe.process import processes, raised_soft
 from eventpipe.stack import tail
 
 log = logging.getLogger(__name__)

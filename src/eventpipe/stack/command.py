@@ -23,10 +23,11 @@ from eventpipe.cli.runtime import (
 from eventpipe.cli.variables import settings_problem
 from eventpipe.config import Settings
 from eventpipe.errors import BrokerError, ConfigError
-from eventpipe.host import address, raise_file_limit
 from eventpipe.ingest.assembly import assemble
 from eventpipe.ingest.probe import client_id as probe_client_id
 from eventpipe.ingest.worker import Worker
+from eventpipe.port import address
+from eventpipe.process import raise_file_limit
 from eventpipe.redaction import redact
 from eventpipe.stack.access import USER, Access
 from eventpipe.stack.banner import announce

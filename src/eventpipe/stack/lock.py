@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from eventpipe.errors import ConfigError
-from eventpipe.host import running_since
+from eventpipe.process import running_since
 
 log = logging.getLogger(__name__)
 FILE_NAME = ".lock"

@@ -62,7 +62,7 @@ def default_rules_dir() -> Path:
 
 
 def render_config(port: int, metrics: str, rules: Path, *, broker: bool = False) -> str:
-    """`metrics`: the worker's and the API's metrics listener as this host reaches it (host.address);
+    """`metrics`: the worker's and the API's metrics listener as this host reaches it (port.address);
     `broker`: it serves the statistics of a broker `up` started too."""
     # Paths as JSON strings, which YAML reads as they are: a data dir may hold " #" or ": ".
     rule_files = json.dumps(f"{rules}/*.yml")
@@ -77,7 +77,7 @@ class Prometheus:
     """Started only when the binary is there: the native stack runs without it."""
 
     def __init__(self, port: int, directory: Path, metrics: str, rules: Path, *, broker: bool = False) -> None:
-        """`metrics`: where this host reaches the metrics listener of the worker and the API (host.address),
+        """`metrics`: where this host reaches the metrics listener of the worker and the API (port.address),
         and of the broker's statistics when `broker`."""
         self.port = port
         self._broker = broker

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from eventpipe import host
-from eventpipe.host import free_port, interrupted_by
+from eventpipe import port
+from eventpipe.port import free_port, set_share
 
 
 def test_free_port_never_hands_one_process_the_same_port_twice() -> None:
@@ -32,10 +30,10 @@ def test_free_port_gives_a_port_a_server_can_listen_on() -> None:
 def test_free_port_stays_out_of_the_range_outgoing_connections_draw_from() -> None:
     # A port from the kernel's ephemeral range was taken by a client socket between the pick and the API's
     # bind: `eventpipe up` failed with "address already in use" (CI, tests/fault/test_takeover.py).
-    low, high = map(int, host.EPHEMERAL.read_text().split())
+    low, high = map(int, port.EPHEMERAL.read_text().split())
     ports = [free_port() for _ in range(500)]
     assert not [port for port in ports if low <= port <= high]
-    assert min(ports) >= host.LOWEST
+    assert min(ports) >= port.LOWEST
 
 
 @pytest.mark.parametrize(
@@ -47,13 +45,13 @@ def test_free_port_passes_over_a_port_something_listens_on(
     # A server on ::1 alone passed for free: one then started on that port over IPv6 failed (a review).
     if family == socket.AF_INET6 and not socket.has_ipv6:
         pytest.skip("no IPv6 on this host")
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # every port in this process's share
+    monkeypatch.setattr(port, "_share", [0, 1])  # every port in this process's share
     free = free_port()
     with socket.create_server((address, 0), family=family) as taken:
-        port = taken.getsockname()[1]
-        picks = iter([port, port, free])
-        monkeypatch.setattr(host, "_pick", lambda _spans: next(picks))
-        monkeypatch.setattr(host, "_given", set())
+        held = taken.getsockname()[1]
+        picks = iter([held, held, free])
+        monkeypatch.setattr(port, "_pick", lambda _spans: next(picks))
+        monkeypatch.setattr(port, "_given", set())
         assert free_port() == free
 
 
@@ -69,8 +67,8 @@ def test_when_no_port_outside_the_range_is_free_the_kernels_picks_are_taken(
 ) -> None:
     configured = tmp_path / "ip_local_port_range"
     configured.write_text(kernel_range)
-    monkeypatch.setattr(host, "EPHEMERAL", configured)
-    monkeypatch.setattr(host, "OUTSIDE_TRIES", 50)
+    monkeypatch.setattr(port, "EPHEMERAL", configured)
+    monkeypatch.setattr(port, "OUTSIDE_TRIES", 50)
     ports = {free_port() for _ in range(20)}
     assert len(ports) == 20 and all(1024 <= port <= 65535 for port in ports)
 
@@ -78,18 +76,23 @@ def test_when_no_port_outside_the_range_is_free_the_kernels_picks_are_taken(
 def test_two_test_processes_are_never_handed_the_same_port(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each process remembers only its own ports: two pytest-xdist workers could both be handed one
     # port before either listened on it, and a stack would start on the other's broker or fail.
-    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    monkeypatch.setattr(port, "_share", [0, 1])  # this process's own share again after the test
     shares = []
-    for worker in ("gw0", "gw1"):
-        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+    for number in (0, 1):
+        set_share(number, 2)
         shares.append({free_port() for _ in range(300)})
     assert not shares[0] & shares[1]
-    assert {port >> 1 & 1 for port in shares[0]} == {0} and {port >> 1 & 1 for port in shares[1]} == {1}
+    assert {given >> 1 & 1 for given in shares[0]} == {0} and {given >> 1 & 1 for given in shares[1]} == {1}
+
+
+def test_a_share_past_the_count_is_refused() -> None:
+    with pytest.raises(ValueError, match="share 2 of 2"):
+        set_share(2, 2)
 
 
 CLAIM = """
 import sys
-from eventpipe.host import claim, free_port
+from eventpipe.port import claim, free_port
 print(*(free_port() if port == "free" else claim(int(port)) for port in sys.argv[1:]))
 """
 
@@ -116,46 +119,7 @@ def test_a_file_system_without_record_locks_leaves_ports_to_this_process_alone(
     def no_locks(*_args: object) -> None:
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(host, "_claims", [])
+    monkeypatch.setattr(port, "_claims", [])
     monkeypatch.setattr(fcntl, "lockf", no_locks)
     ports = {free_port() for _ in range(3)}
-    assert len(ports) == 3 and host._claims == [-1]
-
-
-RAISE = """
-import resource, sys
-resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))
-from eventpipe.host import raise_file_limit
-print(raise_file_limit())
-print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-"""
-
-
-@pytest.mark.parametrize(
-    ("soft", "hard", "after", "warned"),
-    [(256, 4096, 1024, False), (256, 512, 512, True), (1024, 1024, 1024, False), (2048, 4096, 2048, False)],
-    ids=["raised to 1,024", "still short: warned", "enough already", "higher: left as it is"],
-)
-def test_a_server_takes_the_files_it_needs_and_no_more(soft: int, hard: int, after: int, warned: bool) -> None:
-    # `eventpipe up` under a soft limit of 256 ran out of files under load (and under 64 failed at start),
-    # though the hard limit allowed far more. Past 1,024, paho's select() cannot watch the worker's socket.
-    done = subprocess.run(
-        [sys.executable, "-c", RAISE, str(soft), str(hard)], capture_output=True, text=True, check=True
-    )
-    warning, limit = done.stdout.splitlines()
-    assert int(limit) == after
-    assert ("ulimit -n 1024" in warning) is warned, warning
-
-
-def test_a_signal_at_its_default_interrupts_the_block_and_an_ignored_one_stays_ignored() -> None:
-    # Under nohup a terminal's hang-up is ignored: a restore that took it as Ctrl-C stopped after its drop.
-    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    try:
-        with interrupted_by(signal.SIGHUP, signal.SIGUSR1):
-            os.kill(os.getpid(), signal.SIGHUP)
-            with pytest.raises(KeyboardInterrupt):
-                os.kill(os.getpid(), signal.SIGUSR1)
-        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
-        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
-    finally:
-        signal.signal(signal.SIGHUP, previous)
+    assert len(ports) == 3 and port._claims == [-1]
