@@ -5,9 +5,10 @@
 # '-' as '_') or the broker does not start.
 set -eu
 
-# The directories are variables only so that the tests can run this script outside the image.
+# The directories and the broker are variables only so that the tests can run this script outside the image.
 config=${MOSQUITTO_CONFIG_DIR:-/mosquitto/config}
 run=${MOSQUITTO_RUN_DIR:-/mosquitto/run}
+broker=${MOSQUITTO_BINARY:-/usr/sbin/mosquitto}
 umask 077
 mkdir -p "$run"
 cp "$config/acl" "$run/acl"
@@ -29,4 +30,4 @@ done
 # Mosquitto reads these after dropping to its own user, and writes its log file in /mosquitto/log
 # (the image makes it); the exporter, run as the same user, reads that file and empties it once long.
 chown -R mosquitto:mosquitto "$run" /mosquitto/data /mosquitto/log
-exec /usr/sbin/mosquitto -c "$config/mosquitto.conf"
+exec "$broker" -c "$config/mosquitto.conf"

@@ -37,10 +37,9 @@ from tests.support.services import SESSION_EXPIRY_S
 from tests.support.wait import wait_until
 
 MOSQUITTO = compose.REPO / "mosquitto"
-# Everything that decides whether a QoS 1 message is kept, queued or sent.
+# Everything that decides whether a QoS 1 message is kept, queued or sent, but how it is kept on disk
+# (the container's Mosquitto 2.1 writes each change; `eventpipe up` keeps the snapshots of 2.0).
 FLOW_KEYS = (
-    "persistence",
-    "autosave_interval",
     "max_inflight_messages",
     "max_queued_messages",
     "max_queued_bytes",
@@ -158,10 +157,32 @@ def test_the_queue_is_large_and_explicit() -> None:
     # Mosquitto 2.0 drops QoS 1 messages silently beyond it, and 0 was seen dropping too.
     assert int(CONFIG["max_queued_messages"][0]) >= 1_000_000
     assert CONFIG["max_queued_bytes"] == ["0"]
-    assert CONFIG["persistence"] == ["true"]
     persistence = CONFIG["persistence_location"][0].rstrip("/")
     volumes = compose.service("mosquitto")["volumes"]
     assert any(not v.startswith("./") and v.split(":")[1] == persistence for v in volumes), "not on a named volume"
+
+
+def test_what_the_broker_acknowledged_is_on_disk_at_its_next_loop_not_its_next_snapshot() -> None:
+    """Snapshots every 10 s lost 2,548 to 6,556 acknowledged messages a kill at 2,000 msg/s: compose's
+    broker is a Mosquitto 2.1 whose SQLite plugin commits at every loop, synced; the native broker, on
+    the Mosquitto a distribution has, keeps the snapshots and saves at once when the worker subscribes."""
+    image, _, version = compose.service("mosquitto")["image"].partition(":")
+    assert image == "eclipse-mosquitto" and tuple(int(part) for part in version.split(".")[:2]) >= (2, 1)
+    assert CONFIG["global_plugin"] == [compose.PERSIST_PLUGIN]
+    assert CONFIG["plugin_opt_flush_period"] == ["0"]
+    assert CONFIG["plugin_opt_sync"] == ["full"]
+    assert "persistence" not in CONFIG and "autosave_interval" not in CONFIG, "2.1 refuses a plugin beside them"
+    defaults = Settings()
+    native = directives(
+        render_config(
+            1883,
+            Path("/x"),
+            defaults.mqtt_receive_maximum,
+            max_payload_bytes=defaults.max_payload_bytes,
+            session_expiry_s=defaults.mqtt_session_expiry_s,
+        )
+    )
+    assert native["persistence"] == ["true"] and "global_plugin" not in native
 
 
 def test_producers_may_only_publish_and_the_worker_may_only_receive_events() -> None:
@@ -262,7 +283,7 @@ class Broker:
                 capture_output=True,
             )
         shutil.copy(MOSQUITTO / "acl", directory / "acl")
-        text = (MOSQUITTO / "mosquitto.conf").read_text()
+        text = compose.native_persistence((MOSQUITTO / "mosquitto.conf").read_text(), os.environ)
         text = re.sub(r"(?m)^listener 1883 .*$", f"listener {self.port} 127.0.0.1", text)
         text = re.sub(r"(?m)^listener 8883 .*$", f"listener {self.tls_port} 127.0.0.1", text)
         text = text.replace("/mosquitto/run/", f"{directory}/").replace("/mosquitto/data/", f"{directory}/")

@@ -101,3 +101,22 @@ def references() -> list[tuple[str, str | None, str | None]]:
 def required_variables() -> list[str]:
     """Variables compose refuses to start without (${VAR:?...})."""
     return sorted({name for name, operator, _ in references() if operator in (":?", "?")})
+
+
+# The compose broker's persistence: Mosquitto 2.1's SQLite plugin, where its image has it.
+PERSIST_PLUGIN = "/usr/lib/mosquitto_persist_sqlite.so"
+PERSIST_LINES = re.compile(rf"(?m)^global_plugin {re.escape(PERSIST_PLUGIN)}\n(?:plugin_opt_\w+ .*\n)*")
+# Where a Mosquitto 2.1 on PATH has that plugin, for the tests to run the compose config as it is.
+PLUGIN_VARIABLE = "EVENTPIPE_TEST_MOSQUITTO_PERSIST_PLUGIN"
+SNAPSHOTS = "persistence true\nautosave_interval 10\n"
+
+
+def native_persistence(config: str, env: Mapping[str, str]) -> str:
+    """mosquitto/mosquitto.conf for the Mosquitto on PATH: as it is, the plugin at the path `env` gives
+    (PLUGIN_VARIABLE); else with the 2.0 way instead (a snapshot every 10 s, as `eventpipe up` writes it),
+    for Debian's 2.0, which has no plugin, to run the rest of the config unchanged."""
+    plugin = env.get(PLUGIN_VARIABLE)
+    replacement = PERSIST_LINES.search(config)
+    assert replacement is not None, "mosquitto/mosquitto.conf has no persist-sqlite plugin"
+    found = replacement.group(0)
+    return config.replace(found, found.replace(PERSIST_PLUGIN, plugin) if plugin else SNAPSHOTS)

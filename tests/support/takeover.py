@@ -130,16 +130,20 @@ def settle(stored: Callable[[], float], in_flight: Callable[[], float], expected
 class ComposeBroker:
     """mosquitto/'s config run by mosquitto/entrypoint.sh as the container runs it, on this machine:
     the password file comes from MQTT_<USER>_PASSWORD as in compose; only the listener (a free port on
-    loopback), the paths, the log file and the user Mosquitto runs as differ. Stopped by PID."""
+    loopback), the paths, the log file and the user Mosquitto runs as differ. Stopped by PID. `binary`: a
+    Mosquitto 2.1 to run instead of /usr/sbin/mosquitto (Debian's 2.0 here), with the image's persistence
+    (compose.PLUGIN_VARIABLE names its plugin); 2.0 gets its snapshots instead."""
 
-    def __init__(self, directory: Path, passwords: dict[str, str]) -> None:
+    def __init__(self, directory: Path, passwords: dict[str, str], binary: str | None = None) -> None:
         self.port = free_port()
         self.passwords = passwords
         config, run, data, bin_dir = (directory / name for name in ("config", "run", "data", "bin"))
         for path in (config, run, data, bin_dir):
             path.mkdir(parents=True)
         shutil.copy(MOSQUITTO / "acl", config / "acl")
-        text = (MOSQUITTO / "mosquitto.conf").read_text()
+        text = compose.native_persistence(
+            (MOSQUITTO / "mosquitto.conf").read_text(), {} if binary is None else os.environ
+        )
         text, listeners = re.subn(r"(?m)^listener 1883 .*$", f"listener {self.port} 127.0.0.1", text)
         assert listeners == 1, "mosquitto/mosquitto.conf has no plain listener on 1883"
         # The TLS listener takes the same users and ACL (tests/static/test_mosquitto.py runs it);
@@ -160,22 +164,37 @@ class ComposeBroker:
         (bin_dir / "chown").write_text("#!/bin/sh\nexit 0\n")
         (bin_dir / "chown").chmod(0o755)
         self.log_file = directory / "mosquitto.log"
-        env = {
+        self._env = {
             "PATH": f"{bin_dir}:{os.environ['PATH']}",
             "MOSQUITTO_CONFIG_DIR": str(config),
             "MOSQUITTO_RUN_DIR": str(run),
+            **({} if binary is None else {"MOSQUITTO_BINARY": binary}),
             **{f"MQTT_{user.upper().replace('-', '_')}_PASSWORD": pw for user, pw in passwords.items()},
         }
+        self.start()
+
+    def start(self) -> None:
+        """Run the entrypoint, which execs the broker (one PID), on what the last run left in its data."""
+        self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         self.process = subprocess.Popen(
-            ["sh", str(MOSQUITTO / "entrypoint.sh")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            ["sh", str(MOSQUITTO / "entrypoint.sh")], env=self._env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         wait_until(self._listening, timeout=10, what="the compose broker listening")
+
+    def kill(self) -> None:
+        """kill -9: the broker ends where it is, saving nothing more."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
 
     def _listening(self) -> bool:
         if self.process.poll() is not None:
             why = self.process.stderr.read() if self.process.stderr else b""
             raise AssertionError(f"the compose broker exited: {why!r}")
-        return self.log_file.exists() and "Opening ipv4 listen socket" in self.log_file.read_text()
+        if not self.log_file.exists():
+            return False
+        with self.log_file.open("rb") as log:
+            log.seek(self._log_start)
+            return b"Opening ipv4 listen socket" in log.read()
 
     def url_for(self, user: str) -> str:
         return f"mqtt://{user}:{self.passwords[user]}@127.0.0.1:{self.port}"
