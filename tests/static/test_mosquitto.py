@@ -107,9 +107,10 @@ def test_the_native_broker_gives_anonymous_producers_and_its_worker_what_compose
     assert Path(loaded["password_file"][0]).read_text().startswith(f"{USER}:$7$")
 
 
-def test_the_flow_limits_equal_those_of_the_native_broker() -> None:
+def native_defaults() -> dict[str, list[str]]:
+    """The config `eventpipe up` writes for its broker under the default settings."""
     defaults = Settings()
-    native = directives(
+    return directives(
         render_config(
             1883,
             Path("/x"),
@@ -118,6 +119,10 @@ def test_the_flow_limits_equal_those_of_the_native_broker() -> None:
             session_expiry_s=defaults.mqtt_session_expiry_s,
         )
     )
+
+
+def test_the_flow_limits_equal_those_of_the_native_broker() -> None:
+    native = native_defaults()
     for key in FLOW_KEYS:
         assert CONFIG[key] == native[key], f"{key}: container {CONFIG[key]} vs native {native[key]}"
 
@@ -172,16 +177,7 @@ def test_what_the_broker_acknowledged_is_on_disk_at_its_next_loop_not_its_next_s
     assert CONFIG["plugin_opt_flush_period"] == ["0"]
     assert CONFIG["plugin_opt_sync"] == ["full"]
     assert "persistence" not in CONFIG and "autosave_interval" not in CONFIG, "2.1 refuses a plugin beside them"
-    defaults = Settings()
-    native = directives(
-        render_config(
-            1883,
-            Path("/x"),
-            defaults.mqtt_receive_maximum,
-            max_payload_bytes=defaults.max_payload_bytes,
-            session_expiry_s=defaults.mqtt_session_expiry_s,
-        )
-    )
+    native = native_defaults()
     assert native["persistence"] == ["true"] and "global_plugin" not in native
 
 
