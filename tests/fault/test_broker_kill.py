@@ -34,39 +34,48 @@ KILLS = 3
 RATE = 2_000
 
 
-def test_a_broker_killed_three_times_mid_stream_loses_no_event_it_acknowledged(
-    tmp_path: Path, clickhouse_dsn: str
-) -> None:
+def _killed_during(broker: ComposeBroker, stream: Stream, kills: int, rng: random.Random) -> set[str]:
+    """What the broker acknowledged of `stream`, killed and started again `kills` times while it runs."""
+    stream.start()
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.8, 2.0))
+        broker.kill()
+        broker.start()
+    return stream.acknowledged(timeout=120)
+
+
+def test_a_broker_killed_mid_stream_loses_no_event_it_acknowledged(tmp_path: Path, clickhouse_dsn: str) -> None:
+    """Three kills while the worker is away (the queue grows), then one while it takes the stream."""
     binary = find_binary(os.environ.get("EVENTPIPE_MOSQUITTO_BINARY", "mosquitto"))
     assert binary is not None, "no Mosquitto to run"
     broker = ComposeBroker(tmp_path / "mosquitto", PASSWORDS, binary=binary)
+    seed = time.time_ns()
+    rng = random.Random(seed)
     try:
         migrate(connect(clickhouse_dsn))
         settings = settings_for(broker.url_for("ingest"), clickhouse_dsn, mqtt_session_secret="s" * 32)
         with running_worker(settings):
             pass  # its session and subscription, which the broker now queues for while it is away
-        stream = Stream(broker.url_for("producer"), count=8 * RATE, rate=RATE)
-        stream.start()
-        seed = time.time_ns()
-        rng = random.Random(seed)
-        for _ in range(KILLS):
-            time.sleep(rng.uniform(0.8, 2.0))
-            broker.kill()
-            broker.start()
-        acknowledged = stream.acknowledged(timeout=120)
+        away = Stream(broker.url_for("producer"), count=8 * RATE, rate=RATE)
+        acknowledged = _killed_during(broker, away, KILLS, rng)
         assert len(acknowledged) >= 4 * RATE, f"only {len(acknowledged)} acknowledged: the kills hit too little"
+        stored: list[str] = []
         with running_worker(settings):
-            stored: list[str] = []
+            live = Stream(broker.url_for("producer"), count=4 * RATE, rate=RATE)
+            acknowledged |= _killed_during(broker, live, 1, rng)
 
             def caught_up() -> bool:
-                stored[:] = stored_stream_ids(clickhouse_dsn, stream.prefix)
+                stored[:] = stored_stream_ids(clickhouse_dsn, away.prefix) + stored_stream_ids(
+                    clickhouse_dsn, live.prefix
+                )
                 return acknowledged <= set(stored)
 
             with contextlib.suppress(AssertionError):  # said below, with the number lost
-                wait_until(caught_up, timeout=60, interval=0.5, what="every acknowledged event stored")
+                wait_until(caught_up, timeout=90, interval=0.5, what="every acknowledged event stored")
         missing = acknowledged - set(stored)
+        kills = KILLS + 1
         assert not missing, (
-            f"{len(missing)} of {len(acknowledged)} acknowledged events lost to {KILLS} kills (seed {seed})"
+            f"{len(missing)} of {len(acknowledged)} acknowledged events lost to {kills} kills (seed {seed})"
         )
         assert len(stored) == len(set(stored)), f"{len(stored) - len(set(stored))} duplicates visible to reads"
     finally:

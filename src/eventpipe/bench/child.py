@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
@@ -41,5 +42,7 @@ def settings() -> Settings:
     eventpipe's defaults but KEPT. It read the user's own: with EVENTPIPE_MQTT_RECEIVE_MAXIMUM 10000 and
     EVENTPIPE_BATCH_MAX_ROWS 5000 exported, its drain's worker, on the defaults but the window it was
     given, refused to start, naming EVENTPIPE_BATCH_MAX_ROWS at 20000."""
-    binary = os.environ.get("EVENTPIPE_MOSQUITTO_BINARY")  # KEPT
-    return _Defaults() if binary is None else _Defaults(mosquitto_binary=binary)
+    kept: dict[str, Any] = {
+        name.removeprefix("EVENTPIPE_").lower(): os.environ[name] for name in KEPT & os.environ.keys()
+    }
+    return _Defaults(**kept)

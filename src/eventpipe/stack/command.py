@@ -50,8 +50,7 @@ log = logging.getLogger("eventpipe")
 # How long `up` waits for the worker's first connection and subscription before it gives up, saying why.
 CONNECT_WAIT_S = 15.0
 # After this long without it, `up` says what it waits for; it looks for a stop signal once a tick.
-CONNECT_SAY_S = 2.0
-CONNECT_TICK_S = 0.1
+CONNECT_SAY_S, CONNECT_TICK_S = 2.0, 0.1
 # How long `up` waits for its reader of the broker's statistics to subscribe; it goes on without.
 STATISTICS_WAIT_S = 5.0
 
