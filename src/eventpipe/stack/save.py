@@ -20,8 +20,16 @@ from eventpipe.stack.child import ChildProcess
 
 log = logging.getLogger(__name__)
 
-# How Mosquitto 2.0 reports a failed save, in its log or, when it cannot write that, on stderr.
-SAVE_ERROR = re.compile(rb"^\d+: Error: (.*)$", re.MULTILINE)
+# How Mosquitto reports a failed save, in its log or, when it cannot write that, on stderr: 2.0 ends each
+# failure with "Error: <strerror>."; 2.1 (libcommon/file_common.c, persist_write.c) has no such line and says
+# "Error saving in-memory database, unable to <step> <file>, error <strerror>" or, for a write that failed
+# part way, "Error during saving in-memory database <file>: <strerror>.". Each gives the strerror.
+SAVE_ERROR = re.compile(
+    rb"^\d+: (?:Error: (.*)"
+    rb"|Error saving in-memory database, .*, error (.*)"
+    rb"|Error during saving in-memory database .*: (.*))$",
+    re.MULTILINE,
+)
 
 
 class Save:
@@ -99,7 +107,8 @@ class Save:
             written = tail.since(path, offsets[index]) or b""
             found = SAVE_ERROR.search(written)
             if found:
-                return found.group(1).decode(errors="replace")
+                reason = next(group for group in found.groups() if group is not None).rstrip(b"\r")
+                return reason.decode(errors="replace") + ("" if reason.endswith(b".") else ".")
             ends = written.rfind(b"\n") + 1
             offsets[index] += ends or (len(written) if len(written) == tail.READ_BYTES else 0)
         return None
