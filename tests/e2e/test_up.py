@@ -371,12 +371,16 @@ def test_a_stop_whose_broker_could_not_save_its_queue_says_so_and_exits_1(tmp_pa
 
 def test_a_stop_whose_broker_save_was_cut_short_says_so_and_exits_1(tmp_path: Path, stacks: list[Up]) -> None:
     # Onto a full disk Mosquitto 2.0.11 renamed an empty save into place, saying nothing: a new file, which
-    # `up` took for a save and exited 0, and its next start came up with no queue.
+    # `up` took for a save and exited 0, and its next start came up with no queue. 2.1 checks each step of
+    # its save and renames nothing it could not write in full: no new file, the stop's save not made.
     up = start(stacks, tmp_path / "data")
     with full_filesystem(tmp_path / "data" / "mosquitto" / "data"):
         assert up.stop() == 1, up.output()
-        assert "mosquitto's save at its stop was cut short: " in up.output()
-        assert "is cut short at byte 0: " in up.output()
+        if b"mosquitto version 2.0." in (tmp_path / "data" / "mosquitto" / "mosquitto.log").read_bytes():
+            assert "mosquitto's save at its stop was cut short: " in up.output()
+            assert "is cut short at byte 0: " in up.output()
+        else:
+            assert "mosquitto did not save its queue at its stop" in up.output()
 
 
 def test_a_broker_save_cut_short_stops_up_until_it_is_set_aside_as_up_says(tmp_path: Path, stacks: list[Up]) -> None:
