@@ -13,17 +13,15 @@ import contextlib
 import os
 import random
 import time
-from pathlib import Path
 
 import pytest
 
-from eventpipe.stack.mosquitto import find_binary
 from eventpipe.store.client import connect
 from eventpipe.store.migration import migrate
 from tests.support import compose
 from tests.support.pipeline import running_worker, settings_for
 from tests.support.stream import Stream, stored_stream_ids
-from tests.support.takeover import PASSWORDS, ComposeBroker
+from tests.support.takeover import ComposeBroker
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.skipif(
@@ -44,39 +42,32 @@ def _killed_during(broker: ComposeBroker, stream: Stream, kills: int, rng: rando
     return stream.acknowledged(timeout=120)
 
 
-def test_a_broker_killed_mid_stream_loses_no_event_it_acknowledged(tmp_path: Path, clickhouse_dsn: str) -> None:
+def test_a_broker_killed_mid_stream_loses_no_event_it_acknowledged(
+    compose_broker: ComposeBroker, clickhouse_dsn: str
+) -> None:
     """Three kills while the worker is away (the queue grows), then one while it takes the stream."""
-    binary = find_binary(os.environ.get("EVENTPIPE_MOSQUITTO_BINARY", "mosquitto"))
-    assert binary is not None, "no Mosquitto to run"
-    broker = ComposeBroker(tmp_path / "mosquitto", PASSWORDS, binary=binary)
+    broker = compose_broker  # on the Mosquitto 2.1 given, with its plugin (tests/conftest.py)
     seed = time.time_ns()
     rng = random.Random(seed)
-    try:
-        migrate(connect(clickhouse_dsn))
-        settings = settings_for(broker.url_for("ingest"), clickhouse_dsn, mqtt_session_secret="s" * 32)
-        with running_worker(settings):
-            pass  # its session and subscription, which the broker now queues for while it is away
-        away = Stream(broker.url_for("producer"), count=8 * RATE, rate=RATE)
-        acknowledged = _killed_during(broker, away, KILLS, rng)
-        assert len(acknowledged) >= 4 * RATE, f"only {len(acknowledged)} acknowledged: the kills hit too little"
-        stored: list[str] = []
-        with running_worker(settings):
-            live = Stream(broker.url_for("producer"), count=4 * RATE, rate=RATE)
-            acknowledged |= _killed_during(broker, live, 1, rng)
+    migrate(connect(clickhouse_dsn))
+    settings = settings_for(broker.url_for("ingest"), clickhouse_dsn, mqtt_session_secret="s" * 32)
+    with running_worker(settings):
+        pass  # its session and subscription, which the broker now queues for while it is away
+    away = Stream(broker.url_for("producer"), count=8 * RATE, rate=RATE)
+    acknowledged = _killed_during(broker, away, KILLS, rng)
+    assert len(acknowledged) >= 4 * RATE, f"only {len(acknowledged)} acknowledged: the kills hit too little"
+    stored: list[str] = []
+    with running_worker(settings):
+        live = Stream(broker.url_for("producer"), count=4 * RATE, rate=RATE)
+        acknowledged |= _killed_during(broker, live, 1, rng)
 
-            def caught_up() -> bool:
-                stored[:] = stored_stream_ids(clickhouse_dsn, away.prefix) + stored_stream_ids(
-                    clickhouse_dsn, live.prefix
-                )
-                return acknowledged <= set(stored)
+        def caught_up() -> bool:
+            stored[:] = stored_stream_ids(clickhouse_dsn, away.prefix) + stored_stream_ids(clickhouse_dsn, live.prefix)
+            return acknowledged <= set(stored)
 
-            with contextlib.suppress(AssertionError):  # said below, with the number lost
-                wait_until(caught_up, timeout=90, interval=0.5, what="every acknowledged event stored")
-        missing = acknowledged - set(stored)
-        kills = KILLS + 1
-        assert not missing, (
-            f"{len(missing)} of {len(acknowledged)} acknowledged events lost to {kills} kills (seed {seed})"
-        )
-        assert len(stored) == len(set(stored)), f"{len(stored) - len(set(stored))} duplicates visible to reads"
-    finally:
-        broker.stop()
+        with contextlib.suppress(AssertionError):  # said below, with the number lost
+            wait_until(caught_up, timeout=90, interval=0.5, what="every acknowledged event stored")
+    missing = acknowledged - set(stored)
+    kills = KILLS + 1
+    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged events lost to {kills} kills (seed {seed})"
+    assert len(stored) == len(set(stored)), f"{len(stored) - len(set(stored))} duplicates visible to reads"
