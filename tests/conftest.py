@@ -11,7 +11,7 @@ import pytest
 
 from eventpipe.port import set_share
 from eventpipe.stack.child import find_binary
-from tests.support.compose import PLUGIN_VARIABLE
+from tests.support.compose import persist_plugin
 from tests.support.services import (
     ClickHouseServer,
     ContainerBroker,
@@ -73,16 +73,12 @@ def broker(tmp_path: Path) -> Iterator[LocalBroker | ContainerBroker]:
         yield running
 
 
-def plugin_given() -> bool:
-    return bool(os.environ.get(PLUGIN_VARIABLE))
-
-
 @pytest.fixture
 def compose_broker(tmp_path: Path) -> Iterator[ComposeBroker]:
     """The compose broker's config, users and ACL on a free port (tests/support/takeover.py): on the Mosquitto
     2.1 EVENTPIPE_MOSQUITTO_BINARY or PATH gives where its persist-sqlite plugin is given (compose's image is
     2.1), as tests/fault/test_broker_kill.py runs it; else on Debian's 2.0 with snapshots."""
-    binary = find_binary(os.environ.get("EVENTPIPE_MOSQUITTO_BINARY", "mosquitto")) if plugin_given() else None
+    binary = find_binary(os.environ.get("EVENTPIPE_MOSQUITTO_BINARY", "mosquitto")) if persist_plugin() else None
     running = ComposeBroker(tmp_path / "mosquitto", PASSWORDS, binary=binary)
     try:
         yield running

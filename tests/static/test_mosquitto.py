@@ -279,7 +279,7 @@ class Broker:
                 capture_output=True,
             )
         shutil.copy(MOSQUITTO / "acl", directory / "acl")
-        text = compose.native_persistence((MOSQUITTO / "mosquitto.conf").read_text(), os.environ)
+        text = compose.native_persistence((MOSQUITTO / "mosquitto.conf").read_text(), compose.persist_plugin())
         text = re.sub(r"(?m)^listener 1883 .*$", f"listener {self.port} 127.0.0.1", text)
         text = re.sub(r"(?m)^listener 8883 .*$", f"listener {self.tls_port} 127.0.0.1", text)
         text = text.replace("/mosquitto/run/", f"{directory}/").replace("/mosquitto/data/", f"{directory}/")

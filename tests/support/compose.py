@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from functools import cache
@@ -111,11 +112,16 @@ PLUGIN_VARIABLE = "EVENTPIPE_TEST_MOSQUITTO_PERSIST_PLUGIN"
 SNAPSHOTS = "persistence true\nautosave_interval 10\n"
 
 
-def native_persistence(config: str, env: Mapping[str, str]) -> str:
-    """mosquitto/mosquitto.conf for the Mosquitto on PATH: as it is, the plugin at the path `env` gives
-    (PLUGIN_VARIABLE); else with the 2.0 way instead (a snapshot every 10 s, as `eventpipe up` writes it),
-    for Debian's 2.0, which has no plugin, to run the rest of the config unchanged."""
-    plugin = env.get(PLUGIN_VARIABLE)
+def persist_plugin() -> str | None:
+    """Where the Mosquitto 2.1 the tests are given has its persist-sqlite plugin (PLUGIN_VARIABLE), or None:
+    then the tests have Debian's 2.0, which has none."""
+    return os.environ.get(PLUGIN_VARIABLE) or None
+
+
+def native_persistence(config: str, plugin: str | None) -> str:
+    """mosquitto/mosquitto.conf for a local Mosquitto: as it is, with the plugin at `plugin`; else (None)
+    with the 2.0 way instead (a snapshot every 10 s, as `eventpipe up` writes it), for Debian's 2.0, which
+    has no plugin, to run the rest of the config unchanged."""
     replacement = PERSIST_LINES.search(config)
     assert replacement is not None, "mosquitto/mosquitto.conf has no persist-sqlite plugin"
     found = replacement.group(0)

@@ -96,15 +96,12 @@ def stored_stream_ids(dsn: str, prefix: str) -> list[str]:
 
 
 def wait_stored_once(dsn: str, prefix: str, acknowledged: set[str], timeout: float = 120) -> list[str]:
-    """Wait until every acknowledged id of the stream is stored; fail if reads show any twice."""
-    from tests.support.wait import wait_until
-
-    wait_until(
-        lambda: acknowledged <= set(stored_stream_ids(dsn, prefix)),
-        timeout=timeout,
-        interval=0.5,
-        what="every acknowledged event stored",
-    )
-    ids = stored_stream_ids(dsn, prefix)
+    """Wait until every acknowledged id of the stream is stored; fail, saying how many are not, when they
+    are not by `timeout`, or if reads show any twice."""
+    deadline = time.monotonic() + timeout
+    while not acknowledged <= set(ids := stored_stream_ids(dsn, prefix)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    missing = acknowledged - set(ids)
+    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged events not stored in {timeout:.0f} s"
     assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates visible to reads"
     return ids

@@ -141,9 +141,8 @@ class ComposeBroker:
         for path in (config, run, data, bin_dir):
             path.mkdir(parents=True)
         shutil.copy(MOSQUITTO / "acl", config / "acl")
-        text = compose.native_persistence(
-            (MOSQUITTO / "mosquitto.conf").read_text(), {} if binary is None else os.environ
-        )
+        plugin = None if binary is None else compose.persist_plugin()
+        text = compose.native_persistence((MOSQUITTO / "mosquitto.conf").read_text(), plugin)
         text, listeners = re.subn(r"(?m)^listener 1883 .*$", f"listener {self.port} 127.0.0.1", text)
         assert listeners == 1, "mosquitto/mosquitto.conf has no plain listener on 1883"
         # The TLS listener takes the same users and ACL (tests/static/test_mosquitto.py runs it);

@@ -107,7 +107,7 @@ class Save:
             written = tail.since(path, offsets[index]) or b""
             found = SAVE_ERROR.search(written)
             if found:
-                reason = next(group for group in found.groups() if group is not None).rstrip(b"\r")
+                reason = found.group(found.lastindex or 0).rstrip(b"\r")  # the one alternative that matched
                 return reason.decode(errors="replace") + ("" if reason.endswith(b".") else ".")
             ends = written.rfind(b"\n") + 1
             offsets[index] += ends or (len(written) if len(written) == tail.READ_BYTES else 0)
