@@ -9,11 +9,12 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
+from eventpipe.api.source import open_reader
 from eventpipe.store.client import connect
 from eventpipe.store.database import create, named_database
 from eventpipe.store.migration import migrate
 from eventpipe.store.reader import Reader
-from tests.support.api import AUTH, KEY, api_client
+from tests.support.api import AUTH, KEY
 from tests.support.gateway import Gateway, gateway
 
 
@@ -21,9 +22,11 @@ def test_readiness_tells_a_refusal_from_an_outage_and_logs_its_cause_once(
     clickhouse_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Before, every failure was "ClickHouse does not answer", a passing outage by its words, and its cause
-    # was logged nowhere: a wrong password or a dropped database looked like a slow server.
+    # was logged nowhere: a wrong password or a dropped database looked like a slow server. The cause names
+    # the setting to fix: ClickHouse's own words name neither the DSN nor its variable.
     migrate(connect(clickhouse_dsn))
-    api = api_client(clickhouse_dsn)
+    reader = open_reader(clickhouse_dsn, 10, "EVENTPIPE_CLICKHOUSE_DSN")
+    api = TestClient(create_app(reader, CollectorRegistry(), [KEY]), raise_server_exceptions=False)
     assert api.get("/readyz").json() == {"status": "ready"}
     found = named_database(clickhouse_dsn)
     server = found[0] if found else clickhouse_dsn.partition("?")[0]
@@ -38,6 +41,7 @@ def test_readiness_tells_a_refusal_from_an_outage_and_logs_its_cause_once(
             assert "refuses the API's queries" in answers[0].json()["detail"]
             causes = [record.getMessage() for record in caplog.records if "does not answer" in record.getMessage()]
             assert len(causes) == 1 and "UNKNOWN_DATABASE" in causes[0], causes
+            assert "set by EVENTPIPE_CLICKHOUSE_DSN" in causes[0], causes
         create(admin, database)
         assert api.get("/readyz").status_code == 503, "a database without its tables serves nothing"
         migrate(connect(clickhouse_dsn))

@@ -28,7 +28,7 @@ def run_as(reader: Reader, name: str, query: Query) -> None:
 @pytest.fixture
 def reader(clickhouse_dsn: str) -> Reader:
     migrate(connect(clickhouse_dsn))
-    return open_reader(clickhouse_dsn, 10)
+    return open_reader(clickhouse_dsn, 10, "EVENTPIPE_CLICKHOUSE_DSN")
 
 
 def test_a_keys_read_is_answered_while_another_keys_runs(clickhouse_dsn: str, reader: Reader) -> None:

@@ -80,3 +80,26 @@ def test_a_stop_ends_a_long_backoff_and_gives_up_at_its_deadline() -> None:
     assert not thread.is_alive() and outcome, "a stop must not wait out the backoff"
     assert 0.3 <= time.monotonic() - stopped < 10, "tried until the deadline, then gave up"
     assert len(calls) >= 2, "the stop woke the backoff for one more try"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "where"),
+    [
+        (
+            "http://eventpipe_worker:s3cret@clickhouse:8123/eventpipe",
+            "clickhouse:8123/eventpipe (EVENTPIPE_CLICKHOUSE_DSN)",
+        ),
+        ("", "(the data dir: EVENTPIPE_DATA_DIR, or `up --data-dir`)"),
+    ],
+)
+def test_a_failed_write_names_the_store_and_the_setting_to_fix_never_its_password(
+    dsn: str, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ClickHouse's "Authentication failed" after a password rotation names neither the DSN nor its variable.
+    settings = Settings(clickhouse_dsn=dsn, retry_initial_s=0.001, retry_max_s=0.002)
+    write, _calls = failing([HaltStorageError("Code: 516. eventpipe_worker: Authentication failed")])
+    with caplog.at_level("WARNING", logger="eventpipe.ingest.retry"):
+        Retrier(settings, lambda: True, IngestMetrics(CollectorRegistry())).run(write)
+    line = caplog.records[0].getMessage()
+    assert where in line and "Authentication failed" in line, line
+    assert "s3cret" not in line

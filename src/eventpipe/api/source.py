@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 
+from eventpipe.redaction import redact
 from eventpipe.store.client import connect
 from eventpipe.store.dsn import embedded
 from eventpipe.store.reader import Reader
@@ -26,8 +27,10 @@ def wait_s(query_timeout_s: float) -> int:
     return max(math.ceil(query_timeout_s) + MARGIN_S, LEAST_WAIT_S)
 
 
-def open_reader(dsn: str, query_timeout_s: float) -> Reader:
-    """The API's Reader of `dsn`: reads bounded by `query_timeout_s`, /readyz's probe on a client of its own,
-    and on the embedded engine a client for each key's read running at once (store.pool)."""
+def open_reader(dsn: str, query_timeout_s: float, setting: str) -> Reader:
+    """The API's Reader of `dsn`, which `setting` names: reads bounded by `query_timeout_s`, /readyz's probe
+    on a client of its own, and on the embedded engine a client for each key's read running at once
+    (store.pool)."""
     make = functools.partial(connect, dsn, timeout_s=wait_s(query_timeout_s))
-    return Reader(make(), query_timeout_s, connect(dsn, PROBE_WAIT_S), make if embedded(dsn) else None)
+    origin = f"the store at {redact(dsn)}, set by {setting}"
+    return Reader(make(), query_timeout_s, connect(dsn, PROBE_WAIT_S), make if embedded(dsn) else None, origin)

@@ -18,6 +18,7 @@ from eventpipe.config import Settings
 from eventpipe.errors import EventpipeError, RetryableStorageError, StorageError, UnknownStorageError
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.policy import Backoff
+from eventpipe.redaction import redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,6 +51,9 @@ class Retrier:
         self._takes_writes = takes_writes
         self._metrics = metrics
         self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
+        # Which store and which setting, on every failure: a halt (a rotated password, a wrong database)
+        # is fixed in that variable, and ClickHouse's own message names neither.
+        self._store = f"ClickHouse at {redact(settings.resolved_clickhouse_dsn)} ({settings.clickhouse_dsn_setting})"
         self._wake = threading.Event()
         # Set once, by a stop: from then on a failing write gives up at this time.monotonic().
         self._deadline: float | None = None
@@ -91,7 +95,12 @@ class Retrier:
                     self._settings.retry_max_s if kind == "halt" else self._backoff.delay_s(attempt, random.random())
                 )
                 log.warning(
-                    "write failed (%s, attempt %d), nothing acked, retrying in %.1fs: %s", kind, attempt + 1, delay, exc
+                    "write failed (%s, attempt %d), nothing acked, retrying in %.1fs: %s: %s",
+                    kind,
+                    attempt + 1,
+                    delay,
+                    self._store,
+                    exc,
                 )
                 attempt += 1
                 self._sleep(delay)

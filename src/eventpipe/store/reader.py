@@ -87,6 +87,7 @@ class Reader:
         timeout_s: float | None = None,
         probe: Client | None = None,
         more: Callable[[], Client] | None = None,
+        origin: str = "",
     ) -> None:
         """`timeout_s`: the longest a read a client can narrow with `since` and `until` may run
         (EVENTPIPE_API_QUERY_TIMEOUT_S): an event page, a live count, a breakdown. A filter that
@@ -95,8 +96,10 @@ class Reader:
         tally's counts, the feed, the export's windows or the dead letters: they have no window to
         narrow, and a read cut at the same place each time would never be answered. `probe`: the client
         ping uses, when it must give up sooner than reads do. `more`: makes another client like `client`,
-        for reads that run while it is busy (store.pool: the embedded engine's clients run one at a time)."""
+        for reads that run while it is busy (store.pool: the embedded engine's clients run one at a time).
+        `origin`: the store and the setting that names it, for the log when it fails."""
         self._client = client
+        self._origin = f" ({origin})" if origin else ""
         self._pool = Pool(client, more)
         self._probe = probe or client
         self._settings = {"max_execution_time": timeout_s} if timeout_s else None
@@ -123,7 +126,7 @@ class Reader:
         reason = None if failure is None else str(failure)
         if reason != self._unready:
             if failure is not None:
-                log.warning("ClickHouse does not answer the API's queries: %s", failure)
+                log.warning("ClickHouse does not answer the API's queries: %s%s", failure, self._origin)
             else:
                 log.info("ClickHouse answers the API's queries again")
             self._unready = reason
