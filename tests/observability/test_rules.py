@@ -16,10 +16,10 @@ from fastapi import FastAPI
 from eventpipe.api.backlog import Backlog
 from eventpipe.api.certificate import Certificate
 from eventpipe.api.metrics import closed_connections, instrument
-from eventpipe.cli.runtime import process_registry
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.stack.journal import Journal
 from eventpipe.stack.volume import Volume
+from eventpipe.telemetry.listener import process_registry
 from tests.support import observability as obs
 
 SEVERITIES = {"page", "ticket", "heartbeat"}  # heartbeat: the watchdog, which fires always

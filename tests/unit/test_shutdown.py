@@ -11,7 +11,7 @@ import pytest
 # In a child process: the handlers are the process's, and pytest's own must stay as they are.
 PROBE = """
 import signal, sys
-from eventpipe.cli.runtime import Shutdown
+from eventpipe.cli.shutdown import Shutdown
 if sys.argv[1] == "nohup":
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 Shutdown().install()
@@ -31,7 +31,7 @@ def test_sighup_stops_a_command_unless_nohup_made_it_outlive_the_terminal(starte
 # deadlocked the main thread on the Event it waited on: `eventpipe up` hung until killed (seen in CI).
 RACE = """
 import logging, os, random, signal, sys, threading, time
-from eventpipe.cli.runtime import Shutdown
+from eventpipe.cli.shutdown import Shutdown
 logging.disable(logging.CRITICAL)
 for round in range(int(sys.argv[1])):
     shutdown = Shutdown()
@@ -60,7 +60,8 @@ def test_a_stop_signal_at_any_moment_of_the_wait_stops_the_command() -> None:
 # on_force fails or stderr takes nothing more (a stalled log collector: the write waited there for good).
 FORCE = """
 import os, signal, sys, time
-from eventpipe.cli.runtime import Shutdown, setup_logging
+from eventpipe.cli.console import setup_logging
+from eventpipe.cli.shutdown import Shutdown
 setup_logging("INFO")
 shutdown = Shutdown()
 def force():
@@ -130,7 +131,7 @@ def test_a_stop_signal_delivered_to_another_thread_wakes_the_wait_at_once() -> N
     # thread only when that one next runs bytecode, which a wait blocked in poll() did after its interval.
     probe = """
 import signal, sys, threading, time
-from eventpipe.cli.runtime import Shutdown
+from eventpipe.cli.shutdown import Shutdown
 shutdown = Shutdown()
 shutdown.install()
 other = threading.Thread(target=time.sleep, args=(3,))

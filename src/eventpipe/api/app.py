@@ -1,6 +1,6 @@
 """The FastAPI application factory. Health is open; data endpoints need a key.
 
-Its metrics go into `registry`, which the command serves on its metrics listener (cli.runtime.serve_metrics),
+Its metrics go into `registry`, which the command serves on its metrics listener (telemetry.listener.serve_metrics),
 not on this port: they name every key and count its requests."""
 
 from __future__ import annotations

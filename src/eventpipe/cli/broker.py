@@ -21,13 +21,15 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from eventpipe.cli.runtime import Shutdown, process_registry, serve_metrics, setup_logging
+from eventpipe.cli.console import setup_logging
+from eventpipe.cli.shutdown import Shutdown
 from eventpipe.config import Settings
 from eventpipe.errors import ConfigError
 from eventpipe.port import address
 from eventpipe.redaction import redact
 from eventpipe.stack.journal import Aside, Journal
 from eventpipe.stack.statistics import Statistics
+from eventpipe.telemetry.listener import process_registry, serve_metrics
 
 log = logging.getLogger("eventpipe")
 # How long the start waits for the first subscription before it says it is still trying.

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from eventpipe.api.model import rfc3339
-from eventpipe.cli.runtime import setup_logging, warn_password_flag
+from eventpipe.cli.console import setup_logging, warn_password_flag
 from eventpipe.config import Settings
 from eventpipe.errors import BackupError, ConfigError, StorageError
 from eventpipe.process import interrupted_by

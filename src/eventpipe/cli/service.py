@@ -8,14 +8,8 @@ import logging
 
 from pydantic import ValidationError
 
-from eventpipe.cli.runtime import (
-    Progress,
-    Shutdown,
-    process_registry,
-    serve_metrics,
-    setup_logging,
-    warn_password_flag,
-)
+from eventpipe.cli.console import setup_logging, warn_password_flag
+from eventpipe.cli.shutdown import Shutdown
 from eventpipe.cli.variables import settings_problem
 from eventpipe.config import Settings
 from eventpipe.errors import BrokerError, ConfigError
@@ -30,6 +24,8 @@ from eventpipe.store.client import connect, reaching
 from eventpipe.store.database import create_database
 from eventpipe.store.dsn import embedded, embedded_dsn
 from eventpipe.store.migration import migrate
+from eventpipe.telemetry.listener import process_registry, serve_metrics
+from eventpipe.telemetry.progress import Progress
 
 log = logging.getLogger("eventpipe")
 

@@ -12,14 +12,8 @@ from pydantic import ValidationError
 from eventpipe.api.assembly import assemble as assemble_api
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.server import ApiServer
-from eventpipe.cli.runtime import (
-    Progress,
-    Shutdown,
-    process_registry,
-    serve_metrics,
-    setup_logging,
-    warn_password_flag,
-)
+from eventpipe.cli.console import setup_logging, warn_password_flag
+from eventpipe.cli.shutdown import Shutdown
 from eventpipe.cli.variables import settings_problem
 from eventpipe.config import Settings
 from eventpipe.errors import BrokerError, ConfigError
@@ -45,6 +39,8 @@ from eventpipe.stack.volume import Volume
 from eventpipe.store.client import connect, reaching
 from eventpipe.store.dsn import EMBEDDED_STORE
 from eventpipe.store.migration import migrate
+from eventpipe.telemetry.listener import process_registry, serve_metrics
+from eventpipe.telemetry.progress import Progress
 
 log = logging.getLogger("eventpipe")
 # How long `up` waits for the worker's first connection and subscription before it gives up, saying why.

@@ -1,4 +1,4 @@
-"""What every long-running command shares: logging, signals, the metrics endpoint."""
+"""How a long-running command is told to stop: signals turned into a request, and a second one into an exit."""
 
 from __future__ import annotations
 
@@ -7,63 +7,14 @@ import logging
 import os
 import select
 import signal
-import sys
-import threading
 import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-
-from eventpipe.errors import ConfigError
-from eventpipe.port import unlistenable
-from eventpipe.redaction import RedactingFormatter
-from eventpipe.telemetry.exporter import Exporter
+from eventpipe.cli.console import LINE
 
 log = logging.getLogger("eventpipe")
-LINE = RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def setup_logging(level: str) -> None:
-    # Every line passes through redaction: a URL or DSN logged by eventpipe,
-    # a library or a traceback never shows its password.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LINE)
-    logging.basicConfig(level=level.upper(), handlers=[handler])
-    threading.excepthook = _log_thread_crash
-    # paho and uvicorn are chatty at INFO about things eventpipe already reports.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    # ClickHouse's driver and its HTTP pool warn of each failed attempt, in their words, before the failure
-    # reaches eventpipe, which says it once, classified and naming the DSN's setting (store.failure). At
-    # DEBUG they say all they say.
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        for chatty in ("urllib3.connectionpool", "clickhouse_connect.driver._backend.http_sync"):
-            logging.getLogger(chatty).setLevel(logging.ERROR)
-
-
-def warn_password_flag(command: str, flag: str, url: str, variable: str) -> None:
-    """Say that a password given in `flag` is readable by others, and where to put it instead."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:  # unreadable: the command refuses it, without quoting it
-        return
-    if password:
-        print(
-            f"eventpipe {command}: warning: the password in {flag} shows in `ps` to every user of this machine "
-            f"and stays in your shell's history; set {variable} instead",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
-    # Through the logging handler rather than straight to stderr, so it is redacted too.
-    if args.exc_type is SystemExit:
-        return
-    name = args.thread.name if args.thread is not None else "a thread"
-    log.error("%s stopped on an unexpected error: %s", name, args.exc_type.__name__, exc_info=args.exc_value)
 
 
 class Shutdown:
@@ -165,80 +116,3 @@ def _say_if_room(message: str) -> None:
         if writable.poll(0):
             record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), None)
             os.write(2, (LINE.format(record) + "\n").encode()[: select.PIPE_BUF])
-
-
-def process_registry() -> CollectorRegistry:
-    """A registry with the process's CPU, memory, file descriptors and GC: one per OS process."""
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
-    return registry
-
-
-def serve_metrics(
-    registry: CollectorRegistry,
-    host: str,
-    port: int,
-    api: CollectorRegistry | None = None,
-    broker: CollectorRegistry | None = None,
-    flag: str = "",
-) -> Exporter:
-    """The process's metrics listener (EVENTPIPE_METRICS_HOST, EVENTPIPE_METRICS_PORT), started; with `api`
-    and `broker`, also the API's and the broker's registries, each on its own path (telemetry.exporter).
-    `flag`: the command's own option for the port, named beside the variable in an error."""
-    server = Exporter(registry, host, port, api=api, broker=broker)
-    try:
-        server.start()
-    except OSError as exc:
-        if (cause := unlistenable(host)) is not None:
-            raise ConfigError(
-                f"cannot serve metrics on {host}:{port}: {cause}; set EVENTPIPE_METRICS_HOST to a name or "
-                "address of this host"
-            ) from exc
-        raise ConfigError(
-            f"cannot serve metrics on {host}:{port}: {exc.strerror}; pick another port "
-            f"(EVENTPIPE_METRICS_PORT{f', or {flag}' if flag else ''})"
-        ) from exc
-    return server
-
-
-class Progress:
-    """Logs what was committed since the last report, at most every `every` seconds, only when it moved."""
-
-    SERIES = ("eventpipe_events_stored_total", "eventpipe_messages_received_total")
-
-    def __init__(self, registry: CollectorRegistry, every: float = 10.0) -> None:
-        self._registry = registry
-        self._every = every
-        self._last_time = time.monotonic()
-        self._last = self._read()
-
-    def _read(self) -> tuple[float, float, float]:
-        stored, received = (self._registry.get_sample_value(name) or 0.0 for name in self.SERIES)
-        dead = sum(
-            sample.value
-            for metric in self._registry.collect()
-            if metric.name == "eventpipe_dead_letters"
-            for sample in metric.samples
-            if sample.name.endswith("_total")
-        )
-        return stored, dead, received
-
-    def report(self) -> None:
-        now = time.monotonic()
-        if now - self._last_time < self._every:
-            return
-        current = self._read()
-        if current != self._last:
-            stored, dead, received = (c - p for c, p in zip(current, self._last, strict=True))
-            log.info(
-                "last %.0fs: %d received, %d events stored, %d dead letters (totals: %d stored, %d dead letters)",
-                now - self._last_time,
-                received,
-                stored,
-                dead,
-                current[0],
-                current[1],
-            )
-        self._last, self._last_time = current, now
