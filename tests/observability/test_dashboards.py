@@ -71,9 +71,13 @@ def test_the_clickhouse_datasource_reads_as_the_read_only_user() -> None:
     assert compose.service("grafana")["environment"][variable].startswith("${CLICKHOUSE_API_PASSWORD:?")
 
 
-def test_the_clickhouse_plugin_is_pinned() -> None:
-    plugins = compose.service("grafana")["environment"]["GF_INSTALL_PLUGINS"]
-    assert re.fullmatch(r"grafana-clickhouse-datasource \d+\.\d+\.\d+", plugins), plugins
+def test_the_clickhouse_plugin_is_pinned_and_installed_before_grafana_serves() -> None:
+    environment = compose.service("grafana")["environment"]
+    # Grafana 12.1 deprecated GF_INSTALL_PLUGINS; the async GF_PLUGINS_PREINSTALL could let provisioning load
+    # the dashboard before its datasource's plugin is there.
+    assert "GF_INSTALL_PLUGINS" not in environment and "GF_PLUGINS_PREINSTALL" not in environment
+    plugins = environment["GF_PLUGINS_PREINSTALL_SYNC"]
+    assert re.fullmatch(r"grafana-clickhouse-datasource@\d+\.\d+\.\d+", plugins), plugins
 
 
 def datasource_references(node: object, path: str = "") -> list[tuple[str, object]]:
