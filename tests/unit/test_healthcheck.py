@@ -95,3 +95,23 @@ def test_the_broker_exporter_is_healthy_only_while_subscribed() -> None:
     finally:
         server.shutdown()
     assert healthcheck("broker-metrics", env) == 1
+
+
+@pytest.mark.parametrize(
+    ("service", "variables"),
+    [
+        ("worker", ["EVENTPIPE_METRICS_HOST", "EVENTPIPE_METRICS_PORT"]),
+        ("broker-metrics", ["EVENTPIPE_METRICS_HOST", "EVENTPIPE_METRICS_PORT"]),
+        ("api", ["EVENTPIPE_API_HOST", "EVENTPIPE_API_PORT", "EVENTPIPE_API_TLS_CERT_FILE"]),
+    ],
+)
+def test_a_check_nothing_answers_names_the_variables_that_make_its_address(service: str, variables: list[str]) -> None:
+    # Run by hand beside `eventpipe up --metrics-port N` it asked 9464 and said only "Connection refused".
+    port = str(free_port())
+    outside = {key: value for key, value in os.environ.items() if not key.startswith("EVENTPIPE_")}
+    env = {**outside, "EVENTPIPE_METRICS_PORT": port, "EVENTPIPE_API_PORT": port}
+    done = run_eventpipe("healthcheck", service, env=env, timeout=30)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("unhealthy: ") and "does not answer" in done.stdout, done.stdout
+    for variable in variables:
+        assert variable in done.stdout, done.stdout

@@ -24,6 +24,13 @@ CONNECTED = "eventpipe_mqtt_connected"
 TIMEOUT_S = 3
 # Read no more than this of the worker's metrics (a few hundred KiB at most): a check holds what it reads.
 METRICS_BYTES = 16 * 2**20
+# Said when nothing answers: a check run by hand (or in an image given other ports) asks the default
+# address unless given the service's own variables, and a bare "connection refused" did not say so.
+METRICS_ADDRESS = "EVENTPIPE_METRICS_HOST and EVENTPIPE_METRICS_PORT name it: give them the service's values"
+API_ADDRESS = (
+    "EVENTPIPE_API_HOST and EVENTPIPE_API_PORT name it, and EVENTPIPE_API_TLS_CERT_FILE makes it HTTPS: "
+    "give them the API's values"
+)
 
 
 def run_healthcheck(args: argparse.Namespace) -> int:
@@ -47,7 +54,7 @@ def worker_health(settings: Settings) -> tuple[bool, str]:
             return False, f"{url} answered over {METRICS_BYTES // 2**20} MiB of metrics"
         body = raw.decode(errors="replace")
     except OSError as exc:
-        return False, f"{url} does not answer: {exc}"
+        return False, f"{url} does not answer: {exc} ({METRICS_ADDRESS})"
     except (http.client.InvalidURL, ValueError) as exc:  # urllib's own ValueError for 'a:b', '[x'
         return False, _unusable(url, exc, "EVENTPIPE_METRICS_HOST", settings.metrics_host)
     for line in body.splitlines():
@@ -59,7 +66,7 @@ def worker_health(settings: Settings) -> tuple[bool, str]:
 
 def broker_metrics_health(settings: Settings) -> tuple[bool, str]:
     url = _local(settings.metrics_host, settings.metrics_port) + "/metrics"
-    return _answers_200(url, None, "EVENTPIPE_METRICS_HOST", settings.metrics_host)
+    return _answers_200(url, None, "EVENTPIPE_METRICS_HOST", settings.metrics_host, METRICS_ADDRESS)
 
 
 def api_health(settings: Settings) -> tuple[bool, str]:
@@ -72,18 +79,19 @@ def api_health(settings: Settings) -> tuple[bool, str]:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     url = _local(settings.api_host, settings.api_port, "https" if context else "http") + "/readyz"
-    return _answers_200(url, context, "EVENTPIPE_API_HOST", settings.api_host)
+    return _answers_200(url, context, "EVENTPIPE_API_HOST", settings.api_host, API_ADDRESS)
 
 
-def _answers_200(url: str, context: ssl.SSLContext | None, variable: str, host: str) -> tuple[bool, str]:
-    """Healthy while `url` answers 200; `variable` sets `host`, named when no URL can hold it."""
+def _answers_200(url: str, context: ssl.SSLContext | None, variable: str, host: str, where: str) -> tuple[bool, str]:
+    """Healthy while `url` answers 200; `variable` sets `host`, named when no URL can hold it, and `where`
+    says which settings make the URL, when nothing answers there."""
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S, context=context) as response:  # noqa: S310 - this host
             return True, f"{url} answered {response.status}"
     except urllib.error.HTTPError as exc:
         return False, f"{url} answered {exc.code}: {exc.read(200).decode(errors='replace')}"
     except OSError as exc:
-        return False, f"{url} does not answer: {exc}"
+        return False, f"{url} does not answer: {exc} ({where})"
     except (http.client.InvalidURL, ValueError) as exc:
         return False, _unusable(url, exc, variable, host)
 
