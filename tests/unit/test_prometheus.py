@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 import yaml
 
 from eventpipe.port import address
-from eventpipe.stack.prometheus import render_config
+from eventpipe.stack.child import find_binary
+from eventpipe.stack.prometheus import Prometheus, render_config
 from eventpipe.telemetry.exporter import API_PATH, BROKER_PATH
 
 
@@ -55,3 +57,15 @@ def test_the_broker_statistics_are_scraped_as_compose_scrapes_its_exporter_when_
     # With --mqtt-url, `up` runs no broker and reads no statistics: no target that could only be down.
     config = yaml.safe_load(render_config(9090, "127.0.0.1:9464", Path("/rules")))
     assert "mosquitto" not in {job["job_name"] for job in config["scrape_configs"]}
+
+
+@pytest.mark.skipif(find_binary("prometheus") is None, reason="needs prometheus on PATH (apt-get install prometheus)")
+def test_a_taken_port_is_reported_naming_the_flag_and_the_variable(tmp_path: Path) -> None:
+    # The port may come from EVENTPIPE_PROMETHEUS_PORT: the warning named --prometheus-port alone.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        why = Prometheus(port, tmp_path, "127.0.0.1:1", tmp_path / "rules").start()
+    assert why is not None and f"port {port} is already in use" in why
+    assert "--prometheus-port" in why and "EVENTPIPE_PROMETHEUS_PORT" in why and "0 for no Prometheus" in why

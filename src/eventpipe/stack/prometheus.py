@@ -98,12 +98,16 @@ class Prometheus:
     def start(self, inherit_fds: tuple[int, ...] = ()) -> str | None:
         """Start it; return None, or why it was not started (never fatal). Port 0 means: do not."""
         if self.port == 0:
-            return "turned off (--prometheus-port 0)"
+            return "turned off (--prometheus-port 0, or EVENTPIPE_PROMETHEUS_PORT=0)"
         binary = find_binary("prometheus")
         if binary is None:
             return "prometheus is not on PATH (Debian/Ubuntu: apt-get install prometheus)"
         if not port_free(self.port):
-            return f"port {self.port} is already in use; pass --prometheus-port with a free port"
+            # Named both ways: the port may have come from the variable, which the flag overrides.
+            return (
+                f"port {self.port} is already in use; pass --prometheus-port (or set EVENTPIPE_PROMETHEUS_PORT) "
+                "with a free port, or 0 for no Prometheus"
+            )
         if not self._rules.is_dir():
             log.warning("no rules directory at %s: Prometheus runs without rules", self._rules)
         config = self.directory / "prometheus.yml"
