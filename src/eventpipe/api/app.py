@@ -32,7 +32,7 @@ READYZ_RESPONSES = error.responses(
     503,
     say={
         503: "ClickHouse does not answer (`unavailable`), or refuses the API's queries: its user, password or "
-        "database (`refused`; the API's log says which); retry after `Retry-After` seconds."
+        "database, or tables not migrated (`refused`; the API's log says which); retry after `Retry-After` seconds."
     },
 )
 DESCRIPTION = """\
@@ -94,7 +94,10 @@ def create_app(
             raise error.ApiError(
                 503,
                 "refused",
-                "ClickHouse refuses the API's queries (its user, password or database): see the API's log",
+                # Tables named too: `eventpipe api` on a store no `migrate` has made was refused for good, and
+                # the three it named were all right.
+                "ClickHouse refuses the API's queries (its user, password or database, or tables not migrated: "
+                "`eventpipe migrate`): see the API's log",
                 retry,
             )
         if failure is not None:
