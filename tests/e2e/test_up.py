@@ -661,3 +661,18 @@ def test_a_prometheus_that_dies_is_reported_and_the_stack_goes_on(tmp_path: Path
     assert "ingest and the API go on" in up.output()
     assert up.get("/healthz") == (200, b'{"status":"ok"}')
     assert up.stop(signal.SIGINT) == 0, up.output()
+
+
+@pytest.mark.parametrize("name", ["d#x", "d?q=1"])
+def test_a_data_dir_the_engine_cannot_name_is_refused_before_anything_is_made_or_started(
+    tmp_path: Path, name: str
+) -> None:
+    # It was refused only after the broker had started (on its port) and the secrets and the API key were
+    # written into the new folder.
+    data_dir = tmp_path / name
+    ports = [f"--{port}-port={free_port()}" for port in ("mqtt", "api", "metrics")]
+    done = run_eventpipe("up", "--data-dir", str(data_dir), *ports, "--prometheus-port=0", timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "holds '?' or '#'" in done.stderr and "--data-dir, or EVENTPIPE_DATA_DIR" in done.stderr
+    assert "mosquitto" not in done.stderr and "Traceback" not in done.stderr
+    assert not data_dir.exists()

@@ -80,6 +80,9 @@ def run_up(args: argparse.Namespace) -> int:
         warn_password_flag("up", "--mqtt-url", args.mqtt_url, "EVENTPIPE_MQTT_URL and give --mqtt-url alone")
     elif args.mqtt_url == "" and "mqtt_url" not in settings.model_fields_set:
         raise ConfigError("--mqtt-url alone uses the broker EVENTPIPE_MQTT_URL names, and it is not set")
+    # Before the data dir is made: a path the engine's DSN cannot name was refused only once the broker
+    # had started and the secrets and the API key were written into it.
+    _ = settings.resolved_clickhouse_dsn
     made(settings.data_dir, "--data-dir, or EVENTPIPE_DATA_DIR")
     lock = hold(settings.data_dir)
     settings = kept_secrets(settings)
