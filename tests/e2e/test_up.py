@@ -676,3 +676,18 @@ def test_a_data_dir_the_engine_cannot_name_is_refused_before_anything_is_made_or
     assert "holds '?' or '#'" in done.stderr and "--data-dir, or EVENTPIPE_DATA_DIR" in done.stderr
     assert "mosquitto" not in done.stderr and "Traceback" not in done.stderr
     assert not data_dir.exists()
+
+
+def test_a_chdb_dsn_into_a_running_up_s_store_is_refused_saying_one_process_may_open_it(
+    tmp_path: Path, stacks: list[Up]
+) -> None:
+    # The data dir's lock refuses `migrate` there; a DSN naming the same store bypassed it, and the error
+    # ended in the engine's "Error initializing EmbeddedServer: . (BAD_ARGUMENTS)".
+    first = start(stacks, tmp_path / "data")
+    env = {**os.environ, "EVENTPIPE_CLICKHOUSE_DSN": f"chdb://{(first.data_dir / 'clickhouse').resolve()}"}
+    done = run_eventpipe("migrate", env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = done.stderr.strip().splitlines()[-1]
+    assert "(EVENTPIPE_CLICKHOUSE_DSN)" in said and "one process at a time may open an embedded store" in said, said
+    assert "Traceback" not in done.stderr
+    assert first.stop() == 0

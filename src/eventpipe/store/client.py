@@ -26,6 +26,10 @@ BACKUP_DISK = "backups"
 # longer is not going to answer, and `migrate`, `worker` and `api` waited their whole read timeout (61 s)
 # before saying so.
 FIRST_CONTACT_S = 15
+ONE_PROCESS = (
+    "one process at a time may open an embedded store: is `eventpipe up`, or another eventpipe command, "
+    "running on it? Its own error, if any, is the line before"
+)
 
 
 def connect(dsn: str, timeout_s: int = 60) -> Client:
@@ -38,9 +42,15 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
         raise ConfigError(f"ClickHouse DSN: {found}")
     dsn = dsn.strip()
     scheme = urlsplit(dsn).scheme
+    if scheme == "chdb":
+        try:
+            with classified():
+                return clickhouse_connect.get_client(dsn=dsn, chdb_options=engine_options(dsn))
+        except StorageError as exc:
+            # The engine's cause goes to stderr alone: its error says "Error initializing EmbeddedServer: ."
+            # for a store another process holds, which a chdb:// DSN into a running `up` met.
+            raise type(exc)(f"{exc} ({ONE_PROCESS})") from exc
     with classified():
-        if scheme == "chdb":
-            return clickhouse_connect.get_client(dsn=dsn, chdb_options=engine_options(dsn))
         # No server session: each insert and query stands alone, so concurrent
         # calls never trip over a locked session and read-only users work.
         # The interface from the scheme: the driver takes TLS from the port alone (443, 8443), and sent an
