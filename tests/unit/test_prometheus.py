@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
 import pytest
 import yaml
 
-from eventpipe.port import address
+from eventpipe.port import address, free_port
 from eventpipe.stack.child import find_binary
 from eventpipe.stack.prometheus import Prometheus, render_config
 from eventpipe.telemetry.exporter import API_PATH, BROKER_PATH
@@ -69,3 +70,17 @@ def test_a_taken_port_is_reported_naming_the_flag_and_the_variable(tmp_path: Pat
         why = Prometheus(port, tmp_path, "127.0.0.1:1", tmp_path / "rules").start()
     assert why is not None and f"port {port} is already in use" in why
     assert "--prometheus-port" in why and "EVENTPIPE_PROMETHEUS_PORT" in why and "0 for no Prometheus" in why
+
+
+@pytest.mark.skipif(find_binary("prometheus") is None, reason="needs prometheus on PATH (apt-get install prometheus)")
+def test_a_missing_rules_folder_is_warned_about_naming_the_variable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # EVENTPIPE_PROMETHEUS_RULES_DIR misspelt as a path: the warning named the folder, not what sets it.
+    prometheus = Prometheus(free_port(), tmp_path / "prometheus", "127.0.0.1:1", tmp_path / "none")
+    try:
+        with caplog.at_level(logging.WARNING, logger="eventpipe"):
+            prometheus.start()
+    finally:
+        prometheus.stop()
+    assert f"no rules directory at {tmp_path / 'none'} (EVENTPIPE_PROMETHEUS_RULES_DIR)" in caplog.text

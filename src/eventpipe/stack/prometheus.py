@@ -109,7 +109,9 @@ class Prometheus:
                 "with a free port, or 0 for no Prometheus"
             )
         if not self._rules.is_dir():
-            log.warning("no rules directory at %s: Prometheus runs without rules", self._rules)
+            log.warning(
+                "no rules directory at %s (EVENTPIPE_PROMETHEUS_RULES_DIR): Prometheus runs without rules", self._rules
+            )
         config = self.directory / "prometheus.yml"
         try:
             (self.directory / "data").mkdir(parents=True, exist_ok=True)
