@@ -210,3 +210,17 @@ def test_restore_onto_a_server_never_prints_its_password() -> None:
         assert done.returncode == 2
         assert "s3cret" not in done.stdout + done.stderr, done.stderr
         assert "percent-encode" in done.stderr, done.stderr
+
+
+def test_restore_without_options_on_no_data_dir_says_where_that_dir_came_from(tmp_path: Path) -> None:
+    # It said "... is no directory: give the --data-dir of `eventpipe up`" of a folder the user never named.
+    outside = {key: value for key, value in os.environ.items() if not key.startswith("EVENTPIPE_")}
+    missing = tmp_path / "missing"
+    done = run_eventpipe("restore", "--backup", UNKNOWN, env={**outside, "EVENTPIPE_DATA_DIR": str(missing)})
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = done.stderr.strip().splitlines()[-1]
+    assert said.startswith(f"eventpipe restore: error: {missing} (EVENTPIPE_DATA_DIR, else ./.eventpipe"), said
+    assert "EVENTPIPE_CLICKHOUSE_DSN is not set" in said and "--data-dir" in said, said
+    done = run_eventpipe("restore", "--data-dir", str(missing), "--backup", UNKNOWN, env=outside)
+    assert done.stderr.strip().endswith(f"{missing} is no directory: give the --data-dir of `eventpipe up`")
+    assert not missing.exists()

@@ -49,7 +49,14 @@ def run_restore(args: argparse.Namespace) -> int:
         setting = " (--clickhouse-dsn)" if args.clickhouse_dsn else " (EVENTPIPE_CLICKHOUSE_DSN)"
     else:
         if not data_dir.is_dir():
-            raise ConfigError(f"{data_dir.resolve()} is no directory: give the --data-dir of `eventpipe up`")
+            # Without options the data dir is EVENTPIPE_DATA_DIR's or ./.eventpipe, which the user never named.
+            came = (
+                ""
+                if args.data_dir
+                else " (EVENTPIPE_DATA_DIR, else ./.eventpipe: no --data-dir or --clickhouse-dsn was given, "
+                "and EVENTPIPE_CLICKHOUSE_DSN is not set)"
+            )
+            raise ConfigError(f"{data_dir.resolve()}{came} is no directory: give the --data-dir of `eventpipe up`")
         # Held through the restore, so that no `up` starts on a half-restored store.
         lock = stopped(data_dir, "then restore", "restore")
         private_store(data_dir)
