@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -678,16 +679,43 @@ def test_a_data_dir_the_engine_cannot_name_is_refused_before_anything_is_made_or
     assert not data_dir.exists()
 
 
-def test_a_chdb_dsn_into_a_running_up_s_store_is_refused_saying_one_process_may_open_it(
-    tmp_path: Path, stacks: list[Up]
+def test_a_chdb_dsn_whose_store_another_process_holds_is_refused_saying_one_process_may_open_it(
+    tmp_path: Path,
 ) -> None:
-    # The data dir's lock refuses `migrate` there; a DSN naming the same store bypassed it, and the error
-    # ended in the engine's "Error initializing EmbeddedServer: . (BAD_ARGUMENTS)".
-    first = start(stacks, tmp_path / "data")
-    env = {**os.environ, "EVENTPIPE_CLICKHOUSE_DSN": f"chdb://{(first.data_dir / 'clickhouse').resolve()}"}
-    done = run_eventpipe("migrate", env=env, timeout=60)
+    # The error ended in the engine's "Error initializing EmbeddedServer: . (BAD_ARGUMENTS)", its cause only on
+    # the engine's own stderr line.
+    dsn = f"chdb://{tmp_path / 'store'}"
+    opener = (
+        "import sys, time\nfrom eventpipe.store.client import connect\n"
+        "client = connect(sys.argv[1])\nclient.command('SELECT 1')\nprint('open', flush=True)\ntime.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", opener, dsn], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        done = run_eventpipe("migrate", env={**os.environ, "EVENTPIPE_CLICKHOUSE_DSN": dsn}, timeout=60)
+    finally:
+        holder.kill()
+        holder.wait(10)
     assert done.returncode == 2, done.stdout + done.stderr
     said = done.stderr.strip().splitlines()[-1]
     assert "(EVENTPIPE_CLICKHOUSE_DSN)" in said and "one process at a time may open an embedded store" in said, said
     assert "Traceback" not in done.stderr
+
+
+def test_a_chdb_dsn_naming_a_running_up_s_store_is_refused_by_its_data_dir_s_lock(
+    tmp_path: Path, stacks: list[Up]
+) -> None:
+    # The data dir's lock refused these only when EVENTPIPE_DATA_DIR named the same dir: a DSN into another
+    # data dir's store met the engine's lock, an error that named neither `eventpipe up` nor its pid.
+    first = start(stacks, tmp_path / "data")
+    dsn = f"chdb://{(first.data_dir / 'clickhouse').resolve()}"
+    env = {**os.environ, "EVENTPIPE_CLICKHOUSE_DSN": dsn, "EVENTPIPE_DATA_DIR": str(tmp_path / "other")}
+    held = f"{first.data_dir.resolve()} is in use by `eventpipe up` (pid {first.process.pid}): stop it"
+    for args in (["migrate"], ["restore", "--backup", "20990101T000000Z-abcdef"]):
+        done = run_eventpipe(*args, env=env, timeout=60)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert held in done.stderr, done.stderr
+    done = run_eventpipe("restore", "--clickhouse-dsn", dsn, "--backup", "20990101T000000Z-abcdef", timeout=60)
+    assert done.returncode == 2 and held in done.stderr, done.stderr
+    assert not (tmp_path / "other").exists()
     assert first.stop() == 0

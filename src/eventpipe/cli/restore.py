@@ -16,7 +16,7 @@ from eventpipe.errors import BackupError, ConfigError, StorageError
 from eventpipe.process import interrupted_by
 from eventpipe.redaction import redact
 from eventpipe.stack.credential import kept_secret
-from eventpipe.stack.lock import stopped
+from eventpipe.stack.lock import data_dir_of, stopped
 from eventpipe.stack.permission import private_store
 from eventpipe.stack.secret import ERASURE_KEY_FILE
 from eventpipe.store.backup import Backups, Restored
@@ -47,6 +47,8 @@ def run_restore(args: argparse.Namespace) -> int:
     if data_dir is None:
         dsn, where = server, redact(server)
         setting = " (--clickhouse-dsn)" if args.clickhouse_dsn else " (EVENTPIPE_CLICKHOUSE_DSN)"
+        if (kept := data_dir_of(dsn)) is not None:
+            lock = stopped(kept, "then restore", "restore")  # the store of an `up` data dir, named by its DSN
     else:
         if not data_dir.is_dir():
             # Without options the data dir is EVENTPIPE_DATA_DIR's or ./.eventpipe, which the user never named.

@@ -19,7 +19,7 @@ from eventpipe.port import address
 from eventpipe.process import raise_file_limit
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.redaction import redact
-from eventpipe.stack.lock import alone
+from eventpipe.stack.lock import alone, data_dir_of
 from eventpipe.store.client import connect, reaching
 from eventpipe.store.database import create_database
 from eventpipe.store.dsn import embedded, embedded_dsn
@@ -36,7 +36,8 @@ def _own_store(settings: Settings, then: str, holder: str) -> contextlib.Abstrac
     the engine's lock error, blamed on EVENTPIPE_CLICKHOUSE_DSN, which was not set. Another store needs none."""
     dsn = settings.clickhouse_dsn
     if dsn and not (embedded(dsn) and dsn == embedded_dsn(settings.data_dir)):
-        return contextlib.nullcontext()
+        kept = data_dir_of(dsn)
+        return contextlib.nullcontext() if kept is None else alone(kept, "EVENTPIPE_CLICKHOUSE_DSN", then, holder)
     return alone(settings.data_dir, "EVENTPIPE_DATA_DIR", then, holder)
 
 

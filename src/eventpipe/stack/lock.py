@@ -12,6 +12,8 @@ from typing import TextIO
 
 from eventpipe.errors import ConfigError
 from eventpipe.process import running_since
+from eventpipe.store.client import embedded_path
+from eventpipe.store.dsn import EMBEDDED_STORE
 
 log = logging.getLogger(__name__)
 FILE_NAME = ".lock"
@@ -31,6 +33,16 @@ HOLDERS = {
 }
 # A holder's line is a name, a pid and a start: more is no line of ours.
 MOST_READ = 64
+
+
+def data_dir_of(dsn: str) -> Path | None:
+    """The data dir that `eventpipe up` has used whose store a chdb:// DSN names (its lock file is there), else
+    None: a command given that DSN takes the dir's lock, or it met the engine's own lock beside a running `up`,
+    an error that named no one."""
+    path = embedded_path(dsn)
+    if path is not None and path.name == EMBEDDED_STORE and (path.parent / FILE_NAME).is_file():
+        return path.parent
+    return None
 
 
 def made(data_dir: Path, setting: str) -> None:

@@ -102,17 +102,23 @@ def _raise_late_failures(client: HttpClient) -> None:
     setattr(backend, "request", checked)  # noqa: B010 - a method, replaced on this client only
 
 
-def backup_dir(dsn: str) -> Path | None:
-    """Where the embedded engine of a chdb:// DSN keeps its backups: `backups/` beside its directory,
-    so `<data dir>/backups` for `eventpipe up`'s `<data dir>/clickhouse`. None for a server or memory."""
-    parts = urlsplit(dsn)
+def embedded_path(dsn: str) -> Path | None:
+    """The directory of the embedded engine a chdb:// DSN names, links resolved; None for a server or memory."""
+    parts = urlsplit(dsn.strip())
     if parts.scheme != "chdb":
         return None
     # Read as clickhouse-connect reads it: chdb://memory/db names a location, chdb:///abs/path a path.
     location = parts.netloc.rpartition("@")[2] if parts.netloc else parts.path
     if location in ("", "memory", ":memory:"):
         return None
-    return Path(os.path.realpath(location)).parent / BACKUP_DISK
+    return Path(os.path.realpath(location))
+
+
+def backup_dir(dsn: str) -> Path | None:
+    """Where the embedded engine of a chdb:// DSN keeps its backups: `backups/` beside its directory,
+    so `<data dir>/backups` for `eventpipe up`'s `<data dir>/clickhouse`. None for a server or memory."""
+    path = embedded_path(dsn)
+    return None if path is None else path.parent / BACKUP_DISK
 
 
 def engine_options(dsn: str) -> dict[str, str]:
