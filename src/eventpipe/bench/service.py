@@ -70,15 +70,3 @@ def up(data_dir: Path, key: str, window: int) -> tuple[Service, int, int]:
         service.stop()
         raise
     return service, mqtt_port, api_port
-
-
-def api(dsn: str, key: str, log: Path) -> tuple[Service, int]:
-    """`eventpipe api` on a free port over `dsn`; returns it and its port."""
-    port = free_port()
-    env = {
-        "EVENTPIPE_CLICKHOUSE_DSN": dsn,
-        "EVENTPIPE_API_KEYS": key,
-        "EVENTPIPE_API_PORT": str(port),
-        "EVENTPIPE_METRICS_PORT": "0",  # any free one: nothing here scrapes it
-    }
-    return Service(["api"], env, log), port
