@@ -5,7 +5,8 @@ what it signs, with the same key) around: a version byte, the filters' 8-byte
 scope, the epoch's lo and hi block numbers (hi 0 between epochs), its two
 complete_until instants in milliseconds, the store's generation (its newest
 restore's id; not in tokens of version 0x46, read as 0), and, inside an epoch, the last key
-served: time, event type (length-prefixed) and id as UTF-8. A client holds its
+served: time, event type (length-prefixed) and id as UTF-8; or, where a page ran out of time
+between two windows, that time with an empty type and id (store.query.Key.resume). A client holds its
 whole place, so any API process with the same key (EVENTPIPE_CURSOR_SECRET)
 continues it, and a forged or damaged token is refused before it reaches SQL.
 """
@@ -89,9 +90,11 @@ class Bookmarks:
             raise _invalid() from None
         if len(rest) < _KEY.size + type_bytes or not 0 <= time_ms < LATEST_MS:
             raise _invalid()
-        if not (0 < len(kind) <= MAX_TYPE_CHARS and 0 < len(event_id) <= MAX_ID_CHARS):
+        key = Key(time_ms, kind, event_id)
+        # Or no event's key, where a page ran out of time between two windows (Key.resume).
+        if not (key.resumes or (0 < len(kind) <= MAX_TYPE_CHARS and 0 < len(event_id) <= MAX_ID_CHARS)):
             raise _invalid()
-        return Place(lo, hi, served_ms, epoch_ms, Key(time_ms, kind, event_id), generation)
+        return Place(lo, hi, served_ms, epoch_ms, key, generation)
 
 
 def _invalid() -> ApiError:

@@ -26,9 +26,11 @@ DESCRIPTION = """\
 For clients that keep a copy of the events. Start without `after`, then pass each answer's `next`
 as `after`, for ever: once caught up, poll with the last `next` (an empty page still has one).
 Caught up means an empty page: a page can hold fewer than `limit` events while more follow (it
-ends with its epoch, below). The one exception: four or more pages' worth of events that serve
+ends with its epoch, below). Two exceptions: four or more pages' worth of events that serve
 nothing (copies of events already served, as a producer re-sending an old batch makes, or events
-whose first copy the filter refuses) ahead of new ones make an empty page; the next poll goes on.
+whose first copy the filter refuses) ahead of new ones make an empty page; and so does a `where` that
+keeps few events, when a page has read for `EVENTPIPE_API_QUERY_TIMEOUT_S` without finding one. The
+next poll goes on from there.
 
 **Guarantee.** A client that follows `next` from the first page receives every stored event exactly
 once: events stored late, events whose own `timestamp` is old, events stored at the same time by
@@ -81,7 +83,8 @@ class FeedPage(BaseModel):
 
 def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
     api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(*KEYED))
-    feed, bookmarks = Feed(reader.run), Bookmarks(cursors)
+    # A page reads windows for about as long as a read a client can narrow may run, then answers what it has.
+    feed, bookmarks = Feed(reader.run, reader.timeout_s), Bookmarks(cursors)
 
     @api.get("/feed", tags=["events"], summary=SUMMARY, description=DESCRIPTION, response_model=FeedPage)
     def arrivals(

@@ -31,6 +31,7 @@ received before that instant was committed before the mark, so below hi.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -53,6 +54,12 @@ Run = Callable[[Query], list[tuple[object, ...]]]
 WINDOW_PAGES = 2
 WINDOW_ROWS = 20_000
 WINDOW_GROWTH = 16
+# The widest window (estimated rows): a filter that keeps nothing made one page read the whole epoch, the
+# whole store for a new client, in windows ending in one of tens of millions of rows, and no bound cut it
+# (10.3M events, 20 property conditions: 10.8 s, where /events gave 422 after its 10 s; minutes at 100M).
+# Windows this wide cost one query each (5 to 10 ms) beside reading their rows, and let a page stop soon
+# after its time is spent (Feed's budget_s).
+MAX_WINDOW_ROWS = 1_000_000
 # Rounds of candidates read for one page before it is answered empty while its epoch goes on.
 EMPTY_ROUNDS = 4
 
@@ -108,22 +115,29 @@ class Part(NamedTuple):
 
 
 class Feed:
-    """Pages of the arrival feed, read through `run` (a Reader's)."""
+    """Pages of the arrival feed, read through `run` (a Reader's). `budget_s`: how long a page reads
+    windows of candidates before it answers with those found so far (none, when the filter kept none),
+    its place then at the end of the last window read, so the next page goes on from there; None: no
+    bound. Not a cut: each page moves on, so even a filter that keeps nothing reaches the end."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, budget_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._run = run
+        self._budget_s = budget_s
+        self._clock = clock
 
     def page(self, where: EventFilter, limit: int, place: Place, max_bytes: int = PAGE_BYTES) -> FeedPage:
         """Up to `limit` events after `place` that `where` admits, whose JSON fits in `max_bytes` (at least one)."""
-        answer = self._epoch_page(where, limit, place, max_bytes)
+        # One budget for the page, also when it goes on into the next epoch.
+        ends = None if self._budget_s is None else self._clock() + self._budget_s
+        answer = self._epoch_page(where, limit, place, max_bytes, ends)
         if not answer.rows and place.hi is not None and answer.next.hi is None:
             # An epoch begun by an earlier page ran out here: its last page was exactly full, or what was
             # left served nothing (copies). Empty, this page would tell the client it is caught up while
             # what was committed since waits in the next epoch: that one is begun and read now.
-            return self._epoch_page(where, limit, answer.next, max_bytes)
+            return self._epoch_page(where, limit, answer.next, max_bytes, ends)
         return answer
 
-    def _epoch_page(self, where: EventFilter, limit: int, place: Place, max_bytes: int) -> FeedPage:
+    def _epoch_page(self, where: EventFilter, limit: int, place: Place, max_bytes: int, ends: float | None) -> FeedPage:
         """A page of the epoch `place` is in, or of a new one begun after `place.lo` when it is between."""
         # An epoch's complete_until is read before its hi (the parts), as _begin says.
         before = complete_before(self._run(MARKS_QUERY)[0]) if place.hi is None else None
@@ -156,9 +170,13 @@ class Feed:
         # or fail the filter where their first copy does not: an empty page, which tells a client it is
         # caught up. So a few rounds are read before one is answered empty.
         for _ in range(EMPTY_ROUNDS):
-            sizes = self._sizes(where, place, spans, since_ms, limit, prune)
+            sizes, resume_ms = self._sizes(where, place, spans, since_ms, limit, prune, ends)
             if not sizes:
-                return self._finish(place, [])
+                if resume_ms is None:
+                    return self._finish(place, [])
+                # Out of time with nothing found before resume_ms: an empty page that is not the end (as
+                # after EMPTY_ROUNDS), its place past every row before resume_ms (the resume mark, Key.resume).
+                return FeedPage([], place._replace(after=Key.resume(resume_ms)), place.served_before_ms)
             kept = _fitting([int(str(row[-1])) for row in sizes], max_bytes)
             # The last kept candidate's key, read or not: an event erased between the two reads is passed over.
             time_ms, event_type, event_id, _size = sizes[kept - 1]
@@ -170,18 +188,26 @@ class Feed:
                 # The cut fell between copies of one event, and the copy served (its first) is larger than
                 # the one counted: ties in key order come in no set order. The rest comes next page.
                 return FeedPage(events, place._replace(after=Key.of(events[-1])), place.served_before_ms)
-            if len(sizes) < limit and kept == len(sizes):
+            if len(sizes) < limit and kept == len(sizes) and resume_ms is None:
                 return self._finish(place, events)
             place = place._replace(after=through)
-            if events:
+            if events or resume_ms is not None:
                 break
         return FeedPage(events, place, place.served_before_ms)
 
     def _sizes(
-        self, where: EventFilter, place: Place, spans: list[Span], since_ms: int, limit: int, prune: bool
-    ) -> list[tuple[object, ...]]:
+        self,
+        where: EventFilter,
+        place: Place,
+        spans: list[Span],
+        since_ms: int,
+        limit: int,
+        prune: bool,
+        ends: float | None,
+    ) -> tuple[list[tuple[object, ...]], int | None]:
         """The first `limit` candidates after the place (key and size), fewer only when the epoch has
-        no more. Read window by window of time: in the sort key's order a query reads a granule of
+        no more, or when the clock passed `ends`: then also the time every row before which was read
+        (else None). Read window by window of time: in the sort key's order a query reads a granule of
         every part it may take rows from before LIMIT stops it, so one over the whole epoch read
         every part of the store for a new client's first page (37.5 ms at 100M, 10.7 in a window)."""
         start = max(since_ms, place.after.time_ms) if place.after else since_ms
@@ -191,10 +217,13 @@ class Feed:
             end = Windows(spans, reach).end(start)
             rows += self._run(candidates(where, place, start, limit - len(rows), prune, end))
             if len(rows) >= limit or end is None:
-                return rows
+                return rows, None
+            if ends is not None and self._clock() >= ends:
+                return rows, end
             # Every row before `end` was read: the next window starts there, much wider in case the
-            # filter keeps few rows, so one that keeps none crosses 100M rows in five windows.
-            start, place, reach = end, place._replace(after=None), reach * WINDOW_GROWTH
+            # filter keeps few rows, up to MAX_WINDOW_ROWS.
+            start, place = end, place._replace(after=None)
+            reach = min(reach * WINDOW_GROWTH, max(MAX_WINDOW_ROWS, reach))
 
     def _begin(self, place: Place, parts: list[Part], before: int) -> Place:
         """Start the epoch after `lo`: its complete_until from the marks (`before`), then its hi from

@@ -107,6 +107,16 @@ class Key(NamedTuple):
     def of(cls, event: Event) -> Key:
         return cls(event.timestamp_ms, event.event_type, event.event_id)
 
+    @classmethod
+    def resume(cls, time_ms: int) -> Key:
+        """The key just before every event of `time_ms`: no stored event has an empty type, so the rows
+        after it are those from `time_ms` on (a feed page out of time at a window's end, store.feed)."""
+        return cls(time_ms, "", "")
+
+    @property
+    def resumes(self) -> bool:
+        return self.event_type == "" and self.event_id == ""
+
 
 def after_key(conditions: list[str], parameters: dict[str, object], after: Key | None) -> None:
     """Rows after `after` in sort-key order (the export's and the feed's walks). The plain bound on

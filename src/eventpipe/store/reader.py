@@ -108,6 +108,12 @@ class Reader:
         self._rollup = Rollup(self.run)
 
     @property
+    def timeout_s(self) -> float | None:
+        """The bound of a read a client can narrow (EVENTPIPE_API_QUERY_TIMEOUT_S), None for none: the feed
+        spends about as long on one page's windows before it answers with what it has read (store.feed)."""
+        return self._settings["max_execution_time"] if self._settings else None
+
+    @property
     def clients_made(self) -> int:
         """Clients of the store this reader has made for its reads (store.pool), its first included."""
         return self._pool.made
