@@ -643,3 +643,28 @@ def test_a_client_that_leaves_while_a_sparse_page_is_read_stops_the_walk_and_fre
         time.sleep(1)
         assert reader.exports == settled, "the walk went on after its client left"
         wait_until(lambda: shares_free(api), timeout=3, what="the export's slot to be given back")
+
+
+def test_a_client_that_leaves_before_the_first_page_is_found_stops_the_walk_and_frees_its_slot(
+    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first page is read before the answer starts, where no disconnect was heard: a filter that keeps
+    # nothing read every window of the store for a client gone at once (10.3M events, 20 property
+    # conditions: each abandoned export held its slot and its key's lane for 11 s; minutes at 100M).
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    Writer(client).insert_events([event("events/t", {"event_id": f"t{i}"}, MARCH_MS + i) for i in range(20_000)])
+    monkeypatch.setattr(export_api, "Export", functools.partial(Export, window_rows=100))  # 200 windows
+    reader = Sparse(connect(clickhouse_dsn))
+    with served(reader) as server, httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as api:
+        with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=server.url, headers=AUTH, timeout=0.5) as gone:
+            gone.get("/export", params={"event_type": "no-such-type"})
+        wait_until(lambda: _settled(reader), timeout=3, what="the walk to stop after its client left")
+        assert reader.exports < 100, f"{reader.exports} window queries: the walk went on after its client left"
+        wait_until(lambda: shares_free(api), timeout=3, what="the export's slot to be given back")
+
+
+def _settled(reader: Counting) -> bool:
+    before = reader.exports
+    time.sleep(0.3)
+    return reader.exports == before

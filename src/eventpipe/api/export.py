@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from eventpipe.api.auth import Granted, KeyCheck
 from eventpipe.api.error import KEYED, ApiError, responses
 from eventpipe.api.filter import Where, conditions
+from eventpipe.api.hangup import Hangup
 from eventpipe.api.model import EXAMPLE_EVENT, event_text, rfc3339
 from eventpipe.api.param import EventType, Since, Until, UserId, only_known, text, window
 from eventpipe.api.slot import Slots
@@ -174,8 +175,10 @@ def router(reader: Reader, keys: KeyCheck, running: Slots) -> APIRouter:
         try:
             pages = export.pages(grant.narrow(only), stopped=stopped)
             # The first page is read before the answer starts, so a ClickHouse that
-            # does not answer gets its 503 (or 500) as on any route.
-            first = next(pages, [])
+            # does not answer gets its 503 (or 500) as on any route; a client that leaves
+            # meanwhile stops the walk at its next window (api.hangup).
+            with Hangup(request.receive, stopped):
+                first = next(pages, [])
         except BaseException:
             give_back()
             raise
