@@ -13,6 +13,7 @@ import pytest
 import yaml
 from fastapi import FastAPI
 
+from eventpipe.api import export, flight
 from eventpipe.api.backlog import Backlog
 from eventpipe.api.certificate import Certificate
 from eventpipe.api.metrics import closed_connections, instrument
@@ -252,6 +253,8 @@ def exported_metrics() -> set[str]:
     closed_connections(registry)  # the API server's (api.server)
     registry.register(Backlog(dict))  # the API's dead letters by status
     registry.register(Certificate(None))  # the API's certificate's end (no sample without one)
+    registry.register(flight.seats())  # the API's requests running, by key
+    registry.register(export.slots())  # its exports running, by key
     names = set()
     for family in registry.collect():
         names |= {sample.name for sample in family.samples}
@@ -280,6 +283,34 @@ def test_dashboards_read_only_metrics_the_code_exports() -> None:
             used |= referenced_metrics(expr)
     unknown = used - exported_metrics()
     assert not unknown, f"no such metric in eventpipe: {sorted(unknown)}"
+
+
+QUERIES = [(path.name, query) for path in obs.QUERY_DOCS for query in obs.doc_queries(path)]
+
+
+def test_the_docs_queries_read_only_metrics_the_code_exports_and_rules_that_exist() -> None:
+    # An operator pastes them into Prometheus while paged: a query of a renamed metric answers nothing, which
+    # reads as "all is well".
+    assert len([doc for doc, _query in QUERIES if doc == "runbooks.md"]) >= 30, QUERIES
+    exported, recorded = exported_metrics(), {rule["record"] for rule in obs.recording_rules()}
+    for doc, query in QUERIES:
+        unknown = referenced_metrics(query) - exported
+        assert not unknown, f"{doc}: {query!r} reads no such metric: {sorted(unknown)}"
+        rules = set(re.findall(r"\b[a-z_]+:[a-z_0-9]+:[a-z_0-9]+\b", query))
+        assert rules <= recorded, f"{doc}: {query!r} reads no such recording rule: {sorted(rules - recorded)}"
+
+
+@pytest.mark.parametrize("major", [2, 3])
+def test_the_runbooks_queries_parse(major: int, tmp_path: Path) -> None:
+    # promtool parses each one as a recording rule's expression: a query that does not parse is found here,
+    # not by an operator at 3 a.m. (The other docs write `metric{label}` for a metric's labels, not to paste.)
+    queries = obs.doc_queries(obs.RUNBOOKS)
+    rules = [{"record": f"runbook:query:{index}", "expr": query} for index, query in enumerate(queries)]
+    path = tmp_path / "queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "runbooks", "rules": rules}]}))
+    command = [obs.promtool(major), "check", "rules", str(path)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_dashboards_read_only_recording_rules_that_exist() -> None:

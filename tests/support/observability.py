@@ -21,6 +21,7 @@ RULE_TESTS = REPO / "prometheus" / "tests"
 DASHBOARDS = REPO / "grafana" / "dashboards"
 PROVISIONING = REPO / "grafana" / "provisioning"
 RUNBOOKS = REPO / "docs" / "runbooks.md"
+README = REPO / "README.md"
 ALERTMANAGER = REPO / "alertmanager"
 
 # Metrics of the dependencies: their panels are empty where the dependency does not run (the native stack).
@@ -107,6 +108,30 @@ def runbook_anchors() -> dict[str, str]:
     """Anchor -> heading text, for every level-2 heading of docs/runbooks.md."""
     headings = re.findall(r"(?m)^## (.+)$", RUNBOOKS.read_text())
     return {slug(heading): heading for heading in headings}
+
+
+# A metric (eventpipe's, the client library's process_ and python_) or a recording rule (level:metric:operations).
+_METRIC_OR_RULE = re.compile(r"(?<![:\w])(?:eventpipe|process|python)_\w+(?![\w:'])|\b\w+:eventpipe_\w+:\w+\b")
+# What makes a span a query rather than a name in prose (`eventpipe_api` is also a ClickHouse user): a selector,
+# a call, a range, a comparison, or a recording rule's name.
+_EXPRESSION = re.compile(r"[(){}\[\]<>=:]")
+# The docs' other code: ClickHouse's SQL (which names its users eventpipe_api, ...), shell lines, and names
+# with a placeholder (the scratch database eventpipe_backup_<hex>).
+_NOT_PROMQL = re.compile(r"\b(?:SELECT|FROM|DROP|curl|docker|eventpipe [a-z])\b|<\w+>")
+# Where an operator is given queries to paste.
+QUERY_DOCS = [RUNBOOKS, *(REPO / "docs" / name for name in ("operations.md", "slos.md", "architecture.md")), README]
+
+
+def doc_queries(path: Path) -> list[str]:
+    """The PromQL the Markdown file `path` gives an operator to paste: every inline code span, joined across
+    its line breaks, that is a query naming a metric or a recording rule."""
+    text = re.sub(r"(?ms)^```.*?^```", "", path.read_text())
+    spans = (" ".join(span.split()) for span in re.findall(r"`([^`]+)`", text))
+    return [
+        span
+        for span in spans
+        if _METRIC_OR_RULE.search(span) and _EXPRESSION.search(span) and not _NOT_PROMQL.search(span)
+    ]
 
 
 @cache
