@@ -3,6 +3,7 @@ writers commit at once: late events, old timestamps, redeliveries and re-sends i
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import random
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from eventpipe.errors import RetryableStorageError
 from eventpipe.events import Event
+from eventpipe.events.condition import parse_condition
 from eventpipe.ingest.clock import Clock
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.worker import Worker
@@ -24,9 +26,10 @@ from eventpipe.store import feed as feed_module
 from eventpipe.store.client import connect
 from eventpipe.store.feed import Feed, FeedPage, Place
 from eventpipe.store.migration import MIGRATIONS, migrate
-from eventpipe.store.query import EVENT_BYTES, EventFilter, Query
+from eventpipe.store.query import EVENT_BYTES, PAGE_BYTES, EventFilter, Query
 from eventpipe.store.reader import Reader
 from eventpipe.store.retention import apply_retention
+from eventpipe.store.window import Windows
 from eventpipe.store.writer import Writer
 from tests.support.faults import FaultyWriter
 from tests.support.mqtt import publish_raw
@@ -59,14 +62,14 @@ def highest_block(client: clickhouse_connect.driver.Client) -> int:
 class Follower:
     """A client of the feed: follows `next` for ever, as the docs tell a sync to."""
 
-    def __init__(self, feed: Feed, limit: int, where: EventFilter | None = None) -> None:
-        self.feed, self.limit, self.where = feed, limit, where or EventFilter()
+    def __init__(self, feed: Feed, limit: int, where: EventFilter | None = None, max_bytes: int = PAGE_BYTES) -> None:
+        self.feed, self.limit, self.where, self.max_bytes = feed, limit, where or EventFilter(), max_bytes
         self.place = Place()
         self.served: list[Ident] = []
         self.pages: list[FeedPage] = []
 
     def poll(self) -> FeedPage:
-        page = self.feed.page(self.where, self.limit, self.place)
+        page = self.feed.page(self.where, self.limit, self.place, self.max_bytes)
         self.served += [ident(event) for event in page.rows]
         self.pages.append(page)
         self.place = page.next
@@ -534,6 +537,85 @@ def test_a_page_reads_windows_for_its_budget_only_and_the_next_goes_on_from_ther
     everything.catch_up(highest_block(client))
     assert len(everything.served) == len(set(everything.served)) == 5 * 601
     assert everything.served == sorted(everything.served)
+
+
+def first_copies_where(client: clickhouse_connect.driver.Client, v: int) -> set[Ident]:
+    """The events whose first copy (lowest number in `arrivals`) has properties.v = `v`: what a feed
+    filtered on it serves, whatever the later copies hold."""
+    sql = (
+        "SELECT toUnixTimestamp64Milli(timestamp), event_type, event_id, argMin(properties, _block_number)"
+        " FROM arrivals GROUP BY timestamp, event_type, event_id"
+    )
+    rows = client.query(sql).result_rows
+    return {(int(t), str(kind), str(i)) for t, kind, i, properties in rows if json.loads(properties)["v"] == v}
+
+
+def test_pages_that_all_run_out_of_time_serve_every_event_once_across_epochs_copies_and_byte_cuts(
+    client: clickhouse_connect.driver.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every page out of time after its first window: its next is a resume key (a time, no type nor id) or
+    # the last candidate read, and the following page starts there. Events share milliseconds and windows
+    # end on them, some are stamped months back, copies come in the same batch and in later ones
+    # (re-sent before or after the first was served, with other properties), and several epochs begin while
+    # the clients follow; a byte bound cuts pages, a filter that the first copy and a later one answer
+    # differently keeps the event by its first. Each client must get each of its events once.
+    monkeypatch.setattr(feed_module, "WINDOW_ROWS", 4)
+    monkeypatch.setattr(feed_module, "WINDOW_GROWTH", 2)
+    monkeypatch.setattr(feed_module, "MAX_WINDOW_ROWS", 16)
+    times: list[int] = []  # every stored event's time, in order
+
+    class AtRows(Windows):
+        """Windows that end where events are: those at a window's end come in the next one."""
+
+        def end(self, start: int) -> int | None:
+            end = super().end(start)
+            at = bisect.bisect_left(times, end) if end is not None else len(times)
+            return times[at] if at < len(times) else end
+
+    monkeypatch.setattr(feed_module, "Windows", AtRows)
+    rng, now, writer = random.Random(7), time.time_ns() // 1_000_000, Writer(client)
+    v1 = EventFilter(where=(parse_condition("properties.v=1"),))
+    followers = [
+        Follower(Feed(Reader(client).run, budget_s=0.5, clock=Ticks()), limit, where, max_bytes)
+        for limit, where, max_bytes in ((2, None, PAGE_BYTES), (4, None, 700), (3, v1, 700))
+    ]
+    instants = [now - 10 * DAY_MS + rng.randrange(40) * 3_600_000 for _ in range(12)]
+    made: list[Event] = []
+    for batch in range(8):
+        received = now + batch * 10
+        # One in five stamped up to 400 days back, the rest on a dozen instants shared by many.
+        stamps = [now - rng.randrange(400) * DAY_MS if i % 5 == 0 else rng.choice(instants) for i in range(25)]
+        fresh = [
+            event(f"e{batch}-{i:02}", stamp, received, rng.choice(["click", "view"]))._replace(
+                properties=json.dumps({"v": rng.randrange(2), "pad": "x" * rng.choice([0, 300])})
+            )
+            for i, stamp in enumerate(stamps)
+        ]
+        again = [
+            copy._replace(received_ms=received, properties=json.dumps({"v": rng.randrange(2)}))
+            for copy in rng.sample(made, min(len(made), 10))
+        ]
+        # Copies in the event's own batch, the filter answering them otherwise: stored once, as the first.
+        flipped = [json.dumps({"v": 1 - json.loads(copy.properties)["v"]}) for copy in fresh[:4]]
+        in_batch = [copy._replace(properties=flip) for copy, flip in zip(fresh[:4], flipped, strict=True)]
+        mixed = [*fresh, *again, *in_batch]
+        rng.shuffle(mixed)
+        writer.insert_events(mixed)
+        made += fresh
+        times[:] = sorted({row.timestamp_ms for row in made})
+        if batch == 5:
+            client.command("OPTIMIZE TABLE arrivals FINAL")  # parts merged under the clients' places
+        for follower in followers:
+            for _ in range(rng.randrange(4)):
+                follower.poll()
+    top, everything, v_is_1 = highest_block(client), stored(client), first_copies_where(client, 1)
+    for follower in followers:
+        follower.catch_up(top)
+        counts = Counter(follower.served)
+        assert [key for key, n in counts.items() if n > 1] == [], "served twice"
+        assert set(counts) == (v_is_1 if follower.where.where else everything)
+        resumed = [page for page in follower.pages if page.next.after is not None and page.next.after.resumes]
+        assert resumed, "no page ended at a window's end"
 
 
 def ties_reversed(run: Callable[[Query], list[tuple[object, ...]]]) -> Callable[[Query], list[tuple[object, ...]]]:
