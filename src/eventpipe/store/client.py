@@ -103,8 +103,12 @@ def _raise_late_failures(client: HttpClient) -> None:
 
 
 def embedded_path(dsn: str) -> Path | None:
-    """The directory of the embedded engine a chdb:// DSN names, links resolved; None for a server or memory."""
-    parts = urlsplit(dsn.strip())
+    """The directory of the embedded engine a chdb:// DSN names, links resolved; None for a server, memory, or
+    a DSN that cannot be read (connect() refuses it without quoting it: urllib's error quotes its password)."""
+    try:
+        parts = urlsplit(dsn.strip())
+    except ValueError:
+        return None
     if parts.scheme != "chdb":
         return None
     # Read as clickhouse-connect reads it: chdb://memory/db names a location, chdb:///abs/path a path.
