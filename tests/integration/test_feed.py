@@ -398,6 +398,16 @@ def test_pages_of_any_size_serve_each_event_once_when_its_copies_straddle_a_page
     assert {limit: pages for limit, pages in served.items() if pages != served[10_000]} == {}
 
 
+def five_years(client: clickhouse_connect.driver.Client) -> None:
+    """Five years of 600 clicks and one purchase each (p0 to p4, mid-year), stored in one batch a year."""
+    now = time.time_ns() // 1_000_000
+    writer, year = Writer(client), 365 * DAY_MS
+    for n in range(5):
+        start = now - (5 - n) * year
+        clicks = [event(f"c{n}-{i:03}", start + i * year // 600, now) for i in range(600)]
+        writer.insert_events([*clicks, event(f"p{n}", start + year // 2, now, kind="purchase")])
+
+
 def test_a_rare_filter_over_many_windows_comes_in_pages_that_are_never_empty_until_caught_up(
     client: clickhouse_connect.driver.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -408,12 +418,7 @@ def test_a_rare_filter_over_many_windows_comes_in_pages_that_are_never_empty_unt
     # client it is caught up.
     monkeypatch.setattr(feed_module, "WINDOW_ROWS", 8)
     monkeypatch.setattr(feed_module, "WINDOW_GROWTH", 2)
-    now = time.time_ns() // 1_000_000
-    writer, year = Writer(client), 365 * DAY_MS
-    for n in range(5):
-        start = now - (5 - n) * year
-        clicks = [event(f"c{n}-{i:03}", start + i * year // 600, now) for i in range(600)]
-        writer.insert_events([*clicks, event(f"p{n}", start + year // 2, now, kind="purchase")])
+    five_years(client)
     follower = Follower(Feed(Reader(client).run), limit=2, where=EventFilter("purchase"))
     follower.catch_up(highest_block(client))
     assert [event_id for _t, _kind, event_id in follower.served] == [f"p{n}" for n in range(5)]
@@ -483,6 +488,13 @@ def test_past_its_rounds_an_empty_page_mid_epoch_moves_on_and_the_next_poll_skip
     assert [event_id for _t, _kind, event_id in follower.served[50:]] == [f"n{i:03}" for i in range(10)]
 
 
+def small_windows(monkeypatch: pytest.MonkeyPatch, first: int, most: int) -> None:
+    """Windows of `first` estimated rows, doubling up to `most`: a few hundred events span many."""
+    monkeypatch.setattr(feed_module, "WINDOW_ROWS", first)
+    monkeypatch.setattr(feed_module, "WINDOW_GROWTH", 2)
+    monkeypatch.setattr(feed_module, "MAX_WINDOW_ROWS", most)
+
+
 class Ticks:
     """A clock that moves one second at each reading: a page's budget of half a second is spent once
     its first window is read, whatever the machine's speed."""
@@ -502,15 +514,8 @@ def test_a_page_reads_windows_for_its_budget_only_and_the_next_goes_on_from_ther
     # client, with no bound: 10.8 s at 10.3M events for 20 property conditions, where /events answered 422
     # after its 10 s (minutes at 100M). Past its budget a page answers what it has, here nothing, and its
     # next goes on from the last window's end: no event skipped, none served twice, and the end reached.
-    monkeypatch.setattr(feed_module, "WINDOW_ROWS", 8)
-    monkeypatch.setattr(feed_module, "WINDOW_GROWTH", 2)
-    monkeypatch.setattr(feed_module, "MAX_WINDOW_ROWS", 64)
-    now = time.time_ns() // 1_000_000
-    writer, year = Writer(client), 365 * DAY_MS
-    for n in range(5):
-        start = now - (5 - n) * year
-        clicks = [event(f"c{n}-{i:03}", start + i * year // 600, now) for i in range(600)]
-        writer.insert_events([*clicks, event(f"p{n}", start + year // 2, now, kind="purchase")])
+    small_windows(monkeypatch, first=8, most=64)
+    five_years(client)
     windows: list[str] = []
 
     def counted(query: Query) -> list[tuple[object, ...]]:
@@ -559,9 +564,7 @@ def test_pages_that_all_run_out_of_time_serve_every_event_once_across_epochs_cop
     # (re-sent before or after the first was served, with other properties), and several epochs begin while
     # the clients follow; a byte bound cuts pages, a filter that the first copy and a later one answer
     # differently keeps the event by its first. Each client must get each of its events once.
-    monkeypatch.setattr(feed_module, "WINDOW_ROWS", 4)
-    monkeypatch.setattr(feed_module, "WINDOW_GROWTH", 2)
-    monkeypatch.setattr(feed_module, "MAX_WINDOW_ROWS", 16)
+    small_windows(monkeypatch, first=4, most=16)
     times: list[int] = []  # every stored event's time, in order
 
     class AtRows(Windows):
