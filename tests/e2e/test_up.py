@@ -719,3 +719,15 @@ def test_a_chdb_dsn_naming_a_running_up_s_store_is_refused_by_its_data_dir_s_loc
     assert done.returncode == 2 and held in done.stderr, done.stderr
     assert not (tmp_path / "other").exists()
     assert first.stop() == 0
+
+
+def test_a_chdb_dsn_the_engine_gives_its_own_cause_for_blames_no_other_process(tmp_path: Path) -> None:
+    # Every failure to open an embedded store ended in "one process at a time may open an embedded store: is
+    # `eventpipe up` ... running on it?", also a file where the store's folder goes, which no process holds.
+    taken = tmp_path / "store"
+    taken.write_text("not a folder")
+    done = run_eventpipe("migrate", env={**os.environ, "EVENTPIPE_CLICKHOUSE_DSN": f"chdb://{taken}"}, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = done.stderr.strip().splitlines()[0]  # the engine's stack trace follows
+    assert "(EVENTPIPE_CLICKHOUSE_DSN)" in said and "File exists" in said, said
+    assert "one process at a time" not in done.stderr, done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,9 @@ ONE_PROCESS = (
     "one process at a time may open an embedded store: is `eventpipe up`, or another eventpipe command, "
     "running on it? Its own error, if any, is the line before"
 )
+# How the engine says it could not start with no cause given, as for a store another process holds: a cause
+# it gives (a file where the store's folder goes, a folder not writable) is no other process's doing.
+UNTOLD = re.compile(r"Error initializing EmbeddedServer: \.(\s|$)")
 
 
 def connect(dsn: str, timeout_s: int = 60) -> Client:
@@ -49,6 +53,8 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
         except StorageError as exc:
             # The engine's cause goes to stderr alone: its error says "Error initializing EmbeddedServer: ."
             # for a store another process holds, which a chdb:// DSN into a running `up` met.
+            if UNTOLD.search(str(exc)) is None:
+                raise
             raise type(exc)(f"{exc} ({ONE_PROCESS})") from exc
     with classified():
         # No server session: each insert and query stands alone, so concurrent
