@@ -731,3 +731,24 @@ def test_a_chdb_dsn_the_engine_gives_its_own_cause_for_blames_no_other_process(t
     said = done.stderr.strip().splitlines()[0]  # the engine's stack trace follows
     assert "(EVENTPIPE_CLICKHOUSE_DSN)" in said and "File exists" in said, said
     assert "one process at a time" not in done.stderr, done.stderr
+
+
+def test_a_data_dir_lock_a_chdb_dsn_leads_to_and_that_cannot_be_written_names_the_dsn(tmp_path: Path) -> None:
+    # Taken for a DSN into an `up` data dir's store, a lock that could not be written blamed "--data-dir, or
+    # EVENTPIPE_DATA_DIR", neither of which had named that dir.
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / ".lock").symlink_to("/sys/kernel/uevent_seqnum")  # a file, that not even root may write
+    dsn = f"chdb://{data_dir / 'clickhouse'}"
+    outside = {key: value for key, value in os.environ.items() if not key.startswith("EVENTPIPE_")}
+    env = {**outside, "EVENTPIPE_CLICKHOUSE_DSN": dsn, "EVENTPIPE_DATA_DIR": str(tmp_path / "other")}
+    for args, setting in (
+        (["migrate"], "EVENTPIPE_CLICKHOUSE_DSN"),
+        (["restore", "--backup", "20990101T000000Z-abcdef"], "EVENTPIPE_CLICKHOUSE_DSN"),
+        (["restore", "--clickhouse-dsn", dsn, "--backup", "20990101T000000Z-abcdef"], "--clickhouse-dsn"),
+    ):
+        done = run_eventpipe(*args, env=env, timeout=60)
+        assert done.returncode == 2, done.stdout + done.stderr
+        said = done.stderr.strip().splitlines()[-1]
+        assert f"cannot write in the data dir {data_dir}: Permission denied ({setting})" in said, said
+        assert "EVENTPIPE_DATA_DIR" not in said and "Traceback" not in done.stderr, done.stderr

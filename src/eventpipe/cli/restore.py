@@ -46,9 +46,11 @@ def run_restore(args: argparse.Namespace) -> int:
     setting = ""
     if data_dir is None:
         dsn, where = server, redact(server)
-        setting = " (--clickhouse-dsn)" if args.clickhouse_dsn else " (EVENTPIPE_CLICKHOUSE_DSN)"
+        source = "--clickhouse-dsn" if args.clickhouse_dsn else "EVENTPIPE_CLICKHOUSE_DSN"
+        setting = f" ({source})"
         if (kept := data_dir_of(dsn)) is not None:
-            lock = stopped(kept, "then restore", "restore")  # the store of an `up` data dir, named by its DSN
+            # The store of an `up` data dir, named by its DSN, which a lock it cannot take is blamed on.
+            lock = stopped(kept, "then restore", "restore", source)
     else:
         if not data_dir.is_dir():
             # Without options the data dir is EVENTPIPE_DATA_DIR's or ./.eventpipe, which the user never named.

@@ -31,6 +31,8 @@ HOLDERS = {
     "restore": ("`eventpipe restore`", WAIT),
     "fill": ("`eventpipe bench fill`", WAIT),
 }
+# What names a data dir, unless a chdb:// DSN into its store did (data_dir_of).
+DATA_DIR_SETTING = "--data-dir, or EVENTPIPE_DATA_DIR"
 # A holder's line is a name, a pid and a start: more is no line of ours.
 MOST_READ = 64
 
@@ -76,11 +78,11 @@ def hold(data_dir: Path, wait_s: float = 10.0) -> TextIO:
             time.sleep(0.1)
 
 
-def stopped(data_dir: Path, then: str, holder: str) -> TextIO:
+def stopped(data_dir: Path, then: str, holder: str, setting: str = DATA_DIR_SETTING) -> TextIO:
     """The lock of a data dir no `eventpipe up` runs on, held by `holder` (a key of HOLDERS) until the
     returned file closes, for a command that must not run beside one (chDB lets one process open a store);
-    refused at once, saying `then`."""
-    handle = _opened(data_dir)
+    refused at once, saying `then`. `setting`: what named the data dir, said when its lock cannot be written."""
+    handle = _opened(data_dir, setting)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -93,7 +95,7 @@ def alone(data_dir: Path, setting: str, then: str, holder: str) -> contextlib.cl
     """`data_dir`, made if need be, locked while a command works on its store beside no other (`stopped`):
     made first, so that an `eventpipe up` started meanwhile is refused too."""
     made(data_dir, setting)
-    return contextlib.closing(stopped(data_dir, then, holder))
+    return contextlib.closing(stopped(data_dir, then, holder, setting))
 
 
 def _claimed(handle: TextIO, holder: str) -> TextIO:
@@ -131,13 +133,11 @@ def _refusal(data_dir: Path, unnamed: str, stop: str, then: str) -> str:
     return f"{data_dir.resolve()} is in use by {holder} (pid {pid}): {advice}, {then}"
 
 
-def _opened(data_dir: Path) -> TextIO:
-    """The lock file, or a ConfigError naming the data dir: one not writable was a raw traceback. Opened
-    without emptying it: its holder's line is for those refused."""
+def _opened(data_dir: Path, setting: str = DATA_DIR_SETTING) -> TextIO:
+    """The lock file, or a ConfigError naming the data dir and `setting`, which named it: one not writable
+    was a raw traceback. Opened without emptying it: its holder's line is for those refused."""
     try:
         # Neither emptied nor appended to (a holder writes its line from the start).
         return os.fdopen(os.open(data_dir / FILE_NAME, os.O_WRONLY | os.O_CREAT, 0o666), "w")
     except OSError as exc:
-        raise ConfigError(
-            f"cannot write in the data dir {data_dir}: {exc.strerror} (--data-dir, or EVENTPIPE_DATA_DIR)"
-        ) from None
+        raise ConfigError(f"cannot write in the data dir {data_dir}: {exc.strerror} ({setting})") from None
