@@ -4,6 +4,7 @@ run as Docker runs it: the command, its exit status, against real endpoints on t
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -115,3 +116,16 @@ def test_a_check_nothing_answers_names_the_variables_that_make_its_address(servi
     assert done.stdout.startswith("unhealthy: ") and "does not answer" in done.stdout, done.stdout
     for variable in variables:
         assert variable in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("service", ["worker", "broker-metrics", "api"])
+def test_a_service_that_takes_the_check_and_never_answers_is_not_said_to_be_elsewhere(service: str) -> None:
+    # A busy worker timed the check out, and the line told the operator to fix the variables that had found it.
+    with socket.create_server(("127.0.0.1", 0)) as stuck:  # the kernel takes the connection; no one answers
+        port = str(stuck.getsockname()[1])
+        outside = {key: value for key, value in os.environ.items() if not key.startswith("EVENTPIPE_")}
+        env = {**outside, "EVENTPIPE_METRICS_PORT": port, "EVENTPIPE_API_PORT": port}
+        done = run_eventpipe("healthcheck", service, env=env, timeout=30)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("unhealthy: ") and "timed out" in done.stdout, done.stdout
+    assert "name it" not in done.stdout, done.stdout

@@ -54,7 +54,7 @@ def worker_health(settings: Settings) -> tuple[bool, str]:
             return False, f"{url} answered over {METRICS_BYTES // 2**20} MiB of metrics"
         body = raw.decode(errors="replace")
     except OSError as exc:
-        return False, f"{url} does not answer: {exc} ({METRICS_ADDRESS})"
+        return False, f"{url} does not answer: {exc}{_where(exc, METRICS_ADDRESS)}"
     except (http.client.InvalidURL, ValueError) as exc:  # urllib's own ValueError for 'a:b', '[x'
         return False, _unusable(url, exc, "EVENTPIPE_METRICS_HOST", settings.metrics_host)
     for line in body.splitlines():
@@ -91,9 +91,16 @@ def _answers_200(url: str, context: ssl.SSLContext | None, variable: str, host: 
     except urllib.error.HTTPError as exc:
         return False, f"{url} answered {exc.code}: {exc.read(200).decode(errors='replace')}"
     except OSError as exc:
-        return False, f"{url} does not answer: {exc} ({where})"
+        return False, f"{url} does not answer: {exc}{_where(exc, where)}"
     except (http.client.InvalidURL, ValueError) as exc:
         return False, _unusable(url, exc, variable, host)
+
+
+def _where(exc: OSError, where: str) -> str:
+    """`where`, unless the check timed out: then something took the connection at that address, the service's
+    own, busy or stuck, and its variables were right."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return "" if isinstance(reason, TimeoutError) else f" ({where})"
 
 
 def _unusable(url: str, exc: Exception, variable: str, host: str) -> str:
