@@ -752,3 +752,19 @@ def test_a_data_dir_lock_a_chdb_dsn_leads_to_and_that_cannot_be_written_names_th
         said = done.stderr.strip().splitlines()[-1]
         assert f"cannot write in the data dir {data_dir}: Permission denied ({setting})" in said, said
         assert "EVENTPIPE_DATA_DIR" not in said and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_chdb_dsn_whose_data_dir_cannot_be_looked_into_is_refused_naming_it_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    # Looking for an `up` data dir's lock beside the store, a path the system refuses to look at (a name too
+    # long here; a folder this user may not search, likewise) was a traceback, before the DSN's setting was named.
+    dsn = f"chdb://{tmp_path / ('d' * 300) / 'clickhouse'}"
+    outside = {key: value for key, value in os.environ.items() if not key.startswith("EVENTPIPE_")}
+    for args, env, setting in (
+        (["migrate"], {**outside, "EVENTPIPE_CLICKHOUSE_DSN": dsn}, "(EVENTPIPE_CLICKHOUSE_DSN)"),
+        (["restore", "--clickhouse-dsn", dsn, "--backup", "20990101T000000Z-abcdef"], outside, "(--clickhouse-dsn)"),
+    ):
+        done = run_eventpipe(*args, env=env, timeout=60)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr and setting in done.stderr, done.stderr[-2000:]

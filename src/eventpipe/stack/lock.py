@@ -42,9 +42,15 @@ def data_dir_of(dsn: str) -> Path | None:
     None: a command given that DSN takes the dir's lock, or it met the engine's own lock beside a running `up`,
     an error that named no one."""
     path = embedded_path(dsn)
-    if path is not None and path.name == EMBEDDED_STORE and (path.parent / FILE_NAME).is_file():
-        return path.parent
-    return None
+    if path is None or path.name != EMBEDDED_STORE:
+        return None
+    try:
+        found = (path.parent / FILE_NAME).is_file()
+    except OSError:
+        # A folder this user may not search, a name too long: what opens the store says so, naming the DSN's
+        # setting, where this was a traceback.
+        return None
+    return path.parent if found else None
 
 
 def made(data_dir: Path, setting: str) -> None:
