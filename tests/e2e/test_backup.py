@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from eventpipe.port import free_port
+from eventpipe.store.dsn import embedded_dsn
 from tests.support.mqtt import publish_raw
 from tests.support.stack import Up, count_rows, run_eventpipe, stored_ids
 from tests.support.stream import Stream
@@ -101,7 +102,9 @@ def test_restore_drill_gives_back_exactly_what_was_backed_up_while_ingesting(tmp
     # stream, never a batch in part, nor one without those before it.
     assert set(in_backup) == {f"drill-{i}" for i in range(len(in_backup))}
 
-    done = run_eventpipe("restore", "--data-dir", str(data), "--backup", taken["name"])
+    # Named by the DSN of its store, as `restore --clickhouse-dsn` can: restored as that data dir all the same,
+    # with the erasure secret `up` keeps there (without it, the erased user came back unsaid but for a warning).
+    done = run_eventpipe("restore", "--clickhouse-dsn", embedded_dsn(data), "--backup", taken["name"])
     assert done.returncode == 0, done.stderr
     # Counted once it erased again the user it brought back.
     assert f"restored backup {taken['name']} into {data.resolve()}: {len(in_backup)} events" in done.stdout

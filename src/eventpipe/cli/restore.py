@@ -16,7 +16,7 @@ from eventpipe.errors import BackupError, ConfigError, StorageError
 from eventpipe.process import interrupted_by
 from eventpipe.redaction import redact
 from eventpipe.stack.credential import kept_secret
-from eventpipe.stack.lock import data_dir_of, stopped
+from eventpipe.stack.lock import DATA_DIR_SETTING, data_dir_of, stopped
 from eventpipe.stack.permission import private_store
 from eventpipe.stack.secret import ERASURE_KEY_FILE
 from eventpipe.store.backup import Backups, Restored
@@ -40,17 +40,17 @@ def run_restore(args: argparse.Namespace) -> int:
         warn_password_flag("restore", "--clickhouse-dsn", args.clickhouse_dsn, "EVENTPIPE_CLICKHOUSE_DSN")
     # A DSN given or set restores onto that server; otherwise a data dir, as `eventpipe up` resolves it.
     server = args.clickhouse_dsn or ("" if args.data_dir else settings.clickhouse_dsn)
-    data_dir = None if server else Path(args.data_dir or settings.data_dir)
+    source = "--clickhouse-dsn" if args.clickhouse_dsn else "EVENTPIPE_CLICKHOUSE_DSN"
+    # A chdb:// DSN naming an `up` data dir's store is restored as that data dir: its lock, and its erasure
+    # secret and replay marks, without which the erasures made since the backup were not made again.
+    kept = data_dir_of(server) if server else None
+    data_dir = kept or (None if server else Path(args.data_dir or settings.data_dir))
     lock = None
     # A server is named by where it came from: one out of reach, set in the environment, was blamed on nothing.
     setting = ""
     if data_dir is None:
         dsn, where = server, redact(server)
-        source = "--clickhouse-dsn" if args.clickhouse_dsn else "EVENTPIPE_CLICKHOUSE_DSN"
         setting = f" ({source})"
-        if (kept := data_dir_of(dsn)) is not None:
-            # The store of an `up` data dir, named by its DSN, which a lock it cannot take is blamed on.
-            lock = stopped(kept, "then restore", "restore", source)
     else:
         if not data_dir.is_dir():
             # Without options the data dir is EVENTPIPE_DATA_DIR's or ./.eventpipe, which the user never named.
@@ -61,8 +61,9 @@ def run_restore(args: argparse.Namespace) -> int:
                 "and EVENTPIPE_CLICKHOUSE_DSN is not set)"
             )
             raise ConfigError(f"{data_dir.resolve()}{came} is no directory: give the --data-dir of `eventpipe up`")
-        # Held through the restore, so that no `up` starts on a half-restored store.
-        lock = stopped(data_dir, "then restore", "restore")
+        # Held through the restore, so that no `up` starts on a half-restored store. A lock it cannot take is
+        # blamed on what named the data dir.
+        lock = stopped(data_dir, "then restore", "restore", source if kept else DATA_DIR_SETTING)
         private_store(data_dir)
         dsn, where = embedded_dsn(data_dir), str(data_dir.resolve())
         _check_present(dsn, args.backup)
