@@ -482,8 +482,9 @@ def test_port_0_serves_on_free_ports_that_the_banner_and_prometheus_name(tmp_pat
     assert up.stop() == 0, up.output()
 
 
-def _interrupted(*args: str, after_s: float) -> tuple[int, str, str]:
-    """Run an eventpipe command, press Ctrl-C (SIGINT) after `after_s`, and return its exit code and output."""
+def _interrupted(*args: str, after_s: float, stop: signal.Signals = signal.SIGINT) -> tuple[int, str, str]:
+    """Run an eventpipe command, send it `stop` (Ctrl-C's SIGINT) after `after_s`, and return its exit code and
+    output."""
     import subprocess
     import time
 
@@ -493,7 +494,7 @@ def _interrupted(*args: str, after_s: float) -> tuple[int, str, str]:
     try:
         time.sleep(after_s)
         assert process.poll() is None, process.communicate()
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
@@ -512,10 +513,14 @@ def test_ctrl_c_while_up_waits_for_a_data_dirs_lock_stops_it_without_a_traceback
     assert "Traceback" not in err and "eventpipe up: interrupted" in err, err
 
 
-def test_ctrl_c_on_publish_reports_what_the_broker_took(broker: LocalBroker | ContainerBroker) -> None:
-    # `--count` large and a rate is how a steady stream is run; Ctrl-C is how it ends, and it was a
-    # traceback that did not say how many events had been sent and acknowledged.
-    code, out, err = _interrupted("publish", "--mqtt-url", broker.url, "--count", "1000000", "--rate", "50", after_s=4)
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_on_publish_reports_what_the_broker_took(
+    broker: LocalBroker | ContainerBroker, stop: signal.Signals
+) -> None:
+    # `--count` large and a rate is how a steady stream is run; Ctrl-C, or `timeout`'s SIGTERM, is how it ends.
+    # It was a traceback (SIGTERM: no word at all) that did not say how many events were sent and acknowledged.
+    args = ("publish", "--mqtt-url", broker.url, "--count", "1000000", "--rate", "50")
+    code, out, err = _interrupted(*args, after_s=4, stop=stop)
     assert code == 130, out + err
     assert "Traceback" not in err, err
     published = int(out.split("published ", 1)[1].split(" ", 1)[0])

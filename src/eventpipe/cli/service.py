@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 
 from pydantic import ValidationError
 
@@ -16,7 +17,7 @@ from eventpipe.errors import BrokerError, ConfigError
 from eventpipe.ingest.assembly import assemble
 from eventpipe.mqtt.replica import named
 from eventpipe.port import address
-from eventpipe.process import raise_file_limit
+from eventpipe.process import interrupted_by, raise_file_limit
 from eventpipe.producer.publisher import publish_demo
 from eventpipe.redaction import redact
 from eventpipe.stack.lock import alone, data_dir_of
@@ -160,15 +161,18 @@ def run_publish(args: argparse.Namespace) -> int:
     if args.mqtt_url:
         warn_password_flag("publish", "--mqtt-url", args.mqtt_url, "EVENTPIPE_MQTT_URL")
     try:
-        report = publish_demo(
-            settings.mqtt_url,
-            args.count,
-            rate=args.rate,
-            qos=args.qos,
-            topic_prefix=args.topic_prefix,
-            seed=args.seed,
-            ca_file=settings.mqtt_ca_file,
-        )
+        # SIGTERM (what `timeout` and supervisors send) stops it as Ctrl-C does, with its report: it killed the
+        # process without saying how many events the broker had taken.
+        with interrupted_by(signal.SIGTERM):
+            report = publish_demo(
+                settings.mqtt_url,
+                args.count,
+                rate=args.rate,
+                qos=args.qos,
+                topic_prefix=args.topic_prefix,
+                seed=args.seed,
+                ca_file=settings.mqtt_ca_file,
+            )
     except BrokerError as exc:
         # Which setting chose that broker: a default or a forgotten variable read as "the broker is down".
         if args.mqtt_url:
