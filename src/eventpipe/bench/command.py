@@ -8,6 +8,7 @@ paho, API against its own SQL), and the load average is printed beside them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import secrets
 import shutil
@@ -179,10 +180,11 @@ def _drains(plan: Plan, work: Path, settings: Settings, say: Callable[[str], Non
 
 def _latency(plan: Plan, work: Path, window: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
     key = secrets.token_urlsafe(16)
-    stack, mqtt_port, api_port = service.up(work / "up", key, window)
-    client = ApiClient(api_port, key)
-    url = f"mqtt://127.0.0.1:{mqtt_port}"
-    try:
+    with contextlib.ExitStack() as cleanup:
+        stack, mqtt_port, api_port = service.up(work / "up", key, window, cleanup)
+        client = ApiClient(api_port, key)
+        cleanup.callback(client.close)
+        url = f"mqtt://127.0.0.1:{mqtt_port}"
         client.wait_ready()
         broker_config = (work / "up" / "mosquitto" / "mosquitto.conf").resolve()
         pids = (stack.process.pid, pid_running("-c", str(broker_config)) or 0)
@@ -191,9 +193,6 @@ def _latency(plan: Plan, work: Path, window: int, say: Callable[[str], None]) ->
         latency.measure(url, client, 200.0, (0.5, 1.0), SAMPLES_PER_S, POLL_S, cpu)
         phases = (plan.quiet_seconds, plan.latency_seconds)
         results = [latency.measure(url, client, rate, phases, SAMPLES_PER_S, POLL_S, cpu) for rate in plan.rates]
-    finally:
-        client.close()
-        stack.stop()
     say("")
     for line in report.latency(results, POLL_S):
         say(line)

@@ -11,6 +11,7 @@ merges ClickHouse finishes in between weigh on both sides alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import subprocess
@@ -90,10 +91,11 @@ def _through_api(
     data_dir: Path, size: int, seconds: float, spec: dict[str, Any], window: int
 ) -> tuple[dict[str, list[float]], Download]:
     key = secrets.token_urlsafe(16)
-    stack, mqtt_port, api_port = service.up(data_dir, key, window)
-    client = ApiClient(api_port, key)
-    # From here on anything that fails stops the stack it started (a nan left it running, orphaned).
-    try:
+    # Whatever ends this, a failure or a signal, stops the stack it started (a nan left it running, orphaned).
+    with contextlib.ExitStack() as cleanup:
+        stack, mqtt_port, api_port = service.up(data_dir, key, window, cleanup)
+        client = ApiClient(api_port, key)
+        cleanup.callback(client.close)
         reads = endpoints(spec)
         # Enough stream for the whole measurement; it stops by itself when sent.
         budget = int(STREAM_RATE * (seconds + 5) * (len(reads) + 1))
@@ -119,9 +121,6 @@ def _through_api(
         if stream.failure is not None:
             raise EventpipeError(f"the live stream failed: {stream.failure}")
         return results, exported
-    finally:
-        client.close()
-        stack.stop()
 
 
 def compare(data_dir: Path, size: int, seconds: float, window: int) -> tuple[list[Comparison], Download]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -56,17 +57,16 @@ class Service:
         return self.process.returncode
 
 
-def up(data_dir: Path, key: str, window: int) -> tuple[Service, int, int]:
-    """The native stack (broker, worker, API) on free ports; returns it, its MQTT port and its API port."""
+def up(data_dir: Path, key: str, window: int, cleanup: contextlib.ExitStack) -> tuple[Service, int, int]:
+    """The native stack (broker, worker, API) on free ports; returns it, its MQTT port and its API port. Its
+    stop goes on `cleanup` as it starts: a SIGTERM just after it was ready, before the caller's `try`, left it
+    running, writing parts into the work dir the bench had just removed."""
     mqtt_port, api_port, metrics_port = free_port(), free_port(), free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     args = ["up", "--data-dir", str(data_dir), "--mqtt-port", str(mqtt_port), "--api-port", str(api_port)]
     args += ["--metrics-port", str(metrics_port), "--prometheus-port", "0"]
     env = {"EVENTPIPE_API_KEYS": key, "EVENTPIPE_MQTT_RECEIVE_MAXIMUM": str(window)}
     service = Service(args, env, data_dir.parent / f"{data_dir.name}-up.log")
-    try:
-        service.wait_for("eventpipe ready")
-    except BaseException:
-        service.stop()
-        raise
+    cleanup.callback(service.stop)
+    service.wait_for("eventpipe ready")
     return service, mqtt_port, api_port
