@@ -268,6 +268,11 @@ def referenced_metrics(text: str) -> set[str]:
     return set(re.findall(r"(?<![:\w])((?:eventpipe|process|python)_\w+)(?![\w:])", text))
 
 
+def recording_rules_in(text: str) -> set[str]:
+    """Recording rule names (level:metric:operations) in a query."""
+    return set(re.findall(r"\b[a-z_]+:[a-z_0-9]+:[a-z_0-9]+\b", text))
+
+
 def test_rules_read_only_metrics_the_code_exports() -> None:
     used = set()
     for rule in obs.alert_rules() + obs.recording_rules():
@@ -296,7 +301,7 @@ def test_the_docs_queries_read_only_metrics_the_code_exports_and_rules_that_exis
     for doc, query in QUERIES:
         unknown = referenced_metrics(query) - exported
         assert not unknown, f"{doc}: {query!r} reads no such metric: {sorted(unknown)}"
-        rules = set(re.findall(r"\b[a-z_]+:[a-z_0-9]+:[a-z_0-9]+\b", query))
+        rules = recording_rules_in(query)
         assert rules <= recorded, f"{doc}: {query!r} reads no such recording rule: {sorted(rules - recorded)}"
 
 
@@ -317,5 +322,5 @@ def test_dashboards_read_only_recording_rules_that_exist() -> None:
     recorded = {rule["record"] for rule in obs.recording_rules()}
     for name, dashboard in obs.dashboards().items():
         for title, expr in obs.prometheus_queries(dashboard):
-            for used in re.findall(r"\b[a-z_]+:[a-z_0-9]+:[a-z_0-9]+\b", expr):
+            for used in recording_rules_in(expr):
                 assert used in recorded, f"{name} / {title}: no recording rule {used}"

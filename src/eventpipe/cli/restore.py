@@ -43,7 +43,7 @@ def run_restore(args: argparse.Namespace) -> int:
     source = "--clickhouse-dsn" if args.clickhouse_dsn else "EVENTPIPE_CLICKHOUSE_DSN"
     # A chdb:// DSN naming an `up` data dir's store is restored as that data dir: its lock, and its erasure
     # secret and replay marks, without which the erasures made since the backup were not made again.
-    kept = data_dir_of(server) if server else None
+    kept = data_dir_of(server)
     data_dir = kept or (None if server else Path(args.data_dir or settings.data_dir))
     lock = None
     # A server is named by where it came from: one out of reach, set in the environment, was blamed on nothing.

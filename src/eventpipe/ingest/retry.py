@@ -18,7 +18,7 @@ from eventpipe.config import Settings
 from eventpipe.errors import EventpipeError, RetryableStorageError, StorageError, UnknownStorageError
 from eventpipe.ingest.metrics import IngestMetrics
 from eventpipe.ingest.policy import Backoff
-from eventpipe.redaction import redact
+from eventpipe.store.client import named
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,7 +53,7 @@ class Retrier:
         self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
         # Which store and which setting, on every failure: a halt (a rotated password, a wrong database)
         # is fixed in that variable, and ClickHouse's own message names neither.
-        self._store = f"ClickHouse at {redact(settings.resolved_clickhouse_dsn)} ({settings.clickhouse_dsn_setting})"
+        self._store = named(settings.resolved_clickhouse_dsn, settings.clickhouse_dsn_setting)
         self._wake = threading.Event()
         # Set once, by a stop: from then on a failing write gives up at this time.monotonic().
         self._deadline: float | None = None

@@ -155,4 +155,9 @@ def reaching(dsn: str, variable: str) -> Iterator[None]:
     try:
         yield
     except StorageError as exc:
-        raise type(exc)(f"ClickHouse at {redact(dsn)} ({variable}): {exc}") from exc
+        raise type(exc)(f"{named(dsn, variable)}: {exc}") from exc
+
+
+def named(dsn: str, variable: str) -> str:
+    """The store of `dsn` as failures name it: where, password redacted, and the setting to fix."""
+    return f"ClickHouse at {redact(dsn)} ({variable})"
