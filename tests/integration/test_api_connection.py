@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
 from eventpipe.api.keyring import Keyring
-from eventpipe.api.protocol import CLOSED_REASONS
+from eventpipe.api.protocol import CLOSED_REASONS, PIPELINED_BYTES
 from eventpipe.api.server import ApiServer
 from eventpipe.port import free_port
 from eventpipe.store.client import connect
@@ -210,6 +211,41 @@ def test_a_stalled_second_request_on_a_kept_alive_connection_also_gets_408(click
         kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the next one, half sent
         got = answer(kept)
     assert got.startswith(b"HTTP/1.1 408"), got[:200]
+
+
+def test_requests_pipelined_behind_a_slow_one_are_all_answered_in_order(clickhouse_dsn: str) -> None:
+    # The server reads on while a client's next requests wait (to hear it leave), up to PIPELINED_BYTES:
+    # past that it stops reading, and what it held and what waits in the socket are still answered in turn.
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    count = 3 * PIPELINED_BYTES // len(healthz)
+    slow = f"GET /events?limit=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode()
+    migrate(connect(clickhouse_dsn))
+    with server(SlowReader(connect(clickhouse_dsn))) as port, socket.create_connection(("127.0.0.1", port)) as kept:
+        kept.sendall(slow)
+        time.sleep(TIMEOUT_S)  # the first is being served as the rest arrive
+        kept.sendall(healthz * count + HEALTHZ)
+        got = answer(kept, wait_s=30)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
+    assert statuses == [b"200"] * (count + 2), (len(statuses), set(statuses))
+    assert got.count(b'{"status":"ok"}') == count + 1 and got.index(b'"items"') < got.index(b'"status"')
+
+
+def test_a_client_pipelining_without_end_is_not_read_past_the_bound(clickhouse_dsn: str) -> None:
+    # What the server holds of a client's next requests is bounded: past PIPELINED_BYTES it stops reading,
+    # and the rest waits in the kernel's buffers (a few MiB on loopback) until the client can send no more.
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    flood = healthz * (64 * 1024 * 1024 // len(healthz))
+    slow = f"GET /events?limit=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode()
+    migrate(connect(clickhouse_dsn))
+    with server(SlowReader(connect(clickhouse_dsn))) as port, socket.create_connection(("127.0.0.1", port)) as kept:
+        kept.sendall(slow)
+        time.sleep(TIMEOUT_S)
+        kept.settimeout(1)  # the server reads none of it while the first is served (1.5 s a query)
+        sent = 0
+        with contextlib.suppress(TimeoutError):
+            while sent < len(flood):
+                sent += kept.send(flood[sent : sent + 1024 * 1024])
+    assert sent < 32 * 1024 * 1024, f"{sent} bytes taken: the server read on past its bound"
 
 
 def test_a_connection_idle_after_a_body_read_late_is_closed_by_keep_alive(clickhouse_dsn: str) -> None:

@@ -664,6 +664,32 @@ def test_a_client_that_leaves_before_the_first_page_is_found_stops_the_walk_and_
         wait_until(lambda: shares_free(api), timeout=3, what="the export's slot to be given back")
 
 
+@pytest.mark.parametrize("leave", ["close", "reset"])
+def test_a_client_that_sends_its_next_request_then_leaves_stops_the_walk(
+    clickhouse_dsn: str, monkeypatch: pytest.MonkeyPatch, leave: str
+) -> None:
+    # A request pipelined behind the export made uvicorn stop reading the socket (it holds the next request
+    # until this one is answered), so the client's leaving went unheard and the walk read to the end.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    Writer(client).insert_events([event("events/t", {"event_id": f"t{i}"}, MARCH_MS + i) for i in range(20_000)])
+    monkeypatch.setattr(export_api, "Export", functools.partial(Export, window_rows=100))  # 200 windows
+    reader = Sparse(connect(clickhouse_dsn))
+    with served(reader) as server, httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as api:
+        host, port = server.url.removeprefix("http://").split(":")
+        head = f"Host: x\r\nAuthorization: {AUTH['Authorization']}\r\n\r\n"
+        with socket.create_connection((host, int(port))) as gone:
+            gone.sendall(f"GET /export?event_type=no-such-type HTTP/1.1\r\n{head}".encode())
+            wait_until(lambda: reader.exports > 0, timeout=5, what="the walk to begin")
+            gone.sendall(f"GET /healthz HTTP/1.1\r\n{head}".encode())
+            time.sleep(0.2)  # the next request read before the client leaves, as a pipelining client sends it
+            if leave == "reset":
+                gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        wait_until(lambda: _settled(reader), timeout=3, what="the walk to stop after its client left")
+        assert reader.exports < 100, f"{reader.exports} window queries: the walk went on after its client left"
+        wait_until(lambda: shares_free(api), timeout=3, what="the export's slot to be given back")
+
+
 def _settled(reader: Counting) -> bool:
     before = reader.exports
     time.sleep(0.3)
