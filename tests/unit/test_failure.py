@@ -6,7 +6,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError, ProgrammingError
 
 from eventpipe.errors import HaltStorageError, RejectedDataError, RetryableStorageError, UnknownStorageError
-from eventpipe.store.failure import by_code, classify, failed_answer
+from eventpipe.store.failure import by_code, classify, failed_answer, without_trace
 from tests.support.gateway import GARBAGE, gateway, raised
 
 
@@ -130,3 +130,23 @@ def test_a_missing_table_or_database_says_what_to_do_and_stays_a_halt() -> None:
     assert isinstance(database, HaltStorageError)
     assert "check the database the DSN names, then run `eventpipe migrate`" in str(database)
     assert "eventpipe migrate" not in str(by_code(241, "Code: 241. MEMORY_LIMIT_EXCEEDED"))
+
+
+def test_a_stack_trace_is_cut_from_what_a_failure_says_and_the_code_s_name_kept() -> None:
+    # chDB's error on opening a path it cannot make, as the CLI printed it: 36 lines, the cause in the first.
+    frames = "".join(f"{n}. ? @ 0x000000002061bd{n:02}\n" for n in range(32))
+    engine = (
+        "Code: 36. DB::Exception: Error initializing EmbeddedServer: std::exception. Code: 1001, e.what() = "
+        'filesystem error: in create_directories: No such file or directory ["/proc/nope"], Stack trace (when '
+        "copying this message, always include the lines below):\n\n"
+        f"{frames}\nCannot print extra info for Poco::Exception (version 26.9.2.1)\n. (BAD_ARGUMENTS)"
+    )
+    said = str(classify(ProgrammingError(engine)))
+    assert said == (
+        "ProgrammingError: Code: 36. DB::Exception: Error initializing EmbeddedServer: std::exception. Code: 1001, "
+        'e.what() = filesystem error: in create_directories: No such file or directory ["/proc/nope"] (BAD_ARGUMENTS)'
+    )
+    assert str(classify(DatabaseError(engine, code=36))).endswith('["/proc/nope"] (BAD_ARGUMENTS)')
+    assert without_trace("Code: 60. DB::Exception: Unknown table (UNKNOWN_TABLE)") == (
+        "Code: 60. DB::Exception: Unknown table (UNKNOWN_TABLE)"
+    )

@@ -34,6 +34,9 @@ ONE_PROCESS = (
 # How the engine says it could not start with no cause given, as for a store another process holds: a cause
 # it gives (a file where the store's folder goes, a folder not writable) is no other process's doing.
 UNTOLD = re.compile(r"Error initializing EmbeddedServer: \.(\s|$)")
+# The driver names the store with the engine options this module gave it (`/data?storage_configuration…`):
+# a line of URL-encoded settings between the operator and the path they gave.
+OPTIONS = re.compile(r"(Unable to open the chdb engine at '[^'?]*)\?[^']*'")
 
 
 def connect(dsn: str, timeout_s: int = 60) -> Client:
@@ -51,11 +54,10 @@ def connect(dsn: str, timeout_s: int = 60) -> Client:
             with classified():
                 return clickhouse_connect.get_client(dsn=dsn, chdb_options=engine_options(dsn))
         except StorageError as exc:
+            said = OPTIONS.sub(r"\1'", str(exc))
             # The engine's cause goes to stderr alone: its error says "Error initializing EmbeddedServer: ."
             # for a store another process holds, which a chdb:// DSN into a running `up` met.
-            if UNTOLD.search(str(exc)) is None:
-                raise
-            raise type(exc)(f"{exc} ({ONE_PROCESS})") from exc
+            raise type(exc)(said if UNTOLD.search(said) is None else f"{said} ({ONE_PROCESS})") from exc
     with classified():
         # No server session: each insert and query stands alone, so concurrent
         # calls never trip over a locked session and read-only users work.

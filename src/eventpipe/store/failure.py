@@ -153,11 +153,27 @@ UNREACHABLE = re.compile(
 )
 
 
+# ClickHouse appends a stack trace to some errors; chDB's, raised in this process, to every one it opens
+# with: 30-odd lines of addresses and symbols of other libraries, which tell an operator nothing and
+# buried the one line that did ("No such file or directory").
+STACK_TRACE = "Stack trace (when copying this message"
+CODE_NAME = re.compile(r"\(([A-Z][A-Z0-9_]+)\)\s*\Z")
+
+
+def without_trace(text: str) -> str:
+    """ClickHouse's error `text` without the stack trace it carries, its code's name (last) kept."""
+    head, found, rest = text.partition(STACK_TRACE)
+    if not found:
+        return text
+    name = CODE_NAME.search(rest)
+    return head.rstrip(" ,\n") + (f" ({name[1]})" if name else "")
+
+
 def classify(exc: BaseException) -> StorageError:
     """Wrap `exc` in the StorageError subclass that says how to react to it."""
     if isinstance(exc, StorageError):
         return exc
-    message = f"{type(exc).__name__}: {exc}"
+    message = without_trace(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, OperationalError) and (unreachable := UNREACHABLE.search(str(exc))):
         host, port, reason = unreachable.groups()
         return RetryableStorageError(f"cannot connect to {host}:{port}: {reason.strip().lower()}")

@@ -11,7 +11,7 @@ import time
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BackupError, RetryableStorageError
-from eventpipe.store.failure import classified
+from eventpipe.store.failure import classified, without_trace
 
 POLL_S = 0.1
 # Polls slow down to this while a long backup runs.
@@ -61,8 +61,7 @@ def wait(client: Client, backup_id: str, verb: str) -> int:
         if status in ("BACKUP_CREATED", "RESTORED"):
             return size
         if status.endswith(("FAILED", "CANCELLED")):
-            # The server's reason without the stack trace it appends, which tells an operator nothing.
-            reason = error.split(", Stack trace", 1)[0].strip().split("\n", 1)[0][:500]
+            reason = without_trace(error).strip().split("\n", 1)[0][:500]
             raise BackupError(f"{verb} failed: {reason or status}")
         if not rows:
             # system.backups lives in the server's memory: a restart empties it, and waiting on would
