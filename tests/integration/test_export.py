@@ -3,6 +3,7 @@ format, and how it behaves when the client is slow, leaves, or ClickHouse fails 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import gc
@@ -651,17 +652,12 @@ def test_a_client_that_leaves_before_the_first_page_is_found_stops_the_walk_and_
     # The first page is read before the answer starts, where no disconnect was heard: a filter that keeps
     # nothing read every window of the store for a client gone at once (10.3M events, 20 property
     # conditions: each abandoned export held its slot and its key's lane for 11 s; minutes at 100M).
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    Writer(client).insert_events([event("events/t", {"event_id": f"t{i}"}, MARCH_MS + i) for i in range(20_000)])
-    monkeypatch.setattr(export_api, "Export", functools.partial(Export, window_rows=100))  # 200 windows
-    reader = Sparse(connect(clickhouse_dsn))
-    with served(reader) as server, httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as api:
-        with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=server.url, headers=AUTH, timeout=0.5) as gone:
-            gone.get("/export", params={"event_type": "no-such-type"})
-        wait_until(lambda: _settled(reader), timeout=3, what="the walk to stop after its client left")
-        assert reader.exports < 100, f"{reader.exports} window queries: the walk went on after its client left"
-        wait_until(lambda: shares_free(api), timeout=3, what="the export's slot to be given back")
+    with (
+        abandoned(clickhouse_dsn, monkeypatch) as (server, _),
+        pytest.raises(httpx.ReadTimeout),
+        httpx.Client(base_url=server.url, headers=AUTH, timeout=0.5) as gone,
+    ):
+        gone.get("/export", params={"event_type": "no-such-type"})
 
 
 @pytest.mark.parametrize("leave", ["close", "reset"])
@@ -670,12 +666,7 @@ def test_a_client_that_sends_its_next_request_then_leaves_stops_the_walk(
 ) -> None:
     # A request pipelined behind the export made uvicorn stop reading the socket (it holds the next request
     # until this one is answered), so the client's leaving went unheard and the walk read to the end.
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    Writer(client).insert_events([event("events/t", {"event_id": f"t{i}"}, MARCH_MS + i) for i in range(20_000)])
-    monkeypatch.setattr(export_api, "Export", functools.partial(Export, window_rows=100))  # 200 windows
-    reader = Sparse(connect(clickhouse_dsn))
-    with served(reader) as server, httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as api:
+    with abandoned(clickhouse_dsn, monkeypatch) as (server, reader):
         host, port = server.url.removeprefix("http://").split(":")
         head = f"Host: x\r\nAuthorization: {AUTH['Authorization']}\r\n\r\n"
         with socket.create_connection((host, int(port))) as gone:
@@ -685,6 +676,19 @@ def test_a_client_that_sends_its_next_request_then_leaves_stops_the_walk(
             time.sleep(0.2)  # the next request read before the client leaves, as a pipelining client sends it
             if leave == "reset":
                 gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@contextlib.contextmanager
+def abandoned(dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ApiServer, Counting]]:
+    """The API over a store whose export that keeps nothing walks 200 slow windows. The block starts such an
+    export and leaves it; after the block its walk must stop well before its end and give its slot back."""
+    client = connect(dsn)
+    migrate(client)
+    Writer(client).insert_events([event("events/t", {"event_id": f"t{i}"}, MARCH_MS + i) for i in range(20_000)])
+    monkeypatch.setattr(export_api, "Export", functools.partial(Export, window_rows=100))  # 200 windows
+    reader = Sparse(connect(dsn))
+    with served(reader) as server, httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as api:
+        yield server, reader
         wait_until(lambda: _settled(reader), timeout=3, what="the walk to stop after its client left")
         assert reader.exports < 100, f"{reader.exports} window queries: the walk went on after its client left"
         wait_until(lambda: shares_free(api), timeout=3, what="the export's slot to be given back")
