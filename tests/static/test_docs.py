@@ -1,5 +1,7 @@
 """The documentation cannot drift from the code: every setting in the README reference with its real
-default, no variable the code does not read, every relative link resolving, and the one test command.
+default, no variable the code does not read, every relative link resolving, the one test command, every
+API route in the README's endpoint tables with its parameters and `limit` bounds as the app's OpenAPI
+document has them, and the payload fields' bounds.
 
 Every alert's runbook_url resolving to a heading of docs/runbooks.md is checked in
 tests/observability/test_rules.py; it is not repeated here.
@@ -12,11 +14,15 @@ from collections import Counter
 from functools import cache
 from pathlib import Path
 from typing import Any
+from unittest.mock import MagicMock
 
 import pytest
+from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter
 
+from eventpipe.api.app import create_app
 from eventpipe.config import Settings
+from eventpipe.events import contract
 from tests.support import compose
 from tests.support.dockerfile import APP_DOCKERFILES
 from tests.support.observability import slug
@@ -31,6 +37,10 @@ LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 VARIABLE = re.compile(r"\bEVENTPIPE_[A-Z0-9][A-Z0-9_]*")
 # What the "compose" column says for a setting compose.yaml does not set.
 NOT_SET = {"", "—", "-"}
+# A row of the README's endpoint tables: | `GET /path?name=&name=default` ... | answer |
+ENDPOINT_ROW = re.compile(r"(?m)^\| `(GET|POST) (/[^`?\s]*)(?:\?([^`]*))?`([^|]*)\|(.*)\|[ \t]*$")
+# How a row gives the bounds of `limit`: "`limit` 1..1000 (default 100)", "`limit` (1 to 1000, default 1000)".
+LIMIT = re.compile(r"`limit`[^0-9`]{0,12}(\d[\d,]*)(?:\.\.| to )(\d[\d,]*),? \(?default (\d[\d,]*)")
 
 
 def variable(field: str) -> str:
@@ -196,3 +206,66 @@ def test_the_runbooks_bring_the_workers_back_at_the_number_that_ran() -> None:
         if "--scale ingest-worker=" not in command
     ]
     assert not unscaled, f"add --scale ingest-worker=N or name the worker in the command: {unscaled}"
+
+
+@cache
+def openapi() -> dict[str, Any]:
+    """The OpenAPI document of the API with every route, the admin ones included (nothing is queried)."""
+    app = create_app(MagicMock(), CollectorRegistry(), ["k" * 32], backups=MagicMock(), admin=MagicMock())
+    return app.openapi()
+
+
+def endpoint_rows() -> dict[tuple[str, str], tuple[dict[str, str], str]]:
+    """(method, path) -> (query parameter -> the value the row shows, answer cell) of README's endpoint tables."""
+    rows = {}
+    for method, path, query, _note, answer in ENDPOINT_ROW.findall(section(README.read_text(), "HTTP API")):
+        parameters = dict(part.partition("=")[::2] for part in query.split("&") if part)
+        rows[(method, path.replace("{id}", "{event_id}"))] = (parameters, answer)
+    return rows
+
+
+def test_the_endpoint_tables_give_every_route_with_its_parameters() -> None:
+    served = {
+        (method.upper(), path): operation
+        for path, operations in openapi()["paths"].items()
+        for method, operation in operations.items()
+        if path not in ("/healthz", "/readyz")  # the prose says what these two answer
+    }
+    rows = endpoint_rows()
+    assert set(rows) == set(served), (
+        f"routes the README's tables lack: {sorted(set(served) - set(rows))}; "
+        f"rows no route serves: {sorted(set(rows) - set(served))}"
+    )
+    for key, (parameters, answer) in rows.items():
+        schemas = {
+            parameter["name"]: parameter["schema"]
+            for parameter in served[key].get("parameters", [])
+            if parameter["in"] == "query"
+        }
+        assert set(parameters) == set(schemas), f"{key}: README gives {sorted(parameters)}, the API {sorted(schemas)}"
+        for name, shown in parameters.items():
+            if shown:
+                assert shown == str(schemas[name].get("default")), f"{key}: {name}={shown}, the default is not that"
+        if "limit" in schemas:
+            bounds = LIMIT.search(answer)
+            assert bounds, f"{key}: the row does not say `limit` LOW..HIGH (default D)"
+            low, high, default = (int(number.replace(",", "")) for number in bounds.groups())
+            limit = schemas["limit"]
+            assert (low, high, default) == (limit["minimum"], limit["maximum"], limit["default"]), (
+                f"{key}: README says limit {low}..{high} (default {default}), the API "
+                f"{limit['minimum']}..{limit['maximum']} (default {limit['default']})"
+            )
+
+
+@pytest.mark.parametrize(
+    ("field", "most"),
+    [
+        ("event_type", contract.MAX_TYPE_CHARS),
+        ("event_id", contract.MAX_ID_CHARS),
+        ("user_id", contract.MAX_USER_CHARS),
+    ],
+)
+def test_the_payload_table_gives_each_fields_bound(field: str, most: int) -> None:
+    rows = re.findall(rf"(?m)^\| `{field}` \|(.*)$", section(README.read_text(), "Publishing events"))
+    assert len(rows) == 1, f"README.md, Publishing events: no one row for `{field}`"
+    assert f"at most {most:,} characters" in rows[0], f"`{field}`: the contract takes {most:,} characters at most"
