@@ -37,10 +37,10 @@ PACKET_TOO_LARGE = 0x95
 TOPIC_ALIAS_INVALID = 0x94
 
 
-def largest_payload(protocol: MQTTProtocolVersion) -> int:
-    """The largest QoS 1 payload on TOPIC that Mosquitto takes: it checks the remaining length plus the
-    type byte; the rest of the packet is topic, packet id and, in MQTT 5, an empty property length."""
-    return LIMIT - 1 - (2 + len(TOPIC)) - 2 - (1 if protocol == mqtt.MQTTv5 else 0)
+def largest_payload(protocol: MQTTProtocolVersion, qos: int = 1) -> int:
+    """The largest payload on TOPIC that Mosquitto takes: it checks the remaining length plus the type
+    byte; the rest of the packet is topic, packet id (QoS 1 only) and, in MQTT 5, an empty property length."""
+    return LIMIT - 1 - (2 + len(TOPIC)) - (2 if qos else 0) - (1 if protocol == mqtt.MQTTv5 else 0)
 
 
 def good(prefix: str, count: int) -> list[tuple[str, bytes]]:
@@ -48,9 +48,15 @@ def good(prefix: str, count: int) -> list[tuple[str, bytes]]:
 
 
 def publish_with(
-    url: str, protocol: MQTTProtocolVersion, payload: bytes, topic: str = TOPIC, properties: Properties | None = None
+    url: str,
+    protocol: MQTTProtocolVersion,
+    payload: bytes,
+    topic: str = TOPIC,
+    properties: Properties | None = None,
+    qos: int = 1,
 ) -> tuple[bool, list[int]]:
-    """Publish one QoS 1 message with paho as a producer would; (acknowledged, reasons of the disconnects)."""
+    """Publish one message with paho as a producer would; (acknowledged, or at QoS 0 sent, reasons of the
+    disconnects)."""
     address = MqttAddress.parse(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}", protocol=protocol)
     if address.username:
@@ -66,7 +72,7 @@ def publish_with(
     client.connect(address.host, address.port)
     client.loop_start()
     try:
-        info = client.publish(topic, payload, qos=1, properties=properties)
+        info = client.publish(topic, payload, qos=qos, properties=properties)
         wait_until(lambda: info.is_published() or gone.is_set(), timeout=10, what="a PUBACK or a disconnect")
         return info.is_published(), list(reasons)
     finally:
@@ -132,6 +138,25 @@ def test_the_largest_message_the_broker_takes_reaches_the_worker(broker: Broker,
         payload = str(protocol).encode() * size  # distinct where the dead letter cuts them, or they are one
         assert publish_with(broker.url, protocol, payload) == (True, []), f"MQTT {protocol}: not taken"
     wait_until(lambda: run.reader.count_dead_letters() == 2, what="both dead-lettered as oversize, as before")
+    letters = run.reader.dead_letters(None, 10)
+    assert sorted((letter.reason, letter.payload_size) for letter in letters) == sorted(
+        ("oversize", size) for size in sizes.values()
+    )
+    assert counts(broker) == {"refused": 0, "dropped": 0}
+
+
+def test_the_largest_qos_0_message_the_broker_takes_reaches_the_worker(broker: Broker, run: Running) -> None:
+    # The broker queues QoS 0 for the worker as QoS 1 (upgrade_outgoing_qos), which adds a packet id on
+    # the way out, and an MQTT 3 producer's message gains a property-length byte besides: 3 bytes more
+    # than it came in. With room for only one, the broker took the largest such message and dropped it
+    # for the worker ("Dropping too large outgoing PUBLISH ... (69634 bytes)"): no event, no dead letter.
+    sizes = {protocol: largest_payload(protocol, qos=0) for protocol in (mqtt.MQTTv5, mqtt.MQTTv311)}
+    for protocol, size in sizes.items():
+        payload = str(protocol).encode() * size
+        assert publish_with(broker.url, protocol, payload, qos=0) == (True, []), f"MQTT {protocol}: not sent"
+    assert publish_raw(broker.url, good("after", 1)) == 1
+    wait_until(lambda: run.reader.count_events() == 1, what="the event after them")
+    wait_until(lambda: run.reader.count_dead_letters() == 2, timeout=10, what="both dead-lettered as oversize")
     letters = run.reader.dead_letters(None, 10)
     assert sorted((letter.reason, letter.payload_size) for letter in letters) == sorted(
         ("oversize", size) for size in sizes.values()

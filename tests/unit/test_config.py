@@ -85,13 +85,13 @@ def test_a_held_bytes_budget_too_small_for_one_message_is_refused_naming_the_var
     # the packet size the worker announces, and a batch closes at half the budget: a budget under two such
     # messages would stall the worker for ever (under one) or leave messages to the timer.
     monkeypatch.setenv("EVENTPIPE_MAX_PAYLOAD_BYTES", "65536")
-    monkeypatch.setenv("EVENTPIPE_MAX_HELD_BYTES", "139271")
+    monkeypatch.setenv("EVENTPIPE_MAX_HELD_BYTES", "139275")
     with pytest.raises(
-        ValidationError, match=r"EVENTPIPE_MAX_HELD_BYTES \(139271\) must be at least twice the largest message"
+        ValidationError, match=r"EVENTPIPE_MAX_HELD_BYTES \(139275\) must be at least twice the largest message"
     ):
         Settings()
-    monkeypatch.setenv("EVENTPIPE_MAX_HELD_BYTES", "139272")
-    assert Settings().max_held_bytes == 139272
+    monkeypatch.setenv("EVENTPIPE_MAX_HELD_BYTES", "139276")
+    assert Settings().max_held_bytes == 139276
 
 
 def test_the_receive_maximum_cannot_exceed_what_mqtt_allows() -> None:

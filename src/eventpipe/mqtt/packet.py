@@ -16,12 +16,14 @@ from __future__ import annotations
 HEADROOM = 4096
 # Mosquitto checks an incoming packet with its type byte but without its length
 # bytes, an outgoing one with its length bytes (up to 4) but without its type
-# byte; and a message from an MQTT 3 publisher gains a property-length byte on
-# its way to an MQTT 5 subscriber. The worker takes this much more than the
-# broker's limit, or the broker would acknowledge the largest messages it
-# accepts and then drop them for the worker ("Dropping too large outgoing
-# PUBLISH") without a trace.
-WAY_OUT = 4
+# byte; a message from an MQTT 3 publisher gains a property-length byte on its
+# way to an MQTT 5 subscriber, and a QoS 0 one a packet id, since the broker
+# queues it for the worker as QoS 1 (upgrade_outgoing_qos): -1 + 4 + 1 + 2. The
+# worker takes this much more than the broker's limit, or the broker would take
+# the largest messages it accepts and then drop them for the worker ("Dropping
+# too large outgoing PUBLISH") without a trace: with 4, an MQTT 3 producer's
+# largest QoS 0 messages never arrived, neither events nor dead letters.
+WAY_OUT = 6
 # MQTT's largest packet (a four-byte remaining length), and so the largest payload the worker can announce.
 MQTT_MAX_PACKET = 268_435_455
 LARGEST_PAYLOAD = MQTT_MAX_PACKET - HEADROOM - WAY_OUT
