@@ -134,6 +134,18 @@ def test_whitespace_around_the_object_is_json_too(payload: bytes) -> None:
     assert json.loads(result.properties) == {"a": 1}
 
 
+def test_a_leading_byte_order_mark_is_ignored_and_the_event_is_the_one_sent_without_it() -> None:
+    # Some encoders write one first (.NET's UTF8Encoding(true), Windows PowerShell's UTF8): read as JSON,
+    # every event of such a producer was an invalid_json dead letter ("Expecting value: line 1 column 1"),
+    # and replaying them failed again. RFC 8259, 8.1, lets a parser ignore it.
+    plain = b'{"button": "buy", "timestamp": "2025-11-22T08:00:00Z"}'
+    marked = parse("events/click", b"\xef\xbb\xbf" + plain, RECEIVED_MS, LIMITS)
+    assert isinstance(marked, Event)
+    assert marked == parse("events/click", plain, RECEIVED_MS, LIMITS)  # the id derived from the same text
+    # One mark, where a JSON text starts: a second is no JSON.
+    assert rejection("events/x", b"\xef\xbb\xbf\xef\xbb\xbf{}").reason == Reason.INVALID_JSON
+
+
 @pytest.mark.parametrize("payload", [b'{"a": 1} {"b": 2}', b'{"a": 1}x', b' {"a": '])
 def test_anything_after_or_around_the_object_that_is_not_json_is_rejected(payload: bytes) -> None:
     assert rejection("events/x", payload).reason == Reason.INVALID_JSON
