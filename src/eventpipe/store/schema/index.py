@@ -49,9 +49,12 @@ BY_USER_ROWS = (
 # An event without its own timestamp is stamped with its receive time, so a
 # later copy of it (a redelivery, a producer's re-send) would get another
 # sort key and show twice. The writer looks its id up here first and gives
-# the copy the first copy's time. Keyed by id alone, so a lookup reads a few
-# granules whatever the time; it holds only such events (timestamp equal to
-# receive time), a small share of the traffic.
+# the copy the first copy's time. Sorted by type, then id, with no time, so a
+# lookup reads a few granules of each type whatever the time (with 350,000
+# types in 700,000 rows, most granules: 20,000 ids in 88 to 96 ms, against 65
+# to 75 ms with 10 types; looking up (type, id) pairs instead took 215 to 250
+# ms, the pairs costing more to bind than they save). It holds only such
+# events (timestamp equal to receive time), a small share of the traffic.
 UNDATED_EVENTS = """
 CREATE TABLE IF NOT EXISTS undated_events
 (
