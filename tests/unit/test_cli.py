@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from eventpipe import __version__
 from eventpipe.cli import restore
 from eventpipe.cli.main import build_parser
+from eventpipe.errors import BackupError
+from eventpipe.stack.lock import stopped
 from eventpipe.store.backup import Restored
 
 
@@ -142,3 +145,17 @@ def test_a_restore_without_the_erasure_key_says_how_many_to_erase_again_and_why(
     said = capsys.readouterr().err
     assert "2 erasure(s) were made since backup 20260101T000000Z-abcdef was taken" in said
     assert "without EVENTPIPE_ERASURE_SECRET (the API's) the restore cannot find them" in said
+
+
+def test_a_restore_refused_before_it_starts_lets_go_of_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its lock was let go only once the restore had begun: a backup not found (or a store that could not be
+    # made private) kept the data dir locked for as long as the process lived.
+    monkeypatch.delenv("EVENTPIPE_CLICKHOUSE_DSN", raising=False)
+    args = build_parser().parse_args(["restore", "--data-dir", str(tmp_path), "--backup", "20990101T000000Z-abcdef"])
+    with pytest.raises(BackupError, match="no backup 20990101T000000Z-abcdef") as refused:
+        restore.run_restore(args)
+    # While the error is still held (its traceback keeps the command's frame), as by a caller that reports it.
+    assert refused.traceback
+    stopped(tmp_path, "then restore", "restore").close()  # refused while the lock was held

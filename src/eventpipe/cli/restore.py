@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 from eventpipe.api.model import rfc3339
@@ -45,29 +46,30 @@ def run_restore(args: argparse.Namespace) -> int:
     # secret and replay marks, without which the erasures made since the backup were not made again.
     kept = data_dir_of(server)
     data_dir = kept or (None if server else Path(args.data_dir or settings.data_dir))
-    lock = None
-    # A server is named by where it came from: one out of reach, set in the environment, was blamed on nothing.
-    setting = ""
-    if data_dir is None:
-        dsn, where = server, redact(server)
-        setting = f" ({source})"
-    else:
-        if not data_dir.is_dir():
-            # Without options the data dir is EVENTPIPE_DATA_DIR's or ./.eventpipe, which the user never named.
-            came = (
-                ""
-                if args.data_dir
-                else " (EVENTPIPE_DATA_DIR, else ./.eventpipe: no --data-dir or --clickhouse-dsn was given, "
-                "and EVENTPIPE_CLICKHOUSE_DSN is not set)"
+    with ExitStack() as held:
+        # A server is named by where it came from: one out of reach, set in the environment, was blamed on nothing.
+        setting = ""
+        if data_dir is None:
+            dsn, where = server, redact(server)
+            setting = f" ({source})"
+        else:
+            if not data_dir.is_dir():
+                # Without options the data dir is EVENTPIPE_DATA_DIR's or ./.eventpipe, which the user never named.
+                came = (
+                    ""
+                    if args.data_dir
+                    else " (EVENTPIPE_DATA_DIR, else ./.eventpipe: no --data-dir or --clickhouse-dsn was given, "
+                    "and EVENTPIPE_CLICKHOUSE_DSN is not set)"
+                )
+                raise ConfigError(f"{data_dir.resolve()}{came} is no directory: give the --data-dir of `eventpipe up`")
+            # Held through the restore, so that no `up` starts on a half-restored store. A lock it cannot take is
+            # blamed on what named the data dir.
+            held.enter_context(
+                closing(stopped(data_dir, "then restore", "restore", source if kept else DATA_DIR_SETTING))
             )
-            raise ConfigError(f"{data_dir.resolve()}{came} is no directory: give the --data-dir of `eventpipe up`")
-        # Held through the restore, so that no `up` starts on a half-restored store. A lock it cannot take is
-        # blamed on what named the data dir.
-        lock = stopped(data_dir, "then restore", "restore", source if kept else DATA_DIR_SETTING)
-        private_store(data_dir)
-        dsn, where = embedded_dsn(data_dir), str(data_dir.resolve())
-        _check_present(dsn, args.backup)
-    try:
+            private_store(data_dir)
+            dsn, where = embedded_dsn(data_dir), str(data_dir.resolve())
+            _check_present(dsn, args.backup)
         # Before anything is dropped: a secret file that cannot be read stops the restore, not its end.
         secret = _erasure_secret(settings, data_dir)
         try:
@@ -96,9 +98,6 @@ def run_restore(args: argparse.Namespace) -> int:
         # A stop asked for by a signal, as Ctrl-C is: told as an interruption, with what it left.
         with interrupted_by(signal.SIGTERM, signal.SIGHUP):
             restored = Backups(client).restore(args.backup, settings.retention_days, TAKEN_BY, replacing, redo)
-    finally:
-        if lock is not None:
-            lock.close()
     return _finish(restored, where)
 
 
