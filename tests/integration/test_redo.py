@@ -141,6 +141,36 @@ def test_a_restore_finds_users_with_dead_letters_only_by_the_user_id_their_json_
     assert kept == sorted([payloads["in text"].decode(), payloads["kept"].decode()])
 
 
+def test_a_restore_finds_users_with_dead_letters_only_in_the_envelopes_the_worker_is_set_to_read(
+    client: Client, writer: Writer
+) -> None:
+    # EVENTPIPE_ENVELOPE_KEYS names `payload`: the worker takes a user from there, and so does a replay. The
+    # redo read only event_data and data, so a user erased since the backup with such letters only was not
+    # found, the letters came back, and a replay stored the erased user's events again.
+    limits = Limits(envelope_keys=("payload", "event_data", "data"))
+    writer.insert_events(events_of(KEPT, 3))
+    payload = b'{"payload": {"event_id": "w-1", "user_id": "wrapped-only", "timestamp": "soon"}}'
+    parsed = parse("events/bad", payload, MARCH_MS, limits)
+    assert isinstance(parsed, Rejection)
+    writer.insert_dead_letters([parsed])
+    backups = Backups(client)
+    taken = backups.take("test")
+    eraser = Eraser(client, embedded=True)
+    assert [e.dead_letters for e in erased_as_the_api_does(client, eraser, ["wrapped-only"])] == [1]
+
+    restored = backups.restore(
+        taken.name,
+        0,
+        "test",
+        redo=lambda first: redo_erasures(
+            client, taken.name, ERASURE_SECRET, eraser, "eventpipe restore", first, envelopes=limits.envelope_keys
+        ),
+    )
+
+    assert restored.redone == Redone(users=1, found=1, events=0, dead_letters=1, complete=True)
+    assert client.query("SELECT count() FROM dead_letters").result_rows == [(0,)]
+
+
 def test_an_event_two_users_erased_again_together_shared_is_counted_once(client: Client, writer: Writer) -> None:
     # A producer re-sent an event under another user: erased one after another, the first erasure took it
     # whole and the second counted none of it. Erased together, each user's record counted it, and the

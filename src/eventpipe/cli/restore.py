@@ -93,7 +93,10 @@ def run_restore(args: argparse.Namespace) -> int:
 
             def redo(first: int) -> Redone:
                 # Before the restore is recorded as finished: killed meanwhile, it is one to run again.
-                return redo_erasures(client, args.backup, key, eraser, TAKEN_BY, first)
+                # Its letters' users looked for in the envelopes the worker reads, as they are set for it.
+                return redo_erasures(
+                    client, args.backup, key, eraser, TAKEN_BY, first, envelopes=settings.envelope_keys
+                )
 
         # A stop asked for by a signal, as Ctrl-C is: told as an interruption, with what it left.
         with interrupted_by(signal.SIGTERM, signal.SIGHUP):

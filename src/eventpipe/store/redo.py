@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BusyStorageError, StorageError
+from eventpipe.events.contract import ENVELOPE_KEYS
 from eventpipe.store.audit import Audit, Erasure, user_hash
 from eventpipe.store.concealment import release
 from eventpipe.store.erasure import AT_ONCE, Eraser
@@ -54,11 +55,14 @@ log = logging.getLogger(__name__)
 # even where the statement read it from erasure_keys (found by an attack), a user erased again among them.
 USERS = "SELECT DISTINCT user_id FROM events_by_user ORDER BY user_id"
 # The user ids the restored dead letters give as JSON, at the top level or in an envelope the worker reads
-# (events.contract.ENVELOPE_KEYS), as raw JSON values (a string or an integer), streamed as USERS is. A letter that
-# is no JSON, or names the user elsewhere, gives none: the erasure would take it, but no id can be read from it.
+# (`envelopes`: EVENTPIPE_ENVELOPE_KEYS, the worker's and the replay's), as raw JSON values (a string or an
+# integer), streamed as USERS is. Only the default envelopes were read: with the setting naming another
+# (`payload`), a user erased since the backup whose letters wrap the id there was not found, the letters came
+# back, and a replay stored the erased user's events again. A letter that is no JSON, or names the user
+# elsewhere, gives none: the erasure would take it, but no id can be read from it.
 LETTER_USERS = (
-    "SELECT DISTINCT raw FROM (SELECT arrayJoin([JSONExtractRaw(payload, 'user_id'),"
-    " JSONExtractRaw(payload, 'event_data', 'user_id'), JSONExtractRaw(payload, 'data', 'user_id')]) AS raw"
+    "SELECT DISTINCT raw FROM (SELECT arrayJoin(arrayConcat([JSONExtractRaw(payload, 'user_id')],"
+    " arrayMap(envelope -> JSONExtractRaw(payload, envelope, 'user_id'), {envelopes:Array(String)}))) AS raw"
     " FROM dead_letters WHERE isValidJSON(payload))"
 )
 # The tables whose mutations read a redo's hidden values, and how many of those mutations are not done.
@@ -152,10 +156,13 @@ def redo_erasures(
     taken_by: str,
     first: int,
     clock: Callable[[], int] = time.time_ns,
+    envelopes: Sequence[str] = ENVELOPE_KEYS,
 ) -> Redone:
     """Erase again every user erased since backup `name` was taken whose events the restored store holds,
     each recorded in the audit as an erasure by `taken_by`, numbered from `first` on (store.lineage).
-    `secret` keys the audit's hashes (EVENTPIPE_ERASURE_SECRET): users erased under another are not found."""
+    `secret` keys the audit's hashes (EVENTPIPE_ERASURE_SECRET): users erased under another are not found.
+    `envelopes` are the objects the worker reads contract fields from (EVENTPIPE_ENVELOPE_KEYS), where a
+    user with dead letters only is looked for too."""
     started_ms = clock() // 1_000_000
     with classified():
         sql, parameters = hashes_since(*_place(client, name))
@@ -166,7 +173,7 @@ def redo_erasures(
                 held = _matching(blocks, wanted, secret)
         if len(held) < len(wanted):
             # Users with dead letters only: by the user_id their letters give as JSON.
-            with closing(_blocks(client, LETTER_USERS)) as blocks:
+            with closing(_blocks(client, LETTER_USERS, {"envelopes": list(envelopes)})) as blocks:
                 held |= _matching(blocks, wanted - held.keys(), secret, _user_id)
         found = list(held.values())
     events = dead_letters = 0
@@ -214,10 +221,10 @@ def _settle(client: Client, tokens: list[str]) -> None:
             time.sleep(0.1)
 
 
-def _blocks(client: Client, sql: str) -> Generator[list[str]]:
+def _blocks(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> Generator[list[str]]:
     """The values `sql` reads, a block of them at a time (the engine's max_block_size, 65,409 rows): one read
     of the table, streamed; closed (`closing`) where the caller stops early, which ends the read."""
-    with client.query_row_block_stream(sql) as stream:
+    with client.query_row_block_stream(sql, parameters=parameters) as stream:
         for block in stream:
             yield [str(row[0]) for row in block]
 
