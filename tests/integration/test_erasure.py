@@ -25,6 +25,7 @@ from eventpipe.store import erasure, mark, turn
 from eventpipe.store.audit import Audit, Erasure, user_hash
 from eventpipe.store.backup import Backups
 from eventpipe.store.client import connect
+from eventpipe.store.concealment import hide
 from eventpipe.store.erasure import Erased, Eraser
 from eventpipe.store.mark import REPLAY_AHEAD
 from eventpipe.store.mention import mentions
@@ -760,6 +761,23 @@ def test_another_call_erasing_the_user_meanwhile_leaves_this_ones_keys_to_it(
     monkeypatch.setattr(Eraser, "_settle", another_call_meanwhile)
     assert Eraser(client).erase(ERASED).dead_letters == 0  # the other call took the letter
     assert client.command("SELECT count() FROM erasure_keys") == 0, "each call's keys go once it is done"
+
+
+def test_on_the_embedded_engine_the_next_erasure_removes_the_ids_a_call_killed_with_its_process_left(
+    client: Client, writer: Writer
+) -> None:
+    # `eventpipe up` killed during an erasure: the call had hidden the ids (store.concealment) and never released
+    # them. Called again, the erasure answered complete, and the ids stayed in clear in erasure_keys for a day,
+    # for good with no erasure after. chDB lets one process open a store, whose calls take turns: nothing can
+    # still read them there.
+    writer.insert_events([event(0, ERASED, True)])
+    killed = hide(client, time.time_ns() // 1_000_000 - 60_000, {"users": [ERASED]})
+    assert Eraser(client, embedded=True).erase(ERASED).events == 1
+    assert client.command("SELECT count() FROM erasure_keys") == 0, f"the killed call's {killed} is left"
+    # On a server another process's call may still be running: its row is left for the day, as before.
+    hide(client, time.time_ns() // 1_000_000 - 60_000, {"users": [KEPT]})
+    Eraser(client, embedded=False).erase(ERASED)
+    assert client.command("SELECT count() FROM erasure_keys WHERE name = 'users'") == 1
 
 
 def test_an_erasure_leaves_the_id_in_no_mutation_and_no_file_but_the_masked_rows(

@@ -60,6 +60,11 @@ _TOKEN = re.compile(r"[0-9a-f]{32}")
 # other, and its row serves nothing. Any user's erasure, not only the same user's: a failed call retried at
 # once (as its 503 says) left its row, and the id in it, until the same user was erased again a day later.
 ABANDONED_MS = 24 * 3600 * 1000
+# On the embedded engine (`eventpipe up`) one process alone opens the store, and its calls take turns
+# (store.turn): the rows of any call before this one belong to a call that has ended, failed or killed with
+# its process, and go now. Left for the day, `up` killed during an erasure kept the erased ids in clear in the
+# store after the erasure called again had answered complete (found by an attack).
+ENDED_MS = 0
 # The mark of a restore's values (store.redo): a restore runs alone (store.restoration), so one that finds such
 # values of another attempt finds those of an attempt killed or failed, which nothing reads any more. An
 # attempt killed in its redo had left the ids of its whole set there, in clear, for a day. Values of an
@@ -113,10 +118,12 @@ def concealed(sql: str, parameters: dict[str, object]) -> tuple[str, dict[str, o
     return _PARAMETER.sub(read, sql), {name: value for name, value in parameters.items() if name in PUBLIC}
 
 
-def release(client: Client, cut_ms: int, *tokens: str, restores: bool = False) -> None:
-    """Remove the rows of the erasures `tokens`, done, of any call abandoned a day before `cut_ms`, and with
-    `restores` of every restore's (BY_RESTORE), when no unfinished mutation reads them."""
-    parameters = {"own": list(tokens), "cut": cut_ms, "abandoned": ABANDONED_MS, "restores": restores}
+def release(
+    client: Client, cut_ms: int, *tokens: str, restores: bool = False, abandoned_ms: int = ABANDONED_MS
+) -> None:
+    """Remove the rows of the erasures `tokens`, done, of any call abandoned `abandoned_ms` (a day) before
+    `cut_ms`, and with `restores` of every restore's (BY_RESTORE), when no unfinished mutation reads them."""
+    parameters = {"own": list(tokens), "cut": cut_ms, "abandoned": abandoned_ms, "restores": restores}
     with classified():
         releasing = [str(row[0]) for row in client.query(_RELEASED, parameters=parameters).result_rows]
         running = [str(row[0]) for row in client.query(_RUNNING).result_rows]

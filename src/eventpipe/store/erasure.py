@@ -43,7 +43,7 @@ from typing import NamedTuple
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.errors import BusyStorageError
-from eventpipe.store.concealment import BY_RESTORE, concealed, hide, release
+from eventpipe.store.concealment import ABANDONED_MS, BY_RESTORE, ENDED_MS, concealed, hide, release
 from eventpipe.store.deletion import (
     BY_KEY,
     CUT,
@@ -203,7 +203,8 @@ class Eraser:
         for table in index:
             self._delete(table.name, delete_statement(table, shared=False), user)
         if held is None:
-            release(self._client, cut, token)
+            # On the embedded engine no other call can still be running: those of calls killed with `up` go too.
+            release(self._client, cut, token, abandoned_ms=ENDED_MS if self._embedded else ABANDONED_MS)
         else:
             held.append(token)
         if self._tables() != tables:
