@@ -13,7 +13,10 @@ import threading
 from fastapi.testclient import TestClient
 
 from eventpipe.api.model import DeadLetter, event_json
+from eventpipe.events.condition import parse_condition
+from eventpipe.events.metric import parse_metric
 from eventpipe.store.client import connect
+from eventpipe.store.export import Export
 from eventpipe.store.feed import Feed, Place
 from eventpipe.store.migration import migrate
 from eventpipe.store.query import PAGE_BYTES, EventFilter, Query
@@ -216,3 +219,32 @@ def concurrently(api: TestClient, path: str, count: int) -> list[int]:
         thread.join()
     assert len(sizes) == count
     return sizes
+
+
+def test_reads_through_large_properties_hold_blocks_of_a_bounded_number_of_rows(clickhouse_dsn: str) -> None:
+    # 6,000 events of 60 KB in one day: a filter on a property reads all of them through FINAL, in the sort
+    # key's order for a page, the export and the feed. In blocks of ClickHouse's default 65,409 rows one such
+    # read held more than twice the properties (1,568 MB over 14,000 of them, on an engine with no limit of its
+    # own); in blocks of store.reader.READ_SETTINGS' rows, at most 64 MiB each, it stays under this cap.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    for part in range(4):  # four parts whose times interleave, as batches do: FINAL merges them
+        client.command(
+            "INSERT INTO events (event_id, event_type, timestamp, received_at, user_id, topic, properties)"
+            " SELECT concat('e', toString(n)), 'wide', fromUnixTimestamp64Milli(toInt64({end:Int64} - n * 10000)),"
+            " fromUnixTimestamp64Milli(toInt64({end:Int64} - n * 10000)), NULL, 'events/wide',"
+            " concat('{\"n\":', toString(n), ',\"blob\":\"', repeat('x', 60000), '\"}')"
+            " FROM (SELECT number * 4 + {part:UInt8} AS n FROM numbers(1500))",
+            parameters={"end": MARCH_MS, "part": part},
+        )
+    reader = readonly_reader(clickhouse_dsn, max_memory_bytes=320 * MIB)
+    day = EventFilter(since_ms=MARCH_MS - 86_400_000, until_ms=MARCH_MS + 1)
+    nothing = day._replace(where=(parse_condition("properties.n=-1"),))
+    assert reader.event_page(nothing, 1000).rows == []
+    assert list(Export(reader.run).pages(nothing)) == []
+    assert Feed(reader.run).page(nothing, 1000, Place()).rows == []
+    assert reader.timeseries(nothing, 60_000) == []
+    assert reader.breakdown(nothing, parse_condition("properties.n=1").field, parse_metric("count"), 10).items == []
+    # And what a filter keeps, whole: the ten events at the window's end.
+    ten = day._replace(where=(parse_condition("properties.n<10"),))
+    assert [event.event_id for event in reader.event_page(ten, 1000).rows] == [f"e{n}" for n in range(10)]

@@ -43,13 +43,15 @@ def served(
         server.stop()
 
 
-def readonly_reader(dsn: str, timeout_s: float | None = None) -> Reader:
+def readonly_reader(dsn: str, timeout_s: float | None = None, max_memory_bytes: int | None = None) -> Reader:
     """A reader whose every query runs with readonly=2, as the API's ClickHouse user does
     (clickhouse/users.d): ClickHouse refuses writes and DDL, so a query that user could not run
-    fails the test. Per-query settings pass, as they do for that user (the lookup by id sends four)."""
+    fails the test. Per-query settings pass, as they do for that user (the lookup by id sends four).
+    `max_memory_bytes`: every query fails (MEMORY_LIMIT_EXCEEDED) past that much of the engine's memory."""
     # The same engine options as eventpipe's own clients: chDB takes those of the first one.
     extra = {"chdb_options": engine_options(dsn)} if dsn.startswith("chdb") else {"autogenerate_session_id": False}
-    return Reader(clickhouse_connect.get_client(dsn=dsn, settings={"readonly": 2}, **extra), timeout_s)
+    settings = {"readonly": 2} | ({"max_memory_usage": max_memory_bytes} if max_memory_bytes else {})
+    return Reader(clickhouse_connect.get_client(dsn=dsn, settings=settings, **extra), timeout_s)
 
 
 def api_client(dsn: str, keys: Iterable[str] = (KEY,), registry: CollectorRegistry | None = None) -> TestClient:
