@@ -29,7 +29,9 @@ only, so no query reads more than they are.
 
 A page is bounded in rows and, before it is read, in bytes, as a page of
 /events is (store.query): an extent query sums each row's JSON upper bound
-(string sizes only) in page order and keeps the rows within the byte cap. The
+(string sizes only) in page order and keeps the rows within the byte cap. A
+page asks for twice the rows the page before kept when the byte cap cut it
+(_next_ask): a filter is evaluated on every candidate, however few are kept. The
 sort key is unique after FINAL (copies of an event share it and collapse), so
 "after the last key" neither repeats nor skips a row. Rows stored behind the
 walk's position while it runs are not in the export; rows stored ahead are.
@@ -120,6 +122,20 @@ def page_query(where: EventFilter, after: Key | None, through: Key, rows: int) -
     return Query(statement(EVENT_FIELDS, table, conditions, f"{ORDER} LIMIT {{rows:UInt32}}"), parameters)
 
 
+def _next_ask(extent: Extent, asked: int, rows: int) -> int:
+    """How many candidates the page after `extent` reads: twice what this one kept when the byte cap cut it,
+    else twice what it asked, up to `rows`.
+
+    A filter is evaluated on every candidate, a property's on its whole properties, and the cap keeps what
+    fits: asked for PAGE_ROWS each time, pages of 60 KB events kept 138 and each parsed what followed them in
+    the window. With one property filter, 14,000 such events took 42 s of CPU to export (23.5 s), 21 s (12.4)
+    so, against 5 unfiltered; a day of 1M small events among 20,000 such, 94 s, 87 so. What is left is
+    FINAL reading in order a few granules of every part beyond what LIMIT keeps."""
+    if extent.kept < extent.candidates:
+        return min(rows, max(2 * extent.kept, 1))
+    return min(rows, 2 * asked)
+
+
 class Export:
     """Walks the events a filter selects, oldest first, in pages of Events."""
 
@@ -143,12 +159,13 @@ class Export:
         windows = self._windows(where)
         start = max(where.since_ms or 0, windows.oldest or 0)
         after: Key | None = None
+        ask = rows  # candidates the next extent reads: see _next_ask
         while stopped is None or not stopped.is_set():
             end = windows.end(start)
             if end is not None and where.until_ms is not None and end >= where.until_ms:
                 end = None
             window = where._replace(since_ms=start, until_ms=where.until_ms if end is None else end)
-            extent = self._extent(extent_query(window, after, rows, max_bytes))
+            extent = self._extent(extent_query(window, after, ask, max_bytes))
             served, short = 0, False
             if extent.last is not None:
                 found = self._run(page_query(window, after, extent.last, extent.kept))
@@ -161,12 +178,13 @@ class Export:
                 after = Key.of(page[-1]) if page else extent.last
                 # Even from a page that was not full: the window's counted rows were not all served.
                 short = after != extent.last
-            if (extent.candidates == rows or served < extent.candidates or short) and after is not None:
+            if (extent.candidates == ask or served < extent.candidates or short) and after is not None:
                 start = after.time_ms  # the window holds more: the next page starts where this one ended
             elif end is None:
                 return
             else:
                 start, after = end, None
+            ask = _next_ask(extent, ask, rows)
 
     def _windows(self, where: EventFilter) -> Windows:
         if event_source(where)[0] != "events":
