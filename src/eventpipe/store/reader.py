@@ -79,11 +79,13 @@ MIN_LEFT_S = 0.01
 # on a property or a breakdown reads every row of its window: with 64 KiB properties a block could hold 4 GiB.
 # Measured on the embedded engine, which has no memory limit of its own: `/events?since=<a day>&where=
 # properties.x=1` over 14,000 events of 60 KB in 4 parts took 1,748 MB (eventpipe up from 519 MB to 1.5 GB
-# with 20,000 such events among 1M small ones), in 16 parts 1,675 MB. In blocks of 256 rows (16 MiB of
-# properties at most) 281 and 634 MB: what is left is FINAL reading each part's granules side by side, and
-# grows with the parts a window meets, not its rows (1,024 rows: 358 and 914 MB). Small rows read no slower
-# so: a breakdown, a time series and a page's extent over 1M to 3.5M of them took as long (0.9, 1.7, 1.3 s).
-READ_SETTINGS: dict[str, float] = {"max_block_size": 256}
+# with 20,000 such events among 1M small ones), in 16 parts 1,675 MB; in blocks of 1,024 rows (64 MiB of
+# properties at most) 358 and 914 MB. What is left is FINAL reading each part's granules side by side, and
+# grows with the parts a window meets, not its rows. Smaller blocks hold less (256 rows: 281 and 634 MB) but
+# cost every read: at 10M events the bench's direct reads took 7 to 45% longer in blocks of 256, 2 to 26% in
+# blocks of 1,024 (one run each, against 10.3 ms for the newest page, 9.2 for the last hour; at 1M both within
+# the runs' spread), and a count through FINAL of every row 107 and 32 ms against 4.
+READ_SETTINGS: dict[str, float] = {"max_block_size": 1024}
 
 # On whose behalf the reads of a context run: the name of the API key whose request they serve (api.flight
 # sets it), their lane on the embedded engine (store.pool); "" for reads made on no key's behalf.
