@@ -566,13 +566,7 @@ def test_an_export_of_big_events_holds_one_page_of_bytes_not_of_rows(clickhouse_
     # The bound is not 3 pages: the engine's read buffers come on top, and the
     # peak was 68 to 101 MiB between runs of this test, so it is set well below
     # 600 but clear of that spread.
-    blob = "x" * 60_000
-    for start in range(0, 3000, 250):
-        rows = [
-            event("events/big", {"event_id": f"b{i:04d}", "timestamp": MARCH_MS + i, "blob": blob}, MARCH_MS)
-            for i in range(start, start + 250)
-        ]
-        assert writer.insert_events(rows) == []
+    big_events(writer, 3000)
     with served(Reader(connect(clickhouse_dsn))) as server:
         assert received(server, "ndjson", until=str(MARCH_MS + 10))[0] == 10
         with peak_growth() as grown:
@@ -590,13 +584,7 @@ def test_a_filtered_export_of_big_events_asks_each_page_for_about_what_the_last_
     # byte cap keeps what fits. Asked for PAGE_ROWS each time, every 8 MiB page of 60 KB events parsed all
     # that followed it: 14,000 of them took 42 s of CPU filtered, 5 unfiltered; 21 asking for twice what the
     # page before kept.
-    blob = "x" * 60_000
-    for start in range(0, 1500, 250):
-        rows = [
-            event("events/big", {"event_id": f"b{i:04d}", "timestamp": MARCH_MS + i, "blob": blob}, MARCH_MS)
-            for i in range(start, start + 250)
-        ]
-        assert writer.insert_events(rows) == []
+    big_events(writer, 1500)
     asked: list[int] = []
 
     class Asking(Reader):
@@ -611,6 +599,17 @@ def test_a_filtered_export_of_big_events_asks_each_page_for_about_what_the_last_
     kept = [len(page) for page in pages]
     assert len(pages) > 10 and max(kept) < 200, kept  # 8 MiB of 60 KB events
     assert asked[0] == PAGE_ROWS and max(asked[1:]) <= 2 * max(kept), (asked, kept)
+
+
+def big_events(writer: Writer, count: int) -> None:
+    """`count` events of 60 KB (b0000, b0001, ...), a millisecond apart from MARCH_MS, in batches of 250."""
+    blob = "x" * 60_000
+    for start in range(0, count, 250):
+        rows = [
+            event("events/big", {"event_id": f"b{i:04d}", "timestamp": MARCH_MS + i, "blob": blob}, MARCH_MS)
+            for i in range(start, min(count, start + 250))
+        ]
+        assert writer.insert_events(rows) == []
 
 
 def received(server: ApiServer, fmt: str, **params: str) -> tuple[int, int]:
