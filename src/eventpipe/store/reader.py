@@ -82,9 +82,10 @@ MIN_LEFT_S = 0.01
 # with 20,000 such events among 1M small ones), in 16 parts 1,675 MB; in blocks of 1,024 rows (64 MiB of
 # properties at most) 358 and 914 MB. What is left is FINAL reading each part's granules side by side, and
 # grows with the parts a window meets, not its rows. Smaller blocks hold less (256 rows: 281 and 634 MB) but
-# cost every read: at 10M events the bench's direct reads took 7 to 45% longer in blocks of 256, 2 to 26% in
-# blocks of 1,024 (one run each, against 10.3 ms for the newest page, 9.2 for the last hour; at 1M both within
-# the runs' spread), and a count through FINAL of every row 107 and 32 ms against 4.
+# cost every read: at 10M events the bench's direct reads took 7 to 45% longer in blocks of 256 (one run), in
+# blocks of 1,024 2 to 26% in one run and -11 to +14% in another (against 10.3 ms for the newest page, 9.2
+# for the last hour; at 1M all within the runs' spread), and a count through FINAL of every row 107 and 32 ms
+# against 4.
 READ_SETTINGS: dict[str, float] = {"max_block_size": 1024}
 
 # On whose behalf the reads of a context run: the name of the API key whose request they serve (api.flight
