@@ -15,8 +15,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from eventpipe.api.app import create_app
+from eventpipe.api.flow import PIPELINED_BYTES
 from eventpipe.api.keyring import Keyring
-from eventpipe.api.protocol import CLOSED_REASONS, PIPELINED_BYTES
+from eventpipe.api.protocol import CLOSED_REASONS
 from eventpipe.api.server import ApiServer
 from eventpipe.port import free_port
 from eventpipe.store.client import connect
@@ -30,6 +31,7 @@ from tests.support.wait import wait_until
 
 TIMEOUT_S = 0.5
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+KEPT_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"  # the connection kept alive after it
 
 
 class SlowReader(Reader):
@@ -206,7 +208,7 @@ def test_connections_beyond_the_limit_are_closed_at_once_and_the_api_recovers(
 
 def test_a_stalled_second_request_on_a_kept_alive_connection_also_gets_408(clickhouse_dsn: str) -> None:
     with server(readonly_reader(clickhouse_dsn)) as port, socket.create_connection(("127.0.0.1", port)) as kept:
-        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        kept.sendall(KEPT_HEALTHZ)
         assert one_answer(kept).startswith(b"HTTP/1.1 200")
         kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the next one, half sent
         got = answer(kept)
@@ -216,14 +218,9 @@ def test_a_stalled_second_request_on_a_kept_alive_connection_also_gets_408(click
 def test_requests_pipelined_behind_a_slow_one_are_all_answered_in_order(clickhouse_dsn: str) -> None:
     # The server reads on while a client's next requests wait (to hear it leave), up to PIPELINED_BYTES:
     # past that it stops reading, and what it held and what waits in the socket are still answered in turn.
-    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-    count = 3 * PIPELINED_BYTES // len(healthz)
-    slow = f"GET /events?limit=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode()
-    migrate(connect(clickhouse_dsn))
-    with server(SlowReader(connect(clickhouse_dsn))) as port, socket.create_connection(("127.0.0.1", port)) as kept:
-        kept.sendall(slow)
-        time.sleep(TIMEOUT_S)  # the first is being served as the rest arrive
-        kept.sendall(healthz * count + HEALTHZ)
+    count = 3 * PIPELINED_BYTES // len(KEPT_HEALTHZ)
+    with behind_a_slow_request(clickhouse_dsn) as kept:
+        kept.sendall(KEPT_HEALTHZ * count + HEALTHZ)
         got = answer(kept, wait_s=30)
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
     assert statuses == [b"200"] * (count + 2), (len(statuses), set(statuses))
@@ -233,19 +230,25 @@ def test_requests_pipelined_behind_a_slow_one_are_all_answered_in_order(clickhou
 def test_a_client_pipelining_without_end_is_not_read_past_the_bound(clickhouse_dsn: str) -> None:
     # What the server holds of a client's next requests is bounded: past PIPELINED_BYTES it stops reading,
     # and the rest waits in the kernel's buffers (a few MiB on loopback) until the client can send no more.
-    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-    flood = healthz * (64 * 1024 * 1024 // len(healthz))
-    slow = f"GET /events?limit=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode()
-    migrate(connect(clickhouse_dsn))
-    with server(SlowReader(connect(clickhouse_dsn))) as port, socket.create_connection(("127.0.0.1", port)) as kept:
-        kept.sendall(slow)
-        time.sleep(TIMEOUT_S)
+    flood = KEPT_HEALTHZ * (64 * 1024 * 1024 // len(KEPT_HEALTHZ))
+    with behind_a_slow_request(clickhouse_dsn) as kept:
         kept.settimeout(1)  # the server reads none of it while the first is served (1.5 s a query)
         sent = 0
         with contextlib.suppress(TimeoutError):
             while sent < len(flood):
                 sent += kept.send(flood[sent : sent + 1024 * 1024])
     assert sent < 32 * 1024 * 1024, f"{sent} bytes taken: the server read on past its bound"
+
+
+@contextlib.contextmanager
+def behind_a_slow_request(dsn: str) -> Iterator[socket.socket]:
+    """A connection whose first request (a page of a SlowReader) is being served: what the block sends comes
+    pipelined behind it."""
+    migrate(connect(dsn))
+    with server(SlowReader(connect(dsn))) as port, socket.create_connection(("127.0.0.1", port)) as kept:
+        kept.sendall(f"GET /events?limit=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode())
+        time.sleep(TIMEOUT_S)  # the first is being served as the rest arrive
+        yield kept
 
 
 def test_a_connection_idle_after_a_body_read_late_is_closed_by_keep_alive(clickhouse_dsn: str) -> None:

@@ -29,9 +29,9 @@ from typing import Any
 
 import h11
 from prometheus_client import Counter
-from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from eventpipe.api.flow import PipelinedFlow, buffered
 from eventpipe.api.transport import CutOff, reset
 from eventpipe.telemetry.summary import ClientLog, on_loop_exception, server_summaries
 
@@ -46,8 +46,6 @@ READ_TIMEOUT_S = 10.0
 WRITE_STALL_S = 60.0
 # What a client must read of its answers within each WRITE_STALL_S to count as reading (about 1 KiB/s).
 MIN_READ_BYTES = 64 * 1024
-# What of a client's next request is read while this one is served; past it, its socket is no longer read.
-PIPELINED_BYTES = 64 * 1024
 # Why the server closed a connection by one of its own bounds (keep-alive's idle close is not counted):
 # over the cap (at accept), a request not all sent in time (408), bytes h11 cannot read as HTTP/1.0
 # or 1.1 (400), answers left unread (dropped). Each connection is counted once, for the first.
@@ -100,25 +98,6 @@ def origin_form(request: h11.Request) -> h11.Request:
         headers=[(b"host", authority), *headers],
         http_version=request.http_version,
     )
-
-
-class PipelinedFlow(FlowControl):
-    """uvicorn's flow control, reading on while what waits is a client's next request, up to PIPELINED_BYTES.
-
-    uvicorn stops reading a socket once the next request is in, until this one is answered: it reads no
-    more of it, and so hears neither a close nor a reset. An export whose client sent its next request
-    and left read every window of the store for nobody (api.hangup waits for a disconnect no one reads)."""
-
-    def __init__(self, transport: asyncio.Transport, connection: h11.Connection) -> None:
-        super().__init__(transport)
-        self._connection = connection
-
-    def pause_reading(self) -> None:
-        # h11 holds what follows a request whole (DONE) until the next cycle: only that is let grow here.
-        waiting = self._connection.their_state is h11.DONE
-        if waiting and len(self._connection.trailing_data[0]) < PIPELINED_BYTES:
-            return
-        super().pause_reading()
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -187,7 +166,7 @@ class GuardedH11Protocol(H11Protocol):
         if state is not h11.IDLE:
             return False
         # Between requests, only once the next one has begun: idle is keep-alive's to close.
-        return self.cycle is None or bool(self.conn.trailing_data[0])
+        return self.cycle is None or buffered(self.conn) > 0
 
     def _watch(self) -> None:
         if self.transport.is_closing() or not self._reading():

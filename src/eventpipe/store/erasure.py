@@ -128,6 +128,9 @@ class Eraser:
         # for 30 minutes after `eventpipe up` was killed during a replay, every erasure waited its
         # minute and answered complete: false. On a server it may run elsewhere.
         self._embedded = embedded
+        # Likewise the hidden values of a call before this one: on the embedded engine that call has ended,
+        # failed or killed with `up`, and they go at once; a server keeps them a day (store.concealment).
+        self._abandoned_ms = ENDED_MS if embedded else ABANDONED_MS
 
     def erase(self, user_id: str) -> Erased:
         """Delete every row of `user_id`'s events received before now, and the dead letters naming it;
@@ -203,8 +206,7 @@ class Eraser:
         for table in index:
             self._delete(table.name, delete_statement(table, shared=False), user)
         if held is None:
-            # On the embedded engine no other call can still be running: those of calls killed with `up` go too.
-            release(self._client, cut, token, abandoned_ms=ENDED_MS if self._embedded else ABANDONED_MS)
+            release(self._client, cut, token, abandoned_ms=self._abandoned_ms)
         else:
             held.append(token)
         if self._tables() != tables:
