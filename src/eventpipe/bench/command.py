@@ -98,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         if "latency" in plan.scenarios:
             figures["latency"] = _latency(plan, work, window, say)
         if "api" in plan.scenarios:
-            figures["api"], figures["export"] = _api(plan, work, window, say)
+            figures["api"], figures["export"] = _api(plan, work, settings, say)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -138,17 +138,22 @@ def _printer() -> Callable[[str], None]:
     return say
 
 
-def _drains(plan: Plan, work: Path, settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    window = settings.mqtt_receive_maximum
-    broker = Mosquitto(
+def _broker(settings: Settings, directory: Path) -> Mosquitto:
+    """A broker of the bench's own, configured as `eventpipe up` configures its own."""
+    return Mosquitto(
         free_port(),
-        work / "mosquitto",
-        window,
+        directory,
+        settings.mqtt_receive_maximum,
         settings.mosquitto_binary,
         max_payload_bytes=settings.max_payload_bytes,
         session_expiry_s=settings.mqtt_session_expiry_s,
     )
+
+
+def _drains(plan: Plan, work: Path, settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    window = settings.mqtt_receive_maximum
+    broker = _broker(settings, work / "mosquitto")
     broker.start()
     config = str(broker.directory / "mosquitto.conf")
     pid = pid_running("-c", config)
@@ -200,9 +205,22 @@ def _latency(plan: Plan, work: Path, window: int, say: Callable[[str], None]) ->
 
 
 def _api(
-    plan: Plan, work: Path, window: int, say: Callable[[str], None]
+    plan: Plan, work: Path, settings: Settings, say: Callable[[str], None]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The reads' figures, then the exports'."""
+    # The direct side's stream comes through it (bench.inflow).
+    broker = _broker(settings, work / "direct-mosquitto")
+    broker.start()
+    try:
+        return _reads(plan, work, settings.mqtt_receive_maximum, broker, say)
+    finally:
+        broker.stop()
+
+
+def _reads(
+    plan: Plan, work: Path, window: int, broker: Mosquitto, say: Callable[[str], None]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each size in turn: fill, compare, print everything so far."""
     results: list[endpoint.Comparison] = []
     exports: list[Download] = []
     for size in plan.sizes:
@@ -214,7 +232,7 @@ def _api(
         seconds = endpoint.fill(data_dir, size)
         say(f"   (filled {size:,} events in {seconds:.1f}s, {size / seconds if seconds else 0:,.0f}/s)")
         try:
-            compared, exported = endpoint.compare(data_dir, size, plan.api_seconds, window)
+            compared, exported = endpoint.compare(data_dir, size, plan.api_seconds, window, broker)
             results += compared
             exports.append(exported)
         finally:

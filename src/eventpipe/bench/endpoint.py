@@ -2,10 +2,12 @@
 
 At each size a fresh `eventpipe up` data dir is filled (`eventpipe bench
 fill`). The Reader's own calls are timed directly (bench.query) while the same
-rate of demo events is written through the Writer, then `eventpipe up` serves
-the same reads over HTTP while that stream arrives over MQTT (fresh small
-parts, as in production), then the direct calls again. Never two processes on
-the directory at once: chDB allows one. The two direct runs are pooled, so
+stream of demo events arrives over MQTT from a broker of the bench's own into
+the worker in that process (bench.inflow), then `eventpipe up` serves the same
+reads over HTTP while that stream arrives over MQTT at its own broker (fresh
+small parts, as in production), then the direct calls again. Each side times
+its reads in turn, round after round (bench.query.timed). Never two processes
+on the directory at once: chDB allows one. The two direct runs are pooled, so
 merges ClickHouse finishes in between weigh on both sides alike.
 """
 
@@ -18,6 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +34,13 @@ from eventpipe.bench.query import DAY_MS, endpoints, timed
 from eventpipe.bench.stats import Timing
 from eventpipe.errors import EventpipeError
 from eventpipe.stack.child import parent_death_signal
+from eventpipe.stack.mosquitto import Mosquitto
 from eventpipe.store.dsn import embedded_dsn
 
 # A steady production-like stream on top of the stored events while the API is timed.
 STREAM_RATE = 500.0
+# Enough of a spec to count the reads before the direct process has picked the real one.
+NO_SPEC = {"now_ms": 0, "event_id": "", "user_id": ""}
 
 
 @dataclass(frozen=True)
@@ -77,13 +83,29 @@ def fill(data_dir: Path, count: int) -> float:
     return float(json.loads(out)["seconds"])
 
 
+def _stream(url: str, seconds: float, reads: int) -> Load:
+    """The live stream at STREAM_RATE into `url`, enough for `reads` reads of `seconds` each and their
+    warm-up; it stops by itself when sent, or at `stop()`."""
+    budget = int(STREAM_RATE * (seconds + 5) * (reads + 1))
+    return Load(url, demo_messages(budget, start=datetime.now(UTC)), STREAM_RATE, budget + 1, budget)
+
+
 def _direct(
-    data_dir: Path, seconds: float, spec: dict[str, Any] | None
+    data_dir: Path, seconds: float, spec: dict[str, Any] | None, broker: Mosquitto, window: int
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    args = ["--dsn", embedded_dsn(data_dir), "--seconds", str(seconds), "--stream-rate", str(STREAM_RATE)]
+    args = ["--dsn", embedded_dsn(data_dir), "--seconds", str(seconds)]
+    args += ["--mqtt-url", broker.url, "--receive-maximum", str(window)]
     if spec is not None:
         args += ["--spec", json.dumps(spec)]
-    out = json.loads(_child("eventpipe.bench.query", *args))
+    # Published from here, as for the API side; what goes out before the worker subscribes is dropped.
+    stream = _stream(broker.url, seconds, len(endpoints(spec or NO_SPEC)))
+    stream.start()
+    try:
+        out = json.loads(_child("eventpipe.bench.query", *args))
+    finally:
+        stream.stop()
+    if stream.failure is not None:
+        raise EventpipeError(f"the live stream failed: {stream.failure}")
     return out["spec"], {name: list(samples) for name, samples in out["samples"].items()}
 
 
@@ -97,23 +119,17 @@ def _through_api(
         client = ApiClient(api_port, key)
         cleanup.callback(client.close)
         reads = endpoints(spec)
-        # Enough stream for the whole measurement; it stops by itself when sent.
-        budget = int(STREAM_RATE * (seconds + 5) * (len(reads) + 1))
-        messages = demo_messages(budget, start=datetime.now(UTC))
-        stream = Load(f"mqtt://127.0.0.1:{mqtt_port}", messages, STREAM_RATE, budget + 1, budget)
+        stream = _stream(f"mqtt://127.0.0.1:{mqtt_port}", seconds, len(reads))
         client.wait_ready()
         stream.start()
-        results = {}
-        for name, (path, _read) in reads.items():
-            if path is None:
-                continue
+        cleanup.callback(stream.stop)
 
-            def run(path: str = path) -> None:
-                status, body, _seconds = client.get(path)
-                if status != 200:
-                    raise EventpipeError(f"GET {path} answered {status}: {body[:200]!r}")
+        def run(path: str) -> None:
+            status, body, _seconds = client.get(path)
+            if status != 200:
+                raise EventpipeError(f"GET {path} answered {status}: {body[:200]!r}")
 
-            results[name] = timed(run, seconds, 10, 2_000)
+        results = timed({name: partial(run, path) for name, (path, _read) in reads.items() if path}, seconds, 10, 2_000)
         # The export last, once: it lasts as long as its window is large.
         now = int(spec["now_ms"])
         path = f"/export?format=ndjson&since={now - DAY_MS}&until={now}"
@@ -123,11 +139,14 @@ def _through_api(
         return results, exported
 
 
-def compare(data_dir: Path, size: int, seconds: float, window: int) -> tuple[list[Comparison], Download]:
-    """Every read at this size, through HTTP and directly, and one export of the last 24 h."""
-    spec, before = _direct(data_dir, seconds / 2, None)
+def compare(
+    data_dir: Path, size: int, seconds: float, window: int, broker: Mosquitto
+) -> tuple[list[Comparison], Download]:
+    """Every read at this size, through HTTP and directly (the stream from `broker`), and one export of the
+    last 24 h."""
+    spec, before = _direct(data_dir, seconds / 2, None, broker, window)
     through_api, exported = _through_api(data_dir, size, seconds, spec, window)
-    _spec, after = _direct(data_dir, seconds / 2, spec)
+    _spec, after = _direct(data_dir, seconds / 2, spec, broker, window)
     out = []
     for name, (path, _read) in endpoints(spec).items():
         api = Timing.of(through_api[name]) if name in through_api else None

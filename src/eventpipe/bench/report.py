@@ -110,8 +110,9 @@ def api(results: Sequence[Comparison]) -> list[str]:
     sizes = sorted({result.size for result in results})
     smallest = {result.name: result for result in results if result.size == sizes[0]}
     lines = [
-        "3. Reads as the store grows: one client, one request at a time, through HTTP while a stream of",
-        "   demo events arrives over MQTT; direct = the same Reader calls, no HTTP, the same stream written directly",
+        "3. Reads as the store grows: one client, one request at a time, the reads in turn, through HTTP while",
+        "   a stream of demo events arrives over MQTT; direct = the same Reader calls, no HTTP, while the same",
+        "   stream arrives over MQTT into a worker in their process",
         f"   {'events':>11} {'read':<20} {'API p50':>9} {'API p99':>9} {'direct p50':>10} {'ratio':>6} {'growth':>7}",
     ]
     for result in results:
