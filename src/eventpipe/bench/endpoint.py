@@ -19,28 +19,21 @@ import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from eventpipe.bench import service
-from eventpipe.bench.backlog import demo_messages
 from eventpipe.bench.child import environment
 from eventpipe.bench.client import ApiClient
 from eventpipe.bench.download import Download, download
-from eventpipe.bench.latency import Load
 from eventpipe.bench.query import DAY_MS, endpoints, timed
 from eventpipe.bench.stats import Timing
+from eventpipe.bench.stream import Stream
 from eventpipe.errors import EventpipeError
 from eventpipe.stack.child import parent_death_signal
 from eventpipe.stack.mosquitto import Mosquitto
 from eventpipe.store.dsn import embedded_dsn
-
-# A steady production-like stream on top of the stored events while the API is timed.
-STREAM_RATE = 500.0
-# Enough of a spec to count the reads before the direct process has picked the real one.
-NO_SPEC = {"now_ms": 0, "event_id": "", "user_id": ""}
 
 
 @dataclass(frozen=True)
@@ -83,13 +76,6 @@ def fill(data_dir: Path, count: int) -> float:
     return float(json.loads(out)["seconds"])
 
 
-def _stream(url: str, seconds: float, reads: int) -> Load:
-    """The live stream at STREAM_RATE into `url`, enough for `reads` reads of `seconds` each and their
-    warm-up; it stops by itself when sent, or at `stop()`."""
-    budget = int(STREAM_RATE * (seconds + 5) * (reads + 1))
-    return Load(url, demo_messages(budget, start=datetime.now(UTC)), STREAM_RATE, budget + 1, budget)
-
-
 def _direct(
     data_dir: Path, seconds: float, spec: dict[str, Any] | None, broker: Mosquitto, window: int
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
@@ -97,15 +83,14 @@ def _direct(
     args += ["--mqtt-url", broker.url, "--receive-maximum", str(window)]
     if spec is not None:
         args += ["--spec", json.dumps(spec)]
-    # Published from here, as for the API side; what goes out before the worker subscribes is dropped.
-    stream = _stream(broker.url, seconds, len(endpoints(spec or NO_SPEC)))
+    # What is published before the worker subscribes is dropped by the broker.
+    stream = Stream(broker.url, data_dir.parent / f"{data_dir.name}-direct-stream.log")
     stream.start()
     try:
         out = json.loads(_child("eventpipe.bench.query", *args))
+        stream.check()
     finally:
         stream.stop()
-    if stream.failure is not None:
-        raise EventpipeError(f"the live stream failed: {stream.failure}")
     return out["spec"], {name: list(samples) for name, samples in out["samples"].items()}
 
 
@@ -119,7 +104,7 @@ def _through_api(
         client = ApiClient(api_port, key)
         cleanup.callback(client.close)
         reads = endpoints(spec)
-        stream = _stream(f"mqtt://127.0.0.1:{mqtt_port}", seconds, len(reads))
+        stream = Stream(f"mqtt://127.0.0.1:{mqtt_port}", data_dir.parent / f"{data_dir.name}-stream.log")
         client.wait_ready()
         stream.start()
         cleanup.callback(stream.stop)
@@ -134,8 +119,7 @@ def _through_api(
         now = int(spec["now_ms"])
         path = f"/export?format=ndjson&since={now - DAY_MS}&until={now}"
         exported = download(size, api_port, key, stack.process.pid, path)
-        if stream.failure is not None:
-            raise EventpipeError(f"the live stream failed: {stream.failure}")
+        stream.check()
         return results, exported
 
 

@@ -58,18 +58,12 @@ class Load(threading.Thread):
         self.sent = 0
         self.elapsed = 0.0
         self.failure: BaseException | None = None
-        self._halt = threading.Event()
-
-    def stop(self) -> None:
-        """Stop publishing, wait for what was sent to be acknowledged, and close."""
-        self._halt.set()
-        self.join()
 
     def run(self) -> None:
         try:
             total = len(self._messages)
             started = time.perf_counter()
-            while self.sent < total and not self._halt.is_set():
+            while self.sent < total:
                 due = min(total, int((time.perf_counter() - started) * self._rate) + 1)
                 if due > self.sent:
                     first = max(self.sent, self._sample_from)
@@ -81,7 +75,7 @@ class Load(threading.Thread):
                     self.sent = due
                 time.sleep(TICK_S)
             self.elapsed = time.perf_counter() - started
-            self._publisher.wait_acked(self.sent)
+            self._publisher.wait_acked(total)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             self.failure = exc
         finally:
