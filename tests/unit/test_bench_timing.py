@@ -18,3 +18,7 @@ def test_every_read_stops_at_its_most_however_long_the_time() -> None:
     runs = {"a": lambda: None, "b": lambda: None}
     samples = timed(runs, seconds=3600.0, at_least=1, at_most=7)
     assert [len(taken) for taken in samples.values()] == [7, 7]
+
+
+def test_no_reads_time_nothing() -> None:
+    assert timed({}, seconds=1.0, at_least=1, at_most=5) == {}

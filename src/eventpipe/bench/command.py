@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -208,17 +209,12 @@ def _api(
     plan: Plan, work: Path, settings: Settings, say: Callable[[str], None]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The reads' figures, then the exports'."""
-    # The direct side's stream comes through it (bench.inflow).
-    broker = _broker(settings, work / "direct-mosquitto")
-    broker.start()
-    try:
-        return _reads(plan, work, settings.mqtt_receive_maximum, broker, say)
-    finally:
-        broker.stop()
+    # The direct side's stream comes through brokers like `up`'s (bench.inflow).
+    return _reads(plan, work, settings.mqtt_receive_maximum, partial(_broker, settings), say)
 
 
 def _reads(
-    plan: Plan, work: Path, window: int, broker: Mosquitto, say: Callable[[str], None]
+    plan: Plan, work: Path, window: int, broker: endpoint.Broker, say: Callable[[str], None]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Each size in turn: fill, compare, print everything so far."""
     results: list[endpoint.Comparison] = []

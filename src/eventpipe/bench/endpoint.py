@@ -18,6 +18,7 @@ import json
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -34,6 +35,9 @@ from eventpipe.errors import EventpipeError
 from eventpipe.stack.child import parent_death_signal
 from eventpipe.stack.mosquitto import Mosquitto
 from eventpipe.store.dsn import embedded_dsn
+
+# A broker configured as `eventpipe up` configures its own, in a given directory, not yet started.
+Broker = Callable[[Path], Mosquitto]
 
 
 @dataclass(frozen=True)
@@ -77,20 +81,26 @@ def fill(data_dir: Path, count: int) -> float:
 
 
 def _direct(
-    data_dir: Path, seconds: float, spec: dict[str, Any] | None, broker: Mosquitto, window: int
+    data_dir: Path, seconds: float, spec: dict[str, Any] | None, phase: str, broker: Broker, window: int
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    args = ["--dsn", embedded_dsn(data_dir), "--seconds", str(seconds)]
-    args += ["--mqtt-url", broker.url, "--receive-maximum", str(window)]
+    args = ["--dsn", embedded_dsn(data_dir), "--seconds", str(seconds), "--receive-maximum", str(window)]
     if spec is not None:
         args += ["--spec", json.dumps(spec)]
-    # What is published before the worker subscribes is dropped by the broker.
-    stream = Stream(broker.url, data_dir.parent / f"{data_dir.name}-direct-stream.log")
-    stream.start()
-    try:
-        out = json.loads(_child("eventpipe.bench.query", *args))
+    # A broker for this run alone: a session left from an earlier run would take a copy of every message.
+    direct = broker(data_dir.parent / f"{data_dir.name}-{phase}-broker")
+    stream = Stream(direct.url, data_dir.parent / f"{data_dir.name}-{phase}-stream.log")
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(direct.stop)
+        direct.start()
+        cleanup.callback(stream.stop)
+        # What is published before the worker subscribes is dropped by the broker.
+        stream.start()
+        try:
+            out = json.loads(_child("eventpipe.bench.query", *args, "--mqtt-url", direct.url))
+        except EventpipeError:
+            stream.check()  # a publisher that stopped is the cause to report
+            raise
         stream.check()
-    finally:
-        stream.stop()
     return out["spec"], {name: list(samples) for name, samples in out["samples"].items()}
 
 
@@ -104,10 +114,10 @@ def _through_api(
         client = ApiClient(api_port, key)
         cleanup.callback(client.close)
         reads = endpoints(spec)
-        stream = Stream(f"mqtt://127.0.0.1:{mqtt_port}", data_dir.parent / f"{data_dir.name}-stream.log")
+        stream = Stream(f"mqtt://127.0.0.1:{mqtt_port}", data_dir.parent / f"{data_dir.name}-api-stream.log")
+        cleanup.callback(stream.stop)
         client.wait_ready()
         stream.start()
-        cleanup.callback(stream.stop)
 
         def run(path: str) -> None:
             status, body, _seconds = client.get(path)
@@ -124,13 +134,13 @@ def _through_api(
 
 
 def compare(
-    data_dir: Path, size: int, seconds: float, window: int, broker: Mosquitto
+    data_dir: Path, size: int, seconds: float, window: int, broker: Broker
 ) -> tuple[list[Comparison], Download]:
-    """Every read at this size, through HTTP and directly (the stream from `broker`), and one export of the
-    last 24 h."""
-    spec, before = _direct(data_dir, seconds / 2, None, broker, window)
+    """Every read at this size, through HTTP and directly (the stream through a broker from `broker`), and one
+    export of the last 24 h."""
+    spec, before = _direct(data_dir, seconds / 2, None, "before", broker, window)
     through_api, exported = _through_api(data_dir, size, seconds, spec, window)
-    _spec, after = _direct(data_dir, seconds / 2, spec, broker, window)
+    _spec, after = _direct(data_dir, seconds / 2, spec, "after", broker, window)
     out = []
     for name, (path, _read) in endpoints(spec).items():
         api = Timing.of(through_api[name]) if name in through_api else None

@@ -6,14 +6,12 @@ and inserts it on the timer. The direct side takes the same stream from a
 broker of the bench's own into the very same worker (ingest.assembly) in the
 process that times the Reader's calls, so both read past the same fresh small
 parts and share the CPU with the same ingest, broker and publisher: what is
-left between them is HTTP and the API's own work. A thread writing the stream
-through the Writer left out the broker, the MQTT receive and the parsing: a
-lighter load than the API side's.
+left between them is HTTP and the API's own work. A thread writing through the
+Writer would leave out the broker, the MQTT receive and the parsing: a lighter
+load than the API side's.
 """
 
 from __future__ import annotations
-
-import uuid
 
 from prometheus_client import CollectorRegistry
 
@@ -28,8 +26,8 @@ class Inflow:
         settings = Settings(
             mqtt_url=url,
             clickhouse_dsn=dsn,
-            # A session of its own each run: what the broker queued for an earlier run is not drained into this one.
-            mqtt_client_id=f"bench-direct-{uuid.uuid4().hex[:8]}",
+            # Each run has a broker of its own (bench.endpoint), so no earlier session is resumed.
+            mqtt_client_id="bench-direct",
             mqtt_receive_maximum=receive_maximum,
             # No probes: the stream is the bench's, and only it.
             probe_interval_s=0,
@@ -41,6 +39,10 @@ class Inflow:
     @property
     def stored(self) -> int:
         return int(self._registry.get_sample_value("eventpipe_events_stored_total") or 0)
+
+    def problem(self) -> str | None:
+        """Why the worker cannot take the stream (no connection, a failed flusher), or None."""
+        return self._ingest.worker.problem()
 
     def __enter__(self) -> Inflow:
         self._ingest.start()

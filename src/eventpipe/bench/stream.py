@@ -1,8 +1,8 @@
 """The read benchmark's live stream: `eventpipe publish` in a process of its own, as a producer is.
 
-Published from the bench's own threads, the stream shared the GIL with the
-HTTP client the API side is timed through, and not with the direct side's
-calls, which run in another process.
+Not a thread of the bench: that would share the GIL with the HTTP client the
+API side is timed through, and not with the direct side's calls, which run in
+another process.
 """
 
 from __future__ import annotations
@@ -29,18 +29,17 @@ class Stream:
         self._log = log
 
     def start(self) -> None:
-        # More than any measurement lasts; stop() ends it.
-        count = str(int(STREAM_RATE * 3600))
-        self._handle = self._log.open("ab")
-        args = ["publish", "--mqtt-url", self._url, "--count", count, "--rate", str(STREAM_RATE)]
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "eventpipe.cli.main", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=self._handle,
-            stderr=subprocess.STDOUT,
-            env=environment(),
-            preexec_fn=parent_death_signal(),  # gone with the bench, even killed
-        )
+        # Unbounded in practice (years at this rate): stop() ends it.
+        args = ["publish", "--mqtt-url", self._url, "--count", str(10**11), "--rate", str(STREAM_RATE)]
+        with self._log.open("w") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "eventpipe.cli.main", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment(),
+                preexec_fn=parent_death_signal(),  # gone with the bench, even killed
+            )
 
     def check(self) -> None:
         """Raise EventpipeError if the publisher stopped by itself: the reads were timed without a stream."""
@@ -49,12 +48,13 @@ class Stream:
             raise EventpipeError(f"the live stream stopped (exit {self._process.returncode}): {said}")
 
     def stop(self) -> None:
+        """Safe before start() and twice."""
         if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGINT)  # as Ctrl-C: it stops publishing and reports
+            # As `timeout` stops it: it stops publishing and reports. Not SIGINT, which a shell starting the
+            # bench in the background has its children ignore.
+            self._process.send_signal(signal.SIGTERM)
             try:
                 self._process.wait(10)
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-        if self._process is not None:
-            self._handle.close()
