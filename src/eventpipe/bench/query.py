@@ -102,8 +102,10 @@ def _flowing(inflow: Inflow) -> None:
     """Wait for the stream's first insert: timing before it would compare against a read without an ingest."""
     deadline = time.monotonic() + STREAM_WAIT_S
     while not inflow.stored:
-        if (problem := inflow.problem()) is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the stream stored nothing in this process within {STREAM_WAIT_S:.0f}s: {problem}")
+        if (problem := inflow.problem()) is not None:
+            raise SystemExit(f"the stream cannot reach this process: {problem}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the stream stored nothing in this process within {STREAM_WAIT_S:.0f}s")
         time.sleep(0.05)
 
 
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, run in others.items():
             results |= timed({name: run}, args.seconds, args.at_least, args.at_most)
         if inflow is not None and (inflow.stored == before or inflow.problem() is not None):
-            raise SystemExit(f"the stream stopped reaching the store while reads were timed: {inflow.problem()}")
+            why = inflow.problem() or "nothing more was stored"
+            raise SystemExit(f"the stream stopped reaching the store while reads were timed: {why}")
     print(json.dumps({"spec": spec, "samples": results}), flush=True)
     return 0
 
