@@ -7,14 +7,10 @@ another process.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-from eventpipe.bench.child import environment
+from eventpipe.bench.service import Service
 from eventpipe.errors import EventpipeError
-from eventpipe.stack.child import parent_death_signal
 
 # A steady production-like stream on top of the stored events while reads are timed.
 STREAM_RATE = 500.0
@@ -25,36 +21,21 @@ class Stream:
 
     def __init__(self, url: str, log: Path) -> None:
         self._url = url
-        self._process: subprocess.Popen[bytes] | None = None
         self._log = log
+        self._publisher: Service | None = None
 
     def start(self) -> None:
         # Unbounded in practice (years at this rate): stop() ends it.
         args = ["publish", "--mqtt-url", self._url, "--count", str(10**11), "--rate", str(STREAM_RATE)]
-        with self._log.open("w") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "eventpipe.cli.main", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=environment(),
-                preexec_fn=parent_death_signal(),  # gone with the bench, even killed
-            )
+        self._publisher = Service(args, {}, self._log)
 
     def check(self) -> None:
         """Raise EventpipeError if the publisher stopped by itself: the reads were timed without a stream."""
-        if self._process is not None and self._process.poll() is not None:
-            said = self._log.read_text(errors="replace").strip()[-500:]
-            raise EventpipeError(f"the live stream stopped (exit {self._process.returncode}): {said}")
+        if self._publisher is not None and (code := self._publisher.process.poll()) is not None:
+            raise EventpipeError(f"the live stream stopped (exit {code}): {self._publisher.tail()}")
 
     def stop(self) -> None:
-        """Safe before start() and twice."""
-        if self._process is not None and self._process.poll() is None:
-            # As `timeout` stops it: it stops publishing and reports. Not SIGINT, which a shell starting the
-            # bench in the background has its children ignore.
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        """Safe before start() and twice. SIGTERM, as `timeout` stops it: it stops publishing and reports
+        (not SIGINT, which a shell starting the bench in the background has its children ignore)."""
+        if self._publisher is not None:
+            self._publisher.stop(timeout=10)
