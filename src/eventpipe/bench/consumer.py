@@ -108,6 +108,7 @@ def drain_worker(args: argparse.Namespace) -> tuple[int, float, float, int]:
     from prometheus_client import CollectorRegistry
 
     from eventpipe.config import Settings
+    from eventpipe.heap import settle
     from eventpipe.ingest.assembly import assemble
     from eventpipe.store.client import connect
     from eventpipe.store.migration import migrate
@@ -128,6 +129,7 @@ def drain_worker(args: argparse.Namespace) -> tuple[int, float, float, int]:
     migrator.close()
     registry = CollectorRegistry()
     ingest = assemble(settings, registry)
+    settle()  # as `eventpipe worker` does
 
     def stored() -> int:
         # Polled, not hooked: the worker runs exactly as in production.

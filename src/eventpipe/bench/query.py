@@ -24,6 +24,7 @@ from typing import Any
 from eventpipe.bench.inflow import Inflow
 from eventpipe.events.condition import parse_condition, parse_field
 from eventpipe.events.metric import parse_metric
+from eventpipe.heap import settle
 from eventpipe.store.client import connect
 from eventpipe.store.feed import Feed, Place
 from eventpipe.store.query import EventFilter
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.mqtt_url:
             inflow = stack.enter_context(Inflow(args.mqtt_url, args.dsn, args.receive_maximum))
             _flowing(inflow)
+        settle()  # as `eventpipe up`, the API side, does
         before = inflow.stored if inflow else 0
         results = timed(rounds, args.seconds, args.at_least, args.at_most)
         for name, run in others.items():

@@ -14,6 +14,7 @@ from eventpipe.cli.shutdown import Shutdown
 from eventpipe.cli.variables import settings_problem
 from eventpipe.config import Settings
 from eventpipe.errors import BrokerError, ConfigError
+from eventpipe.heap import settle
 from eventpipe.ingest.assembly import assemble
 from eventpipe.mqtt.replica import named
 from eventpipe.port import address
@@ -63,6 +64,7 @@ def _work(settings: Settings) -> int:
     metrics_server = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
     with reaching(settings.resolved_clickhouse_dsn, settings.clickhouse_dsn_setting):
         ingest = assemble(settings, registry)
+    settle()
     shutdown = Shutdown()
     shutdown.install()
     ingest.start()
@@ -110,6 +112,7 @@ def _serve(settings: Settings) -> int:
     keyring = Keyring(settings.api_keys, settings.api_keys_file)  # a file that cannot be used stops it here
     registry = process_registry()
     server = assemble(settings, registry, keyring)
+    settle()
     # On a listener of its own, as the worker's: on the API's port every key read every other key's name,
     # request counts and the dead-letter backlog that /dead-letters refuses a scoped key. Once every
     # setting has been checked (the TLS pair above), so that a port is taken only by a process that runs.

@@ -17,6 +17,7 @@ from eventpipe.cli.shutdown import Shutdown
 from eventpipe.cli.variables import settings_problem
 from eventpipe.config import Settings
 from eventpipe.errors import BrokerError, ConfigError
+from eventpipe.heap import settle
 from eventpipe.ingest.assembly import assemble
 from eventpipe.ingest.probe import client_id as probe_client_id
 from eventpipe.ingest.worker import Worker
@@ -181,6 +182,7 @@ def _serve(
     with reaching(dsn, settings.clickhouse_dsn_setting):
         worker, prober = assemble(settings, registry)
     api = assemble_api(settings, api_registry, keyring)
+    settle()
     rules = settings.prometheus_rules_dir or default_rules_dir()
     no_rules: str | None = None
     if settings.prometheus_port:
