@@ -50,6 +50,16 @@ def to_epoch_ms(value: object, *, up: bool = False) -> int:
     events are whole milliseconds, and one is at or after an inclusive `since`, or before an
     exclusive `until`, exactly when it is so against the bound rounded up.
     """
+    if not up and type(value) is str and value[4:5] == "-" and len(value) <= 64 and "\x00" not in value:
+        # The form nearly every producer sends, read at once: this is what the general path below ends in
+        # for a text datetime reads as it is (no space around it, no leap second, no RFC 2822), at half
+        # the cost, which every message pays (events.contract).
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return ((moment if moment.tzinfo else moment.replace(tzinfo=UTC)) - _EPOCH) // _ONE_MS
     if isinstance(value, bool):
         raise ValueError("timestamp must be a string or a number, not a boolean")
     if isinstance(value, int | float):

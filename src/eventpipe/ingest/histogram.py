@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
@@ -24,12 +25,15 @@ class BatchHistogram(Collector):
         registry.register(self)
 
     def observe_many(self, values: Iterable[float]) -> None:
-        counts = [0] * len(self._counts)
-        total = 0.0
-        bounds = self._bounds
-        for value in values:
-            counts[bisect_left(bounds, value)] += 1
-            total += value
+        """Observe `values`, each below 0 as 0: a negative value would lower the sum, which Prometheus takes
+        for a reset. Sorted, then cut at each bound: in C, not a Python step per value (a batch's delays
+        come nearly in order, which sorts in one pass)."""
+        ordered = sorted(values)
+        # How many are at most each bound, as the cumulative buckets count them; none below a negative one.
+        at_most = [bisect_right(ordered, bound) if bound >= 0 else 0 for bound in self._bounds]
+        at_most.append(len(ordered))
+        counts = [at_most[0]] + [high - low for low, high in itertools.pairwise(at_most)]
+        total = sum(ordered[bisect_right(ordered, 0.0) :])
         with self._lock:
             for index, count in enumerate(counts):
                 self._counts[index] += count

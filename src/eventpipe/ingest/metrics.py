@@ -176,10 +176,9 @@ class IngestMetrics:
     def observe_committed(self, events: list[Event], received_ms: list[int], now_ms: int, clock_ms: int) -> None:
         """A committed batch's delays: each event's since its timestamp by the wall clock `now_ms`, each
         message's since its receipt by the worker's clock `clock_ms` (ingest.clock), which stamped it."""
-        # Clamped: an event stamped ahead (clock skew) is fresh, and a negative value would lower the sum,
-        # which Prometheus takes for a reset.
-        self.freshness.observe_many([max(0, now_ms - event.timestamp_ms) / 1000 for event in events])
-        self.ingest_latency.observe_many([max(0, clock_ms - received) / 1000 for received in received_ms])
+        # An event stamped ahead (clock skew) is fresh: observe_many counts what is below 0 as 0.
+        self.freshness.observe_many([(now_ms - event.timestamp_ms) / 1000 for event in events])
+        self.ingest_latency.observe_many([(clock_ms - received) / 1000 for received in received_ms])
         probes = [event.timestamp_ms for event in events if event.event_type == PROBE_EVENT_TYPE]
         if probes:
             # Clamped like freshness: a clock ahead of this one must not read as a negative delay.

@@ -16,6 +16,10 @@ def first_copies(events: Sequence[Event]) -> tuple[list[int], list[int]]:
     same millisecond (their versions tie) and the feed the first, so the two served different
     copies (39 of 40 such events in an attack). By receive time, not position: a replay's batch
     is in dead-letter id order."""
+    if len({event.event_id for event in events}) == len(events):
+        # No id twice, so no copies: the usual batch, at a fifth of the cost of the keys below.
+        every = list(range(len(events)))
+        return every, every.copy()
     keys = [(event.timestamp_ms, event.event_type, event.event_id) for event in events]
     first: dict[tuple[int, str, str], int] = {}
     for index, key in enumerate(keys):
