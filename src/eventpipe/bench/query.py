@@ -131,19 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     # The rounds hold what the API side's hold: reads with an endpoint. The others are timed after them.
     rounds = {name: partial(read, reader) for name, (path, read) in reads.items() if path}
     others = {name: partial(read, reader) for name, (path, read) in reads.items() if not path}
+    inflow = Inflow(args.mqtt_url, args.dsn, args.receive_maximum) if args.mqtt_url else None
+    settle()  # assembled, before its worker starts: as `eventpipe up`, the API side, does
     with contextlib.ExitStack() as stack:
-        inflow = None
-        if args.mqtt_url:
-            inflow = stack.enter_context(Inflow(args.mqtt_url, args.dsn, args.receive_maximum))
+        if inflow is not None:
+            stack.enter_context(inflow)
             _flowing(inflow)
-        settle()  # as `eventpipe up`, the API side, does
         before = inflow.stored if inflow else 0
         results = timed(rounds, args.seconds, args.at_least, args.at_most)
         for name, run in others.items():
             results |= timed({name: run}, args.seconds, args.at_least, args.at_most)
-        if inflow is not None and (inflow.stored == before or inflow.problem() is not None):
-            why = inflow.problem() or "nothing more was stored"
-            raise SystemExit(f"the stream stopped reaching the store while reads were timed: {why}")
+        if inflow is not None:
+            problem = inflow.problem()
+            if problem is not None or inflow.stored == before:
+                why = problem or "nothing more was stored"
+                raise SystemExit(f"the stream stopped reaching the store while reads were timed: {why}")
     print(json.dumps({"spec": spec, "samples": results}), flush=True)
     return 0
 
