@@ -18,6 +18,7 @@ from eventpipe.api.backlog import Backlog
 from eventpipe.api.body import BodyLimit
 from eventpipe.api.cursor import Cursors
 from eventpipe.api.flight import Flight
+from eventpipe.api.handoff import Handoff
 from eventpipe.api.keyring import Keyring
 from eventpipe.api.metrics import instrument
 from eventpipe.api.route import router
@@ -107,11 +108,14 @@ def create_app(
     seats, exports = flight.seats(max_requests, max_requests_per_key), export.slots(max_exports)
     keys = KeyCheck(keyring, throttle, seats)
     cursors = Cursors(cursor_secret)
+    # The reads' sync routes run on threads of their own (api.handoff), one for each request let in. Not the
+    # export's, which hears a hang-up through anyio's worker threads (api.hangup), nor the admin routes'.
+    handed_off = Handoff(max_requests).route_class()
     routers = [
-        router(reader, keys, cursors),
-        breakdown.router(reader, keys),
+        router(reader, keys, cursors, handed_off),
+        breakdown.router(reader, keys, handed_off),
         export.router(reader, keys, exports),
-        feed.router(reader, keys, cursors),
+        feed.router(reader, keys, cursors, handed_off),
     ]
     if backups is not None:
         routers.append(backup.router(backups, keys, cursors))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from eventpipe.api.auth import Granted, KeyCheck
@@ -67,8 +68,10 @@ class BreakdownAnswer(BaseModel):
     )
 
 
-def router(reader: Reader, keys: KeyCheck) -> APIRouter:
-    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(*KEYED))
+def router(reader: Reader, keys: KeyCheck, route_class: type[APIRoute] = APIRoute) -> APIRouter:
+    api = APIRouter(
+        dependencies=[Depends(keys), Depends(only_known)], responses=responses(*KEYED), route_class=route_class
+    )
 
     @api.get(
         "/stats/breakdown",

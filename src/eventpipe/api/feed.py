@@ -6,6 +6,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from eventpipe.api.answer import json_answer
@@ -81,8 +82,10 @@ class FeedPage(BaseModel):
     )
 
 
-def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
-    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(*KEYED))
+def router(reader: Reader, keys: KeyCheck, cursors: Cursors, route_class: type[APIRoute] = APIRoute) -> APIRouter:
+    api = APIRouter(
+        dependencies=[Depends(keys), Depends(only_known)], responses=responses(*KEYED), route_class=route_class
+    )
     # A page reads windows for about as long as a read a client can narrow may run, then answers what it has.
     feed, bookmarks = Feed(reader.run, reader.timeout_s), Bookmarks(cursors)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi.routing import APIRoute
 
 from eventpipe.api import series
 from eventpipe.api.answer import json_answer
@@ -52,9 +53,11 @@ SERIES_SINCE_HELP = (
 )
 
 
-def router(reader: Reader, keys: KeyCheck, cursors: Cursors) -> APIRouter:
+def router(reader: Reader, keys: KeyCheck, cursors: Cursors, route_class: type[APIRoute] = APIRoute) -> APIRouter:
     # A key's event types narrow every read of events: `grant.narrow(filter)` in each route that reads them.
-    api = APIRouter(dependencies=[Depends(keys), Depends(only_known)], responses=responses(*KEYED))
+    api = APIRouter(
+        dependencies=[Depends(keys), Depends(only_known)], responses=responses(*KEYED), route_class=route_class
+    )
 
     @api.get(
         "/events", tags=["events"], summary="Stored events, newest first, one page at a time", response_model=EventPage
