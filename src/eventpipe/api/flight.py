@@ -27,8 +27,9 @@ from eventpipe.store.reader import CALLER
 # The most of an answer written to the server at once: about its write buffer's high-water mark, so a
 # client that reads nothing holds a slice there, not a page of megabytes.
 SLICE_BYTES = 64 * 1024
-# The API's thread pool has 40 threads (anyio's default): probes and a keys file's reading
-# keep the threads that the most requests in flight leave them.
+# The reads run on threads of their own, one per request in flight (api.handoff); the export and the
+# admin routes on anyio's 40 (its default), where probes and a keys file's reading keep the threads that
+# the most requests in flight leave them.
 MAX_REQUESTS = 32
 MAX_REQUESTS_PER_KEY = 8
 # Seconds a refused client is told to wait: most answers take well under one.
