@@ -38,7 +38,7 @@ def test_a_burst_runs_at_once_up_to_the_size_and_the_rest_waits_its_turn() -> No
         # Past the size, calls queue and still all run.
         done = await asyncio.wait_for(asyncio.gather(*(handoff.run(lambda: 1) for _ in range(20))), 10)
         assert done == [1] * 20
-        assert sum(thread.name.startswith("eventpipe-api-") for thread in threading.enumerate()) >= 4
+        assert sum(thread.name.startswith("eventpipe-read-") for thread in threading.enumerate()) >= 4
 
     asyncio.run(scenario())
 

@@ -35,7 +35,8 @@ Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", contextvars.Contex
 
 class Handoff:
     """Up to `size` threads, started as calls need them: as many as the requests the API lets in at once
-    (api.flight), so that an admitted request never waits for a thread."""
+    (api.flight), so that an admitted request never waits for a thread. Named eventpipe-read-N, apart from
+    the server's own eventpipe-api, in a profile or a thread dump."""
 
     def __init__(self, size: int) -> None:
         self._size = size
@@ -93,7 +94,7 @@ class Handoff:
                 return
             self._threads += 1
             self._idle += 1  # idle until it takes a job, as the next put must count it
-        threading.Thread(target=self._serve, name=f"eventpipe-api-{self._threads}", daemon=True).start()
+        threading.Thread(target=self._serve, name=f"eventpipe-read-{self._threads}", daemon=True).start()
 
     def _serve(self) -> None:
         while True:
