@@ -122,8 +122,7 @@ class Handoff:
 
 
 def _settle(done: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
-    if done.cancelled():
-        return
+    # `done` is never cancelled: run() awaits it through shield(), and only the shield's outer future is.
     ok, value = outcome
     if ok:
         done.set_result(value)
