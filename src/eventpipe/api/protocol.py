@@ -31,6 +31,7 @@ import h11
 from prometheus_client import Counter
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from eventpipe.api.cork import Cork
 from eventpipe.api.flow import PipelinedFlow, buffered
 from eventpipe.api.transport import CutOff, reset
 from eventpipe.telemetry.summary import ClientLog, on_loop_exception, server_summaries
@@ -106,6 +107,7 @@ class GuardedH11Protocol(H11Protocol):
     max_connections = MAX_CONNECTIONS
     read_timeout_s = READ_TIMEOUT_S
     write_stall_s = WRITE_STALL_S
+    corked = True
     closed: Counter | None = None
     summaries = server_summaries(MAX_CONNECTIONS)
     client_log = ClientLog(logging.getLogger("uvicorn.error"), summaries)
@@ -122,8 +124,10 @@ class GuardedH11Protocol(H11Protocol):
         self._counted = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        # What the request cycles write to and close: an answer cut off is reset, not ended (api.transport).
-        super().connection_made(CutOff(transport, self))  # type: ignore[arg-type]
+        # What the request cycles write to and close: an answer cut off is reset, not ended (api.transport),
+        # and a head goes out with its body (api.cork).
+        corked = Cork(transport, self.loop) if self.corked else transport
+        super().connection_made(CutOff(corked, self))  # type: ignore[arg-type]
         self.flow = PipelinedFlow(self.transport, self.conn)
         if len(self.connections) > self.max_connections:
             self._refuse()
