@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import threading
 
 import pytest
@@ -65,3 +66,36 @@ def test_a_cancelled_request_ends_only_once_its_call_has() -> None:
             await asyncio.wait_for(request, 10)
 
     asyncio.run(scenario())
+
+
+def test_a_request_cancelled_twice_still_waits_and_its_calls_failure_is_not_reported_as_lost() -> None:
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        reported: list[str] = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+        handoff = Handoff(1)
+        release, started = threading.Event(), threading.Event()
+
+        def failing() -> None:
+            started.set()
+            release.wait(10)
+            raise LookupError("the store went away")
+
+        request = asyncio.ensure_future(handoff.run(failing))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        request.cancel()
+        await asyncio.sleep(0.05)
+        request.cancel()  # a server stopping cancels again: the seats must still wait for the thread
+        await asyncio.sleep(0.05)
+        assert not request.done()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(request, 10)
+        # The failure had nobody to go to: asyncio would log "exception was never retrieved" for it.
+        await asyncio.sleep(0.05)
+        gc.collect()
+        await asyncio.sleep(0)
+        return reported
+
+    assert asyncio.run(scenario()) == []

@@ -21,7 +21,7 @@ import inspect
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fastapi.routing import APIRoute
 
@@ -30,7 +30,21 @@ T = TypeVar("T")
 # the embedded engine keeps files open for each thread that has queried (api.export reuses its threads too).
 IDLE_S = 60.0
 
-Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", contextvars.Context, Callable[[], Any]]
+
+class _Job(Generic[T]):
+    """A call handed to a thread, and how the event loop learns its end. Only the loop's thread reads or
+    sets `done`, `ended` and `waiter` (in run() and _settle), so they need no lock."""
+
+    __slots__ = ("call", "context", "done", "ended", "loop", "waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, context: contextvars.Context, call: Callable[[], T]) -> None:
+        self.loop = loop
+        self.context = context
+        self.call = call
+        self.done: asyncio.Future[T] = loop.create_future()
+        self.ended = False
+        # Made once the request is cancelled: set when the call ends, so that run() returns no sooner.
+        self.waiter: asyncio.Future[None] | None = None
 
 
 class Handoff:
@@ -40,7 +54,7 @@ class Handoff:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job[Any]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0
@@ -51,14 +65,18 @@ class Handoff:
         it names: store.reader.CALLER). Cancelled, it still waits for the call to end: the thread cannot
         be stopped, and what the request holds (its seats) must be held as long as its work is."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[T] = loop.create_future()
-        self._put((loop, done, contextvars.copy_context(), call))
+        job: _Job[T] = _Job(loop, contextvars.copy_context(), call)
+        self._put(job)
         try:
-            return await asyncio.shield(done)
+            # Awaited as it is, not through shield(): a shield's outer future costs the answer another
+            # turn of the event loop. Cancelling this cancels `job.done`, and _settle leaves it so.
+            return await job.done
         except asyncio.CancelledError:
-            while not done.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait({done})
+            if not job.ended:
+                job.waiter = loop.create_future()
+                while not job.waiter.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(job.waiter)
             raise
 
     def route_class(self) -> type[APIRoute]:
@@ -83,7 +101,7 @@ class Handoff:
 
         return handed_off
 
-    def _put(self, job: Job) -> None:
+    def _put(self, job: _Job[Any]) -> None:
         """Queue `job`, and start a thread when the jobs waiting outnumber the idle threads (in a burst, an
         idle thread takes one job, not all). Under the lock, as the threads' exit is: a thread that timed
         out as the job came either sees it waiting and takes it, or was gone before it was counted."""
@@ -99,7 +117,7 @@ class Handoff:
     def _serve(self) -> None:
         while True:
             try:
-                loop, done, context, call = self._jobs.get(timeout=IDLE_S)
+                job = self._jobs.get(timeout=IDLE_S)
             except queue.Empty:
                 with self._lock:
                     if self._waiting > 0:
@@ -111,20 +129,25 @@ class Handoff:
                 self._waiting -= 1
                 self._idle -= 1
             try:
-                outcome: tuple[bool, Any] = (True, context.run(call))
+                outcome: tuple[bool, Any] = (True, job.context.run(job.call))
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request, raised there
                 outcome = (False, exc)
             with self._lock:
                 self._idle += 1
             # A loop closed meanwhile (the server stopped) has no one awaiting the answer.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, done, outcome)
+                job.loop.call_soon_threadsafe(_settle, job, outcome)
 
 
-def _settle(done: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
-    # `done` is never cancelled: run() awaits it through shield(), and only the shield's outer future is.
-    ok, value = outcome
-    if ok:
-        done.set_result(value)
-    else:
-        done.set_exception(value)
+def _settle(job: _Job[Any], outcome: tuple[bool, Any]) -> None:
+    job.ended = True
+    # Cancelled, the request is not waiting for the outcome: an exception set there would be logged
+    # as never retrieved.
+    if not job.done.cancelled():
+        ok, value = outcome
+        if ok:
+            job.done.set_result(value)
+        else:
+            job.done.set_exception(value)
+    if job.waiter is not None:
+        job.waiter.set_result(None)
