@@ -2,11 +2,11 @@
 
 uvicorn writes an answer's head (status line and headers) and its body apart, so each answer
 took two sends, and a client waiting on its socket was woken for the head alone, read it, and
-waited again for the body: on two cores the second wake-up often had to wait for a core the
-API's own thread held. Here a small write made while nothing is held is kept until the next
+waited again for the body. Here a small write made while nothing is held is kept until the next
 write, which takes it along in one send, or until the event loop's current step ends, so
 nothing waits longer than the code that wrote it keeps running: a streamed answer's head still
-goes out before its first page is read from the store.
+goes out before its first page is read from the store. With a client in another process,
+/healthz took 0.06 to 0.07 ms less, the lookup by id up to 0.15 ms (docs/performance.md, section 3).
 """
 
 from __future__ import annotations
