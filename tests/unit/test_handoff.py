@@ -99,3 +99,17 @@ def test_a_request_cancelled_twice_still_waits_and_its_calls_failure_is_not_repo
         return reported
 
     assert asyncio.run(scenario()) == []
+
+
+def test_a_call_that_raises_stopiteration_fails_its_request_rather_than_hanging_it() -> None:
+    async def scenario() -> None:
+        handoff = Handoff(1)
+
+        def exhausted() -> None:
+            next(iter(()))
+
+        # A future cannot take StopIteration: the request waited for good, and held its seats.
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            await asyncio.wait_for(handoff.run(exhausted), 10)
+
+    asyncio.run(scenario())

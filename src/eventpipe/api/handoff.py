@@ -130,6 +130,10 @@ class Handoff:
                 self._idle -= 1
             try:
                 outcome: tuple[bool, Any] = (True, job.context.run(job.call))
+            except StopIteration as exc:
+                # A future refuses StopIteration (TypeError in _settle), and the request waited for good,
+                # holding its seats. Raised as what it is: a bug of the route, which answers 500.
+                outcome = (False, RuntimeError(f"a read route raised StopIteration: {exc!r}"))
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request, raised there
                 outcome = (False, exc)
             with self._lock:
