@@ -107,8 +107,8 @@ class GuardedH11Protocol(H11Protocol):
     max_connections = MAX_CONNECTIONS
     read_timeout_s = READ_TIMEOUT_S
     write_stall_s = WRITE_STALL_S
-    corked = True
     closed: Counter | None = None
+    _cork: Cork  # the connection's writes (api.cork), made with the connection
     summaries = server_summaries(MAX_CONNECTIONS)
     client_log = ClientLog(logging.getLogger("uvicorn.error"), summaries)
 
@@ -122,13 +122,12 @@ class GuardedH11Protocol(H11Protocol):
         self._stall: asyncio.TimerHandle | None = None
         self._unsent = 0  # bytes the client had not read (_unread) when the stall timer was last armed
         self._counted = False
-        self._cork: Cork | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # What the request cycles write to and close: an answer cut off is reset, not ended (api.transport),
         # and a head goes out with its body (api.cork).
-        self._cork = Cork(transport, self.loop) if self.corked else None
-        super().connection_made(CutOff(self._cork or transport, self))  # type: ignore[arg-type]
+        self._cork = Cork(transport, self.loop)
+        super().connection_made(CutOff(self._cork, self))  # type: ignore[arg-type]
         self.flow = PipelinedFlow(self.transport, self.conn)
         if len(self.connections) > self.max_connections:
             self._refuse()
@@ -161,19 +160,15 @@ class GuardedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         # A whole answer goes now, not at the end of the loop's turn: a HEAD's or a 304's head is all of it.
-        self._flush()
+        self._cork.flush()
         super().on_response_complete()
         self._watch()
 
     def eof_received(self) -> None:
         # asyncio closes the socket itself once this returns, past the cork: what it holds goes first. A
         # client that shut its side after a HEAD (`nc -N`) got nothing, as the answer was held until then.
-        self._flush()
+        self._cork.flush()
         super().eof_received()
-
-    def _flush(self) -> None:
-        if self._cork is not None:
-            self._cork.flush()
 
     def _reading(self) -> bool:
         """True while part of a request is in: a head begun (or a new connection), or a body not yet whole."""

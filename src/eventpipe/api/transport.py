@@ -34,11 +34,24 @@ class Owner(Protocol):
     cycle: Cycle | None
 
 
-class CutOff:
+class Relay:
+    """A transport wrapped: what a subclass does not define is `transport`'s own."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def __getattr__(self, name: str) -> Any:
+        # Kept on the instance once looked up: write and is_closing are called for every slice and packet.
+        found = getattr(self._transport, name)
+        setattr(self, name, found)
+        return found
+
+
+class CutOff(Relay):
     """`transport`, whose close() resets it while `owner`'s current HTTP/1.0 answer is started and not complete."""
 
     def __init__(self, transport: asyncio.Transport, owner: Owner) -> None:
-        self._transport = transport
+        super().__init__(transport)
         self._owner = owner
 
     def close(self) -> None:
@@ -58,12 +71,6 @@ class CutOff:
             asyncio.get_running_loop().call_later(DRAIN_POLL_S, self._reset_when_sent, deadline)
             return
         reset(self._transport)
-
-    def __getattr__(self, name: str) -> Any:
-        # Kept on the instance once looked up: write and is_closing are called for every slice and packet.
-        found = getattr(self._transport, name)
-        setattr(self, name, found)
-        return found
 
 
 def reset(transport: asyncio.Transport) -> None:
