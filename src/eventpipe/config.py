@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     # The longest a read the client can narrow with since/until may run (ClickHouse's max_execution_time;
     # store.reader.Reader): past it, 422 too_costly. On the embedded engine every other request waits.
     api_query_timeout_s: float = Field(default=10.0, ge=0.05, le=3600, allow_inf_nan=False)
+    # The most of ClickHouse's memory one query of those reads may hold (its max_memory_usage; store.bound):
+    # past it, 422 too_costly. The embedded engine has no limit of its own and shares `up`'s process with the
+    # worker. A read through FINAL of 60 KB events holds under 320 MiB (tests/integration/test_api_memory.py),
+    # a breakdown spills its counts to disk past 64 MiB (store.breakdown); distinct users by a property unique
+    # to each of 10M events held 693 MiB for 6 s.
+    api_query_memory_mb: int = Field(default=512, ge=256, le=1_048_576)
     api_port: int = Field(default=8000, ge=0, le=65_535)
     # Exports running at once in an API process, half of them (at least one) per key (api.slot): each
     # holds about two pages of events while its client reads.

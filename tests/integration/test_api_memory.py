@@ -7,12 +7,17 @@ in this process (chDB, as under `eventpipe up`), so its memory counts too.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
+import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
+from eventpipe.api.app import create_app
 from eventpipe.api.model import DeadLetter, event_json
+from eventpipe.api.source import open_reader
 from eventpipe.events.condition import parse_condition
 from eventpipe.events.metric import parse_metric
 from eventpipe.store.client import connect
@@ -22,7 +27,7 @@ from eventpipe.store.migration import migrate
 from eventpipe.store.query import PAGE_BYTES, EventFilter, Query
 from eventpipe.store.reader import Reader
 from eventpipe.store.writer import Writer
-from tests.support.api import AUTH, api_client, event, readonly_reader, rejection, walk
+from tests.support.api import AUTH, KEY, api_client, event, readonly_reader, rejection, walk
 from tests.support.memory import peak_growth
 
 MARCH_MS = 1_772_323_200_000
@@ -248,3 +253,40 @@ def test_reads_through_large_properties_hold_blocks_of_a_bounded_number_of_rows(
     # And what a filter keeps, whole: the ten events at the window's end.
     ten = day._replace(where=(parse_condition("properties.n<10"),))
     assert [event.event_id for event in reader.event_page(ten, 1000).rows] == [f"e{n}" for n in range(10)]
+
+
+def test_a_breakdown_past_the_memory_bound_is_stopped_and_answered_422_and_a_narrower_one_is_not(
+    clickhouse_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A producer made a property unique to each event; a key breaks distinct users down by it over all
+    # time. Uncapped, at 10M such events that one read held 693 MiB for 6 s (docs/performance.md), in the
+    # process the worker runs in. 1M events and a 64 MiB bound here (the setting's least is 256): over all
+    # time the read needs more, over the last minute it does not.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    client.command(
+        "INSERT INTO events (event_id, event_type, timestamp, received_at, user_id, topic, properties)"
+        " SELECT concat('e', toString(number)), 'view', fromUnixTimestamp64Milli(toInt64({end:Int64} - number * 10)),"
+        " fromUnixTimestamp64Milli(toInt64({end:Int64} - number * 10)), concat('u', toString(number % 100000)),"
+        " 'events/x', concat('{\"sid\":\"', toString(number), '-', hex(sipHash64(number)), '\"}')"
+        " FROM numbers(1000000)",
+        parameters={"end": MARCH_MS},
+    )
+    api = TestClient(
+        create_app(open_reader(clickhouse_dsn, 10, "EVENTPIPE_CLICKHOUSE_DSN", 64), CollectorRegistry(), [KEY]),
+        raise_server_exceptions=False,
+    )
+    query = {"by": "properties.sid", "metric": "users", "since": 0, "until": MARCH_MS + 1}
+    with caplog.at_level(logging.INFO, logger="eventpipe"):
+        for _ in range(3):
+            costly = api.get("/stats/breakdown", params=query, headers=AUTH)
+            assert costly.status_code == 422, costly.text[:300]
+            assert costly.json()["error"] == "too_costly" and "64 MiB memory bound" in costly.json()["detail"]
+    # Any key can ask again at will: the log says so once a minute, naming the setting, not once a request.
+    said = [record.getMessage() for record in caplog.records if "too_costly" in record.getMessage()]
+    assert len(said) == 1 and "EVENTPIPE_API_QUERY_MEMORY_MB" in said[0], said
+    narrow = api.get("/stats/breakdown", params={**query, "since": MARCH_MS - 60_000}, headers=AUTH)
+    assert narrow.status_code == 200, narrow.text[:300]
+    assert narrow.json()["total"] == 6001 and len(narrow.json()["items"]) == 100
+    # The engine is whole after it: the next read answers.
+    assert api.get("/stats/event-types", headers=AUTH).json()["total"] == 1_000_000

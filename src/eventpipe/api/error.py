@@ -70,7 +70,8 @@ def responses(*statuses: int, say: dict[int, str] | None = None) -> dict[int | s
         404: "No such item.",
         413: "The request body is over 128 KiB (`payload_too_large`), the most any endpoint takes; refused unread.",
         422: "A parameter is invalid (`invalid_parameter`; `detail` says which and why, up to five at once), or "
-        "the read ran past `EVENTPIPE_API_QUERY_TIMEOUT_S` (`too_costly`: narrow it, with `since` or a type; "
+        "the read ran past `EVENTPIPE_API_QUERY_TIMEOUT_S` or needed more of ClickHouse's memory than "
+        "`EVENTPIPE_API_QUERY_MEMORY_MB` (`too_costly`: narrow it, with `since` or a type; "
         "retrying it as it is fails the same way).",
         429: "The key made its `requests_per_minute` in the last 60 s (`rate_limited`), or has as many requests "
         "in flight as one key may (`too_many_requests`; an export: `too_many_exports`); retry after `Retry-After` "
@@ -116,7 +117,10 @@ RETRY_AFTER = {"description": "Seconds to wait before retrying.", "schema": {"ty
 def install(app: FastAPI) -> None:
     """Route every failure through ErrorBody."""
     # Any key can ask for a read past its bound at will: a line each would let it write the log.
-    costly = Summary("answered {n} read(s) 422 too_costly: each ran past EVENTPIPE_API_QUERY_TIMEOUT_S")
+    costly = Summary(
+        "answered {n} read(s) 422 too_costly: each ran past EVENTPIPE_API_QUERY_TIMEOUT_S or "
+        "EVENTPIPE_API_QUERY_MEMORY_MB"
+    )
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:

@@ -14,15 +14,15 @@ import logging
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from time import monotonic
 from typing import Generic, NamedTuple, TypeVar
 
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.errors import CostlyQueryError, StorageError
+from eventpipe.errors import StorageError
 from eventpipe.events import Event
 from eventpipe.events.condition import Field
 from eventpipe.events.metric import Metric
+from eventpipe.store.bound import Bound
 from eventpipe.store.breakdown import Breakdown, breakdown
 from eventpipe.store.failure import classified
 from eventpipe.store.page import (
@@ -70,10 +70,6 @@ class Page(NamedTuple, Generic[Row]):
     next: Position | None
 
 
-# ClickHouse's TIMEOUT_EXCEEDED: max_execution_time passed.
-TIMEOUT_EXCEEDED = 159
-# Less than this left of a read's bound is none: not worth a query that would be cut at once.
-MIN_LEFT_S = 0.01
 # Rows a block of every read holds at most (ClickHouse's max_block_size, 65,409 by default, bounds rows, not
 # bytes). A read through FINAL merges its parts into blocks of that many rows, properties whole, and a filter
 # on a property or a breakdown reads every row of its window: with 64 KiB properties a block could hold 4 GiB.
@@ -101,6 +97,7 @@ class Reader:
         probe: Client | None = None,
         more: Callable[[], Client] | None = None,
         origin: str = "",
+        memory_bytes: int | None = None,
     ) -> None:
         """`timeout_s`: the longest a read a client can narrow with `since` and `until` may run
         (EVENTPIPE_API_QUERY_TIMEOUT_S): an event page, a live count, a breakdown. A filter that
@@ -110,12 +107,13 @@ class Reader:
         narrow, and a read cut at the same place each time would never be answered. `probe`: the client
         ping uses, when it must give up sooner than reads do. `more`: makes another client like `client`,
         for reads that run while it is busy (store.pool: the embedded engine's clients run one at a time).
-        `origin`: the store and the setting that names it, for the log when it fails."""
+        `origin`: the store and the setting that names it, for the log when it fails. `memory_bytes`: the
+        most of ClickHouse's memory one query of those reads may hold (EVENTPIPE_API_QUERY_MEMORY_MB)."""
         self._client = client
         self._origin = f" ({origin})" if origin else ""
         self._pool = Pool(client, more)
         self._probe = probe or client
-        self._settings = {"max_execution_time": timeout_s} if timeout_s else None
+        self._bound = Bound(timeout_s, memory_bytes)
         self._unready: str | None = None  # why the last ping failed
         # Counts by type and time, kept across requests: one Reader per process.
         self._rollup = Rollup(self.run)
@@ -124,7 +122,7 @@ class Reader:
     def timeout_s(self) -> float | None:
         """The bound of a read a client can narrow (EVENTPIPE_API_QUERY_TIMEOUT_S), None for none: the feed
         spends about as long on one page's windows before it answers with what it has read (store.feed)."""
-        return self._settings["max_execution_time"] if self._settings else None
+        return self._bound.timeout_s
 
     @property
     def clients_made(self) -> int:
@@ -157,7 +155,7 @@ class Reader:
         """Up to `limit` events after `after` whose JSON fits in `max_bytes` (at least one)."""
         # Up to four queries, all within the one bound: each with a bound of its own, a page ran 18 s
         # under a 10 s bound (an attack with a filter that selects nothing, on a busy machine).
-        ends = monotonic() + self._settings["max_execution_time"] if self._settings else None
+        ends = self._bound.deadline()
         for window in windows(where, after, time.time_ns() // 1_000_000):
             extent = self._extent(events_extent_query(window, limit, after, max_bytes), bounded=True, ends=ends)
             if extent.candidates == limit:
@@ -252,35 +250,22 @@ class Reader:
         self, query: Query, binary: tuple[str, ...] = (), *, bounded: bool = False, ends: float | None = None
     ) -> list[tuple[object, ...]]:
         """Run `query`; columns named in `binary` come back as bytes, undecoded. `bounded`: within the
-        time bound, past which it raises CostlyQueryError (422 too_costly); `ends` (time.monotonic()):
-        within what is left of it, for a read of several queries. A read that is not bounded
-        and still runs out of the server's time (a profile's max_execution_time) leaves as the retryable
-        error it is (503 unavailable): its client has no window to narrow."""
+        time and memory bounds (store.bound), past which it raises CostlyQueryError (422 too_costly); `ends`
+        (time.monotonic()): within what is left of the time, for a read of several queries. A read that is
+        not bounded and still runs out of the server's time (a profile's max_execution_time) leaves as the
+        retryable error it is (503 unavailable): its client has no window to narrow."""
         formats: dict[str, str | dict[str, str]] | None = dict.fromkeys(binary, "bytes") if binary else None
         try:
             with classified(), self._pool.client(CALLER.get()) as client:
                 # Once the lane is had: a wait for it counts against the bound too.
-                bound = self._bound(ends) if bounded else None
-                settings = READ_SETTINGS | (bound or {})
+                settings = READ_SETTINGS | self._bound.settings(ends) if bounded else READ_SETTINGS
                 result = client.query(query.sql, parameters=query.parameters, column_formats=formats, settings=settings)
                 return [tuple(row) for row in result.result_rows]
         except StorageError as exc:
-            if not bounded or getattr(exc.__cause__, "code", None) != TIMEOUT_EXCEEDED:
+            costly = self._bound.passed(exc) if bounded else None
+            if costly is None:
                 raise
-            raise CostlyQueryError(self._past_bound()) from exc
-
-    def _bound(self, ends: float | None) -> dict[str, float] | None:
-        """A bounded query's settings: the bound, or what is left of it before `ends`."""
-        if self._settings is None or ends is None:
-            return self._settings
-        left = round(ends - monotonic(), 3)
-        if left < MIN_LEFT_S:  # 0 would be no bound at all to ClickHouse
-            raise CostlyQueryError(self._past_bound())
-        return {**self._settings, "max_execution_time": min(left, self._settings["max_execution_time"])}
-
-    def _past_bound(self) -> str:
-        bound = f"its {self._settings['max_execution_time']:g} s" if self._settings else "the server's time"
-        return f"this read ran past {bound} bound: narrow it with since and until, or an event_type"
+            raise costly from exc
 
     def bounded(self, query: Query) -> list[tuple[object, ...]]:
         return self.run(query, bounded=True)

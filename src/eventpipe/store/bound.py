@@ -1,0 +1,73 @@
+"""What a read a client can narrow may spend in ClickHouse, time and memory, and the 422 past either.
+
+A read with `since` and `until` far apart, a filter that selects few events, or a
+breakdown by a field of many values costs what the client chose to ask for. The
+time bound (EVENTPIPE_API_QUERY_TIMEOUT_S) stops it at a time, but not what it holds
+meanwhile: a breakdown of distinct users by a property a producer made unique per
+event held 388 MB at 3M events in 2 s on the embedded engine, which has no memory
+limit of its own and shares its process with the worker. Past either bound
+ClickHouse stops the query, and the client gets CostlyQueryError (422 too_costly):
+retrying it as it is would fail the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from time import monotonic
+
+from eventpipe.errors import CostlyQueryError, StorageError
+
+# ClickHouse's TIMEOUT_EXCEEDED: max_execution_time passed.
+TIMEOUT_EXCEEDED = 159
+# ClickHouse's MEMORY_LIMIT_EXCEEDED, for any of its limits: the query's, a user's, the server's.
+MEMORY_LIMIT_EXCEEDED = 241
+# The query's own limit (max_memory_usage, which Bound sets), as 26.x and as earlier versions word it. The
+# server's or a user's limit is the server's state, not this read's cost: that stays retryable (503).
+QUERY_MEMORY = re.compile(r"Query memory limit exceeded|Memory limit \(for query\) exceeded")
+# Less than this left of a read's bound is none: not worth a query that would be cut at once.
+MIN_LEFT_S = 0.01
+MIB = 1024 * 1024
+
+
+class Bound:
+    """The settings of a bounded read, and whether a failure was that read passing them."""
+
+    def __init__(self, timeout_s: float | None, memory_bytes: int | None = None) -> None:
+        """`timeout_s`: ClickHouse's max_execution_time; `memory_bytes`: its max_memory_usage. None: no bound."""
+        self.timeout_s = timeout_s or None
+        self.memory_bytes = memory_bytes or None
+        self._settings: dict[str, float] = {}
+        if self.timeout_s:
+            self._settings["max_execution_time"] = self.timeout_s
+        if self.memory_bytes:
+            self._settings["max_memory_usage"] = self.memory_bytes
+
+    def deadline(self) -> float | None:
+        """When (time.monotonic()) a read of several queries that starts now must be done, None for never."""
+        return monotonic() + self.timeout_s if self.timeout_s else None
+
+    def settings(self, ends: float | None = None) -> dict[str, float]:
+        """One query's settings: the bounds, its time cut to what is left before `ends`."""
+        if self.timeout_s is None or ends is None:
+            return self._settings
+        left = round(ends - monotonic(), 3)
+        if left < MIN_LEFT_S:  # 0 would be no bound at all to ClickHouse
+            raise CostlyQueryError(self._past_time())
+        return {**self._settings, "max_execution_time": min(left, self.timeout_s)}
+
+    def passed(self, exc: StorageError) -> CostlyQueryError | None:
+        """The client's error when `exc` is a bounded query stopped at one of these bounds, else None."""
+        cause = exc.__cause__
+        code = getattr(cause, "code", None)
+        if code == TIMEOUT_EXCEEDED:
+            return CostlyQueryError(self._past_time())
+        if code == MEMORY_LIMIT_EXCEEDED and self.memory_bytes and QUERY_MEMORY.search(str(cause)):
+            return CostlyQueryError(
+                f"this read needed more than its {self.memory_bytes / MIB:g} MiB memory bound: narrow it with "
+                "since and until, a where that selects fewer events, or a field of fewer values to break down by"
+            )
+        return None
+
+    def _past_time(self) -> str:
+        bound = f"its {self.timeout_s:g} s" if self.timeout_s else "the server's time"
+        return f"this read ran past {bound} bound: narrow it with since and until, or an event_type"

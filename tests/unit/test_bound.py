@@ -1,0 +1,70 @@
+"""What a bounded read may spend, and which failures are the client's read passing it (422) or not."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from eventpipe.errors import CostlyQueryError, StorageError
+from eventpipe.store.bound import Bound
+
+MIB = 1024 * 1024
+# As chDB 26.9 words its query's limit (seen here), and as servers before it did.
+QUERY_26 = "Code: 241. DB::Exception: Query memory limit exceeded: would use 198.77 MiB, maximum: 190.73 MiB"
+QUERY_OLD = "Code: 241. DB::Exception: Memory limit (for query) exceeded: would use 33.61 GiB, maximum: 27.94 GiB"
+TOTAL = "Code: 241. DB::Exception: Memory limit (total) exceeded: would use 10.1 GiB, maximum: 10.0 GiB"
+USER = "Code: 241. DB::Exception: Memory limit (for user) exceeded: would use 5.1 GiB, maximum: 5.0 GiB"
+TIMEOUT = "Code: 159. DB::Exception: Timeout exceeded: elapsed 10.0 seconds, maximum: 10"
+
+
+def failure(message: str, code: int) -> StorageError:
+    """A StorageError as store.failure.classified raises it, from the driver's error."""
+    try:
+        raise StorageError(message) from DatabaseError(message, code=code)
+    except StorageError as exc:
+        return exc
+
+
+def test_both_bounds_are_settings_of_every_bounded_query() -> None:
+    assert Bound(10.0, 512 * MIB).settings() == {"max_execution_time": 10.0, "max_memory_usage": 512 * MIB}
+    assert Bound(None, 512 * MIB).settings() == {"max_memory_usage": 512 * MIB}
+    assert Bound(10.0).settings() == {"max_execution_time": 10.0}
+    assert Bound(None).settings() == {} and Bound(None).deadline() is None
+
+
+def test_a_read_of_several_queries_has_what_is_left_of_its_time_and_all_of_its_memory() -> None:
+    bound = Bound(10.0, 256 * MIB)
+    settings = bound.settings(time.monotonic() + 2.0)
+    assert 1.9 <= settings["max_execution_time"] <= 2.0 and settings["max_memory_usage"] == 256 * MIB
+    with pytest.raises(CostlyQueryError, match="past its 10 s bound"):
+        bound.settings(time.monotonic())
+
+
+@pytest.mark.parametrize("message", [QUERY_26, QUERY_OLD])
+def test_the_querys_own_memory_limit_is_the_clients_read_and_says_how_to_narrow_it(message: str) -> None:
+    costly = Bound(10.0, 512 * MIB).passed(failure(message, 241))
+    assert isinstance(costly, CostlyQueryError)
+    assert "512 MiB memory bound" in str(costly) and "since and until" in str(costly)
+
+
+@pytest.mark.parametrize("message", [TOTAL, USER])
+def test_the_servers_or_a_users_memory_limit_is_the_servers_state_not_the_read(message: str) -> None:
+    # Full memory elsewhere passes: the read as it is may work in a minute, so it stays retryable (503).
+    assert Bound(10.0, 512 * MIB).passed(failure(message, 241)) is None
+
+
+def test_without_a_memory_bound_no_memory_failure_is_the_clients() -> None:
+    assert Bound(10.0).passed(failure(QUERY_26, 241)) is None
+
+
+def test_a_timeout_is_the_clients_read_whoever_set_it() -> None:
+    assert "past its 10 s bound" in str(Bound(10.0).passed(failure(TIMEOUT, 159)))
+    # A server profile's max_execution_time on a read the API bounds: narrowing it still helps.
+    assert "past the server's time bound" in str(Bound(None).passed(failure(TIMEOUT, 159)))
+
+
+def test_other_failures_are_not_the_clients() -> None:
+    assert Bound(10.0, 512 * MIB).passed(failure("Code: 210. DB::NetException: Connection refused", 210)) is None
+    assert Bound(10.0, 512 * MIB).passed(StorageError("no cause")) is None
