@@ -121,12 +121,13 @@ class Settings(BaseSettings):
     # The longest a read the client can narrow with since/until may run (ClickHouse's max_execution_time;
     # store.reader.Reader): past it, 422 too_costly. On the embedded engine every other request waits.
     api_query_timeout_s: float = Field(default=10.0, ge=0.05, le=3600, allow_inf_nan=False)
-    # The most of ClickHouse's memory one query of those reads may hold (its max_memory_usage; store.bound):
-    # past it, 422 too_costly. The embedded engine has no limit of its own and shares `up`'s process with the
-    # worker. A read through FINAL of 60 KB events holds under 320 MiB (tests/integration/test_api_memory.py),
-    # a breakdown spills its counts to disk past 64 MiB (store.breakdown); distinct users by a property unique
-    # to each of 10M events held 693 MiB for 6 s.
-    api_query_memory_mb: int = Field(default=512, ge=256, le=1_048_576)
+    # The most of ClickHouse's memory one query of the API may hold (its max_memory_usage; store.bound): past
+    # it, 422 too_costly for those reads, 503 for the rest. The embedded engine shares `up`'s process with the
+    # worker, and stops only at 90% of the machine's memory. Every read of the read benchmark holds under
+    # 32 MiB at 10M events; a breakdown spills its counts to disk past 64 MiB (store.breakdown); distinct users
+    # by a property unique to each of 10M events held 693 MiB for 6 s. A filter on properties through FINAL
+    # holds about 35 MiB per part of 60 KB events it meets (see api_query_memory_bytes in README.md).
+    api_query_memory_bytes: int = Field(default=512 * 1024 * 1024, ge=256 * 1024 * 1024, le=1 << 40)
     api_port: int = Field(default=8000, ge=0, le=65_535)
     # Exports running at once in an API process, half of them (at least one) per key (api.slot): each
     # holds about two pages of events while its client reads.

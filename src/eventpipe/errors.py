@@ -28,13 +28,19 @@ class BusyStorageError(RetryableStorageError):
     says what, for a client to read, and names nothing secret."""
 
 
+class HeavyReadError(RetryableStorageError):
+    """A read the client cannot narrow went past the API's memory bound (a filter on properties through
+    FINAL over many unmerged parts of large events): retry once merges catch up. The message is for the
+    client, and names nothing secret."""
+
+
 class UnknownStorageError(RetryableStorageError):
     """Not recognised. Retried; if it persists while the server answers, the batch is bisected
     so a poison row cannot block the pipe forever."""
 
 
 class CostlyQueryError(StorageError):
-    """A read ran past the API's time bound: the request must be narrowed (a time window, a type), not
+    """A read ran past the API's time or memory bound: the request must be narrowed (a time window, a type), not
     retried as it is. The message says so, and names nothing secret."""
 
 

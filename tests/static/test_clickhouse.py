@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from eventpipe.config import Settings
 from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.flush import SYNC
 from eventpipe.store.migration import KEPT, MIGRATIONS
@@ -283,3 +284,14 @@ def test_each_user_whose_code_syncs_the_disk_may(name: str) -> None:
     )
     syncs = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert (FLUSH in grants(name)) is (syncs == "True"), f"{name}: runs {SYNC}: {syncs}"
+
+
+def test_the_api_users_reads_together_hold_at_most_half_of_the_servers_memory_and_each_read_fits_in_it() -> None:
+    # One key's eight reads at once, each at its 512 MiB bound, were 4 GiB: all of what compose gives the
+    # server, the worker's inserts included (an attack's arithmetic, 7 December).
+    profile = USERS.find("profiles/eventpipe_api/max_memory_usage_for_user")
+    assert profile is not None and profile.text, "users.d: eventpipe_api's profile sets max_memory_usage_for_user"
+    together = int(profile.text)
+    limit = compose.compose()["services"]["clickhouse"]["deploy"]["resources"]["limits"]["memory"]
+    server = int(limit.rstrip("g")) * 1024**3
+    assert 2 * Settings.model_fields["api_query_memory_bytes"].default <= together <= server // 2, (together, limit)

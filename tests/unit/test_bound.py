@@ -7,7 +7,7 @@ import time
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from eventpipe.errors import CostlyQueryError, StorageError
+from eventpipe.errors import CostlyQueryError, HeavyReadError, StorageError
 from eventpipe.store.bound import Bound
 
 MIB = 1024 * 1024
@@ -27,10 +27,11 @@ def failure(message: str, code: int) -> StorageError:
         return exc
 
 
-def test_both_bounds_are_settings_of_every_bounded_query() -> None:
+def test_both_bounds_are_settings_of_every_bounded_query_and_memory_alone_of_every_other() -> None:
     assert Bound(10.0, 512 * MIB).settings() == {"max_execution_time": 10.0, "max_memory_usage": 512 * MIB}
+    assert Bound(10.0, 512 * MIB).always == {"max_memory_usage": 512 * MIB}
     assert Bound(None, 512 * MIB).settings() == {"max_memory_usage": 512 * MIB}
-    assert Bound(10.0).settings() == {"max_execution_time": 10.0}
+    assert Bound(10.0).settings() == {"max_execution_time": 10.0} and Bound(10.0).always == {}
     assert Bound(None).settings() == {} and Bound(None).deadline() is None
 
 
@@ -44,27 +45,38 @@ def test_a_read_of_several_queries_has_what_is_left_of_its_time_and_all_of_its_m
 
 @pytest.mark.parametrize("message", [QUERY_26, QUERY_OLD])
 def test_the_querys_own_memory_limit_is_the_clients_read_and_says_how_to_narrow_it(message: str) -> None:
-    costly = Bound(10.0, 512 * MIB).passed(failure(message, 241))
+    costly = Bound(10.0, 512 * MIB).passed(failure(message, 241), narrowable=True)
     assert isinstance(costly, CostlyQueryError)
     assert "512 MiB memory bound" in str(costly) and "since and until" in str(costly)
+
+
+def test_a_read_with_no_window_to_narrow_past_the_memory_bound_is_retried_later_not_narrowed() -> None:
+    # The export's and the feed's windows: their cost is the parts a window meets, which merges bring down.
+    heavy = Bound(10.0, 512 * MIB).passed(failure(QUERY_26, 241), narrowable=False)
+    assert isinstance(heavy, HeavyReadError) and not isinstance(heavy, CostlyQueryError)
+    assert "512 MiB" in str(heavy) and "retry later" in str(heavy)
 
 
 @pytest.mark.parametrize("message", [TOTAL, USER])
 def test_the_servers_or_a_users_memory_limit_is_the_servers_state_not_the_read(message: str) -> None:
     # Full memory elsewhere passes: the read as it is may work in a minute, so it stays retryable (503).
-    assert Bound(10.0, 512 * MIB).passed(failure(message, 241)) is None
+    for narrowable in (True, False):
+        assert Bound(10.0, 512 * MIB).passed(failure(message, 241), narrowable) is None
 
 
 def test_without_a_memory_bound_no_memory_failure_is_the_clients() -> None:
-    assert Bound(10.0).passed(failure(QUERY_26, 241)) is None
+    assert Bound(10.0).passed(failure(QUERY_26, 241), narrowable=True) is None
 
 
-def test_a_timeout_is_the_clients_read_whoever_set_it() -> None:
-    assert "past its 10 s bound" in str(Bound(10.0).passed(failure(TIMEOUT, 159)))
+def test_a_timeout_is_the_clients_read_whoever_set_it_if_the_client_can_narrow_it() -> None:
+    assert "past its 10 s bound" in str(Bound(10.0).passed(failure(TIMEOUT, 159), narrowable=True))
     # A server profile's max_execution_time on a read the API bounds: narrowing it still helps.
-    assert "past the server's time bound" in str(Bound(None).passed(failure(TIMEOUT, 159)))
+    assert "past the server's time bound" in str(Bound(None).passed(failure(TIMEOUT, 159), narrowable=True))
+    # On one the API does not bound, it is the server's limit: 503, as before.
+    assert Bound(10.0).passed(failure(TIMEOUT, 159), narrowable=False) is None
 
 
 def test_other_failures_are_not_the_clients() -> None:
-    assert Bound(10.0, 512 * MIB).passed(failure("Code: 210. DB::NetException: Connection refused", 210)) is None
-    assert Bound(10.0, 512 * MIB).passed(StorageError("no cause")) is None
+    refused = failure("Code: 210. DB::NetException: Connection refused", 210)
+    assert Bound(10.0, 512 * MIB).passed(refused, narrowable=True) is None
+    assert Bound(10.0, 512 * MIB).passed(StorageError("no cause"), narrowable=True) is None

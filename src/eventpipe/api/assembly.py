@@ -30,7 +30,7 @@ def assemble(settings: Settings, registry: CollectorRegistry, keyring: Keyring) 
     dsn, admin_dsn = settings.resolved_clickhouse_dsn, settings.resolved_admin_clickhouse_dsn
     with reaching(dsn, settings.clickhouse_dsn_setting):
         reader = open_reader(
-            dsn, settings.api_query_timeout_s, settings.clickhouse_dsn_setting, settings.api_query_memory_mb
+            dsn, settings.api_query_timeout_s, settings.clickhouse_dsn_setting, settings.api_query_memory_bytes
         )
     # Backups, replays and erasures need rights a read-only user lacks: all of them as the admin user.
     with reaching(admin_dsn, settings.admin_clickhouse_dsn_setting):

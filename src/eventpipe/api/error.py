@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
 
-from eventpipe.errors import BusyStorageError, CostlyQueryError, RetryableStorageError, StorageError
+from eventpipe.errors import BusyStorageError, CostlyQueryError, HeavyReadError, RetryableStorageError, StorageError
 from eventpipe.events.shape import json_kind
 from eventpipe.store.turn import WAIT_S
 from eventpipe.telemetry.summary import Summary
@@ -71,15 +71,16 @@ def responses(*statuses: int, say: dict[int, str] | None = None) -> dict[int | s
         413: "The request body is over 128 KiB (`payload_too_large`), the most any endpoint takes; refused unread.",
         422: "A parameter is invalid (`invalid_parameter`; `detail` says which and why, up to five at once), or "
         "the read ran past `EVENTPIPE_API_QUERY_TIMEOUT_S` or needed more of ClickHouse's memory than "
-        "`EVENTPIPE_API_QUERY_MEMORY_MB` (`too_costly`: narrow it, with `since` or a type; "
+        "`EVENTPIPE_API_QUERY_MEMORY_BYTES` (`too_costly`: narrow it, with `since` or a type; "
         "retrying it as it is fails the same way).",
         429: "The key made its `requests_per_minute` in the last 60 s (`rate_limited`), or has as many requests "
         "in flight as one key may (`too_many_requests`; an export: `too_many_exports`); retry after `Retry-After` "
         "seconds. Limits are counted by each API process.",
         500: "The server failed (`storage_error`: ClickHouse refused the query; `internal_error`: a bug); the "
         "operator must look at the API's log.",
-        503: "ClickHouse cannot answer now (`unavailable`), or the API answers as many requests as it does at once "
-        "(`busy`); retry after `Retry-After` seconds.",
+        503: "ClickHouse cannot answer now (`unavailable`), or the API answers as many requests as it does at once, "
+        "or the read needs more memory than a read may hold until the store's merges catch up (`busy`); retry "
+        "after `Retry-After` seconds.",
     }
     described |= say or {}
     out: dict[int | str, dict[str, object]] = {}
@@ -119,7 +120,11 @@ def install(app: FastAPI) -> None:
     # Any key can ask for a read past its bound at will: a line each would let it write the log.
     costly = Summary(
         "answered {n} read(s) 422 too_costly: each ran past EVENTPIPE_API_QUERY_TIMEOUT_S or "
-        "EVENTPIPE_API_QUERY_MEMORY_MB"
+        "EVENTPIPE_API_QUERY_MEMORY_BYTES"
+    )
+    heavy = Summary(
+        "answered {n} read(s) 503 busy: each needed more than EVENTPIPE_API_QUERY_MEMORY_BYTES with no window to "
+        "narrow (a filter on properties over many unmerged parts: see the parts alert)"
     )
 
     @app.exception_handler(ApiError)
@@ -167,6 +172,9 @@ def install(app: FastAPI) -> None:
             # The client's request, not the server's health: retrying it as it is would fail the same way.
             costly()
             return _body(422, "too_costly", str(exc))
+        if isinstance(exc, HeavyReadError):
+            heavy()
+            return _body(503, "busy", str(exc), {"Retry-After": BUSY_RETRY_AFTER_S})
         if isinstance(exc, BusyStorageError):
             log.warning("refused while the store is busy: %s", exc)
             return _body(503, "busy", str(exc), {"Retry-After": BUSY_RETRY_AFTER_S})

@@ -27,12 +27,11 @@ def wait_s(query_timeout_s: float) -> int:
     return max(math.ceil(query_timeout_s) + MARGIN_S, LEAST_WAIT_S)
 
 
-def open_reader(dsn: str, query_timeout_s: float, setting: str, query_memory_mb: int | None = None) -> Reader:
-    """The API's Reader of `dsn`, which `setting` names: reads bounded by `query_timeout_s` and
-    `query_memory_mb`, /readyz's probe on a client of its own, and on the embedded engine a client for each
-    key's read running at once (store.pool)."""
+def open_reader(dsn: str, query_timeout_s: float, setting: str, query_memory_bytes: int | None = None) -> Reader:
+    """The API's Reader of `dsn`, which `setting` names: reads bounded by `query_timeout_s` and every query by
+    `query_memory_bytes`, /readyz's probe on a client of its own, and on the embedded engine a client for
+    each key's read running at once (store.pool)."""
     make = functools.partial(connect, dsn, timeout_s=wait_s(query_timeout_s))
     origin = f"the store at {redact(dsn)}, set by {setting}"
     more = make if embedded(dsn) else None
-    memory = query_memory_mb * 1024 * 1024 if query_memory_mb else None
-    return Reader(make(), query_timeout_s, connect(dsn, PROBE_WAIT_S), more, origin, memory_bytes=memory)
+    return Reader(make(), query_timeout_s, connect(dsn, PROBE_WAIT_S), more, origin, memory_bytes=query_memory_bytes)

@@ -73,7 +73,7 @@ class Page(NamedTuple, Generic[Row]):
 # Rows a block of every read holds at most (ClickHouse's max_block_size, 65,409 by default, bounds rows, not
 # bytes). A read through FINAL merges its parts into blocks of that many rows, properties whole, and a filter
 # on a property or a breakdown reads every row of its window: with 64 KiB properties a block could hold 4 GiB.
-# Measured on the embedded engine, which has no memory limit of its own: `/events?since=<a day>&where=
+# Measured on the embedded engine before reads had a memory bound (store.bound): `/events?since=<a day>&where=
 # properties.x=1` over 14,000 events of 60 KB in 4 parts took 1,748 MB (eventpipe up from 519 MB to 1.5 GB
 # with 20,000 such events among 1M small ones), in 16 parts 1,675 MB; in blocks of 1,024 rows (64 MiB of
 # properties at most) 358 and 914 MB. What is left is FINAL reading each part's granules side by side, and
@@ -108,7 +108,8 @@ class Reader:
         ping uses, when it must give up sooner than reads do. `more`: makes another client like `client`,
         for reads that run while it is busy (store.pool: the embedded engine's clients run one at a time).
         `origin`: the store and the setting that names it, for the log when it fails. `memory_bytes`: the
-        most of ClickHouse's memory one query of those reads may hold (EVENTPIPE_API_QUERY_MEMORY_MB)."""
+        most of ClickHouse's memory any one query may hold (EVENTPIPE_API_QUERY_MEMORY_BYTES): past it a read
+        a client can narrow raises CostlyQueryError, any other the retryable error it is (503)."""
         self._client = client
         self._origin = f" ({origin})" if origin else ""
         self._pool = Pool(client, more)
@@ -249,23 +250,24 @@ class Reader:
     def run(
         self, query: Query, binary: tuple[str, ...] = (), *, bounded: bool = False, ends: float | None = None
     ) -> list[tuple[object, ...]]:
-        """Run `query`; columns named in `binary` come back as bytes, undecoded. `bounded`: within the
-        time and memory bounds (store.bound), past which it raises CostlyQueryError (422 too_costly); `ends`
-        (time.monotonic()): within what is left of the time, for a read of several queries. A read that is
-        not bounded and still runs out of the server's time (a profile's max_execution_time) leaves as the
-        retryable error it is (503 unavailable): its client has no window to narrow."""
+        """Run `query`, within the memory bound; columns named in `binary` come back as bytes, undecoded.
+        `bounded`: within the time bound too (store.bound), and past either it raises CostlyQueryError (422
+        too_costly); `ends` (time.monotonic()): within what is left of the time, for a read of several
+        queries. A read that is not bounded and still runs out of memory or of the server's time (a profile's
+        max_execution_time) leaves as the retryable error it is (503 unavailable): its client has no window
+        to narrow."""
         formats: dict[str, str | dict[str, str]] | None = dict.fromkeys(binary, "bytes") if binary else None
         try:
             with classified(), self._pool.client(CALLER.get()) as client:
                 # Once the lane is had: a wait for it counts against the bound too.
-                settings = READ_SETTINGS | self._bound.settings(ends) if bounded else READ_SETTINGS
+                settings = READ_SETTINGS | (self._bound.settings(ends) if bounded else self._bound.always)
                 result = client.query(query.sql, parameters=query.parameters, column_formats=formats, settings=settings)
                 return [tuple(row) for row in result.result_rows]
         except StorageError as exc:
-            costly = self._bound.passed(exc) if bounded else None
-            if costly is None:
+            passed = self._bound.passed(exc, narrowable=bounded)
+            if passed is None:
                 raise
-            raise costly from exc
+            raise passed from exc
 
     def bounded(self, query: Query) -> list[tuple[object, ...]]:
         return self.run(query, bounded=True)
