@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     # worker, and stops only at 90% of the machine's memory. Every read of the read benchmark holds under
     # 32 MiB at 10M events; a breakdown spills its counts to disk past 64 MiB (store.breakdown); distinct users
     # by a property unique to each of 10M events held 693 MiB for 6 s. A filter on properties through FINAL
-    # holds about 35 MiB per part of 60 KB events it meets (see api_query_memory_bytes in README.md).
+    # holds about 35 MiB per part of 60 KB events it meets (README.md, EVENTPIPE_API_QUERY_MEMORY_BYTES).
     api_query_memory_bytes: int = Field(default=512 * 1024 * 1024, ge=256 * 1024 * 1024, le=1 << 40)
     api_port: int = Field(default=8000, ge=0, le=65_535)
     # Exports running at once in an API process, half of them (at least one) per key (api.slot): each

@@ -35,7 +35,8 @@ MIB = 1024 * 1024
 
 
 class Bound:
-    """The settings of a bounded read, and whether a failure was that read passing them."""
+    """The settings of the API's queries (`always` for every one, `settings()` for a read a client can narrow),
+    and whether a failure was a query passing them."""
 
     def __init__(self, timeout_s: float | None, memory_bytes: int | None = None) -> None:
         """`timeout_s`: ClickHouse's max_execution_time; `memory_bytes`: its max_memory_usage. None: no bound."""

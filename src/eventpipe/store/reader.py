@@ -109,7 +109,7 @@ class Reader:
         for reads that run while it is busy (store.pool: the embedded engine's clients run one at a time).
         `origin`: the store and the setting that names it, for the log when it fails. `memory_bytes`: the
         most of ClickHouse's memory any one query may hold (EVENTPIPE_API_QUERY_MEMORY_BYTES): past it a read
-        a client can narrow raises CostlyQueryError, any other the retryable error it is (503)."""
+        a client can narrow raises CostlyQueryError (422), any other HeavyReadError (503 busy)."""
         self._client = client
         self._origin = f" ({origin})" if origin else ""
         self._pool = Pool(client, more)
