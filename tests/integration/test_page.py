@@ -117,11 +117,11 @@ def test_a_page_of_several_windows_keeps_within_one_time_bound(
     Writer(client).insert_events([event(f"e{i}", now - i * DAY_MS, "click", now) for i in range(60)])
     reader = Reader(client, timeout_s=10)
     clock = itertools.count(0, 4)
-    monkeypatch.setattr("eventpipe.store.reader.monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr("eventpipe.store.bound.monotonic", lambda: float(next(clock)))
     with pytest.raises(CostlyQueryError, match="its 10 s bound"):
         reader.event_page(EventFilter("nothing-of-this-type"), 100)
     # The bound taken at 0, two windows read at 4 and 8 s, the third refused at 12: none run past 10 s.
     assert next(clock) == 16
     # Within the bound, all three windows are read and the page is whole.
-    monkeypatch.setattr("eventpipe.store.reader.monotonic", lambda: 0.0)
+    monkeypatch.setattr("eventpipe.store.bound.monotonic", lambda: 0.0)
     assert len(reader.event_page(EventFilter("click"), 100).rows) == 60
