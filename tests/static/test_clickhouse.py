@@ -293,5 +293,6 @@ def test_the_api_users_reads_together_hold_at_most_half_of_the_servers_memory_an
     assert profile is not None and profile.text, "users.d: eventpipe_api's profile sets max_memory_usage_for_user"
     together = int(profile.text)
     limit = compose.compose()["services"]["clickhouse"]["deploy"]["resources"]["limits"]["memory"]
-    server = int(limit.rstrip("g")) * 1024**3
+    number, unit = re.fullmatch(r"(\d+)([kmg])", str(limit).lower()).groups()  # type: ignore[union-attr]
+    server = int(number) * 1024 ** "kmg".index(unit) * 1024
     assert 2 * Settings.model_fields["api_query_memory_bytes"].default <= together <= server // 2, (together, limit)

@@ -72,7 +72,7 @@ def responses(*statuses: int, say: dict[int, str] | None = None) -> dict[int | s
         422: "A parameter is invalid (`invalid_parameter`; `detail` says which and why, up to five at once), or "
         "the read ran past `EVENTPIPE_API_QUERY_TIMEOUT_S` or needed more of ClickHouse's memory than "
         "`EVENTPIPE_API_QUERY_MEMORY_BYTES` (`too_costly`: narrow it, with `since` or a type; "
-        "retrying it as it is fails the same way).",
+        "retrying it as it is fails the same way, unless the store has merged its newest parts meanwhile).",
         429: "The key made its `requests_per_minute` in the last 60 s (`rate_limited`), or has as many requests "
         "in flight as one key may (`too_many_requests`; an export: `too_many_exports`); retry after `Retry-After` "
         "seconds. Limits are counted by each API process.",
@@ -100,6 +100,13 @@ EXAMPLES = {
 }
 # A migration's copy of events_by_user took 12 s at 10M events here: minutes at 100M.
 BUSY_RETRY_AFTER_S = "30"
+# Reads past the memory bound with no window to narrow (store.bound.HeavyReadError), answered 503 here or cut
+# off midway (api.stream): any key can ask for them while merges are behind, so they are counted, not logged
+# one by one. One count for the process, as the log is.
+HEAVY = Summary(
+    "answered or cut off {n} read(s) 503 busy: each needed more than EVENTPIPE_API_QUERY_MEMORY_BYTES with no "
+    "window to narrow, or the API user's memory was all held (parts still to merge: EventpipeClickHousePartsPressure)"
+)
 # Why a route that takes turns (store.turn) answers `busy`, beside the common causes.
 TURN_TAKEN = (
     f"backups, their listing, erasures and replays (one at a time) took the API process's turn for the {WAIT_S:g} s "
@@ -121,10 +128,6 @@ def install(app: FastAPI) -> None:
     costly = Summary(
         "answered {n} read(s) 422 too_costly: each ran past EVENTPIPE_API_QUERY_TIMEOUT_S or "
         "EVENTPIPE_API_QUERY_MEMORY_BYTES"
-    )
-    heavy = Summary(
-        "answered {n} read(s) 503 busy: each needed more than EVENTPIPE_API_QUERY_MEMORY_BYTES with no window to "
-        "narrow (a filter on properties over many unmerged parts: see the parts alert)"
     )
 
     @app.exception_handler(ApiError)
@@ -172,11 +175,11 @@ def install(app: FastAPI) -> None:
             # The client's request, not the server's health: retrying it as it is would fail the same way.
             costly()
             return _body(422, "too_costly", str(exc))
-        if isinstance(exc, HeavyReadError):
-            heavy()
-            return _body(503, "busy", str(exc), {"Retry-After": BUSY_RETRY_AFTER_S})
-        if isinstance(exc, BusyStorageError):
-            log.warning("refused while the store is busy: %s", exc)
+        if isinstance(exc, BusyStorageError | HeavyReadError):
+            if isinstance(exc, HeavyReadError):
+                HEAVY()
+            else:
+                log.warning("refused while the store is busy: %s", exc)
             return _body(503, "busy", str(exc), {"Retry-After": BUSY_RETRY_AFTER_S})
         log.error("query failed: %s", exc)
         if isinstance(exc, RetryableStorageError):

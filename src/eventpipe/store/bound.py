@@ -26,9 +26,11 @@ from eventpipe.errors import CostlyQueryError, HeavyReadError, StorageError
 TIMEOUT_EXCEEDED = 159
 # ClickHouse's MEMORY_LIMIT_EXCEEDED, for any of its limits: the query's, a user's, the server's.
 MEMORY_LIMIT_EXCEEDED = 241
-# The query's own limit (max_memory_usage, which Bound sets), as 26.x and as earlier versions word it. The
-# server's or a user's limit is the server's state, not this read's cost: that stays retryable (503).
+# The query's own limit (max_memory_usage, which Bound sets), as 26.x and as earlier versions word it.
 QUERY_MEMORY = re.compile(r"Query memory limit exceeded|Memory limit \(for query\) exceeded")
+# The API user's limit (max_memory_usage_for_user, its profile's in compose): the API's reads at once hold it
+# all, and any of them fails, however small. The server's own ("(total)") is its state: 503 unavailable.
+USER_MEMORY = re.compile(r"User memory limit exceeded|Memory limit \(for user\) exceeded")
 # Less than this left of a read's bound is none: not worth a query that would be cut at once.
 MIN_LEFT_S = 0.01
 MIB = 1024 * 1024
@@ -43,8 +45,8 @@ class Bound:
         self.timeout_s = timeout_s or None
         self.memory_bytes = memory_bytes or None
         # Every query's: the memory bound alone.
-        self.always: dict[str, float] = {"max_memory_usage": self.memory_bytes} if self.memory_bytes else {}
-        self._settings = dict(self.always)
+        self.always: dict[str, float | int] = {"max_memory_usage": self.memory_bytes} if self.memory_bytes else {}
+        self._settings: dict[str, float | int] = dict(self.always)
         if self.timeout_s:
             self._settings["max_execution_time"] = self.timeout_s
 
@@ -52,7 +54,7 @@ class Bound:
         """When (time.monotonic()) a read of several queries that starts now must be done, None for never."""
         return monotonic() + self.timeout_s if self.timeout_s else None
 
-    def settings(self, ends: float | None = None) -> dict[str, float]:
+    def settings(self, ends: float | None = None) -> dict[str, float | int]:
         """One bounded query's settings: both bounds, its time cut to what is left before `ends`."""
         if self.timeout_s is None or ends is None:
             return self._settings
@@ -63,23 +65,29 @@ class Bound:
 
     def passed(self, exc: StorageError, narrowable: bool) -> StorageError | None:
         """The error for the client when `exc` is a query stopped at one of these bounds, else None: a read
-        it can narrow (`narrowable`) gets CostlyQueryError, any other past the memory bound HeavyReadError.
-        A timeout on a read that is not narrowable is the server's own limit (no time bound is set on it)."""
+        it can narrow (`narrowable`) gets CostlyQueryError, any other past the memory bound HeavyReadError, as
+        does any read past the API user's memory limit. A timeout on a read that is not narrowable is the
+        server's own limit (no time bound is set on it)."""
         cause = exc.__cause__
         code = getattr(cause, "code", None)
         if code == TIMEOUT_EXCEEDED and narrowable:
             return CostlyQueryError(self._past_time())
-        if code != MEMORY_LIMIT_EXCEEDED or not self.memory_bytes or not QUERY_MEMORY.search(str(cause)):
+        if code != MEMORY_LIMIT_EXCEEDED:
+            return None
+        if USER_MEMORY.search(str(cause)):
+            return HeavyReadError("the API's reads at once hold all the memory ClickHouse gives them: retry later")
+        if not self.memory_bytes or not QUERY_MEMORY.search(str(cause)):
             return None
         bound = f"{self.memory_bytes / MIB:g} MiB"
         if not narrowable:
             return HeavyReadError(
-                f"this read needed more than the {bound} of memory a read may hold, while the store has many "
-                "parts to merge: retry later, or filter with event_type rather than properties"
+                f"this read needed more than the {bound} of memory a read may hold, while the store has parts "
+                "still to merge: retry later"
             )
         return CostlyQueryError(
             f"this read needed more than its {bound} memory bound: narrow it with since and until, and filter "
-            "with event_type rather than properties; break a breakdown down by a field of fewer values"
+            "with event_type rather than properties; break a breakdown down by a field of fewer values. "
+            "Or retry once the store has merged its newest parts"
         )
 
     def _past_time(self) -> str:

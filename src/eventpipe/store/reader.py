@@ -253,9 +253,9 @@ class Reader:
         """Run `query`, within the memory bound; columns named in `binary` come back as bytes, undecoded.
         `bounded`: within the time bound too (store.bound), and past either it raises CostlyQueryError (422
         too_costly); `ends` (time.monotonic()): within what is left of the time, for a read of several
-        queries. A read that is not bounded and still runs out of memory or of the server's time (a profile's
-        max_execution_time) leaves as the retryable error it is (503 unavailable): its client has no window
-        to narrow."""
+        queries. A read that is not bounded leaves past the memory bound as HeavyReadError (503 busy), and out
+        of the server's time (a profile's max_execution_time) as the retryable error it is (503 unavailable):
+        its client has no window to narrow."""
         formats: dict[str, str | dict[str, str]] | None = dict.fromkeys(binary, "bytes") if binary else None
         try:
             with classified(), self._pool.client(CALLER.get()) as client:
