@@ -28,7 +28,7 @@ class BusyStorageError(RetryableStorageError):
     says what, for a client to read, and names nothing secret."""
 
 
-class HeavyReadError(RetryableStorageError):
+class HeavyReadError(BusyStorageError):
     """A read the client cannot narrow went past the API's memory bound (a filter on properties through
     FINAL over many unmerged parts of large events): retry once merges catch up. The message is for the
     client, and names nothing secret."""

@@ -12,6 +12,7 @@ import os
 import threading
 
 import pytest
+from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
@@ -227,14 +228,10 @@ def concurrently(api: TestClient, path: str, count: int) -> list[int]:
     return sizes
 
 
-def test_reads_through_large_properties_hold_blocks_of_a_bounded_number_of_rows(clickhouse_dsn: str) -> None:
-    # 6,000 events of 60 KB in one day: a filter on a property reads all of them through FINAL, in the sort
-    # key's order for a page, the export and the feed. In blocks of ClickHouse's default 65,409 rows one such
-    # read held more than twice the properties (1,568 MB over 14,000 of them, on an engine with no limit of its
-    # own); in blocks of store.reader.READ_SETTINGS' rows, at most 64 MiB each, it stays under this cap.
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    for part in range(4):  # four parts whose times interleave, as batches do: FINAL merges them
+def wide_parts(client: Client) -> None:
+    """6,000 events of 60 KB in one day, ending at MARCH_MS (ids e0 newest to e5999), in four parts whose times
+    interleave, as batches do: FINAL merges them."""
+    for part in range(4):
         client.command(
             "INSERT INTO events (event_id, event_type, timestamp, received_at, user_id, topic, properties)"
             " SELECT concat('e', toString(n)), 'wide', fromUnixTimestamp64Milli(toInt64({end:Int64} - n * 10000)),"
@@ -243,6 +240,16 @@ def test_reads_through_large_properties_hold_blocks_of_a_bounded_number_of_rows(
             " FROM (SELECT number * 4 + {part:UInt8} AS n FROM numbers(1500))",
             parameters={"end": MARCH_MS, "part": part},
         )
+
+
+def test_reads_through_large_properties_hold_blocks_of_a_bounded_number_of_rows(clickhouse_dsn: str) -> None:
+    # 6,000 events of 60 KB in one day: a filter on a property reads all of them through FINAL, in the sort
+    # key's order for a page, the export and the feed. In blocks of ClickHouse's default 65,409 rows one such
+    # read held more than twice the properties (1,568 MB over 14,000 of them, on an engine with no limit of its
+    # own); in blocks of store.reader.READ_SETTINGS' rows, at most 64 MiB each, it stays under this cap.
+    client = connect(clickhouse_dsn)
+    migrate(client)
+    wide_parts(client)
     reader = readonly_reader(clickhouse_dsn, max_memory_bytes=320 * MIB)
     day = EventFilter(since_ms=MARCH_MS - 86_400_000, until_ms=MARCH_MS + 1)
     nothing = day._replace(where=(parse_condition("properties.n=-1"),))
@@ -303,15 +310,7 @@ def test_an_export_past_the_memory_bound_is_answered_503_busy_before_any_of_it_i
     client = connect(clickhouse_dsn)
     migrate(client)
     client.command("SYSTEM STOP MERGES events")
-    for part in range(4):
-        client.command(
-            "INSERT INTO events (event_id, event_type, timestamp, received_at, user_id, topic, properties)"
-            " SELECT concat('e', toString(n)), 'wide', fromUnixTimestamp64Milli(toInt64({end:Int64} - n * 10000)),"
-            " fromUnixTimestamp64Milli(toInt64({end:Int64} - n * 10000)), NULL, 'events/wide',"
-            " concat('{\"n\":', toString(n), ',\"blob\":\"', repeat('x', 60000), '\"}')"
-            " FROM (SELECT number * 4 + {part:UInt8} AS n FROM numbers(1500))",
-            parameters={"end": MARCH_MS, "part": part},
-        )
+    wide_parts(client)
     api = TestClient(
         create_app(open_reader(clickhouse_dsn, 10, "EVENTPIPE_CLICKHOUSE_DSN", 64 * MIB), CollectorRegistry(), [KEY]),
         raise_server_exceptions=False,

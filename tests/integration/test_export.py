@@ -418,20 +418,26 @@ class FailsMidway(Counting):
 EXPORTED = 300_000  # about 90 MB of NDJSON in 30 pages: far more than the sockets between client and server hold
 
 
+def cut_off_export(url: str) -> bytes:
+    """What a client reads of an export from the API at `url` that begins with a 200 and is cut off midway."""
+    received = bytearray()
+    with (
+        httpx.Client(base_url=url, headers=AUTH, timeout=30) as client,
+        pytest.raises(httpx.RemoteProtocolError),
+        client.stream("GET", "/export") as response,
+    ):
+        assert response.status_code == 200
+        for chunk in response.iter_raw():
+            received += chunk
+    return bytes(received)
+
+
 def test_an_export_that_fails_midway_is_cut_off_not_ended(clickhouse_dsn: str) -> None:
     fill(clickhouse_dsn, 50_000)
     reader = FailsMidway(connect(clickhouse_dsn))
     registry = CollectorRegistry()
     with served(reader, registry=registry) as server:
-        received = bytearray()
-        with (
-            httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client,
-            pytest.raises(httpx.RemoteProtocolError),
-            client.stream("GET", "/export") as response,
-        ):
-            assert response.status_code == 200
-            for chunk in response.iter_raw():
-                received += chunk
+        received = cut_off_export(server.url)
         assert 20_000 <= received.count(b"\n") < 50_000
         assert received.endswith(b"\n")  # cut between two pages: only the transfer shows it
         # On the wire: chunked encoding without its last, empty chunk, and the connection closed.
@@ -464,14 +470,7 @@ def test_an_export_cut_off_midway_by_the_memory_bound_is_counted_in_the_log_not_
     with served(reader) as server, caplog.at_level(logging.INFO):
         for _ in range(3):
             reader.events = 0
-            with (
-                httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client,
-                pytest.raises(httpx.RemoteProtocolError),
-                client.stream("GET", "/export") as response,
-            ):
-                assert response.status_code == 200
-                for _chunk in response.iter_raw():
-                    pass
+            cut_off_export(server.url)
     # uvicorn still writes its own line for each answer that did not complete (left: it is what shows a bug's).
     ours = [record for record in caplog.records if record.name.startswith("eventpipe")]
     assert not [record.getMessage() for record in ours if record.levelno >= logging.ERROR]

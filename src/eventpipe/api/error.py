@@ -175,7 +175,7 @@ def install(app: FastAPI) -> None:
             # The client's request, not the server's health: retrying it as it is would fail the same way.
             costly()
             return _body(422, "too_costly", str(exc))
-        if isinstance(exc, BusyStorageError | HeavyReadError):
+        if isinstance(exc, BusyStorageError):
             if isinstance(exc, HeavyReadError):
                 HEAVY()
             else:

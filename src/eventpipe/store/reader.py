@@ -115,6 +115,7 @@ class Reader:
         self._pool = Pool(client, more)
         self._probe = probe or client
         self._bound = Bound(timeout_s, memory_bytes)
+        self._unbounded = READ_SETTINGS | self._bound.always  # a read's settings without a time bound
         self._unready: str | None = None  # why the last ping failed
         # Counts by type and time, kept across requests: one Reader per process.
         self._rollup = Rollup(self.run)
@@ -260,7 +261,7 @@ class Reader:
         try:
             with classified(), self._pool.client(CALLER.get()) as client:
                 # Once the lane is had: a wait for it counts against the bound too.
-                settings = READ_SETTINGS | (self._bound.settings(ends) if bounded else self._bound.always)
+                settings = READ_SETTINGS | self._bound.settings(ends) if bounded else self._unbounded
                 result = client.query(query.sql, parameters=query.parameters, column_formats=formats, settings=settings)
                 return [tuple(row) for row in result.result_rows]
         except StorageError as exc:
