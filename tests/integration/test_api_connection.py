@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from fastapi import FastAPI, Response
 from prometheus_client import CollectorRegistry
+from starlette.types import Receive, Scope, Send
 
 from eventpipe.api.app import create_app
 from eventpipe.api.flow import PIPELINED_BYTES
 from eventpipe.api.keyring import Keyring
-from eventpipe.api.protocol import CLOSED_REASONS
+from eventpipe.api.protocol import CLOSED_REASONS, INCOMPLETE
 from eventpipe.api.server import ApiServer
 from eventpipe.port import free_port
 from eventpipe.store.client import connect
@@ -605,6 +607,31 @@ def test_a_process_out_of_files_logs_one_line_not_a_traceback_per_accept() -> No
     )
     assert err.count("out of system resource") == 0, err[:2000]
     assert err.count("could not accept connections") == 1, err[:2000]
+
+
+class Unfinished(Response):
+    """An answer begun and never ended, as a bug in a route would leave it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"transfer-encoding", b"chunked")]})
+        await send({"type": "http.response.body", "body": b"half", "more_body": True})
+
+
+def test_an_answer_an_app_leaves_unfinished_is_cut_off_and_logged_as_a_bug(caplog: pytest.LogCaptureFixture) -> None:
+    # An export api.stream cuts off says why itself, and uvicorn's line for it is dropped (test_export);
+    # any other answer left unfinished is a bug, and that line is the only one to show it.
+    app = FastAPI()
+    app.get("/half")(lambda: Unfinished())
+    api = ApiServer(app, "127.0.0.1", 0)
+    api.start()
+    try:
+        with caplog.at_level(logging.INFO), socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+            sock.sendall(b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n")
+            raw = b"".join(iter(lambda: sock.recv(65536), b""))
+    finally:
+        api.stop()
+    assert raw.startswith(b"HTTP/1.1 200") and not raw.endswith(b"0\r\n\r\n"), raw[-100:]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [INCOMPLETE]
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import socket
 import ssl
@@ -211,7 +212,7 @@ def stored_purchases(dsn: str, count: int = 30_000) -> None:
     ids=["removed", "narrowed", "renamed"],
 )
 def test_an_export_whose_key_is_revoked_or_narrowed_while_it_runs_is_cut_off(
-    clickhouse_dsn: str, keys_file: Path, rights: dict[str, object] | None, cut: bool
+    clickhouse_dsn: str, keys_file: Path, rights: dict[str, object] | None, cut: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Checked once, at its start: a revoked key's export went on for hours at a slow reader's pace,
     # with every later event of the types it no longer had (found by an attack on tenant isolation).
@@ -222,6 +223,7 @@ def test_an_export_whose_key_is_revoked_or_narrowed_while_it_runs_is_cut_off(
         changed.insert(0, entry(str(granted.pop("name", "partner")), PARTNER, **granted))
     served_lines, registry = 0, CollectorRegistry()
     with (
+        caplog.at_level(logging.INFO),
         served(readonly_reader(clickhouse_dsn), Keyring([KEY], keys_file), registry=registry) as server,
         httpx.Client(base_url=server.url, timeout=30) as http,
         http.stream("GET", "/export", headers=AS_PARTNER) as answer,
@@ -238,6 +240,9 @@ def test_an_export_whose_key_is_revoked_or_narrowed_while_it_runs_is_cut_off(
         assert served_lines == 29_999
     # An admin's change, not the API failing: none of the availability SLO's budget spent (it counted 500).
     assert [requests(registry, code) for code in ("200", "403", "500")] == ([0, 1, 0] if cut else [1, 0, 0])
+    # Nor an ERROR line, which an alert on the log would page for: a warning that names the cut.
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert any("cut off after" in record.getMessage() for record in caplog.records) == cut
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])

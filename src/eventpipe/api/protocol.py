@@ -33,6 +33,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from eventpipe.api.cork import Cork
 from eventpipe.api.flow import PipelinedFlow, buffered
+from eventpipe.api.stream import CUT_OFF
 from eventpipe.api.transport import CutOff, reset
 from eventpipe.telemetry.summary import ClientLog, on_loop_exception, server_summaries
 
@@ -51,6 +52,9 @@ MIN_READ_BYTES = 64 * 1024
 # over the cap (at accept), a request not all sent in time (408), bytes h11 cannot read as HTTP/1.0
 # or 1.1 (400), answers left unread (dropped). Each connection is counted once, for the first.
 CLOSED_REASONS = ("limit", "timeout", "malformed", "stalled")
+# uvicorn's line for an app that returned with its answer begun and not ended: a bug's, but for an answer
+# api.stream cut off on purpose, which has said why in a line or a count of its own.
+INCOMPLETE = "ASGI callable returned without completing response."
 
 
 def connection_limit() -> int:
@@ -114,7 +118,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.logger = self.client_log  # type: ignore[assignment]
+        self.logger = CycleLog(self.client_log, self)  # type: ignore[assignment]
         # As uvicorn makes its own (h11's 16 KiB bound on an incomplete head unless configured), with the check.
         size = self.config.h11_max_incomplete_event_size
         self.conn = Http1Connection(h11.SERVER) if size is None else Http1Connection(h11.SERVER, size)
@@ -270,6 +274,24 @@ class GuardedH11Protocol(H11Protocol):
         if self.closed is not None and not self._counted:
             self.closed.labels(reason).inc()
         self._counted = True
+
+
+class CycleLog:
+    """The server's log as one connection's request cycles write to it: without uvicorn's line for an answer
+    api.stream cut off itself (an export past the memory bound, its key revoked, ClickHouse gone), which
+    made two ERROR lines of each, and of the memory bound's, which a summary counts, one a client could
+    repeat at will."""
+
+    def __init__(self, log: ClientLog, owner: GuardedH11Protocol) -> None:
+        self._log, self._owner = log, owner
+
+    def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        cycle = self._owner.cycle
+        if not (msg == INCOMPLETE and cycle is not None and CUT_OFF in cycle.scope):
+            self._log.error(msg, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
 
 
 def guarded(
