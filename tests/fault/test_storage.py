@@ -231,6 +231,8 @@ def test_qos_0_read_from_a_closed_connection_is_stored_once_the_store_is_back_wi
             writer.failure = RetryableStorageError
             assert publish_raw(broker.url, messages, qos=0) == 100
             wait_until(lambda: run.metric("eventpipe_messages_in_flight") >= 25, what="the budget filled")
+            # And read past it: cut sooner (under load), nothing had been read from the connection to wait.
+            wait_until(lambda: run.metric("eventpipe_messages_waiting") >= 1, what="messages waiting past the budget")
             relay.cut()
             wait_until(lambda: run.metric("eventpipe_mqtt_reconnects_total") == 1, timeout=15, what="a reconnect")
             wait_until(lambda: run.metric("eventpipe_mqtt_connected") == 1, timeout=15, what="connected again")
