@@ -39,7 +39,11 @@ DEAD_LETTER_COLUMNS = ("dead_letter_id", "received_at", "topic", "reason", "deta
 # A backfill may span more than 100 months in one batch; the default limit
 # would refuse that block with TOO_MANY_PARTS (252), a code that otherwise
 # means "retry later", and the batch would never go through.
-INSERT_SETTINGS = {"async_insert": 0, "throw_on_max_partitions_per_insert_block": 0}
+# The views an insert feeds (events_by_user, arrivals, event_ids, undated_events) each on a thread of its
+# own, not one after another: an insert used one core of two. Every view still gets the whole block before
+# the insert returns. Measured in one process, batches of each size in turn with and without it (embedded
+# engine): 50 rows 29 -> 26 ms, 1,000 rows 55 -> 47 ms, 20,000 rows 151 -> 128 ms, 250,000 rows 1.17 -> 1.02 s.
+INSERT_SETTINGS = {"async_insert": 0, "throw_on_max_partitions_per_insert_block": 0, "parallel_view_processing": 1}
 UNDATED_COLUMNS = ("event_type", "event_id", "timestamp", "first_copy")
 # The first copy's time of events stored without their own timestamp, by id.
 UNDATED_LOOKUP = (
