@@ -39,11 +39,16 @@ DEAD_LETTER_COLUMNS = ("dead_letter_id", "received_at", "topic", "reason", "deta
 # A backfill may span more than 100 months in one batch; the default limit
 # would refuse that block with TOO_MANY_PARTS (252), a code that otherwise
 # means "retry later", and the batch would never go through.
-# The views an insert feeds (events_by_user, arrivals, event_ids, undated_events) each on a thread of its
-# own, not one after another: an insert used one core of two. Every view still gets the whole block before
-# the insert returns. Measured in one process, batches of each size in turn with and without it (embedded
-# engine): 50 rows 29 -> 26 ms, 1,000 rows 55 -> 47 ms, 20,000 rows 151 -> 128 ms, 250,000 rows 1.17 -> 1.02 s.
-INSERT_SETTINGS = {"async_insert": 0, "throw_on_max_partitions_per_insert_block": 0, "parallel_view_processing": 1}
+INSERT_SETTINGS = {"async_insert": 0, "throw_on_max_partitions_per_insert_block": 0}
+# A batch of this many rows or more (a backlog drained, `bench fill`) feeds the views of its table
+# (events_by_user, arrivals, event_ids, undated_events) each on a thread of its own, not one after another:
+# such an insert used one core of two. Every view still has the whole block before the insert returns.
+# In one process, each size in turn with and without it: 20,000 rows 151 -> 128 ms, 250,000 rows 1.17 ->
+# 1.02 s. Not for the small batches of a live stream: alone they gained too (1,000 rows 55 -> 47 ms), but
+# under `eventpipe bench`'s 2,000 msg/s the publish -> queryable p50 and p99 rose 6 to 14 ms in three runs
+# of three, the threads competing with the worker's own.
+PARALLEL_VIEWS_ROWS = 10_000
+BULK_INSERT_SETTINGS = {**INSERT_SETTINGS, "parallel_view_processing": 1}
 UNDATED_COLUMNS = ("event_type", "event_id", "timestamp", "first_copy")
 # The first copy's time of events stored without their own timestamp, by id.
 UNDATED_LOOKUP = (
@@ -78,7 +83,7 @@ class Writer:
         # insert first asks the server for the table's column types (a
         # DESCRIBE round trip per batch). Dropped on any failure, so a schema
         # that changed under a running worker is read again.
-        self._contexts: dict[str, InsertContext] = {}
+        self._contexts: dict[tuple[str, bool], InsertContext] = {}
         # What this writer stored last, so that copies of it in the next batch are left out.
         self._tail = Tail()
 
@@ -258,11 +263,15 @@ class Writer:
             self._insert_isolating(indexes[middle:], events, refused, unknown, canary)
 
     def _insert(self, table: str, column_names: Sequence[str], columns: Sequence[Sequence[object]]) -> None:
+        bulk = bool(columns) and len(columns[0]) >= PARALLEL_VIEWS_ROWS
         with classified():
-            context = self._contexts.pop(table, None)
+            context = self._contexts.pop((table, bulk), None)
             if context is None:
                 context = self._client.create_insert_context(
-                    table, column_names, column_oriented=True, settings=INSERT_SETTINGS
+                    table,
+                    column_names,
+                    column_oriented=True,
+                    settings=BULK_INSERT_SETTINGS if bulk else INSERT_SETTINGS,
                 )
             self._client.insert(data=columns, context=context)
-            self._contexts[table] = context  # kept only after a success
+            self._contexts[table, bulk] = context  # kept only after a success
