@@ -277,10 +277,10 @@ class GuardedH11Protocol(H11Protocol):
 
 
 class CycleLog:
-    """The server's log as one connection's request cycles write to it: without uvicorn's line for an answer
-    api.stream cut off itself (an export past the memory bound, its key revoked, ClickHouse gone), which
-    made two ERROR lines of each, and of the memory bound's, which a summary counts, one a client could
-    repeat at will."""
+    """The server's log as one connection's request cycles write to it, less uvicorn's INCOMPLETE line for an
+    answer api.stream cut off itself (an export past the memory bound, its key revoked, ClickHouse gone).
+    api.stream has logged or counted why; uvicorn's line made a second ERROR of each, and of the memory
+    bound's, which a client can cause at will, an ERROR for every export."""
 
     def __init__(self, log: ClientLog, owner: GuardedH11Protocol) -> None:
         self._log, self._owner = log, owner
