@@ -102,11 +102,10 @@ class Stream(StreamingResponse):
                 # A later page past the memory bound: the export walks oldest first, and the newest windows
                 # meet the most unmerged parts. Any key can ask for it while merges are behind.
                 HEAVY()
-            elif isinstance(exc, RevokedError):
-                # An admin's change to the keys, which the operator made: not a failure to alert on.
-                log.warning("%s cut off after %d bytes: %s", self._what, sent, exc)
             else:
-                log.error("%s cut off after %d bytes: %s", self._what, sent, exc, exc_info=not _expected(exc))
+                # A key revoked or narrowed meanwhile is an admin's change, not a failure to alert on.
+                level = logging.WARNING if isinstance(exc, RevokedError) else logging.ERROR
+                log.log(level, "%s cut off after %d bytes: %s", self._what, sent, exc, exc_info=not _expected(exc))
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
