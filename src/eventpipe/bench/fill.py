@@ -16,6 +16,9 @@ import secrets
 import signal
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from clickhouse_connect.driver.client import Client
 
 from eventpipe.bench.backlog import demo_messages
 from eventpipe.events import Event, Limits, parse
@@ -30,6 +33,10 @@ USERS = 100_000
 SPAN_MS = 90 * 86_400_000
 # Spreads consecutive rows over all users (a multiplier coprime to USERS).
 USER_STRIDE = 7_919
+# Batches inserted at once, each by a Writer of its own on a thread: a batch's rows are made and encoded
+# in Python, holding the GIL, while the engine, which lets it go, stores the one before. One at a time,
+# the fill used one core of two. At 5M events here: 1 in flight 232,773/s, 2 314,312/s, 3 275,597/s.
+IN_FLIGHT = 2
 
 
 def templates(now_ms: int) -> list[Event]:
@@ -78,16 +85,41 @@ def fill(dsn: str, count: int, retention_days: int = 0) -> dict[str, float]:
     client = connect(dsn)
     try:
         migrate(client, retention_days)
-        writer = Writer(client)
         started = time.perf_counter()
-        stored = 0
-        for columns in batches(count, time.time_ns() // 1_000_000):
-            writer.insert_event_columns(columns)
-            stored += len(columns[0])
+        stored = insert_all(client, batches(count, time.time_ns() // 1_000_000))
         seconds = time.perf_counter() - started
     finally:
         client.close()
     return {"count": stored, "seconds": seconds, "per_second": stored / seconds if seconds else 0.0}
+
+
+def insert_all(client: Client, columns: Iterator[list[Sequence[object]]]) -> int:
+    """Insert every batch of `columns`, IN_FLIGHT at a time; return the rows stored.
+
+    Interrupted (Ctrl-C, SIGTERM), or failing, it makes no more batches but lets those begun end
+    whole before it raises: a batch cut inside its insert left events_by_user short of `events`.
+    """
+    writers = [Writer(client) for _ in range(IN_FLIGHT)]
+    pending: list[Future[int]] = []
+    stored = 0
+    with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="fill") as pool:
+        try:
+            for number, batch in enumerate(columns):
+                if len(pending) == IN_FLIGHT:
+                    stored += pending.pop(0).result()
+                pending.append(pool.submit(_insert, writers[number % IN_FLIGHT], batch))
+            for done in pending:
+                stored += done.result()
+        finally:
+            for begun in pending:
+                begun.cancel()
+            pool.shutdown(wait=True)
+    return stored
+
+
+def _insert(writer: Writer, columns: list[Sequence[object]]) -> int:
+    writer.insert_event_columns(columns)
+    return len(columns[0])
 
 
 def run_fill(dsn: str, count: int, retention_days: int) -> int:
