@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 import clickhouse_connect
 import pytest
 
-from eventpipe.bench.fill import insert_all, batches
+from eventpipe.bench.fill import batches, insert_all
 from eventpipe.errors import StorageError
 
 COUNTS = "SELECT count(), uniqExact(event_id), (SELECT count() FROM events_by_user) FROM events"
