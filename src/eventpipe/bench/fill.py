@@ -124,7 +124,8 @@ def _insert(writer: Writer, columns: list[Sequence[object]]) -> int:
 
 def run_fill(dsn: str, count: int, retention_days: int) -> int:
     # SIGTERM killed the process inside an insert, which left events_by_user short of the batch `events`
-    # took; as Ctrl-C's, its KeyboardInterrupt comes once the engine call has returned, between batches.
+    # took; as Ctrl-C's, its KeyboardInterrupt comes to the main thread, and insert_all lets the inserts
+    # begun on the others end.
     with interrupted_by(signal.SIGTERM):
         figures = fill(dsn, count, retention_days)
     print(json.dumps(figures), flush=True)
