@@ -111,9 +111,7 @@ def insert_all(client: Client, columns: Iterator[list[Sequence[object]]]) -> int
             for done in pending:
                 stored += done.result()
         finally:
-            for begun in pending:
-                begun.cancel()
-            pool.shutdown(wait=True)
+            pool.shutdown(cancel_futures=True)  # waits for the inserts begun
     return stored
 
 
