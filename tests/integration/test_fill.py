@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 
 import clickhouse_connect
@@ -28,7 +29,7 @@ def test_a_failing_batch_stops_the_fill_after_the_batches_begun_end_whole(
     made: list[int] = []
 
     def columns() -> Iterator[list[Sequence[object]]]:
-        for number, batch in enumerate(batches(6_000, 1_800_000_000_000, batch=1_000)):
+        for number, batch in enumerate(batches(10_000, 1_800_000_000_000, batch=1_000)):
             made.append(number)
             if number == 3:
                 batch[2] = ["not a time"] * len(batch[2])
@@ -39,3 +40,4 @@ def test_a_failing_batch_stops_the_fill_after_the_batches_begun_end_whole(
     [(stored, unique, by_user)] = client.query(COUNTS).result_rows
     assert stored in (3_000, 4_000) and stored == unique == by_user
     assert made == [0, 1, 2, 3, 4, 5], "two batches in flight and one made ahead, none after the failure"
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("fill")], "no insert runs on"

@@ -15,8 +15,9 @@ import json
 import secrets
 import signal
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from clickhouse_connect.driver.client import Client
 
@@ -96,23 +97,56 @@ def fill(dsn: str, count: int, retention_days: int = 0) -> dict[str, float]:
 def insert_all(client: Client, columns: Iterator[list[Sequence[object]]]) -> int:
     """Insert every batch of `columns`, IN_FLIGHT at a time; return the rows stored.
 
-    Interrupted (Ctrl-C, SIGTERM), or failing, it makes no more batches but lets those begun end
-    whole before it raises: a batch cut inside its insert left events_by_user short of `events`.
+    Interrupted (Ctrl-C, SIGTERM), or once it learns a batch failed, it makes no more batches, lets
+    those begun end whole, and raises: a batch cut inside its insert left events_by_user short of
+    `events`. A second batch failing meanwhile is told in a note on the error raised.
     """
     writers = [Writer(client) for _ in range(IN_FLIGHT)]
-    pending: list[Future[int]] = []
+    # Each batch's future until its result is taken, oldest first: every insert that may still run.
+    begun: deque[Future[int]] = deque()
     stored = 0
+    # The pool's own exit joins its threads once every insert has ended, so they are idle by then.
     with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="fill") as pool:
         try:
             for number, batch in enumerate(columns):
-                if len(pending) == IN_FLIGHT:
-                    stored += pending.pop(0).result()
-                pending.append(pool.submit(_insert, writers[number % IN_FLIGHT], batch))
-            for done in pending:
-                stored += done.result()
-        finally:
-            pool.shutdown(cancel_futures=True)  # waits for the inserts begun
+                if len(begun) == IN_FLIGHT:
+                    stored += begun[0].result()
+                    begun.popleft()
+                begun.append(pool.submit(_insert, writers[number % IN_FLIGHT], batch))
+            while begun:
+                stored += begun[0].result()
+                begun.popleft()
+        except BaseException as exc:
+            _end(begun)
+            for other in begun:
+                failure = None if other.cancelled() else other.exception()
+                if failure is not None and failure is not exc:
+                    exc.add_note(f"another batch failed too: {failure}")
+            raise
     return stored
+
+
+def _end(begun: Sequence[Future[int]]) -> None:
+    """Cancel the batches not yet begun and wait for the others to end, whatever signals come meanwhile;
+    raise KeyboardInterrupt after if one came.
+
+    The inserts ran on the main thread before, where a signal waits for the engine call to return: a
+    second Ctrl-C would otherwise cut the wait short, and the process could end inside an insert. On
+    the futures, not the threads: a Thread.join a signal interrupts counts the thread as ended
+    (Python 3.11), and a second join returned at once while its insert ran on.
+    """
+    for future in begun:
+        future.cancel()
+    interrupted = False
+    while True:
+        try:
+            wait(begun)
+        except KeyboardInterrupt:
+            interrupted = True
+        else:
+            break
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _insert(writer: Writer, columns: list[Sequence[object]]) -> int:
