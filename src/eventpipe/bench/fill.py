@@ -102,7 +102,7 @@ def insert_all(client: Client, columns: Iterator[list[Sequence[object]]]) -> int
     `events`. A second batch failing meanwhile is told in a note on the error raised.
     """
     writers = [Writer(client) for _ in range(IN_FLIGHT)]
-    # Each batch's future until its result is taken, oldest first: every insert that may still run.
+    # Every batch that may still be running, oldest first.
     begun: deque[Future[int]] = deque()
     stored = 0
     # The pool's own exit joins its threads once every insert has ended, so they are idle by then.
@@ -110,12 +110,11 @@ def insert_all(client: Client, columns: Iterator[list[Sequence[object]]]) -> int
         try:
             for number, batch in enumerate(columns):
                 if len(begun) == IN_FLIGHT:
+                    # Left in `begun` until its result is in: a signal while it is awaited must wait for it.
                     stored += begun[0].result()
                     begun.popleft()
                 begun.append(pool.submit(_insert, writers[number % IN_FLIGHT], batch))
-            while begun:
-                stored += begun[0].result()
-                begun.popleft()
+            stored += sum(future.result() for future in begun)
         except BaseException as exc:
             _end(begun)
             for other in begun:
