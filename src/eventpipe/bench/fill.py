@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from itertools import cycle, islice
 
 from clickhouse_connect.driver.client import Client
 
@@ -56,28 +57,43 @@ def id_tail() -> str:
 def batches(count: int, now_ms: int, batch: int = BATCH) -> Iterator[list[Sequence[object]]]:
     """`count` events as column lists (EVENT_COLUMNS order) of `batch` rows, oldest first, ids new on every call.
 
-    Built column by column, not as Event tuples: at 100M rows the Python side
-    is what limits the rate, and the insert takes columns anyway.
+    Row `index` is the template (index + index // USERS) % templates, the user index * USER_STRIDE % USERS
+    and the id `{index >> 16:08x}-{index & 0xFFFF:04x}` + the call's tail.
+    Built column by column, from slices of lists made once per call, not row by row: at 100M rows the
+    Python side is what limits the rate (it holds the GIL while the engine stores the batch before), and
+    a batch of 250,000 took 0.23 s to make that way, 0.08 s so.
     """
     rows = templates(now_ms)
+    types, topics, properties = ([getattr(row, name) for row in rows] for name in ("event_type", "topic", "properties"))
     tail = id_tail()
-    users = [f"user-{number:05d}" for number in range(USERS)]
+    # Every id's end, by its low 16 bits: one string concatenation a row instead of two formats.
+    lows = [f"{low:04x}{tail}" for low in range(1 << 16)]
+    # The users in the order consecutive rows take them.
+    ring = [f"user-{index * USER_STRIDE % USERS:05d}" for index in range(USERS)]
     first = now_ms - SPAN_MS
     for start in range(0, count, batch):
-        indexes = range(start, min(count, start + batch))
-        times = [first + index * SPAN_MS // count for index in indexes]
-        # One template further at each round of users: USERS is a multiple of TEMPLATES, so index % len(rows)
-        # made all of a user's events copies of one template (one type, one product, one amount).
-        bases = [rows[(index + index // USERS) % len(rows)] for index in indexes]
-        yield [
-            [f"{index >> 16:08x}-{index & 0xFFFF:04x}{tail}" for index in indexes],
-            [base.event_type for base in bases],
-            times,
-            [moment + 150 for moment in times],
-            [users[index * USER_STRIDE % USERS] for index in indexes],
-            [base.topic for base in bases],
-            [base.properties for base in bases],
-        ]
+        stop = min(count, start + batch)
+        times = [first + index * SPAN_MS // count for index in range(start, stop)]
+        ids: list[str] = []
+        kinds: list[str] = []
+        users: list[str] = []
+        places: list[str] = []
+        props: list[str] = []
+        for high in range(start >> 16, ((stop - 1) >> 16) + 1):
+            prefix, base = f"{high:08x}-", high << 16
+            ids += [prefix + low for low in lows[max(start, base) - base : min(stop, base + (1 << 16)) - base]]
+        index = start
+        while index < stop:
+            # A run of rows within one round of users, where the template advances with the row alone. One
+            # template further at each round: USERS is a multiple of TEMPLATES, so index % len(rows) made
+            # all of a user's events copies of one template (one type, one product, one amount).
+            size = min(stop, (index // USERS + 1) * USERS) - index
+            offset, template = index % USERS, (index + index // USERS) % len(rows)
+            users += ring[offset : offset + size]
+            for column, source in ((kinds, types), (places, topics), (props, properties)):
+                column += islice(cycle(source), template, template + size)
+            index += size
+        yield [ids, kinds, times, [moment + 150 for moment in times], users, places, props]
 
 
 def fill(dsn: str, count: int, retention_days: int = 0) -> dict[str, float]:
