@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from eventpipe.config import Settings
-from eventpipe.store.client import BACKUP_DISK, MERGE_NICE, engine_options
+from eventpipe.store.client import BACKUP_DISK
 from eventpipe.store.flush import SYNC
 from eventpipe.store.migration import KEPT, MIGRATIONS
 from eventpipe.store.retention import RETAINED
@@ -170,16 +170,6 @@ def test_backups_go_to_a_disk_of_their_own_on_a_volume_of_their_own() -> None:
     source = volumes[path.rstrip("/")]
     assert source in compose.compose()["volumes"], f"{source} is not a named volume"
     assert source != volumes["/var/lib/clickhouse"], "backups on the data's own volume are lost with it"
-
-
-def test_the_server_lowers_its_merges_priority_as_the_embedded_engine_does() -> None:
-    """One figure for both (the ingest A/B measured it on chDB), and the capability without which the server
-    ignores it."""
-    setting = "os_threads_nice_value_merge_mutate"
-    assert CONFIG.findtext(setting) == str(MERGE_NICE) == engine_options("chdb:///data/clickhouse")[setting]
-    assert engine_options("chdb://memory")[setting] == str(MERGE_NICE)
-    assert 0 < MERGE_NICE <= 19, "a negative value raises merges above the inserts and reads"
-    assert "SYS_NICE" in compose.service("clickhouse").get("cap_add", [])
 
 
 def _volumes(service: str) -> list[tuple[str, str, str]]:

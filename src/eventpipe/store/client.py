@@ -23,15 +23,6 @@ from eventpipe.store.failure import classified, failed_answer
 # The disk BACKUP and RESTORE write to and read from (store.backup): on a
 # server, clickhouse/config.d declares it; the embedded engine gets it below.
 BACKUP_DISK = "backups"
-# The Linux nice value of ClickHouse's merge and mutation threads, here and in the server's config.d: the
-# worker's inserts and the API's reads come first when they want the same core, and merges take the cores
-# they leave. On this two-core machine, at 2,000 msg/s in turn with the default 0, five runs each: the
-# publish -> queryable p99 263.8 against 271.2 ms (medians), the drain ratio level (docs/performance.md,
-# "Merges at a lower CPU priority"). 19 drained faster (3.44x against 3.20x) but leaves a merge about a
-# seventieth of a core beside one busy thread, 10 about a tenth: parts pile up less in a long overload,
-# where reads cost what their parts do. ClickHouse applies it only with CAP_SYS_NICE (root, or compose's
-# cap_add); without, merges keep the default, and nothing else changes.
-MERGE_NICE = 10
 # The driver's first queries (the server's version and settings) answer in milliseconds: a server silent for
 # longer is not going to answer, and `migrate`, `worker` and `api` waited their whole read timeout (61 s)
 # before saying so.
@@ -143,18 +134,16 @@ def backup_dir(dsn: str) -> Path | None:
 
 
 def engine_options(dsn: str) -> dict[str, str]:
-    """Startup options of the embedded engine: what a server gets from its config.d (the merges' priority,
-    the backups disk).
+    """Startup options of the embedded engine: the backups disk a server gets from its config.d.
 
     chDB starts its one engine per process with the options of the first
     connection and ignores those of later ones, so every connection passes the
     same options, derived from the DSN alone.
     """
-    priority = {"os_threads_nice_value_merge_mutate": str(MERGE_NICE)}
     directory = backup_dir(dsn)
     if directory is None:
-        return priority
-    return priority | {
+        return {}
+    return {
         f"storage_configuration.disks.{BACKUP_DISK}.type": "local",
         f"storage_configuration.disks.{BACKUP_DISK}.path": f"{directory}/",
         "backups.allowed_disk": BACKUP_DISK,
