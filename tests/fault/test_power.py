@@ -187,7 +187,8 @@ def test_events_whose_insert_returned_survive_a_filesystem_failure(tmp_path: Pat
             query = f"SELECT event_id FROM {table}"  # noqa: S608 - constants
             stored = set(subprocess.run([sys.executable, "-c", READER, dsn, query], **CAPTURED).stdout.split())
             # Without fsync at insert none of the 2,000 came back: their parts were set aside as broken at start.
-            # With `events` packed (migration 25 leaves it out) its projection's file was empty: all 2,000 lost.
+            # With small parts packed in one file each (tried, not kept: docs/performance.md) the projection's
+            # file of every part of `events` was empty, and all 2,000 were lost from it.
             lost = set(acknowledged) - stored
             assert not lost, f"{len(lost)} of 2000 acknowledged events lost from {table}"
         # And found by id, through the projection (GET /events/{id}), one of each batch.

@@ -16,7 +16,6 @@ from eventpipe.store.client import connect
 from eventpipe.store.migration import LEDGER, MIGRATIONS, migrate
 from eventpipe.store.query import EventFilter
 from eventpipe.store.reader import Reader
-from eventpipe.store.schema import packing
 from eventpipe.store.schema.index import BY_USER_ROWS
 from eventpipe.store.schema.record import COMPLETE
 from eventpipe.store.writer import EVENT_COLUMNS, Writer
@@ -86,60 +85,6 @@ def test_every_table_writes_each_insert_merge_and_mutation_to_disk(clickhouse_ds
     client.command("DROP TABLE restores SYNC")
     migrate(client)
     assert client.query(SYNCED_TABLES).result_rows == []
-
-
-UNPACKED_TABLES = (
-    "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree%'"
-    " AND (create_table_query LIKE {s:String}) = (name = 'events')"
-)
-PART_STORAGE = (
-    "SELECT table, part_storage_type, sum(rows) FROM system.parts WHERE database = currentDatabase() AND active"
-    " AND table IN ('events', 'events_by_user', 'arrivals') GROUP BY ALL ORDER BY ALL"
-)
-
-
-def test_a_live_batch_writes_its_copies_as_one_file_each_and_events_as_before(clickhouse_dsn: str) -> None:
-    # A live insert created 47 files, each synced (docs/performance.md): migration 25 packs small parts of
-    # every table but `events`, whose packed projection ClickHouse leaves unsynced (tests/fault/test_power.py).
-    client = connect(clickhouse_dsn)
-    migrate(client)
-    setting = {"s": f"%{packing.SETTING}%"}
-    assert client.query(UNPACKED_TABLES, parameters=setting).result_rows == []
-    client.command("DROP TABLE restores SYNC")  # made again by migration.keep_up, with the setting too
-    migrate(client)
-    assert client.query(UNPACKED_TABLES, parameters=setting).result_rows == []
-    if not client.query("SELECT 1 FROM system.columns WHERE table = 'parts' AND name = 'part_storage_type'").row_count:
-        pytest.skip("this ClickHouse takes the setting but has no packed part storage (before #108118)")
-    client.command("SYSTEM STOP MERGES")
-    writer, backlog = Writer(client), sample(packing.PACKED_ROWS, "backlog")
-    writer.insert_events(sample(400, "live"))
-    assert client.query(PART_STORAGE).result_rows == [
-        ("arrivals", "Packed", 400),
-        ("events", "Full", 400),
-        ("events_by_user", "Packed", 400),
-    ]
-    writer.insert_events(backlog)
-    assert client.query(PART_STORAGE).result_rows == [
-        ("arrivals", "Full", packing.PACKED_ROWS),
-        ("arrivals", "Packed", 400),
-        ("events", "Full", 400 + packing.PACKED_ROWS),
-        ("events_by_user", "Full", packing.PACKED_ROWS),
-        ("events_by_user", "Packed", 400),
-    ]
-    # Both read alike, a user's page from events_by_user, and merge into one part of every row.
-    reader, user = Reader(client), EventFilter(user_id="u3")
-    users = sum(1 for event in [*sample(400, "live"), *backlog] if event.user_id == "u3")
-    assert len(reader.events(user, 10_000)) == users
-    client.command("SYSTEM START MERGES")
-    for table in ("events", "events_by_user", "arrivals"):
-        client.command(f"OPTIMIZE TABLE {table} FINAL")
-    assert client.query(PART_STORAGE).result_rows == [
-        ("arrivals", "Full", 400 + packing.PACKED_ROWS),
-        ("events", "Full", 400 + packing.PACKED_ROWS),
-        ("events_by_user", "Full", 400 + packing.PACKED_ROWS),
-    ]
-    assert len(reader.events(user, 10_000)) == users
-    assert reader.count_events() == 400 + packing.PACKED_ROWS
 
 
 def test_a_migrated_store_is_left_untouched_by_the_next_start(clickhouse_dsn: str) -> None:

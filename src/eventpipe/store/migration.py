@@ -18,7 +18,7 @@ from eventpipe.store.disk import room_for_schema
 from eventpipe.store.failure import classified
 from eventpipe.store.restoration import unfinished_restore
 from eventpipe.store.retention import apply_retention
-from eventpipe.store.schema import arrival, durability, event, index, packing, record
+from eventpipe.store.schema import arrival, durability, event, index, record
 from eventpipe.store.schema.arrival import ARRIVAL_ROWS
 from eventpipe.store.schema.index import UNDATED_ROWS, USER_ROWS
 from eventpipe.store.schema.record import BACKUP_CATALOG, ERASURE_KEYS, ERASURES, KEPT_COLUMNS, RESTORES
@@ -50,12 +50,7 @@ RECORD = "INSERT INTO schema_migrations (version, name) VALUES ({version:UInt32}
 # version order, whichever module a version is in.
 MIGRATIONS: tuple[Migration, ...] = tuple(
     sorted(
-        event.MIGRATIONS
-        + index.MIGRATIONS
-        + arrival.MIGRATIONS
-        + record.MIGRATIONS
-        + durability.MIGRATIONS
-        + packing.MIGRATIONS,
+        event.MIGRATIONS + index.MIGRATIONS + arrival.MIGRATIONS + record.MIGRATIONS + durability.MIGRATIONS,
         key=lambda m: m.version,
     )
 )
@@ -128,10 +123,8 @@ def keep_up(client: Client) -> None:
     have = {(str(table), str(column)) for table, column in rows}
     tables = {table for table, _ in have}
     missing = [create for table, create in KEPT.items() if table not in tables]
-    # As migrations 22, 23 and 25 left every table: each insert, merge and mutation on the disk before it
-    # ends, small parts a file each.
+    # As migrations 22 and 23 left every table: each insert, merge and mutation on the disk before it ends.
     missing += [durability.synced(table) for table in KEPT if table not in tables]
-    missing += [packing.packed(table) for table in KEPT if table not in tables]
     # A table made now has every column already.
     missing += [
         alter for (table, column), alter in KEPT_COLUMNS.items() if table in tables and (table, column) not in have

@@ -10,7 +10,6 @@ from clickhouse_connect.driver.client import Client
 from eventpipe.errors import HaltStorageError
 from eventpipe.store.disk import room_for_schema
 from eventpipe.store.retention import RETAINED, retain
-from eventpipe.store.schema import packing
 from eventpipe.store.schema.durability import synced
 from eventpipe.store.schema.version import DEFINER, REBUILT, REFILLED, Rebuild, Refill
 from eventpipe.store.system import catalog, names
@@ -28,10 +27,7 @@ def rebuild_table(client: Client, rebuild: Rebuild) -> None:
     if not rebuilt(client, rebuild):
         client.command(f"DROP TABLE IF EXISTS {scratch}")  # a half-filled copy from a crashed run
         client.command(rebuild.create.format(table=scratch))
-        # Definitions older than migrations 22, 23 and 25 lack their settings.
-        client.command(synced(scratch))
-        if table in packing.TABLES:
-            client.command(packing.packed(scratch))
+        client.command(synced(scratch))  # definitions older than migrations 22 and 23 lack their settings
         made = catalog(client, scratch, "uuid")
         client.command(f"INSERT INTO {scratch} SELECT * FROM {table}{final}")  # noqa: S608 - names are constants
         # As in refill_table, migrators must take turns. Without these checks a second one dropped the first's
@@ -71,8 +67,6 @@ def refill_table(client: Client, refill: Refill, retention_days: int) -> None:
         note = f" COMMENT 'filled from {refill.source} after block {block}'"
         client.command(refill.create.format(table=scratch) + note)
         client.command(synced(scratch))
-        if table in packing.TABLES:
-            client.command(packing.packed(scratch))
         retain(client, scratch, RETAINED[table], retention_days)  # empty: no rewrite, unlike after the copy
         made = catalog(client, scratch, "uuid")
         client.command(f"CREATE MATERIALIZED VIEW {feed} TO {scratch} {DEFINER} AS {refill.rows}")
