@@ -47,6 +47,11 @@ def test_readiness_tells_a_refusal_from_an_outage_and_logs_its_cause_once(
         assert unmigrated.status_code == 503, "a database without its tables serves nothing"
         # `eventpipe api` on a store never migrated: the answer named user, password and database only.
         assert "not migrated" in unmigrated.json()["detail"] and "eventpipe migrate" in unmigrated.json()["detail"]
+        # And every read says so: the all-time counts came from the parts list alone, and an empty one
+        # answered 200 with no event, as if the store held none.
+        for path in ("/events?limit=1", "/stats/event-types", "/stats/timeseries", "/feed?limit=1"):
+            answer = api.get(path, headers=AUTH)
+            assert (answer.status_code, answer.json()["error"]) == (500, "storage_error"), (path, answer.text)
         migrate(connect(clickhouse_dsn))
         with caplog.at_level(logging.INFO, logger="eventpipe"):
             assert api.get("/readyz").status_code == 200

@@ -110,7 +110,9 @@ class Rollup:
         a merge just rewrote. Yesterday too, for the hours a late merge rewrites; days
         ahead (events a producer dates into the future) stay by day, however far."""
         if not parts:
-            return {}
+            # An empty `events`, or none at all (a store never migrated, a DSN naming another database),
+            # which the parts list cannot tell apart: the plain query does, and answers an empty table at once.
+            return None
         newest = max(part.max_s for part in parts) * 1000 // DAY_MS
         first = min(newest, self._now_ms() // DAY_MS) - HOT_DAYS + 1
         end = first + HOT_DAYS
