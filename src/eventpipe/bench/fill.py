@@ -87,8 +87,8 @@ def batches(count: int, now_ms: int, batch: int = BATCH) -> Iterator[list[Sequen
             # A run of rows within one round of users, where the template advances with the row alone. One
             # template further at each round: USERS is a multiple of TEMPLATES, so index % len(rows) made
             # all of a user's events copies of one template (one type, one product, one amount).
-            size = min(stop, (index // USERS + 1) * USERS) - index
             offset, template = index % USERS, (index + index // USERS) % len(rows)
+            size = min(stop - index, USERS - offset)
             users += ring[offset : offset + size]
             for column, source in ((kinds, types), (places, topics), (props, properties)):
                 column += islice(cycle(source), template, template + size)
