@@ -223,3 +223,29 @@ def test_a_backup_that_answered_survives_a_filesystem_failure(tmp_path: Path) ->
         assert events == "2000"
     finally:
         subprocess.run(["umount", str(tmp_path / "disk")], capture_output=True)
+
+
+def test_events_whose_projection_files_were_lost_are_kept_and_found_by_id(tmp_path: Path) -> None:
+    # ClickHouse syncs an inserted part's files but not its `id_offsets` projection's: a crash can leave those
+    # empty on a filesystem that keeps no order between them. Stored a file each, the part loads with its
+    # projection set aside; packed into one file (tried: docs/performance.md), the part was set aside whole.
+    dsn = f"chdb://{tmp_path / 'store'}"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, dsn], stdout=subprocess.PIPE, text=True)
+    acknowledged: list[str] = []
+    try:
+        assert writer.stdout is not None
+        for line in writer.stdout:
+            if line.strip() == "done":
+                break
+            acknowledged += line.split()
+    finally:
+        writer.kill()
+        writer.wait()
+    emptied = [path for path in (tmp_path / "store").rglob("*.proj/*") if path.is_file()]
+    assert emptied, "no projection files: the store's layout changed"
+    for path in emptied:
+        path.write_bytes(b"")
+    read = subprocess.run([sys.executable, "-c", READER, dsn, "SELECT event_id FROM events"], **CAPTURED)
+    assert sorted(read.stdout.split()) == sorted(acknowledged)
+    found = subprocess.run([sys.executable, "-c", LOOKUP, dsn, *acknowledged[::100]], **CAPTURED).stdout.split()
+    assert found == acknowledged[::100]
