@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -165,22 +165,30 @@ def answered_then_failed(work: Path, script: str, dsn: str) -> str:
     return answer
 
 
-def test_events_whose_insert_returned_survive_a_filesystem_failure(tmp_path: Path) -> None:
-    dsn = f"chdb://{tmp_path / 'disk' / 'store'}"
+def written(dsn: str, then: Callable[[], object] = lambda: None) -> list[str]:
+    """The ids of the events WRITER stored on `dsn`, each once its insert returned; `then` is done once all
+    are, before the writer is killed."""
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, dsn], stdout=subprocess.PIPE, text=True)
     acknowledged: list[str] = []
     try:
+        assert writer.stdout is not None
+        for line in writer.stdout:
+            if line.strip() == "done":
+                break
+            acknowledged += line.split()
+        then()
+    finally:
+        writer.kill()
+        writer.wait()
+    return acknowledged
+
+
+def test_events_whose_insert_returned_survive_a_filesystem_failure(tmp_path: Path) -> None:
+    dsn = f"chdb://{tmp_path / 'disk' / 'store'}"
+    try:
         with failing_ext4(tmp_path) as (_mount, trigger):
-            writer = subprocess.Popen([sys.executable, "-c", WRITER, dsn], stdout=subprocess.PIPE, text=True)
-            try:
-                assert writer.stdout is not None
-                for line in writer.stdout:
-                    if line.strip() == "done":
-                        break
-                    acknowledged += line.split()
-                trigger.write_text("1\n")  # the disk fails: what the kernel still held is gone
-            finally:
-                writer.kill()
-                writer.wait()
+            # The disk fails: what the kernel still held is gone.
+            acknowledged = written(dsn, lambda: trigger.write_text("1\n"))
         assert len(acknowledged) == 2000
         # Every table a read serves from: /events, the user's pages and the feed.
         for table in ("events", "events_by_user", "arrivals"):
@@ -230,17 +238,7 @@ def test_events_whose_projection_files_were_lost_are_kept_and_found_by_id(tmp_pa
     # empty on a filesystem that keeps no order between them. Stored a file each, the part loads with its
     # projection set aside; packed into one file (tried: docs/performance.md), the part was set aside whole.
     dsn = f"chdb://{tmp_path / 'store'}"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, dsn], stdout=subprocess.PIPE, text=True)
-    acknowledged: list[str] = []
-    try:
-        assert writer.stdout is not None
-        for line in writer.stdout:
-            if line.strip() == "done":
-                break
-            acknowledged += line.split()
-    finally:
-        writer.kill()
-        writer.wait()
+    acknowledged = written(dsn)
     emptied = [path for path in (tmp_path / "store").rglob("*.proj/*") if path.is_file()]
     assert emptied, "no projection files: the store's layout changed"
     for path in emptied:
