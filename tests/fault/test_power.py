@@ -95,33 +95,36 @@ RESTORE = textwrap.dedent(
     print(backups.restore(listed[0], 0, "operator").events if listed else "")
     """
 )
+# In one process: each query's first column, a line each, then which of the ids after "--" a lookup by id
+# (Reader.event, as GET /events/{id} reads) finds.
 READER = textwrap.dedent(
-    """
-    import sys
-    from eventpipe.store.client import connect
-
-    for (event_id,) in connect(sys.argv[1]).query(sys.argv[2]).result_rows:
-        print(event_id)
-    """
-)
-
-
-# Each id given that Reader.event finds, as GET /events/{id} reads it.
-LOOKUP = textwrap.dedent(
     """
     import sys
     from eventpipe.store.client import connect
     from eventpipe.store.reader import Reader
 
-    reader = Reader(connect(sys.argv[1]))
-    for event_id in sys.argv[2:]:
-        if reader.event(event_id) is not None:
-            print(event_id)
+    client, args = connect(sys.argv[1]), sys.argv[2:]
+    cut = args.index("--")
+    for query in args[:cut]:
+        print(" ".join(str(row[0]) for row in client.query(query).result_rows))
+    ids = args[cut + 1 :]
+    reader = Reader(client) if ids else None
+    print(" ".join(event_id for event_id in ids if reader.event(event_id) is not None))
     """
 )
+# Every table a read serves from: /events, the user's pages and the feed.
+SERVED = ("events", "events_by_user", "arrivals")
 
 
 CAPTURED: dict[str, Any] = {"capture_output": True, "text": True, "check": True}
+
+
+def stored(dsn: str, queries: list[str], ids: list[str] | None = None) -> tuple[list[list[str]], list[str]]:
+    """What the store at `dsn` serves, read by one process of its own (chDB opens one engine path per
+    process): the ids each query selects, and which of `ids` are found by id."""
+    args = [sys.executable, "-c", READER, dsn, *queries, "--", *(ids or [])]
+    lines = subprocess.run(args, **CAPTURED).stdout.split("\n")
+    return [line.split() for line in lines[: len(queries)]], lines[len(queries)].split()
 
 
 @contextmanager
@@ -190,17 +193,15 @@ def test_events_whose_insert_returned_survive_a_filesystem_failure(tmp_path: Pat
             # The disk fails: what the kernel still held is gone.
             acknowledged = written(dsn, lambda: trigger.write_text("1\n"))
         assert len(acknowledged) == 2000
-        # Every table a read serves from: /events, the user's pages and the feed.
-        for table in ("events", "events_by_user", "arrivals"):
-            query = f"SELECT event_id FROM {table}"  # noqa: S608 - constants
-            stored = set(subprocess.run([sys.executable, "-c", READER, dsn, query], **CAPTURED).stdout.split())
+        # And found by id, through the projection (GET /events/{id}), one of each batch.
+        queries = [f"SELECT event_id FROM {table}" for table in SERVED]  # noqa: S608 - constants
+        tables, found = stored(dsn, queries, acknowledged[::100])
+        for table, ids in zip(SERVED, tables, strict=True):
             # Without fsync at insert none of the 2,000 came back: their parts were set aside as broken at start.
             # With small parts packed in one file each (tried, not kept: docs/performance.md) the projection's
             # file of every part of `events` was empty, and all 2,000 were lost from it.
-            lost = set(acknowledged) - stored
+            lost = set(acknowledged) - set(ids)
             assert not lost, f"{len(lost)} of 2000 acknowledged events lost from {table}"
-        # And found by id, through the projection (GET /events/{id}), one of each batch.
-        found = subprocess.run([sys.executable, "-c", LOOKUP, dsn, *acknowledged[::100]], **CAPTURED).stdout.split()
         assert found == acknowledged[::100]
     finally:
         subprocess.run(["umount", str(tmp_path / "disk")], capture_output=True)
@@ -210,10 +211,9 @@ def test_an_erasure_that_answered_survives_a_filesystem_failure(tmp_path: Path) 
     dsn = f"chdb://{tmp_path / 'disk' / 'store'}"
     try:
         assert answered_then_failed(tmp_path, ERASER, dsn) == "1000"
-        # Every table a read serves from: /events, the user's pages and the feed.
-        for table in ("events", "events_by_user", "arrivals"):
-            query = f"SELECT event_id FROM {table} WHERE user_id = 'u1'"  # noqa: S608 - constants
-            back = subprocess.run([sys.executable, "-c", READER, dsn, query], **CAPTURED).stdout.split()
+        queries = [f"SELECT event_id FROM {table} WHERE user_id = 'u1'" for table in SERVED]  # noqa: S608 - constants
+        tables, _ = stored(dsn, queries)
+        for table, back in zip(SERVED, tables, strict=True):
             # Without migration 23, all 1,000 were back in each: the deletes' parts were set aside as broken.
             assert back == [], f"{len(back)} of u1's 1,000 erased events back in {table}"
     finally:
@@ -243,7 +243,6 @@ def test_events_whose_projection_files_were_lost_are_kept_and_found_by_id(tmp_pa
     assert emptied, "no projection files: the store's layout changed"
     for path in emptied:
         path.write_bytes(b"")
-    read = subprocess.run([sys.executable, "-c", READER, dsn, "SELECT event_id FROM events"], **CAPTURED)
-    assert sorted(read.stdout.split()) == sorted(acknowledged)
-    found = subprocess.run([sys.executable, "-c", LOOKUP, dsn, *acknowledged[::100]], **CAPTURED).stdout.split()
+    (events,), found = stored(dsn, ["SELECT event_id FROM events"], acknowledged[::100])
+    assert sorted(events) == sorted(acknowledged)
     assert found == acknowledged[::100]
